@@ -1,0 +1,16 @@
+//! Romana's wire formats. The only crate (with the store's records) that derives serde: the cores
+//! know nothing of JSON, and conversions here name the field that was wrong.
+
+pub mod topology;
+
+/// Everything wrong with a request body, each problem prefixed with the field it concerns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problems(pub Vec<String>);
+
+impl std::fmt::Display for Problems {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0.join("; "))
+    }
+}
+
+impl std::error::Error for Problems {}

@@ -1,0 +1,216 @@
+//! IPAM benchmark: 10,000 hosts and 1,000,000 allocated addresses, one core, against a naive
+//! allocator (a `HashMap<String, IpAddr>` of names and a `Vec<bool>` per host scanned for the
+//! lowest free address) in the same run. Run with `cargo bench -p romana-ipam --bench alloc`.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::collections::HashMap;
+use std::hint::black_box;
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
+
+use romana_ipam::spec::{
+    GroupOrHostSpec, GroupSpec, HostSpec, LayoutSpec, MapSpec, NetworkSpec, TopologySpec,
+};
+use romana_ipam::{AllocRequest, Ipam};
+use romana_model::{AddressName, HostName, SegmentName, TenantName};
+
+/// Counts live heap bytes so that state per address can be measured.
+struct Counting;
+
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+
+#[allow(unsafe_code)]
+// SAFETY: forwards to the system allocator unchanged; only counts sizes.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        LIVE.fetch_add(layout.size(), Ordering::Relaxed);
+        // SAFETY: same layout contract as the caller's.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+        // SAFETY: ptr came from `alloc` with this layout.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new: usize) -> *mut u8 {
+        LIVE.fetch_add(new, Ordering::Relaxed);
+        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+        // SAFETY: ptr came from `alloc` with this layout.
+        unsafe { System.realloc(ptr, layout, new) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+const HOSTS: usize = 10_000;
+const ADDRESSES: usize = 1_000_000;
+const RACKS: usize = 16;
+const OWNERS_PER_HOST: usize = 4;
+const CHURN: usize = 200_000;
+
+fn name(i: usize) -> String {
+    // 16 bytes, the size of a short container id: "p0000123.ns03abc".
+    format!("p{i:07}.ns{:02}abc", i % 97)
+}
+
+fn host_name(h: usize) -> HostName {
+    format!("node-{h:05}").parse().expect("valid host name")
+}
+
+fn owner(i: usize) -> (TenantName, SegmentName) {
+    let o = i / HOSTS % OWNERS_PER_HOST;
+    (format!("tenant-{o}").parse().expect("tenant"), "default".parse().expect("segment"))
+}
+
+fn topology() -> TopologySpec {
+    let racks = (0..RACKS)
+        .map(|r| {
+            GroupOrHostSpec::Group(GroupSpec {
+                name: format!("rack-{r}").parse().expect("name"),
+                ..GroupSpec::default()
+            })
+        })
+        .collect();
+    TopologySpec {
+        networks: vec![NetworkSpec {
+            name: "pods".parse().expect("name"),
+            cidr: "10.0.0.0/8".parse().expect("cidr"),
+            block_mask: Some(29),
+            tenants: vec![],
+            layout: LayoutSpec::Blocks,
+        }],
+        topologies: vec![MapSpec { networks: vec!["pods".parse().expect("name")], map: racks }],
+    }
+}
+
+/// The baseline: what a first, straightforward allocator looks like.
+struct Naive {
+    names: HashMap<String, IpAddr>,
+    used: Vec<Vec<bool>>,
+}
+
+impl Naive {
+    fn allocate(&mut self, name: &str, host: usize) -> Option<IpAddr> {
+        if let Some(ip) = self.names.get(name) {
+            return Some(*ip);
+        }
+        let slot = self.used[host].iter().position(|u| !u)?;
+        self.used[host][slot] = true;
+        let ip = IpAddr::V4(Ipv4Addr::from(0x0a00_0000u32 + (host as u32) * 256 + slot as u32));
+        self.names.insert(name.to_owned(), ip);
+        Some(ip)
+    }
+
+    fn release(&mut self, name: &str) -> Option<IpAddr> {
+        let ip = self.names.remove(name)?;
+        let IpAddr::V4(v4) = ip else { return None };
+        let off = u32::from(v4) - 0x0a00_0000;
+        self.used[(off / 256) as usize][(off % 256) as usize] = false;
+        Some(ip)
+    }
+}
+
+fn rate(n: usize, secs: f64) -> f64 {
+    n as f64 / secs
+}
+
+fn main() {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let (hosts, addresses, churn) = if quick { (1_000, 100_000, 20_000) } else { (HOSTS, ADDRESSES, CHURN) };
+    let names: Vec<String> = (0..addresses + churn).map(name).collect();
+    let host_names: Vec<HostName> = (0..hosts).map(host_name).collect();
+    let requests: Vec<AllocRequest> = (0..addresses + churn)
+        .map(|i| {
+            let (tenant, segment) = owner(i);
+            AllocRequest {
+                name: AddressName::new(names[i].clone()).expect("valid name"),
+                host: host_names[i % hosts].clone(),
+                tenant,
+                segment,
+            }
+        })
+        .collect();
+
+    let t = Instant::now();
+    let mut ipam = Ipam::new(topology()).expect("valid topology");
+    for (h, n) in host_names.iter().enumerate() {
+        let ip = IpAddr::V4(Ipv4Addr::from(0xc0a8_0000u32 + h as u32));
+        ipam.add_host(HostSpec::new(n.clone(), ip)).expect("host fits");
+    }
+    let add_hosts = t.elapsed().as_secs_f64();
+
+    let before = LIVE.load(Ordering::Relaxed);
+    let t = Instant::now();
+    for r in &requests[..addresses] {
+        black_box(ipam.allocate(r).expect("space for every address"));
+    }
+    let alloc_secs = t.elapsed().as_secs_f64();
+    let ours_bytes = LIVE.load(Ordering::Relaxed) - before;
+    let name_bytes: usize = names[..addresses].iter().map(String::len).sum();
+
+    let t = Instant::now();
+    for i in 0..churn {
+        let victim = (i * 7_919) % addresses;
+        black_box(ipam.release(&names[victim]).ok());
+        black_box(ipam.allocate(&requests[addresses + i]).expect("space after release"));
+        black_box(ipam.allocate(&requests[victim]).expect("space after release"));
+        black_box(ipam.release(&names[addresses + i]).expect("just allocated"));
+    }
+    let churn_secs = t.elapsed().as_secs_f64();
+
+    let t = Instant::now();
+    for n in &names[..addresses] {
+        black_box(ipam.release(n).expect("allocated"));
+    }
+    let release_secs = t.elapsed().as_secs_f64();
+    drop(ipam);
+
+    // Baseline, same work.
+    let before = LIVE.load(Ordering::Relaxed);
+    let mut naive = Naive { names: HashMap::new(), used: vec![vec![false; 256]; hosts] };
+    let t = Instant::now();
+    for (i, n) in names[..addresses].iter().enumerate() {
+        black_box(naive.allocate(n, i % hosts).expect("space"));
+    }
+    let naive_alloc = t.elapsed().as_secs_f64();
+    let naive_bytes = LIVE.load(Ordering::Relaxed) - before;
+    let t = Instant::now();
+    for i in 0..churn {
+        let victim = (i * 7_919) % addresses;
+        black_box(naive.release(&names[victim]));
+        black_box(naive.allocate(&names[addresses + i], (addresses + i) % hosts));
+        black_box(naive.allocate(&names[victim], victim % hosts));
+        black_box(naive.release(&names[addresses + i]));
+    }
+    let naive_churn = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    for n in &names[..addresses] {
+        black_box(naive.release(n).expect("allocated"));
+    }
+    let naive_release = t.elapsed().as_secs_f64();
+
+    let per = |b: usize| b as f64 / addresses as f64;
+    println!(
+        "IPAM benchmark: {hosts} hosts, {addresses} addresses, {RACKS} racks, /29 blocks, 16-byte names"
+    );
+    println!("| measure | romana-ipam | naive baseline | ratio |");
+    println!("|---|---|---|---|");
+    println!("| add {hosts} hosts (s) | {add_hosts:.3} | - | - |");
+    let (a, b) = (rate(addresses, alloc_secs), rate(addresses, naive_alloc));
+    println!("| allocations/s | {a:.0} | {b:.0} | {:.2} |", a / b);
+    let (a, b) = (rate(churn * 4, churn_secs), rate(churn * 4, naive_churn));
+    println!("| churn operations/s (release+allocate at {addresses}) | {a:.0} | {b:.0} | {:.2} |", a / b);
+    let (a, b) = (rate(addresses, release_secs), rate(addresses, naive_release));
+    println!("| releases/s | {a:.0} | {b:.0} | {:.2} |", a / b);
+    let (a, b) = (per(ours_bytes), per(naive_bytes));
+    println!("| state bytes per address (incl. name) | {a:.1} | {b:.1} | {:.2} |", a / b);
+    let n = per(name_bytes);
+    println!(
+        "| state bytes per address (excl. {n:.0} name bytes) | {:.1} | {:.1} | {:.2} |",
+        a - n,
+        b - n,
+        (a - n) / (b - n)
+    );
+}

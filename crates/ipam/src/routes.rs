@@ -1,0 +1,213 @@
+//! The Route Manager's computation: each host's routes and what each prefix group shows the fabric.
+//!
+//! A leaf group is one layer-2 segment (a rack). A host routes the blocks of the other hosts in its
+//! own leaf directly to them, aggregated to the fewest prefixes (`aggregate`); everything outside
+//! its leaf leaves through the fabric, which learns one prefix per group. A group's router needs
+//! one route per child group (or, at a leaf, the aggregated blocks of each host).
+
+use std::net::IpAddr;
+
+use romana_model::{Cidr, HostName, NetworkName};
+
+use crate::aggregate::aggregate;
+use crate::error::IpamError;
+use crate::hosts::Placement;
+use crate::ids::HostId;
+use crate::state::{Ipam, NetworkKind, Tree};
+
+/// Where a route sends traffic.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum RouteTarget {
+    /// To a host, by its address.
+    Host { name: HostName, ip: IpAddr },
+    /// To a child prefix group's router.
+    Group { path: String },
+    /// Not through any of our routes: falls through to the next routing table.
+    Throw,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Route {
+    pub dest: Cidr,
+    pub target: RouteTarget,
+}
+
+/// The routes one host needs, with the counts a per-block or per-endpoint scheme would need.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostRoutes {
+    pub host: HostName,
+    pub routes: Vec<Route>,
+    /// Routes a one-route-per-block scheme (Calico-style) would install.
+    pub per_block: usize,
+    /// Routes a one-route-per-endpoint scheme would install.
+    pub per_endpoint: usize,
+}
+
+/// What one prefix group shows upward and needs downward.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupRoutes {
+    pub network: NetworkName,
+    pub path: String,
+    pub cidr: Cidr,
+    /// The prefix the group announces to its parent; `None` when nothing below holds a host.
+    pub announce: Option<Cidr>,
+    pub hosts: Vec<HostName>,
+    /// What the group's router needs: per-host block aggregates at a leaf, per-child prefixes above.
+    pub routes: Vec<Route>,
+}
+
+impl Ipam {
+    fn host_target(&self, id: HostId) -> RouteTarget {
+        let spec = &self.hosts.get(id).spec;
+        RouteTarget::Host { name: spec.name.clone(), ip: spec.ip }
+    }
+
+    /// The routes `host` installs in Romana's table.
+    pub fn host_routes(&self, host: &HostName) -> Result<HostRoutes, IpamError> {
+        let id = self.hosts.id(host).ok_or_else(|| IpamError::UnknownHost(host.clone()))?;
+        let mut out = HostRoutes { host: host.clone(), routes: Vec::new(), per_block: 0, per_endpoint: 0 };
+        for (net, placement) in &self.hosts.get(id).placements {
+            let network = &self.networks[*net as usize];
+            match (placement, &network.kind) {
+                (Placement::Group(g), NetworkKind::Blocks(Some(tree))) => {
+                    let leaf = tree.groups[*g as usize].leaf.as_ref().expect("hosts sit in leaves");
+                    let mut items = Vec::new();
+                    for b in leaf.blocks.values() {
+                        let block = &self.blocks[b];
+                        let Some(owner) = block.owner else { continue };
+                        if owner.host == id {
+                            items.push((block.cidr, None));
+                        } else {
+                            items.push((block.cidr, Some(owner.host)));
+                            out.per_block += 1;
+                            out.per_endpoint += block.used as usize;
+                        }
+                    }
+                    let within = tree.groups[*g as usize].cidr;
+                    out.routes.extend(aggregate(within, &items).into_iter().map(|(dest, l)| Route {
+                        dest,
+                        target: l.map_or(RouteTarget::Throw, |h| self.host_target(h)),
+                    }));
+                }
+                (Placement::Classic(_), NetworkKind::Classic(c)) => {
+                    for (k, other) in &c.hosts {
+                        if *other == id {
+                            continue;
+                        }
+                        let dest = c.host_cidr(network.cidr, *k);
+                        out.routes.push(Route { dest, target: self.host_target(*other) });
+                        out.per_block += c.blocks.keys().filter(|(h, _, _)| h == k).count();
+                        out.per_endpoint += c
+                            .blocks
+                            .iter()
+                            .filter(|((h, _, _), _)| h == k)
+                            .map(|(_, b)| self.blocks[b].used as usize)
+                            .sum::<usize>();
+                    }
+                }
+                _ => {}
+            }
+        }
+        out.routes.sort();
+        Ok(out)
+    }
+
+    /// Every group of every network: what it announces and what its router needs.
+    pub fn fabric_routes(&self) -> Vec<GroupRoutes> {
+        let mut out = Vec::new();
+        for network in &self.networks {
+            match &network.kind {
+                NetworkKind::Blocks(Some(tree)) => self.tree_routes(&network.name, tree, &mut out),
+                NetworkKind::Classic(c) => {
+                    let hosts: Vec<_> =
+                        c.hosts.values().map(|h| self.hosts.get(*h).spec.name.clone()).collect();
+                    let routes = c
+                        .hosts
+                        .iter()
+                        .map(|(k, h)| Route {
+                            dest: c.host_cidr(network.cidr, *k),
+                            target: self.host_target(*h),
+                        })
+                        .collect();
+                    out.push(GroupRoutes {
+                        network: network.name.clone(),
+                        path: "/".into(),
+                        cidr: network.cidr,
+                        announce: (!hosts.is_empty()).then_some(network.cidr),
+                        hosts,
+                        routes,
+                    });
+                }
+                NetworkKind::Blocks(None) => {}
+            }
+        }
+        out
+    }
+
+    fn tree_routes(&self, network: &NetworkName, tree: &Tree, out: &mut Vec<GroupRoutes>) {
+        // Whether each group has a host somewhere below it.
+        let mut populated = vec![false; tree.groups.len()];
+        for (i, g) in tree.groups.iter().enumerate().rev() {
+            populated[i] = g.leaf.as_ref().is_some_and(|l| !l.hosts.is_empty())
+                || g.children.iter().any(|c| populated[*c as usize]);
+        }
+        let mut order = vec![0u32];
+        let mut i = 0;
+        while i < order.len() {
+            order.extend(tree.groups[order[i] as usize].children.iter().copied());
+            i += 1;
+        }
+        for g in order {
+            let group = &tree.groups[g as usize];
+            if group.padding {
+                continue;
+            }
+            let (hosts, routes) = match &group.leaf {
+                Some(leaf) => {
+                    let items: Vec<_> = leaf
+                        .blocks
+                        .values()
+                        .filter_map(|b| {
+                            let block = &self.blocks[b];
+                            block.owner.map(|o| (block.cidr, Some(o.host)))
+                        })
+                        .collect();
+                    let routes = aggregate(group.cidr, &items)
+                        .into_iter()
+                        .map(|(dest, l)| Route {
+                            dest,
+                            target: l.map_or(RouteTarget::Throw, |h| self.host_target(h)),
+                        })
+                        .collect();
+                    (leaf.hosts.iter().map(|h| self.hosts.get(*h).spec.name.clone()).collect(), routes)
+                }
+                None => {
+                    let items: Vec<_> = group
+                        .children
+                        .iter()
+                        .filter(|c| populated[**c as usize])
+                        .map(|c| (tree.groups[*c as usize].cidr, Some(*c)))
+                        .collect();
+                    let routes = aggregate(group.cidr, &items)
+                        .into_iter()
+                        .map(|(dest, l)| Route {
+                            dest,
+                            target: l.map_or(RouteTarget::Throw, |c| RouteTarget::Group {
+                                path: tree.groups[c as usize].path.clone(),
+                            }),
+                        })
+                        .collect();
+                    (Vec::new(), routes)
+                }
+            };
+            out.push(GroupRoutes {
+                network: network.clone(),
+                path: group.path.clone(),
+                cidr: group.cidr,
+                announce: populated[g as usize].then_some(group.cidr),
+                hosts,
+                routes,
+            });
+        }
+    }
+}

@@ -1,0 +1,98 @@
+//! Input specifications: what an operator asks for (networks, topology maps, hosts), before validation.
+//!
+//! These are plain values; the `api` crate converts Romana's JSON into them, and [`crate::Ipam::new`]
+//! validates them into a working state.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use romana_model::{Cidr, GroupName, HostName, NetworkName, TenantName};
+
+/// A whole topology request: networks and the maps that carve them (Romana 2.0 `TopologyUpdateRequest`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TopologySpec {
+    pub networks: Vec<NetworkSpec>,
+    pub topologies: Vec<MapSpec>,
+}
+
+/// One address pool.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetworkSpec {
+    pub name: NetworkName,
+    pub cidr: Cidr,
+    /// Prefix length of a block; `None` takes the default (/29 for IPv4, /122 for IPv6, or the
+    /// network's own prefix when that is longer).
+    pub block_mask: Option<u8>,
+    /// Tenants restricted to this network; empty puts the network in the wildcard list.
+    pub tenants: Vec<TenantName>,
+    pub layout: LayoutSpec,
+}
+
+/// How addresses are laid out in a network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LayoutSpec {
+    /// Topology-aware blocks carved from prefix groups (Romana 2.0).
+    #[default]
+    Blocks,
+    /// The layer-3 tenancy bit-field layout of Romana 0.6/1.x.
+    Classic(ClassicBits),
+}
+
+/// Bit widths of the classic layout: `prefix | host | tenant | segment | endpoint (+ endpoint space)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClassicBits {
+    pub host_bits: u8,
+    pub tenant_bits: u8,
+    pub segment_bits: u8,
+    pub endpoint_bits: u8,
+    /// Each endpoint gets 2^endpoint_space_bits addresses (a /(width - space) route).
+    pub endpoint_space_bits: u8,
+}
+
+/// A topology map shared by one or more networks; each network gets its own copy of the tree.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MapSpec {
+    pub networks: Vec<NetworkName>,
+    pub map: Vec<GroupOrHostSpec>,
+}
+
+/// An element of a map or of a group's `groups` list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GroupOrHostSpec {
+    Group(GroupSpec),
+    Host(HostSpec),
+}
+
+/// A prefix group. `groups` empty makes a leaf (host group) with no hosts yet.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GroupSpec {
+    pub name: GroupName,
+    /// A host may join this group only if its tags carry every key/value listed here.
+    pub assignment: BTreeMap<String, String>,
+    /// Free text kept and echoed (Romana 2.0 had no use for it either).
+    pub routing: String,
+    pub groups: Vec<GroupOrHostSpec>,
+}
+
+/// A host, listed in a topology or added at run time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostSpec {
+    pub name: HostName,
+    pub ip: IpAddr,
+    pub agent_port: u16,
+    pub tags: BTreeMap<String, String>,
+}
+
+/// The agent port Romana has always used.
+pub const DEFAULT_AGENT_PORT: u16 = 9604;
+
+impl HostSpec {
+    pub fn new(name: HostName, ip: IpAddr) -> HostSpec {
+        HostSpec { name, ip, agent_port: DEFAULT_AGENT_PORT, tags: BTreeMap::new() }
+    }
+
+    pub fn with_tag(mut self, key: &str, value: &str) -> HostSpec {
+        self.tags.insert(key.to_owned(), value.to_owned());
+        self
+    }
+}

@@ -1,0 +1,218 @@
+//! Property tests of the IPAM core: uniqueness, lowest-free reuse, exact carving, determinism and
+//! route aggregation that sends every allocated address to its host.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+use proptest::prelude::*;
+use romana_ipam::spec::{
+    GroupOrHostSpec, GroupSpec, HostSpec, LayoutSpec, MapSpec, NetworkSpec, TopologySpec,
+};
+use romana_ipam::{AllocRequest, Ipam, RouteTarget, route_lookup};
+use romana_model::{Cidr, Family, addr_value};
+
+/// A random operation on a fixed topology.
+#[derive(Debug, Clone)]
+enum Op {
+    Alloc { name: u16, host: u8, owner: u8 },
+    Release { name: u16 },
+    ReleaseIp { index: u16 },
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        6 => (0u16..400, 0u8..6, 0u8..3).prop_map(|(name, host, owner)| Op::Alloc { name, host, owner }),
+        2 => (0u16..400).prop_map(|name| Op::Release { name }),
+        1 => (0u16..400).prop_map(|index| Op::ReleaseIp { index }),
+    ]
+}
+
+/// Two racks of a /22 with /29 blocks (small, so exhaustion happens too), six hosts.
+fn world() -> Ipam {
+    let group = |name: &str| {
+        GroupOrHostSpec::Group(GroupSpec { name: name.parse().expect("name"), ..GroupSpec::default() })
+    };
+    let spec = TopologySpec {
+        networks: vec![NetworkSpec {
+            name: "net".parse().expect("name"),
+            cidr: "10.0.0.0/22".parse().expect("cidr"),
+            block_mask: Some(29),
+            tenants: vec![],
+            layout: LayoutSpec::Blocks,
+        }],
+        topologies: vec![MapSpec {
+            networks: vec!["net".parse().expect("name")],
+            map: vec![group("r1"), group("r2")],
+        }],
+    };
+    let mut ipam = Ipam::new(spec).expect("valid topology");
+    for h in 0..6 {
+        let spec = HostSpec::new(
+            format!("h{h}").parse().expect("name"),
+            format!("192.168.0.{}", h + 1).parse().expect("ip"),
+        );
+        ipam.add_host(spec).expect("host fits");
+    }
+    ipam
+}
+
+fn request(name: u16, host: u8, owner: u8) -> AllocRequest {
+    AllocRequest {
+        name: format!("n{name}").parse().expect("name"),
+        host: format!("h{host}").parse().expect("host"),
+        tenant: format!("t{}", owner % 2).parse().expect("tenant"),
+        segment: format!("s{}", owner / 2).parse().expect("segment"),
+    }
+}
+
+fn apply(ipam: &mut Ipam, op: &Op) -> Result<Option<IpAddr>, String> {
+    match op {
+        Op::Alloc { name, host, owner } => {
+            ipam.allocate(&request(*name, *host, *owner)).map(|a| Some(a.ip)).map_err(|e| e.to_string())
+        }
+        Op::Release { name } => ipam.release(&format!("n{name}")).map(|_| None).map_err(|e| e.to_string()),
+        Op::ReleaseIp { index } => {
+            let ip = format!("10.0.{}.{}", index / 256 % 4, index % 256);
+            ipam.release(&ip).map(|_| None).map_err(|e| e.to_string())
+        }
+    }
+}
+
+/// The address the allocation rule should pick for `owner` on `host`: the lowest free address of
+/// its own blocks; else the lowest address of the lowest emptied block; else of the lowest uncarved block.
+fn expected_next(ipam: &Ipam, req: &AllocRequest) -> Option<u128> {
+    let group = ipam.host_placement(&req.host)?.networks[0].2;
+    let used: BTreeSet<u128> = ipam.allocations().iter().map(|a| addr_value(a.ip)).collect();
+    let blocks = ipam.blocks();
+    let in_group = |c: &Cidr| group.contains(c);
+    let own = blocks.iter().filter(|b| in_group(&b.cidr)).filter(|b| {
+        b.owner.as_ref().is_some_and(|(t, s, h)| *t == req.tenant && *s == req.segment && *h == req.host)
+    });
+    if let Some(v) = own.flat_map(|b| b.cidr.first()..=b.cidr.last()).find(|v| !used.contains(v)) {
+        return Some(v);
+    }
+    if let Some(b) = blocks.iter().filter(|b| in_group(&b.cidr) && b.owner.is_none()).min_by_key(|b| b.cidr) {
+        return Some(b.cidr.first());
+    }
+    let carved: BTreeSet<Cidr> = blocks.iter().map(|b| b.cidr).collect();
+    (0..(1u128 << (29 - group.prefix_len())))
+        .map(|i| group.subnet(i, 29).expect("inside"))
+        .find(|c| !carved.contains(c))
+        .map(|c| c.first())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    #[test]
+    fn no_address_twice_and_lowest_free(ops in proptest::collection::vec(op(), 1..400)) {
+        let mut ipam = world();
+        let mut names: BTreeMap<String, IpAddr> = BTreeMap::new();
+        for op in &ops {
+            if let Op::Alloc { name, host, owner } = op {
+                let req = request(*name, *host, *owner);
+                let fresh = ipam.lookup(req.name.as_str()).is_none();
+                let want = expected_next(&ipam, &req);
+                let got = apply(&mut ipam, op);
+                if fresh {
+                    match (got, want) {
+                        (Ok(Some(ip)), Some(w)) => prop_assert_eq!(addr_value(ip), w, "{:?}", op),
+                        (Err(e), None) => prop_assert!(e.contains("no available IP"), "{}", e),
+                        (got, want) => prop_assert!(false, "{:?}: got {:?}, want {:?}", op, got, want),
+                    }
+                }
+            } else {
+                let _ = apply(&mut ipam, op);
+            }
+            let all = ipam.allocations();
+            let ips: BTreeSet<IpAddr> = all.iter().map(|a| a.ip).collect();
+            prop_assert_eq!(ips.len(), all.len(), "an address was handed out twice");
+            prop_assert_eq!(all.len(), ipam.address_count());
+            names = all.iter().map(|a| (a.name.to_string(), a.ip)).collect();
+        }
+        // Every allocation sits in its host's group.
+        for (name, ip) in &names {
+            let a = ipam.lookup(name).expect("listed allocations resolve");
+            let group = ipam.host_placement(&a.host).expect("known host").networks[0].2;
+            prop_assert!(group.contains_addr(*ip));
+            prop_assert_eq!(ipam.lookup_ip(*ip).map(|x| x.name.to_string()), Some(name.clone()));
+        }
+    }
+
+    #[test]
+    fn deterministic(ops in proptest::collection::vec(op(), 1..200)) {
+        let (mut a, mut b) = (world(), world());
+        for op in &ops {
+            prop_assert_eq!(apply(&mut a, op), apply(&mut b, op));
+        }
+        prop_assert_eq!(a.allocations(), b.allocations());
+        prop_assert_eq!(a.blocks(), b.blocks());
+    }
+
+    #[test]
+    fn routes_send_every_address_to_its_host(ops in proptest::collection::vec(op(), 1..300)) {
+        let mut ipam = world();
+        for op in &ops {
+            let _ = apply(&mut ipam, op);
+        }
+        let all = ipam.allocations();
+        for h in ipam.hosts() {
+            let routes = ipam.host_routes(&h.name).expect("known host");
+            let table: Vec<(Cidr, Option<RouteTarget>)> =
+                routes.routes.iter().map(|r| (r.dest, Some(r.target.clone()).filter(|t| *t != RouteTarget::Throw))).collect();
+            prop_assert!(routes.routes.len() <= routes.per_block + 1);
+            let group = h.placement.networks[0].2;
+            for a in all.iter().filter(|a| group.contains_addr(a.ip)) {
+                let got = route_lookup(&table, Family::of(a.ip), addr_value(a.ip)).flatten();
+                if a.host == h.name {
+                    prop_assert_eq!(got, None, "own address {} must not be routed away", a.ip);
+                } else {
+                    prop_assert_eq!(got, Some(RouteTarget::Host { name: a.host.clone(), ip: ipam.hosts().iter().find(|x| x.name == a.host).expect("owner").ip }));
+                }
+            }
+        }
+        for g in ipam.fabric_routes() {
+            let table: Vec<(Cidr, Option<RouteTarget>)> = g.routes.iter().map(|r| (r.dest, Some(r.target.clone()))).collect();
+            if !g.hosts.is_empty() || g.routes.iter().any(|r| matches!(r.target, RouteTarget::Host { .. })) {
+                for a in all.iter().filter(|a| g.cidr.contains_addr(a.ip)) {
+                    let got = route_lookup(&table, Family::of(a.ip), addr_value(a.ip)).flatten();
+                    let right = matches!(got, Some(RouteTarget::Host { ref name, .. }) if *name == a.host);
+                    prop_assert!(right, "{} routed to {:?}", a.ip, got);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn carving_partitions_the_parent(widths in proptest::collection::vec(1usize..7, 1..4), prefix in 8u8..14) {
+        // A nested map: level i has widths[i] groups under each group of level i-1.
+        fn level(widths: &[usize]) -> Vec<GroupOrHostSpec> {
+            match widths {
+                [] => vec![],
+                [w, rest @ ..] => (0..*w)
+                    .map(|i| GroupOrHostSpec::Group(GroupSpec { name: format!("g{i}").parse().expect("name"), groups: level(rest), ..GroupSpec::default() }))
+                    .collect(),
+            }
+        }
+        let cidr = Cidr::containing("10.0.0.0".parse().expect("ip"), prefix);
+        let spec = TopologySpec {
+            networks: vec![NetworkSpec { name: "n".parse().expect("n"), cidr, block_mask: Some(32), tenants: vec![], layout: LayoutSpec::Blocks }],
+            topologies: vec![MapSpec { networks: vec!["n".parse().expect("n")], map: vec![GroupOrHostSpec::Group(GroupSpec { groups: level(&widths), ..GroupSpec::default() })] }],
+        };
+        let ipam = Ipam::new(spec).expect("fits");
+        let groups = ipam.groups();
+        for (i, g) in groups.iter().enumerate() {
+            let children: Vec<_> = groups[i + 1..].iter().take_while(|c| c.depth > g.depth).filter(|c| c.depth == g.depth + 1).collect();
+            if children.is_empty() {
+                continue;
+            }
+            prop_assert!(children.len().is_power_of_two());
+            prop_assert_eq!(children[0].cidr.first(), g.cidr.first());
+            prop_assert_eq!(children[children.len() - 1].cidr.last(), g.cidr.last());
+            for pair in children.windows(2) {
+                prop_assert_eq!(pair[0].cidr.last() + 1, pair[1].cidr.first());
+                prop_assert_eq!(pair[0].cidr.prefix_len(), pair[1].cidr.prefix_len());
+            }
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! Acceptance tests live in this package's `tests`; the library is empty.
