@@ -116,9 +116,57 @@ fn rate(n: usize, secs: f64) -> f64 {
     n as f64 / secs
 }
 
+/// Median, lowest and highest of a few measurements.
+fn spread(mut xs: Vec<f64>) -> (f64, f64, f64) {
+    xs.sort_by(f64::total_cmp);
+    (xs[xs.len() / 2], xs[0], xs[xs.len() - 1])
+}
+
+struct World {
+    names: Vec<String>,
+    requests: Vec<AllocRequest>,
+    host_names: Vec<HostName>,
+    hosts: usize,
+    addresses: usize,
+    churn: usize,
+}
+
+fn fresh_ipam(w: &World) -> Ipam {
+    let mut ipam = Ipam::new(topology()).expect("valid topology");
+    for (h, n) in w.host_names.iter().enumerate() {
+        let ip = IpAddr::V4(Ipv4Addr::from(0xc0a8_0000u32 + h as u32));
+        ipam.add_host(HostSpec::new(n.clone(), ip)).expect("host fits");
+    }
+    ipam
+}
+
+/// Fills a fresh IPAM; returns it, the allocation rate and the heap bytes the addresses took.
+fn fill_ours(w: &World) -> (Ipam, f64, usize) {
+    let mut ipam = fresh_ipam(w);
+    let before = LIVE.load(Ordering::Relaxed);
+    let t = Instant::now();
+    for r in &w.requests[..w.addresses] {
+        black_box(ipam.allocate(r).expect("space for every address"));
+    }
+    let secs = t.elapsed().as_secs_f64();
+    (ipam, rate(w.addresses, secs), LIVE.load(Ordering::Relaxed) - before)
+}
+
+fn fill_naive(w: &World) -> (Naive, f64, usize) {
+    let before = LIVE.load(Ordering::Relaxed);
+    let mut naive = Naive { names: HashMap::new(), used: vec![vec![false; 256]; w.hosts] };
+    let t = Instant::now();
+    for (i, n) in w.names[..w.addresses].iter().enumerate() {
+        black_box(naive.allocate(n, i % w.hosts).expect("space"));
+    }
+    let secs = t.elapsed().as_secs_f64();
+    (naive, rate(w.addresses, secs), LIVE.load(Ordering::Relaxed) - before)
+}
+
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
-    let (hosts, addresses, churn) = if quick { (1_000, 100_000, 20_000) } else { (HOSTS, ADDRESSES, CHURN) };
+    let (hosts, addresses, churn, rounds) =
+        if quick { (1_000, 100_000, 20_000, 1) } else { (HOSTS, ADDRESSES, CHURN, 5) };
     let names: Vec<String> = (0..addresses + churn).map(name).collect();
     let host_names: Vec<HostName> = (0..hosts).map(host_name).collect();
     let requests: Vec<AllocRequest> = (0..addresses + churn)
@@ -132,74 +180,73 @@ fn main() {
             }
         })
         .collect();
+    let w = World { names, requests, host_names, hosts, addresses, churn };
 
     let t = Instant::now();
-    let mut ipam = Ipam::new(topology()).expect("valid topology");
-    for (h, n) in host_names.iter().enumerate() {
-        let ip = IpAddr::V4(Ipv4Addr::from(0xc0a8_0000u32 + h as u32));
-        ipam.add_host(HostSpec::new(n.clone(), ip)).expect("host fits");
-    }
+    drop(fresh_ipam(&w));
     let add_hosts = t.elapsed().as_secs_f64();
 
-    let before = LIVE.load(Ordering::Relaxed);
-    let t = Instant::now();
-    for r in &requests[..addresses] {
-        black_box(ipam.allocate(r).expect("space for every address"));
+    // Rounds alternate between the two allocators so that machine noise hits both alike.
+    let (mut ours_rates, mut naive_rates) = (Vec::new(), Vec::new());
+    let (mut ours_bytes, mut naive_bytes) = (0, 0);
+    for _ in 0..rounds {
+        let (ipam, r, b) = fill_ours(&w);
+        drop(ipam);
+        ours_rates.push(r);
+        ours_bytes = b;
+        let (naive, r, b) = fill_naive(&w);
+        drop(naive);
+        naive_rates.push(r);
+        naive_bytes = b;
     }
-    let alloc_secs = t.elapsed().as_secs_f64();
-    let ours_bytes = LIVE.load(Ordering::Relaxed) - before;
-    let name_bytes: usize = names[..addresses].iter().map(String::len).sum();
+    let name_bytes: usize = w.names[..addresses].iter().map(String::len).sum();
 
+    let (mut ipam, _, _) = fill_ours(&w);
     let t = Instant::now();
     for i in 0..churn {
         let victim = (i * 7_919) % addresses;
-        black_box(ipam.release(&names[victim]).ok());
-        black_box(ipam.allocate(&requests[addresses + i]).expect("space after release"));
-        black_box(ipam.allocate(&requests[victim]).expect("space after release"));
-        black_box(ipam.release(&names[addresses + i]).expect("just allocated"));
+        black_box(ipam.release(&w.names[victim]).ok());
+        black_box(ipam.allocate(&w.requests[addresses + i]).expect("space after release"));
+        black_box(ipam.allocate(&w.requests[victim]).expect("space after release"));
+        black_box(ipam.release(&w.names[addresses + i]).expect("just allocated"));
     }
     let churn_secs = t.elapsed().as_secs_f64();
-
     let t = Instant::now();
-    for n in &names[..addresses] {
+    for n in &w.names[..addresses] {
         black_box(ipam.release(n).expect("allocated"));
     }
     let release_secs = t.elapsed().as_secs_f64();
     drop(ipam);
 
-    // Baseline, same work.
-    let before = LIVE.load(Ordering::Relaxed);
-    let mut naive = Naive { names: HashMap::new(), used: vec![vec![false; 256]; hosts] };
-    let t = Instant::now();
-    for (i, n) in names[..addresses].iter().enumerate() {
-        black_box(naive.allocate(n, i % hosts).expect("space"));
-    }
-    let naive_alloc = t.elapsed().as_secs_f64();
-    let naive_bytes = LIVE.load(Ordering::Relaxed) - before;
+    let (mut naive, _, _) = fill_naive(&w);
     let t = Instant::now();
     for i in 0..churn {
         let victim = (i * 7_919) % addresses;
-        black_box(naive.release(&names[victim]));
-        black_box(naive.allocate(&names[addresses + i], (addresses + i) % hosts));
-        black_box(naive.allocate(&names[victim], victim % hosts));
-        black_box(naive.release(&names[addresses + i]));
+        black_box(naive.release(&w.names[victim]));
+        black_box(naive.allocate(&w.names[addresses + i], (addresses + i) % hosts));
+        black_box(naive.allocate(&w.names[victim], victim % hosts));
+        black_box(naive.release(&w.names[addresses + i]));
     }
     let naive_churn = t.elapsed().as_secs_f64();
     let t = Instant::now();
-    for n in &names[..addresses] {
+    for n in &w.names[..addresses] {
         black_box(naive.release(n).expect("allocated"));
     }
     let naive_release = t.elapsed().as_secs_f64();
 
     let per = |b: usize| b as f64 / addresses as f64;
+    let (om, olo, ohi) = spread(ours_rates);
+    let (nm, nlo, nhi) = spread(naive_rates);
     println!(
-        "IPAM benchmark: {hosts} hosts, {addresses} addresses, {RACKS} racks, /29 blocks, 16-byte names"
+        "IPAM benchmark: {hosts} hosts, {addresses} addresses, {RACKS} racks, /29 blocks, 16-byte names, {rounds} rounds"
     );
     println!("| measure | romana-ipam | naive baseline | ratio |");
     println!("|---|---|---|---|");
     println!("| add {hosts} hosts (s) | {add_hosts:.3} | - | - |");
-    let (a, b) = (rate(addresses, alloc_secs), rate(addresses, naive_alloc));
-    println!("| allocations/s | {a:.0} | {b:.0} | {:.2} |", a / b);
+    println!(
+        "| allocations/s, median (min-max) | {om:.0} ({olo:.0}-{ohi:.0}) | {nm:.0} ({nlo:.0}-{nhi:.0}) | {:.2} |",
+        om / nm
+    );
     let (a, b) = (rate(churn * 4, churn_secs), rate(churn * 4, naive_churn));
     println!("| churn operations/s (release+allocate at {addresses}) | {a:.0} | {b:.0} | {:.2} |", a / b);
     let (a, b) = (rate(addresses, release_secs), rate(addresses, naive_release));

@@ -220,6 +220,7 @@ impl Ipam {
     /// The lowest free address for `owner` in leaf `g`: its own blocks, then an emptied block, then a new one.
     fn alloc_in_leaf(&mut self, net: u16, g: u32, owner: Owner) -> Option<(BlockId, u32)> {
         let blocks = &mut self.blocks;
+        let host = self.hosts.get_mut(owner.host);
         let network = &mut self.networks[net as usize];
         let family = network.cidr.family();
         let block_len = network.block_len;
@@ -231,7 +232,7 @@ impl Ipam {
         let blocked =
             |v: u128| !blackouts.is_empty() && blackouts.iter().any(|c| c.contains_value(family, v));
 
-        if let Some(owned) = leaf.owned.get_mut(&owner) {
+        if let Some(owned) = host.owned_mut(net, owner.owner) {
             while owned.first_open < owned.blocks.len() && blocks[owned.blocks[owned.first_open]].is_full() {
                 owned.first_open += 1;
             }
@@ -248,7 +249,7 @@ impl Ipam {
         if let Some((pos, b, s)) = reusable {
             leaf.reusable.remove(&pos);
             blocks[b].owner = Some(owner);
-            leaf.owned.entry(owner).or_default().insert(b, blocks);
+            host.take_block(net, owner.owner, b, blocks);
             return Some((b, s));
         }
         let block_bits = family.width() - block_len;
@@ -273,7 +274,7 @@ impl Ipam {
             match blocks.lowest_free(id, blocked) {
                 Some(s) => {
                     blocks[id].owner = Some(owner);
-                    leaf.owned.entry(owner).or_default().insert(id, blocks);
+                    host.take_block(net, owner.owner, id, blocks);
                     return Some((id, s));
                 }
                 // Covered by several smaller blackouts: keep it carved and unowned.
@@ -377,7 +378,7 @@ impl Ipam {
                 };
                 let leaf = tree.groups[g as usize].leaf.as_mut().expect("hosts sit in leaves");
                 leaf.reusable.remove(&pos);
-                leaf.owned.entry(owner).or_default().insert(b, blocks);
+                self.hosts.get_mut(owner.host).take_block(net, owner.owner, b, blocks);
             }
             return Ok((b, slot));
         }
@@ -391,7 +392,7 @@ impl Ipam {
         };
         let leaf = tree.groups[g as usize].leaf.as_mut().expect("hosts sit in leaves");
         leaf.blocks.insert(pos, id);
-        leaf.owned.entry(owner).or_default().insert(id, blocks);
+        self.hosts.get_mut(owner.host).take_block(net, owner.owner, id, blocks);
         Ok((id, slot))
     }
 
@@ -512,8 +513,8 @@ impl Ipam {
             let block_len = self.networks[net as usize].block_len;
             let gcidr = self.group(net, group).cidr;
             let pos = (cidr.first() - gcidr.first()) >> (cidr.family().width() - block_len);
-            let leaf = self.leaf_mut(net, group);
-            if let Some(owned) = leaf.owned.get_mut(&owner)
+            let record = self.hosts.get_mut(owner.host);
+            if let Some(owned) = record.owned_mut(net, owner.owner)
                 && let Some(idx) = owned.blocks.iter().position(|x| *x == b)
             {
                 if emptied {
@@ -522,14 +523,14 @@ impl Ipam {
                         owned.first_open -= 1;
                     }
                     if owned.blocks.is_empty() {
-                        leaf.owned.remove(&owner);
+                        record.owned.retain(|o| !(o.net == net && o.owner == owner.owner));
                     }
                 } else {
                     owned.first_open = owned.first_open.min(idx);
                 }
             }
             if emptied {
-                leaf.reusable.insert(pos);
+                self.leaf_mut(net, group).reusable.insert(pos);
             }
         }
         Released {

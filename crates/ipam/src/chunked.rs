@@ -24,7 +24,7 @@ impl<T> ChunkedVec<T> {
     }
 
     pub fn push(&mut self, value: T) -> usize {
-        if self.len % CHUNK == 0 {
+        if self.len.is_multiple_of(CHUNK) {
             self.chunks.push(Vec::with_capacity(CHUNK));
         }
         self.chunks.last_mut().expect("a chunk was just ensured").push(value);

@@ -7,10 +7,11 @@ use std::net::IpAddr;
 
 use romana_model::{Cidr, HostName, NetworkName};
 
+use crate::block::BlockTable;
 use crate::error::IpamError;
-use crate::ids::{BlockId, HostId};
+use crate::ids::{BlockId, HostId, OwnerId};
 use crate::spec::HostSpec;
-use crate::state::{Ipam, NetworkKind, Tree};
+use crate::state::{Ipam, NetworkKind, OwnedBlocks, Tree};
 
 /// Where a host came from: listed in the topology, or added at run time (kept across topology updates).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,11 +32,29 @@ pub(crate) struct HostRecord {
     pub spec: HostSpec,
     pub origin: HostOrigin,
     pub placements: Vec<(u16, Placement)>,
+    /// Topology blocks the host holds, per (network, owner).
+    pub owned: Vec<OwnedBlocks>,
 }
 
 impl HostRecord {
+    pub fn new(spec: HostSpec, origin: HostOrigin, placements: Vec<(u16, Placement)>) -> HostRecord {
+        HostRecord { spec, origin, placements, owned: Vec::new() }
+    }
+
     pub fn placement(&self, net: u16) -> Option<Placement> {
         self.placements.iter().find(|(n, _)| *n == net).map(|(_, p)| *p)
+    }
+
+    pub fn owned_mut(&mut self, net: u16, owner: OwnerId) -> Option<&mut OwnedBlocks> {
+        self.owned.iter_mut().find(|o| o.net == net && o.owner == owner)
+    }
+
+    /// Records that the host now holds block `id` for `owner`.
+    pub fn take_block(&mut self, net: u16, owner: OwnerId, id: BlockId, blocks: &BlockTable) {
+        if self.owned_mut(net, owner).is_none() {
+            self.owned.push(OwnedBlocks::new(net, owner));
+        }
+        self.owned_mut(net, owner).expect("just ensured").insert(id, blocks);
     }
 }
 
@@ -198,7 +217,7 @@ impl Ipam {
         if placements.is_empty() {
             return Err(IpamError::HostFitsNoGroup { host: spec.name, tags: tags_text(&spec.tags) });
         }
-        let id = self.hosts.insert(HostRecord { spec, origin, placements: placements.clone() });
+        let id = self.hosts.insert(HostRecord::new(spec, origin, placements.clone()));
         for (net, p) in placements {
             self.attach(id, net, p);
         }

@@ -91,19 +91,26 @@ pub(crate) struct Leaf {
     pub reusable: BTreeSet<u128>,
     /// Every position below this one is carved or fully blacked out.
     pub next_carve: u128,
-    pub owned: HashMap<Owner, OwnedBlocks>,
 }
 
-/// An owner's blocks on one host, in address order (so the lowest free address comes first;
-/// Romana 2.0 used acquisition order, which hands out a higher address after a block is reused).
-#[derive(Debug, Default)]
+/// An owner's blocks on one host in one network, in address order (so the lowest free address
+/// comes first; Romana 2.0 used acquisition order, which hands out a higher address after a block
+/// is reused). Kept in the host's record, which allocation reads anyway: a host has few owners,
+/// and a short scan there beats a hash lookup that misses the cache.
+#[derive(Debug, Clone)]
 pub(crate) struct OwnedBlocks {
+    pub net: u16,
+    pub owner: OwnerId,
     pub blocks: Vec<BlockId>,
     /// Blocks before this index are full.
     pub first_open: usize,
 }
 
 impl OwnedBlocks {
+    pub fn new(net: u16, owner: OwnerId) -> OwnedBlocks {
+        OwnedBlocks { net, owner, blocks: Vec::new(), first_open: 0 }
+    }
+
     /// Adds block `id`, keeping address order.
     pub fn insert(&mut self, id: BlockId, blocks: &BlockTable) {
         let cidr = blocks[id].cidr;

@@ -373,11 +373,7 @@ impl Ipam {
             for (h, leaf) in hosts {
                 let id = match ipam.hosts.id(&h.name) {
                     Some(id) => id,
-                    None => ipam.hosts.insert(HostRecord {
-                        spec: h,
-                        origin: HostOrigin::Topology,
-                        placements: vec![],
-                    }),
+                    None => ipam.hosts.insert(HostRecord::new(h, HostOrigin::Topology, vec![])),
                 };
                 ipam.hosts.get_mut(id).placements.push((net, Placement::Group(leaf)));
                 ipam.attach(id, net, Placement::Group(leaf));

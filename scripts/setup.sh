@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Installs what building and testing Romana needs on a fresh Debian 12 machine (run as root).
+# Idempotent: packages already present are not touched, and apt is only called when one is missing.
+set -euo pipefail
+
+# System packages the project uses. Later parts of the project add theirs here.
+PACKAGES=(ca-certificates gcc pkg-config)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+    echo "setup: installing ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq "${missing[@]}"
+fi
+
+if ! command -v cargo >/dev/null; then
+    # The machine image ships a rustup toolchain; Debian's own cargo is too old for this workspace.
+    [ -x "$HOME/.cargo/bin/cargo" ] && export PATH="$HOME/.cargo/bin:$PATH"
+fi
+command -v cargo >/dev/null || { echo "setup: no Rust toolchain (cargo) found; install rustup's stable toolchain" >&2; exit 1; }
+rustup component list --installed 2>/dev/null | grep -q rustfmt || rustup component add rustfmt clippy 2>/dev/null || true
