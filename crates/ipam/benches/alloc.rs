@@ -128,7 +128,6 @@ struct World {
     host_names: Vec<HostName>,
     hosts: usize,
     addresses: usize,
-    churn: usize,
 }
 
 fn fresh_ipam(w: &World) -> Ipam {
@@ -180,7 +179,7 @@ fn main() {
             }
         })
         .collect();
-    let w = World { names, requests, host_names, hosts, addresses, churn };
+    let w = World { names, requests, host_names, hosts, addresses };
 
     let t = Instant::now();
     drop(fresh_ipam(&w));
