@@ -253,3 +253,29 @@ fn every_case() {
     }
     println!("ran {} IPAM cases", files.len());
 }
+
+/// What `GET /topology` renders, posted again, carves the same groups with the same hosts.
+#[test]
+fn rendered_topologies_round_trip() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/ipam");
+    let mut checked = 0;
+    for f in std::fs::read_dir(&dir).expect("case dir") {
+        let case: Value =
+            serde_json::from_str(&std::fs::read_to_string(f.expect("entry").path()).expect("read"))
+                .expect("json");
+        let Ok(spec) = topology(&case["topology"]) else { continue };
+        let Ok(ipam) = Ipam::new(spec) else { continue };
+        let rendered = serde_json::to_string(&romana_api::topology::render(&ipam)).expect("serialize");
+        let again = Ipam::new(romana_api::topology::parse(&rendered).expect("rendered topology parses"))
+            .expect("rendered topology is valid");
+        let view = |i: &Ipam| -> Vec<String> {
+            i.groups()
+                .iter()
+                .map(|g| format!("{} {} {} {:?}", g.network, g.cidr, g.padding, g.hosts))
+                .collect()
+        };
+        assert_eq!(view(&ipam), view(&again), "{rendered}");
+        checked += 1;
+    }
+    assert!(checked > 30, "only {checked} topologies checked");
+}

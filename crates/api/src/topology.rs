@@ -211,7 +211,9 @@ pub fn render(ipam: &Ipam) -> TopologyRequest {
         });
         let mine: Vec<&GroupView> = groups.iter().filter(|g| g.network == n.name).collect();
         if let Some(root) = mine.first() {
-            let map = if root.name.as_str().is_empty() && !root.leaf && root.path == "/" {
+            // A map of several elements gets an unnamed root; one element *is* the root.
+            let top = mine.iter().filter(|g| g.depth == 1).count();
+            let map = if root.name.as_str().is_empty() && routing_and_assignment_empty(root) && top > 1 {
                 children(&mine, 0, &hosts)
             } else {
                 vec![render_group(&mine, 0, &hosts)]
@@ -220,6 +222,10 @@ pub fn render(ipam: &Ipam) -> TopologyRequest {
         }
     }
     TopologyRequest { networks, topologies }
+}
+
+fn routing_and_assignment_empty(g: &GroupView) -> bool {
+    g.routing.is_empty() && g.assignment.is_empty()
 }
 
 type HostInfo = BTreeMap<HostName, (IpAddr, u16, BTreeMap<String, String>)>;

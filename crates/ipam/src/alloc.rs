@@ -253,7 +253,7 @@ impl Ipam {
             return Some((b, s));
         }
         let block_bits = family.width() - block_len;
-        let positions = 1u128 << (block_len - gcidr.prefix_len());
+        let positions = 1u128.checked_shl(u32::from(block_len - gcidr.prefix_len())).unwrap_or(u128::MAX);
         loop {
             let pos = leaf.next_carve;
             if pos >= positions {

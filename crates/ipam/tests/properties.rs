@@ -216,3 +216,91 @@ proptest! {
         }
     }
 }
+
+/// Arbitrary (mostly invalid) topologies: building, placing hosts and allocating must never panic.
+mod no_panics {
+    use super::*;
+    use romana_ipam::spec::ClassicBits;
+    use romana_model::{GroupName, HostName, NetworkName};
+
+    fn cidr() -> impl Strategy<Value = Cidr> {
+        prop_oneof![
+            (any::<u32>(), 0u8..=32).prop_map(|(v, l)| Cidr::containing(IpAddr::from(v.to_be_bytes()), l)),
+            (any::<u128>(), 0u8..=128).prop_map(|(v, l)| Cidr::containing(IpAddr::from(v.to_be_bytes()), l)),
+            Just("10.0.0.0/24".parse().expect("cidr")),
+        ]
+    }
+
+    fn element(depth: u32) -> BoxedStrategy<GroupOrHostSpec> {
+        let host = (0u8..8, 0u8..4).prop_map(|(h, ip)| {
+            GroupOrHostSpec::Host(HostSpec::new(
+                HostName::new(format!("h{h}")).expect("name"),
+                IpAddr::from([192, 168, 0, ip]),
+            ))
+        });
+        if depth == 0 {
+            return host.boxed();
+        }
+        let group = (proptest::collection::vec(element(depth - 1), 0..5), proptest::option::of(0u8..3))
+            .prop_map(|(groups, tag)| {
+                let mut g =
+                    GroupSpec { name: GroupName::new("g").expect("name"), groups, ..GroupSpec::default() };
+                if let Some(t) = tag {
+                    g.assignment.insert("rack".into(), t.to_string());
+                }
+                GroupOrHostSpec::Group(g)
+            });
+        prop_oneof![1 => host, 3 => group].boxed()
+    }
+
+    fn spec() -> impl Strategy<Value = TopologySpec> {
+        let network = (cidr(), proptest::option::of(0u8..=130), any::<bool>(), 0u8..30).prop_map(
+            |(cidr, mask, classic, n)| NetworkSpec {
+                name: NetworkName::new(format!("n{n}")).expect("name"),
+                cidr,
+                block_mask: mask,
+                tenants: vec![],
+                layout: if classic {
+                    LayoutSpec::Classic(ClassicBits {
+                        host_bits: 8,
+                        tenant_bits: 4,
+                        segment_bits: 4,
+                        endpoint_bits: 32u8.saturating_sub(cidr.prefix_len() + 16),
+                        endpoint_space_bits: 0,
+                    })
+                } else {
+                    LayoutSpec::Blocks
+                },
+            },
+        );
+        (proptest::collection::vec(network, 1..4), proptest::collection::vec(element(3), 0..4), 0usize..4)
+            .prop_map(|(networks, map, share)| {
+                let names: Vec<_> = networks.iter().map(|n| n.name.clone()).take(share.max(1)).collect();
+                TopologySpec { networks, topologies: vec![MapSpec { networks: names, map }] }
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+        #[test]
+        fn arbitrary_topologies_never_panic(spec in spec(), tags in proptest::collection::vec(0u8..3, 1..6)) {
+            let Ok(mut ipam) = Ipam::new(spec) else { return Ok(()) };
+            for (i, t) in tags.iter().enumerate() {
+                let host = HostSpec::new(format!("x{i}").parse().expect("name"), IpAddr::from([10, 9, 9, i as u8])).with_tag("rack", &t.to_string());
+                let _ = ipam.add_host(host);
+            }
+            for h in ipam.hosts() {
+                for k in 0..20 {
+                    let req = AllocRequest { name: format!("{}-{k}", h.name).parse().expect("name"), host: h.name.clone(), tenant: "t".parse().expect("t"), segment: "".parse().expect("s") };
+                    let _ = ipam.allocate(&req);
+                }
+                let _ = ipam.host_routes(&h.name);
+            }
+            let _ = ipam.fabric_routes();
+            if let Some(a) = ipam.allocations().first().cloned() {
+                let _ = ipam.blackout(Cidr::containing(a.ip, a.block.prefix_len()));
+                prop_assert!(ipam.release(&a.ip.to_string()).is_ok());
+            }
+        }
+    }
+}
