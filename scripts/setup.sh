@@ -4,7 +4,7 @@
 set -euo pipefail
 
 # System packages the project uses. Later parts of the project add theirs here.
-PACKAGES=(ca-certificates gcc pkg-config)
+PACKAGES=(ca-certificates gcc pkg-config etcd-server protobuf-compiler)
 
 missing=()
 for p in "${PACKAGES[@]}"; do

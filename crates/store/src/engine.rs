@@ -1,0 +1,313 @@
+//! The in-memory state machine behind the memory and embedded backends: keys with revisions,
+//! transactions, an event history for watches that resume, and leases. Time is an argument.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+
+use crate::types::{
+    Compare, Event, EventKind, KeyValue, LeaseId, Op, Result, Revision, StoreError, Txn, TxnResult,
+    WatchStream,
+};
+
+/// A change as the log records it; replaying changes rebuilds the state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Change {
+    Write {
+        revision: Revision,
+        writes: Vec<Write>,
+    },
+    LeaseGrant {
+        id: LeaseId,
+        ttl: i64,
+    },
+    /// Ends a lease; its keys are deleted at `revision` (if it had any).
+    LeaseRevoke {
+        id: LeaseId,
+        revision: Revision,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Write {
+    Put { key: String, value: Vec<u8>, lease: LeaseId },
+    Delete { key: String },
+}
+
+#[derive(Debug)]
+struct Lease {
+    ttl: i64,
+    deadline: Instant,
+    keys: BTreeSet<String>,
+}
+
+#[derive(Debug)]
+struct Watcher {
+    prefix: String,
+    tx: mpsc::UnboundedSender<Result<Vec<Event>>>,
+}
+
+/// Everything needed to rebuild the state (written as a snapshot record).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Snapshot {
+    pub revision: Revision,
+    pub next_lease: LeaseId,
+    pub leases: Vec<(LeaseId, i64)>,
+    pub kvs: Vec<KeyValue>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Engine {
+    kv: BTreeMap<String, KeyValue>,
+    revision: Revision,
+    history: VecDeque<Event>,
+    history_limit: usize,
+    /// Watches may start at this revision or later.
+    oldest: Revision,
+    leases: BTreeMap<LeaseId, Lease>,
+    next_lease: LeaseId,
+    watchers: Vec<Watcher>,
+}
+
+const DEFAULT_HISTORY: usize = 100_000;
+
+impl Engine {
+    pub fn new() -> Engine {
+        Engine {
+            kv: BTreeMap::new(),
+            revision: 0,
+            history: VecDeque::new(),
+            history_limit: DEFAULT_HISTORY,
+            oldest: 1,
+            leases: BTreeMap::new(),
+            next_lease: 1,
+            watchers: Vec::new(),
+        }
+    }
+
+    pub fn revision(&self) -> Revision {
+        self.revision
+    }
+
+    pub fn get(&self, key: &str) -> Option<KeyValue> {
+        self.kv.get(key).cloned()
+    }
+
+    pub fn range(&self, prefix: &str) -> Vec<KeyValue> {
+        self.kv
+            .range(prefix.to_owned()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .map(|(_, v)| v.clone())
+            .collect()
+    }
+
+    fn holds(&self, c: &Compare) -> bool {
+        let kv = self.kv.get(c.key());
+        match c {
+            Compare::CreateRevision(_, cmp, r) => cmp.holds(kv.map_or(0, |k| k.create_revision), *r),
+            Compare::ModRevision(_, cmp, r) => cmp.holds(kv.map_or(0, |k| k.mod_revision), *r),
+            Compare::Version(_, cmp, v) => cmp.holds(kv.map_or(0, |k| k.version), *v),
+            Compare::Value(_, cmp, v) => kv.is_some_and(|k| cmp.holds(k.value.as_slice(), v.as_slice())),
+        }
+    }
+
+    /// Runs a transaction; returns its result and the change to log (if it wrote anything).
+    pub fn txn(&mut self, txn: &Txn) -> Result<(TxnResult, Option<Change>)> {
+        let succeeded = txn.compare.iter().all(|c| self.holds(c));
+        let ops = if succeeded { &txn.success } else { &txn.failure };
+        let mut reads = Vec::new();
+        let mut writes = Vec::new();
+        for op in ops {
+            match op {
+                Op::Get { key } => reads.push(self.get(key).into_iter().collect()),
+                Op::Range { prefix } => reads.push(self.range(prefix)),
+                Op::Put { key, value, lease } => {
+                    if *lease != 0 && !self.leases.contains_key(lease) {
+                        return Err(StoreError::LeaseNotFound(*lease));
+                    }
+                    writes.push(Write::Put { key: key.clone(), value: value.clone(), lease: *lease });
+                }
+                Op::Delete { key } => {
+                    if self.kv.contains_key(key) {
+                        writes.push(Write::Delete { key: key.clone() });
+                    }
+                }
+                Op::DeletePrefix { prefix } => {
+                    writes.extend(self.range(prefix).into_iter().map(|kv| Write::Delete { key: kv.key }));
+                }
+            }
+        }
+        if writes.is_empty() {
+            return Ok((TxnResult { succeeded, revision: self.revision, reads }, None));
+        }
+        let revision = self.revision + 1;
+        self.apply_writes(revision, &writes);
+        Ok((TxnResult { succeeded, revision, reads }, Some(Change::Write { revision, writes })))
+    }
+
+    fn apply_writes(&mut self, revision: Revision, writes: &[Write]) {
+        let mut events = Vec::with_capacity(writes.len());
+        for w in writes {
+            match w {
+                Write::Put { key, value, lease } => {
+                    let prev = self.kv.get(key);
+                    let kv = KeyValue {
+                        key: key.clone(),
+                        value: value.clone(),
+                        create_revision: prev.map_or(revision, |p| p.create_revision),
+                        mod_revision: revision,
+                        version: prev.map_or(1, |p| p.version + 1),
+                        lease: *lease,
+                    };
+                    if let Some(old) = prev.map(|p| p.lease).filter(|l| *l != 0 && l != lease)
+                        && let Some(l) = self.leases.get_mut(&old)
+                    {
+                        l.keys.remove(key);
+                    }
+                    if let Some(l) = self.leases.get_mut(lease) {
+                        l.keys.insert(key.clone());
+                    }
+                    self.kv.insert(key.clone(), kv.clone());
+                    events.push(Event { kind: EventKind::Put, kv });
+                }
+                Write::Delete { key } => {
+                    if let Some(old) = self.kv.remove(key) {
+                        if let Some(l) = self.leases.get_mut(&old.lease) {
+                            l.keys.remove(key);
+                        }
+                        let kv = KeyValue { value: Vec::new(), mod_revision: revision, ..old };
+                        events.push(Event { kind: EventKind::Delete, kv });
+                    }
+                }
+            }
+        }
+        self.revision = revision;
+        self.publish(events);
+    }
+
+    fn publish(&mut self, events: Vec<Event>) {
+        if events.is_empty() {
+            return;
+        }
+        self.watchers.retain(|w| {
+            let mine: Vec<Event> =
+                events.iter().filter(|e| e.kv.key.starts_with(&w.prefix)).cloned().collect();
+            mine.is_empty() || w.tx.send(Ok(mine)).is_ok()
+        });
+        self.history.extend(events);
+        while self.history.len() > self.history_limit {
+            if let Some(e) = self.history.pop_front() {
+                self.oldest = e.kv.mod_revision + 1;
+            }
+        }
+    }
+
+    /// Replays a logged change.
+    pub fn apply(&mut self, change: &Change, now: Instant) {
+        match change {
+            Change::Write { revision, writes } => self.apply_writes(*revision, writes),
+            Change::LeaseGrant { id, ttl } => {
+                self.leases
+                    .insert(*id, Lease { ttl: *ttl, deadline: now + secs(*ttl), keys: BTreeSet::new() });
+                self.next_lease = self.next_lease.max(id + 1);
+            }
+            Change::LeaseRevoke { id, revision } => {
+                self.revoke_at(*id, *revision);
+            }
+        }
+    }
+
+    pub fn watch(&mut self, prefix: &str, from: Revision) -> Result<WatchStream> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        if from != 0 && from <= self.revision {
+            if from < self.oldest {
+                return Err(StoreError::Compacted { requested: from, oldest: self.oldest });
+            }
+            let mut batch: Vec<Event> = Vec::new();
+            for e in self.history.iter().filter(|e| e.kv.mod_revision >= from && e.kv.key.starts_with(prefix))
+            {
+                if batch.last().is_some_and(|l| l.kv.mod_revision != e.kv.mod_revision) {
+                    let _ = tx.send(Ok(std::mem::take(&mut batch)));
+                }
+                batch.push(e.clone());
+            }
+            if !batch.is_empty() {
+                let _ = tx.send(Ok(batch));
+            }
+        }
+        self.watchers.push(Watcher { prefix: prefix.to_owned(), tx });
+        Ok(rx)
+    }
+
+    pub fn lease_grant(&mut self, ttl: i64, now: Instant) -> Result<(LeaseId, Change)> {
+        if ttl <= 0 {
+            return Err(StoreError::Invalid(format!("lease TTL must be positive, got {ttl}")));
+        }
+        let id = self.next_lease;
+        let change = Change::LeaseGrant { id, ttl };
+        self.apply(&change, now);
+        Ok((id, change))
+    }
+
+    pub fn lease_keepalive(&mut self, id: LeaseId, now: Instant) -> Result<i64> {
+        let lease = self.leases.get_mut(&id).ok_or(StoreError::LeaseNotFound(id))?;
+        lease.deadline = now + secs(lease.ttl);
+        Ok(lease.ttl)
+    }
+
+    /// Ends a lease, deleting its keys; `None` if it was unknown.
+    pub fn lease_revoke(&mut self, id: LeaseId) -> Option<Change> {
+        let lease = self.leases.get(&id)?;
+        let revision = if lease.keys.is_empty() { self.revision } else { self.revision + 1 };
+        self.revoke_at(id, revision);
+        Some(Change::LeaseRevoke { id, revision })
+    }
+
+    fn revoke_at(&mut self, id: LeaseId, revision: Revision) {
+        let Some(lease) = self.leases.remove(&id) else { return };
+        let writes: Vec<Write> = lease.keys.into_iter().map(|key| Write::Delete { key }).collect();
+        if !writes.is_empty() {
+            self.apply_writes(revision, &writes);
+        }
+    }
+
+    /// Revokes every lease whose deadline has passed.
+    pub fn expire(&mut self, now: Instant) -> Vec<Change> {
+        let due: Vec<LeaseId> =
+            self.leases.iter().filter(|(_, l)| l.deadline <= now).map(|(id, _)| *id).collect();
+        due.into_iter().filter_map(|id| self.lease_revoke(id)).collect()
+    }
+
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            revision: self.revision,
+            next_lease: self.next_lease,
+            leases: self.leases.iter().map(|(id, l)| (*id, l.ttl)).collect(),
+            kvs: self.kv.values().cloned().collect(),
+        }
+    }
+
+    /// Rebuilds from a snapshot; leases restart their full TTL (as etcd does after a restart).
+    pub fn restore(&mut self, s: &Snapshot, now: Instant) {
+        self.kv = s.kvs.iter().map(|kv| (kv.key.clone(), kv.clone())).collect();
+        self.revision = s.revision;
+        self.oldest = s.revision + 1;
+        self.history.clear();
+        self.next_lease = s.next_lease;
+        self.leases = s
+            .leases
+            .iter()
+            .map(|(id, ttl)| (*id, Lease { ttl: *ttl, deadline: now + secs(*ttl), keys: BTreeSet::new() }))
+            .collect();
+        for kv in &s.kvs {
+            if let Some(l) = self.leases.get_mut(&kv.lease) {
+                l.keys.insert(kv.key.clone());
+            }
+        }
+    }
+}
+
+fn secs(s: i64) -> Duration {
+    Duration::from_secs(s.max(0) as u64)
+}

@@ -1,0 +1,17 @@
+//! The store: where Romana's ground truth lives. A small etcd-shaped API (keys with revisions,
+//! transactions with compares, watches that resume from a revision, leases with a TTL) and its
+//! backends: `MemStore` (tests), `EmbeddedStore` (the default: one crash-safe file), and etcd (in
+//! `romana-store-etcd`). The same conformance suite (`conformance`) runs against each.
+//!
+//! Knows nothing about IPAM, policies or HTTP; values are bytes.
+
+pub mod conformance;
+mod embedded;
+mod engine;
+mod mem;
+mod types;
+mod wal;
+
+pub use embedded::EmbeddedStore;
+pub use mem::MemStore;
+pub use types::*;
