@@ -1,6 +1,9 @@
 //! Romana's wire formats. The only crate (with the store's records) that derives serde: the cores
 //! know nothing of JSON, and conversions here name the field that was wrong.
 
+pub mod policy;
+pub mod records;
+pub mod rest;
 pub mod topology;
 
 /// Everything wrong with a request body, each problem prefixed with the field it concerns.

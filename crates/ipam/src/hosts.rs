@@ -176,6 +176,22 @@ impl Ipam {
         self.add_host_preferring(spec, HostOrigin::Dynamic, &|_, _| None)
     }
 
+    /// Adds a host as recorded elsewhere (a store record): in each network, the group at the
+    /// recorded path if it exists and admits the host, else the least-loaded eligible one.
+    pub fn add_host_at(
+        &mut self,
+        spec: HostSpec,
+        origin: HostOrigin,
+        paths: &BTreeMap<NetworkName, String>,
+    ) -> Result<HostPlacement, IpamError> {
+        let names: Vec<NetworkName> = self.networks.iter().map(|n| n.name.clone()).collect();
+        let prefer = |net: u16, tree: &Tree| {
+            let path = paths.get(&names[net as usize])?;
+            tree.groups.iter().position(|g| &g.path == path).map(|g| g as u32)
+        };
+        self.add_host_preferring(spec, origin, &prefer)
+    }
+
     pub(crate) fn add_host_preferring(
         &mut self,
         spec: HostSpec,

@@ -157,6 +157,26 @@ impl Ipam {
             .collect()
     }
 
+    /// The allocations inside `block` (a block's exact prefix), lowest address first.
+    pub fn block_allocations(&self, block: Cidr) -> Vec<crate::Allocation> {
+        let Some(id) = self.blocks.ids().find(|b| self.blocks[*b].cidr == block) else { return Vec::new() };
+        self.blocks
+            .occupied(id)
+            .map(|(s, _)| crate::Allocation { fresh: false, ..self.allocation_at(id, s) })
+            .collect()
+    }
+
+    /// Whether any network uses the classic layout (which needs tenant and segment numbers).
+    pub fn classic_networks(&self) -> Vec<(NetworkName, ClassicBits)> {
+        self.networks
+            .iter()
+            .filter_map(|n| match &n.kind {
+                NetworkKind::Classic(c) => Some((n.name.clone(), c.bits)),
+                NetworkKind::Blocks(_) => None,
+            })
+            .collect()
+    }
+
     /// Decodes an address of a classic network into host, tenant, segment and endpoint numbers.
     pub fn classic_decode(&self, ip: IpAddr) -> Option<(NetworkName, ClassicAddress)> {
         let (family, value) = (Family::of(ip), addr_value(ip));

@@ -1,0 +1,248 @@
+//! REST bodies of romanad, with Romana 2.0's field names where a 2.0 route exists.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// The one error body every route returns (`status_code` and `details` as in Romana 1.x/2.0).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ErrorBody {
+    pub status_code: u16,
+    /// A stable machine-readable code: `bad_request`, `not_found`, `conflict`, `invalid`, ...
+    pub error: String,
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub details: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Link {
+    pub rel: String,
+    pub href: String,
+}
+
+/// A live instance of a service, registered with a lease.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceInstance {
+    pub name: String,
+    pub url: String,
+    #[serde(default)]
+    pub capabilities: Vec<String>,
+    #[serde(default)]
+    pub instance: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ServiceEntry {
+    pub name: String,
+    /// 1.x style: `[{rel: "service", href}]`, one per live instance.
+    pub links: Vec<Link>,
+    pub instances: Vec<ServiceInstance>,
+}
+
+/// `GET /`: the service index, readable by a Romana 1.x client.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct RootIndex {
+    #[serde(rename = "serviceName")]
+    pub service_name: String,
+    pub links: Vec<Link>,
+    pub services: Vec<ServiceEntry>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TenantRequest {
+    pub name: String,
+    /// OpenStack project id or Kubernetes namespace UID.
+    #[serde(default)]
+    pub external_id: String,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Tenant {
+    pub name: String,
+    pub external_id: String,
+    pub labels: BTreeMap<String, String>,
+    /// Number used by the classic address layout; never reused.
+    pub number: u32,
+    pub segments: Vec<Segment>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SegmentRequest {
+    pub name: String,
+    #[serde(default)]
+    pub external_id: String,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Segment {
+    pub name: String,
+    pub tenant: String,
+    pub external_id: String,
+    pub labels: BTreeMap<String, String>,
+    pub number: u32,
+}
+
+/// `POST /hosts` (Romana 2.0 fields).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HostRequest {
+    pub name: String,
+    pub ip: String,
+    #[serde(default)]
+    pub agent_port: Option<u16>,
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
+    /// Accepted for Romana 2.0 compatibility and ignored.
+    #[serde(default)]
+    pub k8s_info: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Placement {
+    pub network: String,
+    pub group: String,
+    pub cidr: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Host {
+    pub name: String,
+    pub ip: String,
+    pub agent_port: u16,
+    pub tags: BTreeMap<String, String>,
+    /// `topology` (listed in the topology) or `dynamic` (added at run time).
+    pub origin: String,
+    pub placements: Vec<Placement>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct HostList {
+    pub hosts: Vec<Host>,
+    pub revision: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TagsRequest {
+    pub tags: BTreeMap<String, String>,
+}
+
+/// `POST /address` (Romana 2.0) and `POST /addresses`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AddressRequest {
+    pub name: String,
+    pub host: String,
+    #[serde(default)]
+    pub tenant: String,
+    #[serde(default)]
+    pub segment: String,
+    /// Pins this exact address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Address {
+    pub name: String,
+    pub ip: String,
+    /// Route length of the endpoint (32 or 128; shorter with classic endpoint space).
+    pub prefix_len: u8,
+    pub network: String,
+    pub block: String,
+    pub host: String,
+    pub tenant: String,
+    pub segment: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct BlockInfo {
+    pub network: String,
+    pub cidr: String,
+    pub tenant: String,
+    pub segment: String,
+    pub host: String,
+    pub allocated_ip_count: u32,
+    pub capacity: u32,
+    pub revision: u32,
+}
+
+/// `GET /blocks` (Romana 2.0 shape).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct BlockList {
+    pub revision: i64,
+    pub blocks: Vec<BlockInfo>,
+}
+
+/// `GET /networks` (Romana 2.0 `id` is the name).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct NetworkInfo {
+    pub id: String,
+    pub name: String,
+    pub cidr: String,
+    pub block_mask: u8,
+    pub tenants: Vec<String>,
+    pub layout: String,
+    pub blacked_out: Vec<String>,
+    pub allocated: usize,
+    pub revision: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BlackoutRequest {
+    pub cidr: String,
+}
+
+/// What a topology update kept and changed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct TopologyChangeSummary {
+    pub kept_addresses: usize,
+    pub kept_hosts: Vec<String>,
+    pub dropped_hosts: Vec<String>,
+    pub added_networks: Vec<String>,
+    pub removed_networks: Vec<String>,
+    pub dropped_blackouts: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct RouteInfo {
+    pub dest: String,
+    /// `host`, `group` or `throw`.
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub via: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub via_ip: String,
+}
+
+/// `GET /routes/{host}`: what the route manager computes for one host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct HostRoutes {
+    pub host: String,
+    pub revision: i64,
+    pub routes: Vec<RouteInfo>,
+    pub per_block: usize,
+    pub per_endpoint: usize,
+}
+
+/// One line of `GET /watch`: a change to Romana's state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct WatchEvent {
+    pub revision: i64,
+    /// `put` or `delete`.
+    pub kind: String,
+    /// The key below the store prefix, e.g. `ipam/blocks/net1/10.0.0.0_29`.
+    pub key: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<serde_json::Value>,
+}

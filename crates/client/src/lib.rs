@@ -1,0 +1,300 @@
+//! `Client`: romanad's REST API as typed calls. Several endpoints may be given; a call that cannot
+//! reach one tries the next, and the one that answered is tried first next time.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use reqwest::Method;
+use romana_api::policy::Policy;
+use romana_api::rest::{
+    Address, AddressRequest, BlackoutRequest, BlockList, ErrorBody, Host, HostList, HostRequest, HostRoutes,
+    NetworkInfo, RootIndex, Segment, SegmentRequest, TagsRequest, Tenant, TenantRequest,
+    TopologyChangeSummary, WatchEvent,
+};
+use romana_api::topology::TopologyRequest;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// romanad answered with an error body.
+    #[error("{} ({}){}", .body.message, .status, if .body.details.is_empty() { String::new() } else { format!(": {}", .body.details.join("; ")) })]
+    Api { status: u16, body: ErrorBody },
+    #[error("cannot reach romanad at {endpoints}: {detail}")]
+    Unreachable { endpoints: String, detail: String },
+    #[error("unexpected answer from {url}: {detail}")]
+    Decode { url: String, detail: String },
+}
+
+impl ClientError {
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            ClientError::Api { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
+pub type Result<T> = std::result::Result<T, ClientError>;
+
+#[derive(Debug)]
+pub struct Client {
+    endpoints: Vec<String>,
+    http: reqwest::Client,
+    current: AtomicUsize,
+}
+
+fn enc(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+impl Client {
+    pub fn new(endpoints: Vec<String>) -> Client {
+        let endpoints = endpoints.into_iter().map(|e| e.trim_end_matches('/').to_owned()).collect();
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(3))
+            .timeout(Duration::from_secs(30))
+            .pool_max_idle_per_host(64)
+            .build()
+            .expect("a plain HTTP client builds");
+        Client { endpoints, http, current: AtomicUsize::new(0) }
+    }
+
+    pub fn endpoints(&self) -> &[String] {
+        &self.endpoints
+    }
+
+    /// Sends a request, failing over between endpoints when one cannot be reached.
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> Result<reqwest::Response> {
+        let n = self.endpoints.len().max(1);
+        let start = self.current.load(Ordering::Relaxed);
+        let mut last = String::from("no endpoints configured");
+        for i in 0..n {
+            let idx = (start + i) % n;
+            let Some(base) = self.endpoints.get(idx) else { break };
+            let mut req = self.http.request(method.clone(), format!("{base}{path}"));
+            if let Some(b) = &body {
+                req = req.json(b);
+            }
+            match req.send().await {
+                Ok(resp) => {
+                    self.current.store(idx, Ordering::Relaxed);
+                    return Ok(resp);
+                }
+                Err(e) if e.is_connect() || e.is_timeout() => last = format!("{base}: {e}"),
+                Err(e) => {
+                    return Err(ClientError::Unreachable { endpoints: base.clone(), detail: e.to_string() });
+                }
+            }
+        }
+        Err(ClientError::Unreachable { endpoints: self.endpoints.join(","), detail: last })
+    }
+
+    async fn call<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> Result<T> {
+        let resp = self.send(method, path, body).await?;
+        let url = resp.url().to_string();
+        let status = resp.status().as_u16();
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|e| ClientError::Decode { url: url.clone(), detail: e.to_string() })?;
+        if status >= 400 {
+            let body = serde_json::from_slice::<ErrorBody>(&bytes).unwrap_or_else(|_| ErrorBody {
+                status_code: status,
+                error: "http".into(),
+                message: String::from_utf8_lossy(&bytes).trim().to_owned(),
+                details: vec![],
+            });
+            return Err(ClientError::Api { status, body });
+        }
+        let bytes = if bytes.is_empty() { &b"null"[..] } else { &bytes[..] };
+        serde_json::from_slice(bytes).map_err(|e| ClientError::Decode { url, detail: e.to_string() })
+    }
+
+    fn body<T: Serialize>(v: &T) -> Option<serde_json::Value> {
+        Some(serde_json::to_value(v).expect("request bodies serialize"))
+    }
+
+    pub async fn index(&self) -> Result<RootIndex> {
+        self.call(Method::GET, "/", None).await
+    }
+
+    /// URLs of the live instances of `service`, from Root.
+    pub async fn discover(&self, service: &str) -> Result<Vec<String>> {
+        let idx = self.index().await?;
+        Ok(idx
+            .services
+            .into_iter()
+            .filter(|s| s.name == service)
+            .flat_map(|s| s.instances.into_iter().map(|i| i.url))
+            .collect())
+    }
+
+    pub async fn tenants(&self) -> Result<Vec<Tenant>> {
+        self.call(Method::GET, "/tenants", None).await
+    }
+    pub async fn create_tenant(&self, req: &TenantRequest) -> Result<Tenant> {
+        self.call(Method::POST, "/tenants", Self::body(req)).await
+    }
+    pub async fn tenant(&self, name: &str) -> Result<Tenant> {
+        self.call(Method::GET, &format!("/tenants/{}", enc(name)), None).await
+    }
+    pub async fn delete_tenant(&self, name: &str) -> Result<()> {
+        self.call::<serde_json::Value>(Method::DELETE, &format!("/tenants/{}", enc(name)), None)
+            .await
+            .map(|_| ())
+    }
+    pub async fn add_segment(&self, tenant: &str, req: &SegmentRequest) -> Result<Segment> {
+        self.call(Method::POST, &format!("/tenants/{}/segments", enc(tenant)), Self::body(req)).await
+    }
+    pub async fn segments(&self, tenant: &str) -> Result<Vec<Segment>> {
+        self.call(Method::GET, &format!("/tenants/{}/segments", enc(tenant)), None).await
+    }
+    pub async fn delete_segment(&self, tenant: &str, segment: &str) -> Result<()> {
+        self.call::<serde_json::Value>(
+            Method::DELETE,
+            &format!("/tenants/{}/segments/{}", enc(tenant), enc(segment)),
+            None,
+        )
+        .await
+        .map(|_| ())
+    }
+    pub async fn networks(&self) -> Result<Vec<NetworkInfo>> {
+        self.call(Method::GET, "/networks", None).await
+    }
+    pub async fn topology(&self) -> Result<TopologyRequest> {
+        self.call(Method::GET, "/topology", None).await
+    }
+    pub async fn apply_topology(&self, req: &TopologyRequest) -> Result<TopologyChangeSummary> {
+        self.call(Method::POST, "/topology", Self::body(req)).await
+    }
+    pub async fn hosts(&self) -> Result<HostList> {
+        self.call(Method::GET, "/hosts", None).await
+    }
+    pub async fn add_host(&self, req: &HostRequest) -> Result<Host> {
+        self.call(Method::POST, "/hosts", Self::body(req)).await
+    }
+    pub async fn host(&self, name: &str) -> Result<Host> {
+        self.call(Method::GET, &format!("/hosts/{}", enc(name)), None).await
+    }
+    pub async fn remove_host(&self, name: &str) -> Result<Vec<Address>> {
+        self.call(Method::DELETE, &format!("/hosts/{}", enc(name)), None).await
+    }
+    pub async fn set_tags(&self, name: &str, req: &TagsRequest) -> Result<Host> {
+        self.call(Method::PUT, &format!("/hosts/{}/tags", enc(name)), Self::body(req)).await
+    }
+    pub async fn allocate(&self, req: &AddressRequest, token: Option<&str>) -> Result<Address> {
+        let q = token.map(|t| format!("?RequestToken={}", enc(t))).unwrap_or_default();
+        self.call(Method::POST, &format!("/addresses{q}"), Self::body(req)).await
+    }
+    pub async fn release(&self, key: &str) -> Result<Address> {
+        self.call(Method::DELETE, &format!("/addresses/{}", enc(key)), None).await
+    }
+    pub async fn address(&self, key: &str) -> Result<Address> {
+        self.call(Method::GET, &format!("/addresses/{}", enc(key)), None).await
+    }
+    pub async fn addresses(&self, query: &str) -> Result<Vec<Address>> {
+        self.call(Method::GET, &format!("/addresses{query}"), None).await
+    }
+    pub async fn blocks(&self) -> Result<BlockList> {
+        self.call(Method::GET, "/blocks", None).await
+    }
+    pub async fn blackouts(&self) -> Result<Vec<BlackoutRequest>> {
+        self.call(Method::GET, "/blackouts", None).await
+    }
+    pub async fn add_blackout(&self, cidr: &str) -> Result<()> {
+        self.call::<serde_json::Value>(
+            Method::POST,
+            "/blackouts",
+            Self::body(&BlackoutRequest { cidr: cidr.into() }),
+        )
+        .await
+        .map(|_| ())
+    }
+    pub async fn remove_blackout(&self, cidr: &str) -> Result<()> {
+        self.call::<serde_json::Value>(Method::DELETE, &format!("/blackouts?cidr={}", enc(cidr)), None)
+            .await
+            .map(|_| ())
+    }
+    pub async fn policies(&self) -> Result<Vec<Policy>> {
+        self.call(Method::GET, "/policies", None).await
+    }
+    pub async fn add_policy(&self, p: &serde_json::Value) -> Result<Policy> {
+        self.call(Method::POST, "/policies", Some(p.clone())).await
+    }
+    pub async fn policy(&self, id: &str) -> Result<Policy> {
+        self.call(Method::GET, &format!("/policies/{}", enc(id)), None).await
+    }
+    pub async fn delete_policy(&self, id: &str) -> Result<Policy> {
+        self.call(Method::DELETE, &format!("/policies/{}", enc(id)), None).await
+    }
+    pub async fn routes(&self, host: &str) -> Result<HostRoutes> {
+        self.call(Method::GET, &format!("/routes/{}", enc(host)), None).await
+    }
+
+    /// Follows `GET /watch` from a revision (0: current state first, then changes).
+    pub async fn watch(
+        &self,
+        prefix: &str,
+        from: i64,
+    ) -> Result<tokio::sync::mpsc::Receiver<Result<WatchEvent>>> {
+        let resp =
+            self.send(Method::GET, &format!("/watch?from={from}&prefix={}", enc(prefix)), None).await?;
+        if resp.status().as_u16() >= 400 {
+            let status = resp.status().as_u16();
+            let body = resp
+                .json::<ErrorBody>()
+                .await
+                .map_err(|e| ClientError::Decode { url: "watch".into(), detail: e.to_string() })?;
+            return Err(ClientError::Api { status, body });
+        }
+        let (tx, rx) = tokio::sync::mpsc::channel(1024);
+        let mut stream = resp.bytes_stream();
+        tokio::spawn(async move {
+            let mut buf = Vec::new();
+            while let Some(chunk) = stream.next().await {
+                let chunk = match chunk {
+                    Ok(c) => c,
+                    Err(e) => {
+                        let _ = tx
+                            .send(Err(ClientError::Unreachable {
+                                endpoints: "watch".into(),
+                                detail: e.to_string(),
+                            }))
+                            .await;
+                        return;
+                    }
+                };
+                buf.extend_from_slice(&chunk);
+                while let Some(pos) = buf.iter().position(|b| *b == b'\n') {
+                    let line: Vec<u8> = buf.drain(..=pos).collect();
+                    let ev = serde_json::from_slice::<WatchEvent>(&line)
+                        .map_err(|e| ClientError::Decode { url: "watch".into(), detail: e.to_string() });
+                    if tx.send(ev).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(rx)
+    }
+}

@@ -1,0 +1,125 @@
+//! `romanad`: parses flags, opens the store, runs the chosen services, and prints one line when it
+//! is ready: `romanad listening on http://ADDR (store: ...)`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use clap::{Parser, ValueEnum};
+use romana_store::{EmbeddedStore, Store};
+use romana_store_etcd::EtcdStore;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "romanad",
+    version,
+    about = "Romana control plane: root, tenant, topology, IPAM, policy and watch services"
+)]
+struct Flags {
+    /// Address to listen on (port 0 picks a free port).
+    #[arg(long, default_value = "127.0.0.1:9600", env = "ROMANAD_LISTEN")]
+    listen: SocketAddr,
+    /// Directory of the embedded store (the default backend).
+    #[arg(long, default_value = "/var/lib/romana", env = "ROMANAD_DATA_DIR")]
+    data_dir: PathBuf,
+    /// Use etcd instead of the embedded store: http://HOST:PORT[,...]
+    #[arg(long, value_delimiter = ',', env = "ROMANAD_ETCD_ENDPOINTS")]
+    etcd_endpoints: Vec<String>,
+    /// Key prefix in the store.
+    #[arg(long, default_value = "/romana/", env = "ROMANAD_PREFIX")]
+    prefix: String,
+    /// Services to run (root, tenant, topology, ipam, policy, watch); all by default.
+    #[arg(long, value_delimiter = ',', env = "ROMANAD_SERVICES")]
+    services: Vec<String>,
+    /// Topology to start with when the store has none (later changes: POST /topology, a merge).
+    #[arg(long, env = "ROMANAD_INITIAL_TOPOLOGY")]
+    initial_topology: Option<PathBuf>,
+    /// URL other components should use for this instance (default: http://LISTEN).
+    #[arg(long, env = "ROMANAD_ADVERTISE_URL")]
+    advertise_url: Option<String>,
+    /// Log format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "ROMANAD_LOG_FORMAT")]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+fn init_logs(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            s.recv().await;
+        }
+    };
+    tokio::select! { () = ctrl_c => {}, () = term => {} }
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let flags = Flags::parse();
+    init_logs(flags.log_format);
+    let services: Vec<String> = if flags.services.is_empty() {
+        romana_services::ALL_SERVICES.iter().map(|s| s.to_string()).collect()
+    } else {
+        for s in &flags.services {
+            anyhow::ensure!(
+                romana_services::ALL_SERVICES.contains(&s.as_str()),
+                "unknown service {s:?}; choose from {}",
+                romana_services::ALL_SERVICES.join(", ")
+            );
+        }
+        flags.services.clone()
+    };
+    let initial_topology = match &flags.initial_topology {
+        Some(p) => {
+            let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+            Some(serde_json::from_str(&text).with_context(|| format!("parsing {}", p.display()))?)
+        }
+        None => None,
+    };
+    let (store, store_text): (Arc<dyn Store>, String) = if flags.etcd_endpoints.is_empty() {
+        let s = EmbeddedStore::open(&flags.data_dir)
+            .await
+            .with_context(|| format!("opening the embedded store in {}", flags.data_dir.display()))?;
+        (Arc::new(s), format!("embedded {}", flags.data_dir.display()))
+    } else {
+        let s = EtcdStore::connect(&flags.etcd_endpoints).await.context("connecting to etcd")?;
+        (Arc::new(s), format!("etcd {}", flags.etcd_endpoints.join(",")))
+    };
+    let listener = tokio::net::TcpListener::bind(flags.listen)
+        .await
+        .with_context(|| format!("listening on {}", flags.listen))?;
+    let addr = listener.local_addr()?;
+    let url = flags.advertise_url.clone().unwrap_or_else(|| format!("http://{addr}"));
+    let opts = romana_services::Options {
+        prefix: flags.prefix.clone(),
+        services,
+        instance: format!("{}-{}", std::process::id(), addr.port()),
+        url: url.clone(),
+        initial_topology,
+    };
+    let state = romana_services::start(store, &opts)
+        .await
+        .map_err(|e| anyhow::anyhow!("{}: {:?}", e.message, e.details))?;
+    let app = romana_services::router(state);
+    println!("romanad listening on {url} (store: {store_text})");
+    tracing::info!(%url, store = %store_text, "romanad ready");
+    axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?;
+    Ok(())
+}

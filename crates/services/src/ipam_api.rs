@@ -1,0 +1,436 @@
+//! REST handlers of the Topology and IPAM services (Romana 2.0 paths kept): networks, topology,
+//! hosts, addresses, blocks, blackouts, and the route manager's per-host routes.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+use axum::Router;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post, put};
+use romana_api::rest::{
+    Address, AddressRequest, BlackoutRequest, BlockInfo, BlockList, Host, HostList, HostRequest, HostRoutes,
+    NetworkInfo, Placement, RouteInfo, TagsRequest, TopologyChangeSummary,
+};
+use romana_api::topology::TopologyRequest;
+use romana_ipam::spec::{DEFAULT_AGENT_PORT, HostSpec, LayoutSpec};
+use romana_ipam::{AllocRequest, Allocation, HostOrigin, RouteTarget};
+use romana_model::{AddressName, Cidr, HostName, SegmentName, TenantName};
+use serde::Deserialize;
+
+use crate::error::{ApiError, ApiResult};
+use crate::extract::Body;
+use crate::state::AppState;
+
+use axum::Json;
+
+fn invalid(what: &str, problems: Vec<String>) -> ApiError {
+    ApiError::invalid(format!("invalid {what}"), problems)
+}
+
+fn address_view(a: &Allocation) -> Address {
+    Address {
+        name: a.name.to_string(),
+        ip: a.ip.to_string(),
+        prefix_len: a.prefix_len,
+        network: a.network.to_string(),
+        block: a.block.to_string(),
+        host: a.host.to_string(),
+        tenant: a.tenant.to_string(),
+        segment: a.segment.to_string(),
+    }
+}
+
+fn host_view(h: &romana_ipam::HostView) -> Host {
+    Host {
+        name: h.name.to_string(),
+        ip: h.ip.to_string(),
+        agent_port: h.agent_port,
+        tags: h.tags.clone(),
+        origin: match h.origin {
+            HostOrigin::Topology => "topology".into(),
+            HostOrigin::Dynamic => "dynamic".into(),
+        },
+        placements: h
+            .placement
+            .networks
+            .iter()
+            .map(|(n, g, c)| Placement { network: n.to_string(), group: g.clone(), cidr: c.to_string() })
+            .collect(),
+    }
+}
+
+async fn networks(State(s): State<AppState>) -> Json<Vec<NetworkInfo>> {
+    Json(s.ipam.read(|v| {
+        v.ipam
+            .networks()
+            .into_iter()
+            .map(|n| NetworkInfo {
+                id: n.name.to_string(),
+                name: n.name.to_string(),
+                cidr: n.cidr.to_string(),
+                block_mask: n.block_mask,
+                tenants: n.tenants.iter().map(ToString::to_string).collect(),
+                layout: match n.layout {
+                    LayoutSpec::Blocks => "blocks".into(),
+                    LayoutSpec::Classic(_) => "classic".into(),
+                },
+                blacked_out: n.blackouts.iter().map(ToString::to_string).collect(),
+                allocated: n.allocated,
+                revision: v.revision,
+            })
+            .collect()
+    }))
+}
+
+fn block_list(s: &AppState, network: Option<&str>) -> BlockList {
+    s.ipam.read(|v| BlockList {
+        revision: v.revision,
+        blocks: v
+            .ipam
+            .blocks()
+            .into_iter()
+            .filter(|b| network.is_none_or(|n| b.network.as_str() == n))
+            .map(|b| {
+                let (tenant, segment, host) = match &b.owner {
+                    Some((t, sg, h)) => (t.to_string(), sg.to_string(), h.to_string()),
+                    None => Default::default(),
+                };
+                BlockInfo {
+                    network: b.network.to_string(),
+                    cidr: b.cidr.to_string(),
+                    tenant,
+                    segment,
+                    host,
+                    allocated_ip_count: b.allocated,
+                    capacity: b.capacity,
+                    revision: b.revision,
+                }
+            })
+            .collect(),
+    })
+}
+
+async fn blocks(State(s): State<AppState>) -> Json<BlockList> {
+    Json(block_list(&s, None))
+}
+
+async fn network_blocks(
+    State(s): State<AppState>,
+    Path(network): Path<String>,
+) -> ApiResult<Json<BlockList>> {
+    if !s.ipam.read(|v| v.ipam.networks().iter().any(|n| n.name.as_str() == network)) {
+        return Err(ApiError::not_found(format!("unknown network {network}")));
+    }
+    Ok(Json(block_list(&s, Some(&network))))
+}
+
+async fn get_topology(State(s): State<AppState>) -> Json<TopologyRequest> {
+    Json(s.ipam.read(|v| romana_api::topology::render(&v.ipam)))
+}
+
+async fn post_topology(
+    State(s): State<AppState>,
+    Body(req): Body<TopologyRequest>,
+) -> ApiResult<Json<TopologyChangeSummary>> {
+    let c = s.ipam.update_topology(req).await?;
+    Ok(Json(TopologyChangeSummary {
+        kept_addresses: c.kept_addresses,
+        kept_hosts: c.kept_hosts.iter().map(ToString::to_string).collect(),
+        dropped_hosts: c.dropped_hosts.iter().map(ToString::to_string).collect(),
+        added_networks: c.added_networks.iter().map(ToString::to_string).collect(),
+        removed_networks: c.removed_networks.iter().map(ToString::to_string).collect(),
+        dropped_blackouts: c.dropped_blackouts.iter().map(ToString::to_string).collect(),
+    }))
+}
+
+async fn hosts(State(s): State<AppState>) -> Json<HostList> {
+    Json(
+        s.ipam.read(|v| HostList {
+            hosts: v.ipam.hosts().iter().map(host_view).collect(),
+            revision: v.revision,
+        }),
+    )
+}
+
+fn host_name(name: &str) -> ApiResult<HostName> {
+    HostName::new(name).map_err(|e| invalid("host", vec![format!("name: {e}")]))
+}
+
+fn find_host(s: &AppState, name: &str) -> ApiResult<Host> {
+    s.ipam
+        .read(|v| v.ipam.hosts().iter().find(|h| h.name.as_str() == name).map(host_view))
+        .ok_or_else(|| ApiError::not_found(format!("unknown host {name}")))
+}
+
+async fn add_host(
+    State(s): State<AppState>,
+    Body(req): Body<HostRequest>,
+) -> ApiResult<(StatusCode, Json<Host>)> {
+    let mut problems = Vec::new();
+    let name = HostName::new(req.name.clone()).map_err(|e| problems.push(format!("name: {e}"))).ok();
+    let ip = req
+        .ip
+        .parse::<IpAddr>()
+        .map_err(|_| problems.push(format!("ip: {:?} is not an IP address", req.ip)))
+        .ok();
+    if req.agent_port == Some(0) {
+        problems.push("agent_port: must be 1-65535".into());
+    }
+    let (Some(name), Some(ip), true) = (name, ip, problems.is_empty()) else {
+        return Err(invalid("host", problems));
+    };
+    let existed = s.ipam.read(|v| v.ipam.host_placement(&name).is_some());
+    let mut spec = HostSpec::new(name.clone(), ip);
+    spec.agent_port = req.agent_port.unwrap_or(DEFAULT_AGENT_PORT);
+    spec.tags = req.tags;
+    s.ipam.add_host(spec).await?;
+    let status = if existed { StatusCode::OK } else { StatusCode::CREATED };
+    Ok((status, Json(find_host(&s, name.as_str())?)))
+}
+
+async fn show_host(State(s): State<AppState>, Path(name): Path<String>) -> ApiResult<Json<Host>> {
+    Ok(Json(find_host(&s, &name)?))
+}
+
+async fn remove_host(State(s): State<AppState>, Path(name): Path<String>) -> ApiResult<Json<Vec<Address>>> {
+    let released = s.ipam.remove_host(host_name(&name)?).await?;
+    Ok(Json(
+        released
+            .into_iter()
+            .map(|r| Address { name: r.name, ip: r.ip.to_string(), host: name.clone(), ..empty_address() })
+            .collect(),
+    ))
+}
+
+fn empty_address() -> Address {
+    Address {
+        name: String::new(),
+        ip: String::new(),
+        prefix_len: 0,
+        network: String::new(),
+        block: String::new(),
+        host: String::new(),
+        tenant: String::new(),
+        segment: String::new(),
+    }
+}
+
+async fn set_tags(
+    State(s): State<AppState>,
+    Path(name): Path<String>,
+    Body(req): Body<TagsRequest>,
+) -> ApiResult<Json<Host>> {
+    s.ipam.set_tags(host_name(&name)?, req.tags).await?;
+    Ok(Json(find_host(&s, &name)?))
+}
+
+#[derive(Debug, Deserialize)]
+struct TokenQuery {
+    #[serde(rename = "RequestToken", alias = "request_token")]
+    request_token: Option<String>,
+}
+
+fn alloc_request(req: &AddressRequest) -> ApiResult<(AllocRequest, Option<IpAddr>)> {
+    let mut problems = Vec::new();
+    let name = AddressName::new(req.name.clone()).map_err(|e| problems.push(format!("name: {e}"))).ok();
+    let host = HostName::new(req.host.clone()).map_err(|e| problems.push(format!("host: {e}"))).ok();
+    let tenant = TenantName::new(req.tenant.clone()).map_err(|e| problems.push(format!("tenant: {e}"))).ok();
+    let segment =
+        SegmentName::new(req.segment.clone()).map_err(|e| problems.push(format!("segment: {e}"))).ok();
+    let ip = match &req.ip {
+        Some(ip) => ip
+            .parse::<IpAddr>()
+            .map(Some)
+            .map_err(|_| problems.push(format!("ip: {ip:?} is not an IP address")))
+            .ok()
+            .flatten(),
+        None => None,
+    };
+    match (name, host, tenant, segment, problems.is_empty()) {
+        (Some(name), Some(host), Some(tenant), Some(segment), true) => {
+            Ok((AllocRequest { name, host, tenant, segment }, ip))
+        }
+        _ => Err(invalid("address request", problems)),
+    }
+}
+
+fn check_token(t: &Option<String>) -> ApiResult<()> {
+    match t {
+        Some(t)
+            if t.is_empty() || t.len() > 128 || !t.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') =>
+        {
+            Err(invalid("request", vec!["RequestToken: 1 to 128 characters from A-Z a-z 0-9 -".into()]))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Romana 2.0's `POST /address`: answers the address as a JSON string.
+async fn allocate_v2(
+    State(s): State<AppState>,
+    Query(q): Query<TokenQuery>,
+    Body(req): Body<AddressRequest>,
+) -> ApiResult<Json<String>> {
+    check_token(&q.request_token)?;
+    let (r, ip) = alloc_request(&req)?;
+    let a = s.ipam.allocate(r, ip, q.request_token).await?;
+    Ok(Json(a.ip.to_string()))
+}
+
+async fn allocate(
+    State(s): State<AppState>,
+    Query(q): Query<TokenQuery>,
+    Body(req): Body<AddressRequest>,
+) -> ApiResult<(StatusCode, Json<Address>)> {
+    check_token(&q.request_token)?;
+    let (r, ip) = alloc_request(&req)?;
+    let a = s.ipam.allocate(r, ip, q.request_token).await?;
+    Ok((if a.fresh { StatusCode::CREATED } else { StatusCode::OK }, Json(address_view(&a))))
+}
+
+#[derive(Debug, Deserialize)]
+struct ReleaseQuery {
+    #[serde(rename = "addressName")]
+    address_name: Option<String>,
+}
+
+async fn release_v2(State(s): State<AppState>, Query(q): Query<ReleaseQuery>) -> ApiResult<Json<Address>> {
+    let key = q.address_name.ok_or_else(|| ApiError::bad_request("missing query parameter addressName"))?;
+    release_key(&s, key).await
+}
+
+async fn release(State(s): State<AppState>, Path(key): Path<String>) -> ApiResult<Json<Address>> {
+    release_key(&s, key).await
+}
+
+async fn release_key(s: &AppState, key: String) -> ApiResult<Json<Address>> {
+    let r = s.ipam.release(key).await?;
+    Ok(Json(Address {
+        name: r.name,
+        ip: r.ip.to_string(),
+        network: r.network.to_string(),
+        block: r.block.to_string(),
+        host: r.host.map(|h| h.to_string()).unwrap_or_default(),
+        ..empty_address()
+    }))
+}
+
+async fn addresses(
+    State(s): State<AppState>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Json<Vec<Address>> {
+    Json(s.ipam.read(|v| {
+        v.ipam
+            .allocations()
+            .iter()
+            .filter(|a| q.get("host").is_none_or(|h| a.host.as_str() == h))
+            .filter(|a| q.get("tenant").is_none_or(|t| a.tenant.as_str() == t))
+            .filter(|a| q.get("network").is_none_or(|n| a.network.as_str() == n))
+            .map(address_view)
+            .collect()
+    }))
+}
+
+async fn show_address(State(s): State<AppState>, Path(key): Path<String>) -> ApiResult<Json<Address>> {
+    s.ipam
+        .read(|v| {
+            v.ipam
+                .lookup(&key)
+                .or_else(|| key.parse().ok().and_then(|ip| v.ipam.lookup_ip(ip)))
+                .map(|a| address_view(&a))
+        })
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found(format!("no allocated address named or numbered {key}")))
+}
+
+fn parse_cidr(c: &str) -> ApiResult<Cidr> {
+    c.parse::<Cidr>().map_err(|e| invalid("blackout", vec![format!("cidr: {e}")]))
+}
+
+async fn blackouts(State(s): State<AppState>) -> Json<Vec<BlackoutRequest>> {
+    Json(
+        s.ipam.read(|v| {
+            v.ipam.blackouts().iter().map(|(_, c)| BlackoutRequest { cidr: c.to_string() }).collect()
+        }),
+    )
+}
+
+async fn add_blackout(State(s): State<AppState>, Body(req): Body<BlackoutRequest>) -> ApiResult<StatusCode> {
+    s.ipam.blackout(parse_cidr(&req.cidr)?, true).await?;
+    Ok(StatusCode::CREATED)
+}
+
+#[derive(Debug, Deserialize)]
+struct CidrQuery {
+    cidr: Option<String>,
+}
+
+async fn remove_blackout(State(s): State<AppState>, Query(q): Query<CidrQuery>) -> ApiResult<StatusCode> {
+    let c = q.cidr.ok_or_else(|| ApiError::bad_request("missing query parameter cidr"))?;
+    s.ipam.blackout(parse_cidr(&c)?, false).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+fn route_info(r: &romana_ipam::Route) -> RouteInfo {
+    let (kind, via, via_ip) = match &r.target {
+        RouteTarget::Host { name, ip } => ("host", name.to_string(), ip.to_string()),
+        RouteTarget::Group { path } => ("group", path.clone(), String::new()),
+        RouteTarget::Throw => ("throw", String::new(), String::new()),
+    };
+    RouteInfo { dest: r.dest.to_string(), kind: kind.into(), via, via_ip }
+}
+
+async fn host_routes(State(s): State<AppState>, Path(host): Path<String>) -> ApiResult<Json<HostRoutes>> {
+    let name = host_name(&host)?;
+    s.ipam.read(|v| {
+        let r = v.ipam.host_routes(&name)?;
+        Ok(Json(HostRoutes {
+            host,
+            revision: v.revision,
+            routes: r.routes.iter().map(route_info).collect(),
+            per_block: r.per_block,
+            per_endpoint: r.per_endpoint,
+        }))
+    })
+}
+
+async fn fabric(State(s): State<AppState>) -> Json<serde_json::Value> {
+    Json(s.ipam.read(|v| {
+        serde_json::Value::Array(
+            v.ipam
+                .fabric_routes()
+                .iter()
+                .map(|g| {
+                    serde_json::json!({
+                        "network": g.network.as_str(), "group": g.path, "cidr": g.cidr.to_string(),
+                        "announce": g.announce.map(|c| c.to_string()),
+                        "hosts": g.hosts.iter().map(|h| h.as_str()).collect::<Vec<_>>(),
+                        "routes": g.routes.iter().map(route_info).collect::<Vec<_>>(),
+                    })
+                })
+                .collect(),
+        )
+    }))
+}
+
+pub fn topology_routes() -> Router<AppState> {
+    Router::new()
+        .route("/networks", get(networks))
+        .route("/networks/{network}/blocks", get(network_blocks))
+        .route("/topology", get(get_topology).post(post_topology))
+        .route("/hosts", get(hosts).post(add_host))
+        .route("/hosts/{host}", get(show_host).delete(remove_host))
+        .route("/hosts/{host}/tags", put(set_tags))
+        .route("/routes/{host}", get(host_routes))
+        .route("/fabric", get(fabric))
+}
+
+pub fn ipam_routes() -> Router<AppState> {
+    Router::new()
+        .route("/address", post(allocate_v2).delete(release_v2))
+        .route("/addresses", get(addresses).post(allocate))
+        .route("/addresses/{name}", get(show_address).delete(release))
+        .route("/blocks", get(blocks))
+        .route("/blackouts", get(blackouts).post(add_blackout).delete(remove_blackout))
+}

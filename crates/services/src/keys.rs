@@ -1,0 +1,102 @@
+//! The key layout under the configured prefix (default `/romana/`). One small key per object.
+
+use romana_model::Cidr;
+
+#[derive(Debug, Clone)]
+pub struct Keys {
+    prefix: String,
+}
+
+/// A CIDR as a key segment: `10.0.0.0/29` becomes `10.0.0.0_29`.
+pub fn cidr_segment(c: &Cidr) -> String {
+    c.to_string().replace('/', "_")
+}
+
+impl Keys {
+    pub fn new(prefix: &str) -> Keys {
+        let mut prefix = prefix.to_owned();
+        if !prefix.ends_with('/') {
+            prefix.push('/');
+        }
+        Keys { prefix }
+    }
+
+    pub fn root(&self) -> &str {
+        &self.prefix
+    }
+
+    /// The key without the prefix (as shown to watch clients).
+    pub fn relative<'a>(&self, key: &'a str) -> &'a str {
+        key.strip_prefix(&self.prefix).unwrap_or(key)
+    }
+
+    pub fn ipam(&self) -> String {
+        format!("{}ipam/", self.prefix)
+    }
+    pub fn topology(&self) -> String {
+        format!("{}ipam/topology", self.prefix)
+    }
+    pub fn hosts(&self) -> String {
+        format!("{}ipam/hosts/", self.prefix)
+    }
+    pub fn host(&self, name: &str) -> String {
+        format!("{}ipam/hosts/{name}", self.prefix)
+    }
+    pub fn host_ip(&self, ip: &str) -> String {
+        format!("{}ipam/host-ips/{ip}", self.prefix)
+    }
+    pub fn blocks(&self) -> String {
+        format!("{}ipam/blocks/", self.prefix)
+    }
+    pub fn block(&self, network: &str, cidr: &Cidr) -> String {
+        format!("{}ipam/blocks/{network}/{}", self.prefix, cidr_segment(cidr))
+    }
+    pub fn name(&self, name: &str) -> String {
+        format!("{}ipam/names/{name}", self.prefix)
+    }
+    pub fn token(&self, token: &str) -> String {
+        format!("{}ipam/tokens/{token}", self.prefix)
+    }
+    pub fn blackouts(&self) -> String {
+        format!("{}ipam/blackouts/", self.prefix)
+    }
+    pub fn blackout(&self, cidr: &Cidr) -> String {
+        format!("{}ipam/blackouts/{}", self.prefix, cidr_segment(cidr))
+    }
+    pub fn tenants(&self) -> String {
+        format!("{}tenants/", self.prefix)
+    }
+    pub fn tenant(&self, name: &str) -> String {
+        format!("{}tenants/{name}", self.prefix)
+    }
+    pub fn segments(&self, tenant: &str) -> String {
+        format!("{}segments/{tenant}/", self.prefix)
+    }
+    pub fn segment(&self, tenant: &str, name: &str) -> String {
+        format!("{}segments/{tenant}/{name}", self.prefix)
+    }
+    pub fn all_segments(&self) -> String {
+        format!("{}segments/", self.prefix)
+    }
+    pub fn tenant_counter(&self) -> String {
+        format!("{}counters/tenant-number", self.prefix)
+    }
+    pub fn policies(&self) -> String {
+        format!("{}policies/", self.prefix)
+    }
+    pub fn policy(&self, id: &str) -> String {
+        format!("{}policies/{id}", self.prefix)
+    }
+    pub fn services(&self) -> String {
+        format!("{}services/", self.prefix)
+    }
+    pub fn service(&self, name: &str, instance: &str) -> String {
+        format!("{}services/{name}/{instance}", self.prefix)
+    }
+    pub fn configs(&self) -> String {
+        format!("{}config/", self.prefix)
+    }
+    pub fn config(&self, service: &str) -> String {
+        format!("{}config/{service}", self.prefix)
+    }
+}

@@ -1,0 +1,96 @@
+//! romanad's services: Root, Tenant, Topology, IPAM, Policy and Watch as REST handlers over the
+//! pure cores, with one store transaction per change. `router` assembles the services an
+//! instance runs; `start` loads the IPAM replica and registers the instance with Root.
+//!
+//! Knows nothing about sockets or processes (the `romanad` binary does) or the kernel.
+
+pub mod error;
+pub mod extract;
+pub mod ipam_api;
+pub mod ipam_sync;
+pub mod keys;
+pub mod metrics;
+pub mod ops;
+pub mod policies;
+pub mod root;
+pub mod state;
+pub mod table;
+pub mod tenants;
+pub mod watch;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use romana_api::topology::TopologyRequest;
+use romana_store::Store;
+
+pub use state::AppState;
+
+/// Every service romanad can run.
+pub const ALL_SERVICES: &[&str] = &["root", "tenant", "topology", "ipam", "policy", "watch"];
+
+/// Largest request body accepted (a big topology file fits).
+pub const BODY_LIMIT: usize = 4 << 20;
+
+/// Options for one romanad instance.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub prefix: String,
+    pub services: Vec<String>,
+    pub instance: String,
+    pub url: String,
+    pub initial_topology: Option<TopologyRequest>,
+}
+
+/// Loads the IPAM replica and builds the shared state.
+pub async fn start(store: Arc<dyn Store>, opts: &Options) -> error::ApiResult<AppState> {
+    let keys = keys::Keys::new(&opts.prefix);
+    let ipam =
+        ipam_sync::IpamHandle::start(Arc::clone(&store), keys.clone(), opts.initial_topology.clone()).await?;
+    root::spawn_registration(
+        Arc::clone(&store),
+        keys.clone(),
+        opts.services.clone(),
+        opts.instance.clone(),
+        opts.url.clone(),
+    );
+    Ok(AppState {
+        store,
+        keys,
+        ipam,
+        metrics: Arc::new(metrics::Metrics::new()),
+        services: Arc::new(opts.services.clone()),
+        instance: Arc::new(opts.instance.clone()),
+        url: Arc::new(opts.url.clone()),
+    })
+}
+
+/// The HTTP router for the services this instance runs.
+pub fn router(state: AppState) -> Router {
+    let on = |s: &str| state.services.iter().any(|x| x == s);
+    let mut app = Router::new().merge(ops::routes());
+    if on("root") {
+        app = app.merge(root::routes());
+    }
+    if on("tenant") {
+        app = app.merge(tenants::routes());
+    }
+    if on("topology") {
+        app = app.merge(ipam_api::topology_routes());
+    }
+    if on("ipam") {
+        app = app.merge(ipam_api::ipam_routes());
+    }
+    if on("policy") {
+        app = app.merge(policies::routes());
+    }
+    if on("watch") {
+        app = app.merge(watch::routes());
+    }
+    app.fallback(ops::fallback)
+        .method_not_allowed_fallback(ops::method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), ops::observe))
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .with_state(state)
+}

@@ -1,0 +1,98 @@
+//! Operations endpoints (health, readiness, metrics, the OpenAPI document) and the middleware
+//! every request passes: metrics, a timeout, and our JSON body for unknown routes.
+
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+
+use crate::error::ApiError;
+use crate::metrics::{RequestLabels, RouteLabels};
+use crate::state::AppState;
+
+/// Requests taking longer answer 503 (the store is the usual cause).
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+async fn readyz(State(s): State<AppState>) -> Response {
+    match tokio::time::timeout(Duration::from_secs(2), s.store.revision()).await {
+        Ok(Ok(rev)) => (StatusCode::OK, format!("ok revision {rev}\n")).into_response(),
+        Ok(Err(e)) => ApiError::unavailable(format!("store not ready: {e}")).into_response(),
+        Err(_) => ApiError::unavailable("store did not answer within 2 s").into_response(),
+    }
+}
+
+async fn metrics(State(s): State<AppState>) -> Response {
+    s.ipam.read(|v| {
+        s.metrics.addresses.set(v.ipam.address_count() as i64);
+        s.metrics.hosts.set(v.ipam.hosts().len() as i64);
+        s.metrics.revision.set(v.revision);
+    });
+    let mut out = String::new();
+    if prometheus_client::encoding::text::encode(&mut out, &s.metrics.registry).is_err() {
+        return ApiError::internal("metrics encoding failed").into_response();
+    }
+    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], out)
+        .into_response()
+}
+
+async fn openapi() -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        crate::table::openapi().to_pretty_json().unwrap_or_default(),
+    )
+        .into_response()
+}
+
+pub async fn fallback() -> ApiError {
+    ApiError {
+        status: StatusCode::NOT_FOUND,
+        message: "no such route; see /openapi.json".into(),
+        details: vec!["no_route".into()],
+    }
+}
+
+pub async fn method_not_allowed() -> ApiError {
+    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed on this route; see /openapi.json")
+}
+
+/// Counts and times each request by its route template; answers 503 past the timeout.
+pub async fn observe(State(s): State<AppState>, req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |m| m.as_str().to_owned());
+    let method = req.method().to_string();
+    let start = Instant::now();
+    let streaming = route == "/watch";
+    let resp = if streaming {
+        next.run(req).await
+    } else {
+        match tokio::time::timeout(REQUEST_TIMEOUT, next.run(req)).await {
+            Ok(r) => r,
+            Err(_) => {
+                ApiError::unavailable(format!("request timed out after {} s", REQUEST_TIMEOUT.as_secs()))
+                    .into_response()
+            }
+        }
+    };
+    let status = resp.status().as_u16();
+    s.metrics.requests.get_or_create(&RequestLabels { method, route: route.clone(), status }).inc();
+    s.metrics.latency.get_or_create(&RouteLabels { route }).observe(start.elapsed().as_secs_f64());
+    resp
+}
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/openapi.json", get(openapi))
+}

@@ -1,0 +1,127 @@
+//! The Policy service: Romana policies stored one key each, validated on write (422 listing every
+//! problem; a bad policy is never stored, so it can never disable the others).
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::get;
+use romana_api::policy::Policy;
+use romana_store::{Compare, Op, Txn};
+use serde::Deserialize;
+
+use crate::error::{ApiError, ApiResult};
+use crate::extract::Body;
+use crate::state::AppState;
+
+use axum::Json;
+
+fn validated(mut p: Policy) -> ApiResult<Policy> {
+    let problems = p.normalize();
+    if problems.is_empty() { Ok(p) } else { Err(ApiError::invalid("invalid policy", problems)) }
+}
+
+fn decode(key: &str, v: &[u8]) -> ApiResult<Policy> {
+    serde_json::from_slice(v)
+        .map_err(|e| ApiError::internal(format!("stored policy {key} is unreadable: {e}")))
+}
+
+async fn list(State(s): State<AppState>) -> ApiResult<Json<Vec<Policy>>> {
+    let (kvs, _) = s.store.range(&s.keys.policies()).await?;
+    Ok(Json(kvs.iter().map(|kv| decode(&kv.key, &kv.value)).collect::<ApiResult<_>>()?))
+}
+
+/// Creates a policy. Posting the same policy again is a no-op; a different one under the same id is a conflict.
+async fn create(State(s): State<AppState>, Body(p): Body<Policy>) -> ApiResult<(StatusCode, Json<Policy>)> {
+    let p = validated(p)?;
+    let key = s.keys.policy(&p.id);
+    let body = serde_json::to_vec(&p).expect("policies serialize");
+    let r = s
+        .store
+        .txn(Txn {
+            compare: vec![Compare::absent(&key)],
+            success: vec![Op::put(&key, body)],
+            failure: vec![Op::Get { key: key.clone() }],
+        })
+        .await?;
+    if r.succeeded {
+        return Ok((StatusCode::CREATED, Json(p)));
+    }
+    let existing =
+        r.reads.first().and_then(|v| v.first()).map(|kv| decode(&kv.key, &kv.value)).transpose()?;
+    if existing.as_ref() == Some(&p) {
+        return Ok((StatusCode::OK, Json(p)));
+    }
+    Err(ApiError::conflict(format!(
+        "policy {} already exists with other content; PUT /policies/{} replaces it",
+        p.id, p.id
+    )))
+}
+
+async fn replace(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    Body(mut p): Body<Policy>,
+) -> ApiResult<Json<Policy>> {
+    if p.id.is_empty() {
+        p.id = id.clone();
+    }
+    if p.id != id {
+        return Err(ApiError::invalid(
+            "invalid policy",
+            vec![format!("id: {:?} does not match the path {id:?}", p.id)],
+        ));
+    }
+    let p = validated(p)?;
+    s.store
+        .txn(Txn::when(
+            vec![],
+            vec![Op::put(s.keys.policy(&id), serde_json::to_vec(&p).expect("policies serialize"))],
+        ))
+        .await?;
+    Ok(Json(p))
+}
+
+async fn show(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Policy>> {
+    let key = s.keys.policy(&id);
+    let kv = s.store.get(&key).await?.ok_or_else(|| ApiError::not_found(format!("unknown policy {id}")))?;
+    Ok(Json(decode(&key, &kv.value)?))
+}
+
+async fn delete_id(s: &AppState, id: &str) -> ApiResult<Json<Policy>> {
+    let key = s.keys.policy(id);
+    let r = s
+        .store
+        .txn(Txn {
+            compare: vec![Compare::CreateRevision(key.clone(), romana_store::Cmp::Greater, 0)],
+            success: vec![Op::Get { key: key.clone() }, Op::delete(&key)],
+            failure: vec![],
+        })
+        .await?;
+    match r.reads.first().and_then(|v| v.first()) {
+        Some(kv) if r.succeeded => Ok(Json(decode(&kv.key, &kv.value)?)),
+        _ => Err(ApiError::not_found(format!("unknown policy {id}"))),
+    }
+}
+
+async fn remove(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Policy>> {
+    delete_id(&s, &id).await
+}
+
+#[derive(Debug, Deserialize)]
+struct IdBody {
+    id: String,
+}
+
+/// Romana 2.0's `DELETE /policies` with a body `{"id": ...}`.
+async fn remove_by_body(State(s): State<AppState>, Body(b): Body<IdBody>) -> ApiResult<Json<Policy>> {
+    if b.id.is_empty() {
+        return Err(ApiError::invalid("invalid request", vec!["id: must not be empty".into()]));
+    }
+    delete_id(&s, &b.id).await
+}
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/policies", get(list).post(create).delete(remove_by_body))
+        .route("/policies/{id}", get(show).put(replace).delete(remove))
+}

@@ -1,0 +1,253 @@
+//! The route table: every route romanad serves, with its service and what it takes and answers.
+//! The OpenAPI document is generated from it (and the ToSchema types), and a test checks that
+//! the router serves exactly these routes.
+
+use utoipa::openapi::path::{HttpMethod, OperationBuilder, PathItem, PathsBuilder};
+use utoipa::openapi::request_body::RequestBodyBuilder;
+use utoipa::openapi::response::ResponseBuilder;
+use utoipa::openapi::{ComponentsBuilder, Content, InfoBuilder, OpenApi, OpenApiBuilder, Ref};
+
+#[derive(Debug, Clone, Copy)]
+pub struct RouteSpec {
+    pub method: &'static str,
+    pub path: &'static str,
+    pub service: &'static str,
+    pub summary: &'static str,
+    /// Schema of the request body, if any.
+    pub request: Option<&'static str>,
+    /// Schema of the success body ("" for none), and its status.
+    pub response: &'static str,
+    pub status: u16,
+}
+
+const fn r(
+    method: &'static str,
+    path: &'static str,
+    service: &'static str,
+    summary: &'static str,
+    request: Option<&'static str>,
+    response: &'static str,
+    status: u16,
+) -> RouteSpec {
+    RouteSpec { method, path, service, summary, request, response, status }
+}
+
+pub const ROUTES: &[RouteSpec] = &[
+    r("GET", "/", "root", "Service index with live instances (1.x readable)", None, "RootIndex", 200),
+    r("GET", "/config/{service}", "root", "A service's configuration", None, "", 200),
+    r("PUT", "/config/{service}", "root", "Set a service's configuration (a JSON object)", None, "", 200),
+    r("GET", "/tenants", "tenant", "List tenants", None, "Tenant", 200),
+    r("POST", "/tenants", "tenant", "Create a tenant (numbered)", Some("TenantRequest"), "Tenant", 201),
+    r("GET", "/tenants/{tenant}", "tenant", "A tenant by name or external id", None, "Tenant", 200),
+    r(
+        "PUT",
+        "/tenants/{tenant}",
+        "tenant",
+        "Update a tenant's external id and labels",
+        Some("TenantRequest"),
+        "Tenant",
+        200,
+    ),
+    r(
+        "DELETE",
+        "/tenants/{tenant}",
+        "tenant",
+        "Delete a tenant without addresses (its number is retired)",
+        None,
+        "",
+        204,
+    ),
+    r("GET", "/tenants/{tenant}/segments", "tenant", "List a tenant's segments", None, "Segment", 200),
+    r(
+        "POST",
+        "/tenants/{tenant}/segments",
+        "tenant",
+        "Add a segment (numbered)",
+        Some("SegmentRequest"),
+        "Segment",
+        201,
+    ),
+    r("GET", "/tenants/{tenant}/segments/{segment}", "tenant", "A segment", None, "Segment", 200),
+    r(
+        "DELETE",
+        "/tenants/{tenant}/segments/{segment}",
+        "tenant",
+        "Delete a segment without addresses",
+        None,
+        "",
+        204,
+    ),
+    r("GET", "/networks", "topology", "Networks (2.0 shape)", None, "NetworkInfo", 200),
+    r("GET", "/networks/{network}/blocks", "topology", "Blocks of one network", None, "BlockList", 200),
+    r("GET", "/topology", "topology", "The topology with carved group CIDRs and hosts", None, "", 200),
+    r("POST", "/topology", "topology", "Apply a topology as a merge", None, "TopologyChangeSummary", 200),
+    r("GET", "/hosts", "topology", "Hosts (2.0 shape)", None, "HostList", 200),
+    r("POST", "/hosts", "topology", "Add a host (least-loaded placement)", Some("HostRequest"), "Host", 201),
+    r("GET", "/hosts/{host}", "topology", "A host and its placements", None, "Host", 200),
+    r("DELETE", "/hosts/{host}", "topology", "Remove a host, releasing its addresses", None, "Address", 200),
+    r(
+        "PUT",
+        "/hosts/{host}/tags",
+        "topology",
+        "Replace a host's tags (must keep its groups)",
+        Some("TagsRequest"),
+        "Host",
+        200,
+    ),
+    r(
+        "GET",
+        "/routes/{host}",
+        "topology",
+        "Route manager: the routes a host installs",
+        None,
+        "HostRoutes",
+        200,
+    ),
+    r("GET", "/fabric", "topology", "Route manager: what each group announces and needs", None, "", 200),
+    r(
+        "POST",
+        "/address",
+        "ipam",
+        "Allocate (2.0): answers the address as a JSON string",
+        Some("AddressRequest"),
+        "",
+        200,
+    ),
+    r("DELETE", "/address", "ipam", "Release by ?addressName= (name or address) (2.0)", None, "Address", 200),
+    r("GET", "/addresses", "ipam", "Allocated addresses (?host= ?tenant= ?network=)", None, "Address", 200),
+    r(
+        "POST",
+        "/addresses",
+        "ipam",
+        "Allocate (idempotent by name; ?RequestToken= for retried POSTs)",
+        Some("AddressRequest"),
+        "Address",
+        201,
+    ),
+    r("GET", "/addresses/{name}", "ipam", "An allocation by name or address", None, "Address", 200),
+    r("DELETE", "/addresses/{name}", "ipam", "Release by name or address", None, "Address", 200),
+    r("GET", "/blocks", "ipam", "Blocks and their use (2.0 shape)", None, "BlockList", 200),
+    r("GET", "/blackouts", "ipam", "Blacked-out ranges", None, "BlackoutRequest", 200),
+    r("POST", "/blackouts", "ipam", "Black out a range", Some("BlackoutRequest"), "", 201),
+    r("DELETE", "/blackouts", "ipam", "Remove a blackout (?cidr=, exact match)", None, "", 204),
+    r("GET", "/policies", "policy", "List policies", None, "Policy", 200),
+    r(
+        "POST",
+        "/policies",
+        "policy",
+        "Create a policy (validated; 422 lists every problem)",
+        Some("Policy"),
+        "Policy",
+        201,
+    ),
+    r("DELETE", "/policies", "policy", "Delete a policy given {\"id\"} (2.0)", None, "Policy", 200),
+    r("GET", "/policies/{id}", "policy", "A policy", None, "Policy", 200),
+    r("PUT", "/policies/{id}", "policy", "Create or replace a policy", Some("Policy"), "Policy", 200),
+    r("DELETE", "/policies/{id}", "policy", "Delete a policy", None, "Policy", 200),
+    r("GET", "/watch", "watch", "Stream of changes (NDJSON), resumable with ?from=", None, "WatchEvent", 200),
+    r("GET", "/healthz", "ops", "Liveness", None, "", 200),
+    r("GET", "/readyz", "ops", "Readiness (the store answers)", None, "", 200),
+    r("GET", "/metrics", "ops", "Prometheus metrics", None, "", 200),
+    r("GET", "/openapi.json", "ops", "This document", None, "", 200),
+];
+
+fn method(m: &str) -> HttpMethod {
+    match m {
+        "GET" => HttpMethod::Get,
+        "POST" => HttpMethod::Post,
+        "PUT" => HttpMethod::Put,
+        "DELETE" => HttpMethod::Delete,
+        other => unreachable!("route table uses only GET/POST/PUT/DELETE, not {other}"),
+    }
+}
+
+/// The OpenAPI document of every route.
+pub fn openapi() -> OpenApi {
+    use romana_api::{policy, rest};
+    let components = ComponentsBuilder::new()
+        .schema_from::<rest::ErrorBody>()
+        .schema_from::<rest::Link>()
+        .schema_from::<rest::ServiceInstance>()
+        .schema_from::<rest::ServiceEntry>()
+        .schema_from::<rest::RootIndex>()
+        .schema_from::<rest::TenantRequest>()
+        .schema_from::<rest::Tenant>()
+        .schema_from::<rest::SegmentRequest>()
+        .schema_from::<rest::Segment>()
+        .schema_from::<rest::HostRequest>()
+        .schema_from::<rest::Placement>()
+        .schema_from::<rest::Host>()
+        .schema_from::<rest::HostList>()
+        .schema_from::<rest::TagsRequest>()
+        .schema_from::<rest::AddressRequest>()
+        .schema_from::<rest::Address>()
+        .schema_from::<rest::BlockInfo>()
+        .schema_from::<rest::BlockList>()
+        .schema_from::<rest::NetworkInfo>()
+        .schema_from::<rest::BlackoutRequest>()
+        .schema_from::<rest::TopologyChangeSummary>()
+        .schema_from::<rest::RouteInfo>()
+        .schema_from::<rest::HostRoutes>()
+        .schema_from::<rest::WatchEvent>()
+        .schema_from::<policy::Endpoint>()
+        .schema_from::<policy::Rule>()
+        .schema_from::<policy::RuleSet>()
+        .schema_from::<policy::Policy>()
+        .build();
+    let mut paths = PathsBuilder::new();
+    let mut by_path: std::collections::BTreeMap<&str, Vec<&RouteSpec>> = std::collections::BTreeMap::new();
+    for route in ROUTES {
+        by_path.entry(route.path).or_default().push(route);
+    }
+    for (path, routes) in by_path {
+        let mut item: Option<PathItem> = None;
+        for route in routes {
+            let mut op = OperationBuilder::new()
+                .tag(route.service)
+                .summary(Some(route.summary))
+                .operation_id(Some(format!(
+                    "{}{}",
+                    route.method.to_ascii_lowercase(),
+                    route.path.replace(['/', '{', '}'], "_")
+                )));
+            if let Some(req) = route.request {
+                op = op.request_body(Some(
+                    RequestBodyBuilder::new()
+                        .content("application/json", Content::new(Some(Ref::from_schema_name(req))))
+                        .build(),
+                ));
+            }
+            let mut ok = ResponseBuilder::new().description("success");
+            if !route.response.is_empty() {
+                ok =
+                    ok.content("application/json", Content::new(Some(Ref::from_schema_name(route.response))));
+            }
+            let err = ResponseBuilder::new()
+                .description(
+                    "error (400 malformed, 404 unknown, 409 conflict, 422 invalid, 503 store unavailable)",
+                )
+                .content("application/json", Content::new(Some(Ref::from_schema_name("ErrorBody"))));
+            op = op.response(route.status.to_string(), ok.build()).response("default", err.build());
+            item = Some(match item {
+                None => PathItem::new(method(route.method), op.build()),
+                Some(mut i) => {
+                    match method(route.method) {
+                        HttpMethod::Get => i.get = Some(op.build()),
+                        HttpMethod::Post => i.post = Some(op.build()),
+                        HttpMethod::Put => i.put = Some(op.build()),
+                        _ => i.delete = Some(op.build()),
+                    }
+                    i
+                }
+            });
+        }
+        if let Some(i) = item {
+            paths = paths.path(path, i);
+        }
+    }
+    OpenApiBuilder::new()
+        .info(InfoBuilder::new().title("romanad").version(env!("CARGO_PKG_VERSION")).build())
+        .paths(paths.build())
+        .components(Some(components))
+        .build()
+}

@@ -1,0 +1,115 @@
+//! Test fixtures: `TempDir` (removed on drop) and `Romanad` (a romanad process on 127.0.0.1 with a
+//! port chosen at run time, killed on drop). Used by tests only.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+#[derive(Debug)]
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let p = std::env::temp_dir().join(format!("romana-{tag}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).expect("create a temporary directory");
+        TempDir(p)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A running romanad.
+#[derive(Debug)]
+pub struct Romanad {
+    child: Option<Child>,
+    pub url: String,
+    bin: PathBuf,
+    args: Vec<String>,
+}
+
+impl Romanad {
+    /// Starts `bin` with `args` plus `--listen 127.0.0.1:0` and waits for its ready line.
+    pub fn start(bin: &Path, args: &[String]) -> std::io::Result<Romanad> {
+        let mut r = Romanad { child: None, url: String::new(), bin: bin.to_owned(), args: args.to_vec() };
+        r.spawn("127.0.0.1:0")?;
+        Ok(r)
+    }
+
+    fn spawn(&mut self, listen: &str) -> std::io::Result<()> {
+        let mut child = Command::new(&self.bin)
+            .args(&self.args)
+            .args(["--listen", listen])
+            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()?;
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            if let Some(Ok(l)) = lines.next() {
+                let _ = tx.send(l);
+            }
+            for _ in lines {}
+        });
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let line = rx
+            .recv_timeout(deadline - Instant::now())
+            .map_err(|_| std::io::Error::other("romanad did not become ready in 30 s"))?;
+        let url = line
+            .strip_prefix("romanad listening on ")
+            .and_then(|r| r.split_whitespace().next())
+            .ok_or_else(|| std::io::Error::other(format!("unexpected first line from romanad: {line}")))?;
+        self.url = url.to_owned();
+        self.child = Some(child);
+        Ok(())
+    }
+
+    /// Kills the process with SIGKILL (no cleanup at all), as a crash would.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts the same command again on the same address.
+    pub fn restart(&mut self) -> std::io::Result<()> {
+        self.kill9();
+        let listen = self.url.trim_start_matches("http://").to_owned();
+        // The port was just freed; retry briefly if the kernel has not released it yet.
+        let mut last = None;
+        for _ in 0..50 {
+            match self.spawn(&listen) {
+                Ok(()) => return Ok(()),
+                Err(e) => last = Some(e),
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Err(last.unwrap_or_else(|| std::io::Error::other("restart failed")))
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+}
+
+impl Drop for Romanad {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
