@@ -1,0 +1,167 @@
+//! Concurrency and crashes: parallel clients never get a duplicate or lose an allocation, two
+//! replicas on one etcd agree, and `kill -9` in the middle loses nothing acknowledged and leaves
+//! nothing half-allocated.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use romana_api::records::{BlockRecord, NameRecord};
+use romana_api::rest::{AddressRequest, HostRequest};
+use romana_api::topology::TopologyRequest;
+use romana_client::Client;
+use romana_store::{EmbeddedStore, Store};
+use romana_tests_support::TempDir;
+
+const FLAT: &str = r#"{"networks":[{"name":"pods","cidr":"10.20.0.0/16","block_mask":28}],"topologies":[{"networks":["pods"],"map":[{"groups":[]}]}]}"#;
+
+async fn setup(c: &Client, hosts: usize) {
+    let topo: TopologyRequest = serde_json::from_str(FLAT).expect("topology");
+    c.apply_topology(&topo).await.expect("topology");
+    for h in 0..hosts {
+        let req = HostRequest { name: format!("h{h}"), ip: format!("192.168.7.{}", h + 1), agent_port: None, tags: BTreeMap::new(), k8s_info: None };
+        c.add_host(&req).await.expect("host");
+    }
+}
+
+/// `clients` tasks, each with its own client over `urls` (round robin), allocate `per` addresses each.
+async fn storm(urls: &[String], clients: usize, per: usize) -> Vec<(String, String)> {
+    let mut tasks = Vec::new();
+    for t in 0..clients {
+        let url = urls[t % urls.len()].clone();
+        tasks.push(tokio::spawn(async move {
+            let c = Client::new(vec![url]);
+            let mut got = Vec::new();
+            for i in 0..per {
+                let name = format!("c{t}-{i}");
+                let req = AddressRequest { name: name.clone(), host: format!("h{}", (t + i) % 4), tenant: format!("t{}", t % 3), segment: String::new(), ip: None };
+                let a = c.allocate(&req, None).await.unwrap_or_else(|e| panic!("{name}: {e}"));
+                got.push((name, a.ip));
+            }
+            got
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.expect("client task"));
+    }
+    all
+}
+
+fn assert_unique(all: &[(String, String)]) {
+    let ips: BTreeSet<&String> = all.iter().map(|(_, ip)| ip).collect();
+    assert_eq!(ips.len(), all.len(), "an address was handed out twice");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_clients_one_thousand_allocations_embedded() {
+    let dir = TempDir::new("storm");
+    let d = common::embedded(&dir, &[]);
+    let c = common::client(&d.url);
+    setup(&c, 4).await;
+    let all = storm(std::slice::from_ref(&d.url), 50, 20).await;
+    assert_eq!(all.len(), 1000);
+    assert_unique(&all);
+    let listed = c.addresses("").await.expect("list");
+    assert_eq!(listed.len(), 1000, "no allocation lost");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_on_one_etcd_agree() {
+    let etcd = common::etcd("replicas");
+    let a = common::on_etcd(&etcd, "/romana-rep/", &[]);
+    let b = common::on_etcd(&etcd, "/romana-rep/", &[]);
+    setup(&common::client(&a.url), 4).await;
+    // b learns the topology and hosts through the watch.
+    let cb = common::client(&b.url);
+    for _ in 0..50 {
+        if cb.hosts().await.expect("hosts").hosts.len() == 4 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let all = storm(&[a.url.clone(), b.url.clone()], 50, 20).await;
+    assert_eq!(all.len(), 1000);
+    assert_unique(&all);
+    // Both replicas converge on the same 1000 allocations.
+    for url in [&a.url, &b.url] {
+        let c = common::client(url);
+        let mut n = 0;
+        for _ in 0..100 {
+            n = c.addresses("").await.expect("list").len();
+            if n == 1000 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(n, 1000, "replica {url} sees every allocation");
+    }
+    let la: BTreeSet<(String, String)> = common::client(&a.url).addresses("").await.expect("a").into_iter().map(|x| (x.name, x.ip)).collect();
+    let lb: BTreeSet<(String, String)> = common::client(&b.url).addresses("").await.expect("b").into_iter().map(|x| (x.name, x.ip)).collect();
+    assert_eq!(la, lb);
+    assert_eq!(la, all.into_iter().collect());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_in_the_middle_loses_nothing_acknowledged() {
+    let dir = TempDir::new("kill9");
+    let mut d = common::embedded(&dir, &[]);
+    let c = Arc::new(common::client(&d.url));
+    setup(&c, 4).await;
+    let acked = Arc::new(std::sync::Mutex::new(Vec::<(String, String)>::new()));
+    let mut tasks = Vec::new();
+    for t in 0..20 {
+        let (c, acked) = (Arc::clone(&c), Arc::clone(&acked));
+        tasks.push(tokio::spawn(async move {
+            for i in 0..10_000 {
+                let name = format!("k{t}-{i}");
+                let req = AddressRequest { name: name.clone(), host: format!("h{}", i % 4), tenant: "t".into(), segment: String::new(), ip: None };
+                match c.allocate(&req, None).await {
+                    Ok(a) => acked.lock().expect("lock").push((name, a.ip)),
+                    Err(_) => return,
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    d.kill9();
+    for t in tasks {
+        let _ = t.await;
+    }
+    let acked = acked.lock().expect("lock").clone();
+    assert!(acked.len() > 50, "allocations were running when romanad was killed ({})", acked.len());
+
+    // Every acknowledged allocation is there after a restart, at the same address.
+    d.restart().expect("restart");
+    let c = common::client(&d.url);
+    let listed: BTreeMap<String, String> = c.addresses("").await.expect("list").into_iter().map(|a| (a.name, a.ip)).collect();
+    for (name, ip) in &acked {
+        assert_eq!(listed.get(name), Some(ip), "acknowledged {name} survived");
+    }
+    let ips: BTreeSet<&String> = listed.values().collect();
+    assert_eq!(ips.len(), listed.len(), "no duplicate after recovery");
+    drop(d);
+
+    // Nothing half-done in the store: every name record matches a block record and back.
+    let store = EmbeddedStore::open(dir.path()).await.expect("open");
+    let (names, _) = store.range("/romana/ipam/names/").await.expect("names");
+    let (blocks, _) = store.range("/romana/ipam/blocks/").await.expect("blocks");
+    let mut in_blocks: BTreeMap<String, String> = BTreeMap::new();
+    for kv in &blocks {
+        let b: BlockRecord = serde_json::from_slice(&kv.value).expect("block record");
+        for (ip, name) in b.addresses {
+            assert!(in_blocks.insert(name, ip).is_none(), "a name in two blocks");
+        }
+    }
+    let by_name: BTreeMap<String, String> = names
+        .iter()
+        .map(|kv| {
+            let r: NameRecord = serde_json::from_slice(&kv.value).expect("name record");
+            (kv.key.trim_start_matches("/romana/ipam/names/").to_owned(), r.ip)
+        })
+        .collect();
+    assert_eq!(by_name, in_blocks, "name records and block records agree");
+    assert_eq!(by_name, listed, "romanad serves exactly what is stored");
+}
