@@ -1,5 +1,6 @@
 //! Runs every `data/ipam/*.json` case: a topology, then steps (allocate, release, hosts, blackouts,
 //! topology updates) each with its expected address, error or state.
+#![allow(clippy::unwrap_used)]
 
 use std::collections::BTreeMap;
 use std::path::Path;

@@ -1,5 +1,8 @@
-//! `romana`: the command line. Parses arguments and hands each command to its module.
+//! `romana`: the command line. Parses arguments, finds romanad, and hands each command to its module.
 
+mod commands;
+mod config;
+mod output;
 mod plan;
 mod table;
 
@@ -7,13 +10,20 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use romana_client::{Client, ClientError};
 
 #[derive(Parser, Debug)]
 #[command(name = "romana", version, about = "Romana: cloud-native networking without overlays")]
 struct Cli {
+    /// romanad URL(s), comma separated [default: config file, else http://127.0.0.1:9600]
+    #[arg(short = 'e', long, global = true, env = "ROMANA_ENDPOINT")]
+    endpoint: Option<String>,
+    /// Config file (YAML: `endpoint: http://...`) [default: ~/.romana.yaml, /etc/romana/cli.yaml]
+    #[arg(short = 'c', long, global = true, env = "ROMANA_CONFIG")]
+    config: Option<PathBuf>,
     /// Output format.
-    #[arg(short = 'o', long, global = true, value_enum, default_value_t = Format::Table, env = "ROMANA_OUTPUT")]
-    output: Format,
+    #[arg(short = 'o', long, global = true, value_enum, env = "ROMANA_OUTPUT")]
+    output: Option<Format>,
     #[command(subcommand)]
     command: Command,
 }
@@ -22,14 +32,199 @@ struct Cli {
 pub enum Format {
     Table,
     Json,
+    Yaml,
 }
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Services and their live instances (from Root).
+    Services,
+    /// Address pools.
+    Network {
+        #[command(subcommand)]
+        command: ListOnly,
+    },
+    /// The topology: show it, apply a file (a merge), or see what a file would change.
+    Topology {
+        #[command(subcommand)]
+        command: TopologyCommand,
+    },
+    /// Hosts (nodes, hypervisors).
+    Host {
+        #[command(subcommand)]
+        command: HostCommand,
+    },
+    /// Tenants (OpenStack projects, Kubernetes namespaces).
+    Tenant {
+        #[command(subcommand)]
+        command: TenantCommand,
+    },
+    /// Segments of a tenant.
+    Segment {
+        #[command(subcommand)]
+        command: SegmentCommand,
+    },
+    /// Endpoint addresses.
+    Address {
+        #[command(subcommand)]
+        command: AddressCommand,
+    },
+    /// Blocks of addresses and who owns them.
+    Block {
+        #[command(subcommand)]
+        command: ListOnly,
+    },
+    /// Ranges nobody may be given.
+    Blackout {
+        #[command(subcommand)]
+        command: BlackoutCommand,
+    },
+    /// Romana policies.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
+    /// The routes a host installs (the route manager's answer).
+    Routes { host: String },
     /// Address management without a running romanad.
     Ipam {
         #[command(subcommand)]
         command: IpamCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ListOnly {
+    List,
+}
+
+#[derive(Subcommand, Debug)]
+enum TopologyCommand {
+    Show,
+    /// Apply a topology file (JSON or YAML); existing hosts and addresses are kept.
+    Apply {
+        #[arg(short = 'f', long)]
+        file: PathBuf,
+    },
+    /// Networks and groups a file would add (+) or remove (-); exits 1 if anything changes.
+    Diff {
+        #[arg(short = 'f', long)]
+        file: PathBuf,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum HostCommand {
+    List,
+    Add {
+        name: String,
+        ip: String,
+        #[arg(long)]
+        agent_port: Option<u16>,
+        /// KEY=VALUE, repeatable; matched against group assignments.
+        #[arg(long = "tag")]
+        tags: Vec<String>,
+    },
+    Show {
+        name: String,
+    },
+    /// Remove a host, releasing its addresses.
+    Remove {
+        name: String,
+    },
+    /// Replace a host's tags (KEY=VALUE ...).
+    Tags {
+        name: String,
+        tags: Vec<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum TenantCommand {
+    List,
+    Create {
+        name: String,
+        #[arg(short = 'i', long, default_value = "")]
+        external_id: String,
+        #[arg(long = "label")]
+        labels: Vec<String>,
+    },
+    Show {
+        name: String,
+    },
+    Delete {
+        name: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum SegmentCommand {
+    List {
+        tenant: String,
+    },
+    Add {
+        tenant: String,
+        name: String,
+        #[arg(short = 'i', long, default_value = "")]
+        external_id: String,
+        #[arg(long = "label")]
+        labels: Vec<String>,
+    },
+    Remove {
+        tenant: String,
+        name: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum AddressCommand {
+    List {
+        #[arg(long)]
+        host: Option<String>,
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+    /// Allocate an address (idempotent by name).
+    Allocate {
+        name: String,
+        #[arg(long)]
+        host: String,
+        #[arg(long, default_value = "")]
+        tenant: String,
+        #[arg(long, default_value = "")]
+        segment: String,
+        /// Pin this exact address.
+        #[arg(long)]
+        ip: Option<String>,
+        /// Makes a retried request idempotent even under another name.
+        #[arg(long)]
+        request_token: Option<String>,
+    },
+    /// Show an allocation by name or address.
+    Show { key: String },
+    /// Release an address by name or address.
+    Release { key: String },
+}
+
+#[derive(Subcommand, Debug)]
+enum BlackoutCommand {
+    List,
+    Add { cidr: String },
+    Remove { cidr: String },
+}
+
+#[derive(Subcommand, Debug)]
+enum PolicyCommand {
+    List,
+    /// Add policies from a file (or - for stdin): one policy, a list, or {"securitypolicies": [...]}.
+    Add {
+        file: PathBuf,
+    },
+    Show {
+        id: String,
+    },
+    Remove {
+        id: String,
     },
 }
 
@@ -57,21 +252,112 @@ enum IpamCommand {
     },
 }
 
+async fn run(cli: Cli) -> anyhow::Result<bool> {
+    let file = config::load(cli.config.as_deref())?;
+    let format = cli.output.unwrap_or(match file.output.as_deref() {
+        Some("json") => Format::Json,
+        Some("yaml") => Format::Yaml,
+        _ => Format::Table,
+    });
+    if let Command::Ipam {
+        command: IpamCommand::Plan { file, hosts_per_group, endpoints_per_host, tenants, limit },
+    } = cli.command
+    {
+        plan::run(&plan::Options { file, hosts_per_group, endpoints_per_host, tenants, limit }, format)?;
+        return Ok(true);
+    }
+    let c = Client::new(config::endpoints(cli.endpoint.as_deref(), &file));
+    use commands as x;
+    let f = format;
+    match cli.command {
+        Command::Services => x::services(&c, f).await?,
+        Command::Network { command: ListOnly::List } => x::networks(&c, f).await?,
+        Command::Topology { command } => match command {
+            TopologyCommand::Show => x::topology_show(&c, f).await?,
+            TopologyCommand::Apply { file } => x::topology_apply(&c, f, &file).await?,
+            TopologyCommand::Diff { file } => return Ok(!x::topology_diff(&c, &file).await?),
+        },
+        Command::Host { command } => match command {
+            HostCommand::List => x::host_list(&c, f).await?,
+            HostCommand::Add { name, ip, agent_port, tags } => {
+                x::host_add(&c, f, &name, &ip, agent_port, &tags).await?
+            }
+            HostCommand::Show { name } => x::host_show(&c, f, &name).await?,
+            HostCommand::Remove { name } => x::host_remove(&c, f, &name).await?,
+            HostCommand::Tags { name, tags } => x::host_tags(&c, f, &name, &tags).await?,
+        },
+        Command::Tenant { command } => match command {
+            TenantCommand::List => x::tenant_list(&c, f).await?,
+            TenantCommand::Create { name, external_id, labels } => {
+                x::tenant_create(&c, f, &name, &external_id, &labels).await?
+            }
+            TenantCommand::Show { name } => x::tenant_show(&c, f, &name).await?,
+            TenantCommand::Delete { name } => x::tenant_delete(&c, &name).await?,
+        },
+        Command::Segment { command } => match command {
+            SegmentCommand::List { tenant } => x::segment_list(&c, f, &tenant).await?,
+            SegmentCommand::Add { tenant, name, external_id, labels } => {
+                x::segment_add(&c, f, &tenant, &name, &external_id, &labels).await?
+            }
+            SegmentCommand::Remove { tenant, name } => x::segment_remove(&c, &tenant, &name).await?,
+        },
+        Command::Address { command } => match command {
+            AddressCommand::List { host, tenant } => {
+                x::address_list(&c, f, host.as_deref(), tenant.as_deref()).await?
+            }
+            AddressCommand::Allocate { name, host, tenant, segment, ip, request_token } => {
+                x::address_allocate(
+                    &c,
+                    f,
+                    &name,
+                    &host,
+                    &tenant,
+                    &segment,
+                    ip.as_deref(),
+                    request_token.as_deref(),
+                )
+                .await?
+            }
+            AddressCommand::Show { key } => x::address_show(&c, f, &key).await?,
+            AddressCommand::Release { key } => x::address_release(&c, f, &key).await?,
+        },
+        Command::Block { command: ListOnly::List } => x::block_list(&c, f).await?,
+        Command::Blackout { command } => match command {
+            BlackoutCommand::List => x::blackout_list(&c, f).await?,
+            BlackoutCommand::Add { cidr } => x::blackout_add(&c, &cidr).await?,
+            BlackoutCommand::Remove { cidr } => x::blackout_remove(&c, &cidr).await?,
+        },
+        Command::Policy { command } => match command {
+            PolicyCommand::List => x::policy_list(&c, f).await?,
+            PolicyCommand::Add { file } => x::policy_add(&c, f, &file).await?,
+            PolicyCommand::Show { id } => x::policy_show(&c, f, &id).await?,
+            PolicyCommand::Remove { id } => x::policy_remove(&c, &id).await?,
+        },
+        Command::Routes { host } => x::routes(&c, f, &host).await?,
+        Command::Ipam { .. } => unreachable!("handled above"),
+    }
+    Ok(true)
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let result = match cli.command {
-        Command::Ipam {
-            command: IpamCommand::Plan { file, hosts_per_group, endpoints_per_host, tenants, limit },
-        } => plan::run(
-            &plan::Options { file, hosts_per_group, endpoints_per_host, tenants, limit },
-            cli.output,
-        ),
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("romana: cannot start: {e}");
+            return ExitCode::FAILURE;
+        }
     };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
+    match rt.block_on(run(cli)) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
         Err(e) => {
             eprintln!("romana: {e:#}");
-            ExitCode::FAILURE
+            // 3: romanad unreachable; 1: anything else (the API's message says what).
+            match e.downcast_ref::<ClientError>() {
+                Some(ClientError::Unreachable { .. }) => ExitCode::from(3),
+                _ => ExitCode::FAILURE,
+            }
         }
     }
 }

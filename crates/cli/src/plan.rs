@@ -99,12 +99,12 @@ pub fn run(o: &Options, format: Format) -> Result<()> {
     let mut ipam = Ipam::new(spec).with_context(|| format!("checking {}", o.file.display()))?;
     simulate(&mut ipam, o)?;
     match format {
-        Format::Json => print_json(&ipam),
+        Format::Json | Format::Yaml => print_json(&ipam, format),
         Format::Table => print_tables(&ipam, o),
     }
 }
 
-fn print_json(ipam: &Ipam) -> Result<()> {
+fn print_json(ipam: &Ipam, format: Format) -> Result<()> {
     let hosts: Vec<_> = ipam
         .hosts()
         .iter()
@@ -131,7 +131,10 @@ fn print_json(ipam: &Ipam) -> Result<()> {
             "routes": g.routes.iter().map(|x| json!({"dest": x.dest.to_string(), "target": target_text(&x.target)})).collect::<Vec<_>>(),
         })).collect::<Vec<_>>(),
     });
-    println!("{}", serde_json::to_string_pretty(&out)?);
+    match format {
+        Format::Yaml => print!("{}", serde_saphyr::to_string(&out)?),
+        _ => println!("{}", serde_json::to_string_pretty(&out)?),
+    }
     Ok(())
 }
 

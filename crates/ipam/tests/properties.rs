@@ -1,5 +1,6 @@
 //! Property tests of the IPAM core: uniqueness, lowest-free reuse, exact carving, determinism and
 //! route aggregation that sends every allocated address to its host.
+#![allow(clippy::unwrap_used)]
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;

@@ -1,4 +1,5 @@
 //! Black-box REST tests of every service, on the embedded store and on etcd.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 
@@ -31,7 +32,13 @@ fn host(name: &str, ip: &str, tags: &[(&str, &str)]) -> HostRequest {
 }
 
 fn addr(name: &str, host: &str, tenant: &str) -> AddressRequest {
-    AddressRequest { name: name.into(), host: host.into(), tenant: tenant.into(), segment: "default".into(), ip: None }
+    AddressRequest {
+        name: name.into(),
+        host: host.into(),
+        tenant: tenant.into(),
+        segment: "default".into(),
+        ip: None,
+    }
 }
 
 /// One walk through every service.
@@ -49,33 +56,91 @@ async fn exercise(url: &str) {
     assert_eq!(raw(url, reqwest::Method::GET, "/config/ipam", None).await.1["x"], 1);
 
     // Tenants and segments, numbered.
-    let t = c.create_tenant(&TenantRequest { name: "red".into(), external_id: "proj-1".into(), labels: BTreeMap::new() }).await.expect("tenant");
-    let blue = c.create_tenant(&TenantRequest { name: "blue".into(), external_id: String::new(), labels: BTreeMap::new() }).await.expect("tenant");
+    let t = c
+        .create_tenant(&TenantRequest {
+            name: "red".into(),
+            external_id: "proj-1".into(),
+            labels: BTreeMap::new(),
+        })
+        .await
+        .expect("tenant");
+    let blue = c
+        .create_tenant(&TenantRequest {
+            name: "blue".into(),
+            external_id: String::new(),
+            labels: BTreeMap::new(),
+        })
+        .await
+        .expect("tenant");
     assert_eq!((t.number, blue.number), (0, 1));
-    let dup = c.create_tenant(&TenantRequest { name: "red".into(), external_id: String::new(), labels: BTreeMap::new() }).await;
+    let dup = c
+        .create_tenant(&TenantRequest {
+            name: "red".into(),
+            external_id: String::new(),
+            labels: BTreeMap::new(),
+        })
+        .await;
     assert_eq!(dup.unwrap_err().status(), Some(409));
     assert_eq!(c.tenant("proj-1").await.expect("by external id").name, "red");
-    let bad = c.create_tenant(&TenantRequest { name: "a b".into(), external_id: String::new(), labels: BTreeMap::new() }).await;
+    let bad = c
+        .create_tenant(&TenantRequest {
+            name: "a b".into(),
+            external_id: String::new(),
+            labels: BTreeMap::new(),
+        })
+        .await;
     assert_eq!(bad.unwrap_err().status(), Some(422));
-    let s1 = c.add_segment("red", &SegmentRequest { name: "web".into(), external_id: String::new(), labels: BTreeMap::new() }).await.expect("seg");
-    let s2 = c.add_segment("red", &SegmentRequest { name: "db".into(), external_id: String::new(), labels: BTreeMap::new() }).await.expect("seg");
+    let s1 = c
+        .add_segment(
+            "red",
+            &SegmentRequest { name: "web".into(), external_id: String::new(), labels: BTreeMap::new() },
+        )
+        .await
+        .expect("seg");
+    let s2 = c
+        .add_segment(
+            "red",
+            &SegmentRequest { name: "db".into(), external_id: String::new(), labels: BTreeMap::new() },
+        )
+        .await
+        .expect("seg");
     assert_eq!((s1.number, s2.number), (0, 1));
     assert_eq!(c.segments("red").await.expect("segments").len(), 2);
     assert_eq!(c.tenant("nope").await.unwrap_err().status(), Some(404));
 
     // Topology and hosts.
-    let topo: TopologyRequest = serde_json::from_str(&std::fs::read_to_string(common::topology_file("multi-zone.json")).expect("file")).expect("json");
+    let topo: TopologyRequest = serde_json::from_str(
+        &std::fs::read_to_string(common::topology_file("multi-zone.json")).expect("file"),
+    )
+    .expect("json");
     c.apply_topology(&topo).await.expect("topology");
     assert_eq!(c.networks().await.expect("networks")[0].cidr, "10.111.0.0/16");
-    let h1 = c.add_host(&host("h1", "192.168.1.1", &[("zone", "zone-a"), ("rack", "zone-a-rack-1")])).await.expect("h1");
+    let h1 = c
+        .add_host(&host("h1", "192.168.1.1", &[("zone", "zone-a"), ("rack", "zone-a-rack-1")]))
+        .await
+        .expect("h1");
     assert_eq!(h1.placements[0].group, "/zone-a/zone-a-rack-1");
-    c.add_host(&host("h2", "192.168.1.2", &[("zone", "zone-a"), ("rack", "zone-a-rack-1")])).await.expect("h2");
-    assert_eq!(c.add_host(&host("h3", "192.168.1.1", &[("zone", "zone-a")])).await.unwrap_err().status(), Some(409));
-    assert_eq!(c.add_host(&host("h4", "192.168.1.4", &[])).await.unwrap_err().status(), Some(422), "fits no group");
+    c.add_host(&host("h2", "192.168.1.2", &[("zone", "zone-a"), ("rack", "zone-a-rack-1")]))
+        .await
+        .expect("h2");
+    assert_eq!(
+        c.add_host(&host("h3", "192.168.1.1", &[("zone", "zone-a")])).await.unwrap_err().status(),
+        Some(409)
+    );
+    assert_eq!(
+        c.add_host(&host("h4", "192.168.1.4", &[])).await.unwrap_err().status(),
+        Some(422),
+        "fits no group"
+    );
     assert_eq!(c.add_host(&host("h5", "not-an-ip", &[])).await.unwrap_err().status(), Some(422));
     let rendered = c.topology().await.expect("topology");
     assert_eq!(rendered.topologies[0].map[0].cidr.as_deref(), Some("10.111.0.0/17"));
-    let tags = TagsRequest { tags: [("zone", "zone-b"), ("rack", "zone-a-rack-1")].iter().map(|(k, v)| (k.to_string(), v.to_string())).collect() };
+    let tags = TagsRequest {
+        tags: [("zone", "zone-b"), ("rack", "zone-a-rack-1")]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    };
     assert_eq!(c.set_tags("h2", &tags).await.unwrap_err().status(), Some(422), "tags may not move a host");
 
     // Addresses: idempotent by name, lowest free, release by name or address.
@@ -87,7 +152,16 @@ async fn exercise(url: &str) {
     assert_eq!(a2.ip, "10.111.0.8");
     // A retried POST with the same token returns the first answer.
     assert_eq!(c.allocate(&addr("p2-retry", "h2", "red"), Some("tok-1")).await.expect("retry").name, "p2");
-    assert_eq!(raw(url, reqwest::Method::POST, "/address", Some(r#"{"name":"p3","host":"h1","tenant":"red","segment":"default"}"#)).await, (200, serde_json::json!("10.111.0.1")));
+    assert_eq!(
+        raw(
+            url,
+            reqwest::Method::POST,
+            "/address",
+            Some(r#"{"name":"p3","host":"h1","tenant":"red","segment":"default"}"#)
+        )
+        .await,
+        (200, serde_json::json!("10.111.0.1"))
+    );
     assert_eq!(c.address("10.111.0.1").await.expect("by ip").name, "p3");
     assert_eq!(c.blocks().await.expect("blocks").blocks.len(), 2);
     assert_eq!(raw(url, reqwest::Method::DELETE, "/address?addressName=p3", None).await.0, 200);
@@ -129,7 +203,11 @@ async fn exercise(url: &str) {
         }
     }
     c.allocate(&addr("p9", "h1", "blue"), None).await.expect("p9");
-    let ev = tokio::time::timeout(std::time::Duration::from_secs(5), w.recv()).await.expect("in time").expect("open").expect("ok");
+    let ev = tokio::time::timeout(std::time::Duration::from_secs(5), w.recv())
+        .await
+        .expect("in time")
+        .expect("open")
+        .expect("ok");
     assert_eq!((ev.kind.as_str(), ev.key.as_str()), ("put", "ipam/names/p9"));
     let mut again = c.watch("ipam/names/", synced_at).await.expect("resume");
     let ev = again.recv().await.expect("open").expect("ok");
@@ -147,7 +225,12 @@ async fn exercise(url: &str) {
     assert_eq!(raw(url, reqwest::Method::PATCH, "/hosts", None).await.0, 405);
     let (s, b) = raw(url, reqwest::Method::POST, "/hosts", Some("{\"name\":1}")).await;
     assert_eq!((s, b["error"].as_str()), (400, Some("bad_request")));
-    assert_eq!(raw(url, reqwest::Method::POST, "/hosts", Some("{\"name\":\"x\",\"ip\":\"1.2.3.4\",\"color\":1}")).await.0, 400);
+    assert_eq!(
+        raw(url, reqwest::Method::POST, "/hosts", Some("{\"name\":\"x\",\"ip\":\"1.2.3.4\",\"color\":1}"))
+            .await
+            .0,
+        400
+    );
     let huge = format!("{{\"name\":\"{}\"}}", "x".repeat(5 << 20));
     assert_eq!(raw(url, reqwest::Method::POST, "/tenants", Some(&huge)).await.0, 413);
     let (s, body) = raw(url, reqwest::Method::GET, "/openapi.json", None).await;
@@ -184,10 +267,21 @@ async fn every_route_in_the_table_is_served() {
     let dir = TempDir::new("api-table");
     let d = common::embedded(&dir, &[]);
     for r in romana_services::table::ROUTES {
-        let path = r.path.replace("{service}", "ipam").replace("{tenant}", "t").replace("{segment}", "s").replace("{network}", "n")
-            .replace("{host}", "h").replace("{name}", "x").replace("{id}", "i");
+        let path = r
+            .path
+            .replace("{service}", "ipam")
+            .replace("{tenant}", "t")
+            .replace("{segment}", "s")
+            .replace("{network}", "n")
+            .replace("{host}", "h")
+            .replace("{name}", "x")
+            .replace("{id}", "i");
         let method = reqwest::Method::from_bytes(r.method.as_bytes()).expect("method");
-        let resp = reqwest::Client::new().request(method, format!("{}{path}", d.url)).timeout(std::time::Duration::from_secs(2)).send().await;
+        let resp = reqwest::Client::new()
+            .request(method, format!("{}{path}", d.url))
+            .timeout(std::time::Duration::from_secs(2))
+            .send()
+            .await;
         let Ok(resp) = resp else { continue }; // the watch stream stays open: served
         let status = resp.status().as_u16();
         let body: serde_json::Value = resp.json().await.unwrap_or_default();

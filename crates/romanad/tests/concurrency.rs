@@ -1,6 +1,7 @@
 //! Concurrency and crashes: parallel clients never get a duplicate or lose an allocation, two
 //! replicas on one etcd agree, and `kill -9` in the middle loses nothing acknowledged and leaves
 //! nothing half-allocated.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 
@@ -21,7 +22,13 @@ async fn setup(c: &Client, hosts: usize) {
     let topo: TopologyRequest = serde_json::from_str(FLAT).expect("topology");
     c.apply_topology(&topo).await.expect("topology");
     for h in 0..hosts {
-        let req = HostRequest { name: format!("h{h}"), ip: format!("192.168.7.{}", h + 1), agent_port: None, tags: BTreeMap::new(), k8s_info: None };
+        let req = HostRequest {
+            name: format!("h{h}"),
+            ip: format!("192.168.7.{}", h + 1),
+            agent_port: None,
+            tags: BTreeMap::new(),
+            k8s_info: None,
+        };
         c.add_host(&req).await.expect("host");
     }
 }
@@ -36,7 +43,13 @@ async fn storm(urls: &[String], clients: usize, per: usize) -> Vec<(String, Stri
             let mut got = Vec::new();
             for i in 0..per {
                 let name = format!("c{t}-{i}");
-                let req = AddressRequest { name: name.clone(), host: format!("h{}", (t + i) % 4), tenant: format!("t{}", t % 3), segment: String::new(), ip: None };
+                let req = AddressRequest {
+                    name: name.clone(),
+                    host: format!("h{}", (t + i) % 4),
+                    tenant: format!("t{}", t % 3),
+                    segment: String::new(),
+                    ip: None,
+                };
                 let a = c.allocate(&req, None).await.unwrap_or_else(|e| panic!("{name}: {e}"));
                 got.push((name, a.ip));
             }
@@ -98,8 +111,10 @@ async fn two_replicas_on_one_etcd_agree() {
         }
         assert_eq!(n, 1000, "replica {url} sees every allocation");
     }
-    let la: BTreeSet<(String, String)> = common::client(&a.url).addresses("").await.expect("a").into_iter().map(|x| (x.name, x.ip)).collect();
-    let lb: BTreeSet<(String, String)> = common::client(&b.url).addresses("").await.expect("b").into_iter().map(|x| (x.name, x.ip)).collect();
+    let la: BTreeSet<(String, String)> =
+        common::client(&a.url).addresses("").await.expect("a").into_iter().map(|x| (x.name, x.ip)).collect();
+    let lb: BTreeSet<(String, String)> =
+        common::client(&b.url).addresses("").await.expect("b").into_iter().map(|x| (x.name, x.ip)).collect();
     assert_eq!(la, lb);
     assert_eq!(la, all.into_iter().collect());
 }
@@ -117,7 +132,13 @@ async fn kill_9_in_the_middle_loses_nothing_acknowledged() {
         tasks.push(tokio::spawn(async move {
             for i in 0..10_000 {
                 let name = format!("k{t}-{i}");
-                let req = AddressRequest { name: name.clone(), host: format!("h{}", i % 4), tenant: "t".into(), segment: String::new(), ip: None };
+                let req = AddressRequest {
+                    name: name.clone(),
+                    host: format!("h{}", i % 4),
+                    tenant: "t".into(),
+                    segment: String::new(),
+                    ip: None,
+                };
                 match c.allocate(&req, None).await {
                     Ok(a) => acked.lock().expect("lock").push((name, a.ip)),
                     Err(_) => return,
@@ -136,7 +157,8 @@ async fn kill_9_in_the_middle_loses_nothing_acknowledged() {
     // Every acknowledged allocation is there after a restart, at the same address.
     d.restart().expect("restart");
     let c = common::client(&d.url);
-    let listed: BTreeMap<String, String> = c.addresses("").await.expect("list").into_iter().map(|a| (a.name, a.ip)).collect();
+    let listed: BTreeMap<String, String> =
+        c.addresses("").await.expect("list").into_iter().map(|a| (a.name, a.ip)).collect();
     for (name, ip) in &acked {
         assert_eq!(listed.get(name), Some(ip), "acknowledged {name} survived");
     }

@@ -483,10 +483,7 @@ impl Actor {
     }
 
     /// Tenant and segment numbers for classic networks, created on first use.
-    async fn numbers(
-        &self,
-        allocs: &[PendingAlloc],
-    ) -> ApiResult<()> {
+    async fn numbers(&self, allocs: &[PendingAlloc]) -> ApiResult<()> {
         let missing: Vec<(String, String)> = {
             let s = read_lock(&self.view);
             if s.ipam.classic_networks().is_empty() {
@@ -513,10 +510,7 @@ impl Actor {
         Ok(())
     }
 
-    async fn allocate(
-        &self,
-        mut allocs: Vec<PendingAlloc>,
-    ) {
+    async fn allocate(&self, mut allocs: Vec<PendingAlloc>) {
         if let Err(e) = self.numbers(&allocs).await {
             for (.., reply) in allocs {
                 let _ = reply.send(Err(e.clone()));
@@ -656,11 +650,7 @@ impl Actor {
         self.finish(allocs, results);
     }
 
-    fn finish(
-        &self,
-        allocs: Vec<PendingAlloc>,
-        results: Vec<ApiResult<Allocation>>,
-    ) {
+    fn finish(&self, allocs: Vec<PendingAlloc>, results: Vec<ApiResult<Allocation>>) {
         for ((.., reply), r) in allocs.into_iter().zip(results) {
             let _ = reply.send(r);
         }

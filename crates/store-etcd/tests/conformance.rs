@@ -1,4 +1,5 @@
 //! The store conformance suite against a real etcd (Debian etcd-server 3.4) started for this test.
+#![allow(clippy::unwrap_used)]
 
 use std::sync::Arc;
 

@@ -1,4 +1,5 @@
 //! The conformance suite against the memory and embedded backends, and crash recovery of the embedded log.
+#![allow(clippy::unwrap_used)]
 
 use std::sync::Arc;
 

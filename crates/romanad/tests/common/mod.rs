@@ -29,7 +29,8 @@ pub fn etcd(tag: &str) -> EtcdServer {
 
 /// A romanad process on etcd under `prefix`.
 pub fn on_etcd(etcd: &EtcdServer, prefix: &str, extra: &[&str]) -> Romanad {
-    let mut args = vec!["--etcd-endpoints".to_owned(), etcd.endpoint.clone(), "--prefix".to_owned(), prefix.to_owned()];
+    let mut args =
+        vec!["--etcd-endpoints".to_owned(), etcd.endpoint.clone(), "--prefix".to_owned(), prefix.to_owned()];
     args.extend(extra.iter().map(|s| s.to_string()));
     Romanad::start(Path::new(BIN), &args).expect("romanad starts")
 }
