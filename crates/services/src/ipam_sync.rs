@@ -191,12 +191,18 @@ impl Synced {
 
     /// Applies one stored key-value (a watch event, a refresh or the initial load).
     fn apply(&mut self, keys: &Keys, kind: EventKind, kv: &KeyValue) {
+        self.revision = self.revision.max(kv.mod_revision);
+        let rel = keys.relative(&kv.key);
+        // Only these keys shape the IPAM; names, tokens, policies and the rest are not tracked.
+        let tracked =
+            ["ipam/topology", "ipam/hosts/", "ipam/blocks/", "ipam/blackouts/", "tenants/", "segments/"];
+        if !tracked.iter().any(|t| rel.starts_with(t)) {
+            return;
+        }
         if self.applied.get(&kv.key).is_some_and(|r| *r >= kv.mod_revision) {
             return;
         }
         self.applied.insert(kv.key.clone(), kv.mod_revision);
-        self.revision = self.revision.max(kv.mod_revision);
-        let rel = keys.relative(&kv.key);
         let put = kind == EventKind::Put;
         let result: Result<(), String> = if rel == "ipam/topology" {
             self.apply_topology(put, &kv.value)
@@ -588,9 +594,6 @@ impl Actor {
                         s.applied.insert(key.clone(), r.revision);
                         s.committed.insert(key, (r.revision, rec));
                     }
-                    for a in &fresh {
-                        s.applied.insert(self.keys.name(a.name.as_str()), r.revision);
-                    }
                     drop(s);
                     return self.finish(allocs, results);
                 }
@@ -703,7 +706,6 @@ impl Actor {
                 Ok(r) if r.succeeded => {
                     let mut s = self.write();
                     s.applied.insert(block_key.clone(), r.revision);
-                    s.applied.insert(self.keys.name(allocation.name.as_str()), r.revision);
                     if rec.addresses.is_empty() {
                         s.committed.remove(&block_key);
                     } else {

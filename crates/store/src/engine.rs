@@ -57,12 +57,36 @@ pub(crate) struct Snapshot {
     pub kvs: Vec<KeyValue>,
 }
 
+/// A stored value (the key lives in the map, once).
+#[derive(Debug, Clone)]
+struct Stored {
+    value: Vec<u8>,
+    create_revision: Revision,
+    mod_revision: Revision,
+    version: i64,
+    lease: LeaseId,
+}
+
+impl Stored {
+    fn kv(&self, key: &str) -> KeyValue {
+        KeyValue {
+            key: key.to_owned(),
+            value: self.value.clone(),
+            create_revision: self.create_revision,
+            mod_revision: self.mod_revision,
+            version: self.version,
+            lease: self.lease,
+        }
+    }
+}
+
 #[derive(Debug)]
 pub(crate) struct Engine {
-    kv: BTreeMap<String, KeyValue>,
+    kv: BTreeMap<String, Stored>,
     revision: Revision,
     history: VecDeque<Event>,
     history_limit: usize,
+    history_bytes: usize,
     /// Watches may start at this revision or later.
     oldest: Revision,
     leases: BTreeMap<LeaseId, Lease>,
@@ -70,7 +94,14 @@ pub(crate) struct Engine {
     watchers: Vec<Watcher>,
 }
 
+/// Watches can resume within the last 100,000 changes, kept to at most 4 MiB of keys and values
+/// (older revisions answer "compacted" and the watcher lists again).
 const DEFAULT_HISTORY: usize = 100_000;
+const HISTORY_MAX_BYTES: usize = 4 << 20;
+
+fn event_bytes(e: &Event) -> usize {
+    e.kv.key.len() + e.kv.value.len() + std::mem::size_of::<Event>()
+}
 
 impl Engine {
     pub fn new() -> Engine {
@@ -79,6 +110,7 @@ impl Engine {
             revision: 0,
             history: VecDeque::new(),
             history_limit: DEFAULT_HISTORY,
+            history_bytes: 0,
             oldest: 1,
             leases: BTreeMap::new(),
             next_lease: 1,
@@ -91,14 +123,14 @@ impl Engine {
     }
 
     pub fn get(&self, key: &str) -> Option<KeyValue> {
-        self.kv.get(key).cloned()
+        self.kv.get(key).map(|s| s.kv(key))
     }
 
     pub fn range(&self, prefix: &str) -> Vec<KeyValue> {
         self.kv
             .range(prefix.to_owned()..)
             .take_while(|(k, _)| k.starts_with(prefix))
-            .map(|(_, v)| v.clone())
+            .map(|(k, v)| v.kv(k))
             .collect()
     }
 
@@ -134,7 +166,11 @@ impl Engine {
                     }
                 }
                 Op::DeletePrefix { prefix } => {
-                    writes.extend(self.range(prefix).into_iter().map(|kv| Write::Delete { key: kv.key }));
+                    let keys = self
+                        .kv
+                        .range(prefix.to_owned()..)
+                        .take_while(|(k, _)| k.starts_with(prefix.as_str()));
+                    writes.extend(keys.map(|(k, _)| Write::Delete { key: k.clone() }));
                 }
             }
         }
@@ -152,8 +188,7 @@ impl Engine {
             match w {
                 Write::Put { key, value, lease } => {
                     let prev = self.kv.get(key);
-                    let kv = KeyValue {
-                        key: key.clone(),
+                    let stored = Stored {
                         value: value.clone(),
                         create_revision: prev.map_or(revision, |p| p.create_revision),
                         mod_revision: revision,
@@ -168,15 +203,15 @@ impl Engine {
                     if let Some(l) = self.leases.get_mut(lease) {
                         l.keys.insert(key.clone());
                     }
-                    self.kv.insert(key.clone(), kv.clone());
-                    events.push(Event { kind: EventKind::Put, kv });
+                    events.push(Event { kind: EventKind::Put, kv: stored.kv(key) });
+                    self.kv.insert(key.clone(), stored);
                 }
                 Write::Delete { key } => {
                     if let Some(old) = self.kv.remove(key) {
                         if let Some(l) = self.leases.get_mut(&old.lease) {
                             l.keys.remove(key);
                         }
-                        let kv = KeyValue { value: Vec::new(), mod_revision: revision, ..old };
+                        let kv = KeyValue { value: Vec::new(), mod_revision: revision, ..old.kv(key) };
                         events.push(Event { kind: EventKind::Delete, kv });
                     }
                 }
@@ -195,11 +230,13 @@ impl Engine {
                 events.iter().filter(|e| e.kv.key.starts_with(&w.prefix)).cloned().collect();
             mine.is_empty() || w.tx.send(Ok(mine)).is_ok()
         });
+        self.history_bytes += events.iter().map(event_bytes).sum::<usize>();
         self.history.extend(events);
-        while self.history.len() > self.history_limit {
-            if let Some(e) = self.history.pop_front() {
-                self.oldest = e.kv.mod_revision + 1;
-            }
+        while self.history.len() > self.history_limit || self.history_bytes > HISTORY_MAX_BYTES {
+            let Some(e) = self.history.pop_front() else { break };
+            self.history_bytes -= event_bytes(&e);
+            // A revision is resumable only if all of its events are still here.
+            self.oldest = e.kv.mod_revision + 1;
         }
     }
 
@@ -284,16 +321,30 @@ impl Engine {
             revision: self.revision,
             next_lease: self.next_lease,
             leases: self.leases.iter().map(|(id, l)| (*id, l.ttl)).collect(),
-            kvs: self.kv.values().cloned().collect(),
+            kvs: self.kv.iter().map(|(k, v)| v.kv(k)).collect(),
         }
     }
 
     /// Rebuilds from a snapshot; leases restart their full TTL (as etcd does after a restart).
     pub fn restore(&mut self, s: &Snapshot, now: Instant) {
-        self.kv = s.kvs.iter().map(|kv| (kv.key.clone(), kv.clone())).collect();
+        self.kv = s
+            .kvs
+            .iter()
+            .map(|kv| {
+                let stored = Stored {
+                    value: kv.value.clone(),
+                    create_revision: kv.create_revision,
+                    mod_revision: kv.mod_revision,
+                    version: kv.version,
+                    lease: kv.lease,
+                };
+                (kv.key.clone(), stored)
+            })
+            .collect();
         self.revision = s.revision;
         self.oldest = s.revision + 1;
         self.history.clear();
+        self.history_bytes = 0;
         self.next_lease = s.next_lease;
         self.leases = s
             .leases
