@@ -117,6 +117,28 @@ async fn two_replicas_on_one_etcd_agree() {
         common::client(&b.url).addresses("").await.expect("b").into_iter().map(|x| (x.name, x.ip)).collect();
     assert_eq!(la, lb);
     assert_eq!(la, all.into_iter().collect());
+
+    // A client given both replicas fails over when one dies, and Root no longer lists it.
+    let both = Client::new(vec![a.url.clone(), b.url.clone()]);
+    let mut a = a;
+    a.kill9();
+    let req = AddressRequest {
+        name: "after-failover".into(),
+        host: "h0".into(),
+        tenant: "t0".into(),
+        segment: String::new(),
+        ip: None,
+    };
+    assert!(both.allocate(&req, None).await.is_ok(), "allocation through the surviving replica");
+    let mut listed = usize::MAX;
+    for _ in 0..150 {
+        listed = both.discover("ipam").await.expect("discover").len();
+        if listed == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(listed, 1, "the dead replica's registration expires with its lease");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,5 +1,5 @@
 //! The IPAM acceptance cases (`tests/data/ipam`, Romana 2.0's test data and ours) driven through
-//! REST against a fresh romanad each: the same expectations hold end to end. Cases that need the
+//! REST against a fresh romanad (on the embedded store) each: the same expectations hold end to end. Cases that need the
 //! core's explicit classic numbering are covered by the core tests only.
 #![allow(clippy::unwrap_used)]
 
@@ -12,7 +12,6 @@ use std::sync::Arc;
 use romana_api::rest::{AddressRequest, HostRequest, TagsRequest};
 use romana_api::topology::{GroupOrHost, TopologyRequest};
 use romana_client::{Client, ClientError};
-use romana_store::MemStore;
 use serde_json::Value;
 
 const UNSUPPORTED: &[&str] = &["classic_numbers", "expect_classic", "expect_gateway", "expect_revision"];
@@ -244,7 +243,9 @@ async fn ipam_cases_through_rest() {
         if steps.iter().any(|st| UNSUPPORTED.contains(&s(st, "op"))) {
             continue;
         }
-        let (url, server) = common::serve(Arc::new(MemStore::new())).await;
+        let dir = romana_tests_support::TempDir::new("cases");
+        let store = romana_store::EmbeddedStore::open(dir.path()).await.expect("store");
+        let (url, server) = common::serve(Arc::new(store)).await;
         let c = common::client(&url);
         let topo: Result<TopologyRequest, _> = serde_json::from_value(case["topology"].clone());
         let applied = match topo {

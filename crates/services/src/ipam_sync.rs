@@ -28,7 +28,17 @@ use crate::keys::Keys;
 const MAX_TXN_OPS: usize = 120;
 /// Allocations batched into one transaction.
 const MAX_BATCH: usize = 32;
-const MAX_ATTEMPTS: usize = 12;
+const MAX_ATTEMPTS: usize = 40;
+
+/// A short random pause before retrying after a conflict, so that two replicas racing for the
+/// same blocks stop colliding (up to about 1 ms times the attempt number).
+fn backoff(attempt: usize) -> std::time::Duration {
+    let noise = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos()) as u64;
+    let cap = 1_000 * attempt.min(20) as u64;
+    std::time::Duration::from_micros(noise % cap.max(1))
+}
 
 /// The replica's view: readers take it briefly; only the actor writes.
 #[derive(Debug)]
@@ -615,6 +625,7 @@ impl Actor {
                         return self.fail_fresh(allocs, results, &fresh, e.into());
                     }
                     tracing::debug!(attempt, "allocation conflicted with another replica; retrying");
+                    tokio::time::sleep(backoff(attempt)).await;
                 }
                 Err(e) => {
                     self.rollback(&fresh);
@@ -684,7 +695,7 @@ impl Actor {
     }
 
     async fn release(&self, key: &str) -> ApiResult<Released> {
-        for _ in 0..MAX_ATTEMPTS {
+        for attempt in 1..=MAX_ATTEMPTS {
             let (released, allocation, block_key, rev, rec) = {
                 let mut s = self.write();
                 let a = s.ipam.lookup(key).or_else(|| key.parse().ok().and_then(|ip| s.ipam.lookup_ip(ip)));
@@ -725,6 +736,7 @@ impl Actor {
                         return Err(e.into());
                     }
                     self.refresh(&[block_key]).await?;
+                    tokio::time::sleep(backoff(attempt)).await;
                 }
             }
         }
