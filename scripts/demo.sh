@@ -21,7 +21,9 @@ pid=$!
 trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf "$data"' EXIT
 for _ in $(seq 100); do grep -q listening "$out" 2>/dev/null && break; sleep 0.1; done
 export ROMANA_ENDPOINT=$(awk '{print $4}' "$out")
-echo "romanad at $ROMANA_ENDPOINT"
+# romanad created an admin account on first start; the CLI logs in with the file it wrote (0600).
+export ROMANA_CREDENTIALS="$data/store/admin.credentials"
+echo "romanad at $ROMANA_ENDPOINT (credentials in $ROMANA_CREDENTIALS)"
 $bin/romana topology apply -f examples/topologies/multi-zone.json
 for rack in 1 2; do
     for h in 1 2; do
@@ -39,4 +41,5 @@ $bin/romana block list
 echo "-- routes of host a1-1 (other hosts' blocks in its rack, aggregated):"
 $bin/romana routes a1-1
 $bin/romana address release pod-1
+$bin/romana whoami
 $bin/romana services

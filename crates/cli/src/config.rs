@@ -6,15 +6,34 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use serde::Deserialize;
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
     /// One URL or several, comma separated (replicas to fail over between).
-    #[serde(default, alias = "RootURL", alias = "root_url")]
+    #[serde(default, alias = "RootURL", alias = "root_url", skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<String>,
-    #[serde(default, alias = "Format")]
+    #[serde(default, alias = "Format", skip_serializing_if = "Option::is_none")]
     pub output: Option<String>,
+    /// Written by `romana login`: exchanged for an access token on each run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<String>,
+    /// A file romanad wrote (`DATA_DIR/admin.credentials`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials: Option<PathBuf>,
+    /// The CA that signed romanad's certificate (PEM file).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
 }
+
+/// Where `romana login` writes: the explicit config file, else ~/.romana.yaml.
+pub fn login_path(explicit: Option<&Path>) -> Option<PathBuf> {
+    explicit
+        .map(Path::to_owned)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".romana.yaml")))
+}
+
+/// The credentials file romanad writes on first start, where a local CLI finds it.
+pub const DEFAULT_CREDENTIALS: &str = "/var/lib/romana/admin.credentials";
 
 pub const DEFAULT_ENDPOINT: &str = "http://127.0.0.1:9600";
 

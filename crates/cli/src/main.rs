@@ -24,6 +24,19 @@ struct Cli {
     /// Output format.
     #[arg(short = 'o', long, global = true, value_enum, env = "ROMANA_OUTPUT")]
     output: Option<Format>,
+    /// A bearer token (default: log in with the options below).
+    #[arg(long, global = true, env = "ROMANA_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    #[arg(short = 'u', long, global = true, env = "ROMANA_USERNAME")]
+    username: Option<String>,
+    #[arg(long, global = true, env = "ROMANA_PASSWORD", hide_env_values = true)]
+    password: Option<String>,
+    /// Credentials file written by romanad [default: /var/lib/romana/admin.credentials, if readable]
+    #[arg(long, global = true, env = "ROMANA_CREDENTIALS")]
+    credentials: Option<PathBuf>,
+    /// CA certificate (PEM) to trust for an https endpoint.
+    #[arg(long, global = true, env = "ROMANA_CA_FILE")]
+    ca_file: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -37,6 +50,10 @@ pub enum Format {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Log in and keep a refresh token in the config file (~/.romana.yaml).
+    Login,
+    /// Who the current credentials belong to.
+    Whoami,
     /// Services and their live instances (from Root).
     Services,
     /// Address pools.
@@ -266,10 +283,36 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
         plan::run(&plan::Options { file, hosts_per_group, endpoints_per_host, tenants, limit }, format)?;
         return Ok(true);
     }
-    let c = Client::new(config::endpoints(cli.endpoint.as_deref(), &file));
+    let c = connect(&cli, &file).await?;
+    if let Command::Login = cli.command {
+        let (Some(user), Some(pass)) = (&cli.username, &cli.password) else {
+            anyhow::bail!(
+                "romana login needs --username and --password (or ROMANA_USERNAME and ROMANA_PASSWORD)"
+            );
+        };
+        let t = c.login(user, pass).await?;
+        let path = config::login_path(cli.config.as_deref())
+            .ok_or_else(|| anyhow::anyhow!("no HOME; give --config"))?;
+        let mut saved = config::load(Some(&path)).unwrap_or_default();
+        saved.endpoint = Some(c.endpoints().join(","));
+        saved.refresh_token = Some(t.refresh_token);
+        if saved.ca_file.is_none() {
+            saved.ca_file = cli.ca_file.clone();
+        }
+        write_private(&path, &serde_saphyr::to_string(&saved)?)?;
+        println!("logged in as {user}; token kept in {}", path.display());
+        return Ok(true);
+    }
     use commands as x;
     let f = format;
     match cli.command {
+        Command::Login => unreachable!("handled above"),
+        Command::Whoami => {
+            let u = c.whoami().await?;
+            output::show(f, &u, &["USER", "ROLES", "TENANTS"], |u| {
+                vec![vec![u.name.clone(), u.roles.join(","), u.tenants.join(",")]]
+            })?
+        }
         Command::Services => x::services(&c, f).await?,
         Command::Network { command: ListOnly::List } => x::networks(&c, f).await?,
         Command::Topology { command } => match command {
@@ -337,6 +380,54 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
         Command::Ipam { .. } => unreachable!("handled above"),
     }
     Ok(true)
+}
+
+fn write_private(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new().create(true).write(true).truncate(true).mode(0o600).open(path)?;
+    f.write_all(text.as_bytes())?;
+    Ok(())
+}
+
+/// A client for the chosen endpoint with the first credentials found: --token, a saved refresh
+/// token, --username/--password, or romanad's credentials file.
+async fn connect(cli: &Cli, file: &config::FileConfig) -> anyhow::Result<Client> {
+    use anyhow::Context;
+    let creds_path = cli.credentials.clone().or_else(|| file.credentials.clone()).or_else(|| {
+        let p = PathBuf::from(config::DEFAULT_CREDENTIALS);
+        std::fs::File::open(&p).is_ok().then_some(p)
+    });
+    let creds: Option<romana_api::rest::Credentials> = match &creds_path {
+        Some(p) => Some(serde_json::from_str(
+            &std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
+        )?),
+        None => None,
+    };
+    let explicit = cli.endpoint.as_deref().or(file.endpoint.as_deref());
+    let endpoints = match (explicit, &creds) {
+        (None, Some(c)) => vec![c.endpoint.clone()],
+        _ => config::endpoints(explicit, file),
+    };
+    let ca = match cli.ca_file.as_ref().or(file.ca_file.as_ref()) {
+        Some(p) => Some(std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?),
+        None => creds.as_ref().and_then(|c| c.ca.clone()),
+    };
+    let tls = ca.map(|ca| romana_client::Tls { ca_pem: Some(ca), ..Default::default() });
+    let c = Client::with_tls(endpoints, tls.as_ref())?;
+    if matches!(cli.command, Command::Login) {
+        return Ok(c);
+    }
+    if let Some(t) = &cli.token {
+        c.set_token(Some(t.clone()));
+    } else if let (Some(u), Some(p)) = (&cli.username, &cli.password) {
+        c.login(u, p).await?;
+    } else if let Some(r) = &file.refresh_token {
+        c.refresh(r).await.context("the saved login has expired; run romana login again")?;
+    } else if let Some(cr) = &creds {
+        c.login(&cr.username, &cr.password).await?;
+    }
+    Ok(c)
 }
 
 fn main() -> ExitCode {

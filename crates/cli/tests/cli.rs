@@ -16,6 +16,10 @@ async fn serve() -> String {
         instance: "cli-test".into(),
         url: url.clone(),
         initial_topology: None,
+        auth: false,
+        credentials: None,
+        ca_pem: None,
+        access_ttl: 900,
     };
     let state = romana_services::start(Arc::new(MemStore::new()), &opts).await.expect("start");
     tokio::spawn(axum::serve(listener, romana_services::router(state)).into_future());

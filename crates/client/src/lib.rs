@@ -2,15 +2,17 @@
 //! reach one tries the next, and the one that answered is tried first next time.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
+
+use rustls_pki_types::pem::PemObject;
 use std::time::Duration;
 
 use futures_util::StreamExt;
 use reqwest::Method;
 use romana_api::policy::Policy;
 use romana_api::rest::{
-    Address, AddressRequest, BlackoutRequest, BlockList, ErrorBody, Host, HostList, HostRequest, HostRoutes,
-    NetworkInfo, RootIndex, Segment, SegmentRequest, TagsRequest, Tenant, TenantRequest,
-    TopologyChangeSummary, WatchEvent,
+    Address, AddressRequest, BlackoutRequest, BlockList, Credentials, ErrorBody, Host, HostList, HostRequest,
+    HostRoutes, LoginRequest, NetworkInfo, RootIndex, Segment, SegmentRequest, TagsRequest, Tenant,
+    TenantRequest, TokenResponse, TopologyChangeSummary, User, UserRequest, WatchEvent,
 };
 use romana_api::topology::TopologyRequest;
 use serde::Serialize;
@@ -38,11 +40,27 @@ impl ClientError {
 
 pub type Result<T> = std::result::Result<T, ClientError>;
 
-#[derive(Debug)]
 pub struct Client {
     endpoints: Vec<String>,
     http: reqwest::Client,
     current: AtomicUsize,
+    token: std::sync::RwLock<Option<String>>,
+}
+
+impl std::fmt::Debug for Client {
+    /// Never prints the token.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client").field("endpoints", &self.endpoints).finish_non_exhaustive()
+    }
+}
+
+/// TLS settings of a client: the CA that signed romanad's certificate, and an optional client
+/// certificate (PEM).
+#[derive(Debug, Clone, Default)]
+pub struct Tls {
+    pub ca_pem: Option<String>,
+    pub client_cert_pem: Option<String>,
+    pub client_key_pem: Option<String>,
 }
 
 fn enc(s: &str) -> String {
@@ -59,14 +77,57 @@ fn enc(s: &str) -> String {
 
 impl Client {
     pub fn new(endpoints: Vec<String>) -> Client {
+        Client::with_tls(endpoints, None).expect("a plain HTTP client builds")
+    }
+
+    /// A client that trusts `tls.ca_pem` (only) for https endpoints.
+    pub fn with_tls(endpoints: Vec<String>, tls: Option<&Tls>) -> Result<Client> {
+        ensure_crypto();
         let endpoints = endpoints.into_iter().map(|e| e.trim_end_matches('/').to_owned()).collect();
-        let http = reqwest::Client::builder()
+        let mut b = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(3))
             .timeout(Duration::from_secs(30))
-            .pool_max_idle_per_host(64)
+            .pool_max_idle_per_host(64);
+        if let Some(tls) = tls {
+            b = b.use_preconfigured_tls(tls_config(tls)?);
+        }
+        let http = b
             .build()
-            .expect("a plain HTTP client builds");
-        Client { endpoints, http, current: AtomicUsize::new(0) }
+            .map_err(|e| ClientError::Unreachable { endpoints: "tls".into(), detail: e.to_string() })?;
+        Ok(Client { endpoints, http, current: AtomicUsize::new(0), token: std::sync::RwLock::new(None) })
+    }
+
+    /// Uses `token` as the bearer token from now on.
+    pub fn set_token(&self, token: Option<String>) {
+        *self.token.write().unwrap_or_else(|p| p.into_inner()) = token;
+    }
+
+    pub fn token(&self) -> Option<String> {
+        self.token.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Logs in and keeps the access token.
+    pub async fn login(&self, username: &str, password: &str) -> Result<TokenResponse> {
+        let req = LoginRequest { username: username.into(), password: password.into() };
+        let t: TokenResponse = self.call(Method::POST, "/auth/login", Self::body(&req)).await?;
+        self.set_token(Some(t.access_token.clone()));
+        Ok(t)
+    }
+
+    /// Exchanges a refresh token for a new access token, and keeps it.
+    pub async fn refresh(&self, refresh_token: &str) -> Result<TokenResponse> {
+        let req = romana_api::rest::RefreshRequest { refresh_token: refresh_token.into() };
+        let t: TokenResponse = self.call(Method::POST, "/auth/refresh", Self::body(&req)).await?;
+        self.set_token(Some(t.access_token.clone()));
+        Ok(t)
+    }
+
+    /// A client for the credentials romanad wrote on first start (endpoint, admin login, CA).
+    pub async fn from_credentials(creds: &Credentials) -> Result<Client> {
+        let tls = creds.ca.as_ref().map(|ca| Tls { ca_pem: Some(ca.clone()), ..Tls::default() });
+        let c = Client::with_tls(vec![creds.endpoint.clone()], tls.as_ref())?;
+        c.login(&creds.username, &creds.password).await?;
+        Ok(c)
     }
 
     pub fn endpoints(&self) -> &[String] {
@@ -87,6 +148,9 @@ impl Client {
             let idx = (start + i) % n;
             let Some(base) = self.endpoints.get(idx) else { break };
             let mut req = self.http.request(method.clone(), format!("{base}{path}"));
+            if let Some(t) = self.token.read().unwrap_or_else(|p| p.into_inner()).as_ref() {
+                req = req.bearer_auth(t);
+            }
             if let Some(b) = &body {
                 req = req.json(b);
             }
@@ -132,6 +196,13 @@ impl Client {
 
     fn body<T: Serialize>(v: &T) -> Option<serde_json::Value> {
         Some(serde_json::to_value(v).expect("request bodies serialize"))
+    }
+
+    pub async fn whoami(&self) -> Result<User> {
+        self.call(Method::GET, "/auth/whoami", None).await
+    }
+    pub async fn create_user(&self, req: &UserRequest) -> Result<User> {
+        self.call(Method::POST, "/auth/users", Self::body(req)).await
     }
 
     pub async fn index(&self) -> Result<RootIndex> {
@@ -296,5 +367,45 @@ impl Client {
             }
         });
         Ok(rx)
+    }
+}
+
+/// Installs ring as the process's TLS crypto provider (once); reqwest needs one even for plain HTTP.
+pub fn ensure_crypto() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}
+
+/// A bare HTTP client for callers that build requests themselves (tests, probes).
+pub fn http() -> reqwest::Client {
+    ensure_crypto();
+    reqwest::Client::new()
+}
+
+fn tls_config(tls: &Tls) -> Result<rustls::ClientConfig> {
+    let bad = |detail: String| ClientError::Unreachable { endpoints: "tls".into(), detail };
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    if let Some(ca) = &tls.ca_pem {
+        for cert in rustls_pki_types::CertificateDer::pem_slice_iter(ca.as_bytes()) {
+            roots.add(cert.map_err(|e| bad(format!("CA: {e}")))?).map_err(|e| bad(format!("CA: {e}")))?;
+        }
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| bad(e.to_string()))?
+        .with_root_certificates(roots);
+    match (&tls.client_cert_pem, &tls.client_key_pem) {
+        (Some(cert), Some(key)) => {
+            let chain = rustls_pki_types::CertificateDer::pem_slice_iter(cert.as_bytes())
+                .collect::<std::result::Result<Vec<_>, _>>()
+                .map_err(|e| bad(format!("client certificate: {e}")))?;
+            let key = rustls_pki_types::PrivateKeyDer::from_pem_slice(key.as_bytes())
+                .map_err(|e| bad(format!("client key: {e}")))?;
+            builder.with_client_auth_cert(chain, key).map_err(|e| bad(e.to_string()))
+        }
+        _ => Ok(builder.with_no_client_auth()),
     }
 }

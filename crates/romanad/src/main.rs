@@ -1,6 +1,8 @@
 //! `romanad`: parses flags, opens the store, runs the chosen services, and prints one line when it
 //! is ready: `romanad listening on http://ADDR (store: ...)`.
 
+mod tls;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -38,9 +40,33 @@ struct Flags {
     /// URL other components should use for this instance (default: http://LISTEN).
     #[arg(long, env = "ROMANAD_ADVERTISE_URL")]
     advertise_url: Option<String>,
+    /// Check tokens on every route (on); `off` only where the network itself is trusted.
+    #[arg(long, value_enum, default_value_t = Switch::On, env = "ROMANAD_AUTH")]
+    auth: Switch,
+    /// Lifetime of access tokens, in seconds.
+    #[arg(long, default_value_t = 900, env = "ROMANAD_ACCESS_TOKEN_TTL")]
+    access_token_ttl: u64,
+    /// Serve HTTPS with this certificate chain (PEM) ...
+    #[arg(long, env = "ROMANAD_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// ... and this private key (PEM).
+    #[arg(long, env = "ROMANAD_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Serve HTTPS with a CA and certificate created in DATA_DIR/tls (for sandboxes and first steps).
+    #[arg(long, env = "ROMANAD_TLS_SELF_SIGNED", conflicts_with = "tls_cert")]
+    tls_self_signed: bool,
+    /// Require client certificates signed by this CA (PEM), e.g. for agents.
+    #[arg(long, env = "ROMANAD_TLS_CLIENT_CA")]
+    tls_client_ca: Option<PathBuf>,
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "ROMANAD_LOG_FORMAT")]
     log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Switch {
+    On,
+    Off,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -106,20 +132,53 @@ async fn main() -> Result<()> {
         .await
         .with_context(|| format!("listening on {}", flags.listen))?;
     let addr = listener.local_addr()?;
-    let url = flags.advertise_url.clone().unwrap_or_else(|| format!("http://{addr}"));
+    let tls = if flags.tls_self_signed {
+        let names = vec!["localhost".to_owned(), addr.ip().to_string()];
+        Some(tls::self_signed(&flags.data_dir, &names)?)
+    } else if let (Some(c), Some(k)) = (&flags.tls_cert, &flags.tls_key) {
+        Some(tls::Material {
+            cert_pem: std::fs::read_to_string(c).with_context(|| format!("reading {}", c.display()))?,
+            key_pem: std::fs::read_to_string(k).with_context(|| format!("reading {}", k.display()))?,
+            ca_pem: None,
+        })
+    } else {
+        None
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let url = flags.advertise_url.clone().unwrap_or_else(|| format!("{scheme}://{addr}"));
     let opts = romana_services::Options {
         prefix: flags.prefix.clone(),
         services,
         instance: format!("{}-{}", std::process::id(), addr.port()),
         url: url.clone(),
         initial_topology,
+        auth: flags.auth == Switch::On,
+        access_ttl: flags.access_token_ttl,
+        credentials: Some(flags.data_dir.join("admin.credentials")),
+        ca_pem: tls.as_ref().and_then(|t| t.ca_pem.clone()),
     };
     let state = romana_services::start(store, &opts)
         .await
         .map_err(|e| anyhow::anyhow!("{}: {:?}", e.message, e.details))?;
     let app = romana_services::router(state);
     println!("romanad listening on {url} (store: {store_text})");
-    tracing::info!(%url, store = %store_text, "romanad ready");
-    axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?;
+    tracing::info!(%url, store = %store_text, auth = flags.auth == Switch::On, "romanad ready");
+    match tls {
+        Some(m) => {
+            let client_ca = match &flags.tls_client_ca {
+                Some(p) => {
+                    Some(std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?)
+                }
+                None => None,
+            };
+            let config = tls::server_config(&m, client_ca.as_deref())?;
+            let listener = tls::TlsListener {
+                tcp: listener,
+                acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)),
+            };
+            axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?;
+        }
+        None => axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?,
+    }
     Ok(())
 }

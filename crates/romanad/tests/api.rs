@@ -10,8 +10,17 @@ use romana_api::topology::TopologyRequest;
 use romana_client::Client;
 use romana_tests_support::TempDir;
 
-async fn raw(url: &str, method: reqwest::Method, path: &str, body: Option<&str>) -> (u16, serde_json::Value) {
-    let mut req = reqwest::Client::new().request(method, format!("{url}{path}"));
+async fn raw_as(
+    token: Option<&str>,
+    url: &str,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<&str>,
+) -> (u16, serde_json::Value) {
+    let mut req = romana_client::http().request(method, format!("{url}{path}"));
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
     if let Some(b) = body {
         req = req.header("content-type", "application/json").body(b.to_owned());
     }
@@ -41,9 +50,13 @@ fn addr(name: &str, host: &str, tenant: &str) -> AddressRequest {
     }
 }
 
-/// One walk through every service.
-async fn exercise(url: &str) {
-    let c = Client::new(vec![url.to_owned()]);
+/// One walk through every service, as the admin `c`.
+async fn exercise(url: &str, c: &Client) {
+    let token = c.token();
+    let raw = |method: reqwest::Method, path: &'static str, body: Option<&'static str>| {
+        let token = token.clone();
+        async move { raw_as(token.as_deref(), url, method, path, body).await }
+    };
 
     // Root: this instance registered every service.
     let idx = c.index().await.expect("index");
@@ -52,8 +65,8 @@ async fn exercise(url: &str) {
         assert!(names.contains(&s), "{s} registered: {names:?}");
     }
     assert_eq!(c.discover("ipam").await.expect("discover"), vec![url.to_owned()]);
-    assert_eq!(raw(url, reqwest::Method::PUT, "/config/ipam", Some(r#"{"x":1}"#)).await.0, 200);
-    assert_eq!(raw(url, reqwest::Method::GET, "/config/ipam", None).await.1["x"], 1);
+    assert_eq!(raw(reqwest::Method::PUT, "/config/ipam", Some(r#"{"x":1}"#)).await.0, 200);
+    assert_eq!(raw(reqwest::Method::GET, "/config/ipam", None).await.1["x"], 1);
 
     // Tenants and segments, numbered.
     let t = c
@@ -154,7 +167,6 @@ async fn exercise(url: &str) {
     assert_eq!(c.allocate(&addr("p2-retry", "h2", "red"), Some("tok-1")).await.expect("retry").name, "p2");
     assert_eq!(
         raw(
-            url,
             reqwest::Method::POST,
             "/address",
             Some(r#"{"name":"p3","host":"h1","tenant":"red","segment":"default"}"#)
@@ -164,8 +176,8 @@ async fn exercise(url: &str) {
     );
     assert_eq!(c.address("10.111.0.1").await.expect("by ip").name, "p3");
     assert_eq!(c.blocks().await.expect("blocks").blocks.len(), 2);
-    assert_eq!(raw(url, reqwest::Method::DELETE, "/address?addressName=p3", None).await.0, 200);
-    assert_eq!(raw(url, reqwest::Method::DELETE, "/address?addressName=p3", None).await.0, 404);
+    assert_eq!(raw(reqwest::Method::DELETE, "/address?addressName=p3", None).await.0, 200);
+    assert_eq!(raw(reqwest::Method::DELETE, "/address?addressName=p3", None).await.0, 404);
     assert_eq!(c.addresses("?host=h2").await.expect("list").len(), 1);
     let routes = c.routes("h1").await.expect("routes");
     assert_eq!(routes.routes[0].dest, "10.111.0.8/29");
@@ -189,7 +201,7 @@ async fn exercise(url: &str) {
     assert!(err.to_string().contains("applied_to") && err.to_string().contains("gre"), "{err}");
     assert_eq!(c.policy("bad").await.unwrap_err().status(), Some(404), "a bad policy is not stored");
     assert_eq!(c.policies().await.expect("list").len(), 1);
-    assert_eq!(raw(url, reqwest::Method::DELETE, "/policies", Some(r#"{"id":"web-in"}"#)).await.0, 200);
+    assert_eq!(raw(reqwest::Method::DELETE, "/policies", Some(r#"{"id":"web-in"}"#)).await.0, 200);
     assert_eq!(c.delete_policy("web-in").await.unwrap_err().status(), Some(404));
 
     // Watch: current state, then live changes, resumable by revision.
@@ -220,46 +232,46 @@ async fn exercise(url: &str) {
     assert_eq!(c.remove_host("h2").await.unwrap_err().status(), Some(404));
 
     // Errors: our JSON body everywhere.
-    let (s, b) = raw(url, reqwest::Method::GET, "/nope", None).await;
+    let (s, b) = raw(reqwest::Method::GET, "/nope", None).await;
     assert_eq!((s, b["error"].as_str()), (404, Some("not_found")));
-    assert_eq!(raw(url, reqwest::Method::PATCH, "/hosts", None).await.0, 405);
-    let (s, b) = raw(url, reqwest::Method::POST, "/hosts", Some("{\"name\":1}")).await;
+    assert_eq!(raw(reqwest::Method::PATCH, "/hosts", None).await.0, 405);
+    let (s, b) = raw(reqwest::Method::POST, "/hosts", Some("{\"name\":1}")).await;
     assert_eq!((s, b["error"].as_str()), (400, Some("bad_request")));
     assert_eq!(
-        raw(url, reqwest::Method::POST, "/hosts", Some("{\"name\":\"x\",\"ip\":\"1.2.3.4\",\"color\":1}"))
-            .await
-            .0,
+        raw(reqwest::Method::POST, "/hosts", Some("{\"name\":\"x\",\"ip\":\"1.2.3.4\",\"color\":1}")).await.0,
         400
     );
     let huge = format!("{{\"name\":\"{}\"}}", "x".repeat(5 << 20));
-    assert_eq!(raw(url, reqwest::Method::POST, "/tenants", Some(&huge)).await.0, 413);
-    let (s, body) = raw(url, reqwest::Method::GET, "/openapi.json", None).await;
+    assert_eq!(raw_as(token.as_deref(), url, reqwest::Method::POST, "/tenants", Some(&huge)).await.0, 413);
+    let (s, body) = raw(reqwest::Method::GET, "/openapi.json", None).await;
     assert_eq!(s, 200);
     assert!(body["paths"]["/addresses"]["post"].is_object());
-    assert_eq!(raw(url, reqwest::Method::GET, "/readyz", None).await.0, 200);
+    assert_eq!(raw(reqwest::Method::GET, "/readyz", None).await.0, 200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_service_on_the_embedded_store() {
     let dir = TempDir::new("api-embedded");
     let d = common::embedded(&dir, &[]);
-    exercise(&d.url).await;
+    exercise(&d.url, &common::admin(&dir).await).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_service_on_etcd() {
     let etcd = common::etcd("api");
-    let d = common::on_etcd(&etcd, "/romana-api/", &[]);
-    exercise(&d.url).await;
+    let dir = TempDir::new("api-etcd");
+    let d = common::on_etcd(&etcd, "/romana-api/", &["--data-dir", &dir.path().display().to_string()]);
+    exercise(&d.url, &common::admin(&dir).await).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_subset_of_services() {
     let dir = TempDir::new("api-subset");
     let d = common::embedded(&dir, &["--services", "ipam,topology"]);
-    assert_eq!(raw(&d.url, reqwest::Method::GET, "/policies", None).await.0, 404);
-    assert_eq!(raw(&d.url, reqwest::Method::GET, "/blocks", None).await.0, 200);
-    assert_eq!(raw(&d.url, reqwest::Method::GET, "/hosts", None).await.0, 200);
+    // Unserved routes are not found; served ones want a token.
+    assert_eq!(raw_as(None, &d.url, reqwest::Method::GET, "/policies", None).await.0, 404);
+    assert_eq!(raw_as(None, &d.url, reqwest::Method::GET, "/blocks", None).await.0, 401);
+    assert_eq!(raw_as(None, &d.url, reqwest::Method::GET, "/hosts", None).await.0, 401);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -277,7 +289,7 @@ async fn every_route_in_the_table_is_served() {
             .replace("{name}", "x")
             .replace("{id}", "i");
         let method = reqwest::Method::from_bytes(r.method.as_bytes()).expect("method");
-        let resp = reqwest::Client::new()
+        let resp = romana_client::http()
             .request(method, format!("{}{path}", d.url))
             .timeout(std::time::Duration::from_secs(2))
             .send()

@@ -34,12 +34,14 @@ async fn setup(c: &Client, hosts: usize) {
 }
 
 /// `clients` tasks, each with its own client over `urls` (round robin), allocate `per` addresses each.
-async fn storm(urls: &[String], clients: usize, per: usize) -> Vec<(String, String)> {
+async fn storm(urls: &[String], token: Option<String>, clients: usize, per: usize) -> Vec<(String, String)> {
     let mut tasks = Vec::new();
     for t in 0..clients {
         let url = urls[t % urls.len()].clone();
+        let token = token.clone();
         tasks.push(tokio::spawn(async move {
             let c = Client::new(vec![url]);
+            c.set_token(token);
             let mut got = Vec::new();
             for i in 0..per {
                 let name = format!("c{t}-{i}");
@@ -72,9 +74,9 @@ fn assert_unique(all: &[(String, String)]) {
 async fn fifty_clients_one_thousand_allocations_embedded() {
     let dir = TempDir::new("storm");
     let d = common::embedded(&dir, &[]);
-    let c = common::client(&d.url);
+    let c = common::admin(&dir).await;
     setup(&c, 4).await;
-    let all = storm(std::slice::from_ref(&d.url), 50, 20).await;
+    let all = storm(std::slice::from_ref(&d.url), c.token(), 50, 20).await;
     assert_eq!(all.len(), 1000);
     assert_unique(&all);
     let listed = c.addresses("").await.expect("list");
@@ -84,23 +86,25 @@ async fn fifty_clients_one_thousand_allocations_embedded() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_on_one_etcd_agree() {
     let etcd = common::etcd("replicas");
-    let a = common::on_etcd(&etcd, "/romana-rep/", &[]);
-    let b = common::on_etcd(&etcd, "/romana-rep/", &[]);
-    setup(&common::client(&a.url), 4).await;
-    // b learns the topology and hosts through the watch.
-    let cb = common::client(&b.url);
+    let (da, db) = (TempDir::new("rep-a"), TempDir::new("rep-b"));
+    let a = common::on_etcd(&etcd, "/romana-rep/", &["--data-dir", &da.path().display().to_string()]);
+    let b = common::on_etcd(&etcd, "/romana-rep/", &["--data-dir", &db.path().display().to_string()]);
+    let admin = common::admin(&da).await;
+    setup(&admin, 4).await;
+    // b learns the topology and hosts through the watch, and accepts a's tokens (same keys).
+    let cb = common::same_token(&admin, &b.url);
     for _ in 0..50 {
         if cb.hosts().await.expect("hosts").hosts.len() == 4 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let all = storm(&[a.url.clone(), b.url.clone()], 50, 20).await;
+    let all = storm(&[a.url.clone(), b.url.clone()], admin.token(), 50, 20).await;
     assert_eq!(all.len(), 1000);
     assert_unique(&all);
     // Both replicas converge on the same 1000 allocations.
     for url in [&a.url, &b.url] {
-        let c = common::client(url);
+        let c = common::same_token(&admin, url);
         let mut n = 0;
         for _ in 0..100 {
             n = c.addresses("").await.expect("list").len();
@@ -111,15 +115,26 @@ async fn two_replicas_on_one_etcd_agree() {
         }
         assert_eq!(n, 1000, "replica {url} sees every allocation");
     }
-    let la: BTreeSet<(String, String)> =
-        common::client(&a.url).addresses("").await.expect("a").into_iter().map(|x| (x.name, x.ip)).collect();
-    let lb: BTreeSet<(String, String)> =
-        common::client(&b.url).addresses("").await.expect("b").into_iter().map(|x| (x.name, x.ip)).collect();
+    let la: BTreeSet<(String, String)> = common::same_token(&admin, &a.url)
+        .addresses("")
+        .await
+        .expect("a")
+        .into_iter()
+        .map(|x| (x.name, x.ip))
+        .collect();
+    let lb: BTreeSet<(String, String)> = common::same_token(&admin, &b.url)
+        .addresses("")
+        .await
+        .expect("b")
+        .into_iter()
+        .map(|x| (x.name, x.ip))
+        .collect();
     assert_eq!(la, lb);
     assert_eq!(la, all.into_iter().collect());
 
     // A client given both replicas fails over when one dies, and Root no longer lists it.
     let both = Client::new(vec![a.url.clone(), b.url.clone()]);
+    both.set_token(admin.token());
     let mut a = a;
     a.kill9();
     let req = AddressRequest {
@@ -145,7 +160,7 @@ async fn two_replicas_on_one_etcd_agree() {
 async fn kill_9_in_the_middle_loses_nothing_acknowledged() {
     let dir = TempDir::new("kill9");
     let mut d = common::embedded(&dir, &[]);
-    let c = Arc::new(common::client(&d.url));
+    let c = Arc::new(common::admin(&dir).await);
     setup(&c, 4).await;
     let acked = Arc::new(std::sync::Mutex::new(Vec::<(String, String)>::new()));
     let mut tasks = Vec::new();
@@ -178,7 +193,7 @@ async fn kill_9_in_the_middle_loses_nothing_acknowledged() {
 
     // Every acknowledged allocation is there after a restart, at the same address.
     d.restart().expect("restart");
-    let c = common::client(&d.url);
+    let c = common::admin(&dir).await;
     let listed: BTreeMap<String, String> =
         c.addresses("").await.expect("list").into_iter().map(|a| (a.name, a.ip)).collect();
     for (name, ip) in &acked {

@@ -84,7 +84,7 @@ fn random_bodies_never_cause_a_server_error() {
     let rt =
         tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
     let (url, _server) = rt.block_on(common::serve(Arc::new(MemStore::new())));
-    let http = reqwest::Client::new();
+    let http = romana_client::http();
     rt.block_on(async {
         let topo = std::fs::read_to_string(common::topology_file("multi-zone.json")).expect("topology");
         http.post(format!("{url}/topology"))

@@ -22,7 +22,8 @@ use crate::error::{ApiError, ApiResult};
 use crate::extract::Body;
 use crate::state::AppState;
 
-use axum::Json;
+use axum::{Extension, Json};
+use romana_auth::Principal;
 
 fn invalid(what: &str, problems: Vec<String>) -> ApiError {
     ApiError::invalid(format!("invalid {what}"), problems)
@@ -267,12 +268,22 @@ fn check_token(t: &Option<String>) -> ApiResult<()> {
 }
 
 /// Romana 2.0's `POST /address`: answers the address as a JSON string.
+fn may(p: &Principal, tenant: &str) -> ApiResult<()> {
+    if p.may(tenant) {
+        Ok(())
+    } else {
+        Err(ApiError::new(StatusCode::FORBIDDEN, format!("{} may not act for tenant {tenant:?}", p.name)))
+    }
+}
+
 async fn allocate_v2(
     State(s): State<AppState>,
+    Extension(p): Extension<Principal>,
     Query(q): Query<TokenQuery>,
     Body(req): Body<AddressRequest>,
 ) -> ApiResult<Json<String>> {
     check_token(&q.request_token)?;
+    may(&p, &req.tenant)?;
     let (r, ip) = alloc_request(&req)?;
     let a = s.ipam.allocate(r, ip, q.request_token).await?;
     Ok(Json(a.ip.to_string()))
@@ -280,10 +291,12 @@ async fn allocate_v2(
 
 async fn allocate(
     State(s): State<AppState>,
+    Extension(p): Extension<Principal>,
     Query(q): Query<TokenQuery>,
     Body(req): Body<AddressRequest>,
 ) -> ApiResult<(StatusCode, Json<Address>)> {
     check_token(&q.request_token)?;
+    may(&p, &req.tenant)?;
     let (r, ip) = alloc_request(&req)?;
     let a = s.ipam.allocate(r, ip, q.request_token).await?;
     Ok((if a.fresh { StatusCode::CREATED } else { StatusCode::OK }, Json(address_view(&a))))
@@ -295,16 +308,36 @@ struct ReleaseQuery {
     address_name: Option<String>,
 }
 
-async fn release_v2(State(s): State<AppState>, Query(q): Query<ReleaseQuery>) -> ApiResult<Json<Address>> {
+async fn release_v2(
+    State(s): State<AppState>,
+    Extension(p): Extension<Principal>,
+    Query(q): Query<ReleaseQuery>,
+) -> ApiResult<Json<Address>> {
     let key = q.address_name.ok_or_else(|| ApiError::bad_request("missing query parameter addressName"))?;
-    release_key(&s, key).await
+    release_key(&s, &p, key).await
 }
 
-async fn release(State(s): State<AppState>, Path(key): Path<String>) -> ApiResult<Json<Address>> {
-    release_key(&s, key).await
+async fn release(
+    State(s): State<AppState>,
+    Extension(p): Extension<Principal>,
+    Path(key): Path<String>,
+) -> ApiResult<Json<Address>> {
+    release_key(&s, &p, key).await
 }
 
-async fn release_key(s: &AppState, key: String) -> ApiResult<Json<Address>> {
+fn lookup(s: &AppState, key: &str) -> Option<Allocation> {
+    s.ipam.read(|v| v.ipam.lookup(key).or_else(|| key.parse().ok().and_then(|ip| v.ipam.lookup_ip(ip))))
+}
+
+fn not_found(key: &str) -> ApiError {
+    ApiError::not_found(format!("no allocated address named or numbered {key}"))
+}
+
+async fn release_key(s: &AppState, p: &Principal, key: String) -> ApiResult<Json<Address>> {
+    // Another tenant's address is "not found", as if it did not exist.
+    if !p.is_privileged() && !lookup(s, &key).is_some_and(|a| p.may(a.tenant.as_str())) {
+        return Err(not_found(&key));
+    }
     let r = s.ipam.release(key).await?;
     Ok(Json(Address {
         name: r.name,

@@ -4,6 +4,7 @@
 //!
 //! Knows nothing about sockets or processes (the `romanad` binary does) or the kernel.
 
+pub mod auth;
 pub mod error;
 pub mod extract;
 pub mod ipam_api;
@@ -28,7 +29,7 @@ use romana_store::Store;
 pub use state::AppState;
 
 /// Every service romanad can run.
-pub const ALL_SERVICES: &[&str] = &["root", "tenant", "topology", "ipam", "policy", "watch"];
+pub const ALL_SERVICES: &[&str] = &["root", "auth", "tenant", "topology", "ipam", "policy", "watch"];
 
 /// Largest request body accepted (a big topology file fits).
 pub const BODY_LIMIT: usize = 4 << 20;
@@ -41,6 +42,13 @@ pub struct Options {
     pub instance: String,
     pub url: String,
     pub initial_topology: Option<TopologyRequest>,
+    /// Check tokens on every route (secure by default); off only for tests and trusted setups.
+    pub auth: bool,
+    /// Where the first admin's credentials go (with the CA's PEM when TLS is on).
+    pub credentials: Option<std::path::PathBuf>,
+    pub ca_pem: Option<String>,
+    /// Seconds an access token lives.
+    pub access_ttl: u64,
 }
 
 /// Loads the IPAM replica and builds the shared state.
@@ -48,6 +56,8 @@ pub async fn start(store: Arc<dyn Store>, opts: &Options) -> error::ApiResult<Ap
     let keys = keys::Keys::new(&opts.prefix);
     let ipam =
         ipam_sync::IpamHandle::start(Arc::clone(&store), keys.clone(), opts.initial_topology.clone()).await?;
+    let creds = opts.credentials.clone().map(|p| (p, opts.url.clone(), opts.ca_pem.clone()));
+    let auth = auth::AuthState::start(Arc::clone(&store), &keys, opts.auth, opts.access_ttl, creds).await?;
     root::spawn_registration(
         Arc::clone(&store),
         keys.clone(),
@@ -60,6 +70,7 @@ pub async fn start(store: Arc<dyn Store>, opts: &Options) -> error::ApiResult<Ap
         keys,
         ipam,
         metrics: Arc::new(metrics::Metrics::new()),
+        auth,
         services: Arc::new(opts.services.clone()),
         instance: Arc::new(opts.instance.clone()),
         url: Arc::new(opts.url.clone()),
@@ -72,6 +83,9 @@ pub fn router(state: AppState) -> Router {
     let mut app = Router::new().merge(ops::routes());
     if on("root") {
         app = app.merge(root::routes());
+    }
+    if on("auth") {
+        app = app.merge(auth::routes());
     }
     if on("tenant") {
         app = app.merge(tenants::routes());
@@ -88,7 +102,8 @@ pub fn router(state: AppState) -> Router {
     if on("watch") {
         app = app.merge(watch::routes());
     }
-    app.fallback(ops::fallback)
+    app.route_layer(axum::middleware::from_fn_with_state(state.clone(), auth::authenticate))
+        .fallback(ops::fallback)
         .method_not_allowed_fallback(ops::method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(state.clone(), ops::observe))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))

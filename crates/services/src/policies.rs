@@ -13,11 +13,34 @@ use crate::error::{ApiError, ApiResult};
 use crate::extract::Body;
 use crate::state::AppState;
 
-use axum::Json;
+use axum::{Extension, Json};
+use romana_auth::Principal;
 
 fn validated(mut p: Policy) -> ApiResult<Policy> {
     let problems = p.normalize();
     if problems.is_empty() { Ok(p) } else { Err(ApiError::invalid("invalid policy", problems)) }
+}
+
+/// Whether `p` may see and change `policy`: admin and service always; a tenant role only for
+/// policies whose every target is one of its tenants (by name).
+fn owns(p: &Principal, policy: &Policy) -> bool {
+    p.is_privileged()
+        || (!policy.applied_to.is_empty()
+            && policy.applied_to.iter().all(|e| {
+                let name = if e.tenant.is_empty() {
+                    e.tenant_id.as_ref().and_then(|v| v.as_str()).unwrap_or("")
+                } else {
+                    &e.tenant
+                };
+                !name.is_empty() && p.may(name)
+            }))
+}
+
+fn forbid(p: &Principal, id: &str) -> ApiError {
+    ApiError::new(
+        axum::http::StatusCode::FORBIDDEN,
+        format!("{} may only write policies applied to its own tenants ({id})", p.name),
+    )
 }
 
 fn decode(key: &str, v: &[u8]) -> ApiResult<Policy> {
@@ -25,14 +48,22 @@ fn decode(key: &str, v: &[u8]) -> ApiResult<Policy> {
         .map_err(|e| ApiError::internal(format!("stored policy {key} is unreadable: {e}")))
 }
 
-async fn list(State(s): State<AppState>) -> ApiResult<Json<Vec<Policy>>> {
+async fn list(State(s): State<AppState>, Extension(p): Extension<Principal>) -> ApiResult<Json<Vec<Policy>>> {
     let (kvs, _) = s.store.range(&s.keys.policies()).await?;
-    Ok(Json(kvs.iter().map(|kv| decode(&kv.key, &kv.value)).collect::<ApiResult<_>>()?))
+    let all: Vec<Policy> = kvs.iter().map(|kv| decode(&kv.key, &kv.value)).collect::<ApiResult<_>>()?;
+    Ok(Json(all.into_iter().filter(|x| owns(&p, x)).collect()))
 }
 
 /// Creates a policy. Posting the same policy again is a no-op; a different one under the same id is a conflict.
-async fn create(State(s): State<AppState>, Body(p): Body<Policy>) -> ApiResult<(StatusCode, Json<Policy>)> {
+async fn create(
+    State(s): State<AppState>,
+    Extension(who): Extension<Principal>,
+    Body(p): Body<Policy>,
+) -> ApiResult<(StatusCode, Json<Policy>)> {
     let p = validated(p)?;
+    if !owns(&who, &p) {
+        return Err(forbid(&who, &p.id));
+    }
     let key = s.keys.policy(&p.id);
     let body = serde_json::to_vec(&p).expect("policies serialize");
     let r = s
@@ -81,14 +112,27 @@ async fn replace(
     Ok(Json(p))
 }
 
-async fn show(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Policy>> {
+async fn show(
+    State(s): State<AppState>,
+    Extension(who): Extension<Principal>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Policy>> {
     let key = s.keys.policy(&id);
     let kv = s.store.get(&key).await?.ok_or_else(|| ApiError::not_found(format!("unknown policy {id}")))?;
-    Ok(Json(decode(&key, &kv.value)?))
+    let p = decode(&key, &kv.value)?;
+    if !owns(&who, &p) {
+        return Err(ApiError::not_found(format!("unknown policy {id}")));
+    }
+    Ok(Json(p))
 }
 
-async fn delete_id(s: &AppState, id: &str) -> ApiResult<Json<Policy>> {
+async fn delete_id(s: &AppState, who: &Principal, id: &str) -> ApiResult<Json<Policy>> {
     let key = s.keys.policy(id);
+    if let Some(kv) = s.store.get(&key).await?
+        && !owns(who, &decode(&key, &kv.value)?)
+    {
+        return Err(ApiError::not_found(format!("unknown policy {id}")));
+    }
     let r = s
         .store
         .txn(Txn {
@@ -103,8 +147,12 @@ async fn delete_id(s: &AppState, id: &str) -> ApiResult<Json<Policy>> {
     }
 }
 
-async fn remove(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Policy>> {
-    delete_id(&s, &id).await
+async fn remove(
+    State(s): State<AppState>,
+    Extension(who): Extension<Principal>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Policy>> {
+    delete_id(&s, &who, &id).await
 }
 
 #[derive(Debug, Deserialize)]
@@ -113,11 +161,15 @@ struct IdBody {
 }
 
 /// Romana 2.0's `DELETE /policies` with a body `{"id": ...}`.
-async fn remove_by_body(State(s): State<AppState>, Body(b): Body<IdBody>) -> ApiResult<Json<Policy>> {
+async fn remove_by_body(
+    State(s): State<AppState>,
+    Extension(who): Extension<Principal>,
+    Body(b): Body<IdBody>,
+) -> ApiResult<Json<Policy>> {
     if b.id.is_empty() {
         return Err(ApiError::invalid("invalid request", vec!["id: must not be empty".into()]));
     }
-    delete_id(&s, &b.id).await
+    delete_id(&s, &who, &b.id).await
 }
 
 pub fn routes() -> Router<AppState> {

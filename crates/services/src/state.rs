@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use romana_store::Store;
 
+use crate::auth::AuthState;
 use crate::ipam_sync::IpamHandle;
 use crate::keys::Keys;
 use crate::metrics::Metrics;
@@ -15,6 +16,7 @@ pub struct AppState {
     pub keys: Keys,
     pub ipam: IpamHandle,
     pub metrics: Arc<Metrics>,
+    pub auth: Arc<AuthState>,
     /// Services this instance serves.
     pub services: Arc<Vec<String>>,
     /// This instance's id and URL, as registered with Root.

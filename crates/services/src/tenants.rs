@@ -212,11 +212,17 @@ fn check_tenant_name(name: &str) -> ApiResult<()> {
         .map_err(|e| ApiError::invalid("invalid tenant", vec![format!("name: {e}")]))
 }
 
-async fn list(State(state): State<AppState>) -> ApiResult<axum::Json<Vec<Tenant>>> {
+async fn list(
+    State(state): State<AppState>,
+    axum::Extension(p): axum::Extension<romana_auth::Principal>,
+) -> ApiResult<axum::Json<Vec<Tenant>>> {
     let (kvs, _) = state.store.range(&state.keys.tenants()).await?;
     let mut out = Vec::new();
     for kv in kvs {
-        out.push(tenant_view(&state, decode(&kv.key, &kv.value)?).await?);
+        let t: TenantRecord = decode(&kv.key, &kv.value)?;
+        if p.may(&t.name) {
+            out.push(tenant_view(&state, t).await?);
+        }
     }
     Ok(axum::Json(out))
 }

@@ -9,6 +9,8 @@ use romana_client::Client;
 use romana_store::{EmbeddedStore, Store};
 use romana_store_etcd::server::EtcdServer;
 use romana_tests_support::{Romanad, TempDir};
+#[allow(unused_imports)]
+use serde_json as _;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_romanad");
 
@@ -45,6 +47,10 @@ pub async fn serve(store: Arc<dyn Store>) -> (String, tokio::task::JoinHandle<()
         instance: "test".into(),
         url: url.clone(),
         initial_topology: None,
+        auth: false,
+        credentials: None,
+        ca_pem: None,
+        access_ttl: 900,
     };
     let state = romana_services::start(store, &opts).await.expect("services start");
     let app = romana_services::router(state);
@@ -59,6 +65,22 @@ pub async fn embedded_in_process(dir: &TempDir) -> (String, tokio::task::JoinHan
     serve(Arc::new(store)).await
 }
 
+/// A client of an in-process server (no authentication).
 pub fn client(url: &str) -> Client {
     Client::new(vec![url.to_owned()])
+}
+
+/// The admin client of a romanad process, from the credentials it wrote in its data directory.
+pub async fn admin(dir: &TempDir) -> Client {
+    let text =
+        std::fs::read_to_string(dir.path().join("admin.credentials")).expect("romanad wrote its credentials");
+    let creds: romana_api::rest::Credentials = serde_json::from_str(&text).expect("credentials");
+    Client::from_credentials(&creds).await.expect("admin logs in")
+}
+
+/// A client for another URL with the same token.
+pub fn same_token(c: &Client, url: &str) -> Client {
+    let other = Client::new(vec![url.to_owned()]);
+    other.set_token(c.token());
+    other
 }

@@ -1,0 +1,512 @@
+//! The Authentication service: users and service accounts (argon2 password hashes), Ed25519
+//! signing keys (rotated without downtime), login and refresh, and the middleware that checks
+//! every request against the route table's access rule. Every replica verifies locally with the
+//! keys from the store; secrets never appear in logs or error bodies.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use axum::extract::{MatchedPath, Path, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Extension, Json, Router};
+use ring::rand::{SecureRandom, SystemRandom};
+use romana_api::rest::{Credentials, LoginRequest, RefreshRequest, TokenResponse, User, UserRequest};
+use romana_auth::{
+    Claims, Decision, KeySet, Principal, Role, SigningKey, TokenKind, b64_decode, b64_encode, decide,
+};
+use romana_store::{Compare, Op, Store, Txn};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{ApiError, ApiResult};
+use crate::extract::Body;
+use crate::keys::Keys;
+use crate::state::AppState;
+
+/// Refresh tokens live a day (access tokens 15 minutes unless configured).
+pub const REFRESH_TTL: u64 = 24 * 3600;
+/// Wrong passwords allowed per user per minute before logins are refused for the minute.
+pub const MAX_FAILURES: u32 = 5;
+const FAILURE_WINDOW: Duration = Duration::from_secs(60);
+/// Signing keys kept for verification (older ones go; their tokens have long expired).
+const KEEP_KEYS: usize = 4;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct UserRecord {
+    name: String,
+    password_hash: String,
+    roles: Vec<Role>,
+    #[serde(default)]
+    tenants: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct KeyRecord {
+    kid: String,
+    /// base64url PKCS#8; the store is the trust boundary, as it is for every other secret.
+    pkcs8: String,
+    created: u64,
+}
+
+#[derive(Debug, Default)]
+struct KeyRing {
+    set: KeySet,
+    signing: Option<(u64, Arc<SigningKey>)>,
+}
+
+pub struct AuthState {
+    pub enabled: bool,
+    access_ttl: u64,
+    keys: RwLock<KeyRing>,
+    failures: Mutex<HashMap<String, (u32, Instant)>>,
+    rng: SystemRandom,
+}
+
+impl std::fmt::Debug for AuthState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthState").field("enabled", &self.enabled).finish_non_exhaustive()
+    }
+}
+
+pub fn now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+fn random_password(rng: &SystemRandom) -> String {
+    const CHARS: &[u8] = b"abcdefghijkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789";
+    let mut bytes = [0u8; 24];
+    rng.fill(&mut bytes).expect("the system RNG works");
+    bytes.iter().map(|b| CHARS[*b as usize % CHARS.len()] as char).collect()
+}
+
+fn role_name(r: Role) -> String {
+    match r {
+        Role::Admin => "admin",
+        Role::Service => "service",
+        Role::Tenant => "tenant",
+    }
+    .into()
+}
+
+impl AuthState {
+    /// Loads (or creates) the signing keys and, with `enabled`, the first admin, whose password
+    /// goes to `credentials` (mode 0600). Keeps the key set current in the background.
+    pub async fn start(
+        store: Arc<dyn Store>,
+        keys: &Keys,
+        enabled: bool,
+        access_ttl: u64,
+        credentials: Option<(PathBuf, String, Option<String>)>,
+    ) -> ApiResult<Arc<AuthState>> {
+        let state = Arc::new(AuthState {
+            enabled,
+            access_ttl: access_ttl.max(1),
+            keys: RwLock::new(KeyRing::default()),
+            failures: Mutex::new(HashMap::new()),
+            rng: SystemRandom::new(),
+        });
+        if state.load_keys(&*store, keys).await? == 0 {
+            state.add_key(&*store, keys).await?;
+        }
+        if enabled {
+            state.bootstrap_admin(&*store, keys, credentials).await?;
+        }
+        let (weak, store2, keys2) = (Arc::downgrade(&state), Arc::clone(&store), keys.clone());
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                let Some(s) = weak.upgrade() else { return };
+                if let Err(e) = s.load_keys(&*store2, &keys2).await {
+                    tracing::warn!(error = %e.message, "cannot refresh the token keys");
+                }
+            }
+        });
+        Ok(state)
+    }
+
+    async fn load_keys(&self, store: &dyn Store, keys: &Keys) -> ApiResult<usize> {
+        let (kvs, _) = store.range(&format!("{}auth/keys/", keys.root())).await?;
+        let mut ring = KeyRing::default();
+        for kv in &kvs {
+            let Ok(rec) = serde_json::from_slice::<KeyRecord>(&kv.value) else { continue };
+            let Some(key) = b64_decode(&rec.pkcs8).and_then(|b| SigningKey::from_pkcs8(&b)) else { continue };
+            ring.set.insert(key.public_key());
+            if ring.signing.as_ref().is_none_or(|(c, _)| rec.created >= *c) {
+                ring.signing = Some((rec.created, Arc::new(key)));
+            }
+        }
+        let n = ring.set.len();
+        *self.keys.write().unwrap_or_else(|p| p.into_inner()) = ring;
+        Ok(n)
+    }
+
+    async fn add_key(&self, store: &dyn Store, keys: &Keys) -> ApiResult<String> {
+        let key = SigningKey::generate(&self.rng);
+        let rec = KeyRecord { kid: key.kid.clone(), pkcs8: b64_encode(key.pkcs8()), created: now() };
+        let prefix = format!("{}auth/keys/", keys.root());
+        let mut ops =
+            vec![Op::put(format!("{prefix}{}", key.kid), serde_json::to_vec(&rec).expect("serializes"))];
+        // Keep the newest keys only.
+        let (old, _) = store.range(&prefix).await?;
+        let mut old: Vec<(u64, String)> = old
+            .iter()
+            .filter_map(|kv| {
+                serde_json::from_slice::<KeyRecord>(&kv.value).ok().map(|r| (r.created, kv.key.clone()))
+            })
+            .collect();
+        old.sort();
+        let drop = old.len().saturating_sub(KEEP_KEYS - 1);
+        ops.extend(old.into_iter().take(drop).map(|(_, k)| Op::delete(k)));
+        store.txn(Txn::when(vec![], ops)).await?;
+        self.load_keys(store, keys).await?;
+        Ok(key.kid.clone())
+    }
+
+    async fn bootstrap_admin(
+        &self,
+        store: &dyn Store,
+        keys: &Keys,
+        credentials: Option<(PathBuf, String, Option<String>)>,
+    ) -> ApiResult<()> {
+        let (users, _) = store.range(&format!("{}auth/users/", keys.root())).await?;
+        if !users.is_empty() {
+            return Ok(());
+        }
+        let password = random_password(&self.rng);
+        let rec = UserRecord {
+            name: "admin".into(),
+            password_hash: self.hash(&password),
+            roles: vec![Role::Admin],
+            tenants: vec![],
+        };
+        let key = format!("{}auth/users/admin", keys.root());
+        let r = store
+            .txn(Txn::when(
+                vec![Compare::absent(&key)],
+                vec![Op::put(&key, serde_json::to_vec(&rec).expect("serializes"))],
+            ))
+            .await?;
+        if !r.succeeded {
+            return Ok(());
+        }
+        match credentials {
+            Some((path, endpoint, ca)) => {
+                let creds = Credentials { endpoint, username: "admin".into(), password, ca };
+                write_private(&path, &serde_json::to_vec_pretty(&creds).expect("serializes"))
+                    .map_err(|e| ApiError::internal(format!("cannot write {}: {e}", path.display())))?;
+                tracing::info!(path = %path.display(), "created the admin account; its credentials are in this file (mode 0600)");
+            }
+            None => tracing::warn!("created the admin account but have nowhere to write its password"),
+        }
+        Ok(())
+    }
+
+    fn hash(&self, password: &str) -> String {
+        let mut salt = [0u8; 16];
+        self.rng.fill(&mut salt).expect("the system RNG works");
+        romana_auth::hash_password(password, &salt)
+    }
+
+    fn signing(&self) -> ApiResult<Arc<SigningKey>> {
+        self.keys
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .signing
+            .as_ref()
+            .map(|(_, k)| Arc::clone(k))
+            .ok_or_else(|| ApiError::unavailable("no signing key loaded yet"))
+    }
+
+    /// Verifies a bearer token (access kind) at the current time.
+    pub fn principal(&self, token: &str) -> Result<Principal, String> {
+        let ring = self.keys.read().unwrap_or_else(|p| p.into_inner());
+        romana_auth::verify(token, &ring.set, now(), TokenKind::Access)
+            .map(Principal::from)
+            .map_err(|e| e.to_string())
+    }
+
+    fn issue(&self, user: &UserRecord) -> ApiResult<TokenResponse> {
+        let key = self.signing()?;
+        let t = now();
+        let claims = |typ, ttl| Claims {
+            sub: user.name.clone(),
+            roles: user.roles.clone(),
+            tenants: user.tenants.clone(),
+            iat: t,
+            exp: t + ttl,
+            typ,
+        };
+        Ok(TokenResponse {
+            access_token: key.sign(&claims(TokenKind::Access, self.access_ttl)),
+            refresh_token: key.sign(&claims(TokenKind::Refresh, REFRESH_TTL)),
+            expires_in: self.access_ttl,
+            token_type: "Bearer".into(),
+        })
+    }
+}
+
+/// Writes a file only its owner can read.
+fn write_private(path: &std::path::Path, data: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut f = std::fs::OpenOptions::new().create(true).write(true).truncate(true).mode(0o600).open(path)?;
+    f.write_all(data)?;
+    f.sync_all()
+}
+
+/// The bearer token of a request: `Authorization: Bearer T` (or a raw token, as Romana 1.x sent it).
+fn bearer(headers: &HeaderMap) -> Option<Result<&str, &'static str>> {
+    let v = headers.get(header::AUTHORIZATION)?;
+    let Ok(v) = v.to_str() else { return Some(Err("the Authorization header is not text")) };
+    let v = v.trim();
+    let token = match v.split_once(' ') {
+        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("bearer") => rest.trim(),
+        Some(_) => return Some(Err("use 'Authorization: Bearer TOKEN'")),
+        None => v,
+    };
+    Some(if token.is_empty() { Err("the bearer token is empty") } else { Ok(token) })
+}
+
+/// The `{tenant}` segment of `path` under the route template `template`.
+fn path_tenant<'a>(template: &str, path: &'a str) -> Option<&'a str> {
+    template.split('/').zip(path.split('/')).find(|(t, _)| *t == "{tenant}").map(|(_, p)| p)
+}
+
+/// Checks every request against its route's access rule; handlers find the `Principal` in the request.
+pub async fn authenticate(State(s): State<AppState>, mut req: Request, next: Next) -> Response {
+    let template = req.extensions().get::<MatchedPath>().map(|m| m.as_str().to_owned());
+    let rule = template.as_deref().and_then(|t| crate::table::route(req.method().as_str(), t));
+    if !s.auth.enabled {
+        req.extensions_mut().insert(Principal::superuser());
+        return next.run(req).await;
+    }
+    let Some(rule) = rule else { return next.run(req).await };
+    let verified =
+        match bearer(req.headers()) {
+            None => Err("missing token: send 'Authorization: Bearer TOKEN' (get one from POST /auth/login)"
+                .to_owned()),
+            Some(Err(e)) => Err(e.to_owned()),
+            Some(Ok(token)) => s.auth.principal(token),
+        };
+    let principal = verified.as_ref().ok();
+    let tenant = path_tenant(rule.path, req.uri().path()).map(str::to_owned);
+    match decide(rule.access, principal, tenant.as_deref()) {
+        Decision::Allow => {
+            if let Some(p) = principal {
+                req.extensions_mut().insert(p.clone());
+            }
+            next.run(req).await
+        }
+        Decision::Unauthenticated => {
+            let why = verified.err().unwrap_or_default();
+            let mut resp = ApiError::new(StatusCode::UNAUTHORIZED, why).into_response();
+            resp.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
+            resp
+        }
+        Decision::Forbidden => {
+            let p = principal.expect("forbidden implies a principal");
+            let roles: Vec<String> = p.roles.iter().map(|r| role_name(*r)).collect();
+            ApiError::new(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "{} (roles {}) may not {} {}: needs {:?}",
+                    p.name,
+                    roles.join(","),
+                    rule.method,
+                    rule.path,
+                    rule.access
+                ),
+            )
+            .into_response()
+        }
+    }
+}
+
+async fn user(store: &dyn Store, keys: &Keys, name: &str) -> ApiResult<Option<UserRecord>> {
+    match store.get(&format!("{}auth/users/{name}", keys.root())).await? {
+        Some(kv) => Ok(serde_json::from_slice(&kv.value).ok()),
+        None => Ok(None),
+    }
+}
+
+async fn login(State(s): State<AppState>, Body(req): Body<LoginRequest>) -> ApiResult<Response> {
+    {
+        let f = s.auth.failures.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((n, since)) = f.get(&req.username)
+            && *n >= MAX_FAILURES
+            && since.elapsed() < FAILURE_WINDOW
+        {
+            let wait = (FAILURE_WINDOW - since.elapsed()).as_secs() + 1;
+            let mut resp = ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                format!("too many failed logins for {}; try again in {wait} s", req.username),
+            )
+            .into_response();
+            resp.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from(wait));
+            return Ok(resp);
+        }
+    }
+    let found = user(&*s.store, &s.keys, &req.username).await?;
+    // Hash even for an unknown user, so that timing does not reveal which names exist.
+    let hash = found.as_ref().map_or(
+        "$argon2id$v=19$m=19456,t=2,p=1$AAAAAAAAAAAAAAAAAAAAAA$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+        |u| u.password_hash.as_str(),
+    );
+    let ok = romana_auth::verify_password(&req.password, hash) && found.is_some();
+    let Some(u) = found.filter(|_| ok) else {
+        let mut f = s.auth.failures.lock().unwrap_or_else(|p| p.into_inner());
+        let e = f.entry(req.username.clone()).or_insert((0, Instant::now()));
+        if e.1.elapsed() >= FAILURE_WINDOW {
+            *e = (0, Instant::now());
+        }
+        e.0 += 1;
+        return Err(ApiError::new(StatusCode::UNAUTHORIZED, "wrong username or password"));
+    };
+    s.auth.failures.lock().unwrap_or_else(|p| p.into_inner()).remove(&req.username);
+    Ok(Json(s.auth.issue(&u)?).into_response())
+}
+
+async fn refresh(
+    State(s): State<AppState>,
+    Body(req): Body<RefreshRequest>,
+) -> ApiResult<Json<TokenResponse>> {
+    let claims = {
+        let ring = s.auth.keys.read().unwrap_or_else(|p| p.into_inner());
+        romana_auth::verify(&req.refresh_token, &ring.set, now(), TokenKind::Refresh)
+            .map_err(|e| ApiError::new(StatusCode::UNAUTHORIZED, e.to_string()))?
+    };
+    let u = user(&*s.store, &s.keys, &claims.sub)
+        .await?
+        .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "the user no longer exists"))?;
+    Ok(Json(s.auth.issue(&u)?))
+}
+
+async fn public_keys(State(s): State<AppState>) -> Json<serde_json::Value> {
+    let (kvs, _) = s.store.range(&format!("{}auth/keys/", s.keys.root())).await.unwrap_or_default();
+    let keys: Vec<serde_json::Value> = kvs
+        .iter()
+        .filter_map(|kv| serde_json::from_slice::<KeyRecord>(&kv.value).ok())
+        .filter_map(|r| {
+            let k = b64_decode(&r.pkcs8).and_then(|b| SigningKey::from_pkcs8(&b))?;
+            Some(serde_json::json!({"kid": r.kid, "alg": "EdDSA", "crv": "Ed25519", "x": b64_encode(&k.public_key()), "created": r.created}))
+        })
+        .collect();
+    Json(serde_json::json!({ "keys": keys }))
+}
+
+async fn rotate(State(s): State<AppState>) -> ApiResult<Json<serde_json::Value>> {
+    let kid = s.auth.add_key(&*s.store, &s.keys).await?;
+    Ok(Json(serde_json::json!({ "kid": kid })))
+}
+
+fn user_view(u: &UserRecord) -> User {
+    User {
+        name: u.name.clone(),
+        roles: u.roles.iter().map(|r| role_name(*r)).collect(),
+        tenants: u.tenants.clone(),
+    }
+}
+
+async fn users(State(s): State<AppState>) -> ApiResult<Json<Vec<User>>> {
+    let (kvs, _) = s.store.range(&format!("{}auth/users/", s.keys.root())).await?;
+    Ok(Json(
+        kvs.iter()
+            .filter_map(|kv| serde_json::from_slice::<UserRecord>(&kv.value).ok())
+            .map(|u| user_view(&u))
+            .collect(),
+    ))
+}
+
+async fn create_user(
+    State(s): State<AppState>,
+    Body(req): Body<UserRequest>,
+) -> ApiResult<(StatusCode, Json<User>)> {
+    let mut problems = Vec::new();
+    if req.name.is_empty()
+        || req.name.len() > 64
+        || !req.name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.@".contains(c))
+    {
+        problems.push(format!("name: {:?} must be 1 to 64 characters from A-Z a-z 0-9 - _ . @", req.name));
+    }
+    if req.password.chars().count() < 12 {
+        problems.push("password: at least 12 characters".into());
+    }
+    let mut roles = Vec::new();
+    for r in &req.roles {
+        match r.as_str() {
+            "admin" => roles.push(Role::Admin),
+            "service" => roles.push(Role::Service),
+            "tenant" => roles.push(Role::Tenant),
+            other => problems.push(format!("roles: {other:?} is not admin, service or tenant")),
+        }
+    }
+    if roles.is_empty() {
+        problems.push("roles: give at least one".into());
+    }
+    if roles.contains(&Role::Tenant) && req.tenants.is_empty() {
+        problems.push("tenants: a tenant role needs the tenants it may act on".into());
+    }
+    if !problems.is_empty() {
+        return Err(ApiError::invalid("invalid user", problems));
+    }
+    let rec = UserRecord {
+        name: req.name.clone(),
+        password_hash: s.auth.hash(&req.password),
+        roles,
+        tenants: req.tenants,
+    };
+    let key = format!("{}auth/users/{}", s.keys.root(), req.name);
+    let r = s
+        .store
+        .txn(Txn::when(
+            vec![Compare::absent(&key)],
+            vec![Op::put(&key, serde_json::to_vec(&rec).expect("serializes"))],
+        ))
+        .await?;
+    if !r.succeeded {
+        return Err(ApiError::conflict(format!("user {} already exists", req.name)));
+    }
+    Ok((StatusCode::CREATED, Json(user_view(&rec))))
+}
+
+async fn delete_user(State(s): State<AppState>, Path(name): Path<String>) -> ApiResult<StatusCode> {
+    let key = format!("{}auth/users/{name}", s.keys.root());
+    let r = s
+        .store
+        .txn(Txn::when(
+            vec![Compare::CreateRevision(key.clone(), romana_store::Cmp::Greater, 0)],
+            vec![Op::delete(&key)],
+        ))
+        .await?;
+    if r.succeeded {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::not_found(format!("unknown user {name}")))
+    }
+}
+
+async fn whoami(Extension(p): Extension<Principal>) -> Json<User> {
+    Json(User {
+        name: p.name.clone(),
+        roles: p.roles.iter().map(|r| role_name(*r)).collect(),
+        tenants: p.tenants.clone(),
+    })
+}
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/auth/login", post(login))
+        .route("/auth/refresh", post(refresh))
+        .route("/auth/keys", get(public_keys))
+        .route("/auth/keys/rotate", post(rotate))
+        .route("/auth/users", get(users).post(create_user))
+        .route("/auth/users/{user}", axum::routing::delete(delete_user))
+        .route("/auth/whoami", get(whoami))
+}
