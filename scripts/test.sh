@@ -13,6 +13,7 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked 2>&1 | tee "$log"
 cargo bench --locked -p romana-ipam --bench alloc -- --quick
 cargo bench --locked -p romanad --bench rest -- --quick
+cargo bench --locked -p romana-auth --bench verify -- --quick
 
 # One closing line for the whole run (cargo prints one per test binary).
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i; if ($(i+1) ~ /^ignored/) s += $i } }

@@ -6,11 +6,13 @@
 //! live token stays in the verifying key set until its tokens expire.
 
 mod b64;
+mod cache;
 mod password;
 mod rules;
 mod token;
 
 pub use b64::{decode as b64_decode, encode as b64_encode};
+pub use cache::VerifiedTokens;
 pub use password::{hash_password, verify_password};
 pub use rules::{Access, Decision, decide};
 pub use token::{Claims, KeySet, Principal, Role, SigningKey, TokenKind, VerifyError, verify};

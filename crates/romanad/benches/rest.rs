@@ -29,8 +29,22 @@ struct Run {
     p99: Duration,
 }
 
-async fn setup(url: &str, hosts: usize) {
+/// The admin's token from the credentials romanad wrote (`None` with `--auth off`).
+async fn token(dir: &TempDir) -> Option<String> {
+    let text = std::fs::read_to_string(dir.path().join("admin.credentials")).ok()?;
+    let creds: romana_api::rest::Credentials = serde_json::from_str(&text).expect("credentials");
+    let c = Client::from_credentials(&creds).await.expect("login");
+    c.token()
+}
+
+fn client(url: &str, token: &Option<String>) -> Client {
     let c = Client::new(vec![url.to_owned()]);
+    c.set_token(token.clone());
+    c
+}
+
+async fn setup(url: &str, token: &Option<String>, hosts: usize) {
+    let c = client(url, token);
     let t: TopologyRequest = serde_json::from_str(TOPOLOGY).expect("topology");
     c.apply_topology(&t).await.expect("apply");
     for h in 0..hosts {
@@ -46,8 +60,15 @@ async fn setup(url: &str, hosts: usize) {
 }
 
 /// `count` allocations from `clients` concurrent clients; names start at `start`.
-async fn allocate(url: &str, hosts: usize, clients: usize, start: usize, count: usize) -> Run {
-    let c = Arc::new(Client::new(vec![url.to_owned()]));
+async fn allocate(
+    url: &str,
+    token: &Option<String>,
+    hosts: usize,
+    clients: usize,
+    start: usize,
+    count: usize,
+) -> Run {
+    let c = Arc::new(client(url, token));
     let t0 = Instant::now();
     let mut tasks = Vec::new();
     for k in 0..clients {
@@ -130,30 +151,57 @@ async fn main() {
         if quick { (100, 500, 2_000, 3_000, 1_000, 32) } else { (1_000, 5_000, 20_000, 100_000, 10_000, 64) };
     let bin = Path::new(env!("CARGO_BIN_EXE_romanad"));
 
-    // Embedded store.
+    // Embedded store, authentication on (the default).
     let dir = TempDir::new("bench-embedded");
     let d = Romanad::start(bin, &["--data-dir".into(), dir.path().display().to_string()]).expect("romanad");
-    setup(&d.url, hosts).await;
-    allocate(&d.url, hosts, clients, 0, warm).await;
-    let emb = allocate(&d.url, hosts, clients, warm, measured).await;
-    allocate(&d.url, hosts, clients, warm + measured, total - warm - measured).await;
+    let tok = token(&dir).await;
+    setup(&d.url, &tok, hosts).await;
+    allocate(&d.url, &tok, hosts, clients, 0, warm).await;
+    let emb = allocate(&d.url, &tok, hosts, clients, warm, measured).await;
+    allocate(&d.url, &tok, hosts, clients, warm + measured, total - warm - measured).await;
     let rss = rss_mib(d.pid().expect("pid"));
     drop(d);
 
+    // The same with authentication off, for the cost of checking tokens. Two alternating
+    // rounds each (on, off) so that machine noise hits both.
+    let mut on_off = [Vec::new(), Vec::new()];
+    for round in 0..2 {
+        for (i, auth) in ["on", "off"].iter().enumerate() {
+            let dir = TempDir::new("bench-auth");
+            let args =
+                vec!["--data-dir".into(), dir.path().display().to_string(), "--auth".into(), (*auth).into()];
+            let d = Romanad::start(bin, &args).expect("romanad");
+            let tok = token(&dir).await;
+            setup(&d.url, &tok, hosts.min(100)).await;
+            allocate(&d.url, &tok, hosts.min(100), clients, 0, warm).await;
+            on_off[i].push(allocate(&d.url, &tok, hosts.min(100), clients, warm, measured / 2).await.rate);
+            let _ = round;
+        }
+    }
+    let auth_on = on_off[0].iter().sum::<f64>() / on_off[0].len() as f64;
+    let auth_off = on_off[1].iter().sum::<f64>() / on_off[1].len() as f64;
+
     // etcd.
     let etcd = EtcdServer::start("bench").expect("etcd").expect("etcd installed");
-    let d = Romanad::start(
-        bin,
-        &["--etcd-endpoints".into(), etcd.endpoint.clone(), "--prefix".into(), "/bench/".into()],
-    )
-    .expect("romanad");
-    setup(&d.url, hosts.min(200)).await;
-    allocate(&d.url, hosts.min(200), clients, 0, etcd_count / 5).await;
+    let edir = TempDir::new("bench-etcd");
+    let args = vec![
+        "--etcd-endpoints".into(),
+        etcd.endpoint.clone(),
+        "--prefix".into(),
+        "/bench/".into(),
+        "--data-dir".into(),
+        edir.path().display().to_string(),
+    ];
+    let d = Romanad::start(bin, &args).expect("romanad");
+    let tok = token(&edir).await;
+    setup(&d.url, &tok, hosts.min(200)).await;
+    allocate(&d.url, &tok, hosts.min(200), clients, 0, etcd_count / 5).await;
     // etcd is measured at a moderate concurrency: its latency target is per request.
     let mut rounds = Vec::new();
     for r in 0..ETCD_ROUNDS {
         rounds.push(
-            allocate(&d.url, hosts.min(200), ETCD_CLIENTS, etcd_count / 5 + r * etcd_count, etcd_count).await,
+            allocate(&d.url, &tok, hosts.min(200), ETCD_CLIENTS, etcd_count / 5 + r * etcd_count, etcd_count)
+                .await,
         );
     }
     rounds.sort_by_key(|r| r.p99);
@@ -189,6 +237,10 @@ async fn main() {
     println!(
         "| romanad resident memory with {hosts} hosts and {total} addresses (MiB) | {rss:.1} | target 100 | {:.2} |",
         rss / 100.0
+    );
+    println!(
+        "| embedded with authentication on / off: allocations/s (mean of 2 rounds each) | {auth_on:.0} / {auth_off:.0} | target ratio 0.9 | {:.2} |",
+        auth_on / auth_off
     );
     println!(
         "| 2.0-style single document, 1,000 addresses: allocations/s | {base_1k:.0} | embedded REST above | {:.1}x |",

@@ -17,7 +17,8 @@ use axum::{Extension, Json, Router};
 use ring::rand::{SecureRandom, SystemRandom};
 use romana_api::rest::{Credentials, LoginRequest, RefreshRequest, TokenResponse, User, UserRequest};
 use romana_auth::{
-    Claims, Decision, KeySet, Principal, Role, SigningKey, TokenKind, b64_decode, b64_encode, decide,
+    Claims, Decision, KeySet, Principal, Role, SigningKey, TokenKind, VerifiedTokens, b64_decode, b64_encode,
+    decide,
 };
 use romana_store::{Compare, Op, Store, Txn};
 use serde::{Deserialize, Serialize};
@@ -62,6 +63,7 @@ pub struct AuthState {
     pub enabled: bool,
     access_ttl: u64,
     keys: RwLock<KeyRing>,
+    verified: Mutex<VerifiedTokens>,
     failures: Mutex<HashMap<String, (u32, Instant)>>,
     rng: SystemRandom,
 }
@@ -106,6 +108,7 @@ impl AuthState {
             enabled,
             access_ttl: access_ttl.max(1),
             keys: RwLock::new(KeyRing::default()),
+            verified: Mutex::new(VerifiedTokens::new(65_536)),
             failures: Mutex::new(HashMap::new()),
             rng: SystemRandom::new(),
         });
@@ -135,12 +138,20 @@ impl AuthState {
             let Ok(rec) = serde_json::from_slice::<KeyRecord>(&kv.value) else { continue };
             let Some(key) = b64_decode(&rec.pkcs8).and_then(|b| SigningKey::from_pkcs8(&b)) else { continue };
             ring.set.insert(key.public_key());
-            if ring.signing.as_ref().is_none_or(|(c, _)| rec.created >= *c) {
-                ring.signing = Some((rec.created, Arc::new(key)));
+            // The key written last signs (revisions order writes even within one second).
+            let written = kv.mod_revision as u64;
+            if ring.signing.as_ref().is_none_or(|(w, _)| written >= *w) {
+                ring.signing = Some((written, Arc::new(key)));
             }
         }
         let n = ring.set.len();
-        *self.keys.write().unwrap_or_else(|p| p.into_inner()) = ring;
+        let mut current = self.keys.write().unwrap_or_else(|p| p.into_inner());
+        let lost = current.set.kids().any(|k| !ring.set.kids().any(|x| x == k));
+        *current = ring;
+        if lost {
+            // A removed key's tokens must stop working at once.
+            self.verified.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        }
         Ok(n)
     }
 
@@ -266,6 +277,9 @@ fn bearer(headers: &HeaderMap) -> Option<Result<&str, &'static str>> {
     let v = headers.get(header::AUTHORIZATION)?;
     let Ok(v) = v.to_str() else { return Some(Err("the Authorization header is not text")) };
     let v = v.trim();
+    if v.eq_ignore_ascii_case("bearer") {
+        return Some(Err("the bearer token is empty"));
+    }
     let token = match v.split_once(' ') {
         Some((scheme, rest)) if scheme.eq_ignore_ascii_case("bearer") => rest.trim(),
         Some(_) => return Some(Err("use 'Authorization: Bearer TOKEN'")),

@@ -626,6 +626,14 @@ impl Actor {
                     }
                     tracing::debug!(attempt, "allocation conflicted with another replica; retrying");
                     tokio::time::sleep(backoff(attempt)).await;
+                    // A batch that collided goes on one allocation at a time: smaller transactions
+                    // collide less with another replica working on the same blocks.
+                    if allocs.len() > 1 {
+                        for one in allocs {
+                            Box::pin(self.allocate(vec![one])).await;
+                        }
+                        return;
+                    }
                 }
                 Err(e) => {
                     self.rollback(&fresh);

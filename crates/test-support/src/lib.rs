@@ -39,12 +39,24 @@ pub struct Romanad {
     pub url: String,
     bin: PathBuf,
     args: Vec<String>,
+    log: Option<PathBuf>,
 }
 
 impl Romanad {
     /// Starts `bin` with `args` plus `--listen 127.0.0.1:0` and waits for its ready line.
     pub fn start(bin: &Path, args: &[String]) -> std::io::Result<Romanad> {
-        let mut r = Romanad { child: None, url: String::new(), bin: bin.to_owned(), args: args.to_vec() };
+        Romanad::start_logged(bin, args, None)
+    }
+
+    /// Like `start`, with romanad's log (stderr) going to `log`.
+    pub fn start_logged(bin: &Path, args: &[String], log: Option<&Path>) -> std::io::Result<Romanad> {
+        let mut r = Romanad {
+            child: None,
+            url: String::new(),
+            bin: bin.to_owned(),
+            args: args.to_vec(),
+            log: log.map(Path::to_owned),
+        };
         r.spawn("127.0.0.1:0")?;
         Ok(r)
     }
@@ -55,7 +67,10 @@ impl Romanad {
             .args(["--listen", listen])
             .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(match &self.log {
+                Some(p) => Stdio::from(std::fs::OpenOptions::new().create(true).append(true).open(p)?),
+                None => Stdio::inherit(),
+            })
             .spawn()?;
         let stdout = child.stdout.take().expect("piped stdout");
         let (tx, rx) = std::sync::mpsc::channel();
