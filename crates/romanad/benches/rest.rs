@@ -166,7 +166,11 @@ async fn main() {
     // rounds each (on, off) so that machine noise hits both.
     let mut on_off = [Vec::new(), Vec::new()];
     for round in 0..2 {
-        for (i, auth) in ["on", "off"].iter().enumerate() {
+        // Alternate which goes first, so that order effects cancel.
+        let order: [(usize, &str); 2] =
+            if round % 2 == 0 { [(0, "on"), (1, "off")] } else { [(1, "off"), (0, "on")] };
+        for (i, auth) in order.iter() {
+            let i = *i;
             let dir = TempDir::new("bench-auth");
             let args =
                 vec!["--data-dir".into(), dir.path().display().to_string(), "--auth".into(), (*auth).into()];
@@ -174,8 +178,11 @@ async fn main() {
             let tok = token(&dir).await;
             setup(&d.url, &tok, hosts.min(100)).await;
             allocate(&d.url, &tok, hosts.min(100), clients, 0, warm).await;
-            on_off[i].push(allocate(&d.url, &tok, hosts.min(100), clients, warm, measured / 2).await.rate);
-            let _ = round;
+            let count = std::env::var("ROMANA_BENCH_AUTH_COUNT")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(measured / 2);
+            on_off[i].push(allocate(&d.url, &tok, hosts.min(100), clients, warm, count).await.rate);
         }
     }
     let auth_on = on_off[0].iter().sum::<f64>() / on_off[0].len() as f64;

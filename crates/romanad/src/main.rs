@@ -96,8 +96,28 @@ async fn shutdown_signal() {
     tokio::select! { () = ctrl_c => {}, () = term => {} }
 }
 
-#[tokio::main]
-async fn main() -> Result<()> {
+/// Keeps glibc from raising its mmap threshold after a large buffer is freed (argon2 uses ~19 MiB
+/// per password check): otherwise such buffers later come from the heap and stay resident, and
+/// resident memory stops following the state.
+#[cfg(target_env = "gnu")]
+#[allow(unsafe_code)]
+fn fix_malloc_thresholds() {
+    // SAFETY: mallopt only sets allocator parameters; called once at start, before other threads exist.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 256 * 1024);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 4 * 1024 * 1024);
+    }
+}
+
+#[cfg(not(target_env = "gnu"))]
+fn fix_malloc_thresholds() {}
+
+fn main() -> Result<()> {
+    fix_malloc_thresholds();
+    tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(run())
+}
+
+async fn run() -> Result<()> {
     let flags = Flags::parse();
     init_logs(flags.log_format);
     let services: Vec<String> = if flags.services.is_empty() {

@@ -235,7 +235,9 @@ impl AuthState {
     /// Verifies a bearer token (access kind) at the current time.
     pub fn principal(&self, token: &str) -> Result<Principal, String> {
         let ring = self.keys.read().unwrap_or_else(|p| p.into_inner());
-        romana_auth::verify(token, &ring.set, now(), TokenKind::Access)
+        let mut cache = self.verified.lock().unwrap_or_else(|p| p.into_inner());
+        cache
+            .verify(token, &ring.set, now(), TokenKind::Access)
             .map(Principal::from)
             .map_err(|e| e.to_string())
     }
@@ -297,11 +299,19 @@ fn path_tenant<'a>(template: &str, path: &'a str) -> Option<&'a str> {
 pub async fn authenticate(State(s): State<AppState>, mut req: Request, next: Next) -> Response {
     let template = req.extensions().get::<MatchedPath>().map(|m| m.as_str().to_owned());
     let rule = template.as_deref().and_then(|t| crate::table::route(req.method().as_str(), t));
+    // A served route missing from the table is a bug; refuse it rather than leave it open.
+    let Some(rule) = rule else {
+        return ApiError::internal(format!(
+            "route {} {} declares no access rule",
+            req.method(),
+            template.unwrap_or_default()
+        ))
+        .into_response();
+    };
     if !s.auth.enabled {
         req.extensions_mut().insert(Principal::superuser());
         return next.run(req).await;
     }
-    let Some(rule) = rule else { return next.run(req).await };
     let verified =
         match bearer(req.headers()) {
             None => Err("missing token: send 'Authorization: Bearer TOKEN' (get one from POST /auth/login)"
