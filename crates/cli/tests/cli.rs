@@ -20,6 +20,7 @@ async fn serve() -> String {
         credentials: None,
         ca_pem: None,
         access_ttl: 900,
+        liveness_ttl: 2,
     };
     let state = romana_services::start(Arc::new(MemStore::new()), &opts).await.expect("start");
     tokio::spawn(axum::serve(listener, romana_services::router(state)).into_future());

@@ -43,6 +43,9 @@ struct Flags {
     /// Check tokens on every route (on); `off` only where the network itself is trusted.
     #[arg(long, value_enum, default_value_t = Switch::On, env = "ROMANAD_AUTH")]
     auth: Switch,
+    /// Seconds a host stays alive without a heartbeat from its agent; then its routes are withdrawn.
+    #[arg(long, default_value_t = 2, env = "ROMANAD_HOST_LIVENESS_TTL")]
+    host_liveness_ttl: i64,
     /// Lifetime of access tokens, in seconds.
     #[arg(long, default_value_t = 900, env = "ROMANAD_ACCESS_TOKEN_TTL")]
     access_token_ttl: u64,
@@ -174,6 +177,7 @@ async fn run() -> Result<()> {
         initial_topology,
         auth: flags.auth == Switch::On,
         access_ttl: flags.access_token_ttl,
+        liveness_ttl: flags.host_liveness_ttl,
         credentials: Some(flags.data_dir.join("admin.credentials")),
         ca_pem: tls.as_ref().and_then(|t| t.ca_pem.clone()),
     };

@@ -405,7 +405,7 @@ async fn remove_blackout(State(s): State<AppState>, Query(q): Query<CidrQuery>) 
     Ok(StatusCode::NO_CONTENT)
 }
 
-fn route_info(r: &romana_ipam::Route) -> RouteInfo {
+pub(crate) fn route_info(r: &romana_ipam::Route) -> RouteInfo {
     let (kind, via, via_ip) = match &r.target {
         RouteTarget::Host { name, ip } => ("host", name.to_string(), ip.to_string()),
         RouteTarget::Group { path } => ("group", path.clone(), String::new()),
@@ -417,14 +417,8 @@ fn route_info(r: &romana_ipam::Route) -> RouteInfo {
 async fn host_routes(State(s): State<AppState>, Path(host): Path<String>) -> ApiResult<Json<HostRoutes>> {
     let name = host_name(&host)?;
     s.ipam.read(|v| {
-        let r = v.ipam.host_routes(&name)?;
-        Ok(Json(HostRoutes {
-            host,
-            revision: v.revision,
-            routes: r.routes.iter().map(route_info).collect(),
-            per_block: r.per_block,
-            per_endpoint: r.per_endpoint,
-        }))
+        let live = s.liveness.read().unwrap_or_else(|p| p.into_inner());
+        crate::route_manager::host_routes(&v.ipam, &live, &name, v.revision).map(Json)
     })
 }
 

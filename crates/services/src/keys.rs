@@ -87,6 +87,24 @@ impl Keys {
     pub fn policy(&self, id: &str) -> String {
         format!("{}policies/{id}", self.prefix)
     }
+    pub fn liveness_prefix(&self) -> String {
+        format!("{}liveness/", self.prefix)
+    }
+    pub fn liveness(&self, host: &str) -> String {
+        format!("{}liveness/{host}", self.prefix)
+    }
+    pub fn liveness_seen_prefix(&self) -> String {
+        format!("{}liveness-seen/", self.prefix)
+    }
+    pub fn liveness_seen(&self, host: &str) -> String {
+        format!("{}liveness-seen/{host}", self.prefix)
+    }
+    pub fn routes(&self, host: &str) -> String {
+        format!("{}routes/{host}", self.prefix)
+    }
+    pub fn leader(&self, role: &str) -> String {
+        format!("{}leader/{role}", self.prefix)
+    }
     pub fn services(&self) -> String {
         format!("{}services/", self.prefix)
     }

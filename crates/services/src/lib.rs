@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod ops;
 pub mod policies;
 pub mod root;
+pub mod route_manager;
 pub mod state;
 pub mod table;
 pub mod tenants;
@@ -49,6 +50,8 @@ pub struct Options {
     pub ca_pem: Option<String>,
     /// Seconds an access token lives.
     pub access_ttl: u64,
+    /// Seconds a host stays alive without a heartbeat (its routes are withdrawn after).
+    pub liveness_ttl: i64,
 }
 
 /// Loads the IPAM replica and builds the shared state.
@@ -58,6 +61,16 @@ pub async fn start(store: Arc<dyn Store>, opts: &Options) -> error::ApiResult<Ap
         ipam_sync::IpamHandle::start(Arc::clone(&store), keys.clone(), opts.initial_topology.clone()).await?;
     let creds = opts.credentials.clone().map(|p| (p, opts.url.clone(), opts.ca_pem.clone()));
     let auth = auth::AuthState::start(Arc::clone(&store), &keys, opts.auth, opts.access_ttl, creds).await?;
+    let liveness = Arc::new(std::sync::RwLock::new(route_manager::Liveness::new(opts.liveness_ttl)));
+    if opts.services.iter().any(|s| s == "topology") {
+        route_manager::spawn(
+            Arc::clone(&store),
+            keys.clone(),
+            ipam.clone(),
+            Arc::clone(&liveness),
+            opts.instance.clone(),
+        );
+    }
     root::spawn_registration(
         Arc::clone(&store),
         keys.clone(),
@@ -71,6 +84,7 @@ pub async fn start(store: Arc<dyn Store>, opts: &Options) -> error::ApiResult<Ap
         ipam,
         metrics: Arc::new(metrics::Metrics::new()),
         auth,
+        liveness,
         services: Arc::new(opts.services.clone()),
         instance: Arc::new(opts.instance.clone()),
         url: Arc::new(opts.url.clone()),
@@ -91,7 +105,7 @@ pub fn router(state: AppState) -> Router {
         app = app.merge(tenants::routes());
     }
     if on("topology") {
-        app = app.merge(ipam_api::topology_routes());
+        app = app.merge(ipam_api::topology_routes()).merge(route_manager::routes());
     }
     if on("ipam") {
         app = app.merge(ipam_api::ipam_routes());

@@ -17,6 +17,7 @@ pub struct AppState {
     pub ipam: IpamHandle,
     pub metrics: Arc<Metrics>,
     pub auth: Arc<AuthState>,
+    pub liveness: Arc<std::sync::RwLock<crate::route_manager::Liveness>>,
     /// Services this instance serves.
     pub services: Arc<Vec<String>>,
     /// This instance's id and URL, as registered with Root.

@@ -219,6 +219,17 @@ pub const ROUTES: &[RouteSpec] = &[
         200,
     ),
     r(
+        "PUT",
+        "/hosts/{host}/alive",
+        "topology",
+        Access::Service,
+        "An agent's heartbeat: the host stays alive while it renews",
+        None,
+        "",
+        200,
+    ),
+    r("GET", "/liveness", "topology", Access::Service, "Monitored hosts and which are alive", None, "", 200),
+    r(
         "GET",
         "/fabric",
         "topology",

@@ -51,6 +51,7 @@ pub async fn serve(store: Arc<dyn Store>) -> (String, tokio::task::JoinHandle<()
         credentials: None,
         ca_pem: None,
         access_ttl: 900,
+        liveness_ttl: 2,
     };
     let state = romana_services::start(store, &opts).await.expect("services start");
     let app = romana_services::router(state);

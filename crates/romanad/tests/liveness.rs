@@ -1,0 +1,117 @@
+//! Host liveness: a host whose agent stops its heartbeat has its routes withdrawn from the other
+//! hosts' route sets (served and published on the watch), and they come back when it returns.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use romana_api::rest::{AddressRequest, HostRequest};
+use romana_api::topology::TopologyRequest;
+use romana_client::Client;
+use romana_tests_support::TempDir;
+
+const FLAT: &str = r#"{"networks":[{"name":"pods","cidr":"10.20.0.0/16","block_mask":28}],"topologies":[{"networks":["pods"],"map":[{"groups":[]}]}]}"#;
+
+async fn via(c: &Client, host: &str) -> Vec<String> {
+    c.routes(host).await.unwrap().routes.into_iter().map(|r| r.via).collect()
+}
+
+async fn heartbeat(url: &str, token: &str, host: &str) -> u16 {
+    romana_client::http()
+        .put(format!("{url}/hosts/{host}/alive"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_hosts_lose_their_routes_and_get_them_back() {
+    let dir = TempDir::new("liveness");
+    let d = common::embedded(&dir, &["--host-liveness-ttl", "2"]);
+    let c = common::admin(&dir).await;
+    let token = c.token().unwrap();
+    c.apply_topology(&serde_json::from_str::<TopologyRequest>(FLAT).unwrap()).await.unwrap();
+    for (i, h) in ["h1", "h2", "h3"].iter().enumerate() {
+        let req = HostRequest {
+            name: h.to_string(),
+            ip: format!("192.168.9.{}", i + 1),
+            agent_port: None,
+            tags: BTreeMap::new(),
+            k8s_info: None,
+        };
+        c.add_host(&req).await.unwrap();
+        let a = AddressRequest {
+            name: format!("pod-{h}"),
+            host: h.to_string(),
+            tenant: "t".into(),
+            segment: String::new(),
+            ip: None,
+        };
+        c.allocate(&a, None).await.unwrap();
+    }
+    assert_eq!(heartbeat(&d.url, &token, "nohost").await, 404);
+    assert_eq!(via(&c, "h1").await, vec!["h2", "h3"], "hosts that never sent a heartbeat are not judged");
+
+    // h2's agent sends heartbeats.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let beat = {
+        let (url, token, stop) = (d.url.clone(), token.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut last = Instant::now();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                assert_eq!(heartbeat(&url, &token, "h2").await, 200);
+                last = Instant::now();
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+            last
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(via(&c, "h1").await, vec!["h2", "h3"]);
+    let mut published = c.watch("routes/h1", 0).await.unwrap();
+    let first = published.recv().await.unwrap().unwrap();
+    assert!(first.value.unwrap().to_string().contains("\"via\":\"h2\""), "the published set routes to h2");
+
+    // The agent dies: its routes go from h1's set, served and published.
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let last_beat = beat.await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while via(&c, "h1").await.contains(&"h2".to_owned()) {
+        assert!(Instant::now() < deadline, "h2's routes were never withdrawn");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let withdrawn = last_beat.elapsed();
+    assert_eq!(via(&c, "h1").await, vec!["h3"]);
+    let mut saw_withdrawal = false;
+    while let Ok(Some(Ok(ev))) = tokio::time::timeout(Duration::from_secs(5), published.recv()).await {
+        if ev.kind == "put" && !ev.value.unwrap().to_string().contains("\"via\":\"h2\"") {
+            saw_withdrawal = true;
+            break;
+        }
+    }
+    assert!(saw_withdrawal, "the withdrawal is published on the watch");
+    println!("h2's routes withdrawn {:.2} s after its last heartbeat (TTL 2 s)", withdrawn.as_secs_f64());
+
+    // The agent comes back: so do its routes.
+    assert_eq!(heartbeat(&d.url, &token, "h2").await, 200);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !via(&c, "h1").await.contains(&"h2".to_owned()) {
+        assert!(Instant::now() < deadline, "h2's routes never came back");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let live: serde_json::Value = romana_client::http()
+        .get(format!("{}/liveness", d.url))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(live["alive"], serde_json::json!(["h2"]));
+}
