@@ -114,4 +114,26 @@ async fn dead_hosts_lose_their_routes_and_get_them_back() {
         .await
         .unwrap();
     assert_eq!(live["alive"], serde_json::json!(["h2"]));
+
+    // A removed host stops being monitored: its liveness keys go with it.
+    let del =
+        romana_client::http().delete(format!("{}/hosts/h2", d.url)).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(del.status(), 200);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let live: serde_json::Value = romana_client::http()
+            .get(format!("{}/liveness", d.url))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if live["monitored"] == serde_json::json!([]) && live["alive"] == serde_json::json!([]) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "h2 still monitored after removal: {live}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

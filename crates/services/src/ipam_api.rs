@@ -196,6 +196,17 @@ async fn show_host(State(s): State<AppState>, Path(name): Path<String>) -> ApiRe
 
 async fn remove_host(State(s): State<AppState>, Path(name): Path<String>) -> ApiResult<Json<Vec<Address>>> {
     let released = s.ipam.remove_host(host_name(&name)?).await?;
+    // The host is gone; its liveness keys would only leak. Best effort: the removal has landed.
+    let cleanup = romana_store::Txn::when(
+        vec![],
+        vec![
+            romana_store::Op::delete(s.keys.liveness(&name)),
+            romana_store::Op::delete(s.keys.liveness_seen(&name)),
+        ],
+    );
+    if let Err(e) = s.store.txn(cleanup).await {
+        tracing::warn!(host = %name, error = %e, "could not remove the liveness keys of a removed host");
+    }
     Ok(Json(
         released
             .into_iter()

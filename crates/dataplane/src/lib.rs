@@ -1,0 +1,11 @@
+//! Pure host dataplane core: from what an agent knows about its host to the kernel objects the
+//! host should have, and from what the kernel has to the plan that converges it. No netlink, no
+//! clock, no I/O: the agent observes, calls [`compile`] and [`diff`], and applies the [`Plan`].
+
+mod compile;
+mod plan;
+mod state;
+
+pub use compile::{CompileError, Endpoint, HostView, PeerRoute, compile};
+pub use plan::{Plan, Step, diff};
+pub use state::{HostState, LINK_PREFIX, LinkKind, LinkName, LinkNameError, NextHop, ROUTE_PROTOCOL};
