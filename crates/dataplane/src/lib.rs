@@ -7,5 +7,5 @@ mod plan;
 mod state;
 
 pub use compile::{CompileError, Endpoint, HostView, PeerRoute, compile};
-pub use plan::{Plan, Step, diff};
+pub use plan::{Plan, Step, diff, reachable};
 pub use state::{HostState, LINK_PREFIX, LinkKind, LinkName, LinkNameError, NextHop, ROUTE_PROTOCOL};

@@ -13,13 +13,39 @@ use crate::state::{HostState, LinkKind, LinkName, NextHop};
 /// One kernel change. Deleting something already gone is success for the adapter.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Step {
-    AddLink { name: LinkName, kind: LinkKind },
-    DelLink { name: LinkName },
-    AddAddress { link: LinkName, addr: Cidr },
-    DelAddress { link: LinkName, addr: Cidr },
-    AddRoute { dest: Cidr, next: NextHop },
-    ReplaceRoute { dest: Cidr, from: NextHop, to: NextHop },
-    DelRoute { dest: Cidr },
+    /// Only the gateway: endpoint links are made by the CNI plugin with their peer in the pod.
+    AddLink {
+        name: LinkName,
+        kind: LinkKind,
+    },
+    /// An endpoint whose link is not on the host (its pod is being set up, or the link was
+    /// deleted behind our back): reported, and its routes wait until the link exists.
+    MissingEndpoint {
+        link: LinkName,
+    },
+    DelLink {
+        name: LinkName,
+    },
+    AddAddress {
+        link: LinkName,
+        addr: Cidr,
+    },
+    DelAddress {
+        link: LinkName,
+        addr: Cidr,
+    },
+    AddRoute {
+        dest: Cidr,
+        next: NextHop,
+    },
+    ReplaceRoute {
+        dest: Cidr,
+        from: NextHop,
+        to: NextHop,
+    },
+    DelRoute {
+        dest: Cidr,
+    },
 }
 
 impl fmt::Display for Step {
@@ -27,6 +53,7 @@ impl fmt::Display for Step {
         match self {
             Step::AddLink { name, kind } => write!(f, "add link {name} ({kind:?})"),
             Step::DelLink { name } => write!(f, "delete link {name}"),
+            Step::MissingEndpoint { link } => write!(f, "endpoint link {link} is missing; its routes wait"),
             Step::AddAddress { link, addr } => write!(f, "add address {addr} dev {link}"),
             Step::DelAddress { link, addr } => write!(f, "delete address {addr} dev {link}"),
             Step::AddRoute { dest, next } => write!(f, "add route {dest} {next}"),
@@ -59,10 +86,14 @@ impl Plan {
             };
             match step {
                 Step::AddLink { name, kind } => {
+                    if *kind != LinkKind::Gateway {
+                        return Err(format!("{step}: the agent does not create endpoint links"));
+                    }
                     if s.links.insert(name.clone(), *kind).is_some() {
                         return Err(format!("{step}: link exists"));
                     }
                 }
+                Step::MissingEndpoint { .. } => {}
                 Step::DelLink { name } => {
                     s.links.remove(name);
                     s.addresses.retain(|(l, _)| l != name);
@@ -105,10 +136,16 @@ impl fmt::Display for Plan {
     }
 }
 
-/// The steps that turn `observed` into `desired`. Both hold only Romana-marked objects (the
-/// adapter filters what it observes by link prefix and route protocol), so nothing else is touched.
+/// The steps that turn `observed` into [`reachable`]`(observed, desired)`. Both hold only
+/// Romana-marked objects (the adapter filters what it observes by link prefix and route protocol),
+/// so nothing else is touched.
 pub fn diff(observed: &HostState, desired: &HostState) -> Plan {
     let mut steps = Vec::new();
+    let missing = missing_endpoints(observed, desired);
+    for link in &missing {
+        steps.push(Step::MissingEndpoint { link: link.clone() });
+    }
+    let desired = &without_links(desired, &missing);
     // A link whose kind changed is recreated; the kernel drops its addresses and routes with it,
     // so the rest of the diff starts from a view without them.
     let recreate: BTreeSet<&LinkName> = desired
@@ -155,6 +192,30 @@ pub fn diff(observed: &HostState, desired: &HostState) -> Plan {
     Plan { steps }
 }
 
+/// Endpoint links the desired state needs and the host does not have (or has as another kind):
+/// only the CNI plugin can make them.
+fn missing_endpoints(observed: &HostState, desired: &HostState) -> BTreeSet<LinkName> {
+    desired
+        .links
+        .iter()
+        .filter(|(name, kind)| **kind == LinkKind::Endpoint && observed.links.get(*name) != Some(kind))
+        .map(|(name, _)| name.clone())
+        .collect()
+}
+
+fn without_links(state: &HostState, links: &BTreeSet<LinkName>) -> HostState {
+    let mut s = state.clone();
+    s.links.retain(|l, _| !links.contains(l));
+    s.addresses.retain(|(l, _)| !links.contains(l));
+    s.routes.retain(|_, n| !matches!(n, NextHop::Dev(l) if links.contains(l)));
+    s
+}
+
+/// What a plan from `observed` can reach: `desired` without endpoints whose link is missing.
+pub fn reachable(observed: &HostState, desired: &HostState) -> HostState {
+    without_links(desired, &missing_endpoints(observed, desired))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -194,7 +255,7 @@ mod tests {
         let plan = diff(&o, &d);
         let got: Vec<String> = plan.steps.iter().map(ToString::to_string).collect();
         assert_eq!(got, expect);
-        assert_eq!(plan.apply_to(&o), Ok(d));
+        assert_eq!(plan.apply_to(&o), Ok(reachable(&o, &d)));
     }
 
     #[test]
@@ -208,7 +269,20 @@ mod tests {
                 "route 10.1.0.5/32 dev romana-c1",
             ],
             &[
-                "add link romana-c1 (Endpoint)",
+                "endpoint link romana-c1 is missing; its routes wait",
+                "add link romana-gw (Gateway)",
+                "add address 10.0.0.1/32 dev romana-gw",
+            ],
+        );
+        check(
+            &["link romana-c1 ep"],
+            &[
+                "link romana-gw gw",
+                "addr 10.0.0.1/32 romana-gw",
+                "link romana-c1 ep",
+                "route 10.1.0.5/32 dev romana-c1",
+            ],
+            &[
                 "add link romana-gw (Gateway)",
                 "add address 10.0.0.1/32 dev romana-gw",
                 "add route 10.1.0.5/32 dev romana-c1",
@@ -293,8 +367,18 @@ mod tests {
         #[test]
         fn every_plan_converges_and_a_converged_host_needs_nothing(o in arb_state(), d in arb_state()) {
             let plan = diff(&o, &d);
-            prop_assert_eq!(plan.apply_to(&o), Ok(d.clone()));
+            let reached = plan.apply_to(&o);
+            prop_assert_eq!(&reached, &Ok(reachable(&o, &d)));
             prop_assert!(diff(&d, &d).is_empty());
+            // Once the CNI made the missing links, the next pass converges fully.
+            let mut with_links = reached.expect("checked");
+            for (l, k) in &d.links {
+                if *k == LinkKind::Endpoint && with_links.links.get(l) != Some(k) {
+                    with_links = Plan { steps: vec![Step::DelLink { name: l.clone() }] }.apply_to(&with_links).expect("delete");
+                    with_links.links.insert(l.clone(), *k);
+                }
+            }
+            prop_assert_eq!(diff(&with_links, &d).apply_to(&with_links), Ok(d.clone()));
         }
     }
 }
