@@ -4,7 +4,7 @@
 set -euo pipefail
 
 # System packages the project uses. Later parts of the project add theirs here.
-PACKAGES=(ca-certificates gcc pkg-config etcd-server protobuf-compiler)
+PACKAGES=(ca-certificates gcc pkg-config etcd-server protobuf-compiler iproute2)
 
 missing=()
 for p in "${PACKAGES[@]}"; do

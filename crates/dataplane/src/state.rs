@@ -9,9 +9,10 @@ use romana_model::Cidr;
 
 /// Every link Romana creates starts with this; the agent observes and removes only these.
 pub const LINK_PREFIX: &str = "romana";
-/// The route protocol number our routes carry (`ip route ... proto 99`); the agent observes and
+/// The route protocol number our routes carry (`ip route ... proto 77`); the agent observes and
 /// removes only routes with it, so routes of the operator, DHCP or a BGP daemon are never touched.
-pub const ROUTE_PROTOCOL: u8 = 99;
+/// 77 is unassigned in iproute2's `rt_protos` (99 is Open/R) and differs from Calico's 80.
+pub const ROUTE_PROTOCOL: u8 = 77;
 
 /// A link name carrying our mark: the prefix, and a kernel-valid name (at most 15 bytes, no `/`,
 /// whitespace or `:`).
