@@ -318,6 +318,12 @@ impl Client {
     pub async fn delete_policy(&self, id: &str) -> Result<Policy> {
         self.call(Method::DELETE, &format!("/policies/{}", enc(id)), None).await
     }
+    /// An agent's heartbeat: keeps `host` alive for the route manager's liveness TTL.
+    pub async fn heartbeat(&self, host: &str) -> Result<()> {
+        self.call::<serde_json::Value>(Method::PUT, &format!("/hosts/{}/alive", enc(host)), None)
+            .await
+            .map(|_| ())
+    }
     pub async fn routes(&self, host: &str) -> Result<HostRoutes> {
         self.call(Method::GET, &format!("/routes/{}", enc(host)), None).await
     }
