@@ -14,6 +14,7 @@ cargo test --workspace --locked 2>&1 | tee "$log"
 cargo bench --locked -p romana-ipam --bench alloc -- --quick
 cargo bench --locked -p romana-ipam --bench routes -- --quick
 cargo bench --locked -p romana-host --bench program -- --quick
+cargo bench --locked -p romana-agent --bench rss -- --quick
 cargo bench --locked -p romanad --bench rest -- --quick
 cargo bench --locked -p romana-auth --bench verify -- --quick
 

@@ -117,18 +117,21 @@ pub fn spawn(
             if last_input.as_ref() == Some(&input) {
                 continue;
             }
-            let sets: BTreeMap<String, Vec<u8>> = ipam.read(|v| {
-                let l = liveness.read().unwrap_or_else(|p| p.into_inner());
-                v.ipam
-                    .hosts()
-                    .iter()
-                    .filter_map(|h| host_routes(&v.ipam, &l, &h.name, v.revision).ok())
-                    .map(|mut r| {
-                        r.revision = 0; // publish only when the routes change
-                        (r.host.clone(), serde_json::to_vec(&r).expect("serializes"))
-                    })
-                    .collect()
-            });
+            // One host per read, yielding between hosts: a full pass is long at a thousand hosts
+            // and must not hold the IPAM or a runtime worker from allocations and agents.
+            let hosts: Vec<HostName> = ipam.read(|v| v.ipam.hosts().iter().map(|h| h.name.clone()).collect());
+            let mut sets: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+            for host in &hosts {
+                let set = ipam.read(|v| {
+                    let l = liveness.read().unwrap_or_else(|p| p.into_inner());
+                    host_routes(&v.ipam, &l, host, v.revision).ok()
+                });
+                if let Some(mut r) = set {
+                    r.revision = 0; // publish only when the routes change
+                    sets.insert(r.host.clone(), serde_json::to_vec(&r).expect("serializes"));
+                }
+                tokio::task::yield_now().await;
+            }
             let mut ops: Vec<Op> = sets
                 .iter()
                 .filter(|(h, v)| published.get(*h) != Some(*v))

@@ -1,0 +1,147 @@
+//! romana-agent's resident memory with 1,000 remote hosts: romanad's services in this process,
+//! 1,000 hosts with a block each in one rack, and one agent process programming a network
+//! namespace this benchmark creates (and deletes). Target: under 30 MiB.
+//! `cargo bench -p romana-agent --bench rss` (`-- --quick`: 100 hosts).
+
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use romana_api::rest::{AddressRequest, HostRequest};
+use romana_api::topology::TopologyRequest;
+use romana_client::Client;
+use romana_store::MemStore;
+use romana_tests_support::TempDir;
+
+const TOPOLOGY: &str = r#"{"networks":[{"name":"pods","cidr":"10.0.0.0/8","block_mask":28}],"topologies":[{"networks":["pods"],"map":[{"groups":[]}]}]}"#;
+
+struct Netns(String);
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+fn ip(args: &str) -> bool {
+    Command::new("ip").args(args.split_whitespace()).status().is_ok_and(|s| s.success())
+}
+
+fn status_kib(pid: u32, field: &str) -> u64 {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    text.lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+fn host_ip(i: usize) -> String {
+    format!("192.168.{}.{}", i / 250, i % 250 + 2)
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let hosts = if quick { 100 } else { 1_000 };
+    let name = format!("rmb-{}-agent", std::process::id());
+    if !ip(&format!("netns add {name}")) {
+        println!("SKIP: cannot create a network namespace (needs root and iproute2)");
+        return;
+    }
+    let ns = Netns(name);
+    for cmd in [
+        "link add up0 type veth peer name up1",
+        "addr add 192.168.200.1/16 dev up0",
+        "link set up0 up",
+        "link set up1 up",
+    ] {
+        assert!(ip(&format!("-n {} {cmd}", ns.0)), "ip -n {} {cmd}", ns.0);
+    }
+
+    let dir = TempDir::new("agent-rss");
+    let creds = dir.path().join("admin.credentials");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let opts = romana_services::Options {
+        prefix: "/romana/".into(),
+        services: romana_services::ALL_SERVICES.iter().map(|s| s.to_string()).collect(),
+        instance: "agent-bench".into(),
+        url,
+        initial_topology: Some(serde_json::from_str::<TopologyRequest>(TOPOLOGY).expect("topology")),
+        auth: true,
+        credentials: Some(creds.clone()),
+        ca_pem: None,
+        access_ttl: 900,
+        liveness_ttl: 2,
+    };
+    let state = romana_services::start(Arc::new(MemStore::new()), &opts).await.expect("services");
+    tokio::spawn(axum::serve(listener, romana_services::router(state)).into_future());
+    let text = std::fs::read_to_string(&creds).expect("credentials");
+    let admin = Client::from_credentials(&serde_json::from_str(&text).expect("json")).await.expect("login");
+    for i in 0..hosts {
+        let h = HostRequest {
+            name: format!("h{i}"),
+            ip: host_ip(i),
+            agent_port: None,
+            tags: Default::default(),
+            k8s_info: None,
+        };
+        admin.add_host(&h).await.expect("host");
+        let a = AddressRequest {
+            name: format!("pod-{i}"),
+            host: format!("h{i}"),
+            tenant: "t".into(),
+            segment: String::new(),
+            ip: None,
+        };
+        admin.allocate(&a, None).await.expect("address");
+    }
+
+    let start = Instant::now();
+    let mut agent = Command::new(env!("CARGO_BIN_EXE_romana-agent"))
+        .args(["--host", "h0", "--netns", &ns.0])
+        .arg("--credentials")
+        .arg(&creds)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("agent.log")).expect("log"))
+        .spawn()
+        .expect("romana-agent starts");
+    let pid = agent.id();
+    let want = hosts - 1;
+    let count = || {
+        let out =
+            Command::new("ip").args(["-n", &ns.0, "route", "show", "proto", "77"]).output().expect("ip");
+        String::from_utf8_lossy(&out.stdout).lines().count()
+    };
+    while count() < want {
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "agent never converged: {} of {want} routes",
+            count()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let converged = start.elapsed();
+    // Several more passes at the steady state before reading memory.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (rss, hwm) = (status_kib(pid, "VmRSS:"), status_kib(pid, "VmHWM:"));
+    let _ = agent.kill();
+    let _ = agent.wait();
+    let log = std::fs::read_to_string(dir.path().join("agent.log")).unwrap_or_default();
+    let lines: Vec<&str> = log.lines().collect();
+    if let (Some(first), Some(last)) = (lines.first(), lines.last()) {
+        eprintln!(
+            "agent log: {} lines; first: {first}\nlast: {last}\nstarted {start:?} ago",
+            lines.len(),
+            start = start.elapsed()
+        );
+    }
+
+    println!("remote hosts {want}, routes programmed {}", want);
+    println!("| measure | romana-agent | target |");
+    println!("|---|---|---|");
+    println!("| resident memory at steady state (MiB) | {:.1} | < 30 |", rss as f64 / 1024.0);
+    println!("| peak resident memory (MiB) | {:.1} | |", hwm as f64 / 1024.0);
+    println!("| start to converged (s) | {:.2} | |", converged.as_secs_f64());
+}
