@@ -11,21 +11,9 @@ use romana_api::rest::{AddressRequest, HostRequest};
 use romana_api::topology::TopologyRequest;
 use romana_client::Client;
 use romana_store::MemStore;
-use romana_tests_support::TempDir;
+use romana_tests_support::{Netns, TempDir};
 
 const TOPOLOGY: &str = r#"{"networks":[{"name":"pods","cidr":"10.0.0.0/8","block_mask":28}],"topologies":[{"networks":["pods"],"map":[{"groups":[]}]}]}"#;
-
-struct Netns(String);
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-    }
-}
-
-fn ip(args: &str) -> bool {
-    Command::new("ip").args(args.split_whitespace()).status().is_ok_and(|s| s.success())
-}
 
 fn status_kib(pid: u32, field: &str) -> u64 {
     let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
@@ -44,19 +32,17 @@ fn host_ip(i: usize) -> String {
 async fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
     let hosts = if quick { 100 } else { 1_000 };
-    let name = format!("rmb-{}-agent", std::process::id());
-    if !ip(&format!("netns add {name}")) {
+    let Some(ns) = Netns::new(&format!("rmb-{}-agent", std::process::id())) else {
         println!("SKIP: cannot create a network namespace (needs root and iproute2)");
         return;
-    }
-    let ns = Netns(name);
+    };
     for cmd in [
         "link add up0 type veth peer name up1",
         "addr add 192.168.200.1/16 dev up0",
         "link set up0 up",
         "link set up1 up",
     ] {
-        assert!(ip(&format!("-n {} {cmd}", ns.0)), "ip -n {} {cmd}", ns.0);
+        ns.ip(cmd);
     }
 
     let dir = TempDir::new("agent-rss");

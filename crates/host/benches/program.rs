@@ -11,39 +11,21 @@ use std::time::Instant;
 use romana_dataplane::{HostState, NextHop, ROUTE_PROTOCOL, diff};
 use romana_host::{Kernel, in_netns};
 use romana_model::Cidr;
+use romana_tests_support::Netns;
 
-struct Netns(String);
-
-impl Netns {
-    /// `None` when namespaces cannot be made here (not root, no iproute2).
-    fn new(tag: &str) -> Option<Netns> {
-        let name = format!("rmb-{}-{tag}", std::process::id());
-        let ok = Command::new("ip").args(["netns", "add", &name]).status().is_ok_and(|s| s.success());
-        if !ok {
-            return None;
-        }
-        let ns = Netns(name);
-        for cmd in [
-            "link add up0 type veth peer name up1",
-            "addr add 192.168.77.1/24 dev up0",
-            "link set up0 up",
-            "link set up1 up",
-        ] {
-            let ok = Command::new("ip")
-                .args(["-n", &ns.0])
-                .args(cmd.split_whitespace())
-                .status()
-                .is_ok_and(|s| s.success());
-            assert!(ok, "ip -n {} {cmd}", ns.0);
-        }
-        Some(ns)
+/// A namespace `rmb-<pid>-<tag>` with one veth pair, its uplink on 192.168.77.1/24; `None`
+/// when namespaces cannot be made here.
+fn netns(tag: &str) -> Option<Netns> {
+    let ns = Netns::new(&format!("rmb-{}-{tag}", std::process::id()))?;
+    for cmd in [
+        "link add up0 type veth peer name up1",
+        "addr add 192.168.77.1/24 dev up0",
+        "link set up0 up",
+        "link set up1 up",
+    ] {
+        ns.ip(cmd);
     }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-    }
+    Some(ns)
 }
 
 fn dest(i: usize) -> Cidr {
@@ -60,7 +42,7 @@ fn main() {
     }
 
     // Baseline first: iproute2 in one process, reading a batch.
-    let Some(base) = Netns::new("ip") else {
+    let Some(base) = netns("ip") else {
         println!("SKIP: cannot create a network namespace (needs root and iproute2)");
         return;
     };
@@ -79,7 +61,7 @@ fn main() {
     let ip_secs = t.elapsed().as_secs_f64();
     drop(base);
 
-    let ours = Netns::new("romana").expect("a second namespace, as the first");
+    let ours = netns("romana").expect("a second namespace, as the first");
     let (apply_secs, steady_secs, observed) = in_netns(&ours.0, move || async move {
         let mut k = Kernel::connect().expect("netlink");
         let observed = k.observe().await.expect("observe");

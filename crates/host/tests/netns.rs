@@ -2,37 +2,17 @@
 //! link leaves it) and deletes even when the test fails: observe, apply, converge, leave foreign
 //! links and routes alone, refuse to overwrite a foreign route, and recover from tampering.
 
-use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use romana_dataplane::{Endpoint, HostView, LinkName, PeerRoute, Step, compile, diff, reachable};
 use romana_host::{HostError, Kernel, in_netns};
+use romana_tests_support::Netns;
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
 /// A namespace named `rmt-<pid>-<n>`, deleted on drop.
-struct Netns(String);
-
-impl Netns {
-    fn new() -> Option<Netns> {
-        let name = format!("rmt-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
-        let ok =
-            Command::new("ip").args(["netns", "add", &name]).status().map(|s| s.success()).unwrap_or(false);
-        ok.then_some(Netns(name))
-    }
-
-    fn ip(&self, args: &str) -> String {
-        let out =
-            Command::new("ip").args(["-n", &self.0]).args(args.split_whitespace()).output().expect("ip runs");
-        assert!(out.status.success(), "ip -n {} {args}: {}", self.0, String::from_utf8_lossy(&out.stderr));
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-    }
+fn netns() -> Option<Netns> {
+    Netns::new(&format!("rmt-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed)))
 }
 
 fn link(s: &str) -> LinkName {
@@ -80,7 +60,7 @@ fn reconcile(ns: &Netns, v: &HostView) -> Result<(Vec<Step>, Vec<Step>), String>
 
 #[test]
 fn converges_in_a_namespace_and_touches_nothing_else() {
-    let Some(ns) = Netns::new() else {
+    let Some(ns) = netns() else {
         eprintln!("SKIP: cannot create a network namespace (needs root and iproute2)");
         return;
     };

@@ -52,7 +52,20 @@ async fn storm(urls: &[String], token: Option<String>, clients: usize, per: usiz
                     segment: String::new(),
                     ip: None,
                 };
-                let a = c.allocate(&req, None).await.unwrap_or_else(|e| panic!("{name}: {e}"));
+                // 503 means "nothing happened, try again" (the replicas gave up on a contended
+                // block); a client retries it, as the CNI plugin will. Anything else fails.
+                let mut tries = 0;
+                let a = loop {
+                    match c.allocate(&req, None).await {
+                        Ok(a) => break a,
+                        Err(e) if e.status() == Some(503) && tries < 5 => {
+                            tries += 1;
+                            eprintln!("{name}: {e}; retrying");
+                            tokio::time::sleep(std::time::Duration::from_millis(50 * tries)).await;
+                        }
+                        Err(e) => panic!("{name}: {e}"),
+                    }
+                };
                 got.push((name, a.ip));
             }
             got

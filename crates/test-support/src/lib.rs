@@ -128,3 +128,30 @@ impl Drop for Romanad {
         self.kill9();
     }
 }
+
+/// A network namespace made by a test (`ip netns add`), deleted on drop even when the test
+/// fails. Name it with a unique prefix and the process id.
+#[derive(Debug)]
+pub struct Netns(pub String);
+
+impl Netns {
+    /// `None` when namespaces cannot be made here (not root, or no iproute2): callers skip.
+    pub fn new(name: &str) -> Option<Netns> {
+        let ok = Command::new("ip").args(["netns", "add", name]).status().is_ok_and(|s| s.success());
+        ok.then(|| Netns(name.to_owned()))
+    }
+
+    /// Runs `ip -n NAME ARGS` (arguments split on whitespace); panics with ip's message on failure.
+    pub fn ip(&self, args: &str) -> String {
+        let out =
+            Command::new("ip").args(["-n", &self.0]).args(args.split_whitespace()).output().expect("ip runs");
+        assert!(out.status.success(), "ip -n {} {args}: {}", self.0, String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
