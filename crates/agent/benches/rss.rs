@@ -90,7 +90,7 @@ async fn main() {
         .arg("--credentials")
         .arg(&creds)
         .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.path().join("agent.log")).expect("log"))
+        .stderr(Stdio::null())
         .spawn()
         .expect("romana-agent starts");
     let pid = agent.id();
@@ -114,16 +114,6 @@ async fn main() {
     let (rss, hwm) = (status_kib(pid, "VmRSS:"), status_kib(pid, "VmHWM:"));
     let _ = agent.kill();
     let _ = agent.wait();
-    let log = std::fs::read_to_string(dir.path().join("agent.log")).unwrap_or_default();
-    let lines: Vec<&str> = log.lines().collect();
-    if let (Some(first), Some(last)) = (lines.first(), lines.last()) {
-        eprintln!(
-            "agent log: {} lines; first: {first}\nlast: {last}\nstarted {start:?} ago",
-            lines.len(),
-            start = start.elapsed()
-        );
-    }
-
     println!("remote hosts {want}, routes programmed {}", want);
     println!("| measure | romana-agent | target |");
     println!("|---|---|---|");

@@ -14,44 +14,24 @@ use romana_api::rest::AddressRequest;
 use romana_api::topology::TopologyRequest;
 use romana_client::Client;
 use romana_store::MemStore;
-use romana_tests_support::TempDir;
+use romana_tests_support::{Netns, TempDir};
 
 const FLAT: &str = r#"{"networks":[{"name":"pods","cidr":"10.20.0.0/16","block_mask":28}],"topologies":[{"networks":["pods"],"map":[{"groups":[]}]}]}"#;
 
-/// Two namespaces `rma-<pid>-a` and `rma-<pid>-b` joined by a veth pair; deleted on drop.
-struct Pair(String, String);
+/// Two namespaces `rma-<pid>-a` and `rma-<pid>-b` joined by a veth pair; each deleted by its
+/// guard.
+struct Pair(Netns, Netns);
 
 impl Pair {
     fn new() -> Option<Pair> {
-        let (a, b) = (format!("rma-{}-a", std::process::id()), format!("rma-{}-b", std::process::id()));
-        for n in [&a, &b] {
-            if !Command::new("ip").args(["netns", "add", n]).status().is_ok_and(|s| s.success()) {
-                let _ = Command::new("ip").args(["netns", "del", &a]).status();
-                return None;
-            }
-        }
-        let pair = Pair(a, b);
-        let (a, b) = (pair.0.as_str(), pair.1.as_str());
-        for cmd in [
-            format!("ip -n {a} link add eth0 type veth peer name eth0 netns {b}"),
-            format!("ip -n {a} addr add 192.168.88.1/24 dev eth0"),
-            format!("ip -n {b} addr add 192.168.88.2/24 dev eth0"),
-            format!("ip -n {a} link set eth0 up"),
-            format!("ip -n {b} link set eth0 up"),
-        ] {
-            let mut w = cmd.split_whitespace();
-            let ok = Command::new(w.next().unwrap()).args(w).status().is_ok_and(|s| s.success());
-            assert!(ok, "{cmd}");
-        }
-        Some(pair)
-    }
-}
-
-impl Drop for Pair {
-    fn drop(&mut self) {
-        for n in [&self.0, &self.1] {
-            let _ = Command::new("ip").args(["netns", "del", n]).status();
-        }
+        let a = Netns::new(&format!("rma-{}-a", std::process::id()))?;
+        let b = Netns::new(&format!("rma-{}-b", std::process::id()))?;
+        a.ip(&format!("link add eth0 type veth peer name eth0 netns {}", b.0));
+        a.ip("addr add 192.168.88.1/24 dev eth0");
+        b.ip("addr add 192.168.88.2/24 dev eth0");
+        a.ip("link set eth0 up");
+        b.ip("link set eth0 up");
+        Some(Pair(a, b))
     }
 }
 
@@ -121,8 +101,8 @@ async fn agents_route_between_hosts_and_withdraw_dead_ones() {
     let text = std::fs::read_to_string(&creds).unwrap();
     let admin = Client::from_credentials(&serde_json::from_str(&text).unwrap()).await.unwrap();
 
-    let _a = Agent::start(&creds, "ha", "192.168.88.1", &pair.0, &dir.path().join("a.log"));
-    let mut b = Agent::start(&creds, "hb", "192.168.88.2", &pair.1, &dir.path().join("b.log"));
+    let _a = Agent::start(&creds, "ha", "192.168.88.1", &pair.0.0, &dir.path().join("a.log"));
+    let mut b = Agent::start(&creds, "hb", "192.168.88.2", &pair.1.0, &dir.path().join("b.log"));
     // The agents register their hosts; then each gets an endpoint address (a block of its own).
     let deadline = Instant::now() + Duration::from_secs(20);
     while admin.hosts().await.unwrap().hosts.len() < 2 {
@@ -141,7 +121,7 @@ async fn agents_route_between_hosts_and_withdraw_dead_ones() {
         let a = admin.allocate(&req, None).await.unwrap();
         blocks.push(a.block);
     }
-    let (a_ns, b_ns) = (pair.0.clone(), pair.1.clone());
+    let (a_ns, b_ns) = (pair.0.0.clone(), pair.1.0.clone());
     let to_b = format!("{} via 192.168.88.2 dev eth0", blocks[1]);
     let to_a = format!("{} via 192.168.88.1 dev eth0", blocks[0]);
     wait_for("routes on both hosts", 20, || {
@@ -159,7 +139,7 @@ async fn agents_route_between_hosts_and_withdraw_dead_ones() {
 
     // hb's agent comes back: ha routes to it again, and the restart changed nothing on hb.
     let b_log = dir.path().join("b2.log");
-    let _b2 = Agent::start(&creds, "hb", "192.168.88.2", &pair.1, &b_log);
+    let _b2 = Agent::start(&creds, "hb", "192.168.88.2", &pair.1.0, &b_log);
     wait_for("ha to route to hb again", 20, || our_routes(&a_ns).contains(&to_b)).await;
     tokio::time::sleep(Duration::from_millis(600)).await;
     let log = std::fs::read_to_string(&b_log).unwrap();

@@ -29,6 +29,18 @@ async fn heartbeat(url: &str, token: &str, host: &str) -> u16 {
         .as_u16()
 }
 
+async fn liveness(url: &str, token: &str) -> serde_json::Value {
+    romana_client::http()
+        .get(format!("{url}/liveness"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dead_hosts_lose_their_routes_and_get_them_back() {
     let dir = TempDir::new("liveness");
@@ -104,15 +116,7 @@ async fn dead_hosts_lose_their_routes_and_get_them_back() {
         assert!(Instant::now() < deadline, "h2's routes never came back");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let live: serde_json::Value = romana_client::http()
-        .get(format!("{}/liveness", d.url))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let live = liveness(&d.url, &token).await;
     assert_eq!(live["alive"], serde_json::json!(["h2"]));
 
     // A removed host stops being monitored: its liveness keys go with it.
@@ -121,15 +125,7 @@ async fn dead_hosts_lose_their_routes_and_get_them_back() {
     assert_eq!(del.status(), 200);
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let live: serde_json::Value = romana_client::http()
-            .get(format!("{}/liveness", d.url))
-            .bearer_auth(&token)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let live = liveness(&d.url, &token).await;
         if live["monitored"] == serde_json::json!([]) && live["alive"] == serde_json::json!([]) {
             break;
         }
