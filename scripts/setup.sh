@@ -4,7 +4,11 @@
 set -euo pipefail
 
 # System packages the project uses. Later parts of the project add theirs here.
-PACKAGES=(ca-certificates gcc pkg-config etcd-server protobuf-compiler iproute2)
+# iputils-ping, iperf3: probes in tests and benchmarks. containernetworking-plugins: the reference
+# plugins (the CNI latency baseline). containerd, podman, runc, catatonit, busybox-static: the real
+# CNI callers in tests (runc, because crun cannot run on this machine's hybrid cgroups).
+PACKAGES=(ca-certificates gcc pkg-config etcd-server protobuf-compiler iproute2 iputils-ping iperf3
+    containernetworking-plugins busybox-static containerd runc podman catatonit)
 
 missing=()
 for p in "${PACKAGES[@]}"; do
@@ -14,7 +18,7 @@ if ((${#missing[@]})); then
     echo "setup: installing ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
-    apt-get install -y -qq "${missing[@]}"
+    apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 
 if ! command -v cargo >/dev/null; then

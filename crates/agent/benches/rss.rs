@@ -87,6 +87,8 @@ async fn main() {
     let start = Instant::now();
     let mut agent = Command::new(env!("CARGO_BIN_EXE_romana-agent"))
         .args(["--host", "h0", "--netns", &ns.0])
+        .arg("--socket")
+        .arg(dir.path().join("agent.sock"))
         .arg("--credentials")
         .arg(&creds)
         .stdout(Stdio::null())

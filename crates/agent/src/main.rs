@@ -1,10 +1,16 @@
 //! romana-agent: keeps its host alive with romanad (heartbeats), follows the route manager's set
 //! for the host, and converges the kernel to it through `romana-dataplane` and `romana-host`.
-//! Endpoint links and their routes belong to the CNI path and are left alone here.
+//! Endpoint links and their routes belong to the CNI path (`local.rs`, on the agent's socket) and
+//! are left alone by the reconcile loop.
+
+mod local;
+mod metrics;
 
 use std::net::IpAddr;
 use std::path::PathBuf;
-use std::time::Duration;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use clap::Parser;
@@ -29,9 +35,13 @@ struct Args {
     /// still reached from the agent's namespace. For sandboxes and tests.
     #[arg(long)]
     netns: Option<String>,
-    /// Addresses of the gateway link `romana-gw` (endpoints' next hop).
-    #[arg(long = "gateway-ip")]
+    /// Addresses of the gateway link `romana-gw`: endpoints' next hop. The same link-local
+    /// address on every host (as Calico does) keeps pods independent of which host they are on.
+    #[arg(long = "gateway-ip", default_value = "169.254.1.1")]
     gateway_ips: Vec<IpAddr>,
+    /// The local API for romana-cni (and health, metrics): a Unix socket, root only.
+    #[arg(long, env = "ROMANA_AGENT_SOCKET", default_value = "/run/romana/agent.sock")]
+    socket: PathBuf,
     /// How often to heartbeat and reconcile, in milliseconds.
     #[arg(long, default_value_t = 500)]
     interval_ms: u64,
@@ -43,31 +53,64 @@ struct Args {
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).init();
     let args = Args::parse();
     let text = std::fs::read_to_string(&args.credentials)
         .with_context(|| format!("reading credentials {}", args.credentials.display()))?;
     let creds: Credentials = serde_json::from_str(&text)
         .with_context(|| format!("parsing credentials {}", args.credentials.display()))?;
-    let mut client = Client::from_credentials(&creds).await.context("logging in to romanad")?;
+    let client = Client::from_credentials(&creds).await.context("logging in to romanad")?;
     register(&client, &args).await?;
+    let host_ns = args.netns.as_deref().map(romana_host::named);
+    let ns = host_ns.clone();
+    match tokio::task::spawn_blocking(move || romana_host::enable_forwarding(ns.as_deref())).await? {
+        Ok(changed) if !changed.is_empty() => tracing::info!(?changed, "enabled forwarding"),
+        Ok(_) => {}
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot enable forwarding; endpoints will not reach other hosts")
+        }
+    }
+    let interval = Duration::from_millis(args.interval_ms.max(50));
+    let shared = Arc::new(local::Shared {
+        host: args.host.clone(),
+        host_ns,
+        gateways: args.gateway_ips.clone(),
+        client: RwLock::new(Arc::new(client)),
+        metrics: metrics::Metrics::default(),
+        last_contact: Mutex::new(None),
+        gateway_ready: Default::default(),
+        contact_budget: (interval * 6).max(Duration::from_secs(3)),
+    });
+    if !args.once {
+        let listener = local::bind(&args.socket)?;
+        tracing::info!(socket = %args.socket.display(), "local API listening");
+        tokio::spawn(axum::serve(listener, local::router(shared.clone())).into_future());
+    }
     let gateway = LinkName::new("romana-gw").expect("a marked, short name");
     let mut routes: Vec<PeerRoute> = Vec::new();
-    let mut tick = tokio::time::interval(Duration::from_millis(args.interval_ms.max(50)));
+    let mut tick = tokio::time::interval(interval);
+    let m = &shared.metrics;
     loop {
         tick.tick().await;
+        let client = shared.client();
         if let Err(e) = client.heartbeat(&args.host).await {
+            metrics::Metrics::inc(&m.heartbeat_errors);
             if e.status() == Some(401) {
                 // The access token expired: log in again and try next tick.
                 if let Ok(c) = Client::from_credentials(&creds).await {
-                    client = c;
+                    *shared.client.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(c);
                 }
             }
             tracing::warn!(host = %args.host, error = %e, "heartbeat failed");
         }
         // When romanad cannot be reached the last known routes stay: the kernel keeps forwarding.
         match client.routes(&args.host).await {
-            Ok(r) => routes = peer_routes(&r),
+            Ok(r) => {
+                routes = peer_routes(&r);
+                m.routes.store(routes.len() as u64, Ordering::Relaxed);
+                *shared.last_contact.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+            }
             Err(e) => {
                 tracing::warn!(host = %args.host, error = %e, "cannot read this host's routes; keeping the last set")
             }
@@ -85,14 +128,19 @@ async fn main() -> Result<()> {
                 continue;
             }
         };
+        metrics::Metrics::inc(&m.reconciles);
         match converge(args.netns.clone(), desired).await {
-            Ok(plan) if !plan.is_empty() => {
+            Ok(plan) => {
+                shared.gateway_ready.store(true, Ordering::Relaxed);
+                m.steps_applied.fetch_add(plan.steps.len() as u64, Ordering::Relaxed);
                 for step in &plan.steps {
                     tracing::info!(host = %args.host, "{step}");
                 }
             }
-            Ok(_) => {}
-            Err(e) => tracing::error!(host = %args.host, error = %e, "reconcile failed"),
+            Err(e) => {
+                metrics::Metrics::inc(&m.reconcile_errors);
+                tracing::error!(host = %args.host, error = %e, "reconcile failed")
+            }
         }
         if args.once {
             return Ok(());

@@ -40,13 +40,15 @@ struct Agent(Child);
 
 impl Agent {
     fn start(creds: &Path, host: &str, ip: &str, netns: &str, log: &Path) -> Agent {
-        let log = std::fs::File::create(log).unwrap();
+        let file = std::fs::File::create(log).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_romana-agent"))
             .args(["--host", host, "--host-ip", ip, "--netns", netns, "--interval-ms", "200"])
+            .arg("--socket")
+            .arg(log.with_extension("sock"))
             .arg("--credentials")
             .arg(creds)
             .stdout(Stdio::null())
-            .stderr(log)
+            .stderr(file)
             .spawn()
             .expect("romana-agent starts");
         Agent(child)

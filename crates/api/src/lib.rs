@@ -1,6 +1,7 @@
 //! Romana's wire formats. The only crate (with the store's records) that derives serde: the cores
 //! know nothing of JSON, and conversions here name the field that was wrong.
 
+pub mod agent;
 pub mod policy;
 pub mod records;
 pub mod rest;

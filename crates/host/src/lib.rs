@@ -1,8 +1,15 @@
 //! The only crate that changes a kernel: reads Romana's marked objects over netlink into a
-//! `HostState` and applies a `Plan` step by step. Knows nothing of IPAM, policy or romanad.
+//! `HostState` and applies a `Plan` step by step; plumbs endpoints for the CNI path; sets the
+//! forwarding sysctls. Knows nothing of IPAM, policy or romanad.
 
+mod endpoint;
 mod kernel;
 mod netns;
+mod sysctl;
 
+pub use endpoint::{
+    Attachment, EndpointError, EndpointSpec, attach, check, detach, endpoint_links, host_link_name,
+};
 pub use kernel::{GatewayFlavor, HostError, Kernel};
-pub use netns::{NetnsError, in_netns};
+pub use netns::{NetnsError, in_netns, in_netns_path, named};
+pub use sysctl::{SysctlError, enable_forwarding};

@@ -155,3 +155,33 @@ impl Drop for Netns {
         let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
     }
 }
+
+/// Another binary of the workspace, next to `this` (a `CARGO_BIN_EXE_*` path): `cargo test
+/// --workspace` builds every binary before any test runs.
+pub fn sibling_bin(this: &str, name: &str) -> PathBuf {
+    let p = Path::new(this).with_file_name(name);
+    assert!(
+        p.exists(),
+        "{} is not built; run `cargo build --workspace` (or test with --workspace)",
+        p.display()
+    );
+    p
+}
+
+/// Two hosts as namespaces `PREFIX-PID-a` and `-b` joined by a veth pair `eth0` with
+/// 192.168.88.1/24 and .2/24 (inside the namespaces only). Both deleted by their guards.
+#[derive(Debug)]
+pub struct HostPair(pub Netns, pub Netns);
+
+impl HostPair {
+    pub fn new(prefix: &str) -> Option<HostPair> {
+        let a = Netns::new(&format!("{prefix}-{}-a", std::process::id()))?;
+        let b = Netns::new(&format!("{prefix}-{}-b", std::process::id()))?;
+        a.ip(&format!("link add eth0 type veth peer name eth0 netns {}", b.0));
+        a.ip("addr add 192.168.88.1/24 dev eth0");
+        b.ip("addr add 192.168.88.2/24 dev eth0");
+        a.ip("link set eth0 up");
+        b.ip("link set eth0 up");
+        Some(HostPair(a, b))
+    }
+}

@@ -1,0 +1,373 @@
+//! The agent's local API on its Unix socket: romana-cni's ADD, CHECK, DEL, GC and STATUS, plus
+//! health and metrics. ADD allocates from romanad and plumbs the endpoint before it answers, so a
+//! pod is routed when the runtime sees success; every failure answers with a CNI error code.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use romana_api::agent::{
+    AgentError, AttachRequest, Attached, DetachRequest, GcReport, GcRequest, address_name, address_prefix,
+    code,
+};
+use romana_api::rest::AddressRequest;
+use romana_client::{Client, ClientError};
+use romana_host::{EndpointError, EndpointSpec, host_link_name};
+
+use crate::metrics::Metrics;
+
+/// What the reconcile loop and the socket handlers share.
+#[derive(Debug)]
+pub struct Shared {
+    pub host: String,
+    /// The host's namespace file (`None`: the agent's own).
+    pub host_ns: Option<PathBuf>,
+    pub gateways: Vec<IpAddr>,
+    pub client: RwLock<Arc<Client>>,
+    pub metrics: Metrics,
+    /// When romanad last answered the reconcile loop.
+    pub last_contact: Mutex<Option<Instant>>,
+    /// The gateway link is in place (the first reconcile succeeded).
+    pub gateway_ready: AtomicBool,
+    /// How long romanad may be silent before STATUS says the plugin is not available.
+    pub contact_budget: Duration,
+}
+
+impl Shared {
+    pub fn client(&self) -> Arc<Client> {
+        self.client.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+/// An error answer: the CNI code travels in the body, the HTTP status follows it.
+#[derive(Debug)]
+pub struct Fail(AgentError);
+
+impl Fail {
+    fn new(code: u32, msg: impl Into<String>, details: impl Into<String>) -> Fail {
+        Fail(AgentError { code, msg: msg.into(), details: details.into() })
+    }
+}
+
+impl IntoResponse for Fail {
+    fn into_response(self) -> Response {
+        let status = match self.0.code {
+            code::TRY_AGAIN_LATER | code::NOT_AVAILABLE => StatusCode::SERVICE_UNAVAILABLE,
+            code::UNKNOWN_CONTAINER => StatusCode::NOT_FOUND,
+            code::INVALID_CONFIG | code::INVALID_ENV | code::DECODE_FAILURE => StatusCode::BAD_REQUEST,
+            code::OTHER => StatusCode::CONFLICT,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        (status, Json(self.0)).into_response()
+    }
+}
+
+/// romanad's answer as a CNI error: unreachable or busy is "try again later", a refusal of the
+/// request (unknown tenant, no such host...) is a configuration error.
+fn from_client(what: &str, e: &ClientError) -> Fail {
+    match e {
+        ClientError::Unreachable { .. } => {
+            Fail::new(code::TRY_AGAIN_LATER, format!("{what}: romanad is unreachable"), e.to_string())
+        }
+        ClientError::Api { status: 503 | 429 | 502 | 504, .. } => {
+            Fail::new(code::TRY_AGAIN_LATER, format!("{what}: romanad is busy"), e.to_string())
+        }
+        ClientError::Api { status: 400..=499, .. } => {
+            Fail::new(code::INVALID_CONFIG, format!("{what}: romanad refused"), e.to_string())
+        }
+        _ => Fail::new(code::OTHER, format!("{what}: romanad failed"), e.to_string()),
+    }
+}
+
+fn from_endpoint(what: &str, e: &EndpointError) -> Fail {
+    let c = match e {
+        EndpointError::NoPodNamespace { .. } => code::UNKNOWN_CONTAINER,
+        EndpointError::IfName(_) | EndpointError::Family { .. } => code::INVALID_CONFIG,
+        EndpointError::Mismatch(_) => code::OTHER,
+        _ => code::IO_FAILURE,
+    };
+    Fail::new(c, what.to_owned(), e.to_string())
+}
+
+/// CNI names: container ids and network names are `[A-Za-z0-9][A-Za-z0-9_.-]*` (CNI spec).
+fn cni_name(field: &str, v: &str) -> Result<(), Fail> {
+    let ok = v.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && v.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(Fail::new(
+            code::INVALID_ENV,
+            format!("invalid {field} {v:?}"),
+            "expected [A-Za-z0-9][A-Za-z0-9_.-]*",
+        ))
+    }
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, Fail> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Fail::new(code::IO_FAILURE, "endpoint worker failed", e.to_string()))
+}
+
+fn gateway_for(s: &Shared, ip: IpAddr) -> Result<IpAddr, Fail> {
+    s.gateways.iter().copied().find(|g| g.is_ipv4() == ip.is_ipv4()).ok_or_else(|| {
+        Fail::new(
+            code::INVALID_CONFIG,
+            format!("host {} has no gateway address for {ip}", s.host),
+            "start romana-agent with --gateway-ip of that family",
+        )
+    })
+}
+
+async fn add(State(s): State<Arc<Shared>>, Json(req): Json<AttachRequest>) -> Result<Json<Attached>, Fail> {
+    let started = Instant::now();
+    let r = add_inner(&s, req).await;
+    Metrics::inc(&s.metrics.cni_add);
+    s.metrics.cni_add_micros.fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+    if r.is_err() {
+        Metrics::inc(&s.metrics.cni_add_errors);
+    }
+    r.map(Json)
+}
+
+async fn add_inner(s: &Arc<Shared>, req: AttachRequest) -> Result<Attached, Fail> {
+    cni_name("network name", &req.network)?;
+    cni_name("container id", &req.container_id)?;
+    if !Path::new(&req.netns).exists() {
+        return Err(Fail::new(
+            code::UNKNOWN_CONTAINER,
+            format!("network namespace {} does not exist", req.netns),
+            "",
+        ));
+    }
+    let name = address_name(&req.network, &req.container_id, &req.ifname);
+    let client = s.client();
+    let areq = AddressRequest {
+        name: name.clone(),
+        host: s.host.clone(),
+        tenant: req.tenant.clone(),
+        segment: req.segment.clone(),
+        ip: None,
+    };
+    let t0 = Instant::now();
+    let addr = client.allocate(&areq, None).await.map_err(|e| from_client("allocating an address", &e))?;
+    let alloc = t0.elapsed();
+    let ip: IpAddr = addr
+        .ip
+        .parse()
+        .map_err(|_| Fail::new(code::OTHER, "romanad answered an unparsable address", addr.ip.clone()))?;
+    let spec = EndpointSpec {
+        host_link: host_link_name(&req.container_id, &req.ifname),
+        ifname: req.ifname.clone(),
+        netns: PathBuf::from(&req.netns),
+        ip,
+        gateway: match gateway_for(s, ip) {
+            Ok(g) => g,
+            Err(f) => {
+                let _ = client.release(&name).await;
+                return Err(f);
+            }
+        },
+    };
+    let host_ns = s.host_ns.clone();
+    let sp = spec.clone();
+    let t1 = Instant::now();
+    let attached = blocking(move || romana_host::attach(host_ns.as_deref(), &sp)).await?;
+    tracing::info!(
+        address = %name, %ip, alloc_ms = alloc.as_secs_f64() * 1e3, plumb_ms = t1.elapsed().as_secs_f64() * 1e3,
+        ok = attached.is_ok(), "CNI ADD"
+    );
+    match attached {
+        Ok(a) => Ok(Attached {
+            host_link: a.host_link,
+            host_mac: a.host_mac,
+            ifname: a.ifname,
+            pod_mac: a.pod_mac,
+            netns: req.netns,
+            ip: ip.to_string(),
+            prefix_len: addr.prefix_len,
+            gateway: spec.gateway.to_string(),
+            address_name: name,
+        }),
+        Err(e) => {
+            // Nothing half-made stays: the address goes back (attach removed its links).
+            if let Err(r) = client.release(&name).await {
+                tracing::warn!(address = %name, error = %r, "could not release the address of a failed ADD");
+            }
+            Err(from_endpoint("plumbing the endpoint", &e))
+        }
+    }
+}
+
+async fn check(State(s): State<Arc<Shared>>, Json(req): Json<AttachRequest>) -> Result<StatusCode, Fail> {
+    let r = check_inner(&s, req).await;
+    if r.is_err() {
+        Metrics::inc(&s.metrics.cni_check_failures);
+    }
+    r.map(|()| StatusCode::NO_CONTENT)
+}
+
+async fn check_inner(s: &Arc<Shared>, req: AttachRequest) -> Result<(), Fail> {
+    cni_name("container id", &req.container_id)?;
+    let name = address_name(&req.network, &req.container_id, &req.ifname);
+    let addr = match s.client().address(&name).await {
+        Ok(a) => a,
+        Err(e) if e.status() == Some(404) => {
+            return Err(Fail::new(code::UNKNOWN_CONTAINER, format!("no address is allocated to {name}"), ""));
+        }
+        Err(e) => return Err(from_client("looking up the address", &e)),
+    };
+    if let Some(prev) = &req.ip
+        && prev != &addr.ip
+    {
+        return Err(Fail::new(
+            code::OTHER,
+            "address differs from IPAM",
+            format!("prevResult has {prev}, IPAM has {} for {name}", addr.ip),
+        ));
+    }
+    let ip: IpAddr = addr
+        .ip
+        .parse()
+        .map_err(|_| Fail::new(code::OTHER, "romanad answered an unparsable address", addr.ip.clone()))?;
+    let spec = EndpointSpec {
+        host_link: host_link_name(&req.container_id, &req.ifname),
+        ifname: req.ifname,
+        netns: PathBuf::from(&req.netns),
+        ip,
+        gateway: gateway_for(s, ip)?,
+    };
+    let host_ns = s.host_ns.clone();
+    blocking(move || romana_host::check(host_ns.as_deref(), &spec))
+        .await?
+        .map_err(|e| from_endpoint("CHECK", &e))
+}
+
+async fn del(State(s): State<Arc<Shared>>, Json(req): Json<DetachRequest>) -> Result<StatusCode, Fail> {
+    Metrics::inc(&s.metrics.cni_del);
+    cni_name("container id", &req.container_id)?;
+    let link = host_link_name(&req.container_id, &req.ifname);
+    let host_ns = s.host_ns.clone();
+    blocking(move || romana_host::detach(host_ns.as_deref(), &link))
+        .await?
+        .map_err(|e| from_endpoint("removing the endpoint", &e))?;
+    let name = address_name(&req.network, &req.container_id, &req.ifname);
+    match s.client().release(&name).await {
+        Ok(_) => Ok(StatusCode::NO_CONTENT),
+        // DEL of something already gone is success (runtimes send DEL twice).
+        Err(e) if e.status() == Some(404) => Ok(StatusCode::NO_CONTENT),
+        Err(e) => Err(from_client("releasing the address", &e)),
+    }
+}
+
+async fn gc(State(s): State<Arc<Shared>>, Json(req): Json<GcRequest>) -> Result<Json<GcReport>, Fail> {
+    cni_name("network name", &req.network)?;
+    let client = s.client();
+    let query = format!("?host={}", s.host);
+    let all = client.addresses(&query).await.map_err(|e| from_client("listing this host's addresses", &e))?;
+    let valid: std::collections::BTreeSet<String> =
+        req.valid.iter().map(|v| address_name(&req.network, &v.container_id, &v.ifname)).collect();
+    let prefix = address_prefix(&req.network);
+    let mut report = GcReport::default();
+    // Links to keep: every CNI address on the host that stays (any network), by its link name.
+    let mut keep = std::collections::BTreeSet::new();
+    for a in &all {
+        let Some(rest) = a.name.strip_prefix("cni:") else { continue };
+        let mut parts = rest.splitn(3, ':');
+        let (Some(net), Some(cid), Some(ifname)) = (parts.next(), parts.next(), parts.next()) else {
+            continue;
+        };
+        if a.name.starts_with(&prefix) && !valid.contains(&a.name) {
+            match client.release(&a.name).await {
+                Ok(_) => report.released.push(a.name.clone()),
+                Err(e) if e.status() == Some(404) => {}
+                Err(e) => return Err(from_client("releasing a leftover address", &e)),
+            }
+        } else {
+            let _ = net;
+            keep.insert(host_link_name(cid, ifname));
+        }
+    }
+    for v in &req.valid {
+        keep.insert(host_link_name(&v.container_id, &v.ifname));
+    }
+    let host_ns = s.host_ns.clone();
+    let links = blocking(move || romana_host::endpoint_links(host_ns.as_deref()))
+        .await?
+        .map_err(|e| from_endpoint("listing endpoint links", &e))?;
+    for l in links.into_iter().filter(|l| !keep.contains(l)) {
+        let host_ns = s.host_ns.clone();
+        let link = l.clone();
+        if blocking(move || romana_host::detach(host_ns.as_deref(), &link))
+            .await?
+            .map_err(|e| from_endpoint("removing a leftover link", &e))?
+        {
+            report.links_removed.push(l.to_string());
+        }
+    }
+    s.metrics
+        .gc_removed
+        .fetch_add((report.released.len() + report.links_removed.len()) as u64, Ordering::Relaxed);
+    Ok(Json(report))
+}
+
+/// CNI STATUS: ready when the gateway is in place and romanad answered recently.
+async fn status(State(s): State<Arc<Shared>>) -> Result<Json<serde_json::Value>, Fail> {
+    if !s.gateway_ready.load(Ordering::Relaxed) {
+        return Err(Fail::new(code::NOT_AVAILABLE, "the host's gateway is not configured yet", ""));
+    }
+    let last = *s.last_contact.lock().unwrap_or_else(|e| e.into_inner());
+    match last {
+        Some(t) if t.elapsed() <= s.contact_budget => {
+            Ok(Json(serde_json::json!({"ready": true, "host": s.host})))
+        }
+        _ => Err(Fail::new(
+            code::NOT_AVAILABLE,
+            "romanad has not answered recently; ADD cannot allocate",
+            format!("budget {:?}", s.contact_budget),
+        )),
+    }
+}
+
+async fn metrics(State(s): State<Arc<Shared>>) -> String {
+    s.metrics.render()
+}
+
+pub fn router(s: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/v1/cni/add", post(add))
+        .route("/v1/cni/check", post(check))
+        .route("/v1/cni/del", post(del))
+        .route("/v1/cni/gc", post(gc))
+        .route("/v1/status", get(status))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/metrics", get(metrics))
+        .with_state(s)
+}
+
+/// Binds the socket: its directory is made, a stale socket file replaced, and the file is
+/// readable and writable by root only (the socket allocates addresses with the agent's identity).
+pub fn bind(path: &Path) -> anyhow::Result<tokio::net::UnixListener> {
+    use anyhow::Context;
+    use std::os::unix::fs::PermissionsExt;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("removing stale socket {}", path.display())),
+    }
+    let l = tokio::net::UnixListener::bind(path).with_context(|| format!("binding {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("restricting {}", path.display()))?;
+    Ok(l)
+}

@@ -1,0 +1,84 @@
+//! The agent's counters and gauges, rendered in the Prometheus text format on `GET /metrics` of its
+//! socket. Few enough that plain atomics are clearer than a registry.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+#[derive(Debug, Default)]
+pub struct Metrics {
+    pub reconciles: AtomicU64,
+    pub reconcile_errors: AtomicU64,
+    pub steps_applied: AtomicU64,
+    pub heartbeat_errors: AtomicU64,
+    pub routes: AtomicU64,
+    pub cni_add: AtomicU64,
+    pub cni_add_errors: AtomicU64,
+    pub cni_del: AtomicU64,
+    pub cni_check_failures: AtomicU64,
+    pub gc_removed: AtomicU64,
+    /// Sum of ADD latencies in microseconds (with `cni_add`, the mean).
+    pub cni_add_micros: AtomicU64,
+}
+
+impl Metrics {
+    pub fn inc(c: &AtomicU64) {
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn render(&self) -> String {
+        let rows: [(&str, &str, &str, &AtomicU64); 11] = [
+            ("romana_agent_reconciles_total", "counter", "Reconcile passes run.", &self.reconciles),
+            (
+                "romana_agent_reconcile_errors_total",
+                "counter",
+                "Reconcile passes that failed.",
+                &self.reconcile_errors,
+            ),
+            ("romana_agent_plan_steps_total", "counter", "Kernel changes applied.", &self.steps_applied),
+            (
+                "romana_agent_heartbeat_errors_total",
+                "counter",
+                "Heartbeats romanad did not take.",
+                &self.heartbeat_errors,
+            ),
+            ("romana_agent_routes", "gauge", "Routes in the host's current set.", &self.routes),
+            ("romana_agent_cni_add_total", "counter", "CNI ADD requests answered.", &self.cni_add),
+            (
+                "romana_agent_cni_add_errors_total",
+                "counter",
+                "CNI ADD requests that failed.",
+                &self.cni_add_errors,
+            ),
+            ("romana_agent_cni_del_total", "counter", "CNI DEL requests answered.", &self.cni_del),
+            (
+                "romana_agent_cni_check_failures_total",
+                "counter",
+                "CNI CHECKs that found a difference.",
+                &self.cni_check_failures,
+            ),
+            (
+                "romana_agent_gc_removed_total",
+                "counter",
+                "Leftover endpoints removed by GC.",
+                &self.gc_removed,
+            ),
+            (
+                "romana_agent_cni_add_seconds_sum",
+                "counter",
+                "Total time spent in CNI ADD.",
+                &self.cni_add_micros,
+            ),
+        ];
+        let mut out = String::new();
+        for (name, kind, help, v) in rows {
+            let v = v.load(Ordering::Relaxed);
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            if name.ends_with("_seconds_sum") {
+                let _ = writeln!(out, "{name} {}", v as f64 / 1e6);
+            } else {
+                let _ = writeln!(out, "{name} {v}");
+            }
+        }
+        out
+    }
+}

@@ -1,0 +1,109 @@
+//! The agent's local API on its Unix socket (`/run/romana/agent.sock`): what romana-cni sends for
+//! ADD, DEL, CHECK, GC and STATUS, and what comes back. Errors carry CNI error codes so the plugin
+//! passes them through unchanged.
+
+use serde::{Deserialize, Serialize};
+
+/// CNI error codes the agent answers with (CNI spec, "Error" section).
+pub mod code {
+    /// Incompatible CNI version.
+    pub const INCOMPATIBLE_VERSION: u32 = 1;
+    /// Container unknown or does not exist (e.g. its network namespace is gone).
+    pub const UNKNOWN_CONTAINER: u32 = 3;
+    /// Invalid necessary environment variables (CNI_COMMAND, CNI_CONTAINERID, ...).
+    pub const INVALID_ENV: u32 = 4;
+    /// I/O failure (netlink, files).
+    pub const IO_FAILURE: u32 = 5;
+    /// Failed to decode content (stdin is not the expected JSON).
+    pub const DECODE_FAILURE: u32 = 6;
+    /// Invalid network config (unknown tenant or segment, bad field).
+    pub const INVALID_CONFIG: u32 = 7;
+    /// Try again later: romanad or the agent is unreachable or busy; nothing was changed.
+    pub const TRY_AGAIN_LATER: u32 = 11;
+    /// STATUS: the plugin is not available (cannot serve ADD now).
+    pub const NOT_AVAILABLE: u32 = 50;
+    /// Anything else (CHECK found a difference, a foreign route holds the address...).
+    pub const OTHER: u32 = 999;
+}
+
+/// ADD and CHECK: one interface of one container.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttachRequest {
+    /// The CNI network name (`name` in the config); part of the address name, so GC is per network.
+    pub network: String,
+    pub container_id: String,
+    pub ifname: String,
+    /// The container's network namespace file (`CNI_NETNS`).
+    pub netns: String,
+    pub tenant: String,
+    #[serde(default)]
+    pub segment: String,
+    /// CHECK: the address the runtime was given (from `prevResult`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<String>,
+}
+
+/// What ADD configured: enough for every CNI result version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attached {
+    pub host_link: String,
+    pub host_mac: String,
+    pub ifname: String,
+    pub pod_mac: String,
+    pub netns: String,
+    pub ip: String,
+    pub prefix_len: u8,
+    pub gateway: String,
+    /// The IPAM address name (`cni:<network>:<container id>:<ifname>`).
+    pub address_name: String,
+}
+
+/// DEL: idempotent; `netns` may be empty (the runtime already removed the namespace).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DetachRequest {
+    pub network: String,
+    pub container_id: String,
+    pub ifname: String,
+    #[serde(default)]
+    pub netns: String,
+}
+
+/// GC (CNI 1.1): everything of `network` on this host not in `valid` goes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GcRequest {
+    pub network: String,
+    pub valid: Vec<ValidAttachment>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ValidAttachment {
+    pub container_id: String,
+    pub ifname: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GcReport {
+    /// IPAM address names released.
+    pub released: Vec<String>,
+    /// Host links removed.
+    pub links_removed: Vec<String>,
+}
+
+/// Every error the agent's socket answers with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentError {
+    pub code: u32,
+    pub msg: String,
+    #[serde(default)]
+    pub details: String,
+}
+
+/// The IPAM address name of one container interface on one CNI network.
+pub fn address_name(network: &str, container_id: &str, ifname: &str) -> String {
+    format!("cni:{network}:{container_id}:{ifname}")
+}
+
+/// The prefix of every address name of `network`, for GC.
+pub fn address_prefix(network: &str) -> String {
+    format!("cni:{network}:")
+}

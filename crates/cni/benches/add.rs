@@ -1,0 +1,146 @@
+//! CNI ADD latency for a burst of pods: romana-cni (agent, romanad IPAM, veth, routes) against
+//! Debian's reference `bridge` + `host-local` plugins, in the same run on the same machine. Each
+//! plugin is exec'd once per pod the way a runtime does (through `nsenter` into the node namespace,
+//! the same wrapper for both), one pod after another; then every pod is deleted (DEL timed too).
+//! `cargo build --release -p romana-agent && cargo bench -p romana-cni --bench add`
+//! (`-- --quick`: 20 pods).
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{agent, cni, conf, wait_for};
+use romana_tests_support::{Netns, TempDir};
+use serde_json::{Value, json};
+
+/// Runs `plugin` in `node` with CNI_* set; returns elapsed time and the parsed stdout.
+fn call(node: &str, plugin: &Path, command: &str, cid: &str, pod: &str, conf: &Value) -> (Duration, Value) {
+    let start = Instant::now();
+    let mut child = Command::new("nsenter")
+        .arg(format!("--net=/run/netns/{node}"))
+        .arg(plugin)
+        .env_clear()
+        .env("CNI_COMMAND", command)
+        .env("CNI_CONTAINERID", cid)
+        .env("CNI_NETNS", format!("/run/netns/{pod}"))
+        .env("CNI_IFNAME", "eth0")
+        .env("CNI_PATH", "/usr/lib/cni")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("plugin starts");
+    child.stdin.take().expect("stdin").write_all(conf.to_string().as_bytes()).expect("write config");
+    let out = child.wait_with_output().expect("plugin runs");
+    let elapsed = start.elapsed();
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    assert!(out.status.success(), "{} {command} {cid}: {v}", plugin.display());
+    (elapsed, v)
+}
+
+fn pct(sorted: &[Duration], p: f64) -> f64 {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i].as_secs_f64() * 1e3
+}
+
+struct Stats {
+    p50: f64,
+    p99: f64,
+    mean: f64,
+}
+
+fn stats(mut d: Vec<Duration>) -> Stats {
+    d.sort();
+    let mean = d.iter().map(Duration::as_secs_f64).sum::<f64>() / d.len() as f64 * 1e3;
+    Stats { p50: pct(&d, 0.5), p99: pct(&d, 0.99), mean }
+}
+
+/// ADD then DEL for every pod; returns (ADD stats, DEL stats).
+fn burst(node: &str, plugin: &Path, conf: &Value, pods: &[Netns]) -> (Stats, Stats) {
+    let mut adds = Vec::new();
+    for (i, p) in pods.iter().enumerate() {
+        let (d, r) = call(node, plugin, "ADD", &format!("bench{i}"), &p.0, conf);
+        assert!(r["ips"][0]["address"].is_string(), "ADD result has an address: {r}");
+        adds.push(d);
+    }
+    let mut dels = Vec::new();
+    for (i, p) in pods.iter().enumerate() {
+        dels.push(call(node, plugin, "DEL", &format!("bench{i}"), &p.0, conf).0);
+    }
+    (stats(adds), stats(dels))
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let n = if quick { 20 } else { 100 };
+    let pid = std::process::id();
+    let Some(node) = Netns::new(&format!("rmb-{pid}-cninode")) else {
+        println!("SKIP: cannot create network namespaces (needs root and iproute2)");
+        return;
+    };
+    node.ip("link set lo up");
+    let pods: Vec<Netns> =
+        (0..n).map(|i| Netns::new(&format!("rmb-{pid}-pod{i}")).expect("pod namespace")).collect();
+    let dir = TempDir::new("cni-bench");
+    let creds = common::romanad(dir.path()).await;
+    let socket = dir.path().join("agent.sock");
+    let _agent = agent(&creds, "node1", "192.168.77.1", &node.0, &socket, &dir.path().join("agent.log"));
+    wait_for("agent ready", 30, || cni("STATUS", "", "", &conf("1.1.0", &socket), "").0 == 0).await;
+
+    let romana = Path::new(env!("CARGO_BIN_EXE_romana-cni"));
+    let bridge = Path::new("/usr/lib/cni/bridge");
+    if !bridge.exists() {
+        println!("SKIP: /usr/lib/cni/bridge missing (scripts/setup.sh installs containernetworking-plugins)");
+        return;
+    }
+    let rconf = json!({"cniVersion": "1.0.0", "name": "romana-bench", "type": "romana-cni",
+                       "agent_socket": socket, "tenant": "bench"});
+    let bconf = json!({"cniVersion": "1.0.0", "name": "bridge-bench", "type": "bridge",
+        "bridge": "rmbbr0", "isGateway": true, "ipMasq": false,
+        "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.99.0.0/16"}]],
+                 "routes": [{"dst": "0.0.0.0/0"}], "dataDir": dir.path().join("host-local")}});
+    // One warm-up pod each (first exec of a binary pays page-cache misses), then the bursts,
+    // alternated so drift on this shared machine hits both.
+    burst(&node.0, romana, &rconf, &pods[..1]);
+    burst(&node.0, bridge, &bconf, &pods[..1]);
+    let (ra, rd) = burst(&node.0, romana, &rconf, &pods);
+    let (ba, bd) = burst(&node.0, bridge, &bconf, &pods);
+    println!("CNI ADD/DEL latency, {n} pods one after another (ms)");
+    println!(
+        "{:<26} {:>8} {:>8} {:>8} {:>8} {:>8}",
+        "plugin", "ADD p50", "ADD p99", "ADD mean", "DEL p50", "DEL p99"
+    );
+    for (name, a, d) in [("romana-cni", &ra, &rd), ("bridge + host-local", &ba, &bd)] {
+        println!("{name:<26} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>8.2}", a.p50, a.p99, a.mean, d.p50, d.p99);
+    }
+    // Where romana's ADD time goes, from the agent's log: IPAM allocation and netlink plumbing.
+    let log = std::fs::read_to_string(dir.path().join("agent.log")).unwrap_or_default();
+    let field = |line: &str, key: &str| -> Option<f64> {
+        let rest = &line[line.find(key)? + key.len()..];
+        rest.split(|c: char| c.is_whitespace()).next()?.parse().ok()
+    };
+    let (mut alloc, mut plumb): (Vec<f64>, Vec<f64>) = (Vec::new(), Vec::new());
+    if std::env::var_os("ROMANA_BENCH_SHOW_LOG").is_some() {
+        println!("{}", log.lines().filter(|l| l.contains("CNI ADD")).take(3).collect::<Vec<_>>().join("\n"));
+    }
+    for l in log.lines().filter(|l| l.contains("CNI ADD")).skip(1) {
+        alloc.extend(field(l, "alloc_ms="));
+        plumb.extend(field(l, "plumb_ms="));
+    }
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
+    println!(
+        "romana ADD inside the agent (mean ms): allocate {:.2}, plumb {:.2}",
+        mean(&alloc),
+        mean(&plumb)
+    );
+    println!(
+        "ratio romana/reference: ADD p50 {:.2}, ADD p99 {:.2}, DEL p50 {:.2} (target ADD <= 1.0)",
+        ra.p50 / ba.p50,
+        ra.p99 / ba.p99,
+        rd.p50 / bd.p50
+    );
+}

@@ -1,0 +1,51 @@
+//! CNI output: the ADD result in the caller's version, VERSION's answer, and error documents.
+
+use romana_api::agent::Attached;
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use crate::SUPPORTED_VERSIONS;
+use crate::invocation::version_key;
+
+/// A CNI error document (`{"cniVersion","code","msg","details"}`, exit status 1).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CniError {
+    pub code: u32,
+    pub msg: String,
+    pub details: String,
+}
+
+impl CniError {
+    pub fn render(&self, version: &str) -> Value {
+        json!({"cniVersion": version, "code": self.code, "msg": self.msg, "details": self.details})
+    }
+}
+
+/// The ADD (and 1.x DEL/CHECK-less) result. From 0.3.0 to 0.4.0 each IP carries `version`;
+/// 1.0.0 dropped it. Interface 0 is the host end, 1 the pod's.
+pub fn render_result(version: &str, a: &Attached) -> Value {
+    let v6 = a.ip.contains(':');
+    let mut ip = json!({
+        "address": format!("{}/{}", a.ip, a.prefix_len),
+        "gateway": a.gateway,
+        "interface": 1,
+    });
+    if version_key(version) < version_key("1.0.0") {
+        ip["version"] = json!(if v6 { "6" } else { "4" });
+    }
+    json!({
+        "cniVersion": version,
+        "interfaces": [
+            {"name": a.host_link, "mac": a.host_mac},
+            {"name": a.ifname, "mac": a.pod_mac, "sandbox": a.netns},
+        ],
+        "ips": [ip],
+        "routes": [{"dst": if v6 { "::/0" } else { "0.0.0.0/0" }, "gw": a.gateway}],
+        "dns": {},
+    })
+}
+
+/// VERSION's answer.
+pub fn version_answer(version: &str) -> Value {
+    json!({"cniVersion": version, "supportedVersions": SUPPORTED_VERSIONS})
+}

@@ -1,0 +1,147 @@
+//! Shared by romana-cni's end-to-end tests: romanad's services in the test process on 127.0.0.1,
+//! agent processes programming test namespaces, and the plugin called the way runtimes call it.
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use romana_api::topology::TopologyRequest;
+use romana_store::MemStore;
+use romana_tests_support::sibling_bin;
+use serde_json::{Value, json};
+
+pub const FLAT: &str = r#"{"networks":[{"name":"pods","cidr":"10.20.0.0/16","block_mask":28}],"topologies":[{"networks":["pods"],"map":[{"groups":[]}]}]}"#;
+
+/// romanad's services on 127.0.0.1 (port chosen at run time); returns the admin credentials file.
+pub async fn romanad(dir: &Path) -> PathBuf {
+    let creds = dir.join("admin.credentials");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let opts = romana_services::Options {
+        prefix: "/romana/".into(),
+        services: romana_services::ALL_SERVICES.iter().map(|s| s.to_string()).collect(),
+        instance: "cni-test".into(),
+        url,
+        initial_topology: Some(serde_json::from_str::<TopologyRequest>(FLAT).unwrap()),
+        auth: true,
+        credentials: Some(creds.clone()),
+        ca_pem: None,
+        access_ttl: 900,
+        liveness_ttl: 2,
+    };
+    let state = romana_services::start(Arc::new(MemStore::new()), &opts).await.unwrap();
+    tokio::spawn(axum::serve(listener, romana_services::router(state)).into_future());
+    creds
+}
+
+/// An agent process, killed on drop.
+pub struct Agent(pub Child);
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+pub fn agent(creds: &Path, host: &str, ip: &str, netns: &str, socket: &Path, log: &Path) -> Agent {
+    let bin = sibling_bin(env!("CARGO_BIN_EXE_romana-cni"), "romana-agent");
+    let child = Command::new(bin)
+        .args(["--host", host, "--host-ip", ip, "--netns", netns, "--interval-ms", "200"])
+        .arg("--socket")
+        .arg(socket)
+        .arg("--credentials")
+        .arg(creds)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap();
+    Agent(child)
+}
+
+/// One plugin call with interface eth0: (exit status, stdout as JSON or Null).
+pub fn cni(command: &str, cid: &str, netns: &str, conf: &Value, args: &str) -> (i32, Value) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_romana-cni"))
+        .env_clear()
+        .env("CNI_COMMAND", command)
+        .env("CNI_CONTAINERID", cid)
+        .env("CNI_NETNS", netns)
+        .env("CNI_IFNAME", "eth0")
+        .env("CNI_PATH", "/usr/lib/cni")
+        .env("CNI_ARGS", args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(conf.to_string().as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let v = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    (out.status.code().unwrap_or(-1), v)
+}
+
+pub fn conf(version: &str, socket: &Path) -> Value {
+    json!({"cniVersion": version, "name": "romana-test", "type": "romana-cni",
+           "agent_socket": socket, "tenant": "acme", "segment": "web"})
+}
+
+pub fn ping(from: &str, to: &str) -> bool {
+    Command::new("ip")
+        .args(["netns", "exec", from, "ping", "-c1", "-W1", to])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+pub async fn wait_for(what: &str, secs: u64, mut f: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    while !f() {
+        assert!(start.elapsed() < Duration::from_secs(secs), "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    start.elapsed()
+}
+
+/// Links, addresses, routes and neighbours of namespaces, for a failure message.
+pub fn dump(namespaces: &[&str]) -> String {
+    namespaces
+        .iter()
+        .map(|ns| {
+            let o = Command::new("sh")
+                .arg("-c")
+                .arg(format!("ip -n {ns} -br link; ip -n {ns} -br addr; ip -n {ns} route; ip -n {ns} neigh"))
+                .output()
+                .unwrap();
+            format!("--- {ns}\n{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// A busybox root filesystem as a tar (for `podman import`): busybox-static and its applets.
+pub fn busybox_tar(dir: &Path) -> PathBuf {
+    let root = dir.join("rootfs");
+    for d in ["bin", "etc", "tmp", "proc", "sys", "dev"] {
+        std::fs::create_dir_all(root.join(d)).unwrap();
+    }
+    std::fs::copy("/bin/busybox", root.join("bin/busybox")).expect("busybox-static is installed");
+    for a in ["sh", "ip", "ping", "wget", "httpd", "sleep", "echo", "cat"] {
+        std::os::unix::fs::symlink("busybox", root.join("bin").join(a)).unwrap();
+    }
+    let tar = dir.join("busybox.tar");
+    let ok = Command::new("tar").arg("-C").arg(&root).arg("-cf").arg(&tar).arg(".").status().unwrap();
+    assert!(ok.success());
+    tar
+}
+
+pub fn have(tool: &str) -> bool {
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {tool}"))
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}

@@ -1,0 +1,161 @@
+//! romana-cni's pure core as data: each case is an environment and a config, and either the
+//! tenant/segment/version it resolves to or the CNI error code it must produce.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeMap;
+
+use romana_api::agent::Attached;
+use romana_cni::{Command, parse, render_result, version_answer};
+use serde_json::json;
+
+/// Parses `env` ("K=V" with `|` between) and `conf`; checks the outcome: `Ok((tenant, segment))`
+/// or `Err(code)`.
+fn check(name: &str, env: &str, conf: &str, want: Result<(&str, &str), u32>) {
+    let env: BTreeMap<String, String> = env
+        .split('|')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap();
+            (k.to_owned(), v.to_owned())
+        })
+        .collect();
+    let got = parse(&env, conf.as_bytes());
+    match (got, want) {
+        (Ok(inv), Ok((t, s))) => assert_eq!((inv.tenant.as_str(), inv.segment.as_str()), (t, s), "{name}"),
+        (Err(e), Err(code)) => {
+            assert_eq!(e.code, code, "{name}: {e:?}");
+            assert!(!e.msg.is_empty(), "{name}: an error names its problem");
+        }
+        (got, want) => panic!("{name}: got {got:?}, want {want:?}"),
+    }
+}
+
+const ADD: &str = "CNI_COMMAND=ADD|CNI_CONTAINERID=c1|CNI_NETNS=/run/netns/x|CNI_IFNAME=eth0";
+const CONF: &str =
+    r#"{"cniVersion":"1.0.0","name":"romana","type":"romana-cni","tenant":"t0","segment":"s0"}"#;
+
+#[test]
+fn invocations_resolve_tenant_segment_or_fail_with_the_right_code() {
+    check("plain runtime: configured defaults", ADD, CONF, Ok(("t0", "s0")));
+    check(
+        "kubernetes: namespace is the tenant",
+        &format!("{ADD}|CNI_ARGS=IgnoreUnknown=1;K8S_POD_NAMESPACE=x;K8S_POD_NAME=a"),
+        CONF,
+        Ok(("x", "s0")),
+    );
+    check(
+        "kubernetes: segment from the pod annotation",
+        &format!("{ADD}|CNI_ARGS=K8S_POD_NAMESPACE=x"),
+        r#"{"cniVersion":"1.0.0","name":"romana","runtimeConfig":{"io.kubernetes.cri.pod-annotations":{"romana.io/segment":"web"}}}"#,
+        Ok(("x", "web")),
+    );
+    check(
+        "segment from CNI_ARGS",
+        &format!("{ADD}|CNI_ARGS=ROMANA_TENANT=t1;ROMANA_SEGMENT=db"),
+        CONF,
+        Ok(("t1", "db")),
+    );
+    check("unknown CNI_ARGS key", &format!("{ADD}|CNI_ARGS=FOO=1"), CONF, Err(4));
+    check(
+        "unknown key allowed by IgnoreUnknown",
+        &format!("{ADD}|CNI_ARGS=IgnoreUnknown=true;FOO=1"),
+        CONF,
+        Ok(("t0", "s0")),
+    );
+    check("CNI_ARGS without =", &format!("{ADD}|CNI_ARGS=FOO"), CONF, Err(4));
+    check("no command", "CNI_CONTAINERID=c1", CONF, Err(4));
+    check("bad command", "CNI_COMMAND=FROB", CONF, Err(4));
+    check("no container id", "CNI_COMMAND=ADD|CNI_NETNS=/x|CNI_IFNAME=eth0", CONF, Err(4));
+    check("no netns on ADD", "CNI_COMMAND=ADD|CNI_CONTAINERID=c|CNI_IFNAME=eth0", CONF, Err(4));
+    check(
+        "no netns on DEL is fine",
+        "CNI_COMMAND=DEL|CNI_CONTAINERID=c|CNI_IFNAME=eth0",
+        CONF,
+        Ok(("t0", "s0")),
+    );
+    check("not JSON", ADD, "{nope", Err(6));
+    check("no cniVersion", ADD, r#"{"name":"romana"}"#, Err(6));
+    check("no name", ADD, r#"{"cniVersion":"1.0.0","tenant":"t"}"#, Err(7));
+    check("version 0.2.0", ADD, r#"{"cniVersion":"0.2.0","name":"romana","tenant":"t"}"#, Err(1));
+    check("0.3.1 ADD", ADD, r#"{"cniVersion":"0.3.1","name":"romana","tenant":"t"}"#, Ok(("t", "")));
+    check(
+        "CHECK needs 0.4.0",
+        "CNI_COMMAND=CHECK|CNI_CONTAINERID=c|CNI_NETNS=/x|CNI_IFNAME=eth0",
+        r#"{"cniVersion":"0.3.1","name":"r"}"#,
+        Err(1),
+    );
+    check(
+        "GC needs 1.1.0",
+        "CNI_COMMAND=GC",
+        r#"{"cniVersion":"1.0.0","name":"r","cni.dev/valid-attachments":[]}"#,
+        Err(1),
+    );
+    check("GC lists attachments", "CNI_COMMAND=GC", r#"{"cniVersion":"1.1.0","name":"r"}"#, Err(7));
+    check(
+        "GC",
+        "CNI_COMMAND=GC",
+        r#"{"cniVersion":"1.1.0","name":"r","cni.dev/valid-attachments":[{"containerID":"c","ifname":"eth0"}]}"#,
+        Ok(("", "")),
+    );
+    check("STATUS needs 1.1.0", "CNI_COMMAND=STATUS", r#"{"cniVersion":"0.4.0","name":"r"}"#, Err(1));
+    check("ADD without any tenant", ADD, r#"{"cniVersion":"1.0.0","name":"romana"}"#, Err(7));
+}
+
+#[test]
+fn version_answers_with_or_without_a_config() {
+    let inv = parse(&BTreeMap::from([("CNI_COMMAND".into(), "VERSION".into())]), b"").unwrap();
+    assert_eq!(inv.command, Command::Version);
+    assert_eq!(inv.version, "1.1.0");
+    let v = version_answer(&inv.version);
+    assert_eq!(v["supportedVersions"], json!(["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"]));
+}
+
+#[test]
+fn prev_result_gives_the_interface_address() {
+    let env = BTreeMap::from([
+        ("CNI_COMMAND".into(), "CHECK".into()),
+        ("CNI_CONTAINERID".into(), "c".into()),
+        ("CNI_NETNS".into(), "/x".into()),
+        ("CNI_IFNAME".into(), "eth0".into()),
+    ]);
+    let conf = r#"{"cniVersion":"1.0.0","name":"r","prevResult":{"interfaces":[{"name":"romanaabc"},{"name":"eth0","sandbox":"/x"}],
+        "ips":[{"address":"10.1.2.3/32","interface":1}]}}"#;
+    assert_eq!(parse(&env, conf.as_bytes()).unwrap().prev_ip().as_deref(), Some("10.1.2.3"));
+}
+
+#[test]
+fn results_have_the_shape_of_each_version() {
+    let a = Attached {
+        host_link: "romana0123abcde".into(),
+        host_mac: "02:00:00:00:00:01".into(),
+        ifname: "eth0".into(),
+        pod_mac: "02:00:00:00:00:02".into(),
+        netns: "/run/netns/p".into(),
+        ip: "10.1.2.3".into(),
+        prefix_len: 32,
+        gateway: "169.254.1.1".into(),
+        address_name: "cni:romana:c:eth0".into(),
+    };
+    let golden = |version: &str, ip_version: Option<&str>| {
+        let mut ip = json!({"address": "10.1.2.3/32", "gateway": "169.254.1.1", "interface": 1});
+        if let Some(v) = ip_version {
+            ip["version"] = json!(v);
+        }
+        json!({
+            "cniVersion": version,
+            "interfaces": [
+                {"name": "romana0123abcde", "mac": "02:00:00:00:00:01"},
+                {"name": "eth0", "mac": "02:00:00:00:00:02", "sandbox": "/run/netns/p"}
+            ],
+            "ips": [ip],
+            "routes": [{"dst": "0.0.0.0/0", "gw": "169.254.1.1"}],
+            "dns": {}
+        })
+    };
+    for v in ["0.3.0", "0.3.1", "0.4.0"] {
+        assert_eq!(render_result(v, &a), golden(v, Some("4")), "{v}");
+    }
+    for v in ["1.0.0", "1.1.0"] {
+        assert_eq!(render_result(v, &a), golden(v, None), "{v}");
+    }
+}
