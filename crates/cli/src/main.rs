@@ -4,6 +4,8 @@ mod commands;
 mod config;
 mod output;
 mod plan;
+mod sandbox;
+mod sandbox_layout;
 mod table;
 
 use std::path::PathBuf;
@@ -65,6 +67,17 @@ enum Command {
     Topology {
         #[command(subcommand)]
         command: TopologyCommand,
+    },
+    /// Simulated hosts as network namespaces on this machine, with real agents and CNI calls.
+    ///
+    /// `up` builds racks of hosts behind rack routers and a spine and starts an agent per host;
+    /// `pod add` places a pod through romana-cni; `status` shows hosts, route table sizes and pods;
+    /// `probe` prints the reachability matrix; `down` removes everything, also after a crash.
+    /// Needs root, iproute2 and iputils-ping, and a romanad this sandbox may own (up applies its
+    /// topology).
+    Sandbox {
+        #[command(subcommand)]
+        command: SandboxCommand,
     },
     /// Hosts (nodes, hypervisors).
     Host {
@@ -269,6 +282,124 @@ enum IpamCommand {
     },
 }
 
+#[derive(clap::Args, Debug)]
+struct SandboxWhere {
+    /// The sandbox's name (1 to 8 of a-z 0-9); its namespaces are `rms-<name>-*`.
+    #[arg(long, default_value = "sb")]
+    name: String,
+    /// Where sandboxes keep their state, agent sockets and logs.
+    #[arg(long, default_value = "/run/romana/sandbox")]
+    state_dir: PathBuf,
+}
+
+#[derive(Subcommand, Debug)]
+enum SandboxCommand {
+    /// Build the sandbox: namespaces, links, routers, hosts registered, one agent per host.
+    Up {
+        #[command(flatten)]
+        at: SandboxWhere,
+        #[arg(long, default_value_t = 2)]
+        racks: usize,
+        #[arg(long, default_value_t = 2)]
+        hosts_per_rack: usize,
+        /// The pod address pool.
+        #[arg(long, default_value = "10.112.0.0/16")]
+        cidr: String,
+        #[arg(long, default_value_t = 28)]
+        block_mask: u8,
+    },
+    /// Hosts (agent up or down, route table size against endpoints) and pods.
+    Status {
+        #[command(flatten)]
+        at: SandboxWhere,
+    },
+    /// Ping every pod from every pod and print the matrix; exit status 1 when a pair fails.
+    Probe {
+        #[command(flatten)]
+        at: SandboxWhere,
+    },
+    /// Pods.
+    Pod {
+        #[command(subcommand)]
+        command: SandboxPodCommand,
+    },
+    /// Stop the agents and delete every namespace of the sandbox (found by name).
+    Down {
+        #[command(flatten)]
+        at: SandboxWhere,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum SandboxPodCommand {
+    /// Place a pod on a host through romana-cni (ADD) and print its address.
+    Add {
+        #[command(flatten)]
+        at: SandboxWhere,
+        #[arg(long)]
+        host: String,
+        #[arg(long)]
+        tenant: String,
+        #[arg(long, default_value = "")]
+        segment: String,
+        /// Pod labels (key=value), kept for policies.
+        #[arg(long = "label")]
+        labels: Vec<String>,
+        /// The pod's name [default: p<n>].
+        #[arg(long)]
+        pod: Option<String>,
+    },
+}
+
+async fn run_sandbox(cli: &Cli, file: &config::FileConfig, command: &SandboxCommand) -> anyhow::Result<bool> {
+    if let SandboxCommand::Probe { at } = command {
+        return Ok(sandbox::probe(&at.state_dir, &at.name)? == 0);
+    }
+    if let SandboxCommand::Down { at } = command {
+        // Works without romanad: removing the hosts from it is best effort.
+        let c = connect(cli, file).await.ok();
+        sandbox::down(&at.state_dir, &at.name, c.as_ref()).await?;
+        return Ok(true);
+    }
+    let c = connect(cli, file).await?;
+    match command {
+        SandboxCommand::Up { at, racks, hosts_per_rack, cidr, block_mask } => {
+            let credentials = cli
+                .credentials
+                .clone()
+                .or_else(|| file.credentials.clone())
+                .unwrap_or_else(|| PathBuf::from(config::DEFAULT_CREDENTIALS));
+            let o = sandbox::UpOptions {
+                name: at.name.clone(),
+                racks: *racks,
+                hosts_per_rack: *hosts_per_rack,
+                cidr: cidr.clone(),
+                block_mask: *block_mask,
+                credentials,
+                state_dir: at.state_dir.clone(),
+            };
+            sandbox::up(&c, &o).await?;
+        }
+        SandboxCommand::Status { at } => sandbox::status(&c, &at.state_dir, &at.name).await?,
+        SandboxCommand::Pod {
+            command: SandboxPodCommand::Add { at, host, tenant, segment, labels, pod },
+        } => {
+            let o = sandbox::PodOptions {
+                name: at.name.clone(),
+                host: host.clone(),
+                tenant: tenant.clone(),
+                segment: segment.clone(),
+                labels: commands::parse_kv(labels)?,
+                pod: pod.clone(),
+                state_dir: at.state_dir.clone(),
+            };
+            sandbox::pod_add(&c, &o).await?;
+        }
+        SandboxCommand::Probe { .. } | SandboxCommand::Down { .. } => unreachable!("handled above"),
+    }
+    Ok(true)
+}
+
 async fn run(cli: Cli) -> anyhow::Result<bool> {
     let file = config::load(cli.config.as_deref())?;
     let format = cli.output.unwrap_or(match file.output.as_deref() {
@@ -282,6 +413,9 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
     {
         plan::run(&plan::Options { file, hosts_per_group, endpoints_per_host, tenants, limit }, format)?;
         return Ok(true);
+    }
+    if let Command::Sandbox { command } = &cli.command {
+        return run_sandbox(&cli, &file, command).await;
     }
     let c = connect(&cli, &file).await?;
     if let Command::Login = cli.command {
@@ -377,7 +511,7 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             PolicyCommand::Remove { id } => x::policy_remove(&c, &id).await?,
         },
         Command::Routes { host } => x::routes(&c, f, &host).await?,
-        Command::Ipam { .. } => unreachable!("handled above"),
+        Command::Ipam { .. } | Command::Sandbox { .. } => unreachable!("handled above"),
     }
     Ok(true)
 }

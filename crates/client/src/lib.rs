@@ -324,6 +324,10 @@ impl Client {
             .await
             .map(|_| ())
     }
+    /// `GET /fabric`: per prefix group, what it announces and the routes its router needs.
+    pub async fn fabric(&self) -> Result<serde_json::Value> {
+        self.call(Method::GET, "/fabric", None).await
+    }
     pub async fn routes(&self, host: &str) -> Result<HostRoutes> {
         self.call(Method::GET, &format!("/routes/{}", enc(host)), None).await
     }

@@ -1,0 +1,437 @@
+//! `romana sandbox`: simulated hosts as network namespaces on this machine, wired as the layout
+//! says (racks of hosts on one L2 segment each, behind rack routers and a spine), a real
+//! romana-agent per host and real romana-cni calls for pods. State lives in a directory
+//! (`/run/romana/sandbox/<name>`); `down` also works from namespace names alone after a crash.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use romana_api::rest::{HostRequest, TenantRequest};
+use romana_client::Client;
+use serde::{Deserialize, Serialize};
+
+use crate::sandbox_layout::{Layout, prefix};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Pod {
+    pub name: String,
+    pub host: String,
+    pub netns: String,
+    pub ip: String,
+    pub tenant: String,
+    pub segment: String,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// What `up` made, for the other commands.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct State {
+    pub name: String,
+    pub racks: usize,
+    pub hosts_per_rack: usize,
+    pub cidr: String,
+    pub block_mask: u8,
+    pub agents: BTreeMap<String, u32>,
+    pub pods: Vec<Pod>,
+}
+
+impl State {
+    fn layout(&self) -> Result<Layout> {
+        Layout::new(&self.name, self.racks, self.hosts_per_rack, &self.cidr, self.block_mask)
+            .map_err(anyhow::Error::msg)
+    }
+}
+
+pub fn dir(state_dir: &Path, name: &str) -> PathBuf {
+    state_dir.join(name)
+}
+
+fn load(state_dir: &Path, name: &str) -> Result<State> {
+    let p = dir(state_dir, name).join("state.json");
+    let text = std::fs::read_to_string(&p)
+        .with_context(|| format!("sandbox {name:?} is not up ({} missing)", p.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("parsing {}", p.display()))
+}
+
+fn save(state_dir: &Path, s: &State) -> Result<()> {
+    let p = dir(state_dir, &s.name).join("state.json");
+    std::fs::write(&p, serde_json::to_string_pretty(s)?).with_context(|| format!("writing {}", p.display()))
+}
+
+fn ip(args: &[String]) -> Result<String> {
+    let out = Command::new("ip").args(args).output().context("running ip (iproute2)")?;
+    if !out.status.success() {
+        bail!("ip {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn ipn(ns: &str, args: &str) -> Result<String> {
+    let mut v = vec!["-n".to_owned(), ns.to_owned()];
+    v.extend(args.split_whitespace().map(str::to_owned));
+    ip(&v)
+}
+
+/// Another Romana binary: next to this one, else on PATH.
+fn sibling(name: &str) -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .map(|e| e.with_file_name(name))
+        .filter(|p| p.exists())
+        .unwrap_or_else(|| PathBuf::from(name))
+}
+
+fn forwarding_on(ns: &str) -> Result<()> {
+    let ok = Command::new("ip")
+        .args(["netns", "exec", ns, "sysctl", "-qw", "net.ipv4.ip_forward=1"])
+        .status()
+        .context("running sysctl")?
+        .success();
+    if ok { Ok(()) } else { bail!("cannot turn forwarding on in {ns}") }
+}
+
+#[derive(Debug)]
+pub struct UpOptions {
+    pub name: String,
+    pub racks: usize,
+    pub hosts_per_rack: usize,
+    pub cidr: String,
+    pub block_mask: u8,
+    pub credentials: PathBuf,
+    pub state_dir: PathBuf,
+}
+
+pub async fn up(c: &Client, o: &UpOptions) -> Result<()> {
+    let layout =
+        Layout::new(&o.name, o.racks, o.hosts_per_rack, &o.cidr, o.block_mask).map_err(anyhow::Error::msg)?;
+    if leftovers(&o.name)?.iter().any(|_| true) {
+        bail!(
+            "sandbox {:?} has namespaces already; run `romana sandbox down --name {}` first",
+            o.name,
+            o.name
+        );
+    }
+    let d = dir(&o.state_dir, &o.name);
+    std::fs::create_dir_all(&d).with_context(|| format!("creating {}", d.display()))?;
+    let topology = serde_json::from_value(layout.topology())?;
+    c.apply_topology(&topology).await.context("applying the sandbox topology")?;
+    let built = build(c, &layout, o, &d).await;
+    if let Err(e) = built {
+        let _ = down(&o.state_dir, &o.name, Some(c)).await;
+        return Err(e.context("sandbox up failed; everything it made was removed"));
+    }
+    Ok(())
+}
+
+async fn build(c: &Client, layout: &Layout, o: &UpOptions, d: &Path) -> Result<()> {
+    for cmd in layout.wiring() {
+        ip(&cmd)?;
+    }
+    for r in layout.routers() {
+        forwarding_on(&r)?;
+    }
+    let mut state = State {
+        name: o.name.clone(),
+        racks: o.racks,
+        hosts_per_rack: o.hosts_per_rack,
+        cidr: o.cidr.clone(),
+        block_mask: o.block_mask,
+        agents: BTreeMap::new(),
+        pods: Vec::new(),
+    };
+    for h in &layout.hosts {
+        let req = HostRequest {
+            name: h.name.clone(),
+            ip: h.ip.clone(),
+            agent_port: None,
+            tags: BTreeMap::from([("rack".to_owned(), h.rack.to_string())]),
+            k8s_info: None,
+        };
+        match c.add_host(&req).await {
+            Ok(_) => {}
+            Err(e) if e.status() == Some(409) => {}
+            Err(e) => return Err(e).with_context(|| format!("registering host {}", h.name)),
+        }
+        let log = std::fs::File::create(d.join(format!("{}.log", h.name)))?;
+        let child = Command::new(sibling("romana-agent"))
+            .args(["--host", &h.name, "--netns", &h.netns, "--interval-ms", "300"])
+            .arg("--socket")
+            .arg(d.join(format!("{}.sock", h.name)))
+            .arg("--credentials")
+            .arg(&o.credentials)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            // Its own process group: the agents outlive this command and a Ctrl-C of it.
+            .process_group(0)
+            .spawn()
+            .context("starting romana-agent (is it next to romana or on PATH?)")?;
+        state.agents.insert(h.name.clone(), child.id());
+    }
+    save(&o.state_dir, &state)?;
+    let start = Instant::now();
+    for h in &layout.hosts {
+        let sock = d.join(format!("{}.sock", h.name));
+        while cni(&sock, "STATUS", "", "", "romana-sandbox", "").is_err() {
+            if start.elapsed() > Duration::from_secs(30) {
+                bail!(
+                    "the agent of {} is not ready after 30 s (log: {})",
+                    h.name,
+                    d.join(format!("{}.log", h.name)).display()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    sync_fabric(c, layout).await?;
+    println!("sandbox {} up: {} racks x {} hosts, agents ready", o.name, o.racks, o.hosts_per_rack);
+    Ok(())
+}
+
+/// Programs the spine and rack routers from romanad's fabric view (the sandbox's stand-in for
+/// BGP): our routes are replaced as a whole in each router namespace.
+async fn sync_fabric(c: &Client, layout: &Layout) -> Result<()> {
+    let fabric = c.fabric().await.context("reading the fabric routes")?;
+    for r in layout.routers() {
+        ipn(&r, "route flush proto 77")?;
+    }
+    for (ns, dest, via) in layout.fabric_routes(&fabric) {
+        ipn(&ns, &format!("route replace {dest} via {via} proto 77"))?;
+    }
+    Ok(())
+}
+
+/// One romana-cni call for interface eth0; Ok(result JSON) or Err(CNI error message).
+fn cni(
+    sock: &Path,
+    command: &str,
+    cid: &str,
+    netns: &str,
+    network: &str,
+    args: &str,
+) -> Result<serde_json::Value> {
+    let conf = serde_json::json!({"cniVersion": "1.1.0", "name": network, "type": "romana-cni", "agent_socket": sock});
+    let mut child = Command::new(sibling("romana-cni"))
+        .env_clear()
+        .env("CNI_COMMAND", command)
+        .env("CNI_CONTAINERID", cid)
+        .env("CNI_NETNS", netns)
+        .env("CNI_IFNAME", "eth0")
+        .env("CNI_ARGS", args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("running romana-cni (is it next to romana or on PATH?)")?;
+    child.stdin.take().context("stdin")?.write_all(conf.to_string().as_bytes())?;
+    let out = child.wait_with_output()?;
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
+    if out.status.success() {
+        Ok(v)
+    } else {
+        bail!(
+            "romana-cni {command}: {} (code {}): {}",
+            v["msg"].as_str().unwrap_or("failed"),
+            v["code"],
+            v["details"].as_str().unwrap_or("")
+        )
+    }
+}
+
+#[derive(Debug)]
+pub struct PodOptions {
+    pub name: String,
+    pub host: String,
+    pub tenant: String,
+    pub segment: String,
+    pub labels: BTreeMap<String, String>,
+    pub pod: Option<String>,
+    pub state_dir: PathBuf,
+}
+
+pub async fn pod_add(c: &Client, o: &PodOptions) -> Result<()> {
+    let mut state = load(&o.state_dir, &o.name)?;
+    let layout = state.layout()?;
+    if !layout.hosts.iter().any(|h| h.name == o.host) {
+        bail!(
+            "sandbox {} has no host {:?} (hosts: {})",
+            o.name,
+            o.host,
+            layout.hosts.iter().map(|h| h.name.as_str()).collect::<Vec<_>>().join(", ")
+        );
+    }
+    let pod = o.pod.clone().unwrap_or_else(|| format!("p{}", state.pods.len() + 1));
+    if !crate::sandbox_layout::valid_name(&pod) || state.pods.iter().any(|p| p.name == pod) {
+        bail!("pod name {pod:?} is taken or not 1 to 8 characters from a-z 0-9");
+    }
+    if c.tenant(&o.tenant).await.is_err() {
+        let req =
+            TenantRequest { name: o.tenant.clone(), external_id: String::new(), labels: Default::default() };
+        let _ = c.create_tenant(&req).await;
+    }
+    let netns = layout.pod_netns(&pod);
+    ip(&["netns".into(), "add".into(), netns.clone()])?;
+    let sock = dir(&o.state_dir, &o.name).join(format!("{}.sock", o.host));
+    let args = format!("ROMANA_TENANT={};ROMANA_SEGMENT={}", o.tenant, o.segment);
+    let r = match cni(&sock, "ADD", &pod, &format!("/run/netns/{netns}"), "romana-sandbox", &args) {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = ip(&["netns".into(), "del".into(), netns]);
+            return Err(e);
+        }
+    };
+    let addr = r["ips"][0]["address"].as_str().unwrap_or("").split('/').next().unwrap_or("").to_owned();
+    state.pods.push(Pod {
+        name: pod.clone(),
+        host: o.host.clone(),
+        netns,
+        ip: addr.clone(),
+        tenant: o.tenant.clone(),
+        segment: o.segment.clone(),
+        labels: o.labels.clone(),
+    });
+    save(&o.state_dir, &state)?;
+    sync_fabric(c, &layout).await?;
+    println!("{pod} {addr} on {}", o.host);
+    Ok(())
+}
+
+fn agent_alive(pid: u32) -> bool {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .is_ok_and(|c| String::from_utf8_lossy(&c).contains("romana-agent"))
+}
+
+pub async fn status(c: &Client, state_dir: &Path, name: &str) -> Result<()> {
+    let state = load(state_dir, name)?;
+    let layout = state.layout()?;
+    println!(
+        "{:<8} {:<6} {:<14} {:<6} {:>10} {:>10} {:>14}",
+        "HOST", "RACK", "IP", "AGENT", "ENDPOINTS", "ROUTES", "PER-ENDPOINT"
+    );
+    let total = state.pods.len();
+    for h in &layout.hosts {
+        let alive = state.agents.get(&h.name).is_some_and(|p| agent_alive(*p));
+        let local = state.pods.iter().filter(|p| p.host == h.name).count();
+        let kernel = ipn(&h.netns, "route show proto 77").map(|o| o.lines().count()).unwrap_or(0);
+        let routes = c.routes(&h.name).await.map(|r| r.routes.len()).unwrap_or(0);
+        // Kernel routes: the route manager's set plus one /32 per local endpoint; a per-endpoint
+        // scheme would need one route per endpoint in the whole sandbox.
+        println!(
+            "{:<8} {:<6} {:<14} {:<6} {:>10} {:>10} {:>14}",
+            h.name,
+            h.rack,
+            h.ip,
+            if alive { "up" } else { "DOWN" },
+            local,
+            format!("{kernel} ({routes}+{local})"),
+            total
+        );
+    }
+    println!();
+    println!("{:<6} {:<8} {:<14} {:<10} {:<10} LABELS", "POD", "HOST", "IP", "TENANT", "SEGMENT");
+    for p in &state.pods {
+        let labels: Vec<String> = p.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        println!(
+            "{:<6} {:<8} {:<14} {:<10} {:<10} {}",
+            p.name,
+            p.host,
+            p.ip,
+            p.tenant,
+            p.segment,
+            labels.join(",")
+        );
+    }
+    Ok(())
+}
+
+/// Pings every pod from every pod; prints the matrix. Returns how many pairs failed.
+pub fn probe(state_dir: &Path, name: &str) -> Result<usize> {
+    let state = load(state_dir, name)?;
+    let pods = &state.pods;
+    if pods.is_empty() {
+        bail!("sandbox {name} has no pods; add some with `romana sandbox pod add`");
+    }
+    // All pairs in parallel: a failing pair costs its timeout once, not once per pair.
+    let mut children = Vec::new();
+    for from in pods {
+        for to in pods {
+            let child = Command::new("ip")
+                .args(["netns", "exec", &from.netns, "ping", "-c1", "-W1", &to.ip])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .context("running ping (iputils-ping)")?;
+            children.push(child);
+        }
+    }
+    let results: Vec<bool> = children.into_iter().map(|mut c| c.wait().is_ok_and(|s| s.success())).collect();
+    print!("{:<10}", "from\\to");
+    for p in pods {
+        print!(" {:>6}", p.name);
+    }
+    println!();
+    let mut failed = 0;
+    for (i, from) in pods.iter().enumerate() {
+        print!("{:<10}", format!("{}@{}", from.name, from.host));
+        for j in 0..pods.len() {
+            let ok = results[i * pods.len() + j];
+            failed += usize::from(!ok);
+            print!(" {:>6}", if ok { "." } else { "X" });
+        }
+        println!();
+    }
+    println!("({} of {} pairs reachable; . reachable, X not)", results.len() - failed, results.len());
+    Ok(failed)
+}
+
+/// Namespaces of sandbox `name` that exist now.
+fn leftovers(name: &str) -> Result<Vec<String>> {
+    let p = prefix(name);
+    let list = ip(&["netns".into(), "list".into()])?;
+    Ok(list
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|n| n.starts_with(&p))
+        .map(str::to_owned)
+        .collect())
+}
+
+/// Stops the agents, deletes every namespace of the sandbox (found by name, so this works after
+/// a crash or without a state file), removes its hosts from romanad when it can, and its state.
+pub async fn down(state_dir: &Path, name: &str, c: Option<&Client>) -> Result<()> {
+    if !crate::sandbox_layout::valid_name(name) {
+        bail!("sandbox name {name:?}: 1 to 8 characters from a-z 0-9");
+    }
+    let state = load(state_dir, name).ok();
+    if let Some(s) = &state {
+        for pid in s.agents.values().filter(|p| agent_alive(**p)) {
+            let _ = Command::new("kill").arg(pid.to_string()).status();
+        }
+    }
+    // Agents started by a state file that is gone: found by their socket directory.
+    let d = dir(state_dir, name);
+    if let Ok(out) = Command::new("pgrep").args(["-f", &format!("romana-agent.*{}/", d.display())]).output() {
+        for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+            let _ = Command::new("kill").arg(pid).status();
+        }
+    }
+    let namespaces = leftovers(name)?;
+    for ns in &namespaces {
+        ip(&["netns".into(), "del".into(), ns.clone()])?;
+    }
+    if let (Some(c), Some(s)) = (c, &state)
+        && let Ok(layout) = s.layout()
+    {
+        for h in &layout.hosts {
+            let _ = c.remove_host(&h.name).await;
+        }
+    }
+    let _ = std::fs::remove_dir_all(&d);
+    println!("sandbox {name} down: {} namespaces removed", namespaces.len());
+    Ok(())
+}

@@ -1,0 +1,239 @@
+//! The sandbox's shape, pure: namespace names, addresses and links for R racks of H hosts behind
+//! rack routers and one spine, the topology romanad carves for it, the `ip` commands that wire it,
+//! and the routers' routes from romanad's fabric view. No I/O; `sandbox.rs` runs the plan.
+
+use serde_json::{Value, json};
+
+/// Every namespace of sandbox `name` starts with this, so `down` finds them even after a crash.
+pub fn prefix(name: &str) -> String {
+    format!("rms-{name}-")
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Host {
+    /// Host name in the topology (`r1h2`).
+    pub name: String,
+    pub netns: String,
+    pub rack: usize,
+    pub ip: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Layout {
+    pub name: String,
+    pub racks: usize,
+    pub hosts_per_rack: usize,
+    pub cidr: String,
+    pub block_mask: u8,
+    pub hosts: Vec<Host>,
+}
+
+/// A sandbox name: 1 to 8 of a-z and 0-9 (namespace and link names stay short).
+pub fn valid_name(n: &str) -> bool {
+    !n.is_empty() && n.len() <= 8 && n.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+}
+
+impl Layout {
+    pub fn new(
+        name: &str,
+        racks: usize,
+        hosts_per_rack: usize,
+        cidr: &str,
+        block_mask: u8,
+    ) -> Result<Layout, String> {
+        if !valid_name(name) {
+            return Err(format!("sandbox name {name:?}: 1 to 8 characters from a-z 0-9"));
+        }
+        if !(1..=16).contains(&racks) || !(1..=32).contains(&hosts_per_rack) {
+            return Err(format!("{racks} racks x {hosts_per_rack} hosts: 1 to 16 racks of 1 to 32 hosts"));
+        }
+        let hosts = (1..=racks)
+            .flat_map(|r| {
+                (1..=hosts_per_rack).map(move |h| Host {
+                    name: format!("r{r}h{h}"),
+                    netns: format!("{}r{r}h{h}", prefix(name)),
+                    rack: r,
+                    ip: format!("192.168.{r}.{}", 10 + h),
+                })
+            })
+            .collect();
+        Ok(Layout { name: name.into(), racks, hosts_per_rack, cidr: cidr.into(), block_mask, hosts })
+    }
+
+    pub fn spine(&self) -> String {
+        format!("{}spine", prefix(&self.name))
+    }
+
+    pub fn router(&self, rack: usize) -> String {
+        format!("{}rack{rack}", prefix(&self.name))
+    }
+
+    /// The rack router's address on the spine link (spine side is one less).
+    pub fn uplink_ip(rack: usize) -> String {
+        format!("192.168.254.{}", rack * 4 + 2)
+    }
+
+    pub fn pod_netns(&self, pod: &str) -> String {
+        format!("{}{pod}", prefix(&self.name))
+    }
+
+    /// Every namespace of the sandbox but pods, in creation order.
+    pub fn namespaces(&self) -> Vec<String> {
+        let mut out = vec![self.spine()];
+        out.extend((1..=self.racks).map(|r| self.router(r)));
+        out.extend(self.hosts.iter().map(|h| h.netns.clone()));
+        out
+    }
+
+    /// The topology: one network, one prefix group per rack, hosts joining by their `rack` tag.
+    pub fn topology(&self) -> Value {
+        let groups: Vec<Value> = (1..=self.racks)
+            .map(
+                |r| json!({"name": format!("rack-{r}"), "assignment": {"rack": r.to_string()}, "groups": []}),
+            )
+            .collect();
+        let network = format!("sandbox-{}", self.name);
+        json!({
+            "networks": [{"name": network, "cidr": self.cidr, "block_mask": self.block_mask}],
+            "topologies": [{"networks": [network], "map": groups}]
+        })
+    }
+
+    /// `ip` invocations (argument lists) that build the wiring: the spine with a link to each rack
+    /// router, each router's rack bridge with a link to each of its hosts, default routes up.
+    pub fn wiring(&self) -> Vec<Vec<String>> {
+        let mut cmds: Vec<String> = Vec::new();
+        for ns in self.namespaces() {
+            cmds.push(format!("netns add {ns}"));
+            cmds.push(format!("-n {ns} link set lo up"));
+        }
+        let spine = self.spine();
+        for r in 1..=self.racks {
+            let router = self.router(r);
+            cmds.push(format!("-n {spine} link add r{r} type veth peer name up0 netns {router}"));
+            cmds.push(format!("-n {spine} addr add 192.168.254.{}/30 dev r{r}", r * 4 + 1));
+            cmds.push(format!("-n {spine} link set r{r} up"));
+            cmds.push(format!("-n {router} addr add {}/30 dev up0", Self::uplink_ip(r)));
+            cmds.push(format!("-n {router} link set up0 up"));
+            cmds.push(format!("-n {router} route add default via 192.168.254.{}", r * 4 + 1));
+            cmds.push(format!("-n {router} link add rack0 type bridge"));
+            cmds.push(format!("-n {router} addr add 192.168.{r}.1/24 dev rack0"));
+            cmds.push(format!("-n {router} link set rack0 up"));
+        }
+        for (i, h) in self.hosts.iter().enumerate() {
+            let router = self.router(h.rack);
+            let port = format!("h{i}");
+            cmds.push(format!("-n {router} link add {port} type veth peer name eth0 netns {}", h.netns));
+            cmds.push(format!("-n {router} link set {port} master rack0"));
+            cmds.push(format!("-n {router} link set {port} up"));
+            cmds.push(format!("-n {} addr add {}/24 dev eth0", h.netns, h.ip));
+            cmds.push(format!("-n {} link set eth0 up", h.netns));
+            cmds.push(format!("-n {} route add default via 192.168.{}.1", h.netns, h.rack));
+        }
+        cmds.into_iter().map(|c| c.split_whitespace().map(str::to_owned).collect()).collect()
+    }
+
+    /// Namespaces that route (spine and rack routers): forwarding on there.
+    pub fn routers(&self) -> Vec<String> {
+        let mut out = vec![self.spine()];
+        out.extend((1..=self.racks).map(|r| self.router(r)));
+        out
+    }
+
+    /// The routers' routes from romanad's `GET /fabric`: (namespace, destination, next hop). A
+    /// leaf group's routes go to its rack router (toward hosts); the root's to the spine (toward
+    /// the rack routers). `throw` routes need nothing: the default route covers them.
+    pub fn fabric_routes(&self, fabric: &Value) -> Vec<(String, String, String)> {
+        let mut out = Vec::new();
+        let network = format!("sandbox-{}", self.name);
+        for g in fabric.as_array().into_iter().flatten() {
+            if g["network"].as_str() != Some(network.as_str()) {
+                continue;
+            }
+            let path = g["group"].as_str().unwrap_or("");
+            let rack = (1..=self.racks).find(|r| path.trim_end_matches('/').ends_with(&format!("rack-{r}")));
+            let router = match rack {
+                Some(r) => self.router(r),
+                None => self.spine(),
+            };
+            for route in g["routes"].as_array().into_iter().flatten() {
+                let dest = route["dest"].as_str().unwrap_or_default().to_owned();
+                let via = match route["kind"].as_str() {
+                    Some("host") => route["via_ip"].as_str().unwrap_or_default().to_owned(),
+                    Some("group") => {
+                        let to = route["via"].as_str().unwrap_or("");
+                        match (1..=self.racks)
+                            .find(|r| to.trim_end_matches('/').ends_with(&format!("rack-{r}")))
+                        {
+                            Some(r) => Self::uplink_ip(r),
+                            None => continue,
+                        }
+                    }
+                    _ => continue,
+                };
+                if !dest.is_empty() && !via.is_empty() {
+                    out.push((router.clone(), dest, via));
+                }
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layout_names_addresses_and_wiring() {
+        let l = Layout::new("demo", 2, 2, "10.112.0.0/16", 28).expect("valid");
+        assert_eq!(
+            l.hosts.iter().map(|h| h.name.as_str()).collect::<Vec<_>>(),
+            ["r1h1", "r1h2", "r2h1", "r2h2"]
+        );
+        assert_eq!(l.hosts[3].ip, "192.168.2.12");
+        assert_eq!(l.hosts[3].netns, "rms-demo-r2h2");
+        assert_eq!(l.namespaces().len(), 1 + 2 + 4);
+        assert!(l.namespaces().iter().all(|n| n.starts_with(&prefix("demo"))));
+        let w = l.wiring();
+        assert!(
+            w.contains(
+                &"-n rms-demo-rack2 link add h2 type veth peer name eth0 netns rms-demo-r2h1"
+                    .split(' ')
+                    .map(String::from)
+                    .collect()
+            )
+        );
+        assert!(w.iter().all(|c| !c.is_empty()));
+        assert_eq!(l.topology()["topologies"][0]["map"][1]["assignment"]["rack"], "2");
+    }
+
+    #[test]
+    fn bad_layouts_are_refused_with_the_reason() {
+        assert!(Layout::new("Bad!", 2, 2, "10.0.0.0/16", 28).expect_err("bad name").contains("a-z 0-9"));
+        assert!(Layout::new("toolongname", 2, 2, "10.0.0.0/16", 28).is_err());
+        assert!(Layout::new("ok", 0, 2, "10.0.0.0/16", 28).expect_err("no racks").contains("racks"));
+    }
+
+    #[test]
+    fn fabric_view_becomes_router_routes() {
+        let l = Layout::new("t", 2, 1, "10.112.0.0/16", 28).expect("valid");
+        let fabric = json!([
+            {"network": "sandbox-t", "group": "/", "routes": [
+                {"dest": "10.112.0.0/17", "kind": "group", "via": "/rack-1"},
+                {"dest": "10.112.128.0/17", "kind": "group", "via": "/rack-2"}]},
+            {"network": "sandbox-t", "group": "/rack-1", "routes": [
+                {"dest": "10.112.0.0/28", "kind": "host", "via": "r1h1", "via_ip": "192.168.1.11"},
+                {"dest": "10.112.0.16/28", "kind": "throw"}]},
+            {"network": "other", "group": "/", "routes": [{"dest": "10.9.0.0/16", "kind": "group", "via": "/x"}]}
+        ]);
+        assert_eq!(
+            l.fabric_routes(&fabric),
+            vec![
+                ("rms-t-spine".into(), "10.112.0.0/17".into(), "192.168.254.6".into()),
+                ("rms-t-spine".into(), "10.112.128.0/17".into(), "192.168.254.10".into()),
+                ("rms-t-rack1".into(), "10.112.0.0/28".into(), "192.168.1.11".into()),
+            ]
+        );
+    }
+}

@@ -1,0 +1,136 @@
+//! `romana sandbox` end to end: a romanad process (embedded store) on 127.0.0.1, a sandbox of 2
+//! racks x 2 hosts with real agents, pods of two tenants on every host through romana-cni, a full
+//! reachability matrix across racks, status, then `down` (and `down` after a crash: agents alive,
+//! state file gone). A guard runs `down` if the test fails half-way.
+#![allow(clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use romana_tests_support::{Romanad, TempDir, sibling_bin};
+
+struct Sandbox {
+    url: String,
+    creds: PathBuf,
+    state: PathBuf,
+    name: String,
+}
+
+impl Sandbox {
+    fn romana(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_romana"))
+            .args(args)
+            .args(["--name", &self.name, "--state-dir"])
+            .arg(&self.state)
+            .env("ROMANA_ENDPOINT", &self.url)
+            .env("ROMANA_CREDENTIALS", &self.creds)
+            .env_remove("ROMANA_CONFIG")
+            .output()
+            .unwrap()
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.romana(args);
+        assert!(
+            out.status.success(),
+            "romana {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        let _ = self.romana(&["sandbox", "down"]);
+    }
+}
+
+fn namespaces(prefix: &str) -> Vec<String> {
+    let out = Command::new("ip").args(["netns", "list"]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|n| n.starts_with(prefix))
+        .map(str::to_owned)
+        .collect()
+}
+
+fn can_make_namespaces() -> bool {
+    let name = format!("rms-probe{}", std::process::id());
+    let ok = Command::new("ip").args(["netns", "add", &name]).status().is_ok_and(|s| s.success());
+    let _ = Command::new("ip").args(["netns", "del", &name]).status();
+    ok
+}
+
+#[test]
+fn sandbox_up_pods_probe_status_down() {
+    if !can_make_namespaces() {
+        eprintln!("SKIP: cannot create network namespaces (needs root and iproute2)");
+        return;
+    }
+    // The sandbox finds the agent and plugin next to `romana`.
+    sibling_bin(env!("CARGO_BIN_EXE_romana"), "romana-agent");
+    sibling_bin(env!("CARGO_BIN_EXE_romana"), "romana-cni");
+    let dir = TempDir::new("sandbox");
+    let store = dir.path().join("store");
+    let romanad_bin = sibling_bin(env!("CARGO_BIN_EXE_romana"), "romanad");
+    let _romanad = Romanad::start(&romanad_bin, &["--data-dir".into(), store.display().to_string()]).unwrap();
+    let name = format!("t{}", std::process::id() % 100_000);
+    let sb = Sandbox {
+        url: _romanad.url.clone(),
+        creds: store.join("admin.credentials"),
+        state: dir.path().join("state"),
+        name: name.clone(),
+    };
+    let prefix = format!("rms-{name}-");
+
+    sb.ok(&["sandbox", "up"]);
+    assert_eq!(namespaces(&prefix).len(), 7, "spine, 2 rack routers, 4 hosts");
+    for (i, host) in ["r1h1", "r1h2", "r2h1", "r2h2"].iter().enumerate() {
+        for tenant in ["red", "blue"] {
+            let out = sb.ok(&[
+                "sandbox",
+                "pod",
+                "add",
+                "--host",
+                host,
+                "--tenant",
+                tenant,
+                "--segment",
+                "web",
+                "--label",
+                &format!("app=a{i}"),
+            ]);
+            assert!(out.contains("10.112."), "pod address from the sandbox pool: {out}");
+        }
+    }
+    let probe = sb.ok(&["sandbox", "probe"]);
+    assert!(
+        probe.contains("(64 of 64 pairs reachable"),
+        "every pod reaches every pod, across racks:\n{probe}"
+    );
+    let status = sb.ok(&["sandbox", "status"]);
+    assert_eq!(status.matches(" up ").count(), 4, "four agents up:\n{status}");
+    assert!(status.contains("p8"), "{status}");
+
+    // Bad input is refused with the reason.
+    let out = sb.romana(&["sandbox", "pod", "add", "--host", "nope", "--tenant", "red"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no host \"nope\""));
+
+    sb.ok(&["sandbox", "down"]);
+    assert!(namespaces(&prefix).is_empty(), "down removed every namespace");
+
+    // After a crash: a sandbox whose state file is gone and whose agents still run.
+    sb.ok(&["sandbox", "up", "--racks", "1"]);
+    std::fs::remove_file(sb.state.join(&name).join("state.json")).unwrap();
+    sb.ok(&["sandbox", "down"]);
+    assert!(namespaces(&prefix).is_empty(), "down works from namespace names alone");
+    let agents = Command::new("pgrep")
+        .args(["-f", &format!("romana-agent.*{}", Path::new(&sb.state).display())])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&agents.stdout).trim().is_empty(), "no agent of the sandbox is left");
+}
