@@ -19,6 +19,7 @@ cargo bench --locked -p romana-agent --bench rss -- --quick
 cargo build --locked --release -p romana-agent
 cargo bench --locked -p romana-cni --bench add -- --quick
 cargo bench --locked -p romana-cni --bench throughput -- --quick
+cargo bench --locked -p romana-cni --bench propagation -- --quick
 cargo bench --locked -p romanad --bench rest -- --quick
 cargo bench --locked -p romana-auth --bench verify -- --quick
 

@@ -48,6 +48,10 @@ struct Args {
     /// Reconcile once and exit (prints the plan applied).
     #[arg(long)]
     once: bool,
+    /// Only poll every interval; do not follow romanad's watch for this host's routes (a route
+    /// change then waits for the next poll).
+    #[arg(long)]
+    no_watch: bool,
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -90,9 +94,18 @@ async fn main() -> Result<()> {
     let gateway = LinkName::new("romana-gw").expect("a marked, short name");
     let mut routes: Vec<PeerRoute> = Vec::new();
     let mut tick = tokio::time::interval(interval);
+    let wake = Arc::new(tokio::sync::Notify::new());
+    if !args.no_watch && !args.once {
+        tokio::spawn(follow(shared.clone(), wake.clone()));
+    }
     let m = &shared.metrics;
     loop {
-        tick.tick().await;
+        // A change of this host's route set on the watch wakes the loop at once; the interval
+        // still runs for heartbeats and as the fallback when the watch is down.
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = wake.notified() => {}
+        }
         let client = shared.client();
         if let Err(e) = client.heartbeat(&args.host).await {
             metrics::Metrics::inc(&m.heartbeat_errors);
@@ -145,6 +158,34 @@ async fn main() -> Result<()> {
         if args.once {
             return Ok(());
         }
+    }
+}
+
+/// Follows `routes/<host>` on romanad's watch and wakes the reconcile loop on each change;
+/// reconnects (after a second) when the stream ends or fails.
+async fn follow(shared: Arc<local::Shared>, wake: Arc<tokio::sync::Notify>) {
+    let key = format!("routes/{}", shared.host);
+    loop {
+        match shared.client().watch(&key, 0).await {
+            Ok(mut rx) => {
+                while let Some(ev) = rx.recv().await {
+                    match ev {
+                        // The prefix also matches longer host names: only our key counts.
+                        Ok(ev) if ev.key == key => {
+                            metrics::Metrics::inc(&shared.metrics.watch_events);
+                            wake.notify_one();
+                        }
+                        Ok(_) => {}
+                        Err(e) => {
+                            tracing::warn!(error = %e, "route watch failed; polling until it is back");
+                            break;
+                        }
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot follow the route watch; polling until it is back"),
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
 

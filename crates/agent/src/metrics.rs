@@ -10,6 +10,7 @@ pub struct Metrics {
     pub reconcile_errors: AtomicU64,
     pub steps_applied: AtomicU64,
     pub heartbeat_errors: AtomicU64,
+    pub watch_events: AtomicU64,
     pub routes: AtomicU64,
     pub cni_add: AtomicU64,
     pub cni_add_errors: AtomicU64,
@@ -26,7 +27,13 @@ impl Metrics {
     }
 
     pub fn render(&self) -> String {
-        let rows: [(&str, &str, &str, &AtomicU64); 11] = [
+        let rows: [(&str, &str, &str, &AtomicU64); 12] = [
+            (
+                "romana_agent_watch_events_total",
+                "counter",
+                "Route set changes seen on the watch.",
+                &self.watch_events,
+            ),
             ("romana_agent_reconciles_total", "counter", "Reconcile passes run.", &self.reconciles),
             (
                 "romana_agent_reconcile_errors_total",

@@ -10,7 +10,7 @@ mod common;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use common::{agent, cni, conf, dump, ping, wait_for};
+use common::{agent, agent_get, agent_metric, cni, conf, dump, ping, wait_for};
 use romana_tests_support::{HostPair, Netns, TempDir};
 use serde_json::json;
 
@@ -68,6 +68,10 @@ async fn pods_across_hosts_through_the_cni_plugin() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(ping(&pods[1].0, &ip1), "pod2 -> pod1");
+    // The agents followed romanad's watch for their route sets, and count what they did.
+    assert!(agent_metric(&sock[0], "romana_agent_watch_events_total") >= 1.0);
+    assert_eq!(agent_metric(&sock[1], "romana_agent_cni_add_total"), 1.0);
+    assert_eq!(agent_get(&sock[0], "/healthz"), (200, "ok".to_owned()));
 
     // Agent restart under traffic: 60 pings 50 ms apart across hosts while ha's agent is killed
     // and started again; the kernel keeps forwarding, so not one is lost.

@@ -75,6 +75,9 @@ enum Command {
 pub struct IpamHandle {
     tx: mpsc::Sender<Command>,
     view: Arc<RwLock<Synced>>,
+    /// Signalled after every batch of store events applied to the replica (so after every
+    /// change, local or another replica's): the route manager recomputes on it.
+    changed: Arc<tokio::sync::Notify>,
 }
 
 fn encode<T: serde::Serialize>(v: &T) -> Vec<u8> {
@@ -103,9 +106,16 @@ impl IpamHandle {
         let watch = store.watch(keys.root(), rev + 1).await?;
         let view = Arc::new(RwLock::new(synced));
         let (tx, rx) = mpsc::channel(4096);
-        let actor = Actor { store, keys, view: Arc::clone(&view) };
+        let changed = Arc::new(tokio::sync::Notify::new());
+        let actor = Actor { store, keys, view: Arc::clone(&view), changed: Arc::clone(&changed) };
         tokio::spawn(actor.run(rx, watch));
-        Ok(IpamHandle { tx, view })
+        Ok(IpamHandle { tx, view, changed })
+    }
+
+    /// Waits until the replica has applied a change since the last wait returned (changes in
+    /// between coalesce into one wake-up). One waiter per replica: the route manager.
+    pub async fn changed(&self) {
+        self.changed.notified().await
     }
 
     pub fn read<R>(&self, f: impl FnOnce(&Synced) -> R) -> R {
@@ -399,6 +409,7 @@ struct Actor {
     store: Arc<dyn Store>,
     keys: Keys,
     view: Arc<RwLock<Synced>>,
+    changed: Arc<tokio::sync::Notify>,
 }
 
 impl Actor {
@@ -434,10 +445,13 @@ impl Actor {
     }
 
     fn apply_events(&self, events: &[Event]) {
-        let mut s = self.write();
-        for e in events {
-            s.apply(&self.keys, e.kind, &e.kv);
+        {
+            let mut s = self.write();
+            for e in events {
+                s.apply(&self.keys, e.kind, &e.kv);
+            }
         }
+        self.changed.notify_one();
     }
 
     /// Full reload after a lost watch; retries until the store answers.
@@ -447,6 +461,7 @@ impl Actor {
                 Ok((synced, rev)) => match self.store.watch(self.keys.root(), rev + 1).await {
                     Ok(w) => {
                         *self.write() = synced;
+                        self.changed.notify_one();
                         return w;
                     }
                     Err(e) => tracing::warn!(error = %e, "cannot watch the store"),

@@ -89,8 +89,12 @@ pub fn spawn(
         let mut tick = tokio::time::interval(Duration::from_millis(200));
         let mut n: u64 = 0;
         loop {
-            tick.tick().await;
-            n += 1;
+            // Liveness is read on the tick; an IPAM change (a new block, a host) wakes the loop
+            // at once, so agents following the watch see new routes without waiting a tick.
+            tokio::select! {
+                _ = tick.tick() => n += 1,
+                _ = ipam.changed() => {}
+            }
             if let Ok((seen, live)) = read_liveness(&*store, &keys).await {
                 let mut l = liveness.write().unwrap_or_else(|p| p.into_inner());
                 l.monitored = seen;
