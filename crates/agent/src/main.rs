@@ -28,8 +28,9 @@ struct Args {
     /// This host's address; when given, the agent registers the host if romanad does not know it.
     #[arg(long)]
     host_ip: Option<IpAddr>,
-    /// Credentials file (endpoint, user, password) written by romanad or an admin.
-    #[arg(long, env = "ROMANA_CREDENTIALS", default_value = "/var/lib/romana/admin.credentials")]
+    /// Credentials file (endpoint, user, password) of a `service` user, written by
+    /// `romana user create NAME --role service --credentials-out FILE`.
+    #[arg(long, env = "ROMANA_CREDENTIALS", default_value = "/var/lib/romana/agent.credentials")]
     credentials: PathBuf,
     /// Program this network namespace (`/run/netns/NAME`) instead of the agent's own; romanad is
     /// still reached from the agent's namespace. For sandboxes and tests.

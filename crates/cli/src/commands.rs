@@ -491,3 +491,72 @@ pub async fn routes(c: &Client, f: Format, host: &str) -> Result<()> {
             .collect()
     })
 }
+
+/// A password from the kernel's random source: 24 characters of a-z A-Z 0-9.
+pub fn random_password() -> Result<String> {
+    use std::io::Read;
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+    let mut bytes = [0u8; 24];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .context("reading /dev/urandom")?;
+    // 62 does not divide 256; the bias (under 2% per character) does not matter at this length.
+    Ok(bytes.iter().map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char).collect())
+}
+
+/// Creates a user and, with `credentials_out`, writes a credentials file (0600) an agent or the
+/// CLI can log in with. Returns the user and the password (generated when not given).
+pub async fn create_user(
+    c: &Client,
+    name: &str,
+    roles: &[String],
+    tenants: &[String],
+    password: Option<String>,
+    credentials_out: Option<&Path>,
+) -> Result<(romana_api::rest::User, String)> {
+    let password = match password {
+        Some(p) => p,
+        None => random_password()?,
+    };
+    let req = romana_api::rest::UserRequest {
+        name: name.into(),
+        password: password.clone(),
+        roles: roles.to_vec(),
+        tenants: tenants.to_vec(),
+    };
+    let u = c.create_user(&req).await.with_context(|| format!("creating user {name}"))?;
+    if let Some(path) = credentials_out {
+        let creds = romana_api::rest::Credentials {
+            endpoint: c.endpoints().join(","),
+            username: name.into(),
+            password: password.clone(),
+            ca: None,
+        };
+        crate::write_private(path, &serde_json::to_string_pretty(&creds)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok((u, password))
+}
+
+/// `romana user create`: the password is printed only when it was generated and not written to a
+/// credentials file.
+pub async fn user_create(
+    c: &Client,
+    f: Format,
+    name: &str,
+    roles: &[String],
+    tenants: &[String],
+    password: Option<String>,
+    credentials_out: Option<&Path>,
+) -> Result<()> {
+    let generated = password.is_none();
+    let (u, password) = create_user(c, name, roles, tenants, password, credentials_out).await?;
+    match credentials_out {
+        Some(path) => eprintln!("credentials for {name} written to {} (mode 0600)", path.display()),
+        None if generated => eprintln!("generated password for {name}: {password}"),
+        None => {}
+    }
+    show(f, &u, &["NAME", "ROLES", "TENANTS"], |u| {
+        vec![vec![u.name.clone(), u.roles.join(","), u.tenants.join(",")]]
+    })
+}

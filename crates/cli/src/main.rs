@@ -79,6 +79,11 @@ enum Command {
         #[command(subcommand)]
         command: SandboxCommand,
     },
+    /// Users (admin only): agents run as a `service` user with a credentials file of their own.
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
     /// Hosts (nodes, hypervisors).
     Host {
         #[command(subcommand)]
@@ -282,6 +287,25 @@ enum IpamCommand {
     },
 }
 
+#[derive(Subcommand, Debug)]
+enum UserCommand {
+    /// Create a user. Without --password one is generated; with --credentials-out it goes into a
+    /// credentials file (mode 0600) for `romana-agent --credentials` and is never printed.
+    Create {
+        name: String,
+        /// admin, service or tenant (repeatable).
+        #[arg(long = "role", required = true)]
+        roles: Vec<String>,
+        /// Tenants a tenant user may see (repeatable).
+        #[arg(long = "tenant")]
+        tenants: Vec<String>,
+        #[arg(long, env = "ROMANA_NEW_PASSWORD", hide_env_values = true)]
+        password: Option<String>,
+        #[arg(long)]
+        credentials_out: Option<PathBuf>,
+    },
+}
+
 #[derive(clap::Args, Debug)]
 struct SandboxWhere {
     /// The sandbox's name (1 to 8 of a-z 0-9); its namespaces are `rms-<name>-*`.
@@ -364,18 +388,12 @@ async fn run_sandbox(cli: &Cli, file: &config::FileConfig, command: &SandboxComm
     let c = connect(cli, file).await?;
     match command {
         SandboxCommand::Up { at, racks, hosts_per_rack, cidr, block_mask } => {
-            let credentials = cli
-                .credentials
-                .clone()
-                .or_else(|| file.credentials.clone())
-                .unwrap_or_else(|| PathBuf::from(config::DEFAULT_CREDENTIALS));
             let o = sandbox::UpOptions {
                 name: at.name.clone(),
                 racks: *racks,
                 hosts_per_rack: *hosts_per_rack,
                 cidr: cidr.clone(),
                 block_mask: *block_mask,
-                credentials,
                 state_dir: at.state_dir.clone(),
             };
             sandbox::up(&c, &o).await?;
@@ -511,6 +529,9 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             PolicyCommand::Remove { id } => x::policy_remove(&c, &id).await?,
         },
         Command::Routes { host } => x::routes(&c, f, &host).await?,
+        Command::User {
+            command: UserCommand::Create { name, roles, tenants, password, credentials_out },
+        } => x::user_create(&c, f, &name, &roles, &tenants, password, credentials_out.as_deref()).await?,
         Command::Ipam { .. } | Command::Sandbox { .. } => unreachable!("handled above"),
     }
     Ok(true)

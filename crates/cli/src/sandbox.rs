@@ -103,7 +103,6 @@ pub struct UpOptions {
     pub hosts_per_rack: usize,
     pub cidr: String,
     pub block_mask: u8,
-    pub credentials: PathBuf,
     pub state_dir: PathBuf,
 }
 
@@ -119,9 +118,19 @@ pub async fn up(c: &Client, o: &UpOptions) -> Result<()> {
     }
     let d = dir(&o.state_dir, &o.name);
     std::fs::create_dir_all(&d).with_context(|| format!("creating {}", d.display()))?;
+    // The agents run as a service user of their own, not with the admin's credentials.
+    let agent_creds = d.join("agent.credentials");
+    let user = format!(
+        "sandbox-{}-agent-{}",
+        o.name,
+        &crate::commands::random_password()?[..6].to_ascii_lowercase()
+    );
+    crate::commands::create_user(c, &user, &["service".into()], &[], None, Some(&agent_creds))
+        .await
+        .context("creating the agents' service user")?;
     let topology = serde_json::from_value(layout.topology())?;
     c.apply_topology(&topology).await.context("applying the sandbox topology")?;
-    let built = build(c, &layout, o, &d).await;
+    let built = build(c, &layout, o, &d, &agent_creds).await;
     if let Err(e) = built {
         let _ = down(&o.state_dir, &o.name, Some(c)).await;
         return Err(e.context("sandbox up failed; everything it made was removed"));
@@ -129,7 +138,7 @@ pub async fn up(c: &Client, o: &UpOptions) -> Result<()> {
     Ok(())
 }
 
-async fn build(c: &Client, layout: &Layout, o: &UpOptions, d: &Path) -> Result<()> {
+async fn build(c: &Client, layout: &Layout, o: &UpOptions, d: &Path, agent_creds: &Path) -> Result<()> {
     for cmd in layout.wiring() {
         ip(&cmd)?;
     }
@@ -164,7 +173,7 @@ async fn build(c: &Client, layout: &Layout, o: &UpOptions, d: &Path) -> Result<(
             .arg("--socket")
             .arg(d.join(format!("{}.sock", h.name)))
             .arg("--credentials")
-            .arg(&o.credentials)
+            .arg(agent_creds)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)

@@ -88,6 +88,18 @@ fn sandbox_up_pods_probe_status_down() {
 
     sb.ok(&["sandbox", "up"]);
     assert_eq!(namespaces(&prefix).len(), 7, "spine, 2 rack routers, 4 hosts");
+    // The agents run as a service user with a credentials file of their own (0600).
+    let agent_creds = sb.state.join(&name).join("agent.credentials");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&agent_creds).unwrap().permissions().mode() & 0o777, 0o600);
+    let who = Command::new(env!("CARGO_BIN_EXE_romana"))
+        .args(["whoami", "-o", "json"])
+        .env("ROMANA_ENDPOINT", &sb.url)
+        .env("ROMANA_CREDENTIALS", &agent_creds)
+        .output()
+        .unwrap();
+    let who: serde_json::Value = serde_json::from_slice(&who.stdout).unwrap();
+    assert_eq!(who["roles"], serde_json::json!(["service"]), "{who}");
     for (i, host) in ["r1h1", "r1h2", "r2h1", "r2h2"].iter().enumerate() {
         for tenant in ["red", "blue"] {
             let out = sb.ok(&[
@@ -114,6 +126,25 @@ fn sandbox_up_pods_probe_status_down() {
     let status = sb.ok(&["sandbox", "status"]);
     assert_eq!(status.matches(" up ").count(), 4, "four agents up:\n{status}");
     assert!(status.contains("p8"), "{status}");
+
+    // `romana user create` writes such files for real hosts; a duplicate user is refused.
+    let creds_out = dir.path().join("node.credentials");
+    let created = Command::new(env!("CARGO_BIN_EXE_romana"))
+        .args(["user", "create", "agent-node9", "--role", "service", "--credentials-out"])
+        .arg(&creds_out)
+        .env("ROMANA_ENDPOINT", &sb.url)
+        .env("ROMANA_CREDENTIALS", &sb.creds)
+        .output()
+        .unwrap();
+    assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
+    assert!(!String::from_utf8_lossy(&created.stdout).contains("password"), "the password is not printed");
+    let again = Command::new(env!("CARGO_BIN_EXE_romana"))
+        .args(["user", "create", "agent-node9", "--role", "service"])
+        .env("ROMANA_ENDPOINT", &sb.url)
+        .env("ROMANA_CREDENTIALS", &sb.creds)
+        .output()
+        .unwrap();
+    assert!(!again.status.success(), "a second agent-node9 is refused");
 
     // Bad input is refused with the reason.
     let out = sb.romana(&["sandbox", "pod", "add", "--host", "nope", "--tenant", "red"]);
