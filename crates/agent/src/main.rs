@@ -5,6 +5,7 @@
 
 mod local;
 mod metrics;
+mod vm;
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -46,6 +47,16 @@ struct Args {
     /// How often to heartbeat and reconcile, in milliseconds.
     #[arg(long, default_value_t = 500)]
     interval_ms: u64,
+    /// Serve OpenStack's `POST/DELETE /vm` (networking-romana) on this TCP address, e.g. the
+    /// management network's `10.0.0.11:9604`. Off by default.
+    #[arg(long)]
+    listen: Option<std::net::SocketAddr>,
+    /// Where the agent keeps what it must remember across restarts (the VM endpoints).
+    #[arg(long, default_value = "/var/lib/romana/agent")]
+    state_dir: PathBuf,
+    /// How long `POST /vm` waits for nova to create the tap interface, in milliseconds.
+    #[arg(long, default_value_t = 10_000)]
+    vm_wait_ms: u64,
     /// Reconcile once and exit (prints the plan applied).
     #[arg(long)]
     once: bool,
@@ -91,6 +102,16 @@ async fn main() -> Result<()> {
         let listener = local::bind(&args.socket)?;
         tracing::info!(socket = %args.socket.display(), "local API listening");
         tokio::spawn(axum::serve(listener, local::router(shared.clone())).into_future());
+        if let Some(addr) = args.listen {
+            let vms = Arc::new(vm::Vms::load(
+                shared.host_ns.clone(),
+                args.state_dir.join("vms.json"),
+                Duration::from_millis(args.vm_wait_ms),
+            ));
+            let l = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
+            tracing::info!(%addr, "OpenStack /vm API listening");
+            tokio::spawn(axum::serve(l, vm::router(vms)).into_future());
+        }
     }
     let gateway = LinkName::new("romana-gw").expect("a marked, short name");
     let mut routes: Vec<PeerRoute> = Vec::new();
@@ -201,7 +222,7 @@ async fn register(client: &Client, args: &Args) -> Result<()> {
             let req = HostRequest {
                 name: args.host.clone(),
                 ip: ip.to_string(),
-                agent_port: None,
+                agent_port: args.listen.map(|a| a.port()),
                 tags: Default::default(),
                 k8s_info: None,
             };

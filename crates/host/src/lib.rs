@@ -6,6 +6,7 @@ mod endpoint;
 mod kernel;
 mod netns;
 mod sysctl;
+mod vm;
 
 pub use endpoint::{
     Attachment, EndpointError, EndpointSpec, attach, check, detach, endpoint_links, host_link_name,
@@ -13,3 +14,4 @@ pub use endpoint::{
 pub use kernel::{GatewayFlavor, HostError, Kernel};
 pub use netns::{NetnsError, in_netns, in_netns_path, named};
 pub use sysctl::{SysctlError, enable_forwarding};
+pub use vm::{VmError, attach_vm, detach_vm};

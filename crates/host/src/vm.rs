@@ -1,0 +1,173 @@
+//! OpenStack VM endpoints: the tap interface is made by nova/libvirt, not by us, so Romana only
+//! adds what routing needs: the VM's /32 (/128) route of our protocol through the tap, the tap up,
+//! and proxy ARP on it (the VM's DHCP-given gateway is answered by the host). The tap itself is
+//! never deleted by us; removing the endpoint removes only our route.
+
+use std::net::IpAddr;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use futures_util::TryStreamExt;
+use romana_dataplane::ROUTE_PROTOCOL;
+use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute, RouteProtocol, RouteScope, RouteType};
+use rtnetlink::{LinkUnspec, RouteMessageBuilder};
+
+use crate::netns::{NetnsError, in_netns_path};
+
+#[derive(Debug, thiserror::Error)]
+pub enum VmError {
+    #[error("interface {0:?} did not appear within {1:?}")]
+    NoInterface(String, Duration),
+    #[error("interface name {0:?} is not valid (1 to 15 characters, no '/' or whitespace)")]
+    IfName(String),
+    #[error("{step}: {source}")]
+    Netlink { step: String, source: rtnetlink::Error },
+    #[error("{step}: a route for {ip} exists and is not Romana's; refusing to replace it")]
+    ForeignRoute { step: String, ip: IpAddr },
+    #[error("cannot write {key}: {source}")]
+    Sysctl { key: String, source: std::io::Error },
+    #[error("opening a netlink socket: {0}")]
+    Socket(std::io::Error),
+    #[error(transparent)]
+    Netns(#[from] NetnsError),
+}
+
+fn valid(n: &str) -> bool {
+    !n.is_empty()
+        && n.len() <= 15
+        && n != "."
+        && n != ".."
+        && !n.chars().any(|c| c == '/' || c.is_whitespace())
+}
+
+fn errno(e: &rtnetlink::Error) -> Option<i32> {
+    match e {
+        rtnetlink::Error::NetlinkError(m) => m.code.map(|c| -c.get()),
+        _ => None,
+    }
+}
+
+async fn index_of(handle: &rtnetlink::Handle, name: &str) -> Result<Option<u32>, VmError> {
+    match handle.link().get().match_name(name.to_owned()).execute().try_next().await {
+        Ok(m) => Ok(m.map(|m| m.header.index)),
+        Err(e) if errno(&e) == Some(19) => Ok(None),
+        Err(source) => Err(VmError::Netlink { step: format!("look up {name}"), source }),
+    }
+}
+
+fn host_len(ip: IpAddr) -> u8 {
+    if ip.is_ipv4() { 32 } else { 128 }
+}
+
+/// Routes `ip` to the VM behind `tap` (waiting up to `wait` for the tap to appear).
+pub fn attach_vm(host_ns: Option<&Path>, tap: &str, ip: IpAddr, wait: Duration) -> Result<(), VmError> {
+    if !valid(tap) {
+        return Err(VmError::IfName(tap.to_owned()));
+    }
+    let tap = tap.to_owned();
+    in_netns_path(host_ns, move || async move {
+        let (conn, handle, _) = rtnetlink::new_connection().map_err(VmError::Socket)?;
+        tokio::spawn(conn);
+        let start = Instant::now();
+        let index = loop {
+            if let Some(i) = index_of(&handle, &tap).await? {
+                break i;
+            }
+            if start.elapsed() >= wait {
+                return Err(VmError::NoInterface(tap.clone(), wait));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        handle
+            .link()
+            .set(LinkUnspec::new_with_index(index).up().build())
+            .execute()
+            .await
+            .map_err(|source| VmError::Netlink { step: format!("set {tap} up"), source })?;
+        if ip.is_ipv4() {
+            let key = format!("/proc/sys/net/ipv4/conf/{tap}/proxy_arp");
+            std::fs::write(&key, "1").map_err(|source| VmError::Sysctl { key, source })?;
+        }
+        let step = format!("route {ip}/{} dev {tap}", host_len(ip));
+        let route = RouteMessageBuilder::<IpAddr>::new()
+            .destination_prefix(ip, host_len(ip))
+            .map_err(|e| VmError::Netlink {
+                step: step.clone(),
+                source: rtnetlink::Error::InvalidNla(e.to_string()),
+            })?
+            .output_interface(index)
+            .scope(RouteScope::Link)
+            .protocol(RouteProtocol::from(ROUTE_PROTOCOL))
+            .build();
+        match handle.route().add(route.clone()).execute().await {
+            Ok(()) => Ok(()),
+            // Already there: ours (same protocol) is replaced in place, anyone else's is refused.
+            Err(e) if errno(&e) == Some(17) => {
+                if ours(&handle, ip).await? {
+                    handle
+                        .route()
+                        .add(route)
+                        .replace()
+                        .execute()
+                        .await
+                        .map_err(|source| VmError::Netlink { step, source })
+                } else {
+                    Err(VmError::ForeignRoute { step, ip })
+                }
+            }
+            Err(source) => Err(VmError::Netlink { step, source }),
+        }
+    })?
+}
+
+/// Whether the main table's route for exactly `ip` carries our protocol.
+async fn ours(handle: &rtnetlink::Handle, ip: IpAddr) -> Result<bool, VmError> {
+    let filter = RouteMessageBuilder::<IpAddr>::new()
+        .destination_prefix(ip, host_len(ip))
+        .map_err(|e| VmError::Netlink {
+            step: "route filter".into(),
+            source: rtnetlink::Error::InvalidNla(e.to_string()),
+        })?
+        .build();
+    let routes: Vec<_> = handle
+        .route()
+        .get(filter)
+        .execute()
+        .try_collect()
+        .await
+        .map_err(|source| VmError::Netlink { step: "list routes".into(), source })?;
+    Ok(routes.iter().any(|r| {
+        r.header.destination_prefix_length == host_len(ip)
+            && r.header.table == 254
+            && r.header.protocol == RouteProtocol::from(ROUTE_PROTOCOL)
+            && r.attributes.iter().any(|a| match a {
+                RouteAttribute::Destination(RouteAddress::Inet(d)) => IpAddr::V4(*d) == ip,
+                RouteAttribute::Destination(RouteAddress::Inet6(d)) => IpAddr::V6(*d) == ip,
+                _ => false,
+            })
+    }))
+}
+
+/// Removes our route for `ip` (whatever link it uses). True when there was one.
+pub fn detach_vm(host_ns: Option<&Path>, ip: IpAddr) -> Result<bool, VmError> {
+    in_netns_path(host_ns, move || async move {
+        let (conn, handle, _) = rtnetlink::new_connection().map_err(VmError::Socket)?;
+        tokio::spawn(conn);
+        let step = format!("delete route {ip}/{}", host_len(ip));
+        let route = RouteMessageBuilder::<IpAddr>::new()
+            .destination_prefix(ip, host_len(ip))
+            .map_err(|e| VmError::Netlink {
+                step: step.clone(),
+                source: rtnetlink::Error::InvalidNla(e.to_string()),
+            })?
+            .protocol(RouteProtocol::from(ROUTE_PROTOCOL))
+            .kind(RouteType::Unspec)
+            .scope(RouteScope::NoWhere)
+            .build();
+        match handle.route().del(route).execute().await {
+            Ok(()) => Ok(true),
+            Err(e) if errno(&e) == Some(3) => Ok(false),
+            Err(source) => Err(VmError::Netlink { step, source }),
+        }
+    })?
+}
