@@ -29,6 +29,9 @@ struct Args {
     /// This host's address; when given, the agent registers the host if romanad does not know it.
     #[arg(long)]
     host_ip: Option<IpAddr>,
+    /// Tags for that registration (`--tag rack=r1`), which place the host in a prefix group.
+    #[arg(long = "tag", value_parser = parse_tag)]
+    tags: Vec<(String, String)>,
     /// Credentials file (endpoint, user, password) of a `service` user, written by
     /// `romana user create NAME --role service --credentials-out FILE`.
     #[arg(long, env = "ROMANA_CREDENTIALS", default_value = "/var/lib/romana/agent.credentials")]
@@ -211,6 +214,13 @@ async fn follow(shared: Arc<local::Shared>, wake: Arc<tokio::sync::Notify>) {
     }
 }
 
+fn parse_tag(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
+        _ => Err(format!("{s:?} is not key=value")),
+    }
+}
+
 /// Makes sure romanad knows this host; registers it when `--host-ip` is given.
 async fn register(client: &Client, args: &Args) -> Result<()> {
     match client.host(&args.host).await {
@@ -223,7 +233,7 @@ async fn register(client: &Client, args: &Args) -> Result<()> {
                 name: args.host.clone(),
                 ip: ip.to_string(),
                 agent_port: args.listen.map(|a| a.port()),
-                tags: Default::default(),
+                tags: args.tags.iter().cloned().collect(),
                 k8s_info: None,
             };
             client.add_host(&req).await.with_context(|| format!("registering host {}", args.host))?;

@@ -42,7 +42,18 @@ impl Agent {
     fn start(creds: &Path, host: &str, ip: &str, netns: &str, log: &Path) -> Agent {
         let file = std::fs::File::create(log).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_romana-agent"))
-            .args(["--host", host, "--host-ip", ip, "--netns", netns, "--interval-ms", "200"])
+            .args([
+                "--host",
+                host,
+                "--host-ip",
+                ip,
+                "--netns",
+                netns,
+                "--interval-ms",
+                "200",
+                "--tag",
+                "role=worker",
+            ])
             .arg("--socket")
             .arg(log.with_extension("sock"))
             .arg("--credentials")
@@ -111,6 +122,8 @@ async fn agents_route_between_hosts_and_withdraw_dead_ones() {
         assert!(Instant::now() < deadline, "agents never registered their hosts");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // The agents registered their hosts with their tags.
+    assert_eq!(admin.host("ha").await.unwrap().tags.get("role").map(String::as_str), Some("worker"));
     let mut blocks = Vec::new();
     for h in ["ha", "hb"] {
         let req = AddressRequest {
