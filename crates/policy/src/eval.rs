@@ -1,0 +1,102 @@
+//! Direct evaluation of the rule model: whether one connection (source endpoint, destination
+//! endpoint, protocol and port) is allowed. Kubernetes semantics: an endpoint is isolated in a
+//! direction when a policy of its tenant selects it for that direction; then some rule of such a
+//! policy must allow the traffic. A connection needs both the source's egress and the
+//! destination's ingress.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use crate::model::{Labels, Peer, PolicyRules, Port, PortRule, Protocol, Rule};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NamedPort {
+    pub name: String,
+    pub protocol: Protocol,
+    pub port: u16,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    pub id: String,
+    pub tenant: String,
+    pub labels: Labels,
+    pub ip: IpAddr,
+    pub ports: Vec<NamedPort>,
+}
+
+/// What decides peers: tenants' labels (namespace labels) and the endpoints.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct World {
+    pub tenants: BTreeMap<String, Labels>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Probe {
+    pub protocol: Protocol,
+    pub port: u16,
+}
+
+fn peer_matches(world: &World, policy_tenant: &str, peer: &Peer, other: &Endpoint) -> bool {
+    match peer {
+        Peer::Endpoints { tenants, endpoints } => {
+            let tenant_ok = match tenants {
+                None => other.tenant == policy_tenant,
+                Some(sel) => world.tenants.get(&other.tenant).is_some_and(|l| sel.matches(l)),
+            };
+            tenant_ok && endpoints.as_ref().is_none_or(|sel| sel.matches(&other.labels))
+        }
+        Peer::Cidr { cidr, except } => {
+            cidr.contains_addr(other.ip) && !except.iter().any(|x| x.contains_addr(other.ip))
+        }
+    }
+}
+
+fn port_matches(rule: &PortRule, probe: Probe, dst: &Endpoint) -> bool {
+    rule.protocol == probe.protocol
+        && match &rule.port {
+            None => true,
+            Some(Port::Range(a, b)) => (*a..=*b).contains(&probe.port),
+            // Resolved against the destination: its port of that name and protocol.
+            Some(Port::Named(n)) => {
+                dst.ports.iter().any(|p| &p.name == n && p.protocol == probe.protocol && p.port == probe.port)
+            }
+        }
+}
+
+fn rule_allows(
+    world: &World,
+    tenant: &str,
+    rule: &Rule,
+    peer: &Endpoint,
+    probe: Probe,
+    dst: &Endpoint,
+) -> bool {
+    rule.peers.as_ref().is_none_or(|ps| ps.iter().any(|p| peer_matches(world, tenant, p, peer)))
+        && rule.ports.as_ref().is_none_or(|ps| ps.iter().any(|p| port_matches(p, probe, dst)))
+}
+
+/// Whether `src` may open a connection to `dst` with `probe` under `policies`.
+pub fn allowed(
+    policies: &[PolicyRules],
+    world: &World,
+    src: &Endpoint,
+    dst: &Endpoint,
+    probe: Probe,
+) -> bool {
+    let selects = |p: &PolicyRules, e: &Endpoint| p.tenant == e.tenant && p.target.matches(&e.labels);
+    let direction =
+        |target: &Endpoint, peer: &Endpoint, rules_of: &dyn Fn(&PolicyRules) -> Option<&Vec<Rule>>| {
+            let mut isolated = false;
+            for p in policies.iter().filter(|p| selects(p, target)) {
+                if let Some(rules) = rules_of(p) {
+                    isolated = true;
+                    if rules.iter().any(|r| rule_allows(world, &p.tenant, r, peer, probe, dst)) {
+                        return true;
+                    }
+                }
+            }
+            !isolated
+        };
+    direction(src, dst, &|p| p.egress.as_ref()) && direction(dst, src, &|p| p.ingress.as_ref())
+}

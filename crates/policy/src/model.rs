@@ -1,0 +1,114 @@
+//! The rule model every front end compiles into. A policy selects target endpoints in its tenant
+//! and, per direction it isolates, lists rules; a rule allows traffic from (ingress) or to
+//! (egress) any of its peers on any of its ports. Absent peers or ports mean all.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use romana_model::Cidr;
+
+pub type Labels = BTreeMap<String, String>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Operator {
+    In,
+    NotIn,
+    Exists,
+    DoesNotExist,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Requirement {
+    pub key: String,
+    pub op: Operator,
+    pub values: BTreeSet<String>,
+}
+
+impl Requirement {
+    /// NotIn and DoesNotExist hold when the key is absent (Kubernetes semantics).
+    pub fn matches(&self, labels: &Labels) -> bool {
+        let v = labels.get(&self.key);
+        match self.op {
+            Operator::In => v.is_some_and(|v| self.values.contains(v)),
+            Operator::NotIn => v.is_none_or(|v| !self.values.contains(v)),
+            Operator::Exists => v.is_some(),
+            Operator::DoesNotExist => v.is_none(),
+        }
+    }
+}
+
+/// A conjunction of requirements; the empty selector matches everything.
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Selector {
+    pub requirements: Vec<Requirement>,
+}
+
+impl Selector {
+    pub fn all() -> Selector {
+        Selector::default()
+    }
+
+    pub fn matches(&self, labels: &Labels) -> bool {
+        self.requirements.iter().all(|r| r.matches(labels))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Protocol {
+    Tcp,
+    Udp,
+    Sctp,
+}
+
+impl Protocol {
+    pub fn parse(s: &str) -> Option<Protocol> {
+        match s.to_ascii_uppercase().as_str() {
+            "TCP" => Some(Protocol::Tcp),
+            "UDP" => Some(Protocol::Udp),
+            "SCTP" => Some(Protocol::Sctp),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Port {
+    /// An inclusive range (a single port is `first == last`).
+    Range(u16, u16),
+    /// A named port, resolved against the destination endpoint's ports.
+    Named(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PortRule {
+    pub protocol: Protocol,
+    /// `None`: every port of the protocol.
+    pub port: Option<Port>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Peer {
+    /// Endpoints whose tenant matches `tenants` (`None`: the policy's own tenant) and whose labels
+    /// match `endpoints` (`None`: any endpoint).
+    Endpoints { tenants: Option<Selector>, endpoints: Option<Selector> },
+    /// Addresses in `cidr` but in none of `except`.
+    Cidr { cidr: Cidr, except: Vec<Cidr> },
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Rule {
+    /// `None`: all peers.
+    pub peers: Option<Vec<Peer>>,
+    /// `None`: all ports and protocols.
+    pub ports: Option<Vec<PortRule>>,
+}
+
+/// One policy in the model. `ingress`/`egress` are `Some` for each direction the policy isolates
+/// its targets in (an empty list isolates and allows nothing).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyRules {
+    pub id: String,
+    pub tenant: String,
+    pub target: Selector,
+    pub ingress: Option<Vec<Rule>>,
+    pub egress: Option<Vec<Rule>>,
+}
