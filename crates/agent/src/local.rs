@@ -282,7 +282,7 @@ async fn gc(State(s): State<Arc<Shared>>, Json(req): Json<GcRequest>) -> Result<
     for a in &all {
         let Some(rest) = a.name.strip_prefix("cni:") else { continue };
         let mut parts = rest.splitn(3, ':');
-        let (Some(net), Some(cid), Some(ifname)) = (parts.next(), parts.next(), parts.next()) else {
+        let (Some(_network), Some(cid), Some(ifname)) = (parts.next(), parts.next(), parts.next()) else {
             continue;
         };
         if a.name.starts_with(&prefix) && !valid.contains(&a.name) {
@@ -292,7 +292,6 @@ async fn gc(State(s): State<Arc<Shared>>, Json(req): Json<GcRequest>) -> Result<
                 Err(e) => return Err(from_client("releasing a leftover address", &e)),
             }
         } else {
-            let _ = net;
             keep.insert(host_link_name(cid, ifname));
         }
     }
