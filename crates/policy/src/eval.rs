@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-use crate::model::{Labels, Peer, PolicyRules, Port, PortRule, Protocol, Rule};
+use crate::model::{Labels, Peer, PolicyRules, Port, PortRule, Protocol, Rule, TENANT_LABEL};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NamedPort {
@@ -16,13 +16,19 @@ pub struct NamedPort {
     pub port: u16,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A pod or VM (or, with `is_host`, a host itself as a traffic source or destination).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Endpoint {
     pub id: String,
     pub tenant: String,
+    /// The endpoint's labels; its segment is the `romana.io/segment` label.
     pub labels: Labels,
-    pub ip: IpAddr,
+    pub ip: Option<IpAddr>,
     pub ports: Vec<NamedPort>,
+    /// The host it runs on (for `host` and `local` peers).
+    pub host: String,
+    /// This is the host itself, not an endpoint on it.
+    pub is_host: bool,
 }
 
 /// What decides peers: tenants' labels (namespace labels) and the endpoints.
@@ -31,24 +37,39 @@ pub struct World {
     pub tenants: BTreeMap<String, Labels>,
 }
 
+/// One packet's worth of a connection: for ICMP, `port` is `type * 256 + code`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Probe {
     pub protocol: Protocol,
     pub port: u16,
 }
 
-fn peer_matches(world: &World, policy_tenant: &str, peer: &Peer, other: &Endpoint) -> bool {
+fn peer_matches(
+    world: &World,
+    policy_tenant: &str,
+    peer: &Peer,
+    target: &Endpoint,
+    other: &Endpoint,
+) -> bool {
     match peer {
+        Peer::Endpoints { .. } | Peer::Local if other.is_host => false,
         Peer::Endpoints { tenants, endpoints } => {
             let tenant_ok = match tenants {
                 None => other.tenant == policy_tenant,
-                Some(sel) => world.tenants.get(&other.tenant).is_some_and(|l| sel.matches(l)),
+                Some(sel) => world.tenants.get(&other.tenant).is_some_and(|l| {
+                    let mut l = l.clone();
+                    l.insert(TENANT_LABEL.into(), other.tenant.clone());
+                    sel.matches(&l)
+                }),
             };
             tenant_ok && endpoints.as_ref().is_none_or(|sel| sel.matches(&other.labels))
         }
         Peer::Cidr { cidr, except } => {
-            cidr.contains_addr(other.ip) && !except.iter().any(|x| x.contains_addr(other.ip))
+            other.ip.is_some_and(|ip| cidr.contains_addr(ip) && !except.iter().any(|x| x.contains_addr(ip)))
         }
+        Peer::Any => true,
+        Peer::Host => other.is_host && other.host == target.host,
+        Peer::Local => other.host == target.host,
     }
 }
 
@@ -61,6 +82,10 @@ fn port_matches(rule: &PortRule, probe: Probe, dst: &Endpoint) -> bool {
             Some(Port::Named(n)) => {
                 dst.ports.iter().any(|p| &p.name == n && p.protocol == probe.protocol && p.port == probe.port)
             }
+            Some(Port::Icmp { icmp_type, code }) => {
+                probe.port >> 8 == u16::from(*icmp_type)
+                    && code.is_none_or(|c| probe.port & 0xff == u16::from(c))
+            }
         }
 }
 
@@ -68,15 +93,17 @@ fn rule_allows(
     world: &World,
     tenant: &str,
     rule: &Rule,
+    target: &Endpoint,
     peer: &Endpoint,
     probe: Probe,
     dst: &Endpoint,
 ) -> bool {
-    rule.peers.as_ref().is_none_or(|ps| ps.iter().any(|p| peer_matches(world, tenant, p, peer)))
+    rule.peers.as_ref().is_none_or(|ps| ps.iter().any(|p| peer_matches(world, tenant, p, target, peer)))
         && rule.ports.as_ref().is_none_or(|ps| ps.iter().any(|p| port_matches(p, probe, dst)))
 }
 
-/// Whether `src` may open a connection to `dst` with `probe` under `policies`.
+/// Whether `src` may open a connection to `dst` with `probe` under `policies`. A host (`is_host`)
+/// is never a policy's target here: what reaches or leaves the host itself is the host's business.
 pub fn allowed(
     policies: &[PolicyRules],
     world: &World,
@@ -84,14 +111,15 @@ pub fn allowed(
     dst: &Endpoint,
     probe: Probe,
 ) -> bool {
-    let selects = |p: &PolicyRules, e: &Endpoint| p.tenant == e.tenant && p.target.matches(&e.labels);
+    let selects =
+        |p: &PolicyRules, e: &Endpoint| !e.is_host && p.tenant == e.tenant && p.target.matches(&e.labels);
     let direction =
         |target: &Endpoint, peer: &Endpoint, rules_of: &dyn Fn(&PolicyRules) -> Option<&Vec<Rule>>| {
             let mut isolated = false;
             for p in policies.iter().filter(|p| selects(p, target)) {
                 if let Some(rules) = rules_of(p) {
                     isolated = true;
-                    if rules.iter().any(|r| rule_allows(world, &p.tenant, r, peer, probe, dst)) {
+                    if rules.iter().any(|r| rule_allows(world, &p.tenant, r, target, peer, probe, dst)) {
                         return true;
                     }
                 }

@@ -57,9 +57,11 @@ pub enum Protocol {
     Tcp,
     Udp,
     Sctp,
+    Icmp,
 }
 
 impl Protocol {
+    /// The port protocols (TCP, UDP, SCTP), any case; ICMP is named by Romana policies only.
     pub fn parse(s: &str) -> Option<Protocol> {
         match s.to_ascii_uppercase().as_str() {
             "TCP" => Some(Protocol::Tcp),
@@ -76,6 +78,8 @@ pub enum Port {
     Range(u16, u16),
     /// A named port, resolved against the destination endpoint's ports.
     Named(String),
+    /// ICMP: a type, and a code or every code of the type.
+    Icmp { icmp_type: u8, code: Option<u8> },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -92,7 +96,18 @@ pub enum Peer {
     Endpoints { tenants: Option<Selector>, endpoints: Option<Selector> },
     /// Addresses in `cidr` but in none of `except`.
     Cidr { cidr: Cidr, except: Vec<Cidr> },
+    /// Anything, inside the cluster or not (Romana's `peer: any`).
+    Any,
+    /// The host the target endpoint is on (Romana's `peer: host`).
+    Host,
+    /// Endpoints on the same host as the target (Romana's `peer: local`).
+    Local,
 }
+
+/// Labels every tenant and endpoint has implicitly: the tenant's name, and the endpoint's segment
+/// (set by the CNI path). Romana policies select by them.
+pub const TENANT_LABEL: &str = "romana.io/tenant";
+pub const SEGMENT_LABEL: &str = "romana.io/segment";
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Rule {

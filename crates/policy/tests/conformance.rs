@@ -38,7 +38,7 @@ fn world(doc: &Value) -> (World, Vec<Endpoint>) {
                     .iter()
                     .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_owned()))
                     .collect(),
-                ip: p["ip"].as_str().unwrap().parse().unwrap(),
+                ip: Some(p["ip"].as_str().unwrap().parse().unwrap()),
                 ports: p["containerPorts"]
                     .as_array()
                     .unwrap()
@@ -49,6 +49,8 @@ fn world(doc: &Value) -> (World, Vec<Endpoint>) {
                         port: c["containerPort"].as_u64().unwrap() as u16,
                     })
                     .collect(),
+                host: "h1".into(),
+                is_host: false,
             }
         })
         .collect();
