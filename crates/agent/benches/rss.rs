@@ -4,13 +4,11 @@
 //! `cargo bench -p romana-agent --bench rss` (`-- --quick`: 100 hosts).
 
 use std::process::{Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use romana_api::rest::{AddressRequest, HostRequest};
 use romana_api::topology::TopologyRequest;
 use romana_client::Client;
-use romana_store::MemStore;
 use romana_tests_support::{Netns, TempDir};
 
 const TOPOLOGY: &str = r#"{"networks":[{"name":"pods","cidr":"10.0.0.0/8","block_mask":28}],"topologies":[{"networks":["pods"],"map":[{"groups":[]}]}]}"#;
@@ -47,22 +45,13 @@ async fn main() {
 
     let dir = TempDir::new("agent-rss");
     let creds = dir.path().join("admin.credentials");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let url = format!("http://{}", listener.local_addr().expect("addr"));
-    let opts = romana_services::Options {
-        prefix: "/romana/".into(),
-        services: romana_services::ALL_SERVICES.iter().map(|s| s.to_string()).collect(),
-        instance: "agent-bench".into(),
-        url,
-        initial_topology: Some(serde_json::from_str::<TopologyRequest>(TOPOLOGY).expect("topology")),
-        auth: true,
-        credentials: Some(creds.clone()),
-        ca_pem: None,
-        access_ttl: 900,
-        liveness_ttl: 2,
-    };
-    let state = romana_services::start(Arc::new(MemStore::new()), &opts).await.expect("services");
-    tokio::spawn(axum::serve(listener, romana_services::router(state)).into_future());
+    let _url = romana_services::serve_loopback(
+        "agent-bench",
+        Some(serde_json::from_str::<TopologyRequest>(TOPOLOGY).expect("topology")),
+        Some(creds.clone()),
+    )
+    .await
+    .expect("romanad services start");
     let text = std::fs::read_to_string(&creds).expect("credentials");
     let admin = Client::from_credentials(&serde_json::from_str(&text).expect("json")).await.expect("login");
     for i in 0..hosts {

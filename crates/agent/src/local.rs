@@ -127,6 +127,20 @@ fn gateway_for(s: &Shared, ip: IpAddr) -> Result<IpAddr, Fail> {
     })
 }
 
+/// The endpoint to plumb or check for `req` with the address IPAM gave it.
+fn endpoint_spec(s: &Shared, req: &AttachRequest, ip: &str) -> Result<EndpointSpec, Fail> {
+    let ip: IpAddr = ip
+        .parse()
+        .map_err(|_| Fail::new(code::OTHER, "romanad answered an unparsable address", ip.to_owned()))?;
+    Ok(EndpointSpec {
+        host_link: host_link_name(&req.container_id, &req.ifname),
+        ifname: req.ifname.clone(),
+        netns: PathBuf::from(&req.netns),
+        ip,
+        gateway: gateway_for(s, ip)?,
+    })
+}
+
 async fn add(State(s): State<Arc<Shared>>, Json(req): Json<AttachRequest>) -> Result<Json<Attached>, Fail> {
     let started = Instant::now();
     let r = add_inner(&s, req).await;
@@ -160,23 +174,14 @@ async fn add_inner(s: &Arc<Shared>, req: AttachRequest) -> Result<Attached, Fail
     let t0 = Instant::now();
     let addr = client.allocate(&areq, None).await.map_err(|e| from_client("allocating an address", &e))?;
     let alloc = t0.elapsed();
-    let ip: IpAddr = addr
-        .ip
-        .parse()
-        .map_err(|_| Fail::new(code::OTHER, "romanad answered an unparsable address", addr.ip.clone()))?;
-    let spec = EndpointSpec {
-        host_link: host_link_name(&req.container_id, &req.ifname),
-        ifname: req.ifname.clone(),
-        netns: PathBuf::from(&req.netns),
-        ip,
-        gateway: match gateway_for(s, ip) {
-            Ok(g) => g,
-            Err(f) => {
-                let _ = client.release(&name).await;
-                return Err(f);
-            }
-        },
+    let spec = match endpoint_spec(s, &req, &addr.ip) {
+        Ok(spec) => spec,
+        Err(f) => {
+            let _ = client.release(&name).await;
+            return Err(f);
+        }
     };
+    let ip = spec.ip;
     let host_ns = s.host_ns.clone();
     let sp = spec.clone();
     let t1 = Instant::now();
@@ -234,17 +239,7 @@ async fn check_inner(s: &Arc<Shared>, req: AttachRequest) -> Result<(), Fail> {
             format!("prevResult has {prev}, IPAM has {} for {name}", addr.ip),
         ));
     }
-    let ip: IpAddr = addr
-        .ip
-        .parse()
-        .map_err(|_| Fail::new(code::OTHER, "romanad answered an unparsable address", addr.ip.clone()))?;
-    let spec = EndpointSpec {
-        host_link: host_link_name(&req.container_id, &req.ifname),
-        ifname: req.ifname,
-        netns: PathBuf::from(&req.netns),
-        ip,
-        gateway: gateway_for(s, ip)?,
-    };
+    let spec = endpoint_spec(s, &req, &addr.ip)?;
     let host_ns = s.host_ns.clone();
     blocking(move || romana_host::check(host_ns.as_deref(), &spec))
         .await?

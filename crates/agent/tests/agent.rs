@@ -7,13 +7,11 @@
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use romana_api::rest::AddressRequest;
 use romana_api::topology::TopologyRequest;
 use romana_client::Client;
-use romana_store::MemStore;
 use romana_tests_support::{Netns, TempDir};
 
 const FLAT: &str = r#"{"networks":[{"name":"pods","cidr":"10.20.0.0/16","block_mask":28}],"topologies":[{"networks":["pods"],"map":[{"groups":[]}]}]}"#;
@@ -95,22 +93,13 @@ async fn agents_route_between_hosts_and_withdraw_dead_ones() {
     };
     let dir = TempDir::new("agent");
     let creds = dir.path().join("admin.credentials");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let opts = romana_services::Options {
-        prefix: "/romana/".into(),
-        services: romana_services::ALL_SERVICES.iter().map(|s| s.to_string()).collect(),
-        instance: "agent-test".into(),
-        url: url.clone(),
-        initial_topology: Some(serde_json::from_str::<TopologyRequest>(FLAT).unwrap()),
-        auth: true,
-        credentials: Some(creds.clone()),
-        ca_pem: None,
-        access_ttl: 900,
-        liveness_ttl: 2,
-    };
-    let state = romana_services::start(Arc::new(MemStore::new()), &opts).await.unwrap();
-    tokio::spawn(axum::serve(listener, romana_services::router(state)).into_future());
+    let _url = romana_services::serve_loopback(
+        "agent-test",
+        Some(serde_json::from_str::<TopologyRequest>(FLAT).unwrap()),
+        Some(creds.clone()),
+    )
+    .await
+    .unwrap();
     let text = std::fs::read_to_string(&creds).unwrap();
     let admin = Client::from_credentials(&serde_json::from_str(&text).unwrap()).await.unwrap();
 

@@ -5,11 +5,9 @@
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use romana_api::topology::TopologyRequest;
-use romana_store::MemStore;
 use romana_tests_support::{Netns, TempDir};
 use serde_json::json;
 
@@ -81,22 +79,13 @@ async fn openstack_vm_endpoints() {
     vm.ip("route add default via 169.254.1.1 dev eth0");
     let dir = TempDir::new("vm");
     let creds = dir.path().join("admin.credentials");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let opts = romana_services::Options {
-        prefix: "/romana/".into(),
-        services: romana_services::ALL_SERVICES.iter().map(|s| s.to_string()).collect(),
-        instance: "vm-test".into(),
-        url,
-        initial_topology: Some(serde_json::from_str::<TopologyRequest>(FLAT).unwrap()),
-        auth: true,
-        credentials: Some(creds.clone()),
-        ca_pem: None,
-        access_ttl: 900,
-        liveness_ttl: 2,
-    };
-    let state = romana_services::start(Arc::new(MemStore::new()), &opts).await.unwrap();
-    tokio::spawn(axum::serve(listener, romana_services::router(state)).into_future());
+    let _url = romana_services::serve_loopback(
+        "vm-test",
+        Some(serde_json::from_str::<TopologyRequest>(FLAT).unwrap()),
+        Some(creds.clone()),
+    )
+    .await
+    .unwrap();
     // A free port on loopback for the agent's /vm API.
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let listen = format!("127.0.0.1:{port}");

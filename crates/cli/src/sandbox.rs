@@ -109,7 +109,7 @@ pub struct UpOptions {
 pub async fn up(c: &Client, o: &UpOptions) -> Result<()> {
     let layout =
         Layout::new(&o.name, o.racks, o.hosts_per_rack, &o.cidr, o.block_mask).map_err(anyhow::Error::msg)?;
-    if leftovers(&o.name)?.iter().any(|_| true) {
+    if !leftovers(&o.name)?.is_empty() {
         bail!(
             "sandbox {:?} has namespaces already; run `romana sandbox down --name {}` first",
             o.name,

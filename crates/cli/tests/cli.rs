@@ -3,28 +3,9 @@
 #![allow(clippy::unwrap_used)]
 
 use std::process::Command;
-use std::sync::Arc;
-
-use romana_store::MemStore;
 
 async fn serve() -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let url = format!("http://{}", listener.local_addr().expect("addr"));
-    let opts = romana_services::Options {
-        prefix: "/romana/".into(),
-        services: romana_services::ALL_SERVICES.iter().map(|s| s.to_string()).collect(),
-        instance: "cli-test".into(),
-        url: url.clone(),
-        initial_topology: None,
-        auth: false,
-        credentials: None,
-        ca_pem: None,
-        access_ttl: 900,
-        liveness_ttl: 2,
-    };
-    let state = romana_services::start(Arc::new(MemStore::new()), &opts).await.expect("start");
-    tokio::spawn(axum::serve(listener, romana_services::router(state)).into_future());
-    url
+    romana_services::serve_loopback("cli-test", None, None).await.expect("romanad services start")
 }
 
 struct Out {

@@ -18,6 +18,7 @@ use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute, RouteProtocol
 use rtnetlink::{Handle, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder};
 
 use crate::netns::{NetnsError, in_netns_path};
+use crate::nl::{EEXIST, ENODEV, errno, host_len, route_to, unspecified, valid_ifname};
 
 /// One endpoint to plumb.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,14 +74,6 @@ pub fn host_link_name(container_id: &str, ifname: &str) -> LinkName {
     LinkName::new(&format!("{LINK_PREFIX}{:09x}", h & 0xf_ffff_ffff)).expect("15 characters with the mark")
 }
 
-fn valid_ifname(n: &str) -> bool {
-    !n.is_empty()
-        && n.len() <= 15
-        && n != "."
-        && n != ".."
-        && !n.chars().any(|c| c == '/' || c.is_whitespace())
-}
-
 fn connect() -> Result<Handle, EndpointError> {
     let (conn, handle, _) = rtnetlink::new_connection().map_err(EndpointError::Socket)?;
     tokio::spawn(conn);
@@ -91,15 +84,6 @@ fn nl(step: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> EndpointError
     let step = step.into();
     move |source| EndpointError::Netlink { step, source }
 }
-
-fn errno(e: &rtnetlink::Error) -> Option<i32> {
-    match e {
-        rtnetlink::Error::NetlinkError(m) => m.code.map(|c| -c.get()),
-        _ => None,
-    }
-}
-const ENODEV: i32 = 19;
-const EEXIST: i32 = 17;
 
 /// A link as far as endpoints care.
 #[derive(Debug, Clone)]
@@ -193,21 +177,6 @@ async fn routes(handle: &Handle, v6: bool) -> Result<Vec<RouteFacts>, EndpointEr
         .collect())
 }
 
-fn host_len(ip: IpAddr) -> u8 {
-    if ip.is_ipv4() { 32 } else { 128 }
-}
-
-fn unspecified(ip: IpAddr) -> IpAddr {
-    if ip.is_ipv4() { IpAddr::V4(Ipv4Addr::UNSPECIFIED) } else { IpAddr::V6(Ipv6Addr::UNSPECIFIED) }
-}
-
-fn build_route(dest: IpAddr, len: u8) -> Result<RouteMessageBuilder<IpAddr>, EndpointError> {
-    RouteMessageBuilder::<IpAddr>::new().destination_prefix(dest, len).map_err(|e| EndpointError::Netlink {
-        step: "build route".into(),
-        source: rtnetlink::Error::InvalidNla(e.to_string()),
-    })
-}
-
 /// Differences between the pod side and the spec (empty: complete). Runs in the pod namespace.
 async fn pod_problems(spec: &EndpointSpec) -> Result<(Vec<String>, Option<LinkFacts>), EndpointError> {
     let handle = connect()?;
@@ -276,7 +245,7 @@ async fn plumb_pod(spec: EndpointSpec) -> Result<String, EndpointError> {
         Err(e) if errno(&e) == Some(EEXIST) => {}
         r => r.map_err(nl(format!("add {}/{len} to {}", spec.ip, spec.ifname)))?,
     }
-    let gw = build_route(spec.gateway, host_len(spec.gateway))?
+    let gw = route_to(spec.gateway, host_len(spec.gateway))
         .output_interface(l.index)
         .scope(RouteScope::Link)
         .build();
@@ -287,7 +256,7 @@ async fn plumb_pod(spec: EndpointSpec) -> Result<String, EndpointError> {
         .execute()
         .await
         .map_err(nl(format!("route to gateway {}", spec.gateway)))?;
-    let default = build_route(unspecified(spec.ip), 0)?
+    let default = route_to(unspecified(spec.ip), 0)
         .output_interface(l.index)
         .gateway(spec.gateway)
         .map_err(|e| EndpointError::Netlink {
@@ -366,7 +335,7 @@ pub fn attach(host_ns: Option<&Path>, spec: &EndpointSpec) -> Result<Attachment,
                 .execute()
                 .await
                 .map_err(nl(format!("set {name} up")))?;
-            let route = build_route(spec.ip, host_len(spec.ip))?
+            let route = route_to(spec.ip, host_len(spec.ip))
                 .output_interface(host.index)
                 .scope(RouteScope::Link)
                 .protocol(RouteProtocol::from(ROUTE_PROTOCOL))

@@ -8,6 +8,8 @@ use std::net::IpAddr;
 use futures_util::TryStreamExt;
 use romana_dataplane::{HostState, LinkKind, LinkName, NextHop, Plan, ROUTE_PROTOCOL, Step};
 use romana_model::Cidr;
+
+use crate::nl::{EADDRNOTAVAIL, EEXIST, ENOENT, EOPNOTSUPP, ESRCH, errno};
 use rtnetlink::packet_route::address::{AddressAttribute, AddressMessage};
 use rtnetlink::packet_route::link::{InfoKind, LinkAttribute, LinkInfo, LinkMessage};
 use rtnetlink::packet_route::route::{
@@ -17,20 +19,6 @@ use rtnetlink::{Handle, LinkBridge, LinkDummy, LinkUnspec, RouteMessageBuilder};
 
 /// The main routing table; Romana's routes live there, marked by protocol.
 const MAIN_TABLE: u8 = 254;
-const EEXIST: i32 = libc_errno::EEXIST;
-const ENOENT: i32 = libc_errno::ENOENT;
-const ESRCH: i32 = libc_errno::ESRCH;
-const EADDRNOTAVAIL: i32 = libc_errno::EADDRNOTAVAIL;
-const EOPNOTSUPP: i32 = libc_errno::EOPNOTSUPP;
-
-/// Linux errno values we react to (stable ABI numbers on every Linux architecture we build for).
-mod libc_errno {
-    pub const ENOENT: i32 = 2;
-    pub const ESRCH: i32 = 3;
-    pub const EEXIST: i32 = 17;
-    pub const EOPNOTSUPP: i32 = 95;
-    pub const EADDRNOTAVAIL: i32 = 99;
-}
 
 /// How the gateway link is made: a `dummy` link where the kernel has the module, otherwise a
 /// bridge without ports (same effect for routing: an always-up link holding the gateway address).
@@ -50,13 +38,6 @@ pub enum HostError {
     NoLink { step: String, link: String },
     #[error("opening a netlink socket: {0}")]
     Socket(std::io::Error),
-}
-
-fn errno(e: &rtnetlink::Error) -> Option<i32> {
-    match e {
-        rtnetlink::Error::NetlinkError(m) => m.code.map(|c| -c.get()),
-        _ => None,
-    }
 }
 
 /// A netlink connection to the current thread's network namespace.

@@ -5,6 +5,7 @@
 mod endpoint;
 mod kernel;
 mod netns;
+mod nl;
 mod sysctl;
 mod vm;
 

@@ -9,10 +9,11 @@ use std::time::{Duration, Instant};
 
 use futures_util::TryStreamExt;
 use romana_dataplane::ROUTE_PROTOCOL;
+use rtnetlink::LinkUnspec;
 use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute, RouteProtocol, RouteScope, RouteType};
-use rtnetlink::{LinkUnspec, RouteMessageBuilder};
 
 use crate::netns::{NetnsError, in_netns_path};
+use crate::nl::{EEXIST, ENODEV, ESRCH, errno, host_len, route_to, valid_ifname};
 
 #[derive(Debug, thiserror::Error)]
 pub enum VmError {
@@ -32,36 +33,17 @@ pub enum VmError {
     Netns(#[from] NetnsError),
 }
 
-fn valid(n: &str) -> bool {
-    !n.is_empty()
-        && n.len() <= 15
-        && n != "."
-        && n != ".."
-        && !n.chars().any(|c| c == '/' || c.is_whitespace())
-}
-
-fn errno(e: &rtnetlink::Error) -> Option<i32> {
-    match e {
-        rtnetlink::Error::NetlinkError(m) => m.code.map(|c| -c.get()),
-        _ => None,
-    }
-}
-
 async fn index_of(handle: &rtnetlink::Handle, name: &str) -> Result<Option<u32>, VmError> {
     match handle.link().get().match_name(name.to_owned()).execute().try_next().await {
         Ok(m) => Ok(m.map(|m| m.header.index)),
-        Err(e) if errno(&e) == Some(19) => Ok(None),
+        Err(e) if errno(&e) == Some(ENODEV) => Ok(None),
         Err(source) => Err(VmError::Netlink { step: format!("look up {name}"), source }),
     }
 }
 
-fn host_len(ip: IpAddr) -> u8 {
-    if ip.is_ipv4() { 32 } else { 128 }
-}
-
 /// Routes `ip` to the VM behind `tap` (waiting up to `wait` for the tap to appear).
 pub fn attach_vm(host_ns: Option<&Path>, tap: &str, ip: IpAddr, wait: Duration) -> Result<(), VmError> {
-    if !valid(tap) {
+    if !valid_ifname(tap) {
         return Err(VmError::IfName(tap.to_owned()));
     }
     let tap = tap.to_owned();
@@ -89,12 +71,7 @@ pub fn attach_vm(host_ns: Option<&Path>, tap: &str, ip: IpAddr, wait: Duration) 
             std::fs::write(&key, "1").map_err(|source| VmError::Sysctl { key, source })?;
         }
         let step = format!("route {ip}/{} dev {tap}", host_len(ip));
-        let route = RouteMessageBuilder::<IpAddr>::new()
-            .destination_prefix(ip, host_len(ip))
-            .map_err(|e| VmError::Netlink {
-                step: step.clone(),
-                source: rtnetlink::Error::InvalidNla(e.to_string()),
-            })?
+        let route = route_to(ip, host_len(ip))
             .output_interface(index)
             .scope(RouteScope::Link)
             .protocol(RouteProtocol::from(ROUTE_PROTOCOL))
@@ -102,7 +79,7 @@ pub fn attach_vm(host_ns: Option<&Path>, tap: &str, ip: IpAddr, wait: Duration) 
         match handle.route().add(route.clone()).execute().await {
             Ok(()) => Ok(()),
             // Already there: ours (same protocol) is replaced in place, anyone else's is refused.
-            Err(e) if errno(&e) == Some(17) => {
+            Err(e) if errno(&e) == Some(EEXIST) => {
                 if ours(&handle, ip).await? {
                     handle
                         .route()
@@ -122,13 +99,7 @@ pub fn attach_vm(host_ns: Option<&Path>, tap: &str, ip: IpAddr, wait: Duration) 
 
 /// Whether the main table's route for exactly `ip` carries our protocol.
 async fn ours(handle: &rtnetlink::Handle, ip: IpAddr) -> Result<bool, VmError> {
-    let filter = RouteMessageBuilder::<IpAddr>::new()
-        .destination_prefix(ip, host_len(ip))
-        .map_err(|e| VmError::Netlink {
-            step: "route filter".into(),
-            source: rtnetlink::Error::InvalidNla(e.to_string()),
-        })?
-        .build();
+    let filter = route_to(ip, host_len(ip)).build();
     let routes: Vec<_> = handle
         .route()
         .get(filter)
@@ -154,19 +125,14 @@ pub fn detach_vm(host_ns: Option<&Path>, ip: IpAddr) -> Result<bool, VmError> {
         let (conn, handle, _) = rtnetlink::new_connection().map_err(VmError::Socket)?;
         tokio::spawn(conn);
         let step = format!("delete route {ip}/{}", host_len(ip));
-        let route = RouteMessageBuilder::<IpAddr>::new()
-            .destination_prefix(ip, host_len(ip))
-            .map_err(|e| VmError::Netlink {
-                step: step.clone(),
-                source: rtnetlink::Error::InvalidNla(e.to_string()),
-            })?
+        let route = route_to(ip, host_len(ip))
             .protocol(RouteProtocol::from(ROUTE_PROTOCOL))
             .kind(RouteType::Unspec)
             .scope(RouteScope::NoWhere)
             .build();
         match handle.route().del(route).execute().await {
             Ok(()) => Ok(true),
-            Err(e) if errno(&e) == Some(3) => Ok(false),
+            Err(e) if errno(&e) == Some(ESRCH) => Ok(false),
             Err(source) => Err(VmError::Netlink { step, source }),
         }
     })?

@@ -54,6 +54,34 @@ pub struct Options {
     pub liveness_ttl: i64,
 }
 
+/// Every service on a memory store, served on 127.0.0.1 at a port chosen at run time: romanad
+/// inside the calling process, for tests and benchmarks. With `credentials`, authentication is on
+/// and the first admin's credentials are written there; without, it is off. Returns the URL.
+pub async fn serve_loopback(
+    instance: &str,
+    initial_topology: Option<TopologyRequest>,
+    credentials: Option<std::path::PathBuf>,
+) -> std::io::Result<String> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}", listener.local_addr()?);
+    let opts = Options {
+        prefix: "/romana/".into(),
+        services: ALL_SERVICES.iter().map(|s| s.to_string()).collect(),
+        instance: instance.into(),
+        url: url.clone(),
+        initial_topology,
+        auth: credentials.is_some(),
+        credentials,
+        ca_pem: None,
+        access_ttl: 900,
+        liveness_ttl: 2,
+    };
+    let store = Arc::new(romana_store::MemStore::new());
+    let state = start(store, &opts).await.map_err(|e| std::io::Error::other(e.message))?;
+    tokio::spawn(axum::serve(listener, router(state)).into_future());
+    Ok(url)
+}
+
 /// Loads the IPAM replica and builds the shared state.
 pub async fn start(store: Arc<dyn Store>, opts: &Options) -> error::ApiResult<AppState> {
     let keys = keys::Keys::new(&opts.prefix);

@@ -5,11 +5,9 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use romana_api::topology::TopologyRequest;
-use romana_store::MemStore;
 use romana_tests_support::sibling_bin;
 use serde_json::{Value, json};
 
@@ -18,22 +16,13 @@ pub const FLAT: &str = r#"{"networks":[{"name":"pods","cidr":"10.20.0.0/16","blo
 /// romanad's services on 127.0.0.1 (port chosen at run time); returns the admin credentials file.
 pub async fn romanad(dir: &Path) -> PathBuf {
     let creds = dir.join("admin.credentials");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let opts = romana_services::Options {
-        prefix: "/romana/".into(),
-        services: romana_services::ALL_SERVICES.iter().map(|s| s.to_string()).collect(),
-        instance: "cni-test".into(),
-        url,
-        initial_topology: Some(serde_json::from_str::<TopologyRequest>(FLAT).unwrap()),
-        auth: true,
-        credentials: Some(creds.clone()),
-        ca_pem: None,
-        access_ttl: 900,
-        liveness_ttl: 2,
-    };
-    let state = romana_services::start(Arc::new(MemStore::new()), &opts).await.unwrap();
-    tokio::spawn(axum::serve(listener, romana_services::router(state)).into_future());
+    let _url = romana_services::serve_loopback(
+        "cni-test",
+        Some(serde_json::from_str::<TopologyRequest>(FLAT).unwrap()),
+        Some(creds.clone()),
+    )
+    .await
+    .unwrap();
     creds
 }
 
