@@ -7,7 +7,7 @@ set -euo pipefail
 # iputils-ping, iperf3: probes in tests and benchmarks. containernetworking-plugins: the reference
 # plugins (the CNI latency baseline). containerd, podman, runc, catatonit, busybox-static: the real
 # CNI callers in tests (runc, because crun cannot run on this machine's hybrid cgroups).
-PACKAGES=(ca-certificates gcc pkg-config etcd-server protobuf-compiler iproute2 iputils-ping iperf3
+PACKAGES=(ca-certificates gcc pkg-config etcd-server protobuf-compiler iproute2 nftables iputils-ping iperf3
     containernetworking-plugins busybox-static containerd runc podman catatonit)
 
 missing=()

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-use crate::model::{Labels, Peer, PolicyRules, Port, PortRule, Protocol, Rule, TENANT_LABEL};
+use crate::model::{Labels, Peer, PolicyRules, Port, PortRule, Protocol, Rule, Selector, TENANT_LABEL};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NamedPort {
@@ -44,6 +44,27 @@ pub struct Probe {
     pub port: u16,
 }
 
+/// Whether `other` (not a host) is among the endpoints a `Peer::Endpoints` names: its tenant is
+/// the policy's (no tenant selector) or matches the tenant selector (tenant labels plus
+/// `romana.io/tenant`), and its labels match the endpoint selector.
+pub fn endpoints_peer_matches(
+    world: &World,
+    policy_tenant: &str,
+    tenants: Option<&Selector>,
+    endpoints: Option<&Selector>,
+    other: &Endpoint,
+) -> bool {
+    let tenant_ok = match tenants {
+        None => other.tenant == policy_tenant,
+        Some(sel) => world.tenants.get(&other.tenant).is_some_and(|l| {
+            let mut l = l.clone();
+            l.insert(TENANT_LABEL.into(), other.tenant.clone());
+            sel.matches(&l)
+        }),
+    };
+    tenant_ok && endpoints.is_none_or(|sel| sel.matches(&other.labels))
+}
+
 fn peer_matches(
     world: &World,
     policy_tenant: &str,
@@ -54,15 +75,7 @@ fn peer_matches(
     match peer {
         Peer::Endpoints { .. } | Peer::Local if other.is_host => false,
         Peer::Endpoints { tenants, endpoints } => {
-            let tenant_ok = match tenants {
-                None => other.tenant == policy_tenant,
-                Some(sel) => world.tenants.get(&other.tenant).is_some_and(|l| {
-                    let mut l = l.clone();
-                    l.insert(TENANT_LABEL.into(), other.tenant.clone());
-                    sel.matches(&l)
-                }),
-            };
-            tenant_ok && endpoints.as_ref().is_none_or(|sel| sel.matches(&other.labels))
+            endpoints_peer_matches(world, policy_tenant, tenants.as_ref(), endpoints.as_ref(), other)
         }
         Peer::Cidr { cidr, except } => {
             other.ip.is_some_and(|ip| cidr.contains_addr(ip) && !except.iter().any(|x| x.contains_addr(ip)))
@@ -102,6 +115,11 @@ fn rule_allows(
         && rule.ports.as_ref().is_none_or(|ps| ps.iter().any(|p| port_matches(p, probe, dst)))
 }
 
+/// Whether `p` applies to `e`: its tenant's endpoints (never a host) that its target selects.
+pub fn selects(p: &PolicyRules, e: &Endpoint) -> bool {
+    !e.is_host && p.tenant == e.tenant && p.target.matches(&e.labels)
+}
+
 /// Whether `src` may open a connection to `dst` with `probe` under `policies`. A host (`is_host`)
 /// is never a policy's target here: what reaches or leaves the host itself is the host's business.
 pub fn allowed(
@@ -111,8 +129,7 @@ pub fn allowed(
     dst: &Endpoint,
     probe: Probe,
 ) -> bool {
-    let selects =
-        |p: &PolicyRules, e: &Endpoint| !e.is_host && p.tenant == e.tenant && p.target.matches(&e.labels);
+    let selects = |p: &PolicyRules, e: &Endpoint| selects(p, e);
     let direction =
         |target: &Endpoint, peer: &Endpoint, rules_of: &dyn Fn(&PolicyRules) -> Option<&Vec<Rule>>| {
             let mut isolated = false;

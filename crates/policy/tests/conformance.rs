@@ -1,10 +1,17 @@
 //! Kubernetes NetworkPolicy truth tables (`tests/data/netpol-examples.json`, worked examples in
 //! the upstream e2e form: namespaces x, y, z; pods a, b, c; probes TCP/UDP 80 and 81) checked
-//! against the evaluator through the Kubernetes front end. Each case is cumulative steps; every
-//! matrix cell off the diagonal must match.
+//! against the evaluator through the Kubernetes front end, and against the nftables tables the
+//! firewall compiler makes for two hosts the pods are spread over (through the reference
+//! interpreter). Each case is cumulative steps; every matrix cell off the diagonal must match.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::collections::BTreeMap;
+
+use common::interp::path_allows;
+use romana_policy::firewall::{FirewallInput, compile};
+use romana_policy::ruleset::Ruleset;
 
 use romana_api::netpol::NetworkPolicy;
 use romana_policy::{Endpoint, NamedPort, PolicyRules, Probe, Protocol, World, allowed, from_k8s};
@@ -26,7 +33,8 @@ fn world(doc: &Value) -> (World, Vec<Endpoint>) {
         .as_array()
         .unwrap()
         .iter()
-        .map(|id| {
+        .enumerate()
+        .map(|(i, id)| {
             let id = id.as_str().unwrap();
             let p = &cluster["pods"][id];
             Endpoint {
@@ -49,7 +57,7 @@ fn world(doc: &Value) -> (World, Vec<Endpoint>) {
                         port: c["containerPort"].as_u64().unwrap() as u16,
                     })
                     .collect(),
-                host: "h1".into(),
+                host: format!("h{}", i % 2),
                 is_host: false,
             }
         })
@@ -96,6 +104,14 @@ fn check(path: &str) -> (usize, Vec<String>) {
                 }
             }
             let list: Vec<PolicyRules> = policies.values().cloned().collect();
+            let tables: BTreeMap<String, Ruleset> = ["h0", "h1"]
+                .iter()
+                .map(|h| {
+                    let input = FirewallInput { host: h, policies: &list, world: &w, endpoints: &pods };
+                    ((*h).to_owned(), compile(input))
+                })
+                .collect();
+            let lookup = |h: &str| tables[h].clone();
             for (name, rows) in step["expected"].as_object().unwrap() {
                 let pr = probe(name);
                 for (i, row) in rows.as_array().unwrap().iter().enumerate() {
@@ -105,9 +121,10 @@ fn check(path: &str) -> (usize, Vec<String>) {
                         }
                         cells += 1;
                         let got = allowed(&list, &w, &pods[i], &pods[j], pr);
-                        if got != (want == '1') {
+                        let nft = path_allows(&lookup, &pods[i], &pods[j], pr.protocol, pr.port);
+                        if got != (want == '1') || nft != got {
                             wrong.push(format!(
-                                "{id} step {s} {name}: {} -> {} got {got}",
+                                "{id} step {s} {name}: {} -> {} evaluator {got}, nftables {nft}",
                                 pods[i].id, pods[j].id
                             ));
                         }

@@ -1,0 +1,176 @@
+//! The nftables adapter against a real kernel, inside network namespaces this test creates
+//! (`rmn-*`, deleted by their guards): the compiler's tables load, read back into exactly what
+//! was applied (the plan after applying is empty), change incrementally, recover from a foreign
+//! process's deletions, and never touch another table.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use romana_host::{in_netns, nft};
+use romana_policy::eval::{Endpoint, World};
+use romana_policy::firewall::{FirewallInput, compile};
+use romana_policy::nftplan::{Observed, plan};
+use romana_policy::ruleset::Ruleset;
+use romana_policy::{
+    Operator, Peer, PolicyRules, Port, PortRule, Protocol, Requirement, Rule, Selector, nftjson,
+};
+use romana_tests_support::Netns;
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+fn netns() -> Option<Netns> {
+    Netns::new(&format!("rmn-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed)))
+}
+
+fn observe(ns: &Netns) -> Option<Observed> {
+    in_netns(&ns.0, || async { nft::list_table().unwrap().map(|j| nftjson::parse(&j).unwrap()) }).unwrap()
+}
+
+fn apply(ns: &Netns, script: String) {
+    in_netns(&ns.0, move || async move { nft::apply(&script) }).unwrap().unwrap();
+}
+
+/// `nft ARGS` inside the namespace, as a foreign process would run it.
+fn foreign(ns: &Netns, args: &str) {
+    let out = Command::new("ip")
+        .args(["netns", "exec", &ns.0, "nft"])
+        .args(args.split_whitespace())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "nft {args}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+fn pod(id: &str, ip: &str, app: &str, host: &str) -> Endpoint {
+    Endpoint {
+        id: id.into(),
+        tenant: "t".into(),
+        labels: BTreeMap::from([("app".to_owned(), app.to_owned())]),
+        ip: Some(ip.parse().unwrap()),
+        host: host.into(),
+        ..Endpoint::default()
+    }
+}
+
+fn policy(id: &str, from: &str) -> PolicyRules {
+    let sel = |v: &str| Selector {
+        requirements: vec![Requirement {
+            key: "app".into(),
+            op: Operator::In,
+            values: BTreeSet::from([v.to_owned()]),
+        }],
+    };
+    PolicyRules {
+        id: id.into(),
+        tenant: "t".into(),
+        target: sel("web"),
+        ingress: Some(vec![Rule {
+            peers: Some(vec![
+                Peer::Endpoints { tenants: None, endpoints: Some(sel(from)) },
+                Peer::Cidr {
+                    cidr: "10.9.0.0/16".parse().unwrap(),
+                    except: vec!["10.9.1.0/24".parse().unwrap()],
+                },
+                Peer::Host,
+            ]),
+            ports: Some(vec![
+                PortRule { protocol: Protocol::Tcp, port: Some(Port::Named("http".into())) },
+                PortRule { protocol: Protocol::Udp, port: Some(Port::Range(53, 60)) },
+                PortRule { protocol: Protocol::Icmp, port: Some(Port::Icmp { icmp_type: 8, code: Some(0) }) },
+            ]),
+        }]),
+        egress: Some(vec![]),
+    }
+}
+
+fn table(eps: &[Endpoint], policies: &[PolicyRules]) -> Ruleset {
+    let world = World { tenants: BTreeMap::from([("t".to_owned(), BTreeMap::new())]) };
+    compile(FirewallInput { host: "h0", policies, world: &world, endpoints: eps })
+}
+
+fn converged(ns: &Netns, want: &Ruleset) {
+    let p = plan(observe(ns).as_ref(), want);
+    assert!(p.is_empty(), "the kernel's table differs from what was applied; plan:\n{}", p.script);
+}
+
+#[test]
+fn tables_load_read_back_and_change_incrementally() {
+    let Some(ns) = netns() else { return eprintln!("skipped: cannot create namespaces") };
+    assert!(observe(&ns).is_none(), "a fresh namespace has no romana table");
+    // Someone else's table, which must survive everything we do.
+    foreign(&ns, "add table inet other");
+    foreign(&ns, "add chain inet other c { type filter hook forward priority -5 ; }");
+    foreign(&ns, "add rule inet other c counter");
+    let mut eps = vec![pod("w1", "10.0.0.1", "web", "h0"), pod("c1", "10.0.0.2", "client", "h1")];
+    eps[0].ports.push(romana_policy::NamedPort { name: "http".into(), protocol: Protocol::Tcp, port: 8080 });
+    eps.push(pod("w6", "fd00::1", "web", "h0"));
+    let first = table(&eps, &[policy("p1", "client")]);
+    apply(&ns, plan(None, &first).script);
+    converged(&ns, &first);
+
+    // An endpoint arrives and a policy is added: no table replacement, no base chain rewritten.
+    eps.push(pod("c2", "10.0.0.3", "client", "h2"));
+    let second = table(&eps, &[policy("p1", "client"), policy("p2", "other")]);
+    let p = plan(observe(&ns).as_ref(), &second);
+    assert!(!p.summary.replace_table && p.summary.chains_rewritten == 0, "{:?}", p.summary);
+    apply(&ns, p.script);
+    converged(&ns, &second);
+
+    // A foreign process deletes one of our rules and one element: the next plan puts them back.
+    let obs = observe(&ns).unwrap();
+    let chain = obs.chains.keys().find(|c| c.starts_with("p-p1") && c.ends_with("-in")).unwrap().clone();
+    let handle = obs.chains[&chain].rules[0].handle;
+    foreign(&ns, &format!("delete rule inet romana {chain} handle {handle}"));
+    foreign(&ns, "delete element inet romana local-4 { 10.0.0.1 }");
+    foreign(&ns, "add rule inet romana ingress-policies accept");
+    let p = plan(observe(&ns).as_ref(), &second);
+    assert_eq!(
+        (p.summary.rules_added, p.summary.elements_added, p.summary.rules_deleted),
+        (1, 1, 1),
+        "{}",
+        p.script
+    );
+    apply(&ns, p.script);
+    converged(&ns, &second);
+
+    // Back to the first table: p2's two chains and its sets go, nothing else is rewritten.
+    eps.pop();
+    let p = plan(observe(&ns).as_ref(), &first);
+    assert!(p.summary.chains_deleted == 2 && !p.summary.replace_table, "{:?}", p.summary);
+    apply(&ns, p.script);
+    converged(&ns, &first);
+
+    let out = Command::new("ip")
+        .args(["netns", "exec", &ns.0, "nft", "list", "table", "inet", "other"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("counter"), "the foreign table is intact");
+}
+
+#[test]
+fn golden_tables_load_into_the_kernel() {
+    let Some(ns) = netns() else { return eprintln!("skipped: cannot create namespaces") };
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../policy/tests/data/firewall");
+    let mut n = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        apply(&ns, text);
+        assert!(observe(&ns).is_some(), "{} loaded", path.display());
+        n += 1;
+    }
+    assert!(n >= 3, "golden files found: {n}");
+}
+
+#[test]
+fn a_broken_transaction_changes_nothing() {
+    let Some(ns) = netns() else { return eprintln!("skipped: cannot create namespaces") };
+    let t = table(&[pod("w1", "10.0.0.1", "web", "h0")], &[policy("p1", "client")]);
+    apply(&ns, plan(None, &t).script);
+    let script = "add element inet romana local-4 { 10.0.0.9 }\nadd rule inet romana no-such-chain accept\n"
+        .to_owned();
+    let e = in_netns(&ns.0, move || async move { nft::apply(&script) }).unwrap().unwrap_err();
+    assert!(e.to_string().contains("no-such-chain") || e.to_string().contains("No such file"), "{e}");
+    converged(&ns, &t);
+}

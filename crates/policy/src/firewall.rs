@@ -1,0 +1,293 @@
+//! The firewall compiler: policies, tenants and endpoints -> the `inet romana` ruleset of one
+//! host. Pure. Layout (docs in ARCHITECTURE.md):
+//!
+//! - Base chains `fwd-egress` (forward, priority 0), `fwd-ingress` (forward, 1), `in-egress`
+//!   (input: local endpoint -> this host) and `out-ingress` (output: this host -> local
+//!   endpoint). Each accepts established/related traffic, jumps to `egress` or `ingress`, then drops
+//!   what comes from (to) an isolated local endpoint. Policy `accept` is final only for its base
+//!   chain, so a connection between two local endpoints passes both the egress and the ingress
+//!   check, as Kubernetes requires. No base chain drops anything but an isolated endpoint's traffic.
+//! - `egress-policies` / `ingress-policies`: one jump per policy and family, guarded by the
+//!   policy's target set.
+//! - `p-<id>-eg` / `p-<id>-in`: the policy's rules, accepts only.
+//! - Sets: targets per policy (local endpoints), isolated endpoints per direction, endpoint
+//!   selector memberships (cluster-wide), named ports (address . port), this host's endpoints.
+//!
+//! So an endpoint or label change is a set-element change; a policy change adds or removes its own
+//! chains, sets and its two jumps.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use romana_model::{Cidr, Family};
+
+use crate::eval::{Endpoint, World, endpoints_peer_matches, selects};
+use crate::model::{Peer, PolicyRules, Port, PortRule, Protocol, Rule, Selector};
+use crate::ruleset::{Chain, Dir, Element, Hook, Line, Match, Ruleset, Set, SetType, Verdict, fnv1a};
+
+/// What one host's firewall is compiled from.
+#[derive(Debug, Clone, Copy)]
+pub struct FirewallInput<'a> {
+    pub host: &'a str,
+    /// User policies and the implicit isolation policies.
+    pub policies: &'a [PolicyRules],
+    pub world: &'a World,
+    /// Every endpoint of the cluster with an address (hosts are not endpoints here).
+    pub endpoints: &'a [Endpoint],
+}
+
+const FAMILIES: [Family; 2] = [Family::V4, Family::V6];
+
+fn fam_suffix(f: Family) -> &'static str {
+    match f {
+        Family::V4 => "4",
+        Family::V6 => "6",
+    }
+}
+
+fn family_of(e: &Endpoint) -> Option<Family> {
+    e.ip.map(Family::of)
+}
+
+/// A name nft accepts and a reader recognises: the id's safe characters, then a hash of the whole
+/// id so that two ids never collide after sanitising.
+pub fn policy_base(id: &str) -> String {
+    let safe: String = id
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
+        .take(40)
+        .collect();
+    format!("p-{safe}-{:08x}", fnv1a(id.as_bytes()) as u32)
+}
+
+struct Compiler<'a> {
+    input: FirewallInput<'a>,
+    rs: Ruleset,
+}
+
+/// Which endpoints a `Peer::Endpoints` names, with the policy's tenant filled in.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+struct PeerKey {
+    own_tenant: Option<String>,
+    tenants: Option<Selector>,
+    endpoints: Option<Selector>,
+}
+
+impl Compiler<'_> {
+    fn local(&self) -> impl Iterator<Item = &Endpoint> {
+        self.input.endpoints.iter().filter(|e| !e.is_host && e.ip.is_some() && e.host == self.input.host)
+    }
+
+    /// Declares (once) the pair of address sets `name-4`/`name-6` holding `members`' addresses.
+    fn addr_sets<'e>(&mut self, name: &str, members: impl Iterator<Item = &'e Endpoint>) {
+        for f in FAMILIES {
+            self.rs
+                .sets
+                .entry(format!("{name}-{}", fam_suffix(f)))
+                .or_insert_with(|| Set::new(SetType::Addr(f)));
+        }
+        for e in members {
+            if let (Some(ip), Some(f)) = (e.ip, family_of(e)) {
+                let set = self.rs.sets.get_mut(&format!("{name}-{}", fam_suffix(f))).expect("declared above");
+                set.elements.insert(Element::Addr(ip));
+            }
+        }
+    }
+
+    fn selector_set(&mut self, key: PeerKey) -> String {
+        let name = format!("sel-{:016x}", fnv1a(format!("{key:?}").as_bytes()));
+        if !self.rs.sets.contains_key(&format!("{name}-4")) {
+            let world = self.input.world;
+            let members: Vec<&Endpoint> = self
+                .input
+                .endpoints
+                .iter()
+                .filter(|e| {
+                    !e.is_host
+                        && endpoints_peer_matches(
+                            world,
+                            key.own_tenant.as_deref().unwrap_or(""),
+                            key.tenants.as_ref(),
+                            key.endpoints.as_ref(),
+                            e,
+                        )
+                })
+                .collect();
+            self.addr_sets(&name, members.into_iter());
+        }
+        name
+    }
+
+    fn named_port_set(&mut self, port: &str, protocol: Protocol, f: Family) -> String {
+        let safe: String = port.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '-').take(15).collect();
+        let proto = format!("{protocol:?}").to_ascii_lowercase();
+        let name = format!("np-{safe}-{proto}-{:04x}-{}", fnv1a(port.as_bytes()) as u16, fam_suffix(f));
+        if !self.rs.sets.contains_key(&name) {
+            let mut set = Set::new(SetType::AddrPort(f));
+            for e in self.input.endpoints.iter().filter(|e| !e.is_host) {
+                let Some(ip) = e.ip.filter(|ip| Family::of(*ip) == f) else { continue };
+                for p in e.ports.iter().filter(|p| p.name == port && p.protocol == protocol) {
+                    set.elements.insert(Element::AddrPort(ip, p.port));
+                }
+            }
+            self.rs.sets.insert(name.clone(), set);
+        }
+        name
+    }
+
+    /// A peer as alternatives, each a list of matches and the family it is limited to.
+    fn peer_alts(
+        &mut self,
+        policy: &PolicyRules,
+        peer: &Peer,
+        dir: Dir,
+    ) -> Vec<(Vec<Match>, Option<Family>)> {
+        let by_family = |name: &str| {
+            FAMILIES
+                .iter()
+                .map(|f| {
+                    let set = format!("{name}-{}", fam_suffix(*f));
+                    (vec![Match::InSet { dir, family: *f, set }], Some(*f))
+                })
+                .collect()
+        };
+        match peer {
+            Peer::Endpoints { tenants, endpoints } => {
+                let key = PeerKey {
+                    own_tenant: tenants.is_none().then(|| policy.tenant.clone()),
+                    tenants: tenants.clone(),
+                    endpoints: endpoints.clone(),
+                };
+                let name = self.selector_set(key);
+                by_family(&name)
+            }
+            Peer::Cidr { cidr, except } => {
+                let except: Vec<Cidr> =
+                    except.iter().filter(|x| x.family() == cidr.family()).copied().collect();
+                vec![(vec![Match::InNet { dir, cidr: *cidr, except }], Some(cidr.family()))]
+            }
+            Peer::Any => vec![(vec![], None)],
+            Peer::Host => vec![(vec![Match::LocalAddr(dir)], None)],
+            Peer::Local => by_family("local"),
+        }
+    }
+
+    fn port_alts(&mut self, p: &PortRule) -> Vec<(Vec<Match>, Option<Family>)> {
+        match (&p.port, p.protocol) {
+            (None, proto) => vec![(vec![Match::Proto(proto)], None)],
+            (Some(Port::Range(a, b)), proto) if proto != Protocol::Icmp => {
+                vec![(vec![Match::Ports { protocol: proto, first: *a, last: *b }], None)]
+            }
+            (Some(Port::Named(n)), proto) if proto != Protocol::Icmp => FAMILIES
+                .iter()
+                .map(|f| {
+                    let set = self.named_port_set(n, proto, *f);
+                    (vec![Match::DstPortIn { protocol: proto, family: *f, set }], Some(*f))
+                })
+                .collect(),
+            (Some(Port::Icmp { icmp_type, code }), Protocol::Icmp) => {
+                vec![(vec![Match::Icmp { icmp_type: *icmp_type, code: *code }], Some(Family::V4))]
+            }
+            // Ranges or names of ICMP, or ICMP types of a port protocol: no front end produces
+            // them, and nothing can match them.
+            _ => vec![],
+        }
+    }
+
+    fn rule_lines(&mut self, policy: &PolicyRules, rule: &Rule, dir: Dir) -> Vec<Line> {
+        let peers: Vec<(Vec<Match>, Option<Family>)> = match &rule.peers {
+            None => vec![(vec![], None)],
+            Some(ps) => ps.iter().flat_map(|p| self.peer_alts(policy, p, dir)).collect(),
+        };
+        let ports: Vec<(Vec<Match>, Option<Family>)> = match &rule.ports {
+            None => vec![(vec![], None)],
+            Some(ps) => ps.iter().flat_map(|p| self.port_alts(p)).collect(),
+        };
+        let mut lines = Vec::new();
+        for (pm, pf) in &peers {
+            for (qm, qf) in &ports {
+                if matches!((pf, qf), (Some(a), Some(b)) if a != b) {
+                    continue;
+                }
+                let matches = pm.iter().chain(qm).cloned().collect();
+                lines.push(Line { matches, verdict: Verdict::Accept });
+            }
+        }
+        // Equal lines (a peer listed twice) would be one rule to the kernel's eye but two here.
+        let mut seen = BTreeSet::new();
+        lines.retain(|l| seen.insert(l.clone()));
+        lines
+    }
+
+    fn policy(&mut self, p: &PolicyRules) {
+        let base = policy_base(&p.id);
+        let targets: Vec<Endpoint> = self.local().filter(|e| selects(p, e)).cloned().collect();
+        self.addr_sets(&format!("{base}-t"), targets.iter());
+        for (rules, suffix, dispatch, target_dir, peer_dir) in [
+            (&p.ingress, "in", "ingress-policies", Dir::Dst, Dir::Src),
+            (&p.egress, "eg", "egress-policies", Dir::Src, Dir::Dst),
+        ] {
+            let Some(rules) = rules else { continue };
+            let chain = format!("{base}-{suffix}");
+            let lines: Vec<Line> = rules.iter().flat_map(|r| self.rule_lines(p, r, peer_dir)).collect();
+            let mut seen = BTreeSet::new();
+            let lines = lines.into_iter().filter(|l| seen.insert(l.clone())).collect();
+            self.rs.chains.insert(chain.clone(), Chain { base: None, lines });
+            let iso = format!("{}-isolated", &dispatch[..dispatch.len() - "-policies".len()]);
+            self.addr_sets(&iso, targets.iter());
+            let d = self.rs.chains.get_mut(dispatch).expect("dispatch chains exist");
+            for f in FAMILIES {
+                let set = format!("{base}-t-{}", fam_suffix(f));
+                d.lines.push(Line {
+                    matches: vec![Match::InSet { dir: target_dir, family: f, set }],
+                    verdict: Verdict::Jump(chain.clone()),
+                });
+            }
+        }
+    }
+}
+
+/// `direction` is `egress` or `ingress` (both nft keywords, hence the longer names).
+fn base_chain(hook: Hook, prio: i32, direction: &str, dir: Dir) -> Chain {
+    let mut lines = vec![
+        Line { matches: vec![Match::Established], verdict: Verdict::Accept },
+        Line { matches: vec![], verdict: Verdict::Jump(format!("{direction}-policies")) },
+    ];
+    for f in FAMILIES {
+        let set = format!("{direction}-isolated-{}", fam_suffix(f));
+        lines.push(Line { matches: vec![Match::InSet { dir, family: f, set }], verdict: Verdict::Drop });
+    }
+    Chain { base: Some((hook, prio)), lines }
+}
+
+/// The host's whole ruleset.
+pub fn compile(input: FirewallInput<'_>) -> Ruleset {
+    let mut c = Compiler { input, rs: Ruleset::default() };
+    c.rs.chains.insert("fwd-egress".into(), base_chain(Hook::Forward, 0, "egress", Dir::Src));
+    c.rs.chains.insert("fwd-ingress".into(), base_chain(Hook::Forward, 1, "ingress", Dir::Dst));
+    c.rs.chains.insert("in-egress".into(), base_chain(Hook::Input, 0, "egress", Dir::Src));
+    c.rs.chains.insert("out-ingress".into(), base_chain(Hook::Output, 0, "ingress", Dir::Dst));
+    c.rs.chains.insert("egress-policies".into(), Chain { base: None, lines: vec![] });
+    c.rs.chains.insert("ingress-policies".into(), Chain { base: None, lines: vec![] });
+    let local: Vec<Endpoint> = c.local().cloned().collect();
+    c.addr_sets("local", local.iter());
+    c.addr_sets("egress-isolated", std::iter::empty());
+    c.addr_sets("ingress-isolated", std::iter::empty());
+    // Policies in id order: the output does not depend on the order policies were listed in.
+    let mut policies: Vec<&PolicyRules> = input.policies.iter().collect();
+    policies.sort_by(|a, b| a.id.cmp(&b.id));
+    for p in policies {
+        c.policy(p);
+    }
+    c.rs
+}
+
+/// Rules and set elements per chain/set family, for reports.
+pub fn summary(rs: &Ruleset) -> BTreeMap<&'static str, usize> {
+    let (rules, elements) = rs.counts();
+    BTreeMap::from([
+        ("chains", rs.chains.len()),
+        ("sets", rs.sets.len()),
+        ("rules", rules),
+        ("elements", elements),
+    ])
+}

@@ -1,0 +1,197 @@
+//! The smallest `nft -f` transaction that turns the table the kernel holds into the desired one:
+//! set elements added and deleted, single rules added and deleted (by handle) in our unordered
+//! chains, base chains rewritten only when they differ, other chains and sets created or removed.
+//! Pure: the observed table comes from `nftjson.rs`, the text goes to the host adapter.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write;
+
+use crate::ruleset::{self, Chain, Hook, Ruleset, Set, TABLE};
+
+/// A rule as the kernel reports it: the key we put in its comment (empty for a rule that is not
+/// ours) and its handle.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObservedRule {
+    pub key: String,
+    pub handle: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObservedChain {
+    pub base: Option<(Hook, i32)>,
+    pub rules: Vec<ObservedRule>,
+}
+
+/// Our table as the kernel has it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Observed {
+    pub sets: BTreeMap<String, Set>,
+    /// Sets whose type is not one we create (someone else's doing): replaced.
+    pub foreign_sets: BTreeSet<String>,
+    pub chains: BTreeMap<String, ObservedChain>,
+}
+
+/// What a transaction will do, for logs and metrics.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PlanSummary {
+    pub replace_table: bool,
+    pub sets_added: usize,
+    pub sets_deleted: usize,
+    pub elements_added: usize,
+    pub elements_deleted: usize,
+    pub chains_added: usize,
+    pub chains_rewritten: usize,
+    pub chains_deleted: usize,
+    pub rules_added: usize,
+    pub rules_deleted: usize,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NftPlan {
+    /// The `nft -f` text; empty when the kernel already holds the desired table.
+    pub script: String,
+    pub summary: PlanSummary,
+}
+
+impl NftPlan {
+    pub fn is_empty(&self) -> bool {
+        self.script.is_empty()
+    }
+}
+
+/// The plan from `observed` (`None`: the table does not exist) to `desired`.
+pub fn plan(observed: Option<&Observed>, desired: &Ruleset) -> NftPlan {
+    let Some(obs) = observed else { return replace(desired) };
+    // A base chain's hook or priority, or a set's type, cannot change in place: rewrite all.
+    let base_changed =
+        desired.chains.iter().any(|(n, c)| obs.chains.get(n).is_some_and(|o| o.base != c.base))
+            || obs.chains.iter().any(|(n, o)| o.base.is_some() && !desired.chains.contains_key(n));
+    let type_changed = desired.sets.iter().any(|(n, s)| obs.sets.get(n).is_some_and(|o| o.ty != s.ty))
+        || desired.sets.keys().any(|n| obs.foreign_sets.contains(n));
+    if base_changed || type_changed {
+        return replace(desired);
+    }
+    let mut s = PlanSummary::default();
+    let mut out = String::new();
+    // 1. New sets and chains, so that rules below can point at them.
+    for (name, set) in desired.sets.iter().filter(|(n, _)| !obs.sets.contains_key(*n)) {
+        ruleset::set_decl(&mut out, name, set);
+        s.sets_added += 1;
+        s.elements_added += set.elements.len();
+    }
+    for (name, chain) in desired.chains.iter().filter(|(n, _)| !obs.chains.contains_key(*n)) {
+        ruleset::chain_decl(&mut out, name, chain);
+        s.chains_added += 1;
+    }
+    // 2. Elements of existing sets.
+    for (name, set) in &desired.sets {
+        let Some(have) = obs.sets.get(name) else { continue };
+        let gone: Vec<_> = have.elements.difference(&set.elements).collect();
+        let new: Vec<_> = set.elements.difference(&have.elements).collect();
+        s.elements_deleted += gone.len();
+        s.elements_added += new.len();
+        ruleset::elements(&mut out, "delete", name, gone.into_iter());
+        ruleset::elements(&mut out, "add", name, new.into_iter());
+    }
+    // 3. Rules: delete what is not wanted (or not ours), then add what is missing.
+    let mut adds: Vec<(String, &ruleset::Line)> = Vec::new();
+    for (name, chain) in &desired.chains {
+        match obs.chains.get(name) {
+            None => adds.extend(chain.lines.iter().map(|l| (name.clone(), l))),
+            Some(o) if chain.base.is_some() => {
+                let want: Vec<String> = chain.lines.iter().map(|l| l.key()).collect();
+                let have: Vec<&str> = o.rules.iter().map(|r| r.key.as_str()).collect();
+                if want != have {
+                    let _ = writeln!(out, "flush chain inet {TABLE} {name}");
+                    s.chains_rewritten += 1;
+                    s.rules_deleted += o.rules.len();
+                    adds.extend(chain.lines.iter().map(|l| (name.clone(), l)));
+                }
+            }
+            Some(o) => unordered(&mut out, &mut s, &mut adds, name, chain, o),
+        }
+    }
+    let removed_chains: Vec<&String> =
+        obs.chains.keys().filter(|n| !desired.chains.contains_key(*n)).collect();
+    for name in &removed_chains {
+        let _ = writeln!(out, "flush chain inet {TABLE} {name}");
+    }
+    for (chain, line) in adds {
+        ruleset::rule(&mut out, &chain, line);
+        s.rules_added += 1;
+    }
+    // 4. Chains and sets no longer wanted, now that nothing refers to them.
+    for name in removed_chains {
+        let _ = writeln!(out, "delete chain inet {TABLE} {name}");
+        s.chains_deleted += 1;
+    }
+    for name in obs.sets.keys().chain(&obs.foreign_sets).filter(|n| !desired.sets.contains_key(*n)) {
+        let _ = writeln!(out, "delete set inet {TABLE} {name}");
+        s.sets_deleted += 1;
+    }
+    NftPlan { script: out, summary: s }
+}
+
+/// Our non-base chains hold accepts and jumps only: order is free, so single rules are deleted
+/// by handle and appended, and a policy change never rewrites the dispatch chains.
+fn unordered<'a>(
+    out: &mut String,
+    s: &mut PlanSummary,
+    adds: &mut Vec<(String, &'a ruleset::Line)>,
+    name: &str,
+    chain: &'a Chain,
+    o: &ObservedChain,
+) {
+    let mut wanted: BTreeMap<String, Vec<&ruleset::Line>> = BTreeMap::new();
+    for l in &chain.lines {
+        wanted.entry(l.key()).or_default().push(l);
+    }
+    for r in &o.rules {
+        match wanted.get_mut(&r.key).and_then(|v| v.pop()) {
+            Some(_) => {}
+            None => {
+                let _ = writeln!(out, "delete rule inet {TABLE} {name} handle {}", r.handle);
+                s.rules_deleted += 1;
+            }
+        }
+    }
+    for l in wanted.into_values().flatten() {
+        adds.push((name.to_owned(), l));
+    }
+}
+
+fn replace(desired: &Ruleset) -> NftPlan {
+    let (rules, elements) = desired.counts();
+    let summary = PlanSummary {
+        replace_table: true,
+        sets_added: desired.sets.len(),
+        chains_added: desired.chains.len(),
+        rules_added: rules,
+        elements_added: elements,
+        ..PlanSummary::default()
+    };
+    NftPlan { script: desired.render_replace(), summary }
+}
+
+impl Observed {
+    /// The table a ruleset becomes once applied, handles numbered from 1 (for tests of the plan).
+    pub fn of(rs: &Ruleset) -> Observed {
+        let mut handle = 0;
+        let chains = rs
+            .chains
+            .iter()
+            .map(|(n, c)| {
+                let rules = c
+                    .lines
+                    .iter()
+                    .map(|l| {
+                        handle += 1;
+                        ObservedRule { key: l.key(), handle }
+                    })
+                    .collect();
+                (n.clone(), ObservedChain { base: c.base, rules })
+            })
+            .collect();
+        Observed { sets: rs.sets.clone(), foreign_sets: BTreeSet::new(), chains }
+    }
+}

@@ -1,0 +1,90 @@
+//! Golden files of the rendered `inet romana` table for representative inputs
+//! (`tests/data/firewall/*.nft`): a Kubernetes NetworkPolicy with selectors, named ports, ipBlock
+//! and egress; Romana policies with host/local peers and ICMP; segment isolation. A change in
+//! what the compiler emits shows up as a readable diff. `UPDATE_GOLDEN=1` rewrites the files.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use romana_api::netpol::NetworkPolicy;
+use romana_api::policy::Policy;
+use romana_policy::eval::{Endpoint, NamedPort, World};
+use romana_policy::firewall::{FirewallInput, compile};
+use romana_policy::isolation::{Isolation, implicit_policies};
+use romana_policy::{PolicyRules, Protocol, SEGMENT_LABEL, from_k8s, from_romana};
+
+fn ep(id: &str, tenant: &str, labels: &[(&str, &str)], ip: &str, host: &str) -> Endpoint {
+    Endpoint {
+        id: id.into(),
+        tenant: tenant.into(),
+        labels: labels.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
+        ip: Some(ip.parse().unwrap()),
+        ports: vec![],
+        host: host.into(),
+        is_host: false,
+    }
+}
+
+fn world() -> (World, Vec<Endpoint>) {
+    let w = World {
+        tenants: BTreeMap::from([
+            ("x".into(), BTreeMap::from([("ns".to_owned(), "x".to_owned())])),
+            ("y".into(), BTreeMap::from([("ns".to_owned(), "y".to_owned())])),
+        ]),
+    };
+    let mut web = ep("x/web", "x", &[("app", "web"), (SEGMENT_LABEL, "front")], "10.1.0.2", "h1");
+    web.ports.push(NamedPort { name: "http".into(), protocol: Protocol::Tcp, port: 8080 });
+    let eps = vec![
+        web,
+        ep("x/db", "x", &[("app", "db"), (SEGMENT_LABEL, "back")], "10.1.0.3", "h1"),
+        ep("x/web6", "x", &[("app", "web")], "fd00:1::2", "h1"),
+        ep("y/client", "y", &[("app", "client")], "10.2.0.2", "h2"),
+    ];
+    (w, eps)
+}
+
+fn check(name: &str, policies: &[PolicyRules]) {
+    let (w, eps) = world();
+    let rs = compile(FirewallInput { host: "h1", policies, world: &w, endpoints: &eps });
+    let got = rs.render_replace();
+    let path = format!("{}/tests/data/firewall/{name}.nft", env!("CARGO_MANIFEST_DIR"));
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::write(&path, &got).unwrap();
+    }
+    let want =
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e} (UPDATE_GOLDEN=1 writes it)"));
+    assert_eq!(got, want, "{name}: the rendered table differs from {path}");
+}
+
+#[test]
+fn kubernetes_policy() {
+    let np: NetworkPolicy = serde_json::from_str(
+        r#"{"apiVersion":"networking.k8s.io/v1","kind":"NetworkPolicy",
+            "metadata":{"name":"web","namespace":"x"},
+            "spec":{"podSelector":{"matchLabels":{"app":"web"}},"policyTypes":["Ingress","Egress"],
+              "ingress":[{"from":[{"namespaceSelector":{"matchLabels":{"ns":"y"}},"podSelector":{"matchExpressions":[{"key":"app","operator":"In","values":["client"]}]}},
+                                  {"ipBlock":{"cidr":"10.0.0.0/8","except":["10.9.0.0/16"]}}],
+                          "ports":[{"protocol":"TCP","port":"http"},{"protocol":"UDP","port":53,"endPort":60}]}],
+              "egress":[{"to":[{"podSelector":{"matchLabels":{"app":"db"}}}],"ports":[{"protocol":"TCP","port":5432}]}]}}"#,
+    )
+    .unwrap();
+    check("k8s-web", &[from_k8s(&np).unwrap()]);
+}
+
+#[test]
+fn romana_policy() {
+    let p: Policy = serde_json::from_str(
+        r#"{"name":"ops","applied_to":[{"tenant":"x","segment":"back"}],
+            "ingress":[{"peers":[{"peer":"host"},{"peer":"local"}],"rules":[{"protocol":"tcp","ports":[22]},{"protocol":"icmp","icmp_type":8,"icmp_code":0}]}]}"#,
+    )
+    .unwrap();
+    check("romana-ops", &from_romana(&p).unwrap());
+}
+
+#[test]
+fn segment_isolation() {
+    let modes = BTreeMap::from([("x".to_owned(), Isolation::Segment), ("y".to_owned(), Isolation::None)]);
+    let segments =
+        BTreeMap::from([("x".to_owned(), BTreeSet::from(["front".to_owned(), "back".to_owned()]))]);
+    check("isolation-segment", &implicit_policies(&modes, &segments));
+}
