@@ -17,7 +17,7 @@ use romana_api::agent::{
     AgentError, AttachRequest, Attached, DetachRequest, GcReport, GcRequest, address_name, address_prefix,
     code,
 };
-use romana_api::rest::AddressRequest;
+use romana_api::rest::{AddressRequest, EndpointInfo};
 use romana_client::{Client, ClientError};
 use romana_host::{EndpointError, EndpointSpec, host_link_name};
 
@@ -38,6 +38,8 @@ pub struct Shared {
     pub gateway_ready: AtomicBool,
     /// How long romanad may be silent before STATUS says the plugin is not available.
     pub contact_budget: Duration,
+    /// Policy enforcement (`None` with `--no-policy`).
+    pub firewall: Option<Arc<crate::firewall::Firewall>>,
 }
 
 impl Shared {
@@ -182,12 +184,19 @@ async fn add_inner(s: &Arc<Shared>, req: AttachRequest) -> Result<Attached, Fail
         }
     };
     let ip = spec.ip;
+    let t_fw = Instant::now();
+    if let Err(f) = enforce(s, &client, &req, &name, ip).await {
+        let _ = client.release(&name).await;
+        return Err(f);
+    }
+    let fw_ms = t_fw.elapsed().as_secs_f64() * 1e3;
     let host_ns = s.host_ns.clone();
     let sp = spec.clone();
     let t1 = Instant::now();
     let attached = blocking(move || romana_host::attach(host_ns.as_deref(), &sp)).await?;
     tracing::info!(
-        address = %name, %ip, alloc_ms = alloc.as_secs_f64() * 1e3, plumb_ms = t1.elapsed().as_secs_f64() * 1e3,
+        address = %name, %ip, alloc_ms = alloc.as_secs_f64() * 1e3, policy_ms = fw_ms,
+        plumb_ms = t1.elapsed().as_secs_f64() * 1e3,
         ok = attached.is_ok(), "CNI ADD"
     );
     match attached {
@@ -203,12 +212,63 @@ async fn add_inner(s: &Arc<Shared>, req: AttachRequest) -> Result<Attached, Fail
             address_name: name,
         }),
         Err(e) => {
-            // Nothing half-made stays: the address goes back (attach removed its links).
+            // Nothing half-made stays: the endpoint and its address go (attach removed its links).
+            forget(s, &client, &name).await;
             if let Err(r) = client.release(&name).await {
                 tracing::warn!(address = %name, error = %r, "could not release the address of a failed ADD");
             }
             Err(from_endpoint("plumbing the endpoint", &e))
         }
+    }
+}
+
+/// Registers the endpoint with romanad and puts it under its policies before its link exists:
+/// when ADD answers, the pod is already isolated as its policies say (fail-closed: if the table
+/// cannot be written, ADD fails and nothing is plumbed).
+async fn enforce(
+    s: &Arc<Shared>,
+    client: &Client,
+    req: &AttachRequest,
+    name: &str,
+    ip: IpAddr,
+) -> Result<(), Fail> {
+    let Some(fw) = &s.firewall else { return Ok(()) };
+    let info = EndpointInfo {
+        name: name.to_owned(),
+        ip: ip.to_string(),
+        tenant: req.tenant.clone(),
+        segment: req.segment.clone(),
+        host: s.host.clone(),
+        labels: req.labels.clone(),
+        ports: vec![],
+    };
+    let info = client.put_endpoint(&info).await.map_err(|e| from_client("registering the endpoint", &e))?;
+    if !fw.is_loaded() {
+        fw.refresh(client, true)
+            .await
+            .map_err(|e| Fail::new(code::TRY_AGAIN_LATER, "policies are not loaded yet", e.to_string()))?;
+    }
+    fw.upsert(info);
+    if let Err(e) = fw.sync(&s.metrics).await {
+        forget(s, client, name).await;
+        return Err(Fail::new(
+            code::TRY_AGAIN_LATER,
+            "the endpoint's policies could not be enforced",
+            e.to_string(),
+        ));
+    }
+    Ok(())
+}
+
+/// Removes an endpoint's record and its place in the table (best effort: DEL and failed ADDs).
+async fn forget(s: &Arc<Shared>, client: &Client, name: &str) {
+    let Some(fw) = &s.firewall else { return };
+    if let Err(e) = client.delete_endpoint(name).await {
+        tracing::warn!(endpoint = %name, error = %e, "could not delete the endpoint record");
+    }
+    fw.remove(name);
+    if let Err(e) = fw.sync(&s.metrics).await {
+        tracing::warn!(endpoint = %name, error = %e, "firewall pass after removing an endpoint failed");
     }
 }
 
@@ -255,6 +315,7 @@ async fn del(State(s): State<Arc<Shared>>, Json(req): Json<DetachRequest>) -> Re
         .await?
         .map_err(|e| from_endpoint("removing the endpoint", &e))?;
     let name = address_name(&req.network, &req.container_id, &req.ifname);
+    forget(&s, &s.client(), &name).await;
     match s.client().release(&name).await {
         Ok(_) => Ok(StatusCode::NO_CONTENT),
         // DEL of something already gone is success (runtimes send DEL twice).
@@ -281,6 +342,7 @@ async fn gc(State(s): State<Arc<Shared>>, Json(req): Json<GcRequest>) -> Result<
             continue;
         };
         if a.name.starts_with(&prefix) && !valid.contains(&a.name) {
+            forget(&s, &client, &a.name).await;
             match client.release(&a.name).await {
                 Ok(_) => report.released.push(a.name.clone()),
                 Err(e) if e.status() == Some(404) => {}

@@ -3,6 +3,7 @@
 //! Endpoint links and their routes belong to the CNI path (`local.rs`, on the agent's socket) and
 //! are left alone by the reconcile loop.
 
+mod firewall;
 mod local;
 mod metrics;
 mod vm;
@@ -67,6 +68,13 @@ struct Args {
     /// change then waits for the next poll).
     #[arg(long)]
     no_watch: bool,
+    /// Do not enforce tenant isolation and policies (no `inet romana` nftables table); for hosts
+    /// where something else owns the firewall.
+    #[arg(long)]
+    no_policy: bool,
+    /// How often the firewall re-reads the kernel's table and repairs foreign changes, in ms.
+    #[arg(long, default_value_t = 2_000)]
+    policy_repair_ms: u64,
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -82,6 +90,7 @@ async fn main() -> Result<()> {
     let client = Client::from_credentials(&creds).await.context("logging in to romanad")?;
     register(&client, &args).await?;
     let host_ns = args.netns.as_deref().map(romana_host::named);
+    let host_ns_for_fw = host_ns.clone();
     let ns = host_ns.clone();
     match tokio::task::spawn_blocking(move || romana_host::enable_forwarding(ns.as_deref())).await? {
         Ok(changed) if !changed.is_empty() => tracing::info!(?changed, "enabled forwarding"),
@@ -100,7 +109,13 @@ async fn main() -> Result<()> {
         last_contact: Mutex::new(None),
         gateway_ready: Default::default(),
         contact_budget: (interval * 6).max(Duration::from_secs(3)),
+        firewall: (!args.no_policy && !args.once)
+            .then(|| Arc::new(firewall::Firewall::new(args.host.clone(), host_ns_for_fw))),
     });
+    if let Some(fw) = &shared.firewall {
+        let repair = Duration::from_millis(args.policy_repair_ms.max(100));
+        tokio::spawn(firewall::run(fw.clone(), shared.clone(), repair));
+    }
     if !args.once {
         let listener = local::bind(&args.socket)?;
         tracing::info!(socket = %args.socket.display(), "local API listening");

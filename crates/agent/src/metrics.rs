@@ -19,6 +19,12 @@ pub struct Metrics {
     pub gc_removed: AtomicU64,
     /// Sum of ADD latencies in microseconds (with `cni_add`, the mean).
     pub cni_add_micros: AtomicU64,
+    pub firewall_syncs: AtomicU64,
+    pub firewall_errors: AtomicU64,
+    pub firewall_repairs: AtomicU64,
+    pub firewall_rules: AtomicU64,
+    pub firewall_elements: AtomicU64,
+    pub firewall_sync_micros: AtomicU64,
 }
 
 impl Metrics {
@@ -27,7 +33,7 @@ impl Metrics {
     }
 
     pub fn render(&self) -> String {
-        let rows: [(&str, &str, &str, &AtomicU64); 12] = [
+        let rows: [(&str, &str, &str, &AtomicU64); 18] = [
             (
                 "romana_agent_watch_events_total",
                 "counter",
@@ -74,6 +80,37 @@ impl Metrics {
                 "counter",
                 "Total time spent in CNI ADD.",
                 &self.cni_add_micros,
+            ),
+            (
+                "romana_agent_firewall_syncs_total",
+                "counter",
+                "Firewall passes (compile, read the table, apply the difference).",
+                &self.firewall_syncs,
+            ),
+            (
+                "romana_agent_firewall_errors_total",
+                "counter",
+                "Firewall passes that failed.",
+                &self.firewall_errors,
+            ),
+            (
+                "romana_agent_firewall_repairs_total",
+                "counter",
+                "Periodic passes that found the table changed behind the agent's back.",
+                &self.firewall_repairs,
+            ),
+            ("romana_agent_firewall_rules", "gauge", "Rules in the inet romana table.", &self.firewall_rules),
+            (
+                "romana_agent_firewall_elements",
+                "gauge",
+                "Set elements in the inet romana table.",
+                &self.firewall_elements,
+            ),
+            (
+                "romana_agent_firewall_sync_seconds_sum",
+                "counter",
+                "Total time spent in firewall passes.",
+                &self.firewall_sync_micros,
             ),
         ];
         let mut out = String::new();

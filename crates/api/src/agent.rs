@@ -2,6 +2,8 @@
 //! ADD, DEL, CHECK, GC and STATUS, and what comes back. Errors carry CNI error codes so the plugin
 //! passes them through unchanged.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 /// CNI error codes the agent answers with (CNI spec, "Error" section).
@@ -38,6 +40,9 @@ pub struct AttachRequest {
     pub tenant: String,
     #[serde(default)]
     pub segment: String,
+    /// Labels policies select the endpoint by (registered with romanad before ADD answers).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
     /// CHECK: the address the runtime was given (from `prevResult`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ip: Option<String>,

@@ -51,6 +51,9 @@ pub struct TenantRecord {
     /// Next segment number to hand out; segment numbers are never reused.
     #[serde(default)]
     pub next_segment: u32,
+    /// `none` (also when absent), `tenant` or `segment`.
+    #[serde(default)]
+    pub isolation: String,
 }
 
 /// `tenants/<tenant>/segments/<name>`.

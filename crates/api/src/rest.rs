@@ -60,6 +60,11 @@ pub struct TenantRequest {
     pub external_id: String,
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    /// Default isolation of the tenant's endpoints: `none` (Kubernetes behaviour, the default),
+    /// `tenant` (ingress only from the same tenant and the endpoint's own host) or `segment`
+    /// (only from the same tenant and segment, and the own host). Policies open more.
+    #[serde(default)]
+    pub isolation: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -70,6 +75,9 @@ pub struct Tenant {
     /// Number used by the classic address layout; never reused.
     pub number: u32,
     pub segments: Vec<Segment>,
+    /// `none`, `tenant` or `segment` (see `TenantRequest`).
+    #[serde(default)]
+    pub isolation: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -296,4 +304,40 @@ pub struct Credentials {
     /// PEM of the CA that signed romanad's certificate, when TLS is on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca: Option<String>,
+}
+
+/// An endpoint (pod or VM) as the policy dataplane sees it: its address, owner, place and the
+/// labels and named ports that policies select. Agents write it on CNI ADD; orchestrator
+/// controllers change its labels.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointInfo {
+    /// The endpoint's IPAM address name (`cni:<network>:<container>:<ifname>` for pods).
+    pub name: String,
+    pub ip: String,
+    pub tenant: String,
+    #[serde(default)]
+    pub segment: String,
+    pub host: String,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// Named ports (a pod's containerPorts), for policies that name ports.
+    #[serde(default)]
+    pub ports: Vec<EndpointPort>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointPort {
+    pub name: String,
+    /// TCP, UDP or SCTP.
+    pub protocol: String,
+    pub port: u16,
+}
+
+/// `PUT /endpoints/{name}/labels`: the endpoint's labels, replaced whole.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LabelsRequest {
+    pub labels: BTreeMap<String, String>,
 }

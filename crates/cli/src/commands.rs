@@ -246,6 +246,7 @@ pub async fn tenant_create(
             name: name.into(),
             external_id: external_id.into(),
             labels: parse_kv(labels)?,
+            isolation: Default::default(),
         })
         .await?;
     show(f, &t, TENANT_HEADER, |t| tenant_rows(std::slice::from_ref(t)))

@@ -279,8 +279,12 @@ pub async fn pod_add(c: &Client, o: &PodOptions) -> Result<()> {
         bail!("pod name {pod:?} is taken or not 1 to 8 characters from a-z 0-9");
     }
     if c.tenant(&o.tenant).await.is_err() {
-        let req =
-            TenantRequest { name: o.tenant.clone(), external_id: String::new(), labels: Default::default() };
+        let req = TenantRequest {
+            name: o.tenant.clone(),
+            external_id: String::new(),
+            labels: Default::default(),
+            isolation: Default::default(),
+        };
         let _ = c.create_tenant(&req).await;
     }
     let netns = layout.pod_netns(&pod);

@@ -8,11 +8,13 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use reqwest::Method;
+use romana_api::netpol::NetworkPolicy;
 use romana_api::policy::Policy;
 use romana_api::rest::{
-    Address, AddressRequest, BlackoutRequest, BlockList, Credentials, ErrorBody, Host, HostList, HostRequest,
-    HostRoutes, LoginRequest, NetworkInfo, RootIndex, Segment, SegmentRequest, TagsRequest, Tenant,
-    TenantRequest, TokenResponse, TopologyChangeSummary, User, UserRequest, WatchEvent,
+    Address, AddressRequest, BlackoutRequest, BlockList, Credentials, EndpointInfo, ErrorBody, Host,
+    HostList, HostRequest, HostRoutes, LabelsRequest, LoginRequest, NetworkInfo, RootIndex, Segment,
+    SegmentRequest, TagsRequest, Tenant, TenantRequest, TokenResponse, TopologyChangeSummary, User,
+    UserRequest, WatchEvent,
 };
 use romana_api::topology::TopologyRequest;
 use serde::Serialize;
@@ -229,6 +231,10 @@ impl Client {
     pub async fn tenant(&self, name: &str) -> Result<Tenant> {
         self.call(Method::GET, &format!("/tenants/{}", enc(name)), None).await
     }
+    /// Replaces a tenant's external id, labels and isolation (`PUT /tenants/{name}`).
+    pub async fn update_tenant(&self, req: &TenantRequest) -> Result<Tenant> {
+        self.call(Method::PUT, &format!("/tenants/{}", enc(&req.name)), Self::body(req)).await
+    }
     pub async fn delete_tenant(&self, name: &str) -> Result<()> {
         self.call::<serde_json::Value>(Method::DELETE, &format!("/tenants/{}", enc(name)), None)
             .await
@@ -317,6 +323,32 @@ impl Client {
     }
     pub async fn delete_policy(&self, id: &str) -> Result<Policy> {
         self.call(Method::DELETE, &format!("/policies/{}", enc(id)), None).await
+    }
+    /// Every endpoint with its labels and named ports (`GET /endpoints`).
+    pub async fn endpoint_list(&self) -> Result<Vec<EndpointInfo>> {
+        self.call(Method::GET, "/endpoints", None).await
+    }
+    pub async fn put_endpoint(&self, e: &EndpointInfo) -> Result<EndpointInfo> {
+        self.call(Method::PUT, &format!("/endpoints/{}", enc(&e.name)), Self::body(e)).await
+    }
+    pub async fn delete_endpoint(&self, name: &str) -> Result<()> {
+        self.call::<serde_json::Value>(Method::DELETE, &format!("/endpoints/{}", enc(name)), None)
+            .await
+            .map(|_| ())
+    }
+    pub async fn set_endpoint_labels(&self, name: &str, req: &LabelsRequest) -> Result<EndpointInfo> {
+        self.call(Method::PUT, &format!("/endpoints/{}/labels", enc(name)), Self::body(req)).await
+    }
+    /// Kubernetes NetworkPolicies (`GET /networkpolicies`).
+    pub async fn netpols(&self) -> Result<Vec<NetworkPolicy>> {
+        self.call(Method::GET, "/networkpolicies", None).await
+    }
+    /// Creates or replaces a NetworkPolicy given as a JSON value (YAML is parsed by the caller).
+    pub async fn apply_netpol(&self, np: &serde_json::Value) -> Result<NetworkPolicy> {
+        self.call(Method::POST, "/networkpolicies", Some(np.clone())).await
+    }
+    pub async fn delete_netpol(&self, namespace: &str, name: &str) -> Result<NetworkPolicy> {
+        self.call(Method::DELETE, &format!("/networkpolicies/{}/{}", enc(namespace), enc(name)), None).await
     }
     /// An agent's heartbeat: keeps `host` alive for the route manager's liveness TTL.
     pub async fn heartbeat(&self, host: &str) -> Result<()> {

@@ -64,6 +64,8 @@ pub struct Invocation {
     pub ifname: String,
     pub tenant: String,
     pub segment: String,
+    /// The endpoint's labels for policy selection (`ROMANA_LABELS=k=v,k2=v2` in CNI_ARGS).
+    pub labels: BTreeMap<String, String>,
     pub socket: String,
 }
 
@@ -73,7 +75,7 @@ fn fail(code: u32, msg: impl Into<String>, details: impl Into<String>) -> CniErr
 
 /// `CNI_ARGS`: `K=V;K=V`. Unknown keys are an error unless `IgnoreUnknown=1|true`.
 fn cni_args(raw: &str) -> Result<BTreeMap<String, String>, CniError> {
-    const KNOWN: [&str; 7] = [
+    const KNOWN: [&str; 8] = [
         "IgnoreUnknown",
         "K8S_POD_NAMESPACE",
         "K8S_POD_NAME",
@@ -81,6 +83,7 @@ fn cni_args(raw: &str) -> Result<BTreeMap<String, String>, CniError> {
         "K8S_POD_UID",
         "ROMANA_TENANT",
         "ROMANA_SEGMENT",
+        "ROMANA_LABELS",
     ];
     let mut out = BTreeMap::new();
     for pair in raw.split(';').filter(|p| !p.is_empty()) {
@@ -139,6 +142,7 @@ pub fn parse(env: &BTreeMap<String, String>, stdin: &[u8]) -> Result<Invocation,
         ifname: var("CNI_IFNAME").to_owned(),
         tenant: String::new(),
         segment: String::new(),
+        labels: BTreeMap::new(),
     };
     if command == Command::Version {
         return Ok(inv);
@@ -203,6 +207,22 @@ pub fn parse(env: &BTreeMap<String, String>, stdin: &[u8]) -> Result<Invocation,
         .or_else(|| args.get("ROMANA_SEGMENT").cloned())
         .or_else(|| inv.conf.segment.clone())
         .unwrap_or_default();
+    if let Some(raw) = args.get("ROMANA_LABELS") {
+        for pair in raw.split(',').filter(|p| !p.is_empty()) {
+            match pair.split_once('=') {
+                Some((k, v)) if !k.is_empty() => {
+                    inv.labels.insert(k.to_owned(), v.to_owned());
+                }
+                _ => {
+                    return Err(fail(
+                        code::INVALID_ENV,
+                        "invalid ROMANA_LABELS",
+                        format!("{pair:?} is not key=value (labels are k=v,k2=v2)"),
+                    ));
+                }
+            }
+        }
+    }
     if command == Command::Add && inv.tenant.is_empty() {
         return Err(fail(
             code::INVALID_CONFIG,

@@ -55,6 +55,7 @@ fn run(inv: &Invocation) -> Result<Option<Value>, CniError> {
         netns: inv.netns.clone(),
         tenant: inv.tenant.clone(),
         segment: inv.segment.clone(),
+        labels: inv.labels.clone(),
         ip: inv.prev_ip(),
     };
     match inv.command {

@@ -5,6 +5,7 @@
 //! kernel's table read back (`nftjson.rs`) and the smallest transaction between them
 //! (`nftplan.rs`). The evaluator is the oracle the compiler is checked against.
 
+pub mod cluster;
 pub mod eval;
 pub mod firewall;
 pub mod isolation;

@@ -74,6 +74,7 @@ async fn exercise(url: &str, c: &Client) {
             name: "red".into(),
             external_id: "proj-1".into(),
             labels: BTreeMap::new(),
+            isolation: Default::default(),
         })
         .await
         .expect("tenant");
@@ -82,6 +83,7 @@ async fn exercise(url: &str, c: &Client) {
             name: "blue".into(),
             external_id: String::new(),
             labels: BTreeMap::new(),
+            isolation: Default::default(),
         })
         .await
         .expect("tenant");
@@ -91,6 +93,7 @@ async fn exercise(url: &str, c: &Client) {
             name: "red".into(),
             external_id: String::new(),
             labels: BTreeMap::new(),
+            isolation: Default::default(),
         })
         .await;
     assert_eq!(dup.unwrap_err().status(), Some(409));
@@ -100,6 +103,7 @@ async fn exercise(url: &str, c: &Client) {
             name: "a b".into(),
             external_id: String::new(),
             labels: BTreeMap::new(),
+            isolation: Default::default(),
         })
         .await;
     assert_eq!(bad.unwrap_err().status(), Some(422));

@@ -65,6 +65,7 @@ async fn authorization_matrix_over_every_route() {
                 name: t.into(),
                 external_id: String::new(),
                 labels: Default::default(),
+                isolation: Default::default(),
             })
             .await
             .unwrap();

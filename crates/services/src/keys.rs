@@ -87,6 +87,18 @@ impl Keys {
     pub fn policy(&self, id: &str) -> String {
         format!("{}policies/{id}", self.prefix)
     }
+    pub fn endpoints(&self) -> String {
+        format!("{}endpoints/", self.prefix)
+    }
+    pub fn endpoint(&self, name: &str) -> String {
+        format!("{}endpoints/{name}", self.prefix)
+    }
+    pub fn netpols(&self) -> String {
+        format!("{}netpols/", self.prefix)
+    }
+    pub fn netpol(&self, namespace: &str, name: &str) -> String {
+        format!("{}netpols/{namespace}/{name}", self.prefix)
+    }
     pub fn liveness_prefix(&self) -> String {
         format!("{}liveness/", self.prefix)
     }

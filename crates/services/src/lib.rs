@@ -5,12 +5,14 @@
 //! Knows nothing about sockets or processes (the `romanad` binary does) or the kernel.
 
 pub mod auth;
+pub mod endpoints;
 pub mod error;
 pub mod extract;
 pub mod ipam_api;
 pub mod ipam_sync;
 pub mod keys;
 pub mod metrics;
+pub mod netpols;
 pub mod ops;
 pub mod policies;
 pub mod root;
@@ -133,13 +135,14 @@ pub fn router(state: AppState) -> Router {
         app = app.merge(tenants::routes());
     }
     if on("topology") {
-        app = app.merge(ipam_api::topology_routes()).merge(route_manager::routes());
+        app =
+            app.merge(ipam_api::topology_routes()).merge(route_manager::routes()).merge(endpoints::routes());
     }
     if on("ipam") {
         app = app.merge(ipam_api::ipam_routes());
     }
     if on("policy") {
-        app = app.merge(policies::routes());
+        app = app.merge(policies::routes()).merge(netpols::routes());
     }
     if on("watch") {
         app = app.merge(watch::routes());

@@ -346,6 +346,87 @@ pub const ROUTES: &[RouteSpec] = &[
     ),
     r("DELETE", "/policies/{id}", "policy", Access::TenantFiltered, "Delete a policy", None, "Policy", 200),
     r(
+        "GET",
+        "/networkpolicies",
+        "policy",
+        Access::TenantFiltered,
+        "Kubernetes NetworkPolicies (networking.k8s.io/v1)",
+        None,
+        "",
+        200,
+    ),
+    r(
+        "POST",
+        "/networkpolicies",
+        "policy",
+        Access::TenantBody,
+        "Create or replace a Kubernetes NetworkPolicy, JSON or YAML (Content-Type: application/yaml); 422 lists every problem",
+        None,
+        "",
+        201,
+    ),
+    r(
+        "GET",
+        "/networkpolicies/{tenant}/{name}",
+        "policy",
+        Access::TenantPath,
+        "A Kubernetes NetworkPolicy (tenant = namespace)",
+        None,
+        "",
+        200,
+    ),
+    r(
+        "DELETE",
+        "/networkpolicies/{tenant}/{name}",
+        "policy",
+        Access::TenantPath,
+        "Delete a Kubernetes NetworkPolicy",
+        None,
+        "",
+        200,
+    ),
+    r(
+        "GET",
+        "/endpoints",
+        "topology",
+        Access::Service,
+        "Endpoints with labels and named ports",
+        None,
+        "EndpointInfo",
+        200,
+    ),
+    r("GET", "/endpoints/{name}", "topology", Access::Service, "An endpoint", None, "EndpointInfo", 200),
+    r(
+        "PUT",
+        "/endpoints/{name}",
+        "topology",
+        Access::Service,
+        "Create or replace an endpoint (its address must be IPAM's for that name)",
+        Some("EndpointInfo"),
+        "EndpointInfo",
+        200,
+    ),
+    r(
+        "DELETE",
+        "/endpoints/{name}",
+        "topology",
+        Access::Service,
+        "Delete an endpoint (absent is success)",
+        None,
+        "",
+        204,
+    ),
+    r(
+        "PUT",
+        "/endpoints/{name}/labels",
+        "topology",
+        Access::Service,
+        "Replace an endpoint's labels",
+        Some("LabelsRequest"),
+        "EndpointInfo",
+        200,
+    ),
+    r(
         "POST",
         "/auth/login",
         "auth",
@@ -448,6 +529,9 @@ pub fn openapi() -> OpenApi {
         .schema_from::<rest::TokenResponse>()
         .schema_from::<rest::UserRequest>()
         .schema_from::<rest::User>()
+        .schema_from::<rest::EndpointInfo>()
+        .schema_from::<rest::EndpointPort>()
+        .schema_from::<rest::LabelsRequest>()
         .schema_from::<policy::Endpoint>()
         .schema_from::<policy::Rule>()
         .schema_from::<policy::RuleSet>()

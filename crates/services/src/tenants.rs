@@ -82,6 +82,7 @@ impl TenantStore<'_> {
                 labels: req.labels.clone(),
                 number: next as u32,
                 next_segment: 0,
+                isolation: req.isolation.clone(),
             };
             let key = state.keys.tenant(&req.name);
             let txn = Txn {
@@ -152,6 +153,7 @@ impl TenantStore<'_> {
                     name: tenant.to_owned(),
                     external_id: String::new(),
                     labels: BTreeMap::new(),
+                    isolation: Default::default(),
                 };
                 match self.create_tenant(&req).await? {
                     Some(t) => t,
@@ -196,11 +198,29 @@ async fn tenant_view(state: &AppState, t: TenantRecord) -> ApiResult<Tenant> {
         .iter()
         .map(|kv| decode::<SegmentRecord>(&kv.key, &kv.value).map(segment_view))
         .collect::<ApiResult<Vec<_>>>()?;
-    Ok(Tenant { name: t.name, external_id: t.external_id, labels: t.labels, number: t.number, segments })
+    let isolation = if t.isolation.is_empty() { "none".to_owned() } else { t.isolation };
+    Ok(Tenant {
+        name: t.name,
+        external_id: t.external_id,
+        labels: t.labels,
+        number: t.number,
+        segments,
+        isolation,
+    })
 }
 
 fn segment_view(s: SegmentRecord) -> Segment {
     Segment { name: s.name, tenant: s.tenant, external_id: s.external_id, labels: s.labels, number: s.number }
+}
+
+fn check_isolation(v: &str) -> ApiResult<()> {
+    match romana_policy::Isolation::parse(v) {
+        Some(_) => Ok(()),
+        None => Err(ApiError::invalid(
+            "invalid tenant",
+            vec![format!("isolation: {v:?} is not one of none, tenant, segment")],
+        )),
+    }
 }
 
 fn check_tenant_name(name: &str) -> ApiResult<()> {
@@ -232,6 +252,7 @@ async fn create(
     Body(req): Body<TenantRequest>,
 ) -> ApiResult<(StatusCode, axum::Json<Tenant>)> {
     check_tenant_name(&req.name)?;
+    check_isolation(&req.isolation)?;
     match tenant_store(&state).create_tenant(&req).await? {
         Some(t) => Ok((StatusCode::CREATED, axum::Json(tenant_view(&state, t).await?))),
         None => Err(ApiError::conflict(format!("tenant {} already exists", req.name))),
@@ -273,7 +294,9 @@ async fn update(
         .get_tenant(&name)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("unknown tenant {name}")))?;
-    let next = TenantRecord { external_id: req.external_id, labels: req.labels, ..t };
+    check_isolation(&req.isolation)?;
+    let next =
+        TenantRecord { external_id: req.external_id, labels: req.labels, isolation: req.isolation, ..t };
     let key = state.keys.tenant(&name);
     let r = state
         .store

@@ -2,6 +2,8 @@
 //! agent processes programming test namespaces, and the plugin called the way runtimes call it.
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod probe;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -1,0 +1,105 @@
+//! romanad's objects (tenants, Romana policies, NetworkPolicies, endpoints) as the policy core's
+//! inputs: the rule model of every policy plus the implicit isolation policies, the tenants'
+//! labels, and the endpoints with their segment as a label. Pure. A stored policy that no longer
+//! compiles is left out and reported; it never takes the others down.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+use romana_api::netpol::NetworkPolicy;
+use romana_api::policy::Policy;
+use romana_api::rest::{EndpointInfo, Tenant};
+
+use crate::eval::{Endpoint, NamedPort, World};
+use crate::isolation::{Isolation, implicit_policies};
+use crate::model::{PolicyRules, Protocol, SEGMENT_LABEL};
+use crate::{from_k8s, from_romana};
+
+/// Everything a host's firewall is compiled from.
+#[derive(Debug, Clone, Default)]
+pub struct ClusterView {
+    pub policies: Vec<PolicyRules>,
+    pub world: World,
+    pub endpoints: Vec<Endpoint>,
+    /// Policies or endpoints left out, with why.
+    pub problems: Vec<String>,
+}
+
+/// An endpoint record as the evaluator's endpoint; `None` with a problem when its address is
+/// unreadable.
+pub fn endpoint(e: &EndpointInfo) -> Result<Endpoint, String> {
+    let ip: IpAddr =
+        e.ip.parse().map_err(|_| format!("endpoint {}: address {:?} is unreadable", e.name, e.ip))?;
+    let mut labels = e.labels.clone();
+    if !e.segment.is_empty() {
+        labels.insert(SEGMENT_LABEL.to_owned(), e.segment.clone());
+    }
+    let ports = e
+        .ports
+        .iter()
+        .filter_map(|p| {
+            Protocol::parse(&p.protocol).map(|protocol| NamedPort {
+                name: p.name.clone(),
+                protocol,
+                port: p.port,
+            })
+        })
+        .collect();
+    Ok(Endpoint {
+        id: e.name.clone(),
+        tenant: e.tenant.clone(),
+        labels,
+        ip: Some(ip),
+        ports,
+        host: e.host.clone(),
+        is_host: false,
+    })
+}
+
+pub fn view(
+    tenants: &[Tenant],
+    romana: &[Policy],
+    netpols: &[NetworkPolicy],
+    endpoints: &[EndpointInfo],
+) -> ClusterView {
+    let mut v = ClusterView::default();
+    for e in endpoints {
+        match endpoint(e) {
+            Ok(ep) => v.endpoints.push(ep),
+            Err(p) => v.problems.push(p),
+        }
+    }
+    let mut modes = BTreeMap::new();
+    let mut segments: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for t in tenants {
+        v.world.tenants.insert(t.name.clone(), t.labels.clone());
+        match Isolation::parse(&t.isolation) {
+            Some(m) => {
+                modes.insert(t.name.clone(), m);
+            }
+            None => v
+                .problems
+                .push(format!("tenant {}: unknown isolation {:?}; none applied", t.name, t.isolation)),
+        }
+        segments.entry(t.name.clone()).or_default().extend(t.segments.iter().map(|s| s.name.clone()));
+    }
+    for e in endpoints.iter().filter(|e| !e.segment.is_empty()) {
+        segments.entry(e.tenant.clone()).or_default().insert(e.segment.clone());
+    }
+    for p in romana {
+        match from_romana(p) {
+            Ok(rules) => v.policies.extend(rules),
+            Err(e) => v.problems.push(format!("policy {}: {e}", p.id)),
+        }
+    }
+    for np in netpols {
+        match from_k8s(np) {
+            Ok(rules) => v.policies.push(rules),
+            Err(e) => {
+                v.problems.push(format!("networkpolicy {}/{}: {e}", np.metadata.namespace, np.metadata.name))
+            }
+        }
+    }
+    v.policies.extend(implicit_policies(&modes, &segments));
+    v
+}

@@ -1,0 +1,152 @@
+//! The endpoint registry (Topology service): one key per endpoint with its address, tenant,
+//! segment, host, labels and named ports, the facts the policy dataplane selects on. Agents
+//! write records on CNI ADD and delete them on DEL; controllers replace labels.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::{get, put};
+use axum::{Json, Router};
+use romana_api::rest::{EndpointInfo, LabelsRequest};
+use romana_store::{Compare, Op, Txn};
+
+use crate::error::{ApiError, ApiResult};
+use crate::extract::Body;
+use crate::state::AppState;
+
+fn decode(key: &str, v: &[u8]) -> ApiResult<EndpointInfo> {
+    serde_json::from_slice(v)
+        .map_err(|e| ApiError::internal(format!("stored endpoint {key} is unreadable: {e}")))
+}
+
+/// A label key or value as Kubernetes allows them, loosely: non-empty keys of at most 253
+/// characters, values of at most 63, no whitespace or control characters.
+fn label_problems(labels: &std::collections::BTreeMap<String, String>, out: &mut Vec<String>) {
+    for (k, v) in labels {
+        if k.is_empty() || k.len() > 253 || k.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            out.push(format!("labels: key {k:?} is not a label key"));
+        }
+        if v.len() > 63 || v.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            out.push(format!("labels[{k}]: value {v:?} is not a label value"));
+        }
+    }
+}
+
+fn validate(e: &EndpointInfo) -> ApiResult<()> {
+    let mut out = Vec::new();
+    if e.name.is_empty() {
+        out.push("name: must not be empty".to_owned());
+    }
+    if e.ip.parse::<std::net::IpAddr>().is_err() {
+        out.push(format!("ip: {:?} is not an IP address", e.ip));
+    }
+    if e.tenant.is_empty() {
+        out.push("tenant: must not be empty".to_owned());
+    }
+    if e.host.is_empty() {
+        out.push("host: must not be empty".to_owned());
+    }
+    label_problems(&e.labels, &mut out);
+    for (i, p) in e.ports.iter().enumerate() {
+        if romana_policy::Protocol::parse(&p.protocol).is_none() {
+            out.push(format!("ports[{i}].protocol: {:?} is not TCP, UDP or SCTP", p.protocol));
+        }
+        if p.name.is_empty() || p.port == 0 {
+            out.push(format!("ports[{i}]: needs a name and a port above 0"));
+        }
+    }
+    if out.is_empty() { Ok(()) } else { Err(ApiError::invalid("invalid endpoint", out)) }
+}
+
+async fn list(State(s): State<AppState>) -> ApiResult<Json<Vec<EndpointInfo>>> {
+    let (kvs, _) = s.store.range(&s.keys.endpoints()).await?;
+    Ok(Json(kvs.iter().map(|kv| decode(&kv.key, &kv.value)).collect::<ApiResult<_>>()?))
+}
+
+async fn show(State(s): State<AppState>, Path(name): Path<String>) -> ApiResult<Json<EndpointInfo>> {
+    let key = s.keys.endpoint(&name);
+    let kv =
+        s.store.get(&key).await?.ok_or_else(|| ApiError::not_found(format!("unknown endpoint {name}")))?;
+    Ok(Json(decode(&key, &kv.value)?))
+}
+
+/// Creates or replaces an endpoint. The address must be the one IPAM gave that name, so a
+/// record can never claim someone else's address.
+async fn replace(
+    State(s): State<AppState>,
+    Path(name): Path<String>,
+    Body(mut e): Body<EndpointInfo>,
+) -> ApiResult<Json<EndpointInfo>> {
+    if e.name.is_empty() {
+        e.name = name.clone();
+    }
+    if e.name != name {
+        return Err(ApiError::invalid(
+            "invalid endpoint",
+            vec![format!("name: {:?} does not match the path {name:?}", e.name)],
+        ));
+    }
+    validate(&e)?;
+    // One spelling of the address (IPv6 has many).
+    e.ip = e.ip.parse::<std::net::IpAddr>().map(|ip| ip.to_string()).unwrap_or_default();
+    let owned = s.ipam.read(|st| {
+        st.ipam
+            .lookup(&name)
+            .map(|a| (a.ip.to_string(), a.tenant.as_str().to_owned(), a.host.as_str().to_owned()))
+    });
+    match owned {
+        Some(got) if got == (e.ip.clone(), e.tenant.clone(), e.host.clone()) => {}
+        Some((ip, tenant, host)) => {
+            return Err(ApiError::conflict(format!(
+                "endpoint {name} is {ip} of tenant {tenant} on host {host} in IPAM, not {} of {} on {}",
+                e.ip, e.tenant, e.host
+            )));
+        }
+        None => {
+            return Err(ApiError::not_found(format!("IPAM has no address named {name}; allocate it first")));
+        }
+    }
+    let key = s.keys.endpoint(&name);
+    s.store.txn(Txn::when(vec![], vec![Op::put(&key, serde_json::to_vec(&e).expect("serializes"))])).await?;
+    Ok(Json(e))
+}
+
+async fn labels(
+    State(s): State<AppState>,
+    Path(name): Path<String>,
+    Body(req): Body<LabelsRequest>,
+) -> ApiResult<Json<EndpointInfo>> {
+    let mut problems = Vec::new();
+    label_problems(&req.labels, &mut problems);
+    if !problems.is_empty() {
+        return Err(ApiError::invalid("invalid labels", problems));
+    }
+    let key = s.keys.endpoint(&name);
+    let kv =
+        s.store.get(&key).await?.ok_or_else(|| ApiError::not_found(format!("unknown endpoint {name}")))?;
+    let mut e = decode(&key, &kv.value)?;
+    e.labels = req.labels;
+    let r = s
+        .store
+        .txn(Txn::when(
+            vec![Compare::unchanged(&key, kv.mod_revision)],
+            vec![Op::put(&key, serde_json::to_vec(&e).expect("serializes"))],
+        ))
+        .await?;
+    if !r.succeeded {
+        return Err(ApiError::conflict(format!("endpoint {name} changed meanwhile; try again")));
+    }
+    Ok(Json(e))
+}
+
+async fn remove(State(s): State<AppState>, Path(name): Path<String>) -> ApiResult<StatusCode> {
+    s.store.txn(Txn::when(vec![], vec![Op::delete(s.keys.endpoint(&name))])).await?;
+    // Deleting what is not there is success: DEL paths retry.
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/endpoints", get(list))
+        .route("/endpoints/{name}", get(show).put(replace).delete(remove))
+        .route("/endpoints/{name}/labels", put(labels))
+}
