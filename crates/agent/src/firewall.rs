@@ -15,7 +15,7 @@ use romana_api::policy::Policy;
 use romana_api::rest::{EndpointInfo, Tenant};
 use romana_client::{Client, ClientError};
 use romana_policy::firewall::{FirewallInput, compile};
-use romana_policy::nftplan::{PlanSummary, plan};
+use romana_policy::nftplan::{Observed, PlanSummary, plan};
 use romana_policy::{cluster, nftjson};
 
 use crate::metrics::Metrics;
@@ -39,8 +39,11 @@ pub struct Firewall {
     host: String,
     host_ns: Option<PathBuf>,
     inputs: Mutex<Inputs>,
-    /// One pass at a time: passes read the kernel's table, then change it.
-    pass: tokio::sync::Mutex<()>,
+    /// One pass at a time; it holds the table as last applied, so that passes between repairs
+    /// need not read the kernel. `None`: read it.
+    pass: tokio::sync::Mutex<Option<Observed>>,
+    /// Bumped by every pass that changed the table: a repair read taken before a change is stale.
+    generation: std::sync::atomic::AtomicU64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -61,7 +64,13 @@ pub enum FirewallError {
 
 impl Firewall {
     pub fn new(host: String, host_ns: Option<PathBuf>) -> Firewall {
-        Firewall { host, host_ns, inputs: Mutex::default(), pass: tokio::sync::Mutex::new(()) }
+        Firewall {
+            host,
+            host_ns,
+            inputs: Mutex::default(),
+            pass: tokio::sync::Mutex::new(None),
+            generation: Default::default(),
+        }
     }
 
     fn inputs(&self) -> std::sync::MutexGuard<'_, Inputs> {
@@ -108,9 +117,33 @@ impl Firewall {
         self.inputs().loaded
     }
 
-    /// One pass: compile, read the kernel's table, apply the difference. Returns what changed.
-    pub async fn sync(&self, metrics: &Metrics) -> Result<PlanSummary, FirewallError> {
-        let _pass = self.pass.lock().await;
+    /// One pass: compile, take the table as last applied (or read the kernel's, with `read` or
+    /// when unknown), apply the difference. Returns what changed.
+    pub async fn sync(&self, metrics: &Metrics, read: bool) -> Result<PlanSummary, FirewallError> {
+        // The kernel is read before taking the pass lock, so that a large table's listing never
+        // delays a change; a read that a change overtook is dropped.
+        let fresh = if read {
+            let generation = self.generation.load(Ordering::SeqCst);
+            let ns = self.host_ns.clone();
+            let table = tokio::task::spawn_blocking(move || {
+                romana_host::in_netns_path(ns.as_deref(), || async {
+                    Ok::<_, FirewallError>(
+                        romana_host::nft::list_table()?.map(|j| nftjson::parse(&j)).transpose()?,
+                    )
+                })
+            })
+            .await
+            .map_err(|e| FirewallError::Join(e.to_string()))??;
+            Some((generation, table?))
+        } else {
+            None
+        };
+        let mut known = self.pass.lock().await;
+        // `Some(table)`: start from it (`Some(None)`: no table); `None`: read the kernel.
+        let last: Option<Option<Observed>> = match fresh {
+            Some((g, table)) if g == self.generation.load(Ordering::SeqCst) => Some(table),
+            _ => known.take().map(Some),
+        };
         let started = Instant::now();
         let desired = {
             let mut i = self.inputs();
@@ -131,20 +164,40 @@ impl Firewall {
             })
         };
         let (rules, elements) = desired.counts();
+        let compiled = started.elapsed();
         let ns = self.host_ns.clone();
         let r = tokio::task::spawn_blocking(move || {
             romana_host::in_netns_path(ns.as_deref(), move || async move {
-                let observed = romana_host::nft::list_table()?.map(|j| nftjson::parse(&j)).transpose()?;
+                let t = Instant::now();
+                let observed = match last {
+                    Some(o) => o,
+                    None => romana_host::nft::list_table()?.map(|j| nftjson::parse(&j)).transpose()?,
+                };
+                let read = t.elapsed();
                 let p = plan(observed.as_ref(), &desired);
+                let t = Instant::now();
                 if !p.is_empty() {
                     romana_host::nft::apply(&p.script)?;
                 }
-                Ok::<_, FirewallError>(p.summary)
+                let after = Some(Observed::of(&desired));
+                tracing::debug!(
+                    compile_ms = compiled.as_secs_f64() * 1e3,
+                    read_ms = read.as_secs_f64() * 1e3,
+                    apply_ms = t.elapsed().as_secs_f64() * 1e3,
+                    "firewall pass"
+                );
+                Ok::<_, FirewallError>((p.summary, after))
             })
         })
         .await
         .map_err(|e| FirewallError::Join(e.to_string()))?;
-        let r = r.map_err(FirewallError::from).and_then(|x| x);
+        let r = r.map_err(FirewallError::from).and_then(|x| x).map(|(summary, after)| {
+            *known = after;
+            if summary != PlanSummary::default() {
+                self.generation.fetch_add(1, Ordering::SeqCst);
+            }
+            summary
+        });
         Metrics::inc(&metrics.firewall_syncs);
         metrics.firewall_sync_micros.fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
         match &r {
@@ -217,10 +270,12 @@ pub async fn run(fw: Arc<Firewall>, shared: Arc<crate::local::Shared>, repair: D
     let mut full = Instant::now();
     let m = &shared.metrics;
     loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = wake.notified() => {}
-        }
+        // The repair tick reads the kernel's table; a change on the watch works from the table
+        // as last applied.
+        let read = tokio::select! {
+            _ = tick.tick() => true,
+            _ = wake.notified() => false,
+        };
         // Endpoints come incrementally on the watch; read whole at start and once a minute.
         let endpoints = !fw.is_loaded() || full.elapsed() > Duration::from_secs(60);
         if refetch.swap(false, Ordering::Relaxed) || endpoints {
@@ -234,7 +289,10 @@ pub async fn run(fw: Arc<Firewall>, shared: Arc<crate::local::Shared>, repair: D
             }
         }
         let was_dirty = fw.is_dirty();
-        match fw.sync(m).await {
+        if !was_dirty && !read {
+            continue;
+        }
+        match fw.sync(m, read).await {
             Ok(s) if s != PlanSummary::default() => {
                 if !was_dirty {
                     Metrics::inc(&m.firewall_repairs);

@@ -249,7 +249,7 @@ async fn enforce(
             .map_err(|e| Fail::new(code::TRY_AGAIN_LATER, "policies are not loaded yet", e.to_string()))?;
     }
     fw.upsert(info);
-    if let Err(e) = fw.sync(&s.metrics).await {
+    if let Err(e) = fw.sync(&s.metrics, false).await {
         forget(s, client, name).await;
         return Err(Fail::new(
             code::TRY_AGAIN_LATER,
@@ -267,7 +267,7 @@ async fn forget(s: &Arc<Shared>, client: &Client, name: &str) {
         tracing::warn!(endpoint = %name, error = %e, "could not delete the endpoint record");
     }
     fw.remove(name);
-    if let Err(e) = fw.sync(&s.metrics).await {
+    if let Err(e) = fw.sync(&s.metrics, false).await {
         tracing::warn!(endpoint = %name, error = %e, "firewall pass after removing an endpoint failed");
     }
 }

@@ -222,12 +222,13 @@ fn tenant_rows(t: &[romana_api::rest::Tenant]) -> Vec<Vec<String>> {
                 t.external_id.clone(),
                 kv(&t.labels),
                 t.segments.iter().map(|s| format!("{}({})", s.name, s.number)).collect::<Vec<_>>().join(","),
+                t.isolation.clone(),
             ]
         })
         .collect()
 }
 
-const TENANT_HEADER: &[&str] = &["TENANT", "NUMBER", "EXTERNAL ID", "LABELS", "SEGMENTS"];
+const TENANT_HEADER: &[&str] = &["TENANT", "NUMBER", "EXTERNAL ID", "LABELS", "SEGMENTS", "ISOLATION"];
 
 pub async fn tenant_list(c: &Client, f: Format) -> Result<()> {
     let t = c.tenants().await?;
@@ -240,16 +241,158 @@ pub async fn tenant_create(
     name: &str,
     external_id: &str,
     labels: &[String],
+    isolation: &str,
 ) -> Result<()> {
     let t = c
         .create_tenant(&TenantRequest {
             name: name.into(),
             external_id: external_id.into(),
             labels: parse_kv(labels)?,
-            isolation: Default::default(),
+            isolation: isolation.into(),
         })
         .await?;
     show(f, &t, TENANT_HEADER, |t| tenant_rows(std::slice::from_ref(t)))
+}
+
+pub async fn tenant_isolate(c: &Client, f: Format, name: &str, mode: &str) -> Result<()> {
+    let cur = c.tenant(name).await?;
+    let t = c
+        .update_tenant(&TenantRequest {
+            name: cur.name,
+            external_id: cur.external_id,
+            labels: cur.labels,
+            isolation: mode.into(),
+        })
+        .await?;
+    show(f, &t, TENANT_HEADER, |t| tenant_rows(std::slice::from_ref(t)))
+}
+
+const ENDPOINT_HEADER: &[&str] = &["ENDPOINT", "ADDRESS", "TENANT", "SEGMENT", "HOST", "LABELS"];
+
+fn endpoint_rows(e: &[romana_api::rest::EndpointInfo]) -> Vec<Vec<String>> {
+    e.iter()
+        .map(|e| {
+            vec![
+                e.name.clone(),
+                e.ip.clone(),
+                e.tenant.clone(),
+                e.segment.clone(),
+                e.host.clone(),
+                kv(&e.labels),
+            ]
+        })
+        .collect()
+}
+
+pub async fn endpoint_list(c: &Client, f: Format) -> Result<()> {
+    let e = c.endpoint_list().await?;
+    show(f, &e, ENDPOINT_HEADER, |e| endpoint_rows(e))
+}
+
+pub async fn endpoint_label(c: &Client, f: Format, name: &str, labels: &[String]) -> Result<()> {
+    let req = romana_api::rest::LabelsRequest { labels: parse_kv(labels)? };
+    let e = c.set_endpoint_labels(name, &req).await?;
+    show(f, &e, ENDPOINT_HEADER, |e| endpoint_rows(std::slice::from_ref(e)))
+}
+
+/// Every document of a YAML stream or a JSON file, with `List`s (kind `List` or
+/// `NetworkPolicyList`) and Romana's `{"securitypolicies": [...]}` opened into their items.
+fn policy_documents(path: &Path) -> Result<Vec<serde_json::Value>> {
+    let text = read(path)?;
+    let docs: Vec<serde_json::Value> = match serde_json::from_str(&text) {
+        Ok(v) => vec![v],
+        Err(json_err) => serde_saphyr::from_multiple(&text)
+            .with_context(|| format!("{} is neither JSON ({json_err}) nor YAML", path.display()))?,
+    };
+    let mut out = Vec::new();
+    for d in docs {
+        match d {
+            serde_json::Value::Null => {}
+            serde_json::Value::Array(a) => out.extend(a),
+            serde_json::Value::Object(mut m) if m.get("items").is_some_and(|v| v.is_array()) => {
+                if let Some(serde_json::Value::Array(a)) = m.remove("items") {
+                    out.extend(a);
+                }
+            }
+            serde_json::Value::Object(mut m) if m.contains_key("securitypolicies") => {
+                match m.remove("securitypolicies") {
+                    Some(serde_json::Value::Array(a)) => out.extend(a),
+                    _ => bail!("securitypolicies must be a list"),
+                }
+            }
+            one => out.push(one),
+        }
+    }
+    Ok(out)
+}
+
+fn is_k8s(doc: &serde_json::Value) -> bool {
+    doc.get("kind").and_then(|k| k.as_str()) == Some("NetworkPolicy")
+        || doc.get("apiVersion").and_then(|v| v.as_str()).is_some_and(|v| v.starts_with("networking.k8s.io"))
+}
+
+/// `romana policy apply -f`: each policy is sent on its own; a refused one prints every problem
+/// romanad listed and the command fails at the end, after the others were applied.
+pub async fn policy_apply(c: &Client, f: Format, file: &Path) -> Result<()> {
+    let docs = policy_documents(file)?;
+    if docs.is_empty() {
+        bail!("{} holds no policy", file.display());
+    }
+    let mut applied: Vec<Vec<String>> = Vec::new();
+    let mut failed = 0;
+    for d in &docs {
+        let (kind, r) = if is_k8s(d) {
+            let name = format!(
+                "{}/{}",
+                d["metadata"]["namespace"].as_str().unwrap_or("?"),
+                d["metadata"]["name"].as_str().unwrap_or("?")
+            );
+            ("NetworkPolicy", c.apply_netpol(d).await.map(|_| name))
+        } else {
+            ("Policy", c.add_policy(d).await.map(|p| if p.id.is_empty() { p.name } else { p.id }))
+        };
+        match r {
+            Ok(name) => applied.push(vec![kind.to_owned(), name, "applied".to_owned()]),
+            Err(e) => {
+                failed += 1;
+                eprintln!(
+                    "romana: {kind} {}: {e}",
+                    d["metadata"]["name"].as_str().or(d["name"].as_str()).unwrap_or("?")
+                );
+                if let romana_client::ClientError::Api { body, .. } = &e {
+                    for problem in &body.details {
+                        eprintln!("  - {problem}");
+                    }
+                }
+            }
+        }
+    }
+    show(f, &applied, &["KIND", "NAME", "RESULT"], |rows| rows.clone())?;
+    if failed > 0 {
+        bail!("{failed} of {} policies were refused", docs.len());
+    }
+    Ok(())
+}
+
+pub async fn netpol_list(c: &Client, f: Format) -> Result<()> {
+    let list = c.netpols().await?;
+    show(f, &list, &["NAMESPACE", "NAME", "POD SELECTOR", "TYPES"], |l| {
+        l.iter()
+            .map(|np| {
+                vec![
+                    np.metadata.namespace.clone(),
+                    np.metadata.name.clone(),
+                    kv(&np.spec.pod_selector.match_labels),
+                    np.spec.policy_types.as_ref().map(|t| t.join(",")).unwrap_or_else(|| "(default)".into()),
+                ]
+            })
+            .collect()
+    })
+}
+
+pub async fn netpol_delete(c: &Client, namespace: &str, name: &str) -> Result<()> {
+    c.delete_netpol(namespace, name).await?;
+    Ok(())
 }
 
 pub async fn tenant_show(c: &Client, f: Format, name: &str) -> Result<()> {

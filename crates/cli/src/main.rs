@@ -115,6 +115,11 @@ enum Command {
         command: BlackoutCommand,
     },
     /// Romana policies.
+    /// Endpoints (pods, VMs) as policies see them.
+    Endpoint {
+        #[command(subcommand)]
+        command: EndpointCommand,
+    },
     Policy {
         #[command(subcommand)]
         command: PolicyCommand,
@@ -183,6 +188,9 @@ enum TenantCommand {
         external_id: String,
         #[arg(long = "label")]
         labels: Vec<String>,
+        /// Default isolation: none (Kubernetes behaviour), tenant, or segment.
+        #[arg(long, default_value = "none")]
+        isolation: String,
     },
     Show {
         name: String,
@@ -190,6 +198,20 @@ enum TenantCommand {
     Delete {
         name: String,
     },
+    /// Set a tenant's default isolation: none, tenant (ingress only from the tenant and the
+    /// endpoint's host) or segment (only from the same tenant and segment, and the host).
+    Isolate {
+        name: String,
+        mode: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum EndpointCommand {
+    /// Endpoints with their address, tenant, segment, host and labels.
+    List,
+    /// Replace an endpoint's labels (KEY=VALUE ...), as a Kubernetes controller does.
+    Label { name: String, labels: Vec<String> },
 }
 
 #[derive(Subcommand, Debug)]
@@ -260,6 +282,20 @@ enum PolicyCommand {
     },
     Remove {
         id: String,
+    },
+    /// Create or replace policies from YAML (several documents allowed) or JSON: Kubernetes
+    /// NetworkPolicies (also in a List), or Romana policies. Every problem of a refused policy is
+    /// listed; the others still apply.
+    Apply {
+        #[arg(short = 'f', long = "filename")]
+        file: PathBuf,
+    },
+    /// Kubernetes NetworkPolicies.
+    K8sList,
+    /// Delete a Kubernetes NetworkPolicy.
+    K8sDelete {
+        namespace: String,
+        name: String,
     },
 }
 
@@ -483,11 +519,16 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
         },
         Command::Tenant { command } => match command {
             TenantCommand::List => x::tenant_list(&c, f).await?,
-            TenantCommand::Create { name, external_id, labels } => {
-                x::tenant_create(&c, f, &name, &external_id, &labels).await?
+            TenantCommand::Create { name, external_id, labels, isolation } => {
+                x::tenant_create(&c, f, &name, &external_id, &labels, &isolation).await?
             }
             TenantCommand::Show { name } => x::tenant_show(&c, f, &name).await?,
             TenantCommand::Delete { name } => x::tenant_delete(&c, &name).await?,
+            TenantCommand::Isolate { name, mode } => x::tenant_isolate(&c, f, &name, &mode).await?,
+        },
+        Command::Endpoint { command } => match command {
+            EndpointCommand::List => x::endpoint_list(&c, f).await?,
+            EndpointCommand::Label { name, labels } => x::endpoint_label(&c, f, &name, &labels).await?,
         },
         Command::Segment { command } => match command {
             SegmentCommand::List { tenant } => x::segment_list(&c, f, &tenant).await?,
@@ -527,6 +568,9 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             PolicyCommand::Add { file } => x::policy_add(&c, f, &file).await?,
             PolicyCommand::Show { id } => x::policy_show(&c, f, &id).await?,
             PolicyCommand::Remove { id } => x::policy_remove(&c, &id).await?,
+            PolicyCommand::Apply { file } => x::policy_apply(&c, f, &file).await?,
+            PolicyCommand::K8sList => x::netpol_list(&c, f).await?,
+            PolicyCommand::K8sDelete { namespace, name } => x::netpol_delete(&c, &namespace, &name).await?,
         },
         Command::Routes { host } => x::routes(&c, f, &host).await?,
         Command::User {

@@ -111,6 +111,38 @@ async fn commands_against_romanad() {
         Some(1)
     );
 
+    // Kubernetes NetworkPolicies and a Romana policy in one YAML stream; one bad policy is
+    // refused with every problem listed, the others apply.
+    let np = dir.join("netpols.yaml");
+    std::fs::write(
+        &np,
+        "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: web, namespace: red}\nspec:\n  podSelector: {matchLabels: {app: web}}\n  ingress:\n  - from: [{podSelector: {}}]\n    ports: [{protocol: TCP, port: 80}]\n---\napiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: bad, namespace: red}\nspec:\n  podSelector: {matchExpressions: [{key: app, operator: Near}]}\n  ingress:\n  - ports: [{protocol: ICMP, port: 80}]\n---\nid: db\napplied_to: [{tenant: red, segment: db}]\ningress: [{peers: [{peer: local}], rules: [{protocol: tcp, ports: [5432]}]}]\n",
+    )
+    .expect("write");
+    let o = romana(&url, &["policy", "apply", "-f", np.to_str().expect("path")]).await;
+    assert_eq!(o.code, 1, "one policy refused: {}{}", o.stdout, o.stderr);
+    assert!(
+        o.stderr.contains("NetworkPolicy bad") && o.stderr.contains("Near") && o.stderr.contains("ICMP"),
+        "every problem of the bad policy is listed: {}",
+        o.stderr
+    );
+    assert!(o.stdout.contains("red/web") && o.stdout.contains("db"), "{}", o.stdout);
+    let o = romana(&url, &["policy", "k8s-list", "-o", "json"]).await;
+    let list: serde_json::Value = serde_json::from_str(&o.stdout).expect("json");
+    assert_eq!(list.as_array().map(Vec::len), Some(1), "only the good NetworkPolicy is stored: {list}");
+    ok(&romana(&url, &["policy", "k8s-delete", "red", "web"]).await, "k8s-delete");
+    let o = romana(&url, &["policy", "k8s-delete", "red", "web"]).await;
+    assert!(o.code == 1 && o.stderr.contains("unknown network policy red/web"), "{}", o.stderr);
+    // Tenant isolation modes: set, shown, and a wrong one refused by name.
+    let o = romana(&url, &["tenant", "isolate", "red", "segment", "-o", "json"]).await;
+    assert!(o.code == 0 && o.stdout.contains("\"isolation\": \"segment\""), "{}{}", o.stdout, o.stderr);
+    let o = romana(&url, &["tenant", "isolate", "red", "walls"]).await;
+    assert!(
+        o.code == 1 && o.stderr.contains("isolation: \"walls\" is not one of none, tenant, segment"),
+        "{}",
+        o.stderr
+    );
+
     let o = romana(&url, &["host", "show", "nope"]).await;
     assert_eq!(o.code, 1);
     assert!(o.stderr.contains("unknown host nope (404)"), "{}", o.stderr);

@@ -10,33 +10,9 @@
 mod common;
 
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
-use common::{agent, cni, conf, ping, wait_for};
+use common::{agent, cni, conf, iperf, ping, wait_for};
 use romana_tests_support::{HostPair, Netns, TempDir};
-use serde_json::Value;
-
-/// One iperf3 run from `client` to `server_ip` (server started in `server`): Gbit/s.
-fn iperf(server: &str, client: &str, server_ip: &str, secs: u32) -> f64 {
-    let mut srv = Command::new("ip")
-        .args(["netns", "exec", server, "iperf3", "-s", "-1", "-B", server_ip])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("iperf3 server");
-    std::thread::sleep(Duration::from_millis(300));
-    let out = Command::new("ip")
-        .args(["netns", "exec", client, "iperf3", "-J", "-t", &secs.to_string(), "-c", server_ip])
-        .output()
-        .expect("iperf3 client");
-    let _ = srv.kill();
-    let _ = srv.wait();
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-    let bps = v["end"]["sum_received"]["bits_per_second"].as_f64();
-    bps.unwrap_or_else(|| {
-        panic!("iperf3 {client} -> {server_ip} failed: {}", String::from_utf8_lossy(&out.stdout))
-    }) / 1e9
-}
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);

@@ -46,7 +46,8 @@ pub fn list_table() -> Result<Option<String>, NftError> {
     Err(NftError::Failed { what: "list table inet romana".into(), stderr })
 }
 
-/// Applies `script` as one transaction: the kernel takes all of it or none.
+/// Applies `script` as one transaction: the kernel takes all of it or none. (No `--echo`: it
+/// makes nft read the whole table first, 100 ms at 30,000 elements.)
 pub fn apply(script: &str) -> Result<(), NftError> {
     let mut child = nft()
         .args(["-f", "-"])

@@ -32,6 +32,15 @@ fn apply(ns: &Netns, script: String) {
     in_netns(&ns.0, move || async move { nft::apply(&script) }).unwrap().unwrap();
 }
 
+/// Applies the plan from what the kernel holds to `want`, and checks that the table the agent
+/// would keep (`Observed::of`, instead of reading back) is exactly what the kernel reports.
+fn apply_plan(ns: &Netns, want: &Ruleset) -> romana_policy::nftplan::PlanSummary {
+    let p = plan(observe(ns).as_ref(), want);
+    apply(ns, p.script.clone());
+    assert_eq!(Observed::of(want), observe(ns).unwrap(), "the applied table differs from the kernel's");
+    p.summary
+}
+
 /// `nft ARGS` inside the namespace, as a foreign process would run it.
 fn foreign(ns: &Netns, args: &str) {
     let out = Command::new("ip")
@@ -106,39 +115,48 @@ fn tables_load_read_back_and_change_incrementally() {
     eps[0].ports.push(romana_policy::NamedPort { name: "http".into(), protocol: Protocol::Tcp, port: 8080 });
     eps.push(pod("w6", "fd00::1", "web", "h0"));
     let first = table(&eps, &[policy("p1", "client")]);
-    apply(&ns, plan(None, &first).script);
+    assert!(apply_plan(&ns, &first).replace_table);
     converged(&ns, &first);
 
-    // An endpoint arrives and a policy is added: no table replacement, no base chain rewritten.
+    // An endpoint arrives and a policy is added: no table replacement; p2's chains and its bucket
+    // chains are new, and only the two dispatch chains (one jump per bucket) are rewritten.
     eps.push(pod("c2", "10.0.0.3", "client", "h2"));
     let second = table(&eps, &[policy("p1", "client"), policy("p2", "other")]);
-    let p = plan(observe(&ns).as_ref(), &second);
-    assert!(!p.summary.replace_table && p.summary.chains_rewritten == 0, "{:?}", p.summary);
-    apply(&ns, p.script);
+    let s = apply_plan(&ns, &second);
+    assert!(!s.replace_table && s.chains_added == 4 && s.chains_rewritten <= 2, "{s:?}");
     converged(&ns, &second);
 
-    // A foreign process deletes one of our rules and one element: the next plan puts them back.
+    // A foreign process deletes one of our rules and one element, and adds a rule to one of our
+    // chains: the next plan rewrites those two chains and puts the element back.
     let obs = observe(&ns).unwrap();
     let chain = obs.chains.keys().find(|c| c.starts_with("p-p1") && c.ends_with("-in")).unwrap().clone();
-    let handle = obs.chains[&chain].rules[0].handle;
+    let out = Command::new("ip")
+        .args(["netns", "exec", &ns.0, "nft", "-a", "list", "chain", "inet", "romana", &chain])
+        .output()
+        .unwrap();
+    let listing = String::from_utf8_lossy(&out.stdout).into_owned();
+    // The first "# handle" is the chain's own; the next one is its first rule's.
+    let handle = listing
+        .lines()
+        .filter_map(|l| l.rsplit_once("# handle "))
+        .map(|(_, h)| h.trim().to_owned())
+        .nth(1)
+        .unwrap();
     foreign(&ns, &format!("delete rule inet romana {chain} handle {handle}"));
     foreign(&ns, "delete element inet romana local-4 { 10.0.0.1 }");
     foreign(&ns, "add rule inet romana ingress-policies accept");
     let p = plan(observe(&ns).as_ref(), &second);
-    assert_eq!(
-        (p.summary.rules_added, p.summary.elements_added, p.summary.rules_deleted),
-        (1, 1, 1),
-        "{}",
-        p.script
-    );
-    apply(&ns, p.script);
+    assert_eq!((p.summary.chains_rewritten, p.summary.elements_added), (2, 1), "{}", p.script);
+    apply_plan(&ns, &second);
     converged(&ns, &second);
+    // A base chain emptied is rewritten too.
+    foreign(&ns, "flush chain inet romana fwd-ingress");
+    assert_eq!(apply_plan(&ns, &second).chains_rewritten, 1);
 
-    // Back to the first table: p2's two chains and its sets go, nothing else is rewritten.
+    // Back to the first table: p2's two chains, its buckets and its sets go.
     eps.pop();
-    let p = plan(observe(&ns).as_ref(), &first);
-    assert!(p.summary.chains_deleted == 2 && !p.summary.replace_table, "{:?}", p.summary);
-    apply(&ns, p.script);
+    let s = apply_plan(&ns, &first);
+    assert!(s.chains_deleted == 4 && !s.replace_table, "{s:?}");
     converged(&ns, &first);
 
     let out = Command::new("ip")

@@ -54,15 +54,21 @@ pub fn endpoints_peer_matches(
     endpoints: Option<&Selector>,
     other: &Endpoint,
 ) -> bool {
-    let tenant_ok = match tenants {
-        None => other.tenant == policy_tenant,
-        Some(sel) => world.tenants.get(&other.tenant).is_some_and(|l| {
+    tenant_matches(world, policy_tenant, tenants, &other.tenant)
+        && endpoints.is_none_or(|sel| sel.matches(&other.labels))
+}
+
+/// The tenant half of `endpoints_peer_matches`: the policy's own tenant without a tenant
+/// selector, else a known tenant whose labels (plus `romana.io/tenant`) match it.
+pub fn tenant_matches(world: &World, policy_tenant: &str, tenants: Option<&Selector>, tenant: &str) -> bool {
+    match tenants {
+        None => tenant == policy_tenant,
+        Some(sel) => world.tenants.get(tenant).is_some_and(|l| {
             let mut l = l.clone();
-            l.insert(TENANT_LABEL.into(), other.tenant.clone());
+            l.insert(TENANT_LABEL.into(), tenant.to_owned());
             sel.matches(&l)
         }),
-    };
-    tenant_ok && endpoints.is_none_or(|sel| sel.matches(&other.labels))
+    }
 }
 
 fn peer_matches(

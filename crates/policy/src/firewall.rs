@@ -7,21 +7,24 @@
 //!   what comes from (to) an isolated local endpoint. Policy `accept` is final only for its base
 //!   chain, so a connection between two local endpoints passes both the egress and the ingress
 //!   check, as Kubernetes requires. No base chain drops anything but an isolated endpoint's traffic.
-//! - `egress-policies` / `ingress-policies`: one jump per policy and family, guarded by the
-//!   policy's target set.
+//! - `egress-policies` / `ingress-policies`: a jump to each non-empty bucket chain
+//!   (`egress-bNN` / `ingress-bNN`, 64 per direction); a bucket holds one jump per policy and
+//!   family, guarded by the policy's target set. Policies fall in buckets by a hash of their id.
 //! - `p-<id>-eg` / `p-<id>-in`: the policy's rules, accepts only.
 //! - Sets: targets per policy (local endpoints), isolated endpoints per direction, endpoint
 //!   selector memberships (cluster-wide), named ports (address . port), this host's endpoints.
 //!
-//! So an endpoint or label change is a set-element change; a policy change adds or removes its own
-//! chains, sets and its two jumps.
+//! So an endpoint or label change is a set-element change; a policy change adds, rewrites or
+//! removes its own chains and sets and rewrites its bucket (a few dozen rules at 1,000 policies).
+//! No change needs a rule handle: every chain that differs is flushed and refilled in the same
+//! transaction, which is what keeps `nft` from reading the whole table back first.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use romana_model::{Cidr, Family};
 
-use crate::eval::{Endpoint, World, endpoints_peer_matches, selects};
-use crate::model::{Peer, PolicyRules, Port, PortRule, Protocol, Rule, Selector};
+use crate::eval::{Endpoint, World, selects, tenant_matches};
+use crate::model::{Operator, Peer, PolicyRules, Port, PortRule, Protocol, Rule, Selector};
 use crate::ruleset::{Chain, Dir, Element, Hook, Line, Match, Ruleset, Set, SetType, Verdict, fnv1a};
 
 /// What one host's firewall is compiled from.
@@ -36,6 +39,9 @@ pub struct FirewallInput<'a> {
 }
 
 const FAMILIES: [Family; 2] = [Family::V4, Family::V6];
+
+/// Bucket chains per direction that policies' jumps are spread over.
+pub const BUCKETS: u64 = 64;
 
 fn fam_suffix(f: Family) -> &'static str {
     match f {
@@ -61,6 +67,11 @@ pub fn policy_base(id: &str) -> String {
 
 struct Compiler<'a> {
     input: FirewallInput<'a>,
+    /// This host's endpoints, found once: every policy's targets are among them.
+    local: Vec<&'a Endpoint>,
+    /// Endpoints (indices) by label key and value, so that a selector with an `In` requirement
+    /// looks only at the endpoints that can match it.
+    by_label: BTreeMap<(&'a str, &'a str), Vec<usize>>,
     rs: Ruleset,
 }
 
@@ -72,11 +83,7 @@ struct PeerKey {
     endpoints: Option<Selector>,
 }
 
-impl Compiler<'_> {
-    fn local(&self) -> impl Iterator<Item = &Endpoint> {
-        self.input.endpoints.iter().filter(|e| !e.is_host && e.ip.is_some() && e.host == self.input.host)
-    }
-
+impl<'a> Compiler<'a> {
     /// Declares (once) the pair of address sets `name-4`/`name-6` holding `members`' addresses.
     fn addr_sets<'e>(&mut self, name: &str, members: impl Iterator<Item = &'e Endpoint>) {
         for f in FAMILIES {
@@ -97,24 +104,47 @@ impl Compiler<'_> {
         let name = format!("sel-{:016x}", fnv1a(format!("{key:?}").as_bytes()));
         if !self.rs.sets.contains_key(&format!("{name}-4")) {
             let world = self.input.world;
-            let members: Vec<&Endpoint> = self
-                .input
-                .endpoints
-                .iter()
-                .filter(|e| {
-                    !e.is_host
-                        && endpoints_peer_matches(
-                            world,
-                            key.own_tenant.as_deref().unwrap_or(""),
-                            key.tenants.as_ref(),
-                            key.endpoints.as_ref(),
-                            e,
-                        )
-                })
-                .collect();
+            let own = key.own_tenant.as_deref().unwrap_or("");
+            // Tenants are few: decide each once, then only endpoint labels per endpoint.
+            let mut tenant_ok: BTreeMap<&str, bool> = BTreeMap::new();
+            let mut members: Vec<&Endpoint> = Vec::new();
+            let all = self.input.endpoints;
+            for i in self.candidates(key.endpoints.as_ref()) {
+                let e = &all[i];
+                if e.is_host {
+                    continue;
+                }
+                let ok = *tenant_ok
+                    .entry(e.tenant.as_str())
+                    .or_insert_with(|| tenant_matches(world, own, key.tenants.as_ref(), &e.tenant));
+                if ok && key.endpoints.as_ref().is_none_or(|s| s.matches(&e.labels)) {
+                    members.push(e);
+                }
+            }
             self.addr_sets(&name, members.into_iter());
         }
         name
+    }
+
+    /// Indices of the endpoints that may match `sel`: those carrying a value of its first `In`
+    /// requirement, or all of them.
+    fn candidates(&self, sel: Option<&Selector>) -> Vec<usize> {
+        let first_in = sel.and_then(|s| s.requirements.iter().find(|r| r.op == Operator::In));
+        match first_in {
+            Some(r) => {
+                let mut v: Vec<usize> = r
+                    .values
+                    .iter()
+                    .flat_map(|val| {
+                        self.by_label.get(&(r.key.as_str(), val.as_str())).into_iter().flatten().copied()
+                    })
+                    .collect();
+                v.sort_unstable();
+                v.dedup();
+                v
+            }
+            None => (0..self.input.endpoints.len()).collect(),
+        }
     }
 
     fn named_port_set(&mut self, port: &str, protocol: Protocol, f: Family) -> String {
@@ -220,8 +250,8 @@ impl Compiler<'_> {
 
     fn policy(&mut self, p: &PolicyRules) {
         let base = policy_base(&p.id);
-        let targets: Vec<Endpoint> = self.local().filter(|e| selects(p, e)).cloned().collect();
-        self.addr_sets(&format!("{base}-t"), targets.iter());
+        let targets: Vec<&'a Endpoint> = self.local.iter().copied().filter(|e| selects(p, e)).collect();
+        self.addr_sets(&format!("{base}-t"), targets.iter().copied());
         for (rules, suffix, dispatch, target_dir, peer_dir) in [
             (&p.ingress, "in", "ingress-policies", Dir::Dst, Dir::Src),
             (&p.egress, "eg", "egress-policies", Dir::Src, Dir::Dst),
@@ -233,8 +263,15 @@ impl Compiler<'_> {
             let lines = lines.into_iter().filter(|l| seen.insert(l.clone())).collect();
             self.rs.chains.insert(chain.clone(), Chain { base: None, lines });
             let iso = format!("{}-isolated", &dispatch[..dispatch.len() - "-policies".len()]);
-            self.addr_sets(&iso, targets.iter());
-            let d = self.rs.chains.get_mut(dispatch).expect("dispatch chains exist");
+            self.addr_sets(&iso, targets.iter().copied());
+            // The policy's jumps go into one of a fixed number of bucket chains (by a hash of its
+            // id), so adding or removing a policy rewrites a small bucket, never a long chain.
+            let bucket = format!(
+                "{}-b{:02}",
+                &dispatch[..dispatch.len() - "-policies".len()],
+                fnv1a(p.id.as_bytes()) % BUCKETS
+            );
+            let d = self.rs.chains.entry(bucket).or_insert_with(|| Chain { base: None, lines: vec![] });
             for f in FAMILIES {
                 let set = format!("{base}-t-{}", fam_suffix(f));
                 d.lines.push(Line {
@@ -261,15 +298,23 @@ fn base_chain(hook: Hook, prio: i32, direction: &str, dir: Dir) -> Chain {
 
 /// The host's whole ruleset.
 pub fn compile(input: FirewallInput<'_>) -> Ruleset {
-    let mut c = Compiler { input, rs: Ruleset::default() };
+    let local =
+        input.endpoints.iter().filter(|e| !e.is_host && e.ip.is_some() && e.host == input.host).collect();
+    let mut by_label: BTreeMap<(&str, &str), Vec<usize>> = BTreeMap::new();
+    for (i, e) in input.endpoints.iter().enumerate() {
+        for (k, v) in &e.labels {
+            by_label.entry((k.as_str(), v.as_str())).or_default().push(i);
+        }
+    }
+    let mut c = Compiler { input, local, by_label, rs: Ruleset::default() };
     c.rs.chains.insert("fwd-egress".into(), base_chain(Hook::Forward, 0, "egress", Dir::Src));
     c.rs.chains.insert("fwd-ingress".into(), base_chain(Hook::Forward, 1, "ingress", Dir::Dst));
     c.rs.chains.insert("in-egress".into(), base_chain(Hook::Input, 0, "egress", Dir::Src));
     c.rs.chains.insert("out-ingress".into(), base_chain(Hook::Output, 0, "ingress", Dir::Dst));
     c.rs.chains.insert("egress-policies".into(), Chain { base: None, lines: vec![] });
     c.rs.chains.insert("ingress-policies".into(), Chain { base: None, lines: vec![] });
-    let local: Vec<Endpoint> = c.local().cloned().collect();
-    c.addr_sets("local", local.iter());
+    let local = c.local.clone();
+    c.addr_sets("local", local.into_iter());
     c.addr_sets("egress-isolated", std::iter::empty());
     c.addr_sets("ingress-isolated", std::iter::empty());
     // Policies in id order: the output does not depend on the order policies were listed in.
@@ -277,6 +322,12 @@ pub fn compile(input: FirewallInput<'_>) -> Ruleset {
     policies.sort_by(|a, b| a.id.cmp(&b.id));
     for p in policies {
         c.policy(p);
+    }
+    for direction in ["egress", "ingress"] {
+        let buckets: Vec<String> =
+            c.rs.chains.keys().filter(|k| k.starts_with(&format!("{direction}-b"))).cloned().collect();
+        let d = c.rs.chains.get_mut(&format!("{direction}-policies")).expect("inserted above");
+        d.lines = buckets.into_iter().map(|b| Line { matches: vec![], verdict: Verdict::Jump(b) }).collect();
     }
     c.rs
 }

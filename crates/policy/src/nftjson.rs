@@ -1,5 +1,5 @@
 //! Reads `nft -j list table inet romana` into an `Observed` table: our sets with their elements,
-//! our chains with each rule's key (its comment) and handle. Pure parsing; anything we would not
+//! our chains with each rule's key (its comment). Pure parsing; anything we would not
 //! have written (a set of another type, an element we cannot read) is reported so the plan
 //! replaces it.
 
@@ -9,7 +9,7 @@ use std::net::IpAddr;
 use romana_model::Family;
 use serde_json::Value;
 
-use crate::nftplan::{Observed, ObservedChain, ObservedRule};
+use crate::nftplan::{Observed, ObservedChain};
 use crate::ruleset::{Element, Hook, Set, SetType};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,7 +70,7 @@ pub fn parse(text: &str) -> Result<Observed, JsonError> {
         .and_then(Value::as_array)
         .ok_or_else(|| JsonError("no \"nftables\" array".into()))?;
     let mut obs = Observed::default();
-    let mut rules: Vec<(String, ObservedRule)> = Vec::new();
+    let mut rules: Vec<(String, String)> = Vec::new();
     for item in items {
         if let Some(s) = item.get("set") {
             let name = s.get("name").and_then(Value::as_str).unwrap_or_default().to_owned();
@@ -105,12 +105,8 @@ pub fn parse(text: &str) -> Result<Observed, JsonError> {
             obs.chains.insert(name, ObservedChain { base, rules: vec![] });
         } else if let Some(r) = item.get("rule") {
             let chain = r.get("chain").and_then(Value::as_str).unwrap_or_default().to_owned();
-            let handle = r
-                .get("handle")
-                .and_then(Value::as_u64)
-                .ok_or_else(|| JsonError("rule without handle".into()))?;
             let key = r.get("comment").and_then(Value::as_str).unwrap_or_default().to_owned();
-            rules.push((chain, ObservedRule { key, handle }));
+            rules.push((chain, key));
         }
     }
     for (chain, rule) in rules {

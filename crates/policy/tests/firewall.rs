@@ -339,27 +339,46 @@ fn an_endpoint_or_label_change_is_a_set_element_change() {
     assert_eq!((s.elements_added, s.elements_deleted), (0, 2), "{s:?}");
 }
 
+/// The chains a transaction creates or rewrites.
+fn touched(script: &str) -> BTreeSet<String> {
+    script
+        .lines()
+        .filter_map(|l| {
+            l.strip_prefix("flush chain inet romana ").or_else(|| l.strip_prefix("add chain inet romana "))
+        })
+        .map(|c| c.split_whitespace().next().unwrap().to_owned())
+        .collect()
+}
+
 #[test]
 fn a_policy_change_touches_only_its_own_chains() {
     let eps = vec![pod("w1", "10.0.0.1", "web", "h0"), pod("c1", "10.0.0.2", "client", "h1")];
-    let many: Vec<PolicyRules> = (0..50).map(|i| web_policy(&format!("p{i}"), "client")).collect();
+    let many: Vec<PolicyRules> = (0..200).map(|i| web_policy(&format!("p{i}"), "client")).collect();
     let before = table(&world_with(eps.clone(), many.clone()));
     let mut plus = many.clone();
     plus.push(web_policy("new", "other"));
     let after = table(&world_with(eps.clone(), plus));
-    let s = check_plan(&before, &after);
-    // Its chain with its rule (one line per family), its two jumps; its target sets and the
-    // selector set it uses (one per family); w1 into its targets.
-    assert_eq!((s.chains_added, s.rules_added, s.rules_deleted, s.chains_rewritten), (1, 4, 0, 0), "{s:?}");
-    assert_eq!((s.sets_added, s.elements_added), (4, 1), "{s:?}");
-    assert!(!s.replace_table);
-    // Removing it again deletes exactly that.
-    let s = check_plan(&after, &before);
-    assert_eq!(
-        (s.chains_deleted, s.rules_deleted, s.sets_deleted, s.chains_rewritten),
-        (1, 2, 4, 0),
-        "{s:?}"
-    );
+    let p = plan(Some(&Observed::of(&before)), &after);
+    assert!(plan(Some(&Observed::of(&after)), &after).is_empty(), "a converged table needs no transaction");
+    let base = romana_policy::firewall::policy_base("new");
+    let bucket =
+        format!("ingress-b{:02}", romana_policy::ruleset::fnv1a(b"new") % romana_policy::firewall::BUCKETS);
+    let allowed: BTreeSet<String> =
+        [format!("{base}-in"), bucket.clone(), "ingress-policies".to_owned()].into();
+    let t = touched(&p.script);
+    assert!(t.is_subset(&allowed) && t.contains(&format!("{base}-in")), "touched {t:?}\n{}", p.script);
+    // Its target sets and the selector set it uses (one per family); w1 into its targets.
+    assert_eq!((p.summary.sets_added, p.summary.elements_added), (4, 1), "{:?}", p.summary);
+    // The bucket it shares holds a few of the 200 policies' jumps, not all of them.
+    let bucket_rules = after.chains[&bucket].lines.len();
+    assert!(bucket_rules < 40, "bucket {bucket} has {bucket_rules} rules");
+    assert!(p.summary.rules_added <= 2 + bucket_rules + 64, "{:?}", p.summary);
+    assert!(!p.summary.replace_table);
+    // Removing it again deletes exactly its chain and sets.
+    let p = plan(Some(&Observed::of(&after)), &before);
+    assert!(touched(&p.script).is_subset(&allowed), "{}", p.script);
+    assert_eq!((p.summary.sets_deleted, p.summary.elements_deleted), (4, 0), "{:?}", p.summary);
+    assert!(p.script.contains(&format!("delete chain inet romana {base}-in")), "{}", p.script);
 }
 
 #[test]
@@ -373,18 +392,13 @@ fn what_a_foreign_process_deletes_is_put_back() {
     tampered.sets.get_mut("local-4").unwrap().elements.clear();
     tampered.chains.get_mut("fwd-ingress").unwrap().rules.pop();
     let p = plan(Some(&tampered), &want);
-    assert_eq!((p.summary.rules_added, p.summary.elements_added, p.summary.chains_rewritten), (2 + 4, 1, 1));
-    assert!(p.script.contains("flush chain inet romana fwd-ingress"), "{}", p.script);
-    // A rule that is not ours (no key) in one of our chains is removed by handle.
+    assert_eq!((p.summary.rules_added, p.summary.elements_added, p.summary.chains_rewritten), (2 + 4, 1, 2));
+    assert_eq!(touched(&p.script), [chain, "fwd-ingress".to_owned()].into(), "{}", p.script);
+    // A rule that is not ours (no key) in one of our chains: that chain is rewritten.
     let mut foreign = Observed::of(&want);
-    foreign
-        .chains
-        .get_mut("ingress-policies")
-        .unwrap()
-        .rules
-        .push(romana_policy::nftplan::ObservedRule { key: String::new(), handle: 999 });
+    foreign.chains.get_mut("ingress-policies").unwrap().rules.push(String::new());
     let p = plan(Some(&foreign), &want);
-    assert_eq!(p.script, "delete rule inet romana ingress-policies handle 999\n");
+    assert_eq!(touched(&p.script), ["ingress-policies".to_owned()].into(), "{}", p.script);
     // No table at all: one transaction creates it whole.
     let p = plan(None, &want);
     assert!(

@@ -17,7 +17,14 @@ use axum::{Extension, Json};
 use romana_auth::Principal;
 
 fn validated(mut p: Policy) -> ApiResult<Policy> {
-    let problems = p.normalize();
+    let mut problems = p.normalize();
+    if p.id.starts_with(romana_policy::isolation::IMPLICIT_PREFIX) {
+        problems.push(format!(
+            "id: {:?} uses the prefix {} kept for tenant isolation",
+            p.id,
+            romana_policy::isolation::IMPLICIT_PREFIX
+        ));
+    }
     if problems.is_empty() { Ok(p) } else { Err(ApiError::invalid("invalid policy", problems)) }
 }
 

@@ -156,3 +156,25 @@ pub fn agent_metric(socket: &Path, name: &str) -> f64 {
         .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
         .unwrap_or_else(|| panic!("{name} missing from /metrics:\n{body}"))
 }
+
+/// One iperf3 run from `client` to `server_ip` (server started in `server`): Gbit/s.
+pub fn iperf(server: &str, client: &str, server_ip: &str, secs: u32) -> f64 {
+    let mut srv = Command::new("ip")
+        .args(["netns", "exec", server, "iperf3", "-s", "-1", "-B", server_ip])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("iperf3 server");
+    std::thread::sleep(Duration::from_millis(300));
+    let out = Command::new("ip")
+        .args(["netns", "exec", client, "iperf3", "-J", "-t", &secs.to_string(), "-c", server_ip])
+        .output()
+        .expect("iperf3 client");
+    let _ = srv.kill();
+    let _ = srv.wait();
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    let bps = v["end"]["sum_received"]["bits_per_second"].as_f64();
+    bps.unwrap_or_else(|| {
+        panic!("iperf3 {client} -> {server_ip} failed: {}", String::from_utf8_lossy(&out.stdout))
+    }) / 1e9
+}

@@ -1,0 +1,265 @@
+//! Policy dataplane at scale, on one host namespace (`rmq-*`) with a real agent, romanad in this
+//! process, and a synthetic cluster loaded through the API: 1,000 Kubernetes NetworkPolicies and
+//! 10,000 endpoints over 100 hosts and 10 tenants (`-- --quick`: 200 and 2,000).
+//! Measures, each against its baseline in the same run:
+//! - policy write -> enforcement, by probing: a deny policy on a pod is written, then a client pod
+//!   connects every few ms until it is refused; the policy is deleted, until it connects again;
+//! - CNI ADD of a new pod with that cluster loaded, against an empty cluster;
+//! - the table's rules and set elements;
+//! - TCP throughput (iperf3) between two pods with the sets loaded against an empty table.
+//!
+//! `cargo build --release -p romana-agent && cargo bench -p romana-cni --bench policy`
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{agent, agent_metric, cni, conf, iperf, probe, wait_for};
+use romana_api::rest::{AddressRequest, Credentials, EndpointInfo, HostRequest, TenantRequest};
+use romana_client::Client;
+use romana_tests_support::{Netns, TempDir};
+use serde_json::json;
+
+fn pct(v: &[f64], p: f64) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    v[((v.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn netns_path(ns: &Netns) -> String {
+    format!("/run/netns/{}", ns.0)
+}
+
+/// From inside `from` (a namespace path): connects to `to:80` every 2 ms until the outcome is
+/// `open`; returns when it was first seen, measured from `start`.
+fn until(from: String, to: IpAddr, open: bool, start: Instant) -> Duration {
+    std::thread::spawn(move || {
+        let f = std::fs::File::open(&from).expect("pod namespace");
+        nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+        loop {
+            let ok = TcpStream::connect_timeout(&SocketAddr::new(to, 80), Duration::from_millis(5)).is_ok();
+            if ok == open {
+                return start.elapsed();
+            }
+            assert!(start.elapsed() < Duration::from_secs(30), "no change within 30 s");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    })
+    .join()
+    .expect("probe thread")
+}
+
+async fn add_pod(ns: &Netns, cid: &str, sock: &std::path::Path, labels: &str) -> (IpAddr, f64) {
+    let args = format!("IgnoreUnknown=1;K8S_POD_NAMESPACE=bench;ROMANA_LABELS={labels}");
+    let t = Instant::now();
+    let (rc, r) = cni("ADD", cid, &netns_path(ns), &conf("1.0.0", sock), &args);
+    let ms = t.elapsed().as_secs_f64() * 1e3;
+    assert_eq!(rc, 0, "ADD {cid}: {r}");
+    let ip =
+        r["ips"][0]["address"].as_str().expect("address").split('/').next().expect("ip").parse().expect("ip");
+    (ip, ms)
+}
+
+/// Loads the synthetic cluster: hosts, tenants, `endpoints` allocations with records, `policies`
+/// NetworkPolicies. Requests run 16 at a time.
+async fn load(c: &Arc<Client>, endpoints: usize, policies: usize) {
+    for h in 0..100 {
+        let req = HostRequest {
+            name: format!("s{h}"),
+            ip: format!("198.18.0.{}", h + 1),
+            agent_port: None,
+            tags: Default::default(),
+            k8s_info: None,
+        };
+        c.add_host(&req).await.expect("host");
+    }
+    for k in 0..10u32 {
+        let labels = [("tier".to_owned(), if k.is_multiple_of(2) { "a" } else { "b" }.to_owned())].into();
+        c.create_tenant(&TenantRequest {
+            name: format!("ns{k}"),
+            external_id: String::new(),
+            labels,
+            isolation: String::new(),
+        })
+        .await
+        .expect("tenant");
+    }
+    let mut tasks = tokio::task::JoinSet::new();
+    for chunk in (0..endpoints).collect::<Vec<_>>().chunks(endpoints.div_ceil(16)) {
+        let (c, chunk) = (c.clone(), chunk.to_vec());
+        tasks.spawn(async move {
+            for i in chunk {
+                let (name, host, tenant) =
+                    (format!("bench:{i}"), format!("s{}", i % 100), format!("ns{}", i % 10));
+                let req = AddressRequest {
+                    name: name.clone(),
+                    host: host.clone(),
+                    tenant: tenant.clone(),
+                    segment: String::new(),
+                    ip: None,
+                };
+                let a = c.allocate(&req, None).await.expect("allocate");
+                let labels = [
+                    ("app".to_owned(), format!("app{}", i % 100)),
+                    ("role".to_owned(), format!("r{}", i % 7)),
+                ]
+                .into();
+                let e = EndpointInfo {
+                    name,
+                    ip: a.ip,
+                    tenant,
+                    segment: String::new(),
+                    host,
+                    labels,
+                    ports: vec![],
+                };
+                c.put_endpoint(&e).await.expect("endpoint");
+            }
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        r.expect("loader");
+    }
+    for j in 0..policies {
+        let mut from = json!({"podSelector": {"matchLabels": {"role": format!("r{}", j % 7)}}});
+        if j.is_multiple_of(3) {
+            from["namespaceSelector"] = json!({"matchLabels": {"tier": "a"}});
+        }
+        let np = json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+            "metadata": {"name": format!("p{j}"), "namespace": format!("ns{}", j % 10)},
+            "spec": {"podSelector": {"matchLabels": {"app": format!("app{}", j % 100)}},
+                     "ingress": [{"from": [from], "ports": [{"port": 80 + (j % 50)}]}]}});
+        c.apply_netpol(&np).await.expect("policy");
+    }
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let (n_policies, n_endpoints, samples, admits) =
+        if quick { (200, 2_000, 5, 5) } else { (1_000, 10_000, 30, 20) };
+    let pid = std::process::id();
+    let Some(host) = Netns::new(&format!("rmq-{pid}-h")) else {
+        println!("SKIP: cannot create network namespaces (needs root and iproute2)");
+        return;
+    };
+    host.ip("link set lo up");
+    let dir = TempDir::new("policy-bench");
+    let creds = common::romanad(dir.path()).await;
+    let admin = Arc::new(
+        Client::from_credentials(
+            &serde_json::from_str::<Credentials>(&std::fs::read_to_string(&creds).expect("creds"))
+                .expect("creds"),
+        )
+        .await
+        .expect("login"),
+    );
+    admin
+        .create_tenant(&TenantRequest {
+            name: "bench".into(),
+            external_id: String::new(),
+            labels: Default::default(),
+            isolation: String::new(),
+        })
+        .await
+        .expect("tenant");
+    let sock = dir.path().join("h.sock");
+    // The release agent: `cargo bench` builds this binary in release, the agent must be too.
+    let _agent = agent(&creds, "hq", "192.168.77.1", &host.0, &sock, &dir.path().join("agent.log"));
+    wait_for("agent ready", 30, || cni("STATUS", "", "", &conf("1.1.0", &sock), "").0 == 0).await;
+
+    let srv = Netns::new(&format!("rmq-{pid}-srv")).expect("pod");
+    let cli = Netns::new(&format!("rmq-{pid}-cli")).expect("pod");
+    let (srv_ip, _) = add_pod(&srv, "srv", &sock, "app=bench-srv").await;
+    let (_, _) = add_pod(&cli, "cli", &sock, "role=bench-cli").await;
+    probe::serve(&netns_path(&srv));
+    until(netns_path(&cli), srv_ip, true, Instant::now());
+
+    // Baselines on an empty cluster: ADD latency and throughput.
+    let pods: Vec<Netns> =
+        (0..admits * 2).map(|i| Netns::new(&format!("rmq-{pid}-a{i}")).expect("pod")).collect();
+    let mut empty_add = Vec::new();
+    for (i, ns) in pods[..admits].iter().enumerate() {
+        empty_add.push(add_pod(ns, &format!("a{i}"), &sock, "app=admit").await.1);
+    }
+    let secs = if quick { 2 } else { 3 };
+    let srv_s = srv.0.clone();
+    let cli_s = cli.0.clone();
+    let ip_s = srv_ip.to_string();
+    let tput_empty: Vec<f64> = (0..3).map(|_| iperf(&srv_s, &cli_s, &ip_s, secs)).collect();
+
+    let t = Instant::now();
+    load(&admin, n_endpoints, n_policies).await;
+    let loaded_in = t.elapsed();
+    // The pods' own policy: srv admits the client on 80 (and iperf3's 5201), so it is a target.
+    let srv_policy = |from: &str| {
+        json!({"metadata": {"name": "srv", "namespace": "bench"},
+            "spec": {"podSelector": {"matchLabels": {"app": "bench-srv"}},
+                     "ingress": [{"from": [{"podSelector": {"matchLabels": {"role": from}}}], "ports": [{"port": 80}, {"port": 5201}]}]}})
+    };
+    admin.apply_netpol(&srv_policy("bench-cli")).await.expect("srv policy");
+    wait_for("the agent has the loaded cluster", 120, || {
+        agent_metric(&sock, "romana_agent_firewall_elements") >= n_endpoints as f64
+    })
+    .await;
+    let rules = agent_metric(&sock, "romana_agent_firewall_rules");
+    let elements = agent_metric(&sock, "romana_agent_firewall_elements");
+
+    // Write -> enforcement: one write each way. srv's policy is updated to admit another role
+    // (the client is refused from then on), then back (admitted again).
+    let (mut closing, mut opening) = (Vec::new(), Vec::new());
+    for _ in 0..samples {
+        let start = Instant::now();
+        admin.apply_netpol(&srv_policy("nobody")).await.expect("update");
+        closing.push(until(netns_path(&cli), srv_ip, false, start).as_secs_f64() * 1e3);
+        let start = Instant::now();
+        admin.apply_netpol(&srv_policy("bench-cli")).await.expect("update");
+        opening.push(until(netns_path(&cli), srv_ip, true, start).as_secs_f64() * 1e3);
+    }
+
+    // ADD with the cluster loaded.
+    let mut loaded_add = Vec::new();
+    for (i, ns) in pods[admits..].iter().enumerate() {
+        loaded_add.push(add_pod(ns, &format!("b{i}"), &sock, "app=admit").await.1);
+    }
+    let tput_loaded: Vec<f64> = (0..3).map(|_| iperf(&srv_s, &cli_s, &ip_s, secs)).collect();
+    let syncs = agent_metric(&sock, "romana_agent_firewall_syncs_total");
+    let sync_s = agent_metric(&sock, "romana_agent_firewall_sync_seconds_sum");
+
+    println!(
+        "policy dataplane: {n_policies} NetworkPolicies, {n_endpoints} endpoints on 100 hosts (loaded in {:.1} s)",
+        loaded_in.as_secs_f64()
+    );
+    println!("  table on this host: {rules} rules, {elements} set elements");
+    println!(
+        "  policy write -> enforced (refuse, probed): p50 {:.1} ms, p99 {:.1} ms; -> admitted again: p50 {:.1} ms, p99 {:.1} ms ({samples} samples)",
+        pct(&closing, 0.5),
+        pct(&closing, 0.99),
+        pct(&opening, 0.5),
+        pct(&opening, 0.99)
+    );
+    println!(
+        "  CNI ADD: loaded p50 {:.1} ms p99 {:.1} ms vs empty cluster p50 {:.1} ms p99 {:.1} ms (ratio p50 {:.2})",
+        pct(&loaded_add, 0.5),
+        pct(&loaded_add, 0.99),
+        pct(&empty_add, 0.5),
+        pct(&empty_add, 0.99),
+        pct(&loaded_add, 0.5) / pct(&empty_add, 0.5)
+    );
+    println!(
+        "  throughput pod->pod (iperf3 {secs} s x 3, median): sets loaded {:.2} Gbit/s vs empty table {:.2} Gbit/s (ratio {:.3})",
+        pct(&tput_loaded, 0.5),
+        pct(&tput_empty, 0.5),
+        pct(&tput_loaded, 0.5) / pct(&tput_empty, 0.5)
+    );
+    println!("  agent firewall passes: {syncs}, mean {:.1} ms", sync_s * 1e3 / syncs.max(1.0));
+    // The agent's log outlives the run for a closer look (RUST_LOG=romana_agent=debug shows
+    // each pass's compile, read and apply times).
+    let kept = std::env::temp_dir().join("romana-policy-bench-agent.log");
+    if std::fs::copy(dir.path().join("agent.log"), &kept).is_ok() {
+        println!("  agent log: {}", kept.display());
+    }
+}

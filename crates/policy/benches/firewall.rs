@@ -1,0 +1,178 @@
+//! Firewall compiler benchmark: a synthetic cluster (10 tenants, 100 hosts, endpoints with app
+//! and role labels, Kubernetes-style policies selecting by app and admitting by role and tenant
+//! labels) compiled for one host at growing scale. Reports compile time, the table's rules and
+//! set elements, and what one more endpoint or one more policy changes (the transaction), against
+//! what a set-less compiler (one rule per allowed peer address, iptables-style) would hold.
+//! Run with `cargo bench -p romana-policy --bench firewall` (`-- --quick` for the small scales).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::hint::black_box;
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::{Duration, Instant};
+
+use romana_policy::eval::{Endpoint, NamedPort, World, endpoints_peer_matches, selects};
+use romana_policy::firewall::{FirewallInput, compile};
+use romana_policy::nftplan::{Observed, plan};
+use romana_policy::{Operator, Peer, PolicyRules, Port, PortRule, Protocol, Requirement, Rule, Selector};
+
+fn sel(key: &str, v: &str) -> Selector {
+    Selector {
+        requirements: vec![Requirement {
+            key: key.into(),
+            op: Operator::In,
+            values: BTreeSet::from([v.to_owned()]),
+        }],
+    }
+}
+
+fn endpoint(i: usize) -> Endpoint {
+    Endpoint {
+        id: format!("e{i}"),
+        tenant: format!("ns{}", i % 10),
+        labels: BTreeMap::from([
+            ("app".to_owned(), format!("app{}", i % 100)),
+            ("role".to_owned(), format!("r{}", i % 7)),
+        ]),
+        ip: Some(IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + i as u32 + 1))),
+        ports: if i.is_multiple_of(2) {
+            vec![NamedPort { name: "http".into(), protocol: Protocol::Tcp, port: 8080 }]
+        } else {
+            vec![]
+        },
+        host: format!("h{}", i % 100),
+        is_host: false,
+    }
+}
+
+fn policy(j: usize) -> PolicyRules {
+    let tenants = (j.is_multiple_of(3)).then(|| sel("tier", "a"));
+    let port = if j.is_multiple_of(5) {
+        Port::Named("http".into())
+    } else {
+        Port::Range(80 + (j % 50) as u16, 80 + (j % 50) as u16)
+    };
+    PolicyRules {
+        id: format!("k8s:ns{}/p{j}", j % 10),
+        tenant: format!("ns{}", j % 10),
+        target: sel("app", &format!("app{}", j % 100)),
+        ingress: Some(vec![Rule {
+            peers: Some(vec![Peer::Endpoints {
+                tenants,
+                endpoints: Some(sel("role", &format!("r{}", j % 7))),
+            }]),
+            ports: Some(vec![PortRule { protocol: Protocol::Tcp, port: Some(port) }]),
+        }]),
+        egress: (j.is_multiple_of(10)).then(|| {
+            vec![Rule {
+                peers: Some(vec![Peer::Endpoints {
+                    tenants: None,
+                    endpoints: Some(sel("role", &format!("r{}", (j + 1) % 7))),
+                }]),
+                ports: Some(vec![PortRule { protocol: Protocol::Udp, port: Some(Port::Range(53, 53)) }]),
+            }]
+        }),
+    }
+}
+
+fn world() -> World {
+    World {
+        tenants: (0..10u32)
+            .map(|k| {
+                (
+                    format!("ns{k}"),
+                    BTreeMap::from([(
+                        "tier".to_owned(),
+                        if k.is_multiple_of(2) { "a" } else { "b" }.to_owned(),
+                    )]),
+                )
+            })
+            .collect(),
+    }
+}
+
+/// Rules a set-less compiler needs on `host`: per policy and local target, one rule per peer
+/// address the rule admits (per port), the way per-endpoint iptables rules grow.
+fn setless_rules(policies: &[PolicyRules], w: &World, eps: &[Endpoint], host: &str) -> usize {
+    let mut n = 0;
+    for p in policies {
+        let targets = eps.iter().filter(|e| e.host == host && selects(p, e)).count();
+        for r in p.ingress.iter().chain(&p.egress).flatten() {
+            let peers: usize = r
+                .peers
+                .iter()
+                .flatten()
+                .map(|peer| match peer {
+                    Peer::Endpoints { tenants, endpoints } => eps
+                        .iter()
+                        .filter(|e| {
+                            endpoints_peer_matches(w, &p.tenant, tenants.as_ref(), endpoints.as_ref(), e)
+                        })
+                        .count(),
+                    _ => 1,
+                })
+                .sum();
+            n += targets * peers * r.ports.as_ref().map_or(1, Vec::len);
+        }
+        n += targets; // the isolation drop
+    }
+    n
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn main() {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let scales: &[(usize, usize)] = if quick {
+        &[(100, 1_000), (1_000, 10_000)]
+    } else {
+        &[(100, 1_000), (300, 3_000), (1_000, 10_000), (3_000, 30_000)]
+    };
+    let w = world();
+    println!("firewall compiler, host h0 of 100 (synthetic cluster: 10 tenants, Kubernetes-style policies)");
+    println!(
+        "{:>8} {:>9} {:>11} {:>7} {:>9} {:>13} {:>9} {:>22} {:>22}",
+        "policies",
+        "endpoints",
+        "compile ms",
+        "rules",
+        "elements",
+        "set-less rules",
+        "ratio",
+        "+1 endpoint (el/rules)",
+        "+1 policy (rules/sets)"
+    );
+    for &(np, ne) in scales {
+        let eps: Vec<Endpoint> = (0..ne).map(endpoint).collect();
+        let pols: Vec<PolicyRules> = (0..np).map(policy).collect();
+        let input = FirewallInput { host: "h0", policies: &pols, world: &w, endpoints: &eps };
+        let times: Vec<Duration> = (0..if quick { 3 } else { 5 })
+            .map(|_| {
+                let t = Instant::now();
+                black_box(compile(black_box(input)));
+                t.elapsed()
+            })
+            .collect();
+        let base = compile(input);
+        let (rules, elements) = base.counts();
+        let setless = setless_rules(&pols, &w, &eps, "h0");
+        // One more endpoint on h0, selected by some policies and admitted by others.
+        let mut more = eps.clone();
+        more.push(Endpoint { id: "new".into(), host: "h0".into(), ..endpoint(ne) });
+        let after = compile(FirewallInput { endpoints: &more, ..input });
+        let pe = plan(Some(&Observed::of(&base)), &after).summary;
+        let mut pols2 = pols.clone();
+        pols2.push(PolicyRules { id: "k8s:ns0/extra".into(), ..policy(np) });
+        let after = compile(FirewallInput { policies: &pols2, ..input });
+        let pp = plan(Some(&Observed::of(&base)), &after).summary;
+        println!(
+            "{np:>8} {ne:>9} {:>11.1} {rules:>7} {elements:>9} {setless:>13} {:>9.3} {:>22} {:>22}",
+            median(times).as_secs_f64() * 1e3,
+            rules as f64 / setless.max(1) as f64,
+            format!("+{} / +{}", pe.elements_added, pe.rules_added),
+            format!("+{} / +{}", pp.rules_added, pp.sets_added),
+        );
+    }
+}
