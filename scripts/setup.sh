@@ -4,7 +4,8 @@
 set -euo pipefail
 
 # System packages the project uses. Later parts of the project add theirs here.
-# iputils-ping, iperf3: probes in tests and benchmarks. containernetworking-plugins: the reference
+# nftables: the policy dataplane (the agent runs nft). iputils-ping, iperf3: probes in tests and
+# benchmarks. containernetworking-plugins: the reference
 # plugins (the CNI latency baseline). containerd, podman, runc, catatonit, busybox-static: the real
 # CNI callers in tests (runc, because crun cannot run on this machine's hybrid cgroups).
 PACKAGES=(ca-certificates gcc pkg-config etcd-server protobuf-compiler iproute2 nftables iputils-ping iperf3

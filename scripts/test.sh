@@ -14,12 +14,14 @@ cargo test --workspace --locked 2>&1 | tee "$log"
 cargo bench --locked -p romana-ipam --bench alloc -- --quick
 cargo bench --locked -p romana-ipam --bench routes -- --quick
 cargo bench --locked -p romana-host --bench program -- --quick
+cargo bench --locked -p romana-policy --bench firewall -- --quick
 cargo bench --locked -p romana-agent --bench rss -- --quick
 # The CNI benchmarks run the release agent next to the plugin.
 cargo build --locked --release -p romana-agent
 cargo bench --locked -p romana-cni --bench add -- --quick
 cargo bench --locked -p romana-cni --bench throughput -- --quick
 cargo bench --locked -p romana-cni --bench propagation -- --quick
+cargo bench --locked -p romana-cni --bench policy -- --quick
 cargo bench --locked -p romanad --bench rest -- --quick
 cargo bench --locked -p romana-auth --bench verify -- --quick
 

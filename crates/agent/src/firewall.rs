@@ -12,26 +12,84 @@ use std::time::{Duration, Instant};
 
 use romana_api::netpol::NetworkPolicy;
 use romana_api::policy::Policy;
-use romana_api::rest::{EndpointInfo, Tenant};
+use romana_api::rest::{EndpointInfo, Tenant, WatchEvent};
 use romana_client::{Client, ClientError};
-use romana_policy::firewall::{FirewallInput, compile};
+use romana_policy::firewall::{CompileCache, FirewallInput, compile_cached};
 use romana_policy::nftplan::{Observed, PlanSummary, plan};
-use romana_policy::{cluster, nftjson};
+use romana_policy::{Endpoint, PolicyRules, cluster, nftjson};
 
 use crate::metrics::Metrics;
 
-/// What the table is compiled from, as romanad last told us.
+/// What the table is compiled from, as romanad last told us, kept in the policy core's terms so
+/// that a pass converts nothing it converted before.
 #[derive(Debug, Default)]
 struct Inputs {
     tenants: Vec<Tenant>,
-    romana: Vec<Policy>,
-    netpols: Vec<NetworkPolicy>,
-    endpoints: BTreeMap<String, EndpointInfo>,
+    /// Romana policies by id, and NetworkPolicies by `namespace/name`, as rules.
+    romana: BTreeMap<String, Vec<PolicyRules>>,
+    netpols: BTreeMap<String, PolicyRules>,
+    endpoints: BTreeMap<String, Endpoint>,
+    /// `endpoints` as the slice the compiler takes; rebuilt only after an endpoint changed.
+    endpoint_list: Option<Arc<Vec<Endpoint>>>,
     /// Inputs changed since the last successful sync.
     dirty: bool,
+    /// Changes whenever tenants change or everything was re-read: the compile cache's validity.
+    stamp: u64,
+    /// Endpoint changes (old, new) since the last pass, which the compile cache takes in place.
+    pending: Vec<(Option<Endpoint>, Option<Endpoint>)>,
     /// Everything was read from romanad at least once. Until then no pass runs: a restarted
     /// agent must not replace the table in force with one compiled from nothing.
     loaded: bool,
+}
+
+fn netpol_key(np: &NetworkPolicy) -> String {
+    format!("{}/{}", np.metadata.namespace, np.metadata.name)
+}
+
+impl Inputs {
+    fn changed(&mut self, old: Option<Endpoint>, new: Option<Endpoint>) {
+        self.endpoint_list = None;
+        self.dirty = true;
+        // Past a few thousand changes (a resync) starting the cache over is cheaper.
+        if self.pending.len() < 2_000 {
+            self.pending.push((old, new));
+        } else {
+            self.pending.clear();
+            self.stamp += 1;
+        }
+    }
+
+    fn set_romana(&mut self, p: &Policy) {
+        match cluster::romana_rules(p) {
+            Ok(r) => self.romana.insert(p.id.clone(), r),
+            Err(e) => {
+                tracing::warn!(problem = %e, "left out of the firewall");
+                self.romana.remove(&p.id)
+            }
+        };
+    }
+
+    fn set_netpol(&mut self, np: &NetworkPolicy) {
+        match cluster::netpol_rules(np) {
+            Ok(r) => self.netpols.insert(netpol_key(np), r),
+            Err(e) => {
+                tracing::warn!(problem = %e, "left out of the firewall");
+                self.netpols.remove(&netpol_key(np))
+            }
+        };
+    }
+
+    fn set_endpoint(&mut self, e: &EndpointInfo) {
+        match cluster::endpoint(e) {
+            Ok(ep) => {
+                if self.endpoints.get(&e.name) != Some(&ep) {
+                    let old = self.endpoints.insert(e.name.clone(), ep.clone());
+                    self.changed(old, Some(ep));
+                }
+            }
+            Err(p) => tracing::warn!(problem = %p, "left out of the firewall"),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -39,11 +97,20 @@ pub struct Firewall {
     host: String,
     host_ns: Option<PathBuf>,
     inputs: Mutex<Inputs>,
-    /// One pass at a time; it holds the table as last applied, so that passes between repairs
-    /// need not read the kernel. `None`: read it.
-    pass: tokio::sync::Mutex<Option<Observed>>,
+    /// One pass at a time; it holds the table as last applied (so that passes between repairs
+    /// need not read the kernel) and the compile cache.
+    pass: tokio::sync::Mutex<PassState>,
     /// Bumped by every pass that changed the table: a repair read taken before a change is stale.
     generation: std::sync::atomic::AtomicU64,
+    /// How long the last repair read of the kernel's table took (it paces the next one).
+    last_read_micros: std::sync::atomic::AtomicU64,
+}
+
+#[derive(Debug, Default)]
+struct PassState {
+    /// The table as last applied; `None`: unknown, read the kernel.
+    known: Option<Observed>,
+    cache: CompileCache,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -68,8 +135,9 @@ impl Firewall {
             host,
             host_ns,
             inputs: Mutex::default(),
-            pass: tokio::sync::Mutex::new(None),
+            pass: tokio::sync::Mutex::new(PassState::default()),
             generation: Default::default(),
+            last_read_micros: Default::default(),
         }
     }
 
@@ -77,35 +145,100 @@ impl Firewall {
         self.inputs.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Reads tenants and policies (and, with `endpoints`, every endpoint) from romanad.
+    /// Reads tenants, policies and NetworkPolicies (and, with `endpoints`, every endpoint) from
+    /// romanad, replacing what was known.
     pub async fn refresh(&self, client: &Client, endpoints: bool) -> Result<(), FirewallError> {
         let (tenants, romana, netpols) =
             tokio::try_join!(client.tenants(), client.policies(), client.netpols())?;
         let eps = if endpoints { Some(client.endpoint_list().await?) } else { None };
         let mut i = self.inputs();
-        i.tenants = tenants;
-        i.romana = romana;
-        i.netpols = netpols;
+        if i.tenants != tenants {
+            i.tenants = tenants;
+            i.stamp += 1;
+        }
+        i.romana.clear();
+        i.netpols.clear();
+        romana.iter().for_each(|p| i.set_romana(p));
+        netpols.iter().for_each(|np| i.set_netpol(np));
         if let Some(eps) = eps {
-            i.endpoints = eps.into_iter().map(|e| (e.name.clone(), e)).collect();
+            // As changes against what is known, so that a periodic re-read that finds nothing
+            // new costs nothing.
+            let names: std::collections::BTreeSet<&str> = eps.iter().map(|e| e.name.as_str()).collect();
+            let gone: Vec<String> =
+                i.endpoints.keys().filter(|k| !names.contains(k.as_str())).cloned().collect();
+            for name in gone {
+                if let Some(old) = i.endpoints.remove(&name) {
+                    i.changed(Some(old), None);
+                }
+            }
+            eps.iter().for_each(|e| i.set_endpoint(e));
             i.loaded = true;
         }
         i.dirty = true;
         Ok(())
     }
 
-    pub fn upsert(&self, e: EndpointInfo) {
+    /// Only the tenants (their labels, segments and isolation) from romanad.
+    pub async fn refresh_tenants(&self, client: &Client) -> Result<(), FirewallError> {
+        let tenants = client.tenants().await?;
         let mut i = self.inputs();
-        if i.endpoints.get(&e.name) != Some(&e) {
-            i.endpoints.insert(e.name.clone(), e);
+        if i.tenants != tenants {
+            i.tenants = tenants;
+            i.stamp += 1;
             i.dirty = true;
         }
+        Ok(())
+    }
+
+    pub fn upsert(&self, e: EndpointInfo) {
+        self.inputs().set_endpoint(&e);
     }
 
     pub fn remove(&self, name: &str) {
         let mut i = self.inputs();
-        if i.endpoints.remove(name).is_some() {
+        if let Some(old) = i.endpoints.remove(name) {
+            i.changed(Some(old), None);
+        }
+    }
+
+    /// A change seen on the watch. Endpoints and policies carry their value and are applied one
+    /// by one; `true` when tenants must be read again.
+    fn on_event(&self, ev: &WatchEvent) -> bool {
+        let put = ev.kind == "put";
+        let value = ev.value.clone().filter(|_| put);
+        if let Some(name) = ev.key.strip_prefix("endpoints/") {
+            match value.map(serde_json::from_value::<EndpointInfo>) {
+                Some(Ok(e)) => self.upsert(e),
+                Some(Err(e)) => tracing::warn!(key = %ev.key, error = %e, "unreadable endpoint on the watch"),
+                None => self.remove(name),
+            }
+            false
+        } else if let Some(id) = ev.key.strip_prefix("policies/") {
+            let mut i = self.inputs();
+            match value.map(serde_json::from_value::<Policy>) {
+                Some(Ok(p)) => i.set_romana(&p),
+                Some(Err(e)) => tracing::warn!(key = %ev.key, error = %e, "unreadable policy on the watch"),
+                None => {
+                    i.romana.remove(id);
+                }
+            }
             i.dirty = true;
+            false
+        } else if let Some(key) = ev.key.strip_prefix("netpols/") {
+            let mut i = self.inputs();
+            match value.map(serde_json::from_value::<NetworkPolicy>) {
+                Some(Ok(np)) => i.set_netpol(&np),
+                Some(Err(e)) => {
+                    tracing::warn!(key = %ev.key, error = %e, "unreadable NetworkPolicy on the watch")
+                }
+                None => {
+                    i.netpols.remove(key);
+                }
+            }
+            i.dirty = true;
+            false
+        } else {
+            true
         }
     }
 
@@ -125,24 +258,26 @@ impl Firewall {
         let fresh = if read {
             let generation = self.generation.load(Ordering::SeqCst);
             let ns = self.host_ns.clone();
+            let t = Instant::now();
             let table = tokio::task::spawn_blocking(move || {
                 romana_host::in_netns_path(ns.as_deref(), || async {
                     Ok::<_, FirewallError>(
-                        romana_host::nft::list_table()?.map(|j| nftjson::parse(&j)).transpose()?,
+                        romana_host::nft::list_table(true)?.map(|j| nftjson::parse(&j)).transpose()?,
                     )
                 })
             })
             .await
             .map_err(|e| FirewallError::Join(e.to_string()))??;
+            self.last_read_micros.store(t.elapsed().as_micros() as u64, Ordering::Relaxed);
             Some((generation, table?))
         } else {
             None
         };
-        let mut known = self.pass.lock().await;
+        let mut state = self.pass.lock().await;
         // `Some(table)`: start from it (`Some(None)`: no table); `None`: read the kernel.
         let last: Option<Option<Observed>> = match fresh {
             Some((g, table)) if g == self.generation.load(Ordering::SeqCst) => Some(table),
-            _ => known.take().map(Some),
+            _ => state.known.take().map(Some),
         };
         let started = Instant::now();
         let desired = {
@@ -151,17 +286,29 @@ impl Firewall {
                 return Err(FirewallError::NotLoaded);
             }
             i.dirty = false;
-            let eps: Vec<EndpointInfo> = i.endpoints.values().cloned().collect();
-            let v = cluster::view(&i.tenants, &i.romana, &i.netpols, &eps);
-            for p in &v.problems {
+            let eps = match &i.endpoint_list {
+                Some(l) => l.clone(),
+                None => {
+                    let l = Arc::new(i.endpoints.values().cloned().collect::<Vec<Endpoint>>());
+                    i.endpoint_list = Some(l.clone());
+                    l
+                }
+            };
+            let (world, implicit, problems) = cluster::tenancy(&i.tenants, &eps);
+            for p in &problems {
                 tracing::warn!(problem = %p, "left out of the firewall");
             }
-            compile(FirewallInput {
-                host: &self.host,
-                policies: &v.policies,
-                world: &v.world,
-                endpoints: &v.endpoints,
-            })
+            let policies: Vec<PolicyRules> =
+                i.romana.values().flatten().chain(i.netpols.values()).chain(&implicit).cloned().collect();
+            let stamp = i.stamp;
+            let pending = std::mem::take(&mut i.pending);
+            drop(i);
+            for (old, new) in &pending {
+                state.cache.endpoint_changed(&world, old.as_ref(), new.as_ref());
+            }
+            let input =
+                FirewallInput { host: &self.host, policies: &policies, world: &world, endpoints: &eps };
+            compile_cached(input, &mut state.cache, stamp)
         };
         let (rules, elements) = desired.counts();
         let compiled = started.elapsed();
@@ -171,7 +318,7 @@ impl Firewall {
                 let t = Instant::now();
                 let observed = match last {
                     Some(o) => o,
-                    None => romana_host::nft::list_table()?.map(|j| nftjson::parse(&j)).transpose()?,
+                    None => romana_host::nft::list_table(false)?.map(|j| nftjson::parse(&j)).transpose()?,
                 };
                 let read = t.elapsed();
                 let p = plan(observed.as_ref(), &desired);
@@ -192,7 +339,7 @@ impl Firewall {
         .await
         .map_err(|e| FirewallError::Join(e.to_string()))?;
         let r = r.map_err(FirewallError::from).and_then(|x| x).map(|(summary, after)| {
-            *known = after;
+            state.known = after;
             if summary != PlanSummary::default() {
                 self.generation.fetch_add(1, Ordering::SeqCst);
             }
@@ -214,31 +361,18 @@ impl Firewall {
     }
 }
 
-/// How a watch event changes the inputs.
-fn on_event(fw: &Firewall, ev: &romana_api::rest::WatchEvent) -> bool {
-    if let Some(name) = ev.key.strip_prefix("endpoints/") {
-        match (ev.kind.as_str(), &ev.value) {
-            ("put", Some(v)) => match serde_json::from_value::<EndpointInfo>(v.clone()) {
-                Ok(e) => fw.upsert(e),
-                Err(e) => tracing::warn!(key = %ev.key, error = %e, "unreadable endpoint on the watch"),
-            },
-            _ => fw.remove(name),
-        }
-        false
-    } else {
-        // Tenants, segments, policies: small lists, read again whole.
-        true
-    }
-}
-
 /// Runs the firewall: follows romanad's watch for what the table depends on, syncs on every
 /// change, and every `repair` interval reads the kernel's table to put back what someone else
 /// removed. Fails closed: when romanad is unreachable the last table stays.
 pub async fn run(fw: Arc<Firewall>, shared: Arc<crate::local::Shared>, repair: Duration) {
     let wake = Arc::new(tokio::sync::Notify::new());
-    let refetch = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    // Tenants are re-read on their events; everything is re-read at start, after a watch was
+    // interrupted (deletes may have been missed) and once a minute.
+    let tenants_stale = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let all_stale = Arc::new(std::sync::atomic::AtomicBool::new(true));
     for prefix in ["endpoints/", "policies/", "netpols/", "tenants/", "segments/"] {
-        let (fw, shared, wake, refetch) = (fw.clone(), shared.clone(), wake.clone(), refetch.clone());
+        let (fw, shared, wake) = (fw.clone(), shared.clone(), wake.clone());
+        let (refetch, all_stale) = (tenants_stale.clone(), all_stale.clone());
         tokio::spawn(async move {
             loop {
                 match shared.client().watch(prefix, 0).await {
@@ -246,7 +380,7 @@ pub async fn run(fw: Arc<Firewall>, shared: Arc<crate::local::Shared>, repair: D
                         while let Some(ev) = rx.recv().await {
                             match ev {
                                 Ok(ev) => {
-                                    if on_event(&fw, &ev) {
+                                    if fw.on_event(&ev) {
                                         refetch.store(true, Ordering::Relaxed);
                                     }
                                     wake.notify_one();
@@ -261,32 +395,43 @@ pub async fn run(fw: Arc<Firewall>, shared: Arc<crate::local::Shared>, repair: D
                     Err(e) => tracing::warn!(prefix, error = %e, "cannot follow the policy watch; retrying"),
                 }
                 // Whatever was missed while away is read whole on the next pass.
-                refetch.store(true, Ordering::Relaxed);
+                all_stale.store(true, Ordering::Relaxed);
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
         });
     }
-    let mut tick = tokio::time::interval(repair);
+    let mut next_repair = tokio::time::Instant::now();
     let mut full = Instant::now();
     let m = &shared.metrics;
     loop {
         // The repair tick reads the kernel's table; a change on the watch works from the table
         // as last applied.
         let read = tokio::select! {
-            _ = tick.tick() => true,
+            _ = tokio::time::sleep_until(next_repair) => true,
             _ = wake.notified() => false,
         };
-        // Endpoints come incrementally on the watch; read whole at start and once a minute.
-        let endpoints = !fw.is_loaded() || full.elapsed() > Duration::from_secs(60);
-        if refetch.swap(false, Ordering::Relaxed) || endpoints {
-            if let Err(e) = fw.refresh(&shared.client(), endpoints).await {
+        if read {
+            // At most a tenth of the time goes to reading the table back (300 ms at 15,000
+            // elements): the interval stretches with the table.
+            let last = Duration::from_micros(fw.last_read_micros.load(Ordering::Relaxed));
+            next_repair = tokio::time::Instant::now() + repair.max(last * 10);
+        }
+        let client = shared.client();
+        if all_stale.load(Ordering::Relaxed) || full.elapsed() > Duration::from_secs(60) {
+            all_stale.store(false, Ordering::Relaxed);
+            tenants_stale.store(false, Ordering::Relaxed);
+            if let Err(e) = fw.refresh(&client, true).await {
                 tracing::warn!(error = %e, "cannot read policies; the current table stays in force");
-                refetch.store(true, Ordering::Relaxed);
+                all_stale.store(true, Ordering::Relaxed);
                 continue;
             }
-            if endpoints {
-                full = Instant::now();
-            }
+            full = Instant::now();
+        } else if tenants_stale.swap(false, Ordering::Relaxed)
+            && let Err(e) = fw.refresh_tenants(&client).await
+        {
+            tracing::warn!(error = %e, "cannot read tenants; the current table stays in force");
+            tenants_stale.store(true, Ordering::Relaxed);
+            continue;
         }
         let was_dirty = fw.is_dirty();
         if !was_dirty && !read {

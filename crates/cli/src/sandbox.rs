@@ -290,7 +290,12 @@ pub async fn pod_add(c: &Client, o: &PodOptions) -> Result<()> {
     let netns = layout.pod_netns(&pod);
     ip(&["netns".into(), "add".into(), netns.clone()])?;
     let sock = dir(&o.state_dir, &o.name).join(format!("{}.sock", o.host));
-    let args = format!("ROMANA_TENANT={};ROMANA_SEGMENT={}", o.tenant, o.segment);
+    let mut args = format!("ROMANA_TENANT={};ROMANA_SEGMENT={}", o.tenant, o.segment);
+    // The pod's labels reach the agent with ADD, so policies select it from its first packet.
+    if !o.labels.is_empty() {
+        let labels: Vec<String> = o.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        args.push_str(&format!(";ROMANA_LABELS={}", labels.join(",")));
+    }
     let r = match cni(&sock, "ADD", &pod, &format!("/run/netns/{netns}"), "romana-sandbox", &args) {
         Ok(r) => r,
         Err(e) => {

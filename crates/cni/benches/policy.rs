@@ -147,6 +147,12 @@ async fn main() {
         return;
     };
     host.ip("link set lo up");
+    // The synthetic hosts' addresses (198.18.0.0/24) on a link of the host namespace, so that
+    // the routes the route manager gives toward them are valid (nothing answers there).
+    host.ip("link add up0 type veth peer name up1");
+    host.ip("addr add 198.18.0.254/24 dev up0");
+    host.ip("link set up0 up");
+    host.ip("link set up1 up");
     let dir = TempDir::new("policy-bench");
     let creds = common::romanad(dir.path()).await;
     let admin = Arc::new(

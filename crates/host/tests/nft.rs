@@ -25,7 +25,8 @@ fn netns() -> Option<Netns> {
 }
 
 fn observe(ns: &Netns) -> Option<Observed> {
-    in_netns(&ns.0, || async { nft::list_table().unwrap().map(|j| nftjson::parse(&j).unwrap()) }).unwrap()
+    in_netns(&ns.0, || async { nft::list_table(false).unwrap().map(|j| nftjson::parse(&j).unwrap()) })
+        .unwrap()
 }
 
 fn apply(ns: &Netns, script: String) {

@@ -56,6 +56,43 @@ pub fn endpoint(e: &EndpointInfo) -> Result<Endpoint, String> {
     })
 }
 
+/// A Romana policy's rules, or why it is left out.
+pub fn romana_rules(p: &Policy) -> Result<Vec<PolicyRules>, String> {
+    from_romana(p).map_err(|e| format!("policy {}: {e}", p.id))
+}
+
+/// A NetworkPolicy's rules, or why it is left out.
+pub fn netpol_rules(np: &NetworkPolicy) -> Result<PolicyRules, String> {
+    from_k8s(np).map_err(|e| format!("networkpolicy {}/{}: {e}", np.metadata.namespace, np.metadata.name))
+}
+
+/// The tenants' labels and their isolation as implicit policies (segments from the tenants'
+/// records and from the endpoints' segment labels), with problems.
+pub fn tenancy(tenants: &[Tenant], endpoints: &[Endpoint]) -> (World, Vec<PolicyRules>, Vec<String>) {
+    let mut world = World::default();
+    let mut problems = Vec::new();
+    let mut modes = BTreeMap::new();
+    let mut segments: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for t in tenants {
+        world.tenants.insert(t.name.clone(), t.labels.clone());
+        match Isolation::parse(&t.isolation) {
+            Some(m) => {
+                modes.insert(t.name.clone(), m);
+            }
+            None => {
+                problems.push(format!("tenant {}: unknown isolation {:?}; none applied", t.name, t.isolation))
+            }
+        }
+        segments.entry(t.name.clone()).or_default().extend(t.segments.iter().map(|s| s.name.clone()));
+    }
+    for e in endpoints {
+        if let Some(s) = e.labels.get(SEGMENT_LABEL) {
+            segments.entry(e.tenant.clone()).or_default().insert(s.clone());
+        }
+    }
+    (world, implicit_policies(&modes, &segments), problems)
+}
+
 pub fn view(
     tenants: &[Tenant],
     romana: &[Policy],
@@ -69,37 +106,21 @@ pub fn view(
             Err(p) => v.problems.push(p),
         }
     }
-    let mut modes = BTreeMap::new();
-    let mut segments: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    for t in tenants {
-        v.world.tenants.insert(t.name.clone(), t.labels.clone());
-        match Isolation::parse(&t.isolation) {
-            Some(m) => {
-                modes.insert(t.name.clone(), m);
-            }
-            None => v
-                .problems
-                .push(format!("tenant {}: unknown isolation {:?}; none applied", t.name, t.isolation)),
-        }
-        segments.entry(t.name.clone()).or_default().extend(t.segments.iter().map(|s| s.name.clone()));
-    }
-    for e in endpoints.iter().filter(|e| !e.segment.is_empty()) {
-        segments.entry(e.tenant.clone()).or_default().insert(e.segment.clone());
-    }
     for p in romana {
-        match from_romana(p) {
+        match romana_rules(p) {
             Ok(rules) => v.policies.extend(rules),
-            Err(e) => v.problems.push(format!("policy {}: {e}", p.id)),
+            Err(e) => v.problems.push(e),
         }
     }
     for np in netpols {
-        match from_k8s(np) {
+        match netpol_rules(np) {
             Ok(rules) => v.policies.push(rules),
-            Err(e) => {
-                v.problems.push(format!("networkpolicy {}/{}: {e}", np.metadata.namespace, np.metadata.name))
-            }
+            Err(e) => v.problems.push(e),
         }
     }
-    v.policies.extend(implicit_policies(&modes, &segments));
+    let (world, implicit, problems) = tenancy(tenants, &v.endpoints);
+    v.world = world;
+    v.policies.extend(implicit);
+    v.problems.extend(problems);
     v
 }

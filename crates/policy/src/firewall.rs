@@ -65,13 +65,69 @@ pub fn policy_base(id: &str) -> String {
     format!("p-{safe}-{:08x}", fnv1a(id.as_bytes()) as u32)
 }
 
+/// What earlier compiles computed from the endpoints and tenants alone (selector and named-port
+/// sets, each policy target's local endpoints), valid while the caller's `stamp` (which it
+/// changes whenever endpoints or tenants change) stays the same. A policy change then costs only
+/// that policy's own work.
+#[derive(Debug, Default)]
+pub struct CompileCache {
+    stamp: Option<u64>,
+    sets: BTreeMap<String, Set>,
+    /// What each cached set holds, so that one endpoint's change updates it in place.
+    rules: BTreeMap<String, Membership>,
+    targets: BTreeMap<String, Vec<usize>>,
+}
+
+#[derive(Debug, Clone)]
+enum Membership {
+    Peer(PeerKey, Family),
+    NamedPort(String, Protocol, Family),
+}
+
+impl CompileCache {
+    /// One endpoint was added (`old` `None`), changed, or removed (`new` `None`): the cached sets
+    /// take or lose its address, as a compile from scratch would. `world` must be the one the
+    /// cache was filled with (tenant changes need a new stamp instead).
+    pub fn endpoint_changed(&mut self, world: &World, old: Option<&Endpoint>, new: Option<&Endpoint>) {
+        // Targets are indices into this host's endpoints, which may have shifted.
+        self.targets.clear();
+        for (name, rule) in &self.rules {
+            let Some(set) = self.sets.get_mut(name) else { continue };
+            if let Some(ip) = old.and_then(|e| e.ip) {
+                set.elements
+                    .retain(|el| !matches!(el, Element::Addr(a) | Element::AddrPort(a, _) if *a == ip));
+            }
+            let Some(e) = new.filter(|e| !e.is_host) else { continue };
+            let Some(ip) = e.ip else { continue };
+            match rule {
+                Membership::Peer(key, f) => {
+                    let own = key.own_tenant.as_deref().unwrap_or("");
+                    if Family::of(ip) == *f
+                        && tenant_matches(world, own, key.tenants.as_ref(), &e.tenant)
+                        && key.endpoints.as_ref().is_none_or(|s| s.matches(&e.labels))
+                    {
+                        set.elements.insert(Element::Addr(ip));
+                    }
+                }
+                Membership::NamedPort(port, protocol, f) if Family::of(ip) == *f => {
+                    for p in e.ports.iter().filter(|p| &p.name == port && p.protocol == *protocol) {
+                        set.elements.insert(Element::AddrPort(ip, p.port));
+                    }
+                }
+                Membership::NamedPort(..) => {}
+            }
+        }
+    }
+}
+
 struct Compiler<'a> {
     input: FirewallInput<'a>,
     /// This host's endpoints, found once: every policy's targets are among them.
     local: Vec<&'a Endpoint>,
     /// Endpoints (indices) by label key and value, so that a selector with an `In` requirement
-    /// looks only at the endpoints that can match it.
-    by_label: BTreeMap<(&'a str, &'a str), Vec<usize>>,
+    /// looks only at the endpoints that can match it. Built when first needed.
+    by_label: Option<BTreeMap<(&'a str, &'a str), Vec<usize>>>,
+    cache: CompileCache,
     rs: Ruleset,
 }
 
@@ -100,9 +156,30 @@ impl<'a> Compiler<'a> {
         }
     }
 
+    /// Takes the pair of sets `name-4`/`name-6` from the cache; `false` when it has not both.
+    fn take_cached(&mut self, name: &str) -> bool {
+        let names = FAMILIES.map(|f| format!("{name}-{}", fam_suffix(f)));
+        if !names.iter().all(|n| self.cache.sets.contains_key(n)) {
+            return false;
+        }
+        for n in names {
+            let set = self.cache.sets[&n].clone();
+            self.rs.sets.insert(n, set);
+        }
+        true
+    }
+
+    fn remember(&mut self, names: &[String]) {
+        for n in names {
+            if let Some(s) = self.rs.sets.get(n) {
+                self.cache.sets.insert(n.clone(), s.clone());
+            }
+        }
+    }
+
     fn selector_set(&mut self, key: PeerKey) -> String {
         let name = format!("sel-{:016x}", fnv1a(format!("{key:?}").as_bytes()));
-        if !self.rs.sets.contains_key(&format!("{name}-4")) {
+        if !self.rs.sets.contains_key(&format!("{name}-4")) && !self.take_cached(&name) {
             let world = self.input.world;
             let own = key.own_tenant.as_deref().unwrap_or("");
             // Tenants are few: decide each once, then only endpoint labels per endpoint.
@@ -122,21 +199,36 @@ impl<'a> Compiler<'a> {
                 }
             }
             self.addr_sets(&name, members.into_iter());
+            for f in FAMILIES {
+                let n = format!("{name}-{}", fam_suffix(f));
+                self.cache.rules.insert(n.clone(), Membership::Peer(key.clone(), f));
+                self.remember(&[n]);
+            }
         }
         name
     }
 
     /// Indices of the endpoints that may match `sel`: those carrying a value of its first `In`
     /// requirement, or all of them.
-    fn candidates(&self, sel: Option<&Selector>) -> Vec<usize> {
+    fn candidates(&mut self, sel: Option<&Selector>) -> Vec<usize> {
         let first_in = sel.and_then(|s| s.requirements.iter().find(|r| r.op == Operator::In));
+        let all = self.input.endpoints;
+        let by_label = self.by_label.get_or_insert_with(|| {
+            let mut m: BTreeMap<(&str, &str), Vec<usize>> = BTreeMap::new();
+            for (i, e) in all.iter().enumerate() {
+                for (k, v) in &e.labels {
+                    m.entry((k.as_str(), v.as_str())).or_default().push(i);
+                }
+            }
+            m
+        });
         match first_in {
             Some(r) => {
                 let mut v: Vec<usize> = r
                     .values
                     .iter()
                     .flat_map(|val| {
-                        self.by_label.get(&(r.key.as_str(), val.as_str())).into_iter().flatten().copied()
+                        by_label.get(&(r.key.as_str(), val.as_str())).into_iter().flatten().copied()
                     })
                     .collect();
                 v.sort_unstable();
@@ -151,6 +243,9 @@ impl<'a> Compiler<'a> {
         let safe: String = port.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '-').take(15).collect();
         let proto = format!("{protocol:?}").to_ascii_lowercase();
         let name = format!("np-{safe}-{proto}-{:04x}-{}", fnv1a(port.as_bytes()) as u16, fam_suffix(f));
+        if let Some(set) = self.cache.sets.get(&name).filter(|_| !self.rs.sets.contains_key(&name)) {
+            self.rs.sets.insert(name.clone(), set.clone());
+        }
         if !self.rs.sets.contains_key(&name) {
             let mut set = Set::new(SetType::AddrPort(f));
             for e in self.input.endpoints.iter().filter(|e| !e.is_host) {
@@ -159,6 +254,8 @@ impl<'a> Compiler<'a> {
                     set.elements.insert(Element::AddrPort(ip, p.port));
                 }
             }
+            self.cache.sets.insert(name.clone(), set.clone());
+            self.cache.rules.insert(name.clone(), Membership::NamedPort(port.to_owned(), protocol, f));
             self.rs.sets.insert(name.clone(), set);
         }
         name
@@ -250,7 +347,16 @@ impl<'a> Compiler<'a> {
 
     fn policy(&mut self, p: &PolicyRules) {
         let base = policy_base(&p.id);
-        let targets: Vec<&'a Endpoint> = self.local.iter().copied().filter(|e| selects(p, e)).collect();
+        let key = format!("{}\u{0}{:?}", p.tenant, p.target);
+        let idx = match self.cache.targets.get(&key) {
+            Some(idx) => idx.clone(),
+            None => {
+                let idx: Vec<usize> = (0..self.local.len()).filter(|i| selects(p, self.local[*i])).collect();
+                self.cache.targets.insert(key, idx.clone());
+                idx
+            }
+        };
+        let targets: Vec<&'a Endpoint> = idx.into_iter().map(|i| self.local[i]).collect();
         self.addr_sets(&format!("{base}-t"), targets.iter().copied());
         for (rules, suffix, dispatch, target_dir, peer_dir) in [
             (&p.ingress, "in", "ingress-policies", Dir::Dst, Dir::Src),
@@ -298,15 +404,18 @@ fn base_chain(hook: Hook, prio: i32, direction: &str, dir: Dir) -> Chain {
 
 /// The host's whole ruleset.
 pub fn compile(input: FirewallInput<'_>) -> Ruleset {
+    compile_cached(input, &mut CompileCache::default(), 0)
+}
+
+/// `compile`, reusing what `cache` holds from earlier compiles with the same `stamp`.
+pub fn compile_cached(input: FirewallInput<'_>, cache: &mut CompileCache, stamp: u64) -> Ruleset {
+    if cache.stamp != Some(stamp) {
+        *cache = CompileCache { stamp: Some(stamp), ..CompileCache::default() };
+    }
     let local =
         input.endpoints.iter().filter(|e| !e.is_host && e.ip.is_some() && e.host == input.host).collect();
-    let mut by_label: BTreeMap<(&str, &str), Vec<usize>> = BTreeMap::new();
-    for (i, e) in input.endpoints.iter().enumerate() {
-        for (k, v) in &e.labels {
-            by_label.entry((k.as_str(), v.as_str())).or_default().push(i);
-        }
-    }
-    let mut c = Compiler { input, local, by_label, rs: Ruleset::default() };
+    let mut c =
+        Compiler { input, local, by_label: None, cache: std::mem::take(cache), rs: Ruleset::default() };
     c.rs.chains.insert("fwd-egress".into(), base_chain(Hook::Forward, 0, "egress", Dir::Src));
     c.rs.chains.insert("fwd-ingress".into(), base_chain(Hook::Forward, 1, "ingress", Dir::Dst));
     c.rs.chains.insert("in-egress".into(), base_chain(Hook::Input, 0, "egress", Dir::Src));
@@ -323,6 +432,7 @@ pub fn compile(input: FirewallInput<'_>) -> Ruleset {
     for p in policies {
         c.policy(p);
     }
+    *cache = std::mem::take(&mut c.cache);
     for direction in ["egress", "ingress"] {
         let buckets: Vec<String> =
             c.rs.chains.keys().filter(|k| k.starts_with(&format!("{direction}-b"))).cloned().collect();

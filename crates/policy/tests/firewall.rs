@@ -244,6 +244,48 @@ proptest! {
     fn compiled_tables_agree_with_the_evaluator(seed in any::<u64>()) {
         check_case(seed);
     }
+
+    /// A cache kept across compiles with the same endpoints and tenants (the agent's case when
+    /// only policies change) gives exactly what a fresh compile gives.
+    #[test]
+    fn a_cached_compile_equals_a_fresh_one(seed in any::<u64>()) {
+        let c = case(seed);
+        let mut cache = romana_policy::firewall::CompileCache::default();
+        for n in [c.policies.len(), c.policies.len() / 2, 0, c.policies.len()] {
+            let policies = &c.policies[..n];
+            let input = FirewallInput { host: "h0", policies, world: &c.world, endpoints: &c.endpoints };
+            let cached = romana_policy::firewall::compile_cached(input, &mut cache, 7);
+            prop_assert_eq!(cached, compile(input));
+        }
+        // Then endpoints change one at a time (relabelled, removed, added, moved to h0), the
+        // cache is told, and a compile still equals a fresh one.
+        let mut eps = c.endpoints.clone();
+        let mut g = Gen(seed ^ 0x5555);
+        for step in 0..6 {
+            let i = g.below(eps.len());
+            let old = eps[i].clone();
+            let new = match step % 3 {
+                0 => Some(Endpoint { labels: labels(&mut g), ..old.clone() }),
+                1 => Some(Endpoint { host: "h0".into(), ..old.clone() }),
+                _ => None,
+            };
+            match &new {
+                Some(n) => eps[i] = n.clone(),
+                None => {
+                    eps.remove(i);
+                }
+            }
+            cache.endpoint_changed(&c.world, Some(&old), new.as_ref());
+            let input = FirewallInput { host: "h0", policies: &c.policies, world: &c.world, endpoints: &eps };
+            let cached = romana_policy::firewall::compile_cached(input, &mut cache, 7);
+            prop_assert_eq!(cached, compile(input), "after step {}", step);
+        }
+        let added = Endpoint { id: "new".into(), ip: Some("10.0.0.200".parse().unwrap()), host: "h0".into(), ..c.endpoints[0].clone() };
+        eps.push(added.clone());
+        cache.endpoint_changed(&c.world, None, Some(&added));
+        let input = FirewallInput { host: "h0", policies: &c.policies, world: &c.world, endpoints: &eps };
+        prop_assert_eq!(romana_policy::firewall::compile_cached(input, &mut cache, 7), compile(input));
+    }
 }
 
 /// The generator must produce the interesting cases, or the property says little.
