@@ -104,6 +104,11 @@ pub struct Firewall {
     generation: std::sync::atomic::AtomicU64,
     /// How long the last repair read of the kernel's table took (it paces the next one).
     last_read_micros: std::sync::atomic::AtomicU64,
+    /// Watch events seen: a full re-read that events overtook is dropped.
+    events: std::sync::atomic::AtomicU64,
+    /// Everything must be read again (at start, after an interrupted watch, after an overtaken
+    /// read).
+    stale: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Debug, Default)]
@@ -127,6 +132,8 @@ pub enum FirewallError {
     Join(String),
     #[error("policies have not been read from romanad yet")]
     NotLoaded,
+    #[error("romanad's lists changed while they were read; reading again")]
+    Overtaken,
 }
 
 impl Firewall {
@@ -138,6 +145,8 @@ impl Firewall {
             pass: tokio::sync::Mutex::new(PassState::default()),
             generation: Default::default(),
             last_read_micros: Default::default(),
+            events: Default::default(),
+            stale: std::sync::atomic::AtomicBool::new(true),
         }
     }
 
@@ -148,10 +157,21 @@ impl Firewall {
     /// Reads tenants, policies and NetworkPolicies (and, with `endpoints`, every endpoint) from
     /// romanad, replacing what was known.
     pub async fn refresh(&self, client: &Client, endpoints: bool) -> Result<(), FirewallError> {
+        // A watch event applied while the lists were being read may be newer than what they
+        // say (a delete would come back): then the lists are dropped and read again.
+        let before = self.events.load(Ordering::SeqCst);
         let (tenants, romana, netpols) =
             tokio::try_join!(client.tenants(), client.policies(), client.netpols())?;
         let eps = if endpoints { Some(client.endpoint_list().await?) } else { None };
         let mut i = self.inputs();
+        if self.events.load(Ordering::SeqCst) != before {
+            self.stale.store(true, Ordering::Relaxed);
+            // Before the first load something is better than nothing (and under steady churn a
+            // clean read might never come); afterwards the lists are dropped.
+            if i.loaded {
+                return Err(FirewallError::Overtaken);
+            }
+        }
         if i.tenants != tenants {
             i.tenants = tenants;
             i.stamp += 1;
@@ -204,6 +224,10 @@ impl Firewall {
     /// A change seen on the watch. Endpoints and policies carry their value and are applied one
     /// by one; `true` when tenants must be read again.
     fn on_event(&self, ev: &WatchEvent) -> bool {
+        // Under the inputs lock, so that `refresh` sees the count and the change together.
+        let _i = self.inputs();
+        self.events.fetch_add(1, Ordering::SeqCst);
+        drop(_i);
         let put = ev.kind == "put";
         let value = ev.value.clone().filter(|_| put);
         if let Some(name) = ev.key.strip_prefix("endpoints/") {
@@ -369,10 +393,9 @@ pub async fn run(fw: Arc<Firewall>, shared: Arc<crate::local::Shared>, repair: D
     // Tenants are re-read on their events; everything is re-read at start, after a watch was
     // interrupted (deletes may have been missed) and once a minute.
     let tenants_stale = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let all_stale = Arc::new(std::sync::atomic::AtomicBool::new(true));
     for prefix in ["endpoints/", "policies/", "netpols/", "tenants/", "segments/"] {
         let (fw, shared, wake) = (fw.clone(), shared.clone(), wake.clone());
-        let (refetch, all_stale) = (tenants_stale.clone(), all_stale.clone());
+        let refetch = tenants_stale.clone();
         tokio::spawn(async move {
             loop {
                 match shared.client().watch(prefix, 0).await {
@@ -395,7 +418,7 @@ pub async fn run(fw: Arc<Firewall>, shared: Arc<crate::local::Shared>, repair: D
                     Err(e) => tracing::warn!(prefix, error = %e, "cannot follow the policy watch; retrying"),
                 }
                 // Whatever was missed while away is read whole on the next pass.
-                all_stale.store(true, Ordering::Relaxed);
+                fw.stale.store(true, Ordering::Relaxed);
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
         });
@@ -417,15 +440,20 @@ pub async fn run(fw: Arc<Firewall>, shared: Arc<crate::local::Shared>, repair: D
             next_repair = tokio::time::Instant::now() + repair.max(last * 10);
         }
         let client = shared.client();
-        if all_stale.load(Ordering::Relaxed) || full.elapsed() > Duration::from_secs(60) {
-            all_stale.store(false, Ordering::Relaxed);
+        if fw.stale.swap(false, Ordering::Relaxed) || full.elapsed() > Duration::from_secs(60) {
             tenants_stale.store(false, Ordering::Relaxed);
+            full = Instant::now();
             if let Err(e) = fw.refresh(&client, true).await {
                 tracing::warn!(error = %e, "cannot read policies; the current table stays in force");
-                all_stale.store(true, Ordering::Relaxed);
+                fw.stale.store(true, Ordering::Relaxed);
+                // An overtaken read is retried soon, not at the next repair; romanad being
+                // unreachable waits for the next tick.
+                if matches!(e, FirewallError::Overtaken) {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    wake.notify_one();
+                }
                 continue;
             }
-            full = Instant::now();
         } else if tenants_stale.swap(false, Ordering::Relaxed)
             && let Err(e) = fw.refresh_tenants(&client).await
         {

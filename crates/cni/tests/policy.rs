@@ -131,7 +131,25 @@ fn rewrite_peer(peer: Value, example_ips: &BTreeMap<IpAddr, String>, pods: &[Pod
         .collect()
 }
 
-async fn run_cases(client: &Client, path: &Path, pods: &[Pod], original: &BTreeMap<String, String>) -> usize {
+/// The agents' warnings and errors, for a failure message.
+fn agent_trouble(logs: &[std::path::PathBuf]) -> String {
+    logs.iter()
+        .map(|l| {
+            let text = std::fs::read_to_string(l).unwrap_or_default();
+            let bad: Vec<&str> = text.lines().filter(|x| x.contains("WARN") || x.contains("ERROR")).collect();
+            format!("--- {}:\n{}", l.display(), bad[bad.len().saturating_sub(15)..].join("\n"))
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+async fn run_cases(
+    client: &Client,
+    path: &Path,
+    pods: &[Pod],
+    original: &BTreeMap<String, String>,
+    logs: &[std::path::PathBuf],
+) -> usize {
     let doc: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     let example_ips: BTreeMap<IpAddr, String> = pods
         .iter()
@@ -171,7 +189,7 @@ async fn run_cases(client: &Client, path: &Path, pods: &[Pod], original: &BTreeM
             let want: BTreeMap<String, Vec<String>> =
                 serde_json::from_value(step["expected"].clone()).unwrap();
             if let Err(e) = expect(pods, &want, 10) {
-                panic!("{id} step {s}: {e}");
+                panic!("{id} step {s}: {e}\n{}", agent_trouble(logs));
             }
             steps += 1;
         }
@@ -183,7 +201,8 @@ async fn run_cases(client: &Client, path: &Path, pods: &[Pod], original: &BTreeM
             let labels = BTreeMap::from([("pod".to_owned(), original[&p.id].clone())]);
             client.set_endpoint_labels(&p.address_name, &LabelsRequest { labels }).await.unwrap();
         }
-        expect(pods, &all_open(pods.len()), 10).unwrap_or_else(|e| panic!("after {id}: {e}"));
+        expect(pods, &all_open(pods.len()), 10)
+            .unwrap_or_else(|e| panic!("after {id}: {e}\n{}", agent_trouble(logs)));
     }
     steps
 }
@@ -278,8 +297,9 @@ async fn policies_enforced_between_pods_on_two_hosts() {
 
     // The worked examples, then our own cases (label changes, updates, deletes).
     let data = concat!(env!("CARGO_MANIFEST_DIR"), "/../policy/tests/data");
-    let n = run_cases(&admin, &Path::new(data).join("netpol-examples.json"), &pods, &original).await;
-    let m = run_cases(&admin, &Path::new(data).join("netpol-romana.json"), &pods, &original).await;
+    let logs = [dir.path().join("a.log"), dir.path().join("b.log")];
+    let n = run_cases(&admin, &Path::new(data).join("netpol-examples.json"), &pods, &original, &logs).await;
+    let m = run_cases(&admin, &Path::new(data).join("netpol-romana.json"), &pods, &original, &logs).await;
     assert!(n >= 13 && m >= 7, "steps run: {n} + {m}");
 
     // Tenant isolation: x isolates segments, y the tenant. All pods are in segment "web" (the
