@@ -400,6 +400,11 @@ pub async fn run(fw: Arc<Firewall>, shared: Arc<crate::local::Shared>, repair: D
             loop {
                 match shared.client().watch(prefix, 0).await {
                     Ok(mut rx) => {
+                        // Read everything again now that the stream is in place: what changed
+                        // while it was down (deletes above all) is in that read, and what changes
+                        // from now on comes on the stream.
+                        fw.stale.store(true, Ordering::Relaxed);
+                        wake.notify_one();
                         while let Some(ev) = rx.recv().await {
                             match ev {
                                 Ok(ev) => {

@@ -143,6 +143,18 @@ impl Client {
         path: &str,
         body: Option<serde_json::Value>,
     ) -> Result<reqwest::Response> {
+        self.send_with(method, path, body, None).await
+    }
+
+    /// `send` with this request's own total timeout (the client's is 30 s, from connecting to
+    /// the end of the body: a watch stream needs longer).
+    async fn send_with(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+        timeout: Option<Duration>,
+    ) -> Result<reqwest::Response> {
         let n = self.endpoints.len().max(1);
         let start = self.current.load(Ordering::Relaxed);
         let mut last = String::from("no endpoints configured");
@@ -150,6 +162,9 @@ impl Client {
             let idx = (start + i) % n;
             let Some(base) = self.endpoints.get(idx) else { break };
             let mut req = self.http.request(method.clone(), format!("{base}{path}"));
+            if let Some(t) = timeout {
+                req = req.timeout(t);
+            }
             if let Some(t) = self.token.read().unwrap_or_else(|p| p.into_inner()).as_ref() {
                 req = req.bearer_auth(t);
             }
@@ -371,7 +386,15 @@ impl Client {
         from: i64,
     ) -> Result<tokio::sync::mpsc::Receiver<Result<WatchEvent>>> {
         let resp =
-            self.send(Method::GET, &format!("/watch?from={from}&prefix={}", enc(prefix)), None).await?;
+            // A watch is one response that lasts as long as the watcher: no 30-s total timeout
+            // (it cut every stream, and watchers fell back to polling until they reconnected).
+            self.send_with(
+                Method::GET,
+                &format!("/watch?from={from}&prefix={}", enc(prefix)),
+                None,
+                Some(Duration::from_secs(365 * 24 * 3600)),
+            )
+            .await?;
         if resp.status().as_u16() >= 400 {
             let status = resp.status().as_u16();
             let body = resp

@@ -136,8 +136,11 @@ fn agent_trouble(logs: &[std::path::PathBuf]) -> String {
     logs.iter()
         .map(|l| {
             let text = std::fs::read_to_string(l).unwrap_or_default();
-            let bad: Vec<&str> = text.lines().filter(|x| x.contains("WARN") || x.contains("ERROR")).collect();
-            format!("--- {}:\n{}", l.display(), bad[bad.len().saturating_sub(15)..].join("\n"))
+            let bad: Vec<&str> = text
+                .lines()
+                .filter(|x| x.contains("WARN") || x.contains("ERROR") || x.contains("firewall"))
+                .collect();
+            format!("--- {}:\n{}", l.display(), bad[bad.len().saturating_sub(25)..].join("\n"))
         })
         .collect::<Vec<_>>()
         .join("\n")
