@@ -441,14 +441,3 @@ pub fn compile_cached(input: FirewallInput<'_>, cache: &mut CompileCache, stamp:
     }
     c.rs
 }
-
-/// Rules and set elements per chain/set family, for reports.
-pub fn summary(rs: &Ruleset) -> BTreeMap<&'static str, usize> {
-    let (rules, elements) = rs.counts();
-    BTreeMap::from([
-        ("chains", rs.chains.len()),
-        ("sets", rs.sets.len()),
-        ("rules", rules),
-        ("elements", elements),
-    ])
-}
