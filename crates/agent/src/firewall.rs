@@ -1,8 +1,9 @@
 //! Policy enforcement on this host: keeps romanad's tenants, policies and endpoints (followed on
-//! the watch), compiles the host's `inet romana` table with the policy core, reads what the
-//! kernel holds, and applies the difference as one nft transaction. CNI ADD registers its
-//! endpoint and syncs before it answers (fail-closed); a periodic pass repairs foreign changes;
-//! a restart converges without flushing (the table stays in force while the agent is away).
+//! the watch), compiles the host's `inet romana` table with the policy core, and applies the
+//! difference from the table as last applied as one nft transaction. CNI ADD registers its
+//! endpoint and syncs before it answers (fail-closed); a periodic pass reads the kernel's table
+//! and repairs foreign changes; a restart converges without flushing (the table stays in force
+//! while the agent is away).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
