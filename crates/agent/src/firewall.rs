@@ -299,6 +299,10 @@ impl Firewall {
             None
         };
         let mut state = self.pass.lock().await;
+        // `loaded` never goes back to false: checked once, before the known table is taken.
+        if !self.is_loaded() {
+            return Err(FirewallError::NotLoaded);
+        }
         // `Some(table)`: start from it (`Some(None)`: no table); `None`: read the kernel.
         let last: Option<Option<Observed>> = match fresh {
             Some((g, table)) if g == self.generation.load(Ordering::SeqCst) => Some(table),
@@ -307,9 +311,6 @@ impl Firewall {
         let started = Instant::now();
         let desired = {
             let mut i = self.inputs();
-            if !i.loaded {
-                return Err(FirewallError::NotLoaded);
-            }
             i.dirty = false;
             let eps = match &i.endpoint_list {
                 Some(l) => l.clone(),

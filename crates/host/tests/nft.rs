@@ -4,7 +4,7 @@
 //! process's deletions, and never touch another table.
 #![allow(clippy::unwrap_used)]
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -13,9 +13,7 @@ use romana_policy::eval::{Endpoint, World};
 use romana_policy::firewall::{FirewallInput, compile};
 use romana_policy::nftplan::{Observed, plan};
 use romana_policy::ruleset::Ruleset;
-use romana_policy::{
-    Operator, Peer, PolicyRules, Port, PortRule, Protocol, Requirement, Rule, Selector, nftjson,
-};
+use romana_policy::{Peer, PolicyRules, Port, PortRule, Protocol, Rule, Selector, nftjson};
 use romana_tests_support::Netns;
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
@@ -64,13 +62,7 @@ fn pod(id: &str, ip: &str, app: &str, host: &str) -> Endpoint {
 }
 
 fn policy(id: &str, from: &str) -> PolicyRules {
-    let sel = |v: &str| Selector {
-        requirements: vec![Requirement {
-            key: "app".into(),
-            op: Operator::In,
-            values: BTreeSet::from([v.to_owned()]),
-        }],
-    };
+    let sel = |v: &str| Selector::label_is("app", v);
     PolicyRules {
         id: id.into(),
         tenant: "t".into(),

@@ -5,7 +5,7 @@
 //! what a set-less compiler (one rule per allowed peer address, iptables-style) would hold.
 //! Run with `cargo bench -p romana-policy --bench firewall` (`-- --quick` for the small scales).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
@@ -13,17 +13,7 @@ use std::time::{Duration, Instant};
 use romana_policy::eval::{Endpoint, NamedPort, World, endpoints_peer_matches, selects};
 use romana_policy::firewall::{CompileCache, FirewallInput, compile, compile_cached};
 use romana_policy::nftplan::{Observed, plan};
-use romana_policy::{Operator, Peer, PolicyRules, Port, PortRule, Protocol, Requirement, Rule, Selector};
-
-fn sel(key: &str, v: &str) -> Selector {
-    Selector {
-        requirements: vec![Requirement {
-            key: key.into(),
-            op: Operator::In,
-            values: BTreeSet::from([v.to_owned()]),
-        }],
-    }
-}
+use romana_policy::{Peer, PolicyRules, Port, PortRule, Protocol, Rule, Selector};
 
 fn endpoint(i: usize) -> Endpoint {
     Endpoint {
@@ -45,7 +35,7 @@ fn endpoint(i: usize) -> Endpoint {
 }
 
 fn policy(j: usize) -> PolicyRules {
-    let tenants = (j.is_multiple_of(3)).then(|| sel("tier", "a"));
+    let tenants = (j.is_multiple_of(3)).then(|| Selector::label_is("tier", "a"));
     let port = if j.is_multiple_of(5) {
         Port::Named("http".into())
     } else {
@@ -54,11 +44,11 @@ fn policy(j: usize) -> PolicyRules {
     PolicyRules {
         id: format!("k8s:ns{}/p{j}", j % 10),
         tenant: format!("ns{}", j % 10),
-        target: sel("app", &format!("app{}", j % 100)),
+        target: Selector::label_is("app", &format!("app{}", j % 100)),
         ingress: Some(vec![Rule {
             peers: Some(vec![Peer::Endpoints {
                 tenants,
-                endpoints: Some(sel("role", &format!("r{}", j % 7))),
+                endpoints: Some(Selector::label_is("role", &format!("r{}", j % 7))),
             }]),
             ports: Some(vec![PortRule { protocol: Protocol::Tcp, port: Some(port) }]),
         }]),
@@ -66,7 +56,7 @@ fn policy(j: usize) -> PolicyRules {
             vec![Rule {
                 peers: Some(vec![Peer::Endpoints {
                     tenants: None,
-                    endpoints: Some(sel("role", &format!("r{}", (j + 1) % 7))),
+                    endpoints: Some(Selector::label_is("role", &format!("r{}", (j + 1) % 7))),
                 }]),
                 ports: Some(vec![PortRule { protocol: Protocol::Udp, port: Some(Port::Range(53, 53)) }]),
             }]

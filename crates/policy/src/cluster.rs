@@ -15,17 +15,7 @@ use crate::isolation::{Isolation, implicit_policies};
 use crate::model::{PolicyRules, Protocol, SEGMENT_LABEL};
 use crate::{from_k8s, from_romana};
 
-/// Everything a host's firewall is compiled from.
-#[derive(Debug, Clone, Default)]
-pub struct ClusterView {
-    pub policies: Vec<PolicyRules>,
-    pub world: World,
-    pub endpoints: Vec<Endpoint>,
-    /// Policies or endpoints left out, with why.
-    pub problems: Vec<String>,
-}
-
-/// An endpoint record as the evaluator's endpoint; `None` with a problem when its address is
+/// An endpoint record as the evaluator's endpoint, or the problem when its address is
 /// unreadable.
 pub fn endpoint(e: &EndpointInfo) -> Result<Endpoint, String> {
     let ip: IpAddr =
@@ -91,36 +81,4 @@ pub fn tenancy(tenants: &[Tenant], endpoints: &[Endpoint]) -> (World, Vec<Policy
         }
     }
     (world, implicit_policies(&modes, &segments), problems)
-}
-
-pub fn view(
-    tenants: &[Tenant],
-    romana: &[Policy],
-    netpols: &[NetworkPolicy],
-    endpoints: &[EndpointInfo],
-) -> ClusterView {
-    let mut v = ClusterView::default();
-    for e in endpoints {
-        match endpoint(e) {
-            Ok(ep) => v.endpoints.push(ep),
-            Err(p) => v.problems.push(p),
-        }
-    }
-    for p in romana {
-        match romana_rules(p) {
-            Ok(rules) => v.policies.extend(rules),
-            Err(e) => v.problems.push(e),
-        }
-    }
-    for np in netpols {
-        match netpol_rules(np) {
-            Ok(rules) => v.policies.push(rules),
-            Err(e) => v.problems.push(e),
-        }
-    }
-    let (world, implicit, problems) = tenancy(tenants, &v.endpoints);
-    v.world = world;
-    v.policies.extend(implicit);
-    v.problems.extend(problems);
-    v
 }

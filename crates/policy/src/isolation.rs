@@ -47,17 +47,16 @@ impl Isolation {
 pub const IMPLICIT_PREFIX: &str = "romana.isolation.";
 
 fn segment_selector(segment: Option<&str>) -> Selector {
-    let requirement = match segment {
-        Some(s) => Requirement {
-            key: SEGMENT_LABEL.into(),
-            op: Operator::In,
-            values: BTreeSet::from([s.to_owned()]),
+    match segment {
+        Some(s) => Selector::label_is(SEGMENT_LABEL, s),
+        None => Selector {
+            requirements: vec![Requirement {
+                key: SEGMENT_LABEL.into(),
+                op: Operator::DoesNotExist,
+                values: BTreeSet::new(),
+            }],
         },
-        None => {
-            Requirement { key: SEGMENT_LABEL.into(), op: Operator::DoesNotExist, values: BTreeSet::new() }
-        }
-    };
-    Selector { requirements: vec![requirement] }
+    }
 }
 
 /// The implicit policies for `tenants` (name -> mode). `segments` lists, per tenant, the segments

@@ -47,6 +47,17 @@ impl Selector {
         Selector::default()
     }
 
+    /// `key` equal to `value` (`matchLabels` with one entry).
+    pub fn label_is(key: &str, value: &str) -> Selector {
+        Selector {
+            requirements: vec![Requirement {
+                key: key.into(),
+                op: Operator::In,
+                values: BTreeSet::from([value.to_owned()]),
+            }],
+        }
+    }
+
     pub fn matches(&self, labels: &Labels) -> bool {
         self.requirements.iter().all(|r| r.matches(labels))
     }

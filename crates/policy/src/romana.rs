@@ -3,26 +3,13 @@
 //! are protocols with ports, port ranges, or ICMP type and code. Validation is `Policy::normalize`'s
 //! (every problem listed), plus what this compiler does not take yet.
 
-use std::collections::BTreeSet;
-
 use romana_api::Problems;
 use romana_api::policy::{Endpoint as RomanaEndpoint, Policy, Rule as RomanaRule};
 use romana_model::Cidr;
 
 use crate::model::{
-    Operator, Peer, PolicyRules, Port, PortRule, Protocol, Requirement, Rule, SEGMENT_LABEL, Selector,
-    TENANT_LABEL,
+    Peer, PolicyRules, Port, PortRule, Protocol, Rule, SEGMENT_LABEL, Selector, TENANT_LABEL,
 };
-
-fn label_is(key: &str, value: &str) -> Selector {
-    Selector {
-        requirements: vec![Requirement {
-            key: key.into(),
-            op: Operator::In,
-            values: BTreeSet::from([value.to_owned()]),
-        }],
-    }
-}
 
 /// The tenant and segment names of an endpoint: `tenant`/`segment`, or 2.0's string ids.
 fn names(e: &RomanaEndpoint) -> Option<(String, String)> {
@@ -52,8 +39,8 @@ fn peer(at: &str, e: &RomanaEndpoint, out: &mut Vec<String>) -> Option<Peer> {
     }
     match names(e) {
         Some((tenant, segment)) => Some(Peer::Endpoints {
-            tenants: Some(label_is(TENANT_LABEL, &tenant)),
-            endpoints: (!segment.is_empty()).then(|| label_is(SEGMENT_LABEL, &segment)),
+            tenants: Some(Selector::label_is(TENANT_LABEL, &tenant)),
+            endpoints: (!segment.is_empty()).then(|| Selector::label_is(SEGMENT_LABEL, &segment)),
         }),
         None => {
             out.push(format!(
@@ -138,7 +125,11 @@ pub fn from_romana(p: &Policy) -> Result<Vec<PolicyRules>, Problems> {
                 format!("romana:{}#{i}", p.id)
             },
             tenant,
-            target: if segment.is_empty() { Selector::all() } else { label_is(SEGMENT_LABEL, &segment) },
+            target: if segment.is_empty() {
+                Selector::all()
+            } else {
+                Selector::label_is(SEGMENT_LABEL, &segment)
+            },
             ingress: (!p.ingress.is_empty()).then(|| ingress.clone()),
             egress: (!p.egress.is_empty()).then(|| egress.clone()),
         });

@@ -330,13 +330,7 @@ fn pod(id: &str, ip: &str, app: &str, host: &str) -> Endpoint {
 }
 
 fn web_policy(id: &str, from: &str) -> PolicyRules {
-    let sel = |v: &str| Selector {
-        requirements: vec![Requirement {
-            key: "app".into(),
-            op: Operator::In,
-            values: BTreeSet::from([v.to_owned()]),
-        }],
-    };
+    let sel = |v: &str| Selector::label_is("app", v);
     PolicyRules {
         id: id.into(),
         tenant: "t".into(),

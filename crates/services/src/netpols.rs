@@ -98,18 +98,9 @@ async fn remove(
     State(s): State<AppState>,
     Path((tenant, name)): Path<(String, String)>,
 ) -> ApiResult<Json<NetworkPolicy>> {
-    let key = s.keys.netpol(&tenant, &name);
-    let r = s
-        .store
-        .txn(Txn {
-            compare: vec![Compare::CreateRevision(key.clone(), romana_store::Cmp::Greater, 0)],
-            success: vec![Op::Get { key: key.clone() }, Op::delete(&key)],
-            failure: vec![],
-        })
-        .await?;
-    match r.reads.first().and_then(|v| v.first()) {
-        Some(kv) if r.succeeded => Ok(Json(decode(&kv.key, &kv.value)?)),
-        _ => Err(ApiError::not_found(format!("unknown network policy {tenant}/{name}"))),
+    match s.take(&s.keys.netpol(&tenant, &name)).await? {
+        Some(kv) => Ok(Json(decode(&kv.key, &kv.value)?)),
+        None => Err(ApiError::not_found(format!("unknown network policy {tenant}/{name}"))),
     }
 }
 

@@ -140,17 +140,9 @@ async fn delete_id(s: &AppState, who: &Principal, id: &str) -> ApiResult<Json<Po
     {
         return Err(ApiError::not_found(format!("unknown policy {id}")));
     }
-    let r = s
-        .store
-        .txn(Txn {
-            compare: vec![Compare::CreateRevision(key.clone(), romana_store::Cmp::Greater, 0)],
-            success: vec![Op::Get { key: key.clone() }, Op::delete(&key)],
-            failure: vec![],
-        })
-        .await?;
-    match r.reads.first().and_then(|v| v.first()) {
-        Some(kv) if r.succeeded => Ok(Json(decode(&kv.key, &kv.value)?)),
-        _ => Err(ApiError::not_found(format!("unknown policy {id}"))),
+    match s.take(&key).await? {
+        Some(kv) => Ok(Json(decode(&kv.key, &kv.value)?)),
+        None => Err(ApiError::not_found(format!("unknown policy {id}"))),
     }
 }
 

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use romana_store::Store;
+use romana_store::{Compare, KeyValue, Op, Store, Txn};
 
 use crate::auth::AuthState;
 use crate::ipam_sync::IpamHandle;
@@ -23,6 +23,21 @@ pub struct AppState {
     /// This instance's id and URL, as registered with Root.
     pub instance: Arc<String>,
     pub url: Arc<String>,
+}
+
+impl AppState {
+    /// Deletes `key` in one transaction and returns what it held (`None`: it was not there).
+    pub async fn take(&self, key: &str) -> crate::error::ApiResult<Option<KeyValue>> {
+        let r = self
+            .store
+            .txn(Txn {
+                compare: vec![Compare::CreateRevision(key.to_owned(), romana_store::Cmp::Greater, 0)],
+                success: vec![Op::Get { key: key.to_owned() }, Op::delete(key)],
+                failure: vec![],
+            })
+            .await?;
+        Ok(if r.succeeded { r.reads.into_iter().next().and_then(|v| v.into_iter().next()) } else { None })
+    }
 }
 
 impl std::fmt::Debug for AppState {
