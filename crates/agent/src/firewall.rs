@@ -20,6 +20,11 @@ use romana_policy::nftplan::{Observed, PlanSummary, plan};
 use romana_policy::{Endpoint, PolicyRules, cluster, nftjson};
 
 use crate::metrics::Metrics;
+use romana_host::nft::Nft;
+
+fn lock(nft: &Mutex<Nft>) -> std::sync::MutexGuard<'_, Nft> {
+    nft.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 /// What the table is compiled from, as romanad last told us, kept in the policy core's terms so
 /// that a pass converts nothing it converted before.
@@ -29,9 +34,10 @@ struct Inputs {
     /// Romana policies by id, and NetworkPolicies by `namespace/name`, as rules.
     romana: BTreeMap<String, Vec<PolicyRules>>,
     netpols: BTreeMap<String, PolicyRules>,
-    endpoints: BTreeMap<String, Endpoint>,
-    /// `endpoints` as the slice the compiler takes; rebuilt only after an endpoint changed.
-    endpoint_list: Option<Arc<Vec<Endpoint>>>,
+    /// Every endpoint, as the slice the compiler takes, changed in place (no copy of 10,000
+    /// endpoints per change: passes hold it only while they compile), and where each one is.
+    endpoints: Arc<Vec<Endpoint>>,
+    positions: BTreeMap<String, usize>,
     /// Inputs changed since the last successful sync.
     dirty: bool,
     /// Changes whenever tenants change or everything was re-read: the compile cache's validity.
@@ -48,8 +54,35 @@ fn netpol_key(np: &NetworkPolicy) -> String {
 }
 
 impl Inputs {
+    fn endpoint(&self, name: &str) -> Option<&Endpoint> {
+        self.positions.get(name).map(|i| &self.endpoints[*i])
+    }
+
+    /// Sets (`Some`) or removes (`None`) an endpoint; returns what it was.
+    fn put_endpoint(&mut self, name: &str, ep: Option<Endpoint>) -> Option<Endpoint> {
+        let list = Arc::make_mut(&mut self.endpoints);
+        match (self.positions.get(name).copied(), ep) {
+            (Some(i), Some(ep)) => Some(std::mem::replace(&mut list[i], ep)),
+            (None, Some(ep)) => {
+                self.positions.insert(name.to_owned(), list.len());
+                list.push(ep);
+                None
+            }
+            (Some(i), None) => {
+                self.positions.remove(name);
+                let old = list.swap_remove(i);
+                // The last endpoint took the removed one's place (the compiler does not care
+                // about order).
+                if let Some(moved) = list.get(i) {
+                    self.positions.insert(moved.id.clone(), i);
+                }
+                Some(old)
+            }
+            (None, None) => None,
+        }
+    }
+
     fn changed(&mut self, old: Option<Endpoint>, new: Option<Endpoint>) {
-        self.endpoint_list = None;
         self.dirty = true;
         // Past a few thousand changes (a resync) starting the cache over is cheaper.
         if self.pending.len() < 2_000 {
@@ -83,8 +116,8 @@ impl Inputs {
     fn set_endpoint(&mut self, e: &EndpointInfo) {
         match cluster::endpoint(e) {
             Ok(ep) => {
-                if self.endpoints.get(&e.name) != Some(&ep) {
-                    let old = self.endpoints.insert(e.name.clone(), ep.clone());
+                if self.endpoint(&e.name) != Some(&ep) {
+                    let old = self.put_endpoint(&e.name, Some(ep.clone()));
                     self.changed(old, Some(ep));
                 }
             }
@@ -110,12 +143,17 @@ pub struct Firewall {
     /// Everything must be read again (at start, after an interrupted watch, after an overtaken
     /// read).
     stale: std::sync::atomic::AtomicBool,
+    /// The kept nftables connections of the host's namespace (opened there on first use).
+    nft: Arc<Mutex<Nft>>,
 }
 
 #[derive(Debug, Default)]
 struct PassState {
     /// The table as last applied; `None`: unknown, read the kernel.
     known: Option<Observed>,
+    /// The nftables generation right after `known` was applied, when nothing else was committed
+    /// around it: while the kernel reports the same, the table is exactly `known`.
+    known_gen: Option<u32>,
     cache: CompileCache,
 }
 
@@ -148,6 +186,7 @@ impl Firewall {
             last_read_micros: Default::default(),
             events: Default::default(),
             stale: std::sync::atomic::AtomicBool::new(true),
+            nft: Arc::default(),
         }
     }
 
@@ -186,9 +225,9 @@ impl Firewall {
             // new costs nothing.
             let names: std::collections::BTreeSet<&str> = eps.iter().map(|e| e.name.as_str()).collect();
             let gone: Vec<String> =
-                i.endpoints.keys().filter(|k| !names.contains(k.as_str())).cloned().collect();
+                i.positions.keys().filter(|k| !names.contains(k.as_str())).cloned().collect();
             for name in gone {
-                if let Some(old) = i.endpoints.remove(&name) {
+                if let Some(old) = i.put_endpoint(&name, None) {
                     i.changed(Some(old), None);
                 }
             }
@@ -217,7 +256,7 @@ impl Firewall {
 
     pub fn remove(&self, name: &str) {
         let mut i = self.inputs();
-        if let Some(old) = i.endpoints.remove(name) {
+        if let Some(old) = i.put_endpoint(name, None) {
             i.changed(Some(old), None);
         }
     }
@@ -275,6 +314,20 @@ impl Firewall {
         self.inputs().loaded
     }
 
+    /// Whether nftables' generation in the host's namespace is still the one our last pass left:
+    /// then nothing was committed since, by anyone, and the table is as last applied. Taken
+    /// under the pass lock, so that a pass in flight is not mistaken for a foreign change.
+    async fn unchanged(&self) -> bool {
+        let state = self.pass.lock().await;
+        let Some(known) = state.known_gen.filter(|_| state.known.is_some()) else { return false };
+        let (ns, nft) = (self.host_ns.clone(), self.nft.clone());
+        let now = tokio::task::spawn_blocking(move || {
+            romana_host::in_netns_path(ns.as_deref(), move || async move { lock(&nft).generation() })
+        })
+        .await;
+        matches!(now, Ok(Ok(Ok(g))) if g == known)
+    }
+
     /// One pass: compile, take the table as last applied (or read the kernel's, with `read` or
     /// when unknown), apply the difference. Returns what changed.
     pub async fn sync(&self, metrics: &Metrics, read: bool) -> Result<PlanSummary, FirewallError> {
@@ -282,17 +335,14 @@ impl Firewall {
         // delays a change; a read that a change overtook is dropped.
         let fresh = if read {
             let generation = self.generation.load(Ordering::SeqCst);
-            let ns = self.host_ns.clone();
+            let (ns, nft) = (self.host_ns.clone(), self.nft.clone());
             let t = Instant::now();
             let table = tokio::task::spawn_blocking(move || {
-                romana_host::in_netns_path(ns.as_deref(), || async {
-                    Ok::<_, FirewallError>(
-                        romana_host::nft::list_table(true)?.map(|j| nftjson::parse(&j)).transpose()?,
-                    )
-                })
+                romana_host::in_netns_path(ns.as_deref(), move || async move { read_table(&nft, true) })
             })
             .await
             .map_err(|e| FirewallError::Join(e.to_string()))??;
+            Metrics::inc(&metrics.firewall_reads);
             self.last_read_micros.store(t.elapsed().as_micros() as u64, Ordering::Relaxed);
             Some((generation, table?))
         } else {
@@ -303,23 +353,18 @@ impl Firewall {
         if !self.is_loaded() {
             return Err(FirewallError::NotLoaded);
         }
-        // `Some(table)`: start from it (`Some(None)`: no table); `None`: read the kernel.
-        let last: Option<Option<Observed>> = match fresh {
+        // `Some((table, generation))`: start from that table (`None` in it: no table), which
+        // the kernel held at that generation; `None`: read the kernel.
+        let known_gen = state.known_gen.take();
+        let last: Option<(Option<Observed>, Option<u32>)> = match fresh {
             Some((g, table)) if g == self.generation.load(Ordering::SeqCst) => Some(table),
-            _ => state.known.take().map(Some),
+            _ => state.known.take().map(|k| (Some(k), known_gen)),
         };
         let started = Instant::now();
         let desired = {
             let mut i = self.inputs();
             i.dirty = false;
-            let eps = match &i.endpoint_list {
-                Some(l) => l.clone(),
-                None => {
-                    let l = Arc::new(i.endpoints.values().cloned().collect::<Vec<Endpoint>>());
-                    i.endpoint_list = Some(l.clone());
-                    l
-                }
-            };
+            let eps = i.endpoints.clone();
             let (world, implicit, problems) = cluster::tenancy(&i.tenants, &eps);
             for p in &problems {
                 tracing::warn!(problem = %p, "left out of the firewall");
@@ -338,34 +383,64 @@ impl Firewall {
         };
         let (rules, elements) = desired.counts();
         let compiled = started.elapsed();
-        let ns = self.host_ns.clone();
+        let (ns, nft) = (self.host_ns.clone(), self.nft.clone());
         let r = tokio::task::spawn_blocking(move || {
             romana_host::in_netns_path(ns.as_deref(), move || async move {
                 let t = Instant::now();
-                let observed = match last {
-                    Some(o) => o,
-                    None => romana_host::nft::list_table(false)?.map(|j| nftjson::parse(&j)).transpose()?,
+                let (observed, at, listed) = match last {
+                    Some((o, at)) => (o, at, false),
+                    None => {
+                        let (o, at) = read_table(&nft, false)?;
+                        (o, at, true)
+                    }
                 };
                 let read = t.elapsed();
                 let p = plan(observed.as_ref(), &desired);
                 let t = Instant::now();
+                let mut nft = lock(&nft);
+                let before = nft.generation().ok();
                 if !p.is_empty() {
-                    romana_host::nft::apply(&p.script)?;
+                    nft.apply(&p.script)?;
                 }
-                let after = Some(Observed::of(&desired));
+                let after = nft.generation().ok();
+                let library = nft.uses_library();
+                drop(nft);
+                static TOLD: std::sync::Once = std::sync::Once::new();
+                match library {
+                    Some(true) => TOLD.call_once(|| tracing::info!("nftables transactions go through libnftables")),
+                    Some(false) => TOLD.call_once(|| {
+                        tracing::warn!("libnftables.so.1 did not load; every transaction runs nft -f (about 20 ms more each)")
+                    }),
+                    None => {}
+                }
+                // The table is known at `after` when the kernel held `observed` right before our
+                // transaction and nothing but it was committed since (an empty transaction
+                // commits nothing).
+                let known_at = match (at, before, after) {
+                    (Some(at), Some(b), Some(a))
+                        if at == b && (a == b || (!p.is_empty() && a == b.wrapping_add(1))) =>
+                    {
+                        Some(a)
+                    }
+                    _ => None,
+                };
                 tracing::debug!(
                     compile_ms = compiled.as_secs_f64() * 1e3,
                     read_ms = read.as_secs_f64() * 1e3,
                     apply_ms = t.elapsed().as_secs_f64() * 1e3,
                     "firewall pass"
                 );
-                Ok::<_, FirewallError>((p.summary, after))
+                Ok::<_, FirewallError>((p.summary, Observed::of(&desired), known_at, listed))
             })
         })
         .await
         .map_err(|e| FirewallError::Join(e.to_string()))?;
-        let r = r.map_err(FirewallError::from).and_then(|x| x).map(|(summary, after)| {
-            state.known = after;
+        let r = r.map_err(FirewallError::from).and_then(|x| x).map(|(summary, after, known_at, listed)| {
+            state.known = Some(after);
+            state.known_gen = known_at;
+            if listed {
+                Metrics::inc(&metrics.firewall_reads);
+            }
             if summary != PlanSummary::default() {
                 self.generation.fetch_add(1, Ordering::SeqCst);
             }
@@ -387,9 +462,22 @@ impl Firewall {
     }
 }
 
-/// Runs the firewall: follows romanad's watch for what the table depends on, syncs on every
-/// change, and every `repair` interval reads the kernel's table to put back what someone else
-/// removed. Fails closed: when romanad is unreachable the last table stays.
+/// Our table as the kernel holds it, with the nftables generation it was read at (`None` when
+/// something was committed during the listing, or the generation could not be read).
+fn read_table(nft: &Mutex<Nft>, background: bool) -> Result<(Option<Observed>, Option<u32>), FirewallError> {
+    let before = lock(nft).generation().ok();
+    let table = romana_host::nft::list_table(background)?.map(|j| nftjson::parse(&j)).transpose()?;
+    let after = lock(nft).generation().ok();
+    Ok((table, before.filter(|_| before == after)))
+}
+
+/// How often the repair check lists the kernel's table even though nftables' generation did not
+/// move: a guard against what the generation cannot show, cheap at this interval.
+const VERIFY_EVERY: Duration = Duration::from_secs(300);
+
+/// Runs the firewall: follows romanad's watch for what the table depends on and syncs on every
+/// change; beside it, the repair check (`repair`). Fails closed: when romanad is unreachable the
+/// last table stays.
 pub async fn run(fw: Arc<Firewall>, shared: Arc<crate::local::Shared>, repair: Duration) {
     let wake = Arc::new(tokio::sync::Notify::new());
     // Tenants are re-read on their events; everything is re-read at start, after a watch was
@@ -430,21 +518,14 @@ pub async fn run(fw: Arc<Firewall>, shared: Arc<crate::local::Shared>, repair: D
             }
         });
     }
-    let mut next_repair = tokio::time::Instant::now();
+    tokio::spawn(repair_loop(fw.clone(), shared.clone(), repair));
     let mut full = Instant::now();
     let m = &shared.metrics;
     loop {
-        // The repair tick reads the kernel's table; a change on the watch works from the table
-        // as last applied.
-        let read = tokio::select! {
-            _ = tokio::time::sleep_until(next_repair) => true,
-            _ = wake.notified() => false,
-        };
-        if read {
-            // At most a tenth of the time goes to reading the table back (300 ms at 15,000
-            // elements): the interval stretches with the table.
-            let last = Duration::from_micros(fw.last_read_micros.load(Ordering::Relaxed));
-            next_repair = tokio::time::Instant::now() + repair.max(last * 10);
+        let refresh_in = Duration::from_secs(60).saturating_sub(full.elapsed());
+        tokio::select! {
+            _ = tokio::time::sleep(refresh_in) => {}
+            _ = wake.notified() => {}
         }
         let client = shared.client();
         if fw.stale.swap(false, Ordering::Relaxed) || full.elapsed() > Duration::from_secs(60) {
@@ -453,12 +534,10 @@ pub async fn run(fw: Arc<Firewall>, shared: Arc<crate::local::Shared>, repair: D
             if let Err(e) = fw.refresh(&client, true).await {
                 tracing::warn!(error = %e, "cannot read policies; the current table stays in force");
                 fw.stale.store(true, Ordering::Relaxed);
-                // An overtaken read is retried soon, not at the next repair; romanad being
-                // unreachable waits for the next tick.
-                if matches!(e, FirewallError::Overtaken) {
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    wake.notify_one();
-                }
+                // An overtaken read is retried soon; romanad being unreachable waits a second.
+                let pause = if matches!(e, FirewallError::Overtaken) { 50 } else { 1_000 };
+                tokio::time::sleep(Duration::from_millis(pause)).await;
+                wake.notify_one();
                 continue;
             }
         } else if tenants_stale.swap(false, Ordering::Relaxed)
@@ -466,23 +545,49 @@ pub async fn run(fw: Arc<Firewall>, shared: Arc<crate::local::Shared>, repair: D
         {
             tracing::warn!(error = %e, "cannot read tenants; the current table stays in force");
             tenants_stale.store(true, Ordering::Relaxed);
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            wake.notify_one();
             continue;
         }
+        if !fw.is_dirty() {
+            continue;
+        }
+        match fw.sync(m, false).await {
+            Ok(s) if s != PlanSummary::default() => tracing::info!(summary = ?s, "firewall updated"),
+            Ok(_) => {}
+            Err(e) => tracing::error!(error = %e, "firewall pass failed"),
+        }
+    }
+}
+
+/// Every `every`, checks that the kernel's table is still the one last applied and repairs it
+/// when not. The check is nftables' generation (microseconds); the table is listed (300 ms of
+/// nft's CPU at 15,000 elements, at the lowest priority) only when the generation moved behind
+/// the agent's back, or every `VERIFY_EVERY`. It runs beside the change passes: a listing never
+/// delays a policy change.
+async fn repair_loop(fw: Arc<Firewall>, shared: Arc<crate::local::Shared>, every: Duration) {
+    let m = &shared.metrics;
+    let mut verified = Instant::now();
+    loop {
+        // At most a tenth of the time goes to listing the table: the interval stretches with it.
+        let last = Duration::from_micros(fw.last_read_micros.load(Ordering::Relaxed));
+        tokio::time::sleep(every.max(last * 10)).await;
+        if !fw.is_loaded() || (verified.elapsed() < VERIFY_EVERY && fw.unchanged().await) {
+            continue;
+        }
+        verified = Instant::now();
         let was_dirty = fw.is_dirty();
-        if !was_dirty && !read {
-            continue;
-        }
-        match fw.sync(m, read).await {
+        match fw.sync(m, true).await {
             Ok(s) if s != PlanSummary::default() => {
-                if !was_dirty {
+                if was_dirty {
+                    tracing::info!(summary = ?s, "firewall updated");
+                } else {
                     Metrics::inc(&m.firewall_repairs);
                     tracing::warn!(summary = ?s, "the romana table was changed by someone else; repaired");
-                } else {
-                    tracing::info!(summary = ?s, "firewall updated");
                 }
             }
             Ok(_) => {}
-            Err(e) => tracing::error!(error = %e, "firewall pass failed"),
+            Err(e) => tracing::error!(error = %e, "firewall repair pass failed"),
         }
     }
 }

@@ -22,6 +22,9 @@ pub struct Metrics {
     pub firewall_syncs: AtomicU64,
     pub firewall_errors: AtomicU64,
     pub firewall_repairs: AtomicU64,
+    /// Listings of the kernel's table (the repair check reads it only when nftables' generation
+    /// moved behind the agent's back).
+    pub firewall_reads: AtomicU64,
     pub firewall_rules: AtomicU64,
     pub firewall_elements: AtomicU64,
     pub firewall_sync_micros: AtomicU64,
@@ -33,7 +36,7 @@ impl Metrics {
     }
 
     pub fn render(&self) -> String {
-        let rows: [(&str, &str, &str, &AtomicU64); 18] = [
+        let rows: [(&str, &str, &str, &AtomicU64); 19] = [
             (
                 "romana_agent_watch_events_total",
                 "counter",
@@ -98,6 +101,12 @@ impl Metrics {
                 "counter",
                 "Periodic passes that found the table changed behind the agent's back.",
                 &self.firewall_repairs,
+            ),
+            (
+                "romana_agent_firewall_reads_total",
+                "counter",
+                "Listings of the kernel's table (only when nftables' generation moved behind the agent).",
+                &self.firewall_reads,
             ),
             ("romana_agent_firewall_rules", "gauge", "Rules in the inet romana table.", &self.firewall_rules),
             (

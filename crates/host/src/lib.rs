@@ -1,12 +1,14 @@
 //! The only crate that changes a kernel: reads Romana's marked objects over netlink into a
 //! `HostState` and applies a `Plan` step by step; plumbs endpoints for the CNI path; sets the
-//! forwarding sysctls; reads and writes our nftables table (`nft.rs`). Knows nothing of IPAM,
+//! forwarding sysctls; reads and writes our nftables table (`nft.rs`, through libnftables where it
+//! loads: `nftlib.rs`). Knows nothing of IPAM,
 //! policy or romanad.
 
 mod endpoint;
 mod kernel;
 mod netns;
 pub mod nft;
+mod nftlib;
 mod nl;
 mod sysctl;
 mod vm;

@@ -2,6 +2,9 @@
 //! transaction (`nft -f -`, all or nothing). It runs Debian's `nft` in the calling thread's network
 //! namespace (children inherit it), so `in_netns_path` selects the host. Only our table is ever
 //! named: never `flush ruleset`, never another table. The policy crate builds and reads the text.
+//! The ruleset's generation id is read over netlink (`NFT_MSG_GETGEN`): it tells, for a few
+//! microseconds, whether anything changed since a known point, where listing the table costs
+//! hundreds of milliseconds.
 
 use std::io::Write;
 use std::process::{Command, Stdio};
@@ -17,6 +20,8 @@ pub enum NftError {
     Failed { what: String, stderr: String },
     #[error("nft {what}: {source}")]
     Io { what: String, source: std::io::Error },
+    #[error("reading nftables' generation over netlink: {0}")]
+    Generation(String),
 }
 
 fn nft_path() -> &'static str {
@@ -83,4 +88,125 @@ pub fn apply(script: &str) -> Result<(), NftError> {
         let stderr: String = stderr.lines().take(6).collect::<Vec<_>>().join(" | ");
         Err(NftError::Failed { what: "-f (transaction)".into(), stderr })
     }
+}
+
+// nfnetlink's framing for the one request we send (linux/netfilter/nfnetlink.h, nf_tables.h).
+const NFNL_SUBSYS_NFTABLES: u16 = 10;
+const NFT_MSG_NEWGEN: u16 = 15;
+const NFT_MSG_GETGEN: u16 = 16;
+const NFTA_GEN_ID: u16 = 1;
+const NLMSG_ERROR: u16 = 2;
+const NLM_F_REQUEST: u16 = 1;
+
+/// The nftables ruleset generation of the calling thread's network namespace. The kernel bumps
+/// it on every committed transaction, of any table and any process (an empty one excepted), so
+/// an unchanged value means the kernel's tables are as they were when it was last read.
+pub fn generation() -> Result<u32, NftError> {
+    ask_generation(&generation_socket()?, 1)
+}
+
+fn gen_err(what: &str, e: std::io::Error) -> NftError {
+    NftError::Generation(format!("{what}: {e}"))
+}
+
+fn generation_socket() -> Result<netlink_sys::Socket, NftError> {
+    use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_NETFILTER};
+    let mut s = Socket::new(NETLINK_NETFILTER).map_err(|e| gen_err("socket", e))?;
+    s.bind_auto().map_err(|e| gen_err("bind", e))?;
+    s.connect(&SocketAddr::new(0, 0)).map_err(|e| gen_err("connect", e))?;
+    Ok(s)
+}
+
+fn ask_generation(s: &netlink_sys::Socket, seq: u32) -> Result<u32, NftError> {
+    // nlmsghdr (length, type, flags, sequence, port) and nfgenmsg (AF_UNSPEC, version 0, res 0).
+    let mut req = Vec::with_capacity(20);
+    req.extend_from_slice(&20u32.to_ne_bytes());
+    req.extend_from_slice(&((NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETGEN).to_ne_bytes());
+    req.extend_from_slice(&NLM_F_REQUEST.to_ne_bytes());
+    req.extend_from_slice(&seq.to_ne_bytes());
+    req.extend_from_slice(&0u32.to_ne_bytes());
+    req.extend_from_slice(&[0, 0, 0, 0]);
+    s.send(&req, 0).map_err(|e| gen_err("send", e))?;
+    loop {
+        let (buf, _) = s.recv_from_full().map_err(|e| gen_err("receive", e))?;
+        // An answer to an earlier request that was given up on is skipped.
+        if buf.get(8..12).is_some_and(|b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]) == seq) {
+            return parse_generation(&buf);
+        }
+    }
+}
+
+/// Transactions and generation checks in one namespace over connections kept open: a libnftables
+/// context (`nft -f` where the library is missing) and a netlink socket. Its first use must be in
+/// the namespace it is for (the connections belong to the namespace they were opened in).
+#[derive(Debug, Default)]
+pub struct Nft {
+    /// `None`: not tried yet; `Some(None)`: no library, `nft -f` it is.
+    session: Option<Option<crate::nftlib::Session>>,
+    socket: Option<netlink_sys::Socket>,
+    seq: u32,
+}
+
+impl Nft {
+    /// Applies `script` as one transaction, as `apply` does.
+    pub fn apply(&mut self, script: &str) -> Result<(), NftError> {
+        match self.session.get_or_insert_with(crate::nftlib::Session::open) {
+            Some(session) => session.run(script).map_err(|e| NftError::Failed {
+                what: "transaction (libnftables)".into(),
+                stderr: e.lines().take(6).collect::<Vec<_>>().join(" | "),
+            }),
+            None => apply(script),
+        }
+    }
+
+    /// Whether transactions go through libnftables (known after the first `apply`).
+    pub fn uses_library(&self) -> Option<bool> {
+        self.session.as_ref().map(Option::is_some)
+    }
+
+    /// As `generation`, on the kept socket.
+    pub fn generation(&mut self) -> Result<u32, NftError> {
+        if self.socket.is_none() {
+            self.socket = Some(generation_socket()?);
+        }
+        self.seq = self.seq.wrapping_add(1);
+        let r = ask_generation(self.socket.as_ref().expect("opened above"), self.seq);
+        if r.is_err() {
+            // A broken socket is replaced on the next call.
+            self.socket = None;
+        }
+        r
+    }
+}
+
+/// The generation id in the kernel's answer to `NFT_MSG_GETGEN`.
+fn parse_generation(buf: &[u8]) -> Result<u32, NftError> {
+    let bad = |what: String| NftError::Generation(what);
+    let u16_at = |i: usize| buf.get(i..i + 2).map(|b| u16::from_ne_bytes([b[0], b[1]]));
+    let len = buf.get(0..4).map(|b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]) as usize);
+    let (Some(len), Some(kind)) = (len, u16_at(4)) else {
+        return Err(bad(format!("short answer of {} bytes", buf.len())));
+    };
+    if kind == NLMSG_ERROR {
+        let code = buf.get(16..20).map(|b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]])).unwrap_or(0);
+        return Err(bad(format!("the kernel answered {}", std::io::Error::from_raw_os_error(-code))));
+    }
+    if kind != (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWGEN {
+        return Err(bad(format!("unexpected message type {kind:#x}")));
+    }
+    // Attributes follow the 16-byte header and the 4-byte nfgenmsg, each 4-byte aligned.
+    let end = len.min(buf.len());
+    let mut at = 20;
+    while let (Some(alen), Some(atype)) = (u16_at(at), u16_at(at + 2)) {
+        let alen = alen as usize;
+        if alen < 4 || at + alen > end {
+            break;
+        }
+        if atype & 0x3fff == NFTA_GEN_ID && alen >= 8 {
+            let b = &buf[at + 4..at + 8];
+            return Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
+        }
+        at += (alen + 3) & !3;
+    }
+    Err(bad("no generation id in the answer".into()))
 }

@@ -185,3 +185,72 @@ fn a_broken_transaction_changes_nothing() {
     assert!(e.to_string().contains("no-such-chain") || e.to_string().contains("No such file"), "{e}");
     converged(&ns, &t);
 }
+
+fn generation(ns: &Netns) -> u32 {
+    in_netns(&ns.0, || async { nft::generation() }).unwrap().unwrap()
+}
+
+/// The agent skips reading the table while the generation stands still: it must move with every
+/// committed change (ours, a foreign table's, a foreign edit of ours) and not with reads, a
+/// refused transaction or another namespace's change.
+#[test]
+fn the_generation_moves_with_every_commit_and_only_then() {
+    let (Some(ns), Some(other)) = (netns(), netns()) else {
+        return eprintln!("skipped: cannot create namespaces");
+    };
+    let g0 = generation(&ns);
+    let t = table(&[pod("w1", "10.0.0.1", "web", "h0")], &[policy("p1", "client")]);
+    apply(&ns, plan(None, &t).script);
+    let g1 = generation(&ns);
+    assert_eq!(g1, g0.wrapping_add(1), "one transaction, one generation");
+    observe(&ns);
+    assert_eq!(generation(&ns), g1, "a listing is not a change");
+    let script = "add rule inet romana no-such-chain accept\n".to_owned();
+    in_netns(&ns.0, move || async move { nft::apply(&script) }).unwrap().unwrap_err();
+    assert_eq!(generation(&ns), g1, "a refused transaction is not a change");
+    apply(&other, plan(None, &t).script);
+    assert_eq!(generation(&ns), g1, "another namespace's change is not ours");
+    foreign(&ns, "delete element inet romana local-4 { 10.0.0.1 }");
+    let g2 = generation(&ns);
+    assert_ne!(g2, g1, "a foreign edit of our table");
+    foreign(&ns, "add table ip someone-else");
+    assert_ne!(generation(&ns), g2, "a foreign table");
+}
+
+/// The agent's kept connections: transactions through libnftables (installed with nft) land as
+/// `nft -f` would, a refused one changes nothing and names the problem, and the kept generation
+/// socket sees every commit.
+#[test]
+fn a_kept_library_session_applies_refuses_and_counts() {
+    let Some(ns) = netns() else { return eprintln!("skipped: cannot create namespaces") };
+    let t = table(&[pod("w1", "10.0.0.1", "web", "h0")], &[policy("p1", "client")]);
+    let first = plan(None, &t).script;
+    let (library, err, g) = in_netns(&ns.0, move || async move {
+        let mut nft = nft::Nft::default();
+        let g0 = nft.generation().unwrap();
+        nft.apply(&first).unwrap();
+        let g1 = nft.generation().unwrap();
+        let err = nft.apply(
+            "add element inet romana local-4 { 10.0.0.9 }\nadd rule inet romana no-such-chain accept\n",
+        );
+        (nft.uses_library(), err, (g0, g1, nft.generation().unwrap()))
+    })
+    .unwrap();
+    assert_eq!(
+        library,
+        Some(true),
+        "libnftables (Debian's libnftables1, installed with nftables) did not load"
+    );
+    let err = err.unwrap_err().to_string();
+    assert!(err.contains("no-such-chain") || err.contains("No such file"), "{err}");
+    assert_eq!((g.1, g.2), (g.0.wrapping_add(1), g.1), "one commit, then none");
+    converged(&ns, &t);
+    // Later changes through a new session, from what the kernel holds, converge too.
+    let second = table(
+        &[pod("w1", "10.0.0.1", "web", "h0"), pod("w2", "10.0.0.2", "web", "h0")],
+        &[policy("p1", "db")],
+    );
+    let script = plan(observe(&ns).as_ref(), &second).script;
+    in_netns(&ns.0, move || async move { nft::Nft::default().apply(&script) }).unwrap().unwrap();
+    converged(&ns, &second);
+}

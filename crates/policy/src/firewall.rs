@@ -20,6 +20,8 @@
 //! transaction, which is what keeps `nft` from reading the whole table back first.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+use std::sync::Arc;
 
 use romana_model::{Cidr, Family};
 
@@ -50,10 +52,6 @@ fn fam_suffix(f: Family) -> &'static str {
     }
 }
 
-fn family_of(e: &Endpoint) -> Option<Family> {
-    e.ip.map(Family::of)
-}
-
 /// A name nft accepts and a reader recognises: the id's safe characters, then a hash of the whole
 /// id so that two ids never collide after sanitising.
 pub fn policy_base(id: &str) -> String {
@@ -72,10 +70,43 @@ pub fn policy_base(id: &str) -> String {
 #[derive(Debug, Default)]
 pub struct CompileCache {
     stamp: Option<u64>,
-    sets: BTreeMap<String, Set>,
+    sets: BTreeMap<String, Arc<Set>>,
     /// What each cached set holds, so that one endpoint's change updates it in place.
     rules: BTreeMap<String, Membership>,
-    targets: BTreeMap<String, Vec<usize>>,
+    /// Local endpoints' addresses by policy target (tenant and selector): policies with the same
+    /// target share the work. Addresses, not positions, since the caller may reorder endpoints.
+    targets: BTreeMap<String, Vec<IpAddr>>,
+    /// The host compiled for: only its endpoints' changes move policy targets.
+    host: Option<String>,
+    /// Each policy as last compiled, reused while the policy is unchanged.
+    policies: BTreeMap<String, PolicyEntry>,
+    /// Each bucket chain with the policies it was built from: reused while they are the same.
+    buckets: BTreeMap<String, (Vec<Arc<CompiledPolicy>>, Arc<Chain>)>,
+}
+
+#[derive(Debug)]
+struct PolicyEntry {
+    compiled: Arc<CompiledPolicy>,
+    /// `target_sets` and `target_ips` are computed (and kept up to date by `endpoint_changed`).
+    targets_known: bool,
+    /// The target sets (`<base>-t-4`, `-6`) and their addresses (for the isolation sets).
+    target_sets: Vec<(String, Arc<Set>)>,
+    target_ips: Vec<IpAddr>,
+}
+
+/// What depends on a policy alone: its chains and jumps (the sets they name are found by name).
+#[derive(Debug)]
+struct CompiledPolicy {
+    rules: PolicyRules,
+    chains: Vec<(String, Arc<Chain>)>,
+    /// The selector and named-port sets the chains name (in `CompileCache::sets`).
+    sets: Vec<String>,
+    /// (bucket chain, jump line, its key).
+    jumps: Vec<(String, Line, String)>,
+    /// `<base>-t-4`, `<base>-t-6`.
+    target_names: [String; 2],
+    /// `ingress-isolated` and/or `egress-isolated`: where the policy's targets go.
+    isolates: Vec<&'static str>,
 }
 
 #[derive(Debug, Clone)]
@@ -85,37 +116,80 @@ enum Membership {
 }
 
 impl CompileCache {
+    /// A change of one of the host's own endpoints: each policy's targets take or lose it.
+    fn local_changed(&mut self, old: Option<&Endpoint>, new: Option<&Endpoint>) {
+        let host = self.host.as_deref();
+        let local = |e: &&Endpoint| !e.is_host && e.ip.is_some() && Some(e.host.as_str()) == host;
+        let (old, new) = (old.filter(local), new.filter(local));
+        if old.is_none() && new.is_none() {
+            return;
+        }
+        self.targets.clear();
+        for entry in self.policies.values_mut().filter(|e| e.targets_known) {
+            let mut ips = entry.target_ips.clone();
+            if let Some(ip) = old.and_then(|e| e.ip) {
+                ips.retain(|x| *x != ip);
+            }
+            if let Some((e, ip)) = new.and_then(|e| Some((e, e.ip?)))
+                && selects(&entry.compiled.rules, e)
+                && !ips.contains(&ip)
+            {
+                ips.push(ip);
+            }
+            if ips != entry.target_ips {
+                let sets = target_sets(&entry.compiled.target_names, &ips);
+                entry.target_sets = sets.into_iter().map(|(n, s)| (n, Arc::new(s))).collect();
+                entry.target_ips = ips;
+            }
+        }
+    }
+
     /// One endpoint was added (`old` `None`), changed, or removed (`new` `None`): the cached sets
     /// take or lose its address, as a compile from scratch would. `world` must be the one the
     /// cache was filled with (tenant changes need a new stamp instead).
     pub fn endpoint_changed(&mut self, world: &World, old: Option<&Endpoint>, new: Option<&Endpoint>) {
-        // Targets are indices into this host's endpoints, which may have shifted.
-        self.targets.clear();
+        self.local_changed(old, new);
         for (name, rule) in &self.rules {
             let Some(set) = self.sets.get_mut(name) else { continue };
-            if let Some(ip) = old.and_then(|e| e.ip) {
-                set.elements
-                    .retain(|el| !matches!(el, Element::Addr(a) | Element::AddrPort(a, _) if *a == ip));
-            }
-            let Some(e) = new.filter(|e| !e.is_host) else { continue };
-            let Some(ip) = e.ip else { continue };
-            match rule {
-                Membership::Peer(key, f) => {
-                    let own = key.own_tenant.as_deref().unwrap_or("");
-                    if Family::of(ip) == *f
-                        && tenant_matches(world, own, key.tenants.as_ref(), &e.tenant)
-                        && key.endpoints.as_ref().is_none_or(|s| s.matches(&e.labels))
-                    {
-                        set.elements.insert(Element::Addr(ip));
-                    }
+            // What the set should lose and gain; the set is copied (it may be shared with the
+            // table as last applied) only when it changes.
+            let gone: Vec<Element> = match old.and_then(|e| e.ip) {
+                Some(ip) => {
+                    let addr = Element::Addr(ip);
+                    let ports =
+                        set.elements.range(Element::AddrPort(ip, 0)..=Element::AddrPort(ip, u16::MAX));
+                    set.elements.get(&addr).into_iter().chain(ports).cloned().collect()
                 }
-                Membership::NamedPort(port, protocol, f) if Family::of(ip) == *f => {
-                    for p in e.ports.iter().filter(|p| &p.name == port && p.protocol == *protocol) {
-                        set.elements.insert(Element::AddrPort(ip, p.port));
+                None => vec![],
+            };
+            let mut new_elements = Vec::new();
+            if let Some((e, ip)) = new.filter(|e| !e.is_host).and_then(|e| Some((e, e.ip?))) {
+                match rule {
+                    Membership::Peer(key, f) => {
+                        let own = key.own_tenant.as_deref().unwrap_or("");
+                        if Family::of(ip) == *f
+                            && tenant_matches(world, own, key.tenants.as_ref(), &e.tenant)
+                            && key.endpoints.as_ref().is_none_or(|s| s.matches(&e.labels))
+                        {
+                            new_elements.push(Element::Addr(ip));
+                        }
                     }
+                    Membership::NamedPort(port, protocol, f) if Family::of(ip) == *f => {
+                        for p in e.ports.iter().filter(|p| &p.name == port && p.protocol == *protocol) {
+                            new_elements.push(Element::AddrPort(ip, p.port));
+                        }
+                    }
+                    Membership::NamedPort(..) => {}
                 }
-                Membership::NamedPort(..) => {}
             }
+            if gone.is_empty() && new_elements.iter().all(|el| set.elements.contains(el)) {
+                continue;
+            }
+            let set = Arc::make_mut(set);
+            for el in &gone {
+                set.elements.remove(el);
+            }
+            set.elements.extend(new_elements);
         }
     }
 }
@@ -129,6 +203,8 @@ struct Compiler<'a> {
     by_label: Option<BTreeMap<(&'a str, &'a str), Vec<usize>>>,
     cache: CompileCache,
     rs: Ruleset,
+    /// Selector and named-port sets the policy being compiled declared.
+    declared: Vec<String>,
 }
 
 /// Which endpoints a `Peer::Endpoints` names, with the policy's tenant filled in.
@@ -142,16 +218,28 @@ struct PeerKey {
 impl<'a> Compiler<'a> {
     /// Declares (once) the pair of address sets `name-4`/`name-6` holding `members`' addresses.
     fn addr_sets<'e>(&mut self, name: &str, members: impl Iterator<Item = &'e Endpoint>) {
+        let ips: Vec<IpAddr> = members.filter_map(|e| e.ip).collect();
         for f in FAMILIES {
             self.rs
                 .sets
                 .entry(format!("{name}-{}", fam_suffix(f)))
-                .or_insert_with(|| Set::new(SetType::Addr(f)));
+                .or_insert_with(|| Arc::new(Set::new(SetType::Addr(f))));
         }
-        for e in members {
-            if let (Some(ip), Some(f)) = (e.ip, family_of(e)) {
-                let set = self.rs.sets.get_mut(&format!("{name}-{}", fam_suffix(f))).expect("declared above");
-                set.elements.insert(Element::Addr(ip));
+        self.add_addrs(name, &ips);
+    }
+
+    /// Adds addresses to the declared pair of sets `name-4`/`name-6`.
+    fn add_addrs(&mut self, name: &str, ips: &[IpAddr]) {
+        for f in FAMILIES {
+            let mut of_family = ips.iter().filter(|ip| Family::of(**ip) == f).peekable();
+            if of_family.peek().is_none() {
+                continue;
+            }
+            let set = self.rs.sets.get_mut(&format!("{name}-{}", fam_suffix(f))).expect("declared first");
+            for ip in of_family {
+                if !set.elements.contains(&Element::Addr(*ip)) {
+                    Arc::make_mut(set).elements.insert(Element::Addr(*ip));
+                }
             }
         }
     }
@@ -179,6 +267,7 @@ impl<'a> Compiler<'a> {
 
     fn selector_set(&mut self, key: PeerKey) -> String {
         let name = format!("sel-{:016x}", fnv1a(format!("{key:?}").as_bytes()));
+        self.declared.extend(FAMILIES.map(|f| format!("{name}-{}", fam_suffix(f))));
         if !self.rs.sets.contains_key(&format!("{name}-4")) && !self.take_cached(&name) {
             let world = self.input.world;
             let own = key.own_tenant.as_deref().unwrap_or("");
@@ -243,6 +332,7 @@ impl<'a> Compiler<'a> {
         let safe: String = port.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '-').take(15).collect();
         let proto = format!("{protocol:?}").to_ascii_lowercase();
         let name = format!("np-{safe}-{proto}-{:04x}-{}", fnv1a(port.as_bytes()) as u16, fam_suffix(f));
+        self.declared.push(name.clone());
         if let Some(set) = self.cache.sets.get(&name).filter(|_| !self.rs.sets.contains_key(&name)) {
             self.rs.sets.insert(name.clone(), set.clone());
         }
@@ -254,6 +344,7 @@ impl<'a> Compiler<'a> {
                     set.elements.insert(Element::AddrPort(ip, p.port));
                 }
             }
+            let set = Arc::new(set);
             self.cache.sets.insert(name.clone(), set.clone());
             self.cache.rules.insert(name.clone(), Membership::NamedPort(port.to_owned(), protocol, f));
             self.rs.sets.insert(name.clone(), set);
@@ -345,52 +436,126 @@ impl<'a> Compiler<'a> {
         lines
     }
 
-    fn policy(&mut self, p: &PolicyRules) {
-        let base = policy_base(&p.id);
-        let key = format!("{}\u{0}{:?}", p.tenant, p.target);
-        let idx = match self.cache.targets.get(&key) {
-            Some(idx) => idx.clone(),
+    /// Adds a policy to the table (from the cache where it can) and returns its compiled form.
+    fn policy(&mut self, p: &PolicyRules) -> Arc<CompiledPolicy> {
+        match self.cache.policies.get(&p.id).filter(|e| e.compiled.rules == *p) {
+            Some(e) => {
+                for n in &e.compiled.sets {
+                    if let Some(set) = self.cache.sets.get(n) {
+                        self.rs.sets.insert(n.clone(), set.clone());
+                    }
+                }
+            }
             None => {
-                let idx: Vec<usize> = (0..self.local.len()).filter(|i| selects(p, self.local[*i])).collect();
-                self.cache.targets.insert(key, idx.clone());
-                idx
+                let compiled = Arc::new(self.compile_policy(p));
+                let e =
+                    PolicyEntry { compiled, targets_known: false, target_sets: vec![], target_ips: vec![] };
+                self.cache.policies.insert(p.id.clone(), e);
+            }
+        }
+        if !self.cache.policies[&p.id].targets_known {
+            let (sets, ips) = self.targets_of(p);
+            let e = self.cache.policies.get_mut(&p.id).expect("inserted above");
+            // An unchanged set keeps its object, which the planner then skips.
+            let sets = sets
+                .into_iter()
+                .map(|(n, s)| match e.target_sets.iter().find(|(o, old)| *o == n && **old == s) {
+                    Some((_, old)) => (n, old.clone()),
+                    None => (n, Arc::new(s)),
+                })
+                .collect();
+            (e.targets_known, e.target_sets, e.target_ips) = (true, sets, ips);
+        }
+        let e = &self.cache.policies[&p.id];
+        for (n, set) in &e.target_sets {
+            self.rs.sets.insert(n.clone(), set.clone());
+        }
+        for (n, chain) in &e.compiled.chains {
+            self.rs.chains.insert(n.clone(), chain.clone());
+        }
+        let compiled = e.compiled.clone();
+        if !e.target_ips.is_empty() {
+            let ips = e.target_ips.clone();
+            for iso in &compiled.isolates {
+                self.add_addrs(iso, &ips);
+            }
+        }
+        compiled
+    }
+
+    /// The policy's target sets (this host's endpoints it applies to) and their addresses.
+    fn targets_of(&mut self, p: &PolicyRules) -> (Vec<(String, Set)>, Vec<IpAddr>) {
+        let key = format!("{}\u{0}{:?}", p.tenant, p.target);
+        let ips = match self.cache.targets.get(&key) {
+            Some(ips) => ips.clone(),
+            None => {
+                let ips: Vec<IpAddr> =
+                    self.local.iter().filter(|e| selects(p, e)).filter_map(|e| e.ip).collect();
+                self.cache.targets.insert(key, ips.clone());
+                ips
             }
         };
-        let targets: Vec<&'a Endpoint> = idx.into_iter().map(|i| self.local[i]).collect();
-        self.addr_sets(&format!("{base}-t"), targets.iter().copied());
+        let names = &self.cache.policies[&p.id].compiled.target_names;
+        (target_sets(names, &ips), ips)
+    }
+
+    /// A policy's own chains and its jumps: what depends on the policy alone.
+    fn compile_policy(&mut self, p: &PolicyRules) -> CompiledPolicy {
+        self.declared.clear();
+        let base = policy_base(&p.id);
+        let mut out = CompiledPolicy {
+            rules: p.clone(),
+            chains: vec![],
+            sets: vec![],
+            jumps: vec![],
+            target_names: FAMILIES.map(|f| format!("{base}-t-{}", fam_suffix(f))),
+            isolates: vec![],
+        };
         for (rules, suffix, dispatch, target_dir, peer_dir) in [
-            (&p.ingress, "in", "ingress-policies", Dir::Dst, Dir::Src),
-            (&p.egress, "eg", "egress-policies", Dir::Src, Dir::Dst),
+            (&p.ingress, "in", "ingress", Dir::Dst, Dir::Src),
+            (&p.egress, "eg", "egress", Dir::Src, Dir::Dst),
         ] {
             let Some(rules) = rules else { continue };
+            out.isolates.push(if dispatch == "ingress" { "ingress-isolated" } else { "egress-isolated" });
             let chain = format!("{base}-{suffix}");
             let lines: Vec<Line> = rules.iter().flat_map(|r| self.rule_lines(p, r, peer_dir)).collect();
             let mut seen = BTreeSet::new();
-            let lines = lines.into_iter().filter(|l| seen.insert(l.clone())).collect();
-            self.rs.chains.insert(chain.clone(), Chain { base: None, lines });
-            let iso = format!("{}-isolated", &dispatch[..dispatch.len() - "-policies".len()]);
-            self.addr_sets(&iso, targets.iter().copied());
+            let lines: Vec<Line> = lines.into_iter().filter(|l| seen.insert(l.clone())).collect();
+            out.chains.push((chain.clone(), Arc::new(Chain::new(None, lines))));
             // The policy's jumps go into one of a fixed number of bucket chains (by a hash of its
             // id), so adding or removing a policy rewrites a small bucket, never a long chain.
-            let bucket = format!(
-                "{}-b{:02}",
-                &dispatch[..dispatch.len() - "-policies".len()],
-                fnv1a(p.id.as_bytes()) % BUCKETS
-            );
-            let d = self.rs.chains.entry(bucket).or_insert_with(|| Chain { base: None, lines: vec![] });
-            for f in FAMILIES {
-                let set = format!("{base}-t-{}", fam_suffix(f));
-                d.lines.push(Line {
+            let bucket = format!("{dispatch}-b{:02}", fnv1a(p.id.as_bytes()) % BUCKETS);
+            for (f, set) in FAMILIES.into_iter().zip(out.target_names.clone()) {
+                let line = Line {
                     matches: vec![Match::InSet { dir: target_dir, family: f, set }],
                     verdict: Verdict::Jump(chain.clone()),
-                });
+                };
+                let key = line.key();
+                out.jumps.push((bucket.clone(), line, key));
             }
         }
+        out.sets = std::mem::take(&mut self.declared);
+        out.sets.sort();
+        out.sets.dedup();
+        out
     }
 }
 
+/// A policy's pair of target sets holding `ips`.
+fn target_sets(names: &[String; 2], ips: &[IpAddr]) -> Vec<(String, Set)> {
+    FAMILIES
+        .into_iter()
+        .zip(names)
+        .map(|(f, name)| {
+            let mut set = Set::new(SetType::Addr(f));
+            set.elements.extend(ips.iter().filter(|ip| Family::of(**ip) == f).map(|ip| Element::Addr(*ip)));
+            (name.clone(), set)
+        })
+        .collect()
+}
+
 /// `direction` is `egress` or `ingress` (both nft keywords, hence the longer names).
-fn base_chain(hook: Hook, prio: i32, direction: &str, dir: Dir) -> Chain {
+fn base_chain(hook: Hook, prio: i32, direction: &str, dir: Dir) -> Arc<Chain> {
     let mut lines = vec![
         Line { matches: vec![Match::Established], verdict: Verdict::Accept },
         Line { matches: vec![], verdict: Verdict::Jump(format!("{direction}-policies")) },
@@ -399,7 +564,7 @@ fn base_chain(hook: Hook, prio: i32, direction: &str, dir: Dir) -> Chain {
         let set = format!("{direction}-isolated-{}", fam_suffix(f));
         lines.push(Line { matches: vec![Match::InSet { dir, family: f, set }], verdict: Verdict::Drop });
     }
-    Chain { base: Some((hook, prio)), lines }
+    Arc::new(Chain::new(Some((hook, prio)), lines))
 }
 
 /// The host's whole ruleset.
@@ -409,19 +574,26 @@ pub fn compile(input: FirewallInput<'_>) -> Ruleset {
 
 /// `compile`, reusing what `cache` holds from earlier compiles with the same `stamp`.
 pub fn compile_cached(input: FirewallInput<'_>, cache: &mut CompileCache, stamp: u64) -> Ruleset {
-    if cache.stamp != Some(stamp) {
-        *cache = CompileCache { stamp: Some(stamp), ..CompileCache::default() };
+    if cache.stamp != Some(stamp) || cache.host.as_deref() != Some(input.host) {
+        *cache =
+            CompileCache { stamp: Some(stamp), host: Some(input.host.to_owned()), ..CompileCache::default() };
     }
     let local =
         input.endpoints.iter().filter(|e| !e.is_host && e.ip.is_some() && e.host == input.host).collect();
-    let mut c =
-        Compiler { input, local, by_label: None, cache: std::mem::take(cache), rs: Ruleset::default() };
+    let mut c = Compiler {
+        input,
+        local,
+        by_label: None,
+        cache: std::mem::take(cache),
+        rs: Ruleset::default(),
+        declared: vec![],
+    };
     c.rs.chains.insert("fwd-egress".into(), base_chain(Hook::Forward, 0, "egress", Dir::Src));
     c.rs.chains.insert("fwd-ingress".into(), base_chain(Hook::Forward, 1, "ingress", Dir::Dst));
     c.rs.chains.insert("in-egress".into(), base_chain(Hook::Input, 0, "egress", Dir::Src));
     c.rs.chains.insert("out-ingress".into(), base_chain(Hook::Output, 0, "ingress", Dir::Dst));
-    c.rs.chains.insert("egress-policies".into(), Chain { base: None, lines: vec![] });
-    c.rs.chains.insert("ingress-policies".into(), Chain { base: None, lines: vec![] });
+    c.rs.chains.insert("egress-policies".into(), Arc::new(Chain::new(None, vec![])));
+    c.rs.chains.insert("ingress-policies".into(), Arc::new(Chain::new(None, vec![])));
     let local = c.local.clone();
     c.addr_sets("local", local.into_iter());
     c.addr_sets("egress-isolated", std::iter::empty());
@@ -429,15 +601,51 @@ pub fn compile_cached(input: FirewallInput<'_>, cache: &mut CompileCache, stamp:
     // Policies in id order: the output does not depend on the order policies were listed in.
     let mut policies: Vec<&PolicyRules> = input.policies.iter().collect();
     policies.sort_by(|a, b| a.id.cmp(&b.id));
-    for p in policies {
-        c.policy(p);
+    let mut buckets: BTreeMap<String, Vec<Arc<CompiledPolicy>>> = BTreeMap::new();
+    for p in &policies {
+        let compiled = c.policy(p);
+        for (bucket, ..) in &compiled.jumps {
+            let members = buckets.entry(bucket.clone()).or_default();
+            if !members.last().is_some_and(|m| Arc::ptr_eq(m, &compiled)) {
+                members.push(compiled.clone());
+            }
+        }
+    }
+    // Policies gone since the last compile leave the cache too.
+    let ids: BTreeSet<&str> = policies.iter().map(|p| p.id.as_str()).collect();
+    c.cache.policies.retain(|id, _| ids.contains(id.as_str()));
+    // A bucket chain holds its policies' jumps in policy order; built again only when they changed.
+    let mut old = std::mem::take(&mut c.cache.buckets);
+    for (bucket, members) in buckets {
+        let chain = match old.remove(&bucket) {
+            Some((was, chain))
+                if was.len() == members.len() && was.iter().zip(&members).all(|(a, b)| Arc::ptr_eq(a, b)) =>
+            {
+                chain
+            }
+            _ => {
+                let mut chain = Chain::new(None, vec![]);
+                for (line, key) in members
+                    .iter()
+                    .flat_map(|m| &m.jumps)
+                    .filter(|(b, ..)| *b == bucket)
+                    .map(|(_, line, key)| (line, key))
+                {
+                    chain.push_keyed(line.clone(), key.clone());
+                }
+                Arc::new(chain)
+            }
+        };
+        c.rs.chains.insert(bucket.clone(), chain.clone());
+        c.cache.buckets.insert(bucket, (members, chain));
     }
     *cache = std::mem::take(&mut c.cache);
     for direction in ["egress", "ingress"] {
         let buckets: Vec<String> =
             c.rs.chains.keys().filter(|k| k.starts_with(&format!("{direction}-b"))).cloned().collect();
-        let d = c.rs.chains.get_mut(&format!("{direction}-policies")).expect("inserted above");
-        d.lines = buckets.into_iter().map(|b| Line { matches: vec![], verdict: Verdict::Jump(b) }).collect();
+        let lines =
+            buckets.into_iter().map(|b| Line { matches: vec![], verdict: Verdict::Jump(b) }).collect();
+        c.rs.chains.insert(format!("{direction}-policies"), Arc::new(Chain::new(None, lines)));
     }
     c.rs
 }

@@ -90,7 +90,7 @@ pub fn parse(text: &str) -> Result<Observed, JsonError> {
                 }
             }
             if readable {
-                obs.sets.insert(name, Set { ty, elements });
+                obs.sets.insert(name, std::sync::Arc::new(Set { ty, elements }));
             } else {
                 obs.foreign_sets.insert(name);
             }

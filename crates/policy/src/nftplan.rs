@@ -7,6 +7,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
+use std::sync::Arc;
 
 use crate::ruleset::{self, Hook, Ruleset, Set, TABLE};
 
@@ -20,7 +21,7 @@ pub struct ObservedChain {
 /// Our table as the kernel has it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Observed {
-    pub sets: BTreeMap<String, Set>,
+    pub sets: BTreeMap<String, Arc<Set>>,
     /// Sets whose type is not one we create (someone else's doing): replaced.
     pub foreign_sets: BTreeSet<String>,
     pub chains: BTreeMap<String, ObservedChain>,
@@ -81,6 +82,10 @@ pub fn plan(observed: Option<&Observed>, desired: &Ruleset) -> NftPlan {
     // 2. Elements of existing sets.
     for (name, set) in &desired.sets {
         let Some(have) = obs.sets.get(name) else { continue };
+        // The same object as last applied (the compiler reused it): nothing to compare.
+        if Arc::ptr_eq(have, set) {
+            continue;
+        }
         let gone: Vec<_> = have.elements.difference(&set.elements).collect();
         let new: Vec<_> = set.elements.difference(&have.elements).collect();
         s.elements_deleted += gone.len();
@@ -89,16 +94,16 @@ pub fn plan(observed: Option<&Observed>, desired: &Ruleset) -> NftPlan {
         ruleset::elements(&mut out, "add", name, new.into_iter());
     }
     // 3. Chains whose rules differ in any way (order included) are flushed and refilled.
-    let mut adds: Vec<(String, &ruleset::Line)> = Vec::new();
+    let mut adds: Vec<&str> = Vec::new();
     for (name, chain) in &desired.chains {
         match obs.chains.get(name) {
-            None => adds.extend(chain.lines.iter().map(|l| (name.clone(), l))),
+            None => adds.push(name),
             Some(o) => {
-                if !o.rules.iter().cloned().eq(chain.lines.iter().map(ruleset::Line::key)) {
+                if o.rules != chain.keys() {
                     let _ = writeln!(out, "flush chain inet {TABLE} {name}");
                     s.chains_rewritten += 1;
                     s.rules_deleted += o.rules.len();
-                    adds.extend(chain.lines.iter().map(|l| (name.clone(), l)));
+                    adds.push(name);
                 }
             }
         }
@@ -108,9 +113,12 @@ pub fn plan(observed: Option<&Observed>, desired: &Ruleset) -> NftPlan {
     for name in &removed_chains {
         let _ = writeln!(out, "flush chain inet {TABLE} {name}");
     }
-    for (chain, line) in adds {
-        ruleset::rule(&mut out, &chain, line);
-        s.rules_added += 1;
+    for name in adds {
+        let chain = &desired.chains[name];
+        for (line, key) in chain.lines().iter().zip(chain.keys()) {
+            ruleset::rule(&mut out, name, line, key);
+            s.rules_added += 1;
+        }
     }
     // 4. Chains and sets no longer wanted, now that nothing refers to them.
     for name in removed_chains {
@@ -143,12 +151,7 @@ impl Observed {
         let chains = rs
             .chains
             .iter()
-            .map(|(n, c)| {
-                (
-                    n.clone(),
-                    ObservedChain { base: c.base, rules: c.lines.iter().map(ruleset::Line::key).collect() },
-                )
-            })
+            .map(|(n, c)| (n.clone(), ObservedChain { base: c.base, rules: c.keys().to_vec() }))
             .collect();
         Observed { sets: rs.sets.clone(), foreign_sets: BTreeSet::new(), chains }
     }

@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::{self, Write};
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use romana_model::{Cidr, Family};
 
@@ -102,13 +103,45 @@ pub struct Line {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Chain {
     pub base: Option<(Hook, i32)>,
-    pub lines: Vec<Line>,
+    lines: Vec<Line>,
+    /// Each line's `Line::key`, computed once: planning compares keys on every pass.
+    keys: Vec<String>,
 }
 
+impl Chain {
+    pub fn new(base: Option<(Hook, i32)>, lines: Vec<Line>) -> Chain {
+        let keys = lines.iter().map(Line::key).collect();
+        Chain { base, lines, keys }
+    }
+
+    pub fn lines(&self) -> &[Line] {
+        &self.lines
+    }
+
+    pub fn keys(&self) -> &[String] {
+        &self.keys
+    }
+
+    pub fn push(&mut self, line: Line) {
+        let key = line.key();
+        self.push_keyed(line, key);
+    }
+
+    /// Appends a line whose key the caller already has (it must be `line.key()`).
+    pub fn push_keyed(&mut self, line: Line, key: String) {
+        debug_assert_eq!(key, line.key());
+        self.lines.push(line);
+        self.keys.push(key);
+    }
+}
+
+/// Sets and chains are shared (`Arc`) between the compiler's cache, the table the agent keeps as
+/// applied and the next compile: a pass copies only what changed, and the planner skips a set or
+/// chain that is the very same object.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Ruleset {
-    pub sets: BTreeMap<String, Set>,
-    pub chains: BTreeMap<String, Chain>,
+    pub sets: BTreeMap<String, Arc<Set>>,
+    pub chains: BTreeMap<String, Arc<Chain>>,
 }
 
 fn proto_name(p: Protocol) -> &'static str {
@@ -256,8 +289,9 @@ pub fn chain_decl(out: &mut String, name: &str, chain: &Chain) {
     }
 }
 
-pub fn rule(out: &mut String, chain: &str, line: &Line) {
-    let _ = writeln!(out, "add rule inet {TABLE} {chain} {line}");
+/// `add rule`, with the line's key (`line.key()`) as its comment.
+pub fn rule(out: &mut String, chain: &str, line: &Line, key: &str) {
+    let _ = writeln!(out, "add rule inet {TABLE} {chain} {} comment \"{key}\"", line.body());
 }
 
 impl Ruleset {
@@ -273,8 +307,8 @@ impl Ruleset {
             chain_decl(&mut out, name, chain);
         }
         for (name, chain) in &self.chains {
-            for line in &chain.lines {
-                rule(&mut out, name, line);
+            for (line, key) in chain.lines.iter().zip(&chain.keys) {
+                rule(&mut out, name, line, key);
             }
         }
         out

@@ -63,7 +63,7 @@ fn matches(rs: &Ruleset, m: &Match, p: &Packet) -> bool {
 /// `Some(verdict)` when the chain (or one it jumped to) decided, `None` when it ran out.
 fn run(rs: &Ruleset, chain: &str, p: &Packet, depth: usize) -> Option<bool> {
     assert!(depth < 16, "jump loop at {chain}");
-    for line in &rs.chains[chain].lines {
+    for line in rs.chains[chain].lines() {
         if !line.matches.iter().all(|m| matches(rs, m, p)) {
             continue;
         }
