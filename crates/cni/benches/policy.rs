@@ -6,9 +6,9 @@
 //!   connects every few ms until it is refused; the policy is deleted, until it connects again;
 //! - CNI ADD of a new pod with that cluster loaded, against an empty cluster;
 //! - the table's rules and set elements;
-//! - TCP throughput (iperf3) between two pods on the host with the sets loaded against two pods
-//!   on a second host namespace without any table (its agent runs `--no-policy`), in
-//!   alternating rounds so that both see the same machine.
+//! - TCP throughput (iperf3) between the same two pods with the loaded table against the same
+//!   layout with no policy and empty sets, in alternating rounds (the agent is paused meanwhile,
+//!   the bench swaps the tables, and the agent's table is back in place before it resumes).
 //!
 //! `cargo build --release -p romana-agent && cargo bench -p romana-cni --bench policy`
 
@@ -19,7 +19,7 @@ use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{agent, agent_metric, agent_with, cni, conf, iperf, probe, wait_for};
+use common::{agent, agent_metric, cni, conf, iperf, probe, wait_for};
 use romana_api::rest::{AddressRequest, Credentials, EndpointInfo, HostRequest, TenantRequest};
 use romana_client::Client;
 use romana_tests_support::{Netns, TempDir};
@@ -29,6 +29,38 @@ fn pct(v: &[f64], p: f64) -> f64 {
     let mut v = v.to_vec();
     v.sort_by(f64::total_cmp);
     v[((v.len() as f64 - 1.0) * p).round() as usize]
+}
+
+/// `nft -f` of `script` inside a namespace this bench created.
+fn nft_in(ns: &Netns, script: &str) {
+    use std::io::Write as _;
+    let mut child = std::process::Command::new("ip")
+        .args(["netns", "exec", &ns.0, "nft", "-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("nft");
+    child.stdin.take().expect("stdin").write_all(script.as_bytes()).expect("script");
+    assert!(child.wait().expect("nft").success(), "nft -f in {}", ns.0);
+}
+
+/// `nft ARGS` inside a namespace this bench created: its output.
+fn nft_out(ns: &Netns, args: &str) -> String {
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", &ns.0, "nft"])
+        .args(args.split_whitespace())
+        .output()
+        .expect("nft");
+    assert!(out.status.success(), "nft {args}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Sends `SIG<sig>` to the agent this bench started.
+fn signal(agent: &common::Agent, sig: &str) {
+    let ok = std::process::Command::new("kill")
+        .args([&format!("-{sig}"), &agent.0.id().to_string()])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "kill -{sig} the agent");
 }
 
 fn netns_path(ns: &Netns) -> String {
@@ -150,17 +182,11 @@ async fn main() {
     };
     // The synthetic hosts' addresses (198.18.0.0/24) on a link of the host namespace, so that
     // the routes the route manager gives toward them are valid (nothing answers there).
-    // The second host (no table) gets the same; both have 192.168.77.0/24 on that link for
-    // the routes toward each other.
-    let bare = Netns::new(&format!("rmq-{pid}-e")).expect("namespace");
-    for ns in [&host, &bare] {
-        ns.ip("link set lo up");
-        ns.ip("link add up0 type veth peer name up1");
-        ns.ip("addr add 198.18.0.254/24 dev up0");
-        ns.ip("addr add 192.168.77.254/24 dev up0");
-        ns.ip("link set up0 up");
-        ns.ip("link set up1 up");
-    }
+    host.ip("link set lo up");
+    host.ip("link add up0 type veth peer name up1");
+    host.ip("addr add 198.18.0.254/24 dev up0");
+    host.ip("link set up0 up");
+    host.ip("link set up1 up");
     let dir = TempDir::new("policy-bench");
     let creds = common::romanad(dir.path()).await;
     let admin = Arc::new(
@@ -183,11 +209,7 @@ async fn main() {
     let sock = dir.path().join("h.sock");
     // The release agent: `cargo bench` builds this binary in release, the agent must be too.
     let _agent = agent(&creds, "hq", "192.168.77.1", &host.0, &sock, &dir.path().join("agent.log"));
-    let bare_sock = dir.path().join("e.sock");
-    let bare_log = dir.path().join("bare-agent.log");
-    let _bare = agent_with(&creds, "he", "192.168.77.2", &bare.0, &bare_sock, &bare_log, &["--no-policy"]);
     wait_for("agent ready", 30, || cni("STATUS", "", "", &conf("1.1.0", &sock), "").0 == 0).await;
-    wait_for("bare agent ready", 30, || cni("STATUS", "", "", &conf("1.1.0", &bare_sock), "").0 == 0).await;
 
     let srv = Netns::new(&format!("rmq-{pid}-srv")).expect("pod");
     let cli = Netns::new(&format!("rmq-{pid}-cli")).expect("pod");
@@ -203,11 +225,6 @@ async fn main() {
     for (i, ns) in pods[..admits].iter().enumerate() {
         empty_add.push(add_pod(ns, &format!("a{i}"), &sock, "app=admit").await.1);
     }
-    // The throughput baseline's pods, on the host without a table.
-    let bare_srv = Netns::new(&format!("rmq-{pid}-esrv")).expect("pod");
-    let bare_cli = Netns::new(&format!("rmq-{pid}-ecli")).expect("pod");
-    let (bare_ip, _) = add_pod(&bare_srv, "esrv", &bare_sock, "app=bare").await;
-    add_pod(&bare_cli, "ecli", &bare_sock, "app=bare").await;
 
     let t = Instant::now();
     load(&admin, n_endpoints, n_policies).await;
@@ -256,14 +273,39 @@ async fn main() {
     for (i, ns) in pods[admits..].iter().enumerate() {
         loaded_add.push(add_pod(ns, &format!("b{i}"), &sock, "app=admit").await.1);
     }
-    // Throughput: alternating rounds, the loaded table's pods then the bare host's.
+    // Throughput: the same pods, the loaded table and the same layout with empty sets (base
+    // chains and conntrack in both) in alternating rounds. The agent is paused so that it does not
+    // repair the swap; its own table is back before it resumes.
     let secs = if quick { 2 } else { 3 };
-    let rounds = if quick { 3 } else { 5 };
+    let rounds = if quick { 2 } else { 6 };
+    let loaded_table = nft_out(&host, "list table inet romana");
+    let empty = romana_policy::firewall::compile(romana_policy::firewall::FirewallInput {
+        host: "hq",
+        policies: &[],
+        world: &Default::default(),
+        endpoints: &[],
+    })
+    .render_replace();
+    let restore = format!("delete table inet romana\n{loaded_table}");
+    signal(&_agent, "STOP");
     let (mut tput_loaded, mut tput_empty) = (Vec::new(), Vec::new());
-    for _ in 0..rounds {
-        tput_loaded.push(iperf(&srv.0, &cli.0, &srv_ip.to_string(), secs));
-        tput_empty.push(iperf(&bare_srv.0, &bare_cli.0, &bare_ip.to_string(), secs));
+    // In the order loaded, empty, empty, loaded, ...: each kind is measured as often right after
+    // a swap as not, so the swap's own after-effects fall on both.
+    let mut loaded_now = true;
+    for k in 0..rounds * 2 {
+        let want_loaded = matches!(k % 4, 0 | 3);
+        if want_loaded != loaded_now {
+            nft_in(&host, if want_loaded { &restore } else { &empty });
+            loaded_now = want_loaded;
+        }
+        let v = iperf(&srv.0, &cli.0, &srv_ip.to_string(), secs);
+        if want_loaded { tput_loaded.push(v) } else { tput_empty.push(v) }
     }
+    if !loaded_now {
+        nft_in(&host, &restore);
+    }
+    assert_eq!(nft_out(&host, "list table inet romana"), loaded_table, "the agent's table was not restored");
+    signal(&_agent, "CONT");
     let syncs = agent_metric(&sock, "romana_agent_firewall_syncs_total");
     let sync_s = agent_metric(&sock, "romana_agent_firewall_sync_seconds_sum");
 
@@ -288,11 +330,13 @@ async fn main() {
         pct(&loaded_add, 0.5) / pct(&empty_add, 0.5)
     );
     println!(
-        "  throughput pod->pod on one host (iperf3 {secs} s, {rounds} alternating rounds, median): sets loaded {:.2} Gbit/s vs a host without a table {:.2} Gbit/s (ratio {:.3})",
+        "  throughput pod->pod (iperf3 {secs} s, {rounds} runs each in ABBA order, median): sets loaded {:.2} Gbit/s vs the same layout with empty sets {:.2} Gbit/s (ratio {:.3})",
         pct(&tput_loaded, 0.5),
         pct(&tput_empty, 0.5),
         pct(&tput_loaded, 0.5) / pct(&tput_empty, 0.5)
     );
+    let rounds_shown = |v: &[f64]| v.iter().map(|x| format!("{x:.1}")).collect::<Vec<_>>().join(" ");
+    println!("    rounds, loaded: {}; empty sets: {}", rounds_shown(&tput_loaded), rounds_shown(&tput_empty));
     println!("  agent firewall passes: {syncs}, mean {:.1} ms", sync_s * 1e3 / syncs.max(1.0));
     // The agent's log outlives the run for a closer look (RUST_LOG=romana_agent=debug shows
     // each pass's compile, read and apply times).

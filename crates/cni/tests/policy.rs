@@ -2,7 +2,9 @@
 //! with a real agent each, romanad in this process, nine pods (namespaces x, y, z x pods a, b, c)
 //! added through romana-cni and spread over both hosts, every pod serving TCP and UDP on 80 and
 //! 81. The worked Kubernetes truth tables (and our own, with label changes and policy updates)
-//! are applied through romanad's API and every expected matrix is probed for real. Then Romana's
+//! are applied through romanad's API and every expected matrix is probed for real; Romana
+//! policies (a CIDR target with a `local` peer and ICMP type/code, an egress policy to a CIDR)
+//! are probed the same way. Then Romana's
 //! own behaviour: tenant and segment isolation, fail-closed ADD, an agent restart that keeps the
 //! table in force, and repair of what a foreign process deletes.
 #![allow(clippy::unwrap_used)]
@@ -210,6 +212,62 @@ async fn run_cases(
     steps
 }
 
+/// Whether one ping from `from` to `to` is answered (ICMP echo, type 8 code 0).
+fn ping(from: &Pod, to: &Pod) -> bool {
+    std::process::Command::new("ip")
+        .args(["netns", "exec", &from.ns.0, "ping", "-c1", "-W1", &to.ip.to_string()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Romana policies through `POST /policies`, probed: a CIDR target (x/a's address) open only to
+/// endpoints on its own host (`peer: local`) on TCP 80 and to their pings (ICMP type 8, code 0);
+/// then an egress policy on tenant z allowing only UDP 81 to y/b's address. Pods alternate
+/// between the two hosts, so pod i is on host i % 2.
+async fn romana_policies(admin: &Client, pods: &[Pod], logs: &[std::path::PathBuf]) {
+    let at = |id: &str| pods.iter().position(|p| p.id == id).unwrap();
+    let (xa, yb) = (at("x/a"), at("y/b"));
+    let matrix = |open: &dyn Fn(&str, usize, usize) -> bool| -> BTreeMap<String, Vec<String>> {
+        PROBES
+            .iter()
+            .map(|p| {
+                let name = probe_name(*p);
+                let rows = (0..pods.len())
+                    .map(|i| (0..pods.len()).map(|j| if open(&name, i, j) { '1' } else { '0' }).collect())
+                    .collect();
+                (name, rows)
+            })
+            .collect()
+    };
+    let local = admin
+        .add_policy(&json!({"name": "xa-local", "applied_to": [{"cidr": format!("{}/32", pods[xa].ip)}],
+            "ingress": [{"peers": [{"peer": "local"}],
+                         "rules": [{"protocol": "tcp", "ports": [80]}, {"protocol": "icmp", "icmp_type": 8, "icmp_code": 0}]}]}))
+        .await
+        .unwrap();
+    let want = matrix(&|probe, i, j| j != xa || (probe == "TCP/80" && i % 2 == xa % 2));
+    expect(pods, &want, 10)
+        .unwrap_or_else(|e| panic!("romana cidr target, local peer: {e}\n{}", agent_trouble(logs)));
+    let (near, far) = ((0..pods.len()).find(|i| *i != xa && i % 2 == xa % 2).unwrap(), (xa + 1) % pods.len());
+    assert!(ping(&pods[near], &pods[xa]), "a ping from {} (same host) to x/a was refused", pods[near].id);
+    assert!(!ping(&pods[far], &pods[xa]), "a ping from {} (other host) reached x/a", pods[far].id);
+    admin.delete_policy(&local.id).await.unwrap();
+
+    let egress = admin
+        .add_policy(&json!({"name": "z-out", "applied_to": [{"tenant": "z"}],
+            "egress": [{"peers": [{"cidr": format!("{}/32", pods[yb].ip)}], "rules": [{"protocol": "udp", "ports": [81]}]}]}))
+        .await
+        .unwrap();
+    let want = matrix(&|probe, i, j| !pods[i].id.starts_with('z') || (j == yb && probe == "UDP/81"));
+    expect(pods, &want, 10)
+        .unwrap_or_else(|e| panic!("romana egress to a cidr: {e}\n{}", agent_trouble(logs)));
+    admin.delete_policy(&egress.id).await.unwrap();
+    expect(pods, &all_open(pods.len()), 10)
+        .unwrap_or_else(|e| panic!("after the romana policies: {e}\n{}", agent_trouble(logs)));
+}
+
 fn nft_in(ns: &str, args: &str) -> String {
     let out =
         Command::new("ip").args(["netns", "exec", ns, "nft"]).args(args.split_whitespace()).output().unwrap();
@@ -304,6 +362,7 @@ async fn policies_enforced_between_pods_on_two_hosts() {
     let n = run_cases(&admin, &Path::new(data).join("netpol-examples.json"), &pods, &original, &logs).await;
     let m = run_cases(&admin, &Path::new(data).join("netpol-romana.json"), &pods, &original, &logs).await;
     assert!(n >= 13 && m >= 7, "steps run: {n} + {m}");
+    romana_policies(&admin, &pods, &logs).await;
 
     // Tenant isolation: x isolates segments, y the tenant. All pods are in segment "web" (the
     // CNI config's), so x's pods still talk among themselves; nobody else reaches x or y.

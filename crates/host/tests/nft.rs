@@ -66,6 +66,7 @@ fn policy(id: &str, from: &str) -> PolicyRules {
     PolicyRules {
         id: id.into(),
         tenant: "t".into(),
+        scope: romana_policy::Scope::Tenant,
         target: sel("web"),
         ingress: Some(vec![Rule {
             peers: Some(vec![

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use romana_policy::eval::{Endpoint, NamedPort, World, endpoints_peer_matches, selects};
 use romana_policy::firewall::{CompileCache, FirewallInput, compile, compile_cached};
 use romana_policy::nftplan::{Observed, plan};
-use romana_policy::{Peer, PolicyRules, Port, PortRule, Protocol, Rule, Selector};
+use romana_policy::{Peer, PolicyRules, Port, PortRule, Protocol, Rule, Scope, Selector};
 
 fn endpoint(i: usize) -> Endpoint {
     Endpoint {
@@ -44,6 +44,7 @@ fn policy(j: usize) -> PolicyRules {
     PolicyRules {
         id: format!("k8s:ns{}/p{j}", j % 10),
         tenant: format!("ns{}", j % 10),
+        scope: Scope::Tenant,
         target: Selector::label_is("app", &format!("app{}", j % 100)),
         ingress: Some(vec![Rule {
             peers: Some(vec![Peer::Endpoints {

@@ -7,7 +7,9 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-use crate::model::{Labels, Peer, PolicyRules, Port, PortRule, Protocol, Rule, Selector, TENANT_LABEL};
+use crate::model::{
+    Labels, Peer, PolicyRules, Port, PortRule, Protocol, Rule, Scope, Selector, TENANT_LABEL,
+};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NamedPort {
@@ -123,7 +125,12 @@ fn rule_allows(
 
 /// Whether `p` applies to `e`: its tenant's endpoints (never a host) that its target selects.
 pub fn selects(p: &PolicyRules, e: &Endpoint) -> bool {
-    !e.is_host && p.tenant == e.tenant && p.target.matches(&e.labels)
+    let in_scope = match p.scope {
+        Scope::Tenant => p.tenant == e.tenant,
+        Scope::Cidr(c) => e.ip.is_some_and(|ip| c.contains_addr(ip)),
+        Scope::All => true,
+    };
+    !e.is_host && in_scope && p.target.matches(&e.labels)
 }
 
 /// Whether `src` may open a connection to `dst` with `probe` under `policies`. A host (`is_host`)

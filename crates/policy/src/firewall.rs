@@ -485,7 +485,7 @@ impl<'a> Compiler<'a> {
 
     /// The policy's target sets (this host's endpoints it applies to) and their addresses.
     fn targets_of(&mut self, p: &PolicyRules) -> (Vec<(String, Set)>, Vec<IpAddr>) {
-        let key = format!("{}\u{0}{:?}", p.tenant, p.target);
+        let key = format!("{}\u{0}{:?}\u{0}{:?}", p.tenant, p.scope, p.target);
         let ips = match self.cache.targets.get(&key) {
             Some(ips) => ips.clone(),
             None => {

@@ -14,7 +14,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::model::{Operator, Peer, PolicyRules, Requirement, Rule, SEGMENT_LABEL, Selector};
+use crate::model::{Operator, Peer, PolicyRules, Requirement, Rule, SEGMENT_LABEL, Scope, Selector};
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Isolation {
@@ -79,6 +79,7 @@ pub fn implicit_policies(
             Isolation::Tenant => out.push(PolicyRules {
                 id: format!("{IMPLICIT_PREFIX}{tenant}"),
                 tenant: tenant.clone(),
+                scope: Scope::Tenant,
                 target: Selector::all(),
                 ingress: open_to(Selector::all()),
                 egress: None,
@@ -89,6 +90,7 @@ pub fn implicit_policies(
                     out.push(PolicyRules {
                         id: format!("{IMPLICIT_PREFIX}{tenant}.{}", seg.unwrap_or("-")),
                         tenant: tenant.clone(),
+                        scope: Scope::Tenant,
                         target: segment_selector(seg),
                         ingress: open_to(segment_selector(seg)),
                         egress: None,

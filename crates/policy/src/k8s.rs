@@ -7,7 +7,9 @@ use romana_api::Problems;
 use romana_api::netpol::{IntOrString, LabelSelector, NetworkPolicy, NetworkPolicyPeer, NetworkPolicyPort};
 use romana_model::Cidr;
 
-use crate::model::{Operator, Peer, PolicyRules, Port, PortRule, Protocol, Requirement, Rule, Selector};
+use crate::model::{
+    Operator, Peer, PolicyRules, Port, PortRule, Protocol, Requirement, Rule, Scope, Selector,
+};
 
 fn selector(at: &str, s: &LabelSelector, out: &mut Vec<String>) -> Selector {
     let mut requirements: Vec<Requirement> = s
@@ -214,6 +216,7 @@ pub fn from_k8s(p: &NetworkPolicy) -> Result<PolicyRules, Problems> {
     Ok(PolicyRules {
         id: format!("k8s:{}/{}", p.metadata.namespace, p.metadata.name),
         tenant: p.metadata.namespace.clone(),
+        scope: Scope::Tenant,
         target,
         ingress,
         egress,

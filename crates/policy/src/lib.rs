@@ -21,7 +21,7 @@ pub use firewall::{FirewallInput, compile};
 pub use isolation::{Isolation, implicit_policies};
 pub use k8s::from_k8s;
 pub use model::{
-    Labels, Operator, Peer, PolicyRules, Port, PortRule, Protocol, Requirement, Rule, SEGMENT_LABEL,
+    Labels, Operator, Peer, PolicyRules, Port, PortRule, Protocol, Requirement, Rule, SEGMENT_LABEL, Scope,
     Selector, TENANT_LABEL,
 };
 pub use nftplan::{NftPlan, Observed, plan};

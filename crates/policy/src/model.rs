@@ -128,12 +128,28 @@ pub struct Rule {
     pub ports: Option<Vec<PortRule>>,
 }
 
+/// Which endpoints a policy's selector picks among.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Scope {
+    /// The policy's tenant's endpoints (Kubernetes: the namespace; Romana: `applied_to` a tenant
+    /// and segment).
+    #[default]
+    Tenant,
+    /// Endpoints of any tenant whose address is in the block (Romana's `applied_to: {cidr}`).
+    Cidr(Cidr),
+    /// Every endpoint, of any tenant (Romana's `applied_to: {dest: local}`: the endpoints local to
+    /// the host that enforces the policy, and every host enforces it for its own).
+    All,
+}
+
 /// One policy in the model. `ingress`/`egress` are `Some` for each direction the policy isolates
 /// its targets in (an empty list isolates and allows nothing).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PolicyRules {
     pub id: String,
     pub tenant: String,
+    /// Targets: the endpoints in `scope` whose labels `target` matches.
+    pub scope: Scope,
     pub target: Selector,
     pub ingress: Option<Vec<Rule>>,
     pub egress: Option<Vec<Rule>>,

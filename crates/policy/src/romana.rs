@@ -1,5 +1,5 @@
 //! Romana policies (romana-spec §5, 1.x and 2.0 shapes) -> the rule model. Targets are tenants or
-//! their segments; peers are `any`, `host`, `local`, CIDRs, or tenants/segments by name; rules
+//! their segments, the endpoints in a CIDR (any tenant), or every endpoint (`dest: local`); peers are `any`, `host`, `local`, CIDRs, or tenants/segments by name; rules
 //! are protocols with ports, port ranges, or ICMP type and code. Validation is `Policy::normalize`'s
 //! (every problem listed), plus what this compiler does not take yet.
 
@@ -8,7 +8,7 @@ use romana_api::policy::{Endpoint as RomanaEndpoint, Policy, Rule as RomanaRule}
 use romana_model::Cidr;
 
 use crate::model::{
-    Peer, PolicyRules, Port, PortRule, Protocol, Rule, SEGMENT_LABEL, Selector, TENANT_LABEL,
+    Peer, PolicyRules, Port, PortRule, Protocol, Rule, SEGMENT_LABEL, Scope, Selector, TENANT_LABEL,
 };
 
 /// The tenant and segment names of an endpoint: `tenant`/`segment`, or 2.0's string ids.
@@ -108,15 +108,29 @@ pub fn from_romana(p: &Policy) -> Result<Vec<PolicyRules>, Problems> {
     let egress = sets("egress", &p.egress, &mut out);
     let mut policies = Vec::new();
     for (i, target) in p.applied_to.iter().enumerate() {
-        if !target.dest.is_empty() || !target.cidr.is_empty() {
+        let (tenant, scope, selector) = if target.dest == "host" {
             out.push(format!(
-                "applied_to[{i}]: dest and cidr targets are not compiled yet; name a tenant (and segment)"
+                "applied_to[{i}]: dest host (the host itself as a target) is not supported; \
+                 apply the policy to endpoints and use peer host"
             ));
             continue;
-        }
-        let Some((tenant, segment)) = names(target) else {
-            out.push(format!("applied_to[{i}]: tenants by numeric id, external id or network id must be resolved to names first"));
-            continue;
+        } else if target.dest == "local" {
+            (String::new(), Scope::All, Selector::all())
+        } else if !target.cidr.is_empty() {
+            // normalize() already reported a bad CIDR.
+            let Ok(cidr) = target.cidr.parse::<Cidr>() else { continue };
+            (String::new(), Scope::Cidr(cidr), Selector::all())
+        } else {
+            let Some((tenant, segment)) = names(target) else {
+                out.push(format!("applied_to[{i}]: tenants by numeric id, external id or network id must be resolved to names first"));
+                continue;
+            };
+            let selector = if segment.is_empty() {
+                Selector::all()
+            } else {
+                Selector::label_is(SEGMENT_LABEL, &segment)
+            };
+            (tenant, Scope::Tenant, selector)
         };
         policies.push(PolicyRules {
             id: if p.applied_to.len() == 1 {
@@ -125,11 +139,8 @@ pub fn from_romana(p: &Policy) -> Result<Vec<PolicyRules>, Problems> {
                 format!("romana:{}#{i}", p.id)
             },
             tenant,
-            target: if segment.is_empty() {
-                Selector::all()
-            } else {
-                Selector::label_is(SEGMENT_LABEL, &segment)
-            },
+            scope,
+            target: selector,
             ingress: (!p.ingress.is_empty()).then(|| ingress.clone()),
             egress: (!p.egress.is_empty()).then(|| egress.clone()),
         });

@@ -17,7 +17,7 @@ use romana_policy::isolation::{Isolation, implicit_policies};
 use romana_policy::nftplan::{Observed, plan};
 use romana_policy::ruleset::Ruleset;
 use romana_policy::{
-    Operator, Peer, PolicyRules, Port, PortRule, Protocol, Requirement, Rule, SEGMENT_LABEL, Selector,
+    Operator, Peer, PolicyRules, Port, PortRule, Protocol, Requirement, Rule, SEGMENT_LABEL, Scope, Selector,
 };
 
 /// A small deterministic generator driven by proptest's seed (xorshift64*).
@@ -179,6 +179,17 @@ fn case(seed: u64) -> Case {
         .map(|i| PolicyRules {
             id: format!("pol/{i}"),
             tenant: (*g.pick(&TENANTS)).to_owned(),
+            // Mostly tenant-scoped, as both front ends make them; Romana's CIDR and `dest: local`
+            // targets too.
+            scope: match g.below(8) {
+                0 => {
+                    let blocks: [&str; 3] = ["10.0.0.0/29", "10.0.0.4/30", "fd00::/64"];
+                    let block: &&str = g.pick(&blocks);
+                    Scope::Cidr(cidr(block))
+                }
+                1 => Scope::All,
+                _ => Scope::Tenant,
+            },
             target: selector(&mut g),
             ingress: rules(&mut g),
             egress: rules(&mut g),
@@ -368,6 +379,7 @@ fn web_policy(id: &str, from: &str) -> PolicyRules {
     PolicyRules {
         id: id.into(),
         tenant: "t".into(),
+        scope: Scope::Tenant,
         target: sel("web"),
         ingress: Some(vec![Rule {
             peers: Some(vec![Peer::Endpoints { tenants: None, endpoints: Some(sel(from)) }]),

@@ -125,6 +125,33 @@ fn romana_policies() {
             ("web1", "other", tcp(80), true),
         ],
     );
+    check(
+        "applied to a cidr: the endpoints in it, of any tenant",
+        r#"{"name":"block","applied_to":[{"cidr":"10.1.0.0/28"}],
+            "ingress":[{"peers":[{"tenant":"t2"}],"rules":[{"protocol":"tcp","ports":[80]}]}]}"#,
+        &[
+            // web1 (10.1.0.1) is in the block: isolated, t2 admitted on 80 only.
+            ("other", "web1", tcp(80), true),
+            ("other", "web1", tcp(81), false),
+            ("web2", "web1", tcp(80), false),
+            // db1 (10.1.0.17) and web2 (10.1.1.1) are outside it: untouched.
+            ("web2", "db1", tcp(81), true),
+            ("db1", "web2", tcp(81), true),
+        ],
+    );
+    check(
+        "applied to dest local: every endpoint, of every tenant",
+        r#"{"name":"all","applied_to":[{"dest":"local"}],
+            "ingress":[{"peers":[{"peer":"local"}],"rules":[{"protocol":"any"}]}]}"#,
+        &[
+            // Only endpoints on the target's own host get in.
+            ("db1", "web1", tcp(80), true),
+            ("web2", "web1", tcp(80), false),
+            ("web1", "web2", tcp(80), false),
+            ("other", "web2", udp(53), true),
+            ("outside", "other", tcp(80), false),
+        ],
+    );
 }
 
 #[test]
@@ -134,7 +161,7 @@ fn what_is_not_compiled_yet_is_refused_by_name() {
     )
     .unwrap();
     let e = from_romana(&p).unwrap_err();
-    assert!(e.0.iter().any(|m| m.starts_with("applied_to[0]: dest and cidr")), "{e}");
+    assert!(e.0.iter().any(|m| m.starts_with("applied_to[0]: dest host")), "{e}");
     assert!(e.0.iter().any(|m| m.starts_with("applied_to[1]: tenants by numeric id")), "{e}");
     assert!(e.0.iter().any(|m| m.starts_with("ingress[0].peers[0]: tenants by numeric id")), "{e}");
 }
