@@ -268,6 +268,47 @@ async fn romana_policies(admin: &Client, pods: &[Pod], logs: &[std::path::PathBu
         .unwrap_or_else(|e| panic!("after the romana policies: {e}\n{}", agent_trouble(logs)));
 }
 
+/// A Romana policy applied to `dest: host`: host a (192.168.88.1, serving TCP 80 and 81) admits
+/// what its own endpoints open to it only from tenant x on TCP 80; host b's endpoints, whose
+/// connections arrive over the underlay, are not policed.
+async fn host_policy(admin: &Client, pods: &[Pod], hosts: &HostPair, logs: &[std::path::PathBuf]) {
+    let host_a: IpAddr = "192.168.88.1".parse().unwrap();
+    probe::serve(&netns_path(&hosts.0));
+    let mut list: Vec<(String, IpAddr)> = pods.iter().map(|p| (netns_path(&p.ns), p.ip)).collect();
+    list.push((netns_path(&hosts.0), host_a));
+    let probes = [(Proto::Tcp, 80), (Proto::Tcp, 81)];
+    // What each pod gets from host a on TCP 80 and 81, until it is `want` (or 10 s).
+    let reach = |want: &dyn Fn(usize, u16) -> bool| -> Result<(), String> {
+        let start = Instant::now();
+        loop {
+            let got = probe::matrix(&list, &probes, TIMEOUT);
+            let wrong: Vec<String> = (0..pods.len())
+                .flat_map(|i| probes.iter().enumerate().map(move |(k, p)| (i, k, p.1)))
+                .filter(|(i, k, port)| got[*k][*i][pods.len()] != want(*i, *port))
+                .map(|(i, _, port)| format!("{} -> host a TCP/{port}: want {}", pods[i].id, want(i, port)))
+                .collect();
+            if wrong.is_empty() {
+                return Ok(());
+            }
+            if start.elapsed() > Duration::from_secs(10) {
+                return Err(wrong.join("\n"));
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    reach(&|_, _| true).unwrap_or_else(|e| panic!("host a before its policy: {e}"));
+    let p = admin
+        .add_policy(&json!({"name": "host-a", "applied_to": [{"dest": "host"}],
+            "ingress": [{"peers": [{"tenant": "x"}], "rules": [{"protocol": "tcp", "ports": [80]}]}]}))
+        .await
+        .unwrap();
+    // Pod i is on host i % 2: host a's own are the even ones.
+    reach(&|i, port| i % 2 == 1 || (pods[i].id.starts_with('x') && port == 80))
+        .unwrap_or_else(|e| panic!("romana dest host: {e}\n{}", agent_trouble(logs)));
+    admin.delete_policy(&p.id).await.unwrap();
+    reach(&|_, _| true).unwrap_or_else(|e| panic!("host a after its policy: {e}\n{}", agent_trouble(logs)));
+}
+
 fn nft_in(ns: &str, args: &str) -> String {
     let out =
         Command::new("ip").args(["netns", "exec", ns, "nft"]).args(args.split_whitespace()).output().unwrap();
@@ -363,6 +404,7 @@ async fn policies_enforced_between_pods_on_two_hosts() {
     let m = run_cases(&admin, &Path::new(data).join("netpol-romana.json"), &pods, &original, &logs).await;
     assert!(n >= 13 && m >= 7, "steps run: {n} + {m}");
     romana_policies(&admin, &pods, &logs).await;
+    host_policy(&admin, &pods, &hosts, &logs).await;
 
     // Tenant isolation: x isolates segments, y the tenant. All pods are in segment "web" (the
     // CNI config's), so x's pods still talk among themselves; nobody else reaches x or y.

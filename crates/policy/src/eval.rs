@@ -129,12 +129,14 @@ pub fn selects(p: &PolicyRules, e: &Endpoint) -> bool {
         Scope::Tenant => p.tenant == e.tenant,
         Scope::Cidr(c) => e.ip.is_some_and(|ip| c.contains_addr(ip)),
         Scope::All => true,
+        Scope::Host => return e.is_host,
     };
     !e.is_host && in_scope && p.target.matches(&e.labels)
 }
 
 /// Whether `src` may open a connection to `dst` with `probe` under `policies`. A host (`is_host`)
-/// is never a policy's target here: what reaches or leaves the host itself is the host's business.
+/// is a target only of host-scoped policies' ingress rules, and only for connections from its own
+/// endpoints: what else reaches or leaves the host itself is the host firewall's business.
 pub fn allowed(
     policies: &[PolicyRules],
     world: &World,
@@ -156,5 +158,7 @@ pub fn allowed(
             }
             !isolated
         };
-    direction(src, dst, &|p| p.egress.as_ref()) && direction(dst, src, &|p| p.ingress.as_ref())
+    let egress = direction(src, dst, &|p| p.egress.as_ref().filter(|_| p.scope != Scope::Host));
+    let from_own_endpoint = !src.is_host && src.host == dst.host;
+    egress && (dst.is_host && !from_own_endpoint || direction(dst, src, &|p| p.ingress.as_ref()))
 }

@@ -11,6 +11,9 @@
 //!   (`egress-bNN` / `ingress-bNN`, 64 per direction); a bucket holds one jump per policy and
 //!   family, guarded by the policy's target set. Policies fall in buckets by a hash of their id.
 //! - `p-<id>-eg` / `p-<id>-in`: the policy's rules, accepts only.
+//! - With host-scoped policies (the host itself as target): base chain `in-ingress` (input,
+//!   priority 1) jumps to `host-policies` (one jump per such policy) and then drops what this
+//!   host's endpoints open to it.
 //! - Sets: targets per policy (local endpoints), isolated endpoints per direction, endpoint
 //!   selector memberships (cluster-wide), named ports (address . port), this host's endpoints.
 //!
@@ -26,7 +29,7 @@ use std::sync::Arc;
 use romana_model::{Cidr, Family};
 
 use crate::eval::{Endpoint, World, selects, tenant_matches};
-use crate::model::{Operator, Peer, PolicyRules, Port, PortRule, Protocol, Rule, Selector};
+use crate::model::{Operator, Peer, PolicyRules, Port, PortRule, Protocol, Rule, Scope, Selector};
 use crate::ruleset::{Chain, Dir, Element, Hook, Line, Match, Ruleset, Set, SetType, Verdict, fnv1a};
 
 /// What one host's firewall is compiled from.
@@ -107,6 +110,8 @@ struct CompiledPolicy {
     target_names: [String; 2],
     /// `ingress-isolated` and/or `egress-isolated`: where the policy's targets go.
     isolates: Vec<&'static str>,
+    /// A host-scoped policy's jump from `host-policies` (with its key) instead of bucket jumps.
+    host_jump: Option<(Line, String)>,
 }
 
 #[derive(Debug, Clone)]
@@ -454,7 +459,7 @@ impl<'a> Compiler<'a> {
             }
         }
         if !self.cache.policies[&p.id].targets_known {
-            let (sets, ips) = self.targets_of(p);
+            let (sets, ips) = if p.scope == Scope::Host { (vec![], vec![]) } else { self.targets_of(p) };
             let e = self.cache.policies.get_mut(&p.id).expect("inserted above");
             // An unchanged set keeps its object, which the planner then skips.
             let sets = sets
@@ -510,12 +515,30 @@ impl<'a> Compiler<'a> {
             jumps: vec![],
             target_names: FAMILIES.map(|f| format!("{base}-t-{}", fam_suffix(f))),
             isolates: vec![],
+            host_jump: None,
         };
+        let host = p.scope == Scope::Host;
         for (rules, suffix, dispatch, target_dir, peer_dir) in [
             (&p.ingress, "in", "ingress", Dir::Dst, Dir::Src),
             (&p.egress, "eg", "egress", Dir::Src, Dir::Dst),
         ] {
             let Some(rules) = rules else { continue };
+            if host {
+                // The host as target: its ingress rules, reached from `in-ingress` for what the
+                // host's own endpoints open to it; no target set, no isolation set, no egress.
+                if dispatch == "ingress" {
+                    let chain = format!("{base}-{suffix}");
+                    let lines: Vec<Line> =
+                        rules.iter().flat_map(|r| self.rule_lines(p, r, peer_dir)).collect();
+                    let mut seen = BTreeSet::new();
+                    let lines: Vec<Line> = lines.into_iter().filter(|l| seen.insert(l.clone())).collect();
+                    out.chains.push((chain.clone(), Arc::new(Chain::new(None, lines))));
+                    let line = Line { matches: vec![], verdict: Verdict::Jump(chain) };
+                    let key = line.key();
+                    out.host_jump = Some((line, key));
+                }
+                continue;
+            }
             out.isolates.push(if dispatch == "ingress" { "ingress-isolated" } else { "egress-isolated" });
             let chain = format!("{base}-{suffix}");
             let lines: Vec<Line> = rules.iter().flat_map(|r| self.rule_lines(p, r, peer_dir)).collect();
@@ -602,8 +625,12 @@ pub fn compile_cached(input: FirewallInput<'_>, cache: &mut CompileCache, stamp:
     let mut policies: Vec<&PolicyRules> = input.policies.iter().collect();
     policies.sort_by(|a, b| a.id.cmp(&b.id));
     let mut buckets: BTreeMap<String, Vec<Arc<CompiledPolicy>>> = BTreeMap::new();
+    let mut host_jumps = Chain::new(None, vec![]);
     for p in &policies {
         let compiled = c.policy(p);
+        if let Some((line, key)) = &compiled.host_jump {
+            host_jumps.push_keyed(line.clone(), key.clone());
+        }
         for (bucket, ..) in &compiled.jumps {
             let members = buckets.entry(bucket.clone()).or_default();
             if !members.last().is_some_and(|m| Arc::ptr_eq(m, &compiled)) {
@@ -640,6 +667,24 @@ pub fn compile_cached(input: FirewallInput<'_>, cache: &mut CompileCache, stamp:
         c.cache.buckets.insert(bucket, (members, chain));
     }
     *cache = std::mem::take(&mut c.cache);
+    // Host-scoped policies: what this host's endpoints open to the host itself is checked on input
+    // after their egress, and dropped when no host policy accepts it. Only when there are any, so
+    // a cluster without them has no such chain.
+    if !host_jumps.lines().is_empty() {
+        let mut lines = vec![
+            Line { matches: vec![Match::Established], verdict: Verdict::Accept },
+            Line { matches: vec![], verdict: Verdict::Jump("host-policies".into()) },
+        ];
+        for f in FAMILIES {
+            let set = format!("local-{}", fam_suffix(f));
+            lines.push(Line {
+                matches: vec![Match::InSet { dir: Dir::Src, family: f, set }],
+                verdict: Verdict::Drop,
+            });
+        }
+        c.rs.chains.insert("in-ingress".into(), Arc::new(Chain::new(Some((Hook::Input, 1)), lines)));
+        c.rs.chains.insert("host-policies".into(), Arc::new(host_jumps));
+    }
     for direction in ["egress", "ingress"] {
         let buckets: Vec<String> =
             c.rs.chains.keys().filter(|k| k.starts_with(&format!("{direction}-b"))).cloned().collect();

@@ -140,6 +140,10 @@ pub enum Scope {
     /// Every endpoint, of any tenant (Romana's `applied_to: {dest: local}`: the endpoints local to
     /// the host that enforces the policy, and every host enforces it for its own).
     All,
+    /// The host itself (Romana's `applied_to: {dest: host}`), for connections its own endpoints
+    /// open to it: ingress rules only (what the host sends, and what reaches it from elsewhere,
+    /// stays the host firewall's business).
+    Host,
 }
 
 /// One policy in the model. `ingress`/`egress` are `Some` for each direction the policy isolates

@@ -1,5 +1,6 @@
 //! Romana policies (romana-spec §5, 1.x and 2.0 shapes) -> the rule model. Targets are tenants or
-//! their segments, the endpoints in a CIDR (any tenant), or every endpoint (`dest: local`); peers are `any`, `host`, `local`, CIDRs, or tenants/segments by name; rules
+//! their segments, the endpoints in a CIDR (any tenant), every endpoint (`dest: local`), or the
+//! host itself for what its endpoints open to it (`dest: host`, ingress only); peers are `any`, `host`, `local`, CIDRs, or tenants/segments by name; rules
 //! are protocols with ports, port ranges, or ICMP type and code. Validation is `Policy::normalize`'s
 //! (every problem listed), plus what this compiler does not take yet.
 
@@ -109,11 +110,13 @@ pub fn from_romana(p: &Policy) -> Result<Vec<PolicyRules>, Problems> {
     let mut policies = Vec::new();
     for (i, target) in p.applied_to.iter().enumerate() {
         let (tenant, scope, selector) = if target.dest == "host" {
-            out.push(format!(
-                "applied_to[{i}]: dest host (the host itself as a target) is not supported; \
-                 apply the policy to endpoints and use peer host"
-            ));
-            continue;
+            if !p.egress.is_empty() {
+                out.push(format!(
+                    "applied_to[{i}]: dest host takes ingress rules only (what the host itself sends is not policed)"
+                ));
+                continue;
+            }
+            (String::new(), Scope::Host, Selector::all())
         } else if target.dest == "local" {
             (String::new(), Scope::All, Selector::all())
         } else if !target.cidr.is_empty() {

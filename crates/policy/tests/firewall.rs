@@ -176,23 +176,22 @@ fn case(seed: u64) -> Case {
         })
         .collect();
     let mut policies: Vec<PolicyRules> = (0..g.below(5))
-        .map(|i| PolicyRules {
-            id: format!("pol/{i}"),
-            tenant: (*g.pick(&TENANTS)).to_owned(),
-            // Mostly tenant-scoped, as both front ends make them; Romana's CIDR and `dest: local`
-            // targets too.
-            scope: match g.below(8) {
+        .map(|i| {
+            // Mostly tenant-scoped, as both front ends make them; Romana's CIDR, `dest: local` and
+            // `dest: host` (ingress only) targets too.
+            let scope = match g.below(10) {
                 0 => {
                     let blocks: [&str; 3] = ["10.0.0.0/29", "10.0.0.4/30", "fd00::/64"];
                     let block: &&str = g.pick(&blocks);
                     Scope::Cidr(cidr(block))
                 }
                 1 => Scope::All,
+                2 => Scope::Host,
                 _ => Scope::Tenant,
-            },
-            target: selector(&mut g),
-            ingress: rules(&mut g),
-            egress: rules(&mut g),
+            };
+            let (tenant, target, ingress) = ((*g.pick(&TENANTS)).to_owned(), selector(&mut g), rules(&mut g));
+            let egress = rules(&mut g).filter(|_| scope != Scope::Host);
+            PolicyRules { id: format!("pol/{i}"), tenant, scope, target, ingress, egress }
         })
         .collect();
     let modes: BTreeMap<String, Isolation> = TENANTS

@@ -82,6 +82,17 @@ fn romana_policy() {
 }
 
 #[test]
+fn romana_targets_beyond_tenants() {
+    // The host itself (ingress from its own endpoints), a CIDR of endpoints, every endpoint.
+    let p: Policy = serde_json::from_str(
+        r#"{"name":"edge","applied_to":[{"dest":"host"},{"cidr":"10.1.0.0/24"},{"dest":"local"}],
+            "ingress":[{"peers":[{"tenant":"y"},{"cidr":"192.0.2.0/24"}],"rules":[{"protocol":"tcp","ports":[22]},{"protocol":"udp","port_ranges":[[5000,5010]]}]}]}"#,
+    )
+    .unwrap();
+    check("romana-targets", &from_romana(&p).unwrap());
+}
+
+#[test]
 fn segment_isolation() {
     let modes = BTreeMap::from([("x".to_owned(), Isolation::Segment), ("y".to_owned(), Isolation::None)]);
     let segments =

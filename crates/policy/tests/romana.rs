@@ -140,6 +140,22 @@ fn romana_policies() {
         ],
     );
     check(
+        "applied to dest host: what the host's own endpoints open to it",
+        r#"{"name":"ssh","applied_to":[{"dest":"host"}],
+            "ingress":[{"peers":[{"tenant":"t1","segment":"web"}],"rules":[{"protocol":"tcp","ports":[22]}]}]}"#,
+        &[
+            ("web1", "host1", tcp(22), true),
+            ("web1", "host1", tcp(80), false),
+            ("db1", "host1", tcp(22), false),
+            ("other", "host2", tcp(22), false),
+            ("web2", "host2", tcp(22), true),
+            // Other hosts' endpoints, the outside and the host's own traffic are not policed.
+            ("web2", "host1", tcp(80), true),
+            ("outside", "host1", tcp(80), true),
+            ("host1", "web1", tcp(80), true),
+        ],
+    );
+    check(
         "applied to dest local: every endpoint, of every tenant",
         r#"{"name":"all","applied_to":[{"dest":"local"}],
             "ingress":[{"peers":[{"peer":"local"}],"rules":[{"protocol":"any"}]}]}"#,
@@ -157,11 +173,12 @@ fn romana_policies() {
 #[test]
 fn what_is_not_compiled_yet_is_refused_by_name() {
     let p: Policy = serde_json::from_str(
-        r#"{"name":"x","applied_to":[{"dest":"host"},{"tenant_id":7}],"ingress":[{"peers":[{"tenant_external_id":"abc"}],"rules":[{"protocol":"any"}]}]}"#,
+        r#"{"name":"x","applied_to":[{"dest":"host"},{"tenant_id":7}],"ingress":[{"peers":[{"tenant_external_id":"abc"}],"rules":[{"protocol":"any"}]}],
+            "egress":[{"peers":[{"peer":"any"}],"rules":[{"protocol":"any"}]}]}"#,
     )
     .unwrap();
     let e = from_romana(&p).unwrap_err();
-    assert!(e.0.iter().any(|m| m.starts_with("applied_to[0]: dest host")), "{e}");
+    assert!(e.0.iter().any(|m| m.starts_with("applied_to[0]: dest host takes ingress rules only")), "{e}");
     assert!(e.0.iter().any(|m| m.starts_with("applied_to[1]: tenants by numeric id")), "{e}");
     assert!(e.0.iter().any(|m| m.starts_with("ingress[0].peers[0]: tenants by numeric id")), "{e}");
 }
