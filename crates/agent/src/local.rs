@@ -242,6 +242,16 @@ async fn enforce(
         labels: req.labels.clone(),
         ports: vec![],
     };
+    // A repeated ADD (a runtime retrying) keeps what a controller set since the first one: the
+    // runtime's labels and no named ports are only the registration's starting point.
+    let info = match client.endpoint(name).await {
+        Ok(known) if known.ip == info.ip && known.host == info.host && known.tenant == info.tenant => {
+            EndpointInfo { labels: known.labels, ports: known.ports, ..info }
+        }
+        Ok(_) => info,
+        Err(e) if e.status() == Some(404) => info,
+        Err(e) => return Err(from_client("reading the endpoint's record", &e)),
+    };
     let info = client.put_endpoint(&info).await.map_err(|e| from_client("registering the endpoint", &e))?;
     if !fw.is_loaded() {
         fw.refresh(client, true)

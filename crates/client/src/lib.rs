@@ -343,6 +343,10 @@ impl Client {
     pub async fn endpoint_list(&self) -> Result<Vec<EndpointInfo>> {
         self.call(Method::GET, "/endpoints", None).await
     }
+    /// One endpoint (`GET /endpoints/{name}`; 404 when unknown).
+    pub async fn endpoint(&self, name: &str) -> Result<EndpointInfo> {
+        self.call(Method::GET, &format!("/endpoints/{}", enc(name)), None).await
+    }
     pub async fn put_endpoint(&self, e: &EndpointInfo) -> Result<EndpointInfo> {
         self.call(Method::PUT, &format!("/endpoints/{}", enc(&e.name)), Self::body(e)).await
     }

@@ -481,6 +481,22 @@ async fn policies_enforced_between_pods_on_two_hosts() {
     assert!(!pair(za), "z/a reached a new y pod the moment ADD returned");
     assert!(pair(ya), "y/b (same tenant) reaches the new pod");
 
+    // A controller relabels the pod; the runtime repeats the ADD (a retry): the controller's
+    // labels stay, the runtime's are only the first registration's.
+    let late_name = "cni:romana-test:late:eth0";
+    let labels = BTreeMap::from([("pod".to_owned(), "relabelled".to_owned())]);
+    admin.set_endpoint_labels(late_name, &LabelsRequest { labels: labels.clone() }).await.unwrap();
+    let (rc, again) = cni(
+        "ADD",
+        "late",
+        &netns_path(&late),
+        &conf("1.0.0", &sock[1]),
+        "IgnoreUnknown=1;K8S_POD_NAMESPACE=y;ROMANA_LABELS=pod=late",
+    );
+    assert_eq!((rc, &again["ips"]), (0, &r["ips"]), "repeated ADD: {again}");
+    let record = admin.endpoint_list().await.unwrap().into_iter().find(|e| e.name == late_name).unwrap();
+    assert_eq!(record.labels, labels, "a repeated ADD overwrote the controller's labels");
+
     // Agent restart: the table stays in force while the agent is away, and the restarted agent
     // converges without replacing it.
     let handle = |ns: &str| -> String {
