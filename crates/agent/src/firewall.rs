@@ -1,9 +1,10 @@
 //! Policy enforcement on this host: keeps romanad's tenants, policies and endpoints (followed on
 //! the watch), compiles the host's `inet romana` table with the policy core, and applies the
-//! difference from the table as last applied as one nft transaction. CNI ADD registers its
-//! endpoint and syncs before it answers (fail-closed); a periodic pass reads the kernel's table
-//! and repairs foreign changes; a restart converges without flushing (the table stays in force
-//! while the agent is away).
+//! difference from the table as last applied as one nft transaction (through a libnftables
+//! context kept open). CNI ADD registers its endpoint and syncs before it answers (fail-closed);
+//! a periodic check compares nftables' generation id with the one the last transaction left and,
+//! only when something else committed a change, reads the kernel's table and repairs it; a
+//! restart converges without flushing (the table stays in force while the agent is away).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -15,12 +16,12 @@ use romana_api::netpol::NetworkPolicy;
 use romana_api::policy::Policy;
 use romana_api::rest::{EndpointInfo, Tenant, WatchEvent};
 use romana_client::{Client, ClientError};
+use romana_host::nft::Nft;
 use romana_policy::firewall::{CompileCache, FirewallInput, compile_cached};
 use romana_policy::nftplan::{Observed, PlanSummary, plan};
 use romana_policy::{Endpoint, PolicyRules, cluster, nftjson};
 
 use crate::metrics::Metrics;
-use romana_host::nft::Nft;
 
 fn lock(nft: &Mutex<Nft>) -> std::sync::MutexGuard<'_, Nft> {
     nft.lock().unwrap_or_else(|e| e.into_inner())
