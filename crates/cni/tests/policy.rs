@@ -3,8 +3,8 @@
 //! added through romana-cni and spread over both hosts, every pod serving TCP and UDP on 80 and
 //! 81. The worked Kubernetes truth tables (and our own, with label changes and policy updates)
 //! are applied through romanad's API and every expected matrix is probed for real; Romana
-//! policies (a CIDR target with a `local` peer and ICMP type/code, an egress policy to a CIDR)
-//! are probed the same way. Then Romana's
+//! policies (a CIDR target with `local` and `host` peers and ICMP type/code, an egress policy to
+//! a CIDR, a `dest: host` target) are probed the same way. Then Romana's
 //! own behaviour: tenant and segment isolation, fail-closed ADD, an agent restart that keeps the
 //! table in force, and repair of what a foreign process deletes.
 #![allow(clippy::unwrap_used)]
@@ -226,7 +226,7 @@ fn ping(from: &Pod, to: &Pod) -> bool {
 /// endpoints on its own host (`peer: local`) on TCP 80 and to their pings (ICMP type 8, code 0);
 /// then an egress policy on tenant z allowing only UDP 81 to y/b's address. Pods alternate
 /// between the two hosts, so pod i is on host i % 2.
-async fn romana_policies(admin: &Client, pods: &[Pod], logs: &[std::path::PathBuf]) {
+async fn romana_policies(admin: &Client, pods: &[Pod], hosts: &HostPair, logs: &[std::path::PathBuf]) {
     let at = |id: &str| pods.iter().position(|p| p.id == id).unwrap();
     let (xa, yb) = (at("x/a"), at("y/b"));
     let matrix = |open: &dyn Fn(&str, usize, usize) -> bool| -> BTreeMap<String, Vec<String>> {
@@ -241,9 +241,20 @@ async fn romana_policies(admin: &Client, pods: &[Pod], logs: &[std::path::PathBu
             })
             .collect()
     };
+    // Both hosts reach x/a before any policy (so a refusal below is the policy's doing).
+    let hosts_to_xa = || {
+        let list = [
+            (netns_path(&hosts.0), "192.168.88.1".parse().unwrap()),
+            (netns_path(&hosts.1), "192.168.88.2".parse().unwrap()),
+            (netns_path(&pods[xa].ns), pods[xa].ip),
+        ];
+        let got = probe::matrix(&list, &[(Proto::Tcp, 80), (Proto::Tcp, 81)], TIMEOUT);
+        (got[0][0][2], got[0][1][2], got[1][0][2])
+    };
+    assert_eq!(hosts_to_xa(), (true, true, true), "hosts -> x/a before the policy");
     let local = admin
         .add_policy(&json!({"name": "xa-local", "applied_to": [{"cidr": format!("{}/32", pods[xa].ip)}],
-            "ingress": [{"peers": [{"peer": "local"}],
+            "ingress": [{"peers": [{"peer": "local"}, {"peer": "host"}],
                          "rules": [{"protocol": "tcp", "ports": [80]}, {"protocol": "icmp", "icmp_type": 8, "icmp_code": 0}]}]}))
         .await
         .unwrap();
@@ -253,6 +264,12 @@ async fn romana_policies(admin: &Client, pods: &[Pod], logs: &[std::path::PathBu
     let (near, far) = ((0..pods.len()).find(|i| *i != xa && i % 2 == xa % 2).unwrap(), (xa + 1) % pods.len());
     assert!(ping(&pods[near], &pods[xa]), "a ping from {} (same host) to x/a was refused", pods[near].id);
     assert!(!ping(&pods[far], &pods[xa]), "a ping from {} (other host) reached x/a", pods[far].id);
+    // `peer: host` is x/a's own host (a): it gets in on TCP 80, host b does not.
+    assert_eq!(
+        hosts_to_xa(),
+        (true, false, false),
+        "host a -> x/a TCP/80, host b -> x/a TCP/80, host a -> x/a TCP/81 under peer host"
+    );
     admin.delete_policy(&local.id).await.unwrap();
 
     let egress = admin
@@ -403,7 +420,7 @@ async fn policies_enforced_between_pods_on_two_hosts() {
     let n = run_cases(&admin, &Path::new(data).join("netpol-examples.json"), &pods, &original, &logs).await;
     let m = run_cases(&admin, &Path::new(data).join("netpol-romana.json"), &pods, &original, &logs).await;
     assert!(n >= 13 && m >= 7, "steps run: {n} + {m}");
-    romana_policies(&admin, &pods, &logs).await;
+    romana_policies(&admin, &pods, &hosts, &logs).await;
     host_policy(&admin, &pods, &hosts, &logs).await;
 
     // Tenant isolation: x isolates segments, y the tenant. All pods are in segment "web" (the
