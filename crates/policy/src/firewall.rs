@@ -523,28 +523,23 @@ impl<'a> Compiler<'a> {
             (&p.egress, "eg", "egress", Dir::Src, Dir::Dst),
         ] {
             let Some(rules) = rules else { continue };
-            if host {
-                // The host as target: its ingress rules, reached from `in-ingress` for what the
-                // host's own endpoints open to it; no target set, no isolation set, no egress.
-                if dispatch == "ingress" {
-                    let chain = format!("{base}-{suffix}");
-                    let lines: Vec<Line> =
-                        rules.iter().flat_map(|r| self.rule_lines(p, r, peer_dir)).collect();
-                    let mut seen = BTreeSet::new();
-                    let lines: Vec<Line> = lines.into_iter().filter(|l| seen.insert(l.clone())).collect();
-                    out.chains.push((chain.clone(), Arc::new(Chain::new(None, lines))));
-                    let line = Line { matches: vec![], verdict: Verdict::Jump(chain) };
-                    let key = line.key();
-                    out.host_jump = Some((line, key));
-                }
+            // The host as target: ingress rules only, reached from `in-ingress` for what the
+            // host's own endpoints open to it; no target set, no isolation set.
+            if host && dispatch != "ingress" {
                 continue;
             }
-            out.isolates.push(if dispatch == "ingress" { "ingress-isolated" } else { "egress-isolated" });
             let chain = format!("{base}-{suffix}");
             let lines: Vec<Line> = rules.iter().flat_map(|r| self.rule_lines(p, r, peer_dir)).collect();
             let mut seen = BTreeSet::new();
             let lines: Vec<Line> = lines.into_iter().filter(|l| seen.insert(l.clone())).collect();
             out.chains.push((chain.clone(), Arc::new(Chain::new(None, lines))));
+            if host {
+                let line = Line { matches: vec![], verdict: Verdict::Jump(chain) };
+                let key = line.key();
+                out.host_jump = Some((line, key));
+                continue;
+            }
+            out.isolates.push(if dispatch == "ingress" { "ingress-isolated" } else { "egress-isolated" });
             // The policy's jumps go into one of a fixed number of bucket chains (by a hash of its
             // id), so adding or removing a policy rewrites a small bucket, never a long chain.
             let bucket = format!("{dispatch}-b{:02}", fnv1a(p.id.as_bytes()) % BUCKETS);
