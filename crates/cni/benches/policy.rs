@@ -19,7 +19,7 @@ use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{agent, agent_metric, cni, conf, iperf, probe, wait_for};
+use common::{agent, agent_metric, cni, conf, iperf, nft_in, probe, wait_for};
 use romana_api::rest::{AddressRequest, Credentials, EndpointInfo, HostRequest, TenantRequest};
 use romana_client::Client;
 use romana_tests_support::{Netns, TempDir};
@@ -32,7 +32,7 @@ fn pct(v: &[f64], p: f64) -> f64 {
 }
 
 /// `nft -f` of `script` inside a namespace this bench created.
-fn nft_in(ns: &Netns, script: &str) {
+fn nft_script(ns: &Netns, script: &str) {
     use std::io::Write as _;
     let mut child = std::process::Command::new("ip")
         .args(["netns", "exec", &ns.0, "nft", "-f", "-"])
@@ -41,17 +41,6 @@ fn nft_in(ns: &Netns, script: &str) {
         .expect("nft");
     child.stdin.take().expect("stdin").write_all(script.as_bytes()).expect("script");
     assert!(child.wait().expect("nft").success(), "nft -f in {}", ns.0);
-}
-
-/// `nft ARGS` inside a namespace this bench created: its output.
-fn nft_out(ns: &Netns, args: &str) -> String {
-    let out = std::process::Command::new("ip")
-        .args(["netns", "exec", &ns.0, "nft"])
-        .args(args.split_whitespace())
-        .output()
-        .expect("nft");
-    assert!(out.status.success(), "nft {args}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// Sends `SIG<sig>` to the agent this bench started.
@@ -278,7 +267,7 @@ async fn main() {
     // repair the swap; its own table is back before it resumes.
     let secs = if quick { 2 } else { 3 };
     let rounds = if quick { 2 } else { 6 };
-    let loaded_table = nft_out(&host, "list table inet romana");
+    let loaded_table = nft_in(&host.0, "list table inet romana");
     let empty = romana_policy::firewall::compile(romana_policy::firewall::FirewallInput {
         host: "hq",
         policies: &[],
@@ -295,16 +284,16 @@ async fn main() {
     for k in 0..rounds * 2 {
         let want_loaded = matches!(k % 4, 0 | 3);
         if want_loaded != loaded_now {
-            nft_in(&host, if want_loaded { &restore } else { &empty });
+            nft_script(&host, if want_loaded { &restore } else { &empty });
             loaded_now = want_loaded;
         }
         let v = iperf(&srv.0, &cli.0, &srv_ip.to_string(), secs);
         if want_loaded { tput_loaded.push(v) } else { tput_empty.push(v) }
     }
     if !loaded_now {
-        nft_in(&host, &restore);
+        nft_script(&host, &restore);
     }
-    assert_eq!(nft_out(&host, "list table inet romana"), loaded_table, "the agent's table was not restored");
+    assert_eq!(nft_in(&host.0, "list table inet romana"), loaded_table, "the agent's table was not restored");
     signal(&_agent, "CONT");
     let syncs = agent_metric(&sock, "romana_agent_firewall_syncs_total");
     let sync_s = agent_metric(&sock, "romana_agent_firewall_sync_seconds_sum");

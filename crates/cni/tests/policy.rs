@@ -18,7 +18,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::probe::{self, Proto};
-use common::{agent, agent_metric, cni, conf};
+use common::{agent, agent_metric, cni, conf, nft_in};
 use romana_api::rest::{Credentials, LabelsRequest, TenantRequest};
 use romana_client::Client;
 use romana_tests_support::{HostPair, Netns, TempDir};
@@ -214,7 +214,7 @@ async fn run_cases(
 
 /// Whether one ping from `from` to `to` is answered (ICMP echo, type 8 code 0).
 fn ping(from: &Pod, to: &Pod) -> bool {
-    std::process::Command::new("ip")
+    Command::new("ip")
         .args(["netns", "exec", &from.ns.0, "ping", "-c1", "-W1", &to.ip.to_string()])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
@@ -324,13 +324,6 @@ async fn host_policy(admin: &Client, pods: &[Pod], hosts: &HostPair, logs: &[std
         .unwrap_or_else(|e| panic!("romana dest host: {e}\n{}", agent_trouble(logs)));
     admin.delete_policy(&p.id).await.unwrap();
     reach(&|_, _| true).unwrap_or_else(|e| panic!("host a after its policy: {e}\n{}", agent_trouble(logs)));
-}
-
-fn nft_in(ns: &str, args: &str) -> String {
-    let out =
-        Command::new("ip").args(["netns", "exec", ns, "nft"]).args(args.split_whitespace()).output().unwrap();
-    assert!(out.status.success(), "nft {args}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

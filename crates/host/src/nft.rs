@@ -83,11 +83,16 @@ pub fn apply(script: &str) -> Result<(), NftError> {
     if out.status.success() {
         Ok(())
     } else {
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        // nft names the failing line of the script; keep the message short.
-        let stderr: String = stderr.lines().take(6).collect::<Vec<_>>().join(" | ");
-        Err(NftError::Failed { what: "-f (transaction)".into(), stderr })
+        Err(NftError::Failed {
+            what: "-f (transaction)".into(),
+            stderr: short(&String::from_utf8_lossy(&out.stderr)),
+        })
     }
+}
+
+/// nft's error text on one line: it names the failing line of the script, the first few say it.
+fn short(stderr: &str) -> String {
+    stderr.lines().take(6).collect::<Vec<_>>().join(" | ")
 }
 
 // nfnetlink's framing for the one request we send (linux/netfilter/nfnetlink.h, nf_tables.h).
@@ -130,7 +135,7 @@ fn ask_generation(s: &netlink_sys::Socket, seq: u32) -> Result<u32, NftError> {
     loop {
         let (buf, _) = s.recv_from_full().map_err(|e| gen_err("receive", e))?;
         // An answer to an earlier request that was given up on is skipped.
-        if buf.get(8..12).is_some_and(|b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]) == seq) {
+        if word(&buf, 8).map(u32::from_ne_bytes) == Some(seq) {
             return parse_generation(&buf);
         }
     }
@@ -153,7 +158,7 @@ impl Nft {
         match self.session.get_or_insert_with(crate::nftlib::Session::open) {
             Some(session) => session.run(script).map_err(|e| NftError::Failed {
                 what: "transaction (libnftables)".into(),
-                stderr: e.lines().take(6).collect::<Vec<_>>().join(" | "),
+                stderr: short(&e),
             }),
             None => apply(script),
         }
@@ -179,16 +184,21 @@ impl Nft {
     }
 }
 
+/// The four bytes at `i`, if the buffer has them.
+fn word(buf: &[u8], i: usize) -> Option<[u8; 4]> {
+    buf.get(i..i + 4).and_then(|b| b.try_into().ok())
+}
+
 /// The generation id in the kernel's answer to `NFT_MSG_GETGEN`.
 fn parse_generation(buf: &[u8]) -> Result<u32, NftError> {
     let bad = |what: String| NftError::Generation(what);
     let u16_at = |i: usize| buf.get(i..i + 2).map(|b| u16::from_ne_bytes([b[0], b[1]]));
-    let len = buf.get(0..4).map(|b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]) as usize);
+    let len = word(buf, 0).map(|w| u32::from_ne_bytes(w) as usize);
     let (Some(len), Some(kind)) = (len, u16_at(4)) else {
         return Err(bad(format!("short answer of {} bytes", buf.len())));
     };
     if kind == NLMSG_ERROR {
-        let code = buf.get(16..20).map(|b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]])).unwrap_or(0);
+        let code = word(buf, 16).map(i32::from_ne_bytes).unwrap_or(0);
         return Err(bad(format!("the kernel answered {}", std::io::Error::from_raw_os_error(-code))));
     }
     if kind != (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWGEN {
@@ -202,9 +212,8 @@ fn parse_generation(buf: &[u8]) -> Result<u32, NftError> {
         if alen < 4 || at + alen > end {
             break;
         }
-        if atype & 0x3fff == NFTA_GEN_ID && alen >= 8 {
-            let b = &buf[at + 4..at + 8];
-            return Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
+        if let Some(id) = word(buf, at + 4).filter(|_| atype & 0x3fff == NFTA_GEN_ID && alen >= 8) {
+            return Ok(u32::from_be_bytes(id));
         }
         at += (alen + 3) & !3;
     }

@@ -53,6 +53,14 @@ pub fn agent(creds: &Path, host: &str, ip: &str, netns: &str, socket: &Path, log
     Agent(child)
 }
 
+/// `nft ARGS` inside a namespace the test created (never the root namespace): its output.
+pub fn nft_in(ns: &str, args: &str) -> String {
+    let out =
+        Command::new("ip").args(["netns", "exec", ns, "nft"]).args(args.split_whitespace()).output().unwrap();
+    assert!(out.status.success(), "nft {args}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// One plugin call with interface eth0: (exit status, stdout as JSON or Null).
 pub fn cni(command: &str, cid: &str, netns: &str, conf: &Value, args: &str) -> (i32, Value) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_romana-cni"))
