@@ -5,6 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 
+# A full disk shows up as a linker crash; say up front how much room the build has.
+df -h . | awk 'NR == 2 { print "disk: " $4 " free before the build" }'
+
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 
@@ -25,6 +28,7 @@ cargo bench --locked -p romana-cni --bench policy -- --quick
 cargo bench --locked -p romanad --bench rest -- --quick
 cargo bench --locked -p romana-auth --bench verify -- --quick
 
+du -sh target | awk '{ print "disk: target/ holds " $1 }'
 # One closing line for the whole run (cargo prints one per test binary).
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i; if ($(i+1) ~ /^ignored/) s += $i } }
      END { printf "tests: %d passed, %d failed, %d skipped\n", p, f, s }' "$log"

@@ -7,7 +7,7 @@
 //! - CNI ADD of a new pod with that cluster loaded, against an empty cluster;
 //! - the table's rules and set elements;
 //! - TCP throughput (iperf3) between the same two pods with the loaded table against the same
-//!   layout with no policy and empty sets, in alternating rounds (the agent is paused meanwhile,
+//!   table with every set emptied, in alternating rounds (the agent is paused meanwhile,
 //!   the bench swaps the tables, and the agent's table is back in place before it resumes).
 //!
 //! `cargo build --release -p romana-agent && cargo bench -p romana-cni --bench policy`
@@ -19,7 +19,7 @@ use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{agent, agent_metric, cni, conf, iperf, nft_in, probe, wait_for};
+use common::{agent, agent_metric, cni, conf, iperf, nft_in, nft_script, probe, signal, wait_for};
 use romana_api::rest::{AddressRequest, Credentials, EndpointInfo, HostRequest, TenantRequest};
 use romana_client::Client;
 use romana_tests_support::{Netns, TempDir};
@@ -32,24 +32,21 @@ fn pct(v: &[f64], p: f64) -> f64 {
 }
 
 /// `nft -f` of `script` inside a namespace this bench created.
-fn nft_script(ns: &Netns, script: &str) {
-    use std::io::Write as _;
-    let mut child = std::process::Command::new("ip")
-        .args(["netns", "exec", &ns.0, "nft", "-f", "-"])
-        .stdin(std::process::Stdio::piped())
-        .spawn()
-        .expect("nft");
-    child.stdin.take().expect("stdin").write_all(script.as_bytes()).expect("script");
-    assert!(child.wait().expect("nft").success(), "nft -f in {}", ns.0);
-}
-
-/// Sends `SIG<sig>` to the agent this bench started.
-fn signal(agent: &common::Agent, sig: &str) {
-    let ok = std::process::Command::new("kill")
-        .args([&format!("-{sig}"), &agent.0.id().to_string()])
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(ok, "kill -{sig} the agent");
+/// An `nft list table` listing with every set emptied: the same chains and rules, no elements.
+fn without_elements(listing: &str) -> String {
+    let mut out = String::new();
+    let mut in_elements = false;
+    for line in listing.lines() {
+        in_elements |= line.trim_start().starts_with("elements = {");
+        if in_elements {
+            // A set's elements run from `elements = {` to the line that closes the brace.
+            in_elements = !line.trim_end().ends_with('}');
+            continue;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
 }
 
 fn netns_path(ns: &Netns) -> String {
@@ -262,36 +259,37 @@ async fn main() {
     for (i, ns) in pods[admits..].iter().enumerate() {
         loaded_add.push(add_pod(ns, &format!("b{i}"), &sock, "app=admit").await.1);
     }
-    // Throughput: the same pods, the loaded table and the same layout with empty sets (base
-    // chains and conntrack in both) in alternating rounds. The agent is paused so that it does not
-    // repair the swap; its own table is back before it resumes.
+    // Throughput: the same pods, the loaded table and the very same table with every set emptied
+    // (the same chains, rules and conntrack; no elements) in alternating rounds. The agent is
+    // paused so that it does not repair the swap; its own table is back before it resumes.
     let secs = if quick { 2 } else { 3 };
     let rounds = if quick { 2 } else { 6 };
     let loaded_table = nft_in(&host.0, "list table inet romana");
-    let empty = romana_policy::firewall::compile(romana_policy::firewall::FirewallInput {
-        host: "hq",
-        policies: &[],
-        world: &Default::default(),
-        endpoints: &[],
-    })
-    .render_replace();
+    let empty = format!("delete table inet romana\n{}", without_elements(&loaded_table));
     let restore = format!("delete table inet romana\n{loaded_table}");
     signal(&_agent, "STOP");
     let (mut tput_loaded, mut tput_empty) = (Vec::new(), Vec::new());
+    let (mut cpu_loaded, mut cpu_empty) = (Vec::new(), Vec::new());
     // In the order loaded, empty, empty, loaded, ...: each kind is measured as often right after
     // a swap as not, so the swap's own after-effects fall on both.
     let mut loaded_now = true;
     for k in 0..rounds * 2 {
         let want_loaded = matches!(k % 4, 0 | 3);
         if want_loaded != loaded_now {
-            nft_script(&host, if want_loaded { &restore } else { &empty });
+            nft_script(&host.0, if want_loaded { &restore } else { &empty });
             loaded_now = want_loaded;
         }
+        let busy = common::busy_seconds();
         let v = iperf(&srv.0, &cli.0, &srv_ip.to_string(), secs);
-        if want_loaded { tput_loaded.push(v) } else { tput_empty.push(v) }
+        // CPU seconds per GB moved: steadier than throughput on this shared machine.
+        let c = (common::busy_seconds() - busy) / (v * f64::from(secs) / 8.0);
+        let (tput, cpu) =
+            if want_loaded { (&mut tput_loaded, &mut cpu_loaded) } else { (&mut tput_empty, &mut cpu_empty) };
+        tput.push(v);
+        cpu.push(c);
     }
     if !loaded_now {
-        nft_script(&host, &restore);
+        nft_script(&host.0, &restore);
     }
     assert_eq!(nft_in(&host.0, "list table inet romana"), loaded_table, "the agent's table was not restored");
     signal(&_agent, "CONT");
@@ -319,13 +317,19 @@ async fn main() {
         pct(&loaded_add, 0.5) / pct(&empty_add, 0.5)
     );
     println!(
-        "  throughput pod->pod (iperf3 {secs} s, {rounds} runs each in ABBA order, median): sets loaded {:.2} Gbit/s vs the same layout with empty sets {:.2} Gbit/s (ratio {:.3})",
+        "  throughput pod->pod (iperf3 {secs} s, {rounds} runs each in ABBA order, median): sets loaded {:.2} Gbit/s vs the same table with its sets emptied {:.2} Gbit/s (ratio {:.3})",
         pct(&tput_loaded, 0.5),
         pct(&tput_empty, 0.5),
         pct(&tput_loaded, 0.5) / pct(&tput_empty, 0.5)
     );
     let rounds_shown = |v: &[f64]| v.iter().map(|x| format!("{x:.1}")).collect::<Vec<_>>().join(" ");
     println!("    rounds, loaded: {}; empty sets: {}", rounds_shown(&tput_loaded), rounds_shown(&tput_empty));
+    println!(
+        "    CPU per GB moved (median): loaded {:.3} s vs emptied {:.3} s (ratio {:.3})",
+        pct(&cpu_loaded, 0.5),
+        pct(&cpu_empty, 0.5),
+        pct(&cpu_loaded, 0.5) / pct(&cpu_empty, 0.5)
+    );
     println!("  agent firewall passes: {syncs}, mean {:.1} ms", sync_s * 1e3 / syncs.max(1.0));
     // The agent's log outlives the run for a closer look (RUST_LOG=romana_agent=debug shows
     // each pass's compile, read and apply times).

@@ -1,17 +1,18 @@
-//! Cross-host pod-to-pod TCP throughput (iperf3): Romana's routed path (pod -> host -> underlay
-//! -> host -> pod, no encapsulation) against a plain veth pair joining the same two pod
-//! namespaces directly, and against a VXLAN overlay between the same hosts (iproute2; underlay MTU
-//! raised so the overlay does not fragment). Rounds alternate so machine noise hits all paths.
+//! Cross-host pod-to-pod TCP throughput (iperf3) and CPU per byte: Romana's routed path (pod ->
+//! host -> underlay -> host -> pod, no encapsulation) against a plain veth pair joining the same
+//! two pod namespaces directly, and against a VXLAN overlay between the same hosts (iproute2;
+//! underlay MTU raised so the overlay does not fragment). Rounds alternate their order so machine
+//! noise hits all paths; ratios are per round.
 //! Everything runs in namespaces this benchmark creates and deletes.
 //! `cargo build --release -p romana-agent && cargo bench -p romana-cni --bench throughput`
-//! (`-- --quick`: 1 s per run, 1 round).
+//! (`-- --quick`: 1 s per run, 2 rounds).
 
 #[path = "../tests/common/mod.rs"]
 mod common;
 
 use std::process::{Command, Stdio};
 
-use common::{agent, cni, conf, iperf, ping, wait_for};
+use common::{agent, cni, conf, iperf, nft_in, ping, wait_for};
 use romana_tests_support::{HostPair, Netns, TempDir};
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -22,7 +23,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
-    let (secs, rounds) = if quick { (1, 1) } else { (3, 3) };
+    let (secs, rounds) = if quick { (1, 2) } else { (3, 8) };
     if !Command::new("iperf3").arg("-v").stdout(Stdio::null()).status().is_ok_and(|s| s.success()) {
         println!("SKIP: iperf3 missing (scripts/setup.sh installs it)");
         return;
@@ -79,20 +80,56 @@ async fn main() {
         hosts.1.ip(&format!("route {verb} {ip1}/32 via 172.31.0.1 dev rmvx0"));
     };
 
-    let (mut routed, mut plain, mut vxlan) = (Vec::new(), Vec::new(), Vec::new());
-    for _ in 0..rounds {
-        routed.push(iperf(&p2.0, &p1.0, &ip2, secs));
-        plain.push(iperf(&p2.0, &p1.0, "192.168.99.2", secs));
-        overlay(true);
-        vxlan.push(iperf(&p2.0, &p1.0, &ip2, secs));
-        overlay(false);
+    // Three paths between the same pods. Each round measures all three, in the order A B C then
+    // C B A, so that drift and the overlay swap's after-effects fall on every path alike; ratios
+    // are taken within a round, then their median. The agents keep running: on a cluster without
+    // isolation their tables have no hooks (docs/policy.md, "Cost"), which the output shows.
+    for h in [&hosts.0, &hosts.1] {
+        let hooks = nft_in(&h.0, "list table inet romana").matches("hook ").count();
+        println!("  host {}: {hooks} romana base chains", h.0);
     }
-    let (r, p, v) = (median(routed), median(plain), median(vxlan));
+    let paths = ["routed", "plain", "vxlan"];
+    let mut gbps: Vec<[f64; 3]> = Vec::new();
+    let mut cost: Vec<[f64; 3]> = Vec::new();
+    for round in 0..rounds {
+        let (mut row, mut cpu) = ([0.0; 3], [0.0; 3]);
+        let order: Vec<usize> = if round % 2 == 0 { vec![0, 1, 2] } else { vec![2, 1, 0] };
+        for i in order {
+            if i == 2 {
+                overlay(true);
+            }
+            let ip = if i == 1 { "192.168.99.2" } else { &ip2 };
+            let busy = common::busy_seconds();
+            row[i] = iperf(&p2.0, &p1.0, ip, secs);
+            // CPU seconds per GB: Gbit/s x seconds / 8 gigabytes moved.
+            cpu[i] = (common::busy_seconds() - busy) / (row[i] * f64::from(secs) / 8.0);
+            if i == 2 {
+                overlay(false);
+            }
+        }
+        println!(
+            "  round {round}: {} Gbit/s; {} CPU s/GB",
+            row.map(|v| format!("{v:.2}")).join(" "),
+            cpu.map(|v| format!("{v:.3}")).join(" ")
+        );
+        gbps.push(row);
+        cost.push(cpu);
+    }
+
+    let col = |i: usize| median(gbps.iter().map(|r| r[i]).collect());
+    let ratio = |i: usize, j: usize| median(gbps.iter().map(|r| r[i] / r[j]).collect());
     println!(
         "pod-to-pod TCP throughput across two hosts, iperf3 {secs} s x {rounds} rounds (median, Gbit/s)"
     );
-    println!("  romana (routed, no overlay)   {r:>7.2}");
-    println!("  plain veth between the pods   {p:>7.2}");
-    println!("  VXLAN overlay between hosts   {v:>7.2}");
-    println!("ratio romana/plain {:.2} (target >= 0.95), romana/vxlan {:.2}", r / p, r / v);
+    let cpu = |i: usize| median(cost.iter().map(|r| r[i]).collect());
+    println!("  {:<22} {:>7} {:>10}", "path", "Gbit/s", "CPU s/GB");
+    for (i, name) in paths.iter().enumerate() {
+        println!("  {name:<22} {:>7.2} {:>10.3}", col(i), cpu(i));
+    }
+    println!(
+        "median per-round ratios: routed/plain {:.3} (target >= 0.95), routed/vxlan {:.3}; CPU per byte routed/plain {:.3}",
+        ratio(0, 1),
+        ratio(0, 2),
+        median(cost.iter().map(|r| r[0] / r[1]).collect())
+    );
 }

@@ -6,7 +6,9 @@
 //!   endpoint). Each accepts established/related traffic, jumps to `egress` or `ingress`, then drops
 //!   what comes from (to) an isolated local endpoint. Policy `accept` is final only for its base
 //!   chain, so a connection between two local endpoints passes both the egress and the ingress
-//!   check, as Kubernetes requires. No base chain drops anything but an isolated endpoint's traffic.
+//!   check, as Kubernetes requires. No base chain drops anything but an isolated endpoint's traffic,
+//!   so a direction's base chains exist only while a local endpoint is isolated in it: a host
+//!   without isolation has no hooks of ours and no conntrack from us.
 //! - `egress-policies` / `ingress-policies`: a jump to each non-empty bucket chain
 //!   (`egress-bNN` / `ingress-bNN`, 64 per direction); a bucket holds one jump per policy and
 //!   family, guarded by the policy's target set. Policies fall in buckets by a hash of their id.
@@ -606,10 +608,6 @@ pub fn compile_cached(input: FirewallInput<'_>, cache: &mut CompileCache, stamp:
         rs: Ruleset::default(),
         declared: vec![],
     };
-    c.rs.chains.insert("fwd-egress".into(), base_chain(Hook::Forward, 0, "egress", Dir::Src));
-    c.rs.chains.insert("fwd-ingress".into(), base_chain(Hook::Forward, 1, "ingress", Dir::Dst));
-    c.rs.chains.insert("in-egress".into(), base_chain(Hook::Input, 0, "egress", Dir::Src));
-    c.rs.chains.insert("out-ingress".into(), base_chain(Hook::Output, 0, "ingress", Dir::Dst));
     c.rs.chains.insert("egress-policies".into(), Arc::new(Chain::new(None, vec![])));
     c.rs.chains.insert("ingress-policies".into(), Arc::new(Chain::new(None, vec![])));
     let local = c.local.clone();
@@ -662,6 +660,25 @@ pub fn compile_cached(input: FirewallInput<'_>, cache: &mut CompileCache, stamp:
         c.cache.buckets.insert(bucket, (members, chain));
     }
     *cache = std::mem::take(&mut c.cache);
+    // A direction's base chains only while one of this host's endpoints is isolated in it: until
+    // then they would accept everything (their only drop is of isolated endpoints' traffic), and
+    // their `ct state` match alone registers conntrack on every packet the host forwards. So a
+    // host without isolation has no hooks of ours at all (docs/policy.md, "Cost").
+    for (direction, dir, chains) in [
+        ("egress", Dir::Src, [("fwd-egress", Hook::Forward, 0), ("in-egress", Hook::Input, 0)]),
+        ("ingress", Dir::Dst, [("fwd-ingress", Hook::Forward, 1), ("out-ingress", Hook::Output, 0)]),
+    ] {
+        let isolated = FAMILIES.into_iter().any(|f| {
+            c.rs.sets
+                .get(&format!("{direction}-isolated-{}", fam_suffix(f)))
+                .is_some_and(|s| !s.elements.is_empty())
+        });
+        if isolated {
+            for (name, hook, prio) in chains {
+                c.rs.chains.insert(name.into(), base_chain(hook, prio, direction, dir));
+            }
+        }
+    }
     // Host-scoped policies: what this host's endpoints open to the host itself is checked on input
     // after their egress, and dropped when no host policy accepts it. Only when there are any, so
     // a cluster without them has no such chain.

@@ -58,10 +58,10 @@ impl NftPlan {
 /// The plan from `observed` (`None`: the table does not exist) to `desired`.
 pub fn plan(observed: Option<&Observed>, desired: &Ruleset) -> NftPlan {
     let Some(obs) = observed else { return replace(desired) };
-    // A base chain's hook or priority, or a set's type, cannot change in place: rewrite all.
+    // A base chain's hook or priority, or a set's type, cannot change in place: rewrite all. (A
+    // base chain that comes or goes is just added or deleted, as the compiler does with isolation.)
     let base_changed =
-        desired.chains.iter().any(|(n, c)| obs.chains.get(n).is_some_and(|o| o.base != c.base))
-            || obs.chains.iter().any(|(n, o)| o.base.is_some() && !desired.chains.contains_key(n));
+        desired.chains.iter().any(|(n, c)| obs.chains.get(n).is_some_and(|o| o.base != c.base));
     let type_changed = desired.sets.iter().any(|(n, s)| obs.sets.get(n).is_some_and(|o| o.ty != s.ty))
         || desired.sets.keys().any(|n| obs.foreign_sets.contains(n));
     if base_changed || type_changed {

@@ -402,7 +402,12 @@ fn check_plan(before: &Ruleset, after: &Ruleset) -> romana_policy::nftplan::Plan
 
 #[test]
 fn an_endpoint_or_label_change_is_a_set_element_change() {
-    let base = vec![pod("w1", "10.0.0.1", "web", "h0"), pod("c1", "10.0.0.2", "client", "h1")];
+    // w2 keeps h0 isolated throughout (the last isolated endpoint's going is the next test's).
+    let base = vec![
+        pod("w1", "10.0.0.1", "web", "h0"),
+        pod("c1", "10.0.0.2", "client", "h1"),
+        pod("w2", "10.0.0.4", "web", "h0"),
+    ];
     let before = table(&world_with(base.clone(), vec![web_policy("p1", "client")]));
     let mut more = base.clone();
     more.push(pod("c2", "10.0.0.3", "client", "h2"));
@@ -418,6 +423,30 @@ fn an_endpoint_or_label_change_is_a_set_element_change() {
     assert_eq!(s.rules_added + s.rules_deleted + s.chains_added + s.chains_rewritten, 0, "{s:?}");
     // Out of p1's targets and of the ingress-isolated set.
     assert_eq!((s.elements_added, s.elements_deleted), (0, 2), "{s:?}");
+}
+
+#[test]
+fn base_chains_exist_only_while_a_local_endpoint_is_isolated() {
+    let bases = |rs: &Ruleset| -> Vec<String> {
+        rs.chains.iter().filter(|(_, c)| c.base.is_some()).map(|(n, _)| n.clone()).collect()
+    };
+    let open = table(&world_with(vec![pod("w1", "10.0.0.1", "web", "h0")], vec![]));
+    assert_eq!(bases(&open), Vec::<String>::new(), "no isolation, no hooks:\n{}", open.render_replace());
+    // A policy selecting w1 isolates it for ingress: the ingress base chains come, in place.
+    let isolated =
+        table(&world_with(vec![pod("w1", "10.0.0.1", "web", "h0")], vec![web_policy("p1", "client")]));
+    assert_eq!(bases(&isolated), ["fwd-ingress", "out-ingress"]);
+    let s = check_plan(&open, &isolated);
+    assert!(!s.replace_table, "{s:?}");
+    assert_eq!(s.chains_deleted, 0, "{s:?}");
+    // And go again, deleted in place, with the policy.
+    let s = check_plan(&isolated, &open);
+    assert!(!s.replace_table, "{s:?}");
+    assert!(s.chains_deleted >= 2, "{s:?}");
+    let p = plan(Some(&Observed::of(&isolated)), &open);
+    for chain in ["fwd-ingress", "out-ingress"] {
+        assert!(p.script.contains(&format!("delete chain inet romana {chain}\n")), "{}", p.script);
+    }
 }
 
 /// The chains a transaction creates or rewrites.

@@ -61,6 +61,37 @@ pub fn nft_in(ns: &str, args: &str) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// `nft -f -` with `script` inside a namespace the test created (never the root namespace).
+pub fn nft_script(ns: &str, script: &str) {
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", ns, "nft", "-f", "-"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(script.as_bytes()).unwrap();
+    assert!(child.wait().unwrap().success(), "nft -f in {ns}");
+}
+
+/// Sends `SIG<sig>` to an agent the test started (`STOP` pauses it, `CONT` resumes it).
+pub fn signal(agent: &Agent, sig: &str) {
+    let ok = Command::new("kill")
+        .args([&format!("-{sig}"), &agent.0.id().to_string()])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "kill -{sig} the agent");
+}
+
+/// CPU time the whole machine spent busy so far (user, system, interrupts; not idle, iowait or
+/// steal), in seconds: read around each run, it gives CPU seconds per gigabyte moved, a cost that
+/// other tenants' load on this shared machine moves far less than it moves throughput.
+pub fn busy_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap();
+    let cpu: Vec<f64> =
+        stat.lines().next().unwrap().split_whitespace().skip(1).map(|v| v.parse().unwrap()).collect();
+    // user nice system idle iowait irq softirq steal ...; USER_HZ is 100 on Linux.
+    (cpu[0] + cpu[1] + cpu[2] + cpu[5] + cpu[6]) / 100.0
+}
+
 /// One plugin call with interface eth0: (exit status, stdout as JSON or Null).
 pub fn cni(command: &str, cid: &str, netns: &str, conf: &Value, args: &str) -> (i32, Value) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_romana-cni"))
