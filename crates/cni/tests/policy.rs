@@ -406,6 +406,10 @@ async fn policies_enforced_between_pods_on_two_hosts() {
         pods.push(Pod { id, ns: netns, ip, address_name });
     }
     expect(&pods, &all_open(pods.len()), 10).unwrap_or_else(|e| panic!("before any policy: {e}"));
+    // Nothing isolated yet: the agents' tables hook nothing (no chains in the packet path, no
+    // conntrack from us); the tenant isolation below brings the base chains.
+    let hooks = |h: usize| nft_in(&host_ns[h], "list table inet romana").matches(" hook ").count();
+    assert_eq!((hooks(0), hooks(1)), (0, 0), "base chains on hosts without isolation");
 
     // The worked examples, then our own cases (label changes, updates, deletes).
     let data = concat!(env!("CARGO_MANIFEST_DIR"), "/../policy/tests/data");
@@ -448,6 +452,14 @@ async fn policies_enforced_between_pods_on_two_hosts() {
     let isolated: BTreeMap<String, Vec<String>> =
         PROBES.iter().map(|p| (probe_name(*p), pods.iter().map(|p| row(&p.id)).collect())).collect();
     expect(&pods, &isolated, 10).unwrap_or_else(|e| panic!("tenant isolation: {e}"));
+    // Isolated for ingress on both hosts (x's and y's pods alternate hosts): the two ingress base
+    // chains at least (the cases above may have left egress or host policies too).
+    assert!(
+        hooks(0) >= 2 && hooks(1) >= 2,
+        "ingress base chains with isolation: {} and {}",
+        hooks(0),
+        hooks(1)
+    );
     // A policy opens what isolation closes: z may reach y's pod a on TCP 80.
     admin
         .apply_netpol(&json!({"metadata":{"name":"z-to-ya","namespace":"y"},"spec":{"podSelector":{"matchLabels":{"pod":"a"}},
