@@ -1,8 +1,9 @@
 //! Cross-host pod-to-pod TCP throughput (iperf3) and CPU per byte: Romana's routed path (pod ->
-//! host -> underlay -> host -> pod, no encapsulation) against a plain veth pair joining the same
-//! two pod namespaces directly, and against a VXLAN overlay between the same hosts (iproute2;
-//! underlay MTU raised so the overlay does not fragment). Rounds alternate their order so machine
-//! noise hits all paths; ratios are per round.
+//! host -> underlay -> host -> pod, no encapsulation), also with conntrack-matching forward
+//! chains on both hosts, against a plain veth pair joining the same two pod namespaces directly,
+//! and against a VXLAN overlay between the same hosts (iproute2; underlay MTU raised so the
+//! overlay does not fragment). Rounds alternate their order so machine noise hits all paths;
+//! ratios are per round.
 //! Everything runs in namespaces this benchmark creates and deletes.
 //! `cargo build --release -p romana-agent && cargo bench -p romana-cni --bench throughput`
 //! (`-- --quick`: 1 s per run, 2 rounds).
@@ -12,7 +13,7 @@ mod common;
 
 use std::process::{Command, Stdio};
 
-use common::{agent, cni, conf, iperf, nft_in, ping, wait_for};
+use common::{agent, cni, conf, iperf, nft_in, nft_script, ping, wait_for};
 use romana_tests_support::{HostPair, Netns, TempDir};
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -80,31 +81,49 @@ async fn main() {
         hosts.1.ip(&format!("route {verb} {ip1}/32 via 172.31.0.1 dev rmvx0"));
     };
 
-    // Three paths between the same pods. Each round measures all three, in the order A B C then
-    // C B A, so that drift and the overlay swap's after-effects fall on every path alike; ratios
-    // are taken within a round, then their median. The agents keep running: on a cluster without
+    // Four paths between the same pods. Each round measures all four, in the order A B C D then
+    // D C B A, so that drift and each swap's after-effects fall on every path alike; ratios are
+    // taken within a round, then their median. The agents keep running: on a cluster without
     // isolation their tables have no hooks (docs/policy.md, "Cost"), which the output shows.
+    // "routed + ct" adds, in a table of this bench's own, the two forward base chains the agent
+    // had there before that change (each accepting established traffic first, so conntrack on
+    // every packet): what a host with isolation pays on this path.
     for h in [&hosts.0, &hosts.1] {
         let hooks = nft_in(&h.0, "list table inet romana").matches("hook ").count();
         println!("  host {}: {hooks} romana base chains", h.0);
     }
-    let paths = ["routed", "plain", "vxlan"];
-    let mut gbps: Vec<[f64; 3]> = Vec::new();
-    let mut cost: Vec<[f64; 3]> = Vec::new();
+    let conntrack = |on: bool| {
+        let script = if on {
+            "table inet rmb-ct {\n\
+             chain fwd-egress { type filter hook forward priority 0; ct state established,related accept; }\n\
+             chain fwd-ingress { type filter hook forward priority 1; ct state established,related accept; }\n}\n"
+        } else {
+            "delete table inet rmb-ct\n"
+        };
+        nft_script(&hosts.0.0, script);
+        nft_script(&hosts.1.0, script);
+    };
+    let paths = ["routed", "plain", "vxlan", "routed + ct"];
+    let mut gbps: Vec<[f64; 4]> = Vec::new();
+    let mut cost: Vec<[f64; 4]> = Vec::new();
     for round in 0..rounds {
-        let (mut row, mut cpu) = ([0.0; 3], [0.0; 3]);
-        let order: Vec<usize> = if round % 2 == 0 { vec![0, 1, 2] } else { vec![2, 1, 0] };
+        let (mut row, mut cpu) = ([0.0; 4], [0.0; 4]);
+        let order: Vec<usize> = if round % 2 == 0 { vec![0, 1, 2, 3] } else { vec![3, 2, 1, 0] };
         for i in order {
-            if i == 2 {
-                overlay(true);
+            match i {
+                2 => overlay(true),
+                3 => conntrack(true),
+                _ => {}
             }
             let ip = if i == 1 { "192.168.99.2" } else { &ip2 };
             let busy = common::busy_seconds();
             row[i] = iperf(&p2.0, &p1.0, ip, secs);
             // CPU seconds per GB: Gbit/s x seconds / 8 gigabytes moved.
             cpu[i] = (common::busy_seconds() - busy) / (row[i] * f64::from(secs) / 8.0);
-            if i == 2 {
-                overlay(false);
+            match i {
+                2 => overlay(false),
+                3 => conntrack(false),
+                _ => {}
             }
         }
         println!(
@@ -118,6 +137,7 @@ async fn main() {
 
     let col = |i: usize| median(gbps.iter().map(|r| r[i]).collect());
     let ratio = |i: usize, j: usize| median(gbps.iter().map(|r| r[i] / r[j]).collect());
+    let cpu_ratio = |i: usize, j: usize| median(cost.iter().map(|r| r[i] / r[j]).collect());
     println!(
         "pod-to-pod TCP throughput across two hosts, iperf3 {secs} s x {rounds} rounds (median, Gbit/s)"
     );
@@ -127,9 +147,12 @@ async fn main() {
         println!("  {name:<22} {:>7.2} {:>10.3}", col(i), cpu(i));
     }
     println!(
-        "median per-round ratios: routed/plain {:.3} (target >= 0.95), routed/vxlan {:.3}; CPU per byte routed/plain {:.3}",
+        "median per-round ratios: routed/plain {:.3} (target >= 0.95), routed/vxlan {:.3}, routed+ct/routed {:.3}; \
+         CPU per byte routed/plain {:.3}, routed+ct/routed {:.3}",
         ratio(0, 1),
         ratio(0, 2),
-        median(cost.iter().map(|r| r[0] / r[1]).collect())
+        ratio(3, 0),
+        cpu_ratio(0, 1),
+        cpu_ratio(3, 0)
     );
 }
