@@ -17,7 +17,7 @@ use romana_api::policy::Policy;
 use romana_api::rest::{EndpointInfo, Tenant, WatchEvent};
 use romana_client::{Client, ClientError};
 use romana_host::nft::Nft;
-use romana_policy::firewall::{CompileCache, FirewallInput, compile_cached};
+use romana_policy::firewall::{CompileCache, FirewallInput, compile_cached, unfiltered_v4};
 use romana_policy::nftplan::{Observed, PlanSummary, plan};
 use romana_policy::{Endpoint, PolicyRules, cluster, nftjson};
 
@@ -146,6 +146,9 @@ pub struct Firewall {
     stale: std::sync::atomic::AtomicBool,
     /// The kept nftables connections of the host's namespace (opened there on first use).
     nft: Arc<Mutex<Nft>>,
+    /// The delivery fast path, told which endpoints may skip the forward hook around each
+    /// transaction.
+    deliver: Option<Arc<crate::fastpath::Deliver>>,
 }
 
 #[derive(Debug, Default)]
@@ -174,10 +177,16 @@ pub enum FirewallError {
     NotLoaded,
     #[error("romanad's lists changed while they were read; reading again")]
     Overtaken,
+    #[error("updating the delivery fast path: {0}")]
+    FastPath(#[from] romana_host::BpfError),
 }
 
 impl Firewall {
-    pub fn new(host: String, host_ns: Option<PathBuf>) -> Firewall {
+    pub fn new(
+        host: String,
+        host_ns: Option<PathBuf>,
+        deliver: Option<Arc<crate::fastpath::Deliver>>,
+    ) -> Firewall {
         Firewall {
             host,
             host_ns,
@@ -188,6 +197,7 @@ impl Firewall {
             events: Default::default(),
             stale: std::sync::atomic::AtomicBool::new(true),
             nft: Arc::default(),
+            deliver,
         }
     }
 
@@ -384,6 +394,8 @@ impl Firewall {
         };
         let (rules, elements) = desired.counts();
         let compiled = started.elapsed();
+        let unfiltered = unfiltered_v4(&desired);
+        let deliver = self.deliver.clone();
         let (ns, nft) = (self.host_ns.clone(), self.nft.clone());
         let r = tokio::task::spawn_blocking(move || {
             romana_host::in_netns_path(ns.as_deref(), move || async move {
@@ -400,8 +412,16 @@ impl Firewall {
                 let t = Instant::now();
                 let mut nft = lock(&nft);
                 let before = nft.generation().ok();
+                // Endpoints this transaction isolates leave the fast path before their rules
+                // come; endpoints it opens join only once it applied (fail closed both ways).
+                if let Some(d) = &deliver {
+                    d.narrow(&unfiltered)?;
+                }
                 if !p.is_empty() {
                     nft.apply(&p.script)?;
+                }
+                if let Some(d) = &deliver {
+                    d.allow(unfiltered)?;
                 }
                 let after = nft.generation().ok();
                 let library = nft.uses_library();

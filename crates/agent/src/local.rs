@@ -40,6 +40,8 @@ pub struct Shared {
     pub contact_budget: Duration,
     /// Policy enforcement (`None` with `--no-policy`).
     pub firewall: Option<Arc<crate::firewall::Firewall>>,
+    /// The delivery fast path, where the kernel runs it.
+    pub deliver: Option<Arc<crate::fastpath::Deliver>>,
 }
 
 impl Shared {
@@ -320,6 +322,9 @@ async fn del(State(s): State<Arc<Shared>>, Json(req): Json<DetachRequest>) -> Re
     Metrics::inc(&s.metrics.cni_del);
     cni_name("container id", &req.container_id)?;
     let link = host_link_name(&req.container_id, &req.ifname);
+    if let Some(d) = &s.deliver {
+        d.forget_link(&link);
+    }
     let host_ns = s.host_ns.clone();
     blocking(move || romana_host::detach(host_ns.as_deref(), &link))
         .await?
@@ -370,6 +375,9 @@ async fn gc(State(s): State<Arc<Shared>>, Json(req): Json<GcRequest>) -> Result<
         .await?
         .map_err(|e| from_endpoint("listing endpoint links", &e))?;
     for l in links.into_iter().filter(|l| !keep.contains(l)) {
+        if let Some(d) = &s.deliver {
+            d.forget_link(&l);
+        }
         let host_ns = s.host_ns.clone();
         let link = l.clone();
         if blocking(move || romana_host::detach(host_ns.as_deref(), &link))
@@ -393,7 +401,14 @@ async fn status(State(s): State<Arc<Shared>>) -> Result<Json<serde_json::Value>,
     let last = *s.last_contact.lock().unwrap_or_else(|e| e.into_inner());
     match last {
         Some(t) if t.elapsed() <= s.contact_budget => {
-            Ok(Json(serde_json::json!({"ready": true, "host": s.host})))
+            let fast_path = s.deliver.as_ref().map(|d| {
+                serde_json::json!({
+                    "uplinks": *d.uplinks.lock().unwrap_or_else(|e| e.into_inner()),
+                    "entries": d.entries(),
+                    "off_because": d.blockers(),
+                })
+            });
+            Ok(Json(serde_json::json!({"ready": true, "host": s.host, "fast_path": fast_path})))
         }
         _ => Err(Fail::new(
             code::NOT_AVAILABLE,
@@ -404,6 +419,9 @@ async fn status(State(s): State<Arc<Shared>>) -> Result<Json<serde_json::Value>,
 }
 
 async fn metrics(State(s): State<Arc<Shared>>) -> String {
+    if let Some(d) = &s.deliver {
+        s.metrics.fast_path_entries.store(d.entries() as u64, Ordering::Relaxed);
+    }
     s.metrics.render()
 }
 

@@ -3,6 +3,7 @@
 //! Endpoint links and their routes belong to the CNI path (`local.rs`, on the agent's socket) and
 //! are left alone by the reconcile loop.
 
+mod fastpath;
 mod firewall;
 mod local;
 mod metrics;
@@ -75,6 +76,11 @@ struct Args {
     /// How often the firewall re-reads the kernel's table and repairs foreign changes, in ms.
     #[arg(long, default_value_t = 2_000)]
     policy_repair_ms: u64,
+    /// Do not hand packets from other hosts straight to local endpoints (the BPF delivery fast
+    /// path on the uplink); the kernel's forwarding path carries everything. Removes the
+    /// program if an earlier run attached it.
+    #[arg(long)]
+    no_fast_path: bool,
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -88,7 +94,7 @@ async fn main() -> Result<()> {
     let creds: Credentials = serde_json::from_str(&text)
         .with_context(|| format!("parsing credentials {}", args.credentials.display()))?;
     let client = Client::from_credentials(&creds).await.context("logging in to romanad")?;
-    register(&client, &args).await?;
+    let host_ip = register(&client, &args).await?;
     let host_ns = args.netns.as_deref().map(romana_host::named);
     let host_ns_for_fw = host_ns.clone();
     let ns = host_ns.clone();
@@ -100,6 +106,15 @@ async fn main() -> Result<()> {
         }
     }
     let interval = Duration::from_millis(args.interval_ms.max(50));
+    let policy = !args.no_policy && !args.once;
+    let deliver = if args.no_fast_path || args.once {
+        if args.no_fast_path {
+            fastpath::remove(host_ns.clone(), host_ip).await;
+        }
+        None
+    } else {
+        fastpath::Deliver::load(host_ns.clone(), host_ip, policy)
+    };
     let shared = Arc::new(local::Shared {
         host: args.host.clone(),
         host_ns,
@@ -109,8 +124,9 @@ async fn main() -> Result<()> {
         last_contact: Mutex::new(None),
         gateway_ready: Default::default(),
         contact_budget: (interval * 6).max(Duration::from_secs(3)),
-        firewall: (!args.no_policy && !args.once)
-            .then(|| Arc::new(firewall::Firewall::new(args.host.clone(), host_ns_for_fw))),
+        firewall: policy
+            .then(|| Arc::new(firewall::Firewall::new(args.host.clone(), host_ns_for_fw, deliver.clone()))),
+        deliver,
     });
     if let Some(fw) = &shared.firewall {
         let repair = Duration::from_millis(args.policy_repair_ms.max(100));
@@ -195,6 +211,15 @@ async fn main() -> Result<()> {
                 tracing::error!(host = %args.host, error = %e, "reconcile failed")
             }
         }
+        if let Some(d) = &shared.deliver {
+            match d.sync().await {
+                Ok(_) => {}
+                Err(e) => {
+                    metrics::Metrics::inc(&m.reconcile_errors);
+                    tracing::error!(host = %args.host, error = %e, "delivery fast path sync failed")
+                }
+            }
+        }
         if args.once {
             return Ok(());
         }
@@ -236,10 +261,11 @@ fn parse_tag(s: &str) -> Result<(String, String), String> {
     }
 }
 
-/// Makes sure romanad knows this host; registers it when `--host-ip` is given.
-async fn register(client: &Client, args: &Args) -> Result<()> {
+/// Makes sure romanad knows this host; registers it when `--host-ip` is given. Returns the
+/// host's address.
+async fn register(client: &Client, args: &Args) -> Result<IpAddr> {
     match client.host(&args.host).await {
-        Ok(_) => Ok(()),
+        Ok(h) => h.ip.parse().with_context(|| format!("romanad's address {:?} for host {}", h.ip, args.host)),
         Err(e) if e.status() == Some(404) => {
             let Some(ip) = args.host_ip else {
                 anyhow::bail!("romanad does not know host {:?}; pass --host-ip to register it", args.host);
@@ -252,7 +278,7 @@ async fn register(client: &Client, args: &Args) -> Result<()> {
                 k8s_info: None,
             };
             client.add_host(&req).await.with_context(|| format!("registering host {}", args.host))?;
-            Ok(())
+            Ok(ip)
         }
         Err(e) => Err(e).with_context(|| format!("looking up host {}", args.host)),
     }

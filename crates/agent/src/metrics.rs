@@ -28,6 +28,8 @@ pub struct Metrics {
     pub firewall_rules: AtomicU64,
     pub firewall_elements: AtomicU64,
     pub firewall_sync_micros: AtomicU64,
+    /// Local endpoints the delivery fast path hands packets to directly.
+    pub fast_path_entries: AtomicU64,
 }
 
 impl Metrics {
@@ -36,7 +38,13 @@ impl Metrics {
     }
 
     pub fn render(&self) -> String {
-        let rows: [(&str, &str, &str, &AtomicU64); 19] = [
+        let rows: [(&str, &str, &str, &AtomicU64); 20] = [
+            (
+                "romana_agent_fast_path_entries",
+                "gauge",
+                "Local endpoints that packets from other hosts reach past the forwarding path.",
+                &self.fast_path_entries,
+            ),
             (
                 "romana_agent_watch_events_total",
                 "counter",

@@ -18,6 +18,18 @@ fn netns_path(ns: &Netns) -> String {
     format!("/run/netns/{}", ns.0)
 }
 
+/// Packets the host sides of a host's endpoint veths transmitted (toward their pods).
+fn endpoint_tx(host: &Netns) -> u64 {
+    let links: serde_json::Value = serde_json::from_str(&host.ip("-s -j link show type veth")).unwrap();
+    links
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| l["ifname"].as_str().is_some_and(|n| n.starts_with("romana")))
+        .map(|l| l["stats64"]["tx"]["packets"].as_u64().unwrap())
+        .sum()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pods_across_hosts_through_the_cni_plugin() {
     let Some(hosts) = HostPair::new("rmc") else {
@@ -68,6 +80,42 @@ async fn pods_across_hosts_through_the_cni_plugin() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(ping(&pods[1].0, &ip1), "pod2 -> pod1");
+    // The delivery fast path: each host hands the other's packets straight to its pod, so the
+    // host side of pod2's veth transmits none of pod1's 20 requests.
+    wait_for("one fast path entry on each host", 10, || {
+        agent_metric(&sock[0], "romana_agent_fast_path_entries") == 1.0
+            && agent_metric(&sock[1], "romana_agent_fast_path_entries") == 1.0
+    })
+    .await;
+    let before = endpoint_tx(&hosts.1);
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", &pods[0].0, "ping", "-q", "-c", "20", "-i", "0.01", "-W", "1", &ip2])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("20 received"), "{out:?}");
+    let sent = endpoint_tx(&hosts.1) - before;
+    assert!(sent <= 2, "host b transmitted {sent} packets to pod2: the fast path was not taken");
+    // A NAT chain of someone else's on prerouting (kube-proxy's, Docker's) needs conntrack to see
+    // both directions: the fast path empties, the kernel forwards to the pod again, and it comes
+    // back when the chain goes.
+    common::nft_script(
+        &hosts.1.0,
+        "table ip rmc-nat {\n chain pre { type nat hook prerouting priority -100; }\n}\n",
+    );
+    wait_for("host b's fast path off", 10, || {
+        agent_metric(&sock[1], "romana_agent_fast_path_entries") == 0.0
+    })
+    .await;
+    let (_, status) = agent_get(&sock[1], "/v1/status");
+    assert!(status.contains("table ip rmc-nat chain pre hook prerouting"), "{status}");
+    let before = endpoint_tx(&hosts.1);
+    assert!(ping(&pods[0].0, &ip2));
+    assert!(endpoint_tx(&hosts.1) > before, "with the fast path off the host forwards to the pod");
+    common::nft_script(&hosts.1.0, "delete table ip rmc-nat\n");
+    wait_for("host b's fast path back", 15, || {
+        agent_metric(&sock[1], "romana_agent_fast_path_entries") == 1.0
+    })
+    .await;
     // The agents followed romanad's watch for their route sets, and count what they did.
     assert!(agent_metric(&sock[0], "romana_agent_watch_events_total") >= 1.0);
     assert_eq!(agent_metric(&sock[1], "romana_agent_cni_add_total"), 1.0);
@@ -117,6 +165,11 @@ async fn pods_across_hosts_through_the_cni_plugin() {
     assert_eq!(cni("DEL", "pod2", &netns_path(&pods[1]), &cb, "").0, 0);
     assert_eq!(cni("DEL", "pod2", &netns_path(&pods[1]), &cb, "").0, 0);
     assert!(!pods[1].ip("link").contains("eth0"), "the pod's interface left with DEL");
+    assert_eq!(
+        agent_metric(&sock[1], "romana_agent_fast_path_entries"),
+        0.0,
+        "DEL empties the fast path first"
+    );
     assert!(!ping(&pods[0].0, &ip2));
     // DEL with no namespace (the runtime removed it first) is success too.
     assert_eq!(cni("DEL", "pod-gone", "", &cb, "").0, 0);

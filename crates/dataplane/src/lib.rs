@@ -3,6 +3,7 @@
 //! clock, no I/O: the agent observes, calls [`compile`] and [`diff`], and applies the [`Plan`].
 
 mod compile;
+pub mod fastpath;
 mod plan;
 mod state;
 

@@ -18,7 +18,7 @@ use rtnetlink::packet_route::route::{
 use rtnetlink::{Handle, LinkBridge, LinkDummy, LinkUnspec, RouteMessageBuilder};
 
 /// The main routing table; Romana's routes live there, marked by protocol.
-const MAIN_TABLE: u8 = 254;
+pub(crate) const MAIN_TABLE: u8 = 254;
 
 /// How the gateway link is made: a `dummy` link where the kernel has the module, otherwise a
 /// bridge without ports (same effect for routing: an always-up link holding the gateway address).
@@ -43,7 +43,7 @@ pub enum HostError {
 /// A netlink connection to the current thread's network namespace.
 #[derive(Debug)]
 pub struct Kernel {
-    handle: Handle,
+    pub(crate) handle: Handle,
     /// Which gateway flavour worked, once one was made.
     pub gateway_flavor: Option<GatewayFlavor>,
     /// Link indexes while a plan is applied (one dump per plan, not per step); dropped when a
@@ -59,7 +59,7 @@ impl Kernel {
         Ok(Kernel { handle, gateway_flavor: None, index_cache: None })
     }
 
-    async fn links(&self) -> Result<Vec<LinkMessage>, HostError> {
+    pub(crate) async fn links(&self) -> Result<Vec<LinkMessage>, HostError> {
         let step = || "list links".to_owned();
         self.handle
             .link()

@@ -4,7 +4,9 @@
 //! loads: `nftlib.rs`). Knows nothing of IPAM,
 //! policy or romanad.
 
+mod bpf;
 mod endpoint;
+mod fastpath;
 mod kernel;
 mod netns;
 pub mod nft;
@@ -13,8 +15,12 @@ mod nl;
 mod sysctl;
 mod vm;
 
+pub use bpf::BpfError;
 pub use endpoint::{
     Attachment, EndpointError, EndpointSpec, attach, check, detach, endpoint_links, host_link_name,
+};
+pub use fastpath::{
+    FastPath, FastPathView, PROGRAM_NAME, detach_marked, fast_path_blockers, tcx_program_names,
 };
 pub use kernel::{GatewayFlavor, HostError, Kernel};
 pub use netns::{NetnsError, in_netns, in_netns_path, named};

@@ -63,6 +63,17 @@ pub fn list_table(background: bool) -> Result<Option<String>, NftError> {
     Err(NftError::Failed { what: "list table inet romana".into(), stderr })
 }
 
+/// Every table's chains with their hooks (`nft list chains`, text), of every family: what else
+/// hooks this namespace's packets.
+pub fn list_chains() -> Result<String, NftError> {
+    let out = nft().args(["list", "chains"]).output().map_err(|e| spawn_err(e, "list chains"))?;
+    if !out.status.success() {
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        return Err(NftError::Failed { what: "list chains".into(), stderr });
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
 /// Applies `script` as one transaction: the kernel takes all of it or none. (No `--echo`: it
 /// makes nft read the whole table first, 100 ms at 30,000 elements.)
 pub fn apply(script: &str) -> Result<(), NftError> {
@@ -153,6 +164,17 @@ pub struct Nft {
 }
 
 impl Nft {
+    /// Every table's chains with their hooks (`nft list chains`, text), of every family: what else
+    /// hooks this namespace's packets.
+    pub fn list_chains() -> Result<String, NftError> {
+        let out = nft().args(["list", "chains"]).output().map_err(|e| spawn_err(e, "list chains"))?;
+        if !out.status.success() {
+            let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+            return Err(NftError::Failed { what: "list chains".into(), stderr });
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
     /// Applies `script` as one transaction, as `apply` does.
     pub fn apply(&mut self, script: &str) -> Result<(), NftError> {
         match self.session.get_or_insert_with(crate::nftlib::Session::open) {

@@ -587,6 +587,31 @@ fn base_chain(hook: Hook, prio: i32, direction: &str, dir: Dir) -> Arc<Chain> {
     Arc::new(Chain::new(Some((hook, prio)), lines))
 }
 
+/// The host's local IPv4 endpoints that no rule of `rs` filters, in either direction (local,
+/// neither ingress- nor egress-isolated): a packet from another host to one of them is accepted
+/// by the forward hook whatever it is, so the agent's delivery fast path may hand it over past
+/// that hook. Egress isolation counts too: its chain accepts replies by conntrack state, which a
+/// request that skipped the host never created. The only drops on the forward path are of
+/// isolated endpoints' traffic, which this leaves out.
+pub fn unfiltered_v4(rs: &Ruleset) -> BTreeSet<std::net::Ipv4Addr> {
+    let v4 = |name: &str| -> BTreeSet<std::net::Ipv4Addr> {
+        rs.sets
+            .get(name)
+            .map(|s| {
+                s.elements
+                    .iter()
+                    .filter_map(|e| match e {
+                        Element::Addr(IpAddr::V4(ip)) => Some(*ip),
+                        _ => None,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let (ingress, egress) = (v4("ingress-isolated-4"), v4("egress-isolated-4"));
+    v4("local-4").into_iter().filter(|ip| !ingress.contains(ip) && !egress.contains(ip)).collect()
+}
+
 /// The host's whole ruleset.
 pub fn compile(input: FirewallInput<'_>) -> Ruleset {
     compile_cached(input, &mut CompileCache::default(), 0)

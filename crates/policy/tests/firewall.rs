@@ -515,3 +515,24 @@ fn what_a_foreign_process_deletes_is_put_back() {
         p.summary.replace_table && p.script.starts_with("add table inet romana\ndelete table inet romana\n")
     );
 }
+
+#[test]
+fn only_local_endpoints_isolated_in_neither_direction_may_skip_the_forward_hook() {
+    use romana_policy::firewall::unfiltered_v4;
+    let ips = |rs: &Ruleset| -> Vec<String> { unfiltered_v4(rs).iter().map(|ip| ip.to_string()).collect() };
+    let eps = vec![
+        pod("w1", "10.0.0.1", "web", "h0"),
+        pod("c1", "10.0.0.2", "client", "h0"),
+        pod("w2", "10.0.0.3", "web", "h1"),
+        pod("w6", "fd00::1", "other", "h0"),
+    ];
+    // No isolation: every local IPv4 endpoint (not h1's, not IPv6).
+    assert_eq!(ips(&table(&world_with(eps.clone(), vec![]))), ["10.0.0.1", "10.0.0.2"]);
+    // A policy isolates the web pods for ingress: w1 leaves, c1 stays.
+    assert_eq!(ips(&table(&world_with(eps.clone(), vec![web_policy("p1", "client")]))), ["10.0.0.2"]);
+    // Egress isolation too: replies are accepted by conntrack state, which needs the request.
+    let mut egress = web_policy("p2", "client");
+    egress.ingress = None;
+    egress.egress = Some(vec![]);
+    assert_eq!(ips(&table(&world_with(eps, vec![egress]))), ["10.0.0.2"]);
+}

@@ -1,0 +1,182 @@
+//! The delivery fast path on this host (`romana_host::FastPath`): loaded at start, attached to
+//! the uplinks (the links holding the host's address), and its map kept equal to the local
+//! endpoints no firewall rule filters (isolated in neither direction). The firewall narrows that
+//! set before a transaction that isolates an endpoint and widens it only after one applied, so no
+//! packet skips a rule that is in force; until the firewall's first pass nothing is eligible.
+
+use std::collections::BTreeSet;
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use romana_dataplane::LinkName;
+use romana_dataplane::fastpath::{EndpointRoute, deliveries, diff_map};
+use romana_host::{FastPath, Kernel};
+
+/// How often other hooks are looked for although nftables' generation did not move.
+const RECHECK: Duration = Duration::from_secs(10);
+
+#[derive(Debug)]
+struct Inner {
+    fp: FastPath,
+    /// `None`: every endpoint (no firewall on this host).
+    eligible: Option<BTreeSet<Ipv4Addr>>,
+    /// Endpoint routes as last observed.
+    routes: Vec<EndpointRoute>,
+    /// Why the map must stay empty (other netfilter hooks that delivered packets would skip).
+    blockers: Vec<String>,
+    /// nftables' generation and the time when `blockers` were last taken.
+    checked: Option<(Option<u32>, Instant)>,
+}
+
+impl Inner {
+    /// Writes the map from what is known now; returns how many entries changed.
+    fn write(&mut self) -> Result<usize, romana_host::BpfError> {
+        let want = if self.blockers.is_empty() {
+            deliveries(&self.routes, self.eligible.as_ref())
+        } else {
+            Default::default()
+        };
+        let d = diff_map(self.fp.entries(), &want);
+        self.fp.apply(&d)?;
+        Ok(d.put.len() + d.delete.len())
+    }
+}
+
+#[derive(Debug)]
+pub struct Deliver {
+    host_ns: Option<PathBuf>,
+    host_ip: IpAddr,
+    inner: Mutex<Inner>,
+    /// The uplinks the program is attached to, by name (for status and metrics).
+    pub uplinks: Mutex<Vec<String>>,
+}
+
+impl Deliver {
+    /// Loads the program; `None` (with the reason logged) where the kernel cannot run it: then the
+    /// kernel's forwarding path carries everything, as before.
+    pub fn load(host_ns: Option<PathBuf>, host_ip: IpAddr, firewall: bool) -> Option<Arc<Deliver>> {
+        match FastPath::load() {
+            Ok(fp) => {
+                let eligible = firewall.then(BTreeSet::new);
+                let inner =
+                    Mutex::new(Inner { fp, eligible, routes: vec![], blockers: vec![], checked: None });
+                Some(Arc::new(Deliver { host_ns, host_ip, inner, uplinks: Mutex::default() }))
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "no delivery fast path (needs Linux 6.6+ with BPF); the kernel forwards everything");
+                None
+            }
+        }
+    }
+
+    fn inner(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The map's entry count.
+    pub fn entries(&self) -> usize {
+        self.inner().fp.entries().len()
+    }
+
+    /// Why the fast path is off, if it is.
+    pub fn blockers(&self) -> Vec<String> {
+        self.inner().blockers.clone()
+    }
+
+    /// Observes the uplinks and endpoint routes in the host's namespace, attaches the program
+    /// where it is missing and writes the map. Called from the reconcile loop.
+    pub async fn sync(self: &Arc<Self>) -> anyhow::Result<usize> {
+        let me = self.clone();
+        let ns = self.host_ns.clone();
+        tokio::task::spawn_blocking(move || {
+            romana_host::in_netns_path(ns.as_deref(), move || async move {
+                let view = Kernel::connect()?.fast_path_view(me.host_ip).await?;
+                // Other hooks are looked for again when nftables' generation moved (any table
+                // changed) and every RECHECK (legacy iptables and IPVS have no generation).
+                let generation = romana_host::nft::generation().ok();
+                let due = match me.inner().checked {
+                    Some((g, at)) => g != generation || at.elapsed() >= RECHECK,
+                    None => true,
+                };
+                let blockers = due.then(romana_host::fast_path_blockers);
+                let mut inner = me.inner();
+                if let Some(b) = blockers {
+                    if b != inner.blockers {
+                        if b.is_empty() {
+                            tracing::info!("delivery fast path on: no other netfilter hooks on its packets' way");
+                        } else {
+                            tracing::warn!(blockers = ?b, "delivery fast path off: the kernel forwards pod traffic, so these see it");
+                        }
+                    }
+                    inner.blockers = b;
+                    inner.checked = Some((generation, Instant::now()));
+                }
+                for (name, ifindex) in &view.uplinks {
+                    if inner.fp.attach(*ifindex)? {
+                        tracing::info!(uplink = %name, "delivery fast path attached");
+                    }
+                }
+                *me.uplinks.lock().unwrap_or_else(|e| e.into_inner()) =
+                    view.uplinks.iter().map(|(n, _)| n.clone()).collect();
+                inner.routes = view.routes;
+                Ok::<_, anyhow::Error>(inner.write()?)
+            })
+        })
+        .await?
+        .map_err(anyhow::Error::from)?
+    }
+
+    /// Only endpoints in `allowed` from now on (before a firewall transaction that may isolate
+    /// some): drops the others' entries at once.
+    pub fn narrow(&self, allowed: &BTreeSet<Ipv4Addr>) -> Result<usize, romana_host::BpfError> {
+        let mut inner = self.inner();
+        let kept = match &inner.eligible {
+            Some(e) => e.intersection(allowed).copied().collect(),
+            None => allowed.clone(),
+        };
+        inner.eligible = Some(kept);
+        inner.write()
+    }
+
+    /// Exactly the endpoints in `allowed` (after the firewall transaction that made the others'
+    /// rules applied).
+    pub fn allow(&self, allowed: BTreeSet<Ipv4Addr>) -> Result<usize, romana_host::BpfError> {
+        let mut inner = self.inner();
+        inner.eligible = Some(allowed);
+        inner.write()
+    }
+
+    /// An endpoint's link is about to go (CNI DEL, GC): its entries leave the map first, so a
+    /// later link that reuses the index never receives its traffic.
+    pub fn forget_link(&self, link: &LinkName) {
+        let mut inner = self.inner();
+        inner.routes.retain(|r| &r.link != link);
+        if let Err(e) = inner.write() {
+            tracing::warn!(%link, error = %e, "cannot drop the endpoint from the fast path map");
+        }
+    }
+}
+
+/// Detaches the program from this host's uplinks (the agent run with the fast path off).
+pub async fn remove(host_ns: Option<PathBuf>, host_ip: IpAddr) {
+    let r = tokio::task::spawn_blocking(move || {
+        romana_host::in_netns_path(host_ns.as_deref(), move || async move {
+            let view = Kernel::connect()?.fast_path_view(host_ip).await?;
+            let mut removed = 0;
+            for (_, ifindex) in &view.uplinks {
+                removed += romana_host::detach_marked(*ifindex)?;
+            }
+            Ok::<_, anyhow::Error>(removed)
+        })
+    })
+    .await;
+    match r {
+        Ok(Ok(Ok(0))) => {}
+        Ok(Ok(Ok(n))) => tracing::info!(programs = n, "delivery fast path removed from the uplinks"),
+        Ok(Ok(Err(e))) => tracing::warn!(error = %e, "cannot remove the delivery fast path"),
+        Ok(Err(e)) => tracing::warn!(error = %e, "cannot remove the delivery fast path"),
+        Err(e) => tracing::warn!(error = %e, "cannot remove the delivery fast path"),
+    }
+}

@@ -1,0 +1,161 @@
+//! The delivery fast path against a real kernel, in namespaces this test creates and deletes even
+//! when it fails (`rmf-<pid>-*`: a remote host, a host, a pod; no link leaves them): packets from
+//! the remote host reach the pod past the host's forwarding path (the host side of the pod's veth
+//! never transmits them), with TTL decremented and a valid checksum; an address not in the map
+//! takes the kernel's path; a second program replaces the first in place; detach leaves nothing.
+
+use std::process::Command;
+
+use romana_dataplane::fastpath::{deliveries, diff_map};
+use romana_host::{FastPath, Kernel, PROGRAM_NAME, detach_marked, in_netns};
+use romana_tests_support::Netns;
+
+struct Lab {
+    remote: Netns,
+    host: Netns,
+    pod: Netns,
+}
+
+fn lab() -> Option<Lab> {
+    let pid = std::process::id();
+    let remote = Netns::new(&format!("rmf-{pid}-remote"))?;
+    let host = Netns::new(&format!("rmf-{pid}-host"))?;
+    let pod = Netns::new(&format!("rmf-{pid}-pod"))?;
+    host.ip(&format!("link add eth0 type veth peer name eth0 netns {}", remote.0));
+    host.ip("addr add 192.168.77.1/24 dev eth0");
+    remote.ip("addr add 192.168.77.2/24 dev eth0");
+    host.ip(&format!("link add romanat0 type veth peer name eth0 netns {}", pod.0));
+    host.ip("addr add 169.254.1.1/32 dev romanat0");
+    pod.ip("addr add 10.77.0.5/32 dev eth0");
+    for (ns, l) in [(&host, "eth0"), (&remote, "eth0"), (&host, "romanat0"), (&pod, "eth0"), (&pod, "lo")] {
+        ns.ip(&format!("link set {l} up"));
+    }
+    host.ip("route add 10.77.0.5/32 dev romanat0 proto 77");
+    pod.ip("route add 169.254.1.1/32 dev eth0");
+    pod.ip("route add default via 169.254.1.1 dev eth0");
+    remote.ip("route add 10.77.0.0/16 via 192.168.77.1");
+    sh(&host.0, "sysctl -qw net.ipv4.ip_forward=1");
+    Some(Lab { remote, host, pod })
+}
+
+fn sh(ns: &str, cmd: &str) -> String {
+    let out = Command::new("ip")
+        .args(["netns", "exec", ns])
+        .args(cmd.split_whitespace())
+        .output()
+        .expect("ip netns exec runs");
+    assert!(out.status.success(), "{ns}: {cmd}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn ping(from: &Netns, to: &str, count: u32) {
+    sh(&from.0, &format!("ping -q -n -c {count} -i 0.01 -W 1 {to}"));
+}
+
+/// Packets the host side of the pod's veth transmitted (toward the pod).
+fn veth_tx(l: &Lab) -> u64 {
+    let out = l.host.ip("-s -j link show romanat0");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("ip -j");
+    v[0]["stats64"]["tx"]["packets"].as_u64().expect("tx packets")
+}
+
+/// Packets the pod received with TTL 63 (sent with 64, one router on the way).
+fn ttl63(l: &Lab) -> u64 {
+    let out = sh(&l.pod.0, "nft -j list chain inet rmf in");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("nft -j");
+    v["nftables"]
+        .as_array()
+        .expect("list")
+        .iter()
+        .find_map(|o| o["rule"]["expr"].as_array()?.iter().find_map(|e| e["counter"]["packets"].as_u64()))
+        .expect("counter")
+}
+
+fn ours(l: &Lab, ifname: &'static str) -> Vec<String> {
+    in_netns(&l.host.0, move || async move {
+        let out = Command::new("ip").args(["-j", "link", "show", ifname]).output().expect("ip");
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("ip -j");
+        let ifindex = v[0]["ifindex"].as_u64().expect("ifindex") as u32;
+        romana_host::tcx_program_names(ifindex).expect("query")
+    })
+    .expect("namespace thread")
+}
+
+#[test]
+fn packets_from_another_host_enter_the_pod_past_the_forwarding_path() {
+    let Some(l) = lab() else {
+        println!("SKIP: cannot create network namespaces (needs root and iproute2)");
+        return;
+    };
+    let mut fp = match FastPath::load() {
+        Ok(fp) => fp,
+        Err(e) => panic!("this kernel (6.6+, BPF) must load the fast path: {e}"),
+    };
+    // The kernel's path first: the host forwards and its veth transmits every request.
+    ping(&l.remote, "10.77.0.5", 5);
+    let before = veth_tx(&l);
+    ping(&l.remote, "10.77.0.5", 20);
+    assert!(veth_tx(&l) - before >= 20, "without the fast path the host transmits to the pod");
+
+    let view = in_netns(&l.host.0, || async {
+        let k = Kernel::connect().expect("netlink");
+        k.fast_path_view("192.168.77.1".parse().expect("literal")).await.expect("observe")
+    })
+    .expect("namespace thread");
+    assert_eq!(view.uplinks.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(), ["eth0"]);
+    assert_eq!(view.routes.len(), 1, "{view:?}");
+    assert_eq!(view.routes[0].link.as_str(), "romanat0");
+    let want = deliveries(&view.routes, None);
+    fp.apply(&diff_map(fp.entries(), &want)).expect("map");
+    let uplink = view.uplinks[0].1;
+    let (fp, changed) = in_netns(&l.host.0, move || async move {
+        let changed = fp.attach(uplink).expect("attach");
+        (fp, changed)
+    })
+    .expect("namespace thread");
+    assert!(changed);
+    assert_eq!(ours(&l, "eth0"), [PROGRAM_NAME]);
+
+    sh(&l.pod.0, "nft add table inet rmf");
+    sh(&l.pod.0, "nft add chain inet rmf in { type filter hook input priority 0 ; }");
+    sh(&l.pod.0, "nft add rule inet rmf in ip ttl 63 counter");
+    let before = veth_tx(&l);
+    ping(&l.remote, "10.77.0.5", 20);
+    let bypassed = veth_tx(&l) - before;
+    // An ARP probe of the pod's neighbour entry may still go out; the requests do not.
+    assert!(bypassed <= 2, "the host transmitted {bypassed} packets to the pod: the fast path was not taken");
+    assert!(ttl63(&l) >= 20, "the pod got every request with TTL 63 (decremented, checksum valid)");
+
+    // A restarted agent: a new program replaces the old in place; still one of ours.
+    let fp2 = FastPath::load().expect("load again");
+    let mut fp2 = in_netns(&l.host.0, move || async move {
+        assert!(fp2.attach(uplink).expect("replace"));
+        assert!(!fp2.attach(uplink).expect("again"), "attaching twice changes nothing");
+        fp2
+    })
+    .expect("namespace thread");
+    drop(fp);
+    assert_eq!(ours(&l, "eth0"), [PROGRAM_NAME]);
+    // Its map is empty until written: the kernel's path, which still works.
+    let before = veth_tx(&l);
+    ping(&l.remote, "10.77.0.5", 10);
+    assert!(veth_tx(&l) - before >= 10);
+    fp2.apply(&diff_map(fp2.entries(), &want)).expect("map");
+    let before = veth_tx(&l);
+    ping(&l.remote, "10.77.0.5", 10);
+    assert!(veth_tx(&l) - before <= 2);
+
+    // TTL 1 is left to the kernel, which answers time exceeded instead of delivering.
+    let out = Command::new("ip")
+        .args(["netns", "exec", &l.remote.0, "ping", "-n", "-c", "1", "-t", "1", "-W", "1", "10.77.0.5"])
+        .output()
+        .expect("ping");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Time to live exceeded"), "{out:?}");
+
+    let removed = in_netns(&l.host.0, move || async move { detach_marked(uplink).expect("detach") })
+        .expect("namespace thread");
+    assert_eq!(removed, 1);
+    assert!(ours(&l, "eth0").is_empty());
+    drop(fp2);
+    ping(&l.remote, "10.77.0.5", 3);
+}
