@@ -1,10 +1,12 @@
-//! The delivery fast path on this host (`romana_host::FastPath`): loaded at start, attached to
-//! the uplinks (the links holding the host's address), and its map kept equal to the local
-//! endpoints no firewall rule filters (isolated in neither direction). The firewall narrows that
-//! set before a transaction that isolates an endpoint and widens it only after one applied, so no
-//! packet skips a rule that is in force; until the firewall's first pass nothing is eligible.
+//! The fast path on this host (`romana_host::FastPath`): loaded at start, attached to the uplinks
+//! (the links holding the host's address: `romana_deliver`) and the endpoints' veths
+//! (`romana_send`), and its map kept equal to the local endpoints no firewall rule filters
+//! (isolated in neither direction), or empty while other netfilter hooks would miss its packets.
+//! The firewall narrows that set before a transaction that isolates an endpoint and widens it
+//! only after one applied, so no packet skips a rule that is in force; until the firewall's first
+//! pass nothing is eligible.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -12,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use romana_dataplane::LinkName;
 use romana_dataplane::fastpath::{EndpointRoute, deliveries, diff_map};
-use romana_host::{FastPath, Kernel};
+use romana_host::{FastPath, Kernel, Program};
 
 /// How often other hooks are looked for although nftables' generation did not move.
 const RECHECK: Duration = Duration::from_secs(10);
@@ -28,13 +30,24 @@ struct Inner {
     blockers: Vec<String>,
     /// nftables' generation and the time when `blockers` were last taken.
     checked: Option<(Option<u32>, Instant)>,
+    /// Links whose attachment was last verified at that time.
+    attached: BTreeMap<u32, Instant>,
+    /// Links and addresses being plumbed or removed (`hold`): kept out of the map.
+    held: Vec<(LinkName, Option<IpAddr>)>,
+    /// Bumped by `hold` and `release`: a sync whose observation began before it drops its
+    /// routes (they may show a link as it was before the plumbing).
+    epoch: u64,
 }
 
 impl Inner {
     /// Writes the map from what is known now; returns how many entries changed.
     fn write(&mut self) -> Result<usize, romana_host::BpfError> {
         let want = if self.blockers.is_empty() {
-            deliveries(&self.routes, self.eligible.as_ref())
+            let held = |r: &EndpointRoute| {
+                self.held.iter().any(|(l, ip)| *l == r.link || *ip == Some(IpAddr::V4(r.ip)))
+            };
+            let routes: Vec<EndpointRoute> = self.routes.iter().filter(|r| !held(r)).cloned().collect();
+            deliveries(&routes, self.eligible.as_ref())
         } else {
             Default::default()
         };
@@ -60,8 +73,16 @@ impl Deliver {
         match FastPath::load() {
             Ok(fp) => {
                 let eligible = firewall.then(BTreeSet::new);
-                let inner =
-                    Mutex::new(Inner { fp, eligible, routes: vec![], blockers: vec![], checked: None });
+                let inner = Mutex::new(Inner {
+                    fp,
+                    eligible,
+                    routes: vec![],
+                    blockers: vec![],
+                    checked: None,
+                    attached: BTreeMap::new(),
+                    held: vec![],
+                    epoch: 0,
+                });
                 Some(Arc::new(Deliver { host_ns, host_ip, inner, uplinks: Mutex::default() }))
             }
             Err(e) => {
@@ -92,6 +113,7 @@ impl Deliver {
         let ns = self.host_ns.clone();
         tokio::task::spawn_blocking(move || {
             romana_host::in_netns_path(ns.as_deref(), move || async move {
+                let epoch = me.inner().epoch;
                 let view = Kernel::connect()?.fast_path_view(me.host_ip).await?;
                 // Other hooks are looked for again when nftables' generation moved (any table
                 // changed) and every RECHECK (legacy iptables and IPVS have no generation).
@@ -113,14 +135,32 @@ impl Deliver {
                     inner.blockers = b;
                     inner.checked = Some((generation, Instant::now()));
                 }
+                // Attachments are verified once per RECHECK per link (a link made again has a new
+                // index, so it is new here).
+                let now = Instant::now();
+                inner.attached.retain(|_, at| now.duration_since(*at) < RECHECK);
                 for (name, ifindex) in &view.uplinks {
-                    if inner.fp.attach(*ifindex)? {
-                        tracing::info!(uplink = %name, "delivery fast path attached");
+                    if !inner.attached.contains_key(ifindex) {
+                        if inner.fp.attach(Program::Deliver, *ifindex)? {
+                            tracing::info!(uplink = %name, "fast path attached to the uplink");
+                        }
+                        inner.attached.insert(*ifindex, now);
+                    }
+                }
+                inner.fp.set_uplinks(&view.uplinks.iter().map(|(_, i)| *i).collect())?;
+                for r in &view.routes {
+                    if !inner.attached.contains_key(&r.ifindex) {
+                        if inner.fp.attach(Program::Send, r.ifindex)? {
+                            tracing::debug!(link = %r.link, "fast path attached to the endpoint");
+                        }
+                        inner.attached.insert(r.ifindex, now);
                     }
                 }
                 *me.uplinks.lock().unwrap_or_else(|e| e.into_inner()) =
                     view.uplinks.iter().map(|(n, _)| n.clone()).collect();
-                inner.routes = view.routes;
+                if inner.epoch == epoch {
+                    inner.routes = view.routes;
+                }
                 Ok::<_, anyhow::Error>(inner.write()?)
             })
         })
@@ -148,14 +188,28 @@ impl Deliver {
         inner.write()
     }
 
-    /// An endpoint's link is about to go (CNI DEL, GC): its entries leave the map first, so a
-    /// later link that reuses the index never receives its traffic.
-    pub fn forget_link(&self, link: &LinkName) {
+    /// An endpoint's link is about to go or be made again (CNI DEL, GC, ADD), or its address is
+    /// about to be given to a link: their entries leave the map now and stay out, whatever a sync
+    /// meanwhile observes, until `release`; so no packet is handed to an index that no longer
+    /// exists (or, reused, is someone else's). The kernel's path carries them meanwhile.
+    pub fn hold(&self, link: &LinkName, ip: Option<IpAddr>) {
         let mut inner = self.inner();
-        inner.routes.retain(|r| &r.link != link);
+        inner.held.push((link.clone(), ip));
+        inner.epoch += 1;
+        // What was observed of them is stale once the plumbing runs.
+        inner.routes.retain(|r| &r.link != link && Some(IpAddr::V4(r.ip)) != ip);
         if let Err(e) = inner.write() {
             tracing::warn!(%link, error = %e, "cannot drop the endpoint from the fast path map");
         }
+    }
+
+    /// The plumbing `hold` waited for is done; the next sync takes what it made.
+    pub fn release(&self, link: &LinkName, ip: Option<IpAddr>) {
+        let mut inner = self.inner();
+        if let Some(i) = inner.held.iter().position(|(l, a)| l == link && *a == ip) {
+            inner.held.swap_remove(i);
+        }
+        inner.epoch += 1;
     }
 }
 

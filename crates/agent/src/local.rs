@@ -192,10 +192,20 @@ async fn add_inner(s: &Arc<Shared>, req: AttachRequest) -> Result<Attached, Fail
         return Err(f);
     }
     let fw_ms = t_fw.elapsed().as_secs_f64() * 1e3;
+    // The plumbing below may make the link again (a repair) with a new index, or the address may
+    // have been another link's: the fast path forgets both until its next sync sees the result,
+    // so no packet is handed to an index that is gone (the kernel's path carries them meanwhile).
+    if let Some(d) = &s.deliver {
+        d.hold(&spec.host_link, Some(ip));
+    }
     let host_ns = s.host_ns.clone();
     let sp = spec.clone();
     let t1 = Instant::now();
-    let attached = blocking(move || romana_host::attach(host_ns.as_deref(), &sp)).await?;
+    let attached = blocking(move || romana_host::attach(host_ns.as_deref(), &sp)).await;
+    if let Some(d) = &s.deliver {
+        d.release(&spec.host_link, Some(ip));
+    }
+    let attached = attached?;
     tracing::info!(
         address = %name, %ip, alloc_ms = alloc.as_secs_f64() * 1e3, policy_ms = fw_ms,
         plumb_ms = t1.elapsed().as_secs_f64() * 1e3,
@@ -323,12 +333,15 @@ async fn del(State(s): State<Arc<Shared>>, Json(req): Json<DetachRequest>) -> Re
     cni_name("container id", &req.container_id)?;
     let link = host_link_name(&req.container_id, &req.ifname);
     if let Some(d) = &s.deliver {
-        d.forget_link(&link);
+        d.hold(&link, None);
     }
     let host_ns = s.host_ns.clone();
-    blocking(move || romana_host::detach(host_ns.as_deref(), &link))
-        .await?
-        .map_err(|e| from_endpoint("removing the endpoint", &e))?;
+    let l = link.clone();
+    let detached = blocking(move || romana_host::detach(host_ns.as_deref(), &l)).await;
+    if let Some(d) = &s.deliver {
+        d.release(&link, None);
+    }
+    detached?.map_err(|e| from_endpoint("removing the endpoint", &e))?;
     let name = address_name(&req.network, &req.container_id, &req.ifname);
     forget(&s, &s.client(), &name).await;
     match s.client().release(&name).await {
@@ -376,14 +389,15 @@ async fn gc(State(s): State<Arc<Shared>>, Json(req): Json<GcRequest>) -> Result<
         .map_err(|e| from_endpoint("listing endpoint links", &e))?;
     for l in links.into_iter().filter(|l| !keep.contains(l)) {
         if let Some(d) = &s.deliver {
-            d.forget_link(&l);
+            d.hold(&l, None);
         }
         let host_ns = s.host_ns.clone();
         let link = l.clone();
-        if blocking(move || romana_host::detach(host_ns.as_deref(), &link))
-            .await?
-            .map_err(|e| from_endpoint("removing a leftover link", &e))?
-        {
+        let detached = blocking(move || romana_host::detach(host_ns.as_deref(), &link)).await;
+        if let Some(d) = &s.deliver {
+            d.release(&l, None);
+        }
+        if detached?.map_err(|e| from_endpoint("removing a leftover link", &e))? {
             report.links_removed.push(l.to_string());
         }
     }

@@ -80,13 +80,15 @@ async fn pods_across_hosts_through_the_cni_plugin() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(ping(&pods[1].0, &ip1), "pod2 -> pod1");
-    // The delivery fast path: each host hands the other's packets straight to its pod, so the
-    // host side of pod2's veth transmits none of pod1's 20 requests.
+    // The fast path: host a sends pod1's packets out of its uplink and host b hands them
+    // straight to pod2 (and back), so neither host forwards any of 20 pings and the host side of
+    // pod2's veth transmits none of them.
     wait_for("one fast path entry on each host", 10, || {
         agent_metric(&sock[0], "romana_agent_fast_path_entries") == 1.0
             && agent_metric(&sock[1], "romana_agent_fast_path_entries") == 1.0
     })
     .await;
+    let fwd = [common::forwarded(&hosts.0.0), common::forwarded(&hosts.1.0)];
     let before = endpoint_tx(&hosts.1);
     let out = std::process::Command::new("ip")
         .args(["netns", "exec", &pods[0].0, "ping", "-q", "-c", "20", "-i", "0.01", "-W", "1", &ip2])
@@ -95,6 +97,8 @@ async fn pods_across_hosts_through_the_cni_plugin() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("20 received"), "{out:?}");
     let sent = endpoint_tx(&hosts.1) - before;
     assert!(sent <= 2, "host b transmitted {sent} packets to pod2: the fast path was not taken");
+    let fwd = [common::forwarded(&hosts.0.0) - fwd[0], common::forwarded(&hosts.1.0) - fwd[1]];
+    assert!(fwd[0] <= 2 && fwd[1] <= 2, "the hosts forwarded {fwd:?} datagrams of 40");
     // A NAT chain of someone else's on prerouting (kube-proxy's, Docker's) needs conntrack to see
     // both directions: the fast path empties, the kernel forwards to the pod again, and it comes
     // back when the chain goes.
@@ -159,7 +163,7 @@ async fn pods_across_hosts_through_the_cni_plugin() {
     let (rc, fixed) = cni("ADD", "pod1", &netns_path(&pods[0]), &ca, "");
     assert_eq!((rc, &fixed["ips"]), (0, &r1["ips"]));
     assert_eq!(cni("CHECK", "pod1", &netns_path(&pods[0]), &check, "").0, 0);
-    assert!(ping(&pods[0].0, &ip2));
+    assert!(ping(&pods[0].0, &ip2), "a repaired pod is reachable at once");
 
     // DEL twice is success; the address goes back to IPAM and the host link is gone.
     assert_eq!(cni("DEL", "pod2", &netns_path(&pods[1]), &cb, "").0, 0);

@@ -225,6 +225,7 @@ pub enum Size {
     B,
     H,
     W,
+    DW,
 }
 
 fn size_bits(s: Size) -> u8 {
@@ -232,6 +233,7 @@ fn size_bits(s: Size) -> u8 {
         Size::W => 0x00,
         Size::H => 0x08,
         Size::B => 0x10,
+        Size::DW => 0x18,
     }
 }
 
@@ -273,6 +275,10 @@ impl Asm {
     /// `*(size *)(dst + off) = src`.
     pub fn store(&mut self, size: Size, dst: Reg, off: i16, src: Reg) {
         self.raw(0x63 | size_bits(size), dst, src, off, 0);
+    }
+    /// `*(size *)(dst + off) = imm`.
+    pub fn store_imm(&mut self, size: Size, dst: Reg, off: i16, imm: i32) {
+        self.raw(0x62 | size_bits(size), dst, 0, off, imm);
     }
     /// `dst = the map behind file descriptor fd` (a two-slot `ld_imm64`, `BPF_PSEUDO_MAP_FD`).
     pub fn load_map(&mut self, dst: Reg, map: &OwnedFd) {

@@ -7,6 +7,7 @@
 mod bpf;
 mod endpoint;
 mod fastpath;
+mod fastprog;
 mod kernel;
 mod netns;
 pub mod nft;
@@ -20,7 +21,7 @@ pub use endpoint::{
     Attachment, EndpointError, EndpointSpec, attach, check, detach, endpoint_links, host_link_name,
 };
 pub use fastpath::{
-    FastPath, FastPathView, PROGRAM_NAME, detach_marked, fast_path_blockers, tcx_program_names,
+    DELIVER, FastPath, FastPathView, Program, SEND, detach_marked, fast_path_blockers, tcx_program_names,
 };
 pub use kernel::{GatewayFlavor, HostError, Kernel};
 pub use netns::{NetnsError, in_netns, in_netns_path, named};

@@ -1,19 +1,23 @@
-//! The delivery fast path against a real kernel, in namespaces this test creates and deletes even
-//! when it fails (`rmf-<pid>-*`: a remote host, a host, a pod; no link leaves them): packets from
-//! the remote host reach the pod past the host's forwarding path (the host side of the pod's veth
-//! never transmits them), with TTL decremented and a valid checksum; an address not in the map
-//! takes the kernel's path; a second program replaces the first in place; detach leaves nothing.
+//! The fast path against a real kernel, in namespaces this test creates and deletes even when it
+//! fails (`rmf-<pid>-*`: a remote host, a host, a pod; no link leaves them): packets from the
+//! remote host reach the pod past the host's forwarding path (the host side of the pod's veth
+//! never transmits them, the host forwards none), with TTL decremented and a valid checksum; the
+//! pod's packets to the remote host leave through the uplink past it too; an address not in the
+//! map takes the kernel's path; a second program replaces the first in place; detach leaves
+//! nothing.
 
 use std::process::Command;
 
 use romana_dataplane::fastpath::{deliveries, diff_map};
-use romana_host::{FastPath, Kernel, PROGRAM_NAME, detach_marked, in_netns};
+use romana_host::{DELIVER, FastPath, Kernel, Program, SEND, detach_marked, in_netns};
 use romana_tests_support::Netns;
 
 struct Lab {
     remote: Netns,
     host: Netns,
     pod: Netns,
+    /// Only pinged, by address; held for its guard.
+    _pod2: Netns,
 }
 
 fn lab() -> Option<Lab> {
@@ -21,21 +25,28 @@ fn lab() -> Option<Lab> {
     let remote = Netns::new(&format!("rmf-{pid}-remote"))?;
     let host = Netns::new(&format!("rmf-{pid}-host"))?;
     let pod = Netns::new(&format!("rmf-{pid}-pod"))?;
+    let pod2 = Netns::new(&format!("rmf-{pid}-pod2"))?;
     host.ip(&format!("link add eth0 type veth peer name eth0 netns {}", remote.0));
     host.ip("addr add 192.168.77.1/24 dev eth0");
     remote.ip("addr add 192.168.77.2/24 dev eth0");
     host.ip(&format!("link add romanat0 type veth peer name eth0 netns {}", pod.0));
     host.ip("addr add 169.254.1.1/32 dev romanat0");
-    pod.ip("addr add 10.77.0.5/32 dev eth0");
-    for (ns, l) in [(&host, "eth0"), (&remote, "eth0"), (&host, "romanat0"), (&pod, "eth0"), (&pod, "lo")] {
-        ns.ip(&format!("link set {l} up"));
+    host.ip(&format!("link add romanat1 type veth peer name eth0 netns {}", pod2.0));
+    host.ip("addr add 169.254.1.1/32 dev romanat1");
+    for (p, ip, link) in [(&pod, "10.77.0.5", "romanat0"), (&pod2, "10.77.0.6", "romanat1")] {
+        p.ip(&format!("addr add {ip}/32 dev eth0"));
+        p.ip("link set eth0 up");
+        p.ip("link set lo up");
+        host.ip(&format!("link set {link} up"));
+        host.ip(&format!("route add {ip}/32 dev {link} proto 77"));
+        p.ip("route add 169.254.1.1/32 dev eth0");
+        p.ip("route add default via 169.254.1.1 dev eth0");
     }
-    host.ip("route add 10.77.0.5/32 dev romanat0 proto 77");
-    pod.ip("route add 169.254.1.1/32 dev eth0");
-    pod.ip("route add default via 169.254.1.1 dev eth0");
+    host.ip("link set eth0 up");
+    remote.ip("link set eth0 up");
     remote.ip("route add 10.77.0.0/16 via 192.168.77.1");
     sh(&host.0, "sysctl -qw net.ipv4.ip_forward=1");
-    Some(Lab { remote, host, pod })
+    Some(Lab { remote, host, pod, _pod2: pod2 })
 }
 
 fn sh(ns: &str, cmd: &str) -> String {
@@ -54,9 +65,22 @@ fn ping(from: &Netns, to: &str, count: u32) {
 
 /// Packets the host side of the pod's veth transmitted (toward the pod).
 fn veth_tx(l: &Lab) -> u64 {
-    let out = l.host.ip("-s -j link show romanat0");
+    link_tx(l, "romanat0")
+}
+
+fn link_tx(l: &Lab, link: &str) -> u64 {
+    let out = l.host.ip(&format!("-s -j link show {link}"));
     let v: serde_json::Value = serde_json::from_str(&out).expect("ip -j");
     v[0]["stats64"]["tx"]["packets"].as_u64().expect("tx packets")
+}
+
+/// Datagrams the host forwarded (its kernel path).
+fn forwarded(l: &Lab) -> u64 {
+    let snmp = sh(&l.host.0, "cat /proc/net/snmp");
+    let mut ip = snmp.lines().filter(|x| x.starts_with("Ip:"));
+    let (names, values) = (ip.next().expect("Ip header"), ip.next().expect("Ip values"));
+    let at = names.split_whitespace().position(|n| n == "ForwDatagrams").expect("ForwDatagrams");
+    values.split_whitespace().nth(at).expect("value").parse().expect("number")
 }
 
 /// Packets the pod received with TTL 63 (sent with 64, one router on the way).
@@ -103,18 +127,20 @@ fn packets_from_another_host_enter_the_pod_past_the_forwarding_path() {
     })
     .expect("namespace thread");
     assert_eq!(view.uplinks.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(), ["eth0"]);
-    assert_eq!(view.routes.len(), 1, "{view:?}");
-    assert_eq!(view.routes[0].link.as_str(), "romanat0");
+    let links: Vec<&str> = view.routes.iter().map(|r| r.link.as_str()).collect();
+    assert_eq!(links, ["romanat0", "romanat1"], "{view:?}");
     let want = deliveries(&view.routes, None);
     fp.apply(&diff_map(fp.entries(), &want)).expect("map");
     let uplink = view.uplinks[0].1;
+    let (endpoint, endpoint2) = (view.routes[0].ifindex, view.routes[1].ifindex);
+    fp.set_uplinks(&[uplink].into()).expect("uplinks");
     let (fp, changed) = in_netns(&l.host.0, move || async move {
-        let changed = fp.attach(uplink).expect("attach");
+        let changed = fp.attach(Program::Deliver, uplink).expect("attach");
         (fp, changed)
     })
     .expect("namespace thread");
     assert!(changed);
-    assert_eq!(ours(&l, "eth0"), [PROGRAM_NAME]);
+    assert_eq!(ours(&l, "eth0"), [DELIVER]);
 
     sh(&l.pod.0, "nft add table inet rmf");
     sh(&l.pod.0, "nft add chain inet rmf in { type filter hook input priority 0 ; }");
@@ -126,16 +152,40 @@ fn packets_from_another_host_enter_the_pod_past_the_forwarding_path() {
     assert!(bypassed <= 2, "the host transmitted {bypassed} packets to the pod: the fast path was not taken");
     assert!(ttl63(&l) >= 20, "the pod got every request with TTL 63 (decremented, checksum valid)");
 
+    // The pod's side: until `romana_send` is on its veth the host forwards its packets (the
+    // replies above); then none, they leave through the uplink with the FIB's MACs.
+    let before = forwarded(&l);
+    ping(&l.pod, "192.168.77.2", 10);
+    assert!(forwarded(&l) - before >= 10, "the kernel forwarded the pod's requests");
+    let fp = in_netns(&l.host.0, move || async move {
+        assert!(fp.attach(Program::Send, endpoint).expect("attach send"));
+        assert!(fp.attach(Program::Send, endpoint2).expect("attach send"));
+        fp
+    })
+    .expect("namespace thread");
+    assert_eq!(ours(&l, "romanat0"), [SEND]);
+    let before = forwarded(&l);
+    ping(&l.pod, "192.168.77.2", 20);
+    ping(&l.remote, "10.77.0.5", 20);
+    let f = forwarded(&l) - before;
+    assert!(f <= 2, "the host forwarded {f} datagrams: both directions should have skipped it");
+    // Between two pods of the host: from one veth straight into the other pod.
+    ping(&l.pod, "10.77.0.6", 10);
+    let (before, tx) = (forwarded(&l), link_tx(&l, "romanat1"));
+    ping(&l.pod, "10.77.0.6", 20);
+    let (f, t) = (forwarded(&l) - before, link_tx(&l, "romanat1") - tx);
+    assert!(f <= 2 && t <= 2, "pod to pod on one host: {f} forwarded, {t} sent by the host to pod2");
+
     // A restarted agent: a new program replaces the old in place; still one of ours.
     let fp2 = FastPath::load().expect("load again");
     let mut fp2 = in_netns(&l.host.0, move || async move {
-        assert!(fp2.attach(uplink).expect("replace"));
-        assert!(!fp2.attach(uplink).expect("again"), "attaching twice changes nothing");
+        assert!(fp2.attach(Program::Deliver, uplink).expect("replace"));
+        assert!(!fp2.attach(Program::Deliver, uplink).expect("again"), "attaching twice changes nothing");
         fp2
     })
     .expect("namespace thread");
     drop(fp);
-    assert_eq!(ours(&l, "eth0"), [PROGRAM_NAME]);
+    assert_eq!(ours(&l, "eth0"), [DELIVER]);
     // Its map is empty until written: the kernel's path, which still works.
     let before = veth_tx(&l);
     ping(&l.remote, "10.77.0.5", 10);
@@ -156,6 +206,12 @@ fn packets_from_another_host_enter_the_pod_past_the_forwarding_path() {
         .expect("namespace thread");
     assert_eq!(removed, 1);
     assert!(ours(&l, "eth0").is_empty());
+    let removed = in_netns(&l.host.0, move || async move {
+        detach_marked(endpoint).expect("detach") + detach_marked(endpoint2).expect("detach")
+    })
+    .expect("namespace thread");
+    assert_eq!(removed, 2);
+    assert!(ours(&l, "romanat0").is_empty());
     drop(fp2);
     ping(&l.remote, "10.77.0.5", 3);
 }

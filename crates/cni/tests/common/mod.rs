@@ -217,3 +217,13 @@ pub fn iperf(server: &str, client: &str, server_ip: &str, secs: u32) -> f64 {
         panic!("iperf3 {client} -> {server_ip} failed: {}", String::from_utf8_lossy(&out.stdout))
     }) / 1e9
 }
+
+/// Datagrams a test namespace's kernel forwarded (`Ip: ForwDatagrams` of its /proc/net/snmp).
+pub fn forwarded(ns: &str) -> u64 {
+    let out = Command::new("ip").args(["netns", "exec", ns, "cat", "/proc/net/snmp"]).output().unwrap();
+    let snmp = String::from_utf8_lossy(&out.stdout).into_owned();
+    let mut ip = snmp.lines().filter(|x| x.starts_with("Ip:"));
+    let (names, values) = (ip.next().unwrap(), ip.next().unwrap());
+    let at = names.split_whitespace().position(|n| n == "ForwDatagrams").unwrap();
+    values.split_whitespace().nth(at).unwrap().parse().unwrap()
+}
