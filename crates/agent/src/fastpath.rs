@@ -1,8 +1,8 @@
 //! The fast path on this host (`romana_host::FastPath`): loaded at start, attached to the uplinks
-//! (the links holding the host's address: `romana_deliver`) and the endpoints' veths
-//! (`romana_send`), and its map kept equal to the local endpoints no firewall rule filters
-//! (isolated in neither direction), or empty while other netfilter hooks would miss its packets.
-//! The firewall narrows that set before a transaction that isolates an endpoint and widens it
+//! (the links holding the host's address: `romana_deliver`) and, unless `--no-fast-path-send`,
+//! the endpoints' veths (`romana_send`, while the CNI path is quiet), and its map kept equal to
+//! the local endpoints no firewall rule filters (isolated in neither direction), or empty while
+//! other netfilter hooks would miss its packets. The firewall narrows that set before a transaction that isolates an endpoint and widens it
 //! only after one applied, so no packet skips a rule that is in force; until the firewall's first
 //! pass nothing is eligible.
 
@@ -18,6 +18,8 @@ use romana_host::{FastPath, Kernel, Program};
 
 /// How often other hooks are looked for although nftables' generation did not move.
 const RECHECK: Duration = Duration::from_secs(10);
+/// How long endpoint links' attaches wait after the CNI path last plumbed.
+const QUIET: Duration = Duration::from_millis(300);
 
 #[derive(Debug)]
 struct Inner {
@@ -34,6 +36,8 @@ struct Inner {
     attached: BTreeMap<u32, Instant>,
     /// Links and addresses being plumbed or removed (`hold`): kept out of the map.
     held: Vec<(LinkName, Option<IpAddr>)>,
+    /// When the last plumbing ended (`release`).
+    last_plumbed: Option<Instant>,
     /// Bumped by `hold` and `release`: a sync whose observation began before it drops its
     /// routes (they may show a link as it was before the plumbing).
     epoch: u64,
@@ -61,6 +65,9 @@ impl Inner {
 pub struct Deliver {
     host_ns: Option<PathBuf>,
     host_ip: IpAddr,
+    programs: Arc<romana_host::Programs>,
+    /// Attach `romana_send` to endpoint links too (not with `--no-fast-path-send`).
+    send: bool,
     inner: Mutex<Inner>,
     /// The uplinks the program is attached to, by name (for status and metrics).
     pub uplinks: Mutex<Vec<String>>,
@@ -69,9 +76,15 @@ pub struct Deliver {
 impl Deliver {
     /// Loads the program; `None` (with the reason logged) where the kernel cannot run it: then the
     /// kernel's forwarding path carries everything, as before.
-    pub fn load(host_ns: Option<PathBuf>, host_ip: IpAddr, firewall: bool) -> Option<Arc<Deliver>> {
+    pub fn load(
+        host_ns: Option<PathBuf>,
+        host_ip: IpAddr,
+        firewall: bool,
+        send: bool,
+    ) -> Option<Arc<Deliver>> {
         match FastPath::load() {
             Ok(fp) => {
+                let programs = fp.programs();
                 let eligible = firewall.then(BTreeSet::new);
                 let inner = Mutex::new(Inner {
                     fp,
@@ -81,12 +94,13 @@ impl Deliver {
                     checked: None,
                     attached: BTreeMap::new(),
                     held: vec![],
+                    last_plumbed: None,
                     epoch: 0,
                 });
-                Some(Arc::new(Deliver { host_ns, host_ip, inner, uplinks: Mutex::default() }))
+                Some(Arc::new(Deliver { host_ns, host_ip, programs, send, inner, uplinks: Mutex::default() }))
             }
             Err(e) => {
-                tracing::warn!(error = %e, "no delivery fast path (needs Linux 6.6+ with BPF); the kernel forwards everything");
+                tracing::warn!(error = %e, "no fast path (needs Linux 6.6+ with BPF); the kernel forwards everything");
                 None
             }
         }
@@ -99,6 +113,12 @@ impl Deliver {
     /// The map's entry count.
     pub fn entries(&self) -> usize {
         self.inner().fp.entries().len()
+    }
+
+    /// Whether the CNI path plumbs now or did within QUIET.
+    fn plumbing(&self) -> bool {
+        let inner = self.inner();
+        !inner.held.is_empty() || inner.last_plumbed.is_some_and(|t| t.elapsed() < QUIET)
     }
 
     /// Why the fast path is off, if it is.
@@ -123,39 +143,61 @@ impl Deliver {
                     None => true,
                 };
                 let blockers = due.then(romana_host::fast_path_blockers);
+                // Attachments are verified once per RECHECK per link (a link made again has a new
+                // index, so it is new here), without the lock: a tcx attach waits for an RCU grace
+                // period, which the firewall's and the CNI path's calls must not wait behind.
+                let now = Instant::now();
+                // With `--no-fast-path-send`, a `romana_send` an earlier run left on an endpoint
+                // link is removed: it would read that run's map, which nobody writes any more.
+                let todo: Vec<(Option<Program>, u32, String)> = {
+                    let mut inner = me.inner();
+                    inner.attached.retain(|_, at| now.duration_since(*at) < RECHECK);
+                    let uplinks = view.uplinks.iter().map(|(n, i)| (Some(Program::Deliver), *i, n.clone()));
+                    let send = me.send.then_some(Program::Send);
+                    let links = view.routes.iter().map(|r| (send, r.ifindex, r.link.to_string()));
+                    uplinks.chain(links).filter(|(_, i, _)| !inner.attached.contains_key(i)).collect()
+                };
+                let mut done = vec![];
+                for (which, ifindex, name) in &todo {
+                    // An endpoint link's attach waits while the CNI path plumbs, and for QUIET
+                    // after: both need rtnl, which an attach holds through an RCU grace period,
+                    // so a burst of ADDs would queue behind the attaches of the pods it just
+                    // made. Deferred ones are taken on a later pass (the kernel's path carries
+                    // those pods meanwhile).
+                    if *which == Some(Program::Send) && me.plumbing() {
+                        break;
+                    }
+                    // A link that went meanwhile fails here and is simply not recorded.
+                    let r = match which {
+                        Some(w) => me.programs.attach(*w, *ifindex).map(|c| c as usize),
+                        None => romana_host::detach_marked(*ifindex),
+                    };
+                    match r {
+                        Ok(n) => {
+                            if n > 0 {
+                                tracing::debug!(link = %name, ?which, "fast path attached (or stale program removed)");
+                            }
+                            done.push(*ifindex);
+                        }
+                        Err(e) => tracing::warn!(link = %name, error = %e, "fast path attach"),
+                    }
+                }
                 let mut inner = me.inner();
+                for ifindex in done {
+                    inner.attached.insert(ifindex, now);
+                }
                 if let Some(b) = blockers {
                     if b != inner.blockers {
                         if b.is_empty() {
-                            tracing::info!("delivery fast path on: no other netfilter hooks on its packets' way");
+                            tracing::info!("fast path on: no other netfilter hooks on its packets' way");
                         } else {
-                            tracing::warn!(blockers = ?b, "delivery fast path off: the kernel forwards pod traffic, so these see it");
+                            tracing::warn!(blockers = ?b, "fast path off: the kernel forwards pod traffic, so these see it");
                         }
                     }
                     inner.blockers = b;
                     inner.checked = Some((generation, Instant::now()));
                 }
-                // Attachments are verified once per RECHECK per link (a link made again has a new
-                // index, so it is new here).
-                let now = Instant::now();
-                inner.attached.retain(|_, at| now.duration_since(*at) < RECHECK);
-                for (name, ifindex) in &view.uplinks {
-                    if !inner.attached.contains_key(ifindex) {
-                        if inner.fp.attach(Program::Deliver, *ifindex)? {
-                            tracing::info!(uplink = %name, "fast path attached to the uplink");
-                        }
-                        inner.attached.insert(*ifindex, now);
-                    }
-                }
                 inner.fp.set_uplinks(&view.uplinks.iter().map(|(_, i)| *i).collect())?;
-                for r in &view.routes {
-                    if !inner.attached.contains_key(&r.ifindex) {
-                        if inner.fp.attach(Program::Send, r.ifindex)? {
-                            tracing::debug!(link = %r.link, "fast path attached to the endpoint");
-                        }
-                        inner.attached.insert(r.ifindex, now);
-                    }
-                }
                 *me.uplinks.lock().unwrap_or_else(|e| e.into_inner()) =
                     view.uplinks.iter().map(|(n, _)| n.clone()).collect();
                 if inner.epoch == epoch {
@@ -209,18 +251,21 @@ impl Deliver {
         if let Some(i) = inner.held.iter().position(|(l, a)| l == link && *a == ip) {
             inner.held.swap_remove(i);
         }
+        inner.last_plumbed = Some(Instant::now());
         inner.epoch += 1;
     }
 }
 
-/// Detaches the program from this host's uplinks (the agent run with the fast path off).
+/// Detaches our programs from this host's uplinks and endpoint links (the agent run with the
+/// fast path off).
 pub async fn remove(host_ns: Option<PathBuf>, host_ip: IpAddr) {
     let r = tokio::task::spawn_blocking(move || {
         romana_host::in_netns_path(host_ns.as_deref(), move || async move {
             let view = Kernel::connect()?.fast_path_view(host_ip).await?;
             let mut removed = 0;
-            for (_, ifindex) in &view.uplinks {
-                removed += romana_host::detach_marked(*ifindex)?;
+            let links = view.uplinks.iter().map(|(_, i)| *i).chain(view.routes.iter().map(|r| r.ifindex));
+            for ifindex in links {
+                removed += romana_host::detach_marked(ifindex)?;
             }
             Ok::<_, anyhow::Error>(removed)
         })
@@ -228,9 +273,9 @@ pub async fn remove(host_ns: Option<PathBuf>, host_ip: IpAddr) {
     .await;
     match r {
         Ok(Ok(Ok(0))) => {}
-        Ok(Ok(Ok(n))) => tracing::info!(programs = n, "delivery fast path removed from the uplinks"),
-        Ok(Ok(Err(e))) => tracing::warn!(error = %e, "cannot remove the delivery fast path"),
-        Ok(Err(e)) => tracing::warn!(error = %e, "cannot remove the delivery fast path"),
-        Err(e) => tracing::warn!(error = %e, "cannot remove the delivery fast path"),
+        Ok(Ok(Ok(n))) => tracing::info!(programs = n, "fast path programs removed"),
+        Ok(Ok(Err(e))) => tracing::warn!(error = %e, "cannot remove the fast path"),
+        Ok(Err(e)) => tracing::warn!(error = %e, "cannot remove the fast path"),
+        Err(e) => tracing::warn!(error = %e, "cannot remove the fast path"),
     }
 }

@@ -146,7 +146,7 @@ pub struct Firewall {
     stale: std::sync::atomic::AtomicBool,
     /// The kept nftables connections of the host's namespace (opened there on first use).
     nft: Arc<Mutex<Nft>>,
-    /// The delivery fast path, told which endpoints may skip the forward hook around each
+    /// The fast path, told which endpoints may skip the forward hook around each
     /// transaction.
     deliver: Option<Arc<crate::fastpath::Deliver>>,
 }
@@ -177,7 +177,7 @@ pub enum FirewallError {
     NotLoaded,
     #[error("romanad's lists changed while they were read; reading again")]
     Overtaken,
-    #[error("updating the delivery fast path: {0}")]
+    #[error("updating the fast path: {0}")]
     FastPath(#[from] romana_host::BpfError),
 }
 

@@ -40,7 +40,7 @@ pub struct Shared {
     pub contact_budget: Duration,
     /// Policy enforcement (`None` with `--no-policy`).
     pub firewall: Option<Arc<crate::firewall::Firewall>>,
-    /// The delivery fast path, where the kernel runs it.
+    /// The fast path, where the kernel runs it.
     pub deliver: Option<Arc<crate::fastpath::Deliver>>,
 }
 

@@ -76,11 +76,16 @@ struct Args {
     /// How often the firewall re-reads the kernel's table and repairs foreign changes, in ms.
     #[arg(long, default_value_t = 2_000)]
     policy_repair_ms: u64,
-    /// Do not hand packets from other hosts straight to local endpoints (the BPF delivery fast
-    /// path on the uplink); the kernel's forwarding path carries everything. Removes the
-    /// program if an earlier run attached it.
+    /// Do not hand pod traffic past the host's forwarding path (the BPF fast path on the uplinks
+    /// and endpoint links, docs/fastpath.md); the kernel's forwarding path carries everything.
+    /// Removes our programs if an earlier run attached them.
     #[arg(long)]
     no_fast_path: bool,
+    /// Leave endpoints' outgoing traffic to the kernel's forwarding path (no `romana_send` on
+    /// endpoint veths; packets to them still take the fast path). Removes `romana_send`
+    /// programs an earlier run attached.
+    #[arg(long)]
+    no_fast_path_send: bool,
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -113,7 +118,7 @@ async fn main() -> Result<()> {
         }
         None
     } else {
-        fastpath::Deliver::load(host_ns.clone(), host_ip, policy)
+        fastpath::Deliver::load(host_ns.clone(), host_ip, policy, !args.no_fast_path_send)
     };
     let shared = Arc::new(local::Shared {
         host: args.host.clone(),
@@ -216,7 +221,7 @@ async fn main() -> Result<()> {
                 Ok(_) => {}
                 Err(e) => {
                     metrics::Metrics::inc(&m.reconcile_errors);
-                    tracing::error!(host = %args.host, error = %e, "delivery fast path sync failed")
+                    tracing::error!(host = %args.host, error = %e, "fast path sync failed")
                 }
             }
         }

@@ -28,7 +28,7 @@ pub struct Metrics {
     pub firewall_rules: AtomicU64,
     pub firewall_elements: AtomicU64,
     pub firewall_sync_micros: AtomicU64,
-    /// Local endpoints the delivery fast path hands packets to directly.
+    /// Local endpoints the fast path hands packets to directly.
     pub fast_path_entries: AtomicU64,
 }
 

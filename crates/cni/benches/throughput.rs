@@ -1,21 +1,36 @@
 //! Cross-host pod-to-pod TCP throughput (iperf3) and CPU per byte: Romana's routed path (pod ->
 //! host -> underlay -> host -> pod, no encapsulation; the receiving host hands packets to the pod
-//! with the agents' delivery fast path), the same routed path through the kernel's forwarding
+//! with the agents' fast path), the same routed path through the kernel's forwarding
 //! only (a second underlay link without the fast path), a plain veth pair joining the same two
 //! pod namespaces directly, and a VXLAN overlay between the same hosts (iproute2; underlay MTU
 //! raised so the overlay does not fragment). Rounds alternate their order so machine noise hits
 //! all paths; ratios are per round.
 //! Everything runs in namespaces this benchmark creates and deletes.
 //! `cargo build --release -p romana-agent && cargo bench -p romana-cni --bench throughput`
-//! (`-- --quick`: 1 s per run, 2 rounds).
+//! (`-- --quick`: 1 s per run, 2 rounds; `ROMANA_BENCH_NO_FAST_PATH_SEND=1`: agents with
+//! `--no-fast-path-send`).
 
 #[path = "../tests/common/mod.rs"]
 mod common;
 
 use std::process::{Command, Stdio};
 
-use common::{agent, agent_metric, cni, conf, iperf, nft_in, ping, wait_for};
+use common::{agent_metric, agent_with, cni, conf, iperf, nft_in, ping, wait_for};
 use romana_tests_support::{HostPair, Netns, TempDir};
+
+/// The BPF programs at the tcx ingress of `host`'s first link named `prefix...` (not the gateway).
+fn programs(host: &Netns, prefix: &'static str) -> Vec<String> {
+    let links: serde_json::Value = serde_json::from_str(&host.ip("-j link show")).expect("ip -j");
+    let Some(ifindex) = links.as_array().into_iter().flatten().find_map(|l| {
+        let name = l["ifname"].as_str()?;
+        (name.starts_with(prefix) && name != "romana-gw").then(|| l["ifindex"].as_u64())?
+    }) else {
+        return vec![];
+    };
+    romana_host::in_netns(&host.0, move || async move { romana_host::tcx_program_names(ifindex as u32) })
+        .expect("namespace thread")
+        .unwrap_or_default()
+}
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
@@ -43,8 +58,14 @@ async fn main() {
     let dir = TempDir::new("throughput");
     let creds = common::romanad(dir.path()).await;
     let sock = [dir.path().join("a.sock"), dir.path().join("b.sock")];
-    let _a = agent(&creds, "ha", "192.168.88.1", &hosts.0.0, &sock[0], &dir.path().join("a.log"));
-    let _b = agent(&creds, "hb", "192.168.88.2", &hosts.1.0, &sock[1], &dir.path().join("b.log"));
+    // `ROMANA_BENCH_NO_FAST_PATH_SEND=1`: the agents leave the pods' outgoing traffic to the
+    // kernel's forwarding path (`--no-fast-path-send`; packets to the pods keep the fast path).
+    let no_send = std::env::var_os("ROMANA_BENCH_NO_FAST_PATH_SEND").is_some();
+    let extra: &[&str] = if no_send { &["--no-fast-path-send"] } else { &[] };
+    println!("agents {}", if no_send { "with --no-fast-path-send" } else { "as by default" });
+    let (la, lb) = (dir.path().join("a.log"), dir.path().join("b.log"));
+    let _a = agent_with(&creds, "ha", "192.168.88.1", &hosts.0.0, &sock[0], &la, extra);
+    let _b = agent_with(&creds, "hb", "192.168.88.2", &hosts.1.0, &sock[1], &lb, extra);
     wait_for("agents ready", 30, || {
         cni("STATUS", "", "", &conf("1.1.0", &sock[0]), "").0 == 0
             && cni("STATUS", "", "", &conf("1.1.0", &sock[1]), "").0 == 0
@@ -58,6 +79,13 @@ async fn main() {
     let ip1 = add("tp1", &p1, &sock[0]);
     let ip2 = add("tp2", &p2, &sock[1]);
     wait_for("pod1 reaches pod2 across hosts", 30, || ping(&p1.0, &ip2)).await;
+    if !no_send {
+        // Endpoint links get `romana_send` once the CNI path has been quiet for a moment.
+        wait_for("romana_send on both pods' links", 30, || {
+            programs(&hosts.0, "romana") == ["romana_send"] && programs(&hosts.1, "romana") == ["romana_send"]
+        })
+        .await;
+    }
     wait_for("the fast path holds each host's pod", 30, || {
         agent_metric(&sock[0], "romana_agent_fast_path_entries") == 1.0
             && agent_metric(&sock[1], "romana_agent_fast_path_entries") == 1.0
@@ -88,7 +116,7 @@ async fn main() {
     };
 
     // Kernel path: a second link between the hosts that does not hold their addresses, so the
-    // agents' delivery fast path is not on it; /32s for the two pods through it override the
+    // agents' fast path is not on it; /32s for the two pods through it override the
     // block routes while it is measured, so both hosts forward in the kernel as before the fast
     // path (ip_rcv, forward, one more veth crossing into the pod).
     hosts.0.ip(&format!("link add eth1 type veth peer name eth1 netns {}", hosts.1.0));
@@ -106,11 +134,17 @@ async fn main() {
     // D C B A, so that drift and each swap's after-effects fall on every path alike; ratios are
     // taken within a round, then their median. The agents keep running: on a cluster without
     // isolation their tables have no hooks (docs/policy.md, "Cost"), which the output shows, and
-    // each host hands the other's packets to its pod with the delivery fast path.
+    // each host hands the other's packets to its pod with the fast path.
     for (h, sock) in [(&hosts.0, &sock[0]), (&hosts.1, &sock[1])] {
         let hooks = nft_in(&h.0, "list table inet romana").matches("hook ").count();
         let fast = agent_metric(sock, "romana_agent_fast_path_entries");
-        println!("  host {}: {hooks} romana base chains, {fast} fast path entries", h.0);
+        let on = |prefix: &'static str| programs(h, prefix).join(",");
+        println!(
+            "  host {}: {hooks} romana base chains, {fast} fast path entries; programs: uplink [{}], pod link [{}]",
+            h.0,
+            on("eth0"),
+            on("romana")
+        );
     }
     let paths = ["routed", "plain", "vxlan", "routed, kernel path"];
     let mut gbps: Vec<[f64; 4]> = Vec::new();

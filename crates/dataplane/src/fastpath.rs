@@ -1,6 +1,6 @@
-//! The delivery fast path's content, pure: which local endpoints a packet arriving from another
-//! host may be handed straight to (into the pod, past the host's forwarding path), and the map
-//! changes that get the kernel's copy there.
+//! The fast path's content, pure: which local endpoints packets may be handed to or taken from
+//! past the host's forwarding path (docs/fastpath.md), the map changes that get the kernel's
+//! copy there, and which other netfilter hooks forbid it.
 //!
 //! Bypassing the forwarding path also bypasses the firewall's forward hook (and conntrack), so
 //! only endpoints that no rule filters may be in it: the caller passes them as `eligible` (the

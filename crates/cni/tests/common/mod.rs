@@ -39,9 +39,23 @@ impl Drop for Agent {
 }
 
 pub fn agent(creds: &Path, host: &str, ip: &str, netns: &str, socket: &Path, log: &Path) -> Agent {
+    agent_with(creds, host, ip, netns, socket, log, &[])
+}
+
+/// `agent` with more flags.
+pub fn agent_with(
+    creds: &Path,
+    host: &str,
+    ip: &str,
+    netns: &str,
+    socket: &Path,
+    log: &Path,
+    extra: &[&str],
+) -> Agent {
     let bin = sibling_bin(env!("CARGO_BIN_EXE_romana-cni"), "romana-agent");
     let child = Command::new(bin)
         .args(["--host", host, "--host-ip", ip, "--netns", netns, "--interval-ms", "200"])
+        .args(extra)
         .arg("--socket")
         .arg(socket)
         .arg("--credentials")
