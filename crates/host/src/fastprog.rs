@@ -13,7 +13,7 @@
 
 use std::os::fd::OwnedFd;
 
-use crate::bpf::{Asm, Cond, Size};
+use crate::bpf::{Asm, Cond, Reg, Size};
 
 // Kernel helpers (`enum bpf_func_id`).
 const MAP_LOOKUP_ELEM: i32 = 1;
@@ -76,7 +76,12 @@ fn prologue(a: &mut Asm) {
 /// `r0 = map[the packet's address at off]` (null when absent).
 fn lookup(a: &mut Asm, map: &OwnedFd, off: i16) {
     a.load(Size::W, 2, 7, off);
-    a.store(Size::W, 10, KEY, 2);
+    lookup_reg(a, map, 2);
+}
+
+/// `r0 = map[reg]` (null when absent); the key goes through the stack.
+fn lookup_reg(a: &mut Asm, map: &OwnedFd, reg: Reg) {
+    a.store(Size::W, 10, KEY, reg);
     a.load_map(1, map);
     a.mov(2, 10);
     a.add_imm(2, i32::from(KEY));
@@ -168,11 +173,7 @@ pub fn send(endpoints: &OwnedFd, uplinks: &OwnedFd) -> Vec<u64> {
     a.jump_imm(Cond::Ne, 0, 0, "next");
     // Only out of an uplink: toward a local endpoint its firewall must see the packet.
     a.load(Size::W, 9, 10, FIB_IFINDEX);
-    a.store(Size::W, 10, KEY, 9);
-    a.load_map(1, uplinks);
-    a.mov(2, 10);
-    a.add_imm(2, i32::from(KEY));
-    a.call(MAP_LOOKUP_ELEM);
+    lookup_reg(&mut a, uplinks, 9);
     a.jump_imm(Cond::Eq, 0, 0, "next");
     // The next hop's MACs (stack reads aligned: dmac at FIB+58 as 2 + 4, smac at +52 as 4 + 2).
     a.load(Size::H, 2, 10, FIB_DMAC);

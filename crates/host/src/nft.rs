@@ -164,17 +164,6 @@ pub struct Nft {
 }
 
 impl Nft {
-    /// Every table's chains with their hooks (`nft list chains`, text), of every family: what else
-    /// hooks this namespace's packets.
-    pub fn list_chains() -> Result<String, NftError> {
-        let out = nft().args(["list", "chains"]).output().map_err(|e| spawn_err(e, "list chains"))?;
-        if !out.status.success() {
-            let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-            return Err(NftError::Failed { what: "list chains".into(), stderr });
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    }
-
     /// Applies `script` as one transaction, as `apply` does.
     pub fn apply(&mut self, script: &str) -> Result<(), NftError> {
         match self.session.get_or_insert_with(crate::nftlib::Session::open) {
