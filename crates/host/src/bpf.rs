@@ -331,3 +331,63 @@ impl Asm {
         self.insns
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Assembles `build` and compares each instruction's opcode, registers and offset (the
+    /// encoding the kernel reads: code, dst | src << 4, little-endian offset, immediate).
+    fn check(build: impl FnOnce(&mut Asm), expect: &[(u8, u8, u8, i16, i32)]) {
+        let mut a = Asm::default();
+        build(&mut a);
+        let got: Vec<(u8, u8, u8, i16, i32)> = a
+            .finish()
+            .iter()
+            .map(|w| {
+                let b = w.to_le_bytes();
+                (
+                    b[0],
+                    b[1] & 0xf,
+                    b[1] >> 4,
+                    i16::from_le_bytes([b[2], b[3]]),
+                    i32::from_le_bytes([b[4], b[5], b[6], b[7]]),
+                )
+            })
+            .collect();
+        assert_eq!(got, expect);
+    }
+
+    #[test]
+    fn jumps_resolve_to_their_labels_over_two_slot_loads() {
+        let map = std::fs::File::open("/dev/null").expect("a file descriptor").into();
+        check(
+            |a| {
+                a.jump_imm(Cond::Ne, 2, 0x45, "out");
+                a.load_map(1, &map);
+                a.jump_reg(Cond::Gt, 2, 8, "out");
+                a.store(Size::H, 7, 22, 4);
+                a.label("out");
+                a.mov_imm(0, -1);
+                a.exit();
+            },
+            &[
+                (0x55, 2, 0, 4, 0x45),
+                (0x18, 1, 1, 0, std::os::fd::AsRawFd::as_raw_fd(&map)),
+                (0x00, 0, 0, 0, 0),
+                (0x2d, 2, 8, 1, 0),
+                (0x6b, 7, 4, 22, 0),
+                (0xb7, 0, 0, 0, -1),
+                (0x95, 0, 0, 0, 0),
+            ],
+        );
+    }
+
+    #[test]
+    #[should_panic(expected = "never placed")]
+    fn a_jump_to_a_missing_label_is_a_bug_caught_at_assembly() {
+        let mut a = Asm::default();
+        a.jump_imm(Cond::Eq, 0, 0, "nowhere");
+        a.finish();
+    }
+}
