@@ -121,6 +121,25 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
         .map_err(|e| Fail::new(code::IO_FAILURE, "endpoint worker failed", e.to_string()))
 }
 
+/// `blocking(f)` for plumbing that makes or removes `link` (and may give `ip` to it): the fast
+/// path holds both out of its map meanwhile, so no packet is handed to a link index that is gone
+/// or reused (the kernel's path carries them until its next sync sees the result).
+async fn plumbing<T: Send + 'static>(
+    s: &Shared,
+    link: &romana_dataplane::LinkName,
+    ip: Option<IpAddr>,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, Fail> {
+    if let Some(d) = &s.deliver {
+        d.hold(link, ip);
+    }
+    let r = blocking(f).await;
+    if let Some(d) = &s.deliver {
+        d.release(link, ip);
+    }
+    r
+}
+
 fn gateway_for(s: &Shared, ip: IpAddr) -> Result<IpAddr, Fail> {
     s.gateways.iter().copied().find(|g| g.is_ipv4() == ip.is_ipv4()).ok_or_else(|| {
         Fail::new(
@@ -192,20 +211,13 @@ async fn add_inner(s: &Arc<Shared>, req: AttachRequest) -> Result<Attached, Fail
         return Err(f);
     }
     let fw_ms = t_fw.elapsed().as_secs_f64() * 1e3;
-    // The plumbing below may make the link again (a repair) with a new index, or the address may
-    // have been another link's: the fast path forgets both until its next sync sees the result,
-    // so no packet is handed to an index that is gone (the kernel's path carries them meanwhile).
-    if let Some(d) = &s.deliver {
-        d.hold(&spec.host_link, Some(ip));
-    }
+    // A repair may make the link again with a new index, and the address may have been another
+    // link's.
     let host_ns = s.host_ns.clone();
     let sp = spec.clone();
     let t1 = Instant::now();
-    let attached = blocking(move || romana_host::attach(host_ns.as_deref(), &sp)).await;
-    if let Some(d) = &s.deliver {
-        d.release(&spec.host_link, Some(ip));
-    }
-    let attached = attached?;
+    let attached =
+        plumbing(s, &spec.host_link, Some(ip), move || romana_host::attach(host_ns.as_deref(), &sp)).await?;
     tracing::info!(
         address = %name, %ip, alloc_ms = alloc.as_secs_f64() * 1e3, policy_ms = fw_ms,
         plumb_ms = t1.elapsed().as_secs_f64() * 1e3,
@@ -332,16 +344,11 @@ async fn del(State(s): State<Arc<Shared>>, Json(req): Json<DetachRequest>) -> Re
     Metrics::inc(&s.metrics.cni_del);
     cni_name("container id", &req.container_id)?;
     let link = host_link_name(&req.container_id, &req.ifname);
-    if let Some(d) = &s.deliver {
-        d.hold(&link, None);
-    }
     let host_ns = s.host_ns.clone();
     let l = link.clone();
-    let detached = blocking(move || romana_host::detach(host_ns.as_deref(), &l)).await;
-    if let Some(d) = &s.deliver {
-        d.release(&link, None);
-    }
-    detached?.map_err(|e| from_endpoint("removing the endpoint", &e))?;
+    plumbing(&s, &link, None, move || romana_host::detach(host_ns.as_deref(), &l))
+        .await?
+        .map_err(|e| from_endpoint("removing the endpoint", &e))?;
     let name = address_name(&req.network, &req.container_id, &req.ifname);
     forget(&s, &s.client(), &name).await;
     match s.client().release(&name).await {
@@ -388,16 +395,12 @@ async fn gc(State(s): State<Arc<Shared>>, Json(req): Json<GcRequest>) -> Result<
         .await?
         .map_err(|e| from_endpoint("listing endpoint links", &e))?;
     for l in links.into_iter().filter(|l| !keep.contains(l)) {
-        if let Some(d) = &s.deliver {
-            d.hold(&l, None);
-        }
         let host_ns = s.host_ns.clone();
         let link = l.clone();
-        let detached = blocking(move || romana_host::detach(host_ns.as_deref(), &link)).await;
-        if let Some(d) = &s.deliver {
-            d.release(&l, None);
-        }
-        if detached?.map_err(|e| from_endpoint("removing a leftover link", &e))? {
+        if plumbing(&s, &l, None, move || romana_host::detach(host_ns.as_deref(), &link))
+            .await?
+            .map_err(|e| from_endpoint("removing a leftover link", &e))?
+        {
             report.links_removed.push(l.to_string());
         }
     }

@@ -216,14 +216,11 @@ async fn main() -> Result<()> {
                 tracing::error!(host = %args.host, error = %e, "reconcile failed")
             }
         }
-        if let Some(d) = &shared.deliver {
-            match d.sync().await {
-                Ok(_) => {}
-                Err(e) => {
-                    metrics::Metrics::inc(&m.reconcile_errors);
-                    tracing::error!(host = %args.host, error = %e, "fast path sync failed")
-                }
-            }
+        if let Some(d) = &shared.deliver
+            && let Err(e) = d.sync().await
+        {
+            metrics::Metrics::inc(&m.reconcile_errors);
+            tracing::error!(host = %args.host, error = %e, "fast path sync failed")
         }
         if args.once {
             return Ok(());

@@ -18,20 +18,6 @@ use std::process::{Command, Stdio};
 use common::{agent_metric, agent_with, cni, conf, iperf, nft_in, ping, wait_for};
 use romana_tests_support::{HostPair, Netns, TempDir};
 
-/// The BPF programs at the tcx ingress of `host`'s first link named `prefix...` (not the gateway).
-fn programs(host: &Netns, prefix: &'static str) -> Vec<String> {
-    let links: serde_json::Value = serde_json::from_str(&host.ip("-j link show")).expect("ip -j");
-    let Some(ifindex) = links.as_array().into_iter().flatten().find_map(|l| {
-        let name = l["ifname"].as_str()?;
-        (name.starts_with(prefix) && name != "romana-gw").then(|| l["ifindex"].as_u64())?
-    }) else {
-        return vec![];
-    };
-    romana_host::in_netns(&host.0, move || async move { romana_host::tcx_program_names(ifindex as u32) })
-        .expect("namespace thread")
-        .unwrap_or_default()
-}
-
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
@@ -82,7 +68,8 @@ async fn main() {
     if !no_send {
         // Endpoint links get `romana_send` once the CNI path has been quiet for a moment.
         wait_for("romana_send on both pods' links", 30, || {
-            programs(&hosts.0, "romana") == ["romana_send"] && programs(&hosts.1, "romana") == ["romana_send"]
+            common::programs(&hosts.0.0, "romana") == ["romana_send"]
+                && common::programs(&hosts.1.0, "romana") == ["romana_send"]
         })
         .await;
     }
@@ -138,7 +125,7 @@ async fn main() {
     for (h, sock) in [(&hosts.0, &sock[0]), (&hosts.1, &sock[1])] {
         let hooks = nft_in(&h.0, "list table inet romana").matches("hook ").count();
         let fast = agent_metric(sock, "romana_agent_fast_path_entries");
-        let on = |prefix: &'static str| programs(h, prefix).join(",");
+        let on = |prefix: &'static str| common::programs(&h.0, prefix).join(",");
         println!(
             "  host {}: {hooks} romana base chains, {fast} fast path entries; programs: uplink [{}], pod link [{}]",
             h.0,

@@ -18,21 +18,6 @@ fn netns_path(ns: &Netns) -> String {
     format!("/run/netns/{}", ns.0)
 }
 
-/// The names of the BPF programs at the tcx ingress of `host`'s first link whose name starts with
-/// `prefix`.
-fn programs(host: &Netns, prefix: &str) -> Vec<String> {
-    let links: serde_json::Value = serde_json::from_str(&host.ip("-j link show")).unwrap();
-    let ifindex = links
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|l| l["ifname"].as_str().is_some_and(|n| n.starts_with(prefix) && n != "romana-gw"))
-        .map(|l| l["ifindex"].as_u64().unwrap() as u32)
-        .unwrap();
-    romana_host::in_netns(&host.0, move || async move { romana_host::tcx_program_names(ifindex).unwrap() })
-        .unwrap()
-}
-
 /// Packets the host sides of a host's endpoint veths transmitted (toward their pods).
 fn endpoint_tx(host: &Netns) -> u64 {
     let links: serde_json::Value = serde_json::from_str(&host.ip("-s -j link show type veth")).unwrap();
@@ -115,7 +100,8 @@ async fn pods_across_hosts_through_the_cni_plugin() {
     })
     .await;
     // Endpoint links get `romana_send` once the CNI path has been quiet for a moment.
-    wait_for("romana_send on pod2's link", 10, || programs(&hosts.1, "romana") == ["romana_send"]).await;
+    wait_for("romana_send on pod2's link", 10, || common::programs(&hosts.1.0, "romana") == ["romana_send"])
+        .await;
     let fwd = [common::forwarded(&hosts.0.0), common::forwarded(&hosts.1.0)];
     let before = endpoint_tx(&hosts.1);
     let out = std::process::Command::new("ip")
@@ -156,8 +142,8 @@ async fn pods_across_hosts_through_the_cni_plugin() {
     // Host b's agent again, with `--no-fast-path-send`: the `romana_send` the first one left on
     // pod2's link reads a map nobody writes any more, so the new agent removes it (and replaces
     // the uplink's program in place); pod2 stays reachable throughout.
-    assert_eq!(programs(&hosts.1, "romana"), ["romana_send"]);
-    assert_eq!(programs(&hosts.1, "eth0"), ["romana_deliver"]);
+    assert_eq!(common::programs(&hosts.1.0, "romana"), ["romana_send"]);
+    assert_eq!(common::programs(&hosts.1.0, "eth0"), ["romana_deliver"]);
     drop(b);
     let _b2 = common::agent_with(
         &creds,
@@ -170,8 +156,8 @@ async fn pods_across_hosts_through_the_cni_plugin() {
     );
     wait_for("restarted agent b ready", 20, || cni("STATUS", "", "", &conf("1.1.0", &sock[1]), "").0 == 0)
         .await;
-    wait_for("the stale romana_send removed", 15, || programs(&hosts.1, "romana").is_empty()).await;
-    assert_eq!(programs(&hosts.1, "eth0"), ["romana_deliver"]);
+    wait_for("the stale romana_send removed", 15, || common::programs(&hosts.1.0, "romana").is_empty()).await;
+    assert_eq!(common::programs(&hosts.1.0, "eth0"), ["romana_deliver"]);
     assert!(ping(&pods[0].0, &ip2));
 
     // Agent restart under traffic: 60 pings 50 ms apart across hosts while ha's agent is killed

@@ -246,6 +246,16 @@ pub enum Cond {
     Gt,
 }
 
+/// `BPF_JMP | op | BPF_K`.
+fn cond_code(cond: Cond) -> u8 {
+    match cond {
+        Cond::Eq => 0x15,
+        Cond::Ne => 0x55,
+        Cond::Le => 0xb5,
+        Cond::Gt => 0x25,
+    }
+}
+
 impl Asm {
     fn raw(&mut self, code: u8, dst: Reg, src: Reg, off: i16, imm: i32) {
         let w = u64::from(code)
@@ -287,25 +297,15 @@ impl Asm {
     }
     /// Jump to `label` when `dst cond imm`.
     pub fn jump_imm(&mut self, cond: Cond, dst: Reg, imm: i32, label: &'static str) {
-        let op = match cond {
-            Cond::Eq => 0x15,
-            Cond::Ne => 0x55,
-            Cond::Le => 0xb5,
-            Cond::Gt => 0x25,
-        };
-        self.fixups.push((self.insns.len(), label));
-        self.raw(op, dst, 0, 0, imm);
+        self.jump(cond_code(cond), dst, 0, imm, label);
     }
-    /// Jump to `label` when `dst cond src` (registers).
+    /// Jump to `label` when `dst cond src` (registers: the same opcode with `BPF_X`).
     pub fn jump_reg(&mut self, cond: Cond, dst: Reg, src: Reg, label: &'static str) {
-        let op = match cond {
-            Cond::Eq => 0x1d,
-            Cond::Ne => 0x5d,
-            Cond::Le => 0xbd,
-            Cond::Gt => 0x2d,
-        };
+        self.jump(cond_code(cond) | 0x08, dst, src, 0, label);
+    }
+    fn jump(&mut self, code: u8, dst: Reg, src: Reg, imm: i32, label: &'static str) {
         self.fixups.push((self.insns.len(), label));
-        self.raw(op, dst, src, 0, 0);
+        self.raw(code, dst, src, 0, imm);
     }
     /// Calls kernel helper `id` (arguments in r1-r5, result in r0).
     pub fn call(&mut self, id: i32) {

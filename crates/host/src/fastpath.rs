@@ -150,17 +150,22 @@ impl Programs {
     }
 }
 
-/// The programs at `ifindex`'s tcx ingress whose name `ours` accepts.
-fn marked_programs(ifindex: u32, ours: impl Fn(&str) -> bool) -> Result<Vec<(u32, OwnedFd)>, BpfError> {
+/// The programs at `ifindex`'s tcx ingress (in the calling thread's namespace), in the order
+/// they run: id, a descriptor, name.
+fn programs_at(ifindex: u32) -> Result<Vec<(u32, OwnedFd, String)>, BpfError> {
     let mut out = vec![];
     for id in bpf::tcx_ingress_programs(ifindex)? {
         // A program detached between the query and here is simply gone.
         let Ok(fd) = bpf::prog_by_id(id) else { continue };
-        if ours(&bpf::prog_info(&fd)?.1) {
-            out.push((id, fd));
-        }
+        let name = bpf::prog_info(&fd)?.1;
+        out.push((id, fd, name));
     }
     Ok(out)
+}
+
+/// The programs at `ifindex`'s tcx ingress whose name `ours` accepts.
+fn marked_programs(ifindex: u32, ours: impl Fn(&str) -> bool) -> Result<Vec<(u32, OwnedFd)>, BpfError> {
+    Ok(programs_at(ifindex)?.into_iter().filter(|(_, _, n)| ours(n)).map(|(id, fd, _)| (id, fd)).collect())
 }
 
 /// Removes our programs (either name) from `ifindex`'s tcx ingress (the agent run with the fast
@@ -280,10 +285,5 @@ pub fn fast_path_blockers() -> Vec<String> {
 /// The names of the programs at `ifindex`'s tcx ingress (in the calling thread's namespace), in
 /// the order they run: what an operator or a test sees there.
 pub fn tcx_program_names(ifindex: u32) -> Result<Vec<String>, BpfError> {
-    let mut out = vec![];
-    for id in bpf::tcx_ingress_programs(ifindex)? {
-        let Ok(fd) = bpf::prog_by_id(id) else { continue };
-        out.push(bpf::prog_info(&fd)?.1);
-    }
-    Ok(out)
+    Ok(programs_at(ifindex)?.into_iter().map(|(_, _, n)| n).collect())
 }

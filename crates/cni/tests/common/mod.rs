@@ -241,3 +241,19 @@ pub fn forwarded(ns: &str) -> u64 {
     let at = names.split_whitespace().position(|n| n == "ForwDatagrams").unwrap();
     values.split_whitespace().nth(at).unwrap().parse().unwrap()
 }
+
+/// The BPF programs at the tcx ingress of `host`'s first link named `prefix...` (not the
+/// gateway), in the order they run; empty when there is no such link.
+pub fn programs(host: &str, prefix: &'static str) -> Vec<String> {
+    let out = Command::new("ip").args(["-n", host, "-j", "link", "show"]).output().unwrap();
+    let links: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let Some(ifindex) = links.as_array().into_iter().flatten().find_map(|l| {
+        let name = l["ifname"].as_str()?;
+        (name.starts_with(prefix) && name != "romana-gw").then(|| l["ifindex"].as_u64())?
+    }) else {
+        return vec![];
+    };
+    romana_host::in_netns(host, move || async move { romana_host::tcx_program_names(ifindex as u32) })
+        .unwrap()
+        .unwrap()
+}
