@@ -1,10 +1,11 @@
 //! The fast path on this host (`romana_host::FastPath`): loaded at start, attached to the uplinks
 //! (the links holding the host's address: `romana_deliver`) and, unless `--no-fast-path-send`,
-//! the endpoints' veths (`romana_send`, while the CNI path is quiet), and its map kept equal to
-//! the local endpoints no firewall rule filters (isolated in neither direction), or empty while
-//! other netfilter hooks would miss its packets. The firewall narrows that set before a transaction that isolates an endpoint and widens it
-//! only after one applied, so no packet skips a rule that is in force; until the firewall's first
-//! pass nothing is eligible.
+//! the endpoints' veths (`romana_send`, while the CNI path is quiet; it hands packets to veth
+//! uplinks' far ends where nothing would see them leave), and its map kept equal to the local
+//! endpoints no firewall rule filters (isolated in neither direction), or empty while other
+//! netfilter hooks would miss its packets. The firewall narrows that set before a transaction
+//! that isolates an endpoint and widens it only after one applied, so no packet skips a rule that
+//! is in force; until the firewall's first pass nothing is eligible.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr};
@@ -13,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use romana_dataplane::LinkName;
-use romana_dataplane::fastpath::{EndpointRoute, deliveries, diff_map};
+use romana_dataplane::fastpath::{EndpointRoute, deliveries, diff_map, handoff};
 use romana_host::{FastPath, Kernel, Program};
 
 /// How often other hooks are looked for although nftables' generation did not move.
@@ -30,6 +31,8 @@ struct Inner {
     routes: Vec<EndpointRoute>,
     /// Why the map must stay empty (other netfilter hooks that delivered packets would skip).
     blockers: Vec<String>,
+    /// nftables egress chains: while any exists, packets are not handed to uplinks' far ends.
+    egress_chains: Vec<String>,
     /// nftables' generation and the time when `blockers` were last taken.
     checked: Option<(Option<u32>, Instant)>,
     /// Links whose attachment was last verified at that time.
@@ -68,9 +71,13 @@ pub struct Deliver {
     programs: Arc<romana_host::Programs>,
     /// Attach `romana_send` to endpoint links too (not with `--no-fast-path-send`).
     send: bool,
+    /// Hand packets to veth uplinks' far ends where nothing would see them leave (not with
+    /// `--no-fast-path-handoff`).
+    handoff: bool,
     inner: Mutex<Inner>,
-    /// The uplinks the program is attached to, by name (for status and metrics).
-    pub uplinks: Mutex<Vec<String>>,
+    /// The uplinks the program is attached to, by name, each with whether `romana_send` hands
+    /// packets to its far end or, if not, why (for status).
+    pub uplinks: Mutex<Vec<(String, Result<(), String>)>>,
 }
 
 impl Deliver {
@@ -81,6 +88,7 @@ impl Deliver {
         host_ip: IpAddr,
         firewall: bool,
         send: bool,
+        handoff: bool,
     ) -> Option<Arc<Deliver>> {
         match FastPath::load() {
             Ok(fp) => {
@@ -91,13 +99,22 @@ impl Deliver {
                     eligible,
                     routes: vec![],
                     blockers: vec![],
+                    egress_chains: vec![],
                     checked: None,
                     attached: BTreeMap::new(),
                     held: vec![],
                     last_plumbed: None,
                     epoch: 0,
                 });
-                Some(Arc::new(Deliver { host_ns, host_ip, programs, send, inner, uplinks: Mutex::default() }))
+                Some(Arc::new(Deliver {
+                    host_ns,
+                    host_ip,
+                    programs,
+                    send,
+                    handoff,
+                    inner,
+                    uplinks: Mutex::default(),
+                }))
             }
             Err(e) => {
                 tracing::warn!(error = %e, "no fast path (needs Linux 6.6+ with BPF); the kernel forwards everything");
@@ -152,7 +169,7 @@ impl Deliver {
                 let todo: Vec<(Option<Program>, u32, String)> = {
                     let mut inner = me.inner();
                     inner.attached.retain(|_, at| now.duration_since(*at) < RECHECK);
-                    let uplinks = view.uplinks.iter().map(|(n, i)| (Some(Program::Deliver), *i, n.clone()));
+                    let uplinks = view.uplinks.iter().map(|u| (Some(Program::Deliver), u.ifindex, u.name.clone()));
                     let send = me.send.then_some(Program::Send);
                     let links = view.routes.iter().map(|r| (send, r.ifindex, r.link.to_string()));
                     uplinks.chain(links).filter(|(_, i, _)| !inner.attached.contains_key(i)).collect()
@@ -187,19 +204,37 @@ impl Deliver {
                     inner.attached.insert(ifindex, now);
                 }
                 if let Some(b) = blockers {
-                    if b != inner.blockers {
-                        if b.is_empty() {
+                    if b.path != inner.blockers {
+                        if b.path.is_empty() {
                             tracing::info!("fast path on: no other netfilter hooks on its packets' way");
                         } else {
-                            tracing::warn!(blockers = ?b, "fast path off: the kernel forwards pod traffic, so these see it");
+                            tracing::warn!(blockers = ?b.path, "fast path off: the kernel forwards pod traffic, so these see it");
                         }
                     }
-                    inner.blockers = b;
+                    inner.blockers = b.path;
+                    inner.egress_chains = b.egress_chains;
                     inner.checked = Some((generation, Instant::now()));
                 }
-                inner.fp.set_uplinks(&view.uplinks.iter().map(|(_, i)| *i).collect())?;
-                *me.uplinks.lock().unwrap_or_else(|e| e.into_inner()) =
-                    view.uplinks.iter().map(|(n, _)| n.clone()).collect();
+                let handoffs: Vec<_> = view
+                    .uplinks
+                    .iter()
+                    .map(|u| {
+                        let h = if me.handoff {
+                            handoff(u, &inner.egress_chains)
+                        } else {
+                            Err("off: --no-fast-path-handoff".to_owned())
+                        };
+                        (u, h)
+                    })
+                    .collect();
+                inner.fp.set_uplinks(&handoffs.iter().map(|(u, h)| (u.ifindex, h.as_ref().ok().copied())).collect())?;
+                let status = handoffs.into_iter().map(|(u, h)| (u.name.clone(), h.map(drop))).collect();
+                let mut shown = me.uplinks.lock().unwrap_or_else(|e| e.into_inner());
+                if *shown != status {
+                    tracing::info!(uplinks = ?status, "fast path uplinks (Ok: packets handed to the far end of the wire)");
+                    *shown = status;
+                }
+                drop(shown);
                 if inner.epoch == epoch {
                     inner.routes = view.routes;
                 }
@@ -263,7 +298,7 @@ pub async fn remove(host_ns: Option<PathBuf>, host_ip: IpAddr) {
         romana_host::in_netns_path(host_ns.as_deref(), move || async move {
             let view = Kernel::connect()?.fast_path_view(host_ip).await?;
             let mut removed = 0;
-            let links = view.uplinks.iter().map(|(_, i)| *i).chain(view.routes.iter().map(|r| r.ifindex));
+            let links = view.uplinks.iter().map(|u| u.ifindex).chain(view.routes.iter().map(|r| r.ifindex));
             for ifindex in links {
                 removed += romana_host::detach_marked(ifindex)?;
             }

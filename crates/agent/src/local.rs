@@ -420,7 +420,9 @@ async fn status(State(s): State<Arc<Shared>>) -> Result<Json<serde_json::Value>,
         Some(t) if t.elapsed() <= s.contact_budget => {
             let fast_path = s.deliver.as_ref().map(|d| {
                 serde_json::json!({
-                    "uplinks": *d.uplinks.lock().unwrap_or_else(|e| e.into_inner()),
+                    "uplinks": d.uplinks.lock().unwrap_or_else(|e| e.into_inner()).iter().map(|(name, h)| {
+                        serde_json::json!({"name": name, "handoff": h.is_ok(), "handoff_off_because": h.as_ref().err()})
+                    }).collect::<Vec<_>>(),
                     "entries": d.entries(),
                     "off_because": d.blockers(),
                 })

@@ -86,6 +86,10 @@ struct Args {
     /// programs an earlier run attached.
     #[arg(long)]
     no_fast_path_send: bool,
+    /// Always transmit out of a veth uplink, never hand packets to its far end (so that a packet
+    /// capture on the uplink sees them, docs/fastpath.md).
+    #[arg(long)]
+    no_fast_path_handoff: bool,
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -118,7 +122,13 @@ async fn main() -> Result<()> {
         }
         None
     } else {
-        fastpath::Deliver::load(host_ns.clone(), host_ip, policy, !args.no_fast_path_send)
+        fastpath::Deliver::load(
+            host_ns.clone(),
+            host_ip,
+            policy,
+            !args.no_fast_path_send,
+            !args.no_fast_path_handoff,
+        )
     };
     let shared = Arc::new(local::Shared {
         host: args.host.clone(),

@@ -1,10 +1,12 @@
 //! Cross-host pod-to-pod TCP throughput (iperf3) and CPU per byte: Romana's routed path (pod ->
-//! host -> underlay -> host -> pod, no encapsulation; the receiving host hands packets to the pod
-//! with the agents' fast path), the same routed path through the kernel's forwarding
-//! only (a second underlay link without the fast path), a plain veth pair joining the same two
-//! pod namespaces directly, and a VXLAN overlay between the same hosts (iproute2; underlay MTU
-//! raised so the overlay does not fragment). Rounds alternate their order so machine noise hits
-//! all paths; ratios are per round.
+//! host -> underlay -> host -> pod, no encapsulation; with the agents' fast path, which hands
+//! packets to the far end of the veth underlay as if they had crossed it), the same with the
+//! underlay transmitting them (as out of a NIC: an empty clsact qdisc on each host's uplink turns
+//! the hand-off off), the routed path through the kernel's forwarding only (a second underlay
+//! link without the fast path), a plain veth pair joining the same two pod namespaces directly,
+//! and a VXLAN overlay between the same hosts (iproute2; underlay MTU raised so the overlay does
+//! not fragment). Rounds alternate their order so machine noise hits all paths; ratios are per
+//! round.
 //! Everything runs in namespaces this benchmark creates and deletes.
 //! `cargo build --release -p romana-agent && cargo bench -p romana-cni --bench throughput`
 //! (`-- --quick`: 1 s per run, 2 rounds; `ROMANA_BENCH_NO_FAST_PATH_SEND=1`: agents with
@@ -15,7 +17,7 @@ mod common;
 
 use std::process::{Command, Stdio};
 
-use common::{agent_metric, agent_with, cni, conf, iperf, nft_in, ping, wait_for};
+use common::{agent_metric, agent_with, cni, conf, handoffs, iperf, nft_in, ping, wait_for};
 use romana_tests_support::{HostPair, Netns, TempDir};
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -117,8 +119,24 @@ async fn main() {
         hosts.1.ip(&format!("route {verb} {ip1}/32 via 192.168.89.1 dev eth1"));
     };
 
-    // Four paths between the same pods. Each round measures all four, in the order A B C D then
-    // D C B A, so that drift and each swap's after-effects fall on every path alike; ratios are
+    // Routed, the uplinks transmitting: anything on an uplink's transmit side turns the hand-off
+    // off (`romana_dataplane::fastpath::handoff`); an empty clsact qdisc costs next to nothing.
+    let transmit = |on: bool| {
+        let verb = if on { "add" } else { "del" };
+        for h in [&hosts.0, &hosts.1] {
+            let out = Command::new("tc")
+                .args(["-n", &h.0, "qdisc", verb, "dev", "eth0", "clsact"])
+                .output()
+                .expect("tc runs");
+            assert!(out.status.success(), "tc qdisc {verb}: {}", String::from_utf8_lossy(&out.stderr));
+        }
+    };
+    let handing_off =
+        |want: bool| sock.iter().all(|s| handoffs(s).iter().all(|(n, h)| n != "eth0" || *h == want));
+    wait_for("both agents hand packets to the far end of eth0", 30, || handing_off(true)).await;
+
+    // Five paths between the same pods. Each round measures all five, in the order A B C D E then
+    // E D C B A, so that drift and each swap's after-effects fall on every path alike; ratios are
     // taken within a round, then their median. The agents keep running: on a cluster without
     // isolation their tables have no hooks (docs/policy.md, "Cost"), which the output shows, and
     // each host hands the other's packets to its pod with the fast path.
@@ -127,22 +145,31 @@ async fn main() {
         let fast = agent_metric(sock, "romana_agent_fast_path_entries");
         let on = |prefix: &'static str| common::programs(&h.0, prefix).join(",");
         println!(
-            "  host {}: {hooks} romana base chains, {fast} fast path entries; programs: uplink [{}], pod link [{}]",
+            "  host {}: {hooks} romana base chains, {fast} fast path entries; programs: uplink [{}], pod link [{}]; hand-off {:?}",
             h.0,
             on("eth0"),
-            on("romana")
+            on("romana"),
+            handoffs(sock)
         );
     }
-    let paths = ["routed", "plain", "vxlan", "routed, kernel path"];
-    let mut gbps: Vec<[f64; 4]> = Vec::new();
-    let mut cost: Vec<[f64; 4]> = Vec::new();
+    const N: usize = 5;
+    let paths = ["routed", "plain", "vxlan", "routed, kernel path", "routed, uplink transmits"];
+    let mut gbps: Vec<[f64; N]> = Vec::new();
+    let mut cost: Vec<[f64; N]> = Vec::new();
     for round in 0..rounds {
-        let (mut row, mut cpu) = ([0.0; 4], [0.0; 4]);
-        let order: Vec<usize> = if round % 2 == 0 { vec![0, 1, 2, 3] } else { vec![3, 2, 1, 0] };
+        let (mut row, mut cpu) = ([0.0; N], [0.0; N]);
+        let mut order: Vec<usize> = (0..N).collect();
+        if round % 2 == 1 {
+            order.reverse();
+        }
         for i in order {
             match i {
                 2 => overlay(true),
                 3 => kernel_path(true),
+                4 => {
+                    transmit(true);
+                    wait_for("the hand-off off", 30, || handing_off(false)).await;
+                }
                 _ => {}
             }
             let ip = if i == 1 { "192.168.99.2" } else { &ip2 };
@@ -153,6 +180,10 @@ async fn main() {
             match i {
                 2 => overlay(false),
                 3 => kernel_path(false),
+                4 => {
+                    transmit(false);
+                    wait_for("the hand-off back on", 30, || handing_off(true)).await;
+                }
                 _ => {}
             }
         }
@@ -177,12 +208,14 @@ async fn main() {
         println!("  {name:<22} {:>7.2} {:>10.3}", col(i), cpu(i));
     }
     println!(
-        "median per-round ratios: routed/plain {:.3} (target >= 0.95), routed/vxlan {:.3}, routed/kernel path {:.3}; \
-         CPU per byte routed/plain {:.3}, kernel path/routed {:.3}",
+        "median per-round ratios: routed/plain {:.3} (target >= 0.95), uplink transmits/plain {:.3}, routed/vxlan {:.3}, \
+         routed/kernel path {:.3}; CPU per byte routed/plain {:.3}, uplink transmits/plain {:.3}, kernel path/routed {:.3}",
         ratio(0, 1),
+        ratio(4, 1),
         ratio(0, 2),
         ratio(0, 3),
         cpu_ratio(0, 1),
+        cpu_ratio(4, 1),
         cpu_ratio(3, 0)
     );
 }

@@ -18,6 +18,12 @@ fn netns_path(ns: &Netns) -> String {
     format!("/run/netns/{}", ns.0)
 }
 
+/// Packets the host's underlay link transmitted.
+fn uplink_tx(host: &Netns) -> u64 {
+    let link: serde_json::Value = serde_json::from_str(&host.ip("-s -j link show eth0")).unwrap();
+    link[0]["stats64"]["tx"]["packets"].as_u64().unwrap()
+}
+
 /// Packets the host sides of a host's endpoint veths transmitted (toward their pods).
 fn endpoint_tx(host: &Netns) -> u64 {
     let links: serde_json::Value = serde_json::from_str(&host.ip("-s -j link show type veth")).unwrap();
@@ -92,8 +98,9 @@ async fn pods_across_hosts_through_the_cni_plugin() {
     }
     assert!(ping(&pods[1].0, &ip1), "pod2 -> pod1");
     // The fast path: host b hands pod1's packets straight to pod2 (the host side of pod2's veth
-    // transmits none of 20 pings) and sends pod2's replies out of its uplink unforwarded; host a
-    // (`--no-fast-path-send`) forwards pod1's requests and is handed the replies.
+    // transmits none of 20 pings) and pod2's replies, unforwarded, to the far end of its veth
+    // uplink (host a's eth0: its own eth0 transmits none of them); host a
+    // (`--no-fast-path-send`) forwards pod1's requests out of its eth0 and is handed the replies.
     wait_for("one fast path entry on each host", 10, || {
         agent_metric(&sock[0], "romana_agent_fast_path_entries") == 1.0
             && agent_metric(&sock[1], "romana_agent_fast_path_entries") == 1.0
@@ -102,7 +109,12 @@ async fn pods_across_hosts_through_the_cni_plugin() {
     // Endpoint links get `romana_send` once the CNI path has been quiet for a moment.
     wait_for("romana_send on pod2's link", 10, || common::programs(&hosts.1.0, "romana") == ["romana_send"])
         .await;
+    wait_for("host b hands packets to the far end of eth0", 10, || {
+        common::handoffs(&sock[1]) == [("eth0".to_owned(), true)]
+    })
+    .await;
     let fwd = [common::forwarded(&hosts.0.0), common::forwarded(&hosts.1.0)];
+    let up = [uplink_tx(&hosts.0), uplink_tx(&hosts.1)];
     let before = endpoint_tx(&hosts.1);
     let out = std::process::Command::new("ip")
         .args(["netns", "exec", &pods[0].0, "ping", "-q", "-c", "20", "-i", "0.01", "-W", "1", &ip2])
@@ -114,6 +126,28 @@ async fn pods_across_hosts_through_the_cni_plugin() {
     assert!(sent < 10, "host b transmitted {sent} packets to pod2: the fast path was not taken");
     let fwd = [common::forwarded(&hosts.0.0) - fwd[0], common::forwarded(&hosts.1.0) - fwd[1]];
     assert!((20..30).contains(&fwd[0]) && fwd[1] <= 2, "the hosts forwarded {fwd:?} datagrams of 40");
+    let up = [uplink_tx(&hosts.0) - up[0], uplink_tx(&hosts.1) - up[1]];
+    assert!(up[0] >= 20 && up[1] < 10, "the uplinks transmitted {up:?} packets");
+    // Anything on the uplink's transmit side (here an empty clsact qdisc: tc egress filters
+    // would see the packets there) turns the hand-off off: the uplink transmits the replies.
+    let tc = |verb: &str| {
+        let out = std::process::Command::new("tc")
+            .args(["-n", &hosts.1.0, "qdisc", verb, "dev", "eth0", "clsact"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "tc qdisc {verb}: {out:?}");
+    };
+    tc("add");
+    wait_for("host b's hand-off off", 10, || common::handoffs(&sock[1]) == [("eth0".to_owned(), false)])
+        .await;
+    let (_, status) = agent_get(&sock[1], "/v1/status");
+    assert!(status.contains(r#"qdiscs [\"clsact\"] on it"#), "{status}");
+    let before = uplink_tx(&hosts.1);
+    assert!(ping(&pods[0].0, &ip2));
+    assert!(uplink_tx(&hosts.1) > before, "with the hand-off off host b's uplink transmits the reply");
+    tc("del");
+    wait_for("host b's hand-off back", 10, || common::handoffs(&sock[1]) == [("eth0".to_owned(), true)])
+        .await;
     // A NAT chain of someone else's on prerouting (kube-proxy's, Docker's) needs conntrack to see
     // both directions: the fast path empties, the kernel forwards to the pod again, and it comes
     // back when the chain goes.

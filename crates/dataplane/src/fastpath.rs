@@ -1,6 +1,6 @@
 //! The fast path's content, pure: which local endpoints packets may be handed to or taken from
 //! past the host's forwarding path (docs/fastpath.md), the map changes that get the kernel's
-//! copy there, and which other netfilter hooks forbid it.
+//! copy there, which other netfilter hooks forbid it, and which uplinks' wires it may skip.
 //!
 //! Bypassing the forwarding path also bypasses the firewall's forward hook (and conntrack), so
 //! only endpoints that no rule filters may be in it: the caller passes them as `eligible` (the
@@ -69,6 +69,17 @@ const BYPASSED_HOOKS: [&str; 4] = ["prerouting", "forward", "postrouting", "ingr
 /// them. While any exists, the fast path must stay empty. Our own `inet romana` does not count:
 /// its chains drop only isolated endpoints' traffic, and those endpoints are never delivered.
 pub fn foreign_hooks(listing: &str) -> Vec<String> {
+    hooked_chains(listing, &BYPASSED_HOOKS)
+}
+
+/// Chains on the netdev egress hook, from `nft list chains`: a packet handed to the far end of
+/// a veth uplink (`handoff`) is not transmitted by the uplink, so these would miss it.
+pub fn egress_hooks(listing: &str) -> Vec<String> {
+    hooked_chains(listing, &["egress"])
+}
+
+/// "table T chain C hook H" for each chain of a table other than ours on one of `hooks`.
+fn hooked_chains(listing: &str, hooks: &[&str]) -> Vec<String> {
     let (mut table, mut chain) = ("", "");
     let mut out = vec![];
     for line in listing.lines().map(str::trim) {
@@ -78,12 +89,63 @@ pub fn foreign_hooks(listing: &str) -> Vec<String> {
             chain = c.trim_end_matches('{').trim();
         } else if let Some((_, rest)) = line.split_once(" hook ") {
             let hook = rest.split_whitespace().next().unwrap_or("");
-            if table != "inet romana" && BYPASSED_HOOKS.contains(&hook) {
+            if table != "inet romana" && hooks.contains(&hook) {
                 out.push(format!("table {table} chain {chain} hook {hook}"));
             }
         }
     }
     out
+}
+
+/// An uplink as observed: what `romana_send` sends out of, and what decides whether it may hand
+/// packets straight to the far end of the link.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Uplink {
+    pub name: String,
+    pub ifindex: u32,
+    /// Its far end when it is a veth whose peer is in another namespace (a nested host, or
+    /// hosts simulated as namespaces): `None` for a NIC or anything else.
+    pub far_end: Option<FarEnd>,
+    /// The kinds of the qdiscs on it (`noqueue` for a veth nobody shapes); read only when it
+    /// has a far end.
+    pub qdiscs: Vec<String>,
+    /// How many BPF programs run at its tcx egress.
+    pub egress_programs: usize,
+}
+
+/// The peer of a veth uplink, in the other namespace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FarEnd {
+    pub mac: [u8; 6],
+    /// An XDP program is attached to it (it runs only for transmitted packets).
+    pub xdp: bool,
+}
+
+/// Whether `romana_send` may hand a packet whose next hop is `uplink`'s far end straight to
+/// that end's ingress (`bpf_redirect_peer`), as if it had crossed the wire, instead of
+/// transmitting it: the MAC the program then requires the FIB's next hop to have. It may when
+/// nothing on the uplink's transmit side or the far end's XDP would have seen the packet: no
+/// qdisc but `noqueue` (or `ingress`, which sees only what arrives), no tcx egress program, no
+/// XDP on the far end, no nftables egress chain (`egress_chains`, from `egress_hooks`).
+/// `Err` says why not.
+pub fn handoff(uplink: &Uplink, egress_chains: &[String]) -> Result<[u8; 6], String> {
+    let Some(far) = &uplink.far_end else {
+        return Err("not a veth with its peer in another namespace".into());
+    };
+    let shaped: Vec<&String> = uplink.qdiscs.iter().filter(|q| *q != "noqueue" && *q != "ingress").collect();
+    if !shaped.is_empty() {
+        return Err(format!("qdiscs {shaped:?} on it"));
+    }
+    if uplink.egress_programs > 0 {
+        return Err(format!("{} tcx egress programs on it", uplink.egress_programs));
+    }
+    if far.xdp {
+        return Err("an XDP program on its peer".into());
+    }
+    if !egress_chains.is_empty() {
+        return Err(format!("nftables egress chains: {}", egress_chains.join(", ")));
+    }
+    Ok(far.mac)
 }
 
 #[cfg(test)]
@@ -162,5 +224,45 @@ mod tests {
         );
         assert!(foreign_hooks("").is_empty());
         assert!(foreign_hooks("table inet romana {\n\tchain fwd-egress {\n\t\ttype filter hook forward priority filter; policy accept;\n\t}\n}\n").is_empty());
+    }
+
+    fn uplink(far_end: Option<FarEnd>, qdiscs: &[&str], egress_programs: usize) -> Uplink {
+        Uplink {
+            name: "eth0".into(),
+            ifindex: 2,
+            far_end,
+            qdiscs: qdiscs.iter().map(|q| (*q).to_owned()).collect(),
+            egress_programs,
+        }
+    }
+
+    #[test]
+    fn a_veth_uplink_is_skipped_only_when_nothing_on_its_transmit_side_would_see_the_packet() {
+        let mac = [2, 0, 0, 0, 0, 7];
+        let far = |xdp| Some(FarEnd { mac, xdp });
+        let check = |u: Uplink, chains: &[&str], expect: Result<[u8; 6], &str>| {
+            let chains: Vec<String> = chains.iter().map(|c| (*c).to_owned()).collect();
+            assert_eq!(handoff(&u, &chains), expect.map_err(str::to_owned), "{u:?} {chains:?}");
+        };
+        check(uplink(far(false), &["noqueue"], 0), &[], Ok(mac));
+        check(uplink(far(false), &["noqueue", "ingress"], 0), &[], Ok(mac));
+        check(uplink(None, &["mq"], 0), &[], Err("not a veth with its peer in another namespace"));
+        check(uplink(far(false), &["noqueue", "clsact"], 0), &[], Err("qdiscs [\"clsact\"] on it"));
+        check(uplink(far(false), &["tbf"], 0), &[], Err("qdiscs [\"tbf\"] on it"));
+        check(uplink(far(false), &["noqueue"], 1), &[], Err("1 tcx egress programs on it"));
+        check(uplink(far(true), &["noqueue"], 0), &[], Err("an XDP program on its peer"));
+        check(
+            uplink(far(false), &["noqueue"], 0),
+            &["table netdev t chain out hook egress"],
+            Err("nftables egress chains: table netdev t chain out hook egress"),
+        );
+    }
+
+    #[test]
+    fn egress_chains_are_found_apart_from_the_bypassed_hooks() {
+        let listing = "table netdev shaper {\n\tchain out {\n\t\ttype filter hook egress device \"eth0\" priority 0; policy accept;\n\t}\n}\n\
+            table ip filter {\n\tchain FORWARD {\n\t\ttype filter hook forward priority filter; policy accept;\n\t}\n}\n";
+        assert_eq!(egress_hooks(listing), ["table netdev shaper chain out hook egress"]);
+        assert_eq!(foreign_hooks(listing), ["table ip filter chain FORWARD hook forward"]);
     }
 }

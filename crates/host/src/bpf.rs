@@ -25,6 +25,7 @@ const F_NO_PREALLOC: u32 = 1;
 const PROG_TYPE_SCHED_CLS: u32 = 3;
 /// `BPF_TCX_INGRESS` of `enum bpf_attach_type` (Linux 6.6).
 const TCX_INGRESS: u32 = 46;
+const TCX_EGRESS: u32 = 47;
 const F_REPLACE: u32 = 1 << 2;
 
 /// What a BPF call failed with, and which call.
@@ -167,8 +168,17 @@ pub fn prog_load(name: &str, insns: &[u64]) -> Result<OwnedFd, BpfError> {
 /// The program ids attached at `ifindex`'s tcx ingress (of the calling thread's namespace), in
 /// the order they run.
 pub fn tcx_ingress_programs(ifindex: u32) -> Result<Vec<u32>, BpfError> {
+    tcx_query(ifindex, TCX_INGRESS)
+}
+
+/// The program ids attached at `ifindex`'s tcx egress.
+pub fn tcx_egress_programs(ifindex: u32) -> Result<Vec<u32>, BpfError> {
+    tcx_query(ifindex, TCX_EGRESS)
+}
+
+fn tcx_query(ifindex: u32, attach_type: u32) -> Result<Vec<u32>, BpfError> {
     let mut ids = [0u32; 64];
-    let mut a = Attr::new().u32(0, ifindex).u32(4, TCX_INGRESS).u64(16, ptr(ids.as_mut_ptr())).u32(24, 64);
+    let mut a = Attr::new().u32(0, ifindex).u32(4, attach_type).u64(16, ptr(ids.as_mut_ptr())).u32(24, 64);
     sys("prog query", PROG_QUERY, &mut a)?;
     let n = (a.read_u32(24) as usize).min(ids.len());
     Ok(ids[..n].to_vec())

@@ -11,12 +11,13 @@ use std::os::fd::OwnedFd;
 use std::sync::Arc;
 
 use futures_util::TryStreamExt;
-use romana_dataplane::fastpath::{Deliveries, EndpointRoute, MapDiff};
+use romana_dataplane::fastpath::{Deliveries, EndpointRoute, FarEnd, MapDiff, Uplink};
 use romana_dataplane::{LinkName, ROUTE_PROTOCOL};
 use rtnetlink::RouteMessageBuilder;
 use rtnetlink::packet_route::address::AddressAttribute;
-use rtnetlink::packet_route::link::{InfoKind, LinkAttribute, LinkInfo};
+use rtnetlink::packet_route::link::{InfoKind, LinkAttribute, LinkInfo, LinkXdp, XdpAttached};
 use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute, RouteProtocol};
+use rtnetlink::packet_route::tc::TcAttribute;
 
 use crate::bpf::{self, BpfError};
 use crate::fastprog;
@@ -64,7 +65,8 @@ pub struct FastPath {
     uplinks: OwnedFd,
     programs: Arc<Programs>,
     entries: Deliveries,
-    uplink_set: BTreeSet<u32>,
+    /// Uplink index -> the far end's MAC packets may be handed to.
+    uplink_set: BTreeMap<u32, Option<[u8; 6]>>,
 }
 
 impl FastPath {
@@ -72,7 +74,7 @@ impl FastPath {
     /// has no BPF, no `bpf_redirect_peer` (before 5.10), or the caller lacks `CAP_BPF`.
     pub fn load() -> Result<FastPath, BpfError> {
         let endpoints = bpf::map_create("romana_eps", 4, 4, MAX_ENTRIES)?;
-        let uplinks = bpf::map_create("romana_uplinks", 4, 4, 64)?;
+        let uplinks = bpf::map_create("romana_uplinks", 4, 8, 64)?;
         let deliver = load(DELIVER, &fastprog::deliver(&endpoints))?;
         let send = load(SEND, &fastprog::send(&endpoints, &uplinks))?;
         Ok(FastPath {
@@ -80,7 +82,7 @@ impl FastPath {
             uplinks,
             programs: Arc::new(Programs { deliver, send }),
             entries: Deliveries::new(),
-            uplink_set: BTreeSet::new(),
+            uplink_set: BTreeMap::new(),
         })
     }
 
@@ -108,13 +110,14 @@ impl FastPath {
         Ok(())
     }
 
-    /// The links `romana_send` may send out of.
-    pub fn set_uplinks(&mut self, uplinks: &BTreeSet<u32>) -> Result<(), BpfError> {
-        for gone in self.uplink_set.difference(uplinks) {
+    /// The links `romana_send` may send out of, each with the far end's MAC it may hand packets
+    /// to instead (`romana_dataplane::fastpath::handoff`).
+    pub fn set_uplinks(&mut self, uplinks: &BTreeMap<u32, Option<[u8; 6]>>) -> Result<(), BpfError> {
+        for gone in self.uplink_set.keys().filter(|i| !uplinks.contains_key(i)) {
             bpf::map_delete(&self.uplinks, &gone.to_ne_bytes())?;
         }
-        for new in uplinks.difference(&self.uplink_set) {
-            bpf::map_update(&self.uplinks, &new.to_ne_bytes(), &1u32.to_ne_bytes())?;
+        for (i, far) in uplinks.iter().filter(|(i, far)| self.uplink_set.get(i) != Some(far)) {
+            bpf::map_update(&self.uplinks, &i.to_ne_bytes(), &fastprog::uplink_value(*far))?;
         }
         self.uplink_set = uplinks.clone();
         Ok(())
@@ -182,9 +185,18 @@ pub fn detach_marked(ifindex: u32) -> Result<usize, BpfError> {
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct FastPathView {
     /// The links holding the host's address: where other hosts' traffic arrives.
-    pub uplinks: Vec<(String, u32)>,
+    pub uplinks: Vec<Uplink>,
     /// Our IPv4 /32 routes out of our veths.
     pub routes: Vec<EndpointRoute>,
+}
+
+/// A link as the fast path needs to know it.
+#[derive(Default)]
+struct LinkFacts {
+    name: String,
+    veth: bool,
+    /// The peer's index and namespace id, when it is in another namespace.
+    peer: Option<(u32, i32)>,
 }
 
 impl Kernel {
@@ -194,32 +206,67 @@ impl Kernel {
             let step = step.to_owned();
             move |source| HostError::Netlink { step, source }
         };
-        let mut names: BTreeMap<u32, String> = BTreeMap::new();
-        let mut veths: BTreeMap<u32, LinkName> = BTreeMap::new();
+        let mut links: BTreeMap<u32, LinkFacts> = BTreeMap::new();
         for m in self.links().await? {
-            let mut name = None;
-            let mut veth = false;
+            let mut f = LinkFacts::default();
+            let (mut peer, mut nsid) = (None, None);
             for a in &m.attributes {
                 match a {
-                    LinkAttribute::IfName(n) => name = Some(n.clone()),
+                    LinkAttribute::IfName(n) => f.name = n.clone(),
                     LinkAttribute::LinkInfo(infos) => {
-                        veth = infos.iter().any(|i| matches!(i, LinkInfo::Kind(InfoKind::Veth)))
+                        f.veth = infos.iter().any(|i| matches!(i, LinkInfo::Kind(InfoKind::Veth)))
                     }
+                    LinkAttribute::Link(i) => peer = Some(*i),
+                    LinkAttribute::LinkNetNsId(n) => nsid = Some(*n),
                     _ => {}
                 }
             }
-            let Some(name) = name else { continue };
-            if veth && let Ok(l) = LinkName::new(&name) {
-                veths.insert(m.header.index, l);
-            }
-            names.insert(m.header.index, name);
+            f.peer = peer.zip(nsid);
+            links.insert(m.header.index, f);
         }
-        let mut uplinks = BTreeSet::new();
+        let veths: BTreeMap<u32, LinkName> = links
+            .iter()
+            .filter(|(_, f)| f.veth)
+            .filter_map(|(i, f)| LinkName::new(&f.name).ok().map(|l| (*i, l)))
+            .collect();
+        let mut indexes = BTreeSet::new();
         let addrs: Vec<_> =
             self.handle.address().get().execute().try_collect().await.map_err(fail("list addresses"))?;
         for a in addrs {
             if a.attributes.iter().any(|x| matches!(x, AddressAttribute::Address(ip) if *ip == host_ip)) {
-                uplinks.insert(a.header.index);
+                indexes.insert(a.header.index);
+            }
+        }
+        let mut uplinks = vec![];
+        for i in indexes {
+            let Some(f) = links.get(&i) else { continue };
+            let far_end = match (f.veth, f.peer) {
+                (true, Some((peer, nsid))) => self.far_end(peer, nsid).await,
+                _ => None,
+            };
+            // Unknown counts as something there: no hand-off.
+            let egress_programs = bpf::tcx_egress_programs(i).map(|p| p.len()).unwrap_or(usize::MAX);
+            uplinks.push(Uplink {
+                name: f.name.clone(),
+                ifindex: i,
+                far_end,
+                qdiscs: vec![],
+                egress_programs,
+            });
+        }
+        // Qdiscs matter only where packets may be handed off: a NIC uplink costs no dump.
+        if uplinks.iter().any(|u| u.far_end.is_some()) {
+            let all: Vec<_> =
+                self.handle.qdisc().get().execute().try_collect().await.map_err(fail("list qdiscs"))?;
+            for q in all {
+                let kind = q.attributes.iter().find_map(|a| match a {
+                    TcAttribute::Kind(k) => Some(k),
+                    _ => None,
+                });
+                let on = uplinks.iter_mut().find(|u| i64::from(u.ifindex) == i64::from(q.header.index));
+                if let (Some(u), Some(k)) = (on, kind) {
+                    u.qdiscs.push(k.clone());
+                }
             }
         }
         let mut routes = vec![];
@@ -253,33 +300,69 @@ impl Kernel {
                 routes.push(EndpointRoute { ip, link: link.clone(), ifindex: i });
             }
         }
-        Ok(FastPathView {
-            uplinks: uplinks.into_iter().filter_map(|i| names.get(&i).map(|n| (n.clone(), i))).collect(),
-            routes,
-        })
+        Ok(FastPathView { uplinks, routes })
+    }
+
+    /// The peer `peer` of a veth in the namespace this one knows as `nsid`: its MAC and whether
+    /// an XDP program is attached to it. `None` when it cannot be read (it went, or the
+    /// namespace is not ours to look into): the uplink then transmits.
+    async fn far_end(&self, peer: u32, nsid: i32) -> Option<FarEnd> {
+        let mut req = self.handle.link().get().match_index(peer);
+        req.message_mut().attributes.push(LinkAttribute::IfNetnsId(nsid));
+        let msgs: Vec<_> = req.execute().try_collect().await.ok()?;
+        let m = msgs.first()?;
+        let mut mac = None;
+        let mut xdp = false;
+        for a in &m.attributes {
+            match a {
+                LinkAttribute::Address(b) => mac = <[u8; 6]>::try_from(b.as_slice()).ok(),
+                LinkAttribute::Xdp(x) => {
+                    xdp |= x.iter().any(|x| matches!(x, LinkXdp::Attached(a) if *a != XdpAttached::None))
+                }
+                _ => {}
+            }
+        }
+        Some(FarEnd { mac: mac?, xdp })
     }
 }
 
-/// What in the calling thread's namespace would miss the packets the fast path delivers (see
-/// `romana_dataplane::fastpath::foreign_hooks`): other nftables chains on the bypassed hooks,
-/// tables of legacy iptables (their rules cannot be read here, so any counts), IPVS virtual
-/// services. Empty: delivering past the forwarding path changes nothing but its cost.
-pub fn fast_path_blockers() -> Vec<String> {
-    let mut out = match crate::nft::list_chains() {
-        Ok(listing) => romana_dataplane::fastpath::foreign_hooks(&listing),
-        Err(e) => vec![format!("cannot list nftables chains: {e}")],
+/// What in the calling thread's namespace keeps the fast path off, or only its hand-off to veth
+/// uplinks' far ends.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Blockers {
+    /// What would miss the packets the fast path delivers (see
+    /// `romana_dataplane::fastpath::foreign_hooks`): other nftables chains on the bypassed hooks,
+    /// tables of legacy iptables (their rules cannot be read here, so any counts), IPVS virtual
+    /// services. Empty: delivering past the forwarding path changes nothing but its cost.
+    pub path: Vec<String>,
+    /// nftables chains on the netdev egress hook, which a packet handed to an uplink's far end
+    /// skips (`romana_dataplane::fastpath::handoff`).
+    pub egress_chains: Vec<String>,
+}
+
+/// The blockers in the calling thread's namespace.
+pub fn fast_path_blockers() -> Blockers {
+    let (mut path, egress_chains) = match crate::nft::list_chains() {
+        Ok(listing) => (
+            romana_dataplane::fastpath::foreign_hooks(&listing),
+            romana_dataplane::fastpath::egress_hooks(&listing),
+        ),
+        Err(e) => {
+            let e = format!("cannot list nftables chains: {e}");
+            (vec![e.clone()], vec![e])
+        }
     };
     // /proc/thread-self/net is this thread's namespace (a setns'd thread's, not the process's).
     let read = |f: &str| std::fs::read_to_string(format!("/proc/thread-self/net/{f}")).unwrap_or_default();
     let legacy: Vec<String> = read("ip_tables_names").lines().map(str::to_owned).collect();
     if !legacy.is_empty() {
-        out.push(format!("legacy iptables tables {}", legacy.join(", ")));
+        path.push(format!("legacy iptables tables {}", legacy.join(", ")));
     }
     // Three header lines, then one line per virtual service (and its real servers, indented).
     if read("ip_vs").lines().skip(3).any(|l| !l.starts_with(' ')) {
-        out.push("IPVS virtual services".to_owned());
+        path.push("IPVS virtual services".to_owned());
     }
-    out
+    Blockers { path, egress_chains }
 }
 
 /// The names of the programs at `ifindex`'s tcx ingress (in the calling thread's namespace), in

@@ -8,12 +8,25 @@
 //! - `romana_send`, on the endpoints' host-side veths: a packet from an endpoint in the map to
 //!   another in the map goes into that one's namespace the same way; to anything else, the
 //!   kernel's FIB gives the next hop, and when it is out of an uplink the packet is sent there
-//!   (`bpf_redirect`, MACs from the FIB), past `ip_rcv` and the forward path. When the FIB has
-//!   no neighbour yet, or the route is local or elsewhere, the kernel's path takes it.
+//!   (`bpf_redirect`, MACs from the FIB), past `ip_rcv` and the forward path; or, when the
+//!   uplink is a veth whose far end is the next hop and nothing would see the packet leave
+//!   (`romana_dataplane::fastpath::handoff`), handed to that end as if it had crossed the wire
+//!   (`bpf_redirect_peer`). When the FIB has no neighbour yet, or the route is local or
+//!   elsewhere, the kernel's path takes it.
 
 use std::os::fd::OwnedFd;
 
 use crate::bpf::{Asm, Cond, Reg, Size};
+
+/// An uplink's entry in `romana_send`'s map: the MAC of the far end it may hand packets to,
+/// laid out for aligned loads against the FIB result's (2 bytes, a 16-bit "known" flag, 4
+/// bytes); all zero when it must transmit.
+pub fn uplink_value(far_end: Option<[u8; 6]>) -> [u8; 8] {
+    match far_end {
+        Some(m) => [m[0], m[1], 1, 0, m[2], m[3], m[4], m[5]],
+        None => [0; 8],
+    }
+}
 
 // Kernel helpers (`enum bpf_func_id`).
 const MAP_LOOKUP_ELEM: i32 = 1;
@@ -23,6 +36,7 @@ const FIB_LOOKUP: i32 = 69;
 const REDIRECT_PEER: i32 = 155;
 // `struct __sk_buff` fields.
 const SKB_PKT_TYPE: i16 = 4;
+const SKB_MARK: i16 = 8;
 const SKB_PROTOCOL: i16 = 16;
 const SKB_IFINDEX: i16 = 40;
 const SKB_DATA: i16 = 76;
@@ -105,10 +119,17 @@ fn decrement_ttl(a: &mut Asm) {
 
 /// Into the pod end of the veth in r9.
 fn into_pod(a: &mut Asm) {
+    clear_mark(a);
     a.mov(1, 9);
     a.mov_imm(2, 0);
     a.call(REDIRECT_PEER);
     a.exit();
+}
+
+/// Before `bpf_redirect_peer` into another namespace: a veth crossing would clear the mark
+/// there (the helper leaves it), so none of this namespace's marks reaches the next.
+fn clear_mark(a: &mut Asm) {
+    a.store_imm(Size::W, 6, SKB_MARK, 0);
 }
 
 fn epilogue(mut a: Asm) -> Vec<u64> {
@@ -134,7 +155,7 @@ pub fn deliver(endpoints: &OwnedFd) -> Vec<u64> {
     epilogue(a)
 }
 
-/// `romana_send`, reading `endpoints` and `uplinks` (index -> anything).
+/// `romana_send`, reading `endpoints` and `uplinks` (index -> `uplink_value`).
 pub fn send(endpoints: &OwnedFd, uplinks: &OwnedFd) -> Vec<u64> {
     let mut a = Asm::default();
     prologue(&mut a);
@@ -175,7 +196,22 @@ pub fn send(endpoints: &OwnedFd, uplinks: &OwnedFd) -> Vec<u64> {
     a.load(Size::W, 9, 10, FIB_IFINDEX);
     lookup_reg(&mut a, uplinks, 9);
     a.jump_imm(Cond::Eq, 0, 0, "next");
+    // r8 (the data end, not needed past here) becomes 1 when the uplink's entry holds its far
+    // end's MAC (`uplink_value`: flag at 2) and the next hop is that end: then the packet is
+    // handed to it as if it had crossed the wire. Otherwise the uplink transmits it.
+    a.mov_imm(8, 0);
+    a.load(Size::H, 2, 0, 2);
+    a.jump_imm(Cond::Eq, 2, 0, "macs");
+    a.load(Size::H, 2, 0, 0);
+    a.load(Size::H, 3, 10, FIB_DMAC);
+    a.jump_reg(Cond::Ne, 2, 3, "macs");
+    a.load(Size::W, 2, 0, 4);
+    a.load(Size::W, 3, 10, FIB_DMAC + 2);
+    a.jump_reg(Cond::Ne, 2, 3, "macs");
+    a.mov_imm(8, 1);
+    clear_mark(&mut a);
     // The next hop's MACs (stack reads aligned: dmac at FIB+58 as 2 + 4, smac at +52 as 4 + 2).
+    a.label("macs");
     a.load(Size::H, 2, 10, FIB_DMAC);
     a.store(Size::H, 7, 0, 2);
     a.load(Size::W, 2, 10, FIB_DMAC + 2);
@@ -187,6 +223,11 @@ pub fn send(endpoints: &OwnedFd, uplinks: &OwnedFd) -> Vec<u64> {
     decrement_ttl(&mut a);
     a.mov(1, 9);
     a.mov_imm(2, 0);
+    a.jump_imm(Cond::Eq, 8, 0, "transmit");
+    // Into the far end's ingress (its namespace's stack, or its own `romana_deliver`).
+    a.call(REDIRECT_PEER);
+    a.exit();
+    a.label("transmit");
     a.call(REDIRECT);
     a.exit();
     epilogue(a)

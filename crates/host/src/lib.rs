@@ -21,7 +21,7 @@ pub use endpoint::{
     Attachment, EndpointError, EndpointSpec, attach, check, detach, endpoint_links, host_link_name,
 };
 pub use fastpath::{
-    DELIVER, FastPath, FastPathView, Program, Programs, SEND, detach_marked, fast_path_blockers,
+    Blockers, DELIVER, FastPath, FastPathView, Program, Programs, SEND, detach_marked, fast_path_blockers,
     tcx_program_names,
 };
 pub use kernel::{GatewayFlavor, HostError, Kernel};

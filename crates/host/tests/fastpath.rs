@@ -2,7 +2,8 @@
 //! fails (`rmf-<pid>-*`: a remote host, a host, a pod; no link leaves them): packets from the
 //! remote host reach the pod past the host's forwarding path (the host side of the pod's veth
 //! never transmits them, the host forwards none), with TTL decremented and a valid checksum; the
-//! pod's packets to the remote host leave through the uplink past it too; an address not in the
+//! pod's packets to the remote host leave through the uplink past it too, or, handed to the far
+//! end of the veth uplink, are not even transmitted by it; an address not in the
 //! map takes the kernel's path; a second program replaces the first in place; detach leaves
 //! nothing.
 
@@ -61,6 +62,14 @@ fn sh(ns: &str, cmd: &str) -> String {
 
 fn ping(from: &Netns, to: &str, count: u32) {
     sh(&from.0, &format!("ping -q -n -c {count} -i 0.01 -W 1 {to}"));
+}
+
+/// A link's MAC in a namespace.
+fn mac_of(ns: &Netns, link: &str) -> [u8; 6] {
+    let v: serde_json::Value = serde_json::from_str(&ns.ip(&format!("-j link show {link}"))).expect("ip -j");
+    let hex = v[0]["address"].as_str().expect("address");
+    let bytes: Vec<u8> = hex.split(':').map(|b| u8::from_str_radix(b, 16).expect("hex")).collect();
+    bytes.try_into().expect("six bytes")
 }
 
 /// Packets the host side of the pod's veth transmitted (toward the pod).
@@ -126,14 +135,21 @@ fn packets_from_another_host_enter_the_pod_past_the_forwarding_path() {
         k.fast_path_view("192.168.77.1".parse().expect("literal")).await.expect("observe")
     })
     .expect("namespace thread");
-    assert_eq!(view.uplinks.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(), ["eth0"]);
+    assert_eq!(view.uplinks.iter().map(|u| u.name.as_str()).collect::<Vec<_>>(), ["eth0"]);
+    // The uplink is a veth: its far end is the remote host's eth0, nothing on its egress.
+    let far = view.uplinks[0].far_end.clone().expect("the far end of a veth uplink");
+    assert_eq!(far.mac, mac_of(&l.remote, "eth0"));
+    assert!(!far.xdp);
+    assert_eq!(view.uplinks[0].qdiscs, ["noqueue"]);
+    assert_eq!(view.uplinks[0].egress_programs, 0);
     let links: Vec<&str> = view.routes.iter().map(|r| r.link.as_str()).collect();
     assert_eq!(links, ["romanat0", "romanat1"], "{view:?}");
     let want = deliveries(&view.routes, None);
     fp.apply(&diff_map(fp.entries(), &want)).expect("map");
-    let uplink = view.uplinks[0].1;
+    let uplink = view.uplinks[0].ifindex;
     let (endpoint, endpoint2) = (view.routes[0].ifindex, view.routes[1].ifindex);
-    fp.set_uplinks(&[uplink].into()).expect("uplinks");
+    // First as a NIC would be: the uplink transmits.
+    fp.set_uplinks(&[(uplink, None)].into()).expect("uplinks");
     let (fp, changed) = in_netns(&l.host.0, move || async move {
         let changed = fp.programs().attach(Program::Deliver, uplink).expect("attach");
         (fp, changed)
@@ -165,11 +181,26 @@ fn packets_from_another_host_enter_the_pod_past_the_forwarding_path() {
     })
     .expect("namespace thread");
     assert_eq!(ours(&l, "romanat0"), [SEND]);
-    let before = forwarded(&l);
+    let (before, tx) = (forwarded(&l), link_tx(&l, "eth0"));
     ping(&l.pod, "192.168.77.2", 20);
     ping(&l.remote, "10.77.0.5", 20);
-    let f = forwarded(&l) - before;
+    let (f, t) = (forwarded(&l) - before, link_tx(&l, "eth0") - tx);
     assert!(f <= 2, "the host forwarded {f} datagrams: both directions should have skipped it");
+    assert!(t >= 40, "the uplink transmitted {t} packets: the pod's requests and replies go out of it");
+    // Handed to the far end of the wire: the uplink transmits none of them, and they arrive.
+    let mut fp = fp;
+    fp.set_uplinks(&[(uplink, Some(far.mac))].into()).expect("uplinks");
+    let (before, tx) = (forwarded(&l), link_tx(&l, "eth0"));
+    ping(&l.pod, "192.168.77.2", 20);
+    ping(&l.remote, "10.77.0.5", 20);
+    let (f, t) = (forwarded(&l) - before, link_tx(&l, "eth0") - tx);
+    assert!(f <= 2 && t < 10, "handed to the far end: {f} forwarded, {t} transmitted by the uplink");
+    // A next hop other than the far end (here: a far end the map says has another MAC) is
+    // transmitted as before.
+    fp.set_uplinks(&[(uplink, Some([2, 0, 0, 0, 0, 1]))].into()).expect("uplinks");
+    let tx = link_tx(&l, "eth0");
+    ping(&l.pod, "192.168.77.2", 20);
+    assert!(link_tx(&l, "eth0") - tx >= 20, "a next hop that is not the far end: transmitted");
     // Between two pods of the host: from one veth straight into the other pod.
     ping(&l.pod, "10.77.0.6", 10);
     let (before, tx) = (forwarded(&l), link_tx(&l, "romanat1"));

@@ -202,6 +202,17 @@ pub fn agent_get(socket: &Path, path: &str) -> (u16, String) {
     (status, body)
 }
 
+/// An agent's uplinks with whether its fast path hands packets to their far ends (`/v1/status`).
+pub fn handoffs(socket: &Path) -> Vec<(String, bool)> {
+    let (code, body) = agent_get(socket, "/v1/status");
+    assert_eq!(code, 200, "status: {body}");
+    let v: Value = serde_json::from_str(&body).expect("status JSON");
+    let list = v["fast_path"]["uplinks"].as_array().cloned().unwrap_or_default();
+    list.iter()
+        .map(|u| (u["name"].as_str().unwrap_or("").to_owned(), u["handoff"].as_bool().unwrap_or(false)))
+        .collect()
+}
+
 /// A counter's value from an agent's `/metrics`.
 pub fn agent_metric(socket: &Path, name: &str) -> f64 {
     let (_, body) = agent_get(socket, "/metrics");
