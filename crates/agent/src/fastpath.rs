@@ -29,10 +29,9 @@ struct Inner {
     eligible: Option<BTreeSet<Ipv4Addr>>,
     /// Endpoint routes as last observed.
     routes: Vec<EndpointRoute>,
-    /// Why the map must stay empty (other netfilter hooks that delivered packets would skip).
-    blockers: Vec<String>,
-    /// nftables egress chains: while any exists, packets are not handed to uplinks' far ends.
-    egress_chains: Vec<String>,
+    /// Why the map must stay empty (other netfilter hooks that delivered packets would skip),
+    /// and why packets are not handed to uplinks' far ends (nftables egress chains).
+    blockers: romana_host::Blockers,
     /// nftables' generation and the time when `blockers` were last taken.
     checked: Option<(Option<u32>, Instant)>,
     /// Links whose attachment was last verified at that time.
@@ -49,7 +48,7 @@ struct Inner {
 impl Inner {
     /// Writes the map from what is known now; returns how many entries changed.
     fn write(&mut self) -> Result<usize, romana_host::BpfError> {
-        let want = if self.blockers.is_empty() {
+        let want = if self.blockers.path.is_empty() {
             let held = |r: &EndpointRoute| {
                 self.held.iter().any(|(l, ip)| *l == r.link || *ip == Some(IpAddr::V4(r.ip)))
             };
@@ -98,8 +97,7 @@ impl Deliver {
                     fp,
                     eligible,
                     routes: vec![],
-                    blockers: vec![],
-                    egress_chains: vec![],
+                    blockers: Default::default(),
                     checked: None,
                     attached: BTreeMap::new(),
                     held: vec![],
@@ -140,7 +138,7 @@ impl Deliver {
 
     /// Why the fast path is off, if it is.
     pub fn blockers(&self) -> Vec<String> {
-        self.inner().blockers.clone()
+        self.inner().blockers.path.clone()
     }
 
     /// Observes the uplinks and endpoint routes in the host's namespace, attaches the program
@@ -204,15 +202,14 @@ impl Deliver {
                     inner.attached.insert(ifindex, now);
                 }
                 if let Some(b) = blockers {
-                    if b.path != inner.blockers {
+                    if b.path != inner.blockers.path {
                         if b.path.is_empty() {
                             tracing::info!("fast path on: no other netfilter hooks on its packets' way");
                         } else {
                             tracing::warn!(blockers = ?b.path, "fast path off: the kernel forwards pod traffic, so these see it");
                         }
                     }
-                    inner.blockers = b.path;
-                    inner.egress_chains = b.egress_chains;
+                    inner.blockers = b;
                     inner.checked = Some((generation, Instant::now()));
                 }
                 let handoffs: Vec<_> = view
@@ -220,7 +217,7 @@ impl Deliver {
                     .iter()
                     .map(|u| {
                         let h = if me.handoff {
-                            handoff(u, &inner.egress_chains)
+                            handoff(u, &inner.blockers.egress_chains)
                         } else {
                             Err("off: --no-fast-path-handoff".to_owned())
                         };

@@ -122,13 +122,8 @@ async fn main() {
     // Routed, the uplinks transmitting: anything on an uplink's transmit side turns the hand-off
     // off (`romana_dataplane::fastpath::handoff`); an empty clsact qdisc costs next to nothing.
     let transmit = |on: bool| {
-        let verb = if on { "add" } else { "del" };
         for h in [&hosts.0, &hosts.1] {
-            let out = Command::new("tc")
-                .args(["-n", &h.0, "qdisc", verb, "dev", "eth0", "clsact"])
-                .output()
-                .expect("tc runs");
-            assert!(out.status.success(), "tc qdisc {verb}: {}", String::from_utf8_lossy(&out.stderr));
+            common::clsact(&h.0, if on { "add" } else { "del" });
         }
     };
     let handing_off =

@@ -130,14 +130,7 @@ async fn pods_across_hosts_through_the_cni_plugin() {
     assert!(up[0] >= 20 && up[1] < 10, "the uplinks transmitted {up:?} packets");
     // Anything on the uplink's transmit side (here an empty clsact qdisc: tc egress filters
     // would see the packets there) turns the hand-off off: the uplink transmits the replies.
-    let tc = |verb: &str| {
-        let out = std::process::Command::new("tc")
-            .args(["-n", &hosts.1.0, "qdisc", verb, "dev", "eth0", "clsact"])
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "tc qdisc {verb}: {out:?}");
-    };
-    tc("add");
+    common::clsact(&hosts.1.0, "add");
     wait_for("host b's hand-off off", 10, || common::handoffs(&sock[1]) == [("eth0".to_owned(), false)])
         .await;
     let (_, status) = agent_get(&sock[1], "/v1/status");
@@ -145,7 +138,7 @@ async fn pods_across_hosts_through_the_cni_plugin() {
     let before = uplink_tx(&hosts.1);
     assert!(ping(&pods[0].0, &ip2));
     assert!(uplink_tx(&hosts.1) > before, "with the hand-off off host b's uplink transmits the reply");
-    tc("del");
+    common::clsact(&hosts.1.0, "del");
     wait_for("host b's hand-off back", 10, || common::handoffs(&sock[1]) == [("eth0".to_owned(), true)])
         .await;
     // A NAT chain of someone else's on prerouting (kube-proxy's, Docker's) needs conntrack to see

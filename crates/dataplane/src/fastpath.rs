@@ -109,8 +109,9 @@ pub struct Uplink {
     /// The kinds of the qdiscs on it (`noqueue` for a veth nobody shapes); read only when it
     /// has a far end.
     pub qdiscs: Vec<String>,
-    /// How many BPF programs run at its tcx egress.
-    pub egress_programs: usize,
+    /// How many BPF programs run at its tcx egress; `None` when not known (read only when it
+    /// has a far end).
+    pub egress_programs: Option<usize>,
 }
 
 /// The peer of a veth uplink, in the other namespace.
@@ -136,8 +137,10 @@ pub fn handoff(uplink: &Uplink, egress_chains: &[String]) -> Result<[u8; 6], Str
     if !shaped.is_empty() {
         return Err(format!("qdiscs {shaped:?} on it"));
     }
-    if uplink.egress_programs > 0 {
-        return Err(format!("{} tcx egress programs on it", uplink.egress_programs));
+    match uplink.egress_programs {
+        Some(0) => {}
+        Some(n) => return Err(format!("{n} tcx egress programs on it")),
+        None => return Err("its tcx egress programs cannot be read".into()),
     }
     if far.xdp {
         return Err("an XDP program on its peer".into());
@@ -226,7 +229,7 @@ mod tests {
         assert!(foreign_hooks("table inet romana {\n\tchain fwd-egress {\n\t\ttype filter hook forward priority filter; policy accept;\n\t}\n}\n").is_empty());
     }
 
-    fn uplink(far_end: Option<FarEnd>, qdiscs: &[&str], egress_programs: usize) -> Uplink {
+    fn uplink(far_end: Option<FarEnd>, qdiscs: &[&str], egress_programs: Option<usize>) -> Uplink {
         Uplink {
             name: "eth0".into(),
             ifindex: 2,
@@ -244,15 +247,16 @@ mod tests {
             let chains: Vec<String> = chains.iter().map(|c| (*c).to_owned()).collect();
             assert_eq!(handoff(&u, &chains), expect.map_err(str::to_owned), "{u:?} {chains:?}");
         };
-        check(uplink(far(false), &["noqueue"], 0), &[], Ok(mac));
-        check(uplink(far(false), &["noqueue", "ingress"], 0), &[], Ok(mac));
-        check(uplink(None, &["mq"], 0), &[], Err("not a veth with its peer in another namespace"));
-        check(uplink(far(false), &["noqueue", "clsact"], 0), &[], Err("qdiscs [\"clsact\"] on it"));
-        check(uplink(far(false), &["tbf"], 0), &[], Err("qdiscs [\"tbf\"] on it"));
-        check(uplink(far(false), &["noqueue"], 1), &[], Err("1 tcx egress programs on it"));
-        check(uplink(far(true), &["noqueue"], 0), &[], Err("an XDP program on its peer"));
+        check(uplink(far(false), &["noqueue"], Some(0)), &[], Ok(mac));
+        check(uplink(far(false), &["noqueue", "ingress"], Some(0)), &[], Ok(mac));
+        check(uplink(None, &["mq"], Some(0)), &[], Err("not a veth with its peer in another namespace"));
+        check(uplink(far(false), &["noqueue", "clsact"], Some(0)), &[], Err("qdiscs [\"clsact\"] on it"));
+        check(uplink(far(false), &["tbf"], Some(0)), &[], Err("qdiscs [\"tbf\"] on it"));
+        check(uplink(far(false), &["noqueue"], Some(1)), &[], Err("1 tcx egress programs on it"));
+        check(uplink(far(true), &["noqueue"], Some(0)), &[], Err("an XDP program on its peer"));
+        check(uplink(far(false), &["noqueue"], None), &[], Err("its tcx egress programs cannot be read"));
         check(
-            uplink(far(false), &["noqueue"], 0),
+            uplink(far(false), &["noqueue"], Some(0)),
             &["table netdev t chain out hook egress"],
             Err("nftables egress chains: table netdev t chain out hook egress"),
         );

@@ -244,8 +244,12 @@ impl Kernel {
                 (true, Some((peer, nsid))) => self.far_end(peer, nsid).await,
                 _ => None,
             };
-            // Unknown counts as something there: no hand-off.
-            let egress_programs = bpf::tcx_egress_programs(i).map(|p| p.len()).unwrap_or(usize::MAX);
+            // What sits on the transmit side matters only where packets may be handed off: a NIC
+            // uplink costs no query (nor the qdisc dump below).
+            let egress_programs = match far_end {
+                Some(_) => bpf::tcx_egress_programs(i).ok().map(|p| p.len()),
+                None => None,
+            };
             uplinks.push(Uplink {
                 name: f.name.clone(),
                 ifindex: i,
@@ -254,7 +258,6 @@ impl Kernel {
                 egress_programs,
             });
         }
-        // Qdiscs matter only where packets may be handed off: a NIC uplink costs no dump.
         if uplinks.iter().any(|u| u.far_end.is_some()) {
             let all: Vec<_> =
                 self.handle.qdisc().get().execute().try_collect().await.map_err(fail("list qdiscs"))?;

@@ -141,7 +141,7 @@ fn packets_from_another_host_enter_the_pod_past_the_forwarding_path() {
     assert_eq!(far.mac, mac_of(&l.remote, "eth0"));
     assert!(!far.xdp);
     assert_eq!(view.uplinks[0].qdiscs, ["noqueue"]);
-    assert_eq!(view.uplinks[0].egress_programs, 0);
+    assert_eq!(view.uplinks[0].egress_programs, Some(0));
     let links: Vec<&str> = view.routes.iter().map(|r| r.link.as_str()).collect();
     assert_eq!(links, ["romanat0", "romanat1"], "{view:?}");
     let want = deliveries(&view.routes, None);

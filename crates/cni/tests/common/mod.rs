@@ -202,6 +202,16 @@ pub fn agent_get(socket: &Path, path: &str) -> (u16, String) {
     (status, body)
 }
 
+/// Adds (`verb` "add") or deletes an empty clsact qdisc on `ns`'s eth0: something on the
+/// uplink's transmit side, which turns the fast path's hand-off to its far end off.
+pub fn clsact(ns: &str, verb: &str) {
+    let out = Command::new("tc")
+        .args(["-n", ns, "qdisc", verb, "dev", "eth0", "clsact"])
+        .output()
+        .expect("tc runs");
+    assert!(out.status.success(), "tc -n {ns} qdisc {verb}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
 /// An agent's uplinks with whether its fast path hands packets to their far ends (`/v1/status`).
 pub fn handoffs(socket: &Path) -> Vec<(String, bool)> {
     let (code, body) = agent_get(socket, "/v1/status");
