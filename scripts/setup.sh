@@ -8,7 +8,9 @@ set -euo pipefail
 # benchmarks. containernetworking-plugins: the reference
 # plugins (the CNI latency baseline). containerd, podman, runc, catatonit, busybox-static: the real
 # CNI callers in tests (runc, because crun cannot run on this machine's hybrid cgroups).
-PACKAGES=(ca-certificates gcc pkg-config etcd-server protobuf-compiler iproute2 nftables iputils-ping iperf3
+# protobuf-compiler and libprotobuf-dev: etcd-client's build script runs protoc, which needs the
+# well-known .proto files (google/protobuf/*.proto) that only libprotobuf-dev ships.
+PACKAGES=(ca-certificates gcc pkg-config etcd-server protobuf-compiler libprotobuf-dev iproute2 nftables iputils-ping iperf3
     containernetworking-plugins busybox-static containerd runc podman catatonit)
 
 missing=()
@@ -28,3 +30,20 @@ if ! command -v cargo >/dev/null; then
 fi
 command -v cargo >/dev/null || { echo "setup: no Rust toolchain (cargo) found; install rustup's stable toolchain" >&2; exit 1; }
 rustup component list --installed 2>/dev/null | grep -q rustfmt || rustup component add rustfmt clippy 2>/dev/null || true
+
+# After the install, check that what the build and the tests run is really there, and name the
+# package that should have brought it (a partial install must not surface later as a build error).
+need() { # need PATH-or-command PACKAGE
+    if [[ $1 == /* ]]; then [ -e "$1" ] && return 0; else command -v "$1" >/dev/null && return 0; fi
+    echo "setup: $1 is missing after the install; install the Debian package $2 (apt-get install -y $2)" >&2
+    exit 1
+}
+need protoc protobuf-compiler
+need /usr/include/google/protobuf/descriptor.proto libprotobuf-dev
+need etcd etcd-server
+need nft nftables
+need ip iproute2
+need iperf3 iperf3
+need /usr/lib/cni/bridge containernetworking-plugins
+need podman podman
+need ctr containerd
