@@ -5,7 +5,8 @@
 #  2. run romanad on its embedded store and a sandbox of 2 racks x 2 hosts (network namespaces
 #     behind rack routers and a spine, a real romana-agent per host), place pods of two tenants on
 #     every host through romana-cni, print each host's route table size against the number of
-#     endpoints, the reachability matrix, and tear everything down.
+#     endpoints, the reachability matrix, the matrix again once one tenant is isolated, and tear
+#     everything down.
 # Everything runs on 127.0.0.1 and inside namespaces named rms-demo-*; nothing touches the root
 # namespace's addresses, routes or firewall.
 set -euo pipefail
@@ -41,16 +42,26 @@ for tenant in red blue; do
     $bin/romana tenant create $tenant >/dev/null
     $bin/romana segment add $tenant web >/dev/null
 done
+n=0
 for host in r1h1 r1h2 r2h1 r2h2; do
-    $bin/romana sandbox pod add "${sandbox[@]}" --host $host --tenant red --segment web --label app=web
-    $bin/romana sandbox pod add "${sandbox[@]}" --host $host --tenant blue --segment web --label app=web
+    n=$((n + 1))
+    $bin/romana sandbox pod add "${sandbox[@]}" --host $host --tenant red --segment web --label app=web --pod red$n
+    $bin/romana sandbox pod add "${sandbox[@]}" --host $host --tenant blue --segment web --label app=web --pod blue$n
 done
 echo
 echo "-- hosts: kernel routes = the route manager's set + one /32 per local endpoint;"
 echo "   PER-ENDPOINT is what one route per endpoint in the cluster would need"
 $bin/romana sandbox status "${sandbox[@]}"
 echo
-echo "-- reachability (ping every pod from every pod; policy enforcement is not built yet)"
+echo "-- reachability (ping every pod from every pod): both tenants have isolation none, as Kubernetes"
+echo "   namespaces do by default, so every pair is reachable"
 $bin/romana sandbox probe "${sandbox[@]}"
+echo
+echo "-- romana tenant isolate blue tenant: blue's pods now accept traffic only from blue's pods"
+echo "   (and their own host); each agent updates its nftables table from the watch"
+$bin/romana tenant isolate blue tenant >/dev/null
+sleep 1
+# Refused pairs make probe exit non-zero: here they are the point.
+$bin/romana sandbox probe "${sandbox[@]}" || true
 echo
 $bin/romana routes r1h1
