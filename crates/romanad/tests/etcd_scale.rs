@@ -1,6 +1,7 @@
-//! romanad on a real etcd holding 100,000 addresses (about 15 MB, past gRPC's 4 MiB message
+//! romanad on a real etcd holding 100,000 addresses (about 12 MB, past gRPC's 4 MiB message
 //! limit): a fresh romanad loads and serves, allocates and releases, and after an etcd restart
 //! `/readyz` says 503 (the replica reloading) until it says 200, and then allocation works again.
+//! The same fresh start on the embedded store, for comparison (load times: docs/benchmarks.md).
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -15,9 +16,9 @@ use romana_api::topology::TopologyRequest;
 use romana_ipam::spec::HostSpec;
 use romana_ipam::{AllocRequest, HostOrigin, Ipam};
 use romana_model::NetworkName;
-use romana_store::{Op, Store, Txn};
+use romana_store::{EmbeddedStore, Op, Store, Txn};
 use romana_store_etcd::EtcdStore;
-use romana_tests_support::TempDir;
+use romana_tests_support::{Romanad, TempDir};
 
 const PREFIX: &str = "/romana/";
 const ADDRESSES: usize = 100_000;
@@ -27,7 +28,7 @@ const TOPOLOGY: &str = r#"{"networks":[{"name":"pods","cidr":"10.64.0.0/12","blo
 /// The records romanad would have written for `ADDRESSES` allocations: the same pure IPAM, on the
 /// topology and host placements read back from the store. Returns the store operations and the
 /// addresses handed out (name -> address).
-async fn records(store: &EtcdStore) -> (Vec<Op>, BTreeMap<String, String>) {
+async fn records(store: &dyn Store) -> (Vec<Op>, BTreeMap<String, String>) {
     let topo: TopologyRequest = serde_json::from_str(TOPOLOGY).unwrap();
     let mut ipam = Ipam::new(topo.to_spec().unwrap()).unwrap();
     let (hosts, _) = store.range(&format!("{PREFIX}ipam/hosts/")).await.unwrap();
@@ -75,12 +76,12 @@ async fn records(store: &EtcdStore) -> (Vec<Op>, BTreeMap<String, String>) {
 }
 
 /// Writes `ops` in transactions of 120 (etcd allows 128), 8 at a time.
-async fn write(store: &EtcdStore, ops: Vec<Op>) {
+async fn write(store: &Arc<dyn Store>, ops: Vec<Op>) {
     let chunks: Vec<Vec<Op>> = ops.chunks(120).map(<[Op]>::to_vec).collect();
     let chunks = Arc::new(std::sync::Mutex::new(chunks));
     let mut tasks = Vec::new();
     for _ in 0..8 {
-        let (store, chunks) = (store.clone(), Arc::clone(&chunks));
+        let (store, chunks) = (Arc::clone(store), Arc::clone(&chunks));
         tasks.push(tokio::spawn(async move {
             loop {
                 let Some(ops) = chunks.lock().unwrap().pop() else { return };
@@ -143,13 +144,9 @@ fn request(name: &str, host: usize) -> AddressRequest {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn romanad_on_etcd_with_100000_addresses_loads_serves_and_survives_an_etcd_restart() {
-    let mut etcd = common::etcd("scale");
-    let dir = TempDir::new("scale");
-    let data_dir = dir.path().display().to_string();
-    let mut d = common::on_etcd(&etcd, PREFIX, &["--data-dir", &data_dir]);
-    let admin = common::admin(&dir).await;
+/// The topology and `HOSTS` hosts, through romanad's REST API.
+async fn setup(dir: &TempDir) {
+    let admin = common::admin(dir).await;
     admin.apply_topology(&serde_json::from_str(TOPOLOGY).unwrap()).await.unwrap();
     for h in 0..HOSTS {
         let req = HostRequest {
@@ -161,25 +158,61 @@ async fn romanad_on_etcd_with_100000_addresses_loads_serves_and_survives_an_etcd
         };
         admin.add_host(&req).await.unwrap();
     }
+}
 
-    // 100,000 addresses, written as romanad writes them, straight into etcd.
-    let store = EtcdStore::connect(&etcd.endpoints()).await.unwrap();
+/// 100,000 addresses, written as romanad writes them, straight into the store.
+async fn fill(store: Arc<dyn Store>) -> BTreeMap<String, String> {
     let t = Instant::now();
-    let (ops, mut held) = records(&store).await;
+    let (ops, held) = records(&*store).await;
     let (keys, bytes) = (ops.len(), ops.iter().map(put_bytes).sum::<usize>());
     write(&store, ops).await;
-    eprintln!("wrote {keys} keys, {bytes} bytes, in {:.1} s", t.elapsed().as_secs_f64());
+    eprintln!("{}: wrote {keys} keys, {bytes} bytes, in {:.1} s", store.backend(), t.elapsed().as_secs_f64());
     assert!(bytes > 8 << 20, "the store is well past gRPC's 4 MiB default ({bytes} bytes)");
     assert_eq!(held.len(), ADDRESSES);
+    held
+}
 
-    // A fresh romanad loads it all and serves (it used to exit at start).
+/// Kills romanad and starts it again on the filled store; it must load everything and serve.
+async fn fresh_start(d: &mut Romanad, backend: &str) {
     let t = Instant::now();
     d.restart().expect("a fresh romanad starts on the 100,000-address store");
-    eprintln!("fresh romanad on etcd with {ADDRESSES} addresses ready in {:.2} s", t.elapsed().as_secs_f64());
-    let admin = common::admin(&dir).await;
+    eprintln!(
+        "fresh romanad on {backend} with {ADDRESSES} addresses ready in {:.2} s",
+        t.elapsed().as_secs_f64()
+    );
     assert_eq!(allocated(&d.url).await, ADDRESSES as u64);
     let (status, body) = get(&format!("{}/readyz", d.url)).await;
     assert_eq!(status, 200, "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn romanad_on_the_embedded_store_with_100000_addresses_loads_and_serves() {
+    let dir = TempDir::new("scale-embedded");
+    let mut d = common::embedded(&dir, &[]);
+    setup(&dir).await;
+    d.kill9();
+    let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(dir.path()).await.unwrap());
+    let held = fill(Arc::clone(&store)).await;
+    drop(store);
+    fresh_start(&mut d, "the embedded store").await;
+    let admin = common::admin(&dir).await;
+    let a = admin.allocate(&request("new", 0), None).await.unwrap();
+    assert!(!in_use(&held).contains(&a.ip), "{} handed out twice", a.ip);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn romanad_on_etcd_with_100000_addresses_loads_serves_and_survives_an_etcd_restart() {
+    let mut etcd = common::etcd("scale");
+    let dir = TempDir::new("scale");
+    let data_dir = dir.path().display().to_string();
+    let mut d = common::on_etcd(&etcd, PREFIX, &["--data-dir", &data_dir]);
+    setup(&dir).await;
+    let store: Arc<dyn Store> = Arc::new(EtcdStore::connect(&etcd.endpoints()).await.unwrap());
+    let mut held = fill(store).await;
+
+    // A fresh romanad loads it all and serves (it used to exit at start).
+    fresh_start(&mut d, "etcd").await;
+    let admin = common::admin(&dir).await;
 
     // Allocation and release through REST, never an address already held.
     for i in 0..20 {
