@@ -61,43 +61,14 @@ type PendingAlloc = (AllocRequest, Option<IpAddr>, Option<String>, Reply<Allocat
 
 #[derive(Debug)]
 enum Command {
-    Allocate {
-        req: AllocRequest,
-        ip: Option<IpAddr>,
-        token: Option<String>,
-        reply: Reply<Allocation>,
-    },
-    Release {
-        key: String,
-        reply: Reply<Released>,
-    },
-    AddHost {
-        spec: HostSpec,
-        reply: Reply<HostPlacement>,
-    },
-    RemoveHost {
-        name: HostName,
-        reply: Reply<Vec<ReleasedAddress>>,
-    },
-    Tags {
-        name: HostName,
-        tags: BTreeMap<String, String>,
-        reply: Reply<()>,
-    },
-    Blackout {
-        cidr: Cidr,
-        add: bool,
-        reply: Reply<()>,
-    },
-    Topology {
-        request: TopologyRequest,
-        spec: TopologySpec,
-        reply: Reply<TopologyChange>,
-    },
-    /// Readiness: answered with the replica's revision when it serves, with 503 while it reloads.
-    Ping {
-        reply: Reply<Revision>,
-    },
+    Allocate { req: AllocRequest, ip: Option<IpAddr>, token: Option<String>, reply: Reply<Allocation> },
+    Release { key: String, reply: Reply<Released> },
+    AddHost { spec: HostSpec, reply: Reply<HostPlacement> },
+    RemoveHost { name: HostName, reply: Reply<Vec<ReleasedAddress>> },
+    Tags { name: HostName, tags: BTreeMap<String, String>, reply: Reply<()> },
+    Blackout { cidr: Cidr, add: bool, reply: Reply<()> },
+    Topology { request: TopologyRequest, spec: TopologySpec, reply: Reply<TopologyChange> },
+    Ping { reply: Reply<Revision> },
 }
 
 impl Command {
@@ -203,7 +174,7 @@ impl IpamHandle {
     }
 
     /// Whether the replica serves changes now: its revision, or 503 saying why not (reloading
-    /// after a lost watch, or stopped). Goes through the actor, so it also shows it is not stuck.
+    /// after a lost watch, or stopped). A `Ping` through the actor, so it also shows it is not stuck.
     pub async fn ready(&self) -> ApiResult<Revision> {
         self.call(|reply| Command::Ping { reply }).await
     }
