@@ -22,7 +22,7 @@ use romana_store::{
 /// A range page aims at this many bytes of keys and values (far below any decoding limit).
 const PAGE_BYTES: usize = 1 << 20;
 /// Keys asked for in the first page of a range, before the page size adapts to the values seen.
-const FIRST_PAGE_KEYS: i64 = 1_000;
+const FIRST_PAGE_KEYS: i64 = 100;
 /// At most this many keys per page, however small the values.
 const MAX_PAGE_KEYS: i64 = 10_000;
 /// KV responses decode up to this size (gRPC's default is 4 MiB): the second line of defence, as
