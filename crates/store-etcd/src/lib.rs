@@ -147,8 +147,45 @@ impl EtcdStore {
         Ok(store)
     }
 
+    /// `range`, with `between_pages(revision)` awaited before each page after the first (tests
+    /// compact the store there).
+    async fn range_with<F, Fut>(
+        &self,
+        prefix: &str,
+        mut between_pages: F,
+    ) -> Result<(Vec<KeyValue>, Revision)>
+    where
+        F: FnMut(Revision) -> Fut,
+        Fut: std::future::Future<Output = ()>,
+    {
+        let mut last = String::new();
+        for _ in 0..RANGE_ATTEMPTS {
+            match self.range_pages(prefix, &mut between_pages).await {
+                Ok(read) => return Ok(read),
+                Err(PageError::Compacted(e)) => last = e,
+                Err(PageError::TooLarge(e)) => {
+                    return Err(StoreError::Unavailable(format!(
+                        "etcd: one key under {prefix:?} is over the {KV_MESSAGE_BYTES}-byte response limit: {e}"
+                    )));
+                }
+                Err(PageError::Other(e)) => return Err(e),
+            }
+        }
+        Err(StoreError::Unavailable(format!(
+            "etcd: range over {prefix:?} kept being compacted between pages ({RANGE_ATTEMPTS} attempts): {last}"
+        )))
+    }
+
     /// Every key under `prefix`, read in pages all at the revision of the first page.
-    async fn range_pages(&self, prefix: &str) -> std::result::Result<(Vec<KeyValue>, Revision), PageError> {
+    async fn range_pages<F, Fut>(
+        &self,
+        prefix: &str,
+        between_pages: &mut F,
+    ) -> std::result::Result<(Vec<KeyValue>, Revision), PageError>
+    where
+        F: FnMut(Revision) -> Fut,
+        Fut: std::future::Future<Output = ()>,
+    {
         // etcd refuses an empty key; "\0" is the first key there is.
         let mut start: Vec<u8> = if prefix.is_empty() { vec![0] } else { prefix.as_bytes().to_vec() };
         let end = prefix_end(prefix.as_bytes());
@@ -181,6 +218,7 @@ impl EtcdStore {
             start = last.key().to_vec();
             start.push(0);
             limit = next_page_keys(kvs.len(), bytes);
+            between_pages(revision).await;
         }
     }
 }
@@ -198,24 +236,7 @@ impl Store for EtcdStore {
     }
 
     fn range<'a>(&'a self, prefix: &'a str) -> BoxFut<'a, Result<(Vec<KeyValue>, Revision)>> {
-        Box::pin(async move {
-            let mut last = String::new();
-            for _ in 0..RANGE_ATTEMPTS {
-                match self.range_pages(prefix).await {
-                    Ok(read) => return Ok(read),
-                    Err(PageError::Compacted(e)) => last = e,
-                    Err(PageError::TooLarge(e)) => {
-                        return Err(StoreError::Unavailable(format!(
-                            "etcd: one key under {prefix:?} is over the {KV_MESSAGE_BYTES}-byte response limit: {e}"
-                        )));
-                    }
-                    Err(PageError::Other(e)) => return Err(e),
-                }
-            }
-            Err(StoreError::Unavailable(format!(
-                "etcd: range over {prefix:?} kept being compacted between pages ({RANGE_ATTEMPTS} attempts): {last}"
-            )))
-        })
+        Box::pin(self.range_with(prefix, |_| std::future::ready(())))
     }
 
     fn txn(&self, txn: Txn) -> BoxFut<'_, Result<TxnResult>> {
@@ -372,6 +393,47 @@ impl Store for EtcdStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// etcd compacts the revision a range is pinned to between two of its pages: the range starts
+    /// again at a newer revision and still returns every key once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn range_starts_again_when_compacted_between_pages() {
+        let etcd = server::EtcdServer::start("compact-range")
+            .expect("etcd starts")
+            .expect("etcd is installed (scripts/setup.sh)");
+        let store = EtcdStore::connect(&etcd.endpoints()).await.expect("connect");
+        // 300 keys of 10 KiB: pages of about 100 keys.
+        for chunk in (0..300).collect::<Vec<u32>>().chunks(100) {
+            let ops = chunk.iter().map(|i| Op::put(format!("/c/k{i:03}"), vec![b'x'; 10 * 1024])).collect();
+            store.txn(Txn::when(vec![], ops)).await.expect("fill");
+        }
+        let compacted = std::sync::Arc::new(std::sync::atomic::AtomicI64::new(0));
+        let pinned = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (kvs, rev) = store
+            .range_with("/c/", |revision| {
+                let (kv, compacted, pinned) = (store.kv.clone(), compacted.clone(), pinned.clone());
+                async move {
+                    pinned.lock().expect("lock").push(revision);
+                    if compacted.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+                        // Another change, then compact up to it: the pinned revision is gone.
+                        let mut kv = kv;
+                        let put = kv.put("/other", "x", None).await.expect("put");
+                        let at = put.header().expect("header").revision();
+                        kv.compact(at, None).await.expect("compact");
+                        compacted.store(at, std::sync::atomic::Ordering::SeqCst);
+                    }
+                }
+            })
+            .await
+            .expect("the range starts again after the compaction");
+        let at = compacted.load(std::sync::atomic::Ordering::SeqCst);
+        let pinned = pinned.lock().expect("lock").clone();
+        assert!(pinned[0] < at, "the first attempt was pinned below the compaction ({pinned:?}, {at})");
+        assert!(rev >= at, "the range read again at {rev}, at or after the compaction at {at}");
+        assert_eq!(kvs.len(), 300, "every key once");
+        let keys: Vec<String> = (0..300).map(|i| format!("/c/k{i:03}")).collect();
+        assert_eq!(kvs.iter().map(|kv| kv.key.clone()).collect::<Vec<_>>(), keys);
+    }
 
     #[test]
     fn prefix_end_follows_etcd() {
