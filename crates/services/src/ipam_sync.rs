@@ -68,6 +68,23 @@ enum Command {
     Tags { name: HostName, tags: BTreeMap<String, String>, reply: Reply<()> },
     Blackout { cidr: Cidr, add: bool, reply: Reply<()> },
     Topology { request: TopologyRequest, spec: TopologySpec, reply: Reply<TopologyChange> },
+    Ping { reply: Reply<Revision> },
+}
+
+impl Command {
+    /// Answers the command with `e` without doing anything (the replica cannot serve it now).
+    fn refuse(self, e: ApiError) {
+        match self {
+            Command::Allocate { reply, .. } => drop(reply.send(Err(e))),
+            Command::Release { reply, .. } => drop(reply.send(Err(e))),
+            Command::AddHost { reply, .. } => drop(reply.send(Err(e))),
+            Command::RemoveHost { reply, .. } => drop(reply.send(Err(e))),
+            Command::Tags { reply, .. } => drop(reply.send(Err(e))),
+            Command::Blackout { reply, .. } => drop(reply.send(Err(e))),
+            Command::Topology { reply, .. } => drop(reply.send(Err(e))),
+            Command::Ping { reply } => drop(reply.send(Err(e))),
+        }
+    }
 }
 
 /// The handle services use.
@@ -154,6 +171,12 @@ impl IpamHandle {
     pub async fn update_topology(&self, request: TopologyRequest) -> ApiResult<TopologyChange> {
         let spec = request.to_spec().map_err(|p| ApiError::invalid("invalid topology", p.0))?;
         self.call(|reply| Command::Topology { request, spec, reply }).await
+    }
+
+    /// Whether the replica serves changes now: its revision, or 503 saying why not (reloading
+    /// after a lost watch, or stopped). A `Ping` through the actor, so it also shows it is not stuck.
+    pub async fn ready(&self) -> ApiResult<Revision> {
+        self.call(|reply| Command::Ping { reply }).await
     }
 }
 
@@ -405,6 +428,22 @@ async fn load(store: &dyn Store, keys: &Keys) -> ApiResult<(Synced, Revision)> {
     Ok((s, rev))
 }
 
+/// Runs `work` while answering every command that arrives with `refusal()`; `None` when the
+/// command channel closed (the replica is shut down).
+async fn refusing<T>(
+    rx: &mut mpsc::Receiver<Command>,
+    refusal: impl Fn() -> ApiError,
+    work: impl std::future::Future<Output = T>,
+) -> Option<T> {
+    tokio::pin!(work);
+    loop {
+        tokio::select! {
+            out = &mut work => return Some(out),
+            cmd = rx.recv() => cmd?.refuse(refusal()),
+        }
+    }
+}
+
 struct Actor {
     store: Arc<dyn Store>,
     keys: Keys,
@@ -434,10 +473,15 @@ impl Actor {
                 events = watch.recv() => match events {
                     Some(Ok(events)) => self.apply_events(&events),
                     other => {
-                        if let Some(Err(e)) = other {
-                            tracing::warn!(error = %e, "store watch ended; reloading the IPAM replica");
+                        let cause = match other {
+                            Some(Err(e)) => e.to_string(),
+                            _ => "the store closed the watch".to_owned(),
+                        };
+                        tracing::warn!(error = %cause, "store watch ended; reloading the IPAM replica");
+                        match self.reload(&mut rx, &cause).await {
+                            Some(w) => watch = w,
+                            None => return,
                         }
-                        watch = self.reload().await;
                     }
                 }
             }
@@ -454,22 +498,51 @@ impl Actor {
         self.changed.notify_one();
     }
 
-    /// Full reload after a lost watch; retries until the store answers.
-    async fn reload(&self) -> WatchStream {
-        loop {
-            match load(&*self.store, &self.keys).await {
-                Ok((synced, rev)) => match self.store.watch(self.keys.root(), rev + 1).await {
-                    Ok(w) => {
-                        *self.write() = synced;
-                        self.changed.notify_one();
-                        return w;
-                    }
-                    Err(e) => tracing::warn!(error = %e, "cannot watch the store"),
-                },
-                Err(e) => tracing::warn!(error = %e.message, "cannot load the IPAM from the store"),
+    /// Full reload after a lost watch; retries until the store answers. Meanwhile every command
+    /// is answered at once with 503 naming the cause (nothing is changed, so the client may retry),
+    /// instead of waiting in the queue until the request times out. `None`: the replica is shut down.
+    async fn reload(&self, rx: &mut mpsc::Receiver<Command>, cause: &str) -> Option<WatchStream> {
+        let started = std::time::Instant::now();
+        let mut last = cause.to_owned();
+        for attempt in 1u32.. {
+            let refusal = |last: &str| {
+                ApiError::unavailable(format!(
+                    "the IPAM replica is reloading from the store after: {cause} (for {:.1} s, attempt \
+                     {attempt}, last error: {last}); nothing was changed, try again",
+                    started.elapsed().as_secs_f64()
+                ))
+            };
+            let loaded = refusing(rx, || refusal(&last), self.load_and_watch()).await?;
+            match loaded {
+                Ok((synced, w)) => {
+                    let (revision, addresses) = (synced.revision, synced.ipam.address_count());
+                    *self.write() = synced;
+                    self.changed.notify_one();
+                    tracing::info!(
+                        revision,
+                        addresses,
+                        seconds = started.elapsed().as_secs_f64(),
+                        attempt,
+                        "IPAM replica reloaded"
+                    );
+                    return Some(w);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, attempt, "cannot reload the IPAM replica from the store");
+                    last = e;
+                }
             }
-            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            refusing(rx, || refusal(&last), tokio::time::sleep(std::time::Duration::from_millis(500)))
+                .await?;
         }
+        None
+    }
+
+    /// One reload attempt: the whole state, and a watch from just after it.
+    async fn load_and_watch(&self) -> Result<(Synced, WatchStream), String> {
+        let (synced, rev) = load(&*self.store, &self.keys).await.map_err(|e| e.message)?;
+        let w = self.store.watch(self.keys.root(), rev + 1).await.map_err(|e| e.to_string())?;
+        Ok((synced, w))
     }
 
     /// Re-reads keys from the store and applies them (after a conflict with another replica).
@@ -713,6 +786,9 @@ impl Actor {
             }
             Command::Topology { request, spec, reply } => {
                 let _ = reply.send(self.topology(request, spec).await);
+            }
+            Command::Ping { reply } => {
+                let _ = reply.send(Ok(read_lock(&self.view).revision));
             }
         }
     }

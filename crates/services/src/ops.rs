@@ -21,7 +21,16 @@ async fn healthz() -> &'static str {
     "ok\n"
 }
 
+/// 200 only when requests can be served: the IPAM replica is loaded and its task answers (not
+/// reloading after a lost watch), and the store answers. Otherwise 503 with a JSON body saying why.
 async fn readyz(State(s): State<AppState>) -> Response {
+    match tokio::time::timeout(Duration::from_secs(2), s.ipam.ready()).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => {
+            return ApiError::unavailable(format!("IPAM replica not ready: {}", e.message)).into_response();
+        }
+        Err(_) => return ApiError::unavailable("IPAM replica did not answer within 2 s").into_response(),
+    }
     match tokio::time::timeout(Duration::from_secs(2), s.store.revision()).await {
         Ok(Ok(rev)) => (StatusCode::OK, format!("ok revision {rev}\n")).into_response(),
         Ok(Err(e)) => ApiError::unavailable(format!("store not ready: {e}")).into_response(),

@@ -481,7 +481,7 @@ pub const ROUTES: &[RouteSpec] = &[
         200,
     ),
     r("GET", "/healthz", "ops", Access::Public, "Liveness", None, "", 200),
-    r("GET", "/readyz", "ops", Access::Public, "Readiness (the store answers)", None, "", 200),
+    r("GET", "/readyz", "ops", Access::Public, "Readiness (the replica and the store serve)", None, "", 200),
     r("GET", "/metrics", "ops", Access::Public, "Prometheus metrics", None, "", 200),
     r("GET", "/openapi.json", "ops", Access::Public, "This document", None, "", 200),
 ];

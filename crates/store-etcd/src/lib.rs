@@ -1,22 +1,44 @@
 //! The etcd v3 backend: multi-node and HA deployments keep Romana's state in etcd. Maps the store
 //! API one to one onto etcd's KV, Watch and Lease services.
+//!
+//! Bulk reads are paged: gRPC refuses a response over the client's decoding limit, so one range
+//! over a big prefix (100,000 addresses are about 15 MB) would fail for good. `range` reads pages
+//! of about `PAGE_BYTES`, every page at the first page's revision, so the result is still one
+//! consistent snapshot.
 
 pub mod server;
 
 use std::sync::Arc;
 
 use etcd_client::{
-    Client, Compare as EtcdCompare, CompareOp, DeleteOptions, GetOptions, PutOptions, TxnOp, TxnOpResponse,
-    WatchOptions,
+    Client, Compare as EtcdCompare, CompareOp, DeleteOptions, GetOptions, KvClient, PutOptions, TxnOp,
+    TxnOpResponse, WatchClient, WatchOptions,
 };
 use romana_store::{
     BoxFut, Cmp, Compare, Event, EventKind, KeyValue, LeaseId, Op, Result, Revision, Store, StoreError, Txn,
     TxnResult, WatchStream,
 };
 
+/// A range page aims at this many bytes of keys and values (far below any decoding limit).
+const PAGE_BYTES: usize = 1 << 20;
+/// Keys asked for in the first page of a range, before the page size adapts to the values seen.
+const FIRST_PAGE_KEYS: i64 = 100;
+/// At most this many keys per page, however small the values.
+const MAX_PAGE_KEYS: i64 = 10_000;
+/// KV responses decode up to this size (gRPC's default is 4 MiB): the second line of defence, as
+/// range pages stay near `PAGE_BYTES` plus one value (etcd accepts values up to 1.5 MiB by default).
+pub const KV_MESSAGE_BYTES: usize = 16 << 20;
+/// Watch responses decode up to this size: a watch that catches up gets up to 1,000 revisions in
+/// one response (etcd 3.4 batches them so), which at large blocks is tens of MiB.
+pub const WATCH_MESSAGE_BYTES: usize = 64 << 20;
+/// A range restarts from scratch this often when etcd compacts its revision between two pages.
+const RANGE_ATTEMPTS: usize = 5;
+
 #[derive(Clone)]
 pub struct EtcdStore {
     client: Client,
+    kv: KvClient,
+    watch: WatchClient,
     endpoints: Arc<Vec<String>>,
 }
 
@@ -28,6 +50,46 @@ impl std::fmt::Debug for EtcdStore {
 
 fn unavailable(e: etcd_client::Error) -> StoreError {
     StoreError::Unavailable(format!("etcd: {e}"))
+}
+
+/// Why a range page failed, as far as paging cares.
+enum PageError {
+    /// The response was over the client's decoding limit: ask for fewer keys.
+    TooLarge(String),
+    /// The pinned revision was compacted between two pages: start again.
+    Compacted(String),
+    Other(StoreError),
+}
+
+fn page_error(e: etcd_client::Error) -> PageError {
+    let text = e.to_string();
+    if text.contains("message length too large") {
+        PageError::TooLarge(text)
+    } else if text.contains("required revision has been compacted") {
+        PageError::Compacted(text)
+    } else {
+        PageError::Other(unavailable(e))
+    }
+}
+
+/// The end of the key range holding every key that starts with `prefix` (etcd's rule: the prefix
+/// with its last byte below 0xff incremented; `\0`, "to the end", when there is none).
+fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0]
+}
+
+/// Keys to ask for in the next page so that it holds about `PAGE_BYTES`, from the last page's
+/// `keys` and `bytes`.
+fn next_page_keys(keys: usize, bytes: usize) -> i64 {
+    let per_key = bytes / keys.max(1) + 1;
+    i64::try_from(PAGE_BYTES / per_key).unwrap_or(MAX_PAGE_KEYS).clamp(1, MAX_PAGE_KEYS)
 }
 
 fn kv(k: &etcd_client::KeyValue) -> KeyValue {
@@ -78,9 +140,86 @@ impl EtcdStore {
             .with_connect_timeout(std::time::Duration::from_secs(3))
             .with_timeout(std::time::Duration::from_secs(5));
         let client = Client::connect(endpoints, Some(opts)).await.map_err(unavailable)?;
-        let store = EtcdStore { client, endpoints: Arc::new(endpoints.to_vec()) };
+        let kv = client.kv_client().max_decoding_message_size(KV_MESSAGE_BYTES);
+        let watch = client.watch_client().max_decoding_message_size(WATCH_MESSAGE_BYTES);
+        let store = EtcdStore { client, kv, watch, endpoints: Arc::new(endpoints.to_vec()) };
         store.revision().await?;
         Ok(store)
+    }
+
+    /// `range`, with `between_pages(revision)` awaited before each page after the first (tests
+    /// compact the store there).
+    async fn range_with<F, Fut>(
+        &self,
+        prefix: &str,
+        mut between_pages: F,
+    ) -> Result<(Vec<KeyValue>, Revision)>
+    where
+        F: FnMut(Revision) -> Fut,
+        Fut: std::future::Future<Output = ()>,
+    {
+        let mut last = String::new();
+        for _ in 0..RANGE_ATTEMPTS {
+            match self.range_pages(prefix, &mut between_pages).await {
+                Ok(read) => return Ok(read),
+                Err(PageError::Compacted(e)) => last = e,
+                Err(PageError::TooLarge(e)) => {
+                    return Err(StoreError::Unavailable(format!(
+                        "etcd: one key under {prefix:?} is over the {KV_MESSAGE_BYTES}-byte response limit: {e}"
+                    )));
+                }
+                Err(PageError::Other(e)) => return Err(e),
+            }
+        }
+        Err(StoreError::Unavailable(format!(
+            "etcd: range over {prefix:?} kept being compacted between pages ({RANGE_ATTEMPTS} attempts): {last}"
+        )))
+    }
+
+    /// Every key under `prefix`, read in pages all at the revision of the first page.
+    async fn range_pages<F, Fut>(
+        &self,
+        prefix: &str,
+        between_pages: &mut F,
+    ) -> std::result::Result<(Vec<KeyValue>, Revision), PageError>
+    where
+        F: FnMut(Revision) -> Fut,
+        Fut: std::future::Future<Output = ()>,
+    {
+        // etcd refuses an empty key; "\0" is the first key there is.
+        let mut start: Vec<u8> = if prefix.is_empty() { vec![0] } else { prefix.as_bytes().to_vec() };
+        let end = prefix_end(prefix.as_bytes());
+        let mut out = Vec::new();
+        let mut revision: Revision = 0;
+        let mut limit = FIRST_PAGE_KEYS;
+        loop {
+            let opts = GetOptions::new().with_range(end.clone()).with_limit(limit).with_revision(revision);
+            let mut page = match self.kv.clone().get(start.clone(), Some(opts)).await {
+                Ok(page) => page,
+                Err(e) => match page_error(e) {
+                    PageError::TooLarge(_) if limit > 1 => {
+                        limit = (limit / 2).max(1);
+                        continue;
+                    }
+                    other => return Err(other),
+                },
+            };
+            if revision == 0 {
+                revision = page.header().map_or(0, |h| h.revision());
+            }
+            let kvs = page.take_kvs();
+            let bytes: usize = kvs.iter().map(|k| k.key().len() + k.value().len()).sum();
+            out.extend(kvs.iter().map(kv));
+            let Some(last) = kvs.last() else { return Ok((out, revision)) };
+            if !page.more() {
+                return Ok((out, revision));
+            }
+            // The next page starts just after the last key read.
+            start = last.key().to_vec();
+            start.push(0);
+            limit = next_page_keys(kvs.len(), bytes);
+            between_pages(revision).await;
+        }
     }
 }
 
@@ -91,22 +230,13 @@ impl Store for EtcdStore {
 
     fn get<'a>(&'a self, key: &'a str) -> BoxFut<'a, Result<Option<KeyValue>>> {
         Box::pin(async move {
-            let r = self.client.kv_client().get(key, None).await.map_err(unavailable)?;
+            let r = self.kv.clone().get(key, None).await.map_err(unavailable)?;
             Ok(r.kvs().first().map(kv))
         })
     }
 
     fn range<'a>(&'a self, prefix: &'a str) -> BoxFut<'a, Result<(Vec<KeyValue>, Revision)>> {
-        Box::pin(async move {
-            let r = self
-                .client
-                .kv_client()
-                .get(prefix, Some(GetOptions::new().with_prefix()))
-                .await
-                .map_err(unavailable)?;
-            let rev = r.header().map_or(0, |h| h.revision());
-            Ok((r.kvs().iter().map(kv).collect(), rev))
-        })
+        Box::pin(self.range_with(prefix, |_| std::future::ready(())))
     }
 
     fn txn(&self, txn: Txn) -> BoxFut<'_, Result<TxnResult>> {
@@ -115,7 +245,7 @@ impl Store for EtcdStore {
                 .when(txn.compare.iter().map(compare).collect::<Vec<_>>())
                 .and_then(txn.success.iter().map(txn_op).collect::<Vec<_>>())
                 .or_else(txn.failure.iter().map(txn_op).collect::<Vec<_>>());
-            let r = self.client.kv_client().txn(t).await.map_err(|e| {
+            let r = self.kv.clone().txn(t).await.map_err(|e| {
                 let text = e.to_string();
                 if text.contains("requested lease not found") {
                     StoreError::LeaseNotFound(0)
@@ -145,8 +275,7 @@ impl Store for EtcdStore {
             if from > 0 {
                 opts = opts.with_start_revision(from);
             }
-            let mut stream =
-                self.client.watch_client().watch(prefix, Some(opts)).await.map_err(unavailable)?;
+            let mut stream = self.watch.clone().watch(prefix, Some(opts)).await.map_err(unavailable)?;
             let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
             tokio::spawn(async move {
                 loop {
@@ -251,12 +380,77 @@ impl Store for EtcdStore {
     fn revision(&self) -> BoxFut<'_, Result<Revision>> {
         Box::pin(async move {
             let r = self
-                .client
-                .kv_client()
+                .kv
+                .clone()
                 .get("\0", Some(GetOptions::new().with_count_only()))
                 .await
                 .map_err(unavailable)?;
             Ok(r.header().map_or(0, |h| h.revision()))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// etcd compacts the revision a range is pinned to between two of its pages: the range starts
+    /// again at a newer revision and still returns every key once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn range_starts_again_when_compacted_between_pages() {
+        let etcd = server::EtcdServer::start("compact-range")
+            .expect("etcd starts")
+            .expect("etcd is installed (scripts/setup.sh)");
+        let store = EtcdStore::connect(&etcd.endpoints()).await.expect("connect");
+        // 300 keys of 10 KiB: pages of about 100 keys.
+        for chunk in (0..300).collect::<Vec<u32>>().chunks(100) {
+            let ops = chunk.iter().map(|i| Op::put(format!("/c/k{i:03}"), vec![b'x'; 10 * 1024])).collect();
+            store.txn(Txn::when(vec![], ops)).await.expect("fill");
+        }
+        let compacted = std::sync::Arc::new(std::sync::atomic::AtomicI64::new(0));
+        let pinned = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (kvs, rev) = store
+            .range_with("/c/", |revision| {
+                let (kv, compacted, pinned) = (store.kv.clone(), compacted.clone(), pinned.clone());
+                async move {
+                    pinned.lock().expect("lock").push(revision);
+                    if compacted.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+                        // Another change, then compact up to it: the pinned revision is gone.
+                        let mut kv = kv;
+                        let put = kv.put("/other", "x", None).await.expect("put");
+                        let at = put.header().expect("header").revision();
+                        kv.compact(at, None).await.expect("compact");
+                        compacted.store(at, std::sync::atomic::Ordering::SeqCst);
+                    }
+                }
+            })
+            .await
+            .expect("the range starts again after the compaction");
+        let at = compacted.load(std::sync::atomic::Ordering::SeqCst);
+        let pinned = pinned.lock().expect("lock").clone();
+        assert!(pinned[0] < at, "the first attempt was pinned below the compaction ({pinned:?}, {at})");
+        assert!(rev >= at, "the range read again at {rev}, at or after the compaction at {at}");
+        assert_eq!(kvs.len(), 300, "every key once");
+        let keys: Vec<String> = (0..300).map(|i| format!("/c/k{i:03}")).collect();
+        assert_eq!(kvs.iter().map(|kv| kv.key.clone()).collect::<Vec<_>>(), keys);
+    }
+
+    #[test]
+    fn prefix_end_follows_etcd() {
+        assert_eq!(prefix_end(b"/romana/"), b"/romana0".to_vec());
+        assert_eq!(prefix_end(b"a\xff"), b"b".to_vec());
+        assert_eq!(prefix_end(b"\xff\xff"), vec![0]);
+        assert_eq!(prefix_end(b""), vec![0]);
+    }
+
+    #[test]
+    fn pages_aim_at_page_bytes() {
+        // 1,000 keys of 10 KiB: about 100 keys make a page.
+        assert_eq!(next_page_keys(1_000, 10_240_000), i64::try_from(PAGE_BYTES / 10_241).expect("small"));
+        // Tiny values: capped.
+        assert_eq!(next_page_keys(1_000, 1_000), MAX_PAGE_KEYS);
+        // One huge value: one key at a time, never zero.
+        assert_eq!(next_page_keys(1, 8 << 20), 1);
+        assert_eq!(next_page_keys(0, 0), MAX_PAGE_KEYS);
     }
 }
