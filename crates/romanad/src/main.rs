@@ -46,6 +46,10 @@ struct Flags {
     /// Seconds a host stays alive without a heartbeat from its agent; then its routes are withdrawn.
     #[arg(long, default_value_t = 2, env = "ROMANAD_HOST_LIVENESS_TTL")]
     host_liveness_ttl: i64,
+    /// This replica's private token-signing key (Ed25519 PKCS#8 PEM, mode 0600; created when absent).
+    /// Only its public key goes to the store. Default: DATA_DIR/signing-key.pem.
+    #[arg(long, env = "ROMANAD_SIGNING_KEY")]
+    signing_key: Option<PathBuf>,
     /// Lifetime of access tokens, in seconds.
     #[arg(long, default_value_t = 900, env = "ROMANAD_ACCESS_TOKEN_TTL")]
     access_token_ttl: u64,
@@ -179,6 +183,7 @@ async fn run() -> Result<()> {
         access_ttl: flags.access_token_ttl,
         liveness_ttl: flags.host_liveness_ttl,
         credentials: Some(flags.data_dir.join("admin.credentials")),
+        signing_key: Some(flags.signing_key.clone().unwrap_or_else(|| flags.data_dir.join("signing-key.pem"))),
         ca_pem: tls.as_ref().and_then(|t| t.ca_pem.clone()),
     };
     let state = romana_services::start(store, &opts)
