@@ -183,7 +183,9 @@ async fn run() -> Result<()> {
         access_ttl: flags.access_token_ttl,
         liveness_ttl: flags.host_liveness_ttl,
         credentials: Some(flags.data_dir.join("admin.credentials")),
-        signing_key: Some(flags.signing_key.clone().unwrap_or_else(|| flags.data_dir.join("signing-key.pem"))),
+        signing_key: Some(
+            flags.signing_key.clone().unwrap_or_else(|| flags.data_dir.join("signing-key.pem")),
+        ),
         ca_pem: tls.as_ref().and_then(|t| t.ca_pem.clone()),
     };
     let state = romana_services::start(store, &opts)

@@ -243,7 +243,12 @@ impl AuthState {
             }
         }
         if !published {
-            let rec = KeyRecord { kid: own.kid.clone(), public: b64_encode(&own.public_key()), created: t, retired: None };
+            let rec = KeyRecord {
+                kid: own.kid.clone(),
+                public: b64_encode(&own.public_key()),
+                created: t,
+                retired: None,
+            };
             ops.push(Op::put(format!("{prefix}{}", own.kid), serde_json::to_vec(&rec).expect("serializes")));
         }
         if !ops.is_empty() {
@@ -305,14 +310,23 @@ impl AuthState {
         }
         let prefix = format!("{}auth/keys/", keys.root());
         let t = now();
-        let new_rec = KeyRecord { kid: key.kid.clone(), public: b64_encode(&key.public_key()), created: t, retired: None };
+        let new_rec = KeyRecord {
+            kid: key.kid.clone(),
+            public: b64_encode(&key.public_key()),
+            created: t,
+            retired: None,
+        };
         let old_key = format!("{prefix}{}", old.kid);
         let created = match store.get(&old_key).await? {
             Some(kv) => serde_json::from_slice::<StoredKey>(&kv.value).map_or(t, |r| r.created),
             None => t,
         };
-        let old_rec =
-            KeyRecord { kid: old.kid.clone(), public: b64_encode(&old.public_key()), created, retired: Some(t) };
+        let old_rec = KeyRecord {
+            kid: old.kid.clone(),
+            public: b64_encode(&old.public_key()),
+            created,
+            retired: Some(t),
+        };
         let ops = vec![
             Op::put(format!("{prefix}{}", key.kid), serde_json::to_vec(&new_rec).expect("serializes")),
             Op::put(old_key, serde_json::to_vec(&old_rec).expect("serializes")),

@@ -21,7 +21,9 @@ pub enum KeyFileError {
     Write { path: PathBuf, source: std::io::Error },
     #[error("the signing key {path} is not an Ed25519 PKCS#8 PEM file ({BEGIN} ... {END})")]
     Unreadable { path: PathBuf },
-    #[error("the signing key {path} has mode {mode:o}: others may read it; chmod 600 it (or give another file)")]
+    #[error(
+        "the signing key {path} has mode {mode:o}: others may read it; chmod 600 it (or give another file)"
+    )]
     Insecure { path: PathBuf, mode: u32 },
 }
 

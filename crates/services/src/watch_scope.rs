@@ -47,7 +47,9 @@ pub const ADMIN_PREFIXES: &[&str] = &[
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ScopeError {
     /// 400: not a key prefix at all.
-    #[error("prefix {0:?} is not a key prefix below the store prefix (no \"..\", no leading \"/\", no control characters)")]
+    #[error(
+        "prefix {0:?} is not a key prefix below the store prefix (no \"..\", no leading \"/\", no control characters)"
+    )]
     Malformed(String),
     /// 403: a prefix outside what the caller may read.
     #[error("{who} may not watch {prefix:?}; it may watch {allowed}")]
@@ -131,7 +133,12 @@ mod tests {
         let admin = p(&[Role::Admin]);
         check_all(
             &admin,
-            &[("", Ok(())), ("counters/", Ok(())), ("auth/", Err("forbidden")), ("auth/users/", Err("forbidden"))],
+            &[
+                ("", Ok(())),
+                ("counters/", Ok(())),
+                ("auth/", Err("forbidden")),
+                ("auth/users/", Err("forbidden")),
+            ],
         );
         let tenant = p(&[Role::Tenant]);
         check_all(&tenant, &[("", Err("forbidden")), ("tenants/red", Err("forbidden"))]);
@@ -139,7 +146,9 @@ mod tests {
 
     #[test]
     fn no_role_streams_auth_keys() {
-        for who in [p(&[Role::Admin]), p(&[Role::Service]), p(&[Role::Tenant]), p(&[Role::Admin, Role::Tenant])] {
+        for who in
+            [p(&[Role::Admin]), p(&[Role::Service]), p(&[Role::Tenant]), p(&[Role::Admin, Role::Tenant])]
+        {
             let a = allowed(&who);
             for key in ["auth/keys/abc", "auth/users/admin", "auth/", "authx"] {
                 assert!(!key_allowed(a, key), "{:?} would see {key}", who.roles);
