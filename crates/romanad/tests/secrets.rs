@@ -539,6 +539,9 @@ async fn dump(store: &dyn Store) -> Vec<(String, Vec<u8>)> {
 }
 
 fn assert_clean(dump: &[(String, Vec<u8>)], keys: &[&SigningKey], passwords: &[&str], when: &str) {
+    let published = dump.iter().filter(|(k, _)| k.contains("/auth/keys/")).count();
+    assert!(published >= keys.len() - 1, "{when}: the dump holds the published keys ({published})");
+    assert!(dump.iter().any(|(k, _)| k.contains("/auth/users/admin")), "{when}: the dump holds the users");
     let mut secrets = Secrets::default();
     for (i, k) in keys.iter().enumerate() {
         secrets.key(&format!("signing key {i}"), k);
@@ -559,7 +562,7 @@ fn assert_clean(dump: &[(String, Vec<u8>)], keys: &[&SigningKey], passwords: &[&
             let rec: serde_json::Value = serde_json::from_slice(value).unwrap();
             let fields: Vec<&str> = rec.as_object().unwrap().keys().map(String::as_str).collect();
             assert!(
-                fields.iter().all(|f| ["kid", "public", "created", "retired"].contains(f)),
+                fields.iter().all(|f| ["kid", "public", "created", "retired", "revoked"].contains(f)),
                 "{when}: {key} {fields:?}"
             );
         }
@@ -622,7 +625,7 @@ async fn store_dumps_hold_public_keys_only() {
             &format!("{backend} after start"),
         );
 
-        // The migrated key no longer signs but still verifies what it signed.
+        // The migrated key was exposed (older versions streamed it): it signs and verifies nothing.
         let old_token = legacy.sign(&Claims {
             sub: "admin".into(),
             roles: vec![Role::Admin],
@@ -632,24 +635,20 @@ async fn store_dumps_hold_public_keys_only() {
             typ: TokenKind::Access,
         });
         let (s, _) = call(&url, "GET", "/auth/whoami", Some(&old_token), None).await;
-        assert_eq!(s, 200, "{backend}: a token of the migrated key verifies until it expires");
+        assert_eq!(s, 401, "{backend}: a token of the migrated key is refused");
         let keys: serde_json::Value =
             serde_json::from_slice(&call(&url, "GET", "/auth/keys", None, None).await.1).unwrap();
-        let published: Vec<(&str, bool)> = keys["keys"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|k| (k["kid"].as_str().unwrap(), k.get("retired").is_some()))
-            .collect();
-        assert!(
-            published.contains(&(legacy.kid.as_str(), true))
-                && published.contains(&(first.kid.as_str(), false)),
-            "{backend}: {published:?}"
+        let published: Vec<&str> =
+            keys["keys"].as_array().unwrap().iter().map(|k| k["kid"].as_str().unwrap()).collect();
+        assert_eq!(published, vec![first.kid.as_str()], "{backend}: only the replica's own key verifies");
+        let raw = store.get(&format!("/romana/auth/keys/{}", legacy.kid)).await.unwrap().unwrap();
+        let rec: serde_json::Value = serde_json::from_slice(&raw.value).unwrap();
+        assert_eq!(
+            (rec["revoked"].as_bool(), rec["public"].as_str()),
+            (Some(true), Some(b64_encode(&legacy.public_key()).as_str())),
+            "{backend}: {rec}"
         );
-        assert_ne!(
-            admin.login("admin", &creds.password).await.unwrap().access_token.split('.').next(),
-            old_token.split('.').next()
-        );
+        assert_eq!(admin.whoami().await.unwrap().name, "admin");
 
         let (s, _) = call(&url, "POST", "/auth/keys/rotate", admin.token().as_deref(), None).await;
         assert_eq!(s, 200);
@@ -667,5 +666,85 @@ async fn store_dumps_hold_public_keys_only() {
             "{backend}: the old key's tokens still verify"
         );
         task.abort();
+    }
+}
+
+/// Polls `f` until it holds (replicas re-read the published keys every 2 s).
+async fn eventually<F: std::future::Future<Output = bool>>(mut f: impl FnMut() -> F) -> bool {
+    for _ in 0..50 {
+        if f().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    false
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_on_etcd_sign_with_their_own_keys() {
+    let etcd = common::etcd("own-keys");
+    let (da, db) = (TempDir::new("own-keys-a"), TempDir::new("own-keys-b"));
+    let a = common::on_etcd(&etcd, "/own-keys/", &["--data-dir", &da.path().display().to_string()]);
+    let b = common::on_etcd(&etcd, "/own-keys/", &["--data-dir", &db.path().display().to_string()]);
+    let creds: Credentials =
+        serde_json::from_str(&std::fs::read_to_string(da.path().join("admin.credentials")).unwrap()).unwrap();
+    let read = |d: &TempDir| romana_services::key_file::read(&d.path().join("signing-key.pem")).unwrap();
+    let (ka, kb) = (read(&da), read(&db));
+    assert_ne!(ka.kid, kb.kid, "each replica has its own key");
+
+    // A token of either replica verifies at the other.
+    let (ca, cb) = (Client::new(vec![a.url.clone()]), Client::new(vec![b.url.clone()]));
+    let ta = ca.login("admin", &creds.password).await.unwrap().access_token;
+    let tb = cb.login("admin", &creds.password).await.unwrap().access_token;
+    for (token, url) in [(&ta, &b.url), (&tb, &a.url)] {
+        assert!(
+            eventually(|| async { call(url, "GET", "/auth/whoami", Some(token), None).await.0 == 200 }).await,
+            "a token of the other replica verifies at {url}"
+        );
+    }
+
+    // Rotation at A replaces A's key only; B's tokens and key stay.
+    let (s, _) = call(&a.url, "POST", "/auth/keys/rotate", Some(&ta), None).await;
+    assert_eq!(s, 200);
+    let ka2 = read(&da);
+    assert_ne!(ka2.kid, ka.kid);
+    assert_eq!(read(&db).kid, kb.kid, "B keeps its key");
+    let ta2 = ca.login("admin", &creds.password).await.unwrap().access_token;
+    assert!(ta2.split('.').next() != ta.split('.').next(), "A signs with its new key");
+    assert!(
+        eventually(|| async { call(&b.url, "GET", "/auth/whoami", Some(&ta2), None).await.0 == 200 }).await,
+        "B verifies A's new key"
+    );
+    for (token, url) in [(&ta, &b.url), (&tb, &a.url), (&tb, &b.url)] {
+        assert_eq!(
+            call(url, "GET", "/auth/whoami", Some(token), None).await.0,
+            200,
+            "older tokens verify at {url}"
+        );
+    }
+    let keys: serde_json::Value =
+        serde_json::from_slice(&call(&b.url, "GET", "/auth/keys", None, None).await.1).unwrap();
+    let mut kids: Vec<&str> =
+        keys["keys"].as_array().unwrap().iter().map(|k| k["kid"].as_str().unwrap()).collect();
+    kids.sort_unstable();
+    let mut expect = vec![ka.kid.as_str(), ka2.kid.as_str(), kb.kid.as_str()];
+    expect.sort_unstable();
+    assert_eq!(kids, expect);
+
+    // What etcd holds: public keys, hashes, nothing else secret.
+    let store = romana_store_etcd::EtcdStore::connect(&[etcd.endpoint.clone()]).await.unwrap();
+    assert_clean(&dump(&store).await, &[&ka, &ka2, &kb], &[&creds.password], "etcd after rotation");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_local_user_reads_nothing_in_the_data_dir() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = TempDir::new("private");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let _d = common::embedded(&dir, &[]);
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(dir.path()), 0o700, "the data dir (store, credentials, key) is private");
+    for f in ["admin.credentials", "signing-key.pem"] {
+        assert_eq!(mode(&dir.path().join(f)), 0o600, "{f}");
     }
 }

@@ -56,6 +56,9 @@ struct KeyRecord {
     /// deleted `REFRESH_TTL` later, when every token it signed has expired.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     retired: Option<u64>,
+    /// Verifies nothing: a key whose private half was in the store (see `migrate_keys`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    revoked: bool,
 }
 
 /// A stored key record of any version: before this one, records held the private key (`pkcs8`).
@@ -68,9 +71,17 @@ struct StoredKey {
     created: u64,
     #[serde(default)]
     retired: Option<u64>,
+    #[serde(default)]
+    revoked: bool,
 }
 
 impl StoredKey {
+    /// Whether the key may verify tokens: not revoked, and its private half was never in the store
+    /// (an older replica still writing such records is not trusted either).
+    fn verifies(&self) -> bool {
+        !self.revoked && self.pkcs8.is_none()
+    }
+
     /// The public key, from either version.
     fn public(&self) -> Option<Vec<u8>> {
         match (&self.public, &self.pkcs8) {
@@ -185,7 +196,9 @@ impl AuthState {
     }
 
     /// Rewrites key records that still hold a private key (written before keys left the store) to
-    /// public keys only, retired now: their tokens verify until they expire, nothing signs anew.
+    /// public keys only, revoked: every older version streamed those private keys to any service
+    /// credential (`GET /watch`), so a token they sign proves nothing. Their holders log in again
+    /// (agents do on the first 401); the records go a day later, like retired keys.
     async fn migrate_keys(&self, store: &dyn Store, keys: &Keys) -> ApiResult<()> {
         let (kvs, _) = store.range(&format!("{}auth/keys/", keys.root())).await?;
         let mut ops = Vec::new();
@@ -201,6 +214,7 @@ impl AuthState {
                         public: b64_encode(&public),
                         created: old.created,
                         retired: Some(old.retired.unwrap_or_else(now)),
+                        revoked: true,
                     };
                     ops.push(Op::put(&kv.key, serde_json::to_vec(&rec).expect("serializes")));
                 }
@@ -215,7 +229,7 @@ impl AuthState {
         store.txn(Txn::when(vec![], ops)).await?;
         tracing::warn!(
             records = n,
-            "rewrote signing-key records that held private keys to public keys only; those keys no longer sign and are dropped once their tokens expire (see docs/security.md: rotate if the store may have been read)"
+            "rewrote signing-key records that held private keys to public keys only, revoked: tokens they signed no longer verify (log in again); see docs/security.md"
         );
         Ok(())
     }
@@ -236,7 +250,7 @@ impl AuthState {
                 // Another replica sharing our key file rotated it: sign with the new key.
                 return Box::pin(self.publish_own(store, keys)).await;
             }
-            if kv.key == own_key && rec.retired.is_none() && rec.public.is_some() {
+            if kv.key == own_key && rec.retired.is_none() && !rec.revoked && rec.public.is_some() {
                 published = true;
             } else if rec.retired.is_some_and(|r| r.saturating_add(REFRESH_TTL) < t) {
                 ops.push(Op::delete(&kv.key));
@@ -248,6 +262,7 @@ impl AuthState {
                 public: b64_encode(&own.public_key()),
                 created: t,
                 retired: None,
+                revoked: false,
             };
             ops.push(Op::put(format!("{prefix}{}", own.kid), serde_json::to_vec(&rec).expect("serializes")));
         }
@@ -281,7 +296,10 @@ impl AuthState {
         let (kvs, _) = store.range(&format!("{}auth/keys/", keys.root())).await?;
         let mut ring = KeyRing::default();
         for kv in &kvs {
-            let Some(public) = serde_json::from_slice::<StoredKey>(&kv.value).ok().and_then(|r| r.public())
+            let Some(public) = serde_json::from_slice::<StoredKey>(&kv.value)
+                .ok()
+                .filter(StoredKey::verifies)
+                .and_then(|r| r.public())
             else {
                 continue;
             };
@@ -315,6 +333,7 @@ impl AuthState {
             public: b64_encode(&key.public_key()),
             created: t,
             retired: None,
+            revoked: false,
         };
         let old_key = format!("{prefix}{}", old.kid);
         let created = match store.get(&old_key).await? {
@@ -326,6 +345,7 @@ impl AuthState {
             public: b64_encode(&old.public_key()),
             created,
             retired: Some(t),
+            revoked: false,
         };
         let ops = vec![
             Op::put(format!("{prefix}{}", key.kid), serde_json::to_vec(&new_rec).expect("serializes")),
@@ -574,6 +594,7 @@ async fn public_keys(State(s): State<AppState>) -> Json<serde_json::Value> {
     let keys: Vec<serde_json::Value> = kvs
         .iter()
         .filter_map(|kv| serde_json::from_slice::<StoredKey>(&kv.value).ok())
+        .filter(StoredKey::verifies)
         .filter_map(|r| {
             // Built from the public half alone, whatever else an old record holds.
             let public = r.public()?;
