@@ -31,7 +31,7 @@ fn b64_std(data: &[u8]) -> String {
             c => c,
         })
         .collect();
-    while s.len() % 4 != 0 {
+    while !s.len().is_multiple_of(4) {
         s.push('=');
     }
     s
@@ -250,7 +250,7 @@ fn body_for(method: &str, path: &str, c: &Caller, secrets: &mut Secrets) -> Opti
         }
         ("PUT", "/hosts/h1/tags") => serde_json::json!({"tags": {}}),
         ("PUT", "/endpoints/p1/labels") => serde_json::json!({"labels": {"app": "db"}}),
-        (_, p) if p == "/config/ipam" => serde_json::json!({"x": 2}),
+        (_, "/config/ipam") => serde_json::json!({"x": 2}),
         ("POST" | "PUT", _) => serde_json::json!({}),
         _ => return None,
     };
@@ -732,7 +732,7 @@ async fn replicas_on_etcd_sign_with_their_own_keys() {
     assert_eq!(kids, expect);
 
     // What etcd holds: public keys, hashes, nothing else secret.
-    let store = romana_store_etcd::EtcdStore::connect(&[etcd.endpoint.clone()]).await.unwrap();
+    let store = romana_store_etcd::EtcdStore::connect(std::slice::from_ref(&etcd.endpoint)).await.unwrap();
     assert_clean(&dump(&store).await, &[&ka, &ka2, &kb], &[&creds.password], "etcd after rotation");
 }
 

@@ -37,7 +37,7 @@ pub fn to_pem(pkcs8: &[u8]) -> String {
             c => c,
         })
         .collect();
-    while b64.len() % 4 != 0 {
+    while !b64.len().is_multiple_of(4) {
         b64.push('=');
     }
     let mut out = String::from(BEGIN);
