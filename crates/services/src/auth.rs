@@ -108,6 +108,9 @@ pub struct AuthState {
     access_ttl: u64,
     keys: RwLock<KeyRing>,
     own: RwLock<OwnKey>,
+    /// Held while this replica's key record changes (rotation, the periodic re-publish), so that
+    /// the re-publish never revives a key a rotation is retiring.
+    key_change: tokio::sync::Mutex<()>,
     verified: Mutex<VerifiedTokens>,
     failures: Mutex<HashMap<String, (u32, Instant)>>,
     rng: SystemRandom,
@@ -169,6 +172,7 @@ impl AuthState {
             access_ttl: access_ttl.max(1),
             keys: RwLock::new(KeyRing::default()),
             own: RwLock::new(OwnKey { key: Arc::new(key), file: key_file }),
+            key_change: tokio::sync::Mutex::new(()),
             verified: Mutex::new(VerifiedTokens::new(65_536)),
             failures: Mutex::new(HashMap::new()),
             rng,
@@ -183,6 +187,7 @@ impl AuthState {
             loop {
                 tokio::time::sleep(Duration::from_secs(2)).await;
                 let Some(s) = weak.upgrade() else { return };
+                let _change = s.key_change.lock().await;
                 if let Err(e) = s.publish_own(&*store2, &keys2).await {
                     tracing::warn!(error = %e.message, "cannot refresh the token keys");
                 }
@@ -320,6 +325,7 @@ impl AuthState {
     /// publishes its public key and retires the old one, which verifies until its tokens expire.
     /// Other replicas keep their own keys.
     async fn rotate_own(&self, store: &dyn Store, keys: &Keys) -> ApiResult<String> {
+        let _change = self.key_change.lock().await;
         let key = SigningKey::generate(&self.rng);
         let old = self.own_key();
         let file = self.own.read().unwrap_or_else(|p| p.into_inner()).file.clone();
