@@ -126,8 +126,12 @@ impl SigningKey {
         SigningKey::from_pkcs8(pkcs8.as_ref()).expect("a key ring just generated parses")
     }
 
+    /// Reads a PKCS#8 Ed25519 key: v2 (with the public key, as `generate` makes) or v1 (the private
+    /// key alone, as `openssl genpkey -algorithm ed25519` writes), whose public key is derived.
     pub fn from_pkcs8(pkcs8: &[u8]) -> Option<SigningKey> {
-        let pair = Ed25519KeyPair::from_pkcs8(pkcs8).ok()?;
+        let pair = Ed25519KeyPair::from_pkcs8(pkcs8)
+            .or_else(|_| Ed25519KeyPair::from_pkcs8_maybe_unchecked(pkcs8))
+            .ok()?;
         Some(SigningKey { kid: kid_of(pair.public_key().as_ref()), pair, pkcs8: pkcs8.to_vec() })
     }
 

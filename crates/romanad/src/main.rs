@@ -46,6 +46,10 @@ struct Flags {
     /// Seconds a host stays alive without a heartbeat from its agent; then its routes are withdrawn.
     #[arg(long, default_value_t = 2, env = "ROMANAD_HOST_LIVENESS_TTL")]
     host_liveness_ttl: i64,
+    /// This replica's private token-signing key (Ed25519 PKCS#8 PEM, mode 0600; created when absent).
+    /// Only its public key goes to the store. Default: DATA_DIR/signing-key.pem.
+    #[arg(long, env = "ROMANAD_SIGNING_KEY")]
+    signing_key: Option<PathBuf>,
     /// Lifetime of access tokens, in seconds.
     #[arg(long, default_value_t = 900, env = "ROMANAD_ACCESS_TOKEN_TTL")]
     access_token_ttl: u64,
@@ -102,6 +106,22 @@ async fn shutdown_signal() {
 /// Keeps glibc from raising its mmap threshold after a large buffer is freed (argon2 uses ~19 MiB
 /// per password check): otherwise such buffers later come from the heap and stay resident, and
 /// resident memory stops following the state.
+/// Makes the data directory private (0700): it holds the embedded store (password hashes), the
+/// admin's credentials and this replica's signing key, and the store's files are made with the
+/// process's umask.
+fn private_dir(dir: &std::path::Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let mode =
+        std::fs::metadata(dir).with_context(|| format!("reading {}", dir.display()))?.permissions().mode();
+    if mode & 0o077 != 0 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("making {} private (mode 700)", dir.display()))?;
+        tracing::info!(dir = %dir.display(), was = format!("{:o}", mode & 0o777), "made the data directory private (mode 700)");
+    }
+    Ok(())
+}
+
 #[cfg(target_env = "gnu")]
 #[allow(unsafe_code)]
 fn fix_malloc_thresholds() {
@@ -142,6 +162,7 @@ async fn run() -> Result<()> {
         }
         None => None,
     };
+    private_dir(&flags.data_dir)?;
     let (store, store_text): (Arc<dyn Store>, String) = if flags.etcd_endpoints.is_empty() {
         let s = EmbeddedStore::open(&flags.data_dir)
             .await
@@ -179,6 +200,9 @@ async fn run() -> Result<()> {
         access_ttl: flags.access_token_ttl,
         liveness_ttl: flags.host_liveness_ttl,
         credentials: Some(flags.data_dir.join("admin.credentials")),
+        signing_key: Some(
+            flags.signing_key.clone().unwrap_or_else(|| flags.data_dir.join("signing-key.pem")),
+        ),
         ca_pem: tls.as_ref().and_then(|t| t.ca_pem.clone()),
     };
     let state = romana_services::start(store, &opts)

@@ -8,22 +8,17 @@ mod common;
 use std::path::Path;
 
 use romana_api::rest::{Credentials, TenantRequest, UserRequest};
-use romana_auth::{Claims, Decision, Principal, Role, SigningKey, TokenKind, b64_decode, b64_encode, decide};
+use romana_auth::{Claims, Decision, Principal, Role, SigningKey, TokenKind, b64_encode, decide};
 use romana_client::Client;
-use romana_store::Store;
-use romana_store_etcd::EtcdStore;
 use romana_tests_support::{Romanad, TempDir};
 
 fn now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
 }
 
-/// The signing key romanad keeps in the store (the test reads it to craft tokens).
-async fn store_key(endpoint: &str, prefix: &str) -> SigningKey {
-    let store = EtcdStore::connect(&[endpoint.to_owned()]).await.unwrap();
-    let (kvs, _) = store.range(&format!("{prefix}auth/keys/")).await.unwrap();
-    let rec: serde_json::Value = serde_json::from_slice(&kvs.last().unwrap().value).unwrap();
-    SigningKey::from_pkcs8(&b64_decode(rec["pkcs8"].as_str().unwrap()).unwrap()).unwrap()
+/// The signing key romanad keeps in its data directory (the test reads it to craft tokens).
+fn replica_key(data_dir: &Path) -> SigningKey {
+    romana_services::key_file::read(&data_dir.join("signing-key.pem")).unwrap()
 }
 
 fn claims(sub: &str, roles: &[Role], tenants: &[&str], exp: u64) -> Claims {
@@ -90,7 +85,7 @@ async fn authorization_matrix_over_every_route() {
     let (svc_t, alice_t) = (login("agent-1").await, login("alice").await);
     let admin_t = admin.token().unwrap();
     // Crafted tokens: expired, forged (claims edited after signing), and signed by another key.
-    let key = store_key(&etcd.endpoint, "/authz/").await;
+    let key = replica_key(dir.path());
     let expired = key.sign(&claims("admin", &[Role::Admin], &[], now() - 10));
     let mut parts: Vec<String> = alice_t.split('.').map(str::to_owned).collect();
     parts[1] = b64_encode(&serde_json::to_vec(&claims("alice", &[Role::Admin], &[], now() + 600)).unwrap());

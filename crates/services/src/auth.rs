@@ -1,7 +1,9 @@
 //! The Authentication service: users and service accounts (argon2 password hashes), Ed25519
 //! signing keys (rotated without downtime), login and refresh, and the middleware that checks
-//! every request against the route table's access rule. Every replica verifies locally with the
-//! keys from the store; secrets never appear in logs or error bodies.
+//! every request against the route table's access rule. Each replica signs with its own private
+//! key, kept in a file (`key_file`), never in the store; it publishes the public key there, and
+//! every replica verifies locally with all published public keys. Secrets never appear in logs
+//! or error bodies.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -33,8 +35,6 @@ pub const REFRESH_TTL: u64 = 24 * 3600;
 /// Wrong passwords allowed per user per minute before logins are refused for the minute.
 pub const MAX_FAILURES: u32 = 5;
 const FAILURE_WINDOW: Duration = Duration::from_secs(60);
-/// Signing keys kept for verification (older ones go; their tokens have long expired).
-const KEEP_KEYS: usize = 4;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct UserRecord {
@@ -45,24 +45,72 @@ struct UserRecord {
     tenants: Vec<String>,
 }
 
+/// A verifying key as published in the store (`auth/keys/<kid>`): public only.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct KeyRecord {
     kid: String,
-    /// base64url PKCS#8; the store is the trust boundary, as it is for every other secret.
-    pkcs8: String,
+    /// base64url Ed25519 public key.
+    public: String,
     created: u64,
+    /// When its replica stopped signing with it (rotation, or migration of an old record); it is
+    /// deleted `REFRESH_TTL` later, when every token it signed has expired.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    retired: Option<u64>,
+    /// Verifies nothing: a key whose private half was in the store (see `migrate_keys`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    revoked: bool,
+}
+
+/// A stored key record of any version: before this one, records held the private key (`pkcs8`).
+#[derive(Debug, Deserialize)]
+struct StoredKey {
+    #[serde(default)]
+    public: Option<String>,
+    #[serde(default)]
+    pkcs8: Option<String>,
+    created: u64,
+    #[serde(default)]
+    retired: Option<u64>,
+    #[serde(default)]
+    revoked: bool,
+}
+
+impl StoredKey {
+    /// Whether the key may verify tokens: not revoked, and its private half was never in the store
+    /// (an older replica still writing such records is not trusted either).
+    fn verifies(&self) -> bool {
+        !self.revoked && self.pkcs8.is_none()
+    }
+
+    /// The public key, from either version.
+    fn public(&self) -> Option<Vec<u8>> {
+        match (&self.public, &self.pkcs8) {
+            (Some(p), _) => b64_decode(p).filter(|b| b.len() == 32),
+            (None, Some(k)) => b64_decode(k).and_then(|b| SigningKey::from_pkcs8(&b)).map(|k| k.public_key()),
+            (None, None) => None,
+        }
+    }
 }
 
 #[derive(Debug, Default)]
 struct KeyRing {
     set: KeySet,
-    signing: Option<(u64, Arc<SigningKey>)>,
+}
+
+/// This replica's signing key and where it lives (`None`: in memory only, for in-process servers).
+struct OwnKey {
+    key: Arc<SigningKey>,
+    file: Option<PathBuf>,
 }
 
 pub struct AuthState {
     pub enabled: bool,
     access_ttl: u64,
     keys: RwLock<KeyRing>,
+    own: RwLock<OwnKey>,
+    /// Held while this replica's key record changes (rotation, the periodic re-publish), so that
+    /// the re-publish never revives a key a rotation is retiring.
+    key_change: tokio::sync::Mutex<()>,
     verified: Mutex<VerifiedTokens>,
     failures: Mutex<HashMap<String, (u32, Instant)>>,
     rng: SystemRandom,
@@ -95,26 +143,42 @@ fn role_name(r: Role) -> String {
 }
 
 impl AuthState {
-    /// Loads (or creates) the signing keys and, with `enabled`, the first admin, whose password
-    /// goes to `credentials` (mode 0600). Keeps the key set current in the background.
+    /// Loads (or creates) this replica's signing key from `key_file` (in memory only without one),
+    /// rewrites key records of older versions to public keys only, publishes its public key and,
+    /// with `enabled`, creates the first admin, whose password goes to `credentials` (mode 0600).
+    /// Keeps the key set current in the background.
     pub async fn start(
         store: Arc<dyn Store>,
         keys: &Keys,
         enabled: bool,
         access_ttl: u64,
         credentials: Option<(PathBuf, String, Option<String>)>,
+        key_file: Option<PathBuf>,
     ) -> ApiResult<Arc<AuthState>> {
+        let rng = SystemRandom::new();
+        let key = match &key_file {
+            Some(path) => {
+                let (key, created) = crate::key_file::load_or_create(path, &rng)
+                    .map_err(|e| ApiError::internal(e.to_string()))?;
+                if created {
+                    tracing::info!(path = %path.display(), kid = %key.kid, "created this replica's signing key (mode 0600)");
+                }
+                key
+            }
+            None => SigningKey::generate(&rng),
+        };
         let state = Arc::new(AuthState {
             enabled,
             access_ttl: access_ttl.max(1),
             keys: RwLock::new(KeyRing::default()),
+            own: RwLock::new(OwnKey { key: Arc::new(key), file: key_file }),
+            key_change: tokio::sync::Mutex::new(()),
             verified: Mutex::new(VerifiedTokens::new(65_536)),
             failures: Mutex::new(HashMap::new()),
-            rng: SystemRandom::new(),
+            rng,
         });
-        if state.load_keys(&*store, keys).await? == 0 {
-            state.add_key(&*store, keys).await?;
-        }
+        state.migrate_keys(&*store, keys).await?;
+        state.publish_own(&*store, keys).await?;
         if enabled {
             state.bootstrap_admin(&*store, keys, credentials).await?;
         }
@@ -123,7 +187,8 @@ impl AuthState {
             loop {
                 tokio::time::sleep(Duration::from_secs(2)).await;
                 let Some(s) = weak.upgrade() else { return };
-                if let Err(e) = s.load_keys(&*store2, &keys2).await {
+                let _change = s.key_change.lock().await;
+                if let Err(e) = s.publish_own(&*store2, &keys2).await {
                     tracing::warn!(error = %e.message, "cannot refresh the token keys");
                 }
             }
@@ -131,18 +196,119 @@ impl AuthState {
         Ok(state)
     }
 
+    fn own_key(&self) -> Arc<SigningKey> {
+        Arc::clone(&self.own.read().unwrap_or_else(|p| p.into_inner()).key)
+    }
+
+    /// Rewrites key records that still hold a private key (written before keys left the store) to
+    /// public keys only, revoked: every older version streamed those private keys to any service
+    /// credential (`GET /watch`), so a token they sign proves nothing. Their holders log in again
+    /// (agents do on the first 401); the records go a day later, like retired keys.
+    async fn migrate_keys(&self, store: &dyn Store, keys: &Keys) -> ApiResult<()> {
+        let (kvs, _) = store.range(&format!("{}auth/keys/", keys.root())).await?;
+        let mut ops = Vec::new();
+        for kv in &kvs {
+            let Ok(old) = serde_json::from_slice::<StoredKey>(&kv.value) else { continue };
+            if old.pkcs8.is_none() {
+                continue;
+            }
+            match old.public() {
+                Some(public) => {
+                    let rec = KeyRecord {
+                        kid: romana_auth::KeySet::default().insert(public.clone()),
+                        public: b64_encode(&public),
+                        created: old.created,
+                        retired: Some(old.retired.unwrap_or_else(now)),
+                        revoked: true,
+                    };
+                    ops.push(Op::put(&kv.key, serde_json::to_vec(&rec).expect("serializes")));
+                }
+                // A private key we cannot even read verifies nothing: it only has to go.
+                None => ops.push(Op::delete(&kv.key)),
+            }
+        }
+        if ops.is_empty() {
+            return Ok(());
+        }
+        let n = ops.len();
+        store.txn(Txn::when(vec![], ops)).await?;
+        tracing::warn!(
+            records = n,
+            "rewrote signing-key records that held private keys to public keys only, revoked: tokens they signed no longer verify (log in again); see docs/security.md"
+        );
+        Ok(())
+    }
+
+    /// Publishes this replica's public key (again, if its record was retired or lost), and drops
+    /// retired keys whose tokens have all expired.
+    async fn publish_own(&self, store: &dyn Store, keys: &Keys) -> ApiResult<()> {
+        let own = self.own_key();
+        let prefix = format!("{}auth/keys/", keys.root());
+        let (kvs, _) = store.range(&prefix).await?;
+        let t = now();
+        let mut ops = Vec::new();
+        let mut published = false;
+        let own_key = format!("{prefix}{}", own.kid);
+        for kv in &kvs {
+            let Ok(rec) = serde_json::from_slice::<StoredKey>(&kv.value) else { continue };
+            if kv.key == own_key && rec.retired.is_some() && self.adopt_rotated_file(&own.kid) {
+                // Another replica sharing our key file rotated it: sign with the new key.
+                return Box::pin(self.publish_own(store, keys)).await;
+            }
+            if kv.key == own_key && rec.retired.is_none() && !rec.revoked && rec.public.is_some() {
+                published = true;
+            } else if rec.retired.is_some_and(|r| r.saturating_add(REFRESH_TTL) < t) {
+                ops.push(Op::delete(&kv.key));
+            }
+        }
+        if !published {
+            let rec = KeyRecord {
+                kid: own.kid.clone(),
+                public: b64_encode(&own.public_key()),
+                created: t,
+                retired: None,
+                revoked: false,
+            };
+            ops.push(Op::put(format!("{prefix}{}", own.kid), serde_json::to_vec(&rec).expect("serializes")));
+        }
+        if !ops.is_empty() {
+            store.txn(Txn::when(vec![], ops)).await?;
+        }
+        self.load_keys(store, keys).await?;
+        Ok(())
+    }
+
+    /// Switches to the key now in our key file if it is not `current` (a replica sharing the file
+    /// rotated it); whether it switched.
+    fn adopt_rotated_file(&self, current: &str) -> bool {
+        let mut own = self.own.write().unwrap_or_else(|p| p.into_inner());
+        let Some(path) = own.file.clone() else { return false };
+        match crate::key_file::read(&path) {
+            Ok(k) if k.kid != current && own.key.kid == current => {
+                tracing::info!(path = %path.display(), kid = %k.kid, "the key file was rotated by another replica; signing with its new key");
+                own.key = Arc::new(k);
+                true
+            }
+            Ok(_) => false,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot re-read the signing key");
+                false
+            }
+        }
+    }
+
     async fn load_keys(&self, store: &dyn Store, keys: &Keys) -> ApiResult<usize> {
         let (kvs, _) = store.range(&format!("{}auth/keys/", keys.root())).await?;
         let mut ring = KeyRing::default();
         for kv in &kvs {
-            let Ok(rec) = serde_json::from_slice::<KeyRecord>(&kv.value) else { continue };
-            let Some(key) = b64_decode(&rec.pkcs8).and_then(|b| SigningKey::from_pkcs8(&b)) else { continue };
-            ring.set.insert(key.public_key());
-            // The key written last signs (revisions order writes even within one second).
-            let written = kv.mod_revision as u64;
-            if ring.signing.as_ref().is_none_or(|(w, _)| written >= *w) {
-                ring.signing = Some((written, Arc::new(key)));
-            }
+            let Some(public) = serde_json::from_slice::<StoredKey>(&kv.value)
+                .ok()
+                .filter(StoredKey::verifies)
+                .and_then(|r| r.public())
+            else {
+                continue;
+            };
+            ring.set.insert(public);
         }
         let n = ring.set.len();
         let mut current = self.keys.write().unwrap_or_else(|p| p.into_inner());
@@ -155,26 +321,49 @@ impl AuthState {
         Ok(n)
     }
 
-    async fn add_key(&self, store: &dyn Store, keys: &Keys) -> ApiResult<String> {
+    /// Rotation: this replica signs with a new key from now on (written to its key file first),
+    /// publishes its public key and retires the old one, which verifies until its tokens expire.
+    /// Other replicas keep their own keys.
+    async fn rotate_own(&self, store: &dyn Store, keys: &Keys) -> ApiResult<String> {
+        let _change = self.key_change.lock().await;
         let key = SigningKey::generate(&self.rng);
-        let rec = KeyRecord { kid: key.kid.clone(), pkcs8: b64_encode(key.pkcs8()), created: now() };
+        let old = self.own_key();
+        let file = self.own.read().unwrap_or_else(|p| p.into_inner()).file.clone();
+        if let Some(path) = &file {
+            crate::key_file::replace(path, &key).map_err(|e| ApiError::internal(e.to_string()))?;
+        }
         let prefix = format!("{}auth/keys/", keys.root());
-        let mut ops =
-            vec![Op::put(format!("{prefix}{}", key.kid), serde_json::to_vec(&rec).expect("serializes"))];
-        // Keep the newest keys only.
-        let (old, _) = store.range(&prefix).await?;
-        let mut old: Vec<(u64, String)> = old
-            .iter()
-            .filter_map(|kv| {
-                serde_json::from_slice::<KeyRecord>(&kv.value).ok().map(|r| (r.created, kv.key.clone()))
-            })
-            .collect();
-        old.sort();
-        let drop = old.len().saturating_sub(KEEP_KEYS - 1);
-        ops.extend(old.into_iter().take(drop).map(|(_, k)| Op::delete(k)));
+        let t = now();
+        let new_rec = KeyRecord {
+            kid: key.kid.clone(),
+            public: b64_encode(&key.public_key()),
+            created: t,
+            retired: None,
+            revoked: false,
+        };
+        let old_key = format!("{prefix}{}", old.kid);
+        let created = match store.get(&old_key).await? {
+            Some(kv) => serde_json::from_slice::<StoredKey>(&kv.value).map_or(t, |r| r.created),
+            None => t,
+        };
+        let old_rec = KeyRecord {
+            kid: old.kid.clone(),
+            public: b64_encode(&old.public_key()),
+            created,
+            retired: Some(t),
+            revoked: false,
+        };
+        let ops = vec![
+            Op::put(format!("{prefix}{}", key.kid), serde_json::to_vec(&new_rec).expect("serializes")),
+            Op::put(old_key, serde_json::to_vec(&old_rec).expect("serializes")),
+        ];
+        let kid = key.kid.clone();
         store.txn(Txn::when(vec![], ops)).await?;
-        self.load_keys(store, keys).await?;
-        Ok(key.kid.clone())
+        // Signs only once its public key is published, so every token it signs verifies.
+        self.own.write().unwrap_or_else(|p| p.into_inner()).key = Arc::new(key);
+        self.publish_own(store, keys).await?;
+        tracing::info!(kid = %kid, retired = %old.kid, "rotated this replica's signing key");
+        Ok(kid)
     }
 
     async fn bootstrap_admin(
@@ -223,13 +412,7 @@ impl AuthState {
     }
 
     fn signing(&self) -> ApiResult<Arc<SigningKey>> {
-        self.keys
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .signing
-            .as_ref()
-            .map(|(_, k)| Arc::clone(k))
-            .ok_or_else(|| ApiError::unavailable("no signing key loaded yet"))
+        Ok(self.own_key())
     }
 
     /// Verifies a bearer token (access kind) at the current time.
@@ -416,17 +599,24 @@ async fn public_keys(State(s): State<AppState>) -> Json<serde_json::Value> {
     let (kvs, _) = s.store.range(&format!("{}auth/keys/", s.keys.root())).await.unwrap_or_default();
     let keys: Vec<serde_json::Value> = kvs
         .iter()
-        .filter_map(|kv| serde_json::from_slice::<KeyRecord>(&kv.value).ok())
+        .filter_map(|kv| serde_json::from_slice::<StoredKey>(&kv.value).ok())
+        .filter(StoredKey::verifies)
         .filter_map(|r| {
-            let k = b64_decode(&r.pkcs8).and_then(|b| SigningKey::from_pkcs8(&b))?;
-            Some(serde_json::json!({"kid": r.kid, "alg": "EdDSA", "crv": "Ed25519", "x": b64_encode(&k.public_key()), "created": r.created}))
+            // Built from the public half alone, whatever else an old record holds.
+            let public = r.public()?;
+            let kid = romana_auth::KeySet::default().insert(public.clone());
+            let mut k = serde_json::json!({"kid": kid, "alg": "EdDSA", "crv": "Ed25519", "x": b64_encode(&public), "created": r.created});
+            if let Some(t) = r.retired {
+                k["retired"] = t.into();
+            }
+            Some(k)
         })
         .collect();
     Json(serde_json::json!({ "keys": keys }))
 }
 
 async fn rotate(State(s): State<AppState>) -> ApiResult<Json<serde_json::Value>> {
-    let kid = s.auth.add_key(&*s.store, &s.keys).await?;
+    let kid = s.auth.rotate_own(&*s.store, &s.keys).await?;
     Ok(Json(serde_json::json!({ "kid": kid })))
 }
 

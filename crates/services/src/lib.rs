@@ -10,6 +10,7 @@ pub mod error;
 pub mod extract;
 pub mod ipam_api;
 pub mod ipam_sync;
+pub mod key_file;
 pub mod keys;
 pub mod metrics;
 pub mod netpols;
@@ -21,6 +22,7 @@ pub mod state;
 pub mod table;
 pub mod tenants;
 pub mod watch;
+pub mod watch_scope;
 
 use std::sync::Arc;
 
@@ -54,6 +56,9 @@ pub struct Options {
     pub access_ttl: u64,
     /// Seconds a host stays alive without a heartbeat (its routes are withdrawn after).
     pub liveness_ttl: i64,
+    /// This replica's private signing key (PKCS#8 PEM, 0600; created when absent). `None`: a key
+    /// in memory only, new at every start (in-process servers of tests and benchmarks).
+    pub signing_key: Option<std::path::PathBuf>,
 }
 
 /// Every service on a memory store, served on 127.0.0.1 at a port chosen at run time: romanad
@@ -77,6 +82,7 @@ pub async fn serve_loopback(
         ca_pem: None,
         access_ttl: 900,
         liveness_ttl: 2,
+        signing_key: None,
     };
     let store = Arc::new(romana_store::MemStore::new());
     let state = start(store, &opts).await.map_err(|e| std::io::Error::other(e.message))?;
@@ -90,7 +96,15 @@ pub async fn start(store: Arc<dyn Store>, opts: &Options) -> error::ApiResult<Ap
     let ipam =
         ipam_sync::IpamHandle::start(Arc::clone(&store), keys.clone(), opts.initial_topology.clone()).await?;
     let creds = opts.credentials.clone().map(|p| (p, opts.url.clone(), opts.ca_pem.clone()));
-    let auth = auth::AuthState::start(Arc::clone(&store), &keys, opts.auth, opts.access_ttl, creds).await?;
+    let auth = auth::AuthState::start(
+        Arc::clone(&store),
+        &keys,
+        opts.auth,
+        opts.access_ttl,
+        creds,
+        opts.signing_key.clone(),
+    )
+    .await?;
     let liveness = Arc::new(std::sync::RwLock::new(route_manager::Liveness::new(opts.liveness_ttl)));
     if opts.services.iter().any(|s| s == "topology") {
         route_manager::spawn(

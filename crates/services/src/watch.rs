@@ -1,28 +1,50 @@
 //! `GET /watch`: one revisioned, resumable stream of changes (newline-delimited JSON). With
 //! `from=0` it first sends the current state (as puts) and a `synced` line with the revision to
 //! resume from; with `from=N` it sends every change from revision N on, or 410 if N is compacted.
+//! Only keys the caller may read are streamed (`watch_scope`): never `auth/`.
 
-use axum::Router;
 use axum::body::Body;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
-use axum::http::header;
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use axum::{Extension, Router};
 use futures_util::StreamExt;
 use romana_api::rest::WatchEvent;
+use romana_auth::Principal;
 use romana_store::{EventKind, KeyValue};
 use serde::Deserialize;
 
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
+use crate::watch_scope::{self, ScopeError};
 
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct WatchQuery {
+    /// Text, parsed here: so that any number (even past `i64`) gets our error body naming it.
     #[serde(default)]
-    from: i64,
-    /// Below the store prefix, e.g. `ipam/`, `policies/`; empty for everything.
+    from: Option<String>,
+    /// Below the store prefix, e.g. `ipam/`, `policies/`; empty for everything the caller may read.
     #[serde(default)]
     prefix: String,
+}
+
+/// The revision to start from: 0 (current state first) or a revision, at most `i64::MAX`.
+fn parse_from(text: Option<&str>) -> ApiResult<i64> {
+    let Some(text) = text else { return Ok(0) };
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(ApiError::bad_request(format!(
+            "from: {text:?} is not a revision (0 for the current state first)"
+        )));
+    }
+    text.parse::<i64>().map_err(|_| {
+        ApiError::bad_request(format!(
+            "from: {text} is past the largest revision a store can have ({})",
+            i64::MAX
+        ))
+    })
 }
 
 fn line(s: &AppState, kind: &str, kv: &KeyValue) -> String {
@@ -39,33 +61,59 @@ fn line(s: &AppState, kind: &str, kv: &KeyValue) -> String {
     serde_json::to_string(&ev).expect("events serialize") + "\n"
 }
 
-async fn watch(State(s): State<AppState>, Query(q): Query<WatchQuery>) -> ApiResult<Response> {
-    if q.from < 0 || q.prefix.contains("..") {
-        return Err(ApiError::bad_request("from must be a revision (0 for the current state first)"));
-    }
+async fn watch(
+    State(s): State<AppState>,
+    Extension(who): Extension<Principal>,
+    query: Result<Query<WatchQuery>, QueryRejection>,
+) -> ApiResult<Response> {
+    let Query(q) = query.map_err(|e| ApiError::bad_request(format!("malformed query: {}", e.body_text())))?;
+    let from = parse_from(q.from.as_deref())?;
+    watch_scope::check(&who, &q.prefix).map_err(|e| match e {
+        ScopeError::Malformed(_) => ApiError::bad_request(e.to_string()),
+        ScopeError::Forbidden { .. } => ApiError::new(StatusCode::FORBIDDEN, e.to_string()),
+    })?;
+    let allowed = watch_scope::allowed(&who);
+    let visible = {
+        let s = s.clone();
+        move |kv: &KeyValue| watch_scope::key_allowed(allowed, s.keys.relative(&kv.key))
+    };
     let prefix = format!("{}{}", s.keys.root(), q.prefix);
     let mut first: Vec<String> = Vec::new();
-    let from = if q.from == 0 {
+    let from = if from == 0 {
         let (kvs, rev) = s.store.range(&prefix).await?;
-        first.extend(kvs.iter().map(|kv| line(&s, "put", kv)));
+        first.extend(kvs.iter().filter(|kv| visible(kv)).map(|kv| line(&s, "put", kv)));
         first.push(format!("{{\"revision\":{rev},\"kind\":\"synced\",\"key\":\"\"}}\n"));
         rev + 1
     } else {
-        q.from
+        // A client resumes from at most the revision after the last it saw; a later one was never
+        // handed out by this store (a typo, or a store that was replaced): say so rather than wait.
+        let current = s.store.revision().await?;
+        if from > current + 1 {
+            return Err(ApiError::bad_request(format!(
+                "from: {from} is past the store's next revision ({}); watch with from=0 to start over",
+                current + 1
+            )));
+        }
+        from
     };
     let rx = s.store.watch(&prefix, from).await?;
     let state = s.clone();
-    let live = tokio_stream_from(rx).map(move |batch| match batch {
-        Ok(events) => Ok::<_, std::io::Error>(
-            events
-                .iter()
-                .map(|e| line(&state, if e.kind == EventKind::Put { "put" } else { "delete" }, &e.kv))
-                .collect::<String>(),
-        ),
-        Err(e) => Ok(format!(
-            "{{\"revision\":0,\"kind\":\"error\",\"key\":\"\",\"value\":{}}}\n",
-            serde_json::Value::String(e.to_string())
-        )),
+    let live = tokio_stream_from(rx).filter_map(move |batch| {
+        let out = match batch {
+            Ok(events) => {
+                let text: String = events
+                    .iter()
+                    .filter(|e| visible(&e.kv))
+                    .map(|e| line(&state, if e.kind == EventKind::Put { "put" } else { "delete" }, &e.kv))
+                    .collect();
+                (!text.is_empty()).then_some(Ok::<_, std::io::Error>(text))
+            }
+            Err(e) => Some(Ok(format!(
+                "{{\"revision\":0,\"kind\":\"error\",\"key\":\"\",\"value\":{}}}\n",
+                serde_json::Value::String(e.to_string())
+            ))),
+        };
+        std::future::ready(out)
     });
     let head = futures_util::stream::iter(first.into_iter().map(Ok::<_, std::io::Error>));
     let body = Body::from_stream(head.chain(live));
@@ -80,4 +128,37 @@ fn tokio_stream_from(
 
 pub fn routes() -> Router<AppState> {
     Router::new().route("/watch", get(watch))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn from_values() {
+        for (text, expect) in [
+            (None, Ok(0)),
+            (Some("0"), Ok(0)),
+            (Some("42"), Ok(42)),
+            (Some("9223372036854775807"), Ok(i64::MAX)),
+            (Some("9223372036854775808"), Err("past the largest revision")),
+            (Some("18446744073709551615"), Err("past the largest revision")),
+            (Some("-1"), Err("is not a revision")),
+            (Some("99999999999999999999999999999999999999999"), Err("past the largest revision")),
+            (Some("abc"), Err("is not a revision")),
+            (Some("+1"), Err("is not a revision")),
+            (Some(""), Err("is not a revision")),
+        ] {
+            let got = parse_from(text).map_err(|e| {
+                assert_eq!(e.status, StatusCode::BAD_REQUEST);
+                e.message
+            });
+            match (got, expect) {
+                (Ok(a), Ok(b)) => assert_eq!(a, b, "{text:?}"),
+                (Err(m), Err(needle)) => assert!(m.contains(needle), "{text:?}: {m}"),
+                (got, _) => panic!("{text:?}: {got:?}"),
+            }
+        }
+    }
 }
