@@ -48,14 +48,19 @@ fn invoke(stdin: &[u8]) -> Result<Option<Value>, (String, CniError)> {
     run(&inv).map_err(|e| (inv.version.clone(), e))
 }
 
-/// The version for an error about the config itself: the config's when we speak it, else our
-/// newest (an error document needs a version the runtime can read; an empty or foreign one is
-/// not one).
+/// The version for an error about the config itself: the config's when it is a version (an
+/// unsupported one too: the runtime reads the error in the version it asked for), else our newest
+/// (an empty, garbage or huge `cniVersion` is no version a runtime can read).
 fn version_of(stdin: &[u8]) -> String {
+    let is_version = |v: &str| {
+        v.len() <= 16
+            && v.split('.').count() == 3
+            && v.split('.').all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+    };
     serde_json::from_slice::<Value>(stdin)
         .ok()
         .and_then(|v| v.get("cniVersion").and_then(|v| v.as_str()).map(str::to_owned))
-        .filter(|v| SUPPORTED_VERSIONS.contains(&v.as_str()))
+        .filter(|v| is_version(v))
         .unwrap_or_else(|| SUPPORTED_VERSIONS[SUPPORTED_VERSIONS.len() - 1].to_owned())
 }
 

@@ -91,12 +91,18 @@ fn judge(r: &Run) -> Result<(), String> {
             let code = doc.get("code").and_then(Value::as_u64);
             let msg = doc.get("msg").and_then(Value::as_str);
             match (version, code, msg) {
-                (Some(v), Some(_), Some(m)) if !v.is_empty() && !m.is_empty() => Ok(()),
+                (Some(v), Some(_), Some(m)) if is_version(v) && !m.is_empty() => Ok(()),
                 _ => Err(format!("exit 1 without a CNI error document: {doc}")),
             }
         }
         other => Err(format!("exit status {other:?} with {doc}")),
     }
+}
+
+/// `MAJOR.MINOR.PATCH`: what a runtime can read an error document in.
+fn is_version(v: &str) -> bool {
+    let parts: Vec<&str> = v.split('.').collect();
+    parts.len() == 3 && parts.iter().all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
 }
 
 fn env(pairs: &[(&str, &[u8])]) -> Vec<(OsString, OsString)> {
