@@ -2,6 +2,7 @@
 //! with every problem reported as the CNI error the spec assigns to it.
 
 use std::collections::BTreeMap;
+use std::ffi::OsString;
 
 use romana_api::agent::code;
 use serde::Deserialize;
@@ -101,6 +102,32 @@ fn cni_args(raw: &str) -> Result<BTreeMap<String, String>, CniError> {
         ));
     }
     Ok(out)
+}
+
+/// The `CNI_*` variables romana-cni reads. Others (`CNI_PATH` included: we delegate to no other
+/// plugin) are never looked at, so a stray non-UTF-8 variable cannot fail the call.
+pub const CNI_VARS: [&str; 5] = ["CNI_COMMAND", "CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME", "CNI_ARGS"];
+
+/// Reads the variables of `CNI_VARS` through `get` (`std::env::var_os` in the binary); a value
+/// that is not UTF-8 is the spec's "invalid environment variables" (code 4) naming the variable.
+pub fn read_env(get: impl Fn(&str) -> Option<OsString>) -> Result<BTreeMap<String, String>, CniError> {
+    let mut env = BTreeMap::new();
+    for name in CNI_VARS {
+        let Some(raw) = get(name) else { continue };
+        match raw.into_string() {
+            Ok(v) => {
+                env.insert(name.to_owned(), v);
+            }
+            Err(raw) => {
+                return Err(fail(
+                    code::INVALID_ENV,
+                    format!("{name} is not valid UTF-8"),
+                    format!("{name}={:?}", raw.to_string_lossy()),
+                ));
+            }
+        }
+    }
+    Ok(env)
 }
 
 /// Reads the invocation from `env` (name -> value) and `stdin`.

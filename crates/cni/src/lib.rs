@@ -5,8 +5,8 @@
 mod invocation;
 mod result;
 
-pub use invocation::{Command, Invocation, NetConf, parse};
-pub use result::{CniError, render_result, version_answer};
+pub use invocation::{CNI_VARS, Command, Invocation, NetConf, parse, read_env};
+pub use result::{CniError, panic_error, render_result, version_answer};
 
 /// The versions whose results we can produce. 0.1.0 and 0.2.0 have another result shape and no
 /// runtime we target speaks them.

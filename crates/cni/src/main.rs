@@ -1,7 +1,6 @@
 //! romana-cni: reads the runtime's CNI invocation, asks the host's romana-agent over its Unix
 //! socket, and prints the result (or a CNI error document with exit status 1).
 
-use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
@@ -9,21 +8,23 @@ use std::time::Duration;
 use romana_api::agent::{
     AgentError, AttachRequest, Attached, DetachRequest, GcRequest, ValidAttachment, code,
 };
-use romana_cni::{CniError, Command, Invocation, parse, render_result, version_answer};
+use romana_cni::{
+    CniError, Command, Invocation, SUPPORTED_VERSIONS, panic_error, parse, read_env, render_result,
+    version_answer,
+};
 use serde_json::Value;
 
 fn main() {
-    let env: BTreeMap<String, String> = std::env::vars().filter(|(k, _)| k.starts_with("CNI_")).collect();
     let mut stdin = Vec::new();
     let outcome = match std::io::stdin().read_to_end(&mut stdin) {
         Err(e) => Err((
             "1.1.0".to_owned(),
             CniError { code: code::IO_FAILURE, msg: "cannot read stdin".into(), details: e.to_string() },
         )),
-        Ok(_) => match parse(&env, &stdin) {
-            Err(e) => Err((version_of(&stdin), e)),
-            Ok(inv) => run(&inv).map_err(|e| (inv.version.clone(), e)),
-        },
+        // A runtime must always read a CNI error: a panic (a bug) becomes one too. The default
+        // hook still prints the panic's location to stderr, which runtimes log.
+        Ok(_) => std::panic::catch_unwind(|| invoke(&stdin))
+            .unwrap_or_else(|p| Err((version_of(&stdin), panic_error(&*p)))),
     };
     let mut out = std::io::stdout().lock();
     match outcome {
@@ -39,12 +40,28 @@ fn main() {
     }
 }
 
-/// The config's version for an error about the config itself (best effort).
+/// One call: only the `CNI_*` variables the plugin reads (`std::env::vars` would panic on any
+/// non-UTF-8 variable of the runtime's environment), the config, then the agent.
+fn invoke(stdin: &[u8]) -> Result<Option<Value>, (String, CniError)> {
+    let env = read_env(|name| std::env::var_os(name)).map_err(|e| (version_of(stdin), e))?;
+    let inv = parse(&env, stdin).map_err(|e| (version_of(stdin), e))?;
+    run(&inv).map_err(|e| (inv.version.clone(), e))
+}
+
+/// The version for an error about the config itself: the config's when it is a version (an
+/// unsupported one too: the runtime reads the error in the version it asked for), else our newest
+/// (an empty, garbage or huge `cniVersion` is no version a runtime can read).
 fn version_of(stdin: &[u8]) -> String {
+    let is_version = |v: &str| {
+        v.len() <= 16
+            && v.split('.').count() == 3
+            && v.split('.').all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+    };
     serde_json::from_slice::<Value>(stdin)
         .ok()
         .and_then(|v| v.get("cniVersion").and_then(|v| v.as_str()).map(str::to_owned))
-        .unwrap_or_else(|| "1.1.0".to_owned())
+        .filter(|v| is_version(v))
+        .unwrap_or_else(|| SUPPORTED_VERSIONS[SUPPORTED_VERSIONS.len() - 1].to_owned())
 }
 
 fn run(inv: &Invocation) -> Result<Option<Value>, CniError> {

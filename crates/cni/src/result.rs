@@ -21,6 +21,21 @@ impl CniError {
     }
 }
 
+/// What the runtime gets when romana-cni itself failed (a panic): code 999 with the panic's
+/// message, so a runtime always reads a CNI error instead of an empty stdout.
+pub fn panic_error(payload: &(dyn std::any::Any + Send)) -> CniError {
+    let what = payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".to_owned());
+    CniError {
+        code: romana_api::agent::code::OTHER,
+        msg: "romana-cni failed internally (a bug: please report it)".into(),
+        details: what,
+    }
+}
+
 /// The ADD (and 1.x DEL/CHECK-less) result. From 0.3.0 to 0.4.0 each IP carries `version`;
 /// 1.0.0 dropped it. Interface 0 is the host end, 1 the pod's.
 pub fn render_result(version: &str, a: &Attached) -> Value {

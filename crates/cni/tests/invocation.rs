@@ -159,3 +159,33 @@ fn results_have_the_shape_of_each_version() {
         assert_eq!(render_result(v, &a), golden(v, None), "{v}");
     }
 }
+
+#[test]
+fn only_the_cni_variables_are_read_and_non_utf8_is_code_4() {
+    use std::ffi::OsString;
+    use std::os::unix::ffi::OsStringExt;
+    let env = |bad: &'static str| {
+        move |k: &str| match k {
+            _ if k == bad => Some(OsString::from_vec(b"x\xffy".to_vec())),
+            "CNI_COMMAND" => Some(OsString::from("ADD")),
+            _ => None,
+        }
+    };
+    // CNI_PATH and everything else are never read: a bad one changes nothing.
+    let got = romana_cni::read_env(env("CNI_PATH")).unwrap();
+    assert_eq!(got, BTreeMap::from([("CNI_COMMAND".to_owned(), "ADD".to_owned())]));
+    for var in romana_cni::CNI_VARS {
+        let e = romana_cni::read_env(env(var)).unwrap_err();
+        assert_eq!(e.code, 4, "{var}");
+        assert_eq!(e.msg, format!("{var} is not valid UTF-8"));
+    }
+}
+
+#[test]
+fn a_panic_becomes_a_cni_error_with_its_message() {
+    let p = std::panic::catch_unwind(|| panic!("index {} out of range", 3)).unwrap_err();
+    let e = romana_cni::panic_error(&*p);
+    assert_eq!((e.code, e.details.as_str()), (999, "index 3 out of range"));
+    let p = std::panic::catch_unwind(|| panic!("static")).unwrap_err();
+    assert_eq!(romana_cni::panic_error(&*p).details, "static");
+}

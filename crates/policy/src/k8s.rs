@@ -81,6 +81,28 @@ fn peer(at: &str, p: &NetworkPolicyPeer, out: &mut Vec<String>) -> Option<Peer> 
     }
 }
 
+/// Kubernetes' name rules (what the API server enforces, so a policy `kubectl` accepts is one we
+/// accept): 1 to `max` of a-z 0-9 '-' (and '.' in a subdomain, between labels), each label
+/// starting and ending with a letter or digit. The name is echoed only when short enough to read.
+fn dns1123(what: &str, name: &str, max: usize, dots: bool) -> Result<(), String> {
+    let len = name.chars().count();
+    if len > max {
+        return Err(format!("{len} characters, at most {max}"));
+    }
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    let ok = if dots { name.split('.').all(label_ok) } else { label_ok(name) };
+    if ok {
+        return Ok(());
+    }
+    let allowed = if dots { "a-z 0-9 '-' '.'" } else { "a-z 0-9 '-'" };
+    Err(format!("{name:?} is not {what} (lowercase {allowed}, starting and ending with a letter or digit)"))
+}
+
 /// IANA service names: 1 to 15 of a-z 0-9 and '-', at least one letter, no leading, trailing or
 /// double '-'.
 fn port_name_ok(n: &str) -> bool {
@@ -172,9 +194,13 @@ pub fn from_k8s(p: &NetworkPolicy) -> Result<PolicyRules, Problems> {
     }
     if p.metadata.name.is_empty() {
         out.push("metadata.name: required".into());
+    } else if let Err(why) = dns1123("a DNS-1123 subdomain", &p.metadata.name, 253, true) {
+        out.push(format!("metadata.name: {why}"));
     }
     if p.metadata.namespace.is_empty() {
         out.push("metadata.namespace: required (it is the policy's tenant)".into());
+    } else if let Err(why) = dns1123("a DNS-1123 label", &p.metadata.namespace, 63, false) {
+        out.push(format!("metadata.namespace: {why}"));
     }
     let spec = &p.spec;
     let target = selector("spec.podSelector", &spec.pod_selector, &mut out);

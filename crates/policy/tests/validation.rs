@@ -94,3 +94,41 @@ fn defaulting_follows_the_api() {
     assert!(p.ingress.is_none() && p.egress == Some(vec![]));
     assert_eq!(p.id, "k8s:x/p");
 }
+
+#[test]
+fn names_follow_kubernetes_rules() {
+    // (name, namespace, the problem's field, or "" when valid)
+    let long = "a".repeat(254);
+    let cases: &[(&str, &str, &str)] = &[
+        ("web-allow.v2", "team-a", ""),
+        (&long[..253], &long[..63], ""),
+        (&long, "x", "metadata.name: 254 characters, at most 253"),
+        ("a\0b", "x", "metadata.name: \"a\\0b\" is not a DNS-1123 subdomain"),
+        ("a/b", "x", "metadata.name: \"a/b\" is not"),
+        ("ABC", "x", "metadata.name: \"ABC\" is not"),
+        ("-a", "x", "metadata.name"),
+        ("a..b", "x", "metadata.name"),
+        ("a.", "x", "metadata.name"),
+        ("p", "../auth", "metadata.namespace: \"../auth\" is not a DNS-1123 label"),
+        ("p", "a.b", "metadata.namespace"),
+        ("p", &long[..64], "metadata.namespace: 64 characters, at most 63"),
+        ("p", "Team_A", "metadata.namespace"),
+    ];
+    for (name, namespace, want) in cases {
+        let np: NetworkPolicy =
+            serde_json::from_value(json!({"metadata": {"name": name, "namespace": namespace}, "spec": {}}))
+                .unwrap();
+        match (from_k8s(&np), *want) {
+            (Ok(_), "") => {}
+            (Err(e), want) if !want.is_empty() => {
+                assert_eq!(e.0.len(), 1, "{name:?}/{namespace:?}: one problem: {e}");
+                assert!(
+                    e.0[0].starts_with(want),
+                    "{name:?}/{namespace:?}: {:?} should start {want:?}",
+                    e.0[0]
+                );
+            }
+            (got, want) => panic!("{name:?}/{namespace:?}: got {got:?}, want {want:?}"),
+        }
+    }
+}

@@ -164,6 +164,7 @@ pub fn router(state: AppState) -> Router {
     app.route_layer(axum::middleware::from_fn_with_state(state.clone(), auth::authenticate))
         .fallback(ops::fallback)
         .method_not_allowed_fallback(ops::method_not_allowed)
+        .layer(axum::middleware::from_fn(ops::json_errors))
         .layer(axum::middleware::from_fn_with_state(state.clone(), ops::observe))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(state)

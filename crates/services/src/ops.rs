@@ -1,5 +1,6 @@
 //! Operations endpoints (health, readiness, metrics, the OpenAPI document) and the middleware
-//! every request passes: metrics, a timeout, and our JSON body for unknown routes.
+//! every request passes: metrics, a timeout, our JSON body for unknown routes and methods, and
+//! the JSON error body for the errors axum's extractors answer in plain text.
 
 use std::time::{Duration, Instant};
 
@@ -70,6 +71,42 @@ pub async fn fallback() -> ApiError {
 
 pub async fn method_not_allowed() -> ApiError {
     ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed on this route; see /openapi.json")
+}
+
+/// Largest plain-text error body kept as the message (axum's rejections are one line).
+const PLAIN_ERROR_LIMIT: usize = 4096;
+
+/// Gives every error romanad answers the documented JSON body: axum's own rejections (413 of the
+/// body limit, 400 of a path segment that is not UTF-8, a malformed query) are plain text, and
+/// handlers that take raw bytes or typed paths get them before our code runs. The text becomes
+/// the message, the status stays, and headers such as `Retry-After` and `Allow` are kept.
+pub async fn json_errors(req: Request, next: Next) -> Response {
+    let resp = next.run(req).await;
+    let status = resp.status();
+    let is_json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return resp;
+    }
+    let (mut parts, body) = resp.into_parts();
+    let text = axum::body::to_bytes(body, PLAIN_ERROR_LIMIT)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_owned())
+        .unwrap_or_default();
+    let message = if text.is_empty() {
+        status.canonical_reason().unwrap_or("error").to_ascii_lowercase()
+    } else {
+        text
+    };
+    parts.headers.remove(header::CONTENT_TYPE);
+    parts.headers.remove(header::CONTENT_LENGTH);
+    let shaped = ApiError::new(status, message).into_response();
+    let (new_parts, new_body) = shaped.into_parts();
+    parts.headers.extend(new_parts.headers);
+    Response::from_parts(parts, new_body)
 }
 
 /// Counts and times each request by its route template; answers 503 past the timeout.

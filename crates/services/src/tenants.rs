@@ -344,6 +344,14 @@ async fn add_segment(
     Path(tenant): Path<String>,
     Body(req): Body<SegmentRequest>,
 ) -> ApiResult<(StatusCode, axum::Json<Segment>)> {
+    // The empty name is the tenant's default segment: the first address that names no segment
+    // makes it, so it is never created by name.
+    if req.name.is_empty() {
+        return Err(ApiError::invalid(
+            "invalid segment",
+            vec!["name: must not be empty (\"\" is the default segment, made by the first address that names no segment)".into()],
+        ));
+    }
     SegmentName::new(req.name.clone())
         .map_err(|e| ApiError::invalid("invalid segment", vec![format!("name: {e}")]))?;
     let t = find(&state, &tenant).await?;
