@@ -17,6 +17,7 @@ pub mod ops;
 pub mod policies;
 pub mod root;
 pub mod route_manager;
+pub mod scope;
 pub mod state;
 pub mod table;
 pub mod tenants;
