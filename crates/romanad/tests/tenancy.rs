@@ -110,13 +110,15 @@ async fn a_tenant_sees_and_changes_only_its_own_objects() {
         .unwrap();
     admin.create_tenant(&tenant("red", "ext-red")).await.unwrap();
     admin.create_tenant(&tenant("blue", "ext-blue")).await.unwrap();
-    let seg = |n: &str| SegmentRequest { name: n.into(), external_id: String::new(), labels: Default::default() };
+    let seg =
+        |n: &str| SegmentRequest { name: n.into(), external_id: String::new(), labels: Default::default() };
     admin.add_segment("red", &seg("web")).await.unwrap();
     admin.add_segment("blue", &seg("blue-db")).await.unwrap();
     // red-a1 and blue-a1 share the network any tenant may use (blue's at an address of its
     // choosing, in a block of its own); blue-b1 is in blue's own network.
     let red_a = admin.allocate(&addr("red-a1", "red", "web", None), None).await.unwrap();
-    let blue_a = admin.allocate(&addr("blue-a1", "blue", "blue-db", Some("10.111.0.20")), None).await.unwrap();
+    let blue_a =
+        admin.allocate(&addr("blue-a1", "blue", "blue-db", Some("10.111.0.20")), None).await.unwrap();
     let blue_b = admin.allocate(&addr("blue-b1", "blue", "blue-db", None), None).await.unwrap();
     assert!(blue_b.ip.starts_with("10.112."), "{blue_b:?}");
     // A free address in blue's block (10.111.0.16/29).
@@ -257,7 +259,13 @@ async fn a_tenant_sees_and_changes_only_its_own_objects() {
             }
         }
     }
-    assert!(failures.is_empty(), "{} of {} cases failed:\n{}", failures.len(), cases.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases failed:\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n")
+    );
 
     // Lists hold exactly red's objects.
     let names = |path: &'static str, field: &'static str| {
@@ -296,7 +304,8 @@ async fn a_tenant_sees_and_changes_only_its_own_objects() {
     assert_eq!(status, 404, "{body}");
     let (status, body) = call(&d.url, &carol, &Method::GET, "/tenants/ext-blue/segments", None).await;
     assert_eq!(status, 404, "{body}");
-    let (status, _) = call(&d.url, &carol, &Method::POST, "/tenants/ext-blue/segments", Some(&json!({"name": "c"}))).await;
+    let (status, _) =
+        call(&d.url, &carol, &Method::POST, "/tenants/ext-blue/segments", Some(&json!({"name": "c"}))).await;
     assert_eq!(status, 404);
 
     // Blue's objects are as the admin left them.
