@@ -189,15 +189,15 @@ async fn healthz_and_heartbeat_latency_under_a_login_flood() {
                 .unwrap();
             let token = admin.token().unwrap();
             let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+            // Each flooder speaks from 8 addresses in turn, a distinct name each time: an
+            // attacker with many addresses, whom no lock slows down (clients made beforehand).
+            let clients: Vec<Vec<reqwest::Client>> = (0..flood)
+                .map(|f| (0..8).map(|k| from(&format!("127.{}.{}.1", 10 + f, 1 + k))).collect())
+                .collect();
             let mut flooders = Vec::new();
-            for f in 0..flood {
+            for (f, clients) in clients.into_iter().enumerate() {
                 let (url, stop) = (d.url.clone(), std::sync::Arc::clone(&stop));
                 flooders.push(tokio::spawn(async move {
-                    // Each flooder speaks from 64 addresses in turn, distinct names each time:
-                    // an attacker with many addresses, whom no lock slows down.
-                    let clients: Vec<_> = (0..64)
-                        .map(|k| from(&format!("127.{}.{}.{}", 10 + f, 1 + k / 250, 1 + k % 250)))
-                        .collect();
                     let mut statuses = std::collections::BTreeMap::<u16, usize>::new();
                     let mut n = 0usize;
                     while !stop.load(std::sync::atomic::Ordering::Relaxed) {
@@ -247,5 +247,48 @@ async fn healthz_and_heartbeat_latency_under_a_login_flood() {
                 ms(b99)
             );
         }
+    }
+}
+
+/// romanad's resident memory before and after 200 logins with distinct 1 MiB usernames, and
+/// again a minute later, for romanad as built and (with `ROMANAD_BASELINE_BIN`) another binary.
+/// Prints a table; asserts nothing. Run as the latency measurement above, filtered to `rss`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement (docs/benchmarks.md), not a test"]
+async fn rss_after_logins_with_long_usernames() {
+    let mut bins = vec![("this build".to_owned(), common::BIN.to_owned())];
+    if let Ok(b) = std::env::var("ROMANAD_BASELINE_BIN") {
+        bins.insert(0, ("baseline".to_owned(), b));
+    }
+    let rss = |pid: u32| -> f64 {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let kb: f64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap();
+        kb / 1024.0
+    };
+    println!("| romanad | RSS before (MiB) | after 200 logins | 60 s later | statuses |");
+    println!("|---|---|---|---|---|");
+    for (label, bin) in bins {
+        let dir = TempDir::new("login-rss");
+        let d = Romanad::start(
+            std::path::Path::new(&bin),
+            &["--data-dir".into(), dir.path().display().to_string()],
+        )
+        .unwrap();
+        let pid = d.pid().unwrap();
+        let before = rss(pid);
+        let mut statuses = std::collections::BTreeMap::<u16, usize>::new();
+        for i in 0..200u32 {
+            // Distinct names from distinct addresses, so that no lock cuts the run short.
+            let c = from(&format!("127.0.{}.{}", 1 + i / 200, 1 + i % 200));
+            let name = format!("{i:06}{}", "n".repeat((1 << 20) - 6));
+            *statuses.entry(login(&c, &d.url, &name, "wrong").await.0).or_default() += 1;
+        }
+        let after = rss(pid);
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        println!("| {label} | {before:.1} | {after:.1} | {:.1} | {statuses:?} |", rss(pid));
     }
 }
