@@ -367,13 +367,6 @@ async fn user(store: &dyn Store, keys: &Keys, name: &str) -> ApiResult<Option<Us
     }
 }
 
-/// Entries in the failed-login table now (bounded by `login_limit::Limits::capacity`).
-impl AuthState {
-    pub fn failure_entries(&self) -> usize {
-        self.failures.lock().unwrap_or_else(|p| p.into_inner()).len()
-    }
-}
-
 /// A JSON error with `Retry-After` (seconds, at least one).
 fn retry_after(status: StatusCode, message: String, wait: Duration) -> Response {
     let mut resp = ApiError::new(status, message).into_response();
