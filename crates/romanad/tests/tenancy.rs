@@ -205,6 +205,7 @@ async fn a_tenant_sees_and_changes_only_its_own_objects() {
         case(M::PUT, "/policies/evil", Some(policy("evil", json!({"cidr": "0.0.0.0/0"}))), 403),
         case(M::PUT, "/policies/evil", Some(policy("evil", json!({"dest": "local"}))), 403),
         case(M::PUT, "/policies/evil", Some(policy("evil", json!({"dest": "host"}))), 403),
+        case(M::POST, "/policies", Some(policy("blue-pol", json!({"tenant": "red"}))), 409),
         case(M::PUT, "/policies/blue-pol", Some(policy("blue-pol", json!({"tenant": "red"}))), 403),
         case(M::PUT, "/policies/blue-cidr", Some(policy("blue-cidr", json!({"tenant": "red"}))), 403),
         case(M::PUT, "/policies/red-pol2", Some(red_pol2.clone()), 200),

@@ -81,6 +81,10 @@ async fn create(
     if existing.as_ref() == Some(&p) {
         return Ok((StatusCode::OK, Json(p)));
     }
+    if existing.as_ref().is_some_and(|e| !owns(&who, e)) {
+        // Another tenant's (or a CIDR's): say nothing of it but that the id is taken.
+        return Err(ApiError::conflict(format!("policy id {} is taken; choose another id", p.id)));
+    }
     Err(ApiError::conflict(format!(
         "policy {} already exists with other content; PUT /policies/{} replaces it",
         p.id, p.id
