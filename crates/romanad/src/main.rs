@@ -224,9 +224,16 @@ async fn run() -> Result<()> {
                 tcp: listener,
                 acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)),
             };
+            // Handlers see the peer's address (logins lock per source address).
+            let app = app
+                .layer(axum::middleware::map_request(tls::peer_address))
+                .into_make_service_with_connect_info::<tls::TlsPeer>();
             axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?;
         }
-        None => axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?,
+        None => {
+            let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
+            axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?
+        }
     }
     Ok(())
 }

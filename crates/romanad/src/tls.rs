@@ -115,3 +115,23 @@ impl axum::serve::Listener for TlsListener {
         self.tcp.local_addr()
     }
 }
+
+/// The peer address of a TLS connection, for `into_make_service_with_connect_info`.
+#[derive(Debug, Clone, Copy)]
+pub struct TlsPeer(pub std::net::SocketAddr);
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, TlsListener>> for TlsPeer {
+    fn connect_info(stream: axum::serve::IncomingStream<'_, TlsListener>) -> TlsPeer {
+        TlsPeer(*stream.remote_addr())
+    }
+}
+
+/// Gives handlers the TLS peer's address as they get a plain connection's
+/// (`ConnectInfo<SocketAddr>`).
+pub async fn peer_address(mut req: axum::extract::Request) -> axum::extract::Request {
+    use axum::extract::ConnectInfo;
+    if let Some(ConnectInfo(TlsPeer(addr))) = req.extensions().get::<ConnectInfo<TlsPeer>>().copied() {
+        req.extensions_mut().insert(ConnectInfo(addr));
+    }
+    req
+}

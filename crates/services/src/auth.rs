@@ -5,12 +5,12 @@
 //! every replica verifies locally with all published public keys. Secrets never appear in logs
 //! or error bodies.
 
-use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use axum::extract::{MatchedPath, Path, Request, State};
+use axum::extract::{ConnectInfo, MatchedPath, Path, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -27,14 +27,18 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{ApiError, ApiResult};
 use crate::extract::Body;
+use crate::hash_pool::HashPool;
 use crate::keys::Keys;
+use crate::login_limit::{FailureTable, Limits, LockKind};
 use crate::state::AppState;
 
 /// Refresh tokens live a day (access tokens 15 minutes unless configured).
 pub const REFRESH_TTL: u64 = 24 * 3600;
-/// Wrong passwords allowed per user per minute before logins are refused for the minute.
+/// Wrong passwords allowed per user and source address per minute before that pair is refused
+/// for the minute (the source and user locks are in `login_limit::Limits`).
 pub const MAX_FAILURES: u32 = 5;
-const FAILURE_WINDOW: Duration = Duration::from_secs(60);
+/// Longest username a login may name (a DNS name's length); longer is 400 before any work.
+pub const MAX_USERNAME: usize = 253;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct UserRecord {
@@ -112,7 +116,8 @@ pub struct AuthState {
     /// the re-publish never revives a key a rotation is retiring.
     key_change: tokio::sync::Mutex<()>,
     verified: Mutex<VerifiedTokens>,
-    failures: Mutex<HashMap<String, (u32, Instant)>>,
+    failures: Mutex<FailureTable>,
+    hashing: HashPool,
     rng: SystemRandom,
 }
 
@@ -174,7 +179,9 @@ impl AuthState {
             own: RwLock::new(OwnKey { key: Arc::new(key), file: key_file }),
             key_change: tokio::sync::Mutex::new(()),
             verified: Mutex::new(VerifiedTokens::new(65_536)),
-            failures: Mutex::new(HashMap::new()),
+            failures: Mutex::new(FailureTable::new(Limits { pair: MAX_FAILURES, ..Limits::default() })),
+            hashing: HashPool::for_this_machine()
+                .map_err(|e| ApiError::internal(format!("cannot start the password hashing threads: {e}")))?,
             rng,
         });
         state.migrate_keys(&*store, keys).await?;
@@ -543,40 +550,73 @@ async fn user(store: &dyn Store, keys: &Keys, name: &str) -> ApiResult<Option<Us
     }
 }
 
-async fn login(State(s): State<AppState>, Body(req): Body<LoginRequest>) -> ApiResult<Response> {
-    {
-        let f = s.auth.failures.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((n, since)) = f.get(&req.username)
-            && *n >= MAX_FAILURES
-            && since.elapsed() < FAILURE_WINDOW
-        {
-            let wait = (FAILURE_WINDOW - since.elapsed()).as_secs() + 1;
-            let mut resp = ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                format!("too many failed logins for {}; try again in {wait} s", req.username),
-            )
-            .into_response();
-            resp.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from(wait));
-            return Ok(resp);
-        }
+/// A JSON error with `Retry-After` (seconds, at least one).
+fn retry_after(status: StatusCode, message: String, wait: Duration) -> Response {
+    let mut resp = ApiError::new(status, message).into_response();
+    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    resp.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from(secs.max(1)));
+    resp
+}
+
+/// Logs in. In order, each before any costlier work: the username's length (400), the failure
+/// locks (429), then the password hash on the bounded hashing pool (503 when it is full). An
+/// unknown user is hashed against a dummy hash, so timing does not reveal which names exist.
+async fn login(
+    State(s): State<AppState>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+    Body(req): Body<LoginRequest>,
+) -> ApiResult<Response> {
+    if req.username.len() > MAX_USERNAME {
+        return Err(ApiError::bad_request(format!(
+            "username: {} bytes is longer than the {MAX_USERNAME} allowed",
+            req.username.len()
+        )));
+    }
+    let source: Option<IpAddr> = peer.map(|Extension(ConnectInfo(a))| a.ip());
+    let locked = s.auth.failures.lock().unwrap_or_else(|p| p.into_inner()).check(
+        &req.username,
+        source,
+        Instant::now(),
+    );
+    if let Err(l) = locked {
+        let whom = match l.by {
+            LockKind::Pair => "for this user from this address",
+            LockKind::Source => "from this address",
+            LockKind::User => "for this user",
+        };
+        let wait = l.wait.as_secs() + 1;
+        return Ok(retry_after(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!("too many failed logins {whom}; try again in {wait} s"),
+            l.wait,
+        ));
     }
     let found = user(&*s.store, &s.keys, &req.username).await?;
     // Hash even for an unknown user, so that timing does not reveal which names exist.
     let hash = found.as_ref().map_or(
-        "$argon2id$v=19$m=19456,t=2,p=1$AAAAAAAAAAAAAAAAAAAAAA$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
-        |u| u.password_hash.as_str(),
+        "$argon2id$v=19$m=19456,t=2,p=1$AAAAAAAAAAAAAAAAAAAAAA$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
+            .to_owned(),
+        |u| u.password_hash.clone(),
     );
-    let ok = romana_auth::verify_password(&req.password, hash) && found.is_some();
-    let Some(u) = found.filter(|_| ok) else {
-        let mut f = s.auth.failures.lock().unwrap_or_else(|p| p.into_inner());
-        let e = f.entry(req.username.clone()).or_insert((0, Instant::now()));
-        if e.1.elapsed() >= FAILURE_WINDOW {
-            *e = (0, Instant::now());
-        }
-        e.0 += 1;
+    let password = req.password;
+    let verified = s.auth.hashing.run(move || romana_auth::verify_password(&password, &hash)).await;
+    let Ok(matches) = verified else {
+        let (threads, queue) = s.auth.hashing.size();
+        return Ok(retry_after(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("too many logins in progress ({threads} hashing, {queue} waiting); try again in 1 s"),
+            Duration::from_secs(1),
+        ));
+    };
+    let Some(u) = found.filter(|_| matches) else {
+        s.auth.failures.lock().unwrap_or_else(|p| p.into_inner()).failed(
+            &req.username,
+            source,
+            Instant::now(),
+        );
         return Err(ApiError::new(StatusCode::UNAUTHORIZED, "wrong username or password"));
     };
-    s.auth.failures.lock().unwrap_or_else(|p| p.into_inner()).remove(&req.username);
+    s.auth.failures.lock().unwrap_or_else(|p| p.into_inner()).succeeded(&req.username, source);
     Ok(Json(s.auth.issue(&u)?).into_response())
 }
 

@@ -20,6 +20,7 @@ use serde::Deserialize;
 
 use crate::error::{ApiError, ApiResult};
 use crate::extract::Body;
+use crate::scope;
 use crate::state::AppState;
 
 use axum::{Extension, Json};
@@ -61,17 +62,25 @@ fn host_view(h: &romana_ipam::HostView) -> Host {
     }
 }
 
-async fn networks(State(s): State<AppState>) -> Json<Vec<NetworkInfo>> {
+/// Networks. A tenant user sees the networks its tenants may use, and of their tenant
+/// restrictions only its own tenants (another tenant's name is not its business).
+async fn networks(State(s): State<AppState>, Extension(p): Extension<Principal>) -> Json<Vec<NetworkInfo>> {
     Json(s.ipam.read(|v| {
         v.ipam
             .networks()
             .into_iter()
+            .filter(|n| n.tenants.is_empty() || n.tenants.iter().any(|t| scope::visible(&p, t.as_str())))
             .map(|n| NetworkInfo {
                 id: n.name.to_string(),
                 name: n.name.to_string(),
                 cidr: n.cidr.to_string(),
                 block_mask: n.block_mask,
-                tenants: n.tenants.iter().map(ToString::to_string).collect(),
+                tenants: n
+                    .tenants
+                    .iter()
+                    .filter(|t| scope::visible(&p, t.as_str()))
+                    .map(ToString::to_string)
+                    .collect(),
                 layout: match n.layout {
                     LayoutSpec::Blocks => "blocks".into(),
                     LayoutSpec::Classic(_) => "classic".into(),
@@ -278,15 +287,36 @@ fn check_token(t: &Option<String>) -> ApiResult<()> {
     }
 }
 
-/// Romana 2.0's `POST /address`: answers the address as a JSON string.
-fn may(p: &Principal, tenant: &str) -> ApiResult<()> {
-    if p.may(tenant) {
-        Ok(())
-    } else {
-        Err(ApiError::new(StatusCode::FORBIDDEN, format!("{} may not act for tenant {tenant:?}", p.name)))
+/// An allocation's failure as `p` may read it. The IPAM's conflicts name the holder of a name or
+/// address and the owner of a block; a tenant user learns them only when they are its own
+/// tenants' (the check runs after the failure, so only a positive finding keeps the detail).
+fn scoped_failure(s: &AppState, p: &Principal, req: &AddressRequest, e: ApiError) -> ApiError {
+    if p.is_privileged() || e.status != StatusCode::CONFLICT {
+        return e;
+    }
+    let ip = req.ip.as_deref().and_then(|ip| ip.parse::<IpAddr>().ok());
+    let (name_holder, ip_holder) = s.ipam.read(|v| {
+        (
+            v.ipam.lookup(&req.name).map(|a| a.tenant.as_str().to_owned()),
+            ip.and_then(|ip| v.ipam.lookup_ip(ip)).map(|a| a.tenant.as_str().to_owned()),
+        )
+    });
+    match (name_holder, ip_holder, ip) {
+        (Some(t), _, _) if scope::visible(p, &t) => e,
+        (Some(_), _, _) => ApiError::conflict(format!("address name {} is already in use", req.name)),
+        (None, Some(t), _) if scope::visible(p, &t) => e,
+        (None, _, Some(ip)) => ApiError::conflict(format!(
+            "{ip} is not available to tenant {:?}: it is allocated, or in a block of another owner",
+            req.tenant
+        )),
+        (None, _, None) => ApiError::conflict(format!(
+            "no address available for tenant {:?} segment {:?} on host {}",
+            req.tenant, req.segment, req.host
+        )),
     }
 }
 
+/// Romana 2.0's `POST /address`: answers the address as a JSON string.
 async fn allocate_v2(
     State(s): State<AppState>,
     Extension(p): Extension<Principal>,
@@ -294,9 +324,9 @@ async fn allocate_v2(
     Body(req): Body<AddressRequest>,
 ) -> ApiResult<Json<String>> {
     check_token(&q.request_token)?;
-    may(&p, &req.tenant)?;
+    scope::require(&p, &req.tenant)?;
     let (r, ip) = alloc_request(&req)?;
-    let a = s.ipam.allocate(r, ip, q.request_token).await?;
+    let a = s.ipam.allocate(r, ip, q.request_token).await.map_err(|e| scoped_failure(&s, &p, &req, e))?;
     Ok(Json(a.ip.to_string()))
 }
 
@@ -307,9 +337,9 @@ async fn allocate(
     Body(req): Body<AddressRequest>,
 ) -> ApiResult<(StatusCode, Json<Address>)> {
     check_token(&q.request_token)?;
-    may(&p, &req.tenant)?;
+    scope::require(&p, &req.tenant)?;
     let (r, ip) = alloc_request(&req)?;
-    let a = s.ipam.allocate(r, ip, q.request_token).await?;
+    let a = s.ipam.allocate(r, ip, q.request_token).await.map_err(|e| scoped_failure(&s, &p, &req, e))?;
     Ok((if a.fresh { StatusCode::CREATED } else { StatusCode::OK }, Json(address_view(&a))))
 }
 
@@ -346,7 +376,7 @@ fn not_found(key: &str) -> ApiError {
 
 async fn release_key(s: &AppState, p: &Principal, key: String) -> ApiResult<Json<Address>> {
     // Another tenant's address is "not found", as if it did not exist.
-    if !p.is_privileged() && !lookup(s, &key).is_some_and(|a| p.may(a.tenant.as_str())) {
+    if !p.is_privileged() && !lookup(s, &key).is_some_and(|a| scope::visible(p, a.tenant.as_str())) {
         return Err(not_found(&key));
     }
     let r = s.ipam.release(key).await?;
@@ -360,14 +390,17 @@ async fn release_key(s: &AppState, p: &Principal, key: String) -> ApiResult<Json
     }))
 }
 
+/// Allocations, of the principal's tenants only.
 async fn addresses(
     State(s): State<AppState>,
+    Extension(p): Extension<Principal>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Json<Vec<Address>> {
     Json(s.ipam.read(|v| {
         v.ipam
             .allocations()
             .iter()
+            .filter(|a| scope::visible(&p, a.tenant.as_str()))
             .filter(|a| q.get("host").is_none_or(|h| a.host.as_str() == h))
             .filter(|a| q.get("tenant").is_none_or(|t| a.tenant.as_str() == t))
             .filter(|a| q.get("network").is_none_or(|n| a.network.as_str() == n))
@@ -376,16 +409,16 @@ async fn addresses(
     }))
 }
 
-async fn show_address(State(s): State<AppState>, Path(key): Path<String>) -> ApiResult<Json<Address>> {
-    s.ipam
-        .read(|v| {
-            v.ipam
-                .lookup(&key)
-                .or_else(|| key.parse().ok().and_then(|ip| v.ipam.lookup_ip(ip)))
-                .map(|a| address_view(&a))
-        })
-        .map(Json)
-        .ok_or_else(|| ApiError::not_found(format!("no allocated address named or numbered {key}")))
+/// One allocation by name or address; another tenant's is not found.
+async fn show_address(
+    State(s): State<AppState>,
+    Extension(p): Extension<Principal>,
+    Path(key): Path<String>,
+) -> ApiResult<Json<Address>> {
+    lookup(&s, &key)
+        .filter(|a| scope::visible(&p, a.tenant.as_str()))
+        .map(|a| Json(address_view(&a)))
+        .ok_or_else(|| not_found(&key))
 }
 
 fn parse_cidr(c: &str) -> ApiResult<Cidr> {

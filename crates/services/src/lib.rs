@@ -8,16 +8,19 @@ pub mod auth;
 pub mod endpoints;
 pub mod error;
 pub mod extract;
+pub mod hash_pool;
 pub mod ipam_api;
 pub mod ipam_sync;
 pub mod key_file;
 pub mod keys;
+pub mod login_limit;
 pub mod metrics;
 pub mod netpols;
 pub mod ops;
 pub mod policies;
 pub mod root;
 pub mod route_manager;
+pub mod scope;
 pub mod state;
 pub mod table;
 pub mod tenants;
@@ -86,7 +89,10 @@ pub async fn serve_loopback(
     };
     let store = Arc::new(romana_store::MemStore::new());
     let state = start(store, &opts).await.map_err(|e| std::io::Error::other(e.message))?;
-    tokio::spawn(axum::serve(listener, router(state)).into_future());
+    tokio::spawn(
+        axum::serve(listener, router(state).into_make_service_with_connect_info::<std::net::SocketAddr>())
+            .into_future(),
+    );
     Ok(url)
 }
 

@@ -51,7 +51,7 @@ async fn list(
     let (kvs, _) = s.store.range(&s.keys.netpols()).await?;
     let all: Vec<NetworkPolicy> =
         kvs.iter().map(|kv| decode(&kv.key, &kv.value)).collect::<ApiResult<_>>()?;
-    Ok(Json(all.into_iter().filter(|np| p.may(&np.metadata.namespace)).collect()))
+    Ok(Json(all.into_iter().filter(|np| crate::scope::visible(&p, &np.metadata.namespace)).collect()))
 }
 
 /// Creates or replaces (`kubectl apply` semantics): 201 when new, 200 when it replaced one.
@@ -62,7 +62,7 @@ async fn apply(
     body: Bytes,
 ) -> ApiResult<(StatusCode, Json<NetworkPolicy>)> {
     let np = validated(parse(&headers, &body)?)?;
-    if !who.may(&np.metadata.namespace) {
+    if !crate::scope::visible(&who, &np.metadata.namespace) {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             format!("{} may not write policies of namespace {}", who.name, np.metadata.namespace),

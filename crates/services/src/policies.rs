@@ -28,25 +28,17 @@ fn validated(mut p: Policy) -> ApiResult<Policy> {
     if problems.is_empty() { Ok(p) } else { Err(ApiError::invalid("invalid policy", problems)) }
 }
 
-/// Whether `p` may see and change `policy`: admin and service always; a tenant role only for
-/// policies whose every target is one of its tenants (by name).
 fn owns(p: &Principal, policy: &Policy) -> bool {
-    p.is_privileged()
-        || (!policy.applied_to.is_empty()
-            && policy.applied_to.iter().all(|e| {
-                let name = if e.tenant.is_empty() {
-                    e.tenant_id.as_ref().and_then(|v| v.as_str()).unwrap_or("")
-                } else {
-                    &e.tenant
-                };
-                !name.is_empty() && p.may(name)
-            }))
+    crate::scope::owns_policy(p, policy)
 }
 
 fn forbid(p: &Principal, id: &str) -> ApiError {
     ApiError::new(
         axum::http::StatusCode::FORBIDDEN,
-        format!("{} may only write policies applied to its own tenants ({id})", p.name),
+        format!(
+            "{} may only write policies applied to its own tenants (not to a cidr, dest or another tenant) ({id})",
+            p.name
+        ),
     )
 }
 
@@ -89,14 +81,21 @@ async fn create(
     if existing.as_ref() == Some(&p) {
         return Ok((StatusCode::OK, Json(p)));
     }
+    if existing.as_ref().is_some_and(|e| !owns(&who, e)) {
+        // Another tenant's (or a CIDR's): say nothing of it but that the id is taken.
+        return Err(ApiError::conflict(format!("policy id {} is taken; choose another id", p.id)));
+    }
     Err(ApiError::conflict(format!(
         "policy {} already exists with other content; PUT /policies/{} replaces it",
         p.id, p.id
     )))
 }
 
+/// Creates or replaces a policy. A tenant user may replace only a policy it owns, with one it
+/// owns; another tenant's policy under the same id is refused without saying whose it is.
 async fn replace(
     State(s): State<AppState>,
+    Extension(who): Extension<Principal>,
     Path(id): Path<String>,
     Body(mut p): Body<Policy>,
 ) -> ApiResult<Json<Policy>> {
@@ -110,13 +109,31 @@ async fn replace(
         ));
     }
     let p = validated(p)?;
-    s.store
-        .txn(Txn::when(
-            vec![],
-            vec![Op::put(s.keys.policy(&id), serde_json::to_vec(&p).expect("policies serialize"))],
-        ))
-        .await?;
-    Ok(Json(p))
+    if !owns(&who, &p) {
+        return Err(forbid(&who, &id));
+    }
+    let key = s.keys.policy(&id);
+    let body = serde_json::to_vec(&p).expect("policies serialize");
+    // The ownership check and the write are one transaction: the policy checked is the one replaced.
+    for _ in 0..5 {
+        let compare = match s.store.get(&key).await? {
+            Some(kv) => {
+                if !owns(&who, &decode(&key, &kv.value)?) {
+                    return Err(ApiError::new(
+                        StatusCode::FORBIDDEN,
+                        format!("{} may not replace policy {id}: choose another id", who.name),
+                    ));
+                }
+                Compare::unchanged(&key, kv.mod_revision)
+            }
+            None => Compare::absent(&key),
+        };
+        let r = s.store.txn(Txn::when(vec![compare], vec![Op::put(&key, body.clone())])).await?;
+        if r.succeeded {
+            return Ok(Json(p));
+        }
+    }
+    Err(ApiError::conflict(format!("policy {id} keeps changing meanwhile; try again")))
 }
 
 async fn show(
@@ -135,15 +152,24 @@ async fn show(
 
 async fn delete_id(s: &AppState, who: &Principal, id: &str) -> ApiResult<Json<Policy>> {
     let key = s.keys.policy(id);
-    if let Some(kv) = s.store.get(&key).await?
-        && !owns(who, &decode(&key, &kv.value)?)
-    {
-        return Err(ApiError::not_found(format!("unknown policy {id}")));
+    let unknown = || ApiError::not_found(format!("unknown policy {id}"));
+    // Delete exactly the revision whose owner was checked, so a policy that changed hands
+    // meanwhile is never deleted by the wrong tenant.
+    for _ in 0..5 {
+        let Some(kv) = s.store.get(&key).await? else { return Err(unknown()) };
+        let p = decode(&key, &kv.value)?;
+        if !owns(who, &p) {
+            return Err(unknown());
+        }
+        let r = s
+            .store
+            .txn(Txn::when(vec![Compare::unchanged(&key, kv.mod_revision)], vec![Op::delete(&key)]))
+            .await?;
+        if r.succeeded {
+            return Ok(Json(p));
+        }
     }
-    match s.take(&key).await? {
-        Some(kv) => Ok(Json(decode(&kv.key, &kv.value)?)),
-        None => Err(ApiError::not_found(format!("unknown policy {id}"))),
-    }
+    Err(ApiError::conflict(format!("policy {id} keeps changing meanwhile; try again")))
 }
 
 async fn remove(

@@ -240,7 +240,7 @@ async fn list(
     let mut out = Vec::new();
     for kv in kvs {
         let t: TenantRecord = decode(&kv.key, &kv.value)?;
-        if p.may(&t.name) {
+        if crate::scope::visible(&p, &t.name) {
             out.push(tenant_view(&state, t).await?);
         }
     }
@@ -259,23 +259,30 @@ async fn create(
     }
 }
 
-/// A tenant by name, or by external id (OpenStack project id, namespace UID).
-async fn find(state: &AppState, name: &str) -> ApiResult<TenantRecord> {
+/// A tenant by name, or by external id (OpenStack project id, namespace UID), as `who` may see
+/// it: the middleware checked the name in the path, but an external id can resolve to another
+/// tenant, which is then "unknown" (as if it did not exist).
+async fn find(state: &AppState, who: &romana_auth::Principal, name: &str) -> ApiResult<TenantRecord> {
+    let unknown = || ApiError::not_found(format!("unknown tenant {name}"));
     if let Some((t, _)) = tenant_store(state).get_tenant(name).await? {
-        return Ok(t);
+        return if crate::scope::visible(who, &t.name) { Ok(t) } else { Err(unknown()) };
     }
     let (kvs, _) = state.store.range(&state.keys.tenants()).await?;
     for kv in kvs {
         let t: TenantRecord = decode(&kv.key, &kv.value)?;
-        if !t.external_id.is_empty() && t.external_id == name {
+        if !t.external_id.is_empty() && t.external_id == name && crate::scope::visible(who, &t.name) {
             return Ok(t);
         }
     }
-    Err(ApiError::not_found(format!("unknown tenant {name}")))
+    Err(unknown())
 }
 
-async fn show(State(state): State<AppState>, Path(name): Path<String>) -> ApiResult<axum::Json<Tenant>> {
-    let t = find(&state, &name).await?;
+async fn show(
+    State(state): State<AppState>,
+    axum::Extension(who): axum::Extension<romana_auth::Principal>,
+    Path(name): Path<String>,
+) -> ApiResult<axum::Json<Tenant>> {
+    let t = find(&state, &who, &name).await?;
     Ok(axum::Json(tenant_view(&state, t).await?))
 }
 
@@ -333,14 +340,16 @@ async fn remove(State(state): State<AppState>, Path(name): Path<String>) -> ApiR
 
 async fn segments(
     State(state): State<AppState>,
+    axum::Extension(who): axum::Extension<romana_auth::Principal>,
     Path(tenant): Path<String>,
 ) -> ApiResult<axum::Json<Vec<Segment>>> {
-    let t = find(&state, &tenant).await?;
+    let t = find(&state, &who, &tenant).await?;
     Ok(axum::Json(tenant_view(&state, t).await?.segments))
 }
 
 async fn add_segment(
     State(state): State<AppState>,
+    axum::Extension(who): axum::Extension<romana_auth::Principal>,
     Path(tenant): Path<String>,
     Body(req): Body<SegmentRequest>,
 ) -> ApiResult<(StatusCode, axum::Json<Segment>)> {
@@ -354,7 +363,7 @@ async fn add_segment(
     }
     SegmentName::new(req.name.clone())
         .map_err(|e| ApiError::invalid("invalid segment", vec![format!("name: {e}")]))?;
-    let t = find(&state, &tenant).await?;
+    let t = find(&state, &who, &tenant).await?;
     match tenant_store(&state).create_segment(&t.name, &req).await? {
         Some(s) => Ok((StatusCode::CREATED, axum::Json(segment_view(s)))),
         None => Err(ApiError::conflict(format!("segment {} of tenant {} already exists", req.name, t.name))),
@@ -363,9 +372,10 @@ async fn add_segment(
 
 async fn show_segment(
     State(state): State<AppState>,
+    axum::Extension(who): axum::Extension<romana_auth::Principal>,
     Path((tenant, name)): Path<(String, String)>,
 ) -> ApiResult<axum::Json<Segment>> {
-    let t = find(&state, &tenant).await?;
+    let t = find(&state, &who, &tenant).await?;
     let key = state.keys.segment(&t.name, &name);
     let kv = state
         .store
