@@ -76,3 +76,6 @@ pub fn run_pass<N: Nftables, F: FastPathMap>(
         listed,
     })
 }
+
+#[cfg(test)]
+mod tests;
