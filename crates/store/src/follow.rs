@@ -149,13 +149,22 @@ pub enum Followed<E> {
     },
 }
 
-/// Follows `source` until `on` returns `false` (the consumer is gone).
+/// Follows `source` until `on` returns `false` (the consumer is gone), listing first.
 pub async fn follow<S: WatchSource>(
     source: &mut S,
     backoff: Backoff,
+    on: impl FnMut(Followed<S::Event>) -> bool,
+) {
+    follow_with(source, Follower::new(backoff), on).await
+}
+
+/// `follow` from a follower the caller prepared, e.g. one that already `listed` at the revision
+/// of a load done before (the first attempt then opens from there).
+pub async fn follow_with<S: WatchSource>(
+    source: &mut S,
+    mut f: Follower,
     mut on: impl FnMut(Followed<S::Event>) -> bool,
 ) {
-    let mut f = Follower::new(backoff);
     loop {
         let started = Instant::now();
         let (error, gone) = match run_once(source, &mut f, &mut on).await {

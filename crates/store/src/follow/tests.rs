@@ -234,3 +234,19 @@ fn follow_backs_off_while_the_source_is_down() {
     );
     assert_eq!(s.lists, [3], "an open that fails keeps the resume point: no new list");
 }
+
+#[test]
+fn follow_with_a_prepared_follower_opens_without_listing() {
+    let mut s = Script::default();
+    s.streams.push_back(Ok(vec![ch(21, "a")]));
+    let mut f = Follower::new(Backoff::new(MS, MS));
+    f.listed(20);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+    let mut seen = Vec::new();
+    rt.block_on(follow_with(&mut s, f, |f| {
+        seen.push(f);
+        seen.len() < 2
+    }));
+    assert_eq!(seen, [Followed::Synced { relisted: false }, Followed::Event("a")]);
+    assert_eq!((s.lists.len(), s.opens.clone()), (0, vec![21]));
+}
