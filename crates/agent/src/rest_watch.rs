@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use romana_api::rest::WatchEvent;
 use romana_client::{Client, ClientError};
-use romana_store::follow::{Change, WatchSource};
+use romana_store::follow::{Change, NextChange, WatchSource};
 use romana_store::{BoxFut, Revision};
 
 /// Follows `prefix` with whichever client `client` gives at each attempt (the agent logs in
@@ -40,10 +40,7 @@ impl<C: Fn() -> Arc<Client> + Send> WatchSource for RestWatch<C> {
         Box::pin(async move { client.watch(&prefix, from).await })
     }
 
-    fn next<'a>(
-        &'a mut self,
-        stream: &'a mut Self::Stream,
-    ) -> BoxFut<'a, Option<Result<Change<WatchEvent>, ClientError>>> {
+    fn next<'a>(&'a mut self, stream: &'a mut Self::Stream) -> NextChange<'a, WatchEvent, ClientError> {
         Box::pin(async move { stream.recv().await.map(|r| r.and_then(change)) })
     }
 

@@ -115,6 +115,9 @@ pub struct Change<E> {
     pub event: Option<E>,
 }
 
+/// What `WatchSource::next` returns: the next change, an error, or `None` when the stream ended.
+pub type NextChange<'a, E, Er> = BoxFut<'a, Option<Result<Change<E>, Er>>>;
+
 /// Where changes come from. `list` reads the whole state (handing it to the consumer itself, or
 /// leaving that to the consumer on `Followed::Synced { relisted: true }`) and returns its
 /// revision (0 when it has none: the stream opened from 0 starts with the state).
@@ -125,10 +128,7 @@ pub trait WatchSource: Send {
     fn list(&mut self) -> BoxFut<'_, Result<Revision, Self::Error>>;
     fn open(&mut self, from: Revision) -> BoxFut<'_, Result<Self::Stream, Self::Error>>;
     /// The next change; `None` when the stream ended.
-    fn next<'a>(
-        &'a mut self,
-        stream: &'a mut Self::Stream,
-    ) -> BoxFut<'a, Option<Result<Change<Self::Event>, Self::Error>>>;
+    fn next<'a>(&'a mut self, stream: &'a mut Self::Stream) -> NextChange<'a, Self::Event, Self::Error>;
     /// The source no longer has the revision asked for (compacted; HTTP 410).
     fn is_gone(e: &Self::Error) -> bool;
 }

@@ -194,7 +194,7 @@ fn converge_plans_the_routes_and_leaves_endpoints_alone() {
     let desired = crate::machine::routes::desired(&["169.254.1.1".parse().unwrap()], &routes).unwrap();
     let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
     let plan = rt.block_on(converge(&mut k, &desired)).unwrap();
-    assert_eq!(k.applied, [plan.clone()]);
+    assert_eq!(k.applied, std::slice::from_ref(&plan));
     let text: Vec<String> = plan.steps.iter().map(|s| s.to_string()).collect();
     assert!(text.iter().any(|s| s.contains("10.1.0.0/28")), "{text:?}");
     assert!(

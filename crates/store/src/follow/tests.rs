@@ -127,12 +127,15 @@ fn backoff_never_overflows() {
     }
 }
 
+/// One scripted stream: its items in order, or the error its opening fails with.
+type Scripted = Result<Vec<Result<Change<&'static str>, Fail>>, Fail>;
+
 /// A source that plays a script: each `open` takes the next stream (or error), `list` counts.
 #[derive(Default)]
 struct Script {
     lists: Vec<Revision>,
     opens: Vec<Revision>,
-    streams: VecDeque<Result<Vec<Result<Change<&'static str>, Fail>>, Fail>>,
+    streams: VecDeque<Scripted>,
     list_at: Revision,
 }
 
@@ -162,10 +165,7 @@ impl WatchSource for Script {
         let next = self.streams.pop_front().unwrap_or(Err(Fail::Down));
         Box::pin(async move { next.map(VecDeque::from) })
     }
-    fn next<'a>(
-        &'a mut self,
-        stream: &'a mut Self::Stream,
-    ) -> BoxFut<'a, Option<Result<Change<&'static str>, Fail>>> {
+    fn next<'a>(&'a mut self, stream: &'a mut Self::Stream) -> NextChange<'a, &'static str, Fail> {
         Box::pin(async move { stream.pop_front() })
     }
     fn is_gone(e: &Fail) -> bool {
