@@ -229,7 +229,7 @@ pub async fn run(fw: Arc<Firewall>, repair: Duration) {
         tokio::spawn(async move {
             let c = ctx.clone();
             let mut source = RestWatch { prefix: prefix.to_owned(), client: move || c.client() };
-            let backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
+            let backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(5));
             follow(&mut source, backoff, |f| {
                 if let romana_store::follow::Followed::Lost { error, retry_in } = &f {
                     tracing::warn!(prefix, %error, ?retry_in, "policy watch failed; retrying");

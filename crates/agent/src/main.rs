@@ -266,7 +266,7 @@ async fn follow_routes(ctx: Arc<ctx::Ctx>, wake: Arc<tokio::sync::Notify>) {
     let key = ctx.core().routes_key();
     let c = ctx.clone();
     let mut source = RestWatch { prefix: key, client: move || c.client() };
-    follow(&mut source, Backoff::new(Duration::from_secs(1), Duration::from_secs(30)), |f| {
+    follow(&mut source, Backoff::new(Duration::from_secs(1), Duration::from_secs(5)), |f| {
         let event = matches!(f, Followed::Event(_));
         if let Followed::Lost { error, retry_in } = &f {
             tracing::warn!(%error, ?retry_in, "route watch failed; polling until it is back");
