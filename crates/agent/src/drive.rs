@@ -1,23 +1,24 @@
 //! The runners that perform the core's actions through the ports: converge the routes (observe,
-//! plan with the core, apply), read our nftables table with its generation, and run one
+//! let the core plan, apply), read our nftables table with its generation, and run one
 //! firewall transaction with the fast path around it. Generic over the ports so that tests run
 //! them with fakes; the binary gives them the real kernel, nftables and BPF map.
 
-use romana_dataplane::{HostState, Plan, diff};
+use romana_dataplane::{HostState, Plan};
 use romana_policy::nftplan::{Observed, PlanSummary};
 
 use crate::error::FirewallError;
 use crate::machine::pass::{Compiled, Table, known_at, transaction};
-use crate::machine::routes::without_endpoints;
 use crate::ports::{FastPathMap, KernelRoutes, Nftables};
 
-/// Observes the kernel, plans the difference to `desired` without the CNI's endpoints, applies
-/// it. Returns the plan applied.
-pub async fn converge<K: KernelRoutes>(k: &mut K, desired: &HostState) -> Result<Plan, K::Error> {
-    let observed = without_endpoints(k.observe().await?);
-    let plan = diff(&observed, desired);
+/// Observes the kernel, asks `plan` (the core's step on `KernelObserved`) what to do about it,
+/// applies that. Returns the plan applied (`None`: the core asked for nothing).
+pub async fn converge<K: KernelRoutes>(
+    k: &mut K,
+    plan: impl FnOnce(HostState) -> Option<Plan>,
+) -> Result<Option<Plan>, K::Error> {
+    let Some(plan) = plan(k.observe().await?) else { return Ok(None) };
     k.apply(&plan).await?;
-    Ok(plan)
+    Ok(Some(plan))
 }
 
 /// Our table as the kernel holds it, with the generation it was read at (`None` when something

@@ -228,13 +228,14 @@ async fn perform(shared: &shared::Shared, args: &Args, creds: &Credentials, acti
             m.routes.store(shared.core().routes.len() as u64, Ordering::Relaxed);
             return next;
         }
-        Action::Converge(desired) => {
+        Action::ObserveKernel => {
             metrics::Metrics::inc(&m.reconciles);
-            match converge(args.netns.clone(), desired).await {
+            match converge(args.netns.clone(), shared.ctx.clone()).await {
                 Ok(plan) => {
                     shared.gateway_ready.store(true, Ordering::Relaxed);
-                    m.steps_applied.fetch_add(plan.steps.len() as u64, Ordering::Relaxed);
-                    for step in &plan.steps {
+                    let steps = plan.map(|p| p.steps).unwrap_or_default();
+                    m.steps_applied.fetch_add(steps.len() as u64, Ordering::Relaxed);
+                    for step in &steps {
                         tracing::info!(host = %args.host, "{step}");
                     }
                 }
@@ -325,16 +326,22 @@ impl KernelRoutes for NsKernel {
     }
 }
 
-/// Observe, plan, apply in the target namespace (`drive::converge`: endpoint links and their
-/// routes are the CNI's and stay out of the plan).
-async fn converge(netns: Option<String>, desired: HostState) -> Result<Plan> {
-    async fn run(desired: HostState) -> Result<Plan> {
+/// Observe, let the core plan (`KernelObserved`), apply, in the target namespace, on one
+/// thread there.
+async fn converge(netns: Option<String>, ctx: Arc<ctx::Ctx>) -> Result<Option<Plan>> {
+    async fn run(ctx: Arc<ctx::Ctx>) -> Result<Option<Plan>> {
         let mut k = NsKernel(Kernel::connect()?);
-        Ok(romana_agent::drive::converge(&mut k, &desired).await?)
+        let plan = |observed| {
+            ctx.step(Event::KernelObserved(observed)).into_iter().find_map(|a| match a {
+                Action::ApplyRoutes(p) => Some(p),
+                _ => None,
+            })
+        };
+        Ok(romana_agent::drive::converge(&mut k, plan).await?)
     }
     match netns {
-        None => run(desired).await,
-        Some(ns) => tokio::task::spawn_blocking(move || in_netns(&ns, move || run(desired)))
+        None => run(ctx).await,
+        Some(ns) => tokio::task::spawn_blocking(move || in_netns(&ns, move || run(ctx)))
             .await
             .context("namespace thread")??,
     }

@@ -193,7 +193,12 @@ fn converge_plans_the_routes_and_leaves_endpoints_alone() {
     }];
     let desired = crate::machine::routes::desired(&["169.254.1.1".parse().unwrap()], &routes).unwrap();
     let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
-    let plan = rt.block_on(converge(&mut k, &desired)).unwrap();
+    let plan = rt
+        .block_on(converge(&mut k, |observed| {
+            Some(romana_dataplane::diff(&crate::machine::routes::without_endpoints(observed), &desired))
+        }))
+        .unwrap()
+        .unwrap();
     assert_eq!(k.applied, std::slice::from_ref(&plan));
     let text: Vec<String> = plan.steps.iter().map(|s| s.to_string()).collect();
     assert!(text.iter().any(|s| s.contains("10.1.0.0/28")), "{text:?}");
@@ -202,4 +207,8 @@ fn converge_plans_the_routes_and_leaves_endpoints_alone() {
             && !text.iter().any(|s| s.contains("10.0.0.2/32")),
         "the endpoint's link and route are the CNI's: {text:?}"
     );
+    // The core asks for nothing: nothing is applied.
+    k.applied.clear();
+    assert_eq!(rt.block_on(converge(&mut k, |_| None)).unwrap(), None);
+    assert!(k.applied.is_empty());
 }

@@ -12,7 +12,7 @@ use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use romana_api::rest::{HostRoutes, Tenant, WatchEvent};
-use romana_dataplane::{HostState, PeerRoute};
+use romana_dataplane::{HostState, PeerRoute, Plan, diff};
 use romana_store::follow::Followed;
 
 use inputs::{Inputs, Lists};
@@ -40,6 +40,8 @@ pub enum Event {
     Tick,
     /// The route manager's set for this host (`None`: romanad could not be read).
     RoutesRead(Option<HostRoutes>),
+    /// The kernel's links, addresses and routes as observed for a converge.
+    KernelObserved(HostState),
     /// What a watch follower said.
     Watched(Stream, Followed<WatchEvent>),
     /// The firewall loop woke (a change, a retry, the refresh timer) at `now`.
@@ -74,9 +76,10 @@ pub enum Event {
 pub enum Action {
     Heartbeat,
     ReadRoutes,
-    /// Observe the kernel, plan the difference to this state (the core's `drive::converge`),
-    /// apply it.
-    Converge(HostState),
+    /// Observe the kernel (the observation comes back as `KernelObserved`).
+    ObserveKernel,
+    /// Apply this plan to the kernel's routes and links.
+    ApplyRoutes(Plan),
     /// Bring the fast path's map up to the kernel's state.
     SyncFastPath,
     /// Wake the route loop now (a change on its watch).
@@ -112,6 +115,8 @@ pub struct State {
     pub policy: bool,
     /// The last route set romanad gave; kept while romanad is unreachable.
     pub routes: Vec<PeerRoute>,
+    /// What the kernel should hold, compiled from `routes` (`None`: it does not compile).
+    pub desired: Option<HostState>,
     pub inputs: Inputs,
     /// Watch events applied: a full re-read that events overtook is dropped.
     pub events: u64,
@@ -132,6 +137,7 @@ impl State {
             gateways,
             policy,
             routes: Vec::new(),
+            desired: None,
             inputs: Inputs::default(),
             events: 0,
             stale: true,
@@ -165,14 +171,18 @@ impl State {
         }
     }
 
-    /// The converge of the routes as they are known.
-    fn converge(&self, out: &mut Vec<Action>) {
+    /// The converge of the routes as they are known: observe, then (on `KernelObserved`) plan.
+    fn converge(&mut self, out: &mut Vec<Action>) {
         match routes::desired(&self.gateways, &self.routes) {
             Ok(d) => {
-                out.push(Action::Converge(d));
+                self.desired = Some(d);
+                out.push(Action::ObserveKernel);
                 out.push(Action::SyncFastPath);
             }
-            Err(e) => out.push(Action::RoutesDoNotCompile(e.to_string())),
+            Err(e) => {
+                self.desired = None;
+                out.push(Action::RoutesDoNotCompile(e.to_string()));
+            }
         }
     }
 }
@@ -189,6 +199,12 @@ pub fn step(s: &mut State, ev: Event) -> Vec<Action> {
                 s.routes = routes::peer_routes(&r);
             }
             s.converge(&mut out);
+        }
+        Event::KernelObserved(observed) => {
+            // Endpoint links and their routes are the CNI path's: the plan never touches them.
+            if let Some(desired) = &s.desired {
+                out.push(Action::ApplyRoutes(diff(&routes::without_endpoints(observed), desired)));
+            }
         }
         Event::Watched(Stream::Routes, f) => match f {
             // The prefix also matches longer host names: only our key counts.

@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use romana_api::rest::{EndpointInfo, HostRoutes, RouteInfo, Segment, Tenant, WatchEvent};
-use romana_dataplane::PeerRoute;
+use romana_dataplane::{HostState, LinkKind, LinkName, NextHop, PeerRoute};
 use romana_store::follow::Followed;
 use serde_json::json;
 
@@ -277,9 +277,7 @@ fn a_route_set_change_converges() {
         PeerRoute { dest: "10.1.0.0/28".parse().unwrap(), via: Some("192.168.0.2".parse().unwrap()) },
         PeerRoute { dest: "10.2.0.0/16".parse().unwrap(), via: None },
     ];
-    let desired = routes::desired(&gw(), &want_routes).unwrap();
-    assert!(desired.routes.contains_key(&"10.1.0.0/28".parse().unwrap()));
-    let converge = [Action::Converge(desired), Action::SyncFastPath];
+    let converge = [Action::ObserveKernel, Action::SyncFastPath];
     check(
         &mut s,
         vec![Event::Tick, Event::RoutesRead(Some(r)), Event::RoutesRead(None)],
@@ -287,6 +285,39 @@ fn a_route_set_change_converges() {
         &[&[Action::Heartbeat, Action::ReadRoutes], &converge, &converge],
     );
     assert_eq!(s.routes, want_routes);
+    // The kernel holds the gateway and an endpoint (the CNI's): the plan adds the routes and
+    // leaves the endpoint alone.
+    let veth = LinkName::new("romana-a1b2c3").unwrap();
+    let mut observed = routes::desired(&gw(), &[]).unwrap();
+    observed.links.insert(veth.clone(), LinkKind::Endpoint);
+    observed.routes.insert("10.0.0.2/32".parse().unwrap(), NextHop::Dev(veth.clone()));
+    let plan = match step(&mut s, Event::KernelObserved(observed)).as_slice() {
+        [Action::ApplyRoutes(p)] => p.clone(),
+        other => panic!("expected one plan, got {other:?}"),
+    };
+    let text: Vec<String> = plan.steps.iter().map(|s| s.to_string()).collect();
+    assert_eq!(text.len(), 2, "{text:?}");
+    assert!(text.iter().any(|s| s.contains("10.1.0.0/28") && s.contains("192.168.0.2")), "{text:?}");
+    assert!(text.iter().any(|s| s.contains("10.2.0.0/16")), "{text:?}");
+    assert!(!text.iter().any(|s| s.contains("romana-a1b2c3") || s.contains("10.0.0.2/32")), "{text:?}");
+    // Routes that do not compile (the same destination twice): nothing is observed, nothing
+    // applied.
+    let twice = HostRoutes {
+        host: "h1".into(),
+        revision: 4,
+        routes: vec![
+            route("10.1.0.0/28", "host", "192.168.0.2"),
+            route("10.1.0.0/28", "host", "192.168.0.3"),
+        ],
+        per_block: 0,
+        per_endpoint: 0,
+    };
+    check(
+        &mut s,
+        vec![Event::RoutesRead(Some(twice))],
+        &[&[Action::RoutesDoNotCompile("the route manager sent two routes for 10.1.0.0/28".into())]],
+    );
+    check(&mut s, vec![Event::KernelObserved(HostState::default())], &[&[]]);
 }
 
 #[test]
