@@ -4,15 +4,16 @@
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
 
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use romana_agent::machine::{Action, Event};
 use romana_api::agent::{
     AgentError, AttachRequest, Attached, DetachRequest, GcReport, GcRequest, address_name, address_prefix,
     code,
@@ -22,33 +23,7 @@ use romana_client::{Client, ClientError};
 use romana_host::{EndpointError, EndpointSpec, host_link_name};
 
 use crate::metrics::Metrics;
-
-/// What the reconcile loop and the socket handlers share.
-#[derive(Debug)]
-pub struct Shared {
-    pub host: String,
-    /// The host's namespace file (`None`: the agent's own).
-    pub host_ns: Option<PathBuf>,
-    pub gateways: Vec<IpAddr>,
-    pub client: RwLock<Arc<Client>>,
-    pub metrics: Metrics,
-    /// When romanad last answered the reconcile loop.
-    pub last_contact: Mutex<Option<Instant>>,
-    /// The gateway link is in place (the first reconcile succeeded).
-    pub gateway_ready: AtomicBool,
-    /// How long romanad may be silent before STATUS says the plugin is not available.
-    pub contact_budget: Duration,
-    /// Policy enforcement (`None` with `--no-policy`).
-    pub firewall: Option<Arc<crate::firewall::Firewall>>,
-    /// The fast path, where the kernel runs it.
-    pub deliver: Option<Arc<crate::fastpath::Deliver>>,
-}
-
-impl Shared {
-    pub fn client(&self) -> Arc<Client> {
-        self.client.read().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-}
+use crate::shared::Shared;
 
 /// An error answer: the CNI code travels in the body, the HTTP status follows it.
 #[derive(Debug)]
@@ -277,19 +252,28 @@ async fn enforce(
         Err(e) => return Err(from_client("reading the endpoint's record", &e)),
     };
     let info = client.put_endpoint(&info).await.map_err(|e| from_client("registering the endpoint", &e))?;
-    if !fw.is_loaded() {
-        fw.refresh(client, true)
-            .await
-            .map_err(|e| Fail::new(code::TRY_AGAIN_LATER, "policies are not loaded yet", e.to_string()))?;
-    }
-    fw.upsert(info);
-    if let Err(e) = fw.sync(&s.metrics, false).await {
-        forget(s, client, name).await;
-        return Err(Fail::new(
-            code::TRY_AGAIN_LATER,
-            "the endpoint's policies could not be enforced",
-            e.to_string(),
-        ));
+    // The core orders what follows: policies read when they never were, the endpoint's pass,
+    // and only then the plumbing (the caller's, once this returns).
+    for action in s.step(Event::CniAdd(info)) {
+        match action {
+            Action::ReadLists { endpoints } => {
+                fw.refresh(client, endpoints).await.map_err(|e| {
+                    Fail::new(code::TRY_AGAIN_LATER, "policies are not loaded yet", e.to_string())
+                })?;
+            }
+            Action::FirewallPass { read_kernel } => {
+                if let Err(e) = fw.sync(&s.metrics, read_kernel).await {
+                    forget(s, client, name).await;
+                    return Err(Fail::new(
+                        code::TRY_AGAIN_LATER,
+                        "the endpoint's policies could not be enforced",
+                        e.to_string(),
+                    ));
+                }
+            }
+            Action::Plumb => return Ok(()),
+            other => tracing::debug!(action = ?other, "not CNI ADD's"),
+        }
     }
     Ok(())
 }
@@ -300,9 +284,12 @@ async fn forget(s: &Arc<Shared>, client: &Client, name: &str) {
     if let Err(e) = client.delete_endpoint(name).await {
         tracing::warn!(endpoint = %name, error = %e, "could not delete the endpoint record");
     }
-    fw.remove(name);
-    if let Err(e) = fw.sync(&s.metrics, false).await {
-        tracing::warn!(endpoint = %name, error = %e, "firewall pass after removing an endpoint failed");
+    for action in s.step(Event::CniForget(name.to_owned())) {
+        if let Action::FirewallPass { read_kernel } = action
+            && let Err(e) = fw.sync(&s.metrics, read_kernel).await
+        {
+            tracing::warn!(endpoint = %name, error = %e, "firewall pass after removing an endpoint failed");
+        }
     }
 }
 

@@ -3,12 +3,15 @@
 //! Endpoint links and their routes belong to the CNI path (`local.rs`, on the agent's socket) and
 //! are left alone by the reconcile loop.
 
+mod ctx;
 mod fastpath;
 mod firewall;
 mod local;
 mod metrics;
+mod shared;
 mod vm;
 
+use std::collections::VecDeque;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
@@ -17,10 +20,15 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use romana_api::rest::{Credentials, HostRequest, HostRoutes};
+use romana_agent::machine::{Action, Event, State, Stream};
+use romana_agent::ports::KernelRoutes;
+use romana_agent::rest_watch::RestWatch;
+use romana_api::rest::{Credentials, HostRequest};
 use romana_client::Client;
-use romana_dataplane::{HostState, HostView, LinkKind, LinkName, NextHop, PeerRoute, Plan, compile, diff};
-use romana_host::{Kernel, in_netns};
+use romana_dataplane::{HostState, Plan};
+use romana_host::{HostError, Kernel, in_netns};
+use romana_store::BoxFut;
+use romana_store::follow::{Backoff, Followed, follow};
 
 #[derive(Debug, Parser)]
 #[command(name = "romana-agent", version, about = "Romana's per-host agent: liveness and routes")]
@@ -130,22 +138,26 @@ async fn main() -> Result<()> {
             !args.no_fast_path_handoff,
         )
     };
-    let shared = Arc::new(local::Shared {
+    let ctx = Arc::new(ctx::Ctx {
         host: args.host.clone(),
-        host_ns,
-        gateways: args.gateway_ips.clone(),
         client: RwLock::new(Arc::new(client)),
         metrics: metrics::Metrics::default(),
+        core: Mutex::new(State::new(args.host.clone(), args.gateway_ips.clone(), policy)),
+    });
+    let shared = Arc::new(shared::Shared {
+        ctx: ctx.clone(),
+        host_ns,
+        gateways: args.gateway_ips.clone(),
         last_contact: Mutex::new(None),
         gateway_ready: Default::default(),
         contact_budget: (interval * 6).max(Duration::from_secs(3)),
         firewall: policy
-            .then(|| Arc::new(firewall::Firewall::new(args.host.clone(), host_ns_for_fw, deliver.clone()))),
+            .then(|| Arc::new(firewall::Firewall::new(ctx.clone(), host_ns_for_fw, deliver.clone()))),
         deliver,
     });
     if let Some(fw) = &shared.firewall {
         let repair = Duration::from_millis(args.policy_repair_ms.max(100));
-        tokio::spawn(firewall::run(fw.clone(), shared.clone(), repair));
+        tokio::spawn(firewall::run(fw.clone(), repair));
     }
     if !args.once {
         let listener = local::bind(&args.socket)?;
@@ -162,14 +174,11 @@ async fn main() -> Result<()> {
             tokio::spawn(axum::serve(l, vm::router(vms)).into_future());
         }
     }
-    let gateway = LinkName::new("romana-gw").expect("a marked, short name");
-    let mut routes: Vec<PeerRoute> = Vec::new();
     let mut tick = tokio::time::interval(interval);
     let wake = Arc::new(tokio::sync::Notify::new());
     if !args.no_watch && !args.once {
-        tokio::spawn(follow(shared.clone(), wake.clone()));
+        tokio::spawn(follow_routes(ctx.clone(), wake.clone()));
     }
-    let m = &shared.metrics;
     loop {
         // A change of this host's route set on the watch wakes the loop at once; the interval
         // still runs for heartbeats and as the fallback when the watch is down.
@@ -177,60 +186,9 @@ async fn main() -> Result<()> {
             _ = tick.tick() => {}
             _ = wake.notified() => {}
         }
-        let client = shared.client();
-        if let Err(e) = client.heartbeat(&args.host).await {
-            metrics::Metrics::inc(&m.heartbeat_errors);
-            if e.status() == Some(401) {
-                // The access token expired: log in again and try next tick.
-                if let Ok(c) = Client::from_credentials(&creds).await {
-                    *shared.client.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(c);
-                }
-            }
-            tracing::warn!(host = %args.host, error = %e, "heartbeat failed");
-        }
-        // When romanad cannot be reached the last known routes stay: the kernel keeps forwarding.
-        match client.routes(&args.host).await {
-            Ok(r) => {
-                routes = peer_routes(&r);
-                m.routes.store(routes.len() as u64, Ordering::Relaxed);
-                *shared.last_contact.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
-            }
-            Err(e) => {
-                tracing::warn!(host = %args.host, error = %e, "cannot read this host's routes; keeping the last set")
-            }
-        }
-        let view = HostView {
-            gateway: gateway.clone(),
-            gateway_addresses: args.gateway_ips.clone(),
-            endpoints: vec![],
-            routes: routes.clone(),
-        };
-        let desired = match compile(&view) {
-            Ok(d) => d,
-            Err(e) => {
-                tracing::error!(error = %e, "the host's desired state does not compile; nothing applied");
-                continue;
-            }
-        };
-        metrics::Metrics::inc(&m.reconciles);
-        match converge(args.netns.clone(), desired).await {
-            Ok(plan) => {
-                shared.gateway_ready.store(true, Ordering::Relaxed);
-                m.steps_applied.fetch_add(plan.steps.len() as u64, Ordering::Relaxed);
-                for step in &plan.steps {
-                    tracing::info!(host = %args.host, "{step}");
-                }
-            }
-            Err(e) => {
-                metrics::Metrics::inc(&m.reconcile_errors);
-                tracing::error!(host = %args.host, error = %e, "reconcile failed")
-            }
-        }
-        if let Some(d) = &shared.deliver
-            && let Err(e) = d.sync().await
-        {
-            metrics::Metrics::inc(&m.reconcile_errors);
-            tracing::error!(host = %args.host, error = %e, "fast path sync failed")
+        let mut todo: VecDeque<Action> = shared.step(Event::Tick).into();
+        while let Some(action) = todo.pop_front() {
+            todo.extend(perform(&shared, &args, &creds, action).await);
         }
         if args.once {
             return Ok(());
@@ -238,32 +196,91 @@ async fn main() -> Result<()> {
     }
 }
 
-/// Follows `routes/<host>` on romanad's watch and wakes the reconcile loop on each change;
-/// reconnects (after a second) when the stream ends or fails.
-async fn follow(shared: Arc<local::Shared>, wake: Arc<tokio::sync::Notify>) {
-    let key = format!("routes/{}", shared.host);
-    loop {
-        match shared.client().watch(&key, 0).await {
-            Ok(mut rx) => {
-                while let Some(ev) = rx.recv().await {
-                    match ev {
-                        // The prefix also matches longer host names: only our key counts.
-                        Ok(ev) if ev.key == key => {
-                            metrics::Metrics::inc(&shared.metrics.watch_events);
-                            wake.notify_one();
-                        }
-                        Ok(_) => {}
-                        Err(e) => {
-                            tracing::warn!(error = %e, "route watch failed; polling until it is back");
-                            break;
-                        }
+/// Performs one of the route loop's actions; returns what the core asks next.
+async fn perform(shared: &shared::Shared, args: &Args, creds: &Credentials, action: Action) -> Vec<Action> {
+    let m = &shared.metrics;
+    let client = shared.client();
+    match action {
+        Action::Heartbeat => {
+            if let Err(e) = client.heartbeat(&args.host).await {
+                metrics::Metrics::inc(&m.heartbeat_errors);
+                if e.status() == Some(401) {
+                    // The access token expired: log in again and try next tick.
+                    if let Ok(c) = Client::from_credentials(creds).await {
+                        *shared.client.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(c);
                     }
                 }
+                tracing::warn!(host = %args.host, error = %e, "heartbeat failed");
             }
-            Err(e) => tracing::warn!(error = %e, "cannot follow the route watch; polling until it is back"),
         }
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        Action::ReadRoutes => {
+            let read = match client.routes(&args.host).await {
+                Ok(r) => {
+                    *shared.last_contact.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+                    Some(r)
+                }
+                Err(e) => {
+                    tracing::warn!(host = %args.host, error = %e, "cannot read this host's routes; keeping the last set");
+                    None
+                }
+            };
+            let next = shared.step(Event::RoutesRead(read));
+            m.routes.store(shared.core().routes.len() as u64, Ordering::Relaxed);
+            return next;
+        }
+        Action::ObserveKernel => {
+            metrics::Metrics::inc(&m.reconciles);
+            match converge(args.netns.clone(), shared.ctx.clone()).await {
+                Ok(plan) => {
+                    shared.gateway_ready.store(true, Ordering::Relaxed);
+                    let steps = plan.map(|p| p.steps).unwrap_or_default();
+                    m.steps_applied.fetch_add(steps.len() as u64, Ordering::Relaxed);
+                    for step in &steps {
+                        tracing::info!(host = %args.host, "{step}");
+                    }
+                }
+                Err(e) => {
+                    metrics::Metrics::inc(&m.reconcile_errors);
+                    tracing::error!(host = %args.host, error = %e, "reconcile failed")
+                }
+            }
+        }
+        Action::SyncFastPath => {
+            if let Some(d) = &shared.deliver
+                && let Err(e) = d.sync().await
+            {
+                metrics::Metrics::inc(&m.reconcile_errors);
+                tracing::error!(host = %args.host, error = %e, "fast path sync failed")
+            }
+        }
+        Action::RoutesDoNotCompile(e) => {
+            tracing::error!(error = %e, "the host's desired state does not compile; nothing applied")
+        }
+        other => tracing::debug!(action = ?other, "not the route loop's"),
     }
+    vec![]
+}
+
+/// Follows `routes/<host>` on romanad's watch and wakes the reconcile loop on each change;
+/// the follower resumes after a break and backs off while romanad is away.
+async fn follow_routes(ctx: Arc<ctx::Ctx>, wake: Arc<tokio::sync::Notify>) {
+    let key = ctx.core().routes_key();
+    let c = ctx.clone();
+    let mut source = RestWatch { prefix: key, client: move || c.client() };
+    follow(&mut source, Backoff::new(Duration::from_secs(1), Duration::from_secs(5)), |f| {
+        let event = matches!(f, Followed::Event(_));
+        if let Followed::Lost { error, retry_in } = &f {
+            tracing::warn!(%error, ?retry_in, "route watch failed; polling until it is back");
+        }
+        if ctx.step(Event::Watched(Stream::Routes, f)).contains(&Action::WakeRoutes) {
+            if event {
+                metrics::Metrics::inc(&ctx.metrics.watch_events);
+            }
+            wake.notify_one();
+        }
+        true
+    })
+    .await;
 }
 
 fn parse_tag(s: &str) -> Result<(String, String), String> {
@@ -296,42 +313,35 @@ async fn register(client: &Client, args: &Args) -> Result<IpAddr> {
     }
 }
 
-/// The route manager's set as the dataplane's input: routes via other hosts, and throws.
-fn peer_routes(r: &HostRoutes) -> Vec<PeerRoute> {
-    r.routes
-        .iter()
-        .filter_map(|x| {
-            let dest = x.dest.parse().ok()?;
-            match x.kind.as_str() {
-                "throw" => Some(PeerRoute { dest, via: None }),
-                _ => x.via_ip.parse().ok().map(|ip| PeerRoute { dest, via: Some(ip) }),
-            }
-        })
-        .collect()
+/// The host's kernel as the core's port.
+struct NsKernel(Kernel);
+
+impl KernelRoutes for NsKernel {
+    type Error = HostError;
+    fn observe(&mut self) -> BoxFut<'_, Result<HostState, HostError>> {
+        Box::pin(self.0.observe())
+    }
+    fn apply<'a>(&'a mut self, plan: &'a Plan) -> BoxFut<'a, Result<(), HostError>> {
+        Box::pin(self.0.apply(plan))
+    }
 }
 
-/// Observe, diff, apply in the target namespace. Endpoint links and their routes are the CNI's:
-/// they are taken out of the observed state so the plan never touches them.
-async fn converge(netns: Option<String>, desired: HostState) -> Result<Plan> {
-    async fn run(desired: HostState) -> Result<Plan> {
-        let mut k = Kernel::connect()?;
-        let mut observed = k.observe().await?;
-        let endpoints: Vec<LinkName> = observed
-            .links
-            .iter()
-            .filter(|(_, k)| **k == LinkKind::Endpoint)
-            .map(|(l, _)| l.clone())
-            .collect();
-        observed.links.retain(|_, k| *k != LinkKind::Endpoint);
-        observed.addresses.retain(|(l, _)| !endpoints.contains(l));
-        observed.routes.retain(|_, n| !matches!(n, NextHop::Dev(l) if endpoints.contains(l)));
-        let plan = diff(&observed, &desired);
-        k.apply(&plan).await?;
-        Ok(plan)
+/// Observe, let the core plan (`KernelObserved`), apply, in the target namespace, on one
+/// thread there.
+async fn converge(netns: Option<String>, ctx: Arc<ctx::Ctx>) -> Result<Option<Plan>> {
+    async fn run(ctx: Arc<ctx::Ctx>) -> Result<Option<Plan>> {
+        let mut k = NsKernel(Kernel::connect()?);
+        let plan = |observed| {
+            ctx.step(Event::KernelObserved(observed)).into_iter().find_map(|a| match a {
+                Action::ApplyRoutes(p) => Some(p),
+                _ => None,
+            })
+        };
+        Ok(romana_agent::drive::converge(&mut k, plan).await?)
     }
     match netns {
-        None => run(desired).await,
-        Some(ns) => tokio::task::spawn_blocking(move || in_netns(&ns, move || run(desired)))
+        None => run(ctx).await,
+        Some(ns) => tokio::task::spawn_blocking(move || in_netns(&ns, move || run(ctx)))
             .await
             .context("namespace thread")??,
     }

@@ -8,6 +8,7 @@
 pub mod conformance;
 mod embedded;
 mod engine;
+pub mod follow;
 mod mem;
 mod types;
 mod wal;

@@ -1,0 +1,82 @@
+//! The runners that perform the core's actions through the ports: converge the routes (observe,
+//! let the core plan, apply), read our nftables table with its generation, and run one
+//! firewall transaction with the fast path around it. Generic over the ports so that tests run
+//! them with fakes; the binary gives them the real kernel, nftables and BPF map.
+
+use romana_dataplane::{HostState, Plan};
+use romana_policy::nftplan::{Observed, PlanSummary};
+
+use crate::error::FirewallError;
+use crate::machine::pass::{Compiled, Table, known_at, transaction};
+use crate::ports::{FastPathMap, KernelRoutes, Nftables};
+
+/// Observes the kernel, asks `plan` (the core's step on `KernelObserved`) what to do about it,
+/// applies that. Returns the plan applied (`None`: the core asked for nothing).
+pub async fn converge<K: KernelRoutes>(
+    k: &mut K,
+    plan: impl FnOnce(HostState) -> Option<Plan>,
+) -> Result<Option<Plan>, K::Error> {
+    let Some(plan) = plan(k.observe().await?) else { return Ok(None) };
+    k.apply(&plan).await?;
+    Ok(Some(plan))
+}
+
+/// Our table as the kernel holds it, with the generation it was read at (`None` when something
+/// was committed during the listing, or the generation could not be read).
+pub fn read_table<N: Nftables>(nft: &N, background: bool) -> Result<Table, FirewallError> {
+    let before = nft.generation().ok();
+    let table = nft.list(background)?;
+    let after = nft.generation().ok();
+    Ok((table, before.filter(|_| before == after)))
+}
+
+/// What one transaction did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Applied {
+    pub summary: PlanSummary,
+    /// The table now in force.
+    pub after: Observed,
+    /// The generation at which it is known exactly (`None`: read the kernel next time).
+    pub known_at: Option<u32>,
+    /// The kernel's table was listed for this pass.
+    pub listed: bool,
+}
+
+/// One pass's I/O: read the kernel's table unless `base` says what it holds, plan, narrow the
+/// fast path, apply the script, widen the fast path, note the generation.
+pub fn run_pass<N: Nftables, F: FastPathMap>(
+    nft: &N,
+    fast_path: Option<&F>,
+    base: Option<Table>,
+    c: &Compiled,
+) -> Result<Applied, FirewallError> {
+    let (observed, at, listed) = match base {
+        Some((o, at)) => (o, at, false),
+        None => {
+            let (o, at) = read_table(nft, false)?;
+            (o, at, true)
+        }
+    };
+    let t = transaction(observed.as_ref(), c);
+    let before = nft.generation().ok();
+    if let Some(f) = fast_path {
+        f.narrow(&t.narrow)?;
+    }
+    let applied = !t.plan.is_empty();
+    if applied {
+        nft.apply(&t.plan.script)?;
+    }
+    if let Some(f) = fast_path {
+        f.allow(t.allow)?;
+    }
+    let after = nft.generation().ok();
+    Ok(Applied {
+        summary: t.plan.summary,
+        after: Observed::of(&c.desired),
+        known_at: known_at(at, before, after, applied),
+        listed,
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,205 @@
+//! What the firewall's table is compiled from, as romanad last told us (tenants, Romana policies,
+//! NetworkPolicies, endpoints), kept in the policy core's terms so that a pass converts nothing it
+//! converted before; and the decoding of watch events into it. Pure: knows nothing about HTTP,
+//! nftables or tasks; what it cannot use is collected in `problems` for the caller to log.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use romana_api::netpol::NetworkPolicy;
+use romana_api::policy::Policy;
+use romana_api::rest::{EndpointInfo, Tenant, WatchEvent};
+use romana_policy::{Endpoint, PolicyRules, cluster};
+
+#[derive(Debug, Default)]
+pub struct Inputs {
+    pub tenants: Vec<Tenant>,
+    /// Romana policies by id, and NetworkPolicies by `namespace/name`, as rules.
+    pub romana: BTreeMap<String, Vec<PolicyRules>>,
+    pub netpols: BTreeMap<String, PolicyRules>,
+    /// Every endpoint, as the slice the compiler takes, changed in place (no copy of 10,000
+    /// endpoints per change: passes hold it only while they compile), and where each one is.
+    pub endpoints: Arc<Vec<Endpoint>>,
+    positions: BTreeMap<String, usize>,
+    /// Inputs changed since the last successful sync.
+    pub dirty: bool,
+    /// Changes whenever tenants change or everything was re-read: the compile cache's validity.
+    pub stamp: u64,
+    /// Endpoint changes (old, new) since the last pass, which the compile cache takes in place.
+    pub pending: Vec<(Option<Endpoint>, Option<Endpoint>)>,
+    /// Everything was read from romanad at least once. Until then no pass runs: a restarted
+    /// agent must not replace the table in force with one compiled from nothing.
+    pub loaded: bool,
+    /// What was left out of the firewall, and why, since the caller last took them.
+    pub problems: Vec<String>,
+}
+
+/// What romanad's lists said, as one value (`endpoints: None`: not read this time).
+#[derive(Debug, Clone, Default)]
+pub struct Lists {
+    pub tenants: Vec<Tenant>,
+    pub policies: Vec<Policy>,
+    pub netpols: Vec<NetworkPolicy>,
+    pub endpoints: Option<Vec<EndpointInfo>>,
+}
+
+fn netpol_key(np: &NetworkPolicy) -> String {
+    format!("{}/{}", np.metadata.namespace, np.metadata.name)
+}
+
+impl Inputs {
+    pub fn endpoint(&self, name: &str) -> Option<&Endpoint> {
+        self.positions.get(name).map(|i| &self.endpoints[*i])
+    }
+
+    /// Sets (`Some`) or removes (`None`) an endpoint; returns what it was.
+    fn put_endpoint(&mut self, name: &str, ep: Option<Endpoint>) -> Option<Endpoint> {
+        let list = Arc::make_mut(&mut self.endpoints);
+        match (self.positions.get(name).copied(), ep) {
+            (Some(i), Some(ep)) => Some(std::mem::replace(&mut list[i], ep)),
+            (None, Some(ep)) => {
+                self.positions.insert(name.to_owned(), list.len());
+                list.push(ep);
+                None
+            }
+            (Some(i), None) => {
+                self.positions.remove(name);
+                let old = list.swap_remove(i);
+                // The last endpoint took the removed one's place (the compiler does not care
+                // about order).
+                if let Some(moved) = list.get(i) {
+                    self.positions.insert(moved.id.clone(), i);
+                }
+                Some(old)
+            }
+            (None, None) => None,
+        }
+    }
+
+    fn changed(&mut self, old: Option<Endpoint>, new: Option<Endpoint>) {
+        self.dirty = true;
+        // Past a few thousand changes (a resync) starting the cache over is cheaper.
+        if self.pending.len() < 2_000 {
+            self.pending.push((old, new));
+        } else {
+            self.pending.clear();
+            self.stamp += 1;
+        }
+    }
+
+    fn set_romana(&mut self, p: &Policy) {
+        match cluster::romana_rules(p) {
+            Ok(r) => self.romana.insert(p.id.clone(), r),
+            Err(e) => {
+                self.problems.push(e.to_string());
+                self.romana.remove(&p.id)
+            }
+        };
+    }
+
+    fn set_netpol(&mut self, np: &NetworkPolicy) {
+        match cluster::netpol_rules(np) {
+            Ok(r) => self.netpols.insert(netpol_key(np), r),
+            Err(e) => {
+                self.problems.push(e.to_string());
+                self.netpols.remove(&netpol_key(np))
+            }
+        };
+    }
+
+    /// Sets an endpoint from romanad's record (unchanged: nothing to do).
+    pub fn upsert(&mut self, e: &EndpointInfo) {
+        match cluster::endpoint(e) {
+            Ok(ep) => {
+                if self.endpoint(&e.name) != Some(&ep) {
+                    let old = self.put_endpoint(&e.name, Some(ep.clone()));
+                    self.changed(old, Some(ep));
+                }
+            }
+            Err(p) => self.problems.push(p.to_string()),
+        }
+    }
+
+    pub fn remove(&mut self, name: &str) {
+        if let Some(old) = self.put_endpoint(name, None) {
+            self.changed(Some(old), None);
+        }
+    }
+
+    /// Replaces what was known with romanad's lists. Endpoints are taken as changes against
+    /// what is known, so that a periodic re-read that finds nothing new costs nothing.
+    pub fn replace(&mut self, lists: Lists) {
+        self.set_tenants(lists.tenants);
+        self.romana.clear();
+        self.netpols.clear();
+        lists.policies.iter().for_each(|p| self.set_romana(p));
+        lists.netpols.iter().for_each(|np| self.set_netpol(np));
+        if let Some(eps) = lists.endpoints {
+            let names: BTreeSet<&str> = eps.iter().map(|e| e.name.as_str()).collect();
+            let gone: Vec<String> =
+                self.positions.keys().filter(|k| !names.contains(k.as_str())).cloned().collect();
+            for name in gone {
+                self.remove(&name);
+            }
+            eps.iter().for_each(|e| self.upsert(e));
+            self.loaded = true;
+        }
+        self.dirty = true;
+    }
+
+    /// Only the tenants (their labels, segments and isolation); a change restarts the cache.
+    pub fn set_tenants(&mut self, tenants: Vec<Tenant>) {
+        if self.tenants != tenants {
+            self.tenants = tenants;
+            self.stamp += 1;
+            self.dirty = true;
+        }
+    }
+
+    /// A change seen on the watch. Endpoints and policies carry their value and are applied one
+    /// by one; returns `true` when tenants must be read again (their events, and keys this
+    /// index does not know).
+    pub fn apply_watch(&mut self, ev: &WatchEvent) -> bool {
+        let put = ev.kind == "put";
+        let value = ev.value.clone().filter(|_| put);
+        if let Some(name) = ev.key.strip_prefix("endpoints/") {
+            match value.map(serde_json::from_value::<EndpointInfo>) {
+                Some(Ok(e)) => self.upsert(&e),
+                Some(Err(e)) => {
+                    self.problems.push(format!("unreadable endpoint {} on the watch: {e}", ev.key))
+                }
+                None => self.remove(name),
+            }
+            false
+        } else if let Some(id) = ev.key.strip_prefix("policies/") {
+            match value.map(serde_json::from_value::<Policy>) {
+                Some(Ok(p)) => self.set_romana(&p),
+                Some(Err(e)) => self.problems.push(format!("unreadable policy {} on the watch: {e}", ev.key)),
+                None => {
+                    self.romana.remove(id);
+                }
+            }
+            self.dirty = true;
+            false
+        } else if let Some(key) = ev.key.strip_prefix("netpols/") {
+            match value.map(serde_json::from_value::<NetworkPolicy>) {
+                Some(Ok(np)) => self.set_netpol(&np),
+                Some(Err(e)) => {
+                    self.problems.push(format!("unreadable NetworkPolicy {} on the watch: {e}", ev.key))
+                }
+                None => {
+                    self.netpols.remove(key);
+                }
+            }
+            self.dirty = true;
+            false
+        } else {
+            true
+        }
+    }
+
+    /// Every policy the compiler takes: Romana's, NetworkPolicies, and `implicit` (tenancy's).
+    pub fn policies(&self, implicit: &[PolicyRules]) -> Vec<PolicyRules> {
+        self.romana.values().flatten().chain(self.netpols.values()).chain(implicit).cloned().collect()
+    }
+}

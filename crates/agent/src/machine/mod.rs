@@ -1,0 +1,316 @@
+//! The agent's I/O-free core: its state (the firewall's inputs, the host's route set, what is
+//! stale), one closed `Event` enum (watch events, route reads, timer ticks, kernel observations,
+//! CNI requests) and `step`, which updates the state and returns the `Action`s to perform, as
+//! values. The binary's loops read events, call `step` and perform the actions through the
+//! ports; nothing here does I/O, reads a clock or spawns a task (time comes in with the event).
+
+pub mod inputs;
+pub mod pass;
+pub mod routes;
+
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use romana_api::rest::{HostRoutes, Tenant, WatchEvent};
+use romana_dataplane::{HostState, PeerRoute, Plan, diff};
+use romana_store::follow::Followed;
+
+use inputs::{Inputs, Lists};
+
+/// How often everything is read again although the watch says nothing changed.
+pub const FULL_REFRESH: Duration = Duration::from_secs(60);
+
+/// How often the repair check lists the kernel's table even though nftables' generation did not
+/// move: a guard against what the generation cannot show, cheap at this interval.
+pub const VERIFY_EVERY: Duration = Duration::from_secs(300);
+
+/// Which of the agent's watches an event came on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    /// `routes/<host>`: this host's route set.
+    Routes,
+    /// What the firewall depends on: endpoints, policies, netpols, tenants, segments.
+    Firewall,
+}
+
+/// Everything the agent reacts to.
+#[derive(Debug)]
+pub enum Event {
+    /// The reconcile interval (heartbeat, route read, converge).
+    Tick,
+    /// The route manager's set for this host (`None`: romanad could not be read).
+    RoutesRead(Option<HostRoutes>),
+    /// The kernel's links, addresses and routes as observed for a converge.
+    KernelObserved(HostState),
+    /// What a watch follower said.
+    Watched(Stream, Followed<WatchEvent>),
+    /// The firewall loop woke (a change, a retry, the refresh timer) at `now`.
+    FirewallWake {
+        now: Instant,
+    },
+    /// romanad's lists, read while the watch-event count was `events_before`.
+    ListsRead {
+        lists: Lists,
+        events_before: u64,
+    },
+    /// Reading the lists failed; `overtaken`: events came while they were read.
+    ListsFailed {
+        overtaken: bool,
+    },
+    TenantsRead(Vec<Tenant>),
+    TenantsFailed,
+    /// The repair timer, with what the kernel showed: `unchanged` is true when nftables'
+    /// generation is still the one our last transaction left.
+    RepairDue {
+        now: Instant,
+        unchanged: bool,
+    },
+    /// CNI ADD registered this endpoint with romanad; it must be enforced before ADD answers.
+    CniAdd(romana_api::rest::EndpointInfo),
+    /// CNI DEL (or a failed ADD) removed this endpoint.
+    CniForget(String),
+}
+
+/// What the adapters do, in order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    Heartbeat,
+    ReadRoutes,
+    /// Observe the kernel (the observation comes back as `KernelObserved`).
+    ObserveKernel,
+    /// Apply this plan to the kernel's routes and links.
+    ApplyRoutes(Plan),
+    /// Bring the fast path's map up to the kernel's state.
+    SyncFastPath,
+    /// Wake the route loop now (a change on its watch).
+    WakeRoutes,
+    /// Wake the firewall loop now.
+    WakeFirewall,
+    /// Wake the firewall loop after this long (a failed read is retried).
+    RetryIn(Duration),
+    /// Read tenants, policies, NetworkPolicies (and every endpoint) from romanad.
+    ReadLists {
+        endpoints: bool,
+    },
+    ReadTenants,
+    /// One firewall pass (compile, transaction); `read_kernel`: start from a fresh listing of
+    /// the kernel's table (a repair).
+    FirewallPass {
+        read_kernel: bool,
+    },
+    /// Plumb the CNI's endpoint (its link, address and routes) and answer ADD.
+    Plumb,
+    /// Log what was left out of the firewall or could not be used.
+    Problems(Vec<String>),
+    /// Log that the host's desired routes do not compile (nothing is applied).
+    RoutesDoNotCompile(String),
+}
+
+/// The agent's state.
+#[derive(Debug)]
+pub struct State {
+    pub host: String,
+    pub gateways: Vec<IpAddr>,
+    /// Whether policies are enforced (`--no-policy` turns it off).
+    pub policy: bool,
+    /// The last route set romanad gave; kept while romanad is unreachable.
+    pub routes: Vec<PeerRoute>,
+    /// What the kernel should hold, compiled from `routes` (`None`: it does not compile).
+    pub desired: Option<HostState>,
+    pub inputs: Inputs,
+    /// Watch events applied: a full re-read that events overtook is dropped.
+    pub events: u64,
+    /// Everything must be read again (at start, after a relisting watch, after an overtaken read).
+    pub stale: bool,
+    /// Tenants must be read again (their events carry no value the index keeps).
+    pub tenants_stale: bool,
+    /// When everything was last read.
+    pub full_at: Option<Instant>,
+    /// When the repair check last listed the kernel's table.
+    pub verified_at: Option<Instant>,
+}
+
+impl State {
+    pub fn new(host: String, gateways: Vec<IpAddr>, policy: bool) -> State {
+        State {
+            host,
+            gateways,
+            policy,
+            routes: Vec::new(),
+            desired: None,
+            inputs: Inputs::default(),
+            events: 0,
+            stale: true,
+            tenants_stale: false,
+            full_at: None,
+            verified_at: None,
+        }
+    }
+
+    /// How long until everything is due to be read again.
+    pub fn refresh_in(&self, now: Instant) -> Duration {
+        self.full_at.map_or(Duration::ZERO, |t| FULL_REFRESH.saturating_sub(now.saturating_duration_since(t)))
+    }
+
+    /// The key of this host's route set on the watch.
+    pub fn routes_key(&self) -> String {
+        format!("routes/{}", self.host)
+    }
+
+    /// What was left out since last asked, as an action (none when nothing was).
+    fn problems(&mut self, out: &mut Vec<Action>) {
+        if !self.inputs.problems.is_empty() {
+            out.push(Action::Problems(std::mem::take(&mut self.inputs.problems)));
+        }
+    }
+
+    /// The firewall pass, when the inputs changed since the last one.
+    fn pass_if_dirty(&self, out: &mut Vec<Action>) {
+        if self.policy && self.inputs.dirty && self.inputs.loaded {
+            out.push(Action::FirewallPass { read_kernel: false });
+        }
+    }
+
+    /// The converge of the routes as they are known: observe, then (on `KernelObserved`) plan.
+    fn converge(&mut self, out: &mut Vec<Action>) {
+        match routes::desired(&self.gateways, &self.routes) {
+            Ok(d) => {
+                self.desired = Some(d);
+                out.push(Action::ObserveKernel);
+                out.push(Action::SyncFastPath);
+            }
+            Err(e) => {
+                self.desired = None;
+                out.push(Action::RoutesDoNotCompile(e.to_string()));
+            }
+        }
+    }
+}
+
+/// One event in, the actions out.
+pub fn step(s: &mut State, ev: Event) -> Vec<Action> {
+    let mut out = Vec::new();
+    match ev {
+        Event::Tick => out.extend([Action::Heartbeat, Action::ReadRoutes]),
+        Event::RoutesRead(r) => {
+            // When romanad cannot be reached the last known routes stay: the kernel keeps
+            // forwarding.
+            if let Some(r) = r {
+                s.routes = routes::peer_routes(&r);
+            }
+            s.converge(&mut out);
+        }
+        Event::KernelObserved(observed) => {
+            // Endpoint links and their routes are the CNI path's: the plan never touches them.
+            if let Some(desired) = &s.desired {
+                out.push(Action::ApplyRoutes(diff(&routes::without_endpoints(observed), desired)));
+            }
+        }
+        Event::Watched(Stream::Routes, f) => match f {
+            // The prefix also matches longer host names: only our key counts.
+            Followed::Event(ev) if ev.key == s.routes_key() => out.push(Action::WakeRoutes),
+            Followed::Synced { .. } => out.push(Action::WakeRoutes),
+            Followed::Event(_) | Followed::Lost { .. } => {}
+        },
+        Event::Watched(Stream::Firewall, f) => match f {
+            Followed::Event(ev) => {
+                s.events += 1;
+                if s.inputs.apply_watch(&ev) {
+                    s.tenants_stale = true;
+                }
+                s.problems(&mut out);
+                out.push(Action::WakeFirewall);
+            }
+            Followed::Synced { relisted } => {
+                // Resumed from a revision nothing was missed; after a relist deletes may have
+                // been, and everything is read whole.
+                if relisted {
+                    s.stale = true;
+                }
+                out.push(Action::WakeFirewall);
+            }
+            Followed::Lost { .. } => {}
+        },
+        Event::FirewallWake { now } => {
+            let full_due = s.full_at.is_none_or(|t| now.saturating_duration_since(t) >= FULL_REFRESH);
+            if s.stale || full_due {
+                s.stale = false;
+                s.tenants_stale = false;
+                s.full_at = Some(now);
+                out.push(Action::ReadLists { endpoints: true });
+            } else if s.tenants_stale {
+                s.tenants_stale = false;
+                out.push(Action::ReadTenants);
+            } else {
+                s.pass_if_dirty(&mut out);
+            }
+        }
+        Event::ListsRead { lists, events_before } => {
+            // A watch event applied while the lists were being read may be newer than what they
+            // say (a delete would come back): then the lists are dropped and read again. Before
+            // the first load something is better than nothing (under steady churn a clean read
+            // might never come).
+            if s.events != events_before {
+                s.stale = true;
+                if s.inputs.loaded {
+                    out.push(Action::RetryIn(Duration::from_millis(50)));
+                    return out;
+                }
+            }
+            s.inputs.replace(lists);
+            s.problems(&mut out);
+            s.pass_if_dirty(&mut out);
+        }
+        Event::ListsFailed { overtaken } => {
+            s.stale = true;
+            // An overtaken read is retried soon; romanad being unreachable waits a second.
+            out.push(Action::RetryIn(Duration::from_millis(if overtaken { 50 } else { 1_000 })));
+        }
+        Event::TenantsRead(t) => {
+            s.inputs.set_tenants(t);
+            s.pass_if_dirty(&mut out);
+        }
+        Event::TenantsFailed => {
+            s.tenants_stale = true;
+            out.push(Action::RetryIn(Duration::from_secs(1)));
+        }
+        Event::RepairDue { now, unchanged } => {
+            // The first check counts from now: the generation tells until VERIFY_EVERY.
+            let since = *s.verified_at.get_or_insert(now);
+            let recent = now.saturating_duration_since(since) < VERIFY_EVERY;
+            if s.policy && s.inputs.loaded && !(recent && unchanged) {
+                s.verified_at = Some(now);
+                out.push(Action::FirewallPass { read_kernel: true });
+            }
+        }
+        Event::CniAdd(info) => {
+            // Fail closed: the endpoint's rules are in force before its link exists and ADD
+            // answers; policies are read first when they never were.
+            if s.policy {
+                if !s.inputs.loaded {
+                    out.push(Action::ReadLists { endpoints: true });
+                }
+                s.inputs.upsert(&info);
+                s.problems(&mut out);
+                out.push(Action::FirewallPass { read_kernel: false });
+            }
+            out.push(Action::Plumb);
+        }
+        Event::CniForget(name) => {
+            if s.policy {
+                s.inputs.remove(&name);
+                out.push(Action::FirewallPass { read_kernel: false });
+            }
+        }
+    }
+    out
+}
+
+/// How long the repair check waits: at most a tenth of the time goes to listing the table, so
+/// the interval stretches with the last listing's duration.
+pub fn repair_wait(every: Duration, last_read: Duration) -> Duration {
+    every.max(last_read * 10)
+}
+
+#[cfg(test)]
+mod tests;

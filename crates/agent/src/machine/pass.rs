@@ -1,0 +1,125 @@
+//! One firewall pass, without its I/O: what it compiles (from a snapshot of the inputs, so the
+//! inputs are not held while it compiles), the table it starts from (as last applied, or a
+//! kernel read that no change overtook), the transaction (narrow the fast path, the nft script,
+//! widen the fast path: fail closed both ways), and the generation bookkeeping afterwards (the
+//! table is known exactly while nftables' generation stays the one our transaction left).
+
+use std::collections::BTreeSet;
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+
+use romana_policy::firewall::{CompileCache, FirewallInput, compile_cached, unfiltered_v4};
+use romana_policy::nftplan::{NftPlan, Observed, PlanSummary, plan};
+use romana_policy::ruleset::Ruleset;
+use romana_policy::{Endpoint, PolicyRules, World, cluster};
+
+use super::inputs::Inputs;
+
+/// A table as read from the kernel (`None`: no table) with the nftables generation it was read
+/// at (`None`: something committed during the listing, or the generation was unreadable).
+pub type Table = (Option<Observed>, Option<u32>);
+
+/// What a pass keeps between passes: the table as last applied (so that passes between
+/// repairs need not read the kernel), its generation, and the compile cache.
+#[derive(Debug, Default)]
+pub struct PassState {
+    /// The table as last applied; `None`: unknown, read the kernel.
+    pub known: Option<Observed>,
+    /// The nftables generation right after `known` was applied, when nothing else was committed
+    /// around it: while the kernel reports the same, the table is exactly `known`.
+    pub known_gen: Option<u32>,
+    pub cache: CompileCache,
+    /// Bumped by every pass that changed the table: a repair read taken before a change is stale.
+    pub generation: u64,
+}
+
+/// The inputs as one pass compiles them, taken under the inputs' lock.
+#[derive(Debug)]
+pub struct Snapshot {
+    world: World,
+    policies: Vec<PolicyRules>,
+    endpoints: Arc<Vec<Endpoint>>,
+    stamp: u64,
+    pending: Vec<(Option<Endpoint>, Option<Endpoint>)>,
+}
+
+/// Takes what a pass compiles; the inputs are clean from here (a failed pass marks them dirty).
+pub fn snapshot(i: &mut Inputs) -> Snapshot {
+    i.dirty = false;
+    let endpoints = i.endpoints.clone();
+    let (world, implicit, problems) = cluster::tenancy(&i.tenants, &endpoints);
+    i.problems.extend(problems);
+    let policies = i.policies(&implicit);
+    Snapshot { world, policies, endpoints, stamp: i.stamp, pending: std::mem::take(&mut i.pending) }
+}
+
+/// The desired table, and the local IPv4 endpoints no rule filters (the fast path's set).
+#[derive(Debug)]
+pub struct Compiled {
+    pub desired: Ruleset,
+    pub unfiltered: BTreeSet<Ipv4Addr>,
+}
+
+impl PassState {
+    /// The table a pass starts from: a kernel read (`fresh`, taken when the pass counter was at
+    /// its first field) unless a pass changed the table since; else the table as last applied.
+    /// `None`: read the kernel. What is known is taken: a failed pass leaves it unknown.
+    pub fn base(&mut self, fresh: Option<(u64, Table)>) -> Option<Table> {
+        let known_gen = self.known_gen.take();
+        match fresh {
+            Some((g, table)) if g == self.generation => Some(table),
+            _ => self.known.take().map(|k| (Some(k), known_gen)),
+        }
+    }
+
+    pub fn compile(&mut self, host: &str, s: Snapshot) -> Compiled {
+        for (old, new) in &s.pending {
+            self.cache.endpoint_changed(&s.world, old.as_ref(), new.as_ref());
+        }
+        let input = FirewallInput { host, policies: &s.policies, world: &s.world, endpoints: &s.endpoints };
+        let desired = compile_cached(input, &mut self.cache, s.stamp);
+        let unfiltered = unfiltered_v4(&desired);
+        Compiled { desired, unfiltered }
+    }
+
+    /// After a transaction that succeeded: the table is `after`, known exactly at `known_at`.
+    pub fn applied(&mut self, after: Observed, known_at: Option<u32>, summary: &PlanSummary) {
+        self.known = Some(after);
+        self.known_gen = known_at;
+        if *summary != PlanSummary::default() {
+            self.generation += 1;
+        }
+    }
+
+    /// Whether the kernel's generation `now` shows the table as last applied.
+    pub fn unchanged(&self, now: Option<u32>) -> bool {
+        self.known.is_some() && self.known_gen.is_some() && now == self.known_gen
+    }
+}
+
+/// One nft transaction with the fast path around it: endpoints it isolates leave the fast path
+/// before their rules come (`narrow`); endpoints it opens join only once it applied (`allow`).
+#[derive(Debug)]
+pub struct Transaction {
+    pub narrow: BTreeSet<Ipv4Addr>,
+    pub plan: NftPlan,
+    pub allow: BTreeSet<Ipv4Addr>,
+}
+
+pub fn transaction(observed: Option<&Observed>, c: &Compiled) -> Transaction {
+    Transaction {
+        narrow: c.unfiltered.clone(),
+        plan: plan(observed, &c.desired),
+        allow: c.unfiltered.clone(),
+    }
+}
+
+/// The generation at which the table is known after our transaction: when the kernel held the
+/// table we planned from right before it (`at == before`) and nothing but our transaction was
+/// committed since (an empty transaction commits nothing).
+pub fn known_at(at: Option<u32>, before: Option<u32>, after: Option<u32>, applied: bool) -> Option<u32> {
+    match (at, before, after) {
+        (Some(at), Some(b), Some(a)) if at == b && (a == b || (applied && a == b.wrapping_add(1))) => Some(a),
+        _ => None,
+    }
+}

@@ -1,0 +1,362 @@
+//! The core's tests as data: events in, actions out, on a `State` built from values; no root, no
+//! romanad, no kernel.
+#![allow(clippy::unwrap_used)]
+
+use std::time::{Duration, Instant};
+
+use romana_api::rest::{EndpointInfo, HostRoutes, RouteInfo, Segment, Tenant, WatchEvent};
+use romana_dataplane::{HostState, LinkKind, LinkName, NextHop, PeerRoute};
+use romana_store::follow::Followed;
+use serde_json::json;
+
+use super::inputs::Lists;
+use super::*;
+
+/// Feeds `events` in order and compares the actions of each with `expect`.
+fn check(s: &mut State, events: Vec<Event>, expect: &[&[Action]]) {
+    let got: Vec<Vec<Action>> = events.into_iter().map(|e| step(s, e)).collect();
+    let want: Vec<Vec<Action>> = expect.iter().map(|a| a.to_vec()).collect();
+    assert_eq!(got, want);
+}
+
+pub fn endpoint(name: &str, ip: &str, tenant: &str, segment: &str, host: &str) -> EndpointInfo {
+    EndpointInfo {
+        name: name.into(),
+        ip: ip.into(),
+        tenant: tenant.into(),
+        segment: segment.into(),
+        host: host.into(),
+        labels: Default::default(),
+        ports: vec![],
+    }
+}
+
+pub fn tenant(name: &str, segments: &[&str]) -> Tenant {
+    Tenant {
+        name: name.into(),
+        external_id: String::new(),
+        labels: Default::default(),
+        number: 1,
+        segments: segments
+            .iter()
+            .map(|s| Segment {
+                name: (*s).into(),
+                tenant: name.into(),
+                external_id: String::new(),
+                labels: Default::default(),
+                number: 1,
+            })
+            .collect(),
+        isolation: String::new(),
+    }
+}
+
+/// A policy letting anyone reach tcp/80 of `tenant`'s `segment` (which isolates it).
+pub fn policy(id: &str, tenant: &str, segment: &str) -> serde_json::Value {
+    json!({"id": id, "applied_to": [{"tenant": tenant, "segment": segment}],
+           "ingress": [{"peers": [{"peer": "any"}], "rules": [{"protocol": "tcp", "ports": [80]}]}]})
+}
+
+pub fn lists() -> Lists {
+    Lists {
+        tenants: vec![tenant("red", &["web"]), tenant("blue", &["x"])],
+        policies: vec![],
+        netpols: vec![],
+        endpoints: Some(vec![
+            endpoint("a", "10.0.0.2", "red", "web", "h1"),
+            endpoint("b", "10.0.0.3", "blue", "x", "h1"),
+        ]),
+    }
+}
+
+fn put(key: &str, value: serde_json::Value) -> Event {
+    Event::Watched(
+        Stream::Firewall,
+        Followed::Event(WatchEvent { revision: 7, kind: "put".into(), key: key.into(), value: Some(value) }),
+    )
+}
+
+fn gw() -> Vec<std::net::IpAddr> {
+    vec!["169.254.1.1".parse().unwrap()]
+}
+
+/// A state whose policies were read once and whose pass ran.
+fn loaded() -> State {
+    let mut s = State::new("h1".into(), gw(), true);
+    let t0 = Instant::now();
+    step(&mut s, Event::FirewallWake { now: t0 });
+    step(&mut s, Event::ListsRead { lists: lists(), events_before: 0 });
+    pass::snapshot(&mut s.inputs);
+    s
+}
+
+#[test]
+fn cni_add_enforces_before_plumbing() {
+    const PASS: Action = Action::FirewallPass { read_kernel: false };
+    // Policies never read: read them, then the endpoint's pass, then the plumbing.
+    let mut s = State::new("h1".into(), gw(), true);
+    let e = endpoint("c", "10.0.0.4", "red", "web", "h1");
+    check(
+        &mut s,
+        vec![Event::CniAdd(e.clone())],
+        &[&[Action::ReadLists { endpoints: true }, PASS, Action::Plumb]],
+    );
+    assert!(s.inputs.endpoint("c").is_some(), "the endpoint is in the inputs before the pass");
+    // Loaded: the pass, then the plumbing.
+    let mut s = loaded();
+    check(&mut s, vec![Event::CniAdd(e.clone())], &[&[PASS, Action::Plumb]]);
+    // No policy enforcement: only the plumbing.
+    let mut s = State::new("h1".into(), gw(), false);
+    check(&mut s, vec![Event::CniAdd(e)], &[&[Action::Plumb]]);
+    // DEL takes the endpoint out with a pass.
+    let mut s = loaded();
+    check(&mut s, vec![Event::CniForget("a".into())], &[&[PASS]]);
+    assert!(s.inputs.endpoint("a").is_none());
+}
+
+#[test]
+fn policy_changes_make_one_pass() {
+    let mut s = loaded();
+    let now = Instant::now();
+    check(
+        &mut s,
+        vec![
+            put("policies/web", policy("web", "red", "web")),
+            put("policies/web2", policy("web2", "red", "web")),
+            put("endpoints/c", serde_json::to_value(endpoint("c", "10.0.0.4", "red", "web", "h2")).unwrap()),
+            Event::FirewallWake { now },
+        ],
+        &[
+            &[Action::WakeFirewall],
+            &[Action::WakeFirewall],
+            &[Action::WakeFirewall],
+            &[Action::FirewallPass { read_kernel: false }],
+        ],
+    );
+    assert_eq!(s.inputs.romana.len(), 2);
+    // Nothing changed since: a wake makes no pass.
+    pass::snapshot(&mut s.inputs);
+    check(&mut s, vec![Event::FirewallWake { now }], &[&[]]);
+}
+
+#[test]
+fn unreadable_watch_values_are_problems_not_changes() {
+    let mut s = loaded();
+    check(
+        &mut s,
+        vec![put("endpoints/c", json!({"name": 3}))],
+        &[&[
+            Action::Problems(vec![
+                "unreadable endpoint endpoints/c on the watch: invalid type: integer `3`, expected a string"
+                    .into(),
+            ]),
+            Action::WakeFirewall,
+        ]],
+    );
+    assert!(!s.inputs.dirty, "nothing changed");
+}
+
+#[test]
+fn tenant_events_read_tenants_again() {
+    let mut s = loaded();
+    let now = Instant::now();
+    check(
+        &mut s,
+        vec![put("tenants/red", json!({})), Event::FirewallWake { now }, Event::TenantsRead(lists().tenants)],
+        &[&[Action::WakeFirewall], &[Action::ReadTenants], &[]],
+    );
+    check(&mut s, vec![Event::TenantsFailed], &[&[Action::RetryIn(Duration::from_secs(1))]]);
+    assert!(s.tenants_stale);
+}
+
+#[test]
+fn a_watch_gap_relists() {
+    let mut s = loaded();
+    let now = Instant::now();
+    let synced = |relisted| Event::Watched(Stream::Firewall, Followed::Synced { relisted });
+    let lost =
+        Event::Watched(Stream::Firewall, Followed::Lost { error: "down".into(), retry_in: Duration::ZERO });
+    // Resumed from its revision: nothing was missed, nothing is read.
+    check(
+        &mut s,
+        vec![lost, synced(false), Event::FirewallWake { now }],
+        &[&[], &[Action::WakeFirewall], &[]],
+    );
+    // Relisted (the revision was gone): everything is read again.
+    check(
+        &mut s,
+        vec![synced(true), Event::FirewallWake { now }],
+        &[&[Action::WakeFirewall], &[Action::ReadLists { endpoints: true }]],
+    );
+    // And once a minute whatever the watch says.
+    check(
+        &mut s,
+        vec![Event::FirewallWake { now: now + FULL_REFRESH }],
+        &[&[Action::ReadLists { endpoints: true }]],
+    );
+}
+
+#[test]
+fn a_read_overtaken_by_events_is_read_again() {
+    let mut s = loaded();
+    let before = s.events;
+    step(&mut s, put("policies/web", policy("web", "red", "web")));
+    let mut l = lists();
+    l.endpoints = Some(vec![]);
+    check(
+        &mut s,
+        vec![Event::ListsRead { lists: l, events_before: before }],
+        &[&[Action::RetryIn(Duration::from_millis(50))]],
+    );
+    assert!(s.inputs.endpoint("a").is_some(), "the overtaken lists were dropped");
+    assert!(s.stale);
+    check(
+        &mut s,
+        vec![Event::ListsFailed { overtaken: false }],
+        &[&[Action::RetryIn(Duration::from_millis(1_000))]],
+    );
+}
+
+#[test]
+fn no_pass_before_policies_were_read() {
+    // A restarted agent must not replace the table in force with one compiled from nothing.
+    let mut s = State::new("h1".into(), gw(), true);
+    let now = Instant::now();
+    check(
+        &mut s,
+        vec![
+            put("policies/web", policy("web", "red", "web")),
+            Event::RepairDue { now, unchanged: false },
+            Event::FirewallWake { now },
+        ],
+        &[&[Action::WakeFirewall], &[], &[Action::ReadLists { endpoints: true }]],
+    );
+}
+
+#[test]
+fn repair_on_generation_mismatch() {
+    const REPAIR: Action = Action::FirewallPass { read_kernel: true };
+    let mut s = loaded();
+    let t = Instant::now();
+    check(
+        &mut s,
+        vec![
+            Event::RepairDue { now: t, unchanged: true },
+            Event::RepairDue { now: t + Duration::from_secs(2), unchanged: false },
+            Event::RepairDue { now: t + Duration::from_secs(4), unchanged: true },
+            // The generation cannot show everything: the table is listed every VERIFY_EVERY.
+            Event::RepairDue { now: t + Duration::from_secs(2) + VERIFY_EVERY, unchanged: true },
+        ],
+        &[&[], &[REPAIR], &[], &[REPAIR]],
+    );
+    assert_eq!(repair_wait(Duration::from_secs(2), Duration::from_millis(300)), Duration::from_secs(3));
+    assert_eq!(repair_wait(Duration::from_secs(2), Duration::from_millis(10)), Duration::from_secs(2));
+}
+
+fn route(dest: &str, kind: &str, via_ip: &str) -> RouteInfo {
+    RouteInfo { dest: dest.into(), kind: kind.into(), via: String::new(), via_ip: via_ip.into() }
+}
+
+#[test]
+fn a_route_set_change_converges() {
+    let mut s = State::new("h1".into(), gw(), true);
+    let r = HostRoutes {
+        host: "h1".into(),
+        revision: 3,
+        routes: vec![
+            route("10.1.0.0/28", "host", "192.168.0.2"),
+            route("10.2.0.0/16", "throw", ""),
+            // romanad's mistakes are left out; the rest applies.
+            route("10.3.0.0/33", "host", "192.168.0.3"),
+            route("10.4.0.0/28", "host", "h3"),
+        ],
+        per_block: 0,
+        per_endpoint: 0,
+    };
+    let want_routes = vec![
+        PeerRoute { dest: "10.1.0.0/28".parse().unwrap(), via: Some("192.168.0.2".parse().unwrap()) },
+        PeerRoute { dest: "10.2.0.0/16".parse().unwrap(), via: None },
+    ];
+    let converge = [Action::ObserveKernel, Action::SyncFastPath];
+    check(
+        &mut s,
+        vec![Event::Tick, Event::RoutesRead(Some(r)), Event::RoutesRead(None)],
+        // romanad unreachable: the last set stays.
+        &[&[Action::Heartbeat, Action::ReadRoutes], &converge, &converge],
+    );
+    assert_eq!(s.routes, want_routes);
+    // The kernel holds the gateway and an endpoint (the CNI's): the plan adds the routes and
+    // leaves the endpoint alone.
+    let veth = LinkName::new("romana-a1b2c3").unwrap();
+    let mut observed = routes::desired(&gw(), &[]).unwrap();
+    observed.links.insert(veth.clone(), LinkKind::Endpoint);
+    observed.routes.insert("10.0.0.2/32".parse().unwrap(), NextHop::Dev(veth.clone()));
+    let plan = match step(&mut s, Event::KernelObserved(observed)).as_slice() {
+        [Action::ApplyRoutes(p)] => p.clone(),
+        other => panic!("expected one plan, got {other:?}"),
+    };
+    let text: Vec<String> = plan.steps.iter().map(|s| s.to_string()).collect();
+    assert_eq!(text.len(), 2, "{text:?}");
+    assert!(text.iter().any(|s| s.contains("10.1.0.0/28") && s.contains("192.168.0.2")), "{text:?}");
+    assert!(text.iter().any(|s| s.contains("10.2.0.0/16")), "{text:?}");
+    assert!(!text.iter().any(|s| s.contains("romana-a1b2c3") || s.contains("10.0.0.2/32")), "{text:?}");
+    // Routes that do not compile (the same destination twice): nothing is observed, nothing
+    // applied.
+    let twice = HostRoutes {
+        host: "h1".into(),
+        revision: 4,
+        routes: vec![
+            route("10.1.0.0/28", "host", "192.168.0.2"),
+            route("10.1.0.0/28", "host", "192.168.0.3"),
+        ],
+        per_block: 0,
+        per_endpoint: 0,
+    };
+    check(
+        &mut s,
+        vec![Event::RoutesRead(Some(twice))],
+        &[&[Action::RoutesDoNotCompile("the route manager sent two routes for 10.1.0.0/28".into())]],
+    );
+    check(&mut s, vec![Event::KernelObserved(HostState::default())], &[&[]]);
+}
+
+#[test]
+fn only_this_hosts_route_key_wakes_the_route_loop() {
+    let mut s = State::new("h1".into(), gw(), true);
+    let ev = |key: &str| {
+        Event::Watched(
+            Stream::Routes,
+            Followed::Event(WatchEvent { revision: 1, kind: "put".into(), key: key.into(), value: None }),
+        )
+    };
+    check(
+        &mut s,
+        vec![
+            ev("routes/h1"),
+            ev("routes/h10"),
+            Event::Watched(Stream::Routes, Followed::Synced { relisted: true }),
+        ],
+        &[&[Action::WakeRoutes], &[], &[Action::WakeRoutes]],
+    );
+}
+
+#[test]
+fn known_at_only_when_nothing_else_committed() {
+    use pass::known_at;
+    // (read at, before, after, applied) -> known at
+    let cases = [
+        ((Some(5), Some(5), Some(6), true), Some(6)),
+        ((Some(5), Some(5), Some(5), false), Some(5)),
+        // Someone committed between our read and our transaction.
+        ((Some(5), Some(6), Some(7), true), None),
+        // Someone committed during our transaction.
+        ((Some(5), Some(5), Some(7), true), None),
+        // An empty transaction commits nothing: a move is someone else's.
+        ((Some(5), Some(5), Some(6), false), None),
+        ((None, Some(5), Some(6), true), None),
+        ((Some(u32::MAX), Some(u32::MAX), Some(0), true), Some(0)),
+    ];
+    for ((at, b, a, applied), want) in cases {
+        assert_eq!(known_at(at, b, a, applied), want, "at {at:?} before {b:?} after {a:?} applied {applied}");
+    }
+}

@@ -1,0 +1,68 @@
+//! The ports the agent's adapters implement: the kernel's routes and links, nftables, the fast
+//! path's map, and romanad. The core never calls them; the runners in `drive` do, so that a test
+//! drives them with fakes and no root. Knows nothing about how the real ones work.
+
+use std::collections::BTreeSet;
+use std::net::Ipv4Addr;
+
+use romana_api::rest::{HostRoutes, Tenant};
+use romana_client::ClientError;
+use romana_dataplane::{HostState, Plan};
+use romana_host::nft::NftError;
+use romana_policy::nftplan::Observed;
+use romana_store::BoxFut;
+
+use crate::error::FirewallError;
+use crate::machine::inputs::Lists;
+
+/// The host's links, addresses and routes (netlink, in the host's namespace).
+pub trait KernelRoutes {
+    type Error: std::error::Error + Send + Sync + 'static;
+    fn observe(&mut self) -> BoxFut<'_, Result<HostState, Self::Error>>;
+    fn apply<'a>(&'a mut self, plan: &'a Plan) -> BoxFut<'a, Result<(), Self::Error>>;
+}
+
+/// nftables in the host's namespace: our table, transactions, the generation id.
+pub trait Nftables {
+    fn generation(&self) -> Result<u32, NftError>;
+    /// Our table (`None`: there is none); `background`: at the lowest CPU priority.
+    fn list(&self, background: bool) -> Result<Option<Observed>, FirewallError>;
+    fn apply(&self, script: &str) -> Result<(), NftError>;
+    /// Whether transactions go through libnftables (`None`: none ran yet).
+    fn uses_library(&self) -> Option<bool>;
+}
+
+/// The fast path's set of endpoints that may skip the forward hook.
+pub trait FastPathMap {
+    fn narrow(&self, allowed: &BTreeSet<Ipv4Addr>) -> Result<usize, romana_host::BpfError>;
+    fn allow(&self, allowed: BTreeSet<Ipv4Addr>) -> Result<usize, romana_host::BpfError>;
+}
+
+/// What the agent's loops ask romanad.
+pub trait Romanad: Sync {
+    fn heartbeat<'a>(&'a self, host: &'a str) -> BoxFut<'a, Result<(), ClientError>>;
+    fn routes<'a>(&'a self, host: &'a str) -> BoxFut<'a, Result<HostRoutes, ClientError>>;
+    /// Tenants, policies, NetworkPolicies and, with `endpoints`, every endpoint.
+    fn lists(&self, endpoints: bool) -> BoxFut<'_, Result<Lists, ClientError>>;
+    fn tenants(&self) -> BoxFut<'_, Result<Vec<Tenant>, ClientError>>;
+}
+
+impl Romanad for romana_client::Client {
+    fn heartbeat<'a>(&'a self, host: &'a str) -> BoxFut<'a, Result<(), ClientError>> {
+        Box::pin(romana_client::Client::heartbeat(self, host))
+    }
+    fn routes<'a>(&'a self, host: &'a str) -> BoxFut<'a, Result<HostRoutes, ClientError>> {
+        Box::pin(romana_client::Client::routes(self, host))
+    }
+    fn lists(&self, endpoints: bool) -> BoxFut<'_, Result<Lists, ClientError>> {
+        Box::pin(async move {
+            let (tenants, policies, netpols) =
+                tokio::try_join!(romana_client::Client::tenants(self), self.policies(), self.netpols())?;
+            let endpoints = if endpoints { Some(self.endpoint_list().await?) } else { None };
+            Ok(Lists { tenants, policies, netpols, endpoints })
+        })
+    }
+    fn tenants(&self) -> BoxFut<'_, Result<Vec<Tenant>, ClientError>> {
+        Box::pin(romana_client::Client::tenants(self))
+    }
+}
