@@ -9,9 +9,10 @@ pub mod conformance;
 mod embedded;
 mod engine;
 mod mem;
+pub mod private;
 mod types;
 mod wal;
 
-pub use embedded::EmbeddedStore;
+pub use embedded::{EmbeddedOptions, EmbeddedStore, Recovery};
 pub use mem::MemStore;
 pub use types::*;
