@@ -10,12 +10,11 @@
 use std::fs::{File, OpenOptions};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Instant;
 
-use tokio::sync::watch;
-
-use crate::engine::{Change, Engine};
+use crate::engine::Engine;
+use crate::local::{Batch, Local, Queue, Sink, commit_loop, lock};
 use crate::private;
 use crate::types::{
     BoxFut, KeyValue, LeaseId, Result, Revision, Store, StoreError, Txn, TxnResult, WatchStream,
@@ -28,17 +27,28 @@ const LOCK: &str = "LOCK";
 /// Compact when the log outgrows this and four times the last snapshot.
 const COMPACT_MIN: u64 = 64 << 20;
 
+/// How the embedded store keeps its state on disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StoreFormat {
+    /// Our log, `DATA_DIR/store.log` (the default).
+    #[default]
+    Log,
+    /// redb, `DATA_DIR/store.redb`.
+    Redb,
+}
+
 /// Tuning of the embedded store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EmbeddedOptions {
     /// Rewrite the log as a snapshot once it outgrows this many bytes and four times the last
     /// snapshot (default 64 MiB).
     pub compact_min_bytes: u64,
+    pub format: StoreFormat,
 }
 
 impl Default for EmbeddedOptions {
     fn default() -> Self {
-        EmbeddedOptions { compact_min_bytes: COMPACT_MIN }
+        EmbeddedOptions { compact_min_bytes: COMPACT_MIN, format: StoreFormat::default() }
     }
 }
 
@@ -103,165 +113,6 @@ fn damaged(
     ))
 }
 
-#[derive(Debug, Default)]
-struct Pending {
-    buf: Vec<u8>,
-    seq: u64,
-    shutdown: bool,
-}
-
-#[derive(Debug, Clone, Default)]
-struct Durable {
-    seq: u64,
-    failed: Option<String>,
-}
-
-#[derive(Debug)]
-pub(crate) struct Local {
-    engine: Mutex<Engine>,
-    pending: Mutex<Pending>,
-    wake: Condvar,
-    durable: watch::Sender<Durable>,
-    backend: &'static str,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panic while holding the lock leaves consistent data (every step completes or returns early).
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-impl Local {
-    pub(crate) fn new(engine: Engine, backend: &'static str) -> Arc<Local> {
-        let local = Arc::new(Local {
-            engine: Mutex::new(engine),
-            pending: Mutex::new(Pending::default()),
-            wake: Condvar::new(),
-            durable: watch::channel(Durable::default()).0,
-            backend,
-        });
-        spawn_expiry(Arc::downgrade(&local));
-        local
-    }
-
-    fn persistent(&self) -> bool {
-        self.backend == "embedded"
-    }
-
-    /// Queues changes for the log; returns the sequence number to wait for. Called with the
-    /// engine locked, so the log order is the revision order.
-    fn enqueue(&self, changes: &[Change]) -> u64 {
-        let mut p = lock(&self.pending);
-        if self.persistent() && !changes.is_empty() {
-            for c in changes {
-                p.buf.extend(wal::encode_change(c));
-            }
-            p.seq += 1;
-            self.wake.notify_one();
-        }
-        p.seq
-    }
-
-    async fn wait_durable(&self, seq: u64) -> Result<()> {
-        if !self.persistent() {
-            return Ok(());
-        }
-        let mut rx = self.durable.subscribe();
-        loop {
-            {
-                let d = rx.borrow_and_update();
-                if let Some(e) = &d.failed {
-                    return Err(StoreError::Unavailable(format!("log write failed: {e}")));
-                }
-                if d.seq >= seq {
-                    return Ok(());
-                }
-            }
-            rx.changed().await.map_err(|_| StoreError::Unavailable("store closed".into()))?;
-        }
-    }
-
-    fn failed(&self) -> Result<()> {
-        match &self.durable.borrow().failed {
-            Some(e) => Err(StoreError::Unavailable(format!("log write failed: {e}"))),
-            None => Ok(()),
-        }
-    }
-
-    async fn run<T>(&self, f: impl FnOnce(&mut Engine) -> Result<(T, Vec<Change>)>) -> Result<T> {
-        self.failed()?;
-        let (value, seq) = {
-            let mut engine = lock(&self.engine);
-            let (value, changes) = f(&mut engine)?;
-            (value, self.enqueue(&changes))
-        };
-        self.wait_durable(seq).await?;
-        Ok(value)
-    }
-
-    fn shutdown(&self) {
-        lock(&self.pending).shutdown = true;
-        self.wake.notify_all();
-    }
-}
-
-fn spawn_expiry(local: Weak<Local>) {
-    let Ok(handle) = tokio::runtime::Handle::try_current() else { return };
-    handle.spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_millis(200));
-        loop {
-            tick.tick().await;
-            let Some(local) = local.upgrade() else { return };
-            let mut engine = lock(&local.engine);
-            let changes = engine.expire(Instant::now());
-            local.enqueue(&changes);
-        }
-    });
-}
-
-impl Store for Local {
-    fn backend(&self) -> &'static str {
-        self.backend
-    }
-
-    fn get<'a>(&'a self, key: &'a str) -> BoxFut<'a, Result<Option<KeyValue>>> {
-        Box::pin(self.run(move |e| Ok((e.get(key), vec![]))))
-    }
-
-    fn range<'a>(&'a self, prefix: &'a str) -> BoxFut<'a, Result<(Vec<KeyValue>, Revision)>> {
-        Box::pin(self.run(move |e| Ok(((e.range(prefix), e.revision()), vec![]))))
-    }
-
-    fn txn(&self, txn: Txn) -> BoxFut<'_, Result<TxnResult>> {
-        Box::pin(self.run(move |e| {
-            let (r, c) = e.txn(&txn)?;
-            Ok((r, c.into_iter().collect()))
-        }))
-    }
-
-    fn watch<'a>(&'a self, prefix: &'a str, from: Revision) -> BoxFut<'a, Result<WatchStream>> {
-        Box::pin(self.run(move |e| Ok((e.watch(prefix, from)?, vec![]))))
-    }
-
-    fn lease_grant(&self, ttl_secs: i64) -> BoxFut<'_, Result<LeaseId>> {
-        Box::pin(self.run(move |e| {
-            let (id, c) = e.lease_grant(ttl_secs, Instant::now())?;
-            Ok((id, vec![c]))
-        }))
-    }
-
-    fn lease_keepalive(&self, lease: LeaseId) -> BoxFut<'_, Result<i64>> {
-        Box::pin(self.run(move |e| Ok((e.lease_keepalive(lease, Instant::now())?, vec![]))))
-    }
-
-    fn lease_revoke(&self, lease: LeaseId) -> BoxFut<'_, Result<()>> {
-        Box::pin(self.run(move |e| Ok(((), e.lease_revoke(lease).into_iter().collect()))))
-    }
-
-    fn revision(&self) -> BoxFut<'_, Result<Revision>> {
-        Box::pin(self.run(|e| Ok((e.revision(), vec![]))))
-    }
-}
-
 /// The default store: one crash-safe log file in a data directory.
 #[derive(Debug)]
 pub struct EmbeddedStore {
@@ -280,6 +131,16 @@ impl EmbeddedStore {
     /// [`EmbeddedStore::open`] with tuning.
     pub async fn open_with(dir: &Path, opts: EmbeddedOptions) -> Result<EmbeddedStore> {
         let lock_file = lock_dir(dir)?;
+        if opts.format == StoreFormat::Redb {
+            let (engine, sink) = crate::redb_store::open(dir, lock_file)?;
+            let local = Local::new(engine, "embedded-redb", Queue::Changes);
+            let committer = spawn_committer(&local, sink)?;
+            return Ok(EmbeddedStore {
+                local,
+                path: dir.join(crate::redb_store::FILE),
+                committer: Some(committer),
+            });
+        }
         let path = dir.join(LOG);
         let data = read_log(&path)?;
         let scan = wal::scan(&data).map_err(|e| StoreError::Corrupt(format!("{}: {e}", path.display())))?;
@@ -322,13 +183,11 @@ impl EmbeddedStore {
             }
             (file, scan.valid as u64)
         };
-        let local = Local::new(engine, "embedded");
-        let committer = Arc::clone(&local);
-        let dir_owned = dir.to_owned();
+        let local = Local::new(engine, "embedded", Queue::Records);
         let min = opts.compact_min_bytes;
-        let committer = std::thread::Builder::new()
-            .name("romana-store-log".into())
-            .spawn(move || commit_loop(&committer, file, len, min, &dir_owned, lock_file))?;
+        let sink =
+            LogSink { file, len, min, compact_at: min.max(len * 4), dir: dir.to_owned(), _lock: lock_file };
+        let committer = spawn_committer(&local, sink)?;
         Ok(EmbeddedStore { local, path, committer: Some(committer) })
     }
 
@@ -381,6 +240,13 @@ impl EmbeddedStore {
     }
 }
 
+fn spawn_committer(local: &Arc<Local>, mut sink: impl Sink + 'static) -> Result<std::thread::JoinHandle<()>> {
+    let local = Arc::clone(local);
+    Ok(std::thread::Builder::new()
+        .name("romana-store-log".into())
+        .spawn(move || commit_loop(&local, &mut sink))?)
+}
+
 impl Drop for EmbeddedStore {
     /// Flushes what is queued and releases the data directory.
     fn drop(&mut self) {
@@ -391,38 +257,34 @@ impl Drop for EmbeddedStore {
     }
 }
 
-fn commit_loop(local: &Local, mut file: File, mut len: u64, min: u64, dir: &Path, _lock: File) {
-    let mut compact_at = min.max(len * 4);
-    loop {
-        let (buf, seq) = {
-            let mut p = lock(&local.pending);
-            while p.buf.is_empty() && !p.shutdown {
-                p = local.wake.wait(p).unwrap_or_else(|e| e.into_inner());
-            }
-            if p.buf.is_empty() {
-                return;
-            }
-            (std::mem::take(&mut p.buf), p.seq)
-        };
-        if let Err(e) = file.write_all(&buf).and_then(|()| file.sync_data()) {
-            local.durable.send_modify(|d| d.failed = Some(e.to_string()));
-            return;
+/// The log file as a committer's sink: appends and syncs each batch; compacts when it has grown.
+struct LogSink {
+    file: File,
+    len: u64,
+    min: u64,
+    compact_at: u64,
+    dir: PathBuf,
+    _lock: File,
+}
+
+impl Sink for LogSink {
+    fn persist(&mut self, batch: Batch) -> std::result::Result<(), String> {
+        self.file
+            .write_all(&batch.records)
+            .and_then(|()| self.file.sync_data())
+            .map_err(|e| e.to_string())?;
+        self.len += batch.records.len() as u64;
+        Ok(())
+    }
+
+    fn after(&mut self, local: &Local) -> std::result::Result<(), String> {
+        if self.len > self.compact_at {
+            let (f, l) = compact(local, &self.dir).map_err(|e| format!("compaction: {e}"))?;
+            self.file = f;
+            self.len = l;
+            self.compact_at = self.min.max(l * 4);
         }
-        len += buf.len() as u64;
-        local.durable.send_modify(|d| d.seq = seq);
-        if len > compact_at {
-            match compact(local, dir) {
-                Ok((f, l)) => {
-                    file = f;
-                    len = l;
-                    compact_at = min.max(l * 4);
-                }
-                Err(e) => {
-                    local.durable.send_modify(|d| d.failed = Some(format!("compaction: {e}")));
-                    return;
-                }
-            }
-        }
+        Ok(())
     }
 }
 
@@ -430,15 +292,14 @@ fn commit_loop(local: &Local, mut file: File, mut len: u64, min: u64, dir: &Path
 fn compact(local: &Local, dir: &Path) -> std::io::Result<(File, u64)> {
     let engine = lock(&local.engine);
     let mut pending = lock(&local.pending);
-    if !pending.buf.is_empty() {
+    if !pending.batch.records.is_empty() {
         let mut f = private::open(&dir.join(LOG), OpenOptions::new().append(true))?;
-        f.write_all(&pending.buf)?;
+        f.write_all(&pending.batch.records)?;
         f.sync_data()?;
-        pending.buf.clear();
+        pending.batch.records.clear();
     }
     let out = write_snapshot(&engine, dir)?;
-    let seq = pending.seq;
-    local.durable.send_modify(|d| d.seq = seq);
+    local.durable_up_to(pending.seq);
     Ok(out)
 }
 

@@ -8,11 +8,13 @@
 pub mod conformance;
 mod embedded;
 mod engine;
+mod local;
 mod mem;
 pub mod private;
+mod redb_store;
 mod types;
 mod wal;
 
-pub use embedded::{EmbeddedOptions, EmbeddedStore, Recovery};
+pub use embedded::{EmbeddedOptions, EmbeddedStore, Recovery, StoreFormat};
 pub use mem::MemStore;
 pub use types::*;

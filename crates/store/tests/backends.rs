@@ -50,3 +50,42 @@ async fn embedded_refuses_a_second_opener_and_drops_a_torn_tail() {
     s.put("/y", b"2".to_vec()).await.expect("writes continue");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redb_backend_conforms_and_survives_reopen() {
+    use romana_store::{EmbeddedOptions, StoreFormat};
+    let dir = temp_dir("redb");
+    let opts = EmbeddedOptions { format: StoreFormat::Redb, ..EmbeddedOptions::default() };
+    let lease;
+    {
+        let s = Arc::new(EmbeddedStore::open_with(&dir, opts).await.expect("open"));
+        conformance::run(s.clone() as Arc<dyn Store>, "/t/").await;
+        s.put("/t/last", b"kept".to_vec()).await.expect("put");
+        lease = s.lease_grant(60).await.expect("grant");
+        s.txn(romana_store::Txn::when(
+            vec![],
+            vec![romana_store::Op::Put { key: "/t/leased".into(), value: vec![1], lease }],
+        ))
+        .await
+        .expect("put with lease");
+    }
+    let s = EmbeddedStore::open_with(&dir, opts).await.expect("reopen");
+    assert_eq!(s.get("/t/last").await.expect("get").expect("kept").value, b"kept".to_vec());
+    let a = s.get("/t/a").await.expect("get").expect("a");
+    assert_eq!((a.version, a.value.as_slice()), (2, &b"2"[..]));
+    assert!(s.get("/t/c").await.expect("get").is_none(), "deletes persist");
+    assert!(s.get("/t/lease/revoked").await.expect("get").is_none(), "revoked keys stay gone");
+    let leased = s.get("/t/leased").await.expect("get").expect("leased key");
+    assert_eq!(leased.lease, lease);
+    let rev = s.revision().await.expect("revision");
+    assert_eq!(rev, leased.mod_revision, "the revision survives");
+    // The lease survived too: revoking it deletes its key, also after another reopen.
+    s.lease_revoke(lease).await.expect("revoke");
+    assert!(s.get("/t/leased").await.expect("get").is_none());
+    drop(s);
+    let s = EmbeddedStore::open_with(&dir, opts).await.expect("reopen");
+    assert!(s.get("/t/leased").await.expect("get").is_none(), "a revoke persists with its keys");
+    assert!(s.lease_grant(5).await.expect("grant") > lease, "lease ids are not reused");
+    drop(s);
+    let _ = std::fs::remove_dir_all(&dir);
+}
