@@ -146,8 +146,21 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
+/// Bytes of the regular files in `dir`.
+fn dir_bytes(dir: &Path) -> u64 {
+    std::fs::read_dir(dir).map_or(0, |r| r.flatten().filter_map(|e| e.metadata().ok()).map(|m| m.len()).sum())
+}
+
+/// Per format (`log`, `redb`): allocations/s of each round, and romanad's resident memory (MiB)
+/// and the data directory's size (MiB) after the last round.
+struct Formats {
+    rates: [Vec<f64>; 2],
+    rss: [f64; 2],
+    disk: [f64; 2],
+}
+
 /// Allocations/s through romanad on the embedded store in each format (`log`, `redb`), in
-/// alternating rounds so that machine noise hits both; returns the per-round rates of each.
+/// alternating rounds so that machine noise hits both.
 async fn formats(
     bin: &Path,
     hosts: usize,
@@ -155,8 +168,8 @@ async fn formats(
     warm: usize,
     count: usize,
     rounds: usize,
-) -> [Vec<f64>; 2] {
-    let mut rates = [Vec::new(), Vec::new()];
+) -> Formats {
+    let mut out = Formats { rates: [Vec::new(), Vec::new()], rss: [0.0; 2], disk: [0.0; 2] };
     for round in 0..rounds {
         let order: [(usize, &str); 2] =
             if round % 2 == 0 { [(0, "log"), (1, "redb")] } else { [(1, "redb"), (0, "log")] };
@@ -172,17 +185,20 @@ async fn formats(
             let tok = token(&dir).await;
             setup(&d.url, &tok, hosts).await;
             allocate(&d.url, &tok, hosts, clients, 0, warm).await;
-            rates[i].push(allocate(&d.url, &tok, hosts, clients, warm, count).await.rate);
+            out.rates[i].push(allocate(&d.url, &tok, hosts, clients, warm, count).await.rate);
+            out.rss[i] = rss_mib(d.pid().expect("pid"));
+            out.disk[i] = dir_bytes(dir.path()) as f64 / (1024.0 * 1024.0);
         }
     }
-    rates
+    out
 }
 
 fn mean(v: &[f64]) -> f64 {
     v.iter().sum::<f64>() / v.len() as f64
 }
 
-fn format_row(rates: &[Vec<f64>; 2], hosts: usize, count: usize) {
+fn format_row(f: &Formats, hosts: usize, warm: usize, count: usize) {
+    let rates = &f.rates;
     let (log, redb) = (mean(&rates[0]), mean(&rates[1]));
     println!(
         "| embedded, our log / redb: allocations/s ({count} after warm-up, {hosts} hosts, mean of {} rounds each; rounds {:.0?} / {:.0?}) | {log:.0} / {redb:.0} | redb | {:.2} |",
@@ -190,6 +206,19 @@ fn format_row(rates: &[Vec<f64>; 2], hosts: usize, count: usize) {
         rates[0],
         rates[1],
         log / redb
+    );
+    println!(
+        "| embedded, our log / redb: romanad resident memory (MiB) after {} addresses | {:.1} / {:.1} | redb | {:.2} |",
+        warm + count,
+        f.rss[0],
+        f.rss[1],
+        f.rss[0] / f.rss[1]
+    );
+    println!(
+        "| embedded, our log / redb: data directory (MiB) | {:.1} / {:.1} | redb | {:.2} |",
+        f.disk[0],
+        f.disk[1],
+        f.disk[0] / f.disk[1]
     );
 }
 
@@ -204,7 +233,7 @@ async fn main() {
         let rates = formats(bin, hosts.min(100), clients, warm, measured, format_rounds).await;
         println!("| measure | value | baseline | ratio |");
         println!("|---|---|---|---|");
-        format_row(&rates, hosts.min(100), measured);
+        format_row(&rates, hosts.min(100), warm, measured);
         return;
     }
 
@@ -309,7 +338,7 @@ async fn main() {
         "| embedded with authentication on / off: allocations/s (mean of 2 rounds each) | {auth_on:.0} / {auth_off:.0} | target ratio 0.9 | {:.2} |",
         auth_on / auth_off
     );
-    format_row(&format_rates, hosts.min(100), measured);
+    format_row(&format_rates, hosts.min(100), warm, measured);
     println!(
         "| 2.0-style single document, 1,000 addresses: allocations/s | {base_1k:.0} | embedded REST above | {:.1}x |",
         emb.rate / base_1k
