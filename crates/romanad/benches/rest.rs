@@ -1,9 +1,7 @@
 //! REST allocation benchmark: allocations/s and p50/p99 latency through romanad on the embedded
 //! store and on etcd, romanad's resident memory with 1,000 hosts and 100,000 addresses, and a
 //! Romana 2.0-style baseline (the whole IPAM in one key, read-modify-CAS per allocation) on the
-//! same store in the same run; and the embedded store's two formats (our log, redb) through REST.
-//! `cargo bench -p romanad --bench rest [-- --quick]`; `ROMANA_BENCH_ONLY=formats` runs only the
-//! format comparison.
+//! same store in the same run. `cargo bench -p romanad --bench rest [-- --quick]`.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -146,96 +144,12 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-/// Bytes of the regular files in `dir`.
-fn dir_bytes(dir: &Path) -> u64 {
-    std::fs::read_dir(dir).map_or(0, |r| r.flatten().filter_map(|e| e.metadata().ok()).map(|m| m.len()).sum())
-}
-
-/// Per format (`log`, `redb`): allocations/s of each round, and romanad's resident memory (MiB)
-/// and the data directory's size (MiB) after the last round.
-struct Formats {
-    rates: [Vec<f64>; 2],
-    rss: [f64; 2],
-    disk: [f64; 2],
-}
-
-/// Allocations/s through romanad on the embedded store in each format (`log`, `redb`), in
-/// alternating rounds so that machine noise hits both.
-async fn formats(
-    bin: &Path,
-    hosts: usize,
-    clients: usize,
-    warm: usize,
-    count: usize,
-    rounds: usize,
-) -> Formats {
-    let mut out = Formats { rates: [Vec::new(), Vec::new()], rss: [0.0; 2], disk: [0.0; 2] };
-    for round in 0..rounds {
-        let order: [(usize, &str); 2] =
-            if round % 2 == 0 { [(0, "log"), (1, "redb")] } else { [(1, "redb"), (0, "log")] };
-        for (i, format) in order {
-            let dir = TempDir::new("bench-format");
-            let args = vec![
-                "--data-dir".into(),
-                dir.path().display().to_string(),
-                "--store-format".into(),
-                format.into(),
-            ];
-            let d = Romanad::start(bin, &args).expect("romanad");
-            let tok = token(&dir).await;
-            setup(&d.url, &tok, hosts).await;
-            allocate(&d.url, &tok, hosts, clients, 0, warm).await;
-            out.rates[i].push(allocate(&d.url, &tok, hosts, clients, warm, count).await.rate);
-            out.rss[i] = rss_mib(d.pid().expect("pid"));
-            out.disk[i] = dir_bytes(dir.path()) as f64 / (1024.0 * 1024.0);
-        }
-    }
-    out
-}
-
-fn mean(v: &[f64]) -> f64 {
-    v.iter().sum::<f64>() / v.len() as f64
-}
-
-fn format_row(f: &Formats, hosts: usize, warm: usize, count: usize) {
-    let rates = &f.rates;
-    let (log, redb) = (mean(&rates[0]), mean(&rates[1]));
-    println!(
-        "| embedded, our log / redb: allocations/s ({count} after warm-up, {hosts} hosts, mean of {} rounds each; rounds {:.0?} / {:.0?}) | {log:.0} / {redb:.0} | redb | {:.2} |",
-        rates[0].len(),
-        rates[0],
-        rates[1],
-        log / redb
-    );
-    println!(
-        "| embedded, our log / redb: romanad resident memory (MiB) after {} addresses | {:.1} / {:.1} | redb | {:.2} |",
-        warm + count,
-        f.rss[0],
-        f.rss[1],
-        f.rss[0] / f.rss[1]
-    );
-    println!(
-        "| embedded, our log / redb: data directory (MiB) | {:.1} / {:.1} | redb | {:.2} |",
-        f.disk[0],
-        f.disk[1],
-        f.disk[0] / f.disk[1]
-    );
-}
-
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
     let (hosts, warm, measured, total, etcd_count, clients) =
         if quick { (100, 500, 2_000, 3_000, 1_000, 32) } else { (1_000, 5_000, 20_000, 100_000, 10_000, 64) };
     let bin = Path::new(env!("CARGO_BIN_EXE_romanad"));
-    let format_rounds = if quick { 2 } else { 4 };
-    if std::env::var("ROMANA_BENCH_ONLY").is_ok_and(|v| v == "formats") {
-        let rates = formats(bin, hosts.min(100), clients, warm, measured, format_rounds).await;
-        println!("| measure | value | baseline | ratio |");
-        println!("|---|---|---|---|");
-        format_row(&rates, hosts.min(100), warm, measured);
-        return;
-    }
 
     // Embedded store, authentication on (the default).
     let dir = TempDir::new("bench-embedded");
@@ -273,9 +187,6 @@ async fn main() {
     }
     let auth_on = on_off[0].iter().sum::<f64>() / on_off[0].len() as f64;
     let auth_off = on_off[1].iter().sum::<f64>() / on_off[1].len() as f64;
-
-    // The embedded store's formats, same group commit, same run.
-    let format_rates = formats(bin, hosts.min(100), clients, warm, measured, format_rounds).await;
 
     // etcd.
     let etcd = EtcdServer::start("bench").expect("etcd").expect("etcd installed");
@@ -338,7 +249,6 @@ async fn main() {
         "| embedded with authentication on / off: allocations/s (mean of 2 rounds each) | {auth_on:.0} / {auth_off:.0} | target ratio 0.9 | {:.2} |",
         auth_on / auth_off
     );
-    format_row(&format_rates, hosts.min(100), warm, measured);
     println!(
         "| 2.0-style single document, 1,000 addresses: allocations/s | {base_1k:.0} | embedded REST above | {:.1}x |",
         emb.rate / base_1k

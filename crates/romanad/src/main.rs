@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::{Parser, ValueEnum};
-use romana_store::{EmbeddedOptions, EmbeddedStore, Store, StoreFormat};
+use romana_store::{EmbeddedStore, Store};
 use romana_store_etcd::EtcdStore;
 
 #[derive(Parser, Debug)]
@@ -64,10 +64,6 @@ struct Flags {
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "ROMANAD_LOG_FORMAT")]
     log_format: LogFormat,
-    /// How the embedded store keeps its data: `log` (ours, DATA_DIR/store.log) or `redb`
-    /// (DATA_DIR/store.redb).
-    #[arg(long, value_enum, default_value_t = Format::Log, env = "ROMANAD_STORE_FORMAT")]
-    store_format: Format,
     /// Make a damaged embedded store openable, then exit: copies DATA_DIR/store.log beside it
     /// and cuts it to the intact records before the damage (see docs/operations.md).
     #[arg(long, conflicts_with = "etcd_endpoints")]
@@ -78,12 +74,6 @@ struct Flags {
 enum Switch {
     On,
     Off,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-enum Format {
-    Log,
-    Redb,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -205,16 +195,9 @@ async fn run() -> Result<()> {
         None => None,
     };
     let (store, store_text): (Arc<dyn Store>, String) = if flags.etcd_endpoints.is_empty() {
-        let format = match flags.store_format {
-            Format::Log => StoreFormat::Log,
-            Format::Redb => StoreFormat::Redb,
-        };
-        let s = EmbeddedStore::open_with(
-            &flags.data_dir,
-            EmbeddedOptions { format, ..EmbeddedOptions::default() },
-        )
-        .await
-        .with_context(|| format!("opening the embedded store in {}", flags.data_dir.display()))?;
+        let s = EmbeddedStore::open(&flags.data_dir)
+            .await
+            .with_context(|| format!("opening the embedded store in {}", flags.data_dir.display()))?;
         (Arc::new(s), format!("embedded {}", flags.data_dir.display()))
     } else {
         let s = EtcdStore::connect(&flags.etcd_endpoints).await.context("connecting to etcd")?;

@@ -27,28 +27,17 @@ const LOCK: &str = "LOCK";
 /// Compact when the log outgrows this and four times the last snapshot.
 const COMPACT_MIN: u64 = 64 << 20;
 
-/// How the embedded store keeps its state on disk.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum StoreFormat {
-    /// Our log, `DATA_DIR/store.log` (the default).
-    #[default]
-    Log,
-    /// redb, `DATA_DIR/store.redb`.
-    Redb,
-}
-
 /// Tuning of the embedded store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EmbeddedOptions {
     /// Rewrite the log as a snapshot once it outgrows this many bytes and four times the last
     /// snapshot (default 64 MiB).
     pub compact_min_bytes: u64,
-    pub format: StoreFormat,
 }
 
 impl Default for EmbeddedOptions {
     fn default() -> Self {
-        EmbeddedOptions { compact_min_bytes: COMPACT_MIN, format: StoreFormat::default() }
+        EmbeddedOptions { compact_min_bytes: COMPACT_MIN }
     }
 }
 
@@ -131,16 +120,6 @@ impl EmbeddedStore {
     /// [`EmbeddedStore::open`] with tuning.
     pub async fn open_with(dir: &Path, opts: EmbeddedOptions) -> Result<EmbeddedStore> {
         let lock_file = lock_dir(dir)?;
-        if opts.format == StoreFormat::Redb {
-            let (engine, sink) = crate::redb_store::open(dir, lock_file)?;
-            let local = Local::new(engine, "embedded-redb", Queue::Changes);
-            let committer = spawn_committer(&local, sink)?;
-            return Ok(EmbeddedStore {
-                local,
-                path: dir.join(crate::redb_store::FILE),
-                committer: Some(committer),
-            });
-        }
         let path = dir.join(LOG);
         let data = read_log(&path)?;
         let scan = wal::scan(&data).map_err(|e| StoreError::Corrupt(format!("{}: {e}", path.display())))?;

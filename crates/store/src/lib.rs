@@ -11,10 +11,9 @@ mod engine;
 mod local;
 mod mem;
 pub mod private;
-mod redb_store;
 mod types;
 mod wal;
 
-pub use embedded::{EmbeddedOptions, EmbeddedStore, Recovery, StoreFormat};
+pub use embedded::{EmbeddedOptions, EmbeddedStore, Recovery};
 pub use mem::MemStore;
 pub use types::*;

@@ -13,7 +13,7 @@ use crate::types::{
 };
 use crate::wal;
 
-/// What a persistent backend queues for its committer.
+/// What a backend queues for its committer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Queue {
     /// Nothing: the memory backend.
@@ -21,20 +21,17 @@ pub(crate) enum Queue {
     /// Encoded log records (encoded here, under the engine lock, so the log order is the
     /// revision order).
     Records,
-    /// The changes themselves.
-    Changes,
 }
 
 /// Changes made but not yet durable, taken as one batch by the committer.
 #[derive(Debug, Default)]
 pub(crate) struct Batch {
     pub records: Vec<u8>,
-    pub changes: Vec<Change>,
 }
 
 impl Batch {
     fn is_empty(&self) -> bool {
-        self.records.is_empty() && self.changes.is_empty()
+        self.records.is_empty()
     }
 }
 
@@ -87,14 +84,8 @@ impl Local {
         if self.queue == Queue::None || changes.is_empty() {
             return p.seq;
         }
-        match self.queue {
-            Queue::Records => {
-                for c in changes {
-                    p.batch.records.extend(wal::encode_change(c));
-                }
-            }
-            Queue::Changes => p.batch.changes.extend_from_slice(changes),
-            Queue::None => {}
+        for c in changes {
+            p.batch.records.extend(wal::encode_change(c));
         }
         p.seq += 1;
         self.wake.notify_one();
