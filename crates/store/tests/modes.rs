@@ -53,12 +53,7 @@ async fn every_file_is_owner_only_whatever_the_umask() {
 
     // A new data directory (and its missing parent), through several compactions.
     let dir = base.join("new/data");
-    let s = EmbeddedStore::open_with(
-        &dir,
-        EmbeddedOptions { compact_min_bytes: 4096, ..EmbeddedOptions::default() },
-    )
-    .await
-    .expect("open");
+    let s = EmbeddedStore::open_with(&dir, EmbeddedOptions { compact_min_bytes: 4096 }).await.expect("open");
     for i in 0..200 {
         s.put(&format!("/k/{i:04}"), vec![b'v'; 64]).await.expect("put");
     }
