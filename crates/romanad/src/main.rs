@@ -68,6 +68,10 @@ struct Flags {
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "ROMANAD_LOG_FORMAT")]
     log_format: LogFormat,
+    /// Make a damaged embedded store openable, then exit: copies DATA_DIR/store.log beside it
+    /// and cuts it to the intact records before the damage (see docs/operations.md).
+    #[arg(long, conflicts_with = "etcd_endpoints")]
+    recover_store: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -135,7 +139,51 @@ fn fix_malloc_thresholds() {
 #[cfg(not(target_env = "gnu"))]
 fn fix_malloc_thresholds() {}
 
+/// Everything romanad creates (store, credentials, keys, certificates) is for its owner only,
+/// whatever umask it was started with.
+#[allow(unsafe_code)]
+fn owner_only_files() {
+    // SAFETY: umask only sets this process's file creation mask; it cannot fail.
+    unsafe {
+        libc::umask(0o077);
+    }
+}
+
+/// Creates the data directory 0700 and narrows whatever is in it to owner-only, saying so.
+fn private_data_dir(dir: &std::path::Path) -> Result<()> {
+    let narrowed = romana_store::private::make_private(dir)
+        .with_context(|| format!("making the data directory {} owner-only", dir.display()))?;
+    for t in narrowed {
+        tracing::warn!(path = %t.path.display(), was = format!("{:o}", t.was), now = format!("{:o}", t.now),
+            "narrowed a data directory entry to owner-only access");
+    }
+    Ok(())
+}
+
+/// `--recover-store`: one explicit repair, reported, then exit.
+fn recover_store(dir: &std::path::Path) -> Result<()> {
+    let r = EmbeddedStore::recover(dir)
+        .with_context(|| format!("recovering the embedded store in {}", dir.display()))?;
+    match (&r.problem, &r.backup) {
+        (None, _) => println!("{}: intact ({} bytes), nothing changed", r.log.display(), r.kept_bytes),
+        (Some(problem), backup) => {
+            let backup = backup.as_ref().map_or_else(|| "-".to_owned(), |b| b.display().to_string());
+            println!(
+                "{}: {problem}; kept {} bytes, cut {} bytes ({} intact records after the damage given up); the whole file was saved as {backup}",
+                r.log.display(),
+                r.kept_bytes,
+                r.dropped_bytes,
+                r.intact_after
+            );
+            tracing::warn!(log = %r.log.display(), %problem, kept = r.kept_bytes, cut = r.dropped_bytes,
+                intact_after = r.intact_after, %backup, "recovered the embedded store");
+        }
+    }
+    Ok(())
+}
+
 fn main() -> Result<()> {
+    owner_only_files();
     fix_malloc_thresholds();
     tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(run())
 }
@@ -143,6 +191,10 @@ fn main() -> Result<()> {
 async fn run() -> Result<()> {
     let flags = Flags::parse();
     init_logs(flags.log_format);
+    private_data_dir(&flags.data_dir)?;
+    if flags.recover_store {
+        return recover_store(&flags.data_dir);
+    }
     let services: Vec<String> = if flags.services.is_empty() {
         romana_services::ALL_SERVICES.iter().map(|s| s.to_string()).collect()
     } else {

@@ -3,183 +3,103 @@
 //! every change queued meanwhile) and online compaction into a snapshot.
 //!
 //! Reads wait until what they saw is durable, so no client ever sees a change a crash could undo.
+//! On open only a torn final write is cut off (logged); damage anywhere else refuses the open,
+//! and [`EmbeddedStore::recover`] keeps the intact prefix after saving a copy. The directory and
+//! every file in it are owner-only (0700/0600).
 
 use std::fs::{File, OpenOptions};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Instant;
 
-use tokio::sync::watch;
-
-use crate::engine::{Change, Engine};
+use crate::engine::Engine;
+use crate::local::{Batch, Local, Queue, Sink, commit_loop, lock};
+use crate::private;
 use crate::types::{
     BoxFut, KeyValue, LeaseId, Result, Revision, Store, StoreError, Txn, TxnResult, WatchStream,
 };
-use crate::wal::{self, Record};
+use crate::wal::{self, End, Record};
 
 const LOG: &str = "store.log";
+const LOG_TMP: &str = "store.log.tmp";
 const LOCK: &str = "LOCK";
 /// Compact when the log outgrows this and four times the last snapshot.
 const COMPACT_MIN: u64 = 64 << 20;
 
-#[derive(Debug, Default)]
-struct Pending {
-    buf: Vec<u8>,
-    seq: u64,
-    shutdown: bool,
+/// Tuning of the embedded store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EmbeddedOptions {
+    /// Rewrite the log as a snapshot once it outgrows this many bytes and four times the last
+    /// snapshot (default 64 MiB).
+    pub compact_min_bytes: u64,
 }
 
-#[derive(Debug, Clone, Default)]
-struct Durable {
-    seq: u64,
-    failed: Option<String>,
-}
-
-#[derive(Debug)]
-pub(crate) struct Local {
-    engine: Mutex<Engine>,
-    pending: Mutex<Pending>,
-    wake: Condvar,
-    durable: watch::Sender<Durable>,
-    backend: &'static str,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panic while holding the lock leaves consistent data (every step completes or returns early).
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-impl Local {
-    pub(crate) fn new(engine: Engine, backend: &'static str) -> Arc<Local> {
-        let local = Arc::new(Local {
-            engine: Mutex::new(engine),
-            pending: Mutex::new(Pending::default()),
-            wake: Condvar::new(),
-            durable: watch::channel(Durable::default()).0,
-            backend,
-        });
-        spawn_expiry(Arc::downgrade(&local));
-        local
-    }
-
-    fn persistent(&self) -> bool {
-        self.backend == "embedded"
-    }
-
-    /// Queues changes for the log; returns the sequence number to wait for. Called with the
-    /// engine locked, so the log order is the revision order.
-    fn enqueue(&self, changes: &[Change]) -> u64 {
-        let mut p = lock(&self.pending);
-        if self.persistent() && !changes.is_empty() {
-            for c in changes {
-                p.buf.extend(wal::encode_change(c));
-            }
-            p.seq += 1;
-            self.wake.notify_one();
-        }
-        p.seq
-    }
-
-    async fn wait_durable(&self, seq: u64) -> Result<()> {
-        if !self.persistent() {
-            return Ok(());
-        }
-        let mut rx = self.durable.subscribe();
-        loop {
-            {
-                let d = rx.borrow_and_update();
-                if let Some(e) = &d.failed {
-                    return Err(StoreError::Unavailable(format!("log write failed: {e}")));
-                }
-                if d.seq >= seq {
-                    return Ok(());
-                }
-            }
-            rx.changed().await.map_err(|_| StoreError::Unavailable("store closed".into()))?;
-        }
-    }
-
-    fn failed(&self) -> Result<()> {
-        match &self.durable.borrow().failed {
-            Some(e) => Err(StoreError::Unavailable(format!("log write failed: {e}"))),
-            None => Ok(()),
-        }
-    }
-
-    async fn run<T>(&self, f: impl FnOnce(&mut Engine) -> Result<(T, Vec<Change>)>) -> Result<T> {
-        self.failed()?;
-        let (value, seq) = {
-            let mut engine = lock(&self.engine);
-            let (value, changes) = f(&mut engine)?;
-            (value, self.enqueue(&changes))
-        };
-        self.wait_durable(seq).await?;
-        Ok(value)
-    }
-
-    fn shutdown(&self) {
-        lock(&self.pending).shutdown = true;
-        self.wake.notify_all();
+impl Default for EmbeddedOptions {
+    fn default() -> Self {
+        EmbeddedOptions { compact_min_bytes: COMPACT_MIN }
     }
 }
 
-fn spawn_expiry(local: Weak<Local>) {
-    let Ok(handle) = tokio::runtime::Handle::try_current() else { return };
-    handle.spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_millis(200));
-        loop {
-            tick.tick().await;
-            let Some(local) = local.upgrade() else { return };
-            let mut engine = lock(&local.engine);
-            let changes = engine.expire(Instant::now());
-            local.enqueue(&changes);
-        }
-    });
+/// What [`EmbeddedStore::recover`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recovery {
+    pub log: PathBuf,
+    /// Bytes kept: the file header and every intact record before the first bad one.
+    pub kept_bytes: u64,
+    /// Bytes cut off (0: the log was intact and nothing changed).
+    pub dropped_bytes: u64,
+    /// Where the whole file was copied before it was cut (when something was cut).
+    pub backup: Option<PathBuf>,
+    /// What was wrong, at which offset (None: nothing).
+    pub problem: Option<String>,
+    /// Intact records after the damage, given up with it (they build on what was lost).
+    pub intact_after: usize,
 }
 
-impl Store for Local {
-    fn backend(&self) -> &'static str {
-        self.backend
+fn lock_dir(dir: &Path) -> Result<File> {
+    for t in private::make_private(dir)? {
+        tracing::warn!(path = %t.path.display(), was = format!("{:o}", t.was), now = format!("{:o}", t.now),
+            "narrowed a data directory entry to owner-only access");
     }
+    let lock_file =
+        private::open(&dir.join(LOCK), OpenOptions::new().create(true).truncate(false).write(true))?;
+    if lock_file.try_lock().is_err() {
+        return Err(StoreError::Unavailable(format!("{} is in use by another process", dir.display())));
+    }
+    Ok(lock_file)
+}
 
-    fn get<'a>(&'a self, key: &'a str) -> BoxFut<'a, Result<Option<KeyValue>>> {
-        Box::pin(self.run(move |e| Ok((e.get(key), vec![]))))
+fn read_log(path: &Path) -> Result<Vec<u8>> {
+    match std::fs::read(path) {
+        Ok(d) => Ok(d),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(StoreError::Io(format!("reading {}: {e}", path.display()))),
     }
+}
 
-    fn range<'a>(&'a self, prefix: &'a str) -> BoxFut<'a, Result<(Vec<KeyValue>, Revision)>> {
-        Box::pin(self.run(move |e| Ok(((e.range(prefix), e.revision()), vec![]))))
-    }
-
-    fn txn(&self, txn: Txn) -> BoxFut<'_, Result<TxnResult>> {
-        Box::pin(self.run(move |e| {
-            let (r, c) = e.txn(&txn)?;
-            Ok((r, c.into_iter().collect()))
-        }))
-    }
-
-    fn watch<'a>(&'a self, prefix: &'a str, from: Revision) -> BoxFut<'a, Result<WatchStream>> {
-        Box::pin(self.run(move |e| Ok((e.watch(prefix, from)?, vec![]))))
-    }
-
-    fn lease_grant(&self, ttl_secs: i64) -> BoxFut<'_, Result<LeaseId>> {
-        Box::pin(self.run(move |e| {
-            let (id, c) = e.lease_grant(ttl_secs, Instant::now())?;
-            Ok((id, vec![c]))
-        }))
-    }
-
-    fn lease_keepalive(&self, lease: LeaseId) -> BoxFut<'_, Result<i64>> {
-        Box::pin(self.run(move |e| Ok((e.lease_keepalive(lease, Instant::now())?, vec![]))))
-    }
-
-    fn lease_revoke(&self, lease: LeaseId) -> BoxFut<'_, Result<()>> {
-        Box::pin(self.run(move |e| Ok(((), e.lease_revoke(lease).into_iter().collect()))))
-    }
-
-    fn revision(&self) -> BoxFut<'_, Result<Revision>> {
-        Box::pin(self.run(|e| Ok((e.revision(), vec![]))))
-    }
+/// The refusal for damage: the file, the offset, what is wrong, and how to recover.
+fn damaged(
+    path: &Path,
+    dir: &Path,
+    len: usize,
+    valid: usize,
+    offset: usize,
+    what: &str,
+    after: usize,
+) -> StoreError {
+    let why = if after > 0 {
+        format!("{after} intact record(s) follow it, so this is not a write torn by a crash")
+    } else {
+        "it is the last record but was written whole, so it may have been acknowledged".to_owned()
+    };
+    StoreError::Corrupt(format!(
+        "{} is damaged at offset {offset} (of {len} bytes): {what}; {why}. Nothing was changed. \
+         To keep the {valid} bytes before the damage (a copy of the whole file is saved first), run \
+         `romanad --data-dir {} --recover-store`; see docs/operations.md, \"A damaged store\"",
+        path.display(),
+        dir.display()
+    ))
 }
 
 /// The default store: one crash-safe log file in a data directory.
@@ -192,47 +112,118 @@ pub struct EmbeddedStore {
 
 impl EmbeddedStore {
     /// Opens (or creates) the store in `dir`, replaying its log. Must run inside a tokio runtime.
-    /// A second process opening the same directory is refused.
+    /// A second process opening the same directory is refused, and so is a damaged log.
     pub async fn open(dir: &Path) -> Result<EmbeddedStore> {
-        std::fs::create_dir_all(dir)?;
-        let lock_file = OpenOptions::new().create(true).truncate(false).write(true).open(dir.join(LOCK))?;
-        if lock_file.try_lock().is_err() {
-            return Err(StoreError::Unavailable(format!("{} is in use by another process", dir.display())));
-        }
+        EmbeddedStore::open_with(dir, EmbeddedOptions::default()).await
+    }
+
+    /// [`EmbeddedStore::open`] with tuning.
+    pub async fn open_with(dir: &Path, opts: EmbeddedOptions) -> Result<EmbeddedStore> {
+        let lock_file = lock_dir(dir)?;
         let path = dir.join(LOG);
-        let data = match std::fs::read(&path) {
-            Ok(d) => d,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-            Err(e) => return Err(e.into()),
-        };
-        let (records, valid) = wal::read_all(&data);
+        let data = read_log(&path)?;
+        let scan = wal::scan(&data).map_err(|e| StoreError::Corrupt(format!("{}: {e}", path.display())))?;
+        match &scan.end {
+            End::Clean => {}
+            End::Torn { offset, bytes, what } => {
+                // A crash in the middle of a write: nothing in it was acknowledged.
+                tracing::warn!(path = %path.display(), offset, bytes, %what,
+                    "cutting off a torn final write (a crash during a write; it was never acknowledged)");
+            }
+            End::Damaged { offset, what, intact_after } => {
+                return Err(damaged(&path, dir, data.len(), scan.valid, *offset, what, *intact_after));
+            }
+        }
         let now = Instant::now();
         let mut engine = Engine::new();
-        for r in &records {
+        for r in &scan.records {
             match r {
                 Record::Snapshot(s) => engine.restore(s, now),
                 Record::Change(c) => engine.apply(c, now),
             }
         }
-        let file = OpenOptions::new().create(true).append(true).open(&path)?;
-        if valid < data.len() {
-            // A torn write from a crash: nothing in it was acknowledged.
-            file.set_len(valid as u64)?;
-            file.sync_all()?;
-        }
-        let local = Local::new(engine, "embedded");
-        let committer = Arc::clone(&local);
-        let dir_owned = dir.to_owned();
-        let committer = std::thread::Builder::new()
-            .name("romana-store-log".into())
-            .spawn(move || commit_loop(&committer, file, valid as u64, &dir_owned, lock_file))?;
+        let (file, len) = if scan.version != wal::VERSION {
+            // An older format: rewrite it now as one snapshot in the current one.
+            let r = write_snapshot(&engine, dir)?;
+            tracing::info!(path = %path.display(), from = scan.version, to = wal::VERSION, "upgraded the log format");
+            r
+        } else if scan.valid == 0 {
+            // New (or only a torn header): start with the file header.
+            let mut f = private::open(&path, OpenOptions::new().create(true).write(true).truncate(true))?;
+            f.write_all(&wal::file_header())?;
+            f.sync_all()?;
+            File::open(dir)?.sync_all()?;
+            (private::open(&path, OpenOptions::new().append(true))?, wal::file_header().len() as u64)
+        } else {
+            let file = private::open(&path, OpenOptions::new().append(true))?;
+            if scan.valid < data.len() {
+                file.set_len(scan.valid as u64)?;
+                file.sync_all()?;
+            }
+            (file, scan.valid as u64)
+        };
+        let local = Local::new(engine, "embedded", Queue::Records);
+        let min = opts.compact_min_bytes;
+        let sink =
+            LogSink { file, len, min, compact_at: min.max(len * 4), dir: dir.to_owned(), _lock: lock_file };
+        let committer = spawn_committer(&local, sink)?;
         Ok(EmbeddedStore { local, path, committer: Some(committer) })
+    }
+
+    /// Makes a damaged log in `dir` openable again: copies the whole file beside it
+    /// (`store.log.damaged-SECONDS`), then cuts it to its intact prefix. Records after the damage
+    /// are given up too, even intact ones: they build on what was lost. An intact log is left
+    /// as it is. Refused while another process holds the directory.
+    pub fn recover(dir: &Path) -> Result<Recovery> {
+        let _lock = lock_dir(dir)?;
+        let path = dir.join(LOG);
+        let data = read_log(&path)?;
+        let scan = wal::scan(&data).map_err(|e| StoreError::Corrupt(format!("{}: {e}", path.display())))?;
+        let (problem, intact_after) = match scan.end {
+            End::Clean => (None, 0),
+            End::Torn { offset, what, .. } => (Some(format!("offset {offset}: torn final write: {what}")), 0),
+            End::Damaged { offset, what, intact_after } => {
+                (Some(format!("offset {offset}: {what}")), intact_after)
+            }
+        };
+        let mut out = Recovery {
+            log: path.clone(),
+            kept_bytes: data.len() as u64,
+            dropped_bytes: 0,
+            backup: None,
+            problem,
+            intact_after,
+        };
+        if out.problem.is_none() {
+            return Ok(out);
+        }
+        let secs =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let backup = dir.join(format!("{LOG}.damaged-{secs}"));
+        let mut b = private::open(&backup, OpenOptions::new().create_new(true).write(true))?;
+        b.write_all(&data)?;
+        b.sync_all()?;
+        let f = private::open(&path, OpenOptions::new().write(true))?;
+        f.set_len(scan.valid as u64)?;
+        f.sync_all()?;
+        File::open(dir)?.sync_all()?;
+        out.kept_bytes = scan.valid as u64;
+        out.dropped_bytes = (data.len() - scan.valid) as u64;
+        out.backup = Some(backup);
+        Ok(out)
     }
 
     /// The log file's path.
     pub fn path(&self) -> &Path {
         &self.path
     }
+}
+
+fn spawn_committer(local: &Arc<Local>, mut sink: impl Sink + 'static) -> Result<std::thread::JoinHandle<()>> {
+    let local = Arc::clone(local);
+    Ok(std::thread::Builder::new()
+        .name("romana-store-log".into())
+        .spawn(move || commit_loop(&local, &mut sink))?)
 }
 
 impl Drop for EmbeddedStore {
@@ -245,38 +236,34 @@ impl Drop for EmbeddedStore {
     }
 }
 
-fn commit_loop(local: &Local, mut file: File, mut len: u64, dir: &Path, _lock: File) {
-    let mut compact_at = COMPACT_MIN.max(len * 4);
-    loop {
-        let (buf, seq) = {
-            let mut p = lock(&local.pending);
-            while p.buf.is_empty() && !p.shutdown {
-                p = local.wake.wait(p).unwrap_or_else(|e| e.into_inner());
-            }
-            if p.buf.is_empty() {
-                return;
-            }
-            (std::mem::take(&mut p.buf), p.seq)
-        };
-        if let Err(e) = file.write_all(&buf).and_then(|()| file.sync_data()) {
-            local.durable.send_modify(|d| d.failed = Some(e.to_string()));
-            return;
+/// The log file as a committer's sink: appends and syncs each batch; compacts when it has grown.
+struct LogSink {
+    file: File,
+    len: u64,
+    min: u64,
+    compact_at: u64,
+    dir: PathBuf,
+    _lock: File,
+}
+
+impl Sink for LogSink {
+    fn persist(&mut self, batch: Batch) -> std::result::Result<(), String> {
+        self.file
+            .write_all(&batch.records)
+            .and_then(|()| self.file.sync_data())
+            .map_err(|e| e.to_string())?;
+        self.len += batch.records.len() as u64;
+        Ok(())
+    }
+
+    fn after(&mut self, local: &Local) -> std::result::Result<(), String> {
+        if self.len > self.compact_at {
+            let (f, l) = compact(local, &self.dir).map_err(|e| format!("compaction: {e}"))?;
+            self.file = f;
+            self.len = l;
+            self.compact_at = self.min.max(l * 4);
         }
-        len += buf.len() as u64;
-        local.durable.send_modify(|d| d.seq = seq);
-        if len > compact_at {
-            match compact(local, dir) {
-                Ok((f, l)) => {
-                    file = f;
-                    len = l;
-                    compact_at = COMPACT_MIN.max(l * 4);
-                }
-                Err(e) => {
-                    local.durable.send_modify(|d| d.failed = Some(format!("compaction: {e}")));
-                    return;
-                }
-            }
-        }
+        Ok(())
     }
 }
 
@@ -284,24 +271,32 @@ fn commit_loop(local: &Local, mut file: File, mut len: u64, dir: &Path, _lock: F
 fn compact(local: &Local, dir: &Path) -> std::io::Result<(File, u64)> {
     let engine = lock(&local.engine);
     let mut pending = lock(&local.pending);
-    let path = dir.join(LOG);
-    if !pending.buf.is_empty() {
-        let mut f = OpenOptions::new().append(true).open(&path)?;
-        f.write_all(&pending.buf)?;
+    if !pending.batch.records.is_empty() {
+        let mut f = private::open(&dir.join(LOG), OpenOptions::new().append(true))?;
+        f.write_all(&pending.batch.records)?;
         f.sync_data()?;
-        pending.buf.clear();
+        pending.batch.records.clear();
     }
-    let snapshot = wal::encode_snapshot(&engine.snapshot());
-    let tmp = dir.join("store.log.tmp");
-    let mut f = File::create(&tmp)?;
-    f.write_all(&snapshot)?;
+    let out = write_snapshot(&engine, dir)?;
+    local.durable_up_to(pending.seq);
+    Ok(out)
+}
+
+/// Replaces the log with the file header and one snapshot of `engine` (through a synced
+/// temporary and a rename, so a crash leaves the old log or the new one); returns the new log,
+/// open for appending, and its length.
+fn write_snapshot(engine: &Engine, dir: &Path) -> std::io::Result<(File, u64)> {
+    let path = dir.join(LOG);
+    let mut data = wal::file_header();
+    data.extend(wal::encode_snapshot(&engine.snapshot()));
+    let tmp = dir.join(LOG_TMP);
+    let mut f = private::open(&tmp, OpenOptions::new().create(true).write(true).truncate(true))?;
+    f.write_all(&data)?;
     f.sync_all()?;
     std::fs::rename(&tmp, &path)?;
     File::open(dir)?.sync_all()?;
-    let seq = pending.seq;
-    local.durable.send_modify(|d| d.seq = seq);
-    let file = OpenOptions::new().append(true).open(&path)?;
-    Ok((file, snapshot.len() as u64))
+    let file = private::open(&path, OpenOptions::new().append(true))?;
+    Ok((file, data.len() as u64))
 }
 
 impl Store for EmbeddedStore {

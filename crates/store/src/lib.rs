@@ -9,10 +9,12 @@ pub mod conformance;
 mod embedded;
 mod engine;
 pub mod follow;
+mod local;
 mod mem;
+pub mod private;
 mod types;
 mod wal;
 
-pub use embedded::EmbeddedStore;
+pub use embedded::{EmbeddedOptions, EmbeddedStore, Recovery};
 pub use mem::MemStore;
 pub use types::*;

@@ -2,8 +2,8 @@
 
 use std::sync::Arc;
 
-use crate::embedded::Local;
 use crate::engine::Engine;
+use crate::local::{Local, Queue};
 use crate::types::{BoxFut, KeyValue, LeaseId, Result, Revision, Store, Txn, TxnResult, WatchStream};
 
 #[derive(Debug, Clone)]
@@ -12,7 +12,7 @@ pub struct MemStore(Arc<Local>);
 impl MemStore {
     /// A new empty store; inside a tokio runtime, leases expire on their own.
     pub fn new() -> MemStore {
-        MemStore(Local::new(Engine::new(), "memory"))
+        MemStore(Local::new(Engine::new(), "memory", Queue::None))
     }
 }
 
