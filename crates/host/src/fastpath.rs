@@ -143,6 +143,7 @@ impl FastPath {
         // The maps and programs are held by their own descriptors now (and the programs by their
         // maps): aya's copies go.
         drop(ebpf);
+        bpf::release_freed_memory();
         Ok(FastPath {
             endpoints,
             uplinks,
