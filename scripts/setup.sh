@@ -10,8 +10,10 @@ set -euo pipefail
 # CNI callers in tests (runc, because crun cannot run on this machine's hybrid cgroups).
 # protobuf-compiler and libprotobuf-dev: etcd-client's build script runs protoc, which needs the
 # well-known .proto files (google/protobuf/*.proto) that only libprotobuf-dev ships.
+# clang, libbpf-dev, linux-libc-dev: crates/host's build script compiles the fast path's BPF
+# programs (clang -target bpf; bpf/bpf_helpers.h from libbpf-dev; linux/bpf.h from linux-libc-dev).
 PACKAGES=(ca-certificates gcc pkg-config etcd-server protobuf-compiler libprotobuf-dev iproute2 nftables iputils-ping iperf3
-    containernetworking-plugins busybox-static containerd runc podman catatonit)
+    containernetworking-plugins busybox-static containerd runc podman catatonit clang libbpf-dev linux-libc-dev)
 
 missing=()
 for p in "${PACKAGES[@]}"; do
@@ -40,6 +42,9 @@ need() { # need PATH-or-command PACKAGE
 }
 need protoc protobuf-compiler
 need /usr/include/google/protobuf/descriptor.proto libprotobuf-dev
+need clang clang
+need /usr/include/bpf/bpf_helpers.h libbpf-dev
+need /usr/include/linux/bpf.h linux-libc-dev
 need etcd etcd-server
 need nft nftables
 need ip iproute2

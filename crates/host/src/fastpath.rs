@@ -1,13 +1,13 @@
-//! The fast path's kernel side: its maps and programs (`fastprog.rs`) loaded, attached at tcx
-//! ingress (`romana_deliver` on the uplinks, `romana_send` on the endpoints' host-side veths),
-//! and the endpoint map written from a diff. Programs are found by name: only ours are replaced
-//! or detached, and they return "next" for what they do not handle, so programs of others on the
-//! same device keep running. Also what the fast path is made from (`fast_path_view`) and what
-//! forbids it (`fast_path_blockers`).
+//! The fast path's kernel side: its object (`fastprog.rs`) loaded with aya (maps and both
+//! programs), the programs attached at tcx ingress (`romana_deliver` on the uplinks,
+//! `romana_send` on the endpoints' host-side veths; `bpf.rs`), and the maps written from a diff.
+//! Programs are found by name: only ours are replaced or detached, and they return "next" for
+//! what they do not handle, so programs of others on the same device keep running. Also what the
+//! fast path is made from (`fast_path_view`) and what forbids it (`fast_path_blockers`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr};
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
 
 use futures_util::TryStreamExt;
@@ -20,15 +20,14 @@ use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute, RouteProtocol
 use rtnetlink::packet_route::tc::TcAttribute;
 
 use crate::bpf::{self, BpfError};
-use crate::fastprog;
+use aya::maps::{HashMap as BpfHashMap, MapData, MapError};
+use aya::programs::{ProgramError, SchedClassifier};
+use aya::sys::SyscallError;
+
+use crate::fastprog::{self, EndpointKey, EndpointValue, UplinkKey, UplinkValue};
 use crate::kernel::{HostError, Kernel};
 
-/// The uplinks' program.
-pub const DELIVER: &str = "romana_deliver";
-/// The endpoint links' program.
-pub const SEND: &str = "romana_send";
-/// More local endpoints than a host has: the map's bound (entries are allocated as added).
-const MAX_ENTRIES: u32 = 65_536;
+pub use crate::fastprog::{DELIVER, SEND};
 
 /// Which of the two programs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,10 +43,55 @@ struct Loaded {
     name: &'static str,
 }
 
-fn load(name: &'static str, insns: &[u64]) -> Result<Loaded, BpfError> {
-    let fd = bpf::prog_load(name, insns)?;
+/// Loads program `name` of the object; the verifier's log is in the error when it refuses. The
+/// program stays loaded as long as the returned descriptor (or an attachment) holds it.
+fn load(ebpf: &mut aya::Ebpf, name: &'static str) -> Result<Loaded, BpfError> {
+    let program = |source: ProgramError| BpfError::Program { name, source: Box::new(source) };
+    let prog: &mut SchedClassifier = ebpf
+        .program_mut(name)
+        .ok_or_else(|| BpfError::Layout(format!("no program {name}")))?
+        .try_into()
+        .map_err(program)?;
+    prog.load().map_err(|e| match e {
+        ProgramError::LoadError { io_error, verifier_log } => {
+            BpfError::Verifier { name: name.to_owned(), source: io_error, log: verifier_log.to_string() }
+        }
+        e => program(e),
+    })?;
+    let fd = prog.fd().map_err(program)?;
+    let fd = fd.as_fd().try_clone_to_owned().map_err(|source| BpfError::Sys { call: "dup", source })?;
     let (id, _) = bpf::prog_info(&fd)?;
     Ok(Loaded { fd, id, name })
+}
+
+/// The object's map `name` as a hash map of `K` to `V`; aya checks that the sizes are the C
+/// structs'.
+fn map<K: aya::Pod, V: aya::Pod>(
+    ebpf: &mut aya::Ebpf,
+    name: &'static str,
+) -> Result<BpfHashMap<MapData, K, V>, BpfError> {
+    let m = ebpf.take_map(name).ok_or_else(|| BpfError::Layout(format!("no map {name}")))?;
+    BpfHashMap::try_from(m).map_err(|e| map_error(name, e))
+}
+
+fn map_error(map: &'static str, source: MapError) -> BpfError {
+    BpfError::Map { map, source: Box::new(source) }
+}
+
+/// Removes `key` from `m`; a key that is not there is success.
+fn remove<K: aya::Pod, V: aya::Pod>(
+    m: &mut BpfHashMap<MapData, K, V>,
+    name: &'static str,
+    key: &K,
+) -> Result<(), BpfError> {
+    match m.remove(key) {
+        Err(MapError::SyscallError(SyscallError { io_error, .. }))
+            if io_error.raw_os_error() == Some(libc::ENOENT) =>
+        {
+            Ok(())
+        }
+        r => r.map_err(|e| map_error(name, e)),
+    }
 }
 
 /// The two loaded programs (they hold their maps). Attaching needs nothing else, so callers can
@@ -59,24 +103,47 @@ pub struct Programs {
 }
 
 /// The loaded programs and their maps, with the maps' content as last written.
-#[derive(Debug)]
 pub struct FastPath {
-    endpoints: OwnedFd,
-    uplinks: OwnedFd,
+    endpoints: BpfHashMap<MapData, EndpointKey, EndpointValue>,
+    uplinks: BpfHashMap<MapData, UplinkKey, UplinkValue>,
     programs: Arc<Programs>,
     entries: Deliveries,
     /// Uplink index -> the far end's MAC packets may be handed to.
     uplink_set: BTreeMap<u32, Option<[u8; 6]>>,
 }
 
+impl std::fmt::Debug for FastPath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FastPath")
+            .field("programs", &self.programs)
+            .field("entries", &self.entries)
+            .field("uplink_set", &self.uplink_set)
+            .finish_non_exhaustive()
+    }
+}
+
 impl FastPath {
-    /// Loads empty maps and both programs (not attached anywhere yet). Fails where the kernel
-    /// has no BPF, no `bpf_redirect_peer` (before 5.10), or the caller lacks `CAP_BPF`.
+    /// Loads the object: empty maps and both programs (not attached anywhere yet). Fails where
+    /// the kernel has no BPF, no `bpf_redirect_peer` (before 5.10), no tcx (before 6.6), or the
+    /// caller lacks `CAP_BPF`.
     pub fn load() -> Result<FastPath, BpfError> {
-        let endpoints = bpf::map_create("romana_eps", 4, 4, MAX_ENTRIES)?;
-        let uplinks = bpf::map_create("romana_uplinks", 4, 8, 64)?;
-        let deliver = load(DELIVER, &fastprog::deliver(&endpoints))?;
-        let send = load(SEND, &fastprog::send(&endpoints, &uplinks))?;
+        // Asked first, so that a kernel without tcx says so rather than failing each attach:
+        // loopback is index 1 in every namespace.
+        bpf::tcx_ingress_programs(1).map_err(|e| match e {
+            BpfError::Sys { source, .. } if source.raw_os_error() == Some(libc::EINVAL) => {
+                BpfError::NoTcx(source)
+            }
+            e => e,
+        })?;
+        let mut ebpf = aya::Ebpf::load(fastprog::OBJECT).map_err(|e| BpfError::object(&e))?;
+        let endpoints = map(&mut ebpf, fastprog::ENDPOINTS_MAP)?;
+        let uplinks = map(&mut ebpf, fastprog::UPLINKS_MAP)?;
+        let deliver = load(&mut ebpf, DELIVER)?;
+        let send = load(&mut ebpf, SEND)?;
+        // The maps and programs are held by their own descriptors now (and the programs by their
+        // maps): aya's copies go.
+        drop(ebpf);
+        bpf::release_freed_memory();
         Ok(FastPath {
             endpoints,
             uplinks,
@@ -100,11 +167,13 @@ impl FastPath {
     /// anywhere it should not, even for a moment.
     pub fn apply(&mut self, d: &MapDiff) -> Result<(), BpfError> {
         for ip in &d.delete {
-            bpf::map_delete(&self.endpoints, &ip.octets())?;
+            remove(&mut self.endpoints, fastprog::ENDPOINTS_MAP, &fastprog::endpoint_key(*ip))?;
             self.entries.remove(ip);
         }
         for (ip, ifindex) in &d.put {
-            bpf::map_update(&self.endpoints, &ip.octets(), &ifindex.to_ne_bytes())?;
+            self.endpoints
+                .insert(fastprog::endpoint_key(*ip), *ifindex, 0)
+                .map_err(|e| map_error(fastprog::ENDPOINTS_MAP, e))?;
             self.entries.insert(*ip, *ifindex);
         }
         Ok(())
@@ -114,10 +183,12 @@ impl FastPath {
     /// to instead (`romana_dataplane::fastpath::handoff`).
     pub fn set_uplinks(&mut self, uplinks: &BTreeMap<u32, Option<[u8; 6]>>) -> Result<(), BpfError> {
         for gone in self.uplink_set.keys().filter(|i| !uplinks.contains_key(i)) {
-            bpf::map_delete(&self.uplinks, &gone.to_ne_bytes())?;
+            remove(&mut self.uplinks, fastprog::UPLINKS_MAP, gone)?;
         }
         for (i, far) in uplinks.iter().filter(|(i, far)| self.uplink_set.get(i) != Some(far)) {
-            bpf::map_update(&self.uplinks, &i.to_ne_bytes(), &fastprog::uplink_value(*far))?;
+            self.uplinks
+                .insert(*i, fastprog::uplink_value(*far), 0)
+                .map_err(|e| map_error(fastprog::UPLINKS_MAP, e))?;
         }
         self.uplink_set = uplinks.clone();
         Ok(())

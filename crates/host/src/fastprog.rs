@@ -1,234 +1,109 @@
-//! The fast path's two BPF programs, assembled here (no compiler, no object files). Both run at a
-//! device's tcx ingress, handle only IPv4 without options and with TTL above 1, decrement TTL
-//! like a router (fixing the header checksum), and return "next" for everything else, so the
-//! kernel's path and other programs on the device see it unchanged.
-//!
-//! - `romana_deliver`, on the uplinks: a packet for a local endpoint in the map goes straight into
-//!   the endpoint's namespace (`bpf_redirect_peer` into the pod end of its veth).
-//! - `romana_send`, on the endpoints' host-side veths: a packet from an endpoint in the map to
-//!   another in the map goes into that one's namespace the same way; to anything else, the
-//!   kernel's FIB gives the next hop, and when it is out of an uplink the packet is sent there
-//!   (`bpf_redirect`, MACs from the FIB), past `ip_rcv` and the forward path; or, when the
-//!   uplink is a veth whose far end is the next hop and nothing would see the packet leave
-//!   (`romana_dataplane::fastpath::handoff`), handed to that end as if it had crossed the wire
-//!   (`bpf_redirect_peer`). When the FIB has no neighbour yet, or the route is local or
-//!   elsewhere, the kernel's path takes it.
+//! The fast path's BPF object: the two programs and their maps, written in restricted C
+//! (`crates/host/bpf/fastpath.bpf.c`, which says what they do), compiled by `build.rs` with
+//! Debian's clang and embedded here; and the byte layouts of the maps' keys and values as this
+//! side writes them (the C structs `endpoint_key`, `endpoint_value`, `uplink_key`,
+//! `uplink_value`).
 
-use std::os::fd::OwnedFd;
+use std::net::Ipv4Addr;
 
-use crate::bpf::{Asm, Cond, Reg, Size};
+/// The compiled object (an ELF of BPF code, BTF and map definitions), 8-byte aligned as aya reads
+/// it.
+pub const OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/fastpath.bpf.o"));
 
-/// An uplink's entry in `romana_send`'s map: the MAC of the far end it may hand packets to,
-/// laid out for aligned loads against the FIB result's (2 bytes, a 16-bit "known" flag, 4
-/// bytes); all zero when it must transmit.
-pub fn uplink_value(far_end: Option<[u8; 6]>) -> [u8; 8] {
+/// The uplinks' program.
+pub const DELIVER: &str = "romana_deliver";
+/// The endpoint links' program.
+pub const SEND: &str = "romana_send";
+/// IPv4 address -> host-side veth index.
+pub const ENDPOINTS_MAP: &str = "romana_eps";
+/// Uplink index -> `uplink_value`.
+pub const UPLINKS_MAP: &str = "romana_uplinks";
+
+/// `struct endpoint_key`: the address as on the wire.
+pub type EndpointKey = [u8; 4];
+/// `struct endpoint_value`: the veth's index, in the host's byte order.
+pub type EndpointValue = u32;
+/// `struct uplink_key`: the uplink's index, in the host's byte order.
+pub type UplinkKey = u32;
+/// `struct uplink_value`: `far_end[6]`, `handoff`, a pad byte.
+pub type UplinkValue = [u8; 8];
+
+pub fn endpoint_key(ip: Ipv4Addr) -> EndpointKey {
+    ip.octets()
+}
+
+/// An uplink's entry in `romana_send`'s map: the MAC of the far end it may hand packets to and
+/// the flag saying so; all zero when it must transmit.
+pub fn uplink_value(far_end: Option<[u8; 6]>) -> UplinkValue {
     match far_end {
-        Some(m) => [m[0], m[1], 1, 0, m[2], m[3], m[4], m[5]],
+        Some(m) => [m[0], m[1], m[2], m[3], m[4], m[5], 1, 0],
         None => [0; 8],
     }
 }
 
-// Kernel helpers (`enum bpf_func_id`).
-const MAP_LOOKUP_ELEM: i32 = 1;
-const L3_CSUM_REPLACE: i32 = 10;
-const REDIRECT: i32 = 23;
-const FIB_LOOKUP: i32 = 69;
-const REDIRECT_PEER: i32 = 155;
-// `struct __sk_buff` fields.
-const SKB_PKT_TYPE: i16 = 4;
-const SKB_MARK: i16 = 8;
-const SKB_PROTOCOL: i16 = 16;
-const SKB_IFINDEX: i16 = 40;
-const SKB_DATA: i16 = 76;
-const SKB_DATA_END: i16 = 80;
-// tcx verdicts: go on to the next program (and then the stack); drop.
-const TCX_NEXT: i32 = -1;
-const TC_ACT_SHOT: i32 = 2;
-/// `htons(ETH_P_IP)` as the 32-bit `protocol` field reads on a little-endian machine.
-const ETH_P_IP_BE: i32 = 0x0008;
-const AF_INET: i32 = 2;
-// Offsets in the frame: Ethernet header, then IPv4.
-const IP: i16 = 14;
-const IP_TOS: i16 = IP + 1;
-const IP_TTL: i16 = IP + 8;
-const IP_PROTO: i16 = IP + 9;
-const IP_CSUM: i32 = (IP + 10) as i32;
-const IP_SADDR: i16 = IP + 12;
-const IP_DADDR: i16 = IP + 16;
-const IP_END: i32 = (IP + 20) as i32;
-// The map key on the stack, and `struct bpf_fib_lookup` (64 bytes) below it.
-const KEY: i16 = -4;
-const FIB: i16 = -72;
-const FIB_IFINDEX: i16 = FIB + 8;
-const FIB_TOS: i16 = FIB + 12;
-const FIB_SRC: i16 = FIB + 16;
-const FIB_DST: i16 = FIB + 32;
-const FIB_SMAC: i16 = FIB + 52;
-const FIB_DMAC: i16 = FIB + 58;
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aya_obj::maps::Map;
+    use aya_obj::{Object, ProgramSection};
 
-/// Registers: r6 the packet's context, r7/r8 its data and end (kept across helper calls), r9 the
-/// target link. Checks what both programs require and leaves r7/r8 set.
-fn prologue(a: &mut Asm) {
-    a.mov(6, 1);
-    // Only frames addressed to this host (not seen promiscuously), IPv4.
-    a.load(Size::W, 2, 6, SKB_PKT_TYPE);
-    a.jump_imm(Cond::Ne, 2, 0, "next");
-    a.load(Size::W, 2, 6, SKB_PROTOCOL);
-    a.jump_imm(Cond::Ne, 2, ETH_P_IP_BE, "next");
-    a.load(Size::W, 7, 6, SKB_DATA);
-    a.load(Size::W, 8, 6, SKB_DATA_END);
-    a.mov(2, 7);
-    a.add_imm(2, IP_END);
-    a.jump_reg(Cond::Gt, 2, 8, "next");
-    // Version 4 without options; TTL 1 left to the kernel, which answers it with ICMP.
-    a.load(Size::B, 2, 7, IP);
-    a.jump_imm(Cond::Ne, 2, 0x45, "next");
-    a.load(Size::B, 2, 7, IP_TTL);
-    a.jump_imm(Cond::Le, 2, 1, "next");
-}
-
-/// `r0 = map[the packet's address at off]` (null when absent).
-fn lookup(a: &mut Asm, map: &OwnedFd, off: i16) {
-    a.load(Size::W, 2, 7, off);
-    lookup_reg(a, map, 2);
-}
-
-/// `r0 = map[reg]` (null when absent); the key goes through the stack.
-fn lookup_reg(a: &mut Asm, map: &OwnedFd, reg: Reg) {
-    a.store(Size::W, 10, KEY, reg);
-    a.load_map(1, map);
-    a.mov(2, 10);
-    a.add_imm(2, i32::from(KEY));
-    a.call(MAP_LOOKUP_ELEM);
-}
-
-/// TTL - 1 and the checksum with it: TTL is the low byte of the 16-bit word it shares with the
-/// protocol (as loaded little-endian), and it is at least 2, so no borrow. The packet pointers
-/// are invalid afterwards.
-fn decrement_ttl(a: &mut Asm) {
-    a.load(Size::H, 3, 7, IP_TTL);
-    a.mov(4, 3);
-    a.add_imm(4, -1);
-    a.store(Size::H, 7, IP_TTL, 4);
-    a.mov(1, 6);
-    a.mov_imm(2, IP_CSUM);
-    a.mov_imm(5, 2);
-    a.call(L3_CSUM_REPLACE);
-    a.jump_imm(Cond::Ne, 0, 0, "drop");
-}
-
-/// Into the pod end of the veth in r9.
-fn into_pod(a: &mut Asm) {
-    clear_mark(a);
-    a.mov(1, 9);
-    a.mov_imm(2, 0);
-    a.call(REDIRECT_PEER);
-    a.exit();
-}
-
-/// Before `bpf_redirect_peer` into another namespace: a veth crossing would clear the mark
-/// there (the helper leaves it), so none of this namespace's marks reaches the next.
-fn clear_mark(a: &mut Asm) {
-    a.store_imm(Size::W, 6, SKB_MARK, 0);
-}
-
-fn epilogue(mut a: Asm) -> Vec<u64> {
-    a.label("next");
-    a.mov_imm(0, TCX_NEXT);
-    a.exit();
-    // Only after the TTL was changed and its checksum could not be: the packet is corrupt.
-    a.label("drop");
-    a.mov_imm(0, TC_ACT_SHOT);
-    a.exit();
-    a.finish()
-}
-
-/// `romana_deliver`, reading `endpoints` (IPv4 address -> host-side veth index).
-pub fn deliver(endpoints: &OwnedFd) -> Vec<u64> {
-    let mut a = Asm::default();
-    prologue(&mut a);
-    lookup(&mut a, endpoints, IP_DADDR);
-    a.jump_imm(Cond::Eq, 0, 0, "next");
-    a.load(Size::W, 9, 0, 0);
-    decrement_ttl(&mut a);
-    into_pod(&mut a);
-    epilogue(a)
-}
-
-/// `romana_send`, reading `endpoints` and `uplinks` (index -> `uplink_value`).
-pub fn send(endpoints: &OwnedFd, uplinks: &OwnedFd) -> Vec<u64> {
-    let mut a = Asm::default();
-    prologue(&mut a);
-    // The source must be an endpoint in the map: one no rule filters.
-    lookup(&mut a, endpoints, IP_SADDR);
-    a.jump_imm(Cond::Eq, 0, 0, "next");
-    lookup(&mut a, endpoints, IP_DADDR);
-    a.jump_imm(Cond::Eq, 0, 0, "remote");
-    a.load(Size::W, 9, 0, 0);
-    decrement_ttl(&mut a);
-    into_pod(&mut a);
-
-    // Another host's: ask the FIB, as the forward path would, from this link.
-    a.label("remote");
-    for off in (FIB..0).step_by(8) {
-        a.store_imm(Size::DW, 10, off, 0);
+    fn object() -> Object {
+        Object::parse(OBJECT).expect("the embedded object parses")
     }
-    a.store_imm(Size::B, 10, FIB, AF_INET);
-    a.load(Size::B, 2, 7, IP_PROTO);
-    a.store(Size::B, 10, FIB + 1, 2);
-    a.load(Size::W, 2, 6, SKB_IFINDEX);
-    a.store(Size::W, 10, FIB_IFINDEX, 2);
-    a.load(Size::B, 2, 7, IP_TOS);
-    a.store(Size::B, 10, FIB_TOS, 2);
-    a.load(Size::W, 2, 7, IP_SADDR);
-    a.store(Size::W, 10, FIB_SRC, 2);
-    a.load(Size::W, 2, 7, IP_DADDR);
-    a.store(Size::W, 10, FIB_DST, 2);
-    // `tot_len` 0: the kernel checks the MTU against the packet itself (GSO-aware).
-    a.mov(1, 6);
-    a.mov(2, 10);
-    a.add_imm(2, i32::from(FIB));
-    a.mov_imm(3, 64);
-    a.mov_imm(4, 0);
-    a.call(FIB_LOOKUP);
-    a.jump_imm(Cond::Ne, 0, 0, "next");
-    // Only out of an uplink: toward a local endpoint its firewall must see the packet.
-    a.load(Size::W, 9, 10, FIB_IFINDEX);
-    lookup_reg(&mut a, uplinks, 9);
-    a.jump_imm(Cond::Eq, 0, 0, "next");
-    // r8 (the data end, not needed past here) becomes 1 when the uplink's entry holds its far
-    // end's MAC (`uplink_value`: flag at 2) and the next hop is that end: then the packet is
-    // handed to it as if it had crossed the wire. Otherwise the uplink transmits it.
-    a.mov_imm(8, 0);
-    a.load(Size::H, 2, 0, 2);
-    a.jump_imm(Cond::Eq, 2, 0, "macs");
-    a.load(Size::H, 2, 0, 0);
-    a.load(Size::H, 3, 10, FIB_DMAC);
-    a.jump_reg(Cond::Ne, 2, 3, "macs");
-    a.load(Size::W, 2, 0, 4);
-    a.load(Size::W, 3, 10, FIB_DMAC + 2);
-    a.jump_reg(Cond::Ne, 2, 3, "macs");
-    a.mov_imm(8, 1);
-    clear_mark(&mut a);
-    // The next hop's MACs (stack reads aligned: dmac at FIB+58 as 2 + 4, smac at +52 as 4 + 2).
-    a.label("macs");
-    a.load(Size::H, 2, 10, FIB_DMAC);
-    a.store(Size::H, 7, 0, 2);
-    a.load(Size::W, 2, 10, FIB_DMAC + 2);
-    a.store(Size::W, 7, 2, 2);
-    a.load(Size::W, 2, 10, FIB_SMAC);
-    a.store(Size::W, 7, 6, 2);
-    a.load(Size::H, 2, 10, FIB_SMAC + 4);
-    a.store(Size::H, 7, 10, 2);
-    decrement_ttl(&mut a);
-    a.mov(1, 9);
-    a.mov_imm(2, 0);
-    a.jump_imm(Cond::Eq, 8, 0, "transmit");
-    // Into the far end's ingress (its namespace's stack, or its own `romana_deliver`).
-    a.call(REDIRECT_PEER);
-    a.exit();
-    a.label("transmit");
-    a.call(REDIRECT);
-    a.exit();
-    epilogue(a)
+
+    #[test]
+    fn the_object_holds_both_programs_as_classifiers() {
+        let obj = object();
+        let mut names: Vec<&str> = obj.programs.keys().map(String::as_str).collect();
+        names.sort_unstable();
+        assert_eq!(names, [DELIVER, SEND]);
+        for (name, p) in &obj.programs {
+            assert!(matches!(p.section, ProgramSection::SchedClassifier), "{name}: {:?}", p.section);
+        }
+        // The kernel truncates program names to 15 bytes; the agent finds its programs by name.
+        assert!(DELIVER.len() <= 15 && SEND.len() <= 15);
+    }
+
+    /// Every call is to a kernel helper or a function of the object: clang emits calls to
+    /// `memcmp` and the like for some builtins, which no kernel links (aya fails the same way at
+    /// load).
+    #[test]
+    fn the_programs_call_nothing_outside_the_kernel() {
+        let mut obj = object();
+        obj.relocate_calls(&Default::default()).expect("every call resolves");
+    }
+
+    /// The C structs' sizes are the Rust types' (what aya also checks at load), and the maps are
+    /// hash maps allocating entries as they are added.
+    #[test]
+    fn the_maps_have_the_layouts_this_side_writes() {
+        let obj = object();
+        let mut names: Vec<&str> = obj.maps.keys().map(String::as_str).collect();
+        names.sort_unstable();
+        assert_eq!(names, [ENDPOINTS_MAP, UPLINKS_MAP]);
+        let check = |name: &str, key: usize, value: usize, max: u32| {
+            let m: &Map = &obj.maps[name];
+            let got = (
+                m.map_type(),
+                m.key_size() as usize,
+                m.value_size() as usize,
+                m.max_entries(),
+                m.map_flags(),
+            );
+            // BPF_MAP_TYPE_HASH, BPF_F_NO_PREALLOC.
+            assert_eq!(got, (1, key, value, max, 1), "{name}");
+        };
+        check(ENDPOINTS_MAP, size_of::<EndpointKey>(), size_of::<EndpointValue>(), 65_536);
+        check(UPLINKS_MAP, size_of::<UplinkKey>(), size_of::<UplinkValue>(), 64);
+    }
+
+    /// The program reads the flag at 6, after the MAC (`offsetof(struct uplink_value, handoff)`,
+    /// asserted in the C source).
+    #[test]
+    fn an_uplink_value_is_the_far_ends_mac_then_the_flag() {
+        let mac = [2, 0xaa, 0xbb, 0xcc, 0xdd, 0xee];
+        assert_eq!(uplink_value(Some(mac)), [2, 0xaa, 0xbb, 0xcc, 0xdd, 0xee, 1, 0]);
+        assert_eq!(uplink_value(None), [0; 8]);
+        assert_eq!(endpoint_key(Ipv4Addr::new(10, 1, 2, 3)), [10, 1, 2, 3]);
+    }
 }
