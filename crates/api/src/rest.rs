@@ -286,6 +286,9 @@ pub struct UserRequest {
     pub roles: Vec<String>,
     #[serde(default)]
     pub tenants: Vec<String>,
+    /// Hosts a `service` user is bound to: it becomes an agent of those hosts only.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -293,6 +296,9 @@ pub struct User {
     pub name: String,
     pub roles: Vec<String>,
     pub tenants: Vec<String>,
+    /// Hosts an agent is bound to (empty: not bound).
+    #[serde(default)]
+    pub hosts: Vec<String>,
 }
 
 /// What romanad writes to `DATA_DIR/admin.credentials` (mode 0600) on first start.

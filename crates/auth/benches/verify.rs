@@ -22,6 +22,7 @@ fn main() {
         sub: "agent-node-0001".into(),
         roles: vec![Role::Service],
         tenants: vec![],
+        hosts: vec![],
         iat: 1_800_000_000,
         exp: 1_800_000_900,
         typ: TokenKind::Access,

@@ -74,6 +74,7 @@ mod tests {
             sub: "a".into(),
             roles: vec![Role::Admin],
             tenants: vec![],
+            hosts: vec![],
             iat: 0,
             exp: 100,
             typ: TokenKind::Access,

@@ -58,6 +58,7 @@ mod tests {
             name: "x".into(),
             roles: roles.to_vec(),
             tenants: tenants.iter().map(|t| t.to_string()).collect(),
+            hosts: vec![],
         }
     }
 

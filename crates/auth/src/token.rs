@@ -35,6 +35,9 @@ pub struct Claims {
     /// Tenants a `tenant` role may act on.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tenants: Vec<String>,
+    /// Hosts a `service` role is bound to (an agent); empty for a controller, unbound.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<String>,
     /// Issued and expiry times, seconds since the epoch.
     pub iat: u64,
     pub exp: u64,
@@ -47,12 +50,25 @@ pub struct Principal {
     pub name: String,
     pub roles: Vec<Role>,
     pub tenants: Vec<String>,
+    /// The hosts an agent (a `service` role bound to hosts) acts for; empty when unbound.
+    pub hosts: Vec<String>,
 }
 
 impl Principal {
     /// Full rights (used when authentication is switched off).
     pub fn superuser() -> Principal {
-        Principal { name: "anonymous-admin".into(), roles: vec![Role::Admin], tenants: vec![] }
+        Principal { name: "anonymous-admin".into(), roles: vec![Role::Admin], tenants: vec![], hosts: vec![] }
+    }
+
+    /// An agent: a `service` principal bound to hosts and not an admin. It writes only its own
+    /// hosts' records (liveness, tags, addresses, endpoints), never cluster-wide objects.
+    pub fn is_agent(&self) -> bool {
+        !self.is_admin() && self.roles.contains(&Role::Service) && !self.hosts.is_empty()
+    }
+
+    /// Whether this principal may act for `host`: everyone but an agent of other hosts.
+    pub fn may_host(&self, host: &str) -> bool {
+        !self.is_agent() || self.hosts.iter().any(|h| h == host)
     }
 
     pub fn is_admin(&self) -> bool {
@@ -73,7 +89,7 @@ impl Principal {
 
 impl From<Claims> for Principal {
     fn from(c: Claims) -> Principal {
-        Principal { name: c.sub, roles: c.roles, tenants: c.tenants }
+        Principal { name: c.sub, roles: c.roles, tenants: c.tenants, hosts: c.hosts }
     }
 }
 
@@ -225,6 +241,7 @@ mod tests {
             sub: "alice".into(),
             roles: vec![Role::Tenant],
             tenants: vec!["red".into()],
+            hosts: vec![],
             iat: 100,
             exp,
             typ: TokenKind::Access,

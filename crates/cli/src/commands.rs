@@ -648,16 +648,24 @@ pub fn random_password() -> Result<String> {
     Ok(bytes.iter().map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char).collect())
 }
 
+/// Who a new user is: its name, roles, and what it is bound to (tenants of a tenant user, hosts
+/// of an agent).
+pub struct NewUser<'a> {
+    pub name: &'a str,
+    pub roles: &'a [String],
+    pub tenants: &'a [String],
+    pub hosts: &'a [String],
+}
+
 /// Creates a user and, with `credentials_out`, writes a credentials file (0600) an agent or the
 /// CLI can log in with. Returns the user and the password (generated when not given).
 pub async fn create_user(
     c: &Client,
-    name: &str,
-    roles: &[String],
-    tenants: &[String],
+    new: &NewUser<'_>,
     password: Option<String>,
     credentials_out: Option<&Path>,
 ) -> Result<(romana_api::rest::User, String)> {
+    let name = new.name;
     let password = match password {
         Some(p) => p,
         None => random_password()?,
@@ -665,8 +673,9 @@ pub async fn create_user(
     let req = romana_api::rest::UserRequest {
         name: name.into(),
         password: password.clone(),
-        roles: roles.to_vec(),
-        tenants: tenants.to_vec(),
+        roles: new.roles.to_vec(),
+        tenants: new.tenants.to_vec(),
+        hosts: new.hosts.to_vec(),
     };
     let u = c.create_user(&req).await.with_context(|| format!("creating user {name}"))?;
     if let Some(path) = credentials_out {
@@ -687,20 +696,19 @@ pub async fn create_user(
 pub async fn user_create(
     c: &Client,
     f: Format,
-    name: &str,
-    roles: &[String],
-    tenants: &[String],
+    new: &NewUser<'_>,
     password: Option<String>,
     credentials_out: Option<&Path>,
 ) -> Result<()> {
+    let name = new.name;
     let generated = password.is_none();
-    let (u, password) = create_user(c, name, roles, tenants, password, credentials_out).await?;
+    let (u, password) = create_user(c, new, password, credentials_out).await?;
     match credentials_out {
         Some(path) => eprintln!("credentials for {name} written to {} (mode 0600)", path.display()),
         None if generated => eprintln!("generated password for {name}: {password}"),
         None => {}
     }
-    show(f, &u, &["NAME", "ROLES", "TENANTS"], |u| {
-        vec![vec![u.name.clone(), u.roles.join(","), u.tenants.join(",")]]
+    show(f, &u, &["NAME", "ROLES", "TENANTS", "HOSTS"], |u| {
+        vec![vec![u.name.clone(), u.roles.join(","), u.tenants.join(","), u.hosts.join(",")]]
     })
 }

@@ -335,6 +335,10 @@ enum UserCommand {
         /// Tenants a tenant user may see (repeatable).
         #[arg(long = "tenant")]
         tenants: Vec<String>,
+        /// Hosts a service user acts for (repeatable): it becomes that host's agent, which may
+        /// change only its own host's liveness, tags, addresses and endpoints.
+        #[arg(long = "host")]
+        hosts: Vec<String>,
         #[arg(long, env = "ROMANA_NEW_PASSWORD", hide_env_values = true)]
         password: Option<String>,
         #[arg(long)]
@@ -497,8 +501,8 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
         Command::Login => unreachable!("handled above"),
         Command::Whoami => {
             let u = c.whoami().await?;
-            output::show(f, &u, &["USER", "ROLES", "TENANTS"], |u| {
-                vec![vec![u.name.clone(), u.roles.join(","), u.tenants.join(",")]]
+            output::show(f, &u, &["USER", "ROLES", "TENANTS", "HOSTS"], |u| {
+                vec![vec![u.name.clone(), u.roles.join(","), u.tenants.join(","), u.hosts.join(",")]]
             })?
         }
         Command::Services => x::services(&c, f).await?,
@@ -574,8 +578,11 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
         },
         Command::Routes { host } => x::routes(&c, f, &host).await?,
         Command::User {
-            command: UserCommand::Create { name, roles, tenants, password, credentials_out },
-        } => x::user_create(&c, f, &name, &roles, &tenants, password, credentials_out.as_deref()).await?,
+            command: UserCommand::Create { name, roles, tenants, hosts, password, credentials_out },
+        } => {
+            let new = x::NewUser { name: &name, roles: &roles, tenants: &tenants, hosts: &hosts };
+            x::user_create(&c, f, &new, password, credentials_out.as_deref()).await?
+        }
         Command::Ipam { .. } | Command::Sandbox { .. } => unreachable!("handled above"),
     }
     Ok(true)

@@ -118,19 +118,9 @@ pub async fn up(c: &Client, o: &UpOptions) -> Result<()> {
     }
     let d = dir(&o.state_dir, &o.name);
     std::fs::create_dir_all(&d).with_context(|| format!("creating {}", d.display()))?;
-    // The agents run as a service user of their own, not with the admin's credentials.
-    let agent_creds = d.join("agent.credentials");
-    let user = format!(
-        "sandbox-{}-agent-{}",
-        o.name,
-        &crate::commands::random_password()?[..6].to_ascii_lowercase()
-    );
-    crate::commands::create_user(c, &user, &["service".into()], &[], None, Some(&agent_creds))
-        .await
-        .context("creating the agents' service user")?;
     let topology = serde_json::from_value(layout.topology())?;
     c.apply_topology(&topology).await.context("applying the sandbox topology")?;
-    let built = build(c, &layout, o, &d, &agent_creds).await;
+    let built = build(c, &layout, o, &d).await;
     if let Err(e) = built {
         let _ = down(&o.state_dir, &o.name, Some(c)).await;
         return Err(e.context("sandbox up failed; everything it made was removed"));
@@ -138,7 +128,27 @@ pub async fn up(c: &Client, o: &UpOptions) -> Result<()> {
     Ok(())
 }
 
-async fn build(c: &Client, layout: &Layout, o: &UpOptions, d: &Path, agent_creds: &Path) -> Result<()> {
+/// Creates host `host`'s agent credential: a service user bound to that host alone, not the
+/// admin's credentials nor one shared by every agent. Returns its credentials file.
+async fn agent_credentials(c: &Client, sandbox: &str, host: &str, d: &Path) -> Result<std::path::PathBuf> {
+    let path = d.join(format!("{host}.credentials"));
+    let user = format!(
+        "sandbox-{sandbox}-{host}-{}",
+        &crate::commands::random_password()?[..6].to_ascii_lowercase()
+    );
+    let new = crate::commands::NewUser {
+        name: &user,
+        roles: &["service".into()],
+        tenants: &[],
+        hosts: &[host.to_owned()],
+    };
+    crate::commands::create_user(c, &new, None, Some(&path))
+        .await
+        .with_context(|| format!("creating the agent user of host {host}"))?;
+    Ok(path)
+}
+
+async fn build(c: &Client, layout: &Layout, o: &UpOptions, d: &Path) -> Result<()> {
     for cmd in layout.wiring() {
         ip(&cmd)?;
     }
@@ -167,13 +177,14 @@ async fn build(c: &Client, layout: &Layout, o: &UpOptions, d: &Path, agent_creds
             Err(e) if e.status() == Some(409) => {}
             Err(e) => return Err(e).with_context(|| format!("registering host {}", h.name)),
         }
+        let agent_creds = agent_credentials(c, &o.name, &h.name, d).await?;
         let log = std::fs::File::create(d.join(format!("{}.log", h.name)))?;
         let child = Command::new(sibling("romana-agent"))
             .args(["--host", &h.name, "--netns", &h.netns, "--interval-ms", "300"])
             .arg("--socket")
             .arg(d.join(format!("{}.sock", h.name)))
             .arg("--credentials")
-            .arg(agent_creds)
+            .arg(&agent_creds)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)

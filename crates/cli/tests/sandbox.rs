@@ -88,8 +88,9 @@ fn sandbox_up_pods_probe_status_down() {
 
     sb.ok(&["sandbox", "up"]);
     assert_eq!(namespaces(&prefix).len(), 7, "spine, 2 rack routers, 4 hosts");
-    // The agents run as a service user with a credentials file of their own (0600).
-    let agent_creds = sb.state.join(&name).join("agent.credentials");
+    // Each agent runs as a service user bound to its own host, with a credentials file of its
+    // own (0600).
+    let agent_creds = sb.state.join(&name).join("r1h1.credentials");
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(std::fs::metadata(&agent_creds).unwrap().permissions().mode() & 0o777, 0o600);
     let who = Command::new(env!("CARGO_BIN_EXE_romana"))
@@ -100,6 +101,7 @@ fn sandbox_up_pods_probe_status_down() {
         .unwrap();
     let who: serde_json::Value = serde_json::from_slice(&who.stdout).unwrap();
     assert_eq!(who["roles"], serde_json::json!(["service"]), "{who}");
+    assert_eq!(who["hosts"], serde_json::json!(["r1h1"]), "{who}");
     for (i, host) in ["r1h1", "r1h2", "r2h1", "r2h2"].iter().enumerate() {
         for tenant in ["red", "blue"] {
             let out = sb.ok(&[
@@ -130,7 +132,7 @@ fn sandbox_up_pods_probe_status_down() {
     // `romana user create` writes such files for real hosts; a duplicate user is refused.
     let creds_out = dir.path().join("node.credentials");
     let created = Command::new(env!("CARGO_BIN_EXE_romana"))
-        .args(["user", "create", "agent-node9", "--role", "service", "--credentials-out"])
+        .args(["user", "create", "agent-node9", "--role", "service", "--host", "node9", "--credentials-out"])
         .arg(&creds_out)
         .env("ROMANA_ENDPOINT", &sb.url)
         .env("ROMANA_CREDENTIALS", &sb.creds)
@@ -138,6 +140,14 @@ fn sandbox_up_pods_probe_status_down() {
         .unwrap();
     assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
     assert!(!String::from_utf8_lossy(&created.stdout).contains("password"), "the password is not printed");
+    let who = Command::new(env!("CARGO_BIN_EXE_romana"))
+        .args(["whoami", "-o", "json"])
+        .env("ROMANA_ENDPOINT", &sb.url)
+        .env("ROMANA_CREDENTIALS", &creds_out)
+        .output()
+        .unwrap();
+    let who: serde_json::Value = serde_json::from_slice(&who.stdout).unwrap();
+    assert_eq!(who["hosts"], serde_json::json!(["node9"]), "bound to its host: {who}");
     let again = Command::new(env!("CARGO_BIN_EXE_romana"))
         .args(["user", "create", "agent-node9", "--role", "service"])
         .env("ROMANA_ENDPOINT", &sb.url)

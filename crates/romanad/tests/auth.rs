@@ -26,6 +26,7 @@ fn claims(sub: &str, roles: &[Role], tenants: &[&str], exp: u64) -> Claims {
         sub: sub.into(),
         roles: roles.to_vec(),
         tenants: tenants.iter().map(|t| t.to_string()).collect(),
+        hosts: vec![],
         iat: now(),
         exp,
         typ: TokenKind::Access,
@@ -71,6 +72,7 @@ async fn authorization_matrix_over_every_route() {
         password: format!("{name}-password-123"),
         roles: roles.iter().map(|r| r.to_string()).collect(),
         tenants: tenants.iter().map(|t| t.to_string()).collect(),
+        hosts: vec![],
     };
     admin.create_user(&mk("agent-1", &["service"], &[])).await.unwrap();
     admin.create_user(&mk("alice", &["tenant"], &["red"])).await.unwrap();
@@ -97,9 +99,15 @@ async fn authorization_matrix_over_every_route() {
         now() + 600,
     ));
 
-    let svc = Principal { name: "agent-1".into(), roles: vec![Role::Service], tenants: vec![] };
-    let alice = Principal { name: "alice".into(), roles: vec![Role::Tenant], tenants: vec!["red".into()] };
-    let adm = Principal { name: "admin".into(), roles: vec![Role::Admin], tenants: vec![] };
+    let svc =
+        Principal { name: "agent-1".into(), roles: vec![Role::Service], tenants: vec![], hosts: vec![] };
+    let alice = Principal {
+        name: "alice".into(),
+        roles: vec![Role::Tenant],
+        tenants: vec!["red".into()],
+        hosts: vec![],
+    };
+    let adm = Principal { name: "admin".into(), roles: vec![Role::Admin], tenants: vec![], hosts: vec![] };
     // (case, token, principal as verified, tenant in the path)
     let cases: Vec<(&str, Option<&str>, Option<&Principal>, &str)> = vec![
         ("anonymous", None, None, "zz"),

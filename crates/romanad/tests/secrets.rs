@@ -156,6 +156,7 @@ fn user(name: &str, roles: &[&str], tenants: &[&str]) -> UserRequest {
         password: format!("{name}-secret-password-1"),
         roles: roles.iter().map(|r| r.to_string()).collect(),
         tenants: tenants.iter().map(|t| t.to_string()).collect(),
+        hosts: vec![],
     }
 }
 
@@ -456,6 +457,7 @@ async fn a_service_credential_cannot_become_admin() {
             sub: "admin".into(),
             roles: vec![Role::Admin],
             tenants: vec![],
+            hosts: vec![],
             iat: now(),
             exp: now() + 600,
             typ: TokenKind::Access,
@@ -630,6 +632,7 @@ async fn store_dumps_hold_public_keys_only() {
             sub: "admin".into(),
             roles: vec![Role::Admin],
             tenants: vec![],
+            hosts: vec![],
             iat: now(),
             exp: now() + 60,
             typ: TokenKind::Access,

@@ -62,6 +62,7 @@ fn user(name: &str, tenants: &[&str]) -> UserRequest {
         password: format!("{name}-password-123"),
         roles: vec!["tenant".into()],
         tenants: tenants.iter().map(|t| t.to_string()).collect(),
+        hosts: vec![],
     }
 }
 

@@ -47,6 +47,9 @@ struct UserRecord {
     roles: Vec<Role>,
     #[serde(default)]
     tenants: Vec<String>,
+    /// Hosts a service user acts for (an agent); empty for admins, tenants and controllers.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    hosts: Vec<String>,
 }
 
 /// A verifying key as published in the store (`auth/keys/<kid>`): public only.
@@ -389,6 +392,7 @@ impl AuthState {
             password_hash: self.hash(&password),
             roles: vec![Role::Admin],
             tenants: vec![],
+            hosts: vec![],
         };
         let key = format!("{}auth/users/admin", keys.root());
         let r = store
@@ -439,6 +443,7 @@ impl AuthState {
             sub: user.name.clone(),
             roles: user.roles.clone(),
             tenants: user.tenants.clone(),
+            hosts: user.hosts.clone(),
             iat: t,
             exp: t + ttl,
             typ,
@@ -514,6 +519,12 @@ pub async fn authenticate(State(s): State<AppState>, mut req: Request, next: Nex
     match decide(rule.access, principal, tenant.as_deref()) {
         Decision::Allow => {
             if let Some(p) = principal {
+                // The host dimension: an agent writes only what its own hosts own.
+                if let Err(e) =
+                    crate::scope::agent_route(p, rule.access, rule.method, rule.path, req.uri().path())
+                {
+                    return e.into_response();
+                }
                 req.extensions_mut().insert(p.clone());
             }
             next.run(req).await
@@ -665,6 +676,7 @@ fn user_view(u: &UserRecord) -> User {
         name: u.name.clone(),
         roles: u.roles.iter().map(|r| role_name(*r)).collect(),
         tenants: u.tenants.clone(),
+        hosts: u.hosts.clone(),
     }
 }
 
@@ -707,6 +719,14 @@ async fn create_user(
     if roles.contains(&Role::Tenant) && req.tenants.is_empty() {
         problems.push("tenants: a tenant role needs the tenants it may act on".into());
     }
+    if !req.hosts.is_empty() && (!roles.contains(&Role::Service) || roles.contains(&Role::Admin)) {
+        problems.push("hosts: only a service user (not an admin) is bound to hosts".into());
+    }
+    for h in &req.hosts {
+        if let Err(e) = romana_model::HostName::new(h.clone()) {
+            problems.push(format!("hosts: {h:?}: {e}"));
+        }
+    }
     if !problems.is_empty() {
         return Err(ApiError::invalid("invalid user", problems));
     }
@@ -715,6 +735,7 @@ async fn create_user(
         password_hash: s.auth.hash(&req.password),
         roles,
         tenants: req.tenants,
+        hosts: req.hosts,
     };
     let key = format!("{}auth/users/{}", s.keys.root(), req.name);
     let r = s
@@ -751,6 +772,7 @@ async fn whoami(Extension(p): Extension<Principal>) -> Json<User> {
         name: p.name.clone(),
         roles: p.roles.iter().map(|r| role_name(*r)).collect(),
         tenants: p.tenants.clone(),
+        hosts: p.hosts.clone(),
     })
 }
 

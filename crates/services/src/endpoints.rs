@@ -5,12 +5,14 @@
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{get, put};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use romana_api::rest::{EndpointInfo, LabelsRequest};
+use romana_auth::Principal;
 use romana_store::{Compare, Op, Txn};
 
 use crate::error::{ApiError, ApiResult};
 use crate::extract::Body;
+use crate::scope;
 use crate::state::AppState;
 
 fn decode(key: &str, v: &[u8]) -> ApiResult<EndpointInfo> {
@@ -69,10 +71,12 @@ async fn show(State(s): State<AppState>, Path(name): Path<String>) -> ApiResult<
     Ok(Json(decode(&key, &kv.value)?))
 }
 
-/// Creates or replaces an endpoint. The address must be the one IPAM gave that name, so a
-/// record can never claim someone else's address.
+/// Creates or replaces an endpoint. The address, tenant, segment and host must be the ones IPAM
+/// holds for that name, so a record can never claim someone else's address or segment; an agent
+/// writes only records of its own hosts.
 async fn replace(
     State(s): State<AppState>,
+    Extension(p): Extension<Principal>,
     Path(name): Path<String>,
     Body(mut e): Body<EndpointInfo>,
 ) -> ApiResult<Json<EndpointInfo>> {
@@ -86,19 +90,26 @@ async fn replace(
         ));
     }
     validate(&e)?;
+    scope::require_host(&p, &e.host)?;
     // One spelling of the address (IPv6 has many).
     e.ip = e.ip.parse::<std::net::IpAddr>().map(|ip| ip.to_string()).unwrap_or_default();
     let owned = s.ipam.read(|st| {
-        st.ipam
-            .lookup(&name)
-            .map(|a| (a.ip.to_string(), a.tenant.as_str().to_owned(), a.host.as_str().to_owned()))
+        st.ipam.lookup(&name).map(|a| {
+            (
+                a.ip.to_string(),
+                a.tenant.as_str().to_owned(),
+                a.segment.as_str().to_owned(),
+                a.host.as_str().to_owned(),
+            )
+        })
     });
     match owned {
-        Some(got) if got == (e.ip.clone(), e.tenant.clone(), e.host.clone()) => {}
-        Some((ip, tenant, host)) => {
+        Some(got) if got == (e.ip.clone(), e.tenant.clone(), e.segment.clone(), e.host.clone()) => {}
+        Some((ip, tenant, segment, host)) => {
             return Err(ApiError::conflict(format!(
-                "endpoint {name} is {ip} of tenant {tenant} on host {host} in IPAM, not {} of {} on {}",
-                e.ip, e.tenant, e.host
+                "endpoint {name} is {ip} of tenant {tenant} segment {segment:?} on host {host} in IPAM, \
+                 not {} of {} segment {:?} on {}",
+                e.ip, e.tenant, e.segment, e.host
             )));
         }
         None => {
@@ -112,6 +123,7 @@ async fn replace(
 
 async fn labels(
     State(s): State<AppState>,
+    Extension(p): Extension<Principal>,
     Path(name): Path<String>,
     Body(req): Body<LabelsRequest>,
 ) -> ApiResult<Json<EndpointInfo>> {
@@ -124,6 +136,7 @@ async fn labels(
     let kv =
         s.store.get(&key).await?.ok_or_else(|| ApiError::not_found(format!("unknown endpoint {name}")))?;
     let mut e = decode(&key, &kv.value)?;
+    scope::require_host(&p, &e.host)?;
     e.labels = req.labels;
     let r = s
         .store
@@ -138,8 +151,25 @@ async fn labels(
     Ok(Json(e))
 }
 
-async fn remove(State(s): State<AppState>, Path(name): Path<String>) -> ApiResult<StatusCode> {
-    s.store.txn(Txn::when(vec![], vec![Op::delete(s.keys.endpoint(&name))])).await?;
+async fn remove(
+    State(s): State<AppState>,
+    Extension(p): Extension<Principal>,
+    Path(name): Path<String>,
+) -> ApiResult<StatusCode> {
+    let key = s.keys.endpoint(&name);
+    // An agent deletes only records of its own hosts, and only the record it checked: the
+    // delete is conditional on the record being unchanged since.
+    let mut unchanged = vec![];
+    if p.is_agent()
+        && let Some(kv) = s.store.get(&key).await?
+    {
+        scope::require_host(&p, &decode(&key, &kv.value)?.host)?;
+        unchanged.push(Compare::unchanged(&key, kv.mod_revision));
+    }
+    let r = s.store.txn(Txn::when(unchanged, vec![Op::delete(&key)])).await?;
+    if !r.succeeded {
+        return Err(ApiError::conflict(format!("endpoint {name} changed meanwhile; try again")));
+    }
     // Deleting what is not there is success: DEL paths retry.
     Ok(StatusCode::NO_CONTENT)
 }

@@ -175,8 +175,10 @@ fn find_host(s: &AppState, name: &str) -> ApiResult<Host> {
 
 async fn add_host(
     State(s): State<AppState>,
+    Extension(p): Extension<Principal>,
     Body(req): Body<HostRequest>,
 ) -> ApiResult<(StatusCode, Json<Host>)> {
+    scope::require_host(&p, &req.name)?;
     let mut problems = Vec::new();
     let name = HostName::new(req.name.clone()).map_err(|e| problems.push(format!("name: {e}"))).ok();
     let ip = req
@@ -325,6 +327,7 @@ async fn allocate_v2(
 ) -> ApiResult<Json<String>> {
     check_token(&q.request_token)?;
     scope::require(&p, &req.tenant)?;
+    scope::require_host(&p, &req.host)?;
     let (r, ip) = alloc_request(&req)?;
     let a = s.ipam.allocate(r, ip, q.request_token).await.map_err(|e| scoped_failure(&s, &p, &req, e))?;
     Ok(Json(a.ip.to_string()))
@@ -338,6 +341,7 @@ async fn allocate(
 ) -> ApiResult<(StatusCode, Json<Address>)> {
     check_token(&q.request_token)?;
     scope::require(&p, &req.tenant)?;
+    scope::require_host(&p, &req.host)?;
     let (r, ip) = alloc_request(&req)?;
     let a = s.ipam.allocate(r, ip, q.request_token).await.map_err(|e| scoped_failure(&s, &p, &req, e))?;
     Ok((if a.fresh { StatusCode::CREATED } else { StatusCode::OK }, Json(address_view(&a))))
@@ -378,6 +382,10 @@ async fn release_key(s: &AppState, p: &Principal, key: String) -> ApiResult<Json
     // Another tenant's address is "not found", as if it did not exist.
     if !p.is_privileged() && !lookup(s, &key).is_some_and(|a| scope::visible(p, a.tenant.as_str())) {
         return Err(not_found(&key));
+    }
+    // An agent releases only addresses held on its own hosts.
+    if let Some(a) = lookup(s, &key).filter(|_| p.is_agent()) {
+        scope::require_host(p, a.host.as_str())?;
     }
     let r = s.ipam.release(key).await?;
     Ok(Json(Address {

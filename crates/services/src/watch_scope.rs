@@ -96,7 +96,7 @@ mod tests {
     use super::*;
 
     fn p(roles: &[Role]) -> Principal {
-        Principal { name: "x".into(), roles: roles.to_vec(), tenants: vec!["red".into()] }
+        Principal { name: "x".into(), roles: roles.to_vec(), tenants: vec!["red".into()], hosts: vec![] }
     }
 
     fn check_all(who: &Principal, cases: &[(&str, Result<(), &str>)]) {
