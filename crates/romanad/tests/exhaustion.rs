@@ -38,3 +38,25 @@ async fn invented_methods_do_not_grow_the_metrics() {
     assert!(!text.contains("/no/such"), "raw paths are labels");
     assert!(text.len() < 16 * 1024, "/metrics is {} bytes", text.len());
 }
+
+/// F2: a long-running client renews its token with the refresh token, so a login lock (here the
+/// (user, address) pair lock, after 5 wrong passwords from this address) does not cut it off;
+/// logging in again, as the agent did on every expiry, answers 429 meanwhile.
+#[tokio::test]
+async fn renew_uses_the_refresh_token_while_logins_are_locked() {
+    let dir = romana_tests_support::TempDir::new("exhaust-renew");
+    let d = common::embedded(&dir, &[]);
+    let text = std::fs::read_to_string(dir.path().join("admin.credentials")).unwrap();
+    let creds: romana_api::rest::Credentials = serde_json::from_str(&text).unwrap();
+    let c = romana_client::Client::from_credentials(&creds).await.unwrap();
+    let guesser = romana_client::Client::new(vec![d.url.clone()]);
+    for _ in 0..6 {
+        let e = guesser.login(&creds.username, "wrong").await.unwrap_err();
+        assert!(matches!(e.status(), Some(401 | 429)), "{e}");
+    }
+    let relogin = romana_client::Client::from_credentials(&creds).await.unwrap_err();
+    assert_eq!(relogin.status(), Some(429), "the login is locked: {relogin}");
+    let t = c.renew(&creds.username, &creds.password).await.unwrap();
+    assert!(!t.access_token.is_empty());
+    assert_eq!(c.whoami().await.unwrap().name, creds.username);
+}
