@@ -60,3 +60,76 @@ async fn renew_uses_the_refresh_token_while_logins_are_locked() {
     assert!(!t.access_token.is_empty());
     assert_eq!(c.whoami().await.unwrap().name, creds.username);
 }
+
+/// Opens `n` connections to `url` that each send a request's first lines and never end them.
+async fn half_requests(url: &str, n: usize) -> Vec<tokio::net::TcpStream> {
+    use tokio::io::AsyncWriteExt;
+    let addr = url.trim_start_matches("http://");
+    let mut held = Vec::with_capacity(n);
+    for _ in 0..n {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: romanad\r\nX-Slow: ").await.unwrap();
+        held.push(s);
+    }
+    held
+}
+
+/// Whether the server closed `s` within `wait` (end of stream or a reset, after any answer).
+async fn closed_within(s: &mut tokio::net::TcpStream, wait: std::time::Duration) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut sink = Vec::new();
+    matches!(tokio::time::timeout(wait, s.read_to_end(&mut sink)).await, Ok(_))
+}
+
+/// F3: 300 requests whose headers never end neither stop /healthz nor stay open past the
+/// header-read timeout (1 s here); on main they stayed open as long as the client liked.
+#[tokio::test]
+async fn idle_half_requests_are_closed_after_the_header_timeout() {
+    let dir = romana_tests_support::TempDir::new("exhaust-slow");
+    let d = common::embedded(
+        &dir,
+        &["--auth", "off", "--header-read-timeout-ms", "1000", "--max-connections-per-source", "1000"],
+    );
+    let mut held = half_requests(&d.url, 300).await;
+    let http = romana_client::http();
+    let health = http.get(format!("{}/healthz", d.url)).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+    let mut open = 0;
+    for s in &mut held {
+        if !closed_within(s, std::time::Duration::from_secs(5)).await {
+            open += 1;
+        }
+    }
+    assert_eq!(open, 0, "{open} of 300 half-requests still open after 5 s");
+    let health = http.get(format!("{}/healthz", d.url)).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+}
+
+/// F3: past the per-source cap new connections are closed at once, and the held ones leave
+/// with the header timeout, after which the address is served again.
+#[tokio::test]
+async fn connections_past_the_per_source_cap_are_closed_at_once() {
+    let dir = romana_tests_support::TempDir::new("exhaust-cap");
+    let d = common::embedded(
+        &dir,
+        &["--auth", "off", "--header-read-timeout-ms", "2000", "--max-connections-per-source", "20"],
+    );
+    let mut held = half_requests(&d.url, 30).await;
+    let mut refused = 0;
+    for s in held.iter_mut().skip(20) {
+        if closed_within(s, std::time::Duration::from_millis(500)).await {
+            refused += 1;
+        }
+    }
+    assert_eq!(refused, 10, "connections past the cap of 20");
+    let mut kept = 0;
+    for s in held.iter_mut().take(20) {
+        if !closed_within(s, std::time::Duration::from_millis(10)).await {
+            kept += 1;
+        }
+    }
+    assert_eq!(kept, 20, "connections within the cap stay until their timeout");
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let health = romana_client::http().get(format!("{}/healthz", d.url)).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+}
