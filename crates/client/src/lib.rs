@@ -98,7 +98,10 @@ impl Client {
         let http = b
             .build()
             .map_err(|e| ClientError::Unreachable { endpoints: "tls".into(), detail: e.to_string() })?;
-        Ok(Client { endpoints, http, current: AtomicUsize::new(0),
+        Ok(Client {
+            endpoints,
+            http,
+            current: AtomicUsize::new(0),
             token: std::sync::RwLock::new(None),
             refresh_token: std::sync::RwLock::new(None),
         })

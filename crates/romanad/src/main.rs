@@ -154,7 +154,12 @@ fn fit_connections(wanted: usize) -> usize {
     };
     let fits = usize::try_from(soft).unwrap_or(usize::MAX).saturating_sub(64).max(1);
     if fits < wanted {
-        tracing::warn!(wanted, open_files = soft, cap = fits, "connection cap lowered to fit the open-file limit");
+        tracing::warn!(
+            wanted,
+            open_files = soft,
+            cap = fits,
+            "connection cap lowered to fit the open-file limit"
+        );
     }
     wanted.min(fits)
 }

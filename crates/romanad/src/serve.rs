@@ -131,7 +131,10 @@ pub async fn serve(
     let _ = stop_tx.send(true);
     let all = u32::try_from(limits.max_connections.max(1)).unwrap_or(u32::MAX);
     if tokio::time::timeout(limits.drain, global.acquire_many(all)).await.is_err() {
-        tracing::info!(open = limits.max_connections - global.available_permits(), "connections still open at shutdown");
+        tracing::info!(
+            open = limits.max_connections - global.available_permits(),
+            "connections still open at shutdown"
+        );
     }
 }
 

@@ -78,4 +78,3 @@ pub fn server_config(m: &Material, client_ca: Option<&str>) -> Result<rustls::Se
     };
     Ok(builder.with_single_cert(chain, key)?)
 }
-

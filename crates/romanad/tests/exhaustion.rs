@@ -29,10 +29,8 @@ async fn invented_methods_do_not_grow_the_metrics() {
     }
     let text = http.get(format!("{url}/metrics")).send().await.unwrap().text().await.unwrap();
     let series = request_series(&text);
-    let methods: std::collections::BTreeSet<&str> = series
-        .iter()
-        .filter_map(|l| l.split("method=\"").nth(1)?.split('"').next())
-        .collect();
+    let methods: std::collections::BTreeSet<&str> =
+        series.iter().filter_map(|l| l.split("method=\"").nth(1)?.split('"').next()).collect();
     assert_eq!(methods, ["GET", "other"].into_iter().collect(), "series:\n{}", series.join("\n"));
     assert!(series.len() <= 4, "{} series:\n{}", series.len(), series.join("\n"));
     assert!(!text.contains("/no/such"), "raw paths are labels");
@@ -132,4 +130,67 @@ async fn connections_past_the_per_source_cap_are_closed_at_once() {
     tokio::time::sleep(std::time::Duration::from_secs(3)).await;
     let health = romana_client::http().get(format!("{}/healthz", d.url)).send().await.unwrap();
     assert_eq!(health.status(), 200);
+}
+
+/// F5: request tokens are per tenant. Blue's token reused by red's user neither hands red blue's
+/// address (nor its name in a 409) nor makes blue's later retry with that token land elsewhere.
+#[tokio::test]
+async fn a_request_token_of_one_tenant_means_nothing_to_another() {
+    use romana_api::rest::{AddressRequest, HostRequest, SegmentRequest, TenantRequest, UserRequest};
+    let dir = romana_tests_support::TempDir::new("exhaust-token");
+    let d = common::embedded(&dir, &[]);
+    let admin = common::admin(&dir).await;
+    let topo: romana_api::topology::TopologyRequest = serde_json::from_value(serde_json::json!({
+        "networks": [{"name": "shared", "cidr": "10.111.0.0/16", "block_mask": 29}],
+        "topologies": [{"networks": ["shared"], "map": [{"groups": []}]}]
+    }))
+    .unwrap();
+    admin.apply_topology(&topo).await.unwrap();
+    let host = HostRequest {
+        name: "h1".into(),
+        ip: "192.0.2.1".into(),
+        agent_port: None,
+        tags: Default::default(),
+        k8s_info: None,
+    };
+    admin.add_host(&host).await.unwrap();
+    for (t, s) in [("red", "web"), ("blue", "db")] {
+        let tenant = TenantRequest {
+            name: t.into(),
+            external_id: String::new(),
+            labels: Default::default(),
+            isolation: Default::default(),
+        };
+        admin.create_tenant(&tenant).await.unwrap();
+        let seg = SegmentRequest { name: s.into(), external_id: String::new(), labels: Default::default() };
+        admin.add_segment(t, &seg).await.unwrap();
+    }
+    let addr = |name: &str, tenant: &str, segment: &str| AddressRequest {
+        name: name.into(),
+        host: "h1".into(),
+        tenant: tenant.into(),
+        segment: segment.into(),
+        ip: None,
+    };
+    let blue = admin.allocate(&addr("blue-pod", "blue", "db"), Some("tok-1")).await.unwrap();
+    admin
+        .create_user(&UserRequest {
+            name: "alice".into(),
+            password: "alice-password-123".into(),
+            roles: vec!["tenant".into()],
+            tenants: vec!["red".into()],
+        })
+        .await
+        .unwrap();
+    let alice = romana_client::Client::new(vec![d.url.clone()]);
+    alice.login("alice", "alice-password-123").await.unwrap();
+    let red = alice.allocate(&addr("red-pod", "red", "web"), Some("tok-1")).await;
+    let red = red.unwrap_or_else(|e| panic!("red's first use of its token allocates: {e}"));
+    assert_eq!((red.name.as_str(), red.tenant.as_str()), ("red-pod", "red"));
+    assert_ne!(red.ip, blue.ip);
+    // Each tenant's retry with the token finds its own allocation again.
+    let again = alice.allocate(&addr("red-pod-2", "red", "web"), Some("tok-1")).await.unwrap();
+    assert_eq!((again.name.as_str(), again.ip.as_str()), ("red-pod", red.ip.as_str()));
+    let blue_again = admin.allocate(&addr("blue-pod-2", "blue", "db"), Some("tok-1")).await.unwrap();
+    assert_eq!((blue_again.name.as_str(), blue_again.ip.as_str()), ("blue-pod", blue.ip.as_str()));
 }

@@ -616,7 +616,11 @@ async fn login(
         );
         return Err(ApiError::new(StatusCode::UNAUTHORIZED, "wrong username or password"));
     };
-    s.auth.failures.lock().unwrap_or_else(|p| p.into_inner()).succeeded(&req.username, source, Instant::now());
+    s.auth.failures.lock().unwrap_or_else(|p| p.into_inner()).succeeded(
+        &req.username,
+        source,
+        Instant::now(),
+    );
     Ok(Json(s.auth.issue(&u)?).into_response())
 }
 

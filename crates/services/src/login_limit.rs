@@ -39,7 +39,14 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Limits {
-        Limits { pair: 5, source: 20, user: 30, window: Duration::from_secs(60), capacity: 4096, trust: Duration::from_secs(24 * 3600) }
+        Limits {
+            pair: 5,
+            source: 20,
+            user: 30,
+            window: Duration::from_secs(60),
+            capacity: 4096,
+            trust: Duration::from_secs(24 * 3600),
+        }
     }
 }
 
@@ -247,7 +254,14 @@ mod tests {
     }
 
     fn small() -> Limits {
-        Limits { pair: 3, source: 5, user: 8, window: Duration::from_secs(60), capacity: 64, trust: Duration::from_secs(3600) }
+        Limits {
+            pair: 3,
+            source: 5,
+            user: 8,
+            window: Duration::from_secs(60),
+            capacity: 64,
+            trust: Duration::from_secs(3600),
+        }
     }
 
     #[test]
