@@ -592,26 +592,6 @@ fn write_private(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-#[cfg(test)]
-#[allow(clippy::unwrap_used)]
-mod write_private_tests {
-    /// F8: a file that exists with mode 0644 is 0600 after `write_private`, before it holds the secret.
-    #[test]
-    fn an_existing_readable_file_becomes_private() {
-        use std::os::unix::fs::PermissionsExt;
-        let dir = std::env::temp_dir().join(format!("romana-cli-wp-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let p = dir.join("config");
-        std::fs::write(&p, "old").unwrap();
-        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
-        super::write_private(&p, "secret").unwrap();
-        let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
-        let text = std::fs::read_to_string(&p).unwrap();
-        std::fs::remove_dir_all(&dir).unwrap();
-        assert_eq!((mode, text.as_str()), (0o600, "secret"));
-    }
-}
-
 /// A client for the chosen endpoint with the first credentials found: --token, a saved refresh
 /// token, --username/--password, or romanad's credentials file.
 async fn connect(cli: &Cli, file: &config::FileConfig) -> anyhow::Result<Client> {
@@ -672,5 +652,25 @@ fn main() -> ExitCode {
                 _ => ExitCode::FAILURE,
             }
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod write_private_tests {
+    /// F8: a file that exists with mode 0644 is 0600 after `write_private`, before it holds the secret.
+    #[test]
+    fn an_existing_readable_file_becomes_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("romana-cli-wp-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("config");
+        std::fs::write(&p, "old").unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+        super::write_private(&p, "secret").unwrap();
+        let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+        let text = std::fs::read_to_string(&p).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!((mode, text.as_str()), (0o600, "secret"));
     }
 }
