@@ -447,17 +447,61 @@ pub fn router(s: Arc<Shared>) -> Router {
 /// readable and writable by root only (the socket allocates addresses with the agent's identity).
 pub fn bind(path: &Path) -> anyhow::Result<tokio::net::UnixListener> {
     use anyhow::Context;
+    use std::os::unix::fs::DirBuilderExt;
     use std::os::unix::fs::PermissionsExt;
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
+        _ => std::path::PathBuf::from("."),
+    };
+    // A directory we create is private (0700); an existing one keeps its mode.
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&dir)
+        .with_context(|| format!("creating {}", dir.display()))?;
     match std::fs::remove_file(path) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(e).with_context(|| format!("removing stale socket {}", path.display())),
     }
-    let l = tokio::net::UnixListener::bind(path).with_context(|| format!("binding {}", path.display()))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-        .with_context(|| format!("restricting {}", path.display()))?;
-    Ok(l)
+    // Bind in a private (0700) staging directory, restrict the socket, then move it into place:
+    // bound directly, it would have the umask's mode until the chmod.
+    let stage = dir.join(format!(".romana-agent-bind-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&stage);
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&stage)
+        .with_context(|| format!("creating {}", stage.display()))?;
+    let staged = stage.join("sock");
+    let bound = (|| {
+        let l = tokio::net::UnixListener::bind(&staged)
+            .with_context(|| format!("binding {}", staged.display()))?;
+        std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(0o600))
+            .with_context(|| format!("restricting {}", staged.display()))?;
+        std::fs::rename(&staged, path).with_context(|| format!("moving the socket to {}", path.display()))?;
+        anyhow::Ok(l)
+    })();
+    let _ = std::fs::remove_dir_all(&stage);
+    bound
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod bind_tests {
+    /// F8: the socket is 0600 and a directory `bind` creates is 0700 (it was 0755), and no
+    /// staging directory is left behind.
+    #[tokio::test]
+    async fn the_socket_and_the_directory_it_creates_are_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let base = std::env::temp_dir().join(format!("romana-agent-bind-{}", std::process::id()));
+        let path = base.join("run").join("agent.sock");
+        let _l = super::bind(&path).unwrap();
+        let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let got = (mode(&path), mode(path.parent().unwrap()));
+        let left: Vec<_> =
+            std::fs::read_dir(path.parent().unwrap()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        std::fs::remove_dir_all(&base).unwrap();
+        assert_eq!(got, (0o600, 0o700));
+        assert_eq!(left, vec![std::ffi::OsString::from("agent.sock")]);
+    }
 }

@@ -205,9 +205,10 @@ async fn perform(shared: &shared::Shared, args: &Args, creds: &Credentials, acti
             if let Err(e) = client.heartbeat(&args.host).await {
                 metrics::Metrics::inc(&m.heartbeat_errors);
                 if e.status() == Some(401) {
-                    // The access token expired: log in again and try next tick.
-                    if let Ok(c) = Client::from_credentials(creds).await {
-                        *shared.client.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(c);
+                    // The access token expired: refresh it (log in again only if the refresh
+                    // token is refused) and try next tick.
+                    if let Err(e) = client.renew(&creds.username, &creds.password).await {
+                        tracing::warn!(error = %e, "cannot renew the access token");
                     }
                 }
                 tracing::warn!(host = %args.host, error = %e, "heartbeat failed");

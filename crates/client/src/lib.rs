@@ -47,6 +47,8 @@ pub struct Client {
     http: reqwest::Client,
     current: AtomicUsize,
     token: std::sync::RwLock<Option<String>>,
+    /// The refresh token of the last login or refresh: `renew` uses it before logging in again.
+    refresh_token: std::sync::RwLock<Option<String>>,
 }
 
 impl std::fmt::Debug for Client {
@@ -96,7 +98,13 @@ impl Client {
         let http = b
             .build()
             .map_err(|e| ClientError::Unreachable { endpoints: "tls".into(), detail: e.to_string() })?;
-        Ok(Client { endpoints, http, current: AtomicUsize::new(0), token: std::sync::RwLock::new(None) })
+        Ok(Client {
+            endpoints,
+            http,
+            current: AtomicUsize::new(0),
+            token: std::sync::RwLock::new(None),
+            refresh_token: std::sync::RwLock::new(None),
+        })
     }
 
     /// Uses `token` as the bearer token from now on.
@@ -112,7 +120,7 @@ impl Client {
     pub async fn login(&self, username: &str, password: &str) -> Result<TokenResponse> {
         let req = LoginRequest { username: username.into(), password: password.into() };
         let t: TokenResponse = self.call(Method::POST, "/auth/login", Self::body(&req)).await?;
-        self.set_token(Some(t.access_token.clone()));
+        self.keep(&t);
         Ok(t)
     }
 
@@ -120,8 +128,29 @@ impl Client {
     pub async fn refresh(&self, refresh_token: &str) -> Result<TokenResponse> {
         let req = romana_api::rest::RefreshRequest { refresh_token: refresh_token.into() };
         let t: TokenResponse = self.call(Method::POST, "/auth/refresh", Self::body(&req)).await?;
-        self.set_token(Some(t.access_token.clone()));
+        self.keep(&t);
         Ok(t)
+    }
+
+    fn keep(&self, t: &TokenResponse) {
+        self.set_token(Some(t.access_token.clone()));
+        *self.refresh_token.write().unwrap_or_else(|p| p.into_inner()) = Some(t.refresh_token.clone());
+    }
+
+    /// A new access token after the last one expired: with the kept refresh token first, and a
+    /// login only when there is none or romanad refuses it (401/400: expired, revoked, a key
+    /// rotated away). Logging in again on every expiry would make a long-running client (the
+    /// agent) fail whenever its user is locked by someone guessing its password elsewhere.
+    pub async fn renew(&self, username: &str, password: &str) -> Result<TokenResponse> {
+        let kept = self.refresh_token.read().unwrap_or_else(|p| p.into_inner()).clone();
+        if let Some(r) = kept {
+            match self.refresh(&r).await {
+                Ok(t) => return Ok(t),
+                Err(e) if matches!(e.status(), Some(400 | 401)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.login(username, password).await
     }
 
     /// A client for the credentials romanad wrote on first start (endpoint, admin login, CA).

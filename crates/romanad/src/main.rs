@@ -1,6 +1,7 @@
 //! `romanad`: parses flags, opens the store, runs the chosen services, and prints one line when it
 //! is ready: `romanad listening on http://ADDR (store: ...)`.
 
+mod serve;
 mod tls;
 
 use std::net::SocketAddr;
@@ -65,6 +66,16 @@ struct Flags {
     /// Require client certificates signed by this CA (PEM), e.g. for agents.
     #[arg(long, env = "ROMANAD_TLS_CLIENT_CA")]
     tls_client_ca: Option<PathBuf>,
+    /// Milliseconds a client has to send a request's headers; also how long a keep-alive
+    /// connection may sit idle between requests.
+    #[arg(long, default_value_t = 10_000, env = "ROMANAD_HEADER_READ_TIMEOUT_MS")]
+    header_read_timeout_ms: u64,
+    /// Connections open at once (lowered to fit the open-file limit); more are closed at once.
+    #[arg(long, default_value_t = 4096, env = "ROMANAD_MAX_CONNECTIONS")]
+    max_connections: usize,
+    /// Connections open at once from one address (IPv6: one /64).
+    #[arg(long, default_value_t = 256, env = "ROMANAD_MAX_CONNECTIONS_PER_SOURCE")]
+    max_connections_per_source: usize,
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "ROMANAD_LOG_FORMAT")]
     log_format: LogFormat,
@@ -124,6 +135,37 @@ fn private_dir(dir: &std::path::Path) -> Result<()> {
         tracing::info!(dir = %dir.display(), was = format!("{:o}", mode & 0o777), "made the data directory private (mode 700)");
     }
     Ok(())
+}
+
+/// Raises the open-file limit to its hard limit and returns the connection cap that fits in it
+/// (64 descriptors kept for the store, etcd clients, logs and the listener), so that a full
+/// table of connections makes romanad refuse new ones rather than fail its own file opens.
+#[allow(unsafe_code)]
+fn fit_connections(wanted: usize) -> usize {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed by pointer.
+    let soft = unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return wanted;
+        }
+        if lim.rlim_cur < lim.rlim_max {
+            let raised = libc::rlimit { rlim_cur: lim.rlim_max, rlim_max: lim.rlim_max };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                lim.rlim_cur = lim.rlim_max;
+            }
+        }
+        lim.rlim_cur
+    };
+    let fits = usize::try_from(soft).unwrap_or(usize::MAX).saturating_sub(64).max(1);
+    if fits < wanted {
+        tracing::warn!(
+            wanted,
+            open_files = soft,
+            cap = fits,
+            "connection cap lowered to fit the open-file limit"
+        );
+    }
+    wanted.min(fits)
 }
 
 #[cfg(target_env = "gnu")]
@@ -263,7 +305,7 @@ async fn run() -> Result<()> {
     let app = romana_services::router(state);
     println!("romanad listening on {url} (store: {store_text})");
     tracing::info!(%url, store = %store_text, auth = flags.auth == Switch::On, "romanad ready");
-    match tls {
+    let acceptor = match tls {
         Some(m) => {
             let client_ca = match &flags.tls_client_ca {
                 Some(p) => {
@@ -272,20 +314,18 @@ async fn run() -> Result<()> {
                 None => None,
             };
             let config = tls::server_config(&m, client_ca.as_deref())?;
-            let listener = tls::TlsListener {
-                tcp: listener,
-                acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)),
-            };
-            // Handlers see the peer's address (logins lock per source address).
-            let app = app
-                .layer(axum::middleware::map_request(tls::peer_address))
-                .into_make_service_with_connect_info::<tls::TlsPeer>();
-            axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?;
+            Some(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
         }
-        None => {
-            let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
-            axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?
-        }
-    }
+        None => None,
+    };
+    let limits = serve::Limits {
+        header_read: std::time::Duration::from_millis(flags.header_read_timeout_ms.max(1)),
+        tls_handshake: std::time::Duration::from_secs(5),
+        max_connections: fit_connections(flags.max_connections.max(1)),
+        per_source: flags.max_connections_per_source.max(1),
+        drain: std::time::Duration::from_secs(10),
+    };
+    // Handlers see the peer's address (logins lock per source address).
+    serve::serve(listener, acceptor, app, limits, shutdown_signal()).await;
     Ok(())
 }

@@ -1,18 +1,14 @@
 //! TLS for romanad: certificate files or a self-signed bootstrap (a CA and a server certificate
-//! kept in the data directory), optional client certificates, and a listener that completes the
-//! handshake before axum sees the connection. A plain-HTTP client gets no answer.
+//! kept in the data directory), optional client certificates. The handshake itself is in `serve.rs` (with a timeout, per
+//! connection). A plain-HTTP client gets no answer.
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::{Context, Result};
 use rustls::server::WebPkiClientVerifier;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-use tokio::net::{TcpListener, TcpStream};
-use tokio_rustls::TlsAcceptor;
-use tokio_rustls::server::TlsStream;
 
 /// PEM texts of the server certificate chain and key, and of the CA clients should trust.
 #[derive(Debug, Clone)]
@@ -25,7 +21,10 @@ pub struct Material {
 fn write_private(path: &Path, text: &str) -> Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
+    use std::os::unix::fs::PermissionsExt;
     let mut f = std::fs::OpenOptions::new().create(true).write(true).truncate(true).mode(0o600).open(path)?;
+    // `mode` applies only on create; an existing file is made private too.
+    f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
     f.write_all(text.as_bytes())?;
     Ok(())
 }
@@ -81,57 +80,4 @@ pub fn server_config(m: &Material, client_ca: Option<&str>) -> Result<rustls::Se
         None => builder.with_no_client_auth(),
     };
     Ok(builder.with_single_cert(chain, key)?)
-}
-
-/// Accepts TCP connections and completes the TLS handshake (within 5 s) before handing them on.
-pub struct TlsListener {
-    pub tcp: TcpListener,
-    pub acceptor: TlsAcceptor,
-}
-
-impl axum::serve::Listener for TlsListener {
-    type Io = TlsStream<TcpStream>;
-    type Addr = std::net::SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        loop {
-            let (stream, addr) = match self.tcp.accept().await {
-                Ok(x) => x,
-                Err(e) => {
-                    tracing::debug!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            };
-            match tokio::time::timeout(Duration::from_secs(5), self.acceptor.accept(stream)).await {
-                Ok(Ok(tls)) => return (tls, addr),
-                Ok(Err(e)) => tracing::debug!(%addr, error = %e, "TLS handshake failed"),
-                Err(_) => tracing::debug!(%addr, "TLS handshake timed out"),
-            }
-        }
-    }
-
-    fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        self.tcp.local_addr()
-    }
-}
-
-/// The peer address of a TLS connection, for `into_make_service_with_connect_info`.
-#[derive(Debug, Clone, Copy)]
-pub struct TlsPeer(pub std::net::SocketAddr);
-
-impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, TlsListener>> for TlsPeer {
-    fn connect_info(stream: axum::serve::IncomingStream<'_, TlsListener>) -> TlsPeer {
-        TlsPeer(*stream.remote_addr())
-    }
-}
-
-/// Gives handlers the TLS peer's address as they get a plain connection's
-/// (`ConnectInfo<SocketAddr>`).
-pub async fn peer_address(mut req: axum::extract::Request) -> axum::extract::Request {
-    use axum::extract::ConnectInfo;
-    if let Some(ConnectInfo(TlsPeer(addr))) = req.extensions().get::<ConnectInfo<TlsPeer>>().copied() {
-        req.extensions_mut().insert(ConnectInfo(addr));
-    }
-    req
 }

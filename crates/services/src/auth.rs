@@ -465,6 +465,8 @@ fn write_private(path: &std::path::Path, data: &[u8]) -> std::io::Result<()> {
         std::fs::create_dir_all(dir)?;
     }
     let mut f = std::fs::OpenOptions::new().create(true).write(true).truncate(true).mode(0o600).open(path)?;
+    // `mode` applies only on create; an existing file is made private too.
+    f.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
     f.write_all(data)?;
     f.sync_all()
 }
@@ -627,7 +629,11 @@ async fn login(
         );
         return Err(ApiError::new(StatusCode::UNAUTHORIZED, "wrong username or password"));
     };
-    s.auth.failures.lock().unwrap_or_else(|p| p.into_inner()).succeeded(&req.username, source);
+    s.auth.failures.lock().unwrap_or_else(|p| p.into_inner()).succeeded(
+        &req.username,
+        source,
+        Instant::now(),
+    );
     Ok(Json(s.auth.issue(&u)?).into_response())
 }
 

@@ -292,20 +292,21 @@ fn check_token(t: &Option<String>) -> ApiResult<()> {
 /// An allocation's failure as `p` may read it. The IPAM's conflicts name the holder of a name or
 /// address and the owner of a block; a tenant user learns them only when they are its own
 /// tenants' (the check runs after the failure, so only a positive finding keeps the detail).
-fn scoped_failure(s: &AppState, p: &Principal, req: &AddressRequest, e: ApiError) -> ApiError {
+/// `name` is the name the allocation used: a request token seen before replaces the request's.
+fn scoped_failure(s: &AppState, p: &Principal, req: &AddressRequest, name: &str, e: ApiError) -> ApiError {
     if p.is_privileged() || e.status != StatusCode::CONFLICT {
         return e;
     }
     let ip = req.ip.as_deref().and_then(|ip| ip.parse::<IpAddr>().ok());
     let (name_holder, ip_holder) = s.ipam.read(|v| {
         (
-            v.ipam.lookup(&req.name).map(|a| a.tenant.as_str().to_owned()),
+            v.ipam.lookup(name).map(|a| a.tenant.as_str().to_owned()),
             ip.and_then(|ip| v.ipam.lookup_ip(ip)).map(|a| a.tenant.as_str().to_owned()),
         )
     });
     match (name_holder, ip_holder, ip) {
         (Some(t), _, _) if scope::visible(p, &t) => e,
-        (Some(_), _, _) => ApiError::conflict(format!("address name {} is already in use", req.name)),
+        (Some(_), _, _) => ApiError::conflict(format!("address name {name} is already in use")),
         (None, Some(t), _) if scope::visible(p, &t) => e,
         (None, _, Some(ip)) => ApiError::conflict(format!(
             "{ip} is not available to tenant {:?}: it is allocated, or in a block of another owner",
@@ -316,6 +317,15 @@ fn scoped_failure(s: &AppState, p: &Principal, req: &AddressRequest, e: ApiError
             req.tenant, req.segment, req.host
         )),
     }
+}
+
+/// The name an allocation of `req` with `token` used (for `scoped_failure`).
+async fn used_name(s: &AppState, req: &AddressRequest, token: &Option<String>) -> String {
+    let Some(t) = token else { return req.name.clone() };
+    let holder = |name: &str| s.ipam.read(|v| v.ipam.lookup(name).map(|a| a.tenant.to_string()));
+    crate::ipam_sync::token_name(&*s.store, &s.keys, &req.tenant, t, holder)
+        .await
+        .unwrap_or_else(|| req.name.clone())
 }
 
 /// Romana 2.0's `POST /address`: answers the address as a JSON string.
@@ -329,7 +339,10 @@ async fn allocate_v2(
     scope::require(&p, &req.tenant)?;
     scope::require_host(&p, &req.host)?;
     let (r, ip) = alloc_request(&req)?;
-    let a = s.ipam.allocate(r, ip, q.request_token).await.map_err(|e| scoped_failure(&s, &p, &req, e))?;
+    let a = match s.ipam.allocate(r, ip, q.request_token.clone()).await {
+        Ok(a) => a,
+        Err(e) => return Err(scoped_failure(&s, &p, &req, &used_name(&s, &req, &q.request_token).await, e)),
+    };
     Ok(Json(a.ip.to_string()))
 }
 
@@ -343,7 +356,10 @@ async fn allocate(
     scope::require(&p, &req.tenant)?;
     scope::require_host(&p, &req.host)?;
     let (r, ip) = alloc_request(&req)?;
-    let a = s.ipam.allocate(r, ip, q.request_token).await.map_err(|e| scoped_failure(&s, &p, &req, e))?;
+    let a = match s.ipam.allocate(r, ip, q.request_token.clone()).await {
+        Ok(a) => a,
+        Err(e) => return Err(scoped_failure(&s, &p, &req, &used_name(&s, &req, &q.request_token).await, e)),
+    };
     Ok((if a.fresh { StatusCode::CREATED } else { StatusCode::OK }, Json(address_view(&a))))
 }
 

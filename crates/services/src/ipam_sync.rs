@@ -621,14 +621,18 @@ impl Actor {
             }
             return;
         }
-        // Request tokens seen before resolve to the name they created.
+        // Request tokens seen before (by the same tenant) resolve to the name they created.
         for (req, _, token, _) in &mut allocs {
-            if let Some(t) = token
-                && let Ok(Some(kv)) = self.store.get(&self.keys.token(t)).await
-                && let Ok(rec) = serde_json::from_slice::<TokenRecord>(&kv.value)
-                && let Ok(name) = rec.name.parse()
-            {
-                req.name = name;
+            if let Some(t) = token {
+                let holder = |name: &str| {
+                    let v = self.view.read().unwrap_or_else(|p| p.into_inner());
+                    v.ipam.lookup(name).map(|a| a.tenant.to_string())
+                };
+                if let Some(name) = token_name(&*self.store, &self.keys, req.tenant.as_str(), t, holder).await
+                    && let Ok(name) = name.parse()
+                {
+                    req.name = name;
+                }
             }
         }
         for attempt in 1..=MAX_ATTEMPTS {
@@ -665,7 +669,7 @@ impl Actor {
                             ops.push(Op::put(name_key, encode(&nr)));
                             if let Some(t) = token {
                                 ops.push(Op::put(
-                                    self.keys.token(t),
+                                    self.keys.tenant_token(a.tenant.as_str(), t),
                                     encode(&TokenRecord { name: a.name.to_string() }),
                                 ));
                             }
@@ -1035,4 +1039,25 @@ impl Actor {
         }
         Ok(change)
     }
+}
+
+/// The name a request token created for `tenant`: under the tenant's key, or (a token written
+/// before tokens were kept per tenant) under the old global key when that name is still held by
+/// `tenant` (`holder` says which tenant holds a name), so an old token of another tenant is
+/// never followed.
+pub(crate) async fn token_name(
+    store: &dyn romana_store::Store,
+    keys: &crate::keys::Keys,
+    tenant: &str,
+    token: &str,
+    holder: impl Fn(&str) -> Option<String>,
+) -> Option<String> {
+    let record = |kv: Option<romana_store::KeyValue>| {
+        kv.and_then(|kv| serde_json::from_slice::<TokenRecord>(&kv.value).ok()).map(|r| r.name)
+    };
+    if let Some(name) = record(store.get(&keys.tenant_token(tenant, token)).await.ok().flatten()) {
+        return Some(name);
+    }
+    record(store.get(&keys.token(token)).await.ok().flatten())
+        .filter(|n| holder(n).as_deref() == Some(tenant))
 }

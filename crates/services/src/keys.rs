@@ -54,8 +54,14 @@ impl Keys {
     pub fn name(&self, name: &str) -> String {
         format!("{}ipam/names/{name}", self.prefix)
     }
+    /// The global key request tokens had before they were kept per tenant (read, never written).
     pub fn token(&self, token: &str) -> String {
         format!("{}ipam/tokens/{token}", self.prefix)
+    }
+    /// A request token of `tenant`: tokens are per tenant, so one tenant cannot reuse (or
+    /// poison) another's.
+    pub fn tenant_token(&self, tenant: &str, token: &str) -> String {
+        format!("{}ipam/tokens/{tenant}/{token}", self.prefix)
     }
     pub fn blackouts(&self) -> String {
         format!("{}ipam/blackouts/", self.prefix)

@@ -6,7 +6,10 @@
 //! - (user, source): `pair` failures lock that user from that address only;
 //! - source: `source` failures (any user names) lock that address, against spraying names;
 //! - user: `user` failures from anywhere lock that user, against guessing from many addresses,
-//!   except from loopback: the admin on the server itself can always log in.
+//!   except from loopback: the admin on the server itself can always log in, and except from an
+//!   address where this user logged in successfully within `trust` and has not failed since: an
+//!   agent that logs in again when its token expires is not locked out by someone guessing its
+//!   password from elsewhere (a service account locked everywhere would make its host look dead).
 //!
 //! Keys are keyed hashes (SipHash with a per-process random key) of the name and the address,
 //! never the name itself, so a flood of long names costs 24 bytes an entry. IPv6 sources count
@@ -30,11 +33,20 @@ pub struct Limits {
     pub window: Duration,
     /// Most entries kept (each is a few dozen bytes).
     pub capacity: usize,
+    /// How long a successful login exempts its (user, address) from the user lock.
+    pub trust: Duration,
 }
 
 impl Default for Limits {
     fn default() -> Limits {
-        Limits { pair: 5, source: 20, user: 30, window: Duration::from_secs(60), capacity: 4096 }
+        Limits {
+            pair: 5,
+            source: 20,
+            user: 30,
+            window: Duration::from_secs(60),
+            capacity: 4096,
+            trust: Duration::from_secs(24 * 3600),
+        }
     }
 }
 
@@ -60,6 +72,8 @@ enum Key {
     Pair(u64),
     Source(u64),
     User(u64),
+    /// This user logged in successfully from this address (`since` is when).
+    Trusted(u64),
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -126,11 +140,30 @@ impl FailureTable {
         keys
     }
 
+    /// Whether `user` logged in successfully from `source` within `trust` and has had no failure
+    /// from there since (a success clears the pair's failures, so any pair entry in the window is
+    /// a later failure).
+    fn trusted(&self, user: &str, source: Option<IpAddr>, now: Instant) -> bool {
+        if source.is_none() {
+            return false;
+        }
+        let trusted = self
+            .entries
+            .get(&Key::Trusted(self.hash(3, Some(user), source)))
+            .is_some_and(|e| now.saturating_duration_since(e.since) < self.limits.trust);
+        let failed_since = self
+            .entries
+            .get(&Key::Pair(self.hash(0, Some(user), source)))
+            .is_some_and(|e| e.count > 0 && now.saturating_duration_since(e.since) < self.limits.window);
+        trusted && !failed_since
+    }
+
     /// `Err` when a login of `user` from `source` is locked now.
     pub fn check(&self, user: &str, source: Option<IpAddr>, now: Instant) -> Result<(), Locked> {
         let loopback = source.is_some_and(|ip| ip.to_canonical().is_loopback());
+        let exempt = loopback || self.trusted(user, source, now);
         for (key, limit, by) in self.keys(user, source) {
-            if by == LockKind::User && loopback {
+            if by == LockKind::User && exempt {
                 continue;
             }
             if let Some(e) = self.entries.get(&key) {
@@ -160,29 +193,48 @@ impl FailureTable {
         }
     }
 
-    /// A successful login clears its (user, source) pair; the source's and the user's counts
-    /// stay until they expire, so one good account does not wash an address clean.
-    pub fn succeeded(&mut self, user: &str, source: Option<IpAddr>) {
+    /// A successful login clears its (user, source) pair and trusts the pair for `trust` (the
+    /// user lock no longer applies to it); the source's and the user's counts stay until they
+    /// expire, so one good account does not wash an address clean.
+    pub fn succeeded(&mut self, user: &str, source: Option<IpAddr>, now: Instant) {
         let keys = self.keys(user, source);
         self.entries.remove(&keys[0].0);
+        if source.is_some() {
+            let key = Key::Trusted(self.hash(3, Some(user), source));
+            if !self.entries.contains_key(&key) {
+                self.make_room(now);
+            }
+            self.entries.insert(key, Entry { count: 0, since: now });
+        }
+    }
+
+    /// Whether an entry still counts: failures for `window`, trust for `trust`.
+    fn live(&self, key: &Key, e: &Entry, now: Instant) -> bool {
+        let keep = if matches!(key, Key::Trusted(_)) { self.limits.trust } else { self.limits.window };
+        now.saturating_duration_since(e.since) < keep
     }
 
     /// Frees room when full: expired entries first, then the entries with the fewest failures
-    /// (oldest first), so a flood of one-off names cannot push out the entries that lock. Frees
+    /// (oldest first), so a flood of one-off names cannot push out the entries that lock; trust
+    /// goes last (only a right password makes it, so a flood cannot). Frees
     /// an eighth of the table at once, so the sort is paid once per many inserts.
     fn make_room(&mut self, now: Instant) {
         let capacity = self.limits.capacity.max(1);
         if self.entries.len() < capacity {
             return;
         }
-        let window = self.limits.window;
-        self.entries.retain(|_, e| now.saturating_duration_since(e.since) < window);
+        let live: Vec<Key> =
+            self.entries.iter().filter(|(k, e)| !self.live(k, e, now)).map(|(k, _)| *k).collect();
+        for k in live {
+            self.entries.remove(&k);
+        }
         let keep = capacity - capacity.div_ceil(8);
         if self.entries.len() <= keep {
             return;
         }
+        let weight = |k: &Key, e: &Entry| if matches!(k, Key::Trusted(_)) { u32::MAX } else { e.count };
         let mut by_weight: Vec<(u32, Instant, Key)> =
-            self.entries.iter().map(|(k, e)| (e.count, e.since, *k)).collect();
+            self.entries.iter().map(|(k, e)| (weight(k, e), e.since, *k)).collect();
         by_weight.sort_unstable_by_key(|(count, since, _)| (*count, *since));
         let drop = self.entries.len() - keep;
         for (_, _, k) in by_weight.into_iter().take(drop) {
@@ -202,7 +254,14 @@ mod tests {
     }
 
     fn small() -> Limits {
-        Limits { pair: 3, source: 5, user: 8, window: Duration::from_secs(60), capacity: 64 }
+        Limits {
+            pair: 3,
+            source: 5,
+            user: 8,
+            window: Duration::from_secs(60),
+            capacity: 64,
+            trust: Duration::from_secs(3600),
+        }
     }
 
     #[test]
@@ -326,7 +385,7 @@ mod tests {
             t.failed(u, ip("192.0.2.1"), now);
         }
         t.failed("admin", ip("192.0.2.1"), now);
-        t.succeeded("admin", ip("192.0.2.1"));
+        t.succeeded("admin", ip("192.0.2.1"), now);
         assert_eq!(t.check("x", ip("192.0.2.1"), now).err().map(|l| l.by), Some(LockKind::Source));
         let _ = LOCAL;
     }
@@ -341,5 +400,49 @@ mod tests {
         assert_eq!(t.check("admin", None, now).err().map(|l| l.by), Some(LockKind::Pair));
         assert!(t.check("bob", None, now).is_ok());
         assert!(t.check("admin", LOCAL, now).is_ok(), "a known source is another pair");
+    }
+
+    /// F2: an agent's service account guessed at from other addresses stays usable from the
+    /// address where it logged in before (it logs in again when its token expires), but not from
+    /// a new address, nor once its trust expires or it fails from there itself.
+    #[test]
+    fn a_user_lock_spares_an_address_that_logged_in_and_has_not_failed() {
+        let now = Instant::now();
+        let agent = ip("192.0.2.10");
+        let guess = |t: &mut FailureTable, at: Instant| {
+            for i in 0..8 {
+                t.failed("agent-node-1", ip(["198.51.100.1", "198.51.100.2"][i % 2]), at);
+            }
+        };
+        let lock = |t: &FailureTable, source, at| t.check("agent-node-1", source, at).err().map(|l| l.by);
+
+        let mut t = FailureTable::new(small());
+        t.succeeded("agent-node-1", agent, now);
+        guess(&mut t, now + Duration::from_secs(1));
+        let later = now + Duration::from_secs(2);
+        assert_eq!(lock(&t, agent, later), None, "the agent's own address logs in again");
+        assert_eq!(lock(&t, ip("192.0.2.11"), later), Some(LockKind::User), "a new address is locked");
+        assert!(lock(&t, ip("198.51.100.1"), later).is_some(), "the guessers are locked");
+
+        // Trust ends: past `trust`, fresh guesses lock the agent's address too.
+        let expired = now + Duration::from_secs(3601);
+        guess(&mut t, expired);
+        assert_eq!(lock(&t, agent, expired), Some(LockKind::User));
+
+        // A failure of its own from the trusted address ends the exemption.
+        let mut t = FailureTable::new(small());
+        t.succeeded("agent-node-1", agent, now);
+        guess(&mut t, now);
+        t.failed("agent-node-1", agent, now);
+        assert_eq!(lock(&t, agent, now), Some(LockKind::User));
+
+        // A flood of one-off failures does not evict the trust.
+        let mut t = FailureTable::new(small());
+        t.succeeded("agent-node-1", agent, now);
+        for i in 0..1000u32 {
+            t.failed(&format!("u{i}"), Some(IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0000 + i))), now);
+        }
+        guess(&mut t, now);
+        assert_eq!(lock(&t, agent, now), None);
     }
 }

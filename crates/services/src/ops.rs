@@ -109,13 +109,31 @@ pub async fn json_errors(req: Request, next: Next) -> Response {
     Response::from_parts(parts, new_body)
 }
 
-/// Counts and times each request by its route template; answers 503 past the timeout.
+/// The method as a metrics label: the standard methods by name, anything else "other". A label
+/// taken from the request as sent would make a new series for every invented method token, kept
+/// for the life of the process (an anonymous client could grow memory and /metrics without end).
+pub fn method_label(method: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::PATCH => "PATCH",
+        _ => "other",
+    }
+}
+
+/// Counts and times each request by its route template (never the raw path: unmatched requests
+/// count as "unmatched"); answers 503 past the timeout.
 pub async fn observe(State(s): State<AppState>, req: Request, next: Next) -> Response {
     let route = req
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |m| m.as_str().to_owned());
-    let method = req.method().to_string();
+    let method = method_label(req.method()).to_owned();
     let start = Instant::now();
     let streaming = route == "/watch";
     let resp = if streaming {

@@ -276,7 +276,8 @@ impl Store for EtcdStore {
                 opts = opts.with_start_revision(from);
             }
             let mut stream = self.watch.clone().watch(prefix, Some(opts)).await.map_err(unavailable)?;
-            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+            // Bounded: a reader that stops reading stops this task reading etcd (back-pressure).
+            let (tx, rx) = tokio::sync::mpsc::channel(romana_store::WATCH_QUEUE);
             tokio::spawn(async move {
                 loop {
                     let msg = tokio::select! {
@@ -286,17 +287,21 @@ impl Store for EtcdStore {
                     match msg {
                         Ok(Some(resp)) => {
                             if resp.compact_revision() > 0 {
-                                let _ = tx.send(Err(StoreError::Compacted {
-                                    requested: from,
-                                    oldest: resp.compact_revision(),
-                                }));
+                                let _ = tx
+                                    .send(Err(StoreError::Compacted {
+                                        requested: from,
+                                        oldest: resp.compact_revision(),
+                                    }))
+                                    .await;
                                 return;
                             }
                             if resp.canceled() {
-                                let _ = tx.send(Err(StoreError::Unavailable(format!(
-                                    "etcd cancelled the watch: {}",
-                                    resp.cancel_reason()
-                                ))));
+                                let _ = tx
+                                    .send(Err(StoreError::Unavailable(format!(
+                                        "etcd cancelled the watch: {}",
+                                        resp.cancel_reason()
+                                    ))))
+                                    .await;
                                 return;
                             }
                             let events: Vec<Event> = resp
@@ -315,20 +320,21 @@ impl Store for EtcdStore {
                             let mut batch: Vec<Event> = Vec::new();
                             for e in events {
                                 if batch.last().is_some_and(|l| l.kv.mod_revision != e.kv.mod_revision) {
-                                    let _ = tx.send(Ok(std::mem::take(&mut batch)));
+                                    let _ = tx.send(Ok(std::mem::take(&mut batch))).await;
                                 }
                                 batch.push(e);
                             }
-                            if !batch.is_empty() && tx.send(Ok(batch)).is_err() {
+                            if !batch.is_empty() && tx.send(Ok(batch)).await.is_err() {
                                 return;
                             }
                         }
                         Ok(None) => {
-                            let _ = tx.send(Err(StoreError::Unavailable("etcd closed the watch".into())));
+                            let _ =
+                                tx.send(Err(StoreError::Unavailable("etcd closed the watch".into()))).await;
                             return;
                         }
                         Err(e) => {
-                            let _ = tx.send(Err(unavailable(e)));
+                            let _ = tx.send(Err(unavailable(e))).await;
                             return;
                         }
                     }

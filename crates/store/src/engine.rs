@@ -45,7 +45,7 @@ struct Lease {
 #[derive(Debug)]
 struct Watcher {
     prefix: String,
-    tx: mpsc::UnboundedSender<Result<Vec<Event>>>,
+    tx: mpsc::Sender<Result<Vec<Event>>>,
 }
 
 /// Everything needed to rebuild the state (written as a snapshot record).
@@ -228,7 +228,9 @@ impl Engine {
         self.watchers.retain(|w| {
             let mine: Vec<Event> =
                 events.iter().filter(|e| e.kv.key.starts_with(&w.prefix)).cloned().collect();
-            mine.is_empty() || w.tx.send(Ok(mine)).is_ok()
+            // A full queue ends the watch: the watcher stopped reading, or reads slower than
+            // the writes come; it resumes from its last revision (or relists if that is gone).
+            mine.is_empty() || w.tx.try_send(Ok(mine)).is_ok()
         });
         self.history_bytes += events.iter().map(event_bytes).sum::<usize>();
         self.history.extend(events);
@@ -256,7 +258,7 @@ impl Engine {
     }
 
     pub fn watch(&mut self, prefix: &str, from: Revision) -> Result<WatchStream> {
-        let (tx, rx) = mpsc::unbounded_channel();
+        let mut replay: Vec<Vec<Event>> = Vec::new();
         if from != 0 && from <= self.revision {
             if from < self.oldest {
                 return Err(StoreError::Compacted { requested: from, oldest: self.oldest });
@@ -265,16 +267,27 @@ impl Engine {
             for e in self.history.iter().filter(|e| e.kv.mod_revision >= from && e.kv.key.starts_with(prefix))
             {
                 if batch.last().is_some_and(|l| l.kv.mod_revision != e.kv.mod_revision) {
-                    let _ = tx.send(Ok(std::mem::take(&mut batch)));
+                    replay.push(std::mem::take(&mut batch));
                 }
                 batch.push(e.clone());
             }
             if !batch.is_empty() {
-                let _ = tx.send(Ok(batch));
+                replay.push(batch);
             }
+        }
+        // The replay (bounded by the history) always fits; live batches get WATCH_QUEUE more.
+        let (tx, rx) = mpsc::channel(replay.len() + crate::types::WATCH_QUEUE);
+        for batch in replay {
+            let _ = tx.try_send(Ok(batch));
         }
         self.watchers.push(Watcher { prefix: prefix.to_owned(), tx });
         Ok(rx)
+    }
+
+    /// Watchers still served (an ended watch is no longer counted).
+    #[cfg(test)]
+    fn watchers(&self) -> usize {
+        self.watchers.len()
     }
 
     pub fn lease_grant(&mut self, ttl: i64, now: Instant) -> Result<(LeaseId, Change)> {
@@ -361,4 +374,47 @@ impl Engine {
 
 fn secs(s: i64) -> Duration {
     Duration::from_secs(s.max(0) as u64)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod watch_queue_tests {
+    use super::*;
+
+    fn put(e: &mut Engine, key: &str, value: Vec<u8>) {
+        let txn = Txn { compare: vec![], success: vec![Op::put(key, value)], failure: vec![] };
+        e.txn(&txn).unwrap();
+    }
+
+    /// F7: a watcher that never reads holds at most WATCH_QUEUE batches; past that its watch is
+    /// ended (the stream closes after what is queued), and a watcher that reads is unaffected.
+    #[test]
+    fn a_watcher_that_never_reads_is_ended_at_the_queue_limit() {
+        let mut e = Engine::new();
+        let mut idle = e.watch("/k/", 0).unwrap();
+        let mut reader = e.watch("/k/", 0).unwrap();
+        let writes = crate::types::WATCH_QUEUE + 500;
+        let mut read = 0;
+        for i in 0..writes {
+            put(&mut e, &format!("/k/{i}"), vec![b'x'; 3000]);
+            while let Ok(batch) = reader.try_recv() {
+                read += batch.unwrap().len();
+            }
+        }
+        assert_eq!(read, writes, "the reading watcher got every event");
+        assert_eq!(e.watchers(), 1, "the idle watcher was ended");
+        let mut queued = 0;
+        while let Ok(batch) = idle.try_recv() {
+            queued += batch.unwrap().len();
+        }
+        assert_eq!(queued, crate::types::WATCH_QUEUE);
+        assert!(idle.is_closed() && idle.try_recv().is_err(), "the stream has ended");
+        // It resumes from its last revision and gets the rest.
+        let mut resumed = e.watch("/k/", queued as Revision + 1).unwrap();
+        let mut rest = 0;
+        while let Ok(batch) = resumed.try_recv() {
+            rest += batch.unwrap().len();
+        }
+        assert_eq!(queued + rest, writes);
+    }
 }

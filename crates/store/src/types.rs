@@ -128,7 +128,13 @@ pub struct Event {
 }
 
 /// Batches of events in revision order; an `Err` ends the stream (resubscribe from the last revision seen + 1).
-pub type WatchStream = tokio::sync::mpsc::UnboundedReceiver<std::result::Result<Vec<Event>, StoreError>>;
+/// Batches of a watch, one per revision. The queue is bounded (`WATCH_QUEUE` batches beyond a
+/// resume's replay): a watcher that falls that far behind is ended (the stream ends after what
+/// is queued) and resumes from its last revision, rather than growing the server's memory.
+pub type WatchStream = tokio::sync::mpsc::Receiver<std::result::Result<Vec<Event>, StoreError>>;
+
+/// Batches a watcher may have unread before its watch is ended.
+pub const WATCH_QUEUE: usize = 1024;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StoreError {
