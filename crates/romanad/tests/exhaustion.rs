@@ -179,6 +179,7 @@ async fn a_request_token_of_one_tenant_means_nothing_to_another() {
             password: "alice-password-123".into(),
             roles: vec!["tenant".into()],
             tenants: vec!["red".into()],
+            hosts: vec![],
         })
         .await
         .unwrap();
