@@ -1,4 +1,5 @@
-//! base64url without padding (RFC 4648 §5), as tokens use it.
+//! base64url without padding (RFC 4648 §5), as tokens use it; and standard padded base64 (§4),
+//! as PEM files use it.
 
 const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
 
@@ -12,6 +13,22 @@ pub fn encode(data: &[u8]) -> String {
         }
     }
     out
+}
+
+/// Standard base64 with padding (RFC 4648 §4): the same bits as [`encode`], another alphabet.
+pub fn encode_std(data: &[u8]) -> String {
+    let mut s: String = encode(data)
+        .chars()
+        .map(|c| match c {
+            '-' => '+',
+            '_' => '/',
+            c => c,
+        })
+        .collect();
+    while !s.len().is_multiple_of(4) {
+        s.push('=');
+    }
+    s
 }
 
 pub fn decode(text: &str) -> Option<Vec<u8>> {
@@ -49,10 +66,14 @@ mod tests {
             ("foobar", "Zm9vYmFy"),
         ] {
             assert_eq!(encode(plain.as_bytes()), coded);
+            let padded = format!("{coded}{}", "=".repeat((4 - coded.len() % 4) % 4));
+            assert_eq!(encode_std(plain.as_bytes()), padded, "standard base64 of {plain:?}");
             assert_eq!(decode(coded).unwrap(), plain.as_bytes());
         }
         let all: Vec<u8> = (0..=255).collect();
         assert_eq!(decode(&encode(&all)).unwrap(), all);
+        // The two alphabets differ only in their last two characters.
+        assert_eq!(encode_std(&[0xfb, 0xff]), "+/8=");
         assert_eq!(decode("Zm9v!"), None);
         assert_eq!(decode("Zh"), None, "non-zero padding bits");
     }

@@ -11,7 +11,7 @@ mod password;
 mod rules;
 mod token;
 
-pub use b64::{decode as b64_decode, encode as b64_encode};
+pub use b64::{decode as b64_decode, encode as b64_encode, encode_std as b64_std_encode};
 pub use cache::VerifiedTokens;
 pub use password::{hash_password, verify_password};
 pub use rules::{Access, Decision, decide};

@@ -12,29 +12,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use romana_api::rest::{Credentials, SegmentRequest, TenantRequest, UserRequest};
-use romana_auth::{Claims, Role, SigningKey, TokenKind, b64_decode, b64_encode};
+use romana_auth::{Claims, Role, SigningKey, TokenKind, b64_decode, b64_encode, b64_std_encode};
 use romana_client::Client;
 use romana_store::{EmbeddedStore, MemStore, Store, StoreExt};
 use romana_tests_support::TempDir;
 
 fn now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
-}
-
-/// Standard base64 (padded) from our base64url.
-fn b64_std(data: &[u8]) -> String {
-    let mut s: String = b64_encode(data)
-        .chars()
-        .map(|c| match c {
-            '-' => '+',
-            '_' => '/',
-            c => c,
-        })
-        .collect();
-    while !s.len().is_multiple_of(4) {
-        s.push('=');
-    }
-    s
 }
 
 /// Every way `bytes` could show in a body: raw, hex (both cases), base64url and base64, and the
@@ -55,7 +39,7 @@ fn encodings(bytes: &[u8]) -> Vec<Vec<u8>> {
         out.push(inner.replace('-', "+").replace('_', "/").into_bytes());
     }
     out.push(b64_encode(bytes).into_bytes());
-    out.push(b64_std(bytes).into_bytes());
+    out.push(b64_std_encode(bytes).into_bytes());
     out
 }
 

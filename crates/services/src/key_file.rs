@@ -8,7 +8,7 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use ring::rand::SecureRandom;
-use romana_auth::{SigningKey, b64_decode, b64_encode};
+use romana_auth::{SigningKey, b64_decode, b64_std_encode};
 
 const BEGIN: &str = "-----BEGIN PRIVATE KEY-----";
 const END: &str = "-----END PRIVATE KEY-----";
@@ -29,17 +29,7 @@ pub enum KeyFileError {
 
 /// PKCS#8 bytes as PEM (standard base64, 64 characters a line).
 pub fn to_pem(pkcs8: &[u8]) -> String {
-    let mut b64: String = b64_encode(pkcs8)
-        .chars()
-        .map(|c| match c {
-            '-' => '+',
-            '_' => '/',
-            c => c,
-        })
-        .collect();
-    while !b64.len().is_multiple_of(4) {
-        b64.push('=');
-    }
+    let b64 = b64_std_encode(pkcs8);
     let mut out = String::from(BEGIN);
     out.push('\n');
     for chunk in b64.as_bytes().chunks(64) {
