@@ -347,3 +347,31 @@ pub struct EndpointPort {
 pub struct LabelsRequest {
     pub labels: BTreeMap<String, String>,
 }
+
+/// `PUT /pods/{namespace}/{name}`: what the Kubernetes controller knows of a pod. CNI ADD of a
+/// pod started by kubelet (`K8S_POD_NAMESPACE`, `K8S_POD_NAME` in `CNI_ARGS`) takes the
+/// endpoint's segment, labels and named ports from this record, waiting for it (bounded) when
+/// it is not there yet; a later `PUT` updates the labels and ports of the pod's registered
+/// endpoint in the same store transaction. `DELETE` removes the record only: the endpoint and
+/// its address go with CNI DEL (or the controller's reclaim of a lost node's pods).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PodInfo {
+    /// The namespace, which is the tenant.
+    pub namespace: String,
+    pub name: String,
+    /// `metadata.uid`: a pod deleted and created again under the same name is another pod.
+    #[serde(default)]
+    pub uid: String,
+    /// `spec.nodeName`, the host; empty while the pod is not scheduled.
+    #[serde(default)]
+    pub host: String,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// The containers' named ports (`containerPorts` with a name).
+    #[serde(default)]
+    pub ports: Vec<EndpointPort>,
+    /// From the annotation `romana.io/segment`; empty is the tenant's default segment.
+    #[serde(default)]
+    pub segment: String,
+}

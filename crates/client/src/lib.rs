@@ -12,7 +12,7 @@ use romana_api::netpol::NetworkPolicy;
 use romana_api::policy::Policy;
 use romana_api::rest::{
     Address, AddressRequest, BlackoutRequest, BlockList, Credentials, EndpointInfo, ErrorBody, Host,
-    HostList, HostRequest, HostRoutes, LabelsRequest, LoginRequest, NetworkInfo, RootIndex, Segment,
+    HostList, HostRequest, HostRoutes, LabelsRequest, LoginRequest, NetworkInfo, PodInfo, RootIndex, Segment,
     SegmentRequest, TagsRequest, Tenant, TenantRequest, TokenResponse, TopologyChangeSummary, User,
     UserRequest, WatchEvent,
 };
@@ -386,6 +386,28 @@ impl Client {
     }
     pub async fn set_endpoint_labels(&self, name: &str, req: &LabelsRequest) -> Result<EndpointInfo> {
         self.call(Method::PUT, &format!("/endpoints/{}/labels", enc(name)), Self::body(req)).await
+    }
+    /// Every pod record the Kubernetes controller wrote (`GET /pods`).
+    pub async fn pods(&self) -> Result<Vec<PodInfo>> {
+        self.call(Method::GET, "/pods", None).await
+    }
+    /// One pod record (`GET /pods/{namespace}/{name}`; 404 when unknown).
+    pub async fn pod(&self, namespace: &str, name: &str) -> Result<PodInfo> {
+        self.call(Method::GET, &format!("/pods/{}/{}", enc(namespace), enc(name)), None).await
+    }
+    /// Creates or replaces a pod record (`PUT /pods/{namespace}/{name}`).
+    pub async fn put_pod(&self, p: &PodInfo) -> Result<PodInfo> {
+        self.call(Method::PUT, &format!("/pods/{}/{}", enc(&p.namespace), enc(&p.name)), Self::body(p)).await
+    }
+    /// Removes a pod record (`DELETE /pods/{namespace}/{name}`; absent is success).
+    pub async fn delete_pod(&self, namespace: &str, name: &str) -> Result<()> {
+        self.call::<serde_json::Value>(
+            Method::DELETE,
+            &format!("/pods/{}/{}", enc(namespace), enc(name)),
+            None,
+        )
+        .await
+        .map(|_| ())
     }
     /// Kubernetes NetworkPolicies (`GET /networkpolicies`).
     pub async fn netpols(&self) -> Result<Vec<NetworkPolicy>> {
