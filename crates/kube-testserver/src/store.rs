@@ -238,11 +238,12 @@ impl Store {
         for field in ["uid", "creationTimestamp", "resourceVersion"] {
             body["metadata"][field] = old["metadata"][field].clone();
         }
+        // Defaults first: the spec is compared as stored, as the real server compares after defaulting.
+        defaults::apply(t, &mut body);
         if t.generation {
             let g = old["metadata"]["generation"].as_i64().unwrap_or(1);
             body["metadata"]["generation"] = json!(if body["spec"] != old["spec"] { g + 1 } else { g });
         }
-        defaults::apply(t, &mut body);
         if body == *old {
             return Ok(old);
         }
