@@ -402,6 +402,42 @@ impl Store {
         Ok(Page { items, rv: at_rv, next })
     }
 
+    /// The whole state as JSON: the resourceVersion and every object with its type.
+    pub fn snapshot(&self) -> Value {
+        let objects: Vec<Value> = self
+            .objects
+            .iter()
+            .map(|(k, o)| json!({"apiVersion": rt(k.res).api_version(), "resource": rt(k.res).resource, "object": **o}))
+            .collect();
+        json!({"resourceVersion": self.rv.to_string(), "objects": objects})
+    }
+
+    /// A store holding a `snapshot`'s state, with no history: like an API server restarted on
+    /// the same etcd, every resourceVersion issued before is compacted away.
+    pub fn restore(snapshot: &Value, max_history: usize) -> Result<Store, String> {
+        let rv: u64 = snapshot["resourceVersion"]
+            .as_str()
+            .and_then(|r| r.parse().ok())
+            .ok_or("the state has no resourceVersion")?;
+        let mut store = Store::new(max_history);
+        for entry in snapshot["objects"].as_array().ok_or("the state has no objects list")? {
+            let (api, resource) =
+                (entry["apiVersion"].as_str().unwrap_or(""), entry["resource"].as_str().unwrap_or(""));
+            let res = crate::resources::find_by_api(api, resource)
+                .ok_or_else(|| format!("unknown type {api} {resource}"))?;
+            let obj = &entry["object"];
+            let key = Key {
+                res,
+                ns: meta_str(obj, "namespace").to_string(),
+                name: meta_str(obj, "name").to_string(),
+            };
+            store.objects.insert(key, Arc::new(obj.clone()));
+        }
+        store.rv = rv + 1;
+        store.compacted = store.rv;
+        Ok(store)
+    }
+
     /// Every stored object of type `res` (for test access).
     pub fn all(&self, res: usize) -> Vec<Obj> {
         self.objects.iter().filter(|(k, _)| k.res == res).map(|(_, v)| v.clone()).collect()
