@@ -448,3 +448,7 @@ fn not_found(key: &Key) -> ApiError {
     let t = rt(key.res);
     ApiError::not_found(t.group, t.resource, &key.name)
 }
+
+#[cfg(test)]
+#[path = "store_tests.rs"]
+mod tests;
