@@ -137,7 +137,14 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
     };
     let out = match verb {
         "watch" => return watch_request(target, &q).map_or_else(|e| error(&e), |w| watch::start(shared, w)),
-        "list" => list(&shared, &target, &q).map(|v| (StatusCode::OK, v)),
+        "list" => {
+            return match list(&shared, &target, &q) {
+                Ok(bytes) => {
+                    (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], bytes).into_response()
+                }
+                Err(e) => error(&e),
+            };
+        }
         "get" => get(&shared, &target).map(|v| (StatusCode::OK, v)),
         "create" => create(&shared, &target, &body).map(|v| (StatusCode::CREATED, v)),
         "update" => update(&shared, &target, &body).map(|v| (StatusCode::OK, v)),
@@ -216,7 +223,8 @@ fn decode_continue(token: &str) -> Result<(u64, String, String), ApiError> {
     Ok((rv, ns, name))
 }
 
-fn list(shared: &Shared, t: &Target, q: &HashMap<String, String>) -> Result<Value, ApiError> {
+/// A list answer, already serialised.
+fn list(shared: &Shared, t: &Target, q: &HashMap<String, String>) -> Result<Vec<u8>, ApiError> {
     let (labels, fields) = selectors(t.res, q)?;
     let limit = match q.get("limit") {
         Some(l) => l.parse::<usize>().map_err(|_| ApiError::bad_request(format!("invalid limit {l:?}")))?,
@@ -271,8 +279,19 @@ fn list(shared: &Shared, t: &Target, q: &HashMap<String, String>) -> Result<Valu
     if let Some((ns, name)) = &page.next {
         meta["continue"] = json!(encode_continue(page.rv, ns, name));
     }
-    let items: Vec<&Value> = page.items.iter().map(|o| &**o).collect();
-    Ok(json!({"kind": rt.list_kind(), "apiVersion": rt.api_version(), "metadata": meta, "items": items}))
+    // Written item by item: building one `Value` for the list would deep-copy every object.
+    let head = json!({"kind": rt.list_kind(), "apiVersion": rt.api_version(), "metadata": meta}).to_string();
+    let mut out = Vec::with_capacity(head.len() + 1024 * page.items.len());
+    out.extend_from_slice(&head.as_bytes()[..head.len() - 1]);
+    out.extend_from_slice(b",\"items\":[");
+    for (i, obj) in page.items.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        serde_json::to_writer(&mut out, &**obj).expect("JSON values serialise");
+    }
+    out.extend_from_slice(b"]}");
+    Ok(out)
 }
 
 fn get(shared: &Shared, t: &Target) -> Result<Value, ApiError> {
