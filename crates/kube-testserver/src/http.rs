@@ -2,6 +2,7 @@
 //! parameters, and the mapping of verbs onto store operations. Every failure answers a `Status`.
 
 use crate::ids;
+use crate::jsonpatch::{JsonPatchError, json_patch};
 use crate::patch::strip_directives;
 use crate::resources::{self, RESOURCES};
 use crate::selector::{FieldSelector, LabelSelector};
@@ -323,6 +324,24 @@ fn patch(shared: &Shared, t: &Target, content_type: &str, body: &Bytes) -> Resul
     let p = match media {
         "application/merge-patch+json" => parse_json(body)?,
         "application/strategic-merge-patch+json" => strip_directives(&parse_json(body)?),
+        "application/json-patch+json" => {
+            let ops = parse_json(body)?;
+            let k = key(t);
+            return shared
+                .mutate(|s| {
+                    let current = s.get(&k)?;
+                    let mut patched = json_patch(&current, &ops).map_err(|e| match e {
+                        JsonPatchError::Malformed(m) => ApiError::bad_request(m),
+                        JsonPatchError::Failed(m) => ApiError::invalid(RESOURCES[t.res].kind, &k.name, m),
+                    })?;
+                    // As with merge patches, only a resourceVersion the patch sets is a precondition.
+                    if patched["metadata"]["resourceVersion"] == current["metadata"]["resourceVersion"] {
+                        patched["metadata"]["resourceVersion"] = json!("");
+                    }
+                    s.replace(&k, patched)
+                })
+                .map(|o| (*o).clone());
+        }
         other => return Err(ApiError::unsupported_media(other)),
     };
     shared.mutate(|s| s.patch(&key(t), &p)).map(|o| (*o).clone())

@@ -283,9 +283,22 @@ fn generation_and_merge_patch() {
         req("PATCH", one, 409)
             .ctype("application/merge-patch+json")
             .body(json!({"metadata": {"resourceVersion": "{rv}", "labels": {"t": "1"}}})),
-        req("PATCH", one, 415)
+        // JSON patch: operations in order; a failed test is 422 and changes nothing.
+        req("PATCH", one, 200)
             .ctype("application/json-patch+json")
-            .body(json!([{"op": "remove", "path": "/x"}])),
+            .body(json!([{"op": "test", "path": "/metadata/labels/z", "value": "3"},
+                {"op": "add", "path": "/metadata/labels/j", "value": "p"},
+                {"op": "remove", "path": "/metadata/labels/s"}]))
+            .check("/metadata/labels", Eq(json!({"z": "3", "j": "p"})))
+            .check("/metadata/generation", Eq(json!(3))),
+        req("PATCH", one, 422)
+            .ctype("application/json-patch+json")
+            .body(json!([{"op": "add", "path": "/metadata/labels/k", "value": "v"},
+                {"op": "test", "path": "/metadata/labels/z", "value": "wrong"}]))
+            .check("/reason", Eq(json!("Invalid"))),
+        req("GET", one, 200).check("/metadata/labels", Eq(json!({"z": "3", "j": "p"}))),
+        req("PATCH", one, 400).ctype("application/json-patch+json").body(json!({"op": "add"})),
+        req("PATCH", one, 415).ctype("application/apply-patch+yaml").body(json!({"metadata": {}})),
         req("PATCH", one, 400).ctype("application/merge-patch+json").body(json!([1])),
         req("PATCH", "/apis/networking.k8s.io/v1/namespaces/a/networkpolicies/none", 404)
             .ctype("application/merge-patch+json")
