@@ -188,6 +188,7 @@ impl Store {
         }
         let name = meta_str(&body, "name").to_string();
         defaults::validate_name(t, &name)?;
+        defaults::validate_metadata(t, &body)?;
         if t.namespaced {
             self.namespace_exists(ns)?;
         }
@@ -226,6 +227,16 @@ impl Store {
             )));
         }
         let old = self.get(key)?;
+        defaults::validate_metadata(t, &body)?;
+        let (uid, old_uid) = (meta_str(&body, "uid"), meta_str(&old, "uid"));
+        if !uid.is_empty() && uid != old_uid {
+            return Err(ApiError::conflict(
+                t.group,
+                t.resource,
+                &key.name,
+                &format!("Precondition failed: UID in precondition: {uid}, UID in object meta: {old_uid}"),
+            ));
+        }
         let given = meta_str(&body, "resourceVersion");
         if !given.is_empty() && parse_rv(given)?.to_string() != meta_str(&old, "resourceVersion") {
             return Err(ApiError::conflict(

@@ -222,6 +222,16 @@ fn create_get_replace_delete() {
             .body(json!({"metadata": {"name": "p", "labels": {"app": "web"}}, "spec": {"nodeName": "h2"}, "status": {"phase": "Pending"}}))
             .check("/metadata/resourceVersion", Var("rv2")),
         req("PUT", "/api/v1/namespaces/a/pods/p", 400).body(json!({"metadata": {"name": "q"}})),
+        req("PUT", "/api/v1/namespaces/a/pods/p", 409)
+            .body(json!({"metadata": {"name": "p", "uid": "another-uid"}}))
+            .check("/message", Prefix("Operation cannot be fulfilled on pods \"p\": Precondition failed: UID")),
+        req("PUT", "/api/v1/namespaces/a/pods/p", 422).body(json!({"metadata": {"name": "p", "labels": {"app": "no spaces"}}})),
+        req("POST", "/api/v1/namespaces/a/pods", 422)
+            .body(pod("bad-labels", "h", json!({"bad key": "v"})))
+            .check("/message", Prefix("Pod \"bad-labels\" is invalid: metadata.labels: Invalid value: \"bad key\"")),
+        req("PATCH", "/api/v1/namespaces/a/pods/p", 422)
+            .ctype("application/merge-patch+json")
+            .body(json!({"metadata": {"annotations": {"a": 1}}})),
         req("PUT", "/api/v1/namespaces/a/pods/absent", 404).body(json!({"metadata": {"name": "absent"}})),
         // DELETE: preconditions, then 200 with the object, then 404.
         req("DELETE", "/api/v1/namespaces/a/pods/p", 409)
