@@ -456,6 +456,10 @@ fn watches() {
             .check("/2/type", Eq(json!("BOOKMARK")))
             .check("/2/object/metadata/annotations/k8s.io~1initial-events-end", Eq(json!("true")))
             .check("/2/object/metadata/resourceVersion", Var("now")),
+        req("GET", "/api/v1/namespaces/a/pods?watch=true&sendInitialEvents=true&resourceVersionMatch=NotOlderThan&resourceVersion={rv0}&allowWatchBookmarks=true&timeoutSeconds=1", 200)
+            .check("/0/type", Eq(json!("ADDED")))
+            .check("/1/type", Eq(json!("ADDED")))
+            .check("/2/object/metadata/annotations/k8s.io~1initial-events-end", Eq(json!("true"))),
         req("GET", "/api/v1/pods?watch=true&timeoutSeconds=x", 400),
         // compaction: resuming from any version seen before is an ERROR event with 410 Expired.
         Step::Compact,
