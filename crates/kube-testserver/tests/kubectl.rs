@@ -161,6 +161,20 @@ fn kubectl_create_get_label_replace_delete() {
         .expect("np");
     assert_eq!(np["metadata"]["generation"], 1, "a label change is not a spec change");
 
+    // Nodes and pods through label and replace too.
+    k.ok(&["label", "node", "h1", "romana.io/rack=r7"]);
+    let n = k.server.get_object("v1", "nodes", None, "h1").expect("node");
+    assert_eq!(n["metadata"]["labels"]["romana.io/rack"], "r7");
+    assert_eq!(n["metadata"]["labels"]["topology.kubernetes.io/zone"], "z1");
+    let mut moved = pod("alpha", "web", "h3", json!({"app": "web", "v": "2"}));
+    moved["spec"]["containers"][0]["ports"] = json!([{"name": "http", "containerPort": 8080}]);
+    k.file(&["replace"], "pod2.json", &moved);
+    let web2 = k.server.get_object("v1", "pods", Some("alpha"), "web").expect("pod");
+    assert_eq!(web2["spec"]["nodeName"], "h3");
+    assert_eq!(web2["spec"]["containers"][0]["ports"][0]["containerPort"], 8080);
+    assert_eq!(web2["metadata"]["uid"], web["metadata"]["uid"]);
+    assert_eq!(web2["metadata"]["labels"], json!({"app": "web", "v": "2"}));
+
     // replace: a spec change bumps the generation; uid and creationTimestamp stay.
     k.file(&["replace"], "np2.json", &policy("alpha", "allow-web", 8080));
     let np2 = k
