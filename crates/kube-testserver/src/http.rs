@@ -119,8 +119,10 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
         Ok(t) => t,
         Err(e) => return error(&e),
     };
-    let q: HashMap<String, String> =
-        axum::extract::Query::try_from_uri(req.uri()).map(|axum::extract::Query(q)| q).unwrap_or_default();
+    let q: HashMap<String, String> = match axum::extract::Query::try_from_uri(req.uri()) {
+        Ok(axum::extract::Query(q)) => q,
+        Err(e) => return error(&ApiError::bad_request(format!("the query string is malformed: {e}"))),
+    };
     let method = req.method().clone();
     let verb = verb(&method, &target, &q);
     let rt = &RESOURCES[target.res];

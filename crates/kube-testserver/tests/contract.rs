@@ -163,6 +163,8 @@ fn discovery() {
             .check("/resources/0/namespaced", Eq(json!(true)))
             .check("/resources/0/verbs/7", Eq(json!("watch"))),
         req("GET", "/apis/apps/v1", 404).check("/reason", Eq(json!("NotFound"))),
+        req("GET", "/api/v1/pods?limit=%zz", 400).check("/reason", Eq(json!("BadRequest"))),
+        req("GET", "/api/v1/pods?limit=x", 400).check("/message", Eq(json!("invalid limit \"x\""))),
         req("GET", "/apis/networking.k8s.io/v1/ingresses", 404),
     ]);
 }
