@@ -240,6 +240,7 @@ async fn enforce(
         host: s.host.clone(),
         labels: req.labels.clone(),
         ports: vec![],
+        pod: String::new(),
     };
     // A repeated ADD (a runtime retrying) keeps what a controller set since the first one: the
     // runtime's labels and no named ports are only the registration's starting point.

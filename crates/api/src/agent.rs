@@ -46,6 +46,31 @@ pub struct AttachRequest {
     /// CHECK: the address the runtime was given (from `prevResult`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ip: Option<String>,
+    /// The Kubernetes pod kubelet started (`K8S_POD_NAMESPACE`, `K8S_POD_NAME`, `K8S_POD_UID` in
+    /// `CNI_ARGS`), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<PodRef>,
+    /// The runtime gave the labels itself (`ROMANA_LABELS` in `CNI_ARGS`, even empty): the
+    /// endpoint is registered with them and no pod record is waited for.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub runtime_labels: bool,
+}
+
+/// A Kubernetes pod as kubelet names it to the CNI plugin.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PodRef {
+    pub namespace: String,
+    pub name: String,
+    /// `K8S_POD_UID`; empty when the runtime does not pass it (then any record of the name is it).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub uid: String,
+}
+
+impl PodRef {
+    /// `namespace/name`, as `EndpointInfo::pod` holds it.
+    pub fn key(&self) -> String {
+        format!("{}/{}", self.namespace, self.name)
+    }
 }
 
 /// What ADD configured: enough for every CNI result version.

@@ -330,6 +330,11 @@ pub struct EndpointInfo {
     /// Named ports (a pod's containerPorts), for policies that name ports.
     #[serde(default)]
     pub ports: Vec<EndpointPort>,
+    /// The Kubernetes pod this endpoint is (`namespace/name`), or empty. When set, romanad takes
+    /// `labels` and `ports` from the pod's record (`PUT /pods/...`), which is the truth for
+    /// them, at registration and on every later change of the record.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub pod: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]

@@ -136,6 +136,7 @@ async fn load(c: &Arc<Client>, endpoints: usize, policies: usize) {
                     host,
                     labels,
                     ports: vec![],
+                    pod: String::new(),
                 };
                 c.put_endpoint(&e).await.expect("endpoint");
             }

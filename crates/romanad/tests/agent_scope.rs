@@ -57,6 +57,7 @@ fn endpoint(a: &romana_api::rest::Address) -> EndpointInfo {
         host: a.host.clone(),
         labels: [("app".to_owned(), "db".to_owned())].into(),
         ports: vec![],
+        pod: String::new(),
     }
 }
 

@@ -134,6 +134,7 @@ async fn a_tenant_sees_and_changes_only_its_own_objects() {
                 host: "h1".into(),
                 labels: Default::default(),
                 ports: vec![],
+                pod: String::new(),
             })
             .await
             .unwrap();

@@ -22,13 +22,25 @@ fn decode(key: &str, v: &[u8]) -> ApiResult<EndpointInfo> {
 
 /// A label key or value as Kubernetes allows them, loosely: non-empty keys of at most 253
 /// characters, values of at most 63, no whitespace or control characters.
-fn label_problems(labels: &std::collections::BTreeMap<String, String>, out: &mut Vec<String>) {
+pub(crate) fn label_problems(labels: &std::collections::BTreeMap<String, String>, out: &mut Vec<String>) {
     for (k, v) in labels {
         if k.is_empty() || k.len() > 253 || k.chars().any(|c| c.is_whitespace() || c.is_control()) {
             out.push(format!("labels: key {k:?} is not a label key"));
         }
         if v.len() > 63 || v.chars().any(|c| c.is_whitespace() || c.is_control()) {
             out.push(format!("labels[{k}]: value {v:?} is not a label value"));
+        }
+    }
+}
+
+/// Named ports: TCP, UDP or SCTP, a name and a port above 0.
+pub(crate) fn port_problems(ports: &[romana_api::rest::EndpointPort], out: &mut Vec<String>) {
+    for (i, p) in ports.iter().enumerate() {
+        if romana_policy::Protocol::parse(&p.protocol).is_none() {
+            out.push(format!("ports[{i}].protocol: {:?} is not TCP, UDP or SCTP", p.protocol));
+        }
+        if p.name.is_empty() || p.port == 0 {
+            out.push(format!("ports[{i}]: needs a name and a port above 0"));
         }
     }
 }
@@ -48,13 +60,9 @@ fn validate(e: &EndpointInfo) -> ApiResult<()> {
         out.push("host: must not be empty".to_owned());
     }
     label_problems(&e.labels, &mut out);
-    for (i, p) in e.ports.iter().enumerate() {
-        if romana_policy::Protocol::parse(&p.protocol).is_none() {
-            out.push(format!("ports[{i}].protocol: {:?} is not TCP, UDP or SCTP", p.protocol));
-        }
-        if p.name.is_empty() || p.port == 0 {
-            out.push(format!("ports[{i}]: needs a name and a port above 0"));
-        }
+    port_problems(&e.ports, &mut out);
+    if !e.pod.is_empty() && crate::pod_join::split_pod(&e.pod).is_none() {
+        out.push(format!("pod: {:?} is not namespace/name", e.pod));
     }
     if out.is_empty() { Ok(()) } else { Err(ApiError::invalid("invalid endpoint", out)) }
 }
@@ -116,9 +124,8 @@ async fn replace(
             return Err(ApiError::not_found(format!("IPAM has no address named {name}; allocate it first")));
         }
     }
-    let key = s.keys.endpoint(&name);
-    s.store.txn(Txn::when(vec![], vec![Op::put(&key, serde_json::to_vec(&e).expect("serializes"))])).await?;
-    Ok(Json(e))
+    // With `pod` set, the labels and ports are the pod record's (pod_join).
+    Ok(Json(crate::pod_join::put_endpoint(&s, e).await?))
 }
 
 async fn labels(
@@ -137,6 +144,12 @@ async fn labels(
         s.store.get(&key).await?.ok_or_else(|| ApiError::not_found(format!("unknown endpoint {name}")))?;
     let mut e = decode(&key, &kv.value)?;
     scope::require_host(&p, &e.host)?;
+    if !e.pod.is_empty() {
+        return Err(ApiError::conflict(format!(
+            "the labels of endpoint {name} are pod {}'s: change its record (PUT /pods/{})",
+            e.pod, e.pod
+        )));
+    }
     e.labels = req.labels;
     let r = s
         .store
@@ -156,20 +169,9 @@ async fn remove(
     Extension(p): Extension<Principal>,
     Path(name): Path<String>,
 ) -> ApiResult<StatusCode> {
-    let key = s.keys.endpoint(&name);
     // An agent deletes only records of its own hosts, and only the record it checked: the
     // delete is conditional on the record being unchanged since.
-    let mut unchanged = vec![];
-    if p.is_agent()
-        && let Some(kv) = s.store.get(&key).await?
-    {
-        scope::require_host(&p, &decode(&key, &kv.value)?.host)?;
-        unchanged.push(Compare::unchanged(&key, kv.mod_revision));
-    }
-    let r = s.store.txn(Txn::when(unchanged, vec![Op::delete(&key)])).await?;
-    if !r.succeeded {
-        return Err(ApiError::conflict(format!("endpoint {name} changed meanwhile; try again")));
-    }
+    crate::pod_join::delete_endpoint(&s, &name, |e| scope::require_host(&p, &e.host)).await?;
     // Deleting what is not there is success: DEL paths retry.
     Ok(StatusCode::NO_CONTENT)
 }

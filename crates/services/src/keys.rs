@@ -99,6 +99,19 @@ impl Keys {
     pub fn endpoint(&self, name: &str) -> String {
         format!("{}endpoints/{name}", self.prefix)
     }
+    pub fn pods(&self) -> String {
+        format!("{}pods/", self.prefix)
+    }
+    /// The Kubernetes controller's record of one pod.
+    pub fn pod(&self, namespace: &str, name: &str) -> String {
+        format!("{}pods/{namespace}/{name}", self.prefix)
+    }
+    /// The endpoints registered for one pod (a JSON list of endpoint names): the index a pod
+    /// record's change follows to its endpoints without a scan, and the key both sides of the
+    /// join compare so that neither misses the other.
+    pub fn pod_endpoints(&self, namespace: &str, name: &str) -> String {
+        format!("{}pod-endpoints/{namespace}/{name}", self.prefix)
+    }
     pub fn netpols(&self) -> String {
         format!("{}netpols/", self.prefix)
     }

@@ -16,7 +16,10 @@ pub mod keys;
 pub mod login_limit;
 pub mod metrics;
 pub mod netpols;
+pub mod openapi;
 pub mod ops;
+pub mod pod_join;
+pub mod pods;
 pub mod policies;
 pub mod root;
 pub mod route_manager;
@@ -155,8 +158,11 @@ pub fn router(state: AppState) -> Router {
         app = app.merge(tenants::routes());
     }
     if on("topology") {
-        app =
-            app.merge(ipam_api::topology_routes()).merge(route_manager::routes()).merge(endpoints::routes());
+        app = app
+            .merge(ipam_api::topology_routes())
+            .merge(route_manager::routes())
+            .merge(endpoints::routes())
+            .merge(pods::routes());
     }
     if on("ipam") {
         app = app.merge(ipam_api::ipam_routes());

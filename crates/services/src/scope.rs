@@ -13,7 +13,8 @@
 //! on the host, and endpoint records (and their labels) on the host. Every other write (tenants,
 //! segments, policies, NetworkPolicies) is 403 before the handler runs (`agent_route`); the
 //! handlers of the writes it may make check the host they find in the body or in the stored
-//! record (`require_host`). Another host's object is 403, not 404: an agent may read every host's
+//! record (`require_host`). Pod records are the one read an agent is limited in: it reads only
+//! its own hosts' pods (`pods.rs`), since it needs no other and labels may be private. Another host's object is 403, not 404: an agent may read every host's
 //! records, so hiding them would hide nothing. An unbound service user (a controller) keeps every
 //! service right.
 
@@ -226,6 +227,8 @@ mod tests {
             ("DELETE", "/policies"),
             ("POST", "/networkpolicies"),
             ("DELETE", "/networkpolicies/{tenant}/{name}"),
+            ("PUT", "/pods/{tenant}/{name}"),
+            ("DELETE", "/pods/{tenant}/{name}"),
         ] {
             assert!(!ok(&h1, Access::Service, method, template, template), "{method} {template}");
             assert!(ok(&agent(&[]), Access::Service, method, template, template), "a controller: {template}");

@@ -28,6 +28,7 @@ pub fn endpoint(name: &str, ip: &str, tenant: &str, segment: &str, host: &str) -
         host: host.into(),
         labels: Default::default(),
         ports: vec![],
+        pod: String::new(),
     }
 }
 
