@@ -34,37 +34,24 @@ fn manifest() -> Vec<Value> {
     manifest::load(&deploy("kubernetes/romana.yaml"))
 }
 
-/// The controller's crate exists in this checkout (it is written on another branch; until it is
-/// merged its checks are skipped with a message, after that they are required).
-fn have_controller() -> bool {
-    repo().join("crates/k8s/Cargo.toml").exists()
-}
-
 /// A workspace binary built next to this test (target/<profile>/NAME).
-fn built(name: &str) -> Option<PathBuf> {
-    if name == "romana-k8s" && !have_controller() {
-        return None;
-    }
+fn built(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("the test's own path");
     let dir = exe.parent().and_then(Path::parent).expect("target/<profile>/deps/<test>");
     let p = dir.join(name);
     assert!(
         p.exists(),
-        "{} is not built; run `cargo build -p romanad -p romana-agent -p romana-cni -p romana-cli{}` first",
-        p.display(),
-        if have_controller() { " -p romana-k8s" } else { "" }
+        "{} is not built; run `cargo build -p romanad -p romana-agent -p romana-cni -p romana-cli -p romana-k8s` first",
+        p.display()
     );
-    Some(p)
+    p
 }
 
 /// Runs our binary `name` with `args` and `--help` after them: clap parses (and checks the value
 /// of) every flag before it reaches `--help`, so an unknown flag or a bad value fails here.
 /// Returns the help text (which lists the environment variables the binary reads).
-fn accepted(name: &str, args: &[String], what: &str) -> Option<String> {
-    let Some(bin) = built(name) else {
-        println!("skipped {what}: {name} is not in this checkout (crates/k8s not merged yet)");
-        return None;
-    };
+fn accepted(name: &str, args: &[String], what: &str) -> String {
+    let bin = built(name);
     let out = Command::new(&bin)
         .args(args)
         .arg("--help")
@@ -79,7 +66,7 @@ fn accepted(name: &str, args: &[String], what: &str) -> Option<String> {
         stdout,
         String::from_utf8_lossy(&out.stderr)
     );
-    Some(stdout)
+    stdout
 }
 
 /// Checks that every variable set for a program is read by it (listed as `[env: NAME=...]` in its
@@ -165,7 +152,7 @@ fn every_container_command_line_is_accepted() {
             let file = program.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
             if program.parent() == Some(Path::new(BIN_DIR)) {
                 assert!(image.contains(&file), "{what}: {} is not in the image", line[0]);
-                let Some(help) = accepted(&file, &line[1..], &what) else { continue };
+                let help = accepted(&file, &line[1..], &what);
                 let set: BTreeSet<String> = arr(c, "/env").iter().map(|e| s(e, "/name").to_owned()).collect();
                 check_env(&what, &help, &set, &manifest::referenced_vars(c));
             } else {
@@ -240,7 +227,7 @@ fn the_cni_configuration_is_accepted_by_romana_cni() {
     assert_eq!(flag(&line, "--socket"), inv.socket, "the agent's --socket and the conflist's agent_socket");
     assert_eq!(host_path_of(spec, agent, Path::new(&inv.socket).parent().expect("a dir")), "/run/romana");
     // The binary agrees on the version.
-    let Some(cni) = built("romana-cni") else { unreachable!("romana-cni is always in the workspace") };
+    let cni = built("romana-cni");
     let mut child = Command::new(cni)
         .env_clear()
         .env("CNI_COMMAND", "VERSION")
@@ -274,32 +261,15 @@ fn host_path_of(spec: &Value, container: &Value, path: &Path) -> String {
     s(v, "/hostPath/path").to_owned()
 }
 
-/// What the controller calls, in RBAC's terms. From the binary when it exists in this checkout;
-/// before that, the command line contract agreed with its author (the same rows).
+/// What the controller calls, in RBAC's terms, as the binary itself lists it.
 fn controller_permissions(lease_ns: &str) -> BTreeSet<Grant> {
-    let rows: Value = match built("romana-k8s") {
-        Some(bin) => {
-            let out = Command::new(bin).arg("--print-permissions").env_clear().output().expect("romana-k8s");
-            assert!(
-                out.status.success(),
-                "romana-k8s --print-permissions: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            serde_json::from_slice(&out.stdout).expect("--print-permissions prints JSON")
-        }
-        None => {
-            println!("romana-k8s is not in this checkout: checking RBAC against the agreed contract");
-            let read = json!(["get", "list", "watch"]);
-            json!([
-                {"apiGroup": "", "resource": "namespaces", "verbs": read, "scope": "cluster"},
-                {"apiGroup": "", "resource": "pods", "verbs": read, "scope": "cluster"},
-                {"apiGroup": "", "resource": "nodes", "verbs": read, "scope": "cluster"},
-                {"apiGroup": "networking.k8s.io", "resource": "networkpolicies", "verbs": read, "scope": "cluster"},
-                {"apiGroup": "", "resource": "events", "verbs": ["create", "patch"], "scope": "cluster"},
-                {"apiGroup": "coordination.k8s.io", "resource": "leases", "verbs": ["get", "create", "update"], "scope": "namespace"},
-            ])
-        }
-    };
+    let out = Command::new(built("romana-k8s"))
+        .arg("--print-permissions")
+        .env_clear()
+        .output()
+        .expect("romana-k8s");
+    assert!(out.status.success(), "romana-k8s --print-permissions: {}", String::from_utf8_lossy(&out.stderr));
+    let rows: Value = serde_json::from_slice(&out.stdout).expect("--print-permissions prints JSON");
     let mut out = BTreeSet::new();
     for r in rows.as_array().expect("a list of permissions") {
         let scope = match s(r, "/scope") {
@@ -410,7 +380,7 @@ fn objects_refer_to_each_other_and_would_be_admitted() {
     let patch = &manifest::load(&deploy("kubernetes/romanad-etcd-patch.yaml"))[0];
     let c = &arr(patch, "/spec/template/spec/containers")[0];
     assert_eq!(s(c, "/name"), "romanad");
-    let help = accepted("romanad", &[], "the etcd patch").expect("romanad is in the workspace");
+    let help = accepted("romanad", &[], "the etcd patch");
     let set: BTreeSet<String> = arr(c, "/env").iter().map(|e| s(e, "/name").to_owned()).collect();
     assert!(set.contains("ROMANAD_ETCD_ENDPOINTS"));
     check_env("the etcd patch", &help, &set, &BTreeSet::new());
@@ -419,7 +389,7 @@ fn objects_refer_to_each_other_and_would_be_admitted() {
     let dir = tempdir("topology");
     let file = dir.join("topology.json");
     std::fs::write(&file, topo).expect("write");
-    let romana = built("romana").expect("romana is in the workspace");
+    let romana = built("romana");
     let out = Command::new(romana).arg("ipam").arg("plan").arg(&file).env_clear().output().expect("romana");
     let _ = std::fs::remove_dir_all(&dir);
     assert!(
@@ -460,14 +430,13 @@ fn systemd_exec_start_lines_are_accepted_and_units_hardened() {
         assert_eq!(exec.len(), 1, "{unit_name}: one ExecStart");
         let words = units::exec_words(exec[0], &vars);
         assert_eq!(words[0], format!("{BIN_DIR}/{bin}"), "{unit_name}: runs {bin} from the image's path");
-        if let Some(help) = accepted(bin, &words[1..], unit_name) {
-            let used: BTreeSet<String> = env
-                .keys()
-                .filter(|k| exec[0].contains(&format!("${k}")) || exec[0].contains(&format!("${{{k}}}")))
-                .cloned()
-                .collect();
-            check_env(unit_name, &help, &env.keys().cloned().collect(), &used);
-        }
+        let help = accepted(bin, &words[1..], unit_name);
+        let used: BTreeSet<String> = env
+            .keys()
+            .filter(|k| exec[0].contains(&format!("${k}")) || exec[0].contains(&format!("${{{k}}}")))
+            .cloned()
+            .collect();
+        check_env(unit_name, &help, &env.keys().cloned().collect(), &used);
         for (key, want) in [
             ("NoNewPrivileges", "yes"),
             ("ProtectSystem", "strict"),
@@ -518,15 +487,7 @@ fn systemd_analyze_verifies_the_units() {
     let mut names = Vec::new();
     for (unit_name, _, bin) in UNITS {
         let text = std::fs::read_to_string(deploy(&format!("systemd/{unit_name}"))).expect("unit");
-        let path = match built(bin) {
-            Some(p) => p,
-            None => {
-                println!(
-                    "{unit_name}: {bin} not in this checkout; verifying the unit with /bin/true as its program"
-                );
-                PathBuf::from("/bin/true")
-            }
-        };
+        let path = built(bin);
         let text = text.replace(&format!("{BIN_DIR}/{bin}"), &path.to_string_lossy());
         std::fs::write(dir.join(unit_name), text).expect("write");
         names.push(dir.join(unit_name));
