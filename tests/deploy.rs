@@ -74,7 +74,7 @@ fn accepted(name: &str, args: &[String], what: &str) -> String {
 fn check_env(what: &str, help: &str, set: &BTreeSet<String>, used: &BTreeSet<String>) {
     for var in set {
         assert!(
-            used.contains(var) || help.contains(&format!("[env: {var}=")),
+            used.contains(var) || (help.contains(&format!("[env: {var}=")) || help.contains(&format!("[env: {var}]"))),
             "{what}: {var} is set but neither read by the program nor used on its command line"
         );
     }
