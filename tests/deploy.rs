@@ -6,6 +6,8 @@
 //! `systemd-analyze verify` accepts the units. Needs the workspace's binaries built
 //! (`cargo build -p romanad -p romana-agent -p romana-cni -p romana-cli -p romana-k8s`); no root.
 
+#[path = "deploy/bootstrap.rs"]
+mod bootstrap;
 #[path = "deploy/manifest.rs"]
 mod manifest;
 #[path = "deploy/units.rs"]
@@ -74,7 +76,8 @@ fn accepted(name: &str, args: &[String], what: &str) -> String {
 fn check_env(what: &str, help: &str, set: &BTreeSet<String>, used: &BTreeSet<String>) {
     for var in set {
         assert!(
-            used.contains(var) || (help.contains(&format!("[env: {var}=")) || help.contains(&format!("[env: {var}]"))),
+            used.contains(var)
+                || (help.contains(&format!("[env: {var}=")) || help.contains(&format!("[env: {var}]"))),
             "{what}: {var} is set but neither read by the program nor used on its command line"
         );
     }

@@ -16,6 +16,7 @@
 # Environment: KUBECTL (default kubectl), ROMANA_NAMESPACE (romana-system), ROMANA_IMAGE (default:
 # the agent DaemonSet's image), ROMANA_ENDPOINT (default: http://<romanad Service ClusterIP>:9600),
 # ROMANA_WAIT (how long a node's credential pod may take, default 180s).
+# (Sourced, it only defines its functions: tests/deploy.rs runs `issue` against a real romanad.)
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -23,20 +24,10 @@ NS=${ROMANA_NAMESPACE:-romana-system}
 KUBECTL=${KUBECTL:-kubectl}
 WAIT=${ROMANA_WAIT:-180s}
 ANNOTATION=romana.io/agent-credentials
-ADMIN_CREDENTIALS=/var/lib/romana/data/admin.credentials
-reissue=" "
-while (($#)); do
-    case $1 in
-    --reissue) reissue+="${2:?--reissue needs a node name or romana-k8s} "; shift 2 ;;
-    -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
-    *) echo "bootstrap.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
-    esac
-done
+# Inside romanad's pod (romana.yaml: --data-dir /var/lib/romana/data).
+ADMIN_CREDENTIALS=${ROMANA_ADMIN_CREDENTIALS:-/var/lib/romana/data/admin.credentials}
 
 k() { $KUBECTL -n "$NS" "$@"; }
-tmp=$(mktemp -d)
-chmod 700 "$tmp"
-trap 'rm -rf "$tmp"' EXIT
 
 # romana as the admin, inside romanad's pod.
 romana() { k exec -i romanad-0 -c romanad -- romana --credentials "$ADMIN_CREDENTIALS" "$@"; }
@@ -53,6 +44,19 @@ issue() { # issue NAME FILE [romana user create flags]...
         "$ADMIN_CREDENTIALS" "$name" --role service "$@" >/dev/null
     printf '{"endpoint": "%s", "username": "%s", "password": "%s"}\n' "$ENDPOINT" "$name" "$pw" >"$file"
 }
+
+main() {
+reissue=" "
+while (($#)); do
+    case $1 in
+    --reissue) reissue+="${2:?--reissue needs a node name or romana-k8s} "; shift 2 ;;
+    -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+    *) echo "bootstrap.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
+    esac
+done
+tmp=$(mktemp -d)
+chmod 700 "$tmp"
+trap 'rm -rf "$tmp"' EXIT
 
 echo "waiting for romanad"
 k rollout status statefulset/romanad --timeout=300s
@@ -120,3 +124,8 @@ if ((${#failed[@]})); then
     exit 1
 fi
 echo "bootstrap.sh: done"
+}
+
+if [[ ${BASH_SOURCE[0]} == "$0" ]]; then
+    main "$@"
+fi
