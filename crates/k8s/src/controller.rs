@@ -108,6 +108,7 @@ pub async fn run(
         let ctx = Ctx { refused: &refused, orphans: &orphaned, now, grace: cfg.grace };
         let writes = plan(&intake.desired, a, ctx);
         let since = intake.oldest.take();
+        metrics.last_plan_writes.set(i64::try_from(writes.len()).unwrap_or(i64::MAX));
         let mut failed = false;
         for w in writes {
             match romanad.apply(&w).await {
@@ -137,6 +138,7 @@ pub async fn run(
                 }
             }
         }
+        metrics.plans.inc();
         if failed {
             actual = None;
             retry_at = Some(Instant::now() + RETRY);
