@@ -121,11 +121,11 @@ pub async fn run(
                     if let Some(t) = since {
                         metrics.lag.observe(t.elapsed().as_secs_f64());
                     }
-                    tracing::debug!(write = ?w, "applied");
+                    tracing::debug!(write = %w, "applied");
                 }
                 Err(WriteError::Refused(msg)) => {
                     metrics.write(w.kind(), "refused");
-                    tracing::warn!(write = ?w, error = %msg, "romanad refused a write");
+                    tracing::warn!(write = %w, error = %msg, "romanad refused a write");
                     if let Write::ApplyNetpol(k, n) = &w {
                         refused.insert(k.clone(), n.policy.clone());
                         post_event(&kube, k, &n.uid, &msg, &cfg.identity, &metrics).await;
@@ -133,7 +133,7 @@ pub async fn run(
                 }
                 Err(e) => {
                     metrics.write(w.kind(), "error");
-                    tracing::warn!(write = ?w, error = %e, "write failed; will read romanad and retry");
+                    tracing::warn!(write = %w, error = %e, "write failed; will read romanad and retry");
                     failed = true;
                 }
             }
