@@ -15,10 +15,10 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use romana_agent::machine::{Action, Event};
 use romana_api::agent::{
-    AgentError, AttachRequest, Attached, DetachRequest, GcReport, GcRequest, address_name, address_prefix,
-    code,
+    AgentError, AttachRequest, Attached, DetachRequest, GcReport, GcRequest, PodRef, address_name,
+    address_prefix, code,
 };
-use romana_api::rest::{AddressRequest, EndpointInfo};
+use romana_api::rest::{AddressRequest, EndpointInfo, PodInfo};
 use romana_client::{Client, ClientError};
 use romana_host::{EndpointError, EndpointSpec, host_link_name};
 
@@ -162,6 +162,16 @@ async fn add_inner(s: &Arc<Shared>, req: AttachRequest) -> Result<Attached, Fail
     }
     let name = address_name(&req.network, &req.container_id, &req.ifname);
     let client = s.client();
+    // A pod kubelet started, without labels from the runtime: its record (labels, ports,
+    // segment) comes from romana-k8s, and ADD waits for it, so the pod is under the policies its
+    // labels select before ADD answers.
+    let mut req = req;
+    if let (Some(pod), false) = (&req.pod, req.runtime_labels) {
+        let record = wait_for_pod(s, &client, pod).await?;
+        if !record.segment.is_empty() {
+            req.segment = record.segment;
+        }
+    }
     let areq = AddressRequest {
         name: name.clone(),
         host: s.host.clone(),
@@ -221,6 +231,30 @@ async fn add_inner(s: &Arc<Shared>, req: AttachRequest) -> Result<Attached, Fail
     }
 }
 
+/// Looks up the record of `pod` until it is there, is this pod's (same uid) and readable, or
+/// `--pod-wait-ms` has passed (`machine::pod_wait` decides).
+async fn wait_for_pod(s: &Shared, client: &Client, pod: &PodRef) -> Result<PodInfo, Fail> {
+    use romana_agent::machine::pod_wait::{Lookup, Next, next};
+    let started = Instant::now();
+    for attempt in 0.. {
+        let lookup = match client.pod(&pod.namespace, &pod.name).await {
+            Ok(p) => Lookup::Found(p),
+            Err(e) if e.status() == Some(404) => Lookup::Missing,
+            Err(e @ ClientError::Api { status: 400..=403, .. }) => Lookup::Refused(e.to_string()),
+            Err(e) => Lookup::Unavailable(e.to_string()),
+        };
+        match next(pod, lookup, attempt, started.elapsed(), s.pod_wait) {
+            Next::Ready(p) => {
+                tracing::info!(pod = %pod.key(), waited_ms = started.elapsed().as_millis() as u64, "pod record");
+                return Ok(p);
+            }
+            Next::Retry { after, .. } => tokio::time::sleep(after).await,
+            Next::GiveUp { code, msg } => return Err(Fail::new(code, msg, "")),
+        }
+    }
+    unreachable!("the wait ends with the record or by giving up")
+}
+
 /// Registers the endpoint with romanad and puts it under its policies before its link exists:
 /// when ADD answers, the pod is already isolated as its policies say (fail-closed: if the table
 /// cannot be written, ADD fails and nothing is plumbed).
@@ -240,7 +274,11 @@ async fn enforce(
         host: s.host.clone(),
         labels: req.labels.clone(),
         ports: vec![],
-        pod: String::new(),
+        // With the pod set, romanad takes labels and ports from its record (the truth for them).
+        pod: match (&req.pod, req.runtime_labels) {
+            (Some(p), false) => p.key(),
+            _ => String::new(),
+        },
     };
     // A repeated ADD (a runtime retrying) keeps what a controller set since the first one: the
     // runtime's labels and no named ports are only the registration's starting point.

@@ -60,6 +60,10 @@ struct Args {
     /// How often to heartbeat and reconcile, in milliseconds.
     #[arg(long, default_value_t = 500)]
     interval_ms: u64,
+    /// How long CNI ADD of a pod started by kubelet (K8S_POD_NAME, no ROMANA_LABELS) waits for
+    /// the pod's record from romana-k8s before failing with CNI code 11, in milliseconds.
+    #[arg(long, default_value_t = 10_000)]
+    pod_wait_ms: u64,
     /// Serve OpenStack's `POST/DELETE /vm` (networking-romana) on this TCP address, e.g. the
     /// management network's `10.0.0.11:9604`. Off by default.
     #[arg(long)]
@@ -151,6 +155,7 @@ async fn main() -> Result<()> {
         last_contact: Mutex::new(None),
         gateway_ready: Default::default(),
         contact_budget: (interval * 6).max(Duration::from_secs(3)),
+        pod_wait: Duration::from_millis(args.pod_wait_ms),
         firewall: policy
             .then(|| Arc::new(firewall::Firewall::new(ctx.clone(), host_ns_for_fw, deliver.clone()))),
         deliver,

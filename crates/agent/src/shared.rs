@@ -23,6 +23,8 @@ pub struct Shared {
     pub contact_budget: Duration,
     /// Policy enforcement (`None` with `--no-policy`).
     pub firewall: Option<Arc<crate::firewall::Firewall>>,
+    /// How long CNI ADD of a kubelet-started pod waits for the pod's record (`--pod-wait-ms`).
+    pub pod_wait: Duration,
     /// The fast path, where the kernel runs it.
     pub deliver: Option<Arc<crate::fastpath::Deliver>>,
 }

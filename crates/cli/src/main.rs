@@ -414,6 +414,13 @@ enum SandboxPodCommand {
         /// The pod's name [default: p<n>].
         #[arg(long)]
         pod: Option<String>,
+        /// The pod's Kubernetes uid, passed as K8S_POD_UID (as kubelet does).
+        #[arg(long)]
+        uid: Option<String>,
+        /// Labels, ports and segment come from the pod's record, which romana-k8s writes from
+        /// the Pod object (ADD waits for it): no ROMANA_LABELS, no ROMANA_SEGMENT, as kubelet.
+        #[arg(long, conflicts_with_all = ["labels", "segment"])]
+        from_kubernetes: bool,
     },
 }
 
@@ -442,7 +449,7 @@ async fn run_sandbox(cli: &Cli, file: &config::FileConfig, command: &SandboxComm
         }
         SandboxCommand::Status { at } => sandbox::status(&c, &at.state_dir, &at.name).await?,
         SandboxCommand::Pod {
-            command: SandboxPodCommand::Add { at, host, tenant, segment, labels, pod },
+            command: SandboxPodCommand::Add { at, host, tenant, segment, labels, pod, uid, from_kubernetes },
         } => {
             let o = sandbox::PodOptions {
                 name: at.name.clone(),
@@ -451,6 +458,8 @@ async fn run_sandbox(cli: &Cli, file: &config::FileConfig, command: &SandboxComm
                 segment: segment.clone(),
                 labels: commands::parse_kv(labels)?,
                 pod: pod.clone(),
+                uid: uid.clone(),
+                from_kubernetes: *from_kubernetes,
                 state_dir: at.state_dir.clone(),
             };
             sandbox::pod_add(&c, &o).await?;

@@ -271,7 +271,30 @@ pub struct PodOptions {
     pub segment: String,
     pub labels: BTreeMap<String, String>,
     pub pod: Option<String>,
+    /// K8S_POD_UID, when given.
+    pub uid: Option<String>,
+    /// Labels and segment come from the pod's record (romana-k8s), as under kubelet.
+    pub from_kubernetes: bool,
     pub state_dir: PathBuf,
+}
+
+/// `CNI_ARGS` as kubelet passes them through containerd's CRI (`IgnoreUnknown=1;
+/// K8S_POD_NAMESPACE;K8S_POD_NAME;K8S_POD_INFRA_CONTAINER_ID[;K8S_POD_UID]`), followed, unless
+/// the labels come from Kubernetes, by the segment and the labels (`ROMANA_LABELS`, even empty,
+/// also tells the agent not to wait for a pod record).
+pub fn pod_cni_args(o: &PodOptions, pod: &str, container_id: &str) -> String {
+    let mut args = format!(
+        "IgnoreUnknown=1;K8S_POD_NAMESPACE={};K8S_POD_NAME={pod};K8S_POD_INFRA_CONTAINER_ID={container_id}",
+        o.tenant
+    );
+    if let Some(uid) = &o.uid {
+        args.push_str(&format!(";K8S_POD_UID={uid}"));
+    }
+    if !o.from_kubernetes {
+        let labels: Vec<String> = o.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        args.push_str(&format!(";ROMANA_SEGMENT={};ROMANA_LABELS={}", o.segment, labels.join(",")));
+    }
+    args
 }
 
 pub async fn pod_add(c: &Client, o: &PodOptions) -> Result<()> {
@@ -301,12 +324,9 @@ pub async fn pod_add(c: &Client, o: &PodOptions) -> Result<()> {
     let netns = layout.pod_netns(&pod);
     ip(&["netns".into(), "add".into(), netns.clone()])?;
     let sock = dir(&o.state_dir, &o.name).join(format!("{}.sock", o.host));
-    let mut args = format!("ROMANA_TENANT={};ROMANA_SEGMENT={}", o.tenant, o.segment);
-    // The pod's labels reach the agent with ADD, so policies select it from its first packet.
-    if !o.labels.is_empty() {
-        let labels: Vec<String> = o.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        args.push_str(&format!(";ROMANA_LABELS={}", labels.join(",")));
-    }
+    // The pod's labels reach the agent with ADD (or from its record, which ADD waits for), so
+    // policies select it from its first packet. The container id is the pod's name.
+    let args = pod_cni_args(o, &pod, &pod);
     let r = match cni(&sock, "ADD", &pod, &format!("/run/netns/{netns}"), "romana-sandbox", &args) {
         Ok(r) => r,
         Err(e) => {
@@ -463,4 +483,40 @@ pub async fn down(state_dir: &Path, name: &str, c: Option<&Client>) -> Result<()
     let _ = std::fs::remove_dir_all(&d);
     println!("sandbox {name} down: {} namespaces removed", namespaces.len());
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(labels: &[(&str, &str)], segment: &str, uid: Option<&str>, kube: bool, expect: &str) {
+        let o = PodOptions {
+            name: "sb".into(),
+            host: "r1h1".into(),
+            tenant: "red".into(),
+            segment: segment.into(),
+            labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            pod: None,
+            uid: uid.map(str::to_owned),
+            from_kubernetes: kube,
+            state_dir: PathBuf::new(),
+        };
+        assert_eq!(pod_cni_args(&o, "web1", "web1"), expect);
+    }
+
+    #[test]
+    fn cni_args_are_kubelets_plus_the_runtime_labels_unless_kubernetes_gives_them() {
+        let kubelet =
+            "IgnoreUnknown=1;K8S_POD_NAMESPACE=red;K8S_POD_NAME=web1;K8S_POD_INFRA_CONTAINER_ID=web1";
+        check(
+            &[("app", "web"), ("tier", "1")],
+            "web",
+            None,
+            false,
+            &format!("{kubelet};ROMANA_SEGMENT=web;ROMANA_LABELS=app=web,tier=1"),
+        );
+        check(&[], "", None, false, &format!("{kubelet};ROMANA_SEGMENT=;ROMANA_LABELS="));
+        check(&[], "", Some("u-1"), true, &format!("{kubelet};K8S_POD_UID=u-1"));
+        check(&[], "", None, true, kubelet);
+    }
 }

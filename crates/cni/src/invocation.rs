@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 
-use romana_api::agent::code;
+use romana_api::agent::{PodRef, code};
 use serde::Deserialize;
 
 use crate::result::CniError;
@@ -33,6 +33,9 @@ pub struct NetConf {
     /// Tenant and segment for runtimes that give no Kubernetes arguments.
     #[serde(default)]
     pub tenant: Option<String>,
+    /// `tenant` wins over the pod's namespace (every pod of this network in one tenant).
+    #[serde(default)]
+    pub force_tenant: bool,
     #[serde(default)]
     pub segment: Option<String>,
     /// The pod annotation naming the segment (default `romana.io/segment`).
@@ -67,6 +70,12 @@ pub struct Invocation {
     pub segment: String,
     /// The endpoint's labels for policy selection (`ROMANA_LABELS=k=v,k2=v2` in CNI_ARGS).
     pub labels: BTreeMap<String, String>,
+    /// `ROMANA_LABELS` was given (even empty): the runtime names the labels, no pod record is
+    /// waited for.
+    pub runtime_labels: bool,
+    /// The Kubernetes pod (`K8S_POD_NAMESPACE`, `K8S_POD_NAME`, `K8S_POD_UID`), when both names
+    /// are given.
+    pub pod: Option<PodRef>,
     pub socket: String,
 }
 
@@ -170,6 +179,8 @@ pub fn parse(env: &BTreeMap<String, String>, stdin: &[u8]) -> Result<Invocation,
         tenant: String::new(),
         segment: String::new(),
         labels: BTreeMap::new(),
+        runtime_labels: false,
+        pod: None,
     };
     if command == Command::Version {
         return Ok(inv);
@@ -215,12 +226,18 @@ pub fn parse(env: &BTreeMap<String, String>, stdin: &[u8]) -> Result<Invocation,
         }
     }
     let args = cni_args(var("CNI_ARGS"))?;
-    inv.tenant = args
-        .get("K8S_POD_NAMESPACE")
-        .or_else(|| args.get("ROMANA_TENANT"))
-        .cloned()
+    // The tenant: the configuration's when it forces it, else the pod's namespace, else
+    // ROMANA_TENANT, else the configuration's default.
+    let forced = inv.conf.tenant.clone().filter(|_| inv.conf.force_tenant);
+    inv.tenant = forced
+        .or_else(|| args.get("K8S_POD_NAMESPACE").or_else(|| args.get("ROMANA_TENANT")).cloned())
         .or_else(|| inv.conf.tenant.clone())
         .unwrap_or_default();
+    let arg = |k: &str| args.get(k).filter(|v| !v.is_empty()).cloned();
+    if let (Some(namespace), Some(name)) = (arg("K8S_POD_NAMESPACE"), arg("K8S_POD_NAME")) {
+        inv.pod = Some(PodRef { namespace, name, uid: arg("K8S_POD_UID").unwrap_or_default() });
+    }
+    inv.runtime_labels = args.contains_key("ROMANA_LABELS");
     let annotation = inv.conf.segment_annotation.clone().unwrap_or_else(|| SEGMENT_ANNOTATION.to_owned());
     let from_annotation = inv
         .conf

@@ -74,8 +74,8 @@ fn run(inv: &Invocation) -> Result<Option<Value>, CniError> {
         segment: inv.segment.clone(),
         labels: inv.labels.clone(),
         ip: inv.prev_ip(),
-        pod: None,
-        runtime_labels: false,
+        pod: inv.pod.clone(),
+        runtime_labels: inv.runtime_labels,
     };
     match inv.command {
         Command::Version => Ok(Some(version_answer(&inv.version))),

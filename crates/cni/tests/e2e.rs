@@ -75,6 +75,20 @@ async fn pods_across_hosts_through_the_cni_plugin() {
     assert_eq!(r1["ips"][0]["gateway"], "169.254.1.1");
     assert_eq!(r1["interfaces"][1]["sandbox"], netns_path(&pods[0]));
     assert!(r1["ips"][0].get("version").is_none(), "1.0.0 results carry no IP version");
+    // Pod 2 is kubelet's: its ADD takes the labels from the pod's record, which romana-k8s writes.
+    let admin = romana_client::Client::from_credentials(
+        &serde_json::from_str(&std::fs::read_to_string(&creds).unwrap()).unwrap(),
+    )
+    .await
+    .unwrap();
+    let record = romana_api::rest::PodInfo {
+        namespace: "acme".into(),
+        name: "p2".into(),
+        host: "hb".into(),
+        labels: [("app".to_owned(), "p2".to_owned())].into(),
+        ..Default::default()
+    };
+    admin.put_pod(&record).await.unwrap();
     let (rc, r2) = cni(
         "ADD",
         "pod2",
@@ -86,6 +100,8 @@ async fn pods_across_hosts_through_the_cni_plugin() {
     assert_eq!(r2["ips"][0]["version"], "4", "0.4.0 results carry the IP version");
     let ip2 = r2["ips"][0]["address"].as_str().unwrap().split('/').next().unwrap().to_owned();
     assert_ne!(ip1, ip2);
+    let e2 = admin.endpoint_list().await.unwrap().into_iter().find(|e| e.ip == ip2).unwrap();
+    assert_eq!((e2.pod.as_str(), e2.labels.clone()), ("acme/p2", record.labels.clone()), "{e2:?}");
 
     // Cross-host reachability once each host has the other's block (route manager + agents).
     let start = Instant::now();

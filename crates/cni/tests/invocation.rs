@@ -101,6 +101,68 @@ fn invocations_resolve_tenant_segment_or_fail_with_the_right_code() {
     check("ADD without any tenant", ADD, r#"{"cniVersion":"1.0.0","name":"romana"}"#, Err(7));
 }
 
+/// Kubelet's CNI_ARGS (through containerd's CRI) name the pod; `ROMANA_LABELS`, even empty,
+/// says the runtime gives the labels itself, so no pod record is waited for.
+#[test]
+fn kubelet_arguments_name_the_pod_and_runtime_labels_skip_the_wait() {
+    use romana_api::agent::PodRef;
+    let pod = |ns: &str, name: &str, uid: &str| {
+        Some(PodRef { namespace: ns.into(), name: name.into(), uid: uid.into() })
+    };
+    let kubelet = "IgnoreUnknown=1;K8S_POD_NAMESPACE=red;K8S_POD_NAME=web-0;\
+                   K8S_POD_INFRA_CONTAINER_ID=c1;K8S_POD_UID=1a2b";
+    type Want = (&'static str, Option<PodRef>, bool, &'static str);
+    let cases: Vec<(&str, String, &str, Want)> = vec![
+        ("kubelet", kubelet.into(), CONF, ("red", pod("red", "web-0", "1a2b"), false, "")),
+        (
+            "kubelet with labels",
+            format!("{kubelet};ROMANA_LABELS=app=web"),
+            CONF,
+            ("red", pod("red", "web-0", "1a2b"), true, "web"),
+        ),
+        (
+            "empty labels",
+            format!("{kubelet};ROMANA_LABELS="),
+            CONF,
+            ("red", pod("red", "web-0", "1a2b"), true, ""),
+        ),
+        (
+            "no uid",
+            "K8S_POD_NAMESPACE=red;K8S_POD_NAME=a".into(),
+            CONF,
+            ("red", pod("red", "a", ""), false, ""),
+        ),
+        ("namespace only: no pod", "K8S_POD_NAMESPACE=red".into(), CONF, ("red", None, false, "")),
+        ("empty name: no pod", "K8S_POD_NAMESPACE=red;K8S_POD_NAME=".into(), CONF, ("red", None, false, "")),
+        ("plain runtime", String::new(), CONF, ("t0", None, false, "")),
+        (
+            "configuration forces its tenant",
+            kubelet.into(),
+            r#"{"cniVersion":"1.0.0","name":"romana","tenant":"t0","force_tenant":true}"#,
+            ("t0", pod("red", "web-0", "1a2b"), false, ""),
+        ),
+        (
+            "force_tenant without a tenant: the namespace",
+            kubelet.into(),
+            r#"{"cniVersion":"1.0.0","name":"romana","force_tenant":true}"#,
+            ("red", pod("red", "web-0", "1a2b"), false, ""),
+        ),
+    ];
+    for (name, args, conf, (tenant, want_pod, runtime_labels, app)) in cases {
+        let mut env: BTreeMap<String, String> = ADD
+            .split('|')
+            .map(|p| p.split_once('=').unwrap())
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        env.insert("CNI_ARGS".into(), args);
+        let inv = parse(&env, conf.as_bytes()).unwrap_or_else(|e| panic!("{name}: {e:?}"));
+        assert_eq!(inv.tenant, tenant, "{name}");
+        assert_eq!(inv.pod, want_pod, "{name}");
+        assert_eq!(inv.runtime_labels, runtime_labels, "{name}");
+        assert_eq!(inv.labels.get("app").map(String::as_str).unwrap_or(""), app, "{name}");
+    }
+}
+
 #[test]
 fn version_answers_with_or_without_a_config() {
     let inv = parse(&BTreeMap::from([("CNI_COMMAND".into(), "VERSION".into())]), b"").unwrap();

@@ -108,6 +108,7 @@ pub async fn run(
         let ctx = Ctx { refused: &refused, orphans: &orphaned, now, grace: cfg.grace };
         let writes = plan(&intake.desired, a, ctx);
         let since = intake.oldest.take();
+        metrics.last_plan_writes.set(i64::try_from(writes.len()).unwrap_or(i64::MAX));
         let mut failed = false;
         for w in writes {
             match romanad.apply(&w).await {
@@ -120,11 +121,11 @@ pub async fn run(
                     if let Some(t) = since {
                         metrics.lag.observe(t.elapsed().as_secs_f64());
                     }
-                    tracing::debug!(write = ?w, "applied");
+                    tracing::debug!(write = %w, "applied");
                 }
                 Err(WriteError::Refused(msg)) => {
                     metrics.write(w.kind(), "refused");
-                    tracing::warn!(write = ?w, error = %msg, "romanad refused a write");
+                    tracing::warn!(write = %w, error = %msg, "romanad refused a write");
                     if let Write::ApplyNetpol(k, n) = &w {
                         refused.insert(k.clone(), n.policy.clone());
                         post_event(&kube, k, &n.uid, &msg, &cfg.identity, &metrics).await;
@@ -132,11 +133,12 @@ pub async fn run(
                 }
                 Err(e) => {
                     metrics.write(w.kind(), "error");
-                    tracing::warn!(write = ?w, error = %e, "write failed; will read romanad and retry");
+                    tracing::warn!(write = %w, error = %e, "write failed; will read romanad and retry");
                     failed = true;
                 }
             }
         }
+        metrics.plans.inc();
         if failed {
             actual = None;
             retry_at = Some(Instant::now() + RETRY);

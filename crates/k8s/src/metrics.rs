@@ -35,6 +35,10 @@ pub struct Metrics {
     pub lag: Histogram,
     pub leader: Gauge,
     pub resyncs: Counter,
+    /// Plans computed and applied, and how many writes the last one had: a plan of 0 writes
+    /// after a relist means romanad was already equal.
+    pub plans: Counter,
+    pub last_plan_writes: Gauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -54,6 +58,8 @@ impl Default for Metrics {
             lag: Histogram::new([0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0, 5.0, 30.0]),
             leader: Gauge::default(),
             resyncs: Counter::default(),
+            plans: Counter::default(),
+            last_plan_writes: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register("objects", "Kubernetes objects known, by kind", m.objects.clone());
@@ -71,6 +77,8 @@ impl Default for Metrics {
             "Full reads of romanad (start, relist, period, after errors)",
             m.resyncs.clone(),
         );
+        registry.register("plans", "Reconcile plans applied", m.plans.clone());
+        registry.register("last_plan_writes", "Writes in the last plan", m.last_plan_writes.clone());
         Metrics { registry, ..m }
     }
 }

@@ -90,6 +90,26 @@ impl Write {
     }
 }
 
+/// One line for logs: what is written, by name (no whole objects).
+impl std::fmt::Display for Write {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Write::PutTenant { create: true, req } => write!(f, "create tenant {}", req.name),
+            Write::PutTenant { create: false, req } => write!(f, "update tenant {}", req.name),
+            Write::AddSegment { tenant, segment } => write!(f, "add segment {segment} of tenant {tenant}"),
+            Write::AddHost(h) => write!(f, "add host {} ({})", h.name, h.ip),
+            Write::SetTags { host, .. } => write!(f, "set tags of host {host}"),
+            Write::ApplyNetpol((ns, n), _) => write!(f, "apply networkpolicy {ns}/{n}"),
+            Write::PutPod(p) => write!(f, "put pod {}/{}", p.namespace, p.name),
+            Write::DeletePod((ns, n)) => write!(f, "delete pod {ns}/{n}"),
+            Write::DeleteNetpol((ns, n)) => write!(f, "delete networkpolicy {ns}/{n}"),
+            Write::Reclaim(e) => write!(f, "reclaim endpoint {e}"),
+            Write::DeleteTenant(t) => write!(f, "delete tenant {t}"),
+            Write::RemoveHost(h) => write!(f, "remove host {h}"),
+        }
+    }
+}
+
 /// What the plan needs besides the two pictures.
 #[derive(Debug, Clone, Copy)]
 pub struct Ctx<'a> {

@@ -6,6 +6,7 @@
 
 pub mod inputs;
 pub mod pass;
+pub mod pod_wait;
 pub mod routes;
 
 use std::net::IpAddr;
