@@ -504,3 +504,81 @@ fn systemd_analyze_verifies_the_units() {
     }
     assert!(out.status.success() && said.trim().is_empty(), "systemd-analyze verify:\n{said}");
 }
+
+/// kubectl's own reading (`kubectl kustomize`, offline: Go's YAML parser and the strategic merge
+/// kubectl patch uses) gives the same objects as ours, and the etcd patch merges into the romanad
+/// container as meant: its variable added, its command line kept.
+#[test]
+fn kubectl_reads_the_manifest_as_we_do_and_merges_the_etcd_patch() {
+    let kubectl = Path::new("/usr/bin/kubectl");
+    if !kubectl.exists() {
+        println!("skipped: {} is not installed", kubectl.display());
+        return;
+    }
+    let dir = tempdir("kustomize");
+    let by_key = |docs: Vec<Value>| -> BTreeMap<(String, String), Value> {
+        docs.into_iter().map(|d| ((kind(&d).to_owned(), name(&d).to_owned()), d)).collect()
+    };
+    let build = |patch: bool| -> Vec<Value> {
+        for f in ["romana.yaml", "romanad-etcd-patch.yaml"] {
+            std::fs::copy(deploy(&format!("kubernetes/{f}")), dir.join(f)).expect("copy");
+        }
+        let patches = if patch { "patches:\n  - path: romanad-etcd-patch.yaml\n" } else { "" };
+        std::fs::write(dir.join("kustomization.yaml"), format!("resources: [romana.yaml]\n{patches}"))
+            .expect("write");
+        let out = Command::new(kubectl)
+            .arg("kustomize")
+            .arg(&dir)
+            .env("KUBECONFIG", dir.join("none"))
+            .output()
+            .expect("kubectl");
+        assert!(out.status.success(), "kubectl kustomize: {}", String::from_utf8_lossy(&out.stderr));
+        serde_saphyr::from_multiple(&String::from_utf8_lossy(&out.stdout)).expect("kubectl's YAML")
+    };
+    let plain = by_key(build(false));
+    let patched = by_key(build(true));
+    let _ = std::fs::remove_dir_all(&dir);
+    let ours = by_key(manifest());
+    assert_eq!(plain.keys().collect::<Vec<_>>(), ours.keys().collect::<Vec<_>>(), "kubectl's objects");
+    for (k, v) in &ours {
+        if let Some(d) = first_difference(v, &plain[k], "") {
+            panic!("kubectl reads {k:?} differently: {d}");
+        }
+    }
+
+    let key = ("StatefulSet".to_owned(), "romanad".to_owned());
+    let (before, after) = (&plain[&key], &patched[&key]);
+    assert_eq!(after.pointer("/spec/replicas"), Some(&json!(3)));
+    let (c0, c1) =
+        (containers(pod_spec(before).expect("spec"))[0], containers(pod_spec(after).expect("spec"))[0]);
+    assert_eq!(c0.get("command"), c1.get("command"), "the patch changed romanad's command line");
+    let names: BTreeSet<String> = arr(c1, "/env").iter().map(|e| s(e, "/name").to_owned()).collect();
+    assert_eq!(names, ["POD_IP", "ROMANAD_ETCD_ENDPOINTS"].map(String::from).into());
+    let line = manifest::command_line(c1);
+    let help = accepted("romanad", &line[1..], "romanad with the etcd patch");
+    check_env("romanad with the etcd patch", &help, &names, &manifest::referenced_vars(c1));
+    // The rest is untouched.
+    for (k, v) in &plain {
+        if *k != key {
+            assert_eq!(first_difference(v, &patched[k], ""), None, "the patch changed {k:?}");
+        }
+    }
+}
+
+/// Where two JSON values first differ (a JSON pointer and both values), if they do.
+fn first_difference(a: &Value, b: &Value, at: &str) -> Option<String> {
+    match (a, b) {
+        (Value::Object(x), Value::Object(y)) => {
+            let keys: BTreeSet<&String> = x.keys().chain(y.keys()).collect();
+            keys.into_iter().find_map(|k| {
+                let (p, q) = (x.get(k).unwrap_or(&Value::Null), y.get(k).unwrap_or(&Value::Null));
+                first_difference(p, q, &format!("{at}/{k}"))
+            })
+        }
+        (Value::Array(x), Value::Array(y)) if x.len() == y.len() => {
+            x.iter().zip(y).enumerate().find_map(|(i, (p, q))| first_difference(p, q, &format!("{at}/{i}")))
+        }
+        _ if a == b => None,
+        _ => Some(format!("{at}: ours {a}, kubectl's {b}")),
+    }
+}
