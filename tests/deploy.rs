@@ -8,6 +8,8 @@
 
 #[path = "deploy/bootstrap.rs"]
 mod bootstrap;
+#[path = "deploy/caps.rs"]
+mod caps;
 #[path = "deploy/manifest.rs"]
 mod manifest;
 #[path = "deploy/systemd.rs"]
