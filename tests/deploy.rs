@@ -186,6 +186,26 @@ fn the_image_holds_every_binary() {
     for pkg in ["romanad", "romana-agent", "romana-cni", "romana-cli", "romana-k8s"] {
         assert!(text.contains(&format!("-p {pkg}")), "the Containerfile does not build {pkg}");
     }
+    // The run stage (debian:bookworm-slim) has glibc and libgcc; libnftables is loaded at run
+    // time by the agent and must be installed.
+    assert!(text.contains("libnftables1") && text.contains("nftables"), "the run stage lacks nftables");
+    let base = [
+        "linux-vdso.so.1",
+        "libc.so.6",
+        "libm.so.6",
+        "libgcc_s.so.1",
+        "libpthread.so.0",
+        "libdl.so.2",
+        "librt.so.1",
+    ];
+    for bin in &want {
+        let out = Command::new("ldd").arg(built(bin)).output().expect("ldd");
+        let text = String::from_utf8_lossy(&out.stdout);
+        for lib in text.lines().filter_map(|l| l.split_whitespace().next()) {
+            let ok = base.contains(&lib) || lib.contains("/ld-linux") || lib.starts_with("ld-linux");
+            assert!(ok, "{bin} links {lib}, which the Containerfile's run stage does not install");
+        }
+    }
 }
 
 /// The conflist as kubelet's runtime hands it to the plugin (libcni copies the list's name and
