@@ -42,88 +42,88 @@ issue() { # issue NAME FILE [romana user create flags]...
     printf '%s\n' "$pw" | k exec -i romanad-0 -c romanad -- /bin/sh -c \
         'IFS= read -r ROMANA_NEW_PASSWORD; export ROMANA_NEW_PASSWORD; exec romana --credentials "$0" user create "$@"' \
         "$ADMIN_CREDENTIALS" "$name" --role service "$@" >/dev/null
-    printf '{"endpoint": "%s", "username": "%s", "password": "%s"}\n' "$ENDPOINT" "$name" "$pw" >"$file"
+    (umask 077 && printf '{"endpoint": "%s", "username": "%s", "password": "%s"}\n' "$ENDPOINT" "$name" "$pw" >"$file")
 }
 
 main() {
-reissue=" "
-while (($#)); do
-    case $1 in
-    --reissue) reissue+="${2:?--reissue needs a node name or romana-k8s} "; shift 2 ;;
-    -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
-    *) echo "bootstrap.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
-    esac
-done
-tmp=$(mktemp -d)
-chmod 700 "$tmp"
-trap 'rm -rf "$tmp"' EXIT
+    reissue=" "
+    while (($#)); do
+        case $1 in
+        --reissue) reissue+="${2:?--reissue needs a node name or romana-k8s} "; shift 2 ;;
+        -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+        *) echo "bootstrap.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
+        esac
+    done
+    tmp=$(mktemp -d)
+    chmod 700 "$tmp"
+    trap 'rm -rf "$tmp"' EXIT
 
-echo "waiting for romanad"
-k rollout status statefulset/romanad --timeout=300s
-if [ -z "${ROMANA_ENDPOINT:-}" ]; then
-    # The Service's address, not its DNS name: agents start before cluster DNS has a pod network.
-    ip=$(k get service romanad -o jsonpath='{.spec.clusterIP}')
-    [[ $ip == *:* ]] && ip="[$ip]"
-    ENDPOINT="http://$ip:9600"
-else
-    ENDPOINT=$ROMANA_ENDPOINT
-fi
-IMAGE=${ROMANA_IMAGE:-$(k get daemonset romana-agent -o jsonpath='{.spec.template.spec.containers[0].image}')}
-echo "romanad: $ENDPOINT (for agents and the controller); image $IMAGE"
-
-# The controller.
-if k get secret romana-k8s-credentials >/dev/null 2>&1 && [[ $reissue != *" romana-k8s "* ]]; then
-    echo "romana-k8s: Secret romana-k8s-credentials exists"
-else
-    issue romana-k8s "$tmp/romana-k8s.json"
-    k create secret generic romana-k8s-credentials --from-file=credentials.json="$tmp/romana-k8s.json" \
-        --dry-run=client -o yaml | k apply -f - >/dev/null
-    k label secret romana-k8s-credentials app.kubernetes.io/part-of=romana --overwrite >/dev/null
-    rm -f "$tmp/romana-k8s.json"
-    k rollout restart deployment/romana-k8s >/dev/null
-    echo "romana-k8s: user romana-k8s, Secret romana-k8s-credentials"
-fi
-
-# The agents, one node at a time.
-failed=()
-for node in $($KUBECTL get nodes -o jsonpath='{range .items[*]}{.metadata.name}{"\n"}{end}'); do
-    mark=$($KUBECTL get node "$node" -o jsonpath="{.metadata.annotations.romana\.io/agent-credentials}")
-    if [ -n "$mark" ] && [[ $reissue != *" $node "* ]]; then
-        echo "$node: has its credential ($mark)"
-        continue
-    fi
-    user="agent-$node"
-    if ((${#user} > 64)); then
-        echo "$node: the user name $user is over 64 characters; create it by hand (docs/kubernetes.md)" >&2
-        failed+=("$node")
-        continue
-    fi
-    pod="romana-agent-credentials-$node"
-    issue "$user" "$tmp/$node.json" --host "$node"
-    k delete pod "$pod" --ignore-not-found --wait=true >/dev/null
-    k create secret generic "$pod" --from-file=credentials.json="$tmp/$node.json" \
-        --dry-run=client -o yaml | k apply -f - >/dev/null
-    rm -f "$tmp/$node.json"
-    sed -e "s|__NODE__|$node|g" -e "s|__IMAGE__|$IMAGE|g" "$here/agent-credentials-pod.yaml" | k apply -f - >/dev/null
-    if k wait --for=jsonpath='{.status.phase}'=Succeeded "pod/$pod" --timeout="$WAIT" >/dev/null; then
-        $KUBECTL annotate node "$node" "$ANNOTATION=$user" --overwrite >/dev/null
-        # A running agent keeps the password it read at start: restart it on a reissue.
-        k delete pod -l app.kubernetes.io/name=romana-agent --field-selector "spec.nodeName=$node" >/dev/null
-        echo "$node: user $user, /etc/romana/agent.credentials written"
+    echo "waiting for romanad"
+    k rollout status statefulset/romanad --timeout=300s
+    if [ -z "${ROMANA_ENDPOINT:-}" ]; then
+        # The Service's address, not its DNS name: agents start before cluster DNS has a pod network.
+        ip=$(k get service romanad -o jsonpath='{.spec.clusterIP}')
+        [[ $ip == *:* ]] && ip="[$ip]"
+        ENDPOINT="http://$ip:9600"
     else
-        echo "$node: the credential pod did not finish; its log:" >&2
-        k logs "pod/$pod" >&2 || true
-        failed+=("$node")
+        ENDPOINT=$ROMANA_ENDPOINT
     fi
-    k delete pod "$pod" --ignore-not-found --wait=false >/dev/null
-    k delete secret "$pod" --ignore-not-found >/dev/null
-done
+    IMAGE=${ROMANA_IMAGE:-$(k get daemonset romana-agent -o jsonpath='{.spec.template.spec.containers[0].image}')}
+    echo "romanad: $ENDPOINT (for agents and the controller); image $IMAGE"
 
-if ((${#failed[@]})); then
-    echo "bootstrap.sh: no credential on ${failed[*]}; fix and run it again" >&2
-    exit 1
-fi
-echo "bootstrap.sh: done"
+    # The controller.
+    if k get secret romana-k8s-credentials >/dev/null 2>&1 && [[ $reissue != *" romana-k8s "* ]]; then
+        echo "romana-k8s: Secret romana-k8s-credentials exists"
+    else
+        issue romana-k8s "$tmp/romana-k8s.json"
+        k create secret generic romana-k8s-credentials --from-file=credentials.json="$tmp/romana-k8s.json" \
+            --dry-run=client -o yaml | k apply -f - >/dev/null
+        k label secret romana-k8s-credentials app.kubernetes.io/part-of=romana --overwrite >/dev/null
+        rm -f "$tmp/romana-k8s.json"
+        k rollout restart deployment/romana-k8s >/dev/null
+        echo "romana-k8s: user romana-k8s, Secret romana-k8s-credentials"
+    fi
+
+    # The agents, one node at a time.
+    failed=()
+    for node in $($KUBECTL get nodes -o jsonpath='{range .items[*]}{.metadata.name}{"\n"}{end}'); do
+        mark=$($KUBECTL get node "$node" -o jsonpath="{.metadata.annotations.romana\.io/agent-credentials}")
+        if [ -n "$mark" ] && [[ $reissue != *" $node "* ]]; then
+            echo "$node: has its credential ($mark)"
+            continue
+        fi
+        user="agent-$node"
+        if ((${#user} > 64)); then
+            echo "$node: the user name $user is over 64 characters; create it by hand (docs/kubernetes.md)" >&2
+            failed+=("$node")
+            continue
+        fi
+        pod="romana-agent-credentials-$node"
+        issue "$user" "$tmp/$node.json" --host "$node"
+        k delete pod "$pod" --ignore-not-found --wait=true >/dev/null
+        k create secret generic "$pod" --from-file=credentials.json="$tmp/$node.json" \
+            --dry-run=client -o yaml | k apply -f - >/dev/null
+        rm -f "$tmp/$node.json"
+        sed -e "s|__NODE__|$node|g" -e "s|__IMAGE__|$IMAGE|g" "$here/agent-credentials-pod.yaml" | k apply -f - >/dev/null
+        if k wait --for=jsonpath='{.status.phase}'=Succeeded "pod/$pod" --timeout="$WAIT" >/dev/null; then
+            $KUBECTL annotate node "$node" "$ANNOTATION=$user" --overwrite >/dev/null
+            # A running agent keeps the password it read at start: restart it on a reissue.
+            k delete pod -l app.kubernetes.io/name=romana-agent --field-selector "spec.nodeName=$node" >/dev/null
+            echo "$node: user $user, /etc/romana/agent.credentials written"
+        else
+            echo "$node: the credential pod did not finish; its log:" >&2
+            k logs "pod/$pod" >&2 || true
+            failed+=("$node")
+        fi
+        k delete pod "$pod" --ignore-not-found --wait=false >/dev/null
+        k delete secret "$pod" --ignore-not-found >/dev/null
+    done
+
+    if ((${#failed[@]})); then
+        echo "bootstrap.sh: no credential on ${failed[*]}; fix and run it again" >&2
+        exit 1
+    fi
+    echo "bootstrap.sh: done"
 }
 
 if [[ ${BASH_SOURCE[0]} == "$0" ]]; then
