@@ -12,6 +12,8 @@ mod bootstrap;
 mod caps;
 #[path = "deploy/manifest.rs"]
 mod manifest;
+#[path = "deploy/scripts.rs"]
+mod scripts;
 #[path = "deploy/systemd.rs"]
 mod systemd;
 #[path = "deploy/units.rs"]
