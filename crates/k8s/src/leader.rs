@@ -62,10 +62,12 @@ pub async fn run(api: Api<Lease>, e: Election, tx: watch::Sender<bool>, metrics:
                 last_renew.is_some_and(|t| t.elapsed() < e.duration)
             }
         };
-        if leading != *tx.borrow() {
+        // Only a change wakes the loop (a renewal is no news: the loop re-reads romanad when
+        // leadership changes).
+        let changed = tx.send_if_modified(|v| std::mem::replace(v, leading) != leading);
+        if changed {
             tracing::info!(identity = %e.identity, leading, "leadership changed");
         }
-        tx.send_replace(leading);
         metrics.leader.set(i64::from(leading));
         let pause = if leading { e.duration / 3 } else { e.duration / 5 };
         tokio::time::sleep(pause.max(Duration::from_millis(100))).await;

@@ -1,0 +1,20 @@
+//! A Kubernetes API server for tests: discovery, list/watch, create/replace/patch/delete of
+//! generic JSON objects for namespaces, pods, nodes, events, networkpolicies and leases,
+//! following the documented API contract; knows nothing of Romana.
+//!
+//! Simplifications versus a real kube-apiserver are listed in ARCHITECTURE.md
+//! ("crates/kube-testserver").
+
+mod defaults;
+mod http;
+mod ids;
+mod patch;
+mod resources;
+mod selector;
+mod server;
+mod status;
+mod store;
+mod watch;
+
+pub use server::{ApiRequest, ApiServer, Options, kubeconfig};
+pub use status::ApiError;

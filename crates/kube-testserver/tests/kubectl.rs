@@ -1,0 +1,300 @@
+//! The test API server driven by the real client `kubectl` (1.32): create, replace, label,
+//! get, watch and delete of namespaces, pods, nodes and networkpolicies, each result checked
+//! against the server's state and back. Needs `/usr/bin/kubectl`; no root, no namespaces.
+
+use romana_kube_testserver::{ApiRequest, ApiServer};
+use romana_tests_support::TempDir;
+use serde_json::{Value, json};
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+const KUBECTL: &str = "/usr/bin/kubectl";
+
+/// Kills the child process when dropped, so a failing test leaves nothing running.
+struct ChildGuard(std::process::Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+struct Kube {
+    server: ApiServer,
+    dir: TempDir,
+    config: PathBuf,
+}
+
+fn kube(tag: &str) -> Option<Kube> {
+    if !Path::new(KUBECTL).exists() {
+        eprintln!("skipping: {KUBECTL} is not installed");
+        return None;
+    }
+    let server = ApiServer::start().expect("start the test API server");
+    let dir = TempDir::new(tag);
+    let config = dir.path().join("kubeconfig");
+    server.write_kubeconfig(&config).expect("write the kubeconfig");
+    Some(Kube { server, dir, config })
+}
+
+impl Kube {
+    /// Runs kubectl; returns (success, stdout, stderr).
+    fn run(&self, args: &[&str]) -> (bool, String, String) {
+        let out = Command::new(KUBECTL)
+            .arg("--kubeconfig")
+            .arg(&self.config)
+            .args(args)
+            .output()
+            .expect("run kubectl");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into(),
+            String::from_utf8_lossy(&out.stderr).into(),
+        )
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let (ok, out, err) = self.run(args);
+        assert!(ok, "kubectl {args:?} failed: {err}");
+        out
+    }
+
+    /// Writes `doc` to a file and passes it with `-f` after `verb`.
+    fn file(&self, verb: &[&str], name: &str, doc: &Value) -> String {
+        let path = self.dir.path().join(name);
+        std::fs::write(&path, serde_json::to_vec_pretty(doc).expect("serialise")).expect("write manifest");
+        let mut args = verb.to_vec();
+        let p = path.to_str().expect("utf-8 path").to_string();
+        args.extend(["-f", &p]);
+        if verb[0] != "delete" {
+            args.push("--validate=false");
+        }
+        self.ok(&args)
+    }
+
+    fn get_json(&self, args: &[&str]) -> Value {
+        let mut a = vec!["get"];
+        a.extend_from_slice(args);
+        a.extend(["-o", "json"]);
+        serde_json::from_str(&self.ok(&a)).expect("kubectl printed JSON")
+    }
+}
+
+fn namespace(name: &str, labels: Value) -> Value {
+    json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": labels}})
+}
+
+fn pod(ns: &str, name: &str, node: &str, labels: Value) -> Value {
+    json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": ns, "labels": labels},
+        "spec": {"nodeName": node, "containers": [{"name": "c", "image": "busybox",
+            "ports": [{"name": "http", "containerPort": 80}]}]}})
+}
+
+fn policy(ns: &str, name: &str, port: u16) -> Value {
+    json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {"podSelector": {"matchLabels": {"app": "web"}},
+            "ingress": [{"from": [{"podSelector": {}}], "ports": [{"port": port}]}]}})
+}
+
+#[test]
+fn kubectl_create_get_label_replace_delete() {
+    let Some(k) = kube("kapi-kubectl") else { return };
+    let out = k.file(&["create"], "ns.json", &namespace("alpha", json!({"team": "a"})));
+    assert!(out.contains("namespace/alpha created"), "{out}");
+    let ns = k.server.get_object("v1", "namespaces", None, "alpha").expect("namespace stored");
+    assert_eq!(ns["metadata"]["labels"], json!({"team": "a", "kubernetes.io/metadata.name": "alpha"}));
+
+    k.file(&["create"], "pod.json", &pod("alpha", "web", "h1", json!({"app": "web"})));
+    k.file(&["create"], "np.json", &policy("alpha", "allow-web", 80));
+    let node = json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "h1",
+        "labels": {"topology.kubernetes.io/zone": "z1"}},
+        "status": {"addresses": [{"type": "InternalIP", "address": "10.9.0.1"}]}});
+    k.file(&["create"], "node.json", &node);
+
+    // kubectl sees what the server stores.
+    let pods = k.get_json(&["pods", "-A"]);
+    assert_eq!(pods["kind"], "List");
+    let stored = k.server.get_object("v1", "pods", Some("alpha"), "web").expect("pod stored");
+    assert_eq!(pods["items"][0]["metadata"]["uid"], stored["metadata"]["uid"]);
+    assert_eq!(stored["spec"]["containers"][0]["ports"][0]["protocol"], "TCP");
+    let np = k.get_json(&["networkpolicy", "allow-web", "-n", "alpha"]);
+    assert_eq!(np["metadata"]["generation"], 1);
+    assert_eq!(np["spec"]["policyTypes"], json!(["Ingress"]));
+    let nodes = k.get_json(&["nodes", "-l", "topology.kubernetes.io/zone=z1"]);
+    assert_eq!(nodes["items"].as_array().map(Vec::len), Some(1));
+    let none = k.get_json(&["pods", "-A", "-l", "app notin (web)"]);
+    assert_eq!(none["items"], json!([]));
+    let on_h1 = k.get_json(&["pods", "-A", "--field-selector", "spec.nodeName=h1"]);
+    assert_eq!(on_h1["items"].as_array().map(Vec::len), Some(1));
+
+    // The server's direct writes are what kubectl reads.
+    let mut p2 = pod("alpha", "db", "h2", json!({"app": "db"}));
+    p2["metadata"]["annotations"] = json!({"romana.io/segment": "s1"});
+    k.server.put_object("v1", "pods", p2).expect("put a pod directly");
+    let db = k.get_json(&["pod", "db", "-n", "alpha"]);
+    assert_eq!(db["metadata"]["annotations"]["romana.io/segment"], "s1");
+
+    // label: a merge patch; metadata-only changes keep the generation.
+    let rv_before = stored["metadata"]["resourceVersion"].as_str().expect("rv").to_string();
+    k.ok(&["label", "pod", "web", "-n", "alpha", "tier=front"]);
+    let web = k.server.get_object("v1", "pods", Some("alpha"), "web").expect("pod");
+    assert_eq!(web["metadata"]["labels"], json!({"app": "web", "tier": "front"}));
+    assert_ne!(web["metadata"]["resourceVersion"].as_str(), Some(rv_before.as_str()));
+    k.ok(&["label", "pod", "web", "-n", "alpha", "tier-"]);
+    let web = k.server.get_object("v1", "pods", Some("alpha"), "web").expect("pod");
+    assert_eq!(web["metadata"]["labels"], json!({"app": "web"}));
+    k.ok(&["label", "namespace", "alpha", "team=b", "--overwrite"]);
+    assert_eq!(
+        k.server.get_object("v1", "namespaces", None, "alpha").expect("ns")["metadata"]["labels"]["team"],
+        "b"
+    );
+    k.ok(&["label", "networkpolicy", "allow-web", "-n", "alpha", "x=y"]);
+    let np = k
+        .server
+        .get_object("networking.k8s.io/v1", "networkpolicies", Some("alpha"), "allow-web")
+        .expect("np");
+    assert_eq!(np["metadata"]["generation"], 1, "a label change is not a spec change");
+
+    // replace: a spec change bumps the generation; uid and creationTimestamp stay.
+    k.file(&["replace"], "np2.json", &policy("alpha", "allow-web", 8080));
+    let np2 = k
+        .server
+        .get_object("networking.k8s.io/v1", "networkpolicies", Some("alpha"), "allow-web")
+        .expect("np");
+    assert_eq!(np2["metadata"]["generation"], 2);
+    assert_eq!(np2["metadata"]["uid"], np["metadata"]["uid"]);
+    assert_eq!(np2["spec"]["ingress"][0]["ports"][0]["port"], 8080);
+
+    // create of an existing object fails as AlreadyExists.
+    let path = k.dir.path().join("np2.json");
+    let (ok, _, err) = k.run(&["create", "-f", path.to_str().expect("utf-8"), "--validate=false"]);
+    assert!(!ok && err.contains("AlreadyExists"), "{err}");
+    // a pod in a missing namespace is refused with the real server's message.
+    k.file(&["create"], "ns-beta.json", &namespace("beta", json!({})));
+    let (ok, _, err) = k.run(&["get", "pod", "nope", "-n", "alpha"]);
+    assert!(!ok && err.contains("pods \"nope\" not found"), "{err}");
+
+    // delete -f, and namespace deletion takes its objects along.
+    k.file(&["delete"], "np2.json", &policy("alpha", "allow-web", 8080));
+    assert!(
+        k.server.get_object("networking.k8s.io/v1", "networkpolicies", Some("alpha"), "allow-web").is_none()
+    );
+    k.ok(&["delete", "node", "h1"]);
+    assert!(k.server.list_objects("v1", "nodes").is_empty());
+    k.ok(&["delete", "namespace", "alpha"]);
+    assert!(k.server.list_objects("v1", "pods").is_empty());
+    assert_eq!(k.get_json(&["namespaces"])["items"].as_array().map(Vec::len), Some(1));
+
+    // RBAC-shaped log: every verb kubectl used is there with group and namespace.
+    let log = k.server.requests();
+    let seen = |verb: &str, group: &str, resource: &str, ns: Option<&str>| {
+        log.contains(&ApiRequest {
+            verb: verb.into(),
+            group: group.into(),
+            resource: resource.into(),
+            namespace: ns.map(str::to_string),
+        })
+    };
+    assert!(seen("create", "", "namespaces", None));
+    assert!(seen("create", "networking.k8s.io", "networkpolicies", Some("alpha")));
+    assert!(seen("list", "", "pods", None));
+    assert!(seen("patch", "", "pods", Some("alpha")));
+    assert!(seen("update", "networking.k8s.io", "networkpolicies", Some("alpha")));
+    assert!(seen("delete", "", "nodes", None));
+    assert!(!seen("watch", "", "pods", None));
+}
+
+#[test]
+fn kubectl_watch_sees_changes() {
+    let Some(k) = kube("kapi-watch") else { return };
+    k.file(&["create"], "ns.json", &namespace("w", json!({})));
+    k.server.put_object("v1", "pods", pod("w", "before", "h1", json!({"app": "a"}))).expect("put");
+    let mut child = ChildGuard(
+        Command::new(KUBECTL)
+            .arg("--kubeconfig")
+            .arg(&k.config)
+            .args(["get", "pods", "-n", "w", "--watch", "-o", "json"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start kubectl get --watch"),
+    );
+    let stdout = child.0.stdout.take().expect("piped stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    // kubectl prints one pretty JSON object per event; collect names until both are seen.
+    let mut names = Vec::new();
+    let mut doc = String::new();
+    let mut created = false;
+    while let Some(Ok(l)) = lines.next() {
+        doc.push_str(&l);
+        if l == "}" {
+            let v: Value = serde_json::from_str(&doc).expect("kubectl watch output is JSON");
+            doc.clear();
+            names.push(v["metadata"]["name"].as_str().unwrap_or("").to_string());
+            if !created {
+                // The initial state arrived: change something the watch must see.
+                created = true;
+                k.server.put_object("v1", "pods", pod("w", "after", "h1", json!({"app": "b"}))).expect("put");
+            }
+            if names.iter().any(|n| n == "after") {
+                break;
+            }
+        }
+    }
+    drop(child);
+    assert_eq!(names, vec!["before", "after"]);
+    assert!(k.server.requests().iter().any(|r| r.verb == "watch" && r.resource == "pods"));
+}
+
+#[test]
+fn binary_prints_ready_line_and_honours_token() {
+    let Some(_) = kube("kapi-bin-probe") else { return };
+    let dir = TempDir::new("kapi-bin");
+    let start = |args: &[&str], config: &Path| {
+        let mut child = ChildGuard(
+            Command::new(env!("CARGO_BIN_EXE_romana-kube-testserver"))
+                .args(["--listen", "127.0.0.1:0", "--kubeconfig-out"])
+                .arg(config)
+                .args(args)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start romana-kube-testserver"),
+        );
+        let mut line = String::new();
+        BufReader::new(child.0.stdout.take().expect("stdout")).read_line(&mut line).expect("ready line");
+        assert!(line.starts_with("listening on http://127.0.0.1:"), "{line}");
+        let addr: SocketAddr =
+            line.trim().trim_start_matches("listening on http://").parse().expect("address");
+        (child, addr)
+    };
+    // Without a token: kubectl works through the written kubeconfig.
+    let open_cfg = dir.path().join("kc-open");
+    let (_open, _) = start(&[], &open_cfg);
+    let out = Command::new(KUBECTL)
+        .arg("--kubeconfig")
+        .arg(&open_cfg)
+        .args(["get", "namespaces", "-o", "json"])
+        .output()
+        .expect("kubectl");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    // With a token: requests need it. (kubectl 1.32 sends no bearer token over plain HTTP, so
+    // this is checked at the HTTP level; the kubeconfig still carries it for clients that do.)
+    let tok_cfg = dir.path().join("kc-token");
+    let (_tok, addr) = start(&["--token", "s3cret"], &tok_cfg);
+    assert!(std::fs::read_to_string(&tok_cfg).expect("kubeconfig").contains("token: \"s3cret\""));
+    let none = common::request(addr, "GET", "/api/v1/namespaces", &[], None);
+    assert_eq!((none.status, none.json()["reason"].as_str()), (401, Some("Unauthorized")));
+    let wrong = common::request(addr, "GET", "/api", &[("Authorization", "Bearer nope")], None);
+    assert_eq!(wrong.status, 401);
+    let good =
+        common::request(addr, "GET", "/api/v1/namespaces", &[("Authorization", "Bearer s3cret")], None);
+    assert_eq!((good.status, good.json()["kind"].as_str()), (200, Some("NamespaceList")));
+}
