@@ -691,6 +691,17 @@ pub async fn create_user(
     Ok((u, password))
 }
 
+/// `romana user delete`: deleting a user that is already gone is success (reconcilers such as
+/// deploy/kubernetes/bootstrap.sh delete before they re-create).
+pub async fn user_delete(c: &Client, name: &str) -> Result<()> {
+    match c.delete_user(name).await {
+        Ok(()) => eprintln!("deleted user {name}"),
+        Err(e) if e.status() == Some(404) => eprintln!("user {name} does not exist; nothing to delete"),
+        Err(e) => return Err(e).with_context(|| format!("deleting user {name}")),
+    }
+    Ok(())
+}
+
 /// `romana user create`: the password is printed only when it was generated and not written to a
 /// credentials file.
 pub async fn user_create(

@@ -250,6 +250,11 @@ impl Client {
     pub async fn create_user(&self, req: &UserRequest) -> Result<User> {
         self.call(Method::POST, "/auth/users", Self::body(req)).await
     }
+    pub async fn delete_user(&self, name: &str) -> Result<()> {
+        self.call::<serde_json::Value>(Method::DELETE, &format!("/auth/users/{}", enc(name)), None)
+            .await
+            .map(|_| ())
+    }
 
     pub async fn index(&self) -> Result<RootIndex> {
         self.call(Method::GET, "/", None).await

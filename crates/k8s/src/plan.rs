@@ -1,0 +1,231 @@
+//! The reconcile plan: desired (Kubernetes) against actual (romanad) gives the writes that make
+//! romanad equal to Kubernetes for what this controller owns, in a safe order. Pure: time is an
+//! argument. `Write::apply_to` models a write's effect so that the loop keeps `Actual` current
+//! without reading romanad again, and so that tests can check that a plan converges.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use romana_api::netpol::NetworkPolicy;
+use romana_api::rest::{PodInfo, TenantRequest};
+
+use crate::map::{HostDesired, NetpolDesired};
+use crate::state::{Actual, Desired, Key, TenantActual, host_owned};
+
+/// One change to romanad.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Write {
+    /// Create (`create`) or update a tenant.
+    PutTenant {
+        create: bool,
+        req: TenantRequest,
+    },
+    AddSegment {
+        tenant: String,
+        segment: String,
+    },
+    AddHost(HostDesired),
+    SetTags {
+        host: String,
+        tags: BTreeMap<String, String>,
+    },
+    ApplyNetpol(Key, NetpolDesired),
+    PutPod(PodInfo),
+    DeletePod(Key),
+    DeleteNetpol(Key),
+    /// The endpoint (and its address, of the same name) of a pod deleted from the API whose CNI
+    /// DEL never came.
+    Reclaim(String),
+    DeleteTenant(String),
+    RemoveHost(String),
+}
+
+impl Write {
+    /// The kind label for metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Write::PutTenant { .. } | Write::DeleteTenant(_) => "tenant",
+            Write::AddSegment { .. } => "segment",
+            Write::AddHost(_) | Write::SetTags { .. } | Write::RemoveHost(_) => "host",
+            Write::ApplyNetpol(..) | Write::DeleteNetpol(_) => "networkpolicy",
+            Write::PutPod(_) | Write::DeletePod(_) => "pod",
+            Write::Reclaim(_) => "endpoint",
+        }
+    }
+
+    /// What romanad holds after this write succeeded.
+    pub fn apply_to(&self, a: &mut Actual) {
+        match self {
+            Write::PutTenant { req, .. } => {
+                a.tenants.entry(req.name.clone()).or_insert_with(|| TenantActual::new(&req.name)).req =
+                    req.clone();
+            }
+            Write::AddSegment { tenant, segment } => {
+                a.tenants
+                    .entry(tenant.clone())
+                    .or_insert_with(|| TenantActual::new(tenant))
+                    .segments
+                    .insert(segment.clone());
+            }
+            Write::AddHost(h) => {
+                a.hosts.insert(h.name.clone(), h.clone());
+            }
+            Write::SetTags { host, tags } => {
+                if let Some(h) = a.hosts.get_mut(host) {
+                    h.tags = tags.clone();
+                }
+            }
+            Write::ApplyNetpol(k, n) => {
+                a.netpols.insert(k.clone(), n.policy.clone());
+            }
+            Write::PutPod(p) => {
+                a.pods.insert((p.namespace.clone(), p.name.clone()), p.clone());
+            }
+            Write::DeletePod(k) => drop(a.pods.remove(k)),
+            Write::DeleteNetpol(k) => drop(a.netpols.remove(k)),
+            Write::Reclaim(e) => drop(a.endpoints.remove(e)),
+            Write::DeleteTenant(t) => drop(a.tenants.remove(t)),
+            Write::RemoveHost(h) => drop(a.hosts.remove(h)),
+        }
+    }
+}
+
+/// One line for logs: what is written, by name (no whole objects).
+impl std::fmt::Display for Write {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Write::PutTenant { create: true, req } => write!(f, "create tenant {}", req.name),
+            Write::PutTenant { create: false, req } => write!(f, "update tenant {}", req.name),
+            Write::AddSegment { tenant, segment } => write!(f, "add segment {segment} of tenant {tenant}"),
+            Write::AddHost(h) => write!(f, "add host {} ({})", h.name, h.ip),
+            Write::SetTags { host, .. } => write!(f, "set tags of host {host}"),
+            Write::ApplyNetpol((ns, n), _) => write!(f, "apply networkpolicy {ns}/{n}"),
+            Write::PutPod(p) => write!(f, "put pod {}/{}", p.namespace, p.name),
+            Write::DeletePod((ns, n)) => write!(f, "delete pod {ns}/{n}"),
+            Write::DeleteNetpol((ns, n)) => write!(f, "delete networkpolicy {ns}/{n}"),
+            Write::Reclaim(e) => write!(f, "reclaim endpoint {e}"),
+            Write::DeleteTenant(t) => write!(f, "delete tenant {t}"),
+            Write::RemoveHost(h) => write!(f, "remove host {h}"),
+        }
+    }
+}
+
+/// What the plan needs besides the two pictures.
+#[derive(Debug, Clone, Copy)]
+pub struct Ctx<'a> {
+    /// Policies romanad refused, as they were when refused: not retried until they change.
+    pub refused: &'a BTreeMap<Key, NetworkPolicy>,
+    /// Endpoints whose pod is gone from the API, since when (`orphans`).
+    pub orphans: &'a BTreeMap<String, Instant>,
+    pub now: Instant,
+    pub grace: Duration,
+}
+
+/// Endpoints registered for a pod that the API no longer has, with the time each was first seen
+/// so (kept from `prev`, `now` for new ones). A pod that comes back leaves the list.
+pub fn orphans(
+    d: &Desired,
+    a: &Actual,
+    prev: &BTreeMap<String, Instant>,
+    now: Instant,
+) -> BTreeMap<String, Instant> {
+    a.endpoints
+        .iter()
+        .filter(|(_, e)| e.pod.as_ref().is_some_and(|p| !d.pods.contains_key(p)))
+        .map(|(name, _)| (name.clone(), prev.get(name).copied().unwrap_or(now)))
+        .collect()
+}
+
+/// Hosts that a node names but romanad holds with another IP: never changed by the plan
+/// (removing a host releases its addresses), reported instead.
+pub fn host_conflicts<'a>(d: &'a Desired, a: &'a Actual) -> Vec<(&'a str, &'a str, &'a str)> {
+    d.hosts
+        .values()
+        .filter_map(|h| {
+            a.hosts
+                .get(&h.name)
+                .filter(|x| x.ip != h.ip)
+                .map(|x| (h.name.as_str(), h.ip.as_str(), x.ip.as_str()))
+        })
+        .collect()
+}
+
+/// The writes that make `a` equal to `d`, creations before the deletions that depend on them.
+pub fn plan(d: &Desired, a: &Actual, ctx: Ctx<'_>) -> Vec<Write> {
+    let mut w = Vec::new();
+    // Tenants: create, or update in place when labels, isolation or the namespace uid changed.
+    for (name, t) in &d.tenants {
+        match a.tenants.get(name) {
+            None => w.push(Write::PutTenant { create: true, req: t.clone() }),
+            Some(x) if x.req != *t => w.push(Write::PutTenant { create: false, req: t.clone() }),
+            Some(_) => {}
+        }
+    }
+    // Segments named by pods' annotations, before the pods.
+    let mut segs = BTreeSet::new();
+    for p in d.pods.values().filter(|p| !p.segment.is_empty()) {
+        let have = a.tenants.get(&p.namespace).is_some_and(|t| t.segments.contains(&p.segment));
+        if !have && segs.insert((p.namespace.clone(), p.segment.clone())) {
+            w.push(Write::AddSegment { tenant: p.namespace.clone(), segment: p.segment.clone() });
+        }
+    }
+    // Hosts: add, or retag; a host held with another IP is left alone (`host_conflicts`).
+    for (name, h) in &d.hosts {
+        match a.hosts.get(name) {
+            None => w.push(Write::AddHost(h.clone())),
+            Some(x) if x.ip == h.ip && x.tags != h.tags => {
+                w.push(Write::SetTags { host: name.clone(), tags: h.tags.clone() })
+            }
+            Some(_) => {}
+        }
+    }
+    for (k, n) in &d.netpols {
+        if ctx.refused.get(k) == Some(&n.policy) {
+            continue;
+        }
+        if a.netpols.get(k) != Some(&n.policy) {
+            w.push(Write::ApplyNetpol(k.clone(), n.clone()));
+        }
+    }
+    for (k, p) in &d.pods {
+        if a.pods.get(k) != Some(p) {
+            w.push(Write::PutPod(p.clone()));
+        }
+    }
+    // Deletions. Pod records are all ours; policies are ours in namespaces that are (or were)
+    // ours; tenants and hosts only with the ownership mark.
+    for k in a.pods.keys().filter(|k| !d.pods.contains_key(*k)) {
+        w.push(Write::DeletePod(k.clone()));
+    }
+    let ours = |ns: &str| d.tenants.contains_key(ns) || a.tenants.get(ns).is_some_and(TenantActual::owned);
+    for k in a.netpols.keys().filter(|k| !d.netpols.contains_key(*k) && ours(&k.0)) {
+        w.push(Write::DeleteNetpol(k.clone()));
+    }
+    for (e, since) in ctx.orphans {
+        if a.endpoints.contains_key(e) && ctx.now.saturating_duration_since(*since) >= ctx.grace {
+            w.push(Write::Reclaim(e.clone()));
+        }
+    }
+    let reclaimed: BTreeSet<String> =
+        w.iter().filter_map(|x| if let Write::Reclaim(e) = x { Some(e.clone()) } else { None }).collect();
+    for (name, t) in &a.tenants {
+        if d.tenants.contains_key(name) || !t.owned() {
+            continue;
+        }
+        // A tenant goes once its endpoints are gone (CNI DEL, or reclaimed in this plan).
+        let busy = a.endpoints.iter().any(|(e, x)| x.tenant == *name && !reclaimed.contains(e));
+        if !busy {
+            w.push(Write::DeleteTenant(name.clone()));
+        }
+    }
+    for (name, h) in &a.hosts {
+        if !d.hosts.contains_key(name) && host_owned(h) {
+            w.push(Write::RemoveHost(name.clone()));
+        }
+    }
+    w
+}
+
+#[cfg(test)]
+#[path = "plan_tests.rs"]
+mod tests;
