@@ -10,11 +10,11 @@ use axum::http::StatusCode;
 use axum::routing::{get, post, put};
 use romana_api::rest::{
     Address, AddressRequest, BlackoutRequest, BlockInfo, BlockList, Host, HostList, HostRequest, HostRoutes,
-    NetworkInfo, Placement, RouteInfo, TagsRequest, TopologyChangeSummary,
+    NetworkInfo, Placement, TagsRequest, TopologyChangeSummary,
 };
 use romana_api::topology::TopologyRequest;
 use romana_ipam::spec::{DEFAULT_AGENT_PORT, HostSpec, LayoutSpec};
-use romana_ipam::{AllocRequest, Allocation, HostOrigin, RouteTarget};
+use romana_ipam::{AllocRequest, Allocation, HostOrigin};
 use romana_model::{AddressName, Cidr, HostName, SegmentName, TenantName};
 use serde::Deserialize;
 
@@ -323,7 +323,7 @@ fn scoped_failure(s: &AppState, p: &Principal, req: &AddressRequest, name: &str,
 async fn used_name(s: &AppState, req: &AddressRequest, token: &Option<String>) -> String {
     let Some(t) = token else { return req.name.clone() };
     let holder = |name: &str| s.ipam.read(|v| v.ipam.lookup(name).map(|a| a.tenant.to_string()));
-    crate::ipam_sync::token_name(&*s.store, &s.keys, &req.tenant, t, holder)
+    crate::ipam_writes::token_name(&*s.store, &s.keys, &req.tenant, t, holder)
         .await
         .unwrap_or_else(|| req.name.clone())
 }
@@ -341,7 +341,9 @@ async fn allocate_v2(
     let (r, ip) = alloc_request(&req)?;
     let a = match s.ipam.allocate(r, ip, q.request_token.clone()).await {
         Ok(a) => a,
-        Err(e) => return Err(scoped_failure(&s, &p, &req, &used_name(&s, &req, &q.request_token).await, e)),
+        Err(e) => {
+            return Err(scoped_failure(&s, &p, &req, &used_name(&s, &req, &q.request_token).await, e.into()));
+        }
     };
     Ok(Json(a.ip.to_string()))
 }
@@ -358,7 +360,9 @@ async fn allocate(
     let (r, ip) = alloc_request(&req)?;
     let a = match s.ipam.allocate(r, ip, q.request_token.clone()).await {
         Ok(a) => a,
-        Err(e) => return Err(scoped_failure(&s, &p, &req, &used_name(&s, &req, &q.request_token).await, e)),
+        Err(e) => {
+            return Err(scoped_failure(&s, &p, &req, &used_name(&s, &req, &q.request_token).await, e.into()));
+        }
     };
     Ok((if a.fresh { StatusCode::CREATED } else { StatusCode::OK }, Json(address_view(&a))))
 }
@@ -473,20 +477,11 @@ async fn remove_blackout(State(s): State<AppState>, Query(q): Query<CidrQuery>) 
     Ok(StatusCode::NO_CONTENT)
 }
 
-pub(crate) fn route_info(r: &romana_ipam::Route) -> RouteInfo {
-    let (kind, via, via_ip) = match &r.target {
-        RouteTarget::Host { name, ip } => ("host", name.to_string(), ip.to_string()),
-        RouteTarget::Group { path } => ("group", path.clone(), String::new()),
-        RouteTarget::Throw => ("throw", String::new(), String::new()),
-    };
-    RouteInfo { dest: r.dest.to_string(), kind: kind.into(), via, via_ip }
-}
-
 async fn host_routes(State(s): State<AppState>, Path(host): Path<String>) -> ApiResult<Json<HostRoutes>> {
     let name = host_name(&host)?;
     s.ipam.read(|v| {
         let live = s.liveness.read().unwrap_or_else(|p| p.into_inner());
-        crate::route_manager::host_routes(&v.ipam, &live, &name, v.revision).map(Json)
+        crate::route_sets::host_routes(&v.ipam, &live, &name, v.revision).map(Json).map_err(ApiError::from)
     })
 }
 
@@ -501,7 +496,7 @@ async fn fabric(State(s): State<AppState>) -> Json<serde_json::Value> {
                         "network": g.network.as_str(), "group": g.path, "cidr": g.cidr.to_string(),
                         "announce": g.announce.map(|c| c.to_string()),
                         "hosts": g.hosts.iter().map(|h| h.as_str()).collect::<Vec<_>>(),
-                        "routes": g.routes.iter().map(route_info).collect::<Vec<_>>(),
+                        "routes": g.routes.iter().map(crate::route_sets::route_info).collect::<Vec<_>>(),
                     })
                 })
                 .collect(),

@@ -129,6 +129,18 @@ impl Keys {
     pub fn service(&self, name: &str, instance: &str) -> String {
         format!("{}services/{name}/{instance}", self.prefix)
     }
+    pub fn auth_keys(&self) -> String {
+        format!("{}auth/keys/", self.prefix)
+    }
+    pub fn auth_key(&self, kid: &str) -> String {
+        format!("{}auth/keys/{kid}", self.prefix)
+    }
+    pub fn auth_users(&self) -> String {
+        format!("{}auth/users/", self.prefix)
+    }
+    pub fn auth_user(&self, name: &str) -> String {
+        format!("{}auth/users/{name}", self.prefix)
+    }
     pub fn configs(&self) -> String {
         format!("{}config/", self.prefix)
     }

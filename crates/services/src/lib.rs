@@ -5,14 +5,22 @@
 //! Knows nothing about sockets or processes (the `romanad` binary does) or the kernel.
 
 pub mod auth;
+pub mod auth_state;
+pub mod authenticate;
 pub mod endpoints;
 pub mod error;
 pub mod extract;
 pub mod hash_pool;
 pub mod ipam_api;
+pub(crate) mod ipam_feed;
 pub mod ipam_sync;
+pub mod ipam_view;
+pub(crate) mod ipam_writes;
+pub mod jitter;
 pub mod key_file;
 pub mod keys;
+pub mod liveness;
+pub mod liveness_api;
 pub mod login_limit;
 pub mod metrics;
 pub mod netpols;
@@ -20,9 +28,12 @@ pub mod ops;
 pub mod policies;
 pub mod root;
 pub mod route_manager;
+pub mod route_sets;
 pub mod scope;
+pub mod service_error;
 pub mod state;
 pub mod table;
+pub mod tenant_store;
 pub mod tenants;
 pub mod watch;
 pub mod watch_scope;
@@ -99,8 +110,13 @@ pub async fn serve_loopback(
 /// Loads the IPAM replica and builds the shared state.
 pub async fn start(store: Arc<dyn Store>, opts: &Options) -> error::ApiResult<AppState> {
     let keys = keys::Keys::new(&opts.prefix);
-    let ipam =
-        ipam_sync::IpamHandle::start(Arc::clone(&store), keys.clone(), opts.initial_topology.clone()).await?;
+    let ipam = ipam_sync::IpamHandle::start(
+        Arc::clone(&store),
+        keys.clone(),
+        opts.initial_topology.clone(),
+        Arc::new(jitter::SplitMix::from_os()),
+    )
+    .await?;
     let creds = opts.credentials.clone().map(|p| (p, opts.url.clone(), opts.ca_pem.clone()));
     let auth = auth::AuthState::start(
         Arc::clone(&store),
@@ -155,8 +171,7 @@ pub fn router(state: AppState) -> Router {
         app = app.merge(tenants::routes());
     }
     if on("topology") {
-        app =
-            app.merge(ipam_api::topology_routes()).merge(route_manager::routes()).merge(endpoints::routes());
+        app = app.merge(ipam_api::topology_routes()).merge(liveness_api::routes()).merge(endpoints::routes());
     }
     if on("ipam") {
         app = app.merge(ipam_api::ipam_routes());
