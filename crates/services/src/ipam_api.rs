@@ -9,8 +9,8 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post, put};
 use romana_api::rest::{
-    Address, AddressRequest, BlackoutRequest, BlockInfo, BlockList, Host, HostList, HostRequest, HostRoutes,
-    NetworkInfo, Placement, TagsRequest, TopologyChangeSummary,
+    Address, AddressRequest, BlackoutRequest, BlockInfo, BlockList, FabricGroup, Host, HostList, HostRequest,
+    HostRoutes, NetworkInfo, Placement, TagsRequest, TopologyChangeSummary,
 };
 use romana_api::topology::TopologyRequest;
 use romana_ipam::spec::{DEFAULT_AGENT_PORT, HostSpec, LayoutSpec};
@@ -485,23 +485,8 @@ async fn host_routes(State(s): State<AppState>, Path(host): Path<String>) -> Api
     })
 }
 
-async fn fabric(State(s): State<AppState>) -> Json<serde_json::Value> {
-    Json(s.ipam.read(|v| {
-        serde_json::Value::Array(
-            v.ipam
-                .fabric_routes()
-                .iter()
-                .map(|g| {
-                    serde_json::json!({
-                        "network": g.network.as_str(), "group": g.path, "cidr": g.cidr.to_string(),
-                        "announce": g.announce.map(|c| c.to_string()),
-                        "hosts": g.hosts.iter().map(|h| h.as_str()).collect::<Vec<_>>(),
-                        "routes": g.routes.iter().map(crate::route_sets::route_info).collect::<Vec<_>>(),
-                    })
-                })
-                .collect(),
-        )
-    }))
+async fn fabric(State(s): State<AppState>) -> Json<Vec<FabricGroup>> {
+    Json(s.ipam.read(|v| crate::route_sets::fabric_groups(&v.ipam)))
 }
 
 pub fn topology_routes() -> Router<AppState> {
