@@ -26,6 +26,7 @@ pub mod metrics;
 pub mod netpols;
 pub mod ops;
 pub mod policies;
+pub mod registration;
 pub mod root;
 pub mod route_manager;
 pub mod route_sets;
@@ -78,6 +79,7 @@ pub struct Options {
 /// Every service on a memory store, served on 127.0.0.1 at a port chosen at run time: romanad
 /// inside the calling process, for tests and benchmarks. With `credentials`, authentication is on
 /// and the first admin's credentials are written there; without, it is off. Returns the URL.
+#[cfg(feature = "test-util")]
 pub async fn serve_loopback(
     instance: &str,
     initial_topology: Option<TopologyRequest>,
@@ -137,7 +139,7 @@ pub async fn start(store: Arc<dyn Store>, opts: &Options) -> error::ApiResult<Ap
             opts.instance.clone(),
         );
     }
-    root::spawn_registration(
+    registration::spawn_registration(
         Arc::clone(&store),
         keys.clone(),
         opts.services.clone(),
