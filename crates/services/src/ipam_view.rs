@@ -279,3 +279,6 @@ impl Synced {
         s
     }
 }
+
+#[cfg(test)]
+mod tests;
