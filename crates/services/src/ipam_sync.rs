@@ -308,3 +308,35 @@ impl Actor {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn check(attempts: u32, after: Duration, want: &[&str]) {
+        let started = Instant::now();
+        let o =
+            Outage { cause: "the watch ended".into(), started, attempts, last: "connection refused".into() };
+        let e = o.refusal(started + after);
+        let ServiceError::Unavailable(text) = &e else { panic!("unavailable: {e:?}") };
+        for w in want {
+            assert!(text.contains(w), "{w:?} in {text}");
+        }
+    }
+
+    #[test]
+    fn a_refusal_says_why_since_when_and_that_nothing_changed() {
+        check(
+            1,
+            Duration::from_millis(300),
+            &["reloading", "after: the watch ended", "for 0.3 s", "attempt 1"],
+        );
+        check(
+            7,
+            Duration::from_secs(12),
+            &["for 12.0 s", "attempt 7", "last error: connection refused", "nothing was changed, try again"],
+        );
+    }
+}

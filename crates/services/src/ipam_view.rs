@@ -13,7 +13,7 @@ use romana_ipam::{AllocRequest, Allocation, HostOrigin, Ipam, IpamError};
 use romana_model::{Cidr, HostName, NetworkName, SegmentName, TenantName};
 use romana_store::{EventKind, KeyValue, Revision};
 
-use crate::keys::Keys;
+use crate::keys::{KeyOf, Keys};
 
 /// The replica's view: readers take it briefly; only the actor writes.
 #[derive(Debug)]
@@ -85,11 +85,9 @@ impl Synced {
     /// Applies one stored key-value (a watch event, a refresh or the initial load).
     pub(crate) fn apply(&mut self, keys: &Keys, kind: EventKind, kv: &KeyValue) {
         self.revision = self.revision.max(kv.mod_revision);
-        let rel = keys.relative(&kv.key);
         // Only these keys shape the IPAM; names, tokens, policies and the rest are not tracked.
-        let tracked =
-            ["ipam/topology", "ipam/hosts/", "ipam/blocks/", "ipam/blackouts/", "tenants/", "segments/"];
-        if !tracked.iter().any(|t| rel.starts_with(t)) {
+        let of = keys.classify(&kv.key);
+        if of == KeyOf::Other {
             return;
         }
         if self.applied.get(&kv.key).is_some_and(|r| *r >= kv.mod_revision) {
@@ -97,15 +95,11 @@ impl Synced {
         }
         self.applied.insert(kv.key.clone(), kv.mod_revision);
         let put = kind == EventKind::Put;
-        let result: Result<(), String> = if rel == "ipam/topology" {
-            self.apply_topology(put, &kv.value)
-        } else if let Some(name) = rel.strip_prefix("ipam/hosts/") {
-            self.apply_host(name, put, &kv.value)
-        } else if rel.starts_with("ipam/blocks/") {
-            self.apply_block(&kv.key, put, &kv.value)
-        } else if let Some(c) = rel.strip_prefix("ipam/blackouts/") {
-            let cidr: Result<Cidr, _> = c.replacen('_', "/", 1).parse();
-            match cidr {
+        let result: Result<(), String> = match of {
+            KeyOf::Topology => self.apply_topology(put, &kv.value),
+            KeyOf::Host(name) => self.apply_host(name, put, &kv.value),
+            KeyOf::Block => self.apply_block(&kv.key, put, &kv.value),
+            KeyOf::Blackout(c) => match c.replacen('_', "/", 1).parse::<Cidr>() {
                 Ok(cidr) if put => self.ipam.blackout(cidr).map_err(|e| e.to_string()),
                 Ok(cidr) => self
                     .ipam
@@ -113,21 +107,22 @@ impl Synced {
                     .or_else(|e| if matches!(e, IpamError::NotBlackedOut { .. }) { Ok(()) } else { Err(e) })
                     .map_err(|e| e.to_string()),
                 Err(e) => Err(e.to_string()),
+            },
+            KeyOf::Tenant(t) => {
+                if put && let Ok(rec) = serde_json::from_slice::<TenantRecord>(&kv.value) {
+                    self.tenant_numbers.insert(t.to_owned(), rec.number);
+                    self.push_numbers(t, None);
+                }
+                Ok(())
             }
-        } else if let Some(t) = rel.strip_prefix("tenants/") {
-            if put && let Ok(rec) = serde_json::from_slice::<TenantRecord>(&kv.value) {
-                self.tenant_numbers.insert(t.to_owned(), rec.number);
-                self.push_numbers(t, None);
+            KeyOf::Segment => {
+                if put && let Ok(rec) = serde_json::from_slice::<SegmentRecord>(&kv.value) {
+                    self.segment_numbers.insert((rec.tenant.clone(), rec.name.clone()), rec.number);
+                    self.push_numbers(&rec.tenant, Some(&rec.name));
+                }
+                Ok(())
             }
-            Ok(())
-        } else if rel.starts_with("segments/") {
-            if put && let Ok(rec) = serde_json::from_slice::<SegmentRecord>(&kv.value) {
-                self.segment_numbers.insert((rec.tenant.clone(), rec.name.clone()), rec.number);
-                self.push_numbers(&rec.tenant, Some(&rec.name));
-            }
-            Ok(())
-        } else {
-            Ok(())
+            KeyOf::Other => Ok(()),
         };
         if let Err(e) = result {
             tracing::warn!(key = %kv.key, error = %e, "could not apply a stored change to the IPAM replica");
@@ -254,21 +249,13 @@ impl Synced {
     /// order (the topology, then tenant and segment numbers, hosts, blackouts, blocks).
     pub fn loaded(keys: &Keys, kvs: &[KeyValue], rev: Revision) -> Synced {
         let mut s = Synced::empty();
-        let rank = |kv: &KeyValue| {
-            let rel = keys.relative(&kv.key);
-            if rel == "ipam/topology" {
-                0
-            } else if rel.starts_with("tenants/") {
-                1
-            } else if rel.starts_with("segments/") {
-                2
-            } else if rel.starts_with("ipam/hosts/") {
-                3
-            } else if rel.starts_with("ipam/blackouts/") {
-                4
-            } else {
-                5
-            }
+        let rank = |kv: &KeyValue| match keys.classify(&kv.key) {
+            KeyOf::Topology => 0,
+            KeyOf::Tenant(_) => 1,
+            KeyOf::Segment => 2,
+            KeyOf::Host(_) => 3,
+            KeyOf::Blackout(_) => 4,
+            KeyOf::Block | KeyOf::Other => 5,
         };
         let mut ordered: Vec<&KeyValue> = kvs.iter().collect();
         ordered.sort_by_key(|kv| (rank(kv), kv.key.clone()));

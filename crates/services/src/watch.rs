@@ -78,7 +78,7 @@ async fn watch(
         let s = s.clone();
         move |kv: &KeyValue| watch_scope::key_allowed(allowed, s.keys.relative(&kv.key))
     };
-    let prefix = format!("{}{}", s.keys.root(), q.prefix);
+    let prefix = s.keys.under(&q.prefix);
     let mut first: Vec<String> = Vec::new();
     let from = if from == 0 {
         let (kvs, rev) = s.store.range(&prefix).await?;
