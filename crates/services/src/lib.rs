@@ -26,6 +26,7 @@ pub mod metrics;
 pub mod netpols;
 pub mod ops;
 pub mod policies;
+pub mod policy_store;
 pub mod registration;
 pub mod root;
 pub mod route_manager;
