@@ -4,6 +4,7 @@
 pub mod agent;
 pub mod netpol;
 pub mod policy;
+pub mod query;
 pub mod records;
 pub mod rest;
 pub mod route_wire;

@@ -8,6 +8,7 @@ use axum::Router;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post, put};
+use romana_api::query::{CidrQuery, ReleaseQuery, TokenQuery};
 use romana_api::rest::{
     Address, AddressRequest, BlackoutRequest, BlockInfo, BlockList, FabricGroup, Host, HostList, HostRequest,
     HostRoutes, NetworkInfo, Placement, TagsRequest, TopologyChangeSummary,
@@ -16,7 +17,6 @@ use romana_api::topology::TopologyRequest;
 use romana_ipam::spec::{DEFAULT_AGENT_PORT, HostSpec, LayoutSpec};
 use romana_ipam::{AllocRequest, Allocation, HostOrigin};
 use romana_model::{AddressName, Cidr, HostName, SegmentName, TenantName};
-use serde::Deserialize;
 
 use crate::error::{ApiError, ApiResult};
 use crate::extract::Body;
@@ -248,12 +248,6 @@ async fn set_tags(
     Ok(Json(find_host(&s, &name)?))
 }
 
-#[derive(Debug, Deserialize)]
-struct TokenQuery {
-    #[serde(rename = "RequestToken", alias = "request_token")]
-    request_token: Option<String>,
-}
-
 fn alloc_request(req: &AddressRequest) -> ApiResult<(AllocRequest, Option<IpAddr>)> {
     let mut problems = Vec::new();
     let name = AddressName::new(req.name.clone()).map_err(|e| problems.push(format!("name: {e}"))).ok();
@@ -367,12 +361,6 @@ async fn allocate(
     Ok((if a.fresh { StatusCode::CREATED } else { StatusCode::OK }, Json(address_view(&a))))
 }
 
-#[derive(Debug, Deserialize)]
-struct ReleaseQuery {
-    #[serde(rename = "addressName")]
-    address_name: Option<String>,
-}
-
 async fn release_v2(
     State(s): State<AppState>,
     Extension(p): Extension<Principal>,
@@ -464,11 +452,6 @@ async fn blackouts(State(s): State<AppState>) -> Json<Vec<BlackoutRequest>> {
 async fn add_blackout(State(s): State<AppState>, Body(req): Body<BlackoutRequest>) -> ApiResult<StatusCode> {
     s.ipam.blackout(parse_cidr(&req.cidr)?, true).await?;
     Ok(StatusCode::CREATED)
-}
-
-#[derive(Debug, Deserialize)]
-struct CidrQuery {
-    cidr: Option<String>,
 }
 
 async fn remove_blackout(State(s): State<AppState>, Query(q): Query<CidrQuery>) -> ApiResult<StatusCode> {

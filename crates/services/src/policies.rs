@@ -7,7 +7,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::get;
 use romana_api::policy::Policy;
-use serde::Deserialize;
+use romana_api::query::PolicyIdRequest;
 
 use crate::error::{ApiError, ApiResult};
 use crate::extract::Body;
@@ -136,16 +136,11 @@ async fn remove(
     delete_id(&s, &who, &id).await
 }
 
-#[derive(Debug, Deserialize)]
-struct IdBody {
-    id: String,
-}
-
 /// Romana 2.0's `DELETE /policies` with a body `{"id": ...}`.
 async fn remove_by_body(
     State(s): State<AppState>,
     Extension(who): Extension<Principal>,
-    Body(b): Body<IdBody>,
+    Body(b): Body<PolicyIdRequest>,
 ) -> ApiResult<Json<Policy>> {
     if b.id.is_empty() {
         return Err(ApiError::invalid("invalid request", vec!["id: must not be empty".into()]));

@@ -11,25 +11,14 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Extension, Router};
 use futures_util::StreamExt;
+use romana_api::query::WatchQuery;
 use romana_api::rest::{WatchEvent, WatchKind};
 use romana_auth::Principal;
 use romana_store::{EventKind, KeyValue};
-use serde::Deserialize;
 
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
 use crate::watch_scope::{self, ScopeError};
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct WatchQuery {
-    /// Text, parsed here: so that any number (even past `i64`) gets our error body naming it.
-    #[serde(default)]
-    from: Option<String>,
-    /// Below the store prefix, e.g. `ipam/`, `policies/`; empty for everything the caller may read.
-    #[serde(default)]
-    prefix: String,
-}
 
 /// The revision to start from: 0 (current state first) or a revision, at most `i64::MAX`.
 fn parse_from(text: Option<&str>) -> ApiResult<i64> {
