@@ -12,7 +12,7 @@ use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use romana_api::records::{StoredKeyRecord, UserRecord};
 use romana_api::rest::{LoginRequest, RefreshRequest, TokenResponse, User, UserRequest};
-use romana_auth::{Principal, Role, TokenKind, b64_encode};
+use romana_auth::{Principal, Role, b64_encode};
 use romana_store::{Compare, Op, Txn};
 
 pub use crate::auth_state::{AuthState, MAX_FAILURES, MAX_USERNAME, REFRESH_TTL, now};
@@ -46,12 +46,7 @@ async fn login(
         )));
     }
     let source: Option<IpAddr> = peer.map(|Extension(ConnectInfo(a))| a.ip());
-    let locked = s.auth.failures.lock().unwrap_or_else(|p| p.into_inner()).check(
-        &req.username,
-        source,
-        Instant::now(),
-    );
-    if let Err(l) = locked {
+    if let Err(l) = s.auth.login_locked(&req.username, source, Instant::now()) {
         let whom = match l.by {
             LockKind::Pair => "for this user from this address",
             LockKind::Source => "from this address",
@@ -71,29 +66,21 @@ async fn login(
             .to_owned(),
         |u| u.password_hash.clone(),
     );
-    let password = req.password;
-    let verified = s.auth.hashing.run(move || romana_auth::verify_password(&password, &hash)).await;
-    let Ok(matches) = verified else {
-        let (threads, queue) = s.auth.hashing.size();
-        return Ok(retry_after(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("too many logins in progress ({threads} hashing, {queue} waiting); try again in 1 s"),
-            Duration::from_secs(1),
-        ));
+    let matches = match s.auth.verify_password(req.password, hash).await {
+        Ok(m) => m,
+        Err((threads, queue)) => {
+            return Ok(retry_after(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("too many logins in progress ({threads} hashing, {queue} waiting); try again in 1 s"),
+                Duration::from_secs(1),
+            ));
+        }
     };
     let Some(u) = found.filter(|_| matches) else {
-        s.auth.failures.lock().unwrap_or_else(|p| p.into_inner()).failed(
-            &req.username,
-            source,
-            Instant::now(),
-        );
+        s.auth.login_outcome(&req.username, source, false, Instant::now());
         return Err(ApiError::new(StatusCode::UNAUTHORIZED, "wrong username or password"));
     };
-    s.auth.failures.lock().unwrap_or_else(|p| p.into_inner()).succeeded(
-        &req.username,
-        source,
-        Instant::now(),
-    );
+    s.auth.login_outcome(&req.username, source, true, Instant::now());
     Ok(Json(s.auth.issue(&u)?).into_response())
 }
 
@@ -101,11 +88,7 @@ async fn refresh(
     State(s): State<AppState>,
     Body(req): Body<RefreshRequest>,
 ) -> ApiResult<Json<TokenResponse>> {
-    let claims = {
-        let ring = s.auth.keys.read().unwrap_or_else(|p| p.into_inner());
-        romana_auth::verify(&req.refresh_token, &ring.set, now(), TokenKind::Refresh)
-            .map_err(|e| ApiError::new(StatusCode::UNAUTHORIZED, e.to_string()))?
-    };
+    let claims = s.auth.refresh_claims(&req.refresh_token)?;
     let u = user(&*s.store, &s.keys, &claims.sub)
         .await?
         .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "the user no longer exists"))?;

@@ -5,9 +5,10 @@
 //! published public keys. Secrets never appear in logs or errors. Knows nothing of HTTP: the
 //! handlers are in `auth.rs`, the middleware in `authenticate.rs`.
 
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ring::rand::{SecureRandom, SystemRandom};
 use romana_api::records::{KeyRecord, StoredKeyRecord, UserRecord};
@@ -19,7 +20,7 @@ use romana_store::{Compare, Op, Store, Txn};
 
 use crate::hash_pool::HashPool;
 use crate::keys::Keys;
-use crate::login_limit::{FailureTable, Limits};
+use crate::login_limit::{FailureTable, Limits, Locked};
 use crate::service_error::{ServiceError, ServiceResult};
 
 /// Refresh tokens live a day (access tokens 15 minutes unless configured).
@@ -84,14 +85,14 @@ struct OwnKey {
 pub struct AuthState {
     pub enabled: bool,
     access_ttl: u64,
-    pub(crate) keys: RwLock<KeyRing>,
+    keys: RwLock<KeyRing>,
     own: RwLock<OwnKey>,
     /// Held while this replica's key record changes (rotation, the periodic re-publish), so that
     /// the re-publish never revives a key a rotation is retiring.
     key_change: tokio::sync::Mutex<()>,
     verified: Mutex<VerifiedTokens>,
-    pub(crate) failures: Mutex<FailureTable>,
-    pub(crate) hashing: HashPool,
+    failures: Mutex<FailureTable>,
+    hashing: HashPool,
     rng: SystemRandom,
 }
 
@@ -386,6 +387,33 @@ impl AuthState {
 
     fn signing(&self) -> ServiceResult<Arc<SigningKey>> {
         Ok(self.own_key())
+    }
+
+    /// Whether a login of `user` from `source` is refused at `now` by the failure locks.
+    pub fn login_locked(&self, user: &str, source: Option<IpAddr>, now: Instant) -> Result<(), Locked> {
+        self.failures.lock().unwrap_or_else(|p| p.into_inner()).check(user, source, now)
+    }
+
+    /// Records a login's outcome for the failure locks.
+    pub fn login_outcome(&self, user: &str, source: Option<IpAddr>, succeeded: bool, now: Instant) {
+        let mut table = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        if succeeded { table.succeeded(user, source, now) } else { table.failed(user, source, now) }
+    }
+
+    /// Checks `password` against `hash` on the bounded hashing pool; `Err((threads, waiting))`
+    /// when the pool is full (the login is shed).
+    pub async fn verify_password(&self, password: String, hash: String) -> Result<bool, (usize, usize)> {
+        self.hashing
+            .run(move || romana_auth::verify_password(&password, &hash))
+            .await
+            .map_err(|_| self.hashing.size())
+    }
+
+    /// The claims of a refresh token signed by a key of the set, before its expiry.
+    pub fn refresh_claims(&self, token: &str) -> ServiceResult<Claims> {
+        let ring = self.keys.read().unwrap_or_else(|p| p.into_inner());
+        romana_auth::verify(token, &ring.set, now(), TokenKind::Refresh)
+            .map_err(|e| ServiceError::Unauthorized(e.to_string()))
     }
 
     /// Verifies a bearer token (access kind) at the current time.
