@@ -27,7 +27,7 @@ pub struct AppState {
 
 impl AppState {
     /// Deletes `key` in one transaction and returns what it held (`None`: it was not there).
-    pub async fn take(&self, key: &str) -> crate::error::ApiResult<Option<KeyValue>> {
+    pub async fn take(&self, key: &str) -> crate::service_error::ServiceResult<Option<KeyValue>> {
         let r = self
             .store
             .txn(Txn {
