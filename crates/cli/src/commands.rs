@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
-use romana_api::rest::{AddressRequest, HostRequest, SegmentRequest, TagsRequest, TenantRequest};
+use romana_api::rest::{AddressRequest, HostRequest, RouteKind, SegmentRequest, TagsRequest, TenantRequest};
 use romana_api::topology::TopologyRequest;
 use romana_client::Client;
 
@@ -631,7 +631,13 @@ pub async fn routes(c: &Client, f: Format, host: &str) -> Result<()> {
     show(f, &r, &["DESTINATION", "KIND", "VIA", "VIA IP"], |r| {
         r.routes
             .iter()
-            .map(|x| vec![x.dest.clone(), x.kind.clone(), x.via.clone(), x.via_ip.clone()])
+            .map(|x| {
+                let via_ip = match &x.kind {
+                    RouteKind::Host { via_ip, .. } => via_ip.clone(),
+                    _ => String::new(),
+                };
+                vec![x.dest.clone(), x.kind.name().to_owned(), x.kind.via().to_owned(), via_ip]
+            })
             .collect()
     })
 }
