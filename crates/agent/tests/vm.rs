@@ -1,6 +1,8 @@
 //! OpenStack VM endpoints on the agent, as networking-romana calls them: a host namespace with a
 //! "tap" (a veth whose other end is the VM's eth0 in a VM namespace), the agent serving `/vm` on
 //! 127.0.0.1, both driver generations' bodies, bad input, and a delete after an agent restart.
+//! Nova's order is kept: the port binds (`POST /vm`, answered at once) before the tap exists; the
+//! agent routes the VM when the tap appears; a delete works before and after the tap exists.
 #![allow(clippy::unwrap_used)]
 
 use std::path::Path;
@@ -72,11 +74,6 @@ async fn openstack_vm_endpoints() {
         return;
     };
     let vm = Netns::new(&format!("rmv-{pid}-vm")).unwrap();
-    host.ip(&format!("link add tapvm1 type veth peer name eth0 netns {}", vm.0));
-    vm.ip("link set eth0 up");
-    vm.ip("addr add 10.30.0.5/32 dev eth0");
-    vm.ip("route add 169.254.1.1 dev eth0");
-    vm.ip("route add default via 169.254.1.1 dev eth0");
     let dir = TempDir::new("vm");
     let creds = dir.path().join("admin.credentials");
     let _url = romana_services::serve_loopback(
@@ -105,7 +102,7 @@ async fn openstack_vm_endpoints() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
-    // 2017 driver: POST /vm {interface, mac, ip}.
+    // 2017 driver: POST /vm {interface, mac, ip} while the tap does not exist yet: answered at once.
     let r = call(
         reqwest::Method::POST,
         "/vm",
@@ -113,6 +110,24 @@ async fn openstack_vm_endpoints() {
     )
     .await;
     assert_eq!(r.0, 200, "{}", r.1);
+    assert_eq!(route(&host.0, "10.30.0.5"), "", "no tap yet, so no route");
+    let r = call(reqwest::Method::GET, "/vm", None).await;
+    let listed: serde_json::Value = serde_json::from_str(&r.1).unwrap();
+    assert_eq!(
+        listed,
+        json!([{"interface": "tapvm1", "mac": "fa:16:3e:00:00:01", "ip": "10.30.0.5", "plumbed": false}])
+    );
+    // Nova starts the VM: the tap appears, and the agent routes it.
+    host.ip(&format!("link add tapvm1 type veth peer name eth0 netns {}", vm.0));
+    vm.ip("link set eth0 up");
+    vm.ip("addr add 10.30.0.5/32 dev eth0");
+    vm.ip("route add 169.254.1.1 dev eth0");
+    vm.ip("route add default via 169.254.1.1 dev eth0");
+    let start = Instant::now();
+    while route(&host.0, "10.30.0.5").is_empty() {
+        assert!(start.elapsed() < Duration::from_secs(20), "the agent never routed the VM's tap");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     assert_eq!(route(&host.0, "10.30.0.5"), "10.30.0.5 dev tapvm1 proto 77 scope link");
     let proxy = Command::new("ip")
         .args(["netns", "exec", &host.0, "cat", "/proc/sys/net/ipv4/conf/tapvm1/proxy_arp"])
@@ -126,31 +141,36 @@ async fn openstack_vm_endpoints() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(ping(&host.0, "10.30.0.5"), "the host reaches the VM");
+    let r = call(reqwest::Method::GET, "/vm", None).await;
+    assert!(r.1.contains(r#""plumbed":true"#), "{}", r.1);
 
-    // Bad input names the problem; a tap that never appears is 404.
+    // Bad input names the problem.
+    for (body, field) in [
+        (json!({"interface": "tapvm1", "mac": "nope", "ip": "10.30.0.5"}), "mac"),
+        (json!({"interface": "tapvm1", "mac": "fa:16:3e:00:00:09", "ip": "10.30.0"}), "ip"),
+        (json!({"interface": "tap/../x", "mac": "fa:16:3e:00:00:09", "ip": "10.30.0.9"}), "interface"),
+        (
+            json!({"interface": "tap0123456789abc", "mac": "fa:16:3e:00:00:09", "ip": "10.30.0.9"}),
+            "interface",
+        ),
+    ] {
+        let r = call(reqwest::Method::POST, "/vm", Some(body.clone())).await;
+        assert_eq!(r.0, 400, "{body}: {}", r.1);
+        assert!(r.1.contains(field), "{body}: {}", r.1);
+    }
+    // A port bound and deleted before its VM ever started: both answered, nothing left.
     let r = call(
         reqwest::Method::POST,
         "/vm",
-        Some(json!({"interface": "tapvm1", "mac": "nope", "ip": "10.30.0.5"})),
+        Some(json!({"interface": "tapnever", "mac": "fa:16:3e:00:00:09", "ip": "10.30.0.9"})),
     )
     .await;
-    assert_eq!(r.0, 400);
-    assert!(r.1.contains("mac"), "{}", r.1);
-    let r = call(
-        reqwest::Method::POST,
-        "/vm",
-        Some(json!({"interface": "tapvm1", "mac": "fa:16:3e:00:00:09", "ip": "10.30.0"})),
-    )
-    .await;
-    assert_eq!(r.0, 400);
-    let r = call(
-        reqwest::Method::POST,
-        "/vm",
-        Some(json!({"interface": "tapmissing", "mac": "fa:16:3e:00:00:09", "ip": "10.30.0.9"})),
-    )
-    .await;
-    assert_eq!(r.0, 404);
-    assert!(r.1.contains("tapmissing"), "{}", r.1);
+    assert_eq!(r.0, 200, "{}", r.1);
+    let r = call(reqwest::Method::DELETE, "/vm/fa:16:3e:00:00:09", None).await;
+    assert_eq!(r.0, 200, "{}", r.1);
+    let r = call(reqwest::Method::GET, "/vm", None).await;
+    assert!(!r.1.contains("tapnever"), "{}", r.1);
+    assert_eq!(route(&host.0, "10.30.0.9"), "");
 
     // The agent restarts; the delete still finds the VM (state file) and removes only our route.
     drop(a);
@@ -170,7 +190,11 @@ async fn openstack_vm_endpoints() {
     // 2016 driver: {interface_name, mac_address, ip_address}; DELETE /vm with a body.
     let r = call(reqwest::Method::POST, "/vm", Some(json!({"interface_name": "tapvm1", "mac_address": "fa:16:3e:00:00:02", "ip_address": "10.30.0.5"}))).await;
     assert_eq!(r.0, 200);
-    assert!(route(&host.0, "10.30.0.5").contains("proto 77"));
+    let start = Instant::now();
+    while !route(&host.0, "10.30.0.5").contains("proto 77") {
+        assert!(start.elapsed() < Duration::from_secs(20), "the 2016 shape's VM was never routed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let r = call(reqwest::Method::DELETE, "/vm", Some(json!({"mac_address": "fa:16:3e:00:00:02"}))).await;
     assert_eq!(r.0, 200);
     assert_eq!(route(&host.0, "10.30.0.5"), "");

@@ -159,18 +159,21 @@ async fn remove(
     let key = s.keys.endpoint(&name);
     // An agent deletes only records of its own hosts, and only the record it checked: the
     // delete is conditional on the record being unchanged since.
-    let mut unchanged = vec![];
-    if p.is_agent()
-        && let Some(kv) = s.store.get(&key).await?
-    {
+    // An unknown name is 404, never a silent success: a Romana 1.x IPAM client's release
+    // (`DELETE /endpoints/<ip>`) must not look done while its address stays allocated (those
+    // are answered by `legacy_openstack.rs`, docs/api.md "OpenStack"). Callers that retry
+    // (the agent's CNI DEL) take 404 as done.
+    let Some(kv) = s.store.get(&key).await? else {
+        return Err(ApiError::not_found(format!("no endpoint named {name:?} in the endpoint registry")));
+    };
+    if p.is_agent() {
         scope::require_host(&p, &decode(&key, &kv.value)?.host)?;
-        unchanged.push(Compare::unchanged(&key, kv.mod_revision));
     }
+    let unchanged = vec![Compare::unchanged(&key, kv.mod_revision)];
     let r = s.store.txn(Txn::when(unchanged, vec![Op::delete(&key)])).await?;
     if !r.succeeded {
         return Err(ApiError::conflict(format!("endpoint {name} changed meanwhile; try again")));
     }
-    // Deleting what is not there is success: DEL paths retry.
     Ok(StatusCode::NO_CONTENT)
 }
 
