@@ -13,6 +13,7 @@ pub mod ipam_api;
 pub mod ipam_sync;
 pub mod key_file;
 pub mod keys;
+pub mod legacy_openstack;
 pub mod login_limit;
 pub mod metrics;
 pub mod netpols;
@@ -173,5 +174,6 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::middleware::from_fn(ops::json_errors))
         .layer(axum::middleware::from_fn_with_state(state.clone(), ops::observe))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), legacy_openstack::allowance))
         .with_state(state)
 }
