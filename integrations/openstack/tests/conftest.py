@@ -39,7 +39,8 @@ def romanad():
         admin = rc.Client(url, creds["username"], creds["password"])
         password = uuid.uuid4().hex
         admin.call("POST", "/auth/users", {"name": "neutron", "password": password, "roles": ["service"]})
-        yield url, admin, {"url": url, "username": "neutron", "password": password}
+        creds_file = os.path.join(d, "data", "admin.credentials")
+        yield url, admin, {"url": url, "username": "neutron", "password": password, "admin_file": creds_file}
     finally:
         p.terminate()
         p.wait(timeout=30)
