@@ -165,11 +165,14 @@ async fn main() -> Result<()> {
         tracing::info!(socket = %args.socket.display(), "local API listening");
         tokio::spawn(axum::serve(listener, local::router(shared.clone())).into_future());
         if let Some(addr) = args.listen {
-            let vms = Arc::new(vm::Vms::load(
-                shared.host_ns.clone(),
-                args.state_dir.join("vms.json"),
-                Duration::from_millis(args.vm_wait_ms),
-            ));
+            let vms = Arc::new(
+                vm::Vms::load(
+                    shared.host_ns.clone(),
+                    args.state_dir.join("vms.json"),
+                    Duration::from_millis(args.vm_wait_ms),
+                )
+                .with_registry(ctx.clone()),
+            );
             let l = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
             tracing::info!(%addr, "OpenStack /vm API listening");
             tokio::spawn(vm::plumb(vms.clone()));

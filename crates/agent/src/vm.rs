@@ -9,6 +9,9 @@
 //! the VM, so waiting for the tap would stall the port update. A plumbing task (`plumb`) routes each
 //! recorded VM whose tap exists, woken by every POST and otherwise every `poll`, and re-checks the
 //! plumbed ones every `REPAIR_EVERY` passes (a tap recreated by a VM restart loses our route).
+//! A plumbed VM whose address romanad's IPAM holds is registered as an endpoint (name, tenant,
+//! segment and host of that address, as a pod's), so tenant isolation and policies select it;
+//! the record goes with `DELETE /vm`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -56,16 +59,25 @@ pub struct Vms {
     /// Held while a VM is plumbed or unplumbed, so a delete never races a pass's attach.
     kernel: tokio::sync::Mutex<()>,
     wake: tokio::sync::Notify,
+    /// romanad, for the endpoint registry (absent: VMs are routed but not registered).
+    registry: Option<Arc<crate::ctx::Ctx>>,
+    /// MAC -> the endpoint name registered for it.
+    registered: Mutex<BTreeMap<String, String>>,
 }
 
-/// What a plumbing pass attaches: every recorded VM not plumbed yet, or all of them on a repair
-/// pass. Pure: the records and the plumbed set in, the work out.
+/// What a plumbing pass attaches: every recorded VM not plumbed or not registered yet, or all of
+/// them on a repair pass. Pure: the records and the two sets in, the work out.
 pub fn due(
     records: &BTreeMap<String, VmEndpoint>,
     plumbed: &BTreeSet<String>,
+    registered: &BTreeSet<String>,
     repair: bool,
 ) -> Vec<VmEndpoint> {
-    records.iter().filter(|(m, _)| repair || !plumbed.contains(*m)).map(|(_, e)| e.clone()).collect()
+    records
+        .iter()
+        .filter(|(m, _)| repair || !plumbed.contains(*m) || !registered.contains(*m))
+        .map(|(_, e)| e.clone())
+        .collect()
 }
 
 impl Vms {
@@ -80,6 +92,63 @@ impl Vms {
             plumbed: Mutex::new(BTreeSet::new()),
             kernel: tokio::sync::Mutex::new(()),
             wake: tokio::sync::Notify::new(),
+            registry: None,
+            registered: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// Registers plumbed VMs as endpoints through this agent's romanad client.
+    pub fn with_registry(mut self, ctx: Arc<crate::ctx::Ctx>) -> Vms {
+        self.registry = Some(ctx);
+        self
+    }
+
+    fn registered(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, String>> {
+        self.registered.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The endpoint record of a plumbed VM: its address's name, tenant and segment from the IPAM.
+    /// An address the IPAM does not hold (a VM addressed outside Romana) is routed only.
+    async fn register(&self, ep: &VmEndpoint, ip: IpAddr) {
+        let Some(ctx) = &self.registry else { return };
+        if self.registered().contains_key(&ep.mac) {
+            return;
+        }
+        let client = ctx.client();
+        let a = match client.address(&ip.to_string()).await {
+            Ok(a) => a,
+            Err(e) if e.status() == Some(404) => {
+                tracing::info!(mac = %ep.mac, %ip, "VM address is not in romanad's IPAM; routed, not registered");
+                self.registered().insert(ep.mac.clone(), String::new());
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(mac = %ep.mac, %ip, error = %e, "looking up a VM's address failed; retrying");
+                return;
+            }
+        };
+        if !a.name.chars().all(|c| c.is_ascii_alphanumeric() || "._-:".contains(c)) {
+            tracing::warn!(name = %a.name, "VM address name cannot be an endpoint path; not registered");
+            return;
+        }
+        let body = serde_json::json!({
+            "name": a.name, "ip": a.ip, "tenant": a.tenant, "segment": a.segment, "host": a.host,
+            "labels": {"romana.io/kind": "vm"},
+        });
+        // Built from JSON, so fields the record gains keep their defaults.
+        let record: romana_api::rest::EndpointInfo = match serde_json::from_value(body) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(mac = %ep.mac, error = %e, "a VM's endpoint record does not build");
+                return;
+            }
+        };
+        match client.put_endpoint(&record).await {
+            Ok(_) => {
+                tracing::info!(mac = %ep.mac, endpoint = %a.name, tenant = %a.tenant, "VM endpoint registered");
+                self.registered().insert(ep.mac.clone(), a.name);
+            }
+            Err(e) => tracing::warn!(mac = %ep.mac, error = %e, "registering a VM endpoint failed; retrying"),
         }
     }
 
@@ -121,6 +190,7 @@ impl Vms {
                 if self.plumbed().insert(ep.mac.clone()) {
                     tracing::info!(interface = %ep.interface, mac = %ep.mac, %ip, "VM endpoint plumbed");
                 }
+                self.register(ep, ip).await;
                 true
             }
             Ok(Err(VmError::NoInterface(..))) => {
@@ -145,7 +215,12 @@ impl Vms {
 pub async fn plumb(v: Arc<Vms>) {
     let mut pass: u64 = 0;
     loop {
-        let work = due(&v.records(), &v.plumbed(), pass.is_multiple_of(REPAIR_EVERY));
+        let registered: BTreeSet<String> = if v.registry.is_some() {
+            v.registered().keys().cloned().collect()
+        } else {
+            v.records().keys().cloned().collect()
+        };
+        let work = due(&v.records(), &v.plumbed(), &registered, pass.is_multiple_of(REPAIR_EVERY));
         for ep in work {
             v.attach(&ep).await;
         }
@@ -238,6 +313,14 @@ async fn remove(v: &Arc<Vms>, raw_mac: &str) -> Result<Json<VmEndpoint>, Fail> {
             .map_err(|e| Fail(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
             .map_err(vm_error)?;
     }
+    let name = v.registered().remove(&key).filter(|n| !n.is_empty());
+    if let (Some(ctx), Some(name)) = (&v.registry, name) {
+        // Already gone (404) counts as deleted; a failure is logged: the record names an address
+        // that is released with the port, and `romana` can remove it.
+        if let Err(e) = ctx.client().delete_endpoint(&name).await {
+            tracing::warn!(endpoint = %name, error = %e, "could not delete a VM's endpoint record");
+        }
+    }
     let mut m = v.records();
     m.remove(&key);
     v.plumbed().remove(&key);
@@ -305,23 +388,29 @@ mod tests {
         VmEndpoint { interface: format!("tap{}", &m[15..]), mac: m.into(), ip: "10.1.0.5".into() }
     }
 
-    /// (recorded MACs, plumbed MACs, repair pass) -> the MACs a pass attaches.
-    fn check(records: &[&str], plumbed: &[&str], repair: bool, expect: &[&str]) {
+    /// (recorded MACs, plumbed MACs, registered MACs, repair pass) -> the MACs a pass attaches.
+    fn check(records: &[&str], plumbed: &[&str], registered: &[&str], repair: bool, expect: &[&str]) {
         let r: BTreeMap<String, VmEndpoint> = records.iter().map(|m| (m.to_string(), ep(m))).collect();
         let p: BTreeSet<String> = plumbed.iter().map(|m| m.to_string()).collect();
-        let got: Vec<String> = due(&r, &p, repair).into_iter().map(|e| e.mac).collect();
-        assert_eq!(got, expect, "records {records:?} plumbed {plumbed:?} repair {repair}");
+        let g: BTreeSet<String> = registered.iter().map(|m| m.to_string()).collect();
+        let got: Vec<String> = due(&r, &p, &g, repair).into_iter().map(|e| e.mac).collect();
+        assert_eq!(
+            got, expect,
+            "records {records:?} plumbed {plumbed:?} registered {registered:?} repair {repair}"
+        );
     }
 
     #[test]
     fn a_pass_attaches_what_is_not_plumbed_and_everything_on_repair() {
         let (a, b) = ("fa:16:3e:00:00:01", "fa:16:3e:00:00:02");
-        check(&[], &[], true, &[]);
-        check(&[a, b], &[], false, &[a, b]);
-        check(&[a, b], &[a], false, &[b]);
-        check(&[a, b], &[a, b], false, &[]);
-        check(&[a, b], &[a, b], true, &[a, b]);
+        check(&[], &[], &[], true, &[]);
+        check(&[a, b], &[], &[], false, &[a, b]);
+        check(&[a, b], &[a], &[a], false, &[b]);
+        check(&[a, b], &[a, b], &[a, b], false, &[]);
+        check(&[a, b], &[a, b], &[a, b], true, &[a, b]);
+        // Plumbed but not registered yet (romanad was away): retried.
+        check(&[a, b], &[a, b], &[b], false, &[a]);
         // A plumbed MAC no longer recorded (deleted meanwhile) is not attached.
-        check(&[b], &[a], false, &[b]);
+        check(&[b], &[a], &[a], false, &[b]);
     }
 }

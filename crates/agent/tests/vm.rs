@@ -57,6 +57,12 @@ fn route(ns: &str, ip: &str) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
+/// romanad's endpoint record of the test VM: (status, body).
+async fn endpoint(admin: &romana_client::Client) -> (u16, String) {
+    let r = admin.send(reqwest::Method::GET, "/endpoints/port-vm1", None).await.unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
+}
+
 fn ping(ns: &str, ip: &str) -> bool {
     Command::new("ip")
         .args(["netns", "exec", ns, "ping", "-c1", "-W1", ip])
@@ -102,6 +108,24 @@ async fn openstack_vm_endpoints() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
+    // Neutron's IPAM driver allocated the VM's address in romanad (tenant = project, segment =
+    // network, name = port id).
+    let creds_doc: romana_api::rest::Credentials =
+        serde_json::from_slice(&std::fs::read(&creds).unwrap()).unwrap();
+    let admin = romana_client::Client::from_credentials(&creds_doc).await.unwrap();
+    for (path, body) in [
+        ("/tenants", json!({"name": "proj1", "external_id": "proj1"})),
+        ("/tenants/proj1/segments", json!({"name": "net1"})),
+        (
+            "/addresses",
+            json!({"name": "port-vm1", "host": "hv1", "tenant": "proj1", "segment": "net1", "ip": "10.30.0.5"}),
+        ),
+    ] {
+        let r = admin.send(reqwest::Method::POST, path, Some(body)).await.unwrap();
+        assert!(r.status().is_success(), "{path}: {}", r.text().await.unwrap());
+    }
+    assert_eq!(endpoint(&admin).await.0, 404, "not registered before it is plumbed");
+
     // 2017 driver: POST /vm {interface, mac, ip} while the tap does not exist yet: answered at once.
     let r = call(
         reqwest::Method::POST,
@@ -143,6 +167,20 @@ async fn openstack_vm_endpoints() {
     assert!(ping(&host.0, "10.30.0.5"), "the host reaches the VM");
     let r = call(reqwest::Method::GET, "/vm", None).await;
     assert!(r.1.contains(r#""plumbed":true"#), "{}", r.1);
+    // Plumbed, the VM is an endpoint like a pod: its address's tenant, segment and host.
+    let start = Instant::now();
+    let rec = loop {
+        let (st, body) = endpoint(&admin).await;
+        if st == 200 {
+            break serde_json::from_str::<serde_json::Value>(&body).unwrap();
+        }
+        assert!(start.elapsed() < Duration::from_secs(20), "the VM was never registered: {st} {body}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(
+        (&rec["ip"], &rec["tenant"], &rec["segment"], &rec["host"], &rec["labels"]["romana.io/kind"]),
+        (&json!("10.30.0.5"), &json!("proj1"), &json!("net1"), &json!("hv1"), &json!("vm"))
+    );
 
     // Bad input names the problem.
     for (body, field) in [
@@ -180,9 +218,20 @@ async fn openstack_vm_endpoints() {
         assert!(start.elapsed() < Duration::from_secs(20), "agent /vm API did not come back");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // (The restarted agent re-plumbs and re-registers what its state file holds.)
+    let start = Instant::now();
+    while !call(reqwest::Method::GET, "/vm", None).await.1.contains(r#""plumbed":true"#) {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the restarted agent did not re-plumb: {}",
+            std::fs::read_to_string(dir.path().join("a2.log")).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let r = call(reqwest::Method::DELETE, "/vm/fa:16:3e:00:00:01", None).await;
     assert_eq!(r.0, 200, "{}", r.1);
     assert_eq!(route(&host.0, "10.30.0.5"), "");
+    assert_eq!(endpoint(&admin).await.0, 404, "the endpoint record goes with the VM");
     assert!(host.ip("-br link").contains("tapvm1"), "the tap is nova's: it stays");
     let r = call(reqwest::Method::DELETE, "/vm/fa:16:3e:00:00:01", None).await;
     assert_eq!(r.0, 404, "a second delete finds nothing");
