@@ -158,11 +158,24 @@ def test_vm_bound_plumbed_and_removed(romanad, namespaces, tmp_path):
         while subprocess.run(["ip", "netns", "exec", hostns, "ping", "-c1", "-W1", ip],
                              capture_output=True).returncode != 0:
             assert time.monotonic() < deadline, "the host cannot reach the VM"
-        # The port goes: the agent drops the route, the IPAM driver releases the address.
+        # Routed, the VM is an endpoint of its project's tenant and its network's segment.
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                e = admin.call("GET", "/endpoints/%s" % port_id)
+                break
+            except rc.RomanaError as err:
+                assert err.status == 404 and time.monotonic() < deadline, err
+                time.sleep(0.1)
+        assert (e["ip"], e["tenant"], e["segment"], e["host"]) == (ip, project, network, host)
+        # The port goes: the agent drops the route and the record, the IPAM driver releases the address.
         mech.delete_port_postcommit(BindContext(bound))
         subnet.deallocate(netaddr.IPAddress(ip))
         assert sh("ip", "-n", hostns, "route", "show", ip + "/32").strip() == ""
         assert admin.address(port_id) is None
+        with pytest.raises(rc.RomanaError) as gone:
+            admin.call("GET", "/endpoints/%s" % port_id)
+        assert gone.value.status == 404
         assert tap in sh("ip", "-n", hostns, "-br", "link"), "the tap is nova's: it stays"
     finally:
         agent.terminate()
