@@ -127,6 +127,8 @@ class RomanaPool(ipam_base.Pool):
         return s
 
     def get_subnet(self, subnet_id):
+        if subnet_id in self._fresh:  # created by this pool object; the port names the network
+            return self._fresh[subnet_id]
         network_id, project_id, cidr, gateway_ip, pools = self._info(subnet_id)
         return RomanaSubnet(self._romana, subnet_id, network_id, project_id, cidr, gateway_ip, pools)
 
