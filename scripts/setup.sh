@@ -14,6 +14,8 @@ set -euo pipefail
 # programs (clang -target bpf; bpf/bpf_helpers.h from libbpf-dev; linux/bpf.h from linux-libc-dev).
 PACKAGES=(ca-certificates gcc pkg-config etcd-server protobuf-compiler libprotobuf-dev iproute2 nftables iputils-ping iperf3
     containernetworking-plugins busybox-static containerd runc podman catatonit clang libbpf-dev linux-libc-dev)
+# python3, python3-venv: scripts/test-openstack.sh (the OpenStack drivers' venv with neutron from PyPI).
+PACKAGES+=(python3 python3-venv)
 
 missing=()
 for p in "${PACKAGES[@]}"; do

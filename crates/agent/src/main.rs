@@ -71,8 +71,9 @@ struct Args {
     /// Where the agent keeps what it must remember across restarts (the VM endpoints).
     #[arg(long, default_value = "/var/lib/romana/agent")]
     state_dir: PathBuf,
-    /// How long `POST /vm` waits for nova to create the tap interface, in milliseconds.
-    #[arg(long, default_value_t = 10_000)]
+    /// How often recorded VMs whose tap does not exist yet are looked at, in milliseconds
+    /// (`POST /vm` answers at once; the tap is routed when nova creates it).
+    #[arg(long, default_value_t = 250)]
     vm_wait_ms: u64,
     /// Reconcile once and exit (prints the plan applied).
     #[arg(long)]
@@ -169,13 +170,17 @@ async fn main() -> Result<()> {
         tracing::info!(socket = %args.socket.display(), "local API listening");
         tokio::spawn(axum::serve(listener, local::router(shared.clone())).into_future());
         if let Some(addr) = args.listen {
-            let vms = Arc::new(vm::Vms::load(
-                shared.host_ns.clone(),
-                args.state_dir.join("vms.json"),
-                Duration::from_millis(args.vm_wait_ms),
-            ));
+            let vms = Arc::new(
+                vm::Vms::load(
+                    shared.host_ns.clone(),
+                    args.state_dir.join("vms.json"),
+                    Duration::from_millis(args.vm_wait_ms),
+                )
+                .with_registry(ctx.clone()),
+            );
             let l = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
             tracing::info!(%addr, "OpenStack /vm API listening");
+            tokio::spawn(vm::plumb(vms.clone()));
             tokio::spawn(axum::serve(l, vm::router(vms)).into_future());
         }
     }

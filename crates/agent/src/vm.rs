@@ -3,8 +3,17 @@
 //! it goes. Served on `--listen` over TCP without tokens, as the driver sends none: bind it to the
 //! management network only. What was attached is kept in a state file so a delete after a restart
 //! still finds the VM's address.
+//!
+//! `POST /vm` records the VM and answers at once, as Romana 1.x's agent did: nova binds the port
+//! (the driver's call) while it allocates networking and creates the tap only later, when it starts
+//! the VM, so waiting for the tap would stall the port update. A plumbing task (`plumb`) routes each
+//! recorded VM whose tap exists, woken by every POST and otherwise every `poll`, and re-checks the
+//! plumbed ones every `REPAIR_EVERY` passes (a tap recreated by a VM restart loses our route).
+//! A plumbed VM whose address romanad's IPAM holds is registered as an endpoint (name, tenant,
+//! segment and host of that address, as a pod's), so tenant isolation and policies select it;
+//! the record goes with `DELETE /vm`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -35,20 +44,112 @@ struct DeleteBody {
     mac_address: String,
 }
 
+/// Every how many passes the plumbing task re-attaches VMs it already plumbed.
+const REPAIR_EVERY: u64 = 20;
+
 #[derive(Debug)]
 pub struct Vms {
     pub host_ns: Option<PathBuf>,
     pub state_file: PathBuf,
-    /// How long POST waits for nova to create the tap.
-    pub wait: Duration,
+    /// How often the plumbing task looks for the taps of VMs not yet plumbed.
+    pub poll: Duration,
     pub by_mac: Mutex<BTreeMap<String, VmEndpoint>>,
+    /// MACs whose route is in place (as of the last pass that touched them).
+    plumbed: Mutex<BTreeSet<String>>,
+    /// Held while a VM is plumbed or unplumbed, so a delete never races a pass's attach.
+    kernel: tokio::sync::Mutex<()>,
+    wake: tokio::sync::Notify,
+    /// romanad, for the endpoint registry (absent: VMs are routed but not registered).
+    registry: Option<Arc<crate::ctx::Ctx>>,
+    /// MAC -> the endpoint name registered for it.
+    registered: Mutex<BTreeMap<String, String>>,
+}
+
+/// What a plumbing pass attaches: every recorded VM not plumbed or not registered yet, or all of
+/// them on a repair pass. Pure: the records and the two sets in, the work out.
+pub fn due(
+    records: &BTreeMap<String, VmEndpoint>,
+    plumbed: &BTreeSet<String>,
+    registered: &BTreeSet<String>,
+    repair: bool,
+) -> Vec<VmEndpoint> {
+    records
+        .iter()
+        .filter(|(m, _)| repair || !plumbed.contains(*m) || !registered.contains(*m))
+        .map(|(_, e)| e.clone())
+        .collect()
 }
 
 impl Vms {
-    pub fn load(host_ns: Option<PathBuf>, state_file: PathBuf, wait: Duration) -> Vms {
+    pub fn load(host_ns: Option<PathBuf>, state_file: PathBuf, poll: Duration) -> Vms {
         let by_mac =
             std::fs::read(&state_file).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
-        Vms { host_ns, state_file, wait, by_mac: Mutex::new(by_mac) }
+        Vms {
+            host_ns,
+            state_file,
+            poll,
+            by_mac: Mutex::new(by_mac),
+            plumbed: Mutex::new(BTreeSet::new()),
+            kernel: tokio::sync::Mutex::new(()),
+            wake: tokio::sync::Notify::new(),
+            registry: None,
+            registered: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// Registers plumbed VMs as endpoints through this agent's romanad client.
+    pub fn with_registry(mut self, ctx: Arc<crate::ctx::Ctx>) -> Vms {
+        self.registry = Some(ctx);
+        self
+    }
+
+    fn registered(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, String>> {
+        self.registered.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The endpoint record of a plumbed VM: its address's name, tenant and segment from the IPAM.
+    /// An address the IPAM does not hold (a VM addressed outside Romana) is routed only.
+    async fn register(&self, ep: &VmEndpoint, ip: IpAddr) {
+        let Some(ctx) = &self.registry else { return };
+        if self.registered().contains_key(&ep.mac) {
+            return;
+        }
+        let client = ctx.client();
+        let a = match client.address(&ip.to_string()).await {
+            Ok(a) => a,
+            Err(e) if e.status() == Some(404) => {
+                tracing::info!(mac = %ep.mac, %ip, "VM address is not in romanad's IPAM; routed, not registered");
+                self.registered().insert(ep.mac.clone(), String::new());
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(mac = %ep.mac, %ip, error = %e, "looking up a VM's address failed; retrying");
+                return;
+            }
+        };
+        if !a.name.chars().all(|c| c.is_ascii_alphanumeric() || "._-:".contains(c)) {
+            tracing::warn!(name = %a.name, "VM address name cannot be an endpoint path; not registered");
+            return;
+        }
+        let body = serde_json::json!({
+            "name": a.name, "ip": a.ip, "tenant": a.tenant, "segment": a.segment, "host": a.host,
+            "labels": {"romana.io/kind": "vm"},
+        });
+        // Built from JSON, so fields the record gains keep their defaults.
+        let record: romana_api::rest::EndpointInfo = match serde_json::from_value(body) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(mac = %ep.mac, error = %e, "a VM's endpoint record does not build");
+                return;
+            }
+        };
+        match client.put_endpoint(&record).await {
+            Ok(_) => {
+                tracing::info!(mac = %ep.mac, endpoint = %a.name, tenant = %a.tenant, "VM endpoint registered");
+                self.registered().insert(ep.mac.clone(), a.name);
+            }
+            Err(e) => tracing::warn!(mac = %ep.mac, error = %e, "registering a VM endpoint failed; retrying"),
+        }
     }
 
     fn save(&self, m: &BTreeMap<String, VmEndpoint>) -> std::io::Result<()> {
@@ -58,6 +159,73 @@ impl Vms {
         let tmp = self.state_file.with_extension("tmp");
         std::fs::write(&tmp, serde_json::to_vec_pretty(m).expect("serializes"))?;
         std::fs::rename(tmp, &self.state_file)
+    }
+
+    fn records(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, VmEndpoint>> {
+        self.by_mac.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn plumbed(&self) -> std::sync::MutexGuard<'_, BTreeSet<String>> {
+        self.plumbed.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Attaches one recorded VM if its tap exists. True when its route is in place.
+    async fn attach(&self, ep: &VmEndpoint) -> bool {
+        let _k = self.kernel.lock().await;
+        // Deleted since the pass began: nothing to do.
+        if !self.records().contains_key(&ep.mac) {
+            return false;
+        }
+        let Ok(ip) = ep.ip.parse::<IpAddr>() else {
+            tracing::warn!(mac = %ep.mac, ip = %ep.ip, "recorded VM has no valid address; skipped");
+            return false;
+        };
+        let (ns, tap) = (self.host_ns.clone(), ep.interface.clone());
+        let r = tokio::task::spawn_blocking(move || {
+            romana_host::attach_vm(ns.as_deref(), &tap, ip, Duration::ZERO)
+        })
+        .await;
+        match r {
+            Ok(Ok(())) => {
+                if self.plumbed().insert(ep.mac.clone()) {
+                    tracing::info!(interface = %ep.interface, mac = %ep.mac, %ip, "VM endpoint plumbed");
+                }
+                self.register(ep, ip).await;
+                true
+            }
+            Ok(Err(VmError::NoInterface(..))) => {
+                // Not created yet (or gone with its VM): routed when it appears.
+                self.plumbed().remove(&ep.mac);
+                false
+            }
+            Ok(Err(e)) => {
+                self.plumbed().remove(&ep.mac);
+                tracing::warn!(interface = %ep.interface, mac = %ep.mac, error = %e, "plumbing a VM failed; retrying");
+                false
+            }
+            Err(e) => {
+                tracing::warn!(mac = %ep.mac, error = %e, "plumbing task failed");
+                false
+            }
+        }
+    }
+}
+
+/// The plumbing task: routes recorded VMs as their taps appear (see the file's comment).
+pub async fn plumb(v: Arc<Vms>) {
+    let mut pass: u64 = 0;
+    loop {
+        let registered: BTreeSet<String> = if v.registry.is_some() {
+            v.registered().keys().cloned().collect()
+        } else {
+            v.records().keys().cloned().collect()
+        };
+        let work = due(&v.records(), &v.plumbed(), &registered, pass.is_multiple_of(REPAIR_EVERY));
+        for ep in work {
+            v.attach(&ep).await;
+        }
+        pass += 1;
+        let _ = tokio::time::timeout(v.poll, v.wake.notified()).await;
     }
 }
 
@@ -82,7 +250,6 @@ fn mac(s: &str) -> Result<String, Fail> {
 
 fn vm_error(e: VmError) -> Fail {
     let status = match e {
-        VmError::NoInterface(..) => StatusCode::NOT_FOUND,
         VmError::IfName(_) => StatusCode::BAD_REQUEST,
         VmError::ForeignRoute { .. } => StatusCode::CONFLICT,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
@@ -90,47 +257,77 @@ fn vm_error(e: VmError) -> Fail {
     Fail(status, e.to_string())
 }
 
+/// Records the VM and answers at once; the plumbing task routes it when its tap exists.
 async fn add(State(v): State<Arc<Vms>>, Json(mut ep): Json<VmEndpoint>) -> Result<Json<VmEndpoint>, Fail> {
     ep.mac = mac(&ep.mac)?;
     let ip: IpAddr = ep
         .ip
         .parse()
         .map_err(|_| Fail(StatusCode::BAD_REQUEST, format!("ip: {:?} is not an IP address", ep.ip)))?;
-    let (ns, tap, wait) = (v.host_ns.clone(), ep.interface.clone(), v.wait);
-    tokio::task::spawn_blocking(move || romana_host::attach_vm(ns.as_deref(), &tap, ip, wait))
-        .await
-        .map_err(|e| Fail(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
-        .map_err(vm_error)?;
-    let mut m = v.by_mac.lock().unwrap_or_else(|e| e.into_inner());
-    m.insert(ep.mac.clone(), ep.clone());
-    v.save(&m).map_err(|e| {
-        Fail(StatusCode::INTERNAL_SERVER_ERROR, format!("saving {}: {e}", v.state_file.display()))
-    })?;
-    tracing::info!(interface = %ep.interface, mac = %ep.mac, %ip, "VM endpoint attached");
+    if !valid_ifname(&ep.interface) {
+        return Err(Fail(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "interface: {:?} is not an interface name (1 to 15 characters, no '/' or whitespace)",
+                ep.interface
+            ),
+        ));
+    }
+    {
+        let mut m = v.records();
+        // A changed record (same MAC, another tap or address) is plumbed afresh.
+        if m.get(&ep.mac) != Some(&ep) {
+            v.plumbed().remove(&ep.mac);
+        }
+        m.insert(ep.mac.clone(), ep.clone());
+        v.save(&m).map_err(|e| {
+            Fail(StatusCode::INTERNAL_SERVER_ERROR, format!("saving {}: {e}", v.state_file.display()))
+        })?;
+    }
+    v.wake.notify_one();
+    tracing::info!(interface = %ep.interface, mac = %ep.mac, %ip, "VM endpoint recorded");
     Ok(Json(ep))
 }
 
+/// What the kernel's interface names allow (as `romana_host` checks them).
+fn valid_ifname(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 15
+        && s != "."
+        && s != ".."
+        && !s.chars().any(|c| c == '/' || c.is_whitespace())
+}
+
+/// Forgets the VM and removes our route, whether or not its tap ever appeared.
 async fn remove(v: &Arc<Vms>, raw_mac: &str) -> Result<Json<VmEndpoint>, Fail> {
     let key = mac(raw_mac)?;
+    let _k = v.kernel.lock().await;
     let ep =
-        v.by_mac.lock().unwrap_or_else(|e| e.into_inner()).get(&key).cloned().ok_or_else(|| {
+        v.records().get(&key).cloned().ok_or_else(|| {
             Fail(StatusCode::NOT_FOUND, format!("no VM endpoint with MAC {key} on this host"))
         })?;
-    let ip: IpAddr = ep
-        .ip
-        .parse()
-        .map_err(|_| Fail(StatusCode::INTERNAL_SERVER_ERROR, format!("bad stored ip {}", ep.ip)))?;
-    let ns = v.host_ns.clone();
-    tokio::task::spawn_blocking(move || romana_host::detach_vm(ns.as_deref(), ip))
-        .await
-        .map_err(|e| Fail(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
-        .map_err(vm_error)?;
-    let mut m = v.by_mac.lock().unwrap_or_else(|e| e.into_inner());
+    if let Ok(ip) = ep.ip.parse::<IpAddr>() {
+        let ns = v.host_ns.clone();
+        tokio::task::spawn_blocking(move || romana_host::detach_vm(ns.as_deref(), ip))
+            .await
+            .map_err(|e| Fail(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+            .map_err(vm_error)?;
+    }
+    let name = v.registered().remove(&key).filter(|n| !n.is_empty());
+    if let (Some(ctx), Some(name)) = (&v.registry, name) {
+        // Already gone (404) counts as deleted; a failure is logged: the record names an address
+        // that is released with the port, and `romana` can remove it.
+        if let Err(e) = ctx.client().delete_endpoint(&name).await {
+            tracing::warn!(endpoint = %name, error = %e, "could not delete a VM's endpoint record");
+        }
+    }
+    let mut m = v.records();
     m.remove(&key);
+    v.plumbed().remove(&key);
     v.save(&m).map_err(|e| {
         Fail(StatusCode::INTERNAL_SERVER_ERROR, format!("saving {}: {e}", v.state_file.display()))
     })?;
-    tracing::info!(interface = %ep.interface, mac = %key, "VM endpoint detached");
+    tracing::info!(interface = %ep.interface, mac = %key, "VM endpoint removed");
     Ok(Json(ep))
 }
 
@@ -142,8 +339,22 @@ async fn remove_body(State(v): State<Arc<Vms>>, Json(b): Json<DeleteBody>) -> Re
     remove(&v, &b.mac_address).await
 }
 
-async fn list(State(v): State<Arc<Vms>>) -> Json<Vec<VmEndpoint>> {
-    Json(v.by_mac.lock().unwrap_or_else(|e| e.into_inner()).values().cloned().collect())
+/// A recorded VM and whether its route is in place.
+#[derive(Debug, Serialize)]
+struct VmStatus {
+    #[serde(flatten)]
+    endpoint: VmEndpoint,
+    plumbed: bool,
+}
+
+async fn list(State(v): State<Arc<Vms>>) -> Json<Vec<VmStatus>> {
+    let plumbed = v.plumbed().clone();
+    Json(
+        v.records()
+            .values()
+            .map(|e| VmStatus { plumbed: plumbed.contains(&e.mac), endpoint: e.clone() })
+            .collect(),
+    )
 }
 
 pub fn router(v: Arc<Vms>) -> Router {
@@ -171,5 +382,35 @@ mod tests {
         assert_eq!(mac(&a.mac).expect("valid"), "fa:16:3e:00:00:01");
         assert!(mac("fa:16:3e:00:00").is_err());
         assert!(mac("zz:16:3e:00:00:01").is_err());
+    }
+
+    fn ep(m: &str) -> VmEndpoint {
+        VmEndpoint { interface: format!("tap{}", &m[15..]), mac: m.into(), ip: "10.1.0.5".into() }
+    }
+
+    /// (recorded MACs, plumbed MACs, registered MACs, repair pass) -> the MACs a pass attaches.
+    fn check(records: &[&str], plumbed: &[&str], registered: &[&str], repair: bool, expect: &[&str]) {
+        let r: BTreeMap<String, VmEndpoint> = records.iter().map(|m| (m.to_string(), ep(m))).collect();
+        let p: BTreeSet<String> = plumbed.iter().map(|m| m.to_string()).collect();
+        let g: BTreeSet<String> = registered.iter().map(|m| m.to_string()).collect();
+        let got: Vec<String> = due(&r, &p, &g, repair).into_iter().map(|e| e.mac).collect();
+        assert_eq!(
+            got, expect,
+            "records {records:?} plumbed {plumbed:?} registered {registered:?} repair {repair}"
+        );
+    }
+
+    #[test]
+    fn a_pass_attaches_what_is_not_plumbed_and_everything_on_repair() {
+        let (a, b) = ("fa:16:3e:00:00:01", "fa:16:3e:00:00:02");
+        check(&[], &[], &[], true, &[]);
+        check(&[a, b], &[], &[], false, &[a, b]);
+        check(&[a, b], &[a], &[a], false, &[b]);
+        check(&[a, b], &[a, b], &[a, b], false, &[]);
+        check(&[a, b], &[a, b], &[a, b], true, &[a, b]);
+        // Plumbed but not registered yet (romanad was away): retried.
+        check(&[a, b], &[a, b], &[b], false, &[a]);
+        // A plumbed MAC no longer recorded (deleted meanwhile) is not attached.
+        check(&[b], &[a], &[a], false, &[b]);
     }
 }

@@ -384,10 +384,13 @@ impl Client {
     pub async fn put_endpoint(&self, e: &EndpointInfo) -> Result<EndpointInfo> {
         self.call(Method::PUT, &format!("/endpoints/{}", enc(&e.name)), Self::body(e)).await
     }
+    /// Deletes an endpoint record; one that is already gone (404) counts as deleted, as DEL retries.
     pub async fn delete_endpoint(&self, name: &str) -> Result<()> {
-        self.call::<serde_json::Value>(Method::DELETE, &format!("/endpoints/{}", enc(name)), None)
-            .await
-            .map(|_| ())
+        match self.call::<serde_json::Value>(Method::DELETE, &format!("/endpoints/{}", enc(name)), None).await
+        {
+            Err(e) if e.status() == Some(404) => Ok(()),
+            r => r.map(|_| ()),
+        }
     }
     pub async fn set_endpoint_labels(&self, name: &str, req: &LabelsRequest) -> Result<EndpointInfo> {
         self.call(Method::PUT, &format!("/endpoints/{}/labels", enc(name)), Self::body(req)).await

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use futures_util::TryStreamExt;
 use romana_dataplane::ROUTE_PROTOCOL;
-use rtnetlink::LinkUnspec;
 use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute, RouteProtocol, RouteScope, RouteType};
+use rtnetlink::{LinkUnspec, RouteMessageBuilder};
 
 use crate::netns::{NetnsError, in_netns_path};
 use crate::nl::{EEXIST, ENODEV, ESRCH, errno, host_len, route_to, valid_ifname};
@@ -99,7 +99,12 @@ pub fn attach_vm(host_ns: Option<&Path>, tap: &str, ip: IpAddr, wait: Duration) 
 
 /// Whether the main table's route for exactly `ip` carries our protocol.
 async fn ours(handle: &rtnetlink::Handle, ip: IpAddr) -> Result<bool, VmError> {
-    let filter = route_to(ip, host_len(ip)).build();
+    // A plain dump of the family, as `Kernel::observe` reads routes: a request carrying the
+    // destination did not find our own route (so re-plumbing after a restart failed).
+    let filter = match ip {
+        IpAddr::V4(_) => RouteMessageBuilder::<std::net::Ipv4Addr>::new().build(),
+        IpAddr::V6(_) => RouteMessageBuilder::<std::net::Ipv6Addr>::new().build(),
+    };
     let routes: Vec<_> = handle
         .route()
         .get(filter)

@@ -171,8 +171,13 @@ async fn remove(
 ) -> ApiResult<StatusCode> {
     // An agent deletes only records of its own hosts, and only the record it checked: the
     // delete is conditional on the record being unchanged since.
-    crate::pod_join::delete_endpoint(&s, &name, |e| scope::require_host(&p, &e.host)).await?;
-    // Deleting what is not there is success: DEL paths retry.
+    // An unknown name is 404, never a silent success: a Romana 1.x IPAM client's release
+    // (`DELETE /endpoints/<ip>`) must not look done while its address stays allocated (those
+    // are answered by `legacy_openstack.rs`, docs/api.md "OpenStack"). Callers that retry
+    // (the agent's CNI DEL) take 404 as done.
+    if !crate::pod_join::delete_endpoint(&s, &name, |e| scope::require_host(&p, &e.host)).await? {
+        return Err(ApiError::not_found(format!("no endpoint named {name:?} in the endpoint registry")));
+    }
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -19,6 +19,7 @@ pub(crate) mod ipam_writes;
 pub mod jitter;
 pub mod key_file;
 pub mod keys;
+pub mod legacy_openstack;
 pub mod liveness;
 pub mod liveness_api;
 pub mod login_limit;
@@ -198,5 +199,6 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::middleware::from_fn(ops::json_errors))
         .layer(axum::middleware::from_fn_with_state(state.clone(), ops::observe))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), legacy_openstack::allowance))
         .with_state(state)
 }

@@ -120,16 +120,16 @@ pub async fn delete_endpoint(
     s: &AppState,
     name: &str,
     check: impl Fn(&EndpointInfo) -> ApiResult<()>,
-) -> ApiResult<()> {
+) -> ApiResult<bool> {
     let key = s.keys.endpoint(name);
     for _ in 0..ATTEMPTS {
-        let Some(kv) = s.store.get(&key).await? else { return Ok(()) };
+        let Some(kv) = s.store.get(&key).await? else { return Ok(false) };
         let old: EndpointInfo = decode("endpoint", &kv)?;
         check(&old)?;
         let mut txn = Txn::when(vec![Compare::unchanged(&key, kv.mod_revision)], vec![Op::delete(&key)]);
         index_change(s, name, &old.pod, "", &mut txn).await?;
         if s.store.txn(txn).await?.succeeded {
-            return Ok(());
+            return Ok(true);
         }
     }
     Err(ApiError::conflict(format!("endpoint {name} kept changing; try again")))

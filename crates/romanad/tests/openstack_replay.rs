@@ -1,0 +1,239 @@
+//! The 2016 networking-romana driver's calls replayed exactly as its code sends them (no token,
+//! `Accept: application/json`, service URLs from `GET {root}`, `urljoin` of relative finder paths
+//! and absolute `/endpoints`, `/hosts/<id>`), against romanad with authentication on and the
+//! `legacy-openstack` allowance for the driver's source; and the attacker's side: the allowance
+//! answers nothing else, nothing from other sources, and a token keeps the registry's meaning.
+#![allow(clippy::unwrap_used)]
+
+use reqwest::Method as M;
+use romana_api::rest::Credentials;
+use romana_api::topology::TopologyRequest;
+use romana_tests_support::TempDir;
+use serde_json::{Value, json};
+
+const FLAT: &str = r#"{"networks":[{"name":"vms","cidr":"10.40.0.0/16","block_mask":28}],"topologies":[{"networks":["vms"],"map":[{"groups":[]}]}]}"#;
+
+/// One call as the old driver's `http_call` makes it: no token, JSON in and out.
+async fn driver(method: M, url: &str, body: Option<Value>) -> (u16, Value) {
+    let http = reqwest::Client::new();
+    let mut r = http.request(method, url).header("Accept", "application/json");
+    if let Some(b) = body {
+        r = r.header("Content-Type", "application/json").body(b.to_string());
+    }
+    let resp = r.send().await.unwrap();
+    let status = resp.status().as_u16();
+    let text = resp.text().await.unwrap();
+    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+}
+
+/// Python's `urljoin` for the two shapes the driver uses: an absolute path replaces the base's
+/// path; a relative one is appended to a base ending in '/'.
+fn urljoin(base: &str, rel: &str) -> String {
+    if let Some(path) = rel.strip_prefix('/') {
+        let origin: String = base.splitn(4, '/').take(3).collect::<Vec<_>>().join("/");
+        format!("{origin}/{path}")
+    } else {
+        assert!(base.ends_with('/'), "service href {base} should end with '/'");
+        format!("{base}{rel}")
+    }
+}
+
+/// `find_romana_service_url`: `GET {root}` and the service's `rel=service` link.
+async fn service_url(root: &str, name: &str) -> String {
+    let (st, idx) = driver(M::GET, root, None).await;
+    assert_eq!(st, 200, "{idx}");
+    idx["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == name)
+        .and_then(|s| s["links"].as_array().unwrap().iter().find(|l| l["rel"] == "service"))
+        .map(|l| l["href"].as_str().unwrap().to_owned())
+        .unwrap_or_else(|| panic!("no service {name} in {idx}"))
+}
+
+/// `find_romana_id`: `findExactlyOne/<entity>s?<k=v&...>` under the entity's service; reads `id`.
+async fn romana_id(root: &str, entity: &str, lookup: &[(&str, &str)]) -> Value {
+    let svc = service_url(root, if entity == "host" { "topology" } else { "tenant" }).await;
+    let qs: Vec<String> = lookup.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let (st, r) =
+        driver(M::GET, &urljoin(&svc, &format!("findExactlyOne/{entity}s?{}", qs.join("&"))), None).await;
+    assert_eq!(st, 200, "{entity} {lookup:?}: {r}");
+    r["id"].clone()
+}
+
+/// `find_agent_port`: `links[rel=agent-config]` of the root, then `common.api.port`.
+async fn agent_port(root: &str) -> Value {
+    let (_, idx) = driver(M::GET, root, None).await;
+    let href = idx["links"].as_array().unwrap().iter().find(|l| l["rel"] == "agent-config").unwrap()["href"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (st, cfg) = driver(M::GET, &urljoin(root, &href), None).await;
+    assert_eq!(st, 200, "{cfg}");
+    cfg["common"]["api"]["port"].clone()
+}
+
+struct World {
+    url: String,
+    admin: romana_client::Client,
+}
+
+async fn world(tag: &str) -> (World, TempDir) {
+    let dir = TempDir::new(tag);
+    let creds = dir.path().join("admin.credentials");
+    let url = romana_services::serve_loopback(
+        tag,
+        Some(serde_json::from_str::<TopologyRequest>(FLAT).unwrap()),
+        Some(creds.clone()),
+    )
+    .await
+    .unwrap();
+    let c: Credentials = serde_json::from_slice(&std::fs::read(&creds).unwrap()).unwrap();
+    let admin = romana_client::Client::from_credentials(&c).await.unwrap();
+    let w = World { url, admin };
+    for (m, p, b) in [
+        (M::POST, "/hosts", json!({"name": "hv1", "ip": "192.168.91.1", "agent_port": 9604})),
+        (M::POST, "/tenants", json!({"name": "demo", "external_id": "3f2a9c0d1e"})),
+        (M::POST, "/tenants/demo/segments", json!({"name": "web"})),
+    ] {
+        let (st, body) = w.call(m, p, Some(b)).await;
+        assert!(st < 300, "{p}: {st} {body}");
+    }
+    (w, dir)
+}
+
+impl World {
+    async fn call(&self, m: M, path: &str, body: Option<Value>) -> (u16, String) {
+        let r = self.admin.send(m, path, body).await.unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    }
+    async fn allow(&self, sources: &[&str]) {
+        let (st, b) = self
+            .call(M::PUT, "/config/legacy-openstack", Some(json!({"sources": sources, "agent_port": 9604})))
+            .await;
+        assert_eq!(st, 200, "{b}");
+    }
+    async fn allocated(&self, ip: &str) -> bool {
+        self.call(M::GET, "/addresses", None).await.1.contains(&format!("\"{ip}\""))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn driver_2016_allocates_binds_and_releases() {
+    let (w, _dir) = world("os-replay").await;
+    w.allow(&["127.0.0.1/32"]).await;
+    let root = format!("{}/", w.url);
+
+    // ipam_romana.RomanaDbSubnet.allocate: tenant, segment, host ids, then POST ipam /endpoints.
+    let tid = romana_id(&root, "tenant", &[("external_id", "3f2a9c0d1e")]).await;
+    let sid = romana_id(&root, "segment", &[("name", "web"), ("tenant_id", &tid.to_string())]).await;
+    let hid = romana_id(&root, "host", &[("name", "hv1")]).await;
+    let ipam = service_url(&root, "ipam").await;
+    let body =
+        json!({"tenant_id": tid.to_string(), "segment_id": sid.to_string(), "host_id": hid.to_string()});
+    let (st, r) = driver(M::POST, &urljoin(&ipam, "/endpoints"), Some(body.clone())).await;
+    assert_eq!(st, 200, "{r}");
+    let ip = r["ip"].as_str().unwrap().to_owned();
+    assert!(ip.starts_with("10.40."), "{r}");
+    assert!(w.allocated(&ip).await, "the address is in romanad's IPAM");
+    // A second port gets another address.
+    let (_, r2) = driver(M::POST, &urljoin(&ipam, "/endpoints"), Some(body)).await;
+    assert_ne!(r2["ip"], r["ip"]);
+
+    // mech_romana.update_port_postcommit: the agent's port from the root's agent-config link.
+    assert_eq!(agent_port(&root).await, json!(9604));
+
+    // RomanaDbSubnet.allocate for a DHCP port / delete_port_postcommit: find_host_info.
+    let topo = service_url(&root, "topology").await;
+    let hid2 = romana_id(&root, "host", &[("name", "hv1")]).await;
+    let (st, host) = driver(M::GET, &urljoin(&topo, &format!("/hosts/{hid2}")), None).await;
+    assert_eq!(st, 200, "{host}");
+    assert_eq!(host["ip"], "192.168.91.1");
+    assert_eq!(host["name"], "hv1");
+
+    // delete_port_postcommit: DELETE ipam /endpoints/<ip> releases the address.
+    let (st, r) = driver(M::DELETE, &urljoin(&ipam, &format!("/endpoints/{ip}")), None).await;
+    assert_eq!(st, 200, "{r}");
+    assert_eq!(r["ip"], ip.as_str());
+    assert!(!w.allocated(&ip).await, "released in romanad's IPAM");
+    let (st, _) = driver(M::DELETE, &urljoin(&ipam, &format!("/endpoints/{ip}")), None).await;
+    assert_eq!(st, 404, "a second release finds nothing");
+
+    // Lookups that match nothing are 404, as 1.x's findExactlyOne.
+    for path in [
+        "findExactlyOne/tenants?external_id=nope",
+        "findExactlyOne/segments?name=nope&tenant_id=0",
+        "findExactlyOne/hosts?name=nope",
+    ] {
+        let (st, r) = driver(M::GET, &urljoin(&root, path), None).await;
+        assert_eq!(st, 404, "{path}: {r}");
+    }
+    let (st, _) = driver(M::GET, &urljoin(&root, "/hosts/999"), None).await;
+    assert_eq!(st, 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_allowance_opens_nothing_else() {
+    let (w, _dir) = world("os-attack").await;
+    let root = format!("{}/", w.url);
+    let find = urljoin(&root, "findExactlyOne/tenants?external_id=3f2a9c0d1e");
+    let post = || json!({"tenant_id": "0", "segment_id": "0", "host_id": "1"});
+    // Not configured, or configured for other sources: the legacy calls are not answered.
+    for sources in [vec![], vec!["192.0.2.0/24"]] {
+        w.allow(&sources).await;
+        let (st, _) = driver(M::GET, &find, None).await;
+        assert_eq!(st, 404, "{sources:?}: findExactlyOne is not a route of ours");
+        let (st, _) = driver(M::POST, &urljoin(&root, "/endpoints"), Some(post())).await;
+        assert!(st == 401 || st == 405, "{sources:?}: POST /endpoints is {st}");
+        let (st, idx) = driver(M::GET, &root, None).await;
+        assert_eq!(st, 200);
+        assert!(!idx.to_string().contains("agent-config"), "{sources:?}: {idx}");
+    }
+    // Allowed: every other call without a token still needs one.
+    w.allow(&["127.0.0.1/32"]).await;
+    for (m, p) in [
+        (M::GET, "/tenants"),
+        (M::GET, "/hosts"),
+        (M::GET, "/addresses"),
+        (M::GET, "/config/ipam"),
+        (M::GET, "/config/legacy-openstack"),
+        (M::GET, "/endpoints"),
+        (M::PUT, "/endpoints/10.40.0.1"),
+        (M::DELETE, "/hosts/hv1"),
+        (M::POST, "/tenants"),
+    ] {
+        let (st, r) = driver(m.clone(), &urljoin(&root, p), Some(json!({}))).await;
+        assert_eq!(st, 401, "{m} {p}: {r}");
+    }
+    // PUT of the allowance itself needs the admin.
+    let (st, _) =
+        driver(M::PUT, &urljoin(&root, "/config/legacy-openstack"), Some(json!({"sources": ["0.0.0.0/0"]})))
+            .await;
+    assert_eq!(st, 401);
+
+    // With a token the paths keep our meanings: a registry delete of an unknown name (or of an
+    // allocated address) is 404 and releases nothing.
+    let (st, r) = driver(M::GET, &find, None).await;
+    assert_eq!(st, 200, "{r}");
+    let hid = romana_id(&root, "host", &[("name", "hv1")]).await;
+    let (_, a) = driver(
+        M::POST,
+        &urljoin(&root, "/endpoints"),
+        Some(json!({"tenant_id": r["id"].to_string(), "segment_id": "0", "host_id": hid.to_string()})),
+    )
+    .await;
+    let ip = a["ip"].as_str().unwrap_or_else(|| panic!("{a}")).to_owned();
+    let (st, b) = w.call(M::DELETE, &format!("/endpoints/{ip}"), None).await;
+    assert_eq!(st, 404, "{b}");
+    assert!(b.contains("no endpoint named"), "{b}");
+    assert!(w.allocated(&ip).await, "a registry delete must not release the 1.x address");
+    let (st, _) = w.call(M::DELETE, "/endpoints/never-registered", None).await;
+    assert_eq!(st, 404);
+    // Bad input to the legacy calls names the problem.
+    let (st, r) = driver(M::DELETE, &urljoin(&root, "/endpoints/not-an-ip"), None).await;
+    assert_eq!(st, 400, "{r}");
+    let (st, r) = driver(M::POST, &urljoin(&root, "/endpoints"), Some(json!({"tenant_id": "x"}))).await;
+    assert_eq!(st, 400, "{r}");
+    assert!(r.to_string().contains("tenant_id"), "{r}");
+}

@@ -1,0 +1,48 @@
+"""Shared fixtures: a real romanad (built by cargo) with authentication on, and a service user."""
+
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+import uuid
+
+import pytest
+
+from networking_romana import client as rc
+
+REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
+ROMANAD = os.environ.get("ROMANAD", os.path.join(REPO, "target", "debug", "romanad"))
+FLAT = {"networks": [{"name": "os", "cidr": "10.50.0.0/16", "block_mask": 28}],
+        "topologies": [{"networks": ["os"], "map": [{"groups": []}]}]}
+
+
+@pytest.fixture(scope="session")
+def romanad():
+    """romanad on 127.0.0.1 (a port chosen at run time); yields (url, admin client, service creds)."""
+    if not os.path.exists(ROMANAD):
+        pytest.skip("no romanad binary at %s (cargo build -p romanad)" % ROMANAD)
+    d = tempfile.mkdtemp(prefix="romana-os-")
+    topo = os.path.join(d, "topology.json")
+    with open(topo, "w") as f:
+        json.dump(FLAT, f)
+    log = open(os.path.join(d, "romanad.log"), "w")
+    p = subprocess.Popen([ROMANAD, "--listen", "127.0.0.1:0", "--data-dir", os.path.join(d, "data"),
+                          "--initial-topology", topo], stdout=subprocess.PIPE, stderr=log, text=True)
+    try:
+        line = p.stdout.readline()
+        assert line.startswith("romanad listening on "), "romanad did not start: %r" % line
+        url = line.split()[3]
+        with open(os.path.join(d, "data", "admin.credentials")) as f:
+            creds = json.load(f)
+        admin = rc.Client(url, creds["username"], creds["password"])
+        password = uuid.uuid4().hex
+        admin.call("POST", "/auth/users", {"name": "neutron", "password": password, "roles": ["service"]})
+        creds_file = os.path.join(d, "data", "admin.credentials")
+        yield url, admin, {"url": url, "username": "neutron", "password": password, "admin_file": creds_file}
+    finally:
+        p.terminate()
+        p.wait(timeout=30)
+        log.close()
+        shutil.rmtree(d, ignore_errors=True)

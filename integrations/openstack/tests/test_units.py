@@ -1,0 +1,194 @@
+"""Unit tests against neutron-lib's and neutron's real base classes, with romanad and the agent
+replaced by recorders (the same paths run against a real romanad in test_romanad.py)."""
+
+import netaddr
+import pytest
+from neutron.ipam import driver as ipam_base
+from neutron.ipam import exceptions as ipam_exc
+from neutron.ipam import requests as ipam_req
+from neutron_lib.api.definitions import portbindings as pb
+from neutron_lib.plugins.ml2 import api
+
+from networking_romana import client as rc
+from networking_romana.ipam_driver import AddressRefused, RomanaAddressRequest, RomanaPool
+from networking_romana.mech_driver import RomanaMechanismDriver, tap_name
+
+
+class FakeRomana:
+    def __init__(self):
+        self.calls = []
+        self.next_ip = 10
+
+    def host(self, name):
+        self.calls.append(("host", name))
+        return {"name": name, "ip": "192.0.2.7", "agent_port": 9604}
+
+    def ensure_tenant(self, p):
+        self.calls.append(("tenant", p))
+
+    def ensure_segment(self, p, n):
+        self.calls.append(("segment", p, n))
+
+    def allocate(self, name, host, tenant, segment, ip=None):
+        self.calls.append(("allocate", name, host, tenant, segment, ip))
+        if ip == "10.50.0.99":
+            raise rc.RomanaError("POST", "/addresses", 409, "taken")
+        self.next_ip += 1
+        return {"ip": ip or "10.50.0.%d" % self.next_ip}
+
+    def release(self, x):
+        self.calls.append(("release", x))
+
+
+class BindContext(api.PortContext):
+    """A PortContext: neutron-lib's abstract class, with only what binding reads."""
+    # Every abstract member of the real class, answered from the dicts below.
+    current = property(lambda s: s._current)
+    original = property(lambda s: s._original)
+    status = property(lambda s: "DOWN")
+    original_status = property(lambda s: "DOWN")
+    network = property(lambda s: None)
+    binding_levels = property(lambda s: [])
+    original_binding_levels = property(lambda s: [])
+    top_bound_segment = property(lambda s: None)
+    original_top_bound_segment = property(lambda s: None)
+    bottom_bound_segment = property(lambda s: None)
+    original_bottom_bound_segment = property(lambda s: None)
+    host = property(lambda s: s._current.get(pb.HOST_ID))
+    original_host = property(lambda s: None)
+    vif_type = property(lambda s: s._current.get(pb.VIF_TYPE))
+    original_vif_type = property(lambda s: None)
+    vif_details = property(lambda s: {})
+    original_vif_details = property(lambda s: {})
+    segments_to_bind = property(lambda s: s._segments)
+
+    def __init__(self, current, original=None, segments=()):
+        self._current, self._original, self._segments = current, original, list(segments)
+        self.bound = None
+
+    def host_agents(self, agent_type):
+        return []
+
+    def set_binding(self, segment_id, vif_type, vif_details, status=None):
+        self.bound = (segment_id, vif_type, vif_details, status)
+
+    def continue_binding(self, segment_id, next_segments_to_bind):
+        raise AssertionError("not used")
+
+    def allocate_dynamic_segment(self, segment):
+        raise AssertionError("not used")
+
+    def release_dynamic_segment(self, segment_id):
+        raise AssertionError("not used")
+
+
+def port(**kw):
+    p = {"id": "0123456789abcdef", "mac_address": "fa:16:3e:00:00:01", "device_owner": "compute:nova",
+         "fixed_ips": [{"ip_address": "10.50.0.5", "subnet_id": "s1"}], pb.HOST_ID: "hv1",
+         pb.VIF_TYPE: pb.VIF_TYPE_TAP, "network_id": "net1", "project_id": "proj1"}
+    p.update(kw)
+    return p
+
+
+def driver():
+    fake, sent = FakeRomana(), []
+    d = RomanaMechanismDriver(romana=fake, agent_http=lambda *a: sent.append(a))
+    d.initialize()
+    return d, fake, sent
+
+
+@pytest.mark.parametrize("segments,expect", [
+    ([{api.ID: "seg-f", api.NETWORK_TYPE: "flat"}], ("seg-f", "tap")),
+    ([{api.ID: "seg-l", api.NETWORK_TYPE: "local"}], ("seg-l", "tap")),
+    ([{api.ID: "seg-v", api.NETWORK_TYPE: "vlan"}, {api.ID: "seg-f", api.NETWORK_TYPE: "flat"}], ("seg-f", "tap")),
+    ([{api.ID: "seg-v", api.NETWORK_TYPE: "vxlan"}], None),
+])
+def test_bind_port(segments, expect):
+    d, _, _ = driver()
+    assert isinstance(d, api.MechanismDriver)
+    ctx = BindContext(port(**{pb.VIF_TYPE: pb.VIF_TYPE_UNBOUND}), segments=segments)
+    d.bind_port(ctx)
+    assert (ctx.bound[:2] if ctx.bound else None) == expect
+    if ctx.bound:
+        assert ctx.bound[3] == "ACTIVE"
+    assert d.connectivity == pb.CONNECTIVITY_L3
+
+
+def test_port_bound_tells_the_agent_once_and_delete_forgets():
+    d, _, sent = driver()
+    unbound = port(**{pb.VIF_TYPE: pb.VIF_TYPE_UNBOUND})
+    d.update_port_postcommit(BindContext(port(), unbound))
+    assert sent == [("POST", "192.0.2.7", 9604, "/vm",
+                     {"interface": "tap0123456789a", "mac": "fa:16:3e:00:00:01", "ip": "10.50.0.5"})]
+    assert tap_name("0123456789abcdef") == "tap0123456789a"
+    # A status-only update of a bound port says nothing again.
+    d.update_port_postcommit(BindContext(port(), port()))
+    assert len(sent) == 1
+    # A move to another host: forgotten on the old host, told to the new.
+    d.update_port_postcommit(BindContext(port(**{pb.HOST_ID: "hv2"}), port()))
+    assert [s[0] for s in sent[1:]] == ["DELETE", "POST"]
+    d.delete_port_postcommit(BindContext(port(**{pb.HOST_ID: "hv2"})))
+    assert sent[-1] == ("DELETE", "192.0.2.7", 9604, "/vm/fa:16:3e:00:00:01")
+
+
+@pytest.mark.parametrize("p", [
+    port(device_owner="network:dhcp"),
+    port(device_owner="network:router_interface"),
+    port(**{pb.VIF_TYPE: "ovs"}),
+    port(**{pb.HOST_ID: ""}),
+    port(fixed_ips=[]),
+])
+def test_ports_that_are_not_vms_are_left_alone(p):
+    d, _, sent = driver()
+    d.update_port_postcommit(BindContext(p, None))
+    d.delete_port_postcommit(BindContext(p))
+    assert sent == []
+
+
+def pool():
+    fake = FakeRomana()
+    info = {"sub1": ("net1", "proj1", "10.50.0.0/16", "10.50.0.1", None)}
+    return RomanaPool(None, None, romana=fake, subnet_info=lambda i: info[i]), fake
+
+
+def test_ipam_subnet_and_addresses():
+    p, fake = pool()
+    assert isinstance(p, ipam_base.Pool)
+    req = ipam_req.SpecificSubnetRequest("proj1", "sub1", "10.50.0.0/16", gateway_ip="10.50.0.1")
+    s = p.allocate_subnet(req)
+    assert isinstance(s, ipam_base.Subnet)
+    assert ("tenant", "proj1") in fake.calls
+    assert str(s.get_details().subnet_cidr) == "10.50.0.0/16"
+    factory = p.get_address_request_factory()
+    r = factory.get_request(None, port(), {})
+    assert isinstance(r, RomanaAddressRequest)
+    ip = p.get_subnet("sub1").allocate(r)
+    assert ip == netaddr.IPAddress("10.50.0.11")
+    assert fake.calls[-2:] == [("segment", "proj1", "net1"), ("allocate", "0123456789abcdef", "hv1", "proj1", "net1", None)]
+    r = factory.get_request(None, port(), {"ip_address": "10.50.0.77"})
+    assert p.get_subnet("sub1").allocate(r) == netaddr.IPAddress("10.50.0.77")
+    p.get_subnet("sub1").deallocate(netaddr.IPAddress("10.50.0.77"))
+    assert fake.calls[-1] == ("release", "10.50.0.77")
+
+
+@pytest.mark.parametrize("req,exc", [
+    (RomanaAddressRequest("p", "", "proj1", "net1"), AddressRefused),
+    (ipam_req.AnyAddressRequest(), AddressRefused),
+    (RomanaAddressRequest("p", "hv1", "proj1", "net1", "10.50.0.99"), ipam_exc.IpAddressAlreadyAllocated),
+    (RomanaAddressRequest("p", "hv1", "proj1", "net1", "10.99.0.1"), ipam_exc.InvalidIpForSubnet),
+])
+def test_ipam_refusals_name_the_problem(req, exc):
+    p, _ = pool()
+    with pytest.raises(exc):
+        p.get_subnet("sub1").allocate(req)
+
+
+def test_any_subnet_request_is_refused():
+    p, _ = pool()
+    with pytest.raises(ipam_exc.InvalidSubnetRequest):
+        p.allocate_subnet(ipam_req.AnySubnetRequest("proj1", "sub2", "IPv4", 24))
+
+
+def test_client_refuses_no_password():
+    with pytest.raises(ValueError):
+        rc.Client("http://127.0.0.1:1", "neutron", "")
