@@ -11,13 +11,12 @@ use k8s_openapi::api::core::v1::{Event as K8sEvent, EventSource, ObjectReference
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, PostParams};
-use romana_api::netpol::NetworkPolicy;
 use tokio::sync::{mpsc, watch};
 use tokio::time::sleep_until;
 
 use crate::intake::Intake;
 use crate::metrics::Metrics;
-use crate::plan::{Ctx, Write, host_conflicts, orphans, plan};
+use crate::plan::{Ctx, Write, host_conflicts, orphans, plan, skip_refused};
 use crate::romanad::{Romanad, WriteError};
 use crate::state::{Actual, Key};
 use crate::watch::Event;
@@ -42,7 +41,8 @@ pub async fn run(
 ) {
     let mut intake = Intake::default();
     let mut actual: Option<Actual> = None;
-    let mut refused: BTreeMap<Key, NetworkPolicy> = BTreeMap::new();
+    // Writes romanad refused (422/400): not retried until the object changes.
+    let mut refused: Vec<Write> = Vec::new();
     let mut orphaned: BTreeMap<String, Instant> = BTreeMap::new();
     let mut next_resync = Instant::now() + cfg.resync;
     let mut retry_at: Option<Instant> = None;
@@ -104,9 +104,8 @@ pub async fn run(
         };
         let now = Instant::now();
         orphaned = orphans(&intake.desired, a, &orphaned, now);
-        refused.retain(|k, _| intake.desired.netpols.contains_key(k));
-        let ctx = Ctx { refused: &refused, orphans: &orphaned, now, grace: cfg.grace };
-        let writes = plan(&intake.desired, a, ctx);
+        let ctx = Ctx { orphans: &orphaned, now, grace: cfg.grace };
+        let writes = skip_refused(plan(&intake.desired, a, ctx), &mut refused);
         let since = intake.oldest.take();
         metrics.last_plan_writes.set(i64::try_from(writes.len()).unwrap_or(i64::MAX));
         let mut failed = false;
@@ -115,9 +114,6 @@ pub async fn run(
                 Ok(()) => {
                     w.apply_to(a);
                     metrics.write(w.kind(), "ok");
-                    if let Write::ApplyNetpol(k, _) = &w {
-                        refused.remove(k);
-                    }
                     if let Some(t) = since {
                         metrics.lag.observe(t.elapsed().as_secs_f64());
                     }
@@ -127,9 +123,9 @@ pub async fn run(
                     metrics.write(w.kind(), "refused");
                     tracing::warn!(write = %w, error = %msg, "romanad refused a write");
                     if let Write::ApplyNetpol(k, n) = &w {
-                        refused.insert(k.clone(), n.policy.clone());
                         post_event(&kube, k, &n.uid, &msg, &cfg.identity, &metrics).await;
                     }
+                    refused.push(w);
                 }
                 Err(e) => {
                     metrics.write(w.kind(), "error");

@@ -6,7 +6,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use romana_api::netpol::NetworkPolicy;
 use romana_api::rest::{PodInfo, TenantRequest};
 
 use crate::map::{HostDesired, NetpolDesired};
@@ -113,12 +112,17 @@ impl std::fmt::Display for Write {
 /// What the plan needs besides the two pictures.
 #[derive(Debug, Clone, Copy)]
 pub struct Ctx<'a> {
-    /// Policies romanad refused, as they were when refused: not retried until they change.
-    pub refused: &'a BTreeMap<Key, NetworkPolicy>,
     /// Endpoints whose pod is gone from the API, since when (`orphans`).
     pub orphans: &'a BTreeMap<String, Instant>,
     pub now: Instant,
     pub grace: Duration,
+}
+
+/// Drops the writes romanad refused before with the same content (retrying cannot help until
+/// the object changes, which makes another write), and forgets refusals no longer planned.
+pub fn skip_refused(writes: Vec<Write>, refused: &mut Vec<Write>) -> Vec<Write> {
+    refused.retain(|r| writes.contains(r));
+    writes.into_iter().filter(|w| !refused.contains(w)).collect()
 }
 
 /// Endpoints registered for a pod that the API no longer has, with the time each was first seen
@@ -169,20 +173,23 @@ pub fn plan(d: &Desired, a: &Actual, ctx: Ctx<'_>) -> Vec<Write> {
             w.push(Write::AddSegment { tenant: p.namespace.clone(), segment: p.segment.clone() });
         }
     }
-    // Hosts: add, or retag; a host held with another IP is left alone (`host_conflicts`).
+    // Hosts: add, or retag; a host held with another IP is left alone (`host_conflicts`). The
+    // node's tags are laid over the host's: tags the agent or an operator set (a rack the
+    // topology places by) stay, so tags are added and changed, never removed.
     for (name, h) in &d.hosts {
         match a.hosts.get(name) {
             None => w.push(Write::AddHost(h.clone())),
-            Some(x) if x.ip == h.ip && x.tags != h.tags => {
-                w.push(Write::SetTags { host: name.clone(), tags: h.tags.clone() })
+            Some(x) if x.ip == h.ip => {
+                let mut tags = x.tags.clone();
+                tags.extend(h.tags.iter().map(|(k, v)| (k.clone(), v.clone())));
+                if tags != x.tags {
+                    w.push(Write::SetTags { host: name.clone(), tags });
+                }
             }
             Some(_) => {}
         }
     }
     for (k, n) in &d.netpols {
-        if ctx.refused.get(k) == Some(&n.policy) {
-            continue;
-        }
         if a.netpols.get(k) != Some(&n.policy) {
             w.push(Write::ApplyNetpol(k.clone(), n.clone()));
         }
