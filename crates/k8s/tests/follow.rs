@@ -203,6 +203,33 @@ async fn controller_follows_the_api_server() {
     assert!(c.endpoint("cni:pods:alive:eth0").await.is_ok(), "a live pod's endpoint is never reclaimed");
     assert!(c.address("cni:pods:alive:eth0").await.is_ok());
 
+    // A namespace deleted: its tenant goes (it has no endpoints); a tenant made by hand stays,
+    // and so does an operator's policy in it.
+    c.create_tenant(&romana_api::rest::TenantRequest {
+        name: "manual".into(),
+        external_id: String::new(),
+        labels: BTreeMap::new(),
+        isolation: String::new(),
+    })
+    .await
+    .expect("hand-made tenant");
+    let by_hand = serde_json::from_str::<serde_json::Value>(
+        r#"{"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+            "metadata": {"name": "by-hand", "namespace": "manual"}, "spec": {"podSelector": {}}}"#,
+    )
+    .expect("JSON");
+    c.apply_netpol(&by_hand).await.expect("hand-made policy");
+    env.kubectl(&["delete", "namespace", "blog"]);
+    eventually("tenant blog deleted", 30, || async { c.tenant("blog").await.is_err().then_some(()) }).await;
+    // Another resync has passed (--resync-interval 2 in the tests) and the hand-made ones stay.
+    let resyncs = ctl.metric("romana_k8s_resyncs_total").await.unwrap_or(0.0);
+    eventually("a full resync", 30, || async {
+        (ctl.metric("romana_k8s_resyncs_total").await? > resyncs).then_some(())
+    })
+    .await;
+    assert!(c.tenant("manual").await.is_ok(), "a hand-made tenant is never deleted");
+    assert!(c.netpols().await.expect("policies").iter().any(|n| n.metadata.name == "by-hand"));
+
     // A node deleted: its host goes. A host made by hand stays.
     c.add_host(&romana_api::rest::HostRequest {
         name: "manual".into(),
