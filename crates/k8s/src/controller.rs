@@ -47,7 +47,11 @@ pub async fn run(
     let mut next_resync = Instant::now() + cfg.resync;
     let mut retry_at: Option<Instant> = None;
     loop {
-        let wake = orphaned.values().map(|t| *t + cfg.grace).min().into_iter().chain(retry_at).min();
+        // The next reclaim falling due (only future ones: one refused or failed must not spin
+        // the loop), or a retry.
+        let now = Instant::now();
+        let due = orphaned.values().map(|t| *t + cfg.grace).filter(|d| *d > now).min();
+        let wake = due.into_iter().chain(retry_at).min();
         tokio::select! {
             ev = rx.recv() => {
                 let Some(ev) = ev else { return };
@@ -67,10 +71,10 @@ pub async fn run(
                 actual = None;
             }
             _ = sleep_until(wake.unwrap_or(next_resync).into()), if wake.is_some() => {
-                if retry_at.is_some_and(|t| t <= Instant::now()) {
-                    retry_at = None;
-                    actual = None;
-                }
+                // A retry, or a reclaim falling due: decide on a fresh read (CNI DEL may have
+                // come since the last one).
+                retry_at = None;
+                actual = None;
             }
         }
         if !*leader.borrow() || !intake.ready() {
