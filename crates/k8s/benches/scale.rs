@@ -259,6 +259,18 @@ async fn main() {
     }
     let (tp50, tp99) = (pct(&mut through, 0.5), pct(&mut through, 0.99));
     let (dp50, dp99) = (pct(&mut direct, 0.5), pct(&mut direct, 0.99));
+    let text = romana_client::http()
+        .get(format!("{}/metrics", ctl.1))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    let plan_sum = text.lines().find_map(|l| l.strip_prefix("romana_k8s_plan_seconds_sum ")).unwrap_or("0");
+    let plan_n = text.lines().find_map(|l| l.strip_prefix("romana_k8s_plan_seconds_count ")).unwrap_or("0");
+    let (sum, n): (f64, f64) = (plan_sum.trim().parse().unwrap_or(0.0), plan_n.trim().parse().unwrap_or(0.0));
+    println!("  plans: {n} computed, mean {:.2} ms each", 1000.0 * sum / n.max(1.0));
     println!("Pod label change, {n_changes} changes among {n_pods} pods:");
     println!("  through the API server and romana-k8s: p50 {tp50:.2} ms, p99 {tp99:.2} ms");
     println!("  PUT /pods to romanad directly (baseline): p50 {dp50:.2} ms, p99 {dp99:.2} ms");

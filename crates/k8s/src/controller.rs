@@ -88,6 +88,9 @@ pub async fn run(
             None => match romanad.read().await {
                 Ok(a) => {
                     metrics.resyncs.inc();
+                    // Orphans are found on fresh reads only (endpoints change through CNI, not
+                    // through the API server): the grace counts from the read that saw one.
+                    orphaned = orphans(&intake.desired, &a, &orphaned, Instant::now());
                     for (host, node_ip, held) in host_conflicts(&intake.desired, &a) {
                         tracing::warn!(
                             host,
@@ -107,9 +110,9 @@ pub async fn run(
             },
         };
         let now = Instant::now();
-        orphaned = orphans(&intake.desired, a, &orphaned, now);
         let ctx = Ctx { orphans: &orphaned, now, grace: cfg.grace };
         let writes = skip_refused(plan(&intake.desired, a, ctx), &mut refused);
+        metrics.plan_seconds.observe(now.elapsed().as_secs_f64());
         let since = intake.oldest.take();
         metrics.last_plan_writes.set(i64::try_from(writes.len()).unwrap_or(i64::MAX));
         let mut failed = false;

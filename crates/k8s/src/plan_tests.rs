@@ -280,7 +280,12 @@ fn lost_pods_are_reclaimed_after_the_grace_period() {
     let mut c = base();
     c.orphans.insert("cni:lost".into(), t0);
     check(c, t0 + GRACE, &[Write::Reclaim("cni:lost".into())], &[]);
-    // The pod came back (same name): no longer an orphan.
+    // The pod came back (same name) after the orphans were found: not reclaimed.
+    let c = base().pod(pod("n", "lost", "x", ""));
+    let stale: BTreeMap<String, Instant> = [("cni:lost".to_owned(), t0)].into();
+    let ctx = Ctx { orphans: &stale, now: t0 + GRACE, grace: GRACE };
+    assert_eq!(plan(&c.d, &c.a, ctx), [Write::PutPod(pod("n", "lost", "x", ""))]);
+    // And once the orphans are found again, no longer one.
     let mut c = base().pod(pod("n", "lost", "x", ""));
     c.orphans.insert("cni:lost".into(), t0);
     check(c, t0 + GRACE, &[Write::PutPod(pod("n", "lost", "x", ""))], &[]);
