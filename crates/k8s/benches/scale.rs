@@ -4,7 +4,7 @@
 //! (romanad already equal), the controller's memory, and a NetworkPolicy change from the API
 //! server to romanad (p50/p99) against the same change posted to romanad directly (what
 //! `romana policy apply` does) in the same run, and a pod label change to romanad's pod record
-//! against `PUT /pods` directly. Sizes: `SCALE_NS`, `SCALE_PODS`, `SCALE_CHANGES`.
+//! against `PUT /pods` directly. Sizes: `SCALE_NS`, `SCALE_PODS`, `SCALE_CHANGES`; `-- --quick` runs a tenth.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -102,8 +102,11 @@ async fn seen(c: &Client, ns: &str, name: &str, app: &str) -> Instant {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
+    // `-- --quick` (scripts/test.sh): a tenth of the size, to keep the benchmark working.
+    let quick = std::env::args().any(|a| a == "--quick");
+    let (ns0, pods0, changes0) = if quick { (100, 1000, 30) } else { (1000, 10_000, 300) };
     let (n_ns, n_pods, n_changes) =
-        (env_usize("SCALE_NS", 1000), env_usize("SCALE_PODS", 10_000), env_usize("SCALE_CHANGES", 300));
+        (env_usize("SCALE_NS", ns0), env_usize("SCALE_PODS", pods0), env_usize("SCALE_CHANGES", changes0));
     let n_nodes = 100;
     let dir = TempDir::new("k8s-scale");
     let admin_creds = dir.path().join("admin.credentials");
