@@ -240,7 +240,8 @@ async fn wait_for_pod(s: &Shared, client: &Client, pod: &PodRef) -> Result<PodIn
         let lookup = match client.pod(&pod.namespace, &pod.name).await {
             Ok(p) => Lookup::Found(p),
             Err(e) if e.status() == Some(404) => Lookup::Missing,
-            Err(e @ ClientError::Api { status: 400..=403, .. }) => Lookup::Refused(e.to_string()),
+            // 401 is an expired token, which the route loop renews: worth another look.
+            Err(e @ ClientError::Api { status: 400 | 403, .. }) => Lookup::Refused(e.to_string()),
             Err(e) => Lookup::Unavailable(e.to_string()),
         };
         match next(pod, lookup, attempt, started.elapsed(), s.pod_wait) {

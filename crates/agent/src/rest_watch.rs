@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use romana_api::rest::WatchEvent;
+use romana_api::rest::{WatchEvent, WatchKind};
 use romana_client::{Client, ClientError};
 use romana_store::follow::{Change, NextChange, WatchSource};
 use romana_store::{BoxFut, Revision};
@@ -51,12 +51,12 @@ impl<C: Fn() -> Arc<Client> + Send> WatchSource for RestWatch<C> {
 
 /// A line of the stream as a change: `synced` only moves the revision; `error` ends the stream.
 fn change(ev: WatchEvent) -> Result<Change<WatchEvent>, ClientError> {
-    match ev.kind.as_str() {
-        "synced" => Ok(Change { revision: ev.revision, event: None }),
-        "error" => Err(ClientError::Decode {
+    match ev.kind {
+        WatchKind::Synced => Ok(Change { revision: ev.revision, event: None }),
+        WatchKind::Error => Err(ClientError::Decode {
             url: "watch".into(),
             detail: format!("the stream failed: {}", ev.value.map(|v| v.to_string()).unwrap_or_default()),
         }),
-        _ => Ok(Change { revision: ev.revision, event: Some(ev) }),
+        WatchKind::Put | WatchKind::Delete => Ok(Change { revision: ev.revision, event: Some(ev) }),
     }
 }

@@ -4,9 +4,12 @@
 pub mod agent;
 pub mod netpol;
 pub mod policy;
+pub mod query;
 pub mod records;
 pub mod rest;
+pub mod route_wire;
 pub mod topology;
+pub mod watch;
 
 /// Everything wrong with a request body, each problem prefixed with the field it concerns.
 #[derive(Debug, Clone, PartialEq, Eq)]

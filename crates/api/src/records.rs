@@ -73,3 +73,48 @@ pub struct SegmentRecord {
 pub struct TokenRecord {
     pub name: String,
 }
+
+/// `auth/users/<name>`: a user or service account. `roles` are `admin`, `service`, `tenant`
+/// (romana-auth's `Role` names); a record naming another role is unreadable.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserRecord {
+    pub name: String,
+    pub password_hash: String,
+    pub roles: Vec<String>,
+    #[serde(default)]
+    pub tenants: Vec<String>,
+    /// Hosts a service user acts for (an agent); empty for admins, tenants and controllers.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<String>,
+}
+
+/// `auth/keys/<kid>`: a verifying key as published: public only.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyRecord {
+    pub kid: String,
+    /// base64url Ed25519 public key.
+    pub public: String,
+    pub created: u64,
+    /// When its replica stopped signing with it (rotation, or migration of an old record); it is
+    /// deleted a refresh token's lifetime later, when every token it signed has expired.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retired: Option<u64>,
+    /// Verifies nothing: a key whose private half was in the store.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub revoked: bool,
+}
+
+/// `auth/keys/<kid>` as read: a key record of any version (before `KeyRecord`, records held the
+/// private key as base64url PKCS#8 in `pkcs8`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct StoredKeyRecord {
+    #[serde(default)]
+    pub public: Option<String>,
+    #[serde(default)]
+    pub pkcs8: Option<String>,
+    pub created: u64,
+    #[serde(default)]
+    pub retired: Option<u64>,
+    #[serde(default)]
+    pub revoked: bool,
+}

@@ -222,15 +222,59 @@ pub struct TopologyChangeSummary {
     pub dropped_blackouts: Vec<String>,
 }
 
+/// One route: a destination and how it is reached. On the wire the kind is a field beside the
+/// destination: `{"dest": "10.0.0.0/28", "kind": "host", "via": "h1", "via_ip": "192.168.0.1"}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct RouteInfo {
     pub dest: String,
-    /// `host`, `group` or `throw`.
-    pub kind: String,
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub via: String,
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub via_ip: String,
+    #[serde(flatten)]
+    pub kind: RouteKind,
+}
+
+/// How a route's destination is reached (`kind` on the wire, with the fields of that kind).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum RouteKind {
+    /// Directly through a host of the same leaf group (one L2 segment): its name and address.
+    Host {
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        via: String,
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        via_ip: String,
+    },
+    /// Through the fabric toward a prefix group (its path, e.g. `/rack-1`).
+    Group {
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        via: String,
+    },
+    /// Not routed by this table: the lookup goes on to the next (the default route, the fabric).
+    Throw,
+}
+
+impl RouteKind {
+    /// The `kind` as on the wire: `host`, `group` or `throw`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            RouteKind::Host { .. } => "host",
+            RouteKind::Group { .. } => "group",
+            RouteKind::Throw => "throw",
+        }
+    }
+
+    /// The host's name or the group's path; empty for `throw`.
+    pub fn via(&self) -> &str {
+        match self {
+            RouteKind::Host { via, .. } | RouteKind::Group { via } => via,
+            RouteKind::Throw => "",
+        }
+    }
+}
+
+/// Compares with the wire's name (`route.kind == "throw"`).
+impl PartialEq<&str> for RouteKind {
+    fn eq(&self, other: &&str) -> bool {
+        self.name() == *other
+    }
 }
 
 /// `GET /routes/{host}`: what the route manager computes for one host.
@@ -243,12 +287,67 @@ pub struct HostRoutes {
     pub per_endpoint: usize,
 }
 
+/// `GET /fabric`: one prefix group as the fabric sees it: its prefix, the aggregate it announces,
+/// its hosts and the routes a router of the group needs. (Fields in this order: the JSON that
+/// `json!` built before this type existed had them sorted, and clients see the same bytes.)
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct FabricGroup {
+    /// The prefix the group announces upward, if any.
+    pub announce: Option<String>,
+    pub cidr: String,
+    /// The group's path, e.g. `/` or `/rack-1`.
+    pub group: String,
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    pub network: String,
+    pub routes: Vec<RouteInfo>,
+}
+
+/// What a line of `GET /watch` says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum WatchKind {
+    /// The key holds `value` from `revision` on.
+    Put,
+    /// The key was deleted at `revision`.
+    Delete,
+    /// The current state has been sent (opened from 0) or the stream is in place: resume from
+    /// `revision` + 1.
+    Synced,
+    /// The stream failed (`value` says why) and ends.
+    Error,
+}
+
+impl WatchKind {
+    /// The name on the wire: `put`, `delete`, `synced` or `error`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            WatchKind::Put => "put",
+            WatchKind::Delete => "delete",
+            WatchKind::Synced => "synced",
+            WatchKind::Error => "error",
+        }
+    }
+}
+
+impl std::fmt::Display for WatchKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Compares with the wire's name (`event.kind == "put"`).
+impl PartialEq<&str> for WatchKind {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
 /// One line of `GET /watch`: a change to Romana's state.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct WatchEvent {
     pub revision: i64,
-    /// `put` or `delete`.
-    pub kind: String,
+    pub kind: WatchKind,
     /// The key below the store prefix, e.g. `ipam/blocks/net1/10.0.0.0_29`.
     pub key: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
-use romana_api::rest::{AddressRequest, HostRequest, SegmentRequest, TagsRequest, TenantRequest};
+use romana_api::rest::{AddressRequest, HostRequest, RouteKind, SegmentRequest, TagsRequest, TenantRequest};
 use romana_api::topology::TopologyRequest;
 use romana_client::Client;
 
@@ -631,7 +631,13 @@ pub async fn routes(c: &Client, f: Format, host: &str) -> Result<()> {
     show(f, &r, &["DESTINATION", "KIND", "VIA", "VIA IP"], |r| {
         r.routes
             .iter()
-            .map(|x| vec![x.dest.clone(), x.kind.clone(), x.via.clone(), x.via_ip.clone()])
+            .map(|x| {
+                let via_ip = match &x.kind {
+                    RouteKind::Host { via_ip, .. } => via_ip.clone(),
+                    _ => String::new(),
+                };
+                vec![x.dest.clone(), x.kind.name().to_owned(), x.kind.via().to_owned(), via_ip]
+            })
             .collect()
     })
 }
@@ -689,6 +695,17 @@ pub async fn create_user(
             .with_context(|| format!("writing {}", path.display()))?;
     }
     Ok((u, password))
+}
+
+/// `romana user delete`: deleting a user that is already gone is success (reconcilers such as
+/// deploy/kubernetes/bootstrap.sh delete before they re-create).
+pub async fn user_delete(c: &Client, name: &str) -> Result<()> {
+    match c.delete_user(name).await {
+        Ok(()) => eprintln!("deleted user {name}"),
+        Err(e) if e.status() == Some(404) => eprintln!("user {name} does not exist; nothing to delete"),
+        Err(e) => return Err(e).with_context(|| format!("deleting user {name}")),
+    }
+    Ok(())
 }
 
 /// `romana user create`: the password is printed only when it was generated and not written to a

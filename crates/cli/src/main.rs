@@ -344,6 +344,8 @@ enum UserCommand {
         #[arg(long)]
         credentials_out: Option<PathBuf>,
     },
+    /// Delete a user (its password stops working; a user that is not there is no error).
+    Delete { name: String },
 }
 
 #[derive(clap::Args, Debug)]
@@ -592,6 +594,7 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             let new = x::NewUser { name: &name, roles: &roles, tenants: &tenants, hosts: &hosts };
             x::user_create(&c, f, &new, password, credentials_out.as_deref()).await?
         }
+        Command::User { command: UserCommand::Delete { name } } => x::user_delete(&c, &name).await?,
         Command::Ipam { .. } | Command::Sandbox { .. } => unreachable!("handled above"),
     }
     Ok(true)

@@ -5,6 +5,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
+use romana_api::rest::{FabricGroup, RouteInfo};
 use romana_ipam::spec::{HostSpec, LayoutSpec};
 use romana_ipam::{AllocRequest, Ipam, RouteTarget};
 use romana_model::{AddressName, HostName, SegmentName, TenantName};
@@ -113,7 +114,7 @@ fn print_json(ipam: &Ipam, format: Format) -> Result<()> {
             json!({
                 "name": h.name.as_str(), "ip": h.ip.to_string(),
                 "groups": h.placement.networks.iter().map(|(n, p, c)| json!({"network": n.as_str(), "group": p, "cidr": c.to_string()})).collect::<Vec<_>>(),
-                "routes": r.routes.iter().map(|x| json!({"dest": x.dest.to_string(), "target": target_text(&x.target)})).collect::<Vec<_>>(),
+                "routes": r.routes.iter().map(RouteInfo::from).collect::<Vec<_>>(),
                 "per_block_routes": r.per_block, "per_endpoint_routes": r.per_endpoint,
             })
         })
@@ -125,11 +126,8 @@ fn print_json(ipam: &Ipam, format: Format) -> Result<()> {
             "owner": b.owner.as_ref().map(|(t, s, h)| json!({"tenant": t.as_str(), "segment": s.as_str(), "host": h.as_str()})),
         })).collect::<Vec<_>>(),
         "hosts": hosts,
-        "fabric": ipam.fabric_routes().iter().map(|g| json!({
-            "network": g.network.as_str(), "group": g.path, "cidr": g.cidr.to_string(),
-            "announce": g.announce.map(|c| c.to_string()),
-            "routes": g.routes.iter().map(|x| json!({"dest": x.dest.to_string(), "target": target_text(&x.target)})).collect::<Vec<_>>(),
-        })).collect::<Vec<_>>(),
+        // The shapes of `GET /routes/{host}` and `GET /fabric`, from the same conversions.
+        "fabric": ipam.fabric_routes().iter().map(FabricGroup::from).collect::<Vec<_>>(),
     });
     match format {
         Format::Yaml => print!("{}", serde_saphyr::to_string(&out)?),

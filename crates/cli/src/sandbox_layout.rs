@@ -2,6 +2,7 @@
 //! rack routers and one spine, the topology romanad carves for it, the `ip` commands that wire it,
 //! and the routers' routes from romanad's fabric view. No I/O; `sandbox.rs` runs the plan.
 
+use romana_api::rest::{FabricGroup, RouteKind};
 use serde_json::{Value, json};
 
 /// Every namespace of sandbox `name` starts with this, so `down` finds them even after a crash.
@@ -143,36 +144,28 @@ impl Layout {
     /// The routers' routes from romanad's `GET /fabric`: (namespace, destination, next hop). A
     /// leaf group's routes go to its rack router (toward hosts); the root's to the spine (toward
     /// the rack routers). `throw` routes need nothing: the default route covers them.
-    pub fn fabric_routes(&self, fabric: &Value) -> Vec<(String, String, String)> {
+    pub fn fabric_routes(&self, fabric: &[FabricGroup]) -> Vec<(String, String, String)> {
         let mut out = Vec::new();
         let network = format!("sandbox-{}", self.name);
-        for g in fabric.as_array().into_iter().flatten() {
-            if g["network"].as_str() != Some(network.as_str()) {
-                continue;
-            }
-            let path = g["group"].as_str().unwrap_or("");
-            let rack = (1..=self.racks).find(|r| path.trim_end_matches('/').ends_with(&format!("rack-{r}")));
-            let router = match rack {
+        let rack_of = |path: &str| {
+            (1..=self.racks).find(|r| path.trim_end_matches('/').ends_with(&format!("rack-{r}")))
+        };
+        for g in fabric.iter().filter(|g| g.network == network) {
+            let router = match rack_of(&g.group) {
                 Some(r) => self.router(r),
                 None => self.spine(),
             };
-            for route in g["routes"].as_array().into_iter().flatten() {
-                let dest = route["dest"].as_str().unwrap_or_default().to_owned();
-                let via = match route["kind"].as_str() {
-                    Some("host") => route["via_ip"].as_str().unwrap_or_default().to_owned(),
-                    Some("group") => {
-                        let to = route["via"].as_str().unwrap_or("");
-                        match (1..=self.racks)
-                            .find(|r| to.trim_end_matches('/').ends_with(&format!("rack-{r}")))
-                        {
-                            Some(r) => Self::uplink_ip(r),
-                            None => continue,
-                        }
-                    }
-                    _ => continue,
+            for route in &g.routes {
+                let via = match &route.kind {
+                    RouteKind::Host { via_ip, .. } => via_ip.clone(),
+                    RouteKind::Group { via } => match rack_of(via) {
+                        Some(r) => Self::uplink_ip(r),
+                        None => continue,
+                    },
+                    RouteKind::Throw => continue,
                 };
-                if !dest.is_empty() && !via.is_empty() {
-                    out.push((router.clone(), dest, via));
+                if !route.dest.is_empty() && !via.is_empty() {
+                    out.push((router.clone(), route.dest.clone(), via));
                 }
             }
         }
@@ -218,15 +211,16 @@ mod tests {
     #[test]
     fn fabric_view_becomes_router_routes() {
         let l = Layout::new("t", 2, 1, "10.112.0.0/16", 28).expect("valid");
-        let fabric = json!([
-            {"network": "sandbox-t", "group": "/", "routes": [
+        let fabric: Vec<FabricGroup> = serde_json::from_value(json!([
+            {"network": "sandbox-t", "group": "/", "cidr": "10.112.0.0/16", "routes": [
                 {"dest": "10.112.0.0/17", "kind": "group", "via": "/rack-1"},
                 {"dest": "10.112.128.0/17", "kind": "group", "via": "/rack-2"}]},
-            {"network": "sandbox-t", "group": "/rack-1", "routes": [
+            {"network": "sandbox-t", "group": "/rack-1", "cidr": "10.112.0.0/17", "routes": [
                 {"dest": "10.112.0.0/28", "kind": "host", "via": "r1h1", "via_ip": "192.168.1.11"},
                 {"dest": "10.112.0.16/28", "kind": "throw"}]},
-            {"network": "other", "group": "/", "routes": [{"dest": "10.9.0.0/16", "kind": "group", "via": "/x"}]}
-        ]);
+            {"network": "other", "group": "/", "cidr": "10.9.0.0/16", "routes": [{"dest": "10.9.0.0/16", "kind": "group", "via": "/x"}]}
+        ]))
+        .expect("GET /fabric's shape");
         assert_eq!(
             l.fabric_routes(&fabric),
             vec![

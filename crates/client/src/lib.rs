@@ -11,9 +11,9 @@ use reqwest::Method;
 use romana_api::netpol::NetworkPolicy;
 use romana_api::policy::Policy;
 use romana_api::rest::{
-    Address, AddressRequest, BlackoutRequest, BlockList, Credentials, EndpointInfo, ErrorBody, Host,
-    HostList, HostRequest, HostRoutes, LabelsRequest, LoginRequest, NetworkInfo, PodInfo, RootIndex, Segment,
-    SegmentRequest, TagsRequest, Tenant, TenantRequest, TokenResponse, TopologyChangeSummary, User,
+    Address, AddressRequest, BlackoutRequest, BlockList, Credentials, EndpointInfo, ErrorBody, FabricGroup,
+    Host, HostList, HostRequest, HostRoutes, LabelsRequest, LoginRequest, NetworkInfo, PodInfo, RootIndex,
+    Segment, SegmentRequest, TagsRequest, Tenant, TenantRequest, TokenResponse, TopologyChangeSummary, User,
     UserRequest, WatchEvent,
 };
 use romana_api::topology::TopologyRequest;
@@ -250,6 +250,11 @@ impl Client {
     pub async fn create_user(&self, req: &UserRequest) -> Result<User> {
         self.call(Method::POST, "/auth/users", Self::body(req)).await
     }
+    pub async fn delete_user(&self, name: &str) -> Result<()> {
+        self.call::<serde_json::Value>(Method::DELETE, &format!("/auth/users/{}", enc(name)), None)
+            .await
+            .map(|_| ())
+    }
 
     pub async fn index(&self) -> Result<RootIndex> {
         self.call(Method::GET, "/", None).await
@@ -427,7 +432,7 @@ impl Client {
             .map(|_| ())
     }
     /// `GET /fabric`: per prefix group, what it announces and the routes its router needs.
-    pub async fn fabric(&self) -> Result<serde_json::Value> {
+    pub async fn fabric(&self) -> Result<Vec<FabricGroup>> {
         self.call(Method::GET, "/fabric", None).await
     }
     pub async fn routes(&self, host: &str) -> Result<HostRoutes> {

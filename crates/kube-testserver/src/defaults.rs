@@ -66,6 +66,46 @@ fn default_protocols(ports: Option<&mut Value>) {
     }
 }
 
+/// Checks `metadata.labels` (string values, valid keys and values) and `metadata.annotations`
+/// (string values), as the real server's object-meta validation does (HTTP 422).
+pub fn validate_metadata(rt: &ResourceType, obj: &Value) -> Result<(), ApiError> {
+    let name = obj["metadata"]["name"].as_str().unwrap_or("");
+    let bad = |field: &str, what: String| {
+        Err(ApiError::invalid(rt.kind, name, format!("metadata.{field}: {what}")))
+    };
+    for field in ["labels", "annotations"] {
+        let map = &obj["metadata"][field];
+        if map.is_null() {
+            continue;
+        }
+        let Some(m) = map.as_object() else {
+            return bad(field, format!("Invalid value: {map}: must be a map of strings"));
+        };
+        for (k, v) in m {
+            let Some(v) = v.as_str() else {
+                return bad(field, format!("Invalid value: {v}: the value of {k:?} must be a string"));
+            };
+            if !crate::selector::valid_key(k) {
+                return bad(
+                    field,
+                    format!(
+                        "Invalid value: {k:?}: a key must be a name of at most 63 alphanumerics, '-', '_' or '.', starting and ending with an alphanumeric, with an optional DNS subdomain prefix and '/'"
+                    ),
+                );
+            }
+            if field == "labels" && !crate::selector::valid_value(v) {
+                return bad(
+                    field,
+                    format!(
+                        "Invalid value: {v:?}: a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (at most 63)"
+                    ),
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Checks `metadata.name`: an RFC 1123 label for namespaces, an RFC 1123 subdomain otherwise.
 pub fn validate_name(rt: &ResourceType, name: &str) -> Result<(), ApiError> {
     let label = rt.kind == "Namespace";
@@ -134,6 +174,19 @@ mod tests {
             json!({"spec": {"containers": [{"ports": [{"containerPort": 80, "name": "http"}]}]}}),
             json!({"spec": {"containers": [{"ports": [{"containerPort": 80, "name": "http", "protocol": "TCP"}]}]}, "status": {"phase": "Pending"}}),
         );
+    }
+
+    #[test]
+    fn metadata() {
+        let v = |m: Value| validate_metadata(rt("pods"), &json!({"metadata": m})).map_err(|e| e.code);
+        assert_eq!(v(json!({"labels": {"app": "web", "example.com/x": "", "a_b.c-d": "A.b_c"}})), Ok(()));
+        assert_eq!(v(json!({"annotations": {"note": "any text at all: spaces, (parens)"}})), Ok(()));
+        assert_eq!(v(json!({"labels": {"app": "has space"}})), Err(422));
+        assert_eq!(v(json!({"labels": {"app": 1}})), Err(422));
+        assert_eq!(v(json!({"labels": {"bad key": "x"}})), Err(422));
+        assert_eq!(v(json!({"labels": ["x"]})), Err(422));
+        assert_eq!(v(json!({"annotations": {"a": true}})), Err(422));
+        assert_eq!(v(json!({"labels": {"x": "-starts-with-dash"}})), Err(422));
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! parameters, and the mapping of verbs onto store operations. Every failure answers a `Status`.
 
 use crate::ids;
+use crate::jsonpatch::{JsonPatchError, json_patch};
 use crate::patch::strip_directives;
 use crate::resources::{self, RESOURCES};
 use crate::selector::{FieldSelector, LabelSelector};
@@ -118,8 +119,10 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
         Ok(t) => t,
         Err(e) => return error(&e),
     };
-    let q: HashMap<String, String> =
-        axum::extract::Query::try_from_uri(req.uri()).map(|axum::extract::Query(q)| q).unwrap_or_default();
+    let q: HashMap<String, String> = match axum::extract::Query::try_from_uri(req.uri()) {
+        Ok(axum::extract::Query(q)) => q,
+        Err(e) => return error(&ApiError::bad_request(format!("the query string is malformed: {e}"))),
+    };
     let method = req.method().clone();
     let verb = verb(&method, &target, &q);
     let rt = &RESOURCES[target.res];
@@ -137,7 +140,14 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
     };
     let out = match verb {
         "watch" => return watch_request(target, &q).map_or_else(|e| error(&e), |w| watch::start(shared, w)),
-        "list" => list(&shared, &target, &q).map(|v| (StatusCode::OK, v)),
+        "list" => {
+            return match list(&shared, &target, &q) {
+                Ok(bytes) => {
+                    (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], bytes).into_response()
+                }
+                Err(e) => error(&e),
+            };
+        }
         "get" => get(&shared, &target).map(|v| (StatusCode::OK, v)),
         "create" => create(&shared, &target, &body).map(|v| (StatusCode::CREATED, v)),
         "update" => update(&shared, &target, &body).map(|v| (StatusCode::OK, v)),
@@ -216,7 +226,8 @@ fn decode_continue(token: &str) -> Result<(u64, String, String), ApiError> {
     Ok((rv, ns, name))
 }
 
-fn list(shared: &Shared, t: &Target, q: &HashMap<String, String>) -> Result<Value, ApiError> {
+/// A list answer, already serialised.
+fn list(shared: &Shared, t: &Target, q: &HashMap<String, String>) -> Result<Vec<u8>, ApiError> {
     let (labels, fields) = selectors(t.res, q)?;
     let limit = match q.get("limit") {
         Some(l) => l.parse::<usize>().map_err(|_| ApiError::bad_request(format!("invalid limit {l:?}")))?,
@@ -271,8 +282,19 @@ fn list(shared: &Shared, t: &Target, q: &HashMap<String, String>) -> Result<Valu
     if let Some((ns, name)) = &page.next {
         meta["continue"] = json!(encode_continue(page.rv, ns, name));
     }
-    let items: Vec<&Value> = page.items.iter().map(|o| &**o).collect();
-    Ok(json!({"kind": rt.list_kind(), "apiVersion": rt.api_version(), "metadata": meta, "items": items}))
+    // Written item by item: building one `Value` for the list would deep-copy every object.
+    let head = json!({"kind": rt.list_kind(), "apiVersion": rt.api_version(), "metadata": meta}).to_string();
+    let mut out = Vec::with_capacity(head.len() + 1024 * page.items.len());
+    out.extend_from_slice(&head.as_bytes()[..head.len() - 1]);
+    out.extend_from_slice(b",\"items\":[");
+    for (i, obj) in page.items.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        serde_json::to_writer(&mut out, &**obj).expect("JSON values serialise");
+    }
+    out.extend_from_slice(b"]}");
+    Ok(out)
 }
 
 fn get(shared: &Shared, t: &Target) -> Result<Value, ApiError> {
@@ -304,6 +326,24 @@ fn patch(shared: &Shared, t: &Target, content_type: &str, body: &Bytes) -> Resul
     let p = match media {
         "application/merge-patch+json" => parse_json(body)?,
         "application/strategic-merge-patch+json" => strip_directives(&parse_json(body)?),
+        "application/json-patch+json" => {
+            let ops = parse_json(body)?;
+            let k = key(t);
+            return shared
+                .mutate(|s| {
+                    let current = s.get(&k)?;
+                    let mut patched = json_patch(&current, &ops).map_err(|e| match e {
+                        JsonPatchError::Malformed(m) => ApiError::bad_request(m),
+                        JsonPatchError::Failed(m) => ApiError::invalid(RESOURCES[t.res].kind, &k.name, m),
+                    })?;
+                    // As with merge patches, only a resourceVersion the patch sets is a precondition.
+                    if patched["metadata"]["resourceVersion"] == current["metadata"]["resourceVersion"] {
+                        patched["metadata"]["resourceVersion"] = json!("");
+                    }
+                    s.replace(&k, patched)
+                })
+                .map(|o| (*o).clone());
+        }
         other => return Err(ApiError::unsupported_media(other)),
     };
     shared.mutate(|s| s.patch(&key(t), &p)).map(|o| (*o).clone())

@@ -8,6 +8,7 @@
 mod defaults;
 mod http;
 mod ids;
+mod jsonpatch;
 mod patch;
 mod resources;
 mod selector;

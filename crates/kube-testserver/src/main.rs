@@ -20,6 +20,9 @@ struct Flags {
     /// Require `Authorization: Bearer TOKEN` on every request.
     #[arg(long)]
     token: Option<String>,
+    /// Keep the state in this file across restarts (loaded at start, written after each change).
+    #[arg(long)]
+    state: Option<PathBuf>,
     /// Seconds between BOOKMARK events on watches that allow them.
     #[arg(long, default_value_t = 1)]
     bookmark_interval_secs: u64,
@@ -30,6 +33,7 @@ fn main() -> anyhow::Result<()> {
     let opts = Options {
         listen: flags.listen,
         token: flags.token,
+        state_file: flags.state,
         bookmark_interval: std::time::Duration::from_secs(flags.bookmark_interval_secs.max(1)),
         ..Options::default()
     };

@@ -48,7 +48,8 @@ fn split_top(s: &str) -> Vec<&str> {
     out
 }
 
-fn valid_key(k: &str) -> bool {
+/// A label key: optional DNS-subdomain prefix and '/', then a name of at most 63 characters.
+pub(crate) fn valid_key(k: &str) -> bool {
     let name = k.rsplit_once('/').map_or(k, |(_, n)| n);
     !name.is_empty()
         && name.len() <= 63
@@ -58,7 +59,8 @@ fn valid_key(k: &str) -> bool {
         && name.ends_with(|c: char| c.is_ascii_alphanumeric())
 }
 
-fn valid_value(v: &str) -> bool {
+/// A label value: empty, or at most 63 alphanumerics, '-', '_', '.', alphanumeric at both ends.
+pub(crate) fn valid_value(v: &str) -> bool {
     v.is_empty()
         || (v.len() <= 63
             && v.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))

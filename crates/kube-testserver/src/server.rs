@@ -7,7 +7,7 @@ use crate::status::ApiError;
 use crate::store::{Key, Obj, Preconditions, Stamp, Store};
 use serde_json::Value;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{oneshot, watch};
@@ -35,6 +35,10 @@ pub struct Options {
     pub bookmark_interval: Duration,
     /// Events kept for watch resumption; older ones are compacted away.
     pub max_history: usize,
+    /// When set, the state is loaded from this file at start and written to it after every
+    /// change, so a restarted server keeps its objects and resourceVersion (like an API server
+    /// restarted on the same etcd: old versions are compacted, clients relist).
+    pub state_file: Option<PathBuf>,
 }
 
 impl Default for Options {
@@ -44,6 +48,7 @@ impl Default for Options {
             token: None,
             bookmark_interval: Duration::from_secs(1),
             max_history: 1_000_000,
+            state_file: None,
         }
     }
 }
@@ -59,14 +64,23 @@ pub(crate) struct Shared {
     pub token: Option<String>,
     pub bookmark_interval: Duration,
     pub address: String,
+    pub state_file: Option<PathBuf>,
 }
 
 impl Shared {
     /// Runs `f` on the store and wakes the watchers.
     pub fn mutate<T>(&self, f: impl FnOnce(&mut Store) -> T) -> T {
         let mut store = self.store.lock().expect("store lock is never poisoned");
+        let before = store.rv();
         let out = f(&mut store);
         let rv = store.rv();
+        if rv != before
+            && let Some(path) = &self.state_file
+            && let Err(e) = save_state(path, &store.snapshot())
+        {
+            // Tests that persist state rely on it: losing a write must not pass silently.
+            panic!("writing the state file {}: {e}", path.display());
+        }
         drop(store);
         self.changes.send_modify(|c| c.0 = rv);
         out
@@ -106,14 +120,25 @@ impl ApiServer {
         let listener = std::net::TcpListener::bind(opts.listen)?;
         listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
-        let (changes, _) = watch::channel((1, 0));
+        let store = match &opts.state_file {
+            Some(p) if p.exists() => {
+                let text = std::fs::read(p)?;
+                let snap: Value = serde_json::from_slice(&text)
+                    .map_err(|e| std::io::Error::other(format!("state file {}: {e}", p.display())))?;
+                Store::restore(&snap, opts.max_history)
+                    .map_err(|e| std::io::Error::other(format!("state file {}: {e}", p.display())))?
+            }
+            _ => Store::new(opts.max_history),
+        };
+        let (changes, _) = watch::channel((store.rv(), 0));
         let shared = Arc::new(Shared {
-            store: Mutex::new(Store::new(opts.max_history)),
+            store: Mutex::new(store),
             changes,
             requests: Mutex::new(Vec::new()),
             token: opts.token.clone(),
             bookmark_interval: opts.bookmark_interval,
             address: addr.to_string(),
+            state_file: opts.state_file.clone(),
         });
         let (stop, stopped) = oneshot::channel::<()>();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel::<std::io::Result<()>>();
@@ -237,6 +262,14 @@ impl Drop for ApiServer {
             let _ = t.join();
         }
     }
+}
+
+/// Writes the snapshot next to `path`, then renames it over `path` (a crash leaves the old or
+/// the new state, never half of one).
+fn save_state(path: &Path, snapshot: &Value) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, serde_json::to_vec(snapshot).map_err(std::io::Error::other)?)?;
+    std::fs::rename(&tmp, path)
 }
 
 /// A kubeconfig (YAML) with cluster, user and context all named "test".

@@ -188,6 +188,7 @@ impl Store {
         }
         let name = meta_str(&body, "name").to_string();
         defaults::validate_name(t, &name)?;
+        defaults::validate_metadata(t, &body)?;
         if t.namespaced {
             self.namespace_exists(ns)?;
         }
@@ -226,6 +227,16 @@ impl Store {
             )));
         }
         let old = self.get(key)?;
+        defaults::validate_metadata(t, &body)?;
+        let (uid, old_uid) = (meta_str(&body, "uid"), meta_str(&old, "uid"));
+        if !uid.is_empty() && uid != old_uid {
+            return Err(ApiError::conflict(
+                t.group,
+                t.resource,
+                &key.name,
+                &format!("Precondition failed: UID in precondition: {uid}, UID in object meta: {old_uid}"),
+            ));
+        }
         let given = meta_str(&body, "resourceVersion");
         if !given.is_empty() && parse_rv(given)?.to_string() != meta_str(&old, "resourceVersion") {
             return Err(ApiError::conflict(
@@ -238,11 +249,12 @@ impl Store {
         for field in ["uid", "creationTimestamp", "resourceVersion"] {
             body["metadata"][field] = old["metadata"][field].clone();
         }
+        // Defaults first: the spec is compared as stored, as the real server compares after defaulting.
+        defaults::apply(t, &mut body);
         if t.generation {
             let g = old["metadata"]["generation"].as_i64().unwrap_or(1);
             body["metadata"]["generation"] = json!(if body["spec"] != old["spec"] { g + 1 } else { g });
         }
-        defaults::apply(t, &mut body);
         if body == *old {
             return Ok(old);
         }
@@ -401,6 +413,42 @@ impl Store {
         Ok(Page { items, rv: at_rv, next })
     }
 
+    /// The whole state as JSON: the resourceVersion and every object with its type.
+    pub fn snapshot(&self) -> Value {
+        let objects: Vec<Value> = self
+            .objects
+            .iter()
+            .map(|(k, o)| json!({"apiVersion": rt(k.res).api_version(), "resource": rt(k.res).resource, "object": **o}))
+            .collect();
+        json!({"resourceVersion": self.rv.to_string(), "objects": objects})
+    }
+
+    /// A store holding a `snapshot`'s state, with no history: like an API server restarted on
+    /// the same etcd, every resourceVersion issued before is compacted away.
+    pub fn restore(snapshot: &Value, max_history: usize) -> Result<Store, String> {
+        let rv: u64 = snapshot["resourceVersion"]
+            .as_str()
+            .and_then(|r| r.parse().ok())
+            .ok_or("the state has no resourceVersion")?;
+        let mut store = Store::new(max_history);
+        for entry in snapshot["objects"].as_array().ok_or("the state has no objects list")? {
+            let (api, resource) =
+                (entry["apiVersion"].as_str().unwrap_or(""), entry["resource"].as_str().unwrap_or(""));
+            let res = crate::resources::find_by_api(api, resource)
+                .ok_or_else(|| format!("unknown type {api} {resource}"))?;
+            let obj = &entry["object"];
+            let key = Key {
+                res,
+                ns: meta_str(obj, "namespace").to_string(),
+                name: meta_str(obj, "name").to_string(),
+            };
+            store.objects.insert(key, Arc::new(obj.clone()));
+        }
+        store.rv = rv + 1;
+        store.compacted = store.rv;
+        Ok(store)
+    }
+
     /// Every stored object of type `res` (for test access).
     pub fn all(&self, res: usize) -> Vec<Obj> {
         self.objects.iter().filter(|(k, _)| k.res == res).map(|(_, v)| v.clone()).collect()
@@ -411,3 +459,7 @@ fn not_found(key: &Key) -> ApiError {
     let t = rt(key.res);
     ApiError::not_found(t.group, t.resource, &key.name)
 }
+
+#[cfg(test)]
+#[path = "store_tests.rs"]
+mod tests;

@@ -86,28 +86,31 @@ async fn run(shared: Arc<Shared>, req: WatchRequest, tx: mpsc::Sender<Bytes>) {
     let mut changes = shared.changes.subscribe();
     let epoch = changes.borrow_and_update().1;
     let rv_param = req.resource_version.as_deref().unwrap_or("");
-    let (initial, mut pos): (Vec<Obj>, u64) = if rv_param.is_empty() || rv_param == "0" {
-        let page = {
-            let store = shared.store.lock().expect("store lock is never poisoned");
-            store.list(req.res, req.ns.as_deref(), None, None, None, |o| req.selected(o))
+    // `sendInitialEvents` starts from the current state even when a version is given (the
+    // state is "not older than" it).
+    let (initial, mut pos): (Vec<Obj>, u64) =
+        if rv_param.is_empty() || rv_param == "0" || req.send_initial_events {
+            let page = {
+                let store = shared.store.lock().expect("store lock is never poisoned");
+                store.list(req.res, req.ns.as_deref(), None, None, None, |o| req.selected(o))
+            };
+            match page {
+                Ok(p) => (p.items, p.rv),
+                Err(e) => {
+                    let _ = tx.send(line("ERROR", &e.to_status())).await;
+                    return;
+                }
+            }
+        } else {
+            match rv_param.parse::<u64>() {
+                Ok(rv) => (Vec::new(), rv),
+                Err(_) => {
+                    let e = ApiError::bad_request(format!("invalid resourceVersion {rv_param:?}"));
+                    let _ = tx.send(line("ERROR", &e.to_status())).await;
+                    return;
+                }
+            }
         };
-        match page {
-            Ok(p) => (p.items, p.rv),
-            Err(e) => {
-                let _ = tx.send(line("ERROR", &e.to_status())).await;
-                return;
-            }
-        }
-    } else {
-        match rv_param.parse::<u64>() {
-            Ok(rv) => (Vec::new(), rv),
-            Err(_) => {
-                let e = ApiError::bad_request(format!("invalid resourceVersion {rv_param:?}"));
-                let _ = tx.send(line("ERROR", &e.to_status())).await;
-                return;
-            }
-        }
-    };
     for obj in &initial {
         if tx.send(line("ADDED", obj)).await.is_err() {
             return;

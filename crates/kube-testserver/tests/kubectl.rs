@@ -161,6 +161,20 @@ fn kubectl_create_get_label_replace_delete() {
         .expect("np");
     assert_eq!(np["metadata"]["generation"], 1, "a label change is not a spec change");
 
+    // Nodes and pods through label and replace too.
+    k.ok(&["label", "node", "h1", "romana.io/rack=r7"]);
+    let n = k.server.get_object("v1", "nodes", None, "h1").expect("node");
+    assert_eq!(n["metadata"]["labels"]["romana.io/rack"], "r7");
+    assert_eq!(n["metadata"]["labels"]["topology.kubernetes.io/zone"], "z1");
+    let mut moved = pod("alpha", "web", "h3", json!({"app": "web", "v": "2"}));
+    moved["spec"]["containers"][0]["ports"] = json!([{"name": "http", "containerPort": 8080}]);
+    k.file(&["replace"], "pod2.json", &moved);
+    let web2 = k.server.get_object("v1", "pods", Some("alpha"), "web").expect("pod");
+    assert_eq!(web2["spec"]["nodeName"], "h3");
+    assert_eq!(web2["spec"]["containers"][0]["ports"][0]["containerPort"], 8080);
+    assert_eq!(web2["metadata"]["uid"], web["metadata"]["uid"]);
+    assert_eq!(web2["metadata"]["labels"], json!({"app": "web", "v": "2"}));
+
     // replace: a spec change bumps the generation; uid and creationTimestamp stay.
     k.file(&["replace"], "np2.json", &policy("alpha", "allow-web", 8080));
     let np2 = k
@@ -252,28 +266,32 @@ fn kubectl_watch_sees_changes() {
     assert!(k.server.requests().iter().any(|r| r.verb == "watch" && r.resource == "pods"));
 }
 
+/// Starts the binary with `--kubeconfig-out CONFIG ARGS`; returns the process and the address
+/// from its ready line.
+fn start_binary(args: &[&str], config: &Path) -> (ChildGuard, SocketAddr) {
+    let mut child = ChildGuard(
+        Command::new(env!("CARGO_BIN_EXE_romana-kube-testserver"))
+            .arg("--kubeconfig-out")
+            .arg(config)
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start romana-kube-testserver"),
+    );
+    let mut line = String::new();
+    BufReader::new(child.0.stdout.take().expect("stdout")).read_line(&mut line).expect("ready line");
+    assert!(line.starts_with("listening on http://127.0.0.1:"), "{line}");
+    let addr: SocketAddr = line.trim().trim_start_matches("listening on http://").parse().expect("address");
+    (child, addr)
+}
+
 #[test]
 fn binary_prints_ready_line_and_honours_token() {
     let Some(_) = kube("kapi-bin-probe") else { return };
     let dir = TempDir::new("kapi-bin");
-    let start = |args: &[&str], config: &Path| {
-        let mut child = ChildGuard(
-            Command::new(env!("CARGO_BIN_EXE_romana-kube-testserver"))
-                .args(["--listen", "127.0.0.1:0", "--kubeconfig-out"])
-                .arg(config)
-                .args(args)
-                .stdout(Stdio::piped())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("start romana-kube-testserver"),
-        );
-        let mut line = String::new();
-        BufReader::new(child.0.stdout.take().expect("stdout")).read_line(&mut line).expect("ready line");
-        assert!(line.starts_with("listening on http://127.0.0.1:"), "{line}");
-        let addr: SocketAddr =
-            line.trim().trim_start_matches("listening on http://").parse().expect("address");
-        (child, addr)
-    };
+    let start =
+        |args: &[&str], config: &Path| start_binary(&[&["--listen", "127.0.0.1:0"], args].concat(), config);
     // Without a token: kubectl works through the written kubeconfig.
     let open_cfg = dir.path().join("kc-open");
     let (_open, _) = start(&[], &open_cfg);
@@ -297,4 +315,98 @@ fn binary_prints_ready_line_and_honours_token() {
     let good =
         common::request(addr, "GET", "/api/v1/namespaces", &[("Authorization", "Bearer s3cret")], None);
     assert_eq!((good.status, good.json()["kind"].as_str()), (200, Some("NamespaceList")));
+}
+
+#[test]
+fn binary_keeps_state_across_a_restart() {
+    let Some(_) = kube("kapi-state-probe") else { return };
+    let dir = TempDir::new("kapi-state");
+    let config = dir.path().join("kc");
+    let state = dir.path().join("state.json");
+    let state_arg = state.to_str().expect("utf-8 path");
+    let (first, addr) = start_binary(&["--listen", "127.0.0.1:0", "--state", state_arg], &config);
+    let kubectl = |args: &[&str], stdin: Option<&Value>| {
+        let mut c = Command::new(KUBECTL)
+            .arg("--kubeconfig")
+            .arg(&config)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("kubectl");
+        let input = stdin.map(|v| v.to_string()).unwrap_or_default();
+        std::io::Write::write_all(&mut c.stdin.take().expect("stdin"), input.as_bytes())
+            .expect("write stdin");
+        let out = c.wait_with_output().expect("kubectl ends");
+        assert!(out.status.success(), "kubectl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    kubectl(&["create", "--validate=false", "-f", "-"], Some(&namespace("keep", json!({"k": "v"}))));
+    kubectl(&["create", "--validate=false", "-f", "-"], Some(&pod("keep", "p", "h1", json!({"app": "x"}))));
+    let before: Value =
+        serde_json::from_str(&kubectl(&["get", "pod", "p", "-n", "keep", "-o", "json"], None)).expect("json");
+    let old_rv =
+        common::request(addr, "GET", "/api/v1/pods", &[], None).json()["metadata"]["resourceVersion"]
+            .as_str()
+            .expect("list rv")
+            .to_string();
+    drop(first);
+
+    // Same port, same state file: objects and uids are back, versions move on, and resuming a
+    // watch from a version issued before the restart is 410 Expired (clients relist).
+    let (_second, addr2) = start_binary(&["--listen", &addr.to_string(), "--state", state_arg], &config);
+    assert_eq!(addr2, addr);
+    let after: Value =
+        serde_json::from_str(&kubectl(&["get", "pod", "p", "-n", "keep", "-o", "json"], None)).expect("json");
+    assert_eq!(after["metadata"]["uid"], before["metadata"]["uid"]);
+    assert_eq!(after["metadata"]["labels"], json!({"app": "x"}));
+    let list = common::request(addr, "GET", "/api/v1/pods", &[], None).json();
+    let new_rv: u64 = list["metadata"]["resourceVersion"].as_str().and_then(|r| r.parse().ok()).expect("rv");
+    assert!(new_rv > old_rv.parse::<u64>().expect("old rv"));
+    let path = format!("/api/v1/pods?watch=true&resourceVersion={old_rv}&timeoutSeconds=1");
+    let events = common::request(addr, "GET", &path, &[], None).events();
+    assert_eq!(events.len(), 1);
+    assert_eq!(
+        (events[0]["type"].as_str(), events[0]["object"]["code"].as_u64()),
+        (Some("ERROR"), Some(410))
+    );
+    kubectl(&["label", "namespace", "keep", "k-"], None);
+    let text = std::fs::read_to_string(&state).expect("state file");
+    assert!(!text.contains("\"k\":\"v\""), "the label removal reached the state file");
+}
+
+#[test]
+fn kubectl_apply_annotate_and_list_documents() {
+    let Some(k) = kube("kapi-apply") else { return };
+    // A List document: kubectl creates each item.
+    let list = json!({"apiVersion": "v1", "kind": "List", "items": [
+        namespace("x", json!({})), namespace("y", json!({"env": "prod"}))]});
+    k.file(&["create"], "list.json", &list);
+    assert_eq!(k.server.list_objects("v1", "namespaces").len(), 2);
+    // Client-side apply: create, then a strategic merge patch with the last-applied annotation.
+    k.file(&["apply"], "np.json", &policy("x", "np", 80));
+    let np = k.server.get_object("networking.k8s.io/v1", "networkpolicies", Some("x"), "np").expect("np");
+    assert!(np["metadata"]["annotations"]["kubectl.kubernetes.io/last-applied-configuration"].is_string());
+    k.file(&["apply"], "np.json", &policy("x", "np", 81));
+    let np = k.server.get_object("networking.k8s.io/v1", "networkpolicies", Some("x"), "np").expect("np");
+    assert_eq!(np["spec"]["ingress"][0]["ports"], json!([{"port": 81, "protocol": "TCP"}]));
+    assert_eq!(np["metadata"]["generation"], 2);
+    // Unchanged apply: no write at all.
+    let rv = np["metadata"]["resourceVersion"].clone();
+    k.file(&["apply"], "np.json", &policy("x", "np", 81));
+    let np = k.server.get_object("networking.k8s.io/v1", "networkpolicies", Some("x"), "np").expect("np");
+    assert_eq!(np["metadata"]["resourceVersion"], rv);
+    k.ok(&["annotate", "namespace", "x", "romana.io/isolation=tenant"]);
+    let ns = k.server.get_object("v1", "namespaces", None, "x").expect("ns");
+    assert_eq!(ns["metadata"]["annotations"]["romana.io/isolation"], "tenant");
+    k.ok(&["annotate", "namespace", "x", "romana.io/isolation-"]);
+    let ns = k.server.get_object("v1", "namespaces", None, "x").expect("ns");
+    assert!(ns["metadata"]["annotations"].get("romana.io/isolation").is_none());
+    // Selectors through kubectl against namespaces, and deletion by label.
+    let prod = k.get_json(&["namespaces", "-l", "env=prod"]);
+    assert_eq!(prod["items"][0]["metadata"]["name"], "y");
+    k.ok(&["delete", "namespaces", "-l", "env=prod"]);
+    assert!(k.server.get_object("v1", "namespaces", None, "y").is_none());
+    assert!(k.server.get_object("v1", "namespaces", None, "x").is_some());
 }

@@ -185,7 +185,7 @@ async fn exercise(url: &str, c: &Client) {
     assert_eq!(c.addresses("?host=h2").await.expect("list").len(), 1);
     let routes = c.routes("h1").await.expect("routes");
     assert_eq!(routes.routes[0].dest, "10.111.0.8/29");
-    assert_eq!(routes.routes[0].via, "h2");
+    assert_eq!(routes.routes[0].kind.via(), "h2");
 
     // Blackouts.
     c.add_blackout("10.111.0.0/30").await.unwrap_err();

@@ -217,7 +217,7 @@ async fn step(c: &Client, at: &str, st: &Value) {
                     if x.kind == "throw" {
                         format!("throw {}", x.dest)
                     } else {
-                        format!("{} via {}", x.dest, x.via)
+                        format!("{} via {}", x.dest, x.kind.via())
                     }
                 })
                 .collect();

@@ -15,7 +15,7 @@ use romana_tests_support::TempDir;
 const FLAT: &str = r#"{"networks":[{"name":"pods","cidr":"10.20.0.0/16","block_mask":28}],"topologies":[{"networks":["pods"],"map":[{"groups":[]}]}]}"#;
 
 async fn via(c: &Client, host: &str) -> Vec<String> {
-    c.routes(host).await.unwrap().routes.into_iter().map(|r| r.via).collect()
+    c.routes(host).await.unwrap().routes.into_iter().map(|r| r.kind.via().to_owned()).collect()
 }
 
 async fn heartbeat(url: &str, token: &str, host: &str) -> u16 {

@@ -245,6 +245,9 @@ async fn pod_records_are_written_by_controllers_and_read_by_scope() {
                 c(M::DELETE, "/pods/blue/lone", None, 204, ""),
                 c(M::DELETE, "/pods/blue/lone", None, 204, ""),
                 c(M::GET, "/pods/blue/lone", None, 404, ""),
+                // Names no record can have: an encoded '/' reaches no other key.
+                c(M::GET, "/pods/blue/a%2Fb", None, 404, ""),
+                c(M::DELETE, "/pods/blue/a%2Fb", None, 422, "not a Kubernetes pod name"),
             ],
         )
         .await,

@@ -7,6 +7,8 @@ use romana_api::rest::ErrorBody;
 use romana_ipam::IpamError;
 use romana_store::StoreError;
 
+use crate::service_error::ServiceError;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiError {
     pub status: StatusCode,
@@ -89,6 +91,23 @@ impl From<StoreError> for ApiError {
             StoreError::Compacted { .. } => ApiError::new(StatusCode::GONE, e.to_string()),
             StoreError::Invalid(m) => ApiError::bad_request(m),
             other => ApiError::unavailable(other.to_string()),
+        }
+    }
+}
+
+/// A component's failure as an HTTP status.
+impl From<ServiceError> for ApiError {
+    fn from(e: ServiceError) -> ApiError {
+        match e {
+            ServiceError::NotFound(m) => ApiError::not_found(m),
+            ServiceError::Conflict(m) => ApiError::conflict(m),
+            ServiceError::Unavailable(m) => ApiError::unavailable(m),
+            ServiceError::Invalid { message, details } => ApiError::invalid(message, details),
+            ServiceError::Unauthorized(m) => ApiError::new(StatusCode::UNAUTHORIZED, m),
+            ServiceError::Forbidden(m) => ApiError::new(StatusCode::FORBIDDEN, m),
+            ServiceError::Internal(m) => ApiError::internal(m),
+            ServiceError::Store(e) => e.into(),
+            ServiceError::Ipam(e) => e.into(),
         }
     }
 }

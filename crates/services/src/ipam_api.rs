@@ -8,15 +8,15 @@ use axum::Router;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post, put};
+use romana_api::query::{CidrQuery, ReleaseQuery, TokenQuery};
 use romana_api::rest::{
-    Address, AddressRequest, BlackoutRequest, BlockInfo, BlockList, Host, HostList, HostRequest, HostRoutes,
-    NetworkInfo, Placement, RouteInfo, TagsRequest, TopologyChangeSummary,
+    Address, AddressRequest, BlackoutRequest, BlockInfo, BlockList, FabricGroup, Host, HostList, HostRequest,
+    HostRoutes, NetworkInfo, Placement, TagsRequest, TopologyChangeSummary,
 };
 use romana_api::topology::TopologyRequest;
 use romana_ipam::spec::{DEFAULT_AGENT_PORT, HostSpec, LayoutSpec};
-use romana_ipam::{AllocRequest, Allocation, HostOrigin, RouteTarget};
+use romana_ipam::{AllocRequest, Allocation, HostOrigin};
 use romana_model::{AddressName, Cidr, HostName, SegmentName, TenantName};
-use serde::Deserialize;
 
 use crate::error::{ApiError, ApiResult};
 use crate::extract::Body;
@@ -248,12 +248,6 @@ async fn set_tags(
     Ok(Json(find_host(&s, &name)?))
 }
 
-#[derive(Debug, Deserialize)]
-struct TokenQuery {
-    #[serde(rename = "RequestToken", alias = "request_token")]
-    request_token: Option<String>,
-}
-
 fn alloc_request(req: &AddressRequest) -> ApiResult<(AllocRequest, Option<IpAddr>)> {
     let mut problems = Vec::new();
     let name = AddressName::new(req.name.clone()).map_err(|e| problems.push(format!("name: {e}"))).ok();
@@ -323,7 +317,7 @@ fn scoped_failure(s: &AppState, p: &Principal, req: &AddressRequest, name: &str,
 async fn used_name(s: &AppState, req: &AddressRequest, token: &Option<String>) -> String {
     let Some(t) = token else { return req.name.clone() };
     let holder = |name: &str| s.ipam.read(|v| v.ipam.lookup(name).map(|a| a.tenant.to_string()));
-    crate::ipam_sync::token_name(&*s.store, &s.keys, &req.tenant, t, holder)
+    crate::ipam_writes::token_name(&*s.store, &s.keys, &req.tenant, t, holder)
         .await
         .unwrap_or_else(|| req.name.clone())
 }
@@ -341,7 +335,9 @@ async fn allocate_v2(
     let (r, ip) = alloc_request(&req)?;
     let a = match s.ipam.allocate(r, ip, q.request_token.clone()).await {
         Ok(a) => a,
-        Err(e) => return Err(scoped_failure(&s, &p, &req, &used_name(&s, &req, &q.request_token).await, e)),
+        Err(e) => {
+            return Err(scoped_failure(&s, &p, &req, &used_name(&s, &req, &q.request_token).await, e.into()));
+        }
     };
     Ok(Json(a.ip.to_string()))
 }
@@ -358,15 +354,11 @@ async fn allocate(
     let (r, ip) = alloc_request(&req)?;
     let a = match s.ipam.allocate(r, ip, q.request_token.clone()).await {
         Ok(a) => a,
-        Err(e) => return Err(scoped_failure(&s, &p, &req, &used_name(&s, &req, &q.request_token).await, e)),
+        Err(e) => {
+            return Err(scoped_failure(&s, &p, &req, &used_name(&s, &req, &q.request_token).await, e.into()));
+        }
     };
     Ok((if a.fresh { StatusCode::CREATED } else { StatusCode::OK }, Json(address_view(&a))))
-}
-
-#[derive(Debug, Deserialize)]
-struct ReleaseQuery {
-    #[serde(rename = "addressName")]
-    address_name: Option<String>,
 }
 
 async fn release_v2(
@@ -462,51 +454,22 @@ async fn add_blackout(State(s): State<AppState>, Body(req): Body<BlackoutRequest
     Ok(StatusCode::CREATED)
 }
 
-#[derive(Debug, Deserialize)]
-struct CidrQuery {
-    cidr: Option<String>,
-}
-
 async fn remove_blackout(State(s): State<AppState>, Query(q): Query<CidrQuery>) -> ApiResult<StatusCode> {
     let c = q.cidr.ok_or_else(|| ApiError::bad_request("missing query parameter cidr"))?;
     s.ipam.blackout(parse_cidr(&c)?, false).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-pub(crate) fn route_info(r: &romana_ipam::Route) -> RouteInfo {
-    let (kind, via, via_ip) = match &r.target {
-        RouteTarget::Host { name, ip } => ("host", name.to_string(), ip.to_string()),
-        RouteTarget::Group { path } => ("group", path.clone(), String::new()),
-        RouteTarget::Throw => ("throw", String::new(), String::new()),
-    };
-    RouteInfo { dest: r.dest.to_string(), kind: kind.into(), via, via_ip }
-}
-
 async fn host_routes(State(s): State<AppState>, Path(host): Path<String>) -> ApiResult<Json<HostRoutes>> {
     let name = host_name(&host)?;
     s.ipam.read(|v| {
         let live = s.liveness.read().unwrap_or_else(|p| p.into_inner());
-        crate::route_manager::host_routes(&v.ipam, &live, &name, v.revision).map(Json)
+        crate::route_sets::host_routes(&v.ipam, &live, &name, v.revision).map(Json).map_err(ApiError::from)
     })
 }
 
-async fn fabric(State(s): State<AppState>) -> Json<serde_json::Value> {
-    Json(s.ipam.read(|v| {
-        serde_json::Value::Array(
-            v.ipam
-                .fabric_routes()
-                .iter()
-                .map(|g| {
-                    serde_json::json!({
-                        "network": g.network.as_str(), "group": g.path, "cidr": g.cidr.to_string(),
-                        "announce": g.announce.map(|c| c.to_string()),
-                        "hosts": g.hosts.iter().map(|h| h.as_str()).collect::<Vec<_>>(),
-                        "routes": g.routes.iter().map(route_info).collect::<Vec<_>>(),
-                    })
-                })
-                .collect(),
-        )
-    }))
+async fn fabric(State(s): State<AppState>) -> Json<Vec<FabricGroup>> {
+    Json(s.ipam.read(|v| crate::route_sets::fabric_groups(&v.ipam)))
 }
 
 pub fn topology_routes() -> Router<AppState> {

@@ -2,6 +2,20 @@
 
 use romana_model::Cidr;
 
+/// What a stored key names (`Keys::classify`); `Other` for everything the IPAM replica does not
+/// read (names, tokens, policies, keys under another prefix...).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyOf<'a> {
+    Topology,
+    Host(&'a str),
+    Block,
+    /// The blackout's CIDR as a key segment (`10.0.0.0_24`).
+    Blackout(&'a str),
+    Tenant(&'a str),
+    Segment,
+    Other,
+}
+
 #[derive(Debug, Clone)]
 pub struct Keys {
     prefix: String,
@@ -23,6 +37,32 @@ impl Keys {
 
     pub fn root(&self) -> &str {
         &self.prefix
+    }
+
+    /// The key of `path` below the prefix (a watch's resource prefix, e.g. `endpoints/`).
+    pub fn under(&self, path: &str) -> String {
+        format!("{}{path}", self.prefix)
+    }
+
+    /// What a stored key names, for readers that dispatch on keys (the IPAM replica): the
+    /// layout's one parser, beside the builders below.
+    pub fn classify<'a>(&self, key: &'a str) -> KeyOf<'a> {
+        let Some(rel) = key.strip_prefix(&self.prefix) else { return KeyOf::Other };
+        if rel == "ipam/topology" {
+            KeyOf::Topology
+        } else if let Some(name) = rel.strip_prefix("ipam/hosts/") {
+            KeyOf::Host(name)
+        } else if rel.starts_with("ipam/blocks/") {
+            KeyOf::Block
+        } else if let Some(c) = rel.strip_prefix("ipam/blackouts/") {
+            KeyOf::Blackout(c)
+        } else if let Some(name) = rel.strip_prefix("tenants/") {
+            KeyOf::Tenant(name)
+        } else if rel.starts_with("segments/") {
+            KeyOf::Segment
+        } else {
+            KeyOf::Other
+        }
     }
 
     /// The key without the prefix (as shown to watch clients).
@@ -142,10 +182,54 @@ impl Keys {
     pub fn service(&self, name: &str, instance: &str) -> String {
         format!("{}services/{name}/{instance}", self.prefix)
     }
+    pub fn auth_keys(&self) -> String {
+        format!("{}auth/keys/", self.prefix)
+    }
+    pub fn auth_key(&self, kid: &str) -> String {
+        format!("{}auth/keys/{kid}", self.prefix)
+    }
+    pub fn auth_users(&self) -> String {
+        format!("{}auth/users/", self.prefix)
+    }
+    pub fn auth_user(&self, name: &str) -> String {
+        format!("{}auth/users/{name}", self.prefix)
+    }
     pub fn configs(&self) -> String {
         format!("{}config/", self.prefix)
     }
     pub fn config(&self, service: &str) -> String {
         format!("{}config/{service}", self.prefix)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(key: &str, want: KeyOf<'_>) {
+        assert_eq!(Keys::new("/romana").classify(key), want, "{key}");
+    }
+
+    #[test]
+    fn classify_reads_what_the_builders_write() {
+        let k = Keys::new("/romana/");
+        let cidr: Cidr = "10.0.0.0/28".parse().expect("cidr");
+        check(&k.topology(), KeyOf::Topology);
+        check(&k.host("h1"), KeyOf::Host("h1"));
+        check(&k.block("pods", &cidr), KeyOf::Block);
+        check(&k.blackout(&cidr), KeyOf::Blackout("10.0.0.0_28"));
+        check(&k.tenant("red"), KeyOf::Tenant("red"));
+        check(&k.segment("red", "web"), KeyOf::Segment);
+        for other in [
+            k.name("p1"),
+            k.host_ip("192.168.0.1"),
+            k.policy("p"),
+            k.auth_user("admin"),
+            k.under("endpoints/"),
+        ] {
+            check(&other, KeyOf::Other);
+        }
+        check("/elsewhere/ipam/topology", KeyOf::Other);
+        check("ipam/topology", KeyOf::Other);
     }
 }

@@ -5,14 +5,22 @@
 //! Knows nothing about sockets or processes (the `romanad` binary does) or the kernel.
 
 pub mod auth;
+pub mod auth_state;
+pub mod authenticate;
 pub mod endpoints;
 pub mod error;
 pub mod extract;
 pub mod hash_pool;
 pub mod ipam_api;
+pub(crate) mod ipam_feed;
 pub mod ipam_sync;
+pub mod ipam_view;
+pub(crate) mod ipam_writes;
+pub mod jitter;
 pub mod key_file;
 pub mod keys;
+pub mod liveness;
+pub mod liveness_api;
 pub mod login_limit;
 pub mod metrics;
 pub mod netpols;
@@ -21,11 +29,16 @@ pub mod ops;
 pub mod pod_join;
 pub mod pods;
 pub mod policies;
+pub mod policy_store;
+pub mod registration;
 pub mod root;
 pub mod route_manager;
+pub mod route_sets;
 pub mod scope;
+pub mod service_error;
 pub mod state;
 pub mod table;
+pub mod tenant_store;
 pub mod tenants;
 pub mod watch;
 pub mod watch_scope;
@@ -70,6 +83,7 @@ pub struct Options {
 /// Every service on a memory store, served on 127.0.0.1 at a port chosen at run time: romanad
 /// inside the calling process, for tests and benchmarks. With `credentials`, authentication is on
 /// and the first admin's credentials are written there; without, it is off. Returns the URL.
+#[cfg(feature = "test-util")]
 pub async fn serve_loopback(
     instance: &str,
     initial_topology: Option<TopologyRequest>,
@@ -102,8 +116,13 @@ pub async fn serve_loopback(
 /// Loads the IPAM replica and builds the shared state.
 pub async fn start(store: Arc<dyn Store>, opts: &Options) -> error::ApiResult<AppState> {
     let keys = keys::Keys::new(&opts.prefix);
-    let ipam =
-        ipam_sync::IpamHandle::start(Arc::clone(&store), keys.clone(), opts.initial_topology.clone()).await?;
+    let ipam = ipam_sync::IpamHandle::start(
+        Arc::clone(&store),
+        keys.clone(),
+        opts.initial_topology.clone(),
+        Arc::new(jitter::SplitMix::from_os()),
+    )
+    .await?;
     let creds = opts.credentials.clone().map(|p| (p, opts.url.clone(), opts.ca_pem.clone()));
     let auth = auth::AuthState::start(
         Arc::clone(&store),
@@ -124,7 +143,7 @@ pub async fn start(store: Arc<dyn Store>, opts: &Options) -> error::ApiResult<Ap
             opts.instance.clone(),
         );
     }
-    root::spawn_registration(
+    registration::spawn_registration(
         Arc::clone(&store),
         keys.clone(),
         opts.services.clone(),
@@ -160,7 +179,7 @@ pub fn router(state: AppState) -> Router {
     if on("topology") {
         app = app
             .merge(ipam_api::topology_routes())
-            .merge(route_manager::routes())
+            .merge(liveness_api::routes())
             .merge(endpoints::routes())
             .merge(pods::routes());
     }

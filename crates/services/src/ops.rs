@@ -28,7 +28,8 @@ async fn readyz(State(s): State<AppState>) -> Response {
     match tokio::time::timeout(Duration::from_secs(2), s.ipam.ready()).await {
         Ok(Ok(_)) => {}
         Ok(Err(e)) => {
-            return ApiError::unavailable(format!("IPAM replica not ready: {}", e.message)).into_response();
+            return ApiError::unavailable(format!("IPAM replica not ready: {}", ApiError::from(e).message))
+                .into_response();
         }
         Err(_) => return ApiError::unavailable("IPAM replica did not answer within 2 s").into_response(),
     }

@@ -94,6 +94,10 @@ async fn show(
     Extension(who): Extension<Principal>,
     Path((ns, name)): Path<(String, String)>,
 ) -> ApiResult<Json<PodInfo>> {
+    // A name no record can have (an encoded '/' among them) is not looked up.
+    if !dns_label(&ns) || !dns_subdomain(&name) {
+        return Err(unknown(&ns, &name));
+    }
     let key = s.keys.pod(&ns, &name);
     let kv = s.store.get(&key).await?.ok_or_else(|| unknown(&ns, &name))?;
     let p = decode(&key, &kv.value)?;
@@ -131,6 +135,12 @@ async fn remove(
     State(s): State<AppState>,
     Path((ns, name)): Path<(String, String)>,
 ) -> ApiResult<StatusCode> {
+    if !dns_label(&ns) || !dns_subdomain(&name) {
+        return Err(ApiError::invalid(
+            "invalid pod",
+            vec![format!("{ns}/{name}: not a Kubernetes pod name")],
+        ));
+    }
     s.take(&s.keys.pod(&ns, &name)).await?;
     Ok(StatusCode::NO_CONTENT)
 }

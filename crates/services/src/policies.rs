@@ -1,16 +1,17 @@
-//! The Policy service: Romana policies stored one key each, validated on write (422 listing every
-//! problem; a bad policy is never stored, so it can never disable the others).
+//! The Policy service's handlers: Romana policies (stored one key each by `policy_store.rs`),
+//! validated on write (422 listing every problem; a bad policy is never stored, so it can never
+//! disable the others) and scoped to what the caller owns.
 
 use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::get;
 use romana_api::policy::Policy;
-use romana_store::{Compare, Op, Txn};
-use serde::Deserialize;
+use romana_api::query::PolicyIdRequest;
 
 use crate::error::{ApiError, ApiResult};
 use crate::extract::Body;
+use crate::policy_store::{Created, Guarded, PolicyStore};
 use crate::state::AppState;
 
 use axum::{Extension, Json};
@@ -42,14 +43,12 @@ fn forbid(p: &Principal, id: &str) -> ApiError {
     )
 }
 
-fn decode(key: &str, v: &[u8]) -> ApiResult<Policy> {
-    serde_json::from_slice(v)
-        .map_err(|e| ApiError::internal(format!("stored policy {key} is unreadable: {e}")))
+fn policies(s: &AppState) -> PolicyStore<'_> {
+    PolicyStore { store: &*s.store, keys: &s.keys }
 }
 
 async fn list(State(s): State<AppState>, Extension(p): Extension<Principal>) -> ApiResult<Json<Vec<Policy>>> {
-    let (kvs, _) = s.store.range(&s.keys.policies()).await?;
-    let all: Vec<Policy> = kvs.iter().map(|kv| decode(&kv.key, &kv.value)).collect::<ApiResult<_>>()?;
+    let all = policies(&s).list().await?;
     Ok(Json(all.into_iter().filter(|x| owns(&p, x)).collect()))
 }
 
@@ -63,21 +62,10 @@ async fn create(
     if !owns(&who, &p) {
         return Err(forbid(&who, &p.id));
     }
-    let key = s.keys.policy(&p.id);
-    let body = serde_json::to_vec(&p).expect("policies serialize");
-    let r = s
-        .store
-        .txn(Txn {
-            compare: vec![Compare::absent(&key)],
-            success: vec![Op::put(&key, body)],
-            failure: vec![Op::Get { key: key.clone() }],
-        })
-        .await?;
-    if r.succeeded {
-        return Ok((StatusCode::CREATED, Json(p)));
-    }
-    let existing =
-        r.reads.first().and_then(|v| v.first()).map(|kv| decode(&kv.key, &kv.value)).transpose()?;
+    let existing = match policies(&s).create(&p).await? {
+        Created::New => return Ok((StatusCode::CREATED, Json(p))),
+        Created::Taken(existing) => existing,
+    };
     if existing.as_ref() == Some(&p) {
         return Ok((StatusCode::OK, Json(p)));
     }
@@ -112,28 +100,13 @@ async fn replace(
     if !owns(&who, &p) {
         return Err(forbid(&who, &id));
     }
-    let key = s.keys.policy(&id);
-    let body = serde_json::to_vec(&p).expect("policies serialize");
-    // The ownership check and the write are one transaction: the policy checked is the one replaced.
-    for _ in 0..5 {
-        let compare = match s.store.get(&key).await? {
-            Some(kv) => {
-                if !owns(&who, &decode(&key, &kv.value)?) {
-                    return Err(ApiError::new(
-                        StatusCode::FORBIDDEN,
-                        format!("{} may not replace policy {id}: choose another id", who.name),
-                    ));
-                }
-                Compare::unchanged(&key, kv.mod_revision)
-            }
-            None => Compare::absent(&key),
-        };
-        let r = s.store.txn(Txn::when(vec![compare], vec![Op::put(&key, body.clone())])).await?;
-        if r.succeeded {
-            return Ok(Json(p));
-        }
+    match policies(&s).replace(&p, |old| owns(&who, old)).await? {
+        Guarded::Refused => Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!("{} may not replace policy {id}: choose another id", who.name),
+        )),
+        Guarded::Done(_) | Guarded::Missing => Ok(Json(p)),
     }
-    Err(ApiError::conflict(format!("policy {id} keeps changing meanwhile; try again")))
 }
 
 async fn show(
@@ -141,35 +114,18 @@ async fn show(
     Extension(who): Extension<Principal>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Policy>> {
-    let key = s.keys.policy(&id);
-    let kv = s.store.get(&key).await?.ok_or_else(|| ApiError::not_found(format!("unknown policy {id}")))?;
-    let p = decode(&key, &kv.value)?;
-    if !owns(&who, &p) {
-        return Err(ApiError::not_found(format!("unknown policy {id}")));
+    match policies(&s).get(&id).await? {
+        Some(p) if owns(&who, &p) => Ok(Json(p)),
+        _ => Err(ApiError::not_found(format!("unknown policy {id}"))),
     }
-    Ok(Json(p))
 }
 
 async fn delete_id(s: &AppState, who: &Principal, id: &str) -> ApiResult<Json<Policy>> {
-    let key = s.keys.policy(id);
-    let unknown = || ApiError::not_found(format!("unknown policy {id}"));
-    // Delete exactly the revision whose owner was checked, so a policy that changed hands
-    // meanwhile is never deleted by the wrong tenant.
-    for _ in 0..5 {
-        let Some(kv) = s.store.get(&key).await? else { return Err(unknown()) };
-        let p = decode(&key, &kv.value)?;
-        if !owns(who, &p) {
-            return Err(unknown());
-        }
-        let r = s
-            .store
-            .txn(Txn::when(vec![Compare::unchanged(&key, kv.mod_revision)], vec![Op::delete(&key)]))
-            .await?;
-        if r.succeeded {
-            return Ok(Json(p));
-        }
+    match policies(s).delete(id, |p| owns(who, p)).await? {
+        Guarded::Done(Some(p)) => Ok(Json(p)),
+        // Another tenant's policy is as unknown as a missing one.
+        _ => Err(ApiError::not_found(format!("unknown policy {id}"))),
     }
-    Err(ApiError::conflict(format!("policy {id} keeps changing meanwhile; try again")))
 }
 
 async fn remove(
@@ -180,16 +136,11 @@ async fn remove(
     delete_id(&s, &who, &id).await
 }
 
-#[derive(Debug, Deserialize)]
-struct IdBody {
-    id: String,
-}
-
 /// Romana 2.0's `DELETE /policies` with a body `{"id": ...}`.
 async fn remove_by_body(
     State(s): State<AppState>,
     Extension(who): Extension<Principal>,
-    Body(b): Body<IdBody>,
+    Body(b): Body<PolicyIdRequest>,
 ) -> ApiResult<Json<Policy>> {
     if b.id.is_empty() {
         return Err(ApiError::invalid("invalid request", vec!["id: must not be empty".into()]));

@@ -1,74 +1,22 @@
-//! The Root service: the registry of live service instances (leased keys kept alive by each
-//! instance) and per-service configuration. `GET /` answers in a shape a Romana 1.x client reads.
+//! The Root service's handlers: the registry of live service instances (leased keys each
+//! instance keeps alive, `registration.rs`) and per-service configuration. `GET /` answers in a
+//! shape a Romana 1.x client reads.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{Path, State};
 use axum::routing::get;
 use romana_api::rest::{Link, RootIndex, ServiceEntry, ServiceInstance};
-use romana_store::{Op, Store, Txn};
+use romana_store::{Op, Txn};
 
 use crate::error::{ApiError, ApiResult};
 use crate::extract::Body;
-use crate::keys::Keys;
 use crate::state::AppState;
 
 use axum::Json;
 
-/// Seconds a registration lives without a heartbeat.
-pub const REGISTRATION_TTL: i64 = 10;
-
-/// Registers every service of this instance under one lease and keeps it alive; re-registers
-/// after the store lost the lease (a restart of etcd, a long pause).
-pub fn spawn_registration(
-    store: Arc<dyn Store>,
-    keys: Keys,
-    services: Vec<String>,
-    instance: String,
-    url: String,
-) {
-    tokio::spawn(async move {
-        loop {
-            let lease = match store.lease_grant(REGISTRATION_TTL).await {
-                Ok(l) => l,
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot register with Root; retrying");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                    continue;
-                }
-            };
-            let ops = services
-                .iter()
-                .map(|s| {
-                    let rec = ServiceInstance {
-                        name: s.clone(),
-                        url: url.clone(),
-                        capabilities: vec![],
-                        instance: instance.clone(),
-                    };
-                    Op::Put {
-                        key: keys.service(s, &instance),
-                        value: serde_json::to_vec(&rec).expect("serializes"),
-                        lease,
-                    }
-                })
-                .collect();
-            if let Err(e) = store.txn(Txn::when(vec![], ops)).await {
-                tracing::warn!(error = %e, "cannot register with Root; retrying");
-                continue;
-            }
-            loop {
-                tokio::time::sleep(Duration::from_secs((REGISTRATION_TTL / 3).max(1) as u64)).await;
-                if store.lease_keepalive(lease).await.is_err() {
-                    break;
-                }
-            }
-        }
-    });
-}
+pub use crate::registration::{REGISTRATION_TTL, spawn_registration};
 
 async fn instances(s: &AppState) -> ApiResult<BTreeMap<String, Vec<ServiceInstance>>> {
     let (kvs, _) = s.store.range(&s.keys.services()).await?;

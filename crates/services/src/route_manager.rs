@@ -2,65 +2,20 @@
 //! published to the store (`routes/<host>`) for agents to follow on the watch. A host that stops
 //! renewing its heartbeat lease has its routes withdrawn from every other host's set; they come
 //! back when it returns. One replica publishes (a leased leader key); every replica answers
-//! `GET /routes/{host}` from the same rule.
+//! `GET /routes/{host}` from the same rule (`route_sets.rs`). Heartbeats arrive through
+//! `liveness_api.rs`. Knows nothing of HTTP.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::{Arc, Mutex, RwLock};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use axum::extract::{Path, State};
-use axum::routing::{get, put};
-use axum::{Json, Router};
-use romana_api::rest::{HostRoutes, RouteInfo};
-use romana_ipam::{Ipam, RouteTarget};
 use romana_model::HostName;
 use romana_store::{Compare, LeaseId, Op, Store, Txn};
 
-use crate::error::{ApiError, ApiResult};
 use crate::ipam_sync::IpamHandle;
 use crate::keys::Keys;
-use crate::state::AppState;
-
-/// Liveness as this replica last read it from the store.
-#[derive(Debug, Default)]
-pub struct Liveness {
-    /// Hosts that have sent a heartbeat at some time.
-    monitored: BTreeSet<String>,
-    /// Hosts whose heartbeat lease is alive.
-    live: BTreeSet<String>,
-    /// Heartbeat leases this replica granted, by host.
-    leases: Mutex<HashMap<String, LeaseId>>,
-    ttl: i64,
-}
-
-impl Liveness {
-    pub fn new(ttl: i64) -> Liveness {
-        Liveness { ttl: ttl.max(1), ..Liveness::default() }
-    }
-
-    /// A host is dead once it has been monitored and its lease is gone.
-    pub fn is_dead(&self, host: &str) -> bool {
-        self.monitored.contains(host) && !self.live.contains(host)
-    }
-}
-
-/// The routes `host` installs: the IPAM's aggregated routes, without those through dead hosts.
-pub fn host_routes(ipam: &Ipam, live: &Liveness, host: &HostName, revision: i64) -> ApiResult<HostRoutes> {
-    let r = ipam.host_routes(host)?;
-    let routes = r
-        .routes
-        .iter()
-        .filter(|x| !matches!(&x.target, RouteTarget::Host { name, .. } if live.is_dead(name.as_str())))
-        .map(crate::ipam_api::route_info)
-        .collect::<Vec<RouteInfo>>();
-    Ok(HostRoutes {
-        host: host.to_string(),
-        revision,
-        routes,
-        per_block: r.per_block,
-        per_endpoint: r.per_endpoint,
-    })
-}
+pub use crate::liveness::Liveness;
+use crate::route_sets::host_routes;
 
 async fn read_liveness(
     store: &dyn Store,
@@ -175,49 +130,4 @@ async fn campaign(store: &dyn Store, keys: &Keys, instance: &str) -> Option<Leas
             None
         }
     }
-}
-
-/// `PUT /hosts/{host}/alive`: an agent's heartbeat. The host counts as alive while it renews
-/// within the liveness TTL.
-async fn alive(State(s): State<AppState>, Path(host): Path<String>) -> ApiResult<Json<serde_json::Value>> {
-    if !s.ipam.read(|v| v.ipam.hosts().iter().any(|h| h.name.as_str() == host)) {
-        return Err(ApiError::not_found(format!("unknown host {host}")));
-    }
-    let ttl = s.liveness.read().unwrap_or_else(|p| p.into_inner()).ttl;
-    let existing = {
-        let l = s.liveness.read().unwrap_or_else(|p| p.into_inner());
-        let leases = l.leases.lock().unwrap_or_else(|p| p.into_inner());
-        leases.get(&host).copied()
-    };
-    if let Some(lease) = existing
-        && s.store.lease_keepalive(lease).await.is_ok()
-        && s.store.get(&s.keys.liveness(&host)).await?.is_some()
-    {
-        return Ok(Json(serde_json::json!({"host": host, "ttl": ttl})));
-    }
-    let lease = s.store.lease_grant(ttl).await?;
-    s.store
-        .txn(Txn::when(
-            vec![],
-            vec![
-                Op::Put { key: s.keys.liveness(&host), value: b"alive".to_vec(), lease },
-                Op::put(s.keys.liveness_seen(&host), b"seen".to_vec()),
-            ],
-        ))
-        .await?;
-    {
-        let l = s.liveness.read().unwrap_or_else(|p| p.into_inner());
-        l.leases.lock().unwrap_or_else(|p| p.into_inner()).insert(host.clone(), lease);
-    }
-    Ok(Json(serde_json::json!({"host": host, "ttl": ttl})))
-}
-
-/// `GET /liveness`: hosts being monitored, and which of them are alive.
-async fn list(State(s): State<AppState>) -> Json<serde_json::Value> {
-    let l = s.liveness.read().unwrap_or_else(|p| p.into_inner());
-    Json(serde_json::json!({"monitored": l.monitored, "alive": l.live, "ttl": l.ttl}))
-}
-
-pub fn routes() -> Router<AppState> {
-    Router::new().route("/hosts/{host}/alive", put(alive)).route("/liveness", get(list))
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use romana_store::{Compare, KeyValue, Op, Store, Txn};
 
-use crate::auth::AuthState;
+use crate::auth_state::AuthState;
 use crate::ipam_sync::IpamHandle;
 use crate::keys::Keys;
 use crate::metrics::Metrics;
@@ -17,7 +17,7 @@ pub struct AppState {
     pub ipam: IpamHandle,
     pub metrics: Arc<Metrics>,
     pub auth: Arc<AuthState>,
-    pub liveness: Arc<std::sync::RwLock<crate::route_manager::Liveness>>,
+    pub liveness: Arc<std::sync::RwLock<crate::liveness::Liveness>>,
     /// Services this instance serves.
     pub services: Arc<Vec<String>>,
     /// This instance's id and URL, as registered with Root.
@@ -27,7 +27,7 @@ pub struct AppState {
 
 impl AppState {
     /// Deletes `key` in one transaction and returns what it held (`None`: it was not there).
-    pub async fn take(&self, key: &str) -> crate::error::ApiResult<Option<KeyValue>> {
+    pub async fn take(&self, key: &str) -> crate::service_error::ServiceResult<Option<KeyValue>> {
         let r = self
             .store
             .txn(Txn {

@@ -11,25 +11,14 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Extension, Router};
 use futures_util::StreamExt;
-use romana_api::rest::WatchEvent;
+use romana_api::query::WatchQuery;
+use romana_api::rest::{WatchEvent, WatchKind};
 use romana_auth::Principal;
 use romana_store::{EventKind, KeyValue};
-use serde::Deserialize;
 
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
 use crate::watch_scope::{self, ScopeError};
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct WatchQuery {
-    /// Text, parsed here: so that any number (even past `i64`) gets our error body naming it.
-    #[serde(default)]
-    from: Option<String>,
-    /// Below the store prefix, e.g. `ipam/`, `policies/`; empty for everything the caller may read.
-    #[serde(default)]
-    prefix: String,
-}
 
 /// The revision to start from: 0 (current state first) or a revision, at most `i64::MAX`.
 fn parse_from(text: Option<&str>) -> ApiResult<i64> {
@@ -47,17 +36,18 @@ fn parse_from(text: Option<&str>) -> ApiResult<i64> {
     })
 }
 
-fn line(s: &AppState, kind: &str, kv: &KeyValue) -> String {
-    let value = (kind == "put").then(|| {
+fn line(s: &AppState, kind: WatchKind, kv: &KeyValue) -> String {
+    let value = (kind == WatchKind::Put).then(|| {
         serde_json::from_slice::<serde_json::Value>(&kv.value)
             .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(&kv.value).into_owned()))
     });
-    let ev = WatchEvent {
-        revision: kv.mod_revision,
-        kind: kind.into(),
-        key: s.keys.relative(&kv.key).to_owned(),
-        value,
-    };
+    let ev = WatchEvent { revision: kv.mod_revision, kind, key: s.keys.relative(&kv.key).to_owned(), value };
+    serde_json::to_string(&ev).expect("events serialize") + "\n"
+}
+
+/// A line that is not a change (`synced`, `error`): no key.
+fn marker(revision: i64, kind: WatchKind, value: Option<serde_json::Value>) -> String {
+    let ev = WatchEvent { revision, kind, key: String::new(), value };
     serde_json::to_string(&ev).expect("events serialize") + "\n"
 }
 
@@ -77,12 +67,12 @@ async fn watch(
         let s = s.clone();
         move |kv: &KeyValue| watch_scope::key_allowed(allowed, s.keys.relative(&kv.key))
     };
-    let prefix = format!("{}{}", s.keys.root(), q.prefix);
+    let prefix = s.keys.under(&q.prefix);
     let mut first: Vec<String> = Vec::new();
     let from = if from == 0 {
         let (kvs, rev) = s.store.range(&prefix).await?;
-        first.extend(kvs.iter().filter(|kv| visible(kv)).map(|kv| line(&s, "put", kv)));
-        first.push(format!("{{\"revision\":{rev},\"kind\":\"synced\",\"key\":\"\"}}\n"));
+        first.extend(kvs.iter().filter(|kv| visible(kv)).map(|kv| line(&s, WatchKind::Put, kv)));
+        first.push(marker(rev, WatchKind::Synced, None));
         rev + 1
     } else {
         // A client resumes from at most the revision after the last it saw; a later one was never
@@ -104,14 +94,17 @@ async fn watch(
                 let text: String = events
                     .iter()
                     .filter(|e| visible(&e.kv))
-                    .map(|e| line(&state, if e.kind == EventKind::Put { "put" } else { "delete" }, &e.kv))
+                    .map(|e| {
+                        line(
+                            &state,
+                            if e.kind == EventKind::Put { WatchKind::Put } else { WatchKind::Delete },
+                            &e.kv,
+                        )
+                    })
                     .collect();
                 (!text.is_empty()).then_some(Ok::<_, std::io::Error>(text))
             }
-            Err(e) => Some(Ok(format!(
-                "{{\"revision\":0,\"kind\":\"error\",\"key\":\"\",\"value\":{}}}\n",
-                serde_json::Value::String(e.to_string())
-            ))),
+            Err(e) => Some(Ok(marker(0, WatchKind::Error, Some(serde_json::Value::String(e.to_string()))))),
         };
         std::future::ready(out)
     });

@@ -6,6 +6,7 @@
 //! of about `PAGE_BYTES`, every page at the first page's revision, so the result is still one
 //! consistent snapshot.
 
+#[cfg(any(test, feature = "test-util"))]
 pub mod server;
 
 use std::sync::Arc;

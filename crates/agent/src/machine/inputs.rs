@@ -9,6 +9,7 @@ use std::sync::Arc;
 use romana_api::netpol::NetworkPolicy;
 use romana_api::policy::Policy;
 use romana_api::rest::{EndpointInfo, Tenant, WatchEvent};
+use romana_api::watch::Watched;
 use romana_policy::{Endpoint, PolicyRules, cluster};
 
 #[derive(Debug, Default)]
@@ -160,42 +161,35 @@ impl Inputs {
     /// by one; returns `true` when tenants must be read again (their events, and keys this
     /// index does not know).
     pub fn apply_watch(&mut self, ev: &WatchEvent) -> bool {
-        let put = ev.kind == "put";
-        let value = ev.value.clone().filter(|_| put);
-        if let Some(name) = ev.key.strip_prefix("endpoints/") {
-            match value.map(serde_json::from_value::<EndpointInfo>) {
-                Some(Ok(e)) => self.upsert(&e),
-                Some(Err(e)) => {
-                    self.problems.push(format!("unreadable endpoint {} on the watch: {e}", ev.key))
-                }
-                None => self.remove(name),
+        match ev.watched() {
+            Ok(Watched::Endpoint { value: Some(e), .. }) => self.upsert(&e),
+            Ok(Watched::Endpoint { name, value: None }) => self.remove(&name),
+            Ok(Watched::Policy { value: Some(p), .. }) => {
+                self.set_romana(&p);
+                self.dirty = true;
             }
-            false
-        } else if let Some(id) = ev.key.strip_prefix("policies/") {
-            match value.map(serde_json::from_value::<Policy>) {
-                Some(Ok(p)) => self.set_romana(&p),
-                Some(Err(e)) => self.problems.push(format!("unreadable policy {} on the watch: {e}", ev.key)),
-                None => {
-                    self.romana.remove(id);
-                }
+            Ok(Watched::Policy { id, value: None }) => {
+                self.romana.remove(&id);
+                self.dirty = true;
             }
-            self.dirty = true;
-            false
-        } else if let Some(key) = ev.key.strip_prefix("netpols/") {
-            match value.map(serde_json::from_value::<NetworkPolicy>) {
-                Some(Ok(np)) => self.set_netpol(&np),
-                Some(Err(e)) => {
-                    self.problems.push(format!("unreadable NetworkPolicy {} on the watch: {e}", ev.key))
-                }
-                None => {
-                    self.netpols.remove(key);
-                }
+            Ok(Watched::NetworkPolicy { value: Some(np), .. }) => {
+                self.set_netpol(&np);
+                self.dirty = true;
             }
-            self.dirty = true;
-            false
-        } else {
-            true
+            Ok(Watched::NetworkPolicy { key, value: None }) => {
+                self.netpols.remove(&key);
+                self.dirty = true;
+            }
+            Ok(Watched::Routes { .. } | Watched::Other { .. }) => return true,
+            Err(e) => {
+                // Policies' and NetworkPolicies' unreadable puts still mark the inputs changed.
+                if e.resource != "endpoint" {
+                    self.dirty = true;
+                }
+                self.problems.push(e.to_string());
+            }
         }
+        false
     }
 
     /// Every policy the compiler takes: Romana's, NetworkPolicies, and `implicit` (tenancy's).

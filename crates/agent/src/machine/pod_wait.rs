@@ -22,7 +22,7 @@ pub enum Lookup {
     Missing,
     /// romanad unreachable or busy; worth another try.
     Unavailable(String),
-    /// romanad refused the agent (401, 403, 400): no retry helps.
+    /// romanad refused the request (403, 400): no retry helps.
     Refused(String),
 }
 

@@ -5,7 +5,7 @@
 
 use std::net::IpAddr;
 
-use romana_api::rest::HostRoutes;
+use romana_api::rest::{HostRoutes, RouteKind};
 use romana_dataplane::{CompileError, HostState, HostView, LinkKind, LinkName, NextHop, PeerRoute, compile};
 
 /// The route manager's set as the dataplane's input: routes via other hosts, and throws.
@@ -15,9 +15,13 @@ pub fn peer_routes(r: &HostRoutes) -> Vec<PeerRoute> {
         .iter()
         .filter_map(|x| {
             let dest = x.dest.parse().ok()?;
-            match x.kind.as_str() {
-                "throw" => Some(PeerRoute { dest, via: None }),
-                _ => x.via_ip.parse().ok().map(|ip| PeerRoute { dest, via: Some(ip) }),
+            match &x.kind {
+                RouteKind::Throw => Some(PeerRoute { dest, via: None }),
+                RouteKind::Host { via_ip, .. } => {
+                    via_ip.parse().ok().map(|ip| PeerRoute { dest, via: Some(ip) })
+                }
+                // A group is the fabric's concern: a host's set never holds one.
+                RouteKind::Group { .. } => None,
             }
         })
         .collect()

@@ -4,7 +4,9 @@
 
 use std::time::{Duration, Instant};
 
-use romana_api::rest::{EndpointInfo, HostRoutes, RouteInfo, Segment, Tenant, WatchEvent};
+use romana_api::rest::{
+    EndpointInfo, HostRoutes, RouteInfo, RouteKind, Segment, Tenant, WatchEvent, WatchKind,
+};
 use romana_dataplane::{HostState, LinkKind, LinkName, NextHop, PeerRoute};
 use romana_store::follow::Followed;
 use serde_json::json;
@@ -73,7 +75,12 @@ pub fn lists() -> Lists {
 fn put(key: &str, value: serde_json::Value) -> Event {
     Event::Watched(
         Stream::Firewall,
-        Followed::Event(WatchEvent { revision: 7, kind: "put".into(), key: key.into(), value: Some(value) }),
+        Followed::Event(WatchEvent {
+            revision: 7,
+            kind: WatchKind::Put,
+            key: key.into(),
+            value: Some(value),
+        }),
     )
 }
 
@@ -255,7 +262,11 @@ fn repair_on_generation_mismatch() {
 }
 
 fn route(dest: &str, kind: &str, via_ip: &str) -> RouteInfo {
-    RouteInfo { dest: dest.into(), kind: kind.into(), via: String::new(), via_ip: via_ip.into() }
+    let kind = match kind {
+        "throw" => RouteKind::Throw,
+        _ => RouteKind::Host { via: String::new(), via_ip: via_ip.into() },
+    };
+    RouteInfo { dest: dest.into(), kind }
 }
 
 #[test]
@@ -327,7 +338,7 @@ fn only_this_hosts_route_key_wakes_the_route_loop() {
     let ev = |key: &str| {
         Event::Watched(
             Stream::Routes,
-            Followed::Event(WatchEvent { revision: 1, kind: "put".into(), key: key.into(), value: None }),
+            Followed::Event(WatchEvent { revision: 1, kind: WatchKind::Put, key: key.into(), value: None }),
         )
     };
     check(

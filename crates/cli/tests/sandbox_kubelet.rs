@@ -1,0 +1,125 @@
+//! `romana sandbox pod add --from-kubernetes`: the sandbox calls romana-cni as kubelet does, so a
+//! pod's labels, named ports and segment come from the pod record romana-k8s writes (written here
+//! with the client, as the controller would). A romanad process (embedded store) on 127.0.0.1,
+//! a sandbox of one host with its real agent; a guard runs `down` if the test fails half-way.
+#![allow(clippy::unwrap_used)]
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+use romana_api::rest::{Credentials, EndpointPort, PodInfo};
+use romana_tests_support::{Romanad, TempDir, sibling_bin};
+
+struct Sandbox {
+    url: String,
+    creds: PathBuf,
+    state: PathBuf,
+    name: String,
+}
+
+impl Sandbox {
+    fn romana(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_romana"))
+            .args(args)
+            .args(["--name", &self.name, "--state-dir"])
+            .arg(&self.state)
+            .env("ROMANA_ENDPOINT", &self.url)
+            .env("ROMANA_CREDENTIALS", &self.creds)
+            .env_remove("ROMANA_CONFIG")
+            .output()
+            .unwrap()
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.romana(args);
+        let text =
+            format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success(), "romana {args:?}: {text}");
+        text
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        let _ = self.romana(&["sandbox", "down"]);
+    }
+}
+
+fn can_make_namespaces() -> bool {
+    let name = format!("rms-probe{}", std::process::id());
+    let ok = Command::new("ip").args(["netns", "add", &name]).status().is_ok_and(|s| s.success());
+    let _ = Command::new("ip").args(["netns", "del", &name]).status();
+    ok
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sandbox_pod_from_kubernetes_takes_its_labels_from_the_pod_record() {
+    if !can_make_namespaces() {
+        eprintln!("SKIP: cannot create network namespaces (needs root and iproute2)");
+        return;
+    }
+    sibling_bin(env!("CARGO_BIN_EXE_romana"), "romana-agent");
+    sibling_bin(env!("CARGO_BIN_EXE_romana"), "romana-cni");
+    let dir = TempDir::new("sandbox-kube");
+    let store = dir.path().join("store");
+    let romanad_bin = sibling_bin(env!("CARGO_BIN_EXE_romana"), "romanad");
+    let romanad = Romanad::start(&romanad_bin, &["--data-dir".into(), store.display().to_string()]).unwrap();
+    let sb = Sandbox {
+        url: romanad.url.clone(),
+        creds: store.join("admin.credentials"),
+        state: dir.path().join("state"),
+        name: format!("k{}", std::process::id() % 100_000),
+    };
+    // (Two racks: a one-rack sandbox fails to program its spine, a separate problem.)
+    sb.ok(&["sandbox", "up", "--racks", "2", "--hosts-per-rack", "1"]);
+    let creds: Credentials = serde_json::from_str(&std::fs::read_to_string(&sb.creds).unwrap()).unwrap();
+    let admin = romana_client::Client::from_credentials(&creds).await.unwrap();
+
+    // What romana-k8s writes for Pod red/web1 on node r1h1.
+    let record = PodInfo {
+        namespace: "red".into(),
+        name: "web1".into(),
+        uid: "u-web1".into(),
+        host: "r1h1".into(),
+        labels: [("app".to_owned(), "web".to_owned())].into(),
+        ports: vec![EndpointPort { name: "http".into(), protocol: "TCP".into(), port: 8080 }],
+        segment: String::new(),
+    };
+    admin.put_pod(&record).await.unwrap();
+    let out = sb.ok(&[
+        "sandbox",
+        "pod",
+        "add",
+        "--host",
+        "r1h1",
+        "--tenant",
+        "red",
+        "--pod",
+        "web1",
+        "--uid",
+        "u-web1",
+        "--from-kubernetes",
+    ]);
+    let ip = out.split_whitespace().nth(1).unwrap_or_default().to_owned();
+    let e = admin.endpoint_list().await.unwrap().into_iter().find(|e| e.ip == ip);
+    let e = e.unwrap_or_else(|| panic!("no endpoint for {ip:?} ({out})"));
+    assert_eq!((e.pod.as_str(), e.tenant.as_str()), ("red/web1", "red"), "{e:?}");
+    assert_eq!((&e.labels, &e.ports), (&record.labels, &record.ports));
+
+    // Labels cannot come from both sides.
+    let refused = sb.romana(&[
+        "sandbox",
+        "pod",
+        "add",
+        "--host",
+        "r1h1",
+        "--tenant",
+        "red",
+        "--from-kubernetes",
+        "--label",
+        "app=x",
+    ]);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--from-kubernetes"), "{refused:?}");
+    drop(sb);
+}
