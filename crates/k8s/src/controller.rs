@@ -11,13 +11,12 @@ use k8s_openapi::api::core::v1::{Event as K8sEvent, EventSource, ObjectReference
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, PostParams};
-use romana_api::netpol::NetworkPolicy;
 use tokio::sync::{mpsc, watch};
 use tokio::time::sleep_until;
 
 use crate::intake::Intake;
 use crate::metrics::Metrics;
-use crate::plan::{Ctx, Write, host_conflicts, orphans, plan};
+use crate::plan::{Ctx, Write, host_conflicts, orphans, plan, skip_refused};
 use crate::romanad::{Romanad, WriteError};
 use crate::state::{Actual, Key};
 use crate::watch::Event;
@@ -42,12 +41,17 @@ pub async fn run(
 ) {
     let mut intake = Intake::default();
     let mut actual: Option<Actual> = None;
-    let mut refused: BTreeMap<Key, NetworkPolicy> = BTreeMap::new();
+    // Writes romanad refused (422/400): not retried until the object changes.
+    let mut refused: Vec<Write> = Vec::new();
     let mut orphaned: BTreeMap<String, Instant> = BTreeMap::new();
     let mut next_resync = Instant::now() + cfg.resync;
     let mut retry_at: Option<Instant> = None;
     loop {
-        let wake = orphaned.values().map(|t| *t + cfg.grace).min().into_iter().chain(retry_at).min();
+        // The next reclaim falling due (only future ones: one refused or failed must not spin
+        // the loop), or a retry.
+        let now = Instant::now();
+        let due = orphaned.values().map(|t| *t + cfg.grace).filter(|d| *d > now).min();
+        let wake = due.into_iter().chain(retry_at).min();
         tokio::select! {
             ev = rx.recv() => {
                 let Some(ev) = ev else { return };
@@ -67,10 +71,10 @@ pub async fn run(
                 actual = None;
             }
             _ = sleep_until(wake.unwrap_or(next_resync).into()), if wake.is_some() => {
-                if retry_at.is_some_and(|t| t <= Instant::now()) {
-                    retry_at = None;
-                    actual = None;
-                }
+                // A retry, or a reclaim falling due: decide on a fresh read (CNI DEL may have
+                // come since the last one).
+                retry_at = None;
+                actual = None;
             }
         }
         if !*leader.borrow() || !intake.ready() {
@@ -84,6 +88,9 @@ pub async fn run(
             None => match romanad.read().await {
                 Ok(a) => {
                     metrics.resyncs.inc();
+                    // Orphans are found on fresh reads only (endpoints change through CNI, not
+                    // through the API server): the grace counts from the read that saw one.
+                    orphaned = orphans(&intake.desired, &a, &orphaned, Instant::now());
                     for (host, node_ip, held) in host_conflicts(&intake.desired, &a) {
                         tracing::warn!(
                             host,
@@ -103,10 +110,9 @@ pub async fn run(
             },
         };
         let now = Instant::now();
-        orphaned = orphans(&intake.desired, a, &orphaned, now);
-        refused.retain(|k, _| intake.desired.netpols.contains_key(k));
-        let ctx = Ctx { refused: &refused, orphans: &orphaned, now, grace: cfg.grace };
-        let writes = plan(&intake.desired, a, ctx);
+        let ctx = Ctx { orphans: &orphaned, now, grace: cfg.grace };
+        let writes = skip_refused(plan(&intake.desired, a, ctx), &mut refused);
+        metrics.plan_seconds.observe(now.elapsed().as_secs_f64());
         let since = intake.oldest.take();
         metrics.last_plan_writes.set(i64::try_from(writes.len()).unwrap_or(i64::MAX));
         let mut failed = false;
@@ -115,9 +121,6 @@ pub async fn run(
                 Ok(()) => {
                     w.apply_to(a);
                     metrics.write(w.kind(), "ok");
-                    if let Write::ApplyNetpol(k, _) = &w {
-                        refused.remove(k);
-                    }
                     if let Some(t) = since {
                         metrics.lag.observe(t.elapsed().as_secs_f64());
                     }
@@ -127,9 +130,9 @@ pub async fn run(
                     metrics.write(w.kind(), "refused");
                     tracing::warn!(write = %w, error = %msg, "romanad refused a write");
                     if let Write::ApplyNetpol(k, n) = &w {
-                        refused.insert(k.clone(), n.policy.clone());
                         post_event(&kube, k, &n.uid, &msg, &cfg.identity, &metrics).await;
                     }
+                    refused.push(w);
                 }
                 Err(e) => {
                     metrics.write(w.kind(), "error");

@@ -39,6 +39,8 @@ pub struct Metrics {
     /// after a relist means romanad was already equal.
     pub plans: Counter,
     pub last_plan_writes: Gauge,
+    /// Time to compute one plan from the whole picture.
+    pub plan_seconds: Histogram,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -60,6 +62,9 @@ impl Default for Metrics {
             resyncs: Counter::default(),
             plans: Counter::default(),
             last_plan_writes: Gauge::default(),
+            plan_seconds: Histogram::new([
+                0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+            ]),
             registry: Registry::default(),
         };
         registry.register("objects", "Kubernetes objects known, by kind", m.objects.clone());
@@ -79,6 +84,7 @@ impl Default for Metrics {
         );
         registry.register("plans", "Reconcile plans applied", m.plans.clone());
         registry.register("last_plan_writes", "Writes in the last plan", m.last_plan_writes.clone());
+        registry.register("plan_seconds", "Time to compute a plan", m.plan_seconds.clone());
         Metrics { registry, ..m }
     }
 }

@@ -6,7 +6,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use romana_api::netpol::NetworkPolicy;
 use romana_api::rest::{PodInfo, TenantRequest};
 
 use crate::map::{HostDesired, NetpolDesired};
@@ -113,12 +112,17 @@ impl std::fmt::Display for Write {
 /// What the plan needs besides the two pictures.
 #[derive(Debug, Clone, Copy)]
 pub struct Ctx<'a> {
-    /// Policies romanad refused, as they were when refused: not retried until they change.
-    pub refused: &'a BTreeMap<Key, NetworkPolicy>,
     /// Endpoints whose pod is gone from the API, since when (`orphans`).
     pub orphans: &'a BTreeMap<String, Instant>,
     pub now: Instant,
     pub grace: Duration,
+}
+
+/// Drops the writes romanad refused before with the same content (retrying cannot help until
+/// the object changes, which makes another write), and forgets refusals no longer planned.
+pub fn skip_refused(writes: Vec<Write>, refused: &mut Vec<Write>) -> Vec<Write> {
+    refused.retain(|r| writes.contains(r));
+    writes.into_iter().filter(|w| !refused.contains(w)).collect()
 }
 
 /// Endpoints registered for a pod that the API no longer has, with the time each was first seen
@@ -150,6 +154,28 @@ pub fn host_conflicts<'a>(d: &'a Desired, a: &'a Actual) -> Vec<(&'a str, &'a st
         .collect()
 }
 
+/// Both maps' entries in key order, walked together (one comparison per step: the plan runs on
+/// every batch of events, and lookups of 10,000 pods cost it milliseconds).
+fn join<'a, K: Ord, A, B>(
+    d: &'a BTreeMap<K, A>,
+    a: &'a BTreeMap<K, B>,
+) -> impl Iterator<Item = (&'a K, Option<&'a A>, Option<&'a B>)> {
+    let (mut d, mut a) = (d.iter().peekable(), a.iter().peekable());
+    std::iter::from_fn(move || match (d.peek(), a.peek()) {
+        (Some((kd, _)), Some((ka, _))) => match kd.cmp(ka) {
+            std::cmp::Ordering::Less => d.next().map(|(k, x)| (k, Some(x), None)),
+            std::cmp::Ordering::Greater => a.next().map(|(k, y)| (k, None, Some(y))),
+            std::cmp::Ordering::Equal => {
+                let (k, x) = d.next()?;
+                a.next().map(|(_, y)| (k, Some(x), Some(y)))
+            }
+        },
+        (Some(_), None) => d.next().map(|(k, x)| (k, Some(x), None)),
+        (None, Some(_)) => a.next().map(|(k, y)| (k, None, Some(y))),
+        (None, None) => None,
+    })
+}
+
 /// The writes that make `a` equal to `d`, creations before the deletions that depend on them.
 pub fn plan(d: &Desired, a: &Actual, ctx: Ctx<'_>) -> Vec<Write> {
     let mut w = Vec::new();
@@ -169,40 +195,48 @@ pub fn plan(d: &Desired, a: &Actual, ctx: Ctx<'_>) -> Vec<Write> {
             w.push(Write::AddSegment { tenant: p.namespace.clone(), segment: p.segment.clone() });
         }
     }
-    // Hosts: add, or retag; a host held with another IP is left alone (`host_conflicts`).
+    // Hosts: add, or retag; a host held with another IP is left alone (`host_conflicts`). The
+    // node's tags are laid over the host's: tags the agent or an operator set (a rack the
+    // topology places by) stay, so tags are added and changed, never removed.
     for (name, h) in &d.hosts {
         match a.hosts.get(name) {
             None => w.push(Write::AddHost(h.clone())),
-            Some(x) if x.ip == h.ip && x.tags != h.tags => {
-                w.push(Write::SetTags { host: name.clone(), tags: h.tags.clone() })
+            Some(x) if x.ip == h.ip => {
+                let mut tags = x.tags.clone();
+                tags.extend(h.tags.iter().map(|(k, v)| (k.clone(), v.clone())));
+                if tags != x.tags {
+                    w.push(Write::SetTags { host: name.clone(), tags });
+                }
             }
             Some(_) => {}
         }
     }
-    for (k, n) in &d.netpols {
-        if ctx.refused.get(k) == Some(&n.policy) {
-            continue;
-        }
-        if a.netpols.get(k) != Some(&n.policy) {
-            w.push(Write::ApplyNetpol(k.clone(), n.clone()));
-        }
-    }
-    for (k, p) in &d.pods {
-        if a.pods.get(k) != Some(p) {
-            w.push(Write::PutPod(p.clone()));
-        }
-    }
-    // Deletions. Pod records are all ours; policies are ours in namespaces that are (or were)
-    // ours; tenants and hosts only with the ownership mark.
-    for k in a.pods.keys().filter(|k| !d.pods.contains_key(*k)) {
-        w.push(Write::DeletePod(k.clone()));
-    }
+    // Policies and pods: applied when different; deleted when gone. Pod records are all ours;
+    // policies are ours in namespaces that are (or were) ours.
     let ours = |ns: &str| d.tenants.contains_key(ns) || a.tenants.get(ns).is_some_and(TenantActual::owned);
-    for k in a.netpols.keys().filter(|k| !d.netpols.contains_key(*k) && ours(&k.0)) {
-        w.push(Write::DeleteNetpol(k.clone()));
+    let mut deletes = Vec::new();
+    for (k, want, have) in join(&d.netpols, &a.netpols) {
+        match (want, have) {
+            (Some(n), have) if have != Some(&n.policy) => w.push(Write::ApplyNetpol(k.clone(), n.clone())),
+            (None, Some(_)) if ours(&k.0) => deletes.push(Write::DeleteNetpol(k.clone())),
+            _ => {}
+        }
     }
+    let mut pod_deletes = Vec::new();
+    for (k, want, have) in join(&d.pods, &a.pods) {
+        match (want, have) {
+            (Some(p), have) if have != Some(p) => w.push(Write::PutPod(p.clone())),
+            (None, Some(_)) => pod_deletes.push(Write::DeletePod(k.clone())),
+            _ => {}
+        }
+    }
+    w.extend(pod_deletes);
+    w.extend(deletes);
     for (e, since) in ctx.orphans {
-        if a.endpoints.contains_key(e) && ctx.now.saturating_duration_since(*since) >= ctx.grace {
+        // Still registered, and its pod still gone (it may have come back since the orphans
+        // were found).
+        let gone = a.endpoints.get(e).and_then(|x| x.pod.as_ref()).is_some_and(|p| !d.pods.contains_key(p));
+        if gone && ctx.now.saturating_duration_since(*since) >= ctx.grace {
             w.push(Write::Reclaim(e.clone()));
         }
     }

@@ -57,7 +57,6 @@ fn key(ns: &str, name: &str) -> Key {
 struct Case {
     d: Desired,
     a: Actual,
-    refused: BTreeMap<Key, romana_api::netpol::NetworkPolicy>,
     orphans: BTreeMap<String, Instant>,
 }
 
@@ -112,7 +111,7 @@ const GRACE: Duration = Duration::from_secs(300);
 /// applying them leaves only `after` (writes that wait: tenants with endpoints, reclaims in grace).
 fn check(c: Case, now: Instant, expect: &[Write], after: &[Write]) {
     let orphaned = orphans(&c.d, &c.a, &c.orphans, now);
-    let ctx = Ctx { refused: &c.refused, orphans: &orphaned, now, grace: GRACE };
+    let ctx = Ctx { orphans: &orphaned, now, grace: GRACE };
     let got = plan(&c.d, &c.a, ctx);
     assert_eq!(got, expect, "plan");
     let mut a = c.a.clone();
@@ -120,7 +119,7 @@ fn check(c: Case, now: Instant, expect: &[Write], after: &[Write]) {
         w.apply_to(&mut a);
     }
     let orphaned = orphans(&c.d, &a, &orphaned, now);
-    let again = plan(&c.d, &a, Ctx { refused: &c.refused, orphans: &orphaned, now, grace: GRACE });
+    let again = plan(&c.d, &a, Ctx { orphans: &orphaned, now, grace: GRACE });
     assert_eq!(again, after, "plan after applying the first");
 }
 
@@ -195,18 +194,25 @@ fn changes_apply_in_place() {
 #[test]
 fn a_hand_made_tenant_or_host_is_adopted_when_kubernetes_names_it() {
     let now = Instant::now();
-    // The agent registered h1 (no tags); an operator made tenant n. Both get Kubernetes' view.
+    // The agent registered h1 with its rack (the topology places by it); an operator made
+    // tenant n. Both get Kubernetes' view, and the agent's tags stay (only a node's tags are
+    // laid over them).
     let c = Case::default()
         .tenant(tenant("n", true, &[]), &[])
         .held_tenant(tenant("n", false, &[]), &[])
         .host(host("h1", "10.0.0.1", true))
-        .held_host(HostDesired { tags: tags(&[]), ..host("h1", "10.0.0.1", false) });
+        .held_host(HostDesired {
+            tags: tags(&[("rack", "rack-1"), ("zone", "old")]),
+            ..host("h1", "10.0.0.1", false)
+        });
+    let mut merged = host("h1", "10.0.0.1", true).tags;
+    merged.insert("rack".into(), "rack-1".into());
     check(
         c,
         now,
         &[
             Write::PutTenant { create: false, req: tenant("n", true, &[]) },
-            Write::SetTags { host: "h1".into(), tags: host("h1", "10.0.0.1", true).tags },
+            Write::SetTags { host: "h1".into(), tags: merged },
         ],
         &[],
     );
@@ -274,7 +280,12 @@ fn lost_pods_are_reclaimed_after_the_grace_period() {
     let mut c = base();
     c.orphans.insert("cni:lost".into(), t0);
     check(c, t0 + GRACE, &[Write::Reclaim("cni:lost".into())], &[]);
-    // The pod came back (same name): no longer an orphan.
+    // The pod came back (same name) after the orphans were found: not reclaimed.
+    let c = base().pod(pod("n", "lost", "x", ""));
+    let stale: BTreeMap<String, Instant> = [("cni:lost".to_owned(), t0)].into();
+    let ctx = Ctx { orphans: &stale, now: t0 + GRACE, grace: GRACE };
+    assert_eq!(plan(&c.d, &c.a, ctx), [Write::PutPod(pod("n", "lost", "x", ""))]);
+    // And once the orphans are found again, no longer one.
     let mut c = base().pod(pod("n", "lost", "x", ""));
     c.orphans.insert("cni:lost".into(), t0);
     check(c, t0 + GRACE, &[Write::PutPod(pod("n", "lost", "x", ""))], &[]);
@@ -293,21 +304,21 @@ fn a_deleted_namespace_with_only_lost_pods_goes_with_their_reclaim() {
 }
 
 #[test]
-fn refused_policies_wait_for_a_change() {
-    let now = Instant::now();
-    let mut c = Case::default()
-        .tenant(tenant("n", true, &[]), &[])
-        .held_tenant(tenant("n", true, &[]), &[])
-        .np(np("n", "bad", "x"));
-    c.refused.insert(key("n", "bad"), np("n", "bad", "x").policy);
-    check(c, now, &[], &[]);
-    // Changed since the refusal: tried again.
-    let mut c = Case::default()
-        .tenant(tenant("n", true, &[]), &[])
-        .held_tenant(tenant("n", true, &[]), &[])
-        .np(np("n", "bad", "y"));
-    c.refused.insert(key("n", "bad"), np("n", "bad", "x").policy);
-    check(c, now, &[Write::ApplyNetpol(key("n", "bad"), np("n", "bad", "y"))], &[]);
+fn refused_writes_wait_for_a_change() {
+    let bad_x = Write::ApplyNetpol(key("n", "bad"), np("n", "bad", "x"));
+    let bad_y = Write::ApplyNetpol(key("n", "bad"), np("n", "bad", "y"));
+    let other = Write::PutPod(pod("n", "p", "web", ""));
+    let tags = Write::SetTags { host: "h1".into(), tags: tags(&[("zone", "z")]) };
+    // Refused before with the same content: skipped; the others go on.
+    let mut refused = vec![bad_x.clone(), tags.clone()];
+    let got = skip_refused(vec![bad_x.clone(), other.clone(), tags.clone()], &mut refused);
+    assert_eq!(got, std::slice::from_ref(&other));
+    assert_eq!(refused, [bad_x.clone(), tags.clone()]);
+    // The policy changed: tried again, and the old refusal is forgotten; so is the tags one,
+    // no longer planned (the node changed back).
+    let got = skip_refused(vec![bad_y.clone(), other.clone()], &mut refused);
+    assert_eq!(got, [bad_y, other]);
+    assert!(refused.is_empty());
 }
 
 #[test]
