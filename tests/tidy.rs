@@ -32,7 +32,7 @@ const FORBIDDEN_IN_PURE: &[(&str, &str)] = &[
 /// 4 components, 5 the daemon, 6 cross-crate tests.
 #[rustfmt::skip]
 const LAYERS: &[(&str, u8)] = &[
-    ("romana-model", 0), ("romana-auth", 0), ("romana-store", 0), ("romana-tests-support", 0),
+    ("romana-model", 0), ("romana-auth", 0), ("romana-store", 0), ("romana-test-support", 0),
     ("romana-ipam", 1), ("romana-dataplane", 1),
     ("romana-api", 2),
     ("romana-policy", 3), ("romana-host", 3), ("romana-store-etcd", 3), ("romana-client", 3),

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use romana_dataplane::{Endpoint, HostView, LinkName, PeerRoute, Step, compile, diff, reachable};
 use romana_host::{HostError, Kernel, in_netns};
-use romana_tests_support::Netns;
+use romana_test_support::Netns;
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
 

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use romana_api::rest::{AddressRequest, HostRequest, SegmentRequest, TagsRequest, TenantRequest};
 use romana_api::topology::TopologyRequest;
 use romana_client::Client;
-use romana_tests_support::TempDir;
+use romana_test_support::TempDir;
 
 async fn raw_as(
     token: Option<&str>,

@@ -10,7 +10,7 @@ use std::path::Path;
 use romana_api::rest::{Credentials, TenantRequest, UserRequest};
 use romana_auth::{Claims, Decision, Principal, Role, SigningKey, TokenKind, b64_encode, decide};
 use romana_client::Client;
-use romana_tests_support::{Romanad, TempDir};
+use romana_test_support::{Romanad, TempDir};
 
 fn now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()

@@ -325,7 +325,7 @@ fn judge(status: u16, content_type: Option<&str>, body: &[u8]) -> Result<(), Str
 fn hostile_requests_on_every_route_get_json_errors_and_never_5xx() {
     let rt =
         tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
-    let dir = romana_tests_support::TempDir::new("rest-fuzz");
+    let dir = romana_test_support::TempDir::new("rest-fuzz");
     let creds_path = dir.path().join("admin.credentials");
     let (url, token, creds) = rt.block_on(async {
         let url =

@@ -15,7 +15,7 @@ use romana_api::rest::{Credentials, SegmentRequest, TenantRequest, UserRequest};
 use romana_auth::{Claims, Role, SigningKey, TokenKind, b64_decode, b64_encode, b64_std_encode};
 use romana_client::Client;
 use romana_store::{EmbeddedStore, MemStore, Store, StoreExt};
-use romana_tests_support::TempDir;
+use romana_test_support::TempDir;
 
 fn now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
