@@ -532,7 +532,7 @@ pub fn openapi() -> OpenApi {
         .schema_from::<rest::EndpointInfo>()
         .schema_from::<rest::EndpointPort>()
         .schema_from::<rest::LabelsRequest>()
-        .schema_from::<policy::Endpoint>()
+        .schema_from::<policy::PolicyPeer>()
         .schema_from::<policy::Rule>()
         .schema_from::<policy::RuleSet>()
         .schema_from::<policy::Policy>()
