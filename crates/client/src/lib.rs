@@ -12,8 +12,8 @@ use romana_api::netpol::NetworkPolicy;
 use romana_api::policy::Policy;
 use romana_api::rest::{
     Address, AddressRequest, BlackoutRequest, BlockList, Credentials, EndpointInfo, ErrorBody, Host,
-    HostList, HostRequest, HostRoutes, LabelsRequest, LoginRequest, NetworkInfo, PodInfo, RootIndex, Segment,
-    SegmentRequest, TagsRequest, Tenant, TenantRequest, TokenResponse, TopologyChangeSummary, User,
+    HostList, HostRequest, HostRoutesInfo, LabelsRequest, LoginRequest, NetworkInfo, PodInfo, RootIndex,
+    Segment, SegmentRequest, TagsRequest, Tenant, TenantRequest, TokenResponse, TopologyChangeSummary, User,
     UserRequest, WatchEvent,
 };
 use romana_api::topology::TopologyRequest;
@@ -430,7 +430,7 @@ impl Client {
     pub async fn fabric(&self) -> Result<serde_json::Value> {
         self.call(Method::GET, "/fabric", None).await
     }
-    pub async fn routes(&self, host: &str) -> Result<HostRoutes> {
+    pub async fn routes(&self, host: &str) -> Result<HostRoutesInfo> {
         self.call(Method::GET, &format!("/routes/{}", enc(host)), None).await
     }
 

@@ -9,8 +9,8 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post, put};
 use romana_api::rest::{
-    Address, AddressRequest, BlackoutRequest, BlockInfo, BlockList, Host, HostList, HostRequest, HostRoutes,
-    NetworkInfo, Placement, RouteInfo, TagsRequest, TopologyChangeSummary,
+    Address, AddressRequest, BlackoutRequest, BlockInfo, BlockList, Host, HostList, HostRequest,
+    HostRoutesInfo, NetworkInfo, Placement, RouteInfo, TagsRequest, TopologyChangeSummary,
 };
 use romana_api::topology::TopologyRequest;
 use romana_ipam::spec::{DEFAULT_AGENT_PORT, HostSpec, LayoutSpec};
@@ -482,7 +482,7 @@ pub(crate) fn route_info(r: &romana_ipam::Route) -> RouteInfo {
     RouteInfo { dest: r.dest.to_string(), kind: kind.into(), via, via_ip }
 }
 
-async fn host_routes(State(s): State<AppState>, Path(host): Path<String>) -> ApiResult<Json<HostRoutes>> {
+async fn host_routes(State(s): State<AppState>, Path(host): Path<String>) -> ApiResult<Json<HostRoutesInfo>> {
     let name = host_name(&host)?;
     s.ipam.read(|v| {
         let live = s.liveness.read().unwrap_or_else(|p| p.into_inner());

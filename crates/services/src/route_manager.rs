@@ -11,7 +11,7 @@ use std::time::Duration;
 use axum::extract::{Path, State};
 use axum::routing::{get, put};
 use axum::{Json, Router};
-use romana_api::rest::{HostRoutes, RouteInfo};
+use romana_api::rest::{HostRoutesInfo, RouteInfo};
 use romana_ipam::{Ipam, RouteTarget};
 use romana_model::HostName;
 use romana_store::{Compare, LeaseId, Op, Store, Txn};
@@ -45,7 +45,12 @@ impl Liveness {
 }
 
 /// The routes `host` installs: the IPAM's aggregated routes, without those through dead hosts.
-pub fn host_routes(ipam: &Ipam, live: &Liveness, host: &HostName, revision: i64) -> ApiResult<HostRoutes> {
+pub fn host_routes(
+    ipam: &Ipam,
+    live: &Liveness,
+    host: &HostName,
+    revision: i64,
+) -> ApiResult<HostRoutesInfo> {
     let r = ipam.host_routes(host)?;
     let routes = r
         .routes
@@ -53,7 +58,7 @@ pub fn host_routes(ipam: &Ipam, live: &Liveness, host: &HostName, revision: i64)
         .filter(|x| !matches!(&x.target, RouteTarget::Host { name, .. } if live.is_dead(name.as_str())))
         .map(crate::ipam_api::route_info)
         .collect::<Vec<RouteInfo>>();
-    Ok(HostRoutes {
+    Ok(HostRoutesInfo {
         host: host.to_string(),
         revision,
         routes,

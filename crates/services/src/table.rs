@@ -215,7 +215,7 @@ pub const ROUTES: &[RouteSpec] = &[
         Access::Service,
         "Route manager: the routes a host installs",
         None,
-        "HostRoutes",
+        "HostRoutesInfo",
         200,
     ),
     r(
@@ -522,7 +522,7 @@ pub fn openapi() -> OpenApi {
         .schema_from::<rest::BlackoutRequest>()
         .schema_from::<rest::TopologyChangeSummary>()
         .schema_from::<rest::RouteInfo>()
-        .schema_from::<rest::HostRoutes>()
+        .schema_from::<rest::HostRoutesInfo>()
         .schema_from::<rest::WatchEvent>()
         .schema_from::<rest::LoginRequest>()
         .schema_from::<rest::RefreshRequest>()
