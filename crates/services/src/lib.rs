@@ -2,7 +2,10 @@
 //! pure cores, with one store transaction per change. `router` assembles the services an
 //! instance runs; `start` loads the IPAM replica and registers the instance with Root.
 //!
-//! Knows nothing about sockets or processes (the `romanad` binary does) or the kernel.
+//! Opens no listening socket in production and starts no process (the `romanad` binary does, and
+//! gives handlers the peer's address as `ConnectInfo`); never changes the kernel's network state.
+//! `serve_loopback` (tests and benchmarks) is the one listener; issue 15 part 3 moves it behind
+//! a `test-util` feature.
 
 pub mod auth;
 pub mod endpoints;
