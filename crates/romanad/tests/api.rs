@@ -282,7 +282,7 @@ async fn a_subset_of_services() {
 async fn every_route_in_the_table_is_served() {
     let dir = TempDir::new("api-table");
     let d = common::embedded(&dir, &[]);
-    for r in romana_services::table::ROUTES {
+    for r in romana_services::rest_routes::ROUTES {
         let path = r
             .path
             .replace("{service}", "ipam")
