@@ -83,7 +83,13 @@ struct Graph {
     normal: BTreeMap<String, BTreeSet<String>>,
 }
 
-fn metadata() -> Graph {
+/// Read once per test run (two tests use it).
+fn metadata() -> &'static Graph {
+    static GRAPH: std::sync::OnceLock<Graph> = std::sync::OnceLock::new();
+    GRAPH.get_or_init(read_metadata)
+}
+
+fn read_metadata() -> Graph {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let out = Command::new(&cargo)
         .args(["metadata", "--format-version", "1", "--offline"])
@@ -418,12 +424,12 @@ fn pure_crates_stay_pure() {
         g.normal.get("romana-host").is_some_and(|d| d.contains("rtnetlink")),
         "cargo metadata read wrongly"
     );
-    fail_if_any("a pure crate reaches I/O", pure_violations(&g));
+    fail_if_any("a pure crate reaches I/O", pure_violations(g));
 }
 
 #[test]
 fn dependencies_point_down() {
-    fail_if_any("a dependency runs upward or sideways", layer_violations(&metadata()));
+    fail_if_any("a dependency runs upward or sideways", layer_violations(metadata()));
 }
 
 #[test]
