@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use romana_tests_support::{HostPair, Romanad, TempDir};
+use romana_test_support::{HostPair, Romanad, TempDir};
 
 use super::manifest::{arr, containers, find, pod_spec, s};
 use super::{built, manifest};

@@ -7,7 +7,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
 
-use romana_tests_support::TempDir;
+use romana_test_support::TempDir;
 
 use super::manifest::{containers, find, pod_spec, s};
 use super::{built, deploy, manifest};

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use romana_api::rest::{AddressRequest, HostRequest};
 use romana_api::topology::TopologyRequest;
 use romana_client::Client;
-use romana_tests_support::{Netns, TempDir};
+use romana_test_support::{Netns, TempDir};
 
 const TOPOLOGY: &str = r#"{"networks":[{"name":"pods","cidr":"10.0.0.0/8","block_mask":28}],"topologies":[{"networks":["pods"],"map":[{"groups":[]}]}]}"#;
 

@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 
-use romana_api::rest::{HostRoutes, Tenant};
+use romana_api::rest::{HostRoutesInfo, Tenant};
 use romana_client::ClientError;
 use romana_dataplane::{HostState, Plan};
 use romana_host::nft::NftError;
@@ -41,7 +41,7 @@ pub trait FastPathMap {
 /// What the agent's loops ask romanad.
 pub trait Romanad: Sync {
     fn heartbeat<'a>(&'a self, host: &'a str) -> BoxFut<'a, Result<(), ClientError>>;
-    fn routes<'a>(&'a self, host: &'a str) -> BoxFut<'a, Result<HostRoutes, ClientError>>;
+    fn routes<'a>(&'a self, host: &'a str) -> BoxFut<'a, Result<HostRoutesInfo, ClientError>>;
     /// Tenants, policies, NetworkPolicies and, with `endpoints`, every endpoint.
     fn lists(&self, endpoints: bool) -> BoxFut<'_, Result<Lists, ClientError>>;
     fn tenants(&self) -> BoxFut<'_, Result<Vec<Tenant>, ClientError>>;
@@ -51,7 +51,7 @@ impl Romanad for romana_client::Client {
     fn heartbeat<'a>(&'a self, host: &'a str) -> BoxFut<'a, Result<(), ClientError>> {
         Box::pin(romana_client::Client::heartbeat(self, host))
     }
-    fn routes<'a>(&'a self, host: &'a str) -> BoxFut<'a, Result<HostRoutes, ClientError>> {
+    fn routes<'a>(&'a self, host: &'a str) -> BoxFut<'a, Result<HostRoutesInfo, ClientError>> {
         Box::pin(romana_client::Client::routes(self, host))
     }
     fn lists(&self, endpoints: bool) -> BoxFut<'_, Result<Lists, ClientError>> {

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use romana_api::rest::AddressRequest;
 use romana_api::topology::TopologyRequest;
 use romana_client::Client;
-use romana_tests_support::{Netns, TempDir};
+use romana_test_support::{Netns, TempDir};
 
 const FLAT: &str = r#"{"networks":[{"name":"pods","cidr":"10.20.0.0/16","block_mask":28}],"topologies":[{"networks":["pods"],"map":[{"groups":[]}]}]}"#;
 

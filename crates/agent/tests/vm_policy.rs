@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use romana_api::topology::TopologyRequest;
-use romana_tests_support::{Netns, TempDir};
+use romana_test_support::{Netns, TempDir};
 use serde_json::json;
 
 const FLAT: &str = r#"{"networks":[{"name":"vms","cidr":"10.31.0.0/16","block_mask":28}],"topologies":[{"networks":["vms"],"map":[{"groups":[]}]}]}"#;

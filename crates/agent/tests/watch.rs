@@ -11,7 +11,7 @@ use romana_agent::rest_watch::RestWatch;
 use romana_api::rest::TenantRequest;
 use romana_client::Client;
 use romana_store::follow::{Backoff, Followed, WatchSource, follow};
-use romana_tests_support::TempDir;
+use romana_test_support::TempDir;
 
 async fn romanad() -> (TempDir, Arc<Client>) {
     let dir = TempDir::new("agent-watch");

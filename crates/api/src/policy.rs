@@ -11,7 +11,7 @@ use utoipa::ToSchema;
 /// Where a policy applies, or a peer it allows.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct Endpoint {
+pub struct PolicyPeer {
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub peer: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
@@ -56,7 +56,7 @@ pub struct Rule {
 #[serde(deny_unknown_fields)]
 pub struct RuleSet {
     #[serde(default)]
-    pub peers: Vec<Endpoint>,
+    pub peers: Vec<PolicyPeer>,
     #[serde(default)]
     pub rules: Vec<Rule>,
 }
@@ -76,7 +76,7 @@ pub struct Policy {
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub direction: String,
     #[serde(default)]
-    pub applied_to: Vec<Endpoint>,
+    pub applied_to: Vec<PolicyPeer>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ingress: Vec<RuleSet>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -87,7 +87,7 @@ fn id_ok(s: &str) -> bool {
     !s.is_empty() && s.len() <= 253 && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c))
 }
 
-fn check_endpoint(at: &str, e: &Endpoint, peer: bool, out: &mut Vec<String>) {
+fn check_endpoint(at: &str, e: &PolicyPeer, peer: bool, out: &mut Vec<String>) {
     let tenant_set = !e.tenant.is_empty()
         || e.tenant_id.is_some()
         || !e.tenant_external_id.is_empty()

@@ -279,7 +279,7 @@ impl PartialEq<&str> for RouteKind {
 
 /// `GET /routes/{host}`: what the route manager computes for one host.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub struct HostRoutes {
+pub struct HostRoutesInfo {
     pub host: String,
     pub revision: i64,
     pub routes: Vec<RouteInfo>,

@@ -5,7 +5,7 @@
 
 use crate::netpol::NetworkPolicy;
 use crate::policy::Policy;
-use crate::rest::{EndpointInfo, HostRoutes, WatchEvent, WatchKind};
+use crate::rest::{EndpointInfo, HostRoutesInfo, WatchEvent, WatchKind};
 
 /// A change on the watch, by resource; `value` is `None` for a delete (or a put without one).
 #[derive(Debug, Clone, PartialEq)]
@@ -25,7 +25,7 @@ pub enum Watched {
     },
     Routes {
         host: String,
-        value: Option<HostRoutes>,
+        value: Option<HostRoutesInfo>,
     },
     /// A key this module does not type (tenants, segments, blocks...), or a line that is not a
     /// change (`synced`, `error`).

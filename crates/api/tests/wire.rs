@@ -2,7 +2,7 @@
 //! lines serialize to the very JSON clients saw when these were strings and `json!` values, and
 //! read back to the same values.
 
-use romana_api::rest::{FabricGroup, HostRoutes, RouteInfo, RouteKind, WatchEvent, WatchKind};
+use romana_api::rest::{FabricGroup, HostRoutesInfo, RouteInfo, RouteKind, WatchEvent, WatchKind};
 use romana_api::watch::Watched;
 
 /// `value` serializes to exactly `json` and `json` reads back to `value`.
@@ -35,7 +35,7 @@ fn route_kinds_keep_their_json() {
         check(value, json);
         assert!(json.contains(&format!("\"kind\":\"{}\"", value.kind.name())));
     }
-    let set = HostRoutes {
+    let set = HostRoutesInfo {
         host: "h2".into(),
         revision: 9,
         routes: cases.iter().map(|(r, _)| r.clone()).collect(),
@@ -138,7 +138,7 @@ fn watch_values_are_typed_by_their_key() {
             Some(routes),
             Watched::Routes {
                 host: "h1".into(),
-                value: Some(HostRoutes {
+                value: Some(HostRoutesInfo {
                     host: "h1".into(),
                     revision: 0,
                     routes: vec![route("10.2.0.0/16", RouteKind::Throw)],

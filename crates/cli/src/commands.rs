@@ -550,7 +550,7 @@ pub async fn blackout_remove(c: &Client, cidr: &str) -> Result<()> {
 const POLICY_HEADER: &[&str] = &["ID", "DIRECTION", "APPLIED TO", "INGRESS", "EGRESS", "DESCRIPTION"];
 
 fn policy_rows(p: &[romana_api::policy::Policy]) -> Vec<Vec<String>> {
-    let target = |e: &romana_api::policy::Endpoint| {
+    let target = |e: &romana_api::policy::PolicyPeer| {
         [e.dest.as_str(), e.cidr.as_str(), e.tenant.as_str(), e.segment.as_str()]
             .iter()
             .filter(|s| !s.is_empty())

@@ -6,7 +6,7 @@ mod output;
 mod plan;
 mod sandbox;
 mod sandbox_layout;
-mod table;
+mod text_table;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -4,7 +4,7 @@ use anyhow::Result;
 use serde::Serialize;
 
 use crate::Format;
-use crate::table::Table;
+use crate::text_table::Table;
 
 /// Prints `value` as JSON/YAML, or as the table `rows` builds.
 pub fn show<T: Serialize>(

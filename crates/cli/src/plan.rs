@@ -12,7 +12,7 @@ use romana_model::{AddressName, HostName, SegmentName, TenantName};
 use serde_json::json;
 
 use crate::Format;
-use crate::table::Table;
+use crate::text_table::Table;
 
 #[derive(Debug)]
 pub struct Options {

@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use romana_tests_support::{Romanad, TempDir, sibling_bin};
+use romana_test_support::{Romanad, TempDir, sibling_bin};
 
 struct Sandbox {
     url: String,

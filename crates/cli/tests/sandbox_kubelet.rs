@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::{Command, Output};
 
 use romana_api::rest::{Credentials, EndpointPort, PodInfo};
-use romana_tests_support::{Romanad, TempDir, sibling_bin};
+use romana_test_support::{Romanad, TempDir, sibling_bin};
 
 struct Sandbox {
     url: String,

@@ -12,9 +12,9 @@ use romana_api::netpol::NetworkPolicy;
 use romana_api::policy::Policy;
 use romana_api::rest::{
     Address, AddressRequest, BlackoutRequest, BlockList, Credentials, EndpointInfo, ErrorBody, FabricGroup,
-    Host, HostList, HostRequest, HostRoutes, LabelsRequest, LoginRequest, NetworkInfo, PodInfo, RootIndex,
-    Segment, SegmentRequest, TagsRequest, Tenant, TenantRequest, TokenResponse, TopologyChangeSummary, User,
-    UserRequest, WatchEvent,
+    Host, HostList, HostRequest, HostRoutesInfo, LabelsRequest, LoginRequest, NetworkInfo, PodInfo,
+    RootIndex, Segment, SegmentRequest, TagsRequest, Tenant, TenantRequest, TokenResponse,
+    TopologyChangeSummary, User, UserRequest, WatchEvent,
 };
 use romana_api::topology::TopologyRequest;
 use serde::Serialize;
@@ -438,7 +438,7 @@ impl Client {
     pub async fn fabric(&self) -> Result<Vec<FabricGroup>> {
         self.call(Method::GET, "/fabric", None).await
     }
-    pub async fn routes(&self, host: &str) -> Result<HostRoutes> {
+    pub async fn routes(&self, host: &str) -> Result<HostRoutesInfo> {
         self.call(Method::GET, &format!("/routes/{}", enc(host)), None).await
     }
 

@@ -14,7 +14,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{agent, cni, conf, wait_for};
-use romana_tests_support::{Netns, TempDir};
+use romana_test_support::{Netns, TempDir};
 use serde_json::{Value, json};
 
 /// Runs `plugin` in `node` with CNI_* set; returns elapsed time and the parsed stdout.

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use common::{agent, agent_metric, cni, conf, iperf, nft_in, nft_script, probe, signal, wait_for};
 use romana_api::rest::{AddressRequest, Credentials, EndpointInfo, HostRequest, TenantRequest};
 use romana_client::Client;
-use romana_tests_support::{Netns, TempDir};
+use romana_test_support::{Netns, TempDir};
 use serde_json::json;
 
 fn pct(v: &[f64], p: f64) -> f64 {

@@ -14,7 +14,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{cni, conf, wait_for};
-use romana_tests_support::{HostPair, Netns, TempDir, sibling_bin};
+use romana_test_support::{HostPair, Netns, TempDir, sibling_bin};
 use serde_json::json;
 
 struct Agent(std::process::Child);

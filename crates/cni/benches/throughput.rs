@@ -18,7 +18,7 @@ mod common;
 use std::process::{Command, Stdio};
 
 use common::{agent_metric, agent_with, cni, conf, handoffs, iperf, nft_in, ping, wait_for};
-use romana_tests_support::{HostPair, Netns, TempDir};
+use romana_test_support::{HostPair, Netns, TempDir};
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);

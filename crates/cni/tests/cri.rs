@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use common::{agent_with, busybox_tar, cni, conf, have, wait_for};
 use romana_api::rest::{Credentials, EndpointPort, PodInfo};
 use romana_client::Client;
-use romana_tests_support::{Netns, TempDir};
+use romana_test_support::{Netns, TempDir};
 
 /// containerd in the node's namespace, killed on drop.
 struct Containerd(Child);

@@ -12,7 +12,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{agent, busybox_tar, cni, conf, have, wait_for};
-use romana_tests_support::{Netns, TempDir};
+use romana_test_support::{Netns, TempDir};
 
 /// The files placed in go-cni's fixed directories; removed on drop.
 struct FixedPaths {

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use common::{agent, agent_get, agent_metric, cni, conf, dump, ping, wait_for};
-use romana_tests_support::{HostPair, Netns, TempDir};
+use romana_test_support::{HostPair, Netns, TempDir};
 use serde_json::json;
 
 fn netns_path(ns: &Netns) -> String {

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use common::{agent, busybox_tar, cni, conf, have, wait_for};
-use romana_tests_support::{Netns, TempDir};
+use romana_test_support::{Netns, TempDir};
 
 /// podman inside the node's namespace (nsenter keeps the mount namespace, which podman needs).
 struct Podman {

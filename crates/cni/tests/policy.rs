@@ -21,7 +21,7 @@ use common::probe::{self, Proto};
 use common::{agent, agent_metric, cni, conf, nft_in};
 use romana_api::rest::{Credentials, LabelsRequest, TenantRequest};
 use romana_client::Client;
-use romana_tests_support::{HostPair, Netns, TempDir};
+use romana_test_support::{HostPair, Netns, TempDir};
 use serde_json::{Value, json};
 
 const PROBES: [(Proto, u16); 4] = [(Proto::Tcp, 80), (Proto::Tcp, 81), (Proto::Udp, 80), (Proto::Udp, 81)];

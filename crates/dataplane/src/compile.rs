@@ -11,7 +11,7 @@ use crate::state::{HostState, LinkKind, LinkName, NextHop};
 
 /// An endpoint on this host: its address and the host side of its link.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Endpoint {
+pub struct LocalEndpoint {
     /// The IPAM address name (container id and interface, or the VM's port id); for errors.
     pub name: String,
     pub ip: IpAddr,
@@ -32,7 +32,7 @@ pub struct HostView {
     pub gateway: LinkName,
     /// The gateway's addresses (/32 or /128 each): endpoints use them as their next hop.
     pub gateway_addresses: Vec<IpAddr>,
-    pub endpoints: Vec<Endpoint>,
+    pub endpoints: Vec<LocalEndpoint>,
     pub routes: Vec<PeerRoute>,
 }
 
@@ -108,7 +108,7 @@ mod tests {
             gateway_addresses: vec!["10.0.0.1".parse().expect("literal")],
             endpoints: endpoints
                 .iter()
-                .map(|(n, ip, l)| Endpoint {
+                .map(|(n, ip, l)| LocalEndpoint {
                     name: (*n).into(),
                     ip: ip.parse().expect("literal"),
                     link: link(l),

@@ -7,6 +7,6 @@ pub mod fastpath;
 mod plan;
 mod state;
 
-pub use compile::{CompileError, Endpoint, HostView, PeerRoute, compile};
+pub use compile::{CompileError, HostView, LocalEndpoint, PeerRoute, compile};
 pub use plan::{Plan, Step, diff, reachable};
 pub use state::{HostState, LINK_PREFIX, LinkKind, LinkName, LinkNameError, NextHop, ROUTE_PROTOCOL};

@@ -11,7 +11,7 @@ use std::time::Instant;
 use romana_dataplane::{HostState, NextHop, ROUTE_PROTOCOL, diff};
 use romana_host::{Kernel, in_netns};
 use romana_model::Cidr;
-use romana_tests_support::Netns;
+use romana_test_support::Netns;
 
 /// A namespace `rmb-<pid>-<tag>` with one veth pair, its uplink on 192.168.77.1/24; `None`
 /// when namespaces cannot be made here.

@@ -11,7 +11,7 @@ use std::process::Command;
 
 use romana_dataplane::fastpath::{deliveries, diff_map};
 use romana_host::{DELIVER, FastPath, Kernel, Program, SEND, detach_marked, in_netns};
-use romana_tests_support::Netns;
+use romana_test_support::Netns;
 
 struct Lab {
     remote: Netns,

@@ -4,9 +4,9 @@
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use romana_dataplane::{Endpoint, HostView, LinkName, PeerRoute, Step, compile, diff, reachable};
+use romana_dataplane::{HostView, LinkName, LocalEndpoint, PeerRoute, Step, compile, diff, reachable};
 use romana_host::{HostError, Kernel, in_netns};
-use romana_tests_support::Netns;
+use romana_test_support::Netns;
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
@@ -25,7 +25,7 @@ fn view(endpoints: &[(&str, &str)], routes: &[(&str, Option<&str>)]) -> HostView
         gateway_addresses: vec!["10.0.0.1".parse().expect("literal")],
         endpoints: endpoints
             .iter()
-            .map(|(l, ip)| Endpoint {
+            .map(|(l, ip)| LocalEndpoint {
                 name: format!("pod-{l}"),
                 ip: ip.parse().expect("literal"),
                 link: link(l),

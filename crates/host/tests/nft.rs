@@ -14,7 +14,7 @@ use romana_policy::firewall::{FirewallInput, compile};
 use romana_policy::nftplan::{Observed, plan};
 use romana_policy::ruleset::Ruleset;
 use romana_policy::{Peer, PolicyRules, Port, PortRule, Protocol, Rule, Selector, nftjson};
-use romana_tests_support::Netns;
+use romana_test_support::Netns;
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
 

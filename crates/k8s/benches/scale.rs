@@ -14,7 +14,7 @@ use reqwest::Method;
 use romana_api::rest::{Credentials, UserRequest};
 use romana_client::Client;
 use romana_kube_testserver::ApiServer;
-use romana_tests_support::TempDir;
+use romana_test_support::TempDir;
 use serde_json::{Value, json};
 
 const FLAT: &str = r#"{"networks":[{"name":"pods","cidr":"10.0.0.0/8","block_mask":28}],"topologies":[{"networks":["pods"],"map":[{"groups":[]}]}]}"#;

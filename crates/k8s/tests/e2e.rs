@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use common::{Env, eventually};
 use probe::Proto;
-use romana_tests_support::{Romanad, TempDir, sibling_bin};
+use romana_test_support::{Romanad, TempDir, sibling_bin};
 
 const PROBES: [(Proto, u16); 2] = [(Proto::Tcp, 80), (Proto::Udp, 80)];
 const TIMEOUT: Duration = Duration::from_millis(300);

@@ -6,7 +6,7 @@ use crate::jsonpatch::{JsonPatchError, json_patch};
 use crate::patch::strip_directives;
 use crate::resources::{self, RESOURCES};
 use crate::selector::{FieldSelector, LabelSelector};
-use crate::server::{ApiRequest, Shared};
+use crate::shared::{ApiRequest, Shared};
 use crate::status::ApiError;
 use crate::store::{Key, Preconditions, Stamp};
 use crate::watch::{self, WatchRequest};

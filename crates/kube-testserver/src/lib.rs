@@ -13,9 +13,11 @@ mod patch;
 mod resources;
 mod selector;
 mod server;
+mod shared;
 mod status;
 mod store;
 mod watch;
 
-pub use server::{ApiRequest, ApiServer, Options, kubeconfig};
+pub use server::{ApiServer, Options, kubeconfig};
+pub use shared::ApiRequest;
 pub use status::ApiError;

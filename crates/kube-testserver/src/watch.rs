@@ -4,7 +4,7 @@
 
 use crate::resources::RESOURCES;
 use crate::selector::{FieldSelector, LabelSelector};
-use crate::server::Shared;
+use crate::shared::Shared;
 use crate::status::ApiError;
 use crate::store::{Event, EventType, Obj};
 use axum::body::{Body, Bytes};

@@ -3,7 +3,7 @@
 //! against the server's state and back. Needs `/usr/bin/kubectl`; no root, no namespaces.
 
 use romana_kube_testserver::{ApiRequest, ApiServer};
-use romana_tests_support::TempDir;
+use romana_test_support::TempDir;
 use serde_json::{Value, json};
 mod common;
 

@@ -5,7 +5,7 @@
 //! (every problem listed), plus what this compiler does not take yet.
 
 use romana_api::Problems;
-use romana_api::policy::{Endpoint as RomanaEndpoint, Policy, Rule as RomanaRule};
+use romana_api::policy::{Policy, PolicyPeer, Rule as RomanaRule};
 use romana_model::Cidr;
 
 use crate::model::{
@@ -13,7 +13,7 @@ use crate::model::{
 };
 
 /// The tenant and segment names of an endpoint: `tenant`/`segment`, or 2.0's string ids.
-fn names(e: &RomanaEndpoint) -> Option<(String, String)> {
+fn names(e: &PolicyPeer) -> Option<(String, String)> {
     let tenant = if !e.tenant.is_empty() {
         e.tenant.clone()
     } else {
@@ -27,7 +27,7 @@ fn names(e: &RomanaEndpoint) -> Option<(String, String)> {
     Some((tenant, segment))
 }
 
-fn peer(at: &str, e: &RomanaEndpoint, out: &mut Vec<String>) -> Option<Peer> {
+fn peer(at: &str, e: &PolicyPeer, out: &mut Vec<String>) -> Option<Peer> {
     match e.peer.as_str() {
         "any" => return Some(Peer::Any),
         "host" => return Some(Peer::Host),

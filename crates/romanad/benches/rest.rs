@@ -13,7 +13,7 @@ use romana_api::topology::TopologyRequest;
 use romana_client::Client;
 use romana_store::{Compare, EmbeddedStore, Op, Store, Txn};
 use romana_store_etcd::server::EtcdServer;
-use romana_tests_support::{Romanad, TempDir};
+use romana_test_support::{Romanad, TempDir};
 
 const TOPOLOGY: &str = r#"{"networks":[{"name":"pods","cidr":"10.0.0.0/8","block_mask":27}],
  "topologies":[{"networks":["pods"],"map":[{"name":"r0","groups":[]},{"name":"r1","groups":[]},{"name":"r2","groups":[]},{"name":"r3","groups":[]},

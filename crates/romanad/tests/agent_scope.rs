@@ -12,7 +12,7 @@ use romana_api::rest::{
     AddressRequest, EndpointInfo, HostRequest, SegmentRequest, TenantRequest, UserRequest,
 };
 use romana_client::Client;
-use romana_tests_support::TempDir;
+use romana_test_support::TempDir;
 use serde_json::{Value, json};
 
 async fn call(url: &str, token: &str, method: &Method, path: &str, body: Option<&Value>) -> (u16, String) {

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use romana_api::rest::{AddressRequest, HostRequest, SegmentRequest, TagsRequest, TenantRequest};
 use romana_api::topology::TopologyRequest;
 use romana_client::Client;
-use romana_tests_support::TempDir;
+use romana_test_support::TempDir;
 
 async fn raw_as(
     token: Option<&str>,
@@ -282,7 +282,7 @@ async fn a_subset_of_services() {
 async fn every_route_in_the_table_is_served() {
     let dir = TempDir::new("api-table");
     let d = common::embedded(&dir, &[]);
-    for r in romana_services::table::ROUTES {
+    for r in romana_services::rest_routes::ROUTES {
         let path = r
             .path
             .replace("{service}", "ipam")

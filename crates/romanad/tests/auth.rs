@@ -10,7 +10,7 @@ use std::path::Path;
 use romana_api::rest::{Credentials, TenantRequest, UserRequest};
 use romana_auth::{Claims, Decision, Principal, Role, SigningKey, TokenKind, b64_encode, decide};
 use romana_client::Client;
-use romana_tests_support::{Romanad, TempDir};
+use romana_test_support::{Romanad, TempDir};
 
 fn now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
@@ -120,7 +120,7 @@ async fn authorization_matrix_over_every_route() {
         ("admin", Some(&admin_t), Some(&adm), "zz"),
     ];
     let mut checked = 0;
-    for r in romana_services::table::ROUTES {
+    for r in romana_services::rest_routes::ROUTES {
         for (case, token, principal, tenant) in &cases {
             let path = r
                 .path
@@ -152,7 +152,7 @@ async fn authorization_matrix_over_every_route() {
             checked += 1;
         }
     }
-    assert_eq!(checked, romana_services::table::ROUTES.len() * cases.len(), "every route, every case");
+    assert_eq!(checked, romana_services::rest_routes::ROUTES.len() * cases.len(), "every route, every case");
 
     // Tenant scoping inside handlers: alice sees and changes only red.
     let alice_c = common::same_token(&admin, &d.url);

@@ -15,7 +15,7 @@ use romana_api::topology::TopologyRequest;
 use romana_client::Client;
 use romana_store::{EmbeddedStore, Store};
 use romana_store_etcd::EtcdStore;
-use romana_tests_support::{Romanad, TempDir};
+use romana_test_support::{Romanad, TempDir};
 
 const FLAT: &str = r#"{"networks":[{"name":"pods","cidr":"10.20.0.0/16","block_mask":28}],"topologies":[{"networks":["pods"],"map":[{"groups":[]}]}]}"#;
 

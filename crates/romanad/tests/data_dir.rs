@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use romana_store::{EmbeddedStore, Store, StoreExt};
-use romana_tests_support::{Romanad, TempDir};
+use romana_test_support::{Romanad, TempDir};
 
 fn bin() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_romanad"))

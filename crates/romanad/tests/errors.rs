@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use romana_api::rest::ErrorBody;
 use romana_store::MemStore;
-use romana_tests_support::TempDir;
+use romana_test_support::TempDir;
 use serde_json::json;
 
 /// Checks that `resp` is `status` with the JSON error body of code `code`; returns the body.

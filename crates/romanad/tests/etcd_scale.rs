@@ -18,7 +18,7 @@ use romana_ipam::{AllocRequest, HostOrigin, Ipam};
 use romana_model::NetworkName;
 use romana_store::{EmbeddedStore, Op, Store, Txn};
 use romana_store_etcd::EtcdStore;
-use romana_tests_support::{Romanad, TempDir};
+use romana_test_support::{Romanad, TempDir};
 
 const PREFIX: &str = "/romana/";
 const ADDRESSES: usize = 100_000;

@@ -42,7 +42,7 @@ async fn invented_methods_do_not_grow_the_metrics() {
 /// logging in again, as the agent did on every expiry, answers 429 meanwhile.
 #[tokio::test]
 async fn renew_uses_the_refresh_token_while_logins_are_locked() {
-    let dir = romana_tests_support::TempDir::new("exhaust-renew");
+    let dir = romana_test_support::TempDir::new("exhaust-renew");
     let d = common::embedded(&dir, &[]);
     let text = std::fs::read_to_string(dir.path().join("admin.credentials")).unwrap();
     let creds: romana_api::rest::Credentials = serde_json::from_str(&text).unwrap();
@@ -83,7 +83,7 @@ async fn closed_within(s: &mut tokio::net::TcpStream, wait: std::time::Duration)
 /// header-read timeout (1 s here); on main they stayed open as long as the client liked.
 #[tokio::test]
 async fn idle_half_requests_are_closed_after_the_header_timeout() {
-    let dir = romana_tests_support::TempDir::new("exhaust-slow");
+    let dir = romana_test_support::TempDir::new("exhaust-slow");
     let d = common::embedded(
         &dir,
         &["--auth", "off", "--header-read-timeout-ms", "1000", "--max-connections-per-source", "1000"],
@@ -107,7 +107,7 @@ async fn idle_half_requests_are_closed_after_the_header_timeout() {
 /// with the header timeout, after which the address is served again.
 #[tokio::test]
 async fn connections_past_the_per_source_cap_are_closed_at_once() {
-    let dir = romana_tests_support::TempDir::new("exhaust-cap");
+    let dir = romana_test_support::TempDir::new("exhaust-cap");
     let d = common::embedded(
         &dir,
         &["--auth", "off", "--header-read-timeout-ms", "2000", "--max-connections-per-source", "20"],
@@ -137,7 +137,7 @@ async fn connections_past_the_per_source_cap_are_closed_at_once() {
 #[tokio::test]
 async fn a_request_token_of_one_tenant_means_nothing_to_another() {
     use romana_api::rest::{AddressRequest, HostRequest, SegmentRequest, TenantRequest, UserRequest};
-    let dir = romana_tests_support::TempDir::new("exhaust-token");
+    let dir = romana_test_support::TempDir::new("exhaust-token");
     let d = common::embedded(&dir, &[]);
     let admin = common::admin(&dir).await;
     let topo: romana_api::topology::TopologyRequest = serde_json::from_value(serde_json::json!({

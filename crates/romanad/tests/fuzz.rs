@@ -95,8 +95,10 @@ fn random_bodies_never_cause_a_server_error() {
             .await
             .expect("topology");
     });
-    let routes: Vec<_> =
-        romana_services::table::ROUTES.iter().filter(|r| r.method == "POST" || r.method == "PUT").collect();
+    let routes: Vec<_> = romana_services::rest_routes::ROUTES
+        .iter()
+        .filter(|r| r.method == "POST" || r.method == "PUT")
+        .collect();
     let mut runner = TestRunner::new(Config { cases: 300, ..Config::default() });
     runner
         .run(&(proptest::sample::select(routes), value(), any::<bool>()), |(route, body, raw)| {
@@ -325,7 +327,7 @@ fn judge(status: u16, content_type: Option<&str>, body: &[u8]) -> Result<(), Str
 fn hostile_requests_on_every_route_get_json_errors_and_never_5xx() {
     let rt =
         tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
-    let dir = romana_tests_support::TempDir::new("rest-fuzz");
+    let dir = romana_test_support::TempDir::new("rest-fuzz");
     let creds_path = dir.path().join("admin.credentials");
     let (url, token, creds) = rt.block_on(async {
         let url =
@@ -354,7 +356,7 @@ fn hostile_requests_on_every_route_get_json_errors_and_never_5xx() {
         1 => proptest::sample::select(vec!["PATCH", "OPTIONS", "GET", "POST", "PUT", "DELETE"]).prop_map(Some),
     ];
     let strategy = (
-        proptest::sample::select(romana_services::table::ROUTES),
+        proptest::sample::select(romana_services::rest_routes::ROUTES),
         methods,
         proptest::collection::vec(path_value(), 3),
         query(),
@@ -425,7 +427,7 @@ fn hostile_requests_on_every_route_get_json_errors_and_never_5xx() {
         tried.get(),
         handled.get(),
         failures.len(),
-        romana_services::table::ROUTES.len()
+        romana_services::rest_routes::ROUTES.len()
     );
     println!("REST fuzz: answers by status {:?}", statuses.borrow());
     let alive = rt.block_on(async {

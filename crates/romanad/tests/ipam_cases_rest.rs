@@ -243,7 +243,7 @@ async fn ipam_cases_through_rest() {
         if steps.iter().any(|st| UNSUPPORTED.contains(&s(st, "op"))) {
             continue;
         }
-        let dir = romana_tests_support::TempDir::new("cases");
+        let dir = romana_test_support::TempDir::new("cases");
         let store = romana_store::EmbeddedStore::open(dir.path()).await.expect("store");
         let (url, server) = common::serve(Arc::new(store)).await;
         let c = common::client(&url);

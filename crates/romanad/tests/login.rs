@@ -11,7 +11,7 @@ use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use romana_api::rest::Credentials;
-use romana_tests_support::{Romanad, TempDir};
+use romana_test_support::{Romanad, TempDir};
 use serde_json::{Value, json};
 
 /// A client whose connections come from `source` (a loopback address).

@@ -8,7 +8,7 @@
 use reqwest::Method as M;
 use romana_api::rest::Credentials;
 use romana_api::topology::TopologyRequest;
-use romana_tests_support::TempDir;
+use romana_test_support::TempDir;
 use serde_json::{Value, json};
 
 const FLAT: &str = r#"{"networks":[{"name":"vms","cidr":"10.40.0.0/16","block_mask":28}],"topologies":[{"networks":["vms"],"map":[{"groups":[]}]}]}"#;

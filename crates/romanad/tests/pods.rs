@@ -11,7 +11,7 @@ mod common;
 use reqwest::Method;
 use romana_api::rest::{AddressRequest, EndpointInfo, EndpointPort, HostRequest, PodInfo, UserRequest};
 use romana_client::Client;
-use romana_tests_support::TempDir;
+use romana_test_support::TempDir;
 use serde_json::{Value, json};
 
 async fn call(url: &str, token: &str, method: &Method, path: &str, body: Option<&Value>) -> (u16, String) {
@@ -82,7 +82,7 @@ async fn run(url: &str, token: &str, who: &str, cases: &[Case]) -> Vec<String> {
 
 struct Setup {
     _dir: TempDir,
-    _d: romana_tests_support::Romanad,
+    _d: romana_test_support::Romanad,
     url: String,
     admin: Client,
     admin_t: String,

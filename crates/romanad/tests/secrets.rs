@@ -15,7 +15,7 @@ use romana_api::rest::{Credentials, SegmentRequest, TenantRequest, UserRequest};
 use romana_auth::{Claims, Role, SigningKey, TokenKind, b64_decode, b64_encode, b64_std_encode};
 use romana_client::Client;
 use romana_store::{EmbeddedStore, MemStore, Store, StoreExt};
-use romana_tests_support::TempDir;
+use romana_test_support::TempDir;
 
 fn now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
@@ -311,7 +311,7 @@ async fn no_route_answers_a_secret_to_any_role() {
     let mut answers: Vec<(&str, String, u16, Vec<u8>)> = Vec::new();
     for pass in ["read", "change"] {
         for c in &callers {
-            for r in romana_services::table::ROUTES {
+            for r in romana_services::rest_routes::ROUTES {
                 if (r.method == "GET") != (pass == "read") {
                     continue;
                 }
@@ -364,7 +364,7 @@ async fn no_route_answers_a_secret_to_any_role() {
     assert!(leaks.is_empty(), "{} leaks:\n{}", leaks.len(), leaks.join("\n"));
     let watches = answers.iter().filter(|(_, r, s, _)| r.starts_with("GET /watch") && *s == 200).count();
     assert!(watches >= 2 * 8, "service and admin watches were answered ({watches})");
-    assert!(answers.len() >= romana_services::table::ROUTES.len() * 4, "every route, every caller");
+    assert!(answers.len() >= romana_services::rest_routes::ROUTES.len() * 4, "every route, every caller");
 }
 
 /// Every JSON string in `bodies` that decodes (base64url, base64, hex) to an Ed25519 PKCS#8 key.
@@ -416,7 +416,7 @@ async fn a_service_credential_cannot_become_admin() {
 
     // The attacker reads everything a service credential can: every GET route, every watch.
     let mut bodies = Vec::new();
-    for r in romana_services::table::ROUTES.iter().filter(|r| r.method == "GET") {
+    for r in romana_services::rest_routes::ROUTES.iter().filter(|r| r.method == "GET") {
         let paths: Vec<String> = if r.path == "/watch" {
             WATCHES.iter().map(|w| w.to_string()).collect()
         } else {

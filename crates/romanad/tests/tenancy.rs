@@ -11,7 +11,7 @@ mod common;
 use reqwest::Method;
 use romana_api::rest::{AddressRequest, HostRequest, SegmentRequest, TenantRequest, UserRequest};
 use romana_client::Client;
-use romana_tests_support::TempDir;
+use romana_test_support::TempDir;
 use serde_json::{Value, json};
 
 async fn call(url: &str, token: &str, method: &Method, path: &str, body: Option<&Value>) -> (u16, String) {

@@ -35,7 +35,7 @@ fn path_tenant<'a>(template: &str, path: &'a str) -> Option<&'a str> {
 /// Checks every request against its route's access rule; handlers find the `Principal` in the request.
 pub async fn authenticate(State(s): State<AppState>, mut req: Request, next: Next) -> Response {
     let template = req.extensions().get::<MatchedPath>().map(|m| m.as_str().to_owned());
-    let rule = template.as_deref().and_then(|t| crate::table::route(req.method().as_str(), t));
+    let rule = template.as_deref().and_then(|t| crate::rest_routes::route(req.method().as_str(), t));
     // A served route missing from the table is a bug; refuse it rather than leave it open.
     let Some(rule) = rule else {
         return ApiError::internal(format!(

@@ -11,7 +11,7 @@ use axum::routing::{get, post, put};
 use romana_api::query::{CidrQuery, ReleaseQuery, TokenQuery};
 use romana_api::rest::{
     Address, AddressRequest, BlackoutRequest, BlockInfo, BlockList, FabricGroup, Host, HostList, HostRequest,
-    HostRoutes, NetworkInfo, Placement, TagsRequest, TopologyChangeSummary,
+    HostRoutesInfo, NetworkInfo, Placement, TagsRequest, TopologyChangeSummary,
 };
 use romana_api::topology::TopologyRequest;
 use romana_ipam::spec::{DEFAULT_AGENT_PORT, HostSpec, LayoutSpec};
@@ -460,7 +460,7 @@ async fn remove_blackout(State(s): State<AppState>, Query(q): Query<CidrQuery>) 
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn host_routes(State(s): State<AppState>, Path(host): Path<String>) -> ApiResult<Json<HostRoutes>> {
+async fn host_routes(State(s): State<AppState>, Path(host): Path<String>) -> ApiResult<Json<HostRoutesInfo>> {
     let name = host_name(&host)?;
     s.ipam.read(|v| {
         let live = s.liveness.read().unwrap_or_else(|p| p.into_inner());

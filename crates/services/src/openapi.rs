@@ -6,7 +6,7 @@ use utoipa::openapi::request_body::RequestBodyBuilder;
 use utoipa::openapi::response::ResponseBuilder;
 use utoipa::openapi::{ComponentsBuilder, Content, InfoBuilder, OpenApi, OpenApiBuilder, Ref};
 
-use crate::table::{ROUTES, RouteSpec};
+use crate::rest_routes::{ROUTES, RouteSpec};
 
 fn method(m: &str) -> HttpMethod {
     match m {
@@ -46,7 +46,7 @@ pub fn openapi() -> OpenApi {
         .schema_from::<rest::RouteInfo>()
         .schema_from::<rest::RouteKind>()
         .schema_from::<rest::FabricGroup>()
-        .schema_from::<rest::HostRoutes>()
+        .schema_from::<rest::HostRoutesInfo>()
         .schema_from::<rest::WatchEvent>()
         .schema_from::<rest::WatchKind>()
         .schema_from::<rest::LoginRequest>()
@@ -58,7 +58,7 @@ pub fn openapi() -> OpenApi {
         .schema_from::<rest::EndpointPort>()
         .schema_from::<rest::LabelsRequest>()
         .schema_from::<rest::PodInfo>()
-        .schema_from::<policy::Endpoint>()
+        .schema_from::<policy::PolicyPeer>()
         .schema_from::<policy::Rule>()
         .schema_from::<policy::RuleSet>()
         .schema_from::<policy::Policy>()

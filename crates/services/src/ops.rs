@@ -57,7 +57,7 @@ async fn metrics(State(s): State<AppState>) -> Response {
 async fn openapi() -> Response {
     (
         [(header::CONTENT_TYPE, "application/json")],
-        crate::table::openapi().to_pretty_json().unwrap_or_default(),
+        crate::openapi::openapi().to_pretty_json().unwrap_or_default(),
     )
         .into_response()
 }

@@ -2,7 +2,7 @@
 //! routes through dead hosts) and the fabric's groups (`FabricGroup`, also what `romana ipam
 //! plan` prints). Pure: no I/O, no HTTP.
 
-use romana_api::rest::{FabricGroup, HostRoutes, RouteInfo};
+use romana_api::rest::{FabricGroup, HostRoutesInfo, RouteInfo};
 use romana_ipam::{Ipam, IpamError, RouteTarget};
 use romana_model::HostName;
 
@@ -25,7 +25,7 @@ pub fn host_routes(
     live: &Liveness,
     host: &HostName,
     revision: i64,
-) -> Result<HostRoutes, IpamError> {
+) -> Result<HostRoutesInfo, IpamError> {
     let r = ipam.host_routes(host)?;
     let routes = r
         .routes
@@ -33,7 +33,7 @@ pub fn host_routes(
         .filter(|x| !matches!(&x.target, RouteTarget::Host { name, .. } if live.is_dead(name.as_str())))
         .map(route_info)
         .collect::<Vec<RouteInfo>>();
-    Ok(HostRoutes {
+    Ok(HostRoutesInfo {
         host: host.to_string(),
         revision,
         routes,

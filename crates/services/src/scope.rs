@@ -19,7 +19,7 @@
 //! service right.
 
 use axum::http::StatusCode;
-use romana_api::policy::{Endpoint, Policy};
+use romana_api::policy::{Policy, PolicyPeer};
 use romana_auth::{Access, Principal};
 
 use crate::error::ApiError;
@@ -121,7 +121,7 @@ pub fn agent_route(
 
 /// The tenant a policy target (`applied_to` entry) confines the policy to, as the policy core
 /// reads it: `None` for `dest` (local, host) and CIDR targets, which reach beyond any one tenant.
-pub fn target_tenant(e: &Endpoint) -> Option<&str> {
+pub fn target_tenant(e: &PolicyPeer) -> Option<&str> {
     if !e.dest.is_empty() || !e.cidr.is_empty() {
         return None;
     }

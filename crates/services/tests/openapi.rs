@@ -5,7 +5,7 @@ use std::path::Path;
 
 #[test]
 fn openapi_document_is_current() {
-    let generated = romana_services::table::openapi().to_pretty_json().expect("serializes") + "\n";
+    let generated = romana_services::openapi::openapi().to_pretty_json().expect("serializes") + "\n";
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/openapi.json");
     if std::env::var_os("ROMANA_BLESS").is_some() {
         std::fs::write(&path, &generated).expect("write docs/openapi.json");
@@ -19,7 +19,7 @@ fn openapi_document_is_current() {
     assert_eq!(
         doc["paths"].as_object().map(|p| p.len()),
         Some(
-            romana_services::table::ROUTES
+            romana_services::rest_routes::ROUTES
                 .iter()
                 .map(|r| r.path)
                 .collect::<std::collections::BTreeSet<_>>()

@@ -12,7 +12,7 @@ pub mod routes;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use romana_api::rest::{HostRoutes, Tenant, WatchEvent};
+use romana_api::rest::{HostRoutesInfo, Tenant, WatchEvent};
 use romana_dataplane::{HostState, PeerRoute, Plan, diff};
 use romana_store::follow::Followed;
 
@@ -40,7 +40,7 @@ pub enum Event {
     /// The reconcile interval (heartbeat, route read, converge).
     Tick,
     /// The route manager's set for this host (`None`: romanad could not be read).
-    RoutesRead(Option<HostRoutes>),
+    RoutesRead(Option<HostRoutesInfo>),
     /// The kernel's links, addresses and routes as observed for a converge.
     KernelObserved(HostState),
     /// What a watch follower said.

@@ -5,12 +5,12 @@
 
 use std::net::IpAddr;
 
-use romana_api::rest::{HostRoutes, RouteKind};
+use romana_api::rest::{HostRoutesInfo, RouteKind};
 use romana_dataplane::{CompileError, HostState, HostView, LinkKind, LinkName, NextHop, PeerRoute, compile};
 
 /// The route manager's set as the dataplane's input: routes via other hosts, and throws.
 /// Entries that do not parse are left out (romanad wrote them; the rest still applies).
-pub fn peer_routes(r: &HostRoutes) -> Vec<PeerRoute> {
+pub fn peer_routes(r: &HostRoutesInfo) -> Vec<PeerRoute> {
     r.routes
         .iter()
         .filter_map(|x| {

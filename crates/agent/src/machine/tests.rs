@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use romana_api::rest::{
-    EndpointInfo, HostRoutes, RouteInfo, RouteKind, Segment, Tenant, WatchEvent, WatchKind,
+    EndpointInfo, HostRoutesInfo, RouteInfo, RouteKind, Segment, Tenant, WatchEvent, WatchKind,
 };
 use romana_dataplane::{HostState, LinkKind, LinkName, NextHop, PeerRoute};
 use romana_store::follow::Followed;
@@ -272,7 +272,7 @@ fn route(dest: &str, kind: &str, via_ip: &str) -> RouteInfo {
 #[test]
 fn a_route_set_change_converges() {
     let mut s = State::new("h1".into(), gw(), true);
-    let r = HostRoutes {
+    let r = HostRoutesInfo {
         host: "h1".into(),
         revision: 3,
         routes: vec![
@@ -314,7 +314,7 @@ fn a_route_set_change_converges() {
     assert!(!text.iter().any(|s| s.contains("romana-a1b2c3") || s.contains("10.0.0.2/32")), "{text:?}");
     // Routes that do not compile (the same destination twice): nothing is observed, nothing
     // applied.
-    let twice = HostRoutes {
+    let twice = HostRoutesInfo {
         host: "h1".into(),
         revision: 4,
         routes: vec![

@@ -10,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use romana_api::topology::TopologyRequest;
-use romana_tests_support::sibling_bin;
+use romana_test_support::sibling_bin;
 use serde_json::{Value, json};
 
 pub const FLAT: &str = r#"{"networks":[{"name":"pods","cidr":"10.20.0.0/16","block_mask":28}],"topologies":[{"networks":["pods"],"map":[{"groups":[]}]}]}"#;

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use romana_client::Client;
 use romana_store::{EmbeddedStore, Store};
 use romana_store_etcd::server::EtcdServer;
-use romana_tests_support::{Romanad, TempDir};
+use romana_test_support::{Romanad, TempDir};
 #[allow(unused_imports)]
 use serde_json as _;
 

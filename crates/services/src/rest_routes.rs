@@ -211,7 +211,7 @@ pub const ROUTES: &[RouteSpec] = &[
         Access::Service,
         "Route manager: the routes a host installs",
         None,
-        "HostRoutes",
+        "HostRoutesInfo",
         200,
     ),
     r(
@@ -495,5 +495,3 @@ pub const ROUTES: &[RouteSpec] = &[
     r("GET", "/metrics", "ops", Access::Public, "Prometheus metrics", None, "", 200),
     r("GET", "/openapi.json", "ops", Access::Public, "This document", None, "", 200),
 ];
-
-pub use crate::openapi::openapi;
