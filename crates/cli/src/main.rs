@@ -2,6 +2,7 @@
 
 mod commands;
 mod config;
+mod fabric;
 mod output;
 mod plan;
 mod sandbox;
@@ -126,10 +127,39 @@ enum Command {
     },
     /// The routes a host installs (the route manager's answer).
     Routes { host: String },
+    /// The routed fabric over BGP: BIRD configuration rendered from the fabric view.
+    Fabric {
+        #[command(subcommand)]
+        command: FabricCommand,
+    },
     /// Address management without a running romanad.
     Ipam {
         #[command(subcommand)]
         command: IpamCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum FabricCommand {
+    /// A router's BIRD configuration for a prefix group (path such as /rack-1, or / for the
+    /// spines): sessions with its members and parents, filters, aggregates (docs/fabric.md).
+    BirdConfig {
+        group: String,
+        /// Which of the group's routers, when it has several (the spines).
+        #[arg(long)]
+        router: Option<std::net::IpAddr>,
+        /// BFD on every session.
+        #[arg(long)]
+        bfd: bool,
+    },
+    /// A host's BIRD include file, as its agent renders it.
+    BirdHost {
+        host: String,
+        #[arg(long)]
+        bfd: bool,
+        /// Export what the fabric sends into the kernel (hosts without a default route).
+        #[arg(long)]
+        kernel: bool,
     },
 }
 
@@ -577,6 +607,15 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             PolicyCommand::K8sDelete { namespace, name } => x::netpol_delete(&c, &namespace, &name).await?,
         },
         Command::Routes { host } => x::routes(&c, f, &host).await?,
+        Command::Fabric { command } => match command {
+            FabricCommand::BirdConfig { group, router, bfd } => {
+                let o = romana_fabric::Options { bfd, kernel: true };
+                print!("{}", fabric::bird_config(&c, &group, router, o).await?)
+            }
+            FabricCommand::BirdHost { host, bfd, kernel } => {
+                print!("{}", fabric::bird_host(&c, &host, romana_fabric::Options { bfd, kernel }).await?)
+            }
+        },
         Command::User {
             command: UserCommand::Create { name, roles, tenants, hosts, password, credentials_out },
         } => {
