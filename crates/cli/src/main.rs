@@ -1,11 +1,13 @@
 //! `romana`: the command line. Parses arguments, finds romanad, and hands each command to its module.
 
+mod bird_status;
 mod commands;
 mod config;
 mod fabric;
 mod output;
 mod plan;
 mod sandbox;
+mod sandbox_bgp;
 mod sandbox_layout;
 mod table;
 
@@ -401,6 +403,22 @@ enum SandboxCommand {
         cidr: String,
         #[arg(long, default_value_t = 28)]
         block_mask: u8,
+        /// How routers learn pod routes: static routes from the CLI, or BGP through BIRD
+        /// everywhere (two spines, ECMP, BFD; docs/fabric.md).
+        #[arg(long, value_enum, default_value = "static")]
+        routing: sandbox_layout::Routing,
+    },
+    /// Simulate a host's death: its link down, its agent and BIRD killed.
+    KillHost {
+        #[command(flatten)]
+        at: SandboxWhere,
+        host: String,
+    },
+    /// Bring a killed host back: link up, BIRD and agent started again.
+    ReviveHost {
+        #[command(flatten)]
+        at: SandboxWhere,
+        host: String,
     },
     /// Hosts (agent up or down, route table size against endpoints) and pods.
     Status {
@@ -449,6 +467,14 @@ async fn run_sandbox(cli: &Cli, file: &config::FileConfig, command: &SandboxComm
     if let SandboxCommand::Probe { at } = command {
         return Ok(sandbox::probe(&at.state_dir, &at.name)? == 0);
     }
+    if let SandboxCommand::KillHost { at, host } = command {
+        sandbox_bgp::kill(&at.state_dir, &at.name, host)?;
+        return Ok(true);
+    }
+    if let SandboxCommand::ReviveHost { at, host } = command {
+        sandbox_bgp::revive(&at.state_dir, &at.name, host)?;
+        return Ok(true);
+    }
     if let SandboxCommand::Down { at } = command {
         // Works without romanad: removing the hosts from it is best effort.
         let c = connect(cli, file).await.ok();
@@ -457,7 +483,7 @@ async fn run_sandbox(cli: &Cli, file: &config::FileConfig, command: &SandboxComm
     }
     let c = connect(cli, file).await?;
     match command {
-        SandboxCommand::Up { at, racks, hosts_per_rack, cidr, block_mask } => {
+        SandboxCommand::Up { at, racks, hosts_per_rack, cidr, block_mask, routing } => {
             let o = sandbox::UpOptions {
                 name: at.name.clone(),
                 racks: *racks,
@@ -465,6 +491,7 @@ async fn run_sandbox(cli: &Cli, file: &config::FileConfig, command: &SandboxComm
                 cidr: cidr.clone(),
                 block_mask: *block_mask,
                 state_dir: at.state_dir.clone(),
+                routing: *routing,
             };
             sandbox::up(&c, &o).await?;
         }
@@ -483,7 +510,10 @@ async fn run_sandbox(cli: &Cli, file: &config::FileConfig, command: &SandboxComm
             };
             sandbox::pod_add(&c, &o).await?;
         }
-        SandboxCommand::Probe { .. } | SandboxCommand::Down { .. } => unreachable!("handled above"),
+        SandboxCommand::Probe { .. }
+        | SandboxCommand::Down { .. }
+        | SandboxCommand::KillHost { .. }
+        | SandboxCommand::ReviveHost { .. } => unreachable!("handled above"),
     }
     Ok(true)
 }
