@@ -189,6 +189,11 @@ fn sandbox_on_bgp_routes_aggregates_with_ecmp_and_withdraws_dead_hosts() {
 
     sb.ok(&["sandbox", "revive-host", "r2h1"]);
     sb.wait_routers("r2h1 back", |ns, r| aggregates(&name, ns, r, [2, 2]), limit);
+    // Again: a second death soon after the first must not leave the session in a long backoff.
+    sb.ok(&["sandbox", "kill-host", "r2h1"]);
+    sb.wait_routers("r2h1 withdrawn again", |ns, r| aggregates(&name, ns, r, [2, 1]), limit);
+    sb.ok(&["sandbox", "revive-host", "r2h1"]);
+    sb.wait_routers("r2h1 back again", |ns, r| aggregates(&name, ns, r, [2, 2]), limit);
     let probe = sb.ok(&["sandbox", "probe"]);
     assert!(probe.contains("(16 of 16 pairs reachable"), "after revive:\n{probe}");
 

@@ -142,6 +142,10 @@ fn render_session(out: &mut String, s: &Session, o: Options) {
     }
     if o.bfd {
         let _ = writeln!(out, "\tbfd on;");
+        // After BFD declares the peer dead, retry in 1 s (doubling to 10 s) rather than BIRD's
+        // 60 s (doubling to 300 s): a peer back from the dead is taken back at once.
+        let _ = writeln!(out, "\terror wait time 1, 10;");
+        let _ = writeln!(out, "\tconnect retry time 5;");
     }
     let _ = write!(out, "\tipv4 {{ import filter romana_in_{}; export filter romana_out_{};", s.name, s.name);
     if s.next_hop_self {
