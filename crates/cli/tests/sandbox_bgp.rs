@@ -181,6 +181,27 @@ fn sandbox_on_bgp_routes_aggregates_with_ecmp_and_withdraws_dead_hosts() {
     let text = String::from_utf8_lossy(&probe.stdout);
     assert!(!probe.status.success() && text.contains("(10 of 16 pairs reachable"), "{text}");
 
+    // `romana fabric`: what the routers run, rendered from the same view; errors name the group.
+    let fabric = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_romana"))
+            .args(args)
+            .env("ROMANA_ENDPOINT", &sb.url)
+            .env("ROMANA_CREDENTIALS", &sb.creds)
+            .env_remove("ROMANA_CONFIG")
+            .output()
+            .unwrap()
+    };
+    let out = fabric(&["fabric", "bird-config", "/rack-1"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("router id 192.168.1.1;") && text.contains("neighbor 192.168.1.12 as 65101;"),
+        "{text}"
+    );
+    let out = fabric(&["fabric", "bird-config", "/"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("say which one with --router"), "{out:?}");
+    let out = fabric(&["fabric", "bird-host", "r1h1"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("local 192.168.1.11 as 65101;"), "{out:?}");
+
     // Bad input names the problem.
     let out = sb.romana(&["sandbox", "kill-host", "nope"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("no host \"nope\""), "{out:?}");
