@@ -12,8 +12,10 @@ set -euo pipefail
 # well-known .proto files (google/protobuf/*.proto) that only libprotobuf-dev ships.
 # clang, libbpf-dev, linux-libc-dev: crates/host's build script compiles the fast path's BPF
 # programs (clang -target bpf; bpf/bpf_helpers.h from libbpf-dev; linux/bpf.h from linux-libc-dev).
+# bird2: the routed fabric's BGP speaker (docs/fabric.md); tests run it only inside their own
+# namespaces, so the package's own service is stopped and disabled below.
 PACKAGES=(ca-certificates gcc pkg-config etcd-server protobuf-compiler libprotobuf-dev iproute2 nftables iputils-ping iperf3
-    containernetworking-plugins busybox-static containerd runc podman catatonit clang libbpf-dev linux-libc-dev)
+    containernetworking-plugins busybox-static containerd runc podman catatonit clang libbpf-dev linux-libc-dev bird2)
 # python3, python3-venv: scripts/test-openstack.sh (the OpenStack drivers' venv with neutron from PyPI).
 PACKAGES+=(python3 python3-venv)
 
@@ -26,6 +28,12 @@ if ((${#missing[@]})); then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+# Debian's bird2 enables bird.service, a BIRD in the root namespace; nothing here wants one (a
+# BIRD peering from the machine's own namespace could announce test prefixes to a real network).
+if command -v systemctl >/dev/null && systemctl list-unit-files bird.service >/dev/null 2>&1; then
+    systemctl disable --now bird.service >/dev/null 2>&1 || true
 fi
 
 if ! command -v cargo >/dev/null; then
@@ -50,6 +58,8 @@ need /usr/include/linux/bpf.h linux-libc-dev
 need etcd etcd-server
 need nft nftables
 need ip iproute2
+need bird bird2
+need birdc bird2
 need iperf3 iperf3
 need /usr/lib/cni/bridge containernetworking-plugins
 need podman podman

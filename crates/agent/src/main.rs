@@ -3,6 +3,7 @@
 //! Endpoint links and their routes belong to the CNI path (`local.rs`, on the agent's socket) and
 //! are left alone by the reconcile loop.
 
+mod bird;
 mod ctx;
 mod fastpath;
 mod firewall;
@@ -103,6 +104,25 @@ struct Args {
     /// capture on the uplink sees them, docs/fastpath.md).
     #[arg(long)]
     no_fast_path_handoff: bool,
+    /// Announce this host's aggregates over BGP: render BIRD configuration into this include
+    /// file (the operator's bird.conf includes it) and reload BIRD when it changes (docs/fabric.md).
+    #[arg(long)]
+    bird_config: Option<PathBuf>,
+    /// birdc, to reload BIRD.
+    #[arg(long, default_value = "birdc")]
+    birdc: PathBuf,
+    /// BIRD's control socket [default: birdc's].
+    #[arg(long)]
+    bird_socket: Option<PathBuf>,
+    /// BFD on the host's BGP sessions (sub-second failover).
+    #[arg(long)]
+    bird_bfd: bool,
+    /// Let BIRD install what the fabric sends into the kernel (hosts without a default route).
+    #[arg(long)]
+    bird_kernel: bool,
+    /// How often to re-read the fabric view for BIRD, in milliseconds.
+    #[arg(long, default_value_t = 1_000)]
+    bird_interval_ms: u64,
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -183,6 +203,16 @@ async fn main() -> Result<()> {
             tokio::spawn(vm::plumb(vms.clone()));
             tokio::spawn(axum::serve(l, vm::router(vms)).into_future());
         }
+    }
+    if let (Some(path), false) = (&args.bird_config, args.once) {
+        let cfg = bird::BirdConfig {
+            path: path.clone(),
+            birdc: args.birdc.clone(),
+            socket: args.bird_socket.clone(),
+            options: romana_fabric::Options { bfd: args.bird_bfd, kernel: args.bird_kernel },
+            interval: Duration::from_millis(args.bird_interval_ms.max(100)),
+        };
+        tokio::spawn(bird::run(ctx.clone(), cfg));
     }
     let mut tick = tokio::time::interval(interval);
     let wake = Arc::new(tokio::sync::Notify::new());

@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use romana_ipam::spec::{
-    ClassicBits, DEFAULT_AGENT_PORT, GroupOrHostSpec, GroupSpec, HostSpec, LayoutSpec, MapSpec, NetworkSpec,
-    TopologySpec,
+    BgpSpec, ClassicBits, DEFAULT_AGENT_PORT, GroupOrHostSpec, GroupSpec, HostSpec, LayoutSpec, MapSpec,
+    NetworkSpec, TopologySpec,
 };
 use romana_ipam::{GroupView, Ipam};
 use romana_model::{Cidr, GroupName, HostName, NetworkName, TenantName};
@@ -71,12 +71,134 @@ pub struct GroupOrHost {
     pub assignment: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub routing: String,
+    /// With `routing: bgp`: the group's routers and AS numbers (docs/fabric.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bgp: Option<BgpDefinition>,
     /// Output only: the group's carved prefix. Ignored on input, as in Romana 2.0.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cidr: Option<String>,
     /// `None` for hosts; `Some(vec![])` for an empty leaf group.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub groups: Option<Vec<GroupOrHost>>,
+}
+
+/// A group's BGP parameters as JSON: `{"asn": 65001, "routers": ["192.168.1.1"],
+/// "uplinks": ["192.168.254.11", "192.168.253.11"], "host_asn": 65101}`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BgpDefinition {
+    pub asn: u32,
+    #[serde(default)]
+    pub routers: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub uplinks: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_asn: Option<u32>,
+}
+
+impl BgpDefinition {
+    fn from_spec(b: &BgpSpec) -> BgpDefinition {
+        BgpDefinition {
+            asn: b.asn,
+            routers: b.routers.iter().map(ToString::to_string).collect(),
+            uplinks: b.uplinks.iter().map(ToString::to_string).collect(),
+            host_asn: b.host_asn,
+        }
+    }
+}
+
+/// An AS number a BGP session can use: not 0, not AS_TRANS (23456), not 4294967295 (RFC 7300).
+fn check_asn(asn: u32) -> Result<u32, String> {
+    if asn == 0 || asn == 23456 || asn == u32::MAX {
+        Err(format!("AS number {asn} is reserved (use 1 to 4294967294 but 23456; private: 64512-65534)"))
+    } else {
+        Ok(asn)
+    }
+}
+
+fn ip_list(c: &mut Collector, at: &str, list: &[String]) -> Vec<IpAddr> {
+    list.iter()
+        .enumerate()
+        .filter_map(|(i, a)| {
+            c.take(
+                || format!("{at}[{i}]"),
+                a.parse::<IpAddr>().map_err(|_| format!("malformed address {a:?}")),
+            )
+        })
+        .collect()
+}
+
+/// A group's `routing` and `bgp` fields, checked on their own.
+fn convert_bgp(c: &mut Collector, at: &str, e: &GroupOrHost) -> Option<BgpSpec> {
+    match (e.routing.as_str(), &e.bgp) {
+        ("bgp", None) => {
+            c.0.push(format!("{at}.bgp: routing is bgp but the group has no bgp section (asn, routers)"));
+            None
+        }
+        ("bgp", Some(b)) => {
+            let at = format!("{at}.bgp");
+            let asn = c.take(|| format!("{at}.asn"), check_asn(b.asn));
+            let host_asn = b.host_asn.map(|h| c.take(|| format!("{at}.host_asn"), check_asn(h)));
+            if b.routers.is_empty() {
+                c.0.push(format!("{at}.routers: a bgp group needs at least one router address"));
+            }
+            let routers = ip_list(c, &format!("{at}.routers"), &b.routers);
+            let uplinks = ip_list(c, &format!("{at}.uplinks"), &b.uplinks);
+            if host_asn.is_some() && e.groups.as_ref().is_some_and(|g| g.iter().any(|x| x.ip.is_none())) {
+                c.0.push(format!("{at}.host_asn: only a leaf group (hosts, no groups) has hosts"));
+            }
+            Some(BgpSpec {
+                asn: asn?,
+                routers,
+                uplinks,
+                host_asn: host_asn.map(|h| h.ok_or(())).transpose().ok()?,
+            })
+        }
+        (other, Some(_)) => {
+            c.0.push(format!("{at}.bgp: given but routing is {other:?}; set \"routing\": \"bgp\""));
+            None
+        }
+        (_, None) => None,
+    }
+}
+
+/// Checks BGP groups against their parents: a bgp group under a bgp group has one router and one
+/// uplink per parent router (uplink k faces parent router k); uplinks need a bgp parent.
+fn check_bgp_tree(c: &mut Collector, at: &str, list: &[GroupOrHostSpec], parent: Option<&BgpSpec>) {
+    for (i, e) in list.iter().enumerate() {
+        let GroupOrHostSpec::Group(g) = e else { continue };
+        let here = format!("{at}[{i}]");
+        if let Some(b) = &g.bgp {
+            match parent {
+                Some(p) => {
+                    if b.uplinks.len() != p.routers.len() {
+                        c.0.push(format!(
+                            "{here}.bgp.uplinks: {} given, but the parent group has {} router(s); one uplink per parent router, in the same order",
+                            b.uplinks.len(),
+                            p.routers.len()
+                        ));
+                    }
+                    if b.routers.len() > 1 {
+                        c.0.push(format!(
+                            "{here}.bgp.routers: a group under a bgp group has one router ({} given)",
+                            b.routers.len()
+                        ));
+                    }
+                    if b.asn == p.asn {
+                        c.0.push(format!(
+                            "{here}.bgp.asn: {} is the parent group's AS too; groups speak eBGP to their parent",
+                            b.asn
+                        ));
+                    }
+                }
+                None if !b.uplinks.is_empty() => {
+                    c.0.push(format!("{here}.bgp.uplinks: the parent group does not route with bgp"));
+                }
+                None => {}
+            }
+        }
+        check_bgp_tree(c, &format!("{here}.groups"), &g.groups, g.bgp.as_ref());
+    }
 }
 
 /// Parses a topology document (JSON), reporting malformed JSON with its line and column.
@@ -136,7 +258,12 @@ impl TopologyRequest {
                     c.take(|| format!("topologies[{i}].networks[{j}]"), NetworkName::new(n.clone()))
                 })
                 .collect();
+            let before = c.0.len();
             let map = convert_list(&mut c, &format!("topologies[{i}].map"), &t.map);
+            // Counts of routers and uplinks mean something only once every address parsed.
+            if c.0.len() == before {
+                check_bgp_tree(&mut c, &format!("topologies[{i}].map"), &map, None);
+            }
             topologies.push(MapSpec { networks: nets, map });
         }
         if c.0.is_empty() { Ok(TopologySpec { networks, topologies }) } else { Err(Problems(c.0)) }
@@ -170,12 +297,14 @@ fn convert(c: &mut Collector, at: &str, e: &GroupOrHost) -> Option<GroupOrHostSp
             }))
         }
         None => {
-            let name = c.take(|| format!("{at}.name"), GroupName::new(e.name.clone()))?;
+            let name = c.take(|| format!("{at}.name"), GroupName::new(e.name.clone()));
+            let bgp = convert_bgp(c, at, e);
             let groups = convert_list(c, &format!("{at}.groups"), e.groups.as_deref().unwrap_or(&[]));
             Some(GroupOrHostSpec::Group(GroupSpec {
-                name,
+                name: name?,
                 assignment: e.assignment.clone(),
                 routing: e.routing.clone(),
+                bgp,
                 groups,
             }))
         }
@@ -225,7 +354,7 @@ pub fn render(ipam: &Ipam) -> TopologyRequest {
 }
 
 fn routing_and_assignment_empty(g: &GroupView) -> bool {
-    g.routing.is_empty() && g.assignment.is_empty()
+    g.routing.is_empty() && g.assignment.is_empty() && g.bgp.is_none()
 }
 
 type HostInfo = BTreeMap<HostName, (IpAddr, u16, BTreeMap<String, String>)>;
@@ -268,6 +397,7 @@ fn render_group(groups: &[&GroupView], at: usize, hosts: &HostInfo) -> GroupOrHo
         name: g.name.to_string(),
         assignment: g.assignment.clone(),
         routing: g.routing.clone(),
+        bgp: g.bgp.as_ref().map(BgpDefinition::from_spec),
         cidr: Some(g.cidr.to_string()),
         groups: Some(members),
         ..GroupOrHost::default()
@@ -290,6 +420,118 @@ mod tests {
         assert!(err.0[0].starts_with("networks[0].name: invalid network name"), "{err}");
         assert!(err.0[1].starts_with("networks[0].cidr: CIDR \"10.0.0.1/8\" has host bits set"), "{err}");
         assert!(err.0[2].starts_with("topologies[0].map[0].groups[0].ip: malformed address"), "{err}");
+    }
+
+    /// A two-level BGP map: `root` is the spines' bgp section, `rack` the one rack's.
+    fn bgp_topology(root: &str, rack: &str) -> String {
+        format!(
+            r#"{{"networks":[{{"name":"n","cidr":"10.1.0.0/16"}}],
+                "topologies":[{{"networks":["n"],"map":[{{"name":"spines",{root}"groups":[
+                    {{"name":"rack-1",{rack}"groups":[]}}]}}]}}]}}"#
+        )
+    }
+
+    #[test]
+    fn bgp_fields_are_checked_with_their_path() {
+        const ROOT: &str =
+            r#""routing":"bgp","bgp":{"asn":65000,"routers":["192.168.254.1","192.168.253.1"]},"#;
+        // (root section, rack section, expected problems as substrings; none = accepted)
+        let cases: &[(&str, &str, &[&str])] = &[
+            (
+                ROOT,
+                r#""routing":"bgp","bgp":{"asn":65001,"routers":["192.168.1.1"],"uplinks":["192.168.254.11","192.168.253.11"],"host_asn":65101},"#,
+                &[],
+            ),
+            ("", r#""routing":"static","#, &[]),
+            ("", r#""routing":"foo","#, &[]),
+            (
+                ROOT,
+                r#""routing":"bgp","#,
+                &["map[0].groups[0].bgp: routing is bgp but the group has no bgp section"],
+            ),
+            (
+                ROOT,
+                r#""bgp":{"asn":65001,"routers":["192.168.1.1"]},"#,
+                &["map[0].groups[0].bgp: given but routing is \"\""],
+            ),
+            (
+                ROOT,
+                r#""routing":"bgp","bgp":{"asn":0,"routers":[]},"#,
+                &[
+                    "groups[0].bgp.asn: AS number 0 is reserved",
+                    "groups[0].bgp.routers: a bgp group needs at least one router",
+                ],
+            ),
+            (
+                ROOT,
+                r#""routing":"bgp","bgp":{"asn":65001,"routers":["192.168.1.300"],"uplinks":["192.168.254.11","x"]},"#,
+                &[
+                    "bgp.routers[0]: malformed address \"192.168.1.300\"",
+                    "bgp.uplinks[1]: malformed address \"x\"",
+                ],
+            ),
+            (
+                ROOT,
+                r#""routing":"bgp","bgp":{"asn":65001,"routers":["192.168.1.1"],"uplinks":["192.168.254.11"]},"#,
+                &["groups[0].bgp.uplinks: 1 given, but the parent group has 2 router(s)"],
+            ),
+            (
+                ROOT,
+                r#""routing":"bgp","bgp":{"asn":65000,"routers":["192.168.1.1","192.168.1.2"],"uplinks":["192.168.254.11","192.168.253.11"]},"#,
+                &[
+                    "bgp.routers: a group under a bgp group has one router (2 given)",
+                    "bgp.asn: 65000 is the parent group's AS too",
+                ],
+            ),
+            (
+                "",
+                r#""routing":"bgp","bgp":{"asn":65001,"routers":["192.168.1.1"],"uplinks":["192.168.254.11"]},"#,
+                &["groups[0].bgp.uplinks: the parent group does not route with bgp"],
+            ),
+            (
+                r#""routing":"bgp","bgp":{"asn":65000,"routers":["10.0.0.1"],"host_asn":65100},"#,
+                "",
+                &["map[0].bgp.host_asn: only a leaf group"],
+            ),
+        ];
+        for (root, rack, expect) in cases {
+            let text = bgp_topology(root, rack);
+            match parse(&text) {
+                Ok(_) => assert!(expect.is_empty(), "{root} {rack}: accepted, expected {expect:?}"),
+                Err(p) => {
+                    assert_eq!(p.0.len(), expect.len(), "{root} {rack}: {p}");
+                    for (got, want) in p.0.iter().zip(expect.iter()) {
+                        assert!(got.contains(want), "{root} {rack}: {got:?} lacks {want:?}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn bgp_fields_survive_the_round_trip() {
+        let text = bgp_topology(
+            r#""routing":"bgp","bgp":{"asn":65000,"routers":["192.168.254.1"]},"#,
+            r#""routing":"bgp","bgp":{"asn":65001,"routers":["192.168.1.1"],"uplinks":["192.168.254.11"],"host_asn":65101},"#,
+        );
+        let spec = parse(&text).unwrap();
+        let ipam = Ipam::new(spec).unwrap();
+        let shown = render(&ipam);
+        let root = &shown.topologies[0].map[0];
+        assert_eq!(root.bgp.as_ref().map(|b| b.asn), Some(65000));
+        let rack = &root.groups.as_ref().unwrap()[0];
+        assert_eq!(rack.routing, "bgp");
+        assert_eq!(
+            rack.bgp,
+            Some(BgpDefinition {
+                asn: 65001,
+                routers: vec!["192.168.1.1".into()],
+                uplinks: vec!["192.168.254.11".into()],
+                host_asn: Some(65101)
+            })
+        );
+        // What GET /topology shows parses back to the same spec.
+        assert_eq!(shown.to_spec().unwrap().topologies[0].map, parse(&text).unwrap().topologies[0].map);
     }
 
     #[test]

@@ -1,10 +1,13 @@
 //! `romana`: the command line. Parses arguments, finds romanad, and hands each command to its module.
 
+mod bird_status;
 mod commands;
 mod config;
+mod fabric;
 mod output;
 mod plan;
 mod sandbox;
+mod sandbox_bgp;
 mod sandbox_layout;
 mod text_table;
 
@@ -126,10 +129,39 @@ enum Command {
     },
     /// The routes a host installs (the route manager's answer).
     Routes { host: String },
+    /// The routed fabric over BGP: BIRD configuration rendered from the fabric view.
+    Fabric {
+        #[command(subcommand)]
+        command: FabricCommand,
+    },
     /// Address management without a running romanad.
     Ipam {
         #[command(subcommand)]
         command: IpamCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum FabricCommand {
+    /// A router's BIRD configuration for a prefix group (path such as /rack-1, or / for the
+    /// spines): sessions with its members and parents, filters, aggregates (docs/fabric.md).
+    BirdConfig {
+        group: String,
+        /// Which of the group's routers, when it has several (the spines).
+        #[arg(long)]
+        router: Option<std::net::IpAddr>,
+        /// BFD on every session.
+        #[arg(long)]
+        bfd: bool,
+    },
+    /// A host's BIRD include file, as its agent renders it.
+    BirdHost {
+        host: String,
+        #[arg(long)]
+        bfd: bool,
+        /// Export what the fabric sends into the kernel (hosts without a default route).
+        #[arg(long)]
+        kernel: bool,
     },
 }
 
@@ -373,6 +405,22 @@ enum SandboxCommand {
         cidr: String,
         #[arg(long, default_value_t = 28)]
         block_mask: u8,
+        /// How routers learn pod routes: static routes from the CLI, or BGP through BIRD
+        /// everywhere (two spines, ECMP, BFD; docs/fabric.md).
+        #[arg(long, value_enum, default_value = "static")]
+        routing: sandbox_layout::Routing,
+    },
+    /// Simulate a host's death: its link down, its agent and BIRD killed.
+    KillHost {
+        #[command(flatten)]
+        at: SandboxWhere,
+        host: String,
+    },
+    /// Bring a killed host back: link up, BIRD and agent started again.
+    ReviveHost {
+        #[command(flatten)]
+        at: SandboxWhere,
+        host: String,
     },
     /// Hosts (agent up or down, route table size against endpoints) and pods.
     Status {
@@ -428,6 +476,14 @@ async fn run_sandbox(cli: &Cli, file: &config::FileConfig, command: &SandboxComm
     if let SandboxCommand::Probe { at } = command {
         return Ok(sandbox::probe(&at.state_dir, &at.name)? == 0);
     }
+    if let SandboxCommand::KillHost { at, host } = command {
+        sandbox_bgp::kill(&at.state_dir, &at.name, host)?;
+        return Ok(true);
+    }
+    if let SandboxCommand::ReviveHost { at, host } = command {
+        sandbox_bgp::revive(&at.state_dir, &at.name, host)?;
+        return Ok(true);
+    }
     if let SandboxCommand::Down { at } = command {
         // Works without romanad: removing the hosts from it is best effort.
         let c = connect(cli, file).await.ok();
@@ -436,7 +492,7 @@ async fn run_sandbox(cli: &Cli, file: &config::FileConfig, command: &SandboxComm
     }
     let c = connect(cli, file).await?;
     match command {
-        SandboxCommand::Up { at, racks, hosts_per_rack, cidr, block_mask } => {
+        SandboxCommand::Up { at, racks, hosts_per_rack, cidr, block_mask, routing } => {
             let o = sandbox::UpOptions {
                 name: at.name.clone(),
                 racks: *racks,
@@ -444,6 +500,7 @@ async fn run_sandbox(cli: &Cli, file: &config::FileConfig, command: &SandboxComm
                 cidr: cidr.clone(),
                 block_mask: *block_mask,
                 state_dir: at.state_dir.clone(),
+                routing: *routing,
             };
             sandbox::up(&c, &o).await?;
         }
@@ -464,7 +521,10 @@ async fn run_sandbox(cli: &Cli, file: &config::FileConfig, command: &SandboxComm
             };
             sandbox::pod_add(&c, &o).await?;
         }
-        SandboxCommand::Probe { .. } | SandboxCommand::Down { .. } => unreachable!("handled above"),
+        SandboxCommand::Probe { .. }
+        | SandboxCommand::Down { .. }
+        | SandboxCommand::KillHost { .. }
+        | SandboxCommand::ReviveHost { .. } => unreachable!("handled above"),
     }
     Ok(true)
 }
@@ -588,6 +648,15 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             PolicyCommand::K8sDelete { namespace, name } => x::netpol_delete(&c, &namespace, &name).await?,
         },
         Command::Routes { host } => x::routes(&c, f, &host).await?,
+        Command::Fabric { command } => match command {
+            FabricCommand::BirdConfig { group, router, bfd } => {
+                let o = romana_fabric::Options { bfd, kernel: true };
+                print!("{}", fabric::bird_config(&c, &group, router, o).await?)
+            }
+            FabricCommand::BirdHost { host, bfd, kernel } => {
+                print!("{}", fabric::bird_host(&c, &host, romana_fabric::Options { bfd, kernel }).await?)
+            }
+        },
         Command::User {
             command: UserCommand::Create { name, roles, tenants, hosts, password, credentials_out },
         } => {

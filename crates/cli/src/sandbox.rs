@@ -15,7 +15,7 @@ use romana_api::rest::{HostRequest, TenantRequest};
 use romana_client::Client;
 use serde::{Deserialize, Serialize};
 
-use crate::sandbox_layout::{Layout, prefix};
+use crate::sandbox_layout::{Layout, Routing, prefix};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Pod {
@@ -39,11 +39,14 @@ pub struct State {
     pub block_mask: u8,
     pub agents: BTreeMap<String, u32>,
     pub pods: Vec<Pod>,
+    #[serde(default)]
+    pub routing: Routing,
 }
 
 impl State {
-    fn layout(&self) -> Result<Layout> {
+    pub(crate) fn layout(&self) -> Result<Layout> {
         Layout::new(&self.name, self.racks, self.hosts_per_rack, &self.cidr, self.block_mask)
+            .map(|l| l.with_routing(self.routing))
             .map_err(anyhow::Error::msg)
     }
 }
@@ -52,14 +55,14 @@ pub fn dir(state_dir: &Path, name: &str) -> PathBuf {
     state_dir.join(name)
 }
 
-fn load(state_dir: &Path, name: &str) -> Result<State> {
+pub(crate) fn load(state_dir: &Path, name: &str) -> Result<State> {
     let p = dir(state_dir, name).join("state.json");
     let text = std::fs::read_to_string(&p)
         .with_context(|| format!("sandbox {name:?} is not up ({} missing)", p.display()))?;
     serde_json::from_str(&text).with_context(|| format!("parsing {}", p.display()))
 }
 
-fn save(state_dir: &Path, s: &State) -> Result<()> {
+pub(crate) fn save(state_dir: &Path, s: &State) -> Result<()> {
     let p = dir(state_dir, &s.name).join("state.json");
     std::fs::write(&p, serde_json::to_string_pretty(s)?).with_context(|| format!("writing {}", p.display()))
 }
@@ -104,11 +107,13 @@ pub struct UpOptions {
     pub cidr: String,
     pub block_mask: u8,
     pub state_dir: PathBuf,
+    pub routing: Routing,
 }
 
 pub async fn up(c: &Client, o: &UpOptions) -> Result<()> {
-    let layout =
-        Layout::new(&o.name, o.racks, o.hosts_per_rack, &o.cidr, o.block_mask).map_err(anyhow::Error::msg)?;
+    let layout = Layout::new(&o.name, o.racks, o.hosts_per_rack, &o.cidr, o.block_mask)
+        .map_err(anyhow::Error::msg)?
+        .with_routing(o.routing);
     if !leftovers(&o.name)?.is_empty() {
         bail!(
             "sandbox {:?} has namespaces already; run `romana sandbox down --name {}` first",
@@ -163,6 +168,7 @@ async fn build(c: &Client, layout: &Layout, o: &UpOptions, d: &Path) -> Result<(
         block_mask: o.block_mask,
         agents: BTreeMap::new(),
         pods: Vec::new(),
+        routing: o.routing,
     };
     for h in &layout.hosts {
         let req = HostRequest {
@@ -177,22 +183,11 @@ async fn build(c: &Client, layout: &Layout, o: &UpOptions, d: &Path) -> Result<(
             Err(e) if e.status() == Some(409) => {}
             Err(e) => return Err(e).with_context(|| format!("registering host {}", h.name)),
         }
-        let agent_creds = agent_credentials(c, &o.name, &h.name, d).await?;
-        let log = std::fs::File::create(d.join(format!("{}.log", h.name)))?;
-        let child = Command::new(sibling("romana-agent"))
-            .args(["--host", &h.name, "--netns", &h.netns, "--interval-ms", "300"])
-            .arg("--socket")
-            .arg(d.join(format!("{}.sock", h.name)))
-            .arg("--credentials")
-            .arg(&agent_creds)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            // Its own process group: the agents outlive this command and a Ctrl-C of it.
-            .process_group(0)
-            .spawn()
-            .context("starting romana-agent (is it next to romana or on PATH?)")?;
-        state.agents.insert(h.name.clone(), child.id());
+        agent_credentials(c, &o.name, &h.name, d).await?;
+        if layout.routing == Routing::Bgp {
+            crate::sandbox_bgp::start_host_bird(layout, &h.name, d)?;
+        }
+        state.agents.insert(h.name.clone(), start_agent(layout, &h.name, d)?);
     }
     save(&o.state_dir, &state)?;
     let start = Instant::now();
@@ -209,14 +204,43 @@ async fn build(c: &Client, layout: &Layout, o: &UpOptions, d: &Path) -> Result<(
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
-    sync_fabric(c, layout).await?;
+    sync_fabric(c, layout, d).await?;
+    if layout.routing == Routing::Bgp {
+        crate::sandbox_bgp::wait_sessions(layout, d, Duration::from_secs(30)).await?;
+    }
     println!("sandbox {} up: {} racks x {} hosts, agents ready", o.name, o.racks, o.hosts_per_rack);
     Ok(())
 }
 
-/// Programs the spine and rack routers from romanad's fabric view (the sandbox's stand-in for
-/// BGP): our routes are replaced as a whole in each router namespace.
-async fn sync_fabric(c: &Client, layout: &Layout) -> Result<()> {
+/// Host `host`'s agent (credentials already in `d`); returns its pid. Its own process group:
+/// the agents outlive this command and a Ctrl-C of it.
+pub(crate) fn start_agent(layout: &Layout, host: &str, d: &Path) -> Result<u32> {
+    let h = layout.hosts.iter().find(|h| h.name == host).context("no such host")?;
+    let log =
+        std::fs::OpenOptions::new().create(true).append(true).open(d.join(format!("{}.log", h.name)))?;
+    let child = Command::new(sibling("romana-agent"))
+        .args(["--host", &h.name, "--netns", &h.netns, "--interval-ms", "300"])
+        .arg("--socket")
+        .arg(d.join(format!("{}.sock", h.name)))
+        .arg("--credentials")
+        .arg(d.join(format!("{}.credentials", h.name)))
+        .args(crate::sandbox_bgp::agent_args(layout, &h.netns, d))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .process_group(0)
+        .spawn()
+        .context("starting romana-agent (is it next to romana or on PATH?)")?;
+    Ok(child.id())
+}
+
+/// Programs the spine and rack routers from romanad's fabric view: with static routing our
+/// routes are replaced as a whole in each router namespace; with BGP each router's BIRD gets
+/// its configuration rendered again (`sandbox_bgp.rs`).
+async fn sync_fabric(c: &Client, layout: &Layout, d: &Path) -> Result<()> {
+    if layout.routing == Routing::Bgp {
+        return crate::sandbox_bgp::sync_routers(c, layout, d).await;
+    }
     let fabric = c.fabric().await.context("reading the fabric routes")?;
     for r in layout.routers() {
         ipn(&r, "route flush proto 77")?;
@@ -345,7 +369,7 @@ pub async fn pod_add(c: &Client, o: &PodOptions) -> Result<()> {
         labels: o.labels.clone(),
     });
     save(&o.state_dir, &state)?;
-    sync_fabric(c, &layout).await?;
+    sync_fabric(c, &layout, &dir(&o.state_dir, &o.name)).await?;
     println!("{pod} {addr} on {}", o.host);
     Ok(())
 }
@@ -380,6 +404,9 @@ pub async fn status(c: &Client, state_dir: &Path, name: &str) -> Result<()> {
             format!("{kernel} ({routes}+{local})"),
             total
         );
+    }
+    if layout.routing == Routing::Bgp {
+        crate::sandbox_bgp::print_status(&layout, &dir(state_dir, name));
     }
     println!();
     println!("{:<6} {:<8} {:<14} {:<10} {:<10} LABELS", "POD", "HOST", "IP", "TENANT", "SEGMENT");
@@ -469,6 +496,7 @@ pub async fn down(state_dir: &Path, name: &str, c: Option<&Client>) -> Result<()
             let _ = Command::new("kill").arg(pid).status();
         }
     }
+    crate::sandbox_bgp::stop_birds(&d);
     let namespaces = leftovers(name)?;
     for ns in &namespaces {
         ip(&["netns".into(), "del".into(), ns.clone()])?;

@@ -1,9 +1,34 @@
 //! The sandbox's shape, pure: namespace names, addresses and links for R racks of H hosts behind
-//! rack routers and one spine, the topology romanad carves for it, the `ip` commands that wire it,
-//! and the routers' routes from romanad's fabric view. No I/O; `sandbox.rs` runs the plan.
+//! rack routers and one spine (static routing) or two (BGP: one shared segment per spine, for
+//! ECMP), the topology romanad carves for it, the `ip` commands that wire it, and the routers'
+//! routes from romanad's fabric view. No I/O; `sandbox.rs` and `sandbox_bgp.rs` run the plan.
 
 use romana_api::rest::{FabricGroup, RouteKind};
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+
+/// How the sandbox's routers learn pod routes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Routing {
+    /// Routes programmed by the CLI from `GET /fabric` after each change.
+    #[default]
+    Static,
+    /// BIRD in every router and host namespace, configured only from rendered configuration.
+    Bgp,
+}
+
+/// The spines' AS (both spines share it, so their routes are equal: ECMP).
+pub const SPINE_ASN: u32 = 65000;
+
+/// Rack r's router's AS, and its hosts' AS.
+pub fn rack_asn(rack: usize) -> u32 {
+    SPINE_ASN + rack as u32
+}
+
+pub fn hosts_asn(rack: usize) -> u32 {
+    SPINE_ASN + 100 + rack as u32
+}
 
 /// Every namespace of sandbox `name` starts with this, so `down` finds them even after a crash.
 pub fn prefix(name: &str) -> String {
@@ -27,6 +52,7 @@ pub struct Layout {
     pub cidr: String,
     pub block_mask: u8,
     pub hosts: Vec<Host>,
+    pub routing: Routing,
 }
 
 /// A sandbox name: 1 to 8 of a-z and 0-9 (namespace and link names stay short).
@@ -58,11 +84,46 @@ impl Layout {
                 })
             })
             .collect();
-        Ok(Layout { name: name.into(), racks, hosts_per_rack, cidr: cidr.into(), block_mask, hosts })
+        Ok(Layout {
+            name: name.into(),
+            racks,
+            hosts_per_rack,
+            cidr: cidr.into(),
+            block_mask,
+            hosts,
+            routing: Routing::Static,
+        })
+    }
+
+    pub fn with_routing(mut self, routing: Routing) -> Layout {
+        self.routing = routing;
+        self
     }
 
     pub fn spine(&self) -> String {
         format!("{}spine", prefix(&self.name))
+    }
+
+    /// The spines: one with static routing, two with BGP (`spine`, `spine2`).
+    pub fn spines(&self) -> Vec<String> {
+        match self.routing {
+            Routing::Static => vec![self.spine()],
+            Routing::Bgp => vec![self.spine(), format!("{}spine2", prefix(&self.name))],
+        }
+    }
+
+    /// BGP: spine s's (1 or 2) address on its segment with the rack routers, and rack r's there.
+    pub fn spine_ip(s: usize) -> String {
+        format!("192.168.{}.1", 255 - s)
+    }
+
+    pub fn rack_uplink_ip(s: usize, rack: usize) -> String {
+        format!("192.168.{}.{}", 255 - s, 10 + rack)
+    }
+
+    /// The rack router's address toward its hosts.
+    pub fn rack_ip(rack: usize) -> String {
+        format!("192.168.{rack}.1")
     }
 
     pub fn router(&self, rack: usize) -> String {
@@ -80,14 +141,18 @@ impl Layout {
 
     /// Every namespace of the sandbox but pods, in creation order.
     pub fn namespaces(&self) -> Vec<String> {
-        let mut out = vec![self.spine()];
+        let mut out = self.spines();
         out.extend((1..=self.racks).map(|r| self.router(r)));
         out.extend(self.hosts.iter().map(|h| h.netns.clone()));
         out
     }
 
     /// The topology: one network, one prefix group per rack, hosts joining by their `rack` tag.
+    /// With BGP the racks sit under one root group, the spines', each with its router and AS.
     pub fn topology(&self) -> Value {
+        if self.routing == Routing::Bgp {
+            return self.bgp_topology();
+        }
         let groups: Vec<Value> = (1..=self.racks)
             .map(
                 |r| json!({"name": format!("rack-{r}"), "assignment": {"rack": r.to_string()}, "groups": []}),
@@ -100,8 +165,28 @@ impl Layout {
         })
     }
 
+    fn bgp_topology(&self) -> Value {
+        let groups: Vec<Value> = (1..=self.racks)
+            .map(|r| {
+                json!({"name": format!("rack-{r}"), "assignment": {"rack": r.to_string()}, "routing": "bgp",
+                    "bgp": {"asn": rack_asn(r), "routers": [Self::rack_ip(r)],
+                        "uplinks": [Self::rack_uplink_ip(1, r), Self::rack_uplink_ip(2, r)],
+                        "host_asn": hosts_asn(r)},
+                    "groups": []})
+            })
+            .collect();
+        let network = format!("sandbox-{}", self.name);
+        json!({
+            "networks": [{"name": network, "cidr": self.cidr, "block_mask": self.block_mask}],
+            "topologies": [{"networks": [network], "map": [{"name": "spines", "routing": "bgp",
+                "bgp": {"asn": SPINE_ASN, "routers": [Self::spine_ip(1), Self::spine_ip(2)]},
+                "groups": groups}]}]
+        })
+    }
+
     /// `ip` invocations (argument lists) that build the wiring: the spine with a link to each rack
     /// router, each router's rack bridge with a link to each of its hosts, default routes up.
+    /// With BGP: two spines, each with a bridge every rack router joins; no routes on routers.
     pub fn wiring(&self) -> Vec<Vec<String>> {
         let mut cmds: Vec<String> = Vec::new();
         for ns in self.namespaces() {
@@ -109,7 +194,27 @@ impl Layout {
             cmds.push(format!("-n {ns} link set lo up"));
         }
         let spine = self.spine();
+        for (i, s) in self.spines().iter().enumerate().filter(|_| self.routing == Routing::Bgp) {
+            cmds.push(format!("-n {s} link add fab0 type bridge"));
+            cmds.push(format!("-n {s} addr add {}/24 dev fab0", Self::spine_ip(i + 1)));
+            cmds.push(format!("-n {s} link set fab0 up"));
+            for r in 1..=self.racks {
+                let router = self.router(r);
+                cmds.push(format!("-n {s} link add r{r} type veth peer name up{i} netns {router}"));
+                cmds.push(format!("-n {s} link set r{r} master fab0"));
+                cmds.push(format!("-n {s} link set r{r} up"));
+                cmds.push(format!("-n {router} addr add {}/24 dev up{i}", Self::rack_uplink_ip(i + 1, r)));
+                cmds.push(format!("-n {router} link set up{i} up"));
+            }
+        }
         for r in 1..=self.racks {
+            let router = self.router(r);
+            if self.routing == Routing::Bgp {
+                cmds.push(format!("-n {router} link add rack0 type bridge"));
+                cmds.push(format!("-n {router} addr add 192.168.{r}.1/24 dev rack0"));
+                cmds.push(format!("-n {router} link set rack0 up"));
+                continue;
+            }
             let router = self.router(r);
             cmds.push(format!("-n {spine} link add r{r} type veth peer name up0 netns {router}"));
             cmds.push(format!("-n {spine} addr add 192.168.254.{}/30 dev r{r}", r * 4 + 1));
@@ -134,9 +239,9 @@ impl Layout {
         cmds.into_iter().map(|c| c.split_whitespace().map(str::to_owned).collect()).collect()
     }
 
-    /// Namespaces that route (spine and rack routers): forwarding on there.
+    /// Namespaces that route (spines and rack routers): forwarding on there.
     pub fn routers(&self) -> Vec<String> {
-        let mut out = vec![self.spine()];
+        let mut out = self.spines();
         out.extend((1..=self.racks).map(|r| self.router(r)));
         out
     }
@@ -199,6 +304,36 @@ mod tests {
         );
         assert!(w.iter().all(|c| !c.is_empty()));
         assert_eq!(l.topology()["topologies"][0]["map"][1]["assignment"]["rack"], "2");
+    }
+
+    #[test]
+    fn bgp_layout_has_two_spines_and_no_routes_on_routers() {
+        let l = Layout::new("b", 2, 2, "10.112.0.0/16", 28).expect("valid").with_routing(Routing::Bgp);
+        assert_eq!(l.spines(), ["rms-b-spine", "rms-b-spine2"]);
+        assert_eq!(l.namespaces().len(), 2 + 2 + 4);
+        assert_eq!(l.routers().len(), 4);
+        let w: Vec<String> = l.wiring().iter().map(|c| c.join(" ")).collect();
+        for r in ["rms-b-rack1", "rms-b-rack2", "rms-b-spine", "rms-b-spine2"] {
+            assert!(
+                !w.iter().any(|c| c.starts_with(&format!("-n {r} route"))),
+                "no route on router {r}: {w:#?}"
+            );
+        }
+        assert!(
+            w.contains(&"-n rms-b-spine2 link add r1 type veth peer name up1 netns rms-b-rack1".to_owned())
+        );
+        assert!(w.contains(&"-n rms-b-rack1 addr add 192.168.253.11/24 dev up1".to_owned()));
+        assert!(
+            w.contains(&"-n rms-b-r2h2 route add default via 192.168.2.1".to_owned()),
+            "hosts keep theirs"
+        );
+        // The topology carries each group's BGP parameters, and parses as a valid topology.
+        let t = l.topology();
+        let root = &t["topologies"][0]["map"][0];
+        assert_eq!(root["bgp"]["routers"], json!(["192.168.254.1", "192.168.253.1"]));
+        assert_eq!(root["groups"][1]["bgp"]["uplinks"], json!(["192.168.254.12", "192.168.253.12"]));
+        assert_eq!(root["groups"][1]["bgp"]["host_asn"], 65102);
+        romana_api::topology::parse(&t.to_string()).expect("a valid topology");
     }
 
     #[test]

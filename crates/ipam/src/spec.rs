@@ -69,9 +69,28 @@ pub struct GroupSpec {
     pub name: GroupName,
     /// A host may join this group only if its tags carry every key/value listed here.
     pub assignment: BTreeMap<String, String>,
-    /// Free text kept and echoed (Romana 2.0 had no use for it either).
+    /// How routes are distributed: `static` (or empty: routers programmed by hand or by the
+    /// sandbox) or `bgp` (with `bgp`). Other text is kept and echoed, as Romana 2.0 did.
     pub routing: String,
+    /// The group's BGP parameters; present exactly when `routing` is `bgp` (checked by the api).
+    pub bgp: Option<BgpSpec>,
     pub groups: Vec<GroupOrHostSpec>,
+}
+
+/// A prefix group's BGP parameters (`routing: bgp`): its router(s), their AS, the AS its hosts
+/// speak from (leaves), and the router's own addresses toward the parent group's routers.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BgpSpec {
+    /// AS number of the group's router(s).
+    pub asn: u32,
+    /// The group's routers, at the addresses its members (hosts of a leaf, the child groups'
+    /// routers otherwise) peer with. Several routers above leaves give ECMP (two spines).
+    pub routers: Vec<IpAddr>,
+    /// The group's router's own addresses toward the parent group's routers, one per parent
+    /// router, in the same order (empty at the root).
+    pub uplinks: Vec<IpAddr>,
+    /// Leaves: the AS the hosts speak from; `None` takes `asn` (iBGP with the router).
+    pub host_asn: Option<u32>,
 }
 
 /// A host, listed in a topology or added at run time.

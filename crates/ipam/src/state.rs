@@ -76,6 +76,7 @@ pub(crate) struct Group {
     pub children: Vec<u32>,
     pub assignment: BTreeMap<String, String>,
     pub routing: String,
+    pub bgp: Option<crate::spec::BgpSpec>,
     /// Added only to reach a power of two; takes no hosts.
     pub padding: bool,
     pub leaf: Option<Leaf>,

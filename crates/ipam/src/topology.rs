@@ -113,6 +113,7 @@ impl Carver<'_> {
             children: Vec::new(),
             assignment: spec.map(|s| s.assignment.clone()).unwrap_or_default(),
             routing: spec.map(|s| s.routing.clone()).unwrap_or_default(),
+            bgp: spec.and_then(|s| s.bgp.clone()),
             padding: spec.is_none(),
             leaf: None,
         });

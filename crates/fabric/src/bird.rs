@@ -1,0 +1,372 @@
+//! BIRD 2 configuration text from the fabric, pure: a host's include file (its aggregates
+//! announced to its group's routers, imports checked against the fabric view) and a router's
+//! configuration for one prefix group (accept each member's aggregates, re-announce the group's
+//! aggregate upward, pass the rest down). Every name it defines starts with `romana_`, so the
+//! host file can sit beside an operator's own configuration. IPv4 only for now.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write;
+use std::net::IpAddr;
+
+use romana_model::{Cidr, Family};
+
+use crate::FabricError;
+use crate::view::Fabric;
+
+/// What the rendering may add beside sessions and filters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Options {
+    /// BFD on every session, with a `romana_bfd` protocol (100 ms x 3: a dead peer is seen in
+    /// about 0.3 s instead of the BGP hold time).
+    pub bfd: bool,
+    /// Hosts: a `romana_kernel` protocol exporting what the fabric sends (for hosts without a
+    /// default route toward their routers). Routers always have one.
+    pub kernel: bool,
+}
+
+/// One BGP session, with what goes each way.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Session {
+    name: String,
+    description: String,
+    local: IpAddr,
+    local_asn: u32,
+    neighbor: IpAddr,
+    asn: u32,
+    /// Prefixes accepted from the peer exactly; the rest inside a pod network is refused, logged.
+    accept: BTreeSet<Cidr>,
+    /// Whether routes outside every pod network are accepted (from upstream) or refused.
+    foreign: bool,
+    export: Export,
+    /// The router side of a session toward a member speaking iBGP (same AS).
+    next_hop_self: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Export {
+    /// Exactly these prefixes of `romana_aggregates`.
+    Aggregates(BTreeSet<Cidr>),
+    /// What the named protocols learned.
+    LearnedFrom(Vec<String>),
+    /// Everything learned over BGP.
+    AllLearned,
+}
+
+fn v4(set: &BTreeSet<Cidr>) -> Vec<Cidr> {
+    set.iter().filter(|c| c.family() == Family::V4).copied().collect()
+}
+
+fn prefix_set(list: &[Cidr], plus: bool) -> String {
+    let items: Vec<String> = list.iter().map(|c| format!("{c}{}", if plus { "+" } else { "" })).collect();
+    format!("[ {} ]", items.join(", "))
+}
+
+fn check_v4(what: &str, addr: IpAddr) -> Result<(), FabricError> {
+    match addr {
+        IpAddr::V4(_) => Ok(()),
+        IpAddr::V6(_) => Err(FabricError::Ipv6Session { what: what.to_owned(), addr }),
+    }
+}
+
+fn header(out: &mut String, title: &str, f: &Fabric) {
+    let _ = writeln!(out, "# {title}");
+    let _ =
+        writeln!(out, "# Rendered by Romana from the fabric view; do not edit: it is rewritten as a whole.");
+    for n in f.networks.iter().filter(|n| n.family() != Family::V4) {
+        let _ = writeln!(out, "# Pod network {n} is IPv6: not announced (IPv4 only for now).");
+    }
+}
+
+fn pod_nets(f: &Fabric) -> Vec<Cidr> {
+    v4(&f.networks.iter().copied().collect())
+}
+
+fn render_filters(out: &mut String, s: &Session, pods: &[Cidr]) {
+    let _ = writeln!(out, "filter romana_in_{} {{", s.name);
+    let accept = v4(&s.accept);
+    if !accept.is_empty() {
+        let _ = writeln!(out, "\tif net ~ {} then accept;", prefix_set(&accept, false));
+    }
+    let why = "inside a pod network but not announced by this peer in the fabric view";
+    if !pods.is_empty() {
+        let _ = writeln!(out, "\tif net ~ {} then {{", prefix_set(pods, true));
+        let _ = writeln!(out, "\t\tprint \"romana: refused \", net, \" from {}: {why}\";", s.description);
+        let _ = writeln!(out, "\t\treject;");
+        let _ = writeln!(out, "\t}}");
+    }
+    if s.foreign {
+        let _ = writeln!(out, "\taccept;");
+    } else {
+        let _ = writeln!(
+            out,
+            "\tprint \"romana: refused \", net, \" from {}: not in the fabric view\";",
+            s.description
+        );
+        let _ = writeln!(out, "\treject;");
+    }
+    let _ = writeln!(out, "}}");
+    let _ = writeln!(out, "filter romana_out_{} {{", s.name);
+    match &s.export {
+        Export::Aggregates(set) => {
+            let list = v4(set);
+            if !list.is_empty() {
+                let _ = writeln!(
+                    out,
+                    "\tif proto = \"romana_aggregates\" && net ~ {} then accept;",
+                    prefix_set(&list, false)
+                );
+            }
+        }
+        Export::LearnedFrom(protos) => {
+            if !protos.is_empty() {
+                let cond: Vec<String> = protos.iter().map(|p| format!("proto = \"{p}\"")).collect();
+                let _ = writeln!(out, "\tif {} then accept;", cond.join(" || "));
+            }
+        }
+        Export::AllLearned => {
+            let _ = writeln!(out, "\tif source = RTS_BGP then accept;");
+        }
+    }
+    let _ = writeln!(out, "\treject;");
+    let _ = writeln!(out, "}}");
+}
+
+fn render_session(out: &mut String, s: &Session, o: Options) {
+    let _ = writeln!(out, "protocol bgp romana_{} {{", s.name);
+    let _ = writeln!(out, "\tdescription \"{}\";", s.description);
+    let _ = writeln!(out, "\tlocal {} as {};", s.local, s.local_asn);
+    let _ = writeln!(out, "\tneighbor {} as {};", s.neighbor, s.asn);
+    if s.local_asn == s.asn {
+        // iBGP to a peer on the same segment: its next hop is the peer itself.
+        let _ = writeln!(out, "\tdirect;");
+    }
+    if o.bfd {
+        let _ = writeln!(out, "\tbfd on;");
+        // After BFD declares the peer dead, retry in 1 s (doubling to 10 s) rather than BIRD's
+        // 60 s (doubling to 300 s): a peer back from the dead is taken back at once.
+        let _ = writeln!(out, "\terror wait time 1, 10;");
+        let _ = writeln!(out, "\tconnect retry time 5;");
+    }
+    let _ = write!(out, "\tipv4 {{ import filter romana_in_{}; export filter romana_out_{};", s.name, s.name);
+    if s.next_hop_self {
+        let _ = write!(out, " next hop self;");
+    }
+    let _ = writeln!(out, " }};");
+    let _ = writeln!(out, "}}");
+}
+
+fn render_common(out: &mut String, aggregates: &[Cidr], kernel: bool, o: Options) {
+    let _ = writeln!(out);
+    // Blackholes: the kernel drops what no more specific route (an endpoint's /32) takes,
+    // instead of bouncing it back up the default route.
+    let _ = writeln!(out, "protocol static romana_aggregates {{");
+    let _ = writeln!(out, "\tipv4;");
+    for a in aggregates {
+        let _ = writeln!(out, "\troute {a} blackhole;");
+    }
+    let _ = writeln!(out, "}}");
+    if kernel {
+        let _ = writeln!(out);
+        let _ = writeln!(out, "protocol kernel romana_kernel {{");
+        let _ = writeln!(
+            out,
+            "\tipv4 {{ import none; export filter {{ if source = RTS_BGP then accept; reject; }}; }};"
+        );
+        // Equal routes from several peers (two spines) become one multipath route: ECMP.
+        let _ = writeln!(out, "\tmerge paths on;");
+        let _ = writeln!(out, "}}");
+    }
+    if o.bfd {
+        let _ = writeln!(out);
+        let _ = writeln!(out, "protocol bfd romana_bfd {{");
+        let _ = writeln!(
+            out,
+            "\tinterface \"*\" {{ min rx interval 100 ms; min tx interval 100 ms; multiplier 3; }};"
+        );
+        let _ = writeln!(out, "}}");
+    }
+}
+
+/// Host `host`'s include file: its aggregates, one session per router of each of its leaves that
+/// routes with BGP (merged across networks), imports limited to what the fabric view says each
+/// router passes down.
+pub fn render_host(f: &Fabric, host: &str, o: Options) -> Result<String, FabricError> {
+    let leaves = f.leaves_of(host);
+    if leaves.is_empty() {
+        return Err(FabricError::UnknownHost(host.to_owned()));
+    }
+    let mut sessions: BTreeMap<(IpAddr, u32, u32), Session> = BTreeMap::new();
+    let mut aggregates = BTreeSet::new();
+    for g in leaves {
+        let group = &f.groups[g];
+        let Some(bgp) = &group.bgp else { continue };
+        let local = group.hosts.iter().find(|(h, _)| h == host).map(|(_, a)| *a).expect("a leaf of the host");
+        check_v4(&format!("host {host}"), local)?;
+        let mine = f.from_member(g, host);
+        aggregates.extend(mine.iter().copied());
+        let upstream = f.from_upstream(g);
+        for r in &bgp.routers {
+            check_v4(&format!("router of {}", group.path), *r)?;
+            let n = sessions.len() + 1;
+            let s = sessions.entry((*r, bgp.asn, bgp.host_asn)).or_insert_with(|| Session {
+                name: format!("peer{n}"),
+                description: format!("router {r} of {}", group.path),
+                local,
+                local_asn: bgp.host_asn,
+                neighbor: *r,
+                asn: bgp.asn,
+                accept: BTreeSet::new(),
+                foreign: true,
+                export: Export::Aggregates(BTreeSet::new()),
+                next_hop_self: false,
+            });
+            s.accept.extend(upstream.iter().copied());
+            if let Export::Aggregates(a) = &mut s.export {
+                a.extend(mine.iter().copied());
+            }
+        }
+    }
+    let mut out = String::new();
+    header(&mut out, &format!("Romana BGP for host {host}: include it from bird.conf."), f);
+    if sessions.is_empty() {
+        let _ = writeln!(out, "# Host {host} sits in no group that routes with bgp: nothing to announce.");
+        return Ok(out);
+    }
+    render_common(&mut out, &v4(&aggregates), o.kernel, o);
+    let pods = pod_nets(f);
+    for s in sessions.values() {
+        let _ = writeln!(out);
+        render_filters(&mut out, s, &pods);
+        render_session(&mut out, s, o);
+    }
+    Ok(out)
+}
+
+/// The configuration of one router of group `path` (`router`: which of the group's routers;
+/// needed only when it has several): a session with each member (host of a leaf, child group's
+/// router otherwise) accepting exactly its aggregates, a session with each parent router
+/// announcing the group's aggregate, the kernel protocol with multipath.
+pub fn render_router(
+    f: &Fabric,
+    path: &str,
+    router: Option<IpAddr>,
+    o: Options,
+) -> Result<String, FabricError> {
+    let found = f.groups_at(path);
+    let bgp_groups: Vec<usize> = found.iter().copied().filter(|g| f.groups[*g].bgp.is_some()).collect();
+    let Some(&first) = bgp_groups.first() else {
+        return Err(if found.is_empty() {
+            FabricError::UnknownGroup(path.to_owned())
+        } else {
+            FabricError::NotBgp(path.to_owned())
+        });
+    };
+    let bgp = f.groups[first].bgp.clone().expect("filtered on bgp");
+    let k = match router {
+        Some(r) => bgp.routers.iter().position(|x| *x == r).ok_or_else(|| FabricError::NotARouter {
+            group: path.to_owned(),
+            router: r,
+            routers: bgp.routers.clone(),
+        })?,
+        None if bgp.routers.len() == 1 => 0,
+        None => {
+            return Err(FabricError::WhichRouter { group: path.to_owned(), routers: bgp.routers.clone() });
+        }
+    };
+    let me = bgp.routers[k];
+    check_v4(&format!("router of {path}"), me)?;
+    let mut out = String::new();
+    header(
+        &mut out,
+        &format!("Romana BGP for router {me} of group {} (AS {}).", f.groups[first].path, bgp.asn),
+        f,
+    );
+    let _ = writeln!(out, "router id {me};");
+    let _ = writeln!(out, "protocol device romana_device {{ }}");
+    let mut aggregates = BTreeSet::new();
+    let mut up: Vec<Session> = Vec::new();
+    let mut members: BTreeMap<(IpAddr, u32), Session> = BTreeMap::new();
+    for &g in &bgp_groups {
+        let group = &f.groups[g];
+        let gb = group.bgp.as_ref().expect("filtered on bgp");
+        let parent = group.parent.and_then(|p| f.groups[p].bgp.as_ref().map(|b| (p, b)));
+        if let Some((p, pb)) = parent {
+            aggregates.extend(group.announce);
+            let upstream = f.from_upstream(g);
+            for (i, (local, neighbor)) in gb.uplinks.iter().zip(&pb.routers).enumerate() {
+                check_v4(&format!("uplink of {path}"), *local)?;
+                check_v4(&format!("router of {}", f.groups[p].path), *neighbor)?;
+                let name = format!("up{}", i + 1);
+                match up.iter_mut().find(|s| s.name == name) {
+                    Some(s) => s.accept.extend(upstream.iter().copied()),
+                    None => up.push(Session {
+                        name,
+                        description: format!("router {neighbor} of {}", f.groups[p].path),
+                        local: *local,
+                        local_asn: gb.asn,
+                        neighbor: *neighbor,
+                        asn: pb.asn,
+                        accept: upstream.clone(),
+                        foreign: true,
+                        export: Export::Aggregates(BTreeSet::new()),
+                        next_hop_self: false,
+                    }),
+                }
+            }
+        }
+        let mut add_member = |neighbor: IpAddr, asn: u32, what: String, accept: BTreeSet<Cidr>| {
+            let n = members.len() + 1;
+            let s = members.entry((neighbor, asn)).or_insert_with(|| Session {
+                name: format!("m{n}"),
+                description: what,
+                local: me,
+                local_asn: gb.asn,
+                neighbor,
+                asn,
+                accept: BTreeSet::new(),
+                foreign: false,
+                export: Export::AllLearned,
+                next_hop_self: asn == gb.asn,
+            });
+            s.accept.extend(accept);
+        };
+        if group.hosts.is_empty() {
+            for c in f.children(g) {
+                let Some(cb) = &f.groups[c].bgp else { continue };
+                let Some(neighbor) = cb.uplinks.get(k) else { continue };
+                check_v4(&format!("uplink of {}", f.groups[c].path), *neighbor)?;
+                let accept = f.from_member(g, &f.groups[c].path);
+                add_member(
+                    *neighbor,
+                    cb.asn,
+                    format!("group {} router {neighbor}", f.groups[c].path),
+                    accept,
+                );
+            }
+        } else {
+            for (h, addr) in &group.hosts {
+                check_v4(&format!("host {h}"), *addr)?;
+                add_member(*addr, gb.host_asn, format!("host {h} {addr}"), f.from_member(g, h));
+            }
+        }
+    }
+    // A leaf's hosts reach each other directly (the route manager's host routes): they get only
+    // what came from above. Above leaves, members also get each other's aggregates.
+    if bgp_groups.iter().any(|g| !f.groups[*g].hosts.is_empty()) {
+        let names: Vec<String> = up.iter().map(|s| format!("romana_{}", s.name)).collect();
+        for s in members.values_mut() {
+            s.export = Export::LearnedFrom(names.clone());
+        }
+    }
+    for s in &mut up {
+        s.export = Export::Aggregates(aggregates.clone());
+    }
+    render_common(&mut out, &v4(&aggregates), true, o);
+    let pods = pod_nets(f);
+    for s in up.iter().chain(members.values()) {
+        let _ = writeln!(out);
+        render_filters(&mut out, s, &pods);
+        render_session(&mut out, s, o);
+    }
+    Ok(out)
+}

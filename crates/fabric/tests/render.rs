@@ -1,0 +1,246 @@
+//! The BIRD renderer against real IPAM states: golden files for a host and each router of a
+//! two-rack, two-spine fabric (`tests/data/*.conf`; `UPDATE_GOLDEN=1` rewrites them), errors as
+//! data, and a property test: every host announces exactly its blocks, aggregated, and every
+//! router accepts from each member exactly what the fabric view routes to it.
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+
+use proptest::prelude::*;
+use romana_api::rest::FabricGroup;
+use romana_fabric::{Fabric, FabricError, Options, render_host, render_router};
+use romana_ipam::spec::HostSpec;
+use romana_ipam::{AllocRequest, Ipam, RouteTarget};
+use romana_model::Cidr;
+
+/// A topology like the sandbox's on BGP: spines (AS 65000, two routers) over `racks` racks.
+fn topology(racks: usize, block_mask: u8) -> String {
+    let groups: Vec<String> = (1..=racks)
+        .map(|r| {
+            format!(
+                r#"{{"name":"rack-{r}","assignment":{{"rack":"{r}"}},"routing":"bgp",
+                "bgp":{{"asn":{},"routers":["192.168.{r}.1"],"uplinks":["192.168.254.{}","192.168.253.{}"],"host_asn":{}}},"groups":[]}}"#,
+                65000 + r,
+                10 + r,
+                10 + r,
+                65100 + r
+            )
+        })
+        .collect();
+    format!(
+        r#"{{"networks":[{{"name":"pods","cidr":"10.112.0.0/16","block_mask":{block_mask}}}],
+        "topologies":[{{"networks":["pods"],"map":[{{"name":"spines","routing":"bgp",
+            "bgp":{{"asn":65000,"routers":["192.168.254.1","192.168.253.1"]}},"groups":[{}]}}]}}]}}"#,
+        groups.join(",")
+    )
+}
+
+/// The IPAM with `hosts[r]` hosts in rack r+1, host i of a rack holding `pods[i]` addresses.
+fn ipam(racks: usize, hosts: usize, pods: &[usize], block_mask: u8) -> Ipam {
+    let mut ipam = Ipam::new(romana_api::topology::parse(&topology(racks, block_mask)).expect("topology"))
+        .expect("carves");
+    for r in 1..=racks {
+        for h in 1..=hosts {
+            let ip: IpAddr = format!("192.168.{r}.{}", 10 + h).parse().expect("ip");
+            let spec = HostSpec::new(format!("r{r}h{h}").parse().expect("name"), ip)
+                .with_tag("rack", &r.to_string());
+            ipam.add_host(spec).expect("host fits");
+            for p in 0..pods.get(h - 1).copied().unwrap_or(0) {
+                let req = AllocRequest {
+                    name: format!("r{r}h{h}p{p}").parse().expect("name"),
+                    host: format!("r{r}h{h}").parse().expect("name"),
+                    tenant: "t".parse().expect("tenant"),
+                    segment: "".parse().expect("segment"),
+                };
+                ipam.allocate(&req).expect("address");
+            }
+        }
+    }
+    ipam
+}
+
+/// What romanad's `GET /fabric` answers for this IPAM, and `GET /topology`.
+fn fabric(ipam: &Ipam) -> Fabric {
+    let view: Vec<FabricGroup> = ipam.fabric_routes().iter().map(FabricGroup::from).collect();
+    // Through JSON, as the agent reads it.
+    let json = serde_json::to_value(&view).expect("serializes");
+    let view: Vec<FabricGroup> = serde_json::from_value(json).expect("parses");
+    Fabric::new(&romana_api::topology::render(ipam), &view).expect("joins")
+}
+
+fn golden(name: &str, text: &str) {
+    let path = format!("{}/tests/data/{name}", env!("CARGO_MANIFEST_DIR"));
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::write(&path, text).expect("writes golden");
+    }
+    let want = std::fs::read_to_string(&path).unwrap_or_default();
+    assert_eq!(text, want, "{path} differs (UPDATE_GOLDEN=1 rewrites it after review)");
+}
+
+#[test]
+fn golden_host_and_router_configurations() {
+    // Rack 1: r1h1 with 20 pods (two /28 blocks and a half: aggregated), r1h2 with 3.
+    let f = fabric(&ipam(2, 2, &[20, 3], 28));
+    golden("host-r1h1.conf", &render_host(&f, "r1h1", Options::default()).expect("renders"));
+    golden(
+        "host-r2h1-bfd-kernel.conf",
+        &render_host(&f, "r2h1", Options { bfd: true, kernel: true }).expect("renders"),
+    );
+    golden("router-rack-1.conf", &render_router(&f, "/rack-1", None, Options::default()).expect("renders"));
+    golden(
+        "router-spine-2.conf",
+        &render_router(&f, "/", Some("192.168.253.1".parse().expect("ip")), Options::default())
+            .expect("renders"),
+    );
+}
+
+#[test]
+fn errors_name_what_is_wrong() {
+    let f = fabric(&ipam(2, 1, &[1], 28));
+    let check = |got: Result<String, FabricError>, want: &str| {
+        let e = got.expect_err("must fail").to_string();
+        assert!(e.contains(want), "{e:?} lacks {want:?}");
+    };
+    check(render_host(&f, "nobody", Options::default()), "host \"nobody\" is in no leaf group");
+    check(render_router(&f, "/rack-9", None, Options::default()), "no prefix group \"/rack-9\"");
+    check(
+        render_router(&f, "/", None, Options::default()),
+        "has routers [192.168.254.1, 192.168.253.1]; say which",
+    );
+    check(
+        render_router(&f, "/", Some("10.0.0.1".parse().expect("ip")), Options::default()),
+        "10.0.0.1 is not a router of group /",
+    );
+    // A static topology: the group exists but does not route with BGP; hosts announce nothing.
+    let mut plain = Ipam::new(
+        romana_api::topology::parse(
+            r#"{"networks":[{"name":"n","cidr":"10.1.0.0/16"}],"topologies":[{"networks":["n"],"map":[
+                {"name":"a","routing":"static","groups":[]},{"name":"b","groups":[]}]}]}"#,
+        )
+        .expect("topology"),
+    )
+    .expect("carves");
+    plain
+        .add_host(HostSpec::new("h".parse().expect("name"), "192.168.9.9".parse().expect("ip")))
+        .expect("fits");
+    let f = fabric(&plain);
+    check(render_router(&f, "a", None, Options::default()), "group \"a\" does not route with bgp");
+    let text = render_host(&f, "h", Options::default()).expect("renders");
+    assert!(text.contains("sits in no group that routes with bgp") && !text.contains("protocol"), "{text}");
+}
+
+/// The `route ... blackhole;` prefixes of a rendered file, and every `net ~ [ ... ]` exact set
+/// of the filter named `filter`.
+fn blackholes(text: &str) -> BTreeSet<Cidr> {
+    text.lines()
+        .filter_map(|l| l.trim().strip_prefix("route ")?.strip_suffix(" blackhole;")?.parse().ok())
+        .collect()
+}
+
+fn accepted_in(text: &str, filter: &str) -> BTreeSet<Cidr> {
+    let Some(start) = text.find(&format!("filter {filter} {{")) else { return BTreeSet::new() };
+    let body = &text[start..];
+    let body = &body[..body.find("\n}").unwrap_or(body.len())];
+    body.lines()
+        .filter(|l| l.contains("then accept;") && l.contains("net ~ ["))
+        .flat_map(|l| {
+            let inner = &l[l.find('[').unwrap_or(0) + 1..l.find(']').unwrap_or(0)];
+            inner.split(',').filter_map(|c| c.trim().parse::<Cidr>().ok()).collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+fn addresses(set: &BTreeSet<Cidr>) -> BTreeSet<u128> {
+    set.iter().flat_map(|c| c.first()..=c.last()).collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+    #[test]
+    fn hosts_announce_exactly_their_blocks_aggregated(
+        racks in 1usize..4,
+        pods in proptest::collection::vec(0usize..40, 1..4),
+        mask in 27u8..30,
+    ) {
+        let ipam = ipam(racks, pods.len(), &pods, mask);
+        let f = fabric(&ipam);
+        let blocks = ipam.blocks();
+        for r in 1..=racks {
+            let rack = render_router(&f, &format!("/rack-{r}"), None, Options::default()).expect("renders");
+            let mut all: Vec<(Cidr, String)> = Vec::new();
+            for (i, _) in pods.iter().enumerate() {
+                let host = format!("r{r}h{}", i + 1);
+                let text = render_host(&f, &host, Options::default()).expect("renders");
+                let mine: BTreeSet<Cidr> = blocks
+                    .iter()
+                    .filter(|b| b.owner.as_ref().is_some_and(|o| o.2.as_str() == host))
+                    .map(|b| b.cidr)
+                    .collect();
+                let view: BTreeSet<Cidr> = ipam
+                    .fabric_routes()
+                    .iter()
+                    .flat_map(|g| g.routes.iter())
+                    .filter(|r| matches!(&r.target, RouteTarget::Host { name, .. } if name.as_str() == host))
+                    .map(|r| r.dest)
+                    .collect();
+                let announced = blackholes(&text);
+                // Exactly the route manager's aggregates for the host: all its blocks, nobody
+                // else's, in no more prefixes than it has blocks; never per-endpoint routes.
+                prop_assert_eq!(&announced, &view, "{}", text);
+                prop_assert!(addresses(&announced).is_superset(&addresses(&mine)));
+                all.extend(announced.iter().map(|c| (*c, host.clone())));
+                prop_assert!(announced.len() <= mine.len());
+                prop_assert!(announced.iter().all(|c| c.prefix_len() <= mask));
+                prop_assert_eq!(&accepted_in(&text, "romana_out_peer1"), &announced);
+                // Its rack router accepts exactly those from it.
+                let member = rack
+                    .split("filter romana_in_")
+                    .find(|f| f.contains(&format!("from host {host} ")))
+                    .map(|f| format!("filter romana_in_{f}"))
+                    .unwrap_or_default();
+                let name = member.split_whitespace().nth(1).unwrap_or("").to_owned();
+                prop_assert_eq!(accepted_in(&member, &name), announced);
+            }
+            // Longest-prefix match over every host's announcements finds each block's owner
+            // (aggregates may nest: a host's short prefix around another's more specific one).
+            for b in blocks.iter().filter(|b| b.owner.is_some()) {
+                let owner = b.owner.as_ref().map(|o| o.2.to_string()).unwrap_or_default();
+                if !owner.starts_with(&format!("r{r}h")) {
+                    continue;
+                }
+                let best = all.iter().filter(|(c, _)| c.contains(&b.cidr)).max_by_key(|(c, _)| c.prefix_len());
+                prop_assert_eq!(best.map(|(_, h)| h.clone()), Some(owner));
+            }
+            // The rack announces its aggregate upward, and only while it holds a host's block.
+            let up = blackholes(&rack);
+            let populated = !pods.is_empty();
+            prop_assert_eq!(up.len(), usize::from(populated));
+        }
+    }
+}
+
+/// Real BIRD (Debian's bird2) parses every golden file (`bird -p`: parse only, no daemon, no
+/// root). The host files are includes, so each goes inside a minimal bird.conf.
+#[test]
+fn bird_parses_every_golden_file() {
+    if std::process::Command::new("bird").arg("--version").output().is_err() {
+        eprintln!("skipped: bird (Debian's bird2) is not installed; scripts/setup.sh installs it");
+        return;
+    }
+    let dir = format!("{}/tests/data", env!("CARGO_MANIFEST_DIR"));
+    let tmp = std::env::temp_dir().join(format!("romana-fabric-parse-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp).expect("temp dir");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&dir).expect("golden dir") {
+        let path = entry.expect("entry").path();
+        let wrapper = tmp.join("bird.conf");
+        let router_id = if path.to_string_lossy().contains("/host-") { "router id 192.0.2.1;\n" } else { "" };
+        std::fs::write(&wrapper, format!("{router_id}include \"{}\";\n", path.display())).expect("wrapper");
+        let out =
+            std::process::Command::new("bird").arg("-p").arg("-c").arg(&wrapper).output().expect("runs bird");
+        assert!(out.status.success(), "{}: {}", path.display(), String::from_utf8_lossy(&out.stderr));
+        seen += 1;
+    }
+    let _ = std::fs::remove_dir_all(&tmp);
+    assert!(seen >= 4, "golden files missing in {dir}");
+}
