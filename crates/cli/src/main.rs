@@ -477,11 +477,11 @@ async fn run_sandbox(cli: &Cli, file: &config::FileConfig, command: &SandboxComm
         return Ok(sandbox::probe(&at.state_dir, &at.name)? == 0);
     }
     if let SandboxCommand::KillHost { at, host } = command {
-        sandbox_bgp::kill(&at.state_dir, &at.name, host)?;
+        sandbox::kill_host(&at.state_dir, &at.name, host)?;
         return Ok(true);
     }
     if let SandboxCommand::ReviveHost { at, host } = command {
-        sandbox_bgp::revive(&at.state_dir, &at.name, host)?;
+        sandbox::revive_host(&at.state_dir, &at.name, host)?;
         return Ok(true);
     }
     if let SandboxCommand::Down { at } = command {

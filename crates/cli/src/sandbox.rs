@@ -513,6 +513,41 @@ pub async fn down(state_dir: &Path, name: &str, c: Option<&Client>) -> Result<()
     Ok(())
 }
 
+fn known_host(layout: &Layout, host: &str) -> Result<()> {
+    if layout.hosts.iter().any(|h| h.name == host) {
+        return Ok(());
+    }
+    let names: Vec<&str> = layout.hosts.iter().map(|h| h.name.as_str()).collect();
+    bail!("sandbox {} has no host {host:?} (hosts: {})", layout.name, names.join(", "))
+}
+
+/// `romana sandbox kill-host`.
+pub fn kill_host(state_dir: &Path, name: &str, host: &str) -> Result<()> {
+    let state = load(state_dir, name)?;
+    let layout = state.layout()?;
+    known_host(&layout, host)?;
+    crate::sandbox_bgp::kill_host(&layout, host, state.agents.get(host).copied(), &dir(state_dir, name))?;
+    println!("{host} killed: link down, agent and BIRD killed");
+    Ok(())
+}
+
+/// `romana sandbox revive-host`: link and default route back, BIRD and the agent started again.
+pub fn revive_host(state_dir: &Path, name: &str, host: &str) -> Result<()> {
+    let mut state = load(state_dir, name)?;
+    let layout = state.layout()?;
+    known_host(&layout, host)?;
+    let d = dir(state_dir, name);
+    if state.agents.get(host).is_some_and(|p| crate::sandbox_bgp::pid_alive(*p, "romana-agent")) {
+        bail!("{host} is alive (its agent runs); kill-host it first");
+    }
+    crate::sandbox_bgp::revive_links(&layout, host, &d)?;
+    let pid = start_agent(&layout, host, &d)?;
+    state.agents.insert(host.to_owned(), pid);
+    save(state_dir, &state)?;
+    println!("{host} revived: link up, agent started (pid {pid})");
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -22,7 +22,7 @@ fn file(d: &Path, ns: &str, ext: &str) -> PathBuf {
     d.join(format!("{ns}.{ext}"))
 }
 
-fn pid_alive(pid: u32, what: &str) -> bool {
+pub fn pid_alive(pid: u32, what: &str) -> bool {
     std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| String::from_utf8_lossy(&c).contains(what))
 }
 
@@ -276,40 +276,5 @@ pub fn revive_links(layout: &Layout, host: &str, d: &Path) -> Result<()> {
     if layout.routing == Routing::Bgp {
         start_host_bird(layout, host, d)?;
     }
-    Ok(())
-}
-
-fn known_host(layout: &Layout, host: &str) -> Result<()> {
-    if layout.hosts.iter().any(|h| h.name == host) {
-        return Ok(());
-    }
-    let names: Vec<&str> = layout.hosts.iter().map(|h| h.name.as_str()).collect();
-    bail!("sandbox {} has no host {host:?} (hosts: {})", layout.name, names.join(", "))
-}
-
-/// `romana sandbox kill-host`.
-pub fn kill(state_dir: &Path, name: &str, host: &str) -> Result<()> {
-    let state = crate::sandbox::load(state_dir, name)?;
-    let layout = state.layout()?;
-    known_host(&layout, host)?;
-    kill_host(&layout, host, state.agents.get(host).copied(), &crate::sandbox::dir(state_dir, name))?;
-    println!("{host} killed: link down, agent and BIRD killed");
-    Ok(())
-}
-
-/// `romana sandbox revive-host`: link and default route back, BIRD and the agent started again.
-pub fn revive(state_dir: &Path, name: &str, host: &str) -> Result<()> {
-    let mut state = crate::sandbox::load(state_dir, name)?;
-    let layout = state.layout()?;
-    known_host(&layout, host)?;
-    let d = crate::sandbox::dir(state_dir, name);
-    if state.agents.get(host).is_some_and(|p| pid_alive(*p, "romana-agent")) {
-        bail!("{host} is alive (its agent runs); kill-host it first");
-    }
-    revive_links(&layout, host, &d)?;
-    let pid = crate::sandbox::start_agent(&layout, host, &d)?;
-    state.agents.insert(host.to_owned(), pid);
-    crate::sandbox::save(state_dir, &state)?;
-    println!("{host} revived: link up, agent started (pid {pid})");
     Ok(())
 }
