@@ -27,6 +27,15 @@ cargo bench --locked -p romana-cni --bench propagation -- --quick
 cargo bench --locked -p romana-cni --bench policy -- --quick
 cargo bench --locked -p romanad --bench rest -- --quick
 cargo bench --locked -p romana-auth --bench verify -- --quick
+# The Kubernetes controller at a tenth of its scale point, and the test API server's relist.
+cargo bench --locked -p romana-k8s --bench scale -- --quick
+cargo bench --locked -p romana-kube-testserver --bench list -- --test
+# The BGP fabric: routes per router at 1,000 hosts, BIRD reload; failover BGP+BFD against the lease.
+cargo bench --locked -p romana-fabric --bench scale
+cargo build --locked --release -p romanad -p romana-cni -p romana-cli
+cargo bench --locked -p romana-cli --bench failover
+# The OpenStack drivers (Python, pytest against neutron-lib's real classes and a real romanad).
+bash scripts/test-openstack.sh
 
 du -sh target | awk '{ print "disk: target/ holds " $1 }'
 # One closing line for the whole run (cargo prints one per test binary).
