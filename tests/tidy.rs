@@ -54,10 +54,7 @@ const KNOWN_LONG: &[(&str, u32)] = &[];
 
 /// Import circles between files of a crate today, as sorted file lists, with the issue that
 /// removes them. Remove an entry when its circle is gone.
-const KNOWN_CIRCLES: &[(&[&str], u32)] = &[
-    (&["crates/cni/src/invocation.rs", "crates/cni/src/result.rs"], 15),
-    (&["crates/ipam/src/hosts.rs", "crates/ipam/src/state.rs"], 15),
-];
+const KNOWN_CIRCLES: &[(&[&str], u32)] = &[];
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ is inside the workspace").to_path_buf()

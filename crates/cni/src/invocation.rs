@@ -8,7 +8,7 @@ use romana_api::agent::{PodRef, code};
 use serde::Deserialize;
 
 use crate::result::CniError;
-use crate::{DEFAULT_SOCKET, SEGMENT_ANNOTATION, SUPPORTED_VERSIONS};
+use crate::{DEFAULT_SOCKET, SEGMENT_ANNOTATION, SUPPORTED_VERSIONS, version_key};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Command {
@@ -282,11 +282,6 @@ pub fn parse(env: &BTreeMap<String, String>, stdin: &[u8]) -> Result<Invocation,
         ));
     }
     Ok(inv)
-}
-
-/// Orders versions numerically ("0.10.0" after "0.4.0").
-pub(crate) fn version_key(v: &str) -> Vec<u32> {
-    v.split('.').map(|p| p.parse().unwrap_or(0)).collect()
 }
 
 impl Invocation {

@@ -12,6 +12,11 @@ pub use result::{CniError, panic_error, render_result, version_answer};
 /// runtime we target speaks them.
 pub const SUPPORTED_VERSIONS: [&str; 5] = ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"];
 
+/// Orders versions numerically ("0.10.0" after "0.4.0").
+pub(crate) fn version_key(v: &str) -> Vec<u32> {
+    v.split('.').map(|p| p.parse().unwrap_or(0)).collect()
+}
+
 /// Where the agent listens unless the network config says otherwise.
 pub const DEFAULT_SOCKET: &str = "/run/romana/agent.sock";
 

@@ -4,8 +4,7 @@ use romana_api::agent::Attached;
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use crate::SUPPORTED_VERSIONS;
-use crate::invocation::version_key;
+use crate::{SUPPORTED_VERSIONS, version_key};
 
 /// A CNI error document (`{"cniVersion","code","msg","details"}`, exit status 1).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -10,7 +10,7 @@ use romana_model::{AddressName, Cidr, Family, HostName, NetworkName, SegmentName
 
 use crate::block::FREE;
 use crate::error::IpamError;
-use crate::hosts::Placement;
+use crate::host_registry::Placement;
 use crate::ids::{BlockId, Owner};
 use crate::state::{Ipam, Network, NetworkKind};
 

@@ -11,120 +11,8 @@ use crate::block::BlockTable;
 use crate::error::IpamError;
 use crate::ids::{BlockId, HostId, OwnerId};
 use crate::spec::HostSpec;
-use crate::state::{Ipam, NetworkKind, OwnedBlocks, Tree};
-
-/// Where a host came from: listed in the topology, or added at run time (kept across topology updates).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HostOrigin {
-    Topology,
-    Dynamic,
-}
-
-/// Where a host sits in one network.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Placement {
-    Group(u32),
-    Classic(u32),
-}
-
-#[derive(Debug, Clone)]
-pub(crate) struct HostRecord {
-    pub spec: HostSpec,
-    pub origin: HostOrigin,
-    pub placements: Vec<(u16, Placement)>,
-    /// Topology blocks the host holds, per (network, owner).
-    pub owned: Vec<OwnedBlocks>,
-}
-
-impl HostRecord {
-    pub fn new(spec: HostSpec, origin: HostOrigin, placements: Vec<(u16, Placement)>) -> HostRecord {
-        HostRecord { spec, origin, placements, owned: Vec::new() }
-    }
-
-    pub fn placement(&self, net: u16) -> Option<Placement> {
-        self.placements.iter().find(|(n, _)| *n == net).map(|(_, p)| *p)
-    }
-
-    pub fn owned_mut(&mut self, net: u16, owner: OwnerId) -> Option<&mut OwnedBlocks> {
-        self.owned.iter_mut().find(|o| o.net == net && o.owner == owner)
-    }
-
-    /// Records that the host now holds block `id` for `owner`.
-    pub fn take_block(&mut self, net: u16, owner: OwnerId, id: BlockId, blocks: &BlockTable) {
-        if self.owned_mut(net, owner).is_none() {
-            self.owned.push(OwnedBlocks::new(net, owner));
-        }
-        self.owned_mut(net, owner).expect("just ensured").insert(id, blocks);
-    }
-}
-
-#[derive(Debug, Default)]
-pub(crate) struct Hosts {
-    slab: Vec<Option<HostRecord>>,
-    free: Vec<u32>,
-    by_name: HashMap<HostName, HostId>,
-    by_ip: HashMap<IpAddr, HostId>,
-}
-
-impl Hosts {
-    pub fn id(&self, name: &HostName) -> Option<HostId> {
-        self.by_name.get(name).copied()
-    }
-
-    pub fn by_ip(&self, ip: &IpAddr) -> Option<HostId> {
-        self.by_ip.get(ip).copied()
-    }
-
-    pub fn get(&self, id: HostId) -> &HostRecord {
-        self.slab[id.0 as usize].as_ref().expect("host ids in use point at live hosts")
-    }
-
-    pub fn get_mut(&mut self, id: HostId) -> &mut HostRecord {
-        self.slab[id.0 as usize].as_mut().expect("host ids in use point at live hosts")
-    }
-
-    pub fn insert(&mut self, record: HostRecord) -> HostId {
-        let name = record.spec.name.clone();
-        let ip = record.spec.ip;
-        let id = match self.free.pop() {
-            Some(i) => {
-                self.slab[i as usize] = Some(record);
-                HostId(i)
-            }
-            None => {
-                self.slab.push(Some(record));
-                HostId((self.slab.len() - 1) as u32)
-            }
-        };
-        self.by_name.insert(name, id);
-        self.by_ip.entry(ip).or_insert(id);
-        id
-    }
-
-    pub fn remove(&mut self, id: HostId) -> HostRecord {
-        let record = self.slab[id.0 as usize].take().expect("removing a live host");
-        self.by_name.remove(&record.spec.name);
-        if self.by_ip.get(&record.spec.ip) == Some(&id) {
-            self.by_ip.remove(&record.spec.ip);
-        }
-        // Keep reuse deterministic: lowest id first.
-        self.free.push(id.0);
-        self.free.sort_unstable_by(|a, b| b.cmp(a));
-        record
-    }
-
-    /// Live hosts sorted by name.
-    pub fn iter(&self) -> impl Iterator<Item = (HostId, &HostRecord)> {
-        let mut v: Vec<_> = self
-            .slab
-            .iter()
-            .enumerate()
-            .filter_map(|(i, h)| h.as_ref().map(|h| (HostId(i as u32), h)))
-            .collect();
-        v.sort_by(|a, b| a.1.spec.name.cmp(&b.1.spec.name));
-        v.into_iter()
-    }
-}
+use crate::host_registry::{HostOrigin, HostRecord, Placement};
+use crate::state::{Ipam, NetworkKind, Tree};
 
 /// Where a host landed, per network.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -219,7 +107,7 @@ impl Ipam {
                     let preferred = prefer(i, tree)
                         .filter(|g| tree.groups[*g as usize].is_leaf() && tree.admits_path(*g, &spec.tags));
                     if let Some(g) = preferred.or_else(|| least_loaded_leaf(tree, &spec.tags)) {
-                        placements.push((i, crate::hosts::Placement::Group(g)));
+                        placements.push((i, Placement::Group(g)));
                     }
                 }
                 NetworkKind::Blocks(None) => {}

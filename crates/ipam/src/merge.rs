@@ -9,7 +9,7 @@ use romana_model::{Cidr, Family, HostName, NetworkName, addr_value};
 
 use crate::alloc::AllocRequest;
 use crate::error::IpamError;
-use crate::hosts::{HostOrigin, Placement};
+use crate::host_registry::{HostOrigin, Placement};
 use crate::spec::TopologySpec;
 use crate::state::{Ipam, NetworkKind};
 

@@ -11,7 +11,7 @@ use romana_model::{Cidr, HostName, NetworkName};
 
 use crate::aggregate::aggregate;
 use crate::error::IpamError;
-use crate::hosts::Placement;
+use crate::host_registry::Placement;
 use crate::ids::HostId;
 use crate::state::{Ipam, NetworkKind, Tree};
 

@@ -8,7 +8,7 @@ use romana_model::{Cidr, GroupName, HostName, NetworkName, SegmentName, TenantNa
 
 use crate::block::BlockTable;
 use crate::classic::ClassicNet;
-use crate::hosts::Hosts;
+use crate::host_registry::Hosts;
 use crate::ids::{BlockId, HostId, Owner, OwnerId};
 use crate::names::NameIndex;
 use crate::spec::TopologySpec;
@@ -94,32 +94,6 @@ pub(crate) struct Leaf {
     pub next_carve: u128,
 }
 
-/// An owner's blocks on one host in one network, in address order (so the lowest free address
-/// comes first; Romana 2.0 used acquisition order, which hands out a higher address after a block
-/// is reused). Kept in the host's record, which allocation reads anyway: a host has few owners,
-/// and a short scan there beats a hash lookup that misses the cache.
-#[derive(Debug, Clone)]
-pub(crate) struct OwnedBlocks {
-    pub net: u16,
-    pub owner: OwnerId,
-    pub blocks: Vec<BlockId>,
-    /// Blocks before this index are full.
-    pub first_open: usize,
-}
-
-impl OwnedBlocks {
-    pub fn new(net: u16, owner: OwnerId) -> OwnedBlocks {
-        OwnedBlocks { net, owner, blocks: Vec::new(), first_open: 0 }
-    }
-
-    /// Adds block `id`, keeping address order.
-    pub fn insert(&mut self, id: BlockId, blocks: &BlockTable) {
-        let cidr = blocks[id].cidr;
-        let at = self.blocks.partition_point(|b| blocks[b].cidr < cidr);
-        self.blocks.insert(at, id);
-        self.first_open = self.first_open.min(at);
-    }
-}
 
 impl Group {
     pub fn is_leaf(&self) -> bool {

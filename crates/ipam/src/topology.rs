@@ -11,7 +11,7 @@ use romana_model::{Cidr, Family, GroupName, HostName, NetworkName};
 
 use crate::classic::ClassicNet;
 use crate::error::{IpamError, TopologyProblem};
-use crate::hosts::{HostOrigin, HostRecord, Hosts, Placement};
+use crate::host_registry::{HostOrigin, HostRecord, Hosts, Placement};
 use crate::names::NameIndex;
 use crate::spec::{GroupOrHostSpec, GroupSpec, HostSpec, LayoutSpec, NetworkSpec, TopologySpec};
 use crate::state::{Group, Ipam, Leaf, Network, NetworkKind, Owners, Tree};

@@ -7,7 +7,8 @@ use romana_model::{Cidr, Family, GroupName, HostName, NetworkName, SegmentName, 
 
 use crate::classic::ClassicAddress;
 use crate::error::IpamError;
-use crate::hosts::{HostOrigin, HostPlacement, Placement};
+use crate::host_registry::{HostOrigin, Placement};
+use crate::hosts::HostPlacement;
 use crate::spec::{ClassicBits, LayoutSpec};
 use crate::state::{Ipam, NetworkKind};
 
