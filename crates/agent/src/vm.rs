@@ -127,6 +127,13 @@ impl Vms {
                 return;
             }
         };
+        // A pod's address (CNI names it) is never registered as a VM: the unauthenticated caller
+        // would otherwise relabel a pod's endpoint record.
+        if a.name.starts_with("cni:") {
+            tracing::warn!(mac = %ep.mac, %ip, name = %a.name, "a VM claims a pod's address; not registered");
+            self.registered().insert(ep.mac.clone(), String::new());
+            return;
+        }
         if !a.name.chars().all(|c| c.is_ascii_alphanumeric() || "._-:".contains(c)) {
             tracing::warn!(name = %a.name, "VM address name cannot be an endpoint path; not registered");
             return;
@@ -251,7 +258,7 @@ fn mac(s: &str) -> Result<String, Fail> {
 fn vm_error(e: VmError) -> Fail {
     let status = match e {
         VmError::IfName(_) => StatusCode::BAD_REQUEST,
-        VmError::ForeignRoute { .. } => StatusCode::CONFLICT,
+        VmError::ForeignRoute { .. } | VmError::EndpointRoute { .. } => StatusCode::CONFLICT,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     };
     Fail(status, e.to_string())
@@ -273,6 +280,17 @@ async fn add(State(v): State<Arc<Vms>>, Json(mut ep): Json<VmEndpoint>) -> Resul
             ),
         ));
     }
+    // The caller is not authenticated (the drivers send no token): only a VM's tap, as nova names
+    // them, may be routed, never the uplink or one of our endpoint links.
+    if !ep.interface.starts_with(VM_TAP_PREFIX) {
+        return Err(Fail(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "interface: {:?} is not a VM tap (nova names them {VM_TAP_PREFIX}<port id>)",
+                ep.interface
+            ),
+        ));
+    }
     {
         let mut m = v.records();
         // A changed record (same MAC, another tap or address) is plumbed afresh.
@@ -288,6 +306,9 @@ async fn add(State(v): State<Arc<Vms>>, Json(mut ep): Json<VmEndpoint>) -> Resul
     tracing::info!(interface = %ep.interface, mac = %ep.mac, %ip, "VM endpoint recorded");
     Ok(Json(ep))
 }
+
+/// The prefix of the tap interfaces nova creates for `vif_type` tap ports.
+const VM_TAP_PREFIX: &str = "tap";
 
 /// What the kernel's interface names allow (as `romana_host` checks them).
 fn valid_ifname(s: &str) -> bool {
@@ -307,8 +328,8 @@ async fn remove(v: &Arc<Vms>, raw_mac: &str) -> Result<Json<VmEndpoint>, Fail> {
             Fail(StatusCode::NOT_FOUND, format!("no VM endpoint with MAC {key} on this host"))
         })?;
     if let Ok(ip) = ep.ip.parse::<IpAddr>() {
-        let ns = v.host_ns.clone();
-        tokio::task::spawn_blocking(move || romana_host::detach_vm(ns.as_deref(), ip))
+        let (ns, tap) = (v.host_ns.clone(), ep.interface.clone());
+        tokio::task::spawn_blocking(move || romana_host::detach_vm(ns.as_deref(), &tap, ip))
             .await
             .map_err(|e| Fail(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
             .map_err(vm_error)?;

@@ -191,6 +191,12 @@ async fn openstack_vm_endpoints() {
             json!({"interface": "tap0123456789abc", "mac": "fa:16:3e:00:00:09", "ip": "10.30.0.9"}),
             "interface",
         ),
+        // The caller is unauthenticated: never the uplink, never one of our endpoint links.
+        (json!({"interface": "eth0", "mac": "fa:16:3e:00:00:09", "ip": "10.30.0.9"}), "not a VM tap"),
+        (
+            json!({"interface": "romana0a1b2c3d4", "mac": "fa:16:3e:00:00:09", "ip": "10.30.0.9"}),
+            "not a VM tap",
+        ),
     ] {
         let r = call(reqwest::Method::POST, "/vm", Some(body.clone())).await;
         assert_eq!(r.0, 400, "{body}: {}", r.1);

@@ -401,7 +401,7 @@ pub struct User {
 }
 
 /// What romanad writes to `DATA_DIR/admin.credentials` (mode 0600) on first start.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Credentials {
     pub endpoint: String,
     pub username: String,
@@ -409,6 +409,18 @@ pub struct Credentials {
     /// PEM of the CA that signed romanad's certificate, when TLS is on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca: Option<String>,
+}
+
+/// Never prints the password: a `{:?}` in a log line or a panic must not leak it.
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("endpoint", &self.endpoint)
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .field("ca", &self.ca.as_ref().map(|_| "<pem>"))
+            .finish()
+    }
 }
 
 /// An endpoint (pod or VM) as the policy dataplane sees it: its address, owner, place and the

@@ -163,3 +163,16 @@ fn watch_values_are_typed_by_their_key() {
     assert_eq!(bad.resource, "policy");
     assert!(bad.to_string().starts_with("unreadable policy policies/p2 on the watch: "), "{bad}");
 }
+
+#[test]
+fn credentials_never_print_their_password() {
+    let c = romana_api::rest::Credentials {
+        endpoint: "http://127.0.0.1:9600".into(),
+        username: "agent-h1".into(),
+        password: "s3cret-pw".into(),
+        ca: None,
+    };
+    let shown = format!("{c:?}");
+    assert!(!shown.contains("s3cret-pw"), "{shown}");
+    assert!(shown.contains("agent-h1"), "{shown}");
+}

@@ -90,7 +90,11 @@ fn render_filters(out: &mut String, s: &Session, pods: &[Cidr]) {
     let why = "inside a pod network but not announced by this peer in the fabric view";
     if !pods.is_empty() {
         let _ = writeln!(out, "\tif net ~ {} then {{", prefix_set(pods, true));
-        let _ = writeln!(out, "\t\tprint \"romana: refused \", net, \" from {}: {why}\";", s.description);
+        let _ = writeln!(
+            out,
+            "\t\tprint \"romana: refused \", net, \" from {}: {why}\";",
+            bird_text(&s.description)
+        );
         let _ = writeln!(out, "\t\treject;");
         let _ = writeln!(out, "\t}}");
     }
@@ -100,7 +104,7 @@ fn render_filters(out: &mut String, s: &Session, pods: &[Cidr]) {
         let _ = writeln!(
             out,
             "\tprint \"romana: refused \", net, \" from {}: not in the fabric view\";",
-            s.description
+            bird_text(&s.description)
         );
         let _ = writeln!(out, "\treject;");
     }
@@ -133,7 +137,7 @@ fn render_filters(out: &mut String, s: &Session, pods: &[Cidr]) {
 
 fn render_session(out: &mut String, s: &Session, o: Options) {
     let _ = writeln!(out, "protocol bgp romana_{} {{", s.name);
-    let _ = writeln!(out, "\tdescription \"{}\";", s.description);
+    let _ = writeln!(out, "\tdescription \"{}\";", bird_text(&s.description));
     let _ = writeln!(out, "\tlocal {} as {};", s.local, s.local_asn);
     let _ = writeln!(out, "\tneighbor {} as {};", s.neighbor, s.asn);
     if s.local_asn == s.asn {
@@ -369,4 +373,27 @@ pub fn render_router(
         render_session(&mut out, s, o);
     }
     Ok(out)
+}
+
+/// `text` as the inside of a BIRD string: group names come from the topology and may hold
+/// quotes, semicolons or braces (`GroupName` allows them), which would end the string and inject
+/// configuration; anything but letters, digits and ` ._:/-` becomes `_`.
+fn bird_text(text: &str) -> String {
+    text.chars().map(|c| if c.is_ascii_alphanumeric() || " ._:/-".contains(c) { c } else { '_' }).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bird_text;
+
+    #[test]
+    fn a_name_cannot_end_a_bird_string() {
+        for (name, want) in [
+            ("/rack-1", "/rack-1"),
+            ("rack\"; protocol static x { }", "rack__ protocol static x _ _"),
+            ("a\\b\nc", "a_b_c"),
+        ] {
+            assert_eq!(bird_text(name), want, "{name:?}");
+        }
+    }
 }

@@ -8,7 +8,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use futures_util::TryStreamExt;
-use romana_dataplane::ROUTE_PROTOCOL;
+use romana_dataplane::{LINK_PREFIX, ROUTE_PROTOCOL};
+use rtnetlink::packet_route::link::LinkAttribute;
 use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute, RouteProtocol, RouteScope, RouteType};
 use rtnetlink::{LinkUnspec, RouteMessageBuilder};
 
@@ -25,6 +26,10 @@ pub enum VmError {
     Netlink { step: String, source: rtnetlink::Error },
     #[error("{step}: a route for {ip} exists and is not Romana's; refusing to replace it")]
     ForeignRoute { step: String, ip: IpAddr },
+    #[error(
+        "{step}: {ip} is routed to the endpoint link {link}: the address is a local endpoint's, not a VM's"
+    )]
+    EndpointRoute { step: String, ip: IpAddr, link: String },
     #[error("cannot write {key}: {source}")]
     Sysctl { key: String, source: std::io::Error },
     #[error("opening a netlink socket: {0}")]
@@ -43,7 +48,9 @@ async fn index_of(handle: &rtnetlink::Handle, name: &str) -> Result<Option<u32>,
 
 /// Routes `ip` to the VM behind `tap` (waiting up to `wait` for the tap to appear).
 pub fn attach_vm(host_ns: Option<&Path>, tap: &str, ip: IpAddr, wait: Duration) -> Result<(), VmError> {
-    if !valid_ifname(tap) {
+    // Our own endpoint links are never a VM's tap: routing a VM through one would take a pod's
+    // link (and proxy ARP on it) over.
+    if !valid_ifname(tap) || tap.starts_with(LINK_PREFIX) {
         return Err(VmError::IfName(tap.to_owned()));
     }
     let tap = tap.to_owned();
@@ -79,26 +86,49 @@ pub fn attach_vm(host_ns: Option<&Path>, tap: &str, ip: IpAddr, wait: Duration) 
         match handle.route().add(route.clone()).execute().await {
             Ok(()) => Ok(()),
             // Already there: ours (same protocol) is replaced in place, anyone else's is refused.
-            Err(e) if errno(&e) == Some(EEXIST) => {
-                if ours(&handle, ip).await? {
-                    handle
-                        .route()
-                        .add(route)
-                        .replace()
-                        .execute()
-                        .await
-                        .map_err(|source| VmError::Netlink { step, source })
-                } else {
-                    Err(VmError::ForeignRoute { step, ip })
-                }
-            }
+            // Ours through this tap (a re-plumb) or through a VM's earlier tap is replaced; ours
+            // through an endpoint link is a pod's address, and anyone else's is refused.
+            Err(e) if errno(&e) == Some(EEXIST) => match our_route_oif(&handle, ip).await? {
+                Some(oif) if oif == Some(index) => replace(&handle, route, step).await,
+                Some(oif) => match link_name(&handle, oif).await? {
+                    Some(link) if link.starts_with(LINK_PREFIX) => {
+                        Err(VmError::EndpointRoute { step, ip, link })
+                    }
+                    _ => replace(&handle, route, step).await,
+                },
+                None => Err(VmError::ForeignRoute { step, ip }),
+            },
             Err(source) => Err(VmError::Netlink { step, source }),
         }
     })?
 }
 
-/// Whether the main table's route for exactly `ip` carries our protocol.
-async fn ours(handle: &rtnetlink::Handle, ip: IpAddr) -> Result<bool, VmError> {
+async fn replace(
+    handle: &rtnetlink::Handle,
+    route: rtnetlink::packet_route::route::RouteMessage,
+    step: String,
+) -> Result<(), VmError> {
+    handle.route().add(route).replace().execute().await.map_err(|source| VmError::Netlink { step, source })
+}
+
+/// The name of link `index`, if it exists.
+async fn link_name(handle: &rtnetlink::Handle, index: Option<u32>) -> Result<Option<String>, VmError> {
+    let Some(index) = index else { return Ok(None) };
+    match handle.link().get().match_index(index).execute().try_next().await {
+        Ok(m) => Ok(m.and_then(|m| {
+            m.attributes.into_iter().find_map(|a| match a {
+                LinkAttribute::IfName(n) => Some(n),
+                _ => None,
+            })
+        })),
+        Err(e) if errno(&e) == Some(ENODEV) => Ok(None),
+        Err(source) => Err(VmError::Netlink { step: format!("look up link {index}"), source }),
+    }
+}
+
+/// The main table's route of our protocol for exactly `ip`: `Some(its output link)`, or `None`
+/// when there is none of ours.
+async fn our_route_oif(handle: &rtnetlink::Handle, ip: IpAddr) -> Result<Option<Option<u32>>, VmError> {
     // A plain dump of the family, as `Kernel::observe` reads routes: a request carrying the
     // destination did not find our own route (so re-plumbing after a restart failed).
     let filter = match ip {
@@ -112,25 +142,44 @@ async fn ours(handle: &rtnetlink::Handle, ip: IpAddr) -> Result<bool, VmError> {
         .try_collect()
         .await
         .map_err(|source| VmError::Netlink { step: "list routes".into(), source })?;
-    Ok(routes.iter().any(|r| {
-        r.header.destination_prefix_length == host_len(ip)
-            && r.header.table == 254
-            && r.header.protocol == RouteProtocol::from(ROUTE_PROTOCOL)
-            && r.attributes.iter().any(|a| match a {
-                RouteAttribute::Destination(RouteAddress::Inet(d)) => IpAddr::V4(*d) == ip,
-                RouteAttribute::Destination(RouteAddress::Inet6(d)) => IpAddr::V6(*d) == ip,
-                _ => false,
+    Ok(routes
+        .iter()
+        .find(|r| {
+            r.header.destination_prefix_length == host_len(ip)
+                && r.header.table == 254
+                && r.header.protocol == RouteProtocol::from(ROUTE_PROTOCOL)
+                && r.attributes.iter().any(|a| match a {
+                    RouteAttribute::Destination(RouteAddress::Inet(d)) => IpAddr::V4(*d) == ip,
+                    RouteAttribute::Destination(RouteAddress::Inet6(d)) => IpAddr::V6(*d) == ip,
+                    _ => false,
+                })
+        })
+        .map(|r| {
+            r.attributes.iter().find_map(|a| match a {
+                RouteAttribute::Oif(i) => Some(*i),
+                _ => None,
             })
-    }))
+        }))
 }
 
-/// Removes our route for `ip` (whatever link it uses). True when there was one.
-pub fn detach_vm(host_ns: Option<&Path>, ip: IpAddr) -> Result<bool, VmError> {
+/// Removes our route for `ip` through `tap`. True when there was one. A route through any other
+/// link (a pod's endpoint link above all) is left alone, and with the tap gone the kernel has
+/// already dropped the routes through it.
+pub fn detach_vm(host_ns: Option<&Path>, tap: &str, ip: IpAddr) -> Result<bool, VmError> {
+    if !valid_ifname(tap) {
+        return Err(VmError::IfName(tap.to_owned()));
+    }
+    let tap = tap.to_owned();
     in_netns_path(host_ns, move || async move {
         let (conn, handle, _) = rtnetlink::new_connection().map_err(VmError::Socket)?;
         tokio::spawn(conn);
-        let step = format!("delete route {ip}/{}", host_len(ip));
+        let Some(index) = index_of(&handle, &tap).await? else { return Ok(false) };
+        if our_route_oif(&handle, ip).await? != Some(Some(index)) {
+            return Ok(false);
+        }
+        let step = format!("delete route {ip}/{} dev {tap}", host_len(ip));
         let route = route_to(ip, host_len(ip))
+            .output_interface(index)
             .protocol(RouteProtocol::from(ROUTE_PROTOCOL))
             .kind(RouteType::Unspec)
             .scope(RouteScope::NoWhere)

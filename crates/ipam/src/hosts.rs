@@ -2,16 +2,14 @@
 
 use std::collections::BTreeMap;
 
-use hashbrown::HashMap;
 use std::net::IpAddr;
 
 use romana_model::{Cidr, HostName, NetworkName};
 
-use crate::block::BlockTable;
 use crate::error::IpamError;
-use crate::ids::{BlockId, HostId, OwnerId};
-use crate::spec::HostSpec;
 use crate::host_registry::{HostOrigin, HostRecord, Placement};
+use crate::ids::{BlockId, HostId};
+use crate::spec::HostSpec;
 use crate::state::{Ipam, NetworkKind, Tree};
 
 /// Where a host landed, per network.

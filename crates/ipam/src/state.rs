@@ -9,7 +9,7 @@ use romana_model::{Cidr, GroupName, HostName, NetworkName, SegmentName, TenantNa
 use crate::block::BlockTable;
 use crate::classic::ClassicNet;
 use crate::host_registry::Hosts;
-use crate::ids::{BlockId, HostId, Owner, OwnerId};
+use crate::ids::{HostId, Owner, OwnerId};
 use crate::names::NameIndex;
 use crate::spec::TopologySpec;
 
@@ -93,7 +93,6 @@ pub(crate) struct Leaf {
     /// Every position below this one is carved or fully blacked out.
     pub next_carve: u128,
 }
-
 
 impl Group {
     pub fn is_leaf(&self) -> bool {

@@ -230,6 +230,37 @@ async fn the_allowance_opens_nothing_else() {
     assert!(w.allocated(&ip).await, "a registry delete must not release the 1.x address");
     let (st, _) = w.call(M::DELETE, "/endpoints/never-registered", None).await;
     assert_eq!(st, 404);
+    // The allowance releases only what it allocated: an address allocated by an authenticated
+    // client (a pod's, say) survives a tokenless release by address.
+    let (st, pod) = w
+        .call(
+            M::POST,
+            "/addresses",
+            Some(json!({"name": "cni:k8s:c1:eth0", "host": "hv1", "tenant": "demo", "segment": "web"})),
+        )
+        .await;
+    assert_eq!(st, 201, "{pod}");
+    let pod_ip = serde_json::from_str::<serde_json::Value>(&pod).unwrap()["ip"].as_str().unwrap().to_owned();
+    let (st, r) = driver(M::DELETE, &urljoin(&root, &format!("/endpoints/{pod_ip}")), None).await;
+    assert_eq!(st, 404, "{r}");
+    assert!(w.allocated(&pod_ip).await, "a pod's address must not be released by the allowance");
+    // A Kubernetes namespace's tenant is not the 1.x driver's to allocate in.
+    let (st, b) = w
+        .call(
+            M::POST,
+            "/tenants",
+            Some(json!({"name": "ns1", "labels": {"romana.io/managed-by": "romana-k8s"}})),
+        )
+        .await;
+    assert_eq!(st, 201, "{b}");
+    let ns1 = serde_json::from_str::<serde_json::Value>(&b).unwrap()["number"].to_string();
+    let (st, r) = driver(
+        M::POST,
+        &urljoin(&root, "/endpoints"),
+        Some(json!({"tenant_id": ns1, "segment_id": "0", "host_id": hid.to_string()})),
+    )
+    .await;
+    assert_eq!(st, 403, "{r}");
     // Bad input to the legacy calls names the problem.
     let (st, r) = driver(M::DELETE, &urljoin(&root, "/endpoints/not-an-ip"), None).await;
     assert_eq!(st, 400, "{r}");

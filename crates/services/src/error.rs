@@ -28,6 +28,9 @@ impl ApiError {
     pub fn not_found(m: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::NOT_FOUND, m)
     }
+    pub fn forbidden(m: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::FORBIDDEN, m)
+    }
     pub fn conflict(m: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::CONFLICT, m)
     }

@@ -55,6 +55,11 @@ pub struct LegacyConfig {
     pub agent_port: Option<u16>,
 }
 
+/// The prefix of every address name the 1.x IPAM calls allocate.
+pub const LEGACY_NAME_PREFIX: &str = "os1:";
+/// The mark the Kubernetes controller puts on the tenants it owns.
+const MANAGED_BY_LABEL: &str = "romana.io/managed-by";
+
 /// Whether `(method, path)` is one of `ROUTES`.
 pub fn is_legacy_call(method: &str, path: &str) -> bool {
     let segs: Vec<&str> = path.split('/').collect();
@@ -68,6 +73,8 @@ pub fn is_legacy_call(method: &str, path: &str) -> bool {
 
 /// Whether `source` is in one of the allowed CIDRs (unparsable entries allow nothing).
 pub fn allowed(cfg: &LegacyConfig, source: IpAddr) -> bool {
+    // A dual-stack listener sees an IPv4 peer as `::ffff:a.b.c.d`: compare the IPv4 address.
+    let source = source.to_canonical();
     cfg.sources.iter().filter_map(|c| c.parse::<Cidr>().ok()).any(|c| c.contains_addr(source))
 }
 
@@ -273,7 +280,16 @@ async fn answer(s: &AppState, cfg: &LegacyConfig, req: Request) -> ApiResult<Res
             let Some((name, host)) = held else {
                 return Err(ApiError::not_found(format!("{ip} is not allocated")));
             };
+            // The allowance is by source address only: it releases only what it allocated, never
+            // a pod's or another client's address.
+            if !name.starts_with(LEGACY_NAME_PREFIX) {
+                return Err(ApiError::not_found(format!(
+                    "{ip} was not allocated through the 1.x IPAM calls; release it with an authenticated client"
+                )));
+            }
             s.ipam.release(ip.to_string()).await?;
+            // No stale record (labels, tenant) is left for the next holder of the address.
+            crate::pod_join::delete_endpoint(s, &name, |_| Ok(())).await?;
             ok(
                 json!({"ip": ip.to_string(), "name": name, "host_id": host_id(&host).to_string(), "in_use": false}),
             )
@@ -286,6 +302,12 @@ async fn answer(s: &AppState, cfg: &LegacyConfig, req: Request) -> ApiResult<Res
 /// address from our IPAM under the given name or a fresh one.
 async fn allocate(s: &AppState, body: &Value) -> ApiResult<Value> {
     let t = tenant_by_number(s, number(body, "tenant_id")?).await?;
+    if t.labels.get(MANAGED_BY_LABEL).is_some_and(|v| v == "romana-k8s") {
+        return Err(ApiError::forbidden(format!(
+            "tenant {} is a Kubernetes namespace; the 1.x IPAM calls allocate only for OpenStack tenants",
+            t.name
+        )));
+    }
     let seg_n = number(body, "segment_id")?;
     let g = exactly_one(
         segments(s, &t.name).await?.into_iter().filter(|g| g.number == seg_n).collect(),
@@ -296,9 +318,11 @@ async fn allocate(s: &AppState, body: &Value) -> ApiResult<Value> {
         .ipam
         .read(|v| v.ipam.hosts().iter().find(|h| host_id(h.name.as_str()) == hid).map(|h| h.name.clone()))
         .ok_or_else(|| ApiError::not_found(format!("no host with id {hid}")))?;
+    // Every name carries the prefix, so a release through the allowance can only ever find
+    // addresses the allowance allocated.
     let name = match body.get("name").and_then(Value::as_str).filter(|n| !n.is_empty()) {
-        Some(n) => n.to_owned(),
-        None => fresh_name(),
+        Some(n) => format!("{LEGACY_NAME_PREFIX}{n}"),
+        None => format!("{LEGACY_NAME_PREFIX}{}", fresh_name()),
     };
     let bad = |f: &str, e: String| ApiError::bad_request(format!("{f}: {e}"));
     let r = AllocRequest {

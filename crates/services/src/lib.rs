@@ -197,8 +197,9 @@ pub fn router(state: AppState) -> Router {
         .fallback(ops::fallback)
         .method_not_allowed_fallback(ops::method_not_allowed)
         .layer(axum::middleware::from_fn(ops::json_errors))
+        // Inside `observe`, so the tokenless legacy calls are logged and counted like any other.
+        .layer(axum::middleware::from_fn_with_state(state.clone(), legacy_openstack::allowance))
         .layer(axum::middleware::from_fn_with_state(state.clone(), ops::observe))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
-        .layer(axum::middleware::from_fn_with_state(state.clone(), legacy_openstack::allowance))
         .with_state(state)
 }
