@@ -29,6 +29,7 @@ cargo bench --locked -p romanad --bench rest -- --quick
 cargo bench --locked -p romana-auth --bench verify -- --quick
 # The Kubernetes controller at a tenth of its scale point, and the test API server's relist.
 cargo bench --locked -p romana-k8s --bench scale -- --quick
+cargo bench --locked -p romana-k8s --bench enforce -- --quick
 cargo bench --locked -p romana-kube-testserver --bench list -- --test
 # The BGP fabric: routes per router at 1,000 hosts, BIRD reload; failover BGP+BFD against the lease.
 cargo bench --locked -p romana-fabric --bench scale
