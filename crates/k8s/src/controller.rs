@@ -16,7 +16,7 @@ use tokio::time::sleep_until;
 
 use crate::intake::Intake;
 use crate::metrics::Metrics;
-use crate::plan::{Ctx, Write, host_conflicts, orphans, plan, skip_refused};
+use crate::plan::{Ctx, Write, foreign_tenants, host_conflicts, orphans, plan, skip_refused};
 use crate::romanad::{Romanad, WriteError};
 use crate::state::{Actual, Key};
 use crate::watch::Event;
@@ -97,6 +97,13 @@ pub async fn run(
                             node_ip,
                             held,
                             "host exists in romanad with another IP; left alone"
+                        );
+                    }
+                    for ns in foreign_tenants(&intake.desired, &a) {
+                        tracing::warn!(
+                            namespace = ns,
+                            "a tenant of this name exists in romanad with another external id (not made \
+                             by romana-k8s); the namespace is left alone until the clash is resolved"
                         );
                     }
                     actual.insert(a)

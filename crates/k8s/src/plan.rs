@@ -176,11 +176,31 @@ fn join<'a, K: Ord, A, B>(
     })
 }
 
+/// Namespaces whose name is taken by a tenant this controller does not own and that carries
+/// another external id (an OpenStack project, say): adopting it would apply and delete
+/// NetworkPolicies in someone else's tenant. A tenant without an external id (made by hand or by
+/// the sandbox) or with this namespace's uid is adopted.
+pub fn foreign_tenants<'a>(d: &'a Desired, a: &Actual) -> BTreeSet<&'a str> {
+    d.tenants
+        .iter()
+        .filter(|(name, t)| {
+            a.tenants.get(*name).is_some_and(|x| {
+                !x.owned() && !x.req.external_id.is_empty() && x.req.external_id != t.external_id
+            })
+        })
+        .map(|(name, _)| name.as_str())
+        .collect()
+}
+
 /// The writes that make `a` equal to `d`, creations before the deletions that depend on them.
 pub fn plan(d: &Desired, a: &Actual, ctx: Ctx<'_>) -> Vec<Write> {
     let mut w = Vec::new();
+    // A tenant made elsewhere under another external id (an OpenStack project) is never adopted
+    // by a namespace of the same name: the namespace is left alone (no tenant write, no policy
+    // applied or deleted there) until an operator resolves the clash (`foreign_tenants`).
+    let foreign = foreign_tenants(d, a);
     // Tenants: create, or update in place when labels, isolation or the namespace uid changed.
-    for (name, t) in &d.tenants {
+    for (name, t) in d.tenants.iter().filter(|(n, _)| !foreign.contains(n.as_str())) {
         match a.tenants.get(name) {
             None => w.push(Write::PutTenant { create: true, req: t.clone() }),
             Some(x) if x.req != *t => w.push(Write::PutTenant { create: false, req: t.clone() }),
@@ -213,9 +233,15 @@ pub fn plan(d: &Desired, a: &Actual, ctx: Ctx<'_>) -> Vec<Write> {
     }
     // Policies and pods: applied when different; deleted when gone. Pod records are all ours;
     // policies are ours in namespaces that are (or were) ours.
-    let ours = |ns: &str| d.tenants.contains_key(ns) || a.tenants.get(ns).is_some_and(TenantActual::owned);
+    let ours = |ns: &str| {
+        !foreign.contains(ns)
+            && (d.tenants.contains_key(ns) || a.tenants.get(ns).is_some_and(TenantActual::owned))
+    };
     let mut deletes = Vec::new();
     for (k, want, have) in join(&d.netpols, &a.netpols) {
+        if foreign.contains(k.0.as_str()) {
+            continue;
+        }
         match (want, have) {
             (Some(n), have) if have != Some(&n.policy) => w.push(Write::ApplyNetpol(k.clone(), n.clone())),
             (None, Some(_)) if ours(&k.0) => deletes.push(Write::DeleteNetpol(k.clone())),

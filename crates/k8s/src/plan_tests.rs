@@ -219,6 +219,20 @@ fn a_hand_made_tenant_or_host_is_adopted_when_kubernetes_names_it() {
 }
 
 #[test]
+fn a_tenant_of_another_origin_is_never_adopted() {
+    let now = Instant::now();
+    // An OpenStack project's tenant "n" (its own external id, not ours) and its NetworkPolicy;
+    // Kubernetes gets a namespace "n" with a policy of its own: neither side is touched.
+    let held = TenantRequest { external_id: "os-project-7".into(), ..tenant("n", false, &[]) };
+    let c = Case::default()
+        .tenant(tenant("n", true, &[]), &[])
+        .held_tenant(held, &[])
+        .np(np("n", "k8s", "x"))
+        .held_np(np("n", "hand-made", "y"));
+    check(c, now, &[], &[]);
+}
+
+#[test]
 fn deletions_touch_only_what_is_owned() {
     let now = Instant::now();
     let c = Case::default()
