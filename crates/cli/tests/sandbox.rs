@@ -4,65 +4,14 @@
 //! state file gone). A guard runs `down` if the test fails half-way.
 #![allow(clippy::unwrap_used)]
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
+use std::process::Command;
 
 use romana_test_support::{Romanad, TempDir, sibling_bin};
 
-struct Sandbox {
-    url: String,
-    creds: PathBuf,
-    state: PathBuf,
-    name: String,
-}
-
-impl Sandbox {
-    fn romana(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_romana"))
-            .args(args)
-            .args(["--name", &self.name, "--state-dir"])
-            .arg(&self.state)
-            .env("ROMANA_ENDPOINT", &self.url)
-            .env("ROMANA_CREDENTIALS", &self.creds)
-            .env_remove("ROMANA_CONFIG")
-            .output()
-            .unwrap()
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.romana(args);
-        assert!(
-            out.status.success(),
-            "romana {args:?}: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-}
-
-impl Drop for Sandbox {
-    fn drop(&mut self) {
-        let _ = self.romana(&["sandbox", "down"]);
-    }
-}
-
-fn namespaces(prefix: &str) -> Vec<String> {
-    let out = Command::new("ip").args(["netns", "list"]).output().unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| l.split_whitespace().next())
-        .filter(|n| n.starts_with(prefix))
-        .map(str::to_owned)
-        .collect()
-}
-
-fn can_make_namespaces() -> bool {
-    let name = format!("rms-probe{}", std::process::id());
-    let ok = Command::new("ip").args(["netns", "add", &name]).status().is_ok_and(|s| s.success());
-    let _ = Command::new("ip").args(["netns", "del", &name]).status();
-    ok
-}
+#[allow(dead_code)]
+mod common;
+use common::{Sandbox, can_make_namespaces, namespaces};
 
 #[test]
 fn sandbox_up_pods_probe_status_down() {

@@ -9,43 +9,16 @@
 //! if the test fails half-way. Waits poll for convergence; nothing asserts on time.
 #![allow(clippy::unwrap_used)]
 
-use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use romana_test_support::{Romanad, TempDir, sibling_bin};
 
-struct Sandbox {
-    url: String,
-    creds: PathBuf,
-    state: PathBuf,
-    name: String,
-}
+#[allow(dead_code)]
+mod common;
+use common::{Sandbox, namespaces};
 
 impl Sandbox {
-    fn romana(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_romana"))
-            .args(args)
-            .args(["--name", &self.name, "--state-dir"])
-            .arg(&self.state)
-            .env("ROMANA_ENDPOINT", &self.url)
-            .env("ROMANA_CREDENTIALS", &self.creds)
-            .env_remove("ROMANA_CONFIG")
-            .output()
-            .unwrap()
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.romana(args);
-        assert!(
-            out.status.success(),
-            "romana {args:?}: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
     /// The router rows of `status`: namespace -> (sessions, from below, from above, multipath,
     /// per-endpoint).
     fn routers(&self) -> Vec<(String, [String; 5])> {
@@ -75,23 +48,8 @@ impl Sandbox {
     }
 }
 
-impl Drop for Sandbox {
-    fn drop(&mut self) {
-        let _ = self.romana(&["sandbox", "down"]);
-    }
-}
-
 fn ip(args: &[&str]) -> String {
     String::from_utf8_lossy(&Command::new("ip").args(args).output().unwrap().stdout).into_owned()
-}
-
-fn namespaces(prefix: &str) -> Vec<String> {
-    ip(&["netns", "list"])
-        .lines()
-        .filter_map(|l| l.split_whitespace().next())
-        .filter(|n| n.starts_with(prefix))
-        .map(str::to_owned)
-        .collect()
 }
 
 fn usable() -> bool {

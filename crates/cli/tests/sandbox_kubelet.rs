@@ -4,53 +4,12 @@
 //! a sandbox of one host with its real agent; a guard runs `down` if the test fails half-way.
 #![allow(clippy::unwrap_used)]
 
-use std::path::PathBuf;
-use std::process::{Command, Output};
-
 use romana_api::rest::{Credentials, EndpointPort, PodInfo};
 use romana_test_support::{Romanad, TempDir, sibling_bin};
 
-struct Sandbox {
-    url: String,
-    creds: PathBuf,
-    state: PathBuf,
-    name: String,
-}
-
-impl Sandbox {
-    fn romana(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_romana"))
-            .args(args)
-            .args(["--name", &self.name, "--state-dir"])
-            .arg(&self.state)
-            .env("ROMANA_ENDPOINT", &self.url)
-            .env("ROMANA_CREDENTIALS", &self.creds)
-            .env_remove("ROMANA_CONFIG")
-            .output()
-            .unwrap()
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.romana(args);
-        let text =
-            format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-        assert!(out.status.success(), "romana {args:?}: {text}");
-        text
-    }
-}
-
-impl Drop for Sandbox {
-    fn drop(&mut self) {
-        let _ = self.romana(&["sandbox", "down"]);
-    }
-}
-
-fn can_make_namespaces() -> bool {
-    let name = format!("rms-probe{}", std::process::id());
-    let ok = Command::new("ip").args(["netns", "add", &name]).status().is_ok_and(|s| s.success());
-    let _ = Command::new("ip").args(["netns", "del", &name]).status();
-    ok
-}
+#[allow(dead_code)]
+mod common;
+use common::{Sandbox, can_make_namespaces};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sandbox_pod_from_kubernetes_takes_its_labels_from_the_pod_record() {
