@@ -798,6 +798,14 @@ fn main() -> ExitCode {
                     eprintln!("{}", unreachable_hint(ENDPOINT_SOURCE.get().map(String::as_str)));
                     ExitCode::from(3)
                 }
+                Some(e) if e.status() == Some(401) => {
+                    eprintln!(
+                        "romana: romanad wants credentials: `romana login --username USER --password PASS` \
+                         (kept in ~/.romana.yaml), --token TOKEN, or a credentials file (--credentials \
+                         FILE or ROMANA_CREDENTIALS; romanad writes DATA_DIR/admin.credentials)."
+                    );
+                    ExitCode::FAILURE
+                }
                 _ => ExitCode::FAILURE,
             }
         }

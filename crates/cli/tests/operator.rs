@@ -107,6 +107,23 @@ fn unreachable_romanad_says_which_endpoint_and_what_to_do() {
     }
 }
 
+/// Without credentials, romanad's 401 comes with the ways to give some.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_credentials_say_how_to_give_them() {
+    let dir = TempDir::new("cli-401");
+    let creds = dir.path().join("admin.credentials");
+    let url = romana_services::serve_loopback("cli-401", None, Some(creds.clone())).await.unwrap();
+    let (code, _, err) = tokio::task::spawn_blocking(move || {
+        romana(&["tenant", "list"], &[("ROMANA_ENDPOINT", url.as_str())])
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, 1, "{err}");
+    for needle in ["(401)", "romana login --username USER", "--credentials FILE", "ROMANA_CREDENTIALS"] {
+        assert!(err.contains(needle), "{needle:?} missing from: {err}");
+    }
+}
+
 /// `romana ARGS --watch` as a child whose stdout arrives on a channel, killed on drop.
 struct Watching(Child, mpsc::Receiver<String>, String);
 
