@@ -1,6 +1,7 @@
 //! `--watch` of the list commands: print the list, then print it again on every change under its
 //! prefix on romanad's watch (a burst of changes gives one print), reopening the watch when it
-//! breaks. A user romanad lets watch nothing (tenant users) gets the list every 2 s instead.
+//! breaks. A user romanad lets read the list but not watch it gets the list every 2 s instead;
+//! one who may not read it gets romanad's answer and the command ends.
 
 use std::future::Future;
 use std::io::{IsTerminal, Write};
@@ -47,6 +48,16 @@ fn separate(first: bool) {
     let _ = out.flush();
 }
 
+/// Prints the list; a failure (the host is not registered yet, romanad is restarting) is shown in
+/// its place and the watch goes on: the next change may fix it.
+async fn print_once<Fut: Future<Output = Result<()>>>(first: &mut bool, print: Fut) {
+    separate(*first);
+    *first = false;
+    if let Err(e) = print.await {
+        eprintln!("romana: {e:#}");
+    }
+}
+
 /// Runs `print` now and after every change under `prefix`, until the process is stopped.
 pub async fn follow<F, Fut>(c: &Client, prefix: &str, mut print: F) -> Result<()>
 where
@@ -58,15 +69,17 @@ where
         let mut rx = match c.watch(prefix, 0).await {
             Ok(rx) => rx,
             Err(e) if e.status() == Some(403) => {
+                // A user who may not read the list either gets that answer once, not every 2 s.
+                separate(first);
+                print().await?;
+                first = false;
                 eprintln!(
                     "romana: this user may not watch {prefix}; reading the list every {} s",
                     POLL.as_secs()
                 );
                 loop {
-                    separate(first);
-                    first = false;
-                    print().await?;
                     tokio::time::sleep(POLL).await;
+                    print_once(&mut first, print()).await;
                 }
             }
             Err(e) => return Err(e.into()),
@@ -84,9 +97,7 @@ where
             if on_event(&mut synced, kind) == Next::Print {
                 // A burst (a topology change, a pod wave) prints once.
                 while rx.try_recv().is_ok() {}
-                separate(first);
-                first = false;
-                print().await?;
+                print_once(&mut first, print()).await;
             }
         };
         eprintln!("romana: the watch of {prefix} was lost ({lost}); reopening");

@@ -129,6 +129,10 @@ struct Watching(Child, mpsc::Receiver<String>, String);
 
 impl Watching {
     fn start(url: &str, args: &[&str]) -> Watching {
+        Watching::start_with(url, args, Stdio::null())
+    }
+
+    fn start_with(url: &str, args: &[&str], stderr: Stdio) -> Watching {
         let mut child = Command::new(env!("CARGO_BIN_EXE_romana"))
             .env("ROMANA_ENDPOINT", url)
             .env("HOME", "/nonexistent")
@@ -136,7 +140,7 @@ impl Watching {
             .args(args)
             .arg("--watch")
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(stderr)
             .spawn()
             .unwrap();
         let mut out = child.stdout.take().unwrap();
@@ -196,6 +200,8 @@ async fn watched_lists_print_again_on_each_change() {
     let mut hosts = Watching::start(&url, &["host", "list"]);
     let mut routes = Watching::start(&url, &["routes", "ha"]);
     let mut endpoints = Watching::start(&url, &["endpoint", "list"]);
+    // A host romanad does not know yet: the watch waits (the 404 shows) until it exists.
+    let mut late = Watching::start(&url, &["routes", "hc"]);
     let first = hosts.until("GROUPS").await;
     assert!(!first.contains("192.168.70.1"), "{first}");
     admin.add_host(&host("ha", "192.168.70.1")).await.unwrap();
@@ -217,6 +223,9 @@ async fn watched_lists_print_again_on_each_change() {
     let shown = routes.until(&a.block).await;
     assert!(shown.contains("DESTINATION"), "printed whole, with its header: {shown}");
     routes.until("192.168.70.2").await;
+    admin.add_host(&host("hc", "192.168.70.3")).await.unwrap();
+    let shown = late.until(&a.block).await;
+    assert!(shown.contains("DESTINATION"), "{shown}");
 
     endpoints.until("LABELS").await;
     let t = TenantRequest {
@@ -238,4 +247,39 @@ async fn watched_lists_print_again_on_each_change() {
     };
     admin.put_endpoint(&e).await.unwrap();
     endpoints.until(&a.ip).await;
+}
+
+/// A tenant user may neither watch nor read the endpoints: `--watch` ends with romanad's answer
+/// (once, rather than every 2 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_who_may_not_read_the_list_is_told_once() {
+    let dir = TempDir::new("cli-poll");
+    let creds = dir.path().join("admin.credentials");
+    let url = romana_services::serve_loopback("cli-poll", None, Some(creds.clone())).await.unwrap();
+    let admin =
+        Client::from_credentials(&serde_json::from_str(&std::fs::read_to_string(&creds).unwrap()).unwrap())
+            .await
+            .unwrap();
+    let t = TenantRequest {
+        name: "t".into(),
+        external_id: "".into(),
+        labels: Default::default(),
+        isolation: "".into(),
+    };
+    admin.create_tenant(&t).await.unwrap();
+    let user = romana_api::rest::UserRequest {
+        name: "tu".into(),
+        password: "tenant-user-password-1".into(),
+        roles: vec!["tenant".into()],
+        tenants: vec!["t".into()],
+        hosts: vec![],
+    };
+    admin.create_user(&user).await.unwrap();
+    let args = ["endpoint", "list", "--watch", "--username", "tu", "--password", "tenant-user-password-1"];
+    let (code, _, err) =
+        tokio::task::spawn_blocking(move || romana(&args, &[("ROMANA_ENDPOINT", url.as_str())]))
+            .await
+            .unwrap();
+    assert_eq!(code, 1, "{err}");
+    assert_eq!(err.matches("may not GET /endpoints").count(), 1, "{err}");
 }
