@@ -10,7 +10,8 @@ a change of the port's groups relabels the endpoint. Group and rule changes arri
 Neutron's callbacks registry (created, updated, deleted groups; created and deleted rules):
 each rewrites the whole group's policy from the group as Neutron then holds it.
 ``resync_security_groups`` converges everything from the whole picture (all groups against all
-``sg-`` policies romanad holds), for a start or after romanad was unreachable.
+``sg-`` policies romanad holds); it runs when Neutron's server has started (``process``
+``after_init``).
 """
 
 from neutron_lib import constants as n_const
@@ -76,8 +77,9 @@ def endpoint_record(port):
 class RomanaMechanismDriver(api.MechanismDriver):
     """Port binding for Romana: routed layer-3 taps, no overlays."""
 
-    def __init__(self, romana=None, agent_http=None, get_group=None, get_groups=None):
+    def __init__(self, romana=None, agent_http=None, get_group=None, get_groups=None, admin_context=None):
         self._romana = romana
+        self._admin_context = admin_context
         self._agent_http = agent_http or rc.agent_call
         self._get_group = get_group or _neutron_group
         self._get_groups = get_groups or _neutron_groups
@@ -96,6 +98,18 @@ class RomanaMechanismDriver(api.MechanismDriver):
         registry.subscribe(self.security_group_deleted, resources.SECURITY_GROUP, events.AFTER_DELETE)
         for ev in (events.AFTER_CREATE, events.AFTER_DELETE):
             registry.subscribe(self.security_group_rule_changed, resources.SECURITY_GROUP_RULE, ev)
+        registry.subscribe(self.started, resources.PROCESS, events.AFTER_INIT)
+
+    def started(self, resource, event, trigger, payload=None):
+        """Neutron's server is up: converge every group's policy once (what changed while this
+        server was down, or while romanad was unreachable). A failure is logged, never fatal."""
+        from neutron_lib import context as n_context
+        try:
+            ctx = (self._admin_context or n_context.get_admin_context)()
+            written, deleted = self.resync_security_groups(ctx)
+            LOG.info("romana: security groups resynced: %d policies written, %d deleted", written, deleted)
+        except Exception:  # romanad away: the next group or port event writes its policy again
+            LOG.exception("romana: resyncing security groups failed")
 
     # -- security groups ------------------------------------------------------------------------
     def _apply_group(self, sg):

@@ -6,7 +6,7 @@ import pytest
 from neutron.extensions import securitygroup as ext_sg
 from neutron_lib import constants as n_const
 from neutron_lib.api.definitions import portbindings as pb
-from neutron_lib.callbacks import events, resources
+from neutron_lib.callbacks import events, registry, resources
 
 from networking_romana import secgroups
 from networking_romana.mech_driver import RomanaMechanismDriver
@@ -126,7 +126,8 @@ def test_plan_writes_every_group_and_deletes_only_our_orphans():
 def driver(groups):
     fake, sent = FakeRomana(), []
     d = RomanaMechanismDriver(romana=fake, agent_http=lambda *a: sent.append(a) or fake.calls.append(("agent", a[0])),
-                              get_group=lambda ctx, i: groups.get(i), get_groups=lambda ctx: list(groups.values()))
+                              get_group=lambda ctx, i: groups.get(i), get_groups=lambda ctx: list(groups.values()),
+                              admin_context=lambda: None)
     d.initialize()
     return d, fake
 
@@ -176,8 +177,12 @@ def test_callbacks_follow_groups_and_rules():
 def test_resync_converges_from_the_whole_picture():
     d, fake = driver({SG: group(), OTHER: group(sg_id=OTHER)})
     assert d.resync_security_groups(None) == (2, 1)
-    assert fake.calls == [("apply", "sg-" + SG, 0), ("apply", "sg-" + OTHER, 0),
-                          ("delete-policy", PROJECT, "sg-" + GONE)]
+    want = [("apply", "sg-" + SG, 0), ("apply", "sg-" + OTHER, 0), ("delete-policy", PROJECT, "sg-" + GONE)]
+    assert fake.calls == want
+    # Neutron's server announces it has started: the same resync, through the registry.
+    fake.calls.clear()
+    registry.publish(resources.PROCESS, events.AFTER_INIT, None)
+    assert fake.calls == want
 
 
 def test_protocol_constants_are_neutrons():

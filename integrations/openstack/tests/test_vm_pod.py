@@ -8,7 +8,9 @@ the VM) is a namespace behind a veth named ``tap...``; pods come through the rea
 - Another project's VM, isolated per tenant, refuses them.
 - A security group whose one ingress rule opens TCP 22 from one VM lets exactly that through
   (not TCP 80, not UDP 22, not from a pod or another project); the rule's deletion, followed
-  through Neutron's callbacks registry, closes it again; the port leaving the group opens it.
+  through Neutron's callbacks registry, closes it again; a rule from the group's own members
+  (remote group) admits a member on the other host and nobody else; the port leaving the group
+  opens it.
 - Deleting the ports, the pods and the group leaves nothing in IPAM, the endpoint registry, the
   policies or the hosts' kernels (routes, firewall).
 """
@@ -273,8 +275,19 @@ def test_vm_and_pods_reach_each_other_under_isolation_and_security_groups(romana
         assert not can(src, proto, s1_ip, port), "%s reached the group's VM" % what
     assert can(a1, "tcp", s1_ip, 22), "still open to the allowed VM"
     assert can(s1, "tcp", p2_ip, 80), "the group's egress rule lets its VM out"
+    # A rule from the group's own members (remote group), added in Neutron: a second member on
+    # the other host reaches TCP 80, while a1 (not a member) still does not.
+    peers = {"id": str(uuid.uuid4()), "security_group_id": sg_id, "project_id": proj_a, "direction": "ingress",
+             "ethertype": "IPv4", "protocol": "tcp", "port_range_min": 80, "port_range_max": 80,
+             "remote_ip_prefix": None, "remote_group_id": sg_id}
+    cloud.groups[sg_id]["security_group_rules"].append(peers)
+    cloud.publish(resources.SECURITY_GROUP_RULE, events.AFTER_CREATE, resource_id=peers["id"], states=(peers,))
+    s2, s2_ip = cloud.vm("s2", hv2, proj_a, net_a, sub_a, groups=[sg_id])
+    until("a member of the remote group never reached TCP 80", lambda: can(s2, "tcp", s1_ip, 80))
+    assert not can(a1, "tcp", s1_ip, 80), "a VM outside the group reached TCP 80"
+    assert not can(s2, "udp", s1_ip, 80), "the member reached UDP 80"
     # The rule is deleted in Neutron: the callback rewrites the group's policy, port 22 closes.
-    cloud.groups[sg_id]["security_group_rules"] = rules[:1]
+    cloud.groups[sg_id]["security_group_rules"] = [rules[0], peers]
     cloud.publish(resources.SECURITY_GROUP_RULE, events.AFTER_DELETE, resource_id=rules[1]["id"],
                   metadata={"security_group_id": sg_id})
     until("TCP 22 stays open after its rule was deleted", lambda: not can(a1, "tcp", s1_ip, 22))
@@ -288,8 +301,8 @@ def test_vm_and_pods_reach_each_other_under_isolation_and_security_groups(romana
     assert can(a1, "udp", s1_ip, 22) and can(p2, "tcp", s1_ip, 22)
 
     # Everything goes: ports (agent told, addresses released), pods (CNI DEL), the group.
-    ips = [a1_ip, b1_ip, s1_ip, p1_ip, p2_ip]
-    for name in ("a1", "b1", "s1"):
+    ips = [a1_ip, b1_ip, s1_ip, s2_ip, p1_ip, p2_ip]
+    for name in ("a1", "b1", "s1", "s2"):
         cloud.delete_vm(name)
     for short, (ns, _, conf) in pods.items():
         cni("DEL", "c-" + short + w.prefix[-4:], ns, conf)
