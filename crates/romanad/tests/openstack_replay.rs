@@ -119,6 +119,13 @@ impl World {
             .await;
         assert_eq!(st, 200, "{b}");
     }
+    /// A tenant as the Kubernetes controller makes them (a namespace's): its number.
+    async fn k8s_tenant(&self, name: &str) -> String {
+        let body = json!({"name": name, "labels": {"romana.io/managed-by": "romana-k8s"}});
+        let (st, b) = self.call(M::POST, "/tenants", Some(body)).await;
+        assert_eq!(st, 201, "{b}");
+        serde_json::from_str::<Value>(&b).unwrap()["number"].to_string()
+    }
     async fn allocated(&self, ip: &str) -> bool {
         self.call(M::GET, "/addresses", None).await.1.contains(&format!("\"{ip}\""))
     }
@@ -250,15 +257,7 @@ async fn the_allowance_opens_nothing_else() {
     assert_eq!(st, 404, "{r}");
     assert!(w.allocated(&pod_ip).await, "a pod's address must not be released by the allowance");
     // A Kubernetes namespace's tenant is not the 1.x driver's to allocate in.
-    let (st, b) = w
-        .call(
-            M::POST,
-            "/tenants",
-            Some(json!({"name": "ns1", "labels": {"romana.io/managed-by": "romana-k8s"}})),
-        )
-        .await;
-    assert_eq!(st, 201, "{b}");
-    let ns1 = serde_json::from_str::<serde_json::Value>(&b).unwrap()["number"].to_string();
+    let ns1 = w.k8s_tenant("ns1").await;
     let (st, r) = driver(
         M::POST,
         &urljoin(&root, "/endpoints"),
@@ -355,14 +354,7 @@ async fn driver_2017_allocates_finds_hosts_and_releases() {
     assert_eq!(st, 400, "{r}");
     assert!(r.to_string().contains("name"), "{r}");
     // - a Kubernetes namespace's tenant;
-    let (st, b) = w
-        .call(
-            M::POST,
-            "/tenants",
-            Some(json!({"name": "ns2", "labels": {"romana.io/managed-by": "romana-k8s"}})),
-        )
-        .await;
-    assert_eq!(st, 201, "{b}");
+    w.k8s_tenant("ns2").await;
     let (st, r) = call_2017(
         M::POST,
         &format!("{url}/address"),

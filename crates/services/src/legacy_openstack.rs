@@ -269,12 +269,7 @@ async fn answer(s: &AppState, cfg: &LegacyConfig, req: Request) -> ApiResult<Res
             ok(exactly_one(host_where(s, |h| host_id(h.name.as_str()) == id), &format!("host with id {id}"))?)
         }
         (Method::POST, "/endpoints") => {
-            let bytes = axum::body::to_bytes(req.into_body(), crate::BODY_LIMIT)
-                .await
-                .map_err(|e| ApiError::bad_request(format!("reading the body: {e}")))?;
-            let body: Value = serde_json::from_slice(&bytes)
-                .map_err(|e| ApiError::bad_request(format!("body is not JSON: {e}")))?;
-            allocate(s, &body).await.map(|v| Json(v).into_response())
+            allocate(s, &json_body(req).await?).await.map(|v| Json(v).into_response())
         }
         (Method::DELETE, p) if p.starts_with("/endpoints/") => {
             let raw = &p["/endpoints/".len()..];
@@ -288,12 +283,7 @@ async fn answer(s: &AppState, cfg: &LegacyConfig, req: Request) -> ApiResult<Res
         }
         (Method::GET, "/hosts") => ok(json!({"hosts": host_where(s, |_| true)})),
         (Method::POST, "/address") => {
-            let bytes = axum::body::to_bytes(req.into_body(), crate::BODY_LIMIT)
-                .await
-                .map_err(|e| ApiError::bad_request(format!("reading the body: {e}")))?;
-            let body: Value = serde_json::from_slice(&bytes)
-                .map_err(|e| ApiError::bad_request(format!("body is not JSON: {e}")))?;
-            allocate_v2(s, &body).await.map(|ip| Json(ip).into_response())
+            allocate_v2(s, &json_body(req).await?).await.map(|ip| Json(ip).into_response())
         }
         (Method::DELETE, "/address") => {
             let key = need(&q, "addressName")?;
@@ -310,6 +300,14 @@ async fn answer(s: &AppState, cfg: &LegacyConfig, req: Request) -> ApiResult<Res
         }
         _ => Err(ApiError::new(StatusCode::NOT_FOUND, format!("no legacy call {path}"))),
     }
+}
+
+/// The request's body as JSON (the old drivers' bodies are small objects of strings).
+async fn json_body(req: Request) -> ApiResult<Value> {
+    let bytes = axum::body::to_bytes(req.into_body(), crate::BODY_LIMIT)
+        .await
+        .map_err(|e| ApiError::bad_request(format!("reading the body: {e}")))?;
+    serde_json::from_slice(&bytes).map_err(|e| ApiError::bad_request(format!("body is not JSON: {e}")))
 }
 
 /// Releases `ip` if the allowance allocated it: (its name, its host). The allowance is by source

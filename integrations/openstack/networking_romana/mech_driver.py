@@ -178,21 +178,23 @@ class RomanaMechanismDriver(api.MechanismDriver):
                 and vm_body(original) == vm_body(port)):
             labels = secgroups.endpoint_labels(port)
             if labels != secgroups.endpoint_labels(original):
-                plugin_context = getattr(context, "_plugin_context", None)
-                for sg_id in port.get("security_groups") or []:
-                    self._converge_group(plugin_context, sg_id)
+                self._port_groups(context, port)
                 if not self._romana.set_labels(port["id"], labels):
                     self._romana.put_endpoint(endpoint_record(port))
             return
         if needs_agent(original) and original.get(pb.HOST_ID) != port.get(pb.HOST_ID):
             self._forget(original)
         # Policies and labels first: the agent routes the VM only after they are in romanad.
-        plugin_context = getattr(context, "_plugin_context", None)
-        for sg_id in port.get("security_groups") or []:
-            self._converge_group(plugin_context, sg_id)
+        self._port_groups(context, port)
         self._romana.put_endpoint(endpoint_record(port))
         ip, agent_port = self._agent(port[pb.HOST_ID])
         self._agent_http("POST", ip, agent_port, "/vm", vm_body(port))
+
+    def _port_groups(self, context, port):
+        """The policies of the port's groups, written from the groups as Neutron holds them."""
+        plugin_context = getattr(context, "_plugin_context", None)
+        for sg_id in port.get("security_groups") or []:
+            self._converge_group(plugin_context, sg_id)
 
     def _forget(self, port):
         ip, agent_port = self._agent(port[pb.HOST_ID])
