@@ -174,6 +174,11 @@ class Client:
         """(namespace, name) of every NetworkPolicy romanad holds."""
         return [(p["metadata"]["namespace"], p["metadata"]["name"]) for p in self.call("GET", "/networkpolicies")]
 
+    def kubernetes_tenants(self):
+        """Names of the tenants the Kubernetes controller owns (namespaces): never ours to clean."""
+        return {t["name"] for t in self.call("GET", "/tenants")
+                if (t.get("labels") or {}).get("romana.io/managed-by") == "romana-k8s"}
+
     def put_endpoint(self, record):
         """Registers an endpoint (the address must be IPAM's: name, ip, tenant, segment, host)."""
         return self.call("PUT", "/endpoints/%s" % urllib.parse.quote(record["name"], safe=""), record)

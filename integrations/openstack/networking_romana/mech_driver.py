@@ -143,7 +143,8 @@ class RomanaMechanismDriver(api.MechanismDriver):
 
     def resync_security_groups(self, context):
         """Every group's policy written, every ``sg-`` policy without a group deleted."""
-        writes, deletes, skipped = secgroups.plan(self._get_groups(context), self._romana.policies())
+        writes, deletes, skipped = secgroups.plan(self._get_groups(context), self._romana.policies(),
+                                                  self._romana.kubernetes_tenants())
         for g, r, why in skipped:
             LOG.warning("romana: security group %s rule %s is not enforced as written: %s", g, r, why)
         for p in writes:

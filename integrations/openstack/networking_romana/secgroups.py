@@ -163,10 +163,12 @@ def translate(sg, project_id=None):
     return policy, skipped
 
 
-def plan(groups, existing):
+def plan(groups, existing, foreign=()):
     """The whole picture: every group's policy to write and every policy of ours whose group is
     gone. ``groups``: Neutron's security groups; ``existing``: the (namespace, name) of the
-    policies romanad holds. Returns ([policy], [(namespace, name)], [(group, rule, why)])."""
+    policies romanad holds; ``foreign``: namespaces never cleaned (Kubernetes namespaces' tenants,
+    whose policies are the controller's whatever their names). Returns ([policy],
+    [(namespace, name)], [(group, rule, why)])."""
     writes, skipped = [], []
     want = set()
     for sg in groups:
@@ -174,5 +176,6 @@ def plan(groups, existing):
         writes.append(p)
         want.add((p["metadata"]["namespace"], p["metadata"]["name"]))
         skipped.extend((sg["id"], r, why) for r, why in s)
-    deletes = sorted(k for k in existing if group_of_policy(k[1]) is not None and k not in want)
+    deletes = sorted(k for k in existing
+                     if group_of_policy(k[1]) is not None and k not in want and k[0] not in foreign)
     return writes, deletes, skipped

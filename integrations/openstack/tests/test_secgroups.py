@@ -115,9 +115,11 @@ def test_endpoint_labels(p, labels):
 def test_plan_writes_every_group_and_deletes_only_our_orphans():
     writes, deletes, skipped = secgroups.plan(
         [group(rule(protocol="icmp")), group(sg_id=OTHER)],
-        [(PROJECT, "sg-" + SG), (PROJECT, "sg-" + GONE), (PROJECT, "hand-made"), ("other", "sg-web")])
+        [(PROJECT, "sg-" + SG), (PROJECT, "sg-" + GONE), (PROJECT, "hand-made"), ("other", "sg-web"),
+         ("k8s-ns", "sg-" + GONE)], foreign={"k8s-ns"})
     assert [w["metadata"]["name"] for w in writes] == ["sg-" + SG, "sg-" + OTHER]
-    # Only policies named sg-<uuid> are ours: a hand-written sg-web stays.
+    # Only policies named sg-<uuid> are ours: a hand-written sg-web stays, and nothing in a
+    # Kubernetes namespace is touched whatever its name.
     assert deletes == [(PROJECT, "sg-" + GONE)]
     assert skipped == [(SG, "r1", "protocol icmp has no ports and is not expressible "
                                   "(only TCP, UDP, SCTP or any)")]
