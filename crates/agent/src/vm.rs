@@ -150,6 +150,7 @@ impl Vms {
         // groups' labels: that record is kept as it is (writing ours would drop the labels).
         match client.endpoint(&a.name).await {
             Ok(e) if same_address(&e, &a) => {
+                tracing::info!(mac = %ep.mac, endpoint = %a.name, "VM endpoint already registered; kept as it is");
                 self.registered().insert(ep.mac.clone(), a.name);
                 return;
             }

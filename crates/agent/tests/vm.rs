@@ -120,6 +120,12 @@ async fn openstack_vm_endpoints() {
     let r = call(Method::DELETE, "/vm/fa:16:3e:00:00:01", None).await;
     assert_eq!(r.0, 404, "a second delete finds nothing");
 
+    // The mechanism driver registers the port's endpoint (with its security groups' labels)
+    // before the bind; the agent keeps that record rather than writing its own.
+    let labelled = json!({"name": "port-vm1", "ip": "10.30.0.5", "tenant": "proj1", "segment": "net1", "host": "hv1",
+                          "labels": {"romana.io/kind": "vm", "sg.romana.io/g1": "member"}});
+    let (st, b) = w.call(Method::PUT, "/endpoints/port-vm1", Some(labelled.clone())).await;
+    assert_eq!(st, 200, "{b}");
     // 2016 driver: {interface_name, mac_address, ip_address}; DELETE /vm with a body.
     let old =
         json!({"interface_name": "tapvm1", "mac_address": "fa:16:3e:00:00:02", "ip_address": "10.30.0.5"});
@@ -127,8 +133,15 @@ async fn openstack_vm_endpoints() {
     assert_eq!(r.0, 200);
     wait_for("the 2016 shape's VM was never routed", 20, || route(&host.0, "10.30.0.5").contains("proto 77"))
         .await;
+    wait_for("the agent never looked at the registered record", 20, || {
+        w.log("a2.log").contains("kept as it is")
+    })
+    .await;
+    let rec: serde_json::Value = serde_json::from_str(&w.endpoint("port-vm1").await.1).unwrap();
+    assert_eq!(rec["labels"], labelled["labels"], "the driver's labels were overwritten");
     let r = call(Method::DELETE, "/vm", Some(json!({"mac_address": "fa:16:3e:00:00:02"}))).await;
     assert_eq!(r.0, 200);
     assert_eq!(route(&host.0, "10.30.0.5"), "");
+    assert_eq!(w.endpoint("port-vm1").await.0, 404, "the record goes with the VM");
     drop(a);
 }
