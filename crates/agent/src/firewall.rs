@@ -190,7 +190,7 @@ impl Firewall {
             a.summary
         });
         Metrics::inc(&metrics.firewall_syncs);
-        metrics.firewall_sync_micros.fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+        metrics.firewall_sync_seconds.observe(started.elapsed());
         match &r {
             Ok(_) => {
                 metrics.firewall_rules.store(rules as u64, Ordering::Relaxed);

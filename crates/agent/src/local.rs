@@ -143,7 +143,7 @@ async fn add(State(s): State<Arc<Shared>>, Json(req): Json<AttachRequest>) -> Re
     let started = Instant::now();
     let r = add_inner(&s, req).await;
     Metrics::inc(&s.metrics.cni_add);
-    s.metrics.cni_add_micros.fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+    s.metrics.cni_add_seconds.observe(started.elapsed());
     if r.is_err() {
         Metrics::inc(&s.metrics.cni_add_errors);
     }
@@ -369,6 +369,7 @@ async fn check_inner(s: &Arc<Shared>, req: AttachRequest) -> Result<(), Fail> {
 
 async fn del(State(s): State<Arc<Shared>>, Json(req): Json<DetachRequest>) -> Result<StatusCode, Fail> {
     Metrics::inc(&s.metrics.cni_del);
+    let _timer = s.metrics.cni_del_seconds.timer();
     cni_name("container id", &req.container_id)?;
     let link = host_link_name(&req.container_id, &req.ifname);
     let host_ns = s.host_ns.clone();

@@ -9,6 +9,7 @@ mod fastpath;
 mod firewall;
 mod local;
 mod metrics;
+mod metrics_http;
 mod shared;
 mod vm;
 
@@ -58,6 +59,11 @@ struct Args {
     /// The local API for romana-cni (and health, metrics): a Unix socket, root only.
     #[arg(long, env = "ROMANA_AGENT_SOCKET", default_value = "/run/romana/agent.sock")]
     socket: PathBuf,
+    /// Serve `/metrics` (Prometheus text) and `/healthz` on this TCP address (docs/metrics.md);
+    /// `off` for none. When the default's port is taken the agent runs without it (and says so);
+    /// an address given here must bind.
+    #[arg(long, env = "ROMANA_AGENT_METRICS_LISTEN")]
+    metrics_listen: Option<String>,
     /// How often to heartbeat and reconcile, in milliseconds.
     #[arg(long, default_value_t = 500)]
     interval_ms: u64,
@@ -189,6 +195,7 @@ async fn main() -> Result<()> {
         let listener = local::bind(&args.socket)?;
         tracing::info!(socket = %args.socket.display(), "local API listening");
         tokio::spawn(axum::serve(listener, local::router(shared.clone())).into_future());
+        metrics_http::serve(args.metrics_listen.as_deref(), shared.clone()).await?;
         if let Some(addr) = args.listen {
             let vms = Arc::new(
                 vm::Vms::load(
@@ -271,8 +278,14 @@ async fn perform(shared: &shared::Shared, args: &Args, creds: &Credentials, acti
         }
         Action::ObserveKernel => {
             metrics::Metrics::inc(&m.reconciles);
-            match converge(args.netns.clone(), shared.ctx.clone()).await {
+            let timer = m.converge_seconds.timer();
+            let converged = converge(args.netns.clone(), shared.ctx.clone()).await;
+            drop(timer);
+            match converged {
                 Ok(plan) => {
+                    // A change that arrived during this pass counts as in it: the lag is then
+                    // short by at most one pass (route_convergence_seconds says how long).
+                    m.routes_converged(Instant::now());
                     shared.gateway_ready.store(true, Ordering::Relaxed);
                     let steps = plan.map(|p| p.steps).unwrap_or_default();
                     m.steps_applied.fetch_add(steps.len() as u64, Ordering::Relaxed);
@@ -316,6 +329,7 @@ async fn follow_routes(ctx: Arc<ctx::Ctx>, wake: Arc<tokio::sync::Notify>) {
         if ctx.step(Event::Watched(Stream::Routes, f)).contains(&Action::WakeRoutes) {
             if event {
                 metrics::Metrics::inc(&ctx.metrics.watch_events);
+                ctx.metrics.route_change_seen(Instant::now());
             }
             wake.notify_one();
         }

@@ -10,11 +10,12 @@ mod sandbox;
 mod sandbox_bgp;
 mod sandbox_layout;
 mod text_table;
+mod watch;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use romana_client::{Client, ClientError};
 
 #[derive(Parser, Debug)]
@@ -117,18 +118,22 @@ enum Command {
         #[command(subcommand)]
         command: BlackoutCommand,
     },
-    /// Romana policies.
     /// Endpoints (pods, VMs) as policies see them.
     Endpoint {
         #[command(subcommand)]
         command: EndpointCommand,
     },
+    /// Romana policies and Kubernetes NetworkPolicies.
     Policy {
         #[command(subcommand)]
         command: PolicyCommand,
     },
     /// The routes a host installs (the route manager's answer).
-    Routes { host: String },
+    Routes {
+        host: String,
+        #[command(flatten)]
+        watch: Watch,
+    },
     /// The routed fabric over BGP: BIRD configuration rendered from the fabric view.
     Fabric {
         #[command(subcommand)]
@@ -139,6 +144,21 @@ enum Command {
         #[command(subcommand)]
         command: IpamCommand,
     },
+    /// A shell completion script: `source <(romana completion bash)`, or save it where your shell
+    /// loads completions (docs/operations.md).
+    Completion {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+}
+
+/// `--watch` of the list commands whose content changes.
+#[derive(clap::Args, Debug, Clone, Copy)]
+struct Watch {
+    /// Keep running and print the list again on every change (romanad's watch; every 2 s for
+    /// users who may not watch). Ctrl-C ends it.
+    #[arg(short = 'w', long)]
+    watch: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -167,11 +187,13 @@ enum FabricCommand {
 
 #[derive(Subcommand, Debug)]
 enum ListOnly {
+    /// List them.
     List,
 }
 
 #[derive(Subcommand, Debug)]
 enum TopologyCommand {
+    /// Networks, prefix groups and their hosts, as romanad holds them.
     Show,
     /// Apply a topology file (JSON or YAML); existing hosts and addresses are kept.
     Apply {
@@ -187,7 +209,12 @@ enum TopologyCommand {
 
 #[derive(Subcommand, Debug)]
 enum HostCommand {
-    List,
+    /// Hosts with their address, tags and liveness.
+    List {
+        #[command(flatten)]
+        watch: Watch,
+    },
+    /// Register a host (its agent does this with --host-ip).
     Add {
         name: String,
         ip: String,
@@ -197,23 +224,19 @@ enum HostCommand {
         #[arg(long = "tag")]
         tags: Vec<String>,
     },
-    Show {
-        name: String,
-    },
+    /// One host.
+    Show { name: String },
     /// Remove a host, releasing its addresses.
-    Remove {
-        name: String,
-    },
+    Remove { name: String },
     /// Replace a host's tags (KEY=VALUE ...).
-    Tags {
-        name: String,
-        tags: Vec<String>,
-    },
+    Tags { name: String, tags: Vec<String> },
 }
 
 #[derive(Subcommand, Debug)]
 enum TenantCommand {
+    /// Tenants with their isolation.
     List,
+    /// Create a tenant.
     Create {
         name: String,
         #[arg(short = 'i', long, default_value = "")]
@@ -224,33 +247,31 @@ enum TenantCommand {
         #[arg(long, default_value = "none")]
         isolation: String,
     },
-    Show {
-        name: String,
-    },
-    Delete {
-        name: String,
-    },
+    /// One tenant with its segments.
+    Show { name: String },
+    /// Delete a tenant.
+    Delete { name: String },
     /// Set a tenant's default isolation: none, tenant (ingress only from the tenant and the
     /// endpoint's host) or segment (only from the same tenant and segment, and the host).
-    Isolate {
-        name: String,
-        mode: String,
-    },
+    Isolate { name: String, mode: String },
 }
 
 #[derive(Subcommand, Debug)]
 enum EndpointCommand {
     /// Endpoints with their address, tenant, segment, host and labels.
-    List,
+    List {
+        #[command(flatten)]
+        watch: Watch,
+    },
     /// Replace an endpoint's labels (KEY=VALUE ...), as a Kubernetes controller does.
     Label { name: String, labels: Vec<String> },
 }
 
 #[derive(Subcommand, Debug)]
 enum SegmentCommand {
-    List {
-        tenant: String,
-    },
+    /// A tenant's segments.
+    List { tenant: String },
+    /// Add a segment to a tenant.
     Add {
         tenant: String,
         name: String,
@@ -259,14 +280,13 @@ enum SegmentCommand {
         #[arg(long = "label")]
         labels: Vec<String>,
     },
-    Remove {
-        tenant: String,
-        name: String,
-    },
+    /// Remove a segment from a tenant.
+    Remove { tenant: String, name: String },
 }
 
 #[derive(Subcommand, Debug)]
 enum AddressCommand {
+    /// Allocated addresses, of one host or tenant if given.
     List {
         #[arg(long)]
         host: Option<String>,
@@ -297,24 +317,24 @@ enum AddressCommand {
 
 #[derive(Subcommand, Debug)]
 enum BlackoutCommand {
+    /// Blacked-out ranges.
     List,
+    /// Black out a range: nobody is given an address in it.
     Add { cidr: String },
+    /// Make a blacked-out range allocatable again.
     Remove { cidr: String },
 }
 
 #[derive(Subcommand, Debug)]
 enum PolicyCommand {
+    /// Romana policies.
     List,
     /// Add policies from a file (or - for stdin): one policy, a list, or {"securitypolicies": [...]}.
-    Add {
-        file: PathBuf,
-    },
-    Show {
-        id: String,
-    },
-    Remove {
-        id: String,
-    },
+    Add { file: PathBuf },
+    /// One Romana policy.
+    Show { id: String },
+    /// Remove a Romana policy.
+    Remove { id: String },
     /// Create or replace policies from YAML (several documents allowed) or JSON: Kubernetes
     /// NetworkPolicies (also in a List), or Romana policies. Every problem of a refused policy is
     /// listed; the others still apply.
@@ -325,10 +345,7 @@ enum PolicyCommand {
     /// Kubernetes NetworkPolicies.
     K8sList,
     /// Delete a Kubernetes NetworkPolicy.
-    K8sDelete {
-        namespace: String,
-        name: String,
-    },
+    K8sDelete { namespace: String, name: String },
 }
 
 #[derive(Subcommand, Debug)]
@@ -432,7 +449,7 @@ enum SandboxCommand {
         #[command(flatten)]
         at: SandboxWhere,
     },
-    /// Pods.
+    /// Pods of the sandbox.
     Pod {
         #[command(subcommand)]
         command: SandboxPodCommand,
@@ -530,6 +547,10 @@ async fn run_sandbox(cli: &Cli, file: &config::FileConfig, command: &SandboxComm
 }
 
 async fn run(cli: Cli) -> anyhow::Result<bool> {
+    if let Command::Completion { shell } = cli.command {
+        clap_complete::generate(shell, &mut Cli::command(), "romana", &mut std::io::stdout());
+        return Ok(true);
+    }
     let file = config::load(cli.config.as_deref())?;
     let format = cli.output.unwrap_or(match file.output.as_deref() {
         Some("json") => Format::Json,
@@ -584,7 +605,10 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             TopologyCommand::Diff { file } => return Ok(!x::topology_diff(&c, &file).await?),
         },
         Command::Host { command } => match command {
-            HostCommand::List => x::host_list(&c, f).await?,
+            HostCommand::List { watch: Watch { watch: true } } => {
+                watch::follow(&c, "ipam/hosts/", || x::host_list(&c, f)).await?
+            }
+            HostCommand::List { .. } => x::host_list(&c, f).await?,
             HostCommand::Add { name, ip, agent_port, tags } => {
                 x::host_add(&c, f, &name, &ip, agent_port, &tags).await?
             }
@@ -602,7 +626,10 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             TenantCommand::Isolate { name, mode } => x::tenant_isolate(&c, f, &name, &mode).await?,
         },
         Command::Endpoint { command } => match command {
-            EndpointCommand::List => x::endpoint_list(&c, f).await?,
+            EndpointCommand::List { watch: Watch { watch: true } } => {
+                watch::follow(&c, "endpoints/", || x::endpoint_list(&c, f)).await?
+            }
+            EndpointCommand::List { .. } => x::endpoint_list(&c, f).await?,
             EndpointCommand::Label { name, labels } => x::endpoint_label(&c, f, &name, &labels).await?,
         },
         Command::Segment { command } => match command {
@@ -647,7 +674,10 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             PolicyCommand::K8sList => x::netpol_list(&c, f).await?,
             PolicyCommand::K8sDelete { namespace, name } => x::netpol_delete(&c, &namespace, &name).await?,
         },
-        Command::Routes { host } => x::routes(&c, f, &host).await?,
+        Command::Routes { host, watch: Watch { watch: true } } => {
+            watch::follow(&c, &format!("routes/{host}"), || x::routes(&c, f, &host)).await?
+        }
+        Command::Routes { host, .. } => x::routes(&c, f, &host).await?,
         Command::Fabric { command } => match command {
             FabricCommand::BirdConfig { group, router, bfd } => {
                 let o = romana_fabric::Options { bfd, kernel: true };
@@ -664,7 +694,9 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             x::user_create(&c, f, &new, password, credentials_out.as_deref()).await?
         }
         Command::User { command: UserCommand::Delete { name } } => x::user_delete(&c, &name).await?,
-        Command::Ipam { .. } | Command::Sandbox { .. } => unreachable!("handled above"),
+        Command::Ipam { .. } | Command::Sandbox { .. } | Command::Completion { .. } => {
+            unreachable!("handled above")
+        }
     }
     Ok(true)
 }
@@ -699,6 +731,16 @@ async fn connect(cli: &Cli, file: &config::FileConfig) -> anyhow::Result<Client>
         (None, Some(c)) => vec![c.endpoint.clone()],
         _ => config::endpoints(explicit, file),
     };
+    let source = match (&cli.endpoint, &file.endpoint, &creds_path) {
+        (Some(e), _, _) if std::env::var("ROMANA_ENDPOINT").is_ok_and(|v| &v == e) => {
+            "ROMANA_ENDPOINT".to_owned()
+        }
+        (Some(_), _, _) => "--endpoint".to_owned(),
+        (None, Some(_), _) => "the config file".to_owned(),
+        (None, None, Some(p)) => format!("the credentials file {}", p.display()),
+        (None, None, None) => format!("the default ({})", config::DEFAULT_ENDPOINT),
+    };
+    let _ = ENDPOINT_SOURCE.set(source);
     let ca = match cli.ca_file.as_ref().or(file.ca_file.as_ref()) {
         Some(p) => Some(std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?),
         None => creds.as_ref().and_then(|c| c.ca.clone()),
@@ -720,6 +762,22 @@ async fn connect(cli: &Cli, file: &config::FileConfig) -> anyhow::Result<Client>
     Ok(c)
 }
 
+/// Where the endpoint in use came from, for the unreachable-romanad message: known in `connect`,
+/// needed in `main`, which prints the error of whatever call failed.
+static ENDPOINT_SOURCE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// What to do when romanad cannot be reached, after the error (which names the URLs tried).
+fn unreachable_hint(source: Option<&str>) -> String {
+    format!(
+        "romana: that endpoint came from {}. Point the CLI at romanad with --endpoint URL or \
+         ROMANA_ENDPOINT=URL (several replicas: comma separated), `endpoint: URL` in ~/.romana.yaml \
+         (or --config FILE), or a credentials file that names it (--credentials FILE or \
+         ROMANA_CREDENTIALS; romanad writes DATA_DIR/admin.credentials). Is romanad running \
+         (`romanad --listen ADDR`)?",
+        source.unwrap_or("the default (http://127.0.0.1:9600)")
+    )
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
@@ -736,12 +794,26 @@ fn main() -> ExitCode {
             eprintln!("romana: {e:#}");
             // 3: romanad unreachable; 1: anything else (the API's message says what).
             match e.downcast_ref::<ClientError>() {
-                Some(ClientError::Unreachable { .. }) => ExitCode::from(3),
+                Some(ClientError::Unreachable { .. }) => {
+                    eprintln!("{}", unreachable_hint(ENDPOINT_SOURCE.get().map(String::as_str)));
+                    ExitCode::from(3)
+                }
+                Some(e) if e.status() == Some(401) => {
+                    eprintln!(
+                        "romana: romanad wants credentials: `romana login --username USER --password PASS` \
+                         (kept in ~/.romana.yaml), --token TOKEN, or a credentials file (--credentials \
+                         FILE or ROMANA_CREDENTIALS; romanad writes DATA_DIR/admin.credentials)."
+                    );
+                    ExitCode::FAILURE
+                }
                 _ => ExitCode::FAILURE,
             }
         }
     }
 }
+
+#[cfg(test)]
+mod help_tests;
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]

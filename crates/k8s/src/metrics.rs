@@ -26,6 +26,12 @@ pub struct ErrorLabels {
     pub source: String,
 }
 
+/// The `kind` of `writes`: `plan::Write::kind`'s values.
+pub const WRITE_KINDS: [&str; 6] = ["tenant", "segment", "host", "networkpolicy", "pod", "endpoint"];
+
+/// The `source` of `errors`, as `Metrics::error` is called.
+pub const ERROR_SOURCES: [&str; 5] = ["watch", "map", "read", "lease", "event"];
+
 pub struct Metrics {
     pub registry: Registry,
     pub objects: Family<KindLabels, Gauge>,
@@ -85,6 +91,22 @@ impl Default for Metrics {
         registry.register("plans", "Reconcile plans applied", m.plans.clone());
         registry.register("last_plan_writes", "Writes in the last plan", m.last_plan_writes.clone());
         registry.register("plan_seconds", "Time to compute a plan", m.plan_seconds.clone());
+        // Every series exists from the start at 0 (their label values are few and known): a
+        // family with no series is left out of the text, and `rate()` needs a series before the
+        // first event to see that event.
+        for kind in crate::state::Kind::ALL {
+            let k = KindLabels { kind: kind.as_str().into() };
+            let _ = m.objects.get_or_create(&k);
+            let _ = m.events.get_or_create(&k);
+        }
+        for kind in WRITE_KINDS {
+            for result in ["ok", "refused", "error"] {
+                let _ = m.writes.get_or_create(&WriteLabels { kind: kind.into(), result: result.into() });
+            }
+        }
+        for source in ERROR_SOURCES {
+            let _ = m.errors.get_or_create(&ErrorLabels { source: source.into() });
+        }
         Metrics { registry, ..m }
     }
 }

@@ -1,4 +1,6 @@
-//! Prometheus metrics of romanad: requests by route and status, latency, and IPAM gauges.
+//! Prometheus metrics of romanad: requests by route and status, latency, IPAM and liveness
+//! gauges, and the watch's open streams and events sent. Every family is documented in
+//! docs/metrics.md (a test compares the two).
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -26,6 +28,22 @@ pub struct Metrics {
     pub addresses: Gauge,
     pub hosts: Gauge,
     pub revision: Gauge,
+    pub hosts_alive: Gauge,
+    pub hosts_dead: Gauge,
+    /// `GET /watch` streams open now (agents, controllers, CLIs with `--watch`).
+    pub watch_streams: Gauge,
+    /// Changes sent on watch streams (one per key, summed over streams).
+    pub watch_events: Counter,
+}
+
+/// Counts a watch stream as open until dropped (the stream's body holds it).
+#[derive(Debug)]
+pub struct OpenStream(Gauge);
+
+impl Drop for OpenStream {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 impl std::fmt::Debug for Metrics {
@@ -47,7 +65,44 @@ impl Metrics {
         registry.register("ipam_allocated_addresses", "Addresses allocated", addresses.clone());
         registry.register("ipam_hosts", "Hosts known to the IPAM", hosts.clone());
         registry.register("store_revision", "Store revision this replica has applied", revision.clone());
-        Metrics { registry, requests, latency, addresses, hosts, revision }
+        let (hosts_alive, hosts_dead, watch_streams) = (Gauge::default(), Gauge::default(), Gauge::default());
+        let watch_events = Counter::default();
+        registry.register("hosts_alive", "Hosts whose heartbeat lease is alive", hosts_alive.clone());
+        registry.register(
+            "hosts_dead",
+            "Hosts that sent heartbeats once and whose lease lapsed (their routes are withdrawn)",
+            hosts_dead.clone(),
+        );
+        registry.register("watch_streams", "Watch streams open", watch_streams.clone());
+        registry.register("watch_events", "Changes sent on watch streams", watch_events.clone());
+        Metrics {
+            registry,
+            requests,
+            latency,
+            addresses,
+            hosts,
+            revision,
+            hosts_alive,
+            hosts_dead,
+            watch_streams,
+            watch_events,
+        }
+    }
+
+    /// A watch stream opened; it counts as open until the guard is dropped.
+    pub fn stream_opened(&self) -> OpenStream {
+        self.watch_streams.inc();
+        OpenStream(self.watch_streams.clone())
+    }
+
+    /// Sets the gauges read at scrape time from the IPAM view and liveness.
+    pub fn refresh(&self, ipam: &romana_ipam::Ipam, revision: i64, liveness: &crate::liveness::Liveness) {
+        self.addresses.set(i64::try_from(ipam.address_count()).unwrap_or(i64::MAX));
+        self.hosts.set(i64::try_from(ipam.hosts().len()).unwrap_or(i64::MAX));
+        self.revision.set(revision);
+        let dead = liveness.monitored.iter().filter(|h| !liveness.live.contains(*h)).count();
+        self.hosts_alive.set(i64::try_from(liveness.live.len()).unwrap_or(i64::MAX));
+        self.hosts_dead.set(i64::try_from(dead).unwrap_or(i64::MAX));
     }
 }
 

@@ -42,9 +42,7 @@ async fn readyz(State(s): State<AppState>) -> Response {
 
 async fn metrics(State(s): State<AppState>) -> Response {
     s.ipam.read(|v| {
-        s.metrics.addresses.set(v.ipam.address_count() as i64);
-        s.metrics.hosts.set(v.ipam.hosts().len() as i64);
-        s.metrics.revision.set(v.revision);
+        s.metrics.refresh(&v.ipam, v.revision, &s.liveness.read().unwrap_or_else(|e| e.into_inner()))
     });
     let mut out = String::new();
     if prometheus_client::encoding::text::encode(&mut out, &s.metrics.registry).is_err() {

@@ -88,12 +88,17 @@ async fn watch(
     };
     let rx = s.store.watch(&prefix, from).await?;
     let state = s.clone();
+    let open = s.metrics.stream_opened();
     let live = tokio_stream_from(rx).filter_map(move |batch| {
+        let _open = &open;
         let out = match batch {
             Ok(events) => {
                 let text: String = events
                     .iter()
                     .filter(|e| visible(&e.kv))
+                    .inspect(|_| {
+                        state.metrics.watch_events.inc();
+                    })
                     .map(|e| {
                         line(
                             &state,

@@ -1,6 +1,8 @@
 //! Test fixtures: `TempDir` (removed on drop) and `Romanad` (a romanad process on 127.0.0.1 with a
 //! port chosen at run time, killed on drop). Used by tests only.
 
+pub mod prom;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
