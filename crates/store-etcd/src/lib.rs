@@ -7,6 +7,8 @@
 //! consistent snapshot.
 
 #[cfg(any(test, feature = "test-util"))]
+pub mod cluster;
+#[cfg(any(test, feature = "test-util"))]
 pub mod server;
 
 use std::sync::Arc;
