@@ -7,6 +7,9 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use romana_api::rest::{AddressRequest, HostRequest};
 use romana_api::topology::TopologyRequest;
@@ -124,4 +127,222 @@ async fn a_replica_never_answers_from_a_stale_copy() {
         }
     }
     assert_eq!(misses, Vec::<String>::new(), "every host call saw the topology and host set elsewhere");
+}
+
+/// Allocation load: `workers` tasks, each with a client over every replica, allocating new names
+/// until `stop`; a failed allocation is retried under the same name (idempotent by name, as the
+/// CNI plugin's). Every success is kept with the time it was acknowledged.
+struct Load {
+    stop: Arc<AtomicBool>,
+    acked: Arc<Mutex<Vec<(Instant, String, String)>>>,
+    errors: Arc<Mutex<Vec<(Instant, String)>>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Load {
+    fn start(h: &Ha, workers: usize) -> Load {
+        let urls: Vec<String> = h.replicas.iter().map(|r| r.url.clone()).collect();
+        let token = h.clients[0].token();
+        let stop = Arc::new(AtomicBool::new(false));
+        let acked = Arc::new(Mutex::new(Vec::new()));
+        let errors = Arc::new(Mutex::new(Vec::new()));
+        let mut tasks = Vec::new();
+        for w in 0..workers {
+            // Each worker starts on another replica.
+            let mut mine = urls.clone();
+            mine.rotate_left(w % urls.len());
+            let c = Client::new(mine);
+            c.set_token(token.clone());
+            let (stop, acked, errors) = (stop.clone(), acked.clone(), errors.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut i = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    let req = AddressRequest {
+                        name: format!("w{w}-{i}"),
+                        host: format!("h{}", i % 2),
+                        tenant: "t".into(),
+                        segment: String::new(),
+                        ip: None,
+                    };
+                    match c.allocate(&req, None).await {
+                        Ok(a) => {
+                            acked.lock().unwrap().push((Instant::now(), req.name, a.ip));
+                            i += 1;
+                        }
+                        Err(e) => {
+                            errors.lock().unwrap().push((Instant::now(), e.to_string()));
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        }
+                    }
+                }
+            }));
+        }
+        Load { stop, acked, errors, tasks }
+    }
+
+    /// The longest interval between `from` and `to` with no acknowledged allocation.
+    fn longest_gap(&self, from: Instant, to: Instant) -> Duration {
+        let mut times: Vec<Instant> =
+            self.acked.lock().unwrap().iter().map(|(t, ..)| *t).filter(|t| *t > from && *t < to).collect();
+        times.sort();
+        let mut edges = vec![from];
+        edges.extend(times);
+        edges.push(to);
+        edges.windows(2).map(|w| w[1] - w[0]).max().unwrap_or_default()
+    }
+
+    fn errors_between(&self, from: Instant, to: Instant) -> Vec<String> {
+        self.errors
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(t, _)| *t >= from && *t < to)
+            .map(|(_, e)| e.clone())
+            .collect()
+    }
+
+    async fn stop(self) -> Vec<(String, String)> {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.tasks {
+            t.await.expect("worker");
+        }
+        self.acked.lock().unwrap().iter().map(|(_, n, ip)| (n.clone(), ip.clone())).collect()
+    }
+}
+
+async fn setup_two_hosts(c: &Client) {
+    c.apply_topology(&topology(
+        r#"{"networks":[{"name":"pods","cidr":"10.48.0.0/14","block_mask":26}],"topologies":[{"networks":["pods"],"map":[{"groups":[]}]}]}"#,
+    ))
+    .await
+    .unwrap();
+    for k in 0..2 {
+        c.add_host(&host(&format!("h{k}"), &format!("192.168.8.{}", k + 1), &[])).await.unwrap();
+    }
+}
+
+/// Which member leads, waiting (bounded) for an election to finish.
+async fn leader(etcd: &EtcdCluster) -> usize {
+    for _ in 0..100 {
+        if let Some(l) = etcd.leader().await {
+            return l;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the etcd cluster elected no leader in 10 s");
+}
+
+/// A hang, not a measurement: the figures are printed, and go to docs/benchmarks.md.
+const HANG: Duration = Duration::from_secs(10);
+
+/// Under allocation load from clients that fail over between the replicas, etcd members are
+/// killed with SIGKILL: a follower (the member the replicas talk to first, when it is not the
+/// leader), then the leader. Then all of etcd: every write answers 503 (and is not done later),
+/// and once etcd is back allocation works again. Nothing acknowledged is lost or duplicated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn allocation_carries_on_when_etcd_members_die() {
+    let mut h = ha("members").await;
+    setup_two_hosts(&h.clients[0]).await;
+    let load = Load::start(&h, 6);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let mut report = Vec::new();
+    for kind in ["follower", "leader"] {
+        let l = leader(&h.etcd).await;
+        let victim = if kind == "leader" {
+            l
+        } else if l == 0 {
+            1
+        } else {
+            0
+        };
+        let killed = Instant::now();
+        h.etcd.kill9(victim);
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        let gap = load.longest_gap(killed - Duration::from_millis(500), Instant::now());
+        let errors = load.errors_between(killed, Instant::now());
+        if std::env::var("HA_DEBUG").is_ok() {
+            for (t, e) in load.errors.lock().unwrap().iter().filter(|(t, _)| *t >= killed) {
+                eprintln!("+{} ms {}", (*t - killed).as_millis(), &e[..e.len().min(160)]);
+            }
+        }
+        report.push(format!(
+            "etcd {kind} (member {victim}) killed: longest interval without an allocation {} ms, {} failed calls{}",
+            gap.as_millis(),
+            errors.len(),
+            errors.first().map(|e| format!(" (first: {e})")).unwrap_or_default()
+        ));
+        assert!(gap < HANG, "allocation hung after the etcd {kind} died: {report:?}");
+        h.etcd.restart(victim).expect("member restarts");
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    let acked = load.stop().await;
+
+    // All of etcd down: writes are refused at once, and not done later.
+    for m in 0..3 {
+        h.etcd.kill9(m);
+    }
+    let mut refused = Vec::new();
+    for (r, c) in h.clients.iter().enumerate() {
+        for k in 0..3 {
+            let name = format!("down-{r}-{k}");
+            let req = AddressRequest {
+                name: name.clone(),
+                host: "h0".into(),
+                tenant: "t".into(),
+                segment: String::new(),
+                ip: None,
+            };
+            let sent = Instant::now();
+            let got = c.allocate(&req, None).await;
+            let took = sent.elapsed();
+            assert_eq!(
+                got.as_ref().err().and_then(|e| e.status()),
+                Some(503),
+                "{name} with etcd down: {got:?}"
+            );
+            assert!(took < HANG, "{name} hung {took:?}");
+            refused.push((name, took));
+        }
+    }
+    let slowest = refused.iter().map(|(_, t)| *t).max().unwrap();
+    report.push(format!(
+        "all of etcd down: {} writes refused with 503, the slowest in {} ms",
+        refused.len(),
+        slowest.as_millis()
+    ));
+    for m in 0..3 {
+        h.etcd.restart(m).expect("member restarts");
+    }
+    let back = Instant::now();
+    let req = AddressRequest {
+        name: "after".into(),
+        host: "h1".into(),
+        tenant: "t".into(),
+        segment: String::new(),
+        ip: None,
+    };
+    let mut served = None;
+    while back.elapsed() < Duration::from_secs(60) {
+        if h.clients[1].allocate(&req, None).await.is_ok() {
+            served = Some(back.elapsed());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let served = served.expect("allocation works again within 60 s of etcd's return");
+    report.push(format!("etcd back: allocation served again after {} ms", served.as_millis()));
+
+    // Nothing acknowledged lost, moved or duplicated; nothing refused done anyway.
+    let listed: BTreeMap<String, String> =
+        h.clients[2].addresses("").await.unwrap().into_iter().map(|a| (a.name, a.ip)).collect();
+    for (name, ip) in &acked {
+        assert_eq!(listed.get(name), Some(ip), "{name} was acknowledged at {ip}");
+    }
+    let ips: std::collections::BTreeSet<&String> = listed.values().collect();
+    assert_eq!(ips.len(), listed.len(), "an address is held twice");
+    for (name, _) in &refused {
+        assert!(!listed.contains_key(name), "{name} was refused with 503 and then allocated");
+    }
+    eprintln!("{} allocations acknowledged\n{}", acked.len(), report.join("\n"));
 }

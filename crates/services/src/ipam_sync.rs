@@ -29,8 +29,9 @@ use crate::service_error::{ServiceError, ServiceResult};
 
 /// Allocations batched into one transaction.
 const MAX_BATCH: usize = 32;
-/// The longest a read the actor makes before deciding may take.
-const STORE_CALL_LIMIT: std::time::Duration = catch_up::CATCH_UP_LIMIT;
+/// The longest a read the actor makes before deciding may take: with the store down, a write is
+/// refused within it.
+const STORE_CALL_LIMIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 pub(crate) type Reply<T> = oneshot::Sender<ServiceResult<T>>;
 /// An allocation waiting in a batch: the request, a pinned address, a request token, the reply.
