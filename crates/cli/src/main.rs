@@ -696,7 +696,7 @@ async fn connect(cli: &Cli, file: &config::FileConfig) -> anyhow::Result<Client>
     };
     let explicit = cli.endpoint.as_deref().or(file.endpoint.as_deref());
     let endpoints = match (explicit, &creds) {
-        (None, Some(c)) => vec![c.endpoint.clone()],
+        (None, Some(c)) => romana_client::endpoint_list(&c.endpoint),
         _ => config::endpoints(explicit, file),
     };
     let ca = match cli.ca_file.as_ref().or(file.ca_file.as_ref()) {

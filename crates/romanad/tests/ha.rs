@@ -346,3 +346,125 @@ async fn allocation_carries_on_when_etcd_members_die() {
     }
     eprintln!("{} allocations acknowledged\n{}", acked.len(), report.join("\n"));
 }
+
+/// A `romana-agent` process, killed when dropped (even when the test fails).
+struct Agent(std::process::Child);
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// An agent whose credentials list two replicas starts while both are down (it waits, retrying),
+/// registers once one is up, and when the replica it uses is killed it carries on through the
+/// other: its heartbeat lease (2 s) is still renewed seconds later. Needs root (a namespace).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_starts_before_romanad_and_fails_over() {
+    let Some(ns) = romana_test_support::Netns::new(&format!("rha-{}", std::process::id())) else {
+        eprintln!("skipped: cannot make network namespaces here (needs root and iproute2)");
+        return;
+    };
+    let etcd = common::etcd("agent-ha");
+    let (da, db, work) = (TempDir::new("agent-ha-a"), TempDir::new("agent-ha-b"), TempDir::new("agent-ha-w"));
+    let mut a = common::on_etcd(&etcd, PREFIX, &["--data-dir", &da.path().display().to_string()]);
+    let mut b = common::on_etcd(&etcd, PREFIX, &["--data-dir", &db.path().display().to_string()]);
+    let admin = common::admin(&da).await;
+    admin
+        .apply_topology(&topology(
+            r#"{"networks":[{"name":"pods","cidr":"10.52.0.0/16","block_mask":28}],"topologies":[{"networks":["pods"],"map":[{"groups":[]}]}]}"#,
+        ))
+        .await
+        .unwrap();
+    let user = romana_api::rest::UserRequest {
+        name: "agent-h1".into(),
+        password: "agent-h1-password-long-enough".into(),
+        roles: vec!["service".into()],
+        tenants: vec![],
+        hosts: vec!["h1".into()],
+    };
+    admin.create_user(&user).await.unwrap();
+    let creds = romana_api::rest::Credentials {
+        endpoint: format!("{},{}", a.url, b.url),
+        username: user.name.clone(),
+        password: user.password.clone(),
+        ca: None,
+    };
+    let creds_file = work.path().join("agent.credentials");
+    std::fs::write(&creds_file, serde_json::to_vec(&creds).unwrap()).unwrap();
+    a.kill9();
+    b.kill9();
+
+    let log = work.path().join("agent.log");
+    let agent_bin = romana_test_support::sibling_bin(common::BIN, "romana-agent");
+    let child = std::process::Command::new(agent_bin)
+        .args([
+            "--host",
+            "h1",
+            "--host-ip",
+            "192.168.77.1",
+            "--netns",
+            &ns.0,
+            "--no-policy",
+            "--no-fast-path",
+        ])
+        .args(["--interval-ms", "300", "--credentials"])
+        .arg(&creds_file)
+        .arg("--socket")
+        .arg(work.path().join("agent.sock"))
+        .arg("--state-dir")
+        .arg(work.path())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("romana-agent starts");
+    let mut agent = Agent(child);
+    let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
+
+    // With every replica down the agent waits rather than exiting.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(agent.0.try_wait().unwrap().is_none(), "the agent exited with romanad down:\n{}", log_text());
+    assert!(log_text().contains("romanad not reachable yet"), "the agent says it waits:\n{}", log_text());
+
+    a.restart().expect("replica a restarts");
+    let registered = async {
+        for _ in 0..300 {
+            if admin.host("h1").await.is_ok() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        false
+    };
+    assert!(registered.await, "the agent registered h1 once a replica was up:\n{}", log_text());
+
+    // Heartbeats keep the host's liveness key (2 s lease) in the store.
+    let store = EtcdStore::connect(&etcd.endpoints()).await.unwrap();
+    let alive = || async {
+        romana_store::Store::get(&store, &format!("{PREFIX}liveness/h1")).await.unwrap().is_some()
+    };
+    b.restart().expect("replica b restarts");
+    let mut seen = false;
+    for _ in 0..100 {
+        if alive().await {
+            seen = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(seen, "the agent's heartbeat reached the store:\n{}", log_text());
+
+    // The agent talks to a (listed first, and answering): kill it. Three lease times later the
+    // heartbeat is still renewed, through b.
+    a.kill9();
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert!(agent.0.try_wait().unwrap().is_none(), "the agent exited when a died:\n{}", log_text());
+    assert!(alive().await, "the heartbeat lapsed after replica a died: no failover\n{}", log_text());
+    assert_eq!(
+        common::same_token(&admin, &b.url).host("h1").await.map(|h| h.name).ok(),
+        Some("h1".to_owned()),
+        "b serves the host"
+    );
+    drop(agent);
+    drop((a, b));
+}
