@@ -728,7 +728,7 @@ async fn connect(cli: &Cli, file: &config::FileConfig) -> anyhow::Result<Client>
     };
     let explicit = cli.endpoint.as_deref().or(file.endpoint.as_deref());
     let endpoints = match (explicit, &creds) {
-        (None, Some(c)) => vec![c.endpoint.clone()],
+        (None, Some(c)) => romana_client::endpoint_list(&c.endpoint),
         _ => config::endpoints(explicit, file),
     };
     let source = match (&cli.endpoint, &file.endpoint, &creds_path) {
