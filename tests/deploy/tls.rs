@@ -217,3 +217,67 @@ fn the_manifests_romanad_serves_https_only_with_the_bootstrap_certificate() {
         assert_eq!(https_get(url, &ca, path), Ok(200), "{probe} {path}");
     }
 }
+
+/// The systemd path (docs/systemd.md): a certificate from `romanad --tls-issue` in
+/// /etc/romana/tls, romanad.service's ExecStart with systemd's credentials directory holding what
+/// its `LoadCredential=` lines name, and an agent's credential made with `romana user create
+/// --credentials-out` by the admin: it carries the CA, and logs in checking the certificate.
+#[test]
+fn the_systemd_unit_serves_https_and_hands_out_the_ca() {
+    let dir = romana_test_support::TempDir::new("deploy-tls-systemd");
+    let etc_tls = dir.path().join("etc-romana-tls");
+    let issued = Command::new(built("romanad"))
+        .arg("--tls-issue")
+        .arg(&etc_tls)
+        .args(["--tls-name", "localhost,127.0.0.1,romanad.example.net"])
+        .env_clear()
+        .output()
+        .expect("romanad --tls-issue");
+    assert!(issued.status.success(), "romanad --tls-issue: {}", String::from_utf8_lossy(&issued.stderr));
+    let unit = super::units::Unit::load(&deploy("systemd/romanad.service"));
+    let creds_dir = dir.path().join("credentials");
+    std::fs::create_dir_all(&creds_dir).expect("mkdir");
+    let mut loaded = Vec::new();
+    for line in unit.service("LoadCredential") {
+        let (id, from) = line.split_once(':').expect("ID:PATH");
+        let from = from
+            .strip_prefix("/etc/romana/tls/")
+            .unwrap_or_else(|| panic!("{from} is not in /etc/romana/tls"));
+        assert_ne!(from, "ca.key", "romanad.service is given the CA's key");
+        std::fs::copy(etc_tls.join(from), creds_dir.join(id)).unwrap_or_else(|e| panic!("{from}: {e}"));
+        loaded.push(id.to_owned());
+    }
+    let mut vars = super::units::systemd_vars(&unit, "romanad.service");
+    vars.insert("CREDENTIALS_DIRECTORY".into(), creds_dir.display().to_string());
+    vars.insert("STATE_DIRECTORY".into(), dir.path().join("state").display().to_string());
+    let exec = unit.service("ExecStart");
+    let words = super::units::exec_words(exec[0], &vars);
+    let romanad = Romanad::start(&built("romanad"), &words[1..]).expect("romanad.service's romanad starts");
+    assert!(romanad.url.starts_with("https://"), "romanad.service serves {}", romanad.url);
+    let admin = dir.path().join("state").join("admin.credentials");
+
+    let agent = dir.path().join("agent.credentials");
+    let out = Command::new(built("romana"))
+        .arg("--credentials")
+        .arg(&admin)
+        .args([
+            "user",
+            "create",
+            "agent-compute-1",
+            "--role",
+            "service",
+            "--host",
+            "compute-1",
+            "--credentials-out",
+        ])
+        .arg(&agent)
+        .env_clear()
+        .output()
+        .expect("romana user create");
+    assert!(out.status.success(), "romana user create: {}", String::from_utf8_lossy(&out.stderr));
+    let file: Value = serde_json::from_str(&std::fs::read_to_string(&agent).expect("read")).expect("JSON");
+    let ca = std::fs::read_to_string(etc_tls.join("ca.pem")).expect("ca.pem");
+    assert_eq!(file["ca"].as_str(), Some(ca.as_str()), "the handed-out credential lacks the CA");
+    assert_eq!(whoami(&agent, &[]).expect("the agent's credential logs in")["name"], "agent-compute-1");
+    assert!(loaded.len() == 3, "certificate, key and CA: {loaded:?}");
+}
