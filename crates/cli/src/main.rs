@@ -589,6 +589,13 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
     }
     use commands as x;
     let f = format;
+    // A credentials file `user create` hands out trusts what this client trusts.
+    let ca = match &cli.command {
+        Command::User { command: UserCommand::Create { credentials_out: Some(_), .. } } => {
+            trusted_ca(&cli, &file, load_credentials(&cli, &file)?.as_ref())?
+        }
+        _ => None,
+    };
     match cli.command {
         Command::Login => unreachable!("handled above"),
         Command::Whoami => {
@@ -691,7 +698,8 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             command: UserCommand::Create { name, roles, tenants, hosts, password, credentials_out },
         } => {
             let new = x::NewUser { name: &name, roles: &roles, tenants: &tenants, hosts: &hosts };
-            x::user_create(&c, f, &new, password, credentials_out.as_deref()).await?
+            let out = credentials_out.as_deref().map(|p| x::CredentialsOut { path: p, ca: ca.as_deref() });
+            x::user_create(&c, f, &new, password, out).await?
         }
         Command::User { command: UserCommand::Delete { name } } => x::user_delete(&c, &name).await?,
         Command::Ipam { .. } | Command::Sandbox { .. } | Command::Completion { .. } => {
@@ -712,26 +720,51 @@ fn write_private(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A client for the chosen endpoint with the first credentials found: --token, a saved refresh
-/// token, --username/--password, or romanad's credentials file.
-async fn connect(cli: &Cli, file: &config::FileConfig) -> anyhow::Result<Client> {
-    use anyhow::Context;
-    let creds_path = cli.credentials.clone().or_else(|| file.credentials.clone()).or_else(|| {
+/// The credentials file in use: --credentials, the config file's, or romanad's default if it exists.
+fn credentials_path(cli: &Cli, file: &config::FileConfig) -> Option<PathBuf> {
+    cli.credentials.clone().or_else(|| file.credentials.clone()).or_else(|| {
         let p = PathBuf::from(config::DEFAULT_CREDENTIALS);
         std::fs::File::open(&p).is_ok().then_some(p)
-    });
-    let creds: Option<romana_api::rest::Credentials> = match &creds_path {
+    })
+}
+
+/// The credentials file chosen (--credentials, the config file's, or romanad's default), read.
+fn load_credentials(
+    cli: &Cli,
+    file: &config::FileConfig,
+) -> anyhow::Result<Option<romana_api::rest::Credentials>> {
+    use anyhow::Context;
+    Ok(match &credentials_path(cli, file) {
         Some(p) => Some(serde_json::from_str(
             &std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
         )?),
         None => None,
-    };
+    })
+}
+
+/// The CA this client trusts (PEM): --ca-file or the config file's, else the credentials file's.
+fn trusted_ca(
+    cli: &Cli,
+    file: &config::FileConfig,
+    creds: Option<&romana_api::rest::Credentials>,
+) -> anyhow::Result<Option<String>> {
+    use anyhow::Context;
+    Ok(match cli.ca_file.as_ref().or(file.ca_file.as_ref()) {
+        Some(p) => Some(std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?),
+        None => creds.and_then(|c| c.ca.clone()),
+    })
+}
+
+/// A client for the chosen endpoint with the first credentials found: --token, a saved refresh
+/// token, --username/--password, or romanad's credentials file.
+async fn connect(cli: &Cli, file: &config::FileConfig) -> anyhow::Result<Client> {
+    let creds = load_credentials(cli, file)?;
     let explicit = cli.endpoint.as_deref().or(file.endpoint.as_deref());
     let endpoints = match (explicit, &creds) {
         (None, Some(c)) => romana_client::endpoint_list(&c.endpoint),
         _ => config::endpoints(explicit, file),
     };
-    let source = match (&cli.endpoint, &file.endpoint, &creds_path) {
+    let source = match (&cli.endpoint, &file.endpoint, &credentials_path(cli, file)) {
         (Some(e), _, _) if std::env::var("ROMANA_ENDPOINT").is_ok_and(|v| &v == e) => {
             "ROMANA_ENDPOINT".to_owned()
         }
@@ -741,12 +774,10 @@ async fn connect(cli: &Cli, file: &config::FileConfig) -> anyhow::Result<Client>
         (None, None, None) => format!("the default ({})", config::DEFAULT_ENDPOINT),
     };
     let _ = ENDPOINT_SOURCE.set(source);
-    let ca = match cli.ca_file.as_ref().or(file.ca_file.as_ref()) {
-        Some(p) => Some(std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?),
-        None => creds.as_ref().and_then(|c| c.ca.clone()),
-    };
+    let ca = trusted_ca(cli, file, creds.as_ref())?;
     let tls = ca.map(|ca| romana_client::Tls { ca_pem: Some(ca), ..Default::default() });
     let c = Client::with_tls(endpoints, tls.as_ref())?;
+    use anyhow::Context;
     if matches!(cli.command, Command::Login) {
         return Ok(c);
     }

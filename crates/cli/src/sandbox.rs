@@ -147,7 +147,8 @@ async fn agent_credentials(c: &Client, sandbox: &str, host: &str, d: &Path) -> R
         tenants: &[],
         hosts: &[host.to_owned()],
     };
-    crate::commands::create_user(c, &new, None, Some(&path))
+    let out = crate::commands::CredentialsOut { path: &path, ca: None };
+    crate::commands::create_user(c, &new, None, Some(out))
         .await
         .with_context(|| format!("creating the agent user of host {host}"))?;
     Ok(path)

@@ -230,9 +230,12 @@ impl Client {
                     self.current.store(idx, Ordering::Relaxed);
                     return Ok(resp);
                 }
-                Err(e) if e.is_connect() || e.is_timeout() => last = format!("{base}: {e}"),
+                Err(e) if e.is_connect() || e.is_timeout() => last = format!("{base}: {}", with_causes(&e)),
                 Err(e) => {
-                    return Err(ClientError::Unreachable { endpoints: base.clone(), detail: e.to_string() });
+                    return Err(ClientError::Unreachable {
+                        endpoints: base.clone(),
+                        detail: with_causes(&e),
+                    });
                 }
             }
         }
@@ -524,6 +527,22 @@ impl Client {
         });
         Ok(rx)
     }
+}
+
+/// An error with its causes: reqwest's own text names only the request, and the reason (a
+/// refused certificate, a refused connection) is in its sources.
+fn with_causes(e: &reqwest::Error) -> String {
+    let mut out = e.to_string();
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        cause = c.source();
+    }
+    out
 }
 
 /// Installs ring as the process's TLS crypto provider (once); reqwest needs one even for plain HTTP.
