@@ -4,6 +4,7 @@
 //! values. The binary's loops read events, call `step` and perform the actions through the
 //! ports; nothing here does I/O, reads a clock or spawns a task (time comes in with the event).
 
+pub mod cni;
 pub mod inputs;
 pub mod pass;
 pub mod pod_wait;
