@@ -148,6 +148,12 @@ impl Enforcer for Policy<'_> {
                             .await
                             .map_err(|e| EnforceFailure::NotEnforced(e.to_string()))?;
                     }
+                    Action::EndpointPass => {
+                        self.fw
+                            .endpoint_pass(&self.s.metrics)
+                            .await
+                            .map_err(|e| EnforceFailure::NotEnforced(e.to_string()))?;
+                    }
                     Action::Plumb => return Ok(()),
                     other => tracing::debug!(action = ?other, "not CNI ADD's"),
                 }
@@ -158,9 +164,12 @@ impl Enforcer for Policy<'_> {
     fn forget<'a>(&'a self, name: &'a str) -> BoxFut<'a, ()> {
         Box::pin(async move {
             for action in self.s.step(Event::CniForget(name.to_owned())) {
-                if let Action::FirewallPass { read_kernel } = action
-                    && let Err(e) = self.fw.sync(&self.s.metrics, read_kernel).await
-                {
+                let r = match action {
+                    Action::FirewallPass { read_kernel } => self.fw.sync(&self.s.metrics, read_kernel).await,
+                    Action::EndpointPass => self.fw.endpoint_pass(&self.s.metrics).await,
+                    _ => continue,
+                };
+                if let Err(e) = r {
                     tracing::warn!(endpoint = %name, error = %e, "firewall pass after removing an endpoint failed");
                 }
             }
