@@ -8,6 +8,7 @@
 pub mod cluster;
 pub mod eval;
 pub mod firewall;
+pub mod incremental;
 pub mod isolation;
 pub mod k8s;
 pub mod model;
