@@ -74,6 +74,8 @@ pub struct Firewall {
     nft: Arc<KeptNft>,
     /// The fast path, told which endpoints may skip the forward hook around each transaction.
     deliver: Option<Arc<Deliver>>,
+    /// Egress NAT's inputs (`nat.rs`), once known and when this kernel can do it.
+    pub nat: crate::nat::NatSlot,
 }
 
 impl Firewall {
@@ -85,6 +87,7 @@ impl Firewall {
             last_read_micros: AtomicU64::new(0),
             nft: Arc::default(),
             deliver,
+            nat: Default::default(),
         }
     }
 
@@ -165,7 +168,8 @@ impl Firewall {
         };
         let base = state.base(fresh);
         let started = Instant::now();
-        let compiled = state.compile(&self.ctx.host, snap);
+        let mut compiled = state.compile(&self.ctx.host, snap);
+        self.nat.amend(&mut compiled);
         let (rules, elements) = compiled.desired.counts();
         let compiled_in = started.elapsed();
         let deliver = self.deliver.clone();

@@ -10,6 +10,7 @@ mod firewall;
 mod local;
 mod metrics;
 mod metrics_http;
+mod nat;
 mod shared;
 mod vm;
 
@@ -133,6 +134,10 @@ struct Args {
     /// How often to re-read the fabric view for BIRD, in milliseconds.
     #[arg(long, default_value_t = 1_000)]
     bird_interval_ms: u64,
+    /// How often to re-read the topology for egress NAT (networks' `nat_outgoing`, `no_nat`,
+    /// hosts), in milliseconds (docs/fabric.md, "Egress NAT").
+    #[arg(long, default_value_t = 1_000)]
+    nat_interval_ms: u64,
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -196,6 +201,10 @@ async fn main() -> Result<()> {
     if let Some(fw) = &shared.firewall {
         let repair = Duration::from_millis(args.policy_repair_ms.max(100));
         tokio::spawn(firewall::run(fw.clone(), repair));
+        let every = Duration::from_millis(args.nat_interval_ms.max(100));
+        tokio::spawn(nat::run(fw.clone(), ctx.clone(), shared.host_ns.clone(), every));
+    } else if !args.once {
+        tracing::info!("no egress NAT without the firewall (--no-policy): the nat chain lives in its table");
     }
     if !args.once {
         let listener = local::bind(&args.socket)?;
