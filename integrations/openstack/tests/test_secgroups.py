@@ -72,6 +72,9 @@ ANY4 = {"ipBlock": {"cidr": "0.0.0.0/0"}}
     (rule(direction="egress"), "egress", {"to": [ANY4]}),
     (rule(direction="egress", ethertype="IPv6"), "egress", {"to": [{"ipBlock": {"cidr": "::/0"}}]}),
     (rule(protocol="any"), "ingress", {"from": [ANY4]}),
+    # Neutron's API takes "any" or 0 for every protocol (any case).
+    (rule(protocol="0"), "ingress", {"from": [ANY4]}),
+    (rule(protocol="ANY"), "ingress", {"from": [ANY4]}),
     (rule(direction="egress", protocol="tcp", lo=443, hi=443, prefix="192.0.2.0/24"), "egress",
      {"ports": [{"protocol": "TCP", "port": 443}], "to": [{"ipBlock": {"cidr": "192.0.2.0/24"}}]}),
 ])
