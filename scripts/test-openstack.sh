@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Tests of the OpenStack drivers (integrations/openstack): creates a venv under target/openstack
-# with neutron (and neutron-lib) from PyPI and pytest, installs the package, builds romanad and
-# romana-agent, and runs pytest. The namespace test needs root (it skips otherwise).
-# First run: about 2 minutes (the venv); later runs: about 10 seconds plus the cargo build.
+# with neutron (and neutron-lib) from PyPI and pytest, installs the package, builds romanad,
+# romana-agent and romana-cni, and runs pytest. The namespace tests need root (they skip otherwise).
+# First run: about 2 minutes (the venv); later runs: about 40 seconds plus the cargo build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=target/openstack/venv
@@ -12,6 +12,6 @@ if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import neutron.ipam.d
     "$VENV/bin/pip" install -q neutron neutron-lib pytest
 fi
 "$VENV/bin/pip" install -q --no-deps -e ./integrations/openstack
-cargo build -q -p romanad -p romana-agent
+cargo build -q -p romanad -p romana-agent -p romana-cni
 cd integrations/openstack
 exec "../../$VENV/bin/python" -m pytest -q "$@"

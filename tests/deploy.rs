@@ -2,7 +2,9 @@
 //! versions expected; every container command line and every systemd `ExecStart=` is accepted by
 //! the binary it starts (run with `--help` after the arguments, so clap checks each flag and
 //! value); the CNI configuration is accepted by romana-cni; the controller's RBAC is exactly what
-//! `romana-k8s --print-permissions` lists; the objects refer to each other consistently; and
+//! `romana-k8s --print-permissions` lists; the objects refer to each other consistently;
+//! romanad as the manifest runs it serves HTTPS only with bootstrap.sh's certificate, and the
+//! credentials bootstrap.sh hands out carry the CA every client checks it with; and
 //! `systemd-analyze verify` accepts the units. Needs the workspace's binaries built
 //! (`cargo build -p romanad -p romana-agent -p romana-cni -p romana-cli -p romana-k8s`); no root.
 
@@ -16,6 +18,8 @@ mod manifest;
 mod scripts;
 #[path = "deploy/systemd.rs"]
 mod systemd;
+#[path = "deploy/tls.rs"]
+mod tls;
 #[path = "deploy/units.rs"]
 mod units;
 
@@ -483,7 +487,7 @@ fn kubectl_reads_the_manifest_as_we_do_and_merges_the_etcd_patch() {
         (containers(pod_spec(before).expect("spec"))[0], containers(pod_spec(after).expect("spec"))[0]);
     assert_eq!(c0.get("command"), c1.get("command"), "the patch changed romanad's command line");
     let names: BTreeSet<String> = arr(c1, "/env").iter().map(|e| s(e, "/name").to_owned()).collect();
-    assert_eq!(names, ["POD_IP", "ROMANAD_ETCD_ENDPOINTS"].map(String::from).into());
+    assert_eq!(names, ["ROMANAD_ETCD_ENDPOINTS"].map(String::from).into());
     let line = manifest::command_line(c1);
     let help = accepted("romanad", &line[1..], "romanad with the etcd patch");
     check_env("romanad with the etcd patch", &help, &names, &manifest::referenced_vars(c1));

@@ -7,7 +7,7 @@ use romana_dataplane::{HostState, Plan};
 use romana_policy::nftplan::{Observed, PlanSummary};
 
 use crate::error::FirewallError;
-use crate::machine::pass::{Compiled, Table, known_at, transaction};
+use crate::machine::pass::{Compiled, Table, Transaction, known_at, transaction};
 use crate::ports::{FastPathMap, KernelRoutes, Nftables};
 
 /// Observes the kernel, asks `plan` (the core's step on `KernelObserved`) what to do about it,
@@ -58,6 +58,19 @@ pub fn run_pass<N: Nftables, F: FastPathMap>(
         }
     };
     let t = transaction(observed.as_ref(), c);
+    let known_at = apply_transaction(nft, fast_path, &t, at)?;
+    Ok(Applied { summary: t.plan.summary, after: Observed::of(&c.desired), known_at, listed })
+}
+
+/// One transaction with the fast path around it: narrow, apply the script (unless empty),
+/// widen. Returns the generation at which the result is known exactly, given that the table
+/// planned from was known at `at`.
+pub fn apply_transaction<N: Nftables, F: FastPathMap>(
+    nft: &N,
+    fast_path: Option<&F>,
+    t: &Transaction,
+    at: Option<u32>,
+) -> Result<Option<u32>, FirewallError> {
     let before = nft.generation().ok();
     if let Some(f) = fast_path {
         f.narrow(&t.narrow)?;
@@ -67,15 +80,10 @@ pub fn run_pass<N: Nftables, F: FastPathMap>(
         nft.apply(&t.plan.script)?;
     }
     if let Some(f) = fast_path {
-        f.allow(t.allow)?;
+        f.allow(t.allow.clone())?;
     }
     let after = nft.generation().ok();
-    Ok(Applied {
-        summary: t.plan.summary,
-        after: Observed::of(&c.desired),
-        known_at: known_at(at, before, after, applied),
-        listed,
-    })
+    Ok(known_at(at, before, after, applied))
 }
 
 #[cfg(test)]

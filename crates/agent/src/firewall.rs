@@ -14,9 +14,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use romana_agent::drive::{read_table, run_pass};
+use romana_agent::drive::{apply_transaction, read_table, run_pass};
 use romana_agent::error::FirewallError;
-use romana_agent::machine::pass::{PassState, snapshot};
+use romana_agent::machine::pass::{PassState, give_back, snapshot, take_endpoint_changes};
 use romana_agent::machine::{Action, Event, Stream, repair_wait};
 use romana_agent::ports::{FastPathMap, Nftables, Romanad};
 use romana_agent::rest_watch::RestWatch;
@@ -74,6 +74,8 @@ pub struct Firewall {
     nft: Arc<KeptNft>,
     /// The fast path, told which endpoints may skip the forward hook around each transaction.
     deliver: Option<Arc<Deliver>>,
+    /// Egress NAT's inputs (`nat.rs`), once known and when this kernel can do it.
+    pub nat: crate::nat::NatSlot,
 }
 
 impl Firewall {
@@ -85,6 +87,7 @@ impl Firewall {
             last_read_micros: AtomicU64::new(0),
             nft: Arc::default(),
             deliver,
+            nat: Default::default(),
         }
     }
 
@@ -165,7 +168,8 @@ impl Firewall {
         };
         let base = state.base(fresh);
         let started = Instant::now();
-        let compiled = state.compile(&self.ctx.host, snap);
+        let mut compiled = state.compile(&self.ctx.host, snap);
+        self.nat.amend(&mut compiled);
         let (rules, elements) = compiled.desired.counts();
         let compiled_in = started.elapsed();
         let deliver = self.deliver.clone();
@@ -198,10 +202,69 @@ impl Firewall {
             }
             Err(_) => {
                 Metrics::inc(&metrics.firewall_errors);
-                self.ctx.core().inputs.dirty = true;
+                let mut core = self.ctx.core();
+                core.inputs.dirty = true;
+                core.inputs.rules_dirty = true;
             }
         }
         r
+    }
+}
+
+impl Firewall {
+    /// An endpoint pass: the pending endpoint changes' own set elements (and base chains) in one
+    /// small transaction on the table in force, without a compile: what CNI ADD waits for, in
+    /// time independent of the cluster's size. Compiles instead (`sync`) when anything else
+    /// changed too, the table in force is unknown, or the policy core refuses.
+    pub async fn endpoint_pass(&self, metrics: &Metrics) -> Result<PlanSummary, FirewallError> {
+        let mut state = self.pass.lock().await;
+        let taken = {
+            let mut core = self.ctx.core();
+            if !core.inputs.loaded {
+                return Err(FirewallError::NotLoaded);
+            }
+            take_endpoint_changes(&mut core.inputs)
+        };
+        let Some(changes) = taken else {
+            drop(state);
+            return self.sync(metrics, false).await;
+        };
+        let started = Instant::now();
+        let tx = match state.endpoint_transaction(&self.ctx.host, &changes) {
+            Ok(tx) => tx,
+            Err(refusal) => {
+                tracing::debug!(%refusal, "endpoint pass refused; compiling");
+                give_back(&mut self.ctx.core().inputs, changes);
+                drop(state);
+                return self.sync(metrics, false).await;
+            }
+        };
+        let computed_in = started.elapsed();
+        let (deliver, at) = (self.deliver.clone(), state.known_gen);
+        let t = tx.transaction;
+        let summary = t.plan.summary.clone();
+        let r = self.in_ns(move |nft| apply_transaction(nft, deliver.as_deref(), &t, at)).await;
+        match r {
+            Ok(known_at) => {
+                state.part_applied(&tx.part, known_at, &summary);
+                tracing::debug!(
+                    compute_ms = computed_in.as_secs_f64() * 1e3,
+                    pass_ms = started.elapsed().as_secs_f64() * 1e3,
+                    summary = ?summary,
+                    "endpoint pass"
+                );
+                Ok(summary)
+            }
+            Err(e) => {
+                // The kernel's table is unknown now; the compile that follows reads it.
+                state.part_failed();
+                Metrics::inc(&metrics.firewall_errors);
+                let mut core = self.ctx.core();
+                core.inputs.dirty = true;
+                core.inputs.rules_dirty = true;
+                Err(e)
+            }
+        }
     }
 }
 
@@ -282,6 +345,13 @@ pub async fn run(fw: Arc<Firewall>, repair: Duration) {
                     Ok(s) if s != PlanSummary::default() => tracing::info!(summary = ?s, "firewall updated"),
                     Ok(_) => {}
                     Err(e) => tracing::error!(error = %e, "firewall pass failed"),
+                },
+                Action::EndpointPass => match fw.endpoint_pass(m).await {
+                    Ok(s) if s != PlanSummary::default() => {
+                        tracing::debug!(summary = ?s, "endpoints updated")
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::error!(error = %e, "endpoint pass failed"),
                 },
                 other => tracing::debug!(action = ?other, "not the firewall loop's"),
             }

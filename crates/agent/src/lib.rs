@@ -5,6 +5,7 @@
 //! calls `machine::step` and performs the actions.
 
 pub mod drive;
+pub mod drive_cni;
 pub mod error;
 pub mod machine;
 pub mod ports;

@@ -1,9 +1,11 @@
 //! The agent's local API on its Unix socket: romana-cni's ADD, CHECK, DEL, GC and STATUS, plus
-//! health and metrics. ADD allocates from romanad and plumbs the endpoint before it answers, so a
-//! pod is routed when the runtime sees success; every failure answers with a CNI error code.
+//! health and metrics. ADD and DEL are the core's flows (`machine::cni`) run by `drive_cni`
+//! through the real ports, which live here: the kernel (`romana_host`, with the fast path holding
+//! the link out) and the firewall. ADD plumbs the endpoint before it answers, so a pod is routed
+//! when the runtime sees success; every failure answers with a CNI error code.
 
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
@@ -13,14 +15,19 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use romana_agent::drive_cni::{self, CniPorts, Timings};
+use romana_agent::machine::cni::{self, Answer, CniAction, CniEvent, EnforceFailure, PlumbFailure, Refused};
 use romana_agent::machine::{Action, Event};
+use romana_agent::ports::{Enforcer, Plumbing};
 use romana_api::agent::{
-    AgentError, AttachRequest, Attached, DetachRequest, GcReport, GcRequest, PodRef, address_name,
-    address_prefix, code,
+    AgentError, AttachRequest, Attached, DetachRequest, GcReport, GcRequest, address_name, address_prefix,
+    code,
 };
-use romana_api::rest::{AddressRequest, EndpointInfo, PodInfo};
+use romana_api::rest::EndpointInfo;
 use romana_client::{Client, ClientError};
-use romana_host::{EndpointError, EndpointSpec, host_link_name};
+use romana_dataplane::LinkName;
+use romana_host::{Attachment, EndpointError, EndpointSpec, host_link_name};
+use romana_store::BoxFut;
 
 use crate::metrics::Metrics;
 use crate::shared::Shared;
@@ -48,46 +55,18 @@ impl IntoResponse for Fail {
     }
 }
 
-/// romanad's answer as a CNI error: unreachable or busy is "try again later", a refusal of the
-/// request (unknown tenant, no such host...) is a configuration error.
+/// romanad's answer as a CNI error (the flow's mapping, for CHECK and GC).
 fn from_client(what: &str, e: &ClientError) -> Fail {
-    match e {
-        ClientError::Unreachable { .. } => {
-            Fail::new(code::TRY_AGAIN_LATER, format!("{what}: romanad is unreachable"), e.to_string())
-        }
-        ClientError::Api { status: 503 | 429 | 502 | 504, .. } => {
-            Fail::new(code::TRY_AGAIN_LATER, format!("{what}: romanad is busy"), e.to_string())
-        }
-        ClientError::Api { status: 400..=499, .. } => {
-            Fail::new(code::INVALID_CONFIG, format!("{what}: romanad refused"), e.to_string())
-        }
-        _ => Fail::new(code::OTHER, format!("{what}: romanad failed"), e.to_string()),
-    }
+    Fail(Refused::from(e).answer(what))
 }
 
 fn from_endpoint(what: &str, e: &EndpointError) -> Fail {
-    let c = match e {
-        EndpointError::NoPodNamespace { .. } => code::UNKNOWN_CONTAINER,
-        EndpointError::IfName(_) | EndpointError::Family { .. } => code::INVALID_CONFIG,
-        EndpointError::Mismatch(_) => code::OTHER,
-        _ => code::IO_FAILURE,
-    };
-    Fail::new(c, what.to_owned(), e.to_string())
+    let f = PlumbFailure::from(e);
+    Fail::new(f.code, what.to_owned(), f.text)
 }
 
-/// CNI names: container ids and network names are `[A-Za-z0-9][A-Za-z0-9_.-]*` (CNI spec).
 fn cni_name(field: &str, v: &str) -> Result<(), Fail> {
-    let ok = v.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
-        && v.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
-    if ok {
-        Ok(())
-    } else {
-        Err(Fail::new(
-            code::INVALID_ENV,
-            format!("invalid {field} {v:?}"),
-            "expected [A-Za-z0-9][A-Za-z0-9_.-]*",
-        ))
-    }
+    cni::cni_name(field, v).map_err(Fail)
 }
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, Fail> {
@@ -115,222 +94,135 @@ async fn plumbing<T: Send + 'static>(
     r
 }
 
-fn gateway_for(s: &Shared, ip: IpAddr) -> Result<IpAddr, Fail> {
-    s.gateways.iter().copied().find(|g| g.is_ipv4() == ip.is_ipv4()).ok_or_else(|| {
-        Fail::new(
-            code::INVALID_CONFIG,
-            format!("host {} has no gateway address for {ip}", s.host),
-            "start romana-agent with --gateway-ip of that family",
-        )
-    })
+/// The kernel side of ADD and DEL: `romana_host` in the host's namespace, the fast path
+/// holding the link out meanwhile.
+struct Kernel<'a>(&'a Shared);
+
+fn worker_failed(f: Fail) -> EndpointError {
+    EndpointError::Socket(std::io::Error::other(format!("{}: {}", f.0.msg, f.0.details)))
 }
 
-/// The endpoint to plumb or check for `req` with the address IPAM gave it.
-fn endpoint_spec(s: &Shared, req: &AttachRequest, ip: &str) -> Result<EndpointSpec, Fail> {
-    let ip: IpAddr = ip
-        .parse()
-        .map_err(|_| Fail::new(code::OTHER, "romanad answered an unparsable address", ip.to_owned()))?;
-    Ok(EndpointSpec {
-        host_link: host_link_name(&req.container_id, &req.ifname),
-        ifname: req.ifname.clone(),
-        netns: PathBuf::from(&req.netns),
-        ip,
-        gateway: gateway_for(s, ip)?,
-    })
+impl Plumbing for Kernel<'_> {
+    fn attach<'a>(&'a self, spec: &'a EndpointSpec) -> BoxFut<'a, Result<Attachment, EndpointError>> {
+        Box::pin(async move {
+            let (host_ns, sp) = (self.0.host_ns.clone(), spec.clone());
+            plumbing(self.0, &spec.host_link, Some(spec.ip), move || {
+                romana_host::attach(host_ns.as_deref(), &sp)
+            })
+            .await
+            .unwrap_or_else(|f| Err(worker_failed(f)))
+        })
+    }
+    fn detach<'a>(&'a self, link: &'a LinkName) -> BoxFut<'a, Result<bool, EndpointError>> {
+        Box::pin(async move {
+            let (host_ns, l) = (self.0.host_ns.clone(), link.clone());
+            plumbing(self.0, link, None, move || romana_host::detach(host_ns.as_deref(), &l))
+                .await
+                .unwrap_or_else(|f| Err(worker_failed(f)))
+        })
+    }
+}
+
+/// The firewall as ADD and DEL see it: the core orders what comes before the answer (policies
+/// read if they never were, the endpoint's rules), the firewall adapter performs it.
+struct Policy<'a> {
+    s: &'a Shared,
+    fw: &'a Arc<crate::firewall::Firewall>,
+    client: Arc<Client>,
+}
+
+impl Enforcer for Policy<'_> {
+    fn enforce<'a>(&'a self, info: &'a EndpointInfo) -> BoxFut<'a, Result<(), EnforceFailure>> {
+        Box::pin(async move {
+            for action in self.s.step(Event::CniAdd(info.clone())) {
+                match action {
+                    Action::ReadLists { endpoints } => {
+                        self.fw
+                            .refresh(&*self.client, endpoints)
+                            .await
+                            .map_err(|e| EnforceFailure::NotLoaded(e.to_string()))?;
+                    }
+                    Action::FirewallPass { read_kernel } => {
+                        self.fw
+                            .sync(&self.s.metrics, read_kernel)
+                            .await
+                            .map_err(|e| EnforceFailure::NotEnforced(e.to_string()))?;
+                    }
+                    Action::EndpointPass => {
+                        self.fw
+                            .endpoint_pass(&self.s.metrics)
+                            .await
+                            .map_err(|e| EnforceFailure::NotEnforced(e.to_string()))?;
+                    }
+                    Action::Plumb => return Ok(()),
+                    other => tracing::debug!(action = ?other, "not CNI ADD's"),
+                }
+            }
+            Ok(())
+        })
+    }
+    fn forget<'a>(&'a self, name: &'a str) -> BoxFut<'a, ()> {
+        Box::pin(async move {
+            for action in self.s.step(Event::CniForget(name.to_owned())) {
+                let r = match action {
+                    Action::FirewallPass { read_kernel } => self.fw.sync(&self.s.metrics, read_kernel).await,
+                    Action::EndpointPass => self.fw.endpoint_pass(&self.s.metrics).await,
+                    _ => continue,
+                };
+                if let Err(e) = r {
+                    tracing::warn!(endpoint = %name, error = %e, "firewall pass after removing an endpoint failed");
+                }
+            }
+        })
+    }
+}
+
+/// Runs a CNI flow through the real ports.
+async fn run_flow(
+    s: &Shared,
+    netns_exists: bool,
+    step: impl FnMut(CniEvent) -> Vec<CniAction>,
+) -> (Result<Answer, AgentError>, Timings) {
+    let client = s.client();
+    let policy = s.firewall.as_ref().map(|fw| Policy { s, fw, client: client.clone() });
+    let ports = CniPorts { romanad: &*client, plumbing: &Kernel(s), enforcer: policy.as_ref() };
+    drive_cni::run(&ports, netns_exists, step).await
 }
 
 async fn add(State(s): State<Arc<Shared>>, Json(req): Json<AttachRequest>) -> Result<Json<Attached>, Fail> {
     let started = Instant::now();
-    let r = add_inner(&s, req).await;
+    let host = cni::Host {
+        name: s.host.clone(),
+        gateways: s.gateways.clone(),
+        policy: s.firewall.is_some(),
+        pod_wait: s.pod_wait,
+    };
+    let netns_exists = Path::new(&req.netns).exists();
+    let mut flow = cni::Add::new(host, req);
+    let (r, t) = run_flow(&s, netns_exists, |ev| flow.step(ev)).await;
+    tracing::info!(
+        address = %flow.name(), alloc_ms = t.ms("alloc"), pod_ms = t.ms("pod"), register_ms = t.ms("register"),
+        policy_ms = t.ms("policy"), plumb_ms = t.ms("plumb"), ok = r.is_ok(), "CNI ADD"
+    );
     Metrics::inc(&s.metrics.cni_add);
     s.metrics.cni_add_seconds.observe(started.elapsed());
-    if r.is_err() {
-        Metrics::inc(&s.metrics.cni_add_errors);
-    }
-    r.map(Json)
-}
-
-async fn add_inner(s: &Arc<Shared>, req: AttachRequest) -> Result<Attached, Fail> {
-    cni_name("network name", &req.network)?;
-    cni_name("container id", &req.container_id)?;
-    if !Path::new(&req.netns).exists() {
-        return Err(Fail::new(
-            code::UNKNOWN_CONTAINER,
-            format!("network namespace {} does not exist", req.netns),
-            "",
-        ));
-    }
-    let name = address_name(&req.network, &req.container_id, &req.ifname);
-    let client = s.client();
-    // A pod kubelet started, without labels from the runtime: its record (labels, ports,
-    // segment) comes from romana-k8s, and ADD waits for it, so the pod is under the policies its
-    // labels select before ADD answers.
-    let mut req = req;
-    if let (Some(pod), false) = (&req.pod, req.runtime_labels) {
-        let record = wait_for_pod(s, &client, pod).await?;
-        if !record.segment.is_empty() {
-            req.segment = record.segment;
-        }
-    }
-    let areq = AddressRequest {
-        name: name.clone(),
-        host: s.host.clone(),
-        tenant: req.tenant.clone(),
-        segment: req.segment.clone(),
-        ip: None,
-    };
-    let t0 = Instant::now();
-    let addr = client.allocate(&areq, None).await.map_err(|e| from_client("allocating an address", &e))?;
-    let alloc = t0.elapsed();
-    let spec = match endpoint_spec(s, &req, &addr.ip) {
-        Ok(spec) => spec,
-        Err(f) => {
-            let _ = client.release(&name).await;
-            return Err(f);
-        }
-    };
-    let ip = spec.ip;
-    let t_fw = Instant::now();
-    if let Err(f) = enforce(s, &client, &req, &name, ip).await {
-        let _ = client.release(&name).await;
-        return Err(f);
-    }
-    let fw_ms = t_fw.elapsed().as_secs_f64() * 1e3;
-    // A repair may make the link again with a new index, and the address may have been another
-    // link's.
-    let host_ns = s.host_ns.clone();
-    let sp = spec.clone();
-    let t1 = Instant::now();
-    let attached =
-        plumbing(s, &spec.host_link, Some(ip), move || romana_host::attach(host_ns.as_deref(), &sp)).await?;
-    tracing::info!(
-        address = %name, %ip, alloc_ms = alloc.as_secs_f64() * 1e3, policy_ms = fw_ms,
-        plumb_ms = t1.elapsed().as_secs_f64() * 1e3,
-        ok = attached.is_ok(), "CNI ADD"
-    );
-    match attached {
-        Ok(a) => Ok(Attached {
-            host_link: a.host_link,
-            host_mac: a.host_mac,
-            ifname: a.ifname,
-            pod_mac: a.pod_mac,
-            netns: req.netns,
-            ip: ip.to_string(),
-            prefix_len: addr.prefix_len,
-            gateway: spec.gateway.to_string(),
-            address_name: name,
-        }),
+    match r {
+        Ok(Answer::Added(a)) => Ok(Json(a)),
+        Ok(Answer::Deleted) => Err(Fail::new(code::OTHER, "ADD answered as DEL", "")),
         Err(e) => {
-            // Nothing half-made stays: the endpoint and its address go (attach removed its links).
-            forget(s, &client, &name).await;
-            if let Err(r) = client.release(&name).await {
-                tracing::warn!(address = %name, error = %r, "could not release the address of a failed ADD");
-            }
-            Err(from_endpoint("plumbing the endpoint", &e))
+            Metrics::inc(&s.metrics.cni_add_errors);
+            Err(Fail(e))
         }
     }
 }
 
-/// Looks up the record of `pod` until it is there, is this pod's (same uid) and readable, or
-/// `--pod-wait-ms` has passed (`machine::pod_wait` decides).
-async fn wait_for_pod(s: &Shared, client: &Client, pod: &PodRef) -> Result<PodInfo, Fail> {
-    use romana_agent::machine::pod_wait::{Lookup, Next, next};
-    let started = Instant::now();
-    for attempt in 0.. {
-        let lookup = match client.pod(&pod.namespace, &pod.name).await {
-            Ok(p) => Lookup::Found(p),
-            Err(e) if e.status() == Some(404) => Lookup::Missing,
-            // 401 is an expired token, which the route loop renews: worth another look.
-            Err(e @ ClientError::Api { status: 400 | 403, .. }) => Lookup::Refused(e.to_string()),
-            Err(e) => Lookup::Unavailable(e.to_string()),
-        };
-        match next(pod, lookup, attempt, started.elapsed(), s.pod_wait) {
-            Next::Ready(p) => {
-                tracing::info!(pod = %pod.key(), waited_ms = started.elapsed().as_millis() as u64, "pod record");
-                return Ok(p);
-            }
-            Next::Retry { after, .. } => tokio::time::sleep(after).await,
-            Next::GiveUp { code, msg } => return Err(Fail::new(code, msg, "")),
-        }
-    }
-    unreachable!("the wait ends with the record or by giving up")
-}
-
-/// Registers the endpoint with romanad and puts it under its policies before its link exists:
-/// when ADD answers, the pod is already isolated as its policies say (fail-closed: if the table
-/// cannot be written, ADD fails and nothing is plumbed).
-async fn enforce(
-    s: &Arc<Shared>,
-    client: &Client,
-    req: &AttachRequest,
-    name: &str,
-    ip: IpAddr,
-) -> Result<(), Fail> {
-    let Some(fw) = &s.firewall else { return Ok(()) };
-    let info = EndpointInfo {
-        name: name.to_owned(),
-        ip: ip.to_string(),
-        tenant: req.tenant.clone(),
-        segment: req.segment.clone(),
-        host: s.host.clone(),
-        labels: req.labels.clone(),
-        ports: vec![],
-        // With the pod set, romanad takes labels and ports from its record (the truth for them).
-        pod: match (&req.pod, req.runtime_labels) {
-            (Some(p), false) => p.key(),
-            _ => String::new(),
-        },
-    };
-    // A repeated ADD (a runtime retrying) keeps what a controller set since the first one: the
-    // runtime's labels and no named ports are only the registration's starting point.
-    let info = match client.endpoint(name).await {
-        Ok(known) if known.ip == info.ip && known.host == info.host && known.tenant == info.tenant => {
-            EndpointInfo { labels: known.labels, ports: known.ports, ..info }
-        }
-        Ok(_) => info,
-        Err(e) if e.status() == Some(404) => info,
-        Err(e) => return Err(from_client("reading the endpoint's record", &e)),
-    };
-    let info = client.put_endpoint(&info).await.map_err(|e| from_client("registering the endpoint", &e))?;
-    // The core orders what follows: policies read when they never were, the endpoint's pass,
-    // and only then the plumbing (the caller's, once this returns).
-    for action in s.step(Event::CniAdd(info)) {
-        match action {
-            Action::ReadLists { endpoints } => {
-                fw.refresh(client, endpoints).await.map_err(|e| {
-                    Fail::new(code::TRY_AGAIN_LATER, "policies are not loaded yet", e.to_string())
-                })?;
-            }
-            Action::FirewallPass { read_kernel } => {
-                if let Err(e) = fw.sync(&s.metrics, read_kernel).await {
-                    forget(s, client, name).await;
-                    return Err(Fail::new(
-                        code::TRY_AGAIN_LATER,
-                        "the endpoint's policies could not be enforced",
-                        e.to_string(),
-                    ));
-                }
-            }
-            Action::Plumb => return Ok(()),
-            other => tracing::debug!(action = ?other, "not CNI ADD's"),
-        }
-    }
-    Ok(())
-}
-
-/// Removes an endpoint's record and its place in the table (best effort: DEL and failed ADDs).
-async fn forget(s: &Arc<Shared>, client: &Client, name: &str) {
+/// Removes an endpoint's record and its place in the table (best effort: GC).
+async fn forget(s: &Shared, client: &Arc<Client>, name: &str) {
     let Some(fw) = &s.firewall else { return };
     if let Err(e) = client.delete_endpoint(name).await {
         tracing::warn!(endpoint = %name, error = %e, "could not delete the endpoint record");
     }
-    for action in s.step(Event::CniForget(name.to_owned())) {
-        if let Action::FirewallPass { read_kernel } = action
-            && let Err(e) = fw.sync(&s.metrics, read_kernel).await
-        {
-            tracing::warn!(endpoint = %name, error = %e, "firewall pass after removing an endpoint failed");
-        }
-    }
+    Policy { s, fw, client: client.clone() }.forget(name).await;
 }
 
 async fn check(State(s): State<Arc<Shared>>, Json(req): Json<AttachRequest>) -> Result<StatusCode, Fail> {
@@ -360,7 +252,7 @@ async fn check_inner(s: &Arc<Shared>, req: AttachRequest) -> Result<(), Fail> {
             format!("prevResult has {prev}, IPAM has {} for {name}", addr.ip),
         ));
     }
-    let spec = endpoint_spec(s, &req, &addr.ip)?;
+    let spec = cni::endpoint_spec(&s.host, &s.gateways, &req, &addr.ip).map_err(Fail)?;
     let host_ns = s.host_ns.clone();
     blocking(move || romana_host::check(host_ns.as_deref(), &spec))
         .await?
@@ -370,20 +262,10 @@ async fn check_inner(s: &Arc<Shared>, req: AttachRequest) -> Result<(), Fail> {
 async fn del(State(s): State<Arc<Shared>>, Json(req): Json<DetachRequest>) -> Result<StatusCode, Fail> {
     Metrics::inc(&s.metrics.cni_del);
     let _timer = s.metrics.cni_del_seconds.timer();
-    cni_name("container id", &req.container_id)?;
-    let link = host_link_name(&req.container_id, &req.ifname);
-    let host_ns = s.host_ns.clone();
-    let l = link.clone();
-    plumbing(&s, &link, None, move || romana_host::detach(host_ns.as_deref(), &l))
-        .await?
-        .map_err(|e| from_endpoint("removing the endpoint", &e))?;
-    let name = address_name(&req.network, &req.container_id, &req.ifname);
-    forget(&s, &s.client(), &name).await;
-    match s.client().release(&name).await {
+    let mut flow = cni::Del::new(req, s.firewall.is_some());
+    match run_flow(&s, true, |ev| flow.step(ev)).await.0 {
         Ok(_) => Ok(StatusCode::NO_CONTENT),
-        // DEL of something already gone is success (runtimes send DEL twice).
-        Err(e) if e.status() == Some(404) => Ok(StatusCode::NO_CONTENT),
-        Err(e) => Err(from_client("releasing the address", &e)),
+        Err(e) => Err(Fail(e)),
     }
 }
 

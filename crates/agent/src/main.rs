@@ -10,6 +10,7 @@ mod firewall;
 mod local;
 mod metrics;
 mod metrics_http;
+mod nat;
 mod shared;
 mod vm;
 
@@ -48,6 +49,10 @@ struct Args {
     /// `romana user create NAME --role service --credentials-out FILE`.
     #[arg(long, env = "ROMANA_CREDENTIALS", default_value = "/var/lib/romana/agent.credentials")]
     credentials: PathBuf,
+    /// romanad replicas to use instead of the credentials' endpoint (repeated, or a comma list:
+    /// `ROMANA_ENDPOINT=http://a:9600,http://b:9600`); calls fail over between them.
+    #[arg(long = "endpoint", env = "ROMANA_ENDPOINT", value_delimiter = ',')]
+    endpoints: Vec<String>,
     /// Program this network namespace (`/run/netns/NAME`) instead of the agent's own; romanad is
     /// still reached from the agent's namespace. For sandboxes and tests.
     #[arg(long)]
@@ -129,6 +134,10 @@ struct Args {
     /// How often to re-read the fabric view for BIRD, in milliseconds.
     #[arg(long, default_value_t = 1_000)]
     bird_interval_ms: u64,
+    /// How often to re-read the topology for egress NAT (networks' `nat_outgoing`, `no_nat`,
+    /// hosts), in milliseconds (docs/fabric.md, "Egress NAT").
+    #[arg(long, default_value_t = 1_000)]
+    nat_interval_ms: u64,
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -139,10 +148,12 @@ async fn main() -> Result<()> {
     let args = Args::parse();
     let text = std::fs::read_to_string(&args.credentials)
         .with_context(|| format!("reading credentials {}", args.credentials.display()))?;
-    let creds: Credentials = serde_json::from_str(&text)
+    let mut creds: Credentials = serde_json::from_str(&text)
         .with_context(|| format!("parsing credentials {}", args.credentials.display()))?;
-    let client = Client::from_credentials(&creds).await.context("logging in to romanad")?;
-    let host_ip = register(&client, &args).await?;
+    if !args.endpoints.is_empty() {
+        creds.endpoint = args.endpoints.join(",");
+    }
+    let (client, host_ip) = connect(&creds, &args).await?;
     let host_ns = args.netns.as_deref().map(romana_host::named);
     let host_ns_for_fw = host_ns.clone();
     let ns = host_ns.clone();
@@ -190,6 +201,10 @@ async fn main() -> Result<()> {
     if let Some(fw) = &shared.firewall {
         let repair = Duration::from_millis(args.policy_repair_ms.max(100));
         tokio::spawn(firewall::run(fw.clone(), repair));
+        let every = Duration::from_millis(args.nat_interval_ms.max(100));
+        tokio::spawn(nat::run(fw.clone(), ctx.clone(), shared.host_ns.clone(), every));
+    } else if !args.once {
+        tracing::info!("no egress NAT without the firewall (--no-policy): the nat chain lives in its table");
     }
     if !args.once {
         let listener = local::bind(&args.socket)?;
@@ -347,6 +362,33 @@ fn parse_tag(s: &str) -> Result<(String, String), String> {
 
 /// Makes sure romanad knows this host; registers it when `--host-ip` is given. Returns the
 /// host's address.
+/// Logs in and registers the host. While no romanad replica can be reached or serve (it may
+/// start after the agent), tries again with a capped backoff; the kernel is left as it is
+/// meanwhile. A refusal (4xx: bad credentials, unknown host) ends the agent.
+async fn connect(creds: &Credentials, args: &Args) -> Result<(Client, IpAddr)> {
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
+    loop {
+        let tried = async {
+            let client = Client::from_credentials(creds).await.context("logging in to romanad")?;
+            let ip = register(&client, args).await?;
+            anyhow::Ok((client, ip))
+        };
+        match tried.await {
+            Ok(done) => return Ok(done),
+            Err(e) if e.chain().any(|c| c.downcast_ref().is_some_and(romana_client::worth_retrying)) => {
+                let wait = backoff.next_delay();
+                tracing::warn!(
+                    error = format!("{e:#}"),
+                    retry_in_ms = wait.as_millis() as u64,
+                    "romanad not reachable yet"
+                );
+                tokio::time::sleep(wait).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 async fn register(client: &Client, args: &Args) -> Result<IpAddr> {
     match client.host(&args.host).await {
         Ok(h) => h.ip.parse().with_context(|| format!("romanad's address {:?} for host {}", h.ip, args.host)),

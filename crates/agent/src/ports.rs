@@ -5,14 +5,16 @@
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 
-use romana_api::rest::{HostRoutesInfo, Tenant};
+use romana_api::rest::{Address, AddressRequest, EndpointInfo, HostRoutesInfo, PodInfo, Tenant};
 use romana_client::ClientError;
-use romana_dataplane::{HostState, Plan};
+use romana_dataplane::{HostState, LinkName, Plan};
 use romana_host::nft::NftError;
+use romana_host::{Attachment, EndpointError, EndpointSpec};
 use romana_policy::nftplan::Observed;
 use romana_store::BoxFut;
 
 use crate::error::FirewallError;
+use crate::machine::cni::EnforceFailure;
 use crate::machine::inputs::Lists;
 
 /// The host's links, addresses and routes (netlink, in the host's namespace).
@@ -45,6 +47,29 @@ pub trait Romanad: Sync {
     /// Tenants, policies, NetworkPolicies and, with `endpoints`, every endpoint.
     fn lists(&self, endpoints: bool) -> BoxFut<'_, Result<Lists, ClientError>>;
     fn tenants(&self) -> BoxFut<'_, Result<Vec<Tenant>, ClientError>>;
+    /// CNI ADD and DEL: a pod's record, addresses, endpoint records.
+    fn pod<'a>(&'a self, namespace: &'a str, name: &'a str) -> BoxFut<'a, Result<PodInfo, ClientError>>;
+    fn allocate<'a>(&'a self, req: &'a AddressRequest) -> BoxFut<'a, Result<Address, ClientError>>;
+    fn release<'a>(&'a self, name: &'a str) -> BoxFut<'a, Result<Address, ClientError>>;
+    fn endpoint<'a>(&'a self, name: &'a str) -> BoxFut<'a, Result<EndpointInfo, ClientError>>;
+    fn put_endpoint<'a>(&'a self, e: &'a EndpointInfo) -> BoxFut<'a, Result<EndpointInfo, ClientError>>;
+    /// One that is already gone counts as deleted.
+    fn delete_endpoint<'a>(&'a self, name: &'a str) -> BoxFut<'a, Result<(), ClientError>>;
+}
+
+/// The CNI path's kernel side: a pod's veth, address and routes (`romana_host::attach`).
+pub trait Plumbing: Sync {
+    fn attach<'a>(&'a self, spec: &'a EndpointSpec) -> BoxFut<'a, Result<Attachment, EndpointError>>;
+    /// `true`: a link was removed (none is success too).
+    fn detach<'a>(&'a self, link: &'a LinkName) -> BoxFut<'a, Result<bool, EndpointError>>;
+}
+
+/// The firewall as the CNI path needs it.
+pub trait Enforcer: Sync {
+    /// Puts a registered endpoint under its policies in the kernel before it is plumbed.
+    fn enforce<'a>(&'a self, info: &'a EndpointInfo) -> BoxFut<'a, Result<(), EnforceFailure>>;
+    /// Takes an endpoint out of the table (best effort: failures are logged).
+    fn forget<'a>(&'a self, name: &'a str) -> BoxFut<'a, ()>;
 }
 
 impl Romanad for romana_client::Client {
@@ -64,5 +89,23 @@ impl Romanad for romana_client::Client {
     }
     fn tenants(&self) -> BoxFut<'_, Result<Vec<Tenant>, ClientError>> {
         Box::pin(romana_client::Client::tenants(self))
+    }
+    fn pod<'a>(&'a self, namespace: &'a str, name: &'a str) -> BoxFut<'a, Result<PodInfo, ClientError>> {
+        Box::pin(romana_client::Client::pod(self, namespace, name))
+    }
+    fn allocate<'a>(&'a self, req: &'a AddressRequest) -> BoxFut<'a, Result<Address, ClientError>> {
+        Box::pin(romana_client::Client::allocate(self, req, None))
+    }
+    fn release<'a>(&'a self, name: &'a str) -> BoxFut<'a, Result<Address, ClientError>> {
+        Box::pin(romana_client::Client::release(self, name))
+    }
+    fn endpoint<'a>(&'a self, name: &'a str) -> BoxFut<'a, Result<EndpointInfo, ClientError>> {
+        Box::pin(romana_client::Client::endpoint(self, name))
+    }
+    fn put_endpoint<'a>(&'a self, e: &'a EndpointInfo) -> BoxFut<'a, Result<EndpointInfo, ClientError>> {
+        Box::pin(romana_client::Client::put_endpoint(self, e))
+    }
+    fn delete_endpoint<'a>(&'a self, name: &'a str) -> BoxFut<'a, Result<(), ClientError>> {
+        Box::pin(romana_client::Client::delete_endpoint(self, name))
     }
 }

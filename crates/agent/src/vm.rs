@@ -11,7 +11,8 @@
 //! plumbed ones every `REPAIR_EVERY` passes (a tap recreated by a VM restart loses our route).
 //! A plumbed VM whose address romanad's IPAM holds is registered as an endpoint (name, tenant,
 //! segment and host of that address, as a pod's), so tenant isolation and policies select it;
-//! the record goes with `DELETE /vm`.
+//! a record the mechanism driver registered first (with the port's security-group labels) is
+//! kept as it is; the record goes with `DELETE /vm`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -80,6 +81,13 @@ pub fn due(
         .collect()
 }
 
+/// Whether endpoint record `e` is the one of address `a` (same name, address, tenant, segment
+/// and host): then it stays as registered, labels included.
+pub fn same_address(e: &romana_api::rest::EndpointInfo, a: &romana_api::rest::Address) -> bool {
+    (e.name.as_str(), e.ip.as_str(), e.tenant.as_str(), e.segment.as_str(), e.host.as_str())
+        == (a.name.as_str(), a.ip.as_str(), a.tenant.as_str(), a.segment.as_str(), a.host.as_str())
+}
+
 impl Vms {
     pub fn load(host_ns: Option<PathBuf>, state_file: PathBuf, poll: Duration) -> Vms {
         let by_mac =
@@ -137,6 +145,21 @@ impl Vms {
         if !a.name.chars().all(|c| c.is_ascii_alphanumeric() || "._-:".contains(c)) {
             tracing::warn!(name = %a.name, "VM address name cannot be an endpoint path; not registered");
             return;
+        }
+        // The mechanism driver registers the port's endpoint before it binds, with its security
+        // groups' labels: that record is kept as it is (writing ours would drop the labels).
+        match client.endpoint(&a.name).await {
+            Ok(e) if same_address(&e, &a) => {
+                tracing::info!(mac = %ep.mac, endpoint = %a.name, "VM endpoint already registered; kept as it is");
+                self.registered().insert(ep.mac.clone(), a.name);
+                return;
+            }
+            Ok(_) => {}
+            Err(e) if e.status() == Some(404) => {}
+            Err(e) => {
+                tracing::warn!(mac = %ep.mac, error = %e, "looking up a VM's endpoint failed; retrying");
+                return;
+            }
         }
         let body = serde_json::json!({
             "name": a.name, "ip": a.ip, "tenant": a.tenant, "segment": a.segment, "host": a.host,
@@ -403,6 +426,32 @@ mod tests {
         assert_eq!(mac(&a.mac).expect("valid"), "fa:16:3e:00:00:01");
         assert!(mac("fa:16:3e:00:00").is_err());
         assert!(mac("zz:16:3e:00:00:01").is_err());
+    }
+
+    #[test]
+    fn a_record_of_the_same_address_is_kept() {
+        let a: romana_api::rest::Address = serde_json::from_value(serde_json::json!({
+            "name": "port1", "ip": "10.1.0.5", "prefix_len": 32, "network": "vms", "block": "10.1.0.0/28",
+            "host": "hv1", "tenant": "p1", "segment": "n1"
+        }))
+        .expect("address");
+        let rec = |name: &str, ip: &str, tenant: &str, segment: &str, host: &str| {
+            serde_json::from_value::<romana_api::rest::EndpointInfo>(serde_json::json!({
+                "name": name, "ip": ip, "tenant": tenant, "segment": segment, "host": host,
+                "labels": {"sg.romana.io/g1": "member"}
+            }))
+            .expect("record")
+        };
+        for (e, keep) in [
+            (rec("port1", "10.1.0.5", "p1", "n1", "hv1"), true),
+            (rec("port1", "10.1.0.6", "p1", "n1", "hv1"), false),
+            (rec("port1", "10.1.0.5", "p2", "n1", "hv1"), false),
+            (rec("port1", "10.1.0.5", "p1", "n2", "hv1"), false),
+            (rec("port1", "10.1.0.5", "p1", "n1", "hv2"), false),
+            (rec("port2", "10.1.0.5", "p1", "n1", "hv1"), false),
+        ] {
+            assert_eq!(same_address(&e, &a), keep, "{e:?}");
+        }
     }
 
     fn ep(m: &str) -> VmEndpoint {

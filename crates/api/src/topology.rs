@@ -21,6 +21,11 @@ pub struct TopologyRequest {
     pub networks: Vec<NetworkDefinition>,
     #[serde(default)]
     pub topologies: Vec<TopologyDefinition>,
+    /// CIDRs outside the Romana networks that endpoints of every network reach without egress
+    /// NAT (other clusters' pod ranges, a routed datacentre range, the VIP range), as Calico's
+    /// disabled IP pools. Traffic to Romana networks is never NATed and needs no entry here.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub no_nat: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -35,6 +40,18 @@ pub struct NetworkDefinition {
     /// Present for a network with the classic host/tenant/segment layout.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub classic: Option<ClassicDefinition>,
+    /// Egress NAT for the network's endpoints (Calico's `natOutgoing`); default on, so only
+    /// `false` is written out.
+    #[serde(default = "nat_on", skip_serializing_if = "is_on")]
+    pub nat_outgoing: bool,
+}
+
+fn nat_on() -> bool {
+    true
+}
+
+fn is_on(b: &bool) -> bool {
+    *b
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -245,9 +262,17 @@ impl TopologyRequest {
                 })
             });
             if let (Some(name), Some(cidr)) = (name, cidr) {
-                networks.push(NetworkSpec { name, cidr, block_mask: n.block_mask, tenants, layout });
+                networks.push(NetworkSpec {
+                    name,
+                    cidr,
+                    block_mask: n.block_mask,
+                    tenants,
+                    layout,
+                    nat_outgoing: n.nat_outgoing,
+                });
             }
         }
+        let no_nat = self.no_nat_spec(&mut c, &networks);
         let mut topologies = Vec::new();
         for (i, t) in self.topologies.iter().enumerate() {
             let nets: Vec<NetworkName> = t
@@ -266,7 +291,26 @@ impl TopologyRequest {
             }
             topologies.push(MapSpec { networks: nets, map });
         }
-        if c.0.is_empty() { Ok(TopologySpec { networks, topologies }) } else { Err(Problems(c.0)) }
+        if c.0.is_empty() { Ok(TopologySpec { networks, topologies, no_nat }) } else { Err(Problems(c.0)) }
+    }
+}
+
+impl TopologyRequest {
+    /// The `no_nat` list: CIDRs, none inside a Romana network (traffic to those is never NATed,
+    /// so such an entry says nothing and is most likely a mistake for another range).
+    fn no_nat_spec(&self, c: &mut Collector, networks: &[NetworkSpec]) -> Vec<Cidr> {
+        let mut out = Vec::new();
+        for (i, text) in self.no_nat.iter().enumerate() {
+            let Some(cidr) = c.take(|| format!("no_nat[{i}]"), text.parse::<Cidr>()) else { continue };
+            match networks.iter().find(|n| n.cidr.contains(&cidr)) {
+                Some(n) => c.0.push(format!(
+                    "no_nat[{i}]: {cidr} lies inside network {} ({}), which is never NATed; list only destinations outside the Romana networks",
+                    n.name, n.cidr
+                )),
+                None => out.push(cidr),
+            }
+        }
+        out
     }
 }
 
@@ -337,6 +381,7 @@ pub fn render(ipam: &Ipam) -> TopologyRequest {
                 }),
                 _ => None,
             },
+            nat_outgoing: spec.is_none_or(|s| s.nat_outgoing),
         });
         let mine: Vec<&GroupView> = groups.iter().filter(|g| g.network == n.name).collect();
         if let Some(root) = mine.first() {
@@ -350,7 +395,8 @@ pub fn render(ipam: &Ipam) -> TopologyRequest {
             topologies.push(TopologyDefinition { networks: vec![n.name.to_string()], map });
         }
     }
-    TopologyRequest { networks, topologies }
+    let no_nat = ipam.spec().no_nat.iter().map(ToString::to_string).collect();
+    TopologyRequest { networks, topologies, no_nat }
 }
 
 fn routing_and_assignment_empty(g: &GroupView) -> bool {
@@ -532,6 +578,57 @@ mod tests {
         );
         // What GET /topology shows parses back to the same spec.
         assert_eq!(shown.to_spec().unwrap().topologies[0].map, parse(&text).unwrap().topologies[0].map);
+    }
+
+    /// Parses a one-network topology with the given network fields and top-level fields, and
+    /// checks what comes out: the network's `nat_outgoing` and the `no_nat` list, or problems.
+    fn check_nat(network: &str, top: &str, expect: Result<(bool, &[&str]), &[&str]>) {
+        let text = format!(
+            r#"{{"networks":[{{"name":"n","cidr":"10.1.0.0/16"{network}}}],{top}
+                "topologies":[{{"networks":["n"],"map":[{{"name":"r","groups":[]}}]}}]}}"#
+        );
+        match (parse(&text), expect) {
+            (Ok(spec), Ok((nat, no_nat))) => {
+                assert_eq!(spec.networks[0].nat_outgoing, nat, "{text}");
+                let got: Vec<String> = spec.no_nat.iter().map(ToString::to_string).collect();
+                assert_eq!(got, no_nat, "{text}");
+                // What GET /topology shows parses back to the same settings.
+                let shown = render(&Ipam::new(spec.clone()).unwrap());
+                let again = shown.to_spec().unwrap();
+                assert_eq!((again.networks[0].nat_outgoing, &again.no_nat), (nat, &spec.no_nat));
+                let json = serde_json::to_string(&shown).unwrap();
+                assert_eq!(json.contains("nat_outgoing"), !nat, "only false is written: {json}");
+            }
+            (Err(p), Err(want)) => {
+                assert_eq!(p.0.len(), want.len(), "{text}: {p}");
+                for (got, w) in p.0.iter().zip(want) {
+                    assert!(got.contains(w), "{got:?} lacks {w:?}");
+                }
+            }
+            (got, want) => panic!("{text}: got {got:?}, expected {want:?}"),
+        }
+    }
+
+    #[test]
+    fn nat_settings_are_checked_and_round_trip() {
+        check_nat("", "", Ok((true, &[])));
+        check_nat(r#","nat_outgoing":true"#, "", Ok((true, &[])));
+        check_nat(r#","nat_outgoing":false"#, "", Ok((false, &[])));
+        check_nat(
+            "",
+            r#""no_nat":["172.16.0.0/12","10.0.0.0/8","fd00::/8"],"#,
+            Ok((true, &["172.16.0.0/12", "10.0.0.0/8", "fd00::/8"])),
+        );
+        check_nat(r#","nat_outgoing":"no""#, "", Err(&["invalid type: string \"no\", expected a boolean"]));
+        check_nat(
+            "",
+            r#""no_nat":["10.1.2.0/24","192.168.1.1/16","x"],"#,
+            Err(&[
+                "no_nat[0]: 10.1.2.0/24 lies inside network n (10.1.0.0/16), which is never NATed",
+                "no_nat[1]: CIDR \"192.168.1.1/16\" has host bits set",
+                "no_nat[2]:",
+            ]),
+        );
     }
 
     #[test]

@@ -663,13 +663,20 @@ pub struct NewUser<'a> {
     pub hosts: &'a [String],
 }
 
+/// Where a new user's credentials file goes, and the CA (PEM) it tells clients to trust.
+#[derive(Debug, Clone, Copy)]
+pub struct CredentialsOut<'a> {
+    pub path: &'a Path,
+    pub ca: Option<&'a str>,
+}
+
 /// Creates a user and, with `credentials_out`, writes a credentials file (0600) an agent or the
 /// CLI can log in with. Returns the user and the password (generated when not given).
 pub async fn create_user(
     c: &Client,
     new: &NewUser<'_>,
     password: Option<String>,
-    credentials_out: Option<&Path>,
+    credentials_out: Option<CredentialsOut<'_>>,
 ) -> Result<(romana_api::rest::User, String)> {
     let name = new.name;
     let password = match password {
@@ -684,12 +691,12 @@ pub async fn create_user(
         hosts: new.hosts.to_vec(),
     };
     let u = c.create_user(&req).await.with_context(|| format!("creating user {name}"))?;
-    if let Some(path) = credentials_out {
+    if let Some(CredentialsOut { path, ca }) = credentials_out {
         let creds = romana_api::rest::Credentials {
             endpoint: c.endpoints().join(","),
             username: name.into(),
             password: password.clone(),
-            ca: None,
+            ca: ca.map(str::to_owned),
         };
         crate::write_private(path, &serde_json::to_string_pretty(&creds)?)
             .with_context(|| format!("writing {}", path.display()))?;
@@ -715,13 +722,15 @@ pub async fn user_create(
     f: Format,
     new: &NewUser<'_>,
     password: Option<String>,
-    credentials_out: Option<&Path>,
+    credentials_out: Option<CredentialsOut<'_>>,
 ) -> Result<()> {
     let name = new.name;
     let generated = password.is_none();
     let (u, password) = create_user(c, new, password, credentials_out).await?;
     match credentials_out {
-        Some(path) => eprintln!("credentials for {name} written to {} (mode 0600)", path.display()),
+        Some(CredentialsOut { path, .. }) => {
+            eprintln!("credentials for {name} written to {} (mode 0600)", path.display())
+        }
         None if generated => eprintln!("generated password for {name}: {password}"),
         None => {}
     }

@@ -8,6 +8,7 @@ mod output;
 mod plan;
 mod sandbox;
 mod sandbox_bgp;
+mod sandbox_internet;
 mod sandbox_layout;
 mod text_table;
 mod watch;
@@ -426,6 +427,53 @@ enum SandboxCommand {
         /// everywhere (two spines, ECMP, BFD; docs/fabric.md).
         #[arg(long, value_enum, default_value = "static")]
         routing: sandbox_layout::Routing,
+        /// Add an "internet" namespace (198.18.0.1, an echo server on port 7) behind the
+        /// spines, to see egress NAT (`romana sandbox reach --internet`).
+        #[arg(long)]
+        internet: bool,
+        /// Start with the sandbox network's `nat_outgoing` off.
+        #[arg(long)]
+        no_nat_outgoing: bool,
+    },
+    /// From a pod, ask an echo server in the "internet" or in another pod which source address
+    /// it sees (TCP, or UDP); exit status 1 when it does not answer.
+    Reach {
+        #[command(flatten)]
+        at: SandboxWhere,
+        /// The pod that connects.
+        #[arg(long)]
+        from: String,
+        /// To the "internet" (`up --internet`).
+        #[arg(long, conflicts_with = "to_pod", required_unless_present = "to_pod")]
+        internet: bool,
+        /// To this pod (an echo server runs there for the probe).
+        #[arg(long)]
+        to_pod: Option<String>,
+        #[arg(long)]
+        udp: bool,
+    },
+    /// Turn the sandbox network's egress NAT (`nat_outgoing`) on or off, by a topology update.
+    Nat {
+        #[command(flatten)]
+        at: SandboxWhere,
+        #[arg(value_parser = ["on", "off"])]
+        state: String,
+    },
+    /// The echo server `reach` asks (runs inside a namespace).
+    #[command(hide = true)]
+    ServeEcho {
+        #[arg(long)]
+        listen: std::net::SocketAddr,
+        #[arg(long)]
+        log: Option<PathBuf>,
+    },
+    /// The echo client `reach` runs inside a pod; prints the address the server saw.
+    #[command(hide = true)]
+    AskEcho {
+        #[arg(long)]
+        to: std::net::SocketAddr,
+        #[arg(long)]
+        udp: bool,
     },
     /// Simulate a host's death: its link down, its agent and BIRD killed.
     KillHost {
@@ -493,6 +541,24 @@ async fn run_sandbox(cli: &Cli, file: &config::FileConfig, command: &SandboxComm
     if let SandboxCommand::Probe { at } = command {
         return Ok(sandbox::probe(&at.state_dir, &at.name)? == 0);
     }
+    if let SandboxCommand::ServeEcho { listen, log } = command {
+        sandbox_internet::serve(*listen, log.clone())?;
+        return Ok(true);
+    }
+    if let SandboxCommand::AskEcho { to, udp } = command {
+        let seen = sandbox_internet::ask(*to, *udp, std::time::Duration::from_secs(3))?;
+        if let Some(s) = &seen {
+            println!("{s}");
+        }
+        return Ok(seen.is_some());
+    }
+    if let SandboxCommand::Reach { at, from, internet: _, to_pod, udp } = command {
+        let to = match to_pod {
+            Some(p) => sandbox_internet::Target::Pod(p.clone()),
+            None => sandbox_internet::Target::Internet,
+        };
+        return sandbox_internet::reach(&at.state_dir, &at.name, from, &to, *udp);
+    }
     if let SandboxCommand::KillHost { at, host } = command {
         sandbox::kill_host(&at.state_dir, &at.name, host)?;
         return Ok(true);
@@ -509,7 +575,16 @@ async fn run_sandbox(cli: &Cli, file: &config::FileConfig, command: &SandboxComm
     }
     let c = connect(cli, file).await?;
     match command {
-        SandboxCommand::Up { at, racks, hosts_per_rack, cidr, block_mask, routing } => {
+        SandboxCommand::Up {
+            at,
+            racks,
+            hosts_per_rack,
+            cidr,
+            block_mask,
+            routing,
+            internet,
+            no_nat_outgoing,
+        } => {
             let o = sandbox::UpOptions {
                 name: at.name.clone(),
                 racks: *racks,
@@ -518,10 +593,15 @@ async fn run_sandbox(cli: &Cli, file: &config::FileConfig, command: &SandboxComm
                 block_mask: *block_mask,
                 state_dir: at.state_dir.clone(),
                 routing: *routing,
+                internet: *internet,
+                nat_outgoing: !*no_nat_outgoing,
             };
             sandbox::up(&c, &o).await?;
         }
         SandboxCommand::Status { at } => sandbox::status(&c, &at.state_dir, &at.name).await?,
+        SandboxCommand::Nat { at, state } => {
+            sandbox_internet::set_nat(&c, &at.state_dir, &at.name, state == "on").await?
+        }
         SandboxCommand::Pod {
             command: SandboxPodCommand::Add { at, host, tenant, segment, labels, pod, uid, from_kubernetes },
         } => {
@@ -539,6 +619,9 @@ async fn run_sandbox(cli: &Cli, file: &config::FileConfig, command: &SandboxComm
             sandbox::pod_add(&c, &o).await?;
         }
         SandboxCommand::Probe { .. }
+        | SandboxCommand::Reach { .. }
+        | SandboxCommand::ServeEcho { .. }
+        | SandboxCommand::AskEcho { .. }
         | SandboxCommand::Down { .. }
         | SandboxCommand::KillHost { .. }
         | SandboxCommand::ReviveHost { .. } => unreachable!("handled above"),
@@ -589,6 +672,13 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
     }
     use commands as x;
     let f = format;
+    // A credentials file `user create` hands out trusts what this client trusts.
+    let ca = match &cli.command {
+        Command::User { command: UserCommand::Create { credentials_out: Some(_), .. } } => {
+            trusted_ca(&cli, &file, load_credentials(&cli, &file)?.as_ref())?
+        }
+        _ => None,
+    };
     match cli.command {
         Command::Login => unreachable!("handled above"),
         Command::Whoami => {
@@ -691,7 +781,8 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             command: UserCommand::Create { name, roles, tenants, hosts, password, credentials_out },
         } => {
             let new = x::NewUser { name: &name, roles: &roles, tenants: &tenants, hosts: &hosts };
-            x::user_create(&c, f, &new, password, credentials_out.as_deref()).await?
+            let out = credentials_out.as_deref().map(|p| x::CredentialsOut { path: p, ca: ca.as_deref() });
+            x::user_create(&c, f, &new, password, out).await?
         }
         Command::User { command: UserCommand::Delete { name } } => x::user_delete(&c, &name).await?,
         Command::Ipam { .. } | Command::Sandbox { .. } | Command::Completion { .. } => {
@@ -712,26 +803,51 @@ fn write_private(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A client for the chosen endpoint with the first credentials found: --token, a saved refresh
-/// token, --username/--password, or romanad's credentials file.
-async fn connect(cli: &Cli, file: &config::FileConfig) -> anyhow::Result<Client> {
-    use anyhow::Context;
-    let creds_path = cli.credentials.clone().or_else(|| file.credentials.clone()).or_else(|| {
+/// The credentials file in use: --credentials, the config file's, or romanad's default if it exists.
+fn credentials_path(cli: &Cli, file: &config::FileConfig) -> Option<PathBuf> {
+    cli.credentials.clone().or_else(|| file.credentials.clone()).or_else(|| {
         let p = PathBuf::from(config::DEFAULT_CREDENTIALS);
         std::fs::File::open(&p).is_ok().then_some(p)
-    });
-    let creds: Option<romana_api::rest::Credentials> = match &creds_path {
+    })
+}
+
+/// The credentials file chosen (--credentials, the config file's, or romanad's default), read.
+fn load_credentials(
+    cli: &Cli,
+    file: &config::FileConfig,
+) -> anyhow::Result<Option<romana_api::rest::Credentials>> {
+    use anyhow::Context;
+    Ok(match &credentials_path(cli, file) {
         Some(p) => Some(serde_json::from_str(
             &std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
         )?),
         None => None,
-    };
+    })
+}
+
+/// The CA this client trusts (PEM): --ca-file or the config file's, else the credentials file's.
+fn trusted_ca(
+    cli: &Cli,
+    file: &config::FileConfig,
+    creds: Option<&romana_api::rest::Credentials>,
+) -> anyhow::Result<Option<String>> {
+    use anyhow::Context;
+    Ok(match cli.ca_file.as_ref().or(file.ca_file.as_ref()) {
+        Some(p) => Some(std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?),
+        None => creds.and_then(|c| c.ca.clone()),
+    })
+}
+
+/// A client for the chosen endpoint with the first credentials found: --token, a saved refresh
+/// token, --username/--password, or romanad's credentials file.
+async fn connect(cli: &Cli, file: &config::FileConfig) -> anyhow::Result<Client> {
+    let creds = load_credentials(cli, file)?;
     let explicit = cli.endpoint.as_deref().or(file.endpoint.as_deref());
     let endpoints = match (explicit, &creds) {
-        (None, Some(c)) => vec![c.endpoint.clone()],
+        (None, Some(c)) => romana_client::endpoint_list(&c.endpoint),
         _ => config::endpoints(explicit, file),
     };
-    let source = match (&cli.endpoint, &file.endpoint, &creds_path) {
+    let source = match (&cli.endpoint, &file.endpoint, &credentials_path(cli, file)) {
         (Some(e), _, _) if std::env::var("ROMANA_ENDPOINT").is_ok_and(|v| &v == e) => {
             "ROMANA_ENDPOINT".to_owned()
         }
@@ -741,12 +857,10 @@ async fn connect(cli: &Cli, file: &config::FileConfig) -> anyhow::Result<Client>
         (None, None, None) => format!("the default ({})", config::DEFAULT_ENDPOINT),
     };
     let _ = ENDPOINT_SOURCE.set(source);
-    let ca = match cli.ca_file.as_ref().or(file.ca_file.as_ref()) {
-        Some(p) => Some(std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?),
-        None => creds.as_ref().and_then(|c| c.ca.clone()),
-    };
+    let ca = trusted_ca(cli, file, creds.as_ref())?;
     let tls = ca.map(|ca| romana_client::Tls { ca_pem: Some(ca), ..Default::default() });
     let c = Client::with_tls(endpoints, tls.as_ref())?;
+    use anyhow::Context;
     if matches!(cli.command, Command::Login) {
         return Ok(c);
     }

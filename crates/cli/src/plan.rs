@@ -137,7 +137,7 @@ fn print_json(ipam: &Ipam, format: Format) -> Result<()> {
 }
 
 fn print_tables(ipam: &Ipam, o: &Options) -> Result<()> {
-    let mut t = Table::new(&["NETWORK", "CIDR", "LAYOUT", "BLOCK", "TENANTS", "ALLOCATED"]);
+    let mut t = Table::new(&["NETWORK", "CIDR", "LAYOUT", "BLOCK", "TENANTS", "NAT", "ALLOCATED"]);
     for n in ipam.networks() {
         let layout = match n.layout {
             LayoutSpec::Blocks => "blocks".to_owned(),
@@ -157,10 +157,15 @@ fn print_tables(ipam: &Ipam, o: &Options) -> Result<()> {
             layout,
             format!("/{}", n.block_mask),
             tenants,
+            nat_column(ipam, &n.name),
             n.allocated.to_string(),
         ]);
     }
     println!("Networks\n{}", t.render(o.limit));
+    if !ipam.spec().no_nat.is_empty() {
+        let list: Vec<String> = ipam.spec().no_nat.iter().map(ToString::to_string).collect();
+        println!("Reached without NAT: {}\n", list.join(", "));
+    }
 
     let mut t = Table::new(&["NETWORK", "GROUP", "CIDR", "HOSTS", "BLOCKS", "ADDRESSES", "ASSIGNMENT"]);
     for g in ipam.groups() {
@@ -236,4 +241,10 @@ fn print_tables(ipam: &Ipam, o: &Options) -> Result<()> {
     }
     println!("Fabric\n{}", t.render(o.limit));
     Ok(())
+}
+
+/// Egress NAT of a network's endpoints (docs/fabric.md, "Egress NAT").
+fn nat_column(ipam: &Ipam, network: &romana_model::NetworkName) -> String {
+    let on = ipam.spec().networks.iter().find(|s| &s.name == network).is_none_or(|s| s.nat_outgoing);
+    (if on { "outgoing" } else { "off" }).to_owned()
 }

@@ -41,12 +41,23 @@ pub struct State {
     pub pods: Vec<Pod>,
     #[serde(default)]
     pub routing: Routing,
+    /// An "internet" namespace behind the spines (`sandbox_internet.rs`).
+    #[serde(default)]
+    pub internet: bool,
+    #[serde(default = "nat_on")]
+    pub nat_outgoing: bool,
+}
+
+fn nat_on() -> bool {
+    true
 }
 
 impl State {
     pub(crate) fn layout(&self) -> Result<Layout> {
         Layout::new(&self.name, self.racks, self.hosts_per_rack, &self.cidr, self.block_mask)
-            .map(|l| l.with_routing(self.routing))
+            .map(|l| {
+                l.with_routing(self.routing).with_internet(self.internet).with_nat_outgoing(self.nat_outgoing)
+            })
             .map_err(anyhow::Error::msg)
     }
 }
@@ -108,12 +119,17 @@ pub struct UpOptions {
     pub block_mask: u8,
     pub state_dir: PathBuf,
     pub routing: Routing,
+    /// An "internet" namespace behind the spines.
+    pub internet: bool,
+    pub nat_outgoing: bool,
 }
 
 pub async fn up(c: &Client, o: &UpOptions) -> Result<()> {
     let layout = Layout::new(&o.name, o.racks, o.hosts_per_rack, &o.cidr, o.block_mask)
         .map_err(anyhow::Error::msg)?
-        .with_routing(o.routing);
+        .with_routing(o.routing)
+        .with_internet(o.internet)
+        .with_nat_outgoing(o.nat_outgoing);
     if !leftovers(&o.name)?.is_empty() {
         bail!(
             "sandbox {:?} has namespaces already; run `romana sandbox down --name {}` first",
@@ -147,7 +163,8 @@ async fn agent_credentials(c: &Client, sandbox: &str, host: &str, d: &Path) -> R
         tenants: &[],
         hosts: &[host.to_owned()],
     };
-    crate::commands::create_user(c, &new, None, Some(&path))
+    let out = crate::commands::CredentialsOut { path: &path, ca: None };
+    crate::commands::create_user(c, &new, None, Some(out))
         .await
         .with_context(|| format!("creating the agent user of host {host}"))?;
     Ok(path)
@@ -169,7 +186,12 @@ async fn build(c: &Client, layout: &Layout, o: &UpOptions, d: &Path) -> Result<(
         agents: BTreeMap::new(),
         pods: Vec::new(),
         routing: o.routing,
+        internet: o.internet,
+        nat_outgoing: o.nat_outgoing,
     };
+    if o.internet {
+        crate::sandbox_internet::start_internet(layout, d)?;
+    }
     for h in &layout.hosts {
         let req = HostRequest {
             name: h.name.clone(),
@@ -208,7 +230,8 @@ async fn build(c: &Client, layout: &Layout, o: &UpOptions, d: &Path) -> Result<(
     if layout.routing == Routing::Bgp {
         crate::sandbox_bgp::wait_sessions(layout, d, Duration::from_secs(30)).await?;
     }
-    println!("sandbox {} up: {} racks x {} hosts, agents ready", o.name, o.racks, o.hosts_per_rack);
+    let internet = if o.internet { ", internet at 198.18.0.1 behind the spines" } else { "" };
+    println!("sandbox {} up: {} racks x {} hosts, agents ready{internet}", o.name, o.racks, o.hosts_per_rack);
     Ok(())
 }
 
@@ -497,6 +520,7 @@ pub async fn down(state_dir: &Path, name: &str, c: Option<&Client>) -> Result<()
         }
     }
     crate::sandbox_bgp::stop_birds(&d);
+    crate::sandbox_internet::stop_echoes(&d);
     let namespaces = leftovers(name)?;
     for ns in &namespaces {
         ip(&["netns".into(), "del".into(), ns.clone()])?;

@@ -53,7 +53,18 @@ pub struct Layout {
     pub block_mask: u8,
     pub hosts: Vec<Host>,
     pub routing: Routing,
+    /// An "internet" namespace behind the spines (`--internet`, docs/fabric.md, "Egress NAT").
+    pub internet: bool,
+    /// The sandbox network's `nat_outgoing`.
+    pub nat_outgoing: bool,
 }
+
+/// The "internet"'s address: benchmark space (RFC 2544), outside every Romana network and every
+/// private range the sandbox uses.
+pub const INTERNET_IP: &str = "198.18.0.1";
+
+/// The port of the echo server in the "internet" (and in pods, for `sandbox reach`).
+pub const ECHO_PORT: u16 = 7;
 
 /// A sandbox name: 1 to 8 of a-z and 0-9 (namespace and link names stay short).
 pub fn valid_name(n: &str) -> bool {
@@ -92,7 +103,61 @@ impl Layout {
             block_mask,
             hosts,
             routing: Routing::Static,
+            internet: false,
+            nat_outgoing: true,
         })
+    }
+
+    pub fn with_internet(mut self, internet: bool) -> Layout {
+        self.internet = internet;
+        self
+    }
+
+    pub fn with_nat_outgoing(mut self, on: bool) -> Layout {
+        self.nat_outgoing = on;
+        self
+    }
+
+    /// The "internet" namespace.
+    pub fn internet_ns(&self) -> String {
+        format!("{}inet", prefix(&self.name))
+    }
+
+    /// Spine s's (1 or 2) link to the "internet": its address (`side` 1) and the internet's (2).
+    pub fn internet_link_ip(s: usize, side: u8) -> String {
+        format!("192.168.{}.{side}", 240 + s)
+    }
+
+    /// The "internet" behind the spines: a namespace holding `INTERNET_IP`, a link from each
+    /// spine, each spine's default route into it and routes to the racks' host subnets (which
+    /// the pod fabric does not carry: the underlay's business), the racks' default routes up to
+    /// the first spine (with static routing they have it already). The internet routes back
+    /// only the hosts' range, not the pods': a pod address reaches it but cannot be answered.
+    fn internet_wiring(&self, cmds: &mut Vec<String>) {
+        let inet = self.internet_ns();
+        cmds.push(format!("-n {inet} addr add {INTERNET_IP}/32 dev lo"));
+        for (i, s) in self.spines().iter().enumerate() {
+            let k = i + 1;
+            cmds.push(format!("-n {s} link add inet type veth peer name s{k} netns {inet}"));
+            cmds.push(format!("-n {s} addr add {}/30 dev inet", Self::internet_link_ip(k, 1)));
+            cmds.push(format!("-n {s} link set inet up"));
+            cmds.push(format!("-n {inet} addr add {}/30 dev s{k}", Self::internet_link_ip(k, 2)));
+            cmds.push(format!("-n {inet} link set s{k} up"));
+            cmds.push(format!("-n {s} route add default via {}", Self::internet_link_ip(k, 2)));
+            for r in 1..=self.racks {
+                let via = match self.routing {
+                    Routing::Static => Self::uplink_ip(r),
+                    Routing::Bgp => Self::rack_uplink_ip(k, r),
+                };
+                cmds.push(format!("-n {s} route add 192.168.{r}.0/24 via {via}"));
+            }
+        }
+        cmds.push(format!("-n {inet} route add 192.168.0.0/16 via {}", Self::internet_link_ip(1, 1)));
+        if self.routing == Routing::Bgp {
+            for r in 1..=self.racks {
+                cmds.push(format!("-n {} route add default via {}", self.router(r), Self::spine_ip(1)));
+            }
+        }
     }
 
     pub fn with_routing(mut self, routing: Routing) -> Layout {
@@ -144,6 +209,9 @@ impl Layout {
         let mut out = self.spines();
         out.extend((1..=self.racks).map(|r| self.router(r)));
         out.extend(self.hosts.iter().map(|h| h.netns.clone()));
+        if self.internet {
+            out.push(self.internet_ns());
+        }
         out
     }
 
@@ -160,9 +228,18 @@ impl Layout {
             .collect();
         let network = format!("sandbox-{}", self.name);
         json!({
-            "networks": [{"name": network, "cidr": self.cidr, "block_mask": self.block_mask}],
+            "networks": [self.network()],
             "topologies": [{"networks": [network], "map": groups}]
         })
+    }
+
+    /// The sandbox's one network.
+    fn network(&self) -> Value {
+        let mut n = json!({"name": format!("sandbox-{}", self.name), "cidr": self.cidr, "block_mask": self.block_mask});
+        if !self.nat_outgoing {
+            n["nat_outgoing"] = json!(false);
+        }
+        n
     }
 
     fn bgp_topology(&self) -> Value {
@@ -177,7 +254,7 @@ impl Layout {
             .collect();
         let network = format!("sandbox-{}", self.name);
         json!({
-            "networks": [{"name": network, "cidr": self.cidr, "block_mask": self.block_mask}],
+            "networks": [self.network()],
             "topologies": [{"networks": [network], "map": [{"name": "spines", "routing": "bgp",
                 "bgp": {"asn": SPINE_ASN, "routers": [Self::spine_ip(1), Self::spine_ip(2)]},
                 "groups": groups}]}]
@@ -235,6 +312,9 @@ impl Layout {
             cmds.push(format!("-n {} addr add {}/24 dev eth0", h.netns, h.ip));
             cmds.push(format!("-n {} link set eth0 up", h.netns));
             cmds.push(format!("-n {} route add default via 192.168.{}.1", h.netns, h.rack));
+        }
+        if self.internet {
+            self.internet_wiring(&mut cmds);
         }
         cmds.into_iter().map(|c| c.split_whitespace().map(str::to_owned).collect()).collect()
     }
@@ -334,6 +414,53 @@ mod tests {
         assert_eq!(root["groups"][1]["bgp"]["uplinks"], json!(["192.168.254.12", "192.168.253.12"]));
         assert_eq!(root["groups"][1]["bgp"]["host_asn"], 65102);
         romana_api::topology::parse(&t.to_string()).expect("a valid topology");
+    }
+
+    #[test]
+    fn the_internet_sits_behind_the_spines() {
+        // (routing, commands that must be there, routers that must hold no default route)
+        let cases: &[(Routing, &[&str])] = &[
+            (
+                Routing::Static,
+                &[
+                    "-n rms-i-inet addr add 198.18.0.1/32 dev lo",
+                    "-n rms-i-spine link add inet type veth peer name s1 netns rms-i-inet",
+                    "-n rms-i-spine route add default via 192.168.241.2",
+                    "-n rms-i-spine route add 192.168.2.0/24 via 192.168.254.10",
+                    "-n rms-i-inet route add 192.168.0.0/16 via 192.168.241.1",
+                ],
+            ),
+            (
+                Routing::Bgp,
+                &[
+                    "-n rms-i-spine2 link add inet type veth peer name s2 netns rms-i-inet",
+                    "-n rms-i-spine2 route add default via 192.168.242.2",
+                    "-n rms-i-spine2 route add 192.168.1.0/24 via 192.168.253.11",
+                    "-n rms-i-rack2 route add default via 192.168.254.1",
+                ],
+            ),
+        ];
+        for (routing, want) in cases {
+            let l = Layout::new("i", 2, 1, "10.112.0.0/16", 28).expect("valid").with_routing(*routing);
+            let plain: Vec<String> = l.wiring().iter().map(|c| c.join(" ")).collect();
+            assert!(!plain.iter().any(|c| c.contains("inet")), "no internet unless asked: {plain:#?}");
+            let l = l.with_internet(true);
+            assert_eq!(l.namespaces().last().map(String::as_str), Some("rms-i-inet"));
+            let w: Vec<String> = l.wiring().iter().map(|c| c.join(" ")).collect();
+            for c in *want {
+                assert!(w.contains(&(*c).to_owned()), "{routing:?}: {c} missing from {w:#?}");
+            }
+            // The internet never learns the pod range: it can answer only what was masqueraded.
+            assert!(
+                !w.iter().any(|c| c.starts_with("-n rms-i-inet route") && c.contains("10.112")),
+                "{w:#?}"
+            );
+        }
+        let t =
+            Layout::new("i", 2, 1, "10.112.0.0/16", 28).expect("valid").with_nat_outgoing(false).topology();
+        assert_eq!(t["networks"][0]["nat_outgoing"], false);
+        let spec = romana_api::topology::parse(&t.to_string()).expect("a valid topology");
+        assert!(!spec.networks[0].nat_outgoing);
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! `Client`: romanad's REST API as typed calls. Several endpoints may be given; a call that cannot
-//! reach one tries the next, and the one that answered is tried first next time.
+//! reach one, or that one answers with 503, tries the next, and the one that answered is tried
+//! first next time.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -79,6 +80,22 @@ fn enc(s: &str) -> String {
         .collect()
 }
 
+/// The endpoints of a comma-separated list (`ROMANA_ENDPOINT=a,b,c`, a credentials file's
+/// `endpoint`), blanks dropped.
+pub fn endpoint_list(text: &str) -> Vec<String> {
+    text.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect()
+}
+
+/// Whether a failed call may succeed later unchanged: romanad could not be reached or could not
+/// serve (5xx). A 4xx is a refusal that repeating will not change.
+pub fn worth_retrying(e: &ClientError) -> bool {
+    match e {
+        ClientError::Unreachable { .. } => true,
+        ClientError::Api { status, .. } => *status >= 500,
+        ClientError::Decode { .. } => false,
+    }
+}
+
 impl Client {
     pub fn new(endpoints: Vec<String>) -> Client {
         Client::with_tls(endpoints, None).expect("a plain HTTP client builds")
@@ -154,9 +171,10 @@ impl Client {
     }
 
     /// A client for the credentials romanad wrote on first start (endpoint, admin login, CA).
+    /// The endpoint may be a list (`http://a:9600,http://b:9600`): every replica, failed over.
     pub async fn from_credentials(creds: &Credentials) -> Result<Client> {
         let tls = creds.ca.as_ref().map(|ca| Tls { ca_pem: Some(ca.clone()), ..Tls::default() });
-        let c = Client::with_tls(vec![creds.endpoint.clone()], tls.as_ref())?;
+        let c = Client::with_tls(endpoint_list(&creds.endpoint), tls.as_ref())?;
         c.login(&creds.username, &creds.password).await?;
         Ok(c)
     }
@@ -187,6 +205,7 @@ impl Client {
         let n = self.endpoints.len().max(1);
         let start = self.current.load(Ordering::Relaxed);
         let mut last = String::from("no endpoints configured");
+        let mut unavailable: Option<reqwest::Response> = None;
         for i in 0..n {
             let idx = (start + i) % n;
             let Some(base) = self.endpoints.get(idx) else { break };
@@ -201,15 +220,27 @@ impl Client {
                 req = req.json(b);
             }
             match req.send().await {
+                // romanad's 503 means "nothing was changed, try again" (its store or IPAM replica
+                // cannot serve now): another replica may. The last 503 is answered if none can.
+                Ok(resp) if resp.status().as_u16() == 503 && i + 1 < n => {
+                    last = format!("{base}: answered 503");
+                    unavailable = Some(resp);
+                }
                 Ok(resp) => {
                     self.current.store(idx, Ordering::Relaxed);
                     return Ok(resp);
                 }
-                Err(e) if e.is_connect() || e.is_timeout() => last = format!("{base}: {e}"),
+                Err(e) if e.is_connect() || e.is_timeout() => last = format!("{base}: {}", with_causes(&e)),
                 Err(e) => {
-                    return Err(ClientError::Unreachable { endpoints: base.clone(), detail: e.to_string() });
+                    return Err(ClientError::Unreachable {
+                        endpoints: base.clone(),
+                        detail: with_causes(&e),
+                    });
                 }
             }
+        }
+        if let Some(resp) = unavailable {
+            return Ok(resp);
         }
         Err(ClientError::Unreachable { endpoints: self.endpoints.join(","), detail: last })
     }
@@ -498,6 +529,22 @@ impl Client {
     }
 }
 
+/// An error with its causes: reqwest's own text names only the request, and the reason (a
+/// refused certificate, a refused connection) is in its sources.
+fn with_causes(e: &reqwest::Error) -> String {
+    let mut out = e.to_string();
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        cause = c.source();
+    }
+    out
+}
+
 /// Installs ring as the process's TLS crypto provider (once); reqwest needs one even for plain HTTP.
 pub fn ensure_crypto() {
     static ONCE: std::sync::Once = std::sync::Once::new();
@@ -537,3 +584,6 @@ fn tls_config(tls: &Tls) -> Result<rustls::ClientConfig> {
         _ => Ok(builder.with_no_client_auth()),
     }
 }
+
+#[cfg(test)]
+mod failover_tests;

@@ -1,7 +1,7 @@
 //! The only crate that changes a kernel: reads Romana's marked objects over netlink into a
 //! `HostState` and applies a `Plan` step by step; plumbs endpoints for the CNI path; sets the
 //! forwarding sysctls; reads and writes our nftables table (`nft.rs`, through libnftables where it
-//! loads: `nftlib.rs`). Knows nothing of IPAM,
+//! loads: `nftlib.rs`), and asks whether egress NAT's chain can load here (`nat.rs`). Knows nothing of IPAM,
 //! policy or romanad.
 
 mod bpf;
@@ -9,6 +9,7 @@ mod endpoint;
 mod fastpath;
 mod fastprog;
 mod kernel;
+pub mod nat;
 mod netns;
 pub mod nft;
 mod nftlib;

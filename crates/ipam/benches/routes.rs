@@ -32,8 +32,10 @@ fn topology() -> TopologySpec {
             block_mask: Some(27),
             tenants: vec![],
             layout: LayoutSpec::Blocks,
+            nat_outgoing: true,
         }],
         topologies: vec![MapSpec { networks: vec!["pods".parse().expect("name")], map: racks }],
+        no_nat: vec![],
     }
 }
 

@@ -11,9 +11,10 @@
 //! let spec = TopologySpec {
 //!     networks: vec![NetworkSpec {
 //!         name: "net1".parse()?, cidr: "10.0.0.0/16".parse()?, block_mask: Some(29),
-//!         tenants: vec![], layout: LayoutSpec::Blocks,
+//!         tenants: vec![], layout: LayoutSpec::Blocks, nat_outgoing: true,
 //!     }],
 //!     topologies: vec![MapSpec { networks: vec!["net1".parse()?], map: vec![GroupOrHostSpec::Group(GroupSpec::default())] }],
+//!     no_nat: vec![],
 //! };
 //! let mut ipam = Ipam::new(spec)?;
 //! ipam.add_host(HostSpec::new("h1".parse()?, "192.168.0.1".parse()?))?;

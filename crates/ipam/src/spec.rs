@@ -13,6 +13,10 @@ use romana_model::{Cidr, GroupName, HostName, NetworkName, TenantName};
 pub struct TopologySpec {
     pub networks: Vec<NetworkSpec>,
     pub topologies: Vec<MapSpec>,
+    /// Destinations outside the Romana networks that endpoints reach with their own address
+    /// (no egress NAT) from every network: the topology-wide counterpart of Calico's disabled IP
+    /// pools (docs/fabric.md, "Egress NAT").
+    pub no_nat: Vec<Cidr>,
 }
 
 /// One address pool.
@@ -26,6 +30,10 @@ pub struct NetworkSpec {
     /// Tenants restricted to this network; empty puts the network in the wildcard list.
     pub tenants: Vec<TenantName>,
     pub layout: LayoutSpec,
+    /// Traffic from the network's endpoints to destinations outside every Romana network and
+    /// outside `TopologySpec::no_nat` leaves masqueraded to the host's address (Calico's
+    /// `natOutgoing`). On unless the topology says otherwise.
+    pub nat_outgoing: bool,
 }
 
 /// How addresses are laid out in a network.

@@ -40,11 +40,13 @@ fn world() -> Ipam {
             block_mask: Some(29),
             tenants: vec![],
             layout: LayoutSpec::Blocks,
+            nat_outgoing: true,
         }],
         topologies: vec![MapSpec {
             networks: vec!["net".parse().expect("name")],
             map: vec![group("r1"), group("r2")],
         }],
+        no_nat: vec![],
     };
     let mut ipam = Ipam::new(spec).expect("valid topology");
     for h in 0..6 {
@@ -197,8 +199,9 @@ proptest! {
         }
         let cidr = Cidr::containing("10.0.0.0".parse().expect("ip"), prefix);
         let spec = TopologySpec {
-            networks: vec![NetworkSpec { name: "n".parse().expect("n"), cidr, block_mask: Some(32), tenants: vec![], layout: LayoutSpec::Blocks }],
+            networks: vec![NetworkSpec { name: "n".parse().expect("n"), cidr, block_mask: Some(32), tenants: vec![], layout: LayoutSpec::Blocks, nat_outgoing: true }],
             topologies: vec![MapSpec { networks: vec!["n".parse().expect("n")], map: vec![GroupOrHostSpec::Group(GroupSpec { groups: level(&widths), ..GroupSpec::default() })] }],
+            no_nat: vec![],
         };
         let ipam = Ipam::new(spec).expect("fits");
         let groups = ipam.groups();
@@ -272,12 +275,13 @@ mod no_panics {
                 } else {
                     LayoutSpec::Blocks
                 },
+                nat_outgoing: true,
             },
         );
         (proptest::collection::vec(network, 1..4), proptest::collection::vec(element(3), 0..4), 0usize..4)
             .prop_map(|(networks, map, share)| {
                 let names: Vec<_> = networks.iter().map(|n| n.name.clone()).take(share.max(1)).collect();
-                TopologySpec { networks, topologies: vec![MapSpec { networks: names, map }] }
+                TopologySpec { networks, topologies: vec![MapSpec { networks: names, map }], no_nat: vec![] }
             })
     }
 

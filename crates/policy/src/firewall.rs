@@ -45,12 +45,12 @@ pub struct FirewallInput<'a> {
     pub endpoints: &'a [Endpoint],
 }
 
-const FAMILIES: [Family; 2] = [Family::V4, Family::V6];
+pub(crate) const FAMILIES: [Family; 2] = [Family::V4, Family::V6];
 
 /// Bucket chains per direction that policies' jumps are spread over.
 pub const BUCKETS: u64 = 64;
 
-fn fam_suffix(f: Family) -> &'static str {
+pub(crate) fn fam_suffix(f: Family) -> &'static str {
     match f {
         Family::V4 => "4",
         Family::V6 => "6",
@@ -74,34 +74,34 @@ pub fn policy_base(id: &str) -> String {
 /// that policy's own work.
 #[derive(Debug, Default)]
 pub struct CompileCache {
-    stamp: Option<u64>,
-    sets: BTreeMap<String, Arc<Set>>,
+    pub(crate) stamp: Option<u64>,
+    pub(crate) sets: BTreeMap<String, Arc<Set>>,
     /// What each cached set holds, so that one endpoint's change updates it in place.
     rules: BTreeMap<String, Membership>,
     /// Local endpoints' addresses by policy target (tenant and selector): policies with the same
     /// target share the work. Addresses, not positions, since the caller may reorder endpoints.
     targets: BTreeMap<String, Vec<IpAddr>>,
     /// The host compiled for: only its endpoints' changes move policy targets.
-    host: Option<String>,
+    pub(crate) host: Option<String>,
     /// Each policy as last compiled, reused while the policy is unchanged.
-    policies: BTreeMap<String, PolicyEntry>,
+    pub(crate) policies: BTreeMap<String, PolicyEntry>,
     /// Each bucket chain with the policies it was built from: reused while they are the same.
     buckets: BTreeMap<String, (Vec<Arc<CompiledPolicy>>, Arc<Chain>)>,
 }
 
 #[derive(Debug)]
-struct PolicyEntry {
-    compiled: Arc<CompiledPolicy>,
+pub(crate) struct PolicyEntry {
+    pub(crate) compiled: Arc<CompiledPolicy>,
     /// `target_sets` and `target_ips` are computed (and kept up to date by `endpoint_changed`).
     targets_known: bool,
     /// The target sets (`<base>-t-4`, `-6`) and their addresses (for the isolation sets).
-    target_sets: Vec<(String, Arc<Set>)>,
-    target_ips: Vec<IpAddr>,
+    pub(crate) target_sets: Vec<(String, Arc<Set>)>,
+    pub(crate) target_ips: Vec<IpAddr>,
 }
 
 /// What depends on a policy alone: its chains and jumps (the sets they name are found by name).
 #[derive(Debug)]
-struct CompiledPolicy {
+pub(crate) struct CompiledPolicy {
     rules: PolicyRules,
     chains: Vec<(String, Arc<Chain>)>,
     /// The selector and named-port sets the chains name (in `CompileCache::sets`).
@@ -111,7 +111,7 @@ struct CompiledPolicy {
     /// `<base>-t-4`, `<base>-t-6`.
     target_names: [String; 2],
     /// `ingress-isolated` and/or `egress-isolated`: where the policy's targets go.
-    isolates: Vec<&'static str>,
+    pub(crate) isolates: Vec<&'static str>,
     /// A host-scoped policy's jump from `host-policies` (with its key) instead of bucket jumps.
     host_jump: Option<(Line, String)>,
 }
@@ -123,8 +123,9 @@ enum Membership {
 }
 
 impl CompileCache {
-    /// A change of one of the host's own endpoints: each policy's targets take or lose it.
-    fn local_changed(&mut self, old: Option<&Endpoint>, new: Option<&Endpoint>) {
+    /// A change of one of the host's own endpoints: each policy's targets take or lose it; the
+    /// names of the target sets that changed go to `changed`.
+    fn local_changed(&mut self, old: Option<&Endpoint>, new: Option<&Endpoint>, changed: &mut Vec<String>) {
         let host = self.host.as_deref();
         let local = |e: &&Endpoint| !e.is_host && e.ip.is_some() && Some(e.host.as_str()) == host;
         let (old, new) = (old.filter(local), new.filter(local));
@@ -144,6 +145,7 @@ impl CompileCache {
                 ips.push(ip);
             }
             if ips != entry.target_ips {
+                changed.extend(entry.compiled.target_names.iter().cloned());
                 let sets = target_sets(&entry.compiled.target_names, &ips);
                 entry.target_sets = sets.into_iter().map(|(n, s)| (n, Arc::new(s))).collect();
                 entry.target_ips = ips;
@@ -155,7 +157,18 @@ impl CompileCache {
     /// take or lose its address, as a compile from scratch would. `world` must be the one the
     /// cache was filled with (tenant changes need a new stamp instead).
     pub fn endpoint_changed(&mut self, world: &World, old: Option<&Endpoint>, new: Option<&Endpoint>) {
-        self.local_changed(old, new);
+        self.endpoint_changed_into(world, old, new, &mut Vec::new());
+    }
+
+    /// `endpoint_changed`, noting the name of every set it changed in `changed`.
+    pub(crate) fn endpoint_changed_into(
+        &mut self,
+        world: &World,
+        old: Option<&Endpoint>,
+        new: Option<&Endpoint>,
+        changed: &mut Vec<String>,
+    ) {
+        self.local_changed(old, new, changed);
         for (name, rule) in &self.rules {
             let Some(set) = self.sets.get_mut(name) else { continue };
             // What the set should lose and gain; the set is copied (it may be shared with the
@@ -192,6 +205,7 @@ impl CompileCache {
             if gone.is_empty() && new_elements.iter().all(|el| set.elements.contains(el)) {
                 continue;
             }
+            changed.push(name.clone());
             let set = Arc::make_mut(set);
             for el in &gone {
                 set.elements.remove(el);
@@ -575,7 +589,7 @@ fn target_sets(names: &[String; 2], ips: &[IpAddr]) -> Vec<(String, Set)> {
 }
 
 /// `direction` is `egress` or `ingress` (both nft keywords, hence the longer names).
-fn base_chain(hook: Hook, prio: i32, direction: &str, dir: Dir) -> Arc<Chain> {
+pub(crate) fn base_chain(hook: Hook, prio: i32, direction: &str, dir: Dir) -> Arc<Chain> {
     let mut lines = vec![
         Line { matches: vec![Match::Established], verdict: Verdict::Accept },
         Line { matches: vec![], verdict: Verdict::Jump(format!("{direction}-policies")) },

@@ -3,14 +3,16 @@
 //! (`isolation.rs`), a direct evaluator (`eval.rs`) that says whether a connection is allowed,
 //! and the nftables side: the compiler (`firewall.rs`) into a ruleset (`ruleset.rs`), the
 //! kernel's table read back (`nftjson.rs`) and the smallest transaction between them
-//! (`nftplan.rs`). The evaluator is the oracle the compiler is checked against.
+//! (`nftplan.rs`), and egress NAT's chain in the same table (`nat.rs`). The evaluator is the oracle the compiler is checked against.
 
 pub mod cluster;
 pub mod eval;
 pub mod firewall;
+pub mod incremental;
 pub mod isolation;
 pub mod k8s;
 pub mod model;
+pub mod nat;
 pub mod nftjson;
 pub mod nftplan;
 pub mod romana;

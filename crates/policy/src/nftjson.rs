@@ -57,6 +57,7 @@ fn hook(s: &str) -> Option<Hook> {
         "forward" => Some(Hook::Forward),
         "input" => Some(Hook::Input),
         "output" => Some(Hook::Output),
+        "postrouting" => Some(Hook::Postrouting),
         _ => None,
     }
 }
@@ -96,12 +97,15 @@ pub fn parse(text: &str) -> Result<Observed, JsonError> {
             }
         } else if let Some(c) = item.get("chain") {
             let name = c.get("name").and_then(Value::as_str).unwrap_or_default().to_owned();
-            let base = match (c.get("hook").and_then(Value::as_str).and_then(hook), c.get("prio")) {
-                (Some(h), Some(p)) => Some((h, p.as_i64().unwrap_or(i64::MIN) as i32)),
-                (None, None) => None,
-                // A hook we never use: a base chain that cannot match ours, rewritten.
-                _ => Some((Hook::Forward, i32::MIN)),
-            };
+            // A chain of another type on one of our hooks cannot match ours either.
+            let ours = |h: &Hook| c.get("type").and_then(Value::as_str) == Some(h.chain_type());
+            let base =
+                match (c.get("hook").and_then(Value::as_str).and_then(hook).filter(ours), c.get("prio")) {
+                    (Some(h), Some(p)) => Some((h, p.as_i64().unwrap_or(i64::MIN) as i32)),
+                    (None, None) => None,
+                    // A hook we never use: a base chain that cannot match ours, rewritten.
+                    _ => Some((Hook::Forward, i32::MIN)),
+                };
             obs.chains.insert(name, ObservedChain { base, rules: vec![] });
         } else if let Some(r) = item.get("rule") {
             let chain = r.get("chain").and_then(Value::as_str).unwrap_or_default().to_owned();

@@ -45,6 +45,18 @@ pub enum Hook {
     Forward,
     Input,
     Output,
+    /// Source NAT (`type nat`, egress NAT: `nat.rs`).
+    Postrouting,
+}
+
+impl Hook {
+    /// The chain type a base chain of ours on this hook has.
+    pub fn chain_type(self) -> &'static str {
+        match self {
+            Hook::Postrouting => "nat",
+            Hook::Forward | Hook::Input | Hook::Output => "filter",
+        }
+    }
 }
 
 impl fmt::Display for Hook {
@@ -53,6 +65,7 @@ impl fmt::Display for Hook {
             Hook::Forward => "forward",
             Hook::Input => "input",
             Hook::Output => "output",
+            Hook::Postrouting => "postrouting",
         })
     }
 }
@@ -82,6 +95,9 @@ pub enum Match {
     DstPortIn { protocol: Protocol, family: Family, set: String },
     /// IPv4 ICMP type, and code when given.
     Icmp { icmp_type: u8, code: Option<u8> },
+    /// The address (of `family`) is in none of `nets` (an anonymous interval set; the list
+    /// holds no net inside another, which nft would refuse as overlapping).
+    NotInNets { dir: Dir, family: Family, nets: Vec<Cidr> },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -89,6 +105,8 @@ pub enum Verdict {
     Accept,
     Drop,
     Jump(String),
+    /// Source NAT to the outgoing interface's address (nat chains only).
+    Masquerade,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -218,6 +236,10 @@ impl fmt::Display for Match {
             }
             Match::Icmp { icmp_type, code: None } => write!(f, "icmp type {icmp_type}"),
             Match::Icmp { icmp_type, code: Some(c) } => write!(f, "icmp type {icmp_type} icmp code {c}"),
+            Match::NotInNets { dir, family, nets } => {
+                let list: Vec<String> = nets.iter().map(ToString::to_string).collect();
+                write!(f, "{} {} != {{ {} }}", addr_kw(*family), dir_kw(*dir), list.join(", "))
+            }
         }
     }
 }
@@ -228,6 +250,7 @@ impl fmt::Display for Verdict {
             Verdict::Accept => f.write_str("accept"),
             Verdict::Drop => f.write_str("drop"),
             Verdict::Jump(c) => write!(f, "jump {c}"),
+            Verdict::Masquerade => f.write_str("masquerade"),
         }
     }
 }
@@ -280,7 +303,8 @@ pub fn chain_decl(out: &mut String, name: &str, chain: &Chain) {
         Some((hook, prio)) => {
             let _ = writeln!(
                 out,
-                "add chain inet {TABLE} {name} {{ type filter hook {hook} priority {prio}; policy accept; }}"
+                "add chain inet {TABLE} {name} {{ type {} hook {hook} priority {prio}; policy accept; }}",
+                hook.chain_type()
             );
         }
         None => {

@@ -332,6 +332,63 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    /// CNI ADD's shortcut: endpoint changes applied to the table in force (`incremental`) give
+    /// the very table a full compile gives, or are refused (segments only), change after change.
+    #[test]
+    fn endpoint_changes_on_the_table_equal_a_full_compile(seed in any::<u64>()) {
+        use romana_policy::firewall::{CompileCache, compile_cached};
+        use romana_policy::incremental::{Refusal, endpoint_changes, plan_part};
+        let c = case(seed);
+        let (mut cache, mut eps, mut g) = (CompileCache::default(), c.endpoints.clone(), Gen(seed ^ 0xadd));
+        let input = FirewallInput { host: "h0", policies: &c.policies, world: &c.world, endpoints: &eps };
+        let mut known = Observed::of(&compile_cached(input, &mut cache, 7));
+        for step in 0..8 {
+            let i = g.below(eps.len());
+            let old = eps[i].clone();
+            let (old, new) = match step % 4 {
+                0 => (None, Endpoint { id: format!("n{step}"), ip: Some(format!("10.0.1.{step}").parse().unwrap()), host: "h0".into(), labels: labels(&mut g), ..old }),
+                1 => (Some(old.clone()), Endpoint { labels: labels(&mut g), ..old }),
+                2 => (Some(old.clone()), Endpoint { host: "h0".into(), ..old }),
+                _ => (Some(old.clone()), Endpoint { ip: None, ..old }),
+            };
+            let gone = new.ip.is_none();
+            match (&old, gone) {
+                (_, true) => { eps.swap_remove(i); }
+                (Some(_), false) => eps[i] = new.clone(),
+                (None, false) => eps.push(new.clone()),
+            }
+            let change = (old, Some(new).filter(|_| !gone));
+            let input = FirewallInput { host: "h0", policies: &c.policies, world: &c.world, endpoints: &eps };
+            match endpoint_changes(&mut cache, &c.world, "h0", 7, &known, std::slice::from_ref(&change)) {
+                Ok(part) => {
+                    let before = known.clone();
+                    known.apply_part(&part);
+                    prop_assert!(plan_part(&before, &part).is_empty() == (known == before), "step {}", step);
+                }
+                // Refused before the cache took the change: a compile takes it, as the agent's does.
+                Err(Refusal::NewSegment { .. } | Refusal::SegmentMayEmpty { .. }) => {
+                    cache.endpoint_changed(&c.world, change.0.as_ref(), change.1.as_ref());
+                    known = Observed::of(&compile_cached(input, &mut cache, 7));
+                }
+                Err(e) => prop_assert!(false, "step {}: refused: {}", step, e),
+            }
+            let fresh = compile(input);
+            prop_assert!(known == Observed::of(&fresh), "step {}: {:?}", step, differences_observed(&known, &Observed::of(&fresh)));
+        }
+    }
+}
+
+fn differences_observed(a: &Observed, b: &Observed) -> Vec<String> {
+    let names = |x: &Observed| x.sets.keys().chain(x.chains.keys()).cloned().collect::<BTreeSet<_>>();
+    let d = |n: &String| {
+        (a.sets.get(n) != b.sets.get(n) || a.chains.get(n) != b.chains.get(n)).then(|| n.clone())
+    };
+    names(a).union(&names(b)).filter_map(d).collect()
+}
+
 /// The generator must produce the interesting cases, or the property says little.
 #[test]
 fn generator_covers_every_peer_and_port_kind() {

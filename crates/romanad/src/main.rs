@@ -63,6 +63,17 @@ struct Flags {
     /// Serve HTTPS with a CA and certificate created in DATA_DIR/tls (for sandboxes and first steps).
     #[arg(long, env = "ROMANAD_TLS_SELF_SIGNED", conflicts_with = "tls_cert")]
     tls_self_signed: bool,
+    /// The CA (PEM) that signed --tls-cert; written into admin.credentials so that `romana`
+    /// trusts romanad.
+    #[arg(long, env = "ROMANAD_TLS_CA", requires = "tls_cert")]
+    tls_ca: Option<PathBuf>,
+    /// Issue a server certificate into DIR for the --tls-name names, then exit: DIR/server.pem
+    /// and server.key, signed by the CA DIR/ca.pem + ca.key (made when absent, kept otherwise).
+    #[arg(long, value_name = "DIR")]
+    tls_issue: Option<PathBuf>,
+    /// A name (DNS name or IP address) the issued certificate is valid for (repeatable).
+    #[arg(long = "tls-name", value_name = "NAME", value_delimiter = ',', requires = "tls_issue")]
+    tls_names: Vec<String>,
     /// Require client certificates signed by this CA (PEM), e.g. for agents.
     #[arg(long, env = "ROMANAD_TLS_CLIENT_CA")]
     tls_client_ca: Option<PathBuf>,
@@ -224,6 +235,18 @@ fn recover_store(dir: &std::path::Path) -> Result<()> {
     Ok(())
 }
 
+/// `--tls-issue DIR`: one certificate issued, reported, then exit.
+fn issue_tls(dir: &std::path::Path, names: &[String]) -> Result<()> {
+    let done = tls::issue_into(dir, names, rustls_pki_types::UnixTime::now())?;
+    let ca = if done.ca_created { "created" } else { "kept" };
+    println!(
+        "{ca} the CA {d}/ca.pem (its key {d}/ca.key stays with you; clients need only ca.pem)",
+        d = dir.display()
+    );
+    println!("issued {}/server.pem and server.key for {}", dir.display(), done.names.join(", "));
+    Ok(())
+}
+
 fn main() -> Result<()> {
     owner_only_files();
     fix_malloc_thresholds();
@@ -233,6 +256,9 @@ fn main() -> Result<()> {
 async fn run() -> Result<()> {
     let flags = Flags::parse();
     init_logs(flags.log_format);
+    if let Some(dir) = &flags.tls_issue {
+        return issue_tls(dir, &flags.tls_names);
+    }
     private_data_dir(&flags.data_dir)?;
     if flags.recover_store {
         return recover_store(&flags.data_dir);
@@ -277,7 +303,12 @@ async fn run() -> Result<()> {
         Some(tls::Material {
             cert_pem: std::fs::read_to_string(c).with_context(|| format!("reading {}", c.display()))?,
             key_pem: std::fs::read_to_string(k).with_context(|| format!("reading {}", k.display()))?,
-            ca_pem: None,
+            ca_pem: match &flags.tls_ca {
+                Some(p) => {
+                    Some(std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?)
+                }
+                None => None,
+            },
         })
     } else {
         None

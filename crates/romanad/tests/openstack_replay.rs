@@ -1,8 +1,13 @@
-//! The 2016 networking-romana driver's calls replayed exactly as its code sends them (no token,
-//! `Accept: application/json`, service URLs from `GET {root}`, `urljoin` of relative finder paths
-//! and absolute `/endpoints`, `/hosts/<id>`), against romanad with authentication on and the
-//! `legacy-openstack` allowance for the driver's source; and the attacker's side: the allowance
-//! answers nothing else, nothing from other sources, and a token keeps the registry's meaning.
+//! The networking-romana drivers' calls replayed exactly as their code sends them (no token,
+//! `Accept: application/json`), against romanad with authentication on and the `legacy-openstack`
+//! allowance for the driver's source:
+//! - the 2016 driver (master, b01d9fd): service URLs from `GET {root}`, `urljoin` of relative
+//!   finder paths and absolute `/endpoints`, `/hosts/<id>`;
+//! - the 2017 driver (feature/romana-stable-ocata-update, 8677e4b, `driver/utils.py`):
+//!   `POST {url}/address`, `DELETE {url}/address?addressName=<ip>`, `GET urljoin(url, "/hosts")`.
+//!
+//! And the attacker's side: the allowance answers nothing else, nothing from other sources, and a
+//! token keeps our meanings.
 #![allow(clippy::unwrap_used)]
 
 use reqwest::Method as M;
@@ -114,6 +119,13 @@ impl World {
             .await;
         assert_eq!(st, 200, "{b}");
     }
+    /// A tenant as the Kubernetes controller makes them (a namespace's): its number.
+    async fn k8s_tenant(&self, name: &str) -> String {
+        let body = json!({"name": name, "labels": {"romana.io/managed-by": "romana-k8s"}});
+        let (st, b) = self.call(M::POST, "/tenants", Some(body)).await;
+        assert_eq!(st, 201, "{b}");
+        serde_json::from_str::<Value>(&b).unwrap()["number"].to_string()
+    }
     async fn allocated(&self, ip: &str) -> bool {
         self.call(M::GET, "/addresses", None).await.1.contains(&format!("\"{ip}\""))
     }
@@ -194,7 +206,7 @@ async fn the_allowance_opens_nothing_else() {
     w.allow(&["127.0.0.1/32"]).await;
     for (m, p) in [
         (M::GET, "/tenants"),
-        (M::GET, "/hosts"),
+        (M::GET, "/topology"),
         (M::GET, "/addresses"),
         (M::GET, "/config/ipam"),
         (M::GET, "/config/legacy-openstack"),
@@ -245,15 +257,7 @@ async fn the_allowance_opens_nothing_else() {
     assert_eq!(st, 404, "{r}");
     assert!(w.allocated(&pod_ip).await, "a pod's address must not be released by the allowance");
     // A Kubernetes namespace's tenant is not the 1.x driver's to allocate in.
-    let (st, b) = w
-        .call(
-            M::POST,
-            "/tenants",
-            Some(json!({"name": "ns1", "labels": {"romana.io/managed-by": "romana-k8s"}})),
-        )
-        .await;
-    assert_eq!(st, 201, "{b}");
-    let ns1 = serde_json::from_str::<serde_json::Value>(&b).unwrap()["number"].to_string();
+    let ns1 = w.k8s_tenant("ns1").await;
     let (st, r) = driver(
         M::POST,
         &urljoin(&root, "/endpoints"),
@@ -267,4 +271,110 @@ async fn the_allowance_opens_nothing_else() {
     let (st, r) = driver(M::POST, &urljoin(&root, "/endpoints"), Some(json!({"tenant_id": "x"}))).await;
     assert_eq!(st, 400, "{r}");
     assert!(r.to_string().contains("tenant_id"), "{r}");
+}
+
+/// The 2017 driver's `http_call`: `Accept: application/json`, a JSON body with its content type,
+/// no token (`driver(...)` above sends the same).
+async fn call_2017(method: M, url: &str, body: Option<Value>) -> (u16, Value) {
+    driver(method, url, body).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn driver_2017_allocates_finds_hosts_and_releases() {
+    let (w, _dir) = world("os-2017").await;
+    // [romana] url = romanad's root; the driver appends "/address" and urljoins "/hosts".
+    let url = w.url.clone();
+    let project = "6d1e0c4b9a8f4e2d8c7b6a5f4e3d2c1b";
+    let port = "0f4a8c2e-5b6d-4e7f-9a1b-2c3d4e5f6a7b";
+    let alloc = json!({"name": port, "host": "hv1", "tenant": project, "segment": "default"});
+
+    // Without the allowance every call needs the token the driver cannot send.
+    for (m, u, b) in [
+        (M::POST, format!("{url}/address"), Some(alloc.clone())),
+        (M::DELETE, format!("{url}/address?addressName=10.40.0.1"), None),
+        (M::GET, urljoin(&format!("{url}/"), "/hosts"), None),
+    ] {
+        let (st, r) = call_2017(m.clone(), &u, b).await;
+        assert_eq!(st, 401, "{m} {u} without the allowance: {r}");
+    }
+    w.allow(&["127.0.0.1/32"]).await;
+
+    // ipam_romana.RomanaDbSubnet.allocate -> romana_allocate_ip_address: the address as a JSON
+    // string, which the driver returns to Neutron as the port's address.
+    let (st, ip) = call_2017(M::POST, &format!("{url}/address"), Some(alloc.clone())).await;
+    assert_eq!(st, 200, "{ip}");
+    let ip = ip.as_str().unwrap_or_else(|| panic!("not a JSON string: {ip}")).to_owned();
+    assert!(ip.parse::<std::net::Ipv4Addr>().is_ok() && ip.starts_with("10.40."), "{ip}");
+    let (st, rec) = w.call(M::GET, &format!("/addresses/os1:{port}"), None).await;
+    assert_eq!(st, 200, "{rec}");
+    let rec: Value = serde_json::from_str(&rec).unwrap();
+    assert_eq!(
+        (&rec["ip"], &rec["tenant"], &rec["segment"], &rec["host"]),
+        (&json!(ip), &json!(project), &json!("default"), &json!("hv1"))
+    );
+    // A second port of the project gets another address; the same port again gets its address
+    // back (a retried allocation is idempotent here; 2.0 answered an error).
+    let other = json!({"name": "port-2", "host": "hv1", "tenant": project, "segment": "default"});
+    let (st, ip2) = call_2017(M::POST, &format!("{url}/address"), Some(other)).await;
+    assert_eq!(st, 200, "{ip2}");
+    assert_ne!(ip2, json!(ip));
+    let (st, again) = call_2017(M::POST, &format!("{url}/address"), Some(alloc.clone())).await;
+    assert_eq!((st, again), (200, json!(ip)));
+
+    // mech_romana.update_port_postcommit / delete_port_postcommit -> find_host_info: the host's
+    // ip and agent_port, which the driver then calls (POST /vm, DELETE /vm/<mac>: vm.rs).
+    let (st, hosts) = call_2017(M::GET, &urljoin(&format!("{url}/"), "/hosts"), None).await;
+    assert_eq!(st, 200, "{hosts}");
+    let hv1 = hosts["hosts"].as_array().unwrap().iter().find(|h| h["name"] == "hv1").cloned();
+    let hv1 = hv1.unwrap_or_else(|| panic!("hv1 not in {hosts}"));
+    assert_eq!((&hv1["ip"], &hv1["agent_port"]), (&json!("192.168.91.1"), &json!(9604)));
+
+    // RomanaDbSubnet.deallocate -> romana_deallocate_ip_address: by address; errors swallowed.
+    let (st, r) = call_2017(M::DELETE, &format!("{url}/address?addressName={ip}"), None).await;
+    assert_eq!(st, 200, "{r}");
+    assert!(!w.allocated(&ip).await, "released in romanad's IPAM");
+    let (st, _) = call_2017(M::DELETE, &format!("{url}/address?addressName={ip}"), None).await;
+    assert_eq!(st, 404, "a second release finds nothing (the driver ignores it)");
+    let (st, _) = call_2017(M::DELETE, &format!("{url}/address?addressName=port-2"), None).await;
+    assert_eq!(st, 200, "a release by the name the driver allocated under");
+
+    // What does not pass, and why:
+    // - a port without binding:host_id: the driver sends gethostname(), not a compute host;
+    let (st, r) = call_2017(
+        M::POST,
+        &format!("{url}/address"),
+        Some(json!({"name": "p3", "host": "neutron-server", "tenant": project, "segment": "default"})),
+    )
+    .await;
+    assert_eq!(st, 404, "{r}");
+    assert!(r.to_string().contains("neutron-server"), "{r}");
+    // - a body without a name;
+    let (st, r) =
+        call_2017(M::POST, &format!("{url}/address"), Some(json!({"host": "hv1", "tenant": project}))).await;
+    assert_eq!(st, 400, "{r}");
+    assert!(r.to_string().contains("name"), "{r}");
+    // - a Kubernetes namespace's tenant;
+    w.k8s_tenant("ns2").await;
+    let (st, r) = call_2017(
+        M::POST,
+        &format!("{url}/address"),
+        Some(json!({"name": "p4", "host": "hv1", "tenant": "ns2", "segment": "default"})),
+    )
+    .await;
+    assert_eq!(st, 403, "{r}");
+    // - an address someone else allocated (with a token): not the driver's to release.
+    let (st, b) = w
+        .call(
+            M::POST,
+            "/address",
+            Some(json!({"name": "tok1", "host": "hv1", "tenant": project, "segment": "default"})),
+        )
+        .await;
+    assert_eq!(st, 200, "with a token, POST /address is ours: {b}");
+    let tok_ip: String = serde_json::from_str(&b).unwrap();
+    let (st, rec) = w.call(M::GET, "/addresses/tok1", None).await;
+    assert_eq!(st, 200, "a token's allocation keeps its name: {rec}");
+    let (st, _) = call_2017(M::DELETE, &format!("{url}/address?addressName={tok_ip}"), None).await;
+    assert_eq!(st, 404);
+    assert!(w.allocated(&tok_ip).await, "not released by the allowance");
 }

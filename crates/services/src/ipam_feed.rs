@@ -1,6 +1,6 @@
 //! The IPAM replica's feed: the store's watch under the prefix as a
 //! `romana_store::follow::WatchSource`, followed by the shared follower (resume from the revision
-//! after the last one seen, capped backoff). Its `list` is the full load: it sends the loaded view
+//! after the last one seen, capped backoff; a full reload only past a compaction). Its `list` is the full load: it sends the loaded view
 //! to the actor through the same channel as the changes, so the actor sees them in order. Knows
 //! nothing of HTTP or of what the actor does with the view.
 
@@ -14,8 +14,10 @@ use tokio::sync::mpsc;
 use crate::ipam_view::Synced;
 use crate::keys::Keys;
 
-/// First and longest wait between attempts to follow the store again.
-const RETRY: (Duration, Duration) = (Duration::from_millis(200), Duration::from_secs(2));
+/// First and longest wait between attempts to follow the store again. The first is short: when
+/// one etcd member dies the watch reopens on another at once, and the replica refuses changes
+/// until it has.
+const RETRY: (Duration, Duration) = (Duration::from_millis(20), Duration::from_secs(2));
 
 /// What the actor hears from the feed, in the order it happened.
 #[derive(Debug)]
@@ -72,10 +74,13 @@ impl WatchSource for StoreFeed {
         })
     }
 
-    /// Every loss reads the whole state again (as the replica always did): readiness then means
-    /// a view rebuilt from the store, whatever a failed write's rollback left behind.
-    fn is_gone(_: &StoreError) -> bool {
-        true
+    /// Only a compacted revision reads the whole state again; any other loss (an etcd member
+    /// died, etcd restarted) resumes from the revision after the last one applied, on whichever
+    /// member answers, so a replica serves again within a retry instead of a full reload (seconds
+    /// at 100,000 addresses). What a failed write's local rollback undid that etcd did apply
+    /// comes back on the watch like any other change.
+    fn is_gone(e: &StoreError) -> bool {
+        matches!(e, StoreError::Compacted { .. })
     }
 }
 

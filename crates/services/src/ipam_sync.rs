@@ -20,6 +20,7 @@ use romana_model::{Cidr, HostName};
 use romana_store::{Compare, Event, Op, Revision, Store, Txn};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::ipam_catch_up::{self as catch_up, Step};
 use crate::ipam_feed::{self, Feed};
 pub use crate::ipam_view::Synced;
 use crate::jitter::Jitter;
@@ -28,6 +29,9 @@ use crate::service_error::{ServiceError, ServiceResult};
 
 /// Allocations batched into one transaction.
 const MAX_BATCH: usize = 32;
+/// The longest a read the actor makes before deciding may take: with the store down, a write is
+/// refused within it.
+const STORE_CALL_LIMIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 pub(crate) type Reply<T> = oneshot::Sender<ServiceResult<T>>;
 /// An allocation waiting in a batch: the request, a pinned address, a request token, the reply.
@@ -46,6 +50,25 @@ pub(crate) enum Command {
 }
 
 impl Command {
+    /// Whether the command decides from the replica's copy (all but the readiness ping).
+    fn decides(&self) -> bool {
+        !matches!(self, Command::Ping { .. })
+    }
+
+    /// Whether its caller stopped waiting for the answer.
+    fn abandoned(&self) -> bool {
+        match self {
+            Command::Allocate { reply, .. } => reply.is_closed(),
+            Command::Release { reply, .. } => reply.is_closed(),
+            Command::AddHost { reply, .. } => reply.is_closed(),
+            Command::RemoveHost { reply, .. } => reply.is_closed(),
+            Command::Tags { reply, .. } => reply.is_closed(),
+            Command::Blackout { reply, .. } => reply.is_closed(),
+            Command::Topology { reply, .. } => reply.is_closed(),
+            Command::Ping { reply } => reply.is_closed(),
+        }
+    }
+
     /// Answers the command with `e` without doing anything (the replica cannot serve it now).
     fn refuse(self, e: ServiceError) {
         match self {
@@ -182,6 +205,29 @@ impl Outage {
     }
 }
 
+/// The actor's side of the feed: the channel, the outage it reported, and whether it ended.
+struct FeedState {
+    rx: mpsc::UnboundedReceiver<Feed>,
+    outage: Option<Outage>,
+    ended: bool,
+}
+
+/// A store call bounded by `STORE_CALL_LIMIT`, its failure as `Unavailable` naming `what`.
+pub(crate) async fn store_call<T>(
+    what: &str,
+    call: impl std::future::Future<Output = Result<T, romana_store::StoreError>>,
+) -> ServiceResult<T> {
+    match tokio::time::timeout(STORE_CALL_LIMIT, call).await {
+        Ok(r) => {
+            r.map_err(|e| ServiceError::Unavailable(format!("{what}: {e}; nothing was changed, try again")))
+        }
+        Err(_) => Err(ServiceError::Unavailable(format!(
+            "{what}: the store did not answer within {:.1} s; nothing was changed, try again",
+            STORE_CALL_LIMIT.as_secs_f64()
+        ))),
+    }
+}
+
 pub(crate) struct Actor {
     pub(crate) store: Arc<dyn Store>,
     pub(crate) keys: Keys,
@@ -195,13 +241,13 @@ impl Actor {
         self.view.write().unwrap_or_else(|p| p.into_inner())
     }
 
-    async fn run(self, mut rx: mpsc::Receiver<Command>, mut feed: mpsc::UnboundedReceiver<Feed>) {
-        let mut outage: Option<Outage> = None;
+    async fn run(self, mut rx: mpsc::Receiver<Command>, feed: mpsc::UnboundedReceiver<Feed>) {
+        let mut feed = FeedState { rx: feed, outage: None, ended: false };
         loop {
             tokio::select! {
                 cmd = rx.recv() => {
                     let Some(cmd) = cmd else { return };
-                    if let Some(o) = &outage {
+                    if let Some(o) = &feed.outage {
                         cmd.refuse(o.refusal(Instant::now()));
                         continue;
                     }
@@ -212,41 +258,102 @@ impl Actor {
                             Err(_) => break,
                         }
                     }
+                    // Decide only from a copy at least as new as anything acknowledged anywhere.
+                    if batch.iter().any(Command::decides)
+                        && let Err(e) = self.catch_up(&mut feed).await
+                    {
+                        for cmd in batch {
+                            cmd.refuse(e.clone());
+                        }
+                        continue;
+                    }
+                    // A caller that gave up (its request timed out) was told it failed: doing
+                    // its change now would contradict that.
+                    batch.retain(|c| !c.abandoned());
                     self.handle(batch).await;
                 }
-                item = feed.recv() => match item {
-                    Some(Feed::Events(events)) => self.apply_events(&events),
-                    Some(Feed::Loaded(synced)) => {
-                        let (revision, addresses) = (synced.revision, synced.ipam.address_count());
-                        *self.write() = *synced;
-                        self.changed.notify_one();
-                        tracing::info!(revision, addresses, "IPAM replica reloaded");
+                item = feed.rx.recv(), if !feed.ended => self.on_feed(&mut feed, item),
+            }
+        }
+    }
+
+    /// Applies what the feed sent: changes, a reload, the watch lost or back.
+    fn on_feed(&self, feed: &mut FeedState, item: Option<Feed>) {
+        match item {
+            Some(Feed::Events(events)) => self.apply_events(&events),
+            Some(Feed::Loaded(synced)) => {
+                let (revision, addresses) = (synced.revision, synced.ipam.address_count());
+                *self.write() = *synced;
+                self.changed.notify_one();
+                tracing::info!(revision, addresses, "IPAM replica reloaded");
+            }
+            Some(Feed::Synced) => {
+                if let Some(o) = feed.outage.take() {
+                    tracing::info!(
+                        seconds = o.started.elapsed().as_secs_f64(),
+                        attempts = o.attempts,
+                        "IPAM replica follows the store again"
+                    );
+                }
+            }
+            Some(Feed::Lost(error)) => match &mut feed.outage {
+                Some(o) => {
+                    o.attempts += 1;
+                    tracing::warn!(%error, attempt = o.attempts, "cannot reload the IPAM replica from the store");
+                    o.last = error;
+                }
+                None => {
+                    tracing::warn!(%error, "store watch ended; reloading the IPAM replica");
+                    feed.outage = Some(Outage {
+                        cause: error.clone(),
+                        started: Instant::now(),
+                        attempts: 1,
+                        last: error,
+                    });
+                }
+            },
+            None => {
+                // The follower only stops when this actor is gone; nothing more will come.
+                let e = "the store feed stopped".to_owned();
+                feed.outage.get_or_insert(Outage {
+                    cause: e.clone(),
+                    started: Instant::now(),
+                    attempts: 1,
+                    last: e,
+                });
+                feed.ended = true;
+            }
+        }
+    }
+
+    /// Waits until the copy has reached the store's current revision (`ipam_catch_up.rs`),
+    /// applying the feed meanwhile; refuses when the store does not answer, the watch is lost or
+    /// the copy does not catch up in time.
+    async fn catch_up(&self, feed: &mut FeedState) -> ServiceResult<()> {
+        let started = Instant::now();
+        let mut target = store_call("reading the store's revision", self.store.revision()).await?;
+        let mut fenced = false;
+        loop {
+            if let Some(o) = &feed.outage {
+                return Err(o.refusal(Instant::now()));
+            }
+            let copy = read_lock(&self.view).revision;
+            match catch_up::step(copy, target, started.elapsed(), fenced) {
+                Step::Ready => return Ok(()),
+                Step::GiveUp => return Err(ServiceError::Unavailable(catch_up::lag_message(copy, target))),
+                Step::Fence => {
+                    let put = Txn::when(vec![], vec![Op::put(self.keys.under("fence"), Vec::new())]);
+                    target = store_call("writing the catch-up fence", self.store.txn(put)).await?.revision;
+                    fenced = true;
+                }
+                Step::Wait(at_most) => {
+                    if feed.ended {
+                        tokio::time::sleep(at_most).await;
+                        continue;
                     }
-                    Some(Feed::Synced) => {
-                        if let Some(o) = outage.take() {
-                            tracing::info!(
-                                seconds = o.started.elapsed().as_secs_f64(),
-                                attempts = o.attempts,
-                                "IPAM replica follows the store again"
-                            );
-                        }
-                    }
-                    Some(Feed::Lost(error)) => match &mut outage {
-                        Some(o) => {
-                            o.attempts += 1;
-                            tracing::warn!(%error, attempt = o.attempts, "cannot reload the IPAM replica from the store");
-                            o.last = error;
-                        }
-                        None => {
-                            tracing::warn!(%error, "store watch ended; reloading the IPAM replica");
-                            outage = Some(Outage { cause: error.clone(), started: Instant::now(), attempts: 1, last: error });
-                        }
-                    },
-                    None => {
-                        // The follower only stops when this actor is gone; nothing more will come.
-                        let e = "the store feed stopped".to_owned();
-                        outage.get_or_insert(Outage { cause: e.clone(), started: Instant::now(), attempts: 1, last: e });
-                        feed = mpsc::unbounded_channel().1;
+                    tokio::select! {
+                        item = feed.rx.recv() => self.on_feed(feed, item),
+                        () = tokio::time::sleep(at_most) => {}
                     }
                 }
             }

@@ -22,6 +22,8 @@ use crate::service_error::{ServiceError, ServiceResult};
 /// Most operations in one store transaction (etcd allows 128 by default).
 const MAX_TXN_OPS: usize = 120;
 const MAX_ATTEMPTS: usize = 40;
+/// Allocation transactions of unknown outcome tried again before the callers are told 503.
+const MAX_UNKNOWN: usize = 2;
 
 impl Actor {
     /// Re-reads keys from the store and applies them (after a conflict with another replica).
@@ -96,6 +98,10 @@ impl Actor {
                 }
             }
         }
+        // Transactions whose outcome is unknown (the etcd member died with it in flight) that
+        // were tried again: compare-and-swap makes that safe (if it was applied, the retry sees
+        // the name taken, refreshes and answers with what was applied).
+        let mut unknown = 0;
         for attempt in 1..=MAX_ATTEMPTS {
             // At most 3 operations per allocation (name, token, block): a batch fits one transaction.
             let mut results: Vec<ServiceResult<Allocation>> = Vec::with_capacity(allocs.len());
@@ -159,6 +165,15 @@ impl Actor {
                     }
                     drop(s);
                     return self.finish(allocs, results);
+                }
+                Err(StoreError::Unavailable(e)) if unknown < MAX_UNKNOWN => {
+                    unknown += 1;
+                    tracing::info!(error = %e, "allocation's outcome unknown (store connection lost); trying again");
+                    self.rollback(&fresh);
+                    let stale: Vec<String> = blocks.keys().cloned().collect();
+                    if let Err(e) = self.refresh(&stale).await {
+                        return self.fail_fresh(allocs, results, &fresh, e.into());
+                    }
                 }
                 Ok(_) => {
                     self.rollback(&fresh);

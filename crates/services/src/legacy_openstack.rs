@@ -1,7 +1,9 @@
-//! The 2016 networking-romana driver's calls (Romana 1.x service discovery, `findExactlyOne`
-//! lookups, hosts by numeric id, the 1.x IPAM's `POST /endpoints` and `DELETE /endpoints/<ip>`),
-//! answered for tokenless requests from the source addresses an admin allowed in the
-//! `legacy-openstack` configuration (`PUT /config/legacy-openstack {"sources":[CIDR..]}`).
+//! The old networking-romana drivers' calls, answered for tokenless requests from the source
+//! addresses an admin allowed in the `legacy-openstack` configuration
+//! (`PUT /config/legacy-openstack {"sources":[CIDR..]}`): the 2016 driver's (Romana 1.x service
+//! discovery, `findExactlyOne` lookups, hosts by numeric id, the 1.x IPAM's `POST /endpoints` and
+//! `DELETE /endpoints/<ip>`) and the 2017 driver's (Romana 2.0's `POST /address`,
+//! `DELETE /address?addressName=<ip>` and `GET /hosts`).
 //!
 //! Why a middleware and not routes: the old driver joins `/endpoints` and `/hosts/<id>` onto its
 //! service URLs as absolute paths, so its calls land on the paths of our endpoint registry and host
@@ -41,6 +43,10 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/hosts/*"),
     ("POST", "/endpoints"),
     ("DELETE", "/endpoints/*"),
+    // The 2017 driver (Romana 2.0's API).
+    ("POST", "/address"),
+    ("DELETE", "/address"),
+    ("GET", "/hosts"),
 ];
 
 /// The stored allowance.
@@ -263,51 +269,113 @@ async fn answer(s: &AppState, cfg: &LegacyConfig, req: Request) -> ApiResult<Res
             ok(exactly_one(host_where(s, |h| host_id(h.name.as_str()) == id), &format!("host with id {id}"))?)
         }
         (Method::POST, "/endpoints") => {
-            let bytes = axum::body::to_bytes(req.into_body(), crate::BODY_LIMIT)
-                .await
-                .map_err(|e| ApiError::bad_request(format!("reading the body: {e}")))?;
-            let body: Value = serde_json::from_slice(&bytes)
-                .map_err(|e| ApiError::bad_request(format!("body is not JSON: {e}")))?;
-            allocate(s, &body).await.map(|v| Json(v).into_response())
+            allocate(s, &json_body(req).await?).await.map(|v| Json(v).into_response())
         }
         (Method::DELETE, p) if p.starts_with("/endpoints/") => {
             let raw = &p["/endpoints/".len()..];
             let ip: IpAddr = raw.parse().map_err(|_| {
                 ApiError::bad_request(format!("{raw:?} is not an IP address (1.x releases by address)"))
             })?;
-            let held =
-                s.ipam.read(|v| v.ipam.lookup_ip(ip).map(|a| (a.name.to_string(), a.host.to_string())));
-            let Some((name, host)) = held else {
-                return Err(ApiError::not_found(format!("{ip} is not allocated")));
-            };
-            // The allowance is by source address only: it releases only what it allocated, never
-            // a pod's or another client's address.
-            if !name.starts_with(LEGACY_NAME_PREFIX) {
-                return Err(ApiError::not_found(format!(
-                    "{ip} was not allocated through the 1.x IPAM calls; release it with an authenticated client"
-                )));
-            }
-            s.ipam.release(ip.to_string()).await?;
-            // No stale record (labels, tenant) is left for the next holder of the address.
-            crate::pod_join::delete_endpoint(s, &name, |_| Ok(())).await?;
+            let (name, host) = release_ours(s, ip).await?;
             ok(
                 json!({"ip": ip.to_string(), "name": name, "host_id": host_id(&host).to_string(), "in_use": false}),
             )
         }
+        (Method::GET, "/hosts") => ok(json!({"hosts": host_where(s, |_| true)})),
+        (Method::POST, "/address") => {
+            allocate_v2(s, &json_body(req).await?).await.map(|ip| Json(ip).into_response())
+        }
+        (Method::DELETE, "/address") => {
+            let key = need(&q, "addressName")?;
+            // The 2017 driver releases by address; a name is the one it allocated under.
+            let ip = match key.parse::<IpAddr>() {
+                Ok(ip) => ip,
+                Err(_) => s
+                    .ipam
+                    .read(|v| v.ipam.lookup(&format!("{LEGACY_NAME_PREFIX}{key}")).map(|a| a.ip))
+                    .ok_or_else(|| ApiError::not_found(format!("no address allocated as {key:?}")))?,
+            };
+            let (name, host) = release_ours(s, ip).await?;
+            ok(json!({"ip": ip.to_string(), "name": name, "host": host}))
+        }
         _ => Err(ApiError::new(StatusCode::NOT_FOUND, format!("no legacy call {path}"))),
     }
+}
+
+/// The request's body as JSON (the old drivers' bodies are small objects of strings).
+async fn json_body(req: Request) -> ApiResult<Value> {
+    let bytes = axum::body::to_bytes(req.into_body(), crate::BODY_LIMIT)
+        .await
+        .map_err(|e| ApiError::bad_request(format!("reading the body: {e}")))?;
+    serde_json::from_slice(&bytes).map_err(|e| ApiError::bad_request(format!("body is not JSON: {e}")))
+}
+
+/// Releases `ip` if the allowance allocated it: (its name, its host). The allowance is by source
+/// address only, so it never releases a pod's or another client's address.
+async fn release_ours(s: &AppState, ip: IpAddr) -> ApiResult<(String, String)> {
+    let held = s.ipam.read(|v| v.ipam.lookup_ip(ip).map(|a| (a.name.to_string(), a.host.to_string())));
+    let Some((name, host)) = held else {
+        return Err(ApiError::not_found(format!("{ip} is not allocated")));
+    };
+    if !name.starts_with(LEGACY_NAME_PREFIX) {
+        return Err(ApiError::not_found(format!(
+            "{ip} was not allocated through the old drivers' calls; release it with an authenticated client"
+        )));
+    }
+    s.ipam.release(ip.to_string()).await?;
+    // No stale record (labels, tenant) is left for the next holder of the address.
+    crate::pod_join::delete_endpoint(s, &name, |_| Ok(())).await?;
+    Ok((name, host))
+}
+
+/// A tenant the old drivers may allocate in: any but a Kubernetes namespace's.
+fn not_kubernetes(t: &TenantRecord) -> ApiResult<()> {
+    if t.labels.get(MANAGED_BY_LABEL).is_some_and(|v| v == "romana-k8s") {
+        return Err(ApiError::forbidden(format!(
+            "tenant {} is a Kubernetes namespace; the old drivers' calls allocate only for OpenStack tenants",
+            t.name
+        )));
+    }
+    Ok(())
+}
+
+fn text<'a>(body: &'a Value, field: &str) -> ApiResult<&'a str> {
+    body.get(field)
+        .and_then(Value::as_str)
+        .filter(|v| !v.is_empty())
+        .ok_or_else(|| ApiError::bad_request(format!("{field}: required (a non-empty string)")))
+}
+
+/// 2.0 `POST /address {name, host, tenant, segment}` as the 2017 driver sends it (tenant = the
+/// project id, segment `default`): the address as a JSON string, named `os1:<name>`.
+async fn allocate_v2(s: &AppState, body: &Value) -> ApiResult<String> {
+    let (name, host, tenant) = (text(body, "name")?, text(body, "host")?, text(body, "tenant")?);
+    let segment = body.get("segment").and_then(Value::as_str).unwrap_or("");
+    if let Some(t) = tenants(s).await?.into_iter().find(|t| t.name == tenant) {
+        not_kubernetes(&t)?;
+    }
+    let host = s
+        .ipam
+        .read(|v| v.ipam.hosts().iter().find(|h| h.name.as_str() == host).map(|h| h.name.clone()))
+        .ok_or_else(|| {
+            ApiError::not_found(format!("no host named {host:?} (the driver sends binding:host_id)"))
+        })?;
+    let bad = |f: &str, e: String| ApiError::bad_request(format!("{f}: {e}"));
+    let r = AllocRequest {
+        name: AddressName::new(format!("{LEGACY_NAME_PREFIX}{name}"))
+            .map_err(|e| bad("name", e.to_string()))?,
+        host,
+        tenant: TenantName::new(tenant).map_err(|e| bad("tenant", e.to_string()))?,
+        segment: SegmentName::new(segment).map_err(|e| bad("segment", e.to_string()))?,
+    };
+    Ok(s.ipam.allocate(r, None, None).await?.ip.to_string())
 }
 
 /// 1.x `POST /endpoints {tenant_id, segment_id, host_id[, name]}`: ids resolved to names, one
 /// address from our IPAM under the given name or a fresh one.
 async fn allocate(s: &AppState, body: &Value) -> ApiResult<Value> {
     let t = tenant_by_number(s, number(body, "tenant_id")?).await?;
-    if t.labels.get(MANAGED_BY_LABEL).is_some_and(|v| v == "romana-k8s") {
-        return Err(ApiError::forbidden(format!(
-            "tenant {} is a Kubernetes namespace; the 1.x IPAM calls allocate only for OpenStack tenants",
-            t.name
-        )));
-    }
+    not_kubernetes(&t)?;
     let seg_n = number(body, "segment_id")?;
     let g = exactly_one(
         segments(s, &t.name).await?.into_iter().filter(|g| g.number == seg_n).collect(),
@@ -361,7 +429,12 @@ mod tests {
         check("GET", "/findExactlyOne/tenants", true);
         check("GET", "/findExactlyOne/policies", false);
         check("GET", "/hosts/12", true);
-        check("GET", "/hosts", false);
+        check("GET", "/hosts", true);
+        check("POST", "/hosts", false);
+        check("POST", "/address", true);
+        check("DELETE", "/address", true);
+        check("GET", "/address", false);
+        check("POST", "/addresses", false);
         check("GET", "/hosts/", false);
         check("PUT", "/hosts/12", false);
         check("GET", "/hosts/12/routes", false);

@@ -12,6 +12,7 @@ pub mod error;
 pub mod extract;
 pub mod hash_pool;
 pub mod ipam_api;
+pub(crate) mod ipam_catch_up;
 pub(crate) mod ipam_feed;
 pub mod ipam_sync;
 pub mod ipam_view;

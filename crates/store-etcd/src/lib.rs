@@ -7,14 +7,18 @@
 //! consistent snapshot.
 
 #[cfg(any(test, feature = "test-util"))]
+pub mod cluster;
+mod members;
+
+pub use members::REQUEST_TIMEOUT;
+#[cfg(any(test, feature = "test-util"))]
 pub mod server;
 
-use std::sync::Arc;
-
 use etcd_client::{
-    Client, Compare as EtcdCompare, CompareOp, DeleteOptions, GetOptions, KvClient, PutOptions, TxnOp,
-    TxnOpResponse, WatchClient, WatchOptions,
+    Compare as EtcdCompare, CompareOp, DeleteOptions, GetOptions, PutOptions, TxnOp, TxnOpResponse,
+    WatchOptions,
 };
+use members::{CallError, Members, Retry};
 use romana_store::{
     BoxFut, Cmp, Compare, Event, EventKind, KeyValue, LeaseId, Op, Result, Revision, Store, StoreError, Txn,
     TxnResult, WatchStream,
@@ -37,19 +41,16 @@ const RANGE_ATTEMPTS: usize = 5;
 
 #[derive(Clone)]
 pub struct EtcdStore {
-    client: Client,
-    kv: KvClient,
-    watch: WatchClient,
-    endpoints: Arc<Vec<String>>,
+    members: Members,
 }
 
 impl std::fmt::Debug for EtcdStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EtcdStore").field("endpoints", &self.endpoints).finish()
+        f.debug_struct("EtcdStore").field("endpoints", &self.members.endpoints()).finish()
     }
 }
 
-fn unavailable(e: etcd_client::Error) -> StoreError {
+fn unavailable(e: CallError) -> StoreError {
     StoreError::Unavailable(format!("etcd: {e}"))
 }
 
@@ -62,7 +63,7 @@ enum PageError {
     Other(StoreError),
 }
 
-fn page_error(e: etcd_client::Error) -> PageError {
+fn page_error(e: CallError) -> PageError {
     let text = e.to_string();
     if text.contains("message length too large") {
         PageError::TooLarge(text)
@@ -135,15 +136,11 @@ fn txn_op(o: &Op) -> TxnOp {
 }
 
 impl EtcdStore {
-    /// Connects to the endpoints (`http://127.0.0.1:2379`, ...); fails over between them.
+    /// Connects to the endpoints (`http://127.0.0.1:2379`, ...) and fails over between them
+    /// (`members.rs`): give it every member. Succeeds when any member answers.
     pub async fn connect(endpoints: &[String]) -> Result<EtcdStore> {
-        let opts = etcd_client::ConnectOptions::new()
-            .with_connect_timeout(std::time::Duration::from_secs(3))
-            .with_timeout(std::time::Duration::from_secs(5));
-        let client = Client::connect(endpoints, Some(opts)).await.map_err(unavailable)?;
-        let kv = client.kv_client().max_decoding_message_size(KV_MESSAGE_BYTES);
-        let watch = client.watch_client().max_decoding_message_size(WATCH_MESSAGE_BYTES);
-        let store = EtcdStore { client, kv, watch, endpoints: Arc::new(endpoints.to_vec()) };
+        let members = Members::connect(endpoints).await.map_err(|e| unavailable(CallError::Etcd(e)))?;
+        let store = EtcdStore { members };
         store.revision().await?;
         Ok(store)
     }
@@ -195,7 +192,11 @@ impl EtcdStore {
         let mut limit = FIRST_PAGE_KEYS;
         loop {
             let opts = GetOptions::new().with_range(end.clone()).with_limit(limit).with_revision(revision);
-            let mut page = match self.kv.clone().get(start.clone(), Some(opts)).await {
+            let read = self.members.call(Retry::Always, |m| {
+                let (start, opts) = (start.clone(), opts.clone());
+                async move { m.kv.clone().get(start, Some(opts)).await }
+            });
+            let mut page = match read.await {
                 Ok(page) => page,
                 Err(e) => match page_error(e) {
                     PageError::TooLarge(_) if limit > 1 => {
@@ -231,7 +232,11 @@ impl Store for EtcdStore {
 
     fn get<'a>(&'a self, key: &'a str) -> BoxFut<'a, Result<Option<KeyValue>>> {
         Box::pin(async move {
-            let r = self.kv.clone().get(key, None).await.map_err(unavailable)?;
+            let r = self
+                .members
+                .call(Retry::Always, |m| async move { m.kv.clone().get(key, None).await })
+                .await
+                .map_err(unavailable)?;
             Ok(r.kvs().first().map(kv))
         })
     }
@@ -246,7 +251,12 @@ impl Store for EtcdStore {
                 .when(txn.compare.iter().map(compare).collect::<Vec<_>>())
                 .and_then(txn.success.iter().map(txn_op).collect::<Vec<_>>())
                 .or_else(txn.failure.iter().map(txn_op).collect::<Vec<_>>());
-            let r = self.kv.clone().txn(t).await.map_err(|e| {
+            // Sent once: a write that reached a member may be applied even if the call failed.
+            let r = self.members.call(Retry::NotSent, |m| {
+                let t = t.clone();
+                async move { m.kv.clone().txn(t).await }
+            });
+            let r = r.await.map_err(|e| {
                 let text = e.to_string();
                 if text.contains("requested lease not found") {
                     StoreError::LeaseNotFound(0)
@@ -276,7 +286,14 @@ impl Store for EtcdStore {
             if from > 0 {
                 opts = opts.with_start_revision(from);
             }
-            let mut stream = self.watch.clone().watch(prefix, Some(opts)).await.map_err(unavailable)?;
+            let mut stream = self
+                .members
+                .call(Retry::Always, |m| {
+                    let opts = opts.clone();
+                    async move { m.watch.clone().watch(prefix, Some(opts)).await }
+                })
+                .await
+                .map_err(unavailable)?;
             // Bounded: a reader that stops reading stops this task reading etcd (back-pressure).
             let (tx, rx) = tokio::sync::mpsc::channel(romana_store::WATCH_QUEUE);
             tokio::spawn(async move {
@@ -335,7 +352,7 @@ impl Store for EtcdStore {
                             return;
                         }
                         Err(e) => {
-                            let _ = tx.send(Err(unavailable(e))).await;
+                            let _ = tx.send(Err(unavailable(CallError::Etcd(e)))).await;
                             return;
                         }
                     }
@@ -350,33 +367,44 @@ impl Store for EtcdStore {
             if ttl_secs <= 0 {
                 return Err(StoreError::Invalid(format!("lease TTL must be positive, got {ttl_secs}")));
             }
-            let r = self.client.lease_client().grant(ttl_secs, None).await.map_err(unavailable)?;
+            let r = self
+                .members
+                .call(Retry::Always, |m| async move { m.client.lease_client().grant(ttl_secs, None).await })
+                .await
+                .map_err(unavailable)?;
             Ok(r.id())
         })
     }
 
     fn lease_keepalive(&self, lease: LeaseId) -> BoxFut<'_, Result<i64>> {
         Box::pin(async move {
-            let not_found = |e: etcd_client::Error| {
+            let not_found = |e: CallError| {
                 if e.to_string().contains("not found") {
                     StoreError::LeaseNotFound(lease)
                 } else {
                     unavailable(e)
                 }
             };
-            let (mut keeper, mut stream) =
-                self.client.lease_client().keep_alive(lease).await.map_err(not_found)?;
-            keeper.keep_alive().await.map_err(not_found)?;
-            match stream.message().await.map_err(not_found)? {
-                Some(r) if r.ttl() > 0 => Ok(r.ttl()),
-                _ => Err(StoreError::LeaseNotFound(lease)),
-            }
+            let ttl = self
+                .members
+                .call(Retry::Always, |m| async move {
+                    let (mut keeper, mut stream) = m.client.lease_client().keep_alive(lease).await?;
+                    keeper.keep_alive().await?;
+                    Ok(stream.message().await?.map_or(0, |r| r.ttl()))
+                })
+                .await
+                .map_err(not_found)?;
+            if ttl > 0 { Ok(ttl) } else { Err(StoreError::LeaseNotFound(lease)) }
         })
     }
 
     fn lease_revoke(&self, lease: LeaseId) -> BoxFut<'_, Result<()>> {
         Box::pin(async move {
-            match self.client.lease_client().revoke(lease).await {
+            match self
+                .members
+                .call(Retry::Always, |m| async move { m.client.lease_client().revoke(lease).await })
+                .await
+            {
                 Ok(_) => Ok(()),
                 Err(e) if e.to_string().contains("lease not found") => Ok(()),
                 Err(e) => Err(unavailable(e)),
@@ -387,9 +415,10 @@ impl Store for EtcdStore {
     fn revision(&self) -> BoxFut<'_, Result<Revision>> {
         Box::pin(async move {
             let r = self
-                .kv
-                .clone()
-                .get("\0", Some(GetOptions::new().with_count_only()))
+                .members
+                .call(Retry::Always, |m| async move {
+                    m.kv.clone().get("\0", Some(GetOptions::new().with_count_only())).await
+                })
                 .await
                 .map_err(unavailable)?;
             Ok(r.header().map_or(0, |h| h.revision()))
@@ -418,7 +447,7 @@ mod tests {
         let pinned = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let (kvs, rev) = store
             .range_with("/c/", |revision| {
-                let (kv, compacted, pinned) = (store.kv.clone(), compacted.clone(), pinned.clone());
+                let (kv, compacted, pinned) = (store.members.first_kv(), compacted.clone(), pinned.clone());
                 async move {
                     pinned.lock().expect("lock").push(revision);
                     if compacted.load(std::sync::atomic::Ordering::SeqCst) == 0 {

@@ -2,7 +2,7 @@
 //! directory, killed and removed when dropped. For tests and benchmarks.
 
 use std::net::TcpListener;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -16,15 +16,58 @@ pub struct EtcdServer {
     pub endpoint: String,
 }
 
-fn free_port() -> std::io::Result<u16> {
+/// One etcd process's name and ports.
+pub(crate) struct Member<'a> {
+    pub(crate) name: &'a str,
+    pub(crate) client_port: u16,
+    pub(crate) peer_port: u16,
+}
+
+impl Member<'_> {
+    /// Starts etcd as this member of `initial_cluster` (`name=peer-url,...`), data in `dir/data`,
+    /// log appended to `dir/etcd.log`.
+    pub(crate) fn spawn(&self, dir: &Path, initial_cluster: &str, token: &str) -> std::io::Result<Child> {
+        let endpoint = format!("http://127.0.0.1:{}", self.client_port);
+        let peer_url = format!("http://127.0.0.1:{}", self.peer_port);
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("etcd.log"))?;
+        Command::new("etcd")
+            .args(["--name", self.name, "--data-dir"])
+            .arg(dir.join("data"))
+            .args(["--listen-client-urls", &endpoint, "--advertise-client-urls", &endpoint])
+            .args(["--listen-peer-urls", &peer_url, "--initial-advertise-peer-urls", &peer_url])
+            .args(["--initial-cluster", initial_cluster, "--initial-cluster-token", token])
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+    }
+}
+
+/// Waits until something accepts connections on `port` (its log is in `dir`).
+pub(crate) fn wait_port(port: u16, dir: &Path) -> std::io::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            std::thread::sleep(Duration::from_millis(300));
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Err(std::io::Error::other(format!("etcd did not start; see {}", dir.join("etcd.log").display())))
+}
+
+/// Whether Debian's etcd is installed.
+pub(crate) fn installed() -> bool {
+    Command::new("etcd").arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok()
+}
+
+pub(crate) fn free_port() -> std::io::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
 impl EtcdServer {
     /// Starts `etcd` (Debian's etcd-server) and waits until it answers; `None` if it is not installed.
     pub fn start(tag: &str) -> std::io::Result<Option<EtcdServer>> {
-        if Command::new("etcd").arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status().is_err()
-        {
+        if !installed() {
             return Ok(None);
         }
         let (client_port, peer_port) = (free_port()?, free_port()?);
@@ -40,28 +83,10 @@ impl EtcdServer {
 
     /// Runs etcd on this server's data directory and ports, and waits until it accepts connections.
     fn spawn(&mut self) -> std::io::Result<()> {
-        let endpoint = &self.endpoint;
         let peer_url = format!("http://127.0.0.1:{}", self.peer_port);
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join("etcd.log"))?;
-        let child = Command::new("etcd")
-            .args(["--name", "romana-test", "--data-dir"])
-            .arg(self.dir.join("data"))
-            .args(["--listen-client-urls", endpoint, "--advertise-client-urls", endpoint])
-            .args(["--listen-peer-urls", &peer_url, "--initial-advertise-peer-urls", &peer_url])
-            .args(["--initial-cluster", &format!("romana-test={peer_url}")])
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()?;
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if std::net::TcpStream::connect(("127.0.0.1", self.client_port)).is_ok() {
-                std::thread::sleep(Duration::from_millis(300));
-                return Ok(());
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Err(std::io::Error::other(format!("etcd did not start; see {}", self.dir.join("etcd.log").display())))
+        let member = Member { name: "romana-test", client_port: self.client_port, peer_port: self.peer_port };
+        self.child = Some(member.spawn(&self.dir, &format!("romana-test={peer_url}"), "romana-test")?);
+        wait_port(self.client_port, &self.dir)
     }
 
     pub fn endpoints(&self) -> Vec<String> {

@@ -152,6 +152,45 @@ class Client:
     def host(self, name):
         return self.call("GET", "/hosts/%s" % urllib.parse.quote(name, safe=""))
 
+    # -- security groups: policies and endpoint labels ------------------------------------------
+    def _gone_ok(self, method, path, body=None):
+        """A call whose 404 means "already done" (deletes)."""
+        try:
+            return self.call(method, path, body)
+        except RomanaError as e:
+            if e.status != 404:
+                raise
+            return None
+
+    def apply_policy(self, policy):
+        """Creates or replaces a policy in romanad's NetworkPolicy form."""
+        return self.call("POST", "/networkpolicies", policy)
+
+    def delete_policy(self, namespace, name):
+        q = urllib.parse.quote
+        return self._gone_ok("DELETE", "/networkpolicies/%s/%s" % (q(namespace, safe=""), q(name, safe="")))
+
+    def policies(self):
+        """(namespace, name) of every NetworkPolicy romanad holds."""
+        return [(p["metadata"]["namespace"], p["metadata"]["name"]) for p in self.call("GET", "/networkpolicies")]
+
+    def kubernetes_tenants(self):
+        """Names of the tenants the Kubernetes controller owns (namespaces): never ours to clean."""
+        return {t["name"] for t in self.call("GET", "/tenants")
+                if (t.get("labels") or {}).get("romana.io/managed-by") == "romana-k8s"}
+
+    def put_endpoint(self, record):
+        """Registers an endpoint (the address must be IPAM's: name, ip, tenant, segment, host)."""
+        return self.call("PUT", "/endpoints/%s" % urllib.parse.quote(record["name"], safe=""), record)
+
+    def set_labels(self, name, labels):
+        """Replaces an endpoint's labels; False when the endpoint is not registered."""
+        return self._gone_ok("PUT", "/endpoints/%s/labels" % urllib.parse.quote(name, safe=""),
+                             {"labels": labels}) is not None
+
+    def delete_endpoint(self, name):
+        return self._gone_ok("DELETE", "/endpoints/%s" % urllib.parse.quote(name, safe=""))
+
 
 def agent_call(method, host_ip, port, path, body=None, timeout=10.0):
     """romana-agent's /vm API on a compute host (served without tokens, management network)."""

@@ -46,3 +46,12 @@ def romanad():
         p.wait(timeout=30)
         log.close()
         shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture(autouse=True)
+def callbacks_registry():
+    """Each test starts with Neutron's callbacks registry empty (drivers subscribe in initialize)."""
+    from neutron_lib.callbacks import registry
+    registry.clear()
+    yield
+    registry.clear()

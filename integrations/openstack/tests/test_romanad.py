@@ -180,3 +180,37 @@ def test_vm_bound_plumbed_and_removed(romanad, namespaces, tmp_path):
     finally:
         agent.terminate()
         agent.wait(timeout=30)
+
+
+def test_security_group_policies_against_romanad(romanad):
+    """The translation is accepted by romanad's validator as it is, and a resync converges the
+    policies from the whole picture, touching no Kubernetes namespace's policy."""
+    from networking_romana import secgroups
+    _, admin, creds = romanad
+    project, sg, gone = uuid.uuid4().hex, str(uuid.uuid4()), str(uuid.uuid4())
+    rule = dict(security_group_id=sg, project_id=project, ethertype="IPv4", port_range_min=None,
+                port_range_max=None, remote_ip_prefix=None, remote_group_id=None)
+    group = {"id": sg, "project_id": project, "security_group_rules": [
+        dict(rule, id="r1", direction="ingress", protocol="tcp", port_range_min=22, port_range_max=22,
+             remote_ip_prefix="10.0.0.0/8"),
+        dict(rule, id="r2", direction="ingress", protocol="udp", port_range_min=5000, port_range_max=5100,
+             remote_group_id=sg),
+        dict(rule, id="r3", direction="egress", protocol=None, ethertype="IPv6"),
+        dict(rule, id="r4", direction="ingress", protocol="icmp")]}
+    svc = service(creds)
+    # A stale policy of a deleted group, and a Kubernetes namespace's policy with an sg- name.
+    stale, _ = secgroups.translate({"id": gone, "project_id": project, "security_group_rules": []})
+    svc.apply_policy(stale)
+    admin.call("POST", "/tenants", {"name": "k8s-" + project[:8],
+                                    "labels": {"romana.io/managed-by": "romana-k8s"}})
+    theirs, _ = secgroups.translate({"id": gone, "project_id": "k8s-" + project[:8], "security_group_rules": []})
+    svc.apply_policy(theirs)
+    mech = RomanaMechanismDriver(romana=svc, get_groups=lambda ctx: [group], admin_context=lambda: None)
+    mech.initialize()
+    assert mech.resync_security_groups(None) == (1, 1)
+    held = {(p["metadata"]["namespace"], p["metadata"]["name"]): p for p in admin.call("GET", "/networkpolicies")}
+    assert (project, "sg-" + gone) not in held
+    assert ("k8s-" + project[:8], "sg-" + gone) in held, "a Kubernetes namespace's policy stays"
+    spec = held[(project, "sg-" + sg)]["spec"]
+    assert len(spec["ingress"]) == 2 and len(spec["egress"]) == 1, spec  # ICMP left out
+    assert spec["ingress"][1]["ports"][0].get("endPort") == 5100, spec

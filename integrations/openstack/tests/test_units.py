@@ -39,6 +39,29 @@ class FakeRomana:
     def release(self, x):
         self.calls.append(("release", x))
 
+    def apply_policy(self, p):
+        self.calls.append(("apply", p["metadata"]["name"], len(p["spec"]["ingress"])))
+
+    def delete_policy(self, ns, name):
+        self.calls.append(("delete-policy", ns, name))
+
+    def policies(self):
+        return [("3f2a9c0d1e4b4a6c8d7e9f0a1b2c3d4e", "sg-9d8c7b6a-5f4e-4d3c-8b2a-190817263544"),
+                ("k8s-ns", "sg-9d8c7b6a-5f4e-4d3c-8b2a-190817263544")]
+
+    def kubernetes_tenants(self):
+        return {"k8s-ns"}
+
+    def put_endpoint(self, rec):
+        self.calls.append(("endpoint", rec["name"], tuple(sorted(rec["labels"]))))
+
+    def set_labels(self, name, labels):
+        self.calls.append(("labels", name, tuple(sorted(labels))))
+        return True
+
+    def delete_endpoint(self, name):
+        self.calls.append(("delete-endpoint", name))
+
 
 class BindContext(api.PortContext):
     """A PortContext: neutron-lib's abstract class, with only what binding reads."""

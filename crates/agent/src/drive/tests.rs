@@ -140,6 +140,58 @@ fn a_transaction_narrows_the_fast_path_first_and_widens_it_last() {
     assert_eq!(log[2], "allow 10.0.0.2,10.0.0.3");
 }
 
+/// CNI ADD's pass: a new endpoint the policy selects is one small transaction of its own
+/// elements (no chain, no other set), around the fast path as a compile's would be, and the
+/// table it leaves is exactly what a compile gives.
+#[test]
+fn an_endpoint_pass_applies_only_the_new_endpoints_elements() {
+    use crate::machine::pass::take_endpoint_changes;
+    let nft = FakeNft::default();
+    let fp = FakeFastPath(&nft.log);
+    let mut pass = PassState::default();
+    let mut i = Inputs::default();
+    let tenant = |name: &str, seg: &str| {
+        serde_json::from_value(json!({"name": name, "external_id": "", "labels": {}, "number": 1,
+            "segments": [{"name": seg, "tenant": name, "external_id": "", "labels": {}, "number": 1}]}))
+        .unwrap()
+    };
+    i.replace(Lists {
+        tenants: vec![tenant("red", "web"), tenant("blue", "x")],
+        policies: vec![serde_json::from_value(web_policy()).unwrap()],
+        netpols: vec![],
+        endpoints: Some(vec![
+            endpoint("a", "10.0.0.2", "red", "web"),
+            endpoint("b", "10.0.0.3", "blue", "x"),
+        ]),
+    });
+    let c = pass.compile("h1", snapshot(&mut i));
+    let a = run_pass(&nft, Some(&fp), pass.base(None), &c).unwrap();
+    pass.applied(a.after, a.known_at, &a.summary);
+    nft.log.borrow_mut().clear();
+
+    i.upsert(&endpoint("c", "10.0.0.4", "red", "web"));
+    let t = take_endpoint_changes(&mut i).unwrap();
+    let tx = pass.endpoint_transaction("h1", &t).unwrap();
+    let mut lines: Vec<&str> = tx.transaction.plan.script.lines().collect();
+    lines.sort_unstable();
+    let target = "p-romana_web-37a5459d"; // the Romana policy `web` as the core names it
+    assert_eq!(
+        lines,
+        [
+            "add element inet romana ingress-isolated-4 { 10.0.0.4 }".to_owned(),
+            "add element inet romana local-4 { 10.0.0.4 }".to_owned(),
+            format!("add element inet romana {target}-t-4 {{ 10.0.0.4 }}"),
+        ]
+    );
+    let known_at = apply_transaction(&nft, Some(&fp), &tx.transaction, pass.known_gen).unwrap();
+    assert_eq!(*nft.log.borrow(), ["narrow to 10.0.0.3", "apply 3 lines", "allow 10.0.0.3"]);
+    assert_eq!(known_at, Some(2), "known after our own commit");
+    pass.part_applied(&tx.part, known_at, &tx.transaction.plan.summary);
+    assert!(i.confirm, "a compile is to confirm the table");
+    let full = pass.compile("h1", snapshot(&mut i));
+    assert_eq!(pass.known.clone().unwrap(), Observed::of(&full.desired));
+}
+
 #[test]
 fn a_commit_behind_our_back_leaves_the_table_unknown() {
     let nft = FakeNft { intruder: true, ..FakeNft::default() };

@@ -24,6 +24,12 @@ pub struct Inputs {
     positions: BTreeMap<String, usize>,
     /// Inputs changed since the last successful sync.
     pub dirty: bool,
+    /// Of those changes, some are not endpoints' (policies, tenants, a re-read): a pass must
+    /// compile; endpoint changes alone are applied to the table in force.
+    pub rules_dirty: bool,
+    /// The table in force came from endpoint passes since the last compile: a compile is due
+    /// to confirm it (it converges to the same table).
+    pub confirm: bool,
     /// Changes whenever tenants change or everything was re-read: the compile cache's validity.
     pub stamp: u64,
     /// Endpoint changes (old, new) since the last pass, which the compile cache takes in place.
@@ -85,10 +91,12 @@ impl Inputs {
         } else {
             self.pending.clear();
             self.stamp += 1;
+            self.rules_dirty = true;
         }
     }
 
     fn set_romana(&mut self, p: &Policy) {
+        self.rules_dirty = true;
         match cluster::romana_rules(p) {
             Ok(r) => self.romana.insert(p.id.clone(), r),
             Err(e) => {
@@ -99,6 +107,7 @@ impl Inputs {
     }
 
     fn set_netpol(&mut self, np: &NetworkPolicy) {
+        self.rules_dirty = true;
         match cluster::netpol_rules(np) {
             Ok(r) => self.netpols.insert(netpol_key(np), r),
             Err(e) => {
@@ -146,6 +155,7 @@ impl Inputs {
             self.loaded = true;
         }
         self.dirty = true;
+        self.rules_dirty = true;
     }
 
     /// Only the tenants (their labels, segments and isolation); a change restarts the cache.
@@ -154,6 +164,7 @@ impl Inputs {
             self.tenants = tenants;
             self.stamp += 1;
             self.dirty = true;
+            self.rules_dirty = true;
         }
     }
 
@@ -171,6 +182,7 @@ impl Inputs {
             Ok(Watched::Policy { id, value: None }) => {
                 self.romana.remove(&id);
                 self.dirty = true;
+                self.rules_dirty = true;
             }
             Ok(Watched::NetworkPolicy { value: Some(np), .. }) => {
                 self.set_netpol(&np);
@@ -179,12 +191,14 @@ impl Inputs {
             Ok(Watched::NetworkPolicy { key, value: None }) => {
                 self.netpols.remove(&key);
                 self.dirty = true;
+                self.rules_dirty = true;
             }
             Ok(Watched::Routes { .. } | Watched::Other { .. }) => return true,
             Err(e) => {
                 // Policies' and NetworkPolicies' unreadable puts still mark the inputs changed.
                 if e.resource != "endpoint" {
                     self.dirty = true;
+                    self.rules_dirty = true;
                 }
                 self.problems.push(e.to_string());
             }

@@ -4,6 +4,7 @@
 //! values. The binary's loops read events, call `step` and perform the actions through the
 //! ports; nothing here does I/O, reads a clock or spawns a task (time comes in with the event).
 
+pub mod cni;
 pub mod inputs;
 pub mod pass;
 pub mod pod_wait;
@@ -20,6 +21,10 @@ use inputs::{Inputs, Lists};
 
 /// How often everything is read again although the watch says nothing changed.
 pub const FULL_REFRESH: Duration = Duration::from_secs(60);
+
+/// How long after an endpoint pass the compile that confirms its table runs at the latest (it
+/// converges to the same table; later, so that a burst of pod starts never waits behind it).
+pub const CONFIRM_AFTER: Duration = Duration::from_secs(1);
 
 /// How often the repair check lists the kernel's table even though nftables' generation did not
 /// move: a guard against what the generation cannot show, cheap at this interval.
@@ -99,6 +104,9 @@ pub enum Action {
     FirewallPass {
         read_kernel: bool,
     },
+    /// Apply the pending endpoint changes to the table in force: their set elements and base
+    /// chains only, no compile (the adapter compiles when the policy core refuses).
+    EndpointPass,
     /// Plumb the CNI's endpoint (its link, address and routes) and answer ADD.
     Plumb,
     /// Log what was left out of the firewall or could not be used.
@@ -129,6 +137,8 @@ pub struct State {
     pub full_at: Option<Instant>,
     /// When the repair check last listed the kernel's table.
     pub verified_at: Option<Instant>,
+    /// When the compile that confirms endpoint passes' table is due.
+    pub confirm_at: Option<Instant>,
 }
 
 impl State {
@@ -145,12 +155,20 @@ impl State {
             tenants_stale: false,
             full_at: None,
             verified_at: None,
+            confirm_at: None,
         }
     }
 
-    /// How long until everything is due to be read again.
+    /// How long until everything is due to be read again, or the confirming compile is due.
     pub fn refresh_in(&self, now: Instant) -> Duration {
-        self.full_at.map_or(Duration::ZERO, |t| FULL_REFRESH.saturating_sub(now.saturating_duration_since(t)))
+        let full = self
+            .full_at
+            .map_or(Duration::ZERO, |t| FULL_REFRESH.saturating_sub(now.saturating_duration_since(t)));
+        match (self.inputs.confirm, self.confirm_at) {
+            (false, _) => full,
+            (true, None) => Duration::ZERO,
+            (true, Some(t)) => full.min(t.saturating_duration_since(now)),
+        }
     }
 
     /// The key of this host's route set on the watch.
@@ -165,10 +183,15 @@ impl State {
         }
     }
 
-    /// The firewall pass, when the inputs changed since the last one.
+    /// The firewall pass, when the inputs changed since the last one: a compile, or an endpoint
+    /// pass when only endpoints changed.
     fn pass_if_dirty(&self, out: &mut Vec<Action>) {
         if self.policy && self.inputs.dirty && self.inputs.loaded {
-            out.push(Action::FirewallPass { read_kernel: false });
+            out.push(if self.inputs.rules_dirty {
+                Action::FirewallPass { read_kernel: false }
+            } else {
+                Action::EndpointPass
+            });
         }
     }
 
@@ -242,8 +265,18 @@ pub fn step(s: &mut State, ev: Event) -> Vec<Action> {
             } else if s.tenants_stale {
                 s.tenants_stale = false;
                 out.push(Action::ReadTenants);
-            } else {
+            } else if s.inputs.dirty {
                 s.pass_if_dirty(&mut out);
+            } else if s.inputs.confirm && s.policy && s.inputs.loaded {
+                // Endpoint passes made the table in force: a compile confirms it, soon but not
+                // at once (pods start in bursts).
+                let due = *s.confirm_at.get_or_insert(now + CONFIRM_AFTER);
+                if now >= due {
+                    out.push(Action::FirewallPass { read_kernel: false });
+                }
+            }
+            if !s.inputs.confirm || out.contains(&Action::FirewallPass { read_kernel: false }) {
+                s.confirm_at = None;
             }
         }
         Event::ListsRead { lists, events_before } => {
@@ -293,14 +326,20 @@ pub fn step(s: &mut State, ev: Event) -> Vec<Action> {
                 }
                 s.inputs.upsert(&info);
                 s.problems(&mut out);
-                out.push(Action::FirewallPass { read_kernel: false });
+                // The endpoint's own elements, in one small transaction (a compile when
+                // anything else changed too); the confirming compile comes later.
+                out.push(if s.inputs.loaded && !s.inputs.rules_dirty {
+                    Action::EndpointPass
+                } else {
+                    Action::FirewallPass { read_kernel: false }
+                });
             }
             out.push(Action::Plumb);
         }
         Event::CniForget(name) => {
             if s.policy {
                 s.inputs.remove(&name);
-                out.push(Action::FirewallPass { read_kernel: false });
+                s.pass_if_dirty(&mut out);
             }
         }
     }

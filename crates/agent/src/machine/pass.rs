@@ -9,7 +9,9 @@ use std::net::Ipv4Addr;
 use std::sync::Arc;
 
 use romana_policy::firewall::{CompileCache, FirewallInput, compile_cached, unfiltered_v4};
+use romana_policy::incremental::{Change, Part, Refusal, endpoint_changes, plan_part};
 use romana_policy::nftplan::{NftPlan, Observed, PlanSummary, plan};
+use romana_policy::ruleset::Element;
 use romana_policy::ruleset::Ruleset;
 use romana_policy::{Endpoint, PolicyRules, World, cluster};
 
@@ -31,6 +33,8 @@ pub struct PassState {
     pub cache: CompileCache,
     /// Bumped by every pass that changed the table: a repair read taken before a change is stale.
     pub generation: u64,
+    /// The tenants' labels the cache was filled with (endpoint passes match against them).
+    pub world: World,
 }
 
 /// The inputs as one pass compiles them, taken under the inputs' lock.
@@ -46,6 +50,8 @@ pub struct Snapshot {
 /// Takes what a pass compiles; the inputs are clean from here (a failed pass marks them dirty).
 pub fn snapshot(i: &mut Inputs) -> Snapshot {
     i.dirty = false;
+    i.rules_dirty = false;
+    i.confirm = false;
     let endpoints = i.endpoints.clone();
     let (world, implicit, problems) = cluster::tenancy(&i.tenants, &endpoints);
     i.problems.extend(problems);
@@ -73,6 +79,7 @@ impl PassState {
     }
 
     pub fn compile(&mut self, host: &str, s: Snapshot) -> Compiled {
+        self.world = s.world.clone();
         for (old, new) in &s.pending {
             self.cache.endpoint_changed(&s.world, old.as_ref(), new.as_ref());
         }
@@ -122,4 +129,96 @@ pub fn known_at(at: Option<u32>, before: Option<u32>, after: Option<u32>, applie
         (Some(at), Some(b), Some(a)) if at == b && (a == b || (applied && a == b.wrapping_add(1))) => Some(a),
         _ => None,
     }
+}
+
+/// The endpoint changes an endpoint pass applies, taken from the inputs (which are clean from
+/// here, but for the compile that is to confirm the table).
+#[derive(Debug)]
+pub struct EndpointChanges {
+    changes: Vec<Change>,
+    stamp: u64,
+}
+
+/// Takes the pending endpoint changes, or `None` when anything else changed too (a compile is
+/// needed) or nothing was ever compiled.
+pub fn take_endpoint_changes(i: &mut Inputs) -> Option<EndpointChanges> {
+    if i.rules_dirty {
+        return None;
+    }
+    i.dirty = false;
+    if !i.pending.is_empty() {
+        i.confirm = true;
+    }
+    Some(EndpointChanges { changes: std::mem::take(&mut i.pending), stamp: i.stamp })
+}
+
+/// Gives refused changes back, before any that came since, for the compile that follows.
+pub fn give_back(i: &mut Inputs, t: EndpointChanges) {
+    let later = std::mem::replace(&mut i.pending, t.changes);
+    i.pending.extend(later);
+    i.dirty = true;
+    i.rules_dirty = true;
+}
+
+/// An endpoint pass's transaction and the part it applies.
+#[derive(Debug)]
+pub struct EndpointTransaction {
+    pub part: Part,
+    pub transaction: Transaction,
+}
+
+impl PassState {
+    /// The transaction that applies `t` to the table in force (`Err`: compile instead; the cache
+    /// has not taken the changes). Nothing but the changes' own sets and base chains is planned.
+    pub fn endpoint_transaction(
+        &mut self,
+        host: &str,
+        t: &EndpointChanges,
+    ) -> Result<EndpointTransaction, Refusal> {
+        let Some(known) = &self.known else { return Err(Refusal::Foreign) };
+        let part = endpoint_changes(&mut self.cache, &self.world, host, t.stamp, known, &t.changes)?;
+        let plan = plan_part(known, &part);
+        let unfiltered = unfiltered_after(known, &part);
+        let transaction = Transaction { narrow: unfiltered.clone(), plan, allow: unfiltered };
+        Ok(EndpointTransaction { part, transaction })
+    }
+
+    /// After an endpoint pass's transaction: the table in force takes the part; `known_at` is
+    /// the generation at which it is known exactly.
+    pub fn part_applied(&mut self, part: &Part, known_at: Option<u32>, summary: &PlanSummary) {
+        if let Some(k) = &mut self.known {
+            k.apply_part(part);
+        }
+        self.known_gen = known_at;
+        if *summary != PlanSummary::default() {
+            self.generation += 1;
+        }
+    }
+
+    /// After a failed transaction: what the kernel holds is unknown.
+    pub fn part_failed(&mut self) {
+        self.known = None;
+        self.known_gen = None;
+    }
+}
+
+/// `unfiltered_v4` of the table in force with `part` applied, without building it.
+fn unfiltered_after(known: &Observed, part: &Part) -> BTreeSet<Ipv4Addr> {
+    let v4 = |name: &str| -> BTreeSet<Ipv4Addr> {
+        part.sets
+            .get(name)
+            .or_else(|| known.sets.get(name))
+            .map(|s| {
+                s.elements
+                    .iter()
+                    .filter_map(|e| match e {
+                        Element::Addr(std::net::IpAddr::V4(ip)) => Some(*ip),
+                        _ => None,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let (ingress, egress) = (v4("ingress-isolated-4"), v4("egress-isolated-4"));
+    v4("local-4").into_iter().filter(|ip| !ingress.contains(ip) && !egress.contains(ip)).collect()
 }

@@ -110,16 +110,76 @@ fn cni_add_enforces_before_plumbing() {
         &[&[Action::ReadLists { endpoints: true }, PASS, Action::Plumb]],
     );
     assert!(s.inputs.endpoint("c").is_some(), "the endpoint is in the inputs before the pass");
-    // Loaded: the pass, then the plumbing.
+    // Loaded: the endpoint's own elements (no compile), then the plumbing.
     let mut s = loaded();
+    check(&mut s, vec![Event::CniAdd(e.clone())], &[&[Action::EndpointPass, Action::Plumb]]);
+    // With a policy change not yet compiled, ADD's pass compiles.
+    let mut s = loaded();
+    step(&mut s, put("policies/web", policy("web", "red", "web")));
     check(&mut s, vec![Event::CniAdd(e.clone())], &[&[PASS, Action::Plumb]]);
     // No policy enforcement: only the plumbing.
     let mut s = State::new("h1".into(), gw(), false);
     check(&mut s, vec![Event::CniAdd(e)], &[&[Action::Plumb]]);
-    // DEL takes the endpoint out with a pass.
+    // DEL takes the endpoint out with an endpoint pass.
     let mut s = loaded();
-    check(&mut s, vec![Event::CniForget("a".into())], &[&[PASS]]);
+    check(&mut s, vec![Event::CniForget("a".into())], &[&[Action::EndpointPass]]);
     assert!(s.inputs.endpoint("a").is_none());
+}
+
+/// Endpoint changes alone make endpoint passes; the table they leave is confirmed by a compile
+/// `CONFIRM_AFTER` later (the loop sleeps until then), and not again once confirmed.
+#[test]
+fn endpoint_changes_make_endpoint_passes_then_one_confirming_compile() {
+    let mut s = loaded();
+    let t0 = Instant::now();
+    let relabel = |app: &str| {
+        let mut e = serde_json::to_value(endpoint("a", "10.0.0.2", "red", "web", "h1")).unwrap();
+        e["labels"] = json!({ "app": app });
+        put("endpoints/a", e)
+    };
+    check(
+        &mut s,
+        vec![relabel("x"), Event::FirewallWake { now: t0 }],
+        &[&[Action::WakeFirewall], &[Action::EndpointPass]],
+    );
+    // The adapter's endpoint pass takes the changes; the table now wants confirming.
+    assert!(pass::take_endpoint_changes(&mut s.inputs).is_some());
+    assert_eq!(s.refresh_in(t0), Duration::ZERO, "the loop wakes to schedule the confirmation");
+    check(&mut s, vec![Event::FirewallWake { now: t0 }], &[&[]]);
+    assert_eq!(s.refresh_in(t0), CONFIRM_AFTER);
+    // Another endpoint change meanwhile does not push the confirmation back.
+    let t1 = t0 + Duration::from_millis(400);
+    check(
+        &mut s,
+        vec![relabel("y"), Event::FirewallWake { now: t1 }],
+        &[&[Action::WakeFirewall], &[Action::EndpointPass]],
+    );
+    assert!(pass::take_endpoint_changes(&mut s.inputs).is_some());
+    check(&mut s, vec![Event::FirewallWake { now: t1 }], &[&[]]);
+    assert_eq!(s.refresh_in(t1), CONFIRM_AFTER - Duration::from_millis(400));
+    let due = t0 + CONFIRM_AFTER;
+    check(&mut s, vec![Event::FirewallWake { now: due }], &[&[Action::FirewallPass { read_kernel: false }]]);
+    pass::snapshot(&mut s.inputs);
+    check(&mut s, vec![Event::FirewallWake { now: due }], &[&[]]);
+    assert_eq!(s.confirm_at, None);
+    // Refused changes come back, before later ones, and make the next pass a compile.
+    step(&mut s, relabel("z"));
+    let taken = pass::take_endpoint_changes(&mut s.inputs).unwrap();
+    step(
+        &mut s,
+        put("endpoints/b", serde_json::to_value(endpoint("b", "10.0.0.9", "red", "web", "h1")).unwrap()),
+    );
+    pass::give_back(&mut s.inputs, taken);
+    let order: Vec<&str> = s.inputs.pending.iter().map(|(_, n)| n.as_ref().unwrap().id.as_str()).collect();
+    assert_eq!(order, ["a", "b"]);
+    check(&mut s, vec![Event::FirewallWake { now: due }], &[&[Action::FirewallPass { read_kernel: false }]]);
+    // A policy change is never an endpoint pass.
+    pass::snapshot(&mut s.inputs);
+    check(
+        &mut s,
+        vec![put("policies/web", policy("web", "red", "web")), Event::FirewallWake { now: due }],
+        &[&[Action::WakeFirewall], &[Action::FirewallPass { read_kernel: false }]],
+    );
 }
 
 #[test]

@@ -57,6 +57,10 @@ fn matches(rs: &Ruleset, m: &Match, p: &Packet) -> bool {
                 && p.port >> 8 == u16::from(*icmp_type)
                 && code.is_none_or(|c| p.port & 0xff == u16::from(c))
         }
+        Match::NotInNets { dir, family, nets } => {
+            let a = addr(p, *dir);
+            Family::of(a) == *family && !nets.iter().any(|n| n.contains_addr(a))
+        }
     }
 }
 
@@ -70,6 +74,8 @@ fn run(rs: &Ruleset, chain: &str, p: &Packet, depth: usize) -> Option<bool> {
         match &line.verdict {
             Verdict::Accept => return Some(true),
             Verdict::Drop => return Some(false),
+            // Address translation, not a filter: the packet passes (nat chains only).
+            Verdict::Masquerade => return Some(true),
             Verdict::Jump(c) => {
                 if let Some(v) = run(rs, c, p, depth + 1) {
                     return Some(v);

@@ -1,0 +1,413 @@
+//! CNI ADD and DEL as pure flows: each request is a value (`Add`, `Del`) that takes the outcome
+//! of the last action as an event and returns the next actions: wait for the pod's record,
+//! allocate, register the endpoint, put it under its policies, plumb, answer, and on a failure
+//! roll back what was done (the rules, the record, the address) before answering with a CNI
+//! code. No I/O: the adapter (`drive_cni`) performs the actions through the ports.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use romana_api::agent::{AgentError, AttachRequest, Attached, DetachRequest, PodRef, address_name, code};
+use romana_api::rest::{Address, AddressRequest, EndpointInfo, PodInfo};
+use romana_client::ClientError;
+use romana_dataplane::LinkName;
+use romana_host::{Attachment, EndpointError, EndpointSpec, host_link_name};
+
+use super::pod_wait::{self, Lookup, Next};
+
+/// romanad's answer to a call that failed, as the flow needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refused {
+    Unreachable(String),
+    Status(u16, String),
+    Other(String),
+}
+
+impl From<&ClientError> for Refused {
+    fn from(e: &ClientError) -> Refused {
+        match e {
+            ClientError::Unreachable { .. } => Refused::Unreachable(e.to_string()),
+            ClientError::Api { status, .. } => Refused::Status(*status, e.to_string()),
+            ClientError::Decode { .. } => Refused::Other(e.to_string()),
+        }
+    }
+}
+
+impl Refused {
+    fn not_found(&self) -> bool {
+        matches!(self, Refused::Status(404, _))
+    }
+
+    /// As a CNI error: unreachable or busy is "try again later", a refusal of the request
+    /// (unknown tenant, no such host...) is a configuration error.
+    pub fn answer(&self, what: &str) -> AgentError {
+        let (c, msg, details) = match self {
+            Refused::Unreachable(d) => (code::TRY_AGAIN_LATER, "romanad is unreachable", d),
+            Refused::Status(503 | 429 | 502 | 504, d) => (code::TRY_AGAIN_LATER, "romanad is busy", d),
+            Refused::Status(400..=499, d) => (code::INVALID_CONFIG, "romanad refused", d),
+            Refused::Status(_, d) | Refused::Other(d) => (code::OTHER, "romanad failed", d),
+        };
+        fail(c, format!("{what}: {msg}"), details.clone())
+    }
+}
+
+pub fn fail(code: u32, msg: impl Into<String>, details: impl Into<String>) -> AgentError {
+    AgentError { code, msg: msg.into(), details: details.into() }
+}
+
+/// Why plumbing failed, as a CNI code and text (from `romana_host`'s error).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlumbFailure {
+    pub code: u32,
+    pub text: String,
+}
+
+impl From<&EndpointError> for PlumbFailure {
+    fn from(e: &EndpointError) -> PlumbFailure {
+        let code = match e {
+            EndpointError::NoPodNamespace { .. } => code::UNKNOWN_CONTAINER,
+            EndpointError::IfName(_) | EndpointError::Family { .. } => code::INVALID_CONFIG,
+            EndpointError::Mismatch(_) => code::OTHER,
+            _ => code::IO_FAILURE,
+        };
+        PlumbFailure { code, text: e.to_string() }
+    }
+}
+
+/// Why the endpoint's rules are not in force.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EnforceFailure {
+    /// Policies could not be read (the first time).
+    NotLoaded(String),
+    /// The table could not be written.
+    NotEnforced(String),
+}
+
+/// What a flow hears back.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CniEvent {
+    /// The request begins; `netns_exists`: the runtime's namespace file is there (ADD).
+    Start {
+        netns_exists: bool,
+    },
+    /// One look at the pod's record, `waited` after the first.
+    PodLooked {
+        record: Result<PodInfo, Refused>,
+        waited: Duration,
+    },
+    Allocated(Result<Address, Refused>),
+    /// romanad's record of the endpoint, if it has one.
+    EndpointRead(Result<EndpointInfo, Refused>),
+    Registered(Result<EndpointInfo, Refused>),
+    Enforced(Result<(), EnforceFailure>),
+    Plumbed(Result<Attachment, PlumbFailure>),
+    /// DEL's unplumbing (`true`: a link was removed).
+    Unplumbed(Result<bool, PlumbFailure>),
+    /// DEL's release of the address.
+    Released(Result<(), Refused>),
+}
+
+/// The answer to the runtime.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Answer {
+    Added(Attached),
+    Deleted,
+}
+
+/// What the adapter does, in order. Every action but `Forget`, `ReleaseQuietly` and `Answer`
+/// is answered by one event, and is the last action of its batch.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CniAction {
+    /// Look up the pod's record after this pause.
+    LookUpPod {
+        pod: PodRef,
+        after: Duration,
+    },
+    Allocate(AddressRequest),
+    ReadEndpoint(String),
+    Register(EndpointInfo),
+    /// Put the registered endpoint under its policies, in the kernel, before anything else.
+    Enforce(EndpointInfo),
+    Plumb(EndpointSpec),
+    Unplumb(LinkName),
+    /// Best effort, unanswered: delete the endpoint's record and take it out of the table.
+    Forget(String),
+    /// Best effort, unanswered (a failed ADD's rollback).
+    ReleaseQuietly(String),
+    /// DEL's release, answered by `Released`.
+    Release(String),
+    Answer(Result<Answer, AgentError>),
+}
+
+/// CNI names: container ids and network names are `[A-Za-z0-9][A-Za-z0-9_.-]*` (CNI spec).
+pub fn cni_name(field: &str, v: &str) -> Result<(), AgentError> {
+    let ok = v.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && v.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(fail(code::INVALID_ENV, format!("invalid {field} {v:?}"), "expected [A-Za-z0-9][A-Za-z0-9_.-]*"))
+    }
+}
+
+/// The gateway of `ip`'s family among `gateways`.
+pub fn gateway_for(host: &str, gateways: &[IpAddr], ip: IpAddr) -> Result<IpAddr, AgentError> {
+    gateways.iter().copied().find(|g| g.is_ipv4() == ip.is_ipv4()).ok_or_else(|| {
+        fail(
+            code::INVALID_CONFIG,
+            format!("host {host} has no gateway address for {ip}"),
+            "start romana-agent with --gateway-ip of that family",
+        )
+    })
+}
+
+/// The endpoint to plumb or check for `req` with the address IPAM gave it.
+pub fn endpoint_spec(
+    host: &str,
+    gateways: &[IpAddr],
+    req: &AttachRequest,
+    ip: &str,
+) -> Result<EndpointSpec, AgentError> {
+    let ip: IpAddr =
+        ip.parse().map_err(|_| fail(code::OTHER, "romanad answered an unparsable address", ip.to_owned()))?;
+    Ok(EndpointSpec {
+        host_link: host_link_name(&req.container_id, &req.ifname),
+        ifname: req.ifname.clone(),
+        netns: PathBuf::from(&req.netns),
+        ip,
+        gateway: gateway_for(host, gateways, ip)?,
+    })
+}
+
+/// `GET /pods/{namespace}/{name}`'s answer as the wait sees it.
+fn lookup(record: Result<PodInfo, Refused>) -> Lookup {
+    match record {
+        Ok(p) => Lookup::Found(p),
+        Err(r) if r.not_found() => Lookup::Missing,
+        // 401 is an expired token, which the route loop renews: worth another look.
+        Err(Refused::Status(400 | 403, e)) => Lookup::Refused(e),
+        Err(Refused::Status(_, e) | Refused::Unreachable(e) | Refused::Other(e)) => Lookup::Unavailable(e),
+    }
+}
+
+/// What the agent knows that an ADD needs.
+#[derive(Debug, Clone)]
+pub struct Host {
+    pub name: String,
+    pub gateways: Vec<IpAddr>,
+    /// Policies are enforced (`--no-policy` turns it off; then no endpoint is registered).
+    pub policy: bool,
+    /// How long ADD waits for a kubelet-started pod's record (`--pod-wait-ms`).
+    pub pod_wait: Duration,
+}
+
+/// One CNI ADD.
+#[derive(Debug)]
+pub struct Add {
+    host: Host,
+    req: AttachRequest,
+    name: String,
+    attempt: u32,
+    address: Option<Address>,
+    spec: Option<EndpointSpec>,
+    /// The record was written: a rollback deletes it and takes it out of the table.
+    registered: bool,
+}
+
+impl Add {
+    pub fn new(host: Host, req: AttachRequest) -> Add {
+        let name = address_name(&req.network, &req.container_id, &req.ifname);
+        Add { host, req, name, attempt: 0, address: None, spec: None, registered: false }
+    }
+
+    /// The IPAM name of the endpoint's address.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Fails the ADD after undoing what it did; `err` is the answer.
+    fn rollback(&self, err: AgentError) -> Vec<CniAction> {
+        let mut out = Vec::new();
+        if self.registered {
+            out.push(CniAction::Forget(self.name.clone()));
+        }
+        if self.address.is_some() {
+            out.push(CniAction::ReleaseQuietly(self.name.clone()));
+        }
+        out.push(CniAction::Answer(Err(err)));
+        out
+    }
+
+    fn allocate(&self) -> Vec<CniAction> {
+        vec![CniAction::Allocate(AddressRequest {
+            name: self.name.clone(),
+            host: self.host.name.clone(),
+            tenant: self.req.tenant.clone(),
+            segment: self.req.segment.clone(),
+            ip: None,
+        })]
+    }
+
+    /// The registration: the runtime's labels, no named ports, the pod when its record is the
+    /// truth for them (romanad then takes labels and ports from it).
+    fn info(&self, ip: IpAddr) -> EndpointInfo {
+        EndpointInfo {
+            name: self.name.clone(),
+            ip: ip.to_string(),
+            tenant: self.req.tenant.clone(),
+            segment: self.req.segment.clone(),
+            host: self.host.name.clone(),
+            labels: self.req.labels.clone(),
+            ports: vec![],
+            pod: match (&self.req.pod, self.req.runtime_labels) {
+                (Some(p), false) => p.key(),
+                _ => String::new(),
+            },
+        }
+    }
+
+    pub fn step(&mut self, ev: CniEvent) -> Vec<CniAction> {
+        match ev {
+            CniEvent::Start { netns_exists } => {
+                let checked = cni_name("network name", &self.req.network)
+                    .and_then(|()| cni_name("container id", &self.req.container_id));
+                if let Err(e) = checked {
+                    return vec![CniAction::Answer(Err(e))];
+                }
+                if !netns_exists {
+                    let msg = format!("network namespace {} does not exist", self.req.netns);
+                    return vec![CniAction::Answer(Err(fail(code::UNKNOWN_CONTAINER, msg, "")))];
+                }
+                // A pod kubelet started, without labels from the runtime: its record (labels,
+                // ports, segment) comes from romana-k8s, and ADD waits for it, so the pod is
+                // under the policies its labels select before ADD answers.
+                if let (Some(pod), false) = (&self.req.pod, self.req.runtime_labels) {
+                    return vec![CniAction::LookUpPod { pod: pod.clone(), after: Duration::ZERO }];
+                }
+                self.allocate()
+            }
+            CniEvent::PodLooked { record, waited } => {
+                let Some(pod) = &self.req.pod else { return vec![] };
+                let decided = pod_wait::next(pod, lookup(record), self.attempt, waited, self.host.pod_wait);
+                self.attempt += 1;
+                match decided {
+                    Next::Ready(record) => {
+                        if !record.segment.is_empty() {
+                            self.req.segment = record.segment;
+                        }
+                        self.allocate()
+                    }
+                    Next::Retry { after, .. } => vec![CniAction::LookUpPod { pod: pod.clone(), after }],
+                    Next::GiveUp { code, msg } => vec![CniAction::Answer(Err(fail(code, msg, "")))],
+                }
+            }
+            CniEvent::Allocated(Err(r)) => vec![CniAction::Answer(Err(r.answer("allocating an address")))],
+            CniEvent::Allocated(Ok(addr)) => {
+                let spec = endpoint_spec(&self.host.name, &self.host.gateways, &self.req, &addr.ip);
+                self.address = Some(addr);
+                match spec {
+                    Err(e) => self.rollback(e),
+                    Ok(spec) => {
+                        self.spec = Some(spec.clone());
+                        if self.host.policy {
+                            vec![CniAction::ReadEndpoint(self.name.clone())]
+                        } else {
+                            vec![CniAction::Plumb(spec)]
+                        }
+                    }
+                }
+            }
+            CniEvent::EndpointRead(known) => {
+                let Some(spec) = &self.spec else { return vec![] };
+                let info = self.info(spec.ip);
+                // A repeated ADD (a runtime retrying) keeps what a controller set since the
+                // first one: the runtime's labels and no named ports are only the
+                // registration's starting point.
+                let info = match known {
+                    Ok(k) if k.ip == info.ip && k.host == info.host && k.tenant == info.tenant => {
+                        EndpointInfo { labels: k.labels, ports: k.ports, ..info }
+                    }
+                    Ok(_) => info,
+                    Err(r) if r.not_found() => info,
+                    Err(r) => return self.rollback(r.answer("reading the endpoint's record")),
+                };
+                vec![CniAction::Register(info)]
+            }
+            CniEvent::Registered(Err(r)) => self.rollback(r.answer("registering the endpoint")),
+            CniEvent::Registered(Ok(info)) => {
+                self.registered = true;
+                vec![CniAction::Enforce(info)]
+            }
+            CniEvent::Enforced(Ok(())) => self.spec.clone().map(CniAction::Plumb).into_iter().collect(),
+            CniEvent::Enforced(Err(f)) => {
+                let (msg, d) = match f {
+                    EnforceFailure::NotLoaded(d) => ("policies are not loaded yet", d),
+                    EnforceFailure::NotEnforced(d) => ("the endpoint's policies could not be enforced", d),
+                };
+                self.rollback(fail(code::TRY_AGAIN_LATER, msg, d))
+            }
+            CniEvent::Plumbed(Ok(a)) => {
+                let (Some(spec), Some(addr)) = (&self.spec, &self.address) else { return vec![] };
+                vec![CniAction::Answer(Ok(Answer::Added(Attached {
+                    host_link: a.host_link,
+                    host_mac: a.host_mac,
+                    ifname: a.ifname,
+                    pod_mac: a.pod_mac,
+                    netns: self.req.netns.clone(),
+                    ip: spec.ip.to_string(),
+                    prefix_len: addr.prefix_len,
+                    gateway: spec.gateway.to_string(),
+                    address_name: self.name.clone(),
+                })))]
+            }
+            // Nothing half-made stays: the endpoint and its address go (attach removed its
+            // links).
+            CniEvent::Plumbed(Err(f)) => self.rollback(fail(f.code, "plumbing the endpoint", f.text)),
+            CniEvent::Unplumbed(_) | CniEvent::Released(_) => vec![],
+        }
+    }
+}
+
+/// One CNI DEL: idempotent (runtimes send it twice, and for what never was).
+#[derive(Debug)]
+pub struct Del {
+    req: DetachRequest,
+    policy: bool,
+    name: String,
+}
+
+impl Del {
+    pub fn new(req: DetachRequest, policy: bool) -> Del {
+        let name = address_name(&req.network, &req.container_id, &req.ifname);
+        Del { req, policy, name }
+    }
+
+    pub fn step(&mut self, ev: CniEvent) -> Vec<CniAction> {
+        match ev {
+            CniEvent::Start { .. } => match cni_name("container id", &self.req.container_id) {
+                Err(e) => vec![CniAction::Answer(Err(e))],
+                Ok(()) => vec![CniAction::Unplumb(host_link_name(&self.req.container_id, &self.req.ifname))],
+            },
+            CniEvent::Unplumbed(Err(f)) => {
+                vec![CniAction::Answer(Err(fail(f.code, "removing the endpoint", f.text)))]
+            }
+            CniEvent::Unplumbed(Ok(_)) => {
+                let mut out = vec![];
+                if self.policy {
+                    out.push(CniAction::Forget(self.name.clone()));
+                }
+                out.push(CniAction::Release(self.name.clone()));
+                out
+            }
+            // DEL of something already gone is success.
+            CniEvent::Released(Ok(())) => vec![CniAction::Answer(Ok(Answer::Deleted))],
+            CniEvent::Released(Err(r)) if r.not_found() => vec![CniAction::Answer(Ok(Answer::Deleted))],
+            CniEvent::Released(Err(r)) => vec![CniAction::Answer(Err(r.answer("releasing the address")))],
+            _ => vec![],
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,94 @@
+//! Egress NAT on this host (docs/fabric.md, "Egress NAT"): asks once whether the kernel can hold
+//! a nat chain in our table, then reads the topology every interval and, when what NAT depends
+//! on changed (networks, `nat_outgoing`, `no_nat`, hosts), runs a firewall pass, which adds the
+//! `nat-out` chain to the table it applies (`romana_policy::nat`, pure). NAT lives in the
+//! firewall's table and transaction, so it needs the firewall (not `--no-policy`).
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use romana_agent::machine::pass::Compiled;
+use romana_policy::nat::{NatConfig, amend_pass};
+
+use crate::ctx::Ctx;
+use crate::firewall::Firewall;
+
+/// What the firewall's passes read: the NAT inputs, `None` until known (or when this kernel
+/// cannot do NAT: then no chain is ever added).
+#[derive(Debug, Default)]
+pub struct NatSlot(Mutex<Option<Arc<NatConfig>>>);
+
+impl NatSlot {
+    fn get(&self) -> Option<Arc<NatConfig>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Replaces the inputs; returns whether they changed.
+    fn set(&self, cfg: NatConfig) -> bool {
+        let mut slot = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if slot.as_deref() == Some(&cfg) {
+            return false;
+        }
+        *slot = Some(Arc::new(cfg));
+        true
+    }
+
+    /// Adds the chain to a pass's table, and takes the endpoints it masquerades off the fast path.
+    pub fn amend(&self, c: &mut Compiled) {
+        if let Some(nat) = self.get() {
+            amend_pass(&mut c.desired, &mut c.unfiltered, &nat);
+        }
+    }
+}
+
+/// Runs forever (or returns at once when this kernel cannot do NAT, saying why).
+pub async fn run(fw: Arc<Firewall>, ctx: Arc<Ctx>, host_ns: Option<PathBuf>, every: Duration) {
+    let probe = tokio::task::spawn_blocking(move || {
+        romana_host::in_netns_path(host_ns.as_deref(), || async { romana_host::nat::probe() })
+    })
+    .await;
+    match probe {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(e))) => {
+            tracing::error!(error = %e, "egress NAT is off on this host: endpoints reach other networks with their own addresses");
+            return;
+        }
+        Ok(Err(e)) => {
+            return tracing::error!(error = %e, "egress NAT is off: cannot enter the host's namespace");
+        }
+        Err(e) => return tracing::error!(error = %e, "egress NAT is off: the probe failed"),
+    }
+    let mut trouble: Option<String> = None;
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tick.tick().await;
+        let read = ctx.client().topology().await.map_err(|e| format!("cannot read the topology: {e}"));
+        let cfg = read.and_then(|t| NatConfig::from_topology(&t).map_err(|e| format!("the topology: {e}")));
+        match cfg {
+            Ok(cfg) => {
+                trouble = None;
+                let summary = (cfg.masquerade.len(), cfg.no_nat.len(), cfg.hosts.len());
+                if fw.nat.set(cfg) {
+                    tracing::info!(
+                        masqueraded_networks = summary.0,
+                        no_nat = summary.1,
+                        hosts = summary.2,
+                        "egress NAT inputs changed"
+                    );
+                    match fw.sync(&ctx.metrics, false).await {
+                        Ok(_) | Err(romana_agent::error::FirewallError::NotLoaded) => {}
+                        Err(e) => {
+                            tracing::warn!(error = %e, "firewall pass for egress NAT failed; the next pass retries")
+                        }
+                    }
+                }
+            }
+            Err(e) if trouble.as_deref() != Some(&e) => {
+                tracing::warn!("egress NAT: {e} (the last rules stay; retrying quietly)");
+                trouble = Some(e);
+            }
+            Err(_) => {}
+        }
+    }
+}

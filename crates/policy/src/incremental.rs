@@ -1,0 +1,261 @@
+//! Endpoint changes applied to the table as it stands, without a compile: what a new pod (or a
+//! relabelled, moved or removed one) changes is its own set memberships (the selector and
+//! named-port sets it matches, the target sets of the policies that select it, `local`, the
+//! isolation sets) and, when a direction's first endpoint becomes isolated or its last one
+//! stops being, that direction's base chains. That is what CNI ADD needs in force before it
+//! answers, computed from the compile cache in time proportional to the change, not to the
+//! cluster. Pure. The result equals what a full compile gives (a property test holds it);
+//! whatever it cannot decide exactly (the cache is of other tenants or another host, a segment
+//! whose implicit isolation policy would appear or go) it refuses, and the caller compiles.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use romana_model::Family;
+
+use crate::eval::{Endpoint, World};
+use crate::firewall::{CompileCache, FAMILIES, base_chain, fam_suffix};
+use crate::isolation::IMPLICIT_PREFIX;
+use crate::model::SEGMENT_LABEL;
+use crate::nftplan::{NftPlan, Observed, ObservedChain, PlanSummary};
+use crate::ruleset::{self, Chain, Dir, Element, Hook, Set};
+
+/// One endpoint change: (before, after); `None` is absent.
+pub type Change = (Option<Endpoint>, Option<Endpoint>);
+
+/// Why the changes need a compile.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    Stale,
+    Foreign,
+    NewSegment { tenant: String, segment: String },
+    SegmentMayEmpty { tenant: String, segment: String },
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refusal::Stale => write!(f, "the compile cache is of other tenants or another host"),
+            Refusal::Foreign => write!(f, "the table is not one this compiler made"),
+            Refusal::NewSegment { tenant, segment } => {
+                write!(f, "segment {segment} of tenant {tenant} has no isolation policy yet")
+            }
+            Refusal::SegmentMayEmpty { tenant, segment } => {
+                write!(f, "segment {segment} of tenant {tenant} may lose its last endpoint")
+            }
+        }
+    }
+}
+
+impl std::error::Error for Refusal {}
+
+/// What the changes do to the table: sets with their new contents, base chains that come and go.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Part {
+    pub sets: BTreeMap<String, Arc<Set>>,
+    pub chains_added: BTreeMap<String, Arc<Chain>>,
+    pub chains_removed: BTreeSet<String>,
+}
+
+impl Part {
+    pub fn is_empty(&self) -> bool {
+        self.sets.is_empty() && self.chains_added.is_empty() && self.chains_removed.is_empty()
+    }
+}
+
+fn segment(e: &Endpoint) -> Option<(&str, &str)> {
+    e.labels.get(SEGMENT_LABEL).map(|s| (e.tenant.as_str(), s.as_str()))
+}
+
+/// Refuses changes whose segments would add or remove an implicit isolation policy (a tenant
+/// in `segment` mode has one per segment in use, including `-` for endpoints without one).
+fn segments_kept(cache: &CompileCache, changes: &[Change]) -> Result<(), Refusal> {
+    let isolated = |t: &str| cache.policies.contains_key(&format!("{IMPLICIT_PREFIX}{t}.-"));
+    for (old, new) in changes {
+        if let Some((t, s)) = new.as_ref().and_then(segment)
+            && isolated(t)
+            && !cache.policies.contains_key(&format!("{IMPLICIT_PREFIX}{t}.{s}"))
+        {
+            return Err(Refusal::NewSegment { tenant: t.into(), segment: s.into() });
+        }
+        if let Some((t, s)) = old.as_ref().and_then(segment)
+            && isolated(t)
+            && new.as_ref().and_then(segment) != Some((t, s))
+        {
+            return Err(Refusal::SegmentMayEmpty { tenant: t.into(), segment: s.into() });
+        }
+    }
+    Ok(())
+}
+
+/// The changes' effect on `table`, the table last compiled with `cache` for `host` (with tenants
+/// as of `stamp`, giving `world`), or kept since by this function's parts. The cache takes the
+/// changes whether or not the part is applied (a later compile then starts from them).
+pub fn endpoint_changes(
+    cache: &mut CompileCache,
+    world: &World,
+    host: &str,
+    stamp: u64,
+    table: &Observed,
+    changes: &[Change],
+) -> Result<Part, Refusal> {
+    if cache.stamp != Some(stamp) || cache.host.as_deref() != Some(host) {
+        return Err(Refusal::Stale);
+    }
+    if !table.sets.contains_key("local-4") {
+        return Err(Refusal::Foreign);
+    }
+    segments_kept(cache, changes)?;
+    let mut changed = Vec::new();
+    // Local addresses touched, with whether a local endpoint holds each after the changes.
+    let mut local: BTreeMap<IpAddr, bool> = BTreeMap::new();
+    let is_local = |e: &Endpoint| !e.is_host && e.host == host;
+    for (old, new) in changes {
+        cache.endpoint_changed_into(world, old.as_ref(), new.as_ref(), &mut changed);
+        if let Some(ip) = old.as_ref().filter(|e| is_local(e)).and_then(|e| e.ip) {
+            local.insert(ip, false);
+        }
+        if let Some(ip) = new.as_ref().filter(|e| is_local(e)).and_then(|e| e.ip) {
+            local.insert(ip, true);
+        }
+    }
+    let mut part = Part::default();
+    let changed: BTreeSet<String> = changed.into_iter().filter(|n| table.sets.contains_key(n)).collect();
+    for name in &changed {
+        if let Some(set) = cache.sets.get(name) {
+            part.sets.insert(name.clone(), set.clone());
+        }
+    }
+    for entry in cache.policies.values() {
+        for (name, set) in entry.target_sets.iter().filter(|(n, _)| changed.contains(n)) {
+            part.sets.insert(name.clone(), set.clone());
+        }
+    }
+    // `local` and the isolation sets: an address is isolated in a direction while a policy
+    // isolating that direction targets it.
+    for (ip, present) in local {
+        let f = fam_suffix(Family::of(ip));
+        for (set, member) in [
+            ("local", present),
+            ("ingress-isolated", isolated(cache, "ingress-isolated", ip)),
+            ("egress-isolated", isolated(cache, "egress-isolated", ip)),
+        ] {
+            let name = format!("{set}-{f}");
+            let Some(have) = part.sets.get(&name).or_else(|| table.sets.get(&name)) else {
+                return Err(Refusal::Foreign);
+            };
+            if have.elements.contains(&Element::Addr(ip)) != member {
+                let mut s = Set::clone(have);
+                if member {
+                    s.elements.insert(Element::Addr(ip));
+                } else {
+                    s.elements.remove(&Element::Addr(ip));
+                }
+                part.sets.insert(name, Arc::new(s));
+            }
+        }
+    }
+    base_chains(table, &mut part);
+    Ok(part)
+}
+
+fn isolated(cache: &CompileCache, dir: &str, ip: IpAddr) -> bool {
+    cache.policies.values().any(|e| e.compiled.isolates.contains(&dir) && e.target_ips.contains(&ip))
+}
+
+/// A direction's base chains exist while one of the host's endpoints is isolated in it (as the
+/// compiler lays them out).
+fn base_chains(table: &Observed, part: &mut Part) {
+    for (direction, dir, chains) in [
+        ("egress", Dir::Src, [("fwd-egress", Hook::Forward, 0), ("in-egress", Hook::Input, 0)]),
+        ("ingress", Dir::Dst, [("fwd-ingress", Hook::Forward, 1), ("out-ingress", Hook::Output, 0)]),
+    ] {
+        let any = |get: &dyn Fn(&str) -> Option<Arc<Set>>| {
+            FAMILIES.into_iter().any(|f| {
+                get(&format!("{direction}-isolated-{}", fam_suffix(f)))
+                    .is_some_and(|s| !s.elements.is_empty())
+            })
+        };
+        let before = any(&|n| table.sets.get(n).cloned());
+        let after = any(&|n| part.sets.get(n).or_else(|| table.sets.get(n)).cloned());
+        for (name, hook, prio) in chains {
+            match (before, after) {
+                (false, true) => {
+                    part.chains_added.insert(name.into(), base_chain(hook, prio, direction, dir));
+                }
+                (true, false) => {
+                    part.chains_removed.insert(name.into());
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+/// The transaction that applies `part` to `observed`: element changes of the sets, new base
+/// chains with their rules, removed ones flushed and deleted.
+pub fn plan_part(observed: &Observed, part: &Part) -> NftPlan {
+    let mut s = PlanSummary::default();
+    let mut out = String::new();
+    for (name, set) in &part.sets {
+        match observed.sets.get(name) {
+            None => {
+                ruleset::set_decl(&mut out, name, set);
+                s.sets_added += 1;
+                s.elements_added += set.elements.len();
+            }
+            Some(have) if Arc::ptr_eq(have, set) => {}
+            Some(have) => {
+                let gone: Vec<_> = have.elements.difference(&set.elements).collect();
+                let new: Vec<_> = set.elements.difference(&have.elements).collect();
+                s.elements_deleted += gone.len();
+                s.elements_added += new.len();
+                ruleset::elements(&mut out, "delete", name, gone.into_iter());
+                ruleset::elements(&mut out, "add", name, new.into_iter());
+            }
+        }
+    }
+    for (name, chain) in &part.chains_added {
+        if let Some(o) = observed.chains.get(name) {
+            if o.rules == chain.keys() {
+                continue;
+            }
+            out.push_str(&format!("flush chain inet {} {name}\n", ruleset::TABLE));
+            s.chains_rewritten += 1;
+            s.rules_deleted += o.rules.len();
+        } else {
+            ruleset::chain_decl(&mut out, name, chain);
+            s.chains_added += 1;
+        }
+        for (line, key) in chain.lines().iter().zip(chain.keys()) {
+            ruleset::rule(&mut out, name, line, key);
+            s.rules_added += 1;
+        }
+    }
+    for name in part.chains_removed.iter().filter(|n| observed.chains.contains_key(*n)) {
+        out.push_str(&format!(
+            "flush chain inet {t} {name}\ndelete chain inet {t} {name}\n",
+            t = ruleset::TABLE
+        ));
+        s.chains_deleted += 1;
+        s.rules_deleted += observed.chains[name].rules.len();
+    }
+    NftPlan { script: out, summary: s }
+}
+
+impl Observed {
+    /// The table once `part` is applied.
+    pub fn apply_part(&mut self, part: &Part) {
+        for (name, set) in &part.sets {
+            self.sets.insert(name.clone(), set.clone());
+        }
+        for (name, chain) in &part.chains_added {
+            self.chains
+                .insert(name.clone(), ObservedChain { base: chain.base, rules: chain.keys().to_vec() });
+        }
+        for name in &part.chains_removed {
+            self.chains.remove(name);
+        }
+    }
+}

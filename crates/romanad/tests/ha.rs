@@ -1,0 +1,470 @@
+//! The replicated control plane: three romanad replicas on a three-member etcd (Debian's etcd on
+//! 127.0.0.1, ports chosen at run time). A replica never decides from a copy older than what
+//! another replica acknowledged.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use romana_api::rest::{AddressRequest, HostRequest};
+use romana_api::topology::TopologyRequest;
+use romana_client::Client;
+use romana_store::StoreExt;
+use romana_store_etcd::EtcdStore;
+use romana_store_etcd::cluster::EtcdCluster;
+use romana_test_support::{Romanad, TempDir};
+
+const PREFIX: &str = "/romana-ha/";
+
+/// Three replicas on a three-member etcd, and an admin client on each.
+/// Fields drop in order: the replicas stop before etcd does.
+struct Ha {
+    replicas: Vec<Romanad>,
+    clients: Vec<Client>,
+    etcd: EtcdCluster,
+    _dirs: Vec<TempDir>,
+}
+
+async fn ha(tag: &str) -> Ha {
+    let etcd =
+        EtcdCluster::start(tag, 3).expect("etcd starts").expect("etcd is installed (scripts/setup.sh)");
+    let endpoints = etcd.endpoints().join(",");
+    let dirs: Vec<TempDir> = (0..3).map(|i| TempDir::new(&format!("{tag}-{i}"))).collect();
+    let mut replicas = Vec::new();
+    // The first replica creates the admin and writes admin.credentials; the others find it in etcd.
+    for d in &dirs {
+        let args: Vec<String> = [
+            "--etcd-endpoints",
+            &endpoints,
+            "--prefix",
+            PREFIX,
+            "--data-dir",
+            &d.path().display().to_string(),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        replicas.push(Romanad::start(Path::new(common::BIN), &args).expect("romanad starts"));
+    }
+    let admin = common::admin(&dirs[0]).await;
+    let clients = replicas.iter().map(|r| common::same_token(&admin, &r.url)).collect();
+    Ha { replicas, clients, etcd, _dirs: dirs }
+}
+
+fn topology(json: &str) -> TopologyRequest {
+    serde_json::from_str(json).unwrap()
+}
+
+fn host(name: &str, ip: &str, tags: &[(&str, &str)]) -> HostRequest {
+    HostRequest {
+        name: name.into(),
+        ip: ip.into(),
+        agent_port: None,
+        tags: tags.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<BTreeMap<_, _>>(),
+        k8s_info: None,
+    }
+}
+
+const ROUNDS: usize = 200;
+
+/// Right after one replica acknowledges a change, another replica acts on it: `DELETE /address`
+/// finds the address `POST /address` made elsewhere, and `POST /hosts` sees the topology
+/// `POST /topology` set elsewhere (and `DELETE /hosts` the host). 200 rounds of each, zero misses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_never_answers_from_a_stale_copy() {
+    let h = ha("stale").await;
+    let c = &h.clients;
+    c[0].apply_topology(&topology(
+        r#"{"networks":[{"name":"pods","cidr":"10.40.0.0/16","block_mask":28}],"topologies":[{"networks":["pods"],"map":[{"groups":[]}]}]}"#,
+    ))
+    .await
+    .unwrap();
+    // No waiting anywhere: each call goes to another replica than the one before.
+    c[1].add_host(&host("h0", "192.168.9.250", &[])).await.expect("the host, right after the topology");
+    // Another user of the same etcd: its changes move the store's revision, and no replica's
+    // watch ever delivers them (the replicas then fence, `ipam_catch_up.rs`).
+    let other = EtcdStore::connect(&h.etcd.endpoints()).await.expect("etcd");
+    let mut misses = Vec::new();
+    for i in 0..ROUNDS {
+        if i % 10 == 0 {
+            other.put("/someone-else/key", format!("{i}").into_bytes()).await.expect("put");
+        }
+        let req = AddressRequest {
+            name: format!("s{i}"),
+            host: "h0".into(),
+            tenant: "t".into(),
+            segment: String::new(),
+            ip: None,
+        };
+        let a = c[i % 3].allocate(&req, None).await.unwrap_or_else(|e| panic!("allocate s{i}: {e}"));
+        if let Err(e) = c[(i + 1) % 3].release(&format!("s{i}")).await {
+            misses.push(format!("release s{i} ({}) on replica {}: {e}", a.ip, (i + 1) % 3));
+        }
+    }
+    assert_eq!(misses, Vec::<String>::new(), "every release found what another replica allocated");
+    c[2].remove_host("h0").await.expect("remove h0");
+
+    for k in 0..ROUNDS {
+        let t = format!(
+            r#"{{"networks":[{{"name":"pods","cidr":"10.40.0.0/16","block_mask":28}}],"topologies":[{{"networks":["pods"],"map":[{{"name":"g","assignment":{{"rack":"r{k}"}},"groups":[]}}]}}]}}"#
+        );
+        c[k % 3].apply_topology(&topology(&t)).await.unwrap_or_else(|e| panic!("topology {k}: {e}"));
+        let name = format!("h{k}");
+        let rack = format!("r{k}");
+        if let Err(e) =
+            c[(k + 1) % 3].add_host(&host(&name, &format!("192.168.9.{}", k + 1), &[("rack", &rack)])).await
+        {
+            misses.push(format!("add {name} (rack {rack}) on replica {}: {e}", (k + 1) % 3));
+            continue;
+        }
+        if let Err(e) = c[(k + 2) % 3].remove_host(&name).await {
+            misses.push(format!("remove {name} on replica {}: {e}", (k + 2) % 3));
+        }
+    }
+    assert_eq!(misses, Vec::<String>::new(), "every host call saw the topology and host set elsewhere");
+}
+
+/// Allocation load: `workers` tasks, each with a client over every replica, allocating new names
+/// until `stop`; a failed allocation is retried under the same name (idempotent by name, as the
+/// CNI plugin's). Every success is kept with the time it was acknowledged.
+struct Load {
+    stop: Arc<AtomicBool>,
+    acked: Arc<Mutex<Vec<(Instant, String, String)>>>,
+    errors: Arc<Mutex<Vec<(Instant, String)>>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Load {
+    fn start(h: &Ha, workers: usize) -> Load {
+        let urls: Vec<String> = h.replicas.iter().map(|r| r.url.clone()).collect();
+        let token = h.clients[0].token();
+        let stop = Arc::new(AtomicBool::new(false));
+        let acked = Arc::new(Mutex::new(Vec::new()));
+        let errors = Arc::new(Mutex::new(Vec::new()));
+        let mut tasks = Vec::new();
+        for w in 0..workers {
+            // Each worker starts on another replica.
+            let mut mine = urls.clone();
+            mine.rotate_left(w % urls.len());
+            let c = Client::new(mine);
+            c.set_token(token.clone());
+            let (stop, acked, errors) = (stop.clone(), acked.clone(), errors.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut i = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    let req = AddressRequest {
+                        name: format!("w{w}-{i}"),
+                        host: format!("h{}", i % 2),
+                        tenant: "t".into(),
+                        segment: String::new(),
+                        ip: None,
+                    };
+                    match c.allocate(&req, None).await {
+                        Ok(a) => {
+                            acked.lock().unwrap().push((Instant::now(), req.name, a.ip));
+                            i += 1;
+                        }
+                        Err(e) => {
+                            errors.lock().unwrap().push((Instant::now(), e.to_string()));
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        }
+                    }
+                }
+            }));
+        }
+        Load { stop, acked, errors, tasks }
+    }
+
+    /// The longest interval between `from` and `to` with no acknowledged allocation.
+    fn longest_gap(&self, from: Instant, to: Instant) -> Duration {
+        let mut times: Vec<Instant> =
+            self.acked.lock().unwrap().iter().map(|(t, ..)| *t).filter(|t| *t > from && *t < to).collect();
+        times.sort();
+        let mut edges = vec![from];
+        edges.extend(times);
+        edges.push(to);
+        edges.windows(2).map(|w| w[1] - w[0]).max().unwrap_or_default()
+    }
+
+    fn errors_between(&self, from: Instant, to: Instant) -> Vec<String> {
+        self.errors
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(t, _)| *t >= from && *t < to)
+            .map(|(_, e)| e.clone())
+            .collect()
+    }
+
+    async fn stop(self) -> Vec<(String, String)> {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.tasks {
+            t.await.expect("worker");
+        }
+        self.acked.lock().unwrap().iter().map(|(_, n, ip)| (n.clone(), ip.clone())).collect()
+    }
+}
+
+async fn setup_two_hosts(c: &Client) {
+    c.apply_topology(&topology(
+        r#"{"networks":[{"name":"pods","cidr":"10.48.0.0/14","block_mask":26}],"topologies":[{"networks":["pods"],"map":[{"groups":[]}]}]}"#,
+    ))
+    .await
+    .unwrap();
+    for k in 0..2 {
+        c.add_host(&host(&format!("h{k}"), &format!("192.168.8.{}", k + 1), &[])).await.unwrap();
+    }
+}
+
+/// Which member leads, waiting (bounded) for an election to finish.
+async fn leader(etcd: &EtcdCluster) -> usize {
+    for _ in 0..100 {
+        if let Some(l) = etcd.leader().await {
+            return l;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the etcd cluster elected no leader in 10 s");
+}
+
+/// A hang, not a measurement: the figures are printed, and go to docs/benchmarks.md.
+const HANG: Duration = Duration::from_secs(10);
+
+/// Under allocation load from clients that fail over between the replicas, etcd members are
+/// killed with SIGKILL: a follower (the member the replicas talk to first, when it is not the
+/// leader), then the leader. Then all of etcd: every write answers 503 (and is not done later),
+/// and once etcd is back allocation works again. Nothing acknowledged is lost or duplicated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn allocation_carries_on_when_etcd_members_die() {
+    let mut h = ha("members").await;
+    setup_two_hosts(&h.clients[0]).await;
+    let load = Load::start(&h, 6);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let mut report = Vec::new();
+    for kind in ["follower", "leader"] {
+        let l = leader(&h.etcd).await;
+        let victim = if kind == "leader" {
+            l
+        } else if l == 0 {
+            1
+        } else {
+            0
+        };
+        let killed = Instant::now();
+        h.etcd.kill9(victim);
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        let gap = load.longest_gap(killed - Duration::from_millis(500), Instant::now());
+        let errors = load.errors_between(killed, Instant::now());
+        if std::env::var("HA_DEBUG").is_ok() {
+            for (t, e) in load.errors.lock().unwrap().iter().filter(|(t, _)| *t >= killed) {
+                eprintln!("+{} ms {}", (*t - killed).as_millis(), &e[..e.len().min(160)]);
+            }
+        }
+        report.push(format!(
+            "etcd {kind} (member {victim}) killed: longest interval without an allocation {} ms, {} failed calls{}",
+            gap.as_millis(),
+            errors.len(),
+            errors.first().map(|e| format!(" (first: {e})")).unwrap_or_default()
+        ));
+        assert!(gap < HANG, "allocation hung after the etcd {kind} died: {report:?}");
+        h.etcd.restart(victim).expect("member restarts");
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    let acked = load.stop().await;
+
+    // All of etcd down: writes are refused at once, and not done later.
+    for m in 0..3 {
+        h.etcd.kill9(m);
+    }
+    let mut refused = Vec::new();
+    for (r, c) in h.clients.iter().enumerate() {
+        for k in 0..3 {
+            let name = format!("down-{r}-{k}");
+            let req = AddressRequest {
+                name: name.clone(),
+                host: "h0".into(),
+                tenant: "t".into(),
+                segment: String::new(),
+                ip: None,
+            };
+            let sent = Instant::now();
+            let got = c.allocate(&req, None).await;
+            let took = sent.elapsed();
+            assert_eq!(
+                got.as_ref().err().and_then(|e| e.status()),
+                Some(503),
+                "{name} with etcd down: {got:?}"
+            );
+            assert!(took < HANG, "{name} hung {took:?}");
+            refused.push((name, took));
+        }
+    }
+    let slowest = refused.iter().map(|(_, t)| *t).max().unwrap();
+    report.push(format!(
+        "all of etcd down: {} writes refused with 503, the slowest in {} ms",
+        refused.len(),
+        slowest.as_millis()
+    ));
+    for m in 0..3 {
+        h.etcd.restart(m).expect("member restarts");
+    }
+    let back = Instant::now();
+    let req = AddressRequest {
+        name: "after".into(),
+        host: "h1".into(),
+        tenant: "t".into(),
+        segment: String::new(),
+        ip: None,
+    };
+    let mut served = None;
+    while back.elapsed() < Duration::from_secs(60) {
+        if h.clients[1].allocate(&req, None).await.is_ok() {
+            served = Some(back.elapsed());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let served = served.expect("allocation works again within 60 s of etcd's return");
+    report.push(format!("etcd back: allocation served again after {} ms", served.as_millis()));
+
+    // Nothing acknowledged lost, moved or duplicated; nothing refused done anyway.
+    let listed: BTreeMap<String, String> =
+        h.clients[2].addresses("").await.unwrap().into_iter().map(|a| (a.name, a.ip)).collect();
+    for (name, ip) in &acked {
+        assert_eq!(listed.get(name), Some(ip), "{name} was acknowledged at {ip}");
+    }
+    let ips: std::collections::BTreeSet<&String> = listed.values().collect();
+    assert_eq!(ips.len(), listed.len(), "an address is held twice");
+    for (name, _) in &refused {
+        assert!(!listed.contains_key(name), "{name} was refused with 503 and then allocated");
+    }
+    eprintln!("{} allocations acknowledged\n{}", acked.len(), report.join("\n"));
+}
+
+/// A `romana-agent` process, killed when dropped (even when the test fails).
+struct Agent(std::process::Child);
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// An agent whose credentials list two replicas starts while both are down (it waits, retrying),
+/// registers once one is up, and when the replica it uses is killed it carries on through the
+/// other: its heartbeat lease (2 s) is still renewed seconds later. Needs root (a namespace).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_starts_before_romanad_and_fails_over() {
+    let Some(ns) = romana_test_support::Netns::new(&format!("rha-{}", std::process::id())) else {
+        eprintln!("skipped: cannot make network namespaces here (needs root and iproute2)");
+        return;
+    };
+    let etcd = common::etcd("agent-ha");
+    let (da, db, work) = (TempDir::new("agent-ha-a"), TempDir::new("agent-ha-b"), TempDir::new("agent-ha-w"));
+    let mut a = common::on_etcd(&etcd, PREFIX, &["--data-dir", &da.path().display().to_string()]);
+    let mut b = common::on_etcd(&etcd, PREFIX, &["--data-dir", &db.path().display().to_string()]);
+    let admin = common::admin(&da).await;
+    admin
+        .apply_topology(&topology(
+            r#"{"networks":[{"name":"pods","cidr":"10.52.0.0/16","block_mask":28}],"topologies":[{"networks":["pods"],"map":[{"groups":[]}]}]}"#,
+        ))
+        .await
+        .unwrap();
+    let user = romana_api::rest::UserRequest {
+        name: "agent-h1".into(),
+        password: "agent-h1-password-long-enough".into(),
+        roles: vec!["service".into()],
+        tenants: vec![],
+        hosts: vec!["h1".into()],
+    };
+    admin.create_user(&user).await.unwrap();
+    let creds = romana_api::rest::Credentials {
+        endpoint: format!("{},{}", a.url, b.url),
+        username: user.name.clone(),
+        password: user.password.clone(),
+        ca: None,
+    };
+    let creds_file = work.path().join("agent.credentials");
+    std::fs::write(&creds_file, serde_json::to_vec(&creds).unwrap()).unwrap();
+    a.kill9();
+    b.kill9();
+
+    let log = work.path().join("agent.log");
+    let agent_bin = romana_test_support::sibling_bin(common::BIN, "romana-agent");
+    let child = std::process::Command::new(agent_bin)
+        .args([
+            "--host",
+            "h1",
+            "--host-ip",
+            "192.168.77.1",
+            "--netns",
+            &ns.0,
+            "--no-policy",
+            "--no-fast-path",
+        ])
+        .args(["--interval-ms", "300", "--credentials"])
+        .arg(&creds_file)
+        .arg("--socket")
+        .arg(work.path().join("agent.sock"))
+        .arg("--state-dir")
+        .arg(work.path())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("romana-agent starts");
+    let mut agent = Agent(child);
+    let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
+
+    // With every replica down the agent waits rather than exiting.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(agent.0.try_wait().unwrap().is_none(), "the agent exited with romanad down:\n{}", log_text());
+    assert!(log_text().contains("romanad not reachable yet"), "the agent says it waits:\n{}", log_text());
+
+    a.restart().expect("replica a restarts");
+    let registered = async {
+        for _ in 0..300 {
+            if admin.host("h1").await.is_ok() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        false
+    };
+    assert!(registered.await, "the agent registered h1 once a replica was up:\n{}", log_text());
+
+    // Heartbeats keep the host's liveness key (2 s lease) in the store.
+    let store = EtcdStore::connect(&etcd.endpoints()).await.unwrap();
+    let alive = || async {
+        romana_store::Store::get(&store, &format!("{PREFIX}liveness/h1")).await.unwrap().is_some()
+    };
+    b.restart().expect("replica b restarts");
+    let mut seen = false;
+    for _ in 0..100 {
+        if alive().await {
+            seen = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(seen, "the agent's heartbeat reached the store:\n{}", log_text());
+
+    // The agent talks to a (listed first, and answering): kill it. Three lease times later the
+    // heartbeat is still renewed, through b.
+    a.kill9();
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert!(agent.0.try_wait().unwrap().is_none(), "the agent exited when a died:\n{}", log_text());
+    assert!(alive().await, "the heartbeat lapsed after replica a died: no failover\n{}", log_text());
+    assert_eq!(
+        common::same_token(&admin, &b.url).host("h1").await.map(|h| h.name).ok(),
+        Some("h1".to_owned()),
+        "b serves the host"
+    );
+    drop(agent);
+    drop((a, b));
+}
