@@ -11,6 +11,12 @@ use std::time::{Duration, Instant};
 use common::Env;
 use romana_test_support::prom::{self, Scrape};
 
+/// Families this test cannot make move, and why; each is still checked to be served.
+const NOT_DRIVEN: &[(&str, &str)] = &[(
+    "romana_k8s_last_plan_writes",
+    "a gauge of the last plan only: the next plan (the namespace's second watch event, a resync) has nothing to do and sets it back to 0 within milliseconds",
+)];
+
 async fn scrape(url: &str) -> Scrape {
     let text =
         romana_client::http().get(format!("{url}/metrics")).send().await.unwrap().text().await.unwrap();
@@ -70,7 +76,6 @@ async fn the_controller_serves_every_documented_family_and_each_moves() {
         "romana_k8s_watch_events_total",
         "romana_k8s_writes_total",
         "romana_k8s_event_to_write_seconds",
-        "romana_k8s_last_plan_writes",
     ];
     expect_moved(&url, "a new namespace", &before, &m, &mut moved).await;
 
@@ -86,7 +91,10 @@ async fn the_controller_serves_every_documented_family_and_each_moves() {
         romana_client::http().get(format!("{url}/metrics")).send().await.unwrap().text().await.unwrap();
     assert!(text.contains("romana_k8s_errors_total{source=\"map\"}"), "{text}");
 
-    let untested: Vec<&String> =
-        documented.iter().map(|(n, _)| n).filter(|n| !moved.contains(&n.as_str())).collect();
+    let untested: Vec<&String> = documented
+        .iter()
+        .map(|(n, _)| n)
+        .filter(|n| !moved.contains(&n.as_str()) && !NOT_DRIVEN.iter().any(|(x, _)| x == n))
+        .collect();
     assert!(untested.is_empty(), "documented families no event of this test moves: {untested:?}");
 }
