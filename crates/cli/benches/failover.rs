@@ -6,47 +6,18 @@
 //! Run: `cargo bench -p romana-cli --bench failover` (needs root, bird2; builds the binaries).
 #![allow(clippy::unwrap_used)]
 
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use romana_test_support::{Romanad, TempDir, sibling_bin};
+use romana_test_support::TempDir;
+
+// The sandbox tests' harness: romanad and a sandbox of its own, `romana` against it, `down` on drop.
+#[allow(dead_code)]
+#[path = "../tests/common/mod.rs"]
+mod common;
+use common::Sandbox;
 
 const ROUNDS: usize = 5;
-
-struct Sb {
-    url: String,
-    creds: PathBuf,
-    state: PathBuf,
-    name: String,
-}
-
-impl Sb {
-    fn romana(&self, args: &[&str]) -> String {
-        let out = Command::new(env!("CARGO_BIN_EXE_romana"))
-            .args(args)
-            .args(["--name", &self.name, "--state-dir"])
-            .arg(&self.state)
-            .env("ROMANA_ENDPOINT", &self.url)
-            .env("ROMANA_CREDENTIALS", &self.creds)
-            .env_remove("ROMANA_CONFIG")
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "romana {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-}
-
-impl Drop for Sb {
-    fn drop(&mut self) {
-        let _ = Command::new(env!("CARGO_BIN_EXE_romana"))
-            .args(["sandbox", "down", "--name", &self.name, "--state-dir"])
-            .arg(&self.state)
-            .env("ROMANA_ENDPOINT", &self.url)
-            .env("ROMANA_CREDENTIALS", &self.creds)
-            .output();
-    }
-}
 
 fn routes(ns: &str, proto: &str) -> String {
     let out = Command::new("ip").args(["-n", ns, "-o", "route", "show", "proto", proto]).output().unwrap();
@@ -71,22 +42,12 @@ fn main() {
         eprintln!("SKIP: bird2 is not installed");
         return;
     }
-    sibling_bin(env!("CARGO_BIN_EXE_romana"), "romana-agent");
-    sibling_bin(env!("CARGO_BIN_EXE_romana"), "romana-cni");
     let dir = TempDir::new("failover");
-    let store = dir.path().join("store");
-    let romanad_bin = sibling_bin(env!("CARGO_BIN_EXE_romana"), "romanad");
-    let romanad = Romanad::start(&romanad_bin, &["--data-dir".into(), store.display().to_string()]).unwrap();
-    let name = format!("f{}", std::process::id() % 100_000);
-    let sb = Sb {
-        url: romanad.url.clone(),
-        creds: store.join("admin.credentials"),
-        state: dir.path().join("state"),
-        name: name.clone(),
-    };
-    sb.romana(&["sandbox", "up", "--routing", "bgp"]);
+    let (_romanad, sb) = Sandbox::on_new_romanad(&dir, "f");
+    let name = sb.name.clone();
+    sb.ok(&["sandbox", "up", "--routing", "bgp"]);
     for host in ["r1h1", "r1h2", "r2h1", "r2h2"] {
-        sb.romana(&["sandbox", "pod", "add", "--host", host, "--tenant", "red"]);
+        sb.ok(&["sandbox", "pod", "add", "--host", host, "--tenant", "red"]);
     }
     let rack = format!("rms-{name}-rack2");
     let neighbour = format!("rms-{name}-r2h2");
@@ -120,7 +81,7 @@ fn main() {
             },
         );
         let t0 = Instant::now();
-        sb.romana(&["sandbox", "kill-host", "r2h1"]);
+        sb.ok(&["sandbox", "kill-host", "r2h1"]);
         let (mut b, mut l) = (None, None);
         while b.is_none() || l.is_none() {
             if b.is_none() && !routes(&rack, "bird").contains(dead) {
@@ -138,7 +99,7 @@ fn main() {
         );
         bgp.push(b);
         lease.push(l);
-        sb.romana(&["sandbox", "revive-host", "r2h1"]);
+        sb.ok(&["sandbox", "revive-host", "r2h1"]);
     }
     let (b, l) = (median(&mut bgp), median(&mut lease));
     println!("median of {ROUNDS}: BGP+BFD {b:.3} s, lease {l:.3} s, ratio {:.2}", b / l);

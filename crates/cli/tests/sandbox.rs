@@ -7,7 +7,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use romana_test_support::{Romanad, TempDir, sibling_bin};
+use romana_test_support::TempDir;
 
 #[allow(dead_code)]
 mod common;
@@ -19,20 +19,9 @@ fn sandbox_up_pods_probe_status_down() {
         eprintln!("SKIP: cannot create network namespaces (needs root and iproute2)");
         return;
     }
-    // The sandbox finds the agent and plugin next to `romana`.
-    sibling_bin(env!("CARGO_BIN_EXE_romana"), "romana-agent");
-    sibling_bin(env!("CARGO_BIN_EXE_romana"), "romana-cni");
     let dir = TempDir::new("sandbox");
-    let store = dir.path().join("store");
-    let romanad_bin = sibling_bin(env!("CARGO_BIN_EXE_romana"), "romanad");
-    let _romanad = Romanad::start(&romanad_bin, &["--data-dir".into(), store.display().to_string()]).unwrap();
-    let name = format!("t{}", std::process::id() % 100_000);
-    let sb = Sandbox {
-        url: _romanad.url.clone(),
-        creds: store.join("admin.credentials"),
-        state: dir.path().join("state"),
-        name: name.clone(),
-    };
+    let (_romanad, sb) = Sandbox::on_new_romanad(&dir, "t");
+    let name = sb.name.clone();
     let prefix = format!("rms-{name}-");
 
     sb.ok(&["sandbox", "up"]);

@@ -12,7 +12,7 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use romana_test_support::{Romanad, TempDir, sibling_bin};
+use romana_test_support::TempDir;
 
 #[allow(dead_code)]
 mod common;
@@ -90,19 +90,9 @@ fn sandbox_on_bgp_routes_aggregates_with_ecmp_and_withdraws_dead_hosts() {
     if !usable() {
         return;
     }
-    sibling_bin(env!("CARGO_BIN_EXE_romana"), "romana-agent");
-    sibling_bin(env!("CARGO_BIN_EXE_romana"), "romana-cni");
     let dir = TempDir::new("sandbox-bgp");
-    let store = dir.path().join("store");
-    let romanad_bin = sibling_bin(env!("CARGO_BIN_EXE_romana"), "romanad");
-    let romanad = Romanad::start(&romanad_bin, &["--data-dir".into(), store.display().to_string()]).unwrap();
-    let name = format!("b{}", std::process::id() % 100_000);
-    let sb = Sandbox {
-        url: romanad.url.clone(),
-        creds: store.join("admin.credentials"),
-        state: dir.path().join("state"),
-        name: name.clone(),
-    };
+    let (_romanad, sb) = Sandbox::on_new_romanad(&dir, "b");
+    let name = sb.name.clone();
     let prefix = format!("rms-{name}-");
 
     sb.ok(&["sandbox", "up", "--routing", "bgp"]);

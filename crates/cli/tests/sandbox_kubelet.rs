@@ -5,7 +5,7 @@
 #![allow(clippy::unwrap_used)]
 
 use romana_api::rest::{Credentials, EndpointPort, PodInfo};
-use romana_test_support::{Romanad, TempDir, sibling_bin};
+use romana_test_support::TempDir;
 
 #[allow(dead_code)]
 mod common;
@@ -17,18 +17,8 @@ async fn a_sandbox_pod_from_kubernetes_takes_its_labels_from_the_pod_record() {
         eprintln!("SKIP: cannot create network namespaces (needs root and iproute2)");
         return;
     }
-    sibling_bin(env!("CARGO_BIN_EXE_romana"), "romana-agent");
-    sibling_bin(env!("CARGO_BIN_EXE_romana"), "romana-cni");
     let dir = TempDir::new("sandbox-kube");
-    let store = dir.path().join("store");
-    let romanad_bin = sibling_bin(env!("CARGO_BIN_EXE_romana"), "romanad");
-    let romanad = Romanad::start(&romanad_bin, &["--data-dir".into(), store.display().to_string()]).unwrap();
-    let sb = Sandbox {
-        url: romanad.url.clone(),
-        creds: store.join("admin.credentials"),
-        state: dir.path().join("state"),
-        name: format!("k{}", std::process::id() % 100_000),
-    };
+    let (_romanad, sb) = Sandbox::on_new_romanad(&dir, "k");
     // (Two racks: a one-rack sandbox fails to program its spine, a separate problem.)
     sb.ok(&["sandbox", "up", "--racks", "2", "--hosts-per-rack", "1"]);
     let creds: Credentials = serde_json::from_str(&std::fs::read_to_string(&sb.creds).unwrap()).unwrap();

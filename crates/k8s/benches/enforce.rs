@@ -13,20 +13,24 @@
 //! Needs root (namespaces); skips with a reason otherwise.
 //! `cargo build --release -p romana-agent -p romana-cni && cargo bench -p romana-k8s --bench enforce`
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use romana_api::rest::{AddressRequest, Credentials, EndpointInfo, UserRequest};
+use romana_api::rest::{AddressRequest, EndpointInfo};
 use romana_client::Client;
 use romana_kube_testserver::ApiServer;
-use romana_test_support::{Netns, TempDir, sibling_bin};
+use romana_test_support::{Netns, sibling_bin};
 use serde_json::{Value, json};
 
-const FLAT: &str = r#"{"networks":[{"name":"pods","cidr":"10.20.0.0/16","block_mask":28}],"topologies":[{"networks":["pods"],"map":[{"groups":[]}]}]}"#;
+// The controller tests' harness: romanad in this process with the controller's service user, the
+// test API server and its kubeconfig.
+#[path = "../tests/common/mod.rs"]
+mod common;
+
 const HOSTS: usize = 100;
 const TENANTS: usize = 10;
 
@@ -46,23 +50,11 @@ impl Drop for Proc {
     }
 }
 
-/// The release controller; returns it with its metrics URL (from its ready line).
-fn controller(kubeconfig: &Path, creds: &Path, log: &Path) -> (Proc, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_romana-k8s"))
-        .arg("--kubeconfig")
-        .arg(kubeconfig)
-        .arg("--credentials")
-        .arg(creds)
-        .args(["--listen", "127.0.0.1:0", "--identity", "bench", "--resync-interval", "3600"])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::from(std::fs::File::create(log).expect("log")))
-        .spawn()
-        .expect("romana-k8s starts");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("ready line");
-    let url = line.trim().strip_prefix("romana-k8s listening on ").expect("ready line").to_owned();
-    (Proc(child), url)
+/// The controller as the benchmark runs it: no periodic resync during the rounds, the binary's
+/// own lease duration, its log in the benchmark's directory.
+fn controller(env: &common::Env) -> common::Controller {
+    let extra = ["--lease-duration", "15", "--resync-interval", "3600"];
+    common::Controller::spawn(env, "bench", &env.dir.path().join("k8s.log"), &extra, "warn")
 }
 
 /// The sum of a metric's series (every label set) on the controller's `/metrics`.
@@ -330,37 +322,13 @@ async fn main() {
     host.ip("link set up0 up");
     host.ip("link set up1 up");
 
-    let dir = TempDir::new("k8s-enforce");
-    let admin_creds = dir.path().join("admin.credentials");
-    let url = romana_services::serve_loopback(
-        "k8s-enforce",
-        Some(serde_json::from_str(FLAT).expect("topology")),
-        Some(admin_creds.clone()),
-    )
-    .await
-    .expect("romanad");
-    let admin: Credentials =
-        serde_json::from_str(&std::fs::read_to_string(&admin_creds).expect("creds")).expect("creds");
-    let c = Arc::new(Client::from_credentials(&admin).await.expect("login"));
-    let user = UserRequest {
-        name: "romana-k8s".into(),
-        password: "bench-password-1".into(),
-        roles: vec!["service".into()],
-        tenants: vec![],
-        hosts: vec![],
-    };
-    c.create_user(&user).await.expect("service user");
-    let ctl_creds = dir.path().join("k8s.credentials");
-    let svc =
-        Credentials { endpoint: url, username: user.name.clone(), password: user.password.clone(), ca: None };
-    std::fs::write(&ctl_creds, serde_json::to_string(&svc).expect("json")).expect("write");
-
-    let api = ApiServer::start().expect("API server");
-    let kubeconfig = dir.path().join("kubeconfig");
-    api.write_kubeconfig(&kubeconfig).expect("kubeconfig");
+    let env = common::Env::start("k8s-enforce").await;
+    let (dir, api, admin_creds) = (&env.dir, &env.api, &env.admin_creds);
+    let c = Arc::clone(&env.admin);
     let t = Instant::now();
-    load_api(&api, n_pods, n_policies);
-    let (ctl, ctl_url) = controller(&kubeconfig, &ctl_creds, &dir.path().join("k8s.log"));
+    load_api(api, n_pods, n_policies);
+    let ctl = controller(&env);
+    let ctl_url = ctl.metrics_url.clone();
     let start = Instant::now();
     loop {
         let pods = c.pods().await.map(|p| p.len()).unwrap_or(0);
@@ -379,7 +347,7 @@ async fn main() {
     let mirrored_in = t.elapsed();
 
     let sock = dir.path().join("agent.sock");
-    let _agent = agent(&admin_creds, &host.0, &sock, &dir.path().join("agent.log"));
+    let _agent = agent(admin_creds, &host.0, &sock, &dir.path().join("agent.log"));
     wait_for("agent ready", 60, async || agent_metric(&sock, "romana_agent_firewall_syncs_total") >= 0.0)
         .await;
     let srv = Netns::new(&format!("rme-{pid}-srv")).expect("pod namespace");
@@ -476,7 +444,7 @@ async fn main() {
         lb_api.push(until(&cli_ns, srv_ip, true, t));
     }
     assert_eq!(direct_phase_writes, 0.0, "the controller wrote to romanad during the direct rounds");
-    let rss_kib: u64 = std::fs::read_to_string(format!("/proc/{}/status", ctl.0.id()))
+    let rss_kib: u64 = std::fs::read_to_string(format!("/proc/{}/status", ctl.pid().expect("running")))
         .unwrap_or_default()
         .lines()
         .find_map(|l| l.strip_prefix("VmRSS:")?.trim().trim_end_matches(" kB").trim().parse().ok())

@@ -6,16 +6,16 @@
 //! `romana policy apply` does) in the same run, and a pod label change to romanad's pod record
 //! against `PUT /pods` directly. Sizes: `SCALE_NS`, `SCALE_PODS`, `SCALE_CHANGES`; `-- --quick` runs a tenth.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use reqwest::Method;
-use romana_api::rest::{Credentials, UserRequest};
 use romana_client::Client;
-use romana_kube_testserver::ApiServer;
-use romana_test_support::TempDir;
 use serde_json::{Value, json};
+
+// The controller tests' harness: romanad in this process with the controller's service user, the
+// test API server and its kubeconfig.
+#[path = "../tests/common/mod.rs"]
+mod common;
 
 const FLAT: &str = r#"{"networks":[{"name":"pods","cidr":"10.0.0.0/8","block_mask":28}],"topologies":[{"networks":["pods"],"map":[{"groups":[]}]}]}"#;
 
@@ -30,40 +30,11 @@ fn netpol(ns: &str, name: &str, app: &str) -> Value {
                  "ingress": [{"from": [{"podSelector": {"matchLabels": {"app": app}}}]}]}})
 }
 
-struct Ctl(Child, String);
-
-impl Drop for Ctl {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start(kubeconfig: &std::path::Path, creds: &std::path::Path, log: &std::path::Path) -> Ctl {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_romana-k8s"))
-        .arg("--kubeconfig")
-        .arg(kubeconfig)
-        .arg("--credentials")
-        .arg(creds)
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--identity",
-            "bench",
-            "--lease-duration",
-            "5",
-            "--resync-interval",
-            "3600",
-        ])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::from(std::fs::File::create(log).expect("log")))
-        .spawn()
-        .expect("romana-k8s starts");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("ready line");
-    let url = line.trim().strip_prefix("romana-k8s listening on ").expect("ready line").to_owned();
-    Ctl(child, url)
+/// The controller as the benchmark runs it: identity `bench` (a restart takes its own lease back
+/// at once), no periodic resync during the measurements.
+fn start(env: &common::Env, log: &str) -> common::Controller {
+    let extra = ["--lease-duration", "5", "--resync-interval", "3600"];
+    common::Controller::spawn(env, "bench", &env.dir.path().join(log), &extra, "warn")
 }
 
 async fn metric(url: &str, series: &str) -> Option<f64> {
@@ -108,38 +79,8 @@ async fn main() {
     let (n_ns, n_pods, n_changes) =
         (env_usize("SCALE_NS", ns0), env_usize("SCALE_PODS", pods0), env_usize("SCALE_CHANGES", changes0));
     let n_nodes = 100;
-    let dir = TempDir::new("k8s-scale");
-    let admin_creds = dir.path().join("admin.credentials");
-    let url = romana_services::serve_loopback(
-        "k8s-scale",
-        Some(serde_json::from_str(FLAT).expect("topology")),
-        Some(admin_creds.clone()),
-    )
-    .await
-    .expect("romanad");
-    let admin: Credentials =
-        serde_json::from_str(&std::fs::read_to_string(&admin_creds).expect("creds")).expect("creds");
-    let c = Client::from_credentials(&admin).await.expect("login");
-    let user = UserRequest {
-        name: "romana-k8s".into(),
-        password: "bench-password-1".into(),
-        roles: vec!["service".into()],
-        tenants: vec![],
-        hosts: vec![],
-    };
-    c.create_user(&user).await.expect("service user");
-    let creds = dir.path().join("k8s.credentials");
-    let svc = Credentials {
-        endpoint: url.clone(),
-        username: user.name.clone(),
-        password: user.password.clone(),
-        ca: None,
-    };
-    std::fs::write(&creds, serde_json::to_string(&svc).expect("json")).expect("write");
-
-    let api = ApiServer::start().expect("API server");
-    let kubeconfig = dir.path().join("kubeconfig");
-    api.write_kubeconfig(&kubeconfig).expect("kubeconfig");
+    let env = common::Env::start_with("k8s-scale", FLAT).await;
+    let (api, c) = (&env.api, &env.admin);
     let put = |v: &str, r: &str, o: Value| drop(api.put_object(v, r, o).expect("put_object"));
     put(
         "v1",
@@ -175,14 +116,14 @@ async fn main() {
 
     // First sync: everything written to romanad.
     let t0 = Instant::now();
-    let ctl = start(&kubeconfig, &creds, &dir.path().join("c1.log"));
+    let ctl = start(&env, "c1.log");
     // Nothing is planned before every kind is listed, so the first plan holds every write.
-    while metric(&ctl.1, "romana_k8s_plans_total").await.unwrap_or(0.0) < 1.0 {
+    while metric(&ctl.metrics_url, "romana_k8s_plans_total").await.unwrap_or(0.0) < 1.0 {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let first = t0.elapsed();
     assert_eq!(c.pods().await.expect("pods").len(), n_pods, "every pod record written");
-    let (rss, hwm) = rss_kib(ctl.0.id());
+    let (rss, hwm) = rss_kib(ctl.pid().expect("running"));
     println!(
         "first sync (list + {} writes): {:.2} s; RSS {} MiB, peak {} MiB",
         n_pods + 2 * n_ns + n_nodes,
@@ -194,13 +135,13 @@ async fn main() {
 
     // Restart with romanad equal: relist, read romanad, plan (no writes).
     let t0 = Instant::now();
-    let ctl = start(&kubeconfig, &creds, &dir.path().join("c2.log"));
-    while metric(&ctl.1, "romana_k8s_plans_total").await.unwrap_or(0.0) < 1.0 {
+    let ctl = start(&env, "c2.log");
+    while metric(&ctl.metrics_url, "romana_k8s_plans_total").await.unwrap_or(0.0) < 1.0 {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let relist = t0.elapsed();
-    let writes = metric(&ctl.1, "romana_k8s_last_plan_writes").await;
-    let (rss, hwm) = rss_kib(ctl.0.id());
+    let writes = metric(&ctl.metrics_url, "romana_k8s_last_plan_writes").await;
+    let (rss, hwm) = rss_kib(ctl.pid().expect("running"));
     println!(
         "restart relist to converged plan: {:.2} s (writes in it: {writes:?}); RSS {} MiB, peak {} MiB",
         relist.as_secs_f64(),
@@ -216,13 +157,13 @@ async fn main() {
         let app = format!("a{k}");
         let t = Instant::now();
         put("networking.k8s.io/v1", "networkpolicies", netpol(&ns, "np", &app));
-        through.push(seen(&c, &ns, "np", &app).await - t);
+        through.push(seen(c, &ns, "np", &app).await - t);
         // Baseline: the same kind of change, posted directly, confirmed the same way.
         let app2 = format!("b{k}");
         let ns2 = format!("direct{}", k % 50);
         let t = Instant::now();
         c.apply_netpol(&netpol(&ns2, "np", &app2)).await.expect("apply");
-        direct.push(seen(&c, &ns2, "np", &app2).await - t);
+        direct.push(seen(c, &ns2, "np", &app2).await - t);
     }
     let (tp50, tp99) = (pct(&mut through, 0.5), pct(&mut through, 0.99));
     let (dp50, dp99) = (pct(&mut direct, 0.5), pct(&mut direct, 0.99));
@@ -252,18 +193,18 @@ async fn main() {
             "metadata": {"name": name, "namespace": ns, "labels": {"app": "db", "i": i.to_string(), "v": v}},
             "spec": {"nodeName": format!("node{}", i % n_nodes), "containers": [{"name": "c", "image": "x", "ports": [{"name": "pg", "containerPort": 5432}]}]}}),
         );
-        through.push(pod_seen(&c, &ns, &name, &v).await - t);
+        through.push(pod_seen(c, &ns, &name, &v).await - t);
         let mut p = c.pod(&ns, &name).await.expect("pod");
         let v2 = format!("w{k}");
         p.labels.insert("v".into(), v2.clone());
         let t_put = Instant::now();
         c.put_pod(&p).await.expect("put pod");
-        direct.push(pod_seen(&c, &ns, &name, &v2).await - t_put);
+        direct.push(pod_seen(c, &ns, &name, &v2).await - t_put);
     }
     let (tp50, tp99) = (pct(&mut through, 0.5), pct(&mut through, 0.99));
     let (dp50, dp99) = (pct(&mut direct, 0.5), pct(&mut direct, 0.99));
     let text = romana_client::http()
-        .get(format!("{}/metrics", ctl.1))
+        .get(format!("{}/metrics", ctl.metrics_url))
         .send()
         .await
         .expect("metrics")

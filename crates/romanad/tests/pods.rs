@@ -364,3 +364,63 @@ async fn concurrent_record_writes_and_registrations_miss_nothing() {
     let e = s.admin.endpoint("w0").await.unwrap();
     assert_eq!(e.labels["app"], format!("v{ROUNDS}"), "the endpoint missed the record's last change: {e:?}");
 }
+
+/// On a host romana-k8s manages (its tag `romana.io/managed-by=romana-k8s`), pods' labels come
+/// only from their records: the host's agent can neither register an endpoint with labels or
+/// named ports of its own, nor relabel one, nor take the tag off its host. Before the tag, the
+/// same requests succeed (the control); an admin is not restricted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_cannot_choose_labels_on_a_host_the_controller_manages() {
+    let s = setup("pods-managed").await;
+    let (controller, _) = login(&s.url, "controller").await;
+    let (agent, agent_t) = login(&s.url, "agent-h1").await;
+    let w0 = allocate(&s.admin, "w0", "h1").await;
+    let w1 = allocate(&s.admin, "w1", "h1").await;
+    let labelled = |a| EndpointInfo { ports: vec![], ..endpoint(a, "") };
+    let ported = |a| EndpointInfo {
+        labels: Default::default(),
+        ports: vec![EndpointPort { name: "http".into(), protocol: "TCP".into(), port: 80 }],
+        ..endpoint(a, "")
+    };
+    // The control: an unmanaged host's agent labels its endpoints (ROMANA_LABELS).
+    agent.put_endpoint(&labelled(&w0)).await.unwrap();
+
+    let mut tags = s.admin.host("h1").await.unwrap().tags;
+    tags.insert("romana.io/managed-by".into(), "romana-k8s".into());
+    controller.set_tags("h1", &romana_api::rest::TagsRequest { tags: tags.clone() }).await.unwrap();
+    let before = (s.admin.endpoint("w0").await.unwrap(), s.admin.host("h1").await.unwrap().tags);
+    let mut untagged = tags.clone();
+    untagged.remove("romana.io/managed-by");
+    let mut retagged = tags.clone();
+    retagged.insert("romana.io/managed-by".into(), "someone-else".into());
+    use Method as M;
+    let managed = "host h1 is managed by romana-k8s";
+    let failures = run(
+        &s.url,
+        &agent_t,
+        "agent-h1",
+        &[
+            (M::PUT, "/endpoints/w1".into(), Some(json!(labelled(&w1))), 403, managed),
+            (M::PUT, "/endpoints/w1".into(), Some(json!(ported(&w1))), 403, managed),
+            (M::PUT, "/endpoints/w0".into(), Some(json!(labelled(&w0))), 403, managed),
+            (M::PUT, "/endpoints/w0/labels".into(), Some(json!({"labels": {"app": "db"}})), 403, managed),
+            (M::PUT, "/hosts/h1/tags".into(), Some(json!({"tags": untagged})), 403, "romana.io/managed-by"),
+            (M::PUT, "/hosts/h1/tags".into(), Some(json!({"tags": retagged})), 403, "romana.io/managed-by"),
+        ],
+    )
+    .await;
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    let after = (s.admin.endpoint("w0").await.unwrap(), s.admin.host("h1").await.unwrap().tags);
+    assert_eq!(after, before, "nothing changed on refusal");
+    assert_eq!(s.admin.endpoint("w1").await.unwrap_err().status(), Some(404), "w1 was not registered");
+
+    // What stays allowed: a bare registration (kubelet pods register with `pod` set), other tags
+    // with the mark kept, and an admin's labels.
+    let bare = EndpointInfo { labels: Default::default(), ..labelled(&w1) };
+    agent.put_endpoint(&bare).await.unwrap();
+    let mut more = tags.clone();
+    more.insert("zone".into(), "z1".into());
+    agent.set_tags("h1", &romana_api::rest::TagsRequest { tags: more }).await.unwrap();
+    s.admin.put_endpoint(&labelled(&w1)).await.unwrap();
+    assert_eq!(s.admin.endpoint("w1").await.unwrap().labels, labelled(&w1).labels);
+}

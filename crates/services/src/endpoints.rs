@@ -99,6 +99,7 @@ async fn replace(
     }
     validate(&e)?;
     scope::require_host(&p, &e.host)?;
+    crate::managed_hosts::check_endpoint(&s, &p, &e)?;
     // One spelling of the address (IPv6 has many).
     e.ip = e.ip.parse::<std::net::IpAddr>().map(|ip| ip.to_string()).unwrap_or_default();
     let owned = s.ipam.read(|st| {
@@ -144,6 +145,7 @@ async fn labels(
         s.store.get(&key).await?.ok_or_else(|| ApiError::not_found(format!("unknown endpoint {name}")))?;
     let mut e = decode(&key, &kv.value)?;
     scope::require_host(&p, &e.host)?;
+    crate::managed_hosts::check_relabel(&s, &p, &name, &e.host)?;
     if !e.pod.is_empty() {
         return Err(ApiError::conflict(format!(
             "the labels of endpoint {name} are pod {}'s: change its record (PUT /pods/{})",

@@ -241,9 +241,11 @@ fn empty_address() -> Address {
 
 async fn set_tags(
     State(s): State<AppState>,
+    Extension(p): Extension<Principal>,
     Path(name): Path<String>,
     Body(req): Body<TagsRequest>,
 ) -> ApiResult<Json<Host>> {
+    crate::managed_hosts::check_tags(&s, &p, &name, &req.tags)?;
     s.ipam.set_tags(host_name(&name)?, req.tags).await?;
     Ok(Json(find_host(&s, &name)?))
 }

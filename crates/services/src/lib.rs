@@ -24,6 +24,7 @@ pub mod legacy_openstack;
 pub mod liveness;
 pub mod liveness_api;
 pub mod login_limit;
+pub mod managed_hosts;
 pub mod metrics;
 pub mod netpols;
 pub mod openapi;

@@ -1,9 +1,11 @@
-//! What the sandbox tests share: `romana` run against one sandbox (a romanad process and a state
-//! directory of the test's own), a guard that runs `sandbox down` even when a test fails
-//! half-way, and the namespace helpers.
+//! What the sandbox tests and the failover benchmark share: a romanad process of their own with
+//! a sandbox on it, `romana` run against that sandbox, a guard that runs `sandbox down` even when
+//! a test fails half-way, and the namespace helpers.
 
 use std::path::PathBuf;
 use std::process::{Command, Output};
+
+use romana_test_support::{Romanad, TempDir, sibling_bin};
 
 /// One sandbox of a test: romanad's URL and admin credentials, the state directory, the name.
 pub struct Sandbox {
@@ -14,6 +16,26 @@ pub struct Sandbox {
 }
 
 impl Sandbox {
+    /// romanad (embedded store in `dir`) and a sandbox on it named `letter` and this process's
+    /// id (to be brought up by the caller), once the agent and plugin it runs are found built
+    /// beside `romana`. Bind both (`let (_romanad, sb) = ...`): the sandbox goes down first.
+    pub fn on_new_romanad(dir: &TempDir, letter: &str) -> (Romanad, Sandbox) {
+        for bin in ["romana-agent", "romana-cni"] {
+            sibling_bin(env!("CARGO_BIN_EXE_romana"), bin);
+        }
+        let store = dir.path().join("store");
+        let romanad_bin = sibling_bin(env!("CARGO_BIN_EXE_romana"), "romanad");
+        let romanad = Romanad::start(&romanad_bin, &["--data-dir".into(), store.display().to_string()])
+            .expect("romanad starts");
+        let sb = Sandbox {
+            url: romanad.url.clone(),
+            creds: store.join("admin.credentials"),
+            state: dir.path().join("state"),
+            name: format!("{letter}{}", std::process::id() % 100_000),
+        };
+        (romanad, sb)
+    }
+
     /// `romana ARGS --name NAME --state-dir STATE` against this sandbox's romanad.
     pub fn romana(&self, args: &[&str]) -> Output {
         Command::new(env!("CARGO_BIN_EXE_romana"))

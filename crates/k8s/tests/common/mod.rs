@@ -1,12 +1,14 @@
-//! What the controller's integration tests share: romanad in the test process (memory store,
-//! authentication on) with a `service` user for the controller, the test Kubernetes API server,
-//! kubectl against it, and the controller binary as a process (killed on drop).
+//! What the controller's integration tests and benchmarks share: romanad in the test process
+//! (memory store, authentication on) with a `service` user for the controller, the test
+//! Kubernetes API server, kubectl against it, and the controller binary as a process (killed on
+//! drop).
 
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use romana_api::rest::{Credentials, UserRequest};
@@ -20,7 +22,9 @@ pub struct Env {
     pub dir: TempDir,
     pub api: ApiServer,
     pub kubeconfig: PathBuf,
-    pub admin: Client,
+    pub admin: Arc<Client>,
+    /// The admin's credentials file.
+    pub admin_creds: PathBuf,
     /// The controller's credentials (a `service` user).
     pub creds: PathBuf,
     pub url: String,
@@ -29,11 +33,16 @@ pub struct Env {
 impl Env {
     /// romanad inside the test process.
     pub async fn start(tag: &str) -> Env {
+        Env::start_with(tag, FLAT).await
+    }
+
+    /// romanad inside the test process, starting with `topology` (JSON).
+    pub async fn start_with(tag: &str, topology: &str) -> Env {
         let dir = TempDir::new(tag);
         let admin_creds = dir.path().join("admin.credentials");
         let url = romana_services::serve_loopback(
             tag,
-            Some(serde_json::from_str(FLAT).expect("topology")),
+            Some(serde_json::from_str(topology).expect("topology")),
             Some(admin_creds.clone()),
         )
         .await
@@ -52,6 +61,8 @@ impl Env {
         let admin = Client::from_credentials(&serde_json::from_str(&text).expect("credentials parse"))
             .await
             .expect("admin login");
+        let admin = Arc::new(admin);
+        let admin_creds = admin_creds.to_owned();
         let password = "k8s-controller-password-1".to_owned();
         let user = UserRequest {
             name: "romana-k8s".into(),
@@ -67,7 +78,7 @@ impl Env {
         let api = ApiServer::start().expect("API server starts");
         let kubeconfig = dir.path().join("kubeconfig");
         api.write_kubeconfig(&kubeconfig).expect("kubeconfig");
-        let env = Env { dir, api, kubeconfig, admin, creds, url };
+        let env = Env { dir, api, kubeconfig, admin, admin_creds, creds, url };
         env.kubectl_f("create", "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: romana-system\n");
         env
     }
@@ -124,15 +135,27 @@ pub struct Controller {
 impl Controller {
     pub fn start(env: &Env, identity: &str, extra: &[&str]) -> Controller {
         let log = env.dir.path().join(format!("{identity}.log"));
+        Controller::spawn(env, identity, &log, extra, "info")
+    }
+
+    /// The controller with the tests' short lease and resync interval unless `extra` names
+    /// them (the benchmarks' own), its log in `log` at level `log_level` (or RUST_LOG's).
+    pub fn spawn(env: &Env, identity: &str, log: &Path, extra: &[&str], log_level: &str) -> Controller {
+        let log = log.to_owned();
+        let mut args = vec!["--listen", "127.0.0.1:0", "--identity", identity];
+        for (flag, value) in [("--lease-duration", "2"), ("--resync-interval", "2")] {
+            if !extra.contains(&flag) {
+                args.extend([flag, value]);
+            }
+        }
         let mut child = Command::new(env!("CARGO_BIN_EXE_romana-k8s"))
             .arg("--kubeconfig")
             .arg(&env.kubeconfig)
             .arg("--credentials")
             .arg(&env.creds)
-            .args(["--listen", "127.0.0.1:0", "--identity", identity, "--lease-duration", "2"])
-            .args(["--resync-interval", "2"])
+            .args(args)
             .args(extra)
-            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
+            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| log_level.into()))
             .stdout(Stdio::piped())
             .stderr(Stdio::from(std::fs::File::create(&log).expect("log file")))
             .spawn()
@@ -151,6 +174,11 @@ impl Controller {
         });
         let url = line.strip_prefix("romana-k8s listening on ").expect("ready line").trim().to_owned();
         Controller { child: Some(child), metrics_url: url, log, identity: identity.to_owned() }
+    }
+
+    /// The process's id while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     pub fn kill9(&mut self) {
