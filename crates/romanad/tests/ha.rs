@@ -468,3 +468,69 @@ async fn an_agent_starts_before_romanad_and_fails_over() {
     drop(agent);
     drop((a, b));
 }
+
+/// The route manager's leader replica is killed with SIGKILL: another replica leads (the leader
+/// key names it) and publishes route sets again. The hand-over time is printed
+/// (docs/benchmarks.md); only a hang fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_route_managers_leader_hands_over() {
+    let mut h = ha("leader").await;
+    setup_two_hosts(&h.clients[0]).await;
+    let store = EtcdStore::connect(&h.etcd.endpoints()).await.unwrap();
+    let key = format!("{PREFIX}leader/route-manager");
+    let holder = || async {
+        romana_store::Store::get(&store, &key)
+            .await
+            .unwrap()
+            .map(|kv| String::from_utf8_lossy(&kv.value).into_owned())
+    };
+    let mut rounds = Vec::new();
+    for round in 0..2 {
+        let mut leader = None;
+        for _ in 0..100 {
+            leader = holder().await;
+            if leader.is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let leader = leader.expect("a replica leads within 10 s");
+        // The instance name is "PID-PORT".
+        let victim = h
+            .replicas
+            .iter()
+            .position(|r| r.pid().is_some_and(|p| leader.starts_with(&format!("{p}-"))))
+            .unwrap_or_else(|| panic!("the leader {leader} is one of the replicas"));
+        let killed = Instant::now();
+        h.replicas[victim].kill9();
+        let mut next = None;
+        while killed.elapsed() < HANG {
+            if let Some(l) = holder().await
+                && l != leader
+            {
+                next = Some(l);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let next =
+            next.unwrap_or_else(|| panic!("round {round}: nobody took over from {leader} in {HANG:?}"));
+        rounds.push(format!("hand-over {round}: {leader} -> {next} in {} ms", killed.elapsed().as_millis()));
+        // The new leader publishes: a new host gets its route set.
+        let alive = h.replicas.iter().position(|r| r.pid().is_some()).unwrap();
+        let name = format!("late{round}");
+        h.clients[alive].add_host(&host(&name, &format!("192.168.6.{}", round + 1), &[])).await.unwrap();
+        let routes = format!("{PREFIX}routes/{name}");
+        let mut published = false;
+        for _ in 0..100 {
+            if romana_store::Store::get(&store, &routes).await.unwrap().is_some() {
+                published = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(published, "the new leader {next} published {name}'s route set");
+        h.replicas[victim].restart().expect("the killed replica restarts");
+    }
+    eprintln!("{}", rounds.join("\n"));
+}
