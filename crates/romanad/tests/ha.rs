@@ -534,3 +534,39 @@ async fn the_route_managers_leader_hands_over() {
     }
     eprintln!("{}", rounds.join("\n"));
 }
+
+/// Under allocation load from clients over every replica, replicas are killed with SIGKILL one
+/// at a time (and restarted): the clients move to the others. The longest interval without an
+/// allocation is printed (docs/benchmarks.md); nothing acknowledged is lost or duplicated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn allocation_carries_on_when_a_replica_dies() {
+    let mut h = ha("replicas").await;
+    setup_two_hosts(&h.clients[0]).await;
+    let load = Load::start(&h, 6);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut report = Vec::new();
+    for victim in [0, 1] {
+        let killed = Instant::now();
+        h.replicas[victim].kill9();
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let gap = load.longest_gap(killed - Duration::from_millis(500), Instant::now());
+        let errors = load.errors_between(killed, Instant::now());
+        report.push(format!(
+            "replica {victim} killed: longest interval without an allocation {} ms, {} failed calls",
+            gap.as_millis(),
+            errors.len()
+        ));
+        assert!(gap < HANG, "allocation hung after replica {victim} died: {report:?}");
+        h.replicas[victim].restart().expect("the replica restarts");
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    let acked = load.stop().await;
+    let listed: BTreeMap<String, String> =
+        h.clients[2].addresses("").await.unwrap().into_iter().map(|a| (a.name, a.ip)).collect();
+    for (name, ip) in &acked {
+        assert_eq!(listed.get(name), Some(ip), "{name} was acknowledged at {ip}");
+    }
+    let ips: std::collections::BTreeSet<&String> = listed.values().collect();
+    assert_eq!(ips.len(), listed.len(), "an address is held twice");
+    eprintln!("{} allocations acknowledged\n{}", acked.len(), report.join("\n"));
+}
