@@ -244,9 +244,15 @@ async fn allocation_carries_on_when_etcd_members_die() {
     let mut h = ha("members").await;
     setup_two_hosts(&h.clients[0]).await;
     let load = Load::start(&h, 6);
+    let started = Instant::now();
     tokio::time::sleep(Duration::from_secs(2)).await;
+    // The baseline of the same run: the longest interval with nothing killed.
+    let baseline = load.longest_gap(started + Duration::from_millis(500), Instant::now());
 
-    let mut report = Vec::new();
+    let mut report = vec![format!(
+        "no kill (baseline): longest interval without an allocation {} ms",
+        baseline.as_millis()
+    )];
     for kind in ["follower", "leader"] {
         let l = leader(&h.etcd).await;
         let victim = if kind == "leader" {
@@ -543,8 +549,14 @@ async fn allocation_carries_on_when_a_replica_dies() {
     let mut h = ha("replicas").await;
     setup_two_hosts(&h.clients[0]).await;
     let load = Load::start(&h, 6);
+    let started = Instant::now();
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let mut report = Vec::new();
+    // The baseline of the same run: the longest interval with nothing killed.
+    let baseline = load.longest_gap(started + Duration::from_millis(500), Instant::now());
+    let mut report = vec![format!(
+        "no kill (baseline): longest interval without an allocation {} ms",
+        baseline.as_millis()
+    )];
     for victim in [0, 1] {
         let killed = Instant::now();
         h.replicas[victim].kill9();
