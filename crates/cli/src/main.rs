@@ -22,9 +22,10 @@ use romana_client::{Client, ClientError};
 #[derive(Parser, Debug)]
 #[command(name = "romana", version, about = "Romana: cloud-native networking without overlays")]
 struct Cli {
-    /// romanad URL(s), comma separated [default: config file, else http://127.0.0.1:9600]
+    /// romanad URL(s), comma separated or the flag repeated [default: config file, else
+    /// http://127.0.0.1:9600]
     #[arg(short = 'e', long, global = true, env = "ROMANA_ENDPOINT")]
-    endpoint: Option<String>,
+    endpoint: Vec<String>,
     /// Config file (YAML: `endpoint: http://...`) [default: ~/.romana.yaml, /etc/romana/cli.yaml]
     #[arg(short = 'c', long, global = true, env = "ROMANA_CONFIG")]
     config: Option<PathBuf>,
@@ -842,12 +843,13 @@ fn trusted_ca(
 /// token, --username/--password, or romanad's credentials file.
 async fn connect(cli: &Cli, file: &config::FileConfig) -> anyhow::Result<Client> {
     let creds = load_credentials(cli, file)?;
-    let explicit = cli.endpoint.as_deref().or(file.endpoint.as_deref());
+    let flags = (!cli.endpoint.is_empty()).then(|| cli.endpoint.join(","));
+    let explicit = flags.as_deref().or(file.endpoint.as_deref());
     let endpoints = match (explicit, &creds) {
         (None, Some(c)) => romana_client::endpoint_list(&c.endpoint),
         _ => config::endpoints(explicit, file),
     };
-    let source = match (&cli.endpoint, &file.endpoint, &credentials_path(cli, file)) {
+    let source = match (&flags, &file.endpoint, &credentials_path(cli, file)) {
         (Some(e), _, _) if std::env::var("ROMANA_ENDPOINT").is_ok_and(|v| &v == e) => {
             "ROMANA_ENDPOINT".to_owned()
         }

@@ -43,7 +43,7 @@ impl Romanad {
     pub async fn connect(creds: Credentials, endpoints: Option<Vec<String>>) -> Result<Romanad, ClientError> {
         let tls =
             creds.ca.as_ref().map(|ca| romana_client::Tls { ca_pem: Some(ca.clone()), ..Default::default() });
-        let endpoints = endpoints.unwrap_or_else(|| vec![creds.endpoint.clone()]);
+        let endpoints = endpoints.unwrap_or_else(|| romana_client::endpoint_list(&creds.endpoint));
         let client = Client::with_tls(endpoints, tls.as_ref())?;
         client.login(&creds.username, &creds.password).await?;
         Ok(Romanad { client, creds })

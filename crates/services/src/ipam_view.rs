@@ -21,6 +21,9 @@ pub struct Synced {
     pub ipam: Ipam,
     /// The highest store revision applied.
     pub revision: Revision,
+    /// The highest revision of a key that shapes the IPAM (topology, hosts, blocks, blackouts,
+    /// numbers): what route sets depend on, unmoved by the leader's heartbeat or fences.
+    pub ipam_revision: Revision,
     /// Block records as stored, with their revision: the base of every write to a block.
     pub(crate) committed: HashMap<String, (Revision, BlockRecord)>,
     /// Revision applied per key, so that a late watch event never undoes a newer refresh.
@@ -35,6 +38,7 @@ impl Synced {
         Synced {
             ipam: Ipam::new(TopologySpec::default()).expect("the empty topology is valid"),
             revision: 0,
+            ipam_revision: 0,
             committed: HashMap::new(),
             applied: HashMap::new(),
             tenant_numbers: HashMap::new(),
@@ -90,6 +94,7 @@ impl Synced {
         if of == KeyOf::Other {
             return;
         }
+        self.ipam_revision = self.ipam_revision.max(kv.mod_revision);
         if self.applied.get(&kv.key).is_some_and(|r| *r >= kv.mod_revision) {
             return;
         }
@@ -263,6 +268,7 @@ impl Synced {
             s.apply(keys, EventKind::Put, kv);
         }
         s.revision = rev;
+        s.ipam_revision = rev;
         s
     }
 }

@@ -20,6 +20,7 @@ pub(crate) mod ipam_writes;
 pub mod jitter;
 pub mod key_file;
 pub mod keys;
+pub(crate) mod leader;
 pub mod legacy_openstack;
 pub mod liveness;
 pub mod liveness_api;

@@ -1,19 +1,20 @@
 //! The Route Manager: host liveness from agents' leased heartbeats, and every host's route set
 //! published to the store (`routes/<host>`) for agents to follow on the watch. A host that stops
 //! renewing its heartbeat lease has its routes withdrawn from every other host's set; they come
-//! back when it returns. One replica publishes (a leased leader key); every replica answers
+//! back when it returns. One replica publishes (the leader, `leader.rs`); every replica answers
 //! `GET /routes/{host}` from the same rule (`route_sets.rs`). Heartbeats arrive through
 //! `liveness_api.rs`. Knows nothing of HTTP.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use romana_model::HostName;
-use romana_store::{Compare, LeaseId, Op, Store, Txn};
+use romana_store::{Op, Store, Txn};
 
 use crate::ipam_sync::IpamHandle;
 use crate::keys::Keys;
+use crate::leader::{BEAT, Election};
 pub use crate::liveness::Liveness;
 use crate::route_sets::host_routes;
 
@@ -39,15 +40,16 @@ pub fn spawn(
 ) {
     tokio::spawn(async move {
         let mut published: BTreeMap<String, Vec<u8>> = BTreeMap::new();
-        let mut leader: Option<LeaseId> = None;
+        let mut election = Election::new(keys.leader("route-manager"), instance);
+        let mut leading = false;
         let mut last_input: Option<(i64, BTreeSet<String>, BTreeSet<String>)> = None;
         let mut tick = tokio::time::interval(Duration::from_millis(200));
-        let mut n: u64 = 0;
+        let mut last_round: Option<Instant> = None;
         loop {
             // Liveness is read on the tick; an IPAM change (a new block, a host) wakes the loop
             // at once, so agents following the watch see new routes without waiting a tick.
             tokio::select! {
-                _ = tick.tick() => n += 1,
+                _ = tick.tick() => {}
                 _ = ipam.changed() => {}
             }
             if let Ok((seen, live)) = read_liveness(&*store, &keys).await {
@@ -55,14 +57,13 @@ pub fn spawn(
                 l.monitored = seen;
                 l.live = live;
             }
-            // Leadership: a leased key; renewed about every second.
-            leader = match leader {
-                Some(lease) if !n.is_multiple_of(5) || store.lease_keepalive(lease).await.is_ok() => {
-                    Some(lease)
-                }
-                _ => campaign(&*store, &keys, &instance).await,
-            };
-            if leader.is_none() {
+            // Leadership (`leader.rs`): a round every `BEAT`, not on every IPAM wake-up.
+            let now = Instant::now();
+            if last_round.is_none_or(|t| now.duration_since(t) >= BEAT) {
+                leading = election.round(&*store, now).await;
+                last_round = Some(now);
+            }
+            if !leading {
                 published.clear();
                 last_input = None;
                 continue;
@@ -71,7 +72,7 @@ pub fn spawn(
             // 0.7 ms per host at 1,000 hosts (docs/benchmarks.md).
             let input = {
                 let l = liveness.read().unwrap_or_else(|p| p.into_inner());
-                (ipam.read(|v| v.revision), l.monitored.clone(), l.live.clone())
+                (ipam.read(|v| v.ipam_revision), l.monitored.clone(), l.live.clone())
             };
             if last_input.as_ref() == Some(&input) {
                 continue;
@@ -101,7 +102,9 @@ pub fn spawn(
             );
             let mut ok = true;
             for chunk in ops.chunks(100) {
-                if store.txn(Txn::when(vec![], chunk.to_vec())).await.is_err() {
+                // Only while this replica leads: a deposed leader writes nothing.
+                let published = store.txn(Txn::when(vec![election.guard()], chunk.to_vec())).await;
+                if !published.is_ok_and(|r| r.succeeded) {
                     ok = false;
                     break;
                 }
@@ -112,22 +115,4 @@ pub fn spawn(
             }
         }
     });
-}
-
-async fn campaign(store: &dyn Store, keys: &Keys, instance: &str) -> Option<LeaseId> {
-    let lease = store.lease_grant(3).await.ok()?;
-    let key = keys.leader("route-manager");
-    let won = store
-        .txn(Txn::when(
-            vec![Compare::absent(&key)],
-            vec![Op::Put { key, value: instance.as_bytes().to_vec(), lease }],
-        ))
-        .await;
-    match won {
-        Ok(r) if r.succeeded => Some(lease),
-        _ => {
-            let _ = store.lease_revoke(lease).await;
-            None
-        }
-    }
 }

@@ -36,6 +36,8 @@ pub const KV_MESSAGE_BYTES: usize = 16 << 20;
 /// Watch responses decode up to this size: a watch that catches up gets up to 1,000 revisions in
 /// one response (etcd 3.4 batches them so), which at large blocks is tens of MiB.
 pub const WATCH_MESSAGE_BYTES: usize = 64 << 20;
+/// How long `connect` waits for a member to answer.
+pub const CONNECT_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 /// A range restarts from scratch this often when etcd compacts its revision between two pages.
 const RANGE_ATTEMPTS: usize = 5;
 
@@ -137,12 +139,21 @@ fn txn_op(o: &Op) -> TxnOp {
 
 impl EtcdStore {
     /// Connects to the endpoints (`http://127.0.0.1:2379`, ...) and fails over between them
-    /// (`members.rs`): give it every member. Succeeds when any member answers.
+    /// (`members.rs`): give it every member. Succeeds when any member answers, waiting up to
+    /// `CONNECT_WAIT` for one to.
     pub async fn connect(endpoints: &[String]) -> Result<EtcdStore> {
         let members = Members::connect(endpoints).await.map_err(|e| unavailable(CallError::Etcd(e)))?;
         let store = EtcdStore { members };
-        store.revision().await?;
-        Ok(store)
+        // A cluster that is starting (or electing) answers within a few seconds: wait for it
+        // rather than fail a replica's start.
+        let deadline = std::time::Instant::now() + CONNECT_WAIT;
+        loop {
+            match store.revision().await {
+                Ok(_) => return Ok(store),
+                Err(e) if std::time::Instant::now() >= deadline => return Err(e),
+                Err(_) => tokio::time::sleep(std::time::Duration::from_millis(200)).await,
+            }
+        }
     }
 
     /// `range`, with `between_pages(revision)` awaited before each page after the first (tests
