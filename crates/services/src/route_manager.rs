@@ -67,6 +67,14 @@ pub fn spawn(
                 last_input = None;
                 continue;
             }
+            // VIPs follow liveness on every tick (cheap while there are none).
+            let live = liveness.read().unwrap_or_else(|p| p.into_inner()).live.clone();
+            let now_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64);
+            if let Err(e) = crate::vips_leader::pass(&*store, &keys, &live, now_ms).await {
+                tracing::warn!(error = %e, "VIP pass failed; retrying next tick");
+            }
             // Recompute only when what the sets depend on changed: a full pass costs about
             // 0.7 ms per host at 1,000 hosts (docs/benchmarks.md).
             let input = {
