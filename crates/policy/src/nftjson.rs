@@ -52,8 +52,9 @@ fn element(ty: SetType, v: &Value) -> Option<Element> {
     }
 }
 
-fn hook(s: &str) -> Option<Hook> {
+fn hook(s: &str, kind: Option<&str>) -> Option<Hook> {
     match s {
+        "prerouting" if kind == Some("nat") => Some(Hook::Prerouting),
         "forward" => Some(Hook::Forward),
         "input" => Some(Hook::Input),
         "output" => Some(Hook::Output),
@@ -96,7 +97,12 @@ pub fn parse(text: &str) -> Result<Observed, JsonError> {
             }
         } else if let Some(c) = item.get("chain") {
             let name = c.get("name").and_then(Value::as_str).unwrap_or_default().to_owned();
-            let base = match (c.get("hook").and_then(Value::as_str).and_then(hook), c.get("prio")) {
+            let base = match (
+                c.get("hook")
+                    .and_then(Value::as_str)
+                    .and_then(|h| hook(h, c.get("type").and_then(Value::as_str))),
+                c.get("prio"),
+            ) {
                 (Some(h), Some(p)) => Some((h, p.as_i64().unwrap_or(i64::MIN) as i32)),
                 (None, None) => None,
                 // A hook we never use: a base chain that cannot match ours, rewritten.

@@ -45,6 +45,8 @@ pub enum Hook {
     Forward,
     Input,
     Output,
+    /// A `nat` chain (VIPs' DNAT, `vip.rs`); the others are `filter` chains.
+    Prerouting,
 }
 
 impl fmt::Display for Hook {
@@ -53,6 +55,7 @@ impl fmt::Display for Hook {
             Hook::Forward => "forward",
             Hook::Input => "input",
             Hook::Output => "output",
+            Hook::Prerouting => "prerouting",
         })
     }
 }
@@ -89,6 +92,12 @@ pub enum Verdict {
     Accept,
     Drop,
     Jump(String),
+    /// `dnat ip to` one of the addresses (spread by `numgen random` over several), with the port
+    /// rewritten when given.
+    Dnat {
+        to: Vec<std::net::Ipv4Addr>,
+        port: Option<u16>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -228,6 +237,20 @@ impl fmt::Display for Verdict {
             Verdict::Accept => f.write_str("accept"),
             Verdict::Drop => f.write_str("drop"),
             Verdict::Jump(c) => write!(f, "jump {c}"),
+            Verdict::Dnat { to, port } => {
+                match to.as_slice() {
+                    [one] => write!(f, "dnat ip to {one}")?,
+                    many => {
+                        let map: Vec<String> =
+                            many.iter().enumerate().map(|(i, a)| format!("{i} : {a}")).collect();
+                        write!(f, "dnat ip to numgen random mod {} map {{ {} }}", many.len(), map.join(", "))?
+                    }
+                }
+                match port {
+                    Some(p) => write!(f, ":{p}"),
+                    None => Ok(()),
+                }
+            }
         }
     }
 }
@@ -278,9 +301,10 @@ pub fn elements<'a>(out: &mut String, verb: &str, set: &str, elems: impl Iterato
 pub fn chain_decl(out: &mut String, name: &str, chain: &Chain) {
     match chain.base {
         Some((hook, prio)) => {
+            let kind = if hook == Hook::Prerouting { "nat" } else { "filter" };
             let _ = writeln!(
                 out,
-                "add chain inet {TABLE} {name} {{ type filter hook {hook} priority {prio}; policy accept; }}"
+                "add chain inet {TABLE} {name} {{ type {kind} hook {hook} priority {prio}; policy accept; }}"
             );
         }
         None => {

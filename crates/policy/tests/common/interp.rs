@@ -70,6 +70,8 @@ fn run(rs: &Ruleset, chain: &str, p: &Packet, depth: usize) -> Option<bool> {
         match &line.verdict {
             Verdict::Accept => return Some(true),
             Verdict::Drop => return Some(false),
+            // Only the VIPs' nat chain rewrites; as a filter it lets the packet on.
+            Verdict::Dnat { .. } => return Some(true),
             Verdict::Jump(c) => {
                 if let Some(v) = run(rs, c, p, depth + 1) {
                     return Some(v);
