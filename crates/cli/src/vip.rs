@@ -84,6 +84,18 @@ pub async fn set_ranges(c: &Client, ranges: Vec<String>) -> Result<()> {
     Ok(())
 }
 
+/// The sandbox's external range (documentation addresses, TEST-NET-2), set at `up` unless the
+/// admin configured one: its routers are rendered to accept VIP /32s inside it.
+pub const SANDBOX_RANGE: &str = "198.51.100.0/28";
+
+pub async fn sandbox_range(c: &Client) -> Result<()> {
+    let cfg = c.vip_config().await?;
+    if cfg.ranges.is_empty() {
+        c.set_vip_config(&VipConfig { ranges: vec![SANDBOX_RANGE.to_owned()] }).await?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
