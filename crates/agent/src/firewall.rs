@@ -74,6 +74,8 @@ pub struct Firewall {
     nft: Arc<KeptNft>,
     /// The fast path, told which endpoints may skip the forward hook around each transaction.
     deliver: Option<Arc<Deliver>>,
+    /// The VIPs' DNAT rules (`vip.rs`), added to every pass's table.
+    vips: Mutex<Vec<romana_policy::vip::VipDnat>>,
 }
 
 impl Firewall {
@@ -85,7 +87,12 @@ impl Firewall {
             last_read_micros: AtomicU64::new(0),
             nft: Arc::default(),
             deliver,
+            vips: Mutex::default(),
         }
+    }
+
+    pub fn set_vips(&self, vips: Vec<romana_policy::vip::VipDnat>) {
+        *self.vips.lock().unwrap_or_else(|e| e.into_inner()) = vips;
     }
 
     /// Reads tenants, policies and NetworkPolicies (and, with `endpoints`, every endpoint) from
@@ -165,7 +172,18 @@ impl Firewall {
         };
         let base = state.base(fresh);
         let started = Instant::now();
-        let compiled = state.compile(&self.ctx.host, snap);
+        let mut compiled = state.compile(&self.ctx.host, snap);
+        {
+            // VIP traffic to an endpoint must come back through conntrack (un-DNAT): its
+            // endpoints never take the fast path.
+            let vips = self.vips.lock().unwrap_or_else(|e| e.into_inner());
+            romana_policy::vip::with_dnat(&mut compiled.desired, &vips);
+            for v in vips.iter() {
+                for b in &v.backends {
+                    compiled.unfiltered.remove(b);
+                }
+            }
+        }
         let (rules, elements) = compiled.desired.counts();
         let compiled_in = started.elapsed();
         let deliver = self.deliver.clone();
