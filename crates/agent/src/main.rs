@@ -222,7 +222,7 @@ async fn main() -> Result<()> {
         tokio::spawn(follow_routes(ctx.clone(), wake.clone()));
     }
     if !args.once {
-        tokio::spawn(vip::run(shared.clone(), Duration::from_millis(200), wake.clone()));
+        tokio::spawn(vip::run(shared.clone(), Duration::from_secs(2), wake.clone()));
     }
     loop {
         // A change of this host's route set on the watch wakes the loop at once; the interval

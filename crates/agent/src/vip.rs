@@ -1,9 +1,10 @@
-//! The VIPs this host serves or stands by for, from romanad's assignment (`GET /vips`, polled):
-//! each address on the gateway link (through the reconcile loop's desired state), announced
-//! over BGP by the BIRD include (`bird.rs`: a /32, with a longer path when standing by), and
-//! DNATed to the service's endpoints on this host in our nftables table (`firewall.rs` adds the
-//! policy core's `vip-dnat` chain to each pass). The decision is `served`, pure; the loop only
-//! reads, compares and hands over.
+//! The VIPs this host serves or stands by for, from romanad's assignment (`GET /vips` on each
+//! change the watch shows under `vips/`, and every 2 s regardless): each address on the gateway
+//! link (through the reconcile loop's desired state), announced over BGP by the BIRD include
+//! (`bird.rs`: a /32, with a longer path when standing by), and DNATed to the service's
+//! endpoints on this host in our nftables table (`firewall.rs` adds the policy core's `vip-dnat`
+//! chain to each pass). The decision is `served`, pure; the loop only reads, compares and hands
+//! over.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
@@ -14,6 +15,9 @@ use romana_api::vip::VipInfo;
 use romana_fabric::HostVip;
 use romana_policy::Protocol;
 use romana_policy::vip::{DnatPort, VipDnat};
+
+use romana_agent::rest_watch::RestWatch;
+use romana_store::follow::{Backoff, follow};
 
 use crate::shared::Shared;
 
@@ -72,15 +76,33 @@ pub fn served(host: &str, vips: &[VipInfo]) -> (Served, Vec<String>) {
     (out, problems)
 }
 
-/// Polls romanad every `every` and hands what changed to the reconcile loop (`wake`), the
-/// firewall and the BIRD loop.
+/// Reads romanad's VIPs whenever the watch shows a change under `vips/` (and every `every`
+/// regardless, the fallback while the watch is down) and hands what changed to the reconcile
+/// loop (`wake`), the firewall and the BIRD loop.
 pub async fn run(shared: Arc<Shared>, every: Duration, wake: Arc<tokio::sync::Notify>) {
+    let changed = Arc::new(tokio::sync::Notify::new());
+    {
+        let (ctx, changed) = (shared.ctx.clone(), changed.clone());
+        tokio::spawn(async move {
+            let c = ctx.clone();
+            let mut source = RestWatch { prefix: "vips/".to_owned(), client: move || c.client() };
+            let backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(5));
+            follow(&mut source, backoff, |_| {
+                changed.notify_one();
+                true
+            })
+            .await;
+        });
+    }
     let mut last: Option<Served> = None;
     let mut told: BTreeMap<String, ()> = BTreeMap::new();
     let mut dnat_pending = false;
     let mut tick = tokio::time::interval(every);
     loop {
-        tick.tick().await;
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = changed.notified() => {}
+        }
         let vips = match shared.client().vips().await {
             Ok(v) => v,
             Err(e) => {
