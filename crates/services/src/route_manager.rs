@@ -43,6 +43,7 @@ pub fn spawn(
         let mut last_input: Option<(i64, BTreeSet<String>, BTreeSet<String>)> = None;
         let mut tick = tokio::time::interval(Duration::from_millis(200));
         let mut n: u64 = 0;
+        let mut vips_seen: crate::vips_leader::Seen = None;
         loop {
             // Liveness is read on the tick; an IPAM change (a new block, a host) wakes the loop
             // at once, so agents following the watch see new routes without waiting a tick.
@@ -65,6 +66,7 @@ pub fn spawn(
             if leader.is_none() {
                 published.clear();
                 last_input = None;
+                vips_seen = None;
                 continue;
             }
             // VIPs follow liveness on every tick (cheap while there are none).
@@ -72,7 +74,7 @@ pub fn spawn(
             let now_ms = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_millis() as u64);
-            if let Err(e) = crate::vips_leader::pass(&*store, &keys, &live, now_ms).await {
+            if let Err(e) = crate::vips_leader::pass(&*store, &keys, &live, now_ms, &mut vips_seen).await {
                 tracing::warn!(error = %e, "VIP pass failed; retrying next tick");
             }
             // Recompute only when what the sets depend on changed: a full pass costs about

@@ -11,15 +11,25 @@ use romana_store::{Compare, Op, Store, StoreError, Txn};
 use crate::keys::Keys;
 use crate::vips_assign::assign;
 
+/// What the last pass decided from: the store's revision and the live hosts. Nothing else
+/// changes an assignment, so a pass with the same inputs reads no endpoints (10,000 of them
+/// are megabytes of JSON, and the loop ticks every 200 ms).
+pub type Seen = Option<(romana_store::Revision, BTreeSet<String>)>;
+
 /// One pass at `now_ms`; returns how many VIPs it rewrote.
 pub async fn pass(
     store: &dyn Store,
     keys: &Keys,
     live: &BTreeSet<String>,
     now_ms: u64,
+    seen: &mut Seen,
 ) -> Result<usize, StoreError> {
-    let (kvs, _) = store.range(&keys.vips()).await?;
+    let (kvs, revision) = store.range(&keys.vips()).await?;
     if kvs.is_empty() {
+        return Ok(0);
+    }
+    let input = Some((revision, live.clone()));
+    if *seen == input {
         return Ok(0);
     }
     let mut vips = Vec::new();
@@ -38,6 +48,7 @@ pub async fn pass(
         eps.iter().filter_map(|kv| serde_json::from_slice(&kv.value).ok()).collect();
     let next = assign(&vips, live, &endpoints, now_ms);
     let mut written = 0;
+    let mut complete = true;
     for ((before, after), (key, rev)) in vips.iter().zip(&next).zip(&revisions) {
         if before == after {
             continue;
@@ -48,12 +59,17 @@ pub async fn pass(
                 vec![Op::put(key, serde_json::to_vec(after).expect("serializes"))],
             ))
             .await?;
+        complete &= r.succeeded;
         if r.succeeded {
             written += 1;
             if before.assigned != after.assigned {
                 tracing::info!(vip = %after.address, from = %before.assigned, to = %after.assigned, standby = %after.standby, "VIP moved");
             }
         }
+    }
+    // Our own writes move the revision: the next pass reads once more and finds nothing to do.
+    if complete {
+        *seen = input;
     }
     Ok(written)
 }
