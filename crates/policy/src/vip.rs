@@ -118,4 +118,32 @@ mod tests {
         check(&[none], &[]);
         check(&[], &[]);
     }
+
+    /// The kernel's listing of the chain (nft -j's shape) reads back as exactly what was
+    /// planned, so a pass after it plans nothing; a `filter` chain on prerouting under our name
+    /// is not ours and is rewritten.
+    #[test]
+    fn the_chain_reads_back_from_nft_json_as_planned() {
+        let vips = [VipDnat { vip: ip("198.51.100.1"), ports: vec![], backends: vec![ip("10.0.0.2")] }];
+        let mut desired = Ruleset::default();
+        with_dnat(&mut desired, &vips);
+        let chain = &desired.chains[CHAIN];
+        let listing = |kind: &str| {
+            let mut items = vec![
+                serde_json::json!({"table": {"family": "inet", "name": "romana", "handle": 1}}),
+                serde_json::json!({"chain": {"family": "inet", "table": "romana", "name": CHAIN, "handle": 1,
+                    "type": kind, "hook": "prerouting", "prio": -100, "policy": "accept"}}),
+            ];
+            for key in chain.keys() {
+                items.push(serde_json::json!({"rule": {"family": "inet", "table": "romana", "chain": CHAIN,
+                    "handle": 3, "comment": key, "expr": []}}));
+            }
+            serde_json::json!({ "nftables": items }).to_string()
+        };
+        let observed = crate::nftjson::parse(&listing("nat")).expect("parses");
+        assert_eq!(observed.chains[CHAIN].base, Some((Hook::Prerouting, PRIORITY)));
+        assert!(crate::nftplan::plan(Some(&observed), &desired).is_empty(), "nothing to do");
+        let foreign = crate::nftjson::parse(&listing("filter")).expect("parses");
+        assert!(!crate::nftplan::plan(Some(&foreign), &desired).is_empty(), "rewritten");
+    }
 }
