@@ -78,7 +78,8 @@ async fn render(ctx: &Ctx, cfg: &BirdConfig) -> Result<String, String> {
     let topology = client.topology().await.map_err(|e| format!("cannot read the topology: {e}"))?;
     let view = client.fabric().await.map_err(|e| format!("cannot read the fabric view: {e}"))?;
     let fabric = Fabric::new(&topology, &view).map_err(|e| e.to_string())?;
-    romana_fabric::render_host(&fabric, &ctx.host, cfg.options).map_err(|e| e.to_string())
+    let vips = ctx.vips.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    romana_fabric::render_host_with(&fabric, &ctx.host, cfg.options, &vips).map_err(|e| e.to_string())
 }
 
 /// One decision and its I/O. `Ok(Some(text))`: BIRD now runs `text`; `Ok(None)`: nothing to do.

@@ -15,6 +15,8 @@ pub struct Ctx {
     pub client: RwLock<Arc<Client>>,
     pub metrics: Metrics,
     pub core: Mutex<State>,
+    /// The VIPs this host announces (`vip.rs` writes, `bird.rs` renders).
+    pub vips: Mutex<Vec<romana_fabric::HostVip>>,
 }
 
 impl Ctx {

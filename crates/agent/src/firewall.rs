@@ -76,6 +76,8 @@ pub struct Firewall {
     deliver: Option<Arc<Deliver>>,
     /// Egress NAT's inputs (`nat.rs`), once known and when this kernel can do it.
     pub nat: crate::nat::NatSlot,
+    /// The VIPs' DNAT rules (`vip.rs`), added to every pass's table.
+    vips: Mutex<Vec<romana_policy::vip::VipDnat>>,
 }
 
 impl Firewall {
@@ -88,7 +90,12 @@ impl Firewall {
             nft: Arc::default(),
             deliver,
             nat: Default::default(),
+            vips: Mutex::default(),
         }
+    }
+
+    pub fn set_vips(&self, vips: Vec<romana_policy::vip::VipDnat>) {
+        *self.vips.lock().unwrap_or_else(|e| e.into_inner()) = vips;
     }
 
     /// Reads tenants, policies and NetworkPolicies (and, with `endpoints`, every endpoint) from
@@ -170,6 +177,17 @@ impl Firewall {
         let started = Instant::now();
         let mut compiled = state.compile(&self.ctx.host, snap);
         self.nat.amend(&mut compiled);
+        {
+            // VIP traffic to an endpoint must come back through conntrack (un-DNAT): its
+            // endpoints never take the fast path.
+            let vips = self.vips.lock().unwrap_or_else(|e| e.into_inner());
+            romana_policy::vip::with_dnat(&mut compiled.desired, &vips);
+            for v in vips.iter() {
+                for b in &v.backends {
+                    compiled.unfiltered.remove(b);
+                }
+            }
+        }
         let (rules, elements) = compiled.desired.counts();
         let compiled_in = started.elapsed();
         let deliver = self.deliver.clone();

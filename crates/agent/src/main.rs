@@ -12,6 +12,7 @@ mod metrics;
 mod metrics_http;
 mod nat;
 mod shared;
+mod vip;
 mod vm;
 
 use std::collections::VecDeque;
@@ -185,6 +186,7 @@ async fn main() -> Result<()> {
         client: RwLock::new(Arc::new(client)),
         metrics: metrics::Metrics::default(),
         core: Mutex::new(State::new(args.host.clone(), args.gateway_ips.clone(), policy)),
+        vips: Mutex::default(),
     });
     let shared = Arc::new(shared::Shared {
         ctx: ctx.clone(),
@@ -240,6 +242,9 @@ async fn main() -> Result<()> {
     let wake = Arc::new(tokio::sync::Notify::new());
     if !args.no_watch && !args.once {
         tokio::spawn(follow_routes(ctx.clone(), wake.clone()));
+    }
+    if !args.once {
+        tokio::spawn(vip::run(shared.clone(), Duration::from_secs(2), wake.clone()));
     }
     loop {
         // A change of this host's route set on the watch wakes the loop at once; the interval

@@ -9,6 +9,7 @@ pub mod records;
 pub mod rest;
 pub mod route_wire;
 pub mod topology;
+pub mod vip;
 pub mod watch;
 
 /// Everything wrong with a request body, each problem prefixed with the field it concerns.

@@ -12,6 +12,7 @@ mod sandbox_internet;
 mod sandbox_layout;
 mod text_table;
 mod watch;
+mod vip;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -129,6 +130,11 @@ enum Command {
     Policy {
         #[command(subcommand)]
         command: PolicyCommand,
+    },
+    /// VIPs: external addresses for a service's endpoints, with failover (docs/vips.md).
+    Vip {
+        #[command(subcommand)]
+        command: VipCommand,
     },
     /// The routes a host installs (the route manager's answer).
     Routes {
@@ -315,6 +321,37 @@ enum AddressCommand {
     Show { key: String },
     /// Release an address by name or address.
     Release { key: String },
+}
+
+#[derive(Subcommand, Debug)]
+enum VipCommand {
+    List,
+    /// Add a VIP: ADDR, or the lowest free address of the external ranges when omitted.
+    Add {
+        address: Option<String>,
+        /// The service's name; its endpoints are the tenant's with label app=NAME unless
+        /// --selector says otherwise.
+        #[arg(long)]
+        service: String,
+        #[arg(long)]
+        tenant: String,
+        /// The preferred host (it serves the VIP whenever it is alive and has endpoints).
+        #[arg(long)]
+        host: Option<String>,
+        /// KEY=VALUE labels selecting the endpoints (repeatable).
+        #[arg(long = "selector", value_parser = vip::parse_label)]
+        selector: Vec<(String, String)>,
+        /// PROTO:PORT[:TARGET] forwarded ports (repeatable); none forwards every port.
+        #[arg(long = "port", value_parser = vip::parse_port)]
+        ports: Vec<romana_api::vip::VipPort>,
+    },
+    Delete {
+        address: String,
+    },
+    /// Set the external ranges VIPs are drawn from (admin).
+    Ranges {
+        ranges: Vec<String>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -764,6 +801,22 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             PolicyCommand::Apply { file } => x::policy_apply(&c, f, &file).await?,
             PolicyCommand::K8sList => x::netpol_list(&c, f).await?,
             PolicyCommand::K8sDelete { namespace, name } => x::netpol_delete(&c, &namespace, &name).await?,
+        },
+        Command::Vip { command } => match command {
+            VipCommand::List => vip::list(&c, f).await?,
+            VipCommand::Add { address, service, tenant, host, selector, ports } => {
+                let req = romana_api::vip::VipRequest {
+                    address: address.unwrap_or_default(),
+                    service,
+                    tenant,
+                    selector: selector.into_iter().collect(),
+                    ports,
+                    host: host.unwrap_or_default(),
+                };
+                vip::add(&c, f, &req).await?
+            }
+            VipCommand::Delete { address } => vip::delete(&c, &address).await?,
+            VipCommand::Ranges { ranges } => vip::set_ranges(&c, ranges).await?,
         },
         Command::Routes { host, watch: Watch { watch: true } } => {
             watch::follow(&c, &format!("routes/{host}"), || x::routes(&c, f, &host)).await?

@@ -226,6 +226,7 @@ async fn build(c: &Client, layout: &Layout, o: &UpOptions, d: &Path) -> Result<(
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
+    crate::vip::sandbox_range(c).await?;
     sync_fabric(c, layout, d).await?;
     if layout.routing == Routing::Bgp {
         crate::sandbox_bgp::wait_sessions(layout, d, Duration::from_secs(30)).await?;

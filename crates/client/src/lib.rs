@@ -459,6 +459,31 @@ impl Client {
     pub async fn delete_netpol(&self, namespace: &str, name: &str) -> Result<NetworkPolicy> {
         self.call(Method::DELETE, &format!("/networkpolicies/{}/{}", enc(namespace), enc(name)), None).await
     }
+    /// Every VIP the caller may see, with where each is served (`GET /vips`).
+    pub async fn vips(&self) -> Result<Vec<romana_api::vip::VipInfo>> {
+        self.call(Method::GET, "/vips", None).await
+    }
+    /// One VIP (`GET /vips/{address}`; 404 when unknown).
+    pub async fn vip(&self, address: &str) -> Result<romana_api::vip::VipInfo> {
+        self.call(Method::GET, &format!("/vips/{}", enc(address)), None).await
+    }
+    /// Creates a VIP (`POST /vips`): the given address, or one drawn from the external ranges.
+    pub async fn add_vip(&self, req: &romana_api::vip::VipRequest) -> Result<romana_api::vip::VipInfo> {
+        self.call(Method::POST, "/vips", Self::body(req)).await
+    }
+    pub async fn delete_vip(&self, address: &str) -> Result<romana_api::vip::VipInfo> {
+        self.call(Method::DELETE, &format!("/vips/{}", enc(address)), None).await
+    }
+    /// The external ranges VIPs are drawn from (`GET /config/vips`; empty when none).
+    pub async fn vip_config(&self) -> Result<romana_api::vip::VipConfig> {
+        self.call(Method::GET, "/config/vips", None).await
+    }
+    pub async fn set_vip_config(
+        &self,
+        cfg: &romana_api::vip::VipConfig,
+    ) -> Result<romana_api::vip::VipConfig> {
+        self.call(Method::PUT, "/config/vips", Self::body(cfg)).await
+    }
     /// An agent's heartbeat: keeps `host` alive for the route manager's liveness TTL.
     pub async fn heartbeat(&self, host: &str) -> Result<()> {
         self.call::<serde_json::Value>(Method::PUT, &format!("/hosts/{}/alive", enc(host)), None)

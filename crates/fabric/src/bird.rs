@@ -40,6 +40,10 @@ struct Session {
     export: Export,
     /// The router side of a session toward a member speaking iBGP (same AS).
     next_hop_self: bool,
+    /// VIP /32s accepted from the peer (any inside these ranges), and passed on upward.
+    vips: Vec<Cidr>,
+    /// A host's VIPs: announced as they are, or (standby) with a longer path.
+    host_vips: Vec<crate::vip::HostVip>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -87,6 +91,7 @@ fn render_filters(out: &mut String, s: &Session, pods: &[Cidr]) {
     if !accept.is_empty() {
         let _ = writeln!(out, "\tif net ~ {} then accept;", prefix_set(&accept, false));
     }
+    crate::vip::accept_line(out, &s.vips);
     let why = "inside a pod network but not announced by this peer in the fabric view";
     if !pods.is_empty() {
         let _ = writeln!(out, "\tif net ~ {} then {{", prefix_set(pods, true));
@@ -112,6 +117,7 @@ fn render_filters(out: &mut String, s: &Session, pods: &[Cidr]) {
     let _ = writeln!(out, "filter romana_out_{} {{", s.name);
     match &s.export {
         Export::Aggregates(set) => {
+            crate::vip::export_lines(out, &s.vips, &s.host_vips, s.local_asn == s.asn, s.local_asn);
             let list = v4(set);
             if !list.is_empty() {
                 let _ = writeln!(
@@ -195,6 +201,16 @@ fn render_common(out: &mut String, aggregates: &[Cidr], kernel: bool, o: Options
 /// routes with BGP (merged across networks), imports limited to what the fabric view says each
 /// router passes down.
 pub fn render_host(f: &Fabric, host: &str, o: Options) -> Result<String, FabricError> {
+    render_host_with(f, host, o, &[])
+}
+
+/// `render_host` with the VIPs this host serves (or stands by for) announced as /32s.
+pub fn render_host_with(
+    f: &Fabric,
+    host: &str,
+    o: Options,
+    vips: &[crate::vip::HostVip],
+) -> Result<String, FabricError> {
     let leaves = f.leaves_of(host);
     if leaves.is_empty() {
         return Err(FabricError::UnknownHost(host.to_owned()));
@@ -223,6 +239,8 @@ pub fn render_host(f: &Fabric, host: &str, o: Options) -> Result<String, FabricE
                 foreign: true,
                 export: Export::Aggregates(BTreeSet::new()),
                 next_hop_self: false,
+                vips: Vec::new(),
+                host_vips: vips.to_vec(),
             });
             s.accept.extend(upstream.iter().copied());
             if let Export::Aggregates(a) = &mut s.export {
@@ -237,6 +255,7 @@ pub fn render_host(f: &Fabric, host: &str, o: Options) -> Result<String, FabricE
         return Ok(out);
     }
     render_common(&mut out, &v4(&aggregates), o.kernel, o);
+    crate::vip::statics(&mut out, vips);
     let pods = pod_nets(f);
     for s in sessions.values() {
         let _ = writeln!(out);
@@ -314,6 +333,8 @@ pub fn render_router(
                         foreign: true,
                         export: Export::Aggregates(BTreeSet::new()),
                         next_hop_self: false,
+                        vips: f.vip_ranges.clone(),
+                        host_vips: Vec::new(),
                     }),
                 }
             }
@@ -331,6 +352,8 @@ pub fn render_router(
                 foreign: false,
                 export: Export::AllLearned,
                 next_hop_self: asn == gb.asn,
+                vips: f.vip_ranges.clone(),
+                host_vips: Vec::new(),
             });
             s.accept.extend(accept);
         };

@@ -5,12 +5,14 @@
 pub mod bird;
 pub mod plan;
 pub mod view;
+pub mod vip;
 
 use std::net::IpAddr;
 
-pub use bird::{Options, render_host, render_router};
+pub use bird::{Options, render_host, render_host_with, render_router};
 pub use plan::{BirdStep, decide};
 pub use view::Fabric;
+pub use vip::HostVip;
 
 /// What cannot be rendered, with the data that says why.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

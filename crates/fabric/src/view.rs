@@ -50,6 +50,10 @@ pub struct Fabric {
     pub groups: Vec<Group>,
     /// Every pod network's prefix.
     pub networks: Vec<Cidr>,
+    /// Where VIPs may be (the external ranges and every VIP's address): routers accept /32s
+    /// inside them from any member and pass them up (`vip.rs`). Empty from `new`; the caller
+    /// sets them from `/config/vips` and `/vips`.
+    pub vip_ranges: Vec<Cidr>,
 }
 
 fn cidr(what: &str, text: &str) -> Result<Cidr, FabricError> {
@@ -109,7 +113,7 @@ impl Fabric {
                 (0..groups.len()).find(|j| groups[*j].network == groups[i].network && groups[*j].path == p)
             });
         }
-        let mut fabric = Fabric { groups, networks };
+        let mut fabric = Fabric { groups, networks, vip_ranges: Vec::new() };
         for t in &topology.topologies {
             for network in &t.networks {
                 match t.map.as_slice() {

@@ -94,6 +94,32 @@ fn golden_host_and_router_configurations() {
     );
 }
 
+/// VIPs: a host announces the one it serves as a /32 and the one it stands by for with a longer
+/// path; a rack router and a spine accept /32s of the VIP ranges from members and pass them up.
+#[test]
+fn golden_vip_configurations() {
+    let mut f = fabric(&ipam(2, 2, &[2, 1], 28));
+    f.vip_ranges = vec!["198.51.100.0/28".parse().expect("cidr"), "203.0.113.7/32".parse().expect("cidr")];
+    let vips = [
+        romana_fabric::HostVip { address: "198.51.100.1".parse().expect("ip"), standby: false },
+        romana_fabric::HostVip { address: "198.51.100.2".parse().expect("ip"), standby: true },
+    ];
+    let host = romana_fabric::render_host_with(&f, "r1h1", Options { bfd: true, kernel: false }, &vips);
+    golden("host-r1h1-vips.conf", &host.expect("renders"));
+    golden(
+        "router-rack-1-vips.conf",
+        &render_router(&f, "/rack-1", None, Options::default()).expect("renders"),
+    );
+    golden(
+        "router-spine-vips.conf",
+        &render_router(&f, "/", Some("192.168.254.1".parse().expect("ip")), Options::default())
+            .expect("renders"),
+    );
+    // Without VIPs nothing about them is rendered.
+    let plain = render_host(&f, "r1h1", Options::default()).expect("renders");
+    assert!(!plain.contains("romana_vips") && !plain.contains("{32,32}"), "{plain}");
+}
+
 #[test]
 fn errors_name_what_is_wrong() {
     let f = fabric(&ipam(2, 1, &[1], 28));

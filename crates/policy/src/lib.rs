@@ -17,6 +17,7 @@ pub mod nftjson;
 pub mod nftplan;
 pub mod romana;
 pub mod ruleset;
+pub mod vip;
 
 pub use eval::{Endpoint, NamedPort, Probe, World, allowed};
 pub use firewall::{FirewallInput, compile};

@@ -54,6 +54,7 @@ fn element(ty: SetType, v: &Value) -> Option<Element> {
 
 fn hook(s: &str) -> Option<Hook> {
     match s {
+        "prerouting" => Some(Hook::Prerouting),
         "forward" => Some(Hook::Forward),
         "input" => Some(Hook::Input),
         "output" => Some(Hook::Output),

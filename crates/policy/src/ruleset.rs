@@ -45,6 +45,8 @@ pub enum Hook {
     Forward,
     Input,
     Output,
+    /// Destination NAT (`type nat`, the VIPs' DNAT: `vip.rs`).
+    Prerouting,
     /// Source NAT (`type nat`, egress NAT: `nat.rs`).
     Postrouting,
 }
@@ -53,7 +55,7 @@ impl Hook {
     /// The chain type a base chain of ours on this hook has.
     pub fn chain_type(self) -> &'static str {
         match self {
-            Hook::Postrouting => "nat",
+            Hook::Prerouting | Hook::Postrouting => "nat",
             Hook::Forward | Hook::Input | Hook::Output => "filter",
         }
     }
@@ -66,6 +68,7 @@ impl fmt::Display for Hook {
             Hook::Input => "input",
             Hook::Output => "output",
             Hook::Postrouting => "postrouting",
+            Hook::Prerouting => "prerouting",
         })
     }
 }
@@ -107,6 +110,12 @@ pub enum Verdict {
     Jump(String),
     /// Source NAT to the outgoing interface's address (nat chains only).
     Masquerade,
+    /// `dnat ip to` one of the addresses (spread by `numgen random` over several), with the port
+    /// rewritten when given.
+    Dnat {
+        to: Vec<std::net::Ipv4Addr>,
+        port: Option<u16>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -251,6 +260,20 @@ impl fmt::Display for Verdict {
             Verdict::Drop => f.write_str("drop"),
             Verdict::Jump(c) => write!(f, "jump {c}"),
             Verdict::Masquerade => f.write_str("masquerade"),
+            Verdict::Dnat { to, port } => {
+                match to.as_slice() {
+                    [one] => write!(f, "dnat ip to {one}")?,
+                    many => {
+                        let map: Vec<String> =
+                            many.iter().enumerate().map(|(i, a)| format!("{i} : {a}")).collect();
+                        write!(f, "dnat ip to numgen random mod {} map {{ {} }}", many.len(), map.join(", "))?
+                    }
+                }
+                match port {
+                    Some(p) => write!(f, ":{p}"),
+                    None => Ok(()),
+                }
+            }
         }
     }
 }

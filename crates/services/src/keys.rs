@@ -194,6 +194,13 @@ impl Keys {
     pub fn auth_user(&self, name: &str) -> String {
         format!("{}auth/users/{name}", self.prefix)
     }
+    pub fn vips(&self) -> String {
+        format!("{}vips/", self.prefix)
+    }
+    /// A VIP by its address (one spelling: the parsed address's).
+    pub fn vip(&self, address: &str) -> String {
+        format!("{}vips/{address}", self.prefix)
+    }
     pub fn configs(&self) -> String {
         format!("{}config/", self.prefix)
     }

@@ -44,6 +44,10 @@ pub mod service_error;
 pub mod state;
 pub mod tenant_store;
 pub mod tenants;
+pub mod vips;
+pub mod vips_assign;
+pub mod vips_checks;
+pub mod vips_leader;
 pub mod watch;
 pub mod watch_scope;
 
@@ -185,6 +189,7 @@ pub fn router(state: AppState) -> Router {
             .merge(ipam_api::topology_routes())
             .merge(liveness_api::routes())
             .merge(endpoints::routes())
+            .merge(vips::routes())
             .merge(pods::routes());
     }
     if on("ipam") {

@@ -76,6 +76,9 @@ async fn put_config(
             vec![format!("service: {service:?} is not a service name")],
         ));
     }
+    if service == crate::vips::CONFIG {
+        crate::vips::check_config(&v)?;
+    }
     s.store
         .txn(Txn::when(
             vec![],

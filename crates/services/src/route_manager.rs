@@ -45,6 +45,7 @@ pub fn spawn(
         let mut last_input: Option<(i64, BTreeSet<String>, BTreeSet<String>)> = None;
         let mut tick = tokio::time::interval(Duration::from_millis(200));
         let mut last_round: Option<Instant> = None;
+        let mut vips_seen: crate::vips_leader::Seen = None;
         loop {
             // Liveness is read on the tick; an IPAM change (a new block, a host) wakes the loop
             // at once, so agents following the watch see new routes without waiting a tick.
@@ -66,7 +67,16 @@ pub fn spawn(
             if !leading {
                 published.clear();
                 last_input = None;
+                vips_seen = None;
                 continue;
+            }
+            // VIPs follow liveness on every tick (cheap while there are none).
+            let live = liveness.read().unwrap_or_else(|p| p.into_inner()).live.clone();
+            let now_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64);
+            if let Err(e) = crate::vips_leader::pass(&*store, &keys, &live, now_ms, &mut vips_seen).await {
+                tracing::warn!(error = %e, "VIP pass failed; retrying next tick");
             }
             // Recompute only when what the sets depend on changed: a full pass costs about
             // 0.7 ms per host at 1,000 hosts (docs/benchmarks.md).

@@ -9,8 +9,8 @@ use romana_auth::{Principal, Role};
 
 /// What the `service` role reads through REST routes anyway (hosts, blocks, names, topology,
 /// tenants, segments, policies, NetworkPolicies, endpoints, routes, liveness, the service
-/// registry, configuration), so watching them reveals nothing more. Agents watch `routes/`,
-/// `endpoints/`, `policies/`, `netpols/`, `tenants/` and `segments/`.
+/// registry, configuration, VIPs), so watching them reveals nothing more. Agents watch `routes/`,
+/// `endpoints/`, `policies/`, `netpols/`, `tenants/`, `segments/` and `vips/`.
 pub const SERVICE_PREFIXES: &[&str] = &[
     "config/",
     "endpoints/",
@@ -22,6 +22,7 @@ pub const SERVICE_PREFIXES: &[&str] = &[
     "segments/",
     "services/",
     "tenants/",
+    "vips/",
 ];
 
 /// The service role's prefixes plus romanad's own bookkeeping (counters, leader leases, when each
@@ -41,6 +42,7 @@ pub const ADMIN_PREFIXES: &[&str] = &[
     "segments/",
     "services/",
     "tenants/",
+    "vips/",
 ];
 
 /// Why a requested prefix is refused.

@@ -120,6 +120,8 @@ pub enum Action {
 pub struct State {
     pub host: String,
     pub gateways: Vec<IpAddr>,
+    /// The VIPs this host serves or stands by for: on the gateway link beside the gateways.
+    pub vips: Vec<IpAddr>,
     /// Whether policies are enforced (`--no-policy` turns it off).
     pub policy: bool,
     /// The last route set romanad gave; kept while romanad is unreachable.
@@ -146,6 +148,7 @@ impl State {
         State {
             host,
             gateways,
+            vips: Vec::new(),
             policy,
             routes: Vec::new(),
             desired: None,
@@ -197,7 +200,7 @@ impl State {
 
     /// The converge of the routes as they are known: observe, then (on `KernelObserved`) plan.
     fn converge(&mut self, out: &mut Vec<Action>) {
-        match routes::desired(&self.gateways, &self.routes) {
+        match routes::desired(&[&self.gateways[..], &self.vips[..]].concat(), &self.routes) {
             Ok(d) => {
                 self.desired = Some(d);
                 out.push(Action::ObserveKernel);

@@ -76,6 +76,8 @@ fn run(rs: &Ruleset, chain: &str, p: &Packet, depth: usize) -> Option<bool> {
             Verdict::Drop => return Some(false),
             // Address translation, not a filter: the packet passes (nat chains only).
             Verdict::Masquerade => return Some(true),
+            // Only the VIPs' nat chain rewrites; as a filter it lets the packet on.
+            Verdict::Dnat { .. } => return Some(true),
             Verdict::Jump(c) => {
                 if let Some(v) = run(rs, c, p, depth + 1) {
                     return Some(v);

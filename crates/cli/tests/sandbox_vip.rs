@@ -1,0 +1,203 @@
+//! A VIP end to end on the sandbox's BGP fabric (root): `romana vip add` for a service with a
+//! pod (label app=web, a TCP server on 8080) on r2h1 and on r1h1, preferring r2h1. A TCP client
+//! in a spine namespace (outside the pods' hosts) connects to the VIP's port 80 and reaches the
+//! pod on r2h1; every router holds the VIP as one /32 and no per-endpoint route; r2h1 is killed
+//! (`kill-host`) and the client, reconnecting, reaches the pod on r1h1 (the standby, whose
+//! announcement the fabric takes once BFD withdraws r2h1's); romanad then assigns the VIP to
+//! r1h1. A guard runs `down`; the servers die with their namespaces. Waits poll; nothing asserts
+//! on time.
+#![allow(clippy::unwrap_used)]
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use romana_test_support::{Romanad, TempDir, sibling_bin};
+
+#[allow(dead_code)]
+mod common;
+use common::{Sandbox, can_make_namespaces, namespaces};
+
+const VIP: &str = "198.51.100.5";
+
+/// A TCP server in namespace `ns` on 8080 that answers each connection with `name`.
+struct Server(Child);
+
+impl Server {
+    fn start(ns: &str, name: &str) -> Server {
+        let script = format!(
+            "import socket\ns=socket.socket()\ns.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n\
+             s.bind(('0.0.0.0',8080))\ns.listen(16)\nwhile True:\n  c,_=s.accept()\n  c.sendall(b'{name}\\n')\n  c.close()\n"
+        );
+        let child = Command::new("ip")
+            .args(["netns", "exec", ns, "python3", "-c", &script])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        Server(child)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// One connection from namespace `ns` to the VIP's port 80 (1 s timeout): what it answered.
+fn connect(ns: &str) -> Option<String> {
+    let script = format!(
+        "import socket\ns=socket.create_connection(('{VIP}',80),timeout=1)\nprint(s.recv(64).decode().strip())\n"
+    );
+    let out = Command::new("ip").args(["netns", "exec", ns, "python3", "-c", &script]).output().ok()?;
+    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+/// Reconnects until the answer is `want` (60 s at most); the answers seen on the way.
+fn reach(ns: &str, want: &str, explain: impl Fn() -> String) -> Vec<Option<String>> {
+    let start = Instant::now();
+    let mut seen = Vec::new();
+    loop {
+        let got = connect(ns);
+        if got.as_deref() == Some(want) {
+            return seen;
+        }
+        if seen.last() != Some(&got) {
+            seen.push(got);
+        }
+        assert!(start.elapsed() < Duration::from_secs(60), "never reached {want}: {seen:?}\n{}", explain());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// `romana ARGS` against the sandbox's romanad (no sandbox flags: `vip` commands take none).
+fn romana(sb: &Sandbox, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_romana"))
+        .args(args)
+        .env("ROMANA_ENDPOINT", &sb.url)
+        .env("ROMANA_CREDENTIALS", &sb.creds)
+        .env_remove("ROMANA_CONFIG")
+        .output()
+        .unwrap()
+}
+
+fn vip_ok(sb: &Sandbox, args: &[&str]) -> String {
+    let out = romana(sb, args);
+    assert!(out.status.success(), "romana {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn routes(ns: &str) -> String {
+    let out = Command::new("ip").args(["-n", ns, "-o", "route", "show", "proto", "bird"]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn a_vip_reaches_its_service_and_fails_over_to_another_host() {
+    if !can_make_namespaces() {
+        eprintln!("SKIP: cannot create network namespaces (needs root and iproute2)");
+        return;
+    }
+    if Command::new("bird").arg("--version").output().is_err() {
+        eprintln!("SKIP: bird is not installed (Debian's bird2; scripts/setup.sh installs it)");
+        return;
+    }
+    sibling_bin(env!("CARGO_BIN_EXE_romana"), "romana-agent");
+    sibling_bin(env!("CARGO_BIN_EXE_romana"), "romana-cni");
+    let dir = TempDir::new("sandbox-vip");
+    let store = dir.path().join("store");
+    let romanad_bin = sibling_bin(env!("CARGO_BIN_EXE_romana"), "romanad");
+    let romanad = Romanad::start(&romanad_bin, &["--data-dir".into(), store.display().to_string()]).unwrap();
+    let name = format!("v{}", std::process::id() % 100_000);
+    let sb = Sandbox {
+        url: romanad.url.clone(),
+        creds: store.join("admin.credentials"),
+        state: dir.path().join("state"),
+        name: name.clone(),
+    };
+    let prefix = format!("rms-{name}-");
+    sb.ok(&["sandbox", "up", "--routing", "bgp"]);
+    for (pod, host) in [("web1", "r1h1"), ("web2", "r2h1")] {
+        sb.ok(&[
+            "sandbox", "pod", "add", "--host", host, "--tenant", "red", "--pod", pod, "--label", "app=web",
+        ]);
+    }
+    sb.ok(&[
+        "sandbox", "pod", "add", "--host", "r1h2", "--tenant", "red", "--pod", "db1", "--label", "app=db",
+    ]);
+    let _servers: Vec<Server> =
+        ["web1", "web2", "db1"].iter().map(|p| Server::start(&format!("{prefix}{p}"), p)).collect();
+
+    // Bad input through the CLI names the problem.
+    let out = romana(&sb, &["vip", "add", "10.112.0.9", "--service", "web", "--tenant", "red"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("inside Romana network"), "{out:?}");
+    let out = romana(&sb, &["vip", "add", VIP, "--service", "web", "--tenant", "red", "--port", "tcp:80:x"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a port number"), "{out:?}");
+
+    vip_ok(
+        &sb,
+        &[
+            "vip",
+            "add",
+            VIP,
+            "--service",
+            "web",
+            "--tenant",
+            "red",
+            "--host",
+            "r2h1",
+            "--port",
+            "tcp:80:8080",
+        ],
+    );
+    let spine = format!("{prefix}spine");
+    let d = sb.state.join(&name);
+    let explain = || {
+        let log = |h: &str| {
+            let text = std::fs::read_to_string(d.join(format!("{h}.log"))).unwrap_or_default();
+            text.lines().rev().take(8).collect::<Vec<_>>().join("\n")
+        };
+        format!(
+            "vips: {}\nspine routes: {}\nr2h1 log: {}\nr1h1 log: {}",
+            vip_ok(&sb, &["vip", "list"]),
+            routes(&spine),
+            log("r2h1"),
+            log("r1h1")
+        )
+    };
+    reach(&spine, "web2", explain);
+    let list = vip_ok(&sb, &["vip", "list"]);
+    assert!(
+        list.contains(VIP) && list.contains("r2h1") && list.contains("r1h1"),
+        "served by r2h1, r1h1 standing by:\n{list}"
+    );
+
+    // The VIP is one /32 on every router; no other host route is there (no per-endpoint route).
+    for r in ["spine", "spine2", "rack1", "rack2"] {
+        let ns = format!("{prefix}{r}");
+        let learned = routes(&ns);
+        let hosts: Vec<&str> =
+            learned.lines().filter(|l| !l.split_whitespace().next().unwrap_or("").contains('/')).collect();
+        assert_eq!(hosts.len(), 1, "{ns}: one /32, the VIP's:\n{learned}");
+        assert!(hosts[0].starts_with(VIP), "{ns}: {}", hosts[0]);
+    }
+
+    // The serving host dies; the client reconnects and reaches the service on the other host.
+    sb.ok(&["sandbox", "kill-host", "r2h1"]);
+    let seen = reach(&spine, "web1", explain);
+    assert!(!seen.iter().any(|s| s.as_deref() == Some("db1")), "never another service: {seen:?}");
+    let start = Instant::now();
+    loop {
+        let list = vip_ok(&sb, &["vip", "list"]);
+        if list.lines().any(|l| l.contains(VIP) && l.split_whitespace().nth(5) == Some("r1h1")) {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(60), "romanad never moved the VIP to r1h1:\n{list}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    vip_ok(&sb, &["vip", "delete", VIP]);
+    sb.ok(&["sandbox", "down"]);
+    assert!(namespaces(&prefix).is_empty(), "down removed every namespace");
+}
