@@ -174,10 +174,17 @@ pub fn check(p: &Picture, seen: &Sightings, now: u64, g: Graces) -> Vec<Disagree
             &a.ip,
             &a.host,
             format!("allocated with no endpoint for {} s or more", g.leak_ms / 1000),
-            format!(
-                "release it (romana address release {}); romanad reclaims it after the leak grace",
-                a.name
-            ),
+            if a.name.starts_with(CNI_PREFIX) {
+                format!(
+                    "release it (romana address release {}); romanad reclaims it after the leak grace",
+                    a.name
+                )
+            } else {
+                format!(
+                    "release it (romana address release {}) unless Neutron or an operator still uses it",
+                    a.name
+                )
+            },
         ));
     }
     let by_name: BTreeMap<&str, &Alloc> = p.allocations.iter().map(|a| (a.name.as_str(), a)).collect();
@@ -300,7 +307,12 @@ pub struct Reclaim {
     pub reason: Reason,
 }
 
-/// Addresses to release at `now`: those of endpoints on hosts dead past `dead_ms`, and
+/// The names the CNI path gives addresses (`romana_api::agent`): only those are released as
+/// leaks. Others (a Neutron port not bound yet, an operator's `romana address allocate`) have an
+/// owner outside romanad that still believes in them; the check reports them, a person decides.
+pub const CNI_PREFIX: &str = "cni:";
+
+/// Addresses to release at `now`: those of endpoints on hosts dead past `dead_ms`, and CNI
 /// allocations without endpoint past `leak_ms`. A live host's endpoints are never chosen.
 pub fn reclaim(p: &Picture, seen: &Sightings, now: u64, g: Graces) -> Vec<Reclaim> {
     let mut out: Vec<Reclaim> = p
@@ -314,7 +326,8 @@ pub fn reclaim(p: &Picture, seen: &Sightings, now: u64, g: Graces) -> Vec<Reclai
             reason: Reason::DeadHost,
         })
         .collect();
-    out.extend(unattached(p).filter(|a| past(seen, &leak_key(&a.name), now, g.leak_ms)).map(|a| Reclaim {
+    let leaked = unattached(p).filter(|a| a.name.starts_with(CNI_PREFIX));
+    out.extend(leaked.filter(|a| past(seen, &leak_key(&a.name), now, g.leak_ms)).map(|a| Reclaim {
         name: a.name.clone(),
         ip: a.ip.clone(),
         host: a.host.clone(),

@@ -118,12 +118,14 @@ fn reclaim_at(p: &Picture, now: u64) -> Vec<(Reason, String)> {
 fn reclaim_waits_for_its_graces_and_never_touches_live_hosts() {
     let mut p = base();
     p.live.remove("h2");
-    p.allocations.push(alloc("lost", "10.0.0.3", "h1"));
+    p.allocations.push(alloc("cni:pods:c1:eth0", "10.0.0.3", "h1"));
+    p.allocations.push(alloc("by-hand", "10.0.0.4", "h1"));
     assert_eq!(reclaim_at(&p, 59_999), vec![], "nothing before a grace");
-    assert_eq!(reclaim_at(&p, 60_000), vec![(Reason::Leak, "lost".to_owned())]);
+    let lost = (Reason::Leak, "cni:pods:c1:eth0".to_owned());
+    assert_eq!(reclaim_at(&p, 60_000), vec![lost.clone()], "a CNI leak; the hand-made one is only reported");
     assert_eq!(
         reclaim_at(&p, 600_000),
-        vec![(Reason::DeadHost, "v".to_owned()), (Reason::Leak, "lost".to_owned())],
+        vec![(Reason::DeadHost, "v".to_owned()), lost],
         "the dead host's VM after its grace; h1's pod never"
     );
     // The host came back just before the decision: nothing of it is reclaimed.
