@@ -188,3 +188,60 @@ async fn disagreements_are_found_and_a_dead_hosts_addresses_reclaimed_after_the_
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     beat.await.unwrap();
 }
+
+/// `romana_reclaimed_addresses_total{reason="leak"}` of one replica.
+async fn leaks_reclaimed(url: &str) -> u64 {
+    let text =
+        romana_client::http().get(format!("{url}/metrics")).send().await.unwrap().text().await.unwrap();
+    let line = text.lines().find(|l| l.starts_with(r#"romana_reclaimed_addresses_total{reason="leak"}"#));
+    line.and_then(|l| l.rsplit(' ').next()).and_then(|n| n.parse().ok()).unwrap()
+}
+
+/// Two replicas on one etcd: each leaked address is released once, by the route manager's leader.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_reclaim_each_leak_once_on_the_leader() {
+    let etcd = common::etcd("check-ha");
+    let dirs: Vec<TempDir> = (0..2).map(|i| TempDir::new(&format!("check-ha-{i}"))).collect();
+    let replicas: Vec<_> = dirs
+        .iter()
+        .map(|d| {
+            common::on_etcd(
+                &etcd,
+                "/check-ha/",
+                &["--data-dir", &d.path().display().to_string(), "--leak-grace", "2"],
+            )
+        })
+        .collect();
+    let c = common::admin(&dirs[0]).await;
+    c.apply_topology(&serde_json::from_str::<TopologyRequest>(FLAT).unwrap()).await.unwrap();
+    let req = HostRequest {
+        name: "h1".into(),
+        ip: "192.168.9.1".into(),
+        agent_port: None,
+        tags: Default::default(),
+        k8s_info: None,
+    };
+    c.add_host(&req).await.unwrap();
+    for i in 0..5 {
+        let a = AddressRequest {
+            name: format!("cni:pods:c{i}:eth0"),
+            host: "h1".into(),
+            tenant: "t".into(),
+            segment: String::new(),
+            ip: None,
+        };
+        c.allocate(&a, None).await.unwrap();
+    }
+    let start = Instant::now();
+    while !c.addresses("").await.unwrap().is_empty() {
+        assert!(start.elapsed() < Duration::from_secs(60), "the leaks were never reclaimed");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let mut counts = Vec::new();
+    for r in &replicas {
+        counts.push(leaks_reclaimed(&r.url).await);
+    }
+    counts.sort();
+    assert_eq!(counts, vec![0, 5], "one replica (the leader) released every leak, once");
+    drop(replicas);
+}
