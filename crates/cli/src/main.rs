@@ -1,6 +1,7 @@
 //! `romana`: the command line. Parses arguments, finds romanad, and hands each command to its module.
 
 mod bird_status;
+mod check;
 mod commands;
 mod config;
 mod fabric;
@@ -65,6 +66,12 @@ enum Command {
     Whoami,
     /// Services and their live instances (from Root).
     Services,
+    /// Consistency check: IPAM, endpoints (pods, VMs) and liveness; exit 1 when they disagree.
+    Check {
+        /// Report addresses without endpoint after SECS (default: romanad's --leak-grace).
+        #[arg(long, value_name = "SECS")]
+        leak_grace: Option<u64>,
+    },
     /// Address pools.
     Network {
         #[command(subcommand)]
@@ -726,6 +733,7 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             })?
         }
         Command::Services => x::services(&c, f).await?,
+        Command::Check { leak_grace } => return check::run(&c, f, leak_grace).await,
         Command::Network { command: ListOnly::List } => x::networks(&c, f).await?,
         Command::Topology { command } => match command {
             TopologyCommand::Show => x::topology_show(&c, f).await?,

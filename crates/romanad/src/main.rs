@@ -47,6 +47,13 @@ struct Flags {
     /// Seconds a host stays alive without a heartbeat from its agent; then its routes are withdrawn.
     #[arg(long, default_value_t = 2, env = "ROMANAD_HOST_LIVENESS_TTL")]
     host_liveness_ttl: i64,
+    /// Seconds a host may stay dead before its endpoints' addresses are released (reclaim).
+    #[arg(long, default_value_t = 600, env = "ROMANAD_DEAD_HOST_GRACE")]
+    dead_host_grace: u64,
+    /// Seconds an address may stay allocated with no endpoint (a CNI DEL that never came)
+    /// before it is released.
+    #[arg(long, default_value_t = 600, env = "ROMANAD_LEAK_GRACE")]
+    leak_grace: u64,
     /// This replica's private token-signing key (Ed25519 PKCS#8 PEM, mode 0600; created when absent).
     /// Only its public key goes to the store. Default: DATA_DIR/signing-key.pem.
     #[arg(long, env = "ROMANAD_SIGNING_KEY")]
@@ -324,6 +331,10 @@ async fn run() -> Result<()> {
         auth: flags.auth == Switch::On,
         access_ttl: flags.access_token_ttl,
         liveness_ttl: flags.host_liveness_ttl,
+        graces: romana_services::consistency::Graces {
+            leak_ms: flags.leak_grace.saturating_mul(1000),
+            dead_ms: flags.dead_host_grace.saturating_mul(1000),
+        },
         credentials: Some(flags.data_dir.join("admin.credentials")),
         signing_key: Some(
             flags.signing_key.clone().unwrap_or_else(|| flags.data_dir.join("signing-key.pem")),

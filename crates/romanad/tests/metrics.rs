@@ -50,7 +50,10 @@ fn host(name: &str, ip: &str) -> HostRequest {
 async fn every_documented_family_is_served_and_moves_with_its_event() {
     let dir = TempDir::new("romanad-metrics");
     let topo = common::topology_file("flat.json").display().to_string();
-    let d = common::embedded(&dir, &["--initial-topology", &topo, "--host-liveness-ttl", "1"]);
+    let d = common::embedded(
+        &dir,
+        &["--initial-topology", &topo, "--host-liveness-ttl", "1", "--dead-host-grace", "2"],
+    );
     let admin = common::admin(&dir).await;
     let url = d.url.clone();
 
@@ -80,12 +83,28 @@ async fn every_documented_family_is_served_and_moves_with_its_event() {
     expect_moved(&url, "allocating an address", &before, &m).await;
     moved.extend(m);
 
+    // p1 registered as an endpoint: once h1 dies it is on a dead host, then reclaimed.
+    let a = admin.addresses("").await.unwrap().remove(0);
+    let e = romana_api::rest::EndpointInfo {
+        name: a.name,
+        ip: a.ip,
+        tenant: a.tenant,
+        segment: a.segment,
+        host: a.host,
+        labels: Default::default(),
+        ports: vec![],
+        pod: String::new(),
+    };
+    admin.put_endpoint(&e).await.unwrap();
     let before = scrape(&url).await;
     admin.heartbeat("h1").await.unwrap();
     expect_moved(&url, "a heartbeat", &before, &["romana_hosts_alive"]).await;
     // Nothing renews the one-second lease: the host is dead once it lapses.
     expect_moved(&url, "the heartbeat lease lapsing", &before, &["romana_hosts_dead"]).await;
     moved.extend(["romana_hosts_alive", "romana_hosts_dead"]);
+    expect_moved(&url, "an endpoint on a dead host", &before, &["romana_check_disagreements"]).await;
+    expect_moved(&url, "the dead-host grace passing", &before, &["romana_reclaimed_addresses_total"]).await;
+    moved.extend(["romana_check_disagreements", "romana_reclaimed_addresses_total"]);
 
     let before = scrape(&url).await;
     let mut rx = admin.watch("tenants/", 0).await.unwrap();

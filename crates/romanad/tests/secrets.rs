@@ -570,6 +570,7 @@ async fn serve(store: Arc<dyn Store>, dir: &Path) -> (String, tokio::task::JoinH
         ca_pem: None,
         access_ttl: 900,
         liveness_ttl: 2,
+        graces: Default::default(),
         signing_key: Some(dir.join("signing-key.pem")),
     };
     let state = romana_services::start(store, &opts).await.unwrap();

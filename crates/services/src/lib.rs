@@ -7,6 +7,9 @@
 pub mod auth;
 pub mod auth_state;
 pub mod authenticate;
+pub mod check_api;
+pub mod check_tracker;
+pub mod consistency;
 pub mod endpoints;
 pub mod error;
 pub mod extract;
@@ -34,6 +37,7 @@ pub mod pod_join;
 pub mod pods;
 pub mod policies;
 pub mod policy_store;
+pub mod reclaim;
 pub mod registration;
 pub mod rest_routes;
 pub mod root;
@@ -86,6 +90,8 @@ pub struct Options {
     /// This replica's private signing key (PKCS#8 PEM, 0600; created when absent). `None`: a key
     /// in memory only, new at every start (in-process servers of tests and benchmarks).
     pub signing_key: Option<std::path::PathBuf>,
+    /// How long a dead host's endpoints and an allocation without endpoint wait before reclaim.
+    pub graces: consistency::Graces,
 }
 
 /// Every service on a memory store, served on 127.0.0.1 at a port chosen at run time: romanad
@@ -111,6 +117,7 @@ pub async fn serve_loopback(
         access_ttl: 900,
         liveness_ttl: 2,
         signing_key: None,
+        graces: consistency::Graces::default(),
     };
     let store = Arc::new(romana_store::MemStore::new());
     let state = start(store, &opts).await.map_err(|e| std::io::Error::other(e.message))?;
@@ -158,7 +165,8 @@ pub async fn start(store: Arc<dyn Store>, opts: &Options) -> error::ApiResult<Ap
         opts.instance.clone(),
         opts.url.clone(),
     );
-    Ok(AppState {
+    let state = AppState {
+        check: Arc::new(check_tracker::Tracker::new(opts.graces)),
         store,
         keys,
         ipam,
@@ -168,7 +176,11 @@ pub async fn start(store: Arc<dyn Store>, opts: &Options) -> error::ApiResult<Ap
         services: Arc::new(opts.services.clone()),
         instance: Arc::new(opts.instance.clone()),
         url: Arc::new(opts.url.clone()),
-    })
+    };
+    if opts.services.iter().any(|s| s == "topology") {
+        reclaim::spawn(state.clone());
+    }
+    Ok(state)
 }
 
 /// The HTTP router for the services this instance runs.
@@ -190,6 +202,7 @@ pub fn router(state: AppState) -> Router {
             .merge(liveness_api::routes())
             .merge(endpoints::routes())
             .merge(vips::routes())
+            .merge(check_api::routes())
             .merge(pods::routes());
     }
     if on("ipam") {

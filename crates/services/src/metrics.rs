@@ -17,6 +17,16 @@ pub struct RequestLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    pub kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RouteLabels {
     pub route: String,
 }
@@ -34,6 +44,9 @@ pub struct Metrics {
     pub watch_streams: Gauge,
     /// Changes sent on watch streams (one per key, summed over streams).
     pub watch_events: Counter,
+    /// The consistency check's disagreements by kind, and addresses reclaimed by reason.
+    pub disagreements: Family<KindLabels, Gauge>,
+    pub reclaimed: Family<ReasonLabels, Counter>,
 }
 
 /// Counts a watch stream as open until dropped (the stream's body holds it).
@@ -75,6 +88,25 @@ impl Metrics {
         );
         registry.register("watch_streams", "Watch streams open", watch_streams.clone());
         registry.register("watch_events", "Changes sent on watch streams", watch_events.clone());
+        let disagreements = Family::<KindLabels, Gauge>::default();
+        let reclaimed = Family::<ReasonLabels, Counter>::default();
+        // Every kind and reason served from the start, at zero, so a scrape sees the families.
+        for kind in crate::consistency::Kind::ALL {
+            disagreements.get_or_create(&KindLabels { kind: kind.as_str().to_owned() }).set(0);
+        }
+        for reason in ["dead-host", "leak"] {
+            drop(reclaimed.get_or_create(&ReasonLabels { reason: reason.to_owned() }));
+        }
+        registry.register(
+            "check_disagreements",
+            "Consistency check disagreements by kind",
+            Family::clone(&disagreements),
+        );
+        registry.register(
+            "reclaimed_addresses",
+            "Addresses released by reclaim, by reason",
+            Family::clone(&reclaimed),
+        );
         Metrics {
             registry,
             requests,
@@ -86,6 +118,8 @@ impl Metrics {
             hosts_dead,
             watch_streams,
             watch_events,
+            disagreements,
+            reclaimed,
         }
     }
 
@@ -93,6 +127,20 @@ impl Metrics {
     pub fn stream_opened(&self) -> OpenStream {
         self.watch_streams.inc();
         OpenStream(self.watch_streams.clone())
+    }
+
+    /// Sets the disagreement gauges from the last consistency pass (`reclaim.rs`).
+    pub fn set_disagreements(&self, counts: &std::collections::BTreeMap<&'static str, u64>) {
+        for (kind, n) in counts {
+            self.disagreements
+                .get_or_create(&KindLabels { kind: kind.to_string() })
+                .set(i64::try_from(*n).unwrap_or(i64::MAX));
+        }
+    }
+
+    /// An address released by reclaim (`reason`: `dead-host` or `leak`).
+    pub fn reclaimed(&self, reason: &str) {
+        self.reclaimed.get_or_create(&ReasonLabels { reason: reason.to_owned() }).inc();
     }
 
     /// Sets the gauges read at scrape time from the IPAM view and liveness.

@@ -227,6 +227,16 @@ pub const ROUTES: &[RouteSpec] = &[
     r("GET", "/liveness", "topology", Access::Service, "Monitored hosts and which are alive", None, "", 200),
     r(
         "GET",
+        "/check",
+        "topology",
+        Access::Service,
+        "Consistency check: IPAM, endpoints, liveness",
+        None,
+        "",
+        200,
+    ),
+    r(
+        "GET",
         "/fabric",
         "topology",
         Access::Service,

@@ -23,6 +23,8 @@ pub struct AppState {
     /// This instance's id and URL, as registered with Root.
     pub instance: Arc<String>,
     pub url: Arc<String>,
+    /// The consistency check's graces and sightings (`reclaim.rs`).
+    pub check: Arc<crate::check_tracker::Tracker>,
 }
 
 impl AppState {

@@ -52,6 +52,7 @@ pub async fn serve(store: Arc<dyn Store>) -> (String, tokio::task::JoinHandle<()
         ca_pem: None,
         access_ttl: 900,
         liveness_ttl: 2,
+        graces: Default::default(),
         signing_key: None,
     };
     let state = romana_services::start(store, &opts).await.expect("services start");

@@ -1,0 +1,132 @@
+//! Reclaim: the loop that gathers the consistency picture (every replica, so its sightings and
+//! the `romana_check_disagreements` gauges are current wherever `GET /check` lands) and, on the
+//! route manager's leader only, releases what `consistency::reclaim` chooses: addresses of
+//! endpoints on hosts dead past the grace, allocations without endpoint past theirs. Each
+//! release is logged and counted. A replica's sightings start when it starts, so a new leader
+//! waits a full grace from then (later, never earlier).
+
+use std::time::Duration;
+
+use romana_api::rest::EndpointInfo;
+
+use crate::consistency::{self, Alloc, Block, Endpoint, Picture, Reason};
+use crate::service_error::ServiceResult;
+use crate::state::AppState;
+
+/// Milliseconds since the epoch (the one clock reading; the cores take it as an argument).
+pub fn now_ms() -> u64 {
+    let d = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// The picture as this replica sees it now: IPAM's allocations, hosts and blocks, the endpoint
+/// registry from the store, liveness as the route manager's loop last read it.
+pub async fn gather(s: &AppState) -> ServiceResult<Picture> {
+    let (kvs, _) = s.store.range(&s.keys.endpoints()).await?;
+    let endpoints = kvs
+        .iter()
+        .filter_map(|kv| serde_json::from_slice::<EndpointInfo>(&kv.value).ok())
+        .map(|e| Endpoint {
+            kind: if e.labels.get("romana.io/kind").is_some_and(|k| k == "vm") { "vm" } else { "pod" }
+                .to_owned(),
+            name: e.name,
+            ip: e.ip,
+            host: e.host,
+        })
+        .collect();
+    let mut p = s.ipam.read(|v| Picture {
+        allocations: v
+            .ipam
+            .allocations()
+            .into_iter()
+            .map(|a| Alloc { name: a.name.to_string(), ip: a.ip.to_string(), host: a.host.to_string() })
+            .collect(),
+        hosts: v.ipam.hosts().into_iter().map(|h| h.name.to_string()).collect(),
+        blocks: v
+            .ipam
+            .blocks()
+            .into_iter()
+            .filter_map(|b| {
+                b.owner.map(|(_, _, h)| Block {
+                    network: b.network.to_string(),
+                    cidr: b.cidr.to_string(),
+                    host: h.to_string(),
+                })
+            })
+            .collect(),
+        ..Picture::default()
+    });
+    p.endpoints = endpoints;
+    let l = s.liveness.read().unwrap_or_else(|e| e.into_inner());
+    p.monitored = l.monitored.clone();
+    p.live = l.live.clone();
+    Ok(p)
+}
+
+async fn is_leader(s: &AppState) -> bool {
+    let key = s.keys.leader("route-manager");
+    matches!(s.store.get(&key).await, Ok(Some(kv)) if kv.value == s.instance.as_bytes())
+}
+
+/// One pass: gather, observe, set the gauges, and (the leader) release what is due.
+pub async fn pass(s: &AppState, now: u64) -> ServiceResult<usize> {
+    let p = gather(s).await?;
+    let seen = s.check.observe(&p, now);
+    let found = consistency::check(&p, &seen, now, s.check.graces);
+    s.metrics.set_disagreements(&consistency::counts(&found));
+    if !is_leader(s).await {
+        return Ok(0);
+    }
+    let mut done = 0;
+    for r in consistency::reclaim(&p, &seen, now, s.check.graces) {
+        let why = match r.reason {
+            Reason::DeadHost => {
+                // The record first, so a failed release leaves a leak (reclaimed later), never
+                // an endpoint without its address.
+                crate::pod_join::delete_endpoint(s, &r.name, |_| Ok(())).await.map_err(|e| {
+                    crate::service_error::ServiceError::Unavailable(format!(
+                        "deleting endpoint {}: {}",
+                        r.name, e.message
+                    ))
+                })?;
+                "dead-host"
+            }
+            Reason::Leak => {
+                // An endpoint registered since the picture was read keeps its address.
+                if s.store.get(&s.keys.endpoint(&r.name)).await?.is_some() {
+                    continue;
+                }
+                "leak"
+            }
+        };
+        match s.ipam.release(r.name.clone()).await {
+            Ok(_) => {
+                tracing::warn!(name = %r.name, ip = %r.ip, host = %r.host, reason = why, "reclaimed an address");
+                s.metrics.reclaimed(why);
+                done += 1;
+            }
+            // Another pass (or replica) got there first.
+            Err(
+                crate::service_error::ServiceError::NotFound(_)
+                | crate::service_error::ServiceError::Ipam(romana_ipam::IpamError::NotFound(_)),
+            ) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(done)
+}
+
+/// Runs `pass` on every replica that serves the topology service.
+pub fn spawn(s: AppState) {
+    let g = s.check.graces;
+    let every = Duration::from_millis((g.leak_ms.min(g.dead_ms) / 4).clamp(200, 5_000));
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        loop {
+            tick.tick().await;
+            if let Err(e) = pass(&s, now_ms()).await {
+                tracing::warn!(error = %e, "consistency pass failed; trying again");
+            }
+        }
+    });
+}
