@@ -75,7 +75,7 @@ pub struct Firewall {
     /// The fast path, told which endpoints may skip the forward hook around each transaction.
     deliver: Option<Arc<Deliver>>,
     /// Egress NAT's inputs (`nat.rs`), once known and when this kernel can do it.
-    pub nat: crate::nat::NatSlot,
+    pub nat: romana_agent::nat_slot::NatSlot,
 }
 
 impl Firewall {
