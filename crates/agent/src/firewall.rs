@@ -76,6 +76,8 @@ pub struct Firewall {
     deliver: Option<Arc<Deliver>>,
     /// Egress NAT's inputs (`nat.rs`), once known and when this kernel can do it.
     pub nat: romana_agent::nat_slot::NatSlot,
+    /// Wakes the loop in `run` (for changes that come from outside the watch, such as NAT's).
+    pub wake: Arc<tokio::sync::Notify>,
 }
 
 impl Firewall {
@@ -88,6 +90,7 @@ impl Firewall {
             nft: Arc::default(),
             deliver,
             nat: Default::default(),
+            wake: Default::default(),
         }
     }
 
@@ -227,7 +230,7 @@ fn tell_library(library: Option<bool>) {
 /// the core asks on each change; beside it, the repair check (`repair`). Fails closed: when
 /// romanad is unreachable the last table stays.
 pub async fn run(fw: Arc<Firewall>, repair: Duration) {
-    let wake = Arc::new(tokio::sync::Notify::new());
+    let wake = fw.wake.clone();
     for prefix in ["endpoints/", "policies/", "netpols/", "tenants/", "segments/"] {
         let (ctx, wake) = (fw.ctx.clone(), wake.clone());
         tokio::spawn(async move {

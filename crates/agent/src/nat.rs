@@ -47,12 +47,10 @@ pub async fn run(fw: Arc<Firewall>, ctx: Arc<Ctx>, host_ns: Option<PathBuf>, eve
                         hosts = summary.2,
                         "egress NAT inputs changed"
                     );
-                    match fw.sync(&ctx.metrics, false).await {
-                        Ok(_) | Err(romana_agent::error::FirewallError::NotLoaded) => {}
-                        Err(e) => {
-                            tracing::warn!(error = %e, "firewall pass for egress NAT failed; the next pass retries")
-                        }
-                    }
+                    // Through the firewall's loop and its core, like any other change: the
+                    // inputs are dirty, the loop's next wake runs the pass.
+                    ctx.core().inputs.dirty = true;
+                    fw.wake.notify_one();
                 }
             }
             Err(e) if trouble.as_deref() != Some(&e) => {
