@@ -75,7 +75,9 @@ pub struct Firewall {
     /// The fast path, told which endpoints may skip the forward hook around each transaction.
     deliver: Option<Arc<Deliver>>,
     /// Egress NAT's inputs (`nat.rs`), once known and when this kernel can do it.
-    pub nat: crate::nat::NatSlot,
+    pub nat: romana_agent::nat_slot::NatSlot,
+    /// Wakes the loop in `run` (for changes that come from outside the watch, such as NAT's).
+    pub wake: Arc<tokio::sync::Notify>,
     /// The VIPs' DNAT rules (`vip.rs`), added to every pass's table.
     vips: Mutex<Vec<romana_policy::vip::VipDnat>>,
 }
@@ -91,6 +93,7 @@ impl Firewall {
             deliver,
             nat: Default::default(),
             vips: Mutex::default(),
+            wake: Default::default(),
         }
     }
 
@@ -304,7 +307,7 @@ fn tell_library(library: Option<bool>) {
 /// the core asks on each change; beside it, the repair check (`repair`). Fails closed: when
 /// romanad is unreachable the last table stays.
 pub async fn run(fw: Arc<Firewall>, repair: Duration) {
-    let wake = Arc::new(tokio::sync::Notify::new());
+    let wake = fw.wake.clone();
     for prefix in ["endpoints/", "policies/", "netpols/", "tenants/", "segments/"] {
         let (ctx, wake) = (fw.ctx.clone(), wake.clone());
         tokio::spawn(async move {

@@ -5,42 +5,13 @@
 //! firewall's table and transaction, so it needs the firewall (not `--no-policy`).
 
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use romana_agent::machine::pass::Compiled;
-use romana_policy::nat::{NatConfig, amend_pass};
+use romana_policy::nat::NatConfig;
 
 use crate::ctx::Ctx;
 use crate::firewall::Firewall;
-
-/// What the firewall's passes read: the NAT inputs, `None` until known (or when this kernel
-/// cannot do NAT: then no chain is ever added).
-#[derive(Debug, Default)]
-pub struct NatSlot(Mutex<Option<Arc<NatConfig>>>);
-
-impl NatSlot {
-    fn get(&self) -> Option<Arc<NatConfig>> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-
-    /// Replaces the inputs; returns whether they changed.
-    fn set(&self, cfg: NatConfig) -> bool {
-        let mut slot = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        if slot.as_deref() == Some(&cfg) {
-            return false;
-        }
-        *slot = Some(Arc::new(cfg));
-        true
-    }
-
-    /// Adds the chain to a pass's table, and takes the endpoints it masquerades off the fast path.
-    pub fn amend(&self, c: &mut Compiled) {
-        if let Some(nat) = self.get() {
-            amend_pass(&mut c.desired, &mut c.unfiltered, &nat);
-        }
-    }
-}
 
 /// Runs forever (or returns at once when this kernel cannot do NAT, saying why).
 pub async fn run(fw: Arc<Firewall>, ctx: Arc<Ctx>, host_ns: Option<PathBuf>, every: Duration) {
@@ -76,12 +47,10 @@ pub async fn run(fw: Arc<Firewall>, ctx: Arc<Ctx>, host_ns: Option<PathBuf>, eve
                         hosts = summary.2,
                         "egress NAT inputs changed"
                     );
-                    match fw.sync(&ctx.metrics, false).await {
-                        Ok(_) | Err(romana_agent::error::FirewallError::NotLoaded) => {}
-                        Err(e) => {
-                            tracing::warn!(error = %e, "firewall pass for egress NAT failed; the next pass retries")
-                        }
-                    }
+                    // Through the firewall's loop and its core, like any other change: the
+                    // inputs are dirty, the loop's next wake runs the pass.
+                    ctx.core().inputs.dirty = true;
+                    fw.wake.notify_one();
                 }
             }
             Err(e) if trouble.as_deref() != Some(&e) => {

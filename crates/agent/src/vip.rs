@@ -131,7 +131,9 @@ pub async fn run(shared: Arc<Shared>, every: Duration, wake: Arc<tokio::sync::No
     }
 }
 
-/// Gives the firewall the DNAT rules and runs a pass; `false` while it cannot yet (not loaded).
+/// Gives the firewall the DNAT rules and wakes its loop; `false` while it cannot yet (not loaded).
+/// The pass runs in the firewall's own loop, through the core, like every other change: a pass
+/// of our own here could interleave with that loop's (egress NAT met exactly that race).
 async fn set_dnat(shared: &Shared, dnat: Vec<VipDnat>) -> bool {
     let Some(fw) = &shared.firewall else {
         if !dnat.is_empty() {
@@ -140,13 +142,13 @@ async fn set_dnat(shared: &Shared, dnat: Vec<VipDnat>) -> bool {
         return true;
     };
     fw.set_vips(dnat);
-    match fw.sync(&shared.metrics, false).await {
-        Ok(_) => true,
-        Err(e) => {
-            tracing::debug!(error = %e, "VIP DNAT waits for the firewall");
-            false
-        }
+    if !fw.is_loaded() {
+        tracing::debug!("VIP DNAT waits for the firewall's first pass");
+        return false;
     }
+    shared.core().inputs.dirty = true;
+    fw.wake.notify_one();
+    true
 }
 
 #[cfg(test)]

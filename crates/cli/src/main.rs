@@ -503,6 +503,9 @@ enum SandboxCommand {
         at: SandboxWhere,
         #[arg(value_parser = ["on", "off"])]
         state: String,
+        /// Destinations reached without NAT (the topology's `no_nat`; replaces the list).
+        #[arg(long = "no-nat")]
+        no_nat: Vec<String>,
     },
     /// The echo server `reach` asks (runs inside a namespace).
     #[command(hide = true)]
@@ -615,6 +618,7 @@ async fn run_sandbox(cli: &Cli, file: &config::FileConfig, command: &SandboxComm
     if let SandboxCommand::Down { at } = command {
         // Works without romanad: removing the hosts from it is best effort.
         let c = connect(cli, file).await.ok();
+        sandbox_internet::stop_echoes(&at.state_dir, &at.name);
         sandbox::down(&at.state_dir, &at.name, c.as_ref()).await?;
         return Ok(true);
     }
@@ -638,14 +642,22 @@ async fn run_sandbox(cli: &Cli, file: &config::FileConfig, command: &SandboxComm
                 block_mask: *block_mask,
                 state_dir: at.state_dir.clone(),
                 routing: *routing,
-                internet: *internet,
-                nat_outgoing: !*no_nat_outgoing,
+                egress: sandbox_layout::Egress {
+                    internet: *internet,
+                    nat_outgoing: !*no_nat_outgoing,
+                    no_nat: vec![],
+                },
             };
             sandbox::up(&c, &o).await?;
+            if *internet && let Err(e) = sandbox_internet::start_internet(&at.state_dir, &at.name) {
+                sandbox_internet::stop_echoes(&at.state_dir, &at.name);
+                let _ = sandbox::down(&at.state_dir, &at.name, Some(&c)).await;
+                return Err(e.context("sandbox up failed; everything it made was removed"));
+            }
         }
         SandboxCommand::Status { at } => sandbox::status(&c, &at.state_dir, &at.name).await?,
-        SandboxCommand::Nat { at, state } => {
-            sandbox_internet::set_nat(&c, &at.state_dir, &at.name, state == "on").await?
+        SandboxCommand::Nat { at, state, no_nat } => {
+            sandbox_internet::set_nat(&c, &at.state_dir, &at.name, state == "on", no_nat).await?
         }
         SandboxCommand::Pod {
             command: SandboxPodCommand::Add { at, host, tenant, segment, labels, pod, uid, from_kubernetes },

@@ -15,7 +15,7 @@ use romana_api::rest::{HostRequest, TenantRequest};
 use romana_client::Client;
 use serde::{Deserialize, Serialize};
 
-use crate::sandbox_layout::{Layout, Routing, prefix};
+use crate::sandbox_layout::{Egress, Layout, Routing, prefix};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Pod {
@@ -41,23 +41,14 @@ pub struct State {
     pub pods: Vec<Pod>,
     #[serde(default)]
     pub routing: Routing,
-    /// An "internet" namespace behind the spines (`sandbox_internet.rs`).
-    #[serde(default)]
-    pub internet: bool,
-    #[serde(default = "nat_on")]
-    pub nat_outgoing: bool,
-}
-
-fn nat_on() -> bool {
-    true
+    #[serde(default, flatten)]
+    pub egress: Egress,
 }
 
 impl State {
     pub(crate) fn layout(&self) -> Result<Layout> {
         Layout::new(&self.name, self.racks, self.hosts_per_rack, &self.cidr, self.block_mask)
-            .map(|l| {
-                l.with_routing(self.routing).with_internet(self.internet).with_nat_outgoing(self.nat_outgoing)
-            })
+            .map(|l| l.with_routing(self.routing).with_egress(self.egress.clone()))
             .map_err(anyhow::Error::msg)
     }
 }
@@ -119,17 +110,14 @@ pub struct UpOptions {
     pub block_mask: u8,
     pub state_dir: PathBuf,
     pub routing: Routing,
-    /// An "internet" namespace behind the spines.
-    pub internet: bool,
-    pub nat_outgoing: bool,
+    pub egress: Egress,
 }
 
 pub async fn up(c: &Client, o: &UpOptions) -> Result<()> {
     let layout = Layout::new(&o.name, o.racks, o.hosts_per_rack, &o.cidr, o.block_mask)
         .map_err(anyhow::Error::msg)?
         .with_routing(o.routing)
-        .with_internet(o.internet)
-        .with_nat_outgoing(o.nat_outgoing);
+        .with_egress(o.egress.clone());
     if !leftovers(&o.name)?.is_empty() {
         bail!(
             "sandbox {:?} has namespaces already; run `romana sandbox down --name {}` first",
@@ -186,12 +174,8 @@ async fn build(c: &Client, layout: &Layout, o: &UpOptions, d: &Path) -> Result<(
         agents: BTreeMap::new(),
         pods: Vec::new(),
         routing: o.routing,
-        internet: o.internet,
-        nat_outgoing: o.nat_outgoing,
+        egress: o.egress.clone(),
     };
-    if o.internet {
-        crate::sandbox_internet::start_internet(layout, d)?;
-    }
     for h in &layout.hosts {
         let req = HostRequest {
             name: h.name.clone(),
@@ -231,8 +215,7 @@ async fn build(c: &Client, layout: &Layout, o: &UpOptions, d: &Path) -> Result<(
     if layout.routing == Routing::Bgp {
         crate::sandbox_bgp::wait_sessions(layout, d, Duration::from_secs(30)).await?;
     }
-    let internet = if o.internet { ", internet at 198.18.0.1 behind the spines" } else { "" };
-    println!("sandbox {} up: {} racks x {} hosts, agents ready{internet}", o.name, o.racks, o.hosts_per_rack);
+    println!("sandbox {} up: {} racks x {} hosts, agents ready", o.name, o.racks, o.hosts_per_rack);
     Ok(())
 }
 
@@ -521,7 +504,6 @@ pub async fn down(state_dir: &Path, name: &str, c: Option<&Client>) -> Result<()
         }
     }
     crate::sandbox_bgp::stop_birds(&d);
-    crate::sandbox_internet::stop_echoes(&d);
     let namespaces = leftovers(name)?;
     for ns in &namespaces {
         ip(&["netns".into(), "del".into(), ns.clone()])?;

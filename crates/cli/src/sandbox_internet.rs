@@ -17,7 +17,7 @@ use romana_client::Client;
 
 use crate::sandbox::{dir, load, save};
 use crate::sandbox_bgp::pid_alive;
-use crate::sandbox_layout::{ECHO_PORT, INTERNET_IP, Layout};
+use crate::sandbox_layout::{ECHO_PORT, INTERNET_IP};
 
 /// Serves forever: every TCP connection and UDP datagram on `listen` is answered with the
 /// peer's address and a newline, and the address is appended to `log` (`tcp 192.168.1.11`).
@@ -110,15 +110,18 @@ fn start_echo(ns: &str, listen: &str, d: &Path) -> Result<u32> {
     Ok(child.id())
 }
 
-/// `up --internet`: the echo server in the "internet" namespace.
-pub fn start_internet(layout: &Layout, d: &Path) -> Result<()> {
-    start_echo(&layout.internet_ns(), &format!("{INTERNET_IP}:{ECHO_PORT}"), d).map(|_| ())
+/// After `up --internet`: the echo server in the "internet" namespace.
+pub fn start_internet(state_dir: &Path, name: &str) -> Result<()> {
+    let layout = load(state_dir, name)?.layout()?;
+    start_echo(&layout.internet_ns(), &format!("{INTERNET_IP}:{ECHO_PORT}"), &dir(state_dir, name))
+        .map(|_| ())
 }
 
 /// Kills every echo server the sandbox started (by pid file; `ip netns exec` execs the server,
-/// so the pid is the server's).
-pub fn stop_echoes(d: &Path) {
-    let Ok(entries) = std::fs::read_dir(d) else { return };
+/// so the pid is the server's); before `down`, which removes the directory.
+pub fn stop_echoes(state_dir: &Path, name: &str) {
+    let d = dir(state_dir, name);
+    let Ok(entries) = std::fs::read_dir(&d) else { return };
     for e in entries.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
         if name.ends_with(".echo.pid")
@@ -150,7 +153,7 @@ pub fn reach(state_dir: &Path, name: &str, from: &str, to: &Target, udp: bool) -
     let src = pod(from)?;
     let (far_ns, addr, server) = match to {
         Target::Internet => {
-            if !state.internet {
+            if !state.egress.internet {
                 bail!("sandbox {name} has no internet; bring it up with `romana sandbox up --internet`");
             }
             (layout.internet_ns(), INTERNET_IP.to_owned(), None)
@@ -199,15 +202,18 @@ pub fn reach(state_dir: &Path, name: &str, from: &str, to: &Target, udp: bool) -
     Ok(answered)
 }
 
-/// `romana sandbox nat on|off`: the sandbox network's `nat_outgoing`, through a topology update
-/// (agents pick it up within their NAT interval).
-pub async fn set_nat(c: &Client, state_dir: &Path, name: &str, on: bool) -> Result<()> {
+/// `romana sandbox nat on|off [--no-nat CIDR]...`: the sandbox network's `nat_outgoing` and the
+/// topology's `no_nat` list, through a topology update (agents pick it up within their NAT
+/// interval).
+pub async fn set_nat(c: &Client, state_dir: &Path, name: &str, on: bool, no_nat: &[String]) -> Result<()> {
     let mut state = load(state_dir, name)?;
-    state.nat_outgoing = on;
+    state.egress.nat_outgoing = on;
+    state.egress.no_nat = no_nat.to_vec();
     let layout = state.layout()?;
     let topology = serde_json::from_value(layout.topology())?;
     c.apply_topology(&topology).await.context("applying the sandbox topology")?;
     save(state_dir, &state)?;
-    println!("sandbox {name}: nat_outgoing {}", if on { "on" } else { "off" });
+    let exempt = if no_nat.is_empty() { String::new() } else { format!(", no NAT to {}", no_nat.join(", ")) };
+    println!("sandbox {name}: nat_outgoing {}{exempt}", if on { "on" } else { "off" });
     Ok(())
 }

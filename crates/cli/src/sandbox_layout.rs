@@ -53,10 +53,31 @@ pub struct Layout {
     pub block_mask: u8,
     pub hosts: Vec<Host>,
     pub routing: Routing,
-    /// An "internet" namespace behind the spines (`--internet`, docs/fabric.md, "Egress NAT").
+    pub egress: Egress,
+}
+
+/// The sandbox's way out (docs/fabric.md, "Egress NAT"), kept in its state file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Egress {
+    /// An "internet" namespace behind the spines (`--internet`).
+    #[serde(default)]
     pub internet: bool,
     /// The sandbox network's `nat_outgoing`.
+    #[serde(default = "nat_on")]
     pub nat_outgoing: bool,
+    /// The topology's `no_nat` list.
+    #[serde(default)]
+    pub no_nat: Vec<String>,
+}
+
+fn nat_on() -> bool {
+    true
+}
+
+impl Default for Egress {
+    fn default() -> Egress {
+        Egress { internet: false, nat_outgoing: true, no_nat: Vec::new() }
+    }
 }
 
 /// The "internet"'s address: benchmark space (RFC 2544), outside every Romana network and every
@@ -103,18 +124,12 @@ impl Layout {
             block_mask,
             hosts,
             routing: Routing::Static,
-            internet: false,
-            nat_outgoing: true,
+            egress: Egress::default(),
         })
     }
 
-    pub fn with_internet(mut self, internet: bool) -> Layout {
-        self.internet = internet;
-        self
-    }
-
-    pub fn with_nat_outgoing(mut self, on: bool) -> Layout {
-        self.nat_outgoing = on;
+    pub fn with_egress(mut self, egress: Egress) -> Layout {
+        self.egress = egress;
         self
     }
 
@@ -209,7 +224,7 @@ impl Layout {
         let mut out = self.spines();
         out.extend((1..=self.racks).map(|r| self.router(r)));
         out.extend(self.hosts.iter().map(|h| h.netns.clone()));
-        if self.internet {
+        if self.egress.internet {
             out.push(self.internet_ns());
         }
         out
@@ -218,6 +233,14 @@ impl Layout {
     /// The topology: one network, one prefix group per rack, hosts joining by their `rack` tag.
     /// With BGP the racks sit under one root group, the spines', each with its router and AS.
     pub fn topology(&self) -> Value {
+        let mut t = self.carved_topology();
+        if !self.egress.no_nat.is_empty() {
+            t["no_nat"] = json!(self.egress.no_nat);
+        }
+        t
+    }
+
+    fn carved_topology(&self) -> Value {
         if self.routing == Routing::Bgp {
             return self.bgp_topology();
         }
@@ -236,7 +259,7 @@ impl Layout {
     /// The sandbox's one network.
     fn network(&self) -> Value {
         let mut n = json!({"name": format!("sandbox-{}", self.name), "cidr": self.cidr, "block_mask": self.block_mask});
-        if !self.nat_outgoing {
+        if !self.egress.nat_outgoing {
             n["nat_outgoing"] = json!(false);
         }
         n
@@ -313,7 +336,7 @@ impl Layout {
             cmds.push(format!("-n {} link set eth0 up", h.netns));
             cmds.push(format!("-n {} route add default via 192.168.{}.1", h.netns, h.rack));
         }
-        if self.internet {
+        if self.egress.internet {
             self.internet_wiring(&mut cmds);
         }
         cmds.into_iter().map(|c| c.split_whitespace().map(str::to_owned).collect()).collect()
@@ -444,7 +467,7 @@ mod tests {
             let l = Layout::new("i", 2, 1, "10.112.0.0/16", 28).expect("valid").with_routing(*routing);
             let plain: Vec<String> = l.wiring().iter().map(|c| c.join(" ")).collect();
             assert!(!plain.iter().any(|c| c.contains("inet")), "no internet unless asked: {plain:#?}");
-            let l = l.with_internet(true);
+            let l = l.with_egress(Egress { internet: true, ..Egress::default() });
             assert_eq!(l.namespaces().last().map(String::as_str), Some("rms-i-inet"));
             let w: Vec<String> = l.wiring().iter().map(|c| c.join(" ")).collect();
             for c in *want {
@@ -456,11 +479,12 @@ mod tests {
                 "{w:#?}"
             );
         }
-        let t =
-            Layout::new("i", 2, 1, "10.112.0.0/16", 28).expect("valid").with_nat_outgoing(false).topology();
+        let egress = Egress { internet: false, nat_outgoing: false, no_nat: vec!["198.18.0.0/15".into()] };
+        let t = Layout::new("i", 2, 1, "10.112.0.0/16", 28).expect("valid").with_egress(egress).topology();
         assert_eq!(t["networks"][0]["nat_outgoing"], false);
         let spec = romana_api::topology::parse(&t.to_string()).expect("a valid topology");
         assert!(!spec.networks[0].nat_outgoing);
+        assert_eq!(spec.no_nat, vec!["198.18.0.0/15".parse().expect("cidr")]);
     }
 
     #[test]

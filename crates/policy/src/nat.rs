@@ -82,7 +82,15 @@ impl NatConfig {
             .chain(self.hosts.iter().map(|h| Cidr::host(*h)))
             .filter(|c| c.family() == family)
             .collect();
-        all.iter().filter(|c| !all.iter().any(|o| o != *c && o.contains(c))).copied().collect()
+        // In `Cidr` order a net comes before the nets inside it, and the nets kept are disjoint:
+        // a net lies inside one kept earlier exactly when it lies inside the last one kept.
+        let mut kept: Vec<Cidr> = Vec::with_capacity(all.len());
+        for c in all {
+            if !kept.last().is_some_and(|k| k.contains(&c)) {
+                kept.push(c);
+            }
+        }
+        kept
     }
 
     /// The chain for a host whose local endpoints are `local`; `None` when none of them is

@@ -13,7 +13,9 @@ use romana_api::topology::TopologyRequest;
 use romana_test_support::sibling_bin;
 use serde_json::{Value, json};
 
-pub const FLAT: &str = r#"{"networks":[{"name":"pods","cidr":"10.20.0.0/16","block_mask":28}],"topologies":[{"networks":["pods"],"map":[{"groups":[]}]}]}"#;
+/// Egress NAT off: these tests and benches are about pod-to-pod paths, the fast path and the
+/// firewall; a masqueraded endpoint would stay off the fast path (docs/fabric.md, "Egress NAT").
+pub const FLAT: &str = r#"{"networks":[{"name":"pods","cidr":"10.20.0.0/16","block_mask":28,"nat_outgoing":false}],"topologies":[{"networks":["pods"],"map":[{"groups":[]}]}]}"#;
 
 /// romanad's services on 127.0.0.1 (port chosen at run time); returns the admin credentials file.
 pub async fn romanad(dir: &Path) -> PathBuf {
