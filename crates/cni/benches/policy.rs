@@ -1,10 +1,14 @@
 //! Policy dataplane at scale, on one host namespace (`rmq-*`) with a real agent, romanad in this
 //! process, and a synthetic cluster loaded through the API: 1,000 Kubernetes NetworkPolicies and
-//! 10,000 endpoints over 100 hosts and 10 tenants (`-- --quick`: 200 and 2,000).
+//! 10,000 endpoints over 100 hosts and 10 tenants (`-- --quick`: 200 and 2,000; `-- --scale`:
+//! 5,000 and 50,000).
 //! Measures, each against its baseline in the same run:
 //! - policy write -> enforcement, by probing: a deny policy on a pod is written, then a client pod
 //!   connects every few ms until it is refused; the policy is deleted, until it connects again;
+//! - a label change of one pod (the client's role) -> enforcement, probed the same way;
 //! - CNI ADD of a new pod with that cluster loaded, against an empty cluster;
+//! - the agent's memory (RSS) and CPU per firewall pass, and an agent restart until its first
+//!   pass is done (the table converged);
 //! - the table's rules and set elements;
 //! - TCP throughput (iperf3) and CPU per GB moved between the same two pods, with the loaded table
 //!   against the same table with every set emptied, in alternating rounds (the agent is paused
@@ -48,6 +52,28 @@ fn without_elements(listing: &str) -> String {
         out.push('\n');
     }
     out
+}
+
+/// The agent's resident memory, MiB.
+fn rss_mb(a: &common::Agent) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", a.0.id())).expect("agent status");
+    let kb: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .expect("VmRSS");
+    kb / 1024.0
+}
+
+/// The agent's CPU time so far (user + system), seconds.
+fn agent_cpu_seconds(a: &common::Agent) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", a.0.id())).expect("agent stat");
+    // Fields after the command's closing parenthesis: utime and stime are the 12th and 13th.
+    let rest = stat.rsplit_once(')').expect("stat").1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f[i].parse::<f64>().expect("ticks");
+    (ticks(11) + ticks(12)) / 100.0
 }
 
 fn netns_path(ns: &Netns) -> String {
@@ -161,8 +187,12 @@ async fn load(c: &Arc<Client>, endpoints: usize, policies: usize) {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
-    let (n_policies, n_endpoints, samples, admits) =
-        if quick { (200, 2_000, 10, 5) } else { (1_000, 10_000, 100, 20) };
+    let scale = std::env::args().any(|a| a == "--scale");
+    let (n_policies, n_endpoints, samples, admits) = match (quick, scale) {
+        (true, _) => (200, 2_000, 10, 5),
+        (false, true) => (5_000, 50_000, 100, 20),
+        (false, false) => (1_000, 10_000, 100, 20),
+    };
     let pid = std::process::id();
     let Some(host) = Netns::new(&format!("rmq-{pid}-h")) else {
         println!("SKIP: cannot create network namespaces (needs root and iproute2)");
@@ -224,7 +254,7 @@ async fn main() {
                      "ingress": [{"from": [{"podSelector": {"matchLabels": {"role": from}}}], "ports": [{"port": 80}, {"port": 5201}]}]}})
     };
     admin.apply_netpol(&srv_policy("bench-cli")).await.expect("srv policy");
-    wait_for("the agent has the loaded cluster", 120, || {
+    wait_for("the agent has the loaded cluster", 600, || {
         agent_metric(&sock, "romana_agent_firewall_elements") >= n_endpoints as f64
     })
     .await;
@@ -239,11 +269,14 @@ async fn main() {
         if std::mem::replace(&mut last, now) == now {
             break;
         }
-        assert!(idle_from.elapsed() < Duration::from_secs(120), "the agent never became idle");
+        assert!(idle_from.elapsed() < Duration::from_secs(600), "the agent never became idle");
     }
     let rules = agent_metric(&sock, "romana_agent_firewall_rules");
     let elements = agent_metric(&sock, "romana_agent_firewall_elements");
 
+    let rss_mb = rss_mb(&_agent);
+    let (cpu0, syncs0) =
+        (agent_cpu_seconds(&_agent), agent_metric(&sock, "romana_agent_firewall_syncs_total"));
     // Write -> enforcement: one write each way. srv's policy is updated to admit another role
     // (the client is refused from then on), then back (admitted again).
     let (mut closing, mut opening) = (Vec::new(), Vec::new());
@@ -254,6 +287,33 @@ async fn main() {
         let start = Instant::now();
         admin.apply_netpol(&srv_policy("bench-cli")).await.expect("update");
         opening.push(until(netns_path(&cli), srv_ip, true, start).as_secs_f64() * 1e3);
+    }
+
+    let cpu_per_pass_ms = (agent_cpu_seconds(&_agent) - cpu0) * 1e3
+        / (agent_metric(&sock, "romana_agent_firewall_syncs_total") - syncs0).max(1.0);
+
+    // A label change of one pod: the client's endpoint record takes another role (refused),
+    // then its own again (admitted), as romana-k8s writes a pod's new labels.
+    let cli_ip = admin
+        .endpoint_list()
+        .await
+        .expect("endpoints")
+        .into_iter()
+        .find(|e| e.labels.get("role").map(String::as_str) == Some("bench-cli"))
+        .expect("the client's endpoint");
+    let relabel = |role: &str| {
+        let mut e = cli_ip.clone();
+        e.labels.insert("role".into(), role.into());
+        e
+    };
+    let (mut label_closing, mut label_opening) = (Vec::new(), Vec::new());
+    for _ in 0..samples {
+        let start = Instant::now();
+        admin.put_endpoint(&relabel("elsewhere")).await.expect("relabel");
+        label_closing.push(until(netns_path(&cli), srv_ip, false, start).as_secs_f64() * 1e3);
+        let start = Instant::now();
+        admin.put_endpoint(&relabel("bench-cli")).await.expect("relabel back");
+        label_opening.push(until(netns_path(&cli), srv_ip, true, start).as_secs_f64() * 1e3);
     }
 
     // ADD with the cluster loaded.
@@ -336,7 +396,37 @@ async fn main() {
         pct(&cpu_empty, 0.5),
         pct(&cpu_loaded, 0.5) / pct(&cpu_empty, 0.5)
     );
-    println!("  agent firewall passes: {syncs}, mean {:.1} ms", sync_s * 1e3 / syncs.max(1.0));
+    println!(
+        "  label change of one pod -> enforced (refuse, probed): p50 {:.1} ms, p99 {:.1} ms; -> admitted again: p50 {:.1} ms, p99 {:.1} ms ({samples} samples)",
+        pct(&label_closing, 0.5),
+        pct(&label_closing, 0.99),
+        pct(&label_opening, 0.5),
+        pct(&label_opening, 0.99)
+    );
+    println!("  agent firewall passes (compiles): {syncs}, mean {:.1} ms", sync_s * 1e3 / syncs.max(1.0));
+    println!(
+        "  agent: RSS {rss_mb:.0} MiB with the cluster loaded; CPU {cpu_per_pass_ms:.1} ms per compile during the writes"
+    );
+    // A restart: the agent reads everything, compiles, reads the kernel's table and converges
+    // (no change is due: the table in force is its own).
+    drop(_agent);
+    let t = Instant::now();
+    let _agent = agent(&creds, "hq", "192.168.77.1", &host.0, &sock, &dir.path().join("agent2.log"));
+    // Polled every 5 ms (wait_for's 100 ms would be the resolution).
+    loop {
+        if std::os::unix::net::UnixStream::connect(&sock).is_ok()
+            && agent_metric(&sock, "romana_agent_firewall_syncs_total") >= 1.0
+        {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(120), "the restarted agent never made a pass");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    println!(
+        "  agent restart -> first pass done: {:.0} ms ({:.0} set elements after it)",
+        t.elapsed().as_secs_f64() * 1e3,
+        agent_metric(&sock, "romana_agent_firewall_elements")
+    );
     // The agent's log outlives the run for a closer look (RUST_LOG=romana_agent=debug shows
     // each pass's compile, read and apply times).
     let kept = std::env::temp_dir().join("romana-policy-bench-agent.log");

@@ -130,7 +130,7 @@ fn main() {
     let scales: &[(usize, usize)] = if quick {
         &[(100, 1_000), (1_000, 10_000)]
     } else {
-        &[(100, 1_000), (300, 3_000), (1_000, 10_000), (3_000, 30_000)]
+        &[(100, 1_000), (300, 3_000), (1_000, 10_000), (3_000, 30_000), (5_000, 50_000)]
     };
     let w = world();
     println!("firewall compiler, host h0 of 100 (synthetic cluster: 10 tenants, Kubernetes-style policies)");
