@@ -365,11 +365,11 @@ fn parse_tag(s: &str) -> Result<(String, String), String> {
     }
 }
 
-/// Makes sure romanad knows this host; registers it when `--host-ip` is given. Returns the
-/// host's address.
-/// Logs in and registers the host. While no romanad replica can be reached or serve (it may
+/// Logs in and makes sure romanad knows this host (registering it when `--host-ip` is given);
+/// returns the host's address. While no romanad replica can be reached or serve (it may
 /// start after the agent), tries again with a capped backoff; the kernel is left as it is
-/// meanwhile. A refusal (4xx: bad credentials, unknown host) ends the agent.
+/// meanwhile. A refusal (4xx: bad credentials, unknown host) or a server certificate the CA does
+/// not vouch for ends the agent.
 async fn connect(creds: &Credentials, args: &Args) -> Result<(Client, IpAddr)> {
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
     loop {

@@ -12,8 +12,8 @@ mod sandbox_bgp;
 mod sandbox_internet;
 mod sandbox_layout;
 mod text_table;
-mod watch;
 mod vip;
+mod watch;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

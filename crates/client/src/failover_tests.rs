@@ -73,4 +73,9 @@ fn endpoint_lists_and_retries() {
         endpoints: "a".into(),
         detail: "refused".into()
     }));
+    // A certificate our CA does not vouch for stays refused: not worth another try.
+    assert!(!worth_retrying(&crate::ClientError::Unreachable {
+        endpoints: "https://127.0.0.1:1".into(),
+        detail: "https://127.0.0.1:1: error sending request: client error (Connect): invalid peer certificate: UnknownIssuer".into()
+    }));
 }

@@ -87,13 +87,23 @@ pub fn endpoint_list(text: &str) -> Vec<String> {
 }
 
 /// Whether a failed call may succeed later unchanged: romanad could not be reached or could not
-/// serve (5xx). A 4xx is a refusal that repeating will not change.
+/// serve (5xx). A 4xx is a refusal that repeating will not change, and so is a server
+/// certificate our CA does not vouch for (or not for the name asked): a configuration error,
+/// not an outage, which a daemon retrying forever would only hide.
 pub fn worth_retrying(e: &ClientError) -> bool {
     match e {
-        ClientError::Unreachable { .. } => true,
+        ClientError::Unreachable { detail, .. } => !untrusted_certificate(detail),
         ClientError::Api { status, .. } => *status >= 500,
         ClientError::Decode { .. } => false,
     }
+}
+
+/// Whether an unreachable-romanad detail is rustls refusing the server's certificate. reqwest
+/// reports a handshake failure as a connect error and std's `io::Error` hides the rustls error
+/// from `source()`, so its text (rustls's own `Display`, "invalid peer certificate: ...") is
+/// what can be matched.
+fn untrusted_certificate(detail: &str) -> bool {
+    detail.contains("invalid peer certificate")
 }
 
 impl Client {
