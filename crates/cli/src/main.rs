@@ -332,6 +332,7 @@ enum AddressCommand {
 
 #[derive(Subcommand, Debug)]
 enum VipCommand {
+    /// VIPs, with the host serving each and its standby.
     List,
     /// Add a VIP: ADDR, or the lowest free address of the external ranges when omitted.
     Add {
@@ -352,13 +353,10 @@ enum VipCommand {
         #[arg(long = "port", value_parser = vip::parse_port)]
         ports: Vec<romana_api::vip::VipPort>,
     },
-    Delete {
-        address: String,
-    },
+    /// Delete a VIP: its hosts drop the address, the announcement and the DNAT rules.
+    Delete { address: String },
     /// Set the external ranges VIPs are drawn from (admin).
-    Ranges {
-        ranges: Vec<String>,
-    },
+    Ranges { ranges: Vec<String> },
 }
 
 #[derive(Subcommand, Debug)]

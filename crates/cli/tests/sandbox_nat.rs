@@ -13,7 +13,7 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use romana_test_support::{Romanad, TempDir, sibling_bin};
+use romana_test_support::TempDir;
 
 #[allow(dead_code)]
 mod common;
@@ -53,19 +53,9 @@ fn egress_nat(routing: &str, tag: &str) {
         eprintln!("SKIP: bird is not installed (Debian's bird2; scripts/setup.sh installs it)");
         return;
     }
-    sibling_bin(env!("CARGO_BIN_EXE_romana"), "romana-agent");
-    sibling_bin(env!("CARGO_BIN_EXE_romana"), "romana-cni");
     let dir = TempDir::new(&format!("sandbox-nat-{tag}"));
-    let store = dir.path().join("store");
-    let romanad_bin = sibling_bin(env!("CARGO_BIN_EXE_romana"), "romanad");
-    let romanad = Romanad::start(&romanad_bin, &["--data-dir".into(), store.display().to_string()]).unwrap();
-    let name = format!("{tag}{}", std::process::id() % 100_000);
-    let sb = Sandbox {
-        url: romanad.url.clone(),
-        creds: store.join("admin.credentials"),
-        state: dir.path().join("state"),
-        name: name.clone(),
-    };
+    let (_romanad, sb) = Sandbox::on_new_romanad(&dir, tag);
+    let name = sb.name.clone();
     let prefix = format!("rms-{name}-");
 
     sb.ok(&["sandbox", "up", "--internet", "--routing", routing, "--hosts-per-rack", "1"]);

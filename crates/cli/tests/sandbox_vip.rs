@@ -11,7 +11,7 @@
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use romana_test_support::{Romanad, TempDir, sibling_bin};
+use romana_test_support::TempDir;
 
 #[allow(dead_code)]
 mod common;
@@ -103,19 +103,9 @@ fn a_vip_reaches_its_service_and_fails_over_to_another_host() {
         eprintln!("SKIP: bird is not installed (Debian's bird2; scripts/setup.sh installs it)");
         return;
     }
-    sibling_bin(env!("CARGO_BIN_EXE_romana"), "romana-agent");
-    sibling_bin(env!("CARGO_BIN_EXE_romana"), "romana-cni");
     let dir = TempDir::new("sandbox-vip");
-    let store = dir.path().join("store");
-    let romanad_bin = sibling_bin(env!("CARGO_BIN_EXE_romana"), "romanad");
-    let romanad = Romanad::start(&romanad_bin, &["--data-dir".into(), store.display().to_string()]).unwrap();
-    let name = format!("v{}", std::process::id() % 100_000);
-    let sb = Sandbox {
-        url: romanad.url.clone(),
-        creds: store.join("admin.credentials"),
-        state: dir.path().join("state"),
-        name: name.clone(),
-    };
+    let (_romanad, sb) = Sandbox::on_new_romanad(&dir, "v");
+    let name = sb.name.clone();
     let prefix = format!("rms-{name}-");
     sb.ok(&["sandbox", "up", "--routing", "bgp"]);
     for (pod, host) in [("web1", "r1h1"), ("web2", "r2h1")] {
