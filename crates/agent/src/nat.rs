@@ -49,7 +49,12 @@ pub async fn run(fw: Arc<Firewall>, ctx: Arc<Ctx>, host_ns: Option<PathBuf>, eve
                     );
                     // Through the firewall's loop and its core, like any other change: the
                     // inputs are dirty, the loop's next wake runs the pass.
-                    ctx.core().inputs.dirty = true;
+                    // The chain is a rule change: a full pass, not an endpoint pass.
+                    {
+                        let mut core = ctx.core();
+                        core.inputs.dirty = true;
+                        core.inputs.rules_dirty = true;
+                    }
                     fw.wake.notify_one();
                 }
             }

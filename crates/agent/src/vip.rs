@@ -146,7 +146,12 @@ async fn set_dnat(shared: &Shared, dnat: Vec<VipDnat>) -> bool {
         tracing::debug!("VIP DNAT waits for the firewall's first pass");
         return false;
     }
-    shared.core().inputs.dirty = true;
+    {
+        // DNAT rules are rule changes: a full pass, not an endpoint pass.
+        let mut core = shared.core();
+        core.inputs.dirty = true;
+        core.inputs.rules_dirty = true;
+    }
     fw.wake.notify_one();
     true
 }

@@ -87,7 +87,9 @@ fn egress_nat(routing: &str, tag: &str) {
     sb.ok(&["sandbox", "nat", "off"]);
     let line = wait_reach(&sb, &["--from", "a", "--internet", "--udp"], &format!("seen as {a_ip}"), limit);
     assert!(line.contains("no answer"), "{line}");
-    assert!(nft_in(&host, &["list", "chain", "inet", "romana", "nat-out"]).is_empty(), "chain gone");
+    // The reach above already saw the pod's address, so the pass that dropped the chain ran.
+    let left = nft_in(&host, &["list", "chain", "inet", "romana", "nat-out"]);
+    assert!(left.is_empty(), "the nat-out chain stayed with NAT off: {left}");
 
     // On again.
     sb.ok(&["sandbox", "nat", "on"]);
