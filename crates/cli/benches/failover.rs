@@ -95,17 +95,7 @@ fn main() {
         sb.ok(&["sandbox", "pod", "add", "--host", host, "--tenant", "red", "--label", app]);
     }
     // p1 on r1h1, p3 on r2h1 serve web: the VIP prefers r2h1, r1h1 stands by.
-    let vip = |args: &[&str]| {
-        let out = Command::new(env!("CARGO_BIN_EXE_romana"))
-            .args(args)
-            .env("ROMANA_ENDPOINT", &sb.url)
-            .env("ROMANA_CREDENTIALS", &sb.creds)
-            .env_remove("ROMANA_CONFIG")
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "romana {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    };
-    vip(&[
+    sb.plain_ok(&[
         "vip",
         "add",
         VIP,

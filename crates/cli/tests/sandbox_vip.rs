@@ -71,23 +71,6 @@ fn reach(ns: &str, want: &str, explain: impl Fn() -> String) -> Vec<Option<Strin
     }
 }
 
-/// `romana ARGS` against the sandbox's romanad (no sandbox flags: `vip` commands take none).
-fn romana(sb: &Sandbox, args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_romana"))
-        .args(args)
-        .env("ROMANA_ENDPOINT", &sb.url)
-        .env("ROMANA_CREDENTIALS", &sb.creds)
-        .env_remove("ROMANA_CONFIG")
-        .output()
-        .unwrap()
-}
-
-fn vip_ok(sb: &Sandbox, args: &[&str]) -> String {
-    let out = romana(sb, args);
-    assert!(out.status.success(), "romana {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 fn routes(ns: &str) -> String {
     let out = Command::new("ip").args(["-n", ns, "-o", "route", "show", "proto", "bird"]).output().unwrap();
     String::from_utf8_lossy(&out.stdout).into_owned()
@@ -120,27 +103,24 @@ fn a_vip_reaches_its_service_and_fails_over_to_another_host() {
         ["web1", "web2", "db1"].iter().map(|p| Server::start(&format!("{prefix}{p}"), p)).collect();
 
     // Bad input through the CLI names the problem.
-    let out = romana(&sb, &["vip", "add", "10.112.0.9", "--service", "web", "--tenant", "red"]);
+    let out = sb.plain(&["vip", "add", "10.112.0.9", "--service", "web", "--tenant", "red"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("inside Romana network"), "{out:?}");
-    let out = romana(&sb, &["vip", "add", VIP, "--service", "web", "--tenant", "red", "--port", "tcp:80:x"]);
+    let out = sb.plain(&["vip", "add", VIP, "--service", "web", "--tenant", "red", "--port", "tcp:80:x"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("not a port number"), "{out:?}");
 
-    vip_ok(
-        &sb,
-        &[
-            "vip",
-            "add",
-            VIP,
-            "--service",
-            "web",
-            "--tenant",
-            "red",
-            "--host",
-            "r2h1",
-            "--port",
-            "tcp:80:8080",
-        ],
-    );
+    sb.plain_ok(&[
+        "vip",
+        "add",
+        VIP,
+        "--service",
+        "web",
+        "--tenant",
+        "red",
+        "--host",
+        "r2h1",
+        "--port",
+        "tcp:80:8080",
+    ]);
     let spine = format!("{prefix}spine");
     let d = sb.state.join(&name);
     let explain = || {
@@ -150,14 +130,14 @@ fn a_vip_reaches_its_service_and_fails_over_to_another_host() {
         };
         format!(
             "vips: {}\nspine routes: {}\nr2h1 log: {}\nr1h1 log: {}",
-            vip_ok(&sb, &["vip", "list"]),
+            sb.plain_ok(&["vip", "list"]),
             routes(&spine),
             log("r2h1"),
             log("r1h1")
         )
     };
     reach(&spine, "web2", explain);
-    let list = vip_ok(&sb, &["vip", "list"]);
+    let list = sb.plain_ok(&["vip", "list"]);
     assert!(
         list.contains(VIP) && list.contains("r2h1") && list.contains("r1h1"),
         "served by r2h1, r1h1 standing by:\n{list}"
@@ -179,7 +159,7 @@ fn a_vip_reaches_its_service_and_fails_over_to_another_host() {
     assert!(!seen.iter().any(|s| s.as_deref() == Some("db1")), "never another service: {seen:?}");
     let start = Instant::now();
     loop {
-        let list = vip_ok(&sb, &["vip", "list"]);
+        let list = sb.plain_ok(&["vip", "list"]);
         if list.lines().any(|l| l.contains(VIP) && l.split_whitespace().nth(5) == Some("r1h1")) {
             break;
         }
@@ -187,7 +167,7 @@ fn a_vip_reaches_its_service_and_fails_over_to_another_host() {
         std::thread::sleep(Duration::from_millis(200));
     }
 
-    vip_ok(&sb, &["vip", "delete", VIP]);
+    sb.plain_ok(&["vip", "delete", VIP]);
     sb.ok(&["sandbox", "down"]);
     assert!(namespaces(&prefix).is_empty(), "down removed every namespace");
 }

@@ -36,6 +36,25 @@ impl Sandbox {
         (romanad, sb)
     }
 
+    /// `romana ARGS` against this sandbox's romanad, without the sandbox flags (commands such as
+    /// `vip` take none).
+    pub fn plain(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_romana"))
+            .args(args)
+            .env("ROMANA_ENDPOINT", &self.url)
+            .env("ROMANA_CREDENTIALS", &self.creds)
+            .env_remove("ROMANA_CONFIG")
+            .output()
+            .unwrap()
+    }
+
+    /// `plain`, which must succeed (else panics with stderr): its stdout.
+    pub fn plain_ok(&self, args: &[&str]) -> String {
+        let out = self.plain(args);
+        assert!(out.status.success(), "romana {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     /// `romana ARGS --name NAME --state-dir STATE` against this sandbox's romanad.
     pub fn romana(&self, args: &[&str]) -> Output {
         Command::new(env!("CARGO_BIN_EXE_romana"))
@@ -81,7 +100,11 @@ pub fn namespaces(prefix: &str) -> Vec<String> {
 
 /// Whether this process may create network namespaces (root and iproute2).
 pub fn can_make_namespaces() -> bool {
-    let name = format!("rms-probe{}", std::process::id());
+    // One name per call: tests of one binary run in parallel, and a shared name made one of
+    // them see the other's namespace and skip.
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let name = format!("rms-probe{}-{n}", std::process::id());
     let ok = Command::new("ip").args(["netns", "add", &name]).status().is_ok_and(|s| s.success());
     let _ = Command::new("ip").args(["netns", "del", &name]).status();
     ok
