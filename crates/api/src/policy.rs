@@ -153,10 +153,24 @@ fn max_icmp_code(t: u32) -> u32 {
     }
 }
 
+/// Codes allowed per ICMPv6 type (RFC 4443 and its updates: destination unreachable 0-7, time
+/// exceeded 0-1, parameter problem 0-10, router renumbering 0, 1 and 255, node information 0-2);
+/// other types take code 0.
+fn max_icmpv6_code(t: u32) -> u32 {
+    match t {
+        1 => 7,
+        3 => 1,
+        4 => 10,
+        138 => 255,
+        139 | 140 => 2,
+        _ => 0,
+    }
+}
+
 fn check_rule(at: &str, r: &Rule, out: &mut Vec<String>) {
     let proto = r.protocol.to_ascii_lowercase();
-    if !["tcp", "udp", "sctp", "icmp", "any"].contains(&proto.as_str()) {
-        out.push(format!("{at}.protocol: {:?} is not one of tcp, udp, sctp, icmp, any", r.protocol));
+    if !["tcp", "udp", "sctp", "icmp", "icmpv6", "any"].contains(&proto.as_str()) {
+        out.push(format!("{at}.protocol: {:?} is not one of tcp, udp, sctp, icmp, icmpv6, any", r.protocol));
         return;
     }
     let ported = matches!(proto.as_str(), "tcp" | "udp" | "sctp");
@@ -173,19 +187,18 @@ fn check_rule(at: &str, r: &Rule, out: &mut Vec<String>) {
             out.push(format!("{at}.port_ranges[{i}]: [{a}, {b}] is not an ordered range within 1-65535"));
         }
     }
-    if proto != "icmp" && (r.icmp_type.is_some() || r.icmp_code.is_some()) {
-        out.push(format!("{at}: icmp_type and icmp_code need protocol icmp"));
+    let v6 = proto == "icmpv6";
+    if proto != "icmp" && !v6 && (r.icmp_type.is_some() || r.icmp_code.is_some()) {
+        out.push(format!("{at}: icmp_type and icmp_code need protocol icmp or icmpv6"));
     }
     if let Some(t) = r.icmp_type {
+        let (max, name) = if v6 { (max_icmpv6_code(t), "ICMPv6") } else { (max_icmp_code(t), "ICMP") };
         if t > 255 {
             out.push(format!("{at}.icmp_type: {t} is above 255"));
         } else if let Some(c) = r.icmp_code
-            && c > max_icmp_code(t)
+            && c > max
         {
-            out.push(format!(
-                "{at}.icmp_code: {c} is not a code of ICMP type {t} (at most {})",
-                max_icmp_code(t)
-            ));
+            out.push(format!("{at}.icmp_code: {c} is not a code of {name} type {t} (at most {max})"));
         }
     } else if r.icmp_code.is_some() {
         out.push(format!("{at}.icmp_code: needs an icmp_type"));
@@ -291,6 +304,16 @@ mod tests {
             ],
         );
         check(r#"{"applied_to":[],"ingress":[]}"#, &["id:", "applied_to: is empty", "both empty"]);
+        // ICMPv6 with its own codes: echo request has code 0 only, parameter problem up to 10.
+        check(
+            r#"{"name":"v6","applied_to":[{"tenant":"t"}],
+                "ingress":[{"peers":[{"cidr":"fd00::/8"}],"rules":[{"protocol":"ICMPv6","icmp_type":128,"icmp_code":0},{"protocol":"icmpv6","icmp_type":4,"icmp_code":10},{"protocol":"icmpv6","icmp_type":128,"icmp_code":1},{"protocol":"icmpv6","ports":[1]},{"protocol":"tcp","icmp_type":1}]}]}"#,
+            &[
+                "ingress[0].rules[2].icmp_code: 1 is not a code of ICMPv6 type 128",
+                "ingress[0].rules[3]: icmpv6 has no ports",
+                "ingress[0].rules[4]: icmp_type and icmp_code need protocol icmp or icmpv6",
+            ],
+        );
     }
 
     #[test]

@@ -8,7 +8,8 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use crate::model::{
-    Labels, Peer, PolicyRules, Port, PortRule, Protocol, Rule, Scope, Selector, TENANT_LABEL,
+    ICMPV6_ALWAYS_ALLOWED, Labels, Peer, PolicyRules, Port, PortRule, Protocol, Rule, Scope, Selector,
+    TENANT_LABEL,
 };
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,7 +40,7 @@ pub struct World {
     pub tenants: BTreeMap<String, Labels>,
 }
 
-/// One packet's worth of a connection: for ICMP, `port` is `type * 256 + code`.
+/// One packet's worth of a connection: for ICMP and ICMPv6, `port` is `type * 256 + code`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Probe {
     pub protocol: Protocol,
@@ -137,6 +138,7 @@ pub fn selects(p: &PolicyRules, e: &Endpoint) -> bool {
 /// Whether `src` may open a connection to `dst` with `probe` under `policies`. A host (`is_host`)
 /// is a target only of host-scoped policies' ingress rules, and only for connections from its own
 /// endpoints: what else reaches or leaves the host itself is the host firewall's business.
+/// Neighbour discovery and the other `ICMPV6_ALWAYS_ALLOWED` types pass whatever the policies.
 pub fn allowed(
     policies: &[PolicyRules],
     world: &World,
@@ -144,6 +146,9 @@ pub fn allowed(
     dst: &Endpoint,
     probe: Probe,
 ) -> bool {
+    if probe.protocol == Protocol::Icmpv6 && ICMPV6_ALWAYS_ALLOWED.contains(&((probe.port >> 8) as u8)) {
+        return true;
+    }
     let selects = |p: &PolicyRules, e: &Endpoint| selects(p, e);
     let direction =
         |target: &Endpoint, peer: &Endpoint, rules_of: &dyn Fn(&PolicyRules) -> Option<&Vec<Rule>>| {

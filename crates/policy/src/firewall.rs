@@ -31,7 +31,9 @@ use std::sync::Arc;
 use romana_model::{Cidr, Family};
 
 use crate::eval::{Endpoint, World, selects, tenant_matches};
-use crate::model::{Operator, Peer, PolicyRules, Port, PortRule, Protocol, Rule, Scope, Selector};
+use crate::model::{
+    ICMPV6_ALWAYS_ALLOWED, Operator, Peer, PolicyRules, Port, PortRule, Protocol, Rule, Scope, Selector,
+};
 use crate::ruleset::{Chain, Dir, Element, Hook, Line, Match, Ruleset, Set, SetType, Verdict, fnv1a};
 
 /// What one host's firewall is compiled from.
@@ -412,19 +414,21 @@ impl<'a> Compiler<'a> {
 
     fn port_alts(&mut self, p: &PortRule) -> Vec<(Vec<Match>, Option<Family>)> {
         match (&p.port, p.protocol) {
-            (None, proto) => vec![(vec![Match::Proto(proto)], None)],
-            (Some(Port::Range(a, b)), proto) if proto != Protocol::Icmp => {
+            // ICMP lives in IPv4 and ICMPv6 in IPv6: a peer of the other family cannot meet it.
+            (None, proto) => vec![(vec![Match::Proto(proto)], proto.family())],
+            (Some(Port::Range(a, b)), proto) if !proto.is_icmp() => {
                 vec![(vec![Match::Ports { protocol: proto, first: *a, last: *b }], None)]
             }
-            (Some(Port::Named(n)), proto) if proto != Protocol::Icmp => FAMILIES
+            (Some(Port::Named(n)), proto) if !proto.is_icmp() => FAMILIES
                 .iter()
                 .map(|f| {
                     let set = self.named_port_set(n, proto, *f);
                     (vec![Match::DstPortIn { protocol: proto, family: *f, set }], Some(*f))
                 })
                 .collect(),
-            (Some(Port::Icmp { icmp_type, code }), Protocol::Icmp) => {
-                vec![(vec![Match::Icmp { icmp_type: *icmp_type, code: *code }], Some(Family::V4))]
+            (Some(Port::Icmp { icmp_type, code }), proto @ (Protocol::Icmp | Protocol::Icmpv6)) => {
+                let family = if proto == Protocol::Icmp { Family::V4 } else { Family::V6 };
+                vec![(vec![Match::Icmp { family, icmp_type: *icmp_type, code: *code }], Some(family))]
             }
             // Ranges or names of ICMP, or ICMP types of a port protocol: no front end produces
             // them, and nothing can match them.
@@ -588,10 +592,18 @@ fn target_sets(names: &[String; 2], ips: &[IpAddr]) -> Vec<(String, Set)> {
         .collect()
 }
 
+/// What passes every base chain of ours before any policy: neighbour discovery, router
+/// discovery and multicast listener messages (`ICMPV6_ALWAYS_ALLOWED`, docs/policy.md). ICMP
+/// errors need no line: conntrack marks them `related` to the connection they are about.
+pub(crate) fn always_allowed() -> Line {
+    Line { matches: vec![Match::Icmpv6Types(ICMPV6_ALWAYS_ALLOWED.to_vec())], verdict: Verdict::Accept }
+}
+
 /// `direction` is `egress` or `ingress` (both nft keywords, hence the longer names).
 pub(crate) fn base_chain(hook: Hook, prio: i32, direction: &str, dir: Dir) -> Arc<Chain> {
     let mut lines = vec![
         Line { matches: vec![Match::Established], verdict: Verdict::Accept },
+        always_allowed(),
         Line { matches: vec![], verdict: Verdict::Jump(format!("{direction}-policies")) },
     ];
     for f in FAMILIES {
@@ -724,6 +736,7 @@ pub fn compile_cached(input: FirewallInput<'_>, cache: &mut CompileCache, stamp:
     if !host_jumps.lines().is_empty() {
         let mut lines = vec![
             Line { matches: vec![Match::Established], verdict: Verdict::Accept },
+            always_allowed(),
             Line { matches: vec![], verdict: Verdict::Jump("host-policies".into()) },
         ];
         for f in FAMILIES {

@@ -68,11 +68,38 @@ pub enum Protocol {
     Tcp,
     Udp,
     Sctp,
+    /// ICMP for IPv4: matches IPv4 packets only.
     Icmp,
+    /// ICMPv6 (`ipv6-icmp`, next header 58): matches IPv6 packets only.
+    Icmpv6,
 }
 
+/// ICMPv6 types no policy can block (RFC 4890's "must not be dropped" for a link, as Calico
+/// allows them on workload interfaces): multicast listener query, report and done (130-132),
+/// router solicitation and advertisement (133-134), neighbour solicitation and advertisement
+/// (135-136), and MLDv2 reports (143). Without neighbour discovery a pod cannot resolve its
+/// gateway, so an isolated pod would lose even what its policies allow. Every base chain of ours
+/// accepts these before any policy (docs/policy.md); the evaluator allows them too.
+pub const ICMPV6_ALWAYS_ALLOWED: [u8; 8] = [130, 131, 132, 133, 134, 135, 136, 143];
+
 impl Protocol {
-    /// The port protocols (TCP, UDP, SCTP), any case; ICMP is named by Romana policies only.
+    /// ICMP or ICMPv6: types and codes, no ports.
+    pub fn is_icmp(self) -> bool {
+        matches!(self, Protocol::Icmp | Protocol::Icmpv6)
+    }
+
+    /// The one address family the protocol is carried in (ICMP in IPv4, ICMPv6 in IPv6), or
+    /// `None` for the port protocols, which both carry.
+    pub fn family(self) -> Option<romana_model::Family> {
+        match self {
+            Protocol::Icmp => Some(romana_model::Family::V4),
+            Protocol::Icmpv6 => Some(romana_model::Family::V6),
+            Protocol::Tcp | Protocol::Udp | Protocol::Sctp => None,
+        }
+    }
+
+    /// The port protocols (TCP, UDP, SCTP), any case; ICMP and ICMPv6 are named by Romana
+    /// policies only.
     pub fn parse(s: &str) -> Option<Protocol> {
         match s.to_ascii_uppercase().as_str() {
             "TCP" => Some(Protocol::Tcp),
@@ -89,7 +116,8 @@ pub enum Port {
     Range(u16, u16),
     /// A named port, resolved against the destination endpoint's ports.
     Named(String),
-    /// ICMP: a type, and a code or every code of the type.
+    /// ICMP or ICMPv6 (the rule's protocol says which): a type, and a code or every code of the
+    /// type.
     Icmp { icmp_type: u8, code: Option<u8> },
 }
 

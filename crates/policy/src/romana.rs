@@ -58,11 +58,12 @@ fn ports(rules: &[RomanaRule]) -> Option<Vec<PortRule>> {
     for r in rules {
         let protocol = match r.protocol.as_str() {
             "any" => return None,
-            "icmp" => {
+            proto @ ("icmp" | "icmpv6") => {
                 let port = r
                     .icmp_type
                     .map(|t| Port::Icmp { icmp_type: t as u8, code: r.icmp_code.map(|c| c as u8) });
-                out.push(PortRule { protocol: Protocol::Icmp, port });
+                let protocol = if proto == "icmp" { Protocol::Icmp } else { Protocol::Icmpv6 };
+                out.push(PortRule { protocol, port });
                 continue;
             }
             // normalize() refused anything else; skipping fails closed.

@@ -96,8 +96,10 @@ pub enum Match {
     Ports { protocol: Protocol, first: u16, last: u16 },
     /// Destination address and port in a named `AddrPort` set, of a port protocol.
     DstPortIn { protocol: Protocol, family: Family, set: String },
-    /// IPv4 ICMP type, and code when given.
-    Icmp { icmp_type: u8, code: Option<u8> },
+    /// ICMP (`V4`) or ICMPv6 (`V6`) type, and code when given.
+    Icmp { family: Family, icmp_type: u8, code: Option<u8> },
+    /// ICMPv6 of any of these types (the ones no policy may block: `ICMPV6_ALWAYS_ALLOWED`).
+    Icmpv6Types(Vec<u8>),
     /// The address (of `family`) is in none of `nets` (an anonymous interval set; the list
     /// holds no net inside another, which nft would refuse as overlapping).
     NotInNets { dir: Dir, family: Family, nets: Vec<Cidr> },
@@ -177,6 +179,7 @@ fn proto_name(p: Protocol) -> &'static str {
         Protocol::Udp => "udp",
         Protocol::Sctp => "sctp",
         Protocol::Icmp => "icmp",
+        Protocol::Icmpv6 => "ipv6-icmp",
     }
 }
 
@@ -243,8 +246,21 @@ impl fmt::Display for Match {
                     addr_kw(*family)
                 )
             }
-            Match::Icmp { icmp_type, code: None } => write!(f, "icmp type {icmp_type}"),
-            Match::Icmp { icmp_type, code: Some(c) } => write!(f, "icmp type {icmp_type} icmp code {c}"),
+            Match::Icmp { family, icmp_type, code } => {
+                let kw = match family {
+                    Family::V4 => "icmp",
+                    Family::V6 => "icmpv6",
+                };
+                write!(f, "{kw} type {icmp_type}")?;
+                match code {
+                    Some(c) => write!(f, " {kw} code {c}"),
+                    None => Ok(()),
+                }
+            }
+            Match::Icmpv6Types(types) => {
+                let list: Vec<String> = types.iter().map(ToString::to_string).collect();
+                write!(f, "icmpv6 type {{ {} }}", list.join(", "))
+            }
             Match::NotInNets { dir, family, nets } => {
                 let list: Vec<String> = nets.iter().map(ToString::to_string).collect();
                 write!(f, "{} {} != {{ {} }}", addr_kw(*family), dir_kw(*dir), list.join(", "))

@@ -100,12 +100,14 @@ fn peer(g: &mut Gen) -> Peer {
 }
 
 fn port_rule(g: &mut Gen) -> PortRule {
-    let protocol = *g.pick(&[Protocol::Tcp, Protocol::Udp, Protocol::Sctp, Protocol::Icmp]);
-    let port = if protocol == Protocol::Icmp {
+    let protocol = *g.pick(&[Protocol::Tcp, Protocol::Udp, Protocol::Sctp, Protocol::Icmp, Protocol::Icmpv6]);
+    let port = if protocol.is_icmp() {
+        // Echo request: 8 in ICMP, 128 in ICMPv6.
+        let echo = if protocol == Protocol::Icmp { 8 } else { 128 };
         match g.below(3) {
             0 => None,
-            1 => Some(Port::Icmp { icmp_type: 8, code: None }),
-            _ => Some(Port::Icmp { icmp_type: 8, code: Some(g.below(2) as u8) }),
+            1 => Some(Port::Icmp { icmp_type: echo, code: None }),
+            _ => Some(Port::Icmp { icmp_type: echo, code: Some(g.below(2) as u8) }),
         }
     } else {
         match g.below(4) {
@@ -141,7 +143,7 @@ fn case(seed: u64) -> Case {
     let world = World { tenants: TENANTS.iter().map(|t| ((*t).to_owned(), labels(&mut g))).collect() };
     let mut endpoints = Vec::new();
     for i in 0..4 + g.below(6) {
-        let v6 = g.chance(20);
+        let v6 = g.chance(35);
         let ip = if v6 { format!("fd00::{}", i + 1) } else { format!("10.0.0.{}", i + 1) };
         let mut ports = Vec::new();
         if g.chance(50) {
@@ -164,12 +166,15 @@ fn case(seed: u64) -> Case {
             is_host: false,
         });
     }
+    // Each host with an address of each family (as two sources or destinations).
     let hosts = HOSTS
         .iter()
         .enumerate()
-        .map(|(i, h)| Endpoint {
-            id: (*h).to_owned(),
-            ip: Some(format!("192.168.0.{}", i + 1).parse().unwrap()),
+        .flat_map(|(i, _)| [format!("192.168.0.{}", i + 1), format!("fd01::{}", i + 1)])
+        .zip(HOSTS.iter().flat_map(|h| [h, h]))
+        .map(|(ip, h)| Endpoint {
+            id: format!("{h}/{ip}"),
+            ip: Some(ip.parse().unwrap()),
             host: (*h).to_owned(),
             is_host: true,
             ..Endpoint::default()
@@ -222,17 +227,22 @@ fn check_case(seed: u64) {
         Probe { protocol: Protocol::Sctp, port: 80 },
         Probe { protocol: Protocol::Icmp, port: 8 << 8 },
         Probe { protocol: Protocol::Icmp, port: (8 << 8) | 1 },
+        Probe { protocol: Protocol::Icmpv6, port: 128 << 8 },
+        Probe { protocol: Protocol::Icmpv6, port: (128 << 8) | 1 },
+        // Neighbour solicitation and router advertisement: always allowed.
+        Probe { protocol: Protocol::Icmpv6, port: 135 << 8 },
+        Probe { protocol: Protocol::Icmpv6, port: 134 << 8 },
     ];
     let all: Vec<&Endpoint> = c.endpoints.iter().chain(&c.hosts).collect();
     for src in &all {
         for dst in &all {
             let (s, d) = (src.ip.unwrap(), dst.ip.unwrap());
-            // Hosts have IPv4 addresses only here; ICMP policies are IPv4 (ICMPv6 is its own protocol).
+            // A connection has one family; ICMP is carried in IPv4, ICMPv6 in IPv6.
             if src.id == dst.id || s.is_ipv4() != d.is_ipv4() {
                 continue;
             }
             for probe in probes {
-                if probe.protocol == Protocol::Icmp && s.is_ipv6() {
+                if probe.protocol.family().is_some_and(|f| f != romana_model::Family::of(s)) {
                     continue;
                 }
                 let want = allowed(&c.policies, &c.world, src, dst, probe);
@@ -559,7 +569,9 @@ fn what_a_foreign_process_deletes_is_put_back() {
     std::sync::Arc::make_mut(tampered.sets.get_mut("local-4").unwrap()).elements.clear();
     tampered.chains.get_mut("fwd-ingress").unwrap().rules.pop();
     let p = plan(Some(&tampered), &want);
-    assert_eq!((p.summary.rules_added, p.summary.elements_added, p.summary.chains_rewritten), (2 + 4, 1, 2));
+    // The policy chain's two rules, the base chain's five (established, always-allowed ICMPv6,
+    // the jump, a drop per family).
+    assert_eq!((p.summary.rules_added, p.summary.elements_added, p.summary.chains_rewritten), (2 + 5, 1, 2));
     assert_eq!(touched(&p.script), [chain, "fwd-ingress".to_owned()].into(), "{}", p.script);
     // A rule that is not ours (no key) in one of our chains: that chain is rewritten.
     let mut foreign = Observed::of(&want);

@@ -1,6 +1,7 @@
 //! Golden files of the rendered `inet romana` table for representative inputs
 //! (`tests/data/firewall/*.nft`): a Kubernetes NetworkPolicy with selectors, named ports, ipBlock
-//! and egress; Romana policies with host/local peers and ICMP; segment isolation. A change in
+//! and egress; Romana policies with host/local peers and ICMP; segment isolation; IPv6 ipBlocks
+//! and ICMPv6. A change in
 //! what the compiler emits shows up as a readable diff. `UPDATE_GOLDEN=1` rewrites the files.
 #![allow(clippy::unwrap_used)]
 
@@ -98,4 +99,27 @@ fn segment_isolation() {
     let segments =
         BTreeMap::from([("x".to_owned(), BTreeSet::from(["front".to_owned(), "back".to_owned()]))]);
     check("isolation-segment", &implicit_policies(&modes, &segments));
+}
+
+#[test]
+fn ipv6_blocks_and_icmpv6() {
+    // An ipBlock of each family (with `except`), and ICMPv6 beside ICMP: each line only in its
+    // family, and IPv6 echo to the web pod on both families' selector sets.
+    let np: NetworkPolicy = serde_json::from_str(
+        r#"{"apiVersion":"networking.k8s.io/v1","kind":"NetworkPolicy",
+            "metadata":{"name":"web6","namespace":"x"},
+            "spec":{"podSelector":{"matchLabels":{"app":"web"}},
+              "ingress":[{"from":[{"ipBlock":{"cidr":"fd00::/16","except":["fd00:9::/32","fd00:a::/48"]}},
+                                  {"ipBlock":{"cidr":"10.0.0.0/8"}}],
+                          "ports":[{"protocol":"TCP","port":80}]}]}}"#,
+    )
+    .unwrap();
+    let p: Policy = serde_json::from_str(
+        r#"{"name":"ping","applied_to":[{"tenant":"x"}],
+            "ingress":[{"peers":[{"tenant":"y"}],"rules":[{"protocol":"icmpv6","icmp_type":128,"icmp_code":0},{"protocol":"icmp","icmp_type":8},{"protocol":"icmpv6"}]}]}"#,
+    )
+    .unwrap();
+    let mut policies = vec![from_k8s(&np).unwrap()];
+    policies.extend(from_romana(&p).unwrap());
+    check("ipv6-icmpv6", &policies);
 }

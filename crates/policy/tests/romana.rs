@@ -37,6 +37,8 @@ fn world() -> (World, BTreeMap<&'static str, Endpoint>) {
     e.insert("host1", host("host1", "192.168.0.1"));
     e.insert("host2", host("host2", "192.168.0.2"));
     e.insert("outside", ep("outside", "", "", "203.0.113.9", "none"));
+    e.insert("web6", ep("web6", "t1", "web", "fd00:1::1", "h1"));
+    e.insert("outside6", ep("outside6", "", "", "2001:db8::9", "none"));
     (w, e)
 }
 
@@ -48,6 +50,10 @@ fn udp(port: u16) -> Probe {
 }
 fn icmp(t: u8, c: u8) -> Probe {
     Probe { protocol: Protocol::Icmp, port: u16::from(t) << 8 | u16::from(c) }
+}
+
+fn icmpv6(t: u8, c: u8) -> Probe {
+    Probe { protocol: Protocol::Icmpv6, port: u16::from(t) << 8 | u16::from(c) }
 }
 
 /// Compiles `policy`; each expectation is (from, to, probe, allowed).
@@ -111,6 +117,25 @@ fn romana_policies() {
             ("outside", "web1", icmp(0, 0), false),
             ("outside", "web1", icmp(3, 4), true),
             ("outside", "web1", tcp(80), false),
+        ],
+    );
+    check(
+        "icmpv6 type and code; neighbour discovery passes whatever the policy",
+        r#"{"name":"ping6","applied_to":[{"tenant":"t1","segment":"web"}],
+            "ingress":[{"peers":[{"cidr":"2001:db8::/32"}],"rules":[{"protocol":"icmpv6","icmp_type":128,"icmp_code":0},{"protocol":"icmpv6","icmp_type":1}]}]}"#,
+        &[
+            ("outside6", "web6", icmpv6(128, 0), true),
+            ("outside6", "web6", icmpv6(128, 1), false),
+            ("outside6", "web6", icmpv6(129, 0), false),
+            ("outside6", "web6", icmpv6(1, 4), true),
+            ("outside6", "web6", tcp(80), false),
+            // Not from the CIDR: refused, but neighbour and router discovery always pass.
+            ("host1", "web1", icmpv6(128, 0), false),
+            ("outside", "web1", icmp(8, 0), false),
+            ("outside6", "web6", icmpv6(135, 0), true),
+            ("outside6", "web6", icmpv6(136, 0), true),
+            ("outside6", "web6", icmpv6(133, 0), true),
+            ("outside6", "web6", icmpv6(134, 0), true),
         ],
     );
     check(

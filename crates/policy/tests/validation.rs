@@ -51,6 +51,20 @@ fn bad_policies_list_every_problem() {
         ],
     );
     check(
+        "IPv6 ipBlock: except of the other family or outside, host bits",
+        json!({"ingress": [{"from": [
+            {"ipBlock": {"cidr": "fd00::/16", "except": ["fd00:9::/32"]}},
+            {"ipBlock": {"cidr": "fd00::/16", "except": ["10.0.0.0/8", "fd01::/32", "fd00::/16"]}},
+            {"ipBlock": {"cidr": "fd00::1/16"}},
+            {"ipBlock": {"cidr": "::/0", "except": ["2001:db8::/32"]}}]}]}),
+        &[
+            "from[1].ipBlock.except[0]",
+            "from[1].ipBlock.except[1]",
+            "from[1].ipBlock.except[2]",
+            "from[2].ipBlock.cidr",
+        ],
+    );
+    check(
         "ports",
         json!({"egress": [{"ports": [
             {"protocol": "ICMP", "port": 1},

@@ -16,7 +16,7 @@ pub struct Packet {
     pub src: IpAddr,
     pub dst: IpAddr,
     pub protocol: Protocol,
-    /// For ICMP: type * 256 + code.
+    /// For ICMP and ICMPv6: type * 256 + code.
     pub port: u16,
     pub src_local: bool,
     pub dst_local: bool,
@@ -51,11 +51,16 @@ fn matches(rs: &Ruleset, m: &Match, p: &Packet) -> bool {
                 && Family::of(p.dst) == *family
                 && rs.sets[set].elements.contains(&Element::AddrPort(p.dst, p.port))
         }
-        Match::Icmp { icmp_type, code } => {
-            p.protocol == Protocol::Icmp
-                && p.dst.is_ipv4()
+        // `icmp type` carries nft's dependency `meta l4proto icmp`, `icmpv6 type` `ipv6-icmp`.
+        Match::Icmp { family, icmp_type, code } => {
+            let proto = if *family == Family::V4 { Protocol::Icmp } else { Protocol::Icmpv6 };
+            p.protocol == proto
+                && Family::of(p.dst) == *family
                 && p.port >> 8 == u16::from(*icmp_type)
                 && code.is_none_or(|c| p.port & 0xff == u16::from(c))
+        }
+        Match::Icmpv6Types(types) => {
+            p.protocol == Protocol::Icmpv6 && p.dst.is_ipv6() && types.contains(&((p.port >> 8) as u8))
         }
         Match::NotInNets { dir, family, nets } => {
             let a = addr(p, *dir);
