@@ -59,6 +59,15 @@ fn blocked(net: &Network) -> impl Fn(u128) -> bool + '_ {
 impl Ipam {
     /// Allocates an address for `req.name` on `req.host` for the tenant and segment.
     pub fn allocate(&mut self, req: &AllocRequest) -> Result<Allocation, IpamError> {
+        self.allocate_in(req, None)
+    }
+
+    /// `allocate`, drawing only from networks of `family` when given (dual-stack: `stack.rs`).
+    pub(crate) fn allocate_in(
+        &mut self,
+        req: &AllocRequest,
+        family: Option<Family>,
+    ) -> Result<Allocation, IpamError> {
         let hash = self.names.hash(req.name.as_str());
         if let Some(existing) = self.existing_hashed(hash, req, None)? {
             return Ok(existing);
@@ -75,6 +84,9 @@ impl Ipam {
                 None => self.tenant_networks[&req.tenant][i],
                 Some(w) => self.wildcard_networks[w],
             };
+            if family.is_some_and(|f| f != self.networks[net as usize].cidr.family()) {
+                continue;
+            }
             any = true;
             let Some(placement) = self.hosts.get(host).placement(net) else { continue };
             member = true;

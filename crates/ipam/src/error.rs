@@ -110,6 +110,10 @@ pub enum IpamError {
     BlackoutHasAllocations { cidr: Cidr, first: IpAddr, more: usize },
     #[error("{cidr} is not blacked out (un-blackout needs an exact match)")]
     NotBlackedOut { cidr: Cidr },
+    #[error(
+        "address name {name} is too long for a dual-stack endpoint ({suffix} is appended for its IPv6 address; names hold at most 512 bytes)"
+    )]
+    StackNameTooLong { name: String, suffix: &'static str },
     #[error("topology change would lose data: {}", list(.0))]
     MergeConflicts(Vec<String>),
 }

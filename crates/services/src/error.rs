@@ -150,7 +150,8 @@ impl From<IpamError> for ApiError {
             | E::NotAnEndpointAddress { .. }
             | E::ClassicNumberUnavailable { .. }
             | E::BlackoutOutsideNetworks { .. }
-            | E::BlackoutCoversNetwork { .. } => ApiError::invalid(message, vec![]),
+            | E::BlackoutCoversNetwork { .. }
+            | E::StackNameTooLong { .. } => ApiError::invalid(message, vec![]),
         }
     }
 }
