@@ -13,6 +13,7 @@ pub mod nat;
 mod netns;
 pub mod nft;
 mod nftlib;
+pub mod nftnl;
 mod nl;
 mod sysctl;
 mod vm;

@@ -9,6 +9,8 @@
 use std::io::Write;
 use std::process::{Command, Stdio};
 
+use crate::nftnl::{self, ElementPath, ElementSocket, SetElements};
+
 /// The only table we touch.
 pub const TABLE_SPEC: [&str; 3] = ["table", "inet", "romana"];
 
@@ -22,6 +24,8 @@ pub enum NftError {
     Io { what: String, source: std::io::Error },
     #[error("reading nftables' generation over netlink: {0}")]
     Generation(String),
+    #[error("set elements over netlink: {0}")]
+    Elements(String),
 }
 
 fn nft_path() -> &'static str {
@@ -161,6 +165,16 @@ pub struct Nft {
     session: Option<Option<crate::nftlib::Session>>,
     socket: Option<netlink_sys::Socket>,
     seq: u32,
+    /// Element batches (`nftnl.rs`); `Some(None)`: this kernel refused them, text it is.
+    elements: Option<Option<ElementSocket>>,
+}
+
+/// The text path as an `ElementPath`: the same changes as an nft script, one transaction.
+impl ElementPath for Nft {
+    fn apply_elements(&mut self, changes: &[SetElements]) -> Result<(), NftError> {
+        let script = nftnl::script(changes);
+        if script.is_empty() { Ok(()) } else { self.apply(&script) }
+    }
 }
 
 impl Nft {
@@ -173,6 +187,35 @@ impl Nft {
             }),
             None => apply(script),
         }
+    }
+
+    /// Applies element changes of existing sets as one transaction: a netlink batch
+    /// (`nftnl.rs`), without nft's cache of the table; as nft text when the batch would be over
+    /// `nftnl::MAX_BATCH`. A batch the kernel refuses changed nothing: the text path then tries
+    /// the same changes, and when it succeeds where the batch failed, batches are not tried
+    /// again (a kernel that does not take our encoding: `uses_batches` tells). A failure of both
+    /// is the text path's error.
+    pub fn apply_elements(&mut self, changes: &[SetElements]) -> Result<(), NftError> {
+        if self.elements.is_none() {
+            self.elements = Some(ElementSocket::open().ok());
+        }
+        let Some(Some(socket)) = self.elements.as_mut() else {
+            return ElementPath::apply_elements(self, changes);
+        };
+        if nftnl::batch_size(changes) > nftnl::MAX_BATCH {
+            return ElementPath::apply_elements(self, changes);
+        }
+        if socket.apply_elements(changes).is_ok() {
+            return Ok(());
+        }
+        ElementPath::apply_elements(self, changes)?;
+        self.elements = Some(None);
+        Ok(())
+    }
+
+    /// Whether element changes go over netlink (`None`: none was applied yet).
+    pub fn uses_batches(&self) -> Option<bool> {
+        self.elements.as_ref().map(Option::is_some)
     }
 
     /// Whether transactions go through libnftables (known after the first `apply`).
