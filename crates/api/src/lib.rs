@@ -5,6 +5,7 @@ pub mod agent;
 pub mod netpol;
 pub mod policy;
 pub mod query;
+pub mod reach;
 pub mod records;
 pub mod rest;
 pub mod route_wire;

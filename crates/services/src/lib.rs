@@ -37,6 +37,8 @@ pub mod pod_join;
 pub mod pods;
 pub mod policies;
 pub mod policy_store;
+pub mod reach;
+pub mod reach_api;
 pub mod reclaim;
 pub mod registration;
 pub mod rest_routes;
@@ -48,6 +50,7 @@ pub mod service_error;
 pub mod state;
 pub mod tenant_store;
 pub mod tenants;
+pub mod ui;
 pub mod vips;
 pub mod vips_assign;
 pub mod vips_checks;
@@ -186,7 +189,7 @@ pub async fn start(store: Arc<dyn Store>, opts: &Options) -> error::ApiResult<Ap
 /// The HTTP router for the services this instance runs.
 pub fn router(state: AppState) -> Router {
     let on = |s: &str| state.services.iter().any(|x| x == s);
-    let mut app = Router::new().merge(ops::routes());
+    let mut app = Router::new().merge(ops::routes()).merge(ui::routes());
     if on("root") {
         app = app.merge(root::routes());
     }
@@ -201,6 +204,7 @@ pub fn router(state: AppState) -> Router {
             .merge(ipam_api::topology_routes())
             .merge(liveness_api::routes())
             .merge(endpoints::routes())
+            .merge(reach_api::routes())
             .merge(vips::routes())
             .merge(check_api::routes())
             .merge(pods::routes());

@@ -423,6 +423,16 @@ pub const ROUTES: &[RouteSpec] = &[
         204,
     ),
     r(
+        "GET",
+        "/endpoints/{name}/reach",
+        "topology",
+        Access::Service,
+        "Who can reach an endpoint and whom it reaches, on which ports (the policy evaluator)",
+        None,
+        "ReachInfo",
+        200,
+    ),
+    r(
         "PUT",
         "/endpoints/{name}/labels",
         "topology",
@@ -531,6 +541,11 @@ pub const ROUTES: &[RouteSpec] = &[
         "WatchEvent",
         200,
     ),
+    // The web view's static files: no data in them, so no token (docs/ui.md); the page reads
+    // everything through the routes above with the user's token.
+    r("GET", "/ui", "ui", Access::Public, "The web view (HTML; docs/ui.md)", None, "", 200),
+    r("GET", "/ui/app.js", "ui", Access::Public, "The web view's script", None, "", 200),
+    r("GET", "/ui/style.css", "ui", Access::Public, "The web view's stylesheet", None, "", 200),
     r("GET", "/healthz", "ops", Access::Public, "Liveness", None, "", 200),
     r("GET", "/readyz", "ops", Access::Public, "Readiness (the replica and the store serve)", None, "", 200),
     r("GET", "/metrics", "ops", Access::Public, "Prometheus metrics", None, "", 200),

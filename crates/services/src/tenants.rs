@@ -20,7 +20,7 @@ fn tenant_store(state: &AppState) -> TenantStore<'_> {
     TenantStore { store: &*state.store, keys: &state.keys, limits: state.ipam.read(|s| limits(&s.ipam)) }
 }
 
-async fn tenant_view(state: &AppState, t: TenantRecord) -> ApiResult<Tenant> {
+pub(crate) async fn tenant_view(state: &AppState, t: TenantRecord) -> ApiResult<Tenant> {
     let (segs, _) = state.store.range(&state.keys.segments(&t.name)).await?;
     let segments = segs
         .iter()
