@@ -1,6 +1,11 @@
 //! `romana`: the command line. Parses arguments, finds romanad, and hands each command to its module.
 
 mod bird_status;
+mod chaos;
+mod chaos_check;
+mod chaos_observe;
+mod chaos_plan;
+mod chaos_plane;
 mod check;
 mod commands;
 mod config;
@@ -72,6 +77,12 @@ enum Command {
         #[arg(long, value_name = "SECS")]
         leak_grace: Option<u64>,
     },
+    /// Chaos: a seeded run of CNI, label and policy churn while agents, romanad replicas and etcd
+    /// members are killed (kill -9) and restarted; then the invariants. Exit 1 on any violation.
+    ///
+    /// Starts its own control plane (3 etcd members, 3 romanad replicas on 127.0.0.1) unless
+    /// --given, and its own sandbox. Needs root, iproute2, nftables, iputils-ping and etcd.
+    Chaos(chaos::Options),
     /// Address pools.
     Network {
         #[command(subcommand)]
@@ -705,6 +716,10 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
     if let Command::Sandbox { command } = &cli.command {
         return run_sandbox(&cli, &file, command).await;
     }
+    if let Command::Chaos(o) = &cli.command {
+        let given = if o.given { Some(connect(&cli, &file).await?) } else { None };
+        return chaos::run(o, given).await;
+    }
     let c = connect(&cli, &file).await?;
     if let Command::Login = cli.command {
         let (Some(user), Some(pass)) = (&cli.username, &cli.password) else {
@@ -857,7 +872,7 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             x::user_create(&c, f, &new, password, out).await?
         }
         Command::User { command: UserCommand::Delete { name } } => x::user_delete(&c, &name).await?,
-        Command::Ipam { .. } | Command::Sandbox { .. } | Command::Completion { .. } => {
+        Command::Ipam { .. } | Command::Sandbox { .. } | Command::Chaos(_) | Command::Completion { .. } => {
             unreachable!("handled above")
         }
     }

@@ -84,7 +84,7 @@ fn ipn(ns: &str, args: &str) -> Result<String> {
 }
 
 /// Another Romana binary: next to this one, else on PATH.
-fn sibling(name: &str) -> PathBuf {
+pub(crate) fn sibling(name: &str) -> PathBuf {
     std::env::current_exe()
         .ok()
         .map(|e| e.with_file_name(name))
@@ -244,7 +244,7 @@ pub(crate) fn start_agent(layout: &Layout, host: &str, d: &Path) -> Result<u32> 
 /// Programs the spine and rack routers from romanad's fabric view: with static routing our
 /// routes are replaced as a whole in each router namespace; with BGP each router's BIRD gets
 /// its configuration rendered again (`sandbox_bgp.rs`).
-async fn sync_fabric(c: &Client, layout: &Layout, d: &Path) -> Result<()> {
+pub(crate) async fn sync_fabric(c: &Client, layout: &Layout, d: &Path) -> Result<()> {
     if layout.routing == Routing::Bgp {
         return crate::sandbox_bgp::sync_routers(c, layout, d).await;
     }
@@ -259,7 +259,7 @@ async fn sync_fabric(c: &Client, layout: &Layout, d: &Path) -> Result<()> {
 }
 
 /// One romana-cni call for interface eth0; Ok(result JSON) or Err(CNI error message).
-fn cni(
+pub(crate) fn cni(
     sock: &Path,
     command: &str,
     cid: &str,
