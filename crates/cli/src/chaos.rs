@@ -44,6 +44,10 @@ pub struct Options {
     /// (then only agents are killed).
     #[arg(long)]
     pub given: bool,
+    /// Test hook: allocate an address under a pod name no pod has, after the churn, so the run
+    /// must report a leak (the tests' proof that a violation fails the command).
+    #[arg(long, hide = true)]
+    pub inject_leak: bool,
     /// Where logs, data and the sandbox's state go [default: a new directory under /tmp, removed
     /// after a run without violations].
     #[arg(long)]
@@ -236,10 +240,15 @@ async fn scenario(
     let mut ops: OpCounts = BTreeMap::new();
     let max_pods = o.pods_per_host * layout.hosts.len();
     let mut last_login = Instant::now();
+    let mut add_ms: Vec<u128> = Vec::new();
     while started.elapsed() < Duration::from_secs(o.duration) {
         relogin(&c, &plane, &mut last_login).await;
         let op = model.next_op(&mut rng, layout.hosts.len(), max_pods);
+        let sent = Instant::now();
         let r = apply(&c, &layout, &sb_dir, &model, &op).await;
+        if matches!(op, Op::Add { .. }) && r.is_ok() {
+            add_ms.push(sent.elapsed().as_millis());
+        }
         count(&mut ops, &op, r.is_ok());
         if let Err(e) = &r {
             println!("[{:7.1}s] {} failed: {e:#}", started.elapsed().as_secs_f64(), describe(&op));
@@ -249,6 +258,17 @@ async fn scenario(
     }
     let kills = killer.as_mut().map(KillerThread::finish).unwrap_or_default();
     println!("[{:7.1}s] churn stopped; everything killed was restarted", started.elapsed().as_secs_f64());
+    if o.inject_leak {
+        let req = romana_api::rest::AddressRequest {
+            name: address_name("leaked"),
+            host: layout.hosts[0].name.clone(),
+            tenant: TENANTS[0].0.into(),
+            segment: String::new(),
+            ip: None,
+        };
+        let a = c.allocate(&req, None).await.context("allocating the injected leak")?;
+        println!("injected a leak: {} holds {}", req.name, a.ip);
+    }
 
     // Convergence: pending DELs retried (as a runtime does) until acknowledged, then every
     // check repeated until it passes or the bound runs out.
@@ -271,9 +291,19 @@ async fn scenario(
     }
     let converged = violations.is_empty().then(|| stopped.elapsed());
     if violations.is_empty() {
-        violations = probe(&c, &layout, &sb_dir, &model).await?;
+        violations = probe(&c, &layout, &sb_dir, &model)
+            .await
+            .unwrap_or_else(|e| vec![Violation { kind: "probe-failed", detail: format!("{e:#}") }]);
     }
 
+    add_ms.sort_unstable();
+    let pct = |p: f64| add_ms.get(((add_ms.len() as f64 - 1.0) * p).round() as usize).copied().unwrap_or(0);
+    println!(
+        "acknowledged ADD through romana-cni: p50 {} ms, p99 {} ms, max {} ms",
+        pct(0.5),
+        pct(0.99),
+        pct(1.0)
+    );
     print_report(&ops, &kills, converged, bound, &model, &violations);
     crate::sandbox::down(&state_dir, &name, Some(&c)).await?;
     guard.armed = false;
@@ -411,8 +441,11 @@ async fn settled(c: &Client, layout: &Layout, sb_dir: &Path, model: &Model) -> V
 /// tried twice more (a first packet may wait for neighbour resolution); one that the policy
 /// denies and was answered is a violation at once.
 async fn probe(c: &Client, layout: &Layout, sb_dir: &Path, model: &Model) -> Result<Vec<Violation>> {
-    // With static routing the racks' routers learn pod blocks from the CLI, as `pod add` does.
-    crate::sandbox::sync_fabric(c, layout, sb_dir).await?;
+    // With static routing the racks' routers learn pod blocks from the CLI, as `pod add` does;
+    // one rack needs none (its hosts share a segment and route to each other directly).
+    if layout.racks > 1 {
+        crate::sandbox::sync_fabric(c, layout, sb_dir).await?;
+    }
     let s = crate::chaos_observe::snapshot(c).await?;
     let inputs = crate::chaos_check::policy_inputs(&s);
     let mut results = crate::chaos_observe::ping(model, layout, None)?;
