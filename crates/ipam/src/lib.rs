@@ -36,6 +36,7 @@ mod hosts;
 mod ids;
 mod merge;
 mod names;
+mod route_stamps;
 mod routes;
 pub mod spec;
 mod stack;

@@ -6,55 +6,18 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::ha::{Ha, PREFIX, ha};
 use romana_api::rest::{AddressRequest, HostRequest};
 use romana_api::topology::TopologyRequest;
 use romana_client::Client;
 use romana_store::StoreExt;
 use romana_store_etcd::EtcdStore;
 use romana_store_etcd::cluster::EtcdCluster;
-use romana_test_support::{Romanad, TempDir};
-
-const PREFIX: &str = "/romana-ha/";
-
-/// Three replicas on a three-member etcd, and an admin client on each.
-/// Fields drop in order: the replicas stop before etcd does.
-struct Ha {
-    replicas: Vec<Romanad>,
-    clients: Vec<Client>,
-    etcd: EtcdCluster,
-    _dirs: Vec<TempDir>,
-}
-
-async fn ha(tag: &str) -> Ha {
-    let etcd =
-        EtcdCluster::start(tag, 3).expect("etcd starts").expect("etcd is installed (scripts/setup.sh)");
-    let endpoints = etcd.endpoints().join(",");
-    let dirs: Vec<TempDir> = (0..3).map(|i| TempDir::new(&format!("{tag}-{i}"))).collect();
-    let mut replicas = Vec::new();
-    // The first replica creates the admin and writes admin.credentials; the others find it in etcd.
-    for d in &dirs {
-        let args: Vec<String> = [
-            "--etcd-endpoints",
-            &endpoints,
-            "--prefix",
-            PREFIX,
-            "--data-dir",
-            &d.path().display().to_string(),
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        replicas.push(Romanad::start(Path::new(common::BIN), &args).expect("romanad starts"));
-    }
-    let admin = common::admin(&dirs[0]).await;
-    let clients = replicas.iter().map(|r| common::same_token(&admin, &r.url)).collect();
-    Ha { replicas, clients, etcd, _dirs: dirs }
-}
+use romana_test_support::TempDir;
 
 fn topology(json: &str) -> TopologyRequest {
     serde_json::from_str(json).unwrap()

@@ -43,6 +43,7 @@ pub mod reclaim;
 pub mod registration;
 pub mod rest_routes;
 pub mod root;
+pub mod route_cache;
 pub mod route_manager;
 pub mod route_sets;
 pub mod scope;

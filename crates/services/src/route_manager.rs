@@ -9,14 +9,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use romana_model::HostName;
 use romana_store::{Op, Store, Txn};
 
 use crate::ipam_sync::IpamHandle;
 use crate::keys::Keys;
 use crate::leader::{BEAT, Election};
 pub use crate::liveness::Liveness;
-use crate::route_sets::host_routes;
+use crate::route_cache::RouteSetCache;
 
 async fn read_liveness(
     store: &dyn Store,
@@ -40,6 +39,7 @@ pub fn spawn(
 ) {
     tokio::spawn(async move {
         let mut published: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+        let mut cache = RouteSetCache::default();
         let mut election = Election::new(keys.leader("route-manager"), instance);
         let mut leading = false;
         let mut last_input: Option<(i64, BTreeSet<String>, BTreeSet<String>)> = None;
@@ -87,29 +87,23 @@ pub fn spawn(
             if last_input.as_ref() == Some(&input) {
                 continue;
             }
-            // One host per read, yielding between hosts: a full pass is long at a thousand hosts
-            // and must not hold the IPAM or a runtime worker from allocations and agents.
-            let hosts: Vec<HostName> = ipam.read(|v| v.ipam.hosts().iter().map(|h| h.name.clone()).collect());
-            let mut sets: BTreeMap<String, Vec<u8>> = BTreeMap::new();
-            for host in &hosts {
-                let set = ipam.read(|v| {
-                    let l = liveness.read().unwrap_or_else(|p| p.into_inner());
-                    host_routes(&v.ipam, &l, host, v.revision).ok()
+            // Only the sets whose inputs moved are computed again (`route_cache.rs`: one change
+            // costs its leaf's hosts), one host per read, yielding between hosts: a full pass is
+            // long at thousands of hosts and must not hold the IPAM or a runtime worker.
+            let stale =
+                ipam.read(|v| cache.stale(&v.ipam, &liveness.read().unwrap_or_else(|p| p.into_inner())));
+            for host in &stale {
+                ipam.read(|v| {
+                    cache.refresh(&v.ipam, &liveness.read().unwrap_or_else(|p| p.into_inner()), host)
                 });
-                if let Some(mut r) = set {
-                    r.revision = 0; // publish only when the routes change
-                    sets.insert(r.host.clone(), serde_json::to_vec(&r).expect("serializes"));
-                }
                 tokio::task::yield_now().await;
             }
-            let mut ops: Vec<Op> = sets
-                .iter()
-                .filter(|(h, v)| published.get(*h) != Some(*v))
-                .map(|(h, v)| Op::put(keys.routes(h), v.clone()))
-                .collect();
-            ops.extend(
-                published.keys().filter(|h| !sets.contains_key(*h)).map(|h| Op::delete(keys.routes(h))),
-            );
+            let changed: Vec<(&String, &Vec<u8>)> =
+                cache.sets().filter(|(h, v)| published.get(*h) != Some(*v)).collect();
+            let gone: Vec<String> = published.keys().filter(|h| !cache.contains(h)).cloned().collect();
+            let mut ops: Vec<Op> =
+                changed.iter().map(|(h, v)| Op::put(keys.routes(h), (*v).clone())).collect();
+            ops.extend(gone.iter().map(|h| Op::delete(keys.routes(h))));
             let mut ok = true;
             for chunk in ops.chunks(100) {
                 // Only while this replica leads: a deposed leader writes nothing.
@@ -120,7 +114,12 @@ pub fn spawn(
                 }
             }
             if ok {
-                published = sets;
+                let changed: Vec<(String, Vec<u8>)> =
+                    changed.into_iter().map(|(h, v)| (h.clone(), v.clone())).collect();
+                published.extend(changed);
+                for h in gone {
+                    published.remove(&h);
+                }
                 last_input = Some(input);
             }
         }

@@ -2,6 +2,8 @@
 //! 127.0.0.1 with ports chosen at run time, on the embedded store or a throwaway etcd.
 #![allow(dead_code)]
 
+pub mod ha;
+
 use std::path::Path;
 use std::sync::Arc;
 
@@ -79,6 +81,15 @@ pub async fn admin(dir: &TempDir) -> Client {
         std::fs::read_to_string(dir.path().join("admin.credentials")).expect("romanad wrote its credentials");
     let creds: romana_api::rest::Credentials = serde_json::from_str(&text).expect("credentials");
     Client::from_credentials(&creds).await.expect("admin logs in")
+}
+
+/// The admin client over `urls` (every replica), from the credentials written in `dir`.
+pub async fn admin_at(dir: &Path, urls: Vec<String>) -> Client {
+    let text = std::fs::read_to_string(dir.join("admin.credentials")).expect("romanad wrote its credentials");
+    let creds: romana_api::rest::Credentials = serde_json::from_str(&text).expect("credentials");
+    let c = Client::new(urls);
+    c.login(&creds.username, &creds.password).await.expect("admin logs in");
+    c
 }
 
 /// A client for another URL with the same token.

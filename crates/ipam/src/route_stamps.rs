@@ -1,0 +1,96 @@
+//! Stamps of what each host's route set is computed from, so that a publisher recomputes only
+//! the sets whose inputs moved. `host_routes(h)` reads h's leaf groups (their prefix and every
+//! owned block in them: prefix, owner, the owner's name and address, addresses in use) or, in a
+//! classic network, every host of the network; plus, in the route manager, which owners are
+//! dead. One change (a block, a host, a death) moves the stamps of one leaf's hosts, not all.
+//!
+//! A stamp is a 64-bit hash of those inputs (std's SipHash with fixed keys, so deterministic):
+//! equal inputs give equal stamps; different inputs give different stamps but for a collision
+//! chance of 2^-64 per comparison.
+
+use std::collections::HashMap;
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
+
+use romana_model::HostName;
+
+use crate::host_registry::Placement;
+use crate::ids::HostId;
+use crate::state::{Ipam, NetworkKind};
+
+/// Where a host's routes come from in one network: a leaf group, or a classic network whole.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Source {
+    Leaf(u16, u32),
+    Classic(u16),
+}
+
+impl Ipam {
+    fn hash_owner(&self, h: &mut DefaultHasher, id: HostId, dead: &dyn Fn(&HostName) -> bool) {
+        let spec = &self.hosts.get(id).spec;
+        (id, &spec.name, spec.ip, dead(&spec.name)).hash(h);
+    }
+
+    /// The hash of one source's inputs.
+    fn source_stamp(&self, source: Source, dead: &dyn Fn(&HostName) -> bool) -> u64 {
+        let mut h = DefaultHasher::new();
+        source.hash(&mut h);
+        let (Source::Leaf(n, _) | Source::Classic(n)) = source;
+        let Some(network) = self.networks.get(n as usize) else { return h.finish() };
+        match (&network.kind, source) {
+            (NetworkKind::Blocks(Some(tree)), Source::Leaf(_, g)) => {
+                let Some(group) = tree.groups.get(g as usize) else { return h.finish() };
+                (&network.name, group.cidr).hash(&mut h);
+                for b in group.leaf.iter().flat_map(|l| l.blocks.values()) {
+                    let block = &self.blocks[b];
+                    let Some(owner) = block.owner else { continue };
+                    (block.cidr, block.used).hash(&mut h);
+                    self.hash_owner(&mut h, owner.host, dead);
+                }
+            }
+            (NetworkKind::Classic(c), Source::Classic(_)) => {
+                (&network.name, network.cidr).hash(&mut h);
+                for (k, id) in &c.hosts {
+                    k.hash(&mut h);
+                    self.hash_owner(&mut h, *id, dead);
+                }
+                // `host_routes` counts each host's blocks and their use; the map's order is
+                // arbitrary, so the blocks are hashed in key order.
+                let mut blocks: Vec<_> =
+                    c.blocks.iter().map(|(key, b)| (*key, self.blocks[b].used)).collect();
+                blocks.sort_unstable();
+                blocks.hash(&mut h);
+            }
+            _ => {}
+        }
+        h.finish()
+    }
+
+    fn host_stamp(&self, id: HostId, source: &mut dyn FnMut(Source) -> u64) -> u64 {
+        let record = self.hosts.get(id);
+        let mut h = DefaultHasher::new();
+        (id, &record.spec.name).hash(&mut h);
+        for (net, placement) in &record.placements {
+            let s = match placement {
+                Placement::Group(g) => Source::Leaf(*net, *g),
+                Placement::Classic(_) => Source::Classic(*net),
+            };
+            source(s).hash(&mut h);
+        }
+        h.finish()
+    }
+
+    /// Every host with the stamp of its route set's inputs (`dead`: which hosts the caller
+    /// leaves out as targets). Each leaf is hashed once, so this is one pass over the blocks.
+    pub fn route_stamps(&self, dead: &dyn Fn(&HostName) -> bool) -> Vec<(HostName, u64)> {
+        let mut memo: HashMap<Source, u64> = HashMap::new();
+        let mut source = |s: Source| *memo.entry(s).or_insert_with(|| self.source_stamp(s, dead));
+        self.hosts.iter().map(|(id, r)| (r.spec.name.clone(), self.host_stamp(id, &mut source))).collect()
+    }
+
+    /// One host's stamp, as `route_stamps` gives it; `None` for an unknown host.
+    pub fn route_stamp(&self, host: &HostName, dead: &dyn Fn(&HostName) -> bool) -> Option<u64> {
+        let id = self.hosts.id(host)?;
+        Some(self.host_stamp(id, &mut |s| self.source_stamp(s, dead)))
+    }
+}

@@ -1,0 +1,180 @@
+//! Growth of the route manager's computation with the number of hosts: every host's route set
+//! computed from scratch (what a pass cost before `route_cache.rs`, and what the first pass
+//! still costs), a pass with nothing changed, and the cost of one change (a host added with an
+//! endpoint, so a new block; a new tenant's block on an existing host) through the cache, at
+//! 100, 1,000 and 5,000 hosts. Pure: the IPAM core and the route sets, no store, no HTTP.
+//!
+//! `cargo bench -p romana-services --bench route_growth [-- --quick]`
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::{Duration, Instant};
+
+use romana_ipam::spec::HostSpec;
+use romana_ipam::{AllocRequest, Ipam};
+use romana_model::HostName;
+use romana_services::liveness::Liveness;
+use romana_services::route_cache::{RouteSetCache, published_set};
+
+const TENANTS: usize = 4;
+const PER_HOST: usize = 20;
+/// Changes measured per size; the median is reported.
+const CHANGES: usize = 9;
+
+fn topology(racks: usize) -> romana_ipam::spec::TopologySpec {
+    let groups: Vec<String> = (0..racks).map(|r| format!(r#"{{"name":"rack-{r}","groups":[]}}"#)).collect();
+    let text = format!(
+        r#"{{"networks":[{{"name":"pods","cidr":"10.0.0.0/8","block_mask":28}}],
+            "topologies":[{{"networks":["pods"],"map":[{}]}}]}}"#,
+        groups.join(",")
+    );
+    romana_api::topology::parse(&text).expect("topology")
+}
+
+fn host(i: usize) -> HostName {
+    format!("node-{i:05}").parse().expect("host")
+}
+
+fn add_host(ipam: &mut Ipam, i: usize) {
+    let ip = IpAddr::V4(Ipv4Addr::from(0xac10_0000u32 + i as u32));
+    ipam.add_host(HostSpec::new(host(i), ip)).expect("host fits");
+}
+
+fn allocate(ipam: &mut Ipam, name: String, h: usize, tenant: String) {
+    let req = AllocRequest {
+        name: name.parse().expect("name"),
+        host: host(h),
+        tenant: tenant.parse().expect("tenant"),
+        segment: "".parse().expect("segment"),
+    };
+    ipam.allocate(&req).expect("space");
+}
+
+fn build(hosts: usize, racks: usize) -> Ipam {
+    let mut ipam = Ipam::new(topology(racks)).expect("valid topology");
+    for i in 0..hosts {
+        add_host(&mut ipam, i);
+    }
+    for i in 0..hosts {
+        for e in 0..PER_HOST {
+            allocate(&mut ipam, format!("pod-{i}-{e}"), i, format!("tenant-{}", e % TENANTS));
+        }
+    }
+    ipam
+}
+
+/// The route manager's pass through the cache: (sets computed, time).
+fn pass(cache: &mut RouteSetCache, ipam: &Ipam, live: &Liveness) -> (usize, Duration) {
+    let t = Instant::now();
+    let stale = cache.stale(ipam, live);
+    for h in &stale {
+        cache.refresh(ipam, live, h);
+    }
+    (stale.len(), t.elapsed())
+}
+
+fn median(mut xs: Vec<Duration>) -> Duration {
+    xs.sort();
+    xs[xs.len() / 2]
+}
+
+struct Row {
+    hosts: usize,
+    routes_per_host: usize,
+    full: Duration,
+    idle: Duration,
+    add_host: (usize, Duration),
+    new_block: (usize, Duration),
+}
+
+fn measure(hosts: usize, racks: usize) -> Row {
+    let mut ipam = build(hosts, racks);
+    let live = Liveness::new(2);
+    // From scratch: what every pass cost before the cache.
+    let t = Instant::now();
+    let sets: Vec<Vec<u8>> = (0..hosts).filter_map(|i| published_set(&ipam, &live, &host(i))).collect();
+    let full = t.elapsed();
+    let routes_per_host = romana_ipam::Ipam::host_routes(&ipam, &host(0)).map_or(0, |r| r.routes.len());
+    assert_eq!(sets.len(), hosts);
+    let mut cache = RouteSetCache::default();
+    pass(&mut cache, &ipam, &live);
+    let idle = median((0..CHANGES).map(|_| pass(&mut cache, &ipam, &live).1).collect());
+    let mut adds = Vec::new();
+    let mut blocks = Vec::new();
+    let (mut add_sets, mut block_sets) = (0, 0);
+    for k in 0..CHANGES {
+        let h = hosts + k;
+        add_host(&mut ipam, h);
+        allocate(&mut ipam, format!("new-{k}"), h, "tenant-0".into());
+        let (n, d) = pass(&mut cache, &ipam, &live);
+        add_sets = add_sets.max(n);
+        adds.push(d);
+        allocate(&mut ipam, format!("blk-{k}"), (k * 37) % hosts, format!("fresh-{k}"));
+        let (n, d) = pass(&mut cache, &ipam, &live);
+        block_sets = block_sets.max(n);
+        blocks.push(d);
+    }
+    // The cache's answer is the fresh one.
+    for i in [0, hosts / 2, hosts - 1] {
+        let kept = cache.sets().find(|(h, _)| **h == host(i).to_string()).map(|(_, s)| s.clone());
+        assert_eq!(kept, published_set(&ipam, &live, &host(i)), "host {i}");
+    }
+    Row {
+        hosts,
+        routes_per_host,
+        full,
+        idle,
+        add_host: (add_sets, median(adds)),
+        new_block: (block_sets, median(blocks)),
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+fn table(title: &str, rows: &[Row]) {
+    println!("\n{title}\n");
+    println!(
+        "| hosts | routes per host | every set from scratch (ms) | pass, nothing changed (ms) | host added: sets / ms | new block: sets / ms |"
+    );
+    println!("|---|---|---|---|---|---|");
+    for r in rows {
+        println!(
+            "| {} | {} | {:.1} | {:.2} | {} / {:.2} | {} / {:.2} |",
+            r.hosts,
+            r.routes_per_host,
+            ms(r.full),
+            ms(r.idle),
+            r.add_host.0,
+            ms(r.add_host.1),
+            r.new_block.0,
+            ms(r.new_block.1)
+        );
+    }
+    println!("\ngrowth (time ratio between consecutive sizes; host ratio in brackets)\n");
+    println!("| sizes | from scratch | nothing changed | host added | new block |");
+    println!("|---|---|---|---|---|");
+    for w in rows.windows(2) {
+        let ratio = |a: Duration, b: Duration| b.as_secs_f64() / a.as_secs_f64().max(1e-9);
+        println!(
+            "| {} -> {} ({}x) | {:.1} | {:.1} | {:.1} | {:.1} |",
+            w[0].hosts,
+            w[1].hosts,
+            w[1].hosts / w[0].hosts,
+            ratio(w[0].full, w[1].full),
+            ratio(w[0].idle, w[1].idle),
+            ratio(w[0].add_host.1, w[1].add_host.1),
+            ratio(w[0].new_block.1, w[1].new_block.1)
+        );
+    }
+}
+
+fn main() {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let sizes: &[usize] = if quick { &[20, 100] } else { &[100, 1_000, 5_000] };
+    println!("{PER_HOST} endpoints per host in {TENANTS} tenants, /28 blocks; median of {CHANGES} changes");
+    let rows: Vec<Row> = sizes.iter().map(|&n| measure(n, n.div_ceil(50))).collect();
+    table("Racks of 50 hosts (the rack count grows with the hosts)", &rows);
+    let rows: Vec<Row> = sizes.iter().map(|&n| measure(n, 8)).collect();
+    table("8 racks (the racks grow with the hosts, and so does each host's route set)", &rows);
+}

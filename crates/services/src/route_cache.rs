@@ -1,0 +1,75 @@
+//! The route manager's route sets kept between passes, each with the stamp of the inputs it was
+//! computed from (`Ipam::route_stamps`): a pass recomputes only the hosts whose stamp moved, so
+//! one change (a block, a host, a death) costs its leaf's hosts, not every host. Pure: the
+//! caller reads the IPAM and liveness and hands them in.
+
+use std::collections::BTreeMap;
+
+use romana_ipam::Ipam;
+use romana_model::HostName;
+
+use crate::liveness::Liveness;
+use crate::route_sets::host_routes;
+
+/// A host's route set as the route manager publishes it: without the store revision, so that it
+/// changes only when the routes do. `None` for a host the IPAM does not know.
+pub fn published_set(ipam: &Ipam, live: &Liveness, host: &HostName) -> Option<Vec<u8>> {
+    let mut r = host_routes(ipam, live, host, 0).ok()?;
+    r.revision = 0;
+    Some(serde_json::to_vec(&r).expect("route sets serialize"))
+}
+
+/// Route sets by host name, each with its inputs' stamp.
+#[derive(Debug, Default)]
+pub struct RouteSetCache {
+    sets: BTreeMap<String, (u64, Vec<u8>)>,
+}
+
+impl RouteSetCache {
+    /// The hosts whose set must be computed again (new, or their inputs moved); hosts the IPAM
+    /// no longer has are dropped.
+    pub fn stale(&mut self, ipam: &Ipam, live: &Liveness) -> Vec<HostName> {
+        let stamps = ipam.route_stamps(&|h| live.is_dead(h.as_str()));
+        let known: std::collections::HashSet<&str> = stamps.iter().map(|(h, _)| h.as_str()).collect();
+        self.sets.retain(|h, _| known.contains(h.as_str()));
+        stamps
+            .into_iter()
+            .filter(|(h, stamp)| self.sets.get(h.as_str()).is_none_or(|(s, _)| s != stamp))
+            .map(|(h, _)| h)
+            .collect()
+    }
+
+    /// Computes `host`'s set and its stamp from the same IPAM state and keeps both.
+    pub fn refresh(&mut self, ipam: &Ipam, live: &Liveness, host: &HostName) {
+        let dead = |h: &HostName| live.is_dead(h.as_str());
+        match (ipam.route_stamp(host, &dead), published_set(ipam, live, host)) {
+            (Some(stamp), Some(set)) => {
+                self.sets.insert(host.to_string(), (stamp, set));
+            }
+            _ => {
+                self.sets.remove(host.as_str());
+            }
+        }
+    }
+
+    /// Every kept set, by host name.
+    pub fn sets(&self) -> impl Iterator<Item = (&String, &Vec<u8>)> {
+        self.sets.iter().map(|(h, (_, set))| (h, set))
+    }
+
+    pub fn contains(&self, host: &str) -> bool {
+        self.sets.contains_key(host)
+    }
+
+    pub fn len(&self) -> usize {
+        self.sets.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.sets.is_empty()
+    }
+}
+
+#[cfg(test)]
+#[path = "route_cache_tests.rs"]
+mod tests;
