@@ -301,6 +301,11 @@ pub struct FabricGroup {
     pub hosts: Vec<String>,
     pub network: String,
     pub routes: Vec<RouteInfo>,
+    /// VIPs: a /32 toward the host serving each (a leaf's route to the host, each ancestor's
+    /// toward the child group holding it), for routers of a static fabric; with BGP the hosts
+    /// announce them. Absent when there are none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub vips: Vec<RouteInfo>,
 }
 
 /// What a line of `GET /watch` says.

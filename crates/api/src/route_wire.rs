@@ -28,6 +28,7 @@ impl From<&GroupRoutes> for FabricGroup {
             hosts: g.hosts.iter().map(|h| h.to_string()).collect(),
             network: g.network.to_string(),
             routes: g.routes.iter().map(RouteInfo::from).collect(),
+            vips: Vec::new(),
         }
     }
 }

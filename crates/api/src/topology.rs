@@ -111,6 +111,8 @@ pub struct BgpDefinition {
     pub uplinks: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host_asn: Option<u32>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reflectors: Vec<String>,
 }
 
 impl BgpDefinition {
@@ -120,6 +122,7 @@ impl BgpDefinition {
             routers: b.routers.iter().map(ToString::to_string).collect(),
             uplinks: b.uplinks.iter().map(ToString::to_string).collect(),
             host_asn: b.host_asn,
+            reflectors: b.reflectors.iter().map(ToString::to_string).collect(),
         }
     }
 }
@@ -161,14 +164,18 @@ fn convert_bgp(c: &mut Collector, at: &str, e: &GroupOrHost) -> Option<BgpSpec> 
             }
             let routers = ip_list(c, &format!("{at}.routers"), &b.routers);
             let uplinks = ip_list(c, &format!("{at}.uplinks"), &b.uplinks);
-            if host_asn.is_some() && e.groups.as_ref().is_some_and(|g| g.iter().any(|x| x.ip.is_none())) {
+            let leaf = !e.groups.as_ref().is_some_and(|g| g.iter().any(|x| x.ip.is_none()));
+            if host_asn.is_some() && !leaf {
                 c.0.push(format!("{at}.host_asn: only a leaf group (hosts, no groups) has hosts"));
             }
+            let reflectors = ip_list(c, &format!("{at}.reflectors"), &b.reflectors);
+            check_reflectors(c, &at, b, leaf);
             Some(BgpSpec {
                 asn: asn?,
                 routers,
                 uplinks,
                 host_asn: host_asn.map(|h| h.ok_or(())).transpose().ok()?,
+                reflectors,
             })
         }
         (other, Some(_)) => {
@@ -176,6 +183,32 @@ fn convert_bgp(c: &mut Collector, at: &str, e: &GroupOrHost) -> Option<BgpSpec> 
             None
         }
         (_, None) => None,
+    }
+}
+
+/// Route reflectors: a leaf's hosts and routers in one AS (reflection is iBGP), each reflector
+/// once. Whether each is a router or a host of the group is checked where the hosts are known
+/// (`romana_fabric`, which sees hosts added at run time too).
+fn check_reflectors(c: &mut Collector, at: &str, b: &BgpDefinition, leaf: bool) {
+    if b.reflectors.is_empty() {
+        return;
+    }
+    if !leaf {
+        c.0.push(format!(
+            "{at}.reflectors: only a leaf group's hosts have reflectors (groups speak eBGP to their parent)"
+        ));
+    }
+    if let Some(h) = b.host_asn.filter(|h| *h != b.asn) {
+        c.0.push(format!(
+            "{at}.reflectors: route reflection is iBGP, but host_asn {h} differs from asn {} (drop host_asn or make it {})",
+            b.asn, b.asn
+        ));
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for r in &b.reflectors {
+        if !seen.insert(r) {
+            c.0.push(format!("{at}.reflectors: {r} is listed twice"));
+        }
     }
 }
 
@@ -539,6 +572,25 @@ mod tests {
                 "",
                 &["map[0].bgp.host_asn: only a leaf group"],
             ),
+            (
+                ROOT,
+                r#""routing":"bgp","bgp":{"asn":65001,"routers":["192.168.1.1"],"uplinks":["192.168.254.11","192.168.253.11"],"reflectors":["192.168.1.11"]},"#,
+                &[],
+            ),
+            (
+                ROOT,
+                r#""routing":"bgp","bgp":{"asn":65001,"routers":["192.168.1.1"],"uplinks":["192.168.254.11","192.168.253.11"],"host_asn":65101,"reflectors":["192.168.1.11","x","192.168.1.11"]},"#,
+                &[
+                    "groups[0].bgp.reflectors[1]: malformed address \"x\"",
+                    "groups[0].bgp.reflectors: route reflection is iBGP, but host_asn 65101 differs from asn 65001",
+                    "groups[0].bgp.reflectors: 192.168.1.11 is listed twice",
+                ],
+            ),
+            (
+                r#""routing":"bgp","bgp":{"asn":65000,"routers":["10.0.0.1"],"reflectors":["10.0.0.1"]},"#,
+                "",
+                &["map[0].bgp.reflectors: only a leaf group's hosts have reflectors"],
+            ),
         ];
         for (root, rack, expect) in cases {
             let text = bgp_topology(root, rack);
@@ -573,7 +625,8 @@ mod tests {
                 asn: 65001,
                 routers: vec!["192.168.1.1".into()],
                 uplinks: vec!["192.168.254.11".into()],
-                host_asn: Some(65101)
+                host_asn: Some(65101),
+                reflectors: Vec::new(),
             })
         );
         // What GET /topology shows parses back to the same spec.

@@ -72,6 +72,7 @@ fn fabric_groups_keep_their_json() {
             "10.0.0.0/28",
             RouteKind::Host { via: "h1".into(), via_ip: "192.168.1.1".into() },
         )],
+        vips: vec![],
     };
     check(
         &g,
@@ -82,6 +83,18 @@ fn fabric_groups_keep_their_json() {
     check(
         &empty,
         r#"{"announce":null,"cidr":"10.0.0.0/17","group":"/rack-1","hosts":[],"network":"pods","routes":[]}"#,
+    );
+    // A VIP's route, only when there is one.
+    let vip = FabricGroup {
+        vips: vec![route(
+            "198.51.100.5/32",
+            RouteKind::Host { via: "h1".into(), via_ip: "192.168.1.1".into() },
+        )],
+        ..empty
+    };
+    check(
+        &vip,
+        r#"{"announce":null,"cidr":"10.0.0.0/17","group":"/rack-1","hosts":[],"network":"pods","routes":[],"vips":[{"dest":"198.51.100.5/32","kind":"host","via":"h1","via_ip":"192.168.1.1"}]}"#,
     );
 }
 

@@ -16,6 +16,7 @@ mod sandbox;
 mod sandbox_bgp;
 mod sandbox_internet;
 mod sandbox_layout;
+mod sandbox_static;
 mod text_table;
 mod vip;
 mod watch;
@@ -488,6 +489,10 @@ enum SandboxCommand {
         /// Start with the sandbox network's `nat_outgoing` off.
         #[arg(long)]
         no_nat_outgoing: bool,
+        /// With BGP: the first N hosts of each rack are its route reflectors (iBGP in the rack;
+        /// the other hosts and the rack router peer with them only).
+        #[arg(long, default_value_t = 0)]
+        reflectors: usize,
     },
     /// From a pod, ask an echo server in the "internet" or in another pod which source address
     /// it sees (TCP, or UDP); exit status 1 when it does not answer.
@@ -531,6 +536,12 @@ enum SandboxCommand {
         to: std::net::SocketAddr,
         #[arg(long)]
         udp: bool,
+    },
+    /// With static routing: keep the routers' routes on the fabric view (`up` starts it).
+    #[command(hide = true)]
+    FollowRouters {
+        #[command(flatten)]
+        at: SandboxWhere,
     },
     /// Simulate a host's death: its link down, its agent and BIRD killed.
     KillHost {
@@ -642,6 +653,7 @@ async fn run_sandbox(cli: &Cli, file: &config::FileConfig, command: &SandboxComm
             routing,
             internet,
             no_nat_outgoing,
+            reflectors,
         } => {
             let o = sandbox::UpOptions {
                 name: at.name.clone(),
@@ -656,6 +668,8 @@ async fn run_sandbox(cli: &Cli, file: &config::FileConfig, command: &SandboxComm
                     nat_outgoing: !*no_nat_outgoing,
                     no_nat: vec![],
                 },
+                reflectors: *reflectors,
+                follower_env: follower_env(cli),
             };
             sandbox::up(&c, &o).await?;
             if *internet && let Err(e) = sandbox_internet::start_internet(&at.state_dir, &at.name) {
@@ -684,6 +698,9 @@ async fn run_sandbox(cli: &Cli, file: &config::FileConfig, command: &SandboxComm
             };
             sandbox::pod_add(&c, &o).await?;
         }
+        SandboxCommand::FollowRouters { at } => {
+            sandbox_static::follow_routers(&c, &at.state_dir, &at.name).await?
+        }
         SandboxCommand::Probe { .. }
         | SandboxCommand::Reach { .. }
         | SandboxCommand::ServeEcho { .. }
@@ -693,6 +710,24 @@ async fn run_sandbox(cli: &Cli, file: &config::FileConfig, command: &SandboxComm
         | SandboxCommand::ReviveHost { .. } => unreachable!("handled above"),
     }
     Ok(true)
+}
+
+/// The connection settings this invocation was given, as the environment of a process it starts
+/// (the sandbox's router follower): flags become the variables clap reads them from.
+fn follower_env(cli: &Cli) -> Vec<(String, String)> {
+    let path = |p: &Option<PathBuf>| p.as_ref().map(|p| p.display().to_string());
+    [
+        ("ROMANA_ENDPOINT", (!cli.endpoint.is_empty()).then(|| cli.endpoint.join(","))),
+        ("ROMANA_CONFIG", path(&cli.config)),
+        ("ROMANA_TOKEN", cli.token.clone()),
+        ("ROMANA_USERNAME", cli.username.clone()),
+        ("ROMANA_PASSWORD", cli.password.clone()),
+        ("ROMANA_CREDENTIALS", path(&cli.credentials)),
+        ("ROMANA_CA_FILE", path(&cli.ca_file)),
+    ]
+    .into_iter()
+    .filter_map(|(k, v)| v.map(|v| (k.to_owned(), v)))
+    .collect()
 }
 
 async fn run(cli: Cli) -> anyhow::Result<bool> {

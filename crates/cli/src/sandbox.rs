@@ -43,12 +43,15 @@ pub struct State {
     pub routing: Routing,
     #[serde(default, flatten)]
     pub egress: Egress,
+    #[serde(default)]
+    pub reflectors: usize,
 }
 
 impl State {
     pub(crate) fn layout(&self) -> Result<Layout> {
         Layout::new(&self.name, self.racks, self.hosts_per_rack, &self.cidr, self.block_mask)
             .map(|l| l.with_routing(self.routing).with_egress(self.egress.clone()))
+            .and_then(|l| l.with_reflectors(self.reflectors))
             .map_err(anyhow::Error::msg)
     }
 }
@@ -111,13 +114,18 @@ pub struct UpOptions {
     pub state_dir: PathBuf,
     pub routing: Routing,
     pub egress: Egress,
+    pub reflectors: usize,
+    /// With static routing, the environment of the router follower (`sandbox_static.rs`).
+    pub follower_env: Vec<(String, String)>,
 }
 
 pub async fn up(c: &Client, o: &UpOptions) -> Result<()> {
     let layout = Layout::new(&o.name, o.racks, o.hosts_per_rack, &o.cidr, o.block_mask)
         .map_err(anyhow::Error::msg)?
         .with_routing(o.routing)
-        .with_egress(o.egress.clone());
+        .with_egress(o.egress.clone())
+        .with_reflectors(o.reflectors)
+        .map_err(anyhow::Error::msg)?;
     if !leftovers(&o.name)?.is_empty() {
         bail!(
             "sandbox {:?} has namespaces already; run `romana sandbox down --name {}` first",
@@ -175,6 +183,7 @@ async fn build(c: &Client, layout: &Layout, o: &UpOptions, d: &Path) -> Result<(
         pods: Vec::new(),
         routing: o.routing,
         egress: o.egress.clone(),
+        reflectors: o.reflectors,
     };
     for h in &layout.hosts {
         let req = HostRequest {
@@ -214,6 +223,8 @@ async fn build(c: &Client, layout: &Layout, o: &UpOptions, d: &Path) -> Result<(
     sync_fabric(c, layout, d).await?;
     if layout.routing == Routing::Bgp {
         crate::sandbox_bgp::wait_sessions(layout, d, Duration::from_secs(30)).await?;
+    } else {
+        crate::sandbox_static::start_follower(&o.state_dir, &o.name, d, &o.follower_env)?;
     }
     println!("sandbox {} up: {} racks x {} hosts, agents ready", o.name, o.racks, o.hosts_per_rack);
     Ok(())
@@ -242,20 +253,13 @@ pub(crate) fn start_agent(layout: &Layout, host: &str, d: &Path) -> Result<u32> 
 }
 
 /// Programs the spine and rack routers from romanad's fabric view: with static routing our
-/// routes are replaced as a whole in each router namespace; with BGP each router's BIRD gets
-/// its configuration rendered again (`sandbox_bgp.rs`).
+/// routes are reconciled in each router namespace (`sandbox_static.rs`); with BGP each router's
+/// BIRD gets its configuration rendered again (`sandbox_bgp.rs`).
 pub(crate) async fn sync_fabric(c: &Client, layout: &Layout, d: &Path) -> Result<()> {
     if layout.routing == Routing::Bgp {
         return crate::sandbox_bgp::sync_routers(c, layout, d).await;
     }
-    let fabric = c.fabric().await.context("reading the fabric routes")?;
-    for r in layout.routers() {
-        ipn(&r, "route flush proto 77")?;
-    }
-    for (ns, dest, via) in layout.fabric_routes(&fabric) {
-        ipn(&ns, &format!("route replace {dest} via {via} proto 77"))?;
-    }
-    Ok(())
+    crate::sandbox_static::sync(c, layout).await.map(|_| ())
 }
 
 /// One romana-cni call for interface eth0; Ok(result JSON) or Err(CNI error message).
@@ -503,6 +507,7 @@ pub async fn down(state_dir: &Path, name: &str, c: Option<&Client>) -> Result<()
             let _ = Command::new("kill").arg(pid).status();
         }
     }
+    crate::sandbox_static::stop_follower(&d);
     crate::sandbox_bgp::stop_birds(&d);
     let namespaces = leftovers(name)?;
     for ns in &namespaces {

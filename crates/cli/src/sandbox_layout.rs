@@ -54,6 +54,9 @@ pub struct Layout {
     pub hosts: Vec<Host>,
     pub routing: Routing,
     pub egress: Egress,
+    /// BGP: the first this many hosts of each rack are its route reflectors (iBGP in the rack);
+    /// 0: every host peers with its rack router.
+    pub reflectors: usize,
 }
 
 /// The sandbox's way out (docs/fabric.md, "Egress NAT"), kept in its state file.
@@ -125,7 +128,20 @@ impl Layout {
             hosts,
             routing: Routing::Static,
             egress: Egress::default(),
+            reflectors: 0,
         })
+    }
+
+    /// Route reflectors (docs/fabric.md): the first `n` hosts of each rack, with BGP only.
+    pub fn with_reflectors(mut self, n: usize) -> Result<Layout, String> {
+        if n > 0 && self.routing != Routing::Bgp {
+            return Err(format!("{n} reflectors: route reflectors need --routing bgp"));
+        }
+        if n > self.hosts_per_rack {
+            return Err(format!("{n} reflectors: a rack has {} hosts", self.hosts_per_rack));
+        }
+        self.reflectors = n;
+        Ok(self)
     }
 
     pub fn with_egress(mut self, egress: Egress) -> Layout {
@@ -250,9 +266,13 @@ impl Layout {
             )
             .collect();
         let network = format!("sandbox-{}", self.name);
+        // The racks hang under one named root, the spine's group, as with BGP: a map of one
+        // element is that group itself, so a lone rack at the top would be the root and its hosts'
+        // routes would land on the spine, which has no link to them (`--racks 1`: "Nexthop has
+        // invalid gateway").
         json!({
             "networks": [self.network()],
-            "topologies": [{"networks": [network], "map": groups}]
+            "topologies": [{"networks": [network], "map": [{"name": "spine", "groups": groups}]}]
         })
     }
 
@@ -268,11 +288,17 @@ impl Layout {
     fn bgp_topology(&self) -> Value {
         let groups: Vec<Value> = (1..=self.racks)
             .map(|r| {
+                let mut bgp = json!({"asn": rack_asn(r), "routers": [Self::rack_ip(r)],
+                    "uplinks": [Self::rack_uplink_ip(1, r), Self::rack_uplink_ip(2, r)]});
+                if self.reflectors == 0 {
+                    bgp["host_asn"] = json!(hosts_asn(r));
+                } else {
+                    // Reflection is iBGP: the hosts speak the rack router's AS.
+                    let hosts = self.hosts.iter().filter(|h| h.rack == r).take(self.reflectors);
+                    bgp["reflectors"] = json!(hosts.map(|h| h.ip.clone()).collect::<Vec<_>>());
+                }
                 json!({"name": format!("rack-{r}"), "assignment": {"rack": r.to_string()}, "routing": "bgp",
-                    "bgp": {"asn": rack_asn(r), "routers": [Self::rack_ip(r)],
-                        "uplinks": [Self::rack_uplink_ip(1, r), Self::rack_uplink_ip(2, r)],
-                        "host_asn": hosts_asn(r)},
-                    "groups": []})
+                    "bgp": bgp, "groups": []})
             })
             .collect();
         let network = format!("sandbox-{}", self.name);
@@ -351,7 +377,8 @@ impl Layout {
 
     /// The routers' routes from romanad's `GET /fabric`: (namespace, destination, next hop). A
     /// leaf group's routes go to its rack router (toward hosts); the root's to the spine (toward
-    /// the rack routers). `throw` routes need nothing: the default route covers them.
+    /// the rack routers). `throw` routes need nothing: the default route covers them. VIPs'
+    /// /32s (`vips`) go the same way, toward the host serving each.
     pub fn fabric_routes(&self, fabric: &[FabricGroup]) -> Vec<(String, String, String)> {
         let mut out = Vec::new();
         let network = format!("sandbox-{}", self.name);
@@ -363,7 +390,7 @@ impl Layout {
                 Some(r) => self.router(r),
                 None => self.spine(),
             };
-            for route in &g.routes {
+            for route in g.routes.iter().chain(&g.vips) {
                 let via = match &route.kind {
                     RouteKind::Host { via_ip, .. } => via_ip.clone(),
                     RouteKind::Group { via } => match rack_of(via) {
@@ -406,7 +433,49 @@ mod tests {
             )
         );
         assert!(w.iter().all(|c| !c.is_empty()));
-        assert_eq!(l.topology()["topologies"][0]["map"][1]["assignment"]["rack"], "2");
+        assert_eq!(l.topology()["topologies"][0]["map"][0]["groups"][1]["assignment"]["rack"], "2");
+    }
+
+    /// One rack, static: the spine gets the rack's prefix toward the rack router, the rack
+    /// router the hosts' routes (with the rack at the root, the hosts' routes went to the spine).
+    #[test]
+    fn one_rack_routes_through_its_router() {
+        let l = Layout::new("o", 1, 2, "10.112.0.0/16", 28).expect("valid");
+        let spec = romana_api::topology::parse(&l.topology().to_string()).expect("a valid topology");
+        let mut ipam = romana_ipam::Ipam::new(spec).expect("carves");
+        for h in &l.hosts {
+            let spec =
+                romana_ipam::spec::HostSpec::new(h.name.parse().expect("name"), h.ip.parse().expect("ip"))
+                    .with_tag("rack", "1");
+            ipam.add_host(spec).expect("fits");
+            let req = romana_ipam::AllocRequest {
+                name: format!("{}p", h.name).parse().expect("name"),
+                host: h.name.parse().expect("name"),
+                tenant: "t".parse().expect("tenant"),
+                segment: "".parse().expect("segment"),
+            };
+            ipam.allocate(&req).expect("address");
+        }
+        let fabric: Vec<FabricGroup> = ipam.fabric_routes().iter().map(FabricGroup::from).collect();
+        let routes = l.fabric_routes(&fabric);
+        let spine: Vec<_> = routes.iter().filter(|r| r.0 == "rms-o-spine").collect();
+        assert!(!spine.is_empty(), "the spine routes the rack: {routes:?}");
+        assert!(spine.iter().all(|r| r.2 == Layout::uplink_ip(1)), "{routes:?}");
+        let rack: Vec<_> = routes.iter().filter(|r| r.0 == "rms-o-rack1").map(|r| r.2.as_str()).collect();
+        assert_eq!(rack, ["192.168.1.11", "192.168.1.12"], "{routes:?}");
+    }
+
+    #[test]
+    fn reflectors_make_the_rack_ibgp_and_name_its_first_hosts() {
+        let l = Layout::new("r", 2, 3, "10.112.0.0/16", 28).expect("valid").with_routing(Routing::Bgp);
+        let t = l.clone().with_reflectors(1).expect("bgp").topology();
+        let rack = &t["topologies"][0]["map"][0]["groups"][1]["bgp"];
+        assert_eq!(rack["reflectors"], json!(["192.168.2.11"]));
+        assert!(rack.get("host_asn").is_none(), "iBGP: {rack}");
+        romana_api::topology::parse(&t.to_string()).expect("a valid topology");
+        assert!(l.clone().with_reflectors(4).expect_err("too many").contains("a rack has 3 hosts"));
+        let plain = Layout::new("r", 2, 3, "10.112.0.0/16", 28).expect("valid");
+        assert!(plain.with_reflectors(1).expect_err("static").contains("need --routing bgp"));
     }
 
     #[test]
@@ -500,10 +569,12 @@ mod tests {
         let fabric: Vec<FabricGroup> = serde_json::from_value(json!([
             {"network": "sandbox-t", "group": "/", "cidr": "10.112.0.0/16", "routes": [
                 {"dest": "10.112.0.0/17", "kind": "group", "via": "/rack-1"},
-                {"dest": "10.112.128.0/17", "kind": "group", "via": "/rack-2"}]},
+                {"dest": "10.112.128.0/17", "kind": "group", "via": "/rack-2"}],
+             "vips": [{"dest": "198.51.100.5/32", "kind": "group", "via": "/rack-1"}]},
             {"network": "sandbox-t", "group": "/rack-1", "cidr": "10.112.0.0/17", "routes": [
                 {"dest": "10.112.0.0/28", "kind": "host", "via": "r1h1", "via_ip": "192.168.1.11"},
-                {"dest": "10.112.0.16/28", "kind": "throw"}]},
+                {"dest": "10.112.0.16/28", "kind": "throw"}],
+             "vips": [{"dest": "198.51.100.5/32", "kind": "host", "via": "r1h1", "via_ip": "192.168.1.11"}]},
             {"network": "other", "group": "/", "cidr": "10.9.0.0/16", "routes": [{"dest": "10.9.0.0/16", "kind": "group", "via": "/x"}]}
         ]))
         .expect("GET /fabric's shape");
@@ -512,7 +583,9 @@ mod tests {
             vec![
                 ("rms-t-spine".into(), "10.112.0.0/17".into(), "192.168.254.6".into()),
                 ("rms-t-spine".into(), "10.112.128.0/17".into(), "192.168.254.10".into()),
+                ("rms-t-spine".into(), "198.51.100.5/32".into(), "192.168.254.6".into()),
                 ("rms-t-rack1".into(), "10.112.0.0/28".into(), "192.168.1.11".into()),
+                ("rms-t-rack1".into(), "198.51.100.5/32".into(), "192.168.1.11".into()),
             ]
         );
     }

@@ -1,7 +1,7 @@
 //! `romana sandbox` end to end: a romanad process (embedded store) on 127.0.0.1, a sandbox of 2
 //! racks x 2 hosts with real agents, pods of two tenants on every host through romana-cni, a full
-//! reachability matrix across racks, status, then `down` (and `down` after a crash: agents alive,
-//! state file gone). A guard runs `down` if the test fails half-way.
+//! reachability matrix across racks, status, then `down`; then one rack with pods (`--racks 1`),
+//! and `down` after a crash (agents and the router follower alive, state file gone). A guard runs `down` if the test fails half-way.
 #![allow(clippy::unwrap_used)]
 
 use std::path::Path;
@@ -102,8 +102,16 @@ fn sandbox_up_pods_probe_status_down() {
     sb.ok(&["sandbox", "down"]);
     assert!(namespaces(&prefix).is_empty(), "down removed every namespace");
 
-    // After a crash: a sandbox whose state file is gone and whose agents still run.
+    // One rack: its hosts' routes go to its router, not to the spine (they used to, and the
+    // first pod failed with "Nexthop has invalid gateway"); pods reach each other.
     sb.ok(&["sandbox", "up", "--racks", "1"]);
+    for host in ["r1h1", "r1h2"] {
+        sb.ok(&["sandbox", "pod", "add", "--host", host, "--tenant", "red"]);
+    }
+    let probe = sb.ok(&["sandbox", "probe"]);
+    assert!(probe.contains("(4 of 4 pairs reachable"), "one rack:\n{probe}");
+
+    // After a crash: a sandbox whose state file is gone and whose agents still run.
     std::fs::remove_file(sb.state.join(&name).join("state.json")).unwrap();
     sb.ok(&["sandbox", "down"]);
     assert!(namespaces(&prefix).is_empty(), "down works from namespace names alone");
@@ -112,4 +120,7 @@ fn sandbox_up_pods_probe_status_down() {
         .output()
         .unwrap();
     assert!(String::from_utf8_lossy(&agents.stdout).trim().is_empty(), "no agent of the sandbox is left");
+    let followers =
+        Command::new("pgrep").args(["-f", &format!("follow-routers --name {name} ")]).output().unwrap();
+    assert!(String::from_utf8_lossy(&followers.stdout).trim().is_empty(), "no router follower is left");
 }

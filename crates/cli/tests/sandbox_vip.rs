@@ -5,7 +5,8 @@
 //! (`kill-host`) and the client, reconnecting, reaches the pod on r1h1 (the standby, whose
 //! announcement the fabric takes once BFD withdraws r2h1's); romanad then assigns the VIP to
 //! r1h1. A guard runs `down`; the servers die with their namespaces. Waits poll; nothing asserts
-//! on time.
+//! on time. The second test does the same on static routing, where the routers get the VIP's
+//! /32 from the fabric view.
 #![allow(clippy::unwrap_used)]
 
 use std::process::{Child, Command, Stdio};
@@ -170,4 +171,86 @@ fn a_vip_reaches_its_service_and_fails_over_to_another_host() {
     sb.plain_ok(&["vip", "delete", VIP]);
     sb.ok(&["sandbox", "down"]);
     assert!(namespaces(&prefix).is_empty(), "down removed every namespace");
+}
+
+/// Our routes (protocol 77) in router namespace `ns`.
+fn static_routes(ns: &str) -> String {
+    let out = Command::new("ip").args(["-n", ns, "-o", "route", "show", "proto", "77"]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The same VIP on the sandbox's static fabric (`--routing static`, no BIRD): the routers get
+/// the VIP's /32 toward its serving host from the fabric view (the sandbox's router follower
+/// installs it); when that host dies romanad assigns the VIP to the other host once its lease
+/// lapses, the follower moves the routes, and the client, reconnecting, reaches the pod there.
+#[test]
+fn a_vip_on_static_routing_follows_its_host() {
+    if !can_make_namespaces() {
+        eprintln!("SKIP: cannot create network namespaces (needs root and iproute2)");
+        return;
+    }
+    let dir = TempDir::new("sandbox-vip-static");
+    let (_romanad, sb) = Sandbox::on_new_romanad(&dir, "w");
+    let name = sb.name.clone();
+    let prefix = format!("rms-{name}-");
+    sb.ok(&["sandbox", "up", "--routing", "static"]);
+    for (pod, host) in [("web1", "r1h1"), ("web2", "r2h1")] {
+        sb.ok(&[
+            "sandbox", "pod", "add", "--host", host, "--tenant", "red", "--pod", pod, "--label", "app=web",
+        ]);
+    }
+    let _servers: Vec<Server> =
+        ["web1", "web2"].iter().map(|p| Server::start(&format!("{prefix}{p}"), p)).collect();
+    sb.plain_ok(&[
+        "vip",
+        "add",
+        VIP,
+        "--service",
+        "web",
+        "--tenant",
+        "red",
+        "--host",
+        "r2h1",
+        "--port",
+        "tcp:80:8080",
+    ]);
+    let (spine, rack1, rack2) =
+        (format!("{prefix}spine"), format!("{prefix}rack1"), format!("{prefix}rack2"));
+    let explain = || {
+        format!(
+            "vips: {}\nspine: {}\nrack1: {}\nrack2: {}\nfollower log: {}",
+            sb.plain_ok(&["vip", "list"]),
+            static_routes(&spine),
+            static_routes(&rack1),
+            static_routes(&rack2),
+            std::fs::read_to_string(sb.state.join(&name).join("routers.log")).unwrap_or_default()
+        )
+    };
+    reach(&spine, "web2", explain);
+    // One /32 per router on the way: the spine toward rack 2's router, rack 2's toward r2h1.
+    let vip_route =
+        |ns: &str| static_routes(ns).lines().find(|l| l.starts_with(&format!("{VIP} "))).map(str::to_owned);
+    assert!(vip_route(&spine).is_some_and(|r| r.contains("via 192.168.254.10 ")), "{}", explain());
+    assert!(vip_route(&rack2).is_some_and(|r| r.contains("via 192.168.2.11 ")), "{}", explain());
+    assert_eq!(vip_route(&rack1), None, "{}", explain());
+
+    // The serving host dies: after its lease lapses the VIP and its routes move to r1h1.
+    sb.ok(&["sandbox", "kill-host", "r2h1"]);
+    reach(&spine, "web1", explain);
+    assert!(vip_route(&spine).is_some_and(|r| r.contains("via 192.168.254.6 ")), "{}", explain());
+    assert!(vip_route(&rack1).is_some_and(|r| r.contains("via 192.168.1.11 ")), "{}", explain());
+    assert_eq!(vip_route(&rack2), None, "{}", explain());
+
+    // Deleted: the routes go.
+    sb.plain_ok(&["vip", "delete", VIP]);
+    let start = Instant::now();
+    while vip_route(&spine).is_some() || vip_route(&rack1).is_some() {
+        assert!(start.elapsed() < Duration::from_secs(30), "VIP routes stay: {}", explain());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    sb.ok(&["sandbox", "down"]);
+    assert!(namespaces(&prefix).is_empty(), "down removed every namespace");
+    let followers =
+        Command::new("pgrep").args(["-f", &format!("follow-routers --name {name} ")]).output().unwrap();
+    assert!(String::from_utf8_lossy(&followers.stdout).trim().is_empty(), "the router follower is gone");
 }

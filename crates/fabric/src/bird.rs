@@ -11,6 +11,7 @@ use std::net::IpAddr;
 use romana_model::{Cidr, Family};
 
 use crate::FabricError;
+use crate::reflect::Reflection;
 use crate::view::Fabric;
 
 /// What the rendering may add beside sessions and filters.
@@ -44,7 +45,14 @@ struct Session {
     vips: Vec<Cidr>,
     /// A host's VIPs: announced as they are, or (standby) with a longer path.
     host_vips: Vec<crate::vip::HostVip>,
+    /// The peer is our route reflector client, in this cluster (`reflect.rs`).
+    rr_cluster: Option<IpAddr>,
+    /// A reflecting host's session toward a router: also pass on what its clients announced.
+    reflect: bool,
 }
+
+/// The prefix of a reflecting host's sessions with its clients (`romana_c1`, ...).
+const CLIENT: &str = "c";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Export {
@@ -118,6 +126,10 @@ fn render_filters(out: &mut String, s: &Session, pods: &[Cidr]) {
     match &s.export {
         Export::Aggregates(set) => {
             crate::vip::export_lines(out, &s.vips, &s.host_vips, s.local_asn == s.asn, s.local_asn);
+            if s.reflect {
+                // Reflected: what the clients announced (their import filters checked it).
+                let _ = writeln!(out, "\tif source = RTS_BGP && proto ~ \"romana_{CLIENT}*\" then accept;");
+            }
             let list = v4(set);
             if !list.is_empty() {
                 let _ = writeln!(
@@ -150,6 +162,10 @@ fn render_session(out: &mut String, s: &Session, o: Options) {
         // iBGP to a peer on the same segment: its next hop is the peer itself.
         let _ = writeln!(out, "\tdirect;");
     }
+    if let Some(id) = s.rr_cluster {
+        let _ = writeln!(out, "\trr client;");
+        let _ = writeln!(out, "\trr cluster id {id};");
+    }
     if o.bfd {
         let _ = writeln!(out, "\tbfd on;");
         // After BFD declares the peer dead, retry in 1 s (doubling to 10 s) rather than BIRD's
@@ -165,7 +181,9 @@ fn render_session(out: &mut String, s: &Session, o: Options) {
     let _ = writeln!(out, "}}");
 }
 
-fn render_common(out: &mut String, aggregates: &[Cidr], kernel: bool, o: Options) {
+/// `kernel_from`: the kernel protocol exports only what these sessions (a name pattern) learned;
+/// all BGP routes when `None`.
+fn render_common(out: &mut String, aggregates: &[Cidr], kernel: bool, kernel_from: Option<&str>, o: Options) {
     let _ = writeln!(out);
     // Blackholes: the kernel drops what no more specific route (an endpoint's /32) takes,
     // instead of bouncing it back up the default route.
@@ -178,9 +196,10 @@ fn render_common(out: &mut String, aggregates: &[Cidr], kernel: bool, o: Options
     if kernel {
         let _ = writeln!(out);
         let _ = writeln!(out, "protocol kernel romana_kernel {{");
+        let from = kernel_from.map(|p| format!(" && proto ~ \"{p}\"")).unwrap_or_default();
         let _ = writeln!(
             out,
-            "\tipv4 {{ import none; export filter {{ if source = RTS_BGP then accept; reject; }}; }};"
+            "\tipv4 {{ import none; export filter {{ if source = RTS_BGP{from} then accept; reject; }}; }};"
         );
         // Equal routes from several peers (two spines) become one multipath route: ECMP.
         let _ = writeln!(out, "\tmerge paths on;");
@@ -216,6 +235,7 @@ pub fn render_host_with(
         return Err(FabricError::UnknownHost(host.to_owned()));
     }
     let mut sessions: BTreeMap<(IpAddr, u32, u32), Session> = BTreeMap::new();
+    let mut clients: Vec<Session> = Vec::new();
     let mut aggregates = BTreeSet::new();
     for g in leaves {
         let group = &f.groups[g];
@@ -225,12 +245,20 @@ pub fn render_host_with(
         let mine = f.from_member(g, host);
         aggregates.extend(mine.iter().copied());
         let upstream = f.from_upstream(g);
-        for r in &bgp.routers {
-            check_v4(&format!("router of {}", group.path), *r)?;
+        let reflection = crate::reflect::reflection(f, g)?;
+        // A client of reflecting hosts peers with them instead of the routers (same AS).
+        let (peers, what) = match &reflection {
+            Reflection::Hosts(r) if !reflection.is_reflector(host) => {
+                (r.iter().map(|(_, a)| *a).collect::<Vec<_>>(), "reflector")
+            }
+            _ => (bgp.routers.clone(), "router"),
+        };
+        for r in &peers {
+            check_v4(&format!("{what} of {}", group.path), *r)?;
             let n = sessions.len() + 1;
             let s = sessions.entry((*r, bgp.asn, bgp.host_asn)).or_insert_with(|| Session {
                 name: format!("peer{n}"),
-                description: format!("router {r} of {}", group.path),
+                description: format!("{what} {r} of {}", group.path),
                 local,
                 local_asn: bgp.host_asn,
                 neighbor: *r,
@@ -241,11 +269,47 @@ pub fn render_host_with(
                 next_hop_self: false,
                 vips: Vec::new(),
                 host_vips: vips.to_vec(),
+                rr_cluster: None,
+                reflect: false,
             });
             s.accept.extend(upstream.iter().copied());
             if let Export::Aggregates(a) = &mut s.export {
                 a.extend(mine.iter().copied());
             }
+        }
+        if reflection.is_reflector(host) {
+            // This host reflects for the group's other hosts: each announces its aggregates (and
+            // VIPs) to it alone, and learns from it what came from the routers.
+            for (c, addr) in group.hosts.iter().filter(|(h, _)| !reflection.is_reflector(h)) {
+                check_v4(&format!("host {c}"), *addr)?;
+                let n = clients.len() + 1;
+                clients.push(Session {
+                    name: format!("{CLIENT}{n}"),
+                    description: format!("client {c} {addr}"),
+                    local,
+                    local_asn: bgp.host_asn,
+                    neighbor: *addr,
+                    asn: bgp.host_asn,
+                    accept: f.from_member(g, c),
+                    foreign: false,
+                    export: Export::LearnedFrom(Vec::new()),
+                    next_hop_self: false,
+                    vips: f.vip_ranges.clone(),
+                    host_vips: Vec::new(),
+                    rr_cluster: Some(local),
+                    reflect: false,
+                });
+            }
+        }
+    }
+    if !clients.is_empty() {
+        let peers: Vec<String> = sessions.values().map(|s| format!("romana_{}", s.name)).collect();
+        for c in &mut clients {
+            c.export = Export::LearnedFrom(peers.clone());
+        }
+        for s in sessions.values_mut() {
+            s.reflect = true;
+            s.vips = f.vip_ranges.clone();
         }
     }
     let mut out = String::new();
@@ -254,10 +318,13 @@ pub fn render_host_with(
         let _ = writeln!(out, "# Host {host} sits in no group that routes with bgp: nothing to announce.");
         return Ok(out);
     }
-    render_common(&mut out, &v4(&aggregates), o.kernel, o);
+    // A reflector's kernel takes only what its routers sent, not its clients' aggregates (the
+    // route manager's host routes reach those).
+    let kernel_from = (!clients.is_empty()).then_some("romana_peer*");
+    render_common(&mut out, &v4(&aggregates), o.kernel, kernel_from, o);
     crate::vip::statics(&mut out, vips);
     let pods = pod_nets(f);
-    for s in sessions.values() {
+    for s in sessions.values().chain(&clients) {
         let _ = writeln!(out);
         render_filters(&mut out, s, &pods);
         render_session(&mut out, s, o);
@@ -335,28 +402,33 @@ pub fn render_router(
                         next_hop_self: false,
                         vips: f.vip_ranges.clone(),
                         host_vips: Vec::new(),
+                        rr_cluster: None,
+                        reflect: false,
                     }),
                 }
             }
         }
-        let mut add_member = |neighbor: IpAddr, asn: u32, what: String, accept: BTreeSet<Cidr>| {
-            let n = members.len() + 1;
-            let s = members.entry((neighbor, asn)).or_insert_with(|| Session {
-                name: format!("m{n}"),
-                description: what,
-                local: me,
-                local_asn: gb.asn,
-                neighbor,
-                asn,
-                accept: BTreeSet::new(),
-                foreign: false,
-                export: Export::AllLearned,
-                next_hop_self: asn == gb.asn,
-                vips: f.vip_ranges.clone(),
-                host_vips: Vec::new(),
-            });
-            s.accept.extend(accept);
-        };
+        let mut add_member =
+            |neighbor: IpAddr, asn: u32, what: String, accept: BTreeSet<Cidr>, rr_cluster: Option<IpAddr>| {
+                let n = members.len() + 1;
+                let s = members.entry((neighbor, asn)).or_insert_with(|| Session {
+                    name: format!("m{n}"),
+                    description: what,
+                    local: me,
+                    local_asn: gb.asn,
+                    neighbor,
+                    asn,
+                    accept: BTreeSet::new(),
+                    foreign: false,
+                    export: Export::AllLearned,
+                    next_hop_self: asn == gb.asn,
+                    vips: f.vip_ranges.clone(),
+                    host_vips: Vec::new(),
+                    rr_cluster,
+                    reflect: false,
+                });
+                s.accept.extend(accept);
+            };
         if group.hosts.is_empty() {
             for c in f.children(g) {
                 let Some(cb) = &f.groups[c].bgp else { continue };
@@ -368,12 +440,28 @@ pub fn render_router(
                     cb.asn,
                     format!("group {} router {neighbor}", f.groups[c].path),
                     accept,
+                    None,
                 );
             }
         } else {
-            for (h, addr) in &group.hosts {
-                check_v4(&format!("host {h}"), *addr)?;
-                add_member(*addr, gb.host_asn, format!("host {h} {addr}"), f.from_member(g, h));
+            match crate::reflect::reflection(f, g)? {
+                // The router peers with the reflecting hosts only, accepting from each every
+                // host's aggregates (what its clients announced, reflected, and its own).
+                Reflection::Hosts(reflectors) => {
+                    let all: BTreeSet<Cidr> =
+                        group.hosts.iter().flat_map(|(h, _)| f.from_member(g, h)).collect();
+                    for (h, addr) in reflectors {
+                        check_v4(&format!("host {h}"), addr)?;
+                        add_member(addr, gb.host_asn, format!("reflector {h} {addr}"), all.clone(), None);
+                    }
+                }
+                reflection => {
+                    let rr = matches!(&reflection, Reflection::Routers(r) if r.contains(&me)).then_some(me);
+                    for (h, addr) in &group.hosts {
+                        check_v4(&format!("host {h}"), *addr)?;
+                        add_member(*addr, gb.host_asn, format!("host {h} {addr}"), f.from_member(g, h), rr);
+                    }
+                }
             }
         }
     }
@@ -388,7 +476,7 @@ pub fn render_router(
     for s in &mut up {
         s.export = Export::Aggregates(aggregates.clone());
     }
-    render_common(&mut out, &v4(&aggregates), true, o);
+    render_common(&mut out, &v4(&aggregates), true, None, o);
     let pods = pod_nets(f);
     for s in up.iter().chain(members.values()) {
         let _ = writeln!(out);

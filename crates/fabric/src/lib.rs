@@ -4,6 +4,7 @@
 
 pub mod bird;
 pub mod plan;
+pub mod reflect;
 pub mod view;
 pub mod vip;
 
@@ -31,4 +32,14 @@ pub enum FabricError {
     NotARouter { group: String, router: IpAddr, routers: Vec<IpAddr> },
     #[error("{what}: {addr} is IPv6; BGP sessions are rendered over IPv4 only for now")]
     Ipv6Session { what: String, addr: IpAddr },
+    #[error(
+        "reflector {reflector} of group {group} is neither one of its routers {routers:?} nor one of its hosts {hosts:?}"
+    )]
+    ReflectorOutside { group: String, reflector: IpAddr, routers: Vec<IpAddr>, hosts: Vec<String> },
+    #[error("group {group} names routers and hosts as reflectors; name one kind")]
+    ReflectorMixed { group: String },
+    #[error(
+        "group {group} has reflectors, but its hosts speak AS {host_asn} and its routers AS {asn}: route reflection is iBGP"
+    )]
+    ReflectorAsn { group: String, asn: u32, host_asn: u32 },
 }

@@ -20,6 +20,8 @@ pub struct Bgp {
     pub routers: Vec<IpAddr>,
     pub uplinks: Vec<IpAddr>,
     pub host_asn: u32,
+    /// Route reflectors of a leaf (iBGP): routers of the group or hosts of it (`reflect.rs`).
+    pub reflectors: Vec<IpAddr>,
 }
 
 /// Where one of a group's routes leads.
@@ -160,6 +162,7 @@ impl Fabric {
                     routers: list("routers", &b.routers)?,
                     uplinks: list("uplinks", &b.uplinks)?,
                     host_asn: b.host_asn.unwrap_or(b.asn),
+                    reflectors: list("reflectors", &b.reflectors)?,
                 });
             }
             let members = e.groups.as_deref().unwrap_or(&[]);

@@ -1,6 +1,6 @@
 //! The BIRD renderer against real IPAM states: golden files for a host and each router of a
-//! two-rack, two-spine fabric (`tests/data/*.conf`; `UPDATE_GOLDEN=1` rewrites them), errors as
-//! data, and a property test: every host announces exactly its blocks, aggregated, and every
+//! two-rack, two-spine fabric, with and without route reflectors (`tests/data/*.conf`;
+//! `UPDATE_GOLDEN=1` rewrites them), errors as data, and a property test: every host announces exactly its blocks, aggregated, and every
 //! router accepts from each member exactly what the fabric view routes to it.
 
 use std::collections::BTreeSet;
@@ -37,8 +37,12 @@ fn topology(racks: usize, block_mask: u8) -> String {
 
 /// The IPAM with `hosts[r]` hosts in rack r+1, host i of a rack holding `pods[i]` addresses.
 fn ipam(racks: usize, hosts: usize, pods: &[usize], block_mask: u8) -> Ipam {
-    let mut ipam = Ipam::new(romana_api::topology::parse(&topology(racks, block_mask)).expect("topology"))
-        .expect("carves");
+    ipam_of(&topology(racks, block_mask), racks, hosts, pods)
+}
+
+/// `ipam` over a topology of one's own (`topology`'s shape, edited).
+fn ipam_of(topology: &str, racks: usize, hosts: usize, pods: &[usize]) -> Ipam {
+    let mut ipam = Ipam::new(romana_api::topology::parse(topology).expect("topology")).expect("carves");
     for r in 1..=racks {
         for h in 1..=hosts {
             let ip: IpAddr = format!("192.168.{r}.{}", 10 + h).parse().expect("ip");
@@ -269,4 +273,86 @@ fn bird_parses_every_golden_file() {
     }
     let _ = std::fs::remove_dir_all(&tmp);
     assert!(seen >= 4, "golden files missing in {dir}");
+}
+
+/// Rack 1 of `topology(2, 28)` speaking iBGP (no `host_asn`) with these reflectors, 3 hosts per
+/// rack holding 20, 3 and 5 addresses.
+fn reflected(reflectors: &str) -> Fabric {
+    let text = topology(2, 28).replacen(r#","host_asn":65101"#, &format!(r#","reflectors":{reflectors}"#), 1);
+    assert!(text.contains("reflectors"), "rack 1 edited");
+    fabric(&ipam_of(&text, 2, 3, &[20, 3, 5]))
+}
+
+/// Route reflectors: a reflecting host (sessions with the router and with each client, `rr
+/// client`, its clients' routes passed up), a client (one session, with the reflector), the rack
+/// router (one session per reflector, accepting every host's aggregates), and the rack router as
+/// the reflector itself (its host sessions `rr client`).
+#[test]
+fn golden_route_reflector_configurations() {
+    let mut f = reflected(r#"["192.168.1.11"]"#);
+    f.vip_ranges = vec!["198.51.100.0/28".parse().expect("cidr")];
+    let o = Options { bfd: true, kernel: true };
+    let reflector = render_host(&f, "r1h1", o).expect("renders");
+    golden("host-r1h1-reflector.conf", &reflector);
+    let client = render_host(&f, "r1h2", o).expect("renders");
+    golden("host-r1h2-rr-client.conf", &client);
+    let router = render_router(&f, "/rack-1", None, o).expect("renders");
+    golden("router-rack-1-rr-hosts.conf", &router);
+    let by_router = reflected(r#"["192.168.1.1"]"#);
+    golden(
+        "router-rack-1-rr-router.conf",
+        &render_router(&by_router, "/rack-1", None, Options::default()).expect("renders"),
+    );
+
+    // What each side accepts, against the fabric view: the client announces exactly its
+    // aggregates, to the reflector alone; the reflector accepts exactly those from it; the router
+    // accepts from the reflector every host's aggregates, and holds no session with a client.
+    let g = f.groups_at("/rack-1")[0];
+    let all: BTreeSet<Cidr> = ["r1h1", "r1h2", "r1h3"].iter().flat_map(|h| f.from_member(g, h)).collect();
+    assert_eq!(all.len(), 3, "one aggregate per host: {all:?}");
+    assert_eq!(client.matches("protocol bgp ").count(), 1, "{client}");
+    assert!(client.contains("neighbor 192.168.1.11 as 65001;"), "{client}");
+    assert_eq!(accepted_in(&client, "romana_out_peer1"), f.from_member(g, "r1h2"));
+    assert_eq!(accepted_in(&client, "romana_in_peer1"), f.from_upstream(g));
+    assert_eq!(accepted_in(&reflector, "romana_in_c1"), f.from_member(g, "r1h2"));
+    assert_eq!(accepted_in(&reflector, "romana_in_c2"), f.from_member(g, "r1h3"));
+    assert_eq!(reflector.matches("rr client;").count(), 2, "{reflector}");
+    assert_eq!(router.matches("protocol bgp ").count(), 3, "two uplinks, one reflector: {router}");
+    assert!(!router.contains("192.168.1.12") && !router.contains("rr client"), "{router}");
+    assert_eq!(accepted_in(&router, "romana_in_m1"), all);
+    // The routers hold aggregates only: the rack's upward announcement is unchanged.
+    assert_eq!(
+        blackholes(&router),
+        blackholes(&render_router(&reflected("[]"), "/rack-1", None, o).expect("renders"))
+    );
+}
+
+#[test]
+fn reflector_errors_name_the_problem() {
+    let check = |f: &Fabric, want: &str| {
+        for e in [
+            render_router(f, "/rack-1", None, Options::default()).expect_err("router"),
+            render_host(f, "r1h2", Options::default()).expect_err("host"),
+        ] {
+            assert!(e.to_string().contains(want), "{e} lacks {want:?}");
+        }
+    };
+    check(
+        &reflected(r#"["192.168.1.99"]"#),
+        "reflector 192.168.1.99 of group /rack-1 is neither one of its routers [192.168.1.1] nor one of its hosts [\"r1h1 192.168.1.11\"",
+    );
+    check(&reflected(r#"["192.168.2.11"]"#), "reflector 192.168.2.11 of group /rack-1 is neither");
+    check(
+        &reflected(r#"["192.168.1.1","192.168.1.11"]"#),
+        "group /rack-1 names routers and hosts as reflectors",
+    );
+    // The API refuses a host AS other than the group's with reflectors; a view joined from an
+    // older topology is refused here too.
+    let mut f = reflected(r#"["192.168.1.11"]"#);
+    let g = f.groups_at("/rack-1")[0];
+    f.groups[g].bgp.as_mut().expect("bgp").host_asn = 65101;
+    check(&f, "its hosts speak AS 65101 and its routers AS 65001: route reflection is iBGP");
+    // Another rack is untouched by rack 1's mistake.
+    let f = reflected(r#"["192.168.1.99"]"#);
+    render_router(&f, "/rack-2", None, Options::default()).expect("rack 2 renders");
 }

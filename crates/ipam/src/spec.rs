@@ -99,6 +99,11 @@ pub struct BgpSpec {
     pub uplinks: Vec<IpAddr>,
     /// Leaves: the AS the hosts speak from; `None` takes `asn` (iBGP with the router).
     pub host_asn: Option<u32>,
+    /// Leaves speaking iBGP: route reflectors (docs/fabric.md), each one of the group's routers
+    /// (which then reflects for every host) or one of its hosts (the other hosts then peer with
+    /// the reflecting hosts only, and the routers with them only). Empty: a full set of sessions
+    /// between hosts and routers.
+    pub reflectors: Vec<IpAddr>,
 }
 
 /// A host, listed in a topology or added at run time.

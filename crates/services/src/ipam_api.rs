@@ -470,8 +470,16 @@ async fn host_routes(State(s): State<AppState>, Path(host): Path<String>) -> Api
     })
 }
 
-async fn fabric(State(s): State<AppState>) -> Json<Vec<FabricGroup>> {
-    Json(s.ipam.read(|v| crate::route_sets::fabric_groups(&v.ipam)))
+async fn fabric(State(s): State<AppState>) -> ApiResult<Json<Vec<FabricGroup>>> {
+    let vips = crate::vips::all(&s).await?;
+    Ok(Json(s.ipam.read(|v| {
+        let mut groups = crate::route_sets::fabric_groups(&v.ipam);
+        if !vips.is_empty() {
+            let hosts = v.ipam.hosts().into_iter().map(|h| (h.name.to_string(), h.ip.to_string())).collect();
+            crate::route_sets::add_vip_routes(&mut groups, &vips, &hosts);
+        }
+        groups
+    })))
 }
 
 pub fn topology_routes() -> Router<AppState> {

@@ -1,8 +1,11 @@
 //! Route sets as the wire carries them, projected from the pure IPAM: a host's set (without
 //! routes through dead hosts) and the fabric's groups (`FabricGroup`, also what `romana ipam
-//! plan` prints). Pure: no I/O, no HTTP.
+//! plan` prints), with each VIP's /32 toward the host serving it. Pure: no I/O, no HTTP.
 
-use romana_api::rest::{FabricGroup, HostRoutesInfo, RouteInfo};
+use std::collections::BTreeMap;
+
+use romana_api::rest::{FabricGroup, HostRoutesInfo, RouteInfo, RouteKind};
+use romana_api::vip::VipInfo;
 use romana_ipam::{Ipam, IpamError, RouteTarget};
 use romana_model::HostName;
 
@@ -17,6 +20,43 @@ pub fn route_info(r: &romana_ipam::Route) -> RouteInfo {
 /// routes.
 pub fn fabric_groups(ipam: &Ipam) -> Vec<FabricGroup> {
     ipam.fabric_routes().iter().map(FabricGroup::from).collect()
+}
+
+/// The VIPs' routes added to the fabric view (`FabricGroup::vips`): for each VIP assigned to a
+/// host, in every leaf holding that host a /32 to the host's address (`hosts`: name to address),
+/// and in each ancestor a /32 toward the child on the way down. Routers of a static fabric
+/// install them; they move when romanad assigns the VIP to another host (failover). A VIP not
+/// served, or served by a host in no leaf, has no route.
+pub fn add_vip_routes(groups: &mut [FabricGroup], vips: &[VipInfo], hosts: &BTreeMap<String, String>) {
+    for v in vips.iter().filter(|v| !v.assigned.is_empty()) {
+        let Ok(addr) = v.address.parse::<std::net::IpAddr>() else { continue };
+        let dest = romana_model::Cidr::host(addr).to_string();
+        let leaves: Vec<usize> =
+            (0..groups.len()).filter(|g| groups[*g].hosts.iter().any(|h| *h == v.assigned)).collect();
+        for leaf in leaves {
+            let via_ip = hosts.get(&v.assigned).cloned().unwrap_or_default();
+            let kind = RouteKind::Host { via: v.assigned.clone(), via_ip };
+            groups[leaf].vips.push(RouteInfo { dest: dest.clone(), kind });
+            let mut child = leaf;
+            while let Some(parent) = parent_of(groups, child) {
+                let kind = RouteKind::Group { via: groups[child].group.clone() };
+                groups[parent].vips.push(RouteInfo { dest: dest.clone(), kind });
+                child = parent;
+            }
+        }
+    }
+}
+
+/// The group whose path is `g`'s parent path (`/a/b` -> `/a`, `/a` -> `/`), in `g`'s network.
+fn parent_of(groups: &[FabricGroup], g: usize) -> Option<usize> {
+    let path = &groups[g].group;
+    let parent = match path.rfind('/') {
+        _ if path == "/" => return None,
+        Some(0) => "/",
+        Some(k) => &path[..k],
+        None => return None,
+    };
+    groups.iter().position(|p| p.network == groups[g].network && p.group == parent)
 }
 
 /// The routes `host` installs: the IPAM's aggregated routes, without those through dead hosts.
@@ -115,6 +155,66 @@ mod tests {
         for kind in kinds {
             assert!(text.contains(&format!("\"kind\":\"{kind}\"")), "a {kind} route in {text}");
         }
+    }
+
+    /// VIPs (address, assigned host) -> every group's VIP routes as `group: dest kind via`.
+    fn check_vips(vips: &[(&str, &str)], expect: &[&str]) {
+        let mut groups = fabric_groups(&ipam(&[("a", "h1"), ("b", "h3")]));
+        let vips: Vec<VipInfo> = vips
+            .iter()
+            .map(|(a, h)| {
+                serde_json::from_value(json!({"address": a, "service": "web", "tenant": "t",
+                    "selector": {}, "assigned": h}))
+                .expect("a VIP")
+            })
+            .collect();
+        let hosts: BTreeMap<String, String> =
+            [("h1", "192.168.1.1"), ("h2", "192.168.1.2"), ("h3", "192.168.2.3")]
+                .iter()
+                .map(|(h, a)| ((*h).to_owned(), (*a).to_owned()))
+                .collect();
+        add_vip_routes(&mut groups, &vips, &hosts);
+        let got: Vec<String> = groups
+            .iter()
+            .flat_map(|g| {
+                g.vips.iter().map(move |r| match &r.kind {
+                    RouteKind::Host { via, via_ip } => format!("{}: {} host {via} {via_ip}", g.group, r.dest),
+                    RouteKind::Group { via } => format!("{}: {} group {via}", g.group, r.dest),
+                    RouteKind::Throw => format!("{}: {} throw", g.group, r.dest),
+                })
+            })
+            .collect();
+        assert_eq!(got, expect, "{vips:?}");
+        // The aggregates are untouched: VIP routes live beside them.
+        assert_eq!(
+            groups.iter().map(|g| &g.routes).collect::<Vec<_>>(),
+            fabric_groups(&ipam(&[("a", "h1"), ("b", "h3")])).iter().map(|g| &g.routes).collect::<Vec<_>>()
+        );
+    }
+
+    #[test]
+    fn vips_route_to_their_serving_host() {
+        check_vips(&[], &[]);
+        check_vips(
+            &[("198.51.100.5", "h3")],
+            &["/: 198.51.100.5/32 group /rack-2", "/rack-2: 198.51.100.5/32 host h3 192.168.2.3"],
+        );
+        // Failover: the same VIP assigned to another host routes there.
+        check_vips(
+            &[("198.51.100.5", "h2")],
+            &["/: 198.51.100.5/32 group /rack-1", "/rack-1: 198.51.100.5/32 host h2 192.168.1.2"],
+        );
+        // Not served (no live host with an endpoint), or served by an unknown host: no route.
+        check_vips(&[("198.51.100.5", ""), ("198.51.100.6", "h9")], &[]);
+        check_vips(
+            &[("198.51.100.5", "h1"), ("198.51.100.6", "h1")],
+            &[
+                "/: 198.51.100.5/32 group /rack-1",
+                "/: 198.51.100.6/32 group /rack-1",
+                "/rack-1: 198.51.100.5/32 host h1 192.168.1.1",
+                "/rack-1: 198.51.100.6/32 host h1 192.168.1.1",
+            ],
+        );
     }
 
     #[test]

@@ -43,7 +43,7 @@ async fn config(s: &AppState) -> ApiResult<Vec<Cidr>> {
     ranges(&cfg).map_err(|p| ApiError::internal(format!("stored VIP configuration: {}", p.join("; "))))
 }
 
-async fn all(s: &AppState) -> ApiResult<Vec<VipInfo>> {
+pub(crate) async fn all(s: &AppState) -> ApiResult<Vec<VipInfo>> {
     let (kvs, _) = s.store.range(&s.keys.vips()).await?;
     kvs.iter().map(|kv| decode(&kv.key, &kv.value)).collect()
 }
