@@ -106,11 +106,9 @@ impl Plumbing for Kernel<'_> {
     fn attach<'a>(&'a self, spec: &'a EndpointSpec) -> BoxFut<'a, Result<Attachment, EndpointError>> {
         Box::pin(async move {
             let (host_ns, sp) = (self.0.host_ns.clone(), spec.clone());
-            plumbing(self.0, &spec.host_link, Some(spec.ip), move || {
-                romana_host::attach(host_ns.as_deref(), &sp)
-            })
-            .await
-            .unwrap_or_else(|f| Err(worker_failed(f)))
+            plumbing(self.0, &spec.host_link, spec.ip(), move || romana_host::attach(host_ns.as_deref(), &sp))
+                .await
+                .unwrap_or_else(|f| Err(worker_failed(f)))
         })
     }
     fn detach<'a>(&'a self, link: &'a LinkName) -> BoxFut<'a, Result<bool, EndpointError>> {

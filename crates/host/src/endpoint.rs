@@ -1,8 +1,17 @@
 //! Endpoint plumbing for the CNI path: a veth pair whose host end carries Romana's name mark and a
-//! /32 (/128) route of our protocol, and whose other end becomes the pod's interface with its
-//! address, a link route to the gateway and the default route. Attach is idempotent (a complete
-//! endpoint is left as is, a partial one is rebuilt), detach tolerates a vanished pod, check lists
-//! every difference it finds.
+//! /32 (/128) route of our protocol per address, and whose other end becomes the pod's interface
+//! with its addresses (one per family: IPv4, IPv6 or both) and a default route per family.
+//! Attach is idempotent (a complete endpoint is left as is, a partial one is rebuilt), detach
+//! tolerates a vanished pod, check lists every difference it finds.
+//!
+//! The IPv4 gateway is an address of the host's gateway link, reached by a link route (the host
+//! answers ARP for its own addresses on any link). The IPv6 gateway is `IPV6_GATEWAY`, the
+//! link-local `fe80::1` on the host end of every veth: neighbour discovery answers only for
+//! addresses of the receiving link, and a link-local address is valid on every veth at once, so
+//! no proxy NDP (one `ip -6 neigh add proxy` entry per pod address and link, and a sysctl) is
+//! needed, and the pod's default route is the same on every host. Both ends' IPv6 addresses are
+//! added without duplicate address detection (a /128 on a point-to-point veth cannot collide,
+//! and DAD would hold them tentative, unusable, for a second or more).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::AsRawFd;
@@ -10,7 +19,7 @@ use std::path::{Path, PathBuf};
 
 use futures_util::TryStreamExt;
 use romana_dataplane::{LINK_PREFIX, LinkName, ROUTE_PROTOCOL};
-use rtnetlink::packet_route::address::AddressAttribute;
+use rtnetlink::packet_route::address::{AddressAttribute, AddressFlags, AddressHeaderFlags};
 use rtnetlink::packet_route::link::{
     InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
 };
@@ -29,9 +38,31 @@ pub struct EndpointSpec {
     pub ifname: String,
     /// The pod's network namespace file (`CNI_NETNS`).
     pub netns: PathBuf,
+    /// The pod's addresses, at most one per family; the first is its primary.
+    pub addresses: Vec<PodAddress>,
+}
+
+/// One address of a pod and its next hop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PodAddress {
     pub ip: IpAddr,
-    /// The pod's next hop: an address of the host's gateway link, same family as `ip`.
+    /// Same family as `ip`: an address of the host's gateway link (IPv4), or `IPV6_GATEWAY`.
     pub gateway: IpAddr,
+}
+
+/// The IPv6 gateway of every pod: a link-local address on the host end of its veth.
+pub const IPV6_GATEWAY: Ipv6Addr = Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 1);
+
+impl EndpointSpec {
+    /// The primary address (the first).
+    pub fn ip(&self) -> Option<IpAddr> {
+        self.addresses.first().map(|a| a.ip)
+    }
+}
+
+/// A gateway the host end of the veth carries itself (IPv6's link-local).
+fn on_veth(gateway: IpAddr) -> bool {
+    gateway == IpAddr::V6(IPV6_GATEWAY)
 }
 
 /// What attach made, for the CNI result.
@@ -57,6 +88,8 @@ pub enum EndpointError {
     NoPodNamespace { path: String },
     #[error("{ip} and gateway {gateway} are not the same address family")]
     Family { ip: IpAddr, gateway: IpAddr },
+    #[error("an endpoint takes one address of each family, got {}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "))]
+    Addresses(Vec<IpAddr>),
     #[error("interface name {0:?} is not valid (1 to 15 characters, no '/' or whitespace)")]
     IfName(String),
     #[error("endpoint differs from what was configured: {}", .0.join("; "))]
@@ -187,14 +220,17 @@ async fn pod_problems(spec: &EndpointSpec) -> Result<(Vec<String>, Option<LinkFa
     if !l.up {
         problems.push(format!("interface {} is down", spec.ifname));
     }
-    let want = (spec.ip, host_len(spec.ip));
-    if !addresses_of(&handle, l.index).await?.contains(&want) {
-        problems.push(format!("address {}/{} is missing on {}", want.0, want.1, spec.ifname));
-    }
-    let rs = routes(&handle, spec.ip.is_ipv6()).await?;
-    let default = (unspecified(spec.ip), 0, Some(spec.gateway), Some(l.index));
-    if !rs.iter().any(|r| (r.0, r.1, r.2, r.3) == default) {
-        problems.push(format!("default route via {} dev {} is missing", spec.gateway, spec.ifname));
+    let have = addresses_of(&handle, l.index).await?;
+    for a in &spec.addresses {
+        let want = (a.ip, host_len(a.ip));
+        if !have.contains(&want) {
+            problems.push(format!("address {}/{} is missing on {}", want.0, want.1, spec.ifname));
+        }
+        let rs = routes(&handle, a.ip.is_ipv6()).await?;
+        let default = (unspecified(a.ip), 0, Some(a.gateway), Some(l.index));
+        if !rs.iter().any(|r| (r.0, r.1, r.2, r.3) == default) {
+            problems.push(format!("default route via {} dev {} is missing", a.gateway, spec.ifname));
+        }
     }
     Ok((problems, Some(l)))
 }
@@ -209,10 +245,15 @@ async fn host_problems(handle: &Handle, spec: &EndpointSpec) -> Result<Vec<Strin
     if !l.up {
         problems.push(format!("host link {name} is down"));
     }
-    let rs = routes(handle, spec.ip.is_ipv6()).await?;
-    let want = (spec.ip, host_len(spec.ip), None, Some(l.index), ROUTE_PROTOCOL);
-    if !rs.contains(&want) {
-        problems.push(format!("route {}/{} dev {name} is missing", spec.ip, host_len(spec.ip)));
+    for a in &spec.addresses {
+        let rs = routes(handle, a.ip.is_ipv6()).await?;
+        let want = (a.ip, host_len(a.ip), None, Some(l.index), ROUTE_PROTOCOL);
+        if !rs.contains(&want) {
+            problems.push(format!("route {}/{} dev {name} is missing", a.ip, host_len(a.ip)));
+        }
+        if on_veth(a.gateway) && !addresses_of(handle, l.index).await?.contains(&(a.gateway, 64)) {
+            problems.push(format!("gateway {}/64 is missing on {name}", a.gateway));
+        }
     }
     Ok(problems)
 }
@@ -240,38 +281,59 @@ async fn plumb_pod(spec: EndpointSpec) -> Result<String, EndpointError> {
             .await
             .map_err(nl("set lo up"))?;
     }
-    let len = host_len(spec.ip);
-    match handle.address().add(l.index, spec.ip, len).execute().await {
-        Err(e) if errno(&e) == Some(EEXIST) => {}
-        r => r.map_err(nl(format!("add {}/{len} to {}", spec.ip, spec.ifname)))?,
+    for a in &spec.addresses {
+        add_address(&handle, l.index, a.ip, host_len(a.ip), &spec.ifname).await?;
+        // A link-local gateway is on-link by definition; another needs a link route.
+        if !on_veth(a.gateway) {
+            let gw = route_to(a.gateway, host_len(a.gateway))
+                .output_interface(l.index)
+                .scope(RouteScope::Link)
+                .build();
+            handle
+                .route()
+                .add(gw)
+                .replace()
+                .execute()
+                .await
+                .map_err(nl(format!("route to gateway {}", a.gateway)))?;
+        }
+        let default = route_to(unspecified(a.ip), 0)
+            .output_interface(l.index)
+            .gateway(a.gateway)
+            .map_err(|e| EndpointError::Netlink {
+                step: "default route".into(),
+                source: rtnetlink::Error::InvalidNla(e.to_string()),
+            })?
+            .build();
+        handle
+            .route()
+            .add(default)
+            .replace()
+            .execute()
+            .await
+            .map_err(nl(format!("default route via {}", a.gateway)))?;
     }
-    let gw = route_to(spec.gateway, host_len(spec.gateway))
-        .output_interface(l.index)
-        .scope(RouteScope::Link)
-        .build();
-    handle
-        .route()
-        .add(gw)
-        .replace()
-        .execute()
-        .await
-        .map_err(nl(format!("route to gateway {}", spec.gateway)))?;
-    let default = route_to(unspecified(spec.ip), 0)
-        .output_interface(l.index)
-        .gateway(spec.gateway)
-        .map_err(|e| EndpointError::Netlink {
-            step: "default route".into(),
-            source: rtnetlink::Error::InvalidNla(e.to_string()),
-        })?
-        .build();
-    handle
-        .route()
-        .add(default)
-        .replace()
-        .execute()
-        .await
-        .map_err(nl(format!("default route via {}", spec.gateway)))?;
     Ok(l.mac)
+}
+
+/// Adds `ip/len` to a link (present already is fine); IPv6 without duplicate address detection.
+async fn add_address(
+    handle: &Handle,
+    index: u32,
+    ip: IpAddr,
+    len: u8,
+    ifname: &str,
+) -> Result<(), EndpointError> {
+    let mut req = handle.address().add(index, ip, len);
+    if ip.is_ipv6() {
+        let m = req.message_mut();
+        m.header.flags = AddressHeaderFlags::Nodad;
+        m.attributes.push(AddressAttribute::Flags(AddressFlags::Nodad));
+    }
+    match req.execute().await {
+        Err(e) if errno(&e) == Some(EEXIST) => Ok(()),
+        r => r.map_err(nl(format!("add {ip}/{len} to {ifname}"))),
+    }
 }
 
 async fn delete_link(handle: &Handle, name: &str) -> Result<bool, EndpointError> {
@@ -287,9 +349,7 @@ pub fn attach(host_ns: Option<&Path>, spec: &EndpointSpec) -> Result<Attachment,
     if !valid_ifname(&spec.ifname) {
         return Err(EndpointError::IfName(spec.ifname.clone()));
     }
-    if spec.ip.is_ipv4() != spec.gateway.is_ipv4() {
-        return Err(EndpointError::Family { ip: spec.ip, gateway: spec.gateway });
-    }
+    validate(spec)?;
     let pod_ns = open_pod_ns(&spec.netns)?;
     let spec = spec.clone();
     in_netns_path(host_ns, move || async move {
@@ -329,23 +389,29 @@ pub fn attach(host_ns: Option<&Path>, spec: &EndpointSpec) -> Result<Attachment,
             let host = link(&handle, &name)
                 .await?
                 .ok_or_else(|| EndpointError::Mismatch(vec![format!("{name} vanished")]))?;
+            for a in spec.addresses.iter().filter(|a| on_veth(a.gateway)) {
+                add_address(&handle, host.index, a.gateway, 64, &name).await?;
+            }
             handle
                 .link()
                 .set(LinkUnspec::new_with_index(host.index).up().build())
                 .execute()
                 .await
                 .map_err(nl(format!("set {name} up")))?;
-            let route = route_to(spec.ip, host_len(spec.ip))
-                .output_interface(host.index)
-                .scope(RouteScope::Link)
-                .protocol(RouteProtocol::from(ROUTE_PROTOCOL))
-                .build();
-            // Exclusive: a route someone else holds for this address is an error, not overwritten.
-            handle.route().add(route).execute().await.map_err(nl(format!(
-                "route {}/{} dev {name}",
-                spec.ip,
-                host_len(spec.ip)
-            )))?;
+            for a in &spec.addresses {
+                let route = route_to(a.ip, host_len(a.ip))
+                    .output_interface(host.index)
+                    .scope(RouteScope::Link)
+                    .protocol(RouteProtocol::from(ROUTE_PROTOCOL))
+                    .build();
+                // Exclusive: a route someone else holds for this address is an error, not
+                // overwritten.
+                handle.route().add(route).execute().await.map_err(nl(format!(
+                    "route {}/{} dev {name}",
+                    a.ip,
+                    host_len(a.ip)
+                )))?;
+            }
             Ok(Attachment {
                 host_link: name.clone(),
                 host_mac: host.mac,
@@ -361,6 +427,19 @@ pub fn attach(host_ns: Option<&Path>, spec: &EndpointSpec) -> Result<Attachment,
         }
         built
     })?
+}
+
+/// One address per family at least one, each with a gateway of its family.
+fn validate(spec: &EndpointSpec) -> Result<(), EndpointError> {
+    let ips: Vec<IpAddr> = spec.addresses.iter().map(|a| a.ip).collect();
+    let v4 = ips.iter().filter(|ip| ip.is_ipv4()).count();
+    if ips.is_empty() || v4 > 1 || ips.len() - v4 > 1 {
+        return Err(EndpointError::Addresses(ips));
+    }
+    match spec.addresses.iter().find(|a| a.ip.is_ipv4() != a.gateway.is_ipv4()) {
+        Some(a) => Err(EndpointError::Family { ip: a.ip, gateway: a.gateway }),
+        None => Ok(()),
+    }
 }
 
 fn open_pod_ns(p: &Path) -> Result<std::fs::File, EndpointError> {
@@ -379,6 +458,7 @@ pub fn detach(host_ns: Option<&Path>, host_link: &LinkName) -> Result<bool, Endp
 
 /// Every difference between the endpoint and the spec, on both sides.
 pub fn check(host_ns: Option<&Path>, spec: &EndpointSpec) -> Result<(), EndpointError> {
+    validate(spec)?;
     open_pod_ns(&spec.netns)?;
     let spec = spec.clone();
     in_netns_path(host_ns, move || async move {

@@ -1,6 +1,9 @@
 //! Route table sizes: 1,000 hosts x 100 endpoints in 8 racks (4 tenants), each host's route set
 //! and each group's fabric routes, against one route per block (Calico-style, /26 blocks) and one
 //! route per endpoint, all computed in the same run. `cargo bench -p romana-ipam --bench routes`.
+//! `-- --ipv6`: the same over an IPv6 /104 in /123 blocks (as many addresses per block);
+//! `-- --dual`: both networks over the same racks, each pod dual-stack (`allocate_stack`), with
+//! the routes per host counted per family.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Instant;
@@ -9,14 +12,32 @@ use romana_ipam::spec::{
     GroupOrHostSpec, GroupSpec, HostSpec, LayoutSpec, MapSpec, NetworkSpec, TopologySpec,
 };
 use romana_ipam::{AllocRequest, Ipam};
-use romana_model::{AddressName, HostName};
+use romana_model::{AddressName, Family, HostName};
 
 const RACKS: usize = 8;
 const TENANTS: usize = 4;
 /// Calico's default IPAM block: 64 addresses.
 const CALICO_BLOCK: usize = 64;
 
-fn topology() -> TopologySpec {
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Stack {
+    V4,
+    V6,
+    Dual,
+}
+
+fn network(name: &str, cidr: &str, block_mask: u8) -> NetworkSpec {
+    NetworkSpec {
+        name: name.parse().expect("name"),
+        cidr: cidr.parse().expect("cidr"),
+        block_mask: Some(block_mask),
+        tenants: vec![],
+        layout: LayoutSpec::Blocks,
+        nat_outgoing: true,
+    }
+}
+
+fn topology(stack: Stack) -> TopologySpec {
     let racks = (0..RACKS)
         .map(|r| {
             GroupOrHostSpec::Group(GroupSpec {
@@ -25,18 +46,13 @@ fn topology() -> TopologySpec {
             })
         })
         .collect();
-    TopologySpec {
-        networks: vec![NetworkSpec {
-            name: "pods".parse().expect("name"),
-            cidr: "10.0.0.0/8".parse().expect("cidr"),
-            block_mask: Some(27),
-            tenants: vec![],
-            layout: LayoutSpec::Blocks,
-            nat_outgoing: true,
-        }],
-        topologies: vec![MapSpec { networks: vec!["pods".parse().expect("name")], map: racks }],
-        no_nat: vec![],
-    }
+    let networks = match stack {
+        Stack::V4 => vec![network("pods", "10.0.0.0/8", 27)],
+        Stack::V6 => vec![network("pods6", "fd00::/104", 123)],
+        Stack::Dual => vec![network("pods", "10.0.0.0/8", 27), network("pods6", "fd00::/104", 123)],
+    };
+    let names = networks.iter().map(|n| n.name.clone()).collect();
+    TopologySpec { networks, topologies: vec![MapSpec { networks: names, map: racks }], no_nat: vec![] }
 }
 
 /// Owned blocks on all hosts but one (every host has the same number here).
@@ -52,8 +68,15 @@ fn stats(mut xs: Vec<usize>) -> (usize, usize, usize) {
 
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
+    let stack = if std::env::args().any(|a| a == "--dual") {
+        Stack::Dual
+    } else if std::env::args().any(|a| a == "--ipv6") {
+        Stack::V6
+    } else {
+        Stack::V4
+    };
     let (hosts, per_host) = if quick { (100, 20) } else { (1_000, 100) };
-    let mut ipam = Ipam::new(topology()).expect("valid topology");
+    let mut ipam = Ipam::new(topology(stack)).expect("valid topology");
     let names: Vec<HostName> = (0..hosts).map(|h| format!("node-{h:04}").parse().expect("host")).collect();
     for (h, n) in names.iter().enumerate() {
         let ip = IpAddr::V4(Ipv4Addr::from(0xc0a8_0000u32 + h as u32));
@@ -67,7 +90,7 @@ fn main() {
                 tenant: format!("tenant-{}", e % TENANTS).parse().expect("tenant"),
                 segment: "default".parse().expect("segment"),
             };
-            ipam.allocate(&req).expect("space");
+            ipam.allocate_stack(&req).expect("space");
         }
     }
 
@@ -79,6 +102,19 @@ fn main() {
     let fabric_secs = t.elapsed().as_secs_f64();
 
     let ours = stats(sets.iter().map(|s| s.routes.len()).collect());
+    let of_family = |f: Family| {
+        stats(sets.iter().map(|s| s.routes.iter().filter(|r| r.dest.family() == f).count()).collect())
+    };
+    println!(
+        "stack {}: routes per host by family min/median/max: IPv4 {:?}, IPv6 {:?}",
+        match stack {
+            Stack::V4 => "IPv4",
+            Stack::V6 => "IPv6",
+            Stack::Dual => "dual",
+        },
+        of_family(Family::V4),
+        of_family(Family::V6)
+    );
     let per_block = stats(sets.iter().map(|s| s.per_block).collect());
     let per_endpoint = stats(sets.iter().map(|s| s.per_endpoint).collect());
     // Calico-style: every other host's endpoints in 64-address blocks, one route per block.

@@ -149,7 +149,8 @@ impl Romanad for Fake {
 
 impl Plumbing for Fake {
     fn attach<'a>(&'a self, spec: &'a EndpointSpec) -> BoxFut<'a, Result<Attachment, EndpointError>> {
-        self.note(format!("attach {} {} via {}", spec.host_link, spec.ip, spec.gateway));
+        let a = &spec.addresses[0];
+        self.note(format!("attach {} {} via {}", spec.host_link, a.ip, a.gateway));
         ready(if self.script.plumb_fails {
             Err(EndpointError::NoPodNamespace { path: "/gone".into() })
         } else {

@@ -12,7 +12,7 @@ use romana_api::agent::{AgentError, AttachRequest, Attached, DetachRequest, PodR
 use romana_api::rest::{Address, AddressRequest, EndpointInfo, PodInfo};
 use romana_client::ClientError;
 use romana_dataplane::LinkName;
-use romana_host::{Attachment, EndpointError, EndpointSpec, host_link_name};
+use romana_host::{Attachment, EndpointError, EndpointSpec, IPV6_GATEWAY, PodAddress, host_link_name};
 
 use super::pod_wait::{self, Lookup, Next};
 
@@ -151,9 +151,13 @@ pub fn cni_name(field: &str, v: &str) -> Result<(), AgentError> {
     }
 }
 
-/// The gateway of `ip`'s family among `gateways`.
+/// The pod's next hop for `ip`: for IPv6 the link-local `IPV6_GATEWAY` on the host end of its
+/// veth (romana-host's `endpoint.rs` says why), for IPv4 the host's IPv4 gateway address.
 pub fn gateway_for(host: &str, gateways: &[IpAddr], ip: IpAddr) -> Result<IpAddr, AgentError> {
-    gateways.iter().copied().find(|g| g.is_ipv4() == ip.is_ipv4()).ok_or_else(|| {
+    if ip.is_ipv6() {
+        return Ok(IpAddr::V6(IPV6_GATEWAY));
+    }
+    gateways.iter().copied().find(|g| g.is_ipv4()).ok_or_else(|| {
         fail(
             code::INVALID_CONFIG,
             format!("host {host} has no gateway address for {ip}"),
@@ -175,8 +179,7 @@ pub fn endpoint_spec(
         host_link: host_link_name(&req.container_id, &req.ifname),
         ifname: req.ifname.clone(),
         netns: PathBuf::from(&req.netns),
-        ip,
-        gateway: gateway_for(host, gateways, ip)?,
+        addresses: vec![PodAddress { ip, gateway: gateway_for(host, gateways, ip)? }],
     })
 }
 
@@ -319,8 +322,8 @@ impl Add {
                 }
             }
             CniEvent::EndpointRead(known) => {
-                let Some(spec) = &self.spec else { return vec![] };
-                let info = self.info(spec.ip);
+                let Some(ip) = self.spec.as_ref().and_then(EndpointSpec::ip) else { return vec![] };
+                let info = self.info(ip);
                 // A repeated ADD (a runtime retrying) keeps what a controller set since the
                 // first one: the runtime's labels and no named ports are only the
                 // registration's starting point.
@@ -348,16 +351,20 @@ impl Add {
                 self.rollback(fail(code::TRY_AGAIN_LATER, msg, d))
             }
             CniEvent::Plumbed(Ok(a)) => {
-                let (Some(spec), Some(addr)) = (&self.spec, &self.address) else { return vec![] };
+                let (Some(first), Some(addr)) =
+                    (self.spec.as_ref().and_then(|s| s.addresses.first()), &self.address)
+                else {
+                    return vec![];
+                };
                 vec![CniAction::Answer(Ok(Answer::Added(Attached {
                     host_link: a.host_link,
                     host_mac: a.host_mac,
                     ifname: a.ifname,
                     pod_mac: a.pod_mac,
                     netns: self.req.netns.clone(),
-                    ip: spec.ip.to_string(),
+                    ip: first.ip.to_string(),
                     prefix_len: addr.prefix_len,
-                    gateway: spec.gateway.to_string(),
+                    gateway: first.gateway.to_string(),
                     address_name: self.name.clone(),
                 })))]
             }

@@ -104,11 +104,24 @@ fn add_decisions() {
         vec![start(), CniEvent::Allocated(Ok(address("ten")))],
         &["allocate", "release-quietly, fail 999"],
     );
-    check(
-        "c1",
-        vec![start(), CniEvent::Allocated(Ok(address("fd00::5")))],
-        &["allocate", "release-quietly, fail 7"],
-    );
+    let mut v6_only = Add::new(Host { gateways: vec!["fd00::1".parse().unwrap()], ..host() }, req("c1"));
+    v6_only.step(start());
+    let got: Vec<String> =
+        v6_only.step(CniEvent::Allocated(Ok(address("10.0.0.5")))).iter().map(word).collect();
+    assert_eq!(got, ["release-quietly", "fail 7"]);
+    // IPv6 needs no --gateway-ip: its gateway is the link-local fe80::1 on the pod's veth.
+    let mut v6 = Add::new(host(), req("c1"));
+    v6.step(start());
+    v6.step(CniEvent::Allocated(Ok(address("fd00::5"))));
+    v6.step(CniEvent::EndpointRead(Err(refused(404))));
+    v6.step(CniEvent::Registered(Ok(info())));
+    match v6.step(CniEvent::Enforced(Ok(()))).as_slice() {
+        [CniAction::Plumb(spec)] => assert_eq!(
+            spec.addresses,
+            [PodAddress { ip: "fd00::5".parse().unwrap(), gateway: IpAddr::V6(IPV6_GATEWAY) }]
+        ),
+        other => panic!("want one plumb, got {other:?}"),
+    }
     // Reading the record fails (not a 404): undo the allocation, try again later.
     check(
         "c1",
