@@ -404,6 +404,11 @@ fn objects_refer_to_each_other_and_would_be_admitted() {
     let agent = containers(spec).into_iter().find(|c| s(c, "/name") == "romana-agent").expect("the agent");
     let creds = flag(&manifest::command_line(agent), "--credentials");
     assert_eq!(host_path_of(spec, agent, Path::new(&creds)), "/etc/romana/agent.credentials");
+    // The agent's /metrics listens on the node's address (hostNetwork: a Prometheus outside the
+    // node reaches it there), on the port its container declares.
+    let listen = flag(&manifest::command_line(agent), "--metrics-listen");
+    let port = arr(agent, "/ports").iter().find(|p| s(p, "/name") == "metrics").expect("a metrics port");
+    assert_eq!(listen, format!("192.0.2.10:{}", port["containerPort"]), "status.hostIP's sample address");
     let pod = &manifest::load(&deploy("kubernetes/agent-credentials-pod.yaml"))[0];
     let pod_spec = pod_spec(pod).expect("a spec");
     let dir = host_path_of(pod_spec, containers(pod_spec)[0], Path::new("/host/etc/romana"));

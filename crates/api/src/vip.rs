@@ -40,6 +40,11 @@ pub struct VipRequest {
     /// The preferred host: it serves the VIP whenever it is alive.
     #[serde(default)]
     pub host: String,
+    /// Who asks, when it is the Kubernetes controller: `k8s:<tenant>/<service>` (the only form
+    /// accepted), which marks the VIP as the controller's to change and delete. Empty: made by
+    /// hand (`api`), which the controller never touches.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub origin: String,
 }
 
 /// A VIP as stored under `vips/<address>` and listed: the request (with the selector filled in)

@@ -880,6 +880,7 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
                     selector: selector.into_iter().collect(),
                     ports,
                     host: host.unwrap_or_default(),
+                    origin: String::new(),
                 };
                 vip::add(&c, f, &req).await?
             }

@@ -7,10 +7,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::{Event as K8sEvent, EventSource, ObjectReference};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
-use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, PostParams};
 use tokio::sync::{mpsc, watch};
 use tokio::time::sleep_until;
 
@@ -19,6 +15,8 @@ use crate::metrics::Metrics;
 use crate::plan::{Ctx, Write, foreign_tenants, host_conflicts, orphans, plan, skip_refused};
 use crate::romanad::{Romanad, WriteError};
 use crate::state::{Actual, Key};
+use crate::svc_report::{self, Regarding};
+use crate::vip_plan;
 use crate::watch::Event;
 
 #[derive(Debug, Clone)]
@@ -44,6 +42,8 @@ pub async fn run(
     // Writes romanad refused (422/400): not retried until the object changes.
     let mut refused: Vec<Write> = Vec::new();
     let mut orphaned: BTreeMap<String, Instant> = BTreeMap::new();
+    // romanad's last refusal of each Service's VIP, reported on the Service until it changes.
+    let mut vip_refusals: BTreeMap<Key, String> = BTreeMap::new();
     let mut next_resync = Instant::now() + cfg.resync;
     let mut retry_at: Option<Instant> = None;
     loop {
@@ -69,6 +69,9 @@ pub async fn run(
             _ = sleep_until(next_resync.into()) => {
                 next_resync = Instant::now() + cfg.resync;
                 actual = None;
+                // A VIP refused for its address (taken, say) may be free now: tried again once
+                // per resync, never hot.
+                refused.retain(|w| w.vip_service().is_none());
             }
             _ = sleep_until(wake.unwrap_or(next_resync).into()), if wake.is_some() => {
                 // A retry, or a reclaim falling due: decide on a fresh read (CNI DEL may have
@@ -125,8 +128,25 @@ pub async fn run(
         let mut failed = false;
         for w in writes {
             match romanad.apply(&w).await {
-                Ok(()) => {
+                Ok(made) => {
                     w.apply_to(a);
+                    if let Some(k) = w.vip_service() {
+                        vip_refusals.remove(&k);
+                    }
+                    if let Some(v) = made {
+                        let k = (v.tenant.clone(), v.service.clone());
+                        let msg = format!("VIP {} forwards to the Service's pods", v.address);
+                        service_event(
+                            &kube,
+                            &intake,
+                            &k,
+                            ("Normal", "VipCreated", &msg),
+                            &cfg.identity,
+                            &metrics,
+                        )
+                        .await;
+                        a.vips.insert(v.address.clone(), v);
+                    }
                     metrics.write(w.kind(), "ok");
                     if let Some(t) = since {
                         metrics.lag.observe(t.elapsed().as_secs_f64());
@@ -139,6 +159,11 @@ pub async fn run(
                     if let Write::ApplyNetpol(k, n) = &w {
                         post_event(&kube, k, &n.uid, &msg, &cfg.identity, &metrics).await;
                     }
+                    if let Some(k) = w.vip_service() {
+                        let ev = ("Warning", "VipRefusedByRomana", msg.as_str());
+                        service_event(&kube, &intake, &k, ev, &cfg.identity, &metrics).await;
+                        vip_refusals.insert(k, msg.clone());
+                    }
                     refused.push(w);
                 }
                 Err(e) => {
@@ -148,6 +173,8 @@ pub async fn run(
                 }
             }
         }
+        vip_refusals.retain(|k, _| intake.desired.services.contains_key(k));
+        report(&kube, &mut intake, a, &vip_refusals, &metrics).await;
         metrics.plans.inc();
         if failed {
             actual = None;
@@ -158,36 +185,55 @@ pub async fn run(
 
 /// A Warning Event on the policy romanad refused, so that `kubectl describe` shows why.
 async fn post_event(kube: &kube::Client, k: &Key, uid: &str, msg: &str, identity: &str, metrics: &Metrics) {
-    let now = Timestamp::now();
-    let ev = K8sEvent {
-        metadata: ObjectMeta {
-            generate_name: Some(format!("{}.", k.1)),
-            namespace: Some(k.0.clone()),
-            ..ObjectMeta::default()
-        },
-        involved_object: ObjectReference {
-            api_version: Some("networking.k8s.io/v1".into()),
-            kind: Some("NetworkPolicy".into()),
-            name: Some(k.1.clone()),
-            namespace: Some(k.0.clone()),
-            uid: (!uid.is_empty()).then(|| uid.to_owned()),
-            ..ObjectReference::default()
-        },
-        reason: Some("RefusedByRomana".into()),
-        message: Some(msg.chars().take(1000).collect()),
-        type_: Some("Warning".into()),
-        source: Some(EventSource { component: Some("romana-k8s".into()), host: None }),
-        reporting_component: Some("romana-k8s".into()),
-        reporting_instance: Some(identity.to_owned()),
-        first_timestamp: Some(Time(now)),
-        last_timestamp: Some(Time(now)),
-        action: Some("Apply".into()),
-        count: Some(1),
-        ..K8sEvent::default()
-    };
-    if let Err(e) = Api::<K8sEvent>::namespaced(kube.clone(), &k.0).create(&PostParams::default(), &ev).await
-    {
+    let about = Regarding { api_version: "networking.k8s.io/v1", kind: "NetworkPolicy", key: k, uid };
+    if let Err(e) = svc_report::post_event(kube, about, "Warning", "RefusedByRomana", msg, identity).await {
         tracing::warn!(policy = ?k, error = %e, "cannot post the Event");
         metrics.error("event");
+    }
+}
+
+/// An Event on the Service a VIP write was for.
+async fn service_event(
+    kube: &kube::Client,
+    intake: &Intake,
+    k: &Key,
+    (type_, reason, msg): (&str, &str, &str),
+    identity: &str,
+    metrics: &Metrics,
+) {
+    let uid = intake.desired.services.get(k).map(|s| s.uid.as_str()).unwrap_or("");
+    let about = Regarding { api_version: "v1", kind: "Service", key: k, uid };
+    if let Err(e) = svc_report::post_event(kube, about, type_, reason, msg, identity).await {
+        tracing::warn!(service = ?k, error = %e, "cannot post the Event");
+        metrics.error("event");
+    }
+}
+
+/// Writes each Service's VIP outcome that differs from what it carries; what was written is
+/// recorded in the desired picture at once (the watch confirms it), so it is not written twice.
+async fn report(
+    kube: &kube::Client,
+    intake: &mut Intake,
+    a: &Actual,
+    refusals: &BTreeMap<Key, String>,
+    metrics: &Metrics,
+) {
+    let foreign = foreign_tenants(&intake.desired, a);
+    let reqs = vip_plan::requests(&intake.desired, &foreign);
+    for r in vip_plan::reports(&intake.desired, &reqs, a, refusals) {
+        match svc_report::patch(kube, &r).await {
+            Ok(()) => {
+                if let Some(s) = intake.desired.services.get_mut(&r.key) {
+                    s.reported.status = r.status.clone();
+                    if let Some(i) = r.ingress {
+                        s.reported.ingress = i;
+                    }
+                }
+            }
+            Err(e) => {
+                metrics.error("service");
+                tracing::warn!(service = ?r.key, error = %e, "cannot write the VIP outcome on the Service");
+            }
+        }
     }
 }

@@ -49,6 +49,7 @@ impl Intake {
                     crate::state::Obj::Pod(_) => self.relists.entry(Kind::Pod),
                     crate::state::Obj::Host(_) => self.relists.entry(Kind::Node),
                     crate::state::Obj::Netpol(..) => self.relists.entry(Kind::NetworkPolicy),
+                    crate::state::Obj::Service(_) => self.relists.entry(Kind::Service),
                 }
                 .or_default()
                 .upsert(o);
@@ -93,7 +94,7 @@ mod tests {
     fn relists_replace_only_when_complete() {
         let t = Instant::now();
         let mut i = Intake::default();
-        for k in [Kind::Namespace, Kind::Node, Kind::NetworkPolicy] {
+        for k in [Kind::Namespace, Kind::Node, Kind::NetworkPolicy, Kind::Service] {
             i.handle(Event::RelistBegin(k));
             i.handle(Event::RelistDone(k, t));
         }

@@ -1,5 +1,6 @@
 //! romana-k8s: the Kubernetes controller. Pure cores (`map`, `state`, `plan`, `lease`,
-//! `intake`) and thin adapters (`watch` for the API server, `romanad` for romanad, `leader` for
+//! `intake`, `svc`, `vip_plan`, `write`) and thin adapters (`watch` for the API server, `svc_report` for
+//! Services' VIP outcome and Events, `romanad` for romanad, `leader` for
 //! the Lease, `serve` for /metrics), joined by `controller`'s loop.
 
 pub mod controller;
@@ -13,4 +14,8 @@ pub mod plan;
 pub mod romanad;
 pub mod serve;
 pub mod state;
+pub mod svc;
+pub mod svc_report;
+pub mod vip_plan;
 pub mod watch;
+pub mod write;

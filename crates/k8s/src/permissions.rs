@@ -15,8 +15,10 @@ pub struct Permission {
     pub scope: &'static str,
 }
 
-/// Watchers list then watch (relisting after a gap); refused policies get an Event; leader
-/// election reads, creates and replaces its Lease.
+/// Watchers list then watch (relisting after a gap); refused policies and Services' VIPs get
+/// Events; a Service annotated `romana.io/vip` gets its outcome patched on (the annotation
+/// `romana.io/vip-status`, and `status.loadBalancer.ingress` through the status subresource);
+/// leader election reads, creates and replaces its Lease.
 pub const PERMISSIONS: &[Permission] = &[
     Permission { api_group: "", resource: "namespaces", verbs: &["list", "watch"], scope: "cluster" },
     Permission { api_group: "", resource: "pods", verbs: &["list", "watch"], scope: "cluster" },
@@ -27,6 +29,8 @@ pub const PERMISSIONS: &[Permission] = &[
         verbs: &["list", "watch"],
         scope: "cluster",
     },
+    Permission { api_group: "", resource: "services", verbs: &["list", "watch", "patch"], scope: "cluster" },
+    Permission { api_group: "", resource: "services/status", verbs: &["patch"], scope: "cluster" },
     Permission { api_group: "", resource: "events", verbs: &["create"], scope: "cluster" },
     Permission {
         api_group: "coordination.k8s.io",
@@ -62,11 +66,15 @@ mod tests {
             ("coordination.k8s.io", "leases", "delete", false),
             ("", "events", "create", true),
             ("", "secrets", "get", false),
+            ("", "services", "patch", true),
+            ("", "services", "update", false),
+            ("", "services/status", "patch", true),
+            ("", "services/status", "update", false),
         ] {
             assert_eq!(covers(g, r, v), want, "{g}/{r} {v}");
         }
         let v: serde_json::Value = serde_json::from_str(&json()).expect("valid JSON");
         assert_eq!(v[0]["apiGroup"], "");
-        assert_eq!(v[5]["scope"], "namespace");
+        assert_eq!(v[7]["scope"], "namespace");
     }
 }

@@ -1,113 +1,12 @@
 //! The reconcile plan: desired (Kubernetes) against actual (romanad) gives the writes that make
 //! romanad equal to Kubernetes for what this controller owns, in a safe order. Pure: time is an
-//! argument. `Write::apply_to` models a write's effect so that the loop keeps `Actual` current
-//! without reading romanad again, and so that tests can check that a plan converges.
+//! argument. The writes and their modelled effects are `write.rs`'s.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use romana_api::rest::{PodInfo, TenantRequest};
-
-use crate::map::{HostDesired, NetpolDesired};
-use crate::state::{Actual, Desired, Key, TenantActual, host_owned};
-
-/// One change to romanad.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Write {
-    /// Create (`create`) or update a tenant.
-    PutTenant {
-        create: bool,
-        req: TenantRequest,
-    },
-    AddSegment {
-        tenant: String,
-        segment: String,
-    },
-    AddHost(HostDesired),
-    SetTags {
-        host: String,
-        tags: BTreeMap<String, String>,
-    },
-    ApplyNetpol(Key, NetpolDesired),
-    PutPod(PodInfo),
-    DeletePod(Key),
-    DeleteNetpol(Key),
-    /// The endpoint (and its address, of the same name) of a pod deleted from the API whose CNI
-    /// DEL never came.
-    Reclaim(String),
-    DeleteTenant(String),
-    RemoveHost(String),
-}
-
-impl Write {
-    /// The kind label for metrics.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Write::PutTenant { .. } | Write::DeleteTenant(_) => "tenant",
-            Write::AddSegment { .. } => "segment",
-            Write::AddHost(_) | Write::SetTags { .. } | Write::RemoveHost(_) => "host",
-            Write::ApplyNetpol(..) | Write::DeleteNetpol(_) => "networkpolicy",
-            Write::PutPod(_) | Write::DeletePod(_) => "pod",
-            Write::Reclaim(_) => "endpoint",
-        }
-    }
-
-    /// What romanad holds after this write succeeded.
-    pub fn apply_to(&self, a: &mut Actual) {
-        match self {
-            Write::PutTenant { req, .. } => {
-                a.tenants.entry(req.name.clone()).or_insert_with(|| TenantActual::new(&req.name)).req =
-                    req.clone();
-            }
-            Write::AddSegment { tenant, segment } => {
-                a.tenants
-                    .entry(tenant.clone())
-                    .or_insert_with(|| TenantActual::new(tenant))
-                    .segments
-                    .insert(segment.clone());
-            }
-            Write::AddHost(h) => {
-                a.hosts.insert(h.name.clone(), h.clone());
-            }
-            Write::SetTags { host, tags } => {
-                if let Some(h) = a.hosts.get_mut(host) {
-                    h.tags = tags.clone();
-                }
-            }
-            Write::ApplyNetpol(k, n) => {
-                a.netpols.insert(k.clone(), n.policy.clone());
-            }
-            Write::PutPod(p) => {
-                a.pods.insert((p.namespace.clone(), p.name.clone()), p.clone());
-            }
-            Write::DeletePod(k) => drop(a.pods.remove(k)),
-            Write::DeleteNetpol(k) => drop(a.netpols.remove(k)),
-            Write::Reclaim(e) => drop(a.endpoints.remove(e)),
-            Write::DeleteTenant(t) => drop(a.tenants.remove(t)),
-            Write::RemoveHost(h) => drop(a.hosts.remove(h)),
-        }
-    }
-}
-
-/// One line for logs: what is written, by name (no whole objects).
-impl std::fmt::Display for Write {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Write::PutTenant { create: true, req } => write!(f, "create tenant {}", req.name),
-            Write::PutTenant { create: false, req } => write!(f, "update tenant {}", req.name),
-            Write::AddSegment { tenant, segment } => write!(f, "add segment {segment} of tenant {tenant}"),
-            Write::AddHost(h) => write!(f, "add host {} ({})", h.name, h.ip),
-            Write::SetTags { host, .. } => write!(f, "set tags of host {host}"),
-            Write::ApplyNetpol((ns, n), _) => write!(f, "apply networkpolicy {ns}/{n}"),
-            Write::PutPod(p) => write!(f, "put pod {}/{}", p.namespace, p.name),
-            Write::DeletePod((ns, n)) => write!(f, "delete pod {ns}/{n}"),
-            Write::DeleteNetpol((ns, n)) => write!(f, "delete networkpolicy {ns}/{n}"),
-            Write::Reclaim(e) => write!(f, "reclaim endpoint {e}"),
-            Write::DeleteTenant(t) => write!(f, "delete tenant {t}"),
-            Write::RemoveHost(h) => write!(f, "remove host {h}"),
-        }
-    }
-}
+use crate::state::{Actual, Desired, TenantActual, host_owned};
+pub use crate::write::{Write, vip_info};
 
 /// What the plan needs besides the two pictures.
 #[derive(Debug, Clone, Copy)]
@@ -258,6 +157,8 @@ pub fn plan(d: &Desired, a: &Actual, ctx: Ctx<'_>) -> Vec<Write> {
     }
     w.extend(pod_deletes);
     w.extend(deletes);
+    // VIPs after their tenants exist, before tenants go.
+    w.extend(crate::vip_plan::writes(&crate::vip_plan::requests(d, &foreign), a));
     for (e, since) in ctx.orphans {
         // Still registered, and its pod still gone (it may have come back since the orphans
         // were found).

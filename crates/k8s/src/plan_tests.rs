@@ -9,7 +9,7 @@ use serde_json::json;
 
 use super::*;
 use crate::map::{HostDesired, MANAGED_BY, MANAGER, NetpolDesired};
-use crate::state::{Actual, Desired, EndpointActual, TenantActual};
+use crate::state::{Actual, Desired, EndpointActual, Key, TenantActual};
 
 fn tags(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
     pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()

@@ -6,6 +6,7 @@ use std::collections::BTreeSet;
 
 use reqwest::Method;
 use romana_api::rest::{Credentials, HostRequest, SegmentRequest, TagsRequest};
+use romana_api::vip::VipInfo;
 use romana_client::{Client, ClientError};
 
 use crate::map::HostDesired;
@@ -64,9 +65,10 @@ impl Romanad {
 
     async fn read_once(&self) -> Result<Actual, ClientError> {
         let c = &self.client;
-        let (tenants, pods, hosts, netpols, endpoints) =
-            tokio::try_join!(c.tenants(), c.pods(), c.hosts(), c.netpols(), self.endpoints())?;
-        let mut a = Actual { endpoints, ..Actual::default() };
+        let (tenants, pods, hosts, netpols, endpoints, vips) =
+            tokio::try_join!(c.tenants(), c.pods(), c.hosts(), c.netpols(), self.endpoints(), c.vips())?;
+        let vips = vips.into_iter().map(|v| (v.address.clone(), v)).collect();
+        let mut a = Actual { endpoints, vips, ..Actual::default() };
         for t in tenants {
             let segments: BTreeSet<String> = t.segments.iter().map(|s| s.name.clone()).collect();
             let req = romana_api::rest::TenantRequest {
@@ -112,17 +114,24 @@ impl Romanad {
             .collect())
     }
 
-    pub async fn apply(&self, w: &Write) -> Result<(), WriteError> {
+    /// Performs one write; for a VIP's creation, the record romanad made (its address may have
+    /// been drawn).
+    pub async fn apply(&self, w: &Write) -> Result<Option<VipInfo>, WriteError> {
         match self.apply_once(w).await {
             Err(WriteError::Other(e)) if self.renewed(&e).await => self.apply_once(w).await,
             r => r,
         }
     }
 
-    async fn apply_once(&self, w: &Write) -> Result<(), WriteError> {
+    async fn apply_once(&self, w: &Write) -> Result<Option<VipInfo>, WriteError> {
         let c = &self.client;
         let refused = |e: ClientError| match e.status() {
             Some(400 | 422) => WriteError::Refused(e.to_string()),
+            _ => WriteError::Other(e),
+        };
+        // A VIP's address taken or out of the ranges (409) is the Service's to fix, like a 422.
+        let vip_refused = |e: ClientError| match e.status() {
+            Some(400 | 409 | 422) => WriteError::Refused(e.to_string()),
             _ => WriteError::Other(e),
         };
         match w {
@@ -198,7 +207,13 @@ impl Romanad {
             }
             Write::DeleteTenant(t) => absent_ok(c.delete_tenant(t).await)?,
             Write::RemoveHost(h) => absent_ok(c.remove_host(h).await.map(drop))?,
+            Write::CreateVip(r) => return Ok(Some(c.add_vip(r).await.map_err(vip_refused)?)),
+            Write::ReplaceVip(r) => {
+                absent_ok(c.delete_vip(&r.address).await.map(drop))?;
+                return Ok(Some(c.add_vip(r).await.map_err(vip_refused)?));
+            }
+            Write::DeleteVip(addr, _) => absent_ok(c.delete_vip(addr).await.map(drop))?,
         }
-        Ok(())
+        Ok(None)
     }
 }

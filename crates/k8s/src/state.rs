@@ -6,23 +6,26 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use romana_api::netpol::NetworkPolicy;
 use romana_api::rest::{PodInfo, TenantRequest};
+use romana_api::vip::VipInfo;
 
 use crate::map::{HostDesired, MANAGED_BY, MANAGER, NetpolDesired};
+use crate::svc::ServiceDesired;
 
 /// Namespace and name: pods and NetworkPolicies are keyed by both.
 pub type Key = (String, String);
 
-/// The four kinds the controller follows.
+/// The kinds the controller follows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Kind {
     Namespace,
     Pod,
     Node,
     NetworkPolicy,
+    Service,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 4] = [Kind::Namespace, Kind::Pod, Kind::Node, Kind::NetworkPolicy];
+    pub const ALL: [Kind; 5] = [Kind::Namespace, Kind::Pod, Kind::Node, Kind::NetworkPolicy, Kind::Service];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -30,6 +33,7 @@ impl Kind {
             Kind::Pod => "pod",
             Kind::Node => "node",
             Kind::NetworkPolicy => "networkpolicy",
+            Kind::Service => "service",
         }
     }
 }
@@ -41,6 +45,8 @@ pub enum Obj {
     Pod(PodInfo),
     Host(HostDesired),
     Netpol(Key, NetpolDesired),
+    /// A Service annotated `romana.io/vip` (or still carrying the controller's report).
+    Service(ServiceDesired),
 }
 
 /// What identifies an object of a kind, for deletions.
@@ -50,6 +56,7 @@ pub enum ObjKey {
     Pod(Key),
     Node(String),
     NetworkPolicy(Key),
+    Service(Key),
 }
 
 /// What the Kubernetes side wants romanad to hold.
@@ -59,6 +66,7 @@ pub struct Desired {
     pub pods: BTreeMap<Key, PodInfo>,
     pub hosts: BTreeMap<String, HostDesired>,
     pub netpols: BTreeMap<Key, NetpolDesired>,
+    pub services: BTreeMap<Key, ServiceDesired>,
 }
 
 impl Desired {
@@ -76,6 +84,9 @@ impl Desired {
             Obj::Netpol(k, n) => {
                 self.netpols.insert(k, n);
             }
+            Obj::Service(s) => {
+                self.services.insert(s.key.clone(), s);
+            }
         }
     }
 
@@ -85,6 +96,7 @@ impl Desired {
             ObjKey::Pod(k) => drop(self.pods.remove(k)),
             ObjKey::Node(n) => drop(self.hosts.remove(n)),
             ObjKey::NetworkPolicy(k) => drop(self.netpols.remove(k)),
+            ObjKey::Service(k) => drop(self.services.remove(k)),
         }
     }
 
@@ -96,6 +108,7 @@ impl Desired {
             Kind::Pod => self.pods = std::mem::take(&mut from.pods),
             Kind::Node => self.hosts = std::mem::take(&mut from.hosts),
             Kind::NetworkPolicy => self.netpols = std::mem::take(&mut from.netpols),
+            Kind::Service => self.services = std::mem::take(&mut from.services),
         }
     }
 
@@ -105,6 +118,7 @@ impl Desired {
             Kind::Pod => self.pods.len(),
             Kind::Node => self.hosts.len(),
             Kind::NetworkPolicy => self.netpols.len(),
+            Kind::Service => self.services.len(),
         }
     }
 }
@@ -150,6 +164,8 @@ pub struct Actual {
     pub netpols: BTreeMap<Key, NetworkPolicy>,
     /// By endpoint name (which is also its address name).
     pub endpoints: BTreeMap<String, EndpointActual>,
+    /// Every VIP, by address (the controller's carry the origin `k8s:<namespace>/<service>`).
+    pub vips: BTreeMap<String, VipInfo>,
 }
 
 /// Hosts owned by this controller carry the ownership tag.

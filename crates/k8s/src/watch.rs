@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use futures_util::StreamExt;
-use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::Api;
 use kube::runtime::{WatchStreamExt, watcher};
@@ -29,7 +29,7 @@ pub enum Event {
     RelistDone(Kind, Instant),
 }
 
-/// Starts the four watchers.
+/// Starts the watchers, one per kind.
 pub fn spawn_all(client: &Client, rack_label: String, tx: mpsc::Sender<Event>, metrics: Arc<Metrics>) {
     let m = metrics.clone();
     tokio::spawn(follow(
@@ -66,6 +66,14 @@ pub fn spawn_all(client: &Client, rack_label: String, tx: mpsc::Sender<Event>, m
             })
         },
         |n| Some(ObjKey::NetworkPolicy((n.metadata.namespace.clone()?, n.metadata.name.clone()?))),
+        tx.clone(),
+        metrics.clone(),
+    ));
+    tokio::spawn(follow(
+        Api::<Service>::all(client.clone()),
+        Kind::Service,
+        |s| crate::svc::service(s).map(|s| s.map(Obj::Service)),
+        |s| Some(ObjKey::Service((s.metadata.namespace.clone()?, s.metadata.name.clone()?))),
         tx,
         metrics,
     ));

@@ -289,7 +289,22 @@ async fn every_api_call_is_in_print_permissions() {
         "metadata": {"name": "bad", "namespace": "n1"},
         "spec": {"podSelector": {}, "ingress": [{"ports": [{"protocol": "ICMP"}]}]}});
     put("networking.k8s.io/v1", "networkpolicies", bad);
+    // A LoadBalancer Service with a VIP: its outcome is patched on, status included.
+    c.set_vip_config(&romana_api::vip::VipConfig { ranges: vec!["198.51.100.0/28".into()] })
+        .await
+        .expect("ranges");
+    put(
+        "v1",
+        "services",
+        json!({"apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "s", "namespace": "n1", "annotations": {"romana.io/vip": "auto"}},
+        "spec": {"type": "LoadBalancer", "selector": {"app": "s"}, "ports": [{"port": 80}]}}),
+    );
     eventually("pod record n1/p", 30, || async { c.pod("n1", "p").await.ok() }).await;
+    eventually("the Service's LoadBalancer status", 30, || async {
+        env.api.requests().iter().any(|r| r.resource == "services/status" && r.verb == "patch").then_some(())
+    })
+    .await;
     eventually("the Event of the refused policy", 30, || async {
         env.api.requests().iter().any(|r| r.resource == "events" && r.verb == "create").then_some(())
     })

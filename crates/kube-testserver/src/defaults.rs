@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 /// - Namespace: label `kubernetes.io/metadata.name` = name, `spec.finalizers: [kubernetes]`,
 ///   `status.phase: Active`;
 /// - Pod: container port `protocol: TCP`, `status.phase: Pending` when there is no status;
+/// - Service: `crate::services::defaults`;
 /// - NetworkPolicy: `policyTypes` = `[Ingress]` plus `Egress` when `spec.egress` is non-empty,
 ///   port `protocol: TCP`.
 pub fn apply(rt: &ResourceType, obj: &mut Value) {
@@ -52,6 +53,7 @@ pub fn apply(rt: &ResourceType, obj: &mut Value) {
                 }
             }
         }
+        "Service" => crate::services::defaults(obj),
         _ => {}
     }
 }

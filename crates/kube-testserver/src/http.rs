@@ -41,6 +41,8 @@ struct Target {
     res: usize,
     ns: Option<String>,
     name: Option<String>,
+    /// The object's `status` subresource (`.../{name}/status`).
+    status: bool,
 }
 
 /// Parses `/api/v1/...` and `/apis/{group}/{version}/...` resource paths.
@@ -53,12 +55,17 @@ fn parse_target(path: &str) -> Result<Target, ApiError> {
     };
     let lookup = |r: &str| resources::find(group, version, r).ok_or_else(ApiError::no_route);
     let t = match rest {
-        [r] => Target { res: lookup(r)?, ns: None, name: None },
-        ["namespaces", ns, r] => Target { res: lookup(r)?, ns: Some(ns.to_string()), name: None },
-        ["namespaces", ns, r, name] => {
-            Target { res: lookup(r)?, ns: Some(ns.to_string()), name: Some(name.to_string()) }
+        [r] => Target { res: lookup(r)?, ns: None, name: None, status: false },
+        ["namespaces", ns, r] => {
+            Target { res: lookup(r)?, ns: Some(ns.to_string()), name: None, status: false }
         }
-        [r, name] => Target { res: lookup(r)?, ns: None, name: Some(name.to_string()) },
+        ["namespaces", ns, r, name] => {
+            Target { res: lookup(r)?, ns: Some(ns.to_string()), name: Some(name.to_string()), status: false }
+        }
+        ["namespaces", ns, r, name, "status"] if RESOURCES[lookup(r)?].status_subresource => {
+            Target { res: lookup(r)?, ns: Some(ns.to_string()), name: Some(name.to_string()), status: true }
+        }
+        [r, name] => Target { res: lookup(r)?, ns: None, name: Some(name.to_string()), status: false },
         _ => return Err(ApiError::no_route()),
     };
     let rt = &RESOURCES[t.res];
@@ -126,10 +133,14 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
     let method = req.method().clone();
     let verb = verb(&method, &target, &q);
     let rt = &RESOURCES[target.res];
+    if target.status && !matches!(verb, "get" | "update" | "patch") {
+        return error(&ApiError::method_not_allowed(method.as_str(), &path));
+    }
     shared.record(ApiRequest {
         verb: verb.to_string(),
         group: rt.group.to_string(),
-        resource: rt.resource.to_string(),
+        // RBAC names a subresource `resource/subresource`.
+        resource: if target.status { format!("{}/status", rt.resource) } else { rt.resource.to_string() },
         namespace: target.ns.clone(),
     });
     let content_type =
@@ -318,6 +329,9 @@ fn create(shared: &Shared, t: &Target, body: &Bytes) -> Result<Value, ApiError> 
 
 fn update(shared: &Shared, t: &Target, body: &Bytes) -> Result<Value, ApiError> {
     let obj = parse_json(body)?;
+    if t.status {
+        return shared.mutate(|s| s.replace_status(&key(t), obj)).map(|o| (*o).clone());
+    }
     shared.mutate(|s| s.replace(&key(t), obj)).map(|o| (*o).clone())
 }
 
@@ -340,13 +354,13 @@ fn patch(shared: &Shared, t: &Target, content_type: &str, body: &Bytes) -> Resul
                     if patched["metadata"]["resourceVersion"] == current["metadata"]["resourceVersion"] {
                         patched["metadata"]["resourceVersion"] = json!("");
                     }
-                    s.replace(&k, patched)
+                    if t.status { s.replace_status(&k, patched) } else { s.replace(&k, patched) }
                 })
                 .map(|o| (*o).clone());
         }
         other => return Err(ApiError::unsupported_media(other)),
     };
-    shared.mutate(|s| s.patch(&key(t), &p)).map(|o| (*o).clone())
+    shared.mutate(|s| s.patch(&key(t), &p, t.status)).map(|o| (*o).clone())
 }
 
 fn preconditions(body: &Bytes) -> Result<Preconditions, ApiError> {
@@ -408,6 +422,9 @@ mod tests {
         assert_eq!(t("/api/v1/pods/p"), Err(404));
         assert_eq!(t("/api/v1/namespaces/a/nodes"), Err(404));
         assert_eq!(t("/api/v1/namespaces/a/pods/p/status"), Err(404));
+        let st = parse_target("/api/v1/namespaces/a/services/s/status")
+            .map(|t| (RESOURCES[t.res].resource, t.status));
+        assert_eq!(st.map_err(|e| e.code), Ok(("services", true)));
         assert_eq!(t("/apis/apps/v1/deployments"), Err(404));
     }
 

@@ -1,5 +1,6 @@
 //! A Kubernetes API server for tests: discovery, list/watch, create/replace/patch/delete of
-//! generic JSON objects for namespaces, pods, nodes, events, networkpolicies and leases,
+//! generic JSON objects for namespaces, pods, nodes, services (with their status subresource),
+//! events, networkpolicies and leases,
 //! following the documented API contract; knows nothing of Romana.
 //!
 //! Simplifications versus a real kube-apiserver are listed in ARCHITECTURE.md
@@ -13,6 +14,7 @@ mod patch;
 mod resources;
 mod selector;
 mod server;
+mod services;
 mod shared;
 mod status;
 mod store;

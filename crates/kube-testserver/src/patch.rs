@@ -25,13 +25,21 @@ pub fn merge_patch(target: &Value, patch: &Value) -> Value {
 }
 
 /// Strategic merge patch directives carry no meaning for a plain merge; kubectl sends
-/// `$setElementOrder/...` keys next to lists it changes. They are dropped before merging.
+/// `$setElementOrder/...` keys next to lists it changes, and `{"$patch": "delete", <key>}`
+/// elements for the list items it removes. They are dropped before merging (the list the patch
+/// carries replaces the stored one, so a removed item is gone either way).
 pub fn strip_directives(patch: &Value) -> Value {
     match patch {
         Value::Object(m) => Value::Object(
             m.iter()
                 .filter(|(k, _)| !k.starts_with('$'))
                 .map(|(k, v)| (k.clone(), strip_directives(v)))
+                .collect(),
+        ),
+        Value::Array(a) => Value::Array(
+            a.iter()
+                .filter(|e| e.get("$patch") != Some(&Value::from("delete")))
+                .map(strip_directives)
                 .collect(),
         ),
         other => other.clone(),
@@ -68,5 +76,7 @@ mod tests {
     fn directives_dropped() {
         let p = json!({"metadata": {"labels": {"a": "1"}}, "spec": {"$setElementOrder/ports": [{"port": 1}], "x": 1}});
         assert_eq!(strip_directives(&p), json!({"metadata": {"labels": {"a": "1"}}, "spec": {"x": 1}}));
+        let p = json!({"spec": {"ports": [{"port": 443}, {"$patch": "delete", "port": 80}]}});
+        assert_eq!(strip_directives(&p), json!({"spec": {"ports": [{"port": 443}]}}));
     }
 }

@@ -21,13 +21,16 @@ pub struct ResourceType {
     /// Field selector labels the real server accepts beyond `metadata.name` and
     /// `metadata.namespace`.
     pub field_labels: &'static [&'static str],
+    /// Whether `status` is a subresource (`.../{name}/status`): writes to the object keep the
+    /// stored status, writes to `/status` change only the status.
+    pub status_subresource: bool,
 }
 
-/// Verbs every served resource supports (there are no subresources).
+/// Verbs every served resource supports (a `status` subresource has get, update and patch).
 pub const VERBS: &[&str] =
     &["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"];
 
-/// Every resource type served. Core `events` and `events.k8s.io` `events` are separate stores
+/// Every resource type served (`services/status` is served as the Services' subresource). Core `events` and `events.k8s.io` `events` are separate stores
 /// here (the real server stores both in one).
 pub const RESOURCES: &[ResourceType] = &[
     ResourceType {
@@ -40,6 +43,7 @@ pub const RESOURCES: &[ResourceType] = &[
         short_names: &["ns"],
         generation: false,
         field_labels: &["status.phase"],
+        status_subresource: false,
     },
     ResourceType {
         group: "",
@@ -60,6 +64,7 @@ pub const RESOURCES: &[ResourceType] = &[
             "status.podIP",
             "status.nominatedNodeName",
         ],
+        status_subresource: false,
     },
     ResourceType {
         group: "",
@@ -71,6 +76,19 @@ pub const RESOURCES: &[ResourceType] = &[
         short_names: &["no"],
         generation: false,
         field_labels: &["spec.unschedulable"],
+        status_subresource: false,
+    },
+    ResourceType {
+        group: "",
+        version: "v1",
+        resource: "services",
+        singular: "service",
+        kind: "Service",
+        namespaced: true,
+        short_names: &["svc"],
+        generation: false,
+        field_labels: &[],
+        status_subresource: true,
     },
     ResourceType {
         group: "",
@@ -94,6 +112,7 @@ pub const RESOURCES: &[ResourceType] = &[
             "source",
             "type",
         ],
+        status_subresource: false,
     },
     ResourceType {
         group: "networking.k8s.io",
@@ -105,6 +124,7 @@ pub const RESOURCES: &[ResourceType] = &[
         short_names: &["netpol"],
         generation: true,
         field_labels: &[],
+        status_subresource: false,
     },
     ResourceType {
         group: "coordination.k8s.io",
@@ -116,6 +136,7 @@ pub const RESOURCES: &[ResourceType] = &[
         short_names: &[],
         generation: false,
         field_labels: &[],
+        status_subresource: false,
     },
     ResourceType {
         group: "events.k8s.io",
@@ -127,6 +148,7 @@ pub const RESOURCES: &[ResourceType] = &[
         short_names: &["ev"],
         generation: false,
         field_labels: &["regarding.kind", "regarding.namespace", "regarding.name", "reason", "type"],
+        status_subresource: false,
     },
 ];
 
@@ -218,7 +240,7 @@ pub fn group(group: &str) -> Option<Value> {
 
 /// `GET /api/v1` or `/apis/{group}/{version}`: APIResourceList, or None when not served.
 pub fn resource_list(group: &str, version: &str) -> Option<Value> {
-    let resources: Vec<Value> = RESOURCES
+    let mut resources: Vec<Value> = RESOURCES
         .iter()
         .filter(|r| r.group == group && r.version == version)
         .map(|r| {
@@ -229,12 +251,18 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
             if !r.short_names.is_empty() {
                 doc["shortNames"] = json!(r.short_names);
             }
-            if r.resource == "pods" {
+            if r.resource == "pods" || r.resource == "services" {
                 doc["categories"] = json!(["all"]);
             }
             doc
         })
         .collect();
+    for r in RESOURCES.iter().filter(|r| r.group == group && r.version == version && r.status_subresource) {
+        resources.push(json!({
+            "name": format!("{}/status", r.resource), "singularName": "", "namespaced": r.namespaced,
+            "kind": r.kind, "verbs": ["get", "patch", "update"],
+        }));
+    }
     if resources.is_empty() {
         return None;
     }

@@ -2,10 +2,10 @@
 //! and the event history that watches and paginated lists read. Pure: time, UIDs and name
 //! suffixes come in as a `Stamp`; no I/O, no locks.
 
-use crate::defaults;
 use crate::patch::merge_patch;
 use crate::resources::{NAMESPACES, RESOURCES, ResourceType};
 use crate::status::ApiError;
+use crate::{defaults, services};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
@@ -207,7 +207,22 @@ impl Store {
         if let Some(m) = m.as_object_mut() {
             m.remove("deletionTimestamp");
         }
+        // A create sets no status where status is a subresource (the real strategies clear it).
+        if t.status_subresource
+            && let Some(o) = body.as_object_mut()
+        {
+            o.remove("status");
+        }
         defaults::apply(t, &mut body);
+        if t.kind == "Service" {
+            let used = self
+                .objects
+                .iter()
+                .filter(|(k, _)| k.res == res)
+                .filter_map(|(_, o)| services::cluster_ip(o));
+            services::allocate(&mut body, &used.collect())?;
+            services::validate(&body)?;
+        }
         let obj = Arc::new(body);
         self.record(key, EventType::Added, obj.clone(), None);
         Ok(obj)
@@ -216,8 +231,29 @@ impl Store {
     /// PUT: replaces the object; 404 when absent, 409 Conflict when the body's
     /// `metadata.resourceVersion` is set and not the current one. An update that changes
     /// nothing keeps the resourceVersion and makes no event, as the real server does.
-    pub fn replace(&mut self, key: &Key, mut body: Value) -> Result<Obj, ApiError> {
+    pub fn replace(&mut self, key: &Key, body: Value) -> Result<Obj, ApiError> {
+        self.write(key, body, false)
+    }
+
+    /// PUT on `/status`: only the status changes (the rest is kept as stored; a
+    /// `metadata.resourceVersion` in the body is a precondition).
+    pub fn replace_status(&mut self, key: &Key, body: Value) -> Result<Obj, ApiError> {
+        self.write(key, body, true)
+    }
+
+    fn write(&mut self, key: &Key, mut body: Value, status: bool) -> Result<Obj, ApiError> {
         let t = rt(key.res);
+        if status && !body.is_object() {
+            return Err(ApiError::bad_request(format!("the body of a {} must be a JSON object", t.kind)));
+        }
+        if status {
+            // Everything but the status (and the precondition) comes from the stored object.
+            let old = self.get(key)?;
+            let mut whole = (*old).clone();
+            whole["status"] = body["status"].take();
+            whole["metadata"]["resourceVersion"] = body["metadata"]["resourceVersion"].take();
+            body = whole;
+        }
         Self::check_body(key.res, &key.ns, &mut body)?;
         let name = meta_str(&body, "name");
         if name != key.name {
@@ -249,8 +285,15 @@ impl Store {
         for field in ["uid", "creationTimestamp", "resourceVersion"] {
             body["metadata"][field] = old["metadata"][field].clone();
         }
+        if t.status_subresource && !status {
+            body["status"] = old["status"].clone();
+        }
         // Defaults first: the spec is compared as stored, as the real server compares after defaulting.
         defaults::apply(t, &mut body);
+        if t.kind == "Service" {
+            services::carry(&old, &mut body)?;
+            services::validate(&body)?;
+        }
         if t.generation {
             let g = old["metadata"]["generation"].as_i64().unwrap_or(1);
             body["metadata"]["generation"] = json!(if body["spec"] != old["spec"] { g + 1 } else { g });
@@ -267,7 +310,7 @@ impl Store {
 
     /// PATCH with a JSON merge patch: the patched object goes through `replace`, so a
     /// `metadata.resourceVersion` in the patch is a precondition.
-    pub fn patch(&mut self, key: &Key, patch: &Value) -> Result<Obj, ApiError> {
+    pub fn patch(&mut self, key: &Key, patch: &Value, status: bool) -> Result<Obj, ApiError> {
         let old = self.get(key)?;
         if !patch.is_object() {
             return Err(ApiError::bad_request(format!("a merge patch must be a JSON object, got {patch}")));
@@ -277,7 +320,7 @@ impl Store {
         if patch["metadata"]["resourceVersion"].is_null() {
             patched["metadata"]["resourceVersion"] = json!("");
         }
-        self.replace(key, patched)
+        self.write(key, patched, status)
     }
 
     /// DELETE: removes the object now (no graceful deletion or finalizers); deleting a

@@ -56,7 +56,7 @@ fn past_state_plus_events_is_present_state() {
                 json!({"metadata": {"name": name, "labels": {"l": label}}, "spec": {}}),
                 &stamp(i),
             ),
-            2 => s.patch(&key, &json!({"metadata": {"labels": {"l": label}}})),
+            2 => s.patch(&key, &json!({"metadata": {"labels": {"l": label}}}), false),
             _ => s.delete(&key, &Preconditions::default()),
         };
         if next() % 50 == 0 {

@@ -410,3 +410,64 @@ fn kubectl_apply_annotate_and_list_documents() {
     assert!(k.server.get_object("v1", "namespaces", None, "y").is_none());
     assert!(k.server.get_object("v1", "namespaces", None, "x").is_some());
 }
+
+fn service(ns: &str, name: &str, port: u32, extra: Value) -> Value {
+    let mut s = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": ns},
+        "spec": {"type": "LoadBalancer", "selector": {"app": name}, "ports": [{"name": "http", "port": port}]}});
+    if let (Some(o), Some(e)) = (s.as_object_mut(), extra.as_object()) {
+        o.extend(e.clone());
+    }
+    s
+}
+
+/// Services as the real server keeps them: defaults and a cluster IP on create, kept across
+/// `kubectl apply`; `status` only through the subresource (a status patch leaves the spec, an
+/// apply carrying a status leaves the status); bad ports and a changed cluster IP are 422.
+#[test]
+fn kubectl_services_and_their_status() {
+    let Some(k) = kube("kapi-svc") else { return };
+    k.file(&["create"], "ns.json", &namespace("s", json!({})));
+    k.file(&["apply"], "svc.json", &service("s", "web", 80, json!({})));
+    let v = k.get_json(&["-n", "s", "service", "web"]);
+    let ip = v["spec"]["clusterIP"].as_str().unwrap_or("").to_string();
+    assert!(ip.starts_with("10.96."), "{v}");
+    assert_eq!(
+        v["spec"]["ports"][0],
+        json!({"name": "http", "port": 80, "protocol": "TCP", "targetPort": 80})
+    );
+    assert_eq!(v["status"], json!({"loadBalancer": {}}));
+    // A status patch through the subresource: the status changes, the spec it also names does not.
+    let patch = r#"{"spec": {"type": "ClusterIP"}, "status": {"loadBalancer": {"ingress": [{"ip": "198.51.100.1"}]}}}"#;
+    k.ok(&["-n", "s", "patch", "service", "web", "--subresource=status", "--type=merge", "-p", patch]);
+    // An apply that changes the port and carries a status: the port changes, the status stays.
+    let status = json!({"status": {"loadBalancer": {"ingress": [{"ip": "203.0.113.9"}]}}});
+    k.file(&["apply"], "svc.json", &service("s", "web", 81, status));
+    let v = k.get_json(&["-n", "s", "service", "web"]);
+    assert_eq!(v["spec"]["clusterIP"], ip.as_str());
+    assert_eq!(v["spec"]["type"], "LoadBalancer");
+    assert_eq!(v["spec"]["ports"].as_array().map(Vec::len), Some(1));
+    assert_eq!(v["spec"]["ports"][0]["port"], 81);
+    assert_eq!(v["status"]["loadBalancer"]["ingress"], json!([{"ip": "198.51.100.1"}]));
+    // A second Service gets another cluster IP.
+    k.file(&["create"], "db.json", &service("s", "db", 5432, json!({})));
+    let db = k.get_json(&["-n", "s", "service", "db"]);
+    assert!(db["spec"]["clusterIP"].as_str().is_some_and(|d| d != ip), "{db}");
+    // Refused: a port out of range, a changed cluster IP.
+    k.file(&["delete"], "db.json", &service("s", "db", 5432, json!({})));
+    let path = k.dir.path().join("bad.json");
+    std::fs::write(&path, service("s", "bad", 70000, json!({})).to_string()).expect("write");
+    let (ok, _, err) = k.run(&["create", "--validate=false", "-f", path.to_str().expect("utf-8")]);
+    assert!(!ok && err.contains("spec.ports[0].port: Invalid value: 70000"), "{err}");
+    let (ok, _, err) = k.run(&[
+        "-n",
+        "s",
+        "patch",
+        "service",
+        "web",
+        "--type=merge",
+        "-p",
+        r#"{"spec": {"clusterIP": "10.96.9.9"}}"#,
+    ]);
+    assert!(!ok && err.contains("may not change"), "{err}");
+    assert!(k.server.requests().iter().any(|r| r.verb == "patch" && r.resource == "services/status"));
+}

@@ -147,7 +147,13 @@ async fn create(
     for port in &mut ports {
         port.protocol = port.protocol.to_ascii_uppercase();
     }
-    let origin = if p.is_admin() { "api".to_owned() } else { format!("api:{}", p.name) };
+    let origin = if !req.origin.is_empty() {
+        req.origin.clone()
+    } else if p.is_admin() {
+        "api".to_owned()
+    } else {
+        format!("api:{}", p.name)
+    };
     let v = VipInfo {
         address: address.clone(),
         service: req.service,

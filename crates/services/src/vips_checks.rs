@@ -44,6 +44,12 @@ pub fn request_problems(r: &VipRequest) -> Vec<String> {
             out.push(format!("ports[{i}].port: must be above 0"));
         }
     }
+    if !r.origin.is_empty() && r.origin != format!("k8s:{}/{}", r.tenant, r.service) {
+        out.push(format!(
+            "origin: {:?} is not k8s:{}/{} (the only origin a request may name)",
+            r.origin, r.tenant, r.service
+        ));
+    }
     let mut seen = BTreeSet::new();
     for p in &r.ports {
         if !seen.insert((p.protocol.to_ascii_uppercase(), p.port)) {
@@ -176,6 +182,12 @@ mod tests {
     fn requests_and_ranges() {
         let mut req = VipRequest { service: "web".into(), tenant: "red".into(), ..VipRequest::default() };
         assert!(request_problems(&req).is_empty());
+        // The controller's mark names exactly the request's tenant and service.
+        req.origin = "k8s:red/web".into();
+        assert!(request_problems(&req).is_empty());
+        req.origin = "k8s:blue/web".into();
+        assert!(request_problems(&req).iter().any(|p| p.starts_with("origin: \"k8s:blue/web\"")));
+        req.origin.clear();
         req.service = "Web_1".into();
         req.tenant.clear();
         req.ports = vec![
