@@ -145,6 +145,7 @@
       return;
     }
     S.privileged = S.who.roles.includes("admin") || S.who.roles.includes("service");
+    document.body.classList.toggle("tenant-only", !S.privileged);
     $("login-view").hidden = true;
     $("app-view").hidden = false;
     $("logout").hidden = false;
@@ -397,8 +398,8 @@
       el("p", {}, "Selected by: ", el("span", { id: "reach-policies" }, pols.length ? pols.join(", ") : "no policy")),
       el("div", { id: "reach-ingress" }, reachTable("Ingress: who can open connections to it", r.ingress)),
       el("div", { id: "reach-egress" }, reachTable("Egress: what it can open connections to", r.egress)),
-      (r.problems || []).length ? el("p", { class: "error" }, `Left out: ${r.problems.join("; ")}`) : null,
     );
+    if ((r.problems || []).length) out.append(el("p", { class: "error" }, `Left out: ${r.problems.join("; ")}`));
   }
 
   // ---- live updates ----
