@@ -406,6 +406,10 @@
   // Admin and service users follow GET /watch (NDJSON over fetch, which can send the token, unlike
   // EventSource); each change schedules one reload of the whole picture. Tenant users may not
   // watch (the watch cannot filter by tenant yet), so their page polls.
+  // The key prefixes behind what the page shows; romanad's own bookkeeping (leader leases,
+  // counters, fences, registrations) changes often and shows nothing.
+  const SHOWN = ["ipam/", "liveness/", "endpoints/", "policies/", "netpols/", "routes/", "tenants/", "segments/"];
+
   function scheduleRefresh() {
     if (S.refreshTimer) return;
     S.refreshTimer = setTimeout(async () => {
@@ -469,7 +473,7 @@
             setLive("live", true);
           } else if (ev.kind === "put" || ev.kind === "delete") {
             S.revision = Math.max(S.revision, ev.revision);
-            if (synced && !ev.key.startsWith("leader/") && !ev.key.startsWith("counters/")) scheduleRefresh();
+            if (synced && SHOWN.some((p) => ev.key.startsWith(p))) scheduleRefresh();
           } else if (ev.kind === "error") {
             throw new Error(String(ev.value));
           }
