@@ -18,6 +18,8 @@ PACKAGES=(ca-certificates gcc pkg-config etcd-server protobuf-compiler libprotob
     containernetworking-plugins busybox-static containerd runc podman catatonit clang libbpf-dev linux-libc-dev bird2)
 # python3, python3-venv: scripts/test-openstack.sh (the OpenStack drivers' venv with neutron from PyPI).
 PACKAGES+=(python3 python3-venv)
+# chromium: the web view's browser test (crates/romanad/tests/ui.rs drives it headless over DevTools).
+PACKAGES+=(chromium)
 
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -145,6 +145,7 @@
       return;
     }
     S.privileged = S.who.roles.includes("admin") || S.who.roles.includes("service");
+    document.body.classList.toggle("tenant-only", !S.privileged);
     $("login-view").hidden = true;
     $("app-view").hidden = false;
     $("logout").hidden = false;
@@ -397,14 +398,18 @@
       el("p", {}, "Selected by: ", el("span", { id: "reach-policies" }, pols.length ? pols.join(", ") : "no policy")),
       el("div", { id: "reach-ingress" }, reachTable("Ingress: who can open connections to it", r.ingress)),
       el("div", { id: "reach-egress" }, reachTable("Egress: what it can open connections to", r.egress)),
-      (r.problems || []).length ? el("p", { class: "error" }, `Left out: ${r.problems.join("; ")}`) : null,
     );
+    if ((r.problems || []).length) out.append(el("p", { class: "error" }, `Left out: ${r.problems.join("; ")}`));
   }
 
   // ---- live updates ----
   // Admin and service users follow GET /watch (NDJSON over fetch, which can send the token, unlike
   // EventSource); each change schedules one reload of the whole picture. Tenant users may not
   // watch (the watch cannot filter by tenant yet), so their page polls.
+  // The key prefixes behind what the page shows; romanad's own bookkeeping (leader leases,
+  // counters, fences, registrations) changes often and shows nothing.
+  const SHOWN = ["ipam/", "liveness/", "endpoints/", "policies/", "netpols/", "routes/", "tenants/", "segments/"];
+
   function scheduleRefresh() {
     if (S.refreshTimer) return;
     S.refreshTimer = setTimeout(async () => {
@@ -468,7 +473,7 @@
             setLive("live", true);
           } else if (ev.kind === "put" || ev.kind === "delete") {
             S.revision = Math.max(S.revision, ev.revision);
-            if (synced && !ev.key.startsWith("leader/") && !ev.key.startsWith("counters/")) scheduleRefresh();
+            if (synced && SHOWN.some((p) => ev.key.startsWith(p))) scheduleRefresh();
           } else if (ev.kind === "error") {
             throw new Error(String(ev.value));
           }
