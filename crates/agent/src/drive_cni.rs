@@ -88,6 +88,13 @@ pub async fn run<R: Romanad, P: Plumbing, E: Enforcer>(
                     let r = ports.plumbing.detach(&link).await.map_err(|e| PlumbFailure::from(&e));
                     ("plumb", CniEvent::Unplumbed(r))
                 }
+                CniAction::Unregister(name) => {
+                    let r = ports.romanad.delete_endpoint(&name).await.map_err(|e| Refused::from(&e));
+                    if let (Ok(()), Some(enforcer)) = (&r, ports.enforcer) {
+                        enforcer.forget(&name).await;
+                    }
+                    ("unregister", CniEvent::Unregistered(r))
+                }
                 CniAction::Release(name) => {
                     let r = ports.romanad.release(&name).await.map(|_| ()).map_err(|e| Refused::from(&e));
                     ("release", CniEvent::Released(r))

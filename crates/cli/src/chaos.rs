@@ -6,6 +6,7 @@
 //! Everything it started is torn down, also on failure and Ctrl-C (guards).
 
 use std::collections::BTreeMap;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -241,6 +242,10 @@ async fn scenario(
     let max_pods = o.pods_per_host * layout.hosts.len();
     let mut last_login = Instant::now();
     let mut add_ms: Vec<u128> = Vec::new();
+    // Every operation with its answer, for finding what a violation came from.
+    let ops_log = work.join("ops.log");
+    let mut log =
+        std::fs::File::create(&ops_log).with_context(|| format!("creating {}", ops_log.display()))?;
     while started.elapsed() < Duration::from_secs(o.duration) {
         relogin(&c, &plane, &mut last_login).await;
         let op = model.next_op(&mut rng, layout.hosts.len(), max_pods);
@@ -250,9 +255,15 @@ async fn scenario(
             add_ms.push(sent.elapsed().as_millis());
         }
         count(&mut ops, &op, r.is_ok());
+        let at = started.elapsed().as_secs_f64();
         if let Err(e) = &r {
-            println!("[{:7.1}s] {} failed: {e:#}", started.elapsed().as_secs_f64(), describe(&op));
+            println!("[{at:7.1}s] {} failed: {e:#}", describe(&op));
         }
+        let answer = match &r {
+            Ok(ip) => format!("ok {}", ip.as_deref().unwrap_or("")),
+            Err(e) => format!("failed: {e:#}"),
+        };
+        let _ = writeln!(log, "[{at:7.1}s] {} {answer}", describe(&op));
         model.outcome(&op, r.is_ok(), r.ok().flatten());
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -305,10 +316,25 @@ async fn scenario(
         pct(1.0)
     );
     print_report(&ops, &kills, converged, bound, &model, &violations);
+    if !violations.is_empty() {
+        keep_agent_logs(&sb_dir, work);
+    }
     crate::sandbox::down(&state_dir, &name, Some(&c)).await?;
     guard.armed = false;
     drop(plane);
     Ok(violations.is_empty())
+}
+
+/// `down` removes the sandbox's directory; after a violation its agents' logs are worth keeping.
+fn keep_agent_logs(sb_dir: &Path, work: &Path) {
+    let keep = work.join("agent-logs");
+    let _ = std::fs::create_dir_all(&keep);
+    for e in std::fs::read_dir(sb_dir).into_iter().flatten().flatten() {
+        if e.path().extension().is_some_and(|x| x == "log") {
+            let _ = std::fs::copy(e.path(), keep.join(e.file_name()));
+        }
+    }
+    println!("agents' logs kept in {}, operations in {}", keep.display(), work.join("ops.log").display());
 }
 
 /// Tokens last 15 minutes; a long run logs in again every 10 (only on a plane of its own: a

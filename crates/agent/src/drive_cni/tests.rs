@@ -45,6 +45,8 @@ struct Script {
     plumb_fails: bool,
     /// The address is already released (DEL twice).
     released: bool,
+    /// Status of a refused deletion of the endpoint's record.
+    unregister_refused: Option<u16>,
 }
 
 struct Fake {
@@ -143,7 +145,10 @@ impl Romanad for Fake {
     }
     fn delete_endpoint<'a>(&'a self, name: &'a str) -> BoxFut<'a, Result<(), ClientError>> {
         self.note(format!("delete endpoint {name}"));
-        ready(Ok(()))
+        ready(match self.script.unregister_refused {
+            Some(s) => Err(api(s)),
+            None => Ok(()),
+        })
     }
 }
 
@@ -333,4 +338,8 @@ fn del_unplumbs_forgets_and_releases_and_is_idempotent() {
     check_del("first", Script::default(), &calls, 0);
     // DEL twice: the link and the address are gone already, still success.
     check_del("second", Script { released: true, ..Script::default() }, &calls, 0);
+    // romanad cannot delete the record (a replica or etcd member dying): DEL fails with nothing
+    // released and the record not taken out of the table, so the runtime's retry finds both.
+    let s = Script { unregister_refused: Some(503), ..Script::default() };
+    check_del("record kept", s, &["detach romana3bfe94942", FORGET[0]], code::TRY_AGAIN_LATER);
 }

@@ -104,6 +104,8 @@ pub enum CniEvent {
     Plumbed(Result<Attachment, PlumbFailure>),
     /// DEL's unplumbing (`true`: a link was removed).
     Unplumbed(Result<bool, PlumbFailure>),
+    /// DEL's deletion of the endpoint's record (one already gone counts as deleted).
+    Unregistered(Result<(), Refused>),
     /// DEL's release of the address.
     Released(Result<(), Refused>),
 }
@@ -133,6 +135,10 @@ pub enum CniAction {
     Unplumb(LinkName),
     /// Best effort, unanswered: delete the endpoint's record and take it out of the table.
     Forget(String),
+    /// DEL's: delete the endpoint's record, answered by `Unregistered`; once it is gone, take it
+    /// out of the table. Not best effort: a record left behind keeps the address in every
+    /// host's policies (for the next pod that gets it) and in no one's care.
+    Unregister(String),
     /// Best effort, unanswered (a failed ADD's rollback).
     ReleaseQuietly(String),
     /// DEL's release, answered by `Released`.
@@ -371,7 +377,7 @@ impl Add {
             // Nothing half-made stays: the endpoint and its address go (attach removed its
             // links).
             CniEvent::Plumbed(Err(f)) => self.rollback(fail(f.code, "plumbing the endpoint", f.text)),
-            CniEvent::Unplumbed(_) | CniEvent::Released(_) => vec![],
+            CniEvent::Unplumbed(_) | CniEvent::Unregistered(_) | CniEvent::Released(_) => vec![],
         }
     }
 }
@@ -399,13 +405,14 @@ impl Del {
             CniEvent::Unplumbed(Err(f)) => {
                 vec![CniAction::Answer(Err(fail(f.code, "removing the endpoint", f.text)))]
             }
-            CniEvent::Unplumbed(Ok(_)) => {
-                let mut out = vec![];
-                if self.policy {
-                    out.push(CniAction::Forget(self.name.clone()));
-                }
-                out.push(CniAction::Release(self.name.clone()));
-                out
+            CniEvent::Unplumbed(Ok(_)) if self.policy => vec![CniAction::Unregister(self.name.clone())],
+            CniEvent::Unplumbed(Ok(_)) => vec![CniAction::Release(self.name.clone())],
+            // The record must be gone before DEL succeeds (romanad down or refusing: the runtime
+            // tries DEL again); the address goes after it, as on every path.
+            CniEvent::Unregistered(Ok(())) => vec![CniAction::Release(self.name.clone())],
+            CniEvent::Unregistered(Err(r)) if r.not_found() => vec![CniAction::Release(self.name.clone())],
+            CniEvent::Unregistered(Err(r)) => {
+                vec![CniAction::Answer(Err(r.answer("deleting the endpoint record")))]
             }
             // DEL of something already gone is success.
             CniEvent::Released(Ok(())) => vec![CniAction::Answer(Ok(Answer::Deleted))],

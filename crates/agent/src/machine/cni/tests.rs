@@ -52,6 +52,7 @@ fn word(a: &CniAction) -> String {
         CniAction::Plumb(_) => "plumb".into(),
         CniAction::Unplumb(_) => "unplumb".into(),
         CniAction::Forget(_) => "forget".into(),
+        CniAction::Unregister(_) => "unregister".into(),
         CniAction::ReleaseQuietly(_) => "release-quietly".into(),
         CniAction::Release(_) => "release".into(),
         CniAction::Answer(Ok(_)) => "ok".into(),
@@ -174,7 +175,13 @@ fn del_decisions() {
     let words = |flow: &mut Del, ev| flow.step(ev).iter().map(word).collect::<Vec<_>>().join(", ");
     let mut flow = Del::new(req.clone(), true);
     assert_eq!(words(&mut flow, CniEvent::Start { netns_exists: true }), "unplumb");
-    assert_eq!(words(&mut flow, CniEvent::Unplumbed(Ok(false))), "forget, release");
+    assert_eq!(words(&mut flow, CniEvent::Unplumbed(Ok(false))), "unregister");
+    // The record is gone (or was already): the address goes. romanad refused or unreachable:
+    // DEL fails, so the runtime repeats it (found by `romana chaos`: a DEL that answered success
+    // while its record stayed, with a replica or an etcd member being killed).
+    assert_eq!(words(&mut flow, CniEvent::Unregistered(Ok(()))), "release");
+    assert_eq!(words(&mut flow, CniEvent::Unregistered(Err(refused(404)))), "release");
+    assert_eq!(words(&mut flow, CniEvent::Unregistered(Err(refused(503)))), "fail 11");
     // Released, or already released (DEL twice): success; anything else is an error.
     assert_eq!(words(&mut flow, CniEvent::Released(Err(refused(404)))), "ok");
     assert_eq!(words(&mut flow, CniEvent::Released(Ok(()))), "ok");
