@@ -1,6 +1,7 @@
 //! Egress NAT on this host (docs/fabric.md, "Egress NAT"): asks once whether the kernel can hold
-//! a nat chain in our table, then reads the topology every interval and, when what NAT depends
-//! on changed (networks, `nat_outgoing`, `no_nat`, hosts), runs a firewall pass, which adds the
+//! a nat chain in our table, then reads the topology and the VIPs every interval and, when what
+//! NAT depends on changed (networks, `nat_outgoing`, `no_nat`, hosts, VIP ranges and addresses,
+//! which are never masqueraded destinations), runs a firewall pass, which adds the
 //! `nat-out` chain to the table it applies (`romana_policy::nat`, pure). NAT lives in the
 //! firewall's table and transaction, so it needs the firewall (not `--no-policy`).
 
@@ -12,6 +13,13 @@ use romana_policy::nat::NatConfig;
 
 use crate::ctx::Ctx;
 use crate::firewall::Firewall;
+
+/// The VIP ranges and every VIP's address (`romana_policy::nat::vip_destinations`).
+async fn vip_destinations(ctx: &Ctx) -> Result<Vec<romana_model::Cidr>, String> {
+    let config = ctx.client().vip_config().await.map_err(|e| format!("cannot read the VIP ranges: {e}"))?;
+    let vips = ctx.client().vips().await.map_err(|e| format!("cannot read the VIPs: {e}"))?;
+    Ok(romana_policy::nat::vip_destinations(&config, &vips))
+}
 
 /// Runs forever (or returns at once when this kernel cannot do NAT, saying why).
 pub async fn run(fw: Arc<Firewall>, ctx: Arc<Ctx>, host_ns: Option<PathBuf>, every: Duration) {
@@ -36,6 +44,10 @@ pub async fn run(fw: Arc<Firewall>, ctx: Arc<Ctx>, host_ns: Option<PathBuf>, eve
         tick.tick().await;
         let read = ctx.client().topology().await.map_err(|e| format!("cannot read the topology: {e}"));
         let cfg = read.and_then(|t| NatConfig::from_topology(&t).map_err(|e| format!("the topology: {e}")));
+        let cfg = match cfg {
+            Ok(cfg) => vip_destinations(&ctx).await.map(|v| cfg.with_vips(v)),
+            Err(e) => Err(e),
+        };
         match cfg {
             Ok(cfg) => {
                 trouble = None;

@@ -699,7 +699,8 @@ async fn run_sandbox(cli: &Cli, file: &config::FileConfig, command: &SandboxComm
             sandbox::pod_add(&c, &o).await?;
         }
         SandboxCommand::FollowRouters { at } => {
-            sandbox_static::follow_routers(&c, &at.state_dir, &at.name).await?
+            let layout = sandbox::load(&at.state_dir, &at.name)?.layout()?;
+            sandbox_static::follow(&c, &sandbox::dir(&at.state_dir, &at.name), &layout).await?
         }
         SandboxCommand::Probe { .. }
         | SandboxCommand::Reach { .. }

@@ -98,12 +98,6 @@ pub async fn follow(c: &Client, d: &Path, layout: &Layout) -> Result<()> {
     Ok(())
 }
 
-/// `romana sandbox follow-routers` for the sandbox `name`.
-pub async fn follow_routers(c: &Client, state_dir: &Path, name: &str) -> Result<()> {
-    let layout = crate::sandbox::load(state_dir, name)?.layout()?;
-    follow(c, &crate::sandbox::dir(state_dir, name), &layout).await
-}
-
 fn pid_file(d: &Path) -> std::path::PathBuf {
     d.join("routers.pid")
 }

@@ -92,6 +92,7 @@ fn main() {
         masquerade: vec!["10.112.0.0/12".parse().expect("literal")],
         no_nat: vec!["172.16.0.0/12".parse().expect("literal")],
         hosts: Default::default(),
+        vips: Vec::new(),
     };
     let mut with = Side { ns: a, nft: Nft::default(), known: None, nat: Some(nat), planned: vec![] };
     let mut without = Side { ns: b, nft: Nft::default(), known: None, nat: None, planned: vec![] };

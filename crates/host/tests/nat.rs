@@ -49,6 +49,7 @@ fn config(hosts: &[&str], masquerade: bool) -> NatConfig {
         masquerade: if masquerade { vec![pods] } else { vec![] },
         no_nat: vec!["172.16.0.0/12".parse().unwrap()],
         hosts: hosts.iter().map(|h| h.parse().unwrap()).collect(),
+        vips: vec!["198.51.100.0/28".parse().unwrap()],
     }
 }
 
@@ -86,6 +87,8 @@ fn the_nat_chain_loads_reads_back_and_goes() {
     let listing = nft_in(&ns, "list chain inet romana nat-out");
     assert!(listing.contains("type nat hook postrouting priority srcnat"), "{listing}");
     assert!(listing.contains("ip saddr 10.112.0.0/16 ip daddr != {"), "{listing}");
+    assert!(listing.contains("ct status dnat accept"), "a VIP's flows are never masqueraded: {listing}");
+    assert!(listing.contains("198.51.100.0/28"), "the VIP range is exempt: {listing}");
 
     // A host joins the cluster: only the NAT chain is rewritten.
     let second = table(&config(&["192.168.1.11", "192.168.2.11"], true));

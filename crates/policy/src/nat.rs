@@ -5,9 +5,13 @@
 //!
 //! A packet is masqueraded when its source lies in a network with `nat_outgoing` and its
 //! destination lies in no Romana network (pod to pod is never NATed), in no `no_nat` range (other
-//! routed ranges, the VIP range) and is no host of the cluster (pod to host keeps the pod's
-//! address, as Calico does with `natOutgoingExclusions: IPPoolsAndHostIPs`). The chain holds one
-//! rule per (source network), and exists only while a local endpoint lies in such a network:
+//! routed ranges), in no VIP range and is no VIP (a pod reaching a VIP keeps its address, so the
+//! service's endpoints see who it is and policy can admit it; no operator has to list the VIP
+//! ranges in `no_nat`), and is no host of the cluster (pod to host keeps the pod's address, as
+//! Calico does with `natOutgoingExclusions: IPPoolsAndHostIPs`); and when its flow was not
+//! DNATed (a VIP's connection: its endpoints answer as the VIP, never as the host). The chain
+//! holds that exemption, then one rule per (source network), and exists only while a local
+//! endpoint lies in such a network:
 //! any nat chain makes conntrack track every forwarded packet, which a host with nothing to
 //! masquerade should not pay for. Only a flow's first packet passes a nat chain; its replies are
 //! translated back by conntrack.
@@ -17,6 +21,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
 use romana_api::topology::TopologyRequest;
+use romana_api::vip::{VipConfig, VipInfo};
 use romana_ipam::spec::{GroupOrHostSpec, TopologySpec};
 use romana_model::{Cidr, Family};
 
@@ -39,6 +44,9 @@ pub struct NatConfig {
     pub no_nat: Vec<Cidr>,
     /// Every host of the cluster.
     pub hosts: BTreeSet<IpAddr>,
+    /// The VIP ranges (`/config/vips`) and every VIP's address (`/vips`): never NATed as a
+    /// destination, without being listed in `no_nat`.
+    pub vips: Vec<Cidr>,
 }
 
 impl NatConfig {
@@ -58,7 +66,14 @@ impl NatConfig {
             masquerade: spec.networks.iter().filter(|n| n.nat_outgoing).map(|n| n.cidr).collect(),
             no_nat: spec.no_nat.clone(),
             hosts,
+            vips: Vec::new(),
         }
+    }
+
+    /// The same with the VIP ranges and addresses exempt as destinations.
+    pub fn with_vips(mut self, vips: Vec<Cidr>) -> NatConfig {
+        self.vips = vips;
+        self
     }
 
     /// From `GET /topology` (which lists every host in its group).
@@ -78,6 +93,7 @@ impl NatConfig {
             .networks
             .iter()
             .chain(&self.no_nat)
+            .chain(&self.vips)
             .copied()
             .chain(self.hosts.iter().map(|h| Cidr::host(*h)))
             .filter(|c| c.family() == family)
@@ -94,9 +110,12 @@ impl NatConfig {
     }
 
     /// The chain for a host whose local endpoints are `local`; `None` when none of them is
-    /// masqueraded. One rule per network with `nat_outgoing` that holds a local endpoint.
+    /// masqueraded. First the flows a DNAT translated (a VIP's: `vip-dnat` on prerouting) leave
+    /// untouched: their first packet is the client's, and an endpoint's replies must carry the
+    /// VIP, which conntrack restores, never the host's address. Then one rule per network with
+    /// `nat_outgoing` that holds a local endpoint.
     pub fn chain(&self, local: &BTreeSet<IpAddr>) -> Option<Chain> {
-        let lines: Vec<Line> = self
+        let mut lines: Vec<Line> = self
             .masquerade
             .iter()
             .filter(|n| local.iter().any(|ip| n.contains_addr(*ip)))
@@ -108,8 +127,22 @@ impl NatConfig {
                 verdict: Verdict::Masquerade,
             })
             .collect();
-        (!lines.is_empty()).then(|| Chain::new(Some((Hook::Postrouting, PRIORITY)), lines))
+        if lines.is_empty() {
+            return None;
+        }
+        lines.insert(0, Line { matches: vec![Match::Dnated], verdict: Verdict::Accept });
+        Some(Chain::new(Some((Hook::Postrouting, PRIORITY)), lines))
     }
+}
+
+/// The VIP ranges and every VIP's own address (one outside the ranges when given explicitly), as
+/// destinations NAT exempts (`NatConfig::with_vips`). Malformed entries (romanad checks them on
+/// the way in) are skipped.
+pub fn vip_destinations(config: &VipConfig, vips: &[VipInfo]) -> Vec<Cidr> {
+    let ranges = config.ranges.iter().filter_map(|r| r.parse::<Cidr>().ok());
+    let addresses = vips.iter().filter_map(|v| v.address.parse::<IpAddr>().ok()).map(Cidr::host);
+    let all: BTreeSet<Cidr> = ranges.chain(addresses).collect();
+    all.into_iter().collect()
 }
 
 /// The host's local endpoints as the firewall's table lists them (its `local-4`/`local-6` sets).
@@ -175,10 +208,21 @@ mod tests {
     /// The rules (`nft` text without comments) for a host with these local endpoints.
     fn check(local: &[&str], expect: &[&str]) {
         let local: BTreeSet<IpAddr> = local.iter().map(|s| s.parse().unwrap()).collect();
-        let got: Vec<String> =
-            config().chain(&local).map(|c| c.lines().iter().map(Line::body).collect()).unwrap_or_default();
-        assert_eq!(got, expect, "local endpoints {local:?}");
+        check_with(config(), &local, expect);
     }
+
+    fn check_with(nat: NatConfig, local: &BTreeSet<IpAddr>, expect: &[&str]) {
+        let got: Vec<String> =
+            nat.chain(local).map(|c| c.lines().iter().map(Line::body).collect()).unwrap_or_default();
+        let want: Vec<String> = match expect {
+            [] => vec![],
+            _ => std::iter::once(DNATED.to_owned()).chain(expect.iter().map(|e| (*e).to_owned())).collect(),
+        };
+        assert_eq!(got, want, "local endpoints {local:?}");
+    }
+
+    /// Every chain's first rule: a VIP's DNATed flows are never masqueraded.
+    const DNATED: &str = "ct status dnat accept";
 
     const V4: &str = "ip daddr != { 10.112.0.0/16, 10.200.0.0/16, 172.16.0.0/12, 192.168.1.11/32, 192.168.1.12/32, 192.168.2.11/32 } masquerade";
 
@@ -197,6 +241,48 @@ mod tests {
                 "ip6 saddr fd00:10::/64 ip6 daddr != { fd00:10::/64 } masquerade",
             ],
         );
+    }
+
+    /// VIP ranges and VIP addresses are destinations reached with the pod's own address, with no
+    /// `no_nat` entry: (VIPs, the rule for a pod of the NATed network).
+    #[test]
+    fn vips_are_never_masqueraded_destinations() {
+        let local: BTreeSet<IpAddr> = ["10.112.0.9".parse().unwrap()].into();
+        let cases: &[(&[&str], &str)] = &[
+            (&[], V4),
+            (
+                &["198.51.100.0/28", "203.0.113.7/32"],
+                "ip daddr != { 10.112.0.0/16, 10.200.0.0/16, 172.16.0.0/12, 192.168.1.11/32, 192.168.1.12/32, 192.168.2.11/32, 198.51.100.0/28, 203.0.113.7/32 } masquerade",
+            ),
+            // A VIP inside its range, or inside a no_nat range, is folded into it.
+            (
+                &["198.51.100.0/28", "198.51.100.5/32", "172.16.9.9/32"],
+                "ip daddr != { 10.112.0.0/16, 10.200.0.0/16, 172.16.0.0/12, 192.168.1.11/32, 192.168.1.12/32, 192.168.2.11/32, 198.51.100.0/28 } masquerade",
+            ),
+        ];
+        for (vips, rule) in cases {
+            let nat = config().with_vips(vips.iter().map(|v| v.parse().unwrap()).collect());
+            check_with(nat, &local, &[&format!("ip saddr 10.112.0.0/16 {rule}")]);
+        }
+        // VIPs exempt nothing on a host with nothing to masquerade.
+        let nat = config().with_vips(vec!["198.51.100.0/28".parse().unwrap()]);
+        check_with(nat, &["10.200.0.5".parse().unwrap()].into(), &[]);
+    }
+
+    #[test]
+    fn vip_destinations_are_the_ranges_and_every_address() {
+        let config = VipConfig { ranges: vec!["198.51.100.0/28".into(), "bad".into()] };
+        let vips: Vec<VipInfo> = ["198.51.100.5", "203.0.113.7"]
+            .iter()
+            .map(|a| {
+                serde_json::from_value(serde_json::json!({"address": a, "service": "web", "tenant": "t",
+                    "selector": {}}))
+                .unwrap()
+            })
+            .collect();
+        let got: Vec<String> = vip_destinations(&config, &vips).iter().map(ToString::to_string).collect();
+        assert_eq!(got, ["198.51.100.0/28", "198.51.100.5/32", "203.0.113.7/32"]);
+        assert!(vip_destinations(&VipConfig::default(), &[]).is_empty());
     }
 
     #[test]
@@ -234,6 +320,8 @@ mod tests {
             text.contains(&format!("add rule inet romana nat-out ip saddr 10.112.0.0/16 {V4} comment")),
             "{text}"
         );
+        let dnated = text.find(&format!("nat-out {DNATED}")).expect("the DNAT exemption");
+        assert!(dnated < text.find("masquerade").unwrap(), "before any masquerade: {text}");
         // A topology without NAT anywhere adds nothing.
         let mut off = config();
         off.masquerade.clear();

@@ -103,6 +103,8 @@ pub enum Match {
     /// The address (of `family`) is in none of `nets` (an anonymous interval set; the list
     /// holds no net inside another, which nft would refuse as overlapping).
     NotInNets { dir: Dir, family: Family, nets: Vec<Cidr> },
+    /// `ct status dnat`: the packet's flow was DNATed (a VIP's, by `vip-dnat`).
+    Dnated,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -220,6 +222,7 @@ impl fmt::Display for Match {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Match::Established => f.write_str("ct state established,related"),
+            Match::Dnated => f.write_str("ct status dnat"),
             Match::InSet { dir, family, set } => write!(f, "{} {} @{set}", addr_kw(*family), dir_kw(*dir)),
             Match::InNet { dir, cidr, except } => {
                 let kw = addr_kw(cidr.family());

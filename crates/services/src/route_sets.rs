@@ -32,7 +32,7 @@ pub fn add_vip_routes(groups: &mut [FabricGroup], vips: &[VipInfo], hosts: &BTre
         let Ok(addr) = v.address.parse::<std::net::IpAddr>() else { continue };
         let dest = romana_model::Cidr::host(addr).to_string();
         let leaves: Vec<usize> =
-            (0..groups.len()).filter(|g| groups[*g].hosts.iter().any(|h| *h == v.assigned)).collect();
+            (0..groups.len()).filter(|g| groups[*g].hosts.contains(&v.assigned)).collect();
         for leaf in leaves {
             let via_ip = hosts.get(&v.assigned).cloned().unwrap_or_default();
             let kind = RouteKind::Host { via: v.assigned.clone(), via_ip };

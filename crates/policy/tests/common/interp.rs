@@ -32,6 +32,8 @@ fn addr(p: &Packet, d: Dir) -> IpAddr {
 fn matches(rs: &Ruleset, m: &Match, p: &Packet) -> bool {
     match m {
         Match::Established => false,
+        // A packet of its own, never part of a translated flow.
+        Match::Dnated => false,
         Match::InSet { dir, family, set } => {
             let a = addr(p, *dir);
             Family::of(a) == *family && rs.sets[set].elements.contains(&Element::Addr(a))
