@@ -350,6 +350,9 @@ async fn measure(setup: &Setup, admin: &Client, n: usize, rounds: usize, rack: &
             f.agents_per_round.push(d.latencies.len() + d.missing);
         }
     }
+    for (count, reason) in fleet.reasons() {
+        println!("  streams broken {count} times: {reason}");
+    }
     (out, rss, (lost_at_start, fleet.lost() - lost_at_start, fleet.streams()))
 }
 
