@@ -254,6 +254,10 @@ async fn change(admin: &Client, kind: Change, run: &str, r: usize, rack: &[Strin
     }
 }
 
+/// Per change kind the figures; romanad's RSS per replica; streams broken while connecting,
+/// broken during the rounds, and open.
+type Measured = (BTreeMap<Change, Figures>, Vec<f64>, (usize, usize, usize));
+
 #[derive(Default)]
 struct Figures {
     /// Per round: the slowest agent's delivery.
@@ -277,13 +281,7 @@ fn pct(xs: &[Duration], p: f64) -> f64 {
 }
 
 /// The rounds with the first `n` hosts' agents following romanad.
-async fn measure(
-    setup: &Setup,
-    admin: &Client,
-    n: usize,
-    rounds: usize,
-    rack: &[String],
-) -> (BTreeMap<Change, Figures>, Vec<f64>, usize) {
+async fn measure(setup: &Setup, admin: &Client, n: usize, rounds: usize, rack: &[String]) -> Measured {
     let urls = setup.urls();
     let key = romana_services::key_file::read(&setup.dir().join("signing-key.pem")).expect("signing key");
     // Past the open-file limit, the agents follow only the prefixes the measured changes use.
@@ -322,6 +320,9 @@ async fn measure(
     );
     tokio::time::sleep(Duration::from_secs(2)).await;
     let rss: Vec<f64> = setup.pids().into_iter().map(rss_mib).collect();
+    // Streams that broke while thousands connected at once are counted apart from those that
+    // broke during the rounds.
+    let lost_at_start = fleet.lost();
     let seen = &observer.watchers[0].seen;
     let run = format!("{n}");
     let mut out: BTreeMap<Change, Figures> = BTreeMap::new();
@@ -330,6 +331,12 @@ async fn measure(
             let t0 = Instant::now();
             change(admin, kind, &run, r, rack).await;
             let d: Delivery = deliver(&fleet, seen, t0, QUIET, LIMIT).await;
+            eprintln!(
+                "  round {r} {kind:?}: {} agents, slowest {:.1} ms, {} missing",
+                d.latencies.len(),
+                d.latencies.iter().max().map_or(0.0, |m| m.as_secs_f64() * 1e3),
+                d.missing
+            );
             let f = out.entry(kind).or_default();
             if d.keys == 0 {
                 continue; // nothing to deliver (a block inside an aggregate already announced)
@@ -343,16 +350,13 @@ async fn measure(
             f.agents_per_round.push(d.latencies.len() + d.missing);
         }
     }
-    (out, rss, fleet.lost())
+    for (count, reason) in fleet.reasons() {
+        println!("  streams broken {count} times: {reason}");
+    }
+    (out, rss, (lost_at_start, fleet.lost() - lost_at_start, fleet.streams()))
 }
 
-fn report(
-    store: Store,
-    n: usize,
-    idle: &[f64],
-    one: &(BTreeMap<Change, Figures>, Vec<f64>, usize),
-    many: &(BTreeMap<Change, Figures>, Vec<f64>, usize),
-) {
+fn report(store: Store, n: usize, idle: &[f64], one: &Measured, many: &Measured) {
     println!("\n### {store:?}: {n} agents against 1 agent (same run)\n");
     println!(
         "| change | agents reached per round | all have it: p50 / p99 / max (ms) | each agent: p50 / p99 (ms) | published (p50 ms) | 1 agent: p50 / max (ms) | p99 ratio N:1 | missing |"
@@ -382,7 +386,12 @@ fn report(
         many.1,
         sum(&many.1) - sum(idle)
     );
-    println!("watch streams that broke and reconnected: 1 agent {}, {n} agents {}", one.2, many.2);
+    let per_stream = (sum(&many.1) - sum(&one.1)) * 1024.0 / (many.2.2 - one.2.2).max(1) as f64;
+    println!("  about {per_stream:.1} KiB per watch stream ({} streams)", many.2.2);
+    println!(
+        "watch streams that broke and reconnected: 1 agent {} while connecting / {} during the rounds; {n} agents {} / {}",
+        one.2.0, one.2.1, many.2.0, many.2.1
+    );
 }
 
 fn main() {

@@ -175,6 +175,8 @@ fn main() {
     println!("{PER_HOST} endpoints per host in {TENANTS} tenants, /28 blocks; median of {CHANGES} changes");
     let rows: Vec<Row> = sizes.iter().map(|&n| measure(n, n.div_ceil(50))).collect();
     table("Racks of 50 hosts (the rack count grows with the hosts)", &rows);
-    let rows: Vec<Row> = sizes.iter().map(|&n| measure(n, 8)).collect();
+    // Here every host's set grows with the hosts, so recomputing all of them is quadratic by
+    // nature (the output is); 5,000 hosts would take minutes, so it stops at 1,000.
+    let rows: Vec<Row> = sizes.iter().take(2).map(|&n| measure(n, 8)).collect();
     table("8 racks (the racks grow with the hosts, and so does each host's route set)", &rows);
 }

@@ -78,8 +78,8 @@ pub fn spawn(
             if let Err(e) = crate::vips_leader::pass(&*store, &keys, &live, now_ms, &mut vips_seen).await {
                 tracing::warn!(error = %e, "VIP pass failed; retrying next tick");
             }
-            // Recompute only when what the sets depend on changed: a full pass costs about
-            // 0.7 ms per host at 1,000 hosts (docs/benchmarks.md).
+            // A pass only when what the sets depend on changed; it then recomputes only the sets
+            // whose inputs moved (docs/benchmarks.md, "Route sets: growth with the hosts").
             let input = {
                 let l = liveness.read().unwrap_or_else(|p| p.into_inner());
                 (ipam.read(|v| v.ipam_revision), l.monitored.clone(), l.live.clone())

@@ -67,6 +67,8 @@ pub struct Fleet {
     pub watchers: Vec<Watcher>,
     synced: Arc<AtomicUsize>,
     lost: Arc<AtomicUsize>,
+    /// Why streams broke: the first 100 characters of each error, counted.
+    why: Arc<Mutex<HashMap<String, usize>>>,
     streams: usize,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -76,6 +78,7 @@ impl Fleet {
     pub fn spawn(members: Vec<(Arc<Client>, Vec<String>)>) -> Fleet {
         let synced = Arc::new(AtomicUsize::new(0));
         let lost = Arc::new(AtomicUsize::new(0));
+        let why: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
         let mut watchers = Vec::new();
         let mut tasks = Vec::new();
         let mut streams = 0;
@@ -83,8 +86,8 @@ impl Fleet {
             let seen = Arc::new(Seen::default());
             for prefix in &prefixes {
                 streams += 1;
-                let (client, seen, synced, lost) =
-                    (client.clone(), seen.clone(), synced.clone(), lost.clone());
+                let (client, seen, synced, lost, why) =
+                    (client.clone(), seen.clone(), synced.clone(), lost.clone(), why.clone());
                 let prefix = prefix.clone();
                 tasks.push(tokio::spawn(async move {
                     let mut source = RestWatch { prefix, client: move || client.clone() };
@@ -100,8 +103,11 @@ impl Fleet {
                                     synced.fetch_add(1, Ordering::Relaxed);
                                 }
                             }
-                            Followed::Lost { .. } => {
+                            Followed::Lost { error, .. } => {
                                 lost.fetch_add(1, Ordering::Relaxed);
+                                let reason: String = error.chars().take(100).collect();
+                                *why.lock().unwrap_or_else(|p| p.into_inner()).entry(reason).or_default() +=
+                                    1;
                             }
                         }
                         true
@@ -111,7 +117,7 @@ impl Fleet {
             }
             watchers.push(Watcher { prefixes, seen });
         }
-        Fleet { watchers, synced, lost, streams, tasks }
+        Fleet { watchers, synced, lost, why, streams, tasks }
     }
 
     /// Waits until every stream has synced once; false after `limit`.
@@ -132,6 +138,15 @@ impl Fleet {
 
     pub fn synced(&self) -> usize {
         self.synced.load(Ordering::Relaxed)
+    }
+
+    /// The most frequent reasons streams broke, with their counts.
+    pub fn reasons(&self) -> Vec<(usize, String)> {
+        let why = self.why.lock().unwrap_or_else(|p| p.into_inner());
+        let mut v: Vec<(usize, String)> = why.iter().map(|(k, n)| (*n, k.clone())).collect();
+        v.sort_by(|a, b| b.cmp(a));
+        v.truncate(3);
+        v
     }
 
     /// Streams that broke (each reconnects by itself, as the agent's do).
