@@ -373,6 +373,11 @@ impl Client {
         let q = token.map(|t| format!("?RequestToken={}", enc(t))).unwrap_or_default();
         self.call(Method::POST, &format!("/addresses{q}"), Self::body(req)).await
     }
+    /// `POST /address-stacks`: one address of each family the host draws from, both or
+    /// neither; the one named as asked first (a dual-stack endpoint's IPv6 one is `<name>#v6`).
+    pub async fn allocate_stack(&self, req: &AddressRequest) -> Result<Vec<Address>> {
+        self.call(Method::POST, "/address-stacks", Self::body(req)).await
+    }
     pub async fn release(&self, key: &str) -> Result<Address> {
         self.call(Method::DELETE, &format!("/addresses/{}", enc(key)), None).await
     }

@@ -363,6 +363,26 @@ async fn allocate(
     Ok((if a.fresh { StatusCode::CREATED } else { StatusCode::OK }, Json(address_view(&a))))
 }
 
+/// `POST /address-stacks`: every address of the endpoint, the one named as asked first.
+async fn allocate_stack(
+    State(s): State<AppState>,
+    Extension(p): Extension<Principal>,
+    Body(req): Body<AddressRequest>,
+) -> ApiResult<(StatusCode, Json<Vec<Address>>)> {
+    scope::require(&p, &req.tenant)?;
+    scope::require_host(&p, &req.host)?;
+    if req.ip.is_some() {
+        return Err(ApiError::invalid("a dual-stack allocation takes no pinned ip", vec!["ip".into()]));
+    }
+    let (r, _) = alloc_request(&req)?;
+    let got = match s.ipam.allocate_stack(r).await {
+        Ok(got) => got,
+        Err(e) => return Err(scoped_failure(&s, &p, &req, &req.name, e.into())),
+    };
+    let status = if got.iter().any(|a| a.fresh) { StatusCode::CREATED } else { StatusCode::OK };
+    Ok((status, Json(got.iter().map(address_view).collect())))
+}
+
 async fn release_v2(
     State(s): State<AppState>,
     Extension(p): Extension<Principal>,
@@ -397,7 +417,12 @@ async fn release_key(s: &AppState, p: &Principal, key: String) -> ApiResult<Json
     if let Some(a) = lookup(s, &key).filter(|_| p.is_agent()) {
         scope::require_host(p, a.host.as_str())?;
     }
-    let r = s.ipam.release(key).await?;
+    let r = s.ipam.release(key.clone()).await?;
+    // A dual-stack endpoint's IPv6 address goes with its name (docs/topology.md, "Dual stack").
+    let v6 = format!("{key}{}", romana_ipam::V6_SUFFIX);
+    if lookup(s, &v6).is_some() {
+        s.ipam.release(v6).await?;
+    }
     Ok(Json(Address {
         name: r.name,
         ip: r.ip.to_string(),
@@ -498,6 +523,7 @@ pub fn ipam_routes() -> Router<AppState> {
     Router::new()
         .route("/address", post(allocate_v2).delete(release_v2))
         .route("/addresses", get(addresses).post(allocate))
+        .route("/address-stacks", post(allocate_stack))
         .route("/addresses/{name}", get(show_address).delete(release))
         .route("/blocks", get(blocks))
         .route("/blackouts", get(blackouts).post(add_blackout).delete(remove_blackout))

@@ -34,19 +34,50 @@ const MAX_BATCH: usize = 32;
 const STORE_CALL_LIMIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 pub(crate) type Reply<T> = oneshot::Sender<ServiceResult<T>>;
-/// An allocation waiting in a batch: the request, a pinned address, a request token, the reply.
-pub(crate) type PendingAlloc = (AllocRequest, Option<IpAddr>, Option<String>, Reply<Allocation>);
+/// An allocation waiting in a batch: the request, a pinned address, a request token, whether it
+/// takes one address of each family (`Ipam::allocate_stack`), the reply (every address it got,
+/// the one named as asked first).
+pub(crate) type PendingAlloc = (AllocRequest, Option<IpAddr>, Option<String>, bool, Reply<Vec<Allocation>>);
 
 #[derive(Debug)]
 pub(crate) enum Command {
-    Allocate { req: AllocRequest, ip: Option<IpAddr>, token: Option<String>, reply: Reply<Allocation> },
-    Release { key: String, reply: Reply<Released> },
-    AddHost { spec: HostSpec, reply: Reply<HostPlacement> },
-    RemoveHost { name: HostName, reply: Reply<Vec<ReleasedAddress>> },
-    Tags { name: HostName, tags: BTreeMap<String, String>, reply: Reply<()> },
-    Blackout { cidr: Cidr, add: bool, reply: Reply<()> },
-    Topology { request: TopologyRequest, spec: TopologySpec, reply: Reply<TopologyChange> },
-    Ping { reply: Reply<Revision> },
+    Allocate {
+        req: AllocRequest,
+        ip: Option<IpAddr>,
+        token: Option<String>,
+        stack: bool,
+        reply: Reply<Vec<Allocation>>,
+    },
+    Release {
+        key: String,
+        reply: Reply<Released>,
+    },
+    AddHost {
+        spec: HostSpec,
+        reply: Reply<HostPlacement>,
+    },
+    RemoveHost {
+        name: HostName,
+        reply: Reply<Vec<ReleasedAddress>>,
+    },
+    Tags {
+        name: HostName,
+        tags: BTreeMap<String, String>,
+        reply: Reply<()>,
+    },
+    Blackout {
+        cidr: Cidr,
+        add: bool,
+        reply: Reply<()>,
+    },
+    Topology {
+        request: TopologyRequest,
+        spec: TopologySpec,
+        reply: Reply<TopologyChange>,
+    },
+    Ping {
+        reply: Reply<Revision>,
+    },
 }
 
 impl Command {
@@ -153,7 +184,14 @@ impl IpamHandle {
         ip: Option<IpAddr>,
         token: Option<String>,
     ) -> ServiceResult<Allocation> {
-        self.call(|reply| Command::Allocate { req, ip, token, reply }).await
+        let all = self.call(|reply| Command::Allocate { req, ip, token, stack: false, reply }).await?;
+        all.into_iter().next().ok_or_else(|| ServiceError::Unavailable("the IPAM answered no address".into()))
+    }
+
+    /// One address of each family the host draws from for the tenant, both or neither, in one
+    /// transaction (the IPv6 one of a dual-stack endpoint named `<name>#v6`).
+    pub async fn allocate_stack(&self, req: AllocRequest) -> ServiceResult<Vec<Allocation>> {
+        self.call(|reply| Command::Allocate { req, ip: None, token: None, stack: true, reply }).await
     }
     pub async fn release(&self, key: String) -> ServiceResult<Released> {
         self.call(|reply| Command::Release { key, reply }).await
@@ -374,7 +412,17 @@ impl Actor {
         let mut allocs = Vec::new();
         for cmd in batch {
             match cmd {
-                Command::Allocate { req, ip, token, reply } => allocs.push((req, ip, token, reply)),
+                Command::Allocate { req, ip, token, stack: false, reply } => {
+                    allocs.push((req, ip, token, false, reply))
+                }
+                // A dual-stack allocation writes twice the keys of a single one: it goes in a
+                // transaction of its own, so a batch stays within etcd's 128 operations.
+                Command::Allocate { req, ip, token, stack: true, reply } => {
+                    if !allocs.is_empty() {
+                        self.allocate(std::mem::take(&mut allocs)).await;
+                    }
+                    self.allocate(vec![(req, ip, token, true, reply)]).await;
+                }
                 other => {
                     if !allocs.is_empty() {
                         self.allocate(std::mem::take(&mut allocs)).await;

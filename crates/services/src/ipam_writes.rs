@@ -85,7 +85,7 @@ impl Actor {
             return;
         }
         // Request tokens seen before (by the same tenant) resolve to the name they created.
-        for (req, _, token, _) in &mut allocs {
+        for (req, _, token, ..) in &mut allocs {
             if let Some(t) = token {
                 let holder = |name: &str| {
                     let v = self.view.read().unwrap_or_else(|p| p.into_inner());
@@ -104,48 +104,55 @@ impl Actor {
         let mut unknown = 0;
         for attempt in 1..=MAX_ATTEMPTS {
             // At most 3 operations per allocation (name, token, block): a batch fits one transaction.
-            let mut results: Vec<ServiceResult<Allocation>> = Vec::with_capacity(allocs.len());
+            let mut results: Vec<ServiceResult<Vec<Allocation>>> = Vec::with_capacity(allocs.len());
             let mut fresh: Vec<Allocation> = Vec::new();
             let mut blocks: BTreeMap<String, (Revision, BlockRecord)> = BTreeMap::new();
             let mut ops = Vec::new();
             let mut compares = Vec::new();
             {
                 let mut s = self.write();
-                for (req, ip, token, _) in &allocs {
-                    let got = match ip {
-                        Some(ip) => s.ipam.allocate_specific(req, *ip),
-                        None => s.ipam.allocate(req),
+                for (req, ip, token, stack, _) in &allocs {
+                    let got = match (ip, stack) {
+                        (Some(ip), _) => s.ipam.allocate_specific(req, *ip).map(|a| vec![a]),
+                        (None, true) => s.ipam.allocate_stack(req),
+                        (None, false) => s.ipam.allocate(req).map(|a| vec![a]),
                     };
-                    match got {
-                        Ok(a) if a.fresh => {
-                            let (key, rev, mut rec) = blocks
-                                .get(&self.keys.block(a.network.as_str(), &a.block))
-                                .map(|(r, rec)| {
-                                    (self.keys.block(a.network.as_str(), &a.block), *r, rec.clone())
-                                })
-                                .unwrap_or_else(|| s.record_for(&a, &self.keys));
-                            rec.addresses.insert(a.ip.to_string(), a.name.to_string());
-                            blocks.insert(key, (rev, rec));
-                            let name_key = self.keys.name(a.name.as_str());
-                            compares.push(Compare::absent(&name_key));
-                            let nr = NameRecord {
-                                ip: a.ip.to_string(),
-                                network: a.network.to_string(),
-                                block: a.block.to_string(),
-                            };
-                            ops.push(Op::put(name_key, encode(&nr)));
-                            if let Some(t) = token {
-                                ops.push(Op::put(
-                                    self.keys.tenant_token(a.tenant.as_str(), t),
-                                    encode(&TokenRecord { name: a.name.to_string() }),
-                                ));
-                            }
-                            fresh.push(a.clone());
-                            results.push(Ok(a));
+                    let got = match got {
+                        Ok(got) => got,
+                        Err(e) => {
+                            results.push(Err(e.into()));
+                            continue;
                         }
-                        Ok(a) => results.push(Ok(a)),
-                        Err(e) => results.push(Err(e.into())),
+                    };
+                    // A dual-stack endpoint's addresses go in the same transaction: both or neither.
+                    for (i, a) in got.iter().enumerate() {
+                        if !a.fresh {
+                            continue;
+                        }
+                        let token = token.as_ref().filter(|_| i == 0);
+                        let (key, rev, mut rec) = blocks
+                            .get(&self.keys.block(a.network.as_str(), &a.block))
+                            .map(|(r, rec)| (self.keys.block(a.network.as_str(), &a.block), *r, rec.clone()))
+                            .unwrap_or_else(|| s.record_for(a, &self.keys));
+                        rec.addresses.insert(a.ip.to_string(), a.name.to_string());
+                        blocks.insert(key, (rev, rec));
+                        let name_key = self.keys.name(a.name.as_str());
+                        compares.push(Compare::absent(&name_key));
+                        let nr = NameRecord {
+                            ip: a.ip.to_string(),
+                            network: a.network.to_string(),
+                            block: a.block.to_string(),
+                        };
+                        ops.push(Op::put(name_key, encode(&nr)));
+                        if let Some(t) = token {
+                            ops.push(Op::put(
+                                self.keys.tenant_token(a.tenant.as_str(), t),
+                                encode(&TokenRecord { name: a.name.to_string() }),
+                            ));
+                        }
+                        fresh.push(a.clone());
                     }
+                    results.push(Ok(got));
                 }
             }
             if fresh.is_empty() {
@@ -226,13 +233,13 @@ impl Actor {
     pub(crate) fn fail_fresh(
         &self,
         allocs: Vec<PendingAlloc>,
-        mut results: Vec<ServiceResult<Allocation>>,
+        mut results: Vec<ServiceResult<Vec<Allocation>>>,
         fresh: &[Allocation],
         e: ServiceError,
     ) {
         for r in &mut results {
-            if let Ok(a) = r
-                && fresh.iter().any(|f| f.name == a.name)
+            if let Ok(got) = r
+                && got.iter().any(|a| fresh.iter().any(|f| f.name == a.name))
             {
                 *r = Err(e.clone());
             }
@@ -240,7 +247,7 @@ impl Actor {
         self.finish(allocs, results);
     }
 
-    pub(crate) fn finish(&self, allocs: Vec<PendingAlloc>, results: Vec<ServiceResult<Allocation>>) {
+    pub(crate) fn finish(&self, allocs: Vec<PendingAlloc>, results: Vec<ServiceResult<Vec<Allocation>>>) {
         for ((.., reply), r) in allocs.into_iter().zip(results) {
             let _ = reply.send(r);
         }

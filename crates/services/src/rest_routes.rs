@@ -286,6 +286,16 @@ pub const ROUTES: &[RouteSpec] = &[
         201,
     ),
     r(
+        "POST",
+        "/address-stacks",
+        "ipam",
+        Access::TenantBody,
+        "Allocate an endpoint's addresses: one of each family its host draws from, both or neither (the IPv6 one of a dual-stack endpoint named <name>#v6)",
+        Some("AddressRequest"),
+        "Address",
+        201,
+    ),
+    r(
         "GET",
         "/addresses/{name}",
         "ipam",
