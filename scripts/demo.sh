@@ -88,7 +88,6 @@ echo "-- reachability (ping every pod from every pod): both tenants have isolati
 echo "   namespaces do by default, so every pair is reachable"
 $bin/romana sandbox probe "${sandbox[@]}"
 echo
-pods=(red1 red2 red3 red4 blue1 blue2 blue3 blue4)
 # What isolation and the policy allow: "." reachable, "X" refused. A pod always reaches itself.
 expected() {
     local from=$1 to=$2
@@ -102,9 +101,12 @@ expected() {
 # Probes until the matrix is what `expected` says (agents apply changes within a second or two),
 # then prints it with each cell marked; fails loudly with the cells that differ after 30 s.
 check_matrix() {
-    local out cells bad row from to got want i
+    local out cells bad row from to got want i pods
     for attempt in $(seq 30); do
         out=$($bin/romana sandbox probe "${sandbox[@]}" || true)
+        # The columns in the probe's order (its header line: from\to POD...).
+        read -r -a pods <<<"$(head -n1 <<<"$out")"
+        pods=("${pods[@]:1}")
         bad=()
         while read -r row; do
             [[ $row == *@* ]] || continue
