@@ -137,6 +137,20 @@ impl Firewall {
         .and_then(|x| x)
     }
 
+    /// The table as the last transaction left it, and the kernel's (for the diagnosis): read
+    /// under the pass lock, so that a pass in flight is not taken for drift; listed only when
+    /// nftables' generation moved since that transaction (else the kernel's is the known one).
+    pub async fn tables(&self) -> (Option<Observed>, Result<Option<Observed>, String>) {
+        let state = self.pass.lock().await;
+        let known = state.known.clone();
+        let gen_now = self.in_ns(|nft| Ok(nft.generation().ok())).await.ok().flatten();
+        if state.unchanged(gen_now) {
+            return (known.clone(), Ok(known));
+        }
+        let kernel = self.in_ns(|nft| nft.list(false)).await.map_err(|e| e.to_string());
+        (known, kernel)
+    }
+
     /// Whether nftables' generation is still the one our last pass left. Taken under the pass
     /// lock, so that a pass in flight is not mistaken for a foreign change.
     async fn unchanged(&self) -> bool {

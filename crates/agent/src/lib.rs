@@ -5,6 +5,7 @@
 //! passes read them (`nat_slot`). The binary (`main.rs`) reads events,
 //! calls `machine::step` and performs the actions.
 
+pub mod diagnose;
 pub mod drive;
 pub mod drive_cni;
 pub mod error;

@@ -359,6 +359,7 @@ pub fn router(s: Arc<Shared>) -> Router {
         .route("/v1/cni/del", post(del))
         .route("/v1/cni/gc", post(gc))
         .route("/v1/status", get(status))
+        .route("/v1/diagnose", get(crate::diagnose_host::handler))
         .route("/healthz", get(|| async { "ok" }))
         .route("/metrics", get(metrics))
         .with_state(s)

@@ -5,6 +5,7 @@
 
 mod bird;
 mod ctx;
+mod diagnose_host;
 mod fastpath;
 mod firewall;
 mod local;
@@ -141,6 +142,9 @@ struct Args {
     nat_interval_ms: u64,
 }
 
+/// How often the agent diagnoses itself for the report its heartbeats carry.
+const DIAGNOSE_EVERY: Duration = Duration::from_secs(5);
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
@@ -199,6 +203,9 @@ async fn main() -> Result<()> {
         firewall: policy
             .then(|| Arc::new(firewall::Firewall::new(ctx.clone(), host_ns_for_fw, deliver.clone()))),
         deliver,
+        routes_revision: Default::default(),
+        auth_refusals: Default::default(),
+        report: Mutex::default(),
     });
     if let Some(fw) = &shared.firewall {
         let repair = Duration::from_millis(args.policy_repair_ms.max(100));
@@ -245,6 +252,7 @@ async fn main() -> Result<()> {
     }
     if !args.once {
         tokio::spawn(vip::run(shared.clone(), Duration::from_secs(2), wake.clone()));
+        tokio::spawn(diagnose_host::keep_reporting(shared.clone(), DIAGNOSE_EVERY));
     }
     loop {
         // A change of this host's route set on the watch wakes the loop at once; the interval
@@ -269,9 +277,18 @@ async fn perform(shared: &shared::Shared, args: &Args, creds: &Credentials, acti
     let client = shared.client();
     match action {
         Action::Heartbeat => {
-            if let Err(e) = client.heartbeat(&args.host).await {
+            let report = shared.report.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            let sent = match &report {
+                Some(r) => client.heartbeat_with(&args.host, r).await,
+                None => client.heartbeat(&args.host).await,
+            };
+            if sent.is_ok() {
+                shared.auth_refusals.store(0, Ordering::Relaxed);
+            }
+            if let Err(e) = sent {
                 metrics::Metrics::inc(&m.heartbeat_errors);
                 if e.status() == Some(401) {
+                    shared.auth_refusals.fetch_add(1, Ordering::Relaxed);
                     // The access token expired: refresh it (log in again only if the refresh
                     // token is refused) and try next tick.
                     if let Err(e) = client.renew(&creds.username, &creds.password).await {
@@ -285,6 +302,7 @@ async fn perform(shared: &shared::Shared, args: &Args, creds: &Credentials, acti
             let read = match client.routes(&args.host).await {
                 Ok(r) => {
                     *shared.last_contact.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+                    shared.routes_revision.store(r.revision, Ordering::Relaxed);
                     Some(r)
                 }
                 Err(e) => {

@@ -109,6 +109,11 @@ impl Metrics {
         self.pending_change.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert(now);
     }
 
+    /// When the oldest route change not yet in the kernel was seen (the diagnosis's lag).
+    pub fn pending_change(&self) -> Option<std::time::Instant> {
+        *self.pending_change.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// A route pass converged the kernel at `now`: the waiting change (if any) is in it.
     pub fn routes_converged(&self, now: std::time::Instant) {
         if let Some(seen) = self.pending_change.lock().unwrap_or_else(|e| e.into_inner()).take() {

@@ -3,7 +3,7 @@
 
 use std::net::IpAddr;
 use std::path::PathBuf;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -27,6 +27,12 @@ pub struct Shared {
     pub pod_wait: Duration,
     /// The fast path, where the kernel runs it.
     pub deliver: Option<Arc<crate::fastpath::Deliver>>,
+    /// The revision of the route set last read from romanad (the diagnosis shows it).
+    pub routes_revision: AtomicI64,
+    /// Heartbeats refused with 401 in a row.
+    pub auth_refusals: AtomicU64,
+    /// The last diagnosis's report, sent with each heartbeat (`diagnose_host.rs`).
+    pub report: Mutex<Option<romana_api::diagnose::HostReport>>,
 }
 
 impl std::ops::Deref for Shared {

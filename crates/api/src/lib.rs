@@ -2,6 +2,7 @@
 //! know nothing of JSON, and conversions here name the field that was wrong.
 
 pub mod agent;
+pub mod diagnose;
 pub mod netpol;
 pub mod policy;
 pub mod query;

@@ -9,6 +9,8 @@ mod chaos_plane;
 mod check;
 mod commands;
 mod config;
+mod doctor;
+mod doctor_checks;
 mod fabric;
 mod output;
 mod plan;
@@ -84,6 +86,8 @@ enum Command {
     /// Starts its own control plane (3 etcd members, 3 romanad replicas on 127.0.0.1) unless
     /// --given, and its own sandbox. Needs root, iproute2, nftables, iputils-ping and etcd.
     Chaos(chaos::Options),
+    /// Check one host: forwarding, routes, gateway, nftables table, agent, BIRD, clock, credentials.
+    Doctor(DoctorArgs),
     /// Address pools.
     Network {
         #[command(subcommand)]
@@ -453,6 +457,52 @@ enum UserCommand {
     Delete { name: String },
 }
 
+/// `romana doctor`'s arguments (docs/operations.md, "romana doctor"); exit 1 when anything is wrong.
+#[derive(clap::Args, Debug)]
+struct DoctorArgs {
+    /// The host [default: this machine's host name].
+    host: Option<String>,
+    /// A host of this sandbox (its namespace, agent socket and BIRD from the sandbox's state).
+    #[arg(long, value_name = "NAME")]
+    sandbox: Option<String>,
+    /// Where sandboxes keep their state.
+    #[arg(long, default_value = "/run/romana/sandbox")]
+    state_dir: PathBuf,
+    /// The agent's local socket (not in a sandbox).
+    #[arg(long, default_value = "/run/romana/agent.sock")]
+    socket: PathBuf,
+    /// The agent's credentials file, whose login is checked (not in a sandbox).
+    #[arg(long, default_value = "/var/lib/romana/agent.credentials")]
+    agent_credentials: PathBuf,
+    /// BIRD's control socket, where the host announces over BGP (not in a sandbox).
+    #[arg(long)]
+    bird_socket: Option<PathBuf>,
+    /// The agent runs with --no-policy (no nftables table expected).
+    #[arg(long)]
+    no_policy: bool,
+}
+
+impl DoctorArgs {
+    fn place(&self) -> anyhow::Result<doctor::Where> {
+        let host = match &self.host {
+            Some(h) => h.clone(),
+            None if self.sandbox.is_some() => anyhow::bail!("romana doctor --sandbox needs the HOST"),
+            None => doctor::this_host()?,
+        };
+        if let Some(name) = &self.sandbox {
+            return doctor::in_sandbox(&self.state_dir, name, &host);
+        }
+        Ok(doctor::Where {
+            host,
+            netns: None,
+            socket: self.socket.clone(),
+            credentials: self.agent_credentials.clone(),
+            bird_socket: self.bird_socket.clone(),
+            policy: !self.no_policy,
+        })
+    }
+}
+
 #[derive(clap::Args, Debug)]
 struct SandboxWhere {
     /// The sandbox's name (1 to 8 of a-z 0-9); its namespaces are `rms-<name>-*`.
@@ -795,6 +845,7 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
         }
         Command::Services => x::services(&c, f).await?,
         Command::Check { leak_grace } => return check::run(&c, f, leak_grace).await,
+        Command::Doctor(d) => return doctor::run(&c, f, &d.place()?).await,
         Command::Network { command: ListOnly::List } => x::networks(&c, f).await?,
         Command::Topology { command } => match command {
             TopologyCommand::Show => x::topology_show(&c, f).await?,

@@ -505,6 +505,16 @@ impl Client {
             .await
             .map(|_| ())
     }
+    /// A heartbeat carrying the host's self-diagnosis (`GET /check` shows its drift).
+    pub async fn heartbeat_with(&self, host: &str, report: &romana_api::diagnose::HostReport) -> Result<()> {
+        self.call::<serde_json::Value>(
+            Method::PUT,
+            &format!("/hosts/{}/alive", enc(host)),
+            Self::body(report),
+        )
+        .await
+        .map(|_| ())
+    }
     /// `GET /fabric`: per prefix group, what it announces and the routes its router needs.
     pub async fn fabric(&self) -> Result<Vec<FabricGroup>> {
         self.call(Method::GET, "/fabric", None).await

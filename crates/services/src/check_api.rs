@@ -35,7 +35,7 @@ async fn check(
     let now = crate::reclaim::now_ms();
     let picture = crate::reclaim::gather(&s).await?;
     let seen = s.check.observe(&picture, now);
-    let found = consistency::check(&picture, &seen, now, g);
+    let found = crate::consistency_kernel::check_all(&picture, &seen, now, g);
     Ok(Json(serde_json::json!({
         "consistent": found.is_empty(),
         "counts": consistency::counts(&found),

@@ -44,6 +44,8 @@ pub struct Picture {
     pub monitored: BTreeSet<String>,
     pub live: BTreeSet<String>,
     pub blocks: Vec<Block>,
+    /// What each host's agent last reported about its kernel, by host (`consistency_kernel.rs`).
+    pub reports: BTreeMap<String, romana_api::diagnose::StoredReport>,
 }
 
 impl Picture {
@@ -118,10 +120,14 @@ pub enum Kind {
     DuplicateAddress,
     /// A block owned by a host IPAM no longer has.
     OrphanBlock,
+    /// A host's agent reports its kernel differs from what the control plane says.
+    KernelDrift,
+    /// A host's agent has not reported for too long (stopped, or cut off from romanad).
+    StaleReport,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 7] = [
+    pub const ALL: [Kind; 9] = [
         Kind::Leak,
         Kind::Unallocated,
         Kind::WrongOwner,
@@ -129,6 +135,8 @@ impl Kind {
         Kind::DeadHost,
         Kind::DuplicateAddress,
         Kind::OrphanBlock,
+        Kind::KernelDrift,
+        Kind::StaleReport,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -140,6 +148,8 @@ impl Kind {
             Kind::DeadHost => "dead-host",
             Kind::DuplicateAddress => "duplicate-address",
             Kind::OrphanBlock => "orphan-block",
+            Kind::KernelDrift => "kernel-drift",
+            Kind::StaleReport => "stale-report",
         }
     }
 }

@@ -27,6 +27,7 @@ fn base() -> Picture {
         monitored: set(&["h1", "h2"]),
         live: set(&["h1", "h2"]),
         blocks: vec![Block { network: "pods".into(), cidr: "10.0.0.0/28".into(), host: "h1".into() }],
+        reports: BTreeMap::new(),
     }
 }
 

@@ -213,6 +213,7 @@ async fn remove_host(State(s): State<AppState>, Path(name): Path<String>) -> Api
         vec![
             romana_store::Op::delete(s.keys.liveness(&name)),
             romana_store::Op::delete(s.keys.liveness_seen(&name)),
+            romana_store::Op::delete(s.keys.host_report(&name)),
         ],
     );
     if let Err(e) = s.store.txn(cleanup).await {

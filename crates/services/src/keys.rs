@@ -170,6 +170,13 @@ impl Keys {
     pub fn liveness_seen(&self, host: &str) -> String {
         format!("{}liveness-seen/{host}", self.prefix)
     }
+    /// The last report each host's agent sent with its heartbeat (`GET /check`'s kernel view).
+    pub fn host_reports(&self) -> String {
+        format!("{}liveness-report/", self.prefix)
+    }
+    pub fn host_report(&self, host: &str) -> String {
+        format!("{}liveness-report/{host}", self.prefix)
+    }
     pub fn routes(&self, host: &str) -> String {
         format!("{}routes/{host}", self.prefix)
     }

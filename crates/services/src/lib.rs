@@ -10,6 +10,8 @@ pub mod authenticate;
 pub mod check_api;
 pub mod check_tracker;
 pub mod consistency;
+pub mod consistency_kernel;
+pub mod consistency_reports;
 pub mod endpoints;
 pub mod error;
 pub mod extract;

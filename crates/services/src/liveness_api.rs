@@ -4,16 +4,26 @@
 use axum::extract::{Path, State};
 use axum::routing::{get, put};
 use axum::{Json, Router};
+use romana_api::diagnose::HostReport;
 use romana_store::{Op, Txn};
 
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
 
-/// `PUT /hosts/{host}/alive`: an agent's heartbeat. The host counts as alive while it renews
-/// within the liveness TTL.
-async fn alive(State(s): State<AppState>, Path(host): Path<String>) -> ApiResult<Json<serde_json::Value>> {
+/// `PUT /hosts/{host}/alive`: an agent's heartbeat, with its self-diagnosis's report as the
+/// body (optional). The host counts as alive while it renews within the liveness TTL.
+async fn alive(
+    State(s): State<AppState>,
+    Path(host): Path<String>,
+    report: Option<Json<HostReport>>,
+) -> ApiResult<Json<serde_json::Value>> {
     if !s.ipam.read(|v| v.ipam.hosts().iter().any(|h| h.name.as_str() == host)) {
         return Err(ApiError::not_found(format!("unknown host {host}")));
+    }
+    if let Some(Json(r)) = report
+        && let Err(e) = crate::consistency_reports::keep(&s, &host, r, crate::reclaim::now_ms()).await
+    {
+        tracing::warn!(%host, error = %e, "could not keep the host's report");
     }
     let ttl = s.liveness.read().unwrap_or_else(|p| p.into_inner()).ttl;
     let existing = {

@@ -57,6 +57,7 @@ pub async fn gather(s: &AppState) -> ServiceResult<Picture> {
         ..Picture::default()
     });
     p.endpoints = endpoints;
+    p.reports = crate::consistency_reports::read(s).await?;
     let l = s.liveness.read().unwrap_or_else(|e| e.into_inner());
     p.monitored = l.monitored.clone();
     p.live = l.live.clone();
@@ -72,7 +73,7 @@ async fn is_leader(s: &AppState) -> bool {
 pub async fn pass(s: &AppState, now: u64) -> ServiceResult<usize> {
     let p = gather(s).await?;
     let seen = s.check.observe(&p, now);
-    let found = consistency::check(&p, &seen, now, s.check.graces);
+    let found = crate::consistency_kernel::check_all(&p, &seen, now, s.check.graces);
     s.metrics.set_disagreements(&consistency::counts(&found));
     if !is_leader(s).await {
         return Ok(0);

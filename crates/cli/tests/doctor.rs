@@ -1,0 +1,238 @@
+//! `romana doctor` and `romana check`'s kernel view on a sandbox (root): a healthy host reports
+//! nothing; then each part of host r1h1 is broken in its namespace and the doctor must name it:
+//! one rule of our nftables table deleted, the table flushed, the table deleted (the agent runs
+//! and repairs these within its repair interval, so each is broken again until the doctor saw it,
+//! a bounded number of times), and with the agent stopped (SIGSTOP, so nothing repairs): a route
+//! deleted, the gateway link down, forwarding off, the agent itself not answering. Forwarding off
+//! with the agent running is drift the agent does not repair: its heartbeat's report makes it a
+//! `kernel-drift` disagreement in `romana check` and in `romana_check_disagreements`. Everything
+//! is restored and the doctor is healthy again after each. Static routing only: BIRD's sessions
+//! are judged by the data tests (`doctor_checks`), not here. Waits poll, nothing asserts on time.
+#![allow(clippy::unwrap_used)]
+
+use std::io::{Read, Write};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use romana_test_support::TempDir;
+
+#[allow(dead_code)]
+mod common;
+use common::{Sandbox, can_make_namespaces};
+
+fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+fn doctor(sb: &Sandbox) -> Output {
+    let state = sb.state.display().to_string();
+    sb.plain(&["doctor", "r1h1", "--sandbox", &sb.name, "--state-dir", &state])
+}
+
+/// Polls the doctor until it is healthy (exit 0), or fails with its last output.
+fn wait_healthy(sb: &Sandbox, why: &str) {
+    let start = Instant::now();
+    loop {
+        let o = doctor(sb);
+        if o.status.success() {
+            return;
+        }
+        assert!(start.elapsed() < Duration::from_secs(90), "{why}: never healthy again; last:\n{}", text(&o));
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// Runs `brk`, then the doctor, until the doctor names `kind` (the agent may repair the break
+/// before the doctor looks; then it is broken again), at most 20 times.
+fn named_while_agent_repairs(sb: &Sandbox, what: &str, kind: &str, brk: impl Fn()) -> String {
+    let mut last = String::new();
+    for _ in 0..20 {
+        brk();
+        let o = doctor(sb);
+        last = text(&o);
+        if last.lines().any(|l| l.starts_with(kind)) {
+            assert_eq!(o.status.code(), Some(1), "{what}: a problem fails the doctor: {last}");
+            return last;
+        }
+    }
+    panic!("{what}: the doctor never named {kind}; last:\n{last}");
+}
+
+/// Whether a line of a table starts with `kind` and holds `want`.
+fn has(out: &str, kind: &str, want: &str) -> bool {
+    out.lines().any(|l| l.starts_with(kind) && l.contains(want))
+}
+
+fn in_ns(ns: &str, args: &[&str]) -> String {
+    let o = Command::new("ip").args(["netns", "exec", ns]).args(args).output().unwrap();
+    assert!(o.status.success(), "{args:?}: {}", text(&o));
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// The first rule of our table, as (chain, handle).
+fn a_rule(ns: &str) -> (String, String) {
+    let listing = in_ns(ns, &["nft", "-a", "list", "table", "inet", "romana"]);
+    let mut chain = String::new();
+    for l in listing.lines().map(str::trim) {
+        if let Some(rest) = l.strip_prefix("chain ") {
+            chain = rest.split_whitespace().next().unwrap().to_owned();
+        } else if !chain.is_empty()
+            && l.contains("# handle")
+            && !["set ", "map ", "table ", "type "].iter().any(|p| l.starts_with(p))
+        {
+            return (chain, l.rsplit("# handle ").next().unwrap().trim().to_owned());
+        }
+    }
+    panic!("no rule in the table:\n{listing}");
+}
+
+fn signal(pid: u32, sig: &str) {
+    assert!(Command::new("kill").args([sig, &pid.to_string()]).status().unwrap().success());
+}
+
+/// A stopped agent is continued even when the test fails half-way (else `down` would hang on it).
+struct Continue(u32);
+impl Drop for Continue {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").args(["-CONT", &self.0.to_string()]).status();
+    }
+}
+
+/// romanad's `/metrics` text (public, plain HTTP on 127.0.0.1).
+fn metrics(url: &str) -> String {
+    let addr = url.trim_start_matches("http://").trim_end_matches('/');
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(s, "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+fn drift_gauge(url: &str) -> u64 {
+    let m = metrics(url);
+    m.lines()
+        .find_map(|l| l.strip_prefix(r#"romana_check_disagreements{kind="kernel-drift"} "#))
+        .map(|v| v.trim().parse().unwrap())
+        .unwrap_or_else(|| panic!("no kernel-drift gauge in:\n{m}"))
+}
+
+fn drift_in_check(sb: &Sandbox) -> Option<serde_json::Value> {
+    let o = sb.plain(&["check", "-o", "json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).ok()?;
+    v["disagreements"].as_array()?.iter().find(|d| d["subject"] == "r1h1/forwarding-off").cloned()
+}
+
+#[test]
+fn doctor_names_each_broken_part_and_check_sees_the_drift() {
+    if !can_make_namespaces() {
+        eprintln!("SKIP: cannot create network namespaces (needs root and iproute2)");
+        return;
+    }
+    let dir = TempDir::new("doctor");
+    let (_romanad, sb) = Sandbox::on_new_romanad(&dir, "d");
+    sb.ok(&["sandbox", "up"]);
+    sb.ok(&["sandbox", "pod", "add", "--host", "r1h1", "--tenant", "red", "--pod", "a"]);
+    sb.ok(&["sandbox", "pod", "add", "--host", "r1h2", "--tenant", "red", "--pod", "b"]);
+    let ns = format!("rms-{}-r1h1", sb.name);
+    wait_healthy(&sb, "after up");
+    let o = doctor(&sb);
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "KIND  PROBLEM  WHAT TO DO", "{}", text(&o));
+    assert!(text(&o).contains(&format!("0 problem(s) on r1h1 (namespace {ns})")), "{}", text(&o));
+
+    // The table, with the agent running (it repairs each within its repair interval).
+    let out = named_while_agent_repairs(&sb, "one rule deleted", "table-differs", || {
+        let (chain, handle) = a_rule(&ns);
+        let _ = Command::new("ip")
+            .args([
+                "netns", "exec", &ns, "nft", "delete", "rule", "inet", "romana", &chain, "handle", &handle,
+            ])
+            .status();
+    });
+    assert!(out.contains("missing"), "{out}");
+    wait_healthy(&sb, "after the rule came back");
+    named_while_agent_repairs(&sb, "table flushed", "table-differs", || {
+        let _ = Command::new("ip")
+            .args(["netns", "exec", &ns, "nft", "flush", "table", "inet", "romana"])
+            .status();
+    });
+    wait_healthy(&sb, "after the flush was repaired");
+    named_while_agent_repairs(&sb, "table deleted", "table-missing", || {
+        let _ = Command::new("ip")
+            .args(["netns", "exec", &ns, "nft", "delete", "table", "inet", "romana"])
+            .status();
+    });
+    wait_healthy(&sb, "after the table came back");
+
+    // Forwarding off with the agent running: the agent does not repair it; the doctor names it,
+    // and romanad learns it from the agent's report (romana check, the metric).
+    in_ns(&ns, &["sysctl", "-qw", "net.ipv4.ip_forward=0"]);
+    let o = doctor(&sb);
+    assert!(text(&o).lines().any(|l| l.starts_with("forwarding-off")), "{}", text(&o));
+    let start = Instant::now();
+    let drift = loop {
+        if let Some(d) = drift_in_check(&sb) {
+            break d;
+        }
+        assert!(start.elapsed() < Duration::from_secs(60), "romana check never showed r1h1's drift");
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert_eq!(drift["kind"], "kernel-drift", "{drift}");
+    assert!(drift["detail"].as_str().unwrap().contains("ip_forward is 0"), "{drift}");
+    let check = sb.plain(&["check"]);
+    assert_eq!(check.status.code(), Some(1), "{}", text(&check));
+    assert!(has(&text(&check), "kernel-drift", "r1h1/forwarding-off"), "{}", text(&check));
+    // The gauge is set by romanad's periodic pass (every few seconds), not by `GET /check`.
+    let start = Instant::now();
+    while drift_gauge(&sb.url) < 1 {
+        assert!(start.elapsed() < Duration::from_secs(60), "the gauge never counted the drift");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    in_ns(&ns, &["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+    let start = Instant::now();
+    while drift_in_check(&sb).is_some() || drift_gauge(&sb.url) > 0 {
+        assert!(start.elapsed() < Duration::from_secs(60), "the drift never left romana check");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    wait_healthy(&sb, "after forwarding came back");
+
+    // The agent stopped: nothing repairs, so each break stays until restored.
+    let state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(sb.state.join(&sb.name).join("state.json")).unwrap())
+            .unwrap();
+    let pid = state["agents"]["r1h1"].as_u64().unwrap() as u32;
+    signal(pid, "-STOP");
+    let guard = Continue(pid);
+    let o = doctor(&sb);
+    assert!(text(&o).lines().any(|l| l.starts_with("agent-down")), "{}", text(&o));
+    // A route of the route manager's set: through a host of the same rack, or a throw (hosts of
+    // other racks are reached through the rack router).
+    let listing = in_ns(&ns, &["ip", "route", "show", "proto", "77"]);
+    let line = listing
+        .lines()
+        .find(|l| l.contains(" via ") || l.starts_with("throw "))
+        .unwrap_or_else(|| panic!("no route of the set in:\n{listing}"));
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let (route, del) = if words[0] == "throw" {
+        (words[1].to_owned(), vec!["ip", "route", "del", "throw", words[1], "proto", "77"])
+    } else {
+        (words[0].to_owned(), vec!["ip", "route", "del", words[0], "proto", "77"])
+    };
+    in_ns(&ns, &del);
+    in_ns(&ns, &["ip", "link", "set", "romana-gw", "down"]);
+    in_ns(&ns, &["sysctl", "-qw", "net.ipv4.ip_forward=0"]);
+    let o = doctor(&sb);
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    for (kind, want) in [
+        ("route-missing", format!("route {route} ")),
+        ("gateway", "link romana-gw is down".to_owned()),
+        ("forwarding-off", "net.ipv4.ip_forward is 0".to_owned()),
+        ("agent-down", "does not answer".to_owned()),
+    ] {
+        assert!(has(&out, kind, &want), "{kind}: {want:?} not in:\n{out}");
+    }
+    in_ns(&ns, &["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+    in_ns(&ns, &["ip", "link", "set", "romana-gw", "up"]);
+    drop(guard);
+    wait_healthy(&sb, "after the agent continued and the host was restored");
+}
