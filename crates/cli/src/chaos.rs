@@ -209,6 +209,13 @@ async fn scenario(
         routing: Routing::Static,
         // No egress NAT: the hosts' tables are then the policy compiler's alone.
         egress: Egress { internet: false, nat_outgoing: false, no_nat: vec![] },
+        reflectors: 0,
+        // The router follower reaches every replica; with our own plane it logs in with the
+        // admin's credentials file, with a given one it reads the caller's configuration.
+        follower_env: follower_env(
+            c.endpoints(),
+            (!o.given).then(|| work.join("romanad-0/admin.credentials")),
+        ),
     };
     let mut guard = SandboxGuard { state_dir: state_dir.clone(), name: name.clone(), armed: true };
     crate::sandbox::up(&c, &up).await?;
@@ -547,4 +554,14 @@ fn print_report(
     for v in violations {
         println!("  {}: {}", v.kind, v.detail);
     }
+}
+
+/// The environment of the sandbox's router follower (`sandbox_static.rs`): every replica, and
+/// the admin's credentials file when the control plane is ours.
+fn follower_env(endpoints: &[String], credentials: Option<PathBuf>) -> Vec<(String, String)> {
+    let mut env = vec![("ROMANA_ENDPOINT".to_owned(), endpoints.join(","))];
+    if let Some(p) = credentials {
+        env.push(("ROMANA_CREDENTIALS".to_owned(), p.display().to_string()));
+    }
+    env
 }
