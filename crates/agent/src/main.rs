@@ -7,6 +7,7 @@ mod bird;
 mod ctx;
 mod fastpath;
 mod firewall;
+mod firewall_read;
 mod local;
 mod metrics;
 mod metrics_http;
