@@ -14,7 +14,6 @@ mod netns;
 pub mod nft;
 mod nftlib;
 pub mod nftnl;
-pub mod nftread;
 mod nl;
 mod sysctl;
 mod vm;
