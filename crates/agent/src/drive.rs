@@ -77,7 +77,7 @@ pub fn apply_transaction<N: Nftables, F: FastPathMap>(
     }
     let applied = !t.plan.is_empty();
     if applied {
-        nft.apply(&t.plan.script)?;
+        nft.apply_plan(&t.plan)?;
     }
     if let Some(f) = fast_path {
         f.allow(t.allow.clone())?;

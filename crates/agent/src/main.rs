@@ -8,6 +8,7 @@ mod ctx;
 mod diagnose_host;
 mod fastpath;
 mod firewall;
+mod firewall_read;
 mod local;
 mod metrics;
 mod metrics_http;

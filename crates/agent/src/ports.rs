@@ -10,7 +10,7 @@ use romana_client::ClientError;
 use romana_dataplane::{HostState, LinkName, Plan};
 use romana_host::nft::NftError;
 use romana_host::{Attachment, EndpointError, EndpointSpec};
-use romana_policy::nftplan::Observed;
+use romana_policy::nftplan::{NftPlan, Observed};
 use romana_store::BoxFut;
 
 use crate::error::FirewallError;
@@ -30,6 +30,11 @@ pub trait Nftables {
     /// Our table (`None`: there is none); `background`: at the lowest CPU priority.
     fn list(&self, background: bool) -> Result<Option<Observed>, FirewallError>;
     fn apply(&self, script: &str) -> Result<(), NftError>;
+    /// Applies a plan: its script, or, when it changes set elements only, those (the real one
+    /// sends them over netlink, without nft's copy of the table).
+    fn apply_plan(&self, plan: &NftPlan) -> Result<(), NftError> {
+        self.apply(&plan.script)
+    }
     /// Whether transactions go through libnftables (`None`: none ran yet).
     fn uses_library(&self) -> Option<bool>;
 }

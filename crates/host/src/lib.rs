@@ -14,6 +14,7 @@ mod netns;
 pub mod nft;
 mod nftlib;
 pub mod nftnl;
+pub mod nftread;
 mod nl;
 mod sysctl;
 mod vm;

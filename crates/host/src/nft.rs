@@ -213,6 +213,20 @@ impl Nft {
         Ok(())
     }
 
+    /// Our table read over netlink (`nftread.rs`), on the socket element batches use; `Err`
+    /// when netlink cannot read it (the caller lists it with `nft -j` instead).
+    pub fn read_table(&mut self) -> Result<Option<crate::nftread::TableRead>, NftError> {
+        if let Some(Some(socket)) = self.elements.as_mut() {
+            let r = socket.read_table();
+            if r.is_err() {
+                // A socket left mid-dump is not reused.
+                self.elements = None;
+            }
+            return r;
+        }
+        ElementSocket::open()?.read_table()
+    }
+
     /// Whether element changes go over netlink (`None`: none was applied yet).
     pub fn uses_batches(&self) -> Option<bool> {
         self.elements.as_ref().map(Option::is_some)

@@ -288,8 +288,8 @@ fn message_set(changes: &[SetElements], i: usize) -> String {
 /// A netlink socket of the namespace it was opened in, for element batches.
 #[derive(Debug)]
 pub struct ElementSocket {
-    socket: netlink_sys::Socket,
-    seq: u32,
+    pub(crate) socket: netlink_sys::Socket,
+    pub(crate) seq: u32,
 }
 
 fn nl_err(what: &str, e: std::io::Error) -> NftError {

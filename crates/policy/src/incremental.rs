@@ -18,7 +18,7 @@ use crate::eval::{Endpoint, World};
 use crate::firewall::{CompileCache, FAMILIES, base_chain, fam_suffix};
 use crate::isolation::IMPLICIT_PREFIX;
 use crate::model::SEGMENT_LABEL;
-use crate::nftplan::{NftPlan, Observed, ObservedChain, PlanSummary};
+use crate::nftplan::{NftPlan, Observed, ObservedChain, PlanSummary, only_elements, set_delta};
 use crate::ruleset::{self, Chain, Dir, Element, Hook, Set};
 
 /// One endpoint change: (before, after); `None` is absent.
@@ -198,6 +198,7 @@ fn base_chains(table: &Observed, part: &mut Part) {
 pub fn plan_part(observed: &Observed, part: &Part) -> NftPlan {
     let mut s = PlanSummary::default();
     let mut out = String::new();
+    let mut deltas = Vec::new();
     for (name, set) in &part.sets {
         match observed.sets.get(name) {
             None => {
@@ -206,14 +207,7 @@ pub fn plan_part(observed: &Observed, part: &Part) -> NftPlan {
                 s.elements_added += set.elements.len();
             }
             Some(have) if Arc::ptr_eq(have, set) => {}
-            Some(have) => {
-                let gone: Vec<_> = have.elements.difference(&set.elements).collect();
-                let new: Vec<_> = set.elements.difference(&have.elements).collect();
-                s.elements_deleted += gone.len();
-                s.elements_added += new.len();
-                ruleset::elements(&mut out, "delete", name, gone.into_iter());
-                ruleset::elements(&mut out, "add", name, new.into_iter());
-            }
+            Some(have) => set_delta(&mut out, &mut s, &mut deltas, name, have, set),
         }
     }
     for (name, chain) in &part.chains_added {
@@ -241,7 +235,8 @@ pub fn plan_part(observed: &Observed, part: &Part) -> NftPlan {
         s.chains_deleted += 1;
         s.rules_deleted += observed.chains[name].rules.len();
     }
-    NftPlan { script: out, summary: s }
+    let elements = only_elements(&s, deltas);
+    NftPlan { script: out, summary: s, elements }
 }
 
 impl Observed {

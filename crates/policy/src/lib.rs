@@ -15,6 +15,7 @@ pub mod model;
 pub mod nat;
 pub mod nftjson;
 pub mod nftplan;
+pub mod nftread;
 pub mod romana;
 pub mod ruleset;
 pub mod vip;

@@ -52,7 +52,7 @@ fn element(ty: SetType, v: &Value) -> Option<Element> {
     }
 }
 
-fn hook(s: &str) -> Option<Hook> {
+pub(crate) fn hook(s: &str) -> Option<Hook> {
     match s {
         "prerouting" => Some(Hook::Prerouting),
         "forward" => Some(Hook::Forward),

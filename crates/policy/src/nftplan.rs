@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
 use std::sync::Arc;
 
-use crate::ruleset::{self, Hook, Ruleset, Set, TABLE};
+use crate::ruleset::{self, Element, Hook, Ruleset, Set, TABLE};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ObservedChain {
@@ -47,12 +47,51 @@ pub struct NftPlan {
     /// The `nft -f` text; empty when the kernel already holds the desired table.
     pub script: String,
     pub summary: PlanSummary,
+    /// The same plan as data when all it does is add and delete elements of sets that exist
+    /// (a pod's start, a relabel): the agent then sends it as netlink messages, which need no
+    /// copy of the table in nft's cache. `None` when anything else changes.
+    pub elements: Option<Vec<SetDelta>>,
 }
 
 impl NftPlan {
     pub fn is_empty(&self) -> bool {
         self.script.is_empty()
     }
+}
+
+/// Elements deleted from and added to one existing set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SetDelta {
+    pub set: String,
+    pub delete: Vec<Element>,
+    pub add: Vec<Element>,
+}
+
+/// Plans the element changes from `have` to `want` of the existing set `name`: text, summary and
+/// the delta (none when equal).
+pub(crate) fn set_delta(
+    out: &mut String,
+    s: &mut PlanSummary,
+    deltas: &mut Vec<SetDelta>,
+    name: &str,
+    have: &Set,
+    want: &Set,
+) {
+    let delete: Vec<Element> = have.elements.difference(&want.elements).cloned().collect();
+    let add: Vec<Element> = want.elements.difference(&have.elements).cloned().collect();
+    s.elements_deleted += delete.len();
+    s.elements_added += add.len();
+    ruleset::elements(out, "delete", name, delete.iter());
+    ruleset::elements(out, "add", name, add.iter());
+    if !delete.is_empty() || !add.is_empty() {
+        deltas.push(SetDelta { set: name.to_owned(), delete, add });
+    }
+}
+
+/// The deltas, when the summary says the plan changes elements and nothing else.
+pub(crate) fn only_elements(s: &PlanSummary, deltas: Vec<SetDelta>) -> Option<Vec<SetDelta>> {
+    let rest = PlanSummary { elements_added: 0, elements_deleted: 0, ..s.clone() };
+    (rest == PlanSummary::default()).then_some(deltas)
 }
 
 /// The plan from `observed` (`None`: the table does not exist) to `desired`.
@@ -80,18 +119,14 @@ pub fn plan(observed: Option<&Observed>, desired: &Ruleset) -> NftPlan {
         s.chains_added += 1;
     }
     // 2. Elements of existing sets.
+    let mut deltas = Vec::new();
     for (name, set) in &desired.sets {
         let Some(have) = obs.sets.get(name) else { continue };
         // The same object as last applied (the compiler reused it): nothing to compare.
         if Arc::ptr_eq(have, set) {
             continue;
         }
-        let gone: Vec<_> = have.elements.difference(&set.elements).collect();
-        let new: Vec<_> = set.elements.difference(&have.elements).collect();
-        s.elements_deleted += gone.len();
-        s.elements_added += new.len();
-        ruleset::elements(&mut out, "delete", name, gone.into_iter());
-        ruleset::elements(&mut out, "add", name, new.into_iter());
+        set_delta(&mut out, &mut s, &mut deltas, name, have, set);
     }
     // 3. Chains whose rules differ in any way (order included) are flushed and refilled.
     let mut adds: Vec<&str> = Vec::new();
@@ -129,7 +164,8 @@ pub fn plan(observed: Option<&Observed>, desired: &Ruleset) -> NftPlan {
         let _ = writeln!(out, "delete set inet {TABLE} {name}");
         s.sets_deleted += 1;
     }
-    NftPlan { script: out, summary: s }
+    let elements = only_elements(&s, deltas);
+    NftPlan { script: out, summary: s, elements }
 }
 
 fn replace(desired: &Ruleset) -> NftPlan {
@@ -142,7 +178,7 @@ fn replace(desired: &Ruleset) -> NftPlan {
         elements_added: elements,
         ..PlanSummary::default()
     };
-    NftPlan { script: desired.render_replace(), summary }
+    NftPlan { script: desired.render_replace(), summary, elements: None }
 }
 
 impl Observed {

@@ -376,7 +376,9 @@ proptest! {
                 Ok(part) => {
                     let before = known.clone();
                     known.apply_part(&part);
-                    prop_assert!(plan_part(&before, &part).is_empty() == (known == before), "step {}", step);
+                    let p = plan_part(&before, &part);
+                    prop_assert!(p.is_empty() == (known == before), "step {}", step);
+                    check_deltas(&before, &p, &known);
                 }
                 // Refused before the cache took the change: a compile takes it, as the agent's does.
                 Err(Refusal::NewSegment { .. } | Refusal::SegmentMayEmpty { .. }) => {
@@ -464,7 +466,32 @@ fn table(w: &(World, Vec<Endpoint>, Vec<PolicyRules>)) -> Ruleset {
 fn check_plan(before: &Ruleset, after: &Ruleset) -> romana_policy::nftplan::PlanSummary {
     let p = plan(Some(&Observed::of(before)), after);
     assert!(plan(Some(&Observed::of(after)), after).is_empty(), "a converged table needs no transaction");
+    check_deltas(&Observed::of(before), &p, &Observed::of(after));
     p.summary
+}
+
+/// A plan's element deltas, when it has them, take `before` to exactly `after`; it has them
+/// exactly when it changes elements only.
+fn check_deltas(before: &Observed, p: &romana_policy::nftplan::NftPlan, after: &Observed) {
+    let s = &p.summary;
+    let only = !s.replace_table
+        && (s.sets_added, s.sets_deleted, s.chains_added, s.chains_rewritten, s.chains_deleted)
+            == (0, 0, 0, 0, 0)
+        && (s.rules_added, s.rules_deleted) == (0, 0);
+    assert_eq!(p.elements.is_some(), only, "{s:?}");
+    let Some(deltas) = &p.elements else { return };
+    let mut t = before.clone();
+    for d in deltas {
+        let mut set = romana_policy::ruleset::Set::clone(&t.sets[&d.set]);
+        for e in &d.delete {
+            assert!(set.elements.remove(e), "{e} deleted from {} but not there", d.set);
+        }
+        for e in &d.add {
+            assert!(set.elements.insert(e.clone()), "{e} added to {} but there", d.set);
+        }
+        t.sets.insert(d.set.clone(), std::sync::Arc::new(set));
+    }
+    assert!(t == *after, "the deltas do not make the table: {:?}", differences_observed(&t, after));
 }
 
 #[test]
@@ -481,6 +508,8 @@ fn an_endpoint_or_label_change_is_a_set_element_change() {
     let after = table(&world_with(more, vec![web_policy("p1", "client")]));
     let s = check_plan(&before, &after);
     assert_eq!((s.elements_added, s.elements_deleted), (1, 0), "{s:?}");
+    let p = plan(Some(&Observed::of(&before)), &after);
+    assert!(p.elements.as_ref().is_some_and(|d| d.len() == 1), "{:?}", p.elements);
     assert_eq!((s.rules_added, s.rules_deleted, s.chains_added, s.chains_rewritten), (0, 0, 0, 0), "{s:?}");
     // A label change: w1 is no longer a web pod.
     let mut relabel = base.clone();
