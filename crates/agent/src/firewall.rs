@@ -45,9 +45,9 @@ impl Nftables for KeptNft {
     }
     fn list(&self, background: bool) -> Result<Option<Observed>, FirewallError> {
         // The read over netlink (`romana_host::nftread`: a few ms where `nft -j` takes hundreds
-        // at 10,000 endpoints) is opt-in (ROMANA_NFT_NETLINK_READ=1): with it on, `romana chaos`
-        // saw plans the kernel refused (EBUSY/ENOENT) and tables that never converged; `nft -j`
-        // stays the reader until that is understood (issue 22).
+        // at 10,000 endpoints) is opt-in (ROMANA_NFT_NETLINK_READ=1) until `romana chaos` passes
+        // with it: it once read anonymous sets as foreign ones (fixed), and plans replacing them
+        // were refused with EBUSY (issue 22).
         if std::env::var_os("ROMANA_NFT_NETLINK_READ").is_some_and(|v| v == "1") {
             match self.lock().read_table() {
                 Ok(t) => return Ok(t.map(crate::firewall_read::observed)),

@@ -88,6 +88,8 @@ const NLMSG_DONE: u16 = 3;
 const NFPROTO_INET: u8 = 1;
 /// Set flags nft shows (constant, interval, timeout, map, eval...): all but concat (0x80).
 const FOREIGN_SET_FLAGS: u32 = !0x80;
+/// `NFT_SET_ANONYMOUS`: a set made for one rule's literal list.
+const NFT_SET_ANONYMOUS: u32 = 0x1;
 
 /// The attributes of a message's payload (after the nfgenmsg), by type (nesting bit cleared).
 fn attrs(mut b: &[u8]) -> Vec<(u16, &[u8])> {
@@ -199,6 +201,11 @@ impl ElementSocket {
                 continue;
             }
             let flags = be32(get(&a, 3)).unwrap_or(0);
+            // Anonymous sets (`{ 133, 134 }` inside a rule) belong to their rule, as `nft -j`
+            // shows them: never ours to plan for (deleting one bound to a rule is EBUSY).
+            if flags & NFT_SET_ANONYMOUS != 0 {
+                continue;
+            }
             let kind = be32(get(&a, 4))
                 .and_then(KeyKind::of)
                 .filter(|_| flags & FOREIGN_SET_FLAGS == 0 && get(&a, 6).is_none());
