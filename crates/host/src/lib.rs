@@ -12,6 +12,7 @@ mod kernel;
 pub mod nat;
 mod netns;
 pub mod nft;
+mod nft_error;
 mod nftlib;
 pub mod nftnl;
 pub mod nftread;

@@ -11,22 +11,7 @@ use std::process::{Command, Stdio};
 
 use crate::nftnl::{self, ElementPath, ElementSocket, SetElements};
 
-/// The only table we touch.
-pub const TABLE_SPEC: [&str; 3] = ["table", "inet", "romana"];
-
-#[derive(Debug, thiserror::Error)]
-pub enum NftError {
-    #[error("nft is not installed (Debian package nftables): {0}")]
-    NotInstalled(std::io::Error),
-    #[error("nft {what} failed: {stderr}")]
-    Failed { what: String, stderr: String },
-    #[error("nft {what}: {source}")]
-    Io { what: String, source: std::io::Error },
-    #[error("reading nftables' generation over netlink: {0}")]
-    Generation(String),
-    #[error("set elements over netlink: {0}")]
-    Elements(String),
-}
+pub use crate::nft_error::{NftError, TABLE_SPEC};
 
 fn nft_path() -> &'static str {
     // /usr/sbin may be missing from a service's PATH.

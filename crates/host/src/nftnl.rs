@@ -11,7 +11,7 @@
 use std::fmt;
 use std::net::IpAddr;
 
-use crate::nft::{NftError, TABLE_SPEC};
+use crate::nft_error::{NftError, TABLE_SPEC};
 
 /// An element's key, as the set's type lays it out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]

@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use crate::nft::{NftError, TABLE_SPEC};
+use crate::nft_error::{NftError, TABLE_SPEC};
 use crate::nftnl::{ElementKey, ElementSocket};
 
 /// The key types we create (nft's datatype ids: ipv4_addr 7, ipv6_addr 8, inet_service 13; a
