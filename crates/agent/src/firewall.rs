@@ -22,7 +22,7 @@ use romana_agent::ports::{FastPathMap, Nftables, Romanad};
 use romana_agent::rest_watch::RestWatch;
 use romana_host::nft::{Nft, NftError};
 use romana_policy::nftjson;
-use romana_policy::nftplan::{NftPlan, Observed, PlanSummary};
+use romana_policy::nftplan::{NftPlan, Observed, PlanSummary, plan};
 use romana_store::follow::{Backoff, follow};
 
 use crate::ctx::Ctx;
@@ -138,10 +138,6 @@ impl Firewall {
         self.ctx.core().inputs.loaded
     }
 
-    pub fn is_dirty(&self) -> bool {
-        self.ctx.core().inputs.dirty
-    }
-
     /// Runs `f` with the kept nftables connections in the host's namespace, on a blocking
     /// thread.
     async fn in_ns<T: Send + 'static>(
@@ -211,6 +207,13 @@ impl Firewall {
             }
             snap
         };
+        // A pass that starts from a fresh kernel read also plans from the table as last applied:
+        // when the two plans differ, someone else changed our table (a repair, whichever loop
+        // ran the pass and whatever else changed meanwhile).
+        let prior = match &fresh {
+            Some((g, _)) if *g == state.generation => state.known.clone(),
+            _ => None,
+        };
         let base = state.base(fresh);
         let started = Instant::now();
         let mut compiled = state.compile(&self.ctx.host, snap);
@@ -227,6 +230,7 @@ impl Firewall {
             }
         }
         let (rules, elements) = compiled.desired.counts();
+        let expected = prior.map(|k| plan(Some(&k), &compiled.desired).summary);
         let compiled_in = started.elapsed();
         let deliver = self.deliver.clone();
         let r = self
@@ -247,6 +251,10 @@ impl Firewall {
                 Metrics::inc(&metrics.firewall_reads);
             }
             state.applied(a.after, a.known_at, &a.summary);
+            if expected.is_some_and(|e| e != a.summary) {
+                Metrics::inc(&metrics.firewall_repairs);
+                tracing::warn!(summary = ?a.summary, "the romana table was changed by someone else; repaired");
+            }
             a.summary
         });
         Metrics::inc(&metrics.firewall_syncs);
@@ -445,16 +453,9 @@ async fn repair_loop(fw: Arc<Firewall>, every: Duration) {
         if !actions.contains(&Action::FirewallPass { read_kernel: true }) {
             continue;
         }
-        let was_dirty = fw.is_dirty();
+        // `sync` counts the repair when the kernel's table was not the one last applied.
         match fw.sync(m, true).await {
-            Ok(s) if s != PlanSummary::default() => {
-                if was_dirty {
-                    tracing::info!(summary = ?s, "firewall updated");
-                } else {
-                    Metrics::inc(&m.firewall_repairs);
-                    tracing::warn!(summary = ?s, "the romana table was changed by someone else; repaired");
-                }
-            }
+            Ok(s) if s != PlanSummary::default() => tracing::info!(summary = ?s, "firewall updated"),
             Ok(_) => {}
             Err(e) => tracing::error!(error = %e, "firewall repair pass failed"),
         }
