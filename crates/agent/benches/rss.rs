@@ -58,6 +58,7 @@ async fn main() {
         let h = HostRequest {
             name: format!("h{i}"),
             ip: host_ip(i),
+            ipv6: None,
             agent_port: None,
             tags: Default::default(),
             k8s_info: None,

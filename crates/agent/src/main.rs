@@ -45,6 +45,10 @@ struct Args {
     /// This host's address; when given, the agent registers the host if romanad does not know it.
     #[arg(long)]
     host_ip: Option<IpAddr>,
+    /// This host's IPv6 underlay address beside an IPv4 `--host-ip` (dual-stack underlay), given
+    /// in that registration: other hosts route IPv6 to this host's blocks through it.
+    #[arg(long, requires = "host_ip")]
+    host_ipv6: Option<std::net::Ipv6Addr>,
     /// Tags for that registration (`--tag rack=r1`), which place the host in a prefix group.
     #[arg(long = "tag", value_parser = parse_tag)]
     tags: Vec<(String, String)>,
@@ -423,6 +427,7 @@ async fn register(client: &Client, args: &Args) -> Result<IpAddr> {
             let req = HostRequest {
                 name: args.host.clone(),
                 ip: ip.to_string(),
+                ipv6: args.host_ipv6.map(|a| a.to_string()),
                 agent_port: args.listen.map(|a| a.port()),
                 tags: args.tags.iter().cloned().collect(),
                 k8s_info: None,

@@ -228,6 +228,7 @@ async fn the_agent_serves_every_documented_family_and_each_moves() {
     let peer = HostRequest {
         name: "hb".into(),
         ip: "192.168.88.2".into(),
+        ipv6: None,
         agent_port: None,
         tags: Default::default(),
         k8s_info: None,
@@ -283,6 +284,7 @@ async fn the_agent_serves_every_documented_family_and_each_moves() {
     let far = HostRequest {
         name: "hc".into(),
         ip: "192.168.99.9".into(),
+        ipv6: None,
         agent_port: None,
         tags: Default::default(),
         k8s_info: None,

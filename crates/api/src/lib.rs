@@ -11,6 +11,7 @@ pub mod records;
 pub mod rest;
 pub mod route_wire;
 pub mod topology;
+pub mod underlay;
 pub mod vip;
 pub mod watch;
 

@@ -29,6 +29,9 @@ pub struct NameRecord {
 pub struct HostRecord {
     pub name: String,
     pub ip: String,
+    /// The IPv6 underlay address beside an IPv4 `ip`; absent in records written before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipv6: Option<String>,
     pub agent_port: u16,
     #[serde(default)]
     pub tags: BTreeMap<String, String>,

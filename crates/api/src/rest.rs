@@ -105,6 +105,11 @@ pub struct Segment {
 pub struct HostRequest {
     pub name: String,
     pub ip: String,
+    /// The host's IPv6 underlay address beside its IPv4 `ip` (a dual-stack underlay): the next
+    /// hop of other hosts' IPv6 routes to its blocks. Absent: IPv6 blocks on the host are
+    /// unreachable from elsewhere.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipv6: Option<String>,
     #[serde(default)]
     pub agent_port: Option<u16>,
     #[serde(default)]
@@ -125,6 +130,8 @@ pub struct Placement {
 pub struct Host {
     pub name: String,
     pub ip: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipv6: Option<String>,
     pub agent_port: u16,
     pub tags: BTreeMap<String, String>,
     /// `topology` (listed in the topology) or `dynamic` (added at run time).

@@ -2,7 +2,7 @@
 //! JSON, plus a `classic` network option, converted to and from `romana_ipam::spec`.
 
 use std::collections::BTreeMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 
 use romana_ipam::spec::{
     BgpSpec, ClassicBits, DEFAULT_AGENT_PORT, GroupOrHostSpec, GroupSpec, HostSpec, LayoutSpec, MapSpec,
@@ -80,6 +80,9 @@ pub struct GroupOrHost {
     pub name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ip: Option<String>,
+    /// A host's IPv6 underlay address beside its IPv4 `ip` (dual-stack underlay).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipv6: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent_port: Option<u16>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -359,16 +362,25 @@ fn convert(c: &mut Collector, at: &str, e: &GroupOrHost) -> Option<GroupOrHostSp
                 || format!("{at}.ip"),
                 ip.parse::<IpAddr>().map_err(|_| format!("malformed address {ip:?}")),
             );
+            let ipv6 = match &e.ipv6 {
+                None => Some(None),
+                Some(v6) => c.take(|| format!("{at}.ipv6"), crate::underlay::parse_ipv6(v6)).map(Some),
+            };
             if e.groups.is_some() {
                 c.0.push(format!("{at}: a host (with ip) cannot have groups"));
             }
-            let (name, ip) = (name?, ip?);
+            if let (Some(IpAddr::V6(_)), Some(Some(_))) = (ip, ipv6) {
+                c.0.push(format!("{at}.ipv6: goes beside an IPv4 ip; this host's ip is IPv6 already"));
+                return None;
+            }
+            let (name, ip, ipv6) = (name?, ip?, ipv6?);
             // Romana 2.0's GET /topology wrote a host's tags as `assignment`; accept both.
             let mut tags = e.assignment.clone();
             tags.extend(e.tags.clone());
             Some(GroupOrHostSpec::Host(HostSpec {
                 name,
                 ip,
+                ipv6,
                 agent_port: e.agent_port.unwrap_or(DEFAULT_AGENT_PORT),
                 tags,
             }))
@@ -392,8 +404,8 @@ fn convert(c: &mut Collector, at: &str, e: &GroupOrHost) -> Option<GroupOrHostSp
 /// has its own copy of the tree and its own hosts), with every group's carved `cidr`, the hosts
 /// in their groups, and padding groups left out.
 pub fn render(ipam: &Ipam) -> TopologyRequest {
-    let hosts: BTreeMap<HostName, (IpAddr, u16, BTreeMap<String, String>)> =
-        ipam.hosts().into_iter().map(|h| (h.name, (h.ip, h.agent_port, h.tags))).collect();
+    let hosts: HostInfo =
+        ipam.hosts().into_iter().map(|h| (h.name, (h.ip, h.ipv6, h.agent_port, h.tags))).collect();
     let mut networks = Vec::new();
     let mut topologies = Vec::new();
     let groups = ipam.groups();
@@ -436,7 +448,7 @@ fn routing_and_assignment_empty(g: &GroupView) -> bool {
     g.routing.is_empty() && g.assignment.is_empty() && g.bgp.is_none()
 }
 
-type HostInfo = BTreeMap<HostName, (IpAddr, u16, BTreeMap<String, String>)>;
+type HostInfo = BTreeMap<HostName, (IpAddr, Option<Ipv6Addr>, u16, BTreeMap<String, String>)>;
 
 fn children(groups: &[&GroupView], at: usize, hosts: &HostInfo) -> Vec<GroupOrHost> {
     let depth = groups[at].depth;
@@ -458,11 +470,12 @@ fn render_group(groups: &[&GroupView], at: usize, hosts: &HostInfo) -> GroupOrHo
         g.hosts
             .iter()
             .map(|h| {
-                let (ip, port, tags) =
-                    hosts.get(h).cloned().unwrap_or((IpAddr::from([0, 0, 0, 0]), 0, BTreeMap::new()));
+                let (ip, ipv6, port, tags) =
+                    hosts.get(h).cloned().unwrap_or((IpAddr::from([0, 0, 0, 0]), None, 0, BTreeMap::new()));
                 GroupOrHost {
                     name: h.to_string(),
                     ip: Some(ip.to_string()),
+                    ipv6: ipv6.map(|a| a.to_string()),
                     agent_port: Some(port),
                     tags,
                     ..GroupOrHost::default()

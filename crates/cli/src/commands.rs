@@ -158,7 +158,8 @@ fn host_rows(hosts: &[romana_api::rest::Host]) -> Vec<Vec<String>> {
         .map(|h| {
             vec![
                 h.name.clone(),
-                h.ip.clone(),
+                // A dual-stack underlay shows both addresses in the one column.
+                h.ipv6.as_ref().map_or_else(|| h.ip.clone(), |v6| format!("{} {v6}", h.ip)),
                 h.agent_port.to_string(),
                 kv(&h.tags),
                 h.placements
@@ -182,7 +183,7 @@ pub async fn host_add(
     c: &Client,
     f: Format,
     name: &str,
-    ip: &str,
+    (ip, ipv6): (&str, Option<&str>),
     port: Option<u16>,
     tags: &[String],
 ) -> Result<()> {
@@ -190,6 +191,7 @@ pub async fn host_add(
         .add_host(&HostRequest {
             name: name.into(),
             ip: ip.into(),
+            ipv6: ipv6.map(Into::into),
             agent_port: port,
             tags: parse_kv(tags)?,
             k8s_info: None,

@@ -249,6 +249,10 @@ enum HostCommand {
     Add {
         name: String,
         ip: String,
+        /// The host's IPv6 underlay address beside its IPv4 IP (dual-stack underlay): other
+        /// hosts' IPv6 routes to its blocks lead there.
+        #[arg(long)]
+        ipv6: Option<String>,
         #[arg(long)]
         agent_port: Option<u16>,
         /// KEY=VALUE, repeatable; matched against group assignments.
@@ -857,8 +861,8 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
                 watch::follow(&c, "ipam/hosts/", || x::host_list(&c, f)).await?
             }
             HostCommand::List { .. } => x::host_list(&c, f).await?,
-            HostCommand::Add { name, ip, agent_port, tags } => {
-                x::host_add(&c, f, &name, &ip, agent_port, &tags).await?
+            HostCommand::Add { name, ip, ipv6, agent_port, tags } => {
+                x::host_add(&c, f, &name, (&ip, ipv6.as_deref()), agent_port, &tags).await?
             }
             HostCommand::Show { name } => x::host_show(&c, f, &name).await?,
             HostCommand::Remove { name } => x::host_remove(&c, f, &name).await?,

@@ -189,6 +189,7 @@ async fn build(c: &Client, layout: &Layout, o: &UpOptions, d: &Path) -> Result<(
         let req = HostRequest {
             name: h.name.clone(),
             ip: h.ip.clone(),
+            ipv6: None,
             agent_port: None,
             tags: BTreeMap::from([("rack".to_owned(), h.rack.to_string())]),
             k8s_info: None,

@@ -167,3 +167,26 @@ async fn commands_against_romanad() {
     assert!(String::from_utf8_lossy(&o.stdout).contains("ipam"), "{}", String::from_utf8_lossy(&o.stderr));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `host add --ipv6`: a dual-stack underlay shows both addresses; a bad IPv6 address is refused
+/// with romanad's reason, naming the field.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_add_with_an_ipv6_underlay() {
+    let url = serve().await;
+    let o = romana(&url, &["topology", "apply", "-f", &examples("multi-zone.json")]).await;
+    assert_eq!(o.code, 0, "{}{}", o.stdout, o.stderr);
+    let tags = ["--tag", "zone=zone-a", "--tag", "rack=zone-a-rack-1"];
+    let add = |name: &'static str, ip: &'static str, v6: &'static str| {
+        let mut args = vec!["host", "add", name, ip, "--ipv6", v6];
+        args.extend(tags);
+        args
+    };
+    let o = romana(&url, &add("h2", "192.168.1.2", "fd00:1::2")).await;
+    assert_eq!(o.code, 0, "{}{}", o.stdout, o.stderr);
+    let o = romana(&url, &["host", "list"]).await;
+    assert!(o.stdout.contains("192.168.1.2 fd00:1::2"), "{}", o.stdout);
+    let o = romana(&url, &add("h3", "192.168.1.3", "fe80::3")).await;
+    assert_ne!(o.code, 0, "{}", o.stdout);
+    assert!(o.stderr.contains("ipv6: fe80::3 is link-local"), "{}", o.stderr);
+    assert!(!romana(&url, &["host", "list"]).await.stdout.contains("h3"));
+}

@@ -185,6 +185,7 @@ fn host(name: &str, ip: &str) -> HostRequest {
     HostRequest {
         name: name.into(),
         ip: ip.into(),
+        ipv6: None,
         agent_port: None,
         tags: Default::default(),
         k8s_info: None,

@@ -117,6 +117,7 @@ async fn load(c: &Arc<Client>, endpoints: usize, policies: usize) {
         let req = HostRequest {
             name: format!("s{h}"),
             ip: format!("198.18.0.{}", h + 1),
+            ipv6: None,
             agent_port: None,
             tags: Default::default(),
             k8s_info: None,

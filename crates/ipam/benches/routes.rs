@@ -80,7 +80,10 @@ fn main() {
     let names: Vec<HostName> = (0..hosts).map(|h| format!("node-{h:04}").parse().expect("host")).collect();
     for (h, n) in names.iter().enumerate() {
         let ip = IpAddr::V4(Ipv4Addr::from(0xc0a8_0000u32 + h as u32));
-        ipam.add_host(HostSpec::new(n.clone(), ip)).expect("host fits");
+        // A dual-stack underlay: IPv6 routes lead to the host's IPv6 address (without one they
+        // would all be throws).
+        let ipv6 = std::net::Ipv6Addr::from(0xfd00_0192_0168_0000_0000_0000_0000_0000u128 + h as u128);
+        ipam.add_host(HostSpec::new(n.clone(), ip).with_ipv6(ipv6)).expect("host fits");
     }
     for (h, n) in names.iter().enumerate() {
         for e in 0..per_host {

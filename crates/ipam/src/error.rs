@@ -66,6 +66,10 @@ pub enum IpamError {
     HostExists { host: HostName, same_ip: bool },
     #[error("address {ip} is already used by host {other}")]
     HostIpInUse { ip: IpAddr, other: HostName },
+    #[error(
+        "host {host}: an IPv6 underlay address ({ipv6}) goes beside an IPv4 address, but the host's address {ip} is IPv6"
+    )]
+    SecondIpv6 { host: HostName, ip: IpAddr, ipv6: std::net::Ipv6Addr },
     #[error("host {host} fits no group in any network (tags: {tags})")]
     HostFitsNoGroup { host: HostName, tags: String },
     #[error("new tags for host {host} no longer match group {group} of network {network}")]

@@ -83,7 +83,7 @@ impl Hosts {
 
     pub fn insert(&mut self, record: HostRecord) -> HostId {
         let name = record.spec.name.clone();
-        let ip = record.spec.ip;
+        let ips: Vec<IpAddr> = record.spec.addresses().collect();
         let id = match self.free.pop() {
             Some(i) => {
                 self.slab[i as usize] = Some(record);
@@ -95,15 +95,19 @@ impl Hosts {
             }
         };
         self.by_name.insert(name, id);
-        self.by_ip.entry(ip).or_insert(id);
+        for ip in ips {
+            self.by_ip.entry(ip).or_insert(id);
+        }
         id
     }
 
     pub fn remove(&mut self, id: HostId) -> HostRecord {
         let record = self.slab[id.0 as usize].take().expect("removing a live host");
         self.by_name.remove(&record.spec.name);
-        if self.by_ip.get(&record.spec.ip) == Some(&id) {
-            self.by_ip.remove(&record.spec.ip);
+        for ip in record.spec.addresses() {
+            if self.by_ip.get(&ip) == Some(&id) {
+                self.by_ip.remove(&ip);
+            }
         }
         // Keep reuse deterministic: lowest id first.
         self.free.push(id.0);

@@ -86,16 +86,23 @@ impl Ipam {
     ) -> Result<HostPlacement, IpamError> {
         if let Some(id) = self.hosts.id(&spec.name) {
             let existing = self.hosts.get(id);
-            if existing.spec.ip == spec.ip && existing.spec.tags == spec.tags {
+            if existing.spec.ip == spec.ip
+                && existing.spec.ipv6 == spec.ipv6
+                && existing.spec.tags == spec.tags
+            {
                 return Ok(self.placement_of(id));
             }
             return Err(IpamError::HostExists { host: spec.name, same_ip: existing.spec.ip == spec.ip });
         }
-        if let Some(other) = self.hosts.by_ip(&spec.ip) {
-            return Err(IpamError::HostIpInUse {
-                ip: spec.ip,
-                other: self.hosts.get(other).spec.name.clone(),
-            });
+        if let Some(ipv6) = spec.ipv6
+            && spec.ip.is_ipv6()
+        {
+            return Err(IpamError::SecondIpv6 { host: spec.name, ip: spec.ip, ipv6 });
+        }
+        for ip in spec.addresses() {
+            if let Some(other) = self.hosts.by_ip(&ip) {
+                return Err(IpamError::HostIpInUse { ip, other: self.hosts.get(other).spec.name.clone() });
+            }
         }
         let mut placements = Vec::new();
         for (i, net) in self.networks.iter().enumerate() {

@@ -85,6 +85,14 @@ impl Ipam {
                 if listed.spec.ip != old.spec.ip {
                     conflicts.push(format!("host {name} moves from {} to {}", old.spec.ip, listed.spec.ip));
                 }
+                if listed.spec.ipv6 != old.spec.ipv6 {
+                    let show = |a: Option<std::net::Ipv6Addr>| a.map_or("none".to_owned(), |a| a.to_string());
+                    conflicts.push(format!(
+                        "host {name} moves its IPv6 underlay address from {} to {}",
+                        show(old.spec.ipv6),
+                        show(listed.spec.ipv6)
+                    ));
+                }
                 continue;
             }
             let held = first_address.get(name).map_or(0, Vec::len);

@@ -28,7 +28,7 @@ enum Source {
 impl Ipam {
     fn hash_owner(&self, h: &mut DefaultHasher, id: HostId, dead: &dyn Fn(&HostName) -> bool) {
         let spec = &self.hosts.get(id).spec;
-        (id, &spec.name, spec.ip, dead(&spec.name)).hash(h);
+        (id, &spec.name, spec.ip, spec.ipv6, dead(&spec.name)).hash(h);
     }
 
     /// The hash of one source's inputs.

@@ -7,7 +7,7 @@
 
 use std::net::IpAddr;
 
-use romana_model::{Cidr, HostName, NetworkName};
+use romana_model::{Cidr, Family, HostName, NetworkName};
 
 use crate::aggregate::aggregate;
 use crate::error::IpamError;
@@ -57,9 +57,29 @@ pub struct GroupRoutes {
 }
 
 impl Ipam {
-    fn host_target(&self, id: HostId) -> RouteTarget {
+    /// The route to `dest` through host `id`: via its underlay address of `dest`'s family. A
+    /// host without one (an IPv6 block on a host with an IPv4 underlay only) gets a throw: an
+    /// IPv6 route via an IPv4 next hop would need every hop to carry IPv6 over IPv4 (RFC 5549),
+    /// and leaving the route out would let a covering aggregate of another host capture the
+    /// block. So its endpoints of that family are unreachable from elsewhere (the lookup ends in
+    /// the throw) until the host gets an IPv6 underlay address (ARCHITECTURE.md, "Dual-stack
+    /// underlay").
+    fn host_route(&self, dest: Cidr, id: HostId) -> Route {
         let spec = &self.hosts.get(id).spec;
-        RouteTarget::Host { name: spec.name.clone(), ip: spec.ip }
+        let target = match spec.address(dest.family() == Family::V6) {
+            Some(ip) => RouteTarget::Host { name: spec.name.clone(), ip },
+            None => RouteTarget::Throw,
+        };
+        Route { dest, target }
+    }
+
+    /// Aggregates over hosts' blocks as routes: throws for our own (the `None` label), routes
+    /// through the owning host for others'.
+    fn routes_to_hosts(&self, aggregates: Vec<(Cidr, Option<HostId>)>) -> impl Iterator<Item = Route> + '_ {
+        aggregates.into_iter().map(|(dest, l)| match l {
+            None => Route { dest, target: RouteTarget::Throw },
+            Some(h) => self.host_route(dest, h),
+        })
     }
 
     /// The routes `host` installs in Romana's table.
@@ -84,10 +104,7 @@ impl Ipam {
                         }
                     }
                     let within = tree.groups[*g as usize].cidr;
-                    out.routes.extend(aggregate(within, &items).into_iter().map(|(dest, l)| Route {
-                        dest,
-                        target: l.map_or(RouteTarget::Throw, |h| self.host_target(h)),
-                    }));
+                    out.routes.extend(self.routes_to_hosts(aggregate(within, &items)));
                 }
                 (Placement::Classic(_), NetworkKind::Classic(c)) => {
                     for (k, other) in &c.hosts {
@@ -95,7 +112,7 @@ impl Ipam {
                             continue;
                         }
                         let dest = c.host_cidr(network.cidr, *k);
-                        out.routes.push(Route { dest, target: self.host_target(*other) });
+                        out.routes.push(self.host_route(dest, *other));
                         out.per_block += c.blocks.keys().filter(|(h, _, _)| h == k).count();
                         out.per_endpoint += c
                             .blocks
@@ -124,10 +141,7 @@ impl Ipam {
                     let routes = c
                         .hosts
                         .iter()
-                        .map(|(k, h)| Route {
-                            dest: c.host_cidr(network.cidr, *k),
-                            target: self.host_target(*h),
-                        })
+                        .map(|(k, h)| self.host_route(c.host_cidr(network.cidr, *k), *h))
                         .collect();
                     out.push(GroupRoutes {
                         network: network.name.clone(),
@@ -172,13 +186,7 @@ impl Ipam {
                             block.owner.map(|o| (block.cidr, Some(o.host)))
                         })
                         .collect();
-                    let routes = aggregate(group.cidr, &items)
-                        .into_iter()
-                        .map(|(dest, l)| Route {
-                            dest,
-                            target: l.map_or(RouteTarget::Throw, |h| self.host_target(h)),
-                        })
-                        .collect();
+                    let routes = self.routes_to_hosts(aggregate(group.cidr, &items)).collect();
                     (leaf.hosts.iter().map(|h| self.hosts.get(*h).spec.name.clone()).collect(), routes)
                 }
                 None => {

@@ -4,7 +4,7 @@
 //! validates them into a working state.
 
 use std::collections::BTreeMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 
 use romana_model::{Cidr, GroupName, HostName, NetworkName, TenantName};
 
@@ -111,6 +111,10 @@ pub struct BgpSpec {
 pub struct HostSpec {
     pub name: HostName,
     pub ip: IpAddr,
+    /// The host's IPv6 underlay address beside an IPv4 `ip` (a dual-stack underlay): the next hop
+    /// of IPv6 routes to its blocks. An IPv6 route never leads to an IPv4 next hop
+    /// (ARCHITECTURE.md, "Dual-stack underlay").
+    pub ipv6: Option<Ipv6Addr>,
     pub agent_port: u16,
     pub tags: BTreeMap<String, String>,
 }
@@ -120,7 +124,29 @@ pub const DEFAULT_AGENT_PORT: u16 = 9604;
 
 impl HostSpec {
     pub fn new(name: HostName, ip: IpAddr) -> HostSpec {
-        HostSpec { name, ip, agent_port: DEFAULT_AGENT_PORT, tags: BTreeMap::new() }
+        HostSpec { name, ip, ipv6: None, agent_port: DEFAULT_AGENT_PORT, tags: BTreeMap::new() }
+    }
+
+    pub fn with_ipv6(mut self, ipv6: Ipv6Addr) -> HostSpec {
+        self.ipv6 = Some(ipv6);
+        self
+    }
+
+    /// The host's underlay address of the family `v6` names: `ip` when it is of that family, else
+    /// the IPv6 underlay address; `None` when the host has no address of that family.
+    pub fn address(&self, v6: bool) -> Option<IpAddr> {
+        if self.ip.is_ipv6() == v6 {
+            Some(self.ip)
+        } else if v6 {
+            self.ipv6.map(IpAddr::V6)
+        } else {
+            None
+        }
+    }
+
+    /// Every underlay address of the host: `ip`, then the IPv6 one.
+    pub fn addresses(&self) -> impl Iterator<Item = IpAddr> + '_ {
+        std::iter::once(self.ip).chain(self.ipv6.map(IpAddr::V6))
     }
 
     pub fn with_tag(mut self, key: &str, value: &str) -> HostSpec {

@@ -321,15 +321,17 @@ impl Ipam {
                         network: network.clone(),
                     });
                 }
-                if let Some(other) = ips.insert(h.ip, h.name.clone())
-                    && other != h.name
-                {
-                    problems.push(TopologyProblem::DuplicateHostIp {
-                        a: other,
-                        b: h.name.clone(),
-                        ip: h.ip,
-                        network: network.clone(),
-                    });
+                for ip in h.addresses() {
+                    if let Some(other) = ips.insert(ip, h.name.clone())
+                        && other != h.name
+                    {
+                        problems.push(TopologyProblem::DuplicateHostIp {
+                            a: other,
+                            b: h.name.clone(),
+                            ip,
+                            network: network.clone(),
+                        });
+                    }
                 }
                 match addr_of.get(&h.name) {
                     Some(a) if *a != h.ip => problems.push(TopologyProblem::HostWithTwoAddresses {

@@ -44,6 +44,7 @@ pub struct GroupView {
 pub struct HostView {
     pub name: HostName,
     pub ip: IpAddr,
+    pub ipv6: Option<std::net::Ipv6Addr>,
     pub agent_port: u16,
     pub tags: BTreeMap<String, String>,
     pub origin: HostOrigin,
@@ -133,6 +134,7 @@ impl Ipam {
             .map(|(id, h)| HostView {
                 name: h.spec.name.clone(),
                 ip: h.spec.ip,
+                ipv6: h.spec.ipv6,
                 agent_port: h.spec.agent_port,
                 tags: h.spec.tags.clone(),
                 origin: h.origin,

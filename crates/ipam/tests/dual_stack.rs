@@ -3,7 +3,9 @@
 //! smaller, so it runs out first and the IPv4 half must be given back), no address is handed out
 //! twice, and the route computation sends every address of both families to its host, with host
 //! routes no more than a per-block scheme needs. IPv6 aggregation is exact and, on small tries,
-//! minimal against brute force, as the IPv4 tests hold it. An IPv6-only topology works alone.
+//! minimal against brute force, as the IPv4 tests hold it. An IPv6-only topology works alone. IPv6
+//! routes lead to the host's IPv6 underlay address, never an IPv4 one; a host without one gets a
+//! throw for its IPv6 blocks (unreachable, never captured by another host's aggregate).
 #![allow(clippy::unwrap_used)]
 
 use std::collections::BTreeMap;
@@ -40,8 +42,12 @@ fn world(networks: Vec<NetworkSpec>) -> Ipam {
     };
     let mut ipam = Ipam::new(spec).unwrap();
     for h in 0..6 {
-        let spec =
+        let mut spec =
             HostSpec::new(format!("h{h}").parse().unwrap(), format!("192.168.0.{}", h + 1).parse().unwrap());
+        // A dual-stack underlay on every host but the last, which keeps an IPv4 one only.
+        if h < 5 {
+            spec = spec.with_ipv6(format!("fd00:ffff::{}", h + 1).parse().unwrap());
+        }
         ipam.add_host(spec).unwrap();
     }
     ipam
@@ -86,6 +92,17 @@ fn endpoints(ipam: &Ipam) -> BTreeMap<String, BTreeMap<Family, IpAddr>> {
     out
 }
 
+/// Where another host's route must send `a`: to its host's underlay address of `a`'s family
+/// (never an IPv4 next hop for an IPv6 address); nowhere (a throw) when the host has none.
+fn expected_target(ipam: &Ipam, a: &romana_ipam::Allocation) -> Option<RouteTarget> {
+    let host = ipam.hosts().into_iter().find(|x| x.name == a.host).unwrap();
+    let ip = match Family::of(a.ip) {
+        Family::V4 => Some(host.ip),
+        Family::V6 => host.ipv6.map(IpAddr::V6),
+    };
+    ip.map(|ip| RouteTarget::Host { name: a.host.clone(), ip })
+}
+
 fn check_routes(ipam: &Ipam) -> Result<(), TestCaseError> {
     let all = ipam.allocations();
     for h in ipam.hosts() {
@@ -103,8 +120,7 @@ fn check_routes(ipam: &Ipam) -> Result<(), TestCaseError> {
                 if a.host == h.name {
                     prop_assert_eq!(got, None, "own address {} must not be routed away", a.ip);
                 } else {
-                    let ip = ipam.hosts().iter().find(|x| x.name == a.host).unwrap().ip;
-                    prop_assert_eq!(got, Some(RouteTarget::Host { name: a.host.clone(), ip }), "{}", a.ip);
+                    prop_assert_eq!(got, expected_target(ipam, a), "{}", a.ip);
                 }
             }
         }
@@ -114,9 +130,10 @@ fn check_routes(ipam: &Ipam) -> Result<(), TestCaseError> {
             g.routes.iter().map(|r| (r.dest, Some(r.target.clone()))).collect();
         if g.routes.iter().any(|r| matches!(r.target, RouteTarget::Host { .. })) {
             for a in all.iter().filter(|a| g.cidr.contains_addr(a.ip)) {
-                let got = route_lookup(&table, Family::of(a.ip), addr_value(a.ip)).flatten();
-                let right = matches!(got, Some(RouteTarget::Host { ref name, .. }) if *name == a.host);
-                prop_assert!(right, "{} routed to {:?} in {}", a.ip, got, g.path);
+                let got = route_lookup(&table, Family::of(a.ip), addr_value(a.ip))
+                    .flatten()
+                    .filter(|t| *t != RouteTarget::Throw);
+                prop_assert_eq!(got.clone(), expected_target(ipam, a), "{} in {}", a.ip, g.path);
             }
         }
     }
@@ -280,4 +297,44 @@ proptest! {
         }
         prop_assert_eq!(routes.len(), brute_force(within, &items, &[None, Some(1), Some(2)]));
     }
+}
+
+/// A host's IPv6 underlay address: unique among hosts, only beside an IPv4 address, and part of
+/// what makes a repeated registration the same host.
+#[test]
+fn ipv6_underlay_addresses_are_checked() {
+    let mut ipam = dual();
+    let host = |name: &str, ip: &str| HostSpec::new(name.parse().unwrap(), ip.parse().unwrap());
+    let check = |ipam: &mut Ipam, spec: HostSpec, expect: Result<(), &str>| {
+        let got = ipam.add_host(spec).map(|_| ()).map_err(|e| e.to_string());
+        match expect {
+            Ok(()) => assert_eq!(got, Ok(())),
+            Err(text) => {
+                assert!(got.as_ref().is_err_and(|e| e.contains(text)), "{got:?} should say {text:?}")
+            }
+        }
+    };
+    check(
+        &mut ipam,
+        host("h9", "192.168.0.9").with_ipv6("fd00:ffff::1".parse().unwrap()),
+        Err("fd00:ffff::1 is already used by host h0"),
+    );
+    check(
+        &mut ipam,
+        host("h9", "fd00:ffff::9").with_ipv6("fd00:ffff::10".parse().unwrap()),
+        Err("the host's address fd00:ffff::9 is IPv6"),
+    );
+    check(&mut ipam, host("h9", "192.168.0.9").with_ipv6("fd00:ffff::9".parse().unwrap()), Ok(()));
+    // Registering again with the same addresses is the same host; another IPv6 address is not.
+    check(&mut ipam, host("h9", "192.168.0.9").with_ipv6("fd00:ffff::9".parse().unwrap()), Ok(()));
+    check(
+        &mut ipam,
+        host("h9", "192.168.0.9").with_ipv6("fd00:ffff::99".parse().unwrap()),
+        Err("host h9 already exists"),
+    );
+    // Removed, its IPv6 address is free again.
+    ipam.remove_host(&"h9".parse().unwrap()).unwrap();
+    check(&mut ipam, host("h10", "192.168.0.10").with_ipv6("fd00:ffff::9".parse().unwrap()), Ok(()));
+    let v = ipam.hosts().into_iter().find(|h| h.name.as_str() == "h10").unwrap();
+    assert_eq!(v.ipv6, Some("fd00:ffff::9".parse().unwrap()));
 }

@@ -163,6 +163,7 @@ impl Romanad {
                 let req = HostRequest {
                     name: h.name.clone(),
                     ip: h.ip.clone(),
+                    ipv6: None,
                     agent_port: None,
                     tags: h.tags.clone(),
                     k8s_info: None,

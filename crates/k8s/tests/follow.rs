@@ -234,6 +234,7 @@ async fn controller_follows_the_api_server() {
     c.add_host(&romana_api::rest::HostRequest {
         name: "manual".into(),
         ip: "192.168.77.9".into(),
+        ipv6: None,
         agent_port: None,
         tags: BTreeMap::new(),
         k8s_info: None,

@@ -180,6 +180,7 @@ async fn populate(admin: Arc<Client>, hosts: usize) -> Vec<String> {
                 let req = HostRequest {
                     name: host_name(i),
                     ip: format!("172.16.{}.{}", i / 250, i % 250 + 1),
+                    ipv6: None,
                     agent_port: None,
                     tags: BTreeMap::new(),
                     k8s_info: None,

@@ -51,6 +51,7 @@ async fn setup(url: &str, token: &Option<String>, hosts: usize) {
         let req = HostRequest {
             name: format!("node-{h:04}"),
             ip: format!("192.168.{}.{}", h / 250, h % 250 + 1),
+            ipv6: None,
             agent_port: None,
             tags: BTreeMap::new(),
             k8s_info: None,

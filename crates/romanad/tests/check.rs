@@ -81,6 +81,7 @@ async fn disagreements_are_found_and_a_dead_hosts_addresses_reclaimed_after_the_
         let req = HostRequest {
             name: h.to_string(),
             ip: format!("192.168.9.{}", i + 1),
+            ipv6: None,
             agent_port: None,
             tags: Default::default(),
             k8s_info: None,
@@ -217,6 +218,7 @@ async fn two_replicas_reclaim_each_leak_once_on_the_leader() {
     let req = HostRequest {
         name: "h1".into(),
         ip: "192.168.9.1".into(),
+        ipv6: None,
         agent_port: None,
         tags: Default::default(),
         k8s_info: None,

@@ -26,6 +26,7 @@ async fn setup(c: &Client, hosts: usize) {
         let req = HostRequest {
             name: format!("h{h}"),
             ip: format!("192.168.7.{}", h + 1),
+            ipv6: None,
             agent_port: None,
             tags: BTreeMap::new(),
             k8s_info: None,
@@ -199,6 +200,7 @@ async fn kill9_rounds(d: &mut Romanad, dir: &TempDir, rounds: usize) -> Vec<Roun
         let req = HostRequest {
             name: format!("h{h}"),
             ip: format!("192.168.8.{}", h + 1),
+            ipv6: None,
             agent_port: None,
             tags: BTreeMap::new(),
             k8s_info: None,

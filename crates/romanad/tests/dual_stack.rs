@@ -37,6 +37,7 @@ async fn cluster(networks: serde_json::Value) -> (Client, tokio::task::JoinHandl
     let host = HostRequest {
         name: "h1".into(),
         ip: "192.0.2.1".into(),
+        ipv6: None,
         agent_port: None,
         tags: Default::default(),
         k8s_info: None,

@@ -152,6 +152,7 @@ async fn setup(dir: &TempDir) {
         let req = HostRequest {
             name: format!("h{h}"),
             ip: format!("192.168.9.{}", h + 1),
+            ipv6: None,
             agent_port: None,
             tags: BTreeMap::new(),
             k8s_info: None,

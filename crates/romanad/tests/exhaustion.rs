@@ -149,6 +149,7 @@ async fn a_request_token_of_one_tenant_means_nothing_to_another() {
     let host = HostRequest {
         name: "h1".into(),
         ip: "192.0.2.1".into(),
+        ipv6: None,
         agent_port: None,
         tags: Default::default(),
         k8s_info: None,

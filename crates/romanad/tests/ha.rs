@@ -27,6 +27,7 @@ fn host(name: &str, ip: &str, tags: &[(&str, &str)]) -> HostRequest {
     HostRequest {
         name: name.into(),
         ip: ip.into(),
+        ipv6: None,
         agent_port: None,
         tags: tags.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<BTreeMap<_, _>>(),
         k8s_info: None,

@@ -133,6 +133,7 @@ async fn step(c: &Client, at: &str, st: &Value) {
             let req = HostRequest {
                 name: s(st, "name").into(),
                 ip: s(st, "ip").into(),
+                ipv6: None,
                 agent_port: None,
                 tags: tags(st),
                 k8s_info: None,

@@ -52,6 +52,7 @@ async fn dead_hosts_lose_their_routes_and_get_them_back() {
         let req = HostRequest {
             name: h.to_string(),
             ip: format!("192.168.9.{}", i + 1),
+            ipv6: None,
             agent_port: None,
             tags: BTreeMap::new(),
             k8s_info: None,

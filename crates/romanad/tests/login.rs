@@ -181,6 +181,7 @@ async fn healthz_and_heartbeat_latency_under_a_login_flood() {
                 .add_host(&romana_api::rest::HostRequest {
                     name: "h1".into(),
                     ip: "192.0.2.1".into(),
+                    ipv6: None,
                     agent_port: None,
                     tags: Default::default(),
                     k8s_info: None,

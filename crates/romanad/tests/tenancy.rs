@@ -103,6 +103,7 @@ async fn a_tenant_sees_and_changes_only_its_own_objects() {
         .add_host(&HostRequest {
             name: "h1".into(),
             ip: "192.0.2.1".into(),
+            ipv6: None,
             agent_port: None,
             tags: Default::default(),
             k8s_info: None,

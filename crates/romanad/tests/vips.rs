@@ -85,6 +85,7 @@ async fn setup(tag: &str) -> Setup {
         let req = HostRequest {
             name: h.into(),
             ip: ip.into(),
+            ipv6: None,
             agent_port: None,
             tags: Default::default(),
             k8s_info: None,

@@ -151,7 +151,8 @@ impl From<IpamError> for ApiError {
             | E::ClassicNumberUnavailable { .. }
             | E::BlackoutOutsideNetworks { .. }
             | E::BlackoutCoversNetwork { .. }
-            | E::StackNameTooLong { .. } => ApiError::invalid(message, vec![]),
+            | E::StackNameTooLong { .. }
+            | E::SecondIpv6 { .. } => ApiError::invalid(message, vec![]),
         }
     }
 }

@@ -47,6 +47,7 @@ fn host_view(h: &romana_ipam::HostView) -> Host {
     Host {
         name: h.name.to_string(),
         ip: h.ip.to_string(),
+        ipv6: h.ipv6.map(|a| a.to_string()),
         agent_port: h.agent_port,
         tags: h.tags.clone(),
         origin: match h.origin {
@@ -186,6 +187,17 @@ async fn add_host(
         .parse::<IpAddr>()
         .map_err(|_| problems.push(format!("ip: {:?} is not an IP address", req.ip)))
         .ok();
+    let ipv6 = match req.ipv6.as_deref().map(romana_api::underlay::parse_ipv6) {
+        None => None,
+        Some(Ok(v6)) => Some(v6),
+        Some(Err(e)) => {
+            problems.push(format!("ipv6: {e}"));
+            None
+        }
+    };
+    if let (Some(IpAddr::V6(ip)), Some(v6)) = (ip, ipv6) {
+        problems.push(format!("ipv6: {v6} goes beside an IPv4 ip, but ip {ip} is IPv6 already"));
+    }
     if req.agent_port == Some(0) {
         problems.push("agent_port: must be 1-65535".into());
     }
@@ -194,6 +206,7 @@ async fn add_host(
     };
     let existed = s.ipam.read(|v| v.ipam.host_placement(&name).is_some());
     let mut spec = HostSpec::new(name.clone(), ip);
+    spec.ipv6 = ipv6;
     spec.agent_port = req.agent_port.unwrap_or(DEFAULT_AGENT_PORT);
     spec.tags = req.tags;
     s.ipam.add_host(spec).await?;

@@ -76,6 +76,7 @@ impl Synced {
         Some(HostRecord {
             name: h.name.to_string(),
             ip: h.ip.to_string(),
+            ipv6: h.ipv6.map(|a| a.to_string()),
             agent_port: h.agent_port,
             tags: h.tags,
             origin: match h.origin {
@@ -183,6 +184,10 @@ impl Synced {
             return Ok(());
         }
         let mut spec = HostSpec::new(host, rec.ip.parse().map_err(|_| format!("bad address {}", rec.ip))?);
+        spec.ipv6 = match &rec.ipv6 {
+            None => None,
+            Some(v6) => Some(v6.parse().map_err(|_| format!("bad IPv6 address {v6}"))?),
+        };
         spec.agent_port = rec.agent_port;
         spec.tags = rec.tags;
         let paths: BTreeMap<NetworkName, String> = rec

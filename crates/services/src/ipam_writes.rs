@@ -307,7 +307,10 @@ impl Actor {
     pub(crate) async fn add_host(&self, spec: HostSpec) -> ServiceResult<HostPlacement> {
         let name = spec.name.clone();
         let key = self.keys.host(name.as_str());
-        let ip_key = self.keys.host_ip(&spec.ip.to_string());
+        // One key per underlay address (IPv4, and IPv6 on a dual-stack underlay), so two
+        // replicas cannot give one address to two hosts.
+        let ip_keys: Vec<(std::net::IpAddr, String)> =
+            spec.addresses().map(|ip| (ip, self.keys.host_ip(&ip.to_string()))).collect();
         for _ in 0..MAX_ATTEMPTS {
             let (placement, rec, existed) = {
                 let mut s = self.write();
@@ -319,10 +322,13 @@ impl Actor {
             if existed {
                 return Ok(placement);
             }
-            let txn = Txn::when(
-                vec![Compare::absent(&key), Compare::absent(&ip_key)],
-                vec![Op::put(&key, encode(&rec)), Op::put(&ip_key, name.as_str())],
-            );
+            let mut compares = vec![Compare::absent(&key)];
+            let mut ops = vec![Op::put(&key, encode(&rec))];
+            for (_, ip_key) in &ip_keys {
+                compares.push(Compare::absent(ip_key));
+                ops.push(Op::put(ip_key, name.as_str()));
+            }
+            let txn = Txn::when(compares, ops);
             match self.store.txn(txn).await {
                 Ok(r) if r.succeeded => {
                     let mut s = self.write();
@@ -333,14 +339,15 @@ impl Actor {
                     let _ = self.write().ipam.remove_host(&name);
                     outcome?;
                     self.refresh(std::slice::from_ref(&key)).await?;
-                    if let Ok(Some(kv)) = self.store.get(&ip_key).await
-                        && kv.value != name.as_str().as_bytes()
-                    {
-                        return Err(ServiceError::Conflict(format!(
-                            "address {} is already used by host {}",
-                            spec.ip,
-                            String::from_utf8_lossy(&kv.value)
-                        )));
+                    for (ip, ip_key) in &ip_keys {
+                        if let Ok(Some(kv)) = self.store.get(ip_key).await
+                            && kv.value != name.as_str().as_bytes()
+                        {
+                            return Err(ServiceError::Conflict(format!(
+                                "address {ip} is already used by host {}",
+                                String::from_utf8_lossy(&kv.value)
+                            )));
+                        }
                     }
                 }
             }
@@ -358,10 +365,9 @@ impl Actor {
             (rec, held)
         };
         let key = self.keys.host(name.as_str());
-        let r = self
-            .store
-            .txn(Txn::when(vec![], vec![Op::delete(&key), Op::delete(self.keys.host_ip(&rec.ip))]))
-            .await?;
+        let mut ops = vec![Op::delete(&key), Op::delete(self.keys.host_ip(&rec.ip))];
+        ops.extend(rec.ipv6.iter().map(|v6| Op::delete(self.keys.host_ip(v6))));
+        let r = self.store.txn(Txn::when(vec![], ops)).await?;
         // Release the host's addresses block by block, in transactions etcd accepts.
         let mut by_block: BTreeMap<String, Vec<Allocation>> = BTreeMap::new();
         for a in held {
