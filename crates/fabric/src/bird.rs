@@ -2,7 +2,13 @@
 //! announced to its group's routers, imports checked against the fabric view) and a router's
 //! configuration for one prefix group (accept each member's aggregates, re-announce the group's
 //! aggregate upward, pass the rest down). Every name it defines starts with `romana_`, so the
-//! host file can sit beside an operator's own configuration. IPv4 only for now.
+//! host file can sit beside an operator's own configuration.
+//!
+//! IPv6 rides the same sessions (multiprotocol BGP, RFC 4760): every session is over IPv4 and
+//! carries an `ipv6` channel beside its `ipv4` one when the fabric has an IPv6 pod network, with
+//! filters and statics of its own (`romana_in6_*`, `romana_aggregates6`, `romana_kernel6`: a BIRD
+//! prefix set holds one family). A host announces its IPv6 aggregates with its IPv6 underlay
+//! address as the next hop (`next hop address`); a host without one has no `ipv6` channel.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
@@ -49,6 +55,17 @@ struct Session {
     rr_cluster: Option<IpAddr>,
     /// A reflecting host's session toward a router: also pass on what its clients announced.
     reflect: bool,
+    /// The session's `ipv6` channel, when it carries one.
+    ipv6: Option<Ipv6Channel>,
+}
+
+/// An `ipv6` channel on an IPv4 session (multiprotocol BGP).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Ipv6Channel {
+    /// The IPv6 next hop of what this side announces (a host's IPv6 underlay address). `None`
+    /// on routers: BIRD takes the IPv6 address of the interface toward the peer, as it does for
+    /// any direct session.
+    next_hop: Option<IpAddr>,
 }
 
 /// The prefix of a reflecting host's sessions with its clients (`romana_c1`, ...).
@@ -64,8 +81,17 @@ enum Export {
     AllLearned,
 }
 
-fn v4(set: &BTreeSet<Cidr>) -> Vec<Cidr> {
-    set.iter().filter(|c| c.family() == Family::V4).copied().collect()
+fn of(family: Family, set: &BTreeSet<Cidr>) -> Vec<Cidr> {
+    set.iter().filter(|c| c.family() == family).copied().collect()
+}
+
+/// The suffix of a family's BIRD names: none for IPv4 (the names IPv4-only fabrics always had),
+/// `6` for IPv6.
+fn suffix(family: Family) -> &'static str {
+    match family {
+        Family::V4 => "",
+        Family::V6 => "6",
+    }
 }
 
 fn prefix_set(list: &[Cidr], plus: bool) -> String {
@@ -80,26 +106,42 @@ fn check_v4(what: &str, addr: IpAddr) -> Result<(), FabricError> {
     }
 }
 
-fn header(out: &mut String, title: &str, f: &Fabric) {
+/// `without_v6`: why IPv6 pod networks are not announced here, when they are not.
+fn header(out: &mut String, title: &str, f: &Fabric, without_v6: Option<&str>) {
     let _ = writeln!(out, "# {title}");
     let _ =
         writeln!(out, "# Rendered by Romana from the fabric view; do not edit: it is rewritten as a whole.");
-    for n in f.networks.iter().filter(|n| n.family() != Family::V4) {
-        let _ = writeln!(out, "# Pod network {n} is IPv6: not announced (IPv4 only for now).");
+    for n in f.networks.iter().filter(|n| n.family() == Family::V6) {
+        match without_v6 {
+            Some(why) => {
+                let _ = writeln!(out, "# Pod network {n} is IPv6: not announced ({why}).");
+            }
+            None => {
+                let _ =
+                    writeln!(out, "# Pod network {n} is IPv6: in the ipv6 channels of the IPv4 sessions.");
+            }
+        }
     }
 }
 
-fn pod_nets(f: &Fabric) -> Vec<Cidr> {
-    v4(&f.networks.iter().copied().collect())
+fn pod_nets(f: &Fabric, family: Family) -> Vec<Cidr> {
+    of(family, &f.networks.iter().copied().collect())
 }
 
-fn render_filters(out: &mut String, s: &Session, pods: &[Cidr]) {
-    let _ = writeln!(out, "filter romana_in_{} {{", s.name);
-    let accept = v4(&s.accept);
+fn has_v6(f: &Fabric) -> bool {
+    f.networks.iter().any(|n| n.family() == Family::V6)
+}
+
+fn render_filters(out: &mut String, s: &Session, pods: &[Cidr], family: Family) {
+    let sx = suffix(family);
+    let _ = writeln!(out, "filter romana_in{sx}_{} {{", s.name);
+    let accept = of(family, &s.accept);
     if !accept.is_empty() {
         let _ = writeln!(out, "\tif net ~ {} then accept;", prefix_set(&accept, false));
     }
-    crate::vip::accept_line(out, &s.vips);
+    if family == Family::V4 {
+        crate::vip::accept_line(out, &s.vips);
+    }
     let why = "inside a pod network but not announced by this peer in the fabric view";
     if !pods.is_empty() {
         let _ = writeln!(out, "\tif net ~ {} then {{", prefix_set(pods, true));
@@ -122,19 +164,21 @@ fn render_filters(out: &mut String, s: &Session, pods: &[Cidr]) {
         let _ = writeln!(out, "\treject;");
     }
     let _ = writeln!(out, "}}");
-    let _ = writeln!(out, "filter romana_out_{} {{", s.name);
+    let _ = writeln!(out, "filter romana_out{sx}_{} {{", s.name);
     match &s.export {
         Export::Aggregates(set) => {
-            crate::vip::export_lines(out, &s.vips, &s.host_vips, s.local_asn == s.asn, s.local_asn);
+            if family == Family::V4 {
+                crate::vip::export_lines(out, &s.vips, &s.host_vips, s.local_asn == s.asn, s.local_asn);
+            }
             if s.reflect {
                 // Reflected: what the clients announced (their import filters checked it).
                 let _ = writeln!(out, "\tif source = RTS_BGP && proto ~ \"romana_{CLIENT}*\" then accept;");
             }
-            let list = v4(set);
+            let list = of(family, set);
             if !list.is_empty() {
                 let _ = writeln!(
                     out,
-                    "\tif proto = \"romana_aggregates\" && net ~ {} then accept;",
+                    "\tif proto = \"romana_aggregates{sx}\" && net ~ {} then accept;",
                     prefix_set(&list, false)
                 );
             }
@@ -178,32 +222,58 @@ fn render_session(out: &mut String, s: &Session, o: Options) {
         let _ = write!(out, " next hop self;");
     }
     let _ = writeln!(out, " }};");
+    if let Some(c) = s.ipv6 {
+        let _ = write!(
+            out,
+            "\tipv6 {{ import filter romana_in6_{}; export filter romana_out6_{};",
+            s.name, s.name
+        );
+        if s.next_hop_self {
+            let _ = write!(out, " next hop self;");
+        }
+        if let Some(a) = c.next_hop {
+            let _ = write!(out, " next hop address {a};");
+        }
+        let _ = writeln!(out, " }};");
+    }
     let _ = writeln!(out, "}}");
 }
 
 /// `kernel_from`: the kernel protocol exports only what these sessions (a name pattern) learned;
 /// all BGP routes when `None`.
-fn render_common(out: &mut String, aggregates: &[Cidr], kernel: bool, kernel_from: Option<&str>, o: Options) {
-    let _ = writeln!(out);
-    // Blackholes: the kernel drops what no more specific route (an endpoint's /32) takes,
-    // instead of bouncing it back up the default route.
-    let _ = writeln!(out, "protocol static romana_aggregates {{");
-    let _ = writeln!(out, "\tipv4;");
-    for a in aggregates {
-        let _ = writeln!(out, "\troute {a} blackhole;");
-    }
-    let _ = writeln!(out, "}}");
-    if kernel {
+/// `families`: IPv4, and IPv6 when the sessions carry it; each has its own static and kernel
+/// protocol (a BIRD protocol of these kinds has one channel).
+fn render_common(
+    out: &mut String,
+    aggregates: &BTreeSet<Cidr>,
+    families: &[Family],
+    kernel: bool,
+    kernel_from: Option<&str>,
+    o: Options,
+) {
+    for &family in families {
+        let (sx, channel) = (suffix(family), if family == Family::V4 { "ipv4" } else { "ipv6" });
         let _ = writeln!(out);
-        let _ = writeln!(out, "protocol kernel romana_kernel {{");
-        let from = kernel_from.map(|p| format!(" && proto ~ \"{p}\"")).unwrap_or_default();
-        let _ = writeln!(
-            out,
-            "\tipv4 {{ import none; export filter {{ if source = RTS_BGP{from} then accept; reject; }}; }};"
-        );
-        // Equal routes from several peers (two spines) become one multipath route: ECMP.
-        let _ = writeln!(out, "\tmerge paths on;");
+        // Blackholes: the kernel drops what no more specific route (an endpoint's /32) takes,
+        // instead of bouncing it back up the default route.
+        let _ = writeln!(out, "protocol static romana_aggregates{sx} {{");
+        let _ = writeln!(out, "\t{channel};");
+        for a in of(family, aggregates) {
+            let _ = writeln!(out, "\troute {a} blackhole;");
+        }
         let _ = writeln!(out, "}}");
+        if kernel {
+            let _ = writeln!(out);
+            let _ = writeln!(out, "protocol kernel romana_kernel{sx} {{");
+            let from = kernel_from.map(|p| format!(" && proto ~ \"{p}\"")).unwrap_or_default();
+            let _ = writeln!(
+                out,
+                "\t{channel} {{ import none; export filter {{ if source = RTS_BGP{from} then accept; reject; }}; }};"
+            );
+            // Equal routes from several peers (two spines) become one multipath route: ECMP.
+            let _ = writeln!(out, "\tmerge paths on;");
+            let _ = writeln!(out, "}}");
+        }
     }
     if o.bfd {
         let _ = writeln!(out);
@@ -236,6 +306,8 @@ pub fn render_host_with(
     }
     let mut sessions: BTreeMap<(IpAddr, u32, u32), Session> = BTreeMap::new();
     let mut clients: Vec<Session> = Vec::new();
+    let host_v6 = f.host_ipv6.get(host).copied();
+    let ipv6 = host_v6.filter(|_| has_v6(f)).map(|a| Ipv6Channel { next_hop: Some(a) });
     let mut aggregates = BTreeSet::new();
     for g in leaves {
         let group = &f.groups[g];
@@ -271,6 +343,7 @@ pub fn render_host_with(
                 host_vips: vips.to_vec(),
                 rr_cluster: None,
                 reflect: false,
+                ipv6,
             });
             s.accept.extend(upstream.iter().copied());
             if let Export::Aggregates(a) = &mut s.export {
@@ -298,6 +371,7 @@ pub fn render_host_with(
                     host_vips: Vec::new(),
                     rr_cluster: Some(local),
                     reflect: false,
+                    ipv6,
                 });
             }
         }
@@ -313,7 +387,8 @@ pub fn render_host_with(
         }
     }
     let mut out = String::new();
-    header(&mut out, &format!("Romana BGP for host {host}: include it from bird.conf."), f);
+    let without_v6 = ipv6.is_none().then_some("this host has no IPv6 underlay address");
+    header(&mut out, &format!("Romana BGP for host {host}: include it from bird.conf."), f, without_v6);
     if sessions.is_empty() {
         let _ = writeln!(out, "# Host {host} sits in no group that routes with bgp: nothing to announce.");
         return Ok(out);
@@ -321,12 +396,14 @@ pub fn render_host_with(
     // A reflector's kernel takes only what its routers sent, not its clients' aggregates (the
     // route manager's host routes reach those).
     let kernel_from = (!clients.is_empty()).then_some("romana_peer*");
-    render_common(&mut out, &v4(&aggregates), o.kernel, kernel_from, o);
+    let families: &[Family] = if ipv6.is_some() { &[Family::V4, Family::V6] } else { &[Family::V4] };
+    render_common(&mut out, &aggregates, families, o.kernel, kernel_from, o);
     crate::vip::statics(&mut out, vips);
-    let pods = pod_nets(f);
     for s in sessions.values().chain(&clients) {
         let _ = writeln!(out);
-        render_filters(&mut out, s, &pods);
+        for &family in families {
+            render_filters(&mut out, s, &pod_nets(f, family), family);
+        }
         render_session(&mut out, s, o);
     }
     Ok(out)
@@ -365,11 +442,14 @@ pub fn render_router(
     };
     let me = bgp.routers[k];
     check_v4(&format!("router of {path}"), me)?;
+    let ipv6 = has_v6(f).then_some(Ipv6Channel { next_hop: None });
+    let families: &[Family] = if ipv6.is_some() { &[Family::V4, Family::V6] } else { &[Family::V4] };
     let mut out = String::new();
     header(
         &mut out,
         &format!("Romana BGP for router {me} of group {} (AS {}).", f.groups[first].path, bgp.asn),
         f,
+        None,
     );
     let _ = writeln!(out, "router id {me};");
     let _ = writeln!(out, "protocol device romana_device {{ }}");
@@ -404,6 +484,7 @@ pub fn render_router(
                         host_vips: Vec::new(),
                         rr_cluster: None,
                         reflect: false,
+                        ipv6,
                     }),
                 }
             }
@@ -426,6 +507,7 @@ pub fn render_router(
                     host_vips: Vec::new(),
                     rr_cluster,
                     reflect: false,
+                    ipv6,
                 });
                 s.accept.extend(accept);
             };
@@ -476,11 +558,12 @@ pub fn render_router(
     for s in &mut up {
         s.export = Export::Aggregates(aggregates.clone());
     }
-    render_common(&mut out, &v4(&aggregates), true, None, o);
-    let pods = pod_nets(f);
+    render_common(&mut out, &aggregates, families, true, None, o);
     for s in up.iter().chain(members.values()) {
         let _ = writeln!(out);
-        render_filters(&mut out, s, &pods);
+        for &family in families {
+            render_filters(&mut out, s, &pod_nets(f, family), family);
+        }
         render_session(&mut out, s, o);
     }
     Ok(out)

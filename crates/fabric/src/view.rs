@@ -3,7 +3,7 @@
 //! each group announces and which member each of its routes leads to). Knows nothing of BIRD's
 //! syntax (`bird.rs`) nor of any I/O.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use romana_api::rest::FabricGroup;
@@ -52,6 +52,9 @@ pub struct Fabric {
     pub groups: Vec<Group>,
     /// Every pod network's prefix.
     pub networks: Vec<Cidr>,
+    /// Hosts' IPv6 underlay addresses (a dual-stack underlay), by host name: the next hop a
+    /// host announces its IPv6 aggregates with. A host without one announces no IPv6.
+    pub host_ipv6: BTreeMap<String, IpAddr>,
     /// Where VIPs may be (the external ranges and every VIP's address): routers accept /32s
     /// inside them from any member and pass them up (`vip.rs`). Empty from `new`; the caller
     /// sets them from `/config/vips` and `/vips`.
@@ -115,7 +118,7 @@ impl Fabric {
                 (0..groups.len()).find(|j| groups[*j].network == groups[i].network && groups[*j].path == p)
             });
         }
-        let mut fabric = Fabric { groups, networks, vip_ranges: Vec::new() };
+        let mut fabric = Fabric { groups, networks, host_ipv6: BTreeMap::new(), vip_ranges: Vec::new() };
         for t in &topology.topologies {
             for network in &t.networks {
                 match t.map.as_slice() {
@@ -169,6 +172,10 @@ impl Fabric {
             for h in members.iter().filter(|m| m.ip.is_some()) {
                 let addr = ip(&format!("{at} host {}", h.name), h.ip.as_deref().unwrap_or_default())?;
                 self.groups[g].hosts.push((h.name.clone(), addr));
+                if let Some(v6) = &h.ipv6 {
+                    let v6 = ip(&format!("{at} host {} ipv6", h.name), v6)?;
+                    self.host_ipv6.insert(h.name.clone(), v6);
+                }
             }
             self.walk(network, &path, members, false)?;
         }

@@ -356,3 +356,118 @@ fn reflector_errors_name_the_problem() {
     let f = reflected(r#"["192.168.1.99"]"#);
     render_router(&f, "/rack-2", None, Options::default()).expect("rack 2 renders");
 }
+
+/// `topology(2, 28)` with an IPv6 pod network over the same groups; host i of rack r holds
+/// `pods[i]` dual-stack endpoints and has the IPv6 underlay address `fd00:192:168:r::(10+i)`,
+/// except r1h2, which keeps an IPv4 underlay only.
+fn dual(pods: &[usize]) -> (Ipam, Fabric) {
+    let text = topology(2, 28)
+        .replacen(
+            r#""block_mask":28}]"#,
+            r#""block_mask":28},{"name":"pods6","cidr":"fd00:112::/112","block_mask":124}]"#,
+            1,
+        )
+        .replacen(r#""networks":["pods"]"#, r#""networks":["pods","pods6"]"#, 1);
+    assert!(text.contains("pods6") && text.contains(r#"["pods","pods6"]"#), "topology edited");
+    let mut ipam = Ipam::new(romana_api::topology::parse(&text).expect("topology")).expect("carves");
+    for r in 1..=2 {
+        for (i, n) in pods.iter().enumerate() {
+            let h = i + 1;
+            let ip: IpAddr = format!("192.168.{r}.{}", 10 + h).parse().expect("ip");
+            let mut spec = HostSpec::new(format!("r{r}h{h}").parse().expect("name"), ip)
+                .with_tag("rack", &r.to_string());
+            if (r, h) != (1, 2) {
+                spec = spec.with_ipv6(format!("fd00:192:168:{r}::{}", 10 + h).parse().expect("ipv6"));
+            }
+            ipam.add_host(spec).expect("host fits");
+            for p in 0..*n {
+                let req = AllocRequest {
+                    name: format!("r{r}h{h}p{p}").parse().expect("name"),
+                    host: format!("r{r}h{h}").parse().expect("name"),
+                    tenant: "t".parse().expect("tenant"),
+                    segment: "".parse().expect("segment"),
+                };
+                ipam.allocate_stack(&req).expect("addresses");
+            }
+        }
+    }
+    let f = fabric(&ipam);
+    (ipam, f)
+}
+
+/// Dual stack over MP-BGP: a host with an IPv6 underlay announces its IPv6 aggregates in an
+/// `ipv6` channel of its IPv4 session, with its IPv6 address as the next hop; a host without
+/// one has no `ipv6` channel and says why; routers accept exactly each member's IPv6 aggregates
+/// and pass the rack's IPv6 aggregate up. Golden files, parsed by BIRD below.
+#[test]
+fn golden_dual_stack_configurations() {
+    let (ipam, f) = dual(&[20, 3]);
+    let o = Options { bfd: true, kernel: true };
+    let h1 = render_host(&f, "r1h1", o).expect("renders");
+    golden("host-r1h1-dual.conf", &h1);
+    let h2 = render_host(&f, "r1h2", o).expect("renders");
+    golden("host-r1h2-dual-no-ipv6.conf", &h2);
+    let rack = render_router(&f, "/rack-1", None, o).expect("renders");
+    golden("router-rack-1-dual.conf", &rack);
+    let spine = render_router(&f, "/", Some("192.168.254.1".parse().expect("ip")), o).expect("renders");
+    golden("router-spine-dual.conf", &spine);
+
+    let v6 = |set: BTreeSet<Cidr>| -> BTreeSet<Cidr> {
+        set.into_iter().filter(|c| c.family() == romana_model::Family::V6).collect()
+    };
+    let leaf = ipam.fabric_routes();
+    let of_host = |host: &str| -> BTreeSet<Cidr> {
+        leaf.iter()
+            .flat_map(|g| g.routes.iter())
+            .filter(|r| matches!(&r.target, RouteTarget::Host { name, .. } if name.as_str() == host))
+            .filter(|r| r.dest.family() == romana_model::Family::V6)
+            .map(|r| r.dest)
+            .collect()
+    };
+    // r1h1 announces exactly its IPv6 aggregates, next hop its IPv6 underlay address.
+    assert!(!of_host("r1h1").is_empty());
+    assert_eq!(accepted_in(&h1, "romana_out6_peer1"), of_host("r1h1"));
+    assert_eq!(v6(blackholes(&h1)), of_host("r1h1"));
+    assert!(h1.contains("next hop address fd00:192:168:1::11;"), "{h1}");
+    assert!(h1.contains("protocol kernel romana_kernel6"), "{h1}");
+    // r1h2 has no IPv6 underlay: IPv4 only, and the file says why.
+    assert!(!h2.contains("ipv6 {") && !h2.contains("romana_aggregates6"), "{h2}");
+    assert!(h2.contains("this host has no IPv6 underlay address"), "{h2}");
+    // The rack router accepts exactly r1h1's IPv6 aggregates from it, and announces the rack's
+    // IPv6 aggregate upward; the spine accepts exactly that from the rack.
+    let g = f.groups_at("/rack-1");
+    let from_r1h1 = rack
+        .split("\nfilter romana_in6_")
+        .skip(1)
+        .map(|x| &x[..x.find("\n}").unwrap_or(x.len())])
+        .find(|x| x.contains("from host r1h1 "))
+        .map(|x| format!("filter romana_in6_{x}\n}}"))
+        .unwrap_or_default();
+    let name = from_r1h1.split_whitespace().nth(1).unwrap_or("").to_owned();
+    assert_eq!(accepted_in(&from_r1h1, &name), of_host("r1h1"), "{name}: {from_r1h1}");
+    let rack6: BTreeSet<Cidr> = g
+        .iter()
+        .filter_map(|g| f.groups[*g].announce)
+        .filter(|c| c.family() == romana_model::Family::V6)
+        .collect();
+    assert_eq!(rack6.len(), 1, "{rack6:?}");
+    assert_eq!(v6(blackholes(&rack)), rack6);
+    assert_eq!(accepted_in(&rack, "romana_out6_up1"), rack6);
+    let spine_in: BTreeSet<Cidr> = spine
+        .split("\nfilter romana_in6_")
+        .skip(1)
+        .map(|x| &x[..x.find("\n}").unwrap_or(x.len())])
+        .filter(|x| x.contains("group /rack-1 "))
+        .flat_map(|x| {
+            let text = format!("filter romana_in6_{x}\n}}");
+            let name = text.split_whitespace().nth(1).unwrap_or("").to_owned();
+            accepted_in(&text, &name)
+        })
+        .collect();
+    assert_eq!(spine_in, rack6);
+    // Without an IPv6 pod network nothing IPv6 is rendered, even for a host with an IPv6 underlay.
+    let mut v4_only = f.clone();
+    v4_only.networks.retain(|n| n.family() == romana_model::Family::V4);
+    let plain = render_host(&v4_only, "r1h1", o).expect("renders");
+    assert!(!plain.contains("ipv6") && !plain.contains("romana_aggregates6"), "{plain}");
+}
