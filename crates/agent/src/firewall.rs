@@ -19,11 +19,10 @@ use romana_agent::error::FirewallError;
 use romana_agent::machine::pass::{PassState, give_back, snapshot, take_endpoint_changes};
 use romana_agent::machine::{Action, Event, Stream, repair_wait};
 use romana_agent::ports::{FastPathMap, Nftables, Romanad};
-use romana_agent::rest_watch::RestWatch;
+use romana_agent::rest_watch::SharedWatch;
 use romana_host::nft::{Nft, NftError};
 use romana_policy::nftjson;
 use romana_policy::nftplan::{NftPlan, Observed, PlanSummary, plan};
-use romana_store::follow::{Backoff, follow};
 
 use crate::ctx::Ctx;
 use crate::fastpath::Deliver;
@@ -358,31 +357,27 @@ fn tell_library(library: Option<bool>) {
     }
 }
 
-/// Runs the firewall: follows romanad's watch for what the table depends on, and performs what
+/// Follows what the table depends on, on the agent's shared watch stream.
+pub fn watch(fw: &Firewall, watch: &mut SharedWatch) {
+    let (ctx, wake) = (fw.ctx.clone(), fw.wake.clone());
+    watch.add(&["endpoints/", "policies/", "netpols/", "tenants/", "segments/"], move |f| {
+        if let romana_store::follow::Followed::Lost { error, retry_in } = &f {
+            tracing::warn!(%error, ?retry_in, "policy watch failed; retrying");
+        }
+        for a in ctx.step(Event::Watched(Stream::Firewall, f)) {
+            if a == Action::WakeFirewall {
+                wake.notify_one();
+            }
+        }
+        true
+    });
+}
+
+/// Runs the firewall: what the table depends on comes through `watch`; performs what
 /// the core asks on each change; beside it, the repair check (`repair`). Fails closed: when
 /// romanad is unreachable the last table stays.
 pub async fn run(fw: Arc<Firewall>, repair: Duration) {
     let wake = fw.wake.clone();
-    for prefix in ["endpoints/", "policies/", "netpols/", "tenants/", "segments/"] {
-        let (ctx, wake) = (fw.ctx.clone(), wake.clone());
-        tokio::spawn(async move {
-            let c = ctx.clone();
-            let mut source = RestWatch { prefix: prefix.to_owned(), client: move || c.client() };
-            let backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(5));
-            follow(&mut source, backoff, |f| {
-                if let romana_store::follow::Followed::Lost { error, retry_in } = &f {
-                    tracing::warn!(prefix, %error, ?retry_in, "policy watch failed; retrying");
-                }
-                for a in ctx.step(Event::Watched(Stream::Firewall, f)) {
-                    if a == Action::WakeFirewall {
-                        wake.notify_one();
-                    }
-                }
-                true
-            })
-            .await;
-        });
-    }
     tokio::spawn(repair_loop(fw.clone(), repair));
     let m = &fw.ctx.metrics;
     let mut next = vec![];
