@@ -10,6 +10,7 @@ mod check;
 mod commands;
 mod config;
 mod doctor;
+mod doctor_certs;
 mod doctor_checks;
 mod fabric;
 mod output;
@@ -86,7 +87,7 @@ enum Command {
     /// Starts its own control plane (3 etcd members, 3 romanad replicas on 127.0.0.1) unless
     /// --given, and its own sandbox. Needs root, iproute2, nftables, iputils-ping and etcd.
     Chaos(chaos::Options),
-    /// Check one host: forwarding, routes, gateway, nftables table, agent, BIRD, clock, credentials.
+    /// Check one host: forwarding, routes, gateway, nftables, agent, BIRD, clock, credentials, certificates.
     Doctor(DoctorArgs),
     /// Address pools.
     Network {
@@ -480,6 +481,11 @@ struct DoctorArgs {
     /// The agent runs with --no-policy (no nftables table expected).
     #[arg(long)]
     no_policy: bool,
+    /// A certificate file (PEM) whose expiry is checked: warned under 30 days, an error once
+    /// expired (repeatable) [default: /etc/romana/tls/ca.pem and server.pem where they exist;
+    /// the CA in the agent's credentials is always checked].
+    #[arg(long = "cert", value_name = "FILE")]
+    certs: Vec<PathBuf>,
 }
 
 impl DoctorArgs {
@@ -490,8 +496,16 @@ impl DoctorArgs {
             None => doctor::this_host()?,
         };
         if let Some(name) = &self.sandbox {
-            return doctor::in_sandbox(&self.state_dir, name, &host);
+            let w = doctor::in_sandbox(&self.state_dir, name, &host)?;
+            return Ok(doctor::Where { certs: self.certs.clone(), ..w });
         }
+        // The systemd install's files (docs/systemd.md), where this machine has them.
+        let installed = ["/etc/romana/tls/ca.pem", "/etc/romana/tls/server.pem"].map(PathBuf::from);
+        let certs = if self.certs.is_empty() {
+            installed.into_iter().filter(|p| p.exists()).collect()
+        } else {
+            self.certs.clone()
+        };
         Ok(doctor::Where {
             host,
             netns: None,
@@ -499,6 +513,7 @@ impl DoctorArgs {
             credentials: self.agent_credentials.clone(),
             bird_socket: self.bird_socket.clone(),
             policy: !self.no_policy,
+            certs,
         })
     }
 }
