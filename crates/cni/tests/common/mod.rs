@@ -2,6 +2,7 @@
 //! agent processes programming test namespaces, and the plugin called the way runtimes call it.
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod policy;
 pub mod probe;
 
 use std::io::Write;
