@@ -144,20 +144,23 @@ async fn main() {
         let rest = &line[line.find(key)? + key.len()..];
         rest.split(|c: char| c.is_whitespace()).next()?.parse().ok()
     };
-    let (mut alloc, mut plumb): (Vec<f64>, Vec<f64>) = (Vec::new(), Vec::new());
     if std::env::var_os("ROMANA_BENCH_SHOW_LOG").is_some() {
         println!("{}", log.lines().filter(|l| l.contains("CNI ADD")).take(3).collect::<Vec<_>>().join("\n"));
     }
-    for l in log.lines().filter(|l| l.contains("CNI ADD")).skip(1) {
-        alloc.extend(field(l, "alloc_ms="));
-        plumb.extend(field(l, "plumb_ms="));
-    }
+    // The agent logs one line per ADD, in order: the two warm-ups (IPv4, dual), then the bursts.
+    let lines: Vec<&str> = log.lines().filter(|l| l.contains("CNI ADD")).collect();
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
-    println!(
-        "romana ADD inside the agent (mean ms over both tenants): allocate {:.2}, plumb {:.2}",
-        mean(&alloc),
-        mean(&plumb)
-    );
+    for (name, at) in [("IPv4", 2), ("dual stack", 2 + n), ("IPv4 again", 2 + 2 * n)] {
+        let burst = lines.get(at..(at + n).min(lines.len())).unwrap_or_default();
+        let steps: Vec<String> = ["alloc_ms=", "register_ms=", "policy_ms=", "plumb_ms="]
+            .iter()
+            .map(|k| {
+                let v: Vec<f64> = burst.iter().filter_map(|l| field(l, k)).collect();
+                format!("{} {:.2}", k.trim_end_matches("_ms="), mean(&v))
+            })
+            .collect();
+        println!("romana ADD inside the agent, {name} (mean ms): {}", steps.join(", "));
+    }
     println!(
         "ratio romana/reference: ADD p50 {:.2}, ADD p99 {:.2}, DEL p50 {:.2} (target ADD <= 1.0)",
         ra.p50 / ba.p50,
