@@ -21,7 +21,7 @@ use romana_agent::machine::{Action, Event};
 use romana_agent::ports::{Enforcer, Plumbing};
 use romana_api::agent::{
     AgentError, AttachRequest, Attached, DetachRequest, GcReport, GcRequest, address_name, address_prefix,
-    code,
+    code, stack_base, v6_address_name,
 };
 use romana_api::rest::EndpointInfo;
 use romana_client::{Client, ClientError};
@@ -130,9 +130,19 @@ struct Policy<'a> {
 }
 
 impl Enforcer for Policy<'_> {
-    fn enforce<'a>(&'a self, info: &'a EndpointInfo) -> BoxFut<'a, Result<(), EnforceFailure>> {
+    fn enforce<'a>(&'a self, infos: &'a [EndpointInfo]) -> BoxFut<'a, Result<(), EnforceFailure>> {
         Box::pin(async move {
-            for action in self.s.step(Event::CniAdd(info.clone())) {
+            // Every record (a dual-stack pod's two) enters the inputs first; the reads and passes
+            // they call for then run once for all, so the second family costs no second pass.
+            let mut actions: Vec<Action> = Vec::new();
+            for info in infos {
+                for a in self.s.step(Event::CniAdd(info.clone())) {
+                    if !actions.contains(&a) {
+                        actions.push(a);
+                    }
+                }
+            }
+            for action in actions {
                 match action {
                     Action::ReadLists { endpoints } => {
                         self.fw
@@ -152,7 +162,7 @@ impl Enforcer for Policy<'_> {
                             .await
                             .map_err(|e| EnforceFailure::NotEnforced(e.to_string()))?;
                     }
-                    Action::Plumb => return Ok(()),
+                    Action::Plumb => {}
                     other => tracing::debug!(action = ?other, "not CNI ADD's"),
                 }
             }
@@ -205,7 +215,7 @@ async fn add(State(s): State<Arc<Shared>>, Json(req): Json<AttachRequest>) -> Re
     Metrics::inc(&s.metrics.cni_add);
     s.metrics.cni_add_seconds.observe(started.elapsed());
     match r {
-        Ok(Answer::Added(a)) => Ok(Json(a)),
+        Ok(Answer::Added(a)) => Ok(Json(*a)),
         Ok(Answer::Deleted) => Err(Fail::new(code::OTHER, "ADD answered as DEL", "")),
         Err(e) => {
             Metrics::inc(&s.metrics.cni_add_errors);
@@ -234,23 +244,26 @@ async fn check(State(s): State<Arc<Shared>>, Json(req): Json<AttachRequest>) -> 
 async fn check_inner(s: &Arc<Shared>, req: AttachRequest) -> Result<(), Fail> {
     cni_name("container id", &req.container_id)?;
     let name = address_name(&req.network, &req.container_id, &req.ifname);
-    let addr = match s.client().address(&name).await {
-        Ok(a) => a,
+    let client = s.client();
+    let v6_name = v6_address_name(&name);
+    let (first, v6) = tokio::join!(client.address(&name), client.address(&v6_name));
+    let mut held = match first {
+        Ok(a) => vec![a.ip],
         Err(e) if e.status() == Some(404) => {
             return Err(Fail::new(code::UNKNOWN_CONTAINER, format!("no address is allocated to {name}"), ""));
         }
         Err(e) => return Err(from_client("looking up the address", &e)),
     };
-    if let Some(prev) = &req.ip
-        && prev != &addr.ip
-    {
-        return Err(Fail::new(
-            code::OTHER,
-            "address differs from IPAM",
-            format!("prevResult has {prev}, IPAM has {} for {name}", addr.ip),
-        ));
+    match v6 {
+        Ok(a) => held.push(a.ip),
+        Err(e) if e.status() == Some(404) => {}
+        Err(e) => return Err(from_client("looking up the IPv6 address", &e)),
     }
-    let spec = cni::endpoint_spec(&s.host, &s.gateways, &req, &addr.ip).map_err(Fail)?;
+    if let Some(problem) = cni::prev_differs(&req, &held) {
+        return Err(Fail::new(code::OTHER, "addresses differ from IPAM", format!("{problem} for {name}")));
+    }
+    let ips: Vec<&str> = held.iter().map(String::as_str).collect();
+    let spec = cni::endpoint_spec(&s.host, &s.gateways, &req, &ips).map_err(Fail)?;
     let host_ns = s.host_ns.clone();
     blocking(move || romana_host::check(host_ns.as_deref(), &spec))
         .await?
@@ -276,23 +289,37 @@ async fn gc(State(s): State<Arc<Shared>>, Json(req): Json<GcRequest>) -> Result<
         req.valid.iter().map(|v| address_name(&req.network, &v.container_id, &v.ifname)).collect();
     let prefix = address_prefix(&req.network);
     let mut report = GcReport::default();
+    let names: std::collections::BTreeSet<&str> = all.iter().map(|a| a.name.as_str()).collect();
     // Links to keep: every CNI address on the host that stays (any network), by its link name.
     let mut keep = std::collections::BTreeSet::new();
     for a in &all {
-        let Some(rest) = a.name.strip_prefix("cni:") else { continue };
+        // A dual-stack endpoint's IPv6 address (`<name>#v6`) is valid with its name and goes
+        // with it (releasing a name releases its `#v6`); alone, it goes by itself.
+        let base = stack_base(&a.name);
+        let paired = base != a.name && names.contains(base);
+        let Some(rest) = base.strip_prefix("cni:") else { continue };
         let mut parts = rest.splitn(3, ':');
         let (Some(_network), Some(cid), Some(ifname)) = (parts.next(), parts.next(), parts.next()) else {
             continue;
         };
-        if a.name.starts_with(&prefix) && !valid.contains(&a.name) {
-            forget(&s, &client, &a.name).await;
-            match client.release(&a.name).await {
-                Ok(_) => report.released.push(a.name.clone()),
-                Err(e) if e.status() == Some(404) => {}
-                Err(e) => return Err(from_client("releasing a leftover address", &e)),
-            }
-        } else {
+        if !a.name.starts_with(&prefix) || valid.contains(base) {
             keep.insert(host_link_name(cid, ifname));
+            continue;
+        }
+        if paired {
+            continue;
+        }
+        let mut records = vec![a.name.clone()];
+        if base == a.name {
+            records.push(v6_address_name(&a.name));
+        }
+        for r in &records {
+            forget(&s, &client, r).await;
+        }
+        match client.release(&a.name).await {
+            Ok(_) => report.released.extend(records.into_iter().filter(|r| names.contains(r.as_str()))),
+            Err(e) if e.status() == Some(404) => {}
+            Err(e) => return Err(from_client("releasing a leftover address", &e)),
         }
     }
     for v in &req.valid {
