@@ -151,7 +151,9 @@ impl From<IpamError> for ApiError {
             | E::ClassicNumberUnavailable { .. }
             | E::BlackoutOutsideNetworks { .. }
             | E::BlackoutCoversNetwork { .. }
-            | E::StackNameTooLong { .. } => ApiError::invalid(message, vec![]),
+            | E::StackNameTooLong { .. }
+            | E::NoFamily { .. }
+            | E::WrongFamily { .. } => ApiError::invalid(message, vec![]),
         }
     }
 }
