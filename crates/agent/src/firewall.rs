@@ -16,7 +16,9 @@ use std::time::{Duration, Instant};
 
 use romana_agent::drive::{apply_transaction, read_table, run_pass};
 use romana_agent::error::FirewallError;
-use romana_agent::machine::pass::{PassState, give_back, snapshot, take_endpoint_changes};
+use romana_agent::machine::pass::{
+    Compiled, PassState, compile_with, give_back, snapshot, take_endpoint_changes,
+};
 use romana_agent::machine::{Action, Event, Stream, repair_wait};
 use romana_agent::ports::{FastPathMap, Nftables, Romanad};
 use romana_agent::rest_watch::SharedWatch;
@@ -27,6 +29,9 @@ use romana_policy::nftplan::{NftPlan, Observed, PlanSummary, plan};
 use crate::ctx::Ctx;
 use crate::fastpath::Deliver;
 use crate::metrics::Metrics;
+use confirm::off_runtime;
+
+mod confirm;
 
 /// The kept nftables connections of the host's namespace (opened there on first use).
 #[derive(Debug, Default)]
@@ -215,19 +220,28 @@ impl Firewall {
         };
         let base = state.base(fresh);
         let started = Instant::now();
-        let mut compiled = state.compile(&self.ctx.host, snap);
-        self.nat.amend(&mut compiled);
-        {
-            // VIP traffic to an endpoint must come back through conntrack (un-DNAT): its
-            // endpoints never take the fast path.
-            let vips = self.vips.lock().unwrap_or_else(|e| e.into_inner());
-            romana_policy::vip::with_dnat(&mut compiled.desired, &vips);
-            for v in vips.iter() {
-                for b in &v.backends {
-                    compiled.unfiltered.remove(b);
-                }
+        // The compile runs on a thread of its own with the cache taken out: the agent's runtime
+        // (one thread) keeps serving CNI requests and their plumbing meanwhile. The pass lock
+        // stays held: this compile's result is applied whatever comes meanwhile.
+        let (cache, host) = (state.cache_taken(), self.ctx.host.clone());
+        let done = off_runtime(false, move || {
+            let mut cache = cache;
+            let (c, world) = compile_with(&mut cache, &host, snap);
+            (cache, c, world)
+        })
+        .await;
+        let mut compiled = match done {
+            Ok((cache, c, world)) => {
+                state.compiled(cache, world);
+                c
             }
-        }
+            Err(e) => {
+                // The cache went with the thread: the next compile starts it over.
+                self.failed(metrics);
+                return Err(e);
+            }
+        };
+        self.finish(&mut compiled);
         let (rules, elements) = compiled.desired.counts();
         let expected = prior.map(|k| plan(Some(&k), &compiled.desired).summary);
         let compiled_in = started.elapsed();
@@ -263,14 +277,31 @@ impl Firewall {
                 metrics.firewall_rules.store(rules as u64, Ordering::Relaxed);
                 metrics.firewall_elements.store(elements as u64, Ordering::Relaxed);
             }
-            Err(_) => {
-                Metrics::inc(&metrics.firewall_errors);
-                let mut core = self.ctx.core();
-                core.inputs.dirty = true;
-                core.inputs.rules_dirty = true;
-            }
+            Err(_) => self.failed(metrics),
         }
         r
+    }
+
+    /// A pass failed: the next one compiles everything.
+    fn failed(&self, metrics: &Metrics) {
+        Metrics::inc(&metrics.firewall_errors);
+        let mut core = self.ctx.core();
+        core.inputs.dirty = true;
+        core.inputs.rules_dirty = true;
+    }
+
+    /// What every compiled table gets beside the policy core's: egress NAT, the VIPs' DNAT.
+    fn finish(&self, compiled: &mut Compiled) {
+        self.nat.amend(compiled);
+        // VIP traffic to an endpoint must come back through conntrack (un-DNAT): its endpoints
+        // never take the fast path.
+        let vips = self.vips.lock().unwrap_or_else(|e| e.into_inner());
+        romana_policy::vip::with_dnat(&mut compiled.desired, &vips);
+        for v in vips.iter() {
+            for b in &v.backends {
+                compiled.unfiltered.remove(b);
+            }
+        }
     }
 }
 
@@ -280,7 +311,25 @@ impl Firewall {
     /// time independent of the cluster's size. Compiles instead (`sync`) when anything else
     /// changed too, the table in force is unknown, or the policy core refuses.
     pub async fn endpoint_pass(&self, metrics: &Metrics) -> Result<PlanSummary, FirewallError> {
-        let mut state = self.pass.lock().await;
+        self.endpoint_pass_waited(metrics).await.0
+    }
+
+    /// `endpoint_pass`, with how long it waited for the pass lock (behind another pass).
+    pub async fn endpoint_pass_waited(
+        &self,
+        metrics: &Metrics,
+    ) -> (Result<PlanSummary, FirewallError>, Duration) {
+        let t = Instant::now();
+        let state = self.pass.lock().await;
+        let waited = t.elapsed();
+        (self.endpoint_pass_locked(metrics, state).await, waited)
+    }
+
+    async fn endpoint_pass_locked(
+        &self,
+        metrics: &Metrics,
+        mut state: tokio::sync::MutexGuard<'_, PassState>,
+    ) -> Result<PlanSummary, FirewallError> {
         let taken = {
             let mut core = self.ctx.core();
             if !core.inputs.loaded {
@@ -321,10 +370,7 @@ impl Firewall {
             Err(e) => {
                 // The kernel's table is unknown now; the compile that follows reads it.
                 state.part_failed();
-                Metrics::inc(&metrics.firewall_errors);
-                let mut core = self.ctx.core();
-                core.inputs.dirty = true;
-                core.inputs.rules_dirty = true;
+                self.failed(metrics);
                 Err(e)
             }
         }
@@ -416,6 +462,10 @@ pub async fn run(fw: Arc<Firewall>, repair: Duration) {
                     Ok(s) if s != PlanSummary::default() => tracing::info!(summary = ?s, "firewall updated"),
                     Ok(_) => {}
                     Err(e) => tracing::error!(error = %e, "firewall pass failed"),
+                },
+                Action::ConfirmPass => match fw.confirm(m).await {
+                    Ok(_) => {}
+                    Err(e) => tracing::error!(error = %e, "confirming compile failed"),
                 },
                 Action::EndpointPass => match fw.endpoint_pass(m).await {
                     Ok(s) if s != PlanSummary::default() => {
