@@ -46,8 +46,10 @@ struct Cli {
     /// A bearer token (default: log in with the options below).
     #[arg(long, global = true, env = "ROMANA_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// Log in as this user (with --password) instead of the credentials file's.
     #[arg(short = 'u', long, global = true, env = "ROMANA_USERNAME")]
     username: Option<String>,
+    /// The password of --username.
     #[arg(long, global = true, env = "ROMANA_PASSWORD", hide_env_values = true)]
     password: Option<String>,
     /// Credentials file written by romanad [default: /var/lib/romana/admin.credentials, if readable]
@@ -798,8 +800,15 @@ fn follower_env(cli: &Cli) -> Vec<(String, String)> {
 
 async fn run(cli: Cli) -> anyhow::Result<bool> {
     if let Command::Completion { shell } = cli.command {
-        clap_complete::generate(shell, &mut Cli::command(), "romana", &mut std::io::stdout());
-        return Ok(true);
+        // Into a buffer first: clap_complete panics when stdout fails, and a reader that stops
+        // early (`romana completion bash | head`) is no error of ours.
+        let mut script = Vec::new();
+        clap_complete::generate(shell, &mut Cli::command(), "romana", &mut script);
+        use std::io::Write;
+        return match std::io::stdout().write_all(&script) {
+            Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+            _ => Ok(true),
+        };
     }
     let file = config::load(cli.config.as_deref())?;
     let format = cli.output.unwrap_or(match file.output.as_deref() {
