@@ -859,6 +859,20 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
         }
         _ => None,
     };
+    // `romana check` also judges the CA this CLI trusts: (where it came from, its PEM).
+    let check_ca = match &cli.command {
+        Command::Check { .. } => {
+            trusted_ca(&cli, &file, load_credentials(&cli, &file)?.as_ref())?.map(|pem| {
+                let from = match cli.ca_file.as_ref().or(file.ca_file.as_ref()) {
+                    Some(p) => p.display().to_string(),
+                    None => credentials_path(&cli, &file)
+                        .map_or("the credentials".into(), |p| format!("the CA of {}", p.display())),
+                };
+                (from, pem)
+            })
+        }
+        _ => None,
+    };
     match cli.command {
         Command::Login => unreachable!("handled above"),
         Command::Whoami => {
@@ -868,7 +882,7 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             })?
         }
         Command::Services => x::services(&c, f).await?,
-        Command::Check { leak_grace } => return check::run(&c, f, leak_grace).await,
+        Command::Check { leak_grace } => return check::run(&c, f, leak_grace, check_ca).await,
         Command::Doctor(d) => return doctor::run(&c, f, &d.place()?).await,
         Command::Network { command: ListOnly::List } => x::networks(&c, f).await?,
         Command::Topology { command } => match command {
