@@ -46,8 +46,10 @@ struct Cli {
     /// A bearer token (default: log in with the options below).
     #[arg(long, global = true, env = "ROMANA_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// Log in as this user (with --password) instead of the credentials file's.
     #[arg(short = 'u', long, global = true, env = "ROMANA_USERNAME")]
     username: Option<String>,
+    /// The password of --username.
     #[arg(long, global = true, env = "ROMANA_PASSWORD", hide_env_values = true)]
     password: Option<String>,
     /// Credentials file written by romanad [default: /var/lib/romana/admin.credentials, if readable]
@@ -798,8 +800,15 @@ fn follower_env(cli: &Cli) -> Vec<(String, String)> {
 
 async fn run(cli: Cli) -> anyhow::Result<bool> {
     if let Command::Completion { shell } = cli.command {
-        clap_complete::generate(shell, &mut Cli::command(), "romana", &mut std::io::stdout());
-        return Ok(true);
+        // Into a buffer first: clap_complete panics when stdout fails, and a reader that stops
+        // early (`romana completion bash | head`) is no error of ours.
+        let mut script = Vec::new();
+        clap_complete::generate(shell, &mut Cli::command(), "romana", &mut script);
+        use std::io::Write;
+        return match std::io::stdout().write_all(&script) {
+            Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+            _ => Ok(true),
+        };
     }
     let file = config::load(cli.config.as_deref())?;
     let format = cli.output.unwrap_or(match file.output.as_deref() {
@@ -850,6 +859,20 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
         }
         _ => None,
     };
+    // `romana check` also judges the CA this CLI trusts: (where it came from, its PEM).
+    let check_ca = match &cli.command {
+        Command::Check { .. } => {
+            trusted_ca(&cli, &file, load_credentials(&cli, &file)?.as_ref())?.map(|pem| {
+                let from = match cli.ca_file.as_ref().or(file.ca_file.as_ref()) {
+                    Some(p) => p.display().to_string(),
+                    None => credentials_path(&cli, &file)
+                        .map_or("the credentials".into(), |p| format!("the CA of {}", p.display())),
+                };
+                (from, pem)
+            })
+        }
+        _ => None,
+    };
     match cli.command {
         Command::Login => unreachable!("handled above"),
         Command::Whoami => {
@@ -859,7 +882,7 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             })?
         }
         Command::Services => x::services(&c, f).await?,
-        Command::Check { leak_grace } => return check::run(&c, f, leak_grace).await,
+        Command::Check { leak_grace } => return check::run(&c, f, leak_grace, check_ca).await,
         Command::Doctor(d) => return doctor::run(&c, f, &d.place()?).await,
         Command::Network { command: ListOnly::List } => x::networks(&c, f).await?,
         Command::Topology { command } => match command {
