@@ -29,7 +29,7 @@ use crate::{KV_MESSAGE_BYTES, WATCH_MESSAGE_BYTES};
 /// may take on one member.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 /// The longest one point request (a get, a transaction, the revision, a lease renewal) may take on
-/// one member before the next member is asked. Far above a healthy commit (a few ms; 100 ms on a
+/// one member before the next member is asked (the last member tried gets `REQUEST_TIMEOUT`). Far above a healthy commit (a few ms; 100 ms on a
 /// loaded disk) and no longer than the cluster's election timeout (`ETCD_ELECTION_MS`), so a
 /// write stuck on a member that forwards it to a dead leader is sent elsewhere by the time a new
 /// leader exists.
@@ -184,7 +184,8 @@ impl Members {
     }
 
     /// Runs `f` on the current member, then on the others in turn, each attempt bounded by
-    /// `deadline`, until one answers or fails for a reason another member would share.
+    /// `deadline` (the last one by `REQUEST_TIMEOUT`), until one answers or fails for a reason
+    /// another member would share.
     pub(crate) async fn call<T, F, Fut>(&self, deadline: Deadline, f: F) -> Result<T, CallError>
     where
         F: Fn(Member) -> Fut,
@@ -192,10 +193,13 @@ impl Members {
     {
         let n = self.members.len();
         let start = self.current.load(Ordering::Relaxed);
-        let limit = deadline.limit();
         let mut last = None;
         for i in 0..n {
             let idx = (start + i) % n;
+            // The last member tried (the only one, on a one-member etcd) gets the long limit: a
+            // healthy but busy cluster (a bulk fill, a loaded disk) is waited for, not failed,
+            // and a write is sent at most once per member however slow the cluster is.
+            let limit = if i + 1 == n { REQUEST_TIMEOUT.max(deadline.limit()) } else { deadline.limit() };
             let m = self.members[idx].clone();
             let endpoint = m.endpoint.clone();
             let sent = Instant::now();
@@ -218,6 +222,6 @@ impl Members {
             let _ = self.current.compare_exchange(idx, (idx + 1) % n, Ordering::Relaxed, Ordering::Relaxed);
             last = Some(e);
         }
-        Err(last.unwrap_or(CallError::Timeout("no etcd member".into(), limit)))
+        Err(last.unwrap_or(CallError::Timeout("no etcd member".into(), REQUEST_TIMEOUT)))
     }
 }
