@@ -25,11 +25,12 @@ use etcd_client::{Client, KvClient, WatchClient};
 
 use crate::{KV_MESSAGE_BYTES, WATCH_MESSAGE_BYTES};
 
-/// The longest one bulk request (a range page of about 1 MiB, opening a watch, granting a lease)
+/// The longest one bulk request (a range page of about 1 MiB, opening a watch)
 /// may take on one member.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 /// The longest one point request (a get, a transaction, the revision, a lease renewal) may take on
-/// one member before the next member is asked. Far above a healthy commit (a few ms; 100 ms on a
+/// one member before the next member is asked (the last member tried gets `REQUEST_TIMEOUT` when
+/// every other one was only slow). Far above a healthy commit (a few ms; 100 ms on a
 /// loaded disk) and no longer than the cluster's election timeout (`ETCD_ELECTION_MS`), so a
 /// write stuck on a member that forwards it to a dead leader is sent elsewhere by the time a new
 /// leader exists.
@@ -44,9 +45,9 @@ const GRPC_UNAVAILABLE: i32 = 14;
 /// How long one attempt on one member may take.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Deadline {
-    /// Gets, transactions, the revision, lease renewals: `POINT_TIMEOUT`.
+    /// Gets, transactions, the revision, lease calls: `POINT_TIMEOUT`.
     Point,
-    /// Range pages, opening watches, lease grants: `REQUEST_TIMEOUT`.
+    /// Range pages, opening watches: `REQUEST_TIMEOUT`.
     Bulk,
 }
 
@@ -184,7 +185,9 @@ impl Members {
     }
 
     /// Runs `f` on the current member, then on the others in turn, each attempt bounded by
-    /// `deadline`, until one answers or fails for a reason another member would share.
+    /// `deadline` (the last one by `REQUEST_TIMEOUT` when the others were only slow), until one
+    /// answers or fails for a reason
+    /// another member would share.
     pub(crate) async fn call<T, F, Fut>(&self, deadline: Deadline, f: F) -> Result<T, CallError>
     where
         F: Fn(Member) -> Fut,
@@ -192,10 +195,19 @@ impl Members {
     {
         let n = self.members.len();
         let start = self.current.load(Ordering::Relaxed);
-        let limit = deadline.limit();
         let mut last = None;
+        // Whether every member tried so far only was slow (no refusal, no "no leader").
+        let mut all_slow = true;
         for i in 0..n {
             let idx = (start + i) % n;
+            // The last member tried gets the long limit when every other one was only slow (and
+            // the only member of a one-member etcd always): a healthy but busy cluster (a bulk
+            // fill, a loaded disk) is waited for, not failed, and a write is sent at most once
+            // per member however slow the cluster is. When another member was down or had no
+            // leader, a stuck last attempt is a member that has not noticed the leader's death:
+            // the short limit stands.
+            let long = i + 1 == n && all_slow;
+            let limit = if long { REQUEST_TIMEOUT.max(deadline.limit()) } else { deadline.limit() };
             let m = self.members[idx].clone();
             let endpoint = m.endpoint.clone();
             let sent = Instant::now();
@@ -205,7 +217,10 @@ impl Members {
                     return Ok(v);
                 }
                 Ok(Err(e)) if !unreachable(&e) => return Err(CallError::Etcd(e)),
-                Ok(Err(e)) => CallError::Etcd(e),
+                Ok(Err(e)) => {
+                    all_slow = false;
+                    CallError::Etcd(e)
+                }
                 Err(_) => CallError::Timeout(endpoint.clone(), limit),
             };
             tracing::debug!(
@@ -218,6 +233,6 @@ impl Members {
             let _ = self.current.compare_exchange(idx, (idx + 1) % n, Ordering::Relaxed, Ordering::Relaxed);
             last = Some(e);
         }
-        Err(last.unwrap_or(CallError::Timeout("no etcd member".into(), limit)))
+        Err(last.unwrap_or(CallError::Timeout("no etcd member".into(), REQUEST_TIMEOUT)))
     }
 }
