@@ -109,7 +109,8 @@ pub enum CniEvent {
     Allocated(Result<Vec<Address>, Refused>),
     /// romanad's record of the endpoint (its first address's), if it has one.
     EndpointRead(Result<EndpointInfo, Refused>),
-    /// Each record's registration in order, up to the first refused.
+    /// Each record's registration, in the order asked (the flow forgets those written when any
+    /// was refused).
     Registered(Vec<Result<EndpointInfo, Refused>>),
     Enforced(Result<(), EnforceFailure>),
     Plumbed(Result<Attachment, PlumbFailure>),
@@ -140,7 +141,8 @@ pub enum CniAction {
     /// Allocate the endpoint's addresses (one per family its host draws from).
     Allocate(AddressRequest),
     ReadEndpoint(String),
-    /// Write these records in order, stopping at the first refused.
+    /// Write these records (in order, stopping at the first refused; a dual-stack endpoint's two
+    /// at once), answered by `Registered` with each one's outcome.
     Register(Vec<EndpointInfo>),
     /// Put the registered records under their policies, in the kernel, before anything else.
     Enforce(Vec<EndpointInfo>),
@@ -414,15 +416,22 @@ impl Add {
                 vec![CniAction::Register(infos)]
             }
             CniEvent::Registered(results) => {
+                // Every record written is noted before a refusal rolls them back (a dual-stack
+                // endpoint's two are written at once: the second may stand after the first
+                // was refused).
                 let mut infos = Vec::with_capacity(results.len());
+                let mut refused = None;
                 for r in results {
                     match r {
                         Ok(info) => {
                             self.registered.push(info.name.clone());
                             infos.push(info);
                         }
-                        Err(r) => return self.rollback(r.answer("registering the endpoint")),
+                        Err(r) => refused = refused.or(Some(r)),
                     }
+                }
+                if let Some(r) = refused {
+                    return self.rollback(r.answer("registering the endpoint"));
                 }
                 if infos.len() != self.addresses.len() {
                     let msg = format!("{} of {} records registered", infos.len(), self.addresses.len());

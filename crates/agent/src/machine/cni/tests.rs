@@ -224,6 +224,14 @@ fn dual_stack_add_decisions() {
         words(&mut flow, CniEvent::Registered(vec![Ok(info()), Err(refused(503))])),
         "forget, release-quietly, fail 11"
     );
+    // The first refused while the second was written (they go at once): the second is forgotten.
+    let mut flow = Add::new(host(), req("c1"));
+    flow.step(start());
+    flow.step(CniEvent::Allocated(Ok(dual())));
+    flow.step(CniEvent::EndpointRead(Err(refused(404))));
+    let got = flow.step(CniEvent::Registered(vec![Err(refused(409)), Ok(v6_info.clone())]));
+    assert_eq!(got.iter().map(word).collect::<Vec<_>>(), ["forget", "release-quietly", "fail 7"]);
+    assert!(matches!(&got[0], CniAction::Forget(n) if n == "cni:net:c1:eth0#v6"), "{got:?}");
     // Enforcement fails after both records: both are forgotten.
     let mut flow = Add::new(host(), req("c1"));
     flow.step(start());
