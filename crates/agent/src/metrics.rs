@@ -74,8 +74,6 @@ pub struct Metrics {
     pub firewall_syncs: AtomicU64,
     pub firewall_errors: AtomicU64,
     pub firewall_repairs: AtomicU64,
-    /// Confirming compiles dropped because an endpoint pass changed the table while they ran.
-    pub firewall_confirms_dropped: AtomicU64,
     /// Listings of the kernel's table (the repair check reads it only when nftables' generation
     /// moved behind the agent's back).
     pub firewall_reads: AtomicU64,
@@ -123,7 +121,7 @@ impl Metrics {
         }
     }
 
-    fn families(&self) -> [(&'static str, &'static str, Value<'_>); 24] {
+    fn families(&self) -> [(&'static str, &'static str, Value<'_>); 23] {
         use Value::{Counter as C, Gauge as G, Histogram as H};
         [
             (
@@ -172,11 +170,6 @@ impl Metrics {
                 C(&self.firewall_syncs),
             ),
             ("romana_agent_firewall_errors_total", "Policy passes that failed.", C(&self.firewall_errors)),
-            (
-                "romana_agent_firewall_confirms_dropped_total",
-                "Confirming compiles dropped because an endpoint pass changed the table meanwhile.",
-                C(&self.firewall_confirms_dropped),
-            ),
             (
                 "romana_agent_firewall_sync_seconds",
                 "Time of one policy pass.",

@@ -148,6 +148,32 @@ async fn add_pod(ns: &Netns, cid: &str, sock: &std::path::Path, labels: &str) ->
     (ip, ms)
 }
 
+/// The agent's account of each ADD (its `CNI ADD` log line: `alloc_ms=`, `policy_ms=`,
+/// `plumb_ms=`...), over the ADDs of containers named `<prefix><n>`: each step's p50 and p99.
+fn add_steps(log: &str, prefix: &str) -> String {
+    let mut steps: std::collections::BTreeMap<&str, Vec<f64>> = Default::default();
+    for line in log.lines().filter(|l| l.contains("CNI ADD")) {
+        let fields: Vec<(&str, &str)> = line.split_whitespace().filter_map(|f| f.split_once('=')).collect();
+        let ours = fields.iter().any(|(k, v)| {
+            let n = v.split(':').nth(2).and_then(|cid| cid.strip_prefix(prefix));
+            *k == "address" && n.is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+        });
+        if !ours {
+            continue;
+        }
+        for (k, v) in fields.into_iter().filter(|(k, _)| k.ends_with("_ms")) {
+            if let Ok(v) = v.parse::<f64>() {
+                steps.entry(k).or_default().push(v);
+            }
+        }
+    }
+    steps
+        .iter()
+        .map(|(k, v)| format!("{k} {:.2}/{:.2}", pct(v, 0.5), pct(v, 0.99)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Loads the synthetic cluster: hosts, tenants, `endpoints` allocations with records, `policies`
 /// NetworkPolicies. Requests run 16 at a time.
 async fn load(c: &Arc<Client>, endpoints: usize, policies: usize) {
@@ -420,6 +446,11 @@ async fn main() {
         pct(&empty_add, 0.99),
         pct(&loaded_add, 0.5) / pct(&empty_add, 0.5)
     );
+    // Where each ADD's time went, as the agent saw it (p50/p99, ms); the rest of an ADD is the
+    // plugin's process start and the socket round trip.
+    let log = std::fs::read_to_string(dir.path().join("agent.log")).unwrap_or_default();
+    println!("    agent's steps, loaded: {}", add_steps(&log, "b"));
+    println!("    agent's steps, empty:  {}", add_steps(&log, "a"));
     println!(
         "  throughput pod->pod (iperf3 {secs} s, {rounds} runs each in ABBA order, median): sets loaded {:.2} Gbit/s vs the same table with its sets emptied {:.2} Gbit/s (ratio {:.3})",
         pct(&tput_loaded, 0.5),

@@ -53,7 +53,6 @@ impl Firewall {
         let mut state = self.pass.lock().await;
         if !state.lands(epoch) {
             confirm_dropped(&mut self.ctx.core().inputs);
-            Metrics::inc(&metrics.firewall_confirms_dropped);
             tracing::debug!(
                 compile_ms = compiled_in.as_secs_f64() * 1e3,
                 "confirming compile stale; dropped"
