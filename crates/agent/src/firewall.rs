@@ -148,14 +148,24 @@ impl Firewall {
         &self,
         f: impl FnOnce(&KeptNft) -> Result<T, FirewallError> + Send + 'static,
     ) -> Result<T, FirewallError> {
+        self.in_ns_started(f).await
+    }
+
+    /// `in_ns`, started at once: the work runs while the caller does something else.
+    fn in_ns_started<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&KeptNft) -> Result<T, FirewallError> + Send + 'static,
+    ) -> impl std::future::Future<Output = Result<T, FirewallError>> + Send + 'static {
         let (ns, nft) = (self.host_ns.clone(), self.nft.clone());
-        tokio::task::spawn_blocking(move || {
+        let work = tokio::task::spawn_blocking(move || {
             romana_host::in_netns_path(ns.as_deref(), move || async move { f(&nft) })
-        })
-        .await
-        .map_err(|e| FirewallError::Join(e.to_string()))?
-        .map_err(FirewallError::from)
-        .and_then(|x| x)
+        });
+        async move {
+            work.await
+                .map_err(|e| FirewallError::Join(e.to_string()))?
+                .map_err(FirewallError::from)
+                .and_then(|x| x)
+        }
     }
 
     /// The table as the last transaction left it, and the kernel's (for the diagnosis): read
@@ -219,6 +229,10 @@ impl Firewall {
             _ => None,
         };
         let base = state.base(fresh);
+        // Nothing known of the kernel's table (the first pass after a start, or after a failed
+        // transaction): it is read beside the compile instead of after it; at 5,000 policies x
+        // 50,000 endpoints each takes hundreds of ms (docs/benchmarks.md, issue 22).
+        let beside = base.is_none().then(|| self.in_ns_started(|nft| read_table(nft, false)));
         let started = Instant::now();
         // The compile runs on a thread of its own with the cache taken out: the agent's runtime
         // (one thread) keeps serving CNI requests and their plumbing meanwhile. The pass lock
@@ -245,6 +259,23 @@ impl Firewall {
         let (rules, elements) = compiled.desired.counts();
         let expected = prior.map(|k| plan(Some(&k), &compiled.desired).summary);
         let compiled_in = started.elapsed();
+        let waited = Instant::now();
+        let base = match beside {
+            Some(read) => match read.await {
+                Ok(table) => {
+                    Metrics::inc(&metrics.firewall_reads);
+                    Some(table)
+                }
+                // The pass reads it again itself, and fails as it would have.
+                Err(e) => {
+                    tracing::debug!(error = %e, "reading the table beside the compile failed");
+                    None
+                }
+            },
+            None => base,
+        };
+        // How long the pass waited for that read once compiled (0 when there was none).
+        let read_wait = waited.elapsed();
         let deliver = self.deliver.clone();
         let r = self
             .in_ns(move |nft| {
@@ -253,6 +284,7 @@ impl Firewall {
                 tell_library(nft.uses_library());
                 tracing::debug!(
                     compile_ms = compiled_in.as_secs_f64() * 1e3,
+                    read_wait_ms = read_wait.as_secs_f64() * 1e3,
                     pass_ms = t.elapsed().as_secs_f64() * 1e3,
                     "firewall pass"
                 );

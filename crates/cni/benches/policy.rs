@@ -16,6 +16,7 @@
 //!   resumes).
 //!
 //! `cargo build --release -p romana-agent && cargo bench -p romana-cni --bench policy`
+//! (`-- --samples=N`: N probes per measure; `-- --no-throughput`: without the iperf3 rounds)
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -101,9 +102,10 @@ fn agent_reading(
     common::Agent(child)
 }
 
-/// `compile_ms` and `pass_ms` of the first `firewall pass` line of an agent's debug log (0 when
-/// absent).
-fn first_pass_times(log: &str) -> (f64, f64) {
+/// `compile_ms`, `read_wait_ms` (the table's read runs beside the compile; what was left of it
+/// after) and `pass_ms` (plan and apply) of the first `firewall pass` line of an agent's debug
+/// log (0 when absent).
+fn first_pass_times(log: &str) -> (f64, f64, f64) {
     let line = log.lines().find(|l| l.contains("firewall pass")).unwrap_or_default();
     let field = |name: &str| {
         line.split_whitespace()
@@ -111,7 +113,7 @@ fn first_pass_times(log: &str) -> (f64, f64) {
             .and_then(|v| v.trim_matches(|c: char| !c.is_ascii_digit() && c != '.').parse().ok())
             .unwrap_or(0.0)
     };
-    (field("compile_ms="), field("pass_ms="))
+    (field("compile_ms="), field("read_wait_ms="), field("pass_ms="))
 }
 
 fn netns_path(ns: &Netns) -> String {
@@ -257,6 +259,12 @@ async fn main() {
         (false, true) => (5_000, 50_000, 100, 20),
         (false, false) => (1_000, 10_000, 100, 20),
     };
+    // `--samples=N`: fewer probes per measure (a shorter run; p99 of fewer samples is near the
+    // maximum). `--no-throughput`: leave out the iperf3 rounds (table swaps at 5x take long).
+    let samples: usize = std::env::args()
+        .find_map(|a| a.strip_prefix("--samples=").map(|n| n.parse().expect("--samples=N")))
+        .unwrap_or(samples);
+    let throughput = !std::env::args().any(|a| a == "--no-throughput");
     let pid = std::process::id();
     let Some(host) = Netns::new(&format!("rmq-{pid}-h")) else {
         println!("SKIP: cannot create network namespaces (needs root and iproute2)");
@@ -390,39 +398,48 @@ async fn main() {
     // paused so that it does not repair the swap; its own table is back before it resumes.
     let secs = if quick { 2 } else { 3 };
     let rounds = if quick { 2 } else { 6 };
-    let loaded_table = nft_in(&host.0, "list table inet romana");
-    let empty = format!("delete table inet romana\n{}", without_elements(&loaded_table));
-    let restore = format!("delete table inet romana\n{loaded_table}");
-    signal(&_agent, "STOP");
-    // The paused agent's heartbeat lease runs out within 3 s and romanad (in this process)
-    // withdraws its routes and recomputes every host's set: several percent of the machine for a
-    // moment (seen with `perf`), which would land on the first, loaded run. Let it pass first.
-    std::thread::sleep(Duration::from_secs(6));
     let (mut tput_loaded, mut tput_empty) = (Vec::new(), Vec::new());
     let (mut cpu_loaded, mut cpu_empty) = (Vec::new(), Vec::new());
-    // In the order loaded, empty, empty, loaded, ...: each kind is measured as often right after
-    // a swap as not, so the swap's own after-effects fall on both.
-    let mut loaded_now = true;
-    for k in 0..rounds * 2 {
-        let want_loaded = matches!(k % 4, 0 | 3);
-        if want_loaded != loaded_now {
-            nft_script(&host.0, if want_loaded { &restore } else { &empty });
-            loaded_now = want_loaded;
+    if throughput {
+        let loaded_table = nft_in(&host.0, "list table inet romana");
+        let empty = format!("delete table inet romana\n{}", without_elements(&loaded_table));
+        let restore = format!("delete table inet romana\n{loaded_table}");
+        signal(&_agent, "STOP");
+        // The paused agent's heartbeat lease runs out within 3 s and romanad (in this process)
+        // withdraws its routes and recomputes every host's set: several percent of the machine for a
+        // moment (seen with `perf`), which would land on the first, loaded run. Let it pass first.
+        std::thread::sleep(Duration::from_secs(6));
+        // In the order loaded, empty, empty, loaded, ...: each kind is measured as often right after
+        // a swap as not, so the swap's own after-effects fall on both.
+        let mut loaded_now = true;
+        for k in 0..rounds * 2 {
+            let want_loaded = matches!(k % 4, 0 | 3);
+            if want_loaded != loaded_now {
+                nft_script(&host.0, if want_loaded { &restore } else { &empty });
+                loaded_now = want_loaded;
+            }
+            let busy = common::busy_seconds();
+            let v = iperf(&srv.0, &cli.0, &srv_ip.to_string(), secs);
+            // CPU seconds per GB moved: steadier than throughput on this shared machine.
+            let c = (common::busy_seconds() - busy) / (v * f64::from(secs) / 8.0);
+            let (tput, cpu) = if want_loaded {
+                (&mut tput_loaded, &mut cpu_loaded)
+            } else {
+                (&mut tput_empty, &mut cpu_empty)
+            };
+            tput.push(v);
+            cpu.push(c);
         }
-        let busy = common::busy_seconds();
-        let v = iperf(&srv.0, &cli.0, &srv_ip.to_string(), secs);
-        // CPU seconds per GB moved: steadier than throughput on this shared machine.
-        let c = (common::busy_seconds() - busy) / (v * f64::from(secs) / 8.0);
-        let (tput, cpu) =
-            if want_loaded { (&mut tput_loaded, &mut cpu_loaded) } else { (&mut tput_empty, &mut cpu_empty) };
-        tput.push(v);
-        cpu.push(c);
+        if !loaded_now {
+            nft_script(&host.0, &restore);
+        }
+        assert_eq!(
+            nft_in(&host.0, "list table inet romana"),
+            loaded_table,
+            "the agent's table was not restored"
+        );
+        signal(&_agent, "CONT");
     }
-    if !loaded_now {
-        nft_script(&host.0, &restore);
-    }
-    assert_eq!(nft_in(&host.0, "list table inet romana"), loaded_table, "the agent's table was not restored");
-    signal(&_agent, "CONT");
     let syncs = agent_metric(&sock, "romana_agent_firewall_syncs_total");
     let sync_s = agent_metric(&sock, "romana_agent_firewall_sync_seconds_sum");
 
@@ -451,20 +468,26 @@ async fn main() {
     let log = std::fs::read_to_string(dir.path().join("agent.log")).unwrap_or_default();
     println!("    agent's steps, loaded: {}", add_steps(&log, "b"));
     println!("    agent's steps, empty:  {}", add_steps(&log, "a"));
-    println!(
-        "  throughput pod->pod (iperf3 {secs} s, {rounds} runs each in ABBA order, median): sets loaded {:.2} Gbit/s vs the same table with its sets emptied {:.2} Gbit/s (ratio {:.3})",
-        pct(&tput_loaded, 0.5),
-        pct(&tput_empty, 0.5),
-        pct(&tput_loaded, 0.5) / pct(&tput_empty, 0.5)
-    );
-    let rounds_shown = |v: &[f64]| v.iter().map(|x| format!("{x:.1}")).collect::<Vec<_>>().join(" ");
-    println!("    rounds, loaded: {}; empty sets: {}", rounds_shown(&tput_loaded), rounds_shown(&tput_empty));
-    println!(
-        "    CPU per GB moved (median): loaded {:.3} s vs emptied {:.3} s (ratio {:.3})",
-        pct(&cpu_loaded, 0.5),
-        pct(&cpu_empty, 0.5),
-        pct(&cpu_loaded, 0.5) / pct(&cpu_empty, 0.5)
-    );
+    if throughput {
+        println!(
+            "  throughput pod->pod (iperf3 {secs} s, {rounds} runs each in ABBA order, median): sets loaded {:.2} Gbit/s vs the same table with its sets emptied {:.2} Gbit/s (ratio {:.3})",
+            pct(&tput_loaded, 0.5),
+            pct(&tput_empty, 0.5),
+            pct(&tput_loaded, 0.5) / pct(&tput_empty, 0.5)
+        );
+        let rounds_shown = |v: &[f64]| v.iter().map(|x| format!("{x:.1}")).collect::<Vec<_>>().join(" ");
+        println!(
+            "    rounds, loaded: {}; empty sets: {}",
+            rounds_shown(&tput_loaded),
+            rounds_shown(&tput_empty)
+        );
+        println!(
+            "    CPU per GB moved (median): loaded {:.3} s vs emptied {:.3} s (ratio {:.3})",
+            pct(&cpu_loaded, 0.5),
+            pct(&cpu_empty, 0.5),
+            pct(&cpu_loaded, 0.5) / pct(&cpu_empty, 0.5)
+        );
+    }
     println!(
         "  label change of one pod -> enforced (refuse, probed): p50 {:.1} ms, p99 {:.1} ms; -> admitted again: p50 {:.1} ms, p99 {:.1} ms ({samples} samples)",
         pct(&label_closing, 0.5),
@@ -496,9 +519,10 @@ async fn main() {
         }
         let total = t.elapsed().as_secs_f64() * 1e3;
         let reads = agent_metric(&sock, "romana_agent_firewall_reads_total");
-        let (compile_ms, pass_ms) = first_pass_times(&std::fs::read_to_string(&log).unwrap_or_default());
+        let (compile_ms, wait_ms, pass_ms) =
+            first_pass_times(&std::fs::read_to_string(&log).unwrap_or_default());
         println!(
-            "  agent restart ({reader} read) -> first pass done: {total:.0} ms, of which compile {compile_ms:.0} ms and read + plan + apply {pass_ms:.0} ms ({:.0} set elements after it, {reads} table reads)",
+            "  agent restart ({reader} read) -> first pass done: {total:.0} ms; its pass: compile {compile_ms:.0} ms, then waiting for the table's read (beside the compile) {wait_ms:.0} ms, plan + apply {pass_ms:.0} ms ({:.0} set elements after it, {reads} table reads)",
             agent_metric(&sock, "romana_agent_firewall_elements")
         );
         drop(restarted);
