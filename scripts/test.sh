@@ -13,7 +13,7 @@ trap 'rm -f "$log"' EXIT
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
-cargo test --workspace --locked 2>&1 | tee "$log"
+cargo test --workspace --locked --no-fail-fast 2>&1 | tee "$log"
 cargo bench --locked -p romana-ipam --bench alloc -- --quick
 cargo bench --locked -p romana-ipam --bench routes -- --quick
 cargo bench --locked -p romana-host --bench program -- --quick

@@ -62,20 +62,41 @@ pub async fn run<R: Romanad, P: Plumbing, E: Enforcer>(
                     ("pod", CniEvent::PodLooked { record, waited: since.elapsed() })
                 }
                 CniAction::Allocate(req) => {
-                    let r = ports.romanad.allocate(&req).await.map_err(|e| Refused::from(&e));
+                    let r = ports.romanad.allocate_stack(&req).await.map_err(|e| Refused::from(&e));
                     ("alloc", CniEvent::Allocated(r))
                 }
                 CniAction::ReadEndpoint(name) => {
                     let r = ports.romanad.endpoint(&name).await.map_err(|e| Refused::from(&e));
                     ("register", CniEvent::EndpointRead(r))
                 }
-                CniAction::Register(info) => {
-                    let r = ports.romanad.put_endpoint(&info).await.map_err(|e| Refused::from(&e));
-                    ("register", CniEvent::Registered(r))
+                CniAction::Register(infos) => {
+                    let put =
+                        |i| async move { ports.romanad.put_endpoint(i).await.map_err(|e| Refused::from(&e)) };
+                    let done = match infos.as_slice() {
+                        // A dual-stack endpoint's two records at once (one round trip of ADD's
+                        // latency instead of two); a refused one is rolled back with the other.
+                        [first, second] => {
+                            let (a, b) = tokio::join!(put(first), put(second));
+                            vec![a, b]
+                        }
+                        _ => {
+                            let mut done = Vec::with_capacity(infos.len());
+                            for info in &infos {
+                                let r = put(info).await;
+                                let refused = r.is_err();
+                                done.push(r);
+                                if refused {
+                                    break;
+                                }
+                            }
+                            done
+                        }
+                    };
+                    ("register", CniEvent::Registered(done))
                 }
-                CniAction::Enforce(info) => {
+                CniAction::Enforce(infos) => {
                     let r = match ports.enforcer {
-                        Some(e) => e.enforce(&info).await,
+                        Some(e) => e.enforce(&infos).await,
                         None => Ok(()),
                     };
                     ("policy", CniEvent::Enforced(r))
@@ -88,10 +109,15 @@ pub async fn run<R: Romanad, P: Plumbing, E: Enforcer>(
                     let r = ports.plumbing.detach(&link).await.map_err(|e| PlumbFailure::from(&e));
                     ("plumb", CniEvent::Unplumbed(r))
                 }
-                CniAction::Unregister(name) => {
-                    let r = ports.romanad.delete_endpoint(&name).await.map_err(|e| Refused::from(&e));
-                    if let (Ok(()), Some(enforcer)) = (&r, ports.enforcer) {
-                        enforcer.forget(&name).await;
+                CniAction::Unregister(names) => {
+                    let mut r = Ok(());
+                    for name in &names {
+                        r = ports.romanad.delete_endpoint(name).await.map_err(|e| Refused::from(&e));
+                        match (&r, ports.enforcer) {
+                            (Ok(()), Some(enforcer)) => enforcer.forget(name).await,
+                            (Ok(()), None) => {}
+                            (Err(_), _) => break,
+                        }
                     }
                     ("unregister", CniEvent::Unregistered(r))
                 }

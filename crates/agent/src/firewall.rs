@@ -16,18 +16,22 @@ use std::time::{Duration, Instant};
 
 use romana_agent::drive::{apply_transaction, read_table, run_pass};
 use romana_agent::error::FirewallError;
-use romana_agent::machine::pass::{PassState, give_back, snapshot, take_endpoint_changes};
+use romana_agent::machine::pass::{
+    Compiled, PassState, compile_with, give_back, snapshot, take_endpoint_changes,
+};
 use romana_agent::machine::{Action, Event, Stream, repair_wait};
 use romana_agent::ports::{FastPathMap, Nftables, Romanad};
-use romana_agent::rest_watch::RestWatch;
+use romana_agent::rest_watch::SharedWatch;
 use romana_host::nft::{Nft, NftError};
 use romana_policy::nftjson;
 use romana_policy::nftplan::{NftPlan, Observed, PlanSummary, plan};
-use romana_store::follow::{Backoff, follow};
 
 use crate::ctx::Ctx;
 use crate::fastpath::Deliver;
 use crate::metrics::Metrics;
+use confirm::off_runtime;
+
+mod confirm;
 
 /// The kept nftables connections of the host's namespace (opened there on first use).
 #[derive(Debug, Default)]
@@ -144,14 +148,24 @@ impl Firewall {
         &self,
         f: impl FnOnce(&KeptNft) -> Result<T, FirewallError> + Send + 'static,
     ) -> Result<T, FirewallError> {
+        self.in_ns_started(f).await
+    }
+
+    /// `in_ns`, started at once: the work runs while the caller does something else.
+    fn in_ns_started<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&KeptNft) -> Result<T, FirewallError> + Send + 'static,
+    ) -> impl std::future::Future<Output = Result<T, FirewallError>> + Send + 'static {
         let (ns, nft) = (self.host_ns.clone(), self.nft.clone());
-        tokio::task::spawn_blocking(move || {
+        let work = tokio::task::spawn_blocking(move || {
             romana_host::in_netns_path(ns.as_deref(), move || async move { f(&nft) })
-        })
-        .await
-        .map_err(|e| FirewallError::Join(e.to_string()))?
-        .map_err(FirewallError::from)
-        .and_then(|x| x)
+        });
+        async move {
+            work.await
+                .map_err(|e| FirewallError::Join(e.to_string()))?
+                .map_err(FirewallError::from)
+                .and_then(|x| x)
+        }
     }
 
     /// The table as the last transaction left it, and the kernel's (for the diagnosis): read
@@ -215,23 +229,53 @@ impl Firewall {
             _ => None,
         };
         let base = state.base(fresh);
+        // Nothing known of the kernel's table (the first pass after a start, or after a failed
+        // transaction): it is read beside the compile instead of after it; at 5,000 policies x
+        // 50,000 endpoints each takes hundreds of ms (docs/benchmarks.md, issue 22).
+        let beside = base.is_none().then(|| self.in_ns_started(|nft| read_table(nft, false)));
         let started = Instant::now();
-        let mut compiled = state.compile(&self.ctx.host, snap);
-        self.nat.amend(&mut compiled);
-        {
-            // VIP traffic to an endpoint must come back through conntrack (un-DNAT): its
-            // endpoints never take the fast path.
-            let vips = self.vips.lock().unwrap_or_else(|e| e.into_inner());
-            romana_policy::vip::with_dnat(&mut compiled.desired, &vips);
-            for v in vips.iter() {
-                for b in &v.backends {
-                    compiled.unfiltered.remove(b);
-                }
+        // The compile runs on a thread of its own with the cache taken out: the agent's runtime
+        // (one thread) keeps serving CNI requests and their plumbing meanwhile. The pass lock
+        // stays held: this compile's result is applied whatever comes meanwhile.
+        let (cache, host) = (state.cache_taken(), self.ctx.host.clone());
+        let done = off_runtime(false, move || {
+            let mut cache = cache;
+            let (c, world) = compile_with(&mut cache, &host, snap);
+            (cache, c, world)
+        })
+        .await;
+        let mut compiled = match done {
+            Ok((cache, c, world)) => {
+                state.compiled(cache, world);
+                c
             }
-        }
+            Err(e) => {
+                // The cache went with the thread: the next compile starts it over.
+                self.failed(metrics);
+                return Err(e);
+            }
+        };
+        self.finish(&mut compiled);
         let (rules, elements) = compiled.desired.counts();
         let expected = prior.map(|k| plan(Some(&k), &compiled.desired).summary);
         let compiled_in = started.elapsed();
+        let waited = Instant::now();
+        let base = match beside {
+            Some(read) => match read.await {
+                Ok(table) => {
+                    Metrics::inc(&metrics.firewall_reads);
+                    Some(table)
+                }
+                // The pass reads it again itself, and fails as it would have.
+                Err(e) => {
+                    tracing::debug!(error = %e, "reading the table beside the compile failed");
+                    None
+                }
+            },
+            None => base,
+        };
+        // How long the pass waited for that read once compiled (0 when there was none).
+        let read_wait = waited.elapsed();
         let deliver = self.deliver.clone();
         let r = self
             .in_ns(move |nft| {
@@ -240,6 +284,7 @@ impl Firewall {
                 tell_library(nft.uses_library());
                 tracing::debug!(
                     compile_ms = compiled_in.as_secs_f64() * 1e3,
+                    read_wait_ms = read_wait.as_secs_f64() * 1e3,
                     pass_ms = t.elapsed().as_secs_f64() * 1e3,
                     "firewall pass"
                 );
@@ -264,14 +309,31 @@ impl Firewall {
                 metrics.firewall_rules.store(rules as u64, Ordering::Relaxed);
                 metrics.firewall_elements.store(elements as u64, Ordering::Relaxed);
             }
-            Err(_) => {
-                Metrics::inc(&metrics.firewall_errors);
-                let mut core = self.ctx.core();
-                core.inputs.dirty = true;
-                core.inputs.rules_dirty = true;
-            }
+            Err(_) => self.failed(metrics),
         }
         r
+    }
+
+    /// A pass failed: the next one compiles everything.
+    fn failed(&self, metrics: &Metrics) {
+        Metrics::inc(&metrics.firewall_errors);
+        let mut core = self.ctx.core();
+        core.inputs.dirty = true;
+        core.inputs.rules_dirty = true;
+    }
+
+    /// What every compiled table gets beside the policy core's: egress NAT, the VIPs' DNAT.
+    fn finish(&self, compiled: &mut Compiled) {
+        self.nat.amend(compiled);
+        // VIP traffic to an endpoint must come back through conntrack (un-DNAT): its endpoints
+        // never take the fast path.
+        let vips = self.vips.lock().unwrap_or_else(|e| e.into_inner());
+        romana_policy::vip::with_dnat(&mut compiled.desired, &vips);
+        for v in vips.iter() {
+            for b in &v.backends {
+                compiled.unfiltered.remove(b);
+            }
+        }
     }
 }
 
@@ -281,7 +343,25 @@ impl Firewall {
     /// time independent of the cluster's size. Compiles instead (`sync`) when anything else
     /// changed too, the table in force is unknown, or the policy core refuses.
     pub async fn endpoint_pass(&self, metrics: &Metrics) -> Result<PlanSummary, FirewallError> {
-        let mut state = self.pass.lock().await;
+        self.endpoint_pass_waited(metrics).await.0
+    }
+
+    /// `endpoint_pass`, with how long it waited for the pass lock (behind another pass).
+    pub async fn endpoint_pass_waited(
+        &self,
+        metrics: &Metrics,
+    ) -> (Result<PlanSummary, FirewallError>, Duration) {
+        let t = Instant::now();
+        let state = self.pass.lock().await;
+        let waited = t.elapsed();
+        (self.endpoint_pass_locked(metrics, state).await, waited)
+    }
+
+    async fn endpoint_pass_locked(
+        &self,
+        metrics: &Metrics,
+        mut state: tokio::sync::MutexGuard<'_, PassState>,
+    ) -> Result<PlanSummary, FirewallError> {
         let taken = {
             let mut core = self.ctx.core();
             if !core.inputs.loaded {
@@ -322,10 +402,7 @@ impl Firewall {
             Err(e) => {
                 // The kernel's table is unknown now; the compile that follows reads it.
                 state.part_failed();
-                Metrics::inc(&metrics.firewall_errors);
-                let mut core = self.ctx.core();
-                core.inputs.dirty = true;
-                core.inputs.rules_dirty = true;
+                self.failed(metrics);
                 Err(e)
             }
         }
@@ -358,31 +435,27 @@ fn tell_library(library: Option<bool>) {
     }
 }
 
-/// Runs the firewall: follows romanad's watch for what the table depends on, and performs what
+/// Follows what the table depends on, on the agent's shared watch stream.
+pub fn watch(fw: &Firewall, watch: &mut SharedWatch) {
+    let (ctx, wake) = (fw.ctx.clone(), fw.wake.clone());
+    watch.add(&["endpoints/", "policies/", "netpols/", "tenants/", "segments/"], move |f| {
+        if let romana_store::follow::Followed::Lost { error, retry_in } = &f {
+            tracing::warn!(%error, ?retry_in, "policy watch failed; retrying");
+        }
+        for a in ctx.step(Event::Watched(Stream::Firewall, f)) {
+            if a == Action::WakeFirewall {
+                wake.notify_one();
+            }
+        }
+        true
+    });
+}
+
+/// Runs the firewall: what the table depends on comes through `watch`; performs what
 /// the core asks on each change; beside it, the repair check (`repair`). Fails closed: when
 /// romanad is unreachable the last table stays.
 pub async fn run(fw: Arc<Firewall>, repair: Duration) {
     let wake = fw.wake.clone();
-    for prefix in ["endpoints/", "policies/", "netpols/", "tenants/", "segments/"] {
-        let (ctx, wake) = (fw.ctx.clone(), wake.clone());
-        tokio::spawn(async move {
-            let c = ctx.clone();
-            let mut source = RestWatch { prefix: prefix.to_owned(), client: move || c.client() };
-            let backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(5));
-            follow(&mut source, backoff, |f| {
-                if let romana_store::follow::Followed::Lost { error, retry_in } = &f {
-                    tracing::warn!(prefix, %error, ?retry_in, "policy watch failed; retrying");
-                }
-                for a in ctx.step(Event::Watched(Stream::Firewall, f)) {
-                    if a == Action::WakeFirewall {
-                        wake.notify_one();
-                    }
-                }
-                true
-            })
-            .await;
-        });
-    }
     tokio::spawn(repair_loop(fw.clone(), repair));
     let m = &fw.ctx.metrics;
     let mut next = vec![];
@@ -421,6 +494,10 @@ pub async fn run(fw: Arc<Firewall>, repair: Duration) {
                     Ok(s) if s != PlanSummary::default() => tracing::info!(summary = ?s, "firewall updated"),
                     Ok(_) => {}
                     Err(e) => tracing::error!(error = %e, "firewall pass failed"),
+                },
+                Action::ConfirmPass => match fw.confirm(m).await {
+                    Ok(_) => {}
+                    Err(e) => tracing::error!(error = %e, "confirming compile failed"),
                 },
                 Action::EndpointPass => match fw.endpoint_pass(m).await {
                     Ok(s) if s != PlanSummary::default() => {

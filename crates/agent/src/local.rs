@@ -7,8 +7,8 @@
 use std::net::IpAddr;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
-use std::time::Instant;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -21,7 +21,7 @@ use romana_agent::machine::{Action, Event};
 use romana_agent::ports::{Enforcer, Plumbing};
 use romana_api::agent::{
     AgentError, AttachRequest, Attached, DetachRequest, GcReport, GcRequest, address_name, address_prefix,
-    code,
+    code, stack_base, v6_address_name,
 };
 use romana_api::rest::EndpointInfo;
 use romana_client::{Client, ClientError};
@@ -95,8 +95,21 @@ async fn plumbing<T: Send + 'static>(
 }
 
 /// The kernel side of ADD and DEL: `romana_host` in the host's namespace, the fast path
-/// holding the link out meanwhile.
-struct Kernel<'a>(&'a Shared);
+/// holding the link out meanwhile. `work_us`: how long the plumbing itself ran on its thread (the
+/// rest of the step's time is waiting: for a thread, and for the agent's runtime to take the
+/// result), for ADD's log line.
+struct Kernel<'a> {
+    s: &'a Shared,
+    work_us: AtomicU64,
+}
+
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
+fn ms(us: &AtomicU64) -> f64 {
+    us.load(Ordering::Relaxed) as f64 / 1e3
+}
 
 fn worker_failed(f: Fail) -> EndpointError {
     EndpointError::Socket(std::io::Error::other(format!("{}: {}", f.0.msg, f.0.details)))
@@ -105,16 +118,21 @@ fn worker_failed(f: Fail) -> EndpointError {
 impl Plumbing for Kernel<'_> {
     fn attach<'a>(&'a self, spec: &'a EndpointSpec) -> BoxFut<'a, Result<Attachment, EndpointError>> {
         Box::pin(async move {
-            let (host_ns, sp) = (self.0.host_ns.clone(), spec.clone());
-            plumbing(self.0, &spec.host_link, spec.ip(), move || romana_host::attach(host_ns.as_deref(), &sp))
-                .await
-                .unwrap_or_else(|f| Err(worker_failed(f)))
+            let (host_ns, sp) = (self.s.host_ns.clone(), spec.clone());
+            let (r, work) = plumbing(self.s, &spec.host_link, spec.ip(), move || {
+                let t = Instant::now();
+                (romana_host::attach(host_ns.as_deref(), &sp), t.elapsed())
+            })
+            .await
+            .unwrap_or_else(|f| (Err(worker_failed(f)), Duration::ZERO));
+            self.work_us.fetch_add(micros(work), Ordering::Relaxed);
+            r
         })
     }
     fn detach<'a>(&'a self, link: &'a LinkName) -> BoxFut<'a, Result<bool, EndpointError>> {
         Box::pin(async move {
-            let (host_ns, l) = (self.0.host_ns.clone(), link.clone());
-            plumbing(self.0, link, None, move || romana_host::detach(host_ns.as_deref(), &l))
+            let (host_ns, l) = (self.s.host_ns.clone(), link.clone());
+            plumbing(self.s, link, None, move || romana_host::detach(host_ns.as_deref(), &l))
                 .await
                 .unwrap_or_else(|f| Err(worker_failed(f)))
         })
@@ -123,16 +141,28 @@ impl Plumbing for Kernel<'_> {
 
 /// The firewall as ADD and DEL see it: the core orders what comes before the answer (policies
 /// read if they never were, the endpoint's rules), the firewall adapter performs it.
+/// `lock_us`: how long ADD's endpoint pass waited for the pass lock (behind a compile).
 struct Policy<'a> {
     s: &'a Shared,
     fw: &'a Arc<crate::firewall::Firewall>,
     client: Arc<Client>,
+    lock_us: AtomicU64,
 }
 
 impl Enforcer for Policy<'_> {
-    fn enforce<'a>(&'a self, info: &'a EndpointInfo) -> BoxFut<'a, Result<(), EnforceFailure>> {
+    fn enforce<'a>(&'a self, infos: &'a [EndpointInfo]) -> BoxFut<'a, Result<(), EnforceFailure>> {
         Box::pin(async move {
-            for action in self.s.step(Event::CniAdd(info.clone())) {
+            // Every record (a dual-stack pod's two) enters the inputs first; the reads and passes
+            // they call for then run once for all, so the second family costs no second pass.
+            let mut actions: Vec<Action> = Vec::new();
+            for info in infos {
+                for a in self.s.step(Event::CniAdd { info: info.clone(), now: Instant::now() }) {
+                    if !actions.contains(&a) {
+                        actions.push(a);
+                    }
+                }
+            }
+            for action in actions {
                 match action {
                     Action::ReadLists { endpoints } => {
                         self.fw
@@ -147,12 +177,11 @@ impl Enforcer for Policy<'_> {
                             .map_err(|e| EnforceFailure::NotEnforced(e.to_string()))?;
                     }
                     Action::EndpointPass => {
-                        self.fw
-                            .endpoint_pass(&self.s.metrics)
-                            .await
-                            .map_err(|e| EnforceFailure::NotEnforced(e.to_string()))?;
+                        let (r, waited) = self.fw.endpoint_pass_waited(&self.s.metrics).await;
+                        self.lock_us.fetch_add(micros(waited), Ordering::Relaxed);
+                        r.map_err(|e| EnforceFailure::NotEnforced(e.to_string()))?;
                     }
-                    Action::Plumb => return Ok(()),
+                    Action::Plumb => {}
                     other => tracing::debug!(action = ?other, "not CNI ADD's"),
                 }
             }
@@ -175,16 +204,30 @@ impl Enforcer for Policy<'_> {
     }
 }
 
+/// Where a flow's plumbing and policy steps spent their time, beyond `Timings` (ms).
+#[derive(Debug, Default)]
+struct Inside {
+    plumb_work_ms: f64,
+    policy_lock_ms: f64,
+}
+
 /// Runs a CNI flow through the real ports.
 async fn run_flow(
     s: &Shared,
     netns_exists: bool,
     step: impl FnMut(CniEvent) -> Vec<CniAction>,
-) -> (Result<Answer, AgentError>, Timings) {
+) -> (Result<Answer, AgentError>, Timings, Inside) {
     let client = s.client();
-    let policy = s.firewall.as_ref().map(|fw| Policy { s, fw, client: client.clone() });
-    let ports = CniPorts { romanad: &*client, plumbing: &Kernel(s), enforcer: policy.as_ref() };
-    drive_cni::run(&ports, netns_exists, step).await
+    let policy =
+        s.firewall.as_ref().map(|fw| Policy { s, fw, client: client.clone(), lock_us: AtomicU64::new(0) });
+    let kernel = Kernel { s, work_us: AtomicU64::new(0) };
+    let ports = CniPorts { romanad: &*client, plumbing: &kernel, enforcer: policy.as_ref() };
+    let (r, t) = drive_cni::run(&ports, netns_exists, step).await;
+    let inside = Inside {
+        plumb_work_ms: ms(&kernel.work_us),
+        policy_lock_ms: policy.as_ref().map_or(0.0, |p| ms(&p.lock_us)),
+    };
+    (r, t, inside)
 }
 
 async fn add(State(s): State<Arc<Shared>>, Json(req): Json<AttachRequest>) -> Result<Json<Attached>, Fail> {
@@ -197,15 +240,19 @@ async fn add(State(s): State<Arc<Shared>>, Json(req): Json<AttachRequest>) -> Re
     };
     let netns_exists = Path::new(&req.netns).exists();
     let mut flow = cni::Add::new(host, req);
-    let (r, t) = run_flow(&s, netns_exists, |ev| flow.step(ev)).await;
+    let (r, t, inside) = run_flow(&s, netns_exists, |ev| flow.step(ev)).await;
+    // `plumb_work_ms` is the plumbing's own time on its thread, `policy_lock_ms` the endpoint
+    // pass's wait for the pass lock: the rest of `plumb_ms` and `policy_ms` is waiting.
     tracing::info!(
-        address = %flow.name(), alloc_ms = t.ms("alloc"), pod_ms = t.ms("pod"), register_ms = t.ms("register"),
-        policy_ms = t.ms("policy"), plumb_ms = t.ms("plumb"), ok = r.is_ok(), "CNI ADD"
+        address = %flow.name(), total_ms = started.elapsed().as_secs_f64() * 1e3, alloc_ms = t.ms("alloc"),
+        pod_ms = t.ms("pod"), register_ms = t.ms("register"), policy_ms = t.ms("policy"),
+        policy_lock_ms = inside.policy_lock_ms, plumb_ms = t.ms("plumb"), plumb_work_ms = inside.plumb_work_ms,
+        ok = r.is_ok(), "CNI ADD"
     );
     Metrics::inc(&s.metrics.cni_add);
     s.metrics.cni_add_seconds.observe(started.elapsed());
     match r {
-        Ok(Answer::Added(a)) => Ok(Json(a)),
+        Ok(Answer::Added(a)) => Ok(Json(*a)),
         Ok(Answer::Deleted) => Err(Fail::new(code::OTHER, "ADD answered as DEL", "")),
         Err(e) => {
             Metrics::inc(&s.metrics.cni_add_errors);
@@ -220,7 +267,7 @@ async fn forget(s: &Shared, client: &Arc<Client>, name: &str) {
     if let Err(e) = client.delete_endpoint(name).await {
         tracing::warn!(endpoint = %name, error = %e, "could not delete the endpoint record");
     }
-    Policy { s, fw, client: client.clone() }.forget(name).await;
+    Policy { s, fw, client: client.clone(), lock_us: AtomicU64::new(0) }.forget(name).await;
 }
 
 async fn check(State(s): State<Arc<Shared>>, Json(req): Json<AttachRequest>) -> Result<StatusCode, Fail> {
@@ -234,23 +281,26 @@ async fn check(State(s): State<Arc<Shared>>, Json(req): Json<AttachRequest>) -> 
 async fn check_inner(s: &Arc<Shared>, req: AttachRequest) -> Result<(), Fail> {
     cni_name("container id", &req.container_id)?;
     let name = address_name(&req.network, &req.container_id, &req.ifname);
-    let addr = match s.client().address(&name).await {
-        Ok(a) => a,
+    let client = s.client();
+    let v6_name = v6_address_name(&name);
+    let (first, v6) = tokio::join!(client.address(&name), client.address(&v6_name));
+    let mut held = match first {
+        Ok(a) => vec![a.ip],
         Err(e) if e.status() == Some(404) => {
             return Err(Fail::new(code::UNKNOWN_CONTAINER, format!("no address is allocated to {name}"), ""));
         }
         Err(e) => return Err(from_client("looking up the address", &e)),
     };
-    if let Some(prev) = &req.ip
-        && prev != &addr.ip
-    {
-        return Err(Fail::new(
-            code::OTHER,
-            "address differs from IPAM",
-            format!("prevResult has {prev}, IPAM has {} for {name}", addr.ip),
-        ));
+    match v6 {
+        Ok(a) => held.push(a.ip),
+        Err(e) if e.status() == Some(404) => {}
+        Err(e) => return Err(from_client("looking up the IPv6 address", &e)),
     }
-    let spec = cni::endpoint_spec(&s.host, &s.gateways, &req, &addr.ip).map_err(Fail)?;
+    if let Some(problem) = cni::prev_differs(&req, &held) {
+        return Err(Fail::new(code::OTHER, "addresses differ from IPAM", format!("{problem} for {name}")));
+    }
+    let ips: Vec<&str> = held.iter().map(String::as_str).collect();
+    let spec = cni::endpoint_spec(&s.host, &s.gateways, &req, &ips).map_err(Fail)?;
     let host_ns = s.host_ns.clone();
     blocking(move || romana_host::check(host_ns.as_deref(), &spec))
         .await?
@@ -276,23 +326,37 @@ async fn gc(State(s): State<Arc<Shared>>, Json(req): Json<GcRequest>) -> Result<
         req.valid.iter().map(|v| address_name(&req.network, &v.container_id, &v.ifname)).collect();
     let prefix = address_prefix(&req.network);
     let mut report = GcReport::default();
+    let names: std::collections::BTreeSet<&str> = all.iter().map(|a| a.name.as_str()).collect();
     // Links to keep: every CNI address on the host that stays (any network), by its link name.
     let mut keep = std::collections::BTreeSet::new();
     for a in &all {
-        let Some(rest) = a.name.strip_prefix("cni:") else { continue };
+        // A dual-stack endpoint's IPv6 address (`<name>#v6`) is valid with its name and goes
+        // with it (releasing a name releases its `#v6`); alone, it goes by itself.
+        let base = stack_base(&a.name);
+        let paired = base != a.name && names.contains(base);
+        let Some(rest) = base.strip_prefix("cni:") else { continue };
         let mut parts = rest.splitn(3, ':');
         let (Some(_network), Some(cid), Some(ifname)) = (parts.next(), parts.next(), parts.next()) else {
             continue;
         };
-        if a.name.starts_with(&prefix) && !valid.contains(&a.name) {
-            forget(&s, &client, &a.name).await;
-            match client.release(&a.name).await {
-                Ok(_) => report.released.push(a.name.clone()),
-                Err(e) if e.status() == Some(404) => {}
-                Err(e) => return Err(from_client("releasing a leftover address", &e)),
-            }
-        } else {
+        if !a.name.starts_with(&prefix) || valid.contains(base) {
             keep.insert(host_link_name(cid, ifname));
+            continue;
+        }
+        if paired {
+            continue;
+        }
+        let mut records = vec![a.name.clone()];
+        if base == a.name {
+            records.push(v6_address_name(&a.name));
+        }
+        for r in &records {
+            forget(&s, &client, r).await;
+        }
+        match client.release(&a.name).await {
+            Ok(_) => report.released.extend(records.into_iter().filter(|r| names.contains(r.as_str()))),
+            Err(e) if e.status() == Some(404) => {}
+            Err(e) => return Err(from_client("releasing a leftover address", &e)),
         }
     }
     for v in &req.valid {

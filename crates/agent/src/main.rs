@@ -28,13 +28,13 @@ use anyhow::{Context, Result};
 use clap::Parser;
 use romana_agent::machine::{Action, Event, State, Stream};
 use romana_agent::ports::KernelRoutes;
-use romana_agent::rest_watch::RestWatch;
+use romana_agent::rest_watch::SharedWatch;
 use romana_api::rest::{Credentials, HostRequest};
 use romana_client::Client;
 use romana_dataplane::{HostState, Plan};
 use romana_host::{HostError, Kernel, in_netns};
 use romana_store::BoxFut;
-use romana_store::follow::{Backoff, Followed, follow};
+use romana_store::follow::{Backoff, Followed};
 
 #[derive(Debug, Parser)]
 #[command(name = "romana-agent", version, about = "Romana's per-host agent: liveness and routes")]
@@ -212,8 +212,11 @@ async fn main() -> Result<()> {
         auth_refusals: Default::default(),
         report: Mutex::default(),
     });
+    // One watch stream for the routes, the firewall and the VIPs (`rest_watch::SharedWatch`).
+    let mut watch = SharedWatch::new();
     if let Some(fw) = &shared.firewall {
         let repair = Duration::from_millis(args.policy_repair_ms.max(100));
+        firewall::watch(fw, &mut watch);
         tokio::spawn(firewall::run(fw.clone(), repair));
         let every = Duration::from_millis(args.nat_interval_ms.max(100));
         tokio::spawn(nat::run(fw.clone(), ctx.clone(), shared.host_ns.clone(), every));
@@ -253,11 +256,17 @@ async fn main() -> Result<()> {
     let mut tick = tokio::time::interval(interval);
     let wake = Arc::new(tokio::sync::Notify::new());
     if !args.no_watch && !args.once {
-        tokio::spawn(follow_routes(ctx.clone(), wake.clone()));
+        follow_routes(ctx.clone(), wake.clone(), &mut watch);
     }
     if !args.once {
-        tokio::spawn(vip::run(shared.clone(), Duration::from_secs(2), wake.clone()));
+        let changed = vip::watch(&mut watch);
+        tokio::spawn(vip::run(shared.clone(), Duration::from_secs(2), wake.clone(), changed));
         tokio::spawn(diagnose_host::keep_reporting(shared.clone(), DIAGNOSE_EVERY));
+    }
+    {
+        let c = ctx.clone();
+        let backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(5));
+        tokio::spawn(watch.run(move || c.client(), backoff));
     }
     loop {
         // A change of this host's route set on the watch wakes the loop at once; the interval
@@ -358,13 +367,11 @@ async fn perform(shared: &shared::Shared, args: &Args, creds: &Credentials, acti
     vec![]
 }
 
-/// Follows `routes/<host>` on romanad's watch and wakes the reconcile loop on each change;
-/// the follower resumes after a break and backs off while romanad is away.
-async fn follow_routes(ctx: Arc<ctx::Ctx>, wake: Arc<tokio::sync::Notify>) {
+/// Follows `routes/<host>` on the agent's shared watch and wakes the reconcile loop on each
+/// change; the stream resumes after a break and backs off while romanad is away.
+fn follow_routes(ctx: Arc<ctx::Ctx>, wake: Arc<tokio::sync::Notify>, watch: &mut SharedWatch) {
     let key = ctx.core().routes_key();
-    let c = ctx.clone();
-    let mut source = RestWatch { prefix: key, client: move || c.client() };
-    follow(&mut source, Backoff::new(Duration::from_secs(1), Duration::from_secs(5)), |f| {
+    watch.add(&[key.as_str()], move |f| {
         let event = matches!(f, Followed::Event(_));
         if let Followed::Lost { error, retry_in } = &f {
             tracing::warn!(%error, ?retry_in, "route watch failed; polling until it is back");
@@ -377,8 +384,7 @@ async fn follow_routes(ctx: Arc<ctx::Ctx>, wake: Arc<tokio::sync::Notify>) {
             wake.notify_one();
         }
         true
-    })
-    .await;
+    });
 }
 
 fn parse_tag(s: &str) -> Result<(String, String), String> {

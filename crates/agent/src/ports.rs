@@ -54,7 +54,10 @@ pub trait Romanad: Sync {
     fn tenants(&self) -> BoxFut<'_, Result<Vec<Tenant>, ClientError>>;
     /// CNI ADD and DEL: a pod's record, addresses, endpoint records.
     fn pod<'a>(&'a self, namespace: &'a str, name: &'a str) -> BoxFut<'a, Result<PodInfo, ClientError>>;
-    fn allocate<'a>(&'a self, req: &'a AddressRequest) -> BoxFut<'a, Result<Address, ClientError>>;
+    /// One address of each family the host draws from for the tenant, both or none
+    /// (`POST /address-stacks`), IPv4 first.
+    fn allocate_stack<'a>(&'a self, req: &'a AddressRequest)
+    -> BoxFut<'a, Result<Vec<Address>, ClientError>>;
     fn release<'a>(&'a self, name: &'a str) -> BoxFut<'a, Result<Address, ClientError>>;
     fn endpoint<'a>(&'a self, name: &'a str) -> BoxFut<'a, Result<EndpointInfo, ClientError>>;
     fn put_endpoint<'a>(&'a self, e: &'a EndpointInfo) -> BoxFut<'a, Result<EndpointInfo, ClientError>>;
@@ -71,8 +74,9 @@ pub trait Plumbing: Sync {
 
 /// The firewall as the CNI path needs it.
 pub trait Enforcer: Sync {
-    /// Puts a registered endpoint under its policies in the kernel before it is plumbed.
-    fn enforce<'a>(&'a self, info: &'a EndpointInfo) -> BoxFut<'a, Result<(), EnforceFailure>>;
+    /// Puts an endpoint's registered records (one per address) under their policies in the
+    /// kernel before it is plumbed, in one pass when it can.
+    fn enforce<'a>(&'a self, infos: &'a [EndpointInfo]) -> BoxFut<'a, Result<(), EnforceFailure>>;
     /// Takes an endpoint out of the table (best effort: failures are logged).
     fn forget<'a>(&'a self, name: &'a str) -> BoxFut<'a, ()>;
 }
@@ -98,8 +102,11 @@ impl Romanad for romana_client::Client {
     fn pod<'a>(&'a self, namespace: &'a str, name: &'a str) -> BoxFut<'a, Result<PodInfo, ClientError>> {
         Box::pin(romana_client::Client::pod(self, namespace, name))
     }
-    fn allocate<'a>(&'a self, req: &'a AddressRequest) -> BoxFut<'a, Result<Address, ClientError>> {
-        Box::pin(romana_client::Client::allocate(self, req, None))
+    fn allocate_stack<'a>(
+        &'a self,
+        req: &'a AddressRequest,
+    ) -> BoxFut<'a, Result<Vec<Address>, ClientError>> {
+        Box::pin(romana_client::Client::allocate_stack(self, req))
     }
     fn release<'a>(&'a self, name: &'a str) -> BoxFut<'a, Result<Address, ClientError>> {
         Box::pin(romana_client::Client::release(self, name))

@@ -16,8 +16,7 @@ use romana_fabric::HostVip;
 use romana_policy::Protocol;
 use romana_policy::vip::{DnatPort, VipDnat};
 
-use romana_agent::rest_watch::RestWatch;
-use romana_store::follow::{Backoff, follow};
+use romana_agent::rest_watch::SharedWatch;
 
 use crate::shared::Shared;
 
@@ -76,24 +75,27 @@ pub fn served(host: &str, vips: &[VipInfo]) -> (Served, Vec<String>) {
     (out, problems)
 }
 
+/// Follows `vips/` on the agent's shared watch; what it returns is notified on each change
+/// (and on the stream's breaks and resumes), for `run`.
+pub fn watch(watch: &mut SharedWatch) -> Arc<tokio::sync::Notify> {
+    let changed = Arc::new(tokio::sync::Notify::new());
+    let c = changed.clone();
+    watch.add(&["vips/"], move |_| {
+        c.notify_one();
+        true
+    });
+    changed
+}
+
 /// Reads romanad's VIPs whenever the watch shows a change under `vips/` (and every `every`
 /// regardless, the fallback while the watch is down) and hands what changed to the reconcile
 /// loop (`wake`), the firewall and the BIRD loop.
-pub async fn run(shared: Arc<Shared>, every: Duration, wake: Arc<tokio::sync::Notify>) {
-    let changed = Arc::new(tokio::sync::Notify::new());
-    {
-        let (ctx, changed) = (shared.ctx.clone(), changed.clone());
-        tokio::spawn(async move {
-            let c = ctx.clone();
-            let mut source = RestWatch { prefix: "vips/".to_owned(), client: move || c.client() };
-            let backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(5));
-            follow(&mut source, backoff, |_| {
-                changed.notify_one();
-                true
-            })
-            .await;
-        });
-    }
+pub async fn run(
+    shared: Arc<Shared>,
+    every: Duration,
+    wake: Arc<tokio::sync::Notify>,
+    changed: Arc<tokio::sync::Notify>,
+) {
     let mut last: Option<Served> = None;
     let mut told: BTreeMap<String, ()> = BTreeMap::new();
     let mut dnat_pending = false;

@@ -13,6 +13,10 @@
 //! segment and host of that address, as a pod's), so tenant isolation and policies select it;
 //! a record the mechanism driver registered first (with the port's security-group labels) is
 //! kept as it is; the record goes with `DELETE /vm`.
+//!
+//! A dual-stack port (one fixed IP of each family) sends every address in `ips` (`ip` is the
+//! first, for callers that know one): each is routed through the tap and registered under the
+//! IPAM's name for it (the port id, and `<port id>#v6` for the IPv6 one).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -37,6 +41,23 @@ pub struct VmEndpoint {
     pub mac: String,
     #[serde(alias = "ip_address")]
     pub ip: String,
+    /// Every address of the VM, one per family at most (`ip` among them); the drivers of
+    /// 2016 and 2017 send `ip` only.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ips: Vec<String>,
+}
+
+impl VmEndpoint {
+    /// `ip`, then the other addresses of `ips`, each once.
+    pub fn addresses(&self) -> Vec<String> {
+        let mut out = vec![self.ip.clone()];
+        for ip in &self.ips {
+            if !out.contains(ip) {
+                out.push(ip.clone());
+            }
+        }
+        out
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -62,8 +83,8 @@ pub struct Vms {
     wake: tokio::sync::Notify,
     /// romanad, for the endpoint registry (absent: VMs are routed but not registered).
     registry: Option<Arc<crate::ctx::Ctx>>,
-    /// MAC -> the endpoint name registered for it.
-    registered: Mutex<BTreeMap<String, String>>,
+    /// MAC -> address -> the endpoint name registered for it (empty: routed, not registered).
+    registered: Mutex<BTreeMap<String, BTreeMap<IpAddr, String>>>,
 }
 
 /// What a plumbing pass attaches: every recorded VM not plumbed or not registered yet, or all of
@@ -111,7 +132,7 @@ impl Vms {
         self
     }
 
-    fn registered(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, String>> {
+    fn registered(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, BTreeMap<IpAddr, String>>> {
         self.registered.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -119,15 +140,18 @@ impl Vms {
     /// An address the IPAM does not hold (a VM addressed outside Romana) is routed only.
     async fn register(&self, ep: &VmEndpoint, ip: IpAddr) {
         let Some(ctx) = &self.registry else { return };
-        if self.registered().contains_key(&ep.mac) {
+        if self.registered().get(&ep.mac).is_some_and(|m| m.contains_key(&ip)) {
             return;
         }
+        let done = |name: String| {
+            self.registered().entry(ep.mac.clone()).or_default().insert(ip, name);
+        };
         let client = ctx.client();
         let a = match client.address(&ip.to_string()).await {
             Ok(a) => a,
             Err(e) if e.status() == Some(404) => {
                 tracing::info!(mac = %ep.mac, %ip, "VM address is not in romanad's IPAM; routed, not registered");
-                self.registered().insert(ep.mac.clone(), String::new());
+                done(String::new());
                 return;
             }
             Err(e) => {
@@ -139,10 +163,11 @@ impl Vms {
         // would otherwise relabel a pod's endpoint record.
         if a.name.starts_with("cni:") {
             tracing::warn!(mac = %ep.mac, %ip, name = %a.name, "a VM claims a pod's address; not registered");
-            self.registered().insert(ep.mac.clone(), String::new());
+            done(String::new());
             return;
         }
-        if !a.name.chars().all(|c| c.is_ascii_alphanumeric() || "._-:".contains(c)) {
+        // `#`: a dual-stack port's IPv6 name (`<port id>#v6`); the client escapes it in paths.
+        if !a.name.chars().all(|c| c.is_ascii_alphanumeric() || "._-:#".contains(c)) {
             tracing::warn!(name = %a.name, "VM address name cannot be an endpoint path; not registered");
             return;
         }
@@ -151,7 +176,7 @@ impl Vms {
         match client.endpoint(&a.name).await {
             Ok(e) if same_address(&e, &a) => {
                 tracing::info!(mac = %ep.mac, endpoint = %a.name, "VM endpoint already registered; kept as it is");
-                self.registered().insert(ep.mac.clone(), a.name);
+                done(a.name);
                 return;
             }
             Ok(_) => {}
@@ -176,7 +201,7 @@ impl Vms {
         match client.put_endpoint(&record).await {
             Ok(_) => {
                 tracing::info!(mac = %ep.mac, endpoint = %a.name, tenant = %a.tenant, "VM endpoint registered");
-                self.registered().insert(ep.mac.clone(), a.name);
+                done(a.name);
             }
             Err(e) => tracing::warn!(mac = %ep.mac, error = %e, "registering a VM endpoint failed; retrying"),
         }
@@ -206,21 +231,24 @@ impl Vms {
         if !self.records().contains_key(&ep.mac) {
             return false;
         }
-        let Ok(ip) = ep.ip.parse::<IpAddr>() else {
-            tracing::warn!(mac = %ep.mac, ip = %ep.ip, "recorded VM has no valid address; skipped");
+        let Ok(ips) = ep.addresses().iter().map(|ip| ip.parse::<IpAddr>()).collect::<Result<Vec<_>, _>>()
+        else {
+            tracing::warn!(mac = %ep.mac, ips = ?ep.addresses(), "recorded VM has an invalid address; skipped");
             return false;
         };
-        let (ns, tap) = (self.host_ns.clone(), ep.interface.clone());
+        let (ns, tap, all) = (self.host_ns.clone(), ep.interface.clone(), ips.clone());
         let r = tokio::task::spawn_blocking(move || {
-            romana_host::attach_vm(ns.as_deref(), &tap, ip, Duration::ZERO)
+            all.iter().try_for_each(|ip| romana_host::attach_vm(ns.as_deref(), &tap, *ip, Duration::ZERO))
         })
         .await;
         match r {
             Ok(Ok(())) => {
                 if self.plumbed().insert(ep.mac.clone()) {
-                    tracing::info!(interface = %ep.interface, mac = %ep.mac, %ip, "VM endpoint plumbed");
+                    tracing::info!(interface = %ep.interface, mac = %ep.mac, ?ips, "VM endpoint plumbed");
                 }
-                self.register(ep, ip).await;
+                for ip in ips {
+                    self.register(ep, ip).await;
+                }
                 true
             }
             Ok(Err(VmError::NoInterface(..))) => {
@@ -246,7 +274,16 @@ pub async fn plumb(v: Arc<Vms>) {
     let mut pass: u64 = 0;
     loop {
         let registered: BTreeSet<String> = if v.registry.is_some() {
-            v.registered().keys().cloned().collect()
+            let names = v.registered();
+            v.records()
+                .values()
+                .filter(|e| {
+                    names.get(&e.mac).is_some_and(|m| {
+                        e.addresses().iter().all(|ip| ip.parse().is_ok_and(|ip: IpAddr| m.contains_key(&ip)))
+                    })
+                })
+                .map(|e| e.mac.clone())
+                .collect()
         } else {
             v.records().keys().cloned().collect()
         };
@@ -294,6 +331,22 @@ async fn add(State(v): State<Arc<Vms>>, Json(mut ep): Json<VmEndpoint>) -> Resul
         .ip
         .parse()
         .map_err(|_| Fail(StatusCode::BAD_REQUEST, format!("ip: {:?} is not an IP address", ep.ip)))?;
+    let mut ips = Vec::new();
+    for a in ep.addresses() {
+        let parsed: IpAddr = a
+            .parse()
+            .map_err(|_| Fail(StatusCode::BAD_REQUEST, format!("ips: {a:?} is not an IP address")))?;
+        if ips.iter().any(|o: &IpAddr| o.is_ipv4() == parsed.is_ipv4() && *o != parsed) {
+            return Err(Fail(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "ips: {:?} holds two addresses of one family; a VM takes one of each",
+                    ep.addresses()
+                ),
+            ));
+        }
+        ips.push(parsed);
+    }
     if !valid_ifname(&ep.interface) {
         return Err(Fail(
             StatusCode::BAD_REQUEST,
@@ -326,7 +379,7 @@ async fn add(State(v): State<Arc<Vms>>, Json(mut ep): Json<VmEndpoint>) -> Resul
         })?;
     }
     v.wake.notify_one();
-    tracing::info!(interface = %ep.interface, mac = %ep.mac, %ip, "VM endpoint recorded");
+    tracing::info!(interface = %ep.interface, mac = %ep.mac, %ip, ?ips, "VM endpoint recorded");
     Ok(Json(ep))
 }
 
@@ -350,15 +403,16 @@ async fn remove(v: &Arc<Vms>, raw_mac: &str) -> Result<Json<VmEndpoint>, Fail> {
         v.records().get(&key).cloned().ok_or_else(|| {
             Fail(StatusCode::NOT_FOUND, format!("no VM endpoint with MAC {key} on this host"))
         })?;
-    if let Ok(ip) = ep.ip.parse::<IpAddr>() {
+    for ip in ep.addresses().iter().filter_map(|ip| ip.parse::<IpAddr>().ok()) {
         let (ns, tap) = (v.host_ns.clone(), ep.interface.clone());
         tokio::task::spawn_blocking(move || romana_host::detach_vm(ns.as_deref(), &tap, ip))
             .await
             .map_err(|e| Fail(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
             .map_err(vm_error)?;
     }
-    let name = v.registered().remove(&key).filter(|n| !n.is_empty());
-    if let (Some(ctx), Some(name)) = (&v.registry, name) {
+    let names = v.registered().remove(&key).unwrap_or_default();
+    for name in names.into_values().filter(|n| !n.is_empty()) {
+        let Some(ctx) = &v.registry else { break };
         // Already gone (404) counts as deleted; a failure is logged: the record names an address
         // that is released with the port, and `romana` can remove it.
         if let Err(e) = ctx.client().delete_endpoint(&name).await {
@@ -429,6 +483,21 @@ mod tests {
     }
 
     #[test]
+    fn a_dual_stack_port_sends_every_address_once() {
+        let a: VmEndpoint = serde_json::from_str(
+            r#"{"interface":"tap1","mac":"fa:16:3e:00:00:01","ip":"10.1.0.5","ips":["10.1.0.5","fd00::5"]}"#,
+        )
+        .expect("dual");
+        assert_eq!(a.addresses(), ["10.1.0.5", "fd00::5"]);
+        let b: VmEndpoint =
+            serde_json::from_str(r#"{"interface":"tap1","mac":"fa:16:3e:00:00:01","ip":"fd00::5"}"#)
+                .expect("v6");
+        assert_eq!(b.addresses(), ["fd00::5"]);
+        // A single-address record is written as the old drivers' agents wrote it (no `ips`).
+        assert!(!serde_json::to_string(&b).expect("json").contains("ips"));
+    }
+
+    #[test]
     fn a_record_of_the_same_address_is_kept() {
         let a: romana_api::rest::Address = serde_json::from_value(serde_json::json!({
             "name": "port1", "ip": "10.1.0.5", "prefix_len": 32, "network": "vms", "block": "10.1.0.0/28",
@@ -455,7 +524,12 @@ mod tests {
     }
 
     fn ep(m: &str) -> VmEndpoint {
-        VmEndpoint { interface: format!("tap{}", &m[15..]), mac: m.into(), ip: "10.1.0.5".into() }
+        VmEndpoint {
+            interface: format!("tap{}", &m[15..]),
+            mac: m.into(),
+            ip: "10.1.0.5".into(),
+            ips: vec![],
+        }
     }
 
     /// (recorded MACs, plumbed MACs, registered MACs, repair pass) -> the MACs a pass attaches.

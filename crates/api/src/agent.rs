@@ -43,9 +43,13 @@ pub struct AttachRequest {
     /// Labels policies select the endpoint by (registered with romanad before ADD answers).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
-    /// CHECK: the address the runtime was given (from `prevResult`).
+    /// CHECK: the address the runtime was given (from `prevResult`; the first of `ips`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ip: Option<String>,
+    /// CHECK: every address `prevResult` gave this interface (a dual-stack pod's two). Empty from
+    /// a plugin that sends `ip` only; then `ip` alone is compared.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ips: Vec<String>,
     /// The Kubernetes pod kubelet started (`K8S_POD_NAMESPACE`, `K8S_POD_NAME`, `K8S_POD_UID` in
     /// `CNI_ARGS`), if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -86,6 +90,33 @@ pub struct Attached {
     pub gateway: String,
     /// The IPAM address name (`cni:<network>:<container id>:<ifname>`).
     pub address_name: String,
+    /// Every address of the pod, `ip` first (a dual-stack pod: IPv4 then IPv6). An agent older
+    /// than dual-stack sends none: then `ip`, `prefix_len` and `gateway` are the only one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ips: Vec<AttachedIp>,
+}
+
+/// One address of an attached pod, with its route length and next hop.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttachedIp {
+    pub ip: String,
+    pub prefix_len: u8,
+    pub gateway: String,
+}
+
+impl Attached {
+    /// The pod's addresses: `ips`, or the single `ip` of an agent that sends no `ips`.
+    pub fn addresses(&self) -> Vec<AttachedIp> {
+        if self.ips.is_empty() {
+            vec![AttachedIp {
+                ip: self.ip.clone(),
+                prefix_len: self.prefix_len,
+                gateway: self.gateway.clone(),
+            }]
+        } else {
+            self.ips.clone()
+        }
+    }
 }
 
 /// DEL: idempotent; `netns` may be empty (the runtime already removed the namespace).
@@ -131,6 +162,17 @@ pub struct AgentError {
 /// The IPAM address name of one container interface on one CNI network.
 pub fn address_name(network: &str, container_id: &str, ifname: &str) -> String {
     format!("cni:{network}:{container_id}:{ifname}")
+}
+
+/// The name of a dual-stack endpoint's IPv6 address (and of its IPv6 endpoint record): its
+/// address name with the IPAM's `#v6` (`romana_ipam::V6_SUFFIX`).
+pub fn v6_address_name(name: &str) -> String {
+    format!("{name}{}", romana_ipam::V6_SUFFIX)
+}
+
+/// The endpoint's own address name for `name`, which may be its IPv6 address's (`#v6`).
+pub fn stack_base(name: &str) -> &str {
+    name.strip_suffix(romana_ipam::V6_SUFFIX).unwrap_or(name)
 }
 
 /// The prefix of every address name of `network`, for GC.

@@ -6,12 +6,10 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use crate::chaos_plan::{Kind, Sizes, Target};
+use crate::chaos_procs::{Etcd, Replica};
 use anyhow::{Context, Result, bail};
 use romana_api::rest::Credentials;
-use romana_store_etcd::cluster::EtcdCluster;
-use romana_test_support::Romanad;
-
-use crate::chaos_plan::{Kind, Sizes, Target};
 
 /// The etcd key prefix of the chaos control plane (its own etcd: any prefix would do).
 const PREFIX: &str = "/romana-chaos/";
@@ -19,8 +17,8 @@ const PREFIX: &str = "/romana-chaos/";
 /// The processes of one run. Fields drop in order: replicas stop before etcd.
 #[derive(Debug)]
 pub struct Plane {
-    replicas: Vec<Romanad>,
-    etcd: Option<EtcdCluster>,
+    replicas: Vec<Replica>,
+    etcd: Option<Etcd>,
     pub urls: Vec<String>,
     /// The admin's credentials (the first replica wrote them), when the plane is ours.
     pub admin: Option<Credentials>,
@@ -31,9 +29,7 @@ pub struct Plane {
 impl Plane {
     /// Three etcd members and three replicas on them, logs and data under `work`.
     pub fn start(work: &Path, members: usize, replicas: usize) -> Result<Plane> {
-        let etcd = EtcdCluster::start("chaos", members)
-            .context("starting etcd")?
-            .context("etcd is not installed (Debian's etcd-server; scripts/setup.sh installs it)")?;
+        let etcd = Etcd::start(work, members).context("starting etcd")?;
         let endpoints = etcd.endpoints().join(",");
         let bin = crate::sandbox::sibling("romanad");
         let mut plane =
@@ -53,7 +49,7 @@ impl Plane {
             .map(|s| s.to_string())
             .collect();
             let log = work.join(format!("romanad-{i}.log"));
-            let r = Romanad::start_logged(&bin, &args, Some(&log)).with_context(|| {
+            let r = Replica::start(&bin, &args, &log).with_context(|| {
                 format!("starting romanad replica {i} ({}; log {})", bin.display(), log.display())
             })?;
             println!("romanad replica {i}: {} (pid {}, log {})", r.url, r.pid().unwrap_or(0), log.display());

@@ -1,5 +1,6 @@
 //! `romana check`: romanad's consistency check (`GET /check`) as a table of disagreements with
-//! what to do, or its JSON/YAML; the command fails (exit 1) when anything disagrees.
+//! what to do, or its JSON/YAML; the command fails (exit 1) when anything disagrees. The CA the
+//! CLI trusts is judged too (`doctor_certs`): near its end a warning on stderr, expired a failure.
 
 use anyhow::{Context, Result};
 use romana_client::Client;
@@ -23,8 +24,14 @@ fn rows(v: &Value) -> Vec<Vec<String>> {
         .unwrap_or_default()
 }
 
-/// Runs the check; `Ok(true)` when everything agrees.
-pub async fn run(c: &Client, f: Format, leak_grace: Option<u64>) -> Result<bool> {
+/// Runs the check; `Ok(true)` when everything agrees. `ca`: the CA this CLI trusts, as (where it
+/// came from, PEM).
+pub async fn run(
+    c: &Client,
+    f: Format,
+    leak_grace: Option<u64>,
+    ca: Option<(String, String)>,
+) -> Result<bool> {
     let path = leak_grace.map(|s| format!("/check?leak_grace={s}")).unwrap_or_else(|| "/check".to_owned());
     let resp = c.send(reqwest::Method::GET, &path, None).await?;
     let status = resp.status().as_u16();
@@ -48,7 +55,17 @@ pub async fn run(c: &Client, f: Format, leak_grace: Option<u64>) -> Result<bool>
             c["dead_hosts"]
         );
     }
-    Ok(consistent)
+    let mut expired = false;
+    if let Some((name, pem)) = ca {
+        let now =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let src = crate::doctor_certs::CertSource { name, certs: crate::doctor_certs::read_pem(&pem) };
+        for (kind, what, fix, warning) in crate::doctor_certs::judge(&src, now as i64) {
+            expired |= !warning;
+            eprintln!("{}: {kind}: {what}; {fix}", if warning { "warning" } else { "error" });
+        }
+    }
+    Ok(consistent && !expired)
 }
 
 #[cfg(test)]

@@ -14,7 +14,8 @@ use romana_api::rest::Credentials;
 use romana_client::Client;
 
 use crate::Format;
-use crate::doctor_checks::{self, Facts, Link, Problem};
+use crate::doctor_certs::{CertSource, read_pem};
+use crate::doctor_checks::{self, Facts, Link, Problem, Severity};
 use crate::output::show;
 use crate::sandbox_layout::Routing;
 
@@ -31,6 +32,8 @@ pub struct Where {
     pub bird_socket: Option<PathBuf>,
     /// Whether the agent enforces policy (the table is expected).
     pub policy: bool,
+    /// Certificate files whose expiry is checked (besides the CA in the agent's credentials).
+    pub certs: Vec<PathBuf>,
 }
 
 /// A sandbox host's parts, from the sandbox's state and layout (`sandbox_bgp::agent_args` is
@@ -54,6 +57,7 @@ pub fn in_sandbox(state_dir: &Path, name: &str, host: &str) -> Result<Where> {
         credentials: d.join(format!("{host}.credentials")),
         bird_socket,
         policy: true,
+        certs: Vec::new(),
     })
 }
 
@@ -133,6 +137,23 @@ async fn credentials(path: &Path) -> Option<Result<u64, String>> {
     Some(t.map(|t| t.expires_in))
 }
 
+/// The certificate files, then the CA in the agent's credentials (when it names one).
+fn certificates(w: &Where) -> Vec<CertSource> {
+    let mut out: Vec<CertSource> = w
+        .certs
+        .iter()
+        .map(|f| CertSource {
+            name: f.display().to_string(),
+            certs: std::fs::read_to_string(f).map_err(|e| e.to_string()).and_then(|t| read_pem(&t)),
+        })
+        .collect();
+    let creds = std::fs::read_to_string(&w.credentials).ok();
+    if let Some(ca) = creds.and_then(|t| serde_json::from_str::<Credentials>(&t).ok()).and_then(|c| c.ca) {
+        out.push(CertSource { name: format!("the CA of {}", w.credentials.display()), certs: read_pem(&ca) });
+    }
+    out
+}
+
 /// Everything `doctor_checks::check` looks at.
 pub async fn gather(c: &Client, w: &Where) -> Facts {
     let ns = w.netns.as_deref();
@@ -186,6 +207,8 @@ pub async fn gather(c: &Client, w: &Where) -> Facts {
         alive,
         skew_ms: skew,
         credentials: credentials(&w.credentials).await,
+        certificates: certificates(w),
+        now_unix: SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64),
     }
 }
 
@@ -196,11 +219,17 @@ pub async fn run(c: &Client, f: Format, w: &Where) -> Result<bool> {
     show(f, &problems, &["KIND", "PROBLEM", "WHAT TO DO"], |ps: &Vec<Problem>| {
         ps.iter().map(|p| vec![p.kind.clone(), p.what.clone(), p.fix.clone()]).collect()
     })?;
+    let errors = problems.iter().filter(|p| p.severity == Severity::Error).count();
     if f == Format::Table {
         let where_ = w.netns.as_deref().map(|n| format!(" (namespace {n})")).unwrap_or_default();
-        eprintln!("{} problem(s) on {}{where_}", problems.len(), w.host);
+        eprintln!("{errors} problem(s) on {}{where_}", w.host);
+        let warnings = problems.len() - errors;
+        if warnings > 0 {
+            eprintln!("{warnings} warning(s): the host works, but will not for long");
+        }
     }
-    Ok(problems.is_empty())
+    // Warnings alone do not fail the command: it is healthy today.
+    Ok(errors == 0)
 }
 
 /// This machine's host name (the default HOST).

@@ -1,7 +1,8 @@
 //! `romana doctor`'s judgement, pure: the facts the runner (`doctor.rs`) gathered about one host
 //! (its forwarding sysctl, the routes of our protocol and the gateway link in its namespace, the
 //! route manager's set for it, the agent's self-diagnosis, BIRD's sessions, romanad's liveness,
-//! clock and the agent's credentials) in; each problem with what to do out. No I/O.
+//! clock, the agent's credentials and the certificates' expiry) in; each problem with what to do
+//! out (a warning when the host works but will not for long). No I/O.
 
 use std::collections::BTreeMap;
 
@@ -10,6 +11,7 @@ use romana_api::rest::{RouteInfo, RouteKind};
 use serde::Serialize;
 
 use crate::bird_status::Protocol;
+use crate::doctor_certs::{self, CertSource};
 
 /// One route of our protocol in the kernel: its destination (always with a length) and next hop
 /// (`None`: a throw route).
@@ -48,6 +50,19 @@ pub struct Facts {
     pub skew_ms: Option<i64>,
     /// Logging in with the agent's credentials (`Ok`: the access token's lifetime in seconds).
     pub credentials: Option<Result<u64, String>>,
+    /// The certificates the host holds (files given, the CA in the agent's credentials).
+    pub certificates: Vec<CertSource>,
+    /// This host's clock, seconds since the epoch (certificates are judged against it).
+    pub now_unix: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    /// Something is broken now: the doctor fails.
+    Error,
+    /// Works, but will not for long (a certificate near its end): shown, the doctor passes.
+    Warning,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -55,10 +70,11 @@ pub struct Problem {
     pub kind: String,
     pub what: String,
     pub fix: String,
+    pub severity: Severity,
 }
 
 fn p(kind: &str, what: impl Into<String>, fix: impl Into<String>) -> Problem {
-    Problem { kind: kind.to_owned(), what: what.into(), fix: fix.into() }
+    Problem { kind: kind.to_owned(), what: what.into(), fix: fix.into(), severity: Severity::Error }
 }
 
 /// More than this between romanad's clock and the host's is reported (the Date header has a
@@ -149,6 +165,12 @@ pub fn check(f: &Facts) -> Vec<Problem> {
             ),
         ));
     }
+    for src in &f.certificates {
+        for (kind, what, fix, warning) in doctor_certs::judge(src, f.now_unix) {
+            let severity = if warning { Severity::Warning } else { Severity::Error };
+            out.push(Problem { severity, ..p(kind, what, fix) });
+        }
+    }
     out.sort_by(|a, b| (&a.kind, &a.what).cmp(&(&b.kind, &b.what)));
     out.dedup();
     out
@@ -223,7 +245,11 @@ fn bird_problems(bird: &Result<Vec<Protocol>, String>, out: &mut Vec<Problem>) {
                 out.push(p(
                     "bird",
                     format!("BGP session {} is {} ({})", s.name, s.state, s.info),
-                    "check the router's address and BIRD's log; birdc show protocols all",
+                    format!(
+                        "if it was disabled: birdc enable {n}; else check the router's address and \
+                         BIRD's log (birdc show protocols all {n})",
+                        n = s.name
+                    ),
                 ));
             }
         }

@@ -36,6 +36,8 @@ fn healthy() -> Facts {
         alive: Some(true),
         skew_ms: Some(400),
         credentials: Some(Ok(900)),
+        certificates: vec![],
+        now_unix: 1_780_000_000,
     }
 }
 
@@ -115,6 +117,37 @@ fn each_broken_part_is_named() {
     check_case(
         |f| f.credentials = Some(Err("romanad refuses h1".into())),
         &["credentials: the agent's credentials do not log in: romanad refuses h1"],
+    );
+}
+
+#[test]
+fn certificates_expired_are_errors_and_near_their_end_warnings() {
+    let src = |name: &str, not_after: i64| CertSource {
+        name: name.into(),
+        certs: Ok(vec![Ok(doctor_certs::Validity { subject: Some("romanad".into()), not_after })]),
+    };
+    let now = healthy().now_unix;
+    let mut f = healthy();
+    f.certificates = vec![
+        src("ok.pem", now + 90 * 86_400),
+        src("old.pem", now - 1),
+        src("soon.pem", now + 86_400),
+        CertSource { name: "gone.pem".into(), certs: Err("No such file".into()) },
+    ];
+    let got: Vec<(Severity, String)> = check(&f).into_iter().map(|p| (p.severity, p.what)).collect();
+    assert_eq!(
+        got,
+        vec![
+            (
+                Severity::Error,
+                r#"certificate "romanad" in old.pem expired on 2026-05-28 20:26:39 UTC"#.into()
+            ),
+            (
+                Severity::Warning,
+                r#"certificate "romanad" in soon.pem expires on 2026-05-29 20:26:40 UTC (in 1 days)"#.into()
+            ),
+            (Severity::Error, "cannot read certificates from gone.pem: No such file".into()),
+        ]
     );
 }
 

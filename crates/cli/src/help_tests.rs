@@ -46,6 +46,20 @@ fn the_commands_the_issue_named_say_what_they_are() {
     assert!(about("policy").starts_with("Romana policies"), "{}", about("policy"));
 }
 
+/// The options every command takes (endpoint, credentials, login) are on every command's help:
+/// each says what it is.
+#[test]
+fn the_global_options_say_what_they_are() {
+    let cli = Cli::command();
+    let bare: Vec<&str> = cli
+        .get_arguments()
+        .filter(|a| a.is_global_set() && a.get_help().is_none_or(|h| h.to_string().trim().is_empty()))
+        .map(|a| a.get_id().as_str())
+        .collect();
+    assert!(bare.is_empty(), "global options without a description: {bare:?}");
+    assert!(cli.get_arguments().filter(|a| a.is_global_set()).count() >= 8, "the walk saw the options");
+}
+
 /// The checker itself finds each kind of problem (made-up trees).
 #[test]
 fn the_walk_finds_what_it_must() {

@@ -6,10 +6,12 @@ mod chaos_check;
 mod chaos_observe;
 mod chaos_plan;
 mod chaos_plane;
+mod chaos_procs;
 mod check;
 mod commands;
 mod config;
 mod doctor;
+mod doctor_certs;
 mod doctor_checks;
 mod fabric;
 mod output;
@@ -45,8 +47,10 @@ struct Cli {
     /// A bearer token (default: log in with the options below).
     #[arg(long, global = true, env = "ROMANA_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// Log in as this user (with --password) instead of the credentials file's.
     #[arg(short = 'u', long, global = true, env = "ROMANA_USERNAME")]
     username: Option<String>,
+    /// The password of --username.
     #[arg(long, global = true, env = "ROMANA_PASSWORD", hide_env_values = true)]
     password: Option<String>,
     /// Credentials file written by romanad [default: /var/lib/romana/admin.credentials, if readable]
@@ -86,7 +90,7 @@ enum Command {
     /// Starts its own control plane (3 etcd members, 3 romanad replicas on 127.0.0.1) unless
     /// --given, and its own sandbox. Needs root, iproute2, nftables, iputils-ping and etcd.
     Chaos(chaos::Options),
-    /// Check one host: forwarding, routes, gateway, nftables table, agent, BIRD, clock, credentials.
+    /// Check one host: forwarding, routes, gateway, nftables, agent, BIRD, clock, credentials, certificates.
     Doctor(DoctorArgs),
     /// Address pools.
     Network {
@@ -484,6 +488,11 @@ struct DoctorArgs {
     /// The agent runs with --no-policy (no nftables table expected).
     #[arg(long)]
     no_policy: bool,
+    /// A certificate file (PEM) whose expiry is checked: warned under 30 days, an error once
+    /// expired (repeatable) [default: /etc/romana/tls/ca.pem and server.pem where they exist;
+    /// the CA in the agent's credentials is always checked].
+    #[arg(long = "cert", value_name = "FILE")]
+    certs: Vec<PathBuf>,
 }
 
 impl DoctorArgs {
@@ -494,8 +503,16 @@ impl DoctorArgs {
             None => doctor::this_host()?,
         };
         if let Some(name) = &self.sandbox {
-            return doctor::in_sandbox(&self.state_dir, name, &host);
+            let w = doctor::in_sandbox(&self.state_dir, name, &host)?;
+            return Ok(doctor::Where { certs: self.certs.clone(), ..w });
         }
+        // The systemd install's files (docs/systemd.md), where this machine has them.
+        let installed = ["/etc/romana/tls/ca.pem", "/etc/romana/tls/server.pem"].map(PathBuf::from);
+        let certs = if self.certs.is_empty() {
+            installed.into_iter().filter(|p| p.exists()).collect()
+        } else {
+            self.certs.clone()
+        };
         Ok(doctor::Where {
             host,
             netns: None,
@@ -503,6 +520,7 @@ impl DoctorArgs {
             credentials: self.agent_credentials.clone(),
             bird_socket: self.bird_socket.clone(),
             policy: !self.no_policy,
+            certs,
         })
     }
 }
@@ -787,8 +805,15 @@ fn follower_env(cli: &Cli) -> Vec<(String, String)> {
 
 async fn run(cli: Cli) -> anyhow::Result<bool> {
     if let Command::Completion { shell } = cli.command {
-        clap_complete::generate(shell, &mut Cli::command(), "romana", &mut std::io::stdout());
-        return Ok(true);
+        // Into a buffer first: clap_complete panics when stdout fails, and a reader that stops
+        // early (`romana completion bash | head`) is no error of ours.
+        let mut script = Vec::new();
+        clap_complete::generate(shell, &mut Cli::command(), "romana", &mut script);
+        use std::io::Write;
+        return match std::io::stdout().write_all(&script) {
+            Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+            _ => Ok(true),
+        };
     }
     let file = config::load(cli.config.as_deref())?;
     let format = cli.output.unwrap_or(match file.output.as_deref() {
@@ -839,6 +864,20 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
         }
         _ => None,
     };
+    // `romana check` also judges the CA this CLI trusts: (where it came from, its PEM).
+    let check_ca = match &cli.command {
+        Command::Check { .. } => {
+            trusted_ca(&cli, &file, load_credentials(&cli, &file)?.as_ref())?.map(|pem| {
+                let from = match cli.ca_file.as_ref().or(file.ca_file.as_ref()) {
+                    Some(p) => p.display().to_string(),
+                    None => credentials_path(&cli, &file)
+                        .map_or("the credentials".into(), |p| format!("the CA of {}", p.display())),
+                };
+                (from, pem)
+            })
+        }
+        _ => None,
+    };
     match cli.command {
         Command::Login => unreachable!("handled above"),
         Command::Whoami => {
@@ -848,7 +887,7 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             })?
         }
         Command::Services => x::services(&c, f).await?,
-        Command::Check { leak_grace } => return check::run(&c, f, leak_grace).await,
+        Command::Check { leak_grace } => return check::run(&c, f, leak_grace, check_ca).await,
         Command::Doctor(d) => return doctor::run(&c, f, &d.place()?).await,
         Command::Network { command: ListOnly::List } => x::networks(&c, f).await?,
         Command::Topology { command } => match command {

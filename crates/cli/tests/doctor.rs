@@ -6,27 +6,46 @@
 //! deleted, the gateway link down, forwarding off, the agent itself not answering. Forwarding off
 //! with the agent running is drift the agent does not repair: its heartbeat's report makes it a
 //! `kernel-drift` disagreement in `romana check` and in `romana_check_disagreements`. Everything
-//! is restored and the doctor is healthy again after each. Static routing only: BIRD's sessions
-//! are judged by the data tests (`doctor_checks`), not here. Waits poll, nothing asserts on time.
+//! is restored and the doctor is healthy again after each. On a BGP sandbox: a BGP session of
+//! the host's BIRD disabled (named, with `birdc enable`), then healthy again once enabled; romanad
+//! seen through a proxy whose Date is an hour ahead (clock skew, no clock is changed); BIRD
+//! killed. Certificates (no root): files made with past and near ends of validity, and an expired
+//! CA in the agent's credentials, each named with its file and date. Waits poll, nothing asserts
+//! on time.
 #![allow(clippy::unwrap_used)]
 
 use std::io::{Read, Write};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use romana_test_support::TempDir;
+use romana_test_support::{Romanad, TempDir, sibling_bin};
 
 #[allow(dead_code)]
 mod common;
 use common::{Sandbox, can_make_namespaces};
+
+/// One sandbox at a time in this binary: two (a static and a BGP one) starting at once on a
+/// loaded machine made romanad miss its request deadline for the sandboxes' own calls.
+static ONE_SANDBOX: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn text(o: &Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
 }
 
 fn doctor(sb: &Sandbox) -> Output {
+    doctor_via(sb, &sb.url)
+}
+
+/// The doctor on r1h1, with romanad reached at `endpoint`.
+fn doctor_via(sb: &Sandbox, endpoint: &str) -> Output {
     let state = sb.state.display().to_string();
-    sb.plain(&["doctor", "r1h1", "--sandbox", &sb.name, "--state-dir", &state])
+    Command::new(env!("CARGO_BIN_EXE_romana"))
+        .args(["doctor", "r1h1", "--sandbox", &sb.name, "--state-dir", &state])
+        .env("ROMANA_ENDPOINT", endpoint)
+        .env("ROMANA_CREDENTIALS", &sb.creds)
+        .env_remove("ROMANA_CONFIG")
+        .output()
+        .unwrap()
 }
 
 /// Polls the doctor until it is healthy (exit 0), or fails with its last output.
@@ -124,6 +143,7 @@ fn drift_in_check(sb: &Sandbox) -> Option<serde_json::Value> {
 
 #[test]
 fn doctor_names_each_broken_part_and_check_sees_the_drift() {
+    let _one = ONE_SANDBOX.lock().unwrap_or_else(|e| e.into_inner());
     if !can_make_namespaces() {
         eprintln!("SKIP: cannot create network namespaces (needs root and iproute2)");
         return;
@@ -235,4 +255,206 @@ fn doctor_names_each_broken_part_and_check_sees_the_drift() {
     in_ns(&ns, &["ip", "link", "set", "romana-gw", "up"]);
     drop(guard);
     wait_healthy(&sb, "after the agent continued and the host was restored");
+}
+
+/// A proxy in front of romanad on 127.0.0.1 that answers every request as romanad does, with a
+/// Date header `ahead` of this machine's clock: romanad's clock as a skewed host would see it,
+/// without changing any clock. Runs on `rt` until it is dropped.
+fn skewed_romanad(rt: &tokio::runtime::Runtime, upstream: &str, ahead: Duration) -> String {
+    use axum::body::Body;
+    use axum::extract::{Request, State};
+    use axum::http::header::{CONTENT_LENGTH, DATE, HOST, TRANSFER_ENCODING};
+    use axum::response::Response;
+
+    async fn relay(State((up, ahead)): State<(String, Duration)>, req: Request) -> Response {
+        let (parts, body) = req.into_parts();
+        let body = axum::body::to_bytes(body, usize::MAX).await.unwrap();
+        let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        let mut r = romana_client::http().request(parts.method.clone(), format!("{up}{path}")).body(body);
+        for (k, v) in parts.headers.iter().filter(|(k, _)| *k != HOST) {
+            r = r.header(k, v);
+        }
+        let resp = r.send().await.unwrap();
+        let mut out = Response::builder().status(resp.status());
+        for (k, v) in
+            resp.headers().iter().filter(|(k, _)| ![DATE, CONTENT_LENGTH, TRANSFER_ENCODING].contains(k))
+        {
+            out = out.header(k, v);
+        }
+        let date = httpdate::fmt_http_date(std::time::SystemTime::now() + ahead);
+        out.header(DATE, date).body(Body::from(resp.bytes().await.unwrap())).unwrap()
+    }
+
+    let app =
+        axum::Router::new().fallback(relay).with_state((upstream.trim_end_matches('/').to_owned(), ahead));
+    let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    rt.spawn(async move { axum::serve(listener, app).await });
+    url
+}
+
+fn bird_installed() -> bool {
+    if Command::new("bird").arg("--version").output().is_err() {
+        eprintln!("SKIP: bird is not installed (Debian's bird2; scripts/setup.sh installs it)");
+        return false;
+    }
+    true
+}
+
+#[test]
+fn doctor_names_a_broken_bird_session_a_skewed_clock_and_a_dead_bird() {
+    let _one = ONE_SANDBOX.lock().unwrap_or_else(|e| e.into_inner());
+    if !can_make_namespaces() {
+        eprintln!("SKIP: cannot create network namespaces (needs root and iproute2)");
+        return;
+    }
+    if !bird_installed() {
+        return;
+    }
+    let dir = TempDir::new("doctor-bgp");
+    let (_romanad, sb) = Sandbox::on_new_romanad(&dir, "g");
+    sb.ok(&["sandbox", "up", "--routing", "bgp"]);
+    sb.ok(&["sandbox", "pod", "add", "--host", "r1h1", "--tenant", "red", "--pod", "a"]);
+    wait_healthy(&sb, "after up with BGP");
+    let ns = format!("rms-{}-r1h1", sb.name);
+    let d = sb.state.join(&sb.name);
+    let ctl = d.join(format!("{ns}.ctl")).display().to_string();
+    let birdc = |args: &[&str]| {
+        let o = Command::new("birdc").args(["-s", &ctl]).args(args).output().unwrap();
+        assert!(o.status.success(), "birdc {args:?}: {}", text(&o));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let protocols = birdc(&["show", "protocols"]);
+    let session = protocols
+        .lines()
+        .find(|l| l.split_whitespace().nth(1) == Some("BGP"))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no BGP session on r1h1:\n{protocols}"))
+        .to_owned();
+
+    // A session disabled in the host's BIRD: named, with the command that brings it back.
+    birdc(&["disable", &session]);
+    let o = doctor(&sb);
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(has(&out, "bird", &format!("BGP session {session} is down")), "{out}");
+    assert!(has(&out, "bird", &format!("birdc enable {session}")), "{out}");
+    birdc(&["enable", &session]);
+    wait_healthy(&sb, "after the session was enabled");
+
+    // romanad's clock an hour ahead, as the host sees it through a proxy.
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let proxy = skewed_romanad(&rt, &sb.url, Duration::from_secs(3600));
+    let o = doctor_via(&sb, &proxy);
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    let skew = out.lines().find(|l| l.starts_with("clock-skew")).unwrap_or_else(|| panic!("{out}"));
+    // 3600 s, give or take the second the Date header is truncated to.
+    assert!(["3599.", "3600.", "3601."].iter().any(|s| skew.contains(s)), "{skew}");
+    assert!(skew.contains("ahead of r1h1's") && skew.contains("chrony"), "{skew}");
+    assert_eq!(
+        out.lines().filter(|l| !l.starts_with("KIND") && !l.contains("problem(s)")).count(),
+        1,
+        "{out}"
+    );
+    wait_healthy(&sb, "romanad itself has the host's time");
+
+    // BIRD gone: nothing announces the host's pods.
+    let pid = std::fs::read_to_string(d.join(format!("{ns}.pid"))).unwrap();
+    signal(pid.trim().parse().unwrap(), "-KILL");
+    let o = doctor(&sb);
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(has(&out, "bird", "BIRD does not answer") && has(&out, "bird", "start BIRD"), "{out}");
+}
+
+/// A self-signed certificate named `cn`, valid until `not_after`, as PEM.
+fn cert(cn: &str, not_after: time::OffsetDateTime) -> String {
+    let mut p = rcgen::CertificateParams::new(vec!["romanad.test".into()]).unwrap();
+    p.distinguished_name.push(rcgen::DnType::CommonName, cn);
+    p.not_before = not_after - time::Duration::days(365);
+    p.not_after = not_after;
+    p.self_signed(&rcgen::KeyPair::generate().unwrap()).unwrap().pem()
+}
+
+fn day(t: time::OffsetDateTime) -> String {
+    format!("{:04}-{:02}-{:02}", t.year(), u8::from(t.month()), t.day())
+}
+
+#[test]
+fn doctor_reports_certificates_expired_and_near_their_end() {
+    let dir = TempDir::new("doctor-certs");
+    let romanad_bin = sibling_bin(env!("CARGO_BIN_EXE_romana"), "romanad");
+    let romanad =
+        Romanad::start(&romanad_bin, &["--data-dir".into(), dir.path().join("store").display().to_string()])
+            .expect("romanad starts");
+    let now = time::OffsetDateTime::now_utc();
+    let expired = time::OffsetDateTime::from_unix_timestamp(1_577_934_245).unwrap(); // 2020-01-02 03:04:05 UTC
+    let files = [
+        ("ca.pem", cert("romana CA", now + time::Duration::days(3650))),
+        ("server.pem", cert("romanad", now + time::Duration::days(10) - time::Duration::hours(1))),
+        ("old.pem", cert("old romanad", expired)),
+    ];
+    let mut args = vec!["doctor".to_owned(), "nosuchhost".into(), "-o".into(), "json".into()];
+    for (name, pem) in &files {
+        let p = dir.path().join(name);
+        std::fs::write(&p, pem).unwrap();
+        args.extend(["--cert".into(), p.display().to_string()]);
+    }
+    // The agent's credentials carry an expired CA.
+    let agent_creds = dir.path().join("agent.credentials");
+    let creds = serde_json::json!({"endpoint": romanad.url, "username": "nobody", "password": "x",
+                                   "ca": cert("old CA", expired)});
+    std::fs::write(&agent_creds, creds.to_string()).unwrap();
+    args.extend(["--agent-credentials".into(), agent_creds.display().to_string()]);
+    args.extend(["--socket".into(), dir.path().join("no-agent.sock").display().to_string()]);
+    let o = Command::new(env!("CARGO_BIN_EXE_romana"))
+        .args(&args)
+        .env("ROMANA_ENDPOINT", &romanad.url)
+        .env("ROMANA_CREDENTIALS", dir.path().join("store/admin.credentials"))
+        .env_remove("ROMANA_CONFIG")
+        .output()
+        .unwrap();
+    let problems: Vec<serde_json::Value> =
+        serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&o)));
+    let certs: Vec<(String, String, String)> = problems
+        .iter()
+        .filter(|p| p["kind"].as_str().unwrap().starts_with("cert-"))
+        .map(|p| {
+            let s = |k: &str| p[k].as_str().unwrap().to_owned();
+            (s("kind"), s("severity"), s("what"))
+        })
+        .collect();
+    let path = |name: &str| dir.path().join(name).display().to_string();
+    assert_eq!(certs.len(), 3, "{certs:#?}");
+    assert_eq!(
+        certs[0],
+        (
+            "cert-expired".into(),
+            "error".into(),
+            format!(
+                "certificate \"old CA\" in the CA of {} expired on 2020-01-02 03:04:05 UTC",
+                agent_creds.display()
+            )
+        )
+    );
+    assert_eq!(
+        certs[1],
+        (
+            "cert-expired".into(),
+            "error".into(),
+            format!("certificate \"old romanad\" in {} expired on 2020-01-02 03:04:05 UTC", path("old.pem"))
+        )
+    );
+    let (kind, severity, what) = &certs[2];
+    assert_eq!((kind.as_str(), severity.as_str()), ("cert-expiring", "warning"));
+    let want = format!(
+        "certificate \"romanad\" in {} expires on {}",
+        path("server.pem"),
+        day(now + time::Duration::days(10) - time::Duration::hours(1))
+    );
+    assert!(what.starts_with(&want) && what.ends_with("(in 9 days)"), "{what}\nwant {want}");
+    let fix = problems.iter().find(|p| p["kind"] == "cert-expiring").unwrap()["fix"].as_str().unwrap();
+    assert!(fix.contains(&path("server.pem")) && fix.contains("--tls-issue"), "{fix}");
+    assert_eq!(o.status.code(), Some(1), "an expired certificate fails the doctor");
 }

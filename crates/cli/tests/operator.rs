@@ -79,6 +79,22 @@ fn completions_parse_and_complete_subcommands() {
 /// Flags, environment, and where the message must say the endpoint came from.
 type Case = (&'static [&'static str], &'static [(&'static str, &'static str)], &'static str);
 
+/// A reader that stops early (`romana completion bash | head`) ends the command quietly:
+/// no panic, exit 0.
+#[test]
+fn completion_into_a_closed_pipe_is_no_error() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_romana"))
+        .args(["completion", "bash"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && !err.contains("panicked"), "{:?}: {err}", out.status);
+}
+
 #[test]
 fn unreachable_romanad_says_which_endpoint_and_what_to_do() {
     let cases: [Case; 3] = [

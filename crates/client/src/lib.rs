@@ -529,12 +529,23 @@ impl Client {
         prefix: &str,
         from: i64,
     ) -> Result<tokio::sync::mpsc::Receiver<Result<WatchEvent>>> {
+        self.watch_prefixes(&[prefix.to_owned()], from).await
+    }
+
+    /// Follows several prefixes on one `GET /watch` stream (one `prefix` parameter each): one
+    /// connection to romanad however many prefixes a watcher needs.
+    pub async fn watch_prefixes(
+        &self,
+        prefixes: &[String],
+        from: i64,
+    ) -> Result<tokio::sync::mpsc::Receiver<Result<WatchEvent>>> {
+        let query: String = prefixes.iter().map(|p| format!("&prefix={}", enc(p))).collect();
         let resp =
             // A watch is one response that lasts as long as the watcher: no 30-s total timeout
             // (it cut every stream, and watchers fell back to polling until they reconnected).
             self.send_with(
                 Method::GET,
-                &format!("/watch?from={from}&prefix={}", enc(prefix)),
+                &format!("/watch?from={from}{query}"),
                 None,
                 Some(Duration::from_secs(365 * 24 * 3600)),
             )

@@ -2,6 +2,8 @@
 //! Debian's reference `bridge` + `host-local` plugins, in the same run on the same machine. Each
 //! plugin is exec'd once per pod the way a runtime does (through `nsenter` into the node namespace,
 //! the same wrapper for both), one pod after another; then every pod is deleted (DEL timed too).
+//! Then dual stack: the same burst for a tenant drawing from an IPv4 and an IPv6 network (two
+//! addresses, two records, both families plumbed) against an IPv4-only tenant, in the same run.
 //! `cargo build --release -p romana-agent && cargo bench -p romana-cni --bench add`
 //! (`-- --quick`: 20 pods).
 
@@ -58,12 +60,21 @@ fn stats(mut d: Vec<Duration>) -> Stats {
     Stats { p50: pct(&d, 0.5), p99: pct(&d, 0.99), mean }
 }
 
+/// The bench's topology: tenant v4 draws from an IPv4 network only, tenant dual from it and an
+/// IPv6 network (egress NAT off, as `common::FLAT`).
+const TOPOLOGY: &str = r#"{"networks":[
+  {"name":"pods4","cidr":"10.20.0.0/16","block_mask":28,"nat_outgoing":false,"tenants":["v4","dual"]},
+  {"name":"pods6","cidr":"fd00:20::/112","block_mask":124,"nat_outgoing":false,"tenants":["dual"]}],
+  "topologies":[{"networks":["pods4","pods6"],"map":[{"groups":[]}]}]}"#;
+
 /// ADD then DEL for every pod; returns (ADD stats, DEL stats).
 fn burst(node: &str, plugin: &Path, conf: &Value, pods: &[Netns]) -> (Stats, Stats) {
+    let want = if conf["tenant"] == "dual" { 2 } else { 1 };
     let mut adds = Vec::new();
     for (i, p) in pods.iter().enumerate() {
         let (d, r) = call(node, plugin, "ADD", &format!("bench{i}"), &p.0, conf);
-        assert!(r["ips"][0]["address"].is_string(), "ADD result has an address: {r}");
+        let n = r["ips"].as_array().map_or(0, Vec::len);
+        assert!(n == want && r["ips"][0]["address"].is_string(), "ADD result has {want} addresses: {r}");
         adds.push(d);
     }
     let mut dels = Vec::new();
@@ -86,7 +97,7 @@ async fn main() {
     let pods: Vec<Netns> =
         (0..n).map(|i| Netns::new(&format!("rmb-{pid}-pod{i}")).expect("pod namespace")).collect();
     let dir = TempDir::new("cni-bench");
-    let creds = common::romanad(dir.path()).await;
+    let creds = common::romanad_with(dir.path(), TOPOLOGY).await;
     let socket = dir.path().join("agent.sock");
     let _agent = agent(&creds, "node1", "192.168.77.1", &node.0, &socket, &dir.path().join("agent.log"));
     wait_for("agent ready", 30, || cni("STATUS", "", "", &conf("1.1.0", &socket), "").0 == 0).await;
@@ -98,7 +109,9 @@ async fn main() {
         return;
     }
     let rconf = json!({"cniVersion": "1.0.0", "name": "romana-bench", "type": "romana-cni",
-                       "agent_socket": socket, "tenant": "bench"});
+                       "agent_socket": socket, "tenant": "v4"});
+    let mut dconf = rconf.clone();
+    dconf["tenant"] = json!("dual");
     let bconf = json!({"cniVersion": "1.0.0", "name": "bridge-bench", "type": "bridge",
         "bridge": "rmbbr0", "isGateway": true, "ipMasq": false,
         "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.99.0.0/16"}]],
@@ -106,15 +119,23 @@ async fn main() {
     // One warm-up pod each (first exec of a binary pays page-cache misses), then the bursts,
     // alternated so drift on this shared machine hits both.
     burst(&node.0, romana, &rconf, &pods[..1]);
+    burst(&node.0, romana, &dconf, &pods[..1]);
     burst(&node.0, bridge, &bconf, &pods[..1]);
     let (ra, rd) = burst(&node.0, romana, &rconf, &pods);
+    let (da, dd) = burst(&node.0, romana, &dconf, &pods);
     let (ba, bd) = burst(&node.0, bridge, &bconf, &pods);
+    // A second IPv4-only burst after the dual one, so drift over the run shows.
+    let (ra2, _) = burst(&node.0, romana, &rconf, &pods);
     println!("CNI ADD/DEL latency, {n} pods one after another (ms)");
     println!(
         "{:<26} {:>8} {:>8} {:>8} {:>8} {:>8}",
         "plugin", "ADD p50", "ADD p99", "ADD mean", "DEL p50", "DEL p99"
     );
-    for (name, a, d) in [("romana-cni", &ra, &rd), ("bridge + host-local", &ba, &bd)] {
+    for (name, a, d) in [
+        ("romana-cni IPv4", &ra, &rd),
+        ("romana-cni dual stack", &da, &dd),
+        ("bridge + host-local", &ba, &bd),
+    ] {
         println!("{name:<26} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>8.2}", a.p50, a.p99, a.mean, d.p50, d.p99);
     }
     // Where romana's ADD time goes, from the agent's log: IPAM allocation and netlink plumbing.
@@ -123,24 +144,36 @@ async fn main() {
         let rest = &line[line.find(key)? + key.len()..];
         rest.split(|c: char| c.is_whitespace()).next()?.parse().ok()
     };
-    let (mut alloc, mut plumb): (Vec<f64>, Vec<f64>) = (Vec::new(), Vec::new());
     if std::env::var_os("ROMANA_BENCH_SHOW_LOG").is_some() {
         println!("{}", log.lines().filter(|l| l.contains("CNI ADD")).take(3).collect::<Vec<_>>().join("\n"));
     }
-    for l in log.lines().filter(|l| l.contains("CNI ADD")).skip(1) {
-        alloc.extend(field(l, "alloc_ms="));
-        plumb.extend(field(l, "plumb_ms="));
-    }
+    // The agent logs one line per ADD, in order: the two warm-ups (IPv4, dual), then the bursts.
+    let lines: Vec<&str> = log.lines().filter(|l| l.contains("CNI ADD")).collect();
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
-    println!(
-        "romana ADD inside the agent (mean ms): allocate {:.2}, plumb {:.2}",
-        mean(&alloc),
-        mean(&plumb)
-    );
+    for (name, at) in [("IPv4", 2), ("dual stack", 2 + n), ("IPv4 again", 2 + 2 * n)] {
+        let burst = lines.get(at..(at + n).min(lines.len())).unwrap_or_default();
+        let steps: Vec<String> = ["alloc_ms=", "register_ms=", "policy_ms=", "plumb_ms="]
+            .iter()
+            .map(|k| {
+                let v: Vec<f64> = burst.iter().filter_map(|l| field(l, k)).collect();
+                format!("{} {:.2}", k.trim_end_matches("_ms="), mean(&v))
+            })
+            .collect();
+        println!("romana ADD inside the agent, {name} (mean ms): {}", steps.join(", "));
+    }
     println!(
         "ratio romana/reference: ADD p50 {:.2}, ADD p99 {:.2}, DEL p50 {:.2} (target ADD <= 1.0)",
         ra.p50 / ba.p50,
         ra.p99 / ba.p99,
         rd.p50 / bd.p50
+    );
+    println!(
+        "ratio dual/IPv4: ADD p50 {:.2}, ADD p99 {:.2}, DEL p50 {:.2} (target ADD < 1.2); \
+         IPv4 again after dual: ADD p50 {:.2}, p99 {:.2}",
+        da.p50 / ra.p50,
+        da.p99 / ra.p99,
+        dd.p50 / rd.p50,
+        ra2.p50,
+        ra2.p99
     );
 }

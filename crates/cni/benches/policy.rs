@@ -16,6 +16,7 @@
 //!   resumes).
 //!
 //! `cargo build --release -p romana-agent && cargo bench -p romana-cni --bench policy`
+//! (`-- --samples=N`: N probes per measure; `-- --no-throughput`: without the iperf3 rounds)
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -76,6 +77,45 @@ fn agent_cpu_seconds(a: &common::Agent) -> f64 {
     (ticks(11) + ticks(12)) / 100.0
 }
 
+/// The agent on the bench's host, its table read by `nft -j` or over netlink, logging each
+/// pass's times (debug level).
+fn agent_reading(
+    creds: &std::path::Path,
+    netns: &str,
+    socket: &std::path::Path,
+    log: &std::path::Path,
+    netlink: bool,
+) -> common::Agent {
+    let bin = romana_test_support::sibling_bin(env!("CARGO_BIN_EXE_romana-cni"), "romana-agent");
+    let child = std::process::Command::new(bin)
+        .args(["--host", "hq", "--host-ip", "192.168.77.1", "--netns", netns, "--interval-ms", "200"])
+        .arg("--socket")
+        .arg(socket)
+        .arg("--credentials")
+        .arg(creds)
+        .env("ROMANA_NFT_NETLINK_READ", if netlink { "1" } else { "0" })
+        .env("RUST_LOG", "info,romana_agent=debug")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(log).expect("agent log"))
+        .spawn()
+        .expect("agent");
+    common::Agent(child)
+}
+
+/// `compile_ms`, `read_wait_ms` (the table's read runs beside the compile; what was left of it
+/// after) and `pass_ms` (plan and apply) of the first `firewall pass` line of an agent's debug
+/// log (0 when absent).
+fn first_pass_times(log: &str) -> (f64, f64, f64) {
+    let line = log.lines().find(|l| l.contains("firewall pass")).unwrap_or_default();
+    let field = |name: &str| {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(name))
+            .and_then(|v| v.trim_matches(|c: char| !c.is_ascii_digit() && c != '.').parse().ok())
+            .unwrap_or(0.0)
+    };
+    (field("compile_ms="), field("read_wait_ms="), field("pass_ms="))
+}
+
 fn netns_path(ns: &Netns) -> String {
     format!("/run/netns/{}", ns.0)
 }
@@ -108,6 +148,32 @@ async fn add_pod(ns: &Netns, cid: &str, sock: &std::path::Path, labels: &str) ->
     let ip =
         r["ips"][0]["address"].as_str().expect("address").split('/').next().expect("ip").parse().expect("ip");
     (ip, ms)
+}
+
+/// The agent's account of each ADD (its `CNI ADD` log line: `alloc_ms=`, `policy_ms=`,
+/// `plumb_ms=`...), over the ADDs of containers named `<prefix><n>`: each step's p50 and p99.
+fn add_steps(log: &str, prefix: &str) -> String {
+    let mut steps: std::collections::BTreeMap<&str, Vec<f64>> = Default::default();
+    for line in log.lines().filter(|l| l.contains("CNI ADD")) {
+        let fields: Vec<(&str, &str)> = line.split_whitespace().filter_map(|f| f.split_once('=')).collect();
+        let ours = fields.iter().any(|(k, v)| {
+            let n = v.split(':').nth(2).and_then(|cid| cid.strip_prefix(prefix));
+            *k == "address" && n.is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+        });
+        if !ours {
+            continue;
+        }
+        for (k, v) in fields.into_iter().filter(|(k, _)| k.ends_with("_ms")) {
+            if let Ok(v) = v.parse::<f64>() {
+                steps.entry(k).or_default().push(v);
+            }
+        }
+    }
+    steps
+        .iter()
+        .map(|(k, v)| format!("{k} {:.2}/{:.2}", pct(v, 0.5), pct(v, 0.99)))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Loads the synthetic cluster: hosts, tenants, `endpoints` allocations with records, `policies`
@@ -194,6 +260,12 @@ async fn main() {
         (false, true) => (5_000, 50_000, 100, 20),
         (false, false) => (1_000, 10_000, 100, 20),
     };
+    // `--samples=N`: fewer probes per measure (a shorter run; p99 of fewer samples is near the
+    // maximum). `--no-throughput`: leave out the iperf3 rounds (table swaps at 5x take long).
+    let samples: usize = std::env::args()
+        .find_map(|a| a.strip_prefix("--samples=").map(|n| n.parse().expect("--samples=N")))
+        .unwrap_or(samples);
+    let throughput = !std::env::args().any(|a| a == "--no-throughput");
     let pid = std::process::id();
     let Some(host) = Netns::new(&format!("rmq-{pid}-h")) else {
         println!("SKIP: cannot create network namespaces (needs root and iproute2)");
@@ -327,39 +399,48 @@ async fn main() {
     // paused so that it does not repair the swap; its own table is back before it resumes.
     let secs = if quick { 2 } else { 3 };
     let rounds = if quick { 2 } else { 6 };
-    let loaded_table = nft_in(&host.0, "list table inet romana");
-    let empty = format!("delete table inet romana\n{}", without_elements(&loaded_table));
-    let restore = format!("delete table inet romana\n{loaded_table}");
-    signal(&_agent, "STOP");
-    // The paused agent's heartbeat lease runs out within 3 s and romanad (in this process)
-    // withdraws its routes and recomputes every host's set: several percent of the machine for a
-    // moment (seen with `perf`), which would land on the first, loaded run. Let it pass first.
-    std::thread::sleep(Duration::from_secs(6));
     let (mut tput_loaded, mut tput_empty) = (Vec::new(), Vec::new());
     let (mut cpu_loaded, mut cpu_empty) = (Vec::new(), Vec::new());
-    // In the order loaded, empty, empty, loaded, ...: each kind is measured as often right after
-    // a swap as not, so the swap's own after-effects fall on both.
-    let mut loaded_now = true;
-    for k in 0..rounds * 2 {
-        let want_loaded = matches!(k % 4, 0 | 3);
-        if want_loaded != loaded_now {
-            nft_script(&host.0, if want_loaded { &restore } else { &empty });
-            loaded_now = want_loaded;
+    if throughput {
+        let loaded_table = nft_in(&host.0, "list table inet romana");
+        let empty = format!("delete table inet romana\n{}", without_elements(&loaded_table));
+        let restore = format!("delete table inet romana\n{loaded_table}");
+        signal(&_agent, "STOP");
+        // The paused agent's heartbeat lease runs out within 3 s and romanad (in this process)
+        // withdraws its routes and recomputes every host's set: several percent of the machine for a
+        // moment (seen with `perf`), which would land on the first, loaded run. Let it pass first.
+        std::thread::sleep(Duration::from_secs(6));
+        // In the order loaded, empty, empty, loaded, ...: each kind is measured as often right after
+        // a swap as not, so the swap's own after-effects fall on both.
+        let mut loaded_now = true;
+        for k in 0..rounds * 2 {
+            let want_loaded = matches!(k % 4, 0 | 3);
+            if want_loaded != loaded_now {
+                nft_script(&host.0, if want_loaded { &restore } else { &empty });
+                loaded_now = want_loaded;
+            }
+            let busy = common::busy_seconds();
+            let v = iperf(&srv.0, &cli.0, &srv_ip.to_string(), secs);
+            // CPU seconds per GB moved: steadier than throughput on this shared machine.
+            let c = (common::busy_seconds() - busy) / (v * f64::from(secs) / 8.0);
+            let (tput, cpu) = if want_loaded {
+                (&mut tput_loaded, &mut cpu_loaded)
+            } else {
+                (&mut tput_empty, &mut cpu_empty)
+            };
+            tput.push(v);
+            cpu.push(c);
         }
-        let busy = common::busy_seconds();
-        let v = iperf(&srv.0, &cli.0, &srv_ip.to_string(), secs);
-        // CPU seconds per GB moved: steadier than throughput on this shared machine.
-        let c = (common::busy_seconds() - busy) / (v * f64::from(secs) / 8.0);
-        let (tput, cpu) =
-            if want_loaded { (&mut tput_loaded, &mut cpu_loaded) } else { (&mut tput_empty, &mut cpu_empty) };
-        tput.push(v);
-        cpu.push(c);
+        if !loaded_now {
+            nft_script(&host.0, &restore);
+        }
+        assert_eq!(
+            nft_in(&host.0, "list table inet romana"),
+            loaded_table,
+            "the agent's table was not restored"
+        );
+        signal(&_agent, "CONT");
     }
-    if !loaded_now {
-        nft_script(&host.0, &restore);
-    }
-    assert_eq!(nft_in(&host.0, "list table inet romana"), loaded_table, "the agent's table was not restored");
-    signal(&_agent, "CONT");
     let syncs = agent_metric(&sock, "romana_agent_firewall_syncs_total");
     let sync_s = agent_metric(&sock, "romana_agent_firewall_sync_seconds_sum");
 
@@ -383,20 +464,31 @@ async fn main() {
         pct(&empty_add, 0.99),
         pct(&loaded_add, 0.5) / pct(&empty_add, 0.5)
     );
-    println!(
-        "  throughput pod->pod (iperf3 {secs} s, {rounds} runs each in ABBA order, median): sets loaded {:.2} Gbit/s vs the same table with its sets emptied {:.2} Gbit/s (ratio {:.3})",
-        pct(&tput_loaded, 0.5),
-        pct(&tput_empty, 0.5),
-        pct(&tput_loaded, 0.5) / pct(&tput_empty, 0.5)
-    );
-    let rounds_shown = |v: &[f64]| v.iter().map(|x| format!("{x:.1}")).collect::<Vec<_>>().join(" ");
-    println!("    rounds, loaded: {}; empty sets: {}", rounds_shown(&tput_loaded), rounds_shown(&tput_empty));
-    println!(
-        "    CPU per GB moved (median): loaded {:.3} s vs emptied {:.3} s (ratio {:.3})",
-        pct(&cpu_loaded, 0.5),
-        pct(&cpu_empty, 0.5),
-        pct(&cpu_loaded, 0.5) / pct(&cpu_empty, 0.5)
-    );
+    // Where each ADD's time went, as the agent saw it (p50/p99, ms); the rest of an ADD is the
+    // plugin's process start and the socket round trip.
+    let log = std::fs::read_to_string(dir.path().join("agent.log")).unwrap_or_default();
+    println!("    agent's steps, loaded: {}", add_steps(&log, "b"));
+    println!("    agent's steps, empty:  {}", add_steps(&log, "a"));
+    if throughput {
+        println!(
+            "  throughput pod->pod (iperf3 {secs} s, {rounds} runs each in ABBA order, median): sets loaded {:.2} Gbit/s vs the same table with its sets emptied {:.2} Gbit/s (ratio {:.3})",
+            pct(&tput_loaded, 0.5),
+            pct(&tput_empty, 0.5),
+            pct(&tput_loaded, 0.5) / pct(&tput_empty, 0.5)
+        );
+        let rounds_shown = |v: &[f64]| v.iter().map(|x| format!("{x:.1}")).collect::<Vec<_>>().join(" ");
+        println!(
+            "    rounds, loaded: {}; empty sets: {}",
+            rounds_shown(&tput_loaded),
+            rounds_shown(&tput_empty)
+        );
+        println!(
+            "    CPU per GB moved (median): loaded {:.3} s vs emptied {:.3} s (ratio {:.3})",
+            pct(&cpu_loaded, 0.5),
+            pct(&cpu_empty, 0.5),
+            pct(&cpu_loaded, 0.5) / pct(&cpu_empty, 0.5)
+        );
+    }
     println!(
         "  label change of one pod -> enforced (refuse, probed): p50 {:.1} ms, p99 {:.1} ms; -> admitted again: p50 {:.1} ms, p99 {:.1} ms ({samples} samples)",
         pct(&label_closing, 0.5),
@@ -409,25 +501,33 @@ async fn main() {
         "  agent: RSS {rss_mb:.0} MiB with the cluster loaded; CPU {cpu_per_pass_ms:.1} ms per compile during the writes"
     );
     // A restart: the agent reads everything, compiles, reads the kernel's table and converges
-    // (no change is due: the table in force is its own).
+    // (no change is due: the table in force is its own). Once with each reader of the table:
+    // `nft -j` (the default) and netlink (`ROMANA_NFT_NETLINK_READ=1`).
     drop(_agent);
-    let t = Instant::now();
-    let _agent = agent(&creds, "hq", "192.168.77.1", &host.0, &sock, &dir.path().join("agent2.log"));
-    // Polled every 5 ms (wait_for's 100 ms would be the resolution).
-    loop {
-        if std::os::unix::net::UnixStream::connect(&sock).is_ok()
-            && agent_metric(&sock, "romana_agent_firewall_syncs_total") >= 1.0
-        {
-            break;
+    for (reader, netlink) in [("nft -j", false), ("netlink", true)] {
+        let log = dir.path().join(format!("agent-restart-{netlink}.log"));
+        let t = Instant::now();
+        let restarted = agent_reading(&creds, &host.0, &sock, &log, netlink);
+        // Polled every 5 ms (wait_for's 100 ms would be the resolution).
+        loop {
+            if std::os::unix::net::UnixStream::connect(&sock).is_ok()
+                && agent_metric(&sock, "romana_agent_firewall_syncs_total") >= 1.0
+            {
+                break;
+            }
+            assert!(t.elapsed() < Duration::from_secs(120), "the restarted agent never made a pass");
+            std::thread::sleep(Duration::from_millis(5));
         }
-        assert!(t.elapsed() < Duration::from_secs(120), "the restarted agent never made a pass");
-        std::thread::sleep(Duration::from_millis(5));
+        let total = t.elapsed().as_secs_f64() * 1e3;
+        let reads = agent_metric(&sock, "romana_agent_firewall_reads_total");
+        let (compile_ms, wait_ms, pass_ms) =
+            first_pass_times(&std::fs::read_to_string(&log).unwrap_or_default());
+        println!(
+            "  agent restart ({reader} read) -> first pass done: {total:.0} ms; its pass: compile {compile_ms:.0} ms, then waiting for the table's read (beside the compile) {wait_ms:.0} ms, plan + apply {pass_ms:.0} ms ({:.0} set elements after it, {reads} table reads)",
+            agent_metric(&sock, "romana_agent_firewall_elements")
+        );
+        drop(restarted);
     }
-    println!(
-        "  agent restart -> first pass done: {:.0} ms ({:.0} set elements after it)",
-        t.elapsed().as_secs_f64() * 1e3,
-        agent_metric(&sock, "romana_agent_firewall_elements")
-    );
     // The agent's log outlives the run for a closer look (RUST_LOG=romana_agent=debug shows
     // each pass's compile, read and apply times).
     let kept = std::env::temp_dir().join("romana-policy-bench-agent.log");

@@ -285,21 +285,33 @@ pub fn parse(env: &BTreeMap<String, String>, stdin: &[u8]) -> Result<Invocation,
 }
 
 impl Invocation {
-    /// The address the runtime was given for this interface (CHECK), from `prevResult`.
+    /// The address the runtime was given for this interface (CHECK), from `prevResult`: the
+    /// first of `prev_ips`.
     pub fn prev_ip(&self) -> Option<String> {
-        let prev = self.conf.prev_result.as_ref()?;
+        self.prev_ips().into_iter().next()
+    }
+
+    /// Every address the runtime was given for this interface (CHECK), from `prevResult`: those
+    /// of `ips` naming this interface, or the first of `ips` when none names one (a result
+    /// without interfaces). A dual-stack pod has two.
+    pub fn prev_ips(&self) -> Vec<String> {
+        let Some(prev) = self.conf.prev_result.as_ref() else { return vec![] };
         let ifaces = prev.get("interfaces").and_then(|v| v.as_array());
         let ours = ifaces.and_then(|l| {
             l.iter().position(|i| i.get("name").and_then(|n| n.as_str()) == Some(&self.ifname))
         });
-        let ips = prev.get("ips")?.as_array()?;
-        let ip = ips
+        let Some(ips) = prev.get("ips").and_then(|v| v.as_array()) else { return vec![] };
+        let address = |ip: &serde_json::Value| {
+            let addr = ip.get("address")?.as_str()?;
+            Some(addr.split('/').next().unwrap_or(addr).to_owned())
+        };
+        let mine: Vec<String> = ips
             .iter()
-            .find(|ip| {
+            .filter(|ip| {
                 ours.is_some() && ip.get("interface").and_then(|v| v.as_u64()) == ours.map(|o| o as u64)
             })
-            .or_else(|| ips.first())?;
-        let addr = ip.get("address")?.as_str()?;
-        Some(addr.split('/').next().unwrap_or(addr).to_owned())
+            .filter_map(address)
+            .collect();
+        if mine.is_empty() { ips.first().and_then(address).into_iter().collect() } else { mine }
     }
 }

@@ -74,6 +74,7 @@ fn run(inv: &Invocation) -> Result<Option<Value>, CniError> {
         segment: inv.segment.clone(),
         labels: inv.labels.clone(),
         ip: inv.prev_ip(),
+        ips: inv.prev_ips(),
         pod: inv.pod.clone(),
         runtime_labels: inv.runtime_labels,
     };

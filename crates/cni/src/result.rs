@@ -36,25 +36,37 @@ pub fn panic_error(payload: &(dyn std::any::Any + Send)) -> CniError {
 }
 
 /// The ADD (and 1.x DEL/CHECK-less) result. From 0.3.0 to 0.4.0 each IP carries `version`;
-/// 1.0.0 dropped it. Interface 0 is the host end, 1 the pod's.
+/// 1.0.0 dropped it. Interface 0 is the host end, 1 the pod's. A dual-stack pod has two `ips`
+/// (IPv4 first, so a runtime that reads only the first sees the address it always saw) and a
+/// default route of each family.
 pub fn render_result(version: &str, a: &Attached) -> Value {
-    let v6 = a.ip.contains(':');
-    let mut ip = json!({
-        "address": format!("{}/{}", a.ip, a.prefix_len),
-        "gateway": a.gateway,
-        "interface": 1,
-    });
-    if version_key(version) < version_key("1.0.0") {
-        ip["version"] = json!(if v6 { "6" } else { "4" });
-    }
+    let addresses = a.addresses();
+    let ips: Vec<Value> = addresses
+        .iter()
+        .map(|x| {
+            let mut ip = json!({
+                "address": format!("{}/{}", x.ip, x.prefix_len),
+                "gateway": x.gateway,
+                "interface": 1,
+            });
+            if version_key(version) < version_key("1.0.0") {
+                ip["version"] = json!(if x.ip.contains(':') { "6" } else { "4" });
+            }
+            ip
+        })
+        .collect();
+    let routes: Vec<Value> = addresses
+        .iter()
+        .map(|x| json!({"dst": if x.ip.contains(':') { "::/0" } else { "0.0.0.0/0" }, "gw": x.gateway}))
+        .collect();
     json!({
         "cniVersion": version,
         "interfaces": [
             {"name": a.host_link, "mac": a.host_mac},
             {"name": a.ifname, "mac": a.pod_mac, "sandbox": a.netns},
         ],
-        "ips": [ip],
-        "routes": [{"dst": if v6 { "::/0" } else { "0.0.0.0/0" }, "gw": a.gateway}],
+        "ips": ips,
+        "routes": routes,
         "dns": {},
     })
 }

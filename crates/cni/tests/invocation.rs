@@ -197,6 +197,7 @@ fn results_have_the_shape_of_each_version() {
         prefix_len: 32,
         gateway: "169.254.1.1".into(),
         address_name: "cni:romana:c:eth0".into(),
+        ips: vec![],
     };
     let golden = |version: &str, ip_version: Option<&str>| {
         let mut ip = json!({"address": "10.1.2.3/32", "gateway": "169.254.1.1", "interface": 1});
@@ -220,6 +221,64 @@ fn results_have_the_shape_of_each_version() {
     for v in ["1.0.0", "1.1.0"] {
         assert_eq!(render_result(v, &a), golden(v, None), "{v}");
     }
+}
+
+/// A dual-stack pod: both addresses in `ips` (IPv4 first, each with its gateway and, before
+/// 1.0.0, its version) and a default route of each family.
+#[test]
+fn dual_stack_results_list_both_addresses_and_both_default_routes() {
+    use romana_api::agent::AttachedIp;
+    let ip = |ip: &str, len: u8, gw: &str| AttachedIp { ip: ip.into(), prefix_len: len, gateway: gw.into() };
+    let a = Attached {
+        host_link: "romana0123abcde".into(),
+        host_mac: "02:00:00:00:00:01".into(),
+        ifname: "eth0".into(),
+        pod_mac: "02:00:00:00:00:02".into(),
+        netns: "/run/netns/p".into(),
+        ip: "10.1.2.3".into(),
+        prefix_len: 32,
+        gateway: "169.254.1.1".into(),
+        address_name: "cni:romana:c:eth0".into(),
+        ips: vec![ip("10.1.2.3", 32, "169.254.1.1"), ip("fd00::3", 128, "fe80::1")],
+    };
+    for (v, versions) in [("0.4.0", Some(("4", "6"))), ("1.0.0", None), ("1.1.0", None)] {
+        let r = render_result(v, &a);
+        let mut want = json!([
+            {"address": "10.1.2.3/32", "gateway": "169.254.1.1", "interface": 1},
+            {"address": "fd00::3/128", "gateway": "fe80::1", "interface": 1}
+        ]);
+        if let Some((v4, v6)) = versions {
+            want[0]["version"] = json!(v4);
+            want[1]["version"] = json!(v6);
+        }
+        assert_eq!(r["ips"], want, "{v}");
+        assert_eq!(
+            r["routes"],
+            json!([{"dst": "0.0.0.0/0", "gw": "169.254.1.1"}, {"dst": "::/0", "gw": "fe80::1"}]),
+            "{v}"
+        );
+    }
+    // An IPv6-only pod: one address, one IPv6 default route.
+    let v6 = Attached { ip: "fd00::3".into(), prefix_len: 128, gateway: "fe80::1".into(), ips: vec![], ..a };
+    let r = render_result("1.0.0", &v6);
+    assert_eq!(r["ips"], json!([{"address": "fd00::3/128", "gateway": "fe80::1", "interface": 1}]));
+    assert_eq!(r["routes"], json!([{"dst": "::/0", "gw": "fe80::1"}]));
+}
+
+/// CHECK reads every address `prevResult` gave the interface (a dual-stack result has two).
+#[test]
+fn check_reads_both_addresses_of_a_dual_stack_prev_result() {
+    let env = BTreeMap::from([
+        ("CNI_COMMAND".into(), "CHECK".into()),
+        ("CNI_CONTAINERID".into(), "c1".into()),
+        ("CNI_NETNS".into(), "/x".into()),
+        ("CNI_IFNAME".into(), "eth0".into()),
+    ]);
+    let conf = r#"{"cniVersion":"1.0.0","name":"r","prevResult":{"interfaces":[{"name":"romanaabc"},{"name":"eth0","sandbox":"/x"}],
+        "ips":[{"address":"10.1.2.3/32","interface":1},{"address":"fd00::3/128","interface":1},{"address":"10.9.9.9/32","interface":0}]}}"#;
+    let inv = parse(&env, conf.as_bytes()).unwrap();
+    assert_eq!(inv.prev_ips(), ["10.1.2.3", "fd00::3"]);
+    assert_eq!(inv.prev_ip().as_deref(), Some("10.1.2.3"));
 }
 
 #[test]

@@ -133,3 +133,50 @@ async fn podman_containers_get_romana_addresses_and_talk() {
     assert!(ends.is_empty(), "DEL removed the host ends: {links}");
     assert!(!node.ip("route show proto 77").contains(&a), "DEL removed the route");
 }
+
+/// Dual stack through podman: a container of a tenant with an IPv4 and an IPv6 network gets both
+/// addresses (podman reads both from romana-cni's result), and a second container fetches from
+/// it over IPv6.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn podman_dual_stack_containers_get_both_addresses() {
+    if !(have("podman") && have("runc") && have("nsenter")) {
+        eprintln!("SKIP: podman, runc or nsenter missing (scripts/setup.sh installs them)");
+        return;
+    }
+    let Some(node) = Netns::new(&format!("rmo-{}-node6", std::process::id())) else {
+        eprintln!("SKIP: cannot create network namespaces (needs root)");
+        return;
+    };
+    node.ip("link set lo up");
+    let dir = TempDir::new("podman-dual");
+    let creds = common::romanad_with(dir.path(), common::DUAL).await;
+    let socket = dir.path().join("agent.sock");
+    let _agent = agent(&creds, "node1", "192.168.77.1", &node.0, &socket, &dir.path().join("agent.log"));
+    wait_for("agent ready", 20, || cni("STATUS", "", "", &conf("1.1.0", &socket), "").0 == 0).await;
+    setup(dir.path(), &socket);
+    let p = Podman { node: node.0.clone(), dir: dir.path().to_path_buf() };
+    let tar = busybox_tar(dir.path());
+    p.ok(&["import", tar.to_str().unwrap(), "localhost/rmbb:latest"]);
+    p.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "rmwd",
+        "localhost/rmbb:latest",
+        "sh",
+        "-c",
+        "echo hello-dual > /tmp/index.html; httpd -f -p 80 -h /tmp",
+    ]);
+    let net = "{{.NetworkSettings.Networks.romanapod.IPAddress}} {{.NetworkSettings.Networks.romanapod.GlobalIPv6Address}}";
+    let both = p.ok(&["inspect", "rmwd", "--format", net]);
+    let (v4, v6) = both.split_once(' ').unwrap_or((&both, ""));
+    assert!(
+        v4.starts_with("10.20.") && v6.starts_with("fd00:20::"),
+        "podman reports both addresses: {both:?}"
+    );
+    let page =
+        p.ok(&["run", "--rm", "localhost/rmbb:latest", "wget", "-qO-", &format!("http://[{v6}]/index.html")]);
+    assert_eq!(page, "hello-dual");
+    p.ok(&["rm", "-f", "-t", "0", "rmwd"]);
+    assert!(!node.ip("-6 route show proto 77").contains(v6), "DEL removed the IPv6 route");
+}

@@ -17,200 +17,15 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::policy::{
+    PROBES, Pod, TIMEOUT, V4, agent_trouble, all_open, expect, netns_path, probe_name, run_cases,
+};
 use common::probe::{self, Proto};
 use common::{agent, agent_metric, cni, conf, nft_in};
 use romana_api::rest::{Credentials, LabelsRequest, TenantRequest};
 use romana_client::Client;
 use romana_test_support::{HostPair, Netns, TempDir};
 use serde_json::{Value, json};
-
-const PROBES: [(Proto, u16); 4] = [(Proto::Tcp, 80), (Proto::Tcp, 81), (Proto::Udp, 80), (Proto::Udp, 81)];
-const TIMEOUT: Duration = Duration::from_millis(300);
-
-struct Pod {
-    id: String,
-    ns: Netns,
-    ip: IpAddr,
-    address_name: String,
-}
-
-fn netns_path(ns: &Netns) -> String {
-    format!("/run/netns/{}", ns.0)
-}
-
-fn probe_name(p: (Proto, u16)) -> String {
-    format!("{}/{}", if p.0 == Proto::Tcp { "TCP" } else { "UDP" }, p.1)
-}
-
-/// Probes until the matrices equal `want` (policy changes reach the hosts through the watch) or
-/// `secs` pass; returns the mismatch description on failure.
-fn expect(pods: &[Pod], want: &BTreeMap<String, Vec<String>>, secs: u64) -> Result<Duration, String> {
-    let list: Vec<(String, IpAddr)> = pods.iter().map(|p| (netns_path(&p.ns), p.ip)).collect();
-    let start = Instant::now();
-    loop {
-        let got = probe::matrix(&list, &PROBES, TIMEOUT);
-        let mut wrong = Vec::new();
-        for (k, p) in PROBES.iter().enumerate() {
-            let Some(rows) = want.get(&probe_name(*p)) else { continue };
-            for (i, row) in rows.iter().enumerate() {
-                for (j, c) in row.chars().enumerate() {
-                    if i != j && (c == '1') != got[k][i][j] {
-                        wrong.push(format!("{} {} -> {}: want {c}", probe_name(*p), pods[i].id, pods[j].id));
-                    }
-                }
-            }
-        }
-        if wrong.is_empty() {
-            return Ok(start.elapsed());
-        }
-        if start.elapsed() > Duration::from_secs(secs) {
-            let shown: Vec<String> = PROBES
-                .iter()
-                .enumerate()
-                .map(|(k, p)| format!("{}:\n{}", probe_name(*p), probe::render(&got[k])))
-                .collect();
-            return Err(format!(
-                "{} cells differ:\n{}\nprobed:\n{}",
-                wrong.len(),
-                wrong.join("\n"),
-                shown.join("\n")
-            ));
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
-fn all_open(n: usize) -> BTreeMap<String, Vec<String>> {
-    PROBES.iter().map(|p| (probe_name(*p), vec!["1".repeat(n); n])).collect()
-}
-
-/// Rewrites the examples' ipBlocks for this cluster, whose addresses IPAM chose. A block around
-/// every example pod becomes our pod network, its exceptions the excepted pods' addresses; a
-/// block around some of them becomes one /32 block per pod it covers (what the probes can tell
-/// apart). `example_ips` maps each example address to its pod.
-fn rewrite(v: &mut Value, example_ips: &BTreeMap<IpAddr, String>, pods: &[Pod]) {
-    match v {
-        Value::Object(m) => {
-            for (k, x) in m.iter_mut() {
-                if (k == "from" || k == "to") && x.is_array() {
-                    let peers = std::mem::take(x.as_array_mut().unwrap());
-                    *x = Value::Array(
-                        peers.into_iter().flat_map(|p| rewrite_peer(p, example_ips, pods)).collect(),
-                    );
-                } else {
-                    rewrite(x, example_ips, pods);
-                }
-            }
-        }
-        Value::Array(a) => a.iter_mut().for_each(|x| rewrite(x, example_ips, pods)),
-        _ => {}
-    }
-}
-
-fn covered(cidr: &str, example_ips: &BTreeMap<IpAddr, String>) -> Vec<String> {
-    let c: romana_model::Cidr = cidr.parse().unwrap();
-    example_ips.iter().filter(|(ip, _)| c.contains_addr(**ip)).map(|(_, id)| id.clone()).collect()
-}
-
-fn rewrite_peer(peer: Value, example_ips: &BTreeMap<IpAddr, String>, pods: &[Pod]) -> Vec<Value> {
-    let Some(block) = peer.get("ipBlock") else { return vec![peer] };
-    let ip_of = |id: &String| pods.iter().find(|p| &p.id == id).unwrap().ip;
-    let inside = covered(block["cidr"].as_str().unwrap(), example_ips);
-    let excepted: Vec<String> = block["except"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .flat_map(|x| covered(x.as_str().unwrap(), example_ips))
-        .collect();
-    if inside.len() == example_ips.len() {
-        let except: Vec<String> = excepted.iter().map(|id| format!("{}/32", ip_of(id))).collect();
-        return vec![json!({"ipBlock": {"cidr": "10.20.0.0/16", "except": except}})];
-    }
-    inside
-        .iter()
-        .filter(|id| !excepted.contains(id))
-        .map(|id| json!({"ipBlock": {"cidr": format!("{}/32", ip_of(id))}}))
-        .collect()
-}
-
-/// The agents' warnings and errors, for a failure message.
-fn agent_trouble(logs: &[std::path::PathBuf]) -> String {
-    logs.iter()
-        .map(|l| {
-            let text = std::fs::read_to_string(l).unwrap_or_default();
-            let bad: Vec<&str> = text
-                .lines()
-                .filter(|x| x.contains("WARN") || x.contains("ERROR") || x.contains("firewall"))
-                .collect();
-            format!("--- {}:\n{}", l.display(), bad[bad.len().saturating_sub(25)..].join("\n"))
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
-async fn run_cases(
-    client: &Client,
-    path: &Path,
-    pods: &[Pod],
-    original: &BTreeMap<String, String>,
-    logs: &[std::path::PathBuf],
-) -> usize {
-    let doc: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-    let example_ips: BTreeMap<IpAddr, String> = pods
-        .iter()
-        .map(|p| (doc["cluster"]["pods"][&p.id]["ip"].as_str().unwrap().parse().unwrap(), p.id.clone()))
-        .collect();
-    let mut steps = 0;
-    for case in doc["cases"].as_array().unwrap() {
-        let id = case["id"].as_str().unwrap();
-        let mut created = Vec::new();
-        for (s, step) in case["steps"].as_array().unwrap().iter().enumerate() {
-            for a in step["actions"].as_array().unwrap() {
-                match a["op"].as_str().unwrap() {
-                    "label_pod" => {
-                        let pod = pods.iter().find(|p| p.id == a["pod"].as_str().unwrap()).unwrap();
-                        let labels = serde_json::from_value(a["labels"].clone()).unwrap();
-                        client
-                            .set_endpoint_labels(&pod.address_name, &LabelsRequest { labels })
-                            .await
-                            .unwrap();
-                    }
-                    "create_policy" | "update_policy" => {
-                        let mut p = a["policy"].clone();
-                        rewrite(&mut p, &example_ips, pods);
-                        let np = client.apply_netpol(&p).await.unwrap_or_else(|e| panic!("{id}: {e}"));
-                        created.push((np.metadata.namespace, np.metadata.name));
-                    }
-                    "delete_policy" => {
-                        let m = &a["policy"]["metadata"];
-                        client
-                            .delete_netpol(m["namespace"].as_str().unwrap(), m["name"].as_str().unwrap())
-                            .await
-                            .unwrap();
-                    }
-                    other => panic!("{id}: unknown op {other}"),
-                }
-            }
-            let want: BTreeMap<String, Vec<String>> =
-                serde_json::from_value(step["expected"].clone()).unwrap();
-            if let Err(e) = expect(pods, &want, 10) {
-                panic!("{id} step {s}: {e}\n{}", agent_trouble(logs));
-            }
-            steps += 1;
-        }
-        // Back to an open cluster for the next case.
-        for (ns, name) in created {
-            let _ = client.delete_netpol(&ns, &name).await;
-        }
-        for p in pods {
-            let labels = BTreeMap::from([("pod".to_owned(), original[&p.id].clone())]);
-            client.set_endpoint_labels(&p.address_name, &LabelsRequest { labels }).await.unwrap();
-        }
-        expect(pods, &all_open(pods.len()), 10)
-            .unwrap_or_else(|e| panic!("after {id}: {e}\n{}", agent_trouble(logs)));
-    }
-    steps
-}
 
 /// Whether one ping from `from` to `to` is answered (ICMP echo, type 8 code 0).
 fn ping(from: &Pod, to: &Pod) -> bool {
@@ -340,21 +155,7 @@ async fn policies_enforced_between_pods_on_two_hosts() {
     )
     .await
     .unwrap();
-    for ns in ["x", "y", "z"] {
-        let labels = BTreeMap::from([
-            ("ns".to_owned(), ns.to_owned()),
-            ("kubernetes.io/metadata.name".to_owned(), ns.to_owned()),
-        ]);
-        admin
-            .create_tenant(&TenantRequest {
-                name: ns.into(),
-                external_id: String::new(),
-                labels,
-                isolation: String::new(),
-            })
-            .await
-            .unwrap();
-    }
+    common::policy::tenants(&admin).await;
     let sock: Vec<_> = ["a", "b"].iter().map(|h| dir.path().join(format!("{h}.sock"))).collect();
     let host_ns = [hosts.0.0.clone(), hosts.1.0.clone()];
     let mut agents = vec![
@@ -367,44 +168,7 @@ async fn policies_enforced_between_pods_on_two_hosts() {
     .await;
 
     // Nine pods, alternating hosts, with the examples' labels and named ports.
-    let doc: Value = serde_json::from_str(
-        &std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../policy/tests/data/netpol-examples.json"
-        ))
-        .unwrap(),
-    )
-    .unwrap();
-    let mut pods = Vec::new();
-    let mut original = BTreeMap::new();
-    for (i, id) in doc["pods"].as_array().unwrap().iter().enumerate() {
-        let id = id.as_str().unwrap().to_owned();
-        let (ns, name) = id.split_once('/').unwrap();
-        let netns = Netns::new(&format!("rmp-{pid}-{ns}{name}")).unwrap();
-        let args =
-            format!("IgnoreUnknown=1;K8S_POD_NAMESPACE={ns};K8S_POD_NAME={name};ROMANA_LABELS=pod={name}");
-        let (rc, r) = cni("ADD", &format!("p{i}"), &netns_path(&netns), &conf("1.0.0", &sock[i % 2]), &args);
-        assert_eq!(rc, 0, "ADD {id}: {r}");
-        let ip: IpAddr = r["ips"][0]["address"].as_str().unwrap().split('/').next().unwrap().parse().unwrap();
-        let address_name = format!("cni:romana-test:p{i}:eth0");
-        // A controller adds the pod's containerPorts (what a CNI plugin cannot know).
-        let mut e =
-            admin.endpoint_list().await.unwrap().into_iter().find(|e| e.name == address_name).unwrap();
-        e.ports = serde_json::from_value::<Vec<Value>>(doc["cluster"]["pods"][&id]["containerPorts"].clone())
-            .unwrap()
-            .iter()
-            .filter(|p| p["protocol"] != "SCTP")
-            .map(|p| romana_api::rest::EndpointPort {
-                name: p["name"].as_str().unwrap().into(),
-                protocol: p["protocol"].as_str().unwrap().into(),
-                port: p["containerPort"].as_u64().unwrap() as u16,
-            })
-            .collect();
-        admin.put_endpoint(&e).await.unwrap();
-        probe::serve(&netns_path(&netns));
-        original.insert(id.clone(), name.to_owned());
-        pods.push(Pod { id, ns: netns, ip, address_name });
-    }
+    let (pods, original) = common::policy::add_pods(&admin, &sock, &format!("rmp-{pid}"), V4).await;
     expect(&pods, &all_open(pods.len()), 10).unwrap_or_else(|e| panic!("before any policy: {e}"));
     // Nothing isolated yet: the agents' tables hook nothing (no chains in the packet path, no
     // conntrack from us); the tenant isolation below brings the base chains.
@@ -414,8 +178,9 @@ async fn policies_enforced_between_pods_on_two_hosts() {
     // The worked examples, then our own cases (label changes, updates, deletes).
     let data = concat!(env!("CARGO_MANIFEST_DIR"), "/../policy/tests/data");
     let logs = [dir.path().join("a.log"), dir.path().join("b.log")];
-    let n = run_cases(&admin, &Path::new(data).join("netpol-examples.json"), &pods, &original, &logs).await;
-    let m = run_cases(&admin, &Path::new(data).join("netpol-romana.json"), &pods, &original, &logs).await;
+    let n =
+        run_cases(&admin, &Path::new(data).join("netpol-examples.json"), &pods, &original, &logs, V4).await;
+    let m = run_cases(&admin, &Path::new(data).join("netpol-romana.json"), &pods, &original, &logs, V4).await;
     assert!(n >= 13 && m >= 7, "steps run: {n} + {m}");
     romana_policies(&admin, &pods, &hosts, &logs).await;
     host_policy(&admin, &pods, &hosts, &logs).await;

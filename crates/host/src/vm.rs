@@ -1,7 +1,9 @@
 //! OpenStack VM endpoints: the tap interface is made by nova/libvirt, not by us, so Romana only
 //! adds what routing needs: the VM's /32 (/128) route of our protocol through the tap, the tap up,
-//! and proxy ARP on it (the VM's DHCP-given gateway is answered by the host). The tap itself is
-//! never deleted by us; removing the endpoint removes only our route.
+//! and for IPv4 proxy ARP on it (the VM's DHCP-given gateway is answered by the host). For IPv6
+//! the tap carries `IPV6_GATEWAY` (`fe80::1`, without duplicate address detection), the VM's
+//! gateway as a pod's: neighbour discovery answers for the link's own addresses, so no proxy NDP.
+//! The tap itself is never deleted by us; removing the endpoint removes only our route.
 
 use std::net::IpAddr;
 use std::path::Path;
@@ -9,10 +11,12 @@ use std::time::{Duration, Instant};
 
 use futures_util::TryStreamExt;
 use romana_dataplane::{LINK_PREFIX, ROUTE_PROTOCOL};
+use rtnetlink::packet_route::address::{AddressAttribute, AddressFlags, AddressHeaderFlags};
 use rtnetlink::packet_route::link::LinkAttribute;
 use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute, RouteProtocol, RouteScope, RouteType};
 use rtnetlink::{LinkUnspec, RouteMessageBuilder};
 
+use crate::IPV6_GATEWAY;
 use crate::netns::{NetnsError, in_netns_path};
 use crate::nl::{EEXIST, ENODEV, ESRCH, errno, host_len, route_to, valid_ifname};
 
@@ -76,6 +80,8 @@ pub fn attach_vm(host_ns: Option<&Path>, tap: &str, ip: IpAddr, wait: Duration) 
         if ip.is_ipv4() {
             let key = format!("/proc/sys/net/ipv4/conf/{tap}/proxy_arp");
             std::fs::write(&key, "1").map_err(|source| VmError::Sysctl { key, source })?;
+        } else {
+            gateway_v6(&handle, index, &tap).await?;
         }
         let step = format!("route {ip}/{} dev {tap}", host_len(ip));
         let route = route_to(ip, host_len(ip))
@@ -101,6 +107,19 @@ pub fn attach_vm(host_ns: Option<&Path>, tap: &str, ip: IpAddr, wait: Duration) 
             Err(source) => Err(VmError::Netlink { step, source }),
         }
     })?
+}
+
+/// `IPV6_GATEWAY/64` on the tap (already there is fine), usable at once: no duplicate address
+/// detection (nothing else on a VM's tap answers for the host's link-local gateway).
+async fn gateway_v6(handle: &rtnetlink::Handle, index: u32, tap: &str) -> Result<(), VmError> {
+    let mut req = handle.address().add(index, IpAddr::V6(IPV6_GATEWAY), 64);
+    let m = req.message_mut();
+    m.header.flags = AddressHeaderFlags::Nodad;
+    m.attributes.push(AddressAttribute::Flags(AddressFlags::Nodad));
+    match req.execute().await {
+        Err(e) if errno(&e) == Some(EEXIST) => Ok(()),
+        r => r.map_err(|source| VmError::Netlink { step: format!("add {IPV6_GATEWAY}/64 to {tap}"), source }),
+    }
 }
 
 async fn replace(

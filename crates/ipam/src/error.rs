@@ -2,7 +2,7 @@
 
 use std::net::IpAddr;
 
-use romana_model::{Cidr, HostName, NetworkName};
+use romana_model::{Cidr, Family, HostName, NetworkName};
 
 /// A problem found while validating a topology; a request may have several.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -76,6 +76,12 @@ pub enum IpamError {
     TagsBreakPlacement { host: HostName, network: NetworkName, group: String },
     #[error("no networks found for tenant {tenant:?}")]
     NoNetworkForTenant { tenant: String },
+    #[error(
+        "host {host} has no {family} network for tenant {tenant:?} (the topology's networks of the tenant: {networks})"
+    )]
+    NoFamily { family: Family, host: HostName, tenant: String, networks: String },
+    #[error("{ip} is not an {family} address")]
+    WrongFamily { ip: IpAddr, family: Family },
     #[error("host {host} is in none of the networks tenant {tenant:?} may use ({networks})")]
     HostNotInTenantNetworks { host: HostName, tenant: String, networks: String },
     #[error(

@@ -7,6 +7,8 @@
 //! address it always saw; the IPv6 address of a dual-stack endpoint is held by the name with
 //! `V6_SUFFIX` appended. `release_stack` releases both.
 
+use std::net::IpAddr;
+
 use romana_model::{AddressName, Family};
 
 use crate::alloc::{AllocRequest, Allocation, Released};
@@ -67,6 +69,46 @@ impl Ipam {
             }
         }
         Ok(out)
+    }
+
+    /// The address of one family of an endpoint, named as `allocate_stack` names it (so an
+    /// endpoint allocated one family at a time, as Neutron allocates a port's subnets, holds the
+    /// same names as one allocated at once), `ip` pinning it when given. An error when the host
+    /// draws no address of `family` for the tenant, naming the networks it does draw from.
+    pub fn allocate_family(
+        &mut self,
+        req: &AllocRequest,
+        family: Family,
+        ip: Option<IpAddr>,
+    ) -> Result<Allocation, IpamError> {
+        if let Some(ip) = ip.filter(|ip| Family::of(*ip) != family) {
+            return Err(IpamError::WrongFamily { ip, family });
+        }
+        let families = self.stack_families(req);
+        let Some(first) = families.first().copied().filter(|_| families.contains(&family)) else {
+            if self.host_id(&req.host).is_none() {
+                return Err(IpamError::UnknownHost(req.host.clone()));
+            }
+            let nets = self.networks_for_tenant(&req.tenant);
+            return Err(IpamError::NoFamily {
+                family,
+                host: req.host.clone(),
+                tenant: req.tenant.to_string(),
+                networks: nets
+                    .iter()
+                    .map(|n| {
+                        let n = &self.networks[*n as usize];
+                        format!("{} ({})", n.name, n.cidr)
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            });
+        };
+        let named = AllocRequest { name: stack_name(&req.name, family, first)?, ..req.clone() };
+        match ip {
+            Some(ip) => self.allocate_specific(&named, ip),
+            None => self.allocate_in(&named, Some(family)),
+        }
     }
 
     /// Releases an endpoint's addresses: the name's, and its IPv6 name's when it has one. An

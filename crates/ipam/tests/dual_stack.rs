@@ -338,3 +338,47 @@ fn ipv6_underlay_addresses_are_checked() {
     let v = ipam.hosts().into_iter().find(|h| h.name.as_str() == "h10").unwrap();
     assert_eq!(v.ipv6, Some("fd00:ffff::9".parse().unwrap()));
 }
+
+/// One family at a time (OpenStack allocates a port's subnets separately): the names a stack
+/// would give, a pinned address of the family, and clear errors for a family the host lacks.
+#[test]
+fn one_family_at_a_time_names_as_a_stack() {
+    let mut ipam = dual();
+    let v6 = ipam.allocate_family(&request(1, 0, 0), Family::V6, None).unwrap();
+    assert_eq!((v6.name.as_str(), v6.ip.is_ipv6(), v6.prefix_len), ("n1#v6", true, 128));
+    let v4 = ipam.allocate_family(&request(1, 0, 0), Family::V4, None).unwrap();
+    assert_eq!((v4.name.as_str(), v4.ip.is_ipv4()), ("n1", true));
+    // The same endpoint as a stack: the same two, not fresh.
+    let again = ipam.allocate_stack(&request(1, 0, 0)).unwrap();
+    assert_eq!(
+        again.iter().map(|a| (a.name.as_str(), a.ip, a.fresh)).collect::<Vec<_>>(),
+        [("n1", v4.ip, false), ("n1#v6", v6.ip, false)]
+    );
+    // Pinned: an address of the family, named the same way; another family's address is refused.
+    let pinned =
+        ipam.allocate_family(&request(2, 0, 0), Family::V6, Some("fd00::7".parse().unwrap())).unwrap();
+    assert_eq!((pinned.name.as_str(), pinned.ip.to_string().as_str()), ("n2#v6", "fd00::7"));
+    let e =
+        ipam.allocate_family(&request(3, 0, 0), Family::V6, Some("10.0.0.9".parse().unwrap())).unwrap_err();
+    assert_eq!(e.to_string(), "10.0.0.9 is not an IPv6 address");
+    // Releasing the name releases both.
+    assert_eq!(ipam.release_stack("n1").unwrap().len(), 2);
+    // IPv4 only: IPv6 is refused naming the family, host, tenant and the tenant's networks.
+    let mut ipam = world(vec![network("net4", "10.0.0.0/22", 29)]);
+    match ipam.allocate_family(&request(1, 2, 0), Family::V6, None) {
+        Err(e @ IpamError::NoFamily { .. }) => assert_eq!(
+            e.to_string(),
+            "host h2 has no IPv6 network for tenant \"t0\" (the topology's networks of the tenant: net4 (10.0.0.0/22))"
+        ),
+        other => panic!("want NoFamily, got {other:?}"),
+    }
+    assert!(ipam.allocations().is_empty());
+    // IPv6 only: the plain name holds the IPv6 address, as a stack's would.
+    let mut ipam = world(vec![network("net6", "fd00::/112", 124)]);
+    let a = ipam.allocate_family(&request(1, 2, 0), Family::V6, None).unwrap();
+    assert_eq!(a.name.as_str(), "n1");
+    assert!(matches!(
+        ipam.allocate_family(&request(5, 9, 0), Family::V6, None),
+        Err(IpamError::UnknownHost(_))
+    ));
+}

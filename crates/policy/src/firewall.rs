@@ -30,9 +30,10 @@ use std::sync::Arc;
 
 use romana_model::{Cidr, Family};
 
+use crate::endpoint_index::EndpointIndex;
 use crate::eval::{Endpoint, World, selects, tenant_matches};
 use crate::model::{
-    ICMPV6_ALWAYS_ALLOWED, Operator, Peer, PolicyRules, Port, PortRule, Protocol, Rule, Scope, Selector,
+    ICMPV6_ALWAYS_ALLOWED, Peer, PolicyRules, Port, PortRule, Protocol, Rule, Scope, Selector,
 };
 use crate::ruleset::{Chain, Dir, Element, Hook, Line, Match, Ruleset, Set, SetType, Verdict, fnv1a};
 
@@ -221,9 +222,9 @@ struct Compiler<'a> {
     input: FirewallInput<'a>,
     /// This host's endpoints, found once: every policy's targets are among them.
     local: Vec<&'a Endpoint>,
-    /// Endpoints (indices) by label key and value, so that a selector with an `In` requirement
-    /// looks only at the endpoints that can match it. Built when first needed.
-    by_label: Option<BTreeMap<(&'a str, &'a str), Vec<usize>>>,
+    /// Endpoints by label and by tenant, so that a selector's set looks only at the endpoints
+    /// that can match it. Built when first needed.
+    index: Option<EndpointIndex<'a>>,
     cache: CompileCache,
     rs: Ruleset,
     /// Selector and named-port sets the policy being compiled declared.
@@ -294,22 +295,15 @@ impl<'a> Compiler<'a> {
         if !self.rs.sets.contains_key(&format!("{name}-4")) && !self.take_cached(&name) {
             let world = self.input.world;
             let own = key.own_tenant.as_deref().unwrap_or("");
-            // Tenants are few: decide each once, then only endpoint labels per endpoint.
-            let mut tenant_ok: BTreeMap<&str, bool> = BTreeMap::new();
-            let mut members: Vec<&Endpoint> = Vec::new();
+            // Tenants are few: each is decided once, and the endpoints of the others are not read.
             let all = self.input.endpoints;
-            for i in self.candidates(key.endpoints.as_ref()) {
-                let e = &all[i];
-                if e.is_host {
-                    continue;
-                }
-                let ok = *tenant_ok
-                    .entry(e.tenant.as_str())
-                    .or_insert_with(|| tenant_matches(world, own, key.tenants.as_ref(), &e.tenant));
-                if ok && key.endpoints.as_ref().is_none_or(|s| s.matches(&e.labels)) {
-                    members.push(e);
-                }
-            }
+            let index = self.index.get_or_insert_with(|| EndpointIndex::new(all));
+            let members: Vec<&Endpoint> = index
+                .candidates(key.endpoints.as_ref(), |t| tenant_matches(world, own, key.tenants.as_ref(), t))
+                .into_iter()
+                .map(|i| &all[i])
+                .filter(|e| key.endpoints.as_ref().is_none_or(|s| s.matches(&e.labels)))
+                .collect();
             self.addr_sets(&name, members.into_iter());
             for f in FAMILIES {
                 let n = format!("{name}-{}", fam_suffix(f));
@@ -318,37 +312,6 @@ impl<'a> Compiler<'a> {
             }
         }
         name
-    }
-
-    /// Indices of the endpoints that may match `sel`: those carrying a value of its first `In`
-    /// requirement, or all of them.
-    fn candidates(&mut self, sel: Option<&Selector>) -> Vec<usize> {
-        let first_in = sel.and_then(|s| s.requirements.iter().find(|r| r.op == Operator::In));
-        let all = self.input.endpoints;
-        let by_label = self.by_label.get_or_insert_with(|| {
-            let mut m: BTreeMap<(&str, &str), Vec<usize>> = BTreeMap::new();
-            for (i, e) in all.iter().enumerate() {
-                for (k, v) in &e.labels {
-                    m.entry((k.as_str(), v.as_str())).or_default().push(i);
-                }
-            }
-            m
-        });
-        match first_in {
-            Some(r) => {
-                let mut v: Vec<usize> = r
-                    .values
-                    .iter()
-                    .flat_map(|val| {
-                        by_label.get(&(r.key.as_str(), val.as_str())).into_iter().flatten().copied()
-                    })
-                    .collect();
-                v.sort_unstable();
-                v.dedup();
-                v
-            }
-            None => (0..self.input.endpoints.len()).collect(),
-        }
     }
 
     fn named_port_set(&mut self, port: &str, protocol: Protocol, f: Family) -> String {
@@ -654,7 +617,7 @@ pub fn compile_cached(input: FirewallInput<'_>, cache: &mut CompileCache, stamp:
     let mut c = Compiler {
         input,
         local,
-        by_label: None,
+        index: None,
         cache: std::mem::take(cache),
         rs: Ruleset::default(),
         declared: vec![],

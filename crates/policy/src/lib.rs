@@ -6,6 +6,7 @@
 //! (`nftplan.rs`), and egress NAT's chain in the same table (`nat.rs`). The evaluator is the oracle the compiler is checked against.
 
 pub mod cluster;
+mod endpoint_index;
 pub mod eval;
 pub mod firewall;
 pub mod incremental;

@@ -1,11 +1,13 @@
 //! Fan-out: N simulated agents, each following romanad's watch as `romana-agent` does (the same
-//! client code, one stream per prefix, its own service-user token bound to its host), against one
+//! client code, one stream for all of its prefixes, its own service-user token bound to its
+//! host; `--streams per-prefix`: one stream per prefix, as agents did before), against one
 //! romanad on the embedded store and against three replicas on a three-member etcd. For one change
 //! of each kind (a new block on a host, a policy, a label on an endpoint): the time until every
 //! agent that follows the changed key has it, p50/p99/max over rounds; romanad's resident memory
 //! idle, with one agent and with N. Baseline: the same rounds with one agent, same run.
 //!
-//! `cargo bench -p romanad --bench fanout [-- --agents 1000,5000] [--rounds 10] [--store embedded|ha|both] [--quick]`
+//! `cargo bench -p romanad --bench fanout [-- --agents 1000,5000] [--rounds 10] [--store embedded|ha|both]
+//! [--streams shared|per-prefix] [--quick]`
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -56,6 +58,8 @@ struct Args {
     agents: Vec<usize>,
     rounds: usize,
     stores: Vec<Store>,
+    /// One stream per agent (the agent's way), or one per prefix (before).
+    shared: bool,
 }
 
 fn args() -> Args {
@@ -73,7 +77,12 @@ fn args() -> Args {
         Some("both") | None => vec![Store::Embedded, Store::Ha],
         Some(other) => panic!("--store: embedded, ha or both, not {other}"),
     };
-    Args { agents, rounds, stores }
+    let shared = match value("--streams").as_deref() {
+        Some("shared") | None => true,
+        Some("per-prefix") => false,
+        Some(other) => panic!("--streams: shared or per-prefix, not {other}"),
+    };
+    Args { agents, rounds, stores, shared }
 }
 
 /// The romanad processes of one setup.
@@ -282,11 +291,18 @@ fn pct(xs: &[Duration], p: f64) -> f64 {
 }
 
 /// The rounds with the first `n` hosts' agents following romanad.
-async fn measure(setup: &Setup, admin: &Client, n: usize, rounds: usize, rack: &[String]) -> Measured {
+async fn measure(
+    setup: &Setup,
+    admin: &Client,
+    n: usize,
+    rounds: usize,
+    rack: &[String],
+    shared: bool,
+) -> Measured {
     let urls = setup.urls();
     let key = romana_services::key_file::read(&setup.dir().join("signing-key.pem")).expect("signing key");
     // Past the open-file limit, the agents follow only the prefixes the measured changes use.
-    let full = n * AGENT_STREAMS + 1000 < fd_limit();
+    let full = !shared && n * AGENT_STREAMS + 1000 < fd_limit() || shared && n * 2 + 1000 < fd_limit();
     let mut members = Vec::new();
     for i in 0..n {
         let host = host_name(i);
@@ -300,11 +316,14 @@ async fn measure(setup: &Setup, admin: &Client, n: usize, rounds: usize, rack: &
         prefixes.extend(extra.iter().map(|p| p.to_string()));
         members.push((Arc::new(c), prefixes));
     }
-    let fleet = Fleet::spawn(members);
-    let observer = Fleet::spawn(vec![(
-        Arc::new(common::same_token(admin, &urls[0])),
-        vec!["routes/".into(), "policies/".into(), "endpoints/".into()],
-    )]);
+    let fleet = Fleet::spawn(members, shared);
+    let observer = Fleet::spawn(
+        vec![(
+            Arc::new(common::same_token(admin, &urls[0])),
+            vec!["routes/".into(), "policies/".into(), "endpoints/".into()],
+        )],
+        shared,
+    );
     let t = Instant::now();
     assert!(
         fleet.all_synced(Duration::from_secs(600)).await
@@ -395,12 +414,31 @@ fn report(store: Store, n: usize, idle: &[f64], one: &Measured, many: &Measured)
     );
 }
 
+/// Raises this process's open-file limit to its hard limit (romanad, started from here,
+/// inherits it): every simulated agent holds a socket, and romanad one per agent.
+#[allow(unsafe_code)]
+fn raise_fd_limit() {
+    let mut l = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit/setrlimit with a valid pointer to an rlimit.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut l) == 0 && l.rlim_cur < l.rlim_max {
+            l.rlim_cur = l.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &l);
+        }
+    }
+}
+
 fn main() {
+    raise_fd_limit();
     let a = args();
     let rt =
         tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
     rt.block_on(async {
-        println!("fan-out: racks of {RACK} hosts, /28 blocks, open-file limit {}", fd_limit());
+        println!(
+            "fan-out: racks of {RACK} hosts, /28 blocks, open-file limit {}, {}",
+            fd_limit(),
+            if a.shared { "one stream per agent" } else { "one stream per prefix" }
+        );
         for store in &a.stores {
             for &n in &a.agents {
                 let setup = Setup::start(*store, &format!("fanout-{n}")).await;
@@ -414,9 +452,9 @@ fn main() {
                 );
                 tokio::time::sleep(Duration::from_secs(2)).await;
                 let idle: Vec<f64> = setup.pids().into_iter().map(rss_mib).collect();
-                let one = measure(&setup, &admin, 1, a.rounds, &rack).await;
+                let one = measure(&setup, &admin, 1, a.rounds, &rack, a.shared).await;
                 tokio::time::sleep(Duration::from_secs(2)).await;
-                let many = measure(&setup, &admin, n, a.rounds, &rack).await;
+                let many = measure(&setup, &admin, n, a.rounds, &rack, a.shared).await;
                 report(*store, n, &idle, &one, &many);
                 drop(admin);
                 drop(setup);

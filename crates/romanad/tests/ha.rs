@@ -4,13 +4,14 @@
 #![allow(clippy::unwrap_used)]
 
 mod common;
+#[path = "ha_parts/load.rs"]
+mod load;
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::ha::{Ha, PREFIX, ha};
+use common::ha::{PREFIX, ha};
+use load::{Figures, Load};
 use romana_api::rest::{AddressRequest, HostRequest};
 use romana_api::topology::TopologyRequest;
 use romana_client::Client;
@@ -93,87 +94,6 @@ async fn a_replica_never_answers_from_a_stale_copy() {
     assert_eq!(misses, Vec::<String>::new(), "every host call saw the topology and host set elsewhere");
 }
 
-/// Allocation load: `workers` tasks, each with a client over every replica, allocating new names
-/// until `stop`; a failed allocation is retried under the same name (idempotent by name, as the
-/// CNI plugin's). Every success is kept with the time it was acknowledged.
-struct Load {
-    stop: Arc<AtomicBool>,
-    acked: Arc<Mutex<Vec<(Instant, String, String)>>>,
-    errors: Arc<Mutex<Vec<(Instant, String)>>>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
-}
-
-impl Load {
-    fn start(h: &Ha, workers: usize) -> Load {
-        let urls: Vec<String> = h.replicas.iter().map(|r| r.url.clone()).collect();
-        let token = h.clients[0].token();
-        let stop = Arc::new(AtomicBool::new(false));
-        let acked = Arc::new(Mutex::new(Vec::new()));
-        let errors = Arc::new(Mutex::new(Vec::new()));
-        let mut tasks = Vec::new();
-        for w in 0..workers {
-            // Each worker starts on another replica.
-            let mut mine = urls.clone();
-            mine.rotate_left(w % urls.len());
-            let c = Client::new(mine);
-            c.set_token(token.clone());
-            let (stop, acked, errors) = (stop.clone(), acked.clone(), errors.clone());
-            tasks.push(tokio::spawn(async move {
-                let mut i = 0;
-                while !stop.load(Ordering::Relaxed) {
-                    let req = AddressRequest {
-                        name: format!("w{w}-{i}"),
-                        host: format!("h{}", i % 2),
-                        tenant: "t".into(),
-                        segment: String::new(),
-                        ip: None,
-                    };
-                    match c.allocate(&req, None).await {
-                        Ok(a) => {
-                            acked.lock().unwrap().push((Instant::now(), req.name, a.ip));
-                            i += 1;
-                        }
-                        Err(e) => {
-                            errors.lock().unwrap().push((Instant::now(), e.to_string()));
-                            tokio::time::sleep(Duration::from_millis(20)).await;
-                        }
-                    }
-                }
-            }));
-        }
-        Load { stop, acked, errors, tasks }
-    }
-
-    /// The longest interval between `from` and `to` with no acknowledged allocation.
-    fn longest_gap(&self, from: Instant, to: Instant) -> Duration {
-        let mut times: Vec<Instant> =
-            self.acked.lock().unwrap().iter().map(|(t, ..)| *t).filter(|t| *t > from && *t < to).collect();
-        times.sort();
-        let mut edges = vec![from];
-        edges.extend(times);
-        edges.push(to);
-        edges.windows(2).map(|w| w[1] - w[0]).max().unwrap_or_default()
-    }
-
-    fn errors_between(&self, from: Instant, to: Instant) -> Vec<String> {
-        self.errors
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|(t, _)| *t >= from && *t < to)
-            .map(|(_, e)| e.clone())
-            .collect()
-    }
-
-    async fn stop(self) -> Vec<(String, String)> {
-        self.stop.store(true, Ordering::Relaxed);
-        for t in self.tasks {
-            t.await.expect("worker");
-        }
-        self.acked.lock().unwrap().iter().map(|(_, n, ip)| (n.clone(), ip.clone())).collect()
-    }
-}
-
 async fn setup_two_hosts(c: &Client) {
     c.apply_topology(&topology(
         r#"{"networks":[{"name":"pods","cidr":"10.48.0.0/14","block_mask":26}],"topologies":[{"networks":["pods"],"map":[{"groups":[]}]}]}"#,
@@ -199,56 +119,75 @@ async fn leader(etcd: &EtcdCluster) -> usize {
 /// A hang, not a measurement: the figures are printed, and go to docs/benchmarks.md.
 const HANG: Duration = Duration::from_secs(10);
 
+/// Kill rounds per kind of kill (`HA_ROUNDS` to change; docs/benchmarks.md used 5).
+fn rounds() -> usize {
+    std::env::var("HA_ROUNDS").ok().and_then(|r| r.parse().ok()).unwrap_or(2)
+}
+
+/// `GET {url}/readyz`'s status (0 when nothing answered).
+async fn readyz(url: &str) -> u16 {
+    match romana_client::http().get(format!("{url}/readyz")).timeout(HANG).send().await {
+        Ok(r) => r.status().as_u16(),
+        Err(_) => 0,
+    }
+}
+
 /// Under allocation load from clients that fail over between the replicas, etcd members are
-/// killed with SIGKILL: a follower (the member the replicas talk to first, when it is not the
-/// leader), then the leader. Then all of etcd: every write answers 503 (and is not done later),
-/// and once etcd is back allocation works again. Nothing acknowledged is lost or duplicated.
+/// killed with SIGKILL, round after round: a follower (the member the replicas talk to first,
+/// when it is not the leader), then the leader. Then all of etcd: every write answers 503 (and
+/// is not done later), `/readyz` says 503, and once etcd is back every replica is ready again
+/// and allocation works, by itself. Nothing acknowledged is lost or duplicated.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn allocation_carries_on_when_etcd_members_die() {
     let mut h = ha("members").await;
     setup_two_hosts(&h.clients[0]).await;
-    let load = Load::start(&h, 6);
+    let load = Load::start(&h.urls(), h.clients[0].token(), 6);
     let started = Instant::now();
     tokio::time::sleep(Duration::from_secs(2)).await;
     // The baseline of the same run: the longest interval with nothing killed.
-    let baseline = load.longest_gap(started + Duration::from_millis(500), Instant::now());
-
+    let baseline = load.window(started + Duration::from_millis(500), Instant::now()).gap;
+    let mut figures = Figures::default();
     let mut report = vec![format!(
         "no kill (baseline): longest interval without an allocation {} ms",
         baseline.as_millis()
     )];
-    for kind in ["follower", "leader"] {
-        let l = leader(&h.etcd).await;
-        let victim = if kind == "leader" {
-            l
-        } else if l == 0 {
-            1
-        } else {
-            0
-        };
-        let killed = Instant::now();
-        h.etcd.kill9(victim);
-        tokio::time::sleep(Duration::from_secs(4)).await;
-        let gap = load.longest_gap(killed - Duration::from_millis(500), Instant::now());
-        let errors = load.errors_between(killed, Instant::now());
-        if std::env::var("HA_DEBUG").is_ok() {
-            for (t, e) in load.errors.lock().unwrap().iter().filter(|(t, _)| *t >= killed) {
-                eprintln!("+{} ms {}", (*t - killed).as_millis(), &e[..e.len().min(160)]);
+    for round in 0..rounds() {
+        for kind in ["follower", "leader"] {
+            let l = leader(&h.etcd).await;
+            let victim = if kind == "leader" {
+                l
+            } else if l == 0 {
+                1
+            } else {
+                0
+            };
+            let killed = Instant::now();
+            h.etcd.kill9(victim);
+            let elected = leader(&h.etcd).await;
+            let new_leader = killed.elapsed();
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            let w = load.window(killed - Duration::from_millis(500), Instant::now());
+            if std::env::var("HA_DEBUG").is_ok() {
+                load.print_errors_since(killed);
             }
+            report.push(format!(
+                "round {round}: etcd {kind} (member {victim}) killed: longest interval without an allocation {} \
+                 ms, slowest acknowledged call {} ms, {} failed calls{}; member {elected} leads (seen after {} ms)",
+                w.gap.as_millis(),
+                w.slowest.as_millis(),
+                w.failed,
+                w.first_error.map(|e| format!(" (first: {e})")).unwrap_or_default(),
+                new_leader.as_millis(),
+            ));
+            figures.add(&format!("etcd {kind}"), w.gap);
+            assert!(w.gap < HANG, "allocation hung after the etcd {kind} died: {report:?}");
+            h.etcd.restart(victim).expect("member restarts");
+            tokio::time::sleep(Duration::from_secs(2)).await;
         }
-        report.push(format!(
-            "etcd {kind} (member {victim}) killed: longest interval without an allocation {} ms, {} failed calls{}",
-            gap.as_millis(),
-            errors.len(),
-            errors.first().map(|e| format!(" (first: {e})")).unwrap_or_default()
-        ));
-        assert!(gap < HANG, "allocation hung after the etcd {kind} died: {report:?}");
-        h.etcd.restart(victim).expect("member restarts");
-        tokio::time::sleep(Duration::from_secs(2)).await;
     }
     let acked = load.stop().await;
 
-    // All of etcd down: writes are refused at once, and not done later.
+    // All of etcd down: writes are refused at once, and not done later; not ready.
     for m in 0..3 {
         h.etcd.kill9(m);
     }
@@ -275,12 +214,17 @@ async fn allocation_carries_on_when_etcd_members_die() {
             refused.push((name, took));
         }
     }
+    for url in h.urls() {
+        assert_eq!(readyz(&url).await, 503, "{url}/readyz with all of etcd down");
+    }
     let slowest = refused.iter().map(|(_, t)| *t).max().unwrap();
     report.push(format!(
-        "all of etcd down: {} writes refused with 503, the slowest in {} ms",
+        "all of etcd down: {} writes refused with 503, the slowest in {} ms; /readyz 503 on every replica",
         refused.len(),
         slowest.as_millis()
     ));
+    // Down for a while (the replicas retry meanwhile), then back.
+    tokio::time::sleep(Duration::from_secs(3)).await;
     for m in 0..3 {
         h.etcd.restart(m).expect("member restarts");
     }
@@ -301,7 +245,24 @@ async fn allocation_carries_on_when_etcd_members_die() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let served = served.expect("allocation works again within 60 s of etcd's return");
-    report.push(format!("etcd back: allocation served again after {} ms", served.as_millis()));
+    let mut ready = Vec::new();
+    for url in h.urls() {
+        let mut status = 0;
+        while back.elapsed() < Duration::from_secs(60) {
+            status = readyz(&url).await;
+            if status == 200 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(status, 200, "{url} ready again within 60 s of etcd's return, by itself");
+        ready.push(back.elapsed().as_millis().to_string());
+    }
+    report.push(format!(
+        "etcd back: allocation served again after {} ms; replicas ready after {} ms",
+        served.as_millis(),
+        ready.join(" / ")
+    ));
 
     // Nothing acknowledged lost, moved or duplicated; nothing refused done anyway.
     let listed: BTreeMap<String, String> =
@@ -314,6 +275,7 @@ async fn allocation_carries_on_when_etcd_members_die() {
     for (name, _) in &refused {
         assert!(!listed.contains_key(name), "{name} was refused with 503 and then allocated");
     }
+    report.extend(figures.lines());
     eprintln!("{} allocations acknowledged\n{}", acked.len(), report.join("\n"));
 }
 
@@ -440,8 +402,9 @@ async fn an_agent_starts_before_romanad_and_fails_over() {
 }
 
 /// The route manager's leader replica is killed with SIGKILL: another replica leads (the leader
-/// key names it) and publishes route sets again. The hand-over time is printed
-/// (docs/benchmarks.md); only a hang fails.
+/// key names it) and publishes route sets again: a host added right after the kill gets its set.
+/// The time from the kill to that first publication is printed (docs/benchmarks.md); only a hang
+/// fails.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_route_managers_leader_hands_over() {
     let mut h = ha("leader").await;
@@ -454,8 +417,8 @@ async fn the_route_managers_leader_hands_over() {
             .unwrap()
             .map(|kv| String::from_utf8_lossy(&kv.value).into_owned())
     };
-    let mut rounds = Vec::new();
-    for round in 0..2 {
+    let mut lines = Vec::new();
+    for round in 0..rounds().max(2) {
         let mut leader = None;
         for _ in 0..100 {
             leader = holder().await;
@@ -473,68 +436,76 @@ async fn the_route_managers_leader_hands_over() {
             .unwrap_or_else(|| panic!("the leader {leader} is one of the replicas"));
         let killed = Instant::now();
         h.replicas[victim].kill9();
-        let mut next = None;
-        while killed.elapsed() < HANG {
-            if let Some(l) = holder().await
-                && l != leader
-            {
-                next = Some(l);
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        let next =
-            next.unwrap_or_else(|| panic!("round {round}: nobody took over from {leader} in {HANG:?}"));
-        rounds.push(format!("hand-over {round}: {leader} -> {next} in {} ms", killed.elapsed().as_millis()));
-        // The new leader publishes: a new host gets its route set.
+        // A new host right after the kill: only a leader publishes its route set, so the set
+        // appearing is the new leader's first publication.
         let alive = h.replicas.iter().position(|r| r.pid().is_some()).unwrap();
         let name = format!("late{round}");
         h.clients[alive].add_host(&host(&name, &format!("192.168.6.{}", round + 1), &[])).await.unwrap();
         let routes = format!("{PREFIX}routes/{name}");
-        let mut published = false;
-        for _ in 0..100 {
-            if romana_store::Store::get(&store, &routes).await.unwrap().is_some() {
-                published = true;
-                break;
+        let (mut next, mut published) = (None, None);
+        while killed.elapsed() < HANG && (published.is_none() || next.is_none()) {
+            // The set first: the key was taken before it was published, so it is read after.
+            if published.is_none() && romana_store::Store::get(&store, &routes).await.unwrap().is_some() {
+                published = Some(killed.elapsed());
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            if next.is_none()
+                && let Some(l) = holder().await
+                && l != leader
+            {
+                next = Some((l, killed.elapsed()));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        assert!(published, "the new leader {next} published {name}'s route set");
+        let (next, took_key) =
+            next.unwrap_or_else(|| panic!("round {round}: nobody took over from {leader} in {HANG:?}"));
+        let published = published
+            .unwrap_or_else(|| panic!("round {round}: the new leader {next} published {name}'s set"));
+        lines.push(format!(
+            "hand-over {round}: {leader} -> {next}: leader key after {} ms, first publication after {} ms",
+            took_key.as_millis(),
+            published.as_millis()
+        ));
         h.replicas[victim].restart().expect("the killed replica restarts");
     }
-    eprintln!("{}", rounds.join("\n"));
+    eprintln!("{}", lines.join("\n"));
 }
 
 /// Under allocation load from clients over every replica, replicas are killed with SIGKILL one
-/// at a time (and restarted): the clients move to the others. The longest interval without an
-/// allocation is printed (docs/benchmarks.md); nothing acknowledged is lost or duplicated.
+/// at a time (and restarted), round after round: the clients move to the others. The longest
+/// interval without an allocation is printed (docs/benchmarks.md); nothing acknowledged is lost
+/// or duplicated.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn allocation_carries_on_when_a_replica_dies() {
     let mut h = ha("replicas").await;
     setup_two_hosts(&h.clients[0]).await;
-    let load = Load::start(&h, 6);
+    let load = Load::start(&h.urls(), h.clients[0].token(), 6);
     let started = Instant::now();
     tokio::time::sleep(Duration::from_secs(2)).await;
     // The baseline of the same run: the longest interval with nothing killed.
-    let baseline = load.longest_gap(started + Duration::from_millis(500), Instant::now());
+    let baseline = load.window(started + Duration::from_millis(500), Instant::now()).gap;
+    let mut figures = Figures::default();
     let mut report = vec![format!(
         "no kill (baseline): longest interval without an allocation {} ms",
         baseline.as_millis()
     )];
-    for victim in [0, 1] {
-        let killed = Instant::now();
-        h.replicas[victim].kill9();
-        tokio::time::sleep(Duration::from_secs(3)).await;
-        let gap = load.longest_gap(killed - Duration::from_millis(500), Instant::now());
-        let errors = load.errors_between(killed, Instant::now());
-        report.push(format!(
-            "replica {victim} killed: longest interval without an allocation {} ms, {} failed calls",
-            gap.as_millis(),
-            errors.len()
-        ));
-        assert!(gap < HANG, "allocation hung after replica {victim} died: {report:?}");
-        h.replicas[victim].restart().expect("the replica restarts");
-        tokio::time::sleep(Duration::from_secs(2)).await;
+    for round in 0..rounds() {
+        for victim in 0..3 {
+            let killed = Instant::now();
+            h.replicas[victim].kill9();
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            let w = load.window(killed - Duration::from_millis(500), Instant::now());
+            report.push(format!(
+                "round {round}: replica {victim} killed: longest interval without an allocation {} ms, slowest \
+                 acknowledged call {} ms, {} failed calls",
+                w.gap.as_millis(),
+                w.slowest.as_millis(),
+                w.failed
+            ));
+            figures.add("romanad replica", w.gap);
+            assert!(w.gap < HANG, "allocation hung after replica {victim} died: {report:?}");
+            h.replicas[victim].restart().expect("the replica restarts");
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
     }
     let acked = load.stop().await;
     let listed: BTreeMap<String, String> =
@@ -544,5 +515,6 @@ async fn allocation_carries_on_when_a_replica_dies() {
     }
     let ips: std::collections::BTreeSet<&String> = listed.values().collect();
     assert_eq!(ips.len(), listed.len(), "an address is held twice");
+    report.extend(figures.lines());
     eprintln!("{} allocations acknowledged\n{}", acked.len(), report.join("\n"));
 }

@@ -263,6 +263,14 @@ const WATCHES: &[&str] = &[
     "/watch?from=0&prefix=config/",
     "/watch?from=1&prefix=",
     "/watch?from=1&prefix=auth/",
+    // Several prefixes on one stream (the agent's form): a forbidden one hidden among allowed ones.
+    "/watch?from=0&prefix=routes/&prefix=auth/",
+    "/watch?from=0&prefix=tenants/&prefix=auth/keys/&prefix=vips/",
+    "/watch?from=0&prefix=tenants/&prefix=",
+    "/watch?from=0&prefix=tenants/&prefix=a",
+    "/watch?from=0&prefix=tenants/&prefix=%2e%2e/auth/",
+    "/watch?from=1&prefix=tenants/&prefix=auth/",
+    "/watch?from=1&prefix=routes/&prefix=endpoints/&prefix=policies/",
 ];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -502,6 +510,14 @@ async fn watch_refusals_are_json_errors() {
         (&svc, "/watch?from=0&prefix=counters/", 403, "may not watch \"counters/\""),
         (&alice, "/watch?from=0&prefix=tenants/red", 403, "needs Service"),
         (&admin_t, "/watch?from=0&prefix=auth/", 403, "may not watch \"auth/\""),
+        // Several prefixes: each is checked as a single one is, and one refusal refuses the stream.
+        (&svc, "/watch?from=0&prefix=tenants/&prefix=auth/keys/", 403, "may not watch \"auth/keys/\""),
+        (&svc, "/watch?from=0&prefix=auth/&prefix=tenants/", 403, "may not watch \"auth/\""),
+        (&svc, "/watch?from=0&prefix=tenants/&prefix=counters/", 403, "may not watch \"counters/\""),
+        (&svc, "/watch?from=0&prefix=tenants/&prefix=../", 400, "\"../\" is not a key prefix"),
+        (&svc, "/watch?from=0&from=1&prefix=tenants/", 400, "from: given twice"),
+        (&alice, "/watch?from=0&prefix=tenants/red&prefix=segments/", 403, "needs Service"),
+        (&admin_t, "/watch?from=0&prefix=counters/&prefix=auth/users/", 403, "may not watch \"auth/users/\""),
     ];
     for (token, path, status, needle) in cases {
         let (s, body) = call(&d.url, "GET", path, Some(token), None).await;

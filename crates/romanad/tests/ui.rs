@@ -11,8 +11,9 @@
 #[path = "ui_support/cdp.rs"]
 mod cdp;
 mod common;
+#[path = "ui_support/page.rs"]
+mod page;
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -21,57 +22,10 @@ use reqwest::Method;
 use romana_test_support::TempDir;
 use serde_json::{Value, json};
 
-/// romanad's API as the test's own client (not the page's).
-#[derive(Clone)]
-struct Api {
-    url: String,
-    token: String,
-}
-
-impl Api {
-    async fn call(&self, method: Method, path: &str, body: Option<Value>) -> (u16, Value) {
-        let mut req = romana_client::http()
-            .request(method.clone(), format!("{}{path}", self.url))
-            .timeout(Duration::from_secs(30));
-        if !self.token.is_empty() {
-            req = req.bearer_auth(&self.token);
-        }
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let resp = req.send().await.unwrap_or_else(|e| panic!("{method} {path}: {e}"));
-        let status = resp.status().as_u16();
-        let text = resp.text().await.unwrap();
-        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
-    }
-
-    async fn ok(&self, method: Method, path: &str, body: Option<Value>) -> Value {
-        let (status, v) = self.call(method.clone(), path, body).await;
-        assert!((200..300).contains(&status), "{method} {path}: {status} {v}");
-        v
-    }
-
-    async fn login(url: &str, user: &str, password: &str) -> Api {
-        let anon = Api { url: url.to_owned(), token: String::new() };
-        let t =
-            anon.ok(Method::POST, "/auth/login", Some(json!({"username": user, "password": password}))).await;
-        Api { url: url.to_owned(), token: t["access_token"].as_str().unwrap().to_owned() }
-    }
-
-    /// An endpoint: its address allocated, then its record.
-    async fn endpoint(&self, name: &str, host: &str, tenant: &str, segment: &str, labels: Value) {
-        let a = self
-            .ok(
-                Method::POST,
-                "/addresses",
-                Some(json!({"name": name, "host": host, "tenant": tenant, "segment": segment})),
-            )
-            .await;
-        let e = json!({"name": name, "ip": a["ip"], "tenant": tenant, "segment": segment, "host": host,
-                       "labels": labels});
-        self.ok(Method::PUT, &format!("/endpoints/{name}"), Some(e)).await;
-    }
-}
+use page::{
+    Api, PAGE_FABRIC, PAGE_GROUPS, PAGE_HOSTS, PAGE_ROUTES, PAGE_TENANTS, agree, api_fabric, api_groups,
+    api_hosts, api_peers, api_tenants, log_in, page_peers, screenshots,
+};
 
 const TOPOLOGY: &str = r#"{"networks": [{"name": "pods", "cidr": "10.120.0.0/16", "block_mask": 28}],
   "topologies": [{"networks": ["pods"], "map": [
@@ -116,104 +70,6 @@ fn beat(rt: &tokio::runtime::Runtime, admin: &Api, host: &str, on: Arc<AtomicBoo
     });
 }
 
-/// What the page shows of each host: name, state, block count, addresses used.
-const PAGE_HOSTS: &str = "[...document.querySelectorAll('li.host')].map(li => [li.dataset.host, \
-    li.querySelector('.state').textContent, li.querySelector('.blocks').textContent, \
-    li.querySelector('.use').textContent])";
-
-/// The same, from the API.
-async fn api_hosts(admin: &Api) -> Value {
-    let hosts = admin.ok(Method::GET, "/hosts", None).await;
-    let live = admin.ok(Method::GET, "/liveness", None).await;
-    let blocks = admin.ok(Method::GET, "/blocks", None).await;
-    let has = |list: &Value, h: &str| list.as_array().unwrap().iter().any(|x| x == h);
-    let mut out = Vec::new();
-    let mut names: Vec<String> =
-        hosts["hosts"].as_array().unwrap().iter().map(|h| h["name"].as_str().unwrap().to_owned()).collect();
-    names.sort();
-    for h in names {
-        let state = if has(&live["alive"], &h) {
-            "alive"
-        } else if has(&live["monitored"], &h) {
-            "dead"
-        } else {
-            "no heartbeat yet"
-        };
-        let mine: Vec<&Value> =
-            blocks["blocks"].as_array().unwrap().iter().filter(|b| b["host"] == *h).collect();
-        let used: u64 = mine.iter().map(|b| b["allocated_ip_count"].as_u64().unwrap()).sum();
-        let cap: u64 = mine.iter().map(|b| b["capacity"].as_u64().unwrap()).sum();
-        let n = mine.len();
-        out.push(json!([
-            h,
-            state,
-            format!("{n} block{}", if n == 1 { "" } else { "s" }),
-            format!("{used}/{cap} addresses")
-        ]));
-    }
-    Value::Array(out)
-}
-
-/// Each shown peer of one direction of the reach panel: `kind:name` -> allowed ports.
-fn page_peers(dir: &str) -> String {
-    format!(
-        "Object.fromEntries([...document.querySelectorAll('#reach-{dir} tr[data-peer]')].map(tr => \
-         [tr.dataset.peer, tr.querySelector('.ports').textContent]))"
-    )
-}
-
-fn api_peers(reach: &Value, dir: &str) -> Value {
-    let mut m = serde_json::Map::new();
-    for p in reach[dir].as_array().unwrap() {
-        let ports: Vec<&str> = p["ports"].as_array().unwrap().iter().map(|x| x.as_str().unwrap()).collect();
-        m.insert(
-            format!("{}:{}", p["kind"].as_str().unwrap(), p["name"].as_str().unwrap()),
-            json!(ports.join("; ")),
-        );
-    }
-    Value::Object(m)
-}
-
-/// Waits until the page's `expr` equals what `api` answers at that moment.
-fn agree<F, Fut>(rt: &tokio::runtime::Runtime, page: &mut cdp::Page, what: &str, expr: &str, api: F) -> Value
-where
-    F: Fn() -> Fut,
-    Fut: std::future::Future<Output = Value>,
-{
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let want = rt.block_on(api());
-        let got = page.eval(expr);
-        if got == want {
-            return got;
-        }
-        assert!(std::time::Instant::now() < deadline, "{what}: the page shows {got}, the API says {want}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
-fn js(s: &str) -> String {
-    serde_json::to_string(s).unwrap()
-}
-
-fn log_in(page: &mut cdp::Page, user: &str, password: &str) {
-    page.wait_for(
-        "the login form",
-        "document.readyState === 'complete' && (document.getElementById('login-view') || {hidden: true}).hidden === false",
-        |v| v == true,
-    );
-    page.eval(&format!(
-        "document.getElementById('user').value = {}; document.getElementById('password').value = {}; \
-         document.querySelector('#login button').click(); true",
-        js(user),
-        js(password)
-    ));
-}
-
-fn screenshots() -> PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/ui-screenshots")
-}
-
 #[test]
 fn the_web_view_shows_what_the_api_holds_and_follows_it() {
     let Some(chromium) = cdp::chromium() else {
@@ -232,16 +88,7 @@ fn the_web_view_shows_what_the_api_holds_and_follows_it() {
     beat(&rt, &admin, "h1", Arc::clone(&h1_on));
     beat(&rt, &admin, "h2", Arc::clone(&h2_on));
 
-    let browser = cdp::Browser::start(&chromium, dir.path().join("chromium"));
-    let mut page = browser.page();
-    for domain in ["Page.enable", "Runtime.enable", "Log.enable", "Network.enable"] {
-        page.call(domain, json!({}));
-    }
-    page.call(
-        "Emulation.setDeviceMetricsOverride",
-        json!({"width": 1400, "height": 1000, "deviceScaleFactor": 1, "mobile": false}),
-    );
-    page.navigate(&format!("{}/ui", d.url));
+    let (_browser, mut page) = page::open(&chromium, dir.path().join("chromium"), &format!("{}/ui", d.url));
 
     // A wrong password is refused on the page, with romanad's message.
     log_in(&mut page, &creds.username, "not-the-password");
@@ -262,65 +109,20 @@ fn the_web_view_shows_what_the_api_holds_and_follows_it() {
     let hosts = agree(&rt, &mut page, "hosts", PAGE_HOSTS, move || api_hosts(a));
     assert_eq!(hosts[0][0], "h1");
     assert_eq!(hosts[2], json!(["h3", "no heartbeat yet", "0 blocks", "0/0 addresses"]));
-    let groups = page.eval(
-        "[...document.querySelectorAll('li.group')].map(g => [g.dataset.group, g.querySelector('.cidr').textContent, \
-         [...g.querySelectorAll('li.host')].map(h => h.dataset.host)])",
-    );
-    let topo = rt.block_on(admin.ok(Method::GET, "/topology", None));
-    let map = topo["topologies"][0]["map"].as_array().unwrap();
-    let want: Vec<Value> = map
-        .iter()
-        .map(|g| {
-            let hs: Vec<&Value> = g["groups"].as_array().unwrap().iter().map(|h| &h["name"]).collect();
-            json!([g["name"], g["cidr"], hs])
-        })
-        .collect();
-    assert_eq!(groups, Value::Array(want));
+    let groups = agree(&rt, &mut page, "the groups", PAGE_GROUPS, move || api_groups(a));
+    assert_eq!(groups[1][0], "rack-2");
+    assert_eq!(groups[1][2], json!(["h2", "h3"]));
 
     // The chosen host's routes and the fabric's groups, as the API has them.
-    let page_routes = "[...document.querySelectorAll('#host-routes tbody tr')].map(tr => tr.dataset.dest)";
-    agree(&rt, &mut page, "h1's routes", page_routes, move || async move {
+    agree(&rt, &mut page, "h1's routes", PAGE_ROUTES, move || async move {
         let r = a.ok(Method::GET, "/routes/h1", None).await;
         r["routes"].as_array().unwrap().iter().map(|x| x["dest"].clone()).collect()
     });
-    let page_fabric = "[...document.querySelectorAll('#fabric tbody tr')].map(tr => [tr.dataset.fabricGroup, \
-        tr.children[1].textContent, tr.children[2].textContent])";
-    agree(&rt, &mut page, "the fabric", page_fabric, move || async move {
-        let f = a.ok(Method::GET, "/fabric", None).await;
-        let rows = f.as_array().unwrap().iter();
-        rows.map(|g| json!([g["group"], g["cidr"], g["announce"].as_str().unwrap_or("-")])).collect()
-    });
+    agree(&rt, &mut page, "the fabric", PAGE_FABRIC, move || api_fabric(a));
 
     // Each tenant's endpoints, segments and policies.
-    let page_tenants = "Object.fromEntries([...document.querySelectorAll('[data-tenant]')].map(t => [t.dataset.tenant, \
-        [[...t.querySelectorAll('li[data-endpoint]')].map(e => e.dataset.endpoint).sort(), \
-         t.querySelector('.segments').textContent, t.querySelector('.policies').textContent]]))";
-    let api_tenants = move || async move {
-        let eps = a.ok(Method::GET, "/endpoints", None).await;
-        let tenants = a.ok(Method::GET, "/tenants", None).await;
-        let mut m = serde_json::Map::new();
-        for t in tenants.as_array().unwrap() {
-            let mut mine: Vec<&str> = eps
-                .as_array()
-                .unwrap()
-                .iter()
-                .filter(|e| e["tenant"] == t["name"])
-                .map(|e| e["name"].as_str().unwrap())
-                .collect();
-            mine.sort();
-            let segs: Vec<&str> = t["segments"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .filter_map(|s| s["name"].as_str())
-                .filter(|s| !s.is_empty())
-                .collect();
-            let pols = if t["name"] == "shop" { "NetworkPolicy db-from-web" } else { "none" };
-            let segs = if segs.is_empty() { "none".to_owned() } else { segs.join(", ") };
-            m.insert(t["name"].as_str().unwrap().to_owned(), json!([mine, segs, pols]));
-        }
-        Value::Object(m)
-    };
+    let (page_tenants, api_tenants) = (PAGE_TENANTS, move || api_tenants(a));
+    assert_eq!(rt.block_on(api_tenants())["shop"][2], "NetworkPolicy db-from-web");
     let shown = agree(&rt, &mut page, "tenants", page_tenants, api_tenants);
     assert_eq!(shown["shop"][0], json!(["cron", "db", "web"]));
 

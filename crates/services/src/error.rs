@@ -152,7 +152,9 @@ impl From<IpamError> for ApiError {
             | E::BlackoutOutsideNetworks { .. }
             | E::BlackoutCoversNetwork { .. }
             | E::StackNameTooLong { .. }
-            | E::SecondIpv6 { .. } => ApiError::invalid(message, vec![]),
+            | E::SecondIpv6 { .. }
+            | E::NoFamily { .. }
+            | E::WrongFamily { .. } => ApiError::invalid(message, vec![]),
         }
     }
 }

@@ -16,7 +16,7 @@ use romana_api::rest::{
 use romana_api::topology::TopologyRequest;
 use romana_ipam::spec::{DEFAULT_AGENT_PORT, HostSpec, LayoutSpec};
 use romana_ipam::{AllocRequest, Allocation, HostOrigin};
-use romana_model::{AddressName, Cidr, HostName, SegmentName, TenantName};
+use romana_model::{AddressName, Cidr, Family, HostName, SegmentName, TenantName};
 
 use crate::error::{ApiError, ApiResult};
 use crate::extract::Body;
@@ -358,17 +358,42 @@ async fn allocate_v2(
     Ok(Json(a.ip.to_string()))
 }
 
+/// `POST /addresses?family=ipv4|ipv6` (with Romana 2.0's `RequestToken`): `family` draws the
+/// address from that family's networks only, named as a dual-stack endpoint's (`<name>#v6` for
+/// IPv6 when the host also draws IPv4 for the tenant), as OpenStack allocates a port's subnets
+/// one at a time.
+#[derive(Debug, Default, serde::Deserialize)]
+struct AllocQuery {
+    #[serde(rename = "RequestToken", alias = "request_token")]
+    request_token: Option<String>,
+    family: Option<String>,
+}
+
+fn family(q: &AllocQuery) -> ApiResult<Option<Family>> {
+    match q.family.as_deref() {
+        None => Ok(None),
+        Some("ipv4") => Ok(Some(Family::V4)),
+        Some("ipv6") => Ok(Some(Family::V6)),
+        // The message names the problem itself: the OpenStack driver shows romanad's message only.
+        Some(other) => Err(ApiError::invalid(format!("family: {other:?} is not ipv4 or ipv6"), vec![])),
+    }
+}
+
 async fn allocate(
     State(s): State<AppState>,
     Extension(p): Extension<Principal>,
-    Query(q): Query<TokenQuery>,
+    Query(q): Query<AllocQuery>,
     Body(req): Body<AddressRequest>,
 ) -> ApiResult<(StatusCode, Json<Address>)> {
     check_token(&q.request_token)?;
     scope::require(&p, &req.tenant)?;
     scope::require_host(&p, &req.host)?;
     let (r, ip) = alloc_request(&req)?;
-    let a = match s.ipam.allocate(r, ip, q.request_token.clone()).await {
+    let got = match family(&q)? {
+        Some(f) => s.ipam.allocate_family(r, f, ip, q.request_token.clone()).await,
+        None => s.ipam.allocate(r, ip, q.request_token.clone()).await,
+    };
+    let a = match got {
         Ok(a) => a,
         Err(e) => {
             return Err(scoped_failure(&s, &p, &req, &used_name(&s, &req, &q.request_token).await, e.into()));

@@ -34,10 +34,20 @@ const MAX_BATCH: usize = 32;
 const STORE_CALL_LIMIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 pub(crate) type Reply<T> = oneshot::Sender<ServiceResult<T>>;
-/// An allocation waiting in a batch: the request, a pinned address, a request token, whether it
-/// takes one address of each family (`Ipam::allocate_stack`), the reply (every address it got,
-/// the one named as asked first).
-pub(crate) type PendingAlloc = (AllocRequest, Option<IpAddr>, Option<String>, bool, Reply<Vec<Allocation>>);
+/// An allocation waiting in a batch: the request, a pinned address, a request token, its shape,
+/// the reply (every address it got, the one named as asked first).
+pub(crate) type PendingAlloc = (AllocRequest, Option<IpAddr>, Option<String>, Shape, Reply<Vec<Allocation>>);
+
+/// What an allocation takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Shape {
+    /// One address (`Ipam::allocate`, or the pinned one).
+    One,
+    /// One of each family (`Ipam::allocate_stack`).
+    Stack,
+    /// One of this family, named as a stack names it (`Ipam::allocate_family`).
+    Family(romana_model::Family),
+}
 
 #[derive(Debug)]
 pub(crate) enum Command {
@@ -45,7 +55,7 @@ pub(crate) enum Command {
         req: AllocRequest,
         ip: Option<IpAddr>,
         token: Option<String>,
-        stack: bool,
+        shape: Shape,
         reply: Reply<Vec<Allocation>>,
     },
     Release {
@@ -184,14 +194,28 @@ impl IpamHandle {
         ip: Option<IpAddr>,
         token: Option<String>,
     ) -> ServiceResult<Allocation> {
-        let all = self.call(|reply| Command::Allocate { req, ip, token, stack: false, reply }).await?;
+        let all = self.call(|reply| Command::Allocate { req, ip, token, shape: Shape::One, reply }).await?;
+        all.into_iter().next().ok_or_else(|| ServiceError::Unavailable("the IPAM answered no address".into()))
+    }
+
+    /// The address of one family of an endpoint (`ip` pinning it), named as a dual-stack
+    /// allocation names it: `<name>#v6` for IPv6 when the host also draws IPv4 for the tenant.
+    pub async fn allocate_family(
+        &self,
+        req: AllocRequest,
+        family: romana_model::Family,
+        ip: Option<IpAddr>,
+        token: Option<String>,
+    ) -> ServiceResult<Allocation> {
+        let shape = Shape::Family(family);
+        let all = self.call(|reply| Command::Allocate { req, ip, token, shape, reply }).await?;
         all.into_iter().next().ok_or_else(|| ServiceError::Unavailable("the IPAM answered no address".into()))
     }
 
     /// One address of each family the host draws from for the tenant, both or neither, in one
     /// transaction (the IPv6 one of a dual-stack endpoint named `<name>#v6`).
     pub async fn allocate_stack(&self, req: AllocRequest) -> ServiceResult<Vec<Allocation>> {
-        self.call(|reply| Command::Allocate { req, ip: None, token: None, stack: true, reply }).await
+        self.call(|reply| Command::Allocate { req, ip: None, token: None, shape: Shape::Stack, reply }).await
     }
     pub async fn release(&self, key: String) -> ServiceResult<Released> {
         self.call(|reply| Command::Release { key, reply }).await
@@ -412,16 +436,16 @@ impl Actor {
         let mut allocs = Vec::new();
         for cmd in batch {
             match cmd {
-                Command::Allocate { req, ip, token, stack: false, reply } => {
-                    allocs.push((req, ip, token, false, reply))
-                }
                 // A dual-stack allocation writes twice the keys of a single one: it goes in a
                 // transaction of its own, so a batch stays within etcd's 128 operations.
-                Command::Allocate { req, ip, token, stack: true, reply } => {
+                Command::Allocate { req, ip, token, shape: Shape::Stack, reply } => {
                     if !allocs.is_empty() {
                         self.allocate(std::mem::take(&mut allocs)).await;
                     }
-                    self.allocate(vec![(req, ip, token, true, reply)]).await;
+                    self.allocate(vec![(req, ip, token, Shape::Stack, reply)]).await;
+                }
+                Command::Allocate { req, ip, token, shape, reply } => {
+                    allocs.push((req, ip, token, shape, reply))
                 }
                 other => {
                     if !allocs.is_empty() {

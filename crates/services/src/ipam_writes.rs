@@ -14,7 +14,7 @@ use romana_ipam::{
 use romana_model::{Cidr, HostName};
 use romana_store::{Compare, EventKind, KeyValue, Op, Revision, StoreError, Txn};
 
-use crate::ipam_sync::{Actor, PendingAlloc, encode, read_lock};
+use crate::ipam_sync::{Actor, PendingAlloc, Shape, encode, read_lock};
 use crate::ipam_view::Synced;
 use crate::jitter::retry_pause;
 use crate::service_error::{ServiceError, ServiceResult};
@@ -111,11 +111,12 @@ impl Actor {
             let mut compares = Vec::new();
             {
                 let mut s = self.write();
-                for (req, ip, token, stack, _) in &allocs {
-                    let got = match (ip, stack) {
+                for (req, ip, token, shape, _) in &allocs {
+                    let got = match (ip, shape) {
+                        (ip, Shape::Family(f)) => s.ipam.allocate_family(req, *f, *ip).map(|a| vec![a]),
                         (Some(ip), _) => s.ipam.allocate_specific(req, *ip).map(|a| vec![a]),
-                        (None, true) => s.ipam.allocate_stack(req),
-                        (None, false) => s.ipam.allocate(req).map(|a| vec![a]),
+                        (None, Shape::Stack) => s.ipam.allocate_stack(req),
+                        (None, Shape::One) => s.ipam.allocate(req).map(|a| vec![a]),
                     };
                     let got = match got {
                         Ok(got) => got,

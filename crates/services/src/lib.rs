@@ -59,6 +59,8 @@ pub mod vips_assign;
 pub mod vips_checks;
 pub mod vips_leader;
 pub mod watch;
+pub mod watch_filter;
+pub mod watch_hub;
 pub mod watch_scope;
 
 use std::sync::Arc;
@@ -172,6 +174,7 @@ pub async fn start(store: Arc<dyn Store>, opts: &Options) -> error::ApiResult<Ap
         opts.url.clone(),
     );
     let state = AppState {
+        watch_hub: watch_hub::Hub::new(Arc::clone(&store), keys.clone()),
         check: Arc::new(check_tracker::Tracker::new(opts.graces)),
         store,
         keys,

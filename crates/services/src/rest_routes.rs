@@ -280,7 +280,7 @@ pub const ROUTES: &[RouteSpec] = &[
         "/addresses",
         "ipam",
         Access::TenantBody,
-        "Allocate (idempotent by name; ?RequestToken= for retried POSTs)",
+        "Allocate (idempotent by name; ?RequestToken= for retried POSTs; ?family=ipv4|ipv6 draws one family, named as a dual-stack endpoint's)",
         Some("AddressRequest"),
         "Address",
         201,

@@ -76,7 +76,7 @@ fn agent_write(method: &str, template: &str) -> Option<AgentWrite> {
         ("PUT", "/hosts/{host}/alive" | "/hosts/{host}/tags") | ("DELETE", "/hosts/{host}") => {
             Some(AgentWrite::PathHost)
         }
-        ("POST", "/hosts" | "/address" | "/addresses")
+        ("POST", "/hosts" | "/address" | "/addresses" | "/address-stacks")
         | ("DELETE", "/address" | "/addresses/{name}" | "/endpoints/{name}")
         | ("PUT", "/endpoints/{name}" | "/endpoints/{name}/labels") => Some(AgentWrite::InHandler),
         _ => None,
@@ -211,9 +211,12 @@ mod tests {
             assert!(!ok(&h1, Access::Service, method, template, &encoded), "{method}");
         }
         // Writes whose host is in the body or the record: the handler decides.
-        for (method, template) in
-            [("POST", "/hosts"), ("POST", "/addresses"), ("DELETE", "/addresses/{name}")]
-        {
+        for (method, template) in [
+            ("POST", "/hosts"),
+            ("POST", "/addresses"),
+            ("POST", "/address-stacks"),
+            ("DELETE", "/addresses/{name}"),
+        ] {
             assert!(ok(&h1, Access::Service, method, template, template), "{method} {template}");
         }
         // Cluster-wide writes are not an agent's; reads and public routes are.

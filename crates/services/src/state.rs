@@ -25,6 +25,8 @@ pub struct AppState {
     pub url: Arc<String>,
     /// The consistency check's graces and sightings (`reclaim.rs`).
     pub check: Arc<crate::check_tracker::Tracker>,
+    /// The one store watch every `GET /watch` stream of this instance shares.
+    pub watch_hub: Arc<crate::watch_hub::Hub>,
 }
 
 impl AppState {

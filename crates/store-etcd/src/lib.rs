@@ -10,7 +10,7 @@
 pub mod cluster;
 mod members;
 
-pub use members::REQUEST_TIMEOUT;
+pub use members::{POINT_TIMEOUT, REQUEST_TIMEOUT};
 #[cfg(any(test, feature = "test-util"))]
 pub mod server;
 
@@ -18,7 +18,7 @@ use etcd_client::{
     Compare as EtcdCompare, CompareOp, DeleteOptions, GetOptions, PutOptions, TxnOp, TxnOpResponse,
     WatchOptions,
 };
-use members::{CallError, Members, Retry};
+use members::{CallError, Deadline, Members};
 use romana_store::{
     BoxFut, Cmp, Compare, Event, EventKind, KeyValue, LeaseId, Op, Result, Revision, Store, StoreError, Txn,
     TxnResult, WatchStream,
@@ -36,6 +36,14 @@ pub const KV_MESSAGE_BYTES: usize = 16 << 20;
 /// Watch responses decode up to this size: a watch that catches up gets up to 1,000 revisions in
 /// one response (etcd 3.4 batches them so), which at large blocks is tens of MiB.
 pub const WATCH_MESSAGE_BYTES: usize = 64 << 20;
+/// etcd's `--heartbeat-interval` (ms) that Romana's deployment uses and its tests run with
+/// (docs/operations.md): a few times a LAN round trip, as etcd's tuning guide asks.
+pub const ETCD_HEARTBEAT_MS: u32 = 50;
+/// etcd's `--election-timeout` (ms) to go with it (etcd's default is 1,000). After the leader
+/// dies, followers notice within one to two of these, and nothing commits meanwhile: this sets
+/// the floor of the pause a leader's death causes. Six heartbeats, so a follower waits through
+/// five lost or late ones before it campaigns.
+pub const ETCD_ELECTION_MS: u32 = 300;
 /// How long `connect` waits for a member to answer.
 pub const CONNECT_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 /// A range restarts from scratch this often when etcd compacts its revision between two pages.
@@ -203,7 +211,7 @@ impl EtcdStore {
         let mut limit = FIRST_PAGE_KEYS;
         loop {
             let opts = GetOptions::new().with_range(end.clone()).with_limit(limit).with_revision(revision);
-            let read = self.members.call(Retry::Always, |m| {
+            let read = self.members.call(Deadline::Bulk, |m| {
                 let (start, opts) = (start.clone(), opts.clone());
                 async move { m.kv.clone().get(start, Some(opts)).await }
             });
@@ -245,7 +253,7 @@ impl Store for EtcdStore {
         Box::pin(async move {
             let r = self
                 .members
-                .call(Retry::Always, |m| async move { m.kv.clone().get(key, None).await })
+                .call(Deadline::Point, |m| async move { m.kv.clone().get(key, None).await })
                 .await
                 .map_err(unavailable)?;
             Ok(r.kvs().first().map(kv))
@@ -262,8 +270,10 @@ impl Store for EtcdStore {
                 .when(txn.compare.iter().map(compare).collect::<Vec<_>>())
                 .and_then(txn.success.iter().map(txn_op).collect::<Vec<_>>())
                 .or_else(txn.failure.iter().map(txn_op).collect::<Vec<_>>());
-            // Sent once: a write that reached a member may be applied even if the call failed.
-            let r = self.members.call(Retry::NotSent, |m| {
+            // Moves to another member when one fails or does not answer in time, even though
+            // the write may have been applied there: our transactions are compare-and-swap or set
+            // fixed values, so a second attempt never applies a change twice (`members.rs`).
+            let r = self.members.call(Deadline::Point, |m| {
                 let t = t.clone();
                 async move { m.kv.clone().txn(t).await }
             });
@@ -299,7 +309,7 @@ impl Store for EtcdStore {
             }
             let mut stream = self
                 .members
-                .call(Retry::Always, |m| {
+                .call(Deadline::Bulk, |m| {
                     let opts = opts.clone();
                     async move { m.watch.clone().watch(prefix, Some(opts)).await }
                 })
@@ -380,7 +390,7 @@ impl Store for EtcdStore {
             }
             let r = self
                 .members
-                .call(Retry::Always, |m| async move { m.client.lease_client().grant(ttl_secs, None).await })
+                .call(Deadline::Point, |m| async move { m.client.lease_client().grant(ttl_secs, None).await })
                 .await
                 .map_err(unavailable)?;
             Ok(r.id())
@@ -398,7 +408,7 @@ impl Store for EtcdStore {
             };
             let ttl = self
                 .members
-                .call(Retry::Always, |m| async move {
+                .call(Deadline::Point, |m| async move {
                     let (mut keeper, mut stream) = m.client.lease_client().keep_alive(lease).await?;
                     keeper.keep_alive().await?;
                     Ok(stream.message().await?.map_or(0, |r| r.ttl()))
@@ -413,7 +423,7 @@ impl Store for EtcdStore {
         Box::pin(async move {
             match self
                 .members
-                .call(Retry::Always, |m| async move { m.client.lease_client().revoke(lease).await })
+                .call(Deadline::Point, |m| async move { m.client.lease_client().revoke(lease).await })
                 .await
             {
                 Ok(_) => Ok(()),
@@ -427,7 +437,7 @@ impl Store for EtcdStore {
         Box::pin(async move {
             let r = self
                 .members
-                .call(Retry::Always, |m| async move {
+                .call(Deadline::Point, |m| async move {
                     m.kv.clone().get("\0", Some(GetOptions::new().with_count_only())).await
                 })
                 .await

@@ -36,6 +36,9 @@ impl Member<'_> {
             .args(["--listen-client-urls", &endpoint, "--advertise-client-urls", &endpoint])
             .args(["--listen-peer-urls", &peer_url, "--initial-advertise-peer-urls", &peer_url])
             .args(["--initial-cluster", initial_cluster, "--initial-cluster-token", token])
+            // The election settings a deployment should use (docs/operations.md).
+            .args(["--heartbeat-interval", &crate::ETCD_HEARTBEAT_MS.to_string()])
+            .args(["--election-timeout", &crate::ETCD_ELECTION_MS.to_string()])
             .stdout(log.try_clone()?)
             .stderr(log)
             .spawn()

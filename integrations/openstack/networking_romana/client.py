@@ -126,12 +126,19 @@ class Client:
             if e.status != 409:
                 raise
 
-    def allocate(self, name, host, tenant, segment, ip=None):
-        """An address for ``name`` (a port id) on ``host``: the address record."""
+    def allocate(self, name, host, tenant, segment, ip=None, family=None):
+        """An address for ``name`` (a port id) on ``host``: the address record. ``family``
+        (``ipv4`` or ``ipv6``) draws from that family's networks only; romanad names a port's
+        IPv6 address ``<name>#v6`` when the host also draws IPv4 for the tenant."""
         body = {"name": name, "host": host, "tenant": tenant, "segment": segment}
         if ip:
             body["ip"] = ip
-        return self.call("POST", "/addresses", body)
+        path = "/addresses" + ("?family=" + family if family else "")
+        return self.call("POST", path, body)
+
+    def networks(self):
+        """romanad's networks: ``[{name, cidr, ...}]``."""
+        return self.call("GET", "/networks")
 
     def release(self, name_or_ip):
         """Releases an address; one already gone is not an error."""

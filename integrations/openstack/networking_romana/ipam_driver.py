@@ -2,6 +2,13 @@
 from romanad's IPAM (tenant = project, segment = network, host = the port's ``binding:host_id``,
 address name = the port id). Romana allocates per host, so a port needs its host when its address
 is allocated (nova creates instance ports with ``binding:host_id`` set).
+
+IPv6 subnets pass through like IPv4 ones: each subnet's allocation asks romanad for an address of
+the subnet's family (``POST /addresses?family=``), so a dual-stack port (one fixed IP on an IPv4
+and one on an IPv6 subnet) holds the names a dual-stack pod holds: the port id for IPv4 and
+``<port id>#v6`` for IPv6 (an IPv6-only topology: the port id). A subnet whose family romanad's
+topology has no network of (none overlapping the subnet) is refused when it is created, naming
+the subnet; an allocation romanad refuses as unprocessable (422) names the subnet too.
 """
 
 import netaddr
@@ -57,6 +64,20 @@ def _subnet_info(context, subnet_id):
     return s.network_id, s.project_id, str(s.cidr), s.gateway_ip, pools
 
 
+def check_family(romana, subnet_id, cidr):
+    """Refuses a subnet no network of romanad's topology can serve: none of its family overlaps
+    it (an IPv6 subnet on an IPv4-only topology, above all). The error names the subnet."""
+    net = netaddr.IPNetwork(cidr)
+    nets = romana.networks()
+    if any(netaddr.IPNetwork(n["cidr"]).version == net.version
+           and (netaddr.IPNetwork(n["cidr"]) in net or net in netaddr.IPNetwork(n["cidr"])) for n in nets):
+        return
+    have = ", ".join("%s (%s)" % (n["name"], n["cidr"]) for n in nets) or "none"
+    raise ipam_exc.InvalidSubnetRequest(
+        reason="subnet %s (%s) is IPv%d, but romanad's topology has no IPv%d network inside it "
+               "(its networks: %s); add one to the topology first" % (subnet_id, cidr, net.version, net.version, have))
+
+
 class RomanaSubnet(ipam_base.Subnet):
     """A Neutron subnet whose addresses romanad hands out."""
 
@@ -68,6 +89,10 @@ class RomanaSubnet(ipam_base.Subnet):
         self._cidr = cidr
         self._gateway_ip = gateway_ip
         self._pools = pools
+
+    @property
+    def _family(self):
+        return "ipv%d" % netaddr.IPNetwork(self._cidr).version
 
     def allocate(self, address_request):
         if not isinstance(address_request, RomanaAddressRequest):
@@ -81,8 +106,10 @@ class RomanaSubnet(ipam_base.Subnet):
         network = r.network_id or self._network_id
         self._romana.ensure_segment(project, network)
         try:
-            rec = self._romana.allocate(r.port_id, r.host, project, network, r.ip)
+            rec = self._romana.allocate(r.port_id, r.host, project, network, r.ip, family=self._family)
         except rc.RomanaError as e:
+            if e.status == 422:
+                raise AddressRefused(reason="subnet %s (%s): %s" % (self._subnet_id, self._cidr, e.message))
             if e.status == 409 and r.ip:
                 raise ipam_exc.IpAddressAlreadyAllocated(ip=r.ip, subnet_id=self._subnet_id)
             if e.status == 409:
@@ -120,6 +147,7 @@ class RomanaPool(ipam_base.Pool):
         if not isinstance(request, ipam_req.SpecificSubnetRequest):
             raise ipam_exc.InvalidSubnetRequest(
                 reason="Romana needs the subnet's CIDR (its network's), not a subnet from a pool")
+        check_family(self._romana, request.subnet_id, str(request.subnet_cidr))
         self._romana.ensure_tenant(request.project_id)
         s = RomanaSubnet(self._romana, request.subnet_id, None, request.project_id,
                          str(request.subnet_cidr), request.gateway_ip, request.allocation_pools)

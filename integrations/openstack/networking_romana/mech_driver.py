@@ -14,6 +14,7 @@ each rewrites the whole group's policy from the group as Neutron then holds it.
 ``after_init``).
 """
 
+import netaddr
 from neutron_lib import constants as n_const
 from neutron_lib.api.definitions import portbindings as pb
 from neutron_lib.callbacks import events
@@ -37,12 +38,22 @@ def tap_name(port_id):
     return "tap" + port_id[:11]
 
 
+def port_ips(port):
+    """The port's fixed IPs, IPv4 first (the agent's ``ip`` is the first: what older agents know)."""
+    ips = [f["ip_address"] for f in port.get("fixed_ips") or []]
+    return sorted(ips, key=lambda ip: netaddr.IPAddress(ip).version)
+
+
 def vm_body(port):
-    """The agent's ``POST /vm`` body for a bound port, or None when there is nothing to plumb."""
-    ips = port.get("fixed_ips") or []
+    """The agent's ``POST /vm`` body for a bound port, or None when there is nothing to plumb. A
+    port with addresses of both families sends them all in ``ips`` (one per family)."""
+    ips = port_ips(port)
     if not ips:
         return None
-    return {"interface": tap_name(port["id"]), "mac": port["mac_address"], "ip": ips[0]["ip_address"]}
+    body = {"interface": tap_name(port["id"]), "mac": port["mac_address"], "ip": ips[0]}
+    if len(ips) > 1:
+        body["ips"] = ips
+    return body
 
 
 def needs_agent(port):
@@ -66,12 +77,34 @@ def _neutron_groups(context):
     return directory.get_plugin().get_security_groups(context)
 
 
-def endpoint_record(port):
-    """The endpoint record of a bound VM port, as the IPAM driver allocated its address
-    (name = port id, tenant = project, segment = network, host = binding host)."""
-    return {"name": port["id"], "ip": port["fixed_ips"][0]["ip_address"],
-            "tenant": port.get("project_id") or port.get("tenant_id"), "segment": port["network_id"],
-            "host": port[pb.HOST_ID], "labels": secgroups.endpoint_labels(port)}
+V6_SUFFIX = "#v6"
+
+
+def endpoint_names(port):
+    """Every endpoint name a port's addresses may be registered under: the port id, and
+    ``<port id>#v6`` when it has an IPv6 address (deletes need no lookup: the addresses may be
+    released already)."""
+    names = [port["id"]]
+    if any(netaddr.IPAddress(ip).version == 6 for ip in port_ips(port)):
+        names.append(port["id"] + V6_SUFFIX)
+    return names
+
+
+def endpoint_records(port, lookup):
+    """The endpoint records of a bound VM port, one per address, as the IPAM driver allocated them
+    (tenant = project, segment = network, host = binding host). The IPv4 address is the port id's;
+    an IPv6 one is named by romanad (``lookup(ip)``: the port id on an IPv6-only topology, else
+    ``<port id>#v6``)."""
+    out = []
+    for ip in port_ips(port):
+        name = port["id"]
+        if netaddr.IPAddress(ip).version == 6:
+            rec = lookup(ip)
+            name = rec["name"] if rec else port["id"] + V6_SUFFIX
+        out.append({"name": name, "ip": ip, "tenant": port.get("project_id") or port.get("tenant_id"),
+                    "segment": port["network_id"], "host": port[pb.HOST_ID],
+                    "labels": secgroups.endpoint_labels(port)})
+    return out
 
 
 class RomanaMechanismDriver(api.MechanismDriver):
@@ -180,16 +213,21 @@ class RomanaMechanismDriver(api.MechanismDriver):
             labels = secgroups.endpoint_labels(port)
             if labels != secgroups.endpoint_labels(original):
                 self._port_groups(context, port)
-                if not self._romana.set_labels(port["id"], labels):
-                    self._romana.put_endpoint(endpoint_record(port))
+                for rec in self._records(port):
+                    if not self._romana.set_labels(rec["name"], labels):
+                        self._romana.put_endpoint(rec)
             return
         if needs_agent(original) and original.get(pb.HOST_ID) != port.get(pb.HOST_ID):
             self._forget(original)
         # Policies and labels first: the agent routes the VM only after they are in romanad.
         self._port_groups(context, port)
-        self._romana.put_endpoint(endpoint_record(port))
+        for rec in self._records(port):
+            self._romana.put_endpoint(rec)
         ip, agent_port = self._agent(port[pb.HOST_ID])
         self._agent_http("POST", ip, agent_port, "/vm", vm_body(port))
+
+    def _records(self, port):
+        return endpoint_records(port, self._romana.address)
 
     def _port_groups(self, context, port):
         """The policies of the port's groups, written from the groups as Neutron holds them."""
@@ -208,4 +246,5 @@ class RomanaMechanismDriver(api.MechanismDriver):
     def delete_port_postcommit(self, context):
         if needs_agent(context.current):
             self._forget(context.current)
-            self._romana.delete_endpoint(context.current["id"])
+            for name in endpoint_names(context.current):
+                self._romana.delete_endpoint(name)

@@ -18,15 +18,20 @@ FLAT = {"networks": [{"name": "os", "cidr": "10.50.0.0/16", "block_mask": 28}],
         "topologies": [{"networks": ["os"], "map": [{"groups": []}]}]}
 
 
-@pytest.fixture(scope="session")
-def romanad():
+# Dual stack: an IPv4 and an IPv6 network over the same (flat) topology.
+DUAL = {"networks": [{"name": "os", "cidr": "10.60.0.0/16", "block_mask": 28},
+                     {"name": "os6", "cidr": "fd00:60::/112", "block_mask": 124}],
+        "topologies": [{"networks": ["os", "os6"], "map": [{"groups": []}]}]}
+
+
+def _romanad(topology):
     """romanad on 127.0.0.1 (a port chosen at run time); yields (url, admin client, service creds)."""
     if not os.path.exists(ROMANAD):
         pytest.skip("no romanad binary at %s (cargo build -p romanad)" % ROMANAD)
     d = tempfile.mkdtemp(prefix="romana-os-")
     topo = os.path.join(d, "topology.json")
     with open(topo, "w") as f:
-        json.dump(FLAT, f)
+        json.dump(topology, f)
     log = open(os.path.join(d, "romanad.log"), "w")
     p = subprocess.Popen([ROMANAD, "--listen", "127.0.0.1:0", "--data-dir", os.path.join(d, "data"),
                           "--initial-topology", topo], stdout=subprocess.PIPE, stderr=log, text=True)
@@ -46,6 +51,18 @@ def romanad():
         p.wait(timeout=30)
         log.close()
         shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def romanad():
+    """romanad with an IPv4 network only (10.50.0.0/16)."""
+    yield from _romanad(FLAT)
+
+
+@pytest.fixture(scope="session")
+def romanad_dual():
+    """romanad with an IPv4 (10.60.0.0/16) and an IPv6 (fd00:60::/112) network."""
+    yield from _romanad(DUAL)
 
 
 @pytest.fixture(autouse=True)

@@ -3,6 +3,7 @@ romana-agent whose host is a test namespace: a VM stands in as a namespace behin
 created after the bind, as nova does. Namespaces carry a unique prefix and are deleted even when
 a test fails."""
 
+import contextlib
 import os
 import shutil
 import socket
@@ -110,11 +111,12 @@ def namespaces():
             sh("ip", "netns", "del", n, check=False)
 
 
-def test_vm_bound_plumbed_and_removed(romanad, namespaces, tmp_path):
-    url, admin, creds = romanad
+@contextlib.contextmanager
+def agent_on(admin, creds, hostns, tmp_path):
+    """A real romana-agent for a host whose namespace is ``hostns``, its /vm API on 127.0.0.1;
+    yields the host's name once the agent is registered and answers."""
     if not os.path.exists(AGENT):
         pytest.skip("no romana-agent binary at %s" % AGENT)
-    hostns, vmns = namespaces
     host = "hv-" + uuid.uuid4().hex[:6]
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -136,6 +138,16 @@ def test_vm_bound_plumbed_and_removed(romanad, namespaces, tmp_path):
                 pass
             assert time.monotonic() < deadline, open(tmp_path / "agent.log").read()
             time.sleep(0.1)
+        yield host
+    finally:
+        agent.terminate()
+        agent.wait(timeout=30)
+
+
+def test_vm_bound_plumbed_and_removed(romanad, namespaces, tmp_path):
+    url, admin, creds = romanad
+    hostns, vmns = namespaces
+    with agent_on(admin, creds, hostns, tmp_path) as host:
         pool, subnet, port_id, ip, project, network = ipam_flow(admin, creds, host)
         mech = RomanaMechanismDriver(romana=service(creds))
         mech.initialize()
@@ -177,9 +189,6 @@ def test_vm_bound_plumbed_and_removed(romanad, namespaces, tmp_path):
             admin.call("GET", "/endpoints/%s" % port_id)
         assert gone.value.status == 404
         assert tap in sh("ip", "-n", hostns, "-br", "link"), "the tap is nova's: it stays"
-    finally:
-        agent.terminate()
-        agent.wait(timeout=30)
 
 
 def test_security_group_policies_against_romanad(romanad):

@@ -29,12 +29,23 @@ class FakeRomana:
     def ensure_segment(self, p, n):
         self.calls.append(("segment", p, n))
 
-    def allocate(self, name, host, tenant, segment, ip=None):
-        self.calls.append(("allocate", name, host, tenant, segment, ip))
+    def allocate(self, name, host, tenant, segment, ip=None, family=None):
+        self.calls.append(("allocate", name, host, tenant, segment, ip, family))
         if ip == "10.50.0.99":
             raise rc.RomanaError("POST", "/addresses", 409, "taken")
+        if family == "ipv6" and host == "hv-v4only":
+            raise rc.RomanaError("POST", "/addresses", 422, "host hv-v4only has no IPv6 network")
         self.next_ip += 1
-        return {"ip": ip or "10.50.0.%d" % self.next_ip}
+        if family == "ipv6":
+            return {"ip": ip or "fd00:50::%x" % self.next_ip, "name": name + "#v6"}
+        return {"ip": ip or "10.50.0.%d" % self.next_ip, "name": name}
+
+    def networks(self):
+        return [{"name": "os", "cidr": "10.50.0.0/16"}, {"name": "os6", "cidr": "fd00:50::/64"}]
+
+    def address(self, ip):
+        self.calls.append(("address", ip))
+        return {"name": "0123456789abcdef#v6", "ip": ip} if ":" in ip else {"name": "0123456789abcdef", "ip": ip}
 
     def release(self, x):
         self.calls.append(("release", x))
@@ -54,6 +65,7 @@ class FakeRomana:
 
     def put_endpoint(self, rec):
         self.calls.append(("endpoint", rec["name"], tuple(sorted(rec["labels"]))))
+        self.records = getattr(self, "records", []) + [rec]
 
     def set_labels(self, name, labels):
         self.calls.append(("labels", name, tuple(sorted(labels))))
@@ -187,7 +199,8 @@ def test_ipam_subnet_and_addresses():
     assert isinstance(r, RomanaAddressRequest)
     ip = p.get_subnet("sub1").allocate(r)
     assert ip == netaddr.IPAddress("10.50.0.11")
-    assert fake.calls[-2:] == [("segment", "proj1", "net1"), ("allocate", "0123456789abcdef", "hv1", "proj1", "net1", None)]
+    assert fake.calls[-2:] == [("segment", "proj1", "net1"),
+                               ("allocate", "0123456789abcdef", "hv1", "proj1", "net1", None, "ipv4")]
     r = factory.get_request(None, port(), {"ip_address": "10.50.0.77"})
     assert p.get_subnet("sub1").allocate(r) == netaddr.IPAddress("10.50.0.77")
     p.get_subnet("sub1").deallocate(netaddr.IPAddress("10.50.0.77"))
@@ -215,3 +228,66 @@ def test_any_subnet_request_is_refused():
 def test_client_refuses_no_password():
     with pytest.raises(ValueError):
         rc.Client("http://127.0.0.1:1", "neutron", "")
+
+
+def dual_port(**kw):
+    return port(fixed_ips=[{"ip_address": "fd00:50::5", "subnet_id": "s6"},
+                           {"ip_address": "10.50.0.5", "subnet_id": "s1"}], **kw)
+
+
+def test_dual_stack_port_is_told_and_registered_with_both_addresses():
+    d, fake, sent = driver()
+    d.update_port_postcommit(BindContext(dual_port(), dual_port(**{pb.VIF_TYPE: pb.VIF_TYPE_UNBOUND})))
+    # IPv4 first in `ip` (what the old agents read), both in `ips`.
+    assert sent == [("POST", "192.0.2.7", 9604, "/vm",
+                     {"interface": "tap0123456789a", "mac": "fa:16:3e:00:00:01", "ip": "10.50.0.5",
+                      "ips": ["10.50.0.5", "fd00:50::5"]})]
+    # One endpoint record per address, under the IPAM's names, before the agent is told.
+    assert [(r["name"], r["ip"]) for r in fake.records] == [
+        ("0123456789abcdef", "10.50.0.5"), ("0123456789abcdef#v6", "fd00:50::5")]
+    assert ("address", "fd00:50::5") in fake.calls and ("address", "10.50.0.5") not in fake.calls
+    # Relabelling (a group added) relabels both.
+    d._get_group = lambda ctx, sg_id: None  # the group's policy is not what this test is about
+    d.update_port_postcommit(BindContext(dual_port(security_groups=["g1"]), dual_port()))
+    assert [c[1] for c in fake.calls if c[0] == "labels"] == ["0123456789abcdef", "0123456789abcdef#v6"]
+    # Delete: both names, without looking the (maybe released) addresses up.
+    fake.calls.clear()
+    d.delete_port_postcommit(BindContext(dual_port()))
+    assert [c for c in fake.calls if c[0] == "delete-endpoint"] == [
+        ("delete-endpoint", "0123456789abcdef"), ("delete-endpoint", "0123456789abcdef#v6")]
+    assert not [c for c in fake.calls if c[0] == "address"]
+
+
+def test_single_family_ports_send_no_ips():
+    d, _, sent = driver()
+    v6 = port(fixed_ips=[{"ip_address": "fd00:50::9", "subnet_id": "s6"}])
+    d.update_port_postcommit(BindContext(v6, None))
+    assert sent[-1][4] == {"interface": "tap0123456789a", "mac": "fa:16:3e:00:00:01", "ip": "fd00:50::9"}
+
+
+def v6_pool():
+    fake = FakeRomana()
+    info = {"sub6": ("net1", "proj1", "fd00:50::/64", None, None)}
+    return RomanaPool(None, None, romana=fake, subnet_info=lambda i: info[i]), fake
+
+
+def test_ipv6_subnet_allocates_ipv6():
+    p, fake = v6_pool()
+    p.allocate_subnet(ipam_req.SpecificSubnetRequest("proj1", "sub6", "fd00:50::/64"))
+    r = p.get_address_request_factory().get_request(None, port(), {})
+    ip = p.get_subnet("sub6").allocate(r)
+    assert ip.version == 6 and ip in netaddr.IPNetwork("fd00:50::/64")
+    assert fake.calls[-1] == ("allocate", "0123456789abcdef", "hv1", "proj1", "net1", None, "ipv6")
+    # romanad's 422 (the host draws no IPv6 for the project) names the subnet.
+    r = p.get_address_request_factory().get_request(None, port(**{pb.HOST_ID: "hv-v4only"}), {})
+    with pytest.raises(AddressRefused) as e:
+        p.get_subnet("sub6").allocate(r)
+    assert "subnet sub6 (fd00:50::/64)" in str(e.value) and "no IPv6 network" in str(e.value)
+
+
+def test_subnet_without_a_network_of_its_family_is_refused():
+    p, _ = pool()
+    with pytest.raises(ipam_exc.InvalidSubnetRequest) as e:
+        p.allocate_subnet(ipam_req.SpecificSubnetRequest("proj1", "sub7", "fd99::/64"))
+    assert "subnet sub7 (fd99::/64) is IPv6" in str(e.value)
+    assert "os (10.50.0.0/16), os6 (fd00:50::/64)" in str(e.value)

@@ -74,6 +74,11 @@ fn endpoint(name: &str, ip: &str, tenant: &str, segment: &str) -> romana_api::re
 
 /// Compiles h1's table: `a` (red/web) and `b` (blue/x) local, and `policies`.
 fn compiled(pass: &mut PassState, policies: Vec<serde_json::Value>) -> Compiled {
+    pass.compile("h1", snapshot(&mut inputs(policies)))
+}
+
+/// h1's inputs: `a` (red/web) and `b` (blue/x) local, and `policies`.
+fn inputs(policies: Vec<serde_json::Value>) -> Inputs {
     let tenant = |name: &str, seg: &str| {
         serde_json::from_value(json!({"name": name, "external_id": "", "labels": {}, "number": 1,
             "segments": [{"name": seg, "tenant": name, "external_id": "", "labels": {}, "number": 1}]}))
@@ -90,7 +95,7 @@ fn compiled(pass: &mut PassState, policies: Vec<serde_json::Value>) -> Compiled 
         ]),
     });
     assert_eq!(i.problems, Vec::<String>::new());
-    pass.compile("h1", snapshot(&mut i))
+    i
 }
 
 fn web_policy() -> serde_json::Value {
@@ -263,4 +268,47 @@ fn converge_plans_the_routes_and_leaves_endpoints_alone() {
     k.applied.clear();
     assert_eq!(rt.block_on(converge(&mut k, |_| None)).unwrap(), None);
     assert!(k.applied.is_empty());
+}
+
+/// The confirming compile runs from scratch on a cache of its own, without the pass lock: it
+/// lands (its cache becomes the pass's) only when no endpoint pass changed the cache since its
+/// snapshot; and the table the endpoint passes left is the one it compiles.
+#[test]
+fn a_confirming_compile_lands_only_when_no_endpoint_pass_overtook_it() {
+    use crate::machine::pass::{compile_with, snapshot_confirm, take_endpoint_changes};
+    let nft = FakeNft::default();
+    let mut pass = PassState::default();
+    let mut i = inputs(vec![web_policy()]);
+    let c = pass.compile("h1", snapshot(&mut i));
+    let a = run_pass::<_, FakeFastPath>(&nft, None, pass.base(None), &c).unwrap();
+    pass.applied(a.after, a.known_at, &a.summary);
+    // An ADD's endpoint pass.
+    let add = |pass: &mut PassState, i: &mut Inputs, name: &str, ip: &str| {
+        i.upsert(&endpoint(name, ip, "red", "web"));
+        let t = take_endpoint_changes(i).unwrap();
+        let tx = pass.endpoint_transaction("h1", &t).unwrap();
+        let known_at =
+            apply_transaction::<_, FakeFastPath>(&nft, None, &tx.transaction, pass.known_gen).unwrap();
+        pass.part_applied(&tx.part, known_at, &tx.transaction.plan.summary);
+    };
+    add(&mut pass, &mut i, "c", "10.0.0.4");
+    assert!(i.confirm);
+    let epoch = pass.epoch;
+    let snap = snapshot_confirm(&mut i).unwrap();
+    assert!(!i.confirm);
+    let mut cache = romana_policy::firewall::CompileCache::default();
+    let (confirmed, world) = compile_with(&mut cache, "h1", snap);
+    assert!(pass.lands(epoch));
+    assert_eq!(pass.known.clone().unwrap(), Observed::of(&confirmed.desired));
+    // Had another ADD's endpoint pass come while it compiled, it would be stale.
+    let mut later = PassState { known: pass.known.clone(), ..PassState::default() };
+    later.compiled(cache, world);
+    let epoch = later.epoch;
+    add(&mut later, &mut i, "d", "10.0.0.5");
+    assert!(!later.lands(epoch));
+    // A compile holding the lock moves the epoch too; so does nothing else.
+    let epoch = pass.epoch;
+    assert!(pass.lands(epoch));
+    compiled(&mut pass, vec![]);
+    assert!(!pass.lands(epoch));
 }

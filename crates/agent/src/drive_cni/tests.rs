@@ -38,6 +38,10 @@ struct Script {
     pods: Vec<Result<&'static str, u16>>,
     /// Status of a refused allocation.
     alloc_refused: Option<u16>,
+    /// The host draws from an IPv6 network too: the allocation gives `fd00::5` as `<name>#v6`.
+    dual: bool,
+    /// Status of a refused registration of the `#v6` record.
+    register_v6_refused: Option<u16>,
     /// romanad already has the endpoint's record (a repeated ADD), with these labels.
     known: Option<&'static str>,
     register_refused: Option<u16>,
@@ -110,11 +114,17 @@ impl Romanad for Fake {
             Err(s) => Err(api(s)),
         })
     }
-    fn allocate<'a>(&'a self, req: &'a AddressRequest) -> BoxFut<'a, Result<Address, ClientError>> {
+    fn allocate_stack<'a>(
+        &'a self,
+        req: &'a AddressRequest,
+    ) -> BoxFut<'a, Result<Vec<Address>, ClientError>> {
         self.note(format!("allocate {} segment {:?}", req.name, req.segment));
         ready(match self.script.alloc_refused {
             Some(s) => Err(api(s)),
-            None => Ok(address(&req.name, "10.0.0.5")),
+            None if self.script.dual => {
+                Ok(vec![address(&req.name, "10.0.0.5"), address(&format!("{}#v6", req.name), "fd00::5")])
+            }
+            None => Ok(vec![address(&req.name, "10.0.0.5")]),
         })
     }
     fn release<'a>(&'a self, name: &'a str) -> BoxFut<'a, Result<Address, ClientError>> {
@@ -138,7 +148,12 @@ impl Romanad for Fake {
     fn put_endpoint<'a>(&'a self, e: &'a EndpointInfo) -> BoxFut<'a, Result<EndpointInfo, ClientError>> {
         let labels: Vec<String> = e.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
         self.note(format!("register {} {} labels [{}] pod {:?}", e.name, e.ip, labels.join(","), e.pod));
-        ready(match self.script.register_refused {
+        let refused = if e.name.ends_with("#v6") {
+            self.script.register_v6_refused
+        } else {
+            self.script.register_refused
+        };
+        ready(match refused {
             Some(s) => Err(api(s)),
             None => Ok(e.clone()),
         })
@@ -154,8 +169,8 @@ impl Romanad for Fake {
 
 impl Plumbing for Fake {
     fn attach<'a>(&'a self, spec: &'a EndpointSpec) -> BoxFut<'a, Result<Attachment, EndpointError>> {
-        let a = &spec.addresses[0];
-        self.note(format!("attach {} {} via {}", spec.host_link, a.ip, a.gateway));
+        let a: Vec<String> = spec.addresses.iter().map(|a| format!("{} via {}", a.ip, a.gateway)).collect();
+        self.note(format!("attach {} {}", spec.host_link, a.join(" and ")));
         ready(if self.script.plumb_fails {
             Err(EndpointError::NoPodNamespace { path: "/gone".into() })
         } else {
@@ -175,8 +190,9 @@ impl Plumbing for Fake {
 }
 
 impl Enforcer for Fake {
-    fn enforce<'a>(&'a self, info: &'a EndpointInfo) -> BoxFut<'a, Result<(), EnforceFailure>> {
-        self.note(format!("enforce {}", info.name));
+    fn enforce<'a>(&'a self, infos: &'a [EndpointInfo]) -> BoxFut<'a, Result<(), EnforceFailure>> {
+        let names: Vec<&str> = infos.iter().map(|i| i.name.as_str()).collect();
+        self.note(format!("enforce {}", names.join(" and ")));
         ready(if self.script.enforce_fails {
             Err(EnforceFailure::NotEnforced("nft: busy".into()))
         } else {
@@ -208,6 +224,7 @@ fn add_req(pod: Option<&str>) -> AttachRequest {
         segment: String::new(),
         labels: [("app".to_owned(), "web".to_owned())].into(),
         ip: None,
+        ips: vec![],
         pod: pod.map(|uid| PodRef { namespace: "red".into(), name: "web-0".into(), uid: uid.into() }),
         runtime_labels: pod.is_none(),
     }
@@ -260,6 +277,7 @@ const REGISTER: &str = "register cni:net:c1:eth0 10.0.0.5 labels [app=web] pod \
 const ENFORCE: &str = "enforce cni:net:c1:eth0";
 const ATTACH: &str = "attach romana3bfe94942 10.0.0.5 via 10.0.0.1";
 const FORGET: [&str; 2] = ["delete endpoint cni:net:c1:eth0", "unenforce cni:net:c1:eth0"];
+const FORGET_V6: [&str; 2] = ["delete endpoint cni:net:c1:eth0#v6", "unenforce cni:net:c1:eth0#v6"];
 const RELEASE: &str = "release cni:net:c1:eth0";
 
 #[test]
@@ -334,7 +352,7 @@ fn add_of_a_kubelet_pod_waits_for_its_record_and_takes_its_segment() {
 
 #[test]
 fn del_unplumbs_forgets_and_releases_and_is_idempotent() {
-    let calls = ["detach romana3bfe94942", FORGET[0], FORGET[1], RELEASE];
+    let calls = ["detach romana3bfe94942", FORGET[0], FORGET[1], FORGET_V6[0], FORGET_V6[1], RELEASE];
     check_del("first", Script::default(), &calls, 0);
     // DEL twice: the link and the address are gone already, still success.
     check_del("second", Script { released: true, ..Script::default() }, &calls, 0);
@@ -342,4 +360,53 @@ fn del_unplumbs_forgets_and_releases_and_is_idempotent() {
     // released and the record not taken out of the table, so the runtime's retry finds both.
     let s = Script { unregister_refused: Some(503), ..Script::default() };
     check_del("record kept", s, &["detach romana3bfe94942", FORGET[0]], code::TRY_AGAIN_LATER);
+}
+
+/// A dual-stack ADD: one stack allocation, both records registered and enforced in one call,
+/// both addresses plumbed and answered; a refused second record undoes the first and releases
+/// the name (romanad releases its `#v6` with it), with romanad's code.
+#[test]
+fn dual_stack_add_registers_enforces_and_plumbs_both_and_undoes_both() {
+    let reg6 = "register cni:net:c1:eth0#v6 fd00::5 labels [app=web] pod \"\"";
+    let enforce = "enforce cni:net:c1:eth0 and cni:net:c1:eth0#v6";
+    let attach = "attach romana3bfe94942 10.0.0.5 via 10.0.0.1 and fd00::5 via fe80::1";
+    let fake = Fake::new(Script { dual: true, ..Script::default() });
+    let ports = CniPorts { romanad: &fake, plumbing: &fake, enforcer: Some(&fake) };
+    let mut flow = Add::new(host(true), add_req(None));
+    let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+    let (r, _) = rt.block_on(run(&ports, true, |ev| flow.step(ev)));
+    assert_eq!(fake.log.lock().unwrap().clone(), [ALLOC, READ, REGISTER, reg6, enforce, attach]);
+    let Ok(Answer::Added(a)) = r else { panic!("{r:?}") };
+    let ips: Vec<(&str, &str)> = a.ips.iter().map(|i| (i.ip.as_str(), i.gateway.as_str())).collect();
+    assert_eq!(ips, [("10.0.0.5", "10.0.0.1"), ("fd00::5", "fe80::1")]);
+    // The IPv6 record refused: the IPv4 one is forgotten, the name released.
+    let fake = Fake::new(Script { dual: true, register_v6_refused: Some(503), ..Script::default() });
+    let ports = CniPorts { romanad: &fake, plumbing: &fake, enforcer: Some(&fake) };
+    let mut flow = Add::new(host(true), add_req(None));
+    let (r, _) = rt.block_on(run(&ports, true, |ev| flow.step(ev)));
+    assert_eq!(
+        fake.log.lock().unwrap().clone(),
+        [ALLOC, READ, REGISTER, reg6, FORGET[0], FORGET[1], RELEASE]
+    );
+    assert_eq!(r.unwrap_err().code, code::TRY_AGAIN_LATER);
+    // Plumbing fails: both records forgotten, the name released.
+    let fake = Fake::new(Script { dual: true, plumb_fails: true, ..Script::default() });
+    let ports = CniPorts { romanad: &fake, plumbing: &fake, enforcer: Some(&fake) };
+    let mut flow = Add::new(host(true), add_req(None));
+    let (r, _) = rt.block_on(run(&ports, true, |ev| flow.step(ev)));
+    let calls = [
+        ALLOC,
+        READ,
+        REGISTER,
+        reg6,
+        enforce,
+        attach,
+        FORGET[0],
+        FORGET[1],
+        FORGET_V6[0],
+        FORGET_V6[1],
+        RELEASE,
+    ];
+    assert_eq!(fake.log.lock().unwrap().clone(), calls);
+    assert_eq!(r.unwrap_err().code, code::UNKNOWN_CONTAINER);
 }

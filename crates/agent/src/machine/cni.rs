@@ -1,14 +1,23 @@
 //! CNI ADD and DEL as pure flows: each request is a value (`Add`, `Del`) that takes the outcome
 //! of the last action as an event and returns the next actions: wait for the pod's record,
 //! allocate, register the endpoint, put it under its policies, plumb, answer, and on a failure
-//! roll back what was done (the rules, the record, the address) before answering with a CNI
+//! roll back what was done (the rules, the records, the addresses) before answering with a CNI
 //! code. No I/O: the adapter (`drive_cni`) performs the actions through the ports.
+//!
+//! Dual stack: the allocation is the IPAM's stack (`POST /address-stacks`: one address of each
+//! family the host draws from for the tenant, both or neither). A dual-stack endpoint is two
+//! registry records with the same labels, `<name>` (IPv4) and `<name>#v6` (IPv6), because a
+//! record holds one address and the policy dataplane selects records: both addresses are then
+//! under the same policies with no change to the registry or the compiler.
 
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use romana_api::agent::{AgentError, AttachRequest, Attached, DetachRequest, PodRef, address_name, code};
+use romana_api::agent::{
+    AgentError, AttachRequest, Attached, AttachedIp, DetachRequest, PodRef, address_name, code, stack_base,
+    v6_address_name,
+};
 use romana_api::rest::{Address, AddressRequest, EndpointInfo, PodInfo};
 use romana_client::ClientError;
 use romana_dataplane::LinkName;
@@ -96,24 +105,27 @@ pub enum CniEvent {
         record: Result<PodInfo, Refused>,
         waited: Duration,
     },
-    Allocated(Result<Address, Refused>),
-    /// romanad's record of the endpoint, if it has one.
+    /// The endpoint's addresses, one per family (IPv4 first).
+    Allocated(Result<Vec<Address>, Refused>),
+    /// romanad's record of the endpoint (its first address's), if it has one.
     EndpointRead(Result<EndpointInfo, Refused>),
-    Registered(Result<EndpointInfo, Refused>),
+    /// Each record's registration, in the order asked (the flow forgets those written when any
+    /// was refused).
+    Registered(Vec<Result<EndpointInfo, Refused>>),
     Enforced(Result<(), EnforceFailure>),
     Plumbed(Result<Attachment, PlumbFailure>),
     /// DEL's unplumbing (`true`: a link was removed).
     Unplumbed(Result<bool, PlumbFailure>),
-    /// DEL's deletion of the endpoint's record (one already gone counts as deleted).
+    /// DEL's deletion of the endpoint's records (one already gone counts as deleted).
     Unregistered(Result<(), Refused>),
-    /// DEL's release of the address.
+    /// DEL's release of the addresses.
     Released(Result<(), Refused>),
 }
 
 /// The answer to the runtime.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Answer {
-    Added(Attached),
+    Added(Box<Attached>),
     Deleted,
 }
 
@@ -126,22 +138,27 @@ pub enum CniAction {
         pod: PodRef,
         after: Duration,
     },
+    /// Allocate the endpoint's addresses (one per family its host draws from).
     Allocate(AddressRequest),
     ReadEndpoint(String),
-    Register(EndpointInfo),
-    /// Put the registered endpoint under its policies, in the kernel, before anything else.
-    Enforce(EndpointInfo),
+    /// Write these records (in order, stopping at the first refused; a dual-stack endpoint's two
+    /// at once), answered by `Registered` with each one's outcome.
+    Register(Vec<EndpointInfo>),
+    /// Put the registered records under their policies, in the kernel, before anything else.
+    Enforce(Vec<EndpointInfo>),
     Plumb(EndpointSpec),
     Unplumb(LinkName),
     /// Best effort, unanswered: delete the endpoint's record and take it out of the table.
     Forget(String),
-    /// DEL's: delete the endpoint's record, answered by `Unregistered`; once it is gone, take it
-    /// out of the table. Not best effort: a record left behind keeps the address in every
-    /// host's policies (for the next pod that gets it) and in no one's care.
-    Unregister(String),
-    /// Best effort, unanswered (a failed ADD's rollback).
+    /// DEL's: delete the endpoint's records (`<name>` and `<name>#v6`), answered by
+    /// `Unregistered`; each one gone is taken out of the table. Not best effort: a record left
+    /// behind keeps the address in every host's policies (for the next pod that gets it) and in
+    /// no one's care.
+    Unregister(Vec<String>),
+    /// Best effort, unanswered (a failed ADD's rollback). romanad releases a name's `#v6`
+    /// address with it.
     ReleaseQuietly(String),
-    /// DEL's release, answered by `Released`.
+    /// DEL's release (of both families, as `ReleaseQuietly`), answered by `Released`.
     Release(String),
     Answer(Result<Answer, AgentError>),
 }
@@ -172,21 +189,52 @@ pub fn gateway_for(host: &str, gateways: &[IpAddr], ip: IpAddr) -> Result<IpAddr
     })
 }
 
-/// The endpoint to plumb or check for `req` with the address IPAM gave it.
+/// The endpoint to plumb or check for `req` with the addresses IPAM gave it (one per family).
 pub fn endpoint_spec(
     host: &str,
     gateways: &[IpAddr],
     req: &AttachRequest,
-    ip: &str,
+    ips: &[&str],
 ) -> Result<EndpointSpec, AgentError> {
-    let ip: IpAddr =
-        ip.parse().map_err(|_| fail(code::OTHER, "romanad answered an unparsable address", ip.to_owned()))?;
+    let mut addresses = Vec::with_capacity(ips.len());
+    for ip in ips {
+        let ip: IpAddr = ip
+            .parse()
+            .map_err(|_| fail(code::OTHER, "romanad answered an unparsable address", (*ip).to_owned()))?;
+        if addresses.iter().any(|a: &PodAddress| a.ip.is_ipv4() == ip.is_ipv4()) {
+            return Err(fail(code::OTHER, "romanad answered two addresses of one family", ips.join(", ")));
+        }
+        addresses.push(PodAddress { ip, gateway: gateway_for(host, gateways, ip)? });
+    }
+    if addresses.is_empty() {
+        return Err(fail(code::OTHER, "romanad answered no address", ""));
+    }
     Ok(EndpointSpec {
         host_link: host_link_name(&req.container_id, &req.ifname),
         ifname: req.ifname.clone(),
         netns: PathBuf::from(&req.netns),
-        addresses: vec![PodAddress { ip, gateway: gateway_for(host, gateways, ip)? }],
+        addresses,
     })
+}
+
+/// CHECK: what the runtime was given (`prevResult`) against the addresses IPAM holds for the
+/// endpoint, first one first; `None` when they agree. A plugin that sends `ips` is compared on
+/// every address (a dual-stack result lists both); one that sends only `ip`, on the first.
+pub fn prev_differs(req: &AttachRequest, held: &[String]) -> Option<String> {
+    // One spelling per address (IPv6 has many).
+    let norm = |v: &String| v.parse::<IpAddr>().map_or_else(|_| v.clone(), |ip| ip.to_string());
+    let held: Vec<String> = held.iter().map(norm).collect();
+    let (prev, same) = if req.ips.is_empty() {
+        let prev = norm(req.ip.as_ref()?);
+        let same = held.first() == Some(&prev);
+        (vec![prev], same)
+    } else {
+        let prev: Vec<String> = req.ips.iter().map(norm).collect();
+        let sorted = |v: &[String]| v.iter().cloned().collect::<std::collections::BTreeSet<_>>();
+        let same = sorted(&prev) == sorted(&held) && prev.len() == held.len();
+        (prev, same)
+    };
+    (!same).then(|| format!("prevResult has {}, IPAM has {}", prev.join(", "), held.join(", ")))
 }
 
 /// `GET /pods/{namespace}/{name}`'s answer as the wait sees it.
@@ -218,16 +266,17 @@ pub struct Add {
     req: AttachRequest,
     name: String,
     attempt: u32,
-    address: Option<Address>,
+    /// What IPAM gave, one per family (IPv4 first); a rollback releases them.
+    addresses: Vec<Address>,
     spec: Option<EndpointSpec>,
-    /// The record was written: a rollback deletes it and takes it out of the table.
-    registered: bool,
+    /// The records written: a rollback deletes them and takes them out of the table.
+    registered: Vec<String>,
 }
 
 impl Add {
     pub fn new(host: Host, req: AttachRequest) -> Add {
         let name = address_name(&req.network, &req.container_id, &req.ifname);
-        Add { host, req, name, attempt: 0, address: None, spec: None, registered: false }
+        Add { host, req, name, attempt: 0, addresses: vec![], spec: None, registered: vec![] }
     }
 
     /// The IPAM name of the endpoint's address.
@@ -237,11 +286,8 @@ impl Add {
 
     /// Fails the ADD after undoing what it did; `err` is the answer.
     fn rollback(&self, err: AgentError) -> Vec<CniAction> {
-        let mut out = Vec::new();
-        if self.registered {
-            out.push(CniAction::Forget(self.name.clone()));
-        }
-        if self.address.is_some() {
+        let mut out: Vec<CniAction> = self.registered.iter().cloned().map(CniAction::Forget).collect();
+        if !self.addresses.is_empty() {
             out.push(CniAction::ReleaseQuietly(self.name.clone()));
         }
         out.push(CniAction::Answer(Err(err)));
@@ -258,11 +304,12 @@ impl Add {
         })]
     }
 
-    /// The registration: the runtime's labels, no named ports, the pod when its record is the
-    /// truth for them (romanad then takes labels and ports from it).
-    fn info(&self, ip: IpAddr) -> EndpointInfo {
+    /// The registration of the address held by IPAM name `name`: the runtime's labels, no named
+    /// ports, the pod when its record is the truth for them (romanad then takes labels and ports
+    /// from it).
+    fn info(&self, name: &str, ip: IpAddr) -> EndpointInfo {
         EndpointInfo {
-            name: self.name.clone(),
+            name: name.to_owned(),
             ip: ip.to_string(),
             tenant: self.req.tenant.clone(),
             segment: self.req.segment.clone(),
@@ -312,9 +359,22 @@ impl Add {
                 }
             }
             CniEvent::Allocated(Err(r)) => vec![CniAction::Answer(Err(r.answer("allocating an address")))],
-            CniEvent::Allocated(Ok(addr)) => {
-                let spec = endpoint_spec(&self.host.name, &self.host.gateways, &self.req, &addr.ip);
-                self.address = Some(addr);
+            CniEvent::Allocated(Ok(addrs)) => {
+                let ips: Vec<&str> = addrs.iter().map(|a| a.ip.as_str()).collect();
+                let spec =
+                    endpoint_spec(&self.host.name, &self.host.gateways, &self.req, &ips).and_then(|s| {
+                        // Each address's name is the endpoint's or its `#v6` (the records' names).
+                        match addrs.iter().find(|a| stack_base(&a.name) != self.name) {
+                            Some(a) => Err(fail(
+                                code::OTHER,
+                                "romanad answered an address of another endpoint",
+                                format!("{} is {}, not {}", a.ip, a.name, self.name),
+                            )),
+                            None => Ok(s),
+                        }
+                    });
+                // Whatever was answered is released on a failure, even a wrong answer.
+                self.addresses = addrs;
                 match spec {
                     Err(e) => self.rollback(e),
                     Ok(spec) => {
@@ -328,25 +388,56 @@ impl Add {
                 }
             }
             CniEvent::EndpointRead(known) => {
-                let Some(ip) = self.spec.as_ref().and_then(EndpointSpec::ip) else { return vec![] };
-                let info = self.info(ip);
+                let Some(spec) = &self.spec else { return vec![] };
+                let mut infos: Vec<EndpointInfo> = spec
+                    .addresses
+                    .iter()
+                    .zip(&self.addresses)
+                    .map(|(pa, a)| self.info(&a.name, pa.ip))
+                    .collect();
                 // A repeated ADD (a runtime retrying) keeps what a controller set since the
                 // first one: the runtime's labels and no named ports are only the
-                // registration's starting point.
-                let info = match known {
-                    Ok(k) if k.ip == info.ip && k.host == info.host && k.tenant == info.tenant => {
-                        EndpointInfo { labels: k.labels, ports: k.ports, ..info }
+                // registration's starting point. The first record speaks for all.
+                match known {
+                    Ok(k)
+                        if infos
+                            .first()
+                            .is_some_and(|i| k.ip == i.ip && k.host == i.host && k.tenant == i.tenant) =>
+                    {
+                        for i in &mut infos {
+                            i.labels.clone_from(&k.labels);
+                            i.ports.clone_from(&k.ports);
+                        }
                     }
-                    Ok(_) => info,
-                    Err(r) if r.not_found() => info,
+                    Ok(_) => {}
+                    Err(r) if r.not_found() => {}
                     Err(r) => return self.rollback(r.answer("reading the endpoint's record")),
-                };
-                vec![CniAction::Register(info)]
+                }
+                vec![CniAction::Register(infos)]
             }
-            CniEvent::Registered(Err(r)) => self.rollback(r.answer("registering the endpoint")),
-            CniEvent::Registered(Ok(info)) => {
-                self.registered = true;
-                vec![CniAction::Enforce(info)]
+            CniEvent::Registered(results) => {
+                // Every record written is noted before a refusal rolls them back (a dual-stack
+                // endpoint's two are written at once: the second may stand after the first
+                // was refused).
+                let mut infos = Vec::with_capacity(results.len());
+                let mut refused = None;
+                for r in results {
+                    match r {
+                        Ok(info) => {
+                            self.registered.push(info.name.clone());
+                            infos.push(info);
+                        }
+                        Err(r) => refused = refused.or(Some(r)),
+                    }
+                }
+                if let Some(r) = refused {
+                    return self.rollback(r.answer("registering the endpoint"));
+                }
+                if infos.len() != self.addresses.len() {
+                    let msg = format!("{} of {} records registered", infos.len(), self.addresses.len());
+                    return self.rollback(fail(code::OTHER, "registering the endpoint", msg));
+                }
+                vec![CniAction::Enforce(infos)]
             }
             CniEvent::Enforced(Ok(())) => self.spec.clone().map(CniAction::Plumb).into_iter().collect(),
             CniEvent::Enforced(Err(f)) => {
@@ -357,22 +448,30 @@ impl Add {
                 self.rollback(fail(code::TRY_AGAIN_LATER, msg, d))
             }
             CniEvent::Plumbed(Ok(a)) => {
-                let (Some(first), Some(addr)) =
-                    (self.spec.as_ref().and_then(|s| s.addresses.first()), &self.address)
-                else {
-                    return vec![];
-                };
-                vec![CniAction::Answer(Ok(Answer::Added(Attached {
+                let Some(spec) = &self.spec else { return vec![] };
+                let ips: Vec<AttachedIp> = spec
+                    .addresses
+                    .iter()
+                    .zip(&self.addresses)
+                    .map(|(pa, a)| AttachedIp {
+                        ip: pa.ip.to_string(),
+                        prefix_len: a.prefix_len,
+                        gateway: pa.gateway.to_string(),
+                    })
+                    .collect();
+                let Some(first) = ips.first().cloned() else { return vec![] };
+                vec![CniAction::Answer(Ok(Answer::Added(Box::new(Attached {
                     host_link: a.host_link,
                     host_mac: a.host_mac,
                     ifname: a.ifname,
                     pod_mac: a.pod_mac,
                     netns: self.req.netns.clone(),
-                    ip: first.ip.to_string(),
-                    prefix_len: addr.prefix_len,
-                    gateway: first.gateway.to_string(),
+                    ip: first.ip,
+                    prefix_len: first.prefix_len,
+                    gateway: first.gateway,
                     address_name: self.name.clone(),
-                })))]
+                    ips,
+                }))))]
             }
             // Nothing half-made stays: the endpoint and its address go (attach removed its
             // links).
@@ -405,7 +504,9 @@ impl Del {
             CniEvent::Unplumbed(Err(f)) => {
                 vec![CniAction::Answer(Err(fail(f.code, "removing the endpoint", f.text)))]
             }
-            CniEvent::Unplumbed(Ok(_)) if self.policy => vec![CniAction::Unregister(self.name.clone())],
+            CniEvent::Unplumbed(Ok(_)) if self.policy => {
+                vec![CniAction::Unregister(vec![self.name.clone(), v6_address_name(&self.name)])]
+            }
             CniEvent::Unplumbed(Ok(_)) => vec![CniAction::Release(self.name.clone())],
             // The record must be gone before DEL succeeds (romanad down or refusing: the runtime
             // tries DEL again); the address goes after it, as on every path.

@@ -22,9 +22,17 @@ use inputs::{Inputs, Lists};
 /// How often everything is read again although the watch says nothing changed.
 pub const FULL_REFRESH: Duration = Duration::from_secs(60);
 
-/// How long after an endpoint pass the compile that confirms its table runs at the latest (it
+/// How long after an endpoint pass the compile that confirms its table runs at the earliest (it
 /// converges to the same table; later, so that a burst of pod starts never waits behind it).
 pub const CONFIRM_AFTER: Duration = Duration::from_secs(1);
+
+/// The confirming compile waits until no CNI ADD came for this long (the CNI path is quiet):
+/// it is a check, and a pod start must not share the machine's CPU with it.
+pub const CNI_QUIET: Duration = Duration::from_millis(300);
+
+/// ...but no longer than this past `CONFIRM_AFTER`, so that steady pod churn cannot put it off
+/// for good.
+pub const CONFIRM_LATEST: Duration = Duration::from_secs(10);
 
 /// How often the repair check lists the kernel's table even though nftables' generation did not
 /// move: a guard against what the generation cannot show, cheap at this interval.
@@ -71,8 +79,12 @@ pub enum Event {
         now: Instant,
         unchanged: bool,
     },
-    /// CNI ADD registered this endpoint with romanad; it must be enforced before ADD answers.
-    CniAdd(romana_api::rest::EndpointInfo),
+    /// CNI ADD registered this endpoint with romanad at `now`; it must be enforced before ADD
+    /// answers.
+    CniAdd {
+        info: romana_api::rest::EndpointInfo,
+        now: Instant,
+    },
     /// CNI DEL (or a failed ADD) removed this endpoint.
     CniForget(String),
 }
@@ -107,6 +119,10 @@ pub enum Action {
     /// Apply the pending endpoint changes to the table in force: their set elements and base
     /// chains only, no compile (the adapter compiles when the policy core refuses).
     EndpointPass,
+    /// The compile that confirms the table endpoint passes left: from scratch, at low priority,
+    /// without holding the pass lock (an ADD's endpoint pass never waits behind it); dropped
+    /// when an endpoint pass changed the cache meanwhile (then due again, `pass::confirm_dropped`).
+    ConfirmPass,
     /// Plumb the CNI's endpoint (its link, address and routes) and answer ADD.
     Plumb,
     /// Log what was left out of the firewall or could not be used.
@@ -139,8 +155,11 @@ pub struct State {
     pub full_at: Option<Instant>,
     /// When the repair check last listed the kernel's table.
     pub verified_at: Option<Instant>,
-    /// When the compile that confirms endpoint passes' table is due.
+    /// When the compile that confirms endpoint passes' table is due (at the earliest: it also
+    /// waits for the CNI path to be quiet, `confirm_due`).
     pub confirm_at: Option<Instant>,
+    /// When the last CNI ADD came.
+    pub last_add: Option<Instant>,
 }
 
 impl State {
@@ -159,7 +178,16 @@ impl State {
             full_at: None,
             verified_at: None,
             confirm_at: None,
+            last_add: None,
         }
+    }
+
+    /// When the confirming compile runs: `confirm_at`, once no ADD came for `CNI_QUIET`, and
+    /// `CONFIRM_LATEST` after `confirm_at` at the latest (`None`: not scheduled).
+    pub fn confirm_due(&self) -> Option<Instant> {
+        let at = self.confirm_at?;
+        let quiet = self.last_add.map_or(at, |a| (a + CNI_QUIET).max(at));
+        Some(quiet.min(at + CONFIRM_LATEST))
     }
 
     /// How long until everything is due to be read again, or the confirming compile is due.
@@ -170,7 +198,9 @@ impl State {
         match (self.inputs.confirm, self.confirm_at) {
             (false, _) => full,
             (true, None) => Duration::ZERO,
-            (true, Some(t)) => full.min(t.saturating_duration_since(now)),
+            (true, Some(_)) => {
+                full.min(self.confirm_due().map_or(Duration::ZERO, |t| t.saturating_duration_since(now)))
+            }
         }
     }
 
@@ -272,13 +302,14 @@ pub fn step(s: &mut State, ev: Event) -> Vec<Action> {
                 s.pass_if_dirty(&mut out);
             } else if s.inputs.confirm && s.policy && s.inputs.loaded {
                 // Endpoint passes made the table in force: a compile confirms it, soon but not
-                // at once (pods start in bursts).
-                let due = *s.confirm_at.get_or_insert(now + CONFIRM_AFTER);
-                if now >= due {
-                    out.push(Action::FirewallPass { read_kernel: false });
+                // at once (pods start in bursts), and not while pods are starting.
+                s.confirm_at.get_or_insert(now + CONFIRM_AFTER);
+                if s.confirm_due().is_some_and(|due| now >= due) {
+                    out.push(Action::ConfirmPass);
                 }
             }
-            if !s.inputs.confirm || out.contains(&Action::FirewallPass { read_kernel: false }) {
+            let compiles = out.iter().any(|a| matches!(a, Action::FirewallPass { .. } | Action::ConfirmPass));
+            if !s.inputs.confirm || compiles {
                 s.confirm_at = None;
             }
         }
@@ -320,7 +351,8 @@ pub fn step(s: &mut State, ev: Event) -> Vec<Action> {
                 out.push(Action::FirewallPass { read_kernel: true });
             }
         }
-        Event::CniAdd(info) => {
+        Event::CniAdd { info, now } => {
+            s.last_add = Some(now);
             // Fail closed: the endpoint's rules are in force before its link exists and ADD
             // answers; policies are read first when they never were.
             if s.policy {

@@ -35,6 +35,9 @@ pub struct PassState {
     pub generation: u64,
     /// The tenants' labels the cache was filled with (endpoint passes match against them).
     pub world: World,
+    /// Bumped whenever the cache takes changes (an endpoint pass, a compile): a confirming
+    /// compile that started at another epoch is stale and dropped (`lands`).
+    pub epoch: u64,
 }
 
 /// The inputs as one pass compiles them, taken under the inputs' lock.
@@ -59,6 +62,35 @@ pub fn snapshot(i: &mut Inputs) -> Snapshot {
     Snapshot { world, policies, endpoints, stamp: i.stamp, pending: std::mem::take(&mut i.pending) }
 }
 
+/// The snapshot of a confirming compile, which runs without the pass lock on a cache of its own:
+/// only when no change is waiting (`None`: run a locked pass instead), since a change it took
+/// would be lost with a stale compile. The changes that come meanwhile stay pending, for the
+/// endpoint passes.
+pub fn snapshot_confirm(i: &mut Inputs) -> Option<Snapshot> {
+    if i.dirty || i.rules_dirty || !i.pending.is_empty() {
+        return None;
+    }
+    Some(snapshot(i))
+}
+
+/// A confirming compile was dropped as stale: it is due again.
+pub fn confirm_dropped(i: &mut Inputs) {
+    i.confirm = true;
+}
+
+/// Compiles `s` for `host` with `cache` (taken into it first: its pending endpoint changes),
+/// without the pass state, so that it runs on a thread of its own. Returns the tenants' labels
+/// the cache is now filled with.
+pub fn compile_with(cache: &mut CompileCache, host: &str, s: Snapshot) -> (Compiled, World) {
+    for (old, new) in &s.pending {
+        cache.endpoint_changed(&s.world, old.as_ref(), new.as_ref());
+    }
+    let input = FirewallInput { host, policies: &s.policies, world: &s.world, endpoints: &s.endpoints };
+    let desired = compile_cached(input, cache, s.stamp);
+    let unfiltered = unfiltered_v4(&desired);
+    (Compiled { desired, unfiltered }, s.world)
+}
+
 /// The desired table, and the local IPv4 endpoints no rule filters (the fast path's set).
 #[derive(Debug)]
 pub struct Compiled {
@@ -79,14 +111,29 @@ impl PassState {
     }
 
     pub fn compile(&mut self, host: &str, s: Snapshot) -> Compiled {
-        self.world = s.world.clone();
-        for (old, new) in &s.pending {
-            self.cache.endpoint_changed(&s.world, old.as_ref(), new.as_ref());
-        }
-        let input = FirewallInput { host, policies: &s.policies, world: &s.world, endpoints: &s.endpoints };
-        let desired = compile_cached(input, &mut self.cache, s.stamp);
-        let unfiltered = unfiltered_v4(&desired);
-        Compiled { desired, unfiltered }
+        let (compiled, world) = compile_with(&mut self.cache, host, s);
+        self.world = world;
+        self.epoch += 1;
+        compiled
+    }
+
+    /// Takes the cache out for a compile on another thread (`compiled` puts it back).
+    pub fn cache_taken(&mut self) -> CompileCache {
+        std::mem::take(&mut self.cache)
+    }
+
+    /// After a compile with the cache `compiled` took (or a confirming one's own): the cache is
+    /// that one, filled for `world`.
+    pub fn compiled(&mut self, cache: CompileCache, world: World) {
+        self.cache = cache;
+        self.world = world;
+        self.epoch += 1;
+    }
+
+    /// Whether a confirming compile started at `epoch` may land: no endpoint pass or compile
+    /// changed the cache (and so the table) since.
+    pub fn lands(&self, epoch: u64) -> bool {
+        self.epoch == epoch && self.known.is_some()
     }
 
     /// After a transaction that succeeded: the table is `after`, known exactly at `known_at`.
@@ -176,6 +223,8 @@ impl PassState {
         t: &EndpointChanges,
     ) -> Result<EndpointTransaction, Refusal> {
         let Some(known) = &self.known else { return Err(Refusal::Foreign) };
+        // The cache may take changes even when the policy core then refuses.
+        self.epoch += 1;
         let part = endpoint_changes(&mut self.cache, &self.world, host, t.stamp, known, &t.changes)?;
         let plan = plan_part(known, &part);
         let unfiltered = unfiltered_after(known, &part);

@@ -98,28 +98,28 @@ fn loaded() -> State {
     s
 }
 
+fn add(info: EndpointInfo) -> Event {
+    Event::CniAdd { info, now: Instant::now() }
+}
+
 #[test]
 fn cni_add_enforces_before_plumbing() {
     const PASS: Action = Action::FirewallPass { read_kernel: false };
     // Policies never read: read them, then the endpoint's pass, then the plumbing.
     let mut s = State::new("h1".into(), gw(), true);
     let e = endpoint("c", "10.0.0.4", "red", "web", "h1");
-    check(
-        &mut s,
-        vec![Event::CniAdd(e.clone())],
-        &[&[Action::ReadLists { endpoints: true }, PASS, Action::Plumb]],
-    );
+    check(&mut s, vec![add(e.clone())], &[&[Action::ReadLists { endpoints: true }, PASS, Action::Plumb]]);
     assert!(s.inputs.endpoint("c").is_some(), "the endpoint is in the inputs before the pass");
     // Loaded: the endpoint's own elements (no compile), then the plumbing.
     let mut s = loaded();
-    check(&mut s, vec![Event::CniAdd(e.clone())], &[&[Action::EndpointPass, Action::Plumb]]);
+    check(&mut s, vec![add(e.clone())], &[&[Action::EndpointPass, Action::Plumb]]);
     // With a policy change not yet compiled, ADD's pass compiles.
     let mut s = loaded();
     step(&mut s, put("policies/web", policy("web", "red", "web")));
-    check(&mut s, vec![Event::CniAdd(e.clone())], &[&[PASS, Action::Plumb]]);
+    check(&mut s, vec![add(e.clone())], &[&[PASS, Action::Plumb]]);
     // No policy enforcement: only the plumbing.
     let mut s = State::new("h1".into(), gw(), false);
-    check(&mut s, vec![Event::CniAdd(e)], &[&[Action::Plumb]]);
+    check(&mut s, vec![add(e)], &[&[Action::Plumb]]);
     // DEL takes the endpoint out with an endpoint pass.
     let mut s = loaded();
     check(&mut s, vec![Event::CniForget("a".into())], &[&[Action::EndpointPass]]);
@@ -158,7 +158,7 @@ fn endpoint_changes_make_endpoint_passes_then_one_confirming_compile() {
     check(&mut s, vec![Event::FirewallWake { now: t1 }], &[&[]]);
     assert_eq!(s.refresh_in(t1), CONFIRM_AFTER - Duration::from_millis(400));
     let due = t0 + CONFIRM_AFTER;
-    check(&mut s, vec![Event::FirewallWake { now: due }], &[&[Action::FirewallPass { read_kernel: false }]]);
+    check(&mut s, vec![Event::FirewallWake { now: due }], &[&[Action::ConfirmPass]]);
     pass::snapshot(&mut s.inputs);
     check(&mut s, vec![Event::FirewallWake { now: due }], &[&[]]);
     assert_eq!(s.confirm_at, None);
@@ -180,6 +180,63 @@ fn endpoint_changes_make_endpoint_passes_then_one_confirming_compile() {
         vec![put("policies/web", policy("web", "red", "web")), Event::FirewallWake { now: due }],
         &[&[Action::WakeFirewall], &[Action::FirewallPass { read_kernel: false }]],
     );
+}
+
+/// The confirming compile waits for the CNI path to be quiet (no ADD for `CNI_QUIET`), so that a
+/// burst of pod starts never shares the CPU with it, but never longer than `CONFIRM_LATEST`
+/// past its time; and a confirming compile an endpoint pass overtook is due again.
+#[test]
+fn the_confirming_compile_waits_for_quiet_and_comes_back_when_dropped() {
+    let ms = Duration::from_millis;
+    let mut s = loaded();
+    let t0 = Instant::now();
+    let e = |n: u8| endpoint(&format!("p{n}"), &format!("10.0.0.{}", 10 + n), "red", "web", "h1");
+    let add_at = |s: &mut State, n: u8, now: Instant| {
+        let out = step(s, Event::CniAdd { info: e(n), now });
+        assert!(pass::take_endpoint_changes(&mut s.inputs).is_some());
+        out
+    };
+    assert_eq!(add_at(&mut s, 0, t0), [Action::EndpointPass, Action::Plumb]);
+    check(&mut s, vec![Event::FirewallWake { now: t0 }], &[&[]]);
+    assert_eq!(s.confirm_due(), Some(t0 + CONFIRM_AFTER));
+    // ADDs every 200 ms past the confirmation's time: it waits for a quiet moment.
+    let mut last = t0;
+    for k in 1..=8u8 {
+        last = t0 + ms(200) * u32::from(k);
+        add_at(&mut s, k, last);
+        check(&mut s, vec![Event::FirewallWake { now: last }], &[&[]]);
+    }
+    assert_eq!(s.confirm_due(), Some(last + CNI_QUIET));
+    assert_eq!(s.refresh_in(last), CNI_QUIET, "the loop sleeps until the CNI path is quiet");
+    check(&mut s, vec![Event::FirewallWake { now: last + CNI_QUIET - ms(1) }], &[&[]]);
+    check(&mut s, vec![Event::FirewallWake { now: last + CNI_QUIET }], &[&[Action::ConfirmPass]]);
+    assert_eq!(s.confirm_at, None);
+    // The adapter's confirming compile: an endpoint pass overtook it, so it was dropped and is
+    // due again, a full `CONFIRM_AFTER` later.
+    let snap = pass::snapshot_confirm(&mut s.inputs);
+    assert!(snap.is_some() && !s.inputs.confirm);
+    pass::confirm_dropped(&mut s.inputs);
+    let t1 = last + CNI_QUIET;
+    assert_eq!(s.refresh_in(t1), Duration::ZERO);
+    check(&mut s, vec![Event::FirewallWake { now: t1 }], &[&[]]);
+    assert_eq!(s.confirm_due(), Some(t1 + CONFIRM_AFTER));
+    // Steady churn (an ADD every 100 ms) cannot put it off past `CONFIRM_LATEST`.
+    let mut now = t1;
+    let mut confirmed = None;
+    for k in 0..200u32 {
+        now = t1 + ms(100) * k;
+        add_at(&mut s, 9, now);
+        if step(&mut s, Event::FirewallWake { now }) == [Action::ConfirmPass] {
+            confirmed = Some(now);
+            break;
+        }
+    }
+    assert_eq!(confirmed, Some(t1 + CONFIRM_AFTER + CONFIRM_LATEST));
+    // With changes waiting, the confirming compile has no snapshot of its own: the adapter runs
+    // a locked pass, which takes them.
+    step(&mut s, Event::CniAdd { info: e(20), now });
+    assert!(pass::snapshot_confirm(&mut s.inputs).is_none());
+    assert!(s.inputs.dirty && !s.inputs.pending.is_empty(), "nothing was taken");
 }
 
 #[test]

@@ -2,6 +2,7 @@
 //! agent processes programming test namespaces, and the plugin called the way runtimes call it.
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod policy;
 pub mod probe;
 
 use std::io::Write;
@@ -28,6 +29,45 @@ pub async fn romanad(dir: &Path) -> PathBuf {
     .await
     .unwrap();
     creds
+}
+
+/// Dual stack: an IPv4 and an IPv6 network for tenant acme (`pods4`, `pods6`); tenant six draws
+/// from the IPv6 one only; tenant tiny from the IPv4 one and an IPv6 network of two addresses
+/// (`tiny6`), so its third endpoint's IPv6 allocation fails. Egress NAT off, as in `FLAT`.
+pub const DUAL: &str = r#"{"networks":[
+  {"name":"pods4","cidr":"10.20.0.0/16","block_mask":28,"nat_outgoing":false,"tenants":["acme","x","y","z","tiny"]},
+  {"name":"pods6","cidr":"fd00:20::/112","block_mask":124,"nat_outgoing":false,"tenants":["acme","x","y","z","six"]},
+  {"name":"tiny6","cidr":"fd00:30::/127","block_mask":127,"nat_outgoing":false,"tenants":["tiny"]}],
+  "topologies":[{"networks":["pods4","pods6","tiny6"],"map":[{"groups":[]}]}]}"#;
+
+/// `romanad` with another topology (JSON).
+pub async fn romanad_with(dir: &Path, topology: &str) -> PathBuf {
+    let creds = dir.join("admin.credentials");
+    let _url = romana_services::serve_loopback(
+        "cni-test",
+        Some(serde_json::from_str::<TopologyRequest>(topology).unwrap()),
+        Some(creds.clone()),
+    )
+    .await
+    .unwrap();
+    creds
+}
+
+/// The admin client of the romanad `romanad`/`romanad_with` started.
+pub async fn admin(creds: &Path) -> romana_client::Client {
+    let c: romana_api::rest::Credentials =
+        serde_json::from_str(&std::fs::read_to_string(creds).unwrap()).unwrap();
+    romana_client::Client::from_credentials(&c).await.unwrap()
+}
+
+/// The addresses of an ADD result's `ips`, in order (without their prefix lengths).
+pub fn result_ips(r: &Value) -> Vec<std::net::IpAddr> {
+    r["ips"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|i| i["address"].as_str().unwrap().split('/').next().unwrap().parse().unwrap())
+        .collect()
 }
 
 /// An agent process, killed on drop.

@@ -22,9 +22,9 @@ pub fn serve(netns: &str) {
     let ns = netns.to_owned();
     let (tcp, udp) = std::thread::spawn(move || {
         enter(&ns);
-        let tcp: Vec<TcpListener> =
-            PORTS.iter().map(|p| TcpListener::bind(("0.0.0.0", *p)).unwrap()).collect();
-        let udp: Vec<UdpSocket> = PORTS.iter().map(|p| UdpSocket::bind(("0.0.0.0", *p)).unwrap()).collect();
+        // `::` serves both families (IPv4 as mapped addresses: bindv6only is 0 in a new namespace).
+        let tcp: Vec<TcpListener> = PORTS.iter().map(|p| TcpListener::bind(("::", *p)).unwrap()).collect();
+        let udp: Vec<UdpSocket> = PORTS.iter().map(|p| UdpSocket::bind(("::", *p)).unwrap()).collect();
         (tcp, udp)
     })
     .join()
@@ -58,7 +58,8 @@ fn probe_once(proto: Proto, dst: IpAddr, port: u16, timeout: Duration) -> bool {
     match proto {
         Proto::Tcp => TcpStream::connect_timeout(&addr, timeout).is_ok(),
         Proto::Udp => {
-            let s = UdpSocket::bind(("0.0.0.0", 0)).unwrap();
+            let any: IpAddr = if dst.is_ipv6() { "::".parse().unwrap() } else { "0.0.0.0".parse().unwrap() };
+            let s = UdpSocket::bind((any, 0)).unwrap();
             s.set_read_timeout(Some(timeout)).unwrap();
             if s.connect(addr).is_err() {
                 return false;

@@ -1,6 +1,7 @@
 //! Simulated agents for the fan-out benchmark: each follows romanad's watch exactly as
-//! `romana-agent` does (`romana_agent::rest_watch::RestWatch` under the store's follower, one
-//! stream per prefix the agent follows, with its own service-user token bound to its host), and
+//! `romana-agent` does (`romana_agent::rest_watch::SharedWatch`: one stream for every prefix the
+//! agent follows, under the store's follower, with its own service-user token bound to its
+//! host; or, for comparison, one `RestWatch` stream per prefix as agents did before), and
 //! records when each key's latest change reached it. Also the observer: the admin following the
 //! same prefixes, which tells what changed in a round and at which revision.
 
@@ -9,7 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use romana_agent::rest_watch::RestWatch;
+use romana_agent::rest_watch::{RestWatch, SharedWatch};
 use romana_client::Client;
 use romana_store::follow::{Backoff, Followed, follow};
 
@@ -74,8 +75,9 @@ pub struct Fleet {
 }
 
 impl Fleet {
-    /// Starts one watcher per `(client, prefixes)`: a stream per prefix, as the agent opens them.
-    pub fn spawn(members: Vec<(Arc<Client>, Vec<String>)>) -> Fleet {
+    /// Starts one watcher per `(client, prefixes)`: one stream for all of its prefixes, as the
+    /// agent opens it (`shared`), or one stream per prefix.
+    pub fn spawn(members: Vec<(Arc<Client>, Vec<String>)>, shared: bool) -> Fleet {
         let synced = Arc::new(AtomicUsize::new(0));
         let lost = Arc::new(AtomicUsize::new(0));
         let why: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
@@ -84,36 +86,48 @@ impl Fleet {
         let mut streams = 0;
         for (client, prefixes) in members {
             let seen = Arc::new(Seen::default());
-            for prefix in &prefixes {
+            let groups: Vec<Vec<String>> = if shared {
+                vec![prefixes.clone()]
+            } else {
+                prefixes.iter().map(|p| vec![p.clone()]).collect()
+            };
+            for group in groups {
                 streams += 1;
                 let (client, seen, synced, lost, why) =
                     (client.clone(), seen.clone(), synced.clone(), lost.clone(), why.clone());
-                let prefix = prefix.clone();
-                tasks.push(tokio::spawn(async move {
-                    let mut source = RestWatch { prefix, client: move || client.clone() };
-                    // The agent's backoff (`firewall.rs`, `main.rs`).
-                    let backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(5));
-                    let mut was_synced = false;
-                    follow(&mut source, backoff, |f| {
-                        match f {
-                            Followed::Event(ev) => seen.record(ev.key, ev.revision, Instant::now()),
-                            Followed::Synced { .. } => {
-                                if !was_synced {
-                                    was_synced = true;
-                                    synced.fetch_add(1, Ordering::Relaxed);
-                                }
-                            }
-                            Followed::Lost { error, .. } => {
-                                lost.fetch_add(1, Ordering::Relaxed);
-                                let reason: String = error.chars().take(100).collect();
-                                *why.lock().unwrap_or_else(|p| p.into_inner()).entry(reason).or_default() +=
-                                    1;
+                let mut was_synced = false;
+                let on = move |f: Followed<romana_api::rest::WatchEvent>| {
+                    match f {
+                        Followed::Event(ev) => seen.record(ev.key, ev.revision, Instant::now()),
+                        Followed::Synced { .. } => {
+                            if !was_synced {
+                                was_synced = true;
+                                synced.fetch_add(1, Ordering::Relaxed);
                             }
                         }
-                        true
+                        Followed::Lost { error, .. } => {
+                            lost.fetch_add(1, Ordering::Relaxed);
+                            let reason: String = error.chars().take(100).collect();
+                            *why.lock().unwrap_or_else(|p| p.into_inner()).entry(reason).or_default() += 1;
+                        }
+                    }
+                    true
+                };
+                // The agent's backoff (`main.rs`).
+                let backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(5));
+                let get = move || client.clone();
+                tasks.push(if shared {
+                    let mut w = SharedWatch::new();
+                    let refs: Vec<&str> = group.iter().map(String::as_str).collect();
+                    w.add(&refs, on);
+                    tokio::spawn(w.run(get, backoff))
+                } else {
+                    tokio::spawn(async move {
+                        let mut source = RestWatch { prefixes: group, client: get };
+                        let mut on = on;
+                        follow(&mut source, backoff, &mut on).await;
                     })
-                    .await;
-                }));
+                });
             }
             watchers.push(Watcher { prefixes, seen });
         }

@@ -23,14 +23,19 @@ fn req(container: &str) -> AttachRequest {
         segment: String::new(),
         labels: Default::default(),
         ip: None,
+        ips: vec![],
         pod: None,
         runtime_labels: true,
     }
 }
 
 fn address(ip: &str) -> Address {
+    named("cni:net:c1:eth0", ip)
+}
+
+fn named(name: &str, ip: &str) -> Address {
     Address {
-        name: "cni:net:c1:eth0".into(),
+        name: name.into(),
         ip: ip.into(),
         prefix_len: 32,
         network: "n".into(),
@@ -91,9 +96,9 @@ fn add_decisions() {
         "c1",
         vec![
             start(),
-            CniEvent::Allocated(Ok(address("10.0.0.5"))),
+            CniEvent::Allocated(Ok(vec![address("10.0.0.5")])),
             CniEvent::EndpointRead(Err(refused(404))),
-            CniEvent::Registered(Ok(info())),
+            CniEvent::Registered(vec![Ok(info())]),
             CniEvent::Enforced(Ok(())),
         ],
         &["allocate", "read-endpoint", "register", "enforce", "plumb"],
@@ -102,20 +107,20 @@ fn add_decisions() {
     // address goes back, nothing was registered.
     check(
         "c1",
-        vec![start(), CniEvent::Allocated(Ok(address("ten")))],
+        vec![start(), CniEvent::Allocated(Ok(vec![address("ten")]))],
         &["allocate", "release-quietly, fail 999"],
     );
     let mut v6_only = Add::new(Host { gateways: vec!["fd00::1".parse().unwrap()], ..host() }, req("c1"));
     v6_only.step(start());
     let got: Vec<String> =
-        v6_only.step(CniEvent::Allocated(Ok(address("10.0.0.5")))).iter().map(word).collect();
+        v6_only.step(CniEvent::Allocated(Ok(vec![address("10.0.0.5")]))).iter().map(word).collect();
     assert_eq!(got, ["release-quietly", "fail 7"]);
     // IPv6 needs no --gateway-ip: its gateway is the link-local fe80::1 on the pod's veth.
     let mut v6 = Add::new(host(), req("c1"));
     v6.step(start());
-    v6.step(CniEvent::Allocated(Ok(address("fd00::5"))));
+    v6.step(CniEvent::Allocated(Ok(vec![address("fd00::5")])));
     v6.step(CniEvent::EndpointRead(Err(refused(404))));
-    v6.step(CniEvent::Registered(Ok(info())));
+    v6.step(CniEvent::Registered(vec![Ok(info())]));
     match v6.step(CniEvent::Enforced(Ok(()))).as_slice() {
         [CniAction::Plumb(spec)] => assert_eq!(
             spec.addresses,
@@ -128,7 +133,7 @@ fn add_decisions() {
         "c1",
         vec![
             start(),
-            CniEvent::Allocated(Ok(address("10.0.0.5"))),
+            CniEvent::Allocated(Ok(vec![address("10.0.0.5")])),
             CniEvent::EndpointRead(Err(refused(503))),
         ],
         &["allocate", "read-endpoint", "release-quietly, fail 11"],
@@ -138,13 +143,152 @@ fn add_decisions() {
         "c1",
         vec![
             start(),
-            CniEvent::Allocated(Ok(address("10.0.0.5"))),
+            CniEvent::Allocated(Ok(vec![address("10.0.0.5")])),
             CniEvent::EndpointRead(Err(refused(404))),
-            CniEvent::Registered(Ok(info())),
+            CniEvent::Registered(vec![Ok(info())]),
             CniEvent::Enforced(Err(EnforceFailure::NotLoaded("romanad unreachable".into()))),
         ],
         &["allocate", "read-endpoint", "register", "enforce", "forget, release-quietly, fail 11"],
     );
+}
+
+/// A dual-stack ADD: both addresses plumbed with their gateways, two records registered and
+/// enforced together, both in the answer (IPv4 first); a failure after registration forgets both
+/// records and releases the name (romanad releases its `#v6` with it).
+#[test]
+fn dual_stack_add_decisions() {
+    let start = || CniEvent::Start { netns_exists: true };
+    let dual = || vec![named("cni:net:c1:eth0", "10.0.0.5"), named("cni:net:c1:eth0#v6", "fd00::5")];
+    let v6_info =
+        EndpointInfo { name: "cni:net:c1:eth0#v6".into(), ip: "fd00::5".into(), ..Default::default() };
+    let mut flow = Add::new(host(), req("c1"));
+    flow.step(start());
+    flow.step(CniEvent::Allocated(Ok(dual())));
+    let known = EndpointInfo {
+        labels: [("app".to_owned(), "set-later".to_owned())].into(),
+        ip: "10.0.0.5".into(),
+        host: "h1".into(),
+        tenant: "red".into(),
+        ..info()
+    };
+    let infos = match flow.step(CniEvent::EndpointRead(Ok(known))).as_slice() {
+        [CniAction::Register(infos)] => infos.clone(),
+        other => panic!("want one register, got {other:?}"),
+    };
+    let got: Vec<(&str, &str, Option<&String>)> =
+        infos.iter().map(|i| (i.name.as_str(), i.ip.as_str(), i.labels.get("app"))).collect();
+    let later = "set-later".to_owned();
+    assert_eq!(
+        got,
+        [("cni:net:c1:eth0", "10.0.0.5", Some(&later)), ("cni:net:c1:eth0#v6", "fd00::5", Some(&later))]
+    );
+    let regs = vec![Ok(info()), Ok(v6_info.clone())];
+    assert!(
+        matches!(flow.step(CniEvent::Registered(regs)).as_slice(), [CniAction::Enforce(i)] if i.len() == 2)
+    );
+    let spec = match flow.step(CniEvent::Enforced(Ok(()))).as_slice() {
+        [CniAction::Plumb(spec)] => spec.clone(),
+        other => panic!("want one plumb, got {other:?}"),
+    };
+    let gw4: IpAddr = "10.0.0.1".parse().unwrap();
+    assert_eq!(
+        spec.addresses,
+        [
+            PodAddress { ip: "10.0.0.5".parse().unwrap(), gateway: gw4 },
+            PodAddress { ip: "fd00::5".parse().unwrap(), gateway: IpAddr::V6(IPV6_GATEWAY) }
+        ]
+    );
+    let a = Attachment {
+        host_link: "h".into(),
+        host_mac: "m".into(),
+        ifname: "eth0".into(),
+        pod_mac: "p".into(),
+        created: true,
+    };
+    match flow.step(CniEvent::Plumbed(Ok(a))).as_slice() {
+        [CniAction::Answer(Ok(Answer::Added(at)))] => {
+            let ips: Vec<(&str, u8, &str)> =
+                at.ips.iter().map(|i| (i.ip.as_str(), i.prefix_len, i.gateway.as_str())).collect();
+            assert_eq!(ips, [("10.0.0.5", 32, "10.0.0.1"), ("fd00::5", 32, "fe80::1")]);
+            assert_eq!((at.ip.as_str(), at.gateway.as_str()), ("10.0.0.5", "10.0.0.1"));
+        }
+        other => panic!("want the answer, got {other:?}"),
+    }
+    // The second record refused: the first is forgotten, the addresses go back.
+    let words = |flow: &mut Add, ev| flow.step(ev).iter().map(word).collect::<Vec<_>>().join(", ");
+    let mut flow = Add::new(host(), req("c1"));
+    flow.step(start());
+    flow.step(CniEvent::Allocated(Ok(dual())));
+    flow.step(CniEvent::EndpointRead(Err(refused(404))));
+    assert_eq!(
+        words(&mut flow, CniEvent::Registered(vec![Ok(info()), Err(refused(503))])),
+        "forget, release-quietly, fail 11"
+    );
+    // The first refused while the second was written (they go at once): the second is forgotten.
+    let mut flow = Add::new(host(), req("c1"));
+    flow.step(start());
+    flow.step(CniEvent::Allocated(Ok(dual())));
+    flow.step(CniEvent::EndpointRead(Err(refused(404))));
+    let got = flow.step(CniEvent::Registered(vec![Err(refused(409)), Ok(v6_info.clone())]));
+    assert_eq!(got.iter().map(word).collect::<Vec<_>>(), ["forget", "release-quietly", "fail 7"]);
+    assert!(matches!(&got[0], CniAction::Forget(n) if n == "cni:net:c1:eth0#v6"), "{got:?}");
+    // Enforcement fails after both records: both are forgotten.
+    let mut flow = Add::new(host(), req("c1"));
+    flow.step(start());
+    flow.step(CniEvent::Allocated(Ok(dual())));
+    flow.step(CniEvent::EndpointRead(Err(refused(404))));
+    flow.step(CniEvent::Registered(vec![Ok(info()), Ok(v6_info)]));
+    let got = flow.step(CniEvent::Enforced(Err(EnforceFailure::NotEnforced("busy".into()))));
+    let forgotten: Vec<&str> = got
+        .iter()
+        .filter_map(|a| if let CniAction::Forget(n) = a { Some(n.as_str()) } else { None })
+        .collect();
+    assert_eq!(forgotten, ["cni:net:c1:eth0", "cni:net:c1:eth0#v6"]);
+    // Two addresses of one family, or one of another endpoint: released, nothing registered.
+    for bad in [
+        vec![named("cni:net:c1:eth0", "10.0.0.5"), named("cni:net:c1:eth0#v6", "10.0.0.6")],
+        vec![named("cni:net:c1:eth0", "10.0.0.5"), named("cni:net:c2:eth0#v6", "fd00::5")],
+    ] {
+        let mut flow = Add::new(host(), req("c1"));
+        flow.step(start());
+        assert_eq!(
+            words(&mut flow, CniEvent::Allocated(Ok(bad.clone()))),
+            "release-quietly, fail 999",
+            "{bad:?}"
+        );
+    }
+    // IPv6-only: one address under the endpoint's own name.
+    let mut flow = Add::new(host(), req("c1"));
+    flow.step(start());
+    flow.step(CniEvent::Allocated(Ok(vec![address("fd00::7")])));
+    match flow.step(CniEvent::EndpointRead(Err(refused(404)))).as_slice() {
+        [CniAction::Register(infos)] => {
+            assert_eq!(
+                infos.iter().map(|i| (i.name.as_str(), i.ip.as_str())).collect::<Vec<_>>(),
+                [("cni:net:c1:eth0", "fd00::7")]
+            );
+        }
+        other => panic!("want one register, got {other:?}"),
+    }
+}
+
+/// CHECK's comparison of `prevResult` with IPAM, as data: (ip, ips, held, differs).
+#[test]
+fn check_compares_every_address_of_the_previous_result() {
+    let s = |v: &[&str]| v.iter().map(|x| (*x).to_owned()).collect::<Vec<_>>();
+    for (ip, ips, held, differs) in [
+        (None, &[][..], &["10.0.0.5"][..], false),
+        (Some("10.0.0.5"), &[][..], &["10.0.0.5", "fd00::5"][..], false),
+        (Some("10.0.0.6"), &[][..], &["10.0.0.5"][..], true),
+        (Some("10.0.0.5"), &["10.0.0.5", "fd00:0::5"][..], &["10.0.0.5", "fd00::5"][..], false),
+        (Some("10.0.0.5"), &["10.0.0.5"][..], &["10.0.0.5", "fd00::5"][..], true),
+        (Some("10.0.0.5"), &["10.0.0.5", "fd00::6"][..], &["10.0.0.5", "fd00::5"][..], true),
+        (Some("fd00::5"), &["fd00::5"][..], &["fd00::5"][..], false),
+    ] {
+        let r = AttachRequest { ip: ip.map(str::to_owned), ips: s(ips), ..req("c1") };
+        let got = prev_differs(&r, &s(held));
+        assert_eq!(got.is_some(), differs, "{ip:?} {ips:?} {held:?}: {got:?}");
+    }
 }
 
 #[test]
@@ -175,7 +319,11 @@ fn del_decisions() {
     let words = |flow: &mut Del, ev| flow.step(ev).iter().map(word).collect::<Vec<_>>().join(", ");
     let mut flow = Del::new(req.clone(), true);
     assert_eq!(words(&mut flow, CniEvent::Start { netns_exists: true }), "unplumb");
-    assert_eq!(words(&mut flow, CniEvent::Unplumbed(Ok(false))), "unregister");
+    match flow.step(CniEvent::Unplumbed(Ok(false))).as_slice() {
+        // Both records of a dual-stack endpoint (the `#v6` one absent is deleted too).
+        [CniAction::Unregister(names)] => assert_eq!(names, &["cni:net:c1:eth0", "cni:net:c1:eth0#v6"]),
+        other => panic!("want unregister, got {other:?}"),
+    }
     // The record is gone (or was already): the address goes. romanad refused or unreachable:
     // DEL fails, so the runtime repeats it (found by `romana chaos`: a DEL that answered success
     // while its record stayed, with a replica or an etcd member being killed).
