@@ -5,8 +5,11 @@
 //! the hand-off off), the routed path through the kernel's forwarding only (a second underlay
 //! link without the fast path), a plain veth pair joining the same two pod namespaces directly,
 //! and a VXLAN overlay between the same hosts (iproute2; underlay MTU raised so the overlay does
-//! not fragment). Rounds alternate their order so machine noise hits all paths; ratios are per
-//! round.
+//! not fragment). The same pods over IPv6: Romana's routed path as a dual-stack pod has it (its
+//! /128 through its host link, the link-local gateway `fe80::1` on that link, block routes via the
+//! other host's IPv6 underlay address, the agents' `inet romana` table; the fast path is IPv4 only,
+//! so IPv6 takes the kernel's forwarding) against the plain veth over IPv6. Rounds alternate their
+//! order so machine noise hits all paths; ratios are per round.
 //! Everything runs in namespaces this benchmark creates and deletes.
 //! `cargo build --release -p romana-agent && cargo bench -p romana-cni --bench throughput`
 //! (`-- --quick`: 1 s per run, 2 rounds; `ROMANA_BENCH_NO_FAST_PATH_SEND=1`: agents with
@@ -62,10 +65,11 @@ async fn main() {
     let add = |cid: &str, ns: &Netns, s: &std::path::Path| {
         let (rc, r) = cni("ADD", cid, &format!("/run/netns/{}", ns.0), &conf("1.0.0", s), "");
         assert_eq!(rc, 0, "ADD {cid}: {r}");
-        r["ips"][0]["address"].as_str().expect("address").split('/').next().expect("ip").to_owned()
+        let ip = r["ips"][0]["address"].as_str().expect("address").split('/').next().expect("ip").to_owned();
+        (ip, r["interfaces"][0]["name"].as_str().expect("host link").to_owned())
     };
-    let ip1 = add("tp1", &p1, &sock[0]);
-    let ip2 = add("tp2", &p2, &sock[1]);
+    let (ip1, link1) = add("tp1", &p1, &sock[0]);
+    let (ip2, link2) = add("tp2", &p2, &sock[1]);
     wait_for("pod1 reaches pod2 across hosts", 30, || ping(&p1.0, &ip2)).await;
     if !no_send {
         // Endpoint links get `romana_send` once the CNI path has been quiet for a moment.
@@ -87,6 +91,28 @@ async fn main() {
     p2.ip("addr add 192.168.99.2/30 dev pv1");
     p1.ip("link set pv0 up");
     p2.ip("link set pv1 up");
+    p1.ip("addr add fd99::1/64 dev pv0 nodad");
+    p2.ip("addr add fd99::2/64 dev pv1 nodad");
+
+    // IPv6 through Romana's plumbing: each pod's IPv6 address on its CNI veth as `romana_host`
+    // plumbs a dual-stack pod (the pod's /128 without DAD and its default route via fe80::1 on the
+    // host link; the host's /128 route to it through that link), the hosts' IPv6 underlay
+    // addresses and block routes as the route manager gives them. Added by hand until the CNI
+    // ADD allocates both families; the routes are `proto static`, so the agents (which own
+    // `proto 77`) leave them alone.
+    for (h, pod, link, mine, peer_block, peer_under, under) in [
+        (&hosts.0, &p1, &link1, "fd10::2", "fd10:1::/64", "fd88::2", "fd88::1/64"),
+        (&hosts.1, &p2, &link2, "fd10:1::2", "fd10::/64", "fd88::1", "fd88::2/64"),
+    ] {
+        h.ip(&format!("addr add {under} dev eth0 nodad"));
+        h.ip(&format!("addr add fe80::1/64 dev {link} nodad"));
+        h.ip(&format!("-6 route add {mine}/128 dev {link} proto static"));
+        h.ip(&format!("-6 route add {peer_block} via {peer_under} dev eth0 proto static"));
+        pod.ip(&format!("addr add {mine}/128 dev eth0 nodad"));
+        pod.ip("-6 route add default via fe80::1 dev eth0");
+    }
+    wait_for("pod1 reaches pod2 over IPv6", 30, || ping(&p1.0, "fd10:1::2")).await;
+    wait_for("pod1 reaches pod2 over the plain veth's IPv6", 30, || ping(&p1.0, "fd99::2")).await;
 
     // Overlay path: VXLAN between the hosts; /32s for the two pods via the tunnel override the
     // routed block routes while it is measured, and are removed after.
@@ -130,8 +156,8 @@ async fn main() {
         |want: bool| sock.iter().all(|s| handoffs(s).iter().all(|(n, h)| n != "eth0" || *h == want));
     wait_for("both agents hand packets to the far end of eth0", 30, || handing_off(true)).await;
 
-    // Five paths between the same pods. Each round measures all five, in the order A B C D E then
-    // E D C B A, so that drift and each swap's after-effects fall on every path alike; ratios are
+    // Seven paths between the same pods. Each round measures all seven, in the order A B C ... G
+    // then G ... C B A, so that drift and each swap's after-effects fall on every path alike; ratios are
     // taken within a round, then their median. The agents keep running: on a cluster without
     // isolation their tables have no hooks (docs/policy.md, "Cost"), which the output shows, and
     // each host hands the other's packets to its pod with the fast path.
@@ -147,8 +173,16 @@ async fn main() {
             handoffs(sock)
         );
     }
-    const N: usize = 5;
-    let paths = ["routed", "plain", "vxlan", "routed, kernel path", "routed, uplink transmits"];
+    const N: usize = 7;
+    let paths = [
+        "routed",
+        "plain",
+        "vxlan",
+        "routed, kernel path",
+        "routed, uplink transmits",
+        "routed IPv6",
+        "plain IPv6",
+    ];
     let mut gbps: Vec<[f64; N]> = Vec::new();
     let mut cost: Vec<[f64; N]> = Vec::new();
     for round in 0..rounds {
@@ -167,7 +201,12 @@ async fn main() {
                 }
                 _ => {}
             }
-            let ip = if i == 1 { "192.168.99.2" } else { &ip2 };
+            let ip = match i {
+                1 => "192.168.99.2",
+                5 => "fd10:1::2",
+                6 => "fd99::2",
+                _ => &ip2,
+            };
             let busy = common::busy_seconds();
             row[i] = iperf(&p2.0, &p1.0, ip, secs);
             // CPU seconds per GB: Gbit/s x seconds / 8 gigabytes moved.
@@ -212,5 +251,13 @@ async fn main() {
         cpu_ratio(0, 1),
         cpu_ratio(4, 1),
         cpu_ratio(3, 0)
+    );
+    println!(
+        "IPv6: routed/plain {:.3} (target >= 0.95), routed IPv6/routed IPv4 {:.3}, IPv4 kernel path/plain {:.3}; \
+         CPU per byte routed/plain {:.3}",
+        ratio(5, 6),
+        ratio(5, 0),
+        ratio(3, 1),
+        cpu_ratio(5, 6)
     );
 }
