@@ -112,7 +112,43 @@ struct Inner {
     recent: VecDeque<Arc<Batch>>,
     recent_bytes: usize,
     subs: Vec<Sub>,
+    /// The first key segments (`routes/`, `tenants/`) some stream wants, and whether one wants
+    /// every key: a batch nobody wants (heartbeats under `liveness/`, allocations under `ipam/`
+    /// for agents) skips the per-stream loop, which otherwise costs streams x heartbeats.
+    wanted: Wanted,
     started: bool,
+}
+
+#[derive(Default)]
+struct Wanted {
+    segments: std::collections::HashSet<String>,
+    any: bool,
+}
+
+impl Wanted {
+    fn of(subs: &[Sub]) -> Wanted {
+        let mut w = Wanted::default();
+        for s in subs {
+            w.add(&s.filter);
+        }
+        w
+    }
+
+    fn add(&mut self, f: &Filter) {
+        for (p, _) in &f.prefixes {
+            match p.find('/') {
+                Some(i) => {
+                    self.segments.insert(p[..=i].to_owned());
+                }
+                None => self.any = true,
+            }
+        }
+    }
+
+    fn wants(&self, b: &Batch) -> bool {
+        self.any
+            || b.lines.iter().any(|l| l.key.find('/').is_some_and(|i| self.segments.contains(&l.key[..=i])))
+    }
 }
 
 /// The shared watch of one romanad.
@@ -180,6 +216,7 @@ impl Hub {
         let (tx, rx) = mpsc::channel(self.queue);
         let (cut_tx, cut) = oneshot::channel();
         i.subs.retain(|s| !s.tx.is_closed());
+        i.wanted.add(&filter);
         i.subs.push(Sub { filter, first, tx, cut: Some(cut_tx) });
         Some(Subscription { replay, rx, cut })
     }
@@ -189,7 +226,8 @@ impl Hub {
         let b = Arc::new(b);
         let mut i = self.lock();
         let queue = self.queue;
-        let subs = std::mem::take(&mut i.subs);
+        let subs = if i.wanted.wants(&b) { std::mem::take(&mut i.subs) } else { Vec::new() };
+        let before = subs.len();
         for s in subs {
             if s.tx.is_closed() {
                 continue;
@@ -211,6 +249,9 @@ impl Hub {
                 )),
                 Err(mpsc::error::TrySendError::Closed(_)) => {}
             }
+        }
+        if i.subs.len() < before {
+            i.wanted = Wanted::of(&i.subs);
         }
         i.recent_bytes += b.size();
         i.recent.push_back(b);
@@ -244,6 +285,7 @@ impl Hub {
         for s in std::mem::take(&mut i.subs) {
             s.end(why.to_owned());
         }
+        i.wanted = Wanted::default();
     }
 }
 

@@ -129,3 +129,18 @@ async fn streams_whose_client_left_are_dropped() {
     keys_until(&mut kept.rx, "tenants/x").await;
     assert_eq!(hub.stats().streams, 1);
 }
+
+#[test]
+fn batches_nobody_wants_skip_the_streams() {
+    let b = |key: &str| Batch { revision: 1, lines: vec![Line { key: key.into(), bytes: Bytes::new() }] };
+    let mut w = Wanted::default();
+    w.add(&filter(&["routes/h1", "tenants/"], 1, SERVICE_PREFIXES));
+    for (key, want) in
+        [("liveness/h1", false), ("ipam/names/x", false), ("routes/h2", true), ("tenants/r", true)]
+    {
+        assert_eq!(w.wants(&b(key)), want, "{key}");
+    }
+    // A prefix without a segment (`""`, `ipam`) wants every batch.
+    w.add(&filter(&["ipam"], 1, SERVICE_PREFIXES));
+    assert!(w.wants(&b("liveness/h1")));
+}
