@@ -210,6 +210,7 @@ async fn scenario(
         // No egress NAT: the hosts' tables are then the policy compiler's alone.
         egress: Egress { internet: false, nat_outgoing: false, no_nat: vec![] },
         reflectors: 0,
+        ipv6: None,
         // The router follower reaches every replica; with our own plane it logs in with the
         // admin's credentials file, with a given one it reads the caller's configuration.
         follower_env: follower_env(

@@ -19,7 +19,9 @@ mod plan;
 mod sandbox;
 mod sandbox_bgp;
 mod sandbox_internet;
+mod sandbox_ipv6;
 mod sandbox_layout;
+mod sandbox_probe;
 mod sandbox_static;
 mod text_table;
 mod vip;
@@ -565,6 +567,10 @@ enum SandboxCommand {
         /// the other hosts and the rack router peer with them only).
         #[arg(long, default_value_t = 0)]
         reflectors: usize,
+        /// Dual stack: an IPv6 pod network (e.g. fd00:10::/64) beside the IPv4 one, an IPv6
+        /// underlay of ULAs inside the sandbox; pods get one address of each family.
+        #[arg(long, value_name = "CIDR")]
+        ipv6: Option<String>,
     },
     /// From a pod, ask an echo server in the "internet" or in another pod which source address
     /// it sees (TCP, or UDP); exit status 1 when it does not answer.
@@ -679,7 +685,7 @@ enum SandboxPodCommand {
 
 async fn run_sandbox(cli: &Cli, file: &config::FileConfig, command: &SandboxCommand) -> anyhow::Result<bool> {
     if let SandboxCommand::Probe { at } = command {
-        return Ok(sandbox::probe(&at.state_dir, &at.name)? == 0);
+        return Ok(sandbox_probe::probe(&at.state_dir, &at.name)? == 0);
     }
     if let SandboxCommand::ServeEcho { listen, log } = command {
         sandbox_internet::serve(*listen, log.clone())?;
@@ -726,6 +732,7 @@ async fn run_sandbox(cli: &Cli, file: &config::FileConfig, command: &SandboxComm
             internet,
             no_nat_outgoing,
             reflectors,
+            ipv6,
         } => {
             let o = sandbox::UpOptions {
                 name: at.name.clone(),
@@ -741,6 +748,7 @@ async fn run_sandbox(cli: &Cli, file: &config::FileConfig, command: &SandboxComm
                     no_nat: vec![],
                 },
                 reflectors: *reflectors,
+                ipv6: ipv6.clone(),
                 follower_env: follower_env(cli),
             };
             sandbox::up(&c, &o).await?;

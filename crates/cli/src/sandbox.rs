@@ -23,6 +23,8 @@ pub struct Pod {
     pub host: String,
     pub netns: String,
     pub ip: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipv6: Option<String>,
     pub tenant: String,
     pub segment: String,
     #[serde(default)]
@@ -45,6 +47,8 @@ pub struct State {
     pub egress: Egress,
     #[serde(default)]
     pub reflectors: usize,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipv6: Option<String>,
 }
 
 impl State {
@@ -52,6 +56,7 @@ impl State {
         Layout::new(&self.name, self.racks, self.hosts_per_rack, &self.cidr, self.block_mask)
             .map(|l| l.with_routing(self.routing).with_egress(self.egress.clone()))
             .and_then(|l| l.with_reflectors(self.reflectors))
+            .and_then(|l| l.with_ipv6(self.ipv6.clone()))
             .map_err(anyhow::Error::msg)
     }
 }
@@ -115,6 +120,8 @@ pub struct UpOptions {
     pub routing: Routing,
     pub egress: Egress,
     pub reflectors: usize,
+    /// The IPv6 pod network of a dual-stack sandbox (`sandbox_ipv6.rs`).
+    pub ipv6: Option<String>,
     /// With static routing, the environment of the router follower (`sandbox_static.rs`).
     pub follower_env: Vec<(String, String)>,
 }
@@ -125,6 +132,7 @@ pub async fn up(c: &Client, o: &UpOptions) -> Result<()> {
         .with_routing(o.routing)
         .with_egress(o.egress.clone())
         .with_reflectors(o.reflectors)
+        .and_then(|l| l.with_ipv6(o.ipv6.clone()))
         .map_err(anyhow::Error::msg)?;
     if !leftovers(&o.name)?.is_empty() {
         bail!(
@@ -135,7 +143,7 @@ pub async fn up(c: &Client, o: &UpOptions) -> Result<()> {
     }
     let d = dir(&o.state_dir, &o.name);
     std::fs::create_dir_all(&d).with_context(|| format!("creating {}", d.display()))?;
-    let topology = serde_json::from_value(layout.topology())?;
+    let topology = serde_json::from_value(crate::sandbox_ipv6::topology(&layout, layout.topology()))?;
     c.apply_topology(&topology).await.context("applying the sandbox topology")?;
     let built = build(c, &layout, o, &d).await;
     if let Err(e) = built {
@@ -167,11 +175,14 @@ async fn agent_credentials(c: &Client, sandbox: &str, host: &str, d: &Path) -> R
 }
 
 async fn build(c: &Client, layout: &Layout, o: &UpOptions, d: &Path) -> Result<()> {
-    for cmd in layout.wiring() {
+    for cmd in layout.wiring().into_iter().chain(crate::sandbox_ipv6::wiring(layout)) {
         ip(&cmd)?;
     }
     for r in layout.routers() {
         forwarding_on(&r)?;
+        if layout.ipv6.is_some() {
+            crate::sandbox_ipv6::forwarding_on(&r)?;
+        }
     }
     let mut state = State {
         name: o.name.clone(),
@@ -184,12 +195,13 @@ async fn build(c: &Client, layout: &Layout, o: &UpOptions, d: &Path) -> Result<(
         routing: o.routing,
         egress: o.egress.clone(),
         reflectors: o.reflectors,
+        ipv6: o.ipv6.clone(),
     };
     for h in &layout.hosts {
         let req = HostRequest {
             name: h.name.clone(),
             ip: h.ip.clone(),
-            ipv6: None,
+            ipv6: crate::sandbox_ipv6::host_ipv6(layout, h),
             agent_port: None,
             tags: BTreeMap::from([("rack".to_owned(), h.rack.to_string())]),
             k8s_info: None,
@@ -244,6 +256,7 @@ pub(crate) fn start_agent(layout: &Layout, host: &str, d: &Path) -> Result<u32> 
         .arg("--credentials")
         .arg(d.join(format!("{}.credentials", h.name)))
         .args(crate::sandbox_bgp::agent_args(layout, &h.netns, d))
+        .args(crate::sandbox_ipv6::agent_args(layout, h))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(log)
@@ -370,18 +383,20 @@ pub async fn pod_add(c: &Client, o: &PodOptions) -> Result<()> {
             return Err(e);
         }
     };
-    let addr = r["ips"][0]["address"].as_str().unwrap_or("").split('/').next().unwrap_or("").to_owned();
+    let (addr, ipv6) = crate::sandbox_ipv6::addresses(&r);
     state.pods.push(Pod {
         name: pod.clone(),
         host: o.host.clone(),
         netns,
         ip: addr.clone(),
+        ipv6: ipv6.clone(),
         tenant: o.tenant.clone(),
         segment: o.segment.clone(),
         labels: o.labels.clone(),
     });
     save(&o.state_dir, &state)?;
     sync_fabric(c, &layout, &dir(&o.state_dir, &o.name)).await?;
+    let addr = ipv6.map_or(addr.clone(), |v6| format!("{addr} {v6}"));
     println!("{pod} {addr} on {}", o.host);
     Ok(())
 }
@@ -435,46 +450,6 @@ pub async fn status(c: &Client, state_dir: &Path, name: &str) -> Result<()> {
         );
     }
     Ok(())
-}
-
-/// Pings every pod from every pod; prints the matrix. Returns how many pairs failed.
-pub fn probe(state_dir: &Path, name: &str) -> Result<usize> {
-    let state = load(state_dir, name)?;
-    let pods = &state.pods;
-    if pods.is_empty() {
-        bail!("sandbox {name} has no pods; add some with `romana sandbox pod add`");
-    }
-    // All pairs in parallel: a failing pair costs its timeout once, not once per pair.
-    let mut children = Vec::new();
-    for from in pods {
-        for to in pods {
-            let child = Command::new("ip")
-                .args(["netns", "exec", &from.netns, "ping", "-c1", "-W1", &to.ip])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .context("running ping (iputils-ping)")?;
-            children.push(child);
-        }
-    }
-    let results: Vec<bool> = children.into_iter().map(|mut c| c.wait().is_ok_and(|s| s.success())).collect();
-    print!("{:<10}", "from\\to");
-    for p in pods {
-        print!(" {:>6}", p.name);
-    }
-    println!();
-    let mut failed = 0;
-    for (i, from) in pods.iter().enumerate() {
-        print!("{:<10}", format!("{}@{}", from.name, from.host));
-        for j in 0..pods.len() {
-            let ok = results[i * pods.len() + j];
-            failed += usize::from(!ok);
-            print!(" {:>6}", if ok { "." } else { "X" });
-        }
-        println!();
-    }
-    println!("({} of {} pairs reachable; . reachable, X not)", results.len() - failed, results.len());
-    Ok(failed)
 }
 
 /// Namespaces of sandbox `name` that exist now.

@@ -18,9 +18,14 @@ use crate::sandbox_layout::Layout;
 /// Our routes in the routers: (namespace, destination) -> next hop.
 pub type Routes = BTreeMap<(String, String), String>;
 
-/// `ip route`'s destination as the fabric view writes it (`ip` prints a /32 without its length).
+/// `ip route`'s destination as the fabric view writes it (`ip` prints a /32 or /128 without
+/// its length).
 fn normal(dest: &str) -> String {
-    if dest.contains('/') { dest.to_owned() } else { format!("{dest}/32") }
+    match (dest.contains('/'), dest.contains(':')) {
+        (true, _) => dest.to_owned(),
+        (false, false) => format!("{dest}/32"),
+        (false, true) => format!("{dest}/128"),
+    }
 }
 
 /// The `ip` invocations that take the routers from `observed` to `desired` (namespace,
@@ -40,12 +45,13 @@ pub fn plan(observed: &Routes, desired: &[(String, String, String)]) -> Vec<Vec<
     out.into_iter().map(|c| c.split_whitespace().map(str::to_owned).collect()).collect()
 }
 
-/// Our routes in every router namespace now.
+/// Our routes in every router namespace now (IPv6 ones too in a dual-stack sandbox).
 fn observe(layout: &Layout) -> Result<Routes> {
     let mut out = Routes::new();
-    for ns in layout.routers() {
+    let families: &[&str] = if layout.ipv6.is_some() { &["-4", "-6"] } else { &["-4"] };
+    for (ns, family) in layout.routers().iter().flat_map(|ns| families.iter().map(move |f| (ns, f))) {
         let text = Command::new("ip")
-            .args(["-n", &ns, "-o", "route", "show", "proto", "77"])
+            .args(["-n", ns, *family, "-o", "route", "show", "proto", "77"])
             .output()
             .with_context(|| format!("reading routes in {ns}"))?;
         for line in String::from_utf8_lossy(&text.stdout).lines() {
@@ -63,7 +69,9 @@ fn observe(layout: &Layout) -> Result<Routes> {
 /// Brings the routers to the fabric view now; returns how many routes changed.
 pub async fn sync(c: &Client, layout: &Layout) -> Result<usize> {
     let fabric = c.fabric().await.context("reading the fabric routes")?;
-    let steps = plan(&observe(layout)?, &layout.fabric_routes(&fabric));
+    let mut desired = layout.fabric_routes(&fabric);
+    desired.extend(crate::sandbox_ipv6::fabric_routes(layout, &fabric));
+    let steps = plan(&observe(layout)?, &desired);
     for s in &steps {
         let out = Command::new("ip").args(s).output().context("running ip")?;
         // Deleting what is already gone is success: the follower and a command's own sync may
@@ -167,5 +175,8 @@ mod tests {
             &[agg],
             &["-n r route del 10.112.0.0/28 proto 77", "-n r route del 198.51.100.5/32 proto 77"],
         );
+        // IPv6: `ip` prints a /128 without its length too.
+        let v6 = ("r", "fd00:10::/122", "fd72:6d73:1::11");
+        check(&[v6, ("r", "fd00:10::40", "x")], &[v6], &["-n r route del fd00:10::40/128 proto 77"]);
     }
 }

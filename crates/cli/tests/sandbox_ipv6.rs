@@ -1,0 +1,127 @@
+//! `romana sandbox up --ipv6` end to end (root): a romanad process (embedded store) on
+//! 127.0.0.1, a dual-stack sandbox of 2 racks x 2 hosts with real agents, pods of two tenants on
+//! both racks getting an address of each family through romana-cni, both reachability matrices
+//! full, then tenant blue isolated and the IPv6 matrix (as the IPv4 one) refusing exactly red's
+//! pods toward blue's, the routers holding IPv6 routes, and `down` leaving no namespace.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeMap;
+use std::process::Command;
+
+use romana_test_support::TempDir;
+
+#[allow(dead_code)]
+mod common;
+use common::{Sandbox, can_make_namespaces, namespaces};
+
+/// The matrices of `sandbox probe`'s output: "IPv4" and "IPv6" -> (from, to) -> cell.
+fn matrices(out: &str) -> BTreeMap<String, BTreeMap<(String, String), String>> {
+    let mut all = BTreeMap::new();
+    let mut family = "IPv4".to_owned();
+    let mut columns: Vec<String> = Vec::new();
+    for line in out.lines() {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        match words.first() {
+            Some(&"IPv6:") => family = "IPv6".into(),
+            Some(&"from\\to") => columns = words[1..].iter().map(|w| (*w).to_owned()).collect(),
+            Some(from) if from.contains('@') => {
+                let from = from.split('@').next().unwrap().to_owned();
+                let m: &mut BTreeMap<_, _> = all.entry(family.clone()).or_default();
+                for (to, cell) in columns.iter().zip(&words[1..]) {
+                    m.insert((from.clone(), to.clone()), (*cell).to_owned());
+                }
+            }
+            _ => {}
+        }
+    }
+    all
+}
+
+/// What blue's isolation allows: "." or "X".
+fn expected(from: &str, to: &str) -> &'static str {
+    if from == to || !to.starts_with('b') || from.starts_with('b') { "." } else { "X" }
+}
+
+/// Cells of both families that differ from `expected` (empty: as isolation says).
+fn wrong(out: &str) -> Vec<String> {
+    let m = matrices(out);
+    let mut bad = Vec::new();
+    for family in ["IPv4", "IPv6"] {
+        let Some(cells) = m.get(family) else {
+            bad.push(format!("no {family} matrix"));
+            continue;
+        };
+        if cells.len() != 16 {
+            bad.push(format!("{family}: {} cells, want 16", cells.len()));
+        }
+        for ((from, to), cell) in cells {
+            if cell != expected(from, to) {
+                bad.push(format!("{family} {from}->{to}: {cell}, want {}", expected(from, to)));
+            }
+        }
+    }
+    bad
+}
+
+#[test]
+fn dual_stack_sandbox_pods_reach_over_both_families_and_isolation_holds_over_ipv6() {
+    if !can_make_namespaces() {
+        eprintln!("SKIP: cannot create network namespaces (needs root and iproute2)");
+        return;
+    }
+    let dir = TempDir::new("sandbox-ipv6");
+    let (_romanad, sb) = Sandbox::on_new_romanad(&dir, "v");
+    let prefix = format!("rms-{}-", sb.name);
+
+    // Bad input: not IPv6, or the underlay's range.
+    let out = sb.romana(&["sandbox", "up", "--ipv6", "10.9.0.0/16"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not an IPv6 network"), "{out:?}");
+    let out = sb.romana(&["sandbox", "up", "--ipv6", "fd72:6d73:1::/64"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("overlaps the sandbox's IPv6 underlay"), "{out:?}");
+    assert!(namespaces(&prefix).is_empty(), "a refused up makes nothing");
+
+    sb.ok(&["sandbox", "up", "--ipv6", "fd00:10::/64"]);
+    // (pod, host, tenant): each tenant on both racks.
+    let pods = [("ra", "r1h1", "red"), ("rb", "r2h2", "red"), ("ba", "r1h2", "blue"), ("bb", "r2h1", "blue")];
+    for (pod, host, tenant) in pods {
+        let out = sb.ok(&["sandbox", "pod", "add", "--host", host, "--tenant", tenant, "--pod", pod]);
+        assert!(out.contains(" 10.112.") && out.contains(" fd00:10:"), "both families: {out}");
+    }
+    let inside = |pod: &str, args: &str| {
+        let mut v = vec!["netns".to_owned(), "exec".to_owned(), format!("{prefix}{pod}")];
+        v.extend(args.split_whitespace().map(str::to_owned));
+        let out = Command::new("ip").args(&v).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert!(inside("ra", "ip -6 route show").contains("default via fe80::1"), "IPv6 gateway in the pod");
+
+    let probe = sb.ok(&["sandbox", "probe"]);
+    assert!(probe.contains("IPv6:"), "{probe}");
+    assert_eq!(probe.matches("(16 of 16 pairs reachable").count(), 2, "both families, all pairs:\n{probe}");
+    // Across racks over IPv6 through the routers' IPv6 routes (static, from the fabric view).
+    let spine = inside("spine", "ip -6 route show proto 77");
+    assert!(
+        spine.contains("fd00:10::") && spine.contains("via fd72:6d73:fe0"),
+        "spine's IPv6 routes: {spine}"
+    );
+
+    sb.plain_ok(&["tenant", "isolate", "blue", "tenant"]);
+    // Agents apply the change from the watch; probe until the matrices say so, or give up.
+    let mut last = (String::new(), Vec::new());
+    for _ in 0..30 {
+        let out = sb.romana(&["sandbox", "probe"]);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let bad = wrong(&text);
+        last = (text, bad);
+        if last.1.is_empty() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    assert!(last.1.is_empty(), "isolation of blue over both families: {:?}\n{}", last.1, last.0);
+    assert!(last.0.contains("(12 of 16 pairs reachable"), "{}", last.0);
+
+    sb.ok(&["sandbox", "down"]);
+    assert!(namespaces(&prefix).is_empty(), "down removed every namespace");
+}
