@@ -638,7 +638,8 @@ enum SandboxCommand {
         #[command(flatten)]
         at: SandboxWhere,
     },
-    /// Ping every pod from every pod and print the matrix; exit status 1 when a pair fails.
+    /// Ping every pod from every pod and print the matrix (and the IPv6 one in a dual-stack
+    /// sandbox); exit status 1 when a pair fails.
     Probe {
         #[command(flatten)]
         at: SandboxWhere,

@@ -38,12 +38,16 @@ fn matrices(out: &str) -> BTreeMap<String, BTreeMap<(String, String), String>> {
 }
 
 /// What blue's isolation allows: "." or "X".
-fn expected(from: &str, to: &str) -> &'static str {
+fn isolated(from: &str, to: &str) -> &'static str {
     if from == to || !to.starts_with('b') || from.starts_with('b') { "." } else { "X" }
 }
 
-/// Cells of both families that differ from `expected` (empty: as isolation says).
-fn wrong(out: &str) -> Vec<String> {
+fn open(_: &str, _: &str) -> &'static str {
+    "."
+}
+
+/// Cells of both families that differ from `expected` (empty: as expected).
+fn wrong(out: &str, expected: fn(&str, &str) -> &'static str) -> Vec<String> {
     let m = matrices(out);
     let mut bad = Vec::new();
     for family in ["IPv4", "IPv6"] {
@@ -65,12 +69,30 @@ fn wrong(out: &str) -> Vec<String> {
 
 #[test]
 fn dual_stack_sandbox_pods_reach_over_both_families_and_isolation_holds_over_ipv6() {
+    // Static routing: the router follower writes the fabric view's IPv6 routes, via the rack
+    // routers' spine-link addresses.
+    dual_stack("v", &[], "via fd72:6d73:fe0");
+}
+
+#[test]
+fn dual_stack_over_bgp_announces_ipv6_through_both_spines() {
+    if Command::new("bird").arg("--version").output().is_err() {
+        eprintln!("SKIP: BIRD (bird2) is not installed");
+        return;
+    }
+    // BGP: the IPv6 channel on the IPv4 sessions; the spine learns the racks' IPv6 aggregates
+    // via the rack routers' IPv6 addresses on its segment.
+    dual_stack("w", &["--routing", "bgp"], "via fd72:6d73:ff01::1");
+}
+
+/// The whole story with `up`'s extra flags `up_args`; `spine_route` is in the spine's IPv6 routes.
+fn dual_stack(letter: &str, up_args: &[&str], spine_route: &str) {
     if !can_make_namespaces() {
         eprintln!("SKIP: cannot create network namespaces (needs root and iproute2)");
         return;
     }
     let dir = TempDir::new("sandbox-ipv6");
-    let (_romanad, sb) = Sandbox::on_new_romanad(&dir, "v");
+    let (_romanad, sb) = Sandbox::on_new_romanad(&dir, letter);
     let prefix = format!("rms-{}-", sb.name);
 
     // Bad input: not IPv6, or the underlay's range.
@@ -81,7 +103,9 @@ fn dual_stack_sandbox_pods_reach_over_both_families_and_isolation_holds_over_ipv
     assert!(String::from_utf8_lossy(&out.stderr).contains("overlaps the sandbox's IPv6 underlay"), "{out:?}");
     assert!(namespaces(&prefix).is_empty(), "a refused up makes nothing");
 
-    sb.ok(&["sandbox", "up", "--ipv6", "fd00:10::/64"]);
+    let mut up = vec!["sandbox", "up", "--ipv6", "fd00:10::/64"];
+    up.extend(up_args);
+    sb.ok(&up);
     // (pod, host, tenant): each tenant on both racks.
     let pods = [("ra", "r1h1", "red"), ("rb", "r2h2", "red"), ("ba", "r1h2", "blue"), ("bb", "r2h1", "blue")];
     for (pod, host, tenant) in pods {
@@ -96,31 +120,32 @@ fn dual_stack_sandbox_pods_reach_over_both_families_and_isolation_holds_over_ipv
     };
     assert!(inside("ra", "ip -6 route show").contains("default via fe80::1"), "IPv6 gateway in the pod");
 
-    let probe = sb.ok(&["sandbox", "probe"]);
-    assert!(probe.contains("IPv6:"), "{probe}");
+    // Routes (static: the follower; BGP: announcements) and policies reach the kernels within a
+    // moment of a change: each check probes until the matrices say so, or gives up.
+    let probe_until = |expected: fn(&str, &str) -> &'static str| {
+        let mut last = (Vec::new(), String::new());
+        for _ in 0..30 {
+            let out = sb.romana(&["sandbox", "probe"]);
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            last = (wrong(&text, expected), text);
+            if last.0.is_empty() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(500));
+        }
+        last
+    };
+    let (bad, probe) = probe_until(open);
+    assert!(bad.is_empty(), "every pair over both families: {bad:?}\n{probe}");
     assert_eq!(probe.matches("(16 of 16 pairs reachable").count(), 2, "both families, all pairs:\n{probe}");
-    // Across racks over IPv6 through the routers' IPv6 routes (static, from the fabric view).
-    let spine = inside("spine", "ip -6 route show proto 77");
-    assert!(
-        spine.contains("fd00:10::") && spine.contains("via fd72:6d73:fe0"),
-        "spine's IPv6 routes: {spine}"
-    );
+    // Across racks over IPv6 through the routers' IPv6 routes.
+    let spine = inside("spine", "ip -6 route show");
+    assert!(spine.contains("fd00:10::/65") && spine.contains(spine_route), "spine's IPv6 routes: {spine}");
 
     sb.plain_ok(&["tenant", "isolate", "blue", "tenant"]);
-    // Agents apply the change from the watch; probe until the matrices say so, or give up.
-    let mut last = (String::new(), Vec::new());
-    for _ in 0..30 {
-        let out = sb.romana(&["sandbox", "probe"]);
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        let bad = wrong(&text);
-        last = (text, bad);
-        if last.1.is_empty() {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(500));
-    }
-    assert!(last.1.is_empty(), "isolation of blue over both families: {:?}\n{}", last.1, last.0);
-    assert!(last.0.contains("(12 of 16 pairs reachable"), "{}", last.0);
+    let (bad, probe) = probe_until(isolated);
+    assert!(bad.is_empty(), "isolation of blue over both families: {bad:?}\n{probe}");
+    assert_eq!(probe.matches("(12 of 16 pairs reachable").count(), 2, "{probe}");
 
     sb.ok(&["sandbox", "down"]);
     assert!(namespaces(&prefix).is_empty(), "down removed every namespace");
