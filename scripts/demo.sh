@@ -14,15 +14,24 @@
 # Everything runs on 127.0.0.1 and inside namespaces named rms-demo-*; nothing touches the root
 # namespace's addresses, routes or firewall.
 #
-# Usage: scripts/demo.sh [--keep] [ARGS for romana ipam plan...]
+# Usage: scripts/demo.sh [--keep] [--ipv6] [ARGS for romana ipam plan...]
+# --ipv6 (or ROMANA_DEMO_IPV6=CIDR): a dual-stack sandbox (pods also get an address of
+# fd00:10::/64, or CIDR); every matrix is printed and checked for IPv4 and for IPv6.
 # ROMANA_DEMO_BIN=DIR uses the binaries in DIR and skips set-up and build (the demo's test).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 keep=0
+ipv6=${ROMANA_DEMO_IPV6:-}
 plan_args=()
 for a in "$@"; do
-    if [ "$a" = --keep ]; then keep=1; else plan_args+=("$a"); fi
+    case $a in
+        --keep) keep=1 ;;
+        --ipv6) ipv6=fd00:10::/64 ;;
+        *) plan_args+=("$a") ;;
+    esac
 done
+up_args=()
+[ -n "$ipv6" ] && up_args=(--ipv6 "$ipv6")
 started=$(date +%s)
 # A long step: its name first, then how long it took.
 step() {
@@ -65,7 +74,7 @@ export ROMANA_ENDPOINT=$(awk '{print $4}' "$out")
 export ROMANA_CREDENTIALS="$data/store/admin.credentials"
 echo "romanad at $ROMANA_ENDPOINT"
 step "bringing the sandbox up (namespaces, routers, 4 agents)" \
-    $bin/romana sandbox up "${sandbox[@]}" --racks 2 --hosts-per-rack 2
+    $bin/romana sandbox up "${sandbox[@]}" --racks 2 --hosts-per-rack 2 "${up_args[@]}"
 for tenant in red blue; do
     $bin/romana tenant create $tenant >/dev/null
     $bin/romana segment add $tenant web >/dev/null
@@ -99,7 +108,9 @@ expected() {
     esac
 }
 # Probes until the matrix is what `expected` says (agents apply changes within a second or two),
-# then prints it with each cell marked; fails loudly with the cells that differ after 30 s.
+# then prints it with each cell marked; fails loudly with the cells that differ after 30 s. In a
+# dual-stack sandbox the probe prints the IPv6 matrix after an "IPv6:" line, in the same columns:
+# its rows are checked the same way.
 check_matrix() {
     local out cells bad row from to got want i pods
     for attempt in $(seq 30); do
@@ -126,6 +137,11 @@ check_matrix() {
     for to in "${pods[@]}"; do printf ' %6s' "$to"; done
     echo
     while read -r row; do
+        if [ "$row" = IPv6: ]; then
+            printf 'IPv6:\n%-12s' 'from\to'
+            for to in "${pods[@]}"; do printf ' %6s' "$to"; done
+            echo
+        fi
         [[ $row == *@* ]] || continue
         read -r -a cells <<<"$row"
         printf '%-12s' "${cells[0]}"

@@ -158,8 +158,14 @@ fn certificates(w: &Where) -> Vec<CertSource> {
 pub async fn gather(c: &Client, w: &Where) -> Facts {
     let ns = w.netns.as_deref();
     let route_set = c.routes(&w.host).await.map(|r| r.routes).map_err(|e| e.to_string());
-    let kernel_routes = json(run_in(ns, "ip", &["-j", "route", "show", "proto", "77"]))
-        .map(|v| doctor_checks::kernel_routes(&v));
+    // IPv6 routes too (a dual-stack host's route set has them); best effort: a kernel without
+    // IPv6 has none.
+    let v6 = json(run_in(ns, "ip", &["-j", "-6", "route", "show", "proto", "77"])).ok();
+    let kernel_routes = json(run_in(ns, "ip", &["-j", "route", "show", "proto", "77"])).map(|v| {
+        let mut routes = doctor_checks::kernel_routes(&v);
+        routes.extend(v6.map(|v| doctor_checks::kernel_routes(&v)).unwrap_or_default());
+        routes
+    });
     let gateway = match run_in(ns, "ip", &["-j", "link", "show", "romana-gw"]) {
         Err(e) if e.contains("does not exist") => Ok(None),
         r => json(r).map(|v| {

@@ -264,7 +264,11 @@ pub fn kernel_routes(json: &serde_json::Value) -> Vec<KernelRoute> {
     list.iter()
         .filter_map(|r| {
             let dst = r["dst"].as_str()?;
-            let dest = if dst.contains('/') { dst.to_owned() } else { format!("{dst}/32") };
+            let dest = match (dst.contains('/'), dst.contains(':')) {
+                (true, _) => dst.to_owned(),
+                (false, false) => format!("{dst}/32"),
+                (false, true) => format!("{dst}/128"),
+            };
             match (r["type"].as_str(), r["gateway"].as_str()) {
                 (Some("throw"), _) => Some(KernelRoute { dest, via: None }),
                 (_, Some(gw)) => Some(KernelRoute { dest, via: Some(gw.to_owned()) }),

@@ -157,7 +157,8 @@ fn kernel_routes_are_those_with_a_gateway_and_throws() {
         {"dst": "10.1.0.0/24", "gateway": "192.168.1.12", "dev": "eth0", "protocol": "77"},
         {"type": "throw", "dst": "10.0.0.0/8", "protocol": "77"},
         {"dst": "10.1.1.5", "dev": "romana1234", "scope": "link", "protocol": "77"},
-        {"dst": "10.2.0.1", "gateway": "192.168.1.13"}
+        {"dst": "10.2.0.1", "gateway": "192.168.1.13"},
+        {"dst": "fd00:10::40", "gateway": "fd72:6d73:1::12"}
     ]);
     assert_eq!(
         kernel_routes(&v),
@@ -165,6 +166,7 @@ fn kernel_routes_are_those_with_a_gateway_and_throws() {
             KernelRoute { dest: "10.1.0.0/24".into(), via: Some("192.168.1.12".into()) },
             KernelRoute { dest: "10.0.0.0/8".into(), via: None },
             KernelRoute { dest: "10.2.0.1/32".into(), via: Some("192.168.1.13".into()) },
+            KernelRoute { dest: "fd00:10::40/128".into(), via: Some("fd72:6d73:1::12".into()) },
         ]
     );
 }
