@@ -273,6 +273,11 @@ pub fn revive_links(layout: &Layout, host: &str, d: &Path) -> Result<()> {
     if !ok {
         bail!("cannot bring eth0 and the default route back in {ns}");
     }
+    for cmd in crate::sandbox_ipv6::revive(layout, h) {
+        if !Command::new("ip").args(&cmd).status()?.success() {
+            bail!("ip {}: failed", cmd.join(" "));
+        }
+    }
     if layout.routing == Routing::Bgp {
         start_host_bird(layout, host, d)?;
     }

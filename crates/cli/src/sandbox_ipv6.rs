@@ -153,6 +153,21 @@ pub fn wiring(layout: &Layout) -> Vec<Vec<String>> {
     cmds.into_iter().map(|c| c.split_whitespace().map(str::to_owned).collect()).collect()
 }
 
+/// `revive-host`: the host's IPv6 address and default route back (a link set down loses its
+/// IPv6 addresses, not only its routes); nothing when IPv4 only.
+pub fn revive(layout: &Layout, h: &Host) -> Vec<Vec<String>> {
+    if layout.ipv6.is_none() {
+        return Vec::new();
+    }
+    [
+        format!("-n {} addr replace {}/64 dev eth0 nodad", h.netns, host_ip(h)),
+        format!("-n {} -6 route replace default via {}", h.netns, rack_ip(h.rack)),
+    ]
+    .iter()
+    .map(|c| c.split_whitespace().map(str::to_owned).collect())
+    .collect()
+}
+
 /// Static routing: the routers' IPv6 routes from the fabric view (as `Layout::fabric_routes`).
 pub fn fabric_routes(layout: &Layout, fabric: &[FabricGroup]) -> Vec<(String, String, String)> {
     if layout.ipv6.is_none() {

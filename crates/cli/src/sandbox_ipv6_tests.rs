@@ -75,6 +75,15 @@ fn every_link_gets_an_ipv6_address_and_the_ipv4_default_routes_an_ipv6_twin() {
         assert!(wiring(&plain).is_empty(), "IPv4 only: no IPv6 wiring");
     }
     let l = layout(Routing::Static);
+    let back: Vec<String> = revive(&l, &l.hosts[2]).iter().map(|c| c.join(" ")).collect();
+    assert_eq!(
+        back,
+        [
+            "-n rms-s-r2h1 addr replace fd72:6d73:2::11/64 dev eth0 nodad",
+            "-n rms-s-r2h1 -6 route replace default via fd72:6d73:2::1"
+        ]
+    );
+    assert!(revive(&Layout::new("s", 1, 1, "10.112.0.0/16", 28).expect("valid"), &l.hosts[0]).is_empty());
     assert_eq!(
         agent_args(&l, &l.hosts[1]),
         ["--host-ip", "192.168.1.12", "--host-ipv6", "fd72:6d73:1::12", "--tag", "rack=1"]

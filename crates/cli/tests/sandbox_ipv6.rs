@@ -147,6 +147,14 @@ fn dual_stack(letter: &str, up_args: &[&str], spine_route: &str) {
     assert!(bad.is_empty(), "isolation of blue over both families: {bad:?}\n{probe}");
     assert_eq!(probe.matches("(12 of 16 pairs reachable").count(), 2, "{probe}");
 
+    // A host killed and revived: its link was down, which drops IPv6 addresses; revive puts its
+    // IPv6 address and default route back, and its pods answer over both families again.
+    sb.ok(&["sandbox", "kill-host", "r2h2"]);
+    sb.ok(&["sandbox", "revive-host", "r2h2"]);
+    assert!(inside("r2h2", "ip -6 addr show dev eth0").contains("fd72:6d73:2::12/64"));
+    let (bad, probe) = probe_until(isolated);
+    assert!(bad.is_empty(), "after revive-host, over both families: {bad:?}\n{probe}");
+
     sb.ok(&["sandbox", "down"]);
     assert!(namespaces(&prefix).is_empty(), "down removed every namespace");
 }
