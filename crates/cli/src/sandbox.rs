@@ -413,11 +413,14 @@ pub async fn status(c: &Client, state_dir: &Path, name: &str) -> Result<()> {
         "{:<8} {:<6} {:<14} {:<6} {:>10} {:>10} {:>14}",
         "HOST", "RACK", "IP", "AGENT", "ENDPOINTS", "ROUTES", "PER-ENDPOINT"
     );
-    let total = state.pods.len();
+    // Dual stack: a route of each family per endpoint, and the kernel's IPv6 routes counted too.
+    let families = if state.ipv6.is_some() { 2 } else { 1 };
+    let total = state.pods.len() * families;
     for h in &layout.hosts {
         let alive = state.agents.get(&h.name).is_some_and(|p| agent_alive(*p));
         let local = state.pods.iter().filter(|p| p.host == h.name).count();
-        let kernel = ipn(&h.netns, "route show proto 77").map(|o| o.lines().count()).unwrap_or(0);
+        let count = |args: &str| ipn(&h.netns, args).map(|o| o.lines().count()).unwrap_or(0);
+        let kernel = count("route show proto 77") + (families - 1) * count("-6 route show proto 77");
         let routes = c.routes(&h.name).await.map(|r| r.routes.len()).unwrap_or(0);
         // Kernel routes: the route manager's set plus one /32 per local endpoint; a per-endpoint
         // scheme would need one route per endpoint in the whole sandbox.
@@ -428,7 +431,7 @@ pub async fn status(c: &Client, state_dir: &Path, name: &str) -> Result<()> {
             h.ip,
             if alive { "up" } else { "DOWN" },
             local,
-            format!("{kernel} ({routes}+{local})"),
+            format!("{kernel} ({routes}+{})", local * families),
             total
         );
     }
@@ -436,14 +439,18 @@ pub async fn status(c: &Client, state_dir: &Path, name: &str) -> Result<()> {
         crate::sandbox_bgp::print_status(&layout, &dir(state_dir, name));
     }
     println!();
-    println!("{:<6} {:<8} {:<14} {:<10} {:<10} LABELS", "POD", "HOST", "IP", "TENANT", "SEGMENT");
+    // A dual-stack sandbox's pods show both addresses.
+    let v6 = |a: Option<&str>| state.ipv6.as_ref().map(|_| format!("{:<24} ", a.unwrap_or("-")));
+    let head = v6(Some("IPV6")).unwrap_or_default();
+    println!("{:<6} {:<8} {:<14} {head}{:<10} {:<10} LABELS", "POD", "HOST", "IP", "TENANT", "SEGMENT");
     for p in &state.pods {
         let labels: Vec<String> = p.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
         println!(
-            "{:<6} {:<8} {:<14} {:<10} {:<10} {}",
+            "{:<6} {:<8} {:<14} {}{:<10} {:<10} {}",
             p.name,
             p.host,
             p.ip,
+            v6(p.ipv6.as_deref()).unwrap_or_default(),
             p.tenant,
             p.segment,
             labels.join(",")

@@ -112,6 +112,8 @@ fn dual_stack(letter: &str, up_args: &[&str], spine_route: &str) {
         let out = sb.ok(&["sandbox", "pod", "add", "--host", host, "--tenant", tenant, "--pod", pod]);
         assert!(out.contains(" 10.112.") && out.contains(" fd00:10:"), "both families: {out}");
     }
+    let status = sb.ok(&["sandbox", "status"]);
+    assert!(status.contains("IPV6") && status.contains(" fd00:10:"), "both addresses in status:\n{status}");
     let inside = |pod: &str, args: &str| {
         let mut v = vec!["netns".to_owned(), "exec".to_owned(), format!("{prefix}{pod}")];
         v.extend(args.split_whitespace().map(str::to_owned));
