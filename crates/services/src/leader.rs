@@ -113,11 +113,15 @@ impl Election {
         }
     }
 
-    /// This replica's lease, granted when it has none and kept alive about every second.
+    /// This replica's lease, granted when it has none and kept alive about every second. Before
+    /// a campaign or a take-over it is always checked: a leader stalled past the lease's TTL
+    /// (a busy runtime: 5,000 watch streams syncing at once) finds its key gone with the lease,
+    /// and campaigning with the dead lease failed every round, so the replica never led again and
+    /// route sets were no longer published (docs/benchmarks.md, fan-out).
     async fn lease(&mut self, store: &dyn Store, leading: bool) -> Option<LeaseId> {
         if let Some(lease) = self.lease {
             self.renewals += 1;
-            let due = leading && self.renewals.is_multiple_of(3);
+            let due = !leading || self.renewals.is_multiple_of(3);
             if !due || store.lease_keepalive(lease).await.is_ok() {
                 return Some(lease);
             }
@@ -144,6 +148,32 @@ mod tests {
             decide("me", key.map(|(v, r)| (v.as_bytes(), r)), seen.map(|(r, ms)| (r, at(ms))), at(now_ms));
         assert_eq!(step, want, "{key:?} {seen:?} {now_ms}");
         assert_eq!(got_seen, want_seen.map(|(r, ms)| (r, at(ms))));
+    }
+
+    /// Whether `e` leads after each of `rounds` rounds, the store's leases as they are.
+    async fn rounds(e: &mut Election, store: &romana_store::MemStore, n: usize) -> Vec<bool> {
+        let mut out = Vec::new();
+        for _ in 0..n {
+            out.push(e.round(store, Instant::now()).await);
+        }
+        out
+    }
+
+    /// A leader whose lease ended while it was stalled (here: revoked, which deletes the key as
+    /// expiry does) leads again on its next rounds, on a fresh lease; before, it campaigned with
+    /// the dead lease and failed every round.
+    #[tokio::test]
+    async fn leads_again_after_its_lease_ended() {
+        let store = romana_store::MemStore::new();
+        let mut e = Election::new("leader/x".into(), "me".into());
+        assert_eq!(rounds(&mut e, &store, 2).await, [true, true]);
+        let dead = e.lease.expect("a lease while leading");
+        store.lease_revoke(dead).await.expect("revoked");
+        assert_eq!(store.get("leader/x").await.expect("get"), None, "the key went with the lease");
+        assert_eq!(rounds(&mut e, &store, 3).await, [true, true, true], "leads again at once");
+        assert_ne!(e.lease, Some(dead), "on a fresh lease");
+        let kv = store.get("leader/x").await.expect("get").expect("the key is back");
+        assert_eq!(kv.value, b"me");
     }
 
     #[test]

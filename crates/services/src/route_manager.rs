@@ -61,8 +61,12 @@ pub fn spawn(
             // Leadership (`leader.rs`): a round every `BEAT`, not on every IPAM wake-up.
             let now = Instant::now();
             if last_round.is_none_or(|t| now.duration_since(t) >= BEAT) {
+                let was = leading;
                 leading = election.round(&*store, now).await;
                 last_round = Some(now);
+                if was && !leading {
+                    tracing::warn!("the route manager no longer leads: route sets are not published here");
+                }
             }
             if !leading {
                 published.clear();
@@ -90,6 +94,7 @@ pub fn spawn(
             // Only the sets whose inputs moved are computed again (`route_cache.rs`: one change
             // costs its leaf's hosts), one host per read, yielding between hosts: a full pass is
             // long at thousands of hosts and must not hold the IPAM or a runtime worker.
+            let pass_start = Instant::now();
             let stale =
                 ipam.read(|v| cache.stale(&v.ipam, &liveness.read().unwrap_or_else(|p| p.into_inner())));
             for host in &stale {
@@ -104,6 +109,7 @@ pub fn spawn(
             let mut ops: Vec<Op> =
                 changed.iter().map(|(h, v)| Op::put(keys.routes(h), (*v).clone())).collect();
             ops.extend(gone.iter().map(|h| Op::delete(keys.routes(h))));
+            let computed = pass_start.elapsed();
             let mut ok = true;
             for chunk in ops.chunks(100) {
                 // Only while this replica leads: a deposed leader writes nothing.
@@ -113,6 +119,18 @@ pub fn spawn(
                     break;
                 }
             }
+            // How long a change takes to reach `routes/` at this size (docs/benchmarks.md,
+            // fan-out): `RUST_LOG=romana_services::route_manager=debug`.
+            tracing::debug!(
+                ipam_revision = input.0,
+                hosts = cache.len(),
+                recomputed = stale.len(),
+                written = ops.len(),
+                compute_ms = computed.as_secs_f64() * 1e3,
+                publish_ms = (pass_start.elapsed() - computed).as_secs_f64() * 1e3,
+                ok,
+                "route pass"
+            );
             if ok {
                 let changed: Vec<(String, Vec<u8>)> =
                     changed.into_iter().map(|(h, v)| (h.clone(), v.clone())).collect();

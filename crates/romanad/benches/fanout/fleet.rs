@@ -202,7 +202,8 @@ pub async fn deliver(
         tokio::time::sleep(quiet / 4).await;
         match observer.last_arrival().filter(|t| *t >= t0) {
             Some(t) if t.elapsed() >= quiet => break,
-            // Nothing changed (a block absorbed by an aggregate already in place).
+            // Nothing seen in 5 s: the caller counts the round as unseen (a block round always
+            // changes its rack's route sets, a policy or label round every agent's view).
             None if t0.elapsed() >= quiet * 5 => break,
             _ if t0.elapsed() > limit => break,
             _ => {}
