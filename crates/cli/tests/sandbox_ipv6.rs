@@ -12,7 +12,7 @@ use romana_test_support::TempDir;
 
 #[allow(dead_code)]
 mod common;
-use common::{Sandbox, can_make_namespaces, namespaces};
+use common::{Sandbox, can_make_namespaces, namespaces, run_demo};
 
 /// The matrices of `sandbox probe`'s output: "IPv4" and "IPv6" -> (from, to) -> cell.
 fn matrices(out: &str) -> BTreeMap<String, BTreeMap<(String, String), String>> {
@@ -166,28 +166,7 @@ fn dual_stack(letter: &str, up_args: &[&str], spine_route: &str) {
 /// `romana doctor` finds the host's IPv6 routes where they belong.
 #[test]
 fn the_demo_with_ipv6_checks_both_matrices() {
-    if !can_make_namespaces() {
-        eprintln!("SKIP: cannot create network namespaces (needs root and iproute2)");
-        return;
-    }
-    if !namespaces("rms-demo-").is_empty() {
-        eprintln!("SKIP: a demo sandbox (rms-demo-*) is running on this machine");
-        return;
-    }
-    let romana = std::path::PathBuf::from(env!("CARGO_BIN_EXE_romana"));
-    for bin in ["romanad", "romana-agent", "romana-cni"] {
-        romana_test_support::sibling_bin(env!("CARGO_BIN_EXE_romana"), bin);
-    }
-    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
-    let out = Command::new("bash")
-        .args([format!("{root}/scripts/demo.sh"), "--ipv6".into()])
-        .env("ROMANA_DEMO_BIN", romana.parent().unwrap())
-        .env_remove("ROMANA_ENDPOINT")
-        .env_remove("ROMANA_CREDENTIALS")
-        .output()
-        .unwrap();
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "the demo failed:\n{text}");
+    let Some(text) = run_demo(env!("CARGO_BIN_EXE_romana"), &["--ipv6"]) else { return };
     let checked = text.split("checked against isolation and the policy").nth(1).unwrap();
     let checked = checked.split("(. reachable").next().unwrap();
     let v6 = checked.split("IPv6:").nth(1).expect("the IPv6 matrix is checked");

@@ -109,3 +109,32 @@ pub fn can_make_namespaces() -> bool {
     let _ = Command::new("ip").args(["netns", "del", &name]).status();
     ok
 }
+
+/// Runs `scripts/demo.sh ARGS` on this build's binaries (`ROMANA_DEMO_BIN`: no set-up, no
+/// release build) and returns its output after checking it succeeded; `None` (the test skips,
+/// saying why) without root or while another demo sandbox runs.
+pub fn run_demo(romana: &str, args: &[&str]) -> Option<String> {
+    if !can_make_namespaces() {
+        eprintln!("SKIP: cannot create network namespaces (needs root and iproute2)");
+        return None;
+    }
+    if !namespaces("rms-demo-").is_empty() {
+        eprintln!("SKIP: a demo sandbox (rms-demo-*) is running on this machine");
+        return None;
+    }
+    for bin in ["romanad", "romana-agent", "romana-cni"] {
+        sibling_bin(romana, bin);
+    }
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+    let out = Command::new("bash")
+        .arg(format!("{root}/scripts/demo.sh"))
+        .args(args)
+        .env("ROMANA_DEMO_BIN", PathBuf::from(romana).parent().unwrap())
+        .env_remove("ROMANA_ENDPOINT")
+        .env_remove("ROMANA_CREDENTIALS")
+        .output()
+        .unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "the demo failed:\n{text}");
+    Some(text)
+}
