@@ -49,10 +49,10 @@ impl Nftables for KeptNft {
     }
     fn list(&self, background: bool) -> Result<Option<Observed>, FirewallError> {
         // The read over netlink (`romana_host::nftread`: a few ms where `nft -j` takes hundreds
-        // at 10,000 endpoints) is opt-in (ROMANA_NFT_NETLINK_READ=1) until `romana chaos` passes
-        // with it: it once read anonymous sets as foreign ones (fixed), and plans replacing them
-        // were refused with EBUSY (issue 22).
-        if std::env::var_os("ROMANA_NFT_NETLINK_READ").is_some_and(|v| v == "1") {
+        // at 10,000 endpoints) is the default since two `romana chaos` runs with it passed (300 s
+        // each, 74 and 76 kills, no violation; docs/benchmarks.md). ROMANA_NFT_NETLINK_READ=0
+        // falls back to `nft -j`, as does any error of the netlink read (logged).
+        if std::env::var_os("ROMANA_NFT_NETLINK_READ").is_none_or(|v| v != "0") {
             match self.lock().read_table() {
                 Ok(t) => return Ok(t.map(crate::firewall_read::observed)),
                 Err(e) => {
