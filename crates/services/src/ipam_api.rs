@@ -462,15 +462,18 @@ async fn release_key(s: &AppState, p: &Principal, key: String) -> ApiResult<Json
     // A dual-stack endpoint's IPv6 address goes with its name (docs/topology.md, "Dual stack"),
     // also when the name's went already: a release cut off between the two (its caller killed
     // mid-request, as `romana chaos` does to agents) is finished by the caller's retry.
-    let own = s.ipam.release(key.clone()).await;
+    // Any other failure of the name's release is the answer (the retry releases both): an
+    // IPv6 release must not turn it into a success.
+    let own = match s.ipam.release(key.clone()).await {
+        Ok(r) => Some(r),
+        Err(crate::service_error::ServiceError::NotFound(_)) => None,
+        Err(e) => return Err(e.into()),
+    };
     let second = match lookup(s, &v6) {
         Some(_) => Some(s.ipam.release(v6).await?),
         None => None,
     };
-    let r = match (own, second) {
-        (Ok(r), _) | (Err(_), Some(r)) => r,
-        (Err(e), None) => return Err(e.into()),
-    };
+    let r = own.or(second).ok_or_else(|| not_found(&key))?;
     Ok(Json(Address {
         name: r.name,
         ip: r.ip.to_string(),
