@@ -6,6 +6,7 @@ mod chaos_check;
 mod chaos_observe;
 mod chaos_plan;
 mod chaos_plane;
+mod chaos_probe;
 mod chaos_procs;
 mod check;
 mod commands;
