@@ -16,7 +16,7 @@ use anyhow::{Context, Result};
 use romana_api::rest::{LabelsRequest, TenantRequest};
 use romana_client::Client;
 
-use crate::chaos_check::{NETWORK, Violation, address_name};
+use crate::chaos_check::{Family, NETWORK, Violation, address_name};
 use crate::chaos_plan::{KillAction, Killer, Kind, Model, Op, Rng, TENANTS, policy_templates};
 use crate::chaos_plane::Plane;
 use crate::sandbox_layout::{Egress, Layout, Routing};
@@ -35,6 +35,11 @@ pub struct Options {
     /// Most live pods per host.
     #[arg(long, default_value_t = 3)]
     pub pods_per_host: usize,
+    /// Dual stack: the sandbox's IPv6 pod network (e.g. fd00:113::/64) beside the IPv4 one;
+    /// every ADD must answer with an address of each family, the address checks cover the
+    /// `#v6` records and every pod pair is probed over both families.
+    #[arg(long, value_name = "CIDR")]
+    pub ipv6: Option<String>,
     /// How long to wait for convergence after the churn, in seconds.
     #[arg(long, default_value_t = 120)]
     pub converge_timeout: u64,
@@ -210,7 +215,7 @@ async fn scenario(
         // No egress NAT: the hosts' tables are then the policy compiler's alone.
         egress: Egress { internet: false, nat_outgoing: false, no_nat: vec![] },
         reflectors: 0,
-        ipv6: None,
+        ipv6: o.ipv6.clone(),
         // The router follower reaches every replica; with our own plane it logs in with the
         // admin's credentials file, with a given one it reads the caller's configuration.
         follower_env: follower_env(
@@ -246,6 +251,7 @@ async fn scenario(
         KillerThread::start(plane.clone(), Killer::new(sizes, &mut kill_rng), kill_rng.fork(), started)
     });
     let mut model = Model::default();
+    model.dual_stack = o.ipv6.is_some();
     let mut ops: OpCounts = BTreeMap::new();
     let max_pods = o.pods_per_host * layout.hosts.len();
     let mut last_login = Instant::now();
@@ -268,11 +274,11 @@ async fn scenario(
             println!("[{at:7.1}s] {} failed: {e:#}", describe(&op));
         }
         let answer = match &r {
-            Ok(ip) => format!("ok {}", ip.as_deref().unwrap_or("")),
+            Ok(ips) => format!("ok {}", ips.join(" ")),
             Err(e) => format!("failed: {e:#}"),
         };
         let _ = writeln!(log, "[{at:7.1}s] {} {answer}", describe(&op));
-        model.outcome(&op, r.is_ok(), r.ok().flatten());
+        model.outcome(&op, r.is_ok(), r.as_deref().unwrap_or_default());
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let kills = killer.as_mut().map(KillerThread::finish).unwrap_or_default();
@@ -300,7 +306,7 @@ async fn scenario(
             let op = Op::Del { pod };
             let r = apply(&c, &layout, &sb_dir, &model, &op).await;
             count(&mut ops, &op, r.is_ok());
-            model.outcome(&op, r.is_ok(), None);
+            model.outcome(&op, r.is_ok(), &[]);
         }
         violations = settled(&c, &layout, &sb_dir, &model).await;
         if violations.is_empty() || stopped.elapsed() > bound {
@@ -309,10 +315,14 @@ async fn scenario(
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
     let converged = violations.is_empty().then(|| stopped.elapsed());
+    let families: &[Family] = if o.ipv6.is_some() { &[Family::V4, Family::V6] } else { &[Family::V4] };
+    let mut probed = Vec::new();
     if violations.is_empty() {
-        violations = probe(&c, &layout, &sb_dir, &model)
-            .await
-            .unwrap_or_else(|e| vec![Violation { kind: "probe-failed", detail: format!("{e:#}") }]);
+        match crate::chaos_probe::probe(&c, &layout, &sb_dir, &model, families).await {
+            Ok(p) => probed = p,
+            Err(e) => violations.push(Violation { kind: "probe-failed", detail: format!("{e:#}") }),
+        }
+        violations.extend(probed.iter().flat_map(|p| p.violations.iter().cloned()));
     }
 
     add_ms.sort_unstable();
@@ -324,6 +334,7 @@ async fn scenario(
         pct(1.0)
     );
     print_report(&ops, &kills, converged, bound, &model, &violations);
+    print_families(&model, &probed);
     if !violations.is_empty() {
         keep_agent_logs(&sb_dir, work);
     }
@@ -373,8 +384,8 @@ fn describe(op: &Op) -> String {
     }
 }
 
-/// Runs one operation; an ADD answers with the pod's address.
-async fn apply(c: &Client, layout: &Layout, sb_dir: &Path, model: &Model, op: &Op) -> Result<Option<String>> {
+/// Runs one operation; an ADD answers with the pod's addresses (both families when dual-stack).
+async fn apply(c: &Client, layout: &Layout, sb_dir: &Path, model: &Model, op: &Op) -> Result<Vec<String>> {
     let cni_args = |pod: &str, tenant: &str, labels: &BTreeMap<String, String>| {
         let o = crate::sandbox::PodOptions {
             name: layout.name.clone(),
@@ -402,8 +413,8 @@ async fn apply(c: &Client, layout: &Layout, sb_dir: &Path, model: &Model, op: &O
                 NETWORK,
                 &cni_args(pod, tenant, labels),
             )?;
-            let ip = r["ips"][0]["address"].as_str().unwrap_or("").split('/').next().unwrap_or("").to_owned();
-            Ok(Some(ip))
+            let (v4, v6) = crate::sandbox_ipv6::addresses(&r);
+            Ok([Some(v4).filter(|a| !a.is_empty()), v6].into_iter().flatten().collect())
         }
         Op::Del { pod } => {
             let p = model.pods.get(pod).context("DEL of a pod the scenario does not know")?;
@@ -421,11 +432,16 @@ async fn apply(c: &Client, layout: &Layout, sb_dir: &Path, model: &Model, op: &O
             if Path::new("/run/netns").join(&ns).exists() {
                 netns("del", &ns)?;
             }
-            Ok(None)
+            Ok(Vec::new())
         }
         Op::Relabel { pod, labels } => {
-            c.set_endpoint_labels(&address_name(pod), &LabelsRequest { labels: labels.clone() }).await?;
-            Ok(None)
+            // Every record of the pod (a dual-stack pod's `#v6` too: records are labelled one
+            // by one, and the evaluator holds each family's probes to its own record).
+            let p = model.pods.get(pod).context("relabel of a pod the scenario does not know")?;
+            for (name, _) in crate::chaos_check::records(pod, p) {
+                c.set_endpoint_labels(&name, &LabelsRequest { labels: labels.clone() }).await?;
+            }
+            Ok(Vec::new())
         }
         Op::TogglePolicy { index } => {
             let (ns, name, spec) = &policy_templates()[*index];
@@ -439,7 +455,7 @@ async fn apply(c: &Client, layout: &Layout, sb_dir: &Path, model: &Model, op: &O
                     "metadata": {"name": name, "namespace": ns}, "spec": spec});
                 c.apply_netpol(&np).await?;
             }
-            Ok(None)
+            Ok(Vec::new())
         }
     }
 }
@@ -469,51 +485,6 @@ async fn settled(c: &Client, layout: &Layout, sb_dir: &Path, model: &Model) -> V
         out.push(Violation { kind: "del-not-acknowledged", detail: format!("DEL of {pod} never succeeded") });
     }
     out
-}
-
-/// Pings every pod pair against the evaluator. A ping the policy allows that got no answer is
-/// tried twice more (a first packet may wait for neighbour resolution); one that the policy
-/// denies and was answered is a violation at once.
-async fn probe(c: &Client, layout: &Layout, sb_dir: &Path, model: &Model) -> Result<Vec<Violation>> {
-    // With static routing the racks' routers learn pod blocks from the CLI, as `pod add` does;
-    // one rack needs none (its hosts share a segment and route to each other directly).
-    if layout.racks > 1 {
-        crate::sandbox::sync_fabric(c, layout, sb_dir).await?;
-    }
-    let s = crate::chaos_observe::snapshot(c).await?;
-    let inputs = crate::chaos_check::policy_inputs(&s);
-    let mut results = crate::chaos_observe::ping(model, layout, None)?;
-    for _ in 0..2 {
-        let blocked: Vec<(String, String)> = results
-            .iter()
-            .filter(|(s, d, ok)| {
-                !ok && crate::chaos_check::allowed(&inputs, &address_name(s), &address_name(d)) == Some(true)
-            })
-            .map(|(s, d, _)| (s.clone(), d.clone()))
-            .collect();
-        if blocked.is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        let again = crate::chaos_observe::ping(model, layout, Some(&blocked))?;
-        for (s, d, ok) in again {
-            if let Some(r) = results.iter_mut().find(|(s2, d2, _)| *s2 == s && *d2 == d) {
-                r.2 = ok;
-            }
-        }
-    }
-    let allowed = results
-        .iter()
-        .filter(|(s, d, _)| {
-            crate::chaos_check::allowed(&inputs, &address_name(s), &address_name(d)) == Some(true)
-        })
-        .count();
-    println!(
-        "probes: {} pod pairs, {allowed} allowed by the evaluator, {} denied",
-        results.len(),
-        results.len() - allowed
-    );
-    Ok(crate::chaos_check::probes(&inputs, &results))
 }
 
 fn print_report(
@@ -554,6 +525,21 @@ fn print_report(
     println!("violations: {}", counts.join(", "));
     for v in violations {
         println!("  {}: {}", v.kind, v.detail);
+    }
+}
+
+/// The per-family lines: live pods holding an address of each family (dual-stack) and the
+/// probe violations of each family probed.
+fn print_families(model: &Model, probed: &[crate::chaos_probe::FamilyProbes]) {
+    if model.dual_stack {
+        let v4 = model.live().filter(|(_, p)| p.ip.is_some()).count();
+        let v6 = model.live().filter(|(_, p)| p.ipv6.is_some()).count();
+        println!("live pods with an IPv4 address {v4}, with an IPv6 address {v6}");
+    }
+    if !probed.is_empty() {
+        let each: Vec<String> =
+            probed.iter().map(|p| format!("{} {}", p.family.name(), p.violations.len())).collect();
+        println!("probe violations per family: {}", each.join(", "));
     }
 }
 

@@ -5,6 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use romana_api::agent::v6_address_name;
 use romana_api::netpol::NetworkPolicy;
 use romana_api::policy::Policy;
 use romana_api::rest::{Address, EndpointInfo, HostRoutesInfo, RouteKind, Tenant};
@@ -40,9 +41,25 @@ pub struct Snapshot {
     pub netpols: Vec<NetworkPolicy>,
 }
 
+/// A pod's address names (IPAM's and the endpoint registry's) with the address each must hold:
+/// its IPv4 one under the plain name and, dual-stack, its IPv6 one under `#v6`; an IPv6-only
+/// pod's under the plain name.
+pub fn records(pod: &str, p: &crate::chaos_plan::Pod) -> Vec<(String, String)> {
+    let name = address_name(pod);
+    match (&p.ip, &p.ipv6) {
+        (Some(v4), Some(v6)) => {
+            let v6_name = v6_address_name(&name);
+            vec![(name, v4.clone()), (v6_name, v6.clone())]
+        }
+        (Some(ip), None) | (None, Some(ip)) => vec![(name, ip.clone())],
+        (None, None) => vec![(name, "?".to_owned())],
+    }
+}
+
 /// IPAM and the endpoint registry against the model: no address held twice, none leaked (every
-/// sandbox allocation belongs to a live pod), every acknowledged ADD present with its address
-/// and registered on its host, every acknowledged DEL gone from both.
+/// sandbox allocation, of either family, belongs to a live pod that was given it), every
+/// acknowledged ADD present with its addresses (both families in a dual-stack sandbox) and
+/// registered on its host, every acknowledged DEL gone from both, `#v6` records included.
 pub fn registry(model: &Model, hosts: &[String], s: &Snapshot) -> Vec<Violation> {
     let mut out = Vec::new();
     let mut by_ip: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
@@ -54,8 +71,11 @@ pub fn registry(model: &Model, hosts: &[String], s: &Snapshot) -> Vec<Violation>
     }
     let addresses: BTreeMap<&str, &Address> = s.addresses.iter().map(|a| (a.name.as_str(), a)).collect();
     let endpoints: BTreeMap<&str, &EndpointInfo> = s.endpoints.iter().map(|e| (e.name.as_str(), e)).collect();
-    let live: BTreeMap<String, &crate::chaos_plan::Pod> =
-        model.live().map(|(n, p)| (address_name(n), p)).collect();
+    // Every record name a live pod holds, with the pod.
+    let live: BTreeMap<String, (&String, &crate::chaos_plan::Pod)> = model
+        .live()
+        .flat_map(|(n, p)| records(n, p).into_iter().map(move |(name, _)| (name, (n, p))))
+        .collect();
     let prefix = format!("cni:{NETWORK}:");
     for a in s.addresses.iter().filter(|a| a.name.starts_with(&prefix) && !live.contains_key(&a.name)) {
         out.push(v("leak", format!("{} holds {} on {} but no live pod has it", a.name, a.ip, a.host)));
@@ -63,35 +83,49 @@ pub fn registry(model: &Model, hosts: &[String], s: &Snapshot) -> Vec<Violation>
     for e in s.endpoints.iter().filter(|e| e.name.starts_with(&prefix) && !live.contains_key(&e.name)) {
         out.push(v("leak", format!("endpoint {} ({} on {}) belongs to no live pod", e.name, e.ip, e.host)));
     }
-    for (name, p) in &live {
+    for (pod, p) in model.live() {
         let host = hosts.get(p.host).map_or("?", String::as_str);
-        let want = p.ip.as_deref().unwrap_or("?");
-        match addresses.get(name.as_str()) {
-            None => out
-                .push(v("lost-add", format!("{name} was added ({want} on {host}) but IPAM has no address"))),
-            Some(a) if a.ip != want || a.host != host => out.push(v(
+        if model.dual_stack && (p.ip.is_none() || p.ipv6.is_none()) {
+            let got = [&p.ip, &p.ipv6].into_iter().flatten().cloned().collect::<Vec<_>>().join(", ");
+            out.push(v(
                 "lost-add",
-                format!("{name} was added as {want} on {host}; IPAM says {} on {}", a.ip, a.host),
-            )),
-            Some(_) => {}
+                format!(
+                    "ADD of {pod} on {host} answered [{got}] in a dual-stack sandbox: one address of \
+                     each family expected"
+                ),
+            ));
         }
-        match endpoints.get(name.as_str()) {
-            None => out.push(v("lost-add", format!("{name} was added but has no endpoint record"))),
-            Some(e) if e.ip != want || e.host != host || e.tenant != p.tenant => out.push(v(
-                "lost-add",
-                format!(
-                    "endpoint {name} is {} on {} in {}; the pod is {want} on {host} in {}",
-                    e.ip, e.host, e.tenant, p.tenant
-                ),
-            )),
-            Some(e) if e.labels != p.labels && !p.labels_unsure => out.push(v(
-                "lost-label",
-                format!(
-                    "endpoint {name} has labels {:?}; the last acknowledged are {:?}",
-                    e.labels, p.labels
-                ),
-            )),
-            Some(_) => {}
+        for (name, want) in records(pod, p) {
+            let want = want.as_str();
+            match addresses.get(name.as_str()) {
+                None => out.push(v(
+                    "lost-add",
+                    format!("{name} was added ({want} on {host}) but IPAM has no address"),
+                )),
+                Some(a) if a.ip != want || a.host != host => out.push(v(
+                    "lost-add",
+                    format!("{name} was added as {want} on {host}; IPAM says {} on {}", a.ip, a.host),
+                )),
+                Some(_) => {}
+            }
+            match endpoints.get(name.as_str()) {
+                None => out.push(v("lost-add", format!("{name} was added but has no endpoint record"))),
+                Some(e) if e.ip != want || e.host != host || e.tenant != p.tenant => out.push(v(
+                    "lost-add",
+                    format!(
+                        "endpoint {name} is {} on {} in {}; the pod is {want} on {host} in {}",
+                        e.ip, e.host, e.tenant, p.tenant
+                    ),
+                )),
+                Some(e) if e.labels != p.labels && !p.labels_unsure => out.push(v(
+                    "lost-label",
+                    format!(
+                        "endpoint {name} has labels {:?}; the last acknowledged are {:?}",
+                        e.labels, p.labels
+                    ),
+                )),
+                Some(_) => {}
+            }
         }
     }
     let present: BTreeSet<(String, String)> =
@@ -109,11 +143,16 @@ pub fn registry(model: &Model, hosts: &[String], s: &Snapshot) -> Vec<Violation>
     }
     for pod in &model.gone {
         let name = address_name(pod);
-        if let Some(a) = addresses.get(name.as_str()) {
-            out.push(v("del-not-gone", format!("{name} was deleted but IPAM still holds {} for it", a.ip)));
-        }
-        if endpoints.contains_key(name.as_str()) {
-            out.push(v("del-not-gone", format!("{name} was deleted but its endpoint record remains")));
+        for name in [name.clone(), v6_address_name(&name)] {
+            if let Some(a) = addresses.get(name.as_str()) {
+                out.push(v(
+                    "del-not-gone",
+                    format!("{name} was deleted but IPAM still holds {} for it", a.ip),
+                ));
+            }
+            if endpoints.contains_key(name.as_str()) {
+                out.push(v("del-not-gone", format!("{name} was deleted but its endpoint record remains")));
+            }
         }
     }
     out
@@ -121,7 +160,12 @@ pub fn registry(model: &Model, hosts: &[String], s: &Snapshot) -> Vec<Violation>
 
 /// One kernel route as text: `throw DEST`, `DEST via GATEWAY`, or `DEST dev` (a local endpoint).
 fn route_text(dst: &str, gateway: Option<&str>, throw: bool) -> String {
-    let dst = if dst.contains('/') { dst.to_owned() } else { format!("{dst}/32") };
+    // iproute2 prints a host route without its length: /32, or /128 for IPv6.
+    let dst = match (dst.contains('/'), dst.contains(':')) {
+        (true, _) => dst.to_owned(),
+        (false, false) => format!("{dst}/32"),
+        (false, true) => format!("{dst}/128"),
+    };
     match (throw, gateway) {
         (true, _) => format!("throw {dst}"),
         (false, Some(g)) => format!("{dst} via {g}"),
@@ -145,7 +189,7 @@ pub fn expected_routes(routes: &HostRoutesInfo, local_ips: &[&str]) -> BTreeSet<
     want
 }
 
-/// `ip -j route show proto 77` as the same texts.
+/// `ip -j route show proto 77` (either family) as the same texts.
 pub fn kernel_routes(json: &str) -> Result<BTreeSet<String>, String> {
     let v: serde_json::Value =
         serde_json::from_str(json).map_err(|e| format!("unreadable ip -j output: {e}"))?;
@@ -170,10 +214,14 @@ pub fn routes(host: &str, want: &BTreeSet<String>, have: &BTreeSet<String>) -> V
     vec![v("route-drift", format!("{host}: {}", diffs.join(", ")))]
 }
 
+/// The evaluator's inputs: the policies, the tenants' world, the endpoints (both families'
+/// records), and the records that would not compile.
+pub type PolicyInputs = (Vec<PolicyRules>, World, Vec<Endpoint>, Vec<Violation>);
+
 /// Every policy the agents compile, from romanad's lists (Romana policies by id, then
 /// NetworkPolicies by namespace/name, then tenants' isolation, as the agent orders them), the
 /// tenants' world and the endpoints; problems (a policy that does not compile) as violations.
-pub fn policy_inputs(s: &Snapshot) -> (Vec<PolicyRules>, World, Vec<Endpoint>, Vec<Violation>) {
+pub fn policy_inputs(s: &Snapshot) -> PolicyInputs {
     let mut bad = Vec::new();
     let endpoints: Vec<Endpoint> = s
         .endpoints
@@ -202,11 +250,7 @@ pub fn policy_inputs(s: &Snapshot) -> (Vec<PolicyRules>, World, Vec<Endpoint>, V
 
 /// The host's `inet romana` table (`nft -j list table`; `None`: no table) against the table the
 /// policy compiler makes from romanad's lists: the plan from one to the other must be empty.
-pub fn firewall(
-    host: &str,
-    inputs: &(Vec<PolicyRules>, World, Vec<Endpoint>, Vec<Violation>),
-    listing: Option<&str>,
-) -> Vec<Violation> {
+pub fn firewall(host: &str, inputs: &PolicyInputs, listing: Option<&str>) -> Vec<Violation> {
     let (policies, world, endpoints, _) = inputs;
     let desired = romana_policy::compile(FirewallInput { host, policies, world, endpoints });
     let observed = match listing.map(romana_policy::nftjson::parse) {
@@ -223,36 +267,76 @@ pub fn firewall(
     vec![v("nft-drift", format!("{host}: the kernel's table differs from romanad's policies: {what}"))]
 }
 
-/// ICMP echo, the probe the scenario sends (`type * 256 + code`).
-pub const PING: Probe = Probe { protocol: Protocol::Icmp, port: 8 * 256 };
-
-/// Whether the policy evaluator lets endpoint `src` ping `dst`.
-pub fn allowed(
-    inputs: &(Vec<PolicyRules>, World, Vec<Endpoint>, Vec<Violation>),
-    src: &str,
-    dst: &str,
-) -> Option<bool> {
-    let (policies, world, endpoints, _) = inputs;
-    let find = |n: &str| endpoints.iter().find(|e| e.id == n);
-    Some(romana_policy::allowed(policies, world, find(src)?, find(dst)?, PING))
+/// The address family a probe runs over: the records it compares (a dual-stack pod's IPv6
+/// record is `#v6`) and the ping it sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Family {
+    V4,
+    V6,
 }
 
-/// Probe results (source pod, destination pod, reached) against the evaluator's answers.
-pub fn probes(
-    inputs: &(Vec<PolicyRules>, World, Vec<Endpoint>, Vec<Violation>),
-    results: &[(String, String, bool)],
-) -> Vec<Violation> {
+impl Family {
+    pub fn name(self) -> &'static str {
+        match self {
+            Family::V4 => "IPv4",
+            Family::V6 => "IPv6",
+        }
+    }
+
+    /// The endpoint record of `pod`'s address of this family.
+    pub fn record(self, pod: &str) -> String {
+        match self {
+            Family::V4 => address_name(pod),
+            Family::V6 => v6_address_name(&address_name(pod)),
+        }
+    }
+
+    /// ICMP echo (type 8) or ICMPv6 echo request (type 128), as `type * 256 + code`.
+    pub fn ping(self) -> Probe {
+        match self {
+            Family::V4 => Probe { protocol: Protocol::Icmp, port: 8 * 256 },
+            Family::V6 => Probe { protocol: Protocol::Icmpv6, port: 128 * 256 },
+        }
+    }
+
+    /// The violation kinds of a probe against the evaluator: (blocked, leaked).
+    fn kinds(self) -> (&'static str, &'static str) {
+        match self {
+            Family::V4 => ("probe-blocked", "probe-leaked"),
+            Family::V6 => ("probe6-blocked", "probe6-leaked"),
+        }
+    }
+}
+
+/// Whether the policy evaluator lets pod `src` ping pod `dst` over `family`.
+pub fn allowed(inputs: &PolicyInputs, family: Family, src: &str, dst: &str) -> Option<bool> {
+    let (policies, world, endpoints, _) = inputs;
+    let find = |pod: &str| {
+        let id = family.record(pod);
+        endpoints.iter().find(|e| e.id == id)
+    };
+    Some(romana_policy::allowed(policies, world, find(src)?, find(dst)?, family.ping()))
+}
+
+/// Probe results over `family` (source pod, destination pod, reached) against the evaluator's
+/// answers.
+pub fn probes(inputs: &PolicyInputs, family: Family, results: &[(String, String, bool)]) -> Vec<Violation> {
+    let (blocked, leaked) = family.kinds();
+    let ping = match family {
+        Family::V4 => "ping",
+        Family::V6 => "ping -6",
+    };
     results
         .iter()
         .filter_map(|(src, dst, reached)| {
-            let want = allowed(inputs, &address_name(src), &address_name(dst))?;
+            let want = allowed(inputs, family, src, dst)?;
             (want != *reached).then(|| {
                 let (kind, what) = if want {
-                    ("probe-blocked", "is allowed but got no answer")
+                    (blocked, "is allowed but got no answer")
                 } else {
-                    ("probe-leaked", "is denied but was answered")
+                    (leaked, "is denied but was answered")
                 };
-                v(kind, format!("ping {src} -> {dst} {what}"))
+                v(kind, format!("{ping} {src} -> {dst} {what}"))
             })
         })
         .collect()

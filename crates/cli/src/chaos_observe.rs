@@ -1,7 +1,8 @@
 //! `romana chaos`: what it reads to check the invariants. romanad's lists, each host
-//! namespace's routes of our protocol (`ip -j route show proto 77`) and `inet romana` table
-//! (`nft -j list table`), the agents' readiness (CNI STATUS through romana-cni), each pod's
-//! interface, and ping between every pod pair. Reads only; `chaos_check.rs` judges.
+//! namespace's routes of our protocol of both families (`ip -j -4|-6 route show proto 77`) and
+//! `inet romana` table (`nft -j list table`), the agents' readiness (CNI STATUS through
+//! romana-cni), each pod's interface, and ping between every pod pair over each family. Reads
+//! only; `chaos_check.rs` judges.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -10,7 +11,7 @@ use std::process::{Command, Stdio};
 use anyhow::{Context, Result, bail};
 use romana_client::Client;
 
-use crate::chaos_check::{self, Snapshot, Violation};
+use crate::chaos_check::{self, Family, Snapshot, Violation};
 use crate::chaos_plan::Model;
 use crate::sandbox_layout::Layout;
 
@@ -28,13 +29,20 @@ fn run(cmd: &mut Command) -> Result<std::process::Output> {
     cmd.output().with_context(|| format!("running {cmd:?}"))
 }
 
-/// The host namespace's routes of protocol 77 (main table), as `chaos_check` reads them.
+/// The host namespace's routes of protocol 77 (main table) of both families, as `chaos_check`
+/// reads them.
 pub fn kernel_routes(netns: &str) -> Result<BTreeSet<String>> {
-    let out = run(Command::new("ip").args(["-j", "-n", netns, "route", "show", "proto", "77"]))?;
-    if !out.status.success() {
-        bail!("ip -n {netns} route: {}", String::from_utf8_lossy(&out.stderr).trim());
+    let mut all = BTreeSet::new();
+    for family in ["-4", "-6"] {
+        let out = run(Command::new("ip").args(["-j", family, "-n", netns, "route", "show", "proto", "77"]))?;
+        if !out.status.success() {
+            bail!("ip {family} -n {netns} route: {}", String::from_utf8_lossy(&out.stderr).trim());
+        }
+        all.extend(
+            chaos_check::kernel_routes(&String::from_utf8_lossy(&out.stdout)).map_err(anyhow::Error::msg)?,
+        );
     }
-    chaos_check::kernel_routes(&String::from_utf8_lossy(&out.stdout)).map_err(anyhow::Error::msg)
+    Ok(all)
 }
 
 /// `nft -j list table inet romana` in the namespace; `None` when the table does not exist.
@@ -90,32 +98,43 @@ pub async fn kernel(c: &Client, layout: &Layout, s: &Snapshot) -> Vec<Violation>
     out
 }
 
-/// Each live pod's interface holds the address its ADD answered with.
+/// Each live pod's interface holds the addresses (of both families) its ADD answered with.
 pub fn pod_interfaces(model: &Model, layout: &Layout) -> Vec<Violation> {
-    model
-        .live()
-        .filter_map(|(name, p)| {
-            let ns = layout.pod_netns(name);
-            let ip = p.ip.as_deref().unwrap_or("?");
-            let out = Command::new("ip").args(["-n", &ns, "-o", "addr", "show", "dev", "eth0"]).output().ok();
-            let shown = out.map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default();
-            (!shown.contains(&format!(" {ip}/"))).then(|| Violation {
-                kind: "lost-add",
-                detail: format!("pod {name}'s eth0 in {ns} does not hold {ip}"),
-            })
-        })
-        .collect()
+    let mut found = Vec::new();
+    for (name, p) in model.live() {
+        let ns = layout.pod_netns(name);
+        let out = Command::new("ip").args(["-n", &ns, "-o", "addr", "show", "dev", "eth0"]).output().ok();
+        let shown = out.map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default();
+        for (_, ip) in chaos_check::records(name, p) {
+            if !shown.contains(&format!(" {ip}/")) {
+                found.push(Violation {
+                    kind: "lost-add",
+                    detail: format!("pod {name}'s eth0 in {ns} does not hold {ip}"),
+                });
+            }
+        }
+    }
+    found
 }
 
-/// Pings between every pair of live pods (all at once: a failing pair costs its timeout once);
-/// `only`: probe just these pairs again.
+/// Pings between every pair of live pods holding an address of `family` (all at once: a failing
+/// pair costs its timeout once); `only`: probe just these pairs again.
 pub fn ping(
     model: &Model,
     layout: &Layout,
+    family: Family,
     only: Option<&[(String, String)]>,
 ) -> Result<Vec<(String, String, bool)>> {
-    let pods: Vec<(&String, String, String)> =
-        model.live().map(|(n, p)| (n, layout.pod_netns(n), p.ip.clone().unwrap_or_default())).collect();
+    let pods: Vec<(&String, String, String)> = model
+        .live()
+        .filter_map(|(n, p)| {
+            let ip = match family {
+                Family::V4 => p.ip.clone(),
+                Family::V6 => p.ipv6.clone(),
+            };
+            Some((n, layout.pod_netns(n), ip?))
+        })
+        .collect();
     let mut pairs = Vec::new();
     for (src, ns, _) in &pods {
         for (dst, _, ip) in pods.iter().filter(|(d, ..)| d != src) {

@@ -85,8 +85,10 @@ pub struct Pod {
     pub host: usize,
     pub tenant: String,
     pub labels: BTreeMap<String, String>,
-    /// The address ADD answered with.
+    /// The IPv4 address ADD answered with.
     pub ip: Option<String>,
+    /// The IPv6 address ADD answered with (a dual-stack sandbox gives one of each).
+    pub ipv6: Option<String>,
     pub state: PodState,
     /// A relabel failed: it may or may not have been applied, until one is acknowledged.
     pub labels_unsure: bool,
@@ -102,6 +104,9 @@ pub struct Model {
     pub policies: BTreeSet<usize>,
     /// Templates whose last toggle failed: applied or not, nobody was told.
     pub policies_unsure: BTreeSet<usize>,
+    /// The sandbox is dual-stack: every acknowledged ADD must have answered with an address of
+    /// each family.
+    pub dual_stack: bool,
     next: usize,
 }
 
@@ -182,16 +187,19 @@ impl Model {
         }
     }
 
-    /// Records what the operation's answer means for the model.
-    pub fn outcome(&mut self, op: &Op, ok: bool, ip: Option<String>) {
+    /// Records what the operation's answer means for the model; `ips`: the addresses an ADD
+    /// answered with (any order, any family).
+    pub fn outcome(&mut self, op: &Op, ok: bool, ips: &[String]) {
         match op {
             Op::Add { pod, host, tenant, labels } => {
                 let state = if ok { PodState::Live } else { PodState::Deleting };
+                let of = |v6: bool| ips.iter().find(|a| a.contains(':') == v6).cloned();
                 let p = Pod {
                     host: *host,
                     tenant: tenant.clone(),
                     labels: labels.clone(),
-                    ip,
+                    ip: of(false),
+                    ipv6: of(true),
                     state,
                     labels_unsure: false,
                 };

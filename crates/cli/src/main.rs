@@ -6,6 +6,7 @@ mod chaos_check;
 mod chaos_observe;
 mod chaos_plan;
 mod chaos_plane;
+mod chaos_probe;
 mod chaos_procs;
 mod check;
 mod commands;
@@ -22,6 +23,7 @@ mod sandbox_internet;
 mod sandbox_ipv6;
 mod sandbox_layout;
 mod sandbox_probe;
+mod sandbox_reach;
 mod sandbox_static;
 mod text_table;
 mod vip;
@@ -573,7 +575,8 @@ enum SandboxCommand {
         ipv6: Option<String>,
     },
     /// From a pod, ask an echo server in the "internet" or in another pod which source address
-    /// it sees (TCP, or UDP); exit status 1 when it does not answer.
+    /// it sees (TCP, or UDP); a pod of a dual-stack sandbox over both families unless one is
+    /// asked for; exit status 1 when one does not answer.
     Reach {
         #[command(flatten)]
         at: SandboxWhere,
@@ -583,11 +586,15 @@ enum SandboxCommand {
         /// To the "internet" (`up --internet`).
         #[arg(long, conflicts_with = "to_pod", required_unless_present = "to_pod")]
         internet: bool,
-        /// To this pod (an echo server runs there for the probe).
-        #[arg(long)]
+        /// To this pod, by name or by one of its addresses (which picks the family); an echo
+        /// server runs there for the probe.
+        #[arg(long, value_name = "POD|ADDRESS")]
         to_pod: Option<String>,
         #[arg(long)]
         udp: bool,
+        /// Only this family [default: both in a dual-stack sandbox, IPv4 to the internet].
+        #[arg(long, value_enum)]
+        family: Option<sandbox_reach::Family>,
     },
     /// Turn the sandbox network's egress NAT (`nat_outgoing`) on or off, by a topology update.
     Nat {
@@ -699,12 +706,12 @@ async fn run_sandbox(cli: &Cli, file: &config::FileConfig, command: &SandboxComm
         }
         return Ok(seen.is_some());
     }
-    if let SandboxCommand::Reach { at, from, internet: _, to_pod, udp } = command {
+    if let SandboxCommand::Reach { at, from, internet: _, to_pod, udp, family } = command {
         let to = match to_pod {
-            Some(p) => sandbox_internet::Target::Pod(p.clone()),
-            None => sandbox_internet::Target::Internet,
+            Some(p) => sandbox_reach::Target::Pod(p.clone()),
+            None => sandbox_reach::Target::Internet,
         };
-        return sandbox_internet::reach(&at.state_dir, &at.name, from, &to, *udp);
+        return sandbox_reach::reach(&at.state_dir, &at.name, from, &to, *udp, *family);
     }
     if let SandboxCommand::KillHost { at, host } = command {
         sandbox::kill_host(&at.state_dir, &at.name, host)?;

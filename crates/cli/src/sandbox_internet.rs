@@ -1,9 +1,9 @@
 //! The sandbox's "internet" and its egress checks (docs/fabric.md, "Egress NAT"): an echo server
 //! (TCP and UDP) that answers each peer with the address it saw and logs it, run in the
-//! "internet" namespace by `up --internet` (or in a pod by `reach --to-pod`); `reach`, which asks
-//! it from a pod and reports what the far end saw, answered or not; and `nat on|off`, which
-//! re-applies the sandbox's topology with its network's `nat_outgoing` set. No packet capture:
-//! the far end says what it saw.
+//! "internet" namespace by `up --internet` (or in a pod by `reach --to-pod`, `sandbox_reach.rs`);
+//! the echo client `reach` runs in the source pod; and `nat on|off`, which re-applies the
+//! sandbox's topology with its network's `nat_outgoing` set. No packet capture: the far end says
+//! what it saw.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use romana_client::Client;
 
 use crate::sandbox::{dir, load, save};
@@ -55,7 +55,8 @@ pub fn ask(to: SocketAddr, udp: bool, wait: Duration) -> Result<Option<String>> 
     let start = Instant::now();
     let left = || wait.saturating_sub(start.elapsed()).max(Duration::from_millis(10));
     if udp {
-        let s = UdpSocket::bind(("0.0.0.0", 0)).context("binding a udp socket")?;
+        let any: SocketAddr = if to.is_ipv6() { "[::]:0" } else { "0.0.0.0:0" }.parse()?;
+        let s = UdpSocket::bind(any).context("binding a udp socket")?;
         let mut buf = [0u8; 128];
         // Datagrams may be lost (the first one waits for neighbour resolution): a few tries.
         while start.elapsed() < wait {
@@ -94,7 +95,7 @@ pub fn echo_log(d: &Path, ns: &str) -> PathBuf {
 }
 
 /// Starts the echo server in namespace `ns` (own process group, pid file in `d`).
-fn start_echo(ns: &str, listen: &str, d: &Path) -> Result<u32> {
+pub(crate) fn start_echo(ns: &str, listen: &str, d: &Path) -> Result<u32> {
     let child = Command::new("ip")
         .args(["netns", "exec", ns])
         .arg(std::env::current_exe().context("finding the romana binary")?)
@@ -132,74 +133,6 @@ pub fn stop_echoes(state_dir: &Path, name: &str) {
             let _ = Command::new("kill").arg(pid.to_string()).status();
         }
     }
-}
-
-/// Where `reach` goes.
-#[derive(Debug, Clone)]
-pub enum Target {
-    Internet,
-    Pod(String),
-}
-
-/// `romana sandbox reach`: from a pod to the "internet" or another pod, over TCP or UDP; prints
-/// what the far end saw as the source and whether it answered. Returns whether it answered.
-pub fn reach(state_dir: &Path, name: &str, from: &str, to: &Target, udp: bool) -> Result<bool> {
-    let state = load(state_dir, name)?;
-    let layout = state.layout()?;
-    let d = dir(state_dir, name);
-    let pod = |p: &str| {
-        state.pods.iter().find(|x| x.name == p).with_context(|| format!("sandbox {name} has no pod {p:?}"))
-    };
-    let src = pod(from)?;
-    let (far_ns, addr, server) = match to {
-        Target::Internet => {
-            if !state.egress.internet {
-                bail!("sandbox {name} has no internet; bring it up with `romana sandbox up --internet`");
-            }
-            (layout.internet_ns(), INTERNET_IP.to_owned(), None)
-        }
-        Target::Pod(p) => {
-            let dst = pod(p)?;
-            let pid = start_echo(&dst.netns, &format!("0.0.0.0:{ECHO_PORT}"), &d)?;
-            (dst.netns.clone(), dst.ip.clone(), Some(pid))
-        }
-    };
-    let log = echo_log(&d, &far_ns);
-    let seen_before = std::fs::read_to_string(&log).map(|t| t.lines().count()).unwrap_or(0);
-    let mut cmd = Command::new("ip");
-    cmd.args(["netns", "exec", &src.netns]).arg(std::env::current_exe()?).args([
-        "sandbox",
-        "ask-echo",
-        "--to",
-        &format!("{addr}:{ECHO_PORT}"),
-    ]);
-    if udp {
-        cmd.arg("--udp");
-    }
-    let out = cmd.output().context("running the echo client in the pod")?;
-    if let Some(pid) = server {
-        let _ = Command::new("kill").arg(pid.to_string()).status();
-    }
-    let answer = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-    let proto = if udp { "udp" } else { "tcp" };
-    let seen: Vec<String> = std::fs::read_to_string(&log)
-        .unwrap_or_default()
-        .lines()
-        .skip(seen_before)
-        .filter_map(|l| l.strip_prefix(&format!("{proto} ")).map(str::to_owned))
-        .collect();
-    let far = match to {
-        Target::Internet => "internet".to_owned(),
-        Target::Pod(p) => p.clone(),
-    };
-    let seen_as = seen.last().map_or("nothing arrived".to_owned(), |s| format!("seen as {s}"));
-    let answered = !answer.is_empty();
-    println!(
-        "{from} {} -> {far} {addr}:{ECHO_PORT}/{proto}: {}; {seen_as}",
-        src.ip,
-        if answered { "answered" } else { "no answer" }
-    );
-    Ok(answered)
 }
 
 /// `romana sandbox nat on|off [--no-nat CIDR]...`: the sandbox network's `nat_outgoing` and the

@@ -1,7 +1,8 @@
 //! `romana chaos` end to end (needs root, iproute2, nftables, iputils-ping and Debian's etcd):
-//! a 60 s seeded run on 3 hosts with its own 3 etcd members and 3 romanad replicas, kills of
-//! every kind, and no violation; and a short run with an injected leak, which must fail and name
-//! it. Both leave no namespace behind.
+//! a 60 s seeded run on 3 hosts of a dual-stack sandbox with its own 3 etcd members and 3 romanad
+//! replicas, kills of every kind, every pod with an address of each family, both families probed
+//! against the evaluator, and no violation; and a short IPv4-only run with an injected leak,
+//! which must fail and name it. Both leave no namespace behind.
 #![allow(clippy::unwrap_used)]
 
 use std::process::{Command, Output};
@@ -49,13 +50,23 @@ fn kills(text: &str, label: &str) -> usize {
     after.trim().split(|c: char| !c.is_ascii_digit()).next().unwrap().parse().unwrap()
 }
 
+/// The number after `label` on the line starting with `line` (`probes over IPv6: 42 pod pairs`).
+fn count(text: &str, line: &str, label: &str) -> usize {
+    let l = text.lines().find(|l| l.starts_with(line)).unwrap_or_else(|| panic!("no {line:?} line:\n{text}"));
+    let after = l.split(label).nth(1).unwrap_or_else(|| panic!("{label} in {l}"));
+    after.trim().split(|c: char| !c.is_ascii_digit()).next().unwrap().parse().unwrap()
+}
+
+/// Dual-stack (the IPv4-only path is the leak test's): about as long as an IPv4-only run of the
+/// same seed, the second family's probes taking a few seconds.
 #[test]
-fn a_minute_of_churn_and_kills_leaves_nothing_inconsistent() {
+fn a_minute_of_churn_and_kills_over_both_families_leaves_nothing_inconsistent() {
     if !ready() {
         return;
     }
     let dir = TempDir::new("chaos");
-    let (out, text) = chaos(&dir, &["--seed", "1", "--duration", "60", "--hosts", "3"]);
+    let (out, text) =
+        chaos(&dir, &["--seed", "1", "--duration", "60", "--hosts", "3", "--ipv6", "fd00:113::/64"]);
     println!("{text}");
     assert!(out.status.success(), "romana chaos found violations or failed:\n{text}");
     assert!(text.contains("violations: none"), "{text}");
@@ -68,6 +79,15 @@ fn a_minute_of_churn_and_kills_leaves_nothing_inconsistent() {
     let add = text.lines().find(|l| l.trim_start().starts_with("add ")).unwrap_or_else(|| panic!("{text}"));
     let acked: usize = add.split_whitespace().nth(1).unwrap().parse().unwrap();
     assert!(acked > 10, "ADDs were acknowledged: {add}");
+    // Every live pod holds both families, and both were probed pair by pair.
+    let live = count(&text, "pods at the end: ", "pods at the end:");
+    assert!(live >= 2, "{text}");
+    assert_eq!(count(&text, "live pods with ", "with an IPv4 address"), live, "{text}");
+    assert_eq!(count(&text, "live pods with ", "with an IPv6 address"), live, "{text}");
+    let pairs = live * (live - 1);
+    assert_eq!(count(&text, "probes over IPv4: ", "IPv4:"), pairs, "{text}");
+    assert_eq!(count(&text, "probes over IPv6: ", "IPv6:"), pairs, "{text}");
+    assert!(text.contains("probe violations per family: IPv4 0, IPv6 0"), "{text}");
     let tag = child_tag(&text);
     assert!(namespaces(&format!("rms-c{tag}-")).is_empty(), "torn down");
 }

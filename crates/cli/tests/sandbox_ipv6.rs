@@ -1,8 +1,10 @@
 //! `romana sandbox up --ipv6` end to end (root): a romanad process (embedded store) on
 //! 127.0.0.1, a dual-stack sandbox of 2 racks x 2 hosts with real agents, pods of two tenants on
 //! both racks getting an address of each family through romana-cni, both reachability matrices
-//! full, then tenant blue isolated and the IPv6 matrix (as the IPv4 one) refusing exactly red's
-//! pods toward blue's, the routers holding IPv6 routes, and `down` leaving no namespace.
+//! full, `sandbox reach` over both families (by default, `--family`, the target's address; TCP
+//! and UDP), then tenant blue isolated and the IPv6 matrix (as the IPv4 one) refusing exactly
+//! red's pods toward blue's, `reach` refused over both, the routers holding IPv6 routes, and
+//! `down` leaving no namespace.
 #![allow(clippy::unwrap_used)]
 
 use std::collections::BTreeMap;
@@ -108,9 +110,13 @@ fn dual_stack(letter: &str, up_args: &[&str], spine_route: &str) {
     sb.ok(&up);
     // (pod, host, tenant): each tenant on both racks.
     let pods = [("ra", "r1h1", "red"), ("rb", "r2h2", "red"), ("ba", "r1h2", "blue"), ("bb", "r2h1", "blue")];
+    // Each pod's (IPv4, IPv6) address, from `pod add`'s `NAME V4 V6 on HOST`.
+    let mut addrs: BTreeMap<&str, (String, String)> = BTreeMap::new();
     for (pod, host, tenant) in pods {
         let out = sb.ok(&["sandbox", "pod", "add", "--host", host, "--tenant", tenant, "--pod", pod]);
         assert!(out.contains(" 10.112.") && out.contains(" fd00:10:"), "both families: {out}");
+        let words: Vec<&str> = out.split_whitespace().collect();
+        addrs.insert(pod, (words[1].to_owned(), words[2].to_owned()));
     }
     let status = sb.ok(&["sandbox", "status"]);
     assert!(status.contains("IPV6") && status.contains(" fd00:10:"), "both addresses in status:\n{status}");
@@ -144,10 +150,21 @@ fn dual_stack(letter: &str, up_args: &[&str], spine_route: &str) {
     let spine = inside("spine", "ip -6 route show");
     assert!(spine.contains("fd00:10::/65") && spine.contains(spine_route), "spine's IPv6 routes: {spine}");
 
+    reach_over_both_families(&sb, &addrs);
+
     sb.plain_ok(&["tenant", "isolate", "blue", "tenant"]);
     let (bad, probe) = probe_until(isolated);
     assert!(bad.is_empty(), "isolation of blue over both families: {bad:?}\n{probe}");
     assert_eq!(probe.matches("(12 of 16 pairs reachable").count(), 2, "{probe}");
+    // Refused over both families: exit status 1, a line for each.
+    let out = sb.romana(&["sandbox", "reach", "--from", "ra", "--to-pod", "bb"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert_eq!(
+        text.matches("no answer; nothing arrived").count(),
+        2,
+        "red -> blue refused over both:\n{text}"
+    );
 
     // A host killed and revived: its link was down, which drops IPv6 addresses; revive puts its
     // IPv6 address and default route back, and its pods answer over both families again.
@@ -159,6 +176,39 @@ fn dual_stack(letter: &str, up_args: &[&str], spine_route: &str) {
 
     sb.ok(&["sandbox", "down"]);
     assert!(namespaces(&prefix).is_empty(), "down removed every namespace");
+}
+
+/// `sandbox reach` across racks: both families by default, one by `--family` or by the target's
+/// address, TCP and UDP; the far end sees the source pod's own address of each family (no NAT
+/// between pods).
+fn reach_over_both_families(sb: &Sandbox, addrs: &BTreeMap<&str, (String, String)>) {
+    let (ra4, ra6) = &addrs["ra"];
+    let (bb4, bb6) = &addrs["bb"];
+    let both = sb.ok(&["sandbox", "reach", "--from", "ra", "--to-pod", "bb"]);
+    assert_eq!(
+        both.lines().collect::<Vec<_>>(),
+        [
+            format!("ra {ra4} -> bb {bb4}:7/tcp: answered; seen as {ra4}"),
+            format!("ra {ra6} -> bb [{bb6}]:7/tcp: answered; seen as {ra6}"),
+        ],
+    );
+    let six = sb.ok(&["sandbox", "reach", "--from", "ra", "--to-pod", "bb", "--family", "ipv6", "--udp"]);
+    assert_eq!(six.trim(), format!("ra {ra6} -> bb [{bb6}]:7/udp: answered; seen as {ra6}"));
+    let by_address = sb.ok(&["sandbox", "reach", "--from", "bb", "--to-pod", ra6.as_str()]);
+    assert_eq!(by_address.trim(), format!("bb {bb6} -> ra [{ra6}]:7/tcp: answered; seen as {bb6}"));
+    // Bad input is named: an address against --family, an address no pod holds, the internet
+    // over IPv6 (this sandbox has none; a sandbox with one has it over IPv4 only).
+    let err = |args: &[&str]| {
+        let out = sb.romana(args);
+        assert!(!out.status.success(), "{args:?}");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let e = err(&["sandbox", "reach", "--from", "ra", "--to-pod", bb6.as_str(), "--family", "ipv4"]);
+    assert!(e.contains("is an ipv6 address but --family ipv4 was given"), "{e}");
+    let e = err(&["sandbox", "reach", "--from", "ra", "--to-pod", "fd00:10::ffff"]);
+    assert!(e.contains("holds fd00:10::ffff"), "{e}");
+    let e = err(&["sandbox", "reach", "--from", "ra", "--internet", "--family", "ipv6"]);
+    assert!(e.contains("has no internet"), "{e}");
 }
 
 /// `scripts/demo.sh --ipv6` on this build's binaries: both matrices checked against isolation

@@ -77,6 +77,14 @@ async fn an_endpoint_gets_both_families_or_neither() {
     assert!(c.address("pod-1#v6").await.is_err());
     let got = c.allocate_stack(&req("pod-5")).await.unwrap();
     assert_eq!(got.iter().map(|a| a.ip.as_str()).collect::<Vec<_>>(), ["10.50.0.0", "fd00:50::"]);
+    // A release cut off after the name's address (here: released by its number, which releases
+    // that address only): the retry by name releases the IPv6 one left behind.
+    let pod2 = c.address("pod-2").await.unwrap().ip;
+    c.release(&pod2).await.unwrap();
+    assert!(c.address("pod-2#v6").await.is_ok(), "releasing by number leaves the IPv6 address");
+    assert_eq!(c.release("pod-2").await.unwrap().name, "pod-2#v6");
+    assert!(c.address("pod-2#v6").await.is_err(), "the retry released the IPv6 address");
+    assert_eq!(c.release("pod-2").await.unwrap_err().status(), Some(404), "then nothing is left");
     // A pinned address is refused by name.
     let e =
         c.allocate_stack(&AddressRequest { ip: Some("10.50.0.9".into()), ..req("pod-6") }).await.unwrap_err();

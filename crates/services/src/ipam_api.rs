@@ -448,20 +448,32 @@ fn not_found(key: &str) -> ApiError {
 }
 
 async fn release_key(s: &AppState, p: &Principal, key: String) -> ApiResult<Json<Address>> {
+    let v6 = format!("{key}{}", romana_ipam::V6_SUFFIX);
+    // The name's allocation, or its IPv6 one's when only that is left (below).
+    let held = lookup(s, &key).or_else(|| lookup(s, &v6));
     // Another tenant's address is "not found", as if it did not exist.
-    if !p.is_privileged() && !lookup(s, &key).is_some_and(|a| scope::visible(p, a.tenant.as_str())) {
+    if !p.is_privileged() && !held.as_ref().is_some_and(|a| scope::visible(p, a.tenant.as_str())) {
         return Err(not_found(&key));
     }
     // An agent releases only addresses held on its own hosts.
-    if let Some(a) = lookup(s, &key).filter(|_| p.is_agent()) {
+    if let Some(a) = held.filter(|_| p.is_agent()) {
         scope::require_host(p, a.host.as_str())?;
     }
-    let r = s.ipam.release(key.clone()).await?;
-    // A dual-stack endpoint's IPv6 address goes with its name (docs/topology.md, "Dual stack").
-    let v6 = format!("{key}{}", romana_ipam::V6_SUFFIX);
-    if lookup(s, &v6).is_some() {
-        s.ipam.release(v6).await?;
-    }
+    // A dual-stack endpoint's IPv6 address goes with its name (docs/topology.md, "Dual stack"),
+    // also when the name's went already: a release cut off between the two (its caller killed
+    // mid-request, as `romana chaos` does to agents) is finished by the caller's retry.
+    // Any other failure of the name's release is the answer (the retry releases both): an
+    // IPv6 release must not turn it into a success.
+    let own = match s.ipam.release(key.clone()).await {
+        Ok(r) => Some(r),
+        Err(crate::service_error::ServiceError::NotFound(_)) => None,
+        Err(e) => return Err(e.into()),
+    };
+    let second = match lookup(s, &v6) {
+        Some(_) => Some(s.ipam.release(v6).await?),
+        None => None,
+    };
+    let r = own.or(second).ok_or_else(|| not_found(&key))?;
     Ok(Json(Address {
         name: r.name,
         ip: r.ip.to_string(),

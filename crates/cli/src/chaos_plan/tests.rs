@@ -11,7 +11,7 @@ fn the_same_seed_makes_the_same_choices() {
         (0..50)
             .map(|i| {
                 let op = m.next_op(&mut rng, 3, 6);
-                m.outcome(&op, i % 4 != 0, Some("10.0.0.1".into()));
+                m.outcome(&op, i % 4 != 0, &["10.0.0.1".into()]);
                 format!("{op:?}")
             })
             .collect::<Vec<_>>()
@@ -24,7 +24,7 @@ fn the_same_seed_makes_the_same_choices() {
 fn check(ops: &[(Op, bool)], expect: (&[&str], &[&str], &[&str], &[usize])) {
     let mut m = Model::default();
     for (op, ok) in ops {
-        m.outcome(op, *ok, ok.then(|| "10.1.0.2".to_owned()));
+        m.outcome(op, *ok, &["10.1.0.2".to_owned()]);
     }
     let live: Vec<&str> = m.live().map(|(n, _)| n.as_str()).collect();
     let deleting = m.pending_deletes();
@@ -61,18 +61,18 @@ fn answers_move_pods_through_their_states() {
 #[test]
 fn relabels_count_only_when_acknowledged() {
     let mut m = Model::default();
-    m.outcome(&add("a"), true, None);
+    m.outcome(&add("a"), true, &[]);
     let labels = BTreeMap::from([("app".to_owned(), "db".to_owned())]);
-    m.outcome(&Op::Relabel { pod: "a".into(), labels: labels.clone() }, false, None);
+    m.outcome(&Op::Relabel { pod: "a".into(), labels: labels.clone() }, false, &[]);
     assert!(m.pods["a"].labels.is_empty());
     assert!(m.pods["a"].labels_unsure, "a failed relabel may have been applied");
-    m.outcome(&Op::Relabel { pod: "a".into(), labels: labels.clone() }, true, None);
+    m.outcome(&Op::Relabel { pod: "a".into(), labels: labels.clone() }, true, &[]);
     assert_eq!(m.pods["a"].labels, labels);
     assert!(!m.pods["a"].labels_unsure);
     let t = Op::TogglePolicy { index: 0 };
-    m.outcome(&t, false, None);
+    m.outcome(&t, false, &[]);
     assert_eq!((m.policies.len(), m.policies_unsure.len()), (0, 1));
-    m.outcome(&t, true, None);
+    m.outcome(&t, true, &[]);
     assert_eq!((m.policies.len(), m.policies_unsure.len()), (1, 0));
 }
 
@@ -82,7 +82,7 @@ fn adds_stop_at_the_pod_limit() {
     let mut m = Model::default();
     for _ in 0..500 {
         let op = m.next_op(&mut rng, 2, 4);
-        m.outcome(&op, true, None);
+        m.outcome(&op, true, &[]);
         assert!(m.live().count() <= 4, "{op:?}");
     }
 }
