@@ -8,6 +8,8 @@
 
 #[cfg(any(test, feature = "test-util"))]
 pub mod cluster;
+#[cfg(any(test, feature = "test-util"))]
+pub mod election_log;
 mod members;
 
 pub use members::{POINT_TIMEOUT, REQUEST_TIMEOUT};

@@ -92,6 +92,12 @@ impl Load {
         Window { gap, failed: failed.len(), first_error: failed.first().map(|e| e.to_string()), slowest }
     }
 
+    /// How long after `at` the first allocation was acknowledged (`None`: none yet).
+    pub fn first_ack_after(&self, at: Instant) -> Option<Duration> {
+        let acked = self.acked.lock().unwrap();
+        acked.iter().filter(|(_, t, ..)| *t >= at).map(|(_, t, ..)| *t - at).min()
+    }
+
     /// Every failure since `from`, with its offset (for `HA_DEBUG`).
     pub fn print_errors_since(&self, from: Instant) {
         for (t, e) in self.errors.lock().unwrap().iter().filter(|(t, _)| *t >= from) {
