@@ -148,7 +148,15 @@ fn election_line(etcd: &EtcdCluster, load: &Load, killed: Instant, killed_wall: 
         load.first_ack_after(elected)
     });
     let first = first.map_or("none".to_owned(), |d| format!("+{} ms", d.as_millis()));
-    format!("  election: {e}; first allocation after the new leader: {first}")
+    let day_ms = killed_wall % 86_400_000;
+    let at = format!(
+        "{:02}:{:02}:{:02}.{:03}",
+        day_ms / 3_600_000,
+        day_ms / 60_000 % 60,
+        day_ms / 1_000 % 60,
+        day_ms % 1_000
+    );
+    format!("  election (killed at {at} UTC): {e}; first allocation after the new leader: {first}")
 }
 
 /// Under allocation load from clients that fail over between the replicas, etcd members are
@@ -193,8 +201,10 @@ async fn allocation_carries_on_when_etcd_members_die() {
             }
             report.push(format!(
                 "round {round}: etcd {kind} (member {victim}) killed: longest interval without an allocation {} \
-                 ms, slowest acknowledged call {} ms, {} failed calls{}; member {elected} leads (seen after {} ms)",
+                 ms (from {:+} ms), slowest acknowledged call {} ms, {} failed calls{}; member {elected} leads (seen \
+                 after {} ms)",
                 w.gap.as_millis(),
+                w.gap_at.as_millis() as i64 - 500,
                 w.slowest.as_millis(),
                 w.failed,
                 w.first_error.map(|e| format!(" (first: {e})")).unwrap_or_default(),

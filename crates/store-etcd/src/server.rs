@@ -39,6 +39,7 @@ impl Member<'_> {
             // The election settings a deployment should use (docs/operations.md).
             .args(["--heartbeat-interval", &crate::ETCD_HEARTBEAT_MS.to_string()])
             .args(["--election-timeout", &crate::ETCD_ELECTION_MS.to_string()])
+            .arg(format!("--pre-vote={}", crate::ETCD_PRE_VOTE))
             // JSON lines with times to the millisecond (`election_log.rs` reads the elections).
             .args(["--logger", "zap", "--log-outputs", "stderr"])
             // Measuring other settings without a rebuild (etcd takes a flag's last value):
