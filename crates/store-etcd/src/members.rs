@@ -47,8 +47,8 @@ pub const POINT_TIMEOUT: Duration = Duration::from_millis(300);
 /// delayed the first write after the election by up to 300 ms. The next member is asked after
 /// 150 ms (above a healthy commit on a loaded machine, tens of ms, so that few healthy writes are
 /// sent twice); once a member refused or was down, the live ones are asked again every 75 ms
-/// until 600 ms after the call began (an election is waited for; every attempt still ends within
-/// `POINT_TIMEOUT`, so a call ends within 900 ms).
+/// until 600 ms after the call began (an election is waited for; a point request's attempts each
+/// end within `POINT_TIMEOUT`, so such a call ends within 900 ms).
 pub(crate) const HEDGE: Hedge = Hedge {
     first: Duration::from_millis(150),
     pace: Duration::from_millis(75),
