@@ -536,9 +536,10 @@ async fn allocation_carries_on_when_a_replica_dies() {
             tokio::time::sleep(Duration::from_secs(3)).await;
             let w = load.window(killed - Duration::from_millis(500), Instant::now());
             report.push(format!(
-                "round {round}: replica {victim} killed: longest interval without an allocation {} ms, slowest \
-                 acknowledged call {} ms, {} failed calls",
+                "round {round}: replica {victim} killed: longest interval without an allocation {} ms (from {:+} \
+                 ms), slowest acknowledged call {} ms, {} failed calls",
                 w.gap.as_millis(),
+                w.gap_at.as_millis() as i64 - 500,
                 w.slowest.as_millis(),
                 w.failed
             ));
