@@ -12,11 +12,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
-/// etcd's `--heartbeat-interval` and `--election-timeout` (ms): the values docs/operations.md
-/// recommends and the tests' harness uses (`romana_store_etcd::{ETCD_HEARTBEAT_MS,
-/// ETCD_ELECTION_MS}`; a unit test holds them equal).
+/// etcd's `--heartbeat-interval` and `--election-timeout` (ms) and `--pre-vote`: the values
+/// docs/operations.md recommends and the tests' harness uses (`romana_store_etcd::{ETCD_HEARTBEAT_MS,
+/// ETCD_ELECTION_MS, ETCD_PRE_VOTE}`; a unit test holds them equal).
 pub const ETCD_HEARTBEAT_MS: u32 = 50;
 pub const ETCD_ELECTION_MS: u32 = 300;
+pub const ETCD_PRE_VOTE: bool = true;
 
 fn free_port() -> Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
@@ -95,6 +96,7 @@ impl Etcd {
             .args(["--initial-cluster", &initial.join(","), "--initial-cluster-token", &token])
             .args(["--heartbeat-interval", &ETCD_HEARTBEAT_MS.to_string()])
             .args(["--election-timeout", &ETCD_ELECTION_MS.to_string()])
+            .arg(format!("--pre-vote={ETCD_PRE_VOTE}"))
             .stdout(log.try_clone()?)
             .stderr(log)
             .spawn()
@@ -236,8 +238,12 @@ mod tests {
     #[test]
     fn etcd_runs_with_the_settings_the_tests_use() {
         assert_eq!(
-            (super::ETCD_HEARTBEAT_MS, super::ETCD_ELECTION_MS),
-            (romana_store_etcd::ETCD_HEARTBEAT_MS, romana_store_etcd::ETCD_ELECTION_MS)
+            (super::ETCD_HEARTBEAT_MS, super::ETCD_ELECTION_MS, super::ETCD_PRE_VOTE),
+            (
+                romana_store_etcd::ETCD_HEARTBEAT_MS,
+                romana_store_etcd::ETCD_ELECTION_MS,
+                romana_store_etcd::ETCD_PRE_VOTE
+            )
         );
     }
 }

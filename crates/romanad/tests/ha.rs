@@ -18,6 +18,7 @@ use romana_client::Client;
 use romana_store::StoreExt;
 use romana_store_etcd::EtcdStore;
 use romana_store_etcd::cluster::EtcdCluster;
+use romana_store_etcd::election_log::{Election, Step};
 use romana_test_support::TempDir;
 
 fn topology(json: &str) -> TopologyRequest {
@@ -132,6 +133,32 @@ async fn readyz(url: &str) -> u16 {
     }
 }
 
+fn unix_ms_now() -> u64 {
+    let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
+    u64::try_from(since.as_millis()).unwrap()
+}
+
+/// etcd's election after a leader kill at `killed` (`killed_wall` on the wall clock, as etcd
+/// logs it), from the members' logs, and how long after the new leader's election the first
+/// allocation was acknowledged.
+fn election_line(etcd: &EtcdCluster, load: &Load, killed: Instant, killed_wall: u64) -> String {
+    let e = Election::after(&etcd.election_events(), killed_wall);
+    let first = e.leader.as_ref().and_then(|(_, _, ms)| {
+        let elected = killed + Duration::from_millis(*ms);
+        load.first_ack_after(elected)
+    });
+    let first = first.map_or("none".to_owned(), |d| format!("+{} ms", d.as_millis()));
+    let day_ms = killed_wall % 86_400_000;
+    let at = format!(
+        "{:02}:{:02}:{:02}.{:03}",
+        day_ms / 3_600_000,
+        day_ms / 60_000 % 60,
+        day_ms / 1_000 % 60,
+        day_ms % 1_000
+    );
+    format!("  election (killed at {at} UTC): {e}; first allocation after the new leader: {first}")
+}
+
 /// Under allocation load from clients that fail over between the replicas, etcd members are
 /// killed with SIGKILL, round after round: a follower (the member the replicas talk to first,
 /// when it is not the leader), then the leader. Then all of etcd: every write answers 503 (and
@@ -151,6 +178,7 @@ async fn allocation_carries_on_when_etcd_members_die() {
         "no kill (baseline): longest interval without an allocation {} ms",
         baseline.as_millis()
     )];
+    let mut leader_kills = 0;
     for round in 0..rounds() {
         for kind in ["follower", "leader"] {
             let l = leader(&h.etcd).await;
@@ -161,24 +189,31 @@ async fn allocation_carries_on_when_etcd_members_die() {
             } else {
                 0
             };
-            let killed = Instant::now();
+            let (killed, killed_wall) = (Instant::now(), unix_ms_now());
             h.etcd.kill9(victim);
             let elected = leader(&h.etcd).await;
             let new_leader = killed.elapsed();
             tokio::time::sleep(Duration::from_secs(3)).await;
             let w = load.window(killed - Duration::from_millis(500), Instant::now());
+            let election = (kind == "leader").then(|| election_line(&h.etcd, &load, killed, killed_wall));
             if std::env::var("HA_DEBUG").is_ok() {
                 load.print_errors_since(killed);
             }
             report.push(format!(
                 "round {round}: etcd {kind} (member {victim}) killed: longest interval without an allocation {} \
-                 ms, slowest acknowledged call {} ms, {} failed calls{}; member {elected} leads (seen after {} ms)",
+                 ms (from {:+} ms), slowest acknowledged call {} ms, {} failed calls{}; member {elected} leads (seen \
+                 after {} ms)",
                 w.gap.as_millis(),
+                w.gap_at.as_millis() as i64 - 500,
                 w.slowest.as_millis(),
                 w.failed,
                 w.first_error.map(|e| format!(" (first: {e})")).unwrap_or_default(),
                 new_leader.as_millis(),
             ));
+            if let Some(line) = election {
+                report.push(line);
+                leader_kills += 1;
+            }
             figures.add(&format!("etcd {kind}"), w.gap);
             assert!(w.gap < HANG, "allocation hung after the etcd {kind} died: {report:?}");
             h.etcd.restart(victim).expect("member restarts");
@@ -186,6 +221,12 @@ async fn allocation_carries_on_when_etcd_members_die() {
         }
     }
     let acked = load.stop().await;
+    // Elections nobody caused: every leader but the first and those after a leader kill.
+    let elections = h.etcd.election_events().iter().filter(|e| e.step == Step::Leader).count();
+    report.push(format!(
+        "etcd leaders elected: {elections}, of which not after a leader kill (the first one aside): {}",
+        elections.saturating_sub(1 + leader_kills)
+    ));
 
     // All of etcd down: writes are refused at once, and not done later; not ready.
     for m in 0..3 {
@@ -495,9 +536,10 @@ async fn allocation_carries_on_when_a_replica_dies() {
             tokio::time::sleep(Duration::from_secs(3)).await;
             let w = load.window(killed - Duration::from_millis(500), Instant::now());
             report.push(format!(
-                "round {round}: replica {victim} killed: longest interval without an allocation {} ms, slowest \
-                 acknowledged call {} ms, {} failed calls",
+                "round {round}: replica {victim} killed: longest interval without an allocation {} ms (from {:+} \
+                 ms), slowest acknowledged call {} ms, {} failed calls",
                 w.gap.as_millis(),
+                w.gap_at.as_millis() as i64 - 500,
                 w.slowest.as_millis(),
                 w.failed
             ));

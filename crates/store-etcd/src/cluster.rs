@@ -81,6 +81,16 @@ impl EtcdCluster {
         wait_port(self.ports[i].0, &self.member_dir(i))
     }
 
+    /// Every member's election steps logged so far (`election_log`), members named `m0`, `m1`, ...
+    pub fn election_events(&self) -> Vec<crate::election_log::Event> {
+        (0..self.ports.len())
+            .flat_map(|i| {
+                let log = std::fs::read_to_string(self.member_dir(i).join("etcd.log")).unwrap_or_default();
+                crate::election_log::parse(&format!("m{i}"), &log)
+            })
+            .collect()
+    }
+
     /// The member that leads now, as a running member sees it (`None` while there is none).
     pub async fn leader(&self) -> Option<usize> {
         let mut ids = Vec::new();

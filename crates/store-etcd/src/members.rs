@@ -13,6 +13,10 @@
 //! cluster whose member applies a write and never answers. The caller then sees its compare fail
 //! and re-reads, as after any conflict with another replica.
 //!
+//! Point requests and watch opens are hedged (`attempts.rs`): while one attempt waits, another
+//! member is asked too, and the first answer wins; the others are dropped. That is one more
+//! retry of the same kind as above, sent before the first one gave up.
+//!
 //! Clients ask for a leader (`require_leader`): a member that knows it has none answers "no
 //! leader" at once instead of queueing the request until an election ends.
 
@@ -22,11 +26,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use etcd_client::{Client, KvClient, WatchClient};
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
 
+use crate::attempts::{Ended, Hedge, Next, Plan};
 use crate::{KV_MESSAGE_BYTES, WATCH_MESSAGE_BYTES};
 
-/// The longest one bulk request (a range page of about 1 MiB, opening a watch)
-/// may take on one member.
+/// The longest one bulk request (a range page of about 1 MiB, opening a watch) may take on one
+/// member.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 /// The longest one point request (a get, a transaction, the revision, a lease renewal) may take on
 /// one member before the next member is asked (the last member tried gets `REQUEST_TIMEOUT` when
@@ -35,6 +42,18 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 /// write stuck on a member that forwards it to a dead leader is sent elsewhere by the time a new
 /// leader exists.
 pub const POINT_TIMEOUT: Duration = Duration::from_millis(300);
+/// How point requests hedge (`attempts.rs`; the first answer wins). After the etcd leader dies, a
+/// request on a follower that has not noticed is lost, and waiting out its `POINT_TIMEOUT`
+/// delayed the first write after the election by up to 300 ms. The next member is asked after
+/// 150 ms (above a healthy commit on a loaded machine, tens of ms, so that few healthy writes are
+/// sent twice); once a member refused or was down, the live ones are asked again every 75 ms
+/// until 600 ms after the call began (an election is waited for; a point request's attempts each
+/// end within `POINT_TIMEOUT`, so such a call ends within 900 ms).
+pub(crate) const HEDGE: Hedge = Hedge {
+    first: Duration::from_millis(150),
+    pace: Duration::from_millis(75),
+    until: Duration::from_millis(600),
+};
 /// How long connecting to one member may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 /// gRPC's status codes (the numbers are the protocol's).
@@ -42,12 +61,17 @@ const GRPC_CANCELLED: i32 = 1;
 const GRPC_UNKNOWN: i32 = 2;
 const GRPC_UNAVAILABLE: i32 = 14;
 
-/// How long one attempt on one member may take.
+/// How long one attempt on one member may take, and whether the call hedges.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Deadline {
-    /// Gets, transactions, the revision, lease calls: `POINT_TIMEOUT`.
+    /// Gets, transactions, the revision, lease calls: `POINT_TIMEOUT`, hedged.
     Point,
-    /// Range pages, opening watches: `REQUEST_TIMEOUT`.
+    /// Opening a watch: `REQUEST_TIMEOUT` (a member that is starting or busy catching up answers
+    /// late, and giving up on it sooner only made the replica retry later, after its backoff),
+    /// hedged (after the leader's death an open that waited on a member that did not answer
+    /// kept a replica refusing writes for 2 s).
+    Watch,
+    /// Range pages: `REQUEST_TIMEOUT`, not hedged (each about 1 MiB).
     Bulk,
 }
 
@@ -55,7 +79,14 @@ impl Deadline {
     pub(crate) fn limit(self) -> Duration {
         match self {
             Deadline::Point => POINT_TIMEOUT,
-            Deadline::Bulk => REQUEST_TIMEOUT,
+            Deadline::Watch | Deadline::Bulk => REQUEST_TIMEOUT,
+        }
+    }
+
+    pub(crate) fn hedge(self) -> Option<Hedge> {
+        match self {
+            Deadline::Point | Deadline::Watch => Some(HEDGE),
+            Deadline::Bulk => None,
         }
     }
 }
@@ -107,6 +138,19 @@ pub(crate) fn unreachable(e: &etcd_client::Error) -> bool {
     }
 }
 
+/// The member could not be reached at all (as opposed to answering that it cannot serve now).
+pub(crate) fn down(e: &etcd_client::Error) -> bool {
+    match e {
+        etcd_client::Error::TransportError(_) | etcd_client::Error::IoError(_) => true,
+        etcd_client::Error::GRpcStatus(s) => {
+            ["tcp connect error", "transport error", "h2 protocol error", "Connection refused"]
+                .iter()
+                .any(|t| s.message().contains(t))
+        }
+        _ => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -117,6 +161,17 @@ mod tests {
 
     fn check(e: etcd_client::Error, moves_on: bool) {
         assert_eq!(unreachable(&e), moves_on, "{e:?}");
+    }
+
+    #[test]
+    fn which_failures_mean_the_member_is_down() {
+        let is_down = |e: etcd_client::Error, want: bool| assert_eq!(down(&e), want, "{e:?}");
+        is_down(status(14, "tcp connect error: Connection refused (os error 111)"), true);
+        is_down(status(2, "transport error"), true);
+        is_down(status(2, "h2 protocol error: error reading a body from connection"), true);
+        is_down(status(14, "etcdserver: no leader"), false);
+        is_down(status(14, "etcdserver: leader changed"), false);
+        is_down(status(1, "Timeout expired"), false);
     }
 
     #[test]
@@ -184,55 +239,80 @@ impl Members {
         self.members.iter().map(|m| m.endpoint.clone()).collect()
     }
 
-    /// Runs `f` on the current member, then on the others in turn, each attempt bounded by
-    /// `deadline` (the last one by `REQUEST_TIMEOUT` when the others were only slow), until one
-    /// answers or fails for a reason
-    /// another member would share.
+    /// Runs `f` on the current member, then on the others, until one answers or fails for a
+    /// reason another member would share; which member when, and each attempt's limit, follow
+    /// `attempts::Plan` (point requests are hedged: another member is asked `HEDGE` after the
+    /// last attempt while it is still waiting; the first answer wins).
     pub(crate) async fn call<T, F, Fut>(&self, deadline: Deadline, f: F) -> Result<T, CallError>
     where
         F: Fn(Member) -> Fut,
         Fut: Future<Output = Result<T, etcd_client::Error>>,
     {
         let n = self.members.len();
-        let start = self.current.load(Ordering::Relaxed);
+        let started = Instant::now();
+        let mut plan = Plan::new(
+            n,
+            self.current.load(Ordering::Relaxed),
+            deadline.limit(),
+            REQUEST_TIMEOUT,
+            deadline.hedge(),
+        );
+        let attempt = |idx: usize, limit: Duration| {
+            let fut = f(self.members[idx].clone());
+            async move { (idx, limit, Instant::now(), tokio::time::timeout(limit, fut).await) }
+        };
+        let mut pending = FuturesUnordered::new();
         let mut last = None;
-        // Whether every member tried so far only was slow (no refusal, no "no leader").
-        let mut all_slow = true;
-        for i in 0..n {
-            let idx = (start + i) % n;
-            // The last member tried gets the long limit when every other one was only slow (and
-            // the only member of a one-member etcd always): a healthy but busy cluster (a bulk
-            // fill, a loaded disk) is waited for, not failed, and a write is sent at most once
-            // per member however slow the cluster is. When another member was down or had no
-            // leader, a stuck last attempt is a member that has not noticed the leader's death:
-            // the short limit stands.
-            let long = i + 1 == n && all_slow;
-            let limit = if long { REQUEST_TIMEOUT.max(deadline.limit()) } else { deadline.limit() };
-            let m = self.members[idx].clone();
-            let endpoint = m.endpoint.clone();
-            let sent = Instant::now();
-            let e = match tokio::time::timeout(limit, f(m)).await {
+        loop {
+            let wake = loop {
+                match plan.next(started.elapsed()) {
+                    Next::Launch { member, limit } => {
+                        if !pending.is_empty() {
+                            tracing::debug!(member = %self.members[member].endpoint, "etcd call hedged");
+                        }
+                        pending.push(attempt(member, limit));
+                    }
+                    Next::Wait(at) => break at,
+                    Next::GiveUp => {
+                        return Err(
+                            last.unwrap_or(CallError::Timeout("no etcd member".into(), REQUEST_TIMEOUT))
+                        );
+                    }
+                }
+            };
+            let sleep = async {
+                match wake {
+                    Some(at) => tokio::time::sleep_until((started + at).into()).await,
+                    None => std::future::pending().await,
+                }
+            };
+            let (idx, limit, sent, r) = tokio::select! {
+                Some(done) = pending.next() => done,
+                () = sleep => continue,
+            };
+            let endpoint = &self.members[idx].endpoint;
+            let (e, how) = match r {
                 Ok(Ok(v)) => {
                     self.current.store(idx, Ordering::Relaxed);
                     return Ok(v);
                 }
                 Ok(Err(e)) if !unreachable(&e) => return Err(CallError::Etcd(e)),
                 Ok(Err(e)) => {
-                    all_slow = false;
-                    CallError::Etcd(e)
+                    let how = if down(&e) { Ended::Down } else { Ended::Refused };
+                    (CallError::Etcd(e), how)
                 }
-                Err(_) => CallError::Timeout(endpoint.clone(), limit),
+                Err(_) => (CallError::Timeout(endpoint.clone(), limit), Ended::TimedOut),
             };
             tracing::debug!(
                 member = %endpoint,
                 ms = sent.elapsed().as_millis() as u64,
                 error = %e,
-                "etcd call failed on one member; asking the next"
+                "etcd call failed on one member; asking another"
             );
-            // The next call starts on the next member.
+            plan.ended(idx, how, started.elapsed());
+            // The next call starts on the member after this one.
             let _ = self.current.compare_exchange(idx, (idx + 1) % n, Ordering::Relaxed, Ordering::Relaxed);
             last = Some(e);
         }
-        Err(last.unwrap_or(CallError::Timeout("no etcd member".into(), REQUEST_TIMEOUT)))
     }
 }

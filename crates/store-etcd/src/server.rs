@@ -39,6 +39,12 @@ impl Member<'_> {
             // The election settings a deployment should use (docs/operations.md).
             .args(["--heartbeat-interval", &crate::ETCD_HEARTBEAT_MS.to_string()])
             .args(["--election-timeout", &crate::ETCD_ELECTION_MS.to_string()])
+            .arg(format!("--pre-vote={}", crate::ETCD_PRE_VOTE))
+            // JSON lines with times to the millisecond (`election_log.rs` reads the elections).
+            .args(["--logger", "zap", "--log-outputs", "stderr"])
+            // Measuring other settings without a rebuild (etcd takes a flag's last value):
+            // `ROMANA_TEST_ETCD_FLAGS="--election-timeout 500"`.
+            .args(std::env::var("ROMANA_TEST_ETCD_FLAGS").unwrap_or_default().split_whitespace())
             .stdout(log.try_clone()?)
             .stderr(log)
             .spawn()

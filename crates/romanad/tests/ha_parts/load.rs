@@ -28,6 +28,8 @@ pub struct Load {
 pub struct Window {
     /// The longest interval with no acknowledged allocation.
     pub gap: Duration,
+    /// When it began, from the window's start.
+    pub gap_at: Duration,
     /// Calls that failed (each retried).
     pub failed: usize,
     /// The first failure's text.
@@ -84,12 +86,24 @@ impl Load {
         let mut edges = vec![from];
         edges.extend(times);
         edges.push(to);
-        let gap = edges.windows(2).map(|w| w[1] - w[0]).max().unwrap_or_default();
+        let (gap, gap_at) = edges.windows(2).map(|w| (w[1] - w[0], w[0] - from)).max().unwrap_or_default();
         let slowest = inside.iter().map(|(s, t, ..)| *t - *s).max().unwrap_or_default();
         let errors = self.errors.lock().unwrap();
         let failed: Vec<&String> =
             errors.iter().filter(|(t, _)| *t >= from && *t < to).map(|(_, e)| e).collect();
-        Window { gap, failed: failed.len(), first_error: failed.first().map(|e| e.to_string()), slowest }
+        Window {
+            gap,
+            gap_at,
+            failed: failed.len(),
+            first_error: failed.first().map(|e| e.to_string()),
+            slowest,
+        }
+    }
+
+    /// How long after `at` the first allocation was acknowledged (`None`: none yet).
+    pub fn first_ack_after(&self, at: Instant) -> Option<Duration> {
+        let acked = self.acked.lock().unwrap();
+        acked.iter().filter(|(_, t, ..)| *t >= at).map(|(_, t, ..)| *t - at).min()
     }
 
     /// Every failure since `from`, with its offset (for `HA_DEBUG`).
