@@ -3,9 +3,13 @@
 //! leaf), the consistency check (10,000 endpoint records parsed and compared every 5 s) and the
 //! watch lines of large batches. On the runtime that work held a worker for as long as it ran,
 //! and requests waited behind it: an allocation's tail at 1,000 policies x 10,000 endpoints
-//! was 131 ms against 1 ms on an empty cluster (docs/benchmarks.md, issue 22). Two threads at
-//! nice 10, so that, when they saturate, request threads win the CPU. Knows nothing of what the
-//! jobs do.
+//! was 131 ms against 1 ms on an empty cluster (docs/benchmarks.md, issue 22). Two threads;
+//! knows nothing of what the jobs do.
+//!
+//! The threads run at the normal priority: the jobs take the IPAM's read lock (one host's routes,
+//! the listing of allocations), and at nice 10 a job preempted while holding it kept the IPAM
+//! actor waiting for the lock (allocations p99 64 ms, maximum 668 ms, at load average 15; the
+//! same run at normal priority is in docs/benchmarks.md).
 
 use std::sync::mpsc::{Sender, channel};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -24,7 +28,6 @@ fn pool() -> Option<&'static Mutex<Sender<Job>>> {
         for i in 0..THREADS {
             let rx = Arc::clone(&rx);
             let spawned = std::thread::Builder::new().name(format!("romanad-bg-{i}")).spawn(move || {
-                crate::hash_pool::lower_priority();
                 loop {
                     // Held only while waiting for the next job.
                     let job = match rx.lock().unwrap_or_else(|p| p.into_inner()).recv() {

@@ -70,7 +70,7 @@ impl HashPool {
 /// Lowers the calling thread's CPU priority to nice 10 (Linux: `PRIO_PROCESS` with 0 is the
 /// calling thread). Best effort: without it, hashing competes with request threads as an equal.
 #[allow(unsafe_code)]
-pub(crate) fn lower_priority() {
+fn lower_priority() {
     // SAFETY: setpriority takes plain integers and touches no memory of ours.
     let _ = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 10) };
 }

@@ -102,7 +102,9 @@ pub fn spawn(
                 let live = || l.read().unwrap_or_else(|p| p.into_inner());
                 let stale = i.read(|v| cache.stale(&v.ipam, &live()));
                 for host in &stale {
-                    i.read(|v| cache.refresh(&v.ipam, &live(), host));
+                    // The IPAM's read lock for the routes only; their JSON after it.
+                    let found = i.read(|v| crate::route_cache::routes_of(&v.ipam, &live(), host));
+                    cache.keep(host, found);
                 }
                 (cache, stale.len())
             })
