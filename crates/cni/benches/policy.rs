@@ -183,9 +183,11 @@ struct Write {
 }
 
 /// Where each write's time went, from the agent's debug log: romanad's answer, the change's
-/// arrival at the agent (its `firewall watch event` line for the server's policy), the wait
-/// until the pass that enforced it started, that pass's compile and apply (`firewall pass`:
-/// `compile_ms`, `pass_ms`, `total_ms`), and the probe's detection after the pass.
+/// arrival at the agent (its `firewall watch event` line for the server's policy, when the agent
+/// logs it), the start of the pass that enforced it (the first `firewall pass` line ending after
+/// the write, less its `total_ms`, or its compile and apply when the agent does not log that),
+/// that pass's compile and apply (`compile_ms`, `pass_ms`), the write -> committed time, and the
+/// probe's detection after the pass.
 fn write_steps(log: &str, writes: &[Write]) -> String {
     let field = |line: &str, name: &str| {
         line.split_whitespace().find_map(|w| w.strip_prefix(name)).and_then(|v| v.parse::<f64>().ok())
@@ -200,29 +202,35 @@ fn write_steps(log: &str, writes: &[Write]) -> String {
         .lines()
         .filter(|l| l.contains("firewall pass"))
         .filter_map(|l| {
-            Some((log_time(l)?, field(l, "total_ms=")?, field(l, "compile_ms=")?, field(l, "pass_ms=")?))
+            let (compile, apply) = (field(l, "compile_ms=")?, field(l, "pass_ms=")?);
+            let total = field(l, "total_ms=")
+                .unwrap_or_else(|| compile + apply + field(l, "read_wait_ms=").unwrap_or(0.0));
+            Some((log_time(l)?, total, compile, apply))
         })
         .collect();
     let mut steps: Vec<(&str, Vec<f64>)> =
-        ["answered", "arrived", "waited", "compile", "apply", "rest of pass", "probe"]
+        ["answered", "arrived", "pass started", "compile", "apply", "committed", "probe"]
             .into_iter()
             .map(|k| (k, Vec::new()))
             .collect();
     for w in writes {
-        let Some(&seen) = events.iter().find(|t| **t >= w.sent) else { continue };
-        let Some(&(end, total, compile, apply)) = passes.iter().find(|p| p.0 >= seen) else { continue };
-        let start = end - total / 1e3;
+        let Some(&(end, total, compile, apply)) = passes.iter().find(|p| p.0 - p.1 / 1e3 >= w.sent) else {
+            continue;
+        };
+        let arrived = events.iter().find(|t| **t >= w.sent).map_or(f64::NAN, |t| (t - w.sent) * 1e3);
         let values = [
             (w.answered - w.sent) * 1e3,
-            (seen - w.sent) * 1e3,
-            (start - seen) * 1e3,
+            arrived,
+            (end - total / 1e3 - w.sent) * 1e3,
             compile,
             apply,
-            total - compile - apply,
+            (end - w.sent) * 1e3,
             (w.enforced - end) * 1e3,
         ];
         for ((_, v), x) in steps.iter_mut().zip(values) {
-            v.push(x);
+            if !x.is_nan() {
+                v.push(x);
+            }
         }
     }
     steps
