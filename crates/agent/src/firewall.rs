@@ -196,6 +196,7 @@ impl Firewall {
     /// One pass: compile, take the table as last applied (or read the kernel's, with `read` or
     /// when unknown), apply the difference. Returns what changed.
     pub async fn sync(&self, metrics: &Metrics, read: bool) -> Result<PlanSummary, FirewallError> {
+        let entered = Instant::now();
         // The kernel is read before taking the pass lock, so that a large table's listing never
         // delays a change; a read that a change overtook is dropped.
         let fresh = if read {
@@ -286,6 +287,7 @@ impl Firewall {
                     compile_ms = compiled_in.as_secs_f64() * 1e3,
                     read_wait_ms = read_wait.as_secs_f64() * 1e3,
                     pass_ms = t.elapsed().as_secs_f64() * 1e3,
+                    total_ms = entered.elapsed().as_secs_f64() * 1e3,
                     "firewall pass"
                 );
                 r
@@ -439,8 +441,15 @@ fn tell_library(library: Option<bool>) {
 pub fn watch(fw: &Firewall, watch: &mut SharedWatch) {
     let (ctx, wake) = (fw.ctx.clone(), fw.wake.clone());
     watch.add(&["endpoints/", "policies/", "netpols/", "tenants/", "segments/"], move |f| {
-        if let romana_store::follow::Followed::Lost { error, retry_in } = &f {
-            tracing::warn!(%error, ?retry_in, "policy watch failed; retrying");
+        match &f {
+            romana_store::follow::Followed::Lost { error, retry_in } => {
+                tracing::warn!(%error, ?retry_in, "policy watch failed; retrying")
+            }
+            // When a change reached the agent (the policy bench's write -> enforced breakdown).
+            romana_store::follow::Followed::Event(e) => {
+                tracing::debug!(key = %e.key, revision = e.revision, "firewall watch event")
+            }
+            romana_store::follow::Followed::Synced { .. } => {}
         }
         for a in ctx.step(Event::Watched(Stream::Firewall, f)) {
             if a == Action::WakeFirewall {

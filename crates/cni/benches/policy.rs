@@ -20,18 +20,24 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[path = "policy/steps.rs"]
+mod steps;
 
 use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{agent, agent_metric, cni, conf, iperf, nft_in, nft_script, probe, signal, wait_for};
+use common::{agent_metric, cni, conf, iperf, nft_in, nft_script, probe, signal, wait_for};
 use romana_api::rest::{AddressRequest, Credentials, EndpointInfo, HostRequest, TenantRequest};
 use romana_client::Client;
 use romana_test_support::{Netns, TempDir};
 use serde_json::json;
+use steps::{Write, add_steps, epoch_now, write_steps};
 
 fn pct(v: &[f64], p: f64) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
     let mut v = v.to_vec();
     v.sort_by(f64::total_cmp);
     v[((v.len() as f64 - 1.0) * p).round() as usize]
@@ -77,14 +83,15 @@ fn agent_cpu_seconds(a: &common::Agent) -> f64 {
     (ticks(11) + ticks(12)) / 100.0
 }
 
-/// The agent on the bench's host, its table read by `nft -j` or over netlink, logging each
-/// pass's times (debug level).
+/// The agent on the bench's host, its table read by `nft -j` or over netlink, logging at
+/// `filter` (`RUST_LOG`; at debug level each pass's times).
 fn agent_reading(
     creds: &std::path::Path,
     netns: &str,
     socket: &std::path::Path,
     log: &std::path::Path,
     netlink: bool,
+    filter: &str,
 ) -> common::Agent {
     let bin = romana_test_support::sibling_bin(env!("CARGO_BIN_EXE_romana-cni"), "romana-agent");
     let child = std::process::Command::new(bin)
@@ -94,7 +101,7 @@ fn agent_reading(
         .arg("--credentials")
         .arg(creds)
         .env("ROMANA_NFT_NETLINK_READ", if netlink { "1" } else { "0" })
-        .env("RUST_LOG", "info,romana_agent=debug")
+        .env("RUST_LOG", filter)
         .stdout(std::process::Stdio::null())
         .stderr(std::fs::File::create(log).expect("agent log"))
         .spawn()
@@ -148,32 +155,6 @@ async fn add_pod(ns: &Netns, cid: &str, sock: &std::path::Path, labels: &str) ->
     let ip =
         r["ips"][0]["address"].as_str().expect("address").split('/').next().expect("ip").parse().expect("ip");
     (ip, ms)
-}
-
-/// The agent's account of each ADD (its `CNI ADD` log line: `alloc_ms=`, `policy_ms=`,
-/// `plumb_ms=`...), over the ADDs of containers named `<prefix><n>`: each step's p50 and p99.
-fn add_steps(log: &str, prefix: &str) -> String {
-    let mut steps: std::collections::BTreeMap<&str, Vec<f64>> = Default::default();
-    for line in log.lines().filter(|l| l.contains("CNI ADD")) {
-        let fields: Vec<(&str, &str)> = line.split_whitespace().filter_map(|f| f.split_once('=')).collect();
-        let ours = fields.iter().any(|(k, v)| {
-            let n = v.split(':').nth(2).and_then(|cid| cid.strip_prefix(prefix));
-            *k == "address" && n.is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
-        });
-        if !ours {
-            continue;
-        }
-        for (k, v) in fields.into_iter().filter(|(k, _)| k.ends_with("_ms")) {
-            if let Ok(v) = v.parse::<f64>() {
-                steps.entry(k).or_default().push(v);
-            }
-        }
-    }
-    steps
-        .iter()
-        .map(|(k, v)| format!("{k} {:.2}/{:.2}", pct(v, 0.5), pct(v, 0.99)))
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 /// Loads the synthetic cluster: hosts, tenants, `endpoints` allocations with records, `policies`
@@ -299,7 +280,16 @@ async fn main() {
         .expect("tenant");
     let sock = dir.path().join("h.sock");
     // The release agent: `cargo bench` builds this binary in release, the agent must be too.
-    let _agent = agent(&creds, "hq", "192.168.77.1", &host.0, &sock, &dir.path().join("agent.log"));
+    // Its firewall at debug level: each watch event's arrival and each pass's times, for the
+    // write -> enforced breakdown.
+    let _agent = agent_reading(
+        &creds,
+        &host.0,
+        &sock,
+        &dir.path().join("agent.log"),
+        false,
+        "info,romana_agent::firewall=debug",
+    );
     wait_for("agent ready", 30, || cni("STATUS", "", "", &conf("1.1.0", &sock), "").0 == 0).await;
 
     let srv = Netns::new(&format!("rmq-{pid}-srv")).expect("pod");
@@ -353,13 +343,17 @@ async fn main() {
     // Write -> enforcement: one write each way. srv's policy is updated to admit another role
     // (the client is refused from then on), then back (admitted again).
     let (mut closing, mut opening) = (Vec::new(), Vec::new());
+    // Each write's wall-clock times (sent, answered, seen enforced), for the breakdown below.
+    let mut writes: Vec<Write> = Vec::new();
     for _ in 0..samples {
-        let start = Instant::now();
-        admin.apply_netpol(&srv_policy("nobody")).await.expect("update");
-        closing.push(until(netns_path(&cli), srv_ip, false, start).as_secs_f64() * 1e3);
-        let start = Instant::now();
-        admin.apply_netpol(&srv_policy("bench-cli")).await.expect("update");
-        opening.push(until(netns_path(&cli), srv_ip, true, start).as_secs_f64() * 1e3);
+        for (role, open, into) in [("nobody", false, &mut closing), ("bench-cli", true, &mut opening)] {
+            let (start, sent) = (Instant::now(), epoch_now());
+            admin.apply_netpol(&srv_policy(role)).await.expect("update");
+            let answered = sent + start.elapsed().as_secs_f64();
+            let took = until(netns_path(&cli), srv_ip, open, start).as_secs_f64();
+            into.push(took * 1e3);
+            writes.push(Write { sent, answered, enforced: sent + took });
+        }
     }
 
     let cpu_per_pass_ms = (agent_cpu_seconds(&_agent) - cpu0) * 1e3
@@ -456,6 +450,8 @@ async fn main() {
         pct(&opening, 0.5),
         pct(&opening, 0.99)
     );
+    let log = std::fs::read_to_string(dir.path().join("agent.log")).unwrap_or_default();
+    println!("    where a write's time went (p50/p99, ms): {}", write_steps(&log, &writes));
     println!(
         "  CNI ADD: loaded p50 {:.1} ms p99 {:.1} ms vs empty cluster p50 {:.1} ms p99 {:.1} ms (ratio p50 {:.2})",
         pct(&loaded_add, 0.5),
@@ -466,7 +462,6 @@ async fn main() {
     );
     // Where each ADD's time went, as the agent saw it (p50/p99, ms); the rest of an ADD is the
     // plugin's process start and the socket round trip.
-    let log = std::fs::read_to_string(dir.path().join("agent.log")).unwrap_or_default();
     println!("    agent's steps, loaded: {}", add_steps(&log, "b"));
     println!("    agent's steps, empty:  {}", add_steps(&log, "a"));
     if throughput {
@@ -507,7 +502,7 @@ async fn main() {
     for (reader, netlink) in [("nft -j", false), ("netlink", true)] {
         let log = dir.path().join(format!("agent-restart-{netlink}.log"));
         let t = Instant::now();
-        let restarted = agent_reading(&creds, &host.0, &sock, &log, netlink);
+        let restarted = agent_reading(&creds, &host.0, &sock, &log, netlink, "info,romana_agent=debug");
         // Polled every 5 ms (wait_for's 100 ms would be the resolution).
         loop {
             if std::os::unix::net::UnixStream::connect(&sock).is_ok()

@@ -128,7 +128,8 @@ impl Command {
 /// The handle services use.
 #[derive(Debug, Clone)]
 pub struct IpamHandle {
-    tx: mpsc::Sender<Command>,
+    /// Each command with the moment it was sent (the batch log's `queued_ms`).
+    tx: mpsc::Sender<(Instant, Command)>,
     view: Arc<RwLock<Synced>>,
     /// Signalled after every batch of store events applied to the replica (so after every
     /// change, local or another replica's): the route manager recomputes on it.
@@ -182,7 +183,7 @@ impl IpamHandle {
     async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> ServiceResult<T> {
         let (tx, rx) = oneshot::channel();
         self.tx
-            .send(make(tx))
+            .send((Instant::now(), make(tx)))
             .await
             .map_err(|_| ServiceError::Unavailable("IPAM is shutting down".into()))?;
         rx.await.map_err(|_| ServiceError::Unavailable("IPAM stopped before answering".into()))?
@@ -303,36 +304,53 @@ impl Actor {
         self.view.write().unwrap_or_else(|p| p.into_inner())
     }
 
-    async fn run(self, mut rx: mpsc::Receiver<Command>, feed: mpsc::UnboundedReceiver<Feed>) {
+    async fn run(self, mut rx: mpsc::Receiver<(Instant, Command)>, feed: mpsc::UnboundedReceiver<Feed>) {
         let mut feed = FeedState { rx: feed, outage: None, ended: false };
         loop {
             tokio::select! {
                 cmd = rx.recv() => {
-                    let Some(cmd) = cmd else { return };
+                    let Some((sent, cmd)) = cmd else { return };
                     if let Some(o) = &feed.outage {
                         cmd.refuse(o.refusal(Instant::now()));
                         continue;
                     }
+                    let taken = Instant::now();
                     let mut batch = vec![cmd];
                     while batch.len() < MAX_BATCH {
                         match rx.try_recv() {
-                            Ok(c) => batch.push(c),
+                            Ok((_, c)) => batch.push(c),
                             Err(_) => break,
                         }
                     }
                     // Decide only from a copy at least as new as anything acknowledged anywhere.
-                    if batch.iter().any(Command::decides)
-                        && let Err(e) = self.catch_up(&mut feed).await
-                    {
-                        for cmd in batch {
-                            cmd.refuse(e.clone());
+                    let mut fenced = false;
+                    if batch.iter().any(Command::decides) {
+                        match self.catch_up(&mut feed).await {
+                            Ok(f) => fenced = f,
+                            Err(e) => {
+                                for cmd in batch {
+                                    cmd.refuse(e.clone());
+                                }
+                                continue;
+                            }
                         }
-                        continue;
                     }
                     // A caller that gave up (its request timed out) was told it failed: doing
                     // its change now would contradict that.
                     batch.retain(|c| !c.abandoned());
+                    let (caught_up, commands) = (Instant::now(), batch.len());
                     self.handle(batch).await;
+                    // Where a command's time went (docs/benchmarks.md, issue 22: the allocation
+                    // tail): `RUST_LOG=romana_services::ipam_sync=debug`.
+                    let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
+                    tracing::debug!(
+                        commands,
+                        queued_ms = ms(taken - sent),
+                        catch_up_ms = ms(caught_up - taken),
+                        fenced,
+                        handle_ms = ms(caught_up.elapsed()),
+                        "ipam batch"
+                    );
                 }
                 item = feed.rx.recv(), if !feed.ended => self.on_feed(&mut feed, item),
             }
@@ -390,8 +408,8 @@ impl Actor {
 
     /// Waits until the copy has reached the store's current revision (`ipam_catch_up.rs`),
     /// applying the feed meanwhile; refuses when the store does not answer, the watch is lost or
-    /// the copy does not catch up in time.
-    async fn catch_up(&self, feed: &mut FeedState) -> ServiceResult<()> {
+    /// the copy does not catch up in time. Says whether it had to write the fence.
+    async fn catch_up(&self, feed: &mut FeedState) -> ServiceResult<bool> {
         let started = Instant::now();
         let mut target = store_call("reading the store's revision", self.store.revision()).await?;
         let mut fenced = false;
@@ -401,7 +419,7 @@ impl Actor {
             }
             let copy = read_lock(&self.view).revision;
             match catch_up::step(copy, target, started.elapsed(), fenced) {
-                Step::Ready => return Ok(()),
+                Step::Ready => return Ok(fenced),
                 Step::GiveUp => return Err(ServiceError::Unavailable(catch_up::lag_message(copy, target))),
                 Step::Fence => {
                     let put = Txn::when(vec![], vec![Op::put(self.keys.under("fence"), Vec::new())]);

@@ -7,6 +7,7 @@
 pub mod auth;
 pub mod auth_state;
 pub mod authenticate;
+pub mod background;
 pub mod check_api;
 pub mod check_tracker;
 pub mod consistency;

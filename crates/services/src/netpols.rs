@@ -61,6 +61,7 @@ async fn apply(
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult<(StatusCode, Json<NetworkPolicy>)> {
+    let started = std::time::Instant::now();
     let np = validated(parse(&headers, &body)?)?;
     if !crate::scope::visible(&who, &np.metadata.namespace) {
         return Err(ApiError::new(
@@ -78,6 +79,7 @@ async fn apply(
             failure: vec![Op::put(&key, value)],
         })
         .await?;
+    tracing::debug!(total_ms = started.elapsed().as_secs_f64() * 1e3, "policy write");
     Ok((if r.succeeded { StatusCode::CREATED } else { StatusCode::OK }, Json(np)))
 }
 

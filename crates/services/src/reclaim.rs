@@ -20,9 +20,22 @@ pub fn now_ms() -> u64 {
 }
 
 /// The picture as this replica sees it now: IPAM's allocations, hosts and blocks, the endpoint
-/// registry from the store, liveness as the route manager's loop last read it.
+/// registry from the store, liveness as the route manager's loop last read it. The store is read
+/// here; the records are parsed and the picture built on a background thread (10,000 endpoint
+/// records are tens of ms of CPU that requests must not wait behind, issue 22).
 pub async fn gather(s: &AppState) -> ServiceResult<Picture> {
     let (kvs, _) = s.store.range(&s.keys.endpoints()).await?;
+    let reports = crate::consistency_reports::read(s).await?;
+    let st = s.clone();
+    Ok(crate::background::run(move || picture(&st, &kvs, reports)).await)
+}
+
+/// The picture from the endpoint records `kvs` and the hosts' `reports` (CPU only).
+fn picture(
+    s: &AppState,
+    kvs: &[romana_store::KeyValue],
+    reports: std::collections::BTreeMap<String, romana_api::diagnose::StoredReport>,
+) -> Picture {
     let endpoints = kvs
         .iter()
         .filter_map(|kv| serde_json::from_slice::<EndpointInfo>(&kv.value).ok())
@@ -34,17 +47,17 @@ pub async fn gather(s: &AppState) -> ServiceResult<Picture> {
             host: e.host,
         })
         .collect();
-    let mut p = s.ipam.read(|v| Picture {
-        allocations: v
-            .ipam
-            .allocations()
+    // Under the IPAM's read lock only the listing (names are shared, not copied): the actor
+    // waits for this lock before every change.
+    let (allocations, hosts, blocks) =
+        s.ipam.read(|v| (v.ipam.allocations(), v.ipam.hosts(), v.ipam.blocks()));
+    let mut p = Picture {
+        allocations: allocations
             .into_iter()
             .map(|a| Alloc { name: a.name.to_string(), ip: a.ip.to_string(), host: a.host.to_string() })
             .collect(),
-        hosts: v.ipam.hosts().into_iter().map(|h| h.name.to_string()).collect(),
-        blocks: v
-            .ipam
-            .blocks()
+        hosts: hosts.into_iter().map(|h| h.name.to_string()).collect(),
+        blocks: blocks
             .into_iter()
             .filter_map(|b| {
                 b.owner.map(|(_, _, h)| Block {
@@ -55,13 +68,13 @@ pub async fn gather(s: &AppState) -> ServiceResult<Picture> {
             })
             .collect(),
         ..Picture::default()
-    });
+    };
     p.endpoints = endpoints;
-    p.reports = crate::consistency_reports::read(s).await?;
+    p.reports = reports;
     let l = s.liveness.read().unwrap_or_else(|e| e.into_inner());
     p.monitored = l.monitored.clone();
     p.live = l.live.clone();
-    Ok(p)
+    p
 }
 
 async fn is_leader(s: &AppState) -> bool {
@@ -71,15 +84,29 @@ async fn is_leader(s: &AppState) -> bool {
 
 /// One pass: gather, observe, set the gauges, and (the leader) release what is due.
 pub async fn pass(s: &AppState, now: u64) -> ServiceResult<usize> {
+    let started = std::time::Instant::now();
     let p = gather(s).await?;
-    let seen = s.check.observe(&p, now);
-    let found = crate::consistency_kernel::check_all(&p, &seen, now, s.check.graces);
-    s.metrics.set_disagreements(&consistency::counts(&found));
+    let gathered = started.elapsed();
+    // The check compares every allocation with every record: on the background thread too.
+    let st = s.clone();
+    let (endpoints, due) = crate::background::run(move || {
+        let seen = st.check.observe(&p, now);
+        let found = crate::consistency_kernel::check_all(&p, &seen, now, st.check.graces);
+        st.metrics.set_disagreements(&consistency::counts(&found));
+        (p.endpoints.len(), consistency::reclaim(&p, &seen, now, st.check.graces))
+    })
+    .await;
+    tracing::debug!(
+        endpoints,
+        gather_ms = gathered.as_secs_f64() * 1e3,
+        check_ms = (started.elapsed() - gathered).as_secs_f64() * 1e3,
+        "consistency pass"
+    );
     if !is_leader(s).await {
         return Ok(0);
     }
     let mut done = 0;
-    for r in consistency::reclaim(&p, &seen, now, s.check.graces) {
+    for r in due {
         let why = match r.reason {
             Reason::DeadHost => {
                 // The record first, so a failed release leaves a leak (reclaimed later), never

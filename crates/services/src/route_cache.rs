@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 
+use romana_api::rest::HostRoutesInfo;
 use romana_ipam::Ipam;
 use romana_model::HostName;
 
@@ -17,6 +18,12 @@ pub fn published_set(ipam: &Ipam, live: &Liveness, host: &HostName) -> Option<Ve
     let mut r = host_routes(ipam, live, host, 0).ok()?;
     r.revision = 0;
     Some(serde_json::to_vec(&r).expect("route sets serialize"))
+}
+
+/// `host`'s stamp and routes from one IPAM state (`None`: the IPAM does not know it).
+pub fn routes_of(ipam: &Ipam, live: &Liveness, host: &HostName) -> Option<(u64, HostRoutesInfo)> {
+    let dead = |h: &HostName| live.is_dead(h.as_str());
+    Some((ipam.route_stamp(host, &dead)?, host_routes(ipam, live, host, 0).ok()?))
 }
 
 /// Route sets by host name, each with its inputs' stamp.
@@ -41,12 +48,19 @@ impl RouteSetCache {
 
     /// Computes `host`'s set and its stamp from the same IPAM state and keeps both.
     pub fn refresh(&mut self, ipam: &Ipam, live: &Liveness, host: &HostName) {
-        let dead = |h: &HostName| live.is_dead(h.as_str());
-        match (ipam.route_stamp(host, &dead), published_set(ipam, live, host)) {
-            (Some(stamp), Some(set)) => {
+        self.keep(host, routes_of(ipam, live, host));
+    }
+
+    /// Keeps what `routes_of` found for `host` (serialized here: `routes_of` is the part that
+    /// needs the IPAM, so the route manager holds the IPAM's lock only for it).
+    pub fn keep(&mut self, host: &HostName, found: Option<(u64, HostRoutesInfo)>) {
+        match found {
+            Some((stamp, mut set)) => {
+                set.revision = 0;
+                let set = serde_json::to_vec(&set).expect("route sets serialize");
                 self.sets.insert(host.to_string(), (stamp, set));
             }
-            _ => {
+            None => {
                 self.sets.remove(host.as_str());
             }
         }

@@ -92,17 +92,24 @@ pub fn spawn(
                 continue;
             }
             // Only the sets whose inputs moved are computed again (`route_cache.rs`: one change
-            // costs its leaf's hosts), one host per read, yielding between hosts: a full pass is
-            // long at thousands of hosts and must not hold the IPAM or a runtime worker.
+            // costs its leaf's hosts), one host per read of the IPAM, on a background thread: a
+            // pass is long at thousands of hosts (and at a hundred in one leaf) and must neither
+            // hold the IPAM nor a runtime worker (allocations waited behind it, issue 22).
             let pass_start = Instant::now();
-            let stale =
-                ipam.read(|v| cache.stale(&v.ipam, &liveness.read().unwrap_or_else(|p| p.into_inner())));
-            for host in &stale {
-                ipam.read(|v| {
-                    cache.refresh(&v.ipam, &liveness.read().unwrap_or_else(|p| p.into_inner()), host)
-                });
-                tokio::task::yield_now().await;
-            }
+            let (taken, i, l) = (std::mem::take(&mut cache), ipam.clone(), Arc::clone(&liveness));
+            let (refreshed, recomputed) = crate::background::run(move || {
+                let mut cache = taken;
+                let live = || l.read().unwrap_or_else(|p| p.into_inner());
+                let stale = i.read(|v| cache.stale(&v.ipam, &live()));
+                for host in &stale {
+                    // The IPAM's read lock for the routes only; their JSON after it.
+                    let found = i.read(|v| crate::route_cache::routes_of(&v.ipam, &live(), host));
+                    cache.keep(host, found);
+                }
+                (cache, stale.len())
+            })
+            .await;
+            cache = refreshed;
             let changed: Vec<(&String, &Vec<u8>)> =
                 cache.sets().filter(|(h, v)| published.get(*h) != Some(*v)).collect();
             let gone: Vec<String> = published.keys().filter(|h| !cache.contains(h)).cloned().collect();
@@ -124,7 +131,7 @@ pub fn spawn(
             tracing::debug!(
                 ipam_revision = input.0,
                 hosts = cache.len(),
-                recomputed = stale.len(),
+                recomputed,
                 written = ops.len(),
                 compute_ms = computed.as_secs_f64() * 1e3,
                 publish_ms = (pass_start.elapsed() - computed).as_secs_f64() * 1e3,

@@ -26,6 +26,8 @@ use crate::watch_filter::Filter;
 
 /// Batches one stream may have unsent before it is cut off.
 pub const STREAM_QUEUE: usize = 1024;
+/// A batch whose values pass this many bytes has its lines made on a background thread.
+const BACKGROUND_BYTES: usize = 64 << 10;
 /// Batches kept for streams that start behind the newest one.
 const RECENT_BATCHES: usize = 4096;
 /// ...and at most this many bytes of their lines.
@@ -334,8 +336,15 @@ async fn pump(hub: Weak<Hub>) {
             match rx.recv().await {
                 Some(Ok(events)) if events.is_empty() => {}
                 Some(Ok(events)) => {
+                    let b = if events.iter().map(|e| e.kv.value.len()).sum::<usize>() > BACKGROUND_BYTES {
+                        // A large batch (the route manager's sets after a new block) is tens of ms
+                        // of JSON: off the runtime's workers, still in order (the pump waits).
+                        let k = keys.clone();
+                        crate::background::run(move || batch(&k, &events)).await
+                    } else {
+                        batch(&keys, &events)
+                    };
                     let Some(h) = hub.upgrade() else { return };
-                    let b = batch(&keys, &events);
                     last = Some(b.revision);
                     h.publish(b);
                 }

@@ -144,3 +144,25 @@ fn batches_nobody_wants_skip_the_streams() {
     w.add(&filter(&["ipam"], 1, SERVICE_PREFIXES));
     assert!(w.wants(&b("liveness/h1")));
 }
+
+#[tokio::test]
+async fn a_large_batch_made_off_the_runtime_keeps_its_place_and_its_lines() {
+    let (store, keys, hub) = running_hub(STREAM_QUEUE).await;
+    let from = hub.stats().covered_from;
+    let mut all = hub.subscribe(filter(&["routes/"], from, SERVICE_PREFIXES)).unwrap();
+    // One transaction over BACKGROUND_BYTES (its lines are made on a background thread), between
+    // two small ones: the stream gets all three, in revision order, each line as `line` makes it.
+    let big = serde_json::to_vec(&serde_json::json!({"routes": "x".repeat(BACKGROUND_BYTES)})).unwrap();
+    store.put(&keys.under("routes/a"), b"{\"n\":1}".to_vec()).await.unwrap();
+    let ops = vec![
+        romana_store::Op::put(keys.under("routes/b"), big.clone()),
+        romana_store::Op::put(keys.under("routes/c"), big),
+    ];
+    store.txn(romana_store::Txn::when(vec![], ops)).await.unwrap();
+    store.put(&keys.under("routes/d"), b"{\"n\":2}".to_vec()).await.unwrap();
+    assert_eq!(keys_until(&mut all.rx, "routes/d").await, ["routes/a", "routes/b", "routes/c", "routes/d"]);
+    let (kvs, _) = store.range(&keys.under("routes/")).await.unwrap();
+    let replay = hub.subscribe(filter(&["routes/"], from, SERVICE_PREFIXES)).unwrap().replay;
+    let want: Vec<Bytes> = kvs.iter().map(|kv| line(&keys, WatchKind::Put, kv).bytes).collect();
+    assert_eq!(replay, want, "the lines kept are the ones `line` makes");
+}
