@@ -4,7 +4,8 @@
 
 use std::time::{Duration, Instant};
 
-use romana_api::agent::AgentError;
+use romana_api::agent::{AgentError, stack_base};
+use romana_api::rest::EndpointInfo;
 
 use crate::machine::cni::{Answer, CniAction, CniEvent, PlumbFailure, Refused};
 use crate::ports::{Enforcer, Plumbing, Romanad};
@@ -70,29 +71,7 @@ pub async fn run<R: Romanad, P: Plumbing, E: Enforcer>(
                     ("register", CniEvent::EndpointRead(r))
                 }
                 CniAction::Register(infos) => {
-                    let put =
-                        |i| async move { ports.romanad.put_endpoint(i).await.map_err(|e| Refused::from(&e)) };
-                    let done = match infos.as_slice() {
-                        // A dual-stack endpoint's two records at once (one round trip of ADD's
-                        // latency instead of two); a refused one is rolled back with the other.
-                        [first, second] => {
-                            let (a, b) = tokio::join!(put(first), put(second));
-                            vec![a, b]
-                        }
-                        _ => {
-                            let mut done = Vec::with_capacity(infos.len());
-                            for info in &infos {
-                                let r = put(info).await;
-                                let refused = r.is_err();
-                                done.push(r);
-                                if refused {
-                                    break;
-                                }
-                            }
-                            done
-                        }
-                    };
-                    ("register", CniEvent::Registered(done))
+                    ("register", CniEvent::Registered(register(ports, &infos).await))
                 }
                 CniAction::Enforce(infos) => {
                     let r = match ports.enforcer {
@@ -139,6 +118,36 @@ pub async fn run<R: Romanad, P: Plumbing, E: Enforcer>(
             }
         }
     }
+}
+
+/// Writes an endpoint's records, each one's outcome in order: a dual-stack endpoint's two in one
+/// call and one store transaction (`PUT /endpoint-stacks`: both or neither, so a refusal leaves
+/// nothing to undo), one record by itself. A romanad without the stack route (404 or 405: one
+/// older than this agent) gets the records one by one, stopping at the first refused.
+async fn register<R: Romanad, P: Plumbing, E: Enforcer>(
+    ports: &CniPorts<'_, R, P, E>,
+    infos: &[EndpointInfo],
+) -> Vec<Result<EndpointInfo, Refused>> {
+    if let [first, _, ..] = infos {
+        match ports.romanad.put_endpoint_stack(stack_base(&first.name), infos).await {
+            Ok(stored) => return stored.into_iter().map(Ok).collect(),
+            Err(e) if !matches!(e.status(), Some(404 | 405)) => {
+                let r = Refused::from(&e);
+                return infos.iter().map(|_| Err(r.clone())).collect();
+            }
+            Err(_) => {}
+        }
+    }
+    let mut done = Vec::with_capacity(infos.len());
+    for info in infos {
+        let r = ports.romanad.put_endpoint(info).await.map_err(|e| Refused::from(&e));
+        let refused = r.is_err();
+        done.push(r);
+        if refused {
+            break;
+        }
+    }
+    done
 }
 
 /// Deletes the endpoint's record and takes it out of the table (best effort: DEL and failed

@@ -101,6 +101,8 @@ async fn plumbing<T: Send + 'static>(
 struct Kernel<'a> {
     s: &'a Shared,
     work_us: AtomicU64,
+    /// The last attach's breakdown (veth, pod side, host side, IPv6's share).
+    times: std::sync::Mutex<romana_host::PlumbTimes>,
 }
 
 fn micros(d: Duration) -> u64 {
@@ -126,6 +128,9 @@ impl Plumbing for Kernel<'_> {
             .await
             .unwrap_or_else(|f| (Err(worker_failed(f)), Duration::ZERO));
             self.work_us.fetch_add(micros(work), Ordering::Relaxed);
+            if let (Ok(a), Ok(mut t)) = (&r, self.times.lock()) {
+                *t = a.times;
+            }
             r
         })
     }
@@ -209,6 +214,7 @@ impl Enforcer for Policy<'_> {
 struct Inside {
     plumb_work_ms: f64,
     policy_lock_ms: f64,
+    plumb: romana_host::PlumbTimes,
 }
 
 /// Runs a CNI flow through the real ports.
@@ -220,12 +226,13 @@ async fn run_flow(
     let client = s.client();
     let policy =
         s.firewall.as_ref().map(|fw| Policy { s, fw, client: client.clone(), lock_us: AtomicU64::new(0) });
-    let kernel = Kernel { s, work_us: AtomicU64::new(0) };
+    let kernel = Kernel { s, work_us: AtomicU64::new(0), times: std::sync::Mutex::default() };
     let ports = CniPorts { romanad: &*client, plumbing: &kernel, enforcer: policy.as_ref() };
     let (r, t) = drive_cni::run(&ports, netns_exists, step).await;
     let inside = Inside {
         plumb_work_ms: ms(&kernel.work_us),
         policy_lock_ms: policy.as_ref().map_or(0.0, |p| ms(&p.lock_us)),
+        plumb: kernel.times.lock().map(|t| *t).unwrap_or_default(),
     };
     (r, t, inside)
 }
@@ -242,12 +249,16 @@ async fn add(State(s): State<Arc<Shared>>, Json(req): Json<AttachRequest>) -> Re
     let mut flow = cni::Add::new(host, req);
     let (r, t, inside) = run_flow(&s, netns_exists, |ev| flow.step(ev)).await;
     // `plumb_work_ms` is the plumbing's own time on its thread, `policy_lock_ms` the endpoint
-    // pass's wait for the pass lock: the rest of `plumb_ms` and `policy_ms` is waiting.
+    // pass's wait for the pass lock: the rest of `plumb_ms` and `policy_ms` is waiting. The
+    // plumbing's parts: the veth pair, the pod side and the host side, with IPv6's share of each.
+    let p = inside.plumb;
+    let ms_of = |d: Duration| d.as_secs_f64() * 1e3;
     tracing::info!(
         address = %flow.name(), total_ms = started.elapsed().as_secs_f64() * 1e3, alloc_ms = t.ms("alloc"),
         pod_ms = t.ms("pod"), register_ms = t.ms("register"), policy_ms = t.ms("policy"),
         policy_lock_ms = inside.policy_lock_ms, plumb_ms = t.ms("plumb"), plumb_work_ms = inside.plumb_work_ms,
-        ok = r.is_ok(), "CNI ADD"
+        veth_ms = ms_of(p.veth), pod_side_ms = ms_of(p.pod), pod_v6_ms = ms_of(p.pod_v6),
+        host_side_ms = ms_of(p.host), host_v6_ms = ms_of(p.host_v6), ok = r.is_ok(), "CNI ADD"
     );
     Metrics::inc(&s.metrics.cni_add);
     s.metrics.cni_add_seconds.observe(started.elapsed());

@@ -61,6 +61,13 @@ pub trait Romanad: Sync {
     fn release<'a>(&'a self, name: &'a str) -> BoxFut<'a, Result<Address, ClientError>>;
     fn endpoint<'a>(&'a self, name: &'a str) -> BoxFut<'a, Result<EndpointInfo, ClientError>>;
     fn put_endpoint<'a>(&'a self, e: &'a EndpointInfo) -> BoxFut<'a, Result<EndpointInfo, ClientError>>;
+    /// Every record of endpoint `name` (`<name>`, `<name>#v6`) in one transaction, all or none
+    /// (`PUT /endpoint-stacks/{name}`).
+    fn put_endpoint_stack<'a>(
+        &'a self,
+        name: &'a str,
+        records: &'a [EndpointInfo],
+    ) -> BoxFut<'a, Result<Vec<EndpointInfo>, ClientError>>;
     /// One that is already gone counts as deleted.
     fn delete_endpoint<'a>(&'a self, name: &'a str) -> BoxFut<'a, Result<(), ClientError>>;
 }
@@ -116,6 +123,13 @@ impl Romanad for romana_client::Client {
     }
     fn put_endpoint<'a>(&'a self, e: &'a EndpointInfo) -> BoxFut<'a, Result<EndpointInfo, ClientError>> {
         Box::pin(romana_client::Client::put_endpoint(self, e))
+    }
+    fn put_endpoint_stack<'a>(
+        &'a self,
+        name: &'a str,
+        records: &'a [EndpointInfo],
+    ) -> BoxFut<'a, Result<Vec<EndpointInfo>, ClientError>> {
+        Box::pin(romana_client::Client::put_endpoint_stack(self, name, records))
     }
     fn delete_endpoint<'a>(&'a self, name: &'a str) -> BoxFut<'a, Result<(), ClientError>> {
         Box::pin(romana_client::Client::delete_endpoint(self, name))

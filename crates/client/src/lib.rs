@@ -430,6 +430,15 @@ impl Client {
     pub async fn put_endpoint(&self, e: &EndpointInfo) -> Result<EndpointInfo> {
         self.call(Method::PUT, &format!("/endpoints/{}", enc(&e.name)), Self::body(e)).await
     }
+    /// Every record of endpoint `name` (`name` and, dual stack, `name#v6`) in one transaction:
+    /// all written or none (`PUT /endpoint-stacks/{name}`).
+    pub async fn put_endpoint_stack(
+        &self,
+        name: &str,
+        records: &[EndpointInfo],
+    ) -> Result<Vec<EndpointInfo>> {
+        self.call(Method::PUT, &format!("/endpoint-stacks/{}", enc(name)), Self::body(&records)).await
+    }
     /// Deletes an endpoint record; one that is already gone (404) counts as deleted, as DEL retries.
     pub async fn delete_endpoint(&self, name: &str) -> Result<()> {
         match self.call::<serde_json::Value>(Method::DELETE, &format!("/endpoints/{}", enc(name)), None).await

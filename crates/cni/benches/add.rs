@@ -67,8 +67,8 @@ const TOPOLOGY: &str = r#"{"networks":[
   {"name":"pods6","cidr":"fd00:20::/112","block_mask":124,"nat_outgoing":false,"tenants":["dual"]}],
   "topologies":[{"networks":["pods4","pods6"],"map":[{"groups":[]}]}]}"#;
 
-/// ADD then DEL for every pod; returns (ADD stats, DEL stats).
-fn burst(node: &str, plugin: &Path, conf: &Value, pods: &[Netns]) -> (Stats, Stats) {
+/// ADD then DEL for every pod; returns (ADD stats, DEL stats, each ADD's time in order).
+fn burst(node: &str, plugin: &Path, conf: &Value, pods: &[Netns]) -> (Stats, Stats, Vec<Duration>) {
     let want = if conf["tenant"] == "dual" { 2 } else { 1 };
     let mut adds = Vec::new();
     for (i, p) in pods.iter().enumerate() {
@@ -81,7 +81,7 @@ fn burst(node: &str, plugin: &Path, conf: &Value, pods: &[Netns]) -> (Stats, Sta
     for (i, p) in pods.iter().enumerate() {
         dels.push(call(node, plugin, "DEL", &format!("bench{i}"), &p.0, conf).0);
     }
-    (stats(adds), stats(dels))
+    (stats(adds.clone()), stats(dels), adds)
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -121,11 +121,11 @@ async fn main() {
     burst(&node.0, romana, &rconf, &pods[..1]);
     burst(&node.0, romana, &dconf, &pods[..1]);
     burst(&node.0, bridge, &bconf, &pods[..1]);
-    let (ra, rd) = burst(&node.0, romana, &rconf, &pods);
-    let (da, dd) = burst(&node.0, romana, &dconf, &pods);
-    let (ba, bd) = burst(&node.0, bridge, &bconf, &pods);
+    let (ra, rd, rt) = burst(&node.0, romana, &rconf, &pods);
+    let (da, dd, dt) = burst(&node.0, romana, &dconf, &pods);
+    let (ba, bd, _) = burst(&node.0, bridge, &bconf, &pods);
     // A second IPv4-only burst after the dual one, so drift over the run shows.
-    let (ra2, _) = burst(&node.0, romana, &rconf, &pods);
+    let (ra2, _, rt2) = burst(&node.0, romana, &rconf, &pods);
     println!("CNI ADD/DEL latency, {n} pods one after another (ms)");
     println!(
         "{:<26} {:>8} {:>8} {:>8} {:>8} {:>8}",
@@ -148,11 +148,25 @@ async fn main() {
         println!("{}", log.lines().filter(|l| l.contains("CNI ADD")).take(3).collect::<Vec<_>>().join("\n"));
     }
     // The agent logs one line per ADD, in order: the two warm-ups (IPv4, dual), then the bursts.
+    // Each step's mean, then the ADD's time in the agent (`total`) and outside it (the bench's
+    // time less the agent's: nsenter, the plugin's start, the socket, the result) at p50.
     let lines: Vec<&str> = log.lines().filter(|l| l.contains("CNI ADD")).collect();
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
-    for (name, at) in [("IPv4", 2), ("dual stack", 2 + n), ("IPv4 again", 2 + 2 * n)] {
+    let keys = [
+        "alloc_ms=",
+        "register_ms=",
+        "policy_ms=",
+        "plumb_ms=",
+        "plumb_work_ms=",
+        "veth_ms=",
+        "pod_side_ms=",
+        "pod_v6_ms=",
+        "host_side_ms=",
+        "host_v6_ms=",
+    ];
+    for (name, at, times) in [("IPv4", 2, &rt), ("dual stack", 2 + n, &dt), ("IPv4 again", 2 + 2 * n, &rt2)] {
         let burst = lines.get(at..(at + n).min(lines.len())).unwrap_or_default();
-        let steps: Vec<String> = ["alloc_ms=", "register_ms=", "policy_ms=", "plumb_ms="]
+        let steps: Vec<String> = keys
             .iter()
             .map(|k| {
                 let v: Vec<f64> = burst.iter().filter_map(|l| field(l, k)).collect();
@@ -160,6 +174,18 @@ async fn main() {
             })
             .collect();
         println!("romana ADD inside the agent, {name} (mean ms): {}", steps.join(", "));
+        let total: Vec<f64> = burst.iter().filter_map(|l| field(l, "total_ms=")).collect();
+        if total.len() == times.len() {
+            let ms =
+                |v: Vec<f64>| stats(v.iter().map(|m| Duration::from_secs_f64(m.max(0.0) / 1e3)).collect());
+            let inside = ms(total.clone());
+            let outside =
+                ms(times.iter().zip(&total).map(|(d, t)| d.as_secs_f64() * 1e3 - t).collect::<Vec<_>>());
+            println!(
+                "romana ADD {name}: in the agent p50 {:.2} mean {:.2}, outside it p50 {:.2} mean {:.2} (ms)",
+                inside.p50, inside.mean, outside.p50, outside.mean
+            );
+        }
     }
     println!(
         "ratio romana/reference: ADD p50 {:.2}, ADD p99 {:.2}, DEL p50 {:.2} (target ADD <= 1.0)",

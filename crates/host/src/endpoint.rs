@@ -16,6 +16,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use futures_util::TryStreamExt;
 use romana_dataplane::{LINK_PREFIX, LinkName, ROUTE_PROTOCOL};
@@ -74,6 +75,20 @@ pub struct Attachment {
     pub pod_mac: String,
     /// False when a complete endpoint was already there and nothing changed.
     pub created: bool,
+    /// Where the attach spent its time (ADD's log line).
+    pub times: PlumbTimes,
+}
+
+/// Where an attach spent its time: the veth pair's creation, the pod side (its namespace entered
+/// on a thread of its own, the link up, each address and its routes) and the host side, with
+/// the IPv6 address's share of each side, so that a dual-stack ADD's cost per family shows.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PlumbTimes {
+    pub veth: Duration,
+    pub pod: Duration,
+    pub pod_v6: Duration,
+    pub host: Duration,
+    pub host_v6: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -260,7 +275,7 @@ async fn host_problems(handle: &Handle, spec: &EndpointSpec) -> Result<Vec<Strin
 
 /// Configures the pod side (runs in the pod namespace): the veth end that was created there set
 /// up, with the address, a link route to the gateway and the default route through it.
-async fn plumb_pod(spec: EndpointSpec) -> Result<String, EndpointError> {
+async fn plumb_pod(spec: EndpointSpec) -> Result<(String, Duration), EndpointError> {
     let handle = connect()?;
     let l = link(&handle, &spec.ifname)
         .await?
@@ -281,7 +296,9 @@ async fn plumb_pod(spec: EndpointSpec) -> Result<String, EndpointError> {
             .await
             .map_err(nl("set lo up"))?;
     }
+    let mut v6 = Duration::ZERO;
     for a in &spec.addresses {
+        let t = Instant::now();
         add_address(&handle, l.index, a.ip, host_len(a.ip), &spec.ifname).await?;
         // A link-local gateway is on-link by definition; another needs a link route.
         if !on_veth(a.gateway) {
@@ -312,8 +329,11 @@ async fn plumb_pod(spec: EndpointSpec) -> Result<String, EndpointError> {
             .execute()
             .await
             .map_err(nl(format!("default route via {}", a.gateway)))?;
+        if a.ip.is_ipv6() {
+            v6 += t.elapsed();
+        }
     }
-    Ok(l.mac)
+    Ok((l.mac, v6))
 }
 
 /// Adds `ip/len` to a link (present already is fine); IPv6 without duplicate address detection.
@@ -367,12 +387,15 @@ pub fn attach(host_ns: Option<&Path>, spec: &EndpointSpec) -> Result<Attachment,
                     ifname: spec.ifname.clone(),
                     pod_mac: pod_link.map(|l| l.mac).unwrap_or_default(),
                     created: false,
+                    times: PlumbTimes::default(),
                 });
             }
             delete_link(&handle, &name).await?;
         }
         // The pod end is created directly in the pod's namespace: moving a link between
         // namespaces waits for an RCU grace period, which would dominate ADD's latency.
+        let mut times = PlumbTimes::default();
+        let t = Instant::now();
         let peer = LinkUnspec::new_with_name(&spec.ifname).setns_by_fd(pod_ns.as_raw_fd()).build();
         let veth = LinkMessageBuilder::<LinkVeth>::new_with_info_kind(InfoKind::Veth)
             .name(name.clone())
@@ -383,14 +406,20 @@ pub fn attach(host_ns: Option<&Path>, spec: &EndpointSpec) -> Result<Attachment,
             spec.ifname,
             spec.netns.display()
         )))?;
+        times.veth = t.elapsed();
         let built = async {
             let s = spec.clone();
-            let pod_mac = in_netns_path(Some(&s.netns.clone()), move || plumb_pod(s))??;
+            let t = Instant::now();
+            let (pod_mac, pod_v6) = in_netns_path(Some(&s.netns.clone()), move || plumb_pod(s))??;
+            (times.pod, times.pod_v6) = (t.elapsed(), pod_v6);
+            let t = Instant::now();
             let host = link(&handle, &name)
                 .await?
                 .ok_or_else(|| EndpointError::Mismatch(vec![format!("{name} vanished")]))?;
             for a in spec.addresses.iter().filter(|a| on_veth(a.gateway)) {
+                let t6 = Instant::now();
                 add_address(&handle, host.index, a.gateway, 64, &name).await?;
+                times.host_v6 += t6.elapsed();
             }
             handle
                 .link()
@@ -399,6 +428,7 @@ pub fn attach(host_ns: Option<&Path>, spec: &EndpointSpec) -> Result<Attachment,
                 .await
                 .map_err(nl(format!("set {name} up")))?;
             for a in &spec.addresses {
+                let t6 = Instant::now();
                 let route = route_to(a.ip, host_len(a.ip))
                     .output_interface(host.index)
                     .scope(RouteScope::Link)
@@ -411,13 +441,18 @@ pub fn attach(host_ns: Option<&Path>, spec: &EndpointSpec) -> Result<Attachment,
                     a.ip,
                     host_len(a.ip)
                 )))?;
+                if a.ip.is_ipv6() {
+                    times.host_v6 += t6.elapsed();
+                }
             }
+            times.host = t.elapsed();
             Ok(Attachment {
                 host_link: name.clone(),
                 host_mac: host.mac,
                 ifname: spec.ifname.clone(),
                 pod_mac,
                 created: true,
+                times,
             })
         }
         .await;

@@ -22,8 +22,8 @@ mod vm;
 
 pub use bpf::BpfError;
 pub use endpoint::{
-    Attachment, EndpointError, EndpointSpec, IPV6_GATEWAY, PodAddress, attach, check, detach, endpoint_links,
-    host_link_name,
+    Attachment, EndpointError, EndpointSpec, IPV6_GATEWAY, PlumbTimes, PodAddress, attach, check, detach,
+    endpoint_links, host_link_name,
 };
 pub use fastpath::{
     Blockers, DELIVER, FastPath, FastPathView, Program, Programs, SEND, detach_marked, fast_path_blockers,

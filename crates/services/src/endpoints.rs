@@ -97,13 +97,22 @@ async fn replace(
             vec![format!("name: {:?} does not match the path {name:?}", e.name)],
         ));
     }
-    validate(&e)?;
-    scope::require_host(&p, &e.host)?;
-    crate::managed_hosts::check_endpoint(&s, &p, &e)?;
-    // One spelling of the address (IPv6 has many).
+    admit(&s, &p, &mut e)?;
+    // With `pod` set, the labels and ports are the pod record's (pod_join).
+    Ok(Json(crate::pod_join::put_endpoint(&s, e).await?))
+}
+
+/// Whether `p` may write record `e` (named already): valid, of the principal's hosts, its
+/// labels the agent's to give, and its address, tenant, segment and host IPAM's for its name.
+/// Puts the address in its one spelling (IPv6 has many).
+fn admit(s: &AppState, p: &Principal, e: &mut EndpointInfo) -> ApiResult<()> {
+    validate(e)?;
+    scope::require_host(p, &e.host)?;
+    crate::managed_hosts::check_endpoint(s, p, e)?;
     e.ip = e.ip.parse::<std::net::IpAddr>().map(|ip| ip.to_string()).unwrap_or_default();
+    let name = &e.name;
     let owned = s.ipam.read(|st| {
-        st.ipam.lookup(&name).map(|a| {
+        st.ipam.lookup(name).map(|a| {
             (
                 a.ip.to_string(),
                 a.tenant.as_str().to_owned(),
@@ -113,20 +122,49 @@ async fn replace(
         })
     });
     match owned {
-        Some(got) if got == (e.ip.clone(), e.tenant.clone(), e.segment.clone(), e.host.clone()) => {}
-        Some((ip, tenant, segment, host)) => {
-            return Err(ApiError::conflict(format!(
-                "endpoint {name} is {ip} of tenant {tenant} segment {segment:?} on host {host} in IPAM, \
-                 not {} of {} segment {:?} on {}",
-                e.ip, e.tenant, e.segment, e.host
-            )));
-        }
-        None => {
-            return Err(ApiError::not_found(format!("IPAM has no address named {name}; allocate it first")));
+        Some(got) if got == (e.ip.clone(), e.tenant.clone(), e.segment.clone(), e.host.clone()) => Ok(()),
+        Some((ip, tenant, segment, host)) => Err(ApiError::conflict(format!(
+            "endpoint {name} is {ip} of tenant {tenant} segment {segment:?} on host {host} in IPAM, \
+             not {} of {} segment {:?} on {}",
+            e.ip, e.tenant, e.segment, e.host
+        ))),
+        None => Err(ApiError::not_found(format!("IPAM has no address named {name}; allocate it first"))),
+    }
+}
+
+/// `PUT /endpoint-stacks/{name}`: every record of one endpoint at once, `{name}` and, for a
+/// dual-stack one, `{name}#v6` (as `POST /address-stacks` named its addresses), in one store
+/// transaction: both are written or neither. Each record is admitted exactly as by
+/// `PUT /endpoints/{name}`; the first refused answers for all. A CNI ADD of a dual-stack pod
+/// registers with one round trip instead of two.
+async fn replace_stack(
+    State(s): State<AppState>,
+    Extension(p): Extension<Principal>,
+    Path(name): Path<String>,
+    Body(mut records): Body<Vec<EndpointInfo>>,
+) -> ApiResult<Json<Vec<EndpointInfo>>> {
+    stack_names(&name, &records)?;
+    for e in &mut records {
+        admit(&s, &p, e)?;
+    }
+    Ok(Json(crate::pod_join::put_endpoints(&s, records).await?))
+}
+
+/// A stack's records: one or two, each named `{name}` or `{name}#v6`, no name twice.
+fn stack_names(name: &str, records: &[EndpointInfo]) -> ApiResult<()> {
+    let v6 = format!("{name}{}", romana_ipam::V6_SUFFIX);
+    let mut problems = Vec::new();
+    if records.is_empty() || records.len() > 2 {
+        problems.push(format!("an endpoint stack holds one or two records, not {}", records.len()));
+    }
+    for (i, e) in records.iter().enumerate() {
+        if e.name != name && e.name != v6 {
+            problems.push(format!("[{i}].name: {:?} is neither {name:?} nor {v6:?}", e.name));
+        } else if records[..i].iter().any(|o| o.name == e.name) {
+            problems.push(format!("[{i}].name: {:?} is given twice", e.name));
         }
     }
-    // With `pod` set, the labels and ports are the pod record's (pod_join).
-    Ok(Json(crate::pod_join::put_endpoint(&s, e).await?))
+    if problems.is_empty() { Ok(()) } else { Err(ApiError::invalid("invalid endpoint stack", problems)) }
 }
 
 async fn labels(
@@ -188,4 +226,5 @@ pub fn routes() -> Router<AppState> {
         .route("/endpoints", get(list))
         .route("/endpoints/{name}", get(show).put(replace).delete(remove))
         .route("/endpoints/{name}/labels", put(labels))
+        .route("/endpoint-stacks/{name}", put(replace_stack))
 }

@@ -46,17 +46,25 @@ async fn read_index(s: &AppState, key: &str) -> ApiResult<(Option<KeyValue>, BTr
     Ok((kv, names))
 }
 
-/// Adds to `txn` the index changes of endpoint `name` moving from pod `from` to pod `to` (either
-/// may be empty), comparing each index read.
-async fn index_change(s: &AppState, name: &str, from: &str, to: &str, txn: &mut Txn) -> ApiResult<()> {
-    let mut pods: Vec<&str> = vec![from, to];
+/// Adds to `txn` the index changes of endpoints moving between pods, `(name, from, to)` (either
+/// pod may be empty), reading and comparing each pod's index once however many move.
+async fn index_change(s: &AppState, moves: &[(&str, &str, &str)], txn: &mut Txn) -> ApiResult<()> {
+    let mut pods: Vec<&str> = moves.iter().flat_map(|(_, from, to)| [*from, *to]).collect();
     pods.retain(|p| !p.is_empty());
+    pods.sort_unstable();
     pods.dedup();
     for pod in pods {
         let Some((ns, pname)) = split_pod(pod) else { continue };
         let key = s.keys.pod_endpoints(ns, pname);
         let (kv, mut names) = read_index(s, &key).await?;
-        let changed = if pod == to { names.insert(name.to_owned()) } else { names.remove(name) };
+        let mut changed = false;
+        for (name, from, to) in moves {
+            if *to == pod {
+                changed |= names.insert((*name).to_owned());
+            } else if *from == pod {
+                changed |= names.remove(*name);
+            }
+        }
         txn.compare.push(same(&key, kv.as_ref()));
         if changed {
             txn.success.push(if names.is_empty() {
@@ -73,45 +81,74 @@ async fn index_change(s: &AppState, name: &str, from: &str, to: &str, txn: &mut 
 /// its labels and ports are the pod record's; a missing record is 424 (the controller has not
 /// written it: register without `pod`, or wait for it), a record of another host 409.
 pub async fn put_endpoint(s: &AppState, e: EndpointInfo) -> ApiResult<EndpointInfo> {
-    let key = s.keys.endpoint(&e.name);
+    let mut stored = put_endpoints(s, vec![e]).await?;
+    stored.pop().ok_or_else(|| ApiError::internal("no endpoint stored"))
+}
+
+/// Stores endpoints `es` (distinct names, each checked by the caller) as `put_endpoint` does
+/// one, all in one transaction: every one is written, or none.
+pub async fn put_endpoints(s: &AppState, es: Vec<EndpointInfo>) -> ApiResult<Vec<EndpointInfo>> {
     for _ in 0..ATTEMPTS {
-        let old = s.store.get(&key).await?;
-        let old_pod = match &old {
-            Some(kv) => decode::<EndpointInfo>("endpoint", kv)?.pod,
-            None => String::new(),
-        };
-        let mut e = e.clone();
-        let mut txn = Txn::when(vec![same(&key, old.as_ref())], vec![]);
-        if let Some((ns, name)) = split_pod(&e.pod) {
-            let pkey = s.keys.pod(ns, name);
-            let Some(pkv) = s.store.get(&pkey).await? else {
-                return Err(ApiError::new(
-                    StatusCode::FAILED_DEPENDENCY,
-                    format!(
-                        "endpoint {} is pod {ns}/{name}, which has no record yet (romana-k8s writes it \
-                         with PUT /pods/{ns}/{name})",
-                        e.name
-                    ),
-                ));
-            };
-            let pod: PodInfo = decode("pod", &pkv)?;
-            if pod.host != e.host {
-                return Err(ApiError::conflict(format!(
-                    "pod {ns}/{name} is on host {:?}, not on the endpoint's host {}",
-                    pod.host, e.host
-                )));
+        let mut txn = Txn::when(vec![], vec![]);
+        let mut stored = Vec::with_capacity(es.len());
+        let mut old_pods = Vec::with_capacity(es.len());
+        // Pod records read, each once (a dual-stack pod's two endpoints share theirs).
+        let mut pods: Vec<(String, PodInfo)> = Vec::new();
+        for e in &es {
+            let key = s.keys.endpoint(&e.name);
+            let old = s.store.get(&key).await?;
+            old_pods.push(match &old {
+                Some(kv) => decode::<EndpointInfo>("endpoint", kv)?.pod,
+                None => String::new(),
+            });
+            txn.compare.push(same(&key, old.as_ref()));
+            let mut e = e.clone();
+            if let Some((ns, name)) = split_pod(&e.pod) {
+                let pkey = s.keys.pod(ns, name);
+                if !pods.iter().any(|(k, _)| *k == pkey) {
+                    let Some(pkv) = s.store.get(&pkey).await? else {
+                        return Err(ApiError::new(
+                            StatusCode::FAILED_DEPENDENCY,
+                            format!(
+                                "endpoint {} is pod {ns}/{name}, which has no record yet (romana-k8s \
+                                 writes it with PUT /pods/{ns}/{name})",
+                                e.name
+                            ),
+                        ));
+                    };
+                    txn.compare.push(Compare::unchanged(&pkey, pkv.mod_revision));
+                    pods.push((pkey.clone(), decode("pod", &pkv)?));
+                }
+                let pod = pods.iter().find(|(k, _)| *k == pkey).map(|(_, p)| p).expect("read above");
+                if pod.host != e.host {
+                    return Err(ApiError::conflict(format!(
+                        "pod {ns}/{name} is on host {:?}, not on the endpoint's host {}",
+                        pod.host, e.host
+                    )));
+                }
+                e.labels.clone_from(&pod.labels);
+                e.ports.clone_from(&pod.ports);
             }
-            e.labels = pod.labels;
-            e.ports = pod.ports;
-            txn.compare.push(Compare::unchanged(&pkey, pkv.mod_revision));
+            stored.push(e);
         }
-        index_change(s, &e.name, &old_pod, &e.pod, &mut txn).await?;
-        txn.success.push(Op::put(&key, serde_json::to_vec(&e).expect("serializes")));
+        let moves: Vec<(&str, &str, &str)> = stored
+            .iter()
+            .zip(&old_pods)
+            .map(|(e, old)| (e.name.as_str(), old.as_str(), e.pod.as_str()))
+            .collect();
+        index_change(s, &moves, &mut txn).await?;
+        for e in &stored {
+            txn.success.push(Op::put(s.keys.endpoint(&e.name), serde_json::to_vec(e).expect("serializes")));
+        }
         if s.store.txn(txn).await?.succeeded {
-            return Ok(e);
+            return Ok(stored);
         }
     }
-    Err(ApiError::conflict(format!("endpoint {} or its pod record kept changing; try again", e.name)))
+    let names: Vec<&str> = es.iter().map(|e| e.name.as_str()).collect();
+    Err(ApiError::conflict(format!(
+        "endpoint {} or its pod record kept changing; try again",
+        names.join(", ")
+    )))
 }
 
 /// Deletes endpoint `name` and its place in its pod's index. `check` sees the stored record
@@ -127,7 +164,7 @@ pub async fn delete_endpoint(
         let old: EndpointInfo = decode("endpoint", &kv)?;
         check(&old)?;
         let mut txn = Txn::when(vec![Compare::unchanged(&key, kv.mod_revision)], vec![Op::delete(&key)]);
-        index_change(s, name, &old.pod, "", &mut txn).await?;
+        index_change(s, &[(name, &old.pod, "")], &mut txn).await?;
         if s.store.txn(txn).await?.succeeded {
             return Ok(true);
         }

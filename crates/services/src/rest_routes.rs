@@ -423,6 +423,16 @@ pub const ROUTES: &[RouteSpec] = &[
         200,
     ),
     r(
+        "PUT",
+        "/endpoint-stacks/{name}",
+        "topology",
+        Access::Service,
+        "Create or replace every record of one endpoint in one transaction: a list of {name} and, dual stack, {name}#v6 (each checked as PUT /endpoints/{name}; all written or none)",
+        Some("EndpointInfo"),
+        "EndpointInfo",
+        200,
+    ),
+    r(
         "DELETE",
         "/endpoints/{name}",
         "topology",

@@ -69,8 +69,8 @@ enum AgentWrite {
 }
 
 /// The writes an agent makes (registration, heartbeat, tags, removal of its host; address
-/// allocation and release; endpoint records and their labels); every other write is not an
-/// agent's.
+/// allocation and release; endpoint records, a dual-stack endpoint's both at once, and their
+/// labels); every other write is not an agent's.
 fn agent_write(method: &str, template: &str) -> Option<AgentWrite> {
     match (method, template) {
         ("PUT", "/hosts/{host}/alive" | "/hosts/{host}/tags") | ("DELETE", "/hosts/{host}") => {
@@ -78,7 +78,9 @@ fn agent_write(method: &str, template: &str) -> Option<AgentWrite> {
         }
         ("POST", "/hosts" | "/address" | "/addresses" | "/address-stacks")
         | ("DELETE", "/address" | "/addresses/{name}" | "/endpoints/{name}")
-        | ("PUT", "/endpoints/{name}" | "/endpoints/{name}/labels") => Some(AgentWrite::InHandler),
+        | ("PUT", "/endpoints/{name}" | "/endpoints/{name}/labels" | "/endpoint-stacks/{name}") => {
+            Some(AgentWrite::InHandler)
+        }
         _ => None,
     }
 }

@@ -40,8 +40,10 @@ struct Script {
     alloc_refused: Option<u16>,
     /// The host draws from an IPv6 network too: the allocation gives `fd00::5` as `<name>#v6`.
     dual: bool,
-    /// Status of a refused registration of the `#v6` record.
+    /// Status of a refused registration of the `#v6` record (alone, or its stack's).
     register_v6_refused: Option<u16>,
+    /// romanad has no `PUT /endpoint-stacks` (an older one): 404.
+    no_stack_route: bool,
     /// romanad already has the endpoint's record (a repeated ADD), with these labels.
     known: Option<&'static str>,
     register_refused: Option<u16>,
@@ -158,6 +160,23 @@ impl Romanad for Fake {
             None => Ok(e.clone()),
         })
     }
+    fn put_endpoint_stack<'a>(
+        &'a self,
+        name: &'a str,
+        records: &'a [EndpointInfo],
+    ) -> BoxFut<'a, Result<Vec<EndpointInfo>, ClientError>> {
+        let each: Vec<String> = records.iter().map(|e| format!("{} {}", e.name, e.ip)).collect();
+        self.note(format!("register stack {name}: {}", each.join(" and ")));
+        let refused = if self.script.no_stack_route {
+            Some(404)
+        } else {
+            self.script.register_refused.or(self.script.register_v6_refused)
+        };
+        ready(match refused {
+            Some(s) => Err(api(s)),
+            None => Ok(records.to_vec()),
+        })
+    }
     fn delete_endpoint<'a>(&'a self, name: &'a str) -> BoxFut<'a, Result<(), ClientError>> {
         self.note(format!("delete endpoint {name}"));
         ready(match self.script.unregister_refused {
@@ -180,6 +199,7 @@ impl Plumbing for Fake {
                 ifname: spec.ifname.clone(),
                 pod_mac: "p".into(),
                 created: true,
+                times: Default::default(),
             })
         })
     }
@@ -362,51 +382,78 @@ fn del_unplumbs_forgets_and_releases_and_is_idempotent() {
     check_del("record kept", s, &["detach romana3bfe94942", FORGET[0]], code::TRY_AGAIN_LATER);
 }
 
-/// A dual-stack ADD: one stack allocation, both records registered and enforced in one call,
-/// both addresses plumbed and answered; a refused second record undoes the first and releases
-/// the name (romanad releases its `#v6` with it), with romanad's code.
+/// A dual-stack ADD: one stack allocation, both records registered in one call (one store
+/// transaction) and enforced in one call, both addresses plumbed and answered; a refused stack
+/// leaves no record, so only the name is released (romanad releases its `#v6` with it), with
+/// romanad's code; an older romanad without the stack route gets the records one by one, and
+/// a refused second one undoes the first.
 #[test]
 fn dual_stack_add_registers_enforces_and_plumbs_both_and_undoes_both() {
+    let stack = "register stack cni:net:c1:eth0: cni:net:c1:eth0 10.0.0.5 and cni:net:c1:eth0#v6 fd00::5";
     let reg6 = "register cni:net:c1:eth0#v6 fd00::5 labels [app=web] pod \"\"";
     let enforce = "enforce cni:net:c1:eth0 and cni:net:c1:eth0#v6";
     let attach = "attach romana3bfe94942 10.0.0.5 via 10.0.0.1 and fd00::5 via fe80::1";
-    let fake = Fake::new(Script { dual: true, ..Script::default() });
-    let ports = CniPorts { romanad: &fake, plumbing: &fake, enforcer: Some(&fake) };
-    let mut flow = Add::new(host(true), add_req(None));
     let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
-    let (r, _) = rt.block_on(run(&ports, true, |ev| flow.step(ev)));
-    assert_eq!(fake.log.lock().unwrap().clone(), [ALLOC, READ, REGISTER, reg6, enforce, attach]);
-    let Ok(Answer::Added(a)) = r else { panic!("{r:?}") };
-    let ips: Vec<(&str, &str)> = a.ips.iter().map(|i| (i.ip.as_str(), i.gateway.as_str())).collect();
-    assert_eq!(ips, [("10.0.0.5", "10.0.0.1"), ("fd00::5", "fe80::1")]);
-    // The IPv6 record refused: the IPv4 one is forgotten, the name released.
-    let fake = Fake::new(Script { dual: true, register_v6_refused: Some(503), ..Script::default() });
-    let ports = CniPorts { romanad: &fake, plumbing: &fake, enforcer: Some(&fake) };
-    let mut flow = Add::new(host(true), add_req(None));
-    let (r, _) = rt.block_on(run(&ports, true, |ev| flow.step(ev)));
-    assert_eq!(
-        fake.log.lock().unwrap().clone(),
-        [ALLOC, READ, REGISTER, reg6, FORGET[0], FORGET[1], RELEASE]
-    );
-    assert_eq!(r.unwrap_err().code, code::TRY_AGAIN_LATER);
-    // Plumbing fails: both records forgotten, the name released.
-    let fake = Fake::new(Script { dual: true, plumb_fails: true, ..Script::default() });
-    let ports = CniPorts { romanad: &fake, plumbing: &fake, enforcer: Some(&fake) };
-    let mut flow = Add::new(host(true), add_req(None));
-    let (r, _) = rt.block_on(run(&ports, true, |ev| flow.step(ev)));
-    let calls = [
-        ALLOC,
-        READ,
-        REGISTER,
-        reg6,
-        enforce,
-        attach,
-        FORGET[0],
-        FORGET[1],
-        FORGET_V6[0],
-        FORGET_V6[1],
-        RELEASE,
+    // (what, script, calls, answer's CNI code)
+    let cases: Vec<(&str, Script, Vec<&str>, u32)> = vec![
+        ("success", Script::default(), vec![ALLOC, READ, stack, enforce, attach], 0),
+        (
+            "the stack refused: nothing written, the name released",
+            Script { register_v6_refused: Some(503), ..Script::default() },
+            vec![ALLOC, READ, stack, RELEASE],
+            code::TRY_AGAIN_LATER,
+        ),
+        (
+            "the stack refused as invalid",
+            Script { register_refused: Some(409), ..Script::default() },
+            vec![ALLOC, READ, stack, RELEASE],
+            code::INVALID_CONFIG,
+        ),
+        (
+            "plumbing fails: both records forgotten, the name released",
+            Script { plumb_fails: true, ..Script::default() },
+            vec![
+                ALLOC,
+                READ,
+                stack,
+                enforce,
+                attach,
+                FORGET[0],
+                FORGET[1],
+                FORGET_V6[0],
+                FORGET_V6[1],
+                RELEASE,
+            ],
+            code::UNKNOWN_CONTAINER,
+        ),
+        (
+            "an older romanad: one record after the other",
+            Script { no_stack_route: true, ..Script::default() },
+            vec![ALLOC, READ, stack, REGISTER, reg6, enforce, attach],
+            0,
+        ),
+        (
+            "an older romanad refusing the IPv6 record: the IPv4 one is forgotten",
+            Script { no_stack_route: true, register_v6_refused: Some(503), ..Script::default() },
+            vec![ALLOC, READ, stack, REGISTER, reg6, FORGET[0], FORGET[1], RELEASE],
+            code::TRY_AGAIN_LATER,
+        ),
     ];
-    assert_eq!(fake.log.lock().unwrap().clone(), calls);
-    assert_eq!(r.unwrap_err().code, code::UNKNOWN_CONTAINER);
+    for (what, script, calls, answer) in cases {
+        let fake = Fake::new(Script { dual: true, ..script });
+        let ports = CniPorts { romanad: &fake, plumbing: &fake, enforcer: Some(&fake) };
+        let mut flow = Add::new(host(true), add_req(None));
+        let (r, _) = rt.block_on(run(&ports, true, |ev| flow.step(ev)));
+        assert_eq!(fake.log.lock().unwrap().clone(), calls, "{what}: calls");
+        match r {
+            Ok(Answer::Added(a)) => {
+                assert_eq!(answer, 0, "{what}: answered success");
+                let ips: Vec<(&str, &str)> =
+                    a.ips.iter().map(|i| (i.ip.as_str(), i.gateway.as_str())).collect();
+                assert_eq!(ips, [("10.0.0.5", "10.0.0.1"), ("fd00::5", "fe80::1")], "{what}");
+            }
+            Ok(Answer::Deleted) => panic!("{what}: ADD answered as DEL"),
+            Err(e) => assert_eq!(e.code, answer, "{what}: {e:?}"),
+        }
+    }
 }

@@ -204,6 +204,7 @@ fn dual_stack_add_decisions() {
         ifname: "eth0".into(),
         pod_mac: "p".into(),
         created: true,
+        times: Default::default(),
     };
     match flow.step(CniEvent::Plumbed(Ok(a))).as_slice() {
         [CniAction::Answer(Ok(Answer::Added(at)))] => {
