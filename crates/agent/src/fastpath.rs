@@ -64,7 +64,8 @@ impl Inner {
 #[derive(Debug)]
 pub struct Deliver {
     host_ns: Option<PathBuf>,
-    host_ip: IpAddr,
+    /// The host's addresses (IPv4, and IPv6 with an IPv6 underlay): links holding one are uplinks.
+    host_ips: Vec<IpAddr>,
     programs: Arc<romana_host::Programs>,
     /// Attach `romana_send` to endpoint links too (not with `--no-fast-path-send`).
     send: bool,
@@ -82,7 +83,7 @@ impl Deliver {
     /// kernel's forwarding path carries everything, as before.
     pub fn load(
         host_ns: Option<PathBuf>,
-        host_ip: IpAddr,
+        host_ips: Vec<IpAddr>,
         firewall: bool,
         send: bool,
         handoff: bool,
@@ -104,7 +105,7 @@ impl Deliver {
                 });
                 Some(Arc::new(Deliver {
                     host_ns,
-                    host_ip,
+                    host_ips,
                     programs,
                     send,
                     handoff,
@@ -147,7 +148,7 @@ impl Deliver {
         tokio::task::spawn_blocking(move || {
             romana_host::in_netns_path(ns.as_deref(), move || async move {
                 let epoch = me.inner().epoch;
-                let view = Kernel::connect()?.fast_path_view(me.host_ip).await?;
+                let view = Kernel::connect()?.fast_path_view(&me.host_ips).await?;
                 // Other hooks are looked for again when nftables' generation moved (any table
                 // changed) and every RECHECK (legacy iptables and IPVS have no generation).
                 let generation = romana_host::nft::generation().ok();
@@ -288,10 +289,10 @@ impl Deliver {
 
 /// Detaches our programs from this host's uplinks and endpoint links (the agent run with the
 /// fast path off).
-pub async fn remove(host_ns: Option<PathBuf>, host_ip: IpAddr) {
+pub async fn remove(host_ns: Option<PathBuf>, host_ips: Vec<IpAddr>) {
     let r = tokio::task::spawn_blocking(move || {
         romana_host::in_netns_path(host_ns.as_deref(), move || async move {
-            let view = Kernel::connect()?.fast_path_view(host_ip).await?;
+            let view = Kernel::connect()?.fast_path_view(&host_ips).await?;
             let mut removed = 0;
             let links = view.uplinks.iter().map(|u| u.ifindex).chain(view.routes.iter().map(|r| r.ifindex));
             for ifindex in links {

@@ -272,7 +272,7 @@ pub fn detach_marked(ifindex: u32) -> Result<usize, BpfError> {
 /// What the fast path is made from, observed in the calling thread's namespace.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct FastPathView {
-    /// The links holding the host's address: where other hosts' traffic arrives.
+    /// The links holding one of the host's addresses: where other hosts' traffic arrives.
     pub uplinks: Vec<Uplink>,
     /// Our IPv4 /32 and IPv6 /128 routes out of our veths.
     pub routes: Vec<EndpointRoute>,
@@ -288,8 +288,9 @@ struct LinkFacts {
 }
 
 impl Kernel {
-    /// The uplinks (links holding `host_ip`) and the endpoint routes the fast path may use.
-    pub async fn fast_path_view(&self, host_ip: IpAddr) -> Result<FastPathView, HostError> {
+    /// The uplinks (links holding one of `host_ips`: the host's IPv4 and IPv6 underlay addresses)
+    /// and the endpoint routes (both families) the fast path may use.
+    pub async fn fast_path_view(&self, host_ips: &[IpAddr]) -> Result<FastPathView, HostError> {
         let fail = |step: &str| {
             let step = step.to_owned();
             move |source| HostError::Netlink { step, source }
@@ -321,7 +322,10 @@ impl Kernel {
         let addrs: Vec<_> =
             self.handle.address().get().execute().try_collect().await.map_err(fail("list addresses"))?;
         for a in addrs {
-            if a.attributes.iter().any(|x| matches!(x, AddressAttribute::Address(ip) if *ip == host_ip)) {
+            if a.attributes
+                .iter()
+                .any(|x| matches!(x, AddressAttribute::Address(ip) if host_ips.contains(ip)))
+            {
                 indexes.insert(a.header.index);
             }
         }

@@ -120,7 +120,7 @@ fn ipv6_packets_take_the_fast_path_and_the_links_own_traffic_the_kernels() {
 
     let view = in_netns(&l.host.0, || async {
         let k = Kernel::connect().expect("netlink");
-        k.fast_path_view("fd77::1".parse().expect("literal")).await.expect("observe")
+        k.fast_path_view(&["fd77::1".parse().expect("literal")]).await.expect("observe")
     })
     .expect("namespace thread");
     assert_eq!(view.uplinks.iter().map(|u| u.name.as_str()).collect::<Vec<_>>(), ["eth0"]);
