@@ -8,7 +8,7 @@
 //! is in force; until the firewall's first pass nothing is eligible.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -26,7 +26,7 @@ const QUIET: Duration = Duration::from_millis(300);
 struct Inner {
     fp: FastPath,
     /// `None`: every endpoint (no firewall on this host).
-    eligible: Option<BTreeSet<Ipv4Addr>>,
+    eligible: Option<BTreeSet<IpAddr>>,
     /// Endpoint routes as last observed.
     routes: Vec<EndpointRoute>,
     /// Why the map must stay empty (other netfilter hooks that delivered packets would skip),
@@ -49,9 +49,7 @@ impl Inner {
     /// Writes the map from what is known now; returns how many entries changed.
     fn write(&mut self) -> Result<usize, romana_host::BpfError> {
         let want = if self.blockers.path.is_empty() {
-            let held = |r: &EndpointRoute| {
-                self.held.iter().any(|(l, ip)| *l == r.link || *ip == Some(IpAddr::V4(r.ip)))
-            };
+            let held = |r: &EndpointRoute| self.held.iter().any(|(l, ip)| *l == r.link || *ip == Some(r.ip));
             let routes: Vec<EndpointRoute> = self.routes.iter().filter(|r| !held(r)).cloned().collect();
             deliveries(&routes, self.eligible.as_ref())
         } else {
@@ -66,7 +64,8 @@ impl Inner {
 #[derive(Debug)]
 pub struct Deliver {
     host_ns: Option<PathBuf>,
-    host_ip: IpAddr,
+    /// The host's addresses (IPv4, and IPv6 with an IPv6 underlay): links holding one are uplinks.
+    host_ips: Vec<IpAddr>,
     programs: Arc<romana_host::Programs>,
     /// Attach `romana_send` to endpoint links too (not with `--no-fast-path-send`).
     send: bool,
@@ -84,7 +83,7 @@ impl Deliver {
     /// kernel's forwarding path carries everything, as before.
     pub fn load(
         host_ns: Option<PathBuf>,
-        host_ip: IpAddr,
+        host_ips: Vec<IpAddr>,
         firewall: bool,
         send: bool,
         handoff: bool,
@@ -106,7 +105,7 @@ impl Deliver {
                 });
                 Some(Arc::new(Deliver {
                     host_ns,
-                    host_ip,
+                    host_ips,
                     programs,
                     send,
                     handoff,
@@ -149,7 +148,7 @@ impl Deliver {
         tokio::task::spawn_blocking(move || {
             romana_host::in_netns_path(ns.as_deref(), move || async move {
                 let epoch = me.inner().epoch;
-                let view = Kernel::connect()?.fast_path_view(me.host_ip).await?;
+                let view = Kernel::connect()?.fast_path_view(&me.host_ips).await?;
                 // Other hooks are looked for again when nftables' generation moved (any table
                 // changed) and every RECHECK (legacy iptables and IPVS have no generation).
                 let generation = romana_host::nft::generation().ok();
@@ -244,7 +243,7 @@ impl Deliver {
 
     /// Only endpoints in `allowed` from now on (before a firewall transaction that may isolate
     /// some): drops the others' entries at once.
-    pub fn narrow(&self, allowed: &BTreeSet<Ipv4Addr>) -> Result<usize, romana_host::BpfError> {
+    pub fn narrow(&self, allowed: &BTreeSet<IpAddr>) -> Result<usize, romana_host::BpfError> {
         let mut inner = self.inner();
         let kept = match &inner.eligible {
             Some(e) => e.intersection(allowed).copied().collect(),
@@ -256,7 +255,7 @@ impl Deliver {
 
     /// Exactly the endpoints in `allowed` (after the firewall transaction that made the others'
     /// rules applied).
-    pub fn allow(&self, allowed: BTreeSet<Ipv4Addr>) -> Result<usize, romana_host::BpfError> {
+    pub fn allow(&self, allowed: BTreeSet<IpAddr>) -> Result<usize, romana_host::BpfError> {
         let mut inner = self.inner();
         inner.eligible = Some(allowed);
         inner.write()
@@ -271,7 +270,7 @@ impl Deliver {
         inner.held.push((link.clone(), ip));
         inner.epoch += 1;
         // What was observed of them is stale once the plumbing runs.
-        inner.routes.retain(|r| &r.link != link && Some(IpAddr::V4(r.ip)) != ip);
+        inner.routes.retain(|r| &r.link != link && Some(r.ip) != ip);
         if let Err(e) = inner.write() {
             tracing::warn!(%link, error = %e, "cannot drop the endpoint from the fast path map");
         }
@@ -290,10 +289,10 @@ impl Deliver {
 
 /// Detaches our programs from this host's uplinks and endpoint links (the agent run with the
 /// fast path off).
-pub async fn remove(host_ns: Option<PathBuf>, host_ip: IpAddr) {
+pub async fn remove(host_ns: Option<PathBuf>, host_ips: Vec<IpAddr>) {
     let r = tokio::task::spawn_blocking(move || {
         romana_host::in_netns_path(host_ns.as_deref(), move || async move {
-            let view = Kernel::connect()?.fast_path_view(host_ip).await?;
+            let view = Kernel::connect()?.fast_path_view(&host_ips).await?;
             let mut removed = 0;
             let links = view.uplinks.iter().map(|u| u.ifindex).chain(view.routes.iter().map(|r| r.ifindex));
             for ifindex in links {

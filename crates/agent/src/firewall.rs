@@ -8,7 +8,7 @@
 //! kernel's table and repairs it; a restart converges without flushing.
 
 use std::collections::BTreeSet;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -80,10 +80,10 @@ impl Nftables for KeptNft {
 }
 
 impl FastPathMap for Deliver {
-    fn narrow(&self, allowed: &BTreeSet<Ipv4Addr>) -> Result<usize, romana_host::BpfError> {
+    fn narrow(&self, allowed: &BTreeSet<IpAddr>) -> Result<usize, romana_host::BpfError> {
         Deliver::narrow(self, allowed)
     }
-    fn allow(&self, allowed: BTreeSet<Ipv4Addr>) -> Result<usize, romana_host::BpfError> {
+    fn allow(&self, allowed: BTreeSet<IpAddr>) -> Result<usize, romana_host::BpfError> {
         Deliver::allow(self, allowed)
     }
 }
@@ -333,7 +333,7 @@ impl Firewall {
         romana_policy::vip::with_dnat(&mut compiled.desired, &vips);
         for v in vips.iter() {
             for b in &v.backends {
-                compiled.unfiltered.remove(b);
+                compiled.unfiltered.remove(&IpAddr::V4(*b));
             }
         }
     }

@@ -176,15 +176,17 @@ async fn main() -> Result<()> {
     }
     let interval = Duration::from_millis(args.interval_ms.max(50));
     let policy = !args.no_policy && !args.once;
+    // The uplinks are the links holding the host's addresses, of either family.
+    let host_ips: Vec<IpAddr> = std::iter::once(host_ip).chain(args.host_ipv6.map(IpAddr::V6)).collect();
     let deliver = if args.no_fast_path || args.once {
         if args.no_fast_path {
-            fastpath::remove(host_ns.clone(), host_ip).await;
+            fastpath::remove(host_ns.clone(), host_ips).await;
         }
         None
     } else {
         fastpath::Deliver::load(
             host_ns.clone(),
-            host_ip,
+            host_ips,
             policy,
             !args.no_fast_path_send,
             !args.no_fast_path_handoff,

@@ -3,7 +3,7 @@
 //! drives them with fakes and no root. Knows nothing about how the real ones work.
 
 use std::collections::BTreeSet;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 use romana_api::rest::{Address, AddressRequest, EndpointInfo, HostRoutesInfo, PodInfo, Tenant};
 use romana_client::ClientError;
@@ -41,8 +41,8 @@ pub trait Nftables {
 
 /// The fast path's set of endpoints that may skip the forward hook.
 pub trait FastPathMap {
-    fn narrow(&self, allowed: &BTreeSet<Ipv4Addr>) -> Result<usize, romana_host::BpfError>;
-    fn allow(&self, allowed: BTreeSet<Ipv4Addr>) -> Result<usize, romana_host::BpfError>;
+    fn narrow(&self, allowed: &BTreeSet<IpAddr>) -> Result<usize, romana_host::BpfError>;
+    fn allow(&self, allowed: BTreeSet<IpAddr>) -> Result<usize, romana_host::BpfError>;
 }
 
 /// What the agent's loops ask romanad.

@@ -5,11 +5,12 @@
 //! the hand-off off), the routed path through the kernel's forwarding only (a second underlay
 //! link without the fast path), a plain veth pair joining the same two pod namespaces directly,
 //! and a VXLAN overlay between the same hosts (iproute2; underlay MTU raised so the overlay does
-//! not fragment). The same pods over IPv6: Romana's routed path as a dual-stack pod has it (its
-//! /128 through its host link, the link-local gateway `fe80::1` on that link, block routes via the
-//! other host's IPv6 underlay address, the agents' `inet romana` table; the fast path is IPv4 only,
-//! so IPv6 takes the kernel's forwarding) against the plain veth over IPv6. Rounds alternate their
-//! order so machine noise hits all paths; ratios are per round.
+//! not fragment). The same pods over IPv6: the CNI ADD makes them dual-stack (romanad with an IPv4
+//! and an IPv6 network, hosts with an IPv6 underlay address), so Romana's routed IPv6 path is the
+//! agents' own (the pod's /128 through its host link, the link-local gateway `fe80::1`, block
+//! routes via the other host's IPv6 underlay address, the fast path's IPv6 map), against the plain
+//! veth over IPv6. Rounds alternate their order so machine noise hits all paths; ratios are per
+//! round.
 //! Everything runs in namespaces this benchmark creates and deletes.
 //! `cargo build --release -p romana-agent && cargo bench -p romana-cni --bench throughput`
 //! (`-- --quick`: 1 s per run, 2 rounds; `ROMANA_BENCH_NO_FAST_PATH_SEND=1`: agents with
@@ -47,30 +48,41 @@ async fn main() {
     hosts.0.ip("link set eth0 mtu 1600");
     hosts.1.ip("link set eth0 mtu 1600");
     let dir = TempDir::new("throughput");
-    let creds = common::romanad(dir.path()).await;
+    let creds = common::romanad_with(dir.path(), common::DUAL).await;
     let sock = [dir.path().join("a.sock"), dir.path().join("b.sock")];
     // `ROMANA_BENCH_NO_FAST_PATH_SEND=1`: the agents leave the pods' outgoing traffic to the
     // kernel's forwarding path (`--no-fast-path-send`; packets to the pods keep the fast path).
     let no_send = std::env::var_os("ROMANA_BENCH_NO_FAST_PATH_SEND").is_some();
     let extra: &[&str] = if no_send { &["--no-fast-path-send"] } else { &[] };
     println!("agents {}", if no_send { "with --no-fast-path-send" } else { "as by default" });
+    // Each host's IPv6 underlay address, on the same link as its IPv4 one.
     let (la, lb) = (dir.path().join("a.log"), dir.path().join("b.log"));
-    let _a = agent_with(&creds, "ha", "192.168.88.1", &hosts.0.0, &sock[0], &la, extra);
-    let _b = agent_with(&creds, "hb", "192.168.88.2", &hosts.1.0, &sock[1], &lb, extra);
+    hosts.0.ip("addr add fd88::1/64 dev eth0 nodad");
+    hosts.1.ip("addr add fd88::2/64 dev eth0 nodad");
+    let extra_a = [extra, &["--host-ipv6", "fd88::1"]].concat();
+    let extra_b = [extra, &["--host-ipv6", "fd88::2"]].concat();
+    let _a = agent_with(&creds, "ha", "192.168.88.1", &hosts.0.0, &sock[0], &la, &extra_a);
+    let _b = agent_with(&creds, "hb", "192.168.88.2", &hosts.1.0, &sock[1], &lb, &extra_b);
     wait_for("agents ready", 30, || {
         cni("STATUS", "", "", &conf("1.1.0", &sock[0]), "").0 == 0
             && cni("STATUS", "", "", &conf("1.1.0", &sock[1]), "").0 == 0
     })
     .await;
+    // Dual-stack pods: the IPv4 address first, then the IPv6 one.
     let add = |cid: &str, ns: &Netns, s: &std::path::Path| {
         let (rc, r) = cni("ADD", cid, &format!("/run/netns/{}", ns.0), &conf("1.0.0", s), "");
         assert_eq!(rc, 0, "ADD {cid}: {r}");
-        let ip = r["ips"][0]["address"].as_str().expect("address").split('/').next().expect("ip").to_owned();
-        (ip, r["interfaces"][0]["name"].as_str().expect("host link").to_owned())
+        let ips = common::result_ips(&r);
+        assert!(
+            ips.len() == 2 && ips[0].is_ipv4() && ips[1].is_ipv6(),
+            "ADD {cid}: one address per family: {r}"
+        );
+        (ips[0].to_string(), ips[1].to_string())
     };
-    let (ip1, link1) = add("tp1", &p1, &sock[0]);
-    let (ip2, link2) = add("tp2", &p2, &sock[1]);
+    let (ip1, _) = add("tp1", &p1, &sock[0]);
+    let (ip2, ip2_6) = add("tp2", &p2, &sock[1]);
     wait_for("pod1 reaches pod2 across hosts", 30, || ping(&p1.0, &ip2)).await;
+    wait_for("pod1 reaches pod2 over IPv6", 30, || ping(&p1.0, &ip2_6)).await;
     if !no_send {
         // Endpoint links get `romana_send` once the CNI path has been quiet for a moment.
         wait_for("romana_send on both pods' links", 30, || {
@@ -79,9 +91,10 @@ async fn main() {
         })
         .await;
     }
-    wait_for("the fast path holds each host's pod", 30, || {
-        agent_metric(&sock[0], "romana_agent_fast_path_entries") == 1.0
-            && agent_metric(&sock[1], "romana_agent_fast_path_entries") == 1.0
+    // Two entries each: the pod's IPv4 and IPv6 addresses.
+    wait_for("the fast path holds each host's pod, both families", 30, || {
+        agent_metric(&sock[0], "romana_agent_fast_path_entries") == 2.0
+            && agent_metric(&sock[1], "romana_agent_fast_path_entries") == 2.0
     })
     .await;
 
@@ -94,24 +107,6 @@ async fn main() {
     p1.ip("addr add fd99::1/64 dev pv0 nodad");
     p2.ip("addr add fd99::2/64 dev pv1 nodad");
 
-    // IPv6 through Romana's plumbing: each pod's IPv6 address on its CNI veth as `romana_host`
-    // plumbs a dual-stack pod (the pod's /128 without DAD and its default route via fe80::1 on the
-    // host link; the host's /128 route to it through that link), the hosts' IPv6 underlay
-    // addresses and block routes as the route manager gives them. Added by hand until the CNI
-    // ADD allocates both families; the routes are `proto static`, so the agents (which own
-    // `proto 77`) leave them alone.
-    for (h, pod, link, mine, peer_block, peer_under, under) in [
-        (&hosts.0, &p1, &link1, "fd10::2", "fd10:1::/64", "fd88::2", "fd88::1/64"),
-        (&hosts.1, &p2, &link2, "fd10:1::2", "fd10::/64", "fd88::1", "fd88::2/64"),
-    ] {
-        h.ip(&format!("addr add {under} dev eth0 nodad"));
-        h.ip(&format!("addr add fe80::1/64 dev {link} nodad"));
-        h.ip(&format!("-6 route add {mine}/128 dev {link} proto static"));
-        h.ip(&format!("-6 route add {peer_block} via {peer_under} dev eth0 proto static"));
-        pod.ip(&format!("addr add {mine}/128 dev eth0 nodad"));
-        pod.ip("-6 route add default via fe80::1 dev eth0");
-    }
-    wait_for("pod1 reaches pod2 over IPv6", 30, || ping(&p1.0, "fd10:1::2")).await;
     wait_for("pod1 reaches pod2 over the plain veth's IPv6", 30, || ping(&p1.0, "fd99::2")).await;
 
     // Overlay path: VXLAN between the hosts; /32s for the two pods via the tunnel override the
@@ -203,7 +198,7 @@ async fn main() {
             }
             let ip = match i {
                 1 => "192.168.99.2",
-                5 => "fd10:1::2",
+                5 => &ip2_6,
                 6 => "fd99::2",
                 _ => &ip2,
             };

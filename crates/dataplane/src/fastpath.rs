@@ -8,26 +8,27 @@
 //! rules in place), or `None` when this host enforces no policy at all.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 use crate::state::LinkName;
 
-/// An endpoint's /32 route of ours out of its host-side veth, as observed in the kernel.
+/// An endpoint's /32 or /128 route of ours out of its host-side veth, as observed in the kernel.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EndpointRoute {
-    pub ip: Ipv4Addr,
+    pub ip: IpAddr,
     pub link: LinkName,
     pub ifindex: u32,
 }
 
-/// The fast path's map: destination address -> host-side veth to hand the packet to.
-pub type Deliveries = BTreeMap<Ipv4Addr, u32>;
+/// The fast path's maps (one per family in the kernel): destination address -> host-side veth to
+/// hand the packet to.
+pub type Deliveries = BTreeMap<IpAddr, u32>;
 
 /// What the map should hold. Only veth routes count (the caller passes only those: the fast path
 /// enters the pod through the veth's peer, which a tap does not have); an address routed out of
 /// two links is left to the kernel's routing.
-pub fn deliveries(routes: &[EndpointRoute], eligible: Option<&BTreeSet<Ipv4Addr>>) -> Deliveries {
-    let mut seen: BTreeMap<Ipv4Addr, usize> = BTreeMap::new();
+pub fn deliveries(routes: &[EndpointRoute], eligible: Option<&BTreeSet<IpAddr>>) -> Deliveries {
+    let mut seen: BTreeMap<IpAddr, usize> = BTreeMap::new();
     for r in routes {
         *seen.entry(r.ip).or_default() += 1;
     }
@@ -42,8 +43,8 @@ pub fn deliveries(routes: &[EndpointRoute], eligible: Option<&BTreeSet<Ipv4Addr>
 /// to delete.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct MapDiff {
-    pub put: Vec<(Ipv4Addr, u32)>,
-    pub delete: Vec<Ipv4Addr>,
+    pub put: Vec<(IpAddr, u32)>,
+    pub delete: Vec<IpAddr>,
 }
 
 impl MapDiff {
@@ -170,7 +171,7 @@ mod tests {
     /// Routes and eligibility in, map content out; then the diff from `current` to it, which
     /// applied to `current` must give exactly that content.
     fn check(routes: &[EndpointRoute], eligible: Option<&[&str]>, current: &[(&str, u32)], expect: &[&str]) {
-        let eligible: Option<BTreeSet<Ipv4Addr>> =
+        let eligible: Option<BTreeSet<IpAddr>> =
             eligible.map(|e| e.iter().map(|s| s.parse().expect("test address")).collect());
         let want = deliveries(routes, eligible.as_ref());
         assert_eq!(render(&want), expect);
@@ -202,6 +203,17 @@ mod tests {
     fn a_recreated_link_is_updated_in_place_and_a_gone_route_is_deleted() {
         let r = [route("10.1.0.2", "romana1", 9)];
         check(&r, None, &[("10.1.0.2", 7), ("10.1.0.3", 8)], &["10.1.0.2 -> 9"]);
+    }
+
+    /// A dual-stack endpoint has an entry per family, each eligible on its own (the firewall's
+    /// sets are per family), to the same link.
+    #[test]
+    fn both_families_side_by_side() {
+        let r =
+            [route("10.1.0.2", "romana1", 7), route("fd10::2", "romana1", 7), route("fd10::3", "romana2", 8)];
+        check(&r, None, &[], &["10.1.0.2 -> 7", "fd10::2 -> 7", "fd10::3 -> 8"]);
+        check(&r, Some(&["10.1.0.2", "fd10::3"]), &[("fd10::2", 7)], &["10.1.0.2 -> 7", "fd10::3 -> 8"]);
+        check(&[route("fd10::2", "romana1", 7), route("fd10::2", "romana2", 8)], None, &[], &[]);
     }
 
     #[test]

@@ -6,7 +6,7 @@
 //! fast path is made from (`fast_path_view`) and what forbids it (`fast_path_blockers`).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
 
@@ -24,7 +24,7 @@ use aya::maps::{HashMap as BpfHashMap, MapData, MapError};
 use aya::programs::{ProgramError, SchedClassifier};
 use aya::sys::SyscallError;
 
-use crate::fastprog::{self, EndpointKey, EndpointValue, UplinkKey, UplinkValue};
+use crate::fastprog::{self, Endpoint6Key, EndpointKey, EndpointValue, UplinkKey, UplinkValue};
 use crate::kernel::{HostError, Kernel};
 
 pub use crate::fastprog::{DELIVER, SEND};
@@ -105,6 +105,7 @@ pub struct Programs {
 /// The loaded programs and their maps, with the maps' content as last written.
 pub struct FastPath {
     endpoints: BpfHashMap<MapData, EndpointKey, EndpointValue>,
+    endpoints6: BpfHashMap<MapData, Endpoint6Key, EndpointValue>,
     uplinks: BpfHashMap<MapData, UplinkKey, UplinkValue>,
     programs: Arc<Programs>,
     entries: Deliveries,
@@ -137,6 +138,7 @@ impl FastPath {
         })?;
         let mut ebpf = aya::Ebpf::load(fastprog::OBJECT).map_err(|e| BpfError::object(&e))?;
         let endpoints = map(&mut ebpf, fastprog::ENDPOINTS_MAP)?;
+        let endpoints6 = map(&mut ebpf, fastprog::ENDPOINTS6_MAP)?;
         let uplinks = map(&mut ebpf, fastprog::UPLINKS_MAP)?;
         let deliver = load(&mut ebpf, DELIVER)?;
         let send = load(&mut ebpf, SEND)?;
@@ -146,6 +148,7 @@ impl FastPath {
         bpf::release_freed_memory();
         Ok(FastPath {
             endpoints,
+            endpoints6,
             uplinks,
             programs: Arc::new(Programs { deliver, send }),
             entries: Deliveries::new(),
@@ -158,22 +161,36 @@ impl FastPath {
         self.programs.clone()
     }
 
-    /// The endpoint map's content as last written.
+    /// The endpoint maps' content (both families) as last written.
     pub fn entries(&self) -> &Deliveries {
         &self.entries
     }
 
-    /// Applies a diff to the endpoint map: deletions first, so that an address never points
-    /// anywhere it should not, even for a moment.
+    /// Applies a diff to the endpoint maps (each address to its family's): deletions first, so
+    /// that an address never points anywhere it should not, even for a moment.
     pub fn apply(&mut self, d: &MapDiff) -> Result<(), BpfError> {
         for ip in &d.delete {
-            remove(&mut self.endpoints, fastprog::ENDPOINTS_MAP, &fastprog::endpoint_key(*ip))?;
+            match ip {
+                IpAddr::V4(v4) => {
+                    remove(&mut self.endpoints, fastprog::ENDPOINTS_MAP, &fastprog::endpoint_key(*v4))
+                }
+                IpAddr::V6(v6) => {
+                    remove(&mut self.endpoints6, fastprog::ENDPOINTS6_MAP, &fastprog::endpoint6_key(*v6))
+                }
+            }?;
             self.entries.remove(ip);
         }
         for (ip, ifindex) in &d.put {
-            self.endpoints
-                .insert(fastprog::endpoint_key(*ip), *ifindex, 0)
-                .map_err(|e| map_error(fastprog::ENDPOINTS_MAP, e))?;
+            match ip {
+                IpAddr::V4(v4) => self
+                    .endpoints
+                    .insert(fastprog::endpoint_key(*v4), *ifindex, 0)
+                    .map_err(|e| map_error(fastprog::ENDPOINTS_MAP, e)),
+                IpAddr::V6(v6) => self
+                    .endpoints6
+                    .insert(fastprog::endpoint6_key(*v6), *ifindex, 0)
+                    .map_err(|e| map_error(fastprog::ENDPOINTS6_MAP, e)),
+            }?;
             self.entries.insert(*ip, *ifindex);
         }
         Ok(())
@@ -255,9 +272,9 @@ pub fn detach_marked(ifindex: u32) -> Result<usize, BpfError> {
 /// What the fast path is made from, observed in the calling thread's namespace.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct FastPathView {
-    /// The links holding the host's address: where other hosts' traffic arrives.
+    /// The links holding one of the host's addresses: where other hosts' traffic arrives.
     pub uplinks: Vec<Uplink>,
-    /// Our IPv4 /32 routes out of our veths.
+    /// Our IPv4 /32 and IPv6 /128 routes out of our veths.
     pub routes: Vec<EndpointRoute>,
 }
 
@@ -271,8 +288,9 @@ struct LinkFacts {
 }
 
 impl Kernel {
-    /// The uplinks (links holding `host_ip`) and the endpoint routes the fast path may use.
-    pub async fn fast_path_view(&self, host_ip: IpAddr) -> Result<FastPathView, HostError> {
+    /// The uplinks (links holding one of `host_ips`: the host's IPv4 and IPv6 underlay addresses)
+    /// and the endpoint routes (both families) the fast path may use.
+    pub async fn fast_path_view(&self, host_ips: &[IpAddr]) -> Result<FastPathView, HostError> {
         let fail = |step: &str| {
             let step = step.to_owned();
             move |source| HostError::Netlink { step, source }
@@ -304,7 +322,10 @@ impl Kernel {
         let addrs: Vec<_> =
             self.handle.address().get().execute().try_collect().await.map_err(fail("list addresses"))?;
         for a in addrs {
-            if a.attributes.iter().any(|x| matches!(x, AddressAttribute::Address(ip) if *ip == host_ip)) {
+            if a.attributes
+                .iter()
+                .any(|x| matches!(x, AddressAttribute::Address(ip) if host_ips.contains(ip)))
+            {
                 indexes.insert(a.header.index);
             }
         }
@@ -344,31 +365,30 @@ impl Kernel {
             }
         }
         let mut routes = vec![];
-        let all: Vec<_> = self
-            .handle
-            .route()
-            .get(RouteMessageBuilder::<Ipv4Addr>::new().build())
-            .execute()
-            .try_collect()
-            .await
-            .map_err(fail("list routes"))?;
+        let v4 = self.handle.route().get(RouteMessageBuilder::<Ipv4Addr>::new().build()).execute();
+        let v6 = self.handle.route().get(RouteMessageBuilder::<Ipv6Addr>::new().build()).execute();
+        let mut all: Vec<_> = v4.try_collect().await.map_err(fail("list routes"))?;
+        all.extend(v6.try_collect::<Vec<_>>().await.map_err(fail("list IPv6 routes"))?);
         for r in all {
             if r.header.protocol != RouteProtocol::from(ROUTE_PROTOCOL)
                 || r.header.table != crate::kernel::MAIN_TABLE
-                || r.header.destination_prefix_length != 32
             {
                 continue;
             }
             let (mut dest, mut oif, mut via) = (None, None, false);
             for a in &r.attributes {
                 match a {
-                    RouteAttribute::Destination(RouteAddress::Inet(ip)) => dest = Some(*ip),
+                    RouteAttribute::Destination(RouteAddress::Inet(ip)) => dest = Some(IpAddr::V4(*ip)),
+                    RouteAttribute::Destination(RouteAddress::Inet6(ip)) => dest = Some(IpAddr::V6(*ip)),
                     RouteAttribute::Oif(i) => oif = Some(*i),
-                    RouteAttribute::Gateway(_) => via = true,
+                    RouteAttribute::Gateway(_) | RouteAttribute::Via(_) => via = true,
                     _ => {}
                 }
             }
+            // Host routes only: /32, /128.
+            let host_len = if dest.is_some_and(|d| d.is_ipv6()) { 128 } else { 32 };
             if let (Some(ip), Some(i), false) = (dest, oif, via)
+                && r.header.destination_prefix_length == host_len
                 && let Some(link) = veths.get(&i)
             {
                 routes.push(EndpointRoute { ip, link: link.clone(), ifindex: i });

@@ -1,10 +1,10 @@
 //! The fast path's BPF object: the two programs and their maps, written in restricted C
 //! (`crates/host/bpf/fastpath.bpf.c`, which says what they do), compiled by `build.rs` with
 //! Debian's clang and embedded here; and the byte layouts of the maps' keys and values as this
-//! side writes them (the C structs `endpoint_key`, `endpoint_value`, `uplink_key`,
-//! `uplink_value`).
+//! side writes them (the C structs `endpoint_key`, `endpoint6_key`, `endpoint_value`,
+//! `uplink_key`, `uplink_value`).
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 /// The compiled object (an ELF of BPF code, BTF and map definitions), 8-byte aligned as aya reads
 /// it.
@@ -16,11 +16,15 @@ pub const DELIVER: &str = "romana_deliver";
 pub const SEND: &str = "romana_send";
 /// IPv4 address -> host-side veth index.
 pub const ENDPOINTS_MAP: &str = "romana_eps";
+/// IPv6 address -> host-side veth index.
+pub const ENDPOINTS6_MAP: &str = "romana_eps6";
 /// Uplink index -> `uplink_value`.
 pub const UPLINKS_MAP: &str = "romana_uplinks";
 
 /// `struct endpoint_key`: the address as on the wire.
 pub type EndpointKey = [u8; 4];
+/// `struct endpoint6_key`: the address as on the wire.
+pub type Endpoint6Key = [u8; 16];
 /// `struct endpoint_value`: the veth's index, in the host's byte order.
 pub type EndpointValue = u32;
 /// `struct uplink_key`: the uplink's index, in the host's byte order.
@@ -29,6 +33,10 @@ pub type UplinkKey = u32;
 pub type UplinkValue = [u8; 8];
 
 pub fn endpoint_key(ip: Ipv4Addr) -> EndpointKey {
+    ip.octets()
+}
+
+pub fn endpoint6_key(ip: Ipv6Addr) -> Endpoint6Key {
     ip.octets()
 }
 
@@ -80,7 +88,7 @@ mod tests {
         let obj = object();
         let mut names: Vec<&str> = obj.maps.keys().map(String::as_str).collect();
         names.sort_unstable();
-        assert_eq!(names, [ENDPOINTS_MAP, UPLINKS_MAP]);
+        assert_eq!(names, [ENDPOINTS_MAP, ENDPOINTS6_MAP, UPLINKS_MAP]);
         let check = |name: &str, key: usize, value: usize, max: u32| {
             let m: &Map = &obj.maps[name];
             let got = (
@@ -94,6 +102,7 @@ mod tests {
             assert_eq!(got, (1, key, value, max, 1), "{name}");
         };
         check(ENDPOINTS_MAP, size_of::<EndpointKey>(), size_of::<EndpointValue>(), 65_536);
+        check(ENDPOINTS6_MAP, size_of::<Endpoint6Key>(), size_of::<EndpointValue>(), 65_536);
         check(UPLINKS_MAP, size_of::<UplinkKey>(), size_of::<UplinkValue>(), 64);
     }
 
@@ -105,5 +114,12 @@ mod tests {
         assert_eq!(uplink_value(Some(mac)), [2, 0xaa, 0xbb, 0xcc, 0xdd, 0xee, 1, 0]);
         assert_eq!(uplink_value(None), [0; 8]);
         assert_eq!(endpoint_key(Ipv4Addr::new(10, 1, 2, 3)), [10, 1, 2, 3]);
+    }
+
+    /// An IPv6 key is the address in network order, as the program copies it from the header.
+    #[test]
+    fn an_ipv6_key_is_the_address_as_on_the_wire() {
+        let ip: Ipv6Addr = "fd10:1::2".parse().expect("test address");
+        assert_eq!(endpoint6_key(ip), [0xfd, 0x10, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2]);
     }
 }

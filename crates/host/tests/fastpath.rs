@@ -132,7 +132,7 @@ fn packets_from_another_host_enter_the_pod_past_the_forwarding_path() {
 
     let view = in_netns(&l.host.0, || async {
         let k = Kernel::connect().expect("netlink");
-        k.fast_path_view("192.168.77.1".parse().expect("literal")).await.expect("observe")
+        k.fast_path_view(&["192.168.77.1".parse().expect("literal")]).await.expect("observe")
     })
     .expect("namespace thread");
     assert_eq!(view.uplinks.iter().map(|u| u.name.as_str()).collect::<Vec<_>>(), ["eth0"]);

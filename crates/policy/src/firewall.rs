@@ -576,29 +576,39 @@ pub(crate) fn base_chain(hook: Hook, prio: i32, direction: &str, dir: Dir) -> Ar
     Arc::new(Chain::new(Some((hook, prio)), lines))
 }
 
-/// The host's local IPv4 endpoints that no rule of `rs` filters, in either direction (local,
-/// neither ingress- nor egress-isolated): a packet from another host to one of them is accepted
-/// by the forward hook whatever it is, so the agent's fast path may hand it over past
+/// The host's local endpoints (both families) that no rule of `rs` filters, in either direction
+/// (local, neither ingress- nor egress-isolated): a packet from another host to one of them is
+/// accepted by the forward hook whatever it is, so the agent's fast path may hand it over past
 /// that hook. Egress isolation counts too: its chain accepts replies by conntrack state, which a
 /// request that skipped the host never created. The only drops on the forward path are of
-/// isolated endpoints' traffic, which this leaves out.
-pub fn unfiltered_v4(rs: &Ruleset) -> BTreeSet<std::net::Ipv4Addr> {
-    let v4 = |name: &str| -> BTreeSet<std::net::Ipv4Addr> {
-        rs.sets
-            .get(name)
-            .map(|s| {
-                s.elements
-                    .iter()
-                    .filter_map(|e| match e {
-                        Element::Addr(IpAddr::V4(ip)) => Some(*ip),
-                        _ => None,
-                    })
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
-    let (ingress, egress) = (v4("ingress-isolated-4"), v4("egress-isolated-4"));
-    v4("local-4").into_iter().filter(|ip| !ingress.contains(ip) && !egress.contains(ip)).collect()
+/// isolated endpoints' traffic, which this leaves out. Each family by its own sets: a dual-stack
+/// endpoint is in both or neither, as the policies select it by labels.
+pub fn unfiltered(rs: &Ruleset) -> BTreeSet<IpAddr> {
+    unfiltered_in(|name| rs.sets.get(name).map(|s| &**s))
+}
+
+/// `unfiltered` of the table whose sets `set` names: also a table in force with a part applied
+/// (the agent's endpoint passes), without building it.
+pub fn unfiltered_in<'a>(set: impl Fn(&str) -> Option<&'a Set>) -> BTreeSet<IpAddr> {
+    let mut out = BTreeSet::new();
+    for f in FAMILIES {
+        let addrs = |prefix: &str| -> BTreeSet<IpAddr> {
+            set(&format!("{prefix}-{}", fam_suffix(f)))
+                .map(|s| {
+                    s.elements
+                        .iter()
+                        .filter_map(|e| match e {
+                            Element::Addr(ip) if Family::of(*ip) == f => Some(*ip),
+                            _ => None,
+                        })
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let (ingress, egress) = (addrs("ingress-isolated"), addrs("egress-isolated"));
+        out.extend(addrs("local").into_iter().filter(|ip| !ingress.contains(ip) && !egress.contains(ip)));
+    }
+    out
 }
 
 /// The host's whole ruleset.

@@ -17,7 +17,7 @@
 //! translated back by conntrack.
 
 use std::collections::BTreeSet;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use romana_api::topology::TopologyRequest;
@@ -174,10 +174,10 @@ pub fn add_to(rs: &mut Ruleset, nat: &NatConfig) -> bool {
 /// masquerades taken off the fast path's set (`unfiltered`), since the fast path would hand
 /// their packets to the uplink past postrouting, where the masquerade happens. Returns whether
 /// the chain is there.
-pub fn amend_pass(rs: &mut Ruleset, unfiltered: &mut BTreeSet<Ipv4Addr>, nat: &NatConfig) -> bool {
+pub fn amend_pass(rs: &mut Ruleset, unfiltered: &mut BTreeSet<IpAddr>, nat: &NatConfig) -> bool {
     let added = add_to(rs, nat);
     if added {
-        unfiltered.retain(|ip| !nat.masquerades_from(IpAddr::V4(*ip)));
+        unfiltered.retain(|ip| !nat.masquerades_from(*ip));
     }
     added
 }
@@ -330,12 +330,13 @@ mod tests {
 
     #[test]
     fn masqueraded_endpoints_leave_the_fast_path() {
-        let set = |ips: &[&str]| -> BTreeSet<Ipv4Addr> { ips.iter().map(|s| s.parse().unwrap()).collect() };
+        let set = |ips: &[&str]| -> BTreeSet<IpAddr> { ips.iter().map(|s| s.parse().unwrap()).collect() };
         let mut rs = Ruleset::default();
         let mut local = Set::new(SetType::Addr(Family::V4));
         local.elements.extend(["10.112.0.9", "10.200.0.5"].map(|e| Element::Addr(e.parse().unwrap())));
         rs.sets.insert("local-4".into(), Arc::new(local));
-        let mut unfiltered = set(&["10.112.0.9", "10.200.0.5"]);
+        // fd00:10::/64 masquerades too (IPv6 has its own rule in the chain); 10.200/16 does not.
+        let mut unfiltered = set(&["10.112.0.9", "10.200.0.5", "fd00:10::5"]);
         assert!(amend_pass(&mut rs, &mut unfiltered, &config()));
         assert_eq!(unfiltered, set(&["10.200.0.5"]));
         // Without a chain (nothing masqueraded here) the fast path keeps everyone.

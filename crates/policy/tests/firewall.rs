@@ -616,21 +616,31 @@ fn what_a_foreign_process_deletes_is_put_back() {
 
 #[test]
 fn only_local_endpoints_isolated_in_neither_direction_may_skip_the_forward_hook() {
-    use romana_policy::firewall::unfiltered_v4;
-    let ips = |rs: &Ruleset| -> Vec<String> { unfiltered_v4(rs).iter().map(|ip| ip.to_string()).collect() };
+    use romana_policy::firewall::unfiltered;
+    let ips = |rs: &Ruleset| -> Vec<String> { unfiltered(rs).iter().map(|ip| ip.to_string()).collect() };
+    // Dual-stack pods are two endpoint records with the same labels (`<name>` and `<name>#v6`).
     let eps = vec![
         pod("w1", "10.0.0.1", "web", "h0"),
+        pod("w1#v6", "fd00::1", "web", "h0"),
         pod("c1", "10.0.0.2", "client", "h0"),
+        pod("c1#v6", "fd00::2", "client", "h0"),
         pod("w2", "10.0.0.3", "web", "h1"),
-        pod("w6", "fd00::1", "other", "h0"),
+        pod("w2#v6", "fd00::3", "web", "h1"),
+        pod("o6", "fd00::9", "other", "h0"),
     ];
-    // No isolation: every local IPv4 endpoint (not h1's, not IPv6).
-    assert_eq!(ips(&table(&world_with(eps.clone(), vec![]))), ["10.0.0.1", "10.0.0.2"]);
-    // A policy isolates the web pods for ingress: w1 leaves, c1 stays.
-    assert_eq!(ips(&table(&world_with(eps.clone(), vec![web_policy("p1", "client")]))), ["10.0.0.2"]);
+    // No isolation: every local endpoint of both families (not h1's).
+    assert_eq!(
+        ips(&table(&world_with(eps.clone(), vec![]))),
+        ["10.0.0.1", "10.0.0.2", "fd00::1", "fd00::2", "fd00::9"]
+    );
+    // A policy isolates the web pods for ingress: w1 leaves in both families, c1 and o6 stay.
+    assert_eq!(
+        ips(&table(&world_with(eps.clone(), vec![web_policy("p1", "client")]))),
+        ["10.0.0.2", "fd00::2", "fd00::9"]
+    );
     // Egress isolation too: replies are accepted by conntrack state, which needs the request.
     let mut egress = web_policy("p2", "client");
     egress.ingress = None;
     egress.egress = Some(vec![]);
-    assert_eq!(ips(&table(&world_with(eps, vec![egress]))), ["10.0.0.2"]);
+    assert_eq!(ips(&table(&world_with(eps, vec![egress]))), ["10.0.0.2", "fd00::2", "fd00::9"]);
 }

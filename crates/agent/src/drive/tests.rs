@@ -4,7 +4,7 @@
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 use romana_dataplane::{HostState, LinkKind, LinkName, NextHop, Plan, Step};
 use romana_host::nft::NftError;
@@ -51,16 +51,16 @@ impl Nftables for FakeNft {
 /// The fast path's map as a log shared with the nft fake, so the order shows.
 struct FakeFastPath<'a>(&'a RefCell<Vec<String>>);
 
-fn ips(s: &BTreeSet<Ipv4Addr>) -> String {
+fn ips(s: &BTreeSet<IpAddr>) -> String {
     s.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(",")
 }
 
 impl FastPathMap for FakeFastPath<'_> {
-    fn narrow(&self, allowed: &BTreeSet<Ipv4Addr>) -> Result<usize, romana_host::BpfError> {
+    fn narrow(&self, allowed: &BTreeSet<IpAddr>) -> Result<usize, romana_host::BpfError> {
         self.0.borrow_mut().push(format!("narrow to {}", ips(allowed)));
         Ok(allowed.len())
     }
-    fn allow(&self, allowed: BTreeSet<Ipv4Addr>) -> Result<usize, romana_host::BpfError> {
+    fn allow(&self, allowed: BTreeSet<IpAddr>) -> Result<usize, romana_host::BpfError> {
         self.0.borrow_mut().push(format!("allow {}", ips(&allowed)));
         Ok(allowed.len())
     }

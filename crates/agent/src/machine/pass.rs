@@ -5,13 +5,12 @@
 //! table is known exactly while nftables' generation stays the one our transaction left).
 
 use std::collections::BTreeSet;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::sync::Arc;
 
-use romana_policy::firewall::{CompileCache, FirewallInput, compile_cached, unfiltered_v4};
+use romana_policy::firewall::{CompileCache, FirewallInput, compile_cached, unfiltered, unfiltered_in};
 use romana_policy::incremental::{Change, Part, Refusal, endpoint_changes, plan_part};
 use romana_policy::nftplan::{NftPlan, Observed, PlanSummary, plan};
-use romana_policy::ruleset::Element;
 use romana_policy::ruleset::Ruleset;
 use romana_policy::{Endpoint, PolicyRules, World, cluster};
 
@@ -87,15 +86,16 @@ pub fn compile_with(cache: &mut CompileCache, host: &str, s: Snapshot) -> (Compi
     }
     let input = FirewallInput { host, policies: &s.policies, world: &s.world, endpoints: &s.endpoints };
     let desired = compile_cached(input, cache, s.stamp);
-    let unfiltered = unfiltered_v4(&desired);
+    let unfiltered = unfiltered(&desired);
     (Compiled { desired, unfiltered }, s.world)
 }
 
-/// The desired table, and the local IPv4 endpoints no rule filters (the fast path's set).
+/// The desired table, and the local endpoints (both families) no rule filters (the fast path's
+/// set).
 #[derive(Debug)]
 pub struct Compiled {
     pub desired: Ruleset,
-    pub unfiltered: BTreeSet<Ipv4Addr>,
+    pub unfiltered: BTreeSet<IpAddr>,
 }
 
 impl PassState {
@@ -155,9 +155,9 @@ impl PassState {
 /// before their rules come (`narrow`); endpoints it opens join only once it applied (`allow`).
 #[derive(Debug)]
 pub struct Transaction {
-    pub narrow: BTreeSet<Ipv4Addr>,
+    pub narrow: BTreeSet<IpAddr>,
     pub plan: NftPlan,
-    pub allow: BTreeSet<Ipv4Addr>,
+    pub allow: BTreeSet<IpAddr>,
 }
 
 pub fn transaction(observed: Option<&Observed>, c: &Compiled) -> Transaction {
@@ -251,23 +251,7 @@ impl PassState {
     }
 }
 
-/// `unfiltered_v4` of the table in force with `part` applied, without building it.
-fn unfiltered_after(known: &Observed, part: &Part) -> BTreeSet<Ipv4Addr> {
-    let v4 = |name: &str| -> BTreeSet<Ipv4Addr> {
-        part.sets
-            .get(name)
-            .or_else(|| known.sets.get(name))
-            .map(|s| {
-                s.elements
-                    .iter()
-                    .filter_map(|e| match e {
-                        Element::Addr(std::net::IpAddr::V4(ip)) => Some(*ip),
-                        _ => None,
-                    })
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
-    let (ingress, egress) = (v4("ingress-isolated-4"), v4("egress-isolated-4"));
-    v4("local-4").into_iter().filter(|ip| !ingress.contains(ip) && !egress.contains(ip)).collect()
+/// `unfiltered` of the table in force with `part` applied, without building it.
+fn unfiltered_after(known: &Observed, part: &Part) -> BTreeSet<IpAddr> {
+    unfiltered_in(|name| part.sets.get(name).or_else(|| known.sets.get(name)).map(|s| &**s))
 }
