@@ -47,7 +47,10 @@ fn chains(cs: &[(&str, &[&str])]) -> Observed {
     for (name, rules) in cs {
         o.chains.insert(
             (*name).to_owned(),
-            ObservedChain { base: None, rules: rules.iter().map(|r| (*r).to_owned()).collect() },
+            ObservedChain {
+                base: None,
+                rules: std::sync::Arc::new(rules.iter().map(|r| (*r).to_owned()).collect()),
+            },
         );
     }
     o

@@ -67,9 +67,17 @@ impl Nftables for KeptNft {
     }
     fn apply_plan(&self, plan: &NftPlan) -> Result<(), NftError> {
         let mut nft = self.lock();
+        let ops = || plan.steps.as_deref().and_then(romana_agent::firewall_ops::ops);
         let r = match &plan.elements {
             Some(deltas) => nft.apply_elements(&crate::firewall_read::set_elements(deltas)),
-            None => nft.apply(&plan.script),
+            None => match ops().filter(|_| netlink_transactions()) {
+                Some(ops) => nft.apply_ops(&ops, &plan.script).map(|refused| {
+                    if let Some(why) = refused {
+                        tracing::warn!(error = %why, "the netlink batch was refused; applied as nft text");
+                    }
+                }),
+                None => nft.apply(&plan.script),
+            },
         };
         tell_batches(nft.uses_batches());
         r
@@ -409,6 +417,13 @@ impl Firewall {
             }
         }
     }
+}
+
+/// Whether whole transactions may go over netlink (`romana_agent::firewall_ops`); on unless
+/// `ROMANA_NFT_NETLINK_OPS=0` (then every transaction but element changes is nft text).
+fn netlink_transactions() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var_os("ROMANA_NFT_NETLINK_OPS").is_none_or(|v| v != "0"))
 }
 
 /// Says once whether element changes go over netlink, and when the kernel turned them away.

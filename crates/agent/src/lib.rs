@@ -9,6 +9,7 @@ pub mod diagnose;
 pub mod drive;
 pub mod drive_cni;
 pub mod error;
+pub mod firewall_ops;
 pub mod machine;
 pub mod nat_slot;
 pub mod ports;

@@ -288,7 +288,7 @@ async fn main() {
         &sock,
         &dir.path().join("agent.log"),
         false,
-        "info,romana_agent::firewall=debug",
+        "info,romana_agent::firewall=debug,romana_agent::drive=debug",
     );
     wait_for("agent ready", 30, || cni("STATUS", "", "", &conf("1.1.0", &sock), "").0 == 0).await;
 

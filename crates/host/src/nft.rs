@@ -198,6 +198,25 @@ impl Nft {
         Ok(())
     }
 
+    /// Applies a whole plan as one netlink batch (`nftnl/ops.rs`), without nft's cache of the
+    /// table, whose fill costs a dump of every set (quadratic in their number in the kernel). A
+    /// batch the kernel refuses changed nothing: `script`, the same plan as nft text, is then
+    /// applied instead. Returns why the batch was not used (`None`: it was).
+    pub fn apply_ops(&mut self, ops: &[nftnl::ops::Op], script: &str) -> Result<Option<String>, NftError> {
+        if self.elements.is_none() {
+            self.elements = Some(ElementSocket::open().ok());
+        }
+        let refused = match self.elements.as_mut() {
+            Some(Some(socket)) => match socket.apply_ops(ops) {
+                Ok(()) => return Ok(None),
+                Err(e) => e.to_string(),
+            },
+            _ => "no netlink socket".to_owned(),
+        };
+        self.apply(script)?;
+        Ok(Some(refused))
+    }
+
     /// Our table read over netlink (`nftread.rs`), on the socket element batches use; `Err`
     /// when netlink cannot read it (the caller lists it with `nft -j` instead).
     pub fn read_table(&mut self) -> Result<Option<crate::nftread::TableRead>, NftError> {

@@ -309,6 +309,49 @@ impl ElementSocket {
     }
 }
 
+impl ElementSocket {
+    /// Sends one batch and reads every answer the kernel queued for it (the acks of `n`
+    /// messages numbered from `first`).
+    fn exchange(&mut self, bytes: &[u8], first: u32, n: u32) -> Result<Vec<(u32, i32)>, NftError> {
+        self.socket.send(bytes, 0).map_err(|e| nl_err("send", e))?;
+        // nfnetlink processes a batch inside `send`: every answer is queued by now, so the
+        // reads never wait (an answer missing is an error, not a hang).
+        let mut all = Vec::new();
+        loop {
+            let mut buf: Vec<u8> = Vec::with_capacity(64 * 1024);
+            match self.socket.recv(&mut buf, libc::MSG_DONTWAIT) {
+                Ok(_) => all.extend(answers(&buf)),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) => return Err(nl_err("receive", e)),
+            }
+            if all.iter().filter(|(s, _)| s.wrapping_sub(first) < n).count() as u32 >= n {
+                break;
+            }
+        }
+        Ok(all)
+    }
+
+    /// Applies `ops` as one batch (`ops.rs`): all or nothing.
+    pub fn apply_ops(&mut self, ops: &[ops::Op]) -> Result<(), NftError> {
+        let Some(b) = ops::op_batch(ops, self.seq) else {
+            return Err(NftError::Elements("a rule's comment is too long for a netlink batch".into()));
+        };
+        let n = b.what.len() as u32;
+        self.seq = self.seq.wrapping_add(n + 2);
+        if n == 0 {
+            return Ok(());
+        }
+        if b.bytes.len() > MAX_BATCH {
+            return Err(NftError::Elements(format!(
+                "a batch of {} bytes is over {MAX_BATCH}",
+                b.bytes.len()
+            )));
+        }
+        let all = self.exchange(&b.bytes, b.first, n)?;
+        ops::op_verdict(&b, &all).map_err(NftError::Elements)
+    }
+}
+
 impl ElementPath for ElementSocket {
     fn apply_elements(&mut self, changes: &[SetElements]) -> Result<(), NftError> {
         let b = batch(changes, self.seq);
@@ -322,24 +365,11 @@ impl ElementPath for ElementSocket {
                 b.bytes.len()
             )));
         }
-        self.socket.send(&b.bytes, 0).map_err(|e| nl_err("send", e))?;
-        // nfnetlink processes a batch inside `send`: every answer is queued by now, so the
-        // reads never wait (an answer missing is an error, not a hang).
-        let mut all = Vec::new();
-        loop {
-            let mut buf: Vec<u8> = Vec::with_capacity(64 * 1024);
-            match self.socket.recv(&mut buf, libc::MSG_DONTWAIT) {
-                Ok(_) => all.extend(answers(&buf)),
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                Err(e) => return Err(nl_err("receive", e)),
-            }
-            if all.iter().filter(|(s, _)| s.wrapping_sub(b.first) < b.acked).count() as u32 >= b.acked {
-                break;
-            }
-        }
+        let all = self.exchange(&b.bytes, b.first, b.acked)?;
         verdict(&b, changes, &all)
     }
 }
 
+pub mod ops;
 #[cfg(test)]
 mod tests;

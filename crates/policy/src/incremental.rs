@@ -212,7 +212,7 @@ pub fn plan_part(observed: &Observed, part: &Part) -> NftPlan {
     }
     for (name, chain) in &part.chains_added {
         if let Some(o) = observed.chains.get(name) {
-            if o.rules == chain.keys() {
+            if o.holds(chain) {
                 continue;
             }
             out.push_str(&format!("flush chain inet {} {name}\n", ruleset::TABLE));
@@ -236,7 +236,7 @@ pub fn plan_part(observed: &Observed, part: &Part) -> NftPlan {
         s.rules_deleted += observed.chains[name].rules.len();
     }
     let elements = only_elements(&s, deltas);
-    NftPlan { script: out, summary: s, elements }
+    NftPlan { script: out, summary: s, elements, steps: None }
 }
 
 impl Observed {
@@ -247,7 +247,7 @@ impl Observed {
         }
         for (name, chain) in &part.chains_added {
             self.chains
-                .insert(name.clone(), ObservedChain { base: chain.base, rules: chain.keys().to_vec() });
+                .insert(name.clone(), ObservedChain { base: chain.base, rules: chain.shared_keys().clone() });
         }
         for name in &part.chains_removed {
             self.chains.remove(name);

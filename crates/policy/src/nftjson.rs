@@ -5,6 +5,7 @@
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use romana_model::Family;
 use serde_json::Value;
@@ -107,7 +108,7 @@ pub fn parse(text: &str) -> Result<Observed, JsonError> {
                     // A hook we never use: a base chain that cannot match ours, rewritten.
                     _ => Some((Hook::Forward, i32::MIN)),
                 };
-            obs.chains.insert(name, ObservedChain { base, rules: vec![] });
+            obs.chains.insert(name, ObservedChain { base, rules: Default::default() });
         } else if let Some(r) = item.get("rule") {
             let chain = r.get("chain").and_then(Value::as_str).unwrap_or_default().to_owned();
             let key = r.get("comment").and_then(Value::as_str).unwrap_or_default().to_owned();
@@ -116,7 +117,7 @@ pub fn parse(text: &str) -> Result<Observed, JsonError> {
     }
     for (chain, rule) in rules {
         if let Some(c) = obs.chains.get_mut(&chain) {
-            c.rules.push(rule);
+            Arc::make_mut(&mut c.rules).push(rule);
         }
     }
     Ok(obs)

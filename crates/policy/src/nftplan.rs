@@ -15,7 +15,17 @@ use crate::ruleset::{self, Element, Hook, Ruleset, Set, TABLE};
 pub struct ObservedChain {
     pub base: Option<(Hook, i32)>,
     /// Each rule's key (the comment we gave it; empty for a rule that is not ours), in order.
-    pub rules: Vec<String>,
+    /// Shared with the `Chain` it was applied from (`Observed::of`): see `ObservedChain::holds`.
+    pub rules: Arc<Vec<String>>,
+}
+
+impl ObservedChain {
+    /// Whether the chain holds exactly `chain`'s rules: by pointer when it was applied from that
+    /// very chain (the compiler reuses unchanged chains, so a pass over 4,000 rules compares
+    /// only the few chains a change rebuilt), else by comparing keys.
+    pub fn holds(&self, chain: &ruleset::Chain) -> bool {
+        Arc::ptr_eq(&self.rules, chain.shared_keys()) || *self.rules == chain.keys()
+    }
 }
 
 /// Our table as the kernel has it.
@@ -51,6 +61,35 @@ pub struct NftPlan {
     /// (a pod's start, a relabel): the agent then sends it as netlink messages, which need no
     /// copy of the table in nft's cache. `None` when anything else changes.
     pub elements: Option<Vec<SetDelta>>,
+    /// The same plan as data, step by step in the script's order, when it keeps the table
+    /// (`None` when it replaces it): the agent sends it as one netlink batch when it can express
+    /// every rule (`romana_agent::firewall_ops`), which needs no copy of the table in nft's cache.
+    pub steps: Option<Vec<Step>>,
+}
+
+/// One step of a plan, as data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// A set created with its elements.
+    AddSet {
+        name: String,
+        set: Arc<Set>,
+    },
+    /// Elements of an existing set deleted, then added.
+    Elements(SetDelta),
+    /// A chain created; with a hook when `base` is set.
+    AddChain {
+        name: String,
+        base: Option<(ruleset::Hook, i32)>,
+    },
+    FlushChain(String),
+    /// Every line of the chain appended, each with its key as comment.
+    AddRules {
+        chain: String,
+        rules: Arc<ruleset::Chain>,
+    },
+    DeleteChain(String),
+    DeleteSet(String),
 }
 
 impl NftPlan {
@@ -108,15 +147,18 @@ pub fn plan(observed: Option<&Observed>, desired: &Ruleset) -> NftPlan {
     }
     let mut s = PlanSummary::default();
     let mut out = String::new();
+    let mut steps = Vec::new();
     // 1. New sets and chains, so that rules below can point at them.
     for (name, set) in desired.sets.iter().filter(|(n, _)| !obs.sets.contains_key(*n)) {
         ruleset::set_decl(&mut out, name, set);
         s.sets_added += 1;
         s.elements_added += set.elements.len();
+        steps.push(Step::AddSet { name: name.clone(), set: set.clone() });
     }
     for (name, chain) in desired.chains.iter().filter(|(n, _)| !obs.chains.contains_key(*n)) {
         ruleset::chain_decl(&mut out, name, chain);
         s.chains_added += 1;
+        steps.push(Step::AddChain { name: name.clone(), base: chain.base });
     }
     // 2. Elements of existing sets.
     let mut deltas = Vec::new();
@@ -128,14 +170,16 @@ pub fn plan(observed: Option<&Observed>, desired: &Ruleset) -> NftPlan {
         }
         set_delta(&mut out, &mut s, &mut deltas, name, have, set);
     }
+    steps.extend(deltas.iter().cloned().map(Step::Elements));
     // 3. Chains whose rules differ in any way (order included) are flushed and refilled.
     let mut adds: Vec<&str> = Vec::new();
     for (name, chain) in &desired.chains {
         match obs.chains.get(name) {
             None => adds.push(name),
             Some(o) => {
-                if o.rules != chain.keys() {
+                if !o.holds(chain) {
                     let _ = writeln!(out, "flush chain inet {TABLE} {name}");
+                    steps.push(Step::FlushChain(name.clone()));
                     s.chains_rewritten += 1;
                     s.rules_deleted += o.rules.len();
                     adds.push(name);
@@ -147,9 +191,11 @@ pub fn plan(observed: Option<&Observed>, desired: &Ruleset) -> NftPlan {
         obs.chains.keys().filter(|n| !desired.chains.contains_key(*n)).collect();
     for name in &removed_chains {
         let _ = writeln!(out, "flush chain inet {TABLE} {name}");
+        steps.push(Step::FlushChain((*name).clone()));
     }
     for name in adds {
         let chain = &desired.chains[name];
+        steps.push(Step::AddRules { chain: name.to_owned(), rules: chain.clone() });
         for (line, key) in chain.lines().iter().zip(chain.keys()) {
             ruleset::rule(&mut out, name, line, key);
             s.rules_added += 1;
@@ -158,14 +204,16 @@ pub fn plan(observed: Option<&Observed>, desired: &Ruleset) -> NftPlan {
     // 4. Chains and sets no longer wanted, now that nothing refers to them.
     for name in removed_chains {
         let _ = writeln!(out, "delete chain inet {TABLE} {name}");
+        steps.push(Step::DeleteChain(name.clone()));
         s.chains_deleted += 1;
     }
     for name in obs.sets.keys().chain(&obs.foreign_sets).filter(|n| !desired.sets.contains_key(*n)) {
         let _ = writeln!(out, "delete set inet {TABLE} {name}");
+        steps.push(Step::DeleteSet(name.clone()));
         s.sets_deleted += 1;
     }
     let elements = only_elements(&s, deltas);
-    NftPlan { script: out, summary: s, elements }
+    NftPlan { script: out, summary: s, elements, steps: Some(steps) }
 }
 
 fn replace(desired: &Ruleset) -> NftPlan {
@@ -178,7 +226,7 @@ fn replace(desired: &Ruleset) -> NftPlan {
         elements_added: elements,
         ..PlanSummary::default()
     };
-    NftPlan { script: desired.render_replace(), summary, elements: None }
+    NftPlan { script: desired.render_replace(), summary, elements: None, steps: None }
 }
 
 impl Observed {
@@ -187,7 +235,7 @@ impl Observed {
         let chains = rs
             .chains
             .iter()
-            .map(|(n, c)| (n.clone(), ObservedChain { base: c.base, rules: c.keys().to_vec() }))
+            .map(|(n, c)| (n.clone(), ObservedChain { base: c.base, rules: c.shared_keys().clone() }))
             .collect();
         Observed { sets: rs.sets.clone(), foreign_sets: BTreeSet::new(), chains }
     }

@@ -46,7 +46,7 @@ pub fn observed(sets: Vec<ReadSet>, chains: Vec<ReadChain>) -> Observed {
             Some(h) => (h, prio),
             None => (Hook::Forward, i32::MIN),
         });
-        obs.chains.insert(c.name, ObservedChain { base, rules: c.rules });
+        obs.chains.insert(c.name, ObservedChain { base, rules: Arc::new(c.rules) });
     }
     obs
 }

@@ -135,13 +135,15 @@ pub struct Line {
 pub struct Chain {
     pub base: Option<(Hook, i32)>,
     lines: Vec<Line>,
-    /// Each line's `Line::key`, computed once: planning compares keys on every pass.
-    keys: Vec<String>,
+    /// Each line's `Line::key`, computed once: planning compares keys on every pass. Shared with
+    /// the table the agent keeps as applied (`Observed::of`), so the planner skips a chain whose
+    /// keys are the very same object without comparing them.
+    keys: Arc<Vec<String>>,
 }
 
 impl Chain {
     pub fn new(base: Option<(Hook, i32)>, lines: Vec<Line>) -> Chain {
-        let keys = lines.iter().map(Line::key).collect();
+        let keys = Arc::new(lines.iter().map(Line::key).collect());
         Chain { base, lines, keys }
     }
 
@@ -150,6 +152,11 @@ impl Chain {
     }
 
     pub fn keys(&self) -> &[String] {
+        &self.keys
+    }
+
+    /// The keys as shared with an `ObservedChain` made from this chain.
+    pub fn shared_keys(&self) -> &Arc<Vec<String>> {
         &self.keys
     }
 
@@ -162,7 +169,7 @@ impl Chain {
     pub fn push_keyed(&mut self, line: Line, key: String) {
         debug_assert_eq!(key, line.key());
         self.lines.push(line);
-        self.keys.push(key);
+        Arc::make_mut(&mut self.keys).push(key);
     }
 }
 
@@ -373,7 +380,7 @@ impl Ruleset {
             chain_decl(&mut out, name, chain);
         }
         for (name, chain) in &self.chains {
-            for (line, key) in chain.lines.iter().zip(&chain.keys) {
+            for (line, key) in chain.lines.iter().zip(chain.keys.iter()) {
                 rule(&mut out, name, line, key);
             }
         }

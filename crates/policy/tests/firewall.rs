@@ -594,9 +594,9 @@ fn what_a_foreign_process_deletes_is_put_back() {
     let mut tampered = Observed::of(&want);
     // A rule gone from a policy chain, an element gone from a set, a base chain emptied.
     let chain = tampered.chains.keys().find(|k| k.starts_with("p-p1")).unwrap().clone();
-    tampered.chains.get_mut(&chain).unwrap().rules.clear();
+    std::sync::Arc::make_mut(&mut tampered.chains.get_mut(&chain).unwrap().rules).clear();
     std::sync::Arc::make_mut(tampered.sets.get_mut("local-4").unwrap()).elements.clear();
-    tampered.chains.get_mut("fwd-ingress").unwrap().rules.pop();
+    std::sync::Arc::make_mut(&mut tampered.chains.get_mut("fwd-ingress").unwrap().rules).pop();
     let p = plan(Some(&tampered), &want);
     // The policy chain's two rules, the base chain's five (established, always-allowed ICMPv6,
     // the jump, a drop per family).
@@ -604,7 +604,8 @@ fn what_a_foreign_process_deletes_is_put_back() {
     assert_eq!(touched(&p.script), [chain, "fwd-ingress".to_owned()].into(), "{}", p.script);
     // A rule that is not ours (no key) in one of our chains: that chain is rewritten.
     let mut foreign = Observed::of(&want);
-    foreign.chains.get_mut("ingress-policies").unwrap().rules.push(String::new());
+    std::sync::Arc::make_mut(&mut foreign.chains.get_mut("ingress-policies").unwrap().rules)
+        .push(String::new());
     let p = plan(Some(&foreign), &want);
     assert_eq!(touched(&p.script), ["ingress-policies".to_owned()].into(), "{}", p.script);
     // No table at all: one transaction creates it whole.
