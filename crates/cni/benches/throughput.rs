@@ -14,7 +14,8 @@
 //! Everything runs in namespaces this benchmark creates and deletes.
 //! `cargo build --release -p romana-agent && cargo bench -p romana-cni --bench throughput`
 //! (`-- --quick`: 1 s per run, 2 rounds; `ROMANA_BENCH_NO_FAST_PATH_SEND=1`: agents with
-//! `--no-fast-path-send`).
+//! `--no-fast-path-send`; `ROMANA_BENCH_HOLD=FILE`: set up, then wait while FILE exists before
+//! measuring, for a profile of one path driven by hand).
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -79,7 +80,7 @@ async fn main() {
         );
         (ips[0].to_string(), ips[1].to_string())
     };
-    let (ip1, _) = add("tp1", &p1, &sock[0]);
+    let (ip1, ip1_6) = add("tp1", &p1, &sock[0]);
     let (ip2, ip2_6) = add("tp2", &p2, &sock[1]);
     wait_for("pod1 reaches pod2 across hosts", 30, || ping(&p1.0, &ip2)).await;
     wait_for("pod1 reaches pod2 over IPv6", 30, || ping(&p1.0, &ip2_6)).await;
@@ -167,6 +168,21 @@ async fn main() {
             on("romana"),
             handoffs(sock)
         );
+    }
+    // `ROMANA_BENCH_HOLD=FILE`: once everything is set up, wait while FILE exists, so that a
+    // profiler (docs/benchmarks.md) can drive its own iperf3 between the pods on one path.
+    if let Some(hold) = std::env::var_os("ROMANA_BENCH_HOLD") {
+        println!(
+            "holding while {} exists: pods {} ({ip1}, {ip1_6}) and {} ({ip2}, {ip2_6}), hosts {} and {}",
+            hold.to_string_lossy(),
+            p1.0,
+            p2.0,
+            hosts.0.0,
+            hosts.1.0
+        );
+        while std::path::Path::new(&hold).exists() {
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        }
     }
     const N: usize = 7;
     let paths = [
