@@ -11,7 +11,10 @@
 //! no proxy NDP (one `ip -6 neigh add proxy` entry per pod address and link, and a sysctl) is
 //! needed, and the pod's default route is the same on every host. Both ends' IPv6 addresses are
 //! added without duplicate address detection (a /128 on a point-to-point veth cannot collide,
-//! and DAD would hold them tentative, unusable, for a second or more).
+//! and DAD would hold them tentative, unusable, for a second or more). The host end generates no
+//! link-local address of its own (`addr_gen_mode` none, set before it comes up): it carries only
+//! `fe80::1` (a pod with IPv6) or no IPv6 address (an IPv4-only pod), which spares the kernel a
+//! DAD, multicast joins and MLD reports per pod; the pod's end keeps its own link-local.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::AsRawFd;
@@ -109,6 +112,8 @@ pub enum EndpointError {
     IfName(String),
     #[error("endpoint differs from what was configured: {}", .0.join("; "))]
     Mismatch(Vec<String>),
+    #[error("turning IPv6 autoconfiguration off on the host end: {0}")]
+    Autoconf(std::io::Error),
 }
 
 /// The host end's name for a container's interface: the Romana mark plus 9 hex digits of a stable
@@ -416,6 +421,9 @@ pub fn attach(host_ns: Option<&Path>, spec: &EndpointSpec) -> Result<Attachment,
             let host = link(&handle, &name)
                 .await?
                 .ok_or_else(|| EndpointError::Mismatch(vec![format!("{name} vanished")]))?;
+            // Before it comes up: the host end gets no link-local address of its own (only
+            // `fe80::1` below, for a pod with IPv6), so no DAD and MLD work per pod.
+            crate::sysctl::no_ipv6_autoconf(&name).map_err(EndpointError::Autoconf)?;
             for a in spec.addresses.iter().filter(|a| on_veth(a.gateway)) {
                 let t6 = Instant::now();
                 add_address(&handle, host.index, a.gateway, 64, &name).await?;

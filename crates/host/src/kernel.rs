@@ -44,6 +44,8 @@ pub enum HostError {
 #[derive(Debug)]
 pub struct Kernel {
     pub(crate) handle: Handle,
+    /// The same namespace with strict dump checking: route dumps filtered by the kernel.
+    strict: Handle,
     /// Which gateway flavour worked, once one was made.
     pub gateway_flavor: Option<GatewayFlavor>,
     /// Link indexes while a plan is applied (one dump per plan, not per step); dropped when a
@@ -56,7 +58,17 @@ impl Kernel {
     pub fn connect() -> Result<Kernel, HostError> {
         let (conn, handle, _) = rtnetlink::new_connection().map_err(HostError::Socket)?;
         tokio::spawn(conn);
-        Ok(Kernel { handle, gateway_flavor: None, index_cache: None })
+        // A second socket with strict dump checking: the kernel then filters a route dump by
+        // the request's table and protocol (Linux 4.20 and later), so that `observe` is sent
+        // our routes in the main table instead of every route of every link (a host with many
+        // pods has several IPv6 routes per veth: prefix, local, anycast, multicast). Its own
+        // socket, because strict checking turns every field of a dump request into a filter
+        // (the fast path's view dumps all routes). An older kernel refuses the option and
+        // sends everything; `observe` filters again either way.
+        let (mut conn, strict, _) = rtnetlink::new_connection().map_err(HostError::Socket)?;
+        let _ = netlink_sys::AsyncSocket::socket_ref(conn.socket_mut()).set_netlink_get_strict_chk(true);
+        tokio::spawn(conn);
+        Ok(Kernel { handle, strict, gateway_flavor: None, index_cache: None })
     }
 
     pub(crate) async fn links(&self) -> Result<Vec<LinkMessage>, HostError> {
@@ -128,11 +140,11 @@ impl Kernel {
             }
         }
         for family in [
-            RouteMessageBuilder::<std::net::Ipv4Addr>::new().build(),
-            RouteMessageBuilder::<std::net::Ipv6Addr>::new().build(),
+            ours(RouteMessageBuilder::<std::net::Ipv4Addr>::new().build()),
+            ours(RouteMessageBuilder::<std::net::Ipv6Addr>::new().build()),
         ] {
             let routes: Vec<RouteMessage> = self
-                .handle
+                .strict
                 .route()
                 .get(family)
                 .execute()
@@ -324,4 +336,15 @@ fn parse_route(r: &RouteMessage, by_index: &BTreeMap<u32, &LinkName>) -> Option<
         }
     };
     Some((dest, next))
+}
+
+/// A route dump request for our routes in the main table, which a socket with strict dump
+/// checking makes the kernel filter by (table and protocol; any route type: aggregation may
+/// program other types than unicast; scope zero, as strict checking requires of a dump).
+fn ours(mut m: RouteMessage) -> RouteMessage {
+    m.header.table = MAIN_TABLE;
+    m.header.protocol = RouteProtocol::from(ROUTE_PROTOCOL);
+    m.header.kind = RouteType::Unspec;
+    m.header.scope = RouteScope::Universe;
+    m
 }

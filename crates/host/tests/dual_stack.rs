@@ -2,7 +2,8 @@
 //! by their guards even when it fails; no link leaves them): two hosts joined by a veth with an
 //! IPv4 and an IPv6 underlay address each, their peer routes (both families) programmed by
 //! `Kernel` from a `HostView` as the agent does, a dual-stack pod on each and an IPv6-only pod
-//! on the second, plumbed by `attach` with the link-local IPv6 gateway. Pings over both families
+//! on the second, an IPv4-only pod on the first, plumbed by `attach` with the link-local IPv6
+//! gateway (the host ends carry no link-local of their own). Pings over both families
 //! between hosts, and from and to the IPv6-only pod; `check` finds a deleted IPv6 route and
 //! gateway; `detach` removes everything.
 #![allow(clippy::unwrap_used)]
@@ -56,6 +57,16 @@ fn spec(pod: &Netns, id: &str, addresses: &[(&str, IpAddr)]) -> EndpointSpec {
     }
 }
 
+/// A sysctl's value inside `ns` (`/proc/sys/net` shows the reader's namespace).
+fn sysctl(ns: &Netns, key: &str) -> String {
+    let out = Command::new("ip")
+        .args(["netns", "exec", &ns.0, "cat", &format!("/proc/sys/{key}")])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "read {key} in {}: {}", ns.0, String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// `ping` from `pod` to `dst` answers (two tries: the first may wait for neighbour discovery).
 fn pings(pod: &Netns, dst: &str) -> bool {
     Command::new("ip")
@@ -71,10 +82,11 @@ fn dual_stack_and_ipv6_only_pods_reach_each_other_across_hosts() {
         return;
     };
     let pid = std::process::id();
-    let (Some(pa), Some(pb), Some(pc)) = (
+    let (Some(pa), Some(pb), Some(pc), Some(pd)) = (
         Netns::new(&format!("rmv-{pid}-pa")),
         Netns::new(&format!("rmv-{pid}-pb")),
         Netns::new(&format!("rmv-{pid}-pc")),
+        Netns::new(&format!("rmv-{pid}-pd")),
     ) else {
         panic!("pod namespaces");
     };
@@ -95,6 +107,20 @@ fn dual_stack_and_ipv6_only_pods_reach_each_other_across_hosts() {
     assert!(attach(Some(&path(&a)), &sa).unwrap().created);
     assert!(attach(Some(&path(&b)), &sb).unwrap().created);
     assert!(attach(Some(&path(&b)), &sc).unwrap().created);
+    let sd = spec(&pd, "pod-d", &[("10.1.0.3", gw_a)]);
+    assert!(attach(Some(&path(&a)), &sd).unwrap().created);
+    // The host ends carry only the IPv6 addresses attach gives them (the gateway for a pod with
+    // IPv6, none for an IPv4-only pod): no link-local of their own, while the pod's end has one.
+    for (h, s, want) in [(&a, &sa, "fe80::1/64"), (&b, &sc, "fe80::1/64"), (&a, &sd, "")] {
+        let link = s.host_link.as_str();
+        let shown = h.ip(&format!("-6 -o addr show dev {link}"));
+        let v6: Vec<&str> = shown.split_whitespace().filter(|w| w.contains(':') && w.contains('/')).collect();
+        assert_eq!(v6.join(" "), want, "{link}'s IPv6 addresses: {shown}");
+        let mode = sysctl(h, &format!("net/ipv6/conf/{link}/addr_gen_mode"));
+        assert_eq!(mode.trim(), "1", "{link}: no address generation");
+    }
+    let pod_ll = pd.ip("-6 -o addr show dev eth0 scope link");
+    assert!(pod_ll.contains("fe80::"), "the pod's end keeps its link-local: {pod_ll}");
     // Idempotent: a complete endpoint is left as is.
     assert!(!attach(Some(&path(&a)), &sa).unwrap().created);
     check(Some(&path(&a)), &sa).unwrap();
@@ -107,6 +133,8 @@ fn dual_stack_and_ipv6_only_pods_reach_each_other_across_hosts() {
     assert!(pings(&pa, "10.1.1.2"), "IPv4 pod a -> pod b");
     assert!(pings(&pa, "fd10:1::2"), "IPv6 pod a -> pod b");
     assert!(pings(&pb, "fd10::2"), "IPv6 pod b -> pod a");
+    assert!(pings(&pd, "10.1.0.2"), "IPv4-only pod d -> pod a, same host");
+    assert!(pings(&pd, "10.1.1.2"), "IPv4-only pod d -> pod b");
     assert!(pings(&pa, "fd10:1::3"), "IPv6 pod a -> IPv6-only pod c");
     assert!(pings(&pc, "fd10::2"), "IPv6-only pod c -> pod a");
     assert!(pings(&pc, "fd10:1::2"), "IPv6-only pod c -> pod b, same host");
@@ -132,7 +160,7 @@ fn dual_stack_and_ipv6_only_pods_reach_each_other_across_hosts() {
     let e = attach(Some(&path(&a)), &mixed).unwrap_err().to_string();
     assert!(e.contains("not the same address family"), "{e}");
 
-    for (h, s) in [(&a, &sa), (&b, &sb), (&b, &sc)] {
+    for (h, s) in [(&a, &sa), (&b, &sb), (&b, &sc), (&a, &sd)] {
         assert!(detach(Some(&path(h)), &s.host_link).unwrap());
     }
     let left = b.ip("-6 route show proto 77");

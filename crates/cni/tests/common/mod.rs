@@ -95,8 +95,11 @@ pub fn agent_with(
     extra: &[&str],
 ) -> Agent {
     let bin = sibling_bin(env!("CARGO_BIN_EXE_romana-cni"), "romana-agent");
+    // The tests' interval unless `extra` sets its own (the agent takes a flag once).
+    let interval: &[&str] = if extra.contains(&"--interval-ms") { &[] } else { &["--interval-ms", "200"] };
     let child = Command::new(bin)
-        .args(["--host", host, "--host-ip", ip, "--netns", netns, "--interval-ms", "200"])
+        .args(["--host", host, "--host-ip", ip, "--netns", netns])
+        .args(interval)
         .args(extra)
         .arg("--socket")
         .arg(socket)
