@@ -231,7 +231,7 @@ mod tests {
 
     #[test]
     fn rules_lower_to_what_nft_emits() {
-        let net = |s: &str| s.parse::<Cidr>().unwrap();
+        let net = |s: &str| s.parse::<Cidr>().expect("cidr");
         // `ip saddr @s tcp dport 80-90`: the family once, the protocol as the port's dependency.
         let mut want: Vec<Expr> = nfproto(2).into();
         want.extend([load(Base::Network, 12, 4, 1), Expr::Lookup { sreg: 1, set: "s".into() }]);
@@ -308,7 +308,7 @@ mod tests {
             Step::AddChain { name: "b".into(), base: None },
             Step::AddRules { chain: "b".into(), rules: Arc::new(jump.clone()) },
         ])
-        .unwrap();
+        .expect("expressed");
         assert_eq!(
             got,
             [

@@ -136,7 +136,7 @@ pub(crate) fn only_elements(s: &PlanSummary, deltas: Vec<SetDelta>) -> Option<Ve
 /// One name of two name-ordered maps: only in the first, only in the second, or in both.
 enum Side<'a, A, B> {
     Want(&'a String, &'a A),
-    Have(&'a String, &'a B),
+    Have(&'a String),
     Both(&'a String, &'a A, &'a B),
 }
 
@@ -149,10 +149,10 @@ fn join<'a, A, B>(want: &'a BTreeMap<String, A>, have: &'a BTreeMap<String, B>) 
         let side = match (w.peek(), h.peek()) {
             (None, None) => break,
             (Some(_), None) => w.next().map(|(n, a)| Side::Want(n, a)),
-            (None, Some(_)) => h.next().map(|(n, b)| Side::Have(n, b)),
+            (None, Some(_)) => h.next().map(|(n, _)| Side::Have(n)),
             (Some((wn, _)), Some((hn, _))) => match wn.cmp(hn) {
                 std::cmp::Ordering::Less => w.next().map(|(n, a)| Side::Want(n, a)),
-                std::cmp::Ordering::Greater => h.next().map(|(n, b)| Side::Have(n, b)),
+                std::cmp::Ordering::Greater => h.next().map(|(n, _)| Side::Have(n)),
                 std::cmp::Ordering::Equal => {
                     let (n, a) = w.next().expect("peeked");
                     h.next().map(|(_, b)| Side::Both(n, a, b))
@@ -223,7 +223,7 @@ pub fn plan(observed: Option<&Observed>, desired: &Ruleset) -> NftPlan {
                     adds.push((name, chain));
                 }
             }
-            Side::Have(name, _) => removed_chains.push(name),
+            Side::Have(name) => removed_chains.push(name),
         }
     }
     // Added and rewritten chains get their rules in name order, as before the merge.
@@ -246,7 +246,7 @@ pub fn plan(observed: Option<&Observed>, desired: &Ruleset) -> NftPlan {
         s.chains_deleted += 1;
     }
     let gone = sets.iter().filter_map(|side| match side {
-        Side::Have(name, _) => Some(*name),
+        Side::Have(name) => Some(*name),
         _ => None,
     });
     for name in gone.chain(obs.foreign_sets.iter().filter(|n| !desired.sets.contains_key(*n))) {

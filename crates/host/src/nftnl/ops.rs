@@ -432,7 +432,7 @@ mod tests {
         let mut at = 0;
         let mut count = 0;
         while at < b.bytes.len() {
-            let len = u32::from_ne_bytes(b.bytes[at..at + 4].try_into().unwrap()) as usize;
+            let len = u32::from_ne_bytes(b.bytes[at..at + 4].try_into().expect("four bytes")) as usize;
             assert!(len >= 20 && at + len <= b.bytes.len(), "message {count} at {at}: length {len}");
             at += len.div_ceil(4) * 4;
             count += 1;
@@ -443,7 +443,7 @@ mod tests {
 
     #[test]
     fn each_op_is_one_acked_message_and_a_set_carries_its_elements() {
-        let k = |s: &str| ElementKey::Addr(s.parse().unwrap());
+        let k = |s: &str| ElementKey::Addr(s.parse().expect("ip"));
         let ops = vec![
             Op::NewSet { name: "s".into(), key: SetKey::Ipv4, elements: vec![k("10.0.0.1"), k("10.0.0.2")] },
             Op::NewSet { name: "e".into(), key: SetKey::Ipv6, elements: vec![] },
@@ -469,9 +469,9 @@ mod tests {
         assert_eq!(op_verdict(&b, &all), Ok(()));
         let mut refused = all.clone();
         refused[5].1 = -2;
-        let e = op_verdict(&b, &refused).unwrap_err();
+        let e = op_verdict(&b, &refused).expect_err("refused");
         assert!(e.contains("rule 00112233445566778 of chain c") && e.contains("No such file"), "{e}");
-        assert!(op_verdict(&b, &all[..7]).unwrap_err().contains("7 of 8"));
+        assert!(op_verdict(&b, &all[..7]).expect_err("one unanswered").contains("7 of 8"));
     }
 
     #[test]
