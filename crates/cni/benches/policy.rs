@@ -321,13 +321,15 @@ async fn main() {
         agent_metric(&sock, "romana_agent_firewall_elements") >= n_endpoints as f64
     })
     .await;
-    // Samples start once the agent is idle (no pass for a second): the elements can be in while
+    // Samples start once the agent is idle (no pass for a while): the elements can be in while
     // the last policies of the load are still streaming in, and those passes are not the
-    // measurement.
+    // measurement. A pass counts when it ends, so the quiet window must outlast the load's
+    // longest pass (seconds at the 5x scale).
     let idle_from = Instant::now();
+    let quiet = Duration::from_secs(if n_endpoints > 10_000 { 10 } else { 1 });
     let mut last = agent_metric(&sock, "romana_agent_firewall_syncs_total");
     loop {
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        tokio::time::sleep(quiet).await;
         let now = agent_metric(&sock, "romana_agent_firewall_syncs_total");
         if std::mem::replace(&mut last, now) == now {
             break;

@@ -176,7 +176,7 @@ impl Nft {
 
     /// Applies element changes of existing sets as one transaction: a netlink batch
     /// (`nftnl.rs`), without nft's cache of the table; as nft text when the batch would be over
-    /// `nftnl::MAX_BATCH`. A batch the kernel refuses changed nothing: the text path then tries
+    /// the socket's largest batch (`nftnl::MAX_BATCH`, more as root). A batch the kernel refuses changed nothing: the text path then tries
     /// the same changes, and when it succeeds where the batch failed, batches are not tried
     /// again (a kernel that does not take our encoding: `uses_batches` tells). A failure of both
     /// is the text path's error.
@@ -187,7 +187,7 @@ impl Nft {
         let Some(Some(socket)) = self.elements.as_mut() else {
             return ElementPath::apply_elements(self, changes);
         };
-        if nftnl::batch_size(changes) > nftnl::MAX_BATCH {
+        if nftnl::batch_size(changes) > socket.max_batch() {
             return ElementPath::apply_elements(self, changes);
         }
         if socket.apply_elements(changes).is_ok() {

@@ -91,6 +91,10 @@ const CHUNK: usize = 1024;
 /// A batch larger than this is sent as nft text instead: it must fit the socket's send buffer
 /// in one `send` (the default `wmem_default` is 208 KiB), and such a change is no pod start.
 pub const MAX_BATCH: usize = 128 * 1024;
+/// The largest batch once the socket's buffers are raised past the system's limits
+/// (`SO_SNDBUFFORCE`/`SO_RCVBUFFORCE`, which the agent may, as root): a whole table at 5,000
+/// policies x 50,000 endpoints is 3-6 MB, and nft's text of it takes seconds to parse.
+const LARGE_BATCH: usize = 48 << 20;
 
 /// The same changes as `nft -f` text (deletions and additions in the order given).
 pub fn script(changes: &[SetElements]) -> String {
@@ -290,6 +294,8 @@ fn message_set(changes: &[SetElements], i: usize) -> String {
 pub struct ElementSocket {
     pub(crate) socket: netlink_sys::Socket,
     pub(crate) seq: u32,
+    /// The largest batch this socket sends: `LARGE_BATCH` when its buffers could be raised.
+    max_batch: usize,
 }
 
 fn nl_err(what: &str, e: std::io::Error) -> NftError {
@@ -305,7 +311,25 @@ impl ElementSocket {
         s.connect(&SocketAddr::new(0, 0)).map_err(|e| nl_err("connect", e))?;
         // Acks without the request copied back; errors are read in full either way.
         s.set_cap_ack(true).map_err(|e| nl_err("NETLINK_CAP_ACK", e))?;
-        Ok(ElementSocket { socket: s, seq: 1 })
+        // Room to send a large batch in one `send`, and for the acks of all its messages (an
+        // ack lost to a full receive buffer would read as a refusal of a batch that was taken).
+        let raised = [true, false].into_iter().all(|send| force_buffer(&s, send, LARGE_BATCH + (8 << 20)));
+        Ok(ElementSocket { socket: s, seq: 1, max_batch: if raised { LARGE_BATCH } else { MAX_BATCH } })
+    }
+
+    /// The largest batch this socket sends (larger changes go as nft text).
+    pub fn max_batch(&self) -> usize {
+        self.max_batch
+    }
+}
+
+/// Sets a socket buffer's size past `rmem_max`/`wmem_max` (needs CAP_NET_ADMIN); whether it did.
+fn force_buffer(s: &netlink_sys::Socket, send: bool, bytes: usize) -> bool {
+    use nix::sys::socket::{setsockopt, sockopt};
+    if send {
+        setsockopt(s, sockopt::SndBufForce, &bytes).is_ok()
+    } else {
+        setsockopt(s, sockopt::RcvBufForce, &bytes).is_ok()
     }
 }
 
@@ -341,10 +365,11 @@ impl ElementSocket {
         if n == 0 {
             return Ok(());
         }
-        if b.bytes.len() > MAX_BATCH {
+        if b.bytes.len() > self.max_batch {
             return Err(NftError::Elements(format!(
-                "a batch of {} bytes is over {MAX_BATCH}",
-                b.bytes.len()
+                "a batch of {} bytes is over {}",
+                b.bytes.len(),
+                self.max_batch
             )));
         }
         let all = self.exchange(&b.bytes, b.first, n)?;
@@ -359,10 +384,11 @@ impl ElementPath for ElementSocket {
         if b.acked == 0 {
             return Ok(());
         }
-        if b.bytes.len() > MAX_BATCH {
+        if b.bytes.len() > self.max_batch {
             return Err(NftError::Elements(format!(
-                "a batch of {} bytes is over {MAX_BATCH}",
-                b.bytes.len()
+                "a batch of {} bytes is over {}",
+                b.bytes.len(),
+                self.max_batch
             )));
         }
         let all = self.exchange(&b.bytes, b.first, b.acked)?;
