@@ -4,6 +4,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+# Every crate of the lock file, for every platform: `tests/tidy.rs` reads the whole dependency
+# graph with `cargo metadata --offline`, which needs even the Windows-only crates' manifests that
+# a Linux build never downloads (a fresh machine has only those).
+cargo fetch --locked
 
 # A full disk shows up as a linker crash; say up front how much room the build has.
 df -h . | awk 'NR == 2 { print "disk: " $4 " free before the build" }'

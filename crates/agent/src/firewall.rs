@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use romana_agent::drive::{apply_transaction, read_table, run_pass};
 use romana_agent::error::FirewallError;
 use romana_agent::machine::pass::{
-    Compiled, PassState, compile_with, give_back, snapshot, take_endpoint_changes,
+    Compiled, EndpointTransaction, PassState, compile_with, give_back, snapshot, take_endpoint_changes,
 };
 use romana_agent::machine::{Action, Event, Stream, repair_wait};
 use romana_agent::ports::{FastPathMap, Nftables, Romanad};
@@ -384,8 +384,21 @@ impl Firewall {
             return self.sync(metrics, false).await;
         };
         let started = Instant::now();
+        let nat_changes = |state: &PassState, tx: &EndpointTransaction| {
+            state.known.as_ref().is_some_and(|k| self.nat.changed_by(k, &tx.part))
+        };
         let tx = match state.endpoint_transaction(&self.ctx.host, &changes) {
-            Ok(tx) => tx,
+            Ok(tx) if nat_changes(&state, &tx) => {
+                tracing::debug!("endpoint pass changes egress NAT's chain; compiling");
+                give_back(&mut self.ctx.core().inputs, changes);
+                drop(state);
+                return self.sync(metrics, false).await;
+            }
+            Ok(mut tx) => {
+                self.nat.keep_off_fast_path(&mut tx.transaction.narrow);
+                self.nat.keep_off_fast_path(&mut tx.transaction.allow);
+                tx
+            }
             Err(refusal) => {
                 tracing::debug!(%refusal, "endpoint pass refused; compiling");
                 give_back(&mut self.ctx.core().inputs, changes);

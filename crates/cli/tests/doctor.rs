@@ -88,8 +88,23 @@ fn in_ns(ns: &str, args: &[&str]) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
-/// The first rule of our table, as (chain, handle).
+/// The first rule of our table, as (chain, handle), once there is one: with no policy the only
+/// rules are egress NAT's, whose chain comes with the first local pod in a masqueraded network.
 fn a_rule(ns: &str) -> (String, String) {
+    let start = Instant::now();
+    loop {
+        match first_rule(ns) {
+            Ok(rule) => return rule,
+            Err(listing) if start.elapsed() > Duration::from_secs(20) => {
+                panic!("no rule in the table:\n{listing}")
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(200)),
+        }
+    }
+}
+
+/// The first rule of our table, or the listing without one.
+fn first_rule(ns: &str) -> Result<(String, String), String> {
     let listing = in_ns(ns, &["nft", "-a", "list", "table", "inet", "romana"]);
     let mut chain = String::new();
     for l in listing.lines().map(str::trim) {
@@ -99,10 +114,10 @@ fn a_rule(ns: &str) -> (String, String) {
             && l.contains("# handle")
             && !["set ", "map ", "table ", "type "].iter().any(|p| l.starts_with(p))
         {
-            return (chain, l.rsplit("# handle ").next().unwrap().trim().to_owned());
+            return Ok((chain, l.rsplit("# handle ").next().unwrap().trim().to_owned()));
         }
     }
-    panic!("no rule in the table:\n{listing}");
+    Err(listing)
 }
 
 fn signal(pid: u32, sig: &str) {
