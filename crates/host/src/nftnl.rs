@@ -355,6 +355,14 @@ impl ElementSocket {
         Ok(all)
     }
 
+    /// `Err` when a batch of `len` bytes is over what this socket sends in one `send`.
+    fn fits(&self, len: usize) -> Result<(), NftError> {
+        if len > self.max_batch {
+            return Err(NftError::Elements(format!("a batch of {len} bytes is over {}", self.max_batch)));
+        }
+        Ok(())
+    }
+
     /// Applies `ops` as one batch (`ops.rs`): all or nothing.
     pub fn apply_ops(&mut self, ops: &[ops::Op]) -> Result<(), NftError> {
         let Some(b) = ops::op_batch(ops, self.seq) else {
@@ -365,13 +373,7 @@ impl ElementSocket {
         if n == 0 {
             return Ok(());
         }
-        if b.bytes.len() > self.max_batch {
-            return Err(NftError::Elements(format!(
-                "a batch of {} bytes is over {}",
-                b.bytes.len(),
-                self.max_batch
-            )));
-        }
+        self.fits(b.bytes.len())?;
         let all = self.exchange(&b.bytes, b.first, n)?;
         ops::op_verdict(&b, &all).map_err(NftError::Elements)
     }
@@ -384,13 +386,7 @@ impl ElementPath for ElementSocket {
         if b.acked == 0 {
             return Ok(());
         }
-        if b.bytes.len() > self.max_batch {
-            return Err(NftError::Elements(format!(
-                "a batch of {} bytes is over {}",
-                b.bytes.len(),
-                self.max_batch
-            )));
-        }
+        self.fits(b.bytes.len())?;
         let all = self.exchange(&b.bytes, b.first, b.acked)?;
         verdict(&b, changes, &all)
     }

@@ -320,39 +320,19 @@ pub fn op_batch(ops: &[Op], seq: u32) -> Option<OpBatch> {
                 attr(&mut a, NFTA_SET_ID, &be32(set_id));
                 attr(&mut a, NFTA_SET_USERDATA, key.userdata());
                 send(&mut bytes, &mut what, NFT_MSG_NEWSET, NLM_F_CREATE, &a, format!("creating set {name}"));
+                let w = format!("elements of set {name}");
                 for a in elements(name, keys) {
-                    send(
-                        &mut bytes,
-                        &mut what,
-                        NFT_MSG_NEWSETELEM,
-                        NLM_F_CREATE,
-                        &a,
-                        format!("elements of set {name}"),
-                    );
+                    send(&mut bytes, &mut what, NFT_MSG_NEWSETELEM, NLM_F_CREATE, &a, w.clone());
                 }
             }
-            Op::AddElements { set, keys } => {
+            Op::AddElements { set, keys } | Op::DeleteElements { set, keys } => {
+                let (ty, flags, w) = match op {
+                    Op::AddElements { .. } => (NFT_MSG_NEWSETELEM, NLM_F_CREATE, "added to"),
+                    _ => (NFT_MSG_DELSETELEM, 0, "deleted from"),
+                };
+                let w = format!("elements {w} set {set}");
                 for a in elements(set, keys) {
-                    send(
-                        &mut bytes,
-                        &mut what,
-                        NFT_MSG_NEWSETELEM,
-                        NLM_F_CREATE,
-                        &a,
-                        format!("elements added to set {set}"),
-                    );
-                }
-            }
-            Op::DeleteElements { set, keys } => {
-                for a in elements(set, keys) {
-                    send(
-                        &mut bytes,
-                        &mut what,
-                        NFT_MSG_DELSETELEM,
-                        0,
-                        &a,
-                        format!("elements deleted from set {set}"),
-                    );
+                    send(&mut bytes, &mut what, ty, flags, &a, w.clone());
                 }
             }
             Op::NewChain { name } => {
