@@ -56,7 +56,8 @@ fn set_key(ty: SetType) -> SetKey {
     }
 }
 
-fn key(e: &Element) -> ElementKey {
+/// A set element as the netlink batches carry it.
+pub fn key(e: &Element) -> ElementKey {
     match e {
         Element::Addr(a) => ElementKey::Addr(*a),
         Element::AddrPort(a, p) => ElementKey::AddrPort(*a, *p),
@@ -100,7 +101,7 @@ impl Lowering {
     fn family(&mut self, f: Family) {
         if self.family != Some(f) {
             self.exprs.push(Expr::Meta { key: MetaKey::NfProto, dreg: 1 });
-            // NFPROTO_IPV4 / NFPROTO_IPV6, in a 32-bit register.
+            // NFPROTO_IPV4 / NFPROTO_IPV6: one byte, as nft compares it.
             self.cmp(CmpOp::Eq, vec![if f == Family::V4 { 2 } else { 10 }]);
             self.family = Some(f);
         }

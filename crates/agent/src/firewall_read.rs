@@ -1,6 +1,7 @@
 //! The host adapter's netlink read of our table (`romana_host::nftread`) and its element
 //! changes in the policy core's terms, both ways: keys to elements, set types, chains.
 
+use romana_agent::firewall_ops::key;
 use romana_host::nftnl::{ElementKey, ElementOp, SetElements};
 use romana_host::nftread::{KeyKind, TableRead};
 use romana_model::Family;
@@ -27,13 +28,6 @@ fn element(k: ElementKey) -> Element {
     match k {
         ElementKey::Addr(a) => Element::Addr(a),
         ElementKey::AddrPort(a, p) => Element::AddrPort(a, p),
-    }
-}
-
-fn key(e: &Element) -> ElementKey {
-    match e {
-        Element::Addr(a) => ElementKey::Addr(*a),
-        Element::AddrPort(a, p) => ElementKey::AddrPort(*a, *p),
     }
 }
 

@@ -60,6 +60,11 @@ fn table(second: bool) -> Ruleset {
     sets.insert("t-6".into(), set(SetType::Addr(v6), &["fd00:1::2"]));
     sets.insert("np-4".into(), set(SetType::AddrPort(v4), &["10.1.0.2 . 8080"]));
     sets.insert("np-6".into(), set(SetType::AddrPort(v6), &["fd00:1::2 . 8080"]));
+    if second {
+        // Sets of each type created by the batch itself (the others come with the first table).
+        sets.insert("np2-4".into(), set(SetType::AddrPort(v4), &["10.1.0.9 . 443"]));
+        sets.insert("np2-6".into(), set(SetType::AddrPort(v6), &["fd00:1::9 . 443"]));
+    }
     let sel = if second { "sel-b" } else { "sel-a" };
     sets.insert(format!("{sel}-4"), set(SetType::Addr(v4), &["10.2.0.1", "10.2.0.3", "10.2.0.5"]));
     sets.insert(format!("{sel}-6"), set(SetType::Addr(v6), if second { &[] } else { &["fd00:2::1"] }));
@@ -127,10 +132,18 @@ fn table(second: bool) -> Ruleset {
     let policy = if second { policy.into_iter().rev().skip(2).collect() } else { policy };
     chains.insert("p1-in".into(), Arc::new(Chain::new(None, policy)));
     if second {
-        chains.insert(
-            "p2-eg".into(),
-            Arc::new(Chain::new(None, vec![line(vec![in_set(Dir::Dst, v4, "sel-b-4")], Verdict::Accept)])),
-        );
+        let p2 = vec![
+            line(vec![in_set(Dir::Dst, v4, "sel-b-4")], Verdict::Accept),
+            line(
+                vec![Match::DstPortIn { protocol: Protocol::Tcp, family: v4, set: "np2-4".into() }],
+                Verdict::Accept,
+            ),
+            line(
+                vec![Match::DstPortIn { protocol: Protocol::Udp, family: v6, set: "np2-6".into() }],
+                Verdict::Accept,
+            ),
+        ];
+        chains.insert("p2-eg".into(), Arc::new(Chain::new(None, p2)));
     } else {
         chains.insert("p0-gone".into(), Arc::new(Chain::new(None, vec![line(vec![], Verdict::Drop)])));
     }

@@ -201,17 +201,19 @@ impl Nft {
     /// Applies a whole plan as one netlink batch (`nftnl/ops.rs`), without nft's cache of the
     /// table, whose fill costs a dump of every set (quadratic in their number in the kernel). A
     /// batch the kernel refuses changed nothing: `script`, the same plan as nft text, is then
-    /// applied instead. Returns why the batch was not used (`None`: it was).
+    /// applied instead. Returns why the kernel refused the batch (`None`: it took it, or there is
+    /// no netlink socket here, which `uses_batches` reports, and the text was applied).
     pub fn apply_ops(&mut self, ops: &[nftnl::ops::Op], script: &str) -> Result<Option<String>, NftError> {
         if self.elements.is_none() {
             self.elements = Some(ElementSocket::open().ok());
         }
-        let refused = match self.elements.as_mut() {
-            Some(Some(socket)) => match socket.apply_ops(ops) {
-                Ok(()) => return Ok(None),
-                Err(e) => e.to_string(),
-            },
-            _ => "no netlink socket".to_owned(),
+        let Some(Some(socket)) = self.elements.as_mut() else {
+            self.apply(script)?;
+            return Ok(None);
+        };
+        let refused = match socket.apply_ops(ops) {
+            Ok(()) => return Ok(None),
+            Err(e) => e.to_string(),
         };
         self.apply(script)?;
         Ok(Some(refused))

@@ -86,7 +86,6 @@ impl SetKey {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CmpOp {
     Eq = 0,
-    Neq = 1,
     Lte = 3,
     Gte = 5,
 }
