@@ -53,7 +53,7 @@ pub async fn run(s: &Shared) -> Vec<Finding> {
     let (known_table, table) = match &s.firewall {
         Some(fw) => {
             let (known, kernel) = fw.tables().await;
-            (known, Some(kernel))
+            (known, kernel)
         }
         None => (None, None),
     };

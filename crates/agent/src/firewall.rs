@@ -32,6 +32,7 @@ use crate::metrics::Metrics;
 use confirm::off_runtime;
 
 mod confirm;
+mod saved;
 
 /// The kept nftables connections of the host's namespace (opened there on first use).
 #[derive(Debug, Default)]
@@ -53,7 +54,9 @@ impl Nftables for KeptNft {
         // each, 74 and 76 kills, no violation; docs/benchmarks.md). ROMANA_NFT_NETLINK_READ=0
         // falls back to `nft -j`, as does any error of the netlink read (logged).
         if std::env::var_os("ROMANA_NFT_NETLINK_READ").is_none_or(|v| v != "0") {
-            match self.lock().read_table() {
+            // On a socket of its own: a listing (seconds at 50,000 endpoints) never holds the
+            // kept connection that transactions go through.
+            match Nft::default().read_table() {
                 Ok(t) => return Ok(t.map(crate::firewall_read::observed)),
                 Err(e) => {
                     tracing::debug!(error = %e, "reading the table over netlink failed; listing it with nft")
@@ -113,10 +116,21 @@ pub struct Firewall {
     pub wake: Arc<tokio::sync::Notify>,
     /// The VIPs' DNAT rules (`vip.rs`), added to every pass's table.
     vips: Mutex<Vec<romana_policy::vip::VipDnat>>,
+    /// Where the table in force is saved for the next agent (`saved.rs`; `None`: not saved).
+    saved_path: Option<PathBuf>,
+    /// This boot and the host's namespace, once `restore` looked (`None` inside: unknown here).
+    place: std::sync::OnceLock<Option<romana_agent::machine::saved_table::Place>>,
+    /// Notified by every pass that leaves the table known: `keep_saving` saves once they stop.
+    saved_wake: tokio::sync::Notify,
 }
 
 impl Firewall {
-    pub fn new(ctx: Arc<Ctx>, host_ns: Option<PathBuf>, deliver: Option<Arc<Deliver>>) -> Firewall {
+    pub fn new(
+        ctx: Arc<Ctx>,
+        host_ns: Option<PathBuf>,
+        deliver: Option<Arc<Deliver>>,
+        saved_path: Option<PathBuf>,
+    ) -> Firewall {
         Firewall {
             ctx,
             host_ns,
@@ -127,6 +141,9 @@ impl Firewall {
             nat: Default::default(),
             vips: Mutex::default(),
             wake: Default::default(),
+            saved_path,
+            place: Default::default(),
+            saved_wake: Default::default(),
         }
     }
 
@@ -176,18 +193,30 @@ impl Firewall {
         }
     }
 
-    /// The table as the last transaction left it, and the kernel's (for the diagnosis): read
-    /// under the pass lock, so that a pass in flight is not taken for drift; listed only when
-    /// nftables' generation moved since that transaction (else the kernel's is the known one).
-    pub async fn tables(&self) -> (Option<Observed>, Result<Option<Observed>, String>) {
-        let state = self.pass.lock().await;
-        let known = state.known.clone();
-        let gen_now = self.in_ns(|nft| Ok(nft.generation().ok())).await.ok().flatten();
-        if state.unchanged(gen_now) {
-            return (known.clone(), Ok(known));
+    /// The table as the last transaction left it, and the kernel's (for the diagnosis; `None`:
+    /// not read this time). The kernel's is listed only when nftables' generation moved since
+    /// that transaction (else it is the known one), and outside the pass lock: at 50,000
+    /// endpoints a listing takes seconds, which no pass may wait for (an agent's first pass
+    /// once did, behind the first diagnosis). A listing that a pass's change overtook is
+    /// dropped (a pass in flight is not drift). Nothing is listed while no table is known: the
+    /// pass that will know it reads the kernel itself.
+    pub async fn tables(&self) -> (Option<Observed>, Option<Result<Option<Observed>, String>>) {
+        let (known, pass_generation, unchanged) = {
+            let state = self.pass.lock().await;
+            let gen_now = self.in_ns(|nft| Ok(nft.generation().ok())).await.ok().flatten();
+            (state.known.clone(), state.generation, state.unchanged(gen_now))
+        };
+        if known.is_none() {
+            return (None, None);
         }
-        let kernel = self.in_ns(|nft| nft.list(false)).await.map_err(|e| e.to_string());
-        (known, kernel)
+        if unchanged {
+            return (known.clone(), Some(Ok(known)));
+        }
+        let kernel = self.in_ns(|nft| nft.list(true)).await.map_err(|e| e.to_string());
+        if self.pass.lock().await.generation != pass_generation {
+            return (known, None);
+        }
+        (known, Some(kernel))
     }
 
     /// Whether nftables' generation is still the one our last pass left. Taken under the pass
@@ -205,6 +234,7 @@ impl Firewall {
     /// when unknown), apply the difference. Returns what changed.
     pub async fn sync(&self, metrics: &Metrics, read: bool) -> Result<PlanSummary, FirewallError> {
         let entered = Instant::now();
+        tracing::debug!(read, "firewall pass entered");
         // The kernel is read before taking the pass lock, so that a large table's listing never
         // delays a change; a read that a change overtook is dropped.
         let fresh = if read {
@@ -217,7 +247,10 @@ impl Firewall {
         } else {
             None
         };
+        let locking = Instant::now();
         let mut state = self.pass.lock().await;
+        let lock_wait = locking.elapsed();
+        let snapping = Instant::now();
         let snap = {
             let mut core = self.ctx.core();
             // `loaded` never goes back to false: checked once, before the known table is taken.
@@ -230,6 +263,7 @@ impl Firewall {
             }
             snap
         };
+        let snapshot_in = snapping.elapsed();
         // A pass that starts from a fresh kernel read also plans from the table as last applied:
         // when the two plans differ, someone else changed our table (a repair, whichever loop
         // ran the pass and whatever else changed meanwhile).
@@ -292,6 +326,8 @@ impl Firewall {
                 let r = run_pass(nft, deliver.as_deref(), base, &compiled);
                 tell_library(nft.uses_library());
                 tracing::debug!(
+                    lock_ms = lock_wait.as_secs_f64() * 1e3,
+                    snapshot_ms = snapshot_in.as_secs_f64() * 1e3,
                     compile_ms = compiled_in.as_secs_f64() * 1e3,
                     read_wait_ms = read_wait.as_secs_f64() * 1e3,
                     pass_ms = t.elapsed().as_secs_f64() * 1e3,
@@ -306,6 +342,7 @@ impl Firewall {
                 Metrics::inc(&metrics.firewall_reads);
             }
             state.applied(a.after, a.known_at, &a.summary);
+            self.saved_wake.notify_one();
             if expected.is_some_and(|e| e != a.summary) {
                 Metrics::inc(&metrics.firewall_repairs);
                 tracing::warn!(summary = ?a.summary, "the romana table was changed by someone else; repaired");
@@ -414,6 +451,7 @@ impl Firewall {
         match r {
             Ok(known_at) => {
                 state.part_applied(&tx.part, known_at, &summary);
+                self.saved_wake.notify_one();
                 tracing::debug!(
                     compute_ms = computed_in.as_secs_f64() * 1e3,
                     pass_ms = started.elapsed().as_secs_f64() * 1e3,
@@ -493,6 +531,11 @@ pub fn watch(fw: &Firewall, watch: &mut SharedWatch) {
 /// romanad is unreachable the last table stays.
 pub async fn run(fw: Arc<Firewall>, repair: Duration) {
     let wake = fw.wake.clone();
+    // Before the first pass: a table saved by the agent before this one, still in force, is
+    // taken as known instead of read back.
+    fw.restore().await;
+    let saver = fw.clone();
+    tokio::spawn(async move { saver.keep_saving().await });
     tokio::spawn(repair_loop(fw.clone(), repair));
     let m = &fw.ctx.metrics;
     let mut next = vec![];

@@ -90,6 +90,11 @@ struct Args {
     /// Where the agent keeps what it must remember across restarts (the VM endpoints).
     #[arg(long, default_value = "/var/lib/romana/agent")]
     state_dir: PathBuf,
+    /// Where the firewall saves the table it applied, so that the next agent started on this
+    /// host takes it instead of reading the kernel's back when nothing was committed since
+    /// (seconds at 50,000 endpoints); `off`: not saved. A tmpfs path: it is of this boot only.
+    #[arg(long, env = "ROMANA_FIREWALL_STATE", default_value = "/run/romana/firewall-table")]
+    firewall_state: PathBuf,
     /// How often recorded VMs whose tap does not exist yet are looked at, in milliseconds
     /// (`POST /vm` answers at once; the tap is routed when nova creates it).
     #[arg(long, default_value_t = 250)]
@@ -207,8 +212,10 @@ async fn main() -> Result<()> {
         gateway_ready: Default::default(),
         contact_budget: (interval * 6).max(Duration::from_secs(3)),
         pod_wait: Duration::from_millis(args.pod_wait_ms),
-        firewall: policy
-            .then(|| Arc::new(firewall::Firewall::new(ctx.clone(), host_ns_for_fw, deliver.clone()))),
+        firewall: policy.then(|| {
+            let saved = Some(args.firewall_state.clone()).filter(|p| p.as_os_str() != "off");
+            Arc::new(firewall::Firewall::new(ctx.clone(), host_ns_for_fw, deliver.clone(), saved))
+        }),
         deliver,
         routes_revision: Default::default(),
         auth_refusals: Default::default(),

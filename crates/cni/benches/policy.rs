@@ -92,6 +92,7 @@ fn agent_reading(
     log: &std::path::Path,
     netlink: bool,
     filter: &str,
+    saved: &std::path::Path,
 ) -> common::Agent {
     let bin = romana_test_support::sibling_bin(env!("CARGO_BIN_EXE_romana-cni"), "romana-agent");
     let child = std::process::Command::new(bin)
@@ -100,6 +101,8 @@ fn agent_reading(
         .arg(socket)
         .arg("--credentials")
         .arg(creds)
+        .arg("--firewall-state")
+        .arg(saved)
         .env("ROMANA_NFT_NETLINK_READ", if netlink { "1" } else { "0" })
         .env("RUST_LOG", filter)
         .stdout(std::process::Stdio::null())
@@ -113,7 +116,8 @@ fn agent_reading(
 /// after) and `pass_ms` (plan and apply) of the first `firewall pass` line of an agent's debug
 /// log (0 when absent).
 fn first_pass_times(log: &str) -> (f64, f64, f64) {
-    let line = log.lines().find(|l| l.contains("firewall pass")).unwrap_or_default();
+    let line =
+        log.lines().find(|l| l.contains("firewall pass") && l.contains("compile_ms=")).unwrap_or_default();
     let field = |name: &str| {
         line.split_whitespace()
             .find_map(|w| w.strip_prefix(name))
@@ -289,6 +293,7 @@ async fn main() {
         &dir.path().join("agent.log"),
         false,
         "info,romana_agent::firewall=debug,romana_agent::drive=debug",
+        &dir.path().join("firewall-table"),
     );
     wait_for("agent ready", 30, || cni("STATUS", "", "", &conf("1.1.0", &sock), "").0 == 0).await;
 
@@ -497,14 +502,36 @@ async fn main() {
     println!(
         "  agent: RSS {rss_mb:.0} MiB with the cluster loaded; CPU {cpu_per_pass_ms:.1} ms per compile during the writes"
     );
-    // A restart: the agent reads everything, compiles, reads the kernel's table and converges
-    // (no change is due: the table in force is its own). Once with each reader of the table:
-    // `nft -j` (the default) and netlink (`ROMANA_NFT_NETLINK_READ=1`).
+    // A restart: the agent reads everything from romanad, compiles, and converges (no change is
+    // due: the table in force is its own). First with the table the agent saved (nothing was
+    // committed since, so it is not read back), then after a commit by someone else (a table
+    // come and gone in the host's namespace), which makes it read the kernel's table: once with
+    // each reader, netlink (the default) and `nft -j` (`ROMANA_NFT_NETLINK_READ=0`).
+    // The table is saved once the passes have been quiet for a moment: wait until they are.
+    let mut syncs = -1.0;
+    for _ in 0..60 {
+        let now = agent_metric(&sock, "romana_agent_firewall_syncs_total");
+        if now == syncs {
+            break;
+        }
+        syncs = now;
+        std::thread::sleep(Duration::from_millis(1_000));
+    }
     drop(_agent);
-    for (reader, netlink) in [("nft -j", false), ("netlink", true)] {
-        let log = dir.path().join(format!("agent-restart-{netlink}.log"));
+    let saved = dir.path().join("firewall-table");
+    for (what, netlink, foreign) in [
+        ("saved table, nothing committed since", true, false),
+        ("netlink read", true, true),
+        ("nft -j read", false, true),
+    ] {
+        if foreign {
+            nft_in(&host.0, &format!("add table inet rmq-{pid}-foreign"));
+            nft_in(&host.0, &format!("delete table inet rmq-{pid}-foreign"));
+        }
+        let log = dir.path().join(format!("agent-restart-{netlink}-{foreign}.log"));
         let t = Instant::now();
-        let restarted = agent_reading(&creds, &host.0, &sock, &log, netlink, "info,romana_agent=debug");
+        let restarted =
+            agent_reading(&creds, &host.0, &sock, &log, netlink, "info,romana_agent=debug", &saved);
         // Polled every 5 ms (wait_for's 100 ms would be the resolution).
         loop {
             if std::os::unix::net::UnixStream::connect(&sock).is_ok()
@@ -520,10 +547,13 @@ async fn main() {
         let (compile_ms, wait_ms, pass_ms) =
             first_pass_times(&std::fs::read_to_string(&log).unwrap_or_default());
         println!(
-            "  agent restart ({reader} read) -> first pass done: {total:.0} ms; its pass: compile {compile_ms:.0} ms, then waiting for the table's read (beside the compile) {wait_ms:.0} ms, plan + apply {pass_ms:.0} ms ({:.0} set elements after it, {reads} table reads)",
+            "  agent restart ({what}) -> first pass done: {total:.0} ms; its pass: compile {compile_ms:.0} ms, then waiting for the table's read (beside the compile) {wait_ms:.0} ms, plan + apply {pass_ms:.0} ms ({:.0} set elements after it, {reads} table reads)",
             agent_metric(&sock, "romana_agent_firewall_elements")
         );
         drop(restarted);
+        let kept =
+            std::env::temp_dir().join(format!("romana-policy-bench-agent-restart-{netlink}-{foreign}.log"));
+        let _ = std::fs::copy(&log, kept);
     }
     // The agent's log outlives the run for a closer look (RUST_LOG=romana_agent=debug shows
     // each pass's compile, read and apply times).

@@ -53,7 +53,7 @@ fn element(ty: SetType, v: &Value) -> Option<Element> {
     }
 }
 
-pub(crate) fn hook(s: &str) -> Option<Hook> {
+pub fn hook(s: &str) -> Option<Hook> {
     match s {
         "prerouting" => Some(Hook::Prerouting),
         "forward" => Some(Hook::Forward),

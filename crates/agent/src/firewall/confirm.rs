@@ -70,6 +70,7 @@ impl Firewall {
         match r {
             Ok(a) => {
                 state.applied(a.after, a.known_at, &a.summary);
+                self.saved_wake.notify_one();
                 metrics.firewall_rules.store(rules as u64, Ordering::Relaxed);
                 metrics.firewall_elements.store(elements as u64, Ordering::Relaxed);
                 if a.summary != PlanSummary::default() {

@@ -9,6 +9,7 @@ pub mod inputs;
 pub mod pass;
 pub mod pod_wait;
 pub mod routes;
+pub mod saved_table;
 
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
