@@ -1,7 +1,7 @@
 //! romanad's allocation latency on a loaded cluster (issue 22): `POST /addresses` then
 //! `PUT /endpoints/<name>` (what a CNI ADD asks of romanad), one after the other, timed from the
 //! client, on an empty cluster, on a loaded one (10,000 endpoints with records, 1,000
-//! NetworkPolicies, 100 hosts; `-- --quick`: 2,000 and 200) while idle, and on the loaded one
+//! NetworkPolicies, 100 hosts; `-- --quick`: 2,000 and 200; `-- --scale`: 50,000 and 5,000) while idle, and on the loaded one
 //! while a writer rewrites a NetworkPolicy and relabels an endpoint in a loop (as the policy
 //! bench's probes do). Each phase runs for at least `--seconds=N` (default 12: more than two of
 //! the consistency check's 5 s passes) and `--samples=N` (default 300) allocations.
@@ -193,7 +193,11 @@ async fn main() {
             .find_map(|a| a.strip_prefix(name).map(|n| n.parse().expect("a number")))
             .unwrap_or(default)
     };
-    let (n_endpoints, n_policies) = if quick { (2_000, 200) } else { (10_000, 1_000) };
+    let (n_endpoints, n_policies) = match (quick, std::env::args().any(|a| a == "--scale")) {
+        (true, _) => (2_000, 200),
+        (false, true) => (50_000, 5_000),
+        (false, false) => (10_000, 1_000),
+    };
     let samples = arg("--samples=", 300) as usize;
     let seconds = arg("--seconds=", 12);
     let lines = Lines::default();

@@ -69,26 +69,39 @@ impl Firewall {
     /// `saved_wake`, which every pass that leaves a known table notifies).
     pub(super) async fn keep_saving(&self) {
         let Some(path) = self.saved_path.clone() else { return };
+        let mut last_saved = None;
         loop {
             self.saved_wake.notified().await;
             // Debounce: every notification meanwhile restarts the wait.
             while tokio::time::timeout(QUIET, self.saved_wake.notified()).await.is_ok() {}
             let Some(Some(place)) = self.place.get().cloned() else { continue };
+            let cloning = std::time::Instant::now();
             let known = {
                 let state = self.pass.lock().await;
-                state.known.clone().zip(state.known_gen)
+                // A pass that changed nothing left the generation, and the saved table, as it was.
+                let unsaved = state.known_gen.filter(|g| last_saved != Some(*g));
+                unsaved.and_then(|g| state.known.clone().map(|t| (t, g)))
             };
+            let clone_ms = cloning.elapsed().as_secs_f64() * 1e3;
             let Some((table, generation)) = known else { continue };
             let path = path.clone();
-            let saving = tokio::task::spawn_blocking(move || {
+            // At low priority on a thread of its own: pods starting meanwhile come first.
+            let saving = super::confirm::off_runtime(true, move || {
+                let t = std::time::Instant::now();
                 let text = encode(&SavedTable { place, generation, table });
-                text.map(|t| write(&path, &t)).transpose()
+                let written = text.map(|t| write(&path, &t).map(|()| t.len())).transpose();
+                (written, t.elapsed().as_secs_f64() * 1e3)
             });
             match saving.await {
-                Ok(Ok(Some(()))) => tracing::debug!(generation, "firewall table saved"),
-                Ok(Ok(None)) => tracing::debug!("the firewall table holds what cannot be saved; not saved"),
-                Ok(Err(e)) => tracing::warn!(error = %e, "cannot save the firewall table"),
-                Err(e) => tracing::warn!(error = %e, "saving the firewall table panicked"),
+                Ok((Ok(Some(bytes)), save_ms)) => {
+                    last_saved = Some(generation);
+                    tracing::debug!(generation, bytes, clone_ms, save_ms, "firewall table saved")
+                }
+                Ok((Ok(None), _)) => {
+                    tracing::debug!("the firewall table holds what cannot be saved; not saved")
+                }
+                Ok((Err(e), _)) => tracing::warn!(error = %e, "cannot save the firewall table"),
+                Err(e) => tracing::warn!(error = %e, "saving the firewall table failed"),
             }
         }
     }
