@@ -390,11 +390,20 @@ async fn main() {
         label_opening.push(until(netns_path(&cli), srv_ip, true, start).as_secs_f64() * 1e3);
     }
 
-    // ADD with the cluster loaded.
+    // ADD with the cluster loaded. `ROMANA_BENCH_MARKS=DIR`: files `DIR/loaded-adds` and
+    // `DIR/loaded-adds-done` mark the phase, for a profiler (`perf record -a` between them).
+    let marks = std::env::var_os("ROMANA_BENCH_MARKS").map(std::path::PathBuf::from);
+    let mark = |name: &str| {
+        if let Some(d) = &marks {
+            let _ = std::fs::write(d.join(name), "");
+        }
+    };
+    mark("loaded-adds");
     let mut loaded_add = Vec::new();
     for (i, ns) in pods[admits..].iter().enumerate() {
         loaded_add.push(add_pod(ns, &format!("b{i}"), &sock, "app=admit").await.1);
     }
+    mark("loaded-adds-done");
     // Throughput: the same pods, the loaded table and the very same table with every set emptied
     // (the same chains, rules and conntrack; no elements) in alternating rounds. The agent is
     // paused so that it does not repair the swap; its own table is back before it resumes.
