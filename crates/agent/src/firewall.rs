@@ -7,7 +7,6 @@
 //! one the last transaction left and, only when something else committed a change, reads the
 //! kernel's table and repairs it; a restart converges without flushing.
 
-use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,11 +19,9 @@ use romana_agent::machine::pass::{
     Compiled, EndpointTransaction, PassState, compile_with, give_back, snapshot, take_endpoint_changes,
 };
 use romana_agent::machine::{Action, Event, Stream, repair_wait};
-use romana_agent::ports::{FastPathMap, Nftables, Romanad};
+use romana_agent::ports::{Nftables, Romanad};
 use romana_agent::rest_watch::SharedWatch;
-use romana_host::nft::{Nft, NftError};
-use romana_policy::nftjson;
-use romana_policy::nftplan::{NftPlan, Observed, PlanSummary, plan};
+use romana_policy::nftplan::{Observed, PlanSummary, plan};
 
 use crate::ctx::Ctx;
 use crate::fastpath::Deliver;
@@ -32,72 +29,10 @@ use crate::metrics::Metrics;
 use confirm::off_runtime;
 
 mod confirm;
+mod kept;
 mod saved;
 
-/// The kept nftables connections of the host's namespace (opened there on first use).
-#[derive(Debug, Default)]
-struct KeptNft(Mutex<Nft>);
-
-impl KeptNft {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Nft> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
-
-impl Nftables for KeptNft {
-    fn generation(&self) -> Result<u32, NftError> {
-        self.lock().generation()
-    }
-    fn list(&self, background: bool) -> Result<Option<Observed>, FirewallError> {
-        // The read over netlink (`romana_host::nftread`: a few ms where `nft -j` takes hundreds
-        // at 10,000 endpoints) is the default since two `romana chaos` runs with it passed (300 s
-        // each, 74 and 76 kills, no violation; docs/benchmarks.md). ROMANA_NFT_NETLINK_READ=0
-        // falls back to `nft -j`, as does any error of the netlink read (logged).
-        if std::env::var_os("ROMANA_NFT_NETLINK_READ").is_none_or(|v| v != "0") {
-            // On a socket of its own: a listing (seconds at 50,000 endpoints) never holds the
-            // kept connection that transactions go through.
-            match Nft::default().read_table() {
-                Ok(t) => return Ok(t.map(crate::firewall_read::observed)),
-                Err(e) => {
-                    tracing::debug!(error = %e, "reading the table over netlink failed; listing it with nft")
-                }
-            }
-        }
-        Ok(romana_host::nft::list_table(background)?.map(|j| nftjson::parse(&j)).transpose()?)
-    }
-    fn apply(&self, script: &str) -> Result<(), NftError> {
-        self.lock().apply(script)
-    }
-    fn apply_plan(&self, plan: &NftPlan) -> Result<(), NftError> {
-        let mut nft = self.lock();
-        let ops = || plan.steps.as_deref().and_then(romana_agent::firewall_ops::ops);
-        let r = match &plan.elements {
-            Some(deltas) => nft.apply_elements(&crate::firewall_read::set_elements(deltas)),
-            None => match ops().filter(|_| netlink_transactions()) {
-                Some(ops) => nft.apply_ops(&ops, &plan.script).map(|refused| {
-                    if let Some(why) = refused {
-                        tracing::warn!(error = %why, "the netlink batch was refused; applied as nft text");
-                    }
-                }),
-                None => nft.apply(&plan.script),
-            },
-        };
-        tell_batches(nft.uses_batches());
-        r
-    }
-    fn uses_library(&self) -> Option<bool> {
-        self.lock().uses_library()
-    }
-}
-
-impl FastPathMap for Deliver {
-    fn narrow(&self, allowed: &BTreeSet<IpAddr>) -> Result<usize, romana_host::BpfError> {
-        Deliver::narrow(self, allowed)
-    }
-    fn allow(&self, allowed: BTreeSet<IpAddr>) -> Result<usize, romana_host::BpfError> {
-        Deliver::allow(self, allowed)
-    }
-}
+use kept::{KeptNft, tell_library};
 
 #[derive(Debug)]
 pub struct Firewall {
@@ -122,6 +57,8 @@ pub struct Firewall {
     place: std::sync::OnceLock<Option<romana_agent::machine::saved_table::Place>>,
     /// Notified by every pass that leaves the table known: `keep_saving` saves once they stop.
     saved_wake: tokio::sync::Notify,
+    /// Set once the saved table was looked at (`saved.rs`); every pass waits for it first.
+    restored: tokio::sync::OnceCell<()>,
 }
 
 impl Firewall {
@@ -136,7 +73,7 @@ impl Firewall {
             host_ns,
             pass: tokio::sync::Mutex::new(PassState::default()),
             last_read_micros: AtomicU64::new(0),
-            nft: Arc::default(),
+            nft: Arc::new(KeptNft(Mutex::default(), saved::SaveGuard::new(saved_path.clone()))),
             deliver,
             nat: Default::default(),
             vips: Mutex::default(),
@@ -144,6 +81,7 @@ impl Firewall {
             saved_path,
             place: Default::default(),
             saved_wake: Default::default(),
+            restored: Default::default(),
         }
     }
 
@@ -235,6 +173,7 @@ impl Firewall {
     pub async fn sync(&self, metrics: &Metrics, read: bool) -> Result<PlanSummary, FirewallError> {
         let entered = Instant::now();
         tracing::debug!(read, "firewall pass entered");
+        self.restored().await;
         // The kernel is read before taking the pass lock, so that a large table's listing never
         // delays a change; a read that a change overtook is dropped.
         let fresh = if read {
@@ -398,6 +337,7 @@ impl Firewall {
         &self,
         metrics: &Metrics,
     ) -> (Result<PlanSummary, FirewallError>, Duration) {
+        self.restored().await;
         let t = Instant::now();
         let state = self.pass.lock().await;
         let waited = t.elapsed();
@@ -470,39 +410,6 @@ impl Firewall {
     }
 }
 
-/// Whether whole transactions may go over netlink (`romana_agent::firewall_ops`); on unless
-/// `ROMANA_NFT_NETLINK_OPS=0` (then every transaction but element changes is nft text).
-fn netlink_transactions() -> bool {
-    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ON.get_or_init(|| std::env::var_os("ROMANA_NFT_NETLINK_OPS").is_none_or(|v| v != "0"))
-}
-
-/// Says once whether element changes go over netlink, and when the kernel turned them away.
-fn tell_batches(batches: Option<bool>) {
-    static TOLD: std::sync::Once = std::sync::Once::new();
-    match batches {
-        Some(true) => TOLD.call_once(|| tracing::info!("set element changes go over netlink")),
-        Some(false) => TOLD.call_once(|| {
-            tracing::warn!("set element batches over netlink failed here; element changes run as nft text")
-        }),
-        None => {}
-    }
-}
-
-/// Says once whether nftables transactions go through libnftables.
-fn tell_library(library: Option<bool>) {
-    static TOLD: std::sync::Once = std::sync::Once::new();
-    match library {
-        Some(true) => TOLD.call_once(|| tracing::info!("nftables transactions go through libnftables")),
-        Some(false) => TOLD.call_once(|| {
-            tracing::warn!(
-                "libnftables.so.1 did not load; every transaction runs nft -f (about 20 ms more each)"
-            )
-        }),
-        None => {}
-    }
-}
-
 /// Follows what the table depends on, on the agent's shared watch stream.
 pub fn watch(fw: &Firewall, watch: &mut SharedWatch) {
     let (ctx, wake) = (fw.ctx.clone(), fw.wake.clone());
@@ -531,9 +438,11 @@ pub fn watch(fw: &Firewall, watch: &mut SharedWatch) {
 /// romanad is unreachable the last table stays.
 pub async fn run(fw: Arc<Firewall>, repair: Duration) {
     let wake = fw.wake.clone();
-    // Before the first pass: a table saved by the agent before this one, still in force, is
-    // taken as known instead of read back.
-    fw.restore().await;
+    // Beside reading the cluster from romanad, before the first pass (which waits for it): a
+    // table saved by the agent before this one, still in force, is taken as known instead of
+    // read back.
+    let restoring = fw.clone();
+    tokio::spawn(async move { restoring.restored().await });
     let saver = fw.clone();
     tokio::spawn(async move { saver.keep_saving().await });
     tokio::spawn(repair_loop(fw.clone(), repair));

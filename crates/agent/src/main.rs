@@ -91,10 +91,11 @@ struct Args {
     #[arg(long, default_value = "/var/lib/romana/agent")]
     state_dir: PathBuf,
     /// Where the firewall saves the table it applied, so that the next agent started on this
-    /// host takes it instead of reading the kernel's back when nothing was committed since
-    /// (seconds at 50,000 endpoints); `off`: not saved. A tmpfs path: it is of this boot only.
-    #[arg(long, env = "ROMANA_FIREWALL_STATE", default_value = "/run/romana/firewall-table")]
-    firewall_state: PathBuf,
+    /// host need not read the kernel's back (seconds at 50,000 endpoints; docs/policy.md);
+    /// default: next to `--socket`, named after it (`/run/romana/agent.firewall-table`), so that
+    /// agents of one machine's namespaces keep theirs apart; `off`: not saved.
+    #[arg(long, env = "ROMANA_FIREWALL_STATE")]
+    firewall_state: Option<PathBuf>,
     /// How often recorded VMs whose tap does not exist yet are looked at, in milliseconds
     /// (`POST /vm` answers at once; the tap is routed when nova creates it).
     #[arg(long, default_value_t = 250)]
@@ -213,7 +214,11 @@ async fn main() -> Result<()> {
         contact_budget: (interval * 6).max(Duration::from_secs(3)),
         pod_wait: Duration::from_millis(args.pod_wait_ms),
         firewall: policy.then(|| {
-            let saved = Some(args.firewall_state.clone()).filter(|p| p.as_os_str() != "off");
+            let saved = match &args.firewall_state {
+                Some(p) if p.as_os_str() == "off" => None,
+                Some(p) => Some(p.clone()),
+                None => Some(args.socket.with_extension("firewall-table")),
+            };
             Arc::new(firewall::Firewall::new(ctx.clone(), host_ns_for_fw, deliver.clone(), saved))
         }),
         deliver,

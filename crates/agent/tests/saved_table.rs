@@ -1,7 +1,9 @@
 //! A restarted agent and the table its predecessor saved (`--firewall-state`): taken without
-//! reading the kernel's table while nothing was committed to nftables since, read back as
-//! before after any commit in the host's namespace; either way the table in force is left as it
-//! was. The saved file is root's alone. Real agent, real nftables, in a namespace of the test's
+//! reading the kernel's table while nothing was committed to nftables since; after someone
+//! else's commit, taken once the table's structure is checked, its elements then read by the
+//! repair check (which puts back an element added meanwhile); read whole before the first pass
+//! when the structure differs. The table in force ends as it was every time. The saved file is
+//! root's alone. Real agent, real nftables, in a namespace of the test's
 //! own (`rsv-<pid>-host`, deleted by its guard).
 #![allow(clippy::unwrap_used)]
 
@@ -67,36 +69,70 @@ async fn a_restarted_agent_takes_its_saved_table_only_while_nothing_was_committe
     let mode = std::fs::metadata(&saved).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600, "the saved table is root's alone");
     let text = std::fs::read_to_string(&saved).unwrap();
-    assert!(text.starts_with("romana-table 1\n"), "{text}");
+    assert!(text.starts_with("romana-table 2\n"), "{text}");
     let before = table(&ns);
     drop(first);
 
     // Nothing committed since: the second agent takes the saved table, reads nothing back,
     // and its first pass changes nothing.
     let second = h.agent("a2.log", &flags).await;
-    let m = metrics.clone();
-    let start = std::time::Instant::now();
-    while metric(&m, "romana_agent_firewall_syncs_total").await < 1.0 {
-        assert!(start.elapsed() < Duration::from_secs(30), "no pass: {}", h.log("a2.log"));
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert_eq!(metric(&m, "romana_agent_firewall_reads_total").await, 0.0, "{}", h.log("a2.log"));
-    assert!(h.log("a2.log").contains("firewall table restored"), "{}", h.log("a2.log"));
+    first_pass(&metrics, &h, "a2.log").await;
+    assert_eq!(metric(&metrics, "romana_agent_firewall_reads_total").await, 0.0, "{}", h.log("a2.log"));
+    assert!(h.log("a2.log").contains("nothing was committed since"), "{}", h.log("a2.log"));
     assert_eq!(table(&ns), before);
     drop(second);
 
-    // A commit by someone else (a table of theirs, come and gone): the saved generation is gone,
-    // so the third agent reads the kernel's table, and still leaves it as it was.
+    // A commit by someone else (a table of theirs, come and gone): the generation moved, so the
+    // third agent checks the table's structure (a read without elements), takes the saved table,
+    // and the repair check reads the elements after its first pass.
     nft(&ns, &format!("add table inet rsv-{}-foreign", std::process::id()));
     nft(&ns, &format!("delete table inet rsv-{}-foreign", std::process::id()));
-    let _third = h.agent("a3.log", &flags).await;
+    let third = h.agent("a3.log", &flags).await;
+    first_pass(&metrics, &h, "a3.log").await;
+    assert!(h.log("a3.log").contains("its structure is the one saved"), "{}", h.log("a3.log"));
+    until(&metrics, "romana_agent_firewall_reads_total", 1.0, &h, "a3.log").await;
+    assert_eq!(table(&ns), before);
+    drop(third);
+
+    // An element added to our table while no agent runs (a commit too): the structure holds, so
+    // the table is taken, and the repair check's read takes the element out again.
+    nft(&ns, "add element inet romana local-4 { 10.31.255.254 }");
+    assert_ne!(table(&ns), before);
+    let fourth = h.agent("a4.log", &flags).await;
+    first_pass(&metrics, &h, "a4.log").await;
+    assert!(h.log("a4.log").contains("its structure is the one saved"), "{}", h.log("a4.log"));
+    until(&metrics, "romana_agent_firewall_repairs_total", 1.0, &h, "a4.log").await;
+    assert_eq!(table(&ns), before, "{}", h.log("a4.log"));
+    // The repair's commit removed the saved table (before committing); it comes back once the
+    // passes are quiet.
     let start = std::time::Instant::now();
-    while metric(&m, "romana_agent_firewall_syncs_total").await < 1.0 {
-        assert!(start.elapsed() < Duration::from_secs(30), "no pass: {}", h.log("a3.log"));
+    while !saved.exists() {
+        assert!(start.elapsed() < Duration::from_secs(30), "never saved again: {}", h.log("a4.log"));
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert!(metric(&m, "romana_agent_firewall_reads_total").await >= 1.0, "{}", h.log("a3.log"));
-    let log = h.log("a3.log");
-    assert!(log.contains("out of date") && !log.contains("firewall table restored"), "{log}");
-    assert_eq!(table(&ns), before);
+    drop(fourth);
+
+    // A chain added to our table: not the structure saved, so the fifth agent reads the whole
+    // table before its first pass, which removes the chain.
+    nft(&ns, "add chain inet romana rsv-extra");
+    let _fifth = h.agent("a5.log", &flags).await;
+    first_pass(&metrics, &h, "a5.log").await;
+    let log = h.log("a5.log");
+    assert!(log.contains("not the one saved") && !log.contains("firewall table restored"), "{log}");
+    assert!(metric(&metrics, "romana_agent_firewall_reads_total").await >= 1.0, "{log}");
+    assert_eq!(table(&ns), before, "{log}");
+}
+
+/// Waits for the agent's first firewall pass.
+async fn first_pass(metrics: &str, h: &VmHost, log: &str) {
+    until(metrics, "romana_agent_firewall_syncs_total", 1.0, h, log).await;
+}
+
+/// Waits until the agent's metric `name` is at least `at`.
+async fn until(metrics: &str, name: &str, at: f64, h: &VmHost, log: &str) {
+    let start = std::time::Instant::now();
+    while metric(metrics, name).await < at {
+        assert!(start.elapsed() < Duration::from_secs(30), "{name} never reached {at}: {}", h.log(log));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

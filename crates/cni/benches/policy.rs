@@ -512,10 +512,11 @@ async fn main() {
         "  agent: RSS {rss_mb:.0} MiB with the cluster loaded; CPU {cpu_per_pass_ms:.1} ms per compile during the writes"
     );
     // A restart: the agent reads everything from romanad, compiles, and converges (no change is
-    // due: the table in force is its own). First with the table the agent saved (nothing was
-    // committed since, so it is not read back), then after a commit by someone else (a table
-    // come and gone in the host's namespace), which makes it read the kernel's table: once with
-    // each reader, netlink (the default) and `nft -j` (`ROMANA_NFT_NETLINK_READ=0`).
+    // due: the table in force is its own). First with the table the agent saved: nothing
+    // committed since (taken as it is), then after a commit by someone else (a table come and
+    // gone in the host's namespace: taken once its structure is checked); then without it (the
+    // file removed), reading the kernel's table: once with each reader, netlink (the default)
+    // and `nft -j` (`ROMANA_NFT_NETLINK_READ=0`).
     // The table is saved once the passes have been quiet for a moment: wait until they are.
     let mut syncs = -1.0;
     for _ in 0..60 {
@@ -528,16 +529,20 @@ async fn main() {
     }
     drop(_agent);
     let saved = dir.path().join("firewall-table");
-    for (what, netlink, foreign) in [
-        ("saved table, nothing committed since", true, false),
-        ("netlink read", true, true),
-        ("nft -j read", false, true),
+    for (what, netlink, foreign, unsaved) in [
+        ("saved table, nothing committed since", true, false, false),
+        ("saved table, its structure checked after a foreign commit", true, true, false),
+        ("no saved table, netlink read", true, true, true),
+        ("no saved table, nft -j read", false, true, true),
     ] {
         if foreign {
             nft_in(&host.0, &format!("add table inet rmq-{pid}-foreign"));
             nft_in(&host.0, &format!("delete table inet rmq-{pid}-foreign"));
         }
-        let log = dir.path().join(format!("agent-restart-{netlink}-{foreign}.log"));
+        if unsaved {
+            let _ = std::fs::remove_file(&saved);
+        }
+        let log = dir.path().join(format!("agent-restart-{netlink}-{foreign}-{unsaved}.log"));
         let t = Instant::now();
         let restarted =
             agent_reading(&creds, &host.0, &sock, &log, netlink, "info,romana_agent=debug", &saved);
@@ -560,8 +565,8 @@ async fn main() {
             agent_metric(&sock, "romana_agent_firewall_elements")
         );
         drop(restarted);
-        let kept =
-            std::env::temp_dir().join(format!("romana-policy-bench-agent-restart-{netlink}-{foreign}.log"));
+        let kept = std::env::temp_dir()
+            .join(format!("romana-policy-bench-agent-restart-{netlink}-{foreign}-{unsaved}.log"));
         let _ = std::fs::copy(&log, kept);
     }
     // The agent's log outlives the run for a closer look (RUST_LOG=romana_agent=debug shows

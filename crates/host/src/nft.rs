@@ -233,6 +233,11 @@ impl Nft {
         ElementSocket::open()?.read_table()
     }
 
+    /// Our table without its sets' elements (`nftread::read_structure`), on a socket of its own.
+    pub fn read_structure() -> Result<Option<crate::nftread::TableRead>, NftError> {
+        ElementSocket::open()?.read_structure()
+    }
+
     /// Whether element changes go over netlink (`None`: none was applied yet).
     pub fn uses_batches(&self) -> Option<bool> {
         self.elements.as_ref().map(Option::is_some)

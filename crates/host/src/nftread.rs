@@ -185,6 +185,17 @@ impl ElementSocket {
 
     /// Our table (`None`: there is none), read in five requests plus one per set.
     pub fn read_table(&mut self) -> Result<Option<TableRead>, NftError> {
+        self.read(true)
+    }
+
+    /// Our table without its sets' elements (each set read holds none): five requests. The one
+    /// request per set is what a full read pays for in a large table (the kernel finds each set
+    /// by walking the table's list of sets: 3.5 s at 10,000 sets).
+    pub fn read_structure(&mut self) -> Result<Option<TableRead>, NftError> {
+        self.read(false)
+    }
+
+    fn read(&mut self, elements: bool) -> Result<Option<TableRead>, NftError> {
         let table = TABLE_SPEC[2];
         let mut name = Vec::new();
         cstr_attr(&mut name, 1, table);
@@ -211,7 +222,7 @@ impl ElementSocket {
                 .filter(|_| flags & FOREIGN_SET_FLAGS == 0 && get(&a, 6).is_none());
             t.sets.insert(string(get(&a, 2)), SetRead { kind, keys: Some(vec![]) });
         }
-        for (set, read) in t.sets.iter_mut() {
+        for (set, read) in t.sets.iter_mut().filter(|_| elements) {
             let mut req = name.clone();
             cstr_attr(&mut req, 2, set);
             let answers = self.ask(NFT_MSG_GETSETELEM, NLM_F_DUMP, &req).map_err(|e| read_err(set, e))?;

@@ -21,6 +21,7 @@ impl Firewall {
     /// due again). Runs as a locked pass (`sync`) when changes are waiting. Returns `None` when
     /// dropped.
     pub async fn confirm(&self, metrics: &Metrics) -> Result<Option<PlanSummary>, FirewallError> {
+        self.restored().await;
         let taken = {
             let state = self.pass.lock().await;
             let mut core = self.ctx.core();

@@ -6,7 +6,12 @@
 //! element dump per set, each finding its set by walking the table's list of sets. Pure: the
 //! text in and out; the host adapter reads the boot id, the namespace's cookie and the file.
 //!
-//! The format is line-based text (`romana-table 1`, then `boot`, `netns`, `generation`, one
+//! A table saved by an agent is removed by the next commit of any agent (the host adapter's
+//! `SaveGuard`), so a saved table that is still there is the one the last agent's commit left;
+//! when the generation moved, someone else committed since, and a restart checks the table's
+//! structure (one cheap read without elements) before it takes it (`Restore::CheckStructure`).
+//!
+//! The format is line-based text (`romana-table 2`, then `boot`, `netns`, `generation`, one
 //! `set NAME TYPE ELEMENT...` per set and one `chain NAME HOOK PRIORITY KEY...` per chain, `-`
 //! for no hook). Names and keys are the compiler's (`[A-Za-z0-9_.:/-]`): a table with anything
 //! else in them (a foreign set, a rule without our comment) is not saved, and the successor reads
@@ -22,7 +27,7 @@ use romana_policy::nftjson::hook;
 use romana_policy::nftplan::{Observed, ObservedChain};
 use romana_policy::ruleset::{Element, Set, SetType};
 
-const MAGIC: &str = "romana-table 1";
+const MAGIC: &str = "romana-table 2";
 
 /// Where a generation counts: nftables' generation is per network namespace and starts over
 /// with it, and with the kernel.
@@ -44,13 +49,41 @@ pub struct SavedTable {
     pub table: Observed,
 }
 
+/// What a restarted agent may do with a saved table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Restore {
+    /// Nothing was committed since, by anyone: the kernel holds exactly this table, known at
+    /// this generation.
+    Exact(Observed, u32),
+    /// Something was committed since in the same namespace of the same boot, not by an agent
+    /// (every agent removes the saved table before it commits): the table holds unless someone
+    /// changed it; its structure can be checked cheaply (`same_structure`), its elements only by
+    /// a full read.
+    CheckStructure(Observed),
+    /// Another boot or namespace: read the kernel's table.
+    Read,
+}
+
 impl SavedTable {
-    /// The table, when the kernel of `place` still reports `generation_now` (`None`: unreadable)
-    /// for the one saved: then nothing was committed since, by anyone.
-    pub fn usable(self, place: &Place, generation_now: Option<u32>) -> Option<(Observed, u32)> {
-        (self.place == *place && generation_now == Some(self.generation))
-            .then_some((self.table, self.generation))
+    /// What the saved table is worth where the kernel of `place` reports `generation_now`
+    /// (`None`: unreadable).
+    pub fn restore(self, place: &Place, generation_now: Option<u32>) -> Restore {
+        match (self.place == *place, generation_now == Some(self.generation)) {
+            (true, true) => Restore::Exact(self.table, self.generation),
+            (true, false) => Restore::CheckStructure(self.table),
+            (false, _) => Restore::Read,
+        }
     }
+}
+
+/// Whether `read` (the kernel's table read without its elements) has `saved`'s structure: the
+/// same sets with the same types, nothing foreign, the same chains with the same hooks and rules.
+pub fn same_structure(saved: &Observed, read: &Observed) -> bool {
+    saved.foreign_sets.is_empty()
+        && read.foreign_sets.is_empty()
+        && saved.sets.len() == read.sets.len()
+        && saved.sets.iter().zip(&read.sets).all(|((a, x), (b, y))| a == b && x.ty == y.ty)
+        && saved.chains == read.chains
 }
 
 /// Whether `s` can stand as one word of the format.
@@ -131,8 +164,8 @@ pub fn decode(text: &str) -> Result<SavedTable, String> {
             .map(str::to_owned)
             .ok_or_else(|| bad(n, &format!("expected `{key} ...`")))
     };
-    if header("romana-table")? != "1" {
-        return Err("line 1: not `romana-table 1`".into());
+    if header("romana-table")? != "2" {
+        return Err("line 1: not `romana-table 2`".into());
     }
     let boot = header("boot")?;
     let netns = header("netns")?.parse().map_err(|_| "line 3: netns is not a number".to_owned())?;

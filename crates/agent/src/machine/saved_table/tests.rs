@@ -78,7 +78,7 @@ fn bad_text_is_refused_with_its_line() {
         assert!(got.contains(want), "{text:?}: {got}");
     };
     check("", "ends before `romana-table`");
-    check("romana-table 2\n", "not `romana-table 1`");
+    check("romana-table 1\n", "not `romana-table 2`");
     check(&good.replace("netns 4294967299", "netns x"), "line 3: netns");
     check(&good.replace("generation 4711", "generation -1"), "line 4: generation");
     check(&good.replace(" 10.1.0.3", " 10.1.0.300"), "bad element `10.1.0.300`");
@@ -93,18 +93,50 @@ fn bad_text_is_refused_with_its_line() {
 }
 
 #[test]
-fn a_saved_table_is_used_only_in_its_place_at_its_generation() {
-    let check = |place: Place, now: Option<u32>, used: bool| {
-        let got = saved(table()).usable(&place, now);
-        assert_eq!(got.is_some(), used, "{place:?} at {now:?}");
-        if let Some((t, g)) = got {
-            assert_eq!((t, g), (table(), 4711));
-        }
+fn a_saved_table_is_exact_at_its_generation_and_checked_after_another_commit() {
+    let check = |place: Place, now: Option<u32>, want: Restore| {
+        assert_eq!(saved(table()).restore(&place, now), want, "{place:?} at {now:?}");
     };
-    check(place(), Some(4711), true);
-    // Anything committed since, by anyone: the kernel must be read.
-    check(place(), Some(4712), false);
-    check(place(), None, false);
-    check(Place { boot: "another-boot".into(), ..place() }, Some(4711), false);
-    check(Place { netns: 4_294_967_300, ..place() }, Some(4711), false);
+    check(place(), Some(4711), Restore::Exact(table(), 4711));
+    // Someone else committed since (an agent would have removed the file): check the structure.
+    check(place(), Some(4712), Restore::CheckStructure(table()));
+    check(place(), None, Restore::CheckStructure(table()));
+    check(Place { boot: "another-boot".into(), ..place() }, Some(4711), Restore::Read);
+    check(Place { netns: 4_294_967_300, ..place() }, Some(4711), Restore::Read);
+}
+
+#[test]
+fn the_structure_is_the_sets_types_and_the_chains_not_the_elements() {
+    // What a read without elements gives for the saved table.
+    let bare = |t: &Observed| {
+        let mut t = t.clone();
+        for s in t.sets.values_mut() {
+            *s = Arc::new(Set::new(s.ty));
+        }
+        t
+    };
+    let check = |read: Observed, same: bool| assert_eq!(same_structure(&table(), &read), same, "{read:?}");
+    check(bare(&table()), true);
+    check(table(), true);
+    let mut t = bare(&table());
+    t.sets.remove("local-6");
+    check(t, false);
+    let mut t = bare(&table());
+    t.sets.insert("local-7".into(), Arc::new(Set::new(SetType::Addr(Family::V6))));
+    check(t, false);
+    let mut t = bare(&table());
+    t.sets.insert("local-6".into(), Arc::new(Set::new(SetType::AddrPort(Family::V6))));
+    check(t, false);
+    let mut t = bare(&table());
+    t.foreign_sets.insert("local-5".into());
+    check(t, false);
+    let mut t = bare(&table());
+    t.chains.get_mut("ingress-b29").unwrap().rules = Arc::new(vec!["9fdcb53bdc4e1d8d".into(), "0000".into()]);
+    check(t, false);
+    let mut t = bare(&table());
+    t.chains.get_mut("fwd-ingress").unwrap().base = Some((Hook::Forward, 0));
+    check(t, false);
+    let mut t = bare(&table());
+    t.chains.remove("egress-policies");
+    check(t, false);
 }
