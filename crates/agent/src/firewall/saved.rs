@@ -19,8 +19,8 @@ use romana_host::nft::Nft;
 
 use super::Firewall;
 
-/// How long the passes must be quiet before the table is saved: any later commit makes a saved
-/// table useless (its generation is gone), so saving in a burst of passes would be wasted.
+/// How long the passes must be quiet before the table is saved: the next commit of ours removes a
+/// saved table, so saving in a burst of passes would be wasted.
 const QUIET: Duration = Duration::from_millis(250);
 
 /// `SO_NETNS_COOKIE` (Linux 5.14), asm-generic's value, which x86_64 and aarch64 use.
