@@ -290,8 +290,16 @@ pub struct HostRoutesInfo {
     pub host: String,
     pub revision: i64,
     pub routes: Vec<RouteInfo>,
-    pub per_block: usize,
-    pub per_endpoint: usize,
+    /// Routes a one-route-per-block scheme would install. Only in `GET /routes/{host}`: the set
+    /// the route manager publishes (`routes/<host>`) carries routes alone, so that it changes
+    /// only when they do (an address allocated in a block is not a new route for every host of
+    /// the leaf, issue 22).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_block: Option<usize>,
+    /// Routes a one-route-per-endpoint scheme would install; like `per_block`, only in
+    /// `GET /routes/{host}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_endpoint: Option<usize>,
 }
 
 /// `GET /fabric`: one prefix group as the fabric sees it: its prefix, the aggregate it announces,

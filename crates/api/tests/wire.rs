@@ -39,8 +39,8 @@ fn route_kinds_keep_their_json() {
         host: "h2".into(),
         revision: 9,
         routes: cases.iter().map(|(r, _)| r.clone()).collect(),
-        per_block: 3,
-        per_endpoint: 40,
+        per_block: Some(3),
+        per_endpoint: Some(40),
     };
     check(
         &set,
@@ -155,8 +155,8 @@ fn watch_values_are_typed_by_their_key() {
                     host: "h1".into(),
                     revision: 0,
                     routes: vec![route("10.2.0.0/16", RouteKind::Throw)],
-                    per_block: 1,
-                    per_endpoint: 1,
+                    per_block: Some(1),
+                    per_endpoint: Some(1),
                 }),
             },
         ),

@@ -399,6 +399,10 @@ async fn main() {
         }
     };
     mark("loaded-adds");
+    if marks.is_some() {
+        // Time for the profiler to start: the phase itself lasts well under a second.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
     let mut loaded_add = Vec::new();
     for (i, ns) in pods[admits..].iter().enumerate() {
         loaded_add.push(add_pod(ns, &format!("b{i}"), &sock, "app=admit").await.1);

@@ -1,8 +1,10 @@
-//! Stamps of what each host's route set is computed from, so that a publisher recomputes only
-//! the sets whose inputs moved. `host_routes(h)` reads h's leaf groups (their prefix and every
-//! owned block in them: prefix, owner, the owner's name and address, addresses in use) or, in a
-//! classic network, every host of the network; plus, in the route manager, which owners are
-//! dead. One change (a block, a host, a death) moves the stamps of one leaf's hosts, not all.
+//! Stamps of what each host's published route set is computed from, so that a publisher
+//! recomputes only the sets whose inputs moved. `host_routes(h)`'s routes read h's leaf groups
+//! (their prefix and every owned block in them: prefix, owner, the owner's name and address) or,
+//! in a classic network, every host of the network; plus, in the route manager, which owners are
+//! dead. One change (a block, a host, a death) moves the stamps of one leaf's hosts, not all; an
+//! address allocated or released in a block moves none (the published set leaves out the
+//! per-block and per-endpoint counts, which would move with it).
 //!
 //! A stamp is a 64-bit hash of those inputs (std's SipHash with fixed keys, so deterministic):
 //! equal inputs give equal stamps; different inputs give different stamps but for a collision
@@ -44,7 +46,7 @@ impl Ipam {
                 for b in group.leaf.iter().flat_map(|l| l.blocks.values()) {
                     let block = &self.blocks[b];
                     let Some(owner) = block.owner else { continue };
-                    (block.cidr, block.used).hash(&mut h);
+                    block.cidr.hash(&mut h);
                     self.hash_owner(&mut h, owner.host, dead);
                 }
             }
@@ -54,12 +56,6 @@ impl Ipam {
                     k.hash(&mut h);
                     self.hash_owner(&mut h, *id, dead);
                 }
-                // `host_routes` counts each host's blocks and their use; the map's order is
-                // arbitrary, so the blocks are hashed in key order.
-                let mut blocks: Vec<_> =
-                    c.blocks.iter().map(|(key, b)| (*key, self.blocks[b].used)).collect();
-                blocks.sort_unstable();
-                blocks.hash(&mut h);
             }
             _ => {}
         }

@@ -12,18 +12,27 @@ use romana_model::HostName;
 use crate::liveness::Liveness;
 use crate::route_sets::host_routes;
 
-/// A host's route set as the route manager publishes it: without the store revision, so that it
-/// changes only when the routes do. `None` for a host the IPAM does not know.
+/// A host's route set as the route manager publishes it: routes alone (no store revision, no
+/// per-block or per-endpoint counts), so that it changes only when the routes do. `None` for a
+/// host the IPAM does not know.
 pub fn published_set(ipam: &Ipam, live: &Liveness, host: &HostName) -> Option<Vec<u8>> {
-    let mut r = host_routes(ipam, live, host, 0).ok()?;
-    r.revision = 0;
-    Some(serde_json::to_vec(&r).expect("route sets serialize"))
+    Some(
+        serde_json::to_vec(&published(host_routes(ipam, live, host, 0).ok()?)).expect("route sets serialize"),
+    )
+}
+
+/// `set` as published: without what does not change the routes.
+fn published(mut set: HostRoutesInfo) -> HostRoutesInfo {
+    set.revision = 0;
+    set.per_block = None;
+    set.per_endpoint = None;
+    set
 }
 
 /// `host`'s stamp and routes from one IPAM state (`None`: the IPAM does not know it).
 pub fn routes_of(ipam: &Ipam, live: &Liveness, host: &HostName) -> Option<(u64, HostRoutesInfo)> {
     let dead = |h: &HostName| live.is_dead(h.as_str());
-    Some((ipam.route_stamp(host, &dead)?, host_routes(ipam, live, host, 0).ok()?))
+    Some((ipam.route_stamp(host, &dead)?, published(host_routes(ipam, live, host, 0).ok()?)))
 }
 
 /// Route sets by host name, each with its inputs' stamp.
@@ -55,9 +64,8 @@ impl RouteSetCache {
     /// needs the IPAM, so the route manager holds the IPAM's lock only for it).
     pub fn keep(&mut self, host: &HostName, found: Option<(u64, HostRoutesInfo)>) {
         match found {
-            Some((stamp, mut set)) => {
-                set.revision = 0;
-                let set = serde_json::to_vec(&set).expect("route sets serialize");
+            Some((stamp, set)) => {
+                let set = serde_json::to_vec(&published(set)).expect("route sets serialize");
                 self.sets.insert(host.to_string(), (stamp, set));
             }
             None => {

@@ -138,4 +138,14 @@ fn one_block_recomputes_only_its_rack() {
     let stale = cache.stale(&ipam, &live);
     assert!(!stale.is_empty() && stale.len() <= 10, "{} sets recomputed: {stale:?}", stale.len());
     assert!(stale.iter().all(|h| rack(h) == rack(&host(0))), "only host h0's rack: {stale:?}");
+    for h in &stale {
+        cache.refresh(&ipam, &live, h);
+    }
+    // A second address in the same block is no new route anywhere: nothing is recomputed (a
+    // pod's start-up on a loaded cluster must not cost every host of its rack, issue 22).
+    let req = AllocRequest { name: "b".parse().expect("name"), ..req };
+    ipam.allocate(&req).expect("allocates");
+    assert_eq!(pass(&mut cache, &ipam, &live), 0, "an address in an existing block");
+    ipam.release(req.name.as_str()).expect("releases");
+    assert_eq!(pass(&mut cache, &ipam, &live), 0, "an address released, its block kept");
 }

@@ -59,7 +59,8 @@ fn parent_of(groups: &[FabricGroup], g: usize) -> Option<usize> {
     groups.iter().position(|p| p.network == groups[g].network && p.group == parent)
 }
 
-/// The routes `host` installs: the IPAM's aggregated routes, without those through dead hosts.
+/// The routes `host` installs: the IPAM's aggregated routes, without those through dead hosts,
+/// with what a per-block and a per-endpoint scheme would need (`GET /routes/{host}`).
 pub fn host_routes(
     ipam: &Ipam,
     live: &Liveness,
@@ -77,8 +78,8 @@ pub fn host_routes(
         host: host.to_string(),
         revision,
         routes,
-        per_block: r.per_block,
-        per_endpoint: r.per_endpoint,
+        per_block: Some(r.per_block),
+        per_endpoint: Some(r.per_endpoint),
     })
 }
 

@@ -80,8 +80,8 @@ mod tests {
                     },
                 })
                 .collect(),
-            per_block: 0,
-            per_endpoint: 0,
+            per_block: None,
+            per_endpoint: None,
         };
         let got: Vec<String> = peer_routes(&info)
             .iter()

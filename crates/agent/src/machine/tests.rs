@@ -399,8 +399,8 @@ fn a_route_set_change_converges() {
             route("10.3.0.0/33", "host", "192.168.0.3"),
             route("10.4.0.0/28", "host", "h3"),
         ],
-        per_block: 0,
-        per_endpoint: 0,
+        per_block: None,
+        per_endpoint: None,
     };
     let want_routes = vec![
         PeerRoute { dest: "10.1.0.0/28".parse().unwrap(), via: Some("192.168.0.2".parse().unwrap()) },
@@ -438,8 +438,8 @@ fn a_route_set_change_converges() {
             route("10.1.0.0/28", "host", "192.168.0.2"),
             route("10.1.0.0/28", "host", "192.168.0.3"),
         ],
-        per_block: 0,
-        per_endpoint: 0,
+        per_block: None,
+        per_endpoint: None,
     };
     check(
         &mut s,
