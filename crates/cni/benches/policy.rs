@@ -251,6 +251,16 @@ async fn main() {
         .find_map(|a| a.strip_prefix("--samples=").map(|n| n.parse().expect("--samples=N")))
         .unwrap_or(samples);
     let throughput = !std::env::args().any(|a| a == "--no-throughput");
+    // `ROMANA_BENCH_ROMANAD_LOG=FILE`: romanad (in this process) logs its passes there (the
+    // route manager's and the consistency check's times, at debug level).
+    if let Some(path) = std::env::var_os("ROMANA_BENCH_ROMANAD_LOG") {
+        let file = std::fs::File::create(&path).expect("the romanad log file");
+        tracing_subscriber::fmt()
+            .with_env_filter("warn,romana_services::route_manager=debug,romana_services::reclaim=debug")
+            .with_ansi(false)
+            .with_writer(std::sync::Mutex::new(file))
+            .init();
+    }
     let pid = std::process::id();
     let Some(host) = Netns::new(&format!("rmq-{pid}-h")) else {
         println!("SKIP: cannot create network namespaces (needs root and iproute2)");

@@ -6,41 +6,70 @@
 //! inherited from above, the least number of routes needed below. A label of `None` means "must
 //! not match any of our routes" and is emitted as a throw route when an aggregate has to be pierced.
 //!
-//! The trie lives in one arena and each node's costs in a vector sorted by label, merged in one
-//! walk; the cheapest label of each split is kept from the build for the emission. The route
+//! The trie lives in one arena and every node's costs in one pool, each node's entries sorted by
+//! label and merged in one walk; the cheapest label of each split is kept from the build for the
+//! emission. The route
 //! manager runs this for every host of a leaf after each new block (each host sees the leaf's
 //! blocks with its own relabelled), so its speed is a pod start's CPU on a loaded cluster
 //! (issue 22; docs/benchmarks.md, "Route sets: growth with the hosts").
 
 use romana_model::Cidr;
 
-/// Route count below a node as a function of the inherited label: `by` (sorted by label), or
-/// `other` for labels that do not occur below (all of which cost the same).
-#[derive(Debug, Clone)]
-struct Cost<L> {
+/// Route count below a node as a function of the inherited label: the entries `by` (a range of
+/// the trie's pool, sorted by label), or `other` for labels that do not occur below (all of
+/// which cost the same).
+#[derive(Debug, Clone, Copy)]
+struct Cost {
     other: u32,
-    by: Vec<(Option<L>, u32)>,
+    by: (u32, u32),
 }
 
-impl<L: Ord + Copy> Cost<L> {
-    fn at(&self, x: &Option<L>) -> u32 {
-        match self.by.binary_search_by(|(l, _)| l.cmp(x)) {
-            Ok(i) => self.by[i].1,
-            Err(_) => self.other,
+#[derive(Debug, Clone, Copy)]
+enum Kind<L> {
+    Empty,
+    Item(Option<L>),
+    /// The two halves (arena indices) and the cheapest label for their sum, with its cost.
+    Split(u32, u32, Option<(Option<L>, u32)>),
+}
+
+#[derive(Debug)]
+struct Node<L> {
+    cidr: Cidr,
+    kind: Kind<L>,
+    cost: Cost,
+}
+
+/// The trie in one arena, every node's cost entries in one pool (no allocation per node).
+struct Trie<L> {
+    nodes: Vec<Node<L>>,
+    pool: Vec<(Option<L>, u32)>,
+}
+
+impl<L: Ord + Copy> Trie<L> {
+    fn entries(&self, c: Cost) -> &[(Option<L>, u32)] {
+        &self.pool[c.by.0 as usize..c.by.1 as usize]
+    }
+
+    fn at(&self, c: Cost, x: &Option<L>) -> u32 {
+        let by = self.entries(c);
+        match by.binary_search_by(|(l, _)| l.cmp(x)) {
+            Ok(i) => by[i].1,
+            Err(_) => c.other,
         }
     }
 
-    /// The cheapest label to emit here, and its cost (ties go to the smallest label).
-    fn best(&self) -> Option<(Option<L>, u32)> {
-        self.by.iter().min_by_key(|(_, c)| *c).copied()
+    fn cost(&self, n: u32) -> Cost {
+        self.nodes[n as usize].cost
     }
 
-    /// `l + r` for every label either side has (one walk over both sorted vectors).
-    fn sum(l: &Cost<L>, r: &Cost<L>) -> Cost<L> {
-        let mut by = Vec::with_capacity(l.by.len().max(r.by.len()));
-        let (mut i, mut j) = (0, 0);
-        while i < l.by.len() || j < r.by.len() {
-            let entry = match (l.by.get(i), r.by.get(j)) {
+    /// `l + r` for every label either side has, appended to the pool in one walk over both.
+    fn sum(&mut self, l: Cost, r: Cost) -> Cost {
+        let start = self.pool.len() as u32;
+        let (mut i, mut j) = (l.by.0, r.by.0);
+        while i < l.by.1 || j < r.by.1 {
+            let a = (i < l.by.1).then(|| self.pool[i as usize]);
+            let b = (j < r.by.1).then(|| self.pool[j as usize]);
+            let entry = match (a, b) {
                 (Some(a), Some(b)) if a.0 == b.0 => {
                     (i, j) = (i + 1, j + 1);
                     (a.0, a.1 + b.1)
@@ -59,75 +88,66 @@ impl<L: Ord + Copy> Cost<L> {
                 }
                 (None, None) => unreachable!("the loop runs while either side has entries"),
             };
-            by.push(entry);
+            self.pool.push(entry);
         }
-        Cost { other: l.other + r.other, by }
+        Cost { other: l.other + r.other, by: (start, self.pool.len() as u32) }
     }
-}
 
-#[derive(Debug, Clone, Copy)]
-enum Kind<L> {
-    Empty,
-    Item(Option<L>),
-    /// The two halves (arena indices) and the cheapest label for their sum, with its cost.
-    Split(u32, u32, Option<(Option<L>, u32)>),
-}
+    fn push(&mut self, node: Node<L>) -> u32 {
+        self.nodes.push(node);
+        (self.nodes.len() - 1) as u32
+    }
 
-#[derive(Debug)]
-struct Node<L> {
-    cidr: Cidr,
-    kind: Kind<L>,
-    cost: Cost<L>,
-}
-
-/// Builds the trie of `cidr` over `items` (sorted, disjoint, inside `cidr`); returns the root.
-fn build<L: Ord + Copy>(arena: &mut Vec<Node<L>>, cidr: Cidr, items: &[(Cidr, Option<L>)]) -> u32 {
-    let node = match items {
-        [] => Node { cidr, kind: Kind::Empty, cost: Cost { other: 0, by: Vec::new() } },
-        [(c, label)] if *c == cidr => {
-            Node { cidr, kind: Kind::Item(*label), cost: Cost { other: 1, by: vec![(*label, 0)] } }
-        }
-        _ => {
-            let Some((lo, hi)) = cidr.halves() else {
-                // A single address with several items cannot happen for disjoint input; keep the first.
-                return build(arena, cidr, &items[..1]);
-            };
-            let split = items.partition_point(|(c, _)| lo.contains(c));
-            let (l, r) = (build(arena, lo, &items[..split]), build(arena, hi, &items[split..]));
-            let mut cost = Cost::sum(&arena[l as usize].cost, &arena[r as usize].cost);
-            let best = cost.best();
-            let floor = best.map_or(cost.other, |(_, c)| c) + 1;
-            cost.other = cost.other.min(floor);
-            for (_, c) in &mut cost.by {
-                *c = (*c).min(floor);
+    /// Builds the trie of `cidr` over `items` (sorted, disjoint, inside `cidr`); returns its root.
+    fn build(&mut self, cidr: Cidr, items: &[(Cidr, Option<L>)]) -> u32 {
+        match items {
+            [] => self.push(Node { cidr, kind: Kind::Empty, cost: Cost { other: 0, by: (0, 0) } }),
+            [(c, label)] if *c == cidr => {
+                let at = self.pool.len() as u32;
+                self.pool.push((*label, 0));
+                self.push(Node { cidr, kind: Kind::Item(*label), cost: Cost { other: 1, by: (at, at + 1) } })
             }
-            Node { cidr, kind: Kind::Split(l, r, best), cost }
-        }
-    };
-    arena.push(node);
-    (arena.len() - 1) as u32
-}
-
-fn emit<L: Ord + Copy>(arena: &[Node<L>], n: u32, inherited: Option<L>, out: &mut Vec<(Cidr, Option<L>)>) {
-    let node = &arena[n as usize];
-    match node.kind {
-        Kind::Empty => {}
-        Kind::Item(label) => {
-            if label != inherited {
-                out.push((node.cidr, label));
-            }
-        }
-        Kind::Split(l, r, best) => {
-            let keep = arena[l as usize].cost.at(&inherited) + arena[r as usize].cost.at(&inherited);
-            match best {
-                Some((label, cost)) if cost + 1 < keep => {
-                    out.push((node.cidr, label));
-                    emit(arena, l, label, out);
-                    emit(arena, r, label, out);
+            _ => {
+                let Some((lo, hi)) = cidr.halves() else {
+                    // A single address with several items cannot happen for disjoint input; keep the first.
+                    return self.build(cidr, &items[..1]);
+                };
+                let split = items.partition_point(|(c, _)| lo.contains(c));
+                let (l, r) = (self.build(lo, &items[..split]), self.build(hi, &items[split..]));
+                let mut cost = self.sum(self.cost(l), self.cost(r));
+                // The cheapest label (ties go to the smallest: the first minimum in label order).
+                let best = self.entries(cost).iter().min_by_key(|(_, c)| *c).copied();
+                let floor = best.map_or(cost.other, |(_, c)| c) + 1;
+                cost.other = cost.other.min(floor);
+                for (_, c) in &mut self.pool[cost.by.0 as usize..cost.by.1 as usize] {
+                    *c = (*c).min(floor);
                 }
-                _ => {
-                    emit(arena, l, inherited, out);
-                    emit(arena, r, inherited, out);
+                self.push(Node { cidr, kind: Kind::Split(l, r, best), cost })
+            }
+        }
+    }
+
+    fn emit(&self, n: u32, inherited: Option<L>, out: &mut Vec<(Cidr, Option<L>)>) {
+        let node = &self.nodes[n as usize];
+        match node.kind {
+            Kind::Empty => {}
+            Kind::Item(label) => {
+                if label != inherited {
+                    out.push((node.cidr, label));
+                }
+            }
+            Kind::Split(l, r, best) => {
+                let keep = self.at(self.cost(l), &inherited) + self.at(self.cost(r), &inherited);
+                match best {
+                    Some((label, cost)) if cost + 1 < keep => {
+                        out.push((node.cidr, label));
+                        self.emit(l, label, out);
+                        self.emit(r, label, out);
+                    }
+                    _ => {
+                        self.emit(l, inherited, out);
+                        self.emit(r, inherited, out);
+                    }
                 }
             }
         }
@@ -139,10 +159,10 @@ fn emit<L: Ord + Copy>(arena: &[Node<L>], n: u32, inherited: Option<L>, out: &mu
 pub fn aggregate<L: Ord + Copy>(within: Cidr, items: &[(Cidr, Option<L>)]) -> Vec<(Cidr, Option<L>)> {
     let mut items: Vec<_> = items.iter().filter(|(c, _)| within.contains(c)).copied().collect();
     items.sort_by_key(|(c, _)| *c);
-    let mut arena = Vec::with_capacity(items.len() * 2 + 1);
-    let root = build(&mut arena, within, &items);
+    let mut trie = Trie { nodes: Vec::with_capacity(items.len() * 2 + 1), pool: Vec::new() };
+    let root = trie.build(within, &items);
     let mut out = Vec::new();
-    emit(&arena, root, None, &mut out);
+    trie.emit(root, None, &mut out);
     out.sort_by_key(|(c, _)| *c);
     out
 }

@@ -43,11 +43,19 @@ impl Ipam {
             (NetworkKind::Blocks(Some(tree)), Source::Leaf(_, g)) => {
                 let Some(group) = tree.groups.get(g as usize) else { return h.finish() };
                 (&network.name, group.cidr).hash(&mut h);
+                // Each block with its owner's id, then each owner once (a leaf holds ten times
+                // more blocks than hosts, and an owner's name is the costly part to hash).
+                let mut owners = Vec::new();
                 for b in group.leaf.iter().flat_map(|l| l.blocks.values()) {
                     let block = &self.blocks[b];
                     let Some(owner) = block.owner else { continue };
-                    block.cidr.hash(&mut h);
-                    self.hash_owner(&mut h, owner.host, dead);
+                    (block.cidr, owner.host).hash(&mut h);
+                    owners.push(owner.host);
+                }
+                owners.sort_unstable();
+                owners.dedup();
+                for id in owners {
+                    self.hash_owner(&mut h, id, dead);
                 }
             }
             (NetworkKind::Classic(c), Source::Classic(_)) => {

@@ -49,14 +49,23 @@ fn allocate(ipam: &mut Ipam, name: String, h: usize, tenant: String) {
     ipam.allocate(&req).expect("space");
 }
 
-fn build(hosts: usize, racks: usize) -> Ipam {
+/// Endpoints per host and the tenants they are spread over (each tenant has blocks of its own).
+#[derive(Clone, Copy)]
+struct Pods {
+    per_host: usize,
+    tenants: usize,
+}
+
+const PODS: Pods = Pods { per_host: PER_HOST, tenants: TENANTS };
+
+fn build(hosts: usize, racks: usize, pods: Pods) -> Ipam {
     let mut ipam = Ipam::new(topology(racks)).expect("valid topology");
     for i in 0..hosts {
         add_host(&mut ipam, i);
     }
     for i in 0..hosts {
-        for e in 0..PER_HOST {
-            allocate(&mut ipam, format!("pod-{i}-{e}"), i, format!("tenant-{}", e % TENANTS));
+        for e in 0..pods.per_host {
+            allocate(&mut ipam, format!("pod-{i}-{e}"), i, format!("tenant-{}", e % pods.tenants));
         }
     }
     ipam
@@ -86,8 +95,8 @@ struct Row {
     new_block: (usize, Duration),
 }
 
-fn measure(hosts: usize, racks: usize) -> Row {
-    let mut ipam = build(hosts, racks);
+fn measure(hosts: usize, racks: usize, pods: Pods) -> Row {
+    let mut ipam = build(hosts, racks, pods);
     let live = Liveness::new(2);
     // From scratch: what every pass cost before the cache.
     let t = Instant::now();
@@ -173,10 +182,14 @@ fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
     let sizes: &[usize] = if quick { &[20, 100] } else { &[100, 1_000, 5_000] };
     println!("{PER_HOST} endpoints per host in {TENANTS} tenants, /28 blocks; median of {CHANGES} changes");
-    let rows: Vec<Row> = sizes.iter().map(|&n| measure(n, n.div_ceil(50))).collect();
+    let rows: Vec<Row> = sizes.iter().map(|&n| measure(n, n.div_ceil(50), PODS)).collect();
     table("Racks of 50 hosts (the rack count grows with the hosts)", &rows);
     // Here every host's set grows with the hosts, so recomputing all of them is quadratic by
     // nature (the output is); 5,000 hosts would take minutes, so it stops at 1,000.
-    let rows: Vec<Row> = sizes.iter().take(2).map(|&n| measure(n, 8)).collect();
+    let rows: Vec<Row> = sizes.iter().take(2).map(|&n| measure(n, 8, PODS)).collect();
     table("8 racks (the racks grow with the hosts, and so does each host's route set)", &rows);
+    // The policy bench's cluster (issue 22): one leaf of 100 hosts, 100 endpoints each in 10
+    // tenants, so 1,000 blocks in the leaf; a new block costs every host of it.
+    let rows = vec![measure(100, 1, Pods { per_host: 100, tenants: 10 })];
+    table("One leaf of 100 hosts x 100 endpoints in 10 tenants (the policy bench's cluster)", &rows);
 }
