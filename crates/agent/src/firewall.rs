@@ -413,16 +413,23 @@ impl Firewall {
 /// Follows what the table depends on, on the agent's shared watch stream.
 pub fn watch(fw: &Firewall, watch: &mut SharedWatch) {
     let (ctx, wake) = (fw.ctx.clone(), fw.wake.clone());
+    // The stream opens from revision 0: its first listing loads the inputs (`State::stream_loads`).
+    ctx.core().stream_loads = true;
     watch.add(&["endpoints/", "policies/", "netpols/", "tenants/", "segments/"], move |f| {
         match &f {
             romana_store::follow::Followed::Lost { error, retry_in } => {
                 tracing::warn!(%error, ?retry_in, "policy watch failed; retrying")
             }
-            // When a change reached the agent (the policy bench's write -> enforced breakdown).
-            romana_store::follow::Followed::Event(e) => {
+            // When a change reached the agent (the policy bench's write -> enforced breakdown);
+            // not the first listing's tens of thousands of events.
+            romana_store::follow::Followed::Event(e) if ctx.core().inputs.loaded => {
                 tracing::debug!(key = %e.key, revision = e.revision, "firewall watch event")
             }
+            romana_store::follow::Followed::Event(_) => {}
             romana_store::follow::Followed::Synced { .. } => {}
+            romana_store::follow::Followed::Current => {
+                tracing::debug!("firewall watch: the stream's first listing is in")
+            }
         }
         for a in ctx.step(Event::Watched(Stream::Firewall, f)) {
             if a == Action::WakeFirewall {

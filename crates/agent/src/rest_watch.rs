@@ -115,9 +115,26 @@ impl SharedWatch {
     /// Hands one item of the stream to the consumers it concerns; drops those that are gone.
     /// `false` when none is left.
     pub fn dispatch(&mut self, f: Followed<WatchEvent>) -> bool {
-        self.consumers.retain_mut(|(prefixes, on)| match &f {
-            Followed::Event(ev) => !prefixes.iter().any(|p| ev.key.starts_with(p.as_str())) || on(f.clone()),
-            Followed::Synced { .. } | Followed::Lost { .. } => on(f.clone()),
+        let wants = |prefixes: &[String]| match &f {
+            Followed::Event(ev) => prefixes.iter().any(|p| ev.key.starts_with(p.as_str())),
+            Followed::Synced { .. } | Followed::Current | Followed::Lost { .. } => true,
+        };
+        let takers: Vec<usize> = (0..self.consumers.len()).filter(|i| wants(&self.consumers[*i].0)).collect();
+        // The last consumer concerned takes the item itself, the others a copy: an event's value
+        // is a tree, and a stream's first listing is tens of thousands of them, most for one
+        // consumer.
+        let mut gone = vec![false; self.consumers.len()];
+        let mut item = Some(f);
+        for (k, &i) in takers.iter().enumerate() {
+            let f = if k + 1 == takers.len() { item.take() } else { item.clone() };
+            if let Some(f) = f {
+                gone[i] = !(self.consumers[i].1)(f);
+            }
+        }
+        let mut i = 0;
+        self.consumers.retain(|_| {
+            i += 1;
+            !gone[i - 1]
         });
         !self.consumers.is_empty()
     }
@@ -153,6 +170,7 @@ mod tests {
                 let what = match f {
                     Followed::Event(e) => e.key,
                     Followed::Synced { relisted } => format!("synced {relisted}"),
+                    Followed::Current => "current".into(),
                     Followed::Lost { .. } => "lost".into(),
                 };
                 log.lock().unwrap().push(format!("{name}: {what}"));
@@ -170,6 +188,7 @@ mod tests {
                 &["routes: synced true", "firewall: synced true", "vips: synced true"][..],
             ),
             (ev("tenants/red"), &["firewall: tenants/red"]),
+            (Followed::Current, &["routes: current", "firewall: current"]),
             (ev("routes/h1"), &["routes: routes/h1"]),
             (ev("policies/p"), &[]),
             // The VIP consumer said it was gone after its first item: it gets nothing more.

@@ -56,6 +56,8 @@ async fn the_follower_sees_state_then_changes() {
         Followed::Event(ev) => assert_eq!((ev.kind.as_str(), ev.key.as_str()), ("put", "tenants/red")),
         other => panic!("expected red's put, got {other:?}"),
     }
+    // The state the stream opened with is in.
+    assert_eq!(next(&mut rx).await, Followed::Current);
     admin.create_tenant(&tenant("blue")).await.unwrap();
     match next(&mut rx).await {
         Followed::Event(ev) => assert_eq!((ev.kind.as_str(), ev.key.as_str()), ("put", "tenants/blue")),
@@ -99,6 +101,7 @@ fn label(f: Followed<romana_api::rest::WatchEvent>) -> String {
     match f {
         Followed::Event(e) => format!("{} {}", e.kind, e.key),
         Followed::Synced { relisted } => format!("synced {relisted}"),
+        Followed::Current => "current".into(),
         Followed::Lost { .. } => "lost".into(),
     }
 }
@@ -119,7 +122,10 @@ async fn one_stream_serves_every_consumer_its_prefixes() {
     );
     assert_eq!(next(&mut tenants).await, "synced true");
     assert_eq!(next(&mut tenants).await, "put tenants/red");
+    // The listing the stream opened with is whole: every consumer is told, once.
+    assert_eq!(next(&mut tenants).await, "current");
     assert_eq!(next(&mut policies).await, "synced true");
+    assert_eq!(next(&mut policies).await, "current");
     admin
         .add_policy(&serde_json::json!({"id": "p1", "applied_to": [{"tenant": "red"}],
             "ingress": [{"peers": [{"peer": "any"}], "rules": [{"protocol": "tcp", "ports": [80]}]}]}))

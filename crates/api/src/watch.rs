@@ -51,10 +51,12 @@ impl WatchEvent {
             resource: &'static str,
         ) -> Result<Option<T>, Unreadable> {
             // A put without a value says as little as a delete: the object is gone.
-            let Some(value) = ev.value.clone().filter(|_| ev.kind == WatchKind::Put) else {
+            let Some(value) = ev.value.as_ref().filter(|_| ev.kind == WatchKind::Put) else {
                 return Ok(None);
             };
-            serde_json::from_value(value).map(Some).map_err(|e| Unreadable {
+            // From the tree in place: a stream's first listing is tens of thousands of values,
+            // each copied whole before (issue 22).
+            T::deserialize(value).map(Some).map_err(|e| Unreadable {
                 resource,
                 key: ev.key.clone(),
                 problem: e.to_string(),

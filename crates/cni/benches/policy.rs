@@ -401,7 +401,8 @@ async fn main() {
     }
 
     // ADD with the cluster loaded. `ROMANA_BENCH_MARKS=DIR`: files `DIR/loaded-adds` and
-    // `DIR/loaded-adds-done` mark the phase, for a profiler (`perf record -a` between them).
+    // `DIR/loaded-adds-done` mark the phase, for a profiler (`perf record -a` between them);
+    // `DIR/restart` and `DIR/restart-done` the first agent restart.
     let marks = std::env::var_os("ROMANA_BENCH_MARKS").map(std::path::PathBuf::from);
     let mark = |name: &str| {
         if let Some(d) = &marks {
@@ -557,6 +558,14 @@ async fn main() {
             let _ = std::fs::remove_file(&saved);
         }
         let log = dir.path().join(format!("agent-restart-{netlink}-{foreign}-{unsaved}.log"));
+        // The first restart is marked for a profiler, like the loaded ADDs.
+        let first = !foreign;
+        if first {
+            mark("restart");
+            if marks.is_some() {
+                std::thread::sleep(Duration::from_secs(2));
+            }
+        }
         let t = Instant::now();
         let restarted =
             agent_reading(&creds, &host.0, &sock, &log, netlink, "info,romana_agent=debug", &saved);
@@ -571,6 +580,9 @@ async fn main() {
             std::thread::sleep(Duration::from_millis(5));
         }
         let total = t.elapsed().as_secs_f64() * 1e3;
+        if first {
+            mark("restart-done");
+        }
         let reads = agent_metric(&sock, "romana_agent_firewall_reads_total");
         let (compile_ms, wait_ms, pass_ms) =
             first_pass_times(&std::fs::read_to_string(&log).unwrap_or_default());

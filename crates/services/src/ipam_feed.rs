@@ -94,6 +94,8 @@ pub(crate) fn spawn(store: Arc<dyn Store>, keys: Keys, loaded_at: Revision, tx: 
             let tx = tx.clone();
             move |f: Followed<Vec<Event>>| {
                 let item = match f {
+                    // The feed opens from the load's revision, never from 0.
+                    Followed::Current => return true,
                     Followed::Synced { .. } => Feed::Synced,
                     Followed::Event(events) => Feed::Events(events),
                     Followed::Lost { error, .. } => Feed::Lost(error),

@@ -166,3 +166,40 @@ async fn a_large_batch_made_off_the_runtime_keeps_its_place_and_its_lines() {
     let want: Vec<Bytes> = kvs.iter().map(|kv| line(&keys, WatchKind::Put, kv).bytes).collect();
     assert_eq!(replay, want, "the lines kept are the ones `line` makes");
 }
+
+/// Each stored value's line: the event a client parses is the one the typed path made (value
+/// parsed and printed again), whether the value went in as stored or not.
+#[test]
+fn lines_carry_the_value_as_stored_when_it_is_one_line_of_json() {
+    let keys = Keys::new("/romana");
+    let check = |kind: WatchKind, value: &[u8], raw: bool| {
+        let kv = romana_store::KeyValue {
+            key: keys.under("endpoints/a\"b"),
+            value: value.to_vec(),
+            create_revision: 3,
+            mod_revision: 7,
+            version: 1,
+            lease: 0,
+        };
+        let got = line(&keys, kind, &kv);
+        assert_eq!(got.key, "endpoints/a\"b");
+        let text = std::str::from_utf8(&got.bytes).unwrap();
+        assert!(text.ends_with('\n') && text.matches('\n').count() == 1, "one line: {text:?}");
+        let typed = (kind == WatchKind::Put).then(|| {
+            serde_json::from_slice::<serde_json::Value>(value)
+                .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(value).into_owned()))
+        });
+        let want = WatchEvent { revision: 7, kind, key: got.key.clone(), value: typed };
+        assert_eq!(serde_json::from_str::<WatchEvent>(text).unwrap(), want, "{text}");
+        let as_stored = format!("\"value\":{}}}\n", String::from_utf8_lossy(value));
+        assert_eq!(text.ends_with(&as_stored), raw, "{text}");
+    };
+    check(WatchKind::Put, br#"{"name":"a","ip":"10.0.0.2","labels":{"z":"1","a":"2"}}"#, true);
+    check(WatchKind::Put, b"  [1, 2.5, null] ", true);
+    // Not JSON, JSON over several lines, nothing: as before (a string, a re-printed value).
+    check(WatchKind::Put, b"not json", false);
+    check(WatchKind::Put, b"{\n  \"name\": \"a\"\n}", false);
+    check(WatchKind::Put, b"", false);
+    check(WatchKind::Put, b"{\"a\":1} {\"b\":2}", false);
+    check(WatchKind::Delete, b"", false);
+}

@@ -142,6 +142,10 @@ pub enum Followed<E> {
         relisted: bool,
     },
     Event(E),
+    /// A stream opened from revision 0 (whose source has no listing of its own, `WatchSource::
+    /// list`) has delivered the whole state it started with, as events: its first progress line
+    /// (romanad's `synced`). A consumer that started empty now holds the state.
+    Current,
     /// The stream or the list failed; the next attempt comes after `retry_in`.
     Lost {
         error: String,
@@ -202,13 +206,18 @@ async fn run_once<S: WatchSource>(
     if !on(Followed::Synced { relisted }) {
         return None;
     }
+    // Opened from 0, the stream starts with the state; its first progress line ends it.
+    let mut listing = from == 0;
     loop {
         match source.next(&mut stream).await {
             Some(Ok(c)) => {
                 f.seen(c.revision);
-                if let Some(ev) = c.event
-                    && !on(Followed::Event(ev))
-                {
+                let told = match c.event {
+                    Some(ev) => on(Followed::Event(ev)),
+                    None if std::mem::take(&mut listing) => on(Followed::Current),
+                    None => true,
+                };
+                if !told {
                     return None;
                 }
             }

@@ -158,6 +158,14 @@ impl Inputs {
         self.rules_dirty = true;
     }
 
+    /// Everything is in: loaded from the watch stream's first listing (its events applied one
+    /// by one) and a read of the tenants. The first pass compiles it all.
+    pub fn mark_loaded(&mut self) {
+        self.loaded = true;
+        self.dirty = true;
+        self.rules_dirty = true;
+    }
+
     /// Only the tenants (their labels, segments and isolation); a change restarts the cache.
     pub fn set_tenants(&mut self, tenants: Vec<Tenant>) {
         if self.tenants != tenants {

@@ -35,6 +35,10 @@ pub const CNI_QUIET: Duration = Duration::from_millis(300);
 /// for good.
 pub const CONFIRM_LATEST: Duration = Duration::from_secs(10);
 
+/// How long a start waits for the firewall's watch stream to deliver the cluster (`State::
+/// stream_loads`) before it reads romanad's lists instead.
+pub const STREAM_LOAD_WAIT: Duration = Duration::from_secs(10);
+
 /// How often the repair check lists the kernel's table even though nftables' generation did not
 /// move: a guard against what the generation cannot show, cheap at this interval.
 pub const VERIFY_EVERY: Duration = Duration::from_secs(300);
@@ -161,6 +165,16 @@ pub struct State {
     pub confirm_at: Option<Instant>,
     /// When the last CNI ADD came.
     pub last_add: Option<Instant>,
+    /// The firewall's watch stream, opened from revision 0, delivers the whole state before its
+    /// first `Synced`: at start that is the load (with tenants read beside it), instead of
+    /// reading every endpoint a second time from romanad's lists (at 50,000 endpoints the two
+    /// reads, side by side, were half of a restart, issue 22). Set by the adapter that follows
+    /// the stream; cleared once it loaded or failed (then the lists are read).
+    pub stream_loads: bool,
+    /// Until when a start waits for that stream (`STREAM_LOAD_WAIT` from the first wake).
+    pub stream_until: Option<Instant>,
+    /// The stream delivered the state: the tenants' read completes the load.
+    pub load_with_tenants: bool,
 }
 
 impl State {
@@ -180,6 +194,9 @@ impl State {
             verified_at: None,
             confirm_at: None,
             last_add: None,
+            stream_loads: false,
+            stream_until: None,
+            load_with_tenants: false,
         }
     }
 
@@ -193,9 +210,12 @@ impl State {
 
     /// How long until everything is due to be read again, or the confirming compile is due.
     pub fn refresh_in(&self, now: Instant) -> Duration {
-        let full = self
+        let mut full = self
             .full_at
             .map_or(Duration::ZERO, |t| FULL_REFRESH.saturating_sub(now.saturating_duration_since(t)));
+        if let (true, Some(until)) = (self.waits_for_stream(), self.stream_until) {
+            full = full.min(until.saturating_duration_since(now));
+        }
         match (self.inputs.confirm, self.confirm_at) {
             (false, _) => full,
             (true, None) => Duration::ZERO,
@@ -203,6 +223,11 @@ impl State {
                 full.min(self.confirm_due().map_or(Duration::ZERO, |t| t.saturating_duration_since(now)))
             }
         }
+    }
+
+    /// A start waiting for the watch stream to load the inputs.
+    fn waits_for_stream(&self) -> bool {
+        self.stream_loads && !self.inputs.loaded
     }
 
     /// The key of this host's route set on the watch.
@@ -268,7 +293,7 @@ pub fn step(s: &mut State, ev: Event) -> Vec<Action> {
             // The prefix also matches longer host names: only our key counts.
             Followed::Event(ev) if ev.key == s.routes_key() => out.push(Action::WakeRoutes),
             Followed::Synced { .. } => out.push(Action::WakeRoutes),
-            Followed::Event(_) | Followed::Lost { .. } => {}
+            Followed::Event(_) | Followed::Current | Followed::Lost { .. } => {}
         },
         Event::Watched(Stream::Firewall, f) => match f {
             Followed::Event(ev) => {
@@ -279,6 +304,8 @@ pub fn step(s: &mut State, ev: Event) -> Vec<Action> {
                 s.problems(&mut out);
                 out.push(Action::WakeFirewall);
             }
+            // Opened: the listing follows when a start waits for it (`stream_loads`).
+            Followed::Synced { .. } if s.waits_for_stream() => {}
             Followed::Synced { relisted } => {
                 // Resumed from a revision nothing was missed; after a relist deletes may have
                 // been, and everything is read whole.
@@ -287,9 +314,36 @@ pub fn step(s: &mut State, ev: Event) -> Vec<Action> {
                 }
                 out.push(Action::WakeFirewall);
             }
+            Followed::Current if s.waits_for_stream() => {
+                // The stream's first listing went into empty inputs: they hold the whole state
+                // (nothing could have been deleted from them). Tenants, whose events carry no
+                // value the inputs keep, are read to complete the load.
+                s.stream_loads = false;
+                s.stale = false;
+                s.tenants_stale = true;
+                s.load_with_tenants = true;
+                out.push(Action::WakeFirewall);
+            }
+            Followed::Current => {}
+            Followed::Lost { .. } if s.waits_for_stream() => {
+                // The listing broke off: what it delivered is partial; the lists load instead.
+                s.stream_loads = false;
+                s.stale = true;
+                out.push(Action::WakeFirewall);
+            }
             Followed::Lost { .. } => {}
         },
         Event::FirewallWake { now } => {
+            if s.waits_for_stream() {
+                let until = *s.stream_until.get_or_insert(now + STREAM_LOAD_WAIT);
+                if now < until {
+                    s.full_at.get_or_insert(now);
+                    return out;
+                }
+                // A stream that neither lists nor fails (a stalled romanad): the lists load.
+                s.stream_loads = false;
+                s.stale = true;
+            }
             let full_due = s.full_at.is_none_or(|t| now.saturating_duration_since(t) >= FULL_REFRESH);
             if s.stale || full_due {
                 s.stale = false;
@@ -337,6 +391,9 @@ pub fn step(s: &mut State, ev: Event) -> Vec<Action> {
         }
         Event::TenantsRead(t) => {
             s.inputs.set_tenants(t);
+            if std::mem::take(&mut s.load_with_tenants) {
+                s.inputs.mark_loaded();
+            }
             s.pass_if_dirty(&mut out);
         }
         Event::TenantsFailed => {

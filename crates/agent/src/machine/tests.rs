@@ -489,3 +489,83 @@ fn known_at_only_when_nothing_else_committed() {
         assert_eq!(known_at(at, b, a, applied), want, "at {at:?} before {b:?} after {a:?} applied {applied}");
     }
 }
+
+/// At start the watch stream's first listing is the load: no list of every endpoint is read, only
+/// the tenants, and the first pass compiles once they are in.
+#[test]
+fn the_streams_first_listing_loads_the_inputs() {
+    const PASS: Action = Action::FirewallPass { read_kernel: false };
+    let synced = |relisted| Event::Watched(Stream::Firewall, Followed::Synced { relisted });
+    let lost = || {
+        Event::Watched(Stream::Firewall, Followed::Lost { error: "down".into(), retry_in: Duration::ZERO })
+    };
+    let t0 = Instant::now();
+    let streaming = || {
+        let mut s = State::new("h1".into(), gw(), true);
+        s.stream_loads = true;
+        s
+    };
+    let listing = || {
+        let l = lists();
+        let mut events: Vec<Event> = l
+            .endpoints
+            .unwrap()
+            .into_iter()
+            .map(|e| put(&format!("endpoints/{}", e.name), serde_json::to_value(&e).unwrap()))
+            .collect();
+        events.push(put("tenants/red", json!({})));
+        events
+    };
+    let current = || Event::Watched(Stream::Firewall, Followed::Current);
+    let mut s = streaming();
+    // The first wake waits (and wakes again at the deadline at the latest); the stream opens.
+    check(&mut s, vec![Event::FirewallWake { now: t0 }, synced(true)], &[&[], &[]]);
+    assert_eq!(s.refresh_in(t0), STREAM_LOAD_WAIT);
+    for e in listing() {
+        assert_eq!(step(&mut s, e), vec![Action::WakeFirewall]);
+    }
+    check(&mut s, vec![Event::FirewallWake { now: t0 }], &[&[]]);
+    assert!(!s.inputs.loaded, "no pass before the listing is whole");
+    check(
+        &mut s,
+        vec![current(), Event::FirewallWake { now: t0 }, Event::TenantsRead(lists().tenants)],
+        &[&[Action::WakeFirewall], &[Action::ReadTenants], &[PASS]],
+    );
+    assert!(s.inputs.loaded && s.inputs.endpoint("a").is_some() && s.inputs.endpoint("b").is_some());
+    // Loaded: the full re-read comes a minute after the start, and a later relist reads all.
+    check(
+        &mut s,
+        vec![Event::FirewallWake { now: t0 + FULL_REFRESH }],
+        &[&[Action::ReadLists { endpoints: true }]],
+    );
+    check(
+        &mut s,
+        vec![synced(true), Event::FirewallWake { now: t0 + FULL_REFRESH }, current()],
+        &[&[Action::WakeFirewall], &[Action::ReadLists { endpoints: true }], &[]],
+    );
+
+    // The listing broke off: what came is partial, the lists load.
+    let mut s = streaming();
+    step(&mut s, Event::FirewallWake { now: t0 });
+    step(&mut s, listing().remove(0));
+    check(
+        &mut s,
+        vec![lost(), Event::FirewallWake { now: t0 }],
+        &[&[Action::WakeFirewall], &[Action::ReadLists { endpoints: true }]],
+    );
+    assert!(!s.inputs.loaded);
+
+    // A stream that never lists nor fails: the lists load at the deadline.
+    let mut s = streaming();
+    check(
+        &mut s,
+        vec![Event::FirewallWake { now: t0 }, Event::FirewallWake { now: t0 + STREAM_LOAD_WAIT }],
+        &[&[], &[Action::ReadLists { endpoints: true }]],
+    );
+
+    // A pod started before the listing ended: the lists load at once (fail-closed ADD).
+    let mut s = streaming();
+    step(&mut s, Event::FirewallWake { now: t0 });
+    let e = endpoint("c", "10.0.0.4", "red", "web", "h1");
+    check(&mut s, vec![add(e)], &[&[Action::ReadLists { endpoints: true }, PASS, Action::Plumb]]);
+}

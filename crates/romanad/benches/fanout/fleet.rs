@@ -105,6 +105,7 @@ impl Fleet {
                                 synced.fetch_add(1, Ordering::Relaxed);
                             }
                         }
+                        Followed::Current => {}
                         Followed::Lost { error, .. } => {
                             lost.fetch_add(1, Ordering::Relaxed);
                             let reason: String = error.chars().take(100).collect();

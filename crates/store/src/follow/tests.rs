@@ -185,6 +185,7 @@ fn drive(script: &mut Script, stop_after: usize) -> Vec<String> {
         seen.push(match f {
             Followed::Synced { relisted } => format!("synced relisted={relisted}"),
             Followed::Event(e) => format!("event {e}"),
+            Followed::Current => "current".into(),
             Followed::Lost { error, retry_in } => format!("lost {error} {}ms", retry_in.as_millis()),
         });
         seen.len() < stop_after
@@ -249,4 +250,44 @@ fn follow_with_a_prepared_follower_opens_without_listing() {
     }));
     assert_eq!(seen, [Followed::Synced { relisted: false }, Followed::Event("a")]);
     assert_eq!((s.lists.len(), s.opens.clone()), (0, vec![21]));
+}
+
+/// A source without a listing of its own (`list` at 0: romanad's stream opened from 0 starts
+/// with the state): its first progress line says the state is in, once per opening from 0; a
+/// stream resumed from a revision never says it.
+#[test]
+fn a_stream_opened_from_zero_says_when_its_listing_is_in() {
+    let progress = |revision| Ok(Change { revision, event: None });
+    let mut s = Script { list_at: 0, ..Script::default() };
+    s.streams.push_back(Ok(vec![
+        ch(3, "a"),
+        ch(5, "b"),
+        progress(5),
+        ch(6, "c"),
+        progress(7),
+        Err(Fail::Down),
+    ]));
+    s.streams.push_back(Ok(vec![ch(8, "d"), progress(9), Err(Fail::Gone)]));
+    s.streams.push_back(Ok(vec![ch(9, "e"), progress(9)]));
+    let seen = drive(&mut s, 14);
+    assert_eq!(
+        seen,
+        [
+            "synced relisted=true",
+            "event a",
+            "event b",
+            "current",
+            "event c",
+            "lost Down 1ms",
+            "synced relisted=false",
+            "event d",
+            "lost Gone 1ms",
+            "synced relisted=true",
+            "event e",
+            "current",
+            "lost the watch ended 1ms",
+            "lost opening the watch from revision 10: Down 2ms",
+        ]
+    );
+    assert_eq!(s.opens, [0, 8, 0, 10]);
 }
