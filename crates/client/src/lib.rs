@@ -585,14 +585,19 @@ impl Client {
                     }
                 };
                 buf.extend_from_slice(&chunk);
-                while let Some(pos) = buf.iter().position(|b| *b == b'\n') {
-                    let line: Vec<u8> = buf.drain(..=pos).collect();
-                    let ev = serde_json::from_slice::<WatchEvent>(&line)
+                // Every whole line of the buffer, then what is left moved to its front once: a
+                // chunk holds hundreds of lines, and moving the rest after each one was most of
+                // the time a stream's first listing took (issue 22).
+                let mut start = 0;
+                while let Some(pos) = buf[start..].iter().position(|b| *b == b'\n') {
+                    let ev = serde_json::from_slice::<WatchEvent>(&buf[start..start + pos + 1])
                         .map_err(|e| ClientError::Decode { url: "watch".into(), detail: e.to_string() });
+                    start += pos + 1;
                     if tx.send(ev).await.is_err() {
                         return;
                     }
                 }
+                buf.drain(..start);
             }
         });
         Ok(rx)
