@@ -586,8 +586,8 @@ impl Client {
                 };
                 buf.extend_from_slice(&chunk);
                 // Every whole line of the buffer, then what is left moved to its front once: a
-                // chunk holds hundreds of lines, and moving the rest after each one was most of
-                // the time a stream's first listing took (issue 22).
+                // chunk can hold hundreds of lines, and moving the rest after each one made a
+                // chunk's cost grow with its square (a stream's first listing, issue 22).
                 let mut start = 0;
                 while let Some(pos) = buf[start..].iter().position(|b| *b == b'\n') {
                     let ev = serde_json::from_slice::<WatchEvent>(&buf[start..start + pos + 1])
