@@ -36,17 +36,16 @@ fn picture(
     kvs: &[romana_store::KeyValue],
     reports: std::collections::BTreeMap<String, romana_api::diagnose::StoredReport>,
 ) -> Picture {
-    let endpoints = kvs
-        .iter()
-        .filter_map(|kv| serde_json::from_slice::<EndpointInfo>(&kv.value).ok())
-        .map(|e| Endpoint {
+    // Only the records that changed since the last picture are parsed (`RecordCache`).
+    let endpoints = s.check.records.lock().unwrap_or_else(|e| e.into_inner()).endpoints(kvs, |v| {
+        serde_json::from_slice::<EndpointInfo>(v).ok().map(|e| Endpoint {
             kind: if e.labels.get("romana.io/kind").is_some_and(|k| k == "vm") { "vm" } else { "pod" }
                 .to_owned(),
             name: e.name,
             ip: e.ip,
             host: e.host,
         })
-        .collect();
+    });
     // Under the IPAM's read lock only the listing (names are shared, not copied): the actor
     // waits for this lock before every change.
     let (allocations, hosts, blocks) =
