@@ -115,26 +115,23 @@ impl SharedWatch {
     /// Hands one item of the stream to the consumers it concerns; drops those that are gone.
     /// `false` when none is left.
     pub fn dispatch(&mut self, f: Followed<WatchEvent>) -> bool {
-        let wants = |prefixes: &[String]| match &f {
-            Followed::Event(ev) => prefixes.iter().any(|p| ev.key.starts_with(p.as_str())),
-            Followed::Synced { .. } | Followed::Current | Followed::Lost { .. } => true,
-        };
-        let takers: Vec<usize> = (0..self.consumers.len()).filter(|i| wants(&self.consumers[*i].0)).collect();
+        fn wants(f: &Followed<WatchEvent>, prefixes: &[String]) -> bool {
+            match f {
+                Followed::Event(ev) => prefixes.iter().any(|p| ev.key.starts_with(p.as_str())),
+                Followed::Synced { .. } | Followed::Current | Followed::Lost { .. } => true,
+            }
+        }
         // The last consumer concerned takes the item itself, the others a copy: an event's value
         // is a tree, and a stream's first listing is tens of thousands of them, most for one
         // consumer.
-        let mut gone = vec![false; self.consumers.len()];
+        let last = self.consumers.iter().rposition(|(prefixes, _)| wants(&f, prefixes));
         let mut item = Some(f);
-        for (k, &i) in takers.iter().enumerate() {
-            let f = if k + 1 == takers.len() { item.take() } else { item.clone() };
-            if let Some(f) = f {
-                gone[i] = !(self.consumers[i].1)(f);
-            }
-        }
         let mut i = 0;
-        self.consumers.retain(|_| {
+        self.consumers.retain_mut(|(prefixes, on)| {
             i += 1;
-            !gone[i - 1]
+            let Some(f) = item.as_ref().filter(|f| wants(f, prefixes)) else { return true };
+            let f = if last == Some(i - 1) { item.take() } else { Some(f.clone()) };
+            f.is_none_or(on)
         });
         !self.consumers.is_empty()
     }

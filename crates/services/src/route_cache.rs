@@ -60,12 +60,12 @@ impl RouteSetCache {
         self.keep(host, routes_of(ipam, live, host));
     }
 
-    /// Keeps what `routes_of` found for `host` (serialized here: `routes_of` is the part that
-    /// needs the IPAM, so the route manager holds the IPAM's lock only for it).
+    /// Keeps what `routes_of` found for `host`, a published set (serialized here: `routes_of` is
+    /// the part that needs the IPAM, so the route manager holds the IPAM's lock only for it).
     pub fn keep(&mut self, host: &HostName, found: Option<(u64, HostRoutesInfo)>) {
         match found {
             Some((stamp, set)) => {
-                let set = serde_json::to_vec(&published(set)).expect("route sets serialize");
+                let set = serde_json::to_vec(&set).expect("route sets serialize");
                 self.sets.insert(host.to_string(), (stamp, set));
             }
             None => {
