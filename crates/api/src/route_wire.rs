@@ -1,8 +1,11 @@
 //! The wire's route types from the IPAM core's: one `RouteInfo` per `romana_ipam::Route` and a
 //! `FabricGroup` per group's routes, so romanad (`GET /routes`, `GET /fabric`) and `romana ipam
-//! plan` print the same shape from the same code.
+//! plan` print the same shape from the same code; and the route manager's published set written
+//! straight from the IPAM's routes (`published_json`).
 
-use romana_ipam::{GroupRoutes, Route, RouteTarget};
+use std::net::IpAddr;
+
+use romana_ipam::{GroupRoutes, HostRoutes, Route, RouteTarget};
 
 use crate::rest::{FabricGroup, RouteInfo, RouteKind};
 
@@ -30,5 +33,142 @@ impl From<&GroupRoutes> for FabricGroup {
             routes: g.routes.iter().map(RouteInfo::from).collect(),
             vips: Vec::new(),
         }
+    }
+}
+
+/// A host's route set as the route manager publishes it (`routes/<host>`, without the revision
+/// and the per-block and per-endpoint counts): byte for byte what serde writes for the
+/// `HostRoutesInfo` of `r` (revision 0, no counts), written straight from the IPAM's routes.
+/// A new block in a leaf of a hundred hosts rewrites all their sets, and building a `RouteInfo`
+/// (three strings per route through `fmt`) and serde's flattened map for each route was most of
+/// the route manager's pass (issue 22, docs/benchmarks.md).
+pub fn published_json(r: &HostRoutes) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64 + r.routes.len() * 80);
+    out.extend_from_slice(b"{\"host\":");
+    push_name(&mut out, r.host.as_str());
+    out.extend_from_slice(b",\"revision\":0,\"routes\":[");
+    for (i, route) in r.routes.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(b"{\"dest\":\"");
+        push_ip(&mut out, route.dest.network());
+        out.push(b'/');
+        push_u8(&mut out, route.dest.prefix_len());
+        out.extend_from_slice(b"\",\"kind\":");
+        match &route.target {
+            RouteTarget::Host { name, ip } => {
+                // `via` and `via_ip` are never empty here (a host name has a character at least).
+                out.extend_from_slice(b"\"host\",\"via\":");
+                push_name(&mut out, name.as_str());
+                out.extend_from_slice(b",\"via_ip\":\"");
+                push_ip(&mut out, *ip);
+                out.push(b'"');
+            }
+            RouteTarget::Group { path } if path.is_empty() => out.extend_from_slice(b"\"group\""),
+            RouteTarget::Group { path } => {
+                out.extend_from_slice(b"\"group\",\"via\":");
+                push_name(&mut out, path);
+            }
+            RouteTarget::Throw => out.extend_from_slice(b"\"throw\""),
+        }
+        out.push(b'}');
+    }
+    out.extend_from_slice(b"]}");
+    out
+}
+
+/// A JSON string: serde's escaping (host names need none, group paths may).
+fn push_name(out: &mut Vec<u8>, s: &str) {
+    serde_json::to_writer(&mut *out, s).expect("a string serializes into memory");
+}
+
+/// An address as `Display` writes it; IPv4 without `fmt` (it was the pass's largest part).
+fn push_ip(out: &mut Vec<u8>, ip: IpAddr) {
+    match ip {
+        IpAddr::V4(v4) => {
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b'.');
+                }
+                push_u8(out, octet);
+            }
+        }
+        IpAddr::V6(v6) => {
+            use std::io::Write;
+            write!(out, "{v6}").expect("writing into memory");
+        }
+    }
+}
+
+fn push_u8(out: &mut Vec<u8>, n: u8) {
+    if n >= 100 {
+        out.push(b'0' + n / 100);
+    }
+    if n >= 10 {
+        out.push(b'0' + n / 10 % 10);
+    }
+    out.push(b'0' + n % 10);
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::rest::HostRoutesInfo;
+
+    fn route(dest: &str, target: RouteTarget) -> Route {
+        Route { dest: dest.parse().unwrap(), target }
+    }
+
+    fn host(name: &str, ip: &str) -> RouteTarget {
+        RouteTarget::Host { name: name.parse().unwrap(), ip: ip.parse().unwrap() }
+    }
+
+    /// The hand-written set against serde's for the same routes.
+    fn check(routes: Vec<Route>) {
+        let r = HostRoutes { host: "node-1.example".parse().unwrap(), routes, per_block: 7, per_endpoint: 9 };
+        let typed = HostRoutesInfo {
+            host: r.host.to_string(),
+            revision: 0,
+            routes: r.routes.iter().map(RouteInfo::from).collect(),
+            per_block: None,
+            per_endpoint: None,
+        };
+        let ours = published_json(&r);
+        assert_eq!(
+            String::from_utf8(ours.clone()).unwrap(),
+            serde_json::to_string(&typed).unwrap(),
+            "{:?}",
+            r.routes
+        );
+        let back: HostRoutesInfo = serde_json::from_slice(&ours).unwrap();
+        assert_eq!(back, typed);
+    }
+
+    #[test]
+    fn the_published_set_is_what_serde_writes() {
+        check(vec![]);
+        check(vec![route("10.0.0.0/28", host("h1", "192.168.0.1"))]);
+        check(vec![
+            route("0.0.0.0/0", RouteTarget::Throw),
+            route("10.9.99.100/30", host("h_2-x", "1.10.100.255")),
+            route("255.255.255.255/32", host("h3", "0.0.0.0")),
+            route("fd00:1:2::/64", host("h4", "fd00::1")),
+            route("fd00::/48", host("h5", "10.0.0.1")),
+            route("::/0", RouteTarget::Throw),
+            route("10.1.0.0/16", RouteTarget::Group { path: "/rack \"1\"\\é".into() }),
+            route("10.2.0.0/16", RouteTarget::Group { path: String::new() }),
+        ]);
+        // Every octet value and prefix length once.
+        let all: Vec<Route> = (0..=255u8)
+            .map(|n| {
+                let ip = format!("{n}.{}.{}.{n}", 255 - n, n / 3);
+                route(&format!("{ip}/32"), host("h", &ip))
+            })
+            .collect();
+        check(all);
+        check((0..=32u8).map(|l| route(&format!("0.0.0.0/{l}"), RouteTarget::Throw)).collect());
     }
 }

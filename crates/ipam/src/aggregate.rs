@@ -32,7 +32,7 @@ enum Kind<L> {
     Split(u32, u32, Option<(Option<L>, u32)>),
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy)]
 struct Node<L> {
     cidr: Cidr,
     kind: Kind<L>,
@@ -114,15 +114,48 @@ impl<L: Ord + Copy> Trie<L> {
                 };
                 let split = items.partition_point(|(c, _)| lo.contains(c));
                 let (l, r) = (self.build(lo, &items[..split]), self.build(hi, &items[split..]));
-                let mut cost = self.sum(self.cost(l), self.cost(r));
-                // The cheapest label (ties go to the smallest: the first minimum in label order).
-                let best = self.entries(cost).iter().min_by_key(|(_, c)| *c).copied();
-                let floor = best.map_or(cost.other, |(_, c)| c) + 1;
-                cost.other = cost.other.min(floor);
-                for (_, c) in &mut self.pool[cost.by.0 as usize..cost.by.1 as usize] {
-                    *c = (*c).min(floor);
-                }
+                let (cost, best) = self.combine(l, r);
                 self.push(Node { cidr, kind: Kind::Split(l, r, best), cost })
+            }
+        }
+    }
+
+    /// A split's cost from its halves', and its cheapest label with that label's cost.
+    fn combine(&mut self, l: u32, r: u32) -> (Cost, Option<(Option<L>, u32)>) {
+        let mut cost = self.sum(self.cost(l), self.cost(r));
+        // The cheapest label (ties go to the smallest: the first minimum in label order).
+        let best = self.entries(cost).iter().min_by_key(|(_, c)| *c).copied();
+        let floor = best.map_or(cost.other, |(_, c)| c) + 1;
+        cost.other = cost.other.min(floor);
+        for (_, c) in &mut self.pool[cost.by.0 as usize..cost.by.1 as usize] {
+            *c = (*c).min(floor);
+        }
+        (cost, best)
+    }
+
+    /// Relabels the items labelled `own` below `n` as `None` and recomputes the nodes above
+    /// them, in place; each node's former state goes to `undo`. Nodes with no such item below
+    /// are not visited: their costs do not depend on the relabelling.
+    fn relabel(&mut self, n: u32, own: L, undo: &mut Vec<(u32, Node<L>)>) {
+        let node = self.nodes[n as usize];
+        if self.entries(node.cost).binary_search_by(|(l, _)| l.cmp(&Some(own))).is_err() {
+            return;
+        }
+        undo.push((n, node));
+        match node.kind {
+            Kind::Empty => {}
+            Kind::Item(_) => {
+                let at = self.pool.len() as u32;
+                self.pool.push((None, 0));
+                self.nodes[n as usize].kind = Kind::Item(None);
+                self.nodes[n as usize].cost = Cost { other: 1, by: (at, at + 1) };
+            }
+            Kind::Split(l, r, _) => {
+                self.relabel(l, own, undo);
+                self.relabel(r, own, undo);
+                let (cost, best) = self.combine(l, r);
+                self.nodes[n as usize].kind = Kind::Split(l, r, best);
+                self.nodes[n as usize].cost = cost;
             }
         }
     }
@@ -157,14 +190,47 @@ impl<L: Ord + Copy> Trie<L> {
 /// The minimal route set inside `within` for disjoint `items` (prefix, label), assuming nothing
 /// above `within` matches (inherited label `None`). Items outside `within` are ignored.
 pub fn aggregate<L: Ord + Copy>(within: Cidr, items: &[(Cidr, Option<L>)]) -> Vec<(Cidr, Option<L>)> {
-    let mut items: Vec<_> = items.iter().filter(|(c, _)| within.contains(c)).copied().collect();
-    items.sort_by_key(|(c, _)| *c);
-    let mut trie = Trie { nodes: Vec::with_capacity(items.len() * 2 + 1), pool: Vec::new() };
-    let root = trie.build(within, &items);
-    let mut out = Vec::new();
-    trie.emit(root, None, &mut out);
-    out.sort_by_key(|(c, _)| *c);
-    out
+    Shared::new(within, items).aggregate_as(None)
+}
+
+/// One leaf's trie built once for all of its hosts (the route manager's case: every host of a
+/// leaf routes the same blocks, its own relabelled as throws). `aggregate_as(own)` equals
+/// `aggregate` over the items with `own`'s relabelled `None`, and costs only the nodes on the
+/// paths to `own`'s items plus the emission, instead of a trie per host.
+pub struct Shared<L> {
+    trie: Trie<L>,
+    root: u32,
+    /// The pool's length after the build: what a relabelling appends is dropped after it.
+    built: usize,
+    undo: Vec<(u32, Node<L>)>,
+}
+
+impl<L: Ord + Copy> Shared<L> {
+    /// The trie of `within` over `items` (disjoint; those outside `within` are ignored).
+    pub fn new(within: Cidr, items: &[(Cidr, Option<L>)]) -> Self {
+        let mut items: Vec<_> = items.iter().filter(|(c, _)| within.contains(c)).copied().collect();
+        items.sort_by_key(|(c, _)| *c);
+        let mut trie = Trie { nodes: Vec::with_capacity(items.len() * 2 + 1), pool: Vec::new() };
+        let root = trie.build(within, &items);
+        let built = trie.pool.len();
+        Shared { trie, root, built, undo: Vec::new() }
+    }
+
+    /// The minimal route set with the items labelled `own` relabelled `None` (`None`: as built).
+    pub fn aggregate_as(&mut self, own: Option<L>) -> Vec<(Cidr, Option<L>)> {
+        if let Some(own) = own {
+            self.trie.relabel(self.root, own, &mut self.undo);
+        }
+        let mut out = Vec::new();
+        self.trie.emit(self.root, None, &mut out);
+        out.sort_by_key(|(c, _)| *c);
+        // Back to the trie as built, for the next host.
+        for (n, node) in self.undo.drain(..).rev() {
+            self.trie.nodes[n as usize] = node;
+        }
+        self.trie.pool.truncate(self.built);
+        out
+    }
 }
 
 /// Longest-prefix match of `value` in `routes`: the label of the most specific covering route.

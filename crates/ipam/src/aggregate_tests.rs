@@ -1,6 +1,7 @@
 //! Tests of route aggregation: worked cases, exactness and minimality against brute force on
-//! small tries, and the arena implementation against the first one (kept here as the reference:
-//! a `BTreeMap` per trie node, sums built again while emitting) on random leaves, route for route.
+//! small tries, and the arena implementation (from scratch, and shared by a leaf's hosts) against
+//! the first one (kept here as the reference: a `BTreeMap` per trie node, sums built again while
+//! emitting) on random leaves, route for route.
 
 #![allow(clippy::unwrap_used)]
 
@@ -270,5 +271,25 @@ proptest! {
             .filter_map(|(i, o)| o.map(|o| (within.subnet(i as u128 * 5 / 2, 26).unwrap(), (o != me).then_some(o))))
             .collect();
         prop_assert_eq!(aggregate(within, &items), reference::aggregate(within, &items));
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// One shared trie, every host's routes from it in turn (the relabelling undone between
+    /// them): each equals the reference over that host's own relabelling, in any order.
+    #[test]
+    fn a_shared_trie_gives_each_host_its_own_routes(owners in proptest::collection::vec(proptest::option::of(0u16..40), 1..600), order in proptest::collection::vec(0u16..42, 1..12)) {
+        let within = c("10.0.0.0/12");
+        let items: Vec<(Cidr, Option<u16>)> = owners.iter().enumerate()
+            .filter_map(|(i, o)| o.map(|o| (within.subnet(i as u128 * 5 / 2, 26).unwrap(), Some(o))))
+            .collect();
+        let mut shared = Shared::new(within, &items);
+        prop_assert_eq!(shared.aggregate_as(None), reference::aggregate(within, &items));
+        for me in order {
+            let mine: Vec<_> = items.iter().map(|(c, o)| (*c, o.filter(|o| *o != me))).collect();
+            prop_assert_eq!(shared.aggregate_as(Some(me)), reference::aggregate(within, &mine), "host {}", me);
+        }
     }
 }

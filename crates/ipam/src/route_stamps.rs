@@ -94,7 +94,13 @@ impl Ipam {
 
     /// One host's stamp, as `route_stamps` gives it; `None` for an unknown host.
     pub fn route_stamp(&self, host: &HostName, dead: &dyn Fn(&HostName) -> bool) -> Option<u64> {
-        let id = self.hosts.id(host)?;
-        Some(self.host_stamp(id, &mut |s| self.source_stamp(s, dead)))
+        self.route_stamps_of(std::slice::from_ref(host), dead).pop().flatten()
+    }
+
+    /// The stamps of `hosts`, as `route_stamps` gives them, each leaf hashed once.
+    pub fn route_stamps_of(&self, hosts: &[HostName], dead: &dyn Fn(&HostName) -> bool) -> Vec<Option<u64>> {
+        let mut memo: HashMap<Source, u64> = HashMap::new();
+        let mut source = |s: Source| *memo.entry(s).or_insert_with(|| self.source_stamp(s, dead));
+        hosts.iter().map(|h| Some(self.host_stamp(self.hosts.id(h)?, &mut source))).collect()
     }
 }

@@ -5,34 +5,45 @@
 
 use std::collections::BTreeMap;
 
-use romana_api::rest::HostRoutesInfo;
-use romana_ipam::Ipam;
+use romana_ipam::{HostRoutes, Ipam, RouteTarget};
 use romana_model::HostName;
 
 use crate::liveness::Liveness;
 use crate::route_sets::host_routes;
 
 /// A host's route set as the route manager publishes it: routes alone (no store revision, no
-/// per-block or per-endpoint counts), so that it changes only when the routes do. `None` for a
-/// host the IPAM does not know.
+/// per-block or per-endpoint counts), so that it changes only when the routes do; serde's JSON of
+/// `HostRoutesInfo` (what the cache's hand-written JSON must equal). `None` for a host the IPAM
+/// does not know.
 pub fn published_set(ipam: &Ipam, live: &Liveness, host: &HostName) -> Option<Vec<u8>> {
-    Some(
-        serde_json::to_vec(&published(host_routes(ipam, live, host, 0).ok()?)).expect("route sets serialize"),
-    )
-}
-
-/// `set` as published: without what does not change the routes.
-fn published(mut set: HostRoutesInfo) -> HostRoutesInfo {
-    set.revision = 0;
+    let mut set = host_routes(ipam, live, host, 0).ok()?;
     set.per_block = None;
     set.per_endpoint = None;
-    set
+    Some(serde_json::to_vec(&set).expect("route sets serialize"))
 }
 
-/// `host`'s stamp and routes from one IPAM state (`None`: the IPAM does not know it).
-pub fn routes_of(ipam: &Ipam, live: &Liveness, host: &HostName) -> Option<(u64, HostRoutesInfo)> {
+/// `host`'s stamp and routes from one IPAM state, without the routes through dead hosts
+/// (`None`: the IPAM does not know it).
+pub fn routes_of(ipam: &Ipam, live: &Liveness, host: &HostName) -> Option<(u64, HostRoutes)> {
+    routes_of_all(ipam, live, std::slice::from_ref(host)).pop().flatten()
+}
+
+/// `routes_of` for each of `hosts`, from one state: each leaf's stamp and trie made once for
+/// all its hosts (a new block in a leaf moves every set of it). The stamps and the routes
+/// read liveness once, so a set always matches its stamp.
+pub fn routes_of_all(ipam: &Ipam, live: &Liveness, hosts: &[HostName]) -> Vec<Option<(u64, HostRoutes)>> {
     let dead = |h: &HostName| live.is_dead(h.as_str());
-    Some((ipam.route_stamp(host, &dead)?, published(host_routes(ipam, live, host, 0).ok()?)))
+    let stamps = ipam.route_stamps_of(hosts, &dead);
+    let sets = ipam.hosts_routes(hosts);
+    stamps
+        .into_iter()
+        .zip(sets)
+        .map(|(stamp, set)| {
+            let mut set = set.ok()?;
+            set.routes.retain(|r| !matches!(&r.target, RouteTarget::Host { name, .. } if dead(name)));
+            Some((stamp?, set))
+        })
+        .collect()
 }
 
 /// Route sets by host name, each with its inputs' stamp.
@@ -60,12 +71,19 @@ impl RouteSetCache {
         self.keep(host, routes_of(ipam, live, host));
     }
 
-    /// Keeps what `routes_of` found for `host`, a published set (serialized here: `routes_of` is
-    /// the part that needs the IPAM, so the route manager holds the IPAM's lock only for it).
-    pub fn keep(&mut self, host: &HostName, found: Option<(u64, HostRoutesInfo)>) {
+    /// `refresh` of each of `hosts`, from one state (`routes_of_all`).
+    pub fn refresh_all(&mut self, ipam: &Ipam, live: &Liveness, hosts: &[HostName]) {
+        for (host, found) in hosts.iter().zip(routes_of_all(ipam, live, hosts)) {
+            self.keep(host, found);
+        }
+    }
+
+    /// Keeps what `routes_of` found for `host` as its published set (serialized here: `routes_of`
+    /// is the part that needs the IPAM, so the route manager holds the IPAM's lock only for it).
+    pub fn keep(&mut self, host: &HostName, found: Option<(u64, HostRoutes)>) {
         match found {
             Some((stamp, set)) => {
-                let set = serde_json::to_vec(&set).expect("route sets serialize");
+                let set = romana_api::route_wire::published_json(&set);
                 self.sets.insert(host.to_string(), (stamp, set));
             }
             None => {

@@ -17,6 +17,12 @@ use crate::leader::{BEAT, Election};
 pub use crate::liveness::Liveness;
 use crate::route_cache::RouteSetCache;
 
+/// Route sets computed per read of the IPAM in a pass: enough that a leaf's trie is built once
+/// for a leaf of a hundred hosts (`Ipam::hosts_routes`), few enough that an allocation waiting
+/// for the IPAM's write lock waits for a few milliseconds at most (docs/benchmarks.md, "Issue
+/// 22, eighth part").
+const ROUTE_CHUNK: usize = 128;
+
 async fn read_liveness(
     store: &dyn Store,
     keys: &Keys,
@@ -101,10 +107,12 @@ pub fn spawn(
                 let mut cache = taken;
                 let live = || l.read().unwrap_or_else(|p| p.into_inner());
                 let stale = i.read(|v| cache.stale(&v.ipam, &live()));
-                for host in &stale {
+                for hosts in stale.chunks(ROUTE_CHUNK) {
                     // The IPAM's read lock for the routes only; their JSON after it.
-                    let found = i.read(|v| crate::route_cache::routes_of(&v.ipam, &live(), host));
-                    cache.keep(host, found);
+                    let found = i.read(|v| crate::route_cache::routes_of_all(&v.ipam, &live(), hosts));
+                    for (host, found) in hosts.iter().zip(found) {
+                        cache.keep(host, found);
+                    }
                 }
                 (cache, stale.len())
             })

@@ -67,20 +67,23 @@ pub fn host_routes(
     host: &HostName,
     revision: i64,
 ) -> Result<HostRoutesInfo, IpamError> {
-    let r = ipam.host_routes(host)?;
+    Ok(routes_info(ipam.host_routes(host)?, live, revision))
+}
+
+fn routes_info(r: romana_ipam::HostRoutes, live: &Liveness, revision: i64) -> HostRoutesInfo {
     let routes = r
         .routes
         .iter()
         .filter(|x| !matches!(&x.target, RouteTarget::Host { name, .. } if live.is_dead(name.as_str())))
         .map(route_info)
         .collect::<Vec<RouteInfo>>();
-    Ok(HostRoutesInfo {
-        host: host.to_string(),
+    HostRoutesInfo {
+        host: r.host.to_string(),
         revision,
         routes,
         per_block: Some(r.per_block),
         per_endpoint: Some(r.per_endpoint),
-    })
+    }
 }
 
 #[cfg(test)]
