@@ -364,15 +364,46 @@ impl PartialEq<&str> for WatchKind {
 }
 
 /// One line of `GET /watch`: a change to Romana's state.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct WatchEvent {
     pub revision: i64,
     pub kind: WatchKind,
     /// The key below the store prefix, e.g. `ipam/blocks/net1/10.0.0.0_29`.
     pub key: String,
+    /// The value's JSON as the line carries it, checked but not parsed into a tree: a consumer
+    /// decodes it once, into its type (`Watched`); a stream's first listing is tens of
+    /// thousands of lines, and a tree per line then a type from the tree was most of an agent's
+    /// start (issue 22).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub value: Option<serde_json::Value>,
+    #[schema(value_type = Option<Object>)]
+    pub value: Option<Box<serde_json::value::RawValue>>,
 }
+
+impl WatchEvent {
+    /// An event with a value given as a tree (tests, markers, values that are not JSON).
+    pub fn with_value(
+        revision: i64,
+        kind: WatchKind,
+        key: String,
+        value: Option<&serde_json::Value>,
+    ) -> Self {
+        let value = value.map(|v| serde_json::value::to_raw_value(v).expect("a JSON tree serializes"));
+        WatchEvent { revision, kind, key, value }
+    }
+}
+
+/// Equal when the lines say the same: the values compared as JSON, not as text.
+impl PartialEq for WatchEvent {
+    fn eq(&self, other: &Self) -> bool {
+        let tree = |v: &Option<Box<serde_json::value::RawValue>>| {
+            v.as_ref().map(|v| serde_json::from_str::<serde_json::Value>(v.get()).ok())
+        };
+        (self.revision, &self.kind, &self.key) == (other.revision, &other.kind, &other.key)
+            && tree(&self.value) == tree(&other.value)
+    }
+}
+
+impl Eq for WatchEvent {}
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

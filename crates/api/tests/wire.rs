@@ -99,7 +99,7 @@ fn fabric_groups_keep_their_json() {
 }
 
 fn event(kind: WatchKind, key: &str, value: Option<serde_json::Value>) -> WatchEvent {
-    WatchEvent { revision: 5, kind, key: key.into(), value }
+    WatchEvent::with_value(5, kind, key.into(), value.as_ref())
 }
 
 #[test]

@@ -79,7 +79,11 @@ fn pass(cache: &mut RouteSetCache, ipam: &Ipam, live: &Liveness) -> (usize, Dura
 
 /// `pass`, and the time the same sets took one host at a time as the pass computed them before
 /// (a stamp and a trie per host, each set through `RouteInfo` and serde: `published_set`).
-fn pass_against_before(cache: &mut RouteSetCache, ipam: &Ipam, live: &Liveness) -> ((usize, Duration), Duration) {
+fn pass_against_before(
+    cache: &mut RouteSetCache,
+    ipam: &Ipam,
+    live: &Liveness,
+) -> ((usize, Duration), Duration) {
     let t = Instant::now();
     let stale = cache.stale(ipam, live);
     let listed = t.elapsed();

@@ -44,7 +44,7 @@ fn parse_from(text: Option<&str>) -> ApiResult<i64> {
 
 /// A line that is not a change (`synced`, `error`): no key.
 fn marker(revision: i64, kind: WatchKind, value: Option<serde_json::Value>) -> Bytes {
-    let ev = WatchEvent { revision, kind, key: String::new(), value };
+    let ev = WatchEvent::with_value(revision, kind, String::new(), value.as_ref());
     Bytes::from(serde_json::to_string(&ev).expect("events serialize") + "\n")
 }
 

@@ -69,7 +69,7 @@ pub fn line(keys: &Keys, kind: WatchKind, kv: &romana_store::KeyValue) -> Line {
         serde_json::from_slice::<serde_json::Value>(&kv.value)
             .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(&kv.value).into_owned()))
     });
-    let ev = WatchEvent { revision: kv.mod_revision, kind, key, value };
+    let ev = WatchEvent::with_value(kv.mod_revision, kind, key, value.as_ref());
     let mut text = serde_json::to_vec(&ev).expect("events serialize");
     if raw {
         // `{"revision":..,"kind":"put","key":".."}`: the value goes last, where the typed

@@ -189,7 +189,7 @@ fn lines_carry_the_value_as_stored_when_it_is_one_line_of_json() {
             serde_json::from_slice::<serde_json::Value>(value)
                 .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(value).into_owned()))
         });
-        let want = WatchEvent { revision: 7, kind, key: got.key.clone(), value: typed };
+        let want = WatchEvent::with_value(7, kind, got.key.clone(), typed.as_ref());
         assert_eq!(serde_json::from_str::<WatchEvent>(text).unwrap(), want, "{text}");
         let as_stored = format!("\"value\":{}}}\n", String::from_utf8_lossy(value));
         assert_eq!(text.ends_with(&as_stored), raw, "{text}");

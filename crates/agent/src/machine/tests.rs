@@ -75,12 +75,7 @@ pub fn lists() -> Lists {
 fn put(key: &str, value: serde_json::Value) -> Event {
     Event::Watched(
         Stream::Firewall,
-        Followed::Event(WatchEvent {
-            revision: 7,
-            kind: WatchKind::Put,
-            key: key.into(),
-            value: Some(value),
-        }),
+        Followed::Event(WatchEvent::with_value(7, WatchKind::Put, key.into(), Some(&value))),
     )
 }
 
@@ -272,7 +267,7 @@ fn unreadable_watch_values_are_problems_not_changes() {
         vec![put("endpoints/c", json!({"name": 3}))],
         &[&[
             Action::Problems(vec![
-                "unreadable endpoint endpoints/c on the watch: invalid type: integer `3`, expected a string"
+                "unreadable endpoint endpoints/c on the watch: invalid type: integer `3`, expected a string at line 1 column 9"
                     .into(),
             ]),
             Action::WakeFirewall,
