@@ -40,6 +40,7 @@ struct Node<L> {
 }
 
 /// The trie in one arena, every node's cost entries in one pool (no allocation per node).
+#[derive(Debug)]
 struct Trie<L> {
     nodes: Vec<Node<L>>,
     pool: Vec<(Option<L>, u32)>,
@@ -197,6 +198,7 @@ pub fn aggregate<L: Ord + Copy>(within: Cidr, items: &[(Cidr, Option<L>)]) -> Ve
 /// leaf routes the same blocks, its own relabelled as throws). `aggregate_as(own)` equals
 /// `aggregate` over the items with `own`'s relabelled `None`, and costs only the nodes on the
 /// paths to `own`'s items plus the emission, instead of a trie per host.
+#[derive(Debug)]
 pub struct Shared<L> {
     trie: Trie<L>,
     root: u32,

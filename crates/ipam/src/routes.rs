@@ -5,15 +5,14 @@
 //! its leaf leaves through the fabric, which learns one prefix per group. A group's router needs
 //! one route per child group (or, at a leaf, the aggregated blocks of each host).
 
-use std::collections::HashMap;
 use std::net::IpAddr;
 
 use romana_model::{Cidr, Family, HostName, NetworkName};
 
-use crate::aggregate::{Shared, aggregate};
+use crate::aggregate::aggregate;
 use crate::error::IpamError;
-use crate::host_registry::Placement;
 use crate::ids::HostId;
+use crate::spec::HostSpec;
 use crate::state::{Ipam, NetworkKind, Tree};
 
 /// Where a route sends traffic.
@@ -57,13 +56,13 @@ pub struct GroupRoutes {
     pub routes: Vec<Route>,
 }
 
-/// One leaf's blocks, shared by the hosts of the leaf whose routes are asked for together.
-struct LeafRoutes {
-    trie: Shared<HostId>,
-    blocks: usize,
-    used: usize,
-    /// Blocks and addresses in use by owner.
-    own: HashMap<HostId, (usize, usize)>,
+/// The route to `dest` through the host of `spec` (`Ipam::host_route`).
+pub(crate) fn route_via(spec: &HostSpec, dest: Cidr) -> Route {
+    let target = match spec.address(dest.family() == Family::V6) {
+        Some(ip) => RouteTarget::Host { name: spec.name.clone(), ip },
+        None => RouteTarget::Throw,
+    };
+    Route { dest, target }
 }
 
 impl Ipam {
@@ -74,13 +73,8 @@ impl Ipam {
     /// block. So its endpoints of that family are unreachable from elsewhere (the lookup ends in
     /// the throw) until the host gets an IPv6 underlay address (ARCHITECTURE.md, "Dual-stack
     /// underlay").
-    fn host_route(&self, dest: Cidr, id: HostId) -> Route {
-        let spec = &self.hosts.get(id).spec;
-        let target = match spec.address(dest.family() == Family::V6) {
-            Some(ip) => RouteTarget::Host { name: spec.name.clone(), ip },
-            None => RouteTarget::Throw,
-        };
-        Route { dest, target }
+    pub(crate) fn host_route(&self, dest: Cidr, id: HostId) -> Route {
+        route_via(&self.hosts.get(id).spec, dest)
     }
 
     /// Aggregates over hosts' blocks as routes: throws for our own (the `None` label), routes
@@ -97,74 +91,10 @@ impl Ipam {
         self.hosts_routes(std::slice::from_ref(host)).pop().expect("one answer per host")
     }
 
-    /// The routes of each of `hosts`, from one state. Each leaf's trie is built once and shared
-    /// by the hosts of that leaf asked for (`aggregate::Shared`): a new block in a leaf of a
-    /// hundred hosts moves all their sets, and building a trie per host was most of a route
-    /// pass (issue 22).
+    /// The routes of each of `hosts`, from one state (`route_plan.rs`: each leaf's trie built
+    /// once and shared by its hosts).
     pub fn hosts_routes(&self, hosts: &[HostName]) -> Vec<Result<HostRoutes, IpamError>> {
-        let mut leaves: HashMap<(u16, u32), LeafRoutes> = HashMap::new();
-        hosts.iter().map(|h| self.routes_with(h, &mut leaves)).collect()
-    }
-
-    fn routes_with(
-        &self,
-        host: &HostName,
-        leaves: &mut HashMap<(u16, u32), LeafRoutes>,
-    ) -> Result<HostRoutes, IpamError> {
-        let id = self.hosts.id(host).ok_or_else(|| IpamError::UnknownHost(host.clone()))?;
-        let mut out = HostRoutes { host: host.clone(), routes: Vec::new(), per_block: 0, per_endpoint: 0 };
-        for (net, placement) in &self.hosts.get(id).placements {
-            let network = &self.networks[*net as usize];
-            match (placement, &network.kind) {
-                (Placement::Group(g), NetworkKind::Blocks(Some(tree))) => {
-                    let leaf = leaves.entry((*net, *g)).or_insert_with(|| self.leaf_routes(tree, *g));
-                    let (own_blocks, own_used) = leaf.own.get(&id).copied().unwrap_or_default();
-                    out.per_block += leaf.blocks - own_blocks;
-                    out.per_endpoint += leaf.used - own_used;
-                    out.routes.extend(self.routes_to_hosts(leaf.trie.aggregate_as(Some(id))));
-                }
-                (Placement::Classic(_), NetworkKind::Classic(c)) => {
-                    for (k, other) in &c.hosts {
-                        if *other == id {
-                            continue;
-                        }
-                        let dest = c.host_cidr(network.cidr, *k);
-                        out.routes.push(self.host_route(dest, *other));
-                        out.per_block += c.blocks.keys().filter(|(h, _, _)| h == k).count();
-                        out.per_endpoint += c
-                            .blocks
-                            .iter()
-                            .filter(|((h, _, _), _)| h == k)
-                            .map(|(_, b)| self.blocks[b].used as usize)
-                            .sum::<usize>();
-                    }
-                }
-                _ => {}
-            }
-        }
-        out.routes.sort();
-        Ok(out)
-    }
-
-    /// Leaf group `g`'s owned blocks as one shared trie, with the counts a per-block and a
-    /// per-endpoint scheme would need (the leaf's, and each owner's own, to subtract).
-    fn leaf_routes(&self, tree: &Tree, g: u32) -> LeafRoutes {
-        let group = &tree.groups[g as usize];
-        let leaf = group.leaf.as_ref().expect("hosts sit in leaves");
-        let mut items = Vec::new();
-        let (mut blocks, mut used) = (0, 0);
-        let mut own: HashMap<HostId, (usize, usize)> = HashMap::new();
-        for b in leaf.blocks.values() {
-            let block = &self.blocks[b];
-            let Some(owner) = block.owner else { continue };
-            items.push((block.cidr, Some(owner.host)));
-            blocks += 1;
-            used += block.used as usize;
-            let mine = own.entry(owner.host).or_default();
-            mine.0 += 1;
-            mine.1 += block.used as usize;
-        }
-        LeafRoutes { trie: Shared::new(group.cidr, &items), blocks, used, own }
+        self.route_plan(hosts, &|_| false).routes()
     }
 
     /// Every group of every network: what it announces and what its router needs.

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use romana_ipam::{HostRoutes, Ipam, RouteTarget};
+use romana_ipam::{HostRoutes, Ipam, RoutePlan};
 use romana_model::HostName;
 
 use crate::liveness::Liveness;
@@ -25,25 +25,22 @@ pub fn published_set(ipam: &Ipam, live: &Liveness, host: &HostName) -> Option<Ve
 /// `host`'s stamp and routes from one IPAM state, without the routes through dead hosts
 /// (`None`: the IPAM does not know it).
 pub fn routes_of(ipam: &Ipam, live: &Liveness, host: &HostName) -> Option<(u64, HostRoutes)> {
-    routes_of_all(ipam, live, std::slice::from_ref(host)).pop().flatten()
+    let (stamps, plan) = plan_of(ipam, live, std::slice::from_ref(host));
+    found(stamps, plan).pop().flatten()
 }
 
-/// `routes_of` for each of `hosts`, from one state: each leaf's stamp and trie made once for
-/// all its hosts (a new block in a leaf moves every set of it). The stamps and the routes
-/// read liveness once, so a set always matches its stamp.
-pub fn routes_of_all(ipam: &Ipam, live: &Liveness, hosts: &[HostName]) -> Vec<Option<(u64, HostRoutes)>> {
+/// The part of `routes_of` for each of `hosts` that reads the IPAM: their stamps and what their
+/// routes need (`Ipam::route_plan`: each leaf's trie made once for all its hosts), both from one
+/// state and one reading of liveness, so that a set always matches its stamp. The route
+/// manager holds the IPAM's lock for this part only.
+pub fn plan_of(ipam: &Ipam, live: &Liveness, hosts: &[HostName]) -> (Vec<Option<u64>>, RoutePlan) {
     let dead = |h: &HostName| live.is_dead(h.as_str());
-    let stamps = ipam.route_stamps_of(hosts, &dead);
-    let sets = ipam.hosts_routes(hosts);
-    stamps
-        .into_iter()
-        .zip(sets)
-        .map(|(stamp, set)| {
-            let mut set = set.ok()?;
-            set.routes.retain(|r| !matches!(&r.target, RouteTarget::Host { name, .. } if dead(name)));
-            Some((stamp?, set))
-        })
-        .collect()
+    (ipam.route_stamps_of(hosts, &dead), ipam.route_plan(hosts, &dead))
+}
+
+/// The rest of `routes_of`, without the IPAM: each host's stamp and routes, in `plan_of`'s order.
+pub fn found(stamps: Vec<Option<u64>>, plan: RoutePlan) -> Vec<Option<(u64, HostRoutes)>> {
+    stamps.into_iter().zip(plan.routes()).map(|(stamp, set)| Some((stamp?, set.ok()?))).collect()
 }
 
 /// Route sets by host name, each with its inputs' stamp.
@@ -71,9 +68,10 @@ impl RouteSetCache {
         self.keep(host, routes_of(ipam, live, host));
     }
 
-    /// `refresh` of each of `hosts`, from one state (`routes_of_all`).
+    /// `refresh` of each of `hosts`, from one state (`plan_of`, then `found`).
     pub fn refresh_all(&mut self, ipam: &Ipam, live: &Liveness, hosts: &[HostName]) {
-        for (host, found) in hosts.iter().zip(routes_of_all(ipam, live, hosts)) {
+        let (stamps, plan) = plan_of(ipam, live, hosts);
+        for (host, found) in hosts.iter().zip(found(stamps, plan)) {
             self.keep(host, found);
         }
     }

@@ -17,11 +17,10 @@ use crate::leader::{BEAT, Election};
 pub use crate::liveness::Liveness;
 use crate::route_cache::RouteSetCache;
 
-/// Route sets computed per read of the IPAM in a pass: enough that a leaf's trie is built once
-/// for a leaf of a hundred hosts (`Ipam::hosts_routes`), few enough that an allocation waiting
-/// for the IPAM's write lock waits for a few milliseconds at most (docs/benchmarks.md, "Issue
-/// 22, eighth part").
-const ROUTE_CHUNK: usize = 128;
+/// Hosts planned per read of the IPAM in a pass (`route_cache::plan_of`): a leaf of a few
+/// hundred hosts builds its trie once, and a first pass over thousands of hosts does not hold
+/// the IPAM for all of them at once (allocations wait for its write lock).
+const PLAN_CHUNK: usize = 256;
 
 async fn read_liveness(
     store: &dyn Store,
@@ -98,19 +97,21 @@ pub fn spawn(
                 continue;
             }
             // Only the sets whose inputs moved are computed again (`route_cache.rs`: one change
-            // costs its leaf's hosts), one host per read of the IPAM, on a background thread: a
-            // pass is long at thousands of hosts (and at a hundred in one leaf) and must neither
-            // hold the IPAM nor a runtime worker (allocations waited behind it, issue 22).
+            // costs its leaf's hosts), planned under the IPAM's lock and computed outside it, on
+            // a background thread: a pass is long at thousands of hosts (and at a hundred in one
+            // leaf) and must neither hold the IPAM nor a runtime worker (allocations waited
+            // behind it, issue 22).
             let pass_start = Instant::now();
             let (taken, i, l) = (std::mem::take(&mut cache), ipam.clone(), Arc::clone(&liveness));
             let (refreshed, recomputed) = crate::background::run(move || {
                 let mut cache = taken;
                 let live = || l.read().unwrap_or_else(|p| p.into_inner());
                 let stale = i.read(|v| cache.stale(&v.ipam, &live()));
-                for hosts in stale.chunks(ROUTE_CHUNK) {
-                    // The IPAM's read lock for the routes only; their JSON after it.
-                    let found = i.read(|v| crate::route_cache::routes_of_all(&v.ipam, &live(), hosts));
-                    for (host, found) in hosts.iter().zip(found) {
+                for hosts in stale.chunks(PLAN_CHUNK) {
+                    // The IPAM's read lock for the stamps and the plan only (each leaf's trie
+                    // built once); the routes and their JSON after it.
+                    let (stamps, plan) = i.read(|v| crate::route_cache::plan_of(&v.ipam, &live(), hosts));
+                    for (host, found) in hosts.iter().zip(crate::route_cache::found(stamps, plan)) {
                         cache.keep(host, found);
                     }
                 }
