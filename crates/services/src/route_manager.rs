@@ -22,6 +22,39 @@ use crate::route_cache::RouteSetCache;
 /// the IPAM for all of them at once (allocations wait for its write lock).
 const PLAN_CHUNK: usize = 256;
 
+/// Writes per transaction when publishing, by count and by bytes: etcd refuses a request over
+/// 1.5 MiB by default, and a leaf of a hundred hosts with thousands of blocks has sets of
+/// hundreds of KB each (5,000 blocks: about 400 KB), so a hundred of them in one transaction
+/// were refused and the pass retried forever.
+const BATCH_OPS: usize = 100;
+const BATCH_BYTES: usize = 1024 * 1024;
+
+/// `ops` in order, in transactions of at most `BATCH_OPS` writes and `BATCH_BYTES` of keys and
+/// values (a single larger write alone).
+fn batches(ops: Vec<Op>) -> Vec<Vec<Op>> {
+    let size = |op: &Op| match op {
+        Op::Put { key, value, .. } => key.len() + value.len(),
+        Op::Delete { key } | Op::Get { key } => key.len(),
+        Op::DeletePrefix { prefix } | Op::Range { prefix } => prefix.len(),
+    };
+    let mut out: Vec<Vec<Op>> = Vec::new();
+    let mut bytes = 0;
+    for op in ops {
+        let n = size(&op);
+        match out.last_mut() {
+            Some(last) if last.len() < BATCH_OPS && bytes + n <= BATCH_BYTES => {
+                bytes += n;
+                last.push(op);
+            }
+            _ => {
+                bytes = n;
+                out.push(vec![op]);
+            }
+        }
+    }
+    out
+}
+
 async fn read_liveness(
     store: &dyn Store,
     keys: &Keys,
@@ -127,9 +160,10 @@ pub fn spawn(
             ops.extend(gone.iter().map(|h| Op::delete(keys.routes(h))));
             let computed = pass_start.elapsed();
             let mut ok = true;
-            for chunk in ops.chunks(100) {
+            let written = ops.len();
+            for chunk in batches(ops) {
                 // Only while this replica leads: a deposed leader writes nothing.
-                let published = store.txn(Txn::when(vec![election.guard()], chunk.to_vec())).await;
+                let published = store.txn(Txn::when(vec![election.guard()], chunk)).await;
                 if !published.is_ok_and(|r| r.succeeded) {
                     ok = false;
                     break;
@@ -141,7 +175,7 @@ pub fn spawn(
                 ipam_revision = input.0,
                 hosts = cache.len(),
                 recomputed,
-                written = ops.len(),
+                written,
                 compute_ms = computed.as_secs_f64() * 1e3,
                 publish_ms = (pass_start.elapsed() - computed).as_secs_f64() * 1e3,
                 ok,
@@ -158,4 +192,38 @@ pub fn spawn(
             }
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// (value sizes) -> batch lengths.
+    fn check(sizes: &[usize], expect: &[usize]) {
+        let ops: Vec<Op> =
+            sizes.iter().enumerate().map(|(i, n)| Op::put(format!("k{i:03}"), vec![0; *n])).collect();
+        let keys: Vec<String> = ops.iter().map(|o| format!("{o:?}")).collect();
+        let got = batches(ops);
+        assert_eq!(got.iter().map(Vec::len).collect::<Vec<_>>(), expect, "{sizes:?}");
+        let flat: Vec<String> = got.iter().flatten().map(|o| format!("{o:?}")).collect();
+        assert_eq!(flat, keys, "every write once, in order");
+        for b in &got {
+            let bytes: usize = b
+                .iter()
+                .map(|o| if let Op::Put { key, value, .. } = o { key.len() + value.len() } else { 0 })
+                .sum();
+            assert!(b.len() == 1 || bytes <= BATCH_BYTES, "{bytes} bytes in {} writes", b.len());
+        }
+    }
+
+    #[test]
+    fn publishing_keeps_each_transaction_under_the_stores_limits() {
+        check(&[], &[]);
+        check(&[10; 250], &[100, 100, 50]);
+        // Sets of 400 KB (a leaf of 5,000 blocks): two per transaction.
+        check(&[400 * 1024; 5], &[2, 2, 1]);
+        // A set over the limit goes alone; the small ones around it together.
+        check(&[10, 2 * 1024 * 1024, 10, 10], &[1, 1, 2]);
+        check(&[BATCH_BYTES - 4, 1, 1], &[1, 2]);
+    }
 }

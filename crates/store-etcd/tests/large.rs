@@ -122,3 +122,20 @@ async fn watch_catching_up_over_8_mib_delivers_every_change() {
     let want: Vec<String> = (0..n).map(|i| format!("{PREFIX}w{i:04}")).collect();
     assert_eq!(seen, want, "every change, in order, once");
 }
+
+/// etcd refuses a request over its limit (1.5 MiB by default): five values of 400 KiB, a route
+/// manager's sets in a leaf of 5,000 blocks, in one transaction fail and write nothing; in
+/// transactions of two (what `route_manager::batches` makes of them) they are all written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_over_the_request_limit_is_refused_and_batches_under_it_pass() {
+    let etcd = EtcdServer::start("large-txn").unwrap().expect("etcd is installed (scripts/setup.sh)");
+    let store = EtcdStore::connect(&etcd.endpoints()).await.unwrap();
+    let put = |i: usize| Op::put(format!("{PREFIX}set{i}"), vec![b'r'; 400 * 1024]);
+    let all = store.txn(Txn::when(vec![], (0..5).map(put).collect())).await;
+    assert!(all.is_err(), "2 MiB in one request: {:?}", all.map(|r| r.succeeded));
+    assert!(store.range(PREFIX).await.unwrap().0.is_empty(), "nothing written");
+    for pair in [0..2, 2..4, 4..5] {
+        assert!(store.txn(Txn::when(vec![], pair.map(put).collect())).await.unwrap().succeeded);
+    }
+    assert_eq!(store.range(PREFIX).await.unwrap().0.len(), 5);
+}
