@@ -32,6 +32,7 @@ cargo bench --locked -p romana-cni --bench policy -- --quick
 cargo bench --locked -p romanad --bench rest -- --quick
 cargo bench --locked -p romanad --bench fanout -- --quick
 cargo bench --locked -p romana-services --bench route_growth -- --quick
+cargo bench --locked -p romana-services --bench consistency
 cargo bench --locked -p romana-auth --bench verify -- --quick
 # The Kubernetes controller at a tenth of its scale point, and the test API server's relist.
 cargo bench --locked -p romana-k8s --bench scale -- --quick
