@@ -370,12 +370,12 @@ pub struct WatchEvent {
     pub kind: WatchKind,
     /// The key below the store prefix, e.g. `ipam/blocks/net1/10.0.0.0_29`.
     pub key: String,
-    /// The value's JSON as the line carries it, checked but not parsed into a tree: a consumer
-    /// decodes it once, into its type (`Watched`); a stream's first listing is tens of
-    /// thousands of lines, and a tree per line then a type from the tree was most of an agent's
-    /// start (issue 22).
+    /// The value (any JSON) of a `put`, or the reason of an `error`.
+    // Kept as the line carries it, checked but not parsed into a tree: a consumer decodes it
+    // once, into its type (`Watched`); a stream's first listing is tens of thousands of lines,
+    // and a tree per line then a type from the tree was most of an agent's start (issue 22).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Option<serde_json::Value>)]
     pub value: Option<Box<serde_json::value::RawValue>>,
 }
 
