@@ -45,9 +45,8 @@ struct Owner {
 #[derive(Debug)]
 struct Planned {
     id: HostId,
-    host: HostName,
     leaves: Vec<(u16, u32)>,
-    /// Classic networks' routes and counts, complete at planning.
+    /// The host's routes so far: classic networks' routes and counts, complete at planning.
     classic: HostRoutes,
 }
 
@@ -71,7 +70,7 @@ impl Ipam {
     ) -> Result<Planned, IpamError> {
         let id = self.hosts.id(host).ok_or_else(|| IpamError::UnknownHost(host.clone()))?;
         let classic = HostRoutes { host: host.clone(), routes: Vec::new(), per_block: 0, per_endpoint: 0 };
-        let mut planned = Planned { id, host: host.clone(), leaves: Vec::new(), classic };
+        let mut planned = Planned { id, leaves: Vec::new(), classic };
         for (net, placement) in &self.hosts.get(id).placements {
             let network = &self.networks[*net as usize];
             match (placement, &network.kind) {
@@ -163,7 +162,6 @@ impl RoutePlan {
                 }
             }
         }
-        debug_assert_eq!(out.host, p.host);
         out.routes.sort();
         out
     }
