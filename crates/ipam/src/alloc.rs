@@ -213,7 +213,7 @@ impl Ipam {
     pub(crate) fn allocation_at(&self, block: BlockId, slot: u32) -> Allocation {
         let b = &self.blocks[block];
         let network = &self.networks[b.net as usize];
-        let owner = b.owner.expect("occupied blocks have an owner");
+        let owner = b.owner().expect("occupied blocks have an owner");
         let (tenant, segment) = self.owners.get(owner.owner).clone();
         let name = self.names.name(self.blocks.entry(block, slot));
         Allocation {
@@ -260,7 +260,7 @@ impl Ipam {
         });
         if let Some((pos, b, s)) = reusable {
             leaf.reusable.remove(&pos);
-            blocks[b].owner = Some(owner);
+            blocks.set_owner(b, Some(owner));
             host.take_block(net, owner.owner, b, blocks);
             return Some((b, s));
         }
@@ -285,7 +285,7 @@ impl Ipam {
             leaf.next_carve += 1;
             match blocks.lowest_free(id, blocked) {
                 Some(s) => {
-                    blocks[id].owner = Some(owner);
+                    blocks.set_owner(id, Some(owner));
                     host.take_block(net, owner.owner, id, blocks);
                     return Some((id, s));
                 }
@@ -340,7 +340,7 @@ impl Ipam {
                 id
             }
         };
-        self.blocks[b].owner = Some(owner);
+        self.blocks.set_owner(b, Some(owner));
         Ok(b)
     }
 
@@ -369,7 +369,7 @@ impl Ipam {
         if let Some(b) = existing {
             let block = &self.blocks[b];
             let slot = block.slot_of(value).expect("the block at this position contains the address");
-            if let Some(o) = block.owner
+            if let Some(o) = block.owner()
                 && o != owner
             {
                 return Err(IpamError::AddressInForeignBlock {
@@ -382,8 +382,8 @@ impl Ipam {
             if entry != FREE {
                 return Err(IpamError::AddressInUse { ip, name: self.names.name(entry).to_owned() });
             }
-            if block.owner.is_none() {
-                self.blocks[b].owner = Some(owner);
+            if block.owner().is_none() {
+                self.blocks.set_owner(b, Some(owner));
                 let blocks = &self.blocks;
                 let NetworkKind::Blocks(Some(tree)) = &mut self.networks[net as usize].kind else {
                     unreachable!("group placement in a network without a tree")
@@ -396,7 +396,7 @@ impl Ipam {
         }
         let cidr = gcidr.subnet(pos, block_len).expect("the address lies in the group");
         let id = self.blocks.push_topology(cidr, net, g);
-        self.blocks[id].owner = Some(owner);
+        self.blocks.set_owner(id, Some(owner));
         let slot = self.blocks[id].slot_of(value).expect("the new block contains the address");
         let blocks = &self.blocks;
         let NetworkKind::Blocks(Some(tree)) = &mut self.networks[net as usize].kind else {
@@ -515,12 +515,12 @@ impl Ipam {
         self.allocation_revision += 1;
         let block = &self.blocks[b];
         let (net, group, cidr, owner, emptied) =
-            (block.net, block.group, block.cidr, block.owner, block.used == 0);
+            (block.net, block.group, block.cidr, block.owner(), block.used == 0);
         let host = owner.map(|o| self.hosts.get(o.host).spec.name.clone());
         let topology = matches!(self.networks[net as usize].kind, NetworkKind::Blocks(_));
         if topology && let Some(owner) = owner {
             if emptied {
-                self.blocks[b].owner = None;
+                self.blocks.set_owner(b, None);
             }
             let block_len = self.networks[net as usize].block_len;
             let gcidr = self.group(net, group).cidr;

@@ -23,7 +23,9 @@ pub(crate) struct Block {
     pub cidr: Cidr,
     /// Bumped on every change, for watchers that filter by revision.
     pub revision: u32,
-    pub owner: Option<Owner>,
+    /// Private: set through `BlockTable::set_owner`, which counts the changes route sets
+    /// depend on.
+    owner: Option<Owner>,
     /// Leaf group (topology layout) the block was carved from; unused for classic blocks.
     pub group: u32,
     pub used: u32,
@@ -41,6 +43,11 @@ pub(crate) struct Block {
 impl Block {
     pub fn capacity(&self) -> u32 {
         self.capacity
+    }
+
+    /// The (tenant, segment) on a host that holds the block (`None`: free to take).
+    pub fn owner(&self) -> Option<Owner> {
+        self.owner
     }
 
     pub fn is_full(&self) -> bool {
@@ -75,6 +82,9 @@ impl Block {
 pub(crate) struct BlockTable {
     blocks: ChunkedVec<Block>,
     slots: Vec<Vec<EntryId>>,
+    /// +1 whenever a block's owner changes (taken, given back): with the topology's revision,
+    /// what moves when a host's route set may (`Ipam::routes_revision`).
+    pub owner_changes: u64,
 }
 
 impl BlockTable {
@@ -84,6 +94,15 @@ impl BlockTable {
 
     pub fn iter(&self) -> impl Iterator<Item = &Block> {
         self.blocks.iter()
+    }
+
+    /// Gives block `id` to `owner` (`None`: gives it back), counting the change.
+    pub fn set_owner(&mut self, id: BlockId, owner: Option<Owner>) {
+        let b = &mut self.blocks[id.0 as usize];
+        if b.owner != owner {
+            b.owner = owner;
+            self.owner_changes += 1;
+        }
     }
 
     /// A topology block covering all of `cidr` (at most 2^16 addresses, validated upstream).

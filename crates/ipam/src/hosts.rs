@@ -176,7 +176,7 @@ impl Ipam {
         let id = self.hosts.id(name).ok_or_else(|| IpamError::UnknownHost(name.clone()))?;
         let mut released = Vec::new();
         let mut host_blocks: Vec<BlockId> =
-            self.blocks.ids().filter(|b| self.blocks[b].owner.is_some_and(|o| o.host == id)).collect();
+            self.blocks.ids().filter(|b| self.blocks[b].owner().is_some_and(|o| o.host == id)).collect();
         host_blocks.sort_by_key(|b| (self.blocks[b].net, self.blocks[b].cidr));
         for b in host_blocks {
             let slots: Vec<u32> = self.blocks.occupied(b).map(|(s, _)| s).collect();

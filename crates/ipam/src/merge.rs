@@ -148,6 +148,8 @@ impl Ipam {
         }
         next.allocation_revision = self.allocation_revision + 1;
         next.topology_revision = self.topology_revision + 1;
+        // The owners' changes counted on from here, so that `routes_revision` only grows.
+        next.blocks.owner_changes += self.blocks.owner_changes;
         Ok((next, change))
     }
 }

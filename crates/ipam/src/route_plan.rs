@@ -122,7 +122,7 @@ impl Ipam {
         let mut own: HashMap<HostId, (usize, usize)> = HashMap::new();
         for b in leaf.blocks.values() {
             let block = &self.blocks[b];
-            let Some(owner) = block.owner else { continue };
+            let Some(owner) = block.owner() else { continue };
             items.push((block.cidr, Some(owner.host)));
             blocks += 1;
             used += block.used as usize;

@@ -48,7 +48,7 @@ impl Ipam {
                 let mut owners = Vec::new();
                 for b in group.leaf.iter().flat_map(|l| l.blocks.values()) {
                     let block = &self.blocks[b];
-                    let Some(owner) = block.owner else { continue };
+                    let Some(owner) = block.owner() else { continue };
                     (block.cidr, owner.host).hash(&mut h);
                     owners.push(owner.host);
                 }

@@ -151,7 +151,7 @@ impl Ipam {
                         .values()
                         .filter_map(|b| {
                             let block = &self.blocks[b];
-                            block.owner.map(|o| (block.cidr, Some(o.host)))
+                            block.owner().map(|o| (block.cidr, Some(o.host)))
                         })
                         .collect();
                     let routes = self.routes_to_hosts(aggregate(group.cidr, &items)).collect();

@@ -203,6 +203,14 @@ impl Ipam {
         (self.allocation_revision, self.topology_revision)
     }
 
+    /// What moves whenever any host's route set may (`route_stamps`' inputs but liveness): the
+    /// topology, the hosts, and which blocks are owned by whom; not an address allocated or
+    /// released in a block already held. Never decreases within one `Ipam` (a topology update's
+    /// `merge` carries it on), so a publisher that saw it unmoved has nothing to recompute.
+    pub fn routes_revision(&self) -> u64 {
+        self.topology_revision + self.blocks.owner_changes
+    }
+
     /// Number of allocated addresses.
     pub fn address_count(&self) -> usize {
         self.names.len()

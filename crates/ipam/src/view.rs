@@ -71,7 +71,7 @@ impl Ipam {
             .map(|b| BlockView {
                 network: self.networks[b.net as usize].name.clone(),
                 cidr: b.cidr,
-                owner: b.owner.filter(|_| b.used > 0 || self.is_classic(b.net)).map(|o| {
+                owner: b.owner().filter(|_| b.used > 0 || self.is_classic(b.net)).map(|o| {
                     let (t, s) = self.owners.get(o.owner).clone();
                     (t, s, self.hosts.get(o.host).spec.name.clone())
                 }),

@@ -186,6 +186,36 @@ proptest! {
         }
     }
 
+    /// The route manager skips its pass while `routes_revision` stands still: it must move
+    /// whenever any host's route stamp does (and never go back), through allocations, releases
+    /// and hosts leaving and joining; and most allocations leave it where it was.
+    #[test]
+    fn the_routes_revision_moves_whenever_a_route_stamp_does(
+        ops in proptest::collection::vec((op(), 0u8..16, 0u8..6), 1..300),
+    ) {
+        let mut ipam = world();
+        let alive = |_: &romana_model::HostName| false;
+        let mut unmoved = 0;
+        for (op, kind, h) in &ops {
+            let (rev, stamps) = (ipam.routes_revision(), ipam.route_stamps(&alive));
+            let name: romana_model::HostName = format!("h{h}").parse().expect("name");
+            match kind {
+                0 => drop(ipam.remove_host(&name)),
+                1 => drop(ipam.add_host(HostSpec::new(name, format!("192.168.0.{}", h + 1).parse().expect("ip")))),
+                _ => drop(apply(&mut ipam, op)),
+            }
+            let now = ipam.routes_revision();
+            prop_assert!(now >= rev, "the revision went back from {rev} to {now}");
+            if ipam.route_stamps(&alive) != stamps {
+                prop_assert!(now != rev, "a stamp moved after {op:?} (kind {kind}, host {h}), the revision did not");
+            } else if now == rev {
+                unmoved += 1;
+            }
+        }
+        let allocs = ops.iter().filter(|(op, kind, _)| *kind > 1 && matches!(op, Op::Alloc { .. })).count();
+        prop_assert!(allocs < 20 || unmoved > 0, "no operation of {} left the revision where it was", ops.len());
+    }
+
     #[test]
     fn carving_partitions_the_parent(widths in proptest::collection::vec(1usize..7, 1..4), prefix in 8u8..14) {
         // A nested map: level i has widths[i] groups under each group of level i-1.

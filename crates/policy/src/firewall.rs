@@ -125,10 +125,20 @@ enum Membership {
     NamedPort(String, Protocol, Family),
 }
 
+/// What one endpoint change touched in a `CompileCache`: the selector and named-port sets, and
+/// the policies whose target sets moved (read from the cache after the last change).
+#[derive(Debug, Default)]
+pub(crate) struct Touched {
+    pub(crate) sets: Vec<String>,
+    pub(crate) policies: Vec<String>,
+}
+
 impl CompileCache {
-    /// A change of one of the host's own endpoints: each policy's targets take or lose it; the
-    /// names of the target sets that changed go to `changed`.
-    fn local_changed(&mut self, old: Option<&Endpoint>, new: Option<&Endpoint>, changed: &mut Vec<String>) {
+    /// A change of one of the host's own endpoints: each policy's targets take or lose it, each
+    /// target set copied and changed by that one address (not built again: a Deployment's
+    /// replicas on one host make target sets of hundreds); the policies that changed go to
+    /// `touched`.
+    fn local_changed(&mut self, old: Option<&Endpoint>, new: Option<&Endpoint>, touched: &mut Touched) {
         let host = self.host.as_deref();
         let local = |e: &&Endpoint| !e.is_host && e.ip.is_some() && Some(e.host.as_str()) == host;
         let (old, new) = (old.filter(local), new.filter(local));
@@ -136,23 +146,29 @@ impl CompileCache {
             return;
         }
         self.targets.clear();
-        for entry in self.policies.values_mut().filter(|e| e.targets_known) {
-            let mut ips = entry.target_ips.clone();
-            if let Some(ip) = old.and_then(|e| e.ip) {
-                ips.retain(|x| *x != ip);
+        let old_ip = old.and_then(|e| e.ip);
+        for (id, entry) in self.policies.iter_mut().filter(|(_, e)| e.targets_known) {
+            let new_ip = new.and_then(|e| e.ip.filter(|_| selects(&entry.compiled.rules, e)));
+            // Out: the old address, unless it stays (the same address, still selected).
+            let out = old_ip.filter(|ip| new_ip != Some(*ip) && entry.target_ips.contains(ip));
+            let into = new_ip.filter(|ip| !entry.target_ips.contains(ip));
+            if out.is_none() && into.is_none() {
+                continue;
             }
-            if let Some((e, ip)) = new.and_then(|e| Some((e, e.ip?)))
-                && selects(&entry.compiled.rules, e)
-                && !ips.contains(&ip)
-            {
-                ips.push(ip);
+            entry.target_ips.retain(|x| Some(*x) != out);
+            entry.target_ips.extend(into);
+            for (f, (_, set)) in FAMILIES.into_iter().zip(entry.target_sets.iter_mut()) {
+                for (ip, add) in [(out, false), (into, true)] {
+                    let Some(ip) = ip.filter(|ip| Family::of(*ip) == f) else { continue };
+                    let set = Arc::make_mut(set);
+                    if add {
+                        set.elements.insert(Element::Addr(ip));
+                    } else {
+                        set.elements.remove(&Element::Addr(ip));
+                    }
+                }
             }
-            if ips != entry.target_ips {
-                changed.extend(entry.compiled.target_names.iter().cloned());
-                let sets = target_sets(&entry.compiled.target_names, &ips);
-                entry.target_sets = sets.into_iter().map(|(n, s)| (n, Arc::new(s))).collect();
-                entry.target_ips = ips;
-            }
+            touched.policies.push(id.clone());
         }
     }
 
@@ -160,18 +176,18 @@ impl CompileCache {
     /// take or lose its address, as a compile from scratch would. `world` must be the one the
     /// cache was filled with (tenant changes need a new stamp instead).
     pub fn endpoint_changed(&mut self, world: &World, old: Option<&Endpoint>, new: Option<&Endpoint>) {
-        self.endpoint_changed_into(world, old, new, &mut Vec::new());
+        self.endpoint_changed_into(world, old, new, &mut Touched::default());
     }
 
-    /// `endpoint_changed`, noting the name of every set it changed in `changed`.
+    /// `endpoint_changed`, noting what it changed in `touched`.
     pub(crate) fn endpoint_changed_into(
         &mut self,
         world: &World,
         old: Option<&Endpoint>,
         new: Option<&Endpoint>,
-        changed: &mut Vec<String>,
+        touched: &mut Touched,
     ) {
-        self.local_changed(old, new, changed);
+        self.local_changed(old, new, touched);
         for (name, rule) in &self.rules {
             let Some(set) = self.sets.get_mut(name) else { continue };
             // What the set should lose and gain; the set is copied (it may be shared with the
@@ -208,7 +224,7 @@ impl CompileCache {
             if gone.is_empty() && new_elements.iter().all(|el| set.elements.contains(el)) {
                 continue;
             }
-            changed.push(name.clone());
+            touched.sets.push(name.clone());
             let set = Arc::make_mut(set);
             for el in &gone {
                 set.elements.remove(el);

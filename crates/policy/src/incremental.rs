@@ -15,7 +15,7 @@ use std::sync::Arc;
 use romana_model::Family;
 
 use crate::eval::{Endpoint, World};
-use crate::firewall::{CompileCache, FAMILIES, base_chain, fam_suffix};
+use crate::firewall::{CompileCache, FAMILIES, Touched, base_chain, fam_suffix};
 use crate::isolation::IMPLICIT_PREFIX;
 use crate::model::SEGMENT_LABEL;
 use crate::nftplan::{NftPlan, Observed, ObservedChain, PlanSummary, only_elements, set_delta};
@@ -107,12 +107,12 @@ pub fn endpoint_changes(
         return Err(Refusal::Foreign);
     }
     segments_kept(cache, changes)?;
-    let mut changed = Vec::new();
+    let mut touched = Touched::default();
     // Local addresses touched, with whether a local endpoint holds each after the changes.
     let mut local: BTreeMap<IpAddr, bool> = BTreeMap::new();
     let is_local = |e: &Endpoint| !e.is_host && e.host == host;
     for (old, new) in changes {
-        cache.endpoint_changed_into(world, old.as_ref(), new.as_ref(), &mut changed);
+        cache.endpoint_changed_into(world, old.as_ref(), new.as_ref(), &mut touched);
         if let Some(ip) = old.as_ref().filter(|e| is_local(e)).and_then(|e| e.ip) {
             local.insert(ip, false);
         }
@@ -121,14 +121,16 @@ pub fn endpoint_changes(
         }
     }
     let mut part = Part::default();
-    let changed: BTreeSet<String> = changed.into_iter().filter(|n| table.sets.contains_key(n)).collect();
-    for name in &changed {
-        if let Some(set) = cache.sets.get(name) {
+    // The sets as the cache now holds them (the last of several changes to one counts), those
+    // the table has: a set the compile left out (no rule names it) stays out.
+    for name in &touched.sets {
+        if let Some(set) = cache.sets.get(name).filter(|_| table.sets.contains_key(name)) {
             part.sets.insert(name.clone(), set.clone());
         }
     }
-    for entry in cache.policies.values() {
-        for (name, set) in entry.target_sets.iter().filter(|(n, _)| changed.contains(n)) {
+    for id in &touched.policies {
+        let Some(entry) = cache.policies.get(id) else { continue };
+        for (name, set) in entry.target_sets.iter().filter(|(n, _)| table.sets.contains_key(n)) {
             part.sets.insert(name.clone(), set.clone());
         }
     }
@@ -161,7 +163,10 @@ pub fn endpoint_changes(
 }
 
 fn isolated(cache: &CompileCache, dir: &str, ip: IpAddr) -> bool {
-    cache.policies.values().any(|e| e.compiled.isolates.contains(&dir) && e.target_ips.contains(&ip))
+    cache
+        .policies
+        .values()
+        .any(|e| !e.target_ips.is_empty() && e.compiled.isolates.contains(&dir) && e.target_ips.contains(&ip))
 }
 
 /// A direction's base chains exist while one of the host's endpoints is isolated in it (as the

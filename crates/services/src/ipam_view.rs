@@ -24,6 +24,11 @@ pub struct Synced {
     /// The highest revision of a key that shapes the IPAM (topology, hosts, blocks, blackouts,
     /// numbers): what route sets depend on, unmoved by the leader's heartbeat or fences.
     pub ipam_revision: Revision,
+    /// The highest revision of a key that moved what route sets are computed from
+    /// (`Ipam::routes_revision`): a block record whose change only allocated or released
+    /// addresses in a block already held leaves it, so the route manager skips its pass for most
+    /// pod starts (each was a pass over every host's stamp, and a comparison of every set).
+    pub routes_revision: Revision,
     /// Block records as stored, with their revision: the base of every write to a block.
     pub(crate) committed: HashMap<String, (Revision, BlockRecord)>,
     /// Revision applied per key, so that a late watch event never undoes a newer refresh.
@@ -39,6 +44,7 @@ impl Synced {
             ipam: Ipam::new(TopologySpec::default()).expect("the empty topology is valid"),
             revision: 0,
             ipam_revision: 0,
+            routes_revision: 0,
             committed: HashMap::new(),
             applied: HashMap::new(),
             tenant_numbers: HashMap::new(),
@@ -100,6 +106,7 @@ impl Synced {
             return;
         }
         self.applied.insert(kv.key.clone(), kv.mod_revision);
+        let routes_before = self.ipam.routes_revision();
         let put = kind == EventKind::Put;
         let result: Result<(), String> = match of {
             KeyOf::Topology => self.apply_topology(put, &kv.value),
@@ -132,6 +139,11 @@ impl Synced {
         };
         if let Err(e) = result {
             tracing::warn!(key = %kv.key, error = %e, "could not apply a stored change to the IPAM replica");
+        }
+        // A block's record moves the route sets' inputs only when it changed who holds a block;
+        // the other keys (topology, hosts, numbers, blackouts) are rare and count always.
+        if of != KeyOf::Block || self.ipam.routes_revision() != routes_before {
+            self.routes_revision = self.routes_revision.max(kv.mod_revision);
         }
     }
 
@@ -274,6 +286,7 @@ impl Synced {
         }
         s.revision = rev;
         s.ipam_revision = rev;
+        s.routes_revision = rev;
         s
     }
 }

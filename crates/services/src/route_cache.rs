@@ -1,9 +1,10 @@
 //! The route manager's route sets kept between passes, each with the stamp of the inputs it was
 //! computed from (`Ipam::route_stamps`): a pass recomputes only the hosts whose stamp moved, so
-//! one change (a block, a host, a death) costs its leaf's hosts, not every host. Pure: the
-//! caller reads the IPAM and liveness and hands them in.
+//! one change (a block, a host, a death) costs its leaf's hosts, not every host; and which sets
+//! changed since they were last published, so that publishing writes those without comparing
+//! every set. Pure: the caller reads the IPAM and liveness and hands them in.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use romana_ipam::{HostRoutes, Ipam, RoutePlan};
 use romana_model::HostName;
@@ -43,10 +44,28 @@ pub fn found(stamps: Vec<Option<u64>>, plan: RoutePlan) -> Vec<Option<(u64, Host
     stamps.into_iter().zip(plan.routes()).map(|(stamp, set)| Some((stamp?, set.ok()?))).collect()
 }
 
-/// Route sets by host name, each with its inputs' stamp.
+/// Route sets by host name, each with its inputs' stamp, and what publishing owes the store.
 #[derive(Debug, Default)]
 pub struct RouteSetCache {
     sets: BTreeMap<String, (u64, Vec<u8>)>,
+    /// Hosts whose set is not in the store as kept here (changed, or new, since published).
+    unpublished: BTreeSet<String>,
+    /// Hosts whose set the store may hold (every host a publication tried to write): the ones to
+    /// delete when the IPAM drops them.
+    published: BTreeSet<String>,
+}
+
+/// What a publication writes: each changed set, and the hosts whose set is to be deleted.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Changes {
+    pub put: Vec<(String, Vec<u8>)>,
+    pub delete: Vec<String>,
+}
+
+impl Changes {
+    pub fn is_empty(&self) -> bool {
+        self.put.is_empty() && self.delete.is_empty()
+    }
 }
 
 impl RouteSetCache {
@@ -56,6 +75,7 @@ impl RouteSetCache {
         let stamps = ipam.route_stamps(&|h| live.is_dead(h.as_str()));
         let known: std::collections::HashSet<&str> = stamps.iter().map(|(h, _)| h.as_str()).collect();
         self.sets.retain(|h, _| known.contains(h.as_str()));
+        self.unpublished.retain(|h| known.contains(h.as_str()));
         stamps
             .into_iter()
             .filter(|(h, stamp)| self.sets.get(h.as_str()).is_none_or(|(s, _)| s != stamp))
@@ -78,16 +98,47 @@ impl RouteSetCache {
 
     /// Keeps what `routes_of` found for `host` as its published set (serialized here: `routes_of`
     /// is the part that needs the IPAM, so the route manager holds the IPAM's lock only for it).
+    /// A set equal to the one kept (its stamp moved, its routes did not) owes nothing.
     pub fn keep(&mut self, host: &HostName, found: Option<(u64, HostRoutes)>) {
         match found {
             Some((stamp, set)) => {
                 let set = romana_api::route_wire::published_json(&set);
+                if self.sets.get(host.as_str()).is_none_or(|(_, old)| *old != set) {
+                    self.unpublished.insert(host.to_string());
+                }
                 self.sets.insert(host.to_string(), (stamp, set));
             }
             None => {
                 self.sets.remove(host.as_str());
+                self.unpublished.remove(host.as_str());
             }
         }
+    }
+
+    /// What the store lacks: the unpublished sets, and the published hosts the IPAM dropped.
+    /// From now on the store may hold those sets (a failed publication can write part of them).
+    pub fn changes(&mut self) -> Changes {
+        self.published.extend(self.unpublished.iter().cloned());
+        Changes {
+            put: self
+                .unpublished
+                .iter()
+                .filter_map(|h| self.sets.get(h).map(|(_, set)| (h.clone(), set.clone())))
+                .collect(),
+            delete: self.published.iter().filter(|h| !self.sets.contains_key(*h)).cloned().collect(),
+        }
+    }
+
+    /// `changes()` is in the store now (nothing changed the cache since it was taken).
+    pub fn published(&mut self) {
+        self.published.retain(|h| self.sets.contains_key(h));
+        self.unpublished.clear();
+    }
+
+    /// The store's sets are no longer known to be ours (this replica stopped leading: another
+    /// may have written since): every set is owed again.
+    pub fn unpublish_all(&mut self) {
+        self.unpublished = self.sets.keys().cloned().collect();
     }
 
     /// Every kept set, by host name.

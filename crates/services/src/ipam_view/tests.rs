@@ -131,3 +131,44 @@ fn unreadable_and_foreign_records_change_nothing() {
         assert_eq!(held(&s, &want), want, "after {key}");
     }
 }
+
+/// The route manager's pass runs when `routes_revision` moves: a block record that only adds or
+/// removes an address in a block already held leaves it; a block taken or given back, a host or
+/// the topology moves it to the record's revision.
+#[test]
+fn the_routes_revision_moves_only_with_what_route_sets_read() {
+    let keys = Keys::new("/romana/");
+    let (kvs, _) = stored(&keys, &[("a", "h1")]);
+    let mut s = Synced::loaded(&keys, &kvs, 200);
+    assert_eq!(s.routes_revision, 200);
+    let block_key = keys.block("pods", &"10.20.0.0/28".parse().expect("cidr"));
+    let block = |addresses: &[(&str, &str)], cidr: &str| BlockRecord {
+        network: "pods".into(),
+        cidr: cidr.into(),
+        tenant: "t".into(),
+        segment: String::new(),
+        host: "h1".into(),
+        addresses: addresses.iter().map(|(ip, n)| ((*ip).to_owned(), (*n).to_owned())).collect(),
+    };
+    let put = |s: &mut Synced, key: &str, rec: &BlockRecord, rev: i64| {
+        s.apply(&keys, EventKind::Put, &kv(key.to_owned(), serde_json::to_vec(rec).expect("json"), rev));
+    };
+    // Another address in the held block, then one fewer: unmoved (and applied).
+    put(&mut s, &block_key, &block(&[("10.20.0.0", "a"), ("10.20.0.1", "b")], "10.20.0.0/28"), 300);
+    assert!(s.ipam.lookup("b").is_some());
+    put(&mut s, &block_key, &block(&[("10.20.0.0", "a")], "10.20.0.0/28"), 310);
+    assert_eq!((s.routes_revision, s.ipam_revision), (200, 310));
+    // A new block: moved.
+    let new_key = keys.block("pods", &"10.20.0.16/28".parse().expect("cidr"));
+    put(&mut s, &new_key, &block(&[("10.20.0.16", "c")], "10.20.0.16/28"), 400);
+    assert_eq!(s.routes_revision, 400);
+    // Its last address released (the block given back), then deleted: moved, then not.
+    put(&mut s, &new_key, &block(&[], "10.20.0.16/28"), 500);
+    assert_eq!(s.routes_revision, 500);
+    s.apply(&keys, EventKind::Delete, &kv(new_key.clone(), vec![], 510));
+    assert_eq!(s.routes_revision, 500);
+    // A host record: moved.
+    let rec = s.host_record(&"h1".parse().expect("host")).expect("known");
+    s.apply(&keys, EventKind::Put, &kv(keys.host("h1"), serde_json::to_vec(&rec).expect("json"), 600));
+    assert_eq!(s.routes_revision, 600);
+}
