@@ -289,7 +289,7 @@ async fn main() -> Result<()> {
             _ = tick.tick() => {}
             _ = wake.notified() => {}
         }
-        let mut todo: VecDeque<Action> = shared.step(Event::Tick).into();
+        let mut todo: VecDeque<Action> = shared.step(Event::Tick { now: Instant::now() }).into();
         while let Some(action) = todo.pop_front() {
             todo.extend(perform(&shared, &args, &creds, action).await);
         }

@@ -240,10 +240,12 @@ async fn load(c: &Arc<Client>, endpoints: usize, policies: usize) {
 async fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
     let scale = std::env::args().any(|a| a == "--scale");
+    // 50 ADDs on each cluster: on the loaded one they take three new blocks or more (blocks of
+    // 16 addresses), so that the ADDs a new block's route pass meets are among them.
     let (n_policies, n_endpoints, samples, admits) = match (quick, scale) {
         (true, _) => (200, 2_000, 10, 5),
-        (false, true) => (5_000, 50_000, 100, 20),
-        (false, false) => (1_000, 10_000, 100, 20),
+        (false, true) => (5_000, 50_000, 100, 50),
+        (false, false) => (1_000, 10_000, 100, 50),
     };
     // `--samples=N`: fewer probes per measure (a shorter run; p99 of fewer samples is near the
     // maximum). `--no-throughput`: leave out the iperf3 rounds (table swaps at 5x take long).

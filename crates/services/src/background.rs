@@ -3,56 +3,95 @@
 //! leaf), the consistency check (10,000 endpoint records parsed and compared every 5 s) and the
 //! watch lines of large batches. On the runtime that work held a worker for as long as it ran,
 //! and requests waited behind it: an allocation's tail at 1,000 policies x 10,000 endpoints
-//! was 131 ms against 1 ms on an empty cluster (docs/benchmarks.md, issue 22). Two threads;
-//! knows nothing of what the jobs do.
+//! was 131 ms against 1 ms on an empty cluster (docs/benchmarks.md, issue 22). Knows nothing of
+//! what the jobs do.
 //!
-//! The threads run at the normal priority: the jobs take the IPAM's read lock (one host's routes,
-//! the listing of allocations), and at nice 10 a job preempted while holding it kept the IPAM
-//! actor waiting for the lock (allocations p99 64 ms, maximum 668 ms, at load average 15; the
-//! same run at normal priority is in docs/benchmarks.md).
+//! Two pools. `run`'s threads run at the normal priority: its jobs take the IPAM's read lock
+//! (the route pass's plan, the listing of allocations), and at nice 10 a job preempted while
+//! holding it kept the IPAM actor waiting for the lock (allocations p99 64 ms, maximum 668 ms, at
+//! load average 15; the same run at normal priority is in docs/benchmarks.md). `run_low`'s
+//! thread runs at nice 10, for jobs that hold no lock (the route sets' routes and JSON from an
+//! owned plan, large watch batches): on a busy machine requests (pod starts) come first, where
+//! at the normal priority a new block's 200 ms of such work doubled the pod starts beside it.
 
 use std::sync::mpsc::{Sender, channel};
 use std::sync::{Arc, Mutex, OnceLock};
 
 type Job = Box<dyn FnOnce() + Send>;
 
-/// Threads of the pool (the machines Romana runs on have two cores or more; the jobs are few).
+/// Threads of the normal pool (the machines Romana runs on have two cores or more; the jobs are
+/// few).
 const THREADS: usize = 2;
+
+/// The low pool's nice value.
+const LOW_NICE: libc::c_int = 10;
+
+/// Starts `threads` threads named `name-N` taking jobs from one queue, each lowering its own
+/// priority to `nice` first (0: as it is).
+fn start(name: &str, threads: usize, nice: libc::c_int) -> Option<Mutex<Sender<Job>>> {
+    let (tx, rx) = channel::<Job>();
+    let rx = Arc::new(Mutex::new(rx));
+    let mut started = 0;
+    for i in 0..threads {
+        let rx = Arc::clone(&rx);
+        let spawned = std::thread::Builder::new().name(format!("{name}-{i}")).spawn(move || {
+            if nice != 0 {
+                lower_priority(nice);
+            }
+            loop {
+                // Held only while waiting for the next job.
+                let job = match rx.lock().unwrap_or_else(|p| p.into_inner()).recv() {
+                    Ok(job) => job,
+                    Err(_) => return,
+                };
+                // A job that panics loses its answer (its caller panics in turn), not the thread.
+                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+            }
+        });
+        started += usize::from(spawned.is_ok());
+    }
+    (started > 0).then(|| Mutex::new(tx))
+}
+
+/// Lowers the calling thread's CPU priority (Linux: `PRIO_PROCESS` with 0 is the calling thread).
+/// Best effort: without it the jobs compete with requests as equals.
+#[allow(unsafe_code)]
+fn lower_priority(nice: libc::c_int) {
+    // SAFETY: setpriority takes plain integers and touches no memory of ours.
+    let _ = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, nice) };
+}
 
 fn pool() -> Option<&'static Mutex<Sender<Job>>> {
     static POOL: OnceLock<Option<Mutex<Sender<Job>>>> = OnceLock::new();
-    POOL.get_or_init(|| {
-        let (tx, rx) = channel::<Job>();
-        let rx = Arc::new(Mutex::new(rx));
-        let mut started = 0;
-        for i in 0..THREADS {
-            let rx = Arc::clone(&rx);
-            let spawned = std::thread::Builder::new().name(format!("romanad-bg-{i}")).spawn(move || {
-                loop {
-                    // Held only while waiting for the next job.
-                    let job = match rx.lock().unwrap_or_else(|p| p.into_inner()).recv() {
-                        Ok(job) => job,
-                        Err(_) => return,
-                    };
-                    // A job that panics loses its answer (its caller panics in turn), not the thread.
-                    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
-                }
-            });
-            started += usize::from(spawned.is_ok());
-        }
-        (started > 0).then(|| Mutex::new(tx))
-    })
-    .as_ref()
+    POOL.get_or_init(|| start("romanad-bg", THREADS, 0)).as_ref()
+}
+
+fn low_pool() -> Option<&'static Mutex<Sender<Job>>> {
+    static POOL: OnceLock<Option<Mutex<Sender<Job>>>> = OnceLock::new();
+    POOL.get_or_init(|| start("romanad-low", 1, LOW_NICE)).as_ref()
 }
 
 /// Runs `f` on a background thread and waits for its result without holding a runtime worker.
 /// Runs it in place when no background thread could be started (the work is done either way).
 pub async fn run<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    on(pool(), f).await
+}
+
+/// `run` at a lower priority, for jobs that take no lock (a job preempted while holding one
+/// would keep those who wait for it waiting at its priority).
+pub async fn run_low<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    on(low_pool(), f).await
+}
+
+async fn on<T: Send + 'static>(
+    pool: Option<&Mutex<Sender<Job>>>,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> T {
     let (tx, rx) = tokio::sync::oneshot::channel();
     let job: Job = Box::new(move || {
         let _ = tx.send(f());
     });
-    let job = match pool() {
+    let job = match pool {
         Some(p) => match p.lock().unwrap_or_else(|e| e.into_inner()).send(job) {
             Ok(()) => None,
             Err(e) => Some(e.0),
@@ -81,5 +120,22 @@ mod tests {
         assert_ne!(a.1, here, "the job ran on a thread of the pool");
         let name = run(|| std::thread::current().name().map(str::to_owned)).await;
         assert!(name.is_some_and(|n| n.starts_with("romanad-bg-")));
+    }
+
+    /// The low pool's thread runs below the normal priority (nice 10); the normal pool's at it.
+    #[tokio::test(flavor = "current_thread")]
+    async fn low_jobs_run_at_nice_10_and_normal_jobs_at_0() {
+        #[allow(unsafe_code)]
+        fn nice() -> libc::c_int {
+            // SAFETY: getpriority takes plain integers and touches no memory of ours.
+            unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) }
+        }
+        let low = run_low(|| (nice(), std::thread::current().name().map(str::to_owned))).await;
+        assert!(low.1.is_some_and(|n| n.starts_with("romanad-low-")));
+        // The normal pool's threads keep the priority they were started with (this test's,
+        // which a CI may have lowered itself).
+        let normal = run(nice).await;
+        assert!(normal < LOW_NICE, "the tests run at nice {normal}: nothing to compare");
+        assert_eq!(low.0, LOW_NICE);
     }
 }

@@ -135,14 +135,29 @@ pub fn spawn(
             // behind it, issue 22).
             let pass_start = Instant::now();
             let (taken, i, l) = (std::mem::take(&mut cache), ipam.clone(), Arc::clone(&liveness));
-            let (refreshed, recomputed, changes) = crate::background::run(move || {
+            let (taken, plans) = crate::background::run(move || {
                 let mut cache = taken;
                 let live = || l.read().unwrap_or_else(|p| p.into_inner());
                 let stale = i.read(|v| cache.stale(&v.ipam, &live()));
-                for hosts in stale.chunks(PLAN_CHUNK) {
-                    // The IPAM's read lock for the stamps and the plan only (each leaf's trie
-                    // built once); the routes and their JSON after it.
-                    let (stamps, plan) = i.read(|v| crate::route_cache::plan_of(&v.ipam, &live(), hosts));
+                // The IPAM's read lock for the stamps and the plan only (each leaf's trie built
+                // once), a chunk of hosts at a time.
+                let plans: Vec<_> = stale
+                    .chunks(PLAN_CHUNK)
+                    .map(|hosts| {
+                        let (stamps, plan) = i.read(|v| crate::route_cache::plan_of(&v.ipam, &live(), hosts));
+                        (hosts.to_vec(), stamps, plan)
+                    })
+                    .collect();
+                (cache, plans)
+            })
+            .await;
+            // The routes and their JSON from the owned plans, holding no lock: at low priority,
+            // so that pod starts beside a new block's pass are not slowed by it.
+            let (refreshed, recomputed, changes) = crate::background::run_low(move || {
+                let mut cache = taken;
+                let mut recomputed = 0;
+                for (hosts, stamps, plan) in plans {
+                    recomputed += hosts.len();
                     for (host, found) in hosts.iter().zip(crate::route_cache::found(stamps, plan)) {
                         cache.keep(host, found);
                     }
@@ -150,7 +165,7 @@ pub fn spawn(
                 // What the store lacks, copied here too (at 5x a new block changes 109 sets of
                 // 300 KB): the runtime's workers serve pod starts meanwhile.
                 let changes = cache.changes();
-                (cache, stale.len(), changes)
+                (cache, recomputed, changes)
             })
             .await;
             cache = refreshed;

@@ -8,6 +8,7 @@ pub mod cni;
 pub mod inputs;
 pub mod pass;
 pub mod pod_wait;
+pub mod route_loop;
 pub mod routes;
 pub mod saved_table;
 
@@ -55,8 +56,11 @@ pub enum Stream {
 /// Everything the agent reacts to.
 #[derive(Debug)]
 pub enum Event {
-    /// The reconcile interval (heartbeat, route read, converge).
-    Tick,
+    /// The reconcile interval (heartbeat; a route read or converge when due, `route_loop`), or
+    /// the route loop woken, at `now`.
+    Tick {
+        now: Instant,
+    },
     /// The route manager's set for this host (`None`: romanad could not be read).
     RoutesRead(Option<HostRoutesInfo>),
     /// The kernel's links, addresses and routes as observed for a converge.
@@ -147,6 +151,8 @@ pub struct State {
     pub policy: bool,
     /// The last route set romanad gave; kept while romanad is unreachable.
     pub routes: Vec<PeerRoute>,
+    /// When the set is read and the kernel converged.
+    pub route_loop: route_loop::RouteLoop,
     /// What the kernel should hold, compiled from `routes` (`None`: it does not compile).
     pub desired: Option<HostState>,
     pub inputs: Inputs,
@@ -185,6 +191,7 @@ impl State {
             vips: Vec::new(),
             policy,
             routes: Vec::new(),
+            route_loop: route_loop::RouteLoop::default(),
             desired: None,
             inputs: Inputs::default(),
             events: 0,
@@ -274,12 +281,20 @@ impl State {
 pub fn step(s: &mut State, ev: Event) -> Vec<Action> {
     let mut out = Vec::new();
     match ev {
-        Event::Tick => out.extend([Action::Heartbeat, Action::ReadRoutes]),
+        Event::Tick { now } => {
+            out.push(Action::Heartbeat);
+            match s.route_loop.tick(now) {
+                route_loop::Next::Read => out.push(Action::ReadRoutes),
+                route_loop::Next::Converge => s.converge(&mut out),
+                route_loop::Next::Nothing => {}
+            }
+        }
         Event::RoutesRead(r) => {
             // When romanad cannot be reached the last known routes stay: the kernel keeps
-            // forwarding.
-            if let Some(r) = r {
-                s.routes = routes::peer_routes(&r);
+            // forwarding, and the next tick reads again.
+            match r {
+                Some(r) => s.routes = routes::peer_routes(&r),
+                None => s.route_loop.changed(),
             }
             s.converge(&mut out);
         }
@@ -291,9 +306,16 @@ pub fn step(s: &mut State, ev: Event) -> Vec<Action> {
         }
         Event::Watched(Stream::Routes, f) => match f {
             // The prefix also matches longer host names: only our key counts.
-            Followed::Event(ev) if ev.key == s.routes_key() => out.push(Action::WakeRoutes),
-            Followed::Synced { .. } => out.push(Action::WakeRoutes),
-            Followed::Event(_) | Followed::Current | Followed::Lost { .. } => {}
+            Followed::Event(ev) if ev.key == s.routes_key() => {
+                s.route_loop.changed();
+                out.push(Action::WakeRoutes);
+            }
+            Followed::Synced { .. } => {
+                s.route_loop.synced();
+                out.push(Action::WakeRoutes);
+            }
+            Followed::Lost { .. } => s.route_loop.lost(),
+            Followed::Event(_) | Followed::Current => {}
         },
         Event::Watched(Stream::Firewall, f) => match f {
             Followed::Event(ev) => {

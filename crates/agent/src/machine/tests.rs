@@ -404,7 +404,7 @@ fn a_route_set_change_converges() {
     let converge = [Action::ObserveKernel, Action::SyncFastPath];
     check(
         &mut s,
-        vec![Event::Tick, Event::RoutesRead(Some(r)), Event::RoutesRead(None)],
+        vec![Event::Tick { now: Instant::now() }, Event::RoutesRead(Some(r)), Event::RoutesRead(None)],
         // romanad unreachable: the last set stays.
         &[&[Action::Heartbeat, Action::ReadRoutes], &converge, &converge],
     );

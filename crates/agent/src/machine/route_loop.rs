@@ -1,0 +1,123 @@
+//! When the route loop reads this host's route set and converges the kernel to it. While the set
+//! is not followed on romanad's watch (`--no-watch`, before the watch syncs, after it is lost),
+//! at every tick, as before. While it is followed, when the watch says the set changed (or
+//! resynced, or a read failed), with a read every `ROUTES_REREAD` and a converge every
+//! `KERNEL_RECHECK` as safety nets. Reading every tick meant, at 5,000 policies x 50,000
+//! endpoints, a 300 KB set computed by romanad under the IPAM's lock and 4,000 kernel routes
+//! dumped and compared, twice a second per agent and for nothing: most of romanad's CPU between
+//! changes, and pod starts beside it slowed (issue 22). Pure: time comes in with the tick.
+
+use std::time::{Duration, Instant};
+
+/// How often a followed set is read anyway (the watch could have missed nothing, but a bug or a
+/// store restore could leave an agent with an old set: bounded to this).
+pub const ROUTES_REREAD: Duration = Duration::from_secs(30);
+
+/// How often the kernel is converged to the known set without a read (someone deleted a route
+/// of ours: put back within this).
+pub const KERNEL_RECHECK: Duration = Duration::from_secs(5);
+
+/// What a tick does besides the heartbeat.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next {
+    /// Read the set (a converge follows the read).
+    Read,
+    /// Converge the kernel to the set known.
+    Converge,
+    Nothing,
+}
+
+#[derive(Debug, Clone)]
+pub struct RouteLoop {
+    /// The set is followed on the watch (synced, not lost since).
+    followed: bool,
+    /// A read is due at the next tick.
+    due: bool,
+    read_at: Option<Instant>,
+    converged_at: Option<Instant>,
+}
+
+impl Default for RouteLoop {
+    fn default() -> RouteLoop {
+        RouteLoop { followed: false, due: true, read_at: None, converged_at: None }
+    }
+}
+
+impl RouteLoop {
+    pub fn tick(&mut self, now: Instant) -> Next {
+        let since = |t: Option<Instant>| t.map(|t| now.saturating_duration_since(t));
+        if !self.followed || self.due || since(self.read_at).is_none_or(|d| d >= ROUTES_REREAD) {
+            self.due = false;
+            self.read_at = Some(now);
+            self.converged_at = Some(now);
+            return Next::Read;
+        }
+        if since(self.converged_at).is_none_or(|d| d >= KERNEL_RECHECK) {
+            self.converged_at = Some(now);
+            return Next::Converge;
+        }
+        Next::Nothing
+    }
+
+    /// The set changed (a watch event for this host's key), or a read failed: read at the next
+    /// tick.
+    pub fn changed(&mut self) {
+        self.due = true;
+    }
+
+    /// The watch (re)synced: followed from here; what came before is read once.
+    pub fn synced(&mut self) {
+        self.followed = true;
+        self.due = true;
+    }
+
+    /// The watch broke: every tick reads until it syncs again.
+    pub fn lost(&mut self) {
+        self.followed = false;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Ticks (ms since the start) with what happens before each, against what each tick does.
+    fn check(steps: &[(u64, &str, Next)]) {
+        let (start, mut l) = (Instant::now(), RouteLoop::default());
+        for (at, before, want) in steps {
+            match *before {
+                "synced" => l.synced(),
+                "changed" => l.changed(),
+                "lost" => l.lost(),
+                _ => {}
+            }
+            let got = l.tick(start + Duration::from_millis(*at));
+            assert_eq!(got, *want, "tick at {at} ms after {before:?}");
+        }
+    }
+
+    #[test]
+    fn unfollowed_sets_are_read_every_tick() {
+        check(&[(0, "", Next::Read), (500, "", Next::Read), (1_000, "", Next::Read)]);
+    }
+
+    #[test]
+    fn followed_sets_are_read_when_they_change_and_as_a_safety_net() {
+        use Next::*;
+        check(&[
+            (0, "synced", Read),
+            (500, "", Nothing),
+            (4_500, "", Nothing),
+            (5_000, "", Converge),
+            (5_500, "changed", Read),
+            (6_000, "", Nothing),
+            (10_500, "", Converge),
+            (30_000, "", Converge),
+            (35_500, "", Read),
+            (36_000, "lost", Read),
+            (36_500, "", Read),
+            (37_000, "synced", Read),
+            (37_500, "", Nothing),
+        ]);
+    }
+}
