@@ -312,6 +312,9 @@ async fn perform(shared: &shared::Shared, args: &Args, creds: &Credentials, acti
             };
             if sent.is_ok() {
                 shared.auth_refusals.store(0, Ordering::Relaxed);
+                // The heartbeat is the regular contact: the route set is read only when it
+                // changed (`machine/route_loop.rs`).
+                *shared.last_contact.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
             }
             if let Err(e) = sent {
                 metrics::Metrics::inc(&m.heartbeat_errors);
