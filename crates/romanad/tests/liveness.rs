@@ -134,3 +134,61 @@ async fn dead_hosts_lose_their_routes_and_get_them_back() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// The route manager publishes the other hosts' sets when an allocation takes a block (the IPAM
+/// actor's own change, issue 22) or its last address gives it back, and writes nothing for an
+/// address in a block already held.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blocks_taken_and_given_back_are_published_and_nothing_else() {
+    let dir = TempDir::new("publish");
+    let _d = common::embedded(&dir, &[]);
+    let c = common::admin(&dir).await;
+    c.apply_topology(&serde_json::from_str::<TopologyRequest>(FLAT).unwrap()).await.unwrap();
+    for (i, h) in ["h1", "h2"].iter().enumerate() {
+        let req = HostRequest {
+            name: h.to_string(),
+            ip: format!("192.168.9.{}", i + 1),
+            ipv6: None,
+            agent_port: None,
+            tags: BTreeMap::new(),
+            k8s_info: None,
+        };
+        c.add_host(&req).await.unwrap();
+    }
+    let on_h2 = |name: &str, tenant: &str| AddressRequest {
+        name: name.into(),
+        host: "h2".into(),
+        tenant: tenant.into(),
+        segment: String::new(),
+        ip: None,
+    };
+    let mut published = c.watch("routes/h1", 0).await.unwrap();
+    // The next set published for h1 (within 10 s), as text; the stream's `synced` skipped.
+    let mut next = async || -> Option<String> {
+        loop {
+            match tokio::time::timeout(Duration::from_secs(10), published.recv()).await {
+                Ok(Some(Ok(ev))) if ev.kind == "put" => return Some(ev.value.unwrap().to_string()),
+                Ok(Some(Ok(ev))) if ev.kind == "synced" => continue,
+                _ => return None,
+            }
+        }
+    };
+    // The first block of h2's: in h1's set.
+    c.allocate(&on_h2("a", "t"), None).await.unwrap();
+    let mut first = next().await.expect("a set for h1");
+    while !first.contains("\"10.20.0.0/28\"") {
+        first = next().await.expect("h2's first block published in h1's set");
+    }
+    // Another address in that block: the same set, nothing written (the route manager ticks
+    // every 200 ms).
+    c.allocate(&on_h2("b", "t"), None).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    // A block of another tenant next to it (h1 reaches both through one /27): published; its
+    // last address released, withdrawn.
+    c.allocate(&on_h2("c", "u"), None).await.unwrap();
+    let second = next().await.expect("the second block published");
+    assert!(second.contains("\"10.20.0.0/27\""), "the next set after an address in a held block: {second}");
+    c.release("c").await.unwrap();
+    let third = next().await.expect("the emptied block withdrawn");
+    assert_eq!(third, first);
+}

@@ -24,11 +24,9 @@ pub struct Synced {
     /// The highest revision of a key that shapes the IPAM (topology, hosts, blocks, blackouts,
     /// numbers): what route sets depend on, unmoved by the leader's heartbeat or fences.
     pub ipam_revision: Revision,
-    /// The highest revision of a key that moved what route sets are computed from
-    /// (`Ipam::routes_revision`): a block record whose change only allocated or released
-    /// addresses in a block already held leaves it, so the route manager skips its pass for most
-    /// pod starts (each was a pass over every host's stamp, and a comparison of every set).
-    pub routes_revision: Revision,
+    /// The store revision this view was loaded at (`loaded`; 0 for an empty one): a reload
+    /// makes a new `Ipam`, whose counters start over (`routes_mark`).
+    pub loaded_at: Revision,
     /// Block records as stored, with their revision: the base of every write to a block.
     pub(crate) committed: HashMap<String, (Revision, BlockRecord)>,
     /// Revision applied per key, so that a late watch event never undoes a newer refresh.
@@ -44,13 +42,23 @@ impl Synced {
             ipam: Ipam::new(TopologySpec::default()).expect("the empty topology is valid"),
             revision: 0,
             ipam_revision: 0,
-            routes_revision: 0,
+            loaded_at: 0,
             committed: HashMap::new(),
             applied: HashMap::new(),
             tenant_numbers: HashMap::new(),
             segment_numbers: HashMap::new(),
             topology_json: None,
         }
+    }
+
+    /// What the route manager compares between passes: while it stands still, no host's route
+    /// set can have moved but through liveness (`Ipam::routes_revision`, counted within one
+    /// `Ipam`, whatever changed it: a stored record applied or the actor's own allocation; and
+    /// the load the `Ipam` came from). An address allocated in a block already held leaves it,
+    /// so most pod starts cost the route manager nothing (each was a pass over every host's
+    /// stamp, and a comparison of every set, issue 22).
+    pub fn routes_mark(&self) -> (Revision, u64) {
+        (self.loaded_at, self.ipam.routes_revision())
     }
 
     /// The topology as posted (not as rendered), if any.
@@ -106,7 +114,6 @@ impl Synced {
             return;
         }
         self.applied.insert(kv.key.clone(), kv.mod_revision);
-        let routes_before = self.ipam.routes_revision();
         let put = kind == EventKind::Put;
         let result: Result<(), String> = match of {
             KeyOf::Topology => self.apply_topology(put, &kv.value),
@@ -139,11 +146,6 @@ impl Synced {
         };
         if let Err(e) = result {
             tracing::warn!(key = %kv.key, error = %e, "could not apply a stored change to the IPAM replica");
-        }
-        // A block's record moves the route sets' inputs only when it changed who holds a block;
-        // the other keys (topology, hosts, numbers, blackouts) are rare and count always.
-        if of != KeyOf::Block || self.ipam.routes_revision() != routes_before {
-            self.routes_revision = self.routes_revision.max(kv.mod_revision);
         }
     }
 
@@ -286,7 +288,7 @@ impl Synced {
         }
         s.revision = rev;
         s.ipam_revision = rev;
-        s.routes_revision = rev;
+        s.loaded_at = rev;
         s
     }
 }

@@ -79,7 +79,7 @@ pub fn spawn(
         let mut cache = RouteSetCache::default();
         let mut election = Election::new(keys.leader("route-manager"), instance);
         let mut leading = false;
-        let mut last_input: Option<(i64, BTreeSet<String>, BTreeSet<String>)> = None;
+        let mut last_input: Option<((i64, u64), BTreeSet<String>, BTreeSet<String>)> = None;
         let mut tick = tokio::time::interval(Duration::from_millis(200));
         let mut last_round: Option<Instant> = None;
         let mut vips_seen: crate::vips_leader::Seen = None;
@@ -123,7 +123,7 @@ pub fn spawn(
             // whose inputs moved (docs/benchmarks.md, "Route sets: growth with the hosts").
             let input = {
                 let l = liveness.read().unwrap_or_else(|p| p.into_inner());
-                (ipam.read(|v| v.routes_revision), l.monitored.clone(), l.live.clone())
+                (ipam.read(|v| v.routes_mark()), l.monitored.clone(), l.live.clone())
             };
             if last_input.as_ref() == Some(&input) {
                 continue;
@@ -186,7 +186,8 @@ pub fn spawn(
             // How long a change takes to reach `routes/` at this size (docs/benchmarks.md,
             // fan-out): `RUST_LOG=romana_services::route_manager=debug`.
             tracing::debug!(
-                routes_revision = input.0,
+                loaded_at = input.0.0,
+                routes_revision = input.0.1,
                 hosts = cache.len(),
                 recomputed,
                 written,

@@ -132,15 +132,15 @@ fn unreadable_and_foreign_records_change_nothing() {
     }
 }
 
-/// The route manager's pass runs when `routes_revision` moves: a block record that only adds or
-/// removes an address in a block already held leaves it; a block taken or given back, a host or
-/// the topology moves it to the record's revision.
+/// The route manager's pass runs when `routes_mark` moves: a block record that only adds or
+/// removes an address in a block already held leaves it; a block taken or given back (by a
+/// stored record, or by the actor's own allocation, whose record then comes back as applied), a
+/// host, or a reload moves it.
 #[test]
-fn the_routes_revision_moves_only_with_what_route_sets_read() {
+fn the_routes_mark_moves_only_with_what_route_sets_read() {
     let keys = Keys::new("/romana/");
     let (kvs, _) = stored(&keys, &[("a", "h1")]);
     let mut s = Synced::loaded(&keys, &kvs, 200);
-    assert_eq!(s.routes_revision, 200);
     let block_key = keys.block("pods", &"10.20.0.0/28".parse().expect("cidr"));
     let block = |addresses: &[(&str, &str)], cidr: &str| BlockRecord {
         network: "pods".into(),
@@ -153,22 +153,47 @@ fn the_routes_revision_moves_only_with_what_route_sets_read() {
     let put = |s: &mut Synced, key: &str, rec: &BlockRecord, rev: i64| {
         s.apply(&keys, EventKind::Put, &kv(key.to_owned(), serde_json::to_vec(rec).expect("json"), rev));
     };
+    let mut mark = s.routes_mark();
+    let mut moved = |s: &Synced| {
+        let now = s.routes_mark();
+        std::mem::replace(&mut mark, now) != now
+    };
     // Another address in the held block, then one fewer: unmoved (and applied).
     put(&mut s, &block_key, &block(&[("10.20.0.0", "a"), ("10.20.0.1", "b")], "10.20.0.0/28"), 300);
     assert!(s.ipam.lookup("b").is_some());
+    assert!(!moved(&s));
     put(&mut s, &block_key, &block(&[("10.20.0.0", "a")], "10.20.0.0/28"), 310);
-    assert_eq!((s.routes_revision, s.ipam_revision), (200, 310));
+    assert!(!moved(&s));
     // A new block: moved.
     let new_key = keys.block("pods", &"10.20.0.16/28".parse().expect("cidr"));
     put(&mut s, &new_key, &block(&[("10.20.0.16", "c")], "10.20.0.16/28"), 400);
-    assert_eq!(s.routes_revision, 400);
-    // Its last address released (the block given back), then deleted: moved, then not.
+    assert!(moved(&s));
+    // Its last address released (the block given back): moved; the record deleted: not.
     put(&mut s, &new_key, &block(&[], "10.20.0.16/28"), 500);
-    assert_eq!(s.routes_revision, 500);
+    assert!(moved(&s));
     s.apply(&keys, EventKind::Delete, &kv(new_key.clone(), vec![], 510));
-    assert_eq!(s.routes_revision, 500);
+    assert!(!moved(&s));
+    // The actor allocates in its own view (a block is taken), then its record comes back: moved
+    // once, by the allocation.
+    let req = AllocRequest {
+        name: "d".parse().expect("name"),
+        host: "h1".parse().expect("host"),
+        tenant: "u".parse().expect("tenant"),
+        segment: "".parse().expect("segment"),
+    };
+    let d = s.ipam.allocate(&req).expect("allocates");
+    assert!(moved(&s));
+    let rec = BlockRecord { tenant: "u".into(), ..block(&[(&d.ip.to_string(), "d")], &d.block.to_string()) };
+    let key = keys.block("pods", &d.block);
+    s.applied.insert(key.clone(), 600);
+    put(&mut s, &key, &rec, 600);
+    assert!(!moved(&s));
     // A host record: moved.
-    let rec = s.host_record(&"h1".parse().expect("host")).expect("known");
-    s.apply(&keys, EventKind::Put, &kv(keys.host("h1"), serde_json::to_vec(&rec).expect("json"), 600));
-    assert_eq!(s.routes_revision, 600);
+    let host = s.host_record(&"h1".parse().expect("host")).expect("known");
+    let host = HostRecord { tags: BTreeMap::from([("rack".into(), "r1".into())]), ..host };
+    s.apply(&keys, EventKind::Put, &kv(keys.host("h1"), serde_json::to_vec(&host).expect("json"), 700));
+    assert!(moved(&s));
+    // A reload: a new `Ipam` at a new revision.
+    let reloaded = Synced::loaded(&keys, &kvs, 800);
+    assert!(moved(&reloaded));
 }
