@@ -68,6 +68,10 @@ async fn read_liveness(
 }
 
 /// Follows liveness (every replica) and publishes route sets (the leader).
+/// What a pass is computed from: the IPAM's routes mark (`Synced::routes_mark`), the hosts
+/// monitored and the hosts alive. An unchanged input is no pass.
+type PassInput = ((i64, u64), BTreeSet<String>, BTreeSet<String>);
+
 pub fn spawn(
     store: Arc<dyn Store>,
     keys: Keys,
@@ -79,7 +83,7 @@ pub fn spawn(
         let mut cache = RouteSetCache::default();
         let mut election = Election::new(keys.leader("route-manager"), instance);
         let mut leading = false;
-        let mut last_input: Option<((i64, u64), BTreeSet<String>, BTreeSet<String>)> = None;
+        let mut last_input: Option<PassInput> = None;
         let mut tick = tokio::time::interval(Duration::from_millis(200));
         let mut last_round: Option<Instant> = None;
         let mut vips_seen: crate::vips_leader::Seen = None;
