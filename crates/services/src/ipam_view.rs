@@ -21,9 +21,6 @@ pub struct Synced {
     pub ipam: Ipam,
     /// The highest store revision applied.
     pub revision: Revision,
-    /// The highest revision of a key that shapes the IPAM (topology, hosts, blocks, blackouts,
-    /// numbers): what route sets depend on, unmoved by the leader's heartbeat or fences.
-    pub ipam_revision: Revision,
     /// The store revision this view was loaded at (`loaded`; 0 for an empty one): a reload
     /// makes a new `Ipam`, whose counters start over (`routes_mark`).
     pub loaded_at: Revision,
@@ -41,7 +38,6 @@ impl Synced {
         Synced {
             ipam: Ipam::new(TopologySpec::default()).expect("the empty topology is valid"),
             revision: 0,
-            ipam_revision: 0,
             loaded_at: 0,
             committed: HashMap::new(),
             applied: HashMap::new(),
@@ -109,7 +105,6 @@ impl Synced {
         if of == KeyOf::Other {
             return;
         }
-        self.ipam_revision = self.ipam_revision.max(kv.mod_revision);
         if self.applied.get(&kv.key).is_some_and(|r| *r >= kv.mod_revision) {
             return;
         }
@@ -287,7 +282,6 @@ impl Synced {
             s.apply(keys, EventKind::Put, kv);
         }
         s.revision = rev;
-        s.ipam_revision = rev;
         s.loaded_at = rev;
         s
     }

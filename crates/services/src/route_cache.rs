@@ -62,12 +62,6 @@ pub struct Changes {
     pub delete: Vec<String>,
 }
 
-impl Changes {
-    pub fn is_empty(&self) -> bool {
-        self.put.is_empty() && self.delete.is_empty()
-    }
-}
-
 impl RouteSetCache {
     /// The hosts whose set must be computed again (new, or their inputs moved); hosts the IPAM
     /// no longer has are dropped.

@@ -67,11 +67,11 @@ async fn read_liveness(
     Ok((strip(seen, &keys.liveness_seen_prefix()), strip(live, &keys.liveness_prefix())))
 }
 
-/// Follows liveness (every replica) and publishes route sets (the leader).
 /// What a pass is computed from: the IPAM's routes mark (`Synced::routes_mark`), the hosts
 /// monitored and the hosts alive. An unchanged input is no pass.
 type PassInput = ((i64, u64), BTreeSet<String>, BTreeSet<String>);
 
+/// Follows liveness (every replica) and publishes route sets (the leader).
 pub fn spawn(
     store: Arc<dyn Store>,
     keys: Keys,
