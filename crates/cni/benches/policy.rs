@@ -258,7 +258,7 @@ async fn main() {
     if let Some(path) = std::env::var_os("ROMANA_BENCH_ROMANAD_LOG") {
         let file = std::fs::File::create(&path).expect("the romanad log file");
         tracing_subscriber::fmt()
-            .with_env_filter("warn,romana_services::route_manager=debug,romana_services::reclaim=debug")
+            .with_env_filter("warn,romana_services::route_manager=debug,romana_services::reclaim=debug,romana_services::ipam_sync=debug")
             .with_ansi(false)
             .with_writer(std::sync::Mutex::new(file))
             .init();
