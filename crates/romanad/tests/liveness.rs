@@ -18,6 +18,19 @@ async fn via(c: &Client, host: &str) -> Vec<String> {
     c.routes(host).await.unwrap().routes.into_iter().map(|r| r.kind.via().to_owned()).collect()
 }
 
+/// Host `name` with underlay address 192.168.9.(i + 1).
+async fn add_host(c: &Client, i: usize, name: &str) {
+    let req = HostRequest {
+        name: name.to_owned(),
+        ip: format!("192.168.9.{}", i + 1),
+        ipv6: None,
+        agent_port: None,
+        tags: BTreeMap::new(),
+        k8s_info: None,
+    };
+    c.add_host(&req).await.unwrap();
+}
+
 async fn heartbeat(url: &str, token: &str, host: &str) -> u16 {
     romana_client::http()
         .put(format!("{url}/hosts/{host}/alive"))
@@ -49,15 +62,7 @@ async fn dead_hosts_lose_their_routes_and_get_them_back() {
     let token = c.token().unwrap();
     c.apply_topology(&serde_json::from_str::<TopologyRequest>(FLAT).unwrap()).await.unwrap();
     for (i, h) in ["h1", "h2", "h3"].iter().enumerate() {
-        let req = HostRequest {
-            name: h.to_string(),
-            ip: format!("192.168.9.{}", i + 1),
-            ipv6: None,
-            agent_port: None,
-            tags: BTreeMap::new(),
-            k8s_info: None,
-        };
-        c.add_host(&req).await.unwrap();
+        add_host(&c, i, h).await;
         let a = AddressRequest {
             name: format!("pod-{h}"),
             host: h.to_string(),
@@ -145,15 +150,7 @@ async fn blocks_taken_and_given_back_are_published_and_nothing_else() {
     let c = common::admin(&dir).await;
     c.apply_topology(&serde_json::from_str::<TopologyRequest>(FLAT).unwrap()).await.unwrap();
     for (i, h) in ["h1", "h2"].iter().enumerate() {
-        let req = HostRequest {
-            name: h.to_string(),
-            ip: format!("192.168.9.{}", i + 1),
-            ipv6: None,
-            agent_port: None,
-            tags: BTreeMap::new(),
-            k8s_info: None,
-        };
-        c.add_host(&req).await.unwrap();
+        add_host(&c, i, h).await;
     }
     let on_h2 = |name: &str, tenant: &str| AddressRequest {
         name: name.into(),
