@@ -11,8 +11,8 @@
 //! holding it kept the IPAM actor waiting for the lock (allocations p99 64 ms, maximum 668 ms, at
 //! load average 15; the same run at normal priority is in docs/benchmarks.md). `run_low`'s
 //! thread runs at nice 10, for jobs that hold no lock (the route sets' routes and JSON from an
-//! owned plan, large watch batches): on a busy machine requests (pod starts) come first, where
-//! at the normal priority a new block's 200 ms of such work doubled the pod starts beside it.
+//! owned plan): on a busy machine requests (pod starts) come first; at the normal priority a new
+//! block's 80-100 ms of that work at 5,000 x 50,000 competed with the pod starts beside it.
 
 use std::sync::mpsc::{Sender, channel};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -56,7 +56,7 @@ fn start(name: &str, threads: usize, nice: libc::c_int) -> Option<Mutex<Sender<J
 /// Lowers the calling thread's CPU priority (Linux: `PRIO_PROCESS` with 0 is the calling thread).
 /// Best effort: without it the jobs compete with requests as equals.
 #[allow(unsafe_code)]
-fn lower_priority(nice: libc::c_int) {
+pub(crate) fn lower_priority(nice: libc::c_int) {
     // SAFETY: setpriority takes plain integers and touches no memory of ours.
     let _ = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, nice) };
 }
@@ -122,9 +122,9 @@ mod tests {
         assert!(name.is_some_and(|n| n.starts_with("romanad-bg-")));
     }
 
-    /// The low pool's thread runs below the normal priority (nice 10); the normal pool's at it.
+    /// The low pool's thread runs at nice 10, below the normal pool's.
     #[tokio::test(flavor = "current_thread")]
-    async fn low_jobs_run_at_nice_10_and_normal_jobs_at_0() {
+    async fn low_jobs_run_at_nice_10_below_normal_jobs() {
         #[allow(unsafe_code)]
         fn nice() -> libc::c_int {
             // SAFETY: getpriority takes plain integers and touches no memory of ours.

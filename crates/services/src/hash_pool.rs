@@ -67,16 +67,9 @@ impl HashPool {
     }
 }
 
-/// Lowers the calling thread's CPU priority to nice 10 (Linux: `PRIO_PROCESS` with 0 is the
-/// calling thread). Best effort: without it, hashing competes with request threads as an equal.
-#[allow(unsafe_code)]
-fn lower_priority() {
-    // SAFETY: setpriority takes plain integers and touches no memory of ours.
-    let _ = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 10) };
-}
-
 fn worker(rx: &Mutex<Receiver<Job>>) {
-    lower_priority();
+    // Nice 10: when hashing saturates the pool, request threads still win.
+    crate::background::lower_priority(10);
     loop {
         // The lock is held only while waiting for the next job; a poisoned lock still holds the
         // receiver, which is fine to use.

@@ -140,10 +140,6 @@ impl RouteSetCache {
         self.sets.iter().map(|(h, (_, set))| (h, set))
     }
 
-    pub fn contains(&self, host: &str) -> bool {
-        self.sets.contains_key(host)
-    }
-
     pub fn len(&self) -> usize {
         self.sets.len()
     }

@@ -166,7 +166,7 @@ pub fn spawn(
                         cache.keep(host, found);
                     }
                 }
-                // What the store lacks, copied here too (at 5x a new block changes 109 sets of
+                // What the store lacks, copied here too (at 5x a new block changes 101 sets of
                 // 300 KB): the runtime's workers serve pod starts meanwhile.
                 let changes = cache.changes();
                 (cache, recomputed, changes)
