@@ -290,16 +290,30 @@ pub struct HostRoutesInfo {
     pub host: String,
     pub revision: i64,
     pub routes: Vec<RouteInfo>,
-    /// Routes a one-route-per-block scheme would install. Only in `GET /routes/{host}`: the set
-    /// the route manager publishes (`routes/<host>`) carries routes alone, so that it changes
-    /// only when they do (an address allocated in a block is not a new route for every host of
-    /// the leaf, issue 22).
+    /// Routes a one-route-per-block scheme would install; `RouteSetNotice::digest` is of the set
+    /// without it (and without `per_endpoint`, revision 0), so that it changes only when the
+    /// routes do (an address allocated in a block is not a new route for every host of the leaf).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub per_block: Option<usize>,
     /// Routes a one-route-per-endpoint scheme would install; like `per_block`, only in
     /// `GET /routes/{host}`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub per_endpoint: Option<usize>,
+}
+
+/// `routes/<host>` on the watch: the route manager's notice that the host's route set changed,
+/// put only when it does. The set itself is `GET /routes/{host}`: publishing every set whole
+/// wrote every host's set (300 KB each at 50,000 endpoints in a leaf of 100 hosts) to the store
+/// for every new block, and pod starts waited behind those writes (issue 22).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct RouteSetNotice {
+    pub host: String,
+    /// How many routes the set has.
+    pub routes: usize,
+    /// Lowercase hex SHA-256 of the set's JSON as `GET /routes/{host}` writes it with `revision`
+    /// 0 and without `per_block` and `per_endpoint`: a reader can tell whether the set it read is
+    /// the one announced (a replica behind the leader answers an older one).
+    pub digest: String,
 }
 
 /// `GET /fabric`: one prefix group as the fabric sees it: its prefix, the aggregate it announces,

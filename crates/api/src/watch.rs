@@ -5,7 +5,7 @@
 
 use crate::netpol::NetworkPolicy;
 use crate::policy::Policy;
-use crate::rest::{EndpointInfo, HostRoutesInfo, WatchEvent, WatchKind};
+use crate::rest::{EndpointInfo, RouteSetNotice, WatchEvent, WatchKind};
 
 /// A change on the watch, by resource; `value` is `None` for a delete (or a put without one).
 #[derive(Debug, Clone, PartialEq)]
@@ -23,9 +23,10 @@ pub enum Watched {
         key: String,
         value: Option<NetworkPolicy>,
     },
+    /// The host's route set changed (the set is `GET /routes/{host}`).
     Routes {
         host: String,
-        value: Option<HostRoutesInfo>,
+        value: Option<RouteSetNotice>,
     },
     /// A key this module does not type (tenants, segments, blocks...), or a line that is not a
     /// change (`synced`, `error`).
@@ -73,7 +74,7 @@ impl WatchEvent {
         } else if let Some(k) = key.strip_prefix("netpols/") {
             Watched::NetworkPolicy { key: k.to_owned(), value: decode(self, "NetworkPolicy")? }
         } else if let Some(host) = key.strip_prefix("routes/") {
-            Watched::Routes { host: host.to_owned(), value: decode(self, "route set")? }
+            Watched::Routes { host: host.to_owned(), value: decode(self, "route set notice")? }
         } else {
             Watched::Other { key: self.key.clone() }
         })

@@ -2,7 +2,9 @@
 //! lines serialize to the very JSON clients saw when these were strings and `json!` values, and
 //! read back to the same values.
 
-use romana_api::rest::{FabricGroup, HostRoutesInfo, RouteInfo, RouteKind, WatchEvent, WatchKind};
+use romana_api::rest::{
+    FabricGroup, HostRoutesInfo, RouteInfo, RouteKind, RouteSetNotice, WatchEvent, WatchKind,
+};
 use romana_api::watch::Watched;
 
 /// `value` serializes to exactly `json` and `json` reads back to `value`.
@@ -127,7 +129,7 @@ fn watch_lines_keep_their_json() {
 #[test]
 fn watch_values_are_typed_by_their_key() {
     let endpoint = serde_json::json!({"name": "pod-a", "ip": "10.0.0.5", "tenant": "t", "host": "h1"});
-    let routes = serde_json::json!({"host": "h1", "revision": 0, "routes": [{"dest": "10.2.0.0/16", "kind": "throw"}], "per_block": 1, "per_endpoint": 1});
+    let routes = serde_json::json!({"host": "h1", "routes": 1, "digest": "ab12"});
     let typed = |kind, key: &str, value: Option<serde_json::Value>| event(kind, key, value).watched();
     match typed(WatchKind::Put, "endpoints/pod-a", Some(endpoint.clone())) {
         Ok(Watched::Endpoint { name, value: Some(e) }) => {
@@ -151,13 +153,7 @@ fn watch_values_are_typed_by_their_key() {
             Some(routes),
             Watched::Routes {
                 host: "h1".into(),
-                value: Some(HostRoutesInfo {
-                    host: "h1".into(),
-                    revision: 0,
-                    routes: vec![route("10.2.0.0/16", RouteKind::Throw)],
-                    per_block: Some(1),
-                    per_endpoint: Some(1),
-                }),
+                value: Some(RouteSetNotice { host: "h1".into(), routes: 1, digest: "ab12".into() }),
             },
         ),
         (

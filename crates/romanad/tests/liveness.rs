@@ -1,5 +1,6 @@
 //! Host liveness: a host whose agent stops its heartbeat has its routes withdrawn from the other
-//! hosts' route sets (served and published on the watch), and they come back when it returns.
+//! hosts' route sets (served, and announced on the watch), and they come back when it returns;
+//! the notices on the watch name the sets `GET /routes/{host}` serves.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -16,6 +17,21 @@ const FLAT: &str = r#"{"networks":[{"name":"pods","cidr":"10.20.0.0/16","block_m
 
 async fn via(c: &Client, host: &str) -> Vec<String> {
     c.routes(host).await.unwrap().routes.into_iter().map(|r| r.kind.via().to_owned()).collect()
+}
+
+/// The notice the route manager publishes for `host`'s set as `GET /routes/{host}` serves it
+/// now: its size and the digest of its JSON without revision and counts.
+async fn notice_now(c: &Client, host: &str) -> serde_json::Value {
+    let mut set = c.routes(host).await.unwrap();
+    let routes = set.routes.len();
+    (set.revision, set.per_block, set.per_endpoint) = (0, None, None);
+    let notice = romana_services::route_sets::notice(host, routes, &serde_json::to_vec(&set).unwrap());
+    serde_json::from_slice(&notice).unwrap()
+}
+
+/// A watch line's value as JSON.
+fn value_of(ev: &romana_api::rest::WatchEvent) -> serde_json::Value {
+    serde_json::from_str(ev.value.as_ref().unwrap().get()).unwrap()
 }
 
 /// Host `name` with underlay address 192.168.9.(i + 1).
@@ -93,7 +109,9 @@ async fn dead_hosts_lose_their_routes_and_get_them_back() {
     assert_eq!(via(&c, "h1").await, vec!["h2", "h3"]);
     let mut published = c.watch("routes/h1", 0).await.unwrap();
     let first = published.recv().await.unwrap().unwrap();
-    assert!(first.value.unwrap().to_string().contains("\"via\":\"h2\""), "the published set routes to h2");
+    let before = notice_now(&c, "h1").await;
+    assert_eq!(value_of(&first), before, "the notice names the set served, which routes to h2");
+    assert_eq!(before["routes"], 2);
 
     // The agent dies: its routes go from h1's set, served and published.
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -105,9 +123,11 @@ async fn dead_hosts_lose_their_routes_and_get_them_back() {
     }
     let withdrawn = last_beat.elapsed();
     assert_eq!(via(&c, "h1").await, vec!["h3"]);
+    let after = notice_now(&c, "h1").await;
+    assert_ne!(after["digest"], before["digest"]);
     let mut saw_withdrawal = false;
     while let Ok(Some(Ok(ev))) = tokio::time::timeout(Duration::from_secs(5), published.recv()).await {
-        if ev.kind == "put" && !ev.value.unwrap().to_string().contains("\"via\":\"h2\"") {
+        if ev.kind == "put" && value_of(&ev) == after {
             saw_withdrawal = true;
             break;
         }
@@ -160,22 +180,24 @@ async fn blocks_taken_and_given_back_are_published_and_nothing_else() {
         ip: None,
     };
     let mut published = c.watch("routes/h1", 0).await.unwrap();
-    // The next set published for h1 (within 10 s), as text; the stream's `synced` skipped.
-    let mut next = async || -> Option<String> {
+    // The next notice published for h1 (within 10 s); the stream's `synced` skipped.
+    let mut next = async || -> Option<serde_json::Value> {
         loop {
             match tokio::time::timeout(Duration::from_secs(10), published.recv()).await {
-                Ok(Some(Ok(ev))) if ev.kind == "put" => return Some(ev.value.unwrap().to_string()),
+                Ok(Some(Ok(ev))) if ev.kind == "put" => return Some(value_of(&ev)),
                 Ok(Some(Ok(ev))) if ev.kind == "synced" => continue,
                 _ => return None,
             }
         }
     };
-    // The first block of h2's: in h1's set.
+    let dests = async |c: &Client| -> Vec<String> {
+        c.routes("h1").await.unwrap().routes.into_iter().map(|r| r.dest).collect()
+    };
+    // The first block of h2's: in h1's set, and announced.
     c.allocate(&on_h2("a", "t"), None).await.unwrap();
-    let mut first = next().await.expect("a set for h1");
-    while !first.contains("\"10.20.0.0/28\"") {
-        first = next().await.expect("h2's first block published in h1's set");
-    }
+    assert_eq!(dests(&c).await, ["10.20.0.0/28"]);
+    let first = notice_now(&c, "h1").await;
+    while next().await.expect("h2's first block announced in h1's notices") != first {}
     // Another address in that block: the same set, nothing written (the route manager ticks
     // every 200 ms).
     c.allocate(&on_h2("b", "t"), None).await.unwrap();
@@ -183,8 +205,9 @@ async fn blocks_taken_and_given_back_are_published_and_nothing_else() {
     // A block of another tenant next to it (h1 reaches both through one /27): published; its
     // last address released, withdrawn.
     c.allocate(&on_h2("c", "u"), None).await.unwrap();
-    let second = next().await.expect("the second block published");
-    assert!(second.contains("\"10.20.0.0/27\""), "the next set after an address in a held block: {second}");
+    assert_eq!(dests(&c).await, ["10.20.0.0/27"]);
+    let second = next().await.expect("the second block announced");
+    assert_eq!(second, notice_now(&c, "h1").await, "the next notice after an address in a held block");
     c.release("c").await.unwrap();
     let third = next().await.expect("the emptied block withdrawn");
     assert_eq!(third, first);

@@ -14,7 +14,7 @@ use romana_ipam::spec::HostSpec;
 use romana_ipam::{AllocRequest, Ipam};
 use romana_model::HostName;
 use romana_services::liveness::Liveness;
-use romana_services::route_cache::{RouteSetCache, published_set};
+use romana_services::route_cache::{RouteSetCache, published_notice, published_set};
 
 const TENANTS: usize = 4;
 const PER_HOST: usize = 20;
@@ -150,7 +150,7 @@ fn measure(hosts: usize, racks: usize, pods: Pods) -> Row {
     // The cache's answer is the fresh one.
     for i in [0, hosts / 2, hosts - 1] {
         let kept = cache.sets().find(|(h, _)| **h == host(i).to_string()).map(|(_, s)| s.clone());
-        assert_eq!(kept, published_set(&ipam, &live, &host(i)), "host {i}");
+        assert_eq!(kept, published_notice(&ipam, &live, &host(i)), "host {i}");
     }
     Row {
         hosts,

@@ -47,6 +47,7 @@ pub fn openapi() -> OpenApi {
         .schema_from::<rest::RouteKind>()
         .schema_from::<rest::FabricGroup>()
         .schema_from::<rest::HostRoutesInfo>()
+        .schema_from::<rest::RouteSetNotice>()
         .schema_from::<rest::WatchEvent>()
         .schema_from::<rest::WatchKind>()
         .schema_from::<rest::LoginRequest>()

@@ -1,5 +1,5 @@
-//! The route manager's route sets kept between passes, each with the stamp of the inputs it was
-//! computed from (`Ipam::route_stamps`): a pass recomputes only the hosts whose stamp moved, so
+//! The route manager's route sets kept between passes (as the notice it publishes for each:
+//! the set's digest and size), each with the stamp of the inputs it was computed from (`Ipam::route_stamps`): a pass recomputes only the hosts whose stamp moved, so
 //! one change (a block, a host, a death) costs its leaf's hosts, not every host; and which sets
 //! changed since they were last published, so that publishing writes those without comparing
 //! every set. Pure: the caller reads the IPAM and liveness and hands them in.
@@ -10,17 +10,25 @@ use romana_ipam::{HostRoutes, Ipam, RoutePlan};
 use romana_model::HostName;
 
 use crate::liveness::Liveness;
-use crate::route_sets::host_routes;
+use crate::route_sets::{host_routes, notice};
 
-/// A host's route set as the route manager publishes it: routes alone (no store revision, no
-/// per-block or per-endpoint counts), so that it changes only when the routes do; serde's JSON of
-/// `HostRoutesInfo` (what the cache's hand-written JSON must equal). `None` for a host the IPAM
-/// does not know.
+/// A host's route set as `GET /routes/{host}` answers it without the revision and the
+/// per-block and per-endpoint counts: serde's JSON of `HostRoutesInfo` (what the cache's
+/// hand-written JSON must equal, and what `RouteSetNotice::digest` is of). `None` for a host the
+/// IPAM does not know.
 pub fn published_set(ipam: &Ipam, live: &Liveness, host: &HostName) -> Option<Vec<u8>> {
     let mut set = host_routes(ipam, live, host, 0).ok()?;
     set.per_block = None;
     set.per_endpoint = None;
     Some(serde_json::to_vec(&set).expect("route sets serialize"))
+}
+
+/// What the route manager publishes for `host` (`routes/<host>`): the notice of its
+/// `published_set`.
+pub fn published_notice(ipam: &Ipam, live: &Liveness, host: &HostName) -> Option<Vec<u8>> {
+    let set = published_set(ipam, live, host)?;
+    let routes = host_routes(ipam, live, host, 0).ok()?.routes.len();
+    Some(notice(host.as_str(), routes, &set))
 }
 
 /// `host`'s stamp and routes from one IPAM state, without the routes through dead hosts
@@ -44,7 +52,8 @@ pub fn found(stamps: Vec<Option<u64>>, plan: RoutePlan) -> Vec<Option<(u64, Host
     stamps.into_iter().zip(plan.routes()).map(|(stamp, set)| Some((stamp?, set.ok()?))).collect()
 }
 
-/// Route sets by host name, each with its inputs' stamp, and what publishing owes the store.
+/// Route set notices by host name, each with its inputs' stamp, and what publishing owes the
+/// store.
 #[derive(Debug, Default)]
 pub struct RouteSetCache {
     sets: BTreeMap<String, (u64, Vec<u8>)>,
@@ -55,7 +64,8 @@ pub struct RouteSetCache {
     published: BTreeSet<String>,
 }
 
-/// What a publication writes: each changed set, and the hosts whose set is to be deleted.
+/// What a publication writes: the notice of each changed set, and the hosts whose notice is to
+/// be deleted.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Changes {
     pub put: Vec<(String, Vec<u8>)>,
@@ -90,13 +100,15 @@ impl RouteSetCache {
         }
     }
 
-    /// Keeps what `routes_of` found for `host` as its published set (serialized here: `routes_of`
-    /// is the part that needs the IPAM, so the route manager holds the IPAM's lock only for it).
-    /// A set equal to the one kept (its stamp moved, its routes did not) owes nothing.
+    /// Keeps what `routes_of` found for `host` as the notice to publish (serialized and digested
+    /// here: `routes_of` is the part that needs the IPAM, so the route manager holds the IPAM's
+    /// lock only for it). A set equal to the one kept (its stamp moved, its routes did not) owes
+    /// nothing.
     pub fn keep(&mut self, host: &HostName, found: Option<(u64, HostRoutes)>) {
         match found {
             Some((stamp, set)) => {
-                let set = romana_api::route_wire::published_json(&set);
+                let json = romana_api::route_wire::published_json(&set);
+                let set = notice(host.as_str(), set.routes.len(), &json);
                 if self.sets.get(host.as_str()).is_none_or(|(_, old)| *old != set) {
                     self.unpublished.insert(host.to_string());
                 }
@@ -135,7 +147,7 @@ impl RouteSetCache {
         self.unpublished = self.sets.keys().cloned().collect();
     }
 
-    /// Every kept set, by host name.
+    /// Every kept notice, by host name.
     pub fn sets(&self) -> impl Iterator<Item = (&String, &Vec<u8>)> {
         self.sets.iter().map(|(h, (_, set))| (h, set))
     }

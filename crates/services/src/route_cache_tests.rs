@@ -43,7 +43,7 @@ fn check_equal(cache: &RouteSetCache, ipam: &Ipam, live: &Liveness, step: &str) 
     let fresh: BTreeMap<String, Vec<u8>> = ipam
         .hosts()
         .iter()
-        .filter_map(|h| published_set(ipam, live, &h.name).map(|s| (h.name.to_string(), s)))
+        .filter_map(|h| published_notice(ipam, live, &h.name).map(|s| (h.name.to_string(), s)))
         .collect();
     let kept: BTreeMap<String, Vec<u8>> = cache.sets().map(|(h, s)| (h.clone(), s.clone())).collect();
     assert_eq!(kept, fresh, "after {step}");

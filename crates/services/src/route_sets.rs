@@ -1,10 +1,11 @@
 //! Route sets as the wire carries them, projected from the pure IPAM: a host's set (without
-//! routes through dead hosts) and the fabric's groups (`FabricGroup`, also what `romana ipam
-//! plan` prints), with each VIP's /32 toward the host serving it. Pure: no I/O, no HTTP.
+//! routes through dead hosts), the notice of it that the route manager publishes, and the
+//! fabric's groups (`FabricGroup`, also what `romana ipam plan` prints), with each VIP's /32
+//! toward the host serving it. Pure: no I/O, no HTTP.
 
 use std::collections::BTreeMap;
 
-use romana_api::rest::{FabricGroup, HostRoutesInfo, RouteInfo, RouteKind};
+use romana_api::rest::{FabricGroup, HostRoutesInfo, RouteInfo, RouteKind, RouteSetNotice};
 use romana_api::vip::VipInfo;
 use romana_ipam::{Ipam, IpamError, RouteTarget};
 use romana_model::HostName;
@@ -68,6 +69,23 @@ pub fn host_routes(
     revision: i64,
 ) -> Result<HostRoutesInfo, IpamError> {
     Ok(routes_info(ipam.host_routes(host)?, live, revision))
+}
+
+/// What the route manager puts at `routes/<host>` for a set of `routes` routes whose published
+/// JSON (`route_wire::published_json`) is `set`: a notice naming the set by digest, not the set.
+pub fn notice(host: &str, routes: usize, set: &[u8]) -> Vec<u8> {
+    let notice = RouteSetNotice { host: host.to_owned(), routes, digest: digest(set) };
+    serde_json::to_vec(&notice).expect("a notice serializes")
+}
+
+/// `RouteSetNotice::digest` of a set's published JSON.
+pub fn digest(set: &[u8]) -> String {
+    use std::fmt::Write as _;
+    let d = ring::digest::digest(&ring::digest::SHA256, set);
+    d.as_ref().iter().fold(String::with_capacity(64), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
 }
 
 fn routes_info(r: romana_ipam::HostRoutes, live: &Liveness, revision: i64) -> HostRoutesInfo {
@@ -226,5 +244,27 @@ mod tests {
         check(&[], &[]);
         check(&[("a", "h1"), ("b", "h3")], &["host", "group"]);
         check(&[("a", "h1"), ("b", "h2"), ("c", "h3"), ("d", "h3")], &["host", "group"]);
+    }
+
+    /// A notice is the set's size and the SHA-256 of its JSON (the digest a client recomputes
+    /// from `GET /routes/{host}`), and it differs whenever the set does.
+    #[test]
+    fn a_notice_names_its_set_by_digest() {
+        let empty = notice("h1", 0, b"");
+        assert_eq!(
+            std::str::from_utf8(&empty).expect("utf-8"),
+            r#"{"host":"h1","routes":0,"digest":"e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"}"#
+        );
+        let ipam = ipam(&[("a", "h2")]);
+        let live = Liveness::new(2);
+        let set =
+            crate::route_cache::published_set(&ipam, &live, &"h1".parse().expect("host")).expect("h1's");
+        let served: HostRoutesInfo = serde_json::from_slice(&set).expect("a set");
+        let n: RouteSetNotice =
+            serde_json::from_slice(&notice("h1", served.routes.len(), &set)).expect("a notice");
+        assert_eq!((n.routes, n.digest.len()), (1, 64), "h2's block");
+        let mut other = set.clone();
+        other.push(b' ');
+        assert_ne!(n.digest, digest(&other));
     }
 }
