@@ -36,46 +36,53 @@ impl From<&GroupRoutes> for FabricGroup {
     }
 }
 
-/// A host's route set as the route manager publishes it (`routes/<host>`, without the revision
-/// and the per-block and per-endpoint counts): byte for byte what serde writes for the
+/// A host's route set as the route manager digests it (`RouteSetNotice::digest`: without the
+/// revision and the per-block and per-endpoint counts): byte for byte what serde writes for the
 /// `HostRoutesInfo` of `r` (revision 0, no counts), written straight from the IPAM's routes.
 /// A new block in a leaf of a hundred hosts rewrites all their sets, and building a `RouteInfo`
 /// (three strings per route through `fmt`) and serde's flattened map for each route was most of
 /// the route manager's pass (issue 22, docs/benchmarks.md).
 pub fn published_json(r: &HostRoutes) -> Vec<u8> {
     let mut out = Vec::with_capacity(64 + r.routes.len() * 80);
+    write_published_json(r, &mut out);
+    out
+}
+
+/// `published_json` into `out` (cleared first): the route manager digests one set after another
+/// in one buffer instead of allocating (and giving back to the system) 300 KB per set.
+pub fn write_published_json(r: &HostRoutes, out: &mut Vec<u8>) {
+    out.clear();
     out.extend_from_slice(b"{\"host\":");
-    push_name(&mut out, r.host.as_str());
+    push_name(out, r.host.as_str());
     out.extend_from_slice(b",\"revision\":0,\"routes\":[");
     for (i, route) in r.routes.iter().enumerate() {
         if i > 0 {
             out.push(b',');
         }
         out.extend_from_slice(b"{\"dest\":\"");
-        push_ip(&mut out, route.dest.network());
+        push_ip(out, route.dest.network());
         out.push(b'/');
-        push_u8(&mut out, route.dest.prefix_len());
+        push_u8(out, route.dest.prefix_len());
         out.extend_from_slice(b"\",\"kind\":");
         match &route.target {
             RouteTarget::Host { name, ip } => {
                 // `via` and `via_ip` are never empty here (a host name has a character at least).
                 out.extend_from_slice(b"\"host\",\"via\":");
-                push_name(&mut out, name.as_str());
+                push_name(out, name.as_str());
                 out.extend_from_slice(b",\"via_ip\":\"");
-                push_ip(&mut out, *ip);
+                push_ip(out, *ip);
                 out.push(b'"');
             }
             RouteTarget::Group { path } if path.is_empty() => out.extend_from_slice(b"\"group\""),
             RouteTarget::Group { path } => {
                 out.extend_from_slice(b"\"group\",\"via\":");
-                push_name(&mut out, path);
+                push_name(out, path);
             }
             RouteTarget::Throw => out.extend_from_slice(b"\"throw\""),
         }
         out.push(b'}');
     }
     out.extend_from_slice(b"]}");
-    out
 }
 
 /// A JSON string: serde's escaping (host names need none, group paths may).

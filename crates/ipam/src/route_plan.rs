@@ -142,9 +142,15 @@ impl Ipam {
 
 impl RoutePlan {
     /// Each planned host's routes (sorted), in the order asked for; an unknown host is an error.
-    pub fn routes(mut self) -> Vec<Result<HostRoutes, IpamError>> {
+    pub fn routes(self) -> Vec<Result<HostRoutes, IpamError>> {
+        self.into_routes().collect()
+    }
+
+    /// `routes`, one host at a time: a caller that digests each set and drops it holds one set,
+    /// not every host's (a hundred sets of 4,000 routes in a leaf of a hundred hosts).
+    pub fn into_routes(mut self) -> impl Iterator<Item = Result<HostRoutes, IpamError>> {
         let hosts = std::mem::take(&mut self.hosts);
-        hosts.into_iter().map(|p| Ok(self.host_routes(p?))).collect()
+        hosts.into_iter().map(move |p| Ok(self.host_routes(p?)))
     }
 
     fn host_routes(&mut self, p: Planned) -> HostRoutes {

@@ -10,12 +10,18 @@
 //! (the route pass's plan, the listing of allocations), and at nice 10 a job preempted while
 //! holding it kept the IPAM actor waiting for the lock (allocations p99 64 ms, maximum 668 ms, at
 //! load average 15; the same run at normal priority is in docs/benchmarks.md). `run_low`'s
-//! thread runs at nice 10, for jobs that hold no lock (the route sets' routes and JSON from an
-//! owned plan): on a busy machine requests (pod starts) come first; at the normal priority a new
-//! block's 80-100 ms of that work at 5,000 x 50,000 competed with the pod starts beside it.
+//! thread is for jobs that hold no lock (the route sets' routes, JSON and digests from an owned
+//! plan): at the normal priority a new block's 80-100 ms of that work at 5,000 x 50,000 competed
+//! with the pod starts beside it. Each of its jobs starts at idle priority (`SCHED_IDLE`: the
+//! kernel counts a core running only it as free, so a woken request takes the core at once;
+//! at nice 10 the pod starts beside a pass still waited, docs/benchmarks.md), and one that has
+//! not answered within `IDLE_GRACE` is raised to nice 10, so that a saturated machine delays a
+//! route pass by that much, not indefinitely.
 
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::mpsc::{Sender, channel};
 use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
 
 type Job = Box<dyn FnOnce() + Send>;
 
@@ -23,8 +29,14 @@ type Job = Box<dyn FnOnce() + Send>;
 /// few).
 const THREADS: usize = 2;
 
-/// The low pool's nice value.
+/// The low pool's nice value, once a job is raised from idle priority.
 const LOW_NICE: libc::c_int = 10;
+
+/// How long a low job runs at idle priority before it is raised to `LOW_NICE`.
+const IDLE_GRACE: Duration = Duration::from_millis(500);
+
+/// The low pool thread's kernel thread id (0 until it started).
+static LOW_TID: AtomicI32 = AtomicI32::new(0);
 
 /// Starts `threads` threads named `name-N` taking jobs from one queue, each lowering its own
 /// priority to `nice` first (0: as it is).
@@ -37,6 +49,7 @@ fn start(name: &str, threads: usize, nice: libc::c_int) -> Option<Mutex<Sender<J
         let spawned = std::thread::Builder::new().name(format!("{name}-{i}")).spawn(move || {
             if nice != 0 {
                 lower_priority(nice);
+                LOW_TID.store(thread_id(), Ordering::Relaxed);
             }
             loop {
                 // Held only while waiting for the next job.
@@ -44,6 +57,9 @@ fn start(name: &str, threads: usize, nice: libc::c_int) -> Option<Mutex<Sender<J
                     Ok(job) => job,
                     Err(_) => return,
                 };
+                if nice != 0 {
+                    set_idle(0, true);
+                }
                 // A job that panics loses its answer (its caller panics in turn), not the thread.
                 let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
             }
@@ -61,6 +77,30 @@ pub(crate) fn lower_priority(nice: libc::c_int) {
     let _ = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, nice) };
 }
 
+#[allow(unsafe_code)]
+fn thread_id() -> i32 {
+    // SAFETY: gettid takes nothing and cannot fail.
+    unsafe { libc::gettid() }
+}
+
+/// Puts thread `tid` (0: the calling one) at idle priority, or back to the normal policy (its
+/// nice value kept). Best effort: a kernel or a limit that refuses leaves it as it was.
+#[allow(unsafe_code)]
+fn set_idle(tid: i32, idle: bool) {
+    let policy = if idle { libc::SCHED_IDLE } else { libc::SCHED_OTHER };
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: `param` lives across the call, which only reads it.
+    let _ = unsafe { libc::sched_setscheduler(tid, policy, &param) };
+}
+
+/// Raises the low pool's running job from idle priority to `LOW_NICE`.
+fn raise_low() {
+    let tid = LOW_TID.load(Ordering::Relaxed);
+    if tid != 0 {
+        set_idle(tid, false);
+    }
+}
+
 fn pool() -> Option<&'static Mutex<Sender<Job>>> {
     static POOL: OnceLock<Option<Mutex<Sender<Job>>>> = OnceLock::new();
     POOL.get_or_init(|| start("romanad-bg", THREADS, 0)).as_ref()
@@ -74,18 +114,21 @@ fn low_pool() -> Option<&'static Mutex<Sender<Job>>> {
 /// Runs `f` on a background thread and waits for its result without holding a runtime worker.
 /// Runs it in place when no background thread could be started (the work is done either way).
 pub async fn run<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
-    on(pool(), f).await
+    on(pool(), f, None).await
 }
 
 /// `run` at a lower priority, for jobs that take no lock (a job preempted while holding one
 /// would keep those who wait for it waiting at its priority).
 pub async fn run_low<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
-    on(low_pool(), f).await
+    on(low_pool(), f, Some(IDLE_GRACE)).await
 }
 
+/// Runs `f` on `pool` (in place without one); after `grace` without an answer, the low pool's
+/// job is raised from idle priority.
 async fn on<T: Send + 'static>(
     pool: Option<&Mutex<Sender<Job>>>,
     f: impl FnOnce() -> T + Send + 'static,
+    grace: Option<Duration>,
 ) -> T {
     let (tx, rx) = tokio::sync::oneshot::channel();
     let job: Job = Box::new(move || {
@@ -101,7 +144,18 @@ async fn on<T: Send + 'static>(
     if let Some(job) = job {
         job();
     }
-    match rx.await {
+    let mut rx = rx;
+    let answer = match grace {
+        Some(g) => match tokio::time::timeout(g, &mut rx).await {
+            Ok(a) => a,
+            Err(_) => {
+                raise_low();
+                rx.await
+            }
+        },
+        None => rx.await,
+    };
+    match answer {
         Ok(v) => v,
         // The job panicked on the thread: the same panic here, where it would have happened.
         Err(_) => panic!("a background job panicked"),
@@ -137,5 +191,30 @@ mod tests {
         let normal = run(nice).await;
         assert!(normal < LOW_NICE, "the tests run at nice {normal}: nothing to compare");
         assert_eq!(low.0, LOW_NICE);
+    }
+
+    /// A low job starts at idle priority and, still running after `IDLE_GRACE`, is raised to
+    /// the normal policy at nice 10; the next job starts idle again.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_low_job_starts_idle_and_is_raised_after_the_grace() {
+        #[allow(unsafe_code)]
+        fn policy() -> libc::c_int {
+            // SAFETY: sched_getscheduler takes a plain integer and touches no memory of ours.
+            unsafe { libc::sched_getscheduler(0) }
+        }
+        let started = std::time::Instant::now();
+        let (first, raised, waited) = run_low(move || {
+            let first = policy();
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while policy() == libc::SCHED_IDLE && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            (first, policy(), started.elapsed())
+        })
+        .await;
+        assert_eq!(first, libc::SCHED_IDLE);
+        assert_eq!(raised, libc::SCHED_OTHER, "raised after {waited:?}");
+        assert!(waited >= IDLE_GRACE, "raised after {waited:?}, before the grace");
+        assert_eq!(run_low(policy).await, libc::SCHED_IDLE, "the next job starts idle");
     }
 }

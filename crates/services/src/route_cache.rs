@@ -35,7 +35,7 @@ pub fn published_notice(ipam: &Ipam, live: &Liveness, host: &HostName) -> Option
 /// (`None`: the IPAM does not know it).
 pub fn routes_of(ipam: &Ipam, live: &Liveness, host: &HostName) -> Option<(u64, HostRoutes)> {
     let (stamps, plan) = plan_of(ipam, live, std::slice::from_ref(host));
-    found(stamps, plan).pop().flatten()
+    found(stamps, plan).next().flatten()
 }
 
 /// The part of `routes_of` for each of `hosts` that reads the IPAM: their stamps and what their
@@ -47,9 +47,10 @@ pub fn plan_of(ipam: &Ipam, live: &Liveness, hosts: &[HostName]) -> (Vec<Option<
     (ipam.route_stamps_of(hosts, &dead), ipam.route_plan(hosts, &dead))
 }
 
-/// The rest of `routes_of`, without the IPAM: each host's stamp and routes, in `plan_of`'s order.
-pub fn found(stamps: Vec<Option<u64>>, plan: RoutePlan) -> Vec<Option<(u64, HostRoutes)>> {
-    stamps.into_iter().zip(plan.routes()).map(|(stamp, set)| Some((stamp?, set.ok()?))).collect()
+/// The rest of `routes_of`, without the IPAM: each host's stamp and routes, in `plan_of`'s order,
+/// computed as they are taken.
+pub fn found(stamps: Vec<Option<u64>>, plan: RoutePlan) -> impl Iterator<Item = Option<(u64, HostRoutes)>> {
+    stamps.into_iter().zip(plan.into_routes()).map(|(stamp, set)| Some((stamp?, set.ok()?)))
 }
 
 /// Route set notices by host name, each with its inputs' stamp, and what publishing owes the
@@ -62,6 +63,8 @@ pub struct RouteSetCache {
     /// Hosts whose set the store may hold (every host a publication tried to write): the ones to
     /// delete when the IPAM drops them.
     published: BTreeSet<String>,
+    /// The set being digested: one buffer for every set of a pass.
+    scratch: Vec<u8>,
 }
 
 /// What a publication writes: the notice of each changed set, and the hosts whose notice is to
@@ -107,8 +110,8 @@ impl RouteSetCache {
     pub fn keep(&mut self, host: &HostName, found: Option<(u64, HostRoutes)>) {
         match found {
             Some((stamp, set)) => {
-                let json = romana_api::route_wire::published_json(&set);
-                let set = notice(host.as_str(), set.routes.len(), &json);
+                romana_api::route_wire::write_published_json(&set, &mut self.scratch);
+                let set = notice(host.as_str(), set.routes.len(), &self.scratch);
                 if self.sets.get(host.as_str()).is_none_or(|(_, old)| *old != set) {
                     self.unpublished.insert(host.to_string());
                 }

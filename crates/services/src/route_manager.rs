@@ -158,6 +158,7 @@ pub fn spawn(
             .await;
             // The routes, their JSON and its digest from the owned plans, holding no lock: at low
             // priority, so that pod starts beside a new block's pass are not slowed by it.
+            let planned = pass_start.elapsed();
             let (refreshed, recomputed, changes) = crate::background::run_low(move || {
                 let mut cache = taken;
                 let mut recomputed = 0;
@@ -198,6 +199,7 @@ pub fn spawn(
                 recomputed,
                 written,
                 compute_ms = computed.as_secs_f64() * 1e3,
+                plan_ms = planned.as_secs_f64() * 1e3,
                 publish_ms = (pass_start.elapsed() - computed).as_secs_f64() * 1e3,
                 ok,
                 "route pass"
