@@ -156,9 +156,9 @@ pub fn spawn(
                 (cache, plans)
             })
             .await;
+            let planned = pass_start.elapsed();
             // The routes, their JSON and its digest from the owned plans, holding no lock: at low
             // priority, so that pod starts beside a new block's pass are not slowed by it.
-            let planned = pass_start.elapsed();
             let (refreshed, recomputed, changes) = crate::background::run_low(move || {
                 let mut cache = taken;
                 let mut recomputed = 0;
@@ -191,7 +191,8 @@ pub fn spawn(
                 }
             }
             // How long a change takes to reach `routes/` at this size (docs/benchmarks.md,
-            // fan-out): `RUST_LOG=romana_services::route_manager=debug`.
+            // fan-out), and how much of it was the plan under the IPAM's lock (`plan_ms`):
+            // `RUST_LOG=romana_services::route_manager=debug`.
             tracing::debug!(
                 loaded_at = input.0.0,
                 routes_revision = input.0.1,
