@@ -1,8 +1,8 @@
 //! The cache against fresh computation: after every step of seeded random histories (hosts
 //! added and removed, addresses allocated and released, hosts dying and coming back), every
-//! kept set equals the set computed from scratch, and a store that receives each pass's
-//! `changes()` (some publications failing) holds exactly the kept sets once one succeeds; and one
-//! change recomputes only its rack.
+//! kept notice equals the notice of the set computed from scratch (serde's JSON), and a store
+//! that receives each pass's `changes()` (some publications failing) holds exactly the kept
+//! notices once one succeeds; and one change recomputes only its rack.
 
 use super::*;
 use romana_ipam::AllocRequest;
