@@ -1,8 +1,9 @@
-//! The route manager's route sets kept between passes (as the notice it publishes for each:
-//! the set's digest and size), each with the stamp of the inputs it was computed from (`Ipam::route_stamps`): a pass recomputes only the hosts whose stamp moved, so
-//! one change (a block, a host, a death) costs its leaf's hosts, not every host; and which sets
-//! changed since they were last published, so that publishing writes those without comparing
-//! every set. Pure: the caller reads the IPAM and liveness and hands them in.
+//! The route manager's route sets kept between passes (as the notice it publishes for each: the
+//! set's digest and size), each with the stamp of the inputs it was computed from
+//! (`Ipam::route_stamps`): a pass recomputes only the hosts whose stamp moved, so one change (a
+//! block, a host, a death) costs its leaf's hosts, not every host; and which sets changed since
+//! they were last published, so that publishing writes those without comparing every set. Pure:
+//! the caller reads the IPAM and liveness and hands them in.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -26,9 +27,10 @@ pub fn published_set(ipam: &Ipam, live: &Liveness, host: &HostName) -> Option<Ve
 /// What the route manager publishes for `host` (`routes/<host>`): the notice of its
 /// `published_set`.
 pub fn published_notice(ipam: &Ipam, live: &Liveness, host: &HostName) -> Option<Vec<u8>> {
-    let set = published_set(ipam, live, host)?;
-    let routes = host_routes(ipam, live, host, 0).ok()?.routes.len();
-    Some(notice(host.as_str(), routes, &set))
+    let mut set = host_routes(ipam, live, host, 0).ok()?;
+    (set.per_block, set.per_endpoint) = (None, None);
+    let json = serde_json::to_vec(&set).expect("route sets serialize");
+    Some(notice(host.as_str(), set.routes.len(), &json))
 }
 
 /// `host`'s stamp and routes from one IPAM state, without the routes through dead hosts
