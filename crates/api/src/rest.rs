@@ -295,8 +295,8 @@ pub struct HostRoutesInfo {
     /// routes do (an address allocated in a block is not a new route for every host of the leaf).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub per_block: Option<usize>,
-    /// Routes a one-route-per-endpoint scheme would install; like `per_block`, only in
-    /// `GET /routes/{host}`.
+    /// Routes a one-route-per-endpoint scheme would install; like `per_block`, left out of what
+    /// `RouteSetNotice::digest` is of.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub per_endpoint: Option<usize>,
 }

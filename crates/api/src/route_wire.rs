@@ -1,7 +1,7 @@
 //! The wire's route types from the IPAM core's: one `RouteInfo` per `romana_ipam::Route` and a
 //! `FabricGroup` per group's routes, so romanad (`GET /routes`, `GET /fabric`) and `romana ipam
-//! plan` print the same shape from the same code; and the route manager's published set written
-//! straight from the IPAM's routes (`published_json`).
+//! plan` print the same shape from the same code; and the set the route manager digests for its
+//! notices, written straight from the IPAM's routes (`published_json`).
 
 use std::net::IpAddr;
 

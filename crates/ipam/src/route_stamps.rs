@@ -3,8 +3,8 @@
 //! (their prefix and every owned block in them: prefix, owner, the owner's name and address) or,
 //! in a classic network, every host of the network; plus, in the route manager, which owners are
 //! dead. One change (a block, a host, a death) moves the stamps of one leaf's hosts, not all; an
-//! address allocated or released in a block moves none (the published set leaves out the
-//! per-block and per-endpoint counts, which would move with it).
+//! address allocated or released in a block moves none (the set the route manager digests and
+//! announces leaves out the per-block and per-endpoint counts, which would move with it).
 //!
 //! A stamp is a 64-bit hash of those inputs (std's SipHash with fixed keys, so deterministic):
 //! equal inputs give equal stamps; different inputs give different stamps but for a collision

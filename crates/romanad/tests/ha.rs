@@ -443,7 +443,8 @@ async fn an_agent_starts_before_romanad_and_fails_over() {
 }
 
 /// The route manager's leader replica is killed with SIGKILL: another replica leads (the leader
-/// key names it) and publishes route sets again: a host added right after the kill gets its set.
+/// key names it) and publishes route set notices again: a host added right after the kill gets
+/// its notice.
 /// The time from the kill to that first publication is printed (docs/benchmarks.md); only a hang
 /// fails.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -477,8 +478,8 @@ async fn the_route_managers_leader_hands_over() {
             .unwrap_or_else(|| panic!("the leader {leader} is one of the replicas"));
         let killed = Instant::now();
         h.replicas[victim].kill9();
-        // A new host right after the kill: only a leader publishes its route set, so the set
-        // appearing is the new leader's first publication.
+        // A new host right after the kill: only a leader publishes its set's notice, so the
+        // notice appearing is the new leader's first publication.
         let alive = h.replicas.iter().position(|r| r.pid().is_some()).unwrap();
         let name = format!("late{round}");
         h.clients[alive].add_host(&host(&name, &format!("192.168.6.{}", round + 1), &[])).await.unwrap();

@@ -12,13 +12,14 @@
 //! load average 15; the same run at normal priority is in docs/benchmarks.md). `run_low`'s
 //! thread is for jobs that hold no lock (the route sets' routes, JSON and digests from an owned
 //! plan): at the normal priority a new block's 80-100 ms of that work at 5,000 x 50,000 competed
-//! with the pod starts beside it. Each of its jobs starts at idle priority (`SCHED_IDLE`: the
-//! kernel counts a core running only it as free, so a woken request takes the core at once;
-//! at nice 10 the pod starts beside a pass still waited, docs/benchmarks.md), and one that has
-//! not answered within `IDLE_GRACE` is raised to nice 10, so that a saturated machine delays a
-//! route pass by that much, not indefinitely.
+//! with the pod starts beside it. Each of its jobs starts at idle priority (`SCHED_IDLE`: it
+//! never preempts a woken request; at nice 10 the pod starts beside a pass waited longer,
+//! docs/benchmarks.md), and one that has not answered within `IDLE_GRACE` is raised to nice 10,
+//! so that a saturated machine delays a route pass by that much, not indefinitely. Leaving idle
+//! priority needs `CAP_SYS_NICE` or `RLIMIT_NICE` of 10 or more (root, or systemd's
+//! `LimitNICE=10`): where the thread cannot, its jobs stay at nice 10 and never go idle.
 
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::mpsc::{Sender, channel};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -38,6 +39,9 @@ const IDLE_GRACE: Duration = Duration::from_millis(500);
 /// The low pool thread's kernel thread id (0 until it started).
 static LOW_TID: AtomicI32 = AtomicI32::new(0);
 
+/// The low pool's thread can go to idle priority and come back (`probe_idle`).
+static IDLE_OK: AtomicBool = AtomicBool::new(false);
+
 /// Starts `threads` threads named `name-N` taking jobs from one queue, each lowering its own
 /// priority to `nice` first (0: as it is).
 fn start(name: &str, threads: usize, nice: libc::c_int) -> Option<Mutex<Sender<Job>>> {
@@ -50,6 +54,7 @@ fn start(name: &str, threads: usize, nice: libc::c_int) -> Option<Mutex<Sender<J
             if nice != 0 {
                 lower_priority(nice);
                 LOW_TID.store(thread_id(), Ordering::Relaxed);
+                IDLE_OK.store(probe_idle(nice), Ordering::Relaxed);
             }
             loop {
                 // Held only while waiting for the next job.
@@ -57,9 +62,6 @@ fn start(name: &str, threads: usize, nice: libc::c_int) -> Option<Mutex<Sender<J
                     Ok(job) => job,
                     Err(_) => return,
                 };
-                if nice != 0 {
-                    set_idle(0, true);
-                }
                 // A job that panics loses its answer (its caller panics in turn), not the thread.
                 let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
             }
@@ -84,20 +86,40 @@ fn thread_id() -> i32 {
 }
 
 /// Puts thread `tid` (0: the calling one) at idle priority, or back to the normal policy (its
-/// nice value kept). Best effort: a kernel or a limit that refuses leaves it as it was.
+/// nice value kept); says whether the kernel agreed.
 #[allow(unsafe_code)]
-fn set_idle(tid: i32, idle: bool) {
+fn set_idle(tid: i32, idle: bool) -> bool {
     let policy = if idle { libc::SCHED_IDLE } else { libc::SCHED_OTHER };
     let param = libc::sched_param { sched_priority: 0 };
     // SAFETY: `param` lives across the call, which only reads it.
-    let _ = unsafe { libc::sched_setscheduler(tid, policy, &param) };
+    unsafe { libc::sched_setscheduler(tid, policy, &param) == 0 }
 }
 
-/// Raises the low pool's running job from idle priority to `LOW_NICE`.
+/// Whether a thread at `nice` can go to idle priority and come back: going is always allowed,
+/// coming back only with `CAP_SYS_NICE` or `RLIMIT_NICE` >= 20 - `nice` (a thread that went and
+/// could not come back would run every later job at idle priority, on a busy machine for as long
+/// as it stays busy). Tried on a thread of its own, which stays behind if it cannot.
+fn probe_idle(nice: libc::c_int) -> bool {
+    let tried = std::thread::Builder::new().name("romanad-probe".into()).spawn(move || {
+        lower_priority(nice);
+        set_idle(0, true) && set_idle(0, false)
+    });
+    let ok = tried.ok().and_then(|t| t.join().ok()).unwrap_or(false);
+    if !ok {
+        tracing::warn!(
+            "route passes cannot use idle priority (leaving it needs CAP_SYS_NICE or RLIMIT_NICE >= 10, \
+             e.g. systemd's LimitNICE=10); they run at nice 10"
+        );
+    }
+    ok
+}
+
+/// Raises the low pool's thread (running the late job, or one queued ahead of it) from idle
+/// priority to `LOW_NICE`.
 fn raise_low() {
     let tid = LOW_TID.load(Ordering::Relaxed);
-    if tid != 0 {
-        set_idle(tid, false);
+    if tid != 0 && !set_idle(tid, false) {
+        tracing::warn!("could not raise a late route pass from idle priority");
     }
 }
 
@@ -123,15 +145,22 @@ pub async fn run_low<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) 
     on(low_pool(), f, Some(IDLE_GRACE)).await
 }
 
-/// Runs `f` on `pool` (in place without one); after `grace` without an answer, the low pool's
-/// job is raised from idle priority.
+/// Runs `f` on `pool` (in place without one). With a `grace` (the low pool), the job starts at
+/// idle priority on the low pool's thread, and after `grace` without an answer it is raised (or,
+/// still queued, starts raised).
 async fn on<T: Send + 'static>(
     pool: Option<&Mutex<Sender<Job>>>,
     f: impl FnOnce() -> T + Send + 'static,
     grace: Option<Duration>,
 ) -> T {
     let (tx, rx) = tokio::sync::oneshot::channel();
+    let late = Arc::new(AtomicBool::new(false));
+    let late_job = Arc::clone(&late);
     let job: Job = Box::new(move || {
+        let on_low = LOW_TID.load(Ordering::Relaxed) == thread_id();
+        if grace.is_some() && on_low && IDLE_OK.load(Ordering::Relaxed) && !late_job.load(Ordering::Relaxed) {
+            set_idle(0, true);
+        }
         let _ = tx.send(f());
     });
     let job = match pool {
@@ -149,6 +178,7 @@ async fn on<T: Send + 'static>(
         Some(g) => match tokio::time::timeout(g, &mut rx).await {
             Ok(a) => a,
             Err(_) => {
+                late.store(true, Ordering::Relaxed);
                 raise_low();
                 rx.await
             }
@@ -193,28 +223,48 @@ mod tests {
         assert_eq!(low.0, LOW_NICE);
     }
 
-    /// A low job starts at idle priority and, still running after `IDLE_GRACE`, is raised to
-    /// the normal policy at nice 10; the next job starts idle again.
+    #[allow(unsafe_code)]
+    fn policy() -> libc::c_int {
+        // SAFETY: sched_getscheduler takes a plain integer and touches no memory of ours.
+        unsafe { libc::sched_getscheduler(0) }
+    }
+
+    /// Runs until the calling thread's policy is not idle (at most 10 s); returns the policy and
+    /// the nice value then.
+    fn until_raised() -> (libc::c_int, libc::c_int) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while policy() == libc::SCHED_IDLE && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        #[allow(unsafe_code)]
+        // SAFETY: getpriority takes plain integers and touches no memory of ours.
+        let nice = unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) };
+        (policy(), nice)
+    }
+
+    /// A low job starts at idle priority (where the thread can come back from it) and, still
+    /// running after `IDLE_GRACE`, is raised to the normal policy at nice 10; a job queued
+    /// behind it past its own grace starts raised; the next one starts idle again. One test:
+    /// the pool has one thread, and another test's long job would make these late.
     #[tokio::test(flavor = "current_thread")]
     async fn a_low_job_starts_idle_and_is_raised_after_the_grace() {
-        #[allow(unsafe_code)]
-        fn policy() -> libc::c_int {
-            // SAFETY: sched_getscheduler takes a plain integer and touches no memory of ours.
-            unsafe { libc::sched_getscheduler(0) }
-        }
-        let started = std::time::Instant::now();
-        let (first, raised, waited) = run_low(move || {
-            let first = policy();
-            let deadline = std::time::Instant::now() + Duration::from_secs(10);
-            while policy() == libc::SCHED_IDLE && std::time::Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            (first, policy(), started.elapsed())
-        })
-        .await;
-        assert_eq!(first, libc::SCHED_IDLE);
-        assert_eq!(raised, libc::SCHED_OTHER, "raised after {waited:?}");
-        assert!(waited >= IDLE_GRACE, "raised after {waited:?}, before the grace");
-        assert_eq!(run_low(policy).await, libc::SCHED_IDLE, "the next job starts idle");
+        let idle = if run_low(|| IDLE_OK.load(Ordering::Relaxed)).await {
+            libc::SCHED_IDLE
+        } else {
+            libc::SCHED_OTHER
+        };
+        let (first, raised) = run_low(move || (policy(), until_raised())).await;
+        assert_eq!(first, idle);
+        assert_eq!(raised, (libc::SCHED_OTHER, LOW_NICE));
+        // A job queued behind a long one: its caller's grace ends while it waits.
+        let (long, queued) = tokio::join!(
+            run_low(|| {
+                std::thread::sleep(IDLE_GRACE * 2);
+                policy()
+            }),
+            run_low(policy)
+        );
+        assert_eq!((long, queued), (libc::SCHED_OTHER, libc::SCHED_OTHER), "both raised");
+        assert_eq!(run_low(policy).await, idle, "the next job starts idle again");
     }
 }

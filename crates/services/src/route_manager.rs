@@ -191,7 +191,8 @@ pub fn spawn(
                 }
             }
             // How long a change takes to reach `routes/` at this size (docs/benchmarks.md,
-            // fan-out), and how much of it was the plan under the IPAM's lock (`plan_ms`):
+            // fan-out), and how much of it was the part on the normal pool (`plan_ms`: the stale
+            // hosts and their plan under the IPAM's lock, with the wait for a thread):
             // `RUST_LOG=romana_services::route_manager=debug`.
             tracing::debug!(
                 loaded_at = input.0.0,

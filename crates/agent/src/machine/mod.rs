@@ -47,7 +47,7 @@ pub const VERIFY_EVERY: Duration = Duration::from_secs(300);
 /// Which of the agent's watches an event came on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stream {
-    /// `routes/<host>`: this host's route set.
+    /// `routes/<host>`: the notice that this host's route set changed.
     Routes,
     /// What the firewall depends on: endpoints, policies, netpols, tenants, segments.
     Firewall,
