@@ -7,6 +7,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use romana_api::rest::HostRoutesInfo;
 use romana_ipam::{HostRoutes, Ipam, RoutePlan};
 use romana_model::HostName;
 
@@ -18,17 +19,20 @@ use crate::route_sets::{host_routes, notice};
 /// hand-written JSON must equal, and what `RouteSetNotice::digest` is of). `None` for a host the
 /// IPAM does not know.
 pub fn published_set(ipam: &Ipam, live: &Liveness, host: &HostName) -> Option<Vec<u8>> {
+    Some(serde_json::to_vec(&digested(ipam, live, host)?).expect("route sets serialize"))
+}
+
+/// `host`'s set without the revision and the counts: what a notice's digest is of.
+fn digested(ipam: &Ipam, live: &Liveness, host: &HostName) -> Option<HostRoutesInfo> {
     let mut set = host_routes(ipam, live, host, 0).ok()?;
-    set.per_block = None;
-    set.per_endpoint = None;
-    Some(serde_json::to_vec(&set).expect("route sets serialize"))
+    (set.per_block, set.per_endpoint) = (None, None);
+    Some(set)
 }
 
 /// What the route manager publishes for `host` (`routes/<host>`): the notice of its
 /// `published_set`.
 pub fn published_notice(ipam: &Ipam, live: &Liveness, host: &HostName) -> Option<Vec<u8>> {
-    let mut set = host_routes(ipam, live, host, 0).ok()?;
-    (set.per_block, set.per_endpoint) = (None, None);
+    let set = digested(ipam, live, host)?;
     let json = serde_json::to_vec(&set).expect("route sets serialize");
     Some(notice(host.as_str(), set.routes.len(), &json))
 }
