@@ -4,6 +4,7 @@
 //! romanad's data, not taken from the agent: an agent that believes something wrong is caught.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use romana_api::agent::v6_address_name;
 use romana_api::netpol::NetworkPolicy;
@@ -252,7 +253,8 @@ pub fn policy_inputs(s: &Snapshot) -> PolicyInputs {
 /// policy compiler makes from romanad's lists: the plan from one to the other must be empty.
 pub fn firewall(host: &str, inputs: &PolicyInputs, listing: Option<&str>) -> Vec<Violation> {
     let (policies, world, endpoints, _) = inputs;
-    let desired = romana_policy::compile(FirewallInput { host, policies, world, endpoints });
+    let policies: Vec<Arc<PolicyRules>> = policies.iter().cloned().map(Arc::new).collect();
+    let desired = romana_policy::compile(FirewallInput { host, policies: &policies, world, endpoints });
     let observed = match listing.map(romana_policy::nftjson::parse) {
         None => None,
         Some(Ok(o)) => Some(o),

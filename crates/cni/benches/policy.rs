@@ -359,6 +359,21 @@ async fn main() {
     let rss_mb = rss_mb(&_agent);
     let (cpu0, syncs0) =
         (agent_cpu_seconds(&_agent), agent_metric(&sock, "romana_agent_firewall_syncs_total"));
+    // `ROMANA_BENCH_MARKS=DIR`: files mark the phases for a profiler (`perf record -a` between
+    // them): `DIR/writes` and `DIR/writes-done` the policy writes, `DIR/loaded-adds` and
+    // `DIR/loaded-adds-done` the ADDs with the cluster loaded, `DIR/restart` and
+    // `DIR/restart-done` the first agent restart.
+    let marks = std::env::var_os("ROMANA_BENCH_MARKS").map(std::path::PathBuf::from);
+    let mark = |name: &str| {
+        if let Some(d) = &marks {
+            let _ = std::fs::write(d.join(name), "");
+        }
+    };
+    mark("writes");
+    if marks.is_some() {
+        // Time for the profiler to start.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
     // Write -> enforcement: one write each way. srv's policy is updated to admit another role
     // (the client is refused from then on), then back (admitted again).
     let (mut closing, mut opening) = (Vec::new(), Vec::new());
@@ -375,6 +390,7 @@ async fn main() {
         }
     }
 
+    mark("writes-done");
     let cpu_per_pass_ms = (agent_cpu_seconds(&_agent) - cpu0) * 1e3
         / (agent_metric(&sock, "romana_agent_firewall_syncs_total") - syncs0).max(1.0);
 
@@ -402,15 +418,7 @@ async fn main() {
         label_opening.push(until(netns_path(&cli), srv_ip, true, start).as_secs_f64() * 1e3);
     }
 
-    // ADD with the cluster loaded. `ROMANA_BENCH_MARKS=DIR`: files `DIR/loaded-adds` and
-    // `DIR/loaded-adds-done` mark the phase, for a profiler (`perf record -a` between them);
-    // `DIR/restart` and `DIR/restart-done` the first agent restart.
-    let marks = std::env::var_os("ROMANA_BENCH_MARKS").map(std::path::PathBuf::from);
-    let mark = |name: &str| {
-        if let Some(d) = &marks {
-            let _ = std::fs::write(d.join(name), "");
-        }
-    };
+    // ADD with the cluster loaded.
     mark("loaded-adds");
     if marks.is_some() {
         // Time for the profiler to start: the phase itself lasts well under a second.

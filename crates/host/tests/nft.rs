@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::process::Command;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use romana_host::{in_netns, nft};
@@ -89,7 +90,8 @@ fn policy(id: &str, from: &str) -> PolicyRules {
 
 fn table(eps: &[Endpoint], policies: &[PolicyRules]) -> Ruleset {
     let world = World { tenants: BTreeMap::from([("t".to_owned(), BTreeMap::new())]) };
-    compile(FirewallInput { host: "h0", policies, world: &world, endpoints: eps })
+    let policies: Vec<Arc<PolicyRules>> = policies.iter().cloned().map(Arc::new).collect();
+    compile(FirewallInput { host: "h0", policies: &policies, world: &world, endpoints: eps })
 }
 
 fn converged(ns: &Netns, want: &Ruleset) {

@@ -7,6 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::process::Command;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use romana_host::nftnl::ElementKey;
@@ -101,7 +102,7 @@ fn netlink_reads_what_nft_json_reads() {
         pod("c6", "fd00::2", "client", "h1"),
     ];
     let world = World { tenants: BTreeMap::from([("t".to_owned(), BTreeMap::new())]) };
-    let policies = [policy("p1"), policy("p2")];
+    let policies = [Arc::new(policy("p1")), Arc::new(policy("p2"))];
     let want = compile(FirewallInput { host: "h0", policies: &policies, world: &world, endpoints: &eps });
     foreign(&ns, &plan(None, &want).script);
     let read = by_netlink(&ns).unwrap();

@@ -8,6 +8,7 @@
 mod common;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use common::interp::path_allows;
 use romana_policy::firewall::{FirewallInput, compile};
@@ -104,10 +105,11 @@ fn check(path: &str) -> (usize, Vec<String>) {
                 }
             }
             let list: Vec<PolicyRules> = policies.values().cloned().collect();
+            let shared: Vec<Arc<PolicyRules>> = list.iter().cloned().map(Arc::new).collect();
             let tables: BTreeMap<String, Ruleset> = ["h0", "h1"]
                 .iter()
                 .map(|h| {
-                    let input = FirewallInput { host: h, policies: &list, world: &w, endpoints: &pods };
+                    let input = FirewallInput { host: h, policies: &shared, world: &w, endpoints: &pods };
                     ((*h).to_owned(), compile(input))
                 })
                 .collect();

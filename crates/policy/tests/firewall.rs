@@ -7,6 +7,7 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use common::interp::path_allows;
 use proptest::prelude::*;
@@ -211,11 +212,12 @@ fn case(seed: u64) -> Case {
 
 fn check_case(seed: u64) {
     let c = case(seed);
+    let shared = arcs(&c.policies);
     let tables: BTreeMap<&str, Ruleset> = HOSTS
         .iter()
         .map(|h| {
             let input =
-                FirewallInput { host: h, policies: &c.policies, world: &c.world, endpoints: &c.endpoints };
+                FirewallInput { host: h, policies: &shared, world: &c.world, endpoints: &c.endpoints };
             (*h, compile(input))
         })
         .collect();
@@ -288,9 +290,12 @@ proptest! {
     #[test]
     fn a_cached_compile_equals_a_fresh_one(seed in any::<u64>()) {
         let c = case(seed);
+        // The same objects from compile to compile (known unchanged without a comparison), and
+        // below copies (compared) and other rules under the same ids.
+        let shared = arcs(&c.policies);
         let mut cache = romana_policy::firewall::CompileCache::default();
-        for n in [c.policies.len(), c.policies.len() / 2, 0, c.policies.len()] {
-            let policies = &c.policies[..n];
+        for n in [shared.len(), shared.len() / 2, 0, shared.len()] {
+            let policies = &shared[..n];
             let input = FirewallInput { host: "h0", policies, world: &c.world, endpoints: &c.endpoints };
             let cached = romana_policy::firewall::compile_cached(input, &mut cache, 7);
             let fresh = compile(input);
@@ -299,11 +304,11 @@ proptest! {
         // The same ids with other contents (each policy takes the next one's rules): a policy
         // kept by id must not come back as it was.
         let n = c.policies.len();
-        let changed: Vec<PolicyRules> = c
+        let changed: Vec<Arc<PolicyRules>> = c
             .policies
             .iter()
             .enumerate()
-            .map(|(i, p)| PolicyRules { id: p.id.clone(), ..c.policies[(i + 1) % n].clone() })
+            .map(|(i, p)| Arc::new(PolicyRules { id: p.id.clone(), ..c.policies[(i + 1) % n].clone() }))
             .collect();
         let input = FirewallInput { host: "h0", policies: &changed, world: &c.world, endpoints: &c.endpoints };
         let (cached, fresh) = (romana_policy::firewall::compile_cached(input, &mut cache, 7), compile(input));
@@ -328,7 +333,8 @@ proptest! {
                 }
             }
             cache.endpoint_changed(&c.world, Some(&old), new.as_ref());
-            let input = FirewallInput { host: "h0", policies: &c.policies, world: &c.world, endpoints: &eps };
+            let copies = arcs(&c.policies);
+            let input = FirewallInput { host: "h0", policies: &copies, world: &c.world, endpoints: &eps };
             let cached = romana_policy::firewall::compile_cached(input, &mut cache, 7);
             let fresh = compile(input);
             prop_assert!(cached == fresh, "after step {}: {:?}", step, differences(&cached, &fresh));
@@ -336,9 +342,50 @@ proptest! {
         let added = Endpoint { id: "new".into(), ip: Some("10.0.0.200".parse().unwrap()), host: "h0".into(), ..c.endpoints[0].clone() };
         eps.push(added.clone());
         cache.endpoint_changed(&c.world, None, Some(&added));
-        let input = FirewallInput { host: "h0", policies: &c.policies, world: &c.world, endpoints: &eps };
+        let input = FirewallInput { host: "h0", policies: &shared, world: &c.world, endpoints: &eps };
         let (cached, fresh) = (romana_policy::firewall::compile_cached(input, &mut cache, 7), compile(input));
         prop_assert!(cached == fresh, "after an endpoint was added: {:?}", differences(&cached, &fresh));
+    }
+
+    /// Compile after compile with policies added, changed and removed in any mix (the cache
+    /// patches the table it returned last), the table equals a fresh compile: also after an
+    /// endpoint change (the cache builds the table again) and with two policies of one id.
+    #[test]
+    fn a_patched_table_equals_a_fresh_one(seed in any::<u64>()) {
+        let c = case(seed);
+        let n = c.policies.len();
+        let originals = arcs(&c.policies);
+        // Each id also with the next policy's rules.
+        let variants: Vec<Arc<PolicyRules>> = c
+            .policies
+            .iter()
+            .enumerate()
+            .map(|(i, p)| Arc::new(PolicyRules { id: p.id.clone(), ..c.policies[(i + 1) % n].clone() }))
+            .collect();
+        let (mut g, mut eps) = (Gen(seed ^ 0x9a7c), c.endpoints.clone());
+        let mut cache = romana_policy::firewall::CompileCache::default();
+        for step in 0..12 {
+            let mut list: Vec<Arc<PolicyRules>> = (0..n)
+                .filter_map(|i| match g.below(3) {
+                    0 => None,
+                    1 => Some(originals[i].clone()),
+                    _ => Some(variants[i].clone()),
+                })
+                .collect();
+            if step == 6 {
+                let i = g.below(eps.len());
+                let old = eps[i].clone();
+                eps[i] = Endpoint { labels: labels(&mut g), host: "h0".into(), ..old.clone() };
+                cache.endpoint_changed(&c.world, Some(&old), Some(&eps[i]));
+            }
+            if step == 9 && !list.is_empty() {
+                list.push(list[0].clone());
+            }
+            let input = FirewallInput { host: "h0", policies: &list, world: &c.world, endpoints: &eps };
+            let cached = romana_policy::firewall::compile_cached(input, &mut cache, 7);
+            let fresh = compile(input);
+            prop_assert!(cached == fresh, "step {}: {:?}", step, differences(&cached, &fresh));
+        }
     }
 }
 
@@ -352,8 +399,9 @@ proptest! {
         use romana_policy::firewall::{CompileCache, compile_cached};
         use romana_policy::incremental::{Refusal, endpoint_changes, plan_part};
         let c = case(seed);
+        let shared = arcs(&c.policies);
         let (mut cache, mut eps, mut g) = (CompileCache::default(), c.endpoints.clone(), Gen(seed ^ 0xadd));
-        let input = FirewallInput { host: "h0", policies: &c.policies, world: &c.world, endpoints: &eps };
+        let input = FirewallInput { host: "h0", policies: &shared, world: &c.world, endpoints: &eps };
         let mut known = Observed::of(&compile_cached(input, &mut cache, 7));
         for step in 0..8 {
             let i = g.below(eps.len());
@@ -371,7 +419,7 @@ proptest! {
                 (None, false) => eps.push(new.clone()),
             }
             let change = (old, Some(new).filter(|_| !gone));
-            let input = FirewallInput { host: "h0", policies: &c.policies, world: &c.world, endpoints: &eps };
+            let input = FirewallInput { host: "h0", policies: &shared, world: &c.world, endpoints: &eps };
             match endpoint_changes(&mut cache, &c.world, "h0", 7, &known, std::slice::from_ref(&change)) {
                 Ok(part) => {
                     let before = known.clone();
@@ -458,7 +506,12 @@ fn web_policy(id: &str, from: &str) -> PolicyRules {
 }
 
 fn table(w: &(World, Vec<Endpoint>, Vec<PolicyRules>)) -> Ruleset {
-    compile(FirewallInput { host: "h0", policies: &w.2, world: &w.0, endpoints: &w.1 })
+    compile(FirewallInput { host: "h0", policies: &arcs(&w.2), world: &w.0, endpoints: &w.1 })
+}
+
+/// The compiler's policies: shared, each its own object.
+fn arcs(policies: &[PolicyRules]) -> Vec<Arc<PolicyRules>> {
+    policies.iter().cloned().map(Arc::new).collect()
 }
 
 /// Plans `before` -> `after`, checks that applying the plan's effect gives `after` (no-op plan on

@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used)]
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use romana_api::netpol::NetworkPolicy;
 use romana_api::policy::Policy;
@@ -46,7 +47,8 @@ fn world() -> (World, Vec<Endpoint>) {
 
 fn check(name: &str, policies: &[PolicyRules]) {
     let (w, eps) = world();
-    let rs = compile(FirewallInput { host: "h1", policies, world: &w, endpoints: &eps });
+    let policies: Vec<Arc<PolicyRules>> = policies.iter().cloned().map(Arc::new).collect();
+    let rs = compile(FirewallInput { host: "h1", policies: &policies, world: &w, endpoints: &eps });
     let got = rs.render_replace();
     let path = format!("{}/tests/data/firewall/{name}.nft", env!("CARGO_MANIFEST_DIR"));
     if std::env::var_os("UPDATE_GOLDEN").is_some() {

@@ -10,14 +10,16 @@ use romana_api::netpol::NetworkPolicy;
 use romana_api::policy::Policy;
 use romana_api::rest::{EndpointInfo, Tenant, WatchEvent};
 use romana_api::watch::Watched;
-use romana_policy::{Endpoint, PolicyRules, cluster};
+use romana_policy::{Endpoint, PolicyRules, World, cluster};
 
 #[derive(Debug, Default)]
 pub struct Inputs {
     pub tenants: Vec<Tenant>,
-    /// Romana policies by id, and NetworkPolicies by `namespace/name`, as rules.
-    pub romana: BTreeMap<String, Vec<PolicyRules>>,
-    pub netpols: BTreeMap<String, PolicyRules>,
+    /// Romana policies by id, and NetworkPolicies by `namespace/name`, as rules. Shared: a pass
+    /// takes them without copying, and the compile cache knows an unchanged policy by its
+    /// object (a put with the same rules keeps the object it replaces).
+    pub romana: BTreeMap<String, Vec<Arc<PolicyRules>>>,
+    pub netpols: BTreeMap<String, Arc<PolicyRules>>,
     /// Every endpoint, as the slice the compiler takes, changed in place (no copy of 10,000
     /// endpoints per change: passes hold it only while they compile), and where each one is.
     pub endpoints: Arc<Vec<Endpoint>>,
@@ -39,6 +41,18 @@ pub struct Inputs {
     pub loaded: bool,
     /// What was left out of the firewall, and why, since the caller last took them.
     pub problems: Vec<String>,
+    /// Bumped by every endpoint change: with `stamp`, what the tenancy depends on.
+    endpoints_version: u64,
+    /// The tenancy as last derived: a policy write does not read 50,000 endpoints again.
+    tenancy: Option<Tenancy>,
+}
+
+/// The tenants' labels and implicit policies, derived at (`stamp`, `endpoints_version`).
+#[derive(Debug)]
+struct Tenancy {
+    at: (u64, u64),
+    world: World,
+    implicit: Vec<Arc<PolicyRules>>,
 }
 
 /// What romanad's lists said, as one value (`endpoints: None`: not read this time).
@@ -48,6 +62,14 @@ pub struct Lists {
     pub policies: Vec<Policy>,
     pub netpols: Vec<NetworkPolicy>,
     pub endpoints: Option<Vec<EndpointInfo>>,
+}
+
+/// `new` as the object `old` is when they are equal (a re-read, a put that changed nothing).
+fn reuse(old: Option<&Arc<PolicyRules>>, new: PolicyRules) -> Arc<PolicyRules> {
+    match old {
+        Some(o) if **o == new => o.clone(),
+        _ => Arc::new(new),
+    }
 }
 
 fn netpol_key(np: &NetworkPolicy) -> String {
@@ -61,6 +83,7 @@ impl Inputs {
 
     /// Sets (`Some`) or removes (`None`) an endpoint; returns what it was.
     fn put_endpoint(&mut self, name: &str, ep: Option<Endpoint>) -> Option<Endpoint> {
+        self.endpoints_version += 1;
         let list = Arc::make_mut(&mut self.endpoints);
         match (self.positions.get(name).copied(), ep) {
             (Some(i), Some(ep)) => Some(std::mem::replace(&mut list[i], ep)),
@@ -98,7 +121,11 @@ impl Inputs {
     fn set_romana(&mut self, p: &Policy) {
         self.rules_dirty = true;
         match cluster::romana_rules(p) {
-            Ok(r) => self.romana.insert(p.id.clone(), r),
+            Ok(r) => {
+                let old = self.romana.remove(&p.id).unwrap_or_default();
+                let r = r.into_iter().map(|r| reuse(old.iter().find(|o| o.id == r.id), r)).collect();
+                self.romana.insert(p.id.clone(), r)
+            }
             Err(e) => {
                 self.problems.push(e.to_string());
                 self.romana.remove(&p.id)
@@ -109,7 +136,11 @@ impl Inputs {
     fn set_netpol(&mut self, np: &NetworkPolicy) {
         self.rules_dirty = true;
         match cluster::netpol_rules(np) {
-            Ok(r) => self.netpols.insert(netpol_key(np), r),
+            Ok(r) => {
+                let key = netpol_key(np);
+                let r = reuse(self.netpols.get(&key), r);
+                self.netpols.insert(key, r)
+            }
             Err(e) => {
                 self.problems.push(e.to_string());
                 self.netpols.remove(&netpol_key(np))
@@ -140,8 +171,11 @@ impl Inputs {
     /// what is known, so that a periodic re-read that finds nothing new costs nothing.
     pub fn replace(&mut self, lists: Lists) {
         self.set_tenants(lists.tenants);
-        self.romana.clear();
-        self.netpols.clear();
+        // Policies not listed go; listed ones keep their objects where their rules are the same.
+        let ids: BTreeSet<&str> = lists.policies.iter().map(|p| p.id.as_str()).collect();
+        self.romana.retain(|id, _| ids.contains(id.as_str()));
+        let keys: BTreeSet<String> = lists.netpols.iter().map(netpol_key).collect();
+        self.netpols.retain(|key, _| keys.contains(key));
         lists.policies.iter().for_each(|p| self.set_romana(p));
         lists.netpols.iter().for_each(|np| self.set_netpol(np));
         if let Some(eps) = lists.endpoints {
@@ -214,8 +248,28 @@ impl Inputs {
         false
     }
 
+    /// The tenants' labels and their isolation as implicit policies (`cluster::tenancy`), derived
+    /// again only when tenants or endpoints changed since; an implicit policy whose rules stay
+    /// the same keeps its object. Problems go to `problems` when derived.
+    pub fn tenancy(&mut self) -> (World, Vec<Arc<PolicyRules>>) {
+        let at = (self.stamp, self.endpoints_version);
+        match &self.tenancy {
+            Some(t) if t.at == at => (t.world.clone(), t.implicit.clone()),
+            _ => {
+                let (world, implicit, problems) = cluster::tenancy(&self.tenants, &self.endpoints);
+                self.problems.extend(problems);
+                let old = self.tenancy.take().map(|t| t.implicit).unwrap_or_default();
+                let implicit: Vec<Arc<PolicyRules>> =
+                    implicit.into_iter().map(|p| reuse(old.iter().find(|o| o.id == p.id), p)).collect();
+                self.tenancy = Some(Tenancy { at, world: world.clone(), implicit: implicit.clone() });
+                (world, implicit)
+            }
+        }
+    }
+
     /// Every policy the compiler takes: Romana's, NetworkPolicies, and `implicit` (tenancy's).
-    pub fn policies(&self, implicit: &[PolicyRules]) -> Vec<PolicyRules> {
+    /// Shares the policies (5,000 of them are a few microseconds, not copies of their rules).
+    pub fn policies(&self, implicit: &[Arc<PolicyRules>]) -> Vec<Arc<PolicyRules>> {
         self.romana.values().flatten().chain(self.netpols.values()).chain(implicit).cloned().collect()
     }
 }

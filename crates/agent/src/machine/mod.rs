@@ -468,4 +468,6 @@ pub fn repair_wait(every: Duration, last_read: Duration) -> Duration {
 }
 
 #[cfg(test)]
+mod inputs_tests;
+#[cfg(test)]
 mod tests;

@@ -12,7 +12,7 @@ use romana_policy::firewall::{CompileCache, FirewallInput, compile_cached, unfil
 use romana_policy::incremental::{Change, Part, Refusal, endpoint_changes, plan_part};
 use romana_policy::nftplan::{NftPlan, Observed, PlanSummary, plan};
 use romana_policy::ruleset::Ruleset;
-use romana_policy::{Endpoint, PolicyRules, World, cluster};
+use romana_policy::{Endpoint, PolicyRules, World};
 
 use super::inputs::Inputs;
 
@@ -43,7 +43,7 @@ pub struct PassState {
 #[derive(Debug)]
 pub struct Snapshot {
     world: World,
-    policies: Vec<PolicyRules>,
+    policies: Vec<Arc<PolicyRules>>,
     endpoints: Arc<Vec<Endpoint>>,
     stamp: u64,
     pending: Vec<(Option<Endpoint>, Option<Endpoint>)>,
@@ -55,8 +55,7 @@ pub fn snapshot(i: &mut Inputs) -> Snapshot {
     i.rules_dirty = false;
     i.confirm = false;
     let endpoints = i.endpoints.clone();
-    let (world, implicit, problems) = cluster::tenancy(&i.tenants, &endpoints);
-    i.problems.extend(problems);
+    let (world, implicit) = i.tenancy();
     let policies = i.policies(&implicit);
     Snapshot { world, policies, endpoints, stamp: i.stamp, pending: std::mem::take(&mut i.pending) }
 }

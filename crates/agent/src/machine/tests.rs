@@ -84,7 +84,7 @@ fn gw() -> Vec<std::net::IpAddr> {
 }
 
 /// A state whose policies were read once and whose pass ran.
-fn loaded() -> State {
+pub fn loaded() -> State {
     let mut s = State::new("h1".into(), gw(), true);
     let t0 = Instant::now();
     step(&mut s, Event::FirewallWake { now: t0 });
