@@ -102,13 +102,6 @@ pub struct CompileCache {
     isolating: HashMap<IpAddr, [u32; 2]>,
 }
 
-impl PolicyEntry {
-    /// Whether this entry is `p` compiled: the same object (no comparison), or equal rules.
-    fn compiles(&self, p: &Arc<PolicyRules>) -> bool {
-        Arc::ptr_eq(&self.compiled.rules, p) || *self.compiled.rules == **p
-    }
-}
-
 #[derive(Debug)]
 pub(crate) struct PolicyEntry {
     pub(crate) compiled: Arc<CompiledPolicy>,
@@ -117,6 +110,13 @@ pub(crate) struct PolicyEntry {
     /// The target sets (`<base>-t-4`, `-6`) and their addresses (for the isolation sets).
     pub(crate) target_sets: Vec<(String, Arc<Set>)>,
     pub(crate) target_ips: Vec<IpAddr>,
+}
+
+impl PolicyEntry {
+    /// Whether this entry is `p` compiled: the same object (no comparison), or equal rules.
+    fn compiles(&self, p: &Arc<PolicyRules>) -> bool {
+        Arc::ptr_eq(&self.compiled.rules, p) || *self.compiled.rules == **p
+    }
 }
 
 /// What depends on a policy alone: its chains and jumps (the sets they name are found by name).
