@@ -99,6 +99,8 @@ pub struct CompileCache {
     last: Option<Ruleset>,
     /// How many of the last compile's policies isolate each local address, per direction
     /// (`ingress-isolated`, `egress-isolated`): an address leaves its set with its last policy.
+    /// Read only beside `last` (an endpoint change leaves it stale and drops `last`; the next
+    /// whole compile counts again).
     isolating: HashMap<IpAddr, [u32; 2]>,
 }
 
