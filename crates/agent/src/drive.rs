@@ -16,8 +16,23 @@ pub async fn converge<K: KernelRoutes>(
     k: &mut K,
     plan: impl FnOnce(HostState) -> Option<Plan>,
 ) -> Result<Option<Plan>, K::Error> {
-    let Some(plan) = plan(k.observe().await?) else { return Ok(None) };
+    let t = std::time::Instant::now();
+    let observed = k.observe().await?;
+    let observe_ms = t.elapsed().as_secs_f64() * 1e3;
+    let t = std::time::Instant::now();
+    let Some(plan) = plan(observed) else { return Ok(None) };
+    let plan_ms = t.elapsed().as_secs_f64() * 1e3;
+    let t = std::time::Instant::now();
     k.apply(&plan).await?;
+    // A route pass's times (the kernel's routes read, the plan under the core's lock, its
+    // steps applied): `RUST_LOG=romana_agent::drive=debug`.
+    tracing::debug!(
+        observe_ms,
+        plan_ms,
+        apply_ms = t.elapsed().as_secs_f64() * 1e3,
+        steps = plan.steps.len(),
+        "route pass"
+    );
     Ok(Some(plan))
 }
 

@@ -223,6 +223,7 @@ async fn main() -> Result<()> {
         }),
         deliver,
         routes_revision: Default::default(),
+        routes_etag: Default::default(),
         auth_refusals: Default::default(),
         report: Mutex::default(),
     });
@@ -330,18 +331,55 @@ async fn perform(shared: &shared::Shared, args: &Args, creds: &Credentials, acti
             }
         }
         Action::ReadRoutes => {
-            let read = match client.routes(&args.host).await {
-                Ok(r) => {
+            let t = Instant::now();
+            let held = shared.routes_etag.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            let read = match client.routes_json_if_changed(&args.host, held.as_deref()).await {
+                Ok(answer) => {
                     *shared.last_contact.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
-                    shared.routes_revision.store(r.revision, Ordering::Relaxed);
-                    Some(r)
+                    answer
                 }
                 Err(e) => {
                     tracing::warn!(host = %args.host, error = %e, "cannot read this host's routes; keeping the last set");
-                    None
+                    return shared.step(Event::RoutesRead(None));
                 }
             };
-            let next = shared.step(Event::RoutesRead(read));
+            // The routes are the ones held (a notice moved by a block of this host's own that
+            // changed none of them): nothing to parse, nothing to converge.
+            let Some((json, etag)) = read else {
+                let read_ms = t.elapsed().as_secs_f64() * 1e3;
+                tracing::debug!(target: "romana_agent::drive", read_ms, "route set read: unchanged");
+                return vec![];
+            };
+            // Parsed on a blocking thread: the agent's runtime serves CNI ADDs meanwhile.
+            let parsed = tokio::task::spawn_blocking(move || {
+                serde_json::from_slice::<romana_api::rest::HostRoutesInfo>(&json)
+                    .map(|r| (r.revision, romana_agent::machine::routes::peer_routes(&r)))
+            })
+            .await;
+            let (revision, routes) = match parsed {
+                Ok(Ok(parsed)) => parsed,
+                Ok(Err(e)) => {
+                    tracing::warn!(host = %args.host, error = %e, "romanad's route set does not parse; keeping the last set");
+                    return shared.step(Event::RoutesRead(None));
+                }
+                Err(e) => {
+                    tracing::warn!(host = %args.host, error = %e, "the route set's parse failed; keeping the last set");
+                    return shared.step(Event::RoutesRead(None));
+                }
+            };
+            let read_ms = t.elapsed().as_secs_f64() * 1e3;
+            shared.routes_revision.store(revision, Ordering::Relaxed);
+            *shared.routes_etag.lock().unwrap_or_else(|e| e.into_inner()) = etag;
+            let t = Instant::now();
+            let next = shared.step(Event::RoutesRead(Some(routes)));
+            // The read (request, then the parse off the runtime) and its step (under the
+            // core's lock): `RUST_LOG=romana_agent::drive=debug`.
+            tracing::debug!(
+                target: "romana_agent::drive",
+                read_ms,
+                step_ms = t.elapsed().as_secs_f64() * 1e3,
+                "route set read"
+            );
             m.routes.store(shared.core().routes.len() as u64, Ordering::Relaxed);
             return next;
         }

@@ -29,6 +29,9 @@ pub struct Shared {
     pub deliver: Option<Arc<crate::fastpath::Deliver>>,
     /// The revision of the route set last read from romanad (the diagnosis shows it).
     pub routes_revision: AtomicI64,
+    /// The `ETag` of the route set last read: sent back with the next read, which romanad
+    /// answers without the set (304) while its routes are the same.
+    pub routes_etag: Mutex<Option<String>>,
     /// Heartbeats refused with 401 in a row.
     pub auth_refusals: AtomicU64,
     /// The last diagnosis's report, sent with each heartbeat (`diagnose_host.rs`).

@@ -290,30 +290,38 @@ pub struct HostRoutesInfo {
     pub host: String,
     pub revision: i64,
     pub routes: Vec<RouteInfo>,
-    /// Routes a one-route-per-block scheme would install; `RouteSetNotice::digest` is of the set
-    /// without it (and without `per_endpoint`, revision 0), so that it changes only when the
-    /// routes do (an address allocated in a block is not a new route for every host of the leaf).
+    /// Routes a one-route-per-block scheme would install (they move with every address
+    /// allocated; the stamp does not).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub per_block: Option<usize>,
-    /// Routes a one-route-per-endpoint scheme would install; like `per_block`, left out of what
-    /// `RouteSetNotice::digest` is of.
+    /// Routes a one-route-per-endpoint scheme would install.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub per_endpoint: Option<usize>,
+    /// The stamp of what this set was computed from (`RouteSetNotice::stamp`): equal to the last
+    /// notice's, the replica that answered has the set announced; different, it is behind (or
+    /// ahead, and a newer notice is on its way).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stamp: Option<String>,
 }
 
-/// `routes/<host>` on the watch: the route manager's notice that the host's route set changed,
-/// put only when it does. The set itself is `GET /routes/{host}`: publishing every set whole
-/// wrote every host's set (300 KB each at 50,000 endpoints in a leaf of 100 hosts) to the store
-/// for every new block, and pod starts waited behind those writes (issue 22).
+/// `routes/<host>` on the watch: the route manager's notice that the host's route set changed.
+/// The set itself is `GET /routes/{host}`: publishing every set whole wrote every host's set
+/// (300 KB each at 50,000 endpoints in a leaf of 100 hosts) to the store for every new block,
+/// and pod starts waited behind those writes; a notice naming each set by a digest of its
+/// routes cost the route manager every set of the leaf computed again per new block (80-100 ms
+/// of CPU at that size, beside the pod starts), so it names the set by the stamp of its inputs
+/// (issue 22).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct RouteSetNotice {
     pub host: String,
-    /// How many routes the set has.
-    pub routes: usize,
-    /// Lowercase hex SHA-256 of the set's JSON as `GET /routes/{host}` writes it with `revision`
-    /// 0 and without `per_block` and `per_endpoint`: a reader can tell whether the set it read is
-    /// the one announced (a replica behind the leader answers an older one).
-    pub digest: String,
+    /// Lowercase hex (16 digits) of the 64-bit stamp of what the set is computed from: the
+    /// blocks of the host's leaf groups with their owners (name, addresses, alive or not), or
+    /// the hosts of its classic networks. Equal stamps mean equal sets; a stamp moves when the
+    /// set's inputs do, mostly when the set does (a new block of the host's own that no other
+    /// host's aggregate covered moves the stamp, not the routes: `GET /routes/{host}` with the
+    /// `ETag` of the routes held answers 304 then). `GET /routes/{host}` answers the stamp of
+    /// the set it serves.
+    pub stamp: String,
 }
 
 /// `GET /fabric`: one prefix group as the fabric sees it: its prefix, the aggregate it announces,

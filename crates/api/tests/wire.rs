@@ -43,11 +43,12 @@ fn route_kinds_keep_their_json() {
         routes: cases.iter().map(|(r, _)| r.clone()).collect(),
         per_block: Some(3),
         per_endpoint: Some(40),
+        stamp: Some("00ab12cd34ef5678".into()),
     };
     check(
         &set,
         &format!(
-            r#"{{"host":"h2","revision":9,"routes":[{}],"per_block":3,"per_endpoint":40}}"#,
+            r#"{{"host":"h2","revision":9,"routes":[{}],"per_block":3,"per_endpoint":40,"stamp":"00ab12cd34ef5678"}}"#,
             cases.iter().map(|(_, j)| *j).collect::<Vec<_>>().join(",")
         ),
     );
@@ -129,7 +130,7 @@ fn watch_lines_keep_their_json() {
 #[test]
 fn watch_values_are_typed_by_their_key() {
     let endpoint = serde_json::json!({"name": "pod-a", "ip": "10.0.0.5", "tenant": "t", "host": "h1"});
-    let routes = serde_json::json!({"host": "h1", "routes": 1, "digest": "ab12"});
+    let routes = serde_json::json!({"host": "h1", "stamp": "00000000000000ab"});
     let typed = |kind, key: &str, value: Option<serde_json::Value>| event(kind, key, value).watched();
     match typed(WatchKind::Put, "endpoints/pod-a", Some(endpoint.clone())) {
         Ok(Watched::Endpoint { name, value: Some(e) }) => {
@@ -153,7 +154,7 @@ fn watch_values_are_typed_by_their_key() {
             Some(routes),
             Watched::Routes {
                 host: "h1".into(),
-                value: Some(RouteSetNotice { host: "h1".into(), routes: 1, digest: "ab12".into() }),
+                value: Some(RouteSetNotice { host: "h1".into(), stamp: "00000000000000ab".into() }),
             },
         ),
         (

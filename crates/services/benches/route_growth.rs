@@ -1,9 +1,11 @@
 //! Growth of the route manager's computation with the number of hosts: every host's route set
-//! computed from scratch (what a pass cost before `route_cache.rs`, and what the first pass
-//! still costs), a pass with nothing changed, and the cost of one change (a host added with an
-//! endpoint, so a new block; a new tenant's block on an existing host) through the cache, at
-//! 100, 1,000 and 5,000 hosts; the new block's sets also one host at a time as the pass
-//! computed them before the leaf's trie was shared (the baseline, same run). Pure: the IPAM core and the route sets, no store, no HTTP.
+//! computed from scratch (as `GET /routes/{host}` writes it), a pass with nothing changed, and
+//! the cost of one change (a host added with an endpoint, so a new block; a new tenant's block
+//! on an existing host) through the cache of stamps, at 100, 1,000 and 5,000 hosts; the new
+//! block's pass also as it was while notices carried a digest of each set (every moved set's
+//! routes from one shared leaf trie, its JSON and SHA-256: the baseline, same run), and what
+//! the moved sets cost their readers (`GET /routes/{host}`, per set). Pure: the IPAM core and
+//! the route sets, no store, no HTTP.
 //!
 //! `cargo bench -p romana-services --bench route_growth [-- --quick]`
 
@@ -14,7 +16,8 @@ use romana_ipam::spec::HostSpec;
 use romana_ipam::{AllocRequest, Ipam};
 use romana_model::HostName;
 use romana_services::liveness::Liveness;
-use romana_services::route_cache::{RouteSetCache, published_notice, published_set};
+use romana_services::route_cache::{RouteSetCache, published_notice};
+use romana_services::route_sets::host_routes_json;
 
 const TENANTS: usize = 4;
 const PER_HOST: usize = 20;
@@ -76,30 +79,46 @@ fn build(hosts: usize, racks: usize, pods: Pods) -> Ipam {
     ipam
 }
 
-/// The route manager's pass through the cache: (sets computed, time).
+/// The route manager's pass through the cache: (notices moved, time).
 fn pass(cache: &mut RouteSetCache, ipam: &Ipam, live: &Liveness) -> (usize, Duration) {
-    pass_against_before(cache, ipam, live).0
+    let t = Instant::now();
+    let moved = cache.refresh(ipam, live);
+    let changes = cache.changes();
+    let took = t.elapsed();
+    assert_eq!(changes.put.len(), moved);
+    cache.published();
+    (moved, took)
 }
 
-/// `pass`, and the time the same sets took one host at a time as the pass computed them before
-/// (a stamp and a trie per host, each set through `RouteInfo` and serde: `published_set`).
-fn pass_against_before(
-    cache: &mut RouteSetCache,
-    ipam: &Ipam,
-    live: &Liveness,
-) -> ((usize, Duration), Duration) {
+/// `pass` with, for the hosts it moved, the pass as it was while a notice carried a digest of
+/// the set (their stamps, their routes from one shared leaf trie, the JSON and its SHA-256),
+/// and what their readers cost (`GET /routes/{host}` for each, one after another).
+struct Compared {
+    now: (usize, Duration),
+    before: Duration,
+    reads: Duration,
+}
+
+fn pass_against_before(cache: &mut RouteSetCache, ipam: &Ipam, live: &Liveness) -> Compared {
     let t = Instant::now();
-    let stale = cache.stale(ipam, live);
-    let listed = t.elapsed();
+    let moved = cache.refresh(ipam, live);
+    let changes = cache.changes();
+    let now = (moved, t.elapsed());
+    cache.published();
+    let hosts: Vec<HostName> = changes.put.iter().map(|(h, _)| h.parse().expect("a host name")).collect();
+    let dead = |h: &HostName| live.is_dead(h.as_str());
     let t = Instant::now();
-    for h in &stale {
-        std::hint::black_box(ipam.route_stamp(h, &|h| live.is_dead(h.as_str())));
-        std::hint::black_box(published_set(ipam, live, h));
+    std::hint::black_box(ipam.route_stamps(&dead));
+    for set in ipam.route_plan(&hosts, &dead).into_routes() {
+        let json = romana_api::route_wire::host_routes_json(&set.expect("a known host"), 0, None).json;
+        std::hint::black_box(ring::digest::digest(&ring::digest::SHA256, &json));
     }
-    let before = listed + t.elapsed();
+    let before = t.elapsed();
     let t = Instant::now();
-    cache.refresh_all(ipam, live, &stale);
-    ((stale.len(), listed + t.elapsed()), before)
+    for h in &hosts {
+        std::hint::black_box(host_routes_json(ipam, live, h, 0).expect("a known host"));
+    }
+    Compared { now, before, reads: t.elapsed() }
 }
 
 fn median(mut xs: Vec<Duration>) -> Duration {
@@ -114,16 +133,19 @@ struct Row {
     idle: Duration,
     add_host: (usize, Duration),
     new_block: (usize, Duration),
-    /// The new block's sets one host at a time, as before.
+    /// The new block's pass as it was with digests.
     new_block_before: Duration,
+    /// The new block's moved sets as their readers get them, per set.
+    read_per_set: Duration,
 }
 
 fn measure(hosts: usize, racks: usize, pods: Pods) -> Row {
     let mut ipam = build(hosts, racks, pods);
     let live = Liveness::new(2);
-    // From scratch: what every pass cost before the cache.
+    // From scratch: every host's set as it is served.
     let t = Instant::now();
-    let sets: Vec<Vec<u8>> = (0..hosts).filter_map(|i| published_set(&ipam, &live, &host(i))).collect();
+    let sets: Vec<Vec<u8>> =
+        (0..hosts).filter_map(|i| host_routes_json(&ipam, &live, &host(i), 0).ok().map(|s| s.json)).collect();
     let full = t.elapsed();
     let routes_per_host = romana_ipam::Ipam::host_routes(&ipam, &host(0)).map_or(0, |r| r.routes.len());
     assert_eq!(sets.len(), hosts);
@@ -133,6 +155,7 @@ fn measure(hosts: usize, racks: usize, pods: Pods) -> Row {
     let mut adds = Vec::new();
     let mut blocks = Vec::new();
     let mut blocks_before = Vec::new();
+    let mut reads = Vec::new();
     let (mut add_sets, mut block_sets) = (0, 0);
     for k in 0..CHANGES {
         let h = hosts + k;
@@ -142,14 +165,15 @@ fn measure(hosts: usize, racks: usize, pods: Pods) -> Row {
         add_sets = add_sets.max(n);
         adds.push(d);
         allocate(&mut ipam, format!("blk-{k}"), (k * 37) % hosts, format!("fresh-{k}"));
-        let ((n, d), before) = pass_against_before(&mut cache, &ipam, &live);
-        block_sets = block_sets.max(n);
-        blocks.push(d);
-        blocks_before.push(before);
+        let c = pass_against_before(&mut cache, &ipam, &live);
+        block_sets = block_sets.max(c.now.0);
+        blocks.push(c.now.1);
+        blocks_before.push(c.before);
+        reads.push(c.reads / c.now.0.max(1) as u32);
     }
     // The cache's answer is the fresh one.
     for i in [0, hosts / 2, hosts - 1] {
-        let kept = cache.sets().find(|(h, _)| **h == host(i).to_string()).map(|(_, s)| s.clone());
+        let kept = cache.notices().find(|(h, _)| **h == host(i).to_string()).map(|(_, s)| s);
         assert_eq!(kept, published_notice(&ipam, &live, &host(i)), "host {i}");
     }
     Row {
@@ -160,6 +184,7 @@ fn measure(hosts: usize, racks: usize, pods: Pods) -> Row {
         add_host: (add_sets, median(adds)),
         new_block: (block_sets, median(blocks)),
         new_block_before: median(blocks_before),
+        read_per_set: median(reads),
     }
 }
 
@@ -170,12 +195,12 @@ fn ms(d: Duration) -> f64 {
 fn table(title: &str, rows: &[Row]) {
     println!("\n{title}\n");
     println!(
-        "| hosts | routes per host | every set from scratch (ms) | pass, nothing changed (ms) | host added: sets / ms | new block: sets / ms | new block, one host at a time as before (ms) | before / now |"
+        "| hosts | routes per host | every set from scratch (ms) | pass, nothing changed (ms) | host added: notices / ms | new block: notices / ms | new block, pass with digests (ms) | before / now | a moved set's read (ms) |"
     );
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|");
     for r in rows {
         println!(
-            "| {} | {} | {:.1} | {:.2} | {} / {:.2} | {} / {:.2} | {:.2} | {:.1}x |",
+            "| {} | {} | {:.1} | {:.2} | {} / {:.2} | {} / {:.2} | {:.2} | {:.1}x | {:.2} |",
             r.hosts,
             r.routes_per_host,
             ms(r.full),
@@ -185,7 +210,8 @@ fn table(title: &str, rows: &[Row]) {
             r.new_block.0,
             ms(r.new_block.1),
             ms(r.new_block_before),
-            r.new_block_before.as_secs_f64() / r.new_block.1.as_secs_f64().max(1e-9)
+            r.new_block_before.as_secs_f64() / r.new_block.1.as_secs_f64().max(1e-9),
+            ms(r.read_per_set)
         );
     }
     if rows.windows(2).any(|w| w[0].hosts == w[1].hosts) {

@@ -11,7 +11,7 @@ use axum::routing::{get, post, put};
 use romana_api::query::{CidrQuery, ReleaseQuery, TokenQuery};
 use romana_api::rest::{
     Address, AddressRequest, BlackoutRequest, BlockInfo, BlockList, FabricGroup, Host, HostList, HostRequest,
-    HostRoutesInfo, NetworkInfo, Placement, TagsRequest, TopologyChangeSummary,
+    NetworkInfo, Placement, TagsRequest, TopologyChangeSummary,
 };
 use romana_api::topology::TopologyRequest;
 use romana_ipam::spec::{DEFAULT_AGENT_PORT, HostSpec, LayoutSpec};
@@ -538,12 +538,28 @@ async fn remove_blackout(State(s): State<AppState>, Query(q): Query<CidrQuery>) 
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn host_routes(State(s): State<AppState>, Path(host): Path<String>) -> ApiResult<Json<HostRoutesInfo>> {
+/// The set as `HostRoutesInfo`'s JSON, written straight from the IPAM's routes
+/// (`route_sets::host_routes_json`), with the `ETag` of its routes: a reader that sends it back
+/// in `If-None-Match` gets 304 without a body while the routes are the same (an agent whose
+/// notice moved for a block of its own that changed none of its routes, issue 22).
+async fn host_routes(
+    State(s): State<AppState>,
+    Path(host): Path<String>,
+    headers: axum::http::HeaderMap,
+) -> ApiResult<axum::response::Response> {
+    use axum::http::header;
+    use axum::response::IntoResponse;
     let name = host_name(&host)?;
-    s.ipam.read(|v| {
+    let served = s.ipam.read(|v| {
         let live = s.liveness.read().unwrap_or_else(|p| p.into_inner());
-        crate::route_sets::host_routes(&v.ipam, &live, &name, v.revision).map(Json).map_err(ApiError::from)
-    })
+        crate::route_sets::host_routes_json(&v.ipam, &live, &name, v.revision)
+    })?;
+    let held = headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok());
+    if held.is_some_and(|v| crate::route_sets::not_modified(v, &served.etag)) {
+        return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, served.etag)]).into_response());
+    }
+    Ok(([(header::CONTENT_TYPE, "application/json".to_owned()), (header::ETAG, served.etag)], served.json)
+        .into_response())
 }
 
 async fn fabric(State(s): State<AppState>) -> ApiResult<Json<Vec<FabricGroup>>> {

@@ -1,7 +1,7 @@
 //! Route sets as the wire carries them, projected from the pure IPAM: a host's set (without
-//! routes through dead hosts), the notice of it that the route manager publishes, and the
-//! fabric's groups (`FabricGroup`, also what `romana ipam plan` prints), with each VIP's /32
-//! toward the host serving it. Pure: no I/O, no HTTP.
+//! routes through dead hosts) with the stamp of its inputs, the notice of it that the route
+//! manager publishes (that stamp), and the fabric's groups (`FabricGroup`, also what `romana
+//! ipam plan` prints), with each VIP's /32 toward the host serving it. Pure: no I/O, no HTTP.
 
 use std::collections::BTreeMap;
 
@@ -60,48 +60,68 @@ fn parent_of(groups: &[FabricGroup], g: usize) -> Option<usize> {
     groups.iter().position(|p| p.network == groups[g].network && p.group == parent)
 }
 
+/// A host's set as `GET /routes/{host}` answers it: its JSON and the `ETag` of its routes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Served {
+    pub json: Vec<u8>,
+    /// A strong entity tag (quoted) of the routes alone: the first 128 bits of the SHA-256 of
+    /// their JSON array, in hex. The same routes give the same tag on every replica, whatever
+    /// the revision, counts and stamp.
+    pub etag: String,
+}
+
 /// The routes `host` installs: the IPAM's aggregated routes, without those through dead hosts,
-/// with what a per-block and a per-endpoint scheme would need (`GET /routes/{host}`).
+/// with what a per-block and a per-endpoint scheme would need and the stamp of their inputs, as
+/// `GET /routes/{host}` answers them (`route_wire::host_routes_json`).
+pub fn host_routes_json(
+    ipam: &Ipam,
+    live: &Liveness,
+    host: &HostName,
+    revision: i64,
+) -> Result<Served, IpamError> {
+    use std::fmt::Write as _;
+    let stamp = ipam.route_stamp(host, &|h| live.is_dead(h.as_str())).map(stamp_text);
+    let mut set = ipam.host_routes(host)?;
+    set.routes
+        .retain(|x| !matches!(&x.target, RouteTarget::Host { name, .. } if live.is_dead(name.as_str())));
+    let written = romana_api::route_wire::host_routes_json(&set, revision, stamp.as_deref());
+    let digest = ring::digest::digest(&ring::digest::SHA256, &written.json[written.routes]);
+    let mut etag = String::with_capacity(34);
+    etag.push('"');
+    for b in &digest.as_ref()[..16] {
+        let _ = write!(etag, "{b:02x}");
+    }
+    etag.push('"');
+    Ok(Served { json: written.json, etag })
+}
+
+/// Whether a request's `If-None-Match` (`value`: a list of entity tags, or `*`) names `etag`:
+/// the reader holds these routes already (weak comparison, as RFC 9110 asks of this header).
+pub fn not_modified(value: &str, etag: &str) -> bool {
+    value.split(',').map(str::trim).any(|t| t == "*" || t.strip_prefix("W/").unwrap_or(t) == etag)
+}
+
+/// `host_routes_json` read back: the set as a client of `GET /routes/{host}` sees it.
 pub fn host_routes(
     ipam: &Ipam,
     live: &Liveness,
     host: &HostName,
     revision: i64,
 ) -> Result<HostRoutesInfo, IpamError> {
-    Ok(routes_info(ipam.host_routes(host)?, live, revision))
+    let served = host_routes_json(ipam, live, host, revision)?;
+    Ok(serde_json::from_slice(&served.json).expect("a set written by route_wire reads back"))
 }
 
-/// What the route manager puts at `routes/<host>` for a set of `routes` routes whose published
-/// JSON (`route_wire::published_json`) is `set`: a notice naming the set by digest, not the set.
-pub fn notice(host: &str, routes: usize, set: &[u8]) -> Vec<u8> {
-    let notice = RouteSetNotice { host: host.to_owned(), routes, digest: digest(set) };
+/// A route stamp as the wire writes it: 16 lowercase hex digits.
+pub fn stamp_text(stamp: u64) -> String {
+    format!("{stamp:016x}")
+}
+
+/// What the route manager puts at `routes/<host>` for a set whose inputs have `stamp`
+/// (`Ipam::route_stamps`): a notice naming the set by that stamp, not the set.
+pub fn notice(host: &str, stamp: u64) -> Vec<u8> {
+    let notice = RouteSetNotice { host: host.to_owned(), stamp: stamp_text(stamp) };
     serde_json::to_vec(&notice).expect("a notice serializes")
-}
-
-/// `RouteSetNotice::digest` of a set's published JSON.
-pub fn digest(set: &[u8]) -> String {
-    use std::fmt::Write as _;
-    let d = ring::digest::digest(&ring::digest::SHA256, set);
-    d.as_ref().iter().fold(String::with_capacity(64), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
-}
-
-fn routes_info(r: romana_ipam::HostRoutes, live: &Liveness, revision: i64) -> HostRoutesInfo {
-    let routes = r
-        .routes
-        .iter()
-        .filter(|x| !matches!(&x.target, RouteTarget::Host { name, .. } if live.is_dead(name.as_str())))
-        .map(route_info)
-        .collect::<Vec<RouteInfo>>();
-    HostRoutesInfo {
-        host: r.host.to_string(),
-        revision,
-        routes,
-        per_block: Some(r.per_block),
-        per_endpoint: Some(r.per_endpoint),
-    }
 }
 
 #[cfg(test)]
@@ -246,25 +266,56 @@ mod tests {
         check(&[("a", "h1"), ("b", "h2"), ("c", "h3"), ("d", "h3")], &["host", "group"]);
     }
 
-    /// A notice is the set's size and the SHA-256 of its JSON (the digest a client recomputes
-    /// from `GET /routes/{host}`), and it differs whenever the set does.
+    /// A notice names its set by the stamp `GET /routes/{host}` answers with the set, and the
+    /// stamp moves with the set (a block of h2's, then its owner dead).
     #[test]
-    fn a_notice_names_its_set_by_digest() {
-        let empty = notice("h1", 0, b"");
+    fn a_notice_names_its_set_by_stamp() {
         assert_eq!(
-            std::str::from_utf8(&empty).expect("utf-8"),
-            r#"{"host":"h1","routes":0,"digest":"e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"}"#
+            std::str::from_utf8(&notice("h1", 0xab)).expect("utf-8"),
+            r#"{"host":"h1","stamp":"00000000000000ab"}"#
         );
-        let ipam = ipam(&[("a", "h2")]);
-        let live = Liveness::new(2);
-        let mut served = host_routes(&ipam, &live, &"h1".parse().expect("host"), 0).expect("h1's");
-        (served.per_block, served.per_endpoint) = (None, None);
-        let set = serde_json::to_vec(&served).expect("a set");
-        let n: RouteSetNotice =
-            serde_json::from_slice(&notice("h1", served.routes.len(), &set)).expect("a notice");
-        assert_eq!((n.routes, n.digest.len()), (1, 64), "h2's block");
-        let mut other = set.clone();
-        other.push(b' ');
-        assert_ne!(n.digest, digest(&other));
+        let h1: HostName = "h1".parse().expect("host");
+        let served = |ipam: &Ipam, live: &Liveness| host_routes(ipam, live, &h1, 0).expect("h1's");
+        let mut live = Liveness::new(2);
+        let (empty, one) = (ipam(&[]), ipam(&[("a", "h2")]));
+        let before = served(&empty, &live);
+        let after = served(&one, &live);
+        assert_eq!(after.routes.len(), 1, "h2's block");
+        let stamp = one.route_stamp(&h1, &|_| false).expect("known");
+        let n: RouteSetNotice = serde_json::from_slice(&notice("h1", stamp)).expect("a notice");
+        assert_eq!(after.stamp, Some(n.stamp.clone()), "the set served is the one announced");
+        assert_ne!(before.stamp, after.stamp, "a new route, a new stamp");
+        live.monitored.insert("h2".into());
+        let dead = served(&one, &live);
+        assert!(dead.routes.is_empty(), "h2 dead: {:?}", dead.routes);
+        assert_ne!(dead.stamp, after.stamp, "a withdrawal, a new stamp");
+        assert_eq!(served(&empty, &Liveness::new(2)), before, "the same inputs, the same set and stamp");
+    }
+
+    /// The `ETag` names the routes alone: another revision or another address in a held block
+    /// (counts) keeps it, a new route moves it; `If-None-Match` lists are matched entry by entry.
+    #[test]
+    fn the_etag_names_the_routes_alone() {
+        let (h1, live) = ("h1".parse().expect("host"), Liveness::new(2));
+        let tag = |ipam: &Ipam, revision| host_routes_json(ipam, &live, &h1, revision).expect("h1's").etag;
+        let one = ipam(&[("a", "h2")]);
+        let etag = tag(&one, 3);
+        assert_eq!((etag.len(), etag.starts_with('"'), etag.ends_with('"')), (34, true, true), "{etag}");
+        assert_eq!(tag(&one, 9), etag, "another revision");
+        assert_eq!(tag(&ipam(&[("a", "h2"), ("b", "h2")]), 3), etag, "another address in h2's block");
+        assert_ne!(tag(&ipam(&[]), 3), etag, "no route");
+        // h2's second block (17 addresses in blocks of 16): h1 routes both through one /27.
+        let names: Vec<String> = (0..17).map(|i| format!("e{i}")).collect();
+        let two: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), "h2")).collect();
+        let two = ipam(&two);
+        let routes = host_routes(&two, &live, &h1, 0).expect("h1's").routes;
+        assert_eq!(routes.iter().map(|r| r.dest.as_str()).collect::<Vec<_>>(), ["10.20.0.0/27"]);
+        assert_ne!(tag(&two, 3), etag, "another route");
+        assert!(not_modified(&etag, &etag));
+        assert!(not_modified(&format!("\"x\", W/{etag}"), &etag));
+        assert!(not_modified("*", &etag));
+        assert!(!not_modified("\"x\", \"y\"", &etag));
+        assert!(!not_modified("", &etag));
+        assert!(!not_modified(etag.trim_matches('"'), &etag), "an unquoted tag is another tag");
     }
 }

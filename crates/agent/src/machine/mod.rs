@@ -15,7 +15,7 @@ pub mod saved_table;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use romana_api::rest::{HostRoutesInfo, Tenant, WatchEvent};
+use romana_api::rest::{Tenant, WatchEvent};
 use romana_dataplane::{HostState, PeerRoute, Plan, diff};
 use romana_store::follow::Followed;
 
@@ -61,8 +61,10 @@ pub enum Event {
     Tick {
         now: Instant,
     },
-    /// The route manager's set for this host (`None`: romanad could not be read).
-    RoutesRead(Option<HostRoutesInfo>),
+    /// The route manager's set for this host as the dataplane's routes (`routes::peer_routes`,
+    /// parsed off the agent's runtime and the core's lock: 4,000 routes at 50,000 endpoints in
+    /// a flat leaf); `None`: romanad could not be read.
+    RoutesRead(Option<Vec<PeerRoute>>),
     /// The kernel's links, addresses and routes as observed for a converge.
     KernelObserved(HostState),
     /// What a watch follower said.
@@ -293,7 +295,7 @@ pub fn step(s: &mut State, ev: Event) -> Vec<Action> {
             // When romanad cannot be reached the last known routes stay: the kernel keeps
             // forwarding, and the next tick reads again.
             match r {
-                Some(r) => s.routes = routes::peer_routes(&r),
+                Some(r) => s.routes = r,
                 None => s.route_loop.changed(),
             }
             s.converge(&mut out);

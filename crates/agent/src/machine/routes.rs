@@ -82,6 +82,7 @@ mod tests {
                 .collect(),
             per_block: None,
             per_endpoint: None,
+            stamp: None,
         };
         let got: Vec<String> = peer_routes(&info)
             .iter()

@@ -396,6 +396,7 @@ fn a_route_set_change_converges() {
         ],
         per_block: None,
         per_endpoint: None,
+        stamp: None,
     };
     let want_routes = vec![
         PeerRoute { dest: "10.1.0.0/28".parse().unwrap(), via: Some("192.168.0.2".parse().unwrap()) },
@@ -404,7 +405,11 @@ fn a_route_set_change_converges() {
     let converge = [Action::ObserveKernel, Action::SyncFastPath];
     check(
         &mut s,
-        vec![Event::Tick { now: Instant::now() }, Event::RoutesRead(Some(r)), Event::RoutesRead(None)],
+        vec![
+            Event::Tick { now: Instant::now() },
+            Event::RoutesRead(Some(routes::peer_routes(&r))),
+            Event::RoutesRead(None),
+        ],
         // romanad unreachable: the last set stays.
         &[&[Action::Heartbeat, Action::ReadRoutes], &converge, &converge],
     );
@@ -435,10 +440,11 @@ fn a_route_set_change_converges() {
         ],
         per_block: None,
         per_endpoint: None,
+        stamp: None,
     };
     check(
         &mut s,
-        vec![Event::RoutesRead(Some(twice))],
+        vec![Event::RoutesRead(Some(routes::peer_routes(&twice)))],
         &[&[Action::RoutesDoNotCompile("the route manager sent two routes for 10.1.0.0/28".into())]],
     );
     check(&mut s, vec![Event::KernelObserved(HostState::default())], &[&[]]);
