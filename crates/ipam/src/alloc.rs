@@ -569,12 +569,37 @@ impl Ipam {
 
     /// Every allocation, by network and then address.
     pub fn allocations(&self) -> Vec<Allocation> {
-        let mut order: Vec<BlockId> = self.blocks.ids().filter(|b| self.blocks[*b].used > 0).collect();
-        order.sort_by_key(|b| (self.blocks[*b].net, self.blocks[*b].cidr));
-        order
+        self.allocations_page(None, usize::MAX).0
+    }
+
+    /// `allocations` a page at a time: those of at most `blocks` blocks after `cursor` (`None`:
+    /// from the first), with the cursor of the next page (`None`: this was the last). A caller
+    /// that holds a lock for each page lets go between them: the whole listing at 50,000
+    /// addresses held romanad's IPAM for 8-14 ms, and allocations waited (issue 22). Pages of a
+    /// changing IPAM are each exact, not one picture.
+    pub fn allocations_page(
+        &self,
+        cursor: Option<AllocationsCursor>,
+        blocks: usize,
+    ) -> (Vec<Allocation>, Option<AllocationsCursor>) {
+        let key = |b: BlockId| AllocationsCursor(self.blocks[b].net, self.blocks[b].cidr);
+        let mut order: Vec<BlockId> = self
+            .blocks
+            .ids()
+            .filter(|b| self.blocks[*b].used > 0 && cursor.is_none_or(|c| key(*b) > c))
+            .collect();
+        order.sort_by_key(|b| key(*b));
+        let next = (order.len() > blocks && blocks > 0).then(|| key(order[blocks - 1]));
+        order.truncate(blocks);
+        let page = order
             .into_iter()
             .flat_map(|b| self.blocks.occupied(b).map(move |(s, _)| (b, s)).collect::<Vec<_>>())
             .map(|(b, s)| Allocation { fresh: false, ..self.allocation_at(b, s) })
-            .collect()
+            .collect();
+        (page, next)
     }
 }
+
+/// Where `Ipam::allocations_page` goes on: after the block it names (network, prefix).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct AllocationsCursor(u16, Cidr);

@@ -46,7 +46,7 @@ mod topology;
 mod view;
 
 pub use aggregate::{aggregate, lookup as route_lookup};
-pub use alloc::{AllocRequest, Allocation, Released};
+pub use alloc::{AllocRequest, Allocation, AllocationsCursor, Released};
 pub use classic::ClassicAddress;
 pub use error::{IpamError, TopologyProblem};
 pub use host_registry::HostOrigin;

@@ -142,6 +142,27 @@ proptest! {
         }
     }
 
+    /// The listing a page at a time is the listing whole, whatever the page's size.
+    #[test]
+    fn pages_of_allocations_are_the_allocations(ops in proptest::collection::vec(op(), 1..200), size in 1usize..9) {
+        let mut ipam = world();
+        for op in &ops {
+            let _ = apply(&mut ipam, op);
+        }
+        let (mut paged, mut cursor, mut pages) = (Vec::new(), None, 0);
+        loop {
+            let (page, next) = ipam.allocations_page(cursor, size);
+            prop_assert!(!page.is_empty() || paged.is_empty(), "an empty page after {pages}");
+            paged.extend(page);
+            pages += 1;
+            match next {
+                Some(c) => cursor = Some(c),
+                None => break,
+            }
+        }
+        prop_assert_eq!(paged, ipam.allocations());
+    }
+
     #[test]
     fn deterministic(ops in proptest::collection::vec(op(), 1..200)) {
         let (mut a, mut b) = (world(), world());

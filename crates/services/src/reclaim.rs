@@ -13,6 +13,9 @@ use crate::consistency::{self, Alloc, Block, Endpoint, Picture, Reason};
 use crate::service_error::ServiceResult;
 use crate::state::AppState;
 
+/// Blocks listed per hold of the IPAM's read lock (4,096 addresses in /28 blocks).
+const LISTING_PAGE: usize = 256;
+
 /// Milliseconds since the epoch (the one clock reading; the cores take it as an argument).
 pub fn now_ms() -> u64 {
     let d = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
@@ -46,10 +49,29 @@ fn picture(
             host: e.host,
         })
     });
-    // Under the IPAM's read lock only the listing (names are shared, not copied): the actor
-    // waits for this lock before every change.
-    let (allocations, hosts, blocks) =
-        s.ipam.read(|v| (v.ipam.allocations(), v.ipam.hosts(), v.ipam.blocks()));
+    // Under the IPAM's read lock only the listing (names are shared, not copied), a page of
+    // blocks at a time: the actor waits for this lock before every change, and the whole
+    // listing at 50,000 addresses held it 8-14 ms. Pages of a changing IPAM are not one
+    // picture; the check's graces absorb that (a suspect must persist over passes).
+    let listing = std::time::Instant::now();
+    let (mut allocations, mut cursor, mut longest) = (Vec::new(), None, std::time::Duration::ZERO);
+    loop {
+        let held = std::time::Instant::now();
+        let (page, next) = s.ipam.read(|v| v.ipam.allocations_page(cursor, LISTING_PAGE));
+        longest = longest.max(held.elapsed());
+        allocations.extend(page);
+        match next {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    let (hosts, blocks) = s.ipam.read(|v| (v.ipam.hosts(), v.ipam.blocks()));
+    // How long allocations waited for a page at most: `RUST_LOG=romana_services::reclaim=debug`.
+    tracing::debug!(
+        listing_ms = listing.elapsed().as_secs_f64() * 1e3,
+        longest_page_ms = longest.as_secs_f64() * 1e3,
+        "consistency listing"
+    );
     let mut p = Picture {
         allocations: allocations
             .into_iter()

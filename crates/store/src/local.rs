@@ -200,7 +200,12 @@ impl Store for Local {
     }
 
     fn range<'a>(&'a self, prefix: &'a str) -> BoxFut<'a, Result<(Vec<KeyValue>, Revision)>> {
-        Box::pin(self.run(move |e| Ok(((e.range(prefix), e.revision()), vec![]))))
+        Box::pin(async move {
+            // The values are copied after the engine's lock is let go (`range_shared`).
+            let (shared, revision) =
+                self.run(move |e| Ok(((e.range_shared(prefix), e.revision()), vec![]))).await?;
+            Ok((shared.into_iter().map(crate::engine::SharedKv::into_kv).collect(), revision))
+        })
     }
 
     fn txn(&self, txn: Txn) -> BoxFut<'_, Result<TxnResult>> {
