@@ -8,10 +8,10 @@
 //!
 //! The trie lives in one arena and every node's costs in one pool, each node's entries sorted by
 //! label and merged in one walk; the cheapest label of each split is kept from the build for the
-//! emission. The route
-//! manager runs this for every host of a leaf after each new block (each host sees the leaf's
-//! blocks with its own relabelled), so its speed is a pod start's CPU on a loaded cluster
-//! (issue 22; docs/benchmarks.md, "Route sets: growth with the hosts").
+//! emission. Every host's set (`GET /routes/{host}`, which each agent of a leaf reads after a
+//! new block there) runs this over the leaf's blocks with its own relabelled, so its speed is
+//! romanad's CPU per new block on a loaded cluster (issue 22; docs/benchmarks.md, "Route sets:
+//! growth with the hosts").
 
 use romana_model::Cidr;
 
@@ -194,8 +194,8 @@ pub fn aggregate<L: Ord + Copy>(within: Cidr, items: &[(Cidr, Option<L>)]) -> Ve
     Shared::new(within, items).aggregate_as(None)
 }
 
-/// One leaf's trie built once for all of its hosts (the route manager's case: every host of a
-/// leaf routes the same blocks, its own relabelled as throws). `aggregate_as(own)` equals
+/// One leaf's trie built once for all of its hosts (every host of a leaf routes the same
+/// blocks, its own relabelled as throws). `aggregate_as(own)` equals
 /// `aggregate` over the items with `own`'s relabelled `None`, and costs only the nodes on the
 /// paths to `own`'s items plus the emission, instead of a trie per host.
 #[derive(Debug)]

@@ -262,7 +262,7 @@ proptest! {
         }
     }
 
-    /// Leaves as the route manager sees them: many hosts' blocks, each host's own relabelled
+    /// Leaves as a host's set sees them: many hosts' blocks, each host's own relabelled
     /// `None`, with gaps; the arena implementation gives exactly the reference's routes.
     #[test]
     fn equal_to_the_reference(owners in proptest::collection::vec(proptest::option::of(0u16..40), 1..600), me in 0u16..40) {

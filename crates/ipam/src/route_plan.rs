@@ -1,10 +1,9 @@
 //! Some hosts' routes in two steps: `Ipam::route_plan` reads what they need from the IPAM (each
 //! leaf's owned blocks as one trie shared by the leaf's hosts, the owners' names and addresses,
 //! classic networks' routes) into an owned plan; `RoutePlan::routes` aggregates without the IPAM.
-//! The route manager holds the IPAM's read lock for the first step only: with thousands of
-//! blocks in a leaf the second is tens of milliseconds that an allocation would wait for (issue
-//! 22). One trie per leaf, not per host: a new block in a leaf of a hundred hosts moves all their
-//! sets, and a trie per host was most of a route pass.
+//! A caller can hold the IPAM's read lock for the first step only (the route manager did, while
+//! it computed every moved set; issue 22). One trie per leaf, not per host: a new block in a leaf
+//! of a hundred hosts moves all their sets, and a trie per host was most of computing them.
 
 use romana_model::HostName;
 use std::collections::HashMap;

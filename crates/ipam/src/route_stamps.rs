@@ -1,10 +1,10 @@
-//! Stamps of what each host's published route set is computed from, so that a publisher
-//! recomputes only the sets whose inputs moved. `host_routes(h)`'s routes read h's leaf groups
-//! (their prefix and every owned block in them: prefix, owner, the owner's name and address) or,
-//! in a classic network, every host of the network; plus, in the route manager, which owners are
-//! dead. One change (a block, a host, a death) moves the stamps of one leaf's hosts, not all; an
-//! address allocated or released in a block moves none (the set the route manager digests and
-//! announces leaves out the per-block and per-endpoint counts, which would move with it).
+//! Stamps of what each host's route set is computed from: the route manager announces a set by
+//! its stamp, and writes a notice only for the hosts whose stamp moved. `host_routes(h)`'s routes
+//! read h's leaf groups (their prefix and every owned block in them: prefix, owner, the owner's
+//! name and address) or, in a classic network, every host of the network; plus, in romanad,
+//! which owners are dead. One change (a block, a host, a death) moves the stamps of one leaf's
+//! hosts, not all; an address allocated or released in a block moves none (the per-block and
+//! per-endpoint counts, which would move with it, are not part of what a stamp names).
 //!
 //! A stamp is a 64-bit hash of those inputs (std's SipHash with fixed keys, so deterministic):
 //! equal inputs give equal stamps; different inputs give different stamps but for a collision
