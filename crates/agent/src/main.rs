@@ -344,11 +344,12 @@ async fn perform(shared: &shared::Shared, args: &Args, creds: &Credentials, acti
                 }
             };
             // The routes are the ones held (a notice moved by a block of this host's own that
-            // changed none of them): nothing to parse, nothing to converge.
+            // changed none of them): nothing to parse; the core converges only where reads are
+            // its only converges (the watch not followed).
             let Some((json, etag)) = read else {
                 let read_ms = t.elapsed().as_secs_f64() * 1e3;
                 tracing::debug!(target: "romana_agent::drive", read_ms, "route set read: unchanged");
-                return vec![];
+                return shared.step(Event::RoutesUnchanged);
             };
             // Parsed on a blocking thread: the agent's runtime serves CNI ADDs meanwhile.
             let parsed = tokio::task::spawn_blocking(move || {

@@ -631,8 +631,6 @@ impl Client {
     }
 }
 
-/// An error with its causes: reqwest's own text names only the request, and the reason (a
-/// refused certificate, a refused connection) is in its sources.
 /// The API error an answer of `status` carries in `body` (romanad's `ErrorBody`, else the text).
 fn api_error(status: u16, body: &[u8]) -> ClientError {
     let body = serde_json::from_slice::<ErrorBody>(body).unwrap_or_else(|_| ErrorBody {
@@ -644,6 +642,8 @@ fn api_error(status: u16, body: &[u8]) -> ClientError {
     ClientError::Api { status, body }
 }
 
+/// An error with its causes: reqwest's own text names only the request, and the reason (a
+/// refused certificate, a refused connection) is in its sources.
 fn with_causes(e: &reqwest::Error) -> String {
     let mut out = e.to_string();
     let mut cause = std::error::Error::source(e);

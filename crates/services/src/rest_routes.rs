@@ -209,7 +209,7 @@ pub const ROUTES: &[RouteSpec] = &[
         "/routes/{host}",
         "topology",
         Access::Service,
-        "Route manager: the routes a host installs",
+        "Route manager: the routes a host installs (with an ETag of the routes; 304 without a body when If-None-Match names it)",
         None,
         "HostRoutesInfo",
         200,

@@ -64,9 +64,9 @@ fn parent_of(groups: &[FabricGroup], g: usize) -> Option<usize> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Served {
     pub json: Vec<u8>,
-    /// A strong entity tag (quoted) of the routes alone: the first 128 bits of the SHA-256 of
-    /// their JSON array, in hex. The same routes give the same tag on every replica, whatever
-    /// the revision, counts and stamp.
+    /// A weak entity tag (`W/"..."`) of the routes alone: the first 128 bits of the SHA-256 of
+    /// their JSON array, in hex. Weak because the answer's revision, counts and stamp can differ
+    /// under one tag; the same routes give the same tag on every replica.
     pub etag: String,
 }
 
@@ -86,8 +86,8 @@ pub fn host_routes_json(
         .retain(|x| !matches!(&x.target, RouteTarget::Host { name, .. } if live.is_dead(name.as_str())));
     let written = romana_api::route_wire::host_routes_json(&set, revision, stamp.as_deref());
     let digest = ring::digest::digest(&ring::digest::SHA256, &written.json[written.routes]);
-    let mut etag = String::with_capacity(34);
-    etag.push('"');
+    let mut etag = String::with_capacity(36);
+    etag.push_str("W/\"");
     for b in &digest.as_ref()[..16] {
         let _ = write!(etag, "{b:02x}");
     }
@@ -98,7 +98,8 @@ pub fn host_routes_json(
 /// Whether a request's `If-None-Match` (`value`: a list of entity tags, or `*`) names `etag`:
 /// the reader holds these routes already (weak comparison, as RFC 9110 asks of this header).
 pub fn not_modified(value: &str, etag: &str) -> bool {
-    value.split(',').map(str::trim).any(|t| t == "*" || t.strip_prefix("W/").unwrap_or(t) == etag)
+    let opaque = |t: &str| t.strip_prefix("W/").unwrap_or(t).to_owned();
+    value.split(',').map(str::trim).any(|t| t == "*" || opaque(t) == opaque(etag))
 }
 
 /// `host_routes_json` read back: the set as a client of `GET /routes/{host}` sees it.
@@ -300,7 +301,7 @@ mod tests {
         let tag = |ipam: &Ipam, revision| host_routes_json(ipam, &live, &h1, revision).expect("h1's").etag;
         let one = ipam(&[("a", "h2")]);
         let etag = tag(&one, 3);
-        assert_eq!((etag.len(), etag.starts_with('"'), etag.ends_with('"')), (34, true, true), "{etag}");
+        assert_eq!((etag.len(), etag.starts_with("W/\""), etag.ends_with('"')), (36, true, true), "{etag}");
         assert_eq!(tag(&one, 9), etag, "another revision");
         assert_eq!(tag(&ipam(&[("a", "h2"), ("b", "h2")]), 3), etag, "another address in h2's block");
         assert_ne!(tag(&ipam(&[]), 3), etag, "no route");
@@ -311,11 +312,12 @@ mod tests {
         let routes = host_routes(&two, &live, &h1, 0).expect("h1's").routes;
         assert_eq!(routes.iter().map(|r| r.dest.as_str()).collect::<Vec<_>>(), ["10.20.0.0/27"]);
         assert_ne!(tag(&two, 3), etag, "another route");
+        let strong = etag.trim_start_matches("W/");
         assert!(not_modified(&etag, &etag));
-        assert!(not_modified(&format!("\"x\", W/{etag}"), &etag));
+        assert!(not_modified(&format!("\"x\", {strong}"), &etag), "weak comparison");
         assert!(not_modified("*", &etag));
         assert!(!not_modified("\"x\", \"y\"", &etag));
         assert!(!not_modified("", &etag));
-        assert!(!not_modified(etag.trim_matches('"'), &etag), "an unquoted tag is another tag");
+        assert!(!not_modified(strong.trim_matches('"'), &etag), "an unquoted tag is another tag");
     }
 }

@@ -65,6 +65,8 @@ pub enum Event {
     /// parsed off the agent's runtime and the core's lock: 4,000 routes at 50,000 endpoints in
     /// a flat leaf); `None`: romanad could not be read.
     RoutesRead(Option<Vec<PeerRoute>>),
+    /// romanad answered the read 304: the routes are the ones held.
+    RoutesUnchanged,
     /// The kernel's links, addresses and routes as observed for a converge.
     KernelObserved(HostState),
     /// What a watch follower said.
@@ -299,6 +301,11 @@ pub fn step(s: &mut State, ev: Event) -> Vec<Action> {
                 None => s.route_loop.changed(),
             }
             s.converge(&mut out);
+        }
+        Event::RoutesUnchanged => {
+            if s.route_loop.unchanged() {
+                s.converge(&mut out);
+            }
         }
         Event::KernelObserved(observed) => {
             // Endpoint links and their routes are the CNI path's: the plan never touches them.

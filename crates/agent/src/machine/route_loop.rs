@@ -35,11 +35,13 @@ pub struct RouteLoop {
     due: bool,
     read_at: Option<Instant>,
     converged_at: Option<Instant>,
+    /// `converged_at` before the last read (which counts as a converge when it brings a set).
+    before_read: Option<Instant>,
 }
 
 impl Default for RouteLoop {
     fn default() -> RouteLoop {
-        RouteLoop { followed: false, due: true, read_at: None, converged_at: None }
+        RouteLoop { followed: false, due: true, read_at: None, converged_at: None, before_read: None }
     }
 }
 
@@ -49,6 +51,7 @@ impl RouteLoop {
         if !self.followed || self.due || since(self.read_at).is_none_or(|d| d >= ROUTES_REREAD) {
             self.due = false;
             self.read_at = Some(now);
+            self.before_read = self.converged_at;
             self.converged_at = Some(now);
             return Next::Read;
         }
@@ -75,6 +78,17 @@ impl RouteLoop {
     pub fn lost(&mut self) {
         self.followed = false;
     }
+
+    /// The read found the routes held (romanad answered 304): whether to converge anyway. Not
+    /// followed, reads are the only converges (the kernel, the gateway's addresses and the fast
+    /// path are checked on each); followed, the recheck keeps its schedule, as if the read had
+    /// not happened.
+    pub fn unchanged(&mut self) -> bool {
+        if self.followed {
+            self.converged_at = self.before_read;
+        }
+        !self.followed
+    }
 }
 
 #[cfg(test)]
@@ -89,6 +103,8 @@ mod tests {
                 "synced" => l.synced(),
                 "changed" => l.changed(),
                 "lost" => l.lost(),
+                "unchanged, followed" => assert!(!l.unchanged(), "a 304 converges nothing while followed"),
+                "unchanged, not followed" => assert!(l.unchanged(), "a 304 converges while not followed"),
                 _ => {}
             }
             let got = l.tick(start + Duration::from_millis(*at));
@@ -118,6 +134,27 @@ mod tests {
             (36_500, "", Read),
             (37_000, "synced", Read),
             (37_500, "", Nothing),
+        ]);
+    }
+
+    /// A read answered 304 does not push the recheck back while followed (the read at 4,000
+    /// brought nothing: the kernel is checked at 5,000 as planned after the converge at 0).
+    #[test]
+    fn an_unchanged_read_keeps_the_recheck_on_schedule() {
+        use Next::*;
+        check(&[
+            (0, "synced", Read),
+            (4_000, "changed", Read),
+            (4_500, "unchanged, followed", Nothing),
+            (5_000, "", Converge),
+            (9_500, "", Nothing),
+            (10_000, "", Converge),
+            // A read that brings a set counts as a converge.
+            (12_000, "changed", Read),
+            (16_500, "", Nothing),
+            (17_000, "", Converge),
+            (17_500, "lost", Read),
+            (18_000, "unchanged, not followed", Read),
         ]);
     }
 }

@@ -450,6 +450,25 @@ fn a_route_set_change_converges() {
     check(&mut s, vec![Event::KernelObserved(HostState::default())], &[&[]]);
 }
 
+/// A read answered 304 converges where reads are the only converges (the watch not followed:
+/// the kernel, the gateway's addresses and the fast path are checked on each), and nothing while
+/// the watch follows the set (the recheck does).
+#[test]
+fn an_unchanged_route_set_converges_only_while_not_followed() {
+    let mut s = State::new("h1".into(), gw(), true);
+    let converge = [Action::ObserveKernel, Action::SyncFastPath];
+    check(
+        &mut s,
+        vec![Event::Tick { now: Instant::now() }, Event::RoutesUnchanged],
+        &[&[Action::Heartbeat, Action::ReadRoutes], &converge],
+    );
+    check(
+        &mut s,
+        vec![Event::Watched(Stream::Routes, Followed::Synced { relisted: true }), Event::RoutesUnchanged],
+        &[&[Action::WakeRoutes], &[]],
+    );
+}
+
 #[test]
 fn only_this_hosts_route_key_wakes_the_route_loop() {
     let mut s = State::new("h1".into(), gw(), true);
