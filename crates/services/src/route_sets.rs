@@ -12,11 +12,6 @@ use romana_model::HostName;
 
 use crate::liveness::Liveness;
 
-/// One IPAM route as the wire's `RouteInfo`.
-pub fn route_info(r: &romana_ipam::Route) -> RouteInfo {
-    RouteInfo::from(r)
-}
-
 /// The fabric's view (`GET /fabric`): every prefix group with its prefix, announcement, hosts and
 /// routes.
 pub fn fabric_groups(ipam: &Ipam) -> Vec<FabricGroup> {
