@@ -1,5 +1,5 @@
 //! The runners that perform the core's actions through the ports: converge the routes (observe,
-//! let the core plan, apply), read our nftables table with its generation, and run one
+//! let the core plan, apply; or apply a plan made from the kernel as known), read our nftables table with its generation, and run one
 //! firewall transaction with the fast path around it. Generic over the ports so that tests run
 //! them with fakes; the binary gives them the real kernel, nftables and BPF map.
 
@@ -34,6 +34,18 @@ pub async fn converge<K: KernelRoutes>(
         "route pass"
     );
     Ok(Some(plan))
+}
+
+/// Applies a plan the core made from the kernel as it knows it (no observation).
+pub async fn apply_known<K: KernelRoutes>(k: &mut K, plan: &Plan) -> Result<(), K::Error> {
+    let t = std::time::Instant::now();
+    k.apply(plan).await?;
+    tracing::debug!(
+        apply_ms = t.elapsed().as_secs_f64() * 1e3,
+        steps = plan.steps.len(),
+        "route pass, known kernel"
+    );
+    Ok(())
 }
 
 /// Our table as the kernel holds it, with the generation it was read at (`None` when something

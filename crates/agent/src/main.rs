@@ -9,6 +9,7 @@ mod diagnose_host;
 mod fastpath;
 mod firewall;
 mod firewall_read;
+mod kernel_routes;
 mod local;
 mod metrics;
 mod metrics_http;
@@ -27,13 +28,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use clap::Parser;
 use romana_agent::machine::{Action, Event, State, Stream};
-use romana_agent::ports::KernelRoutes;
 use romana_agent::rest_watch::SharedWatch;
 use romana_api::rest::{Credentials, HostRequest};
 use romana_client::Client;
-use romana_dataplane::{HostState, Plan};
-use romana_host::{HostError, Kernel, in_netns};
-use romana_store::BoxFut;
 use romana_store::follow::{Backoff, Followed};
 
 #[derive(Debug, Parser)]
@@ -384,28 +381,8 @@ async fn perform(shared: &shared::Shared, args: &Args, creds: &Credentials, acti
             m.routes.store(shared.core().routes.len() as u64, Ordering::Relaxed);
             return next;
         }
-        Action::ObserveKernel => {
-            metrics::Metrics::inc(&m.reconciles);
-            let timer = m.converge_seconds.timer();
-            let converged = converge(args.netns.clone(), shared.ctx.clone()).await;
-            drop(timer);
-            match converged {
-                Ok(plan) => {
-                    // A change that arrived during this pass counts as in it: the lag is then
-                    // short by at most one pass (route_convergence_seconds says how long).
-                    m.routes_converged(Instant::now());
-                    shared.gateway_ready.store(true, Ordering::Relaxed);
-                    let steps = plan.map(|p| p.steps).unwrap_or_default();
-                    m.steps_applied.fetch_add(steps.len() as u64, Ordering::Relaxed);
-                    for step in &steps {
-                        tracing::info!(host = %args.host, "{step}");
-                    }
-                }
-                Err(e) => {
-                    metrics::Metrics::inc(&m.reconcile_errors);
-                    tracing::error!(host = %args.host, error = %e, "reconcile failed")
-                }
-            }
+        Action::ObserveKernel | Action::ApplyRoutes(_) => {
+            return kernel_routes::perform(shared, &args.host, args.netns.clone(), action).await;
         }
         Action::SyncFastPath => {
             if let Some(d) = &shared.deliver
@@ -498,39 +475,5 @@ async fn register(client: &Client, args: &Args) -> Result<IpAddr> {
             Ok(ip)
         }
         Err(e) => Err(e).with_context(|| format!("looking up host {}", args.host)),
-    }
-}
-
-/// The host's kernel as the core's port.
-struct NsKernel(Kernel);
-
-impl KernelRoutes for NsKernel {
-    type Error = HostError;
-    fn observe(&mut self) -> BoxFut<'_, Result<HostState, HostError>> {
-        Box::pin(self.0.observe())
-    }
-    fn apply<'a>(&'a mut self, plan: &'a Plan) -> BoxFut<'a, Result<(), HostError>> {
-        Box::pin(self.0.apply(plan))
-    }
-}
-
-/// Observe, let the core plan (`KernelObserved`), apply, in the target namespace, on one
-/// thread there.
-async fn converge(netns: Option<String>, ctx: Arc<ctx::Ctx>) -> Result<Option<Plan>> {
-    async fn run(ctx: Arc<ctx::Ctx>) -> Result<Option<Plan>> {
-        let mut k = NsKernel(Kernel::connect()?);
-        let plan = |observed| {
-            ctx.step(Event::KernelObserved(observed)).into_iter().find_map(|a| match a {
-                Action::ApplyRoutes(p) => Some(p),
-                _ => None,
-            })
-        };
-        Ok(romana_agent::drive::converge(&mut k, plan).await?)
-    }
-    match netns {
-        None => run(ctx).await,
-        Some(ns) => tokio::task::spawn_blocking(move || in_netns(&ns, move || run(ctx)))
-            .await
-            .context("namespace thread")??,
     }
 }

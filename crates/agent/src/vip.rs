@@ -16,6 +16,7 @@ use romana_fabric::HostVip;
 use romana_policy::Protocol;
 use romana_policy::vip::{DnatPort, VipDnat};
 
+use romana_agent::machine::Event;
 use romana_agent::rest_watch::SharedWatch;
 
 use crate::shared::Shared;
@@ -121,7 +122,7 @@ pub async fn run(
         }
         if last.as_ref() != Some(&now) {
             tracing::info!(announce = ?now.announce, "VIPs of this host changed");
-            shared.core().vips = now.addresses();
+            shared.step(Event::VipsChanged(now.addresses()));
             *shared.vips.lock().unwrap_or_else(|e| e.into_inner()) = now.announce.clone();
             wake.notify_one();
             dnat_pending = true;

@@ -1,6 +1,7 @@
 //! romana-agent end to end: two hosts as network namespaces joined by a veth pair (no link leaves
 //! them), romanad's services in this process on 127.0.0.1, one agent process per host. Each host
-//! gets routes to the other's blocks; killing one agent withdraws its routes from the other host
+//! gets routes to the other's blocks (planned from the kernel as the agent knows it; a route
+//! deleted behind its back comes back at the recheck); killing one agent withdraws its routes from the other host
 //! within the liveness budget, its own kernel keeps forwarding, and a restarted agent changes
 //! nothing on its host.
 #![allow(clippy::unwrap_used)]
@@ -56,6 +57,8 @@ impl Agent {
             .arg(log.with_extension("sock"))
             .arg("--credentials")
             .arg(creds)
+            // The route passes' lines say whether the kernel was read for each.
+            .env("RUST_LOG", "info,romana_agent::drive=debug")
             .stdout(Stdio::null())
             .stderr(file)
             .spawn()
@@ -132,6 +135,29 @@ async fn agents_route_between_hosts_and_withdraw_dead_ones() {
         our_routes(&a_ns).contains(&to_b) && our_routes(&b_ns).contains(&to_a)
     })
     .await;
+    // A block that comes after ha's first converge (another tenant's, on hb): its route is
+    // planned from the kernel as the agent knows it, without reading the kernel.
+    let req = AddressRequest {
+        name: "pod-hb-2".into(),
+        host: "hb".into(),
+        tenant: "t2".into(),
+        segment: String::new(),
+        ip: None,
+    };
+    let second = admin.allocate(&req, None).await.unwrap().block;
+    assert_ne!(second, blocks[1]);
+    let to_b2 = format!("{second} via 192.168.88.2 dev eth0");
+    wait_for("ha to route to hb's second block", 20, || our_routes(&a_ns).contains(&to_b2)).await;
+    let a_log = std::fs::read_to_string(dir.path().join("a.log")).unwrap();
+    assert!(a_log.contains("route pass, known kernel"), "{a_log}");
+
+    // A route of ours deleted behind the agent's back is put back by the recheck, which reads
+    // the kernel (every 5 s).
+    pair.0.ip(&format!("route del {} proto 77", blocks[1]));
+    assert!(!our_routes(&a_ns).contains(&to_b));
+    let back =
+        wait_for("ha's recheck to put hb's route back", 12, || our_routes(&a_ns).contains(&to_b)).await;
+    println!("a deleted route put back after {:.2} s (recheck every 5 s)", back.as_secs_f64());
 
     // hb's agent dies: ha loses the route to hb within the liveness budget; hb's kernel keeps
     // its routes (nothing flushes them).

@@ -1,8 +1,9 @@
 //! When the route loop reads this host's route set and converges the kernel to it. While the set
 //! is not followed on romanad's watch (`--no-watch`, before the watch syncs, after it is lost),
 //! at every tick, as before. While it is followed, when the watch says the set changed (or
-//! resynced, or a read failed), with a read every `ROUTES_REREAD` and a converge every
-//! `KERNEL_RECHECK` as safety nets. Reading every tick meant, at 5,000 policies x 50,000
+//! resynced, or a read failed), with a read every `ROUTES_REREAD` and a converge that reads the
+//! kernel every `KERNEL_RECHECK` as safety nets; a converge asked for (`reconverge`) at the next
+//! tick. Reading every tick meant, at 5,000 policies x 50,000
 //! endpoints, a 300 KB set computed by romanad under the IPAM's lock and 4,000 kernel routes
 //! dumped and compared, twice a second per agent and for nothing: most of romanad's CPU between
 //! changes, and pod starts beside it slowed (issue 22). Pure: time comes in with the tick.
@@ -13,8 +14,8 @@ use std::time::{Duration, Instant};
 /// store restore could leave an agent with an old set: bounded to this).
 pub const ROUTES_REREAD: Duration = Duration::from_secs(30);
 
-/// How often the kernel is converged to the known set without a read (someone deleted a route
-/// of ours: put back within this).
+/// How often the kernel is read and converged to the known set without a read of the set
+/// (someone deleted a route of ours: put back within this).
 pub const KERNEL_RECHECK: Duration = Duration::from_secs(5);
 
 /// What a tick does besides the heartbeat.
@@ -22,8 +23,10 @@ pub const KERNEL_RECHECK: Duration = Duration::from_secs(5);
 pub enum Next {
     /// Read the set (a converge follows the read).
     Read,
-    /// Converge the kernel to the set known.
+    /// Converge the kernel to the set known, as the core knows the kernel.
     Converge,
+    /// Converge the kernel to the set known, observing the kernel.
+    Recheck,
     Nothing,
 }
 
@@ -33,6 +36,8 @@ pub struct RouteLoop {
     followed: bool,
     /// A read is due at the next tick.
     due: bool,
+    /// A converge is due at the next tick (the gateway's addresses changed, an apply failed).
+    converge_due: bool,
     read_at: Option<Instant>,
     converged_at: Option<Instant>,
     /// `converged_at` before the last read (which counts as a converge when it brings a set).
@@ -41,7 +46,14 @@ pub struct RouteLoop {
 
 impl Default for RouteLoop {
     fn default() -> RouteLoop {
-        RouteLoop { followed: false, due: true, read_at: None, converged_at: None, before_read: None }
+        RouteLoop {
+            followed: false,
+            due: true,
+            converge_due: false,
+            read_at: None,
+            converged_at: None,
+            before_read: None,
+        }
     }
 }
 
@@ -50,13 +62,19 @@ impl RouteLoop {
         let since = |t: Option<Instant>| t.map(|t| now.saturating_duration_since(t));
         if !self.followed || self.due || since(self.read_at).is_none_or(|d| d >= ROUTES_REREAD) {
             self.due = false;
+            self.converge_due = false;
             self.read_at = Some(now);
             self.before_read = self.converged_at;
             self.converged_at = Some(now);
             return Next::Read;
         }
         if since(self.converged_at).is_none_or(|d| d >= KERNEL_RECHECK) {
+            self.converge_due = false;
             self.converged_at = Some(now);
+            return Next::Recheck;
+        }
+        if self.converge_due {
+            self.converge_due = false;
             return Next::Converge;
         }
         Next::Nothing
@@ -66,6 +84,12 @@ impl RouteLoop {
     /// tick.
     pub fn changed(&mut self) {
         self.due = true;
+    }
+
+    /// What the kernel should hold changed without a read (the VIPs on the gateway), or an apply
+    /// failed: converge at the next tick (a recheck due then does it).
+    pub fn reconverge(&mut self) {
+        self.converge_due = true;
     }
 
     /// The watch (re)synced: followed from here; what came before is read once.
@@ -103,6 +127,7 @@ mod tests {
                 "synced" => l.synced(),
                 "changed" => l.changed(),
                 "lost" => l.lost(),
+                "reconverge" => l.reconverge(),
                 "unchanged, followed" => assert!(!l.unchanged(), "a 304 converges nothing while followed"),
                 "unchanged, not followed" => assert!(l.unchanged(), "a 304 converges while not followed"),
                 _ => {}
@@ -124,16 +149,36 @@ mod tests {
             (0, "synced", Read),
             (500, "", Nothing),
             (4_500, "", Nothing),
-            (5_000, "", Converge),
+            (5_000, "", Recheck),
             (5_500, "changed", Read),
             (6_000, "", Nothing),
-            (10_500, "", Converge),
-            (30_000, "", Converge),
+            (10_500, "", Recheck),
+            (30_000, "", Recheck),
             (35_500, "", Read),
             (36_000, "lost", Read),
             (36_500, "", Read),
             (37_000, "synced", Read),
             (37_500, "", Nothing),
+        ]);
+    }
+
+    /// A converge asked for runs at the next tick, once, and leaves the recheck on schedule (it
+    /// need not observe); not followed, the read that every tick makes converges anyway.
+    #[test]
+    fn a_converge_asked_for_runs_at_the_next_tick() {
+        use Next::*;
+        check(&[
+            (0, "synced", Read),
+            (1_000, "reconverge", Converge),
+            (1_500, "", Nothing),
+            (5_000, "reconverge", Recheck),
+            (5_500, "", Nothing),
+            (9_500, "", Nothing),
+            (10_000, "", Recheck),
+            (10_500, "lost", Read),
+            (11_000, "reconverge", Read),
+            (11_500, "synced", Read),
+            (12_000, "", Nothing),
         ]);
     }
 
@@ -146,13 +191,13 @@ mod tests {
             (0, "synced", Read),
             (4_000, "changed", Read),
             (4_500, "unchanged, followed", Nothing),
-            (5_000, "", Converge),
+            (5_000, "", Recheck),
             (9_500, "", Nothing),
-            (10_000, "", Converge),
+            (10_000, "", Recheck),
             // A read that brings a set counts as a converge.
             (12_000, "changed", Read),
             (16_500, "", Nothing),
-            (17_000, "", Converge),
+            (17_000, "", Recheck),
             (17_500, "lost", Read),
             (18_000, "unchanged, not followed", Read),
         ]);

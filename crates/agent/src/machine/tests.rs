@@ -4,10 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use romana_api::rest::{
-    EndpointInfo, HostRoutesInfo, RouteInfo, RouteKind, Segment, Tenant, WatchEvent, WatchKind,
-};
-use romana_dataplane::{HostState, LinkKind, LinkName, NextHop, PeerRoute};
+use romana_api::rest::{EndpointInfo, Segment, Tenant, WatchEvent, WatchKind};
 use romana_store::follow::Followed;
 use serde_json::json;
 
@@ -15,7 +12,7 @@ use super::inputs::Lists;
 use super::*;
 
 /// Feeds `events` in order and compares the actions of each with `expect`.
-fn check(s: &mut State, events: Vec<Event>, expect: &[&[Action]]) {
+pub(super) fn check(s: &mut State, events: Vec<Event>, expect: &[&[Action]]) {
     let got: Vec<Vec<Action>> = events.into_iter().map(|e| step(s, e)).collect();
     let want: Vec<Vec<Action>> = expect.iter().map(|a| a.to_vec()).collect();
     assert_eq!(got, want);
@@ -79,7 +76,7 @@ fn put(key: &str, value: serde_json::Value) -> Event {
     )
 }
 
-fn gw() -> Vec<std::net::IpAddr> {
+pub(super) fn gw() -> Vec<std::net::IpAddr> {
     vec!["169.254.1.1".parse().unwrap()]
 }
 
@@ -371,122 +368,6 @@ fn repair_on_generation_mismatch() {
     );
     assert_eq!(repair_wait(Duration::from_secs(2), Duration::from_millis(300)), Duration::from_secs(3));
     assert_eq!(repair_wait(Duration::from_secs(2), Duration::from_millis(10)), Duration::from_secs(2));
-}
-
-fn route(dest: &str, kind: &str, via_ip: &str) -> RouteInfo {
-    let kind = match kind {
-        "throw" => RouteKind::Throw,
-        _ => RouteKind::Host { via: String::new(), via_ip: via_ip.into() },
-    };
-    RouteInfo { dest: dest.into(), kind }
-}
-
-#[test]
-fn a_route_set_change_converges() {
-    let mut s = State::new("h1".into(), gw(), true);
-    let r = HostRoutesInfo {
-        host: "h1".into(),
-        revision: 3,
-        routes: vec![
-            route("10.1.0.0/28", "host", "192.168.0.2"),
-            route("10.2.0.0/16", "throw", ""),
-            // romanad's mistakes are left out; the rest applies.
-            route("10.3.0.0/33", "host", "192.168.0.3"),
-            route("10.4.0.0/28", "host", "h3"),
-        ],
-        per_block: None,
-        per_endpoint: None,
-        stamp: None,
-    };
-    let want_routes = vec![
-        PeerRoute { dest: "10.1.0.0/28".parse().unwrap(), via: Some("192.168.0.2".parse().unwrap()) },
-        PeerRoute { dest: "10.2.0.0/16".parse().unwrap(), via: None },
-    ];
-    let converge = [Action::ObserveKernel, Action::SyncFastPath];
-    check(
-        &mut s,
-        vec![
-            Event::Tick { now: Instant::now() },
-            Event::RoutesRead(Some(routes::peer_routes(&r))),
-            Event::RoutesRead(None),
-        ],
-        // romanad unreachable: the last set stays.
-        &[&[Action::Heartbeat, Action::ReadRoutes], &converge, &converge],
-    );
-    assert_eq!(s.routes, want_routes);
-    // The kernel holds the gateway and an endpoint (the CNI's): the plan adds the routes and
-    // leaves the endpoint alone.
-    let veth = LinkName::new("romana-a1b2c3").unwrap();
-    let mut observed = routes::desired(&gw(), &[]).unwrap();
-    observed.links.insert(veth.clone(), LinkKind::Endpoint);
-    observed.routes.insert("10.0.0.2/32".parse().unwrap(), NextHop::Dev(veth.clone()));
-    let plan = match step(&mut s, Event::KernelObserved(observed)).as_slice() {
-        [Action::ApplyRoutes(p)] => p.clone(),
-        other => panic!("expected one plan, got {other:?}"),
-    };
-    let text: Vec<String> = plan.steps.iter().map(|s| s.to_string()).collect();
-    assert_eq!(text.len(), 2, "{text:?}");
-    assert!(text.iter().any(|s| s.contains("10.1.0.0/28") && s.contains("192.168.0.2")), "{text:?}");
-    assert!(text.iter().any(|s| s.contains("10.2.0.0/16")), "{text:?}");
-    assert!(!text.iter().any(|s| s.contains("romana-a1b2c3") || s.contains("10.0.0.2/32")), "{text:?}");
-    // Routes that do not compile (the same destination twice): nothing is observed, nothing
-    // applied.
-    let twice = HostRoutesInfo {
-        host: "h1".into(),
-        revision: 4,
-        routes: vec![
-            route("10.1.0.0/28", "host", "192.168.0.2"),
-            route("10.1.0.0/28", "host", "192.168.0.3"),
-        ],
-        per_block: None,
-        per_endpoint: None,
-        stamp: None,
-    };
-    check(
-        &mut s,
-        vec![Event::RoutesRead(Some(routes::peer_routes(&twice)))],
-        &[&[Action::RoutesDoNotCompile("the route manager sent two routes for 10.1.0.0/28".into())]],
-    );
-    check(&mut s, vec![Event::KernelObserved(HostState::default())], &[&[]]);
-}
-
-/// A read answered 304 converges where reads are the only converges (the watch not followed:
-/// the kernel, the gateway's addresses and the fast path are checked on each), and nothing while
-/// the watch follows the set (the recheck does).
-#[test]
-fn an_unchanged_route_set_converges_only_while_not_followed() {
-    let mut s = State::new("h1".into(), gw(), true);
-    let converge = [Action::ObserveKernel, Action::SyncFastPath];
-    check(
-        &mut s,
-        vec![Event::Tick { now: Instant::now() }, Event::RoutesUnchanged],
-        &[&[Action::Heartbeat, Action::ReadRoutes], &converge],
-    );
-    check(
-        &mut s,
-        vec![Event::Watched(Stream::Routes, Followed::Synced { relisted: true }), Event::RoutesUnchanged],
-        &[&[Action::WakeRoutes], &[]],
-    );
-}
-
-#[test]
-fn only_this_hosts_route_key_wakes_the_route_loop() {
-    let mut s = State::new("h1".into(), gw(), true);
-    let ev = |key: &str| {
-        Event::Watched(
-            Stream::Routes,
-            Followed::Event(WatchEvent { revision: 1, kind: WatchKind::Put, key: key.into(), value: None }),
-        )
-    };
-    check(
-        &mut s,
-        vec![
-            ev("routes/h1"),
-            ev("routes/h10"),
-            Event::Watched(Stream::Routes, Followed::Synced { relisted: true }),
-        ],
-        &[&[Action::WakeRoutes], &[], &[Action::WakeRoutes]],
-    );
 }
 
 #[test]
