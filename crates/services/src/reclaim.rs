@@ -103,8 +103,16 @@ async fn is_leader(s: &AppState) -> bool {
     matches!(s.store.get(&key).await, Ok(Some(kv)) if kv.value == s.instance.as_bytes())
 }
 
+/// What a pass did: addresses released, and how long the gather and the check took (what the
+/// next pass is paced by; the releases are store writes, not CPU).
+#[derive(Debug, Clone, Copy)]
+pub struct Passed {
+    pub reclaimed: usize,
+    pub cost: Duration,
+}
+
 /// One pass: gather, observe, set the gauges, and (the leader) release what is due.
-pub async fn pass(s: &AppState, now: u64) -> ServiceResult<usize> {
+pub async fn pass(s: &AppState, now: u64) -> ServiceResult<Passed> {
     let started = std::time::Instant::now();
     let p = gather(s).await?;
     let gathered = started.elapsed();
@@ -123,8 +131,9 @@ pub async fn pass(s: &AppState, now: u64) -> ServiceResult<usize> {
         check_ms = (started.elapsed() - gathered).as_secs_f64() * 1e3,
         "consistency pass"
     );
+    let cost = started.elapsed();
     if !is_leader(s).await {
-        return Ok(0);
+        return Ok(Passed { reclaimed: 0, cost });
     }
     let mut done = 0;
     for r in due {
@@ -162,7 +171,21 @@ pub async fn pass(s: &AppState, now: u64) -> ServiceResult<usize> {
             Err(e) => return Err(e),
         }
     }
-    Ok(done)
+    Ok(Passed { reclaimed: done, cost })
+}
+
+/// A pass's share of one core at most: after a pass that took `cost`, the next waits at least
+/// `cost * PACE`. At 50,000 endpoints a pass is 150-400 ms of a 2-core server's CPU, beside the
+/// pod starts it would slow (issue 22); every 5 s that was 3-8% of a core for a check whose
+/// graces are minutes.
+const PACE: u32 = 50;
+
+/// How long after a pass that took `cost` the next one starts: `every`, or longer when the pass
+/// was costly (`PACE`), but never longer than a quarter of the shorter grace, so that a suspect
+/// is still seen several times within it.
+pub fn next_pass_in(every: Duration, cost: Duration, g: crate::consistency::Graces) -> Duration {
+    let quarter = Duration::from_millis(g.leak_ms.min(g.dead_ms) / 4);
+    (cost * PACE).min(quarter).max(every)
 }
 
 /// Runs `pass` on every replica that serves the topology service.
@@ -170,12 +193,48 @@ pub fn spawn(s: AppState) {
     let g = s.check.graces;
     let every = Duration::from_millis((g.leak_ms.min(g.dead_ms) / 4).clamp(200, 5_000));
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(every);
         loop {
-            tick.tick().await;
-            if let Err(e) = pass(&s, now_ms()).await {
-                tracing::warn!(error = %e, "consistency pass failed; trying again");
-            }
+            let started = tokio::time::Instant::now();
+            let cost = match pass(&s, now_ms()).await {
+                Ok(p) => p.cost,
+                Err(e) => {
+                    tracing::warn!(error = %e, "consistency pass failed; trying again");
+                    started.elapsed()
+                }
+            };
+            tokio::time::sleep_until(started + next_pass_in(every, cost, g)).await;
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::consistency::Graces;
+
+    /// (interval, pass cost, shorter grace) in ms -> the wait from one pass's start to the next.
+    #[test]
+    fn costly_passes_are_spaced_out_within_the_graces() {
+        let cases = [
+            // Cheap passes keep the interval.
+            ((5_000, 20, 600_000), 5_000),
+            // 200 ms passes: 10 s apart (2% of a core).
+            ((5_000, 200, 600_000), 10_000),
+            // Never beyond a quarter of the grace...
+            ((5_000, 10_000, 600_000), 150_000),
+            ((1_000, 200, 20_000), 5_000),
+            // ...nor below the interval, even when the grace is short (tests use 800 ms).
+            ((200, 30, 800), 200),
+            ((200, 2, 800), 200),
+        ];
+        for ((every, cost, grace), want) in cases {
+            let g = Graces { leak_ms: grace, dead_ms: grace * 2 };
+            let got = next_pass_in(Duration::from_millis(every), Duration::from_millis(cost), g);
+            assert_eq!(
+                got,
+                Duration::from_millis(want),
+                "every {every} ms, cost {cost} ms, grace {grace} ms"
+            );
+        }
+    }
 }
