@@ -4,8 +4,8 @@
 //! on an existing host) through the cache of stamps, at 100, 1,000 and 5,000 hosts; the new
 //! block's pass also as it was while notices carried a digest of each set (every moved set's
 //! routes from one shared leaf trie, its JSON and SHA-256: the baseline, same run), and what
-//! the moved sets cost their readers (`GET /routes/{host}`, per set). Pure: the IPAM core and
-//! the route sets, no store, no HTTP.
+//! the moved sets cost their readers (`GET /routes/{host}`, per set, and of that what it does
+//! under the IPAM's lock). Pure: the IPAM core and the route sets, no store, no HTTP.
 //!
 //! `cargo bench -p romana-services --bench route_growth [-- --quick]`
 
@@ -17,7 +17,7 @@ use romana_ipam::{AllocRequest, Ipam};
 use romana_model::HostName;
 use romana_services::liveness::Liveness;
 use romana_services::route_cache::{RouteSetCache, published_notice};
-use romana_services::route_sets::host_routes_json;
+use romana_services::route_sets::{host_routes_json, set_inputs};
 
 const TENANTS: usize = 4;
 const PER_HOST: usize = 20;
@@ -97,6 +97,9 @@ struct Compared {
     now: (usize, Duration),
     before: Duration,
     reads: Duration,
+    /// Of `reads`, what `GET /routes/{host}` does under the IPAM's lock (`set_inputs`; before,
+    /// it held the lock for the whole read).
+    held: Duration,
 }
 
 fn pass_against_before(cache: &mut RouteSetCache, ipam: &Ipam, live: &Liveness) -> Compared {
@@ -115,10 +118,14 @@ fn pass_against_before(cache: &mut RouteSetCache, ipam: &Ipam, live: &Liveness) 
     }
     let before = t.elapsed();
     let t = Instant::now();
+    let mut held = Duration::ZERO;
     for h in &hosts {
-        std::hint::black_box(host_routes_json(ipam, live, h, 0).expect("a known host"));
+        let locked = Instant::now();
+        let inputs = set_inputs(ipam, live, h, 0);
+        held += locked.elapsed();
+        std::hint::black_box(inputs.write().expect("a known host"));
     }
-    Compared { now, before, reads: t.elapsed() }
+    Compared { now, before, reads: t.elapsed(), held }
 }
 
 fn median(mut xs: Vec<Duration>) -> Duration {
@@ -137,6 +144,8 @@ struct Row {
     new_block_before: Duration,
     /// The new block's moved sets as their readers get them, per set.
     read_per_set: Duration,
+    /// Of that, the IPAM's lock held.
+    held_per_set: Duration,
 }
 
 fn measure(hosts: usize, racks: usize, pods: Pods) -> Row {
@@ -155,7 +164,7 @@ fn measure(hosts: usize, racks: usize, pods: Pods) -> Row {
     let mut adds = Vec::new();
     let mut blocks = Vec::new();
     let mut blocks_before = Vec::new();
-    let mut reads = Vec::new();
+    let (mut reads, mut held) = (Vec::new(), Vec::new());
     let (mut add_sets, mut block_sets) = (0, 0);
     for k in 0..CHANGES {
         let h = hosts + k;
@@ -170,6 +179,7 @@ fn measure(hosts: usize, racks: usize, pods: Pods) -> Row {
         blocks.push(c.now.1);
         blocks_before.push(c.before);
         reads.push(c.reads / c.now.0.max(1) as u32);
+        held.push(c.held / c.now.0.max(1) as u32);
     }
     // The cache's answer is the fresh one.
     for i in [0, hosts / 2, hosts - 1] {
@@ -185,6 +195,7 @@ fn measure(hosts: usize, racks: usize, pods: Pods) -> Row {
         new_block: (block_sets, median(blocks)),
         new_block_before: median(blocks_before),
         read_per_set: median(reads),
+        held_per_set: median(held),
     }
 }
 
@@ -195,12 +206,12 @@ fn ms(d: Duration) -> f64 {
 fn table(title: &str, rows: &[Row]) {
     println!("\n{title}\n");
     println!(
-        "| hosts | routes per host | every set from scratch (ms) | pass, nothing changed (ms) | host added: notices / ms | new block: notices / ms | new block, pass with digests (ms) | before / now | a moved set's read (ms) |"
+        "| hosts | routes per host | every set from scratch (ms) | pass, nothing changed (ms) | host added: notices / ms | new block: notices / ms | new block, pass with digests (ms) | before / now | a moved set's read (ms) | of which under the IPAM's lock (ms) |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     for r in rows {
         println!(
-            "| {} | {} | {:.1} | {:.2} | {} / {:.2} | {} / {:.2} | {:.2} | {:.1}x | {:.2} |",
+            "| {} | {} | {:.1} | {:.2} | {} / {:.2} | {} / {:.2} | {:.2} | {:.1}x | {:.2} | {:.3} |",
             r.hosts,
             r.routes_per_host,
             ms(r.full),
@@ -211,7 +222,8 @@ fn table(title: &str, rows: &[Row]) {
             ms(r.new_block.1),
             ms(r.new_block_before),
             r.new_block_before.as_secs_f64() / r.new_block.1.as_secs_f64().max(1e-9),
-            ms(r.read_per_set)
+            ms(r.read_per_set),
+            ms(r.held_per_set)
         );
     }
     if rows.windows(2).any(|w| w[0].hosts == w[1].hosts) {

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use romana_api::rest::{FabricGroup, HostRoutesInfo, RouteInfo, RouteKind, RouteSetNotice};
 use romana_api::vip::VipInfo;
-use romana_ipam::{Ipam, IpamError, RouteTarget};
+use romana_ipam::{Ipam, IpamError};
 use romana_model::HostName;
 
 use crate::liveness::Liveness;
@@ -65,29 +65,54 @@ pub struct Served {
     pub etag: String,
 }
 
-/// The routes `host` installs: the IPAM's aggregated routes, without those through dead hosts,
-/// with what a per-block and a per-endpoint scheme would need and the stamp of their inputs, as
-/// `GET /routes/{host}` answers them (`route_wire::host_routes_json`).
+/// What `host`'s set is computed from, read from the IPAM: the routes' inputs (`RoutePlan`, with
+/// which hosts are dead) and the stamp. Cheap (the stamp and a copy of the leaf's blocks), so a
+/// caller holds the IPAM's lock for this only; `SetInputs::write` computes the rest.
+#[derive(Debug)]
+pub struct SetInputs {
+    host: HostName,
+    plan: romana_ipam::RoutePlan,
+    stamp: Option<String>,
+    revision: i64,
+}
+
+pub fn set_inputs(ipam: &Ipam, live: &Liveness, host: &HostName, revision: i64) -> SetInputs {
+    let dead = |h: &HostName| live.is_dead(h.as_str());
+    SetInputs {
+        host: host.clone(),
+        plan: ipam.route_plan(std::slice::from_ref(host), &dead),
+        stamp: ipam.route_stamp(host, &dead).map(stamp_text),
+        revision,
+    }
+}
+
+impl SetInputs {
+    /// The routes the host installs (the IPAM's aggregated routes, without those through dead
+    /// hosts), with what a per-block and a per-endpoint scheme would need and the stamp of their
+    /// inputs, as `GET /routes/{host}` answers them (`route_wire::host_routes_json`).
+    pub fn write(self) -> Result<Served, IpamError> {
+        use std::fmt::Write as _;
+        let set = self.plan.into_routes().next().unwrap_or(Err(IpamError::UnknownHost(self.host)))?;
+        let written = romana_api::route_wire::host_routes_json(&set, self.revision, self.stamp.as_deref());
+        let digest = ring::digest::digest(&ring::digest::SHA256, &written.json[written.routes]);
+        let mut etag = String::with_capacity(36);
+        etag.push_str("W/\"");
+        for b in &digest.as_ref()[..16] {
+            let _ = write!(etag, "{b:02x}");
+        }
+        etag.push('"');
+        Ok(Served { json: written.json, etag })
+    }
+}
+
+/// `set_inputs` and `write` in one: a host's set as `GET /routes/{host}` answers it.
 pub fn host_routes_json(
     ipam: &Ipam,
     live: &Liveness,
     host: &HostName,
     revision: i64,
 ) -> Result<Served, IpamError> {
-    use std::fmt::Write as _;
-    let stamp = ipam.route_stamp(host, &|h| live.is_dead(h.as_str())).map(stamp_text);
-    let mut set = ipam.host_routes(host)?;
-    set.routes
-        .retain(|x| !matches!(&x.target, RouteTarget::Host { name, .. } if live.is_dead(name.as_str())));
-    let written = romana_api::route_wire::host_routes_json(&set, revision, stamp.as_deref());
-    let digest = ring::digest::digest(&ring::digest::SHA256, &written.json[written.routes]);
-    let mut etag = String::with_capacity(36);
-    etag.push_str("W/\"");
-    for b in &digest.as_ref()[..16] {
-        let _ = write!(etag, "{b:02x}");
-    }
-    etag.push('"');
-    Ok(Served { json: written.json, etag })
+    set_inputs(ipam, live, host, revision).write()
 }
 
 /// Whether a request's `If-None-Match` (`value`: a list of entity tags, or `*`) names `etag`:
@@ -123,7 +148,7 @@ pub fn notice(host: &str, stamp: u64) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use romana_ipam::AllocRequest;
+    use romana_ipam::{AllocRequest, RouteTarget};
     use serde_json::json;
 
     const TOPOLOGY: &str = r#"{"networks":[{"name":"pods","cidr":"10.20.0.0/16","block_mask":28}],
