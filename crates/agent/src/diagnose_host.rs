@@ -62,7 +62,7 @@ pub async fn run(s: &Shared) -> Vec<Finding> {
         let core = s.core();
         Expect {
             host: s.host.clone(),
-            desired: core.desired.clone(),
+            desired: core.desired.as_deref().cloned(),
             policy: core.policy,
             firewall_loaded: core.inputs.loaded,
             known_table,

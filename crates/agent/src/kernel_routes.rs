@@ -68,6 +68,8 @@ pub async fn perform(
             })
             .await
         }
+        // Nothing to change: no netlink socket, no namespace thread.
+        Action::ApplyRoutes(plan) if plan.is_empty() => Ok(Some(plan)),
         Action::ApplyRoutes(plan) => {
             with_kernel(netns, async move |k| {
                 romana_agent::drive::apply_known(k, &plan).await?;

@@ -81,7 +81,7 @@ pub struct Metrics {
     pub firewall_elements: AtomicU64,
     /// One policy pass (compile, apply the difference): the firewall's latency.
     pub firewall_sync_seconds: Histogram,
-    /// One route pass (observe the kernel, plan, apply).
+    /// One route pass (plan, from the kernel observed or as known, and apply).
     pub converge_seconds: Histogram,
     /// From a change of this host's route set seen on the watch to the kernel holding it.
     pub watch_lag_seconds: Histogram,
@@ -143,7 +143,7 @@ impl Metrics {
             ("romana_agent_reconcile_errors_total", "Route passes that failed.", C(&self.reconcile_errors)),
             (
                 "romana_agent_route_convergence_seconds",
-                "One route pass: observe the kernel, plan, apply.",
+                "One route pass: plan (from the kernel observed, or as last applied) and apply.",
                 H(&self.converge_seconds),
             ),
             ("romana_agent_plan_steps_total", "Kernel route changes applied.", C(&self.steps_applied)),

@@ -144,12 +144,18 @@ async fn agents_route_between_hosts_and_withdraw_dead_ones() {
         segment: String::new(),
         ip: None,
     };
+    let a_log = dir.path().join("a.log");
+    let before = std::fs::read_to_string(&a_log).unwrap().len();
     let second = admin.allocate(&req, None).await.unwrap().block;
     assert_ne!(second, blocks[1]);
     let to_b2 = format!("{second} via 192.168.88.2 dev eth0");
     wait_for("ha to route to hb's second block", 20, || our_routes(&a_ns).contains(&to_b2)).await;
-    let a_log = std::fs::read_to_string(dir.path().join("a.log")).unwrap();
-    assert!(a_log.contains("route pass, known kernel"), "{a_log}");
+    // The pass that added it (logged once applied), after the allocation: one with steps.
+    wait_for("ha's known-kernel pass in its log", 10, || {
+        let log = std::fs::read_to_string(&a_log).unwrap();
+        log[before..].lines().any(|l| l.contains("route pass, known kernel") && !l.contains("steps=0"))
+    })
+    .await;
 
     // A route of ours deleted behind the agent's back is put back by the recheck, which reads
     // the kernel (every 5 s).

@@ -103,8 +103,8 @@ async fn is_leader(s: &AppState) -> bool {
     matches!(s.store.get(&key).await, Ok(Some(kv)) if kv.value == s.instance.as_bytes())
 }
 
-/// What a pass did: addresses released, and how long the gather and the check took (what the
-/// next pass is paced by; the releases are store writes, not CPU).
+/// What a pass did: addresses released, and how long the gather and the check took, wall time
+/// (what the next pass is paced by; the releases are store writes and are left out).
 #[derive(Debug, Clone, Copy)]
 pub struct Passed {
     pub reclaimed: usize,
@@ -174,15 +174,15 @@ pub async fn pass(s: &AppState, now: u64) -> ServiceResult<Passed> {
     Ok(Passed { reclaimed: done, cost })
 }
 
-/// A pass's share of one core at most: after a pass that took `cost`, the next waits at least
-/// `cost * PACE`. At 50,000 endpoints a pass is 150-400 ms of a 2-core server's CPU, beside the
-/// pod starts it would slow (issue 22); every 5 s that was 3-8% of a core for a check whose
-/// graces are minutes.
+/// A pass's share of the time at most: after a pass whose gather and check took `cost` (wall
+/// time, mostly CPU), the next starts `cost * PACE` after it at the earliest. At 50,000
+/// endpoints a pass is 0.1-0.25 s on a 2-core server, beside the pod starts it would slow
+/// (issue 22); every 5 s that was 2-5% of a core for a check whose graces are minutes.
 const PACE: u32 = 50;
 
 /// How long after a pass that took `cost` the next one starts: `every`, or longer when the pass
-/// was costly (`PACE`), but never longer than a quarter of the shorter grace, so that a suspect
-/// is still seen several times within it.
+/// was costly (`PACE`), but not beyond a quarter of the shorter grace (nor below `every`), so
+/// that a suspect is still seen several times within it.
 pub fn next_pass_in(every: Duration, cost: Duration, g: crate::consistency::Graces) -> Duration {
     let quarter = Duration::from_millis(g.leak_ms.min(g.dead_ms) / 4);
     (cost * PACE).min(quarter).max(every)
@@ -197,9 +197,10 @@ pub fn spawn(s: AppState) {
             let started = tokio::time::Instant::now();
             let cost = match pass(&s, now_ms()).await {
                 Ok(p) => p.cost,
+                // A failure's time is mostly waiting (a store timeout): tried again at the interval.
                 Err(e) => {
                     tracing::warn!(error = %e, "consistency pass failed; trying again");
-                    started.elapsed()
+                    Duration::ZERO
                 }
             };
             tokio::time::sleep_until(started + next_pass_in(every, cost, g)).await;

@@ -13,6 +13,7 @@ pub mod routes;
 pub mod saved_table;
 
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use romana_api::rest::{Tenant, WatchEvent};
@@ -163,16 +164,19 @@ pub struct State {
     pub routes: Vec<PeerRoute>,
     /// When the set is read and the kernel converged.
     pub route_loop: route_loop::RouteLoop,
-    /// What the kernel should hold, compiled from `routes` (`None`: it does not compile).
-    pub desired: Option<HostState>,
+    /// What the kernel should hold, compiled from `routes` (`None`: it does not compile). Shared
+    /// with `kernel` once applied: 4,000 routes at 50,000 endpoints are not copied under the
+    /// core's lock, which the CNI path takes too.
+    pub desired: Option<Arc<HostState>>,
     /// What the kernel holds of ours (endpoints aside) as the last converge left it (`None`:
     /// unknown, observe it). A changed set is planned from it without reading the kernel: at
     /// 50,000 endpoints in a flat leaf that read is 4,000 routes dumped and parsed, ~6 ms of a
     /// 2-core host's CPU beside the pod starts that caused the change (issue 22). The recheck
     /// (`KERNEL_RECHECK`) still observes, and a failed apply makes it unknown.
-    pub kernel: Option<HostState>,
-    /// What the plan in flight leaves in the kernel once it applied.
-    applying: Option<HostState>,
+    pub kernel: Option<Arc<HostState>>,
+    /// What the plan in flight leaves in the kernel once it applied, and whether it was planned
+    /// from the kernel as known (not from an observation).
+    applying: Option<(Arc<HostState>, bool)>,
     pub inputs: Inputs,
     /// Watch events applied: a full re-read that events overtook is dropped.
     pub events: u64,
@@ -284,12 +288,14 @@ impl State {
     /// The converge of the routes as they are known: with `observe`, or when the kernel is not
     /// known, observe, then (on `KernelObserved`) plan; else plan from the kernel as known.
     fn converge(&mut self, out: &mut Vec<Action>, observe: bool) {
+        self.route_loop.converging();
         match routes::desired(&[&self.gateways[..], &self.vips[..]].concat(), &self.routes) {
             Ok(d) => {
+                let d = Arc::new(d);
                 match self.kernel.as_ref().filter(|_| !observe) {
                     Some(k) => {
                         out.push(Action::ApplyRoutes(diff(k, &d)));
-                        self.applying = Some(d.clone());
+                        self.applying = Some((Arc::clone(&d), true));
                     }
                     None => out.push(Action::ObserveKernel),
                 }
@@ -334,27 +340,33 @@ pub fn step(s: &mut State, ev: Event) -> Vec<Action> {
             };
             s.converge(&mut out, observe);
         }
-        Event::RoutesUnchanged => {
-            if s.route_loop.unchanged() {
-                s.converge(&mut out, true);
-            }
-        }
+        Event::RoutesUnchanged => match s.route_loop.unchanged() {
+            route_loop::Next::Recheck => s.converge(&mut out, true),
+            route_loop::Next::Converge => s.converge(&mut out, false),
+            route_loop::Next::Read | route_loop::Next::Nothing => {}
+        },
         Event::KernelObserved(observed) => {
             // Endpoint links and their routes are the CNI path's: the plan never touches them.
             // Once applied, the kernel holds exactly `desired` of ours (`diff` adds what is
             // missing, removes what is not desired, and `desired` has no endpoints).
             if let Some(desired) = &s.desired {
                 out.push(Action::ApplyRoutes(diff(&routes::without_endpoints(observed), desired)));
-                s.applying = Some(desired.clone());
+                s.applying = Some((Arc::clone(desired), false));
             }
         }
         Event::RoutesApplied(ok) => {
             let applying = s.applying.take();
-            s.kernel = if ok { applying } else { None };
-            if !ok {
-                // Partly applied, or not at all: observe at the next tick rather than at the
-                // recheck.
-                s.route_loop.reconverge();
+            if ok {
+                s.kernel = applying.map(|(target, _)| target);
+            } else {
+                s.kernel = None;
+                // A plan from the kernel as known failed (partly applied, or the kernel was not
+                // as known): observe at the next tick rather than at the recheck. A failed
+                // observation or a plan from one waits for the recheck, so a failure that
+                // persists costs a kernel dump every 5 s, not every tick.
+                if applying.is_some_and(|(_, known)| known) {
+                    s.route_loop.reconverge();
+                }
             }
         }
         Event::VipsChanged(vips) => {

@@ -62,7 +62,6 @@ impl RouteLoop {
         let since = |t: Option<Instant>| t.map(|t| now.saturating_duration_since(t));
         if !self.followed || self.due || since(self.read_at).is_none_or(|d| d >= ROUTES_REREAD) {
             self.due = false;
-            self.converge_due = false;
             self.read_at = Some(now);
             self.before_read = self.converged_at;
             self.converged_at = Some(now);
@@ -92,6 +91,11 @@ impl RouteLoop {
         self.converge_due = true;
     }
 
+    /// A converge is under way (after a read, or a tick's): one asked for is done by it.
+    pub fn converging(&mut self) {
+        self.converge_due = false;
+    }
+
     /// The watch (re)synced: followed from here; what came before is read once.
     pub fn synced(&mut self) {
         self.followed = true;
@@ -103,15 +107,17 @@ impl RouteLoop {
         self.followed = false;
     }
 
-    /// The read found the routes held (romanad answered 304): whether to converge anyway. Not
-    /// followed, reads are the only converges (the kernel, the gateway's addresses and the fast
-    /// path are checked on each); followed, the recheck keeps its schedule, as if the read had
-    /// not happened.
-    pub fn unchanged(&mut self) -> bool {
-        if self.followed {
-            self.converged_at = self.before_read;
+    /// The read found the routes held (romanad answered 304): what converge to run (`Read` is
+    /// never answered). Not followed, reads are the only converges (the kernel, the gateway's
+    /// addresses and the fast path are checked on each: `Recheck`); followed, the recheck keeps
+    /// its schedule, as if the read had not happened, and only a converge asked for runs.
+    pub fn unchanged(&mut self) -> Next {
+        if !self.followed {
+            return Next::Recheck;
         }
-        !self.followed
+        self.converged_at = self.before_read;
+        // A converge asked for (a VIP changed) is still owed.
+        if self.converge_due { Next::Converge } else { Next::Nothing }
     }
 }
 
@@ -128,8 +134,18 @@ mod tests {
                 "changed" => l.changed(),
                 "lost" => l.lost(),
                 "reconverge" => l.reconverge(),
-                "unchanged, followed" => assert!(!l.unchanged(), "a 304 converges nothing while followed"),
-                "unchanged, not followed" => assert!(l.unchanged(), "a 304 converges while not followed"),
+                "converging" => l.converging(),
+                "reconverge, then unchanged" => {
+                    l.reconverge();
+                    assert_eq!(l.unchanged(), Next::Converge, "a 304 does the converge asked for");
+                    l.converging();
+                }
+                "unchanged, followed" => {
+                    assert_eq!(l.unchanged(), Next::Nothing, "a 304 converges nothing while followed")
+                }
+                "unchanged, not followed" => {
+                    assert_eq!(l.unchanged(), Next::Recheck, "a 304 converges while not followed")
+                }
                 _ => {}
             }
             let got = l.tick(start + Duration::from_millis(*at));
@@ -163,7 +179,8 @@ mod tests {
     }
 
     /// A converge asked for runs at the next tick, once, and leaves the recheck on schedule (it
-    /// need not observe); not followed, the read that every tick makes converges anyway.
+    /// need not observe); a read at that tick keeps it owed until a converge starts (the core
+    /// says `converging`), and a 304 then converges.
     #[test]
     fn a_converge_asked_for_runs_at_the_next_tick() {
         use Next::*;
@@ -178,7 +195,10 @@ mod tests {
             (10_500, "lost", Read),
             (11_000, "reconverge", Read),
             (11_500, "synced", Read),
-            (12_000, "", Nothing),
+            (12_000, "", Converge),
+            (12_500, "reconverge, then unchanged", Nothing),
+            (13_000, "changed", Read),
+            (13_500, "converging", Nothing),
         ]);
     }
 

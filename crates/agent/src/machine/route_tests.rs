@@ -154,7 +154,7 @@ fn said(s: &mut State, ev: Event) -> Vec<String> {
 
 /// Once a converge applied, the kernel is known: a changed set is planned from it (the change
 /// alone, no observation). The recheck observes anyway and repairs; a failed apply leaves the
-/// kernel unknown and observes at the next tick, not at the next recheck.
+/// kernel unknown, and a failed plan from the kernel as known observes at the next tick.
 #[test]
 fn a_changed_set_is_planned_from_the_kernel_as_known() {
     let (mut s, t) = (State::new("h1".into(), gw(), true), Instant::now());
@@ -184,21 +184,33 @@ fn a_changed_set_is_planned_from_the_kernel_as_known() {
         said(&mut s, Event::Tick { now: t + KERNEL_RECHECK }),
         ["Heartbeat", "ObserveKernel", "SyncFastPath"]
     );
-    let mut seen = s.kernel.clone().unwrap();
+    let mut seen = HostState::clone(s.kernel.as_ref().unwrap());
     seen.routes.clear();
     assert_eq!(said(&mut s, Event::KernelObserved(seen)), ["add route 10.1.0.16/28 via 192.168.0.3"]);
-    // That apply fails: the kernel is unknown, and the next tick observes.
+    // That apply fails: the kernel is unknown, and the recheck tries again (a failure that
+    // persists costs a kernel dump every 5 s, not every tick).
     step(&mut s, Event::RoutesApplied(false));
     assert_eq!(s.kernel, None);
-    let next = t + KERNEL_RECHECK + Duration::from_millis(500);
-    assert_eq!(said(&mut s, Event::Tick { now: next }), ["Heartbeat", "ObserveKernel", "SyncFastPath"]);
-    // A failed observation (no plan) leaves it unknown too: a read observes.
+    let next = |ms: u64| Event::Tick { now: t + KERNEL_RECHECK + Duration::from_millis(ms) };
+    assert_eq!(said(&mut s, next(500)), ["Heartbeat"]);
+    // A read meanwhile observes; this time it applies.
+    assert_eq!(said(&mut s, set(&[a, b])), ["ObserveKernel", "SyncFastPath"]);
+    said(&mut s, Event::KernelObserved(HostState::default()));
+    step(&mut s, Event::RoutesApplied(true));
+    assert_eq!(s.kernel, s.desired);
+    // A plan from the kernel as known fails (the kernel was not as known): the next tick
+    // observes.
+    assert_eq!(said(&mut s, set(&[a])), ["delete route 10.1.0.16/28", "SyncFastPath"]);
     step(&mut s, Event::RoutesApplied(false));
-    assert_eq!(said(&mut s, set(&[a])), ["ObserveKernel", "SyncFastPath"]);
+    assert_eq!(said(&mut s, next(1_000)), ["Heartbeat", "ObserveKernel", "SyncFastPath"]);
+    // A failed observation (no plan) leaves it unknown too, without asking for a converge.
+    step(&mut s, Event::RoutesApplied(false));
+    assert_eq!(said(&mut s, next(1_500)), ["Heartbeat"]);
 }
 
 /// A VIP's address goes on the gateway at the next tick (not at the recheck), planned from the
-/// kernel as known; the apply in flight when it came leaves the kernel as that apply planned.
+/// kernel as known, or with the read due at that tick even when it is answered 304; the apply in
+/// flight when it came leaves the kernel as that apply planned.
 #[test]
 fn a_vip_change_converges_at_the_next_tick() {
     let (mut s, t) = (State::new("h1".into(), gw(), true), Instant::now());
@@ -218,5 +230,21 @@ fn a_vip_change_converges_at_the_next_tick() {
         said(&mut s, Event::Tick { now: t + Duration::from_millis(500) }),
         ["Heartbeat", "add address 192.0.2.10/32 dev romana-gw", "SyncFastPath"]
     );
+    step(&mut s, Event::RoutesApplied(true));
     assert_eq!(said(&mut s, Event::Tick { now: t + Duration::from_millis(1_000) }), ["Heartbeat"]);
+    // A second VIP while a read is due: the read comes first, is answered 304, and converges the
+    // VIP (it does not wait for the recheck).
+    let key = WatchEvent { revision: 2, kind: WatchKind::Put, key: "routes/h1".into(), value: None };
+    step(&mut s, Event::Watched(Stream::Routes, Followed::Event(key)));
+    step(&mut s, Event::VipsChanged(vec!["192.0.2.10".parse().unwrap(), "192.0.2.11".parse().unwrap()]));
+    assert_eq!(
+        said(&mut s, Event::Tick { now: t + Duration::from_millis(1_500) }),
+        ["Heartbeat", "ReadRoutes"]
+    );
+    assert_eq!(
+        said(&mut s, Event::RoutesUnchanged),
+        ["add address 192.0.2.11/32 dev romana-gw", "SyncFastPath"]
+    );
+    step(&mut s, Event::RoutesApplied(true));
+    assert_eq!(said(&mut s, Event::Tick { now: t + Duration::from_millis(2_000) }), ["Heartbeat"]);
 }
