@@ -550,9 +550,8 @@ async fn host_routes(
     use axum::http::header;
     use axum::response::IntoResponse;
     let name = host_name(&host)?;
-    // Under the IPAM's lock only the inputs; the set (its trie and aggregation, JSON and ETag:
-    // about 1.7 ms at 4,000 routes) on a background thread: every agent of a leaf reads after
-    // each new block there.
+    // Under the IPAM's lock only the inputs; the set (1.7 ms at 4,000 routes) on a background
+    // thread: every agent of a leaf reads after each new block there.
     let inputs = s.ipam.read(|v| {
         let live = s.liveness.read().unwrap_or_else(|p| p.into_inner());
         crate::route_sets::set_inputs(&v.ipam, &live, &name, v.revision)
