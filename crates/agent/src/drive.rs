@@ -1,6 +1,6 @@
 //! The runners that perform the core's actions through the ports: converge the routes (observe,
-//! let the core plan, apply; or apply a plan made from the kernel as known), read our nftables table with its generation, and run one
-//! firewall transaction with the fast path around it. Generic over the ports so that tests run
+//! let the core plan, apply; or apply a plan made from the kernel as known), read our nftables
+//! table with its generation, and run one firewall transaction with the fast path around it. Generic over the ports so that tests run
 //! them with fakes; the binary gives them the real kernel, nftables and BPF map.
 
 use romana_dataplane::{HostState, Plan};

@@ -1,9 +1,9 @@
 //! romana-agent end to end: two hosts as network namespaces joined by a veth pair (no link leaves
 //! them), romanad's services in this process on 127.0.0.1, one agent process per host. Each host
 //! gets routes to the other's blocks (planned from the kernel as the agent knows it; a route
-//! deleted behind its back comes back at the recheck); killing one agent withdraws its routes from the other host
-//! within the liveness budget, its own kernel keeps forwarding, and a restarted agent changes
-//! nothing on its host.
+//! deleted behind its back comes back at the recheck); killing one agent withdraws its routes
+//! from the other host within the liveness budget, its own kernel keeps forwarding, and a
+//! restarted agent changes nothing on its host.
 #![allow(clippy::unwrap_used)]
 
 use std::path::Path;

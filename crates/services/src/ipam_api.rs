@@ -539,7 +539,7 @@ async fn remove_blackout(State(s): State<AppState>, Query(q): Query<CidrQuery>) 
 }
 
 /// The set as `HostRoutesInfo`'s JSON, written straight from the IPAM's routes
-/// (`route_sets::host_routes_json`), with the `ETag` of its routes: a reader that sends it back
+/// (`route_sets::set_inputs`, then `SetInputs::write`), with the `ETag` of its routes: a reader that sends it back
 /// in `If-None-Match` gets 304 without a body while the routes are the same (an agent whose
 /// notice moved for a block of its own that changed none of its routes, issue 22).
 async fn host_routes(

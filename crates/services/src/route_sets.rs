@@ -118,7 +118,9 @@ pub fn host_routes_json(
 /// Whether a request's `If-None-Match` (`value`: a list of entity tags, or `*`) names `etag`:
 /// the reader holds these routes already (weak comparison, as RFC 9110 asks of this header).
 pub fn not_modified(value: &str, etag: &str) -> bool {
-    let opaque = |t: &str| t.strip_prefix("W/").unwrap_or(t).to_owned();
+    fn opaque(t: &str) -> &str {
+        t.strip_prefix("W/").unwrap_or(t)
+    }
     value.split(',').map(str::trim).any(|t| t == "*" || opaque(t) == opaque(etag))
 }
 

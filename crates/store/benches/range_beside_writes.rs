@@ -1,5 +1,5 @@
 //! A large range beside small writes on the embedded store: 50,000 records of 300 bytes (the
-//! policy bench's endpoints at 5x, which romanad's consistency check reads every 5 s), ranged
+//! policy bench's endpoints at 5x, which romanad's consistency check reads every 5-12 s), ranged
 //! ten times while another thread puts one key at a time; the writes' latency during the
 //! ranges (median, p99, maximum) and the ranges' own time. The writes wait for the engine's
 //! lock, which a range held while it copied every value (issue 22).

@@ -140,23 +140,20 @@ impl Engine {
         self.kv.get(key).map(|s| s.kv(key))
     }
 
+    /// The entries under `prefix`, in key order.
+    fn under<'a>(&'a self, prefix: &'a str) -> impl Iterator<Item = (&'a String, &'a Stored)> + 'a {
+        self.kv.range(prefix.to_owned()..).take_while(move |(k, _)| k.starts_with(prefix))
+    }
+
     pub fn range(&self, prefix: &str) -> Vec<KeyValue> {
-        self.kv
-            .range(prefix.to_owned()..)
-            .take_while(|(k, _)| k.starts_with(prefix))
-            .map(|(k, v)| v.kv(k))
-            .collect()
+        self.under(prefix).map(|(k, v)| v.kv(k)).collect()
     }
 
     /// `range` with the values shared, not copied: what the caller turns into `KeyValue`s
     /// after letting go of the engine (a range of 50,000 endpoint records copied their values
     /// under the lock for 20 ms, and every write waited: issue 22).
     pub fn range_shared(&self, prefix: &str) -> Vec<SharedKv> {
-        self.kv
-            .range(prefix.to_owned()..)
-            .take_while(|(k, _)| k.starts_with(prefix))
-            .map(|(_, v)| SharedKv(v.clone()))
-            .collect()
+        self.under(prefix).map(|(_, v)| SharedKv(v.clone())).collect()
     }
 
     fn holds(&self, c: &Compare) -> bool {
@@ -191,11 +188,7 @@ impl Engine {
                     }
                 }
                 Op::DeletePrefix { prefix } => {
-                    let keys = self
-                        .kv
-                        .range(prefix.to_owned()..)
-                        .take_while(|(k, _)| k.starts_with(prefix.as_str()));
-                    writes.extend(keys.map(|(k, _)| Write::Delete { key: k.clone() }));
+                    writes.extend(self.under(prefix).map(|(k, _)| Write::Delete { key: k.clone() }));
                 }
             }
         }
