@@ -330,23 +330,24 @@ async fn perform(shared: &shared::Shared, args: &Args, creds: &Credentials, acti
         Action::ReadRoutes => {
             let t = Instant::now();
             let held = shared.routes_etag.lock().unwrap_or_else(|e| e.into_inner()).clone();
-            let read = match client.routes_json_if_changed(&args.host, held.as_deref()).await {
+            let answer = match client.routes_json_if_changed(&args.host, held.as_deref()).await {
                 Ok(answer) => {
                     *shared.last_contact.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
                     answer
                 }
                 Err(e) => {
                     tracing::warn!(host = %args.host, error = %e, "cannot read this host's routes; keeping the last set");
-                    return shared.step(Event::RoutesRead(None));
+                    return shared.step(Event::RoutesRead(None, None));
                 }
             };
             // The routes are the ones held (a notice moved by a block of this host's own that
             // changed none of them): nothing to parse; the core converges only where reads are
             // its only converges (the watch not followed).
-            let Some((json, etag)) = read else {
+            let stamp = answer.stamp;
+            let Some((json, etag)) = answer.changed else {
                 let read_ms = t.elapsed().as_secs_f64() * 1e3;
-                tracing::debug!(target: "romana_agent::drive", read_ms, "route set read: unchanged");
-                return shared.step(Event::RoutesUnchanged);
+                tracing::debug!(target: "romana_agent::drive", read_ms, ?stamp, "route set read: unchanged");
+                return shared.step(Event::RoutesUnchanged(stamp));
             };
             // Parsed on a blocking thread: the agent's runtime serves CNI ADDs meanwhile.
             let parsed = tokio::task::spawn_blocking(move || {
@@ -358,24 +359,25 @@ async fn perform(shared: &shared::Shared, args: &Args, creds: &Credentials, acti
                 Ok(Ok(parsed)) => parsed,
                 Ok(Err(e)) => {
                     tracing::warn!(host = %args.host, error = %e, "romanad's route set does not parse; keeping the last set");
-                    return shared.step(Event::RoutesRead(None));
+                    return shared.step(Event::RoutesRead(None, None));
                 }
                 Err(e) => {
                     tracing::warn!(host = %args.host, error = %e, "the route set's parse failed; keeping the last set");
-                    return shared.step(Event::RoutesRead(None));
+                    return shared.step(Event::RoutesRead(None, None));
                 }
             };
             let read_ms = t.elapsed().as_secs_f64() * 1e3;
             shared.routes_revision.store(revision, Ordering::Relaxed);
             *shared.routes_etag.lock().unwrap_or_else(|e| e.into_inner()) = etag;
             let t = Instant::now();
-            let next = shared.step(Event::RoutesRead(Some(routes)));
+            let next = shared.step(Event::RoutesRead(Some(routes), stamp.clone()));
             // The read (request, then the parse off the runtime) and its step (under the
             // core's lock): `RUST_LOG=romana_agent::drive=debug`.
             tracing::debug!(
                 target: "romana_agent::drive",
                 read_ms,
                 step_ms = t.elapsed().as_secs_f64() * 1e3,
+                ?stamp,
                 "route set read"
             );
             m.routes.store(shared.core().routes.len() as u64, Ordering::Relaxed);

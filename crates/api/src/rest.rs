@@ -320,9 +320,15 @@ pub struct RouteSetNotice {
     /// set's inputs do, mostly when the set does (a new block of the host's own that no other
     /// host's aggregate covered moves the stamp, not the routes: `GET /routes/{host}` with the
     /// `ETag` of the routes held answers 304 then). `GET /routes/{host}` answers the stamp of
-    /// the set it serves.
+    /// the set it serves, in the body and in the `Romana-Route-Stamp` header (a 304 too).
     pub stamp: String,
 }
+
+/// The header of `GET /routes/{host}`'s answer (200 and 304) naming the stamp of the set it was
+/// computed from. A reader whose notice named another stamp was answered by a replica that had
+/// not yet applied the change (or had applied a later one): it reads again, and does not keep a
+/// stale set until the next notice.
+pub const ROUTE_STAMP_HEADER: &str = "romana-route-stamp";
 
 /// `GET /fabric`: one prefix group as the fabric sees it: its prefix, the aggregate it announces,
 /// its hosts and the routes a router of the group needs. (Fields in this order: the JSON that

@@ -43,6 +43,14 @@ impl ClientError {
 
 pub type Result<T> = std::result::Result<T, ClientError>;
 
+/// `Client::routes_json_if_changed`'s answer: the set's JSON and `ETag` unless the routes held
+/// are current (`None`: 304), and the stamp of the set the answering replica computed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoutesAnswer {
+    pub changed: Option<(Vec<u8>, Option<String>)>,
+    pub stamp: Option<String>,
+}
+
 pub struct Client {
     endpoints: Vec<String>,
     http: reqwest::Client,
@@ -535,27 +543,26 @@ impl Client {
     }
 
     /// `GET /routes/{host}` unless its routes are the ones `etag` names (the `ETag` of an earlier
-    /// answer, sent as `If-None-Match`): `None` when they are (304), else the set's JSON (a
-    /// `HostRoutesInfo`, left to the caller to parse: 300 KB at 50,000 endpoints in a flat leaf,
-    /// which an agent parses off its runtime) with its own `ETag`.
-    pub async fn routes_json_if_changed(
-        &self,
-        host: &str,
-        etag: Option<&str>,
-    ) -> Result<Option<(Vec<u8>, Option<String>)>> {
+    /// answer, sent as `If-None-Match`): `changed` is `None` when they are (304), else the set's
+    /// JSON (a `HostRoutesInfo`, left to the caller to parse: 300 KB at 50,000 endpoints in a
+    /// flat leaf, which an agent parses off its runtime) with its own `ETag`; either way with
+    /// the stamp of the set the replica computed (`ROUTE_STAMP_HEADER`).
+    pub async fn routes_json_if_changed(&self, host: &str, etag: Option<&str>) -> Result<RoutesAnswer> {
         let path = format!("/routes/{}", enc(host));
         let resp = self.send_with(Method::GET, &path, None, None, etag).await?;
         let status = resp.status().as_u16();
+        let header = |name| resp.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let stamp = header(romana_api::rest::ROUTE_STAMP_HEADER).filter(|s| !s.is_empty());
         if status == 304 {
-            return Ok(None);
+            return Ok(RoutesAnswer { changed: None, stamp });
         }
-        let tag = resp.headers().get(reqwest::header::ETAG).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let tag = header(reqwest::header::ETAG.as_str());
         let url = resp.url().to_string();
         let bytes = resp.bytes().await.map_err(|e| ClientError::Decode { url, detail: e.to_string() })?;
         if status >= 400 {
             return Err(api_error(status, &bytes));
         }
-        Ok(Some((bytes.to_vec(), tag)))
+        Ok(RoutesAnswer { changed: Some((bytes.to_vec(), tag)), stamp })
     }
 
     /// Follows `GET /watch` from a revision (0: current state first, then changes).

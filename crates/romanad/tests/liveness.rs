@@ -190,9 +190,11 @@ async fn blocks_taken_and_given_back_are_published_and_nothing_else() {
         c.routes("h1").await.unwrap().routes.into_iter().map(|r| r.dest).collect()
     };
     // h2's own set before it holds a block: empty, read with its `ETag`.
-    let (empty, h2_tag) = c.routes_json_if_changed("h2", None).await.unwrap().expect("a first read");
+    let first_read = c.routes_json_if_changed("h2", None).await.unwrap();
+    let (empty, h2_tag) = first_read.changed.expect("a first read");
     let h2_tag = h2_tag.expect("an ETag");
     let h2_stamp = serde_json::from_slice::<HostRoutesInfo>(&empty).unwrap().stamp;
+    assert_eq!(first_read.stamp, h2_stamp, "the stamp's header names the body's stamp");
     // The first block of h2's: in h1's set, and announced.
     c.allocate(&on_h2("a", "t"), None).await.unwrap();
     assert_eq!(dests(&c).await, ["10.20.0.0/28"]);
@@ -200,15 +202,19 @@ async fn blocks_taken_and_given_back_are_published_and_nothing_else() {
     while next().await.expect("h2's first block announced in h1's notices") != first {}
     // h2's own stamp moved (it owns a block now), its routes did not (its own blocks are not in
     // its set): a read with the `ETag` it holds is answered 304, without the set.
-    assert_ne!(c.routes("h2").await.unwrap().stamp, h2_stamp);
-    assert!(c.routes_json_if_changed("h2", Some(&h2_tag)).await.unwrap().is_none(), "h2's routes unchanged");
+    let moved = c.routes("h2").await.unwrap().stamp;
+    assert_ne!(moved, h2_stamp);
+    let unchanged = c.routes_json_if_changed("h2", Some(&h2_tag)).await.unwrap();
+    assert!(unchanged.changed.is_none(), "h2's routes unchanged");
+    // The 304 names the stamp the set was computed from: the new one.
+    assert_eq!(unchanged.stamp, moved, "a 304 carries the stamp");
     // h1's routes did change: the `ETag` of the empty set it held (any empty set's: the tag is
     // of the routes alone) gets the set, with another tag.
     let (set, h1_tag) =
-        c.routes_json_if_changed("h1", Some(&h2_tag)).await.unwrap().expect("h1's set changed");
+        c.routes_json_if_changed("h1", Some(&h2_tag)).await.unwrap().changed.expect("h1's set changed");
     assert_eq!(serde_json::from_slice::<HostRoutesInfo>(&set).unwrap().routes.len(), 1);
     assert!(h1_tag.as_ref().is_some_and(|t| *t != h2_tag));
-    assert!(c.routes_json_if_changed("h1", h1_tag.as_deref()).await.unwrap().is_none());
+    assert!(c.routes_json_if_changed("h1", h1_tag.as_deref()).await.unwrap().changed.is_none());
     // Another address in that block: the same set, nothing written (the route manager ticks
     // every 200 ms).
     c.allocate(&on_h2("b", "t"), None).await.unwrap();

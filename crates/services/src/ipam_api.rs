@@ -538,10 +538,9 @@ async fn remove_blackout(State(s): State<AppState>, Query(q): Query<CidrQuery>) 
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// The set as `HostRoutesInfo`'s JSON, written straight from the IPAM's routes
-/// (`route_sets::set_inputs`, then `SetInputs::write`), with the `ETag` of its routes: a reader that sends it back
-/// in `If-None-Match` gets 304 without a body while the routes are the same (an agent whose
-/// notice moved for a block of its own that changed none of its routes, issue 22).
+/// The set as `HostRoutesInfo`'s JSON (`route_sets::set_inputs`, then `SetInputs::write`), with
+/// the `ETag` of its routes (sent back in `If-None-Match`: 304 without a body while the routes
+/// are the same, issue 22) and the stamp of its inputs (`ROUTE_STAMP_HEADER`, a 304's too).
 async fn host_routes(
     State(s): State<AppState>,
     Path(host): Path<String>,
@@ -558,11 +557,12 @@ async fn host_routes(
     });
     let served = crate::background::run(move || inputs.write()).await?;
     let held = headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok());
+    let stamp = (romana_api::rest::ROUTE_STAMP_HEADER, served.stamp.unwrap_or_default());
     if held.is_some_and(|v| crate::route_sets::not_modified(v, &served.etag)) {
-        return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, served.etag)]).into_response());
+        return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, served.etag)], [stamp]).into_response());
     }
-    Ok(([(header::CONTENT_TYPE, "application/json".to_owned()), (header::ETAG, served.etag)], served.json)
-        .into_response())
+    let json = (header::CONTENT_TYPE, "application/json".to_owned());
+    Ok(([json, (header::ETAG, served.etag)], [stamp], served.json).into_response())
 }
 
 async fn fabric(State(s): State<AppState>) -> ApiResult<Json<Vec<FabricGroup>>> {

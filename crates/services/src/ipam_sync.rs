@@ -134,6 +134,9 @@ pub struct IpamHandle {
     /// Signalled after every batch of store events applied to the replica (so after every
     /// change, local or another replica's): the route manager recomputes on it.
     changed: Arc<tokio::sync::Notify>,
+    /// When the last command (an allocation, a release...) was sent: background work waits for
+    /// a burst of them to end (`since_last_command`).
+    last_command: Arc<std::sync::Mutex<Option<Instant>>>,
 }
 
 pub(crate) fn encode<T: serde::Serialize>(v: &T) -> Vec<u8> {
@@ -167,7 +170,7 @@ impl IpamHandle {
         let changed = Arc::new(tokio::sync::Notify::new());
         let actor = Actor { store, keys, view: Arc::clone(&view), changed: Arc::clone(&changed), jitter };
         tokio::spawn(actor.run(rx, feed_rx));
-        Ok(IpamHandle { tx, view, changed })
+        Ok(IpamHandle { tx, view, changed, last_command: Arc::default() })
     }
 
     /// Waits until the replica has applied a change since the last wait returned (changes in
@@ -180,7 +183,14 @@ impl IpamHandle {
         f(&read_lock(&self.view))
     }
 
+    /// How long since this replica's last IPAM command (`None`: none yet). The consistency
+    /// check starts its pass once allocations have paused (`reclaim.rs`).
+    pub fn since_last_command(&self) -> Option<std::time::Duration> {
+        self.last_command.lock().unwrap_or_else(|p| p.into_inner()).map(|t| t.elapsed())
+    }
+
     async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> ServiceResult<T> {
+        *self.last_command.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
         let (tx, rx) = oneshot::channel();
         self.tx
             .send((Instant::now(), make(tx)))

@@ -188,12 +188,38 @@ pub fn next_pass_in(every: Duration, cost: Duration, g: crate::consistency::Grac
     (cost * PACE).min(quarter).max(every)
 }
 
+/// How long the IPAM must have had no command before a pass starts: a pass at 50,000 endpoints
+/// is 0.1-0.3 s of CPU, and run in a burst of pod starts on a 2-core server it slowed every ADD
+/// beside it (their agent-side time doubled for 150 ms; issue 22).
+const QUIET: Duration = Duration::from_millis(500);
+
+/// How long to wait before a pass, given the time `since` the IPAM's last command and how long
+/// this pass has `waited` already: until `QUIET` after that command, but not in all beyond
+/// `most` (a cluster that allocates without pause is still checked). `None`: start now.
+pub fn quiet_wait(since: Option<Duration>, waited: Duration, most: Duration) -> Option<Duration> {
+    let since = since?;
+    (since < QUIET && waited < most).then(|| (QUIET - since).min(most - waited))
+}
+
 /// Runs `pass` on every replica that serves the topology service.
 pub fn spawn(s: AppState) {
     let g = s.check.graces;
     let every = Duration::from_millis((g.leak_ms.min(g.dead_ms) / 4).clamp(200, 5_000));
+    // A pass waits for a burst to end for at most the interval.
+    let most = every;
     tokio::spawn(async move {
         loop {
+            let mut waited = Duration::ZERO;
+            while let Some(d) = quiet_wait(s.ipam.since_last_command(), waited, most) {
+                tokio::time::sleep(d).await;
+                waited += d;
+            }
+            if !waited.is_zero() {
+                tracing::debug!(
+                    waited_ms = waited.as_secs_f64() * 1e3,
+                    "consistency pass after a burst of allocations"
+                );
+            }
             let started = tokio::time::Instant::now();
             let cost = match pass(&s, now_ms()).await {
                 Ok(p) => p.cost,
@@ -212,6 +238,28 @@ pub fn spawn(s: AppState) {
 mod tests {
     use super::*;
     use crate::consistency::Graces;
+
+    /// (ms since the last command, ms waited, most) -> the wait before the pass, in ms.
+    #[test]
+    fn a_pass_waits_for_a_burst_of_allocations_to_end_within_a_bound() {
+        let ms = Duration::from_millis;
+        let cases = [
+            // No command ever, or the last long ago: now.
+            ((None, 0, 5_000), None),
+            ((Some(600), 0, 5_000), None),
+            ((Some(500), 0, 5_000), None),
+            // A command 100 ms ago: until 500 ms after it.
+            ((Some(100), 0, 5_000), Some(400)),
+            ((Some(0), 4_800, 5_000), Some(200)),
+            // Waited the most already: now, burst or not.
+            ((Some(0), 5_000, 5_000), None),
+            ((Some(100), 200, 200), None),
+        ];
+        for ((since, waited, most), want) in cases {
+            let got = quiet_wait(since.map(ms), ms(waited), ms(most));
+            assert_eq!(got, want.map(ms), "since {since:?} ms, waited {waited} ms, most {most} ms");
+        }
+    }
 
     /// (interval, pass cost, shorter grace) in ms -> the wait from one pass's start to the next.
     #[test]

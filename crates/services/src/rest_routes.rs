@@ -209,7 +209,7 @@ pub const ROUTES: &[RouteSpec] = &[
         "/routes/{host}",
         "topology",
         Access::Service,
-        "Route manager: the routes a host installs (with an ETag of the routes; 304 without a body when If-None-Match names it)",
+        "Route manager: the routes a host installs (with an ETag of the routes, 304 without a body when If-None-Match names it, and the stamp of their inputs in the Romana-Route-Stamp header)",
         None,
         "HostRoutesInfo",
         200,

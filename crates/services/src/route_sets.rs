@@ -63,6 +63,8 @@ pub struct Served {
     /// their JSON array, in hex. Weak because the answer's revision, counts and stamp can differ
     /// under one tag; the same routes give the same tag on every replica.
     pub etag: String,
+    /// The stamp of the set's inputs (`RouteSetNotice::stamp`), also sent with a 304.
+    pub stamp: Option<String>,
 }
 
 /// What `host`'s set is computed from, read from the IPAM: the routes' inputs (`RoutePlan`, with
@@ -101,7 +103,7 @@ impl SetInputs {
             let _ = write!(etag, "{b:02x}");
         }
         etag.push('"');
-        Ok(Served { json: written.json, etag })
+        Ok(Served { json: written.json, etag, stamp: self.stamp })
     }
 }
 

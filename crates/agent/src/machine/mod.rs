@@ -64,10 +64,11 @@ pub enum Event {
     },
     /// The route manager's set for this host as the dataplane's routes (`routes::peer_routes`,
     /// parsed off the agent's runtime and the core's lock: 4,000 routes at 50,000 endpoints in
-    /// a flat leaf); `None`: romanad could not be read.
-    RoutesRead(Option<Vec<PeerRoute>>),
-    /// romanad answered the read 304: the routes are the ones held.
-    RoutesUnchanged,
+    /// a flat leaf); `None`: romanad could not be read. With the stamp the answer named (a
+    /// read is due again while it is not the last notice's: `RouteLoop::answered`).
+    RoutesRead(Option<Vec<PeerRoute>>, Option<String>),
+    /// romanad answered the read 304: the routes are the ones held; with the stamp it named.
+    RoutesUnchanged(Option<String>),
     /// The kernel's links, addresses and routes as observed for a converge.
     KernelObserved(HostState),
     /// The routes' plan (`ApplyRoutes`) applied (`true`), or the converge failed.
@@ -323,7 +324,7 @@ pub fn step(s: &mut State, ev: Event) -> Vec<Action> {
                 route_loop::Next::Nothing => {}
             }
         }
-        Event::RoutesRead(r) => {
+        Event::RoutesRead(r, stamp) => {
             // When romanad cannot be reached the last known routes stay: the kernel keeps
             // forwarding, and the next tick reads again.
             // A set read is planned from the kernel as known; a failed read converges as a
@@ -331,6 +332,7 @@ pub fn step(s: &mut State, ev: Event) -> Vec<Action> {
             let observe = match r {
                 Some(r) => {
                     s.routes = r;
+                    s.route_loop.answered(stamp.as_deref());
                     false
                 }
                 None => {
@@ -340,11 +342,14 @@ pub fn step(s: &mut State, ev: Event) -> Vec<Action> {
             };
             s.converge(&mut out, observe);
         }
-        Event::RoutesUnchanged => match s.route_loop.unchanged() {
-            route_loop::Next::Recheck => s.converge(&mut out, true),
-            route_loop::Next::Converge => s.converge(&mut out, false),
-            route_loop::Next::Read | route_loop::Next::Nothing => {}
-        },
+        Event::RoutesUnchanged(stamp) => {
+            s.route_loop.answered(stamp.as_deref());
+            match s.route_loop.unchanged() {
+                route_loop::Next::Recheck => s.converge(&mut out, true),
+                route_loop::Next::Converge => s.converge(&mut out, false),
+                route_loop::Next::Read | route_loop::Next::Nothing => {}
+            }
+        }
         Event::KernelObserved(observed) => {
             // Endpoint links and their routes are the CNI path's: the plan never touches them.
             // Once applied, the kernel holds exactly `desired` of ours (`diff` adds what is
@@ -376,7 +381,12 @@ pub fn step(s: &mut State, ev: Event) -> Vec<Action> {
         Event::Watched(Stream::Routes, f) => match f {
             // The prefix also matches longer host names: only our key counts.
             Followed::Event(ev) if ev.key == s.routes_key() => {
-                s.route_loop.changed();
+                // The notice names the set's stamp: a read answered with another is read again.
+                let notice = ev
+                    .value
+                    .as_ref()
+                    .and_then(|v| serde_json::from_str::<romana_api::rest::RouteSetNotice>(v.get()).ok());
+                s.route_loop.notice(notice.map(|n| n.stamp));
                 out.push(Action::WakeRoutes);
             }
             Followed::Synced { .. } => {

@@ -18,6 +18,11 @@ pub const ROUTES_REREAD: Duration = Duration::from_secs(30);
 /// (someone deleted a route of ours: put back within this).
 pub const KERNEL_RECHECK: Duration = Duration::from_secs(5);
 
+/// How many reads in a row a notice's stamp may be answered with another stamp (a replica that
+/// has not yet applied the change the notice is of) before the loop stops reading for it: the
+/// set is read again at each tick meanwhile (500 ms), not left stale until `ROUTES_REREAD`.
+pub const LAGGED_REREADS: u32 = 20;
+
 /// What a tick does besides the heartbeat.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Next {
@@ -42,6 +47,10 @@ pub struct RouteLoop {
     converged_at: Option<Instant>,
     /// `converged_at` before the last read (which counts as a converge when it brings a set).
     before_read: Option<Instant>,
+    /// The stamp the last notice named, until a read is answered with it.
+    wanted: Option<String>,
+    /// Reads answered with another stamp since that notice.
+    lagged: u32,
 }
 
 impl Default for RouteLoop {
@@ -53,6 +62,8 @@ impl Default for RouteLoop {
             read_at: None,
             converged_at: None,
             before_read: None,
+            wanted: None,
+            lagged: 0,
         }
     }
 }
@@ -96,15 +107,47 @@ impl RouteLoop {
         self.converge_due = false;
     }
 
+    /// The watch said the set changed, to the set of `stamp` (`None`: the notice names none, or
+    /// was deleted): read at the next tick, and again while the answers name another stamp.
+    pub fn notice(&mut self, stamp: Option<String>) {
+        self.due = true;
+        self.wanted = stamp;
+        self.lagged = 0;
+    }
+
+    /// A read was answered (a set, or 304) with the set of `stamp`. Another stamp than the last
+    /// notice's: the answering replica lags (or the watch does) and the read is due again at
+    /// the next tick, at most `LAGGED_REREADS` times for one notice. Returns whether it lagged.
+    pub fn answered(&mut self, stamp: Option<&str>) -> bool {
+        let (Some(wanted), Some(stamp)) = (&self.wanted, stamp) else {
+            // Nothing to compare: romanad names no stamp (or no notice named one).
+            self.wanted = None;
+            return false;
+        };
+        if wanted == stamp {
+            self.wanted = None;
+            return false;
+        }
+        self.lagged += 1;
+        if self.lagged <= LAGGED_REREADS {
+            self.due = true;
+        } else {
+            self.wanted = None;
+        }
+        true
+    }
+
     /// The watch (re)synced: followed from here; what came before is read once.
     pub fn synced(&mut self) {
         self.followed = true;
         self.due = true;
+        self.wanted = None;
     }
 
     /// The watch broke: every tick reads until it syncs again.
     pub fn lost(&mut self) {
         self.followed = false;
+        self.wanted = None;
     }
 
     /// The read found the routes held (romanad answered 304): what converge to run (`Read` is
@@ -151,6 +194,51 @@ mod tests {
             let got = l.tick(start + Duration::from_millis(*at));
             assert_eq!(got, *want, "tick at {at} ms after {before:?}");
         }
+    }
+
+    /// A notice's stamp answered with another (a lagging replica): read again at each tick,
+    /// until a read names it or `LAGGED_REREADS` reads did not; a later notice starts over.
+    #[test]
+    fn a_set_answered_by_a_lagging_replica_is_read_again() {
+        let (start, mut l) = (Instant::now(), RouteLoop::default());
+        let mut at = 0;
+        let mut tick = |l: &mut RouteLoop| {
+            at += 500;
+            l.tick(start + Duration::from_millis(at))
+        };
+        l.synced();
+        assert_eq!(tick(&mut l), Next::Read);
+        assert!(!l.answered(Some("a")), "no notice named a stamp yet");
+        assert_eq!(tick(&mut l), Next::Nothing);
+        l.notice(Some("b".into()));
+        assert_eq!(tick(&mut l), Next::Read);
+        assert!(l.answered(Some("a")), "the replica still serves a");
+        assert_eq!(tick(&mut l), Next::Read, "read again at the next tick");
+        assert!(!l.answered(Some("b")), "caught up");
+        assert_eq!(tick(&mut l), Next::Nothing);
+        // A later read (the safety net) compares nothing once caught up.
+        assert!(!l.answered(Some("a")));
+        // A replica that never catches up: LAGGED_REREADS reads again, then the loop waits.
+        l.notice(Some("c".into()));
+        for n in 0..=LAGGED_REREADS {
+            assert_eq!(tick(&mut l), Next::Read, "read {n}");
+            assert!(l.answered(Some("b")));
+        }
+        assert_eq!(tick(&mut l), Next::Nothing, "given up until the next notice or reread");
+        // An answer without a stamp (an older romanad) is taken as it is.
+        l.notice(Some("d".into()));
+        assert_eq!(tick(&mut l), Next::Read);
+        assert!(!l.answered(None));
+        assert_eq!(tick(&mut l), Next::Nothing);
+        // A notice without a stamp: nothing to wait for.
+        l.notice(None);
+        assert_eq!(tick(&mut l), Next::Read);
+        assert!(!l.answered(Some("x")));
+        // The watch resyncing forgets the notice (its read follows anyway).
+        l.notice(Some("e".into()));
+        l.synced();
+        assert_eq!(tick(&mut l), Next::Read);
+        assert!(!l.answered(Some("x")));
     }
 
     #[test]

@@ -46,8 +46,8 @@ fn a_route_set_change_converges() {
         &mut s,
         vec![
             Event::Tick { now: Instant::now() },
-            Event::RoutesRead(Some(routes::peer_routes(&r))),
-            Event::RoutesRead(None),
+            Event::RoutesRead(Some(routes::peer_routes(&r)), None),
+            Event::RoutesRead(None, None),
         ],
         // romanad unreachable: the last set stays.
         &[&[Action::Heartbeat, Action::ReadRoutes], &converge, &converge],
@@ -83,7 +83,7 @@ fn a_route_set_change_converges() {
     };
     check(
         &mut s,
-        vec![Event::RoutesRead(Some(routes::peer_routes(&twice)))],
+        vec![Event::RoutesRead(Some(routes::peer_routes(&twice)), None)],
         &[&[Action::RoutesDoNotCompile("the route manager sent two routes for 10.1.0.0/28".into())]],
     );
     check(&mut s, vec![Event::KernelObserved(HostState::default())], &[&[]]);
@@ -98,12 +98,15 @@ fn an_unchanged_route_set_converges_only_while_not_followed() {
     let converge = [Action::ObserveKernel, Action::SyncFastPath];
     check(
         &mut s,
-        vec![Event::Tick { now: Instant::now() }, Event::RoutesUnchanged],
+        vec![Event::Tick { now: Instant::now() }, Event::RoutesUnchanged(None)],
         &[&[Action::Heartbeat, Action::ReadRoutes], &converge],
     );
     check(
         &mut s,
-        vec![Event::Watched(Stream::Routes, Followed::Synced { relisted: true }), Event::RoutesUnchanged],
+        vec![
+            Event::Watched(Stream::Routes, Followed::Synced { relisted: true }),
+            Event::RoutesUnchanged(None),
+        ],
         &[&[Action::WakeRoutes], &[]],
     );
 }
@@ -128,6 +131,74 @@ fn only_this_hosts_route_key_wakes_the_route_loop() {
     );
 }
 
+/// A notice names the set's stamp; a read answered by a replica that has not applied it yet
+/// (another stamp, as a set or a 304) is read again at the next tick, until one names it.
+#[test]
+fn a_read_answered_with_an_older_stamp_is_read_again() {
+    let mut s = State::new("h1".into(), gw(), true);
+    let start = Instant::now();
+    let tick = |ms: u64| Event::Tick { now: start + Duration::from_millis(ms) };
+    let notice = |stamp: &str| {
+        let value = serde_json::value::RawValue::from_string(format!(r#"{{"host":"h1","stamp":"{stamp}"}}"#));
+        Event::Watched(
+            Stream::Routes,
+            Followed::Event(WatchEvent {
+                revision: 2,
+                kind: WatchKind::Put,
+                key: "routes/h1".into(),
+                value: Some(value.unwrap()),
+            }),
+        )
+    };
+    let read = [Action::Heartbeat, Action::ReadRoutes];
+    check(
+        &mut s,
+        vec![
+            Event::Watched(Stream::Routes, Followed::Synced { relisted: false }),
+            tick(0),
+            Event::RoutesUnchanged(Some("aa".into())),
+            tick(500),
+            notice("bb"),
+            tick(1_000),
+            // The replica answering still computes from before the change.
+            Event::RoutesUnchanged(Some("aa".into())),
+            tick(1_500),
+            set_stamped(&[("10.1.0.0/28", "192.168.0.2")], Some("aa")),
+        ],
+        &[
+            &[Action::WakeRoutes],
+            &read,
+            &[],
+            // The first converge is owed (no read brought a set yet): a recheck.
+            &[Action::Heartbeat, Action::ObserveKernel, Action::SyncFastPath],
+            &[Action::WakeRoutes],
+            &read,
+            // 304 with the old stamp: read again at the next tick.
+            &[],
+            &read,
+            // The set the lagging replica has is still taken (the kernel unknown: observed).
+            &[Action::ObserveKernel, Action::SyncFastPath],
+        ],
+    );
+    // Read again; the answer names the notice's stamp: no more reads.
+    let mut out = step(&mut s, tick(2_000));
+    out.extend(step(&mut s, set_stamped(&[("10.1.0.0/28", "192.168.0.2")], Some("bb"))));
+    out.extend(step(&mut s, tick(2_500)));
+    assert_eq!(out.iter().filter(|a| matches!(a, Action::ReadRoutes)).count(), 1, "{out:?}");
+}
+
+fn set_stamped(routes: &[(&str, &str)], stamp: Option<&str>) -> Event {
+    let r = HostRoutesInfo {
+        host: "h1".into(),
+        revision: 1,
+        routes: routes.iter().map(|(dest, via)| route(dest, "host", via)).collect(),
+        per_block: None,
+        per_endpoint: None,
+        stamp: stamp.map(str::to_owned),
+    };
+    Event::RoutesRead(Some(routes::peer_routes(&r)), stamp.map(str::to_owned))
+}
+
 /// A set of routes via other hosts, as read.
 fn set(routes: &[(&str, &str)]) -> Event {
     let r = HostRoutesInfo {
@@ -138,7 +209,7 @@ fn set(routes: &[(&str, &str)]) -> Event {
         per_endpoint: None,
         stamp: None,
     };
-    Event::RoutesRead(Some(routes::peer_routes(&r)))
+    Event::RoutesRead(Some(routes::peer_routes(&r)), None)
 }
 
 /// An event's actions as text: a plan as its steps, the rest by name.
@@ -242,7 +313,7 @@ fn a_vip_change_converges_at_the_next_tick() {
         ["Heartbeat", "ReadRoutes"]
     );
     assert_eq!(
-        said(&mut s, Event::RoutesUnchanged),
+        said(&mut s, Event::RoutesUnchanged(None)),
         ["add address 192.0.2.11/32 dev romana-gw", "SyncFastPath"]
     );
     step(&mut s, Event::RoutesApplied(true));
