@@ -352,10 +352,10 @@ async fn perform(shared: &shared::Shared, args: &Args, creds: &Credentials, acti
             // Parsed on a blocking thread: the agent's runtime serves CNI ADDs meanwhile.
             let parsed = tokio::task::spawn_blocking(move || {
                 serde_json::from_slice::<romana_api::rest::HostRoutesInfo>(&json)
-                    .map(|r| (r.revision, romana_agent::machine::routes::peer_routes(&r)))
+                    .map(|r| (r.revision, romana_agent::machine::routes::peer_routes(&r), r.stamp))
             })
             .await;
-            let (revision, routes) = match parsed {
+            let (revision, routes, body_stamp) = match parsed {
                 Ok(Ok(parsed)) => parsed,
                 Ok(Err(e)) => {
                     tracing::warn!(host = %args.host, error = %e, "romanad's route set does not parse; keeping the last set");
@@ -370,6 +370,8 @@ async fn perform(shared: &shared::Shared, args: &Args, creds: &Credentials, acti
             shared.routes_revision.store(revision, Ordering::Relaxed);
             *shared.routes_etag.lock().unwrap_or_else(|e| e.into_inner()) = etag;
             let t = Instant::now();
+            // The header, or the body's stamp where a proxy dropped the header.
+            let stamp = stamp.or(body_stamp);
             let next = shared.step(Event::RoutesRead(Some(routes), stamp.clone()));
             // The read (request, then the parse off the runtime) and its step (under the
             // core's lock): `RUST_LOG=romana_agent::drive=debug`.
@@ -393,6 +395,12 @@ async fn perform(shared: &shared::Shared, args: &Args, creds: &Credentials, acti
                 metrics::Metrics::inc(&m.reconcile_errors);
                 tracing::error!(host = %args.host, error = %e, "fast path sync failed")
             }
+        }
+        Action::RoutesLagged => {
+            // The replica that answered has not applied the change the notice named: the
+            // re-read at the next tick asks another one.
+            client.next_endpoint();
+            tracing::debug!(host = %args.host, "route set answered by a lagging replica; reading again");
         }
         Action::RoutesDoNotCompile(e) => {
             tracing::error!(error = %e, "the host's desired state does not compile; nothing applied")

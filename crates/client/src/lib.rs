@@ -542,6 +542,13 @@ impl Client {
         self.call(Method::GET, &format!("/routes/{}", enc(host)), None).await
     }
 
+    /// The next request starts with the next of the configured endpoints (a replica answered
+    /// with data behind what the caller knows it should have). One endpoint: no change.
+    pub fn next_endpoint(&self) {
+        let n = self.endpoints.len().max(1);
+        let _ = self.current.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |c| Some((c + 1) % n));
+    }
+
     /// `GET /routes/{host}` unless its routes are the ones `etag` names (the `ETag` of an earlier
     /// answer, sent as `If-None-Match`): `changed` is `None` when they are (304), else the set's
     /// JSON (a `HostRoutesInfo`, left to the caller to parse: 300 KB at 50,000 endpoints in a

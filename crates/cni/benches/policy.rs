@@ -164,7 +164,7 @@ async fn add_pod(ns: &Netns, cid: &str, sock: &std::path::Path, labels: &str) ->
         .await
         .expect("the plugin's thread");
     let ms = t.elapsed().as_secs_f64() * 1e3;
-    assert_eq!(rc, 0, "ADD: {r}");
+    assert_eq!(rc, 0, "ADD of {}: {r}", ns.0);
     let ip =
         r["ips"][0]["address"].as_str().expect("address").split('/').next().expect("ip").parse().expect("ip");
     (ip, ms)

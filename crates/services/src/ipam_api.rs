@@ -547,7 +547,7 @@ async fn host_routes(
     headers: axum::http::HeaderMap,
 ) -> ApiResult<axum::response::Response> {
     use axum::http::header;
-    use axum::response::IntoResponse;
+    use axum::response::{AppendHeaders, IntoResponse};
     let name = host_name(&host)?;
     // Under the IPAM's lock only the inputs; the set (1.7 ms at 4,000 routes) on a background
     // thread: every agent of a leaf reads after each new block there.
@@ -557,12 +557,12 @@ async fn host_routes(
     });
     let served = crate::background::run(move || inputs.write()).await?;
     let held = headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok());
-    let stamp = (romana_api::rest::ROUTE_STAMP_HEADER, served.stamp.unwrap_or_default());
+    let stamp = AppendHeaders(served.stamp.map(|s| (romana_api::rest::ROUTE_STAMP_HEADER, s)));
     if held.is_some_and(|v| crate::route_sets::not_modified(v, &served.etag)) {
-        return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, served.etag)], [stamp]).into_response());
+        return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, served.etag)], stamp).into_response());
     }
     let json = (header::CONTENT_TYPE, "application/json".to_owned());
-    Ok(([json, (header::ETAG, served.etag)], [stamp], served.json).into_response())
+    Ok(([json, (header::ETAG, served.etag)], stamp, served.json).into_response())
 }
 
 async fn fabric(State(s): State<AppState>) -> ApiResult<Json<Vec<FabricGroup>>> {

@@ -134,8 +134,8 @@ pub struct IpamHandle {
     /// Signalled after every batch of store events applied to the replica (so after every
     /// change, local or another replica's): the route manager recomputes on it.
     changed: Arc<tokio::sync::Notify>,
-    /// When the last command (an allocation, a release...) was sent: background work waits for
-    /// a burst of them to end (`since_last_command`).
+    /// When the last change (an allocation, a release, a host...) was sent or answered, not a
+    /// readiness ping: background work waits for a burst of them to end (`since_last_command`).
     last_command: Arc<std::sync::Mutex<Option<Instant>>>,
 }
 
@@ -183,14 +183,27 @@ impl IpamHandle {
         f(&read_lock(&self.view))
     }
 
-    /// How long since this replica's last IPAM command (`None`: none yet). The consistency
-    /// check starts its pass once allocations have paused (`reclaim.rs`).
+    /// How long since this replica's last IPAM change was sent or answered (`None`: none yet;
+    /// readiness pings do not count). The consistency check starts its pass once allocations
+    /// have paused (`reclaim.rs`). Per replica: changes served by another replica do not count.
     pub fn since_last_command(&self) -> Option<std::time::Duration> {
         self.last_command.lock().unwrap_or_else(|p| p.into_inner()).map(|t| t.elapsed())
     }
 
-    async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> ServiceResult<T> {
+    fn touch(&self) {
         *self.last_command.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+    }
+
+    /// A change: sent and answered, each moment counted as the last command's (with a backed-up
+    /// actor the answer can come long after the send).
+    async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> ServiceResult<T> {
+        self.touch();
+        let answer = self.send(make).await;
+        self.touch();
+        answer
+    }
+
+    async fn send<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> ServiceResult<T> {
         let (tx, rx) = oneshot::channel();
         self.tx
             .send((Instant::now(), make(tx)))
@@ -251,7 +264,8 @@ impl IpamHandle {
     /// Whether the replica serves changes now: its revision, or 503 saying why not (reloading
     /// after a lost watch, or stopped). A `Ping` through the actor, so it also shows it is not stuck.
     pub async fn ready(&self) -> ServiceResult<Revision> {
-        self.call(|reply| Command::Ping { reply }).await
+        // Not a change: a load balancer's probes every 500 ms must not hold the check off.
+        self.send(|reply| Command::Ping { reply }).await
     }
 }
 
@@ -531,6 +545,27 @@ mod tests {
         for w in want {
             assert!(text.contains(w), "{w:?} in {text}");
         }
+    }
+
+    /// Readiness pings do not count as commands (a probe every 500 ms would hold the
+    /// consistency check off); a change does, sent or refused.
+    #[tokio::test]
+    async fn only_changes_count_as_the_last_command() {
+        let store: Arc<dyn Store> = Arc::new(romana_store::MemStore::new());
+        let topology: TopologyRequest = serde_json::from_str(
+            r#"{"networks":[{"name":"n","cidr":"10.20.0.0/16","block_mask":28}],
+                "topologies":[{"networks":["n"],"map":[{"groups":[]}]}]}"#,
+        )
+        .expect("topology");
+        let jitter = Arc::new(crate::jitter::SplitMix::new(1));
+        let h = IpamHandle::start(store, Keys::new("/t"), Some(topology), jitter).await.expect("start");
+        assert_eq!(h.since_last_command(), None, "nothing yet");
+        h.ready().await.expect("ready");
+        h.ready().await.expect("ready");
+        assert_eq!(h.since_last_command(), None, "pings are not commands");
+        // A release of what is not allocated is refused, and still a command.
+        let _ = h.release("nobody".into()).await;
+        assert!(h.since_last_command().is_some_and(|d| d < Duration::from_secs(5)));
     }
 
     #[test]

@@ -176,7 +176,7 @@ pub async fn pass(s: &AppState, now: u64) -> ServiceResult<Passed> {
 
 /// A pass's share of the time at most: after a pass whose gather and check took `cost` (wall
 /// time, mostly CPU), the next starts `cost * PACE` after it at the earliest. At 50,000
-/// endpoints a pass is 0.1-0.25 s on a 2-core server, beside the pod starts it would slow
+/// endpoints a pass is 0.1-0.3 s on a 2-core server, beside the pod starts it would slow
 /// (issue 22); every 5 s that was 2-5% of a core for a check whose graces are minutes.
 const PACE: u32 = 50;
 

@@ -123,6 +123,9 @@ pub enum Action {
     SyncFastPath,
     /// Wake the route loop now (a change on its watch).
     WakeRoutes,
+    /// The route set's read was answered by a replica behind the notice (another stamp): the
+    /// next read goes to another of romanad's endpoints, if there are several.
+    RoutesLagged,
     /// Wake the firewall loop now.
     WakeFirewall,
     /// Wake the firewall loop after this long (a failed read is retried).
@@ -332,7 +335,9 @@ pub fn step(s: &mut State, ev: Event) -> Vec<Action> {
             let observe = match r {
                 Some(r) => {
                     s.routes = r;
-                    s.route_loop.answered(stamp.as_deref());
+                    if s.route_loop.answered(stamp.as_deref()) {
+                        out.push(Action::RoutesLagged);
+                    }
                     false
                 }
                 None => {
@@ -343,7 +348,9 @@ pub fn step(s: &mut State, ev: Event) -> Vec<Action> {
             s.converge(&mut out, observe);
         }
         Event::RoutesUnchanged(stamp) => {
-            s.route_loop.answered(stamp.as_deref());
+            if s.route_loop.answered(stamp.as_deref()) {
+                out.push(Action::RoutesLagged);
+            }
             match s.route_loop.unchanged() {
                 route_loop::Next::Recheck => s.converge(&mut out, true),
                 route_loop::Next::Converge => s.converge(&mut out, false),

@@ -173,11 +173,11 @@ fn a_read_answered_with_an_older_stamp_is_read_again() {
             &[Action::Heartbeat, Action::ObserveKernel, Action::SyncFastPath],
             &[Action::WakeRoutes],
             &read,
-            // 304 with the old stamp: read again at the next tick.
-            &[],
+            // 304 with the old stamp: read again at the next tick, from another replica.
+            &[Action::RoutesLagged],
             &read,
             // The set the lagging replica has is still taken (the kernel unknown: observed).
-            &[Action::ObserveKernel, Action::SyncFastPath],
+            &[Action::RoutesLagged, Action::ObserveKernel, Action::SyncFastPath],
         ],
     );
     // Read again; the answer names the notice's stamp: no more reads.
