@@ -187,6 +187,7 @@ fn a_read_answered_with_an_older_stamp_is_read_again() {
     assert_eq!(out.iter().filter(|a| matches!(a, Action::ReadRoutes)).count(), 1, "{out:?}");
 }
 
+/// A set of routes via other hosts, as read, from the set of `stamp`.
 fn set_stamped(routes: &[(&str, &str)], stamp: Option<&str>) -> Event {
     let r = HostRoutesInfo {
         host: "h1".into(),
@@ -201,15 +202,7 @@ fn set_stamped(routes: &[(&str, &str)], stamp: Option<&str>) -> Event {
 
 /// A set of routes via other hosts, as read.
 fn set(routes: &[(&str, &str)]) -> Event {
-    let r = HostRoutesInfo {
-        host: "h1".into(),
-        revision: 1,
-        routes: routes.iter().map(|(dest, via)| route(dest, "host", via)).collect(),
-        per_block: None,
-        per_endpoint: None,
-        stamp: None,
-    };
-    Event::RoutesRead(Some(routes::peer_routes(&r)), None)
+    set_stamped(routes, None)
 }
 
 /// An event's actions as text: a plan as its steps, the rest by name.
