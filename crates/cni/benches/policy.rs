@@ -153,16 +153,27 @@ async fn until(from: String, to: IpAddr, open: bool, start: Instant) -> Duration
     rx.await.expect("probe thread")
 }
 
+/// Runs the CNI plugin's `command` for container `cid` in `ns`. The plugin runs (and is waited
+/// for) on a blocking thread: a runtime worker waiting for it is one the in-process romanad
+/// cannot use for the call's own requests (with two workers, an ADD's allocation and
+/// registration queued behind romanad's other work on the one left).
+async fn plugin(
+    command: &'static str,
+    cid: &str,
+    ns: &Netns,
+    sock: &std::path::Path,
+    args: String,
+) -> (i32, serde_json::Value) {
+    let (cid, netns, conf) = (cid.to_owned(), netns_path(ns), conf("1.0.0", sock));
+    tokio::task::spawn_blocking(move || cni(command, &cid, &netns, &conf, &args))
+        .await
+        .expect("the plugin's thread")
+}
+
 async fn add_pod(ns: &Netns, cid: &str, sock: &std::path::Path, labels: &str) -> (IpAddr, f64) {
     let args = format!("IgnoreUnknown=1;K8S_POD_NAMESPACE=bench;ROMANA_LABELS={labels}");
-    let (cid, netns, conf) = (cid.to_owned(), netns_path(ns), conf("1.0.0", sock));
-    // The plugin runs (and is waited for) on a blocking thread: a runtime worker waiting for it
-    // is one the in-process romanad cannot use for this ADD's own requests (with two workers,
-    // the ADD's allocation and registration queued behind romanad's other work on the one left).
     let t = Instant::now();
-    let (rc, r) = tokio::task::spawn_blocking(move || cni("ADD", &cid, &netns, &conf, &args))
-        .await
-        .expect("the plugin's thread");
+    let (rc, r) = plugin("ADD", cid, ns, sock, args).await;
     let ms = t.elapsed().as_secs_f64() * 1e3;
     assert_eq!(rc, 0, "ADD of {}: {r}", ns.0);
     let ip =
@@ -340,11 +351,8 @@ async fn main() {
     // on this host as the empty ones did (2), and the cluster's size is the one difference
     // (each pod on the host is an entry the fast path's map and the host's sets hold).
     for (i, ns) in pods[..admits].iter().enumerate() {
-        let (cid, netns, conf) = (format!("a{i}"), netns_path(ns), conf("1.0.0", &sock));
-        let (rc, r) = tokio::task::spawn_blocking(move || cni("DEL", &cid, &netns, &conf, ""))
-            .await
-            .expect("the plugin's thread");
-        assert_eq!(rc, 0, "DEL: {r}");
+        let (rc, r) = plugin("DEL", &format!("a{i}"), ns, &sock, String::new()).await;
+        assert_eq!(rc, 0, "DEL of {}: {r}", ns.0);
     }
     let t = Instant::now();
     load(&admin, n_endpoints, n_policies).await;

@@ -314,6 +314,16 @@ impl State {
     }
 }
 
+impl State {
+    /// A read was answered with the set of `stamp`: the next read goes to another replica when
+    /// this one is behind the notice (`RouteLoop::answered`).
+    fn answered(&mut self, out: &mut Vec<Action>, stamp: Option<&str>) {
+        if self.route_loop.answered(stamp) {
+            out.push(Action::RoutesLagged);
+        }
+    }
+}
+
 /// One event in, the actions out.
 pub fn step(s: &mut State, ev: Event) -> Vec<Action> {
     let mut out = Vec::new();
@@ -335,9 +345,7 @@ pub fn step(s: &mut State, ev: Event) -> Vec<Action> {
             let observe = match r {
                 Some(r) => {
                     s.routes = r;
-                    if s.route_loop.answered(stamp.as_deref()) {
-                        out.push(Action::RoutesLagged);
-                    }
+                    s.answered(&mut out, stamp.as_deref());
                     false
                 }
                 None => {
@@ -348,9 +356,7 @@ pub fn step(s: &mut State, ev: Event) -> Vec<Action> {
             s.converge(&mut out, observe);
         }
         Event::RoutesUnchanged(stamp) => {
-            if s.route_loop.answered(stamp.as_deref()) {
-                out.push(Action::RoutesLagged);
-            }
+            s.answered(&mut out, stamp.as_deref());
             match s.route_loop.unchanged() {
                 route_loop::Next::Recheck => s.converge(&mut out, true),
                 route_loop::Next::Converge => s.converge(&mut out, false),
