@@ -239,6 +239,7 @@ impl Firewall {
         };
         self.finish(&mut compiled);
         let (rules, elements) = compiled.desired.counts();
+        let (endpoints, policies, active) = (compiled.endpoints, compiled.policies, compiled.active);
         let expected = prior.map(|k| plan(Some(&k), &compiled.desired).summary);
         let compiled_in = started.elapsed();
         let waited = Instant::now();
@@ -294,6 +295,9 @@ impl Firewall {
             Ok(_) => {
                 metrics.firewall_rules.store(rules as u64, Ordering::Relaxed);
                 metrics.firewall_elements.store(elements as u64, Ordering::Relaxed);
+                metrics.firewall_endpoints.store(endpoints as u64, Ordering::Relaxed);
+                metrics.firewall_policies.store(policies as u64, Ordering::Relaxed);
+                metrics.firewall_policies_active.store(active as u64, Ordering::Relaxed);
             }
             Err(_) => self.failed(metrics),
         }

@@ -79,6 +79,11 @@ pub struct Metrics {
     pub firewall_reads: AtomicU64,
     pub firewall_rules: AtomicU64,
     pub firewall_elements: AtomicU64,
+    /// Endpoints and policies the agent knows (as of its last compile), and the policies that
+    /// apply to this host's endpoints or to the host (only these have chains and sets here).
+    pub firewall_endpoints: AtomicU64,
+    pub firewall_policies: AtomicU64,
+    pub firewall_policies_active: AtomicU64,
     /// One policy pass (compile, apply the difference): the firewall's latency.
     pub firewall_sync_seconds: Histogram,
     /// One route pass (plan, from the kernel observed or as known, and apply).
@@ -121,7 +126,7 @@ impl Metrics {
         }
     }
 
-    fn families(&self) -> [(&'static str, &'static str, Value<'_>); 23] {
+    fn families(&self) -> [(&'static str, &'static str, Value<'_>); 26] {
         use Value::{Counter as C, Gauge as G, Histogram as H};
         [
             (
@@ -190,6 +195,21 @@ impl Metrics {
                 "romana_agent_firewall_elements",
                 "Set elements in the inet romana table.",
                 G(&self.firewall_elements),
+            ),
+            (
+                "romana_agent_firewall_endpoints",
+                "Endpoints the agent compiled from (cluster-wide, as of its last compile).",
+                G(&self.firewall_endpoints),
+            ),
+            (
+                "romana_agent_firewall_policies",
+                "Policies the agent compiled from (cluster-wide, as of its last compile).",
+                G(&self.firewall_policies),
+            ),
+            (
+                "romana_agent_firewall_policies_active",
+                "Policies that apply to this host's endpoints or to the host: only these have chains and sets in the table.",
+                G(&self.firewall_policies_active),
             ),
         ]
     }

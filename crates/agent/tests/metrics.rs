@@ -168,7 +168,13 @@ async fn the_agent_serves_every_documented_family_and_each_moves() {
     let before = scrape(&url).await.unwrap();
     let (status, body) = on_socket(socket.clone(), "/v1/cni/add", attach(&pod_path, "c1", None)).await;
     assert_eq!(status, 200, "ADD: {body}");
-    let m = ["romana_agent_cni_add_total", "romana_agent_cni_add_seconds", "romana_agent_firewall_elements"];
+    // The endpoint count moves with the compile that confirms the ADD's endpoint pass.
+    let m = [
+        "romana_agent_cni_add_total",
+        "romana_agent_cni_add_seconds",
+        "romana_agent_firewall_elements",
+        "romana_agent_firewall_endpoints",
+    ];
     expect_moved(&url, "CNI ADD", &before, &m, &mut moved).await;
     // The fast path hands packets to c1 directly, where the kernel runs it (CNI STATUS says).
     let (_, status) = on_socket(socket.clone(), "/v1/status", serde_json::Value::Null).await;
@@ -210,6 +216,8 @@ async fn the_agent_serves_every_documented_family_and_each_moves() {
         "romana_agent_firewall_syncs_total",
         "romana_agent_firewall_sync_seconds",
         "romana_agent_firewall_rules",
+        "romana_agent_firewall_policies",
+        "romana_agent_firewall_policies_active",
     ];
     expect_moved(&url, "a policy write", &before, &m, &mut moved).await;
 

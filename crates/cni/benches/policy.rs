@@ -6,7 +6,10 @@
 //! - policy write -> enforcement, by probing: a deny policy on a pod is written, then a client pod
 //!   connects every few ms until it is refused; the policy is deleted, until it connects again;
 //! - a label change of one pod (the client's role) -> enforcement, probed the same way;
-//! - CNI ADD of a new pod with that cluster loaded, against an empty cluster;
+//! - CNI ADD of a new pod with that cluster loaded, against an empty cluster (this host holds a
+//!   resident pod that its share of the policies, 1 in 100, applies to: their chains and sets are
+//!   in its table); and ADD and DEL of pods that bring their app's policies into the table and
+//!   take them out again;
 //! - the agent's memory (RSS) and CPU per firewall pass, and an agent restart until its first
 //!   pass is done (the table converged);
 //! - the table's rules and set elements;
@@ -170,8 +173,8 @@ async fn plugin(
         .expect("the plugin's thread")
 }
 
-async fn add_pod(ns: &Netns, cid: &str, sock: &std::path::Path, labels: &str) -> (IpAddr, f64) {
-    let args = format!("IgnoreUnknown=1;K8S_POD_NAMESPACE=bench;ROMANA_LABELS={labels}");
+async fn add_pod(ns: &Netns, cid: &str, sock: &std::path::Path, tenant: &str, labels: &str) -> (IpAddr, f64) {
+    let args = format!("IgnoreUnknown=1;K8S_POD_NAMESPACE={tenant};ROMANA_LABELS={labels}");
     let t = Instant::now();
     let (rc, r) = plugin("ADD", cid, ns, sock, args).await;
     let ms = t.elapsed().as_secs_f64() * 1e3;
@@ -181,7 +184,44 @@ async fn add_pod(ns: &Netns, cid: &str, sock: &std::path::Path, labels: &str) ->
     (ip, ms)
 }
 
-/// Loads the synthetic cluster: hosts, tenants, `endpoints` allocations with records, `policies`
+/// `count` pods, each of an app none of this host's pods has (`app<a>` in `ns<a % 10>`): its ADD
+/// brings that app's policies into this host's table, its DEL takes them out again. Each waits
+/// for the agent's count of active policies to show it (from `base`), so that the samples do not
+/// overlap. Returns the ADDs' and the DELs' times (ms).
+async fn activations(sock: &std::path::Path, pid: u32, count: usize, base: f64) -> (Vec<f64>, Vec<f64>) {
+    let active = || agent_metric(sock, "romana_agent_firewall_policies_active");
+    let (mut adds, mut dels) = (Vec::new(), Vec::new());
+    for (i, a) in (0..100).filter(|a| *a != 7).take(count).enumerate() {
+        let ns = Netns::new(&format!("rmq-{pid}-v{i}")).expect("pod");
+        let cid = format!("v{i}");
+        adds.push(add_pod(&ns, &cid, sock, &format!("ns{}", a % 10), &format!("app=app{a}")).await.1);
+        wait_for("the pod's policies are active here", 30, || active() > base).await;
+        let t = Instant::now();
+        let (rc, r) = plugin("DEL", &cid, &ns, sock, String::new()).await;
+        dels.push(t.elapsed().as_secs_f64() * 1e3);
+        assert_eq!(rc, 0, "DEL of {}: {r}", ns.0);
+        wait_for("the pod's policies are gone from here", 30, || active() == base).await;
+    }
+    (adds, dels)
+}
+
+/// The synthetic cluster's tenants `ns0`..`ns9` (`tier` a or b), before the empty cluster's
+/// ADDs: this host's resident pod is in one of them.
+async fn tenants(c: &Client) {
+    for k in 0..10u32 {
+        let labels = [("tier".to_owned(), if k.is_multiple_of(2) { "a" } else { "b" }.to_owned())].into();
+        c.create_tenant(&TenantRequest {
+            name: format!("ns{k}"),
+            external_id: String::new(),
+            labels,
+            isolation: String::new(),
+        })
+        .await
+        .expect("tenant");
+    }
+}
+
+/// Loads the synthetic cluster: hosts, `endpoints` allocations with records, `policies`
 /// NetworkPolicies. Requests run 16 at a time.
 async fn load(c: &Arc<Client>, endpoints: usize, policies: usize) {
     for h in 0..100 {
@@ -194,17 +234,6 @@ async fn load(c: &Arc<Client>, endpoints: usize, policies: usize) {
             k8s_info: None,
         };
         c.add_host(&req).await.expect("host");
-    }
-    for k in 0..10u32 {
-        let labels = [("tier".to_owned(), if k.is_multiple_of(2) { "a" } else { "b" }.to_owned())].into();
-        c.create_tenant(&TenantRequest {
-            name: format!("ns{k}"),
-            external_id: String::new(),
-            labels,
-            isolation: String::new(),
-        })
-        .await
-        .expect("tenant");
     }
     let mut tasks = tokio::task::JoinSet::new();
     for chunk in (0..endpoints).collect::<Vec<_>>().chunks(endpoints.div_ceil(16)) {
@@ -276,6 +305,8 @@ async fn main() {
     let admits: usize = std::env::args()
         .find_map(|a| a.strip_prefix("--adds=").map(|n| n.parse().expect("--adds=N")))
         .unwrap_or(admits);
+    // Pods that bring policies here, one app each (each app's policies select nothing here yet).
+    let acts = if quick { 5 } else { 20 };
     // `ROMANA_BENCH_ROMANAD_LOG=FILE`: romanad (in this process) logs its passes there (the
     // route manager's and the consistency check's times, at debug level).
     if let Some(path) = std::env::var_os("ROMANA_BENCH_ROMANAD_LOG") {
@@ -334,24 +365,33 @@ async fn main() {
 
     let srv = Netns::new(&format!("rmq-{pid}-srv")).expect("pod");
     let cli = Netns::new(&format!("rmq-{pid}-cli")).expect("pod");
-    let (srv_ip, _) = add_pod(&srv, "srv", &sock, "app=bench-srv").await;
-    let (_, _) = add_pod(&cli, "cli", &sock, "role=bench-cli").await;
+    let (srv_ip, _) = add_pod(&srv, "srv", &sock, "bench", "app=bench-srv").await;
+    let (_, _) = add_pod(&cli, "cli", &sock, "bench", "role=bench-cli").await;
     probe::serve(&netns_path(&srv));
     until(netns_path(&cli), srv_ip, true, Instant::now()).await;
+    // The resident pod: this host's share of the synthetic cluster's policies once it is loaded
+    // (app7 in ns7: the 50 in 5,000 (10 in 1,000) policies that select app7, as each of the 100
+    // hosts' pods are selected by theirs). In both phases, so that each has the same local pods.
+    tenants(&admin).await;
+    let resident = Netns::new(&format!("rmq-{pid}-r")).expect("pod");
+    add_pod(&resident, "res", &sock, "ns7", "app=app7").await;
 
     // Baselines on an empty cluster: ADD latency and throughput.
     let pods: Vec<Netns> =
         (0..admits * 2).map(|i| Netns::new(&format!("rmq-{pid}-a{i}")).expect("pod")).collect();
     let mut empty_add = Vec::new();
     for (i, ns) in pods[..admits].iter().enumerate() {
-        empty_add.push(add_pod(ns, &format!("a{i}"), &sock, "app=admit").await.1);
+        empty_add.push(add_pod(ns, &format!("a{i}"), &sock, "bench", "app=admit").await.1);
     }
 
     // The empty cluster's pods go before the load: the loaded ADDs then start with as many pods
     // on this host as the empty ones did (2), and the cluster's size is the one difference
     // (each pod on the host is an entry the fast path's map and the host's sets hold).
+    let mut empty_del = Vec::new();
     for (i, ns) in pods[..admits].iter().enumerate() {
+        let t = Instant::now();
         let (rc, r) = plugin("DEL", &format!("a{i}"), ns, &sock, String::new()).await;
+        empty_del.push(t.elapsed().as_secs_f64() * 1e3);
         assert_eq!(rc, 0, "DEL of {}: {r}", ns.0);
     }
     let t = Instant::now();
@@ -365,7 +405,8 @@ async fn main() {
     };
     admin.apply_netpol(&srv_policy("bench-cli")).await.expect("srv policy");
     wait_for("the agent has the loaded cluster", 600, || {
-        agent_metric(&sock, "romana_agent_firewall_elements") >= n_endpoints as f64
+        agent_metric(&sock, "romana_agent_firewall_endpoints") >= n_endpoints as f64
+            && agent_metric(&sock, "romana_agent_firewall_policies") > n_policies as f64
     })
     .await;
     // Samples start once the agent is idle (no pass for a while): the elements can be in while
@@ -385,6 +426,7 @@ async fn main() {
     }
     let rules = agent_metric(&sock, "romana_agent_firewall_rules");
     let elements = agent_metric(&sock, "romana_agent_firewall_elements");
+    let active = agent_metric(&sock, "romana_agent_firewall_policies_active");
 
     let rss_mb = rss_mb(&_agent);
     let (cpu0, syncs0) =
@@ -456,9 +498,10 @@ async fn main() {
     }
     let mut loaded_add = Vec::new();
     for (i, ns) in pods[admits..].iter().enumerate() {
-        loaded_add.push(add_pod(ns, &format!("b{i}"), &sock, "app=admit").await.1);
+        loaded_add.push(add_pod(ns, &format!("b{i}"), &sock, "bench", "app=admit").await.1);
     }
     mark("loaded-adds-done");
+    let (activating_add, deactivating_del) = activations(&sock, pid, acts, active).await;
     // Throughput: the same pods, the loaded table and the very same table with every set emptied
     // (the same chains, rules and conntrack; no elements) in alternating rounds. The agent is
     // paused so that it does not repair the swap; its own table is back before it resumes.
@@ -513,7 +556,10 @@ async fn main() {
         "policy dataplane: {n_policies} NetworkPolicies, {n_endpoints} endpoints on 100 hosts (loaded in {:.1} s)",
         loaded_in.as_secs_f64()
     );
-    println!("  table on this host: {rules} rules, {elements} set elements");
+    println!(
+        "  table on this host: {rules} rules, {elements} set elements ({active} of {} policies apply here)",
+        n_policies + 1
+    );
     println!(
         "  policy write -> enforced (refuse, probed): p50 {:.1} ms, p99 {:.1} ms; -> admitted again: p50 {:.1} ms, p99 {:.1} ms ({samples} samples)",
         pct(&closing, 0.5),
@@ -535,6 +581,17 @@ async fn main() {
     // plugin's process start and the socket round trip.
     println!("    agent's steps, loaded: {}", add_steps(&log, "b"));
     println!("    agent's steps, empty:  {}", add_steps(&log, "a"));
+    println!(
+        "  CNI ADD of a pod that brings its app's {} policies here (their first local target): p50 {:.1} ms p99 {:.1} ms; its DEL (takes them out): p50 {:.1} ms p99 {:.1} ms ({acts} pods); DEL on the empty cluster p50 {:.1} ms p99 {:.1} ms",
+        n_policies / 100,
+        pct(&activating_add, 0.5),
+        pct(&activating_add, 0.99),
+        pct(&deactivating_del, 0.5),
+        pct(&deactivating_del, 0.99),
+        pct(&empty_del, 0.5),
+        pct(&empty_del, 0.99)
+    );
+    println!("    agent's steps, bringing policies: {}", add_steps(&log, "v"));
     if throughput {
         println!(
             "  throughput pod->pod (iperf3 {secs} s, {rounds} runs each in ABBA order, median): sets loaded {:.2} Gbit/s vs the same table with its sets emptied {:.2} Gbit/s (ratio {:.3})",

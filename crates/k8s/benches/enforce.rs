@@ -361,7 +361,7 @@ async fn main() {
     register(&c, n_pods).await;
     let registered_in = t.elapsed();
     wait_for("the agent has the loaded cluster", 300, async || {
-        agent_metric(&sock, "romana_agent_firewall_elements") >= n_pods as f64
+        agent_metric(&sock, "romana_agent_firewall_endpoints") >= n_pods as f64
     })
     .await;
     // Samples start once the agent is idle (no pass for a second).

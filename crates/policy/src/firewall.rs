@@ -115,6 +115,14 @@ pub(crate) struct PolicyEntry {
 }
 
 impl PolicyEntry {
+    /// Whether the policy is in this host's table: while it applies to one of the host's
+    /// endpoints, or to the host itself. A policy of endpoints elsewhere would only add chains
+    /// no packet here reaches (guarded by an empty target set) and selector sets no rule here
+    /// reads: at 5,000 policies on 100 hosts, 99 in 100 of them (docs/policy.md, "Cost").
+    pub(crate) fn active(&self) -> bool {
+        self.compiled.host_jump.is_some() || !self.target_ips.is_empty()
+    }
+
     /// Whether this entry is `p` compiled: the same object (no comparison), or equal rules.
     fn compiles(&self, p: &Arc<PolicyRules>) -> bool {
         Arc::ptr_eq(&self.compiled.rules, p) || *self.compiled.rules == **p
@@ -125,13 +133,13 @@ impl PolicyEntry {
 #[derive(Debug)]
 pub(crate) struct CompiledPolicy {
     rules: Arc<PolicyRules>,
-    chains: Vec<(String, Arc<Chain>)>,
+    pub(crate) chains: Vec<(String, Arc<Chain>)>,
     /// The selector and named-port sets the chains name (in `CompileCache::sets`).
-    sets: Vec<String>,
+    pub(crate) sets: Vec<String>,
     /// (bucket chain, jump line, its key).
-    jumps: Vec<(String, Line, String)>,
+    pub(crate) jumps: Vec<(String, Line, String)>,
     /// `<base>-t-4`, `<base>-t-6`.
-    target_names: [String; 2],
+    pub(crate) target_names: [String; 2],
     /// `ingress-isolated` and/or `egress-isolated`: where the policy's targets go.
     pub(crate) isolates: Vec<&'static str>,
     /// A host-scoped policy's jump from `host-policies` (with its key) instead of bucket jumps.
@@ -255,6 +263,83 @@ impl CompileCache {
     }
 }
 
+impl CompileCache {
+    /// The chain of `bucket` holding its `members`' jumps (in their order): `old` (the bucket as
+    /// last built) while its members are the same objects, else built again; kept in the cache.
+    /// No members: no chain.
+    pub(crate) fn bucket_chain(
+        &mut self,
+        bucket: &str,
+        members: Vec<Arc<CompiledPolicy>>,
+        old: Option<(Vec<Arc<CompiledPolicy>>, Arc<Chain>)>,
+    ) -> Option<Arc<Chain>> {
+        if members.is_empty() {
+            self.buckets.remove(bucket);
+            return None;
+        }
+        let chain = match old {
+            Some((was, chain))
+                if was.len() == members.len() && was.iter().zip(&members).all(|(a, b)| Arc::ptr_eq(a, b)) =>
+            {
+                chain
+            }
+            _ => {
+                let mut chain = Chain::new(None, vec![]);
+                for (line, key) in members
+                    .iter()
+                    .flat_map(|m| &m.jumps)
+                    .filter(|(b, ..)| *b == bucket)
+                    .map(|(_, line, key)| (line, key))
+                {
+                    chain.push_keyed(line.clone(), key.clone());
+                }
+                Arc::new(chain)
+            }
+        };
+        self.buckets.insert(bucket.to_owned(), (members, chain.clone()));
+        Some(chain)
+    }
+
+    /// The policies the cache holds, and how many of them are in the table (active).
+    pub fn policy_counts(&self) -> (usize, usize) {
+        (self.policies.len(), self.policies.values().filter(|e| e.active()).count())
+    }
+
+    /// The selector and named-port sets the active policies name.
+    pub(crate) fn named_sets(&self) -> BTreeSet<&String> {
+        self.policies.values().filter(|e| e.active()).flat_map(|e| &e.compiled.sets).collect()
+    }
+
+    /// The chains of `buckets` as the cache's active policies (in id order) make them now (`None`:
+    /// no member, no chain), found in one walk over the policies.
+    pub(crate) fn rebuild_buckets(
+        &mut self,
+        buckets: &BTreeSet<String>,
+    ) -> Vec<(String, Option<Arc<Chain>>)> {
+        let mut members: BTreeMap<&String, Vec<Arc<CompiledPolicy>>> =
+            buckets.iter().map(|b| (b, vec![])).collect();
+        for e in self.policies.values().filter(|e| e.active()) {
+            for (b, ..) in &e.compiled.jumps {
+                if let Some(m) =
+                    members.get_mut(b).filter(|m| !m.last().is_some_and(|l| Arc::ptr_eq(l, &e.compiled)))
+                {
+                    m.push(e.compiled.clone());
+                }
+            }
+        }
+        let members: Vec<(String, Vec<Arc<CompiledPolicy>>)> =
+            members.into_iter().map(|(b, m)| (b.clone(), m)).collect();
+        members
+            .into_iter()
+            .map(|(b, m)| {
+                let old = self.buckets.remove(&b);
+                let chain = self.bucket_chain(&b, m, old);
+                (b, chain)
+            })
+            .collect()
+    }
+}
+
 struct Compiler<'a> {
     input: FirewallInput<'a>,
     /// This host's endpoints, found once: every policy's targets are among them.
@@ -305,61 +390,44 @@ impl<'a> Compiler<'a> {
         }
     }
 
-    /// Takes the pair of sets `name-4`/`name-6` from the cache; `false` when it has not both.
-    fn take_cached(&mut self, name: &str) -> bool {
-        let names = FAMILIES.map(|f| format!("{name}-{}", fam_suffix(f)));
-        if !names.iter().all(|n| self.cache.sets.contains_key(n)) {
-            return false;
-        }
-        for n in names {
-            let set = self.cache.sets[&n].clone();
-            self.rs.sets.insert(n, set);
-        }
-        true
-    }
-
-    fn remember(&mut self, names: &[String]) {
-        for n in names {
-            if let Some(s) = self.rs.sets.get(n) {
-                self.cache.sets.insert(n.clone(), s.clone());
-            }
-        }
-    }
-
+    /// The pair of selector sets `sel-<hash>-4`/`-6` of `key`, computed into the cache unless it
+    /// holds them (the table takes them only from an active policy: `Compiler::policy`).
     fn selector_set(&mut self, key: PeerKey) -> String {
         let name = format!("sel-{:016x}", fnv1a(format!("{key:?}").as_bytes()));
-        self.declared.extend(FAMILIES.map(|f| format!("{name}-{}", fam_suffix(f))));
-        if !self.rs.sets.contains_key(&format!("{name}-4")) && !self.take_cached(&name) {
-            let world = self.input.world;
-            let own = key.own_tenant.as_deref().unwrap_or("");
-            // Tenants are few: each is decided once, and the endpoints of the others are not read.
-            let all = self.input.endpoints;
-            let index = self.index.get_or_insert_with(|| EndpointIndex::new(all));
-            let members: Vec<&Endpoint> = index
-                .candidates(key.endpoints.as_ref(), |t| tenant_matches(world, own, key.tenants.as_ref(), t))
-                .into_iter()
-                .map(|i| &all[i])
-                .filter(|e| key.endpoints.as_ref().is_none_or(|s| s.matches(&e.labels)))
-                .collect();
-            self.addr_sets(&name, members.into_iter());
-            for f in FAMILIES {
-                let n = format!("{name}-{}", fam_suffix(f));
-                self.cache.rules.insert(n.clone(), Membership::Peer(key.clone(), f));
-                self.remember(&[n]);
-            }
+        let names = FAMILIES.map(|f| format!("{name}-{}", fam_suffix(f)));
+        self.declared.extend(names.iter().cloned());
+        if names.iter().all(|n| self.cache.sets.contains_key(n)) {
+            return name;
+        }
+        let world = self.input.world;
+        let own = key.own_tenant.as_deref().unwrap_or("");
+        // Tenants are few: each is decided once, and the endpoints of the others are not read.
+        let all = self.input.endpoints;
+        let index = self.index.get_or_insert_with(|| EndpointIndex::new(all));
+        let members = index
+            .candidates(key.endpoints.as_ref(), |t| tenant_matches(world, own, key.tenants.as_ref(), t))
+            .into_iter()
+            .map(|i| &all[i])
+            .filter(|e| key.endpoints.as_ref().is_none_or(|s| s.matches(&e.labels)));
+        let mut sets = FAMILIES.map(|f| Set::new(SetType::Addr(f)));
+        for ip in members.filter_map(|e| e.ip) {
+            let k = usize::from(Family::of(ip) == Family::V6);
+            sets[k].elements.insert(Element::Addr(ip));
+        }
+        for ((f, n), set) in FAMILIES.into_iter().zip(names).zip(sets) {
+            self.cache.rules.insert(n.clone(), Membership::Peer(key.clone(), f));
+            self.cache.sets.insert(n, Arc::new(set));
         }
         name
     }
 
+    /// The named-port set of `port`, computed into the cache unless it holds it.
     fn named_port_set(&mut self, port: &str, protocol: Protocol, f: Family) -> String {
         let safe: String = port.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '-').take(15).collect();
         let proto = format!("{protocol:?}").to_ascii_lowercase();
         let name = format!("np-{safe}-{proto}-{:04x}-{}", fnv1a(port.as_bytes()) as u16, fam_suffix(f));
         self.declared.push(name.clone());
-        if let Some(set) = self.cache.sets.get(&name).filter(|_| !self.rs.sets.contains_key(&name)) {
-            self.rs.sets.insert(name.clone(), set.clone());
-        }
-        if !self.rs.sets.contains_key(&name) {
+        if !self.cache.sets.contains_key(&name) {
             let mut set = Set::new(SetType::AddrPort(f));
             for e in self.input.endpoints.iter().filter(|e| !e.is_host) {
                 let Some(ip) = e.ip.filter(|ip| Family::of(*ip) == f) else { continue };
@@ -367,10 +435,8 @@ impl<'a> Compiler<'a> {
                     set.elements.insert(Element::AddrPort(ip, p.port));
                 }
             }
-            let set = Arc::new(set);
-            self.cache.sets.insert(name.clone(), set.clone());
+            self.cache.sets.insert(name.clone(), Arc::new(set));
             self.cache.rules.insert(name.clone(), Membership::NamedPort(port.to_owned(), protocol, f));
-            self.rs.sets.insert(name.clone(), set);
         }
         name
     }
@@ -461,22 +527,14 @@ impl<'a> Compiler<'a> {
         lines
     }
 
-    /// Adds a policy to the table (from the cache where it can) and returns its compiled form.
-    fn policy(&mut self, p: &Arc<PolicyRules>) -> Arc<CompiledPolicy> {
-        match self.cache.policies.get(&p.id).filter(|e| e.compiles(p)) {
-            Some(e) => {
-                for n in &e.compiled.sets {
-                    if let Some(set) = self.cache.sets.get(n) {
-                        self.rs.sets.insert(n.clone(), set.clone());
-                    }
-                }
-            }
-            None => {
-                let compiled = Arc::new(self.compile_policy(p));
-                let e =
-                    PolicyEntry { compiled, targets_known: false, target_sets: vec![], target_ips: vec![] };
-                self.cache.policies.insert(p.id.clone(), e);
-            }
+    /// Compiles a policy (from the cache where it can) and, while it is active here (`active`),
+    /// adds it to the table: its chains, its target sets and the selector and named-port sets it
+    /// names, and its targets' isolation. Returns its compiled form while it is active.
+    fn policy(&mut self, p: &Arc<PolicyRules>) -> Option<Arc<CompiledPolicy>> {
+        if !self.cache.policies.get(&p.id).is_some_and(|e| e.compiles(p)) {
+            let compiled = Arc::new(self.compile_policy(p));
+            let e = PolicyEntry { compiled, targets_known: false, target_sets: vec![], target_ips: vec![] };
+            self.cache.policies.insert(p.id.clone(), e);
         }
         if !self.cache.policies[&p.id].targets_known {
             let (sets, ips) = if p.scope == Scope::Host { (vec![], vec![]) } else { self.targets_of(p) };
@@ -492,18 +550,26 @@ impl<'a> Compiler<'a> {
             (e.targets_known, e.target_sets, e.target_ips) = (true, sets, ips);
         }
         let e = &self.cache.policies[&p.id];
+        if !e.active() {
+            return None;
+        }
         for (n, set) in &e.target_sets {
             self.rs.sets.insert(n.clone(), set.clone());
         }
         for (n, chain) in &e.compiled.chains {
             self.rs.chains.insert(n.clone(), chain.clone());
         }
+        for n in &e.compiled.sets {
+            if let Some(set) = self.cache.sets.get(n) {
+                self.rs.sets.insert(n.clone(), set.clone());
+            }
+        }
         let compiled = e.compiled.clone();
         if !e.target_ips.is_empty() {
             let ips = e.target_ips.clone();
             self.isolate(&ips, &compiled.isolates, true);
         }
-        compiled
+        Some(compiled)
     }
 
     /// Counts `ips` into (`add`) or out of the isolation of each direction in `isolates`: an
@@ -528,40 +594,18 @@ impl<'a> Compiler<'a> {
         }
     }
 
-    /// Puts the chain of `bucket` holding its `members`' jumps (in their order) into the table:
-    /// `old` (the bucket as last built) while its members are the same objects, else built
-    /// again. No members: no chain.
+    /// Puts the chain of `bucket` holding its `members`' jumps into the table (none without
+    /// members), with `old` as the cache's `bucket_chain` takes it.
     fn place_bucket(
         &mut self,
         bucket: String,
         members: Vec<Arc<CompiledPolicy>>,
         old: Option<(Vec<Arc<CompiledPolicy>>, Arc<Chain>)>,
     ) {
-        if members.is_empty() {
-            self.rs.chains.remove(&bucket);
-            return;
-        }
-        let chain = match old {
-            Some((was, chain))
-                if was.len() == members.len() && was.iter().zip(&members).all(|(a, b)| Arc::ptr_eq(a, b)) =>
-            {
-                chain
-            }
-            _ => {
-                let mut chain = Chain::new(None, vec![]);
-                for (line, key) in members
-                    .iter()
-                    .flat_map(|m| &m.jumps)
-                    .filter(|(b, ..)| *b == bucket)
-                    .map(|(_, line, key)| (line, key))
-                {
-                    chain.push_keyed(line.clone(), key.clone());
-                }
-                Arc::new(chain)
-            }
+        match self.cache.bucket_chain(&bucket, members, old) {
+            Some(chain) => self.rs.chains.insert(bucket, chain),
+            None => self.rs.chains.remove(&bucket),
         };
-        self.rs.chains.insert(bucket.clone(), chain.clone());
-        self.cache.buckets.insert(bucket, (members, chain));
     }
 
     /// The policy's target sets (this host's endpoints it applies to) and their addresses.

@@ -18,8 +18,10 @@ use crate::eval::{Endpoint, World};
 use crate::firewall::{CompileCache, FAMILIES, Touched, base_chain, fam_suffix};
 use crate::isolation::IMPLICIT_PREFIX;
 use crate::model::SEGMENT_LABEL;
-use crate::nftplan::{NftPlan, Observed, ObservedChain, PlanSummary, only_elements, set_delta};
-use crate::ruleset::{self, Chain, Dir, Element, Hook, Set};
+use crate::nftplan::{NftPlan, Observed, ObservedChain, Side, plan_sides};
+use crate::ruleset::{Chain, Dir, Element, Hook, Set};
+
+mod activation;
 
 /// One endpoint change: (before, after); `None` is absent.
 pub type Change = (Option<Endpoint>, Option<Endpoint>);
@@ -50,17 +52,23 @@ impl std::fmt::Display for Refusal {
 
 impl std::error::Error for Refusal {}
 
-/// What the changes do to the table: sets with their new contents, base chains that come and go.
+/// What the changes do to the table: sets with their new contents and sets that go, chains that
+/// come (or are rewritten) and go: base chains, and the chains of policies that become active or
+/// stop being (`activation`).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Part {
     pub sets: BTreeMap<String, Arc<Set>>,
+    pub sets_removed: BTreeSet<String>,
     pub chains_added: BTreeMap<String, Arc<Chain>>,
     pub chains_removed: BTreeSet<String>,
 }
 
 impl Part {
     pub fn is_empty(&self) -> bool {
-        self.sets.is_empty() && self.chains_added.is_empty() && self.chains_removed.is_empty()
+        self.sets.is_empty()
+            && self.sets_removed.is_empty()
+            && self.chains_added.is_empty()
+            && self.chains_removed.is_empty()
     }
 }
 
@@ -128,12 +136,9 @@ pub fn endpoint_changes(
             part.sets.insert(name.clone(), set.clone());
         }
     }
-    for id in &touched.policies {
-        let Some(entry) = cache.policies.get(id) else { continue };
-        for (name, set) in entry.target_sets.iter().filter(|(n, _)| table.sets.contains_key(n)) {
-            part.sets.insert(name.clone(), set.clone());
-        }
-    }
+    // Target sets of the policies that stay active; those that start or stop applying here
+    // bring or take their chains, sets and bucket jumps.
+    activation::policies(cache, table, &touched.policies, &mut part);
     // `local` and the isolation sets: an address is isolated in a direction while a policy
     // isolating that direction targets it.
     for (ip, present) in local {
@@ -159,6 +164,9 @@ pub fn endpoint_changes(
         }
     }
     base_chains(table, &mut part);
+    for name in &part.sets_removed {
+        part.sets.remove(name);
+    }
     Ok(part)
 }
 
@@ -198,50 +206,26 @@ fn base_chains(table: &Observed, part: &mut Part) {
     }
 }
 
-/// The transaction that applies `part` to `observed`: element changes of the sets, new base
-/// chains with their rules, removed ones flushed and deleted.
+/// The transaction that applies `part` to `observed`: sets and chains that come, element
+/// changes, chains rewritten, and what goes (in the order `nftplan` gives any plan).
 pub fn plan_part(observed: &Observed, part: &Part) -> NftPlan {
-    let mut s = PlanSummary::default();
-    let mut out = String::new();
-    let mut deltas = Vec::new();
+    let mut sets = Vec::new();
     for (name, set) in &part.sets {
-        match observed.sets.get(name) {
-            None => {
-                ruleset::set_decl(&mut out, name, set);
-                s.sets_added += 1;
-                s.elements_added += set.elements.len();
-            }
-            Some(have) if Arc::ptr_eq(have, set) => {}
-            Some(have) => set_delta(&mut out, &mut s, &mut deltas, name, have, set),
-        }
+        sets.push(match observed.sets.get(name) {
+            Some(have) => Side::Both(name, set, have),
+            None => Side::Want(name, set),
+        });
     }
+    sets.extend(part.sets_removed.iter().filter(|n| observed.sets.contains_key(*n)).map(Side::Have));
+    let mut chains = Vec::new();
     for (name, chain) in &part.chains_added {
-        if let Some(o) = observed.chains.get(name) {
-            if o.holds(chain) {
-                continue;
-            }
-            out.push_str(&format!("flush chain inet {} {name}\n", ruleset::TABLE));
-            s.chains_rewritten += 1;
-            s.rules_deleted += o.rules.len();
-        } else {
-            ruleset::chain_decl(&mut out, name, chain);
-            s.chains_added += 1;
-        }
-        for (line, key) in chain.lines().iter().zip(chain.keys()) {
-            ruleset::rule(&mut out, name, line, key);
-            s.rules_added += 1;
-        }
+        chains.push(match observed.chains.get(name) {
+            Some(have) => Side::Both(name, chain, have),
+            None => Side::Want(name, chain),
+        });
     }
-    for name in part.chains_removed.iter().filter(|n| observed.chains.contains_key(*n)) {
-        out.push_str(&format!(
-            "flush chain inet {t} {name}\ndelete chain inet {t} {name}\n",
-            t = ruleset::TABLE
-        ));
-        s.chains_deleted += 1;
-        s.rules_deleted += observed.chains[name].rules.len();
-    }
-    let elements = only_elements(&s, deltas);
-    NftPlan { script: out, summary: s, elements, steps: None }
+    chains.extend(part.chains_removed.iter().filter(|n| observed.chains.contains_key(*n)).map(Side::Have));
+    plan_sides(&sets, &chains, std::iter::empty())
 }
 
 impl Observed {
@@ -256,6 +240,9 @@ impl Observed {
         }
         for name in &part.chains_removed {
             self.chains.remove(name);
+        }
+        for name in &part.sets_removed {
+            self.sets.remove(name);
         }
     }
 }

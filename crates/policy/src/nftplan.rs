@@ -134,7 +134,7 @@ pub(crate) fn only_elements(s: &PlanSummary, deltas: Vec<SetDelta>) -> Option<Ve
 }
 
 /// One name of two name-ordered maps: only in the first, only in the second, or in both.
-enum Side<'a, A, B> {
+pub(crate) enum Side<'a, A, B> {
     Want(&'a String, &'a A),
     Have(&'a String),
     Both(&'a String, &'a A, &'a B),
@@ -178,11 +178,24 @@ pub fn plan(observed: Option<&Observed>, desired: &Ruleset) -> NftPlan {
     if base_changed || type_changed {
         return replace(desired);
     }
+    let foreign = obs.foreign_sets.iter().filter(|n| !desired.sets.contains_key(*n));
+    plan_sides(&sets, &chains, foreign)
+}
+
+/// The plan of the sets and chains side by side (wanted, had, or both), and of the foreign sets
+/// to delete: new sets and chains first, so that rules can point at them; then elements; then
+/// rules of chains that differ (flushed and refilled); then what is no longer wanted, once
+/// nothing refers to it.
+pub(crate) fn plan_sides<'a>(
+    sets: &[Side<'a, Arc<Set>, Arc<Set>>],
+    chains: &[Side<'a, Arc<ruleset::Chain>, ObservedChain>],
+    foreign: impl Iterator<Item = &'a String>,
+) -> NftPlan {
     let mut s = PlanSummary::default();
     let mut out = String::new();
     let mut steps = Vec::new();
     // 1. New sets and chains, so that rules below can point at them.
-    for side in &sets {
+    for side in sets {
         if let Side::Want(name, set) = side {
             ruleset::set_decl(&mut out, name, set);
             s.sets_added += 1;
@@ -190,7 +203,7 @@ pub fn plan(observed: Option<&Observed>, desired: &Ruleset) -> NftPlan {
             steps.push(Step::AddSet { name: (*name).clone(), set: (*set).clone() });
         }
     }
-    for side in &chains {
+    for side in chains {
         if let Side::Want(name, chain) = side {
             ruleset::chain_decl(&mut out, name, chain);
             s.chains_added += 1;
@@ -199,7 +212,7 @@ pub fn plan(observed: Option<&Observed>, desired: &Ruleset) -> NftPlan {
     }
     // 2. Elements of existing sets.
     let mut deltas = Vec::new();
-    for side in &sets {
+    for side in sets {
         // The same object as last applied (the compiler reused it): nothing to compare.
         if let Side::Both(name, set, have) = side
             && !Arc::ptr_eq(have, set)
@@ -211,7 +224,7 @@ pub fn plan(observed: Option<&Observed>, desired: &Ruleset) -> NftPlan {
     // 3. Chains whose rules differ in any way (order included) are flushed and refilled.
     let mut adds: Vec<(&String, &Arc<ruleset::Chain>)> = Vec::new();
     let mut removed_chains: Vec<&String> = Vec::new();
-    for side in &chains {
+    for side in chains {
         match side {
             Side::Want(name, chain) => adds.push((name, chain)),
             Side::Both(name, chain, o) => {
@@ -249,7 +262,7 @@ pub fn plan(observed: Option<&Observed>, desired: &Ruleset) -> NftPlan {
         Side::Have(name) => Some(*name),
         _ => None,
     });
-    for name in gone.chain(obs.foreign_sets.iter().filter(|n| !desired.sets.contains_key(*n))) {
+    for name in gone.chain(foreign) {
         let _ = writeln!(out, "delete set inet {TABLE} {name}");
         steps.push(Step::DeleteSet(name.clone()));
         s.sets_deleted += 1;

@@ -396,49 +396,99 @@ proptest! {
     /// the very table a full compile gives, or are refused (segments only), change after change.
     #[test]
     fn endpoint_changes_on_the_table_equal_a_full_compile(seed in any::<u64>()) {
-        use romana_policy::firewall::{CompileCache, compile_cached};
-        use romana_policy::incremental::{Refusal, endpoint_changes, plan_part};
-        let c = case(seed);
-        let shared = arcs(&c.policies);
-        let (mut cache, mut eps, mut g) = (CompileCache::default(), c.endpoints.clone(), Gen(seed ^ 0xadd));
-        let input = FirewallInput { host: "h0", policies: &shared, world: &c.world, endpoints: &eps };
-        let mut known = Observed::of(&compile_cached(input, &mut cache, 7));
-        for step in 0..8 {
-            let i = g.below(eps.len());
-            let old = eps[i].clone();
-            let (old, new) = match step % 4 {
-                0 => (None, Endpoint { id: format!("n{step}"), ip: Some(format!("10.0.1.{step}").parse().unwrap()), host: "h0".into(), labels: labels(&mut g), ..old }),
-                1 => (Some(old.clone()), Endpoint { labels: labels(&mut g), ..old }),
-                2 => (Some(old.clone()), Endpoint { host: "h0".into(), ..old }),
-                _ => (Some(old.clone()), Endpoint { ip: None, ..old }),
-            };
-            let gone = new.ip.is_none();
-            match (&old, gone) {
-                (_, true) => { eps.swap_remove(i); }
-                (Some(_), false) => eps[i] = new.clone(),
-                (None, false) => eps.push(new.clone()),
-            }
-            let change = (old, Some(new).filter(|_| !gone));
-            let input = FirewallInput { host: "h0", policies: &shared, world: &c.world, endpoints: &eps };
-            match endpoint_changes(&mut cache, &c.world, "h0", 7, &known, std::slice::from_ref(&change)) {
-                Ok(part) => {
-                    let before = known.clone();
-                    known.apply_part(&part);
-                    let p = plan_part(&before, &part);
-                    prop_assert!(p.is_empty() == (known == before), "step {}", step);
-                    check_deltas(&before, &p, &known);
-                }
-                // Refused before the cache took the change: a compile takes it, as the agent's does.
-                Err(Refusal::NewSegment { .. } | Refusal::SegmentMayEmpty { .. }) => {
-                    cache.endpoint_changed(&c.world, change.0.as_ref(), change.1.as_ref());
-                    known = Observed::of(&compile_cached(input, &mut cache, 7));
-                }
-                Err(e) => prop_assert!(false, "step {}: refused: {}", step, e),
-            }
-            let fresh = compile(input);
-            prop_assert!(known == Observed::of(&fresh), "step {}: {:?}", step, differences_observed(&known, &Observed::of(&fresh)));
+        if let Err(e) = endpoint_walk(seed) {
+            prop_assert!(false, "{}", e);
         }
     }
+}
+
+/// How often a walk's parts brought a policy into the table (its first local target) and took
+/// one out (its last).
+#[derive(Debug, Default)]
+struct Activations {
+    activated: usize,
+    deactivated: usize,
+}
+
+/// Eight random endpoint changes on host `h0`, each applied to the table in force by
+/// `incremental` (or, when refused, by a compile, as the agent does), each compared with a
+/// compile from scratch.
+fn endpoint_walk(seed: u64) -> Result<Activations, String> {
+    use romana_policy::firewall::{CompileCache, compile_cached};
+    use romana_policy::incremental::{Refusal, endpoint_changes, plan_part};
+    let c = case(seed);
+    let shared = arcs(&c.policies);
+    let (mut cache, mut eps, mut g) = (CompileCache::default(), c.endpoints.clone(), Gen(seed ^ 0xadd));
+    let input = FirewallInput { host: "h0", policies: &shared, world: &c.world, endpoints: &eps };
+    let mut known = Observed::of(&compile_cached(input, &mut cache, 7));
+    let mut seen = Activations::default();
+    let policy_chain = |n: &String| n.starts_with("p-");
+    for step in 0..8 {
+        let i = g.below(eps.len());
+        let old = eps[i].clone();
+        let (old, new) = match step % 4 {
+            0 => (
+                None,
+                Endpoint {
+                    id: format!("n{step}"),
+                    ip: Some(format!("10.0.1.{step}").parse().unwrap()),
+                    host: "h0".into(),
+                    labels: labels(&mut g),
+                    ..old
+                },
+            ),
+            1 => (Some(old.clone()), Endpoint { labels: labels(&mut g), ..old }),
+            2 => (Some(old.clone()), Endpoint { host: "h0".into(), ..old }),
+            _ => (Some(old.clone()), Endpoint { ip: None, ..old }),
+        };
+        let gone = new.ip.is_none();
+        match (&old, gone) {
+            (_, true) => {
+                eps.swap_remove(i);
+            }
+            (Some(_), false) => eps[i] = new.clone(),
+            (None, false) => eps.push(new.clone()),
+        }
+        let change = (old, Some(new).filter(|_| !gone));
+        let input = FirewallInput { host: "h0", policies: &shared, world: &c.world, endpoints: &eps };
+        match endpoint_changes(&mut cache, &c.world, "h0", 7, &known, std::slice::from_ref(&change)) {
+            Ok(part) => {
+                let before = known.clone();
+                known.apply_part(&part);
+                let p = plan_part(&before, &part);
+                if p.is_empty() != (known == before) {
+                    return Err(format!("step {step}: the plan's emptiness is not the table's"));
+                }
+                check_deltas(&before, &p, &known);
+                seen.activated += usize::from(part.chains_added.keys().any(policy_chain));
+                seen.deactivated += usize::from(part.chains_removed.iter().any(policy_chain));
+            }
+            // Refused before the cache took the change: a compile takes it, as the agent's does.
+            Err(Refusal::NewSegment { .. } | Refusal::SegmentMayEmpty { .. }) => {
+                cache.endpoint_changed(&c.world, change.0.as_ref(), change.1.as_ref());
+                known = Observed::of(&compile_cached(input, &mut cache, 7));
+            }
+            Err(e) => return Err(format!("step {step}: refused: {e}")),
+        }
+        let fresh = Observed::of(&compile(input));
+        if known != fresh {
+            return Err(format!("step {step}: {:?}", differences_observed(&known, &fresh)));
+        }
+    }
+    Ok(seen)
+}
+
+/// The walk must bring policies into the table and take them out, or the property above says
+/// nothing about activation.
+#[test]
+fn endpoint_walks_activate_and_deactivate_policies() {
+    let mut total = Activations::default();
+    for seed in 0..200u64 {
+        let a = endpoint_walk(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15)).unwrap();
+        total.activated += a.activated;
+        total.deactivated += a.deactivated;
+    }
+    assert!(total.activated >= 20 && total.deactivated >= 20, "{total:?}");
 }
 
 fn differences_observed(a: &Observed, b: &Observed) -> Vec<String> {

@@ -63,6 +63,7 @@ impl Firewall {
         state.compiled(cache, world);
         self.finish(&mut compiled);
         let (rules, elements) = compiled.desired.counts();
+        let (endpoints, policies, active) = (compiled.endpoints, compiled.policies, compiled.active);
         let base = state.base(None);
         let deliver = self.deliver.clone();
         let r = self.in_ns(move |nft| run_pass(nft, deliver.as_deref(), base, &compiled)).await;
@@ -74,6 +75,9 @@ impl Firewall {
                 self.saved_wake.notify_one();
                 metrics.firewall_rules.store(rules as u64, Ordering::Relaxed);
                 metrics.firewall_elements.store(elements as u64, Ordering::Relaxed);
+                metrics.firewall_endpoints.store(endpoints as u64, Ordering::Relaxed);
+                metrics.firewall_policies.store(policies as u64, Ordering::Relaxed);
+                metrics.firewall_policies_active.store(active as u64, Ordering::Relaxed);
                 if a.summary != PlanSummary::default() {
                     // Endpoint passes are held equal to a compile (property test): a difference
                     // here is a bug of theirs, which this compile just repaired.

@@ -86,7 +86,8 @@ pub fn compile_with(cache: &mut CompileCache, host: &str, s: Snapshot) -> (Compi
     let input = FirewallInput { host, policies: &s.policies, world: &s.world, endpoints: &s.endpoints };
     let desired = compile_cached(input, cache, s.stamp);
     let unfiltered = unfiltered(&desired);
-    (Compiled { desired, unfiltered }, s.world)
+    let (policies, active) = cache.policy_counts();
+    (Compiled { desired, unfiltered, endpoints: s.endpoints.len(), policies, active }, s.world)
 }
 
 /// The desired table, and the local endpoints (both families) no rule filters (the fast path's
@@ -95,6 +96,11 @@ pub fn compile_with(cache: &mut CompileCache, host: &str, s: Snapshot) -> (Compi
 pub struct Compiled {
     pub desired: Ruleset,
     pub unfiltered: BTreeSet<IpAddr>,
+    /// The cluster's endpoints and policies compiled from, and how many of the policies apply
+    /// here (the rest have no chains here).
+    pub endpoints: usize,
+    pub policies: usize,
+    pub active: usize,
 }
 
 impl PassState {

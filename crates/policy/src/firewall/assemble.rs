@@ -23,7 +23,7 @@ impl Compiler<'_> {
         let mut buckets: BTreeMap<String, Vec<Arc<CompiledPolicy>>> = BTreeMap::new();
         let mut host_jumps = Chain::new(None, vec![]);
         for p in policies {
-            let compiled = self.policy(p);
+            let Some(compiled) = self.policy(p) else { continue };
             if let Some((line, key)) = &compiled.host_jump {
                 host_jumps.push_keyed(line.clone(), key.clone());
             }
@@ -76,28 +76,27 @@ impl Compiler<'_> {
             }
         }
         for p in changed {
-            let compiled = self.policy(p);
-            buckets.extend(compiled.jumps.iter().map(|(b, ..)| b.clone()));
+            if let Some(compiled) = self.policy(p) {
+                buckets.extend(compiled.jumps.iter().map(|(b, ..)| b.clone()));
+            }
         }
         // The selector and named-port sets only withdrawn policies named.
-        for name in shared {
-            if !self.cache.policies.values().any(|e| e.compiled.sets.binary_search(&name).is_ok()) {
+        if !shared.is_empty() {
+            let named = self.cache.named_sets();
+            let unnamed: Vec<String> = shared.into_iter().filter(|n| !named.contains(n)).collect();
+            for name in unnamed {
                 self.rs.sets.remove(&name);
             }
         }
-        for bucket in buckets {
-            let members: Vec<Arc<CompiledPolicy>> = self
-                .cache
-                .policies
-                .values()
-                .filter(|e| e.compiled.jumps.iter().any(|(b, ..)| *b == bucket))
-                .map(|e| e.compiled.clone())
-                .collect();
-            let was = self.cache.buckets.remove(&bucket);
-            self.place_bucket(bucket, members, was);
+        for (bucket, chain) in self.cache.rebuild_buckets(&buckets) {
+            match chain {
+                Some(chain) => self.rs.chains.insert(bucket, chain),
+                None => self.rs.chains.remove(&bucket),
+            };
         }
         let mut host_jumps = Chain::new(None, vec![]);
-        for (line, key) in self.cache.policies.values().filter_map(|e| e.compiled.host_jump.as_ref()) {
+        let active = self.cache.policies.values().filter(|e| e.active());
+        for (line, key) in active.filter_map(|e| e.compiled.host_jump.as_ref()) {
             host_jumps.push_keyed(line.clone(), key.clone());
         }
         host_jumps
