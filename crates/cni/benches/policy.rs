@@ -19,7 +19,8 @@
 //!   resumes).
 //!
 //! `cargo build --release -p romana-agent && cargo bench -p romana-cni --bench policy`
-//! (`-- --samples=N`: N probes per measure; `-- --no-throughput`: without the iperf3 rounds)
+//! (`-- --samples=N`: N probes per measure; `-- --no-throughput`: without the iperf3 rounds;
+//! `-- --adds=N`: ADDs on each cluster; `-- --activations=N`: pods that bring policies)
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -305,8 +306,11 @@ async fn main() {
     let admits: usize = std::env::args()
         .find_map(|a| a.strip_prefix("--adds=").map(|n| n.parse().expect("--adds=N")))
         .unwrap_or(admits);
-    // Pods that bring policies here, one app each (each app's policies select nothing here yet).
-    let acts = if quick { 5 } else { 20 };
+    // Pods that bring policies here, one app each (each app's policies select nothing here yet);
+    // `--activations=N`.
+    let acts: usize = std::env::args()
+        .find_map(|a| a.strip_prefix("--activations=").map(|n| n.parse().expect("--activations=N")))
+        .unwrap_or(if quick { 5 } else { 20 });
     // `ROMANA_BENCH_ROMANAD_LOG=FILE`: romanad (in this process) logs its passes there (the
     // route manager's and the consistency check's times, at debug level).
     if let Some(path) = std::env::var_os("ROMANA_BENCH_ROMANAD_LOG") {

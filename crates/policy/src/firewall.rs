@@ -19,8 +19,14 @@
 //! - Sets: targets per policy (local endpoints), isolated endpoints per direction, endpoint
 //!   selector memberships (cluster-wide), named ports (address . port), this host's endpoints.
 //!
-//! So an endpoint or label change is a set-element change; a policy change adds, rewrites or
-//! removes its own chains and sets and rewrites its bucket (a few dozen rules at 1,000 policies).
+//! Only active policies are in the table: those that select one of this host's endpoints (or,
+//! host-scoped, the host). Another's chains could only be reached through a jump guarded by an
+//! empty target set, so they, its target sets and the sets only it names stay out; the cache
+//! keeps them compiled and up to date for when it becomes active (`PolicyEntry::active`).
+//!
+//! So an endpoint or label change is a set-element change (or, for a policy's first or last
+//! local target, its chains and sets in or out); a policy change adds, rewrites or removes its
+//! own chains and sets and rewrites its bucket (a few dozen rules at 1,000 policies).
 //! No change needs a rule handle: every chain that differs is flushed and refilled in the same
 //! transaction, which is what keeps `nft` from reading the whole table back first.
 
@@ -327,14 +333,11 @@ impl CompileCache {
                 }
             }
         }
-        let members: Vec<(String, Vec<Arc<CompiledPolicy>>)> =
-            members.into_iter().map(|(b, m)| (b.clone(), m)).collect();
         members
             .into_iter()
             .map(|(b, m)| {
-                let old = self.buckets.remove(&b);
-                let chain = self.bucket_chain(&b, m, old);
-                (b, chain)
+                let old = self.buckets.remove(b);
+                (b.clone(), self.bucket_chain(b, m, old))
             })
             .collect()
     }

@@ -1,10 +1,11 @@
 //! Endpoint changes applied to the table as it stands, without a compile: what a new pod (or a
 //! relabelled, moved or removed one) changes is its own set memberships (the selector and
 //! named-port sets it matches, the target sets of the policies that select it, `local`, the
-//! isolation sets) and, when a direction's first endpoint becomes isolated or its last one
-//! stops being, that direction's base chains. That is what CNI ADD needs in force before it
-//! answers, computed from the compile cache in time proportional to the change, not to the
-//! cluster. Pure. The result equals what a full compile gives (a property test holds it);
+//! isolation sets), when a direction's first endpoint becomes isolated or its last one stops
+//! being, that direction's base chains, and when it is a policy's first local target (or was its
+//! last), that policy's chains and sets (`activation.rs`). That is what CNI ADD needs in force
+//! before it answers, computed from the compile cache in time proportional to the change, not to
+//! the cluster. Pure. The result equals what a full compile gives (a property test holds it);
 //! whatever it cannot decide exactly (the cache is of other tenants or another host, a segment
 //! whose implicit isolation policy would appear or go) it refuses, and the caller compiles.
 

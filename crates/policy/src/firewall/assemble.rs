@@ -83,9 +83,8 @@ impl Compiler<'_> {
         // The selector and named-port sets only withdrawn policies named.
         if !shared.is_empty() {
             let named = self.cache.named_sets();
-            let unnamed: Vec<String> = shared.into_iter().filter(|n| !named.contains(n)).collect();
-            for name in unnamed {
-                self.rs.sets.remove(&name);
+            for name in shared.iter().filter(|n| !named.contains(n)) {
+                self.rs.sets.remove(name);
             }
         }
         for (bucket, chain) in self.cache.rebuild_buckets(&buckets) {
