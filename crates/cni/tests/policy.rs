@@ -309,4 +309,48 @@ async fn policies_enforced_between_pods_on_two_hosts() {
     })
     .await;
     assert!(!pair(za), "isolation is back after the repair ({:?})", started.elapsed());
+
+    // A policy only a new pod on hb will match has no chains there until that pod's ADD brings
+    // them (its first local target), in force the moment the ADD returns; its DEL takes them out.
+    let table_b = || nft_in(&host_ns[1], "list table inet romana");
+    let known = agent_metric(&sock[1], "romana_agent_firewall_policies");
+    admin
+        .apply_netpol(&json!({"metadata":{"name":"fresh-in","namespace":"z"},"spec":{"podSelector":{"matchLabels":{"pod":"fresh"}},
+            "ingress":[{"from":[{"podSelector":{"matchLabels":{"pod":"a"}}}],"ports":[{"port":80}]}]}}))
+        .await
+        .unwrap();
+    common::wait_for("hb compiles the new policy", 20, || {
+        agent_metric(&sock[1], "romana_agent_firewall_policies") > known
+    })
+    .await;
+    assert!(!table_b().contains("fresh-in"), "a policy no pod on hb matches has chains there");
+    let fresh = Netns::new(&format!("rmp-{pid}-fresh")).unwrap();
+    let fresh_args = "IgnoreUnknown=1;K8S_POD_NAMESPACE=z;ROMANA_LABELS=pod=fresh";
+    let (rc, r) = cni("ADD", "fresh", &netns_path(&fresh), &conf("1.0.0", &sock[1]), fresh_args);
+    assert_eq!(rc, 0, "ADD fresh: {r}");
+    let table = table_b();
+    let fresh_ip: IpAddr =
+        r["ips"][0]["address"].as_str().unwrap().split('/').next().unwrap().parse().unwrap();
+    probe::serve(&netns_path(&fresh));
+    let to_fresh = |from: &Pod| {
+        probe::matrix(
+            &[(netns_path(&from.ns), from.ip), (netns_path(&fresh), fresh_ip)],
+            &[(Proto::Tcp, 80)],
+            TIMEOUT,
+        )[0][0][1]
+    };
+    let (za, zb) =
+        (pods.iter().find(|p| p.id == "z/a").unwrap(), pods.iter().find(|p| p.id == "z/b").unwrap());
+    assert!(
+        table.contains("fresh-in"),
+        "the ADD of the policy's first target on hb did not bring it:\n{table}"
+    );
+    assert!(!to_fresh(zb), "z/b (not admitted, on hb) reached the new pod the moment ADD returned");
+    common::wait_for("z/a (admitted) reaches the new pod", 10, || to_fresh(za)).await;
+    let (rc, r) = cni("DEL", "fresh", &netns_path(&fresh), &conf("1.0.0", &sock[1]), fresh_args);
+    assert_eq!(rc, 0, "DEL fresh: {r}");
+    common::wait_for("the policy's chains leave hb with its last target", 10, || {
+        !table_b().contains("fresh-in")
+    })
+    .await;
 }
