@@ -208,7 +208,7 @@ impl Metrics {
             ),
             (
                 "romana_agent_firewall_policies_active",
-                "Policies that apply to this host's endpoints or to the host: only these have chains and sets in the table.",
+                "Policies that apply to this host's endpoints or to the host (only these have chains and sets in the table), as of the agent's last compile.",
                 G(&self.firewall_policies_active),
             ),
         ]

@@ -5,7 +5,8 @@
 //! being, that direction's base chains, and when it is a policy's first local target (or was its
 //! last), that policy's chains and sets (`activation.rs`). That is what CNI ADD needs in force
 //! before it answers, computed from the compile cache in time proportional to the change, not to
-//! the cluster. Pure. The result equals what a full compile gives (a property test holds it);
+//! the cluster (but for a policy's first or last local target, which also walks the cache's
+//! policies once, for its buckets and the sets no other active policy names). Pure. The result equals what a full compile gives (a property test holds it);
 //! whatever it cannot decide exactly (the cache is of other tenants or another host, a segment
 //! whose implicit isolation policy would appear or go) it refuses, and the caller compiles.
 
