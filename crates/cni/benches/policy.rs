@@ -389,8 +389,9 @@ async fn main() {
     }
 
     // The empty cluster's pods go before the load: the loaded ADDs then start with as many pods
-    // on this host as the empty ones did (3: srv, cli, the resident), and the cluster's size is the one difference
-    // (each pod on the host is an entry the fast path's map and the host's sets hold).
+    // on this host as the empty ones did (3: srv, cli, the resident), and the cluster's size is
+    // the one difference (each pod on the host is an entry the fast path's map and the host's
+    // sets hold).
     let mut empty_del = Vec::new();
     for (i, ns) in pods[..admits].iter().enumerate() {
         let t = Instant::now();
