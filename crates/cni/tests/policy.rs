@@ -28,6 +28,12 @@ use romana_test_support::{HostPair, Netns, TempDir};
 use serde_json::{Value, json};
 
 /// Whether one ping from `from` to `to` is answered (ICMP echo, type 8 code 0).
+/// Whether `from` opens TCP 80 to the pod in namespace `to` with address `ip`.
+fn reaches(from: &Pod, to: &Netns, ip: IpAddr) -> bool {
+    let pods = [(netns_path(&from.ns), from.ip), (netns_path(to), ip)];
+    probe::matrix(&pods, &[(Proto::Tcp, 80)], TIMEOUT)[0][0][1]
+}
+
 fn ping(from: &Pod, to: &Pod) -> bool {
     Command::new("ip")
         .args(["netns", "exec", &from.ns.0, "ping", "-c1", "-W1", &to.ip.to_string()])
@@ -262,13 +268,7 @@ async fn policies_enforced_between_pods_on_two_hosts() {
     probe::serve(&netns_path(&late));
     let za = pods.iter().find(|p| p.id == "z/a").unwrap();
     let ya = pods.iter().find(|p| p.id == "y/b").unwrap();
-    let pair = |from: &Pod| {
-        probe::matrix(
-            &[(netns_path(&from.ns), from.ip), (netns_path(&late), late_ip)],
-            &[(Proto::Tcp, 80)],
-            TIMEOUT,
-        )[0][0][1]
-    };
+    let pair = |from: &Pod| reaches(from, &late, late_ip);
     assert!(!pair(za), "z/a reached a new y pod the moment ADD returned");
     assert!(pair(ya), "y/b (same tenant) reaches the new pod");
 
@@ -332,13 +332,7 @@ async fn policies_enforced_between_pods_on_two_hosts() {
     let fresh_ip: IpAddr =
         r["ips"][0]["address"].as_str().unwrap().split('/').next().unwrap().parse().unwrap();
     probe::serve(&netns_path(&fresh));
-    let to_fresh = |from: &Pod| {
-        probe::matrix(
-            &[(netns_path(&from.ns), from.ip), (netns_path(&fresh), fresh_ip)],
-            &[(Proto::Tcp, 80)],
-            TIMEOUT,
-        )[0][0][1]
-    };
+    let to_fresh = |from: &Pod| reaches(from, &fresh, fresh_ip);
     let (za, zb) =
         (pods.iter().find(|p| p.id == "z/a").unwrap(), pods.iter().find(|p| p.id == "z/b").unwrap());
     assert!(

@@ -695,6 +695,22 @@ fn target_sets(names: &[String; 2], ips: &[IpAddr]) -> Vec<(String, Set)> {
         .collect()
 }
 
+/// The bucket chains of `direction` among `chains`' names: `<direction>-bNN`, the names from
+/// `<direction>-b` up to `-c`.
+pub(crate) fn buckets_of<'m, V>(
+    chains: &'m BTreeMap<String, V>,
+    direction: &str,
+) -> impl Iterator<Item = &'m String> {
+    let (from, to) = (format!("{direction}-b"), format!("{direction}-c"));
+    chains.range::<String, _>(from..to).map(|(name, _)| name)
+}
+
+/// `<direction>-policies`: one jump to each of the direction's bucket chains, in name order.
+pub(crate) fn dispatch_chain<'b>(buckets: impl Iterator<Item = &'b String>) -> Arc<Chain> {
+    let lines = buckets.map(|b| Line { matches: vec![], verdict: Verdict::Jump(b.clone()) }).collect();
+    Arc::new(Chain::new(None, lines))
+}
+
 /// What passes every base chain of ours before any policy: neighbour discovery, router
 /// discovery and multicast listener messages (`ICMPV6_ALWAYS_ALLOWED`, docs/policy.md). ICMP
 /// errors need no line: conntrack marks them `related` to the connection they are about.

@@ -211,23 +211,23 @@ fn base_chains(table: &Observed, part: &mut Part) {
 /// The transaction that applies `part` to `observed`: sets and chains that come, element
 /// changes, chains rewritten, and what goes (in the order `nftplan` gives any plan).
 pub fn plan_part(observed: &Observed, part: &Part) -> NftPlan {
-    let mut sets = Vec::new();
-    for (name, set) in &part.sets {
-        sets.push(match observed.sets.get(name) {
-            Some(have) => Side::Both(name, set, have),
-            None => Side::Want(name, set),
-        });
-    }
-    sets.extend(part.sets_removed.iter().filter(|n| observed.sets.contains_key(*n)).map(Side::Have));
-    let mut chains = Vec::new();
-    for (name, chain) in &part.chains_added {
-        chains.push(match observed.chains.get(name) {
-            Some(have) => Side::Both(name, chain, have),
-            None => Side::Want(name, chain),
-        });
-    }
-    chains.extend(part.chains_removed.iter().filter(|n| observed.chains.contains_key(*n)).map(Side::Have));
+    let sets = sides(&part.sets, &part.sets_removed, &observed.sets);
+    let chains = sides(&part.chains_added, &part.chains_removed, &observed.chains);
     plan_sides(&sets, &chains, std::iter::empty())
+}
+
+/// What a part wants (`want`) and removes (`gone`) beside what the table has: wanted and there,
+/// wanted and new, or there and going.
+fn sides<'a, A, B>(
+    want: &'a BTreeMap<String, A>,
+    gone: &'a BTreeSet<String>,
+    have: &'a BTreeMap<String, B>,
+) -> Vec<Side<'a, A, B>> {
+    let wanted = want.iter().map(|(name, w)| match have.get(name) {
+        Some(h) => Side::Both(name, w, h),
+        None => Side::Want(name, w),
+    });
+    wanted.chain(gone.iter().filter(|n| have.contains_key(*n)).map(Side::Have)).collect()
 }
 
 impl Observed {

@@ -3,10 +3,12 @@
 //! them (`finish`: base chains, host-policy dispatch, the bucket jumps).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::ops::Bound;
 use std::sync::Arc;
 
-use super::{CompiledPolicy, Compiler, FAMILIES, PolicyEntry, always_allowed, base_chain, fam_suffix};
+use super::{
+    CompiledPolicy, Compiler, FAMILIES, PolicyEntry, always_allowed, base_chain, buckets_of, dispatch_chain,
+    fam_suffix,
+};
 use crate::model::PolicyRules;
 use crate::ruleset::{Chain, Dir, Hook, Line, Match, Verdict};
 
@@ -166,16 +168,8 @@ impl Compiler<'_> {
             self.rs.chains.insert("host-policies".into(), Arc::new(host_jumps));
         }
         for direction in ["egress", "ingress"] {
-            // The bucket chains `<direction>-bNN`: the names from `<direction>-b` up to `-c`.
-            let (from, to) = (format!("{direction}-b"), format!("{direction}-c"));
-            let range = (Bound::Included(from.as_str()), Bound::Excluded(to.as_str()));
-            let lines = self
-                .rs
-                .chains
-                .range::<str, _>(range)
-                .map(|(b, _)| Line { matches: vec![], verdict: Verdict::Jump(b.clone()) })
-                .collect();
-            self.rs.chains.insert(format!("{direction}-policies"), Arc::new(Chain::new(None, lines)));
+            let chain = dispatch_chain(buckets_of(&self.rs.chains, direction));
+            self.rs.chains.insert(format!("{direction}-policies"), chain);
         }
     }
 }

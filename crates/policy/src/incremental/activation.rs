@@ -5,12 +5,9 @@
 //! other active policy names. As a whole compile lays the table out (`firewall`, `active`).
 
 use std::collections::BTreeSet;
-use std::ops::Bound;
-use std::sync::Arc;
 
-use crate::firewall::CompileCache;
+use crate::firewall::{CompileCache, buckets_of, dispatch_chain};
 use crate::nftplan::Observed;
-use crate::ruleset::{Chain, Line, Verdict};
 
 use super::Part;
 
@@ -71,13 +68,10 @@ pub(super) fn policies(cache: &mut CompileCache, table: &Observed, ids: &[String
 /// `part` is applied (when that differs from the table's).
 fn dispatch(table: &Observed, part: &mut Part) {
     for direction in ["egress", "ingress"] {
-        let (from, to) = (format!("{direction}-b"), format!("{direction}-c"));
-        let range = || (Bound::Included(from.as_str()), Bound::Excluded(to.as_str()));
-        let mut names: BTreeSet<&String> = table.chains.range::<str, _>(range()).map(|(n, _)| n).collect();
-        names.extend(part.chains_added.range::<str, _>(range()).map(|(n, _)| n));
+        let mut names: BTreeSet<&String> = buckets_of(&table.chains, direction).collect();
+        names.extend(buckets_of(&part.chains_added, direction));
         names.retain(|n| !part.chains_removed.contains(*n));
-        let lines = names.into_iter().map(|b| Line { matches: vec![], verdict: Verdict::Jump(b.clone()) });
-        let chain = Arc::new(Chain::new(None, lines.collect()));
+        let chain = dispatch_chain(names.into_iter());
         let name = format!("{direction}-policies");
         if !table.chains.get(&name).is_some_and(|o| o.holds(&chain)) {
             part.chains_added.insert(name, chain);
